@@ -1,0 +1,119 @@
+/**
+ * The intercept config: what the engine reflects and what it shields. Its own small module (as in mitmproxy_rs's
+ * `intercept_conf`), shared by the CLI, the config file, the control plane and every packet backend.
+ *
+ * Only syntax lives here (is it an IP address, is it a port). Whether an address is *usable* on this host is
+ * decided by `platform/validate-address.ts`, which needs the host's interfaces and routes.
+ */
+import ipaddr from 'ipaddr.js';
+import { ErrorCode, RetroflectError } from '../errors.ts';
+
+export type ShieldProtocol = 'tcp' | 'udp';
+export const SHIELD_PROTOCOLS: readonly ShieldProtocol[] = ['tcp', 'udp'];
+
+export interface ShieldPort {
+  port: number;
+  protocol: ShieldProtocol;
+}
+
+export interface InterceptConfig {
+  /** Canonical text form (ipaddr.js `toString()`: IPv4 dotted, IPv6 RFC 5952), unique, in insertion order. */
+  reflectAddresses: string[];
+  /** Unique by (protocol, port), in insertion order. */
+  shieldPorts: ShieldPort[];
+}
+
+/** Limits of the data plane's counter slots (engine/counters.ts sizes its shared memory from these). */
+export const MAX_REFLECT_ADDRESSES = 64;
+export const MAX_SHIELD_PORTS = 1024;
+
+export function emptyInterceptConfig(): InterceptConfig {
+  return { reflectAddresses: [], shieldPorts: [] };
+}
+
+/**
+ * Parse one address as typed by a user ("192.0.2.1", "2001:DB8::1", "[2001:db8::1]") into canonical form.
+ * IPv4-mapped IPv6 addresses are turned into IPv4, because that is what goes on the wire.
+ */
+export function canonicalAddress(text: string): string {
+  const trimmed = text.trim().replace(/^\[(.*)\]$/, '$1');
+  if (trimmed.includes('/')) {
+    throw new RetroflectError(ErrorCode.INVALID_ADDRESS, `'${text}' is a prefix, not an address.`, {
+      hint: 'Give a single IPv4 or IPv6 address, such as 192.0.2.1 or 2001:db8::1.',
+      details: { address: text, rule: 'syntax' },
+    });
+  }
+  if (!ipaddr.isValid(trimmed) || (trimmed.includes('.') && !trimmed.includes(':') && !ipaddr.IPv4.isValidFourPartDecimal(trimmed))) {
+    throw new RetroflectError(ErrorCode.INVALID_ADDRESS, `'${text}' is not an IP address.`, {
+      hint: 'Give an IPv4 address in dotted form (192.0.2.1) or an IPv6 address (2001:db8::1).',
+      details: { address: text, rule: 'syntax' },
+    });
+  }
+  let addr = ipaddr.parse(trimmed);
+  if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) addr = (addr as ipaddr.IPv6).toIPv4Address();
+  if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).zoneId) {
+    throw new RetroflectError(ErrorCode.INVALID_ADDRESS, `'${text}' has a zone index; reflect addresses are global.`, {
+      hint: 'Drop the %zone suffix and use a routed address.',
+      details: { address: text, rule: 'syntax' },
+    });
+  }
+  return addr.toString();
+}
+
+/**
+ * Parse a shield port spec: "8080" (TCP and UDP), "8080/tcp", "53/udp". Returns one entry per protocol.
+ */
+export function parseShieldSpec(spec: string | number): ShieldPort[] {
+  const text = String(spec).trim().toLowerCase();
+  const m = /^(\d{1,5})(?:\/(tcp|udp|both))?$/.exec(text);
+  const port = m ? Number(m[1]) : NaN;
+  if (!m || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new RetroflectError(ErrorCode.INVALID_PORT, `'${spec}' is not a shield port.`, {
+      hint: 'Give a port from 1 to 65535, optionally with /tcp or /udp (8080, 8080/tcp, 53/udp).',
+      details: { port: spec },
+    });
+  }
+  const proto = m[2];
+  return proto === 'tcp' || proto === 'udp' ? [{ port, protocol: proto }] : SHIELD_PROTOCOLS.map((protocol) => ({ port, protocol }));
+}
+
+export function shieldKey(p: ShieldPort): string {
+  return `${p.port}/${p.protocol}`;
+}
+
+export function addressFamily(canonical: string): 4 | 6 {
+  return canonical.includes(':') ? 6 : 4;
+}
+
+/** Build a config from user input, normalising and removing duplicates. Throws on the first bad entry. */
+export function buildInterceptConfig(addresses: readonly string[], shieldSpecs: readonly (string | number)[]): InterceptConfig {
+  const cfg = emptyInterceptConfig();
+  for (const a of addresses) {
+    const c = canonicalAddress(a);
+    if (!cfg.reflectAddresses.includes(c)) cfg.reflectAddresses.push(c);
+  }
+  for (const s of shieldSpecs) {
+    for (const p of parseShieldSpec(s)) {
+      if (!cfg.shieldPorts.some((q) => q.port === p.port && q.protocol === p.protocol)) cfg.shieldPorts.push(p);
+    }
+  }
+  checkLimits(cfg);
+  return cfg;
+}
+
+export function checkLimits(cfg: InterceptConfig): void {
+  if (cfg.reflectAddresses.length > MAX_REFLECT_ADDRESSES) {
+    throw new RetroflectError(ErrorCode.LIMIT_REACHED, `At most ${MAX_REFLECT_ADDRESSES} reflect addresses are supported.`, {
+      hint: 'Remove addresses you no longer use.',
+    });
+  }
+  if (cfg.shieldPorts.length > MAX_SHIELD_PORTS) {
+    throw new RetroflectError(ErrorCode.LIMIT_REACHED, `At most ${MAX_SHIELD_PORTS} shield ports are supported.`, {
+      hint: 'Remove shield ports you no longer use.',
+    });
+  }
+}
+
+export function cloneInterceptConfig(cfg: InterceptConfig): InterceptConfig {
+  return { reflectAddresses: [...cfg.reflectAddresses], shieldPorts: cfg.shieldPorts.map((p) => ({ ...p })) };
+}

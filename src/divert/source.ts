@@ -1,0 +1,94 @@
+/**
+ * The one interface every packet backend implements (one file per backend: tun.ts, windivert.ts), in the shape of
+ * mitmproxy_rs's `packet_sources`. A backend has two halves:
+ *  - `HostBackend` runs in the main thread: it prepares the host (device, routes, firewall rules), applies live
+ *    changes to that host state, and undoes all of it on stop — including leftovers of a run that was killed.
+ *  - `PacketSource` runs in the worker thread: it receives batches of packets and sends them back by verdict.
+ */
+import type { InterceptConfig } from '../config/intercept-config.ts';
+
+/** Verdicts the data plane gives each packet (see engine/dataplane.ts). */
+export const Verdict = {
+  /** Addresses were swapped in place: send it back into this host as inbound. */
+  Reflect: 1,
+  /** Not ours: send it on unchanged, in its original direction. */
+  Pass: 2,
+  /** Shielded or malformed: do not send it at all. */
+  Drop: 3,
+} as const;
+export type Verdict = (typeof Verdict)[keyof typeof Verdict];
+
+/** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
+export interface PacketBatch {
+  /** Packet bytes; packet i is data[offset[i] .. offset[i] + length[i]). */
+  data: Buffer;
+  offset: Uint32Array;
+  length: Uint32Array;
+  /** 1 = this host sent it (outbound), 0 = it arrived from another host. */
+  outbound: Uint8Array;
+  /** Filled by the worker loop with `Verdict` values. */
+  verdict: Uint8Array;
+  /** Number of packets in the batch. */
+  count: number;
+}
+
+export function allocatePacketBatch(capacity: number, bytes: number): PacketBatch {
+  return {
+    data: Buffer.alloc(bytes),
+    offset: new Uint32Array(capacity),
+    length: new Uint32Array(capacity),
+    outbound: new Uint8Array(capacity),
+    verdict: new Uint8Array(capacity),
+    count: 0,
+  };
+}
+
+export interface PacketSource {
+  readonly kind: BackendKind;
+  readonly batch: PacketBatch;
+  /** Wait up to `timeoutMs` for packets and fill `batch`. Returns the count, 0 on timeout. Throws on fatal errors. */
+  receive(timeoutMs: number): number;
+  /** Re-inject the batch by verdict: Reflect as inbound, Pass unchanged, Drop not at all. */
+  send(): void;
+  /** Apply a new intercept config inside the source (WinDivert reopens with a new filter; TUN has nothing to do). */
+  reconfigure(cfg: InterceptConfig): void;
+  close(): void;
+}
+
+export type BackendKind = 'tun' | 'windivert';
+
+/** One line of a `--dry-run` plan: what would be done, and the exact command or filter where there is one. */
+export interface PlanStep {
+  action: string;
+  detail: string;
+}
+
+/** Structured-clone-able data the worker needs to build its PacketSource (fd numbers, filter, priority...). */
+export interface WorkerSourceInit {
+  kind: BackendKind;
+  [key: string]: unknown;
+}
+
+export interface ShieldCount {
+  packets: number;
+  bytes: number;
+}
+
+export interface HostBackend {
+  readonly kind: BackendKind;
+  /** What start() would do for this config, for `run --dry-run`. Changes nothing. */
+  plan(cfg: InterceptConfig): PlanStep[];
+  /** Prepare the host and return what the worker needs. Cleans leftovers of a killed run first. */
+  start(cfg: InterceptConfig): Promise<WorkerSourceInit>;
+  /** Apply a live change to host state (routes, firewall rules). */
+  apply(prev: InterceptConfig, next: InterceptConfig): Promise<void>;
+  /** Shield drop counts kept by the host firewall rather than the data plane, keyed "8080/tcp" (Linux nft). */
+  shieldCounters?(): Promise<Map<string, ShieldCount>>;
+  /** Make a receive() that may be blocked in the worker return soon (for stop and reconfigure). */
+  wake(): void;
+  /** Undo everything start() did. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Builds the worker half from the init data the host half returned. Registered per backend kind. */
+export type PacketSourceFactory = (init: WorkerSourceInit, cfg: InterceptConfig) => PacketSource;
