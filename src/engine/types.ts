@@ -1,0 +1,101 @@
+/**
+ * The engine's public data shapes: what `status`, `stats` and `flows` return. The control plane sends them as JSON
+ * unchanged, so these are also the wire shapes in docs/protocol.md. Times are ISO 8601 strings in UTC, counters
+ * are plain numbers (exact up to 2^53).
+ */
+import type { InterceptConfig, ShieldPort } from '../config/intercept-config.ts';
+import type { BackendKind } from '../divert/source.ts';
+
+export type EngineState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
+
+export interface EngineStatus {
+  state: EngineState;
+  version: string;
+  backend: BackendKind;
+  pid: number;
+  /** ISO 8601 time the engine started. */
+  startedAt: string;
+  uptimeSeconds: number;
+  reflectAddresses: string[];
+  shieldPorts: ShieldPort[];
+  /** Path of the persisted config file, or null when running without one. */
+  configPath: string | null;
+  /** Name of the control pipe the engine serves. */
+  pipeName: string | null;
+  /** Backend facts worth showing an admin: TUN device name, WinDivert filter and priority, driver version. */
+  backendInfo: Record<string, string | number>;
+}
+
+export interface PacketByteCount {
+  packets: number;
+  bytes: number;
+}
+
+export type StatsProtocol = 'tcp' | 'udp' | 'icmp' | 'other';
+
+export interface AddressStats {
+  address: string;
+  /** Total over all protocols. */
+  packets: number;
+  bytes: number;
+  byProtocol: Record<StatsProtocol, PacketByteCount>;
+}
+
+export interface ShieldPortStats extends ShieldPort {
+  /** Packets and bytes from other hosts dropped at this port. */
+  packets: number;
+  bytes: number;
+}
+
+export type MalformedReason =
+  | 'truncated'
+  | 'badVersion'
+  | 'badHeaderLength'
+  | 'badTotalLength'
+  | 'badExtensionHeader'
+  | 'badTransportHeader';
+
+export interface EngineStats {
+  /** ISO 8601 time of this sample. */
+  sampledAt: string;
+  uptimeSeconds: number;
+  reflected: PacketByteCount;
+  shieldDropped: PacketByteCount;
+  /** Captured but not addressed to a reflect address (sent on unchanged, or ignored on TUN). */
+  passed: PacketByteCount;
+  malformed: { total: number; byReason: Record<MalformedReason, number> };
+  errors: { receive: number; send: number };
+  byProtocol: Record<StatsProtocol, PacketByteCount>;
+  byAddress: AddressStats[];
+  byShieldPort: ShieldPortStats[];
+  /** Per second, averaged over the last sampling interval (about one second). */
+  rates: { reflectedPackets: number; reflectedBytes: number; shieldDroppedPackets: number };
+}
+
+export type FlowProtocol = 'tcp' | 'udp' | 'icmp' | 'icmpv6' | 'other';
+
+export interface FlowRecord {
+  protocol: FlowProtocol;
+  /** The reflect address the local client connected to (and the address the local server sees as its peer). */
+  reflectAddress: string;
+  /** This host's address the client used. */
+  localAddress: string;
+  /** The client's port (TCP/UDP); the ICMP echo identifier for ICMP; 0 otherwise. */
+  clientPort: number;
+  /** The server's port (TCP/UDP); 0 otherwise. */
+  serverPort: number;
+  packets: number;
+  bytes: number;
+  firstSeen: string;
+  lastSeen: string;
+  /** TCP: 'open' until FIN or RST is seen, then 'closed'. Others: 'active'. */
+  state: 'open' | 'closed' | 'active';
+}
+
+export interface ChangeResult<T> {
+  added: T[];
+  /** Already present: adding them again changed nothing (idempotent). */
+  existing: T[];
+}
+
+export type { InterceptConfig };
