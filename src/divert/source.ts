@@ -50,8 +50,11 @@ export interface PacketSource {
   receive(timeoutMs: number): number;
   /** Re-inject the batch by verdict: Reflect as inbound, Pass unchanged, Drop not at all. */
   send(): void;
-  /** Apply a new intercept config inside the source (WinDivert reopens with a new filter; TUN has nothing to do). */
-  reconfigure(cfg: InterceptConfig): void;
+  /**
+   * Apply a new intercept config inside the source. `update` is whatever `HostBackend.apply` returned for this
+   * change (WinDivert: the new handle the main thread opened; TUN: nothing).
+   */
+  reconfigure(cfg: InterceptConfig, update: unknown): void;
   close(): void;
 }
 
@@ -80,8 +83,11 @@ export interface HostBackend {
   plan(cfg: InterceptConfig): PlanStep[];
   /** Prepare the host and return what the worker needs. Cleans leftovers of a killed run first. */
   start(cfg: InterceptConfig): Promise<WorkerSourceInit>;
-  /** Apply a live change to host state (routes, firewall rules). */
-  apply(prev: InterceptConfig, next: InterceptConfig): Promise<void>;
+  /**
+   * Apply a live change to host state (routes, firewall rules, a new WinDivert handle). The result is posted to the
+   * worker with the new config and handed to `PacketSource.reconfigure` (it must be structured-clone-able).
+   */
+  apply(prev: InterceptConfig, next: InterceptConfig): Promise<unknown>;
   /** Shield drop counts kept by the host firewall rather than the data plane, keyed "8080/tcp" (Linux nft). */
   shieldCounters?(): Promise<Map<string, ShieldCount>>;
   /** Make a receive() that may be blocked in the worker return soon (for stop and reconfigure). */
