@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+/**
+ * The `retroflect` command. `run` hosts the engine; every other command is a client of a running engine's pipe.
+ */
+import { Command, CommanderError } from 'commander';
+import { ExitCode } from '../errors.ts';
+import { VERSION } from '../version.ts';
+import { registerClientCommands } from './client-commands.ts';
+import { registerRunCommand } from './run-command.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('retroflect')
+    .description('Reflect traffic this host sends to chosen addresses back into it as inbound, so sandboxed (UWP/AppContainer) apps reach local servers.')
+    .version(VERSION, '-V, --version')
+    .showHelpAfterError('(run retroflect --help for usage)')
+    .exitOverride();
+  registerRunCommand(program);
+  registerClientCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return Number(process.exitCode ?? ExitCode.OK);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here too, with exit code 0.
+      return err.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
+    }
+    throw err;
+  }
+}
+
+main(process.argv).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(err);
+    process.exitCode = ExitCode.FAILURE;
+  },
+);

@@ -1,0 +1,421 @@
+/**
+ * The engine, main-thread half: owns the live intercept config and its counter slots, drives the host backend
+ * (devices, routes, firewall, WinDivert handles) and the packet worker, and answers the control plane cheaply from
+ * shared memory. Every change goes through one queue, so concurrent pipe clients cannot interleave half-changes.
+ */
+import { EventEmitter } from 'node:events';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import {
+  MAX_REFLECT_ADDRESSES,
+  MAX_SHIELD_PORTS,
+  canonicalAddress,
+  checkLimits,
+  cloneInterceptConfig,
+  shieldKey,
+  type InterceptConfig,
+  type ShieldPort,
+} from '../config/intercept-config.ts';
+import type { HostBackend, ShieldCount } from '../divert/source.ts';
+import { ErrorCode, RetroflectError } from '../errors.ts';
+import { VERSION } from '../version.ts';
+import { EngineCounters } from './counters.ts';
+import type { DataplaneConfig } from './dataplane.ts';
+import { FlowTable } from './flow-table.ts';
+import type { ChangeResult, EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
+import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
+import { createPacketWorker } from './worker-entry.ts';
+
+export interface AddressValidation {
+  address: string;
+  warnings: string[];
+}
+
+export interface EngineOptions {
+  config: InterceptConfig;
+  backend: HostBackend;
+  /** Host validation of a reflect address (platform/validate-address.ts); throws RetroflectError when unusable. */
+  validateAddress: (address: string) => Promise<AddressValidation>;
+  pipeName?: string | null;
+  configPath?: string | null;
+  flowCapacity?: number;
+  /** How long start() waits for the worker to report ready. */
+  startTimeoutMs?: number;
+  log?: (level: 'info' | 'warn' | 'error', message: string) => void;
+}
+
+/** Counter slots are stable for as long as an address or port stays configured, so its counters survive changes. */
+class SlotMap<K> {
+  private readonly slots = new Map<K, number>();
+  private readonly free: number[];
+  constructor(capacity: number) {
+    this.free = Array.from({ length: capacity }, (_, i) => capacity - 1 - i);
+  }
+  ensure(key: K): number {
+    let slot = this.slots.get(key);
+    if (slot === undefined) {
+      slot = this.free.pop();
+      if (slot === undefined) throw new RetroflectError(ErrorCode.LIMIT_REACHED, 'No counter slot is free.', { hint: 'Remove entries you no longer use.' });
+      this.slots.set(key, slot);
+    }
+    return slot;
+  }
+  get(key: K): number | undefined {
+    return this.slots.get(key);
+  }
+  /** Release every slot whose key is not in `keep`. */
+  retain(keep: Set<K>): void {
+    for (const [key, slot] of this.slots) {
+      if (!keep.has(key)) {
+        this.slots.delete(key);
+        this.free.push(slot);
+      }
+    }
+  }
+}
+
+interface RateSample {
+  at: number;
+  reflectedPackets: number;
+  reflectedBytes: number;
+  shieldDroppedPackets: number;
+}
+
+export class Engine extends EventEmitter {
+  private state: EngineState = 'starting';
+  private current: InterceptConfig;
+  private readonly startedAt = new Date();
+  private readonly counters = new EngineCounters();
+  private readonly flowTable: FlowTable;
+  private readonly addressSlots = new SlotMap<string>(MAX_REFLECT_ADDRESSES);
+  private readonly shieldSlots = new SlotMap<string>(MAX_SHIELD_PORTS);
+  private worker: Worker | null = null;
+  private port: MessageChannel['port1'] | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private stopped: Promise<void> | null = null;
+  private rateTimer: NodeJS.Timeout | null = null;
+  private previousSample: RateSample | null = null;
+  private rates = { reflectedPackets: 0, reflectedBytes: 0, shieldDroppedPackets: 0 };
+  private backendInfo: Record<string, string | number> = {};
+
+  private constructor(private readonly opts: EngineOptions) {
+    super();
+    this.current = cloneInterceptConfig(opts.config);
+    this.flowTable = new FlowTable(opts.flowCapacity ?? 4096);
+  }
+
+  get backend(): HostBackend {
+    return this.opts.backend;
+  }
+
+  /** Prepare the host, start the packet worker and wait until it reports ready. Undoes everything on failure. */
+  static async start(opts: EngineOptions): Promise<Engine> {
+    checkLimits(opts.config);
+    const engine = new Engine(opts);
+    try {
+      await engine.boot();
+    } catch (err) {
+      await engine.teardown();
+      engine.state = 'failed';
+      throw err;
+    }
+    return engine;
+  }
+
+  private async boot(): Promise<void> {
+    const init = await this.opts.backend.start(this.current);
+    for (const [k, v] of Object.entries(init)) {
+      if (k !== 'kind' && (typeof v === 'string' || typeof v === 'number')) this.backendInfo[k] = v;
+    }
+    const channel = new MessageChannel();
+    this.port = channel.port1;
+    const data: WorkerData = {
+      port: channel.port2,
+      init,
+      config: this.current,
+      dataplane: this.dataplaneConfig(this.current),
+      countersBuffer: this.counters.buffer,
+      flowsBuffer: this.flowTable.buffer,
+      flowCapacity: this.flowTable.capacity,
+    };
+    const worker = createPacketWorker(data, [channel.port2]);
+    this.worker = worker;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new RetroflectError(ErrorCode.BACKEND_FAILED, 'The packet worker did not start in time.')), this.opts.startTimeoutMs ?? 15000);
+      channel.port1.on('message', (msg: WorkerToMain) => {
+        if (msg.type === 'ready') {
+          clearTimeout(timer);
+          resolve();
+        } else if (msg.type === 'fatal') {
+          clearTimeout(timer);
+          const err = new RetroflectError(msg.error.code as ErrorCode, msg.error.message, { hint: msg.error.hint, details: msg.error.details });
+          if (this.state === 'starting') reject(err);
+          else this.onWorkerFatal(err);
+        } else if (msg.type === 'stopped') {
+          this.emit('worker-stopped');
+        }
+      });
+      worker.once('error', (err) => {
+        clearTimeout(timer);
+        const wrapped = new RetroflectError(ErrorCode.BACKEND_FAILED, `The packet worker crashed: ${err.message}`, { cause: err });
+        if (this.state === 'starting') reject(wrapped);
+        else this.onWorkerFatal(wrapped);
+      });
+      worker.once('exit', (code) => {
+        clearTimeout(timer);
+        if (this.state === 'starting') reject(new RetroflectError(ErrorCode.BACKEND_FAILED, `The packet worker exited (${code}) before it was ready.`));
+        else if (this.state === 'running') this.onWorkerFatal(new RetroflectError(ErrorCode.BACKEND_FAILED, `The packet worker exited unexpectedly (${code}).`));
+      });
+    });
+    this.state = 'running';
+    this.rateTimer = setInterval(() => void this.sampleRates(), 1000);
+    this.rateTimer.unref();
+  }
+
+  private onWorkerFatal(err: RetroflectError): void {
+    if (this.state !== 'running') return;
+    this.opts.log?.('error', `${err.message}${err.hint ? ` ${err.hint}` : ''}`);
+    this.state = 'failed';
+    // A dead data plane must not leave routes pointing into a device nobody reads: undo the host setup.
+    void this.teardown().then(() => this.emit('failed', err));
+  }
+
+  private post(msg: MainToWorker): void {
+    this.port?.postMessage(msg);
+  }
+
+  private dataplaneConfig(cfg: InterceptConfig): DataplaneConfig {
+    return {
+      reflect: cfg.reflectAddresses.map((address) => ({ address, slot: this.addressSlots.ensure(address) })),
+      shield: cfg.shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol, slot: this.shieldSlots.ensure(shieldKey(p)) })),
+    };
+  }
+
+  /** Run changes one at a time, in arrival order. */
+  private serialize<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private assertRunning(): void {
+    if (this.state !== 'running') {
+      throw new RetroflectError(ErrorCode.BACKEND_FAILED, `The engine is ${this.state}; it cannot change its config now.`, {
+        hint: 'Check the engine log, then restart it with `retroflect run`.',
+      });
+    }
+  }
+
+  /**
+   * Move to `next`: first widen the data plane to cover both configs, then change the host (routes, firewall,
+   * WinDivert filter), then narrow the data plane to `next`. No packet that the host hands us is ever decided under
+   * a config that lacks its address, so traffic to addresses that stay is never disturbed.
+   */
+  private async transition(next: InterceptConfig): Promise<void> {
+    const prev = this.current;
+    const union: InterceptConfig = {
+      reflectAddresses: [...new Set([...prev.reflectAddresses, ...next.reflectAddresses])],
+      shieldPorts: [...prev.shieldPorts, ...next.shieldPorts.filter((p) => !prev.shieldPorts.some((q) => shieldKey(q) === shieldKey(p)))],
+    };
+    checkLimits(next);
+    this.post({ type: 'dataplane', dataplane: this.dataplaneConfig(union) });
+    let update: unknown;
+    try {
+      update = await this.opts.backend.apply(prev, next);
+    } catch (err) {
+      this.post({ type: 'dataplane', dataplane: this.dataplaneConfig(prev) });
+      this.releaseSlots(prev);
+      throw err;
+    }
+    this.current = cloneInterceptConfig(next);
+    this.post({ type: 'reconfigure', config: this.current, dataplane: this.dataplaneConfig(this.current), update });
+    this.releaseSlots(this.current);
+    this.emit('changed', cloneInterceptConfig(this.current));
+  }
+
+  private releaseSlots(cfg: InterceptConfig): void {
+    this.addressSlots.retain(new Set(cfg.reflectAddresses));
+    this.shieldSlots.retain(new Set(cfg.shieldPorts.map(shieldKey)));
+  }
+
+  /** Validate and add reflect addresses. Existing ones are reported, not an error (idempotent). All or nothing. */
+  addAddresses(addresses: readonly string[]): Promise<ChangeResult<string> & { warnings: string[] }> {
+    return this.serialize(async () => {
+      this.assertRunning();
+      const canonical = [...new Set(addresses.map(canonicalAddress))];
+      const existing = canonical.filter((a) => this.current.reflectAddresses.includes(a));
+      const fresh = canonical.filter((a) => !existing.includes(a));
+      const warnings: string[] = [];
+      for (const a of fresh) warnings.push(...(await this.opts.validateAddress(a)).warnings);
+      if (fresh.length) await this.transition({ ...this.current, reflectAddresses: [...this.current.reflectAddresses, ...fresh] });
+      return { added: fresh, existing, warnings };
+    });
+  }
+
+  /** Remove reflect addresses. Any missing address fails the whole request with E_ADDRESS_NOT_FOUND. */
+  removeAddresses(addresses: readonly string[]): Promise<string[]> {
+    return this.serialize(async () => {
+      this.assertRunning();
+      const canonical = [...new Set(addresses.map(canonicalAddress))];
+      const missing = canonical.filter((a) => !this.current.reflectAddresses.includes(a));
+      if (missing.length) {
+        throw new RetroflectError(ErrorCode.ADDRESS_NOT_FOUND, `${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not a reflect address of this engine; nothing was removed.`, {
+          hint: 'List the configured addresses with `retroflect address list`.',
+          details: { missing },
+        });
+      }
+      await this.transition({ ...this.current, reflectAddresses: this.current.reflectAddresses.filter((a) => !canonical.includes(a)) });
+      return canonical;
+    });
+  }
+
+  addShieldPorts(ports: readonly ShieldPort[]): Promise<ChangeResult<ShieldPort>> {
+    return this.serialize(async () => {
+      this.assertRunning();
+      const wanted = dedupePorts(ports);
+      const have = new Set(this.current.shieldPorts.map(shieldKey));
+      const existing = wanted.filter((p) => have.has(shieldKey(p)));
+      const fresh = wanted.filter((p) => !have.has(shieldKey(p)));
+      if (fresh.length) await this.transition({ ...this.current, shieldPorts: [...this.current.shieldPorts, ...fresh] });
+      return { added: fresh, existing };
+    });
+  }
+
+  removeShieldPorts(ports: readonly ShieldPort[]): Promise<ShieldPort[]> {
+    return this.serialize(async () => {
+      this.assertRunning();
+      const wanted = dedupePorts(ports);
+      const have = new Set(this.current.shieldPorts.map(shieldKey));
+      const missing = wanted.filter((p) => !have.has(shieldKey(p)));
+      if (missing.length) {
+        throw new RetroflectError(ErrorCode.PORT_NOT_FOUND, `${missing.map(shieldKey).join(', ')} ${missing.length === 1 ? 'is' : 'are'} not shielded by this engine; nothing was removed.`, {
+          hint: 'List the shield ports with `retroflect shield list`.',
+          details: { missing: missing.map(shieldKey) },
+        });
+      }
+      const drop = new Set(wanted.map(shieldKey));
+      await this.transition({ ...this.current, shieldPorts: this.current.shieldPorts.filter((p) => !drop.has(shieldKey(p))) });
+      return wanted;
+    });
+  }
+
+  config(): InterceptConfig {
+    return cloneInterceptConfig(this.current);
+  }
+
+  status(): EngineStatus {
+    return {
+      state: this.state,
+      version: VERSION,
+      backend: this.opts.backend.kind,
+      pid: process.pid,
+      startedAt: this.startedAt.toISOString(),
+      uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
+      reflectAddresses: [...this.current.reflectAddresses],
+      shieldPorts: this.current.shieldPorts.map((p) => ({ ...p })),
+      configPath: this.opts.configPath ?? null,
+      pipeName: this.opts.pipeName ?? null,
+      backendInfo: { ...this.backendInfo },
+    };
+  }
+
+  private async hostShieldCounts(): Promise<Map<string, ShieldCount> | null> {
+    if (!this.opts.backend.shieldCounters || this.state !== 'running') return null;
+    try {
+      return await this.opts.backend.shieldCounters();
+    } catch {
+      return null;
+    }
+  }
+
+  async stats(): Promise<EngineStats> {
+    const hostShield = await this.hostShieldCounts();
+    const stats = this.counters.toStats({
+      addresses: this.current.reflectAddresses.map((address) => ({ address, slot: this.addressSlots.get(address)! })),
+      shieldPorts: this.current.shieldPorts.map((p) => ({ ...p, slot: this.shieldSlots.get(shieldKey(p))! })),
+    });
+    if (hostShield) {
+      // The host firewall drops shielded traffic before it reaches us (Linux nft): its counters are the truth.
+      let packets = 0;
+      let bytes = 0;
+      for (const p of stats.byShieldPort) {
+        const c = hostShield.get(shieldKey(p));
+        p.packets = c?.packets ?? 0;
+        p.bytes = c?.bytes ?? 0;
+        packets += p.packets;
+        bytes += p.bytes;
+      }
+      stats.shieldDropped = { packets, bytes };
+    }
+    stats.sampledAt = new Date().toISOString();
+    stats.uptimeSeconds = Math.round((Date.now() - this.startedAt.getTime()) / 1000);
+    stats.rates = { ...this.rates };
+    return stats;
+  }
+
+  private async sampleRates(): Promise<void> {
+    const s = await this.stats();
+    const sample: RateSample = {
+      at: Date.now(),
+      reflectedPackets: s.reflected.packets,
+      reflectedBytes: s.reflected.bytes,
+      shieldDroppedPackets: s.shieldDropped.packets,
+    };
+    const prev = this.previousSample;
+    if (prev && sample.at > prev.at) {
+      const dt = (sample.at - prev.at) / 1000;
+      this.rates = {
+        reflectedPackets: Math.max(0, (sample.reflectedPackets - prev.reflectedPackets) / dt),
+        reflectedBytes: Math.max(0, (sample.reflectedBytes - prev.reflectedBytes) / dt),
+        shieldDroppedPackets: Math.max(0, (sample.shieldDroppedPackets - prev.shieldDroppedPackets) / dt),
+      };
+    }
+    this.previousSample = sample;
+  }
+
+  flows(): FlowRecord[] {
+    return this.flowTable.snapshot(Date.now());
+  }
+
+  /** Stop the worker, then undo all host changes. Safe to call more than once. */
+  stop(): Promise<void> {
+    if (!this.stopped) {
+      this.stopped = this.serialize(async () => {
+        if (this.state === 'running' || this.state === 'starting') this.state = 'stopping';
+        await this.teardown();
+        this.state = 'stopped';
+        this.emit('stopped');
+      });
+    }
+    return this.stopped;
+  }
+
+  private async teardown(): Promise<void> {
+    if (this.rateTimer) clearInterval(this.rateTimer);
+    this.rateTimer = null;
+    const worker = this.worker;
+    this.worker = null;
+    if (worker) {
+      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+      this.post({ type: 'stop' });
+      this.opts.backend.wake();
+      const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 3000).unref());
+      if ((await Promise.race([exited, timeout])) === 'timeout') await worker.terminate();
+    }
+    this.port?.close();
+    this.port = null;
+    await this.opts.backend.stop();
+  }
+}
+
+function dedupePorts(ports: readonly ShieldPort[]): ShieldPort[] {
+  const seen = new Map<string, ShieldPort>();
+  for (const p of ports) {
+    if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535 || (p.protocol !== 'tcp' && p.protocol !== 'udp')) {
+      throw new RetroflectError(ErrorCode.INVALID_PORT, `'${p.port}/${p.protocol}' is not a shield port.`, {
+        hint: 'Give a port from 1 to 65535 with protocol tcp or udp.',
+      });
+    }
+    seen.set(shieldKey(p), { port: p.port, protocol: p.protocol });
+  }
+  return [...seen.values()];
+}

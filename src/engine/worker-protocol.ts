@@ -1,0 +1,30 @@
+/**
+ * Messages between the engine (main thread) and the packet worker. They travel on a dedicated MessagePort that
+ * the worker reads synchronously between batches (see worker.ts), never through the worker's event loop.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { InterceptConfig } from '../config/intercept-config.ts';
+import type { WorkerSourceInit } from '../divert/source.ts';
+import type { DataplaneConfig } from './dataplane.ts';
+
+export interface WorkerData {
+  port: MessagePort;
+  init: WorkerSourceInit;
+  config: InterceptConfig;
+  dataplane: DataplaneConfig;
+  countersBuffer: SharedArrayBuffer;
+  flowsBuffer: SharedArrayBuffer;
+  flowCapacity: number;
+}
+
+export type MainToWorker =
+  /** Decide packets with this config from now on (sent before a route/filter change widens what reaches us). */
+  | { type: 'dataplane'; dataplane: DataplaneConfig }
+  /** The host change is done: final data plane config plus what the backend's apply() returned for the source. */
+  | { type: 'reconfigure'; config: InterceptConfig; dataplane: DataplaneConfig; update: unknown }
+  | { type: 'stop' };
+
+export type WorkerToMain =
+  | { type: 'ready' }
+  | { type: 'stopped' }
+  | { type: 'fatal'; error: { code: string; message: string; hint?: string; details?: Record<string, unknown> } };

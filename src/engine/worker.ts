@@ -1,0 +1,114 @@
+/**
+ * The packet worker: the only thread that touches packets. It owns the PacketSource and the Dataplane and runs a
+ * plain synchronous loop — receive a batch, take any control messages, decide every packet, send the batch back.
+ *
+ * Control messages are taken with `receiveMessageOnPort` *after* each receive and *before* the batch is decided.
+ * The main thread posts a config that covers an address before it routes (or filters) that address to us, so a
+ * packet can never be decided under a config older than the route that brought it here.
+ */
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import type { PacketSource, PacketSourceFactory, WorkerSourceInit } from '../divert/source.ts';
+import { EngineCounters } from './counters.ts';
+import { Dataplane } from './dataplane.ts';
+import { FlowTable } from './flow-table.ts';
+import { isRetroflectError } from '../errors.ts';
+import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
+
+/** How long one receive may block, so stop and config messages are seen promptly on an idle link. */
+const RECEIVE_TIMEOUT_MS = 50;
+/** How often idle flows are swept out of the flow table. */
+const FLOW_SWEEP_INTERVAL_MS = 1000;
+
+async function loadFactory(kind: WorkerSourceInit['kind']): Promise<PacketSourceFactory> {
+  // Import only the backend in use: the WinDivert binding must not load on Linux and vice versa.
+  if (kind === 'tun') return (await import('../divert/tun.ts')).createTunPacketSource;
+  return (await import('../divert/windivert.ts')).createWinDivertPacketSource;
+}
+
+function post(port: MessagePort, msg: WorkerToMain): void {
+  port.postMessage(msg);
+}
+
+async function main(): Promise<void> {
+  const data = workerData as WorkerData;
+  const port = data.port;
+  const counters = new EngineCounters(data.countersBuffer);
+  const flows = new FlowTable(data.flowCapacity, data.flowsBuffer);
+  const dataplane = new Dataplane(counters, flows);
+  dataplane.configure(data.dataplane);
+
+  let source: PacketSource;
+  try {
+    const factory = await loadFactory(data.init.kind);
+    source = factory(data.init, data.config);
+  } catch (err) {
+    post(port, { type: 'fatal', error: describe(err) });
+    return;
+  }
+  post(port, { type: 'ready' });
+
+  let stopping = false;
+  const applyMessage = (msg: MainToWorker): void => {
+    switch (msg.type) {
+      case 'dataplane':
+        dataplane.configure(msg.dataplane);
+        break;
+      case 'reconfigure':
+        dataplane.configure(msg.dataplane);
+        source.reconfigure(msg.config, msg.update);
+        break;
+      case 'stop':
+        stopping = true;
+        break;
+    }
+  };
+  const drainMessages = (): void => {
+    for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
+      applyMessage(m.message as MainToWorker);
+    }
+  };
+
+  const batch = source.batch;
+  let lastSweep = Date.now();
+  try {
+    while (!stopping) {
+      const n = source.receive(RECEIVE_TIMEOUT_MS);
+      drainMessages();
+      const now = Date.now();
+      if (n > 0) {
+        const { data: buf, offset, length, outbound, verdict } = batch;
+        for (let i = 0; i < n; i++) {
+          verdict[i] = outbound[i] === 1
+            ? dataplane.outbound(buf, offset[i], length[i], now)
+            : dataplane.inbound(buf, offset[i], length[i], now);
+        }
+        source.send();
+      }
+      if (now - lastSweep >= FLOW_SWEEP_INTERVAL_MS) {
+        flows.sweep(now);
+        lastSweep = now;
+      }
+    }
+  } catch (err) {
+    post(port, { type: 'fatal', error: describe(err) });
+  } finally {
+    try {
+      source.close();
+    } catch {
+      // Closing after a fatal error may fail too; the main thread's HostBackend.stop() cleans the host either way.
+    }
+  }
+  post(port, { type: 'stopped' });
+}
+
+function describe(err: unknown): { code: string; message: string; hint?: string; details?: Record<string, unknown> } {
+  if (isRetroflectError(err)) return err.toJSON();
+  const e = err as Error;
+  return { code: 'E_BACKEND_FAILED', message: e?.message ?? String(err) };
+}
+
+if (parentPort) {
+  main().catch((err) => {
+    (workerData as WorkerData).port.postMessage({ type: 'fatal', error: describe(err) } satisfies WorkerToMain);
+  });
+}
