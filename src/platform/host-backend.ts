@@ -1,13 +1,11 @@
 /**
  * Picks the packet backend for this platform: WinDivert on Windows, TUN on Linux. The only place that branches on
- * the platform for the data path.
+ * the platform for the data path; each backend is imported only where it can run.
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
 import type { HostBackend } from '../divert/source.ts';
-import { ErrorCode, RetroflectError } from '../errors.ts';
-import { TunHostBackend } from '../divert/tun.ts';
-import { WinDivertHostBackend } from '../divert/windivert.ts';
 import { buildWinDivertFilter } from '../divert/windivert-filter.ts';
+import { ErrorCode, RetroflectError } from '../errors.ts';
 
 export interface BackendOptions {
   /** Linux: TUN device name. */
@@ -18,9 +16,15 @@ export interface BackendOptions {
   priority?: number;
 }
 
-export function createHostBackend(opts: BackendOptions, platform: NodeJS.Platform = process.platform): HostBackend {
-  if (platform === 'win32') return new WinDivertHostBackend({ windivertDir: opts.windivertDir, priority: opts.priority });
-  if (platform === 'linux') return new TunHostBackend({ deviceName: opts.deviceName });
+export async function createHostBackend(opts: BackendOptions, platform: NodeJS.Platform = process.platform): Promise<HostBackend> {
+  if (platform === 'win32') {
+    const { WinDivertHostBackend } = await import('../divert/windivert.ts');
+    return new WinDivertHostBackend({ windivertDir: opts.windivertDir, priority: opts.priority });
+  }
+  if (platform === 'linux') {
+    const { TunHostBackend } = await import('../divert/tun.ts');
+    return new TunHostBackend({ deviceName: opts.deviceName });
+  }
   throw new RetroflectError(ErrorCode.BACKEND_UNAVAILABLE, `retroflect has no packet backend for ${platform}.`, {
     hint: 'Run it on Windows (WinDivert) or Linux (TUN).',
   });
