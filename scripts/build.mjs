@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+// Builds retroflect:
+//   dist/retroflect.cjs   one bundled script (esbuild); run it with node
+//   dist/retroflect       Linux single-file executable (Node SEA: node binary + bundled script + koffi.node asset)
+//   dist/retroflect.exe   Windows single-file executable, with --windows (needs the Windows node.exe and koffi
+//                         binary fetched from the npm registry by test/wine/setup.ts or --windows-node <path>)
+// pkg cannot fetch its base binaries here, so packaging uses Node's own single-executable applications + postject.
+import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { createRequire } from 'node:module';
+
+const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
+const dist = join(root, 'dist');
+const args = process.argv.slice(2);
+const wantWindows = args.includes('--windows');
+const noSea = args.includes('--no-sea');
+const require = createRequire(join(root, 'package.json'));
+
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  alias: { koffi: join(root, 'src/platform/koffi-bundled.ts') },
+  // worker-entry.ts only reads import.meta.url when the worker source was not injected, never in a bundle.
+  define: { 'import.meta.url': '"file:///bundled"' },
+  logLevel: 'warning',
+  legalComments: 'none',
+  absWorkingDir: root,
+};
+
+mkdirSync(dist, { recursive: true });
+const worker = await build({ ...common, entryPoints: ['src/engine/worker.ts'], write: false });
+const workerCode = worker.outputFiles[0].text;
+await build({
+  ...common,
+  entryPoints: ['src/cli/main.ts'],
+  outfile: join(dist, 'retroflect.cjs'),
+  define: { ...common.define, __RETROFLECT_WORKER_SOURCE__: JSON.stringify(workerCode) },
+  banner: { js: '#!/usr/bin/env node' },
+});
+chmodSync(join(dist, 'retroflect.cjs'), 0o755);
+console.log('built dist/retroflect.cjs');
+
+function makeSea({ nodeBinary, koffiNative, out, blobName }) {
+  const seaConfig = join(dist, `${blobName}.sea-config.json`);
+  const blob = join(dist, `${blobName}.blob`);
+  writeFileSync(seaConfig, JSON.stringify({
+    main: join(dist, 'retroflect.cjs'),
+    output: blob,
+    disableExperimentalSEAWarning: true,
+    useSnapshot: false,
+    useCodeCache: false,
+    assets: { 'koffi.node': koffiNative },
+  }, null, 2));
+  execFileSync(process.execPath, ['--experimental-sea-config', seaConfig], { stdio: 'inherit' });
+  rmSync(out, { force: true });
+  copyFileSync(nodeBinary, out);
+  const postject = join(dirname(require.resolve('postject/package.json')), 'dist', 'cli.js');
+  execFileSync(process.execPath, [postject, out, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  chmodSync(out, 0o755);
+  rmSync(seaConfig);
+  rmSync(blob);
+  console.log(`built ${out.slice(root.length + 1)}`);
+}
+
+if (!noSea && process.platform === 'linux') {
+  const koffiNative = join(dirname(require.resolve('@koromix/koffi-linux-x64/package.json')), 'linux_x64', 'koffi.node');
+  makeSea({ nodeBinary: process.execPath, koffiNative, out: join(dist, 'retroflect'), blobName: 'linux' });
+}
+
+if (wantWindows) {
+  const i = args.indexOf('--windows-node');
+  const wine = join(root, '.tmp', 'wine');
+  const nodeExe = i >= 0 ? args[i + 1] : join(wine, 'node', 'node.exe');
+  const koffiWin = join(wine, 'node_modules', '@koromix', 'koffi-win32-x64', 'win32_x64', 'koffi.node');
+  for (const f of [nodeExe, koffiWin]) {
+    if (!existsSync(f)) {
+      console.error(`missing ${f}: run \`node --import tsx test/wine/setup.ts\` first (fetches them from the npm registry)`);
+      process.exit(1);
+    }
+  }
+  makeSea({ nodeBinary: nodeExe, koffiNative: koffiWin, out: join(dist, 'retroflect.exe'), blobName: 'win' });
+}
+
