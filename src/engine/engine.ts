@@ -18,7 +18,7 @@ import {
 import type { HostBackend, ShieldCount } from '../divert/source.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { EngineCounters } from './counters.ts';
+import { EngineCounters, buildEngineStats } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
 import { FlowTable } from './flow-table.ts';
 import type { ChangeResult, EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
@@ -100,7 +100,7 @@ export class Engine extends EventEmitter {
   private constructor(private readonly opts: EngineOptions) {
     super();
     this.current = cloneInterceptConfig(opts.config);
-    this.flowTable = new FlowTable(opts.flowCapacity ?? 4096);
+    this.flowTable = new FlowTable({ capacity: opts.flowCapacity });
   }
 
   get backend(): HostBackend {
@@ -135,7 +135,6 @@ export class Engine extends EventEmitter {
       dataplane: this.dataplaneConfig(this.current),
       countersBuffer: this.counters.buffer,
       flowsBuffer: this.flowTable.buffer,
-      flowCapacity: this.flowTable.capacity,
     };
     const worker = createPacketWorker(data, [channel.port2]);
     this.worker = worker;
@@ -329,9 +328,10 @@ export class Engine extends EventEmitter {
 
   async stats(): Promise<EngineStats> {
     const hostShield = await this.hostShieldCounts();
-    const stats = this.counters.toStats({
-      addresses: this.current.reflectAddresses.map((address) => ({ address, slot: this.addressSlots.get(address)! })),
-      shieldPorts: this.current.shieldPorts.map((p) => ({ ...p, slot: this.shieldSlots.get(shieldKey(p))! })),
+    const stats = buildEngineStats(this.counters.snapshot(), this.dataplaneConfig(this.current), {
+      sampledAt: new Date(),
+      uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
+      rates: this.rates,
     });
     if (hostShield) {
       // The host firewall drops shielded traffic before it reaches us (Linux nft): its counters are the truth.
@@ -346,9 +346,6 @@ export class Engine extends EventEmitter {
       }
       stats.shieldDropped = { packets, bytes };
     }
-    stats.sampledAt = new Date().toISOString();
-    stats.uptimeSeconds = Math.round((Date.now() - this.startedAt.getTime()) / 1000);
-    stats.rates = { ...this.rates };
     return stats;
   }
 

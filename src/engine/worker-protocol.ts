@@ -14,7 +14,6 @@ export interface WorkerData {
   dataplane: DataplaneConfig;
   countersBuffer: SharedArrayBuffer;
   flowsBuffer: SharedArrayBuffer;
-  flowCapacity: number;
 }
 
 export type MainToWorker =

@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   const data = workerData as WorkerData;
   const port = data.port;
   const counters = new EngineCounters(data.countersBuffer);
-  const flows = new FlowTable(data.flowCapacity, data.flowsBuffer);
+  const flows = new FlowTable({ buffer: data.flowsBuffer });
   const dataplane = new Dataplane(counters, flows);
   dataplane.configure(data.dataplane);
 
