@@ -1,0 +1,264 @@
+/**
+ * Linux packet backend: a TUN device plus one host route per reflect address. Everything this host sends to a
+ * reflect address is routed into the device, so every packet read from it is outbound. A packet with verdict
+ * Reflect (addresses swapped by the data plane) is written back into the device, and the kernel receives it as if
+ * it had arrived from the reflect address. Pass and Drop are simply not written: a packet routed into the TUN that
+ * is not for a reflect address (router solicitations, MLD reports) has nowhere else to go.
+ *
+ * Shield ports are enforced by nftables (platform/linux/nftables.ts), which also keeps their drop counters.
+ *
+ *  - `TunHostBackend` (main thread): device, link, routes, nft table; live changes; cleanup.
+ *  - `TunPacketSource` (worker thread): poll/read/write on the device fd, batched, no allocation per packet.
+ */
+import { addressFamily, type InterceptConfig } from '../config/intercept-config.ts';
+import { ErrorCode, RetroflectError } from '../errors.ts';
+import { runCommand, describeCommand, type HostCommand } from '../platform/linux/command.ts';
+import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../platform/linux/libc.ts';
+import { installShield, nftScriptCommand, readShieldCounters, removeShield, removeTableScript, shieldTableScript, updateShield } from '../platform/linux/nftables.ts';
+import {
+  DEFAULT_TUN_NAME,
+  enableIpv6,
+  ipv6SysctlPath,
+  linkUpCommand,
+  openTunDevice,
+  routeAddCommand,
+  routeDeleteCommand,
+  TUN_VARIANTS,
+  VIRTIO_NET_HDR_LEN,
+  type TunVariant,
+  type TunVariantName,
+} from '../platform/linux/tun-device.ts';
+import { allocatePacketBatch, Verdict, type HostBackend, type PacketBatch, type PacketSource, type PacketSourceFactory, type PlanStep, type ShieldCount, type WorkerSourceInit } from './source.ts';
+
+/** The variant measured fastest by bench/reflect-path.ts (see the report in docs or the bench output). */
+export const DEFAULT_TUN_VARIANT: TunVariantName = 'vnetOffload';
+
+/** What the worker needs to build its source: the device fd and the wake eventfd (fds are process-wide). */
+export interface TunSourceInit extends WorkerSourceInit {
+  kind: 'tun';
+  fd: number;
+  wakeFd: number;
+  device: string;
+  mtu: number;
+  vnetHdr: boolean;
+}
+
+/** Packets per receive() at most. Big enough to amortise the poll, small enough to keep latency low. */
+export const TUN_BATCH_CAPACITY = 64;
+
+/** Largest IP packet (and so the largest GSO packet the kernel hands a TUN with TSO on). */
+const MAX_IP_PACKET = 65535;
+
+export interface TunHostOptions {
+  /** Device name; default rflct0. */
+  deviceName?: string;
+  /** Device setup; default DEFAULT_TUN_VARIANT. */
+  variant?: TunVariantName | TunVariant;
+}
+
+export class TunHostBackend implements HostBackend {
+  readonly kind = 'tun' as const;
+  readonly device: string;
+  readonly variant: TunVariant;
+  private fd = -1;
+  private wakeFd = -1;
+  private readonly wakeValue = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
+
+  constructor(opts: TunHostOptions = {}) {
+    this.device = opts.deviceName ?? DEFAULT_TUN_NAME;
+    const v = opts.variant ?? DEFAULT_TUN_VARIANT;
+    this.variant = typeof v === 'string' ? TUN_VARIANTS[v] : v;
+  }
+
+  plan(cfg: InterceptConfig): PlanStep[] {
+    const cmd = (action: string, c: HostCommand): PlanStep => ({ action, detail: describeCommand(c) });
+    const flags = ['IFF_TUN', 'IFF_NO_PI', ...(this.variant.vnetHdr ? ['IFF_VNET_HDR'] : [])].join(' | ');
+    const steps: PlanStep[] = [
+      cmd('remove leftover shield table', nftScriptCommand(removeTableScript())),
+      { action: 'create TUN device', detail: `open /dev/net/tun; ioctl TUNSETIFF ${this.device} (${flags})` },
+    ];
+    if (this.variant.vnetHdr) steps.push({ action: 'enable offloads', detail: 'ioctl TUNSETOFFLOAD TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6' });
+    steps.push(cmd('bring the device up', linkUpCommand(this.device, this.variant.mtu)));
+    steps.push({ action: 'enable IPv6 on the device', detail: `write 0 to ${ipv6SysctlPath(this.device)}` });
+    for (const a of cfg.reflectAddresses) steps.push(cmd(`route ${a} into the device`, routeAddCommand(a, this.device)));
+    steps.push(cmd('install shield rules', nftScriptCommand(shieldTableScript(cfg, this.device))));
+    return steps;
+  }
+
+  async start(cfg: InterceptConfig): Promise<TunSourceInit> {
+    if (this.fd >= 0) throw new RetroflectError(ErrorCode.INTERNAL, 'The TUN backend is already started.');
+    const c = libc();
+    // The device comes first: if another engine holds it, we fail here before touching that engine's nft table.
+    this.fd = openTunDevice(this.device, this.variant);
+    try {
+      this.wakeFd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      if (this.wakeFd < 0) throw new RetroflectError(ErrorCode.BACKEND_FAILED, `eventfd failed: ${c.strerror(c.errno())}.`);
+      await removeShield(); // leftover of a killed run
+      await runCommand(linkUpCommand(this.device, this.variant.mtu));
+      const hasV6 = enableIpv6(this.device);
+      if (!hasV6 && cfg.reflectAddresses.some((a) => addressFamily(a) === 6)) {
+        throw new RetroflectError(ErrorCode.BACKEND_FAILED, 'This kernel has IPv6 disabled, so IPv6 reflect addresses cannot be routed.', {
+          hint: 'Enable IPv6 (ipv6.disable=0) or use IPv4 reflect addresses only.',
+        });
+      }
+      for (const a of cfg.reflectAddresses) await runCommand(routeAddCommand(a, this.device));
+      await installShield(cfg, this.device);
+    } catch (err) {
+      await this.stop().catch(() => undefined);
+      throw err;
+    }
+    return { kind: 'tun', fd: this.fd, wakeFd: this.wakeFd, device: this.device, mtu: this.variant.mtu, vnetHdr: this.variant.vnetHdr };
+  }
+
+  async apply(prev: InterceptConfig, next: InterceptConfig): Promise<null> {
+    if (this.fd < 0) throw new RetroflectError(ErrorCode.INTERNAL, 'The TUN backend is not started.');
+    const removed = prev.reflectAddresses.filter((a) => !next.reflectAddresses.includes(a));
+    const added = next.reflectAddresses.filter((a) => !prev.reflectAddresses.includes(a));
+    for (const a of added) await runCommand(routeAddCommand(a, this.device));
+    for (const a of removed) {
+      // A route already gone (deleted by hand) is what we wanted anyway.
+      await runCommand(routeDeleteCommand(a, this.device)).catch((err: RetroflectError) => {
+        if (!/No such process|not found/i.test(String(err.details?.stderr ?? ''))) throw err;
+      });
+    }
+    await updateShield(prev, next);
+    return null; // the worker needs nothing new: the device and its fd stay the same
+  }
+
+  shieldCounters(): Promise<Map<string, ShieldCount>> {
+    return readShieldCounters();
+  }
+
+  wake(): void {
+    if (this.wakeFd >= 0) libc().write(this.wakeFd, this.wakeValue, 8);
+  }
+
+  /** Undo everything. Closing the fd removes the non-persistent device and, with it, every route through it. */
+  async stop(): Promise<void> {
+    let failure: unknown;
+    try {
+      await removeShield();
+    } catch (err) {
+      failure = err;
+    }
+    const c = libc();
+    if (this.fd >= 0) c.close(this.fd);
+    if (this.wakeFd >= 0) c.close(this.wakeFd);
+    this.fd = -1;
+    this.wakeFd = -1;
+    if (failure) throw failure;
+  }
+}
+
+/** Worker half: reads outbound packets from the TUN fd and writes reflected ones back. */
+export class TunPacketSource implements PacketSource {
+  readonly kind = 'tun' as const;
+  readonly batch: PacketBatch;
+  /** Writes the kernel refused (counted, not fatal: one bad packet must not stop the engine). */
+  sendErrors = 0;
+  private readonly c: Libc;
+  private readonly fd: number;
+  private readonly wakeFd: number;
+  /** Bytes before the IP header in each slot (the virtio_net_hdr when vnet headers are on). */
+  private readonly headerLen: number;
+  private readonly slotSize: number;
+  /** One view per slot, made once, so read/write never allocate. */
+  private readonly slots: Buffer[];
+  private readonly pollFds = Buffer.alloc(2 * POLLFD_SIZE);
+  private readonly drain = Buffer.alloc(8);
+  private closed = false;
+
+  constructor(init: TunSourceInit) {
+    this.c = libc();
+    this.fd = init.fd;
+    this.wakeFd = init.wakeFd;
+    this.headerLen = init.vnetHdr ? VIRTIO_NET_HDR_LEN : 0;
+    // With offloads the kernel hands us GSO packets up to 64 KiB whatever the MTU.
+    const maxPacket = init.vnetHdr ? MAX_IP_PACKET : Math.min(init.mtu, MAX_IP_PACKET);
+    this.slotSize = this.headerLen + maxPacket;
+    this.batch = allocatePacketBatch(TUN_BATCH_CAPACITY, TUN_BATCH_CAPACITY * this.slotSize);
+    this.slots = [];
+    for (let i = 0; i < TUN_BATCH_CAPACITY; i++) {
+      this.slots.push(this.batch.data.subarray(i * this.slotSize, (i + 1) * this.slotSize));
+      this.batch.offset[i] = i * this.slotSize + this.headerLen;
+      this.batch.outbound[i] = 1; // everything routed into the TUN was sent by this host
+    }
+    this.pollFds.writeInt32LE(this.fd, 0);
+    this.pollFds.writeInt16LE(POLLIN, 4);
+    this.pollFds.writeInt32LE(this.wakeFd, POLLFD_SIZE);
+    this.pollFds.writeInt16LE(POLLIN, POLLFD_SIZE + 4);
+  }
+
+  receive(timeoutMs: number): number {
+    this.batch.count = 0;
+    if (this.closed) return 0;
+    // Under load the device is usually readable already: try first, poll only when it is empty.
+    let n = this.readAvailable();
+    if (n > 0) return n;
+    this.pollFds.writeInt16LE(0, 6);
+    this.pollFds.writeInt16LE(0, POLLFD_SIZE + 6);
+    const ready = this.c.poll(this.pollFds, 2, Math.max(0, Math.floor(timeoutMs)));
+    if (ready < 0) {
+      const errno = this.c.errno();
+      if (errno === EINTR) return 0;
+      throw new RetroflectError(ErrorCode.BACKEND_FAILED, `poll on the TUN device failed: ${this.c.strerror(errno)}.`, { details: { errno } });
+    }
+    if (ready === 0) return 0;
+    if (this.pollFds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
+    const revents = this.pollFds.readInt16LE(6);
+    if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      throw new RetroflectError(ErrorCode.BACKEND_FAILED, 'The TUN device was closed or failed.', {
+        hint: 'Something removed the device; restart the engine.',
+        details: { revents },
+      });
+    }
+    if (revents & POLLIN) n = this.readAvailable();
+    return n;
+  }
+
+  /** Read packets until the device is empty or the batch is full. */
+  private readAvailable(): number {
+    const b = this.batch;
+    let n = 0;
+    while (n < TUN_BATCH_CAPACITY) {
+      const got = this.c.read(this.fd, this.slots[n], this.slotSize);
+      if (got < 0) {
+        const errno = this.c.errno();
+        if (errno === EAGAIN || errno === EINTR) break;
+        throw new RetroflectError(ErrorCode.BACKEND_FAILED, `Reading the TUN device failed: ${this.c.strerror(errno)}.`, { details: { errno } });
+      }
+      if (got <= this.headerLen) continue; // nothing after the header: not a packet
+      b.length[n] = got - this.headerLen;
+      b.verdict[n] = Verdict.Pass;
+      n++;
+    }
+    b.count = n;
+    return n;
+  }
+
+  send(): void {
+    const b = this.batch;
+    for (let i = 0; i < b.count; i++) {
+      if (b.verdict[i] !== Verdict.Reflect) continue;
+      // Written back with its vnet header unchanged: the swap keeps partial checksums and GSO fields valid.
+      if (this.c.write(this.fd, this.slots[i], this.headerLen + b.length[i]) < 0) this.sendErrors++;
+    }
+  }
+
+  reconfigure(_cfg: InterceptConfig, _update: unknown): void {
+    // Routes and shield rules are host state, changed by TunHostBackend.apply; the fd stays the same.
+  }
+
+  /** The host half owns and closes the fds; the worker just stops using them. */
+  close(): void {
+    this.closed = true;
+  }
+}
+
+export const createTunPacketSource: PacketSourceFactory = (init) => {
+  const t = init as TunSourceInit;
+  if (t.kind !== 'tun' || typeof t.fd !== 'number' || typeof t.wakeFd !== 'number') {
+    throw new RetroflectError(ErrorCode.INTERNAL, 'TUN packet source got init data that is not from TunHostBackend.');
+  }
+  return new TunPacketSource(t);
+};

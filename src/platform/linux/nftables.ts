@@ -1,0 +1,137 @@
+/**
+ * Shield ports on Linux, done by the kernel's own firewall rather than the data plane (on TUN the engine only sees
+ * outbound packets, so inbound drops have to happen in nftables).
+ *
+ * Everything lives in one table of our own, `inet retroflect`, so we never touch anyone else's rules and a leftover
+ * from a killed run is removed with a single `delete table`:
+ *
+ *   table inet retroflect {
+ *     set shield_tcp { type inet_service; counter; }     # per-element counters = per-port drop counts
+ *     set shield_udp { type inet_service; counter; }
+ *     chain input {
+ *       type filter hook input priority filter - 10; policy accept;
+ *       iif lo accept                                     # loopback to a shielded port still works
+ *       iifname "<tun>" accept                            # so does reflected traffic (it arrives on the TUN)
+ *       meta l4proto tcp tcp dport @shield_tcp drop
+ *       meta l4proto udp udp dport @shield_udp drop
+ *     }
+ *   }
+ *
+ * `accept` in our chain only ends our chain; other tables' chains still see the packet, as they would without us.
+ * The priority runs us just before the usual `filter` chains so a shielded port is dropped before they count it.
+ */
+import { shieldKey, type InterceptConfig, type ShieldPort, type ShieldProtocol } from '../../config/intercept-config.ts';
+import type { ShieldCount } from '../../divert/source.ts';
+import { ErrorCode, RetroflectError } from '../../errors.ts';
+import { runCommand, type HostCommand } from './command.ts';
+
+/** Our table's family and name. Fixed, so every run (and every leftover) is found by name. */
+export const NFT_FAMILY = 'inet';
+export const NFT_TABLE = 'retroflect';
+/** Set names per protocol. */
+export const NFT_SET: Record<ShieldProtocol, string> = { tcp: 'shield_tcp', udp: 'shield_udp' };
+
+function ports(cfg: InterceptConfig, protocol: ShieldProtocol): number[] {
+  return cfg.shieldPorts.filter((p) => p.protocol === protocol).map((p) => p.port);
+}
+
+function elements(list: number[]): string {
+  return list.length ? ` elements = { ${list.join(', ')} };` : '';
+}
+
+/**
+ * The script that (re)creates the table. It starts by declaring and deleting the table, which in one nft transaction
+ * removes a leftover if there is one and is harmless if there is not.
+ */
+export function shieldTableScript(cfg: InterceptConfig, tunName: string): string {
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tunName)) {
+    throw new RetroflectError(ErrorCode.BACKEND_FAILED, `'${tunName}' is not a valid interface name.`, {
+      hint: 'Use 1 to 15 letters, digits, dots, dashes or underscores.',
+    });
+  }
+  return [
+    `table ${NFT_FAMILY} ${NFT_TABLE}`,
+    `delete table ${NFT_FAMILY} ${NFT_TABLE}`,
+    `table ${NFT_FAMILY} ${NFT_TABLE} {`,
+    `  set ${NFT_SET.tcp} { type inet_service; counter;${elements(ports(cfg, 'tcp'))} }`,
+    `  set ${NFT_SET.udp} { type inet_service; counter;${elements(ports(cfg, 'udp'))} }`,
+    '  chain input {',
+    '    type filter hook input priority filter - 10; policy accept;',
+    '    iif lo accept',
+    `    iifname "${tunName}" accept`,
+    `    meta l4proto tcp tcp dport @${NFT_SET.tcp} drop`,
+    `    meta l4proto udp udp dport @${NFT_SET.udp} drop`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** Script that removes a leftover table if there is one (declare-then-delete never fails on a missing table). */
+export function removeTableScript(): string {
+  return `table ${NFT_FAMILY} ${NFT_TABLE}\ndelete table ${NFT_FAMILY} ${NFT_TABLE}\n`;
+}
+
+/** Element additions and removals that turn `prev`'s shield sets into `next`'s, as one nft script ('' = nothing). */
+export function shieldUpdateScript(prev: InterceptConfig, next: InterceptConfig): string {
+  const lines: string[] = [];
+  const before = new Set(prev.shieldPorts.map(shieldKey));
+  const after = new Set(next.shieldPorts.map(shieldKey));
+  const group = (list: ShieldPort[], protocol: ShieldProtocol) => list.filter((p) => p.protocol === protocol).map((p) => p.port);
+  const removed = prev.shieldPorts.filter((p) => !after.has(shieldKey(p)));
+  const added = next.shieldPorts.filter((p) => !before.has(shieldKey(p)));
+  for (const protocol of ['tcp', 'udp'] as const) {
+    const del = group(removed, protocol);
+    const add = group(added, protocol);
+    if (del.length) lines.push(`delete element ${NFT_FAMILY} ${NFT_TABLE} ${NFT_SET[protocol]} { ${del.join(', ')} }`);
+    if (add.length) lines.push(`add element ${NFT_FAMILY} ${NFT_TABLE} ${NFT_SET[protocol]} { ${add.join(', ')} }`);
+  }
+  return lines.length ? lines.join('\n') + '\n' : '';
+}
+
+export function nftScriptCommand(script: string): HostCommand {
+  return { file: 'nft', args: ['-f', '-'], input: script };
+}
+
+export async function installShield(cfg: InterceptConfig, tunName: string): Promise<void> {
+  await runCommand(nftScriptCommand(shieldTableScript(cfg, tunName)));
+}
+
+export async function updateShield(prev: InterceptConfig, next: InterceptConfig): Promise<void> {
+  const script = shieldUpdateScript(prev, next);
+  if (script) await runCommand(nftScriptCommand(script));
+}
+
+export async function removeShield(): Promise<void> {
+  await runCommand(nftScriptCommand(removeTableScript()));
+}
+
+/** True when our table exists (used by cleanup checks and tests). */
+export async function shieldTableExists(): Promise<boolean> {
+  const { stdout } = await runCommand({ file: 'nft', args: ['-j', 'list', 'tables', NFT_FAMILY] });
+  const doc = JSON.parse(stdout) as { nftables: { table?: { name: string } }[] };
+  return doc.nftables.some((o) => o.table?.name === NFT_TABLE);
+}
+
+interface NftSetElem {
+  elem?: { val: number; counter?: { packets: number; bytes: number } };
+}
+
+/** Per-port drop counts from the sets' per-element counters, keyed like `shieldKey` ("8080/tcp"). */
+export async function readShieldCounters(): Promise<Map<string, ShieldCount>> {
+  const { stdout } = await runCommand({ file: 'nft', args: ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE] });
+  const doc = JSON.parse(stdout) as { nftables: { set?: { name: string; elem?: (NftSetElem | number)[] } }[] };
+  const out = new Map<string, ShieldCount>();
+  for (const obj of doc.nftables) {
+    const set = obj.set;
+    if (!set) continue;
+    const protocol = (Object.keys(NFT_SET) as ShieldProtocol[]).find((p) => NFT_SET[p] === set.name);
+    if (!protocol) continue;
+    for (const e of set.elem ?? []) {
+      // An element without a counter is printed as a bare number; with one, as { elem: { val, counter } }.
+      if (typeof e === 'number') out.set(`${e}/${protocol}`, { packets: 0, bytes: 0 });
+      else if (e.elem) out.set(`${e.elem.val}/${protocol}`, { packets: e.elem.counter?.packets ?? 0, bytes: e.elem.counter?.bytes ?? 0 });
+    }
+  }
+  return out;
+}
