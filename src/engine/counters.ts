@@ -1,0 +1,205 @@
+/**
+ * `EngineCounters`: every data-plane counter, as float64 cells in one SharedArrayBuffer. The worker thread is the
+ * only writer (plain `+=`, no Atomics: a single writer cannot lose updates, and an aligned float64 store is not torn
+ * on the platforms Node runs on); the main thread only reads, via `snapshot()`. Float64 keeps counts exact up to
+ * 2^53, the same range as the JSON numbers they end up in.
+ *
+ * Layout (index = cell number in the Float64Array):
+ *
+ *   [0, GLOBAL_CELLS)                        global counters, see `Cell` below
+ *   ADDRESS_BASE + slot*8 + proto*2 + {0,1}  per reflect-address slot (MAX_REFLECT_ADDRESSES) × StatsProto
+ *                                            (tcp, udp, icmp, other): packets, bytes
+ *   SHIELD_BASE + slot*2 + {0,1}             per shield slot (MAX_SHIELD_PORTS): packets, bytes dropped
+ *
+ * Slots are assigned by the engine; `Dataplane.configure` (in the worker, so still a single writer) zeroes slots
+ * that are new in a config.
+ */
+import { MAX_REFLECT_ADDRESSES, MAX_SHIELD_PORTS } from '../config/intercept-config.ts';
+import { MALFORMED_REASONS, type MalformedCode } from '../packet/parse.ts';
+import type { AddressStats, EngineStats, MalformedReason, PacketByteCount, ShieldPortStats, StatsProtocol } from './types.ts';
+import type { DataplaneConfig } from './dataplane.ts';
+
+/** Global cells. Malformed counts follow at MALFORMED_BASE + code - 1 (MalformedCode order). */
+const Cell = {
+  ReflectedPackets: 0,
+  ReflectedBytes: 1,
+  PassedPackets: 2,
+  PassedBytes: 3,
+  ShieldDroppedPackets: 4,
+  ShieldDroppedBytes: 5,
+  ReceiveErrors: 6,
+  SendErrors: 7,
+  MalformedBase: 8,
+} as const;
+/** Room for the global cells (8 named + 6 malformed reasons, padded). */
+const GLOBAL_CELLS = 16;
+
+/** Protocol index used by the per-address counters (ICMPv6 counts as icmp). */
+export const StatsProto = { Tcp: 0, Udp: 1, Icmp: 2, Other: 3 } as const;
+export type StatsProto = (typeof StatsProto)[keyof typeof StatsProto];
+export const STATS_PROTOCOLS: readonly StatsProtocol[] = ['tcp', 'udp', 'icmp', 'other'];
+
+const CELLS_PER_ADDRESS = STATS_PROTOCOLS.length * 2;
+const ADDRESS_BASE = GLOBAL_CELLS;
+const SHIELD_BASE = ADDRESS_BASE + MAX_REFLECT_ADDRESSES * CELLS_PER_ADDRESS;
+const TOTAL_CELLS = SHIELD_BASE + MAX_SHIELD_PORTS * 2;
+
+/** Size of the shared buffer `EngineCounters` needs. */
+export const COUNTERS_BYTES = TOTAL_CELLS * Float64Array.BYTES_PER_ELEMENT;
+
+export interface AddressSlotCounts extends PacketByteCount {
+  byProtocol: Record<StatsProtocol, PacketByteCount>;
+}
+
+/** Plain numbers copied out of shared memory at one moment (per slot, not yet mapped to addresses/ports). */
+export interface CountersSnapshot {
+  reflected: PacketByteCount;
+  passed: PacketByteCount;
+  shieldDropped: PacketByteCount;
+  malformed: { total: number; byReason: Record<MalformedReason, number> };
+  errors: { receive: number; send: number };
+  /** Index = reflect-address slot. */
+  addressSlots: AddressSlotCounts[];
+  /** Index = shield slot. */
+  shieldSlots: PacketByteCount[];
+}
+
+export class EngineCounters {
+  readonly buffer: SharedArrayBuffer;
+  private readonly cells: Float64Array;
+
+  /** Pass the buffer another thread created to share its counters; omit it to create a zeroed one. */
+  constructor(buffer?: SharedArrayBuffer) {
+    this.buffer = buffer ?? new SharedArrayBuffer(COUNTERS_BYTES);
+    if (this.buffer.byteLength < COUNTERS_BYTES) {
+      throw new RangeError(`EngineCounters needs a SharedArrayBuffer of ${COUNTERS_BYTES} bytes, got ${this.buffer.byteLength}`);
+    }
+    this.cells = new Float64Array(this.buffer, 0, TOTAL_CELLS);
+  }
+
+  // ---- worker side (hot path: no allocation) ----
+
+  addReflected(slot: number, proto: StatsProto, bytes: number): void {
+    const c = this.cells;
+    c[Cell.ReflectedPackets] += 1;
+    c[Cell.ReflectedBytes] += bytes;
+    const at = ADDRESS_BASE + slot * CELLS_PER_ADDRESS + proto * 2;
+    c[at] += 1;
+    c[at + 1] += bytes;
+  }
+
+  addPassed(bytes: number): void {
+    this.cells[Cell.PassedPackets] += 1;
+    this.cells[Cell.PassedBytes] += bytes;
+  }
+
+  addShieldDropped(slot: number, bytes: number): void {
+    const c = this.cells;
+    c[Cell.ShieldDroppedPackets] += 1;
+    c[Cell.ShieldDroppedBytes] += bytes;
+    c[SHIELD_BASE + slot * 2] += 1;
+    c[SHIELD_BASE + slot * 2 + 1] += bytes;
+  }
+
+  /** `code` is a non-zero MalformedCode. */
+  addMalformed(code: MalformedCode): void {
+    this.cells[Cell.MalformedBase + code - 1] += 1;
+  }
+
+  /** A receive from the packet source failed (and the loop carried on). */
+  addReceiveError(): void {
+    this.cells[Cell.ReceiveErrors] += 1;
+  }
+
+  /** Re-injecting a packet failed (and the loop carried on). */
+  addSendError(): void {
+    this.cells[Cell.SendErrors] += 1;
+  }
+
+  zeroAddressSlot(slot: number): void {
+    const at = ADDRESS_BASE + slot * CELLS_PER_ADDRESS;
+    this.cells.fill(0, at, at + CELLS_PER_ADDRESS);
+  }
+
+  zeroShieldSlot(slot: number): void {
+    this.cells.fill(0, SHIELD_BASE + slot * 2, SHIELD_BASE + slot * 2 + 2);
+  }
+
+  // ---- main-thread side ----
+
+  snapshot(): CountersSnapshot {
+    const c = this.cells.slice();
+    const byReason = {} as Record<MalformedReason, number>;
+    let total = 0;
+    MALFORMED_REASONS.forEach((reason, i) => {
+      byReason[reason] = c[Cell.MalformedBase + i];
+      total += c[Cell.MalformedBase + i];
+    });
+    const addressSlots: AddressSlotCounts[] = [];
+    for (let slot = 0; slot < MAX_REFLECT_ADDRESSES; slot++) {
+      const byProtocol = {} as Record<StatsProtocol, PacketByteCount>;
+      let packets = 0;
+      let bytes = 0;
+      STATS_PROTOCOLS.forEach((name, proto) => {
+        const at = ADDRESS_BASE + slot * CELLS_PER_ADDRESS + proto * 2;
+        byProtocol[name] = { packets: c[at], bytes: c[at + 1] };
+        packets += c[at];
+        bytes += c[at + 1];
+      });
+      addressSlots.push({ packets, bytes, byProtocol });
+    }
+    const shieldSlots: PacketByteCount[] = [];
+    for (let slot = 0; slot < MAX_SHIELD_PORTS; slot++) {
+      shieldSlots.push({ packets: c[SHIELD_BASE + slot * 2], bytes: c[SHIELD_BASE + slot * 2 + 1] });
+    }
+    return {
+      reflected: { packets: c[Cell.ReflectedPackets], bytes: c[Cell.ReflectedBytes] },
+      passed: { packets: c[Cell.PassedPackets], bytes: c[Cell.PassedBytes] },
+      shieldDropped: { packets: c[Cell.ShieldDroppedPackets], bytes: c[Cell.ShieldDroppedBytes] },
+      malformed: { total, byReason },
+      errors: { receive: c[Cell.ReceiveErrors], send: c[Cell.SendErrors] },
+      addressSlots,
+      shieldSlots,
+    };
+  }
+}
+
+/**
+ * Map a snapshot onto the public `EngineStats` shape, using the slot assignment of the live config. Rates are the
+ * engine's to compute (it keeps the previous sample); pass them in.
+ */
+export function buildEngineStats(
+  snap: CountersSnapshot,
+  cfg: DataplaneConfig,
+  sample: { sampledAt: Date; uptimeSeconds: number; rates?: EngineStats['rates'] },
+): EngineStats {
+  const byProtocol = {} as Record<StatsProtocol, PacketByteCount>;
+  for (const name of STATS_PROTOCOLS) byProtocol[name] = { packets: 0, bytes: 0 };
+  const byAddress: AddressStats[] = cfg.reflect.map(({ address, slot }) => {
+    const s = snap.addressSlots[slot];
+    for (const name of STATS_PROTOCOLS) {
+      byProtocol[name].packets += s.byProtocol[name].packets;
+      byProtocol[name].bytes += s.byProtocol[name].bytes;
+    }
+    return { address, packets: s.packets, bytes: s.bytes, byProtocol: structuredClone(s.byProtocol) };
+  });
+  const byShieldPort: ShieldPortStats[] = cfg.shield.map(({ port, protocol, slot }) => ({
+    port,
+    protocol,
+    packets: snap.shieldSlots[slot].packets,
+    bytes: snap.shieldSlots[slot].bytes,
+  }));
+  return {
+    sampledAt: sample.sampledAt.toISOString(),
+    uptimeSeconds: sample.uptimeSeconds,
+    reflected: { ...snap.reflected },
+    shieldDropped: { ...snap.shieldDropped },
+    passed: { ...snap.passed },
+    malformed: { total: snap.malformed.total, byReason: { ...snap.malformed.byReason } },
+    errors: { ...snap.errors },
+    byProtocol,
+    byAddress,
+    byShieldPort,
+    rates: sample.rates ?? { reflectedPackets: 0, reflectedBytes: 0, shieldDroppedPackets: 0 },
+  };
+}

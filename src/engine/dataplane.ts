@@ -1,0 +1,101 @@
+/**
+ * `Dataplane`: the per-packet decision every backend's worker loop calls — reflect, pass or drop — plus counting.
+ * Hot path: `outbound` and `inbound` allocate nothing and never throw (the packet core reports malformed packets by
+ * code). `configure` runs only when the config changes and may allocate.
+ */
+import { Verdict } from '../divert/source.ts';
+import { ReflectAddressSet, type ReflectAddressEntry } from '../packet/address-set.ts';
+import { IpProto, ParsedPacket, parsePacket } from '../packet/parse.ts';
+import { reflectPacket } from '../packet/reflect.ts';
+import { ShieldPortSet, type ShieldPortEntry } from '../packet/shield-set.ts';
+import { StatsProto, type EngineCounters } from './counters.ts';
+import type { FlowTable } from './flow-table.ts';
+
+export { Verdict };
+
+export interface DataplaneConfig {
+  /** Canonical address → counter slot (0 .. MAX_REFLECT_ADDRESSES - 1). */
+  reflect: ReflectAddressEntry[];
+  /** Shield port → counter slot (0 .. MAX_SHIELD_PORTS - 1). */
+  shield: ShieldPortEntry[];
+}
+
+/** Stats protocol of an IP protocol number (ICMPv6 counts as icmp). */
+function statsProto(proto: number): StatsProto {
+  if (proto === IpProto.Tcp) return StatsProto.Tcp;
+  if (proto === IpProto.Udp) return StatsProto.Udp;
+  if (proto === IpProto.Icmp || proto === IpProto.Icmpv6) return StatsProto.Icmp;
+  return StatsProto.Other;
+}
+
+export class Dataplane {
+  private readonly packet = new ParsedPacket();
+  private readonly addresses = new ReflectAddressSet();
+  private readonly shields = new ShieldPortSet();
+  /** The config last applied, to tell which slots are new (their counters start from zero). */
+  private current: DataplaneConfig = { reflect: [], shield: [] };
+
+  constructor(
+    private readonly counters: EngineCounters,
+    private readonly flows: FlowTable,
+  ) {}
+
+  /**
+   * Apply a config. A slot is "new" unless the previous config had the same slot for the same address (or port and
+   * protocol); new slots have their counters zeroed, so a slot the engine reuses for another address starts at 0.
+   * Throws RetroflectError on a bad entry and then changes nothing.
+   */
+  configure(cfg: DataplaneConfig): void {
+    const nextAddresses = new ReflectAddressSet();
+    nextAddresses.replace(cfg.reflect); // validates
+    this.shields.replace(cfg.shield); // validates before changing anything
+    this.addresses.replace(cfg.reflect);
+    const prevAddress = new Map(this.current.reflect.map((e) => [e.slot, e.address]));
+    const prevShield = new Map(this.current.shield.map((e) => [e.slot, `${e.port}/${e.protocol}`]));
+    for (const e of cfg.reflect) if (prevAddress.get(e.slot) !== e.address) this.counters.zeroAddressSlot(e.slot);
+    for (const e of cfg.shield) if (prevShield.get(e.slot) !== `${e.port}/${e.protocol}`) this.counters.zeroShieldSlot(e.slot);
+    this.current = {
+      reflect: cfg.reflect.map((e) => ({ address: e.address, slot: e.slot })),
+      shield: cfg.shield.map((e) => ({ port: e.port, protocol: e.protocol, slot: e.slot })),
+    };
+  }
+
+  /** A packet this host sends. To a reflect address → swap addresses in place, count, Reflect. Else Pass.
+   *  Malformed → count by reason, Drop. Bytes counted are the IP packet's own length. */
+  outbound(buf: Uint8Array, off: number, len: number, now: number): Verdict {
+    const p = this.packet;
+    if (!parsePacket(buf, off, len, p)) {
+      this.counters.addMalformed(p.malformed);
+      return Verdict.Drop;
+    }
+    const slot = this.addresses.lookupDestination(buf, p);
+    if (slot < 0) {
+      this.counters.addPassed(p.ipLength);
+      return Verdict.Pass;
+    }
+    this.flows.record(buf, p, p.ipLength, now);
+    reflectPacket(buf, p);
+    this.counters.addReflected(slot, statsProto(p.protocol), p.ipLength);
+    return Verdict.Reflect;
+  }
+
+  /** A packet from another host. TCP/UDP with a transport header (unfragmented or first fragment) to a shielded
+   *  port → count, Drop. Later fragments cannot be matched to a port and pass. Malformed → counted, Pass. */
+  inbound(buf: Uint8Array, off: number, len: number, _now: number): Verdict {
+    const p = this.packet;
+    if (!parsePacket(buf, off, len, p)) {
+      this.counters.addMalformed(p.malformed);
+      return Verdict.Pass;
+    }
+    if (p.hasTransport) {
+      const proto = p.protocol;
+      const slot = proto === IpProto.Tcp ? this.shields.tcp[p.dstPort] : proto === IpProto.Udp ? this.shields.udp[p.dstPort] : -1;
+      if (slot >= 0) {
+        this.counters.addShieldDropped(slot, p.ipLength);
+        return Verdict.Drop;
+      }
+    }
+    this.counters.addPassed(p.ipLength);
+    return Verdict.Pass;
+  }
+}

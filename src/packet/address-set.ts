@@ -1,0 +1,99 @@
+/**
+ * The set of reflect addresses, for the hot path: destination address → counter slot, with no allocation.
+ * IPv4 addresses are kept as one 32-bit word, IPv6 as four; lookup is a linear scan over typed arrays, which for
+ * the at most MAX_REFLECT_ADDRESSES (64) entries is faster than hashing (usually there are one or two).
+ */
+import ipaddr from 'ipaddr.js';
+import { MAX_REFLECT_ADDRESSES } from '../config/intercept-config.ts';
+import { ErrorCode, RetroflectError } from '../errors.ts';
+import type { ParsedPacket } from './parse.ts';
+
+export interface ReflectAddressEntry {
+  /** Canonical text form (see config/intercept-config.ts). */
+  address: string;
+  /** Counter slot, 0 .. MAX_REFLECT_ADDRESSES - 1. */
+  slot: number;
+}
+
+/** Read 4 bytes big-endian as a signed 32-bit word (signed is fine: we only compare for equality). */
+function word(buf: Uint8Array, at: number): number {
+  return (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3];
+}
+
+export class ReflectAddressSet {
+  private readonly v4Words = new Int32Array(MAX_REFLECT_ADDRESSES);
+  private readonly v4Slots = new Int32Array(MAX_REFLECT_ADDRESSES);
+  private v4Count = 0;
+  /** Four words per address. */
+  private readonly v6Words = new Int32Array(MAX_REFLECT_ADDRESSES * 4);
+  private readonly v6Slots = new Int32Array(MAX_REFLECT_ADDRESSES);
+  private v6Count = 0;
+
+  get size(): number {
+    return this.v4Count + this.v6Count;
+  }
+
+  /**
+   * Replace the contents. Validates everything first (throws RetroflectError, changing nothing) because a config
+   * reaching the worker should already be valid, and a silent partial set would reflect the wrong traffic.
+   */
+  replace(entries: readonly ReflectAddressEntry[]): void {
+    if (entries.length > MAX_REFLECT_ADDRESSES) {
+      throw new RetroflectError(ErrorCode.LIMIT_REACHED, `At most ${MAX_REFLECT_ADDRESSES} reflect addresses are supported.`, {
+        hint: 'Remove addresses you no longer use.',
+      });
+    }
+    const parsed = entries.map((e) => {
+      if (!Number.isInteger(e.slot) || e.slot < 0 || e.slot >= MAX_REFLECT_ADDRESSES) {
+        throw new RetroflectError(ErrorCode.INTERNAL, `Reflect address slot ${e.slot} is out of range.`, {
+          details: { address: e.address, slot: e.slot },
+        });
+      }
+      if (!ipaddr.isValid(e.address)) {
+        throw new RetroflectError(ErrorCode.INVALID_ADDRESS, `'${e.address}' is not an IP address.`, {
+          hint: 'Give an IPv4 address in dotted form (192.0.2.1) or an IPv6 address (2001:db8::1).',
+          details: { address: e.address },
+        });
+      }
+      let addr = ipaddr.parse(e.address);
+      if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) addr = (addr as ipaddr.IPv6).toIPv4Address();
+      return { bytes: Uint8Array.from(addr.toByteArray()), slot: e.slot };
+    });
+    this.v4Count = 0;
+    this.v6Count = 0;
+    for (const { bytes, slot } of parsed) {
+      if (bytes.length === 4) {
+        this.v4Words[this.v4Count] = word(bytes, 0);
+        this.v4Slots[this.v4Count++] = slot;
+      } else {
+        const base = this.v6Count * 4;
+        for (let w = 0; w < 4; w++) this.v6Words[base + w] = word(bytes, w * 4);
+        this.v6Slots[this.v6Count++] = slot;
+      }
+    }
+  }
+
+  /** Counter slot of the packet's destination address, or -1 if it is not a reflect address. */
+  lookupDestination(buf: Uint8Array, p: ParsedPacket): number {
+    const at = p.dstOffset;
+    if (p.family === 4) {
+      const n = this.v4Count;
+      if (n === 0) return -1;
+      const w = word(buf, at);
+      for (let i = 0; i < n; i++) if (this.v4Words[i] === w) return this.v4Slots[i];
+      return -1;
+    }
+    const n = this.v6Count;
+    if (n === 0) return -1;
+    // Compare the last word first: it differs most between addresses of one prefix.
+    const w3 = word(buf, at + 12);
+    const words = this.v6Words;
+    for (let i = 0; i < n; i++) {
+      const b = i * 4;
+      if (words[b + 3] === w3 && words[b] === word(buf, at) && words[b + 1] === word(buf, at + 4) && words[b + 2] === word(buf, at + 8)) {
+        return this.v6Slots[i];
+      }
+    }
+    return -1;
+  }
+}
