@@ -1,0 +1,317 @@
+/**
+ * The persisted config file: `{ "schemaVersion": 1, "reflectAddresses": [...], "shieldPorts": [{port, protocol}] }`.
+ *
+ * Load is strict (a typo must not silently drop a shield port) and never touches the file. Save is atomic: the new
+ * content goes to a temp file in the same directory, is fsynced, renamed over the old file, and the directory is
+ * fsynced, so after a crash the file is either the old or the new version, never a mix.
+ */
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join, basename } from 'node:path';
+import {
+  canonicalAddress,
+  checkLimits,
+  cloneInterceptConfig,
+  emptyInterceptConfig,
+  parseShieldSpec,
+  shieldKey,
+  type InterceptConfig,
+  type ShieldPort,
+} from './intercept-config.ts';
+import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
+
+/** Version of the file layout. A file with a higher number was written by a newer retroflect. */
+export const CONFIG_SCHEMA_VERSION = 1;
+
+/** Largest config file we read; a real one is a few KiB (64 addresses, 1024 ports). */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+const KNOWN_KEYS = new Set(['schemaVersion', 'reflectAddresses', 'shieldPorts']);
+
+/** The file's JSON layout. */
+export interface ConfigFileContent {
+  schemaVersion: number;
+  reflectAddresses: string[];
+  shieldPorts: ShieldPort[];
+}
+
+/**
+ * Where the config lives: `--config` wins, then env RETROFLECT_CONFIG, then the platform default
+ * (Windows `%ProgramData%\Retroflect\config.json`, elsewhere `/etc/retroflect/config.json`).
+ */
+export function defaultConfigPath(env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform): string {
+  if (platform === 'win32') {
+    const programData = env.ProgramData ?? env.PROGRAMDATA ?? 'C:\\ProgramData';
+    return `${programData}\\Retroflect\\config.json`;
+  }
+  return '/etc/retroflect/config.json';
+}
+
+export function resolveConfigPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  if (option !== undefined && option !== '') return option;
+  if (env.RETROFLECT_CONFIG) return env.RETROFLECT_CONFIG;
+  return defaultConfigPath(env);
+}
+
+function invalid(path: string, problem: string, details: Record<string, unknown> = {}): RetroflectError {
+  return new RetroflectError(ErrorCode.CONFIG_INVALID, `Config file ${path} is invalid: ${problem}`, {
+    hint: 'Fix the file by hand (it was not changed), or move it away to start with an empty config.',
+    details: { path, ...details },
+  });
+}
+
+/** 1-based line and column of a character offset, for error messages. */
+function lineColumn(text: string, offset: number): { line: number; column: number } {
+  const before = text.slice(0, offset);
+  const line = before.split('\n').length;
+  const column = offset - before.lastIndexOf('\n');
+  return { line, column };
+}
+
+/** Parse and validate file text. Exported for tests; `path` only names the file in errors. */
+export function parseConfigText(text: string, path: string): InterceptConfig {
+  const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // Notepad writes a BOM
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body);
+  } catch (err) {
+    const msg = (err as Error).message;
+    const pos = /position (\d+)/.exec(msg);
+    if (pos) {
+      const { line, column } = lineColumn(body, Number(pos[1]));
+      throw invalid(path, `not valid JSON at line ${line}, column ${column} (${msg}).`, { line, column });
+    }
+    throw invalid(path, `not valid JSON (${msg}).`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalid(path, 'the top level must be a JSON object.');
+  const obj = raw as Record<string, unknown>;
+  for (const key of Object.keys(obj)) {
+    if (!KNOWN_KEYS.has(key)) throw invalid(path, `unknown field '${key}' (known: ${[...KNOWN_KEYS].join(', ')}).`, { field: key });
+  }
+  if (obj.schemaVersion !== CONFIG_SCHEMA_VERSION) {
+    const newer = typeof obj.schemaVersion === 'number' && obj.schemaVersion > CONFIG_SCHEMA_VERSION;
+    throw invalid(
+      path,
+      newer
+        ? `schemaVersion ${obj.schemaVersion} was written by a newer retroflect; this one reads ${CONFIG_SCHEMA_VERSION}.`
+        : `field 'schemaVersion' must be ${CONFIG_SCHEMA_VERSION}.`,
+      { field: 'schemaVersion' },
+    );
+  }
+  const cfg = emptyInterceptConfig();
+  const addrs = obj.reflectAddresses ?? [];
+  if (!Array.isArray(addrs)) throw invalid(path, `field 'reflectAddresses' must be an array of strings.`, { field: 'reflectAddresses' });
+  addrs.forEach((a, i) => {
+    const field = `reflectAddresses[${i}]`;
+    if (typeof a !== 'string') throw invalid(path, `field '${field}' must be a string.`, { field });
+    let c: string;
+    try {
+      c = canonicalAddress(a);
+    } catch (err) {
+      throw invalid(path, `field '${field}': ${(err as Error).message}`, { field });
+    }
+    if (!cfg.reflectAddresses.includes(c)) cfg.reflectAddresses.push(c);
+  });
+  const ports = obj.shieldPorts ?? [];
+  if (!Array.isArray(ports)) throw invalid(path, `field 'shieldPorts' must be an array.`, { field: 'shieldPorts' });
+  ports.forEach((p, i) => {
+    const field = `shieldPorts[${i}]`;
+    let parsed: ShieldPort[];
+    try {
+      parsed = parseShieldEntry(p);
+    } catch (err) {
+      throw invalid(path, `field '${field}': ${(err as Error).message}`, { field });
+    }
+    for (const q of parsed) if (!cfg.shieldPorts.some((x) => shieldKey(x) === shieldKey(q))) cfg.shieldPorts.push(q);
+  });
+  try {
+    checkLimits(cfg);
+  } catch (err) {
+    throw invalid(path, (err as Error).message);
+  }
+  return cfg;
+}
+
+/**
+ * One shield entry as users write it: `{port, protocol}` or a spec ("8080", "8080/tcp", 8080). Shared with the
+ * control protocol, which accepts the same forms.
+ */
+export function parseShieldEntry(p: unknown): ShieldPort[] {
+  if (typeof p === 'string' || typeof p === 'number') return parseShieldSpec(p);
+  if (typeof p === 'object' && p !== null && !Array.isArray(p)) {
+    const o = p as Record<string, unknown>;
+    const extra = Object.keys(o).filter((k) => k !== 'port' && k !== 'protocol');
+    if (extra.length === 0 && typeof o.port === 'number' && (o.protocol === 'tcp' || o.protocol === 'udp')) {
+      return parseShieldSpec(`${o.port}/${o.protocol}`);
+    }
+  }
+  throw new RetroflectError(ErrorCode.INVALID_PORT, `${JSON.stringify(p)} is not a shield port.`, {
+    hint: 'Use {"port": 8080, "protocol": "tcp"} or a spec such as "8080", "8080/tcp", "53/udp".',
+    details: { port: p },
+  });
+}
+
+export function serializeConfig(cfg: InterceptConfig): string {
+  const content: ConfigFileContent = {
+    schemaVersion: CONFIG_SCHEMA_VERSION,
+    reflectAddresses: [...cfg.reflectAddresses],
+    shieldPorts: cfg.shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol })),
+  };
+  return JSON.stringify(content, null, 2) + '\n';
+}
+
+export interface LoadedConfig {
+  config: InterceptConfig;
+  path: string;
+  /** False when the file did not exist (the config is then empty). */
+  existed: boolean;
+}
+
+/** Read the config file. Missing → empty config. Anything wrong → E_CONFIG_INVALID; the file is never modified. */
+export function loadConfigFile(path: string): LoadedConfig {
+  let text: string;
+  try {
+    const st = statSync(path);
+    if (!st.isFile()) throw invalid(path, 'it is not a regular file.');
+    if (st.size > MAX_CONFIG_BYTES) throw invalid(path, `it is ${st.size} bytes; a config file is at most ${MAX_CONFIG_BYTES}.`);
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if (isRetroflectError(err)) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { config: emptyInterceptConfig(), path, existed: false };
+    throw new RetroflectError(ErrorCode.CONFIG_INVALID, `Cannot read config file ${path}: ${(err as Error).message}`, {
+      hint: code === 'EACCES' || code === 'EPERM' ? 'Run as root / Administrator.' : 'Check the path and its permissions.',
+      details: { path, errno: code },
+      cause: err,
+    });
+  }
+  return { config: parseConfigText(text, path), path, existed: true };
+}
+
+/** Hooks for tests that prove atomicity by failing at a chosen step. Never set outside tests. */
+export interface SaveFaults {
+  /** Called after the temp file was written and before it is renamed over the target. Throw to simulate a crash. */
+  beforeRename?: (tempPath: string) => void;
+}
+
+/**
+ * Write the config atomically (temp file in the same directory → write → fsync → rename → fsync directory).
+ * On failure the old file is untouched, the temp file removed, and E_CONFIG_WRITE_FAILED thrown.
+ */
+export function saveConfigFile(path: string, cfg: InterceptConfig, faults: SaveFaults = {}): void {
+  const dir = dirname(path);
+  const temp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  let fd: number | undefined;
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    let mode = 0o644;
+    try {
+      mode = statSync(path).mode & 0o777; // keep the permissions an admin gave the file
+    } catch {
+      /* new file */
+    }
+    // 'wx': never follow or overwrite something already at the temp name.
+    fd = openSync(temp, 'wx', mode);
+    const data = Buffer.from(serializeConfig(cfg), 'utf8');
+    let off = 0;
+    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    faults.beforeRename?.(temp);
+    renameSync(temp, path);
+    if (process.platform !== 'win32') {
+      // Make the rename itself durable. Windows cannot open a directory for fsync; NTFS journals the rename.
+      const dfd = openSync(dir, 'r');
+      try {
+        fsyncSync(dfd);
+      } finally {
+        closeSync(dfd);
+      }
+    }
+  } catch (err) {
+    if (fd !== undefined) {
+      try {
+        closeSync(fd);
+      } catch {
+        /* already failing */
+      }
+    }
+    try {
+      unlinkSync(temp);
+    } catch {
+      /* not created, or already renamed */
+    }
+    throw new RetroflectError(ErrorCode.CONFIG_WRITE_FAILED, `Could not write config file ${path}: ${(err as Error).message}`, {
+      hint: 'Check free disk space and the permissions of the directory; the change was not applied.',
+      details: { path, errno: (err as NodeJS.ErrnoException).code ?? null },
+      cause: err,
+    });
+  }
+}
+
+/**
+ * The persisted config in memory plus its file. Changes are computed on a copy, saved, and only then become the
+ * in-memory state, so a failed save leaves both the file and `config` as they were. Saves are serialized.
+ */
+export class ConfigStore {
+  readonly path: string | null;
+  private current: InterceptConfig;
+  private readonly faults: SaveFaults;
+
+  private constructor(path: string | null, cfg: InterceptConfig, faults: SaveFaults) {
+    this.path = path;
+    this.current = cfg;
+    this.faults = faults;
+  }
+
+  /** Load from `path` (missing → empty). Throws E_CONFIG_INVALID. */
+  static open(path: string, faults: SaveFaults = {}): ConfigStore {
+    return new ConfigStore(path, loadConfigFile(path).config, faults);
+  }
+
+  /** A store without a file (engine started with `--no-config`): every change is effectively temporary. */
+  static inMemory(cfg: InterceptConfig = emptyInterceptConfig()): ConfigStore {
+    return new ConfigStore(null, cloneInterceptConfig(cfg), {});
+  }
+
+  /** A copy of the persisted config. */
+  get config(): InterceptConfig {
+    return cloneInterceptConfig(this.current);
+  }
+
+  /** Apply `change` to a copy, save it, then adopt it. Returns whether anything changed (no change → no write). */
+  update(change: (cfg: InterceptConfig) => void): boolean {
+    const next = cloneInterceptConfig(this.current);
+    change(next);
+    if (serializeConfig(next) === serializeConfig(this.current)) return false;
+    if (this.path !== null) saveConfigFile(this.path, next, this.faults);
+    this.current = next;
+    return true;
+  }
+
+  addAddresses(addrs: readonly string[]): boolean {
+    return this.update((c) => {
+      for (const a of addrs) if (!c.reflectAddresses.includes(a)) c.reflectAddresses.push(a);
+    });
+  }
+
+  removeAddresses(addrs: readonly string[]): boolean {
+    return this.update((c) => {
+      c.reflectAddresses = c.reflectAddresses.filter((a) => !addrs.includes(a));
+    });
+  }
+
+  addShieldPorts(ports: readonly ShieldPort[]): boolean {
+    return this.update((c) => {
+      for (const p of ports) if (!c.shieldPorts.some((q) => shieldKey(q) === shieldKey(p))) c.shieldPorts.push({ ...p });
+    });
+  }
+
+  removeShieldPorts(ports: readonly ShieldPort[]): boolean {
+    const keys = new Set(ports.map(shieldKey));
+    return this.update((c) => {
+      c.shieldPorts = c.shieldPorts.filter((p) => !keys.has(shieldKey(p)));
+    });
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * Control protocol v1: wire types and limits shared by the server, the client and tests. docs/protocol.md is the
+ * contract; keep the two in step.
+ */
+import type { ErrorCode } from '../errors.ts';
+import type { InterceptConfig, ShieldPort } from '../config/intercept-config.ts';
+import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
+
+/** The only protocol version this code speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/** Longest request line in bytes (without the newline). Longer → E_BAD_REQUEST reply and close. */
+export const MAX_LINE_BYTES = 64 * 1024;
+/** A connection that has not sent one complete line within this time is closed. */
+export const FIRST_REQUEST_TIMEOUT_MS = 10_000;
+/** A connection without a request for this long, and without a subscription, is closed. */
+export const IDLE_TIMEOUT_MS = 5 * 60_000;
+/** Requests queued on one connection before the server stops reading it. */
+export const MAX_PENDING_REQUESTS = 64;
+/** Unsent reply bytes on one connection before the server waits for the client to read. */
+export const MAX_UNSENT_BYTES = 1024 * 1024;
+/** A stats notification is skipped while more than this is unsent to the subscriber. */
+export const MAX_UNSENT_NOTIFY_BYTES = 256 * 1024;
+/** Concurrent connections; more are closed at once. */
+export const MAX_CONNECTIONS = 1024;
+/** Longest string id and client name accepted. */
+export const MAX_ID_CHARS = 128;
+/** Addresses per address.add/remove request (= MAX_REFLECT_ADDRESSES). */
+export const MAX_ADDRESSES_PER_REQUEST = 64;
+/** Shield entries per shield.add/remove request (= MAX_SHIELD_PORTS). */
+export const MAX_PORTS_PER_REQUEST = 1024;
+
+export type RequestId = string | number;
+
+export interface Request {
+  id: RequestId;
+  method: string;
+  params?: Record<string, unknown>;
+}
+
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+  hint?: string;
+  details?: Record<string, unknown>;
+}
+
+export interface SuccessReply {
+  id: RequestId;
+  result: unknown;
+}
+
+export interface ErrorReply {
+  id: RequestId | null;
+  error: WireError;
+}
+
+export type Reply = SuccessReply | ErrorReply;
+
+/** Server → client message without id (subscriptions). */
+export interface Notification {
+  method: string;
+  params: unknown;
+}
+
+export type AuthMode = 'peer-credentials' | 'token';
+
+export interface HelloParams {
+  protocol: number;
+  client?: string;
+  token?: string;
+}
+
+export interface HelloResult {
+  protocol: number;
+  server: string;
+  engineVersion: string;
+  pid: number;
+  auth: AuthMode;
+  capabilities: string[];
+}
+
+export interface AddressEntry {
+  address: string;
+  /** In the config file (comes back after a restart). */
+  persisted: boolean;
+}
+
+export interface ShieldEntry extends ShieldPort {
+  persisted: boolean;
+}
+
+export interface AddressWarning {
+  address: string;
+  message: string;
+}
+
+export interface AddressAddResult {
+  added: string[];
+  existing: string[];
+  warnings: AddressWarning[];
+}
+
+export interface AddressTestReason {
+  code: ErrorCode;
+  rule: string | null;
+  message: string;
+  hint: string | null;
+}
+
+export interface AddressTestResult {
+  input: string;
+  address: string | null;
+  valid: boolean;
+  configured: boolean;
+  warnings: string[];
+  reasons: AddressTestReason[];
+  suggestion: { address: string; message: string } | null;
+}
+
+export interface ConfigGetResult {
+  configPath: string | null;
+  persisted: InterceptConfig;
+  running: InterceptConfig;
+}
+
+/** Result type of each method, for the typed client. */
+export interface MethodResults {
+  hello: HelloResult;
+  status: EngineStatus;
+  'address.list': { addresses: AddressEntry[] };
+  'address.add': AddressAddResult;
+  'address.remove': { removed: string[] };
+  'address.test': AddressTestResult;
+  'shield.list': { ports: ShieldEntry[] };
+  'shield.add': { added: ShieldPort[]; existing: ShieldPort[] };
+  'shield.remove': { removed: ShieldPort[] };
+  stats: EngineStats;
+  flows: { flows: FlowRecord[] };
+  'config.get': ConfigGetResult;
+  stop: { stopping: true };
+  subscribe: { topic: 'stats'; intervalMs: number };
+  unsubscribe: { topic: 'stats'; subscribed: false };
+}
+
+export type MethodName = keyof MethodResults;
+
+export const METHODS: readonly MethodName[] = [
+  'hello',
+  'status',
+  'address.list',
+  'address.add',
+  'address.remove',
+  'address.test',
+  'shield.list',
+  'shield.add',
+  'shield.remove',
+  'stats',
+  'flows',
+  'config.get',
+  'stop',
+  'subscribe',
+  'unsubscribe',
+];
+
+export function isErrorReply(r: Reply): r is ErrorReply {
+  return (r as ErrorReply).error !== undefined;
+}
