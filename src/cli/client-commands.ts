@@ -1,0 +1,210 @@
+/**
+ * The CLI's client commands: each connects to the running engine's pipe, calls one method and prints the result
+ * (a table for people, the protocol result as is with --json for scripts). Exit codes come from `ExitCode`.
+ */
+import { Command } from 'commander';
+import { shieldKey, type ShieldPort } from '../config/intercept-config.ts';
+import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
+import { ExitCode } from '../errors.ts';
+import { ControlClient } from '../control/client.ts';
+import type { MethodName, MethodResults } from '../control/protocol.ts';
+import {
+  chalk,
+  formatBytes,
+  formatCount,
+  formatDuration,
+  printJson,
+  printSuccess,
+  printWarning,
+  renderKeyValues,
+  renderTable,
+  reportError,
+} from './output.ts';
+
+interface CommonOptions {
+  pipe?: string;
+  json?: boolean;
+}
+
+interface ChangeOptions extends CommonOptions {
+  temporary?: boolean;
+}
+
+function withCommon(cmd: Command): Command {
+  return cmd
+    .option('-p, --pipe <name>', 'control pipe name (Linux: or socket path); default: retroflect')
+    .option('--json', 'print the result as JSON (stable, for scripts)');
+}
+
+/** Connect, run `fn`, print errors, set the exit code. Never throws. */
+async function withClient(opts: CommonOptions, fn: (client: ControlClient) => Promise<void>): Promise<void> {
+  let client: ControlClient | null = null;
+  try {
+    client = await ControlClient.connect({ pipe: opts.pipe });
+    await fn(client);
+    process.exitCode = ExitCode.OK;
+  } catch (err) {
+    process.exitCode = reportError(err, opts.json === true);
+  } finally {
+    client?.close();
+  }
+}
+
+async function callAndPrint<M extends MethodName>(
+  opts: CommonOptions,
+  method: M,
+  params: Record<string, unknown>,
+  human: (result: MethodResults[M]) => void,
+): Promise<void> {
+  await withClient(opts, async (client) => {
+    const result = await client.call(method, params);
+    if (opts.json) printJson(result);
+    else human(result);
+  });
+}
+
+function portText(p: ShieldPort): string {
+  return shieldKey(p);
+}
+
+function printStatus(s: EngineStatus): void {
+  const state = s.state === 'running' ? chalk.green(s.state) : chalk.yellow(s.state);
+  process.stdout.write(
+    renderKeyValues([
+      ['state', state],
+      ['version', s.version],
+      ['backend', s.backend],
+      ['pid', s.pid],
+      ['uptime', formatDuration(s.uptimeSeconds)],
+      ['reflect', s.reflectAddresses.length ? s.reflectAddresses.join(', ') : chalk.dim('(none)')],
+      ['shield', s.shieldPorts.length ? s.shieldPorts.map(portText).join(', ') : chalk.dim('(none)')],
+      ['config', s.configPath ?? chalk.dim('(none: changes are not persisted)')],
+      ['pipe', s.pipeName ?? chalk.dim('(none)')],
+      ...Object.entries(s.backendInfo).map(([k, v]): [string, string | number] => [k, v]),
+    ]),
+  );
+}
+
+function printStats(s: EngineStats): void {
+  process.stdout.write(
+    renderKeyValues([
+      ['sampled', s.sampledAt],
+      ['reflected', `${formatCount(s.reflected.packets)} packets, ${formatBytes(s.reflected.bytes)}`],
+      ['shield dropped', `${formatCount(s.shieldDropped.packets)} packets, ${formatBytes(s.shieldDropped.bytes)}`],
+      ['passed', `${formatCount(s.passed.packets)} packets, ${formatBytes(s.passed.bytes)}`],
+      ['malformed', formatCount(s.malformed.total)],
+      ['errors', `receive ${s.errors.receive}, send ${s.errors.send}`],
+      ['rate', `${formatCount(Math.round(s.rates.reflectedPackets))} pkt/s, ${formatBytes(Math.round(s.rates.reflectedBytes))}/s reflected`],
+    ]),
+  );
+  process.stdout.write(
+    renderTable(
+      ['address', 'packets', 'bytes', 'tcp', 'udp', 'icmp'],
+      s.byAddress.map((a) => [a.address, formatCount(a.packets), formatBytes(a.bytes), formatCount(a.byProtocol.tcp.packets), formatCount(a.byProtocol.udp.packets), formatCount(a.byProtocol.icmp.packets)]),
+      '(no reflect addresses)',
+    ),
+  );
+  if (s.byShieldPort.length) {
+    process.stdout.write(renderTable(['shield port', 'dropped packets', 'bytes'], s.byShieldPort.map((p) => [portText(p), formatCount(p.packets), formatBytes(p.bytes)])));
+  }
+}
+
+function printFlows(flows: FlowRecord[]): void {
+  process.stdout.write(
+    renderTable(
+      ['proto', 'client', 'server', 'state', 'packets', 'bytes', 'last seen'],
+      flows.map((f) => [
+        f.protocol,
+        `${f.localAddress}:${f.clientPort}`,
+        `${f.reflectAddress}:${f.serverPort}`,
+        f.state,
+        formatCount(f.packets),
+        formatBytes(f.bytes),
+        f.lastSeen,
+      ]),
+      '(no flows)',
+    ),
+  );
+}
+
+export function registerClientCommands(program: Command): void {
+  withCommon(program.command('status').description('Show whether the engine runs, and its addresses and ports.')).action((opts: CommonOptions) =>
+    callAndPrint(opts, 'status', {}, printStatus),
+  );
+
+  const address = program.command('address').description('Manage reflect addresses of the running engine.');
+  withCommon(address.command('list').description('List reflect addresses.')).action((opts: CommonOptions) =>
+    callAndPrint(opts, 'address.list', {}, (r) =>
+      process.stdout.write(renderTable(['address', 'persisted'], r.addresses.map((a) => [a.address, a.persisted ? 'yes' : chalk.yellow('no (temporary)')]), '(no reflect addresses)')),
+    ),
+  );
+  withCommon(address.command('add').description('Add reflect address(es); already present ones are left as they are.').argument('<address...>'))
+    .option('-t, --temporary', 'change only the running engine, not the config file')
+    .action((addrs: string[], opts: ChangeOptions) =>
+      callAndPrint(opts, 'address.add', { addresses: addrs, ...(opts.temporary ? { temporary: true } : {}) }, (r) => {
+        for (const w of r.warnings) printWarning(w.message);
+        if (r.added.length) printSuccess(`Added ${r.added.join(', ')}${opts.temporary ? ' (temporary)' : ''}.`);
+        if (r.existing.length) process.stdout.write(`${chalk.dim('Already present:')} ${r.existing.join(', ')}\n`);
+      }),
+    );
+  withCommon(address.command('remove').alias('rm').description('Remove reflect address(es).').argument('<address...>'))
+    .option('-t, --temporary', 'change only the running engine; it comes back at the next start')
+    .action((addrs: string[], opts: ChangeOptions) =>
+      callAndPrint(opts, 'address.remove', { addresses: addrs, ...(opts.temporary ? { temporary: true } : {}) }, (r) =>
+        printSuccess(`Removed ${r.removed.join(', ')}${opts.temporary ? ' (temporary)' : ''}.`),
+      ),
+    );
+
+  const shield = program.command('shield').description('Manage shield ports (drop inbound traffic from other hosts).');
+  withCommon(shield.command('list').description('List shield ports.')).action((opts: CommonOptions) =>
+    callAndPrint(opts, 'shield.list', {}, (r) =>
+      process.stdout.write(renderTable(['port', 'protocol', 'persisted'], r.ports.map((p) => [p.port, p.protocol, p.persisted ? 'yes' : chalk.yellow('no (temporary)')]), '(no shield ports)')),
+    ),
+  );
+  withCommon(shield.command('add').description('Shield port(s): 8080 (TCP and UDP), 8080/tcp, 53/udp.').argument('<port...>'))
+    .option('-t, --temporary', 'change only the running engine, not the config file')
+    .action((ports: string[], opts: ChangeOptions) =>
+      callAndPrint(opts, 'shield.add', { ports, ...(opts.temporary ? { temporary: true } : {}) }, (r) => {
+        if (r.added.length) printSuccess(`Shielded ${r.added.map(portText).join(', ')}${opts.temporary ? ' (temporary)' : ''}.`);
+        if (r.existing.length) process.stdout.write(`${chalk.dim('Already shielded:')} ${r.existing.map(portText).join(', ')}\n`);
+      }),
+    );
+  withCommon(shield.command('remove').alias('rm').description('Stop shielding port(s).').argument('<port...>'))
+    .option('-t, --temporary', 'change only the running engine; it comes back at the next start')
+    .action((ports: string[], opts: ChangeOptions) =>
+      callAndPrint(opts, 'shield.remove', { ports, ...(opts.temporary ? { temporary: true } : {}) }, (r) =>
+        printSuccess(`Unshielded ${r.removed.map(portText).join(', ')}${opts.temporary ? ' (temporary)' : ''}.`),
+      ),
+    );
+
+  withCommon(program.command('stats').description('Show traffic counters.'))
+    .option('-w, --watch [ms]', 'keep printing a new sample (every 1000 ms, or the given interval) until Ctrl+C')
+    .action(async (opts: CommonOptions & { watch?: boolean | string }) => {
+      if (opts.watch === undefined || opts.watch === false) return callAndPrint(opts, 'stats', {}, printStats);
+      const intervalMs = opts.watch === true ? 1000 : Number(opts.watch);
+      await withClient(opts, async (client) => {
+        const stopped = client.closed();
+        client.onNotification((n) => {
+          if (n.method !== 'stats') return;
+          if (opts.json) printJson(n.params, true); // one document per line
+          else {
+            if (process.stdout.isTTY) process.stdout.write('\x1b[2J\x1b[H');
+            printStats(n.params as EngineStats);
+          }
+        });
+        await client.call('subscribe', { topic: 'stats', intervalMs });
+        const interrupted = new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+        await Promise.race([stopped, interrupted]);
+      });
+    });
+
+  withCommon(program.command('flows').description('Show recent flows through reflect addresses.'))
+    .option('-n, --limit <n>', 'show at most n flows (most recent first)')
+    .action((opts: CommonOptions & { limit?: string }) =>
+      callAndPrint(opts, 'flows', opts.limit === undefined ? {} : { limit: Number(opts.limit) }, (r) => printFlows(r.flows)),
+    );
+
+  withCommon(program.command('stop').description('Stop the engine (it undoes its host changes).')).action((opts: CommonOptions) =>
+    callAndPrint(opts, 'stop', {}, () => printSuccess('The engine is stopping.')),
+  );
+}
