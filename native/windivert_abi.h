@@ -1,0 +1,145 @@
+/*
+ * The WinDivert 2.x user-mode ABI as retroflect uses it, written from the public WinDivert documentation
+ * (reqrypt.org/windivert-doc.html, include/windivert.h of WinDivert 2.2): the address struct, the constants and
+ * the exported functions' prototypes. Both the ABI-compatible TEST DOUBLE (windivert_double.c) and the layout
+ * probe (address_probe.c) are compiled against this header, for Linux (gcc) and for Windows x64 (mingw).
+ *
+ * Nothing here is WinDivert's own code: the declarations follow the documented layout so that the TypeScript
+ * codec in src/divert/windivert-address.ts can be checked against a real C compiler's bitfield placement.
+ */
+#ifndef RETROFLECT_WINDIVERT_ABI_H
+#define RETROFLECT_WINDIVERT_ABI_H
+
+#include <stdint.h>
+
+#ifdef _WIN32
+#include <windows.h>
+#define WD_EXPORT __declspec(dllexport)
+typedef HANDLE WD_HANDLE;
+typedef BOOL WD_BOOL;
+typedef LPOVERLAPPED WD_OVERLAPPED;
+#else
+#define WD_EXPORT __attribute__((visibility("default")))
+/* On x64 Windows a HANDLE is a pointer and BOOL an int; the Linux build keeps the same sizes. */
+typedef void *WD_HANDLE;
+typedef int WD_BOOL;
+typedef void *WD_OVERLAPPED;
+#endif
+
+#define WD_INVALID_HANDLE ((WD_HANDLE)(intptr_t)-1)
+
+/* Layers (WINDIVERT_LAYER). Retroflect uses only the network layer. */
+#define WD_LAYER_NETWORK 0
+#define WD_LAYER_NETWORK_FORWARD 1
+
+/* WinDivertShutdown `how` values (WINDIVERT_SHUTDOWN). */
+#define WD_SHUTDOWN_RECV 1
+#define WD_SHUTDOWN_SEND 2
+#define WD_SHUTDOWN_BOTH 3
+
+/* Parameters for WinDivertSetParam/GetParam (WINDIVERT_PARAM) and their documented ranges. */
+#define WD_PARAM_QUEUE_LENGTH 0 /* packets; 32 .. 16384, default 4096 */
+#define WD_PARAM_QUEUE_TIME 1   /* milliseconds; 100 .. 16000, default 2000 */
+#define WD_PARAM_QUEUE_SIZE 2   /* bytes; 65535 .. 33554432, default 4 MiB */
+#define WD_PARAM_VERSION_MAJOR 3 /* read-only */
+#define WD_PARAM_VERSION_MINOR 4 /* read-only */
+
+/* Priorities run from -30000 to 30000; a batch holds at most 255 packets; a packet is at most 40 + 65535 bytes. */
+#define WD_PRIORITY_MAX 30000
+#define WD_BATCH_MAX 255
+#define WD_MTU_MAX (40 + 0xFFFF)
+
+/* Windows error codes WinDivert reports through GetLastError (winerror.h values). */
+#define WD_ERROR_FILE_NOT_FOUND 2
+#define WD_ERROR_ACCESS_DENIED 5
+#define WD_ERROR_INVALID_HANDLE 6
+#define WD_ERROR_INVALID_PARAMETER 87
+#define WD_ERROR_INSUFFICIENT_BUFFER 122
+#define WD_ERROR_NO_DATA 232
+#define WD_ERROR_INVALID_IMAGE_HASH 577
+#define WD_ERROR_DRIVER_BLOCKED 1275
+
+/*
+ * WINDIVERT_ADDRESS: 80 bytes. Offset 0: INT64 Timestamp. Offset 8: one UINT32 of bitfields, allocated from the
+ * least significant bit (MSVC and mingw agree for same-type UINT32 fields): Layer 0-7, Event 8-15, Sniffed 16,
+ * Outbound 17, Loopback 18, Impostor 19, IPv6 20, IPChecksum 21, TCPChecksum 22, UDPChecksum 23, reserved 24-31.
+ * Offset 12: UINT32 reserved. Offset 16: a 64-byte union whose network-layer view is IfIdx (16) and SubIfIdx (20).
+ */
+typedef struct {
+    int64_t Timestamp;
+    uint32_t Layer : 8;
+    uint32_t Event : 8;
+    uint32_t Sniffed : 1;
+    uint32_t Outbound : 1;
+    uint32_t Loopback : 1;
+    uint32_t Impostor : 1;
+    uint32_t IPv6 : 1;
+    uint32_t IPChecksum : 1;
+    uint32_t TCPChecksum : 1;
+    uint32_t UDPChecksum : 1;
+    uint32_t Reserved1 : 8;
+    uint32_t Reserved2;
+    union {
+        struct {
+            uint32_t IfIdx;
+            uint32_t SubIfIdx;
+        } Network;
+        uint8_t Reserved3[64];
+    };
+} WD_ADDRESS;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The exported WinDivert API subset retroflect binds (same names, argument order and widths as WinDivert.dll). */
+WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, uint64_t flags);
+WD_EXPORT WD_BOOL WinDivertRecvEx(WD_HANDLE handle, void *pPacket, uint32_t packetLen, uint32_t *pRecvLen,
+                                  uint64_t flags, WD_ADDRESS *pAddr, uint32_t *pAddrLen, WD_OVERLAPPED lpOverlapped);
+WD_EXPORT WD_BOOL WinDivertSendEx(WD_HANDLE handle, const void *pPacket, uint32_t packetLen, uint32_t *pSendLen,
+                                  uint64_t flags, const WD_ADDRESS *pAddr, uint32_t addrLen, WD_OVERLAPPED lpOverlapped);
+WD_EXPORT WD_BOOL WinDivertShutdown(WD_HANDLE handle, int how);
+WD_EXPORT WD_BOOL WinDivertClose(WD_HANDLE handle);
+WD_EXPORT WD_BOOL WinDivertSetParam(WD_HANDLE handle, int param, uint64_t value);
+WD_EXPORT WD_BOOL WinDivertGetParam(WD_HANDLE handle, int param, uint64_t *pValue);
+
+/*
+ * TEST-DOUBLE ONLY: control functions of windivert_double.c. A real WinDivert.dll has none of these.
+ */
+/* The calling thread's last error (the double also calls SetLastError on Windows; on Linux there is no such API). */
+WD_EXPORT uint32_t WinDivertDoubleGetLastError(void);
+/* Queue one packet to the newest open handle that still receives. Returns 1, or 0 when no handle takes it. */
+WD_EXPORT int WinDivertDouble_Inject(const void *packet, uint32_t len, const WD_ADDRESS *addr);
+/* Queue the same packet `count` times (benchmarks). Returns how many were queued. */
+WD_EXPORT uint32_t WinDivertDouble_InjectRepeat(const void *packet, uint32_t len, const WD_ADDRESS *addr, uint32_t count);
+/* Move up to maxCount sent packets (oldest first) out of the sent log: bytes back to back into buf (at most bufLen,
+ * total in *pBytes), one address each into addrs, the handle each was sent on into handles (may be NULL).
+ * Returns the number of packets moved. */
+WD_EXPORT uint32_t WinDivertDouble_CollectSent(void *buf, uint32_t bufLen, uint32_t *pBytes, WD_ADDRESS *addrs,
+                                               int64_t *handles, uint32_t maxCount);
+WD_EXPORT uint32_t WinDivertDouble_SentCount(void);
+/* Discard the sent log without copying (benchmarks). Returns how many packets were discarded. */
+WD_EXPORT uint32_t WinDivertDouble_DiscardSent(void);
+/* keep = 0: SendEx only counts packets instead of logging them (benchmarks). Default 1. */
+WD_EXPORT void WinDivertDouble_SetKeepSent(int keep);
+/* Packets accepted by SendEx since the last reset, logged or not. */
+WD_EXPORT uint64_t WinDivertDouble_TotalSent(void);
+/* Facts about the most recent WinDivertOpen call (successful or not). LastFilter copies at most len-1 bytes. */
+WD_EXPORT uint32_t WinDivertDouble_LastFilter(char *buf, uint32_t len);
+WD_EXPORT int16_t WinDivertDouble_LastPriority(void);
+WD_EXPORT uint64_t WinDivertDouble_LastFlags(void);
+WD_EXPORT int WinDivertDouble_LastLayer(void);
+/* Handles opened and not yet closed. */
+WD_EXPORT uint32_t WinDivertDouble_OpenHandles(void);
+/* Packets waiting in a handle's receive queue (0 for unknown handles). */
+WD_EXPORT uint32_t WinDivertDouble_Queued(WD_HANDLE handle);
+/* Make every following WinDivertOpen fail with this Windows error code (0 = succeed again). */
+WD_EXPORT void WinDivertDouble_SetOpenError(uint32_t code);
+/* Close every handle, wake every waiter, clear queues, the sent log and all settings. */
+WD_EXPORT void WinDivertDouble_Reset(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,185 @@
+/**
+ * koffi binding of WinDivert.dll (2.x). The library path is a parameter: on Windows it is the real WinDivert.dll
+ * (or the mingw test double under Wine); on Linux it is the test double libwindivert_double.so.
+ *
+ * HANDLE is declared as `intptr_t`, so a handle is a plain number that can be posted between threads: the main
+ * thread opens and shuts handles down, the worker receives and sends on them. BOOL is a 32-bit int. All pointer
+ * arguments are passed as Buffers/TypedArrays, which koffi hands to C without copying.
+ *
+ * x64 Windows has a single calling convention, so the default one is right for both platforms. The last error
+ * comes from kernel32's GetLastError on Windows (koffi keeps it intact between two foreign calls) and from the
+ * test double's thread-local WinDivertDoubleGetLastError elsewhere.
+ */
+import koffi from 'koffi';
+type LibraryHandle = ReturnType<typeof koffi.load>;
+
+/** WinDivertOpen layers (WINDIVERT_LAYER). */
+export const WinDivertLayer = { Network: 0, NetworkForward: 1 } as const;
+
+/** WinDivertShutdown modes (WINDIVERT_SHUTDOWN). */
+export const WinDivertShutdown = { Recv: 1, Send: 2, Both: 3 } as const;
+
+/** WinDivertSetParam/GetParam parameters (WINDIVERT_PARAM). Version parameters are read-only. */
+export const WinDivertParam = {
+  QueueLength: 0,
+  QueueTime: 1,
+  QueueSize: 2,
+  VersionMajor: 3,
+  VersionMinor: 4,
+} as const;
+
+/** Documented limits of the API. */
+export const WINDIVERT_PRIORITY_MAX = 30000;
+/** At most this many packets per RecvEx/SendEx. */
+export const WINDIVERT_BATCH_MAX = 255;
+/** The largest packet WinDivert hands out: 40 bytes of IPv6 header + a 65535-byte payload. */
+export const WINDIVERT_MTU_MAX = 40 + 0xffff;
+/** Documented [min, max] of the queue parameters. */
+export const QUEUE_LIMITS = {
+  length: [32, 16384],
+  timeMs: [100, 16000],
+  bytes: [65535, 33554432],
+} as const;
+
+/** The handle value WinDivertOpen returns on failure (INVALID_HANDLE_VALUE). */
+export const INVALID_HANDLE = -1;
+
+/** Windows error codes seen from WinDivert (winerror.h). */
+export const WinError = {
+  FILE_NOT_FOUND: 2,
+  ACCESS_DENIED: 5,
+  INVALID_HANDLE: 6,
+  INVALID_PARAMETER: 87,
+  INSUFFICIENT_BUFFER: 122,
+  NO_DATA: 232,
+  INVALID_IMAGE_HASH: 577,
+  DRIVER_FAILED_PRIOR_UNLOAD: 654,
+  SERVICE_DOES_NOT_EXIST: 1060,
+  HOST_UNREACHABLE: 1232,
+  DRIVER_BLOCKED: 1275,
+  EPT_S_NOT_REGISTERED: 1753,
+} as const;
+
+/** The WinDivert functions retroflect uses, with pointer arguments as Buffers/TypedArrays. */
+export interface WinDivertApi {
+  readonly path: string;
+  /** Returns a handle, or INVALID_HANDLE (then read lastError()). */
+  open(filter: string, layer: number, priority: number, flags: bigint): number;
+  recvEx(handle: number, packet: Buffer, packetLen: number, recvLen: Uint32Array, addr: Buffer, addrLen: Uint32Array): boolean;
+  sendEx(handle: number, packet: Buffer, packetLen: number, sendLen: Uint32Array | null, addr: Buffer, addrLen: number): boolean;
+  shutdown(handle: number, how: number): boolean;
+  close(handle: number): boolean;
+  setParam(handle: number, param: number, value: bigint): boolean;
+  getParam(handle: number, param: number, value: BigUint64Array): boolean;
+  /** Windows error code of the last failed call on this thread. */
+  lastError(): number;
+}
+
+/**
+ * TEST-DOUBLE ONLY controls (native/windivert_double.c). Present when the loaded library is the double; a real
+ * WinDivert.dll has none of them.
+ */
+export interface WinDivertDoubleControl {
+  inject(packet: Buffer, len: number, addr: Buffer): number;
+  injectRepeat(packet: Buffer, len: number, addr: Buffer, count: number): number;
+  collectSent(buf: Buffer, bufLen: number, bytes: Uint32Array, addrs: Buffer, handles: BigInt64Array | null, max: number): number;
+  sentCount(): number;
+  discardSent(): number;
+  setKeepSent(keep: number): void;
+  totalSent(): bigint | number;
+  lastFilter(buf: Buffer | null, len: number): number;
+  lastPriority(): number;
+  lastFlags(): bigint | number;
+  lastLayer(): number;
+  openHandles(): number;
+  queued(handle: number): number;
+  setOpenError(code: number): void;
+  reset(): void;
+}
+
+export interface LoadedWinDivert {
+  api: WinDivertApi;
+  /** Only when the library is the test double. */
+  double: WinDivertDoubleControl | null;
+}
+
+/** One load per path and thread: koffi keeps the library mapped, and declaring functions twice is wasted work. */
+const loaded = new Map<string, LoadedWinDivert>();
+
+/** Load WinDivert (or its test double) from `path`. Throws koffi's error when the library cannot be loaded. */
+export function loadWinDivert(path: string): LoadedWinDivert {
+  const cached = loaded.get(path);
+  if (cached) return cached;
+  const lib = koffi.load(path);
+  const open = lib.func('WinDivertOpen', 'intptr_t', ['str', 'int', 'int16_t', 'uint64_t']);
+  const recvEx = lib.func('WinDivertRecvEx', 'int', ['intptr_t', 'void *', 'uint32_t', 'void *', 'uint64_t', 'void *', 'void *', 'void *']);
+  const sendEx = lib.func('WinDivertSendEx', 'int', ['intptr_t', 'void *', 'uint32_t', 'void *', 'uint64_t', 'void *', 'uint32_t', 'void *']);
+  const shutdown = lib.func('WinDivertShutdown', 'int', ['intptr_t', 'int']);
+  const close = lib.func('WinDivertClose', 'int', ['intptr_t']);
+  const setParam = lib.func('WinDivertSetParam', 'int', ['intptr_t', 'int', 'uint64_t']);
+  const getParam = lib.func('WinDivertGetParam', 'int', ['intptr_t', 'int', 'void *']);
+
+  const isDouble = hasSymbol(lib, 'WinDivertDoubleGetLastError');
+  let lastError: () => number;
+  if (process.platform === 'win32') {
+    const getLastError = koffi.load('kernel32.dll').func('GetLastError', 'uint32_t', []);
+    lastError = () => getLastError() as number;
+  } else if (isDouble) {
+    const doubleLastError = lib.func('WinDivertDoubleGetLastError', 'uint32_t', []);
+    lastError = () => doubleLastError() as number;
+  } else {
+    lastError = () => koffi.errno();
+  }
+
+  const api: WinDivertApi = {
+    path,
+    open: (filter, layer, priority, flags) => Number(open(filter, layer, priority, flags)),
+    recvEx: (h, packet, packetLen, recvLen, addr, addrLen) => recvEx(h, packet, packetLen, recvLen, 0n, addr, addrLen, null) !== 0,
+    sendEx: (h, packet, packetLen, sendLen, addr, addrLen) => sendEx(h, packet, packetLen, sendLen, 0n, addr, addrLen, null) !== 0,
+    shutdown: (h, how) => shutdown(h, how) !== 0,
+    close: (h) => close(h) !== 0,
+    setParam: (h, param, value) => setParam(h, param, value) !== 0,
+    getParam: (h, param, value) => getParam(h, param, value) !== 0,
+    lastError,
+  };
+  const result: LoadedWinDivert = { api, double: isDouble ? bindDouble(lib) : null };
+  loaded.set(path, result);
+  return result;
+}
+
+function hasSymbol(lib: LibraryHandle, name: string): boolean {
+  try {
+    lib.func(name, 'uint32_t', []);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function bindDouble(lib: LibraryHandle): WinDivertDoubleControl {
+  return {
+    inject: lib.func('WinDivertDouble_Inject', 'int', ['void *', 'uint32_t', 'void *']),
+    injectRepeat: lib.func('WinDivertDouble_InjectRepeat', 'uint32_t', ['void *', 'uint32_t', 'void *', 'uint32_t']),
+    collectSent: lib.func('WinDivertDouble_CollectSent', 'uint32_t', ['void *', 'uint32_t', 'void *', 'void *', 'void *', 'uint32_t']),
+    sentCount: lib.func('WinDivertDouble_SentCount', 'uint32_t', []),
+    discardSent: lib.func('WinDivertDouble_DiscardSent', 'uint32_t', []),
+    setKeepSent: lib.func('WinDivertDouble_SetKeepSent', 'void', ['int']),
+    totalSent: lib.func('WinDivertDouble_TotalSent', 'uint64_t', []),
+    lastFilter: lib.func('WinDivertDouble_LastFilter', 'uint32_t', ['void *', 'uint32_t']),
+    lastPriority: lib.func('WinDivertDouble_LastPriority', 'int16_t', []),
+    lastFlags: lib.func('WinDivertDouble_LastFlags', 'uint64_t', []),
+    lastLayer: lib.func('WinDivertDouble_LastLayer', 'int', []),
+    openHandles: lib.func('WinDivertDouble_OpenHandles', 'uint32_t', []),
+    queued: lib.func('WinDivertDouble_Queued', 'uint32_t', ['intptr_t']),
+    setOpenError: lib.func('WinDivertDouble_SetOpenError', 'void', ['uint32_t']),
+    reset: lib.func('WinDivertDouble_Reset', 'void', []),
+  };
+}
+
+/** The filter the double last saw opened, as text (TEST-DOUBLE ONLY). */
+export function doubleLastFilter(double: WinDivertDoubleControl): string {
+  const len = double.lastFilter(null, 0);
+  const buf = Buffer.alloc(len + 1);
+  double.lastFilter(buf, len + 1);
+  return buf.toString('utf8', 0, len);
+}
