@@ -68,6 +68,75 @@ function lineColumn(text: string, offset: number): { line: number; column: numbe
   return { line, column };
 }
 
+/**
+ * Offset of the first JSON syntax error (V8 does not always say where). A small scanner that only checks structure;
+ * JSON.parse has already said the text is invalid, so this just locates it. Null when it finds nothing.
+ */
+function jsonErrorOffset(text: string): number | null {
+  let i = 0;
+  const ws = (): void => {
+    while (i < text.length && ' \t\r\n'.includes(text[i]!)) i++;
+  };
+  const fail = (): never => {
+    throw i;
+  };
+  const value = (): void => {
+    ws();
+    const c = text[i];
+    if (c === '{') {
+      i++;
+      ws();
+      if (text[i] === '}') return void i++;
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail();
+        string();
+        ws();
+        if (text[i] !== ':') fail();
+        i++;
+        value();
+        ws();
+        if (text[i] === ',') i++;
+        else if (text[i] === '}') return void i++;
+        else fail();
+      }
+    } else if (c === '[') {
+      i++;
+      ws();
+      if (text[i] === ']') return void i++;
+      for (;;) {
+        value();
+        ws();
+        if (text[i] === ',') i++;
+        else if (text[i] === ']') return void i++;
+        else fail();
+      }
+    } else if (c === '"') string();
+    else {
+      const m = /^(?:true|false|null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)/.exec(text.slice(i));
+      if (!m) fail();
+      i += m![0].length;
+    }
+  };
+  const string = (): void => {
+    i++;
+    while (i < text.length && text[i] !== '"') {
+      if (text[i] === '\\') i++;
+      else if (text.charCodeAt(i) < 0x20) fail();
+      i++;
+    }
+    if (i >= text.length) fail();
+    i++;
+  };
+  try {
+    value();
+    ws();
+    return i < text.length ? i : null;
+  } catch (at) {
+    return typeof at === 'number' ? Math.min(at, text.length) : null;
+  }
+}
+
 /** Parse and validate file text. Exported for tests; `path` only names the file in errors. */
 export function parseConfigText(text: string, path: string): InterceptConfig {
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // Notepad writes a BOM
@@ -77,8 +146,9 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
   } catch (err) {
     const msg = (err as Error).message;
     const pos = /position (\d+)/.exec(msg);
-    if (pos) {
-      const { line, column } = lineColumn(body, Number(pos[1]));
+    const offset = pos ? Number(pos[1]) : jsonErrorOffset(body);
+    if (offset !== null) {
+      const { line, column } = lineColumn(body, offset);
       throw invalid(path, `not valid JSON at line ${line}, column ${column} (${msg}).`, { line, column });
     }
     throw invalid(path, `not valid JSON (${msg}).`);
