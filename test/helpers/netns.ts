@@ -179,3 +179,43 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Reads a child's stdout as JSON lines; `next(pred)` resolves with the first (later) line matching `pred`. */
+export class JsonLines {
+  private readonly lines: Record<string, unknown>[] = [];
+  private readonly waiters: { pred: (o: Record<string, unknown>) => boolean; resolve: (o: Record<string, unknown>) => void }[] = [];
+  private buf = '';
+  stderr = '';
+
+  constructor(readonly child: ChildProcess) {
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      this.buf += chunk;
+      let nl: number;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, nl).trim();
+        this.buf = this.buf.slice(nl + 1);
+        if (!line.startsWith('{')) continue;
+        const obj = JSON.parse(line) as Record<string, unknown>;
+        const w = this.waiters.findIndex((x) => x.pred(obj));
+        if (w >= 0) this.waiters.splice(w, 1)[0].resolve(obj);
+        else this.lines.push(obj);
+      }
+    });
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (d: string) => (this.stderr += d));
+  }
+
+  next(pred: (o: Record<string, unknown>) => boolean = () => true, timeoutMs = 20_000): Promise<Record<string, unknown>> {
+    const i = this.lines.findIndex(pred);
+    if (i >= 0) return Promise.resolve(this.lines.splice(i, 1)[0]);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no matching line within ${timeoutMs} ms; stderr: ${this.stderr.slice(-2000)}`)), timeoutMs);
+      this.waiters.push({ pred, resolve: (o) => (clearTimeout(timer), resolve(o)) });
+    });
+  }
+
+  send(obj: unknown): void {
+    this.child.stdin!.write(JSON.stringify(obj) + '\n');
+  }
+}
