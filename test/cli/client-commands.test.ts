@@ -1,0 +1,82 @@
+/**
+ * The CLI client commands as a script sees them: a real `retroflect` process, a real socket, stdout JSON and exit
+ * codes. The engine behind the socket is the in-memory stand-in (test/control/in-memory-engine.ts).
+ */
+import { after, before, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigStore } from '../../src/config/config-file.ts';
+import { startControlServer, type ControlServer } from '../../src/control/server.ts';
+import { InMemoryEngine } from '../control/in-memory-engine.ts';
+
+const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), 'rft-cli-'));
+const sock = join(dir, 'cli.sock');
+const configPath = join(dir, 'config.json');
+let server: ControlServer;
+const engine = new InMemoryEngine();
+
+function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...process.env, NO_COLOR: '1' } }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+before(async () => {
+  server = await startControlServer({ engine, pipeName: sock, configStore: ConfigStore.open(configPath) });
+});
+after(async () => {
+  await server.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+it('address add/list/remove with --json print the protocol result and exit 0', async () => {
+  const add = await cli('address', 'add', '192.0.2.1', '2001:DB8::5', '--pipe', sock, '--json');
+  assert.equal(add.code, 0, add.stderr);
+  assert.deepEqual(JSON.parse(add.stdout), { added: ['192.0.2.1', '2001:db8::5'], existing: [], warnings: [] });
+  const again = await cli('address', 'add', '192.0.2.1', '--pipe', sock, '--json');
+  assert.deepEqual(JSON.parse(again.stdout).existing, ['192.0.2.1']);
+  const tmp = await cli('address', 'add', '192.0.2.7', '--temporary', '--pipe', sock);
+  assert.equal(tmp.code, 0);
+  assert.match(tmp.stdout, /Added 192\.0\.2\.7 \(temporary\)/);
+  assert.deepEqual(JSON.parse(readFileSync(configPath, 'utf8')).reflectAddresses, ['192.0.2.1', '2001:db8::5']);
+  const list = await cli('address', 'list', '--pipe', sock);
+  assert.match(list.stdout, /192\.0\.2\.7\s.*no \(temporary\)/);
+  const rm = await cli('address', 'remove', '2001:db8::5', '--pipe', sock, '--json');
+  assert.deepEqual(JSON.parse(rm.stdout), { removed: ['2001:db8::5'] });
+});
+
+it('errors: not found → 9, invalid address → 4, invalid port → 4, each with a JSON error document', async () => {
+  const nf = await cli('address', 'remove', '192.0.2.99', '--pipe', sock, '--json');
+  assert.equal(nf.code, 9);
+  assert.equal(JSON.parse(nf.stdout).error.code, 'E_ADDRESS_NOT_FOUND');
+  const bad = await cli('address', 'add', 'nonsense', '--pipe', sock);
+  assert.equal(bad.code, 4);
+  assert.match(bad.stderr, /error: .*nonsense.*\[E_INVALID_ADDRESS\]\nhint: /);
+  const port = await cli('shield', 'add', '99999', '--pipe', sock, '--json');
+  assert.equal(port.code, 4);
+  assert.equal(JSON.parse(port.stdout).error.code, 'E_INVALID_PORT');
+});
+
+it('shield add/list, status, stats, flows', async () => {
+  const add = await cli('shield', 'add', '8080/tcp', '53/udp', '--pipe', sock, '--json');
+  assert.deepEqual(JSON.parse(add.stdout).added, [{ port: 8080, protocol: 'tcp' }, { port: 53, protocol: 'udp' }]);
+  const status = await cli('status', '--pipe', sock, '--json');
+  assert.equal(status.code, 0);
+  assert.deepEqual(JSON.parse(status.stdout).shieldPorts, [{ port: 8080, protocol: 'tcp' }, { port: 53, protocol: 'udp' }]);
+  const human = await cli('status', '--pipe', sock);
+  assert.match(human.stdout, /state:\s+running/);
+  assert.equal((await cli('stats', '--pipe', sock, '--json')).code, 0);
+  assert.deepEqual(JSON.parse((await cli('flows', '--pipe', sock, '--json')).stdout), { flows: [] });
+});
+
+it('no engine → exit 7 and a hint that says how to start one', async () => {
+  const r = await cli('status', '--pipe', join(dir, 'nothing.sock'));
+  assert.equal(r.code, 7);
+  assert.match(r.stderr, /hint: .*retroflect run/);
+});
