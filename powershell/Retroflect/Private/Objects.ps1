@@ -1,0 +1,202 @@
+# Builders that turn the engine's JSON (src/engine/types.ts, docs/protocol.md) into typed PowerShell objects.
+# Each object carries a PSTypeName that Retroflect.Format.ps1xml has views for. Properties get real types:
+# [ipaddress] for addresses, [datetime] for times, [long] for counters, [timespan] for durations.
+
+function ConvertTo-RetroflectDateTime {
+    # The engine sends ISO 8601 UTC strings. PowerShell 7's ConvertFrom-Json already turns them into [datetime];
+    # Windows PowerShell 5.1 leaves them as strings. Both end up as local [datetime].
+    param([object]$Value)
+    if ($null -eq $Value -or '' -eq $Value) { return $null }
+    if ($Value -is [datetime]) { return $Value.ToLocalTime() }
+    $styles = [System.Globalization.DateTimeStyles]::RoundtripKind
+    return ([datetime]::Parse([string]$Value, [System.Globalization.CultureInfo]::InvariantCulture, $styles)).ToLocalTime()
+}
+
+function ConvertTo-RetroflectIPAddress {
+    param([object]$Value)
+    if ($null -eq $Value -or '' -eq $Value) { return $null }
+    return [System.Net.IPAddress]::Parse([string]$Value)
+}
+
+function Get-RetroflectAddressFamily {
+    param([System.Net.IPAddress]$Address)
+    if ($Address.AddressFamily -eq [System.Net.Sockets.AddressFamily]::InterNetworkV6) { return 'IPv6' }
+    return 'IPv4'
+}
+
+function New-RetroflectReflectAddress {
+    # One reflect address; counters are filled from `stats` when the caller has them, else 0.
+    param(
+        [Parameter(Mandatory)][string]$Address,
+        [bool]$Persisted = $true,
+        [long]$Packets = 0,
+        [long]$Bytes = 0,
+        [string]$Pipe
+    )
+    $ip = ConvertTo-RetroflectIPAddress $Address
+    return [pscustomobject]@{
+        PSTypeName = 'Retroflect.ReflectAddress'
+        Address    = $ip
+        Family     = Get-RetroflectAddressFamily $ip
+        Persisted  = $Persisted
+        Packets    = $Packets
+        Bytes      = $Bytes
+        Pipe       = $Pipe
+    }
+}
+
+function New-RetroflectShieldPort {
+    param(
+        [Parameter(Mandatory)][int]$Port,
+        [Parameter(Mandatory)][string]$Protocol,
+        [bool]$Persisted = $true,
+        [long]$Packets = 0,
+        [long]$Bytes = 0,
+        [string]$Pipe
+    )
+    return [pscustomobject]@{
+        PSTypeName = 'Retroflect.ShieldPort'
+        Port       = $Port
+        Protocol   = $Protocol.ToLowerInvariant()
+        Persisted  = $Persisted
+        Packets    = $Packets
+        Bytes      = $Bytes
+        Pipe       = $Pipe
+    }
+}
+
+function ConvertTo-RetroflectStatus {
+    param([Parameter(Mandatory)][object]$Status, [string]$Pipe)
+    $addresses = New-Object 'System.Collections.Generic.List[System.Net.IPAddress]'
+    foreach ($a in $Status.reflectAddresses) { $addresses.Add((ConvertTo-RetroflectIPAddress $a)) }
+    $ports = New-Object 'System.Collections.Generic.List[object]'
+    foreach ($p in $Status.shieldPorts) { $ports.Add((New-RetroflectShieldPort -Port $p.port -Protocol $p.protocol -Pipe $Pipe)) }
+    $backendInfo = [ordered]@{}
+    if ($null -ne $Status.backendInfo) {
+        foreach ($prop in $Status.backendInfo.PSObject.Properties) { $backendInfo[$prop.Name] = $prop.Value }
+    }
+    return [pscustomobject]@{
+        PSTypeName       = 'Retroflect.Status'
+        State            = [string]$Status.state
+        Version          = [string]$Status.version
+        Backend          = [string]$Status.backend
+        ProcessId        = [int]$Status.pid
+        StartedAt        = ConvertTo-RetroflectDateTime $Status.startedAt
+        Uptime           = [timespan]::FromSeconds([double]$Status.uptimeSeconds)
+        ReflectAddresses = $addresses.ToArray()
+        ShieldPorts      = $ports.ToArray()
+        ConfigPath       = $Status.configPath
+        PipeName         = $Status.pipeName
+        Pipe             = $Pipe
+        BackendInfo      = $backendInfo
+    }
+}
+
+function ConvertTo-RetroflectCount {
+    # {packets, bytes} -> two [long]s, tolerant of a missing part.
+    param([object]$Count)
+    if ($null -eq $Count) { return @{ Packets = [long]0; Bytes = [long]0 } }
+    return @{ Packets = [long]$Count.packets; Bytes = [long]$Count.bytes }
+}
+
+function ConvertTo-RetroflectStats {
+    param([Parameter(Mandatory)][object]$Stats, [string]$Pipe)
+    $reflected = ConvertTo-RetroflectCount $Stats.reflected
+    $dropped = ConvertTo-RetroflectCount $Stats.shieldDropped
+    $passed = ConvertTo-RetroflectCount $Stats.passed
+
+    $byProtocol = [ordered]@{}
+    foreach ($name in @('tcp', 'udp', 'icmp', 'other')) {
+        $c = $null
+        if ($null -ne $Stats.byProtocol) { $c = $Stats.byProtocol.$name }
+        $pc = ConvertTo-RetroflectCount $c
+        $byProtocol[$name] = [pscustomobject]@{ Protocol = $name; Packets = $pc.Packets; Bytes = $pc.Bytes }
+    }
+    $byAddress = New-Object 'System.Collections.Generic.List[object]'
+    foreach ($a in $Stats.byAddress) {
+        $byAddress.Add((New-RetroflectReflectAddress -Address $a.address -Packets $a.packets -Bytes $a.bytes -Pipe $Pipe))
+    }
+    $byPort = New-Object 'System.Collections.Generic.List[object]'
+    foreach ($p in $Stats.byShieldPort) {
+        $byPort.Add((New-RetroflectShieldPort -Port $p.port -Protocol $p.protocol -Packets $p.packets -Bytes $p.bytes -Pipe $Pipe))
+    }
+    $malformed = [ordered]@{}
+    $malformedTotal = [long]0
+    if ($null -ne $Stats.malformed) {
+        $malformedTotal = [long]$Stats.malformed.total
+        if ($null -ne $Stats.malformed.byReason) {
+            foreach ($prop in $Stats.malformed.byReason.PSObject.Properties) { $malformed[$prop.Name] = [long]$prop.Value }
+        }
+    }
+    $rates = $Stats.rates
+    return [pscustomobject]@{
+        PSTypeName                    = 'Retroflect.Stats'
+        SampledAt                     = ConvertTo-RetroflectDateTime $Stats.sampledAt
+        Uptime                        = [timespan]::FromSeconds([double]$Stats.uptimeSeconds)
+        ReflectedPackets              = $reflected.Packets
+        ReflectedBytes                = $reflected.Bytes
+        ShieldDroppedPackets          = $dropped.Packets
+        ShieldDroppedBytes            = $dropped.Bytes
+        PassedPackets                 = $passed.Packets
+        PassedBytes                   = $passed.Bytes
+        MalformedPackets              = $malformedTotal
+        MalformedByReason             = $malformed
+        ReceiveErrors                 = [long]$Stats.errors.receive
+        SendErrors                    = [long]$Stats.errors.send
+        ReflectedPacketsPerSecond     = [double]$rates.reflectedPackets
+        ReflectedBytesPerSecond       = [double]$rates.reflectedBytes
+        ShieldDroppedPacketsPerSecond = [double]$rates.shieldDroppedPackets
+        ByProtocol                    = $byProtocol
+        ByAddress                     = $byAddress.ToArray()
+        ByShieldPort                  = $byPort.ToArray()
+        Pipe                          = $Pipe
+    }
+}
+
+function ConvertTo-RetroflectFlow {
+    param([Parameter(Mandatory)][object]$Flow, [string]$Pipe)
+    return [pscustomobject]@{
+        PSTypeName     = 'Retroflect.Flow'
+        Protocol       = [string]$Flow.protocol
+        ReflectAddress = ConvertTo-RetroflectIPAddress $Flow.reflectAddress
+        LocalAddress   = ConvertTo-RetroflectIPAddress $Flow.localAddress
+        ClientPort     = [int]$Flow.clientPort
+        ServerPort     = [int]$Flow.serverPort
+        Packets        = [long]$Flow.packets
+        Bytes          = [long]$Flow.bytes
+        FirstSeen      = ConvertTo-RetroflectDateTime $Flow.firstSeen
+        LastSeen       = ConvertTo-RetroflectDateTime $Flow.lastSeen
+        State          = [string]$Flow.state
+        Pipe           = $Pipe
+    }
+}
+
+function ConvertTo-RetroflectAddressTest {
+    param([Parameter(Mandatory)][object]$Test, [string]$Pipe)
+    $reasons = New-Object 'System.Collections.Generic.List[object]'
+    foreach ($r in $Test.reasons) {
+        $reasons.Add([pscustomobject]@{ Code = [string]$r.code; Rule = $r.rule; Message = [string]$r.message; Hint = $r.hint })
+    }
+    $warnings = New-Object 'System.Collections.Generic.List[string]'
+    foreach ($w in $Test.warnings) { $warnings.Add([string]$w) }
+    $suggestion = $null
+    $suggestionMessage = $null
+    if ($null -ne $Test.suggestion) {
+        $suggestion = ConvertTo-RetroflectIPAddress $Test.suggestion.address
+        $suggestionMessage = [string]$Test.suggestion.message
+    }
+    $reasonText = ($reasons | ForEach-Object { $_.Message }) -join ' '
+    return [pscustomobject]@{
+        PSTypeName        = 'Retroflect.AddressTest'
+        Input             = [string]$Test.input
+        Address           = ConvertTo-RetroflectIPAddress $Test.address
+        Usable            = [bool]$Test.valid
+        Configured        = [bool]$Test.configured
+        Reason            = $reasonText
+        Reasons           = $reasons.ToArray()
+        Warnings          = $warnings.ToArray()
+        Suggestion        = $suggestion
+        SuggestionMessage = $suggestionMessage
+        Pipe              = $Pipe
+    }
+}

@@ -1,0 +1,232 @@
+# Client of the engine's control pipe (docs/protocol.md): one JSON object per line, UTF-8, hello first.
+# Uses System.IO.Pipes.NamedPipeClientStream on every platform; on Linux .NET treats a rooted pipe name as the
+# path of a Unix domain socket, which is what the engine listens on.
+
+# Protocol version this module speaks (docs/protocol.md, "Handshake").
+$script:ProtocolVersion = 1
+# Sent as hello.client; shown in the engine's log.
+$script:ClientName = 'Retroflect-PS/0.1.0'
+# How long to wait for the pipe to accept a connection. Short: a missing engine should be reported quickly.
+$script:DefaultConnectTimeoutMs = 2000
+# How long to wait for one reply. Changes touch routes and firewall rules, which can take a moment.
+$script:DefaultReplyTimeoutMs = 15000
+# UTF-8 without a byte order mark: the engine refuses a BOM at the start of a line.
+$script:Utf8NoBom = New-Object System.Text.UTF8Encoding($false)
+
+function Resolve-RetroflectPipe {
+    <#
+    Maps the -Pipe value of a cmdlet to what NamedPipeClientStream needs. Windows: a pipe name ('retroflect');
+    Linux: the absolute socket path ('/run/retroflect/retroflect.sock'). Empty means $env:RETROFLECT_PIPE, then
+    the default, exactly as the CLI does.
+    #>
+    [CmdletBinding()]
+    param([string]$Pipe)
+    if ([string]::IsNullOrWhiteSpace($Pipe)) { $Pipe = $env:RETROFLECT_PIPE }
+    if ([string]::IsNullOrWhiteSpace($Pipe)) { $Pipe = $script:DefaultPipeName }
+    $Pipe = $Pipe.Trim()
+
+    if (Test-RetroflectWindows) {
+        $name = $Pipe
+        if ($name.StartsWith('\\.\pipe\', [System.StringComparison]::OrdinalIgnoreCase)) { $name = $name.Substring(9) }
+        if ($name -notmatch $script:PipeNamePattern) {
+            throw (New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $Pipe `
+                -Message "'$Pipe' is not a pipe name." `
+                -Hint 'On Windows give a pipe name of letters, digits, ., _ or - (1 to 64 characters), such as retroflect.')
+        }
+        return [pscustomobject]@{ Name = $name; ClientPipeName = $name; Display = ('\\.\pipe\' + $name); SocketPath = $null }
+    }
+
+    if ($Pipe.StartsWith('/')) {
+        $leaf = [System.IO.Path]::GetFileNameWithoutExtension($Pipe)
+        return [pscustomobject]@{ Name = $leaf; ClientPipeName = $Pipe; Display = $Pipe; SocketPath = $Pipe }
+    }
+    if ($Pipe -notmatch $script:PipeNamePattern) {
+        throw (New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $Pipe `
+            -Message "'$Pipe' is neither a pipe name nor an absolute socket path." `
+            -Hint 'Give a name of letters, digits, ., _ or - (such as retroflect), or a socket path starting with /.')
+    }
+    $path = $script:LinuxSocketDir + '/' + $Pipe + '.sock'
+    return [pscustomobject]@{ Name = $Pipe; ClientPipeName = $path; Display = $path; SocketPath = $path }
+}
+
+function Connect-RetroflectEngine {
+    <#
+    Opens a connection and completes the hello handshake. Returns a connection object for
+    Invoke-RetroflectMethod; close it with Disconnect-RetroflectEngine. Throws an ErrorRecord
+    (Retroflect.EngineNotRunning, Retroflect.AccessDenied, Retroflect.Timeout, ...) on failure.
+    #>
+    [CmdletBinding()]
+    param(
+        [string]$Pipe,
+        [int]$ConnectTimeoutMs = $script:DefaultConnectTimeoutMs,
+        [int]$ReplyTimeoutMs = $script:DefaultReplyTimeoutMs
+    )
+    $resolved = Resolve-RetroflectPipe -Pipe $Pipe
+    $notRunningHint = 'Start it with Start-Retroflect (or install it with Install-Retroflect), or pass -Pipe to reach an engine on another pipe.'
+
+    # Linux: no socket file means no engine; say so at once instead of waiting for the connect timeout.
+    if ($null -ne $resolved.SocketPath -and -not (Test-Path -LiteralPath $resolved.SocketPath)) {
+        throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $resolved.Display `
+            -Message "No retroflect engine is running on $($resolved.Display)." -Hint $notRunningHint)
+    }
+
+    $stream = New-Object System.IO.Pipes.NamedPipeClientStream('.', $resolved.ClientPipeName,
+        [System.IO.Pipes.PipeDirection]::InOut, [System.IO.Pipes.PipeOptions]::Asynchronous)
+    try {
+        $stream.Connect($ConnectTimeoutMs)
+    }
+    catch {
+        $stream.Dispose()
+        $inner = $_.Exception
+        while ($inner -is [System.Management.Automation.MethodInvocationException] -and $null -ne $inner.InnerException) { $inner = $inner.InnerException }
+        if ($inner -is [System.UnauthorizedAccessException]) {
+            throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $resolved.Display -InnerException $inner `
+                -Message "Access to the retroflect pipe $($resolved.Display) was denied." `
+                -Hint 'Run PowerShell as Administrator (Windows) or as root (Linux).')
+        }
+        throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $resolved.Display -InnerException $inner `
+            -Message "No retroflect engine answered on $($resolved.Display) within $ConnectTimeoutMs ms." -Hint $notRunningHint)
+    }
+
+    # leaveOpen: the stream is disposed once, by Disconnect-RetroflectEngine.
+    $reader = New-Object System.IO.StreamReader($stream, $script:Utf8NoBom, $false, 4096, $true)
+    $connection = [pscustomobject]@{
+        PSTypeName     = 'Retroflect.Connection'
+        Pipe           = $resolved
+        Stream         = $stream
+        Reader         = $reader
+        NextId         = 1
+        ReplyTimeoutMs = $ReplyTimeoutMs
+        Hello          = $null
+    }
+
+    $helloParams = @{ protocol = $script:ProtocolVersion; client = $script:ClientName }
+    if (Test-RetroflectWindows) {
+        # Windows engines require the token from the ACL-protected file (docs/protocol.md, "Access").
+        $tokenPath = Get-RetroflectTokenPath -PipeName $resolved.Name
+        try {
+            $helloParams.token = ([System.IO.File]::ReadAllText($tokenPath)).Trim()
+        }
+        catch [System.UnauthorizedAccessException] {
+            Disconnect-RetroflectEngine -Connection $connection
+            throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $tokenPath -InnerException $_.Exception `
+                -Message "Cannot read the engine's access token $tokenPath." -Hint 'Run PowerShell as Administrator.')
+        }
+        catch {
+            Disconnect-RetroflectEngine -Connection $connection
+            throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $tokenPath -InnerException $_.Exception `
+                -Message "The engine's access token $tokenPath could not be read: $($_.Exception.Message)" `
+                -Hint 'Run PowerShell as Administrator; if the engine was just stopped, start it again.')
+        }
+    }
+    try {
+        $connection.Hello = Invoke-RetroflectMethod -Connection $connection -Method 'hello' -Params $helloParams
+    }
+    catch {
+        Disconnect-RetroflectEngine -Connection $connection
+        throw
+    }
+    return $connection
+}
+
+function Disconnect-RetroflectEngine {
+    [CmdletBinding()]
+    param([Parameter(Mandatory)][AllowNull()][object]$Connection)
+    if ($null -eq $Connection) { return }
+    try { $Connection.Reader.Dispose() } catch { Write-Verbose "Closing the reader failed: $($_.Exception.Message)" }
+    try { $Connection.Stream.Dispose() } catch { Write-Verbose "Closing the pipe failed: $($_.Exception.Message)" }
+}
+
+function Invoke-RetroflectMethod {
+    <#
+    Sends one request and returns its `result`. A failure reply is thrown as the matching ErrorRecord, with
+    -TargetObject as its target. Notifications (messages without id) that arrive first are skipped.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory)][object]$Connection,
+        [Parameter(Mandatory)][string]$Method,
+        [System.Collections.IDictionary]$Params,
+        [object]$TargetObject
+    )
+    $id = $Connection.NextId
+    $Connection.NextId = $id + 1
+    $request = [ordered]@{ id = $id; method = $Method }
+    if ($null -ne $Params) { $request.params = $Params }
+    # -Depth: shield port objects sit 3 levels down; 10 leaves room. -Compress: the frame is one line.
+    $line = ConvertTo-Json -InputObject $request -Depth 10 -Compress
+    $bytes = $script:Utf8NoBom.GetBytes($line + "`n")
+    $display = $Connection.Pipe.Display
+    try {
+        $Connection.Stream.Write($bytes, 0, $bytes.Length)
+        $Connection.Stream.Flush()
+    }
+    catch {
+        throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $display -InnerException $_.Exception `
+            -Message "The retroflect engine on $display closed the connection: $($_.Exception.Message)" `
+            -Hint 'Check that the engine is still running with Get-Retroflect.')
+    }
+
+    while ($true) {
+        $task = $Connection.Reader.ReadLineAsync()
+        $completed = $false
+        try {
+            $completed = $task.Wait($Connection.ReplyTimeoutMs)
+        }
+        catch {
+            throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $display -InnerException $_.Exception `
+                -Message "Reading from the retroflect engine on $display failed: $($_.Exception.Message)" `
+                -Hint 'Check that the engine is still running with Get-Retroflect.')
+        }
+        if (-not $completed) {
+            throw (New-RetroflectErrorRecord -Code 'E_TIMEOUT' -TargetObject $display `
+                -Message "The retroflect engine on $display did not answer '$Method' within $($Connection.ReplyTimeoutMs) ms." `
+                -Hint 'The engine may be busy or hung; check it with Get-Retroflect, or restart it with Stop-Retroflect and Start-Retroflect.')
+        }
+        $text = $task.Result
+        if ($null -eq $text) {
+            throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $display `
+                -Message "The retroflect engine on $display closed the connection before answering '$Method'." `
+                -Hint 'If you are not root/Administrator, run as root/Administrator; otherwise check the engine with Get-Retroflect.')
+        }
+        if ([string]::IsNullOrWhiteSpace($text)) { continue }
+        try {
+            $reply = ConvertFrom-Json -InputObject $text
+        }
+        catch {
+            throw (New-RetroflectErrorRecord -Code 'PS_PROTOCOL_ERROR' -TargetObject $display -InnerException $_.Exception `
+                -Message "The process on $display sent a line that is not JSON; it is not a retroflect engine of this version." `
+                -Hint 'Check -Pipe: it must name a retroflect engine.')
+        }
+        if ($null -eq $reply.PSObject.Properties['id']) { continue }   # a notification (subscribe); not ours
+        if ($null -ne $reply.PSObject.Properties['error']) {
+            if ($null -ne $reply.id -and [string]$reply.id -ne [string]$id) { continue }
+            throw (ConvertFrom-RetroflectWireError -WireError $reply.error -TargetObject $TargetObject)
+        }
+        if ([string]$reply.id -ne [string]$id) {
+            throw (New-RetroflectErrorRecord -Code 'PS_PROTOCOL_ERROR' -TargetObject $display `
+                -Message "The engine on $display answered request $($reply.id) while request $id was expected." `
+                -Hint 'This is a bug in the engine or the module; report it with the engine version (Get-Retroflect).')
+        }
+        return $reply.result
+    }
+}
+
+function Invoke-RetroflectRequest {
+    # One connection, hello, one method, close. For cmdlets that send a single request.
+    [CmdletBinding()]
+    param(
+        [string]$Pipe,
+        [Parameter(Mandatory)][string]$Method,
+        [System.Collections.IDictionary]$Params,
+        [object]$TargetObject,
+        [int]$ConnectTimeoutMs = $script:DefaultConnectTimeoutMs
+    )
+    $connection = Connect-RetroflectEngine -Pipe $Pipe -ConnectTimeoutMs $ConnectTimeoutMs
+    try {
+        return (Invoke-RetroflectMethod -Connection $connection -Method $Method -Params $Params -TargetObject $TargetObject)
+    }
+    finally {
+        Disconnect-RetroflectEngine -Connection $connection
+    }
+}

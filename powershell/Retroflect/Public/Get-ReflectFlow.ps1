@@ -1,0 +1,68 @@
+function Get-ReflectFlow {
+    <#
+    .SYNOPSIS
+    Gets the flows the engine has reflected recently.
+
+    .DESCRIPTION
+    Returns one Retroflect.Flow per reflected connection or exchange, most recently seen first: protocol, reflect
+    address, this host's address, client and server ports, packets, bytes, first and last time seen, and state
+    (TCP: open or closed; others: active).
+
+    .PARAMETER First
+    At most this many flows (1 to 100000, default 1000).
+
+    .PARAMETER Protocol
+    Only flows of these protocols.
+
+    .PARAMETER ServerPort
+    Only flows to these server ports.
+
+    .PARAMETER Pipe
+    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+
+    .EXAMPLE
+    Get-ReflectFlow | Sort-Object Bytes -Descending | Select-Object -First 5
+
+    The five biggest flows.
+
+    .EXAMPLE
+    Get-ReflectFlow -Protocol tcp -ServerPort 8080 | Where-Object State -eq 'open'
+
+    Open TCP connections to the local server on port 8080.
+
+    .INPUTS
+    System.String. Pipe names by the property name Pipe.
+
+    .OUTPUTS
+    Retroflect.Flow
+    #>
+    [CmdletBinding()]
+    [OutputType('Retroflect.Flow')]
+    param(
+        [ValidateRange(1, 100000)]
+        [int]$First = 1000,
+
+        [ValidateSet('tcp', 'udp', 'icmp', 'icmpv6', 'other')]
+        [string[]]$Protocol,
+
+        [ValidateRange(0, 65535)]
+        [int[]]$ServerPort,
+
+        [Parameter(ValueFromPipelineByPropertyName)]
+        [Alias('PipeName')]
+        [string]$Pipe
+    )
+    process {
+        try {
+            $result = Invoke-RetroflectRequest -Pipe $Pipe -Method 'flows' -Params @{ limit = $First }
+        }
+        catch {
+            $PSCmdlet.ThrowTerminatingError($_)
+        }
+        foreach ($f in $result.flows) {
+            if ($Protocol -and $Protocol -notcontains [string]$f.protocol) { continue }
+            if ($ServerPort -and $ServerPort -notcontains [int]$f.serverPort) { continue }
+            ConvertTo-RetroflectFlow -Flow $f -Pipe $Pipe
+        }
+    }
+}

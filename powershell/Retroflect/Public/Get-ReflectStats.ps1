@@ -1,0 +1,74 @@
+function Get-ReflectStats {
+    <#
+    .SYNOPSIS
+    Gets the engine's traffic counters.
+
+    .DESCRIPTION
+    Returns one Retroflect.Stats sample: packets and bytes reflected, dropped at shield ports and passed; malformed
+    packets by reason; receive and send errors; totals by protocol, by reflect address and by shield port; and the
+    current rates per second. With -Interval, samples are returned repeatedly until -Count is reached or Ctrl+C.
+
+    .PARAMETER Interval
+    Seconds between samples. Without it, one sample is returned.
+
+    .PARAMETER Count
+    Number of samples with -Interval (default: until stopped).
+
+    .PARAMETER Pipe
+    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+
+    .EXAMPLE
+    Get-ReflectStats
+
+    .EXAMPLE
+    (Get-ReflectStats).ByAddress | Sort-Object Bytes -Descending
+
+    Which reflect address carries the most traffic.
+
+    .EXAMPLE
+    Get-ReflectStats -Interval 1 -Count 10 | Select-Object SampledAt, ReflectedPacketsPerSecond
+
+    Ten one-second samples of the reflection rate.
+
+    .INPUTS
+    System.String. Pipe names by the property name Pipe.
+
+    .OUTPUTS
+    Retroflect.Stats
+    #>
+    [CmdletBinding()]
+    [OutputType('Retroflect.Stats')]
+    param(
+        [ValidateRange(0.1, 3600)]
+        [double]$Interval,
+
+        [ValidateRange(1, [int]::MaxValue)]
+        [int]$Count,
+
+        [Parameter(ValueFromPipelineByPropertyName)]
+        [Alias('PipeName')]
+        [string]$Pipe
+    )
+    process {
+        $samples = 1
+        if ($PSBoundParameters.ContainsKey('Interval')) {
+            $samples = [int]::MaxValue
+            if ($PSBoundParameters.ContainsKey('Count')) { $samples = $Count }
+        }
+        $connection = $null
+        try {
+            $connection = Connect-RetroflectEngine -Pipe $Pipe
+            for ($i = 0; $i -lt $samples; $i++) {
+                if ($i -gt 0) { Start-Sleep -Milliseconds ([int]($Interval * 1000)) }
+                $stats = Invoke-RetroflectMethod -Connection $connection -Method 'stats'
+                ConvertTo-RetroflectStats -Stats $stats -Pipe $Pipe
+            }
+        }
+        catch {
+            $PSCmdlet.ThrowTerminatingError($_)
+        }
+        finally {
+            Disconnect-RetroflectEngine -Connection $connection
+        }
+    }
+}

@@ -1,0 +1,53 @@
+function Get-Retroflect {
+    <#
+    .SYNOPSIS
+    Gets the status of the running retroflect engine.
+
+    .DESCRIPTION
+    Asks the engine on the control pipe for its status: state, version, packet backend, process id, start time,
+    uptime, reflect addresses, shield ports, config file and pipe. When no engine answers, a non-terminating
+    Retroflect.EngineNotRunning error is written, so `Get-Retroflect -ErrorAction SilentlyContinue` returns
+    nothing and can be used as a check.
+
+    .PARAMETER Pipe
+    The engine's control pipe: a name (default 'retroflect', or $env:RETROFLECT_PIPE) or, on Linux, an absolute
+    socket path. Several names may be piped in; each engine's status is returned.
+
+    .EXAMPLE
+    Get-Retroflect
+
+    Shows the state, backend, addresses and ports of the default engine.
+
+    .EXAMPLE
+    if (Get-Retroflect -ErrorAction SilentlyContinue) { 'running' } else { 'not running' }
+
+    Checks whether an engine is running without showing an error.
+
+    .EXAMPLE
+    (Get-Retroflect).ReflectAddresses | ForEach-Object { $_.AddressFamily }
+
+    ReflectAddresses are [ipaddress] objects.
+
+    .INPUTS
+    System.String. Pipe names, by value or by the property name Pipe.
+
+    .OUTPUTS
+    Retroflect.Status
+    #>
+    [CmdletBinding()]
+    [OutputType('Retroflect.Status')]
+    param(
+        [Parameter(Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
+        [Alias('PipeName')]
+        [string]$Pipe
+    )
+    process {
+        try {
+            $status = Invoke-RetroflectRequest -Pipe $Pipe -Method 'status'
+            ConvertTo-RetroflectStatus -Status $status -Pipe $Pipe
+        }
+        catch {
+            $PSCmdlet.WriteError($_)
+        }
+    }
+}

@@ -1,0 +1,158 @@
+function Install-Retroflect {
+    <#
+    .SYNOPSIS
+    Installs the retroflect engine to start at boot with the persisted config.
+
+    .DESCRIPTION
+    Windows: registers the scheduled task \Retroflect\Retroflect, run at startup as SYSTEM with the highest
+    privileges, which runs `retroflect run --config <ConfigPath>` and restarts it if it fails.
+    Linux: writes the systemd unit retroflect.service to /etc/systemd/system and enables it.
+    -Address and -ShieldPort are added to the config file (created if missing), which the engine loads at start
+    and which Add-ReflectAddress / Add-ShieldPort keep up to date. Running it again with the same values changes
+    nothing (idempotent); the output's Changed property says whether anything was written.
+
+    .PARAMETER Address
+    Reflect addresses to add to the config file.
+
+    .PARAMETER ShieldPort
+    Shield ports to add to the config file: 8080 (TCP and UDP), '8080/tcp', '53/udp'.
+
+    .PARAMETER Path
+    The engine executable. Default: retroflect(.exe) next to the module or in its bin folder, else on PATH.
+
+    .PARAMETER ConfigPath
+    The config file. Default: %ProgramData%\Retroflect\config.json or /etc/retroflect/config.json.
+
+    .PARAMETER Start
+    Start the engine now as well (Windows: start the task; Linux: systemctl enable --now).
+
+    .PARAMETER Root
+    Linux: the file system root to install under (default '/'). Any other root only writes files and skips
+    systemctl; used by tests and image builders.
+
+    .EXAMPLE
+    Install-Retroflect -Address 192.0.2.1 -ShieldPort 8080 -Start
+
+    Saves the address and port in the config file, installs the boot task or unit, and starts the engine.
+
+    .EXAMPLE
+    Install-Retroflect -Path 'C:\Program Files\Retroflect\retroflect.exe' -WhatIf
+
+    Shows what would be installed.
+
+    .EXAMPLE
+    Install-Retroflect -Root /tmp/image -Path /usr/local/bin/retroflect
+
+    Writes the unit and config into an image tree without touching this system.
+
+    .INPUTS
+    None.
+
+    .OUTPUTS
+    Retroflect.Installation
+    #>
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [OutputType('Retroflect.Installation')]
+    param(
+        [Alias('ReflectAddress')]
+        [string[]]$Address,
+
+        [string[]]$ShieldPort,
+
+        [Alias('FilePath')]
+        [string]$Path,
+
+        [string]$ConfigPath,
+
+        [switch]$Start,
+
+        [ValidateNotNullOrEmpty()]
+        [string]$Root = '/'
+    )
+    $windows = Test-RetroflectWindows
+    try {
+        $exe = Resolve-RetroflectExecutable -Path $Path
+        if (-not $ConfigPath) { $ConfigPath = Get-RetroflectDefaultConfigPath }
+        if ($Root -eq '/' -and -not (Test-RetroflectElevated)) {
+            throw (New-RetroflectErrorRecord -Code 'E_NOT_ADMIN' -TargetObject $exe `
+                -Message 'Installing the retroflect engine needs an elevated session (Administrator on Windows, root on Linux).' `
+                -Hint 'Run PowerShell as Administrator (or with sudo).')
+        }
+    }
+    catch {
+        $PSCmdlet.ThrowTerminatingError($_)
+    }
+    $runArgs = @('run', '--config', $ConfigPath)
+    $changed = $false
+    $configFile = $ConfigPath
+    if (-not $windows) { $configFile = Join-RetroflectRootPath -Root $Root -SystemPath $ConfigPath }
+
+    try {
+        if (($Address -or $ShieldPort -or -not (Test-Path -LiteralPath $configFile)) -and
+            $PSCmdlet.ShouldProcess($configFile, 'Update retroflect config file')) {
+            if (Update-RetroflectConfigFile -Path $configFile -Address $Address -ShieldPort $ShieldPort) { $changed = $true }
+        }
+
+        if ($windows) {
+            $argumentLine = ConvertTo-RetroflectArgumentString -ArgumentList $runArgs
+            $existing = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue
+            $same = $false
+            if ($null -ne $existing) {
+                $act = @($existing.Actions)[0]
+                $same = ($act.Execute -eq $exe -and $act.Arguments -eq $argumentLine -and $existing.Principal.UserId -match 'SYSTEM$')
+            }
+            if (-not $same -and $PSCmdlet.ShouldProcess("scheduled task $($script:TaskPath)$($script:TaskName)", 'Register')) {
+                $action = New-ScheduledTaskAction -Execute $exe -Argument $argumentLine -WorkingDirectory (Split-Path -Parent $exe)
+                $trigger = New-ScheduledTaskTrigger -AtStartup
+                $principal = New-ScheduledTaskPrincipal -UserId 'S-1-5-18' -LogonType ServiceAccount -RunLevel Highest
+                # No time limit (the engine runs until shutdown); restart a few times if it fails.
+                $settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 3 `
+                    -RestartInterval (New-TimeSpan -Minutes 1) -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -StartWhenAvailable
+                $null = Register-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -Action $action -Trigger $trigger `
+                    -Principal $principal -Settings $settings -Description 'Reflects traffic sent to the configured reflect addresses back into this host.' -Force -ErrorAction Stop
+                $changed = $true
+            }
+            if ($Start -and $PSCmdlet.ShouldProcess("scheduled task $($script:TaskPath)$($script:TaskName)", 'Start')) {
+                $task = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction Stop
+                if ($task.State -ne 'Running') { Start-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction Stop }
+            }
+            $where = $script:TaskPath + $script:TaskName
+            $kind = 'ScheduledTask'
+            $command = $exe + ' ' + $argumentLine
+        }
+        else {
+            $unitPath = Join-RetroflectRootPath -Root $Root -SystemPath ('/etc/systemd/system/' + $script:UnitName)
+            $text = New-RetroflectUnitText -Executable $exe -ArgumentList $runArgs
+            $current = $null
+            if (Test-Path -LiteralPath $unitPath) { $current = [System.IO.File]::ReadAllText($unitPath) }
+            if ($current -ne $text -and $PSCmdlet.ShouldProcess($unitPath, 'Write systemd unit')) {
+                $dir = Split-Path -Parent $unitPath
+                if (-not (Test-Path -LiteralPath $dir)) { $null = New-Item -ItemType Directory -Path $dir -Force }
+                [System.IO.File]::WriteAllText($unitPath, $text, $script:Utf8NoBom)
+                Invoke-RetroflectSystemctl -Root $Root -ArgumentList @('daemon-reload')
+                $changed = $true
+            }
+            $enableArgs = @('enable', $script:UnitName)
+            if ($Start) { $enableArgs = @('enable', '--now', $script:UnitName) }
+            if ($PSCmdlet.ShouldProcess($script:UnitName, ($enableArgs -join ' '))) {
+                Invoke-RetroflectSystemctl -Root $Root -ArgumentList $enableArgs
+            }
+            $where = $unitPath
+            $kind = 'SystemdUnit'
+            $command = ($text -split "`n" | Where-Object { $_ -like 'ExecStart=*' }) -replace '^ExecStart=', ''
+        }
+    }
+    catch {
+        $PSCmdlet.ThrowTerminatingError($_)
+    }
+    [pscustomobject]@{
+        PSTypeName = 'Retroflect.Installation'
+        Kind       = $kind
+        Name       = $where
+        Command    = $command
+        ConfigPath = $ConfigPath
+        ConfigFile = $configFile
+        Changed    = $changed
+        Root       = $Root
+    }
+}

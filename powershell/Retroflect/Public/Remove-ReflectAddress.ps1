@@ -1,0 +1,122 @@
+function Remove-ReflectAddress {
+    <#
+    .SYNOPSIS
+    Removes reflect addresses from the running engine.
+
+    .DESCRIPTION
+    Stops reflecting traffic to the given addresses and, unless -Temporary is given, removes them from the config
+    file. An address that is not configured gets a non-terminating Retroflect.AddressNotFound error and the other
+    addresses are still removed, so `-ErrorAction Ignore` makes "make sure it is gone" idempotent. Input that is
+    not an IP address gets Retroflect.InvalidAddress. All addresses from the pipeline are removed in one change
+    when the pipeline ends.
+
+    .PARAMETER Address
+    Addresses to remove: strings, [ipaddress] objects, or objects with an Address property, such as the output of
+    Get-ReflectAddress.
+
+    .PARAMETER Temporary
+    Remove from the running engine only; the address stays in the config file and comes back at the next start.
+
+    .PARAMETER Pipe
+    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+
+    .PARAMETER PassThru
+    Return the removed addresses as Retroflect.ReflectAddress objects.
+
+    .EXAMPLE
+    Remove-ReflectAddress 192.0.2.1
+
+    Stops reflecting 192.0.2.1 and removes it from the config file (asks first when $ConfirmPreference is Medium).
+
+    .EXAMPLE
+    Get-ReflectAddress | Remove-ReflectAddress -Confirm:$false
+
+    Removes every reflect address.
+
+    .EXAMPLE
+    Remove-ReflectAddress 192.0.2.9 -ErrorAction Ignore
+
+    Makes sure 192.0.2.9 is not configured, without an error when it already is not.
+
+    .INPUTS
+    System.String, System.Net.IPAddress, Retroflect.ReflectAddress, or any object with an Address property.
+
+    .OUTPUTS
+    None, or Retroflect.ReflectAddress with -PassThru.
+    #>
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [OutputType('Retroflect.ReflectAddress')]
+    param(
+        [Parameter(Mandatory, Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
+        [Alias('IPAddress', 'ReflectAddress')]
+        [object[]]$Address,
+
+        [switch]$Temporary,
+
+        [Parameter(ValueFromPipelineByPropertyName)]
+        [Alias('PipeName')]
+        [string]$Pipe,
+
+        [switch]$PassThru
+    )
+    begin {
+        $pending = New-Object 'System.Collections.Generic.List[string]'
+        $targetPipe = $Pipe
+    }
+    process {
+        if ($Pipe) { $targetPipe = $Pipe }
+        foreach ($item in $Address) {
+            $text = ConvertTo-RetroflectAddressText $item
+            if (-not $text) {
+                $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_INVALID_ADDRESS' -TargetObject $item `
+                    -Message "'$item' is not an address and has no Address property." `
+                    -Hint 'Give an IPv4 or IPv6 address such as 192.0.2.1, or pipe Get-ReflectAddress.'))
+                continue
+            }
+            if ($pending.Contains($text)) { continue }
+            $what = 'reflect address ' + $text
+            if ($Temporary) { $what += ' (running engine only)' }
+            if ($PSCmdlet.ShouldProcess($what, 'Remove')) { $pending.Add($text) }
+        }
+    }
+    end {
+        if ($pending.Count -eq 0) { return }
+        $connection = $null
+        $removed = $null
+        try {
+            $connection = Connect-RetroflectEngine -Pipe $targetPipe
+            # address.test gives the canonical form and whether it is configured, so a missing address is reported
+            # on its own instead of failing the whole all-or-nothing remove.
+            $toRemove = New-Object 'System.Collections.Generic.List[string]'
+            foreach ($text in $pending) {
+                $test = Invoke-RetroflectMethod -Connection $connection -Method 'address.test' -Params @{ address = $text } -TargetObject $text
+                if ($null -eq $test.address) {
+                    $reason = @($test.reasons)[0]
+                    $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_INVALID_ADDRESS' -TargetObject $text `
+                        -Message ([string]$reason.message) -Hint ([string]$reason.hint)))
+                }
+                elseif (-not $test.configured) {
+                    $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_ADDRESS_NOT_FOUND' -TargetObject $text `
+                        -Message "$($test.address) is not a reflect address." -Hint 'List the configured addresses with Get-ReflectAddress.'))
+                }
+                elseif (-not $toRemove.Contains([string]$test.address)) {
+                    $toRemove.Add([string]$test.address)
+                }
+            }
+            if ($toRemove.Count -gt 0) {
+                $params = @{ addresses = $toRemove.ToArray() }
+                if ($Temporary) { $params.temporary = $true }
+                $removed = Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray()
+            }
+        }
+        catch {
+            $PSCmdlet.ThrowTerminatingError($_)
+        }
+        finally {
+            Disconnect-RetroflectEngine -Connection $connection
+        }
+        if ($PassThru -and $null -ne $removed) {
+            foreach ($a in $removed.removed) { New-RetroflectReflectAddress -Address $a -Persisted (-not $Temporary) -Pipe $targetPipe }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+function Start-Retroflect {
+    <#
+    .SYNOPSIS
+    Starts the retroflect engine and waits until it answers.
+
+    .DESCRIPTION
+    Starts `retroflect run` in the background with the persisted config (or -ConfigPath, or -NoConfig) plus any
+    -Address and -ShieldPort given for this run, waits until its control pipe answers, and returns its status.
+    If an engine already answers on the pipe, nothing is started: the given addresses and ports are added to it
+    for this run (temporary) and its status is returned, so the command is idempotent.
+
+    Before starting, it checks what would make the engine fail: the session must be elevated
+    (Retroflect.NotAdmin), the executable must exist (Retroflect.ExecutableNotFound), and on Windows WinDivert.dll
+    and WinDivert64.sys must be next to it (Retroflect.WinDivertNotFound). If the engine exits during start-up,
+    the error says why (its exit code and last message); its console output is kept in the temp folder as
+    retroflect-<pipe>.out.log and .err.log. For a permanent engine use Install-Retroflect instead.
+
+    .PARAMETER Address
+    Reflect addresses for this run, added to those in the config file.
+
+    .PARAMETER ShieldPort
+    Shield ports for this run: 8080 (TCP and UDP), '8080/tcp', '53/udp'.
+
+    .PARAMETER Path
+    The engine executable. Default: retroflect(.exe) next to the module or in its bin folder, else on PATH.
+
+    .PARAMETER ConfigPath
+    The config file to load and save changes to. Default: the engine's (%ProgramData%\Retroflect\config.json or
+    /etc/retroflect/config.json).
+
+    .PARAMETER NoConfig
+    Use no config file: only -Address and -ShieldPort, and changes are not saved.
+
+    .PARAMETER WinDivertPath
+    Windows: the folder holding WinDivert.dll and WinDivert64.sys, if not next to the executable.
+
+    .PARAMETER TimeoutSeconds
+    How long to wait for the engine to answer (default 30).
+
+    .PARAMETER Pipe
+    The control pipe to serve: a name (default 'retroflect') or, on Linux, an absolute socket path.
+
+    .EXAMPLE
+    Start-Retroflect -Address 192.0.2.1 -ShieldPort 8080
+
+    Starts the engine reflecting 192.0.2.1 and shielding port 8080 (TCP and UDP) for this run.
+
+    .EXAMPLE
+    Start-Retroflect -Path C:\Tools\retroflect\retroflect.exe -WhatIf
+
+    Shows the command line that would be run.
+
+    .EXAMPLE
+    Start-Retroflect -NoConfig -Address 2001:db8::1 -Pipe test1
+
+    A second engine on its own pipe that uses no config file.
+
+    .INPUTS
+    System.String. Reflect addresses by value or by the property name Address.
+
+    .OUTPUTS
+    Retroflect.Status
+    #>
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Low', DefaultParameterSetName = 'Config')]
+    [OutputType('Retroflect.Status')]
+    param(
+        [Parameter(Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
+        [Alias('ReflectAddress', 'IPAddress')]
+        [string[]]$Address,
+
+        [string[]]$ShieldPort,
+
+        [Alias('FilePath')]
+        [string]$Path,
+
+        [Parameter(ParameterSetName = 'Config')]
+        [string]$ConfigPath,
+
+        [Parameter(Mandatory, ParameterSetName = 'NoConfig')]
+        [switch]$NoConfig,
+
+        [string]$WinDivertPath,
+
+        [ValidateRange(1, 600)]
+        [int]$TimeoutSeconds = 30,
+
+        [Alias('PipeName')]
+        [string]$Pipe
+    )
+    begin {
+        $addresses = New-Object 'System.Collections.Generic.List[string]'
+    }
+    process {
+        foreach ($a in $Address) { if ($a -and -not $addresses.Contains($a.Trim())) { $addresses.Add($a.Trim()) } }
+    }
+    end {
+        try {
+            $resolved = Resolve-RetroflectPipe -Pipe $Pipe
+        }
+        catch {
+            $PSCmdlet.ThrowTerminatingError($_)
+        }
+
+        # Already running: add this run's entries to it (temporary, as `run` does) and report it.
+        $running = $null
+        try { $running = Invoke-RetroflectRequest -Pipe $Pipe -Method 'status' -ConnectTimeoutMs 500 } catch { $running = $null }
+        if ($null -ne $running) {
+            Write-Verbose "An engine (pid $($running.pid)) already answers on $($resolved.Display); not starting another."
+            if ($addresses.Count -gt 0 -and $PSCmdlet.ShouldProcess("running engine on $($resolved.Display)", 'Add reflect addresses ' + ($addresses -join ', '))) {
+                try {
+                    $r = Invoke-RetroflectRequest -Pipe $Pipe -Method 'address.add' -Params @{ addresses = $addresses.ToArray(); temporary = $true } -TargetObject $addresses.ToArray()
+                    foreach ($w in $r.warnings) { Write-Warning ('{0}: {1}' -f $w.address, $w.message) }
+                }
+                catch { $PSCmdlet.ThrowTerminatingError($_) }
+            }
+            if ($ShieldPort -and $PSCmdlet.ShouldProcess("running engine on $($resolved.Display)", 'Add shield ports ' + ($ShieldPort -join ', '))) {
+                try { $null = Invoke-RetroflectRequest -Pipe $Pipe -Method 'shield.add' -Params @{ ports = [string[]]$ShieldPort; temporary = $true } -TargetObject $ShieldPort }
+                catch { $PSCmdlet.ThrowTerminatingError($_) }
+            }
+            try { $running = Invoke-RetroflectRequest -Pipe $Pipe -Method 'status' } catch { $PSCmdlet.ThrowTerminatingError($_) }
+            return (ConvertTo-RetroflectStatus -Status $running -Pipe $Pipe)
+        }
+
+        try {
+            $exe = Resolve-RetroflectExecutable -Path $Path
+            Test-RetroflectBackend -Executable $exe -WinDivertPath $WinDivertPath
+        }
+        catch {
+            $PSCmdlet.ThrowTerminatingError($_)
+        }
+
+        $argv = New-Object 'System.Collections.Generic.List[string]'
+        $argv.Add('run')
+        if ($Pipe) { $argv.Add('--pipe'); $argv.Add($Pipe) }
+        if ($NoConfig) { $argv.Add('--no-config') }
+        elseif ($ConfigPath) { $argv.Add('--config'); $argv.Add($ConfigPath) }
+        if ($WinDivertPath) { $argv.Add('--windivert-dir'); $argv.Add($WinDivertPath) }
+        foreach ($a in $addresses) { $argv.Add('--reflect'); $argv.Add($a) }
+        foreach ($s in $ShieldPort) { $argv.Add('--shield'); $argv.Add([string]$s) }
+        $commandLine = ConvertTo-RetroflectArgumentString -ArgumentList $argv.ToArray()
+
+        if (-not $PSCmdlet.ShouldProcess("$exe $commandLine", 'Start retroflect engine')) { return }
+
+        if (-not (Test-RetroflectElevated)) {
+            $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'E_NOT_ADMIN' -TargetObject $exe `
+                -Message 'Starting the retroflect engine needs an elevated session (Administrator on Windows, root on Linux).' `
+                -Hint 'Run PowerShell as Administrator (or with sudo), or install the engine as a service with Install-Retroflect.'))
+        }
+
+        $logs = Get-RetroflectLogPath -PipeName $resolved.Name
+        $startArgs = @{
+            FilePath               = $exe
+            ArgumentList           = $commandLine
+            RedirectStandardOutput = $logs.Out
+            RedirectStandardError  = $logs.Err
+            PassThru               = $true
+        }
+        if (Test-RetroflectWindows) { $startArgs.WindowStyle = 'Hidden' }
+        try {
+            $process = Start-Process @startArgs -ErrorAction Stop
+        }
+        catch {
+            $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'PS_ENGINE_EXITED' -TargetObject $exe -InnerException $_.Exception `
+                -Message "Could not start $($exe): $($_.Exception.Message)" -Hint 'Check that the file is the retroflect engine and is executable.'))
+        }
+
+        $deadline = [DateTime]::UtcNow.AddSeconds($TimeoutSeconds)
+        while ($true) {
+            $status = $null
+            try { $status = Invoke-RetroflectRequest -Pipe $Pipe -Method 'status' -ConnectTimeoutMs 500 } catch { $status = $null }
+            if ($null -ne $status -and $status.state -eq 'running') {
+                return (ConvertTo-RetroflectStatus -Status $status -Pipe $Pipe)
+            }
+            if ($process.HasExited) {
+                $exitCode = $process.ExitCode
+                $code = $script:ExitCodeToErrorCode[[int]$exitCode]
+                if (-not $code) { $code = 'PS_ENGINE_EXITED' }
+                $lastLines = ''
+                if (Test-Path -LiteralPath $logs.Err) { $lastLines = ((Get-Content -LiteralPath $logs.Err -Tail 5) -join ' ').Trim() }
+                $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code $code -TargetObject $exe `
+                    -Message ("The retroflect engine exited during start-up with code {0}: {1}" -f $exitCode, $lastLines) `
+                    -Hint "Fix what the message says; the engine's output is in $($logs.Err) and $($logs.Out)."))
+            }
+            if ([DateTime]::UtcNow -gt $deadline) {
+                $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'E_TIMEOUT' -TargetObject $exe `
+                    -Message "The retroflect engine (pid $($process.Id)) did not answer on $($resolved.Display) within $TimeoutSeconds s." `
+                    -Hint "It is still running; look at $($logs.Err), then stop it with Stop-Process -Id $($process.Id) or wait and run Get-Retroflect."))
+            }
+            Start-Sleep -Milliseconds 250
+        }
+    }
+}

@@ -1,0 +1,88 @@
+function Test-ReflectAddress {
+    <#
+    .SYNOPSIS
+    Tests whether addresses can be used as reflect addresses on this host, using the engine's own validation.
+
+    .DESCRIPTION
+    Asks the engine to check each address exactly as Add-ReflectAddress would (an IP address, not one of this
+    host's addresses, not on a local subnet, routed) without changing anything. The result says whether it is
+    usable, why not, any warnings, whether it is already configured, and a suggested address of the same family
+    that passes every check (taken from the documentation ranges, which nothing real uses).
+
+    .PARAMETER Address
+    Addresses to test: strings, [ipaddress] objects, or objects with an Address property.
+
+    .PARAMETER Quiet
+    Return only $true or $false per address.
+
+    .PARAMETER Pipe
+    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+
+    .EXAMPLE
+    Test-ReflectAddress 192.0.2.1
+
+    Shows whether 192.0.2.1 is usable and, if not, why and what to use instead.
+
+    .EXAMPLE
+    $t = Test-ReflectAddress 127.0.0.1; if (-not $t.Usable) { Add-ReflectAddress $t.Suggestion }
+
+    Falls back to the engine's suggestion.
+
+    .EXAMPLE
+    if (Test-ReflectAddress 198.51.100.7 -Quiet) { Add-ReflectAddress 198.51.100.7 }
+
+    .INPUTS
+    System.String, System.Net.IPAddress, or any object with an Address property.
+
+    .OUTPUTS
+    Retroflect.AddressTest, or System.Boolean with -Quiet.
+    #>
+    [CmdletBinding()]
+    [OutputType('Retroflect.AddressTest', [bool])]
+    param(
+        [Parameter(Mandatory, Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
+        [Alias('IPAddress', 'ReflectAddress')]
+        [object[]]$Address,
+
+        [switch]$Quiet,
+
+        [Parameter(ValueFromPipelineByPropertyName)]
+        [Alias('PipeName')]
+        [string]$Pipe
+    )
+    begin {
+        $connection = $null
+        $connectedPipe = $null
+    }
+    process {
+        try {
+            # One connection for the whole pipeline (reopened only if piped objects name another engine).
+            if ($null -eq $connection -or $connectedPipe -ne $Pipe) {
+                Disconnect-RetroflectEngine -Connection $connection
+                $connection = $null
+                $connection = Connect-RetroflectEngine -Pipe $Pipe
+                $connectedPipe = $Pipe
+            }
+        }
+        catch {
+            $PSCmdlet.ThrowTerminatingError($_)
+        }
+        foreach ($item in $Address) {
+            $text = ConvertTo-RetroflectAddressText $item
+            if (-not $text) { $text = [string]$item }
+            try {
+                $result = Invoke-RetroflectMethod -Connection $connection -Method 'address.test' -Params @{ address = $text } -TargetObject $text
+            }
+            catch {
+                Disconnect-RetroflectEngine -Connection $connection
+                $connection = $null
+                $PSCmdlet.ThrowTerminatingError($_)
+            }
+            if ($Quiet) { [bool]$result.valid }
+            else { ConvertTo-RetroflectAddressTest -Test $result -Pipe $Pipe }
+        }
+    }
+    end {
+        Disconnect-RetroflectEngine -Connection $connection
+    }
+}

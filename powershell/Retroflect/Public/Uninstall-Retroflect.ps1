@@ -1,0 +1,91 @@
+function Uninstall-Retroflect {
+    <#
+    .SYNOPSIS
+    Removes the boot-time retroflect engine installed by Install-Retroflect.
+
+    .DESCRIPTION
+    Stops the installed engine gracefully (so it undoes its routes, firewall rules and WinDivert handles), then
+    removes the scheduled task (Windows) or disables and deletes the systemd unit (Linux). With -RemoveConfig the
+    config file is deleted too (and its folder, if empty). Nothing installed is not an error (idempotent).
+
+    .PARAMETER ConfigPath
+    The config file to delete with -RemoveConfig. Default: the engine's default path.
+
+    .PARAMETER RemoveConfig
+    Also delete the config file, so nothing is left behind.
+
+    .PARAMETER Root
+    Linux: the file system root the unit was installed under (default '/'). Any other root skips systemctl.
+
+    .EXAMPLE
+    Uninstall-Retroflect
+
+    .EXAMPLE
+    Uninstall-Retroflect -RemoveConfig -Confirm:$false
+
+    Removes the task or unit and the config file without asking.
+
+    .INPUTS
+    None.
+
+    .OUTPUTS
+    None.
+    #>
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'High')]
+    [OutputType([void])]
+    param(
+        [string]$ConfigPath,
+
+        [switch]$RemoveConfig,
+
+        [ValidateNotNullOrEmpty()]
+        [string]$Root = '/'
+    )
+    if (-not $ConfigPath) { $ConfigPath = Get-RetroflectDefaultConfigPath }
+    $windows = Test-RetroflectWindows
+    try {
+        if ($Root -eq '/' -and -not (Test-RetroflectElevated)) {
+            throw (New-RetroflectErrorRecord -Code 'E_NOT_ADMIN' `
+                -Message 'Uninstalling the retroflect engine needs an elevated session (Administrator on Windows, root on Linux).' `
+                -Hint 'Run PowerShell as Administrator (or with sudo).')
+        }
+        if ($windows) {
+            $task = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue
+            if ($null -eq $task) {
+                Write-Verbose "No scheduled task $($script:TaskPath)$($script:TaskName); nothing to remove."
+            }
+            elseif ($PSCmdlet.ShouldProcess("scheduled task $($script:TaskPath)$($script:TaskName)", 'Stop and unregister')) {
+                # Graceful stop through the pipe first: killing the task would leave the engine's host changes.
+                try { Stop-Retroflect -Confirm:$false } catch { Write-Verbose "Graceful stop failed: $($_.Exception.Message)" }
+                if ($task.State -eq 'Running') { Stop-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue }
+                Unregister-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -Confirm:$false -ErrorAction Stop
+            }
+        }
+        else {
+            $unitPath = Join-RetroflectRootPath -Root $Root -SystemPath ('/etc/systemd/system/' + $script:UnitName)
+            if (-not (Test-Path -LiteralPath $unitPath)) {
+                Write-Verbose "No unit $unitPath; nothing to remove."
+            }
+            elseif ($PSCmdlet.ShouldProcess($unitPath, 'Stop, disable and delete systemd unit')) {
+                # systemctl stop sends SIGTERM, on which the engine undoes its host changes.
+                Invoke-RetroflectSystemctl -Root $Root -ArgumentList @('disable', '--now', $script:UnitName)
+                Remove-Item -LiteralPath $unitPath -Force -ErrorAction Stop
+                Invoke-RetroflectSystemctl -Root $Root -ArgumentList @('daemon-reload')
+            }
+        }
+        if ($RemoveConfig) {
+            $configFile = $ConfigPath
+            if (-not $windows) { $configFile = Join-RetroflectRootPath -Root $Root -SystemPath $ConfigPath }
+            if ((Test-Path -LiteralPath $configFile) -and $PSCmdlet.ShouldProcess($configFile, 'Delete config file')) {
+                Remove-Item -LiteralPath $configFile -Force -ErrorAction Stop
+                $dir = Split-Path -Parent $configFile
+                if ((Test-Path -LiteralPath $dir) -and -not (Get-ChildItem -LiteralPath $dir -Force)) {
+                    Remove-Item -LiteralPath $dir -Force -ErrorAction Stop
+                }
+            }
+        }
+    }
+    catch {
+        $PSCmdlet.ThrowTerminatingError($_)
+    }
+}
