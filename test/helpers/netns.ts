@@ -160,6 +160,10 @@ export async function createTopology(tag: string): Promise<Topology> {
     await b.must('ip', ['addr', 'add', `${t.b6}/64`, 'dev', bIf, 'nodad']);
     await a.must('ip', ['link', 'set', aIf, 'up']);
     await b.must('ip', ['link', 'set', bIf, 'up']);
+    // Carrier comes up asynchronously; until it does, libuv (os.networkInterfaces) does not list the addresses.
+    for (const [ns, ifname] of [[a, aIf], [b, bIf]] as const) {
+      await waitFor(`${ifname} carrier`, async () => (await ns.ipJson<{ operstate: string }[]>(['link', 'show', 'dev', ifname]))[0]?.operstate === 'UP');
+    }
     await a.must('ip', ['-4', 'route', 'add', 'default', 'via', t.b4]);
     await a.must('ip', ['-6', 'route', 'add', 'default', 'via', t.b6]);
     return t;
