@@ -1,0 +1,109 @@
+/**
+ * Helpers for the WinDivert tests: the ABI-compatible TEST DOUBLE of WinDivert.dll (native/windivert_double.c,
+ * built by `make -C native` before the tests), packets to feed it, and a reader for what it was sent.
+ * The double stands in for the WinDivert driver, which cannot run here; everything above it is the real code.
+ */
+import { fileURLToPath } from 'node:url';
+import { Dataplane, type DataplaneConfig } from '../../src/engine/dataplane.ts';
+import { EngineCounters } from '../../src/engine/counters.ts';
+import { FlowTable } from '../../src/engine/flow-table.ts';
+import type { InterceptConfig } from '../../src/config/intercept-config.ts';
+import type { PacketSource } from '../../src/divert/source.ts';
+import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../src/divert/windivert-address.ts';
+import { loadWinDivert, type LoadedWinDivert, type WinDivertDoubleControl } from '../../src/divert/windivert-ffi.ts';
+import { addressBytes, ipv4, ipv6, tcpSegment, udpDatagram, withChecksum } from '../packet/build.ts';
+
+/** The double built for this platform (the mingw DLL under Wine, the .so on Linux). */
+export const DOUBLE_PATH = process.platform === 'win32'
+  ? (process.env.RETROFLECT_TEST_WINDIVERT_DLL ?? fileURLToPath(new URL('../../native/build/win64/WinDivert.dll', import.meta.url)))
+  : fileURLToPath(new URL('../../native/build/linux/libwindivert_double.so', import.meta.url));
+
+export function loadDouble(): LoadedWinDivert & { double: WinDivertDoubleControl } {
+  const loaded = loadWinDivert(DOUBLE_PATH);
+  if (!loaded.double) throw new Error(`${DOUBLE_PATH} is not the WinDivert test double`);
+  return loaded as LoadedWinDivert & { double: WinDivertDoubleControl };
+}
+
+export interface SentPacket {
+  bytes: Buffer;
+  addr: WinDivertAddress;
+  handle: number;
+}
+
+/** Take everything the double was sent so far, oldest first. */
+export function collectSent(double: WinDivertDoubleControl): SentPacket[] {
+  const out: SentPacket[] = [];
+  const max = 255;
+  const buf = Buffer.alloc(max * 65575);
+  const addrs = Buffer.alloc(max * WINDIVERT_ADDRESS_SIZE);
+  const handles = new BigInt64Array(max);
+  const bytes = new Uint32Array(1);
+  for (;;) {
+    const n = double.collectSent(buf, buf.length, bytes, addrs, handles, max);
+    let off = 0;
+    for (let i = 0; i < n; i++) {
+      const version = buf[off] >> 4;
+      const len = version === 4 ? buf.readUInt16BE(off + 2) : 40 + buf.readUInt16BE(off + 4);
+      out.push({ bytes: Buffer.from(buf.subarray(off, off + len)), addr: decodeAddress(addrs, i * WINDIVERT_ADDRESS_SIZE), handle: Number(handles[i]) });
+      off += len;
+    }
+    if (n < max) return out;
+  }
+}
+
+export function inject(double: WinDivertDoubleControl, packet: Uint8Array, addr: Partial<WinDivertAddress>): void {
+  const buf = Buffer.from(packet);
+  if (double.inject(buf, buf.length, addressBuffer(addr)) !== 1) throw new Error('the double has no receiving handle');
+}
+
+/** Address flags of a packet this host sends on interface 7/3, with all checksums computed. */
+export function outboundAddr(ipv6Packet: boolean, extra: Partial<WinDivertAddress> = {}): Partial<WinDivertAddress> {
+  return { outbound: true, ipv6: ipv6Packet, ipChecksum: !ipv6Packet, tcpChecksum: true, udpChecksum: true, ifIdx: 7, subIfIdx: 3, timestamp: 123456789n, ...extra };
+}
+
+export function inboundAddr(ipv6Packet: boolean, extra: Partial<WinDivertAddress> = {}): Partial<WinDivertAddress> {
+  return { outbound: false, ipv6: ipv6Packet, ipChecksum: !ipv6Packet, tcpChecksum: true, udpChecksum: true, ifIdx: 9, subIfIdx: 1, timestamp: 987654321n, ...extra };
+}
+
+/** A TCP (6) or UDP (17) packet with valid checksums; `seq` goes into the payload so packets can be told apart. */
+export function packet(src: string, dst: string, proto: 6 | 17, srcPort: number, dstPort: number, seq = 0, dataLen = 16): Uint8Array {
+  const data = Array.from({ length: dataLen }, (_, i) => (seq >> ((i % 4) * 8)) & 0xff);
+  const seg = proto === 6 ? tcpSegment({ srcPort, dstPort, flags: 0x18, data }) : udpDatagram(srcPort, dstPort, data);
+  const payload = withChecksum(addressBytes(src), addressBytes(dst), proto, seg);
+  return src.includes(':') ? ipv6({ src, dst, proto, payload }) : ipv4({ src, dst, proto, payload });
+}
+
+/** Read back the `seq` that packet() put in the payload. */
+export function packetSeq(bytes: Buffer): number {
+  const ipLen = bytes[0] >> 4 === 4 ? (bytes[0] & 0x0f) * 4 : 40;
+  const proto = bytes[0] >> 4 === 4 ? bytes[9] : bytes[6];
+  const dataAt = ipLen + (proto === 6 ? (bytes[ipLen + 12] >> 4) * 4 : 8);
+  return bytes.readUInt32LE(dataAt);
+}
+
+export function dataplaneConfig(cfg: InterceptConfig): DataplaneConfig {
+  return {
+    reflect: cfg.reflectAddresses.map((address, slot) => ({ address, slot })),
+    shield: cfg.shieldPorts.map((p, slot) => ({ port: p.port, protocol: p.protocol, slot })),
+  };
+}
+
+export function makeDataplane(cfg: InterceptConfig): { dataplane: Dataplane; counters: EngineCounters } {
+  const counters = new EngineCounters();
+  const dataplane = new Dataplane(counters, new FlowTable());
+  dataplane.configure(dataplaneConfig(cfg));
+  return { dataplane, counters };
+}
+
+/** One turn of the worker loop (the shape of src/engine/worker.ts): receive, decide every packet, send. */
+export function loopOnce(source: PacketSource, dataplane: Dataplane): number {
+  const n = source.receive(50);
+  if (n === 0) return 0;
+  const { data, offset, length, outbound, verdict } = source.batch;
+  const now = Date.now();
+  for (let i = 0; i < n; i++) {
+    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now);
+  }
+  source.send();
+  return n;
+}
