@@ -90,7 +90,7 @@ describe('TUN backend in a namespace', { timeout: 120_000 }, () => {
 
   test('shield: another host cannot reach a shielded port, can reach an unshielded one; nft counts the drops', async () => {
     reflector.send({ op: 'counters' });
-    const before = (await reflector.next((o) => 'counters' in o)).counters as Record<string, { packets: number }>;
+    const before = (await reflector.next((o) => 'counters' in o)).counters as Record<string, { packets: number; bytes: number }>;
     assert.deepEqual(Object.keys(before).sort(), ['5353/udp', '8080/tcp']);
 
     assert.deepEqual(await probe(t.b, 'tcp', t.a4, 8080, 1500), { ok: false, error: 'timeout' });
