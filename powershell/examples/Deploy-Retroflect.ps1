@@ -1,0 +1,55 @@
+<#
+.SYNOPSIS
+Deployment / remediation script for retroflect (Intune remediation, ConfigMgr, or by hand as Administrator).
+
+.DESCRIPTION
+Makes the machine compliant with Detect-Retroflect.ps1: copies the module and the engine (retroflect.exe with
+WinDivert.dll and WinDivert64.sys, shipped next to this script) to Program Files, installs the boot task, writes
+the expected addresses and ports to the config file, starts the engine and checks it. Every step is idempotent,
+so running it again on a compliant machine changes nothing. Exit 0 on success, 1 on failure (the error is on
+STDERR). Runs under Windows PowerShell 5.1.
+#>
+[CmdletBinding(SupportsShouldProcess)]
+param(
+    [string[]]$Address = @('192.0.2.1'),
+    [string[]]$ShieldPort = @('8080/tcp'),
+    [string]$Source = $PSScriptRoot
+)
+$ErrorActionPreference = 'Stop'
+try {
+    $target = Join-Path $env:ProgramFiles 'Retroflect'
+    if ($PSCmdlet.ShouldProcess($target, 'Copy module and engine')) {
+        $null = New-Item -ItemType Directory -Path $target -Force
+        Copy-Item -Path (Join-Path $Source 'Retroflect') -Destination $target -Recurse -Force
+        foreach ($file in @('retroflect.exe', 'WinDivert.dll', 'WinDivert64.sys')) {
+            Copy-Item -LiteralPath (Join-Path $Source $file) -Destination (Join-Path $target 'Retroflect') -Force
+        }
+    }
+    Import-Module (Join-Path $target 'Retroflect\Retroflect.psd1') -Force
+
+    # The boot task and the persisted config (idempotent); -Start starts the task if it is not running.
+    $install = Install-Retroflect -Path (Join-Path $target 'Retroflect\retroflect.exe') -Address $Address -ShieldPort $ShieldPort -Start -Confirm:$false
+    Write-Verbose ("Installation: {0} (changed: {1})" -f $install.Name, $install.Changed)
+
+    # Wait for the engine to answer, then make sure the running engine has everything (a running engine that
+    # predates this config gets the entries added live).
+    $deadline = (Get-Date).AddSeconds(60)
+    while ($null -eq (Get-Retroflect -ErrorAction SilentlyContinue)) {
+        if ((Get-Date) -gt $deadline) { throw 'The retroflect engine did not start within 60 s; see the task history of \Retroflect\Retroflect.' }
+        Start-Sleep -Seconds 1
+    }
+    $null = $Address | Add-ReflectAddress -Confirm:$false
+    foreach ($spec in $ShieldPort) {
+        $parts = $spec -split '/'
+        $protocol = 'both'
+        if ($parts.Count -gt 1) { $protocol = $parts[1] }
+        $null = Add-ShieldPort -Port ([int]$parts[0]) -Protocol $protocol -Confirm:$false
+    }
+    Get-Retroflect | Format-List | Out-String | Write-Verbose
+    exit 0
+}
+catch {
+    [Console]::Error.WriteLine("retroflect deployment failed: $($_.Exception.Message)")
+    if ($_.ErrorDetails -and $_.ErrorDetails.RecommendedAction) { [Console]::Error.WriteLine($_.ErrorDetails.RecommendedAction) }
+    exit 1
+}

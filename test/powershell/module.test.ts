@@ -1,0 +1,266 @@
+/**
+ * The PowerShell module Retroflect.
+ *
+ * 1. If `pwsh` is on PATH: run powershell/Tests/*.Tests.ps1 with Pester 5 (against a real engine) and require them
+ *    to pass. PowerShell cannot be installed on this project's machines (no package, no NuGet copy, no internet),
+ *    so here that test is skipped with the exact reason; it is never faked.
+ * 2. STATIC CHECKS that need no PowerShell: they read the module's files as text and check facts about them
+ *    (manifest vs. files, help, ShouldProcess, error ids vs. docs, format views vs. object types, protocol codes
+ *    vs. src/errors.ts, PowerShell 5.1 syntax). They cannot prove the code runs; they catch drift and omissions.
+ * 3. SYNTAX CHECK with the tree-sitter PowerShell grammar (a third-party grammar, not PowerShell's own parser), when
+ *    the packages web-tree-sitter and tree-sitter-powershell are installed.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { ErrorCode } from '../../src/errors.ts';
+import { createTopology, run } from '../helpers/netns.ts';
+
+const root = join(new URL('.', import.meta.url).pathname, '..', '..');
+const ps = join(root, 'powershell');
+const mod = join(ps, 'Retroflect');
+const read = (p: string): string => readFileSync(p, 'utf8');
+const publicFiles = readdirSync(join(mod, 'Public')).filter((f) => f.endsWith('.ps1')).sort();
+const privateFiles = readdirSync(join(mod, 'Private')).filter((f) => f.endsWith('.ps1')).sort();
+const allScripts = [
+  ...publicFiles.map((f) => join(mod, 'Public', f)),
+  ...privateFiles.map((f) => join(mod, 'Private', f)),
+  join(mod, 'Retroflect.psm1'),
+  ...readdirSync(join(ps, 'examples')).filter((f) => f.endsWith('.ps1')).map((f) => join(ps, 'examples', f)),
+  ...readdirSync(join(ps, 'Tests')).filter((f) => f.endsWith('.ps1')).map((f) => join(ps, 'Tests', f)),
+];
+
+/** Verbs used here, all from PowerShell's approved list (Get-Verb). */
+const APPROVED_VERBS = new Set(['Add', 'Get', 'Remove', 'Start', 'Stop', 'Test', 'Install', 'Uninstall', 'Set', 'New', 'Connect', 'Disconnect', 'Invoke', 'Resolve', 'ConvertTo', 'ConvertFrom', 'Join', 'Update']);
+/** Verbs that change something and so must support -WhatIf/-Confirm. */
+const CHANGING_VERBS = new Set(['Add', 'Remove', 'Start', 'Stop', 'Install', 'Uninstall', 'Set']);
+
+/** Comment-based help block and param block of a public function file. */
+function parseFunction(text: string): { name: string; help: string; params: string[]; binding: string } {
+  const name = /^function\s+([A-Za-z]+-[A-Za-z]+)\s*\{/m.exec(text)?.[1] ?? '';
+  const help = /<#([\s\S]*?)#>/.exec(text)?.[1] ?? '';
+  const binding = /\[CmdletBinding\(([^)]*)\)\]/.exec(text)?.[1] ?? '';
+  const paramBlock = /\n\s*param\(([\s\S]*?)\n\s*\)\s*\n/.exec(text)?.[1] ?? '';
+  const params = [...paramBlock.matchAll(/\]\s*\$([A-Za-z]+)/g)].map((m) => m[1]);
+  return { name, help, params: [...new Set(params)], binding };
+}
+
+test('pwsh: Pester tests of every cmdlet against a real engine', async (t) => {
+  const probe = spawnSync('pwsh', ['-NoProfile', '-Command', '$PSVersionTable.PSVersion.ToString()'], { encoding: 'utf8' });
+  if (probe.error || probe.status !== 0) {
+    t.skip('pwsh is not available here: PowerShell cannot be installed on this machine (Debian has no powershell package, the NuGet feed has neither the PowerShell tool nor Microsoft.PowerShell.SDK, and the npm pwsh package downloads from GitHub, which is unreachable). The Pester tests in powershell/Tests run where pwsh exists.');
+    return;
+  }
+  const exe = join(root, 'dist', 'retroflect');
+  assert.ok(existsSync(exe), `${exe} is missing: run 'npm run build' first`);
+  // The engine changes routes and devices: run pwsh (and so the engine it starts) inside our own namespaces.
+  const topo = await createTopology('pws');
+  const dir = mkdtempSync(join(tmpdir(), 'rft-pws-'));
+  try {
+    const r = await run('env', [`RETROFLECT_TEST_ENGINE_EXE=${exe}`, `RETROFLECT_TEST_DIR=${dir}`, 'ip', 'netns', 'exec', topo.a.name,
+      'pwsh', '-NoProfile', '-NonInteractive', '-File', join(ps, 'Tests', 'Invoke-RetroflectTests.ps1')], { timeoutMs: 15 * 60_000 });
+    assert.equal(r.code, 0, `Pester failed:\n${r.stdout}\n${r.stderr}`);
+  } finally {
+    await topo.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('static: manifest FunctionsToExport equals the functions in Public/, one per file named like the file', () => {
+  const manifest = read(join(mod, 'Retroflect.psd1'));
+  const block = /FunctionsToExport\s*=\s*@\(([\s\S]*?)\)/.exec(manifest)?.[1] ?? '';
+  const exported = [...block.matchAll(/'([^']+)'/g)].map((m) => m[1]).sort();
+  const defined = publicFiles.map((f) => {
+    const text = read(join(mod, 'Public', f));
+    const fns = [...text.matchAll(/^function\s+([A-Za-z-]+)/gm)].map((m) => m[1]);
+    assert.deepEqual(fns, [f.replace(/\.ps1$/, '')], `${f} must define exactly the function ${f.replace(/\.ps1$/, '')}`);
+    return fns[0];
+  });
+  assert.deepEqual(exported, defined.sort());
+  assert.match(manifest, /ModuleVersion\s*=\s*'0\.1\.0'/);
+  assert.match(manifest, /CompatiblePSEditions\s*=\s*@\('Desktop',\s*'Core'\)/);
+  assert.match(manifest, /PowerShellVersion\s*=\s*'5\.1'/);
+  assert.match(manifest, /FormatsToProcess\s*=\s*@\('Retroflect\.Format\.ps1xml'\)/);
+  assert.ok(existsSync(join(mod, 'Retroflect.Format.ps1xml')));
+  // The brief's cmdlets, all present.
+  for (const name of ['Start-Retroflect', 'Stop-Retroflect', 'Get-Retroflect', 'Add-ReflectAddress', 'Remove-ReflectAddress', 'Get-ReflectAddress',
+    'Test-ReflectAddress', 'Add-ShieldPort', 'Remove-ShieldPort', 'Get-ShieldPort', 'Get-ReflectStats', 'Get-ReflectFlow', 'Install-Retroflect', 'Uninstall-Retroflect']) {
+    assert.ok(exported.includes(name), `${name} is exported`);
+  }
+});
+
+test('static: every public function has CmdletBinding, approved verb, full comment-based help for every parameter', () => {
+  for (const f of publicFiles) {
+    const { name, help, params, binding } = parseFunction(read(join(mod, 'Public', f)));
+    const verb = name.split('-')[0];
+    assert.ok(APPROVED_VERBS.has(verb), `${name}: verb ${verb} is approved`);
+    assert.ok(/\[CmdletBinding\(/.test(read(join(mod, 'Public', f))), `${name} has [CmdletBinding()]`);
+    for (const section of ['.SYNOPSIS', '.DESCRIPTION', '.EXAMPLE', '.OUTPUTS']) {
+      assert.ok(help.includes(section), `${name} help has ${section}`);
+    }
+    assert.ok(params.length > 0 || name === '', `${name} has parameters`);
+    for (const p of params) {
+      assert.match(help, new RegExp(`\\.PARAMETER ${p}\\b`), `${name} documents -${p}`);
+    }
+    if (CHANGING_VERBS.has(verb)) {
+      assert.match(binding, /SupportsShouldProcess/, `${name} changes something, so it declares SupportsShouldProcess`);
+      assert.match(binding, /ConfirmImpact\s*=\s*'(Low|Medium|High)'/, `${name} sets ConfirmImpact`);
+    } else {
+      assert.doesNotMatch(binding, /SupportsShouldProcess/, `${name} changes nothing and should not offer -WhatIf`);
+    }
+  }
+});
+
+test('static: pipeline forms from the brief bind by value or by property name', () => {
+  const fn = (n: string): string => read(join(mod, 'Public', `${n}.ps1`));
+  // '192.0.2.1','192.0.2.2' | Add-ReflectAddress and Get-ReflectAddress | Remove-ReflectAddress
+  for (const n of ['Add-ReflectAddress', 'Remove-ReflectAddress', 'Test-ReflectAddress']) {
+    assert.match(fn(n), /ValueFromPipeline, ValueFromPipelineByPropertyName\)\]\s*\[Alias\([^)]*\)\]\s*\[object\[\]\]\$Address/, n);
+  }
+  // Get-ShieldPort | Remove-ShieldPort: Port and Protocol by property name.
+  for (const n of ['Add-ShieldPort', 'Remove-ShieldPort']) {
+    assert.match(fn(n), /ValueFromPipeline, ValueFromPipelineByPropertyName\)\]\s*\[ValidateRange\(1, 65535\)\]\s*\[int\[\]\]\$Port/, n);
+    assert.match(fn(n), /Position = 1, ValueFromPipelineByPropertyName\)\]\s*\[ValidateSet\('tcp', 'udp', 'both'\)\]\s*\[string\]\$Protocol/, n);
+  }
+  // Get-ReflectFlow | Sort-Object Bytes: Bytes is a [long] on Retroflect.Flow.
+  assert.match(read(join(mod, 'Private', 'Objects.ps1')), /PSTypeName\s*=\s*'Retroflect\.Flow'[\s\S]*?Bytes\s*=\s*\[long\]\$Flow\.bytes/);
+});
+
+test('static: every protocol error code is mapped, and every error id the module can raise is documented', () => {
+  const errors = read(join(mod, 'Private', 'Errors.ps1'));
+  const map = new Map([...errors.matchAll(/'([A-Z_]+)'\s*=\s*@\{\s*Id\s*=\s*'([A-Za-z]+)';\s*Category\s*=\s*'([A-Za-z]+)'/g)].map((m) => [m[1], { id: m[2], category: m[3] }]));
+  for (const code of Object.values(ErrorCode)) assert.ok(map.has(code), `src/errors.ts code ${code} is mapped in Errors.ps1`);
+  const categories = new Set(['NotSpecified', 'OpenError', 'CloseError', 'DeviceError', 'DeadlockDetected', 'InvalidArgument', 'InvalidData', 'InvalidOperation',
+    'InvalidResult', 'InvalidType', 'MetadataError', 'NotImplemented', 'NotInstalled', 'ObjectNotFound', 'OperationStopped', 'OperationTimeout', 'SyntaxError',
+    'ParserError', 'PermissionDenied', 'ResourceBusy', 'ResourceExists', 'ResourceUnavailable', 'ReadError', 'WriteError', 'FromStdErr', 'SecurityError',
+    'ProtocolError', 'ConnectionError', 'AuthenticationError', 'LimitsExceeded', 'QuotaExceeded', 'NotEnabled']);
+  const about = read(join(mod, 'en-US', 'about_Retroflect.help.txt'));
+  for (const [code, { id, category }] of map) {
+    assert.ok(categories.has(category), `${code}: ${category} is an ErrorCategory member`);
+    assert.match(about, new RegExp(`Retroflect\\.${id}\\s+${category}\\b`), `about_Retroflect documents Retroflect.${id} (${category})`);
+  }
+  // Every code raised anywhere in the module is in the map (an unknown one would silently become Internal).
+  for (const file of allScripts.filter((p) => p.includes(`${join('powershell', 'Retroflect')}`))) {
+    for (const m of read(file).matchAll(/-Code '([A-Z_]+)'/g)) assert.ok(map.has(m[1]), `${file}: code ${m[1]} is mapped`);
+  }
+});
+
+test('static: Format.ps1xml is well-formed and has a table and a list view for exactly the types the module creates', () => {
+  const xml = read(join(mod, 'Retroflect.Format.ps1xml'));
+  assertWellFormedXml(xml);
+  const created = new Set<string>();
+  for (const file of allScripts.filter((p) => p.includes(join('powershell', 'Retroflect')))) {
+    for (const m of read(file).matchAll(/PSTypeName\s*=\s*'(Retroflect\.[A-Za-z]+)'/g)) created.add(m[1]);
+  }
+  created.delete('Retroflect.Connection'); // internal, never output
+  for (const name of ['Retroflect.Status', 'Retroflect.ReflectAddress', 'Retroflect.ShieldPort', 'Retroflect.Stats', 'Retroflect.Flow']) assert.ok(created.has(name), name);
+  const views = [...xml.matchAll(/<View>[\s\S]*?<TypeName>([^<]+)<\/TypeName>[\s\S]*?<(TableControl|ListControl)>/g)].map((m) => `${m[1]} ${m[2]}`);
+  const named = new Set(views.map((v) => v.split(' ')[0]));
+  assert.deepEqual([...named].sort(), [...created].sort(), 'views name exactly the created types');
+  for (const type of created) {
+    assert.ok(views.includes(`${type} TableControl`), `${type} has a table view`);
+    assert.ok(views.includes(`${type} ListControl`), `${type} has a list view`);
+  }
+  // Every property a view shows exists on that type's builder.
+  const objects = read(join(mod, 'Private', 'Objects.ps1')) + publicFiles.map((f) => read(join(mod, 'Public', f))).join('\n');
+  for (const m of xml.matchAll(/<PropertyName>([A-Za-z]+)<\/PropertyName>/g)) {
+    assert.match(objects, new RegExp(`\\b${m[1]}\\s*=`), `property ${m[1]} shown by a view is set by a builder`);
+  }
+});
+
+test('static: scripts use only Windows PowerShell 5.1 syntax', () => {
+  for (const file of allScripts) {
+    const code = stripStringsAndComments(read(file));
+    assert.doesNotMatch(code, /\?\?/, `${file}: ?? is PowerShell 7 only`);
+    assert.doesNotMatch(code, /\?\./, `${file}: ?. is PowerShell 7 only`);
+    assert.doesNotMatch(code, /\s\?\s[^:\n]+\s:\s/, `${file}: the ternary operator is PowerShell 7 only`);
+    assert.doesNotMatch(code, /\)\s*(&&|\|\|)\s*/, `${file}: pipeline chain operators are PowerShell 7 only`);
+    assert.doesNotMatch(code, /-Parallel\b|\bclean\s*\{/, `${file}: PowerShell 7 only feature`);
+    const bom = readFileSync(file).subarray(0, 3);
+    assert.ok(!(bom[0] === 0xef && bom[1] === 0xbb) , `${file}: ASCII/UTF-8 without BOM`);
+    assert.ok(/^[\x09\x0a\x0d\x20-\x7e]*$/.test(read(file)), `${file}: ASCII only (Windows PowerShell 5.1 reads BOM-less files as ANSI)`);
+  }
+});
+
+test('syntax: every .ps1 parses with the tree-sitter PowerShell grammar', async (t) => {
+  const grammar = await loadTreeSitterPowerShell();
+  if (typeof grammar === 'string') {
+    t.skip(grammar);
+    return;
+  }
+  for (const file of allScripts) {
+    const tree = grammar.parse(read(file));
+    const errors: string[] = [];
+    const walk = (n: TsNode): void => {
+      if (n.type === 'ERROR' || n.isMissing) errors.push(`${n.type} at line ${n.startPosition.row + 1}: ${n.text.slice(0, 60)}`);
+      for (const c of n.children) walk(c);
+    };
+    walk(tree.rootNode);
+    assert.deepEqual(errors, [], `${file} has syntax errors`);
+  }
+});
+
+interface TsNode {
+  type: string;
+  isMissing: boolean;
+  text: string;
+  startPosition: { row: number };
+  children: TsNode[];
+}
+
+async function loadTreeSitterPowerShell(): Promise<{ parse(text: string): { rootNode: TsNode } } | string> {
+  // From the project's node_modules, or from RETROFLECT_TREE_SITTER_DIR (a folder with both installed).
+  const bases = [join(root, 'package.json'), ...(process.env.RETROFLECT_TREE_SITTER_DIR ? [join(process.env.RETROFLECT_TREE_SITTER_DIR, 'package.json')] : [])];
+  for (const base of bases) {
+    const req = createRequire(base);
+    try {
+      const wts = req.resolve('web-tree-sitter');
+      const wasm = join(req.resolve('tree-sitter-powershell/package.json'), '..', 'tree-sitter-powershell.wasm');
+      const { Parser, Language } = (await import(wts)) as { Parser: any; Language: any };
+      await Parser.init();
+      const parser = new Parser();
+      parser.setLanguage(await Language.load(wasm));
+      return parser;
+    } catch {
+      // not installed there; try the next place
+    }
+  }
+  return 'web-tree-sitter and tree-sitter-powershell are not installed (they are requested as devDependencies); without them there is no PowerShell parser here';
+}
+
+/** Blank out string literals, here-strings and comments so syntax checks see only code. */
+function stripStringsAndComments(src: string): string {
+  return src
+    .replace(/<#[\s\S]*?#>/g, '')
+    .replace(/@'[\s\S]*?'@|@"[\s\S]*?"@/g, "''")
+    .replace(/'(?:[^']|'')*'/g, "''")
+    .replace(/"(?:[^"`]|`.)*"/g, '""')
+    .replace(/#.*$/gm, '');
+}
+
+/** A small well-formedness check: balanced, properly nested tags; quoted attributes; one root element. */
+function assertWellFormedXml(xml: string): void {
+  const body = xml.replace(/<\?xml[^?]*\?>/, '').replace(/<!--[\s\S]*?-->/g, '');
+  const stack: string[] = [];
+  let roots = 0;
+  for (const m of body.matchAll(/<(\/?)([A-Za-z][\w.-]*)((?:\s+[\w:.-]+\s*=\s*(?:"[^"]*"|'[^']*'))*)\s*(\/?)>|<|>/g)) {
+    if (m[0] === '<' || m[0] === '>') {
+      // A bare < or > outside a tag: only > is allowed in text (e.g. "-gt" is written out in our scripts).
+      assert.notEqual(m[0], '<', `stray '<' at offset ${m.index}`);
+      continue;
+    }
+    const [, close, name, , selfClose] = m;
+    if (close) {
+      assert.equal(stack.pop(), name, `closing </${name}> matches the open tag`);
+    } else if (!selfClose) {
+      if (stack.length === 0) roots++;
+      stack.push(name);
+    }
+  }
+  assert.deepEqual(stack, [], 'every tag is closed');
+  assert.equal(roots, 1, 'one root element');
+}
