@@ -30,7 +30,7 @@ import {
 } from '../platform/linux/tun-device.ts';
 import { allocatePacketBatch, Verdict, type HostBackend, type PacketBatch, type PacketSource, type PacketSourceFactory, type PlanStep, type ShieldCount, type WorkerSourceInit } from './source.ts';
 
-/** The variant measured fastest by bench/reflect-path.ts (see the report in docs or the bench output). */
+/** The variant measured fastest by bench/reflect-path.ts (numbers in platform/linux/tun-device.ts). */
 export const DEFAULT_TUN_VARIANT: TunVariantName = 'vnetOffload';
 
 /** What the worker needs to build its source: the device fd and the wake eventfd (fds are process-wide). */
