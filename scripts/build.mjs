@@ -39,7 +39,6 @@ await build({
   entryPoints: ['src/cli/main.ts'],
   outfile: join(dist, 'retroflect.cjs'),
   define: { ...common.define, __RETROFLECT_WORKER_SOURCE__: JSON.stringify(workerCode) },
-  banner: { js: '#!/usr/bin/env node' },
 });
 chmodSync(join(dist, 'retroflect.cjs'), 0o755);
 console.log('built dist/retroflect.cjs');

@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 
 type Koffi = typeof import('koffi');
 
@@ -26,10 +26,22 @@ function dlopen(path: string): Koffi {
   return mod.exports;
 }
 
+/**
+ * The bundle's own path. A worker started with `eval: true` has no file of its own (`__filename` is "[worker eval]"),
+ * so the main thread leaves its path in the environment, which workers inherit.
+ */
+function bundlePath(): string {
+  if (isAbsolute(__filename)) {
+    process.env.RETROFLECT_BUNDLE_PATH ??= __filename;
+    return __filename;
+  }
+  return process.env.RETROFLECT_BUNDLE_PATH ?? join(process.cwd(), 'retroflect.cjs');
+}
+
 function loadFromSea(): Koffi | null {
   let sea: typeof import('node:sea') | undefined;
   try {
-    sea = createRequire(__filename)('node:sea') as typeof import('node:sea');
+    sea = require('node:sea') as typeof import('node:sea');
   } catch {
     return null;
   }
@@ -53,7 +65,7 @@ function loadKoffi(): Koffi {
   if (process.env.RETROFLECT_KOFFI_NATIVE) return dlopen(process.env.RETROFLECT_KOFFI_NATIVE);
   // A plain bundle run by node: resolve the package from the bundle's folder upwards, or NODE_PATH.
   const name = 'koffi';
-  return createRequire(__filename)(name) as Koffi;
+  return createRequire(bundlePath())(name) as Koffi;
 }
 
 const koffi: Koffi = loadKoffi();
