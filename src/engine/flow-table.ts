@@ -79,7 +79,7 @@ export class FlowTable {
   private readonly meta: Int32Array;
   private readonly addr: Int32Array;
   private readonly num: Float64Array;
-  /** Scratch key words of the packet being recorded (reused; R then L). */
+  /** Key words of a flow being written (reused; R then L), filled just before `write`. */
   private readonly keyWords = new Int32Array(ADDR_STRIDE);
 
   static bytesFor(capacity: number): number {
@@ -145,50 +145,72 @@ export class FlowTable {
     }
     // Other protocols have no ports: all their packets (fragments too) between L and R form one flow.
 
-    const k = this.keyWords;
-    k.fill(0);
-    if (p.family === 4) {
-      k[0] = word(buf, p.dstOffset);
-      k[4] = word(buf, p.srcOffset);
-    } else {
-      for (let w = 0; w < 4; w++) {
-        k[w] = word(buf, p.dstOffset + w * 4);
-        k[4 + w] = word(buf, p.srcOffset + w * 4);
-      }
+    // The key's address words in locals (R then L; IPv4 uses the first word of each), not in an array: this is
+    // the hottest code of the data plane.
+    const family = p.family;
+    let r0: number, l0: number;
+    let r1 = 0, r2 = 0, r3 = 0, l1 = 0, l2 = 0, l3 = 0;
+    const d = p.dstOffset;
+    const s = p.srcOffset;
+    r0 = word(buf, d);
+    l0 = word(buf, s);
+    if (family === 6) {
+      r1 = word(buf, d + 4);
+      r2 = word(buf, d + 8);
+      r3 = word(buf, d + 12);
+      l1 = word(buf, s + 4);
+      l2 = word(buf, s + 8);
+      l3 = word(buf, s + 12);
     }
-    let h = 0x811c9dc5 ^ (p.family << 8) ^ proto;
+    // FNV-1a style mixing with a murmur-like finaliser: cheap, and spreads keys that differ in one port.
+    let h = 0x811c9dc5 ^ (family << 8) ^ proto;
     h = Math.imul(h ^ ((low << 16) | high), 0x01000193);
-    for (let w = 0; w < ADDR_STRIDE; w++) h = Math.imul(h ^ k[w], 0x01000193);
+    h = Math.imul(h ^ r0, 0x01000193);
+    h = Math.imul(h ^ l0, 0x01000193);
+    h = Math.imul(h ^ r1 ^ (l1 << 1), 0x01000193);
+    h = Math.imul(h ^ r2 ^ (l2 << 1), 0x01000193);
+    h = Math.imul(h ^ r3 ^ (l3 << 1), 0x01000193);
     h ^= h >>> 16;
     h = Math.imul(h, 0x7feb352d);
     h ^= h >>> 15;
 
     const meta = this.meta;
-    const num = this.num;
+    const addr = this.addr;
     const mask = this.mask;
-    let free = -1;
-    let expired = -1;
-    let oldest = -1;
-    let oldestSeen = Infinity;
+    // First pass: is the conversation already here? (Usually found in the home slot.)
+    let stale = -1;
     for (let i = 0; i < PROBE_WINDOW; i++) {
       const slot = (h + i) & mask;
       const m = slot * META_STRIDE;
+      if (meta[m + M_USED] === 0 || meta[m + M_HASH] !== h) continue;
+      if (meta[m + M_LOW] !== low || meta[m + M_HIGH] !== high || meta[m + M_PROTO] !== proto || meta[m + M_FAMILY] !== family) continue;
+      const a = slot * ADDR_STRIDE;
+      if (addr[a] !== r0 || addr[a + 4] !== l0 || addr[a + 1] !== r1 || addr[a + 2] !== r2 || addr[a + 3] !== r3) continue;
+      if (addr[a + 5] !== l1 || addr[a + 6] !== l2 || addr[a + 7] !== l3) continue;
+      // Same conversation, unless it went idle long enough to be forgotten, or a new TCP connection reuses the
+      // ports of a closed one: then start counting afresh in the same slot.
+      if (this.isExpired(slot, now) || (synOnly && meta[m + M_STATE] === FlowState.Closed)) {
+        stale = slot;
+        break;
+      }
+      this.update(slot, p.tcpFlags, isTcp, synOnly, client, server, bytes, now);
+      return;
+    }
+    // A stale entry of this very conversation is reused in place (no duplicate key left behind). Otherwise take a
+    // free slot, else an expired one, else evict the one seen longest ago.
+    const num = this.num;
+    let free = stale;
+    let expired = -1;
+    let oldest = -1;
+    let oldestSeen = Infinity;
+    for (let i = 0; i < PROBE_WINDOW && free < 0; i++) {
+      const slot = (h + i) & mask;
+      const m = slot * META_STRIDE;
       if (meta[m + M_USED] === 0) {
-        if (free < 0) free = slot;
-        continue;
+        free = slot;
+        break;
       }
-      const isExpired = this.isExpired(slot, now);
-      if (meta[m + M_HASH] === h && this.keyMatches(slot, p.family, proto, low, high)) {
-        // Same conversation, unless it went idle long enough to be forgotten, or a new TCP connection reuses the
-        // ports of a closed one: then start counting afresh in the same slot.
-        if (isExpired || (synOnly && meta[m + M_STATE] === FlowState.Closed)) {
-          this.write(slot, h, p.family, proto, low, high, client, server, isTcp, bytes, now);
-        } else {
-          this.update(slot, p.tcpFlags, isTcp, synOnly, client, server, bytes, now);
-        }
-        return;
-      }
-      if (isExpired) {
+      if (this.isExpired(slot, now)) {
         if (expired < 0) expired = slot;
       } else {
         const seen = num[slot * NUM_STRIDE + N_LAST];
@@ -199,7 +221,16 @@ export class FlowTable {
       }
     }
     const slot = free >= 0 ? free : expired >= 0 ? expired : oldest;
-    this.write(slot, h, p.family, proto, low, high, client, server, isTcp, bytes, now);
+    const k = this.keyWords;
+    k[0] = r0;
+    k[1] = r1;
+    k[2] = r2;
+    k[3] = r3;
+    k[4] = l0;
+    k[5] = l1;
+    k[6] = l2;
+    k[7] = l3;
+    this.write(slot, h, family, proto, low, high, client, server, isTcp, bytes, now);
     if (isTcp) this.applyTcpFlags(slot, p.tcpFlags);
   }
 
@@ -222,16 +253,6 @@ export class FlowTable {
     const state = this.meta[slot * META_STRIDE + M_STATE];
     const idle = state === FlowState.Open ? FLOW_IDLE_MS.tcpOpen : state === FlowState.Closed ? FLOW_IDLE_MS.tcpClosed : FLOW_IDLE_MS.datagram;
     return now - this.num[slot * NUM_STRIDE + N_LAST] > idle;
-  }
-
-  private keyMatches(slot: number, family: number, proto: number, low: number, high: number): boolean {
-    const m = slot * META_STRIDE;
-    const meta = this.meta;
-    if (meta[m + M_FAMILY] !== family || meta[m + M_PROTO] !== proto || meta[m + M_LOW] !== low || meta[m + M_HIGH] !== high) return false;
-    const a = slot * ADDR_STRIDE;
-    const k = this.keyWords;
-    for (let w = 0; w < ADDR_STRIDE; w++) if (this.addr[a + w] !== k[w]) return false;
-    return true;
   }
 
   private write(slot: number, h: number, family: number, proto: number, low: number, high: number, client: number, server: number, isTcp: boolean, bytes: number, now: number): void {
