@@ -12,6 +12,9 @@
  * Needs root, iperf3 and sockperf; everything happens inside namespaces created and removed here.
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { BenchResult } from './types.ts';
 import { createTopology, JsonLines, type NetNs } from '../test/helpers/netns.ts';
 import { spawnEngine, waitReady } from '../test/e2e/engine-process.ts';
@@ -99,7 +102,9 @@ export async function run(): Promise<BenchResult[]> {
       await loop.next((o) => 'stopped' in o);
     }
 
-    const engine = spawnEngine(t.a, ['--no-config', '--reflect', REFLECT, '--pipe', `/tmp/rft-bench-${process.pid}.sock`, '--device', 'rflcte']);
+    // The control socket must live in a root-owned 0700 directory (mkdtemp makes one).
+    const pipeDir = mkdtempSync(join(tmpdir(), 'rft-bench-'));
+    const engine = spawnEngine(t.a, ['--no-config', '--reflect', REFLECT, '--pipe', join(pipeDir, 'retroflect.sock'), '--device', 'rflcte']);
     try {
       await waitReady(engine);
       out.push(...results('engine', await measure(t.a, REFLECT), base, 'retroflect run (Dataplane), default TUN variant'));
@@ -108,6 +113,7 @@ export async function run(): Promise<BenchResult[]> {
     } finally {
       engine.child.kill('SIGTERM');
       await engine.exited;
+      rmSync(pipeDir, { recursive: true, force: true });
     }
   } finally {
     await t.destroy();

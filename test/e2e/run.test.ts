@@ -1,0 +1,140 @@
+/**
+ * End to end on Linux: the real `retroflect run` (CLI → Engine → worker → Dataplane → TUN backend, nft shield)
+ * inside namespaces created here. Namespace "a" runs retroflect (198.51.100.2, 2001:db8:1::2, default routes via
+ * "b"); "b" is another host on the link. Checks reflection (TCP, UDP, ping; IPv4 and IPv6), shielding, live changes
+ * through the control pipe, and that SIGTERM and SIGKILL + restart leave nothing behind.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { createTopology, JsonLines, type NetNs, type Topology } from '../helpers/netns.ts';
+import { spawnEngine, waitReady, type EngineProcess } from './engine-process.ts';
+
+const PROBE = 'test/platform/fixtures/probe.ts';
+const node = process.execPath;
+const DEVICE = 'rflct0';
+
+async function probe(ns: NetNs, mode: 'tcp' | 'udp', host: string, port: number, timeoutMs = 3000): Promise<{ ok: boolean; reply?: string; error?: string }> {
+  const r = await ns.run(node, ['--import', 'tsx', PROBE, mode, host, String(port), String(timeoutMs)]);
+  assert.equal(r.code, 0, r.stderr);
+  const { ok, reply, error } = JSON.parse(r.stdout) as { ok: boolean; reply?: string; error?: string };
+  return reply === undefined ? { ok, error } : { ok, reply };
+}
+
+/** Run a client command of the CLI against the engine's pipe; returns parsed --json output and the exit code. */
+async function cli(ns: NetNs, pipe: string, args: string[]): Promise<{ code: number; json: unknown; stderr: string }> {
+  const r = await ns.run(node, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--pipe', pipe, '--json']);
+  let json: unknown = null;
+  try {
+    json = JSON.parse(r.stdout);
+  } catch {
+    json = r.stdout;
+  }
+  return { code: r.code, json, stderr: r.stderr };
+}
+
+/** Nothing of ours left in the namespace: no device, no route through it, no nft table. */
+async function assertClean(ns: NetNs): Promise<void> {
+  const links = await ns.ipJson<{ ifname: string }[]>(['link', 'show']);
+  assert.ok(!links.some((l) => l.ifname === DEVICE), `device ${DEVICE} still there`);
+  const routes = JSON.stringify(await ns.ipJson(['-4', 'route', 'show'])) + JSON.stringify(await ns.ipJson(['-6', 'route', 'show']));
+  assert.doesNotMatch(routes, new RegExp(DEVICE));
+  assert.equal((await ns.must('nft', ['list', 'tables'])).trim(), '', 'nft table left behind');
+}
+
+describe('retroflect run (Linux, real engine)', { timeout: 180_000 }, () => {
+  let t: Topology;
+  let engine: EngineProcess | undefined;
+  // The control socket must live in a root-owned 0700 directory (mkdtemp makes one).
+  const pipeDir = mkdtempSync(join(tmpdir(), 'rft-e2e-'));
+  const pipe = join(pipeDir, 'retroflect.sock');
+  const args = ['--no-config', '--reflect', '192.0.2.1', '2001:db8::1', '--shield', '8080/tcp', '5353/udp', '--pipe', pipe, '--device', DEVICE];
+
+  before(async () => {
+    t = await createTopology('e2e');
+    const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PROBE, 'serve', '8080,8081', '5353,5354']));
+    await servers.next((o) => o.ready === true);
+    engine = spawnEngine(t.a, args);
+    await waitReady(engine);
+  });
+
+  after(async () => {
+    engine?.child.kill('SIGKILL');
+    await t?.destroy();
+    rmSync(pipeDir, { recursive: true, force: true });
+  });
+
+  test('TCP and UDP to the reflect addresses reach wildcard servers, which see the reflect address as peer', async () => {
+    assert.deepEqual(await probe(t.a, 'tcp', '192.0.2.1', 8081), { ok: true, reply: 'peer=192.0.2.1' });
+    assert.deepEqual(await probe(t.a, 'tcp', '2001:db8::1', 8081), { ok: true, reply: 'peer=2001:db8::1' });
+    assert.deepEqual(await probe(t.a, 'udp', '192.0.2.1', 5354), { ok: true, reply: 'peer=192.0.2.1' });
+    assert.deepEqual(await probe(t.a, 'udp', '2001:db8::1', 5354), { ok: true, reply: 'peer=2001:db8::1' });
+  });
+
+  test('ping gets replies from the reflect addresses', async () => {
+    const p4 = await t.a.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', '192.0.2.1']);
+    assert.match(p4.stdout, /3 packets transmitted, 3 received/, p4.stdout + p4.stderr);
+    const p6 = await t.a.run('ping', ['-6', '-c', '3', '-i', '0.2', '-W', '2', '2001:db8::1']);
+    assert.match(p6.stdout, /3 packets transmitted, 3 received/, p6.stdout + p6.stderr);
+  });
+
+  test('shield: other hosts are dropped at shielded ports; loopback and reflected traffic pass; counts are reported', async () => {
+    assert.deepEqual(await probe(t.b, 'tcp', t.a4, 8080, 1500), { ok: false, error: 'timeout' });
+    assert.deepEqual(await probe(t.b, 'udp', t.a6, 5353, 1000), { ok: false, error: 'timeout' });
+    assert.deepEqual(await probe(t.b, 'tcp', t.a4, 8081), { ok: true, reply: `peer=${t.b4}` });
+    assert.deepEqual(await probe(t.a, 'tcp', '127.0.0.1', 8080), { ok: true, reply: 'peer=127.0.0.1' });
+    assert.deepEqual(await probe(t.a, 'tcp', '192.0.2.1', 8080), { ok: true, reply: 'peer=192.0.2.1' });
+    assert.deepEqual(await probe(t.a, 'udp', '2001:db8::1', 5353), { ok: true, reply: 'peer=2001:db8::1' });
+
+    const stats = await cli(t.a, pipe, ['stats']);
+    assert.equal(stats.code, 0, stats.stderr);
+    const s = stats.json as { reflected: { packets: number }; byShieldPort: { port: number; protocol: string; packets: number }[] };
+    assert.ok(s.reflected.packets > 0);
+    const tcp8080 = s.byShieldPort.find((p) => p.port === 8080 && p.protocol === 'tcp');
+    const udp5353 = s.byShieldPort.find((p) => p.port === 5353 && p.protocol === 'udp');
+    assert.ok(tcp8080 && tcp8080.packets >= 1, JSON.stringify(s.byShieldPort));
+    assert.ok(udp5353 && udp5353.packets === 1, JSON.stringify(s.byShieldPort));
+  });
+
+  test('live changes through the pipe: add/remove an address and a shield port', async () => {
+    assert.equal((await cli(t.a, pipe, ['address', 'add', '203.0.113.7', '--temporary'])).code, 0);
+    assert.deepEqual(await probe(t.a, 'tcp', '203.0.113.7', 8081), { ok: true, reply: 'peer=203.0.113.7' });
+    assert.equal((await cli(t.a, pipe, ['address', 'remove', '192.0.2.1', '--temporary'])).code, 0);
+    const r4 = await t.a.ipJson<{ dst: string }[]>(['-4', 'route', 'show', 'dev', DEVICE]);
+    assert.deepEqual(r4.map((r) => r.dst), ['203.0.113.7']);
+
+    assert.equal((await cli(t.a, pipe, ['shield', 'add', '8081/tcp', '--temporary'])).code, 0);
+    assert.deepEqual(await probe(t.b, 'tcp', t.a4, 8081, 1000), { ok: false, error: 'timeout' });
+    assert.equal((await cli(t.a, pipe, ['shield', 'remove', '8080/tcp', '--temporary'])).code, 0);
+    assert.deepEqual(await probe(t.b, 'tcp', t.a4, 8080), { ok: true, reply: `peer=${t.b4}` });
+  });
+
+  test('SIGTERM: clean exit, no device, route or nft table left', async () => {
+    engine!.child.kill('SIGTERM');
+    assert.equal(await engine!.exited, 0, engine!.output());
+    await assertClean(t.a);
+  });
+
+  test('SIGKILL leaves only the nft table; a restart removes it, reflects again, and stops cleanly', async () => {
+    const killed = spawnEngine(t.a, args);
+    await waitReady(killed);
+    killed.child.kill('SIGKILL');
+    await killed.exited;
+    assert.match(await t.a.must('nft', ['list', 'tables']), /inet retroflect/);
+    // A stray element tells a recreated table from a reused one.
+    await t.a.must('nft', ['add', 'element', 'inet', 'retroflect', 'shield_tcp', '{ 9999 }']);
+
+    engine = spawnEngine(t.a, args);
+    await waitReady(engine);
+    const set = await t.a.must('nft', ['list', 'set', 'inet', 'retroflect', 'shield_tcp']);
+    assert.doesNotMatch(set, /9999/);
+    assert.deepEqual(await probe(t.a, 'tcp', '192.0.2.1', 8081), { ok: true, reply: 'peer=192.0.2.1' });
+    assert.deepEqual(await probe(t.b, 'tcp', t.a4, 8080, 1500), { ok: false, error: 'timeout' });
+
+    engine.child.kill('SIGTERM');
+    assert.equal(await engine.exited, 0, engine.output());
+    await assertClean(t.a);
+  });
+});
