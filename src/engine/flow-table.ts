@@ -67,10 +67,6 @@ function regionBytes(capacity: number): { seq: number; meta: number; addr: numbe
   return { seq, meta, addr, num, total: num + capacity * NUM_STRIDE * 8 };
 }
 
-function word(buf: Uint8Array, at: number): number {
-  return (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3];
-}
-
 export class FlowTable {
   readonly buffer: SharedArrayBuffer;
   readonly capacity: number;
@@ -120,7 +116,7 @@ export class FlowTable {
    * destination = R). Later fragments (no transport header, so no ports) are not recorded: they would form a
    * port-less pseudo-flow; the counters still count them.
    */
-  record(buf: Uint8Array, p: ParsedPacket, bytes: number, now: number): void {
+  record(_buf: Uint8Array, p: ParsedPacket, bytes: number, now: number): void {
     const proto = p.protocol;
     const isTcp = proto === IpProto.Tcp;
     let low = 0;
@@ -152,15 +148,16 @@ export class FlowTable {
     let r1 = 0, r2 = 0, r3 = 0, l1 = 0, l2 = 0, l3 = 0;
     const d = p.dstOffset;
     const s = p.srcOffset;
-    r0 = word(buf, d);
-    l0 = word(buf, s);
+    const v = p.view; // the DataView parsePacket made over `buf`
+    r0 = v.getInt32(d);
+    l0 = v.getInt32(s);
     if (family === 6) {
-      r1 = word(buf, d + 4);
-      r2 = word(buf, d + 8);
-      r3 = word(buf, d + 12);
-      l1 = word(buf, s + 4);
-      l2 = word(buf, s + 8);
-      l3 = word(buf, s + 12);
+      r1 = v.getInt32(d + 4);
+      r2 = v.getInt32(d + 8);
+      r3 = v.getInt32(d + 12);
+      l1 = v.getInt32(s + 4);
+      l2 = v.getInt32(s + 8);
+      l3 = v.getInt32(s + 12);
     }
     // FNV-1a style mixing with a murmur-like finaliser: cheap, and spreads keys that differ in one port.
     let h = 0x811c9dc5 ^ (family << 8) ^ proto;

@@ -15,7 +15,7 @@ export interface ReflectAddressEntry {
   slot: number;
 }
 
-/** Read 4 bytes big-endian as a signed 32-bit word (signed is fine: we only compare for equality). */
+/** Read 4 bytes big-endian as a signed 32-bit word, as DataView.getInt32 does (signed: only compared for equality). */
 function word(buf: Uint8Array, at: number): number {
   return (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3];
 }
@@ -74,23 +74,24 @@ export class ReflectAddressSet {
   }
 
   /** Counter slot of the packet's destination address, or -1 if it is not a reflect address. */
-  lookupDestination(buf: Uint8Array, p: ParsedPacket): number {
+  lookupDestination(_buf: Uint8Array, p: ParsedPacket): number {
     const at = p.dstOffset;
+    const v = p.view;
     if (p.family === 4) {
       const n = this.v4Count;
       if (n === 0) return -1;
-      const w = word(buf, at);
+      const w = v.getInt32(at);
       for (let i = 0; i < n; i++) if (this.v4Words[i] === w) return this.v4Slots[i];
       return -1;
     }
     const n = this.v6Count;
     if (n === 0) return -1;
     // Compare the last word first: it differs most between addresses of one prefix.
-    const w3 = word(buf, at + 12);
+    const w3 = v.getInt32(at + 12);
     const words = this.v6Words;
     for (let i = 0; i < n; i++) {
       const b = i * 4;
-      if (words[b + 3] === w3 && words[b] === word(buf, at) && words[b + 1] === word(buf, at + 4) && words[b + 2] === word(buf, at + 8)) {
+      if (words[b + 3] === w3 && words[b] === v.getInt32(at) && words[b + 1] === v.getInt32(at + 4) && words[b + 2] === v.getInt32(at + 8)) {
         return this.v6Slots[i];
       }
     }

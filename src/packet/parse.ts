@@ -20,6 +20,7 @@
  * MTUs, and are parsed as a 40-byte packet (so usually badTransportHeader).
  */
 import type { MalformedReason } from '../engine/types.ts';
+import { packetView } from './view.ts';
 
 /** IP protocol / IPv6 next-header numbers (IANA "Assigned Internet Protocol Numbers"). */
 export const IpProto = {
@@ -77,11 +78,15 @@ export const MALFORMED_REASONS: readonly MalformedReason[] = [
   'badTransportHeader',
 ];
 
+const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
+
 /**
  * The result of parsing one packet. One instance is reused for every packet; all offsets are absolute indexes
  * into the buffer that was parsed. Fields beyond `malformed` are only meaningful when `malformed === 0`.
  */
 export class ParsedPacket {
+  /** DataView over the parsed buffer (see view.ts); offsets below index both it and the buffer. */
+  view: DataView = EMPTY_VIEW;
   /** MalformedCode; 0 when the packet is well-formed. */
   malformed: MalformedCode = 0;
   /** 4 or 6. */
@@ -123,6 +128,7 @@ export function parsePacket(buf: Uint8Array, off: number, len: number, out: Pars
   out.icmpType = 0;
   out.icmpId = 0;
   out.ipOffset = off;
+  out.view = packetView(buf);
   if (len < 1) return fail(out, MalformedCode.Truncated);
   const version = buf[off] >> 4;
   if (version === 4) return parseIpv4(buf, off, len, out);

@@ -6,16 +6,23 @@
  */
 import type { ParsedPacket } from './parse.ts';
 
-/** Swap addresses of a packet `parsePacket` accepted. No allocation. */
-export function reflectPacket(buf: Uint8Array, p: ParsedPacket): void {
-  swapBytes(buf, p.srcOffset, p.dstOffset, p.addressLength);
-}
-
-/** Swap `count` bytes between buf[a ..] and buf[b ..] (the ranges must not overlap). */
-export function swapBytes(buf: Uint8Array, a: number, b: number, count: number): void {
-  for (let i = 0; i < count; i++) {
-    const t = buf[a + i];
-    buf[a + i] = buf[b + i];
-    buf[b + i] = t;
+/** Swap addresses of a packet `parsePacket` accepted (of `buf`, the buffer it parsed). No allocation. */
+export function reflectPacket(_buf: Uint8Array, p: ParsedPacket): void {
+  const v = p.view; // the DataView parsePacket made over this buffer
+  const s = p.srcOffset;
+  const d = p.dstOffset;
+  let t = v.getInt32(s);
+  v.setInt32(s, v.getInt32(d));
+  v.setInt32(d, t);
+  if (p.addressLength === 16) {
+    t = v.getInt32(s + 4);
+    v.setInt32(s + 4, v.getInt32(d + 4));
+    v.setInt32(d + 4, t);
+    t = v.getInt32(s + 8);
+    v.setInt32(s + 8, v.getInt32(d + 8));
+    v.setInt32(d + 8, t);
+    t = v.getInt32(s + 12);
+    v.setInt32(s + 12, v.getInt32(d + 12));
+    v.setInt32(d + 12, t);
   }
 }
