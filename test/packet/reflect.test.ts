@@ -124,3 +124,34 @@ describe('checksum helpers', () => {
     assert.equal(transportChecksumState(bytes, p), ChecksumState.Absent);
   });
 });
+
+describe('buffers that are views into larger memory', () => {
+  it('reflects correctly in a pooled Buffer slice and a subarray (non-zero byteOffset), alternating buffers', () => {
+    const packets = corpus();
+    // Buffer.from(array) of small sizes comes from Node's shared pool: byteOffset is usually non-zero.
+    const pooled = packets.map((c) => Buffer.from(c.bytes));
+    const big = new Uint8Array(70_000);
+    const views = packets.map((c, i) => {
+      const v = big.subarray(1000 * i + 3, 1000 * i + 3 + Math.max(c.bytes.length, 1));
+      v.set(c.bytes);
+      return v;
+    });
+    assert.ok(pooled.some((b) => b.byteOffset !== 0) && views.every((v) => v.byteOffset !== 0));
+    for (let i = 0; i < packets.length; i++) {
+      for (const buf of [pooled[i], views[i]]) {
+        const p = new ParsedPacket();
+        assert.equal(parsePacket(buf, 0, packets[i].bytes.length, p), true);
+        reflectPacket(buf, p);
+        const n = p.addressLength;
+        const orig = packets[i].bytes;
+        assert.deepEqual(Array.from(buf.subarray(p.srcOffset, p.srcOffset + n)), Array.from(orig.subarray(p.dstOffset, p.dstOffset + n)));
+        assert.deepEqual(Array.from(buf.subarray(p.dstOffset, p.dstOffset + n)), Array.from(orig.subarray(p.srcOffset, p.srcOffset + n)));
+      }
+    }
+    // Neighbouring memory was not touched by the swaps.
+    for (let i = 0; i < packets.length; i++) {
+      const end = 1000 * i + 3 + packets[i].bytes.length;
+      assert.ok(big.subarray(end, 1000 * (i + 1) + 3).every((b) => b === 0), `after packet ${i}`);
+    }
+  });
+});
