@@ -5,16 +5,18 @@
  * creates no strings, never throws. A malformed packet is reported by a numeric `MalformedCode`; the reason names
  * used in stats (`MalformedReason` in engine/types.ts) are looked up only off the hot path.
  *
- * What "malformed" means here (one rule per reason, checked in this order):
- *  - truncated:          the buffer ends before the packet's own headers say it should (shorter than the fixed IP
- *                        header, or shorter than the IPv4 total length / IPv6 40 + payload length).
+ * What "malformed" means here (a packet breaking several rules gets the first one the parser meets, reading the
+ * headers front to back):
  *  - badVersion:         the version nibble is neither 4 nor 6.
+ *  - truncated:          the buffer ends before the packet's own headers say it should (shorter than the fixed IP
+ *                        header, or shorter than the IPv4 total length / IPv6 40 + payload length). So every proper
+ *                        prefix of a valid packet is "truncated".
  *  - badHeaderLength:    IPv4 IHL below 5, or IHL * 4 larger than the total length.
  *  - badTotalLength:     IPv4 total length below 20.
  *  - badExtensionHeader: an IPv6 extension header runs past the payload, or hop-by-hop is not the first header.
  *  - badTransportHeader: the TCP/UDP/ICMP header of an unfragmented or first-fragment packet does not fit inside
  *                        the IP payload, or TCP data offset is below 5 / past the payload, or an unfragmented UDP
- *                        datagram's length field disagrees with the IP payload.
+ *                        datagram's length field is below 8 or beyond the IP payload (shorter is padding: allowed).
  * Bytes after the IP packet (buffer longer than total length) are allowed and ignored.
  * IPv6 jumbograms (payload length 0 + hop-by-hop jumbo option) are not supported: they cannot occur at TUN/WinDivert
  * MTUs, and are parsed as a 40-byte packet (so usually badTransportHeader).
