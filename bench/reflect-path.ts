@@ -6,7 +6,7 @@
  *
  * Paths measured:
  *  - `direct`: to 198.51.100.2 (the host's own address).
- *  - `tun-<variant>`: through TunHostBackend + TunPacketSource with the test fixture's minimal reflect step, for each
+ *  - `tun-<variant>`: through TunHostBackend + TunPacketSource + Dataplane in the test fixture's loop, for each
  *    device variant (MTU 1500, MTU 65535, vnet header + offloads) — this is how the default variant was chosen.
  *  - `engine`: through the real `retroflect run` (Dataplane, counters, flow table), default variant.
  * Needs root, iperf3 and sockperf; everything happens inside namespaces created and removed here.
@@ -97,7 +97,7 @@ export async function run(): Promise<BenchResult[]> {
       );
       const ready = await loop.next((o) => 'ready' in o || 'error' in o);
       if (!ready.ready) throw new Error(`TUN loop (${variant}) did not start: ${JSON.stringify(ready)}`);
-      out.push(...results(`tun-${variant}`, await measure(t.a, REFLECT), base, 'TunHostBackend + TunPacketSource, in-test reflect step'));
+      out.push(...results(`tun-${variant}`, await measure(t.a, REFLECT), base, 'TunHostBackend + TunPacketSource + Dataplane (fixture loop)'));
       loop.send({ op: 'stop' });
       await loop.next((o) => 'stopped' in o);
     }

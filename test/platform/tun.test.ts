@@ -2,12 +2,14 @@
  * The Linux TUN backend against a real kernel, inside namespaces created here (the host's network is never
  * touched). Namespace "a" is the host running retroflect (198.51.100.2, 2001:db8:1::2, default routes via "b");
  * "b" is another host on the same link. The packet loop is TunHostBackend + TunPacketSource wired by the fixture
- * tun-reflector.ts with a minimal in-test reflect step (the real Dataplane is exercised in test/e2e).
+ * tun-reflector.ts with the engine's real Dataplane (the whole engine is exercised in test/e2e).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { InterceptConfig } from '../../src/config/intercept-config.ts';
-import { createTopology, JsonLines, type NetNs, type Topology } from '../helpers/netns.ts';
+import { DEFAULT_TUN_VARIANT } from '../../src/divert/tun.ts';
+import { TUN_VARIANTS, type TunVariantName } from '../../src/platform/linux/tun-device.ts';
+import { createTopology, JsonLines, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
 
 const REFLECTOR = 'test/platform/fixtures/tun-reflector.ts';
 const PROBE = 'test/platform/fixtures/probe.ts';
@@ -47,7 +49,7 @@ describe('TUN backend in a namespace', { timeout: 120_000 }, () => {
   before(async () => {
     t = await createTopology('tun');
     // Servers on the wildcard address in "a": 8080/tcp + 5353/udp (shielded), 8081/tcp + 5354/udp (not).
-    const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PROBE, 'serve', '8080,8081', '5353,5354']));
+    const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PROBE, 'serve', '8080,8081', '5353,5354', '9000']));
     await servers.next((o) => o.ready === true);
     reflector = startReflector(t.a, config);
     const ready = await reflector.next((o) => 'ready' in o || 'error' in o);
@@ -61,11 +63,26 @@ describe('TUN backend in a namespace', { timeout: 120_000 }, () => {
   test('device is up with the configured MTU and IPv6 enabled, one host route per reflect address', async () => {
     const [link] = await t.a.ipJson<{ ifname: string; mtu: number; flags: string[] }[]>(['link', 'show', 'dev', 'rflct0']);
     assert.ok(link.flags.includes('UP'));
+    assert.equal(link.mtu, TUN_VARIANTS[DEFAULT_TUN_VARIANT].mtu);
     assert.equal((await t.a.must('cat', ['/proc/sys/net/ipv6/conf/rflct0/disable_ipv6'])).trim(), '0');
     const r4 = await t.a.ipJson<{ dst: string; dev: string }[]>(['-4', 'route', 'show', 'dev', 'rflct0']);
     const r6 = await t.a.ipJson<{ dst: string; dev: string }[]>(['-6', 'route', 'show', 'dev', 'rflct0']);
     assert.deepEqual(r4.map((r) => r.dst), ['192.0.2.1']);
     assert.ok(r6.some((r) => r.dst === '2001:db8::1'), JSON.stringify(r6));
+  });
+
+  test("the kernel's own IPv6 chatter into the TUN (router solicitation) is passed, never reflected", async () => {
+    // IPv6 is on, so the kernel gives the device a link-local address and solicits routers through it (~1 s after
+    // link up). Such a packet is not to a reflect address: the data plane passes it and the source drops it.
+    type Snapshot = { reflected: { packets: number }; passed: { packets: number }; malformed: { total: number } };
+    let snap: Snapshot | undefined;
+    await waitFor('a passed packet', async () => {
+      reflector.send({ op: 'stats' });
+      snap = (await reflector.next((o) => 'stats' in o)).stats as Snapshot;
+      return snap.passed.packets > 0;
+    });
+    assert.equal(snap!.reflected.packets, 0);
+    assert.equal(snap!.malformed.total, 0);
   });
 
   test('TCP to the reflect address reaches the wildcard server, which sees the reflect address as its peer', async () => {
@@ -86,6 +103,18 @@ describe('TUN backend in a namespace', { timeout: 120_000 }, () => {
     const p6 = await t.a.run('ping', ['-6', '-c', '3', '-i', '0.2', '-W', '2', '2001:db8::1']);
     assert.equal(p6.code, 0, p6.stdout + p6.stderr);
     assert.match(p6.stdout, /3 packets transmitted, 3 received/);
+  });
+
+  test('bulk TCP (segmentation offload, partial checksums) and fragmented UDP arrive intact', async () => {
+    for (const host of ['192.0.2.1', '2001:db8::1']) {
+      const r = await t.a.run(node, ['--import', 'tsx', PROBE, 'bulk', host, '9000', String(8 * 1024 * 1024), '15000']);
+      assert.deepEqual(JSON.parse(r.stdout), { ok: true, match: true }, r.stderr);
+    }
+    // 8000 bytes do not fit a 1500-byte MTU: the datagram crosses the TUN as IP fragments.
+    for (const host of ['192.0.2.1', '2001:db8::1']) {
+      const r = await t.a.run(node, ['--import', 'tsx', PROBE, 'udp', host, '5354', '3000', '8000']);
+      assert.deepEqual(JSON.parse(r.stdout), { ok: true, reply: `peer=${host}` }, r.stderr);
+    }
   });
 
   test('shield: another host cannot reach a shielded port, can reach an unshielded one; nft counts the drops', async () => {
@@ -162,6 +191,21 @@ describe('TUN backend in a namespace', { timeout: 120_000 }, () => {
     assert.doesNotMatch(routes, /203\.0\.113\.7|2001:db8::1"|rflct0/);
     assert.equal(await nftTables(t.a), '');
   });
+
+  // After the main backend stopped: the shield table is one per host, so a second backend's stop would remove it.
+  for (const variant of (Object.keys(TUN_VARIANTS) as TunVariantName[]).filter((v) => v !== DEFAULT_TUN_VARIANT)) {
+    test(`variant ${variant}: MTU ${TUN_VARIANTS[variant].mtu}, TCP bulk and ping through the reflect address`, async () => {
+      const other = startReflector(t.a, { reflectAddresses: ['203.0.113.99'], shieldPorts: [] }, { device: 'rflctv', variant });
+      assert.equal((await other.next((o) => 'ready' in o || 'error' in o)).ready, true);
+      const [link] = await t.a.ipJson<{ mtu: number }[]>(['link', 'show', 'dev', 'rflctv']);
+      assert.equal(link.mtu, TUN_VARIANTS[variant].mtu);
+      const r = await t.a.run(node, ['--import', 'tsx', PROBE, 'bulk', '203.0.113.99', '9000', String(4 * 1024 * 1024), '15000']);
+      assert.deepEqual(JSON.parse(r.stdout), { ok: true, match: true }, r.stderr);
+      assert.match((await t.a.run('ping', ['-c', '2', '-i', '0.2', '-W', '2', '203.0.113.99'])).stdout, /2 received/);
+      other.send({ op: 'stop' });
+      await other.next((o) => 'stopped' in o);
+    });
+  }
 
   test('after SIGKILL the device and routes are gone; the next start removes the leftover table', async () => {
     const killed = startReflector(t.a, config, { device: 'rflct1' });
