@@ -46,6 +46,8 @@ export function allocatePacketBatch(capacity: number, bytes: number): PacketBatc
 export interface PacketSource {
   readonly kind: BackendKind;
   readonly batch: PacketBatch;
+  /** Packets that could not be re-injected so far (cumulative); the worker moves the increase into the counters. */
+  readonly sendErrors: number;
   /** Wait up to `timeoutMs` for packets and fill `batch`. Returns the count, 0 on timeout. Throws on fatal errors. */
   receive(timeoutMs: number): number;
   /** Re-inject the batch by verdict: Reflect as inbound, Pass unchanged, Drop not at all. */

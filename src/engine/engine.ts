@@ -149,6 +149,8 @@ export class Engine extends EventEmitter {
           const err = new RetroflectError(msg.error.code as ErrorCode, msg.error.message, { hint: msg.error.hint, details: msg.error.details });
           if (this.state === 'starting') reject(err);
           else this.onWorkerFatal(err);
+        } else if (msg.type === 'warning') {
+          this.opts.log?.('warn', `packet worker: ${msg.error.message}`);
         } else if (msg.type === 'stopped') {
           this.emit('worker-stopped');
         }

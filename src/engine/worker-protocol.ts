@@ -26,4 +26,6 @@ export type MainToWorker =
 export type WorkerToMain =
   | { type: 'ready' }
   | { type: 'stopped' }
+  /** Something went wrong that the worker survived (the old state stays in force). */
+  | { type: 'warning'; error: { code: string; message: string } }
   | { type: 'fatal'; error: { code: string; message: string; hint?: string; details?: Record<string, unknown> } };

@@ -49,6 +49,14 @@ async function main(): Promise<void> {
 
   let stopping = false;
   const applyMessage = (msg: MainToWorker): void => {
+    try {
+      applyUnchecked(msg);
+    } catch (err) {
+      // The main thread validates configs before sending them, so this is a bug; keep the previous config running.
+      post(port, { type: 'warning', error: describe(err) });
+    }
+  };
+  const applyUnchecked = (msg: MainToWorker): void => {
     switch (msg.type) {
       case 'dataplane':
         dataplane.configure(msg.dataplane);
@@ -70,6 +78,7 @@ async function main(): Promise<void> {
 
   const batch = source.batch;
   let lastSweep = Date.now();
+  let sendErrorsSeen = 0;
   try {
     while (!stopping) {
       const n = source.receive(RECEIVE_TIMEOUT_MS);
@@ -83,6 +92,10 @@ async function main(): Promise<void> {
             : dataplane.inbound(buf, offset[i], length[i], now);
         }
         source.send();
+        while (source.sendErrors > sendErrorsSeen) {
+          counters.addSendError();
+          sendErrorsSeen++;
+        }
       }
       if (now - lastSweep >= FLOW_SWEEP_INTERVAL_MS) {
         flows.sweep(now);
@@ -90,6 +103,7 @@ async function main(): Promise<void> {
       }
     }
   } catch (err) {
+    counters.addReceiveError();
     post(port, { type: 'fatal', error: describe(err) });
   } finally {
     try {
