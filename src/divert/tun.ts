@@ -16,6 +16,7 @@ import { runCommand, describeCommand, type HostCommand } from '../platform/linux
 import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../platform/linux/libc.ts';
 import { installShield, nftScriptCommand, readShieldCounters, removeShield, removeTableScript, shieldTableScript, updateShield } from '../platform/linux/nftables.ts';
 import {
+  checkDeviceName,
   DEFAULT_TUN_NAME,
   enableIpv6,
   ipv6SysctlPath,
@@ -66,6 +67,7 @@ export class TunHostBackend implements HostBackend {
 
   constructor(opts: TunHostOptions = {}) {
     this.device = opts.deviceName ?? DEFAULT_TUN_NAME;
+    checkDeviceName(this.device); // refuse a bad --device before anything is planned or changed
     const v = opts.variant ?? DEFAULT_TUN_VARIANT;
     this.variant = typeof v === 'string' ? TUN_VARIANTS[v] : v;
   }
