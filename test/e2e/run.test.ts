@@ -138,3 +138,32 @@ describe('retroflect run (Linux, real engine)', { timeout: 180_000 }, () => {
     await assertClean(t.a);
   });
 });
+
+describe('retroflect run: dry run and refusals change nothing', { timeout: 60_000 }, () => {
+  let t: Topology;
+  let pipeDir: string;
+  before(async () => {
+    t = await createTopology('e2d');
+    pipeDir = mkdtempSync(join(tmpdir(), 'rft-e2d-'));
+  });
+  after(async () => {
+    await t?.destroy();
+    rmSync(pipeDir, { recursive: true, force: true });
+  });
+
+  test('--dry-run prints the routes and nft rules it would install, exits 0, creates nothing', async () => {
+    const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--dry-run', '--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe', join(pipeDir, 's.sock')], {});
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /ip -4 route replace 192\.0\.2\.1\/32 dev rflct0/);
+    assert.match(r.stdout, /elements = \{ 8080 \}/);
+    await assertClean(t.a);
+  });
+
+  test('an address on a local subnet is refused with exit code 4 and the rule named; nothing is created', async () => {
+    const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--no-config', '--reflect', '198.51.100.77', '--pipe', join(pipeDir, 's.sock')]);
+    assert.equal(r.code, 4, r.stdout + r.stderr);
+    assert.match(r.stderr, /198\.51\.100\.77 is inside 198\.51\.100\.0\/24, a subnet of interface veth-a/);
+    assert.match(r.stderr, /E_INVALID_ADDRESS/);
+    await assertClean(t.a);
+  });
+});
