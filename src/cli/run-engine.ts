@@ -17,9 +17,9 @@ import { VERSION } from '../version.ts';
 import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../platform/host-backend.ts';
 import { isAdministrator } from '../platform/privileges.ts';
 import { validateReflectAddress } from '../platform/validate-address.ts';
-import { defaultConfigPath, loadConfigFile } from '../config/config-file.ts';
+import { ConfigStore, defaultConfigPath } from '../config/config-file.ts';
 import { startControlServer } from '../control/server.ts';
-import { resolvePipeName } from '../control/pipe-path.ts';
+import { resolveEndpoint, resolvePipeName } from '../control/pipe-path.ts';
 import { fail, printPlan, printRunBanner, warn } from './run-output.ts';
 
 export interface RunOptions {
@@ -33,15 +33,16 @@ export interface RunOptions {
   priority?: string;
 }
 
-async function loadStartConfig(opts: RunOptions): Promise<{ config: InterceptConfig; configPath: string | null }> {
+/** The persisted config (one store, shared with the control server) plus the command line's entries for this run. */
+function loadStartConfig(opts: RunOptions): { config: InterceptConfig; store: ConfigStore } {
   const fromCli = buildInterceptConfig(opts.reflect ?? [], opts.shield ?? []);
   const configPath = opts.config === false ? null : (opts.config ?? process.env.RETROFLECT_CONFIG ?? defaultConfigPath());
-  const persisted = configPath ? (await loadConfigFile(configPath)).config : { reflectAddresses: [], shieldPorts: [] };
-  const config = cloneInterceptConfig(persisted);
+  const store = configPath ? ConfigStore.open(configPath) : ConfigStore.inMemory();
+  const config = cloneInterceptConfig(store.config);
   for (const a of fromCli.reflectAddresses) if (!config.reflectAddresses.includes(a)) config.reflectAddresses.push(a);
   const have = new Set(config.shieldPorts.map(shieldKey));
   for (const p of fromCli.shieldPorts) if (!have.has(shieldKey(p))) config.shieldPorts.push(p);
-  return { config, configPath };
+  return { config, store };
 }
 
 /** Validate every address; at start a missing route is only a warning (at boot the network may not be up yet). */
@@ -66,8 +67,10 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
   };
   let engine: Engine | null = null;
   try {
-    const { config, configPath } = await loadStartConfig(opts);
+    const { config, store } = loadStartConfig(opts);
+    const configPath = store.path;
     const pipeName = resolvePipeName(opts.pipe);
+    const endpoint = resolveEndpoint(pipeName);
     const backend = await createHostBackend(backendOptions);
 
     if (opts.dryRun) {
@@ -79,7 +82,7 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
         if (!(err instanceof RetroflectError)) throw err;
         refusal = err;
       }
-      printPlan({ config, configPath, pipeName, steps: backend.plan(config), windivertFilter: describeWinDivertFilter(config), warnings });
+      printPlan({ config, configPath, pipeName: endpoint.path, steps: backend.plan(config), windivertFilter: describeWinDivertFilter(config), warnings });
       if (refusal) return fail(refusal);
       return ExitCode.OK;
     }
@@ -100,7 +103,7 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
       log: (level, message) => (level === 'info' ? console.log(message) : warn(message)),
     });
     engine = started;
-    const server = await startControlServer({ engine: started, pipeName, configPath, log: (m: string) => console.error(m) });
+    const server = await startControlServer({ engine: started, pipeName, configStore: store, log: (m: string) => console.error(m) });
 
     const done = new Promise<ExitCode>((resolve) => {
       const shutdown = (why: string): void => {
@@ -115,8 +118,8 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
         void server.close().finally(() => resolve(ExitCode.BACKEND_UNAVAILABLE));
       });
     });
-    printRunBanner(started.status(), VERSION);
-    console.log(`Ready. pid=${process.pid} pipe=${pipeName}`);
+    printRunBanner(started.status(), endpoint.path, VERSION);
+    console.log(`Ready. pid=${process.pid} pipe=${endpoint.path}`);
     return await done;
   } catch (err) {
     if (engine) await engine.stop().catch(() => undefined);

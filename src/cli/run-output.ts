@@ -51,11 +51,11 @@ export function printPlan(plan: {
   console.log(`WinDivert filter (Windows): ${plan.windivertFilter}`);
 }
 
-export function printRunBanner(status: EngineStatus, version: string): void {
+export function printRunBanner(status: EngineStatus, pipePath: string, version: string): void {
   const device = Object.entries(status.backendInfo).map(([k, v]) => `${k}=${v}`).join(' ');
   console.log(`${chalk.green('retroflect')} ${version} running (${status.backend}${device ? `, ${device}` : ''})`);
   console.log(`  reflecting: ${listOrNone(status.reflectAddresses)}`);
   console.log(`  shielding:  ${listOrNone(status.shieldPorts.map(shieldKey))}`);
-  console.log(`  control:    ${status.pipeName ?? chalk.dim('(none)')}`);
+  console.log(`  control:    ${pipePath}`);
   console.log('Reflection in progress. Press Ctrl+C to stop.');
 }

@@ -160,7 +160,8 @@ export class MethodHandlers {
         return this.engine.status();
       case 'address.list': {
         only(params, []);
-        const persisted = this.store.config.reflectAddresses;
+        // Without a config file (`run --no-config`) nothing is persisted, whatever the store remembers.
+        const persisted = this.store.path === null ? [] : this.store.config.reflectAddresses;
         return { addresses: this.engine.config().reflectAddresses.map((address) => ({ address, persisted: persisted.includes(address) })) };
       }
       case 'address.add':
@@ -171,7 +172,7 @@ export class MethodHandlers {
         return this.testAddress(params);
       case 'shield.list': {
         only(params, []);
-        const persisted = new Set(this.store.config.shieldPorts.map(shieldKey));
+        const persisted = new Set(this.store.path === null ? [] : this.store.config.shieldPorts.map(shieldKey));
         return { ports: this.engine.config().shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol, persisted: persisted.has(shieldKey(p)) })) };
       }
       case 'shield.add':
