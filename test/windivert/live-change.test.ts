@@ -1,0 +1,107 @@
+/**
+ * Live changes across threads, as the engine runs them: the WinDivert packet source on a real worker thread (the
+ * loop of src/engine/worker.ts with the real Dataplane), WinDivertHostBackend on the main thread opening the new
+ * handle first and shutting the old one down, the test double standing in for the driver (one library per process,
+ * so this thread injects into the same "network" the worker receives from).
+ */
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { buildInterceptConfig, type InterceptConfig } from '../../src/config/intercept-config.ts';
+import { WinDivertHostBackend } from '../../src/divert/windivert.ts';
+import { addressBuffer } from '../../src/divert/windivert-address.ts';
+import { collectSent, DOUBLE_PATH, loadDouble, outboundAddr, packet, packetSeq } from './double.ts';
+
+const { double } = loadDouble();
+
+/** Start loop-worker.ts on a worker thread (tsx's tsImport loads the TypeScript there). */
+function startWorker(data: Record<string, unknown>, port: MessagePort | import('node:worker_threads').MessagePort): Worker {
+  const target = new URL('./loop-worker.ts', import.meta.url).href;
+  const code = `import('tsx/esm/api').then((m) => m.tsImport(${JSON.stringify(target)}, ${JSON.stringify(import.meta.url)}))`;
+  return new Worker(code, { eval: true, workerData: { ...data, port }, transferList: [port as never] });
+}
+
+function next(port: import('node:worker_threads').MessagePort, type: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve) => {
+    const on = (m: Record<string, unknown>) => {
+      if (m.type === type) {
+        port.off('message', on);
+        resolve(m);
+      }
+    };
+    port.on('message', on);
+  });
+}
+
+test('every packet injected while the config changes comes out reflected, exactly once; stop releases all handles', { timeout: 60_000 }, async () => {
+  double.reset();
+  let cfg: InterceptConfig = buildInterceptConfig(['192.0.2.1'], ['8080/tcp']);
+  const backend = new WinDivertHostBackend({ dllPath: DOUBLE_PATH });
+  const init = await backend.start(cfg);
+  const channel = new MessageChannel();
+  const worker = startWorker({ init, config: cfg }, channel.port2);
+  let stoppedAlready = false;
+  try {
+    await next(channel.port1, 'ready');
+
+    const TOTAL = 20_000;
+    const addr = addressBuffer(outboundAddr(false));
+    const template = Buffer.from(packet('198.51.100.2', '192.0.2.1', 6, 40000, 80, 0));
+    let injected = 0;
+    let refused = 0;
+    const injector = (async () => {
+      while (injected < TOTAL) {
+        for (let k = 0; k < 40 && injected < TOTAL; k++) {
+          template.writeUInt32LE(injected, 40); // sequence number: first payload bytes after the 20-byte TCP header
+          if (double.inject(template, template.length, addr) !== 1) refused++;
+          injected++;
+        }
+        await sleep(0);
+      }
+    })();
+    let changes = 0;
+    while (injected < TOTAL) {
+      const nextCfg = buildInterceptConfig(['192.0.2.1', `192.0.2.${100 + (changes % 100)}`], ['8080/tcp', `${9000 + changes}/udp`]);
+      const update = await backend.apply(cfg, nextCfg);
+      cfg = nextCfg;
+      channel.port1.postMessage({ type: 'reconfigure', config: cfg, update });
+      changes++;
+      await sleep(3);
+    }
+    await injector;
+    assert.equal(refused, 0, 'a receiving handle existed at every moment');
+    assert.ok(changes >= 3, `config changed ${changes} times while packets flowed`);
+
+    const deadline = Date.now() + 20_000;
+    while (Number(double.totalSent()) < TOTAL && Date.now() < deadline) await sleep(20);
+    const stopped = next(channel.port1, 'stopped');
+    channel.port1.postMessage({ type: 'stop' });
+    backend.wake();
+    const result = await stopped;
+    stoppedAlready = true;
+    assert.equal(result.reconfigures, changes);
+    assert.equal(result.sendErrors, 0);
+
+    const sent = collectSent(double);
+    assert.equal(sent.length, TOTAL);
+    const seen = new Uint8Array(TOTAL);
+    for (const s of sent) {
+      seen[packetSeq(s.bytes)]++;
+      assert.equal(s.bytes.subarray(12, 16).join('.'), '192.0.2.1', 'reflected: the reflect address is now the source');
+      assert.equal(s.addr.outbound, false);
+    }
+    assert.ok(seen.every((n) => n === 1), 'each packet exactly once');
+    assert.equal(double.openHandles(), 0, 'the worker drained and closed every old handle, and its last one on stop');
+  } finally {
+    // Never leave the worker blocked in RecvEx (it would keep the process alive): shut everything down.
+    if (!stoppedAlready) {
+      channel.port1.postMessage({ type: 'stop' });
+      backend.wake();
+      await Promise.race([next(channel.port1, 'stopped'), sleep(2000)]);
+    }
+    await backend.stop();
+    await worker.terminate();
+    channel.port1.close();
+  }
+});

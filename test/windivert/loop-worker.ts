@@ -1,0 +1,38 @@
+/**
+ * A packet worker for the WinDivert tests: the same loop as src/engine/worker.ts (receive, take control messages,
+ * decide with the real Dataplane, send), on a real worker thread. Used by live-change.test.ts until the engine's
+ * own worker can start from TypeScript sources under the test runner (see the report on worker-entry.ts).
+ */
+import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { createWinDivertPacketSource, type WinDivertSourceInit } from '../../src/divert/windivert.ts';
+import type { InterceptConfig } from '../../src/config/intercept-config.ts';
+import { dataplaneConfig, makeDataplane } from './double.ts';
+
+type Msg = { type: 'reconfigure'; config: InterceptConfig; update: unknown } | { type: 'stop' };
+const { init, config, port } = workerData as { init: WinDivertSourceInit; config: InterceptConfig; port: MessagePort };
+
+const source = createWinDivertPacketSource(init, config);
+const { dataplane } = makeDataplane(config);
+let stopping = false;
+let reconfigures = 0;
+port.postMessage({ type: 'ready' });
+while (!stopping) {
+  const n = source.receive(50);
+  for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
+    const msg = m.message as Msg;
+    if (msg.type === 'stop') stopping = true;
+    else {
+      dataplane.configure(dataplaneConfig(msg.config));
+      source.reconfigure(msg.config, msg.update);
+      reconfigures++;
+    }
+  }
+  const { data, offset, length, outbound, verdict } = source.batch;
+  const now = Date.now();
+  for (let i = 0; i < n; i++) {
+    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now);
+  }
+  if (n > 0) source.send();
+}
+source.close();
+port.postMessage({ type: 'stopped', reconfigures, sendErrors: (source as unknown as { sendErrors: number }).sendErrors });
