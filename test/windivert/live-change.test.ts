@@ -16,7 +16,7 @@ import { collectSent, DOUBLE_PATH, loadDouble, outboundAddr, packet, packetSeq }
 const { double } = loadDouble();
 
 /** Start loop-worker.ts on a worker thread (tsx's tsImport loads the TypeScript there). */
-function startWorker(data: Record<string, unknown>, port: MessagePort | import('node:worker_threads').MessagePort): Worker {
+function startWorker(data: Record<string, unknown>, port: import('node:worker_threads').MessagePort): Worker {
   const target = new URL('./loop-worker.ts', import.meta.url).href;
   const code = `import('tsx/esm/api').then((m) => m.tsImport(${JSON.stringify(target)}, ${JSON.stringify(import.meta.url)}))`;
   return new Worker(code, { eval: true, workerData: { ...data, port }, transferList: [port as never] });
