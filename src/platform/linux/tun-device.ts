@@ -39,8 +39,9 @@ const IFREQ_FLAGS_OFFSET = 16;
 
 /**
  * How the device is set up; chosen by measurement (bench/reflect-path.ts, single-stream iperf3 through the TUN
- * loop on a 2-core VM): MTU 1500 ≈ 1.1-1.8 Gbit/s, MTU 65535 ≈ 8.7-9.9, vnet header + offloads ≈ 10.1-12.1
- * (vnet + MTU 65535 was no better, 9.6-10.6). Latency was the same within noise for all of them.
+ * loop on a shared 2-core VM, so expect ±30 %): MTU 1500 ≈ 1.1-1.8 Gbit/s; MTU 65535 ≈ 8.7-16.3; vnet header +
+ * offloads ≈ 10.1-14.5, ahead of MTU 65535 in 2 of 3 alternating rounds (mean 12.0 vs 10.2). vnet + MTU 65535 was
+ * no better (9.6-10.6). Latency was the same within noise for all of them. vnet also keeps the ordinary 1500 MTU.
  */
 export interface TunVariant {
   mtu: number;
