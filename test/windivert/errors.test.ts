@@ -4,6 +4,7 @@
  * read back through the real binding's last-error path.
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { buildInterceptConfig } from '../../src/config/intercept-config.ts';
 import { WinDivertHostBackend } from '../../src/divert/windivert.ts';
@@ -65,12 +66,13 @@ test('queue settings outside WinDivert ranges and bad priorities are refused bef
 });
 
 test('missing WinDivert.dll: BACKEND_UNAVAILABLE listing where it looked', async () => {
-  const backend = new WinDivertHostBackend({ windivertDir: '/nonexistent/retroflect-test' });
+  const dir = join(DOUBLE_PATH, '..', 'no-such-folder');
+  const backend = new WinDivertHostBackend({ windivertDir: dir });
   await assert.rejects(backend.start(cfg), (err: RetroflectError) => {
     assert.equal(err.code, ErrorCode.BACKEND_UNAVAILABLE);
     assert.match(err.message, /WinDivert\.dll was not found/);
     assert.match(err.hint ?? '', /--windivert-dir or RETROFLECT_WINDIVERT_DIR/);
-    assert.ok((err.details?.searched as string[])[0].startsWith('/nonexistent/retroflect-test'));
+    assert.equal((err.details?.searched as string[])[0], join(dir, 'WinDivert.dll'));
     return true;
   });
   const plan = backend.plan(cfg);
@@ -79,14 +81,14 @@ test('missing WinDivert.dll: BACKEND_UNAVAILABLE listing where it looked', async
 });
 
 test('a DLL that is not WinDivert: BACKEND_UNAVAILABLE with the loader reason', async () => {
-  const backend = new WinDivertHostBackend({ dllPath: '/etc/hostname' });
+  const backend = new WinDivertHostBackend({ dllPath: `${DOUBLE_PATH}.missing` });
   await assert.rejects(backend.start(cfg), (err: RetroflectError) => err.code === ErrorCode.BACKEND_UNAVAILABLE && /could not be loaded/.test(err.message) && typeof err.details?.reason === 'string');
 });
 
 test('search order: option, environment, executable folder, Program Files', () => {
   const env = { RETROFLECT_WINDIVERT_DIR: '/env/dir', ProgramFiles: '/pf' };
   const c = winDivertCandidates({ windivertDir: '/opt/dir', env, execPath: '/exe/dir/retroflect' });
-  assert.deepEqual(c, ['/opt/dir/WinDivert.dll', '/env/dir/WinDivert.dll', '/exe/dir/WinDivert.dll', '/pf/Retroflect/WinDivert.dll']);
-  const found = locateWinDivert({ env, execPath: '/exe/dir/retroflect', exists: (p) => p.startsWith('/exe') || p.startsWith('/pf') });
-  assert.equal(found.path, '/exe/dir/WinDivert.dll');
+  assert.deepEqual(c, [join('/opt/dir', 'WinDivert.dll'), join('/env/dir', 'WinDivert.dll'), join('/exe/dir', 'WinDivert.dll'), join('/pf', 'Retroflect', 'WinDivert.dll')]);
+  const found = locateWinDivert({ env, execPath: '/exe/dir/retroflect', exists: (p) => p === join('/exe/dir', 'WinDivert.dll') || p.startsWith(join('/pf')) });
+  assert.equal(found.path, join('/exe/dir', 'WinDivert.dll'));
 });
