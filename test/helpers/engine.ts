@@ -1,0 +1,127 @@
+/**
+ * Start the real `retroflect run` (the CLI from source, through tsx) inside a namespace, on a control socket in a
+ * private directory, and drive it with the real CLI. Used by test/control/live.test.ts, fuzz.test.ts and
+ * bench/control-plane.ts.
+ *
+ * The control socket lives on the filesystem, which network namespaces do not isolate, so every engine gets its own
+ * mkdtemp directory (mode 0700, as the server demands) for its socket and config file — never /run/retroflect or
+ * /etc/retroflect.
+ */
+import { type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { NetNs } from './netns.ts';
+
+const node = process.execPath;
+const MAIN = 'src/cli/main.ts';
+
+/** `retroflect run` prints this at the start of a stdout line once its pipe answers (src/cli/run-engine.ts). */
+export const READY = /^Ready\./m;
+
+/** A private 0700 directory for sockets and config files; remove it with rmSync(dir, {recursive, force}). */
+export function privateDir(tag: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `rft-${tag}-`));
+  chmodSync(dir, 0o700);
+  return dir;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed as JSON, or undefined when it is not JSON. */
+  json: any;
+}
+
+/** Run any `retroflect` command from source inside `ns` (no shell), with colours off. */
+export async function retroflect(ns: NetNs, args: string[], timeoutMs = 30_000): Promise<CliResult> {
+  const r = await ns.run('env', ['NO_COLOR=1', node, '--import', 'tsx', MAIN, ...args], { timeoutMs });
+  let json: unknown;
+  try {
+    json = JSON.parse(r.stdout);
+  } catch {
+    json = undefined;
+  }
+  return { ...r, json };
+}
+
+export interface EngineHandle {
+  child: ChildProcess;
+  pipe: string;
+  /** Everything printed so far, stdout and stderr, for failure messages. */
+  output(): string;
+  /** Resolves with the exit code (or the signal name). */
+  exited: Promise<number | string>;
+  /** True until the process has exited. */
+  alive(): boolean;
+  /** A client command against this engine's pipe with --json. */
+  cli(args: string[]): Promise<CliResult>;
+  /** SIGKILL if still running and wait for the exit (for `after` hooks). */
+  kill(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Socket path (default `<dir>/engine.sock`). */
+  pipe?: string;
+  /** Config file path, or false for --no-config. */
+  config: string | false;
+  /** Extra `run` arguments (--reflect ..., --shield ..., --device ...). */
+  args?: string[];
+  timeoutMs?: number;
+}
+
+/** Spawn `retroflect run` in `ns`; does not wait. */
+export function spawnEngine(ns: NetNs, dir: string, opts: StartOptions): EngineHandle {
+  const pipe = opts.pipe ?? join(dir, 'engine.sock');
+  const cfgArgs = opts.config === false ? ['--no-config'] : ['--config', opts.config];
+  const child = ns.spawn(node, ['--import', 'tsx', MAIN, 'run', '--pipe', pipe, ...cfgArgs, ...(opts.args ?? [])], {
+    env: { ...process.env, NO_COLOR: '1' },
+  });
+  let out = '';
+  let running = true;
+  child.stdout!.setEncoding('utf8');
+  child.stderr!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => (out += d));
+  child.stderr!.on('data', (d: string) => (out += d));
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => {
+      running = false;
+      resolve(code ?? signal ?? -1);
+    }),
+  );
+  return {
+    child,
+    pipe,
+    output: () => out,
+    exited,
+    alive: () => running,
+    cli: (args) => retroflect(ns, [...args, '--pipe', pipe, '--json']),
+    kill: async () => {
+      if (!running) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Spawn `retroflect run` in `ns` and wait for its `Ready.` line; rejects with its output if it exits first. */
+export async function startEngine(ns: NetNs, dir: string, opts: StartOptions): Promise<EngineHandle> {
+  const e = spawnEngine(ns, dir, opts);
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const end = Date.now() + timeoutMs;
+  while (!READY.test(e.output())) {
+    if (!e.alive()) throw new Error(`retroflect run exited (${await e.exited}) before it was ready:\n${e.output()}`);
+    if (Date.now() > end) {
+      await e.kill();
+      throw new Error(`retroflect run not ready after ${timeoutMs} ms:\n${e.output()}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return e;
+}
+
+/** Remove a private directory made by privateDir. */
+export function removeDir(dir: string | undefined): void {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+}
