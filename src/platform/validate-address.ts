@@ -56,7 +56,10 @@ export interface AddressValidationResult {
   route: RouteFacts | null;
 }
 
-/** Interfaces from os.networkInterfaces(); the route lookup is the platform's. */
+/**
+ * Interfaces from os.networkInterfaces() (it lists only interfaces that are up; a down interface has no subnet route
+ * either, so it cannot swallow the address); the route lookup is the platform's.
+ */
 export function systemHostFacts(): HostFacts {
   return {
     interfaces: () => {

@@ -133,13 +133,17 @@ describe('validateReflectAddress against real namespaces', { timeout: 60_000 }, 
     t = await createTopology('val');
     // A /32 on loopback: a local address that is not on any subnet.
     await t.a.must('ip', ['addr', 'add', '203.0.113.9/32', 'dev', 'lo']);
+    // Routes that exist but lead nowhere: each must count as "no route".
+    await t.a.must('ip', ['route', 'add', 'blackhole', '203.0.113.128/25']);
+    await t.a.must('ip', ['route', 'add', 'unreachable', '192.0.2.128/25']);
+    await t.a.must('ip', ['-6', 'route', 'add', 'prohibit', '2001:db8:5::/48']);
   });
   after(async () => {
     await t?.destroy();
   });
 
   test('host "a" (default routes via the veth peer)', async () => {
-    const inputs = ['198.51.100.2', '198.51.100.77', '2001:db8:1::77', '203.0.113.9', '192.0.2.1', '2001:db8::1', '127.0.0.1', 'fe80::1'];
+    const inputs = ['198.51.100.2', '198.51.100.77', '2001:db8:1::77', '203.0.113.9', '192.0.2.1', '2001:db8::1', '127.0.0.1', 'fe80::1', '203.0.113.200', '192.0.2.200', '2001:db8:5::1'];
     const out = JSON.parse(await t.a.must(process.execPath, ['--import', 'tsx', FIXTURE, ...inputs])) as Output;
     const rules = Object.fromEntries(Object.entries(out.results).map(([k, v]) => [k, v.rules[0] ?? 'ok']));
     assert.deepEqual(rules, {
@@ -151,6 +155,9 @@ describe('validateReflectAddress against real namespaces', { timeout: 60_000 }, 
       '2001:db8::1': 'ok',
       '127.0.0.1': 'loopback',
       'fe80::1': 'link-local',
+      '203.0.113.200': 'no-route',
+      '192.0.2.200': 'no-route',
+      '2001:db8:5::1': 'no-route',
     });
     assert.match(out.results['198.51.100.77'].messages[0], /198\.51\.100\.0\/24, a subnet of interface veth-a/);
     assert.equal(out.results['192.0.2.1'].device, t.aIf);
