@@ -1,7 +1,8 @@
 /**
  * A packet worker for the WinDivert tests: the same loop as src/engine/worker.ts (receive, take control messages,
- * decide with the real Dataplane, send), on a real worker thread. Used by live-change.test.ts until the engine's
- * own worker can start from TypeScript sources under the test runner (see the report on worker-entry.ts).
+ * decide with the real Dataplane, send), on a real worker thread, without the Engine around it, so
+ * live-change.test.ts can drive HostBackend.apply() and the worker's reconfigure() directly and count reconfigures
+ * and send errors. engine.test.ts runs the same scenario through the real Engine and its worker.
  */
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { createWinDivertPacketSource, type WinDivertSourceInit } from '../../src/divert/windivert.ts';
