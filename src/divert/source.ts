@@ -92,6 +92,8 @@ export interface HostBackend {
   apply(prev: InterceptConfig, next: InterceptConfig): Promise<unknown>;
   /** Shield drop counts kept by the host firewall rather than the data plane, keyed "8080/tcp" (Linux nft). */
   shieldCounters?(): Promise<Map<string, ShieldCount>>;
+  /** Facts worth showing an admin in `status` (TUN device and mode; WinDivert filter, priority, driver version). */
+  describe?(): Record<string, string | number>;
   /** Make a receive() that may be blocked in the worker return soon (for stop and reconfigure). */
   wake(): void;
   /** Undo everything start() did. Idempotent. */

@@ -87,6 +87,10 @@ export class TunHostBackend implements HostBackend {
     return steps;
   }
 
+  describe(): Record<string, string | number> {
+    return { device: this.device, mtu: this.variant.mtu, offloads: this.variant.vnetHdr ? 'vnet header, TSO, checksum' : 'none' };
+  }
+
   async start(cfg: InterceptConfig): Promise<TunSourceInit> {
     if (this.fd >= 0) throw new RetroflectError(ErrorCode.INTERNAL, 'The TUN backend is already started.');
     const c = libc();

@@ -95,7 +95,6 @@ export class Engine extends EventEmitter {
   private rateTimer: NodeJS.Timeout | null = null;
   private previousSample: RateSample | null = null;
   private rates = { reflectedPackets: 0, reflectedBytes: 0, shieldDroppedPackets: 0 };
-  private backendInfo: Record<string, string | number> = {};
 
   private constructor(private readonly opts: EngineOptions) {
     super();
@@ -123,9 +122,6 @@ export class Engine extends EventEmitter {
 
   private async boot(): Promise<void> {
     const init = await this.opts.backend.start(this.current);
-    for (const [k, v] of Object.entries(init)) {
-      if (k !== 'kind' && (typeof v === 'string' || typeof v === 'number')) this.backendInfo[k] = v;
-    }
     const channel = new MessageChannel();
     this.port = channel.port1;
     const data: WorkerData = {
@@ -315,7 +311,7 @@ export class Engine extends EventEmitter {
       shieldPorts: this.current.shieldPorts.map((p) => ({ ...p })),
       configPath: this.opts.configPath ?? null,
       pipeName: this.opts.pipeName ?? null,
-      backendInfo: { ...this.backendInfo },
+      backendInfo: this.opts.backend.describe?.() ?? {},
     };
   }
 
