@@ -399,7 +399,7 @@ export class WinDivertHostBackend implements HostBackend {
   }
 
   /** Facts for `status`: filter, priority, driver version, DLL. */
-  info(): Record<string, string | number> {
+  describe(): Record<string, string | number> {
     return { filter: this.filter, priority: this.priority, driverVersion: this.driverVersion, dll: this.api?.path ?? '' };
   }
 

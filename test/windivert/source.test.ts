@@ -52,7 +52,7 @@ test('start opens one network-layer handle with the config filter, priority and 
   assert.equal(v[0], 8192n);
   assert.ok(api.getParam(init.handle, WinDivertParam.QueueSize, v));
   assert.equal(v[0], 8n * 1024n * 1024n);
-  assert.equal(backend.info().driverVersion, '2.2');
+  assert.equal(backend.describe().driverVersion, '2.2');
   assert.deepEqual(backend.plan(cfg).map((s) => s.action), ['load WinDivert', 'open WinDivert handle']);
   assert.ok(backend.plan(cfg)[1].detail.endsWith(init.filter));
   await backend.stop();
