@@ -74,7 +74,8 @@ export function systemHostFacts(): HostFacts {
     },
     route: async (address) => {
       if (process.platform === 'linux') return (await import('./linux/route-lookup.ts')).linuxRouteLookup(address);
-      // No route lookup for this platform yet: do not refuse what we cannot check.
+      if (process.platform === 'win32') return (await import('./windows/route-lookup.ts')).windowsRouteLookup(address);
+      // No route lookup for this platform: do not refuse what we cannot check.
       return { type: 'unicast', device: null, gateway: null, source: null };
     },
   };
