@@ -20,7 +20,8 @@ import { validateReflectAddress } from '../platform/validate-address.ts';
 import { ConfigStore, defaultConfigPath } from '../config/config-file.ts';
 import { startControlServer } from '../control/server.ts';
 import { resolveEndpoint, resolvePipeName } from '../control/pipe-path.ts';
-import { fail, printPlan, printRunBanner, warn } from './run-output.ts';
+import { printWarning as warn, reportError } from './output.ts';
+import { printPlan, printRunBanner } from './run-output.ts';
 
 export interface RunOptions {
   reflect?: string[];
@@ -83,7 +84,7 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
         refusal = err;
       }
       printPlan({ config, configPath, pipeName: endpoint.path, steps: backend.plan(config), windivertFilter: describeWinDivertFilter(config), warnings });
-      if (refusal) return fail(refusal);
+      if (refusal) return reportError(refusal, false);
       return ExitCode.OK;
     }
 
@@ -114,7 +115,7 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
       for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const) process.once(sig, () => shutdown(sig));
       started.once('stopped', () => void server.close().finally(() => resolve(ExitCode.OK)));
       started.once('failed', (err: RetroflectError) => {
-        fail(err);
+        reportError(err, false);
         void server.close().finally(() => resolve(ExitCode.BACKEND_UNAVAILABLE));
       });
     });
@@ -123,6 +124,6 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
     return await done;
   } catch (err) {
     if (engine) await engine.stop().catch(() => undefined);
-    return fail(err);
+    return reportError(err, false);
   }
 }
