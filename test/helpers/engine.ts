@@ -1,5 +1,5 @@
 /**
- * Start the real `retroflect run` (the CLI from source, through tsx) inside a namespace, on a control socket in a
+ * Start the real `retroflect run` (the CLI from source through tsx, or a bundle: see CLI below) inside a namespace, on a control socket in a
  * private directory, and drive it with the real CLI. Used by test/control/live.test.ts, fuzz.test.ts and
  * bench/control-plane.ts.
  *
@@ -14,7 +14,11 @@ import { join } from 'node:path';
 import type { NetNs } from './netns.ts';
 
 const node = process.execPath;
-const MAIN = 'src/cli/main.ts';
+/**
+ * How to start the CLI: from source through tsx (default), or a built bundle when RETROFLECT_TEST_ENGINE names one
+ * (e.g. dist/retroflect.cjs after `npm run build`), so the same tests check the shipped artefact.
+ */
+const CLI: string[] = process.env.RETROFLECT_TEST_ENGINE ? [process.env.RETROFLECT_TEST_ENGINE] : ['--import', 'tsx', 'src/cli/main.ts'];
 
 /** `retroflect run` prints this at the start of a stdout line once its pipe answers (src/cli/run-engine.ts). */
 export const READY = /^Ready\./m;
@@ -34,9 +38,9 @@ export interface CliResult {
   json: any;
 }
 
-/** Run any `retroflect` command from source inside `ns` (no shell), with colours off. */
+/** Run any `retroflect` command inside `ns` (no shell), with colours off. */
 export async function retroflect(ns: NetNs, args: string[], timeoutMs = 30_000): Promise<CliResult> {
-  const r = await ns.run('env', ['NO_COLOR=1', node, '--import', 'tsx', MAIN, ...args], { timeoutMs });
+  const r = await ns.run('env', ['NO_COLOR=1', node, ...CLI, ...args], { timeoutMs });
   let json: unknown;
   try {
     json = JSON.parse(r.stdout);
@@ -75,7 +79,7 @@ export interface StartOptions {
 export function spawnEngine(ns: NetNs, dir: string, opts: StartOptions): EngineHandle {
   const pipe = opts.pipe ?? join(dir, 'engine.sock');
   const cfgArgs = opts.config === false ? ['--no-config'] : ['--config', opts.config];
-  const child = ns.spawn(node, ['--import', 'tsx', MAIN, 'run', '--pipe', pipe, ...cfgArgs, ...(opts.args ?? [])], {
+  const child = ns.spawn(node, [...CLI, 'run', '--pipe', pipe, ...cfgArgs, ...(opts.args ?? [])], {
     env: { ...process.env, NO_COLOR: '1' },
   });
   let out = '';
