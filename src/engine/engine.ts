@@ -73,6 +73,14 @@ class SlotMap<K> {
   }
 }
 
+/** How long one reading of the host firewall's shield counters serves stats requests. */
+const HOST_SHIELD_TTL_MS = 1000;
+
+interface HostShieldReading {
+  at: number;
+  counts: Map<string, ShieldCount>;
+}
+
 interface RateSample {
   at: number;
   reflectedPackets: number;
@@ -95,6 +103,9 @@ export class Engine extends EventEmitter {
   private rateTimer: NodeJS.Timeout | null = null;
   private previousSample: RateSample | null = null;
   private rates = { reflectedPackets: 0, reflectedBytes: 0, shieldDroppedPackets: 0 };
+  private hostShieldCache: { at: number; reading: Promise<HostShieldReading | null> } | null = null;
+  private hostShieldSample: { at: number; packets: number } | null = null;
+  private hostShieldDropRate = 0;
 
   private constructor(private readonly opts: EngineOptions) {
     super();
@@ -164,7 +175,7 @@ export class Engine extends EventEmitter {
       });
     });
     this.state = 'running';
-    this.rateTimer = setInterval(() => void this.sampleRates(), 1000);
+    this.rateTimer = setInterval(() => this.sampleRates(), 1000);
     this.rateTimer.unref();
   }
 
@@ -315,13 +326,18 @@ export class Engine extends EventEmitter {
     };
   }
 
-  private async hostShieldCounts(): Promise<Map<string, ShieldCount> | null> {
-    if (!this.opts.backend.shieldCounters || this.state !== 'running') return null;
-    try {
-      return await this.opts.backend.shieldCounters();
-    } catch {
-      return null;
+  /**
+   * Shield counters kept by the host firewall (Linux: one `nft` run). Reading them costs a process start, so one
+   * reading serves every stats request for a second, and requests that arrive together share it.
+   */
+  private hostShieldCounts(): Promise<HostShieldReading | null> {
+    const read = this.opts.backend.shieldCounters?.bind(this.opts.backend);
+    if (!read || this.state !== 'running') return Promise.resolve(null);
+    const now = Date.now();
+    if (!this.hostShieldCache || now - this.hostShieldCache.at >= HOST_SHIELD_TTL_MS) {
+      this.hostShieldCache = { at: now, reading: read().then((counts) => ({ at: now, counts }), () => null) };
     }
+    return this.hostShieldCache.reading;
   }
 
   async stats(): Promise<EngineStats> {
@@ -329,31 +345,45 @@ export class Engine extends EventEmitter {
     const stats = buildEngineStats(this.counters.snapshot(), this.dataplaneConfig(this.current), {
       sampledAt: new Date(),
       uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
-      rates: this.rates,
+      rates: { ...this.rates },
     });
     if (hostShield) {
       // The host firewall drops shielded traffic before it reaches us (Linux nft): its counters are the truth.
       let packets = 0;
       let bytes = 0;
       for (const p of stats.byShieldPort) {
-        const c = hostShield.get(shieldKey(p));
+        const c = hostShield.counts.get(shieldKey(p));
         p.packets = c?.packets ?? 0;
         p.bytes = c?.bytes ?? 0;
         packets += p.packets;
         bytes += p.bytes;
       }
       stats.shieldDropped = { packets, bytes };
+      stats.rates.shieldDroppedPackets = this.hostShieldRate(hostShield.at, packets);
     }
     return stats;
   }
 
-  private async sampleRates(): Promise<void> {
-    const s = await this.stats();
+  /** Drop rate from two host readings at least a second apart (readings happen only when stats are asked for). */
+  private hostShieldRate(at: number, packets: number): number {
+    const prev = this.hostShieldSample;
+    if (!prev || at < prev.at) {
+      this.hostShieldSample = { at, packets };
+    } else if (at - prev.at >= HOST_SHIELD_TTL_MS) {
+      this.hostShieldDropRate = Math.max(0, (packets - prev.packets) / ((at - prev.at) / 1000));
+      this.hostShieldSample = { at, packets };
+    }
+    return this.hostShieldDropRate;
+  }
+
+  /** Once a second, from shared memory only (no helper process): reflected and data-plane shield-drop rates. */
+  private sampleRates(): void {
+    const snap = this.counters.snapshot();
     const sample: RateSample = {
       at: Date.now(),
-      reflectedPackets: s.reflected.packets,
-      reflectedBytes: s.reflected.bytes,
-      shieldDroppedPackets: s.shieldDropped.packets,
+      reflectedPackets: snap.reflected.packets,
+      reflectedBytes: snap.reflected.bytes,
+      shieldDroppedPackets: snap.shieldDropped.packets,
     };
     const prev = this.previousSample;
     if (prev && sample.at > prev.at) {
