@@ -41,6 +41,17 @@ function Get-RetroflectDefaultConfigPath {
     return '/etc/retroflect/config.json'
 }
 
+function Get-RetroflectRuntimePath {
+    # Where the single-file engine writes its native FFI module before loading it (src/platform/koffi-bundled.ts).
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+    if (Test-RetroflectWindows) {
+        return (Join-Path ([Environment]::GetFolderPath('CommonApplicationData')) 'Retroflect\runtime')
+    }
+    return '/var/lib/retroflect/runtime'
+}
+
 function Get-RetroflectTokenPath {
     # Windows only: the engine writes a fresh access token here at every start (docs/protocol.md, "Access").
     [CmdletBinding()]

@@ -5,8 +5,9 @@ function Uninstall-Retroflect {
 
     .DESCRIPTION
     Stops the installed engine gracefully (so it undoes its routes, firewall rules and WinDivert handles), then
-    removes the scheduled task (Windows) or disables and deletes the systemd unit (Linux). With -RemoveConfig the
-    config file is deleted too (and its folder, if empty). Nothing installed is not an error (idempotent).
+    removes the scheduled task (Windows) or disables and deletes the systemd unit (Linux) and the engine's unpacked
+    runtime files (%ProgramData%\Retroflect\runtime, /var/lib/retroflect/runtime). With -RemoveConfig the config
+    file is deleted too (and its folder, if empty). Nothing installed is not an error (idempotent).
 
     .PARAMETER ConfigPath
     The config file to delete with -RemoveConfig. Default: the engine's default path.
@@ -71,6 +72,16 @@ function Uninstall-Retroflect {
                 Invoke-RetroflectSystemctl -Root $Root -ArgumentList @('disable', '--now', $script:UnitName)
                 Remove-Item -LiteralPath $unitPath -Force -ErrorAction Stop
                 Invoke-RetroflectSystemctl -Root $Root -ArgumentList @('daemon-reload')
+            }
+        }
+        # The engine's unpacked native module is ours alone, whatever -RemoveConfig says: nothing is left behind.
+        $runtimeDir = Get-RetroflectRuntimePath
+        if (-not $windows) { $runtimeDir = Join-RetroflectRootPath -Root $Root -SystemPath $runtimeDir }
+        if ((Test-Path -LiteralPath $runtimeDir) -and $PSCmdlet.ShouldProcess($runtimeDir, 'Delete engine runtime files')) {
+            Remove-Item -LiteralPath $runtimeDir -Recurse -Force -ErrorAction Stop
+            $parent = Split-Path -Parent $runtimeDir
+            if ((Test-Path -LiteralPath $parent) -and -not (Get-ChildItem -LiteralPath $parent -Force)) {
+                Remove-Item -LiteralPath $parent -Force -ErrorAction Stop
             }
         }
         if ($RemoveConfig) {
