@@ -22,7 +22,7 @@ import { addressFamily, type InterceptConfig } from '../config/intercept-config.
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { runCommand, describeCommand, type HostCommand } from '../platform/linux/command.ts';
 import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../platform/linux/libc.ts';
-import { installShield, nftScriptCommand, readShieldCounters, removeShield, removeTableScript, shieldTableScript, updateShield } from '../platform/linux/nftables.ts';
+import { installShield, nftScriptCommand, readShieldCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from '../platform/linux/nftables.ts';
 import {
   checkDeviceName,
   DEFAULT_TUN_NAME,
@@ -68,12 +68,19 @@ export interface TunHostOptions {
   variant?: TunVariantName | TunVariant;
 }
 
+/** Whether a network device of that name exists in this namespace (`ip link show` fails when it does not). */
+async function linkExists(name: string): Promise<boolean> {
+  return runCommand({ file: 'ip', args: ['link', 'show', 'dev', name] }).then(() => true, () => false);
+}
+
 export class TunHostBackend implements HostBackend {
   readonly kind = 'tun' as const;
   readonly device: string;
   readonly variant: TunVariant;
   private fd = -1;
   private wakeFd = -1;
+  /** Set once start() has claimed the host's shield table: only then may stop() remove it. */
+  private ownsShield = false;
   private readonly wakeValue = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
 
   constructor(opts: TunHostOptions = {}) {
@@ -110,7 +117,7 @@ export class TunHostBackend implements HostBackend {
     try {
       this.wakeFd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
       if (this.wakeFd < 0) throw new RetroflectError(ErrorCode.BACKEND_FAILED, `eventfd failed: ${c.strerror(c.errno())}.`);
-      await removeShield(); // leftover of a killed run
+      await this.claimShieldTable();
       await runCommand(linkUpCommand(this.device, this.variant.mtu));
       const hasV6 = enableIpv6(this.device);
       if (!hasV6 && cfg.reflectAddresses.some((a) => addressFamily(a) === 6)) {
@@ -125,6 +132,22 @@ export class TunHostBackend implements HostBackend {
       throw err;
     }
     return { kind: 'tun', fd: this.fd, wakeFd: this.wakeFd, device: this.device, mtu: this.variant.mtu, vnetHdr: this.variant.vnetHdr };
+  }
+
+  /**
+   * The shield table is one per host. A leftover of a killed run is removed; a table another running engine uses is
+   * refused, never deleted (deleting it would silently unshield that engine's ports).
+   */
+  private async claimShieldTable(): Promise<void> {
+    const holder = await shieldTableDevice();
+    if (holder !== null && holder !== this.device && (await linkExists(holder))) {
+      throw new RetroflectError(ErrorCode.ALREADY_RUNNING, `Another retroflect engine (TUN device ${holder}) is running on this host.`, {
+        hint: 'On Linux one engine runs per host, since the shield rules are per host: stop the other engine first, or add your addresses and ports to it.',
+        details: { device: holder },
+      });
+    }
+    await removeShield(); // a leftover of a killed run, if there is one
+    this.ownsShield = true;
   }
 
   async apply(prev: InterceptConfig, next: InterceptConfig): Promise<null> {
@@ -154,7 +177,8 @@ export class TunHostBackend implements HostBackend {
   async stop(): Promise<void> {
     let failure: unknown;
     try {
-      await removeShield();
+      if (this.ownsShield) await removeShield();
+      this.ownsShield = false;
     } catch (err) {
       failure = err;
     }

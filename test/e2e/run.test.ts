@@ -151,6 +151,27 @@ describe('retroflect run: dry run and refusals change nothing', { timeout: 60_00
     rmSync(pipeDir, { recursive: true, force: true });
   });
 
+  test('a second engine on another device is refused (exit 8) and leaves the first one\'s shield table alone', async () => {
+    const first = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe', join(pipeDir, 'first.sock'), '--device', DEVICE]);
+    try {
+      await waitReady(first);
+      const second = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.2', '--pipe', join(pipeDir, 'second.sock'), '--device', 'rflct9']);
+      assert.equal(await second.exited, 8, second.output());
+      assert.match(second.output(), /Another retroflect engine \(TUN device rflct0\) is running on this host/);
+      const table = await t.a.must('nft', ['list', 'table', 'inet', 'retroflect']);
+      assert.match(table, /iifname "rflct0" accept/);
+      assert.match(table, /elements = \{ 8080 /);
+      const links = await t.a.ipJson<{ ifname: string }[]>(['link', 'show']);
+      assert.ok(!links.some((l) => l.ifname === 'rflct9'), 'the refused engine left its device');
+      const ping = await t.a.run('ping', ['-c', '1', '-W', '2', '192.0.2.1']);
+      assert.match(ping.stdout, /1 received/, 'the first engine still reflects');
+    } finally {
+      first.child.kill('SIGTERM');
+      await first.exited;
+    }
+    await assertClean(t.a);
+  });
+
   test('--dry-run prints the routes and nft rules it would install, exits 0, creates nothing', async () => {
     const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--dry-run', '--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe', join(pipeDir, 's.sock')], {});
     assert.equal(r.code, 0, r.stdout + r.stderr);

@@ -106,6 +106,22 @@ export async function removeShield(): Promise<void> {
   await runCommand(nftScriptCommand(removeTableScript()));
 }
 
+/**
+ * The TUN device named by an existing table's accept rule, or null when there is no table. A table whose device still
+ * exists belongs to a running engine; one whose device is gone is a leftover of a killed run (the device dies with
+ * the process that held it).
+ */
+export async function shieldTableDevice(): Promise<string | null> {
+  let stdout: string;
+  try {
+    ({ stdout } = await runCommand({ file: 'nft', args: ['list', 'table', NFT_FAMILY, NFT_TABLE] }));
+  } catch (err) {
+    if (err instanceof RetroflectError && /No such file or directory/i.test(String(err.details?.stderr ?? ''))) return null;
+    throw err;
+  }
+  return /iifname "([^"]+)" accept/.exec(stdout)?.[1] ?? null;
+}
+
 /** True when our table exists (used by cleanup checks and tests). */
 export async function shieldTableExists(): Promise<boolean> {
   const { stdout } = await runCommand({ file: 'nft', args: ['-j', 'list', 'tables', NFT_FAMILY] });
