@@ -1,0 +1,57 @@
+/**
+ * `retroflect` as scripts see it: exit codes and messages of the entry points that need no engine (the engine itself
+ * is exercised in test/e2e and test/control). Runs the real CLI from source in child processes.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { ExitCode } from '../../src/errors.ts';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+function retroflect(args: string[], opts: { uid?: number } = {}): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, NO_COLOR: '1', HOME: '/tmp' },
+    ...(opts.uid === undefined ? {} : { uid: opts.uid, gid: opts.uid }),
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('--version prints the package version and exits 0', () => {
+  const r = retroflect(['--version']);
+  assert.equal(r.code, ExitCode.OK);
+  assert.equal(r.stdout.trim(), pkg.version);
+});
+
+test('--help lists run and the client commands and exits 0', () => {
+  const r = retroflect(['--help']);
+  assert.equal(r.code, ExitCode.OK);
+  for (const cmd of ['run', 'status', 'address', 'shield', 'stats', 'flows', 'stop']) assert.match(r.stdout, new RegExp(`^  ${cmd}\\b`, 'm'), cmd);
+  const run = retroflect(['run', '--help']);
+  assert.equal(run.code, ExitCode.OK);
+  assert.match(run.stdout, /--dry-run/);
+});
+
+test('an unknown option is a usage error (exit 2)', () => {
+  const r = retroflect(['run', '--no-such-option']);
+  assert.equal(r.code, ExitCode.USAGE);
+  assert.match(r.stderr, /unknown option/);
+});
+
+test('run as a non-root user exits 3 and says how to run it', () => {
+  const r = retroflect(['run', '--no-config', '--reflect', '198.51.100.9'], { uid: 65534 });
+  assert.equal(r.code, ExitCode.NOT_ADMIN, r.stdout + r.stderr);
+  assert.match(r.stderr, /must run as root \(Linux\) or Administrator \(Windows\)\. \[E_NOT_ADMIN\]/);
+  assert.match(r.stderr, /hint: /);
+});
+
+test('a malformed reflect address or shield port exits 4 before anything starts, even in a dry run', () => {
+  const bad = retroflect(['run', '--dry-run', '--no-config', '--reflect', '192.0.2.300']);
+  assert.equal(bad.code, ExitCode.INVALID_ARGUMENT);
+  assert.match(bad.stderr, /'192\.0\.2\.300' is not an IP address\. \[E_INVALID_ADDRESS\]/);
+  const port = retroflect(['run', '--dry-run', '--no-config', '--shield', '70000']);
+  assert.equal(port.code, ExitCode.INVALID_ARGUMENT);
+  assert.match(port.stderr, /'70000' is not a shield port\. \[E_INVALID_PORT\]/);
+});
