@@ -16,7 +16,7 @@
  * when the probe window is full, the entry seen longest ago is evicted.
  */
 import ipaddr from 'ipaddr.js';
-import { IcmpType, Icmpv6Type, IpProto, TcpFlag, type ParsedPacket } from '../packet/parse.ts';
+import { IpProto, TcpFlag, type ParsedPacket } from '../packet/parse.ts';
 import type { FlowProtocol, FlowRecord } from './types.ts';
 
 export const DEFAULT_FLOW_CAPACITY = 4096;
@@ -36,47 +36,56 @@ export const FLOW_IDLE_MS = {
 const FlowState = { Active: 0, Open: 1, Closed: 2 } as const;
 const STATE_NAMES = ['active', 'open', 'closed'] as const;
 
-/** Int32 fields per slot in the meta region. */
-const M_USED = 0; // 0 = empty, 1 = holds a flow
-const M_HASH = 1;
-const M_FAMILY = 2;
-const M_PROTO = 3;
-const M_LOW = 4; // low / high port (key)
-const M_HIGH = 5;
-const M_CLIENT = 6; // client / server port (decided as described above)
-const M_SERVER = 7;
-const M_STATE = 8; // FlowState
-const META_STRIDE = 9;
-/** Int32 words of addresses per slot: R (4 words) then L (4 words); IPv4 uses the first word of each. */
-const ADDR_STRIDE = 8;
+/**
+ * Slot layout. Each slot is one 64-byte record of Int32 words (its sequence number, key and TCP facts: one cache line,
+ * so a lookup that finds its flow in the home slot touches one line) plus four Float64 counters in a second region.
+ */
+const W_SEQ = 0; // seqlock sequence: odd while the writer changes the slot
+const W_HASH = 1;
+const W_KIND = 2; // (family << 8) | protocol; 0 = empty slot (family is 4 or 6 in a used one)
+const W_PORTS = 3; // (low port << 16) | high port: the key's ports in one word
+const W_CLIENT = 4; // client / server port (decided as described above)
+const W_SERVER = 5;
+const W_STATE = 6; // FlowState
+const W_ADDR = 8; // 8 words: R (4 words) then L (4 words); IPv4 uses the first word of each, the others stay 0
+const SLOT_WORDS = 16;
 /** Float64 fields per slot. */
 const N_PACKETS = 0;
 const N_BYTES = 1;
 const N_FIRST = 2; // ms since epoch
 const N_LAST = 3;
 const NUM_STRIDE = 4;
-/** Buffer header: Int32 capacity, padded to 8 bytes for the Float64 region alignment. */
-const HEADER_BYTES = 8;
+/** Buffer header: Int32 capacity, padded to 64 bytes so the slot records start on a cache-line boundary. */
+const HEADER_BYTES = 64;
 
-function regionBytes(capacity: number): { seq: number; meta: number; addr: number; num: number; total: number } {
-  const seq = HEADER_BYTES;
-  const meta = seq + capacity * 4;
-  const addr = meta + capacity * META_STRIDE * 4;
-  let num = addr + capacity * ADDR_STRIDE * 4;
-  num = (num + 7) & ~7;
-  return { seq, meta, addr, num, total: num + capacity * NUM_STRIDE * 8 };
+/**
+ * Whether the writer may publish with plain stores. A seqlock writer needs its three store groups (sequence odd,
+ * data, sequence even) to become visible in that order. On x86 (TSO) the hardware keeps stores in order, and V8 emits
+ * typed-array element stores in program order, so plain stores suffice; the torn-read test in
+ * test/engine/flow-table.test.ts checks it with a real second thread. Elsewhere (e.g. arm64, weakly ordered) the
+ * sequence stores go through Atomics.store, whose full barrier costs ~20 ns each here (Node 20 calls a builtin).
+ */
+const PLAIN_STORES_ARE_ORDERED = process.arch === 'x64' || process.arch === 'ia32';
+
+/** How long a flow in `state` may stay idle before it is forgotten. */
+function idleLimit(state: number): number {
+  return state === FlowState.Open ? FLOW_IDLE_MS.tcpOpen : state === FlowState.Closed ? FLOW_IDLE_MS.tcpClosed : FLOW_IDLE_MS.datagram;
+}
+
+function regionBytes(capacity: number): { slots: number; num: number; total: number } {
+  const slots = HEADER_BYTES;
+  const num = slots + capacity * SLOT_WORDS * 4; // a multiple of 64, so Float64-aligned
+  return { slots, num, total: num + capacity * NUM_STRIDE * 8 };
 }
 
 export class FlowTable {
   readonly buffer: SharedArrayBuffer;
   readonly capacity: number;
   private readonly mask: number;
-  private readonly seq: Int32Array;
-  private readonly meta: Int32Array;
-  private readonly addr: Int32Array;
+  /** SLOT_WORDS Int32 words per slot (see W_*). */
+  private readonly slots: Int32Array;
+  /** NUM_STRIDE Float64 counters per slot (see N_*). */
   private readonly num: Float64Array;
-  /** Key words of a flow being written (reused; R then L), filled just before `write`. */
-  private readonly keyWords = new Int32Array(ADDR_STRIDE);
 
   static bytesFor(capacity: number): number {
     return regionBytes(capacity).total;
@@ -88,25 +97,26 @@ export class FlowTable {
    */
   constructor(opts: { capacity?: number; buffer?: SharedArrayBuffer } = {}) {
     let capacity: number;
+    let buffer: SharedArrayBuffer;
     if (opts.buffer) {
-      capacity = new Int32Array(opts.buffer, 0, 1)[0];
-      this.buffer = opts.buffer;
+      buffer = opts.buffer;
+      capacity = new Int32Array(buffer, 0, 1)[0];
     } else {
       capacity = opts.capacity ?? DEFAULT_FLOW_CAPACITY;
       if (!Number.isInteger(capacity) || capacity < PROBE_WINDOW || (capacity & (capacity - 1)) !== 0) {
         throw new RangeError(`FlowTable capacity must be a power of two of at least ${PROBE_WINDOW}, got ${capacity}`);
       }
-      this.buffer = new SharedArrayBuffer(regionBytes(capacity).total);
-      new Int32Array(this.buffer, 0, 1)[0] = capacity;
+      buffer = new SharedArrayBuffer(regionBytes(capacity).total);
+      new Int32Array(buffer, 0, 1)[0] = capacity;
     }
     const r = regionBytes(capacity);
-    if (this.buffer.byteLength < r.total) throw new RangeError('FlowTable buffer is smaller than its capacity needs');
+    if (buffer.byteLength < r.total) throw new RangeError('FlowTable buffer is smaller than its capacity needs');
+    // Every field is assigned exactly once, here, so all tables share one hidden class and the hot path sees one shape.
+    this.buffer = buffer;
     this.capacity = capacity;
     this.mask = capacity - 1;
-    this.seq = new Int32Array(this.buffer, r.seq, capacity);
-    this.meta = new Int32Array(this.buffer, r.meta, capacity * META_STRIDE);
-    this.addr = new Int32Array(this.buffer, r.addr, capacity * ADDR_STRIDE);
-    this.num = new Float64Array(this.buffer, r.num, capacity * NUM_STRIDE);
+    this.slots = new Int32Array(buffer, r.slots, capacity * SLOT_WORDS);
+    this.num = new Float64Array(buffer, r.num, capacity * NUM_STRIDE);
   }
 
   // ---- writer (worker thread) ----
@@ -115,6 +125,10 @@ export class FlowTable {
    * Count one outbound packet to a reflect address, parsed by `parsePacket` and not yet reflected (source = L,
    * destination = R). Later fragments (no transport header, so no ports) are not recorded: they would form a
    * port-less pseudo-flow; the counters still count them.
+   *
+   * This is the hottest code of the data plane. Every typed-array read below runs on every call (none sits in a
+   * branch that warm-up traffic may never take): V8 compiles a read it has no type feedback for into a generic,
+   * megamorphic lookup costing more than everything else here together.
    */
   record(_buf: Uint8Array, p: ParsedPacket, bytes: number, now: number): void {
     const proto = p.protocol;
@@ -135,22 +149,19 @@ export class FlowTable {
       server = synOnly ? b : low;
     } else if (proto === IpProto.Icmp || proto === IpProto.Icmpv6) {
       if (!p.hasTransport) return;
-      const t = p.icmpType;
-      const echo = proto === IpProto.Icmp ? t === IcmpType.EchoRequest || t === IcmpType.EchoReply : t === Icmpv6Type.EchoRequest || t === Icmpv6Type.EchoReply;
-      if (echo) low = client = p.icmpId;
+      // parsePacket sets icmpId only for echo request/reply; other ICMP messages share one flow per address pair.
+      low = client = p.icmpId;
     }
     // Other protocols have no ports: all their packets (fragments too) between L and R form one flow.
 
-    // The key's address words in locals (R then L; IPv4 uses the first word of each), not in an array: this is
-    // the hottest code of the data plane.
+    // The key's address words in locals (R then L; IPv4 uses the first word of each).
     const family = p.family;
-    let r0: number, l0: number;
-    let r1 = 0, r2 = 0, r3 = 0, l1 = 0, l2 = 0, l3 = 0;
     const d = p.dstOffset;
     const s = p.srcOffset;
     const v = p.view; // the DataView parsePacket made over `buf`
-    r0 = v.getInt32(d);
-    l0 = v.getInt32(s);
+    const r0 = v.getInt32(d);
+    const l0 = v.getInt32(s);
+    let r1 = 0, r2 = 0, r3 = 0, l1 = 0, l2 = 0, l3 = 0;
     if (family === 6) {
       r1 = v.getInt32(d + 4);
       r2 = v.getInt32(d + 8);
@@ -159,87 +170,70 @@ export class FlowTable {
       l2 = v.getInt32(s + 8);
       l3 = v.getInt32(s + 12);
     }
-    // FNV-1a style mixing with a murmur-like finaliser: cheap, and spreads keys that differ in one port.
-    let h = 0x811c9dc5 ^ (family << 8) ^ proto;
-    h = Math.imul(h ^ ((low << 16) | high), 0x01000193);
+    const kind = (family << 8) | proto;
+    const ports = (low << 16) | high;
+    // Multiply-xor mixing of the key words with a murmur3-style finaliser: cheap, and spreads keys that differ only
+    // in one port or one address bit over the whole table.
+    let h = Math.imul(kind ^ 0x811c9dc5, 0x01000193);
+    h = Math.imul(h ^ ports, 0x01000193);
     h = Math.imul(h ^ r0, 0x01000193);
     h = Math.imul(h ^ l0, 0x01000193);
-    h = Math.imul(h ^ r1 ^ (l1 << 1), 0x01000193);
-    h = Math.imul(h ^ r2 ^ (l2 << 1), 0x01000193);
-    h = Math.imul(h ^ r3 ^ (l3 << 1), 0x01000193);
+    if (family === 6) {
+      h = Math.imul(h ^ r1 ^ (l1 << 1), 0x01000193);
+      h = Math.imul(h ^ r2 ^ (l2 << 1), 0x01000193);
+      h = Math.imul(h ^ r3 ^ (l3 << 1), 0x01000193);
+    }
     h ^= h >>> 16;
     h = Math.imul(h, 0x7feb352d);
     h ^= h >>> 15;
 
-    const meta = this.meta;
-    const addr = this.addr;
+    const w = this.slots;
+    const num = this.num;
     const mask = this.mask;
-    // First pass: is the conversation already here? (Usually found in the home slot.)
-    let stale = -1;
+    // Is the conversation already here? (Usually found in the home slot.)
     for (let i = 0; i < PROBE_WINDOW; i++) {
       const slot = (h + i) & mask;
-      const m = slot * META_STRIDE;
-      if (meta[m + M_USED] === 0 || meta[m + M_HASH] !== h) continue;
-      if (meta[m + M_LOW] !== low || meta[m + M_HIGH] !== high || meta[m + M_PROTO] !== proto || meta[m + M_FAMILY] !== family) continue;
-      const a = slot * ADDR_STRIDE;
-      if (addr[a] !== r0 || addr[a + 4] !== l0 || addr[a + 1] !== r1 || addr[a + 2] !== r2 || addr[a + 3] !== r3) continue;
-      if (addr[a + 5] !== l1 || addr[a + 6] !== l2 || addr[a + 7] !== l3) continue;
+      const b = slot * SLOT_WORDS;
+      if (w[b + W_HASH] !== h || w[b + W_KIND] !== kind || w[b + W_PORTS] !== ports) continue;
+      const a = b + W_ADDR;
+      if (w[a] !== r0 || w[a + 4] !== l0 || w[a + 1] !== r1 || w[a + 2] !== r2 || w[a + 3] !== r3) continue;
+      if (w[a + 5] !== l1 || w[a + 6] !== l2 || w[a + 7] !== l3) continue;
+      const state = w[b + W_STATE];
+      const n = slot * NUM_STRIDE;
       // Same conversation, unless it went idle long enough to be forgotten, or a new TCP connection reuses the
-      // ports of a closed one: then start counting afresh in the same slot.
-      if (this.isExpired(slot, now) || (synOnly && meta[m + M_STATE] === FlowState.Closed)) {
-        stale = slot;
-        break;
+      // ports of a closed one: then start counting afresh in the same slot (no duplicate key left behind).
+      if (now - num[n + N_LAST] > idleLimit(state) || (synOnly && state === FlowState.Closed)) {
+        this.write(slot, h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now, r0, r1, r2, r3, l0, l1, l2, l3);
+        return;
       }
-      this.update(slot, p.tcpFlags, isTcp, synOnly, client, server, bytes, now);
+      const seq = w[b + W_SEQ];
+      this.beginWrite(b, seq);
+      num[n + N_PACKETS] += 1;
+      num[n + N_BYTES] += bytes;
+      num[n + N_LAST] = now;
+      if (synOnly) {
+        // A SYN tells us for sure who the client is; it overrides an earlier guess.
+        w[b + W_CLIENT] = client;
+        w[b + W_SERVER] = server;
+      }
+      if (isTcp && (p.tcpFlags & (TcpFlag.Fin | TcpFlag.Rst)) !== 0) w[b + W_STATE] = FlowState.Closed;
+      this.endWrite(b, seq);
       return;
     }
-    // A stale entry of this very conversation is reused in place (no duplicate key left behind). Otherwise take a
-    // free slot, else an expired one, else evict the one seen longest ago.
-    const num = this.num;
-    let free = stale;
-    let expired = -1;
-    let oldest = -1;
-    let oldestSeen = Infinity;
-    for (let i = 0; i < PROBE_WINDOW && free < 0; i++) {
-      const slot = (h + i) & mask;
-      const m = slot * META_STRIDE;
-      if (meta[m + M_USED] === 0) {
-        free = slot;
-        break;
-      }
-      if (this.isExpired(slot, now)) {
-        if (expired < 0) expired = slot;
-      } else {
-        const seen = num[slot * NUM_STRIDE + N_LAST];
-        if (seen < oldestSeen) {
-          oldestSeen = seen;
-          oldest = slot;
-        }
-      }
-    }
-    const slot = free >= 0 ? free : expired >= 0 ? expired : oldest;
-    const k = this.keyWords;
-    k[0] = r0;
-    k[1] = r1;
-    k[2] = r2;
-    k[3] = r3;
-    k[4] = l0;
-    k[5] = l1;
-    k[6] = l2;
-    k[7] = l3;
-    this.write(slot, h, family, proto, low, high, client, server, isTcp, bytes, now);
-    if (isTcp) this.applyTcpFlags(slot, p.tcpFlags);
+    this.write(this.freeSlot(h, now), h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now, r0, r1, r2, r3, l0, l1, l2, l3);
   }
 
   /** Forget every flow idle past its timeout. Returns how many were removed. */
   sweep(now: number): number {
     let removed = 0;
+    const w = this.slots;
     for (let slot = 0; slot < this.capacity; slot++) {
-      if (this.meta[slot * META_STRIDE + M_USED] !== 0 && this.isExpired(slot, now)) {
-        const s = this.seq[slot];
-        Atomics.store(this.seq, slot, s + 1);
-        this.meta[slot * META_STRIDE + M_USED] = 0;
-        Atomics.store(this.seq, slot, s + 2);
+      const b = slot * SLOT_WORDS;
+      if (w[b + W_KIND] !== 0 && this.isExpired(slot, now)) {
+        const seq = w[b + W_SEQ];
+        this.beginWrite(b, seq);
+        w[b + W_KIND] = 0;
+        this.endWrite(b, seq);
         removed++;
       }
     }
@@ -247,57 +241,74 @@ export class FlowTable {
   }
 
   private isExpired(slot: number, now: number): boolean {
-    const state = this.meta[slot * META_STRIDE + M_STATE];
-    const idle = state === FlowState.Open ? FLOW_IDLE_MS.tcpOpen : state === FlowState.Closed ? FLOW_IDLE_MS.tcpClosed : FLOW_IDLE_MS.datagram;
-    return now - this.num[slot * NUM_STRIDE + N_LAST] > idle;
+    return now - this.num[slot * NUM_STRIDE + N_LAST] > idleLimit(this.slots[slot * SLOT_WORDS + W_STATE]);
   }
 
-  private write(slot: number, h: number, family: number, proto: number, low: number, high: number, client: number, server: number, isTcp: boolean, bytes: number, now: number): void {
-    const s = this.seq[slot];
-    Atomics.store(this.seq, slot, s + 1);
-    const m = slot * META_STRIDE;
-    const meta = this.meta;
-    meta[m + M_USED] = 1;
-    meta[m + M_HASH] = h;
-    meta[m + M_FAMILY] = family;
-    meta[m + M_PROTO] = proto;
-    meta[m + M_LOW] = low;
-    meta[m + M_HIGH] = high;
-    meta[m + M_CLIENT] = client;
-    meta[m + M_SERVER] = server;
-    meta[m + M_STATE] = isTcp ? FlowState.Open : FlowState.Active;
-    const a = slot * ADDR_STRIDE;
-    for (let w = 0; w < ADDR_STRIDE; w++) this.addr[a + w] = this.keyWords[w];
+  /** Where a new flow with hash `h` goes: a free slot in its probe window, else an expired one, else the one seen
+   *  longest ago (evicted). */
+  private freeSlot(h: number, now: number): number {
+    let expired = -1;
+    let oldest = -1;
+    let oldestSeen = Infinity;
+    for (let i = 0; i < PROBE_WINDOW; i++) {
+      const slot = (h + i) & this.mask;
+      if (this.slots[slot * SLOT_WORDS + W_KIND] === 0) return slot;
+      if (this.isExpired(slot, now)) {
+        if (expired < 0) expired = slot;
+      } else {
+        const seen = this.num[slot * NUM_STRIDE + N_LAST];
+        if (seen < oldestSeen) {
+          oldestSeen = seen;
+          oldest = slot;
+        }
+      }
+    }
+    return expired >= 0 ? expired : oldest;
+  }
+
+  /** Start a new flow in `slot` (overwriting whatever was there) with this packet as its first. */
+  private write(
+    slot: number, h: number, kind: number, ports: number, client: number, server: number, isTcp: boolean, tcpFlags: number,
+    bytes: number, now: number, r0: number, r1: number, r2: number, r3: number, l0: number, l1: number, l2: number, l3: number,
+  ): void {
+    const w = this.slots;
+    const b = slot * SLOT_WORDS;
+    const seq = w[b + W_SEQ];
+    this.beginWrite(b, seq);
+    w[b + W_HASH] = h;
+    w[b + W_KIND] = kind;
+    w[b + W_PORTS] = ports;
+    w[b + W_CLIENT] = client;
+    w[b + W_SERVER] = server;
+    const closing = isTcp && (tcpFlags & (TcpFlag.Fin | TcpFlag.Rst)) !== 0;
+    w[b + W_STATE] = !isTcp ? FlowState.Active : closing ? FlowState.Closed : FlowState.Open;
+    const a = b + W_ADDR;
+    w[a] = r0;
+    w[a + 1] = r1;
+    w[a + 2] = r2;
+    w[a + 3] = r3;
+    w[a + 4] = l0;
+    w[a + 5] = l1;
+    w[a + 6] = l2;
+    w[a + 7] = l3;
     const n = slot * NUM_STRIDE;
     this.num[n + N_PACKETS] = 1;
     this.num[n + N_BYTES] = bytes;
     this.num[n + N_FIRST] = now;
     this.num[n + N_LAST] = now;
-    Atomics.store(this.seq, slot, s + 2);
+    this.endWrite(b, seq);
   }
 
-  private update(slot: number, flags: number, isTcp: boolean, synOnly: boolean, client: number, server: number, bytes: number, now: number): void {
-    const s = this.seq[slot];
-    Atomics.store(this.seq, slot, s + 1);
-    const n = slot * NUM_STRIDE;
-    this.num[n + N_PACKETS] += 1;
-    this.num[n + N_BYTES] += bytes;
-    this.num[n + N_LAST] = now;
-    if (synOnly) {
-      // A SYN tells us for sure who the client is; it overrides an earlier guess.
-      this.meta[slot * META_STRIDE + M_CLIENT] = client;
-      this.meta[slot * META_STRIDE + M_SERVER] = server;
-    }
-    if (isTcp && (flags & (TcpFlag.Fin | TcpFlag.Rst)) !== 0) this.meta[slot * META_STRIDE + M_STATE] = FlowState.Closed;
-    Atomics.store(this.seq, slot, s + 2);
+  /** Mark the slot at word `b` as being written (sequence odd); `seq` is its current, even, sequence. */
+  private beginWrite(b: number, seq: number): void {
+    if (PLAIN_STORES_ARE_ORDERED) this.slots[b + W_SEQ] = seq + 1;
+    else Atomics.store(this.slots, b + W_SEQ, seq + 1);
   }
 
-  private applyTcpFlags(slot: number, flags: number): void {
-    if ((flags & (TcpFlag.Fin | TcpFlag.Rst)) === 0) return;
-    const s = this.seq[slot];
-    Atomics.store(this.seq, slot, s + 1);
-    this.meta[slot * META_STRIDE + M_STATE] = FlowState.Closed;
-    Atomics.store(this.seq, slot, s + 2);
+  /** Publish the slot's new contents (sequence even again, and changed). */
+  private endWrite(b: number, seq: number): void {
+    if (PLAIN_STORES_ARE_ORDERED) this.slots[b + W_SEQ] = seq + 2;
+    else Atomics.store(this.slots, b + W_SEQ, seq + 2);
   }
 
   // ---- reader (main thread) ----
@@ -305,33 +316,33 @@ export class FlowTable {
   /** The live flows at `now` (expired ones hidden), most recently active first. */
   snapshot(now: number): FlowRecord[] {
     const out: { rec: FlowRecord; last: number }[] = [];
-    const key = new Int32Array(ADDR_STRIDE);
-    const m = new Int32Array(META_STRIDE);
+    const w = new Int32Array(SLOT_WORDS);
     const n = new Float64Array(NUM_STRIDE);
     for (let slot = 0; slot < this.capacity; slot++) {
+      const b = slot * SLOT_WORDS;
       let ok = false;
+      // Seqlock read: copy the slot, and keep the copy only if the sequence was even and unchanged around it.
       for (let attempt = 0; attempt < 4 && !ok; attempt++) {
-        const before = Atomics.load(this.seq, slot);
+        const before = Atomics.load(this.slots, b + W_SEQ);
         if ((before & 1) !== 0) continue;
-        m.set(this.meta.subarray(slot * META_STRIDE, slot * META_STRIDE + META_STRIDE));
-        key.set(this.addr.subarray(slot * ADDR_STRIDE, slot * ADDR_STRIDE + ADDR_STRIDE));
+        w.set(this.slots.subarray(b, b + SLOT_WORDS));
         n.set(this.num.subarray(slot * NUM_STRIDE, slot * NUM_STRIDE + NUM_STRIDE));
-        ok = Atomics.load(this.seq, slot) === before;
+        ok = Atomics.load(this.slots, b + W_SEQ) === before;
       }
-      if (!ok || m[M_USED] === 0) continue;
-      const state = m[M_STATE];
-      const idle = state === FlowState.Open ? FLOW_IDLE_MS.tcpOpen : state === FlowState.Closed ? FLOW_IDLE_MS.tcpClosed : FLOW_IDLE_MS.datagram;
-      if (now - n[N_LAST] > idle) continue;
-      const family = m[M_FAMILY];
-      const ported = m[M_PROTO] === IpProto.Tcp || m[M_PROTO] === IpProto.Udp;
+      if (!ok || w[W_KIND] === 0) continue;
+      const state = w[W_STATE];
+      if (now - n[N_LAST] > idleLimit(state)) continue;
+      const family = w[W_KIND] >> 8;
+      const proto = w[W_KIND] & 0xff;
+      const ported = proto === IpProto.Tcp || proto === IpProto.Udp;
       out.push({
         last: n[N_LAST],
         rec: {
-          protocol: flowProtocol(m[M_PROTO]),
-          reflectAddress: formatAddress(family, key, 0),
-          localAddress: formatAddress(family, key, 4),
-          clientPort: m[M_CLIENT],
-          serverPort: ported ? m[M_SERVER] : 0,
+          protocol: flowProtocol(proto),
+          reflectAddress: formatAddress(family, w, W_ADDR),
+          localAddress: formatAddress(family, w, W_ADDR + 4),
+          clientPort: w[W_CLIENT],
+          serverPort: ported ? w[W_SERVER] : 0,
           packets: n[N_PACKETS],
           bytes: n[N_BYTES],
           firstSeen: new Date(n[N_FIRST]).toISOString(),
