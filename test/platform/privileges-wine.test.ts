@@ -6,18 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { before, test } from 'node:test';
-import { bundle, NODE_EXE, ROOT, runWine, setupWine, wineAvailable } from '../wine/setup.ts';
+import { test } from 'node:test';
+import { bundle, NODE_EXE, ROOT, runWine, wineTestGate } from '../wine/setup.ts';
 
-const wine = await wineAvailable();
-if (!wine && process.env.CI) {
-  test('wine is required on CI', () => assert.fail('wine is not installed (apt-get install wine)'));
-}
-const skip = wine ? false : 'wine is not installed';
-
-before(async () => {
-  if (wine) await setupWine();
-}, { timeout: 600_000 });
+const skip = await wineTestGate('the Windows privilege check');
 
 test('isAdministrator() under Windows node.exe calls IsUserAnAdmin and returns true under Wine', { skip, timeout: 180_000 }, async () => {
   const script = await bundle(join(ROOT, 'test', 'platform', 'fixtures', 'privileges-entry.ts'), 'privileges-entry');

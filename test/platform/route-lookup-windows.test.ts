@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { before, test } from 'node:test';
+import { test } from 'node:test';
 import { linuxRouteLookup } from '../../src/platform/linux/route-lookup.ts';
 import { encodeSockaddr } from '../../src/platform/windows/route-lookup.ts';
-import { bundle, NODE_EXE, ROOT, runWine, setupWine, wineAvailable } from '../wine/setup.ts';
+import { bundle, NODE_EXE, ROOT, runWine, wineTestGate } from '../wine/setup.ts';
 
 test('SOCKADDR_IN / SOCKADDR_IN6 encoding: Windows family numbers, address bytes in network order', () => {
   const v4 = encodeSockaddr('198.51.100.7');
@@ -23,15 +23,7 @@ test('SOCKADDR_IN / SOCKADDR_IN6 encoding: Windows family numbers, address bytes
   assert.equal(encodeSockaddr('fe80::1:2').subarray(8, 24).toString('hex'), 'fe800000000000000000000000010002');
 });
 
-const wine = await wineAvailable();
-if (!wine && process.env.CI) {
-  test('wine is required on CI', () => assert.fail('wine is not installed (apt-get install wine)'));
-}
-const skip = wine ? false : 'wine is not installed';
-
-before(async () => {
-  if (wine) await setupWine();
-}, { timeout: 600_000 });
+const skip = await wineTestGate('the Windows route lookup');
 
 test('under Wine, GetBestInterfaceEx agrees with the kernel on whether each address is routed', { skip, timeout: 180_000 }, async () => {
   const addresses = ['198.51.100.7', '203.0.113.9', '2001:db8::7'];

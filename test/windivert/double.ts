@@ -107,3 +107,38 @@ export function loopOnce(source: PacketSource, dataplane: Dataplane): number {
   source.send();
   return n;
 }
+
+/**
+ * Inject `total` TCP packets 198.51.100.2:40000 → 192.0.2.1:80, numbered in their first payload bytes, 40 at a time
+ * with a turn of the event loop between, so config changes can run while packets arrive. `refused` counts injections
+ * the double refused because no handle was receiving.
+ */
+export function startNumberedInjection(double: WinDivertDoubleControl, total: number): { readonly injected: number; readonly refused: number; done: Promise<void> } {
+  const state = { injected: 0, refused: 0, done: Promise.resolve() };
+  const addr = addressBuffer(outboundAddr(false));
+  const template = Buffer.from(packet('198.51.100.2', '192.0.2.1', 6, 40000, 80, 0));
+  state.done = (async () => {
+    while (state.injected < total) {
+      for (let k = 0; k < 40 && state.injected < total; k++) {
+        template.writeUInt32LE(state.injected, 40); // sequence number: first payload bytes after the 20-byte TCP header
+        if (double.inject(template, template.length, addr) !== 1) state.refused++;
+        state.injected++;
+      }
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  })();
+  return state;
+}
+
+/** Every numbered packet came out exactly once, reflected (source 192.0.2.1) and turned inbound. */
+export function assertEachReflectedOnce(sent: SentPacket[], total: number): void {
+  if (sent.length !== total) throw new Error(`sent ${sent.length} packets, expected ${total}`);
+  const seen = new Uint8Array(total);
+  for (const s of sent) {
+    seen[packetSeq(s.bytes)]++;
+    if (s.bytes.subarray(12, 16).join('.') !== '192.0.2.1') throw new Error(`packet ${packetSeq(s.bytes)} not reflected`);
+    if (s.addr.outbound) throw new Error(`packet ${packetSeq(s.bytes)} still marked outbound`);
+  }
+  const twice = seen.findIndex((n) => n !== 1);
+  if (twice >= 0) throw new Error(`packet ${twice} came out ${seen[twice]} times`);
+}

@@ -12,8 +12,7 @@ import { test } from 'node:test';
 import { buildInterceptConfig } from '../../src/config/intercept-config.ts';
 import { WinDivertHostBackend } from '../../src/divert/windivert.ts';
 import { Engine } from '../../src/engine/engine.ts';
-import { addressBuffer } from '../../src/divert/windivert-address.ts';
-import { collectSent, DOUBLE_PATH, loadDouble, outboundAddr, packet, packetSeq } from './double.ts';
+import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNumberedInjection } from './double.ts';
 
 const { double } = loadDouble();
 
@@ -29,22 +28,9 @@ test('live changes while packets flow: every injected packet comes out, reflecte
   try {
     assert.equal(double.openHandles(), 1);
     const TOTAL = 20_000;
-    const addr = addressBuffer(outboundAddr(false));
-    const template = Buffer.from(packet('198.51.100.2', '192.0.2.1', 6, 40000, 80, 0));
-    let injected = 0;
-    let refused = 0;
-    const injector = (async () => {
-      while (injected < TOTAL) {
-        for (let k = 0; k < 40 && injected < TOTAL; k++) {
-          template.writeUInt32LE(injected, 40); // sequence number: first payload bytes after the 20-byte TCP header
-          if (double.inject(template, template.length, addr) !== 1) refused++;
-          injected++;
-        }
-        await sleep(0);
-      }
-    })();
+    const injection = startNumberedInjection(double, TOTAL);
     let changes = 0;
-    while (injected < TOTAL) {
+    while (injection.injected < TOTAL) {
       const extra = `192.0.2.${100 + (changes % 50)}`;
       await engine.addAddresses([extra]); // widens the filter: new handle
       await engine.addShieldPorts([{ port: 9000 + (changes % 500), protocol: 'udp' }]);
@@ -52,20 +38,13 @@ test('live changes while packets flow: every injected packet comes out, reflecte
       changes += 3;
       await sleep(3);
     }
-    await injector;
-    assert.equal(refused, 0, 'a receiving handle existed at every moment');
+    await injection.done;
+    assert.equal(injection.refused, 0, 'a receiving handle existed at every moment');
     assert.ok(changes >= 6, `config changed ${changes} times while packets flowed`);
     const deadline = Date.now() + 20_000;
     while (Number(double.totalSent()) < TOTAL && Date.now() < deadline) await sleep(20);
     const sent = collectSent(double);
-    assert.equal(sent.length, TOTAL);
-    const seen = new Uint8Array(TOTAL);
-    for (const s of sent) {
-      seen[packetSeq(s.bytes)]++;
-      assert.equal(s.bytes.subarray(12, 16).join('.'), '192.0.2.1', 'reflected: source is the reflect address');
-      assert.equal(s.addr.outbound, false);
-    }
-    assert.ok(seen.every((n) => n === 1), 'each packet exactly once');
+    assertEachReflectedOnce(sent, TOTAL);
     assert.ok(double.openHandles() <= 2);
     const stats = await engine.stats();
     assert.equal(stats.reflected.packets, TOTAL);

@@ -10,8 +10,7 @@ import { test } from 'node:test';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { buildInterceptConfig, type InterceptConfig } from '../../src/config/intercept-config.ts';
 import { WinDivertHostBackend } from '../../src/divert/windivert.ts';
-import { addressBuffer } from '../../src/divert/windivert-address.ts';
-import { collectSent, DOUBLE_PATH, loadDouble, outboundAddr, packet, packetSeq } from './double.ts';
+import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNumberedInjection } from './double.ts';
 
 const { double } = loadDouble();
 
@@ -46,22 +45,9 @@ test('every packet injected while the config changes comes out reflected, exactl
     await next(channel.port1, 'ready');
 
     const TOTAL = 20_000;
-    const addr = addressBuffer(outboundAddr(false));
-    const template = Buffer.from(packet('198.51.100.2', '192.0.2.1', 6, 40000, 80, 0));
-    let injected = 0;
-    let refused = 0;
-    const injector = (async () => {
-      while (injected < TOTAL) {
-        for (let k = 0; k < 40 && injected < TOTAL; k++) {
-          template.writeUInt32LE(injected, 40); // sequence number: first payload bytes after the 20-byte TCP header
-          if (double.inject(template, template.length, addr) !== 1) refused++;
-          injected++;
-        }
-        await sleep(0);
-      }
-    })();
+    const injection = startNumberedInjection(double, TOTAL);
     let changes = 0;
-    while (injected < TOTAL) {
+    while (injection.injected < TOTAL) {
       const nextCfg = buildInterceptConfig(['192.0.2.1', `192.0.2.${100 + (changes % 100)}`], ['8080/tcp', `${9000 + changes}/udp`]);
       const update = await backend.apply(cfg, nextCfg);
       cfg = nextCfg;
@@ -69,8 +55,8 @@ test('every packet injected while the config changes comes out reflected, exactl
       changes++;
       await sleep(3);
     }
-    await injector;
-    assert.equal(refused, 0, 'a receiving handle existed at every moment');
+    await injection.done;
+    assert.equal(injection.refused, 0, 'a receiving handle existed at every moment');
     assert.ok(changes >= 3, `config changed ${changes} times while packets flowed`);
 
     const deadline = Date.now() + 20_000;
@@ -84,14 +70,7 @@ test('every packet injected while the config changes comes out reflected, exactl
     assert.equal(result.sendErrors, 0);
 
     const sent = collectSent(double);
-    assert.equal(sent.length, TOTAL);
-    const seen = new Uint8Array(TOTAL);
-    for (const s of sent) {
-      seen[packetSeq(s.bytes)]++;
-      assert.equal(s.bytes.subarray(12, 16).join('.'), '192.0.2.1', 'reflected: the reflect address is now the source');
-      assert.equal(s.addr.outbound, false);
-    }
-    assert.ok(seen.every((n) => n === 1), 'each packet exactly once');
+    assertEachReflectedOnce(sent, TOTAL);
     assert.equal(double.openHandles(), 0, 'the worker drained and closed every old handle, and its last one on stop');
   } finally {
     // Never leave the worker blocked in RecvEx (it would keep the process alive): shut everything down.

@@ -8,21 +8,13 @@
  * Without wine these tests skip locally and FAIL when process.env.CI is set.
  */
 import assert from 'node:assert/strict';
-import { before, test } from 'node:test';
+import { test } from 'node:test';
 import { join } from 'node:path';
 import { checkProbeOutput, PROBE_FIELDS } from '../windivert/probe.ts';
-import { bundle, NODE_EXE, ROOT, runWine, setupWine, wineAvailable, winPath } from './setup.ts';
+import { bundle, NODE_EXE, ROOT, runWine, wineTestGate, winPath } from './setup.ts';
 
-const wine = await wineAvailable();
-if (!wine && process.env.CI) {
-  test('wine is required on CI', () => assert.fail('wine is not installed: the Windows backend cannot be tested (apt-get install wine)'));
-}
-const skip = wine ? false : 'wine is not installed; install it (apt-get install wine) to run the Windows backend tests';
+const skip = await wineTestGate('the Windows backend');
 const DLL = join(ROOT, 'native', 'build', 'win64', 'WinDivert.dll');
-
-before(async () => {
-  if (wine) await setupWine();
-}, { timeout: 600_000 });
 
 test('WINDIVERT_ADDRESS: the mingw layout matches the codec, field by field', { skip, timeout: 120_000 }, async () => {
   const r = await runWine([join(ROOT, 'native', 'build', 'win64', 'address_probe.exe')], { tag: 'address-probe' });

@@ -9,11 +9,13 @@
  * the files. tsx cannot run there (no Windows esbuild binary): bundle() makes a CommonJS bundle with the Linux
  * esbuild, koffi left external so it resolves to the Windows prebuilt above.
  */
+import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { before, test } from 'node:test';
 import { build } from 'esbuild';
 
 const run = promisify(execFile);
@@ -75,6 +77,22 @@ export async function setupWine(): Promise<string> {
     await run('wineserver', ['-w'], { env: wineEnv(), timeout: 120_000 });
   }
   return version;
+}
+
+/**
+ * For a test file that runs Windows code under Wine: returns the `skip` option for its tests (false when Wine is
+ * here), prepares Wine before them, and on CI — where a missing Wine means a broken machine — fails instead of
+ * skipping.
+ */
+export async function wineTestGate(what: string): Promise<false | string> {
+  const version = await wineAvailable();
+  if (!version) {
+    const reason = `wine is not installed (apt-get install wine): ${what} cannot be tested`;
+    if (process.env.CI) test('wine is required on CI', () => assert.fail(reason));
+    return reason;
+  }
+  before(() => setupWine(), { timeout: 600_000 });
+  return false;
 }
 
 /** Bundle a TypeScript entry for node.exe: CommonJS, koffi external. Returns the bundle path. */
