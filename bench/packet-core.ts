@@ -13,7 +13,14 @@
  *
  * Per case: PROCESSES fresh processes, each running WARMUP packets (optimisation settles), then ROUNDS timed rounds
  * of ITERATIONS packets. The reported value is the median over processes of each process's median round; the note
- * gives the slowest and fastest process medians, because they differ (see PROCESSES).
+ * gives every process median, because they differ (see PROCESSES).
+ *
+ * Host reference: after each timed round the process also times a fixed loop that involves none of the data plane
+ * (HOST_REFERENCE_*), and the note gives each process's median reference rate. On the shared VM this runs on, the
+ * CPU throughput a process gets varies up to 2x between processes (and sometimes within one), for this loop as much
+ * as for the data plane: e.g. "outbound mix" processes at ~4.5 Mpps ran the reference near 270 M/s, those at ~9 Mpps
+ * near 520 M/s. A low process median with a normal reference is the data plane's own (JIT) variance; a low one with a
+ * low reference is the machine.
  *
  * Packet sets: IPv4/IPv6 × TCP/UDP, sizes spread over 64..1500 bytes, 256 distinct port pairs (so the flow table
  * works with many flows), two reflect addresses (one per family). Each packet's source is also its reflect address,
@@ -46,11 +53,18 @@ const WARMUP = 1_000_000;
 /** Timed rounds per process. */
 const ROUNDS = 5;
 /**
- * Fresh processes per case. Which functions V8 inlines into which depends on when its background compiles finish, so
- * one process can settle ~2x faster or slower than the next and stay there; one process per case would report a
- * coin toss. The value is the median of the processes' median rounds; the note gives the spread.
+ * Fresh processes per case. One process can run ~2x faster or slower than the next and stay there: partly the
+ * machine (the host reference in the file comment moves with it), partly which functions V8 inlined where. One
+ * process per case would report a coin toss. The value is the median of the processes' median rounds; the note gives the spread.
  */
 const PROCESSES = 3;
+/**
+ * The host reference loop: HOST_REFERENCE_STEPS multiply-xor steps over strided reads of a HOST_REFERENCE_WORDS Int32
+ * array (1 MiB, about the data plane's working set of packets plus flow table), so it feels memory placement as
+ * the data plane does. Fixed code, no calls, no allocation: its rate tracks the machine only.
+ */
+const HOST_REFERENCE_WORDS = 1 << 18;
+const HOST_REFERENCE_STEPS = 5_000_000;
 const SIZES = [64, 96, 128, 256, 512, 576, 1024, 1280, 1400, 1500];
 
 /** Packets laid out as in a PacketBatch: one Buffer (the type every backend's batch uses), offsets, lengths, direction. */
@@ -174,10 +188,29 @@ function dataplane(): Dataplane {
   return dp;
 }
 
+const hostReferenceData = new Int32Array(HOST_REFERENCE_WORDS).map((_, i) => Math.imul(i, 0x9e3779b1));
+
+/** Millions of host-reference steps per second (see HOST_REFERENCE_WORDS). */
+function hostReference(): number {
+  const a = hostReferenceData;
+  const t0 = process.hrtime.bigint();
+  let h = 0;
+  let j = 0;
+  for (let i = 0; i < HOST_REFERENCE_STEPS; i++) {
+    h = Math.imul(h ^ a[j], 0x01000193);
+    j = (j + 977) & (HOST_REFERENCE_WORDS - 1); // 977 is odd: visits every word
+  }
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (h === 0.5) throw new Error('unreachable'); // keeps h live, so the loop cannot be dropped
+  return HOST_REFERENCE_STEPS / seconds / 1e6;
+}
+
 /** What one case's process reports. */
 interface CaseReport {
   /** Mpps of each timed round, in order. */
   rounds: number[];
+  /** Host reference rate (M steps/s) measured right after each round. */
+  reference: number[];
   gcs: number;
   heapDelta: number;
   averageBytes: number;
@@ -200,11 +233,13 @@ async function measureCase(name: string): Promise<CaseReport> {
   });
   gcObserver.observe({ entryTypes: ['gc'] });
   loop(dp, set, WARMUP, verdicts);
+  hostReference(); // its first run compiles it: before the heap and GC baselines
   // GC entries reach the observer asynchronously: let those of the setup and warm-up arrive before counting.
   await new Promise((r) => setTimeout(r, 100));
   const gcBefore = gcCount;
   const heapBefore = process.memoryUsage().heapUsed;
   const rounds: number[] = [];
+  const reference: number[] = [];
   // Whole passes only, so the verdict totals are exact.
   const n = Math.round(ITERATIONS / set.count) * set.count;
   for (let round = 0; round < ROUNDS; round++) {
@@ -213,6 +248,7 @@ async function measureCase(name: string): Promise<CaseReport> {
     loop(dp, set, n, verdicts);
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     rounds.push(n / seconds / 1e6);
+    reference.push(hostReference());
     for (const v of [Verdict.Reflect, Verdict.Pass, Verdict.Drop]) {
       if (verdicts[v] !== (expected[v] * n) / set.count) throw new Error(`${name}: verdicts ${Array.from(verdicts)}, expected ${Array.from(expected).map((x) => (x * n) / set.count)}`);
     }
@@ -220,7 +256,7 @@ async function measureCase(name: string): Promise<CaseReport> {
   const heapDelta = process.memoryUsage().heapUsed - heapBefore;
   await new Promise((r) => setTimeout(r, 100)); // let the observer deliver the rounds' GC entries
   gcObserver.disconnect();
-  return { rounds, gcs: gcCount - gcBefore, heapDelta, averageBytes: set.averageBytes };
+  return { rounds, reference, gcs: gcCount - gcBefore, heapDelta, averageBytes: set.averageBytes };
 }
 
 function median(values: number[]): number {
@@ -247,6 +283,7 @@ export async function run(): Promise<BenchResult[]> {
       reports.push(JSON.parse(stdout) as CaseReport);
     }
     const medians = reports.map((r) => median(r.rounds));
+    const references = reports.map((r) => median(r.reference));
     const gcs = reports.reduce((n, r) => n + r.gcs, 0);
     const heapDelta = Math.max(...reports.map((r) => r.heapDelta));
     maxBytesPerPacket = Math.max(maxBytesPerPacket, Math.max(0, heapDelta) / (ITERATIONS * ROUNDS));
@@ -257,7 +294,8 @@ export async function run(): Promise<BenchResult[]> {
       unit: 'Mpps',
       note:
         `median of ${PROCESSES} fresh processes, each the median of ${ROUNDS} rounds × ${ITERATIONS / 1e6}M packets after ${WARMUP / 1e6}M ` +
-        `warm-up; process medians ${medians.map((m) => m.toFixed(2)).join(', ')}; avg ${Math.round(reports[0].averageBytes)} B; ${gcs} GCs`,
+        `warm-up; process medians ${medians.map((m) => m.toFixed(2)).join(', ')}; ` +
+        `host reference per process ${references.map((m) => m.toFixed(0)).join(', ')} M steps/s; avg ${Math.round(reports[0].averageBytes)} B; ${gcs} GCs`,
     });
   }
   results.push({
