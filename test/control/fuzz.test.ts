@@ -17,24 +17,14 @@ import { MAX_LINE_BYTES } from '../../src/control/protocol.ts';
 import { ErrorCode } from '../../src/errors.ts';
 import { createTopology, JsonLines, waitFor, type Topology } from '../helpers/netns.ts';
 import { privateDir, removeDir, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { rng } from '../helpers/rng.ts';
 
 const node = process.execPath;
 const PROBE = 'test/platform/fixtures/probe.ts';
 const SEED = Number(process.env.RFT_FUZZ_SEED ?? 0x5eed2024);
 const KNOWN_CODES = new Set<string>(Object.values(ErrorCode));
 
-/** mulberry32: a tiny seeded PRNG, enough to make the inputs reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = prng(SEED);
+const rand = rng(SEED);
 const int = (n: number): number => Math.floor(rand() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
 

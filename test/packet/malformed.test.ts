@@ -9,7 +9,7 @@ import { EngineCounters } from '../../src/engine/counters.ts';
 import { Dataplane } from '../../src/engine/dataplane.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
 import { MalformedCode, ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
-import { rng } from './build.ts';
+import { rng } from '../helpers/rng.ts';
 import { corpus } from './corpus.ts';
 import { FIXTURES, loadFixture } from './fixture-files.ts';
 
