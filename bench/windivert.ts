@@ -7,10 +7,10 @@
  * What the double does per packet (a malloc'd queue entry and a memcpy) stands in for the driver's own copy.
  */
 import { buildInterceptConfig } from '../src/config/intercept-config.ts';
-import { Verdict } from '../src/divert/source.ts';
-import { createWinDivertPacketSource, WinDivertHostBackend } from '../src/divert/windivert.ts';
-import { addressBuffer } from '../src/divert/windivert-address.ts';
-import { DOUBLE_PATH, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from '../test/windivert/double.ts';
+import { Verdict } from '../src/packet-sources/packet-source.ts';
+import { createWinDivertPacketSource, WinDivertHostBackend } from '../src/packet-sources/windivert/windivert.ts';
+import { addressBuffer } from '../src/packet-sources/windivert/address.ts';
+import { DOUBLE_PATH, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from '../test/packet-sources/windivert/double.ts';
 import type { BenchResult } from './types.ts';
 
 const cfg = buildInterceptConfig(['192.0.2.1', '2001:db8::1'], ['8080/tcp']);

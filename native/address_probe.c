@@ -1,7 +1,7 @@
 /*
  * Layout probe for WINDIVERT_ADDRESS (TEST TOOL). For each field, it zeroes the struct declared in windivert_abi.h,
  * sets only that field through the C declaration (so the compiler places the bitfield), and prints
- * "<field> <value> <80 bytes as hex>". test/windivert/address.test.ts writes the same value with the TypeScript
+ * "<field> <value> <80 bytes as hex>". test/packet-sources/windivert/address.test.ts writes the same value with the TypeScript
  * codec and compares the bytes; it runs the gcc build natively and the mingw build under Wine.
  */
 #include "windivert_abi.h"

@@ -5,7 +5,7 @@
  * probe (address_probe.c) are compiled against this header, for Linux (gcc) and for Windows x64 (mingw).
  *
  * Nothing here is WinDivert's own code: the declarations follow the documented layout so that the TypeScript
- * codec in src/divert/windivert-address.ts can be checked against a real C compiler's bitfield placement.
+ * codec in src/packet-sources/windivert/address.ts can be checked against a real C compiler's bitfield placement.
  */
 #ifndef RETROFLECT_WINDIVERT_ABI_H
 #define RETROFLECT_WINDIVERT_ABI_H

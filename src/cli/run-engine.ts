@@ -14,7 +14,7 @@ import {
 import { Engine } from '../engine/engine.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../platform/host-backend.ts';
+import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
 import { validateReflectAddress } from '../platform/validate-address.ts';
 import { ConfigStore, defaultConfigPath } from '../config/config-file.ts';

@@ -3,7 +3,7 @@
  * helpers in output.ts, like every other command's.
  */
 import { shieldKey, type InterceptConfig } from '../config/intercept-config.ts';
-import type { PlanStep } from '../divert/source.ts';
+import type { PlanStep } from '../packet-sources/packet-source.ts';
 import type { EngineStatus } from '../engine/types.ts';
 import { chalk, printWarning, renderKeyValues, renderTable } from './output.ts';
 

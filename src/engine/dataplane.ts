@@ -3,7 +3,7 @@
  * Hot path: `outbound` and `inbound` allocate nothing and never throw (the packet core reports malformed packets by
  * code). `configure` runs only when the config changes and may allocate.
  */
-import { Verdict } from '../divert/source.ts';
+import { Verdict } from '../packet-sources/packet-source.ts';
 import { ReflectAddressSet, type ReflectAddressEntry } from '../packet/address-set.ts';
 import { IpProto, ParsedPacket, parsePacket } from '../packet/parse.ts';
 import { reflectPacket } from '../packet/reflect.ts';

@@ -15,7 +15,7 @@ import {
   type InterceptConfig,
   type ShieldPort,
 } from '../config/intercept-config.ts';
-import type { HostBackend, ShieldCount } from '../divert/source.ts';
+import type { HostBackend, ShieldCount, SourceUpdate } from '../packet-sources/packet-source.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { EngineCounters, buildEngineStats } from './counters.ts';
@@ -226,7 +226,7 @@ export class Engine extends EventEmitter {
     };
     checkLimits(next);
     this.post({ type: 'dataplane', dataplane: this.dataplaneConfig(union) });
-    let update: unknown;
+    let update: SourceUpdate;
     try {
       update = await this.opts.backend.apply(prev, next);
     } catch (err) {

@@ -4,7 +4,7 @@
  * are plain numbers (exact up to 2^53).
  */
 import type { InterceptConfig, ShieldPort } from '../config/intercept-config.ts';
-import type { BackendKind } from '../divert/source.ts';
+import type { BackendKind } from '../packet-sources/packet-source.ts';
 
 export type EngineState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 

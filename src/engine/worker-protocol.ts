@@ -4,12 +4,12 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { InterceptConfig } from '../config/intercept-config.ts';
-import type { WorkerSourceInit } from '../divert/source.ts';
+import type { SourceInit, SourceUpdate } from '../packet-sources/packet-source.ts';
 import type { DataplaneConfig } from './dataplane.ts';
 
 export interface WorkerData {
   port: MessagePort;
-  init: WorkerSourceInit;
+  init: SourceInit;
   config: InterceptConfig;
   dataplane: DataplaneConfig;
   countersBuffer: SharedArrayBuffer;
@@ -20,7 +20,7 @@ export type MainToWorker =
   /** Decide packets with this config from now on (sent before a route/filter change widens what reaches us). */
   | { type: 'dataplane'; dataplane: DataplaneConfig }
   /** The host change is done: final data plane config plus what the backend's apply() returned for the source. */
-  | { type: 'reconfigure'; config: InterceptConfig; dataplane: DataplaneConfig; update: unknown }
+  | { type: 'reconfigure'; config: InterceptConfig; dataplane: DataplaneConfig; update: SourceUpdate }
   | { type: 'stop' };
 
 export type WorkerToMain =

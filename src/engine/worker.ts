@@ -7,7 +7,8 @@
  * packet can never be decided under a config older than the route that brought it here.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import type { PacketSource, PacketSourceFactory, WorkerSourceInit } from '../divert/source.ts';
+import type { PacketSource } from '../packet-sources/packet-source.ts';
+import { createPacketSource } from '../packet-sources/registry.ts';
 import { EngineCounters } from './counters.ts';
 import { Dataplane } from './dataplane.ts';
 import { FlowTable } from './flow-table.ts';
@@ -18,12 +19,6 @@ import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.t
 const RECEIVE_TIMEOUT_MS = 50;
 /** How often idle flows are swept out of the flow table. */
 const FLOW_SWEEP_INTERVAL_MS = 1000;
-
-async function loadFactory(kind: WorkerSourceInit['kind']): Promise<PacketSourceFactory> {
-  // Import only the backend in use: the WinDivert binding must not load on Linux and vice versa.
-  if (kind === 'tun') return (await import('../divert/tun.ts')).createTunPacketSource;
-  return (await import('../divert/windivert.ts')).createWinDivertPacketSource;
-}
 
 function post(port: MessagePort, msg: WorkerToMain): void {
   port.postMessage(msg);
@@ -39,8 +34,7 @@ async function main(): Promise<void> {
 
   let source: PacketSource;
   try {
-    const factory = await loadFactory(data.init.kind);
-    source = factory(data.init, data.config);
+    source = await createPacketSource(data.init, data.config);
   } catch (err) {
     post(port, { type: 'fatal', error: describe(err) });
     return;

@@ -20,7 +20,7 @@ import { privateDir, removeDir, startEngine, type EngineHandle } from '../helper
 import { rng } from '../helpers/rng.ts';
 
 const node = process.execPath;
-const PROBE = 'test/platform/fixtures/probe.ts';
+const PROBE = 'test/fixtures/probe.ts';
 const SEED = Number(process.env.RFT_FUZZ_SEED ?? 0x5eed2024);
 const KNOWN_CODES = new Set<string>(Object.values(ErrorCode));
 

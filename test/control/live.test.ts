@@ -12,7 +12,7 @@ import { createTopology, JsonLines, type NetNs, type Topology } from '../helpers
 import { privateDir, removeDir, retroflect, startEngine, type EngineHandle } from '../helpers/engine.ts';
 
 const node = process.execPath;
-const PROBE = 'test/platform/fixtures/probe.ts';
+const PROBE = 'test/fixtures/probe.ts';
 const DEVICE = 'rflct0';
 
 /** Ports the probe fixture serves in "a": TCP and UDP servers answering "peer=<address they see>". */

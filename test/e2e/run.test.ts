@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, type NetNs, type Topology } from '../helpers/netns.ts';
 import { spawnEngine, waitReady, type EngineProcess } from './engine-process.ts';
 
-const PROBE = 'test/platform/fixtures/probe.ts';
+const PROBE = 'test/fixtures/probe.ts';
 const node = process.execPath;
 const DEVICE = 'rflct0';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Verdict } from '../../src/divert/source.ts';
+import { Verdict } from '../../src/packet-sources/packet-source.ts';
 import { buildEngineStats, EngineCounters } from '../../src/engine/counters.ts';
 import { Dataplane, type DataplaneConfig } from '../../src/engine/dataplane.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';

@@ -4,13 +4,13 @@
  * binding: x64 calling convention, intptr_t handles, kernel32 GetLastError after a failed call, and the
  * WINDIVERT_ADDRESS layout as mingw (MSVC-compatible bitfields) lays it out.
  *
- * The same test files as on Linux (test/windivert/*.test.ts) are bundled with esbuild and run by node.exe.
+ * The same test files as on Linux (test/packet-sources/windivert/*.test.ts) are bundled with esbuild and run by node.exe.
  * Without wine these tests skip locally and FAIL when process.env.CI is set.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { join } from 'node:path';
-import { checkProbeOutput, PROBE_FIELDS } from '../windivert/probe.ts';
+import { checkProbeOutput, PROBE_FIELDS } from '../packet-sources/windivert/probe.ts';
 import { bundle, NODE_EXE, ROOT, runWine, wineTestGate, winPath } from './setup.ts';
 
 const skip = await wineTestGate('the Windows backend');
@@ -23,8 +23,8 @@ test('WINDIVERT_ADDRESS: the mingw layout matches the codec, field by field', { 
 });
 
 for (const name of ['source', 'errors', 'filter']) {
-  test(`test/windivert/${name}.test.ts passes under Windows node.exe against the mingw WinDivert.dll double`, { skip, timeout: 300_000 }, async () => {
-    const script = await bundle(join(ROOT, 'test', 'windivert', `${name}.test.ts`), `windivert-${name}-test`);
+  test(`test/packet-sources/windivert/${name}.test.ts passes under Windows node.exe against the mingw WinDivert.dll double`, { skip, timeout: 300_000 }, async () => {
+    const script = await bundle(join(ROOT, 'test', 'packet-sources', 'windivert', `${name}.test.ts`), `windivert-${name}-test`);
     const r = await runWine([NODE_EXE, script], {
       tag: `windivert-${name}-test`,
       env: { RETROFLECT_TEST_WINDIVERT_DLL: winPath(DLL) },

@@ -14,8 +14,8 @@ import { closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync, wr
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../src/divert/windivert-address.ts';
-import { inboundAddr, outboundAddr, packet, packetSeq } from '../windivert/double.ts';
+import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../src/packet-sources/windivert/address.ts';
+import { inboundAddr, outboundAddr, packet, packetSeq } from '../packet-sources/windivert/double.ts';
 import { NODE_EXE, ROOT, runWine, setupWine, WINE_DIR, wineAvailable, wineEnv, winPath } from './setup.ts';
 
 const wine = await wineAvailable();

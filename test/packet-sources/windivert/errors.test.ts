@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { buildInterceptConfig } from '../../src/config/intercept-config.ts';
-import { WinDivertHostBackend } from '../../src/divert/windivert.ts';
-import { ErrorCode, ExitCode, RetroflectError } from '../../src/errors.ts';
-import { locateWinDivert, winDivertCandidates } from '../../src/platform/windows/windivert-location.ts';
-import { doubleLastFilter } from '../../src/divert/windivert-ffi.ts';
+import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
+import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/windivert.ts';
+import { ErrorCode, ExitCode, RetroflectError } from '../../../src/errors.ts';
+import { locateWinDivert, winDivertCandidates } from '../../../src/packet-sources/windivert/location.ts';
+import { doubleLastFilter } from '../../../src/packet-sources/windivert/ffi.ts';
 import { DOUBLE_PATH, loadDouble } from './double.ts';
 
 const { double } = loadDouble();

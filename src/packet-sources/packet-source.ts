@@ -1,6 +1,6 @@
 /**
- * The one interface every packet backend implements (one file per backend: tun.ts, windivert.ts), in the shape of
- * mitmproxy_rs's `packet_sources`. A backend has two halves:
+ * The contract every packet backend implements (one folder per backend: tun/, windivert/; registry.ts picks one),
+ * in the shape of mitmproxy_rs's `packet_sources`. A backend has two halves:
  *  - `HostBackend` runs in the main thread: it prepares the host (device, routes, firewall rules), applies live
  *    changes to that host state, and undoes all of it on stop — including leftovers of a run that was killed.
  *  - `PacketSource` runs in the worker thread: it receives batches of packets and sends them back by verdict.
@@ -43,8 +43,8 @@ export function allocatePacketBatch(capacity: number, bytes: number): PacketBatc
   };
 }
 
-export interface PacketSource {
-  readonly kind: BackendKind;
+export interface PacketSource<K extends BackendKind = BackendKind> {
+  readonly kind: K;
   readonly batch: PacketBatch;
   /** Packets that could not be re-injected so far (cumulative); the worker moves the increase into the counters. */
   readonly sendErrors: number;
@@ -52,15 +52,10 @@ export interface PacketSource {
   receive(timeoutMs: number): number;
   /** Re-inject the batch by verdict: Reflect as inbound, Pass unchanged, Drop not at all. */
   send(): void;
-  /**
-   * Apply a new intercept config inside the source. `update` is whatever `HostBackend.apply` returned for this
-   * change (WinDivert: the new handle the main thread opened; TUN: nothing).
-   */
-  reconfigure(cfg: InterceptConfig, update: unknown): void;
+  /** Apply a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
+  reconfigure(cfg: InterceptConfig, update: SourceUpdate<K>): void;
   close(): void;
 }
-
-export type BackendKind = 'tun' | 'windivert';
 
 /** One line of a `--dry-run` plan: what would be done, and the exact command or filter where there is one. */
 export interface PlanStep {
@@ -68,28 +63,68 @@ export interface PlanStep {
   detail: string;
 }
 
-/** Structured-clone-able data the worker needs to build its PacketSource (fd numbers, filter, priority...). */
-export interface WorkerSourceInit {
-  kind: BackendKind;
-  [key: string]: unknown;
+// ---------------------------------------------------------------------------------------------------------------
+// What the host half hands the worker half, per backend. Posted between threads, so structured-clone-able.
+
+/** TUN: the device fd and the wake eventfd (fds are process-wide). */
+export interface TunSourceInit {
+  kind: 'tun';
+  fd: number;
+  wakeFd: number;
+  device: string;
+  mtu: number;
+  vnetHdr: boolean;
 }
+
+/** TUN: a live change is host state only (routes, nft); the device and its fd stay the same. */
+export interface TunSourceUpdate {
+  kind: 'tun';
+}
+
+/** WinDivert: the DLL to load in the worker, the first handle, and the shared ledger of open handles. */
+export interface WinDivertSourceInit {
+  kind: 'windivert';
+  dllPath: string;
+  handle: number;
+  ledger: SharedArrayBuffer;
+  filter: string;
+  priority: number;
+}
+
+/** WinDivert: the new handle to switch to, or null when the filter did not change (keep the current handle). */
+export interface WinDivertSourceUpdate {
+  kind: 'windivert';
+  switchTo: { handle: number; filter: string } | null;
+}
+
+/** Per backend kind: what `start()` and `apply()` hand the worker. Adding a backend adds a row here. */
+export interface SourceMessages {
+  tun: { init: TunSourceInit; update: TunSourceUpdate };
+  windivert: { init: WinDivertSourceInit; update: WinDivertSourceUpdate };
+}
+
+export type BackendKind = keyof SourceMessages;
+/** Everything the worker needs to build its PacketSource: a union discriminated by `kind`. */
+export type SourceInit<K extends BackendKind = BackendKind> = SourceMessages[K]['init'];
+/** What a live change hands the worker's PacketSource: a union discriminated by `kind`. */
+export type SourceUpdate<K extends BackendKind = BackendKind> = SourceMessages[K]['update'];
 
 export interface ShieldCount {
   packets: number;
   bytes: number;
 }
 
-export interface HostBackend {
-  readonly kind: BackendKind;
+export interface HostBackend<K extends BackendKind = BackendKind> {
+  readonly kind: K;
   /** What start() would do for this config, for `run --dry-run`. Changes nothing. */
   plan(cfg: InterceptConfig): PlanStep[];
   /** Prepare the host and return what the worker needs. Cleans leftovers of a killed run first. */
-  start(cfg: InterceptConfig): Promise<WorkerSourceInit>;
+  start(cfg: InterceptConfig): Promise<SourceInit<K>>;
   /**
    * Apply a live change to host state (routes, firewall rules, a new WinDivert handle). The result is posted to the
-   * worker with the new config and handed to `PacketSource.reconfigure` (it must be structured-clone-able).
+   * worker with the new config and handed to `PacketSource.reconfigure`.
    */
-  apply(prev: InterceptConfig, next: InterceptConfig): Promise<unknown>;
+  apply(prev: InterceptConfig, next: InterceptConfig): Promise<SourceUpdate<K>>;
   /** Shield drop counts kept by the host firewall rather than the data plane, keyed "8080/tcp" (Linux nft). */
   shieldCounters?(): Promise<Map<string, ShieldCount>>;
   /** Facts worth showing an admin in `status` (TUN device and mode; WinDivert filter, priority, driver version). */
@@ -100,5 +135,5 @@ export interface HostBackend {
   stop(): Promise<void>;
 }
 
-/** Builds the worker half from the init data the host half returned. Registered per backend kind. */
-export type PacketSourceFactory = (init: WorkerSourceInit, cfg: InterceptConfig) => PacketSource;
+/** Builds the worker half from the init data the host half returned (registry.ts picks it by `init.kind`). */
+export type PacketSourceFactory<K extends BackendKind> = (init: SourceInit<K>, cfg: InterceptConfig) => PacketSource<K>;

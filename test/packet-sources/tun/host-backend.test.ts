@@ -6,12 +6,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import type { InterceptConfig } from '../../src/config/intercept-config.ts';
-import { TunHostBackend } from '../../src/divert/tun.ts';
-import { ErrorCode, RetroflectError } from '../../src/errors.ts';
-import { shieldTableScript, shieldUpdateScript } from '../../src/platform/linux/nftables.ts';
-import { isAdministrator } from '../../src/platform/privileges.ts';
-import { NetNs } from '../helpers/netns.ts';
+import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
+import { TunHostBackend } from '../../../src/packet-sources/tun/tun.ts';
+import { ErrorCode, RetroflectError } from '../../../src/errors.ts';
+import { shieldTableScript, shieldUpdateScript } from '../../../src/packet-sources/tun/nftables.ts';
+import { isAdministrator } from '../../../src/platform/privileges.ts';
+import { NetNs } from '../../helpers/netns.ts';
 
 const cfg: InterceptConfig = {
   reflectAddresses: ['192.0.2.1', '2001:db8::1'],
@@ -95,7 +95,7 @@ describe('start failure in a namespace leaves nothing behind', { timeout: 30_000
   test('a step that fails mid-way (an MTU the device refuses) is undone: no device, no route, no table', async () => {
     // 70000 is above the largest MTU a TUN device takes, so `ip link set ... mtu` fails after the device exists.
     const script = `
-      import { TunHostBackend } from ${JSON.stringify(new URL('../../src/divert/tun.ts', import.meta.url).href)};
+      import { TunHostBackend } from ${JSON.stringify(new URL('../../../src/packet-sources/tun/tun.ts', import.meta.url).href)};
       const b = new TunHostBackend({ deviceName: 'rflctf', variant: { mtu: 70000, vnetHdr: false } });
       try { await b.start({ reflectAddresses: ['192.0.2.1'], shieldPorts: [{ port: 1, protocol: 'tcp' }] }); console.log('{"started":true}'); }
       catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }
@@ -114,7 +114,7 @@ describe('start failure in a namespace leaves nothing behind', { timeout: 30_000
 describe('isAdministrator', () => {
   test('true for root, false for an unprivileged user (checked in a child running as nobody)', async () => {
     assert.equal(await isAdministrator(), process.geteuid!() === 0);
-    const code = `import(${JSON.stringify(new URL('../../src/platform/privileges.ts', import.meta.url).href)}).then(async (m) => console.log(await m.isAdministrator()))`;
+    const code = `import(${JSON.stringify(new URL('../../../src/platform/privileges.ts', import.meta.url).href)}).then(async (m) => console.log(await m.isAdministrator()))`;
     const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', code], { uid: 65534, gid: 65534, encoding: 'utf8', env: { ...process.env, HOME: '/tmp' } });
     assert.equal(r.stdout.trim(), 'false', r.stderr);
   });

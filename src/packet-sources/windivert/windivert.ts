@@ -20,11 +20,11 @@
  * shuts the handle down (wake(), apply()). The worker loop reads control messages after every receive, and every
  * message that matters (stop, reconfigure) is preceded by such a shutdown, so nothing waits on an idle link.
  */
-import type { InterceptConfig } from '../config/intercept-config.ts';
-import { ErrorCode, RetroflectError } from '../errors.ts';
-import { fillIpv4HeaderChecksum, fillTransportChecksum } from '../packet/checksum.ts';
-import { IpProto, ParsedPacket, parsePacket } from '../packet/parse.ts';
-import { locateWinDivert } from '../platform/windows/windivert-location.ts';
+import type { InterceptConfig } from '../../config/intercept-config.ts';
+import { ErrorCode, RetroflectError } from '../../errors.ts';
+import { fillIpv4HeaderChecksum, fillTransportChecksum } from '../../packet/checksum.ts';
+import { IpProto, ParsedPacket, parsePacket } from '../../packet/parse.ts';
+import { locateWinDivert } from './location.ts';
 import {
   allocatePacketBatch,
   Verdict,
@@ -33,10 +33,11 @@ import {
   type PacketSource,
   type PacketSourceFactory,
   type PlanStep,
-  type WorkerSourceInit,
-} from './source.ts';
-import { AddressFlag, AddressOffset, WINDIVERT_ADDRESS_SIZE } from './windivert-address.ts';
-import { queueParamError, winDivertCallError, winDivertLoadError, winDivertOpenError } from './windivert-errors.ts';
+  type WinDivertSourceInit,
+  type WinDivertSourceUpdate,
+} from '../packet-source.ts';
+import { AddressFlag, AddressOffset, WINDIVERT_ADDRESS_SIZE } from './address.ts';
+import { queueParamError, winDivertCallError, winDivertLoadError, winDivertOpenError } from './errors.ts';
 import {
   INVALID_HANDLE,
   loadWinDivert,
@@ -49,8 +50,8 @@ import {
   WinDivertShutdown,
   WinError,
   type WinDivertApi,
-} from './windivert-ffi.ts';
-import { buildWinDivertFilter } from './windivert-filter.ts';
+} from './ffi.ts';
+import { buildWinDivertFilter } from './filter.ts';
 
 /** Packet bytes per batch: room for many full-size packets, and always for one of WinDivert's largest. */
 export const WINDIVERT_BATCH_BYTES = Math.max(512 * 1024, WINDIVERT_MTU_MAX);
@@ -122,20 +123,7 @@ export class HandleLedger {
 // ---------------------------------------------------------------------------------------------------------------
 // Worker half.
 
-/** What WinDivertHostBackend.start() hands the worker. Structured-clone-able. */
-export interface WinDivertSourceInit extends WorkerSourceInit {
-  kind: 'windivert';
-  dllPath: string;
-  handle: number;
-  ledger: SharedArrayBuffer;
-  filter: string;
-  priority: number;
-}
-
-/** What WinDivertHostBackend.apply() hands the worker: the new handle, or null when the filter did not change. */
-export type WinDivertUpdate = { handle: number; filter: string } | null;
-
-export class WinDivertPacketSource implements PacketSource {
+export class WinDivertPacketSource implements PacketSource<'windivert'> {
   readonly kind = 'windivert' as const;
   readonly batch: PacketBatch;
   /** SendEx calls that failed (counted, not fatal: e.g. ERROR_HOST_UNREACHABLE for one batch). */
@@ -272,12 +260,11 @@ export class WinDivertPacketSource implements PacketSource {
     this.addrs.writeUInt32LE(next >>> 0, base + AddressOffset.Bits);
   }
 
-  reconfigure(_cfg: InterceptConfig, update: unknown): void {
-    const u = update as WinDivertUpdate;
-    if (u === null || u === undefined || typeof u.handle !== 'number') return; // same filter: keep the handle
+  reconfigure(_cfg: InterceptConfig, update: WinDivertSourceUpdate): void {
+    if (update.switchTo === null) return; // same filter: keep the handle
     // The main thread already shut down receiving on the current handle; drain it before using the new one.
     if (this.current !== null) this.draining.push(this.current);
-    this.current = u.handle;
+    this.current = update.switchTo.handle;
   }
 
   close(): void {
@@ -291,13 +278,8 @@ export class WinDivertPacketSource implements PacketSource {
   }
 }
 
-export const createWinDivertPacketSource: PacketSourceFactory = (init) => {
-  const w = init as WinDivertSourceInit;
-  if (w.kind !== 'windivert' || typeof w.handle !== 'number' || typeof w.dllPath !== 'string' || !(w.ledger instanceof SharedArrayBuffer)) {
-    throw new RetroflectError(ErrorCode.INTERNAL, 'WinDivert packet source got init data that is not from WinDivertHostBackend.');
-  }
-  return new WinDivertPacketSource(loadWinDivert(w.dllPath).api, w);
-};
+export const createWinDivertPacketSource: PacketSourceFactory<'windivert'> = (init) =>
+  new WinDivertPacketSource(loadWinDivert(init.dllPath).api, init);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Main half.
@@ -313,7 +295,7 @@ export interface WinDivertHostOptions {
   queue?: { length?: number; timeMs?: number; bytes?: number };
 }
 
-export class WinDivertHostBackend implements HostBackend {
+export class WinDivertHostBackend implements HostBackend<'windivert'> {
   readonly kind = 'windivert' as const;
   readonly priority: number;
   private readonly queue: { length: number; timeMs: number; bytes: number };
@@ -370,17 +352,17 @@ export class WinDivertHostBackend implements HostBackend {
     return { kind: 'windivert', dllPath: api.path, handle, ledger: this.ledger.buffer, filter, priority: this.priority };
   }
 
-  async apply(_prev: InterceptConfig, next: InterceptConfig): Promise<WinDivertUpdate> {
+  async apply(_prev: InterceptConfig, next: InterceptConfig): Promise<WinDivertSourceUpdate> {
     const api = this.load();
     const filter = buildWinDivertFilter(next);
-    if (filter === this.filter && this.handle !== null) return null;
+    if (filter === this.filter && this.handle !== null) return { kind: 'windivert', switchTo: null };
     // New handle first: from here on both capture, so no packet slips through while we switch.
     const handle = this.openHandle(api, filter);
     const old = this.handle;
     this.handle = handle;
     this.filter = filter;
     if (old !== null) api.shutdown(old, WinDivertShutdown.Recv); // the worker drains it, then closes it
-    return { handle, filter };
+    return { kind: 'windivert', switchTo: { handle, filter } };
   }
 
   wake(): void {

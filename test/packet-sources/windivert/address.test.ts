@@ -7,11 +7,11 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeAddress, encodeAddress, getAddressFlag, setAddressFlag, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../src/divert/windivert-address.ts';
+import { decodeAddress, encodeAddress, getAddressFlag, setAddressFlag, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../../src/packet-sources/windivert/address.ts';
 import { checkProbeOutput, PROBE_FIELDS } from './probe.ts';
 
 test('codec matches the gcc layout of the struct, field by field', () => {
-  const probe = fileURLToPath(new URL('../../native/build/linux/address_probe', import.meta.url));
+  const probe = fileURLToPath(new URL('../../../native/build/linux/address_probe', import.meta.url));
   const out = execFileSync(probe, { encoding: 'utf8' });
   assert.equal(checkProbeOutput(out), Object.keys(PROBE_FIELDS).length);
 });

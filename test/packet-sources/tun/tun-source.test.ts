@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { NetNs } from '../helpers/netns.ts';
+import { NetNs } from '../../helpers/netns.ts';
 
 let ns: NetNs;
 before(async () => {
@@ -22,7 +22,7 @@ after(async () => {
 });
 
 test('receive: timeout, wake() and an arriving packet each end the wait as they should', { timeout: 60_000 }, async () => {
-  const r = await ns.run(process.execPath, ['--import', 'tsx', 'test/platform/fixtures/wake.ts'], { timeoutMs: 40_000 });
+  const r = await ns.run(process.execPath, ['--import', 'tsx', 'test/packet-sources/tun/fixtures/wake.ts'], { timeoutMs: 40_000 });
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<'idle' | 'wake' | 'packet', { count: number; ms: number }>;
   assert.equal(out.idle.count, 0);

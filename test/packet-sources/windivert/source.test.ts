@@ -5,11 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
-import { buildInterceptConfig } from '../../src/config/intercept-config.ts';
-import { Verdict } from '../../src/divert/source.ts';
-import { createWinDivertPacketSource, WinDivertHostBackend, type WinDivertUpdate } from '../../src/divert/windivert.ts';
-import { doubleLastFilter, WinDivertParam } from '../../src/divert/windivert-ffi.ts';
-import { addressBytes, referenceChecksum, referenceTransportValid } from '../packet/build.ts';
+import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
+import { Verdict } from '../../../src/packet-sources/packet-source.ts';
+import { createWinDivertPacketSource, WinDivertHostBackend } from '../../../src/packet-sources/windivert/windivert.ts';
+import { doubleLastFilter, WinDivertParam } from '../../../src/packet-sources/windivert/ffi.ts';
+import { addressBytes, referenceChecksum, referenceTransportValid } from '../../packet/build.ts';
 import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, outboundAddr, packet, packetSeq } from './double.ts';
 
 const { api, double } = loadDouble();
@@ -186,12 +186,12 @@ test('live change: new handle first, old one drained then closed; packets of bot
   const { backend, init, source, dataplane } = await started(buildInterceptConfig([R4], []));
   for (let i = 0; i < 5; i++) inject(double, packet(LOCAL4, R4, 6, 40000, 80, i), outboundAddr(false));
   const next = buildInterceptConfig([R4, '192.0.2.20'], []);
-  const update = (await backend.apply(buildInterceptConfig([R4], []), next)) as WinDivertUpdate;
-  assert.ok(update && update.handle !== init.handle);
+  const update = await backend.apply(buildInterceptConfig([R4], []), next);
+  assert.ok(update.switchTo && update.switchTo.handle !== init.handle);
   assert.equal(double.openHandles(), 2, 'old and new both open');
   assert.match(doubleLastFilter(double), /192\.0\.2\.20/);
   for (let i = 5; i < 10; i++) inject(double, packet(LOCAL4, '192.0.2.20', 6, 40000, 80, i), outboundAddr(false));
-  assert.equal(double.queued(update!.handle), 5, 'new traffic goes to the new handle');
+  assert.equal(double.queued(update.switchTo.handle), 5, 'new traffic goes to the new handle');
   dataplane.configure({ reflect: [{ address: R4, slot: 0 }, { address: '192.0.2.20', slot: 1 }], shield: [] });
   source.reconfigure(next, update);
   assert.equal(loopOnce(source, dataplane), 5);
@@ -199,9 +199,9 @@ test('live change: new handle first, old one drained then closed; packets of bot
   assert.equal(double.openHandles(), 1, 'old handle closed after draining');
   const sent = collectSent(double);
   assert.deepEqual(sent.map((s) => packetSeq(s.bytes)), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  assert.deepEqual(sent.map((s) => s.handle), [...Array(5).fill(init.handle), ...Array(5).fill(update!.handle)], 'each batch goes back through the handle it came from');
+  assert.deepEqual(sent.map((s) => s.handle), [...Array(5).fill(init.handle), ...Array(5).fill(update.switchTo.handle)], 'each batch goes back through the handle it came from');
   // Unchanged filter: no new handle.
-  assert.equal(await backend.apply(next, buildInterceptConfig([R4, '192.0.2.20'], [])), null);
+  assert.equal((await backend.apply(next, buildInterceptConfig([R4, '192.0.2.20'], []))).switchTo, null);
   assert.equal(double.openHandles(), 1);
   source.close();
   await backend.stop();

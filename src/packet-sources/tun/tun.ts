@@ -5,7 +5,8 @@
  * it had arrived from the reflect address. Pass and Drop are simply not written: a packet routed into the TUN that
  * is not for a reflect address (router solicitations, MLD reports) has nowhere else to go.
  *
- * Shield ports are enforced by nftables (platform/linux/nftables.ts), which also keeps their drop counters.
+ * Shield ports are enforced by nftables (nftables.ts), which also keeps their drop counters. The device is device.ts,
+ * its routes routes.ts.
  *
  *  - `TunHostBackend` (main thread): device, link, routes, nft table; live changes; cleanup.
  *  - `TunPacketSource` (worker thread): poll/read/write on the device fd, batched, no allocation per packet.
@@ -18,11 +19,11 @@
  * worker sleeps in poll); busy-polling for 100-200 µs after each packet gained 0-25 % in alternating rounds (8 % in
  * the longest run) for up to 25 more points of a core, so it is not done.
  */
-import { addressFamily, type InterceptConfig } from '../config/intercept-config.ts';
-import { ErrorCode, RetroflectError } from '../errors.ts';
-import { runCommand, describeCommand, type HostCommand } from '../platform/linux/command.ts';
-import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../platform/linux/libc.ts';
-import { installShield, nftScriptCommand, readShieldCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from '../platform/linux/nftables.ts';
+import { addressFamily, type InterceptConfig } from '../../config/intercept-config.ts';
+import { ErrorCode, RetroflectError } from '../../errors.ts';
+import { runCommand, describeCommand, type HostCommand } from '../../platform/linux/command.ts';
+import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
+import { installShield, nftScriptCommand, readShieldCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
 import {
   checkDeviceName,
   DEFAULT_TUN_NAME,
@@ -30,27 +31,16 @@ import {
   ipv6SysctlPath,
   linkUpCommand,
   openTunDevice,
-  routeAddCommand,
-  routeDeleteCommand,
   TUN_VARIANTS,
   VIRTIO_NET_HDR_LEN,
   type TunVariant,
   type TunVariantName,
-} from '../platform/linux/tun-device.ts';
-import { allocatePacketBatch, Verdict, type HostBackend, type PacketBatch, type PacketSource, type PacketSourceFactory, type PlanStep, type ShieldCount, type WorkerSourceInit } from './source.ts';
+} from './device.ts';
+import { routeAddCommand, routeDeleteCommand } from './routes.ts';
+import { allocatePacketBatch, Verdict, type HostBackend, type PacketBatch, type PacketSource, type PacketSourceFactory, type PlanStep, type ShieldCount, type TunSourceInit, type TunSourceUpdate } from '../packet-source.ts';
 
 /** The variant measured fastest by bench/reflect-path.ts (numbers in platform/linux/tun-device.ts). */
 export const DEFAULT_TUN_VARIANT: TunVariantName = 'vnetOffload';
-
-/** What the worker needs to build its source: the device fd and the wake eventfd (fds are process-wide). */
-export interface TunSourceInit extends WorkerSourceInit {
-  kind: 'tun';
-  fd: number;
-  wakeFd: number;
-  device: string;
-  mtu: number;
-  vnetHdr: boolean;
-}
 
 /**
  * Packets per receive() at most. Big enough to amortise the poll, small enough to keep latency low. Under a single
@@ -73,7 +63,7 @@ async function linkExists(name: string): Promise<boolean> {
   return runCommand({ file: 'ip', args: ['link', 'show', 'dev', name] }).then(() => true, () => false);
 }
 
-export class TunHostBackend implements HostBackend {
+export class TunHostBackend implements HostBackend<'tun'> {
   readonly kind = 'tun' as const;
   readonly device: string;
   readonly variant: TunVariant;
@@ -150,7 +140,7 @@ export class TunHostBackend implements HostBackend {
     this.ownsShield = true;
   }
 
-  async apply(prev: InterceptConfig, next: InterceptConfig): Promise<null> {
+  async apply(prev: InterceptConfig, next: InterceptConfig): Promise<TunSourceUpdate> {
     if (this.fd < 0) throw new RetroflectError(ErrorCode.INTERNAL, 'The TUN backend is not started.');
     const removed = prev.reflectAddresses.filter((a) => !next.reflectAddresses.includes(a));
     const added = next.reflectAddresses.filter((a) => !prev.reflectAddresses.includes(a));
@@ -162,7 +152,7 @@ export class TunHostBackend implements HostBackend {
       });
     }
     await updateShield(prev, next);
-    return null; // the worker needs nothing new: the device and its fd stay the same
+    return { kind: 'tun' }; // the worker needs nothing new: the device and its fd stay the same
   }
 
   shieldCounters(): Promise<Map<string, ShieldCount>> {
@@ -192,7 +182,7 @@ export class TunHostBackend implements HostBackend {
 }
 
 /** Worker half: reads outbound packets from the TUN fd and writes reflected ones back. */
-export class TunPacketSource implements PacketSource {
+export class TunPacketSource implements PacketSource<'tun'> {
   readonly kind = 'tun' as const;
   readonly batch: PacketBatch;
   /** Writes the kernel refused (counted, not fatal: one bad packet must not stop the engine). */
@@ -286,7 +276,7 @@ export class TunPacketSource implements PacketSource {
     }
   }
 
-  reconfigure(_cfg: InterceptConfig, _update: unknown): void {
+  reconfigure(_cfg: InterceptConfig, _update: TunSourceUpdate): void {
     // Routes and shield rules are host state, changed by TunHostBackend.apply; the fd stays the same.
   }
 
@@ -296,10 +286,4 @@ export class TunPacketSource implements PacketSource {
   }
 }
 
-export const createTunPacketSource: PacketSourceFactory = (init) => {
-  const t = init as TunSourceInit;
-  if (t.kind !== 'tun' || typeof t.fd !== 'number' || typeof t.wakeFd !== 'number') {
-    throw new RetroflectError(ErrorCode.INTERNAL, 'TUN packet source got init data that is not from TunHostBackend.');
-  }
-  return new TunPacketSource(t);
-};
+export const createTunPacketSource: PacketSourceFactory<'tun'> = (init) => new TunPacketSource(init);

@@ -2,8 +2,8 @@
  * WinDivert failures as RetroflectErrors: what happened, in words an admin can act on, with the Windows error code
  * in `details.windowsError`. Codes and their causes follow the WinDivertOpen documentation.
  */
-import { ErrorCode, RetroflectError } from '../errors.ts';
-import { WinError } from './windivert-ffi.ts';
+import { ErrorCode, RetroflectError } from '../../errors.ts';
+import { WinError } from './ffi.ts';
 
 export interface OpenContext {
   /** The WinDivert.dll in use (its folder must also hold WinDivert64.sys). */

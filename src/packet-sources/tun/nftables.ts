@@ -21,9 +21,9 @@
  * The priority runs us just before the usual `filter` chains so a shielded port is dropped before they count it.
  */
 import { shieldKey, type InterceptConfig, type ShieldPort, type ShieldProtocol } from '../../config/intercept-config.ts';
-import type { ShieldCount } from '../../divert/source.ts';
+import type { ShieldCount } from '../packet-source.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
-import { runCommand, type HostCommand } from './command.ts';
+import { runCommand, type HostCommand } from '../../platform/linux/command.ts';
 
 /** Our table's family and name. Fixed, so every run (and every leftover) is found by name. */
 export const NFT_FAMILY = 'inet';

@@ -13,8 +13,8 @@
  * the data plane decides every packet exactly (not shielded → Pass, resent unchanged). Addresses are never merged:
  * 64 addresses fit.
  */
-import type { InterceptConfig, ShieldProtocol } from '../config/intercept-config.ts';
-import { addressFamily } from '../config/intercept-config.ts';
+import type { InterceptConfig, ShieldProtocol } from '../../config/intercept-config.ts';
+import { addressFamily } from '../../config/intercept-config.ts';
 
 /** A filter that matches no packet (a valid WinDivert filter constant). */
 export const MATCH_NOTHING = 'false';

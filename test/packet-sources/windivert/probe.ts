@@ -3,7 +3,7 @@
  * The probe prints "sizeof 80", then "<C field> <value> <80 bytes hex>" per field, each set alone in a zeroed struct.
  */
 import assert from 'node:assert/strict';
-import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../src/divert/windivert-address.ts';
+import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../../src/packet-sources/windivert/address.ts';
 
 /** C field name in the probe output → codec field. */
 export const PROBE_FIELDS: Record<string, keyof WinDivertAddress> = {

@@ -1,8 +1,8 @@
 /** The WinDivert filter built from an intercept config (exact strings, since WinDivert compiles exactly this). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { buildInterceptConfig, emptyInterceptConfig } from '../../src/config/intercept-config.ts';
-import { buildWinDivertFilter, MATCH_NOTHING, PORT_TEST_BUDGET, portRanges } from '../../src/divert/windivert-filter.ts';
+import { buildInterceptConfig, emptyInterceptConfig } from '../../../src/config/intercept-config.ts';
+import { buildWinDivertFilter, MATCH_NOTHING, PORT_TEST_BUDGET, portRanges } from '../../../src/packet-sources/windivert/filter.ts';
 
 test('empty config matches nothing', () => {
   assert.equal(buildWinDivertFilter(emptyInterceptConfig()), MATCH_NOTHING);

@@ -5,11 +5,12 @@
  * and send errors. engine.test.ts runs the same scenario through the real Engine and its worker.
  */
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { createWinDivertPacketSource, type WinDivertSourceInit } from '../../src/divert/windivert.ts';
-import type { InterceptConfig } from '../../src/config/intercept-config.ts';
+import type { WinDivertSourceInit, WinDivertSourceUpdate } from '../../../src/packet-sources/packet-source.ts';
+import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/windivert.ts';
+import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
 import { dataplaneConfig, makeDataplane } from './double.ts';
 
-type Msg = { type: 'reconfigure'; config: InterceptConfig; update: unknown } | { type: 'stop' };
+type Msg = { type: 'reconfigure'; config: InterceptConfig; update: WinDivertSourceUpdate } | { type: 'stop' };
 const { init, config, port } = workerData as { init: WinDivertSourceInit; config: InterceptConfig; port: MessagePort };
 
 const source = createWinDivertPacketSource(init, config);
@@ -36,4 +37,4 @@ while (!stopping) {
   if (n > 0) source.send();
 }
 source.close();
-port.postMessage({ type: 'stopped', reconfigures, sendErrors: (source as unknown as { sendErrors: number }).sendErrors });
+port.postMessage({ type: 'stopped', reconfigures, sendErrors: source.sendErrors });

@@ -1,12 +1,11 @@
 /**
- * The TUN device and its routes. The device is opened non-persistent: it exists exactly as long as our file
+ * The TUN device (its routes: routes.ts). The device is opened non-persistent: it exists exactly as long as our file
  * descriptor, so a killed run leaves no device behind, and the kernel drops every route through it when it goes.
  */
 import { existsSync, writeFileSync } from 'node:fs';
-import { addressFamily } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
-import type { HostCommand } from './command.ts';
-import { libc, O_CLOEXEC, O_NONBLOCK, O_RDWR } from './libc.ts';
+import type { HostCommand } from '../../platform/linux/command.ts';
+import { libc, O_CLOEXEC, O_NONBLOCK, O_RDWR } from '../../platform/linux/libc.ts';
 
 export const TUN_CLONE_PATH = '/dev/net/tun';
 
@@ -116,19 +115,6 @@ export function openTunDevice(name: string, variant: TunVariant): number {
 
 export function linkUpCommand(name: string, mtu: number): HostCommand {
   return { file: 'ip', args: ['link', 'set', 'dev', name, 'mtu', String(mtu), 'up'] };
-}
-
-function hostPrefix(address: string): string {
-  return `${address}/${addressFamily(address) === 4 ? 32 : 128}`;
-}
-
-export function routeAddCommand(address: string, device: string): HostCommand {
-  // `replace` makes it idempotent: a stale route from an interrupted apply does not fail the next one.
-  return { file: 'ip', args: [addressFamily(address) === 4 ? '-4' : '-6', 'route', 'replace', hostPrefix(address), 'dev', device] };
-}
-
-export function routeDeleteCommand(address: string, device: string): HostCommand {
-  return { file: 'ip', args: [addressFamily(address) === 4 ? '-4' : '-6', 'route', 'del', hostPrefix(address), 'dev', device] };
 }
 
 export function ipv6SysctlPath(device: string): string {

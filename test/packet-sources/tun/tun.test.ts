@@ -6,13 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { InterceptConfig } from '../../src/config/intercept-config.ts';
-import { DEFAULT_TUN_VARIANT } from '../../src/divert/tun.ts';
-import { TUN_VARIANTS, type TunVariantName } from '../../src/platform/linux/tun-device.ts';
-import { createTopology, JsonLines, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
+import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
+import { DEFAULT_TUN_VARIANT } from '../../../src/packet-sources/tun/tun.ts';
+import { TUN_VARIANTS, type TunVariantName } from '../../../src/packet-sources/tun/device.ts';
+import { createTopology, JsonLines, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
 
-const REFLECTOR = 'test/platform/fixtures/tun-reflector.ts';
-const PROBE = 'test/platform/fixtures/probe.ts';
+const REFLECTOR = 'test/packet-sources/tun/fixtures/tun-reflector.ts';
+const PROBE = 'test/fixtures/probe.ts';
 const node = process.execPath;
 
 interface ProbeResult {

@@ -1,0 +1,58 @@
+/**
+ * The one place that picks a packet backend, for both halves: `createHostBackend` (main thread, by platform) and
+ * `createPacketSource` (worker thread, by the `kind` of the init message the host half produced). Each backend's
+ * module is imported only when it is used: the WinDivert binding must not load on Linux, nor libc on Windows.
+ *
+ * Adding a backend: a folder next to tun/ and windivert/, its message types in packet-source.ts (SourceMessages),
+ * and one case in each switch below.
+ */
+import type { InterceptConfig } from '../config/intercept-config.ts';
+import { ErrorCode, RetroflectError } from '../errors.ts';
+import type { BackendKind, HostBackend, PacketSource, SourceInit } from './packet-source.ts';
+import { buildWinDivertFilter } from './windivert/filter.ts';
+
+export interface BackendOptions {
+  /** Linux: TUN device name. */
+  deviceName?: string;
+  /** Windows: folder with WinDivert.dll (else RETROFLECT_WINDIVERT_DIR, the executable's folder, the install folder). */
+  windivertDir?: string;
+  /** Windows: WinDivert priority. */
+  priority?: number;
+}
+
+/** The backend each platform uses. The only place that branches on the platform for the data path. */
+const PLATFORM_BACKEND: Partial<Record<NodeJS.Platform, BackendKind>> = { win32: 'windivert', linux: 'tun' };
+
+/** Main-thread half for this platform. */
+export async function createHostBackend(opts: BackendOptions, platform: NodeJS.Platform = process.platform): Promise<HostBackend> {
+  const kind = PLATFORM_BACKEND[platform];
+  switch (kind) {
+    case 'windivert': {
+      const { WinDivertHostBackend } = await import('./windivert/windivert.ts');
+      return new WinDivertHostBackend({ windivertDir: opts.windivertDir, priority: opts.priority });
+    }
+    case 'tun': {
+      const { TunHostBackend } = await import('./tun/tun.ts');
+      return new TunHostBackend({ deviceName: opts.deviceName });
+    }
+    case undefined:
+      throw new RetroflectError(ErrorCode.BACKEND_UNAVAILABLE, `retroflect has no packet backend for ${platform}.`, {
+        hint: 'Run it on Windows (WinDivert) or Linux (TUN).',
+      });
+  }
+}
+
+/** Worker-thread half, built from what the host half's start() returned. */
+export async function createPacketSource(init: SourceInit, cfg: InterceptConfig): Promise<PacketSource> {
+  switch (init.kind) {
+    case 'tun':
+      return (await import('./tun/tun.ts')).createTunPacketSource(init, cfg);
+    case 'windivert':
+      return (await import('./windivert/windivert.ts')).createWinDivertPacketSource(init, cfg);
+  }
+}
+
+/** The WinDivert filter this config gives, shown by `run --dry-run` on every platform. */
+export function describeWinDivertFilter(cfg: InterceptConfig): string {
+  return buildWinDivertFilter(cfg);
+}

@@ -1,0 +1,19 @@
+/**
+ * One host route per reflect address into the TUN device, so everything this host sends to a reflect address is
+ * read from the device. Routes go away with the device (closing its fd), so a killed run leaves none behind.
+ */
+import { addressFamily } from '../../config/intercept-config.ts';
+import type { HostCommand } from '../../platform/linux/command.ts';
+
+function hostPrefix(address: string): string {
+  return `${address}/${addressFamily(address) === 4 ? 32 : 128}`;
+}
+
+export function routeAddCommand(address: string, device: string): HostCommand {
+  // `replace` makes it idempotent: a stale route from an interrupted apply does not fail the next one.
+  return { file: 'ip', args: [addressFamily(address) === 4 ? '-4' : '-6', 'route', 'replace', hostPrefix(address), 'dev', device] };
+}
+
+export function routeDeleteCommand(address: string, device: string): HostCommand {
+  return { file: 'ip', args: [addressFamily(address) === 4 ? '-4' : '-6', 'route', 'del', hostPrefix(address), 'dev', device] };
+}
