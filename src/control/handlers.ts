@@ -1,22 +1,15 @@
 /**
- * The control methods: parameter checks, engine calls, persistence and rollback. Transport-free (server.ts owns
- * sockets, framing and access), so every rule here is the same for every client.
- *
- * Changes are serialized by one lock, so "apply to engine → save → undo on failure" never interleaves with another
- * change. Persisting writes only the entries the request named (running config = persisted + temporary entries).
+ * Every control method, hello, subscribe and stop included: parameter checks and the answer. Transport-free
+ * (connection.ts owns framing and the socket; it exposes what a method may do to it as a `Session`), so every rule
+ * here is the same for every client. Changes to addresses and ports go through config-changes.ts (one lock).
  */
-import {
-  addressFamily,
-  canonicalAddress,
-  shieldKey,
-  type InterceptConfig,
-  type ShieldPort,
-} from '../config/intercept-config.ts';
+import { addressFamily, shieldKey, type ShieldPort } from '../config/intercept-config.ts';
 import { parseShieldEntry, type ConfigStore } from '../config/config-file.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
 import { checkReflectAddress, suggestReflectAddress } from '../platform/validate-address.ts';
 import { VERSION } from '../version.ts';
-import type { ControlEngine } from './server.ts';
+import { ConfigChanges } from './config-changes.ts';
+import type { ControlEngine } from './control-engine.ts';
 import {
   MAX_ADDRESSES_PER_REQUEST,
   MAX_ID_CHARS,
@@ -34,12 +27,33 @@ export type AddressSuggester = (family: 4 | 6, exclude: readonly string[]) => Pr
 
 type Params = Record<string, unknown>;
 
+/** What a method may do to the connection it arrived on (connection.ts implements it). */
+export interface Session {
+  readonly auth: AuthMode;
+  readonly authenticated: boolean;
+  /** Token mode: check the token and, when it is right, mark the connection authenticated. */
+  authenticate(token: unknown): boolean;
+  /** Push `sample()` as a `topic` notification every `intervalMs`, replacing an earlier subscription to it. */
+  subscribe(topic: SubscriptionTopic, intervalMs: number, sample: () => Promise<unknown>): void;
+  unsubscribe(topic: SubscriptionTopic): void;
+  /** Close the connection once the reply to this request is written. */
+  closeAfterReply(): void;
+  /** Run `fn` once the reply to this request is written (stop: reply first, then stop). */
+  afterReply(fn: () => void): void;
+}
+
+export type SubscriptionTopic = 'stats';
+
 /** Allowed stats notification intervals (ms) and the default. */
 const MIN_INTERVAL_MS = 100;
 const MAX_INTERVAL_MS = 60_000;
 const DEFAULT_INTERVAL_MS = 1000;
 /** Most flows one `flows` reply carries. */
 const MAX_FLOWS = 100_000;
+
+function accessDenied(message: string, hint: string): RetroflectError {
+  return new RetroflectError(ErrorCode.ACCESS_DENIED, message, { hint });
+}
 
 function invalidParams(message: string, field: string): RetroflectError {
   return new RetroflectError(ErrorCode.INVALID_PARAMS, message, {
@@ -70,90 +84,38 @@ function array(params: Params, field: string, max: number): unknown[] {
 
 function addressList(params: Params): string[] {
   const raw = array(params, 'addresses', MAX_ADDRESSES_PER_REQUEST);
-  const out: string[] = [];
   raw.forEach((a, i) => {
     if (typeof a !== 'string') throw invalidParams(`'addresses[${i}]' must be a string.`, `addresses[${i}]`);
-    const c = canonicalAddress(a); // E_INVALID_ADDRESS with details.address/rule
-    if (!out.includes(c)) out.push(c);
   });
-  return out;
+  return raw as string[];
 }
 
 function portList(params: Params): ShieldPort[] {
   const raw = array(params, 'ports', MAX_PORTS_PER_REQUEST);
-  const out: ShieldPort[] = [];
-  for (const entry of raw) {
-    for (const p of parseShieldEntry(entry)) if (!out.some((q) => shieldKey(q) === shieldKey(p))) out.push(p);
-  }
-  return out;
+  return raw.flatMap((entry) => parseShieldEntry(entry));
 }
 
 export class MethodHandlers {
   private readonly engine: ControlEngine;
   private readonly store: ConfigStore;
+  private readonly changes: ConfigChanges;
   private readonly check: AddressValidator;
   private readonly suggest: AddressSuggester;
-  private lock: Promise<unknown> = Promise.resolve();
 
   constructor(engine: ControlEngine, store: ConfigStore, check?: AddressValidator, suggest?: AddressSuggester) {
     this.engine = engine;
     this.store = store;
+    this.changes = new ConfigChanges(engine, store);
     this.check = check ?? ((input) => checkReflectAddress(input));
     this.suggest = suggest ?? ((family, exclude) => suggestReflectAddress(family, undefined, exclude));
   }
 
-  /** Run `fn` after every earlier change finished. */
-  private serialized<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
-    this.lock = run.catch(() => undefined);
-    return run;
-  }
-
-  hello(params: Params, auth: AuthMode): HelloResult {
-    only(params, ['protocol', 'client', 'token']);
-    const protocol = params.protocol;
-    if (typeof protocol !== 'number' || !Number.isInteger(protocol)) throw invalidParams("'protocol' must be an integer (1).", 'protocol');
-    if (protocol !== PROTOCOL_VERSION) {
-      throw new RetroflectError(ErrorCode.UNSUPPORTED_VERSION, `Protocol version ${protocol} is not supported; this engine speaks ${PROTOCOL_VERSION}.`, {
-        hint: 'Update the client or the engine so both speak the same protocol version.',
-        details: { supported: [PROTOCOL_VERSION] },
-      });
+  /** Answer one request. Everything but hello needs an authenticated session. */
+  async handle(method: string, params: Params, session: Session): Promise<unknown> {
+    if (method === 'hello') return this.hello(params, session);
+    if (!session.authenticated) {
+      throw accessDenied("Say 'hello' with the access token first.", 'Send {"method":"hello","params":{"protocol":1,"token":"..."}} as the first request.');
     }
-    if (params.client !== undefined && (typeof params.client !== 'string' || params.client.length > MAX_ID_CHARS)) {
-      throw invalidParams("'client' must be a string of at most 128 characters.", 'client');
-    }
-    if (params.token !== undefined && typeof params.token !== 'string') throw invalidParams("'token' must be a string.", 'token');
-    return {
-      protocol: PROTOCOL_VERSION,
-      server: `retroflect/${VERSION}`,
-      engineVersion: this.engine.status().version,
-      pid: process.pid,
-      auth,
-      capabilities: [...METHODS],
-    };
-  }
-
-  checkNoParams(params: Params): void {
-    only(params, []);
-  }
-
-  checkSubscribe(params: Params): number {
-    only(params, ['topic', 'intervalMs']);
-    if (params.topic !== 'stats') throw invalidParams("'topic' must be \"stats\".", 'topic');
-    const iv = params.intervalMs ?? DEFAULT_INTERVAL_MS;
-    if (typeof iv !== 'number' || !Number.isInteger(iv) || iv < MIN_INTERVAL_MS || iv > MAX_INTERVAL_MS) {
-      throw invalidParams(`'intervalMs' must be an integer from ${MIN_INTERVAL_MS} to ${MAX_INTERVAL_MS}.`, 'intervalMs');
-    }
-    return iv;
-  }
-
-  checkUnsubscribe(params: Params): void {
-    only(params, ['topic']);
-    if (params.topic !== 'stats') throw invalidParams("'topic' must be \"stats\".", 'topic');
-  }
-
-  /** Dispatch a method other than hello/subscribe/unsubscribe/stop (those touch the connection). */
-  async call(method: string, params: Params): Promise<unknown> {
     switch (method) {
       case 'status':
         only(params, []);
@@ -165,9 +127,11 @@ export class MethodHandlers {
         return { addresses: this.engine.config().reflectAddresses.map((address) => ({ address, persisted: persisted.includes(address) })) };
       }
       case 'address.add':
-        return this.addAddresses(params);
+        only(params, ['addresses', 'temporary']);
+        return this.changes.addAddresses(addressList(params), optionalBool(params, 'temporary'));
       case 'address.remove':
-        return this.removeAddresses(params);
+        only(params, ['addresses', 'temporary']);
+        return this.changes.removeAddresses(addressList(params), optionalBool(params, 'temporary'));
       case 'address.test':
         return this.testAddress(params);
       case 'shield.list': {
@@ -176,9 +140,11 @@ export class MethodHandlers {
         return { ports: this.engine.config().shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol, persisted: persisted.has(shieldKey(p)) })) };
       }
       case 'shield.add':
-        return this.addPorts(params);
+        only(params, ['ports', 'temporary']);
+        return this.changes.addShieldPorts(portList(params), optionalBool(params, 'temporary'));
       case 'shield.remove':
-        return this.removePorts(params);
+        only(params, ['ports', 'temporary']);
+        return this.changes.removeShieldPorts(portList(params), optionalBool(params, 'temporary'));
       case 'stats':
         only(params, []);
         return this.engine.stats();
@@ -194,6 +160,18 @@ export class MethodHandlers {
       case 'config.get':
         only(params, []);
         return { configPath: this.store.path, persisted: this.store.config, running: this.engine.config() };
+      case 'subscribe':
+        return this.subscribe(params, session);
+      case 'unsubscribe':
+        only(params, ['topic']);
+        if (params.topic !== 'stats') throw invalidParams("'topic' must be \"stats\".", 'topic');
+        session.unsubscribe('stats');
+        return { topic: 'stats', subscribed: false };
+      case 'stop':
+        only(params, []);
+        // Reply first, then stop: the engine's 'stopped' event closes the server and every connection.
+        session.afterReply(() => void this.engine.stop().catch(() => undefined));
+        return { stopping: true };
       default:
         throw new RetroflectError(ErrorCode.UNKNOWN_METHOD, `Unknown method '${method}'.`, {
           hint: `Methods: ${METHODS.join(', ')}.`,
@@ -202,100 +180,46 @@ export class MethodHandlers {
     }
   }
 
-  private addAddresses(params: Params): Promise<unknown> {
-    only(params, ['addresses', 'temporary']);
-    const addrs = addressList(params);
-    const temporary = optionalBool(params, 'temporary');
-    return this.serialized(async () => {
-      // The engine validates every new address against the host (all or nothing) before changing anything.
-      const r = await this.engine.addAddresses(addrs);
-      if (!temporary) {
-        try {
-          this.store.addAddresses(addrs);
-        } catch (err) {
-          if (r.added.length) await this.engine.removeAddresses(r.added).catch(() => undefined);
-          throw err;
-        }
-      }
-      const warnings = (r.warnings ?? []).map((message) => ({ address: addrs.find((a) => message.includes(a)) ?? '', message }));
-      return { added: r.added, existing: r.existing, warnings };
-    });
+  private hello(params: Params, session: Session): HelloResult {
+    only(params, ['protocol', 'client', 'token']);
+    const protocol = params.protocol;
+    if (typeof protocol !== 'number' || !Number.isInteger(protocol)) throw invalidParams("'protocol' must be an integer (1).", 'protocol');
+    if (protocol !== PROTOCOL_VERSION) {
+      throw new RetroflectError(ErrorCode.UNSUPPORTED_VERSION, `Protocol version ${protocol} is not supported; this engine speaks ${PROTOCOL_VERSION}.`, {
+        hint: 'Update the client or the engine so both speak the same protocol version.',
+        details: { supported: [PROTOCOL_VERSION] },
+      });
+    }
+    if (params.client !== undefined && (typeof params.client !== 'string' || params.client.length > MAX_ID_CHARS)) {
+      throw invalidParams("'client' must be a string of at most 128 characters.", 'client');
+    }
+    if (params.token !== undefined && typeof params.token !== 'string') throw invalidParams("'token' must be a string.", 'token');
+    if (session.auth === 'token' && !session.authenticate(params.token)) {
+      session.closeAfterReply();
+      throw accessDenied(
+        'The access token is missing or wrong.',
+        'Run the client as Administrator: it reads the token from %ProgramData%\\Retroflect\\<pipe>.token.',
+      );
+    }
+    return {
+      protocol: PROTOCOL_VERSION,
+      server: `retroflect/${VERSION}`,
+      engineVersion: this.engine.status().version,
+      pid: process.pid,
+      auth: session.auth,
+      capabilities: [...METHODS],
+    };
   }
 
-  private removeAddresses(params: Params): Promise<unknown> {
-    only(params, ['addresses', 'temporary']);
-    const addrs = addressList(params);
-    const temporary = optionalBool(params, 'temporary');
-    return this.serialized(async () => {
-      const running = this.engine.config().reflectAddresses;
-      const persisted = this.store.config.reflectAddresses;
-      const missing = addrs.filter((a) => !running.includes(a) && (temporary || !persisted.includes(a)));
-      if (missing.length) {
-        throw new RetroflectError(
-          ErrorCode.ADDRESS_NOT_FOUND,
-          `${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not ${temporary ? 'a running' : 'a'} reflect address; nothing was removed.`,
-          { hint: "List the configured addresses with 'retroflect address list'.", details: { missing } },
-        );
-      }
-      const fromEngine = addrs.filter((a) => running.includes(a));
-      if (fromEngine.length) await this.engine.removeAddresses(fromEngine);
-      if (!temporary) {
-        try {
-          this.store.removeAddresses(addrs);
-        } catch (err) {
-          if (fromEngine.length) await this.engine.addAddresses(fromEngine).catch(() => undefined);
-          throw err;
-        }
-      }
-      return { removed: addrs };
-    });
-  }
-
-  private addPorts(params: Params): Promise<unknown> {
-    only(params, ['ports', 'temporary']);
-    const ports = portList(params);
-    const temporary = optionalBool(params, 'temporary');
-    return this.serialized(async () => {
-      const r = await this.engine.addShieldPorts(ports);
-      if (!temporary) {
-        try {
-          this.store.addShieldPorts(ports);
-        } catch (err) {
-          if (r.added.length) await this.engine.removeShieldPorts(r.added).catch(() => undefined);
-          throw err;
-        }
-      }
-      return { added: r.added, existing: r.existing };
-    });
-  }
-
-  private removePorts(params: Params): Promise<unknown> {
-    only(params, ['ports', 'temporary']);
-    const ports = portList(params);
-    const temporary = optionalBool(params, 'temporary');
-    return this.serialized(async () => {
-      const running = new Set(this.engine.config().shieldPorts.map(shieldKey));
-      const persisted = new Set(this.store.config.shieldPorts.map(shieldKey));
-      const missing = ports.filter((p) => !running.has(shieldKey(p)) && (temporary || !persisted.has(shieldKey(p))));
-      if (missing.length) {
-        throw new RetroflectError(
-          ErrorCode.PORT_NOT_FOUND,
-          `${missing.map(shieldKey).join(', ')} ${missing.length === 1 ? 'is' : 'are'} not shielded; nothing was removed.`,
-          { hint: "List the shield ports with 'retroflect shield list'.", details: { missing } },
-        );
-      }
-      const fromEngine = ports.filter((p) => running.has(shieldKey(p)));
-      if (fromEngine.length) await this.engine.removeShieldPorts(fromEngine);
-      if (!temporary) {
-        try {
-          this.store.removeShieldPorts(ports);
-        } catch (err) {
-          if (fromEngine.length) await this.engine.addShieldPorts(fromEngine).catch(() => undefined);
-          throw err;
-        }
-      }
-      return { removed: ports };
-    });
+  private subscribe(params: Params, session: Session): { topic: 'stats'; intervalMs: number } {
+    only(params, ['topic', 'intervalMs']);
+    if (params.topic !== 'stats') throw invalidParams("'topic' must be \"stats\".", 'topic');
+    const iv = params.intervalMs ?? DEFAULT_INTERVAL_MS;
+    if (typeof iv !== 'number' || !Number.isInteger(iv) || iv < MIN_INTERVAL_MS || iv > MAX_INTERVAL_MS) {
+      throw invalidParams(`'intervalMs' must be an integer from ${MIN_INTERVAL_MS} to ${MAX_INTERVAL_MS}.`, 'intervalMs');
+    }
+    session.subscribe('stats', iv, () => this.engine.stats());
+    return { topic: 'stats', intervalMs: iv };
   }
 
   private async testAddress(params: Params): Promise<AddressTestResult> {
@@ -324,4 +248,3 @@ export class MethodHandlers {
   }
 }
 
-export type { InterceptConfig };

@@ -1,19 +1,17 @@
 /**
  * The engine, main-thread half: owns the live intercept config and its counter slots, drives the host backend
  * (devices, routes, firewall, WinDivert handles) and the packet worker, and answers the control plane cheaply from
- * shared memory. Every change goes through one queue, so concurrent pipe clients cannot interleave half-changes.
+ * shared memory. Host transitions and stop() go through one queue, so a stop never cuts a transition in half.
  */
 import { EventEmitter } from 'node:events';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import {
   MAX_REFLECT_ADDRESSES,
   MAX_SHIELD_PORTS,
-  canonicalAddress,
   checkLimits,
   cloneInterceptConfig,
   shieldKey,
   type InterceptConfig,
-  type ShieldPort,
 } from '../config/intercept-config.ts';
 import type { HostBackend, ShieldCount, SourceUpdate } from '../packet-sources/packet-source.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
@@ -21,7 +19,7 @@ import { VERSION } from '../version.ts';
 import { EngineCounters, buildEngineStats } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
 import { FlowTable } from './flow-table.ts';
-import type { ChangeResult, EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
+import type { EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 import { createPacketWorker } from './worker-entry.ts';
 
@@ -245,65 +243,20 @@ export class Engine extends EventEmitter {
     this.shieldSlots.retain(new Set(cfg.shieldPorts.map(shieldKey)));
   }
 
-  /** Validate and add reflect addresses. Existing ones are reported, not an error (idempotent). All or nothing. */
-  addAddresses(addresses: readonly string[]): Promise<ChangeResult<string> & { warnings: string[] }> {
+  /**
+   * Move the running engine to `next`. The caller (control/config-changes.ts) has already checked, deduplicated and
+   * host-validated every entry; the engine only keeps its limits. Queued behind earlier changes and before stop().
+   */
+  reconfigure(next: InterceptConfig): Promise<void> {
     return this.serialize(async () => {
       this.assertRunning();
-      const canonical = [...new Set(addresses.map(canonicalAddress))];
-      const existing = canonical.filter((a) => this.current.reflectAddresses.includes(a));
-      const fresh = canonical.filter((a) => !existing.includes(a));
-      const warnings: string[] = [];
-      for (const a of fresh) warnings.push(...(await this.opts.validateAddress(a)).warnings);
-      if (fresh.length) await this.transition({ ...this.current, reflectAddresses: [...this.current.reflectAddresses, ...fresh] });
-      return { added: fresh, existing, warnings };
+      await this.transition(next);
     });
   }
 
-  /** Remove reflect addresses. Any missing address fails the whole request with E_ADDRESS_NOT_FOUND. */
-  removeAddresses(addresses: readonly string[]): Promise<string[]> {
-    return this.serialize(async () => {
-      this.assertRunning();
-      const canonical = [...new Set(addresses.map(canonicalAddress))];
-      const missing = canonical.filter((a) => !this.current.reflectAddresses.includes(a));
-      if (missing.length) {
-        throw new RetroflectError(ErrorCode.ADDRESS_NOT_FOUND, `${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not a reflect address of this engine; nothing was removed.`, {
-          hint: 'List the configured addresses with `retroflect address list`.',
-          details: { missing },
-        });
-      }
-      await this.transition({ ...this.current, reflectAddresses: this.current.reflectAddresses.filter((a) => !canonical.includes(a)) });
-      return canonical;
-    });
-  }
-
-  addShieldPorts(ports: readonly ShieldPort[]): Promise<ChangeResult<ShieldPort>> {
-    return this.serialize(async () => {
-      this.assertRunning();
-      const wanted = dedupePorts(ports);
-      const have = new Set(this.current.shieldPorts.map(shieldKey));
-      const existing = wanted.filter((p) => have.has(shieldKey(p)));
-      const fresh = wanted.filter((p) => !have.has(shieldKey(p)));
-      if (fresh.length) await this.transition({ ...this.current, shieldPorts: [...this.current.shieldPorts, ...fresh] });
-      return { added: fresh, existing };
-    });
-  }
-
-  removeShieldPorts(ports: readonly ShieldPort[]): Promise<ShieldPort[]> {
-    return this.serialize(async () => {
-      this.assertRunning();
-      const wanted = dedupePorts(ports);
-      const have = new Set(this.current.shieldPorts.map(shieldKey));
-      const missing = wanted.filter((p) => !have.has(shieldKey(p)));
-      if (missing.length) {
-        throw new RetroflectError(ErrorCode.PORT_NOT_FOUND, `${missing.map(shieldKey).join(', ')} ${missing.length === 1 ? 'is' : 'are'} not shielded by this engine; nothing was removed.`, {
-          hint: 'List the shield ports with `retroflect shield list`.',
-          details: { missing: missing.map(shieldKey) },
-        });
-      }
-      const drop = new Set(wanted.map(shieldKey));
-      await this.transition({ ...this.current, shieldPorts: this.current.shieldPorts.filter((p) => !drop.has(shieldKey(p))) });
-      return wanted;
-    });
+  /** Host validation of a reflect address about to be added (platform/validate-address.ts): throws when unusable. */
+  validateAddress(address: string): Promise<AddressValidation> {
+    return this.opts.validateAddress(address);
   }
 
   config(): InterceptConfig {
@@ -430,17 +383,4 @@ export class Engine extends EventEmitter {
     this.port = null;
     await this.opts.backend.stop();
   }
-}
-
-function dedupePorts(ports: readonly ShieldPort[]): ShieldPort[] {
-  const seen = new Map<string, ShieldPort>();
-  for (const p of ports) {
-    if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535 || (p.protocol !== 'tcp' && p.protocol !== 'udp')) {
-      throw new RetroflectError(ErrorCode.INVALID_PORT, `'${p.port}/${p.protocol}' is not a shield port.`, {
-        hint: 'Give a port from 1 to 65535 with protocol tcp or udp.',
-      });
-    }
-    seen.set(shieldKey(p), { port: p.port, protocol: p.protocol });
-  }
-  return [...seen.values()];
 }

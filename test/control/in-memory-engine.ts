@@ -1,13 +1,12 @@
 /**
  * IN-TEST STAND-IN for the engine (not a mock of the packet path): keeps an InterceptConfig in memory and implements
- * the control plane's `ControlEngine` interface with the engine's semantics (canonical addresses, idempotent add,
- * all-or-nothing remove with E_ADDRESS_NOT_FOUND/E_PORT_NOT_FOUND). Used to test protocol, server, client and CLI
+ * the control plane's `ControlEngine` interface (the checks, idempotent add and all-or-nothing remove are the
+ * control plane's own, src/control/config-changes.ts, and run for real). Used to test protocol, server, client and CLI
  * without root packet plumbing; test/control/live.test.ts runs the real engine.
  */
-import { canonicalAddress, shieldKey, type InterceptConfig, type ShieldPort } from '../../src/config/intercept-config.ts';
-import type { ControlEngine } from '../../src/control/server.ts';
+import { shieldKey, type InterceptConfig, type ShieldPort } from '../../src/config/intercept-config.ts';
+import type { ControlEngine } from '../../src/control/control-engine.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../../src/engine/types.ts';
-import { ErrorCode, RetroflectError } from '../../src/errors.ts';
 
 export class InMemoryEngine implements ControlEngine {
   cfg: InterceptConfig;
@@ -39,38 +38,14 @@ export class InMemoryEngine implements ControlEngine {
     return { reflectAddresses: [...this.cfg.reflectAddresses], shieldPorts: this.cfg.shieldPorts.map((p) => ({ ...p })) };
   }
 
-  async addAddresses(addrs: readonly string[]) {
-    this.calls.push(`addAddresses ${addrs.join(',')}`);
-    const c = addrs.map(canonicalAddress);
-    const existing = c.filter((a) => this.cfg.reflectAddresses.includes(a));
-    const added = c.filter((a) => !existing.includes(a));
-    this.cfg.reflectAddresses.push(...added);
-    return { added, existing, warnings: [] as string[] };
+  async reconfigure(next: InterceptConfig): Promise<void> {
+    this.calls.push(`reconfigure ${next.reflectAddresses.join(',')} ${next.shieldPorts.map(shieldKey).join(',')}`);
+    this.cfg = { reflectAddresses: [...next.reflectAddresses], shieldPorts: next.shieldPorts.map((p) => ({ ...p })) };
   }
 
-  async removeAddresses(addrs: readonly string[]) {
-    this.calls.push(`removeAddresses ${addrs.join(',')}`);
-    const c = addrs.map(canonicalAddress);
-    const missing = c.filter((a) => !this.cfg.reflectAddresses.includes(a));
-    if (missing.length) throw new RetroflectError(ErrorCode.ADDRESS_NOT_FOUND, 'missing', { details: { missing } });
-    this.cfg.reflectAddresses = this.cfg.reflectAddresses.filter((a) => !c.includes(a));
-    return c;
-  }
-
-  async addShieldPorts(ports: readonly ShieldPort[]) {
-    this.calls.push(`addShieldPorts ${ports.map(shieldKey).join(',')}`);
-    const have = new Set(this.cfg.shieldPorts.map(shieldKey));
-    const existing = ports.filter((p) => have.has(shieldKey(p)));
-    const added = ports.filter((p) => !have.has(shieldKey(p)));
-    this.cfg.shieldPorts.push(...added.map((p) => ({ ...p })));
-    return { added: [...added], existing: [...existing] };
-  }
-
-  async removeShieldPorts(ports: readonly ShieldPort[]) {
-    this.calls.push(`removeShieldPorts ${ports.map(shieldKey).join(',')}`);
-    const drop = new Set(ports.map(shieldKey));
-    this.cfg.shieldPorts = this.cfg.shieldPorts.filter((p) => !drop.has(shieldKey(p)));
-    return [...ports];
+  /** Host validation is not what these tests are about: every syntactically valid address is usable. */
+  async validateAddress(_address: string): Promise<{ warnings: string[] }> {
+    return { warnings: [] };
   }
 
   async stats(): Promise<EngineStats> {

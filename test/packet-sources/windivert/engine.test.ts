@@ -32,9 +32,13 @@ test('live changes while packets flow: every injected packet comes out, reflecte
     let changes = 0;
     while (injection.injected < TOTAL) {
       const extra = `192.0.2.${100 + (changes % 50)}`;
-      await engine.addAddresses([extra]); // widens the filter: new handle
-      await engine.addShieldPorts([{ port: 9000 + (changes % 500), protocol: 'udp' }]);
-      await engine.removeAddresses([extra]); // narrows it again: another handle
+      const port = 9000 + (changes % 500);
+      let cfg = engine.config();
+      await engine.reconfigure({ ...cfg, reflectAddresses: [...cfg.reflectAddresses, extra] }); // widens the filter: new handle
+      cfg = engine.config();
+      if (!cfg.shieldPorts.some((p) => p.port === port)) await engine.reconfigure({ ...cfg, shieldPorts: [...cfg.shieldPorts, { port, protocol: 'udp' }] });
+      cfg = engine.config();
+      await engine.reconfigure({ ...cfg, reflectAddresses: cfg.reflectAddresses.filter((a) => a !== extra) }); // narrows it again: another handle
       changes += 3;
       await sleep(3);
     }

@@ -1,0 +1,142 @@
+/**
+ * Every change to the reflect addresses and shield ports, from whatever client: the one place that canonicalizes
+ * and deduplicates entries, tells existing from new and missing, validates new addresses against the host, and runs
+ * "engine → persisted store → undo the engine change if saving fails". One lock, so no two changes interleave.
+ *
+ * Running config = persisted entries + temporary ones. A non-temporary change writes only the entries it named.
+ * Removing an entry that is persisted but not running (or the other way round) is fine; one that is neither is
+ * refused as a whole, and nothing is changed.
+ */
+import { canonicalAddress, shieldKey, type InterceptConfig, type ShieldPort } from '../config/intercept-config.ts';
+import type { ConfigStore } from '../config/config-file.ts';
+import type { ChangeResult } from '../engine/types.ts';
+import { ErrorCode, RetroflectError } from '../errors.ts';
+import type { ControlEngine } from './control-engine.ts';
+import type { AddressAddResult } from './protocol.ts';
+
+function uniqueAddresses(addresses: readonly string[]): string[] {
+  return [...new Set(addresses.map(canonicalAddress))]; // E_INVALID_ADDRESS with details.address/rule
+}
+
+function uniquePorts(ports: readonly ShieldPort[]): ShieldPort[] {
+  const seen = new Map<string, ShieldPort>();
+  for (const p of ports) if (!seen.has(shieldKey(p))) seen.set(shieldKey(p), { port: p.port, protocol: p.protocol });
+  return [...seen.values()];
+}
+
+export class ConfigChanges {
+  private lock: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly engine: ControlEngine,
+    private readonly store: ConfigStore,
+  ) {}
+
+  addAddresses(addresses: readonly string[], temporary: boolean): Promise<AddressAddResult> {
+    const wanted = uniqueAddresses(addresses);
+    return this.serialized(async () => {
+      const running = this.engine.config();
+      const existing = wanted.filter((a) => running.reflectAddresses.includes(a));
+      const added = wanted.filter((a) => !existing.includes(a));
+      const warnings: AddressAddResult['warnings'] = [];
+      // Every new address is checked against the host before anything changes (all or nothing).
+      for (const address of added) {
+        for (const message of (await this.engine.validateAddress(address)).warnings) warnings.push({ address, message });
+      }
+      await this.apply(
+        { ...running, reflectAddresses: [...running.reflectAddresses, ...added] },
+        temporary ? null : () => this.store.addAddresses(wanted),
+      );
+      return { added, existing, warnings };
+    });
+  }
+
+  removeAddresses(addresses: readonly string[], temporary: boolean): Promise<{ removed: string[] }> {
+    const wanted = uniqueAddresses(addresses);
+    return this.serialized(async () => {
+      const running = this.engine.config();
+      const persisted = this.store.config.reflectAddresses;
+      const missing = wanted.filter((a) => !running.reflectAddresses.includes(a) && (temporary || !persisted.includes(a)));
+      if (missing.length) {
+        throw new RetroflectError(
+          ErrorCode.ADDRESS_NOT_FOUND,
+          `${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not ${temporary ? 'a running' : 'a'} reflect address; nothing was removed.`,
+          { hint: "List the configured addresses with 'retroflect address list'.", details: { missing } },
+        );
+      }
+      await this.apply(
+        { ...running, reflectAddresses: running.reflectAddresses.filter((a) => !wanted.includes(a)) },
+        temporary ? null : () => this.store.removeAddresses(wanted),
+      );
+      return { removed: wanted };
+    });
+  }
+
+  addShieldPorts(ports: readonly ShieldPort[], temporary: boolean): Promise<ChangeResult<ShieldPort>> {
+    const wanted = uniquePorts(ports);
+    return this.serialized(async () => {
+      const running = this.engine.config();
+      const have = new Set(running.shieldPorts.map(shieldKey));
+      const existing = wanted.filter((p) => have.has(shieldKey(p)));
+      const added = wanted.filter((p) => !have.has(shieldKey(p)));
+      await this.apply(
+        { ...running, shieldPorts: [...running.shieldPorts, ...added] },
+        temporary ? null : () => this.store.addShieldPorts(wanted),
+      );
+      return { added, existing };
+    });
+  }
+
+  removeShieldPorts(ports: readonly ShieldPort[], temporary: boolean): Promise<{ removed: ShieldPort[] }> {
+    const wanted = uniquePorts(ports);
+    return this.serialized(async () => {
+      const running = this.engine.config();
+      const runningKeys = new Set(running.shieldPorts.map(shieldKey));
+      const persisted = new Set(this.store.config.shieldPorts.map(shieldKey));
+      const missing = wanted.filter((p) => !runningKeys.has(shieldKey(p)) && (temporary || !persisted.has(shieldKey(p))));
+      if (missing.length) {
+        throw new RetroflectError(
+          ErrorCode.PORT_NOT_FOUND,
+          `${missing.map(shieldKey).join(', ')} ${missing.length === 1 ? 'is' : 'are'} not shielded; nothing was removed.`,
+          { hint: "List the shield ports with 'retroflect shield list'.", details: { missing } },
+        );
+      }
+      const drop = new Set(wanted.map(shieldKey));
+      await this.apply(
+        { ...running, shieldPorts: running.shieldPorts.filter((p) => !drop.has(shieldKey(p))) },
+        temporary ? null : () => this.store.removeShieldPorts(wanted),
+      );
+      return { removed: wanted };
+    });
+  }
+
+  /** Engine first, then the persisted store; if saving fails the engine goes back to where it was. */
+  private async apply(next: InterceptConfig, persist: (() => unknown) | null): Promise<void> {
+    const prev = this.engine.config();
+    const engineChanges = !sameConfig(prev, next);
+    if (engineChanges) await this.engine.reconfigure(next);
+    if (!persist) return;
+    try {
+      persist();
+    } catch (err) {
+      if (engineChanges) await this.engine.reconfigure(prev).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Run `fn` after every earlier change finished. */
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+}
+
+function sameConfig(a: InterceptConfig, b: InterceptConfig): boolean {
+  return (
+    a.reflectAddresses.length === b.reflectAddresses.length &&
+    a.reflectAddresses.every((x, i) => x === b.reflectAddresses[i]) &&
+    a.shieldPorts.length === b.shieldPorts.length &&
+    a.shieldPorts.every((p, i) => shieldKey(p) === shieldKey(b.shieldPorts[i]))
+  );
+}

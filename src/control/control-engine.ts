@@ -1,0 +1,19 @@
+/**
+ * What the control plane needs from the engine (engine/engine.ts `Engine` matches it structurally; tests use an
+ * in-memory stand-in). Checking and deduplicating entries is the control plane's job (config-changes.ts): the
+ * engine is handed whole configs.
+ */
+import type { InterceptConfig } from '../config/intercept-config.ts';
+import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
+
+export interface ControlEngine {
+  status(): EngineStatus;
+  config(): InterceptConfig;
+  /** Move the running engine to `next` (host state and data plane). */
+  reconfigure(next: InterceptConfig): Promise<void>;
+  /** Host validation of a reflect address about to be added; throws RetroflectError when unusable. */
+  validateAddress(address: string): Promise<{ warnings: string[] }>;
+  stats(): Promise<EngineStats>;
+  flows(): FlowRecord[];
+  stop(): Promise<void>;
+}
