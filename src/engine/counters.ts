@@ -15,9 +15,8 @@
  * that are new in a config.
  */
 import { MAX_REFLECT_ADDRESSES, MAX_SHIELD_PORTS } from '../config/intercept-config.ts';
-import { MALFORMED_REASONS, type MalformedCode } from '../packet/parse.ts';
-import type { AddressStats, EngineStats, MalformedReason, PacketByteCount, ShieldPortStats, StatsProtocol } from './types.ts';
-import type { DataplaneConfig } from './dataplane.ts';
+import { MALFORMED_REASONS, type MalformedCode, type MalformedReason } from '../packet/parse.ts';
+import type { PacketByteCount, StatsProtocol } from './types.ts';
 
 /** Global cells. Malformed counts follow at MALFORMED_BASE + code - 1 (MalformedCode order). */
 const Cell = {
@@ -162,44 +161,4 @@ export class EngineCounters {
       shieldSlots,
     };
   }
-}
-
-/**
- * Map a snapshot onto the public `EngineStats` shape, using the slot assignment of the live config. Rates are the
- * engine's to compute (it keeps the previous sample); pass them in.
- */
-export function buildEngineStats(
-  snap: CountersSnapshot,
-  cfg: DataplaneConfig,
-  sample: { sampledAt: Date; uptimeSeconds: number; rates?: EngineStats['rates'] },
-): EngineStats {
-  const byProtocol = {} as Record<StatsProtocol, PacketByteCount>;
-  for (const name of STATS_PROTOCOLS) byProtocol[name] = { packets: 0, bytes: 0 };
-  const byAddress: AddressStats[] = cfg.reflect.map(({ address, slot }) => {
-    const s = snap.addressSlots[slot];
-    for (const name of STATS_PROTOCOLS) {
-      byProtocol[name].packets += s.byProtocol[name].packets;
-      byProtocol[name].bytes += s.byProtocol[name].bytes;
-    }
-    return { address, packets: s.packets, bytes: s.bytes, byProtocol: structuredClone(s.byProtocol) };
-  });
-  const byShieldPort: ShieldPortStats[] = cfg.shield.map(({ port, protocol, slot }) => ({
-    port,
-    protocol,
-    packets: snap.shieldSlots[slot].packets,
-    bytes: snap.shieldSlots[slot].bytes,
-  }));
-  return {
-    sampledAt: sample.sampledAt.toISOString(),
-    uptimeSeconds: sample.uptimeSeconds,
-    reflected: { ...snap.reflected },
-    shieldDropped: { ...snap.shieldDropped },
-    passed: { ...snap.passed },
-    malformed: { total: snap.malformed.total, byReason: { ...snap.malformed.byReason } },
-    errors: { ...snap.errors },
-    byProtocol,
-    byAddress,
-    byShieldPort,
-    rates: sample.rates ?? { reflectedPackets: 0, reflectedBytes: 0, shieldDroppedPackets: 0 },
-  };
 }

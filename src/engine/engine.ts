@@ -13,12 +13,13 @@ import {
   shieldKey,
   type InterceptConfig,
 } from '../config/intercept-config.ts';
-import type { HostBackend, ShieldCount, SourceUpdate } from '../packet-sources/packet-source.ts';
+import type { HostBackend, SourceUpdate } from '../packet-sources/packet-source.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { EngineCounters, buildEngineStats } from './counters.ts';
+import { EngineCounters } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
 import { FlowTable } from './flow-table.ts';
+import { EngineStatsSource } from './stats.ts';
 import type { EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 import { createPacketWorker } from './worker-entry.ts';
@@ -71,21 +72,6 @@ class SlotMap<K> {
   }
 }
 
-/** How long one reading of the host firewall's shield counters serves stats requests. */
-const HOST_SHIELD_TTL_MS = 1000;
-
-interface HostShieldReading {
-  at: number;
-  counts: Map<string, ShieldCount>;
-}
-
-interface RateSample {
-  at: number;
-  reflectedPackets: number;
-  reflectedBytes: number;
-  shieldDroppedPackets: number;
-}
-
 export class Engine extends EventEmitter {
   private state: EngineState = 'starting';
   private current: InterceptConfig;
@@ -98,17 +84,13 @@ export class Engine extends EventEmitter {
   private port: MessageChannel['port1'] | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private stopped: Promise<void> | null = null;
-  private rateTimer: NodeJS.Timeout | null = null;
-  private previousSample: RateSample | null = null;
-  private rates = { reflectedPackets: 0, reflectedBytes: 0, shieldDroppedPackets: 0 };
-  private hostShieldCache: { at: number; reading: Promise<HostShieldReading | null> } | null = null;
-  private hostShieldSample: { at: number; packets: number } | null = null;
-  private hostShieldDropRate = 0;
+  private readonly statsSource: EngineStatsSource;
 
   private constructor(private readonly opts: EngineOptions) {
     super();
     this.current = cloneInterceptConfig(opts.config);
     this.flowTable = new FlowTable({ capacity: opts.flowCapacity });
+    this.statsSource = new EngineStatsSource(this.counters, opts.backend.shieldCounters?.bind(opts.backend) ?? null);
   }
 
   get backend(): HostBackend {
@@ -173,8 +155,7 @@ export class Engine extends EventEmitter {
       });
     });
     this.state = 'running';
-    this.rateTimer = setInterval(() => this.sampleRates(), 1000);
-    this.rateTimer.unref();
+    this.statsSource.start();
   }
 
   private onWorkerFatal(err: RetroflectError): void {
@@ -279,75 +260,9 @@ export class Engine extends EventEmitter {
     };
   }
 
-  /**
-   * Shield counters kept by the host firewall (Linux: one `nft` run). Reading them costs a process start, so one
-   * reading serves every stats request for a second, and requests that arrive together share it.
-   */
-  private hostShieldCounts(): Promise<HostShieldReading | null> {
-    const read = this.opts.backend.shieldCounters?.bind(this.opts.backend);
-    if (!read || this.state !== 'running') return Promise.resolve(null);
-    const now = Date.now();
-    if (!this.hostShieldCache || now - this.hostShieldCache.at >= HOST_SHIELD_TTL_MS) {
-      this.hostShieldCache = { at: now, reading: read().then((counts) => ({ at: now, counts }), () => null) };
-    }
-    return this.hostShieldCache.reading;
-  }
-
-  async stats(): Promise<EngineStats> {
-    const hostShield = await this.hostShieldCounts();
-    const stats = buildEngineStats(this.counters.snapshot(), this.dataplaneConfig(this.current), {
-      sampledAt: new Date(),
-      uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
-      rates: { ...this.rates },
-    });
-    if (hostShield) {
-      // The host firewall drops shielded traffic before it reaches us (Linux nft): its counters are the truth.
-      let packets = 0;
-      let bytes = 0;
-      for (const p of stats.byShieldPort) {
-        const c = hostShield.counts.get(shieldKey(p));
-        p.packets = c?.packets ?? 0;
-        p.bytes = c?.bytes ?? 0;
-        packets += p.packets;
-        bytes += p.bytes;
-      }
-      stats.shieldDropped = { packets, bytes };
-      stats.rates.shieldDroppedPackets = this.hostShieldRate(hostShield.at, packets);
-    }
-    return stats;
-  }
-
-  /** Drop rate from two host readings at least a second apart (readings happen only when stats are asked for). */
-  private hostShieldRate(at: number, packets: number): number {
-    const prev = this.hostShieldSample;
-    if (!prev || at < prev.at) {
-      this.hostShieldSample = { at, packets };
-    } else if (at - prev.at >= HOST_SHIELD_TTL_MS) {
-      this.hostShieldDropRate = Math.max(0, (packets - prev.packets) / ((at - prev.at) / 1000));
-      this.hostShieldSample = { at, packets };
-    }
-    return this.hostShieldDropRate;
-  }
-
-  /** Once a second, from shared memory only (no helper process): reflected and data-plane shield-drop rates. */
-  private sampleRates(): void {
-    const snap = this.counters.snapshot();
-    const sample: RateSample = {
-      at: Date.now(),
-      reflectedPackets: snap.reflected.packets,
-      reflectedBytes: snap.reflected.bytes,
-      shieldDroppedPackets: snap.shieldDropped.packets,
-    };
-    const prev = this.previousSample;
-    if (prev && sample.at > prev.at) {
-      const dt = (sample.at - prev.at) / 1000;
-      this.rates = {
-        reflectedPackets: Math.max(0, (sample.reflectedPackets - prev.reflectedPackets) / dt),
-        reflectedBytes: Math.max(0, (sample.reflectedBytes - prev.reflectedBytes) / dt),
-        shieldDroppedPackets: Math.max(0, (sample.shieldDroppedPackets - prev.shieldDroppedPackets) / dt),
-      };
-    }
-    this.previousSample = sample;
+  stats(): Promise<EngineStats> {
+    const uptimeSeconds = Math.round((Date.now() - this.startedAt.getTime()) / 1000);
+    return this.statsSource.stats(this.dataplaneConfig(this.current), uptimeSeconds, this.state === 'running');
   }
 
   flows(): FlowRecord[] {
@@ -368,8 +283,7 @@ export class Engine extends EventEmitter {
   }
 
   private async teardown(): Promise<void> {
-    if (this.rateTimer) clearInterval(this.rateTimer);
-    this.rateTimer = null;
+    this.statsSource.stop();
     const worker = this.worker;
     this.worker = null;
     if (worker) {

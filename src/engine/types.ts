@@ -5,6 +5,7 @@
  */
 import type { InterceptConfig, ShieldPort } from '../config/intercept-config.ts';
 import type { BackendKind } from '../packet-sources/packet-source.ts';
+import type { MalformedReason } from '../packet/parse.ts';
 
 export type EngineState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
@@ -46,14 +47,6 @@ export interface ShieldPortStats extends ShieldPort {
   packets: number;
   bytes: number;
 }
-
-export type MalformedReason =
-  | 'truncated'
-  | 'badVersion'
-  | 'badHeaderLength'
-  | 'badTotalLength'
-  | 'badExtensionHeader'
-  | 'badTransportHeader';
 
 export interface EngineStats {
   /** ISO 8601 time of this sample. */

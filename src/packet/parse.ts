@@ -3,7 +3,7 @@
  *
  * Hot path rules: `parsePacket` fills a caller-owned `ParsedPacket` and returns a boolean. It allocates nothing,
  * creates no strings, never throws. A malformed packet is reported by a numeric `MalformedCode`; the reason names
- * used in stats (`MalformedReason` in engine/types.ts) are looked up only off the hot path.
+ * used in stats (`MalformedReason` below) are looked up only off the hot path.
  *
  * What "malformed" means here (a packet breaking several rules gets the first one the parser meets, reading the
  * headers front to back):
@@ -21,7 +21,6 @@
  * IPv6 jumbograms (payload length 0 + hop-by-hop jumbo option) are not supported: they cannot occur at TUN/WinDivert
  * MTUs, and are parsed as a 40-byte packet (so usually badTransportHeader).
  */
-import type { MalformedReason } from '../engine/types.ts';
 import { packetView } from './view.ts';
 
 /** IP protocol / IPv6 next-header numbers (IANA "Assigned Internet Protocol Numbers"). */
@@ -69,6 +68,15 @@ export const MalformedCode = {
   BadTransportHeader: 6,
 } as const;
 export type MalformedCode = (typeof MalformedCode)[keyof typeof MalformedCode];
+
+/** Names of the malformed reasons, as stats report them (`malformed.byReason`). */
+export type MalformedReason =
+  | 'truncated'
+  | 'badVersion'
+  | 'badHeaderLength'
+  | 'badTotalLength'
+  | 'badExtensionHeader'
+  | 'badTransportHeader';
 
 /** Reason names, in MalformedCode order (code c ↔ MALFORMED_REASONS[c - 1]). */
 export const MALFORMED_REASONS: readonly MalformedReason[] = [

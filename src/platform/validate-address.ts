@@ -12,6 +12,8 @@ import { networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import { canonicalAddress } from '../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
+import type { RouteFacts } from './route-facts.ts';
+import { lookupRoute } from './route-lookup.ts';
 
 /** Names of the rules, as they appear in `details.rule` (stable: scripts and the PowerShell module match on them). */
 export const AddressRule = {
@@ -32,15 +34,6 @@ export interface InterfaceAddress {
   interface: string;
   address: string;
   prefixLength: number;
-}
-
-export interface RouteFacts {
-  /** Route type ('unicast', 'local', ...). */
-  type: string;
-  device: string | null;
-  gateway: string | null;
-  /** The source address the host would use. */
-  source: string | null;
 }
 
 /** What validation needs to know about the host. */
@@ -72,12 +65,7 @@ export function systemHostFacts(): HostFacts {
       }
       return out;
     },
-    route: async (address) => {
-      if (process.platform === 'linux') return (await import('./linux/route-lookup.ts')).linuxRouteLookup(address);
-      if (process.platform === 'win32') return (await import('./windows/route-lookup.ts')).windowsRouteLookup(address);
-      // No route lookup for this platform: do not refuse what we cannot check.
-      return { type: 'unicast', device: null, gateway: null, source: null };
-    },
+    route: lookupRoute,
   };
 }
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Verdict } from '../../src/packet-sources/packet-source.ts';
-import { buildEngineStats, EngineCounters } from '../../src/engine/counters.ts';
+import { EngineCounters } from '../../src/engine/counters.ts';
+import { buildEngineStats } from '../../src/engine/stats.ts';
 import { Dataplane, type DataplaneConfig } from '../../src/engine/dataplane.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
 import { isRetroflectError } from '../../src/errors.ts';

@@ -11,8 +11,8 @@ import {
   validateReflectAddress,
   type HostFacts,
   type InterfaceAddress,
-  type RouteFacts,
 } from '../../src/platform/validate-address.ts';
+import type { RouteFacts } from '../../src/platform/route-facts.ts';
 import { createTopology, type Topology } from '../helpers/netns.ts';
 
 /** A host like a typical workstation: loopback, one LAN subnet per family, link-local, and default routes. */

@@ -3,7 +3,7 @@
  * shell). Used by reflect-address validation; the Windows backend supplies its own lookup.
  */
 import { RetroflectError } from '../../errors.ts';
-import type { RouteFacts } from '../validate-address.ts';
+import type { RouteFacts } from '../route-facts.ts';
 import { runCommand } from './command.ts';
 
 /** Route types that mean "no usable route" (rtnetlink RTN_*), as `ip -j` prints them. */

@@ -4,7 +4,7 @@
  * learned: an IPv4 reflect address needs an IPv4 default route). Used by reflect-address validation.
  */
 import koffi from 'koffi';
-import type { RouteFacts } from '../validate-address.ts';
+import type { RouteFacts } from '../route-facts.ts';
 
 /** Address family numbers of the Windows socket API (ws2def.h): AF_INET6 is 23 on Windows, not Linux's 10. */
 const AF_INET = 2;
