@@ -1,0 +1,103 @@
+/**
+ * The import graph of src/ (every import, type-only and dynamic ones included) has no circles and no upward
+ * imports. Layers, top to bottom; a module may import from its own layer and from any layer below it:
+ *
+ *   cli → control → engine → packet-sources → packet | platform → config → errors
+ *
+ * `packet` (the pure packet core) and `platform` (shared OS helpers) sit side by side and may not import each
+ * other. `errors` holds src/errors.ts and src/version.ts. The same order is drawn in docs/architecture.md.
+ */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { test } from 'node:test';
+import ts from 'typescript';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+const SRC = join(ROOT, 'src');
+
+/** Layer of each top-level part of src/, and its rank (lower = higher up). Side-by-side layers share a rank. */
+const LAYERS: Record<string, { layer: string; rank: number }> = {
+  cli: { layer: 'cli', rank: 0 },
+  control: { layer: 'control', rank: 1 },
+  engine: { layer: 'engine', rank: 2 },
+  'packet-sources': { layer: 'packet-sources', rank: 3 },
+  packet: { layer: 'packet', rank: 4 },
+  platform: { layer: 'platform', rank: 4 },
+  config: { layer: 'config', rank: 5 },
+  'errors.ts': { layer: 'errors', rank: 6 },
+  'version.ts': { layer: 'errors', rank: 6 },
+};
+
+function layerOf(file: string): { layer: string; rank: number } {
+  const top = relative(SRC, file).split(/[\\/]/)[0];
+  const l = LAYERS[top];
+  assert.ok(l, `src/${top} is in no layer: add it to LAYERS here and to docs/architecture.md`);
+  return l;
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) return sourceFiles(p);
+    return p.endsWith('.ts') ? [p] : [];
+  });
+}
+
+/**
+ * Relative imports of TypeScript modules by a file (static, type-only, re-exports and dynamic import()), as absolute
+ * paths. Data files (version.ts reads package.json) are not modules of a layer.
+ */
+function importsOf(file: string): string[] {
+  const info = ts.preProcessFile(readFileSync(file, 'utf8'), true, true);
+  return info.importedFiles
+    .map((f) => f.fileName)
+    .filter((s) => s.startsWith('.') && s.endsWith('.ts'))
+    .map((s) => resolve(dirname(file), s));
+}
+
+const files = sourceFiles(SRC);
+const graph = new Map(files.map((f) => [f, importsOf(f)]));
+const rel = (f: string): string => relative(ROOT, f);
+
+test('the graph is read: every relative import of src/ resolves to a file in src/', () => {
+  assert.ok(files.length > 40, `only ${files.length} files found`);
+  let edges = 0;
+  for (const [from, tos] of graph) {
+    for (const to of tos) {
+      assert.ok(graph.has(to), `${rel(from)} imports ${rel(to)}, which is not a .ts file of src/`);
+      edges++;
+    }
+  }
+  assert.ok(edges > 80, `only ${edges} imports found`);
+});
+
+test('no upward or sideways imports between layers', () => {
+  const bad: string[] = [];
+  for (const [from, tos] of graph) {
+    const a = layerOf(from);
+    for (const to of tos) {
+      const b = layerOf(to);
+      if (a.layer !== b.layer && b.rank <= a.rank) bad.push(`${rel(from)} (${a.layer}) imports ${rel(to)} (${b.layer})`);
+    }
+  }
+  assert.deepEqual(bad, []);
+});
+
+test('no import circles, type-only imports included', () => {
+  const circles: string[] = [];
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const visit = (f: string): void => {
+    state.set(f, 'open');
+    stack.push(f);
+    for (const to of graph.get(f) ?? []) {
+      if (state.get(to) === 'open') circles.push([...stack.slice(stack.indexOf(to)), to].map(rel).join(' → '));
+      else if (!state.has(to)) visit(to);
+    }
+    stack.pop();
+    state.set(f, 'done');
+  };
+  for (const f of files) if (!state.has(f)) visit(f);
+  assert.deepEqual(circles, []);
+});
