@@ -8,8 +8,8 @@ import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
 import { ExitCode } from '../errors.ts';
 import { ControlClient } from '../control/client.ts';
 import type { MethodName, MethodResults } from '../control/protocol.ts';
+import chalk from 'chalk';
 import {
-  chalk,
   formatBytes,
   formatCount,
   formatDuration,

@@ -5,12 +5,12 @@
  */
 import chalk from 'chalk';
 import { table, getBorderCharacters } from 'table';
-import { ExitCode, RetroflectError, isRetroflectError } from '../errors.ts';
+import { internalError } from '../error-messages.ts';
+import { ExitCode, isRetroflectError } from '../errors.ts';
 
 // NO_COLOR (https://no-color.org): any non-empty value turns colour off.
 if (process.env.NO_COLOR) chalk.level = 0;
 
-export { chalk };
 
 /** A table with a bold header row; empty → a dim "(none)". */
 export function renderTable(header: string[], rows: (string | number)[][], emptyText = '(none)'): string {
@@ -69,9 +69,7 @@ export function printWarning(message: string): void {
  * parsing stdout always gets a document; otherwise the message and hint go to stderr.
  */
 export function reportError(err: unknown, json: boolean): ExitCode {
-  const e = isRetroflectError(err)
-    ? err
-    : new RetroflectError('E_INTERNAL', `Unexpected error: ${(err as Error)?.message ?? String(err)}`, { hint: 'This is a bug; please report it.' });
+  const e = isRetroflectError(err) ? err : internalError(err);
   if (json) {
     printJson({ error: e.toJSON() });
   } else {

@@ -17,7 +17,7 @@ import { VERSION } from '../version.ts';
 import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
 import { validateReflectAddress } from '../platform/validate-address.ts';
-import { ConfigStore, defaultConfigPath } from '../config/config-file.ts';
+import { ConfigStore, resolveConfigPath } from '../config/config-file.ts';
 import { startControlServer } from '../control/server.ts';
 import { resolveEndpoint, resolvePipeName } from '../control/pipe-path.ts';
 import { printWarning as warn, reportError } from './output.ts';
@@ -37,7 +37,7 @@ export interface RunOptions {
 /** The persisted config (one store, shared with the control server) plus the command line's entries for this run. */
 function loadStartConfig(opts: RunOptions): { config: InterceptConfig; store: ConfigStore } {
   const fromCli = buildInterceptConfig(opts.reflect ?? [], opts.shield ?? []);
-  const configPath = opts.config === false ? null : (opts.config ?? process.env.RETROFLECT_CONFIG ?? defaultConfigPath());
+  const configPath = opts.config === false ? null : resolveConfigPath(opts.config);
   const store = configPath ? ConfigStore.open(configPath) : ConfigStore.inMemory();
   const config = cloneInterceptConfig(store.config);
   for (const a of fromCli.reflectAddresses) if (!config.reflectAddresses.includes(a)) config.reflectAddresses.push(a);

@@ -5,7 +5,8 @@
 import { shieldKey, type InterceptConfig } from '../config/intercept-config.ts';
 import type { PlanStep } from '../packet-sources/packet-source.ts';
 import type { EngineStatus } from '../engine/types.ts';
-import { chalk, printWarning, renderKeyValues, renderTable } from './output.ts';
+import chalk from 'chalk';
+import { printWarning, renderKeyValues, renderTable } from './output.ts';
 
 function listOrNone(items: string[]): string {
   return items.length ? items.join(', ') : chalk.dim('(none)');

@@ -13,7 +13,7 @@ import {
   checkLimits,
   cloneInterceptConfig,
   emptyInterceptConfig,
-  parseShieldSpec,
+  parseShieldEntry,
   shieldKey,
   type InterceptConfig,
   type ShieldPort,
@@ -200,25 +200,6 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
     throw invalid(path, (err as Error).message);
   }
   return cfg;
-}
-
-/**
- * One shield entry as users write it: `{port, protocol}` or a spec ("8080", "8080/tcp", 8080). Shared with the
- * control protocol, which accepts the same forms.
- */
-export function parseShieldEntry(p: unknown): ShieldPort[] {
-  if (typeof p === 'string' || typeof p === 'number') return parseShieldSpec(p);
-  if (typeof p === 'object' && p !== null && !Array.isArray(p)) {
-    const o = p as Record<string, unknown>;
-    const extra = Object.keys(o).filter((k) => k !== 'port' && k !== 'protocol');
-    if (extra.length === 0 && typeof o.port === 'number' && (o.protocol === 'tcp' || o.protocol === 'udp')) {
-      return parseShieldSpec(`${o.port}/${o.protocol}`);
-    }
-  }
-  throw new RetroflectError(ErrorCode.INVALID_PORT, `${JSON.stringify(p)} is not a shield port.`, {
-    hint: 'Use {"port": 8080, "protocol": "tcp"} or a spec such as "8080", "8080/tcp", "53/udp".',
-    details: { port: p },
-  });
 }
 
 export function serializeConfig(cfg: InterceptConfig): string {

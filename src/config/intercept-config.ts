@@ -6,6 +6,7 @@
  * decided by `platform/validate-address.ts`, which needs the host's interfaces and routes.
  */
 import ipaddr from 'ipaddr.js';
+import { invalidShieldPort, tooManyReflectAddresses, tooManyShieldPorts } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 
 export type ShieldProtocol = 'tcp' | 'udp';
@@ -67,14 +68,25 @@ export function parseShieldSpec(spec: string | number): ShieldPort[] {
   const text = String(spec).trim().toLowerCase();
   const m = /^(\d{1,5})(?:\/(tcp|udp|both))?$/.exec(text);
   const port = m ? Number(m[1]) : NaN;
-  if (!m || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new RetroflectError(ErrorCode.INVALID_PORT, `'${spec}' is not a shield port.`, {
-      hint: 'Give a port from 1 to 65535, optionally with /tcp or /udp (8080, 8080/tcp, 53/udp).',
-      details: { port: spec },
-    });
-  }
+  if (!m || !Number.isInteger(port) || port < 1 || port > 65535) throw invalidShieldPort(spec);
   const proto = m[2];
   return proto === 'tcp' || proto === 'udp' ? [{ port, protocol: proto }] : SHIELD_PROTOCOLS.map((protocol) => ({ port, protocol }));
+}
+
+/**
+ * One shield entry as users write it: `{port, protocol}` or a spec ("8080", "8080/tcp", 8080). The config file and
+ * the control protocol accept the same forms.
+ */
+export function parseShieldEntry(p: unknown): ShieldPort[] {
+  if (typeof p === 'string' || typeof p === 'number') return parseShieldSpec(p);
+  if (typeof p === 'object' && p !== null && !Array.isArray(p)) {
+    const o = p as Record<string, unknown>;
+    const extra = Object.keys(o).filter((k) => k !== 'port' && k !== 'protocol');
+    if (extra.length === 0 && typeof o.port === 'number' && (o.protocol === 'tcp' || o.protocol === 'udp')) {
+      return parseShieldSpec(`${o.port}/${o.protocol}`);
+    }
+  }
+  throw invalidShieldPort(p);
 }
 
 export function shieldKey(p: ShieldPort): string {
@@ -102,16 +114,8 @@ export function buildInterceptConfig(addresses: readonly string[], shieldSpecs: 
 }
 
 export function checkLimits(cfg: InterceptConfig): void {
-  if (cfg.reflectAddresses.length > MAX_REFLECT_ADDRESSES) {
-    throw new RetroflectError(ErrorCode.LIMIT_REACHED, `At most ${MAX_REFLECT_ADDRESSES} reflect addresses are supported.`, {
-      hint: 'Remove addresses you no longer use.',
-    });
-  }
-  if (cfg.shieldPorts.length > MAX_SHIELD_PORTS) {
-    throw new RetroflectError(ErrorCode.LIMIT_REACHED, `At most ${MAX_SHIELD_PORTS} shield ports are supported.`, {
-      hint: 'Remove shield ports you no longer use.',
-    });
-  }
+  if (cfg.reflectAddresses.length > MAX_REFLECT_ADDRESSES) throw tooManyReflectAddresses(MAX_REFLECT_ADDRESSES);
+  if (cfg.shieldPorts.length > MAX_SHIELD_PORTS) throw tooManyShieldPorts(MAX_SHIELD_PORTS);
 }
 
 export function cloneInterceptConfig(cfg: InterceptConfig): InterceptConfig {

@@ -4,6 +4,7 @@
  */
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
+import { controlAccessDenied } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { resolveEndpoint, type ControlEndpoint } from './pipe-path.ts';
@@ -117,11 +118,7 @@ export class ControlClient {
       s.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         if (err.code === 'EACCES' || err.code === 'EPERM') {
-          reject(new RetroflectError(ErrorCode.ACCESS_DENIED, `Access to ${ep.path} was denied.`, {
-            hint: process.platform === 'win32' ? 'Run the command as Administrator.' : 'Run the command as root (sudo).',
-            details: { pipe: ep.name, errno: err.code },
-            cause: err,
-          }));
+          reject(controlAccessDenied(`Access to ${ep.path} was denied.`, { pipe: ep.name, errno: err.code }, err));
         } else {
           // ENOENT (no socket/pipe), ECONNREFUSED (stale socket), ENOTSOCK...: nobody is serving.
           reject(notRunning(ep, err));

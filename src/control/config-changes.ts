@@ -10,7 +10,7 @@
 import { canonicalAddress, shieldKey, type InterceptConfig, type ShieldPort } from '../config/intercept-config.ts';
 import type { ConfigStore } from '../config/config-file.ts';
 import type { ChangeResult } from '../engine/types.ts';
-import { ErrorCode, RetroflectError } from '../errors.ts';
+import { addressNotFound, portNotFound } from '../error-messages.ts';
 import type { ControlEngine } from './control-engine.ts';
 import type { AddressAddResult } from './protocol.ts';
 
@@ -58,11 +58,7 @@ export class ConfigChanges {
       const persisted = this.store.config.reflectAddresses;
       const missing = wanted.filter((a) => !running.reflectAddresses.includes(a) && (temporary || !persisted.includes(a)));
       if (missing.length) {
-        throw new RetroflectError(
-          ErrorCode.ADDRESS_NOT_FOUND,
-          `${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not ${temporary ? 'a running' : 'a'} reflect address; nothing was removed.`,
-          { hint: "List the configured addresses with 'retroflect address list'.", details: { missing } },
-        );
+        throw addressNotFound(missing, temporary);
       }
       await this.apply(
         { ...running, reflectAddresses: running.reflectAddresses.filter((a) => !wanted.includes(a)) },
@@ -95,11 +91,7 @@ export class ConfigChanges {
       const persisted = new Set(this.store.config.shieldPorts.map(shieldKey));
       const missing = wanted.filter((p) => !runningKeys.has(shieldKey(p)) && (temporary || !persisted.has(shieldKey(p))));
       if (missing.length) {
-        throw new RetroflectError(
-          ErrorCode.PORT_NOT_FOUND,
-          `${missing.map(shieldKey).join(', ')} ${missing.length === 1 ? 'is' : 'are'} not shielded; nothing was removed.`,
-          { hint: "List the shield ports with 'retroflect shield list'.", details: { missing } },
-        );
+        throw portNotFound(missing.map(shieldKey), missing);
       }
       const drop = new Set(wanted.map(shieldKey));
       await this.apply(

@@ -5,7 +5,8 @@
  * reading, vanishing) affects the engine or other connections.
  */
 import type net from 'node:net';
-import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
+import { badRequest as badRequestError, controlAccessDenied, internalError } from '../error-messages.ts';
+import { ErrorCode, type RetroflectError, isRetroflectError } from '../errors.ts';
 import { isAllowedPeer, peerCredentials } from './peer-credentials.ts';
 import type { MethodHandlers, Session, SubscriptionTopic } from './handlers.ts';
 import {
@@ -27,10 +28,6 @@ export interface ConnectionContext {
   checkToken: (token: unknown) => boolean;
   firstRequestTimeoutMs: number;
   idleTimeoutMs: number;
-}
-
-function accessDenied(message: string, hint: string, details: Record<string, unknown> = {}): RetroflectError {
-  return new RetroflectError(ErrorCode.ACCESS_DENIED, message, { hint, details });
 }
 
 /** Decodes UTF-8 strictly: a request with invalid bytes is refused, not silently repaired. */
@@ -68,7 +65,7 @@ export class Connection implements Session {
         ctx.log(`control: refused a client (uid ${cred?.uid ?? 'unknown'}, pid ${cred?.pid ?? 'unknown'})`);
         this.send({
           id: null,
-          error: accessDenied('Only root may control the retroflect engine.', 'Run the command as root (sudo).', { uid: cred?.uid ?? null }).toJSON(),
+          error: controlAccessDenied('Only root may control the retroflect engine.', { uid: cred?.uid ?? null }).toJSON(),
         });
         this.end();
         return;
@@ -256,10 +253,9 @@ export class Connection implements Session {
 }
 
 function badRequest(id: RequestId | null, message: string): Reply {
-  return { id, error: { code: ErrorCode.BAD_REQUEST, message, hint: 'Send one JSON object per line: {"id": 1, "method": "status", "params": {}}.' } };
+  return { id, error: badRequestError(message).toJSON() };
 }
 
-function toWireError(err: unknown): RetroflectError['toJSON'] extends () => infer R ? R : never {
-  if (isRetroflectError(err)) return err.toJSON();
-  return { code: ErrorCode.INTERNAL, message: `Internal error: ${(err as Error)?.message ?? String(err)}`, hint: 'This is a bug; please report it with the engine log.' };
+function toWireError(err: unknown): ReturnType<RetroflectError['toJSON']> {
+  return (isRetroflectError(err) ? err : internalError(err)).toJSON();
 }

@@ -8,21 +8,11 @@ import type net from 'node:net';
 import { chmodSync, lstatSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { accessDenied, alreadyServing } from '../error-messages.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
 import { ControlClient, isServerError } from './client.ts';
 import type { ControlEndpoint } from './pipe-path.ts';
 import { restrictWindowsDirectory } from './windows-acl.ts';
-
-function accessDenied(message: string, hint: string, details: Record<string, unknown> = {}): RetroflectError {
-  return new RetroflectError(ErrorCode.ACCESS_DENIED, message, { hint, details });
-}
-
-function alreadyServed(ep: ControlEndpoint): RetroflectError {
-  return new RetroflectError(ErrorCode.ALREADY_RUNNING, `A retroflect engine is already serving ${ep.path}.`, {
-    hint: "Use the running engine (retroflect status), stop it with 'retroflect stop', or start this one with another --pipe.",
-    details: { pipe: ep.name },
-  });
-}
 
 /** Is something answering at `path` a retroflect engine? Connects and says hello. */
 async function probe(path: string, tokenPath: string): Promise<'engine' | 'other' | 'nothing'> {
@@ -81,7 +71,7 @@ async function prepareUnixPath(ep: ControlEndpoint): Promise<void> {
     );
   }
   const who = await probe(ep.path, ep.tokenPath);
-  if (who === 'engine') throw alreadyServed(ep);
+  if (who === 'engine') throw alreadyServing(ep.path, ep.name);
   if (who === 'other') {
     throw accessDenied(`Something that is not a retroflect engine is listening on ${ep.path}.`, 'Stop it or choose another --pipe.', {
       path: ep.path,
@@ -107,7 +97,7 @@ export async function listenOn(server: net.Server, ep: ControlEndpoint): Promise
   }).catch(async (err: NodeJS.ErrnoException) => {
     if (err.code === 'EADDRINUSE') {
       // Windows: the pipe name exists (libuv creates the first instance with FILE_FLAG_FIRST_PIPE_INSTANCE).
-      if ((await probe(ep.path, ep.tokenPath)) === 'engine') throw alreadyServed(ep);
+      if ((await probe(ep.path, ep.tokenPath)) === 'engine') throw alreadyServing(ep.path, ep.name);
       throw accessDenied(`Another program already owns ${ep.path}.`, 'Stop it or choose another --pipe.', { path: ep.path });
     }
     throw new RetroflectError(ErrorCode.INTERNAL, `Cannot listen on ${ep.path}: ${err.message}`, { details: { path: ep.path, errno: err.code }, cause: err });

@@ -3,8 +3,9 @@
  * (connection.ts owns framing and the socket; it exposes what a method may do to it as a `Session`), so every rule
  * here is the same for every client. Changes to addresses and ports go through config-changes.ts (one lock).
  */
-import { addressFamily, shieldKey, type ShieldPort } from '../config/intercept-config.ts';
-import { parseShieldEntry, type ConfigStore } from '../config/config-file.ts';
+import { addressFamily, parseShieldEntry, shieldKey, type ShieldPort } from '../config/intercept-config.ts';
+import type { ConfigStore } from '../config/config-file.ts';
+import { accessDenied, invalidParams } from '../error-messages.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
 import { checkReflectAddress, suggestReflectAddress } from '../platform/validate-address.ts';
 import { VERSION } from '../version.ts';
@@ -51,16 +52,6 @@ const DEFAULT_INTERVAL_MS = 1000;
 /** Most flows one `flows` reply carries. */
 const MAX_FLOWS = 100_000;
 
-function accessDenied(message: string, hint: string): RetroflectError {
-  return new RetroflectError(ErrorCode.ACCESS_DENIED, message, { hint });
-}
-
-function invalidParams(message: string, field: string): RetroflectError {
-  return new RetroflectError(ErrorCode.INVALID_PARAMS, message, {
-    hint: 'See docs/protocol.md for the parameters of each method.',
-    details: { field },
-  });
-}
 
 function only(params: Params, allowed: string[]): void {
   for (const key of Object.keys(params)) {

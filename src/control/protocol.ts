@@ -65,12 +65,6 @@ export interface Notification {
 
 export type AuthMode = 'peer-credentials' | 'token';
 
-export interface HelloParams {
-  protocol: number;
-  client?: string;
-  token?: string;
-}
-
 export interface HelloResult {
   protocol: number;
   server: string;
@@ -162,7 +156,3 @@ export const METHODS: readonly MethodName[] = [
   'subscribe',
   'unsubscribe',
 ];
-
-export function isErrorReply(r: Reply): r is ErrorReply {
-  return (r as ErrorReply).error !== undefined;
-}

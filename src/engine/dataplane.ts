@@ -11,8 +11,6 @@ import { ShieldPortSet, type ShieldPortEntry } from '../packet/shield-set.ts';
 import { StatsProto, type EngineCounters } from './counters.ts';
 import type { FlowTable } from './flow-table.ts';
 
-export { Verdict };
-
 export interface DataplaneConfig {
   /** Canonical address → counter slot (0 .. MAX_REFLECT_ADDRESSES - 1). */
   reflect: ReflectAddressEntry[];

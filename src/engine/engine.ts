@@ -93,10 +93,6 @@ export class Engine extends EventEmitter {
     this.statsSource = new EngineStatsSource(this.counters, opts.backend.shieldCounters?.bind(opts.backend) ?? null);
   }
 
-  get backend(): HostBackend {
-    return this.opts.backend;
-  }
-
   /** Prepare the host, start the packet worker and wait until it reports ready. Undoes everything on failure. */
   static async start(opts: EngineOptions): Promise<Engine> {
     checkLimits(opts.config);
@@ -138,8 +134,6 @@ export class Engine extends EventEmitter {
           else this.onWorkerFatal(err);
         } else if (msg.type === 'warning') {
           this.opts.log?.('warn', `packet worker: ${msg.error.message}`);
-        } else if (msg.type === 'stopped') {
-          this.emit('worker-stopped');
         }
       });
       worker.once('error', (err) => {
@@ -216,7 +210,6 @@ export class Engine extends EventEmitter {
     this.current = cloneInterceptConfig(next);
     this.post({ type: 'reconfigure', config: this.current, dataplane: this.dataplaneConfig(this.current), update });
     this.releaseSlots(this.current);
-    this.emit('changed', cloneInterceptConfig(this.current));
   }
 
   private releaseSlots(cfg: InterceptConfig): void {

@@ -3,7 +3,7 @@
  * unchanged, so these are also the wire shapes in docs/protocol.md. Times are ISO 8601 strings in UTC, counters
  * are plain numbers (exact up to 2^53).
  */
-import type { InterceptConfig, ShieldPort } from '../config/intercept-config.ts';
+import type { ShieldPort } from '../config/intercept-config.ts';
 import type { BackendKind } from '../packet-sources/packet-source.ts';
 import type { MalformedReason } from '../packet/parse.ts';
 
@@ -91,4 +91,3 @@ export interface ChangeResult<T> {
   existing: T[];
 }
 
-export type { InterceptConfig };

@@ -71,7 +71,6 @@ export interface TunSourceInit {
   kind: 'tun';
   fd: number;
   wakeFd: number;
-  device: string;
   mtu: number;
   vnetHdr: boolean;
 }
@@ -87,8 +86,8 @@ export interface WinDivertSourceInit {
   dllPath: string;
   handle: number;
   ledger: SharedArrayBuffer;
+  /** The handle's filter (what `run --dry-run` and the tests compare). */
   filter: string;
-  priority: number;
 }
 
 /** WinDivert: the new handle to switch to, or null when the filter did not change (keep the current handle). */

@@ -5,6 +5,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { MAX_REFLECT_ADDRESSES } from '../config/intercept-config.ts';
+import { tooManyReflectAddresses } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import type { ParsedPacket } from './parse.ts';
 
@@ -39,9 +40,7 @@ export class ReflectAddressSet {
    */
   replace(entries: readonly ReflectAddressEntry[]): void {
     if (entries.length > MAX_REFLECT_ADDRESSES) {
-      throw new RetroflectError(ErrorCode.LIMIT_REACHED, `At most ${MAX_REFLECT_ADDRESSES} reflect addresses are supported.`, {
-        hint: 'Remove addresses you no longer use.',
-      });
+      throw tooManyReflectAddresses(MAX_REFLECT_ADDRESSES);
     }
     const parsed = entries.map((e) => {
       if (!Number.isInteger(e.slot) || e.slot < 0 || e.slot >= MAX_REFLECT_ADDRESSES) {

@@ -257,8 +257,3 @@ function parseTransport(buf: Uint8Array, out: ParsedPacket): boolean {
   out.hasTransport = true;
   return true;
 }
-
-/** The stats name of a malformed code (off the hot path). */
-export function malformedReasonName(code: MalformedCode): MalformedReason | undefined {
-  return code === 0 ? undefined : MALFORMED_REASONS[code - 1];
-}

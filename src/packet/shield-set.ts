@@ -3,6 +3,7 @@
  * 128 KiB each buys a single indexed load per packet. Slots fit Int16 because MAX_SHIELD_PORTS is 1024.
  */
 import { MAX_SHIELD_PORTS, type ShieldProtocol } from '../config/intercept-config.ts';
+import { invalidShieldPort, tooManyShieldPorts } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 
 export interface ShieldPortEntry {
@@ -24,16 +25,11 @@ export class ShieldPortSet {
   /** Replace the contents. Validates everything first (throws RetroflectError, changing nothing). */
   replace(entries: readonly ShieldPortEntry[]): void {
     if (entries.length > MAX_SHIELD_PORTS) {
-      throw new RetroflectError(ErrorCode.LIMIT_REACHED, `At most ${MAX_SHIELD_PORTS} shield ports are supported.`, {
-        hint: 'Remove shield ports you no longer use.',
-      });
+      throw tooManyShieldPorts(MAX_SHIELD_PORTS);
     }
     for (const e of entries) {
       if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535 || (e.protocol !== 'tcp' && e.protocol !== 'udp')) {
-        throw new RetroflectError(ErrorCode.INVALID_PORT, `'${e.port}/${e.protocol}' is not a shield port.`, {
-          hint: 'Give a port from 1 to 65535 with protocol tcp or udp.',
-          details: { port: e.port, protocol: e.protocol },
-        });
+        throw invalidShieldPort({ port: e.port, protocol: e.protocol });
       }
       if (!Number.isInteger(e.slot) || e.slot < 0 || e.slot >= MAX_SHIELD_PORTS) {
         throw new RetroflectError(ErrorCode.INTERNAL, `Shield port slot ${e.slot} is out of range.`, {

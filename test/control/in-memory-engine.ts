@@ -4,7 +4,7 @@
  * control plane's own, src/control/config-changes.ts, and run for real). Used to test protocol, server, client and CLI
  * without root packet plumbing; test/control/live.test.ts runs the real engine.
  */
-import { shieldKey, type InterceptConfig, type ShieldPort } from '../../src/config/intercept-config.ts';
+import { shieldKey, type InterceptConfig } from '../../src/config/intercept-config.ts';
 import type { ControlEngine } from '../../src/control/control-engine.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../../src/engine/types.ts';
 

@@ -5,7 +5,7 @@
  *   cli → control → engine → packet-sources → packet | platform → config → errors
  *
  * `packet` (the pure packet core) and `platform` (shared OS helpers) sit side by side and may not import each
- * other. `errors` holds src/errors.ts and src/version.ts. The same order is drawn in docs/architecture.md.
+ * other. `errors` holds src/errors.ts, src/error-messages.ts and src/version.ts. The same order is drawn in docs/architecture.md.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -26,6 +26,7 @@ const LAYERS: Record<string, { layer: string; rank: number }> = {
   platform: { layer: 'platform', rank: 4 },
   config: { layer: 'config', rank: 5 },
   'errors.ts': { layer: 'errors', rank: 6 },
+  'error-messages.ts': { layer: 'errors', rank: 6 },
   'version.ts': { layer: 'errors', rank: 6 },
 };
 

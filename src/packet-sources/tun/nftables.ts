@@ -122,13 +122,6 @@ export async function shieldTableDevice(): Promise<string | null> {
   return /iifname "([^"]+)" accept/.exec(stdout)?.[1] ?? null;
 }
 
-/** True when our table exists (used by cleanup checks and tests). */
-export async function shieldTableExists(): Promise<boolean> {
-  const { stdout } = await runCommand({ file: 'nft', args: ['-j', 'list', 'tables', NFT_FAMILY] });
-  const doc = JSON.parse(stdout) as { nftables: { table?: { name: string } }[] };
-  return doc.nftables.some((o) => o.table?.name === NFT_TABLE);
-}
-
 interface NftSetElem {
   elem?: { val: number; counter?: { packets: number; bytes: number } };
 }

@@ -11,13 +11,8 @@
  *  - `TunHostBackend` (main thread): device, link, routes, nft table; live changes; cleanup.
  *  - `TunPacketSource` (worker thread): poll/read/write on the device fd, batched, no allocation per packet.
  *
- * Where the time goes (perf during single-stream iperf3, bench/reflect-path.ts for the numbers): every reflected
- * byte is copied twice more than on the direct path, once out of the device (read) and once back in (write), and
- * on a 2-core machine those copies compete with iperf3's own two. In the worker thread about 95 % of the time is
- * kernel (the two copies alone about 85 %), JavaScript and koffi about 5 %, so the loop runs at 0.75-1.0x of the
- * same design in C and both sit at about 0.35-0.7x of direct. Latency adds one thread wake-up per direction (the
- * worker sleeps in poll); busy-polling for 100-200 µs after each packet gained 0-25 % in alternating rounds (8 % in
- * the longest run) for up to 25 more points of a core, so it is not done.
+ * The cost of this path (two extra copies per byte, one thread wake-up per direction; why busy-polling is not done)
+ * is measured by bench/reflect-path.ts and written up in bench/README.md.
  */
 import { addressFamily, type InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
@@ -39,7 +34,7 @@ import {
 import { routeAddCommand, routeDeleteCommand } from './routes.ts';
 import { allocatePacketBatch, Verdict, type HostBackend, type PacketBatch, type PacketSource, type PacketSourceFactory, type PlanStep, type ShieldCount, type TunSourceInit, type TunSourceUpdate } from '../packet-source.ts';
 
-/** The variant measured fastest by bench/reflect-path.ts (numbers in platform/linux/tun-device.ts). */
+/** The variant measured fastest by bench/reflect-path.ts (numbers in bench/README.md). */
 export const DEFAULT_TUN_VARIANT: TunVariantName = 'vnetOffload';
 
 /**
@@ -121,7 +116,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
       await this.stop().catch(() => undefined);
       throw err;
     }
-    return { kind: 'tun', fd: this.fd, wakeFd: this.wakeFd, device: this.device, mtu: this.variant.mtu, vnetHdr: this.variant.vnetHdr };
+    return { kind: 'tun', fd: this.fd, wakeFd: this.wakeFd, mtu: this.variant.mtu, vnetHdr: this.variant.vnetHdr };
   }
 
   /**

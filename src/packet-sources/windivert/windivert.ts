@@ -349,7 +349,7 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
     const handle = this.openHandle(api, filter);
     this.handle = handle;
     this.filter = filter;
-    return { kind: 'windivert', dllPath: api.path, handle, ledger: this.ledger.buffer, filter, priority: this.priority };
+    return { kind: 'windivert', dllPath: api.path, handle, ledger: this.ledger.buffer, filter };
   }
 
   async apply(_prev: InterceptConfig, next: InterceptConfig): Promise<WinDivertSourceUpdate> {
