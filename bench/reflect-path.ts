@@ -12,7 +12,7 @@
  * Needs root, iperf3, sockperf and gcc (without gcc the C loop is skipped); everything happens inside namespaces
  * created and removed here. Takes about 50 s.
  *
- * What to expect on the shared 2-core VM this was built on (see the report in src/packet-sources/tun/tun.ts): the C loop and
+ * What to expect on the shared 2-core VM this was built on (see bench/README.md): the C loop and
  * the engine are both bound by the two extra copies a TUN device costs per byte (read out, write back in), so both
  * sit at roughly 0.4-0.6x of direct, and the engine at roughly 0.85-1.0x of the C loop.
  */

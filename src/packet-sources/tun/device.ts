@@ -37,14 +37,8 @@ const IFNAMSIZ = 16;
 const IFREQ_FLAGS_OFFSET = 16;
 
 /**
- * How the device is set up; chosen by measurement (bench/reflect-path.ts, single-stream iperf3 through the TUN
- * loop on a shared 2-core VM, so expect ±30 %): MTU 1500 ≈ 1.1-1.8 Gbit/s; MTU 65535 ≈ 8.7-16.3; vnet header +
- * offloads ≈ 10.1-14.5, ahead of MTU 65535 in 2 of 3 alternating rounds (mean 12.0 vs 10.2). vnet + MTU 65535 was
- * no better (9.6-10.6). Latency was the same within noise for all of them. vnet also keeps the ordinary 1500 MTU.
- * Tried later with the plain C loop (bench/tun-c-loop.c, alternating rounds, all within noise of the default, so
- * not adopted): IFF_NAPI (0.42x of direct vs 0.43x), txqueuelen 10000 (0.42x), vnet + MTU 65535 (0.52x, but 0.42-0.6x
- * spread across runs), batches of 1/4/16/64 packets (0.61/0.63/0.63/0.59x). Multi-queue cannot help: one TCP
- * stream hashes to one queue, and both cores are already busy with the two copies below.
+ * How the device is set up. The variants below were measured against each other (and the ones tried and not adopted
+ * are listed) in bench/README.md; `vnetOffload` is the default.
  */
 export interface TunVariant {
   mtu: number;
