@@ -280,6 +280,14 @@ function parseTransport(buf: Uint8Array, out: ParsedPacket): boolean {
   return true;
 }
 
+/**
+ * True when the packet's addresses (and family, ipLength) were read from this packet: it is well-formed, or only
+ * broken after the IP header (badExtensionHeader, badTransportHeader are found after the addresses are set).
+ */
+export function hasAddresses(p: ParsedPacket): boolean {
+  return p.malformed === MalformedCode.None || p.malformed >= MalformedCode.BadExtensionHeader;
+}
+
 /** The stats name of a malformed code (off the hot path). */
 export function malformedReasonName(code: MalformedCode): MalformedReason | undefined {
   return code === 0 ? undefined : MALFORMED_REASONS[code - 1];
