@@ -142,6 +142,8 @@ describe('retroflect run (Linux, real engine)', { timeout: 180_000 }, () => {
       await log.next((o) => o.from === t.b6);
       await assert.rejects(log.next((o) => o.from === '192.0.2.1' || o.from === '2001:db8::1', 300), /no matching line/, 'a forged datagram reached the server');
       await waitFor('forged drops counted in stats', async () => (await forgedCount()) >= before + 5);
+      const human = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'stats', '--pipe', pipe]);
+      assert.match(human.stdout, /forged source dropped:?\s+([5-9]|\d\d+) packets/, human.stdout + human.stderr);
     } finally {
       log.child.kill();
       await t.b.run('ip', ['addr', 'del', '192.0.2.1/32', 'dev', t.bIf]);
