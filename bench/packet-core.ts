@@ -27,7 +27,8 @@
  * so reflecting it (a full swap) leaves it addressed to the reflect address again and every pass takes the reflect
  * path; otherwise the second pass over a buffer would see the already-swapped packets and just pass them. The
  * "engine mix" case is what the engine's worker loop does with real traffic: outbound (reflected) and inbound
- * (shield check) packets interleaved in one batch, dispatched on the batch's `outbound` flag as worker.ts does.
+ * (forged-source and shield checks) packets interleaved in one batch, dispatched on the batch's `outbound` flag as
+ * worker.ts does. The "icmp-error" case is ICMP errors whose embedded packet is reflected as well.
  *
  * Allocation check: heap used before/after the timed rounds and the number of garbage collections observed during
  * them (PerformanceObserver 'gc'). An allocating hot path (even one small object per packet) would trigger many
@@ -139,6 +140,25 @@ function inboundPackets(): Uint8Array[] {
 
 const MIX: Kind[] = ['ipv4-tcp', 'ipv6-tcp', 'ipv4-udp', 'ipv6-udp', 'ipv4-tcp', 'ipv4-tcp'];
 
+/**
+ * Port-unreachable errors to the reflect addresses, as the host sends them about reflected UDP datagrams (carrying
+ * up to 576 / 1280 bytes in all), so the embedded packet is reflected too. Outer source = reflect address, as above.
+ */
+function icmpErrorPackets(): Uint8Array[] {
+  const packets: Uint8Array[] = [];
+  for (let i = 0; i < 256; i++) {
+    const v4 = i % 2 === 0;
+    const inner = makePacket(v4 ? 'ipv4-udp' : 'ipv6-udp', i, '192.0.2.10', '2001:db8::10');
+    const body = Array.from(inner.subarray(0, Math.min(inner.length, v4 ? 576 - 28 : 1280 - 48)));
+    packets.push(
+      v4
+        ? ipv4({ src: R4, dst: R4, proto: 1, payload: withChecksum([], [], 1, icmpMessage(3, 3, 0, 0, body)) })
+        : ipv6({ src: R6, dst: R6, proto: 58, payload: withChecksum(addressBytes(R6), addressBytes(R6), 58, icmpMessage(1, 4, 0, 0, body)) }),
+    );
+  }
+  return packets;
+}
+
 /** The cases, by name: how to build the packet set, and which verdicts a correct data plane gives per pass over it. */
 const CASES: Record<string, () => PacketSet> = {
   'outbound ipv4-tcp': () => layout(outboundPackets(['ipv4-tcp']).map((bytes) => ({ bytes, outbound: true }))),
@@ -146,6 +166,7 @@ const CASES: Record<string, () => PacketSet> = {
   'outbound ipv6-tcp': () => layout(outboundPackets(['ipv6-tcp']).map((bytes) => ({ bytes, outbound: true }))),
   'outbound ipv6-udp': () => layout(outboundPackets(['ipv6-udp']).map((bytes) => ({ bytes, outbound: true }))),
   'outbound mix': () => layout(outboundPackets(MIX).map((bytes) => ({ bytes, outbound: true }))),
+  'outbound icmp-error': () => layout(icmpErrorPackets().map((bytes) => ({ bytes, outbound: true }))),
   'shield (inbound)': () => layout(inboundPackets().map((bytes) => ({ bytes, outbound: false }))),
   'engine mix (out + in)': () => {
     // Three outbound packets for every inbound one, interleaved as they come off a TUN device or WinDivert.

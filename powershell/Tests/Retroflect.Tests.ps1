@@ -107,6 +107,7 @@ Describe 'Stats and flows' {
         $s = Get-ReflectStats -Pipe $script:Pipe
         $s.PSObject.TypeNames[0] | Should -Be 'Retroflect.Stats'
         $s.ReflectedPackets | Should -BeOfType [long]
+        $s.ForgedSourceDroppedPackets | Should -BeOfType [long]
         $s.SampledAt | Should -BeOfType [datetime]
     }
     It 'Get-ReflectFlow shows a reflected TCP connection, sortable by Bytes' {

@@ -91,6 +91,7 @@ function printStats(s: EngineStats): void {
       ['sampled', s.sampledAt],
       ['reflected', `${formatCount(s.reflected.packets)} packets, ${formatBytes(s.reflected.bytes)}`],
       ['shield dropped', `${formatCount(s.shieldDropped.packets)} packets, ${formatBytes(s.shieldDropped.bytes)}`],
+      ['forged source dropped', `${formatCount(s.forgedSourceDropped.packets)} packets, ${formatBytes(s.forgedSourceDropped.bytes)}`],
       ['passed', `${formatCount(s.passed.packets)} packets, ${formatBytes(s.passed.bytes)}`],
       ['malformed', formatCount(s.malformed.total)],
       ['errors', `receive ${s.errors.receive}, send ${s.errors.send}`],

@@ -29,8 +29,11 @@ const Cell = {
   ReceiveErrors: 6,
   SendErrors: 7,
   MalformedBase: 8,
+  // MalformedBase + 0 .. 5: one per MalformedCode.
+  ForgedSourcePackets: 14,
+  ForgedSourceBytes: 15,
 } as const;
-/** Room for the global cells (8 named + 6 malformed reasons, padded). */
+/** Room for the global cells (8 named + 6 malformed reasons + 2 named). */
 const GLOBAL_CELLS = 16;
 
 /** Protocol index used by the per-address counters (ICMPv6 counts as icmp). */
@@ -55,6 +58,7 @@ export interface CountersSnapshot {
   reflected: PacketByteCount;
   passed: PacketByteCount;
   shieldDropped: PacketByteCount;
+  forgedSourceDropped: PacketByteCount;
   malformed: { total: number; byReason: Record<MalformedReason, number> };
   errors: { receive: number; send: number };
   /** Index = reflect-address slot. */
@@ -98,6 +102,12 @@ export class EngineCounters {
     c[Cell.ShieldDroppedBytes] += bytes;
     c[SHIELD_BASE + slot * 2] += 1;
     c[SHIELD_BASE + slot * 2 + 1] += bytes;
+  }
+
+  /** An inbound packet from another host whose source is a reflect address (forged), dropped. */
+  addForgedSource(bytes: number): void {
+    this.cells[Cell.ForgedSourcePackets] += 1;
+    this.cells[Cell.ForgedSourceBytes] += bytes;
   }
 
   /** `code` is a non-zero MalformedCode. */
@@ -155,6 +165,7 @@ export class EngineCounters {
       reflected: { packets: c[Cell.ReflectedPackets], bytes: c[Cell.ReflectedBytes] },
       passed: { packets: c[Cell.PassedPackets], bytes: c[Cell.PassedBytes] },
       shieldDropped: { packets: c[Cell.ShieldDroppedPackets], bytes: c[Cell.ShieldDroppedBytes] },
+      forgedSourceDropped: { packets: c[Cell.ForgedSourcePackets], bytes: c[Cell.ForgedSourceBytes] },
       malformed: { total, byReason },
       errors: { receive: c[Cell.ReceiveErrors], send: c[Cell.SendErrors] },
       addressSlots,

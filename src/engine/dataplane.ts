@@ -5,7 +5,7 @@
  */
 import { Verdict } from '../packet-sources/packet-source.ts';
 import { ReflectAddressSet, type ReflectAddressEntry } from '../packet/address-set.ts';
-import { IpProto, ParsedPacket, parsePacket } from '../packet/parse.ts';
+import { hasAddresses, IpProto, ParsedPacket, parsePacket } from '../packet/parse.ts';
 import { reflectPacket } from '../packet/reflect.ts';
 import { ShieldPortSet, type ShieldPortEntry } from '../packet/shield-set.ts';
 import { StatsProto, type EngineCounters } from './counters.ts';
@@ -77,11 +77,18 @@ export class Dataplane {
     return Verdict.Reflect;
   }
 
-  /** A packet from another host. TCP/UDP with a transport header (unfragmented or first fragment) to a shielded
-   *  port → count, Drop. Later fragments cannot be matched to a port and pass. Malformed → counted, Pass. */
+  /** A packet from another host. Its source is a reflect address → forged (no other host can send from an address
+   *  while it is reflected): count, Drop — malformed or not, as long as the IP header was read. TCP/UDP with a
+   *  transport header (unfragmented or first fragment) to a shielded port → count, Drop. Later fragments cannot be
+   *  matched to a port and pass. Malformed → counted, Pass. */
   inbound(buf: Uint8Array, off: number, len: number, _now: number): Verdict {
     const p = this.packet;
-    if (!parsePacket(buf, off, len, p)) {
+    const wellFormed = parsePacket(buf, off, len, p);
+    if (hasAddresses(p) && this.addresses.lookupSource(buf, p) >= 0) {
+      this.counters.addForgedSource(p.ipLength);
+      return Verdict.Drop;
+    }
+    if (!wellFormed) {
       this.counters.addMalformed(p.malformed);
       return Verdict.Pass;
     }

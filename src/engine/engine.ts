@@ -90,7 +90,7 @@ export class Engine extends EventEmitter {
     super();
     this.current = cloneInterceptConfig(opts.config);
     this.flowTable = new FlowTable({ capacity: opts.flowCapacity });
-    this.statsSource = new EngineStatsSource(this.counters, opts.backend.shieldCounters?.bind(opts.backend) ?? null);
+    this.statsSource = new EngineStatsSource(this.counters, opts.backend.firewallCounters?.bind(opts.backend) ?? null);
   }
 
   /** Prepare the host, start the packet worker and wait until it reports ready. Undoes everything on failure. */

@@ -1,10 +1,10 @@
 /**
  * What `stats` answers: the shared-memory counters mapped onto addresses and ports by the live slot assignment, the
- * per-second rates, and (Linux) the shield counters the host firewall keeps instead of the data plane. Main thread
+ * per-second rates, and (Linux) the shield and forged-source counters the host firewall keeps instead of the data plane. Main thread
  * only; reads counters, never writes them.
  */
 import { shieldKey } from '../config/intercept-config.ts';
-import type { ShieldCount } from '../packet-sources/packet-source.ts';
+import type { FirewallCounters } from '../packet-sources/packet-source.ts';
 import { STATS_PROTOCOLS, type CountersSnapshot, type EngineCounters } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
 import type { AddressStats, EngineStats, PacketByteCount, ShieldPortStats, StatsProtocol } from './types.ts';
@@ -45,6 +45,7 @@ export function buildEngineStats(
     uptimeSeconds: sample.uptimeSeconds,
     reflected: { ...snap.reflected },
     shieldDropped: { ...snap.shieldDropped },
+    forgedSourceDropped: { ...snap.forgedSourceDropped },
     passed: { ...snap.passed },
     malformed: { total: snap.malformed.total, byReason: { ...snap.malformed.byReason } },
     errors: { ...snap.errors },
@@ -57,7 +58,7 @@ export function buildEngineStats(
 
 interface HostShieldReading {
   at: number;
-  counts: Map<string, ShieldCount>;
+  counts: FirewallCounters;
 }
 
 interface RateSample {
@@ -67,7 +68,7 @@ interface RateSample {
   shieldDroppedPackets: number;
 }
 
-/** The engine's stats: counters, rates sampled once a second, and the host firewall's shield counters if any. */
+/** The engine's stats: counters, rates sampled once a second, and the host firewall's counters if any. */
 export class EngineStatsSource {
   private timer: NodeJS.Timeout | null = null;
   private previousSample: RateSample | null = null;
@@ -76,10 +77,10 @@ export class EngineStatsSource {
   private hostShieldSample: { at: number; packets: number } | null = null;
   private hostShieldDropRate = 0;
 
-  /** `readHostShield`: the backend's shield counters (HostBackend.shieldCounters), when the host keeps them. */
+  /** `readHostShield`: the backend's firewall counters (HostBackend.firewallCounters), when the host keeps them. */
   constructor(
     private readonly counters: EngineCounters,
-    private readonly readHostShield: (() => Promise<Map<string, ShieldCount>>) | null,
+    private readonly readHostShield: (() => Promise<FirewallCounters>) | null,
   ) {}
 
   /** Start sampling rates (once a second, from shared memory only: no helper process). */
@@ -98,24 +99,25 @@ export class EngineStatsSource {
     const hostShield = hostReadable ? await this.hostShieldCounts() : null;
     const stats = buildEngineStats(this.counters.snapshot(), cfg, { sampledAt: new Date(), uptimeSeconds, rates: { ...this.rates } });
     if (hostShield) {
-      // The host firewall drops shielded traffic before it reaches us (Linux nft): its counters are the truth.
+      // The host firewall drops shielded and forged traffic before it reaches us (Linux nft): its counters are the truth.
       let packets = 0;
       let bytes = 0;
       for (const p of stats.byShieldPort) {
-        const c = hostShield.counts.get(shieldKey(p));
+        const c = hostShield.counts.shield.get(shieldKey(p));
         p.packets = c?.packets ?? 0;
         p.bytes = c?.bytes ?? 0;
         packets += p.packets;
         bytes += p.bytes;
       }
       stats.shieldDropped = { packets, bytes };
+      stats.forgedSourceDropped = { ...hostShield.counts.forgedSource };
       stats.rates.shieldDroppedPackets = this.hostShieldRate(hostShield.at, packets);
     }
     return stats;
   }
 
   /**
-   * Shield counters kept by the host firewall (Linux: one `nft` run). Reading them costs a process start, so one
+   * Shield and forged-source counters kept by the host firewall (Linux: one `nft` run). Reading them costs a process start, so one
    * reading serves every stats request for a second, and requests that arrive together share it.
    */
   private hostShieldCounts(): Promise<HostShieldReading | null> {

@@ -54,6 +54,11 @@ export interface EngineStats {
   uptimeSeconds: number;
   reflected: PacketByteCount;
   shieldDropped: PacketByteCount;
+  /**
+   * Inbound packets from another host whose source is a reflect address, dropped: while an address is reflected no
+   * other host can send from it, so such a packet is forged.
+   */
+  forgedSourceDropped: PacketByteCount;
   /** Captured but not addressed to a reflect address (sent on unchanged, or ignored on TUN). */
   passed: PacketByteCount;
   malformed: { total: number; byReason: Record<MalformedReason, number> };

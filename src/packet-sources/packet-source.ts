@@ -113,6 +113,14 @@ export interface ShieldCount {
   bytes: number;
 }
 
+/** Drop counts a host firewall keeps instead of the data plane (Linux nft, see tun/nftables.ts). */
+export interface FirewallCounters {
+  /** Per shield port, keyed "8080/tcp". */
+  shield: Map<string, ShieldCount>;
+  /** Packets from another host whose source is a reflect address (forged). */
+  forgedSource: ShieldCount;
+}
+
 export interface HostBackend<K extends BackendKind = BackendKind> {
   readonly kind: K;
   /** What start() would do for this config, for `run --dry-run`. Changes nothing. */
@@ -124,8 +132,8 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
    * worker with the new config and handed to `PacketSource.reconfigure`.
    */
   apply(prev: InterceptConfig, next: InterceptConfig): Promise<SourceUpdate<K>>;
-  /** Shield drop counts kept by the host firewall rather than the data plane, keyed "8080/tcp" (Linux nft). */
-  shieldCounters?(): Promise<Map<string, ShieldCount>>;
+  /** Drop counts kept by the host firewall rather than the data plane (Linux nft): shield ports, forged sources. */
+  firewallCounters?(): Promise<FirewallCounters>;
   /** Facts worth showing an admin in `status` (TUN device and mode; WinDivert filter, priority, driver version). */
   describe?(): Record<string, string | number>;
   /** Make a receive() that may be blocked in the worker return soon (for stop and reconfigure). */

@@ -1,5 +1,6 @@
 /**
- * The set of reflect addresses, for the hot path: destination address → counter slot, with no allocation.
+ * The set of reflect addresses, for the hot path: a packet's destination (or source) address → counter slot, with
+ * no allocation.
  * IPv4 addresses are kept as one 32-bit word, IPv6 as four; lookup is a linear scan over typed arrays, which for
  * the at most MAX_REFLECT_ADDRESSES (64) entries is faster than hashing (usually there are one or two).
  */
@@ -74,7 +75,16 @@ export class ReflectAddressSet {
 
   /** Counter slot of the packet's destination address, or -1 if it is not a reflect address. */
   lookupDestination(_buf: Uint8Array, p: ParsedPacket): number {
-    const at = p.dstOffset;
+    return this.lookupAt(p, p.dstOffset);
+  }
+
+  /** Counter slot of the packet's source address, or -1 if it is not a reflect address. */
+  lookupSource(_buf: Uint8Array, p: ParsedPacket): number {
+    return this.lookupAt(p, p.srcOffset);
+  }
+
+  /** Counter slot of the address of the packet's family at `at`, or -1. */
+  private lookupAt(p: ParsedPacket, at: number): number {
     const v = p.view;
     if (p.family === 4) {
       const n = this.v4Count;

@@ -14,6 +14,9 @@
  *  - badHeaderLength:    IPv4 IHL below 5, or IHL * 4 larger than the total length.
  *  - badTotalLength:     IPv4 total length below 20.
  *  - badExtensionHeader: an IPv6 extension header runs past the payload, or hop-by-hop is not the first header.
+ *                        The walk covers hop-by-hop, routing, fragment, destination options and the
+ *                        Authentication Header (RFC 4302: its length counts 4-byte units, minus 2); it stops at any
+ *                        other next header (ESP's contents are encrypted, so TCP/UDP behind it are unknowable).
  *  - badTransportHeader: the TCP/UDP/ICMP header of an unfragmented or first-fragment packet does not fit inside
  *                        the IP payload, or TCP data offset is below 5 / past the payload, or an unfragmented UDP
  *                        datagram's length field is below 8 or beyond the IP payload (shorter is padding: allowed).
@@ -31,6 +34,7 @@ export const IpProto = {
   Udp: 17,
   Routing: 43,
   Fragment: 44,
+  AuthenticationHeader: 51,
   Icmpv6: 58,
   NoNextHeader: 59,
   DestinationOptions: 60,
@@ -40,8 +44,8 @@ export const IpProto = {
 export const TcpFlag = { Fin: 0x01, Syn: 0x02, Rst: 0x04, Psh: 0x08, Ack: 0x10 } as const;
 
 /** ICMP (RFC 792) and ICMPv6 (RFC 4443) echo message types; their identifier is at transport offset 4. */
-export const IcmpType = { EchoReply: 0, EchoRequest: 8 } as const;
-export const Icmpv6Type = { EchoRequest: 128, EchoReply: 129 } as const;
+export const IcmpType = { EchoReply: 0, DestinationUnreachable: 3, EchoRequest: 8, TimeExceeded: 11, ParameterProblem: 12 } as const;
+export const Icmpv6Type = { DestinationUnreachable: 1, PacketTooBig: 2, TimeExceeded: 3, ParameterProblem: 4, EchoRequest: 128, EchoReply: 129 } as const;
 
 /** Fixed header sizes in bytes. */
 export const IPV4_MIN_HEADER = 20;
@@ -125,6 +129,11 @@ export class ParsedPacket {
   /** ICMP/ICMPv6 type, and the echo identifier for echo request/reply (0 otherwise). */
   icmpType = 0;
   icmpId = 0;
+  /**
+   * True for an ICMP/ICMPv6 error message (destination unreachable, packet too big, time exceeded, parameter
+   * problem): its body, after the 8-byte header, holds the start of the packet it is about (see icmp-error.ts).
+   */
+  icmpError = false;
 }
 
 /** Parse an IP packet at buf[off .. off + len). Returns true when well-formed; otherwise `out.malformed` says why. */
@@ -137,6 +146,7 @@ export function parsePacket(buf: Uint8Array, off: number, len: number, out: Pars
   out.tcpFlags = 0;
   out.icmpType = 0;
   out.icmpId = 0;
+  out.icmpError = false;
   out.ipOffset = off;
   out.view = packetView(buf);
   if (len < 1) return fail(out, MalformedCode.Truncated);
@@ -193,10 +203,10 @@ function parseIpv6(buf: Uint8Array, off: number, len: number, out: ParsedPacket)
   let first = true;
   // Walk the extension headers we know (RFC 8200 §4). Each is at least 8 bytes, so the loop is bounded by length.
   for (;;) {
-    if (next === IpProto.HopByHop || next === IpProto.Routing || next === IpProto.DestinationOptions) {
+    if (next === IpProto.HopByHop || next === IpProto.Routing || next === IpProto.DestinationOptions || next === IpProto.AuthenticationHeader) {
       if (next === IpProto.HopByHop && !first) return fail(out, MalformedCode.BadExtensionHeader);
       if (pos + 2 > end) return fail(out, MalformedCode.BadExtensionHeader);
-      const size = (buf[pos + 1] + 1) << 3;
+      const size = extensionHeaderSize(next, buf[pos + 1]);
       if (pos + size > end) return fail(out, MalformedCode.BadExtensionHeader);
       next = buf[pos];
       pos += size;
@@ -224,6 +234,14 @@ function parseIpv6(buf: Uint8Array, off: number, len: number, out: ParsedPacket)
   return parseTransport(buf, out);
 }
 
+/**
+ * Size in bytes of a hop-by-hop, routing, destination options or authentication header from its length byte:
+ * AH counts 4-byte units minus 2 (RFC 4302 §2.2), the others 8-byte units minus 1 (RFC 8200 §4). Never below 8.
+ */
+export function extensionHeaderSize(type: number, lengthByte: number): number {
+  return type === IpProto.AuthenticationHeader ? (lengthByte + 2) << 2 : (lengthByte + 1) << 3;
+}
+
 /** Check and read the TCP/UDP/ICMP header at out.transportOffset. Other protocols are accepted as they are. */
 function parseTransport(buf: Uint8Array, out: ParsedPacket): boolean {
   const t = out.transportOffset;
@@ -247,13 +265,26 @@ function parseTransport(buf: Uint8Array, out: ParsedPacket): boolean {
     if (avail < ICMP_MIN_HEADER) return fail(out, MalformedCode.BadTransportHeader);
     const type = buf[t];
     out.icmpType = type;
-    const echo = proto === IpProto.Icmp
-      ? type === IcmpType.EchoRequest || type === IcmpType.EchoReply
-      : type === Icmpv6Type.EchoRequest || type === Icmpv6Type.EchoReply;
-    if (echo) out.icmpId = (buf[t + 4] << 8) | buf[t + 5];
+    if (proto === IpProto.Icmp) {
+      if (type === IcmpType.EchoRequest || type === IcmpType.EchoReply) out.icmpId = (buf[t + 4] << 8) | buf[t + 5];
+      else out.icmpError = type === IcmpType.DestinationUnreachable || type === IcmpType.TimeExceeded || type === IcmpType.ParameterProblem;
+    } else if (type === Icmpv6Type.EchoRequest || type === Icmpv6Type.EchoReply) {
+      out.icmpId = (buf[t + 4] << 8) | buf[t + 5];
+    } else {
+      out.icmpError = type >= Icmpv6Type.DestinationUnreachable && type <= Icmpv6Type.ParameterProblem;
+    }
   } else {
     return true;
   }
   out.hasTransport = true;
   return true;
 }
+
+/**
+ * True when the packet's addresses (and family, ipLength) were read from this packet: it is well-formed, or only
+ * broken after the IP header (badExtensionHeader, badTransportHeader are found after the addresses are set).
+ */
+export function hasAddresses(p: ParsedPacket): boolean {
+  return p.malformed === MalformedCode.None || p.malformed >= MalformedCode.BadExtensionHeader;
+}
+

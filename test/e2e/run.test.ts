@@ -1,15 +1,16 @@
 /**
  * End to end on Linux: the real `retroflect run` (CLI → Engine → worker → Dataplane → TUN backend, nft shield)
  * inside namespaces created here. Namespace "a" runs retroflect (198.51.100.2, 2001:db8:1::2, default routes via
- * "b"); "b" is another host on the link. Checks reflection (TCP, UDP, ping; IPv4 and IPv6), shielding, live changes
- * through the control pipe, and that SIGTERM and SIGKILL + restart leave nothing behind.
+ * "b"); "b" is another host on the link. Checks reflection (TCP, UDP, ping, ICMP errors; IPv4 and IPv6), shielding,
+ * dropping forged reflect sources, live changes through the control pipe, and that SIGTERM and SIGKILL + restart
+ * leave nothing behind.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createTopology, JsonLines, type NetNs, type Topology } from '../helpers/netns.ts';
+import { createTopology, JsonLines, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
 import { spawnEngine, waitReady, type EngineProcess } from './engine-process.ts';
 
 const PROBE = 'test/fixtures/probe.ts';
@@ -18,6 +19,14 @@ const DEVICE = 'rflct0';
 
 async function probe(ns: NetNs, mode: 'tcp' | 'udp', host: string, port: number, timeoutMs = 3000): Promise<{ ok: boolean; reply?: string; error?: string }> {
   const r = await ns.run(node, ['--import', 'tsx', PROBE, mode, host, String(port), String(timeoutMs)]);
+  assert.equal(r.code, 0, r.stderr);
+  const { ok, reply, error } = JSON.parse(r.stdout) as { ok: boolean; reply?: string; error?: string };
+  return reply === undefined ? { ok, error } : { ok, reply };
+}
+
+/** A datagram from a connected UDP socket (the kind that hears ICMP errors): {ok, reply} or {ok:false, error}. */
+async function probeConnectedUdp(ns: NetNs, host: string, port: number, timeoutMs = 3000): Promise<{ ok: boolean; reply?: string; error?: string }> {
+  const r = await ns.run(node, ['--import', 'tsx', PROBE, 'udp-connected', host, String(port), String(timeoutMs)]);
   assert.equal(r.code, 0, r.stderr);
   const { ok, reply, error } = JSON.parse(r.stdout) as { ok: boolean; reply?: string; error?: string };
   return reply === undefined ? { ok, error } : { ok, reply };
@@ -96,6 +105,53 @@ describe('retroflect run (Linux, real engine)', { timeout: 180_000 }, () => {
     const udp5353 = s.byShieldPort.find((p) => p.port === 5353 && p.protocol === 'udp');
     assert.ok(tcp8080 && tcp8080.packets >= 1, JSON.stringify(s.byShieldPort));
     assert.ok(udp5353 && udp5353.packets === 1, JSON.stringify(s.byShieldPort));
+  });
+
+  test('UDP to a closed port through a reflect address fails at once with ECONNREFUSED, as it does directly (IPv4, IPv6)', async () => {
+    // Nothing listens on port 9: the host answers the reflected datagram with port unreachable, which goes back
+    // through the engine. The client's socket only recognises it when the embedded packet is reflected too.
+    for (const host of [t.a4, t.a6, '192.0.2.1', '2001:db8::1']) {
+      assert.deepEqual(await probeConnectedUdp(t.a, host, 9), { ok: false, error: 'ECONNREFUSED' }, host);
+    }
+    // And a datagram to an open port through the same socket type still gets its answer.
+    assert.deepEqual(await probeConnectedUdp(t.a, '2001:db8::1', 5354), { ok: true, reply: 'peer=2001:db8::1' });
+  });
+
+  test('forged reflect sources: another host sending from a reflect address is dropped and counted; reflection still works', async () => {
+    const log = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PROBE, 'udp-log', '5355']));
+    await log.next((o) => o.ready === true);
+    const forgedCount = async () => ((await cli(t.a, pipe, ['stats'])).json as { forgedSourceDropped: { packets: number } }).forgedSourceDropped.packets;
+    const before = await forgedCount();
+    // b claims the reflect addresses as its own and sends from them. Its neighbour entries for a are pinned, so
+    // neighbour discovery from those addresses adds nothing to the count.
+    const aMac = (await t.a.ipJson<{ address: string }[]>(['link', 'show', 'dev', t.aIf]))[0].address;
+    await t.b.must('ip', ['addr', 'add', '192.0.2.1/32', 'dev', t.bIf]);
+    await t.b.must('ip', ['addr', 'add', '2001:db8::1/128', 'dev', t.bIf, 'nodad']);
+    for (const addr of [t.a4, t.a6]) await t.b.must('ip', ['neigh', 'replace', addr, 'lladdr', aMac, 'dev', t.bIf, 'nud', 'permanent']);
+    try {
+      const send = async (src: string, dst: string, count: number) => {
+        const r = await t.b.run(node, ['--import', 'tsx', PROBE, 'udp-from', src, dst, '5355', String(count)]);
+        assert.deepEqual(JSON.parse(r.stdout), { sent: count }, r.stderr);
+      };
+      await send('192.0.2.1', t.a4, 3);
+      await send('2001:db8::1', t.a6, 2);
+      // The same path from b's own addresses reaches the server, after the forged datagrams.
+      await send(t.b4, t.a4, 1);
+      await send(t.b6, t.a6, 1);
+      await log.next((o) => o.from === t.b4);
+      await log.next((o) => o.from === t.b6);
+      await assert.rejects(log.next((o) => o.from === '192.0.2.1' || o.from === '2001:db8::1', 300), /no matching line/, 'a forged datagram reached the server');
+      await waitFor('forged drops counted in stats', async () => (await forgedCount()) >= before + 5);
+      const human = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'stats', '--pipe', pipe]);
+      assert.match(human.stdout, /forged source dropped:?\s+([5-9]|\d\d+) packets/, human.stdout + human.stderr);
+    } finally {
+      log.child.kill();
+      await t.b.run('ip', ['addr', 'del', '192.0.2.1/32', 'dev', t.bIf]);
+      await t.b.run('ip', ['addr', 'del', '2001:db8::1/128', 'dev', t.bIf]);
+      for (const addr of [t.a4, t.a6]) await t.b.run('ip', ['neigh', 'del', addr, 'dev', t.bIf]);
+    }
+    assert.deepEqual(await probe(t.a, 'udp', '192.0.2.1', 5354), { ok: true, reply: 'peer=192.0.2.1' });
+    assert.deepEqual(await probe(t.a, 'tcp', '2001:db8::1', 8081), { ok: true, reply: 'peer=2001:db8::1' });
   });
 
   test('live changes through the pipe: add/remove an address and a shield port', async () => {

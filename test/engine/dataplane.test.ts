@@ -39,6 +39,17 @@ const tcp4 = (dst: string, srcPort: number, dstPort: number, flags = 0x02, data:
   ipv4({ src: L4, dst, proto: 6, payload: tcpSegment({ srcPort, dstPort, flags, data }) });
 const udp6 = (dst: string, srcPort: number, dstPort: number, n = 10) =>
   ipv6({ src: L6, dst, proto: 17, payload: udpDatagram(srcPort, dstPort, pattern(n)) });
+const udp4 = (dst: string, srcPort: number, dstPort: number, n = 10) =>
+  ipv4({ src: L4, dst, proto: 17, payload: udpDatagram(srcPort, dstPort, pattern(n)) });
+
+/** The port unreachable error this host sends about `delivered` (from its destination back to its source). */
+function portUnreachable(delivered: Uint8Array, type: 3 | 1): Uint8Array {
+  const v4 = delivered[0] >> 4 === 4;
+  const [s, n] = v4 ? [12, 4] : [8, 16];
+  const text = (b: Uint8Array) => (v4 ? b.join('.') : Array.from({ length: 8 }, (_, i) => ((b[2 * i] << 8) | b[2 * i + 1]).toString(16)).join(':'));
+  const spec = { src: text(delivered.subarray(s + n, s + 2 * n)), dst: text(delivered.subarray(s, s + n)), payload: icmpMessage(type, v4 ? 3 : 4, 0, 0, Array.from(delivered)) };
+  return v4 ? ipv4({ ...spec, proto: 1 }) : ipv6({ ...spec, proto: 58 });
+}
 
 /** Run a packet through the data plane inside a bigger buffer, as a batch would hold it. */
 function through(fn: (buf: Uint8Array, off: number, len: number, now: number) => number, pkt: Uint8Array): { verdict: number; out: Uint8Array } {
@@ -121,6 +132,23 @@ describe('Dataplane.outbound', () => {
     assert.equal(snap.reflected.packets + snap.passed.packets, 0);
   });
 
+  it('reflects an ICMP port unreachable so its embedded packet reads as the client sent it (v4 and v6)', () => {
+    const { dp, counters } = setup();
+    for (const [client, type] of [[udp4(R4, 50000, 9), 3], [udp6(R6, 50000, 9), 1]] as const) {
+      const { verdict, out: delivered } = through(dp.outbound.bind(dp), client);
+      assert.equal(verdict, Verdict.Reflect);
+      const error = portUnreachable(delivered, type);
+      const { verdict: v, out } = through(dp.outbound.bind(dp), error);
+      assert.equal(v, Verdict.Reflect);
+      const [at, n] = client[0] >> 4 === 4 ? [12, 4] : [8, 16];
+      const inner = at + 2 * n + 8;
+      assert.deepEqual(out.subarray(inner), client, 'embedded: the client packet, addresses back as sent');
+      assert.deepEqual(out.subarray(at, at + 2 * n), delivered.subarray(at, at + 2 * n), 'outer: R → L, like the packet it answers');
+    }
+    assert.equal(counters.snapshot().addressSlots[0].byProtocol.icmp.packets, 1);
+    assert.equal(counters.snapshot().addressSlots[5].byProtocol.icmp.packets, 1);
+  });
+
   it('records flows with the pre-swap orientation: both directions are one flow', () => {
     const { dp, flows } = setup();
     dp.outbound(tcp4(R4, 50000, 8080, 0x02), 0, tcp4(R4, 50000, 8080).length, T0); // client SYN to R:8080
@@ -159,6 +187,46 @@ describe('Dataplane.inbound', () => {
     assert.deepEqual(snap.shieldSlots[7], { packets: 2, bytes: cases[3][0].length + cases[6][0].length });
     assert.equal(snap.shieldDropped.packets, 4);
     assert.equal(snap.passed.packets, 4);
+  });
+
+  it('drops packets whose source is a reflect address (forged) and counts them on their own, shielded port or not', () => {
+    const { dp, counters } = setup();
+    const forged = [
+      ipv4({ src: R4, dst: L4, proto: 17, payload: udpDatagram(5555, 7000, [1, 2, 3]) }),
+      ipv6({ src: R6, dst: L6, proto: 6, payload: tcpSegment({ srcPort: 5555, dstPort: 8080, flags: 2 }) }),
+      ipv4({ src: R4, dst: L4, proto: 1, payload: icmpMessage(8, 0, 1, 1, []) }),
+      ipv4({ src: R4, dst: L4, proto: 17, fragmentOffset: 64, payload: pattern(40) }),
+    ];
+    // Broken after the IP header: its source is still known, and still forged.
+    const broken = ipv4({ src: R4, dst: L4, proto: 6, payload: tcpSegment({ srcPort: 1, dstPort: 2, flags: 2 }) });
+    broken[20 + 12] = 0x20;
+    for (const pkt of [...forged, broken]) {
+      const { verdict, out } = through(dp.inbound.bind(dp), pkt);
+      assert.equal(verdict, Verdict.Drop);
+      assert.deepEqual(out, pkt);
+    }
+    // Only the source counts: to a reflect address, or from a neighbour of one, passes.
+    for (const pkt of [udp6(R6, 1, 2), ipv4({ src: '203.0.113.8', dst: L4, proto: 17, payload: udpDatagram(1, 2, []) })]) {
+      assert.equal(through(dp.inbound.bind(dp), pkt).verdict, Verdict.Pass);
+    }
+    const snap = counters.snapshot();
+    assert.deepEqual(snap.forgedSourceDropped, { packets: 5, bytes: [...forged, broken].reduce((n, p) => n + p.length, 0) });
+    assert.equal(snap.shieldDropped.packets, 0, 'a forged packet to a shielded port counts as forged, once');
+    assert.equal(snap.malformed.total, 0);
+    assert.equal(snap.passed.packets, 2);
+    const stats = buildEngineStats(snap, BASE, { sampledAt: new Date(T0), uptimeSeconds: 1 });
+    assert.deepEqual(stats.forgedSourceDropped, snap.forgedSourceDropped);
+  });
+
+  it('TCP/UDP behind an IPv6 Authentication Header to a shielded port is dropped', () => {
+    const { dp, counters } = setup();
+    const ah = { type: 51, body: [0, 0, 0, 0, 0x10, 0x01, 0, 0, 0, 1, ...pattern(12)] };
+    const tcp = ipv6({ src: '2001:db8:1::1', dst: L6, proto: 6, ext: [ah], payload: tcpSegment({ srcPort: 5555, dstPort: 8080, flags: 2 }) });
+    const udp = ipv6({ src: '2001:db8:1::1', dst: L6, proto: 17, ext: [{ type: 60 }, ah], payload: udpDatagram(5555, 53, [1]) });
+    assert.equal(through(dp.inbound.bind(dp), tcp).verdict, Verdict.Drop);
+    assert.equal(through(dp.inbound.bind(dp), udp).verdict, Verdict.Drop);
+    const snap = counters.snapshot();
+    assert.deepEqual([snap.shieldSlots[0].packets, snap.shieldSlots[7].packets], [1, 1]);
   });
 
   it('passes malformed packets but counts them', () => {

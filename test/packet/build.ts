@@ -127,10 +127,10 @@ export function ipv4(s: Ipv4Spec): Uint8Array {
 }
 
 export interface ExtensionHeader {
-  /** 0 hop-by-hop, 43 routing, 60 destination options, 44 fragment. */
+  /** 0 hop-by-hop, 43 routing, 60 destination options, 44 fragment, 51 authentication header. */
   type: number;
   /** Body after the next-header and length bytes (padded here to a multiple of 8 overall). For a fragment header:
-   *  ignored; use fragmentOffset/moreFragments. */
+   *  ignored; use fragmentOffset/moreFragments. For AH: reserved, SPI, sequence number, ICV (a default if omitted). */
   body?: number[];
   fragmentOffset?: number;
   moreFragments?: boolean;
@@ -154,6 +154,11 @@ export function ipv6(s: Ipv6Spec): Uint8Array {
       const off = ((e.fragmentOffset ?? 0) / 8) << 3;
       const v = off | (e.moreFragments ? 1 : 0);
       chain.push(next, 0, v >> 8, v & 0xff, 0xde, 0xad, 0xbe, 0xef);
+    } else if (e.type === 51) {
+      // Authentication Header (RFC 4302 §2.2): reserved(2), SPI(4), sequence(4), ICV; length in 4-byte units - 2.
+      const body = [...(e.body ?? [0, 0, 0, 0, 0x10, 0x01, 0, 0, 0, 7])];
+      while ((body.length + 2) % 8) body.push(0); // IPv6 keeps AH a multiple of 8 bytes
+      chain.push(next, (body.length + 2) / 4 - 2, ...body);
     } else {
       const body = [...(e.body ?? [])];
       while ((body.length + 2) % 8) body.push(0); // PadN-free padding: Pad1 options are zero bytes

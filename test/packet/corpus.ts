@@ -46,6 +46,7 @@ export function corpus(): CorpusPacket[] {
   const hbh = { type: 0, body: [5, 2, 0, 0] }; // router alert option
   const dst = { type: 60, body: [1, 2, 0, 0] }; // PadN
   const rt = { type: 43, body: [0, 0, 0, 0, 0, 0] };
+  const ah = { type: 51, body: [0, 0, 0, 0, 0x10, 0x01, 0, 0, 0, 9, ...pattern(12, 3)] };
   return [
     { name: 'ipv4 tcp syn with options', bytes: ipv4({ src: A4, dst: R4, proto: 6, payload: seg4(6, syn) }), family: 4, protocol: 6, hasTransport: true, fragment: false, srcPort: 51000, dstPort: 8080, tcpFlags: 0x02, transportAt: 20, checksummed: true },
     { name: 'ipv4 tcp data', bytes: ipv4({ src: A4, dst: R4, proto: 6, payload: seg4(6, data) }), family: 4, protocol: 6, hasTransport: true, fragment: false, srcPort: 8080, dstPort: 51000, tcpFlags: 0x18, transportAt: 20, checksummed: true },
@@ -64,6 +65,9 @@ export function corpus(): CorpusPacket[] {
     { name: 'ipv6 dstopts+icmpv6', bytes: ipv6({ src: A6, dst: R6, proto: 58, ext: [{ type: 60, body: pattern(14) .map(() => 0) }], payload: seg6(58, echo6) }), family: 6, protocol: 58, hasTransport: true, fragment: false, icmpType: 128, icmpId: 0xcafe, transportAt: 56, checksummed: true },
     { name: 'ipv6 first fragment udp', bytes: ipv6({ src: A6, dst: R6, proto: 17, ext: [{ type: 44, moreFragments: true }], payload: bigUdp6.slice(0, 800) }), family: 6, protocol: 17, hasTransport: true, fragment: true, srcPort: 5000, dstPort: 6000, transportAt: 48, checksummed: false },
     { name: 'ipv6 later fragment udp', bytes: ipv6({ src: A6, dst: R6, proto: 17, ext: [hbh, { type: 44, fragmentOffset: 800 }], payload: bigUdp6.slice(800) }), family: 6, protocol: 17, hasTransport: false, fragment: true, transportAt: 56, checksummed: false },
+    // AH with a 12-byte ICV (HMAC-SHA1-96): 24 bytes, length byte 4. Read as 8-byte units it would claim 40.
+    { name: 'ipv6 ah+tcp', bytes: ipv6({ src: A6, dst: R6, proto: 6, ext: [ah], payload: seg6(6, syn) }), family: 6, protocol: 6, hasTransport: true, fragment: false, srcPort: 51000, dstPort: 8080, tcpFlags: 0x02, transportAt: 64, checksummed: true },
+    { name: 'ipv6 hbh+ah+dstopts+udp', bytes: ipv6({ src: A6, dst: R6, proto: 17, ext: [hbh, ah, dst], payload: seg6(17, dns) }), family: 6, protocol: 17, hasTransport: true, fragment: false, srcPort: 53000, dstPort: 53, transportAt: 80, checksummed: true },
     { name: 'ipv6 no next header', bytes: ipv6({ src: A6, dst: R6, proto: 59, payload: [] }), family: 6, protocol: 59, hasTransport: false, fragment: false, transportAt: 40, checksummed: false },
   ];
 }

@@ -165,7 +165,9 @@ describe('malformed packets', () => {
     }
     const snap = counters.snapshot();
     // Each packet went through outbound and inbound once: every one is counted exactly once per direction.
-    assert.equal(snap.reflected.packets + snap.passed.packets + snap.shieldDropped.packets + snap.malformed.total, iterations * 2);
+    // (A reflected packet comes back to inbound with the reflect address as source: forged.)
+    assert.equal(snap.reflected.packets + snap.passed.packets + snap.shieldDropped.packets + snap.forgedSourceDropped.packets + snap.malformed.total, iterations * 2);
+    assert.ok(snap.forgedSourceDropped.packets >= reflected, 'every reflected packet is forged when it comes back in');
     assert.equal(snap.reflected.packets, reflected);
     assert.ok(ok > iterations / 10 && ok < iterations, `a useful mix of good (${ok}) and malformed packets`);
     assert.ok(Object.values(snap.malformed.byReason).filter((n) => n > 0).length >= 5, 'most reasons were hit');

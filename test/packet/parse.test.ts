@@ -116,6 +116,14 @@ describe('parsePacket classifies malformed packets', () => {
     assert.equal(parse(fragCut).malformed, MalformedCode.BadExtensionHeader);
   });
 
+  it('an authentication header running off the end of the payload (its length counts 4-byte units)', () => {
+    const p = ipv6({ src: '2001:db8::1', dst: '2001:db8::2', proto: 17, ext: [{ type: 51 }], payload: udpDatagram(1, 2, []) });
+    assert.equal(parse(p).malformed, MalformedCode.None);
+    assert.equal(parse(p).transportOffset, 56);
+    const longer = mutate(p, (x) => (x[41] = 5)); // (5 + 2) * 4 = 28 bytes claimed, 16 + 8 present
+    assert.equal(parse(longer).malformed, MalformedCode.BadExtensionHeader);
+  });
+
   it('hop-by-hop anywhere but first is refused', () => {
     const p = ipv6({ src: '2001:db8::1', dst: '2001:db8::2', proto: 59, ext: [{ type: 60 }, { type: 0 }], payload: [] });
     assert.equal(parse(p).malformed, MalformedCode.BadExtensionHeader);

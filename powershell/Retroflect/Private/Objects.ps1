@@ -103,6 +103,7 @@ function ConvertTo-RetroflectStats {
     param([Parameter(Mandatory)][object]$Stats, [string]$Pipe)
     $reflected = ConvertTo-RetroflectCount $Stats.reflected
     $dropped = ConvertTo-RetroflectCount $Stats.shieldDropped
+    $forged = ConvertTo-RetroflectCount $Stats.forgedSourceDropped
     $passed = ConvertTo-RetroflectCount $Stats.passed
 
     $byProtocol = [ordered]@{}
@@ -137,6 +138,8 @@ function ConvertTo-RetroflectStats {
         ReflectedBytes                = $reflected.Bytes
         ShieldDroppedPackets          = $dropped.Packets
         ShieldDroppedBytes            = $dropped.Bytes
+        ForgedSourceDroppedPackets    = $forged.Packets
+        ForgedSourceDroppedBytes      = $forged.Bytes
         PassedPackets                 = $passed.Packets
         PassedBytes                   = $passed.Bytes
         MalformedPackets              = $malformedTotal

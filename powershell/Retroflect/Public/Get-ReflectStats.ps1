@@ -4,8 +4,8 @@ function Get-ReflectStats {
     Gets the engine's traffic counters.
 
     .DESCRIPTION
-    Returns one Retroflect.Stats sample: packets and bytes reflected, dropped at shield ports and passed; malformed
-    packets by reason; receive and send errors; totals by protocol, by reflect address and by shield port; and the
+    Returns one Retroflect.Stats sample: packets and bytes reflected, dropped at shield ports, dropped because another
+    host forged a reflect address as their source (ForgedSourceDropped*), and passed; malformed packets by reason; receive and send errors; totals by protocol, by reflect address and by shield port; and the
     current rates per second. With -Interval, samples are returned repeatedly until -Count is reached or Ctrl+C.
 
     .PARAMETER Interval

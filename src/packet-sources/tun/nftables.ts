@@ -1,27 +1,37 @@
 /**
- * Shield ports on Linux, done by the kernel's own firewall rather than the data plane (on TUN the engine only sees
- * outbound packets, so inbound drops have to happen in nftables).
+ * Shield ports and forged reflect sources on Linux, done by the kernel's own firewall rather than the data plane (on
+ * TUN the engine only sees outbound packets, so inbound drops have to happen in nftables).
  *
  * Everything lives in one table of our own, `inet retroflect`, so we never touch anyone else's rules and a leftover
  * from a killed run is removed with a single `delete table`:
  *
  *   table inet retroflect {
+ *     counter forged_source { }                         # packets dropped for a forged reflect source
+ *     set reflect_v4 { type ipv4_addr; }                # the reflect addresses, per family
+ *     set reflect_v6 { type ipv6_addr; }
  *     set shield_tcp { type inet_service; counter; }     # per-element counters = per-port drop counts
  *     set shield_udp { type inet_service; counter; }
  *     chain input {
  *       type filter hook input priority filter - 10; policy accept;
+ *       iifname "<tun>" accept                            # reflected traffic arrives on the TUN: never shielded
+ *       ip saddr @reflect_v4 counter name "forged_source" drop
+ *       ip6 saddr @reflect_v6 counter name "forged_source" drop
  *       iif lo accept                                     # loopback to a shielded port still works
- *       iifname "<tun>" accept                            # so does reflected traffic (it arrives on the TUN)
  *       meta l4proto tcp tcp dport @shield_tcp drop
  *       meta l4proto udp udp dport @shield_udp drop
  *     }
  *   }
  *
+ * Forged sources: while an address is reflected, the routes send everything for it into the TUN device, so no
+ * other host can ever answer from it; the only genuine packets from a reflect address are the reflected ones, and
+ * they arrive on the TUN device. A packet from a reflect address on any other interface (loopback included) is
+ * forged, and a server that trusts the reflect address as "the local app" would be fooled by it: dropped, counted.
+ *
  * `accept` in our chain only ends our chain; other tables' chains still see the packet, as they would without us.
  * The priority runs us just before the usual `filter` chains so a shielded port is dropped before they count it.
  */
-import { shieldKey, type InterceptConfig, type ShieldPort, type ShieldProtocol } from '../../config/intercept-config.ts';
-import type { ShieldCount } from '../packet-source.ts';
+import { addressFamily, shieldKey, type InterceptConfig, type ShieldPort, type ShieldProtocol } from '../../config/intercept-config.ts';
+import type { FirewallCounters, ShieldCount } from '../packet-source.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { runCommand, type HostCommand } from '../../platform/linux/command.ts';
 
@@ -30,12 +40,19 @@ export const NFT_FAMILY = 'inet';
 export const NFT_TABLE = 'retroflect';
 /** Set names per protocol. */
 export const NFT_SET: Record<ShieldProtocol, string> = { tcp: 'shield_tcp', udp: 'shield_udp' };
+/** Reflect address set names per family, and the named counter of forged-source drops. */
+export const NFT_REFLECT_SET: Record<4 | 6, string> = { 4: 'reflect_v4', 6: 'reflect_v6' };
+export const NFT_FORGED_COUNTER = 'forged_source';
 
 function ports(cfg: InterceptConfig, protocol: ShieldProtocol): number[] {
   return cfg.shieldPorts.filter((p) => p.protocol === protocol).map((p) => p.port);
 }
 
-function elements(list: number[]): string {
+function addresses(list: readonly string[], family: 4 | 6): string[] {
+  return list.filter((a) => addressFamily(a) === family);
+}
+
+function elements(list: readonly (number | string)[]): string {
   return list.length ? ` elements = { ${list.join(', ')} };` : '';
 }
 
@@ -53,12 +70,17 @@ export function shieldTableScript(cfg: InterceptConfig, tunName: string): string
     `table ${NFT_FAMILY} ${NFT_TABLE}`,
     `delete table ${NFT_FAMILY} ${NFT_TABLE}`,
     `table ${NFT_FAMILY} ${NFT_TABLE} {`,
+    `  counter ${NFT_FORGED_COUNTER} { }`,
+    `  set ${NFT_REFLECT_SET[4]} { type ipv4_addr;${elements(addresses(cfg.reflectAddresses, 4))} }`,
+    `  set ${NFT_REFLECT_SET[6]} { type ipv6_addr;${elements(addresses(cfg.reflectAddresses, 6))} }`,
     `  set ${NFT_SET.tcp} { type inet_service; counter;${elements(ports(cfg, 'tcp'))} }`,
     `  set ${NFT_SET.udp} { type inet_service; counter;${elements(ports(cfg, 'udp'))} }`,
     '  chain input {',
     '    type filter hook input priority filter - 10; policy accept;',
-    '    iif lo accept',
     `    iifname "${tunName}" accept`,
+    `    ip saddr @${NFT_REFLECT_SET[4]} counter name "${NFT_FORGED_COUNTER}" drop`,
+    `    ip6 saddr @${NFT_REFLECT_SET[6]} counter name "${NFT_FORGED_COUNTER}" drop`,
+    '    iif lo accept',
     `    meta l4proto tcp tcp dport @${NFT_SET.tcp} drop`,
     `    meta l4proto udp udp dport @${NFT_SET.udp} drop`,
     '  }',
@@ -72,9 +94,18 @@ export function removeTableScript(): string {
   return `table ${NFT_FAMILY} ${NFT_TABLE}\ndelete table ${NFT_FAMILY} ${NFT_TABLE}\n`;
 }
 
-/** Element additions and removals that turn `prev`'s shield sets into `next`'s, as one nft script ('' = nothing). */
+/**
+ * Element additions and removals that turn `prev`'s reflect-address and shield sets into `next`'s, as one nft script
+ * ('' = nothing). nft runs a script as one transaction: all of it applies or none.
+ */
 export function shieldUpdateScript(prev: InterceptConfig, next: InterceptConfig): string {
   const lines: string[] = [];
+  for (const family of [4, 6] as const) {
+    const del = addresses(prev.reflectAddresses, family).filter((a) => !next.reflectAddresses.includes(a));
+    const add = addresses(next.reflectAddresses, family).filter((a) => !prev.reflectAddresses.includes(a));
+    if (del.length) lines.push(`delete element ${NFT_FAMILY} ${NFT_TABLE} ${NFT_REFLECT_SET[family]} { ${del.join(', ')} }`);
+    if (add.length) lines.push(`add element ${NFT_FAMILY} ${NFT_TABLE} ${NFT_REFLECT_SET[family]} { ${add.join(', ')} }`);
+  }
   const before = new Set(prev.shieldPorts.map(shieldKey));
   const after = new Set(next.shieldPorts.map(shieldKey));
   const group = (list: ShieldPort[], protocol: ShieldProtocol) => list.filter((p) => p.protocol === protocol).map((p) => p.port);
@@ -126,21 +157,31 @@ interface NftSetElem {
   elem?: { val: number; counter?: { packets: number; bytes: number } };
 }
 
-/** Per-port drop counts from the sets' per-element counters, keyed like `shieldKey` ("8080/tcp"). */
-export async function readShieldCounters(): Promise<Map<string, ShieldCount>> {
+interface NftObject {
+  set?: { name: string; elem?: (NftSetElem | number)[] };
+  counter?: { name: string; packets: number; bytes: number };
+}
+
+/**
+ * The table's counters, from one `nft` run: per-port shield drops from the sets' per-element counters, keyed like
+ * `shieldKey` ("8080/tcp"), and the forged-source drops from the named counter.
+ */
+export async function readFirewallCounters(): Promise<FirewallCounters> {
   const { stdout } = await runCommand({ file: 'nft', args: ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE] });
-  const doc = JSON.parse(stdout) as { nftables: { set?: { name: string; elem?: (NftSetElem | number)[] } }[] };
-  const out = new Map<string, ShieldCount>();
+  const doc = JSON.parse(stdout) as { nftables: NftObject[] };
+  const shield = new Map<string, ShieldCount>();
+  let forgedSource: ShieldCount = { packets: 0, bytes: 0 };
   for (const obj of doc.nftables) {
+    if (obj.counter?.name === NFT_FORGED_COUNTER) forgedSource = { packets: obj.counter.packets, bytes: obj.counter.bytes };
     const set = obj.set;
     if (!set) continue;
     const protocol = (Object.keys(NFT_SET) as ShieldProtocol[]).find((p) => NFT_SET[p] === set.name);
     if (!protocol) continue;
     for (const e of set.elem ?? []) {
       // An element without a counter is printed as a bare number; with one, as { elem: { val, counter } }.
-      if (typeof e === 'number') out.set(`${e}/${protocol}`, { packets: 0, bytes: 0 });
-      else if (e.elem) out.set(`${e.elem.val}/${protocol}`, { packets: e.elem.counter?.packets ?? 0, bytes: e.elem.counter?.bytes ?? 0 });
+      if (typeof e === 'number') shield.set(`${e}/${protocol}`, { packets: 0, bytes: 0 });
+      else if (e.elem) shield.set(`${e.elem.val}/${protocol}`, { packets: e.elem.counter?.packets ?? 0, bytes: e.elem.counter?.bytes ?? 0 });
     }
   }
-  return out;
+  return { shield, forgedSource };
 }

@@ -18,7 +18,7 @@ import { addressFamily, type InterceptConfig } from '../../config/intercept-conf
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { runCommand, describeCommand, type HostCommand } from '../../platform/linux/command.ts';
 import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
-import { installShield, nftScriptCommand, readShieldCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
+import { installShield, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
 import {
   checkDeviceName,
   DEFAULT_TUN_NAME,
@@ -32,7 +32,7 @@ import {
   type TunVariantName,
 } from './device.ts';
 import { routeAddCommand, routeDeleteCommand } from './routes.ts';
-import { allocatePacketBatch, Verdict, type HostBackend, type PacketBatch, type PacketSource, type PacketSourceFactory, type PlanStep, type ShieldCount, type TunSourceInit, type TunSourceUpdate } from '../packet-source.ts';
+import { allocatePacketBatch, Verdict, type HostBackend, type PacketBatch, type PacketSource, type PacketSourceFactory, type PlanStep, type FirewallCounters, type TunSourceInit, type TunSourceUpdate } from '../packet-source.ts';
 
 /** The variant measured fastest by bench/reflect-path.ts (numbers in bench/README.md). */
 export const DEFAULT_TUN_VARIANT: TunVariantName = 'vnetOffload';
@@ -150,8 +150,8 @@ export class TunHostBackend implements HostBackend<'tun'> {
     return { kind: 'tun' }; // the worker needs nothing new: the device and its fd stay the same
   }
 
-  shieldCounters(): Promise<Map<string, ShieldCount>> {
-    return readShieldCounters();
+  firewallCounters(): Promise<FirewallCounters> {
+    return readFirewallCounters();
   }
 
   wake(): void {

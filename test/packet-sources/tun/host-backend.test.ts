@@ -36,6 +36,10 @@ describe('TunHostBackend.plan (dry run)', () => {
     assert.match(details[7], /set shield_tcp \{ type inet_service; counter; elements = \{ 8080, 8443 \}; \}/);
     assert.match(details[7], /set shield_udp \{ type inet_service; counter; elements = \{ 53 \}; \}/);
     assert.match(details[7], /iifname "rflct7" accept/);
+    assert.match(details[7], /set reflect_v4 \{ type ipv4_addr; elements = \{ 192\.0\.2\.1 \}; \}/);
+    assert.match(details[7], /set reflect_v6 \{ type ipv6_addr; elements = \{ 2001:db8::1 \}; \}/);
+    // Forged reflect sources are dropped on every interface but the TUN device (whose accept comes first), loopback too.
+    assert.match(details[7], /iifname "rflct7" accept\n {4}ip saddr @reflect_v4 counter name "forged_source" drop\n {4}ip6 saddr @reflect_v6 counter name "forged_source" drop\n {4}iif lo accept\n/);
     assert.equal(steps.length, 8);
   });
 
@@ -48,11 +52,13 @@ describe('TunHostBackend.plan (dry run)', () => {
 });
 
 describe('nft scripts for live changes', () => {
-  test('only the difference is added and removed, per protocol', () => {
-    const next: InterceptConfig = { reflectAddresses: [], shieldPorts: [{ port: 8080, protocol: 'tcp' }, { port: 53, protocol: 'tcp' }, { port: 5353, protocol: 'udp' }] };
+  test('only the difference is added and removed, per protocol and address family', () => {
+    const next: InterceptConfig = { reflectAddresses: ['2001:db8::1', '192.0.2.2', '203.0.113.9'], shieldPorts: [{ port: 8080, protocol: 'tcp' }, { port: 53, protocol: 'tcp' }, { port: 5353, protocol: 'udp' }] };
     assert.equal(
       shieldUpdateScript(cfg, next),
       [
+        'delete element inet retroflect reflect_v4 { 192.0.2.1 }',
+        'add element inet retroflect reflect_v4 { 192.0.2.2, 203.0.113.9 }',
         'delete element inet retroflect shield_tcp { 8443 }',
         'add element inet retroflect shield_tcp { 53 }',
         'delete element inet retroflect shield_udp { 53 }',
