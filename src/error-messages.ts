@@ -54,7 +54,7 @@ export function portNotFound(keys: string[], missing: unknown[]): RetroflectErro
 
 // E_ACCESS_DENIED -----------------------------------------------------------------------------------------------
 
-export function accessDenied(message: string, hint: string, details: Record<string, unknown> = {}): RetroflectError {
+export function accessDenied(message: string, hint: string, details?: Record<string, unknown>): RetroflectError {
   return new RetroflectError(ErrorCode.ACCESS_DENIED, message, { hint, details });
 }
 

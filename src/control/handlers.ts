@@ -52,7 +52,6 @@ const DEFAULT_INTERVAL_MS = 1000;
 /** Most flows one `flows` reply carries. */
 const MAX_FLOWS = 100_000;
 
-
 function only(params: Params, allowed: string[]): void {
   for (const key of Object.keys(params)) {
     if (!allowed.includes(key)) throw invalidParams(`Unknown parameter '${key}'${allowed.length ? ` (allowed: ${allowed.join(', ')})` : ''}.`, key);
@@ -92,13 +91,19 @@ export class MethodHandlers {
   private readonly changes: ConfigChanges;
   private readonly check: AddressValidator;
   private readonly suggest: AddressSuggester;
+  private readonly log: (message: string) => void;
 
-  constructor(engine: ControlEngine, store: ConfigStore, check?: AddressValidator, suggest?: AddressSuggester) {
+  constructor(
+    engine: ControlEngine,
+    store: ConfigStore,
+    opts: { validateAddress?: AddressValidator; suggest?: AddressSuggester; log?: (message: string) => void } = {},
+  ) {
     this.engine = engine;
     this.store = store;
     this.changes = new ConfigChanges(engine, store);
-    this.check = check ?? ((input) => checkReflectAddress(input));
-    this.suggest = suggest ?? ((family, exclude) => suggestReflectAddress(family, undefined, exclude));
+    this.check = opts.validateAddress ?? ((input) => checkReflectAddress(input));
+    this.suggest = opts.suggest ?? ((family, exclude) => suggestReflectAddress(family, undefined, exclude));
+    this.log = opts.log ?? (() => undefined);
   }
 
   /** Answer one request. Everything but hello needs an authenticated session. */
@@ -161,7 +166,7 @@ export class MethodHandlers {
       case 'stop':
         only(params, []);
         // Reply first, then stop: the engine's 'stopped' event closes the server and every connection.
-        session.afterReply(() => void this.engine.stop().catch(() => undefined));
+        session.afterReply(() => void this.engine.stop().catch((err) => this.log(`control: stop failed: ${(err as Error).message}`)));
         return { stopping: true };
       default:
         throw new RetroflectError(ErrorCode.UNKNOWN_METHOD, `Unknown method '${method}'.`, {

@@ -43,7 +43,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const ep = resolveEndpoint(opts.pipeName);
   const auth: AuthMode = opts.auth ?? (process.platform === 'win32' ? 'token' : 'peer-credentials');
   const store = opts.configStore ?? (opts.configPath ? ConfigStore.open(opts.configPath) : ConfigStore.inMemory());
-  const handlers = new MethodHandlers(opts.engine, store, opts.validateAddress);
+  const handlers = new MethodHandlers(opts.engine, store, { validateAddress: opts.validateAddress, log });
   const connections = new Set<Connection>();
   let token: TokenFile | null = null;
   let closed = false;
