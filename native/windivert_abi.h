@@ -32,6 +32,9 @@ typedef void *WD_OVERLAPPED;
 #define WD_LAYER_NETWORK 0
 #define WD_LAYER_NETWORK_FORWARD 1
 
+/* WinDivertOpen flag: capture inbound IP fragments instead of the reassembled packet. */
+#define WD_FLAG_FRAGMENTS 0x20
+
 /* WinDivertShutdown `how` values (WINDIVERT_SHUTDOWN). */
 #define WD_SHUTDOWN_RECV 1
 #define WD_SHUTDOWN_SEND 2
@@ -57,6 +60,7 @@ typedef void *WD_OVERLAPPED;
 #define WD_ERROR_INSUFFICIENT_BUFFER 122
 #define WD_ERROR_NO_DATA 232
 #define WD_ERROR_INVALID_IMAGE_HASH 577
+#define WD_ERROR_HOST_UNREACHABLE 1232
 #define WD_ERROR_DRIVER_BLOCKED 1275
 
 /*
@@ -108,21 +112,34 @@ WD_EXPORT WD_BOOL WinDivertGetParam(WD_HANDLE handle, int param, uint64_t *pValu
  */
 /* The calling thread's last error (the double also calls SetLastError on Windows; on Linux there is no such API). */
 WD_EXPORT uint32_t WinDivertDoubleGetLastError(void);
-/* Queue one packet to the newest open handle that still receives. Returns 1, or 0 when no handle takes it. */
+/* Hand one packet to the driver as the stack would (direction, loopback, interface from addr; Impostor=1 means
+ * another driver injected it). Returns 1 when a handle queued it, 2 when it is an inbound fragment held for
+ * reassembly, 0 when no handle took it (it went to the wire). */
 WD_EXPORT int WinDivertDouble_Inject(const void *packet, uint32_t len, const WD_ADDRESS *addr);
-/* Queue the same packet `count` times (benchmarks). Returns how many were queued. */
+/* Hand the same packet over `count` times (benchmarks). Returns how many a handle queued. */
 WD_EXPORT uint32_t WinDivertDouble_InjectRepeat(const void *packet, uint32_t len, const WD_ADDRESS *addr, uint32_t count);
-/* Move up to maxCount sent packets (oldest first) out of the sent log: bytes back to back into buf (at most bufLen,
- * total in *pBytes), one address each into addrs, the handle each was sent on into handles (may be NULL).
- * Returns the number of packets moved. */
+/* Evaluate `filter` on one packet with the double's compiler: 1 match, 0 no match, -1 the filter is refused. */
+WD_EXPORT int WinDivertDouble_Matches(const char *filter, const void *packet, uint32_t len, const WD_ADDRESS *addr);
+/* From now on, packets passed to WinDivertSendEx at batch position `index` (-1: any) that match `filter` (NULL or
+ * empty: all) are not injected and make the call fail softly with `code` (0: off). Returns 0 for a refused filter. */
+WD_EXPORT int WinDivertDouble_SetSendFailure(int32_t index, const char *filter, uint32_t code);
+/* Why the last WinDivertOpen failed, in words (empty when it succeeded). */
+WD_EXPORT uint32_t WinDivertDouble_LastOpenReason(char *buf, uint32_t len);
+/* How a packet reached the wire: a handle sent it, a handle's close released it, or no handle took it. */
+#define WD_WIRE_SENT 1
+#define WD_WIRE_RELEASED 2
+#define WD_WIRE_UNCLAIMED 3
+/* Move up to maxCount packets (oldest first) off the wire: bytes back to back into buf (at most bufLen, total in
+ * *pBytes), one address each into addrs, the handle that sent or released each into handles (0: none), how each got
+ * there into origins (any of these three may be NULL). Returns the number of packets moved. */
 WD_EXPORT uint32_t WinDivertDouble_CollectSent(void *buf, uint32_t bufLen, uint32_t *pBytes, WD_ADDRESS *addrs,
-                                               int64_t *handles, uint32_t maxCount);
+                                               int64_t *handles, uint8_t *origins, uint32_t maxCount);
 WD_EXPORT uint32_t WinDivertDouble_SentCount(void);
 /* Discard the sent log without copying (benchmarks). Returns how many packets were discarded. */
 WD_EXPORT uint32_t WinDivertDouble_DiscardSent(void);
-/* keep = 0: SendEx only counts packets instead of logging them (benchmarks). Default 1. */
+/* keep = 0: the wire only counts packets instead of recording them (benchmarks). Default 1. */
 WD_EXPORT void WinDivertDouble_SetKeepSent(int keep);
-/* Packets accepted by SendEx since the last reset, logged or not. */
+/* Packets that reached the wire since the last reset, recorded or not. */
 WD_EXPORT uint64_t WinDivertDouble_TotalSent(void);
 /* Facts about the most recent WinDivertOpen call (successful or not). LastFilter copies at most len-1 bytes. */
 WD_EXPORT uint32_t WinDivertDouble_LastFilter(char *buf, uint32_t len);

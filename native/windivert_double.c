@@ -1,24 +1,39 @@
 /*
- * windivert_double: an ABI-compatible TEST DOUBLE of WinDivert.dll, for tests and benchmarks only.
+ * windivert_double: an ABI-compatible TEST DOUBLE of WinDivert.dll, for tests and benchmarks only. It models the
+ * WinDivert 2.2 driver as its documentation describes it (docs/windows.md lists each behaviour, where it is
+ * documented, and which test covers it). Written by us from the documentation; none of WinDivert's code is used.
  *
  * It exports the WinDivert functions retroflect binds, with the same names and argument layout, so the TypeScript
- * binding can be exercised unchanged on Linux (libwindivert_double.so) and under Wine (a mingw WinDivert.dll).
- * It never touches a network. Its "network" is a queue per handle:
- *  - WinDivertDouble_Inject queues a packet to the newest open handle that has not shut down receiving (the
- *    newest handle is what a live reconfiguration opens, so it gets new traffic, as with WinDivert priorities);
- *  - WinDivertRecvEx blocks until packets are queued, returns up to the caller's buffer and address-array size,
- *    and after WINDIVERT_SHUTDOWN_RECV returns what is still queued, then fails with ERROR_NO_DATA;
- *  - WinDivertSendEx splits the buffer into packets by their IP length and logs each with its address.
- * Overlapped I/O is not supported (lpOverlapped must be NULL): retroflect does not use it.
+ * binding runs unchanged on Linux (libwindivert_double.so) and under Wine (a mingw WinDivert.dll). It never touches
+ * a network. Its model:
+ *  - The "stack" hands packets to the driver through WinDivertDouble_Inject (a test decides direction, loopback,
+ *    interface, and with Impostor=1 that another driver injected it).
+ *  - Every handle's filter is compiled at WinDivertOpen (network-layer language; what the real compiler refuses is
+ *    refused with ERROR_INVALID_PARAMETER) and evaluated on every packet, on the headers the driver parses.
+ *  - A packet goes to the matching handle of highest priority (ties: the newest handle). A packet a handle sends
+ *    (or that its close releases) is offered next only to matching handles of LOWER priority. A packet no handle
+ *    takes leaves the driver: it is appended to the "wire", a record the tests read (outbound: onto the network;
+ *    inbound: delivered to the local stack).
+ *  - Outbound fragments are offered one by one; inbound fragments are offered only to handles opened with
+ *    WINDIVERT_FLAG_FRAGMENTS, and otherwise reassembled and offered as one packet. Inbound loopback packets are never
+ *    offered (WinDivert sees loopback only on the outbound path).
+ *  - WinDivertClose puts still-queued packets back unmodified (on to lower priorities, then the wire).
+ *  - WinDivertSendEx injects packet by packet: a soft failure (WinDivertDouble_SetSendFailure, or an impostor whose
+ *    TTL/hop limit runs out: ERROR_HOST_UNREACHABLE) loses that packet only; the call then returns FALSE with the
+ *    last soft error and *pSendLen counts every packet. A malformed packet stops the batch there (hard error 87).
+ * Not modelled: queue time/size limits, overlapped I/O (lpOverlapped must be NULL), the flow/socket/reflect layers,
+ * and the filter fields retroflect never uses (timestamp, event, random*, packet[]/payload[] arrays, local/remote*):
+ * the double refuses those with 87 and says so in WinDivertDouble_LastOpenReason.
  *
  * Optional environment, read at the first successful open, to drive a whole `retroflect run` from files:
- *  WINDIVERT_DOUBLE_INJECT_FILE  records to queue to that first handle;
- *  WINDIVERT_DOUBLE_SENT_FILE    every sent packet is appended as a record.
+ *  WINDIVERT_DOUBLE_INJECT_FILE  records handed to the driver (as by WinDivertDouble_Inject) right after that open;
+ *  WINDIVERT_DOUBLE_SENT_FILE    every packet that reaches the wire is appended as a record.
  * A record is: uint32 little-endian packet length, the 80-byte address, the packet bytes.
  */
 #include "windivert_abi.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +41,21 @@
 /* Handles are small numbers: HANDLE_BASE + slot index. A slot is never reused until WinDivertDouble_Reset. */
 #define HANDLE_BASE 0x1000
 #define MAX_HANDLES 4096
-/* Longest filter kept for WinDivertDouble_LastFilter (WinDivert's own limit on filter tokens is far below). */
+/* Longest filter kept for WinDivertDouble_LastFilter. */
 #define MAX_FILTER 65536
+/* The real compiler's limits: 256 tests after compilation, 5 * 256 tokens, a token shorter than 40 characters. */
+#define FILTER_MAX_TESTS 256
+#define FILTER_MAX_TOKENS (5 * 256)
+#define TOKEN_MAX_LEN 40
+/* Nesting depth the double's recursive parser accepts (the real one also bounds it). */
+#define FILTER_MAX_DEPTH 64
+
+typedef unsigned __int128 u128;
 
 typedef struct Packet {
     uint32_t len;
-    int64_t handle; /* the handle it was sent on (sent log only) */
+    int64_t handle; /* the handle that sent or released it (wire records), 0 when none */
+    uint8_t origin; /* wire records: WD_WIRE_* */
     WD_ADDRESS addr;
     uint8_t data[];
 } Packet;
@@ -42,27 +66,754 @@ typedef struct {
     size_t head, count, cap;
 } PacketQueue;
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * Filter language: tokens, a tree of nodes, evaluation.
+ */
+enum {
+    F_TRUE, F_FALSE, F_ZERO, F_INBOUND, F_OUTBOUND, F_IFIDX, F_SUBIFIDX, F_LOOPBACK, F_IMPOSTOR, F_FRAGMENT,
+    F_IP, F_IPV6, F_ICMP, F_ICMPV6, F_TCP, F_UDP, F_PROTOCOL, F_LENGTH,
+    F_IP_HDRLENGTH, F_IP_TOS, F_IP_LENGTH, F_IP_ID, F_IP_DF, F_IP_MF, F_IP_FRAGOFF, F_IP_TTL, F_IP_PROTOCOL,
+    F_IP_CHECKSUM, F_IP_SRCADDR, F_IP_DSTADDR,
+    F_IPV6_TRAFFICCLASS, F_IPV6_FLOWLABEL, F_IPV6_LENGTH, F_IPV6_NEXTHDR, F_IPV6_HOPLIMIT, F_IPV6_SRCADDR,
+    F_IPV6_DSTADDR,
+    F_ICMP_TYPE, F_ICMP_CODE, F_ICMP_CHECKSUM, F_ICMP_BODY,
+    F_ICMPV6_TYPE, F_ICMPV6_CODE, F_ICMPV6_CHECKSUM, F_ICMPV6_BODY,
+    F_TCP_SRCPORT, F_TCP_DSTPORT, F_TCP_SEQNUM, F_TCP_ACKNUM, F_TCP_HDRLENGTH, F_TCP_URG, F_TCP_ACK, F_TCP_PSH,
+    F_TCP_RST, F_TCP_SYN, F_TCP_FIN, F_TCP_WINDOW, F_TCP_CHECKSUM, F_TCP_URGPTR, F_TCP_PAYLOADLENGTH,
+    F_UDP_SRCPORT, F_UDP_DSTPORT, F_UDP_LENGTH, F_UDP_CHECKSUM, F_UDP_PAYLOADLENGTH,
+    F_UNMODELLED /* a real field the double does not model */
+};
+
+typedef struct {
+    const char *name;
+    int field;
+} FieldName;
+
+static const FieldName field_names[] = {
+    {"true", F_TRUE}, {"false", F_FALSE}, {"zero", F_ZERO}, {"inbound", F_INBOUND}, {"outbound", F_OUTBOUND},
+    {"ifIdx", F_IFIDX}, {"subIfIdx", F_SUBIFIDX}, {"loopback", F_LOOPBACK}, {"impostor", F_IMPOSTOR},
+    {"fragment", F_FRAGMENT}, {"ip", F_IP}, {"ipv6", F_IPV6}, {"icmp", F_ICMP}, {"icmpv6", F_ICMPV6},
+    {"tcp", F_TCP}, {"udp", F_UDP}, {"protocol", F_PROTOCOL}, {"length", F_LENGTH},
+    {"ip.HdrLength", F_IP_HDRLENGTH}, {"ip.TOS", F_IP_TOS}, {"ip.Length", F_IP_LENGTH}, {"ip.Id", F_IP_ID},
+    {"ip.DF", F_IP_DF}, {"ip.MF", F_IP_MF}, {"ip.FragOff", F_IP_FRAGOFF}, {"ip.TTL", F_IP_TTL},
+    {"ip.Protocol", F_IP_PROTOCOL}, {"ip.Checksum", F_IP_CHECKSUM}, {"ip.SrcAddr", F_IP_SRCADDR},
+    {"ip.DstAddr", F_IP_DSTADDR},
+    {"ipv6.TrafficClass", F_IPV6_TRAFFICCLASS}, {"ipv6.FlowLabel", F_IPV6_FLOWLABEL},
+    {"ipv6.Length", F_IPV6_LENGTH}, {"ipv6.NextHdr", F_IPV6_NEXTHDR}, {"ipv6.HopLimit", F_IPV6_HOPLIMIT},
+    {"ipv6.SrcAddr", F_IPV6_SRCADDR}, {"ipv6.DstAddr", F_IPV6_DSTADDR},
+    {"icmp.Type", F_ICMP_TYPE}, {"icmp.Code", F_ICMP_CODE}, {"icmp.Checksum", F_ICMP_CHECKSUM},
+    {"icmp.Body", F_ICMP_BODY},
+    {"icmpv6.Type", F_ICMPV6_TYPE}, {"icmpv6.Code", F_ICMPV6_CODE}, {"icmpv6.Checksum", F_ICMPV6_CHECKSUM},
+    {"icmpv6.Body", F_ICMPV6_BODY},
+    {"tcp.SrcPort", F_TCP_SRCPORT}, {"tcp.DstPort", F_TCP_DSTPORT}, {"tcp.SeqNum", F_TCP_SEQNUM},
+    {"tcp.AckNum", F_TCP_ACKNUM}, {"tcp.HdrLength", F_TCP_HDRLENGTH}, {"tcp.Urg", F_TCP_URG},
+    {"tcp.Ack", F_TCP_ACK}, {"tcp.Psh", F_TCP_PSH}, {"tcp.Rst", F_TCP_RST}, {"tcp.Syn", F_TCP_SYN},
+    {"tcp.Fin", F_TCP_FIN}, {"tcp.Window", F_TCP_WINDOW}, {"tcp.Checksum", F_TCP_CHECKSUM},
+    {"tcp.UrgPtr", F_TCP_URGPTR}, {"tcp.PayloadLength", F_TCP_PAYLOADLENGTH},
+    {"udp.SrcPort", F_UDP_SRCPORT}, {"udp.DstPort", F_UDP_DSTPORT}, {"udp.Length", F_UDP_LENGTH},
+    {"udp.Checksum", F_UDP_CHECKSUM}, {"udp.PayloadLength", F_UDP_PAYLOADLENGTH},
+    /* Real fields of the network layer the double does not model (retroflect does not use them). */
+    {"timestamp", F_UNMODELLED}, {"event", F_UNMODELLED}, {"random8", F_UNMODELLED}, {"random16", F_UNMODELLED},
+    {"random32", F_UNMODELLED}, {"packet", F_UNMODELLED}, {"packet16", F_UNMODELLED}, {"packet32", F_UNMODELLED},
+    {"tcp.Payload", F_UNMODELLED}, {"tcp.Payload16", F_UNMODELLED}, {"tcp.Payload32", F_UNMODELLED},
+    {"udp.Payload", F_UNMODELLED}, {"udp.Payload16", F_UNMODELLED}, {"udp.Payload32", F_UNMODELLED},
+    {"localAddr", F_UNMODELLED}, {"remoteAddr", F_UNMODELLED}, {"localPort", F_UNMODELLED},
+    {"remotePort", F_UNMODELLED},
+};
+
+/* Macros usable as values (the network layer's subset). */
+static const struct { const char *name; uint32_t value; } macros[] = {
+    {"TRUE", 1}, {"FALSE", 0}, {"TCP", 6}, {"UDP", 17}, {"ICMP", 1}, {"ICMPV6", 58}, {"PACKET", 0},
+};
+
+enum { T_END, T_OPEN, T_CLOSE, T_NOT, T_AND, T_OR, T_QUESTION, T_COLON, T_MINUS, T_EQ, T_NEQ, T_LT, T_LEQ, T_GT,
+       T_GEQ, T_FIELD, T_NUMBER, T_OTHER };
+
+typedef struct {
+    int kind;
+    int field;
+    u128 value;
+} Token;
+
+enum { N_TEST, N_AND, N_OR, N_IF };
+enum { OP_EQ, OP_NEQ, OP_LT, OP_LEQ, OP_GT, OP_GEQ };
+
+typedef struct Node {
+    int kind;
+    /* N_TEST */
+    int field, op, neg;
+    u128 value;
+    /* N_AND / N_OR: a, b. N_IF: a ? b : c */
+    struct Node *a, *b, *c;
+} Node;
+
+typedef struct {
+    Node *nodes;
+    int count, cap;
+    int tests;
+} Filter;
+
+typedef struct {
+    const Token *toks;
+    int pos;
+    Filter *f;
+    int error;
+    const char *reason;
+} Parser;
+
+static int is_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+
+static int parse_dec(const char *s, u128 *out) {
+    u128 v = 0;
+    if (!*s) return 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return 0;
+        u128 next = v * 10 + (u128)(*s - '0');
+        if (next / 10 != v) return 0; /* overflow */
+        v = next;
+    }
+    *out = v;
+    return 1;
+}
+
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static int parse_hex(const char *s, u128 *out) {
+    if (s[0] != '0' || s[1] != 'x' || !s[2]) return 0;
+    u128 v = 0;
+    int n = 0;
+    for (s += 2; *s; s++, n++) {
+        int d = hex_digit(*s);
+        if (d < 0 || n >= 32) return 0;
+        v = v << 4 | (u128)d;
+    }
+    *out = v;
+    return 1;
+}
+
+/* Dotted IPv4 into 32 bits. */
+static int parse_ipv4(const char *s, uint32_t *out) {
+    uint32_t v = 0;
+    for (int part = 0; part < 4; part++) {
+        if (*s < '0' || *s > '9') return 0;
+        uint32_t x = 0;
+        int digits = 0;
+        while (*s >= '0' && *s <= '9') {
+            x = x * 10 + (uint32_t)(*s++ - '0');
+            if (++digits > 3 || x > 255) return 0;
+        }
+        v = v << 8 | x;
+        if (part < 3 && *s++ != '.') return 0;
+    }
+    if (*s) return 0;
+    *out = v;
+    return 1;
+}
+
+/* RFC 4291 text form (with "::" and an optional dotted IPv4 tail) into 128 bits. */
+static int parse_ipv6(const char *s, u128 *out) {
+    uint16_t head[8], tail[8];
+    int nh = 0, nt = 0, gap = 0;
+    if (s[0] == ':' && s[1] == ':') {
+        gap = 1;
+        s += 2;
+    } else if (s[0] == ':') {
+        return 0;
+    }
+    while (*s) {
+        const char *start = s;
+        int d, digits = 0;
+        uint32_t v = 0;
+        while ((d = hex_digit(*s)) >= 0 && digits < 5) {
+            v = v << 4 | (uint32_t)d;
+            s++;
+            digits++;
+        }
+        if (*s == '.') { /* IPv4 tail */
+            uint32_t v4;
+            if (!parse_ipv4(start, &v4)) return 0;
+            uint16_t *arr = gap ? tail : head;
+            int *n = gap ? &nt : &nh;
+            if (*n + 2 > 8) return 0;
+            arr[(*n)++] = (uint16_t)(v4 >> 16);
+            arr[(*n)++] = (uint16_t)v4;
+            s = start + strlen(start);
+            break;
+        }
+        if (digits == 0 || digits > 4) return 0;
+        uint16_t *arr = gap ? tail : head;
+        int *n = gap ? &nt : &nh;
+        if (*n >= 8) return 0;
+        arr[(*n)++] = (uint16_t)v;
+        if (!*s) break;
+        if (*s != ':') return 0;
+        s++;
+        if (*s == ':') {
+            if (gap) return 0;
+            gap = 1;
+            s++;
+            if (!*s) break;
+        } else if (!*s) {
+            return 0;
+        }
+    }
+    if (gap ? nh + nt > 7 : nh != 8) return 0;
+    uint16_t w[8] = {0};
+    for (int i = 0; i < nh; i++) w[i] = head[i];
+    for (int i = 0; i < nt; i++) w[8 - nt + i] = tail[i];
+    u128 v = 0;
+    for (int i = 0; i < 8; i++) v = v << 16 | w[i];
+    *out = v;
+    return 1;
+}
+
+/* Split `text` into tokens as the real compiler does. Returns the count, or -1 (error 87) with *reason set. */
+static int tokenize(const char *text, Token *toks, int max, const char **reason) {
+    int n = 0;
+    size_t i = 0;
+    for (;;) {
+        if (n >= max - 1) {
+            *reason = "too many tokens";
+            return -1;
+        }
+        while (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r') i++;
+        Token *t = &toks[n];
+        memset(t, 0, sizeof *t);
+        char c = text[i++];
+        switch (c) {
+        case '\0': t->kind = T_END; return n + 1;
+        case '(': t->kind = T_OPEN; n++; continue;
+        case ')': t->kind = T_CLOSE; n++; continue;
+        case '-': t->kind = T_MINUS; n++; continue;
+        case '?': t->kind = T_QUESTION; n++; continue;
+        case '!':
+            if (text[i] == '=') { i++; t->kind = T_NEQ; } else t->kind = T_NOT;
+            n++;
+            continue;
+        case '=':
+            if (text[i] == '=') i++;
+            t->kind = T_EQ;
+            n++;
+            continue;
+        case '<':
+            if (text[i] == '=') { i++; t->kind = T_LEQ; } else t->kind = T_LT;
+            n++;
+            continue;
+        case '>':
+            if (text[i] == '=') { i++; t->kind = T_GEQ; } else t->kind = T_GT;
+            n++;
+            continue;
+        case '&':
+            if (text[i++] != '&') { *reason = "bad token '&'"; return -1; }
+            t->kind = T_AND;
+            n++;
+            continue;
+        case '|':
+            if (text[i++] != '|') { *reason = "bad token '|'"; return -1; }
+            t->kind = T_OR;
+            n++;
+            continue;
+        case ':':
+            if (text[i] != ':') { t->kind = T_COLON; n++; continue; }
+            break; /* "::" starts an IPv6 address */
+        default:
+            break;
+        }
+        if (!(is_alnum(c) || c == '.' || c == ':' || c == '_')) {
+            *reason = "bad character";
+            return -1;
+        }
+        char word[TOKEN_MAX_LEN];
+        size_t j = 0;
+        word[j++] = c;
+        while (j < TOKEN_MAX_LEN && (is_alnum(text[i]) || text[i] == '.' || text[i] == ':' || text[i] == '_')) word[j++] = text[i++];
+        if (j >= TOKEN_MAX_LEN) {
+            *reason = "token of 40 or more characters";
+            return -1;
+        }
+        word[j] = 0;
+        /* A single trailing colon belongs to a `? :` (as in "x ? a: b"), not to the word. */
+        if (j >= 2 && word[j - 1] == ':' && word[j - 2] != ':') {
+            word[--j] = 0;
+            i--;
+        }
+        if (!strcmp(word, "and")) { t->kind = T_AND; n++; continue; }
+        if (!strcmp(word, "or")) { t->kind = T_OR; n++; continue; }
+        if (!strcmp(word, "not")) { t->kind = T_NOT; n++; continue; }
+        int found = 0;
+        for (size_t k = 0; k < sizeof field_names / sizeof field_names[0]; k++) {
+            if (!strcmp(word, field_names[k].name)) {
+                t->kind = T_FIELD;
+                t->field = field_names[k].field;
+                found = 1;
+                break;
+            }
+        }
+        for (size_t k = 0; !found && k < sizeof macros / sizeof macros[0]; k++) {
+            if (!strcmp(word, macros[k].name)) {
+                t->kind = T_NUMBER;
+                t->value = macros[k].value;
+                found = 1;
+            }
+        }
+        uint32_t v4;
+        if (!found && (parse_dec(word, &t->value) || parse_hex(word, &t->value))) {
+            t->kind = T_NUMBER;
+            found = 1;
+        }
+        if (!found && parse_ipv4(word, &v4)) {
+            t->kind = T_NUMBER;
+            t->value = (u128)0xFFFF << 32 | v4;
+            found = 1;
+        }
+        if (!found && parse_ipv6(word, &t->value)) {
+            t->kind = T_NUMBER;
+            found = 1;
+        }
+        if (!found) {
+            *reason = "unknown field or bad value";
+            return -1;
+        }
+        n++;
+    }
+}
+
+static Node *new_node(Parser *p, int kind) {
+    Filter *f = p->f;
+    if (f->count == f->cap) {
+        p->error = 1;
+        p->reason = "filter too long";
+        return NULL;
+    }
+    Node *n = &f->nodes[f->count++];
+    memset(n, 0, sizeof *n);
+    n->kind = kind;
+    return n;
+}
+
+static Node *parse_or(Parser *p, int depth);
+
+/* TEST := not* FIELD [op [-] VALUE]. `not` flips the comparison (it applies to one test, never to a group). */
+static Node *parse_test(Parser *p) {
+    int not = 0;
+    while (p->toks[p->pos].kind == T_NOT) {
+        not = !not;
+        p->pos++;
+    }
+    const Token *t = &p->toks[p->pos];
+    if (t->kind != T_FIELD) {
+        p->error = 1;
+        p->reason = "unexpected token (a test must start with a field)";
+        return NULL;
+    }
+    if (t->field == F_UNMODELLED) {
+        p->error = 1;
+        p->reason = "field not modelled by the test double";
+        return NULL;
+    }
+    Node *n = new_node(p, N_TEST);
+    if (!n) return NULL;
+    n->field = t->field;
+    p->pos++;
+    int kind = p->toks[p->pos].kind;
+    if (kind < T_EQ || kind > T_GEQ) {
+        n->op = not ? OP_EQ : OP_NEQ; /* FIELD alone means FIELD != 0 */
+        n->value = 0;
+    } else {
+        static const int ops[] = {OP_EQ, OP_NEQ, OP_LT, OP_LEQ, OP_GT, OP_GEQ};
+        static const int flipped[] = {OP_NEQ, OP_EQ, OP_GEQ, OP_GT, OP_LEQ, OP_LT};
+        int op = ops[kind - T_EQ];
+        n->op = not ? flipped[op] : op;
+        p->pos++;
+        if (p->toks[p->pos].kind == T_MINUS) {
+            n->neg = 1;
+            p->pos++;
+        }
+        if (p->toks[p->pos].kind != T_NUMBER) {
+            p->error = 1;
+            p->reason = "expected a value";
+            return NULL;
+        }
+        n->value = p->toks[p->pos].value;
+        p->pos++;
+    }
+    if (n->field != F_TRUE && n->field != F_FALSE) p->f->tests++;
+    return n;
+}
+
+/* ARG := '(' FILTER ')' | '(' FILTER '?' FILTER ':' FILTER ')' | TEST */
+static Node *parse_arg(Parser *p, int depth) {
+    if (depth > FILTER_MAX_DEPTH) {
+        p->error = 1;
+        p->reason = "filter nested too deeply";
+        return NULL;
+    }
+    if (p->toks[p->pos].kind != T_OPEN) return parse_test(p);
+    p->pos++;
+    Node *inner = parse_or(p, depth + 1);
+    if (!inner) return NULL;
+    if (p->toks[p->pos].kind == T_CLOSE) {
+        p->pos++;
+        return inner;
+    }
+    if (p->toks[p->pos].kind != T_QUESTION) {
+        p->error = 1;
+        p->reason = "expected ')'";
+        return NULL;
+    }
+    p->pos++;
+    Node *then = parse_or(p, depth + 1);
+    if (!then) return NULL;
+    if (p->toks[p->pos].kind != T_COLON) {
+        p->error = 1;
+        p->reason = "expected ':'";
+        return NULL;
+    }
+    p->pos++;
+    Node *other = parse_or(p, depth + 1);
+    if (!other) return NULL;
+    if (p->toks[p->pos].kind != T_CLOSE) {
+        p->error = 1;
+        p->reason = "expected ')'";
+        return NULL;
+    }
+    p->pos++;
+    Node *n = new_node(p, N_IF);
+    if (!n) return NULL;
+    n->a = inner;
+    n->b = then;
+    n->c = other;
+    return n;
+}
+
+static Node *parse_and(Parser *p, int depth) {
+    Node *left = parse_arg(p, depth);
+    while (left && p->toks[p->pos].kind == T_AND) {
+        p->pos++;
+        Node *right = parse_arg(p, depth);
+        if (!right) return NULL;
+        Node *n = new_node(p, N_AND);
+        if (!n) return NULL;
+        n->a = left;
+        n->b = right;
+        left = n;
+    }
+    return left;
+}
+
+static Node *parse_or(Parser *p, int depth) {
+    Node *left = parse_and(p, depth);
+    while (left && p->toks[p->pos].kind == T_OR) {
+        p->pos++;
+        Node *right = parse_and(p, depth);
+        if (!right) return NULL;
+        Node *n = new_node(p, N_OR);
+        if (!n) return NULL;
+        n->a = left;
+        n->b = right;
+        left = n;
+    }
+    return left;
+}
+
+/* Compile `text`; on success *out holds the tree (root = the node returned). NULL + *reason on refusal. */
+static Node *compile_filter(const char *text, Filter *out, const char **reason) {
+    Token *toks = malloc(FILTER_MAX_TOKENS * sizeof *toks);
+    if (!toks) {
+        *reason = "out of memory";
+        return NULL;
+    }
+    int n = tokenize(text, toks, FILTER_MAX_TOKENS, reason);
+    Node *root = NULL;
+    if (n > 0) {
+        out->cap = n * 2 + 2;
+        out->nodes = calloc((size_t)out->cap, sizeof(Node));
+        out->count = 0;
+        out->tests = 0;
+        Parser p = {toks, 0, out, 0, NULL};
+        root = out->nodes ? parse_or(&p, 0) : NULL;
+        if (root && toks[p.pos].kind != T_END) {
+            root = NULL;
+            p.reason = "unexpected token after the filter";
+        }
+        if (root && out->tests > FILTER_MAX_TESTS) {
+            root = NULL;
+            p.reason = "more than 256 tests";
+        }
+        if (!root) {
+            *reason = p.reason ? p.reason : "bad syntax";
+            free(out->nodes);
+            out->nodes = NULL;
+        }
+    }
+    free(toks);
+    return root;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * The headers the driver parses before it evaluates a filter (driver facts: an IP length that disagrees with the
+ * packet's size never matches; IPv6 extension headers, AH included, are walked up to the first fragment header; a
+ * fragment at a non-zero offset has no transport header).
+ */
+typedef struct {
+    const uint8_t *p;
+    uint32_t len;
+    const uint8_t *ip, *ipv6, *icmp, *icmpv6, *tcp, *udp;
+    int fragment;
+    uint8_t protocol;
+    uint32_t header_len;
+    /* IPv6 fragments: where the fragment header is, and the offset of the next-header byte that names it. */
+    uint32_t frag_at, frag_prev_nh;
+    uint16_t frag_off; /* in 8-byte units */
+    int more_fragments;
+} View;
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+static int parse_view(const uint8_t *p, uint32_t len, View *v) {
+    memset(v, 0, sizeof *v);
+    v->p = p;
+    v->len = len;
+    if (len < 20) return 0;
+    uint32_t hl;
+    uint8_t proto;
+    if ((p[0] >> 4) == 4) {
+        hl = (uint32_t)(p[0] & 0x0f) * 4;
+        if (rd16(p + 2) != len || hl < 20 || hl > len) return 0;
+        v->ip = p;
+        v->frag_off = rd16(p + 6) & 0x1fff;
+        v->more_fragments = (p[6] & 0x20) != 0;
+        v->fragment = v->frag_off != 0 || v->more_fragments;
+        proto = p[9];
+    } else if ((p[0] >> 4) == 6) {
+        if (len < 40 || 40u + rd16(p + 4) != len) return 0;
+        v->ipv6 = p;
+        hl = 40;
+        proto = p[6];
+        uint32_t nh_at = 6;
+        while (v->frag_off == 0) {
+            uint32_t ext = 0;
+            if (proto == 44) { /* fragment header */
+                if (v->fragment || hl + 8 > len) break;
+                v->fragment = 1;
+                v->frag_at = hl;
+                v->frag_prev_nh = nh_at;
+                v->frag_off = rd16(p + hl + 2) >> 3;
+                v->more_fragments = p[hl + 3] & 1;
+                ext = 8;
+            } else if (proto == 51 || proto == 0 || proto == 60 || proto == 43 || proto == 135) {
+                if (hl + 2 > len) break;
+                ext = proto == 51 ? ((uint32_t)p[hl + 1] + 2) * 4 : ((uint32_t)p[hl + 1] + 1) * 8;
+            } else {
+                break;
+            }
+            if (hl + ext > len) break;
+            proto = p[hl];
+            nh_at = hl;
+            hl += ext;
+        }
+    } else {
+        return 0;
+    }
+    v->protocol = proto;
+    v->header_len = hl;
+    uint32_t left = len - hl;
+    if (v->frag_off == 0) {
+        if (proto == 1 && v->ip && left >= 8) { v->icmp = p + hl; v->header_len += 8; }
+        else if (proto == 58 && v->ipv6 && left >= 8) { v->icmpv6 = p + hl; v->header_len += 8; }
+        else if (proto == 6 && left >= 20 && (p[hl + 12] >> 4) >= 5) {
+            v->tcp = p + hl;
+            uint32_t th = (uint32_t)(p[hl + 12] >> 4) * 4;
+            v->header_len += th > left ? left : th;
+        } else if (proto == 17 && left >= 8) { v->udp = p + hl; v->header_len += 8; }
+    }
+    return 1;
+}
+
+static u128 addr6(const uint8_t *a) {
+    u128 v = 0;
+    for (int i = 0; i < 16; i++) v = v << 8 | a[i];
+    return v;
+}
+
+/* The field's value for this packet; 0 when the field is not relevant to it (then the test fails). */
+static int field_value(int field, const View *v, const WD_ADDRESS *a, u128 *out) {
+    const uint8_t *ip = v->ip, *ip6 = v->ipv6, *ic = v->icmp, *ic6 = v->icmpv6, *t = v->tcp, *u = v->udp;
+    u128 x = 0;
+    switch (field) {
+    case F_TRUE: x = 1; break;
+    case F_FALSE: case F_ZERO: x = 0; break;
+    case F_INBOUND: x = !a->Outbound; break;
+    case F_OUTBOUND: x = a->Outbound; break;
+    case F_IFIDX: x = a->Network.IfIdx; break;
+    case F_SUBIFIDX: x = a->Network.SubIfIdx; break;
+    case F_LOOPBACK: x = a->Loopback; break;
+    case F_IMPOSTOR: x = a->Impostor; break;
+    case F_FRAGMENT: x = (u128)v->fragment; break;
+    case F_IP: x = ip != NULL; break;
+    case F_IPV6: x = ip6 != NULL; break;
+    case F_ICMP: x = ic != NULL; break;
+    case F_ICMPV6: x = ic6 != NULL; break;
+    case F_TCP: x = t != NULL; break;
+    case F_UDP: x = u != NULL; break;
+    case F_PROTOCOL: x = v->protocol; break;
+    case F_LENGTH: x = v->len; break;
+    default:
+        if (field >= F_IP_HDRLENGTH && field <= F_IP_DSTADDR) {
+            if (!ip) return 0;
+            switch (field) {
+            case F_IP_HDRLENGTH: x = ip[0] & 0x0f; break;
+            case F_IP_TOS: x = ip[1]; break;
+            case F_IP_LENGTH: x = rd16(ip + 2); break;
+            case F_IP_ID: x = rd16(ip + 4); break;
+            case F_IP_DF: x = (ip[6] >> 6) & 1; break;
+            case F_IP_MF: x = (ip[6] >> 5) & 1; break;
+            case F_IP_FRAGOFF: x = rd16(ip + 6) & 0x1fff; break;
+            case F_IP_TTL: x = ip[8]; break;
+            case F_IP_PROTOCOL: x = ip[9]; break;
+            case F_IP_CHECKSUM: x = rd16(ip + 10); break;
+            case F_IP_SRCADDR: x = (u128)0xFFFF << 32 | rd32(ip + 12); break;
+            case F_IP_DSTADDR: x = (u128)0xFFFF << 32 | rd32(ip + 16); break;
+            }
+        } else if (field >= F_IPV6_TRAFFICCLASS && field <= F_IPV6_DSTADDR) {
+            if (!ip6) return 0;
+            switch (field) {
+            case F_IPV6_TRAFFICCLASS: x = (rd16(ip6) >> 4) & 0xff; break;
+            case F_IPV6_FLOWLABEL: x = rd32(ip6) & 0xfffff; break;
+            case F_IPV6_LENGTH: x = rd16(ip6 + 4); break;
+            case F_IPV6_NEXTHDR: x = ip6[6]; break;
+            case F_IPV6_HOPLIMIT: x = ip6[7]; break;
+            case F_IPV6_SRCADDR: x = addr6(ip6 + 8); break;
+            case F_IPV6_DSTADDR: x = addr6(ip6 + 24); break;
+            }
+        } else if (field >= F_ICMP_TYPE && field <= F_ICMPV6_BODY) {
+            const uint8_t *h = field <= F_ICMP_BODY ? ic : ic6;
+            if (!h) return 0;
+            switch (field <= F_ICMP_BODY ? field - F_ICMP_TYPE : field - F_ICMPV6_TYPE) {
+            case 0: x = h[0]; break;
+            case 1: x = h[1]; break;
+            case 2: x = rd16(h + 2); break;
+            default: x = rd32(h + 4); break;
+            }
+        } else if (field >= F_TCP_SRCPORT && field <= F_TCP_PAYLOADLENGTH) {
+            if (!t) return 0;
+            switch (field) {
+            case F_TCP_SRCPORT: x = rd16(t); break;
+            case F_TCP_DSTPORT: x = rd16(t + 2); break;
+            case F_TCP_SEQNUM: x = rd32(t + 4); break;
+            case F_TCP_ACKNUM: x = rd32(t + 8); break;
+            case F_TCP_HDRLENGTH: x = t[12] >> 4; break;
+            case F_TCP_URG: x = (t[13] >> 5) & 1; break;
+            case F_TCP_ACK: x = (t[13] >> 4) & 1; break;
+            case F_TCP_PSH: x = (t[13] >> 3) & 1; break;
+            case F_TCP_RST: x = (t[13] >> 2) & 1; break;
+            case F_TCP_SYN: x = (t[13] >> 1) & 1; break;
+            case F_TCP_FIN: x = t[13] & 1; break;
+            case F_TCP_WINDOW: x = rd16(t + 14); break;
+            case F_TCP_CHECKSUM: x = rd16(t + 16); break;
+            case F_TCP_URGPTR: x = rd16(t + 18); break;
+            case F_TCP_PAYLOADLENGTH: x = v->len - v->header_len; break;
+            }
+        } else if (field >= F_UDP_SRCPORT && field <= F_UDP_PAYLOADLENGTH) {
+            if (!u) return 0;
+            switch (field) {
+            case F_UDP_SRCPORT: x = rd16(u); break;
+            case F_UDP_DSTPORT: x = rd16(u + 2); break;
+            case F_UDP_LENGTH: x = rd16(u + 4); break;
+            case F_UDP_CHECKSUM: x = rd16(u + 6); break;
+            case F_UDP_PAYLOADLENGTH: x = v->len - v->header_len; break;
+            }
+        } else {
+            return 0;
+        }
+    }
+    *out = x;
+    return 1;
+}
+
+static int eval_node(const Node *n, const View *v, const WD_ADDRESS *a) {
+    switch (n->kind) {
+    case N_AND: return eval_node(n->a, v, a) && eval_node(n->b, v, a);
+    case N_OR: return eval_node(n->a, v, a) || eval_node(n->b, v, a);
+    case N_IF: return eval_node(n->a, v, a) ? eval_node(n->b, v, a) : eval_node(n->c, v, a);
+    default: break;
+    }
+    u128 x;
+    if (!field_value(n->field, v, a, &x)) return 0; /* a test on a field the packet lacks fails, `not` or not */
+    int cmp = n->neg ? (x == 0 && n->value == 0 ? 0 : 1) : (x < n->value ? -1 : x > n->value ? 1 : 0);
+    switch (n->op) {
+    case OP_EQ: return cmp == 0;
+    case OP_NEQ: return cmp != 0;
+    case OP_LT: return cmp < 0;
+    case OP_LEQ: return cmp <= 0;
+    case OP_GT: return cmp > 0;
+    default: return cmp >= 0;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Handles, queues, the wire.
+ */
+#define NO_LIMIT 0x7fffffff
+#define FLAG_SNIFF 0x1
+#define FLAG_DROP 0x2
+#define FLAG_RECV_ONLY 0x4
+#define FLAG_SEND_ONLY 0x8
+#define FLAG_NO_INSTALL 0x10
+#define FLAG_FRAGMENTS 0x20
+
 typedef struct {
     int used, closed, shut_recv, shut_send;
     unsigned generation;
+    int16_t priority;
+    uint64_t flags;
+    Filter filter;
+    Node *root;
     uint64_t params[3]; /* queue length, time, size */
     PacketQueue queue;
 } Slot;
+
+/* An inbound datagram being reassembled from fragments no handle took. */
+#define REASM_SLOTS 16
+#define REASM_MAX 65535
+typedef struct {
+    int used, v6;
+    uint8_t key[36];
+    uint8_t header[REASM_MAX]; /* IPv4 header, or IPv6 header + extension headers before the fragment header */
+    uint32_t header_len, prev_nh, have_first, total, covered;
+    uint8_t next_header;
+    WD_ADDRESS addr;
+    uint8_t data[REASM_MAX];
+    uint8_t seen[REASM_MAX];
+} Reassembly;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
 static Slot slots[MAX_HANDLES];
 static uint32_t slots_used;
-static PacketQueue sent_log;
-static int keep_sent = 1;
-static uint64_t total_sent;
+static PacketQueue wire;
+static int keep_wire = 1;
+static uint64_t total_wire;
 static uint32_t open_error;
 static char last_filter[MAX_FILTER];
+static const char *last_open_reason = "";
 static int16_t last_priority;
 static uint64_t last_flags;
 static int last_layer = -1;
 static int env_done;
 static FILE *sent_file;
+static Reassembly *reasm[REASM_SLOTS];
+/* SendEx failure hook: packets at `fail_index` of a batch (-1: any) that match `fail_filter` (none: all) fail. */
+static uint32_t fail_code;
+static int32_t fail_index = -1;
+static Filter fail_filter;
+static Node *fail_root;
 
 static __thread uint32_t thread_last_error;
 
@@ -112,6 +863,7 @@ static Packet *packet_new(const void *data, uint32_t len, const WD_ADDRESS *addr
     if (!p) return NULL;
     p->len = len;
     p->handle = 0;
+    p->origin = 0;
     if (addr) p->addr = *addr;
     else memset(&p->addr, 0, sizeof p->addr);
     memcpy(p->data, data, len);
@@ -126,14 +878,6 @@ static Slot *slot_of(WD_HANDLE handle) {
     return s->used && !s->closed ? s : NULL;
 }
 
-/* The handle new traffic goes to: the newest one still receiving. Caller holds the lock. */
-static Slot *receiving_slot(void) {
-    for (uint32_t i = slots_used; i-- > 0;) {
-        if (slots[i].used && !slots[i].closed && !slots[i].shut_recv) return &slots[i];
-    }
-    return NULL;
-}
-
 /* Length of the IP packet at p by its own header, or 0 when it cannot be one (fewer than `avail` bytes). */
 static uint32_t ip_length(const uint8_t *p, uint32_t avail) {
     if (avail < 20) return 0;
@@ -144,18 +888,164 @@ static uint32_t ip_length(const uint8_t *p, uint32_t avail) {
     return len >= 20 && len <= avail ? len : 0;
 }
 
-/* Minimal sanity check standing in for WinDivert's filter compiler: non-empty, balanced parentheses. */
-static int filter_plausible(const char *f) {
-    int depth = 0, any = 0;
-    for (; *f; f++) {
-        if (*f == '(') depth++;
-        else if (*f == ')' && --depth < 0) return 0;
-        else if (*f != ' ') any = 1;
-    }
-    return any && depth == 0;
+static void write_record(FILE *f, const Packet *p) {
+    uint8_t hdr[4] = {p->len & 0xff, p->len >> 8 & 0xff, p->len >> 16 & 0xff, p->len >> 24 & 0xff};
+    fwrite(hdr, 1, 4, f);
+    fwrite(&p->addr, 1, sizeof p->addr, f);
+    fwrite(p->data, 1, p->len, f);
+    fflush(f);
 }
 
-static void load_env_files(Slot *s) {
+/* The packet leaves the driver. Caller holds the lock; takes ownership of p. */
+static void to_wire(Packet *p, int64_t handle, uint8_t origin) {
+    p->handle = handle;
+    p->origin = origin;
+    total_wire++;
+    if (sent_file) write_record(sent_file, p);
+    if (!keep_wire || !queue_push(&wire, p)) free(p);
+}
+
+enum { WHO_ALL, WHO_FRAGMENT_HANDLES, WHO_REASSEMBLED_HANDLES };
+
+/* Offer p to the handles: the matching one of highest priority below `below` (ties: newest) queues it.
+ * Returns the slot that took it, or NULL. Caller holds the lock. Does not take ownership when NULL. */
+static Slot *offer(Packet *p, const View *v, int32_t below, int who) {
+    Slot *best = NULL;
+    for (uint32_t i = 0; i < slots_used; i++) {
+        Slot *s = &slots[i];
+        if (!s->used || s->closed || s->shut_recv || s->priority >= below || !s->root) continue;
+        if (who == WHO_FRAGMENT_HANDLES && !(s->flags & FLAG_FRAGMENTS)) continue;
+        if (who == WHO_REASSEMBLED_HANDLES && (s->flags & FLAG_FRAGMENTS)) continue;
+        if (best && s->priority < best->priority) continue; /* equal priority: the later (newer) slot wins */
+        if (!eval_node(s->root, v, &p->addr)) continue;
+        best = s;
+    }
+    if (!best || !queue_push(&best->queue, p)) return NULL;
+    pthread_cond_broadcast(&changed);
+    return best;
+}
+
+static uint16_t ipv4_header_checksum(const uint8_t *h, uint32_t hl) {
+    uint32_t sum = 0;
+    for (uint32_t i = 0; i < hl; i += 2) if (i != 10) sum += (uint32_t)h[i] << 8 | h[i + 1];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+static Packet *reassemble(Packet *frag, const View *v);
+
+/* Route a packet the stack handed over (below = NO_LIMIT, origin UNCLAIMED) or a handle injected / released
+ * (below = that handle's priority). Returns 1 when a handle took it, 2 when it is held for reassembly, 0 when it
+ * went to the wire. Caller holds the lock; takes ownership of p. */
+static int route(Packet *p, int32_t below, int64_t from, uint8_t origin) {
+    View v;
+    int parsed = parse_view(p->data, p->len, &v);
+    p->addr.IPv6 = parsed && v.ipv6 != NULL;
+    /* Inbound loopback packets are never offered: WinDivert sees loopback traffic on the outbound path only. */
+    if (!parsed || (p->addr.Loopback && !p->addr.Outbound)) {
+        to_wire(p, from, origin);
+        return 0;
+    }
+    if (v.fragment && !p->addr.Outbound) {
+        if (offer(p, &v, below, WHO_FRAGMENT_HANDLES)) return 1;
+        Packet *whole = reassemble(p, &v);
+        if (!whole) return 2;
+        p = whole;
+        parse_view(p->data, p->len, &v);
+        if (offer(p, &v, below, WHO_REASSEMBLED_HANDLES)) return 1;
+        to_wire(p, from, origin);
+        return 0;
+    }
+    if (offer(p, &v, below, WHO_ALL)) return 1;
+    to_wire(p, from, origin);
+    return 0;
+}
+
+/* Add an inbound fragment (freed here); returns the whole datagram once every byte has arrived, else NULL. */
+static Packet *reassemble(Packet *frag, const View *v) {
+    uint8_t key[36];
+    int v6 = v->ipv6 != NULL;
+    const uint8_t *p = frag->data;
+    if (v6) {
+        memcpy(key, p + 8, 32);
+        memcpy(key + 32, p + v->frag_at + 4, 4);
+    } else {
+        memcpy(key, p + 12, 8);
+        memcpy(key + 8, p + 4, 2);
+        key[10] = p[9];
+        memset(key + 11, 0, sizeof key - 11);
+    }
+    Reassembly *r = NULL;
+    int free_slot = -1;
+    for (int i = 0; i < REASM_SLOTS; i++) {
+        if (reasm[i] && reasm[i]->used && reasm[i]->v6 == v6 && !memcmp(reasm[i]->key, key, sizeof key)) r = reasm[i];
+        else if ((!reasm[i] || !reasm[i]->used) && free_slot < 0) free_slot = i;
+    }
+    if (!r) {
+        if (free_slot < 0) free_slot = 0; /* all busy: the oldest slot gives way, as a stack's timeout would */
+        if (!reasm[free_slot]) reasm[free_slot] = malloc(sizeof(Reassembly));
+        r = reasm[free_slot];
+        if (!r) {
+            free(frag);
+            return NULL;
+        }
+        memset(r, 0, offsetof(Reassembly, data));
+        memset(r->seen, 0, sizeof r->seen);
+        r->used = 1;
+        r->v6 = v6;
+        memcpy(r->key, key, sizeof key);
+    }
+    uint32_t payload_at = v6 ? v->frag_at + 8 : (uint32_t)(p[0] & 0x0f) * 4;
+    uint32_t offset = (uint32_t)v->frag_off * 8, plen = frag->len - payload_at;
+    if (offset + plen > REASM_MAX - 40) {
+        free(frag);
+        return NULL;
+    }
+    memcpy(r->data + offset, p + payload_at, plen);
+    for (uint32_t i = offset; i < offset + plen; i++) {
+        if (!r->seen[i]) { r->seen[i] = 1; r->covered++; }
+    }
+    if (!v->more_fragments) r->total = offset + plen;
+    if (offset == 0) {
+        r->have_first = 1;
+        r->header_len = v6 ? v->frag_at : payload_at;
+        memcpy(r->header, p, r->header_len);
+        r->addr = frag->addr;
+        if (v6) {
+            r->prev_nh = v->frag_prev_nh;
+            r->next_header = p[v->frag_at];
+        }
+    }
+    free(frag);
+    if (!r->have_first || !r->total || r->covered < r->total) return NULL;
+    uint32_t len = r->header_len + r->total;
+    Packet *whole = malloc(sizeof *whole + len);
+    r->used = 0;
+    if (!whole) return NULL;
+    whole->len = len;
+    whole->handle = 0;
+    whole->origin = 0;
+    whole->addr = r->addr;
+    memcpy(whole->data, r->header, r->header_len);
+    memcpy(whole->data + r->header_len, r->data, r->total);
+    uint8_t *h = whole->data;
+    if (v6) {
+        h[r->prev_nh] = r->next_header;
+        h[4] = (uint8_t)((len - 40) >> 8);
+        h[5] = (uint8_t)(len - 40);
+    } else {
+        h[2] = (uint8_t)(len >> 8);
+        h[3] = (uint8_t)len;
+        h[6] &= 0x40; /* keep DF, clear MF and the offset */
+        h[7] = 0;
+        uint16_t c = ipv4_header_checksum(h, r->header_len);
+        h[10] = (uint8_t)(c >> 8);
+        h[11] = (uint8_t)c;
+    }
+    return whole;
+}
+
+static void load_env_files(void) {
     const char *in = getenv("WINDIVERT_DOUBLE_INJECT_FILE");
     const char *out = getenv("WINDIVERT_DOUBLE_SENT_FILE");
     if (out && *out) sent_file = fopen(out, "ab");
@@ -172,26 +1062,59 @@ static void load_env_files(Slot *s) {
         if (!p) break;
         p->len = len;
         p->handle = 0;
+        p->origin = 0;
         p->addr = addr;
-        if (fread(p->data, 1, len, f) != len || !queue_push(&s->queue, p)) {
+        if (fread(p->data, 1, len, f) != len) {
             free(p);
             break;
         }
+        route(p, NO_LIMIT, 0, WD_WIRE_UNCLAIMED);
     }
     fclose(f);
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * The WinDivert API.
+ */
 WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, uint64_t flags) {
     pthread_mutex_lock(&lock);
     snprintf(last_filter, sizeof last_filter, "%s", filter ? filter : "");
     last_priority = priority;
     last_flags = flags;
     last_layer = layer;
+    last_open_reason = "";
     uint32_t err = open_error;
-    if (!err && (!filter || !filter_plausible(filter) || layer < 0 || layer > 4 || priority > WD_PRIORITY_MAX ||
-                 priority < -WD_PRIORITY_MAX))
+    if (err) last_open_reason = "forced by WinDivertDouble_SetOpenError";
+    if (!err && (layer != WD_LAYER_NETWORK && layer != WD_LAYER_NETWORK_FORWARD)) {
         err = WD_ERROR_INVALID_PARAMETER;
-    if (!err && slots_used == MAX_HANDLES) err = WD_ERROR_INVALID_PARAMETER;
+        last_open_reason = "layer not modelled by the test double";
+    }
+    if (!err && (priority > WD_PRIORITY_MAX || priority < -WD_PRIORITY_MAX)) {
+        err = WD_ERROR_INVALID_PARAMETER;
+        last_open_reason = "priority out of range";
+    }
+    if (!err && (flags & ~(uint64_t)(FLAG_SNIFF | FLAG_DROP | FLAG_RECV_ONLY | FLAG_SEND_ONLY | FLAG_NO_INSTALL | FLAG_FRAGMENTS))) {
+        err = WD_ERROR_INVALID_PARAMETER;
+        last_open_reason = "unknown flag";
+    }
+    if (!err && (flags & (FLAG_SNIFF | FLAG_DROP | FLAG_RECV_ONLY | FLAG_SEND_ONLY))) {
+        err = WD_ERROR_INVALID_PARAMETER;
+        last_open_reason = "flag not modelled by the test double";
+    }
+    if (!err && slots_used == MAX_HANDLES) {
+        err = WD_ERROR_INVALID_PARAMETER;
+        last_open_reason = "too many handles for the test double";
+    }
+    Filter compiled = {0};
+    Node *root = NULL;
+    if (!err) {
+        if (!filter) {
+            err = WD_ERROR_INVALID_PARAMETER;
+            last_open_reason = "no filter";
+        } else if (!(root = compile_filter(filter, &compiled, &last_open_reason))) {
+            err = WD_ERROR_INVALID_PARAMETER;
+        }
+    }
     if (err) {
         pthread_mutex_unlock(&lock);
         set_error(err);
@@ -202,6 +1125,10 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
     memset(s, 0, sizeof *s);
     s->used = 1;
     s->generation = generation;
+    s->priority = priority;
+    s->flags = flags;
+    s->filter = compiled;
+    s->root = root;
     s->params[WD_PARAM_QUEUE_LENGTH] = 4096;
     s->params[WD_PARAM_QUEUE_TIME] = 2000;
     s->params[WD_PARAM_QUEUE_SIZE] = 4194304;
@@ -209,7 +1136,7 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
     slots_used++;
     if (!env_done) {
         env_done = 1;
-        load_env_files(s);
+        load_env_files();
     }
     pthread_mutex_unlock(&lock);
     return h;
@@ -274,33 +1201,27 @@ WD_EXPORT WD_BOOL WinDivertRecvEx(WD_HANDLE handle, void *pPacket, uint32_t pack
     return 1;
 }
 
-static void write_record(FILE *f, const Packet *p) {
-    uint8_t hdr[4] = {p->len & 0xff, p->len >> 8 & 0xff, p->len >> 16 & 0xff, p->len >> 24 & 0xff};
-    fwrite(hdr, 1, 4, f);
-    fwrite(&p->addr, 1, sizeof p->addr, f);
-    fwrite(p->data, 1, p->len, f);
+/* An impostor loses one hop before re-injection; 0 when none is left (the packet is then not injected). */
+static int decrement_hop(Packet *p) {
+    uint8_t *h = p->data;
+    if ((h[0] >> 4) == 4) {
+        if (h[8] <= 1) return 0;
+        h[8]--;
+        uint32_t hl = (uint32_t)(h[0] & 0x0f) * 4;
+        uint16_t c = ipv4_header_checksum(h, hl);
+        h[10] = (uint8_t)(c >> 8);
+        h[11] = (uint8_t)c;
+    } else {
+        if (h[7] <= 1) return 0;
+        h[7]--;
+    }
+    return 1;
 }
 
 WD_EXPORT WD_BOOL WinDivertSendEx(WD_HANDLE handle, const void *pPacket, uint32_t packetLen, uint32_t *pSendLen,
                                   uint64_t flags, const WD_ADDRESS *pAddr, uint32_t addrLen, WD_OVERLAPPED lpOverlapped) {
     uint32_t count = addrLen / sizeof(WD_ADDRESS);
     if (lpOverlapped || flags || !pPacket || !pAddr || addrLen % sizeof(WD_ADDRESS) || count == 0 || count > WD_BATCH_MAX) {
-        set_error(WD_ERROR_INVALID_PARAMETER);
-        return 0;
-    }
-    /* Split first, outside the lock: every address must have exactly one whole IP packet. */
-    uint32_t offsets[WD_BATCH_MAX], lengths[WD_BATCH_MAX], off = 0;
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t len = ip_length((const uint8_t *)pPacket + off, packetLen - off);
-        if (!len) {
-            set_error(WD_ERROR_INVALID_PARAMETER);
-            return 0;
-        }
-        offsets[i] = off;
-        lengths[i] = len;
-        off += len;
-    }
-    if (off != packetLen) {
         set_error(WD_ERROR_INVALID_PARAMETER);
         return 0;
     }
@@ -311,19 +1232,45 @@ WD_EXPORT WD_BOOL WinDivertSendEx(WD_HANDLE handle, const void *pPacket, uint32_
         set_error(s ? WD_ERROR_INVALID_PARAMETER : WD_ERROR_INVALID_HANDLE);
         return 0;
     }
-    total_sent += count;
-    if (keep_sent || sent_file) {
-        for (uint32_t i = 0; i < count; i++) {
-            Packet *p = packet_new((const uint8_t *)pPacket + offsets[i], lengths[i], &pAddr[i]);
-            if (!p) break;
-            p->handle = (int64_t)(intptr_t)handle;
-            if (sent_file) write_record(sent_file, p);
-            if (!keep_sent || !queue_push(&sent_log, p)) free(p);
+    int64_t h = (int64_t)(intptr_t)handle;
+    uint32_t off = 0, soft = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t len = ip_length((const uint8_t *)pPacket + off, packetLen - off);
+        if (!len) { /* hard error: the packets before this one are already injected */
+            pthread_mutex_unlock(&lock);
+            set_error(WD_ERROR_INVALID_PARAMETER);
+            return 0;
         }
-        if (sent_file) fflush(sent_file);
+        Packet *p = packet_new((const uint8_t *)pPacket + off, len, &pAddr[i]);
+        off += len;
+        if (!p) {
+            pthread_mutex_unlock(&lock);
+            set_error(WD_ERROR_INVALID_PARAMETER);
+            return 0;
+        }
+        if (fail_code && (fail_index < 0 || (uint32_t)fail_index == i)) {
+            View v;
+            if (!fail_root || (parse_view(p->data, p->len, &v) && eval_node(fail_root, &v, &p->addr))) {
+                soft = fail_code;
+                free(p);
+                continue;
+            }
+        }
+        if (p->addr.Impostor && !decrement_hop(p)) {
+            soft = WD_ERROR_HOST_UNREACHABLE;
+            free(p);
+            continue;
+        }
+        p->addr.Impostor = 0; /* injected by WinDivert itself: lower priorities see it as such */
+        p->addr.Loopback = pAddr[i].Loopback;
+        route(p, s->priority, h, WD_WIRE_SENT);
     }
     pthread_mutex_unlock(&lock);
-    if (pSendLen) *pSendLen = packetLen;
+    if (pSendLen) *pSendLen = off;
+    if (soft) {
+        set_error(soft);
+        return 0;
+    }
     return 1;
 }
 
@@ -351,7 +1298,15 @@ WD_EXPORT WD_BOOL WinDivertClose(WD_HANDLE handle) {
         return 0;
     }
     s->closed = 1;
+    /* Still-queued packets go back unmodified: on to lower priorities, else the wire. */
+    for (Packet *p = queue_pop(&s->queue); p; p = queue_pop(&s->queue)) {
+        p->addr.Impostor = 0;
+        route(p, s->priority, (int64_t)(intptr_t)handle, WD_WIRE_RELEASED);
+    }
     queue_clear(&s->queue);
+    free(s->filter.nodes);
+    s->filter.nodes = NULL;
+    s->root = NULL;
     pthread_cond_broadcast(&changed);
     pthread_mutex_unlock(&lock);
     return 1;
@@ -390,38 +1345,70 @@ WD_EXPORT WD_BOOL WinDivertGetParam(WD_HANDLE handle, int param, uint64_t *pValu
     return 1;
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * TEST-DOUBLE controls.
+ */
 WD_EXPORT uint32_t WinDivertDouble_InjectRepeat(const void *packet, uint32_t len, const WD_ADDRESS *addr, uint32_t count) {
-    uint32_t done = 0;
+    uint32_t taken = 0;
     pthread_mutex_lock(&lock);
-    Slot *s = receiving_slot();
-    for (; s && done < count; done++) {
+    for (uint32_t i = 0; i < count; i++) {
         Packet *p = packet_new(packet, len, addr);
         if (!p) break;
-        if (!queue_push(&s->queue, p)) {
-            free(p);
-            break;
-        }
+        taken += route(p, NO_LIMIT, 0, WD_WIRE_UNCLAIMED) == 1;
     }
-    if (done) pthread_cond_broadcast(&changed);
     pthread_mutex_unlock(&lock);
-    return done;
+    return taken;
 }
 
 WD_EXPORT int WinDivertDouble_Inject(const void *packet, uint32_t len, const WD_ADDRESS *addr) {
-    return WinDivertDouble_InjectRepeat(packet, len, addr, 1) == 1;
+    pthread_mutex_lock(&lock);
+    Packet *p = packet_new(packet, len, addr);
+    int r = p ? route(p, NO_LIMIT, 0, WD_WIRE_UNCLAIMED) : 0;
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+WD_EXPORT int WinDivertDouble_Matches(const char *filter, const void *packet, uint32_t len, const WD_ADDRESS *addr) {
+    Filter f = {0};
+    const char *reason = "";
+    Node *root = compile_filter(filter, &f, &reason);
+    if (!root) return -1;
+    View v;
+    int r = parse_view(packet, len, &v) && eval_node(root, &v, addr);
+    free(f.nodes);
+    return r;
+}
+
+WD_EXPORT int WinDivertDouble_SetSendFailure(int32_t index, const char *filter, uint32_t code) {
+    pthread_mutex_lock(&lock);
+    free(fail_filter.nodes);
+    memset(&fail_filter, 0, sizeof fail_filter);
+    fail_root = NULL;
+    fail_code = 0;
+    fail_index = index;
+    const char *reason = "";
+    int ok = 1;
+    if (code && filter && *filter) {
+        fail_root = compile_filter(filter, &fail_filter, &reason);
+        ok = fail_root != NULL;
+    }
+    if (ok) fail_code = code;
+    pthread_mutex_unlock(&lock);
+    return ok;
 }
 
 WD_EXPORT uint32_t WinDivertDouble_CollectSent(void *buf, uint32_t bufLen, uint32_t *pBytes, WD_ADDRESS *addrs,
-                                               int64_t *handles, uint32_t maxCount) {
+                                               int64_t *handles, uint8_t *origins, uint32_t maxCount) {
     uint32_t n = 0, bytes = 0;
     pthread_mutex_lock(&lock);
-    for (Packet *p = queue_peek(&sent_log); p && n < maxCount && bytes + p->len <= bufLen; p = queue_peek(&sent_log)) {
+    for (Packet *p = queue_peek(&wire); p && n < maxCount && bytes + p->len <= bufLen; p = queue_peek(&wire)) {
         memcpy((uint8_t *)buf + bytes, p->data, p->len);
         bytes += p->len;
         if (addrs) addrs[n] = p->addr;
         if (handles) handles[n] = p->handle;
+        if (origins) origins[n] = p->origin;
         n++;
-        free(queue_pop(&sent_log));
+        free(queue_pop(&wire));
     }
     pthread_mutex_unlock(&lock);
     if (pBytes) *pBytes = bytes;
@@ -430,28 +1417,28 @@ WD_EXPORT uint32_t WinDivertDouble_CollectSent(void *buf, uint32_t bufLen, uint3
 
 WD_EXPORT uint32_t WinDivertDouble_SentCount(void) {
     pthread_mutex_lock(&lock);
-    uint32_t n = (uint32_t)sent_log.count;
+    uint32_t n = (uint32_t)wire.count;
     pthread_mutex_unlock(&lock);
     return n;
 }
 
 WD_EXPORT uint32_t WinDivertDouble_DiscardSent(void) {
     pthread_mutex_lock(&lock);
-    uint32_t n = (uint32_t)sent_log.count;
-    queue_clear(&sent_log);
+    uint32_t n = (uint32_t)wire.count;
+    queue_clear(&wire);
     pthread_mutex_unlock(&lock);
     return n;
 }
 
 WD_EXPORT void WinDivertDouble_SetKeepSent(int keep) {
     pthread_mutex_lock(&lock);
-    keep_sent = keep != 0;
+    keep_wire = keep != 0;
     pthread_mutex_unlock(&lock);
 }
 
 WD_EXPORT uint64_t WinDivertDouble_TotalSent(void) {
     pthread_mutex_lock(&lock);
-    uint64_t n = total_sent;
+    uint64_t n = total_wire;
     pthread_mutex_unlock(&lock);
     return n;
 }
@@ -460,6 +1447,14 @@ WD_EXPORT uint32_t WinDivertDouble_LastFilter(char *buf, uint32_t len) {
     pthread_mutex_lock(&lock);
     uint32_t n = (uint32_t)strlen(last_filter);
     if (buf && len) snprintf(buf, len, "%s", last_filter);
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+WD_EXPORT uint32_t WinDivertDouble_LastOpenReason(char *buf, uint32_t len) {
+    pthread_mutex_lock(&lock);
+    uint32_t n = (uint32_t)strlen(last_open_reason);
+    if (buf && len) snprintf(buf, len, "%s", last_open_reason);
     pthread_mutex_unlock(&lock);
     return n;
 }
@@ -494,16 +1489,24 @@ WD_EXPORT void WinDivertDouble_Reset(void) {
     pthread_mutex_lock(&lock);
     for (uint32_t i = 0; i < MAX_HANDLES; i++) {
         if (slots[i].used) queue_clear(&slots[i].queue);
+        free(slots[i].filter.nodes);
         unsigned generation = slots[i].generation + 1; /* waiters of the old handle see it is gone */
         memset(&slots[i], 0, sizeof slots[i]);
         slots[i].generation = generation;
     }
+    for (int i = 0; i < REASM_SLOTS; i++) if (reasm[i]) reasm[i]->used = 0;
     slots_used = 0;
-    queue_clear(&sent_log);
-    keep_sent = 1;
-    total_sent = 0;
+    queue_clear(&wire);
+    keep_wire = 1;
+    total_wire = 0;
     open_error = 0;
+    free(fail_filter.nodes);
+    memset(&fail_filter, 0, sizeof fail_filter);
+    fail_root = NULL;
+    fail_code = 0;
+    fail_index = -1;
     last_filter[0] = 0;
+    last_open_reason = "";
     last_priority = 0;
     last_flags = 0;
     last_layer = -1;
