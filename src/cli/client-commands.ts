@@ -95,6 +95,7 @@ function printStats(s: EngineStats): void {
       ['passed', `${formatCount(s.passed.packets)} packets, ${formatBytes(s.passed.bytes)}`],
       ['malformed', formatCount(s.malformed.total)],
       ['errors', `receive ${s.errors.receive}, send ${s.errors.send}`],
+      ['not re-injected (expected)', `host unreachable ${s.errors.sendExpected.hostUnreachable}, ICMP refused by Windows ${s.errors.sendExpected.icmpRefused}`],
       ['rate', `${formatCount(Math.round(s.rates.reflectedPackets))} pkt/s, ${formatBytes(Math.round(s.rates.reflectedBytes))}/s reflected`],
     ]),
   );

@@ -32,9 +32,12 @@ const Cell = {
   // MalformedBase + 0 .. 5: one per MalformedCode.
   ForgedSourcePackets: 14,
   ForgedSourceBytes: 15,
+  /** Expected (documented, harmless) re-injection failures. */
+  SendHostUnreachable: 16,
+  SendIcmpRefused: 17,
 } as const;
-/** Room for the global cells (8 named + 6 malformed reasons + 2 named). */
-const GLOBAL_CELLS = 16;
+/** Room for the global cells (8 named + 6 malformed reasons + 4 named, padded). */
+const GLOBAL_CELLS = 24;
 
 /** Protocol index used by the per-address counters (ICMPv6 counts as icmp). */
 export const StatsProto = { Tcp: 0, Udp: 1, Icmp: 2, Other: 3 } as const;
@@ -60,7 +63,7 @@ export interface CountersSnapshot {
   shieldDropped: PacketByteCount;
   forgedSourceDropped: PacketByteCount;
   malformed: { total: number; byReason: Record<MalformedReason, number> };
-  errors: { receive: number; send: number };
+  errors: { receive: number; send: number; sendExpected: { hostUnreachable: number; icmpRefused: number } };
   /** Index = reflect-address slot. */
   addressSlots: AddressSlotCounts[];
   /** Index = shield slot. */
@@ -120,9 +123,14 @@ export class EngineCounters {
     this.cells[Cell.ReceiveErrors] += 1;
   }
 
-  /** Re-injecting a packet failed (and the loop carried on). */
+  /** Re-injecting a packet failed unexpectedly (and the loop carried on). */
   addSendError(): void {
     this.cells[Cell.SendErrors] += 1;
+  }
+
+  /** Re-injecting a packet failed in a way the backend documents as harmless (not an alarm). */
+  addExpectedSendFailure(kind: 'hostUnreachable' | 'icmpRefused'): void {
+    this.cells[kind === 'hostUnreachable' ? Cell.SendHostUnreachable : Cell.SendIcmpRefused] += 1;
   }
 
   zeroAddressSlot(slot: number): void {
@@ -167,7 +175,11 @@ export class EngineCounters {
       shieldDropped: { packets: c[Cell.ShieldDroppedPackets], bytes: c[Cell.ShieldDroppedBytes] },
       forgedSourceDropped: { packets: c[Cell.ForgedSourcePackets], bytes: c[Cell.ForgedSourceBytes] },
       malformed: { total, byReason },
-      errors: { receive: c[Cell.ReceiveErrors], send: c[Cell.SendErrors] },
+      errors: {
+        receive: c[Cell.ReceiveErrors],
+        send: c[Cell.SendErrors],
+        sendExpected: { hostUnreachable: c[Cell.SendHostUnreachable], icmpRefused: c[Cell.SendIcmpRefused] },
+      },
       addressSlots,
       shieldSlots,
     };

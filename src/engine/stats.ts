@@ -48,7 +48,7 @@ export function buildEngineStats(
     forgedSourceDropped: { ...snap.forgedSourceDropped },
     passed: { ...snap.passed },
     malformed: { total: snap.malformed.total, byReason: { ...snap.malformed.byReason } },
-    errors: { ...snap.errors },
+    errors: { ...snap.errors, sendExpected: { ...snap.errors.sendExpected } },
     byProtocol,
     byAddress,
     byShieldPort,

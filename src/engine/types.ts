@@ -62,7 +62,12 @@ export interface EngineStats {
   /** Captured but not addressed to a reflect address (sent on unchanged, or ignored on TUN). */
   passed: PacketByteCount;
   malformed: { total: number; byReason: Record<MalformedReason, number> };
-  errors: { receive: number; send: number };
+  /**
+   * receive/send: unexpected failures (alarms). sendExpected: re-injections the driver documents as failing
+   * harmlessly (WinDivert: ERROR_HOST_UNREACHABLE for an injection loop or an impostor out of TTL; inbound ICMP
+   * messages the Windows stack refuses) — counted, not alarming.
+   */
+  errors: { receive: number; send: number; sendExpected: { hostUnreachable: number; icmpRefused: number } };
   byProtocol: Record<StatsProtocol, PacketByteCount>;
   byAddress: AddressStats[];
   byShieldPort: ShieldPortStats[];

@@ -73,28 +73,46 @@ async function main(): Promise<void> {
   const batch = source.batch;
   let lastSweep = Date.now();
   let sendErrorsSeen = 0;
+  const expectedSeen = { hostUnreachable: 0, icmpRefused: 0 };
+  const decideAndSend = (n: number, now: number): void => {
+    const { data: buf, offset, length, outbound, verdict } = batch;
+    for (let i = 0; i < n; i++) {
+      verdict[i] = outbound[i] === 1
+        ? dataplane.outbound(buf, offset[i], length[i], now)
+        : dataplane.inbound(buf, offset[i], length[i], now);
+    }
+    source.send();
+    while (source.sendErrors > sendErrorsSeen) {
+      counters.addSendError();
+      sendErrorsSeen++;
+    }
+    const expected = source.expectedSendFailures;
+    if (expected) {
+      while (expected.hostUnreachable > expectedSeen.hostUnreachable) {
+        counters.addExpectedSendFailure('hostUnreachable');
+        expectedSeen.hostUnreachable++;
+      }
+      while (expected.icmpRefused > expectedSeen.icmpRefused) {
+        counters.addExpectedSendFailure('icmpRefused');
+        expectedSeen.icmpRefused++;
+      }
+    }
+  };
   try {
     while (!stopping) {
       const n = source.receive(RECEIVE_TIMEOUT_MS);
       drainMessages();
       const now = Date.now();
-      if (n > 0) {
-        const { data: buf, offset, length, outbound, verdict } = batch;
-        for (let i = 0; i < n; i++) {
-          verdict[i] = outbound[i] === 1
-            ? dataplane.outbound(buf, offset[i], length[i], now)
-            : dataplane.inbound(buf, offset[i], length[i], now);
-        }
-        source.send();
-        while (source.sendErrors > sendErrorsSeen) {
-          counters.addSendError();
-          sendErrorsSeen++;
-        }
-      }
+      if (n > 0) decideAndSend(n, now);
       if (now - lastSweep >= FLOW_SWEEP_INTERVAL_MS) {
         flows.sweep(now);
         lastSweep = now;
       }
+    }
+    // Stop: decide everything already captured before letting go of it (see PacketSource.beginStop).
+    if (source.beginStop) {
+      source.beginStop();
+      for (let n = source.receive(0); n > 0; n = source.receive(0)) decideAndSend(n, Date.now());
     }
   } catch (err) {
     counters.addReceiveError();

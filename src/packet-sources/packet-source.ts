@@ -48,12 +48,21 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   readonly batch: PacketBatch;
   /** Packets that could not be re-injected so far (cumulative); the worker moves the increase into the counters. */
   readonly sendErrors: number;
+  /** Re-injection failures the backend documents as harmless, by kind (cumulative; WinDivert only). Kept apart from
+   *  `sendErrors` so they do not read as alarms. */
+  readonly expectedSendFailures?: { readonly hostUnreachable: number; readonly icmpRefused: number };
   /** Wait up to `timeoutMs` for packets and fill `batch`. Returns the count, 0 on timeout. Throws on fatal errors. */
   receive(timeoutMs: number): number;
   /** Re-inject the batch by verdict: Reflect as inbound, Pass unchanged, Drop not at all. */
   send(): void;
   /** Apply a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
   reconfigure(cfg: InterceptConfig, update: SourceUpdate<K>): void;
+  /**
+   * Stop capturing but keep what was captured (WinDivert: shut down receiving). The worker then receives, decides
+   * and sends until receive() returns 0, and only then calls close(): closing with packets still queued would let
+   * them through undecided.
+   */
+  beginStop?(): void;
   close(): void;
 }
 

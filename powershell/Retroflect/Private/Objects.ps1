@@ -146,6 +146,7 @@ function ConvertTo-RetroflectStats {
         MalformedByReason             = $malformed
         ReceiveErrors                 = [long]$Stats.errors.receive
         SendErrors                    = [long]$Stats.errors.send
+        ExpectedSendFailures          = [pscustomobject]@{ HostUnreachable = [long]$Stats.errors.sendExpected.hostUnreachable; IcmpRefused = [long]$Stats.errors.sendExpected.icmpRefused }
         ReflectedPacketsPerSecond     = [double]$rates.reflectedPackets
         ReflectedBytesPerSecond       = [double]$rates.reflectedBytes
         ShieldDroppedPacketsPerSecond = [double]$rates.shieldDroppedPackets

@@ -55,6 +55,7 @@ export const WinError = {
   INVALID_IMAGE_HASH: 577,
   DRIVER_FAILED_PRIOR_UNLOAD: 654,
   SERVICE_DOES_NOT_EXIST: 1060,
+  /** ERROR_HOST_UNREACHABLE: SendEx of an impostor whose TTL ran out, or an injection loop between drivers. */
   HOST_UNREACHABLE: 1232,
   DRIVER_BLOCKED: 1275,
   EPT_S_NOT_REGISTERED: 1753,
@@ -80,14 +81,22 @@ export interface WinDivertApi {
  * WinDivert.dll has none of them.
  */
 export interface WinDivertDoubleControl {
+  /** Hand a packet to the driver as the stack would: 1 = a handle queued it, 2 = inbound fragment held for
+   *  reassembly, 0 = no handle took it (it went to the wire). */
   inject(packet: Buffer, len: number, addr: Buffer): number;
   injectRepeat(packet: Buffer, len: number, addr: Buffer, count: number): number;
-  collectSent(buf: Buffer, bufLen: number, bytes: Uint32Array, addrs: Buffer, handles: BigInt64Array | null, max: number): number;
+  /** Evaluate a filter on one packet with the double's compiler: 1 match, 0 no match, -1 refused. */
+  matches(filter: string, packet: Buffer, len: number, addr: Buffer): number;
+  /** SendEx packets at batch position `index` (-1 any) matching `filter` ('' all) fail softly with `code` (0 off). */
+  setSendFailure(index: number, filter: string | null, code: number): number;
+  /** Take packets off the wire; origins: 1 sent by a handle, 2 released by a close, 3 no handle took it. */
+  collectSent(buf: Buffer, bufLen: number, bytes: Uint32Array, addrs: Buffer, handles: BigInt64Array | null, origins: Uint8Array | null, max: number): number;
   sentCount(): number;
   discardSent(): number;
   setKeepSent(keep: number): void;
   totalSent(): bigint | number;
   lastFilter(buf: Buffer | null, len: number): number;
+  lastOpenReason(buf: Buffer | null, len: number): number;
   lastPriority(): number;
   lastFlags(): bigint | number;
   lastLayer(): number;
@@ -160,12 +169,15 @@ function bindDouble(lib: LibraryHandle): WinDivertDoubleControl {
   return {
     inject: lib.func('WinDivertDouble_Inject', 'int', ['void *', 'uint32_t', 'void *']),
     injectRepeat: lib.func('WinDivertDouble_InjectRepeat', 'uint32_t', ['void *', 'uint32_t', 'void *', 'uint32_t']),
-    collectSent: lib.func('WinDivertDouble_CollectSent', 'uint32_t', ['void *', 'uint32_t', 'void *', 'void *', 'void *', 'uint32_t']),
+    matches: lib.func('WinDivertDouble_Matches', 'int', ['str', 'void *', 'uint32_t', 'void *']),
+    setSendFailure: lib.func('WinDivertDouble_SetSendFailure', 'int', ['int32_t', 'str', 'uint32_t']),
+    collectSent: lib.func('WinDivertDouble_CollectSent', 'uint32_t', ['void *', 'uint32_t', 'void *', 'void *', 'void *', 'void *', 'uint32_t']),
     sentCount: lib.func('WinDivertDouble_SentCount', 'uint32_t', []),
     discardSent: lib.func('WinDivertDouble_DiscardSent', 'uint32_t', []),
     setKeepSent: lib.func('WinDivertDouble_SetKeepSent', 'void', ['int']),
     totalSent: lib.func('WinDivertDouble_TotalSent', 'uint64_t', []),
     lastFilter: lib.func('WinDivertDouble_LastFilter', 'uint32_t', ['void *', 'uint32_t']),
+    lastOpenReason: lib.func('WinDivertDouble_LastOpenReason', 'uint32_t', ['void *', 'uint32_t']),
     lastPriority: lib.func('WinDivertDouble_LastPriority', 'int16_t', []),
     lastFlags: lib.func('WinDivertDouble_LastFlags', 'uint64_t', []),
     lastLayer: lib.func('WinDivertDouble_LastLayer', 'int', []),
@@ -178,8 +190,17 @@ function bindDouble(lib: LibraryHandle): WinDivertDoubleControl {
 
 /** The filter the double last saw opened, as text (TEST-DOUBLE ONLY). */
 export function doubleLastFilter(double: WinDivertDoubleControl): string {
-  const len = double.lastFilter(null, 0);
+  return readDoubleText(double.lastFilter);
+}
+
+/** Why the double's last WinDivertOpen failed ('' when it succeeded) (TEST-DOUBLE ONLY). */
+export function doubleLastOpenReason(double: WinDivertDoubleControl): string {
+  return readDoubleText(double.lastOpenReason);
+}
+
+function readDoubleText(read: (buf: Buffer | null, len: number) => number): string {
+  const len = read(null, 0);
   const buf = Buffer.alloc(len + 1);
-  double.lastFilter(buf, len + 1);
+  read(buf, len + 1);
   return buf.toString('utf8', 0, len);
 }

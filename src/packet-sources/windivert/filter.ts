@@ -1,17 +1,27 @@
 /**
- * Builds the WinDivert filter string for an intercept config.
+ * Builds the WinDivert filter string for an intercept config:
  *
- *  reflection: outbound and !loopback and (ip.DstAddr == A or ipv6.DstAddr == B ...) and (tcp or udp or icmp or icmpv6)
- *  shielding:  inbound and !loopback and ((tcp.DstPort == P ...) or (udp.DstPort == Q ...))
- *  both:       (reflection) or (shielding)
- *  nothing:    false
+ *   !loopback and ((outbound and (ip.DstAddr == A or ipv6.DstAddr == B ...))
+ *                  or (inbound and (ip.SrcAddr == A or ipv6.SrcAddr == B ... or tcp.DstPort == P ... or udp.DstPort == Q ...)))
+ *
+ *  - outbound to a reflect address: EVERY such packet, whatever its protocol and whether or not it is a fragment.
+ *    WinDivert sees outbound fragments one by one, and a fragment at a non-zero offset has no transport header, so a
+ *    protocol test (`tcp or udp ...`) would let it go out to the network unreflected; the data plane reflects every
+ *    IP protocol.
+ *  - inbound from a reflect address: forged (a reflect address is never reachable from the network while it is
+ *    reflected); captured so the data plane drops and counts it. Our own reflected packets also arrive from a
+ *    reflect address, but WinDivert never hands a handle the packets a handle of equal or higher priority injected,
+ *    so our handles never see them.
+ *  - inbound to a shield port: dropped by the data plane. Inbound fragments reach us reassembled (we do not ask for
+ *    WINDIVERT_FLAG_FRAGMENTS), so the port test sees every datagram's transport header.
+ *  - an empty config: `false`.
  *
  * WinDivert compiles a filter into at most 256 tests (WINDIVERT_FILTER_MAXLEN) from at most 5 * 256 tokens, while a
- * config may hold 64 addresses and 1024 shield ports. Ports are therefore written as ranges (`tcp.DstPort >= a and
- * tcp.DstPort <= b` for runs of consecutive ports), and when that is still too long the closest ranges are merged.
- * A merged range captures a few ports that are not shielded; that only costs a round trip through the worker, since
- * the data plane decides every packet exactly (not shielded → Pass, resent unchanged). Addresses are never merged:
- * 64 addresses fit.
+ * config may hold 64 addresses and 1024 shield ports. Each address costs two tests (destination and source), so the
+ * ports get what is left: runs of consecutive ports are written as ranges (`tcp.DstPort >= a and tcp.DstPort <= b`),
+ * and when that is still too long the closest ranges are merged. A merged range captures a few ports that are not
+ * shielded; that only costs a round trip through the worker, since the data plane decides every packet exactly (not
+ * shielded → Pass, resent unchanged). Addresses are never merged: 64 addresses fit.
  */
 import type { InterceptConfig, ShieldProtocol } from '../../config/intercept-config.ts';
 import { addressFamily } from '../../config/intercept-config.ts';
@@ -19,43 +29,47 @@ import { addressFamily } from '../../config/intercept-config.ts';
 /** A filter that matches no packet (a valid WinDivert filter constant). */
 export const MATCH_NOTHING = 'false';
 
-/**
- * Budget of port tests per protocol. Reflection with 64 addresses uses about 70 tests, so two protocols at this
- * budget stay under WinDivert's 256 with room to spare, and the token count stays under its 1280.
- */
-export const PORT_TEST_BUDGET = 80;
+/** WinDivert's limit on the tests of one compiled filter (WINDIVERT_FILTER_MAXLEN). */
+export const WINDIVERT_FILTER_MAX_TESTS = 256;
+/** Tests kept free under that limit, so a small miscount can never make WinDivertOpen refuse our filter. */
+const TEST_MARGIN = 4;
 
 export interface PortRange {
   from: number;
   to: number;
 }
 
-export function reflectionFilter(addresses: readonly string[]): string | null {
-  if (addresses.length === 0) return null;
-  const matches = addresses.map((a) => (addressFamily(a) === 4 ? `ip.DstAddr == ${a}` : `ipv6.DstAddr == ${a}`));
-  return `outbound and !loopback and (${matches.join(' or ')}) and (tcp or udp or icmp or icmpv6)`;
+function addressTests(addresses: readonly string[], side: 'Dst' | 'Src'): string[] {
+  return addresses.map((a) => (addressFamily(a) === 4 ? `ip.${side}Addr == ${a}` : `ipv6.${side}Addr == ${a}`));
 }
 
-export function shieldFilter(ports: InterceptConfig['shieldPorts']): string | null {
-  const groups: string[] = [];
-  for (const protocol of ['tcp', 'udp'] as const satisfies readonly ShieldProtocol[]) {
-    const list = ports.filter((p) => p.protocol === protocol).map((p) => p.port);
-    if (list.length === 0) continue;
-    const tests = portRanges(list, PORT_TEST_BUDGET).map((r) =>
+/** Port tests each shielded protocol may use, given the tests the addresses and the fixed parts take. */
+export function portTestBudget(addressCount: number, protocolsWithPorts: number): number {
+  const fixed = 3 + 2 * addressCount; // !loopback, outbound, inbound, and each address twice
+  return Math.floor((WINDIVERT_FILTER_MAX_TESTS - TEST_MARGIN - fixed) / Math.max(protocolsWithPorts, 1));
+}
+
+function portTests(ports: InterceptConfig['shieldPorts'], addressCount: number): string[] {
+  const byProtocol = (['tcp', 'udp'] as const satisfies readonly ShieldProtocol[])
+    .map((protocol) => ({ protocol, list: ports.filter((p) => p.protocol === protocol).map((p) => p.port) }))
+    .filter((g) => g.list.length > 0);
+  const budget = portTestBudget(addressCount, byProtocol.length);
+  return byProtocol.flatMap(({ protocol, list }) =>
+    portRanges(list, budget).map((r) =>
       r.from === r.to ? `${protocol}.DstPort == ${r.from}` : `(${protocol}.DstPort >= ${r.from} and ${protocol}.DstPort <= ${r.to})`,
-    );
-    groups.push(`(${tests.join(' or ')})`);
-  }
-  if (groups.length === 0) return null;
-  return `inbound and !loopback and (${groups.join(' or ')})`;
+    ),
+  );
 }
 
 /** The whole filter for `cfg`; `MATCH_NOTHING` for an empty config. */
 export function buildWinDivertFilter(cfg: InterceptConfig): string {
-  const parts = [reflectionFilter(cfg.reflectAddresses), shieldFilter(cfg.shieldPorts)].filter((p): p is string => p !== null);
-  if (parts.length === 0) return MATCH_NOTHING;
-  if (parts.length === 1) return parts[0];
-  return parts.map((p) => `(${p})`).join(' or ');
+  const outbound = addressTests(cfg.reflectAddresses, 'Dst');
+  const inbound = [...addressTests(cfg.reflectAddresses, 'Src'), ...portTests(cfg.shieldPorts, cfg.reflectAddresses.length)];
+  const sides: string[] = [];
+  if (outbound.length > 0) sides.push(`(outbound and (${outbound.join(' or ')}))`);
+  if (inbound.length > 0) sides.push(`(inbound and (${inbound.join(' or ')}))`);
+  if (sides.length === 0) return MATCH_NOTHING;
+  return `!loopback and (${sides.join(' or ')})`;
 }
 
 /**

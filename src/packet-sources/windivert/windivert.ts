@@ -12,9 +12,14 @@
  *  - `WinDivertPacketSource` (worker): RecvEx/SendEx in batches of up to 255 packets, no allocation per packet.
  *
  * A live change opens the NEW handle first, so no packet goes uncaptured, then shuts down receiving on the old one.
- * The worker drains the old handle (WinDivert returns what is still queued, then ERROR_NO_DATA), closes it and
- * moves to the new one. Handles are numbers shared through a small ledger in shared memory (HandleLedger), so
- * whichever thread gets to a handle last closes it exactly once, even when the worker died.
+ * The worker drains the old handle (WinDivert returns what is still queued, then ERROR_NO_DATA), deciding each
+ * packet as usual, closes it and moves to the new one. Both handles have the same priority, and WinDivert never
+ * hands a handle a packet that a handle of equal or higher priority injected, so the new handle never sees our own
+ * reflected packets (they arrive from a reflect address, which the new filter captures as forged). Stop drains the
+ * same way (beginStop): closing a handle that still holds packets would put them back unmodified — outbound packets
+ * to a reflect address onto the network, inbound packets to a shielded port into the server.
+ * Handles are numbers shared through a small ledger in shared memory (HandleLedger), so whichever thread gets to a
+ * handle last closes it exactly once, even when the worker died.
  *
  * WinDivertRecvEx has no timeout without overlapped I/O: receive() blocks until packets arrive or the main thread
  * shuts the handle down (wake(), apply()). The worker loop reads control messages after every receive, and every
@@ -52,6 +57,7 @@ import {
   type WinDivertApi,
 } from './ffi.ts';
 import { buildWinDivertFilter } from './filter.ts';
+import { DEFAULT_WINDIVERT_PRIORITY } from './priority.ts';
 
 /** Packet bytes per batch: room for many full-size packets, and always for one of WinDivert's largest. */
 export const WINDIVERT_BATCH_BYTES = Math.max(512 * 1024, WINDIVERT_MTU_MAX);
@@ -123,13 +129,31 @@ export class HandleLedger {
 // ---------------------------------------------------------------------------------------------------------------
 // Worker half.
 
+/**
+ * Expected re-injection failures, by kind. WinDivert documents both as harmless: ERROR_HOST_UNREACHABLE when an
+ * impostor's TTL runs out or two drivers re-inject each other's packets in a loop, and the Windows stack refusing
+ * some inbound ICMP/ICMPv6 messages. They are counted apart from `sendErrors` so that `stats` shows them without
+ * reading as an alarm.
+ */
+export interface ExpectedSendFailures {
+  hostUnreachable: number;
+  icmpRefused: number;
+}
+
 export class WinDivertPacketSource implements PacketSource<'windivert'> {
   readonly kind = 'windivert' as const;
   readonly batch: PacketBatch;
-  /** SendEx calls that failed (counted, not fatal: e.g. ERROR_HOST_UNREACHABLE for one batch). */
+  /**
+   * Unexpected re-injection failures, in packets. WinDivertSendEx injects the rest of a batch when one packet fails
+   * and reports only the last failure's code, so a failed batch counts as one failed packet (a lower bound) unless
+   * it is an inbound ICMP message, which is sent on its own (see send()) and so counted exactly.
+   */
   sendErrors = 0;
-  /** Windows error of the last failed SendEx, 0 if none. */
+  /** Windows error of the last unexpected send failure, 0 if none. */
   lastSendError = 0;
+  readonly expectedSendFailures: ExpectedSendFailures = { hostUnreachable: 0, icmpRefused: 0 };
+  /** Set by beginStop(): the current handle no longer receives; receive() closes it once it is empty. */
+  private stopping = false;
   /** Handles whose receiving was shut down by a reconfiguration, oldest first: drained, then closed. */
   private readonly draining: number[] = [];
   private current: number | null;
@@ -170,6 +194,12 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
         if (this.draining.length > 0) {
           this.closeHandle(this.draining.shift()!);
           continue;
+        }
+        if (this.stopping) {
+          // Stopping and everything decided: only now is closing safe (nothing is left to put back unmodified).
+          this.closeHandle(h);
+          this.current = null;
+          return 0;
         }
         // Our handle was shut down: a stop or a new handle is on its way. Yield briefly instead of spinning.
         Atomics.wait(this.idle, 0, 0, Math.min(Math.max(timeoutMs, 0), SHUTDOWN_IDLE_MS));
@@ -213,16 +243,22 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     let bytes = 0;
     let kept = 0;
     for (let i = 0; i < b.count; i++) {
-      let verdict = b.verdict[i];
+      const verdict = b.verdict[i];
+      if (verdict === Verdict.Drop || this.broken[i] === 1) continue;
       const base = i * WINDIVERT_ADDRESS_SIZE;
       const bits = addrs.readUInt32LE(base + AddressOffset.Bits);
-      // An inbound impostor is a packet injected by WinDivert (our own reflected traffic seen by a second handle
-      // during a reconfiguration): reflected traffic is never shielded.
-      if (b.outbound[i] === 0 && (bits & AddressFlag.Impostor) !== 0) verdict = Verdict.Pass;
-      if (verdict === Verdict.Drop || this.broken[i] === 1) continue;
       const off = b.offset[i];
       const len = b.length[i];
       if (verdict === Verdict.Reflect) this.finishReflected(off, len, base, bits);
+      if (verdict === Verdict.Reflect || b.outbound[i] === 0) {
+        if (isIcmp(data, off)) {
+          // Windows refuses to take some inbound ICMP/ICMPv6 messages (a documented, harmless failure). Sent alone,
+          // such a refusal is counted exactly and cannot hide a real failure of another packet. Packets before
+          // this one were already moved below `off`, so its bytes are still intact here.
+          this.sendOne(off, len, base);
+          continue;
+        }
+      }
       if (bytes !== off) data.copyWithin(bytes, off, off + len);
       if (kept !== i) addrs.copyWithin(kept * WINDIVERT_ADDRESS_SIZE, base, base + WINDIVERT_ADDRESS_SIZE);
       bytes += len;
@@ -231,9 +267,26 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     b.count = 0;
     if (kept === 0) return;
     if (!this.api.sendEx(this.batchHandle, data, bytes, null, addrs, kept * WINDIVERT_ADDRESS_SIZE)) {
-      this.sendErrors++;
-      this.lastSendError = this.api.lastError();
+      const err = this.api.lastError();
+      if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
+      else this.countUnexpected(err);
     }
+  }
+
+  /** Inject one inbound ICMP/ICMPv6 packet on its own. */
+  private sendOne(off: number, len: number, base: number): void {
+    const packet = this.batch.data.subarray(off, off + len);
+    const addr = this.addrs.subarray(base, base + WINDIVERT_ADDRESS_SIZE);
+    if (this.api.sendEx(this.batchHandle, packet, len, null, addr, WINDIVERT_ADDRESS_SIZE)) return;
+    const err = this.api.lastError();
+    if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
+    else if (err === WinError.INVALID_HANDLE || err === WinError.INVALID_PARAMETER) this.countUnexpected(err);
+    else this.expectedSendFailures.icmpRefused++;
+  }
+
+  private countUnexpected(err: number): void {
+    this.sendErrors++;
+    this.lastSendError = err;
   }
 
   /**
@@ -267,6 +320,15 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     this.current = update.switchTo.handle;
   }
 
+  /**
+   * Stop capturing: shut down receiving on the current handle. The caller then calls receive() (deciding and sending
+   * every batch as usual) until it returns 0, which happens once every handle is empty and closed.
+   */
+  beginStop(): void {
+    this.stopping = true;
+    if (this.current !== null) this.api.shutdown(this.current, WinDivertShutdown.Recv);
+  }
+
   close(): void {
     for (const h of this.draining.splice(0)) this.closeHandle(h);
     if (this.current !== null) this.closeHandle(this.current);
@@ -276,6 +338,12 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
   private closeHandle(h: number): void {
     if (this.ledger.claim(h)) this.api.close(h);
   }
+}
+
+/** An ICMP (IPv4 protocol 1) or ICMPv6 (IPv6 next header 58, no extension headers between) packet. */
+function isIcmp(data: Buffer, off: number): boolean {
+  const version = data[off] >> 4;
+  return version === 4 ? data[off + 9] === IpProto.Icmp : version === 6 && data[off + 6] === IpProto.Icmpv6;
 }
 
 export const createWinDivertPacketSource: PacketSourceFactory<'windivert'> = (init) =>
@@ -289,7 +357,7 @@ export interface WinDivertHostOptions {
   dllPath?: string;
   /** The `--windivert-dir` option. */
   windivertDir?: string;
-  /** WinDivert priority, -30000..30000 (higher sees packets first). Default 0. */
+  /** WinDivert priority, -30000..30000 (higher sees packets first). Default DEFAULT_WINDIVERT_PRIORITY (why: there). */
   priority?: number;
   /** Queue settings; defaults DEFAULT_QUEUE. */
   queue?: { length?: number; timeMs?: number; bytes?: number };
@@ -307,10 +375,10 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
   private driverVersion = '';
 
   constructor(private readonly opts: WinDivertHostOptions = {}) {
-    const priority = opts.priority ?? 0;
+    const priority = opts.priority ?? DEFAULT_WINDIVERT_PRIORITY;
     if (!Number.isInteger(priority) || priority < -WINDIVERT_PRIORITY_MAX || priority > WINDIVERT_PRIORITY_MAX) {
       throw new RetroflectError(ErrorCode.INVALID_PARAMS, `WinDivert priority ${opts.priority} is not an integer from -${WINDIVERT_PRIORITY_MAX} to ${WINDIVERT_PRIORITY_MAX}.`, {
-        hint: 'Give --priority a whole number in that range (0 is the default; higher sees packets first).',
+        hint: `Give --priority a whole number in that range (${DEFAULT_WINDIVERT_PRIORITY} is the default; higher sees packets first).`,
         details: { priority: opts.priority },
       });
     }

@@ -24,36 +24,65 @@ export function loadDouble(): LoadedWinDivert & { double: WinDivertDoubleControl
   return loaded as LoadedWinDivert & { double: WinDivertDoubleControl };
 }
 
+/** How a packet left the driver model: a handle sent it, a handle's close released it, or no handle took it. */
+export type WireOrigin = 'sent' | 'released' | 'unclaimed';
+const ORIGINS: Record<number, WireOrigin> = { 1: 'sent', 2: 'released', 3: 'unclaimed' };
+
 export interface SentPacket {
   bytes: Buffer;
   addr: WinDivertAddress;
+  /** The handle that sent or released it; 0 when no handle took it. */
   handle: number;
+  origin: WireOrigin;
 }
 
-/** Take everything the double was sent so far, oldest first. */
+/**
+ * Take everything that reached the double's "wire" so far, oldest first: outbound packets that would go out on the
+ * network and inbound packets that would be delivered to the local stack.
+ */
 export function collectSent(double: WinDivertDoubleControl): SentPacket[] {
   const out: SentPacket[] = [];
   const max = 255;
   const buf = Buffer.alloc(max * 65575);
   const addrs = Buffer.alloc(max * WINDIVERT_ADDRESS_SIZE);
   const handles = new BigInt64Array(max);
+  const origins = new Uint8Array(max);
   const bytes = new Uint32Array(1);
   for (;;) {
-    const n = double.collectSent(buf, buf.length, bytes, addrs, handles, max);
+    const n = double.collectSent(buf, buf.length, bytes, addrs, handles, origins, max);
     let off = 0;
     for (let i = 0; i < n; i++) {
       const version = buf[off] >> 4;
       const len = version === 4 ? buf.readUInt16BE(off + 2) : 40 + buf.readUInt16BE(off + 4);
-      out.push({ bytes: Buffer.from(buf.subarray(off, off + len)), addr: decodeAddress(addrs, i * WINDIVERT_ADDRESS_SIZE), handle: Number(handles[i]) });
+      out.push({
+        bytes: Buffer.from(buf.subarray(off, off + len)),
+        addr: decodeAddress(addrs, i * WINDIVERT_ADDRESS_SIZE),
+        handle: Number(handles[i]),
+        origin: ORIGINS[origins[i]],
+      });
       off += len;
     }
     if (n < max) return out;
   }
 }
 
-export function inject(double: WinDivertDoubleControl, packet: Uint8Array, addr: Partial<WinDivertAddress>): void {
+/** Does `filter` (compiled by the double as WinDivertOpen would) match this packet with this address? */
+export function doubleMatches(double: WinDivertDoubleControl, filter: string, packet: Uint8Array, addr: Partial<WinDivertAddress>): boolean {
   const buf = Buffer.from(packet);
-  if (double.inject(buf, buf.length, addressBuffer(addr)) !== 1) throw new Error('the double has no receiving handle');
+  const r = double.matches(filter, buf, buf.length, addressBuffer(addr));
+  if (r < 0) throw new Error(`the double refuses the filter: ${filter}`);
+  return r === 1;
+}
+
+/** Hand a packet to the double as the stack would; throws unless a handle captured it. */
+export function inject(double: WinDivertDoubleControl, packet: Uint8Array, addr: Partial<WinDivertAddress>): void {
+  if (offer(double, packet, addr) !== 1) throw new Error('no handle captured the packet');
+}
+
+/** Hand a packet to the double as the stack would: 1 captured, 2 held for reassembly, 0 went to the wire. */
+export function offer(double: WinDivertDoubleControl, packet: Uint8Array, addr: Partial<WinDivertAddress>): number {
+  const buf = Buffer.from(packet);
+  return double.inject(buf, buf.length, addressBuffer(addr));
 }
 
 /** Address flags of a packet this host sends on interface 7/3, with all checksums computed. */
@@ -130,11 +159,12 @@ export function startNumberedInjection(double: WinDivertDoubleControl, total: nu
   return state;
 }
 
-/** Every numbered packet came out exactly once, reflected (source 192.0.2.1) and turned inbound. */
+/** Every numbered packet came out exactly once, reflected (source 192.0.2.1) and turned inbound, sent by a handle. */
 export function assertEachReflectedOnce(sent: SentPacket[], total: number): void {
   if (sent.length !== total) throw new Error(`sent ${sent.length} packets, expected ${total}`);
   const seen = new Uint8Array(total);
   for (const s of sent) {
+    if (s.origin !== 'sent') throw new Error(`packet ${packetSeq(s.bytes)} reached the wire ${s.origin}, not sent by a handle`);
     seen[packetSeq(s.bytes)]++;
     if (s.bytes.subarray(12, 16).join('.') !== '192.0.2.1') throw new Error(`packet ${packetSeq(s.bytes)} not reflected`);
     if (s.addr.outbound) throw new Error(`packet ${packetSeq(s.bytes)} still marked outbound`);

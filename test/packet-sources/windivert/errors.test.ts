@@ -77,7 +77,7 @@ test('missing WinDivert.dll: BACKEND_UNAVAILABLE listing where it looked', async
   });
   const plan = backend.plan(cfg);
   assert.match(plan[0].detail, /not found/);
-  assert.match(plan[1].detail, /filter: \(outbound and !loopback/);
+  assert.match(plan[1].detail, /filter: !loopback and \(\(outbound and/);
 });
 
 test('a DLL that is not WinDivert: BACKEND_UNAVAILABLE with the loader reason', async () => {
