@@ -126,7 +126,22 @@ export function makeDataplane(cfg: InterceptConfig): { dataplane: Dataplane; cou
 
 /** One turn of the worker loop (the shape of src/engine/worker.ts): receive, decide every packet, send. */
 export function loopOnce(source: PacketSource, dataplane: Dataplane): number {
-  const n = source.receive(50);
+  return decideBatch(source, dataplane, 50);
+}
+
+/** Stop as src/engine/worker.ts does: stop capturing, decide and send what is still queued, then close. */
+export function stopLikeWorker(source: PacketSource, dataplane: Dataplane): number {
+  let decided = 0;
+  if (source.beginStop) {
+    source.beginStop();
+    for (let n = decideBatch(source, dataplane, 0); n > 0; n = decideBatch(source, dataplane, 0)) decided += n;
+  }
+  source.close();
+  return decided;
+}
+
+function decideBatch(source: PacketSource, dataplane: Dataplane, timeoutMs: number): number {
+  const n = source.receive(timeoutMs);
   if (n === 0) return 0;
   const { data, offset, length, outbound, verdict } = source.batch;
   const now = Date.now();
