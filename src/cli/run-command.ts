@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { RunOptions } from './run-engine.ts';
-import { DEFAULT_WINDIVERT_PRIORITY } from '../divert/windivert-priority.ts';
+import { DEFAULT_WINDIVERT_PRIORITY } from '../packet-sources/windivert/priority.ts';
 
 export function registerRunCommand(program: Command): void {
   program

@@ -335,6 +335,7 @@ describe('buildEngineStats', () => {
     counters.addReceiveError();
     counters.addSendError();
     counters.addSendError();
+    counters.addExpectedSendFailure('icmpRefused');
     const stats = buildEngineStats(counters.snapshot(), BASE, { sampledAt: new Date(T0), uptimeSeconds: 5 });
     assert.equal(stats.sampledAt, '2026-01-01T00:00:00.000Z');
     assert.deepEqual(stats.reflected, { packets: 2, bytes: a.length + b.length });
@@ -345,7 +346,7 @@ describe('buildEngineStats', () => {
       { port: 8080, protocol: 'tcp', packets: 0, bytes: 0 },
       { port: 53, protocol: 'udp', packets: 1, bytes: s.length },
     ]);
-    assert.deepEqual(stats.errors, { receive: 1, send: 2 });
+    assert.deepEqual(stats.errors, { receive: 1, send: 2, sendExpected: { hostUnreachable: 0, icmpRefused: 1 } });
     assert.equal(stats.malformed.total, 0);
     assert.deepEqual(Object.keys(stats.malformed.byReason).sort(), ['badExtensionHeader', 'badHeaderLength', 'badTotalLength', 'badTransportHeader', 'badVersion', 'truncated']);
     assert.deepEqual(stats.rates, { reflectedPackets: 0, reflectedBytes: 0, shieldDroppedPackets: 0 });

@@ -1,7 +1,7 @@
 /**
  * Windows packet backend: WinDivert 2.x at the network layer.
  *
- * One handle with one filter (windivert-filter.ts) captures both what retroflect reflects (outbound packets to a
+ * One handle with one filter (filter.ts) captures both what retroflect reflects (outbound packets to a
  * reflect address) and what it shields (inbound packets from other hosts to a shield port). Captured packets are
  * taken from the network stack; whatever is not sent back is dropped. So:
  *   Reflect → sent back as inbound (Outbound cleared, interface kept, checksums finished where the NIC would have);
