@@ -155,18 +155,32 @@ function decideBatch(source: PacketSource, dataplane: Dataplane, timeoutMs: numb
 /**
  * Inject `total` TCP packets 198.51.100.2:40000 → 192.0.2.1:80, numbered in their first payload bytes, 40 at a time
  * with a turn of the event loop between, so config changes can run while packets arrive. `refused` counts injections
- * the double refused because no handle was receiving.
+ * no handle captured. With `shieldedEvery` = k, every k-th turn also hands over an inbound packet from another host
+ * (203.0.113.9:5555 → 198.51.100.2:80, numbered from SHIELDED_SEQ_BASE) for a test that shields port 80.
  */
-export function startNumberedInjection(double: WinDivertDoubleControl, total: number): { readonly injected: number; readonly refused: number; done: Promise<void> } {
-  const state = { injected: 0, refused: 0, done: Promise.resolve() };
+export const SHIELDED_SEQ_BASE = 1_000_000;
+export function startNumberedInjection(
+  double: WinDivertDoubleControl,
+  total: number,
+  opts: { shieldedEvery?: number } = {},
+): { readonly injected: number; readonly refused: number; readonly shielded: number; readonly shieldedRefused: number; done: Promise<void> } {
+  const state = { injected: 0, refused: 0, shielded: 0, shieldedRefused: 0, done: Promise.resolve() };
   const addr = addressBuffer(outboundAddr(false));
+  const inAddr = addressBuffer(inboundAddr(false));
   const template = Buffer.from(packet('198.51.100.2', '192.0.2.1', 6, 40000, 80, 0));
+  const peer = Buffer.from(packet('203.0.113.9', '198.51.100.2', 6, 5555, 80, 0));
   state.done = (async () => {
+    let turn = 0;
     while (state.injected < total) {
       for (let k = 0; k < 40 && state.injected < total; k++) {
         template.writeUInt32LE(state.injected, 40); // sequence number: first payload bytes after the 20-byte TCP header
         if (double.inject(template, template.length, addr) !== 1) state.refused++;
         state.injected++;
+      }
+      if (opts.shieldedEvery && ++turn % opts.shieldedEvery === 0) {
+        peer.writeUInt32LE(SHIELDED_SEQ_BASE + state.shielded, 40);
+        if (double.inject(peer, peer.length, inAddr) !== 1) state.shieldedRefused++;
+        state.shielded++;
       }
       await new Promise<void>((resolve) => setImmediate(resolve));
     }

@@ -57,3 +57,39 @@ test('live changes while packets flow: every injected packet comes out, reflecte
   }
   assert.equal(double.openHandles(), 0, 'stop released every handle');
 });
+
+const BURST_SEQ = 2_000_000;
+
+test('stop under traffic (Engine.stop, as Ctrl+C, console close and `stop` run it): every captured packet is decided before the handle closes', { timeout: 60_000 }, async () => {
+  double.reset();
+  const engine = await Engine.start({
+    config: buildInterceptConfig(['192.0.2.1'], ['80/tcp']),
+    backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH }),
+    validateAddress: async (address) => ({ address, warnings: [] }),
+  });
+  const { packet, outboundAddr, inboundAddr } = await import('./double.ts');
+  const { addressBuffer } = await import('../../../src/packet-sources/windivert/address.ts');
+  // A burst queued faster than the worker can drain it (the double's own loop hands them over), then traffic that
+  // keeps coming while the engine stops.
+  const BURST = 20_000;
+  const burst = Buffer.from(packet('198.51.100.2', '192.0.2.1', 6, 40000, 80, BURST_SEQ));
+  const shielded = Buffer.from(packet('203.0.113.9', '198.51.100.2', 6, 5555, 80, BURST_SEQ + 1));
+  const captured = double.injectRepeat(burst, burst.length, addressBuffer(outboundAddr(false)), BURST);
+  const capturedShielded = double.injectRepeat(shielded, shielded.length, addressBuffer(inboundAddr(false)), BURST);
+  const injection = startNumberedInjection(double, 4000, { shieldedEvery: 1 });
+  await engine.stop(); // the burst is still mostly queued when the worker gets the stop
+  await injection.done;
+  assert.equal(double.openHandles(), 0);
+  const wire = collectSent(double);
+  assert.deepEqual(wire.filter((w) => w.origin === 'released').length, 0, 'nothing put back undecided by a close');
+  const seq = (w: (typeof wire)[number]) => w.bytes.readUInt32LE(40);
+  const toServerFromPeer = wire.filter((w) => w.bytes.subarray(12, 16).join('.') === '203.0.113.9');
+  assert.deepEqual(toServerFromPeer.filter((w) => w.origin !== 'unclaimed').map(seq), [], 'no captured shielded packet delivered');
+  assert.equal(toServerFromPeer.length, injection.shieldedRefused, 'only those that arrived after capture stopped got in');
+  const reflected = wire.filter((w) => w.origin === 'sent');
+  for (const w of reflected) assert.equal(w.bytes.subarray(12, 16).join('.'), '192.0.2.1');
+  assert.equal(reflected.length, captured + (injection.injected - injection.refused), 'every captured packet reflected once');
+  const numbered = reflected.filter((w) => seq(w) !== BURST_SEQ);
+  assert.equal(new Set(numbered.map(seq)).size, numbered.length, 'no numbered packet twice');
+  assert.ok(captured === BURST && capturedShielded === BURST);
+});

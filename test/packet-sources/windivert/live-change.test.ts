@@ -33,9 +33,12 @@ function next(port: import('node:worker_threads').MessagePort, type: string): Pr
   });
 }
 
-test('every packet injected while the config changes comes out reflected, exactly once; stop releases all handles', { timeout: 60_000 }, async () => {
+test('live change under traffic with the server port shielded: every reflected packet comes out once, none dropped, nothing undecided on the wire; shielded ones dropped', { timeout: 60_000 }, async () => {
   double.reset();
-  let cfg: InterceptConfig = buildInterceptConfig(['192.0.2.1'], ['8080/tcp']);
+  // The server listens on port 80 and is shielded: the reflected packets (192.0.2.1 → 198.51.100.2:80, inbound) match
+  // every new handle's filter (inbound, from a reflect address, to a shield port) and would be dropped as forged or
+  // shielded if a handle ever saw them. WinDivert never hands a handle what a handle of its priority injected.
+  let cfg: InterceptConfig = buildInterceptConfig(['192.0.2.1'], ['80/tcp']);
   const backend = new WinDivertHostBackend({ dllPath: DOUBLE_PATH });
   const init = await backend.start(cfg);
   const channel = new MessageChannel();
@@ -45,10 +48,10 @@ test('every packet injected while the config changes comes out reflected, exactl
     await next(channel.port1, 'ready');
 
     const TOTAL = 20_000;
-    const injection = startNumberedInjection(double, TOTAL);
+    const injection = startNumberedInjection(double, TOTAL, { shieldedEvery: 5 });
     let changes = 0;
     while (injection.injected < TOTAL) {
-      const nextCfg = buildInterceptConfig(['192.0.2.1', `192.0.2.${100 + (changes % 100)}`], ['8080/tcp', `${9000 + changes}/udp`]);
+      const nextCfg = buildInterceptConfig(['192.0.2.1', `192.0.2.${100 + (changes % 100)}`], ['80/tcp', `${9000 + changes}/udp`]);
       const update = await backend.apply(cfg, nextCfg);
       cfg = nextCfg;
       channel.port1.postMessage({ type: 'reconfigure', config: cfg, update });
@@ -57,6 +60,8 @@ test('every packet injected while the config changes comes out reflected, exactl
     }
     await injection.done;
     assert.equal(injection.refused, 0, 'a receiving handle existed at every moment');
+    assert.equal(injection.shieldedRefused, 0);
+    assert.ok(injection.shielded > 50, `${injection.shielded} shielded packets from another host`);
     assert.ok(changes >= 3, `config changed ${changes} times while packets flowed`);
 
     const deadline = Date.now() + 20_000;
@@ -70,7 +75,7 @@ test('every packet injected while the config changes comes out reflected, exactl
     assert.equal(result.sendErrors, 0);
 
     const sent = collectSent(double);
-    assertEachReflectedOnce(sent, TOTAL);
+    assertEachReflectedOnce(sent, TOTAL); // also: each was sent by a handle, none released by a close or uncaptured
     assert.equal(double.openHandles(), 0, 'the worker drained and closed every old handle, and its last one on stop');
   } finally {
     // Never leave the worker blocked in RecvEx (it would keep the process alive): shut everything down.
