@@ -129,6 +129,12 @@ function ConvertTo-RetroflectStats {
             foreach ($prop in $Stats.malformed.byReason.PSObject.Properties) { $malformed[$prop.Name] = [long]$prop.Value }
         }
     }
+    # Re-injections the driver documents as failing harmlessly (WinDivert): counted, not alarms. 0 on Linux.
+    $expected = [pscustomobject]@{ HostUnreachable = [long]0; IcmpRefused = [long]0 }
+    if ($null -ne $Stats.errors -and $Stats.errors.PSObject.Properties['sendExpected']) {
+        $expected.HostUnreachable = [long]$Stats.errors.sendExpected.hostUnreachable
+        $expected.IcmpRefused = [long]$Stats.errors.sendExpected.icmpRefused
+    }
     $rates = $Stats.rates
     return [pscustomobject]@{
         PSTypeName                    = 'Retroflect.Stats'
@@ -146,7 +152,7 @@ function ConvertTo-RetroflectStats {
         MalformedByReason             = $malformed
         ReceiveErrors                 = [long]$Stats.errors.receive
         SendErrors                    = [long]$Stats.errors.send
-        ExpectedSendFailures          = [pscustomobject]@{ HostUnreachable = [long]$Stats.errors.sendExpected.hostUnreachable; IcmpRefused = [long]$Stats.errors.sendExpected.icmpRefused }
+        ExpectedSendFailures          = $expected
         ReflectedPacketsPerSecond     = [double]$rates.reflectedPackets
         ReflectedBytesPerSecond       = [double]$rates.reflectedBytes
         ShieldDroppedPacketsPerSecond = [double]$rates.shieldDroppedPackets
