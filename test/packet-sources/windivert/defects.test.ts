@@ -156,12 +156,14 @@ test(`defect 5: the default priority is ${DEFAULT_WINDIVERT_PRIORITY}, not the 0
   await explicit.stop();
 });
 
-test('defect 7 (Windows filter): inbound packets from another host whose source is a reflect address are captured for the data plane to judge', async () => {
-  const { backend, source, dataplane } = await started();
+test('defect 7 (Windows): inbound packets from another host whose source is a reflect address are captured, dropped and counted', async () => {
+  const { backend, source, dataplane, counters } = await started();
   assert.equal(offer(double, packet(R4, LOCAL4, 17, 5353, 9999, 1), inboundAddr(false)), 1, 'forged IPv4 source, any port');
   assert.equal(offer(double, packet(R6, LOCAL6, 6, 443, 8443, 2), inboundAddr(true)), 1, 'forged IPv6 source');
   assert.equal(offer(double, packet(PEER4, LOCAL4, 17, 5353, 9999, 3), inboundAddr(false)), 0, 'an ordinary peer on an unshielded port is not captured');
   assert.equal(loopOnce(source, dataplane), 2, 'both decided');
+  assert.deepEqual(collectSent(double).map((w) => packetSeq(w.bytes)), [3], 'only the ordinary peer packet got in (uncaptured)');
+  assert.equal(counters.snapshot().forgedSourceDropped.packets, 2);
   stopLikeWorker(source, dataplane);
   await backend.stop();
 });

@@ -145,7 +145,7 @@ for (const seed of [1, 2, 3, 4, 5, 6]) {
     assert.ok(mustAct > 60 && captured >= mustAct, `${mustAct} packets to act on, ${captured} captured`);
     assert.equal(stopLikeWorker(source, dataplane), 0, 'nothing was left queued');
     const snap = counters.snapshot();
-    const decided = snap.reflected.packets + snap.passed.packets + snap.shieldDropped.packets + snap.malformed.total;
+    const decided = snap.reflected.packets + snap.passed.packets + snap.shieldDropped.packets + snap.forgedSourceDropped.packets + snap.malformed.total;
     assert.equal(decided, captured, 'every captured packet decided exactly once');
     assert.deepEqual(collectSent(double).filter((w) => w.origin === 'released'), [], 'nothing put back undecided');
     await backend.stop();
