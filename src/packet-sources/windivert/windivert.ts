@@ -273,7 +273,8 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     }
   }
 
-  /** Inject one inbound ICMP/ICMPv6 packet on its own. */
+  /** Inject one inbound ICMP/ICMPv6 packet on its own (two small views per call: the only per-packet allocation,
+   *  on a path as rare as ICMP is). */
   private sendOne(off: number, len: number, base: number): void {
     const packet = this.batch.data.subarray(off, off + len);
     const addr = this.addrs.subarray(base, base + WINDIVERT_ADDRESS_SIZE);
