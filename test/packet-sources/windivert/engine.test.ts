@@ -4,7 +4,8 @@
  * per process, so the test thread injects into the same "network" the worker receives from).
  *
  * Proves that a live config change (new handle opened first, old one drained and closed) loses no packet while
- * packets keep arriving, and that stop releases every handle.
+ * packets keep arriving, that stop under traffic decides every captured packet before it closes (issue 9, defect 2),
+ * and that send failures reach `stats` by kind (defect 4).
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -92,4 +93,31 @@ test('stop under traffic (Engine.stop, as Ctrl+C, console close and `stop` run i
   const numbered = reflected.filter((w) => seq(w) !== BURST_SEQ);
   assert.equal(new Set(numbered.map(seq)).size, numbered.length, 'no numbered packet twice');
   assert.ok(captured === BURST && capturedShielded === BURST);
+});
+
+test('send failures reach `stats` by kind: ERROR_HOST_UNREACHABLE as expected, anything else as an alarm', { timeout: 60_000 }, async () => {
+  double.reset();
+  const engine = await Engine.start({
+    config: buildInterceptConfig(['192.0.2.1'], []),
+    backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH }),
+    validateAddress: async (address) => ({ address, warnings: [] }),
+  });
+  try {
+    const { inject, outboundAddr, packet } = await import('./double.ts');
+    const waitFor = async (done: () => Promise<boolean>) => {
+      const deadline = Date.now() + 20_000;
+      while (!(await done()) && Date.now() < deadline) await sleep(20);
+    };
+    double.setSendFailure(-1, 'tcp.SrcPort == 40001', 1232);
+    for (let i = 0; i < 3; i++) inject(double, packet('198.51.100.2', '192.0.2.1', 6, 40000 + i, 80, i), outboundAddr(false));
+    await waitFor(async () => (await engine.stats()).errors.sendExpected.hostUnreachable === 1);
+    double.setSendFailure(-1, 'tcp.SrcPort == 40002', 31);
+    for (let i = 0; i < 3; i++) inject(double, packet('198.51.100.2', '192.0.2.1', 6, 40000 + i, 80, i), outboundAddr(false));
+    await waitFor(async () => (await engine.stats()).errors.send === 1);
+    const stats = await engine.stats();
+    assert.deepEqual(stats.errors, { receive: 0, send: 1, sendExpected: { hostUnreachable: 1, icmpRefused: 0 } });
+    assert.equal(collectSent(double).length, 4, 'the other packets of both batches went out');
+  } finally {
+    await engine.stop();
+  }
 });
