@@ -21,7 +21,7 @@ test('live changes while packets flow: every injected packet comes out, reflecte
   double.reset();
   const base = ['192.0.2.1'];
   const engine = await Engine.start({
-    config: buildInterceptConfig(base, ['8080/tcp']),
+    config: buildInterceptConfig(base, ['80/tcp']), // the server's own port is shielded: reflected traffic must pass all the same
     backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH }),
     // Address validation against host routes is not what this test is about; every documentation address is usable.
     validateAddress: async (address) => ({ address, warnings: [] }),
