@@ -98,6 +98,13 @@ function peer(ns: NetNs, args: string[]): JsonLines {
   return new JsonLines(ns.spawn(node, ['--input-type=module', '-e', TRAFFIC_PEER, ...args]));
 }
 
+/** The namespace's count of retransmitted TCP segments (Tcp RetransSegs in /proc/net/snmp). */
+async function tcpRetransmits(ns: NetNs): Promise<number> {
+  const lines = (await ns.must('cat', ['/proc/net/snmp'])).split('\n').filter((l) => l.startsWith('Tcp:'));
+  const [names, values] = lines.map((l) => l.trim().split(/\s+/));
+  return Number(values![names!.indexOf('RetransSegs')]);
+}
+
 async function peerOnce(ns: NetNs, args: string[]): Promise<Record<string, any>> {
   const r = await ns.run(node, ['--input-type=module', '-e', TRAFFIC_PEER, ...args], { timeoutMs: 20_000 });
   assert.equal(r.code, 0, r.stderr);
@@ -225,12 +232,15 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
       assert.deepEqual(d, { udp: SIZE, peer: addr, port: udp.localPort });
     }
     const BYTES = 300_000;
+    const retransmitsBefore = await tcpRetransmits(t.a);
     const tcp = await peerOnce(t.a, ['tcp-send', addr, String(SINK_TCP), String(BYTES)]);
     assert.deepEqual(tcp, { ok: true, reply: String(BYTES), localPort: tcp.localPort });
     assert.deepEqual(await traffic.next((o) => o.tcp !== undefined), { tcp: BYTES, peer: addr, port: tcp.localPort });
     await new Promise((r) => setTimeout(r, 200)); // the last ACK of the close
+    const retransmitted = (await tcpRetransmits(t.a)) - retransmitsBefore;
 
-    const stats = await engine!.cli(['stats']);
+    // Both at once: a closed TCP flow stays listed for 10 s, and each CLI call takes seconds on a loaded machine.
+    const [stats, flows] = await Promise.all([engine!.cli(['stats']), engine!.cli(['flows'])]);
     assert.equal(stats.code, 0, stats.stderr);
     const a = (stats.json.byAddress as any[]).find((x) => x.address === addr);
     assert.ok(a, JSON.stringify(stats.json.byAddress));
@@ -242,11 +252,13 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const payload = BYTES + String(BYTES).length;
     const tcpc = a.byProtocol.tcp as { packets: number; bytes: number };
     assert.ok(tcpc.packets >= 6, JSON.stringify(tcpc)); // at least handshake + data + FINs
-    assert.ok(tcpc.bytes >= payload + 40 * tcpc.packets && tcpc.bytes <= payload + 60 * tcpc.packets, JSON.stringify(tcpc));
+    assert.ok(tcpc.bytes >= payload + 40 * tcpc.packets, JSON.stringify(tcpc));
+    // A retransmitted segment carries its payload again, so the upper bound holds for a transfer without any
+    // (the kernel's own counter says which this was; a loaded machine sometimes retransmits).
+    if (retransmitted === 0) assert.ok(tcpc.bytes <= payload + 60 * tcpc.packets, JSON.stringify(tcpc));
     assert.equal(a.packets, N + tcpc.packets);
     assert.equal(a.bytes, N * (28 + SIZE) + tcpc.bytes);
 
-    const flows = await engine!.cli(['flows']);
     assert.equal(flows.code, 0, flows.stderr);
     const mine = (flows.json.flows as any[]).filter((f) => f.reflectAddress === addr);
     const uflow = mine.find((f) => f.protocol === 'udp');
