@@ -5,10 +5,11 @@
 #   tcpdump, dnsutils, curl, iputils-ping   regenerating and checking the packet fixtures
 #   gcc, make, gcc-mingw-w64-x86-64         the WinDivert test double (native/), for Linux and for Wine
 #   wine, wine64            running the Windows build (node.exe, koffi, the test double DLL) in tests
+#   tshark                  reading the pcapng files `retroflect capture` writes, in tests
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(iproute2 nftables iperf3 sockperf tcpdump dnsutils curl iputils-ping procps gcc make libc6-dev
-      gcc-mingw-w64-x86-64 wine wine64 python3)
+      gcc-mingw-w64-x86-64 wine wine64 python3 tshark)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 if ((${#missing[@]})); then

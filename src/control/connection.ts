@@ -9,6 +9,7 @@ import { badRequest as badRequestError, controlAccessDenied, internalError } fro
 import { ErrorCode, type RetroflectError, isRetroflectError } from '../errors.ts';
 import { isAllowedPeer, peerCredentials } from './peer-credentials.ts';
 import type { MethodHandlers, Session, SubscriptionTopic } from './handlers.ts';
+import type { CaptureSink, CaptureSubscription } from './capture-subscription.ts';
 import {
   MAX_ID_CHARS,
   MAX_LINE_BYTES,
@@ -16,6 +17,7 @@ import {
   MAX_UNSENT_BYTES,
   MAX_UNSENT_NOTIFY_BYTES,
   type AuthMode,
+  type CaptureEndParams,
   type Reply,
   type RequestId,
 } from './protocol.ts';
@@ -49,6 +51,7 @@ export class Connection implements Session {
   private readonly subscriptions = new Map<SubscriptionTopic, { timer: NodeJS.Timeout; busy: boolean }>();
   /** Callbacks for after the reply to the request being handled is written. */
   private afterReplyFns: (() => void)[] = [];
+  private capture: CaptureSubscription | null = null;
 
   constructor(socket: net.Socket, ctx: ConnectionContext) {
     this.socket = socket;
@@ -57,7 +60,7 @@ export class Connection implements Session {
     socket.on('error', () => undefined); // resets and EPIPE from vanished clients are normal
     this.firstTimer = setTimeout(() => this.destroy(), ctx.firstRequestTimeoutMs);
     socket.setTimeout(ctx.idleTimeoutMs, () => {
-      if (this.subscriptions.size === 0) this.destroy(); // a subscriber may listen quietly
+      if (this.subscriptions.size === 0 && this.capture === null) this.destroy(); // a subscriber may listen quietly
     });
     if (ctx.auth === 'peer-credentials') {
       const cred = peerCredentials(socket);
@@ -206,6 +209,32 @@ export class Connection implements Session {
     this.afterReplyFns.push(fn);
   }
 
+  startCapture(open: (sink: CaptureSink) => CaptureSubscription): void {
+    if (this.capture !== null) {
+      throw new RetroflectError(ErrorCode.INVALID_PARAMS, 'This connection is already capturing.', {
+        hint: "Send 'capture.stop' first, or open another connection for a second capture.",
+        details: { field: 'method' },
+      });
+    }
+    this.capture = open({
+      notify: (method, params) => {
+        if (!this.closing && !this.socket.destroyed) this.socket.write(JSON.stringify({ method, params }) + '\n');
+      },
+      unsent: () => this.socket.writableLength,
+      abandon: () => {
+        this.ctx.log('control: a capture client stopped reading; closing its connection');
+        this.capture = null;
+        this.destroy();
+      },
+    });
+  }
+
+  stopCapture(): CaptureEndParams | null {
+    const ended = this.capture?.end('stopped') ?? null;
+    this.capture = null;
+    return ended;
+  }
+
   private async push(topic: SubscriptionTopic, sub: { busy: boolean }, sample: () => Promise<unknown>): Promise<void> {
     // Skip (not queue) a sample while the subscriber is behind or the previous sample is still being taken.
     if (sub.busy || this.closing || this.socket.writableLength > MAX_UNSENT_NOTIFY_BYTES) return;
@@ -246,6 +275,7 @@ export class Connection implements Session {
   dispose(): void {
     this.closing = true;
     for (const topic of [...this.subscriptions.keys()]) this.unsubscribe(topic);
+    this.stopCapture();
     if (this.firstTimer) clearTimeout(this.firstTimer);
     this.firstTimer = null;
     this.queue.length = 0;

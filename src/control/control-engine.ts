@@ -5,6 +5,7 @@
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
+import type { CaptureOptions, CaptureSession } from '../capture/hub.ts';
 
 export interface ControlEngine {
   status(): EngineStatus;
@@ -16,4 +17,6 @@ export interface ControlEngine {
   stats(): Promise<EngineStats>;
   flows(): FlowRecord[];
   stop(): Promise<void>;
+  /** Packet capture (capture/hub.ts); an engine without it answers capture.start with E_BACKEND_UNAVAILABLE. */
+  openCapture?(opts: CaptureOptions): CaptureSession;
 }

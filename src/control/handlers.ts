@@ -10,6 +10,7 @@ import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
 import { checkReflectAddress, suggestReflectAddress } from '../platform/validate-address.ts';
 import { VERSION } from '../version.ts';
 import { ConfigChanges } from './config-changes.ts';
+import { CaptureSubscription, type CaptureSink } from './capture-subscription.ts';
 import type { ControlEngine } from './control-engine.ts';
 import {
   MAX_ADDRESSES_PER_REQUEST,
@@ -19,6 +20,7 @@ import {
   PROTOCOL_VERSION,
   type AddressTestResult,
   type AuthMode,
+  type CaptureEndParams,
   type HelloResult,
 } from './protocol.ts';
 
@@ -41,6 +43,10 @@ export interface Session {
   closeAfterReply(): void;
   /** Run `fn` once the reply to this request is written (stop: reply first, then stop). */
   afterReply(fn: () => void): void;
+  /** Stream a capture on this connection (one at a time): `open` gets the connection's sink. */
+  startCapture(open: (sink: CaptureSink) => CaptureSubscription): void;
+  /** End this connection's capture; null when it has none. */
+  stopCapture(): CaptureEndParams | null;
 }
 
 export type SubscriptionTopic = 'stats';
@@ -163,6 +169,11 @@ export class MethodHandlers {
         if (params.topic !== 'stats') throw invalidParams("'topic' must be \"stats\".", 'topic');
         session.unsubscribe('stats');
         return { topic: 'stats', subscribed: false };
+      case 'capture.start':
+        return this.startCapture(params, session);
+      case 'capture.stop':
+        only(params, []);
+        return session.stopCapture() ?? { id: null, captured: 0, dropped: 0, reason: 'notCapturing' };
       case 'stop':
         only(params, []);
         // Reply first, then stop: the engine's 'stopped' event closes the server and every connection.
@@ -216,6 +227,20 @@ export class MethodHandlers {
     }
     session.subscribe('stats', iv, () => this.engine.stats());
     return { topic: 'stats', intervalMs: iv };
+  }
+
+  private startCapture(params: Params, session: Session): unknown {
+    const engine = this.engine;
+    if (!engine.openCapture) {
+      throw new RetroflectError(ErrorCode.BACKEND_UNAVAILABLE, 'This engine cannot capture packets.', { hint: 'Update the engine.' });
+    }
+    let result: unknown;
+    session.startCapture((sink) => {
+      const started = CaptureSubscription.start({ openCapture: (o) => engine.openCapture!(o), status: () => engine.status() }, params, sink);
+      result = started.result;
+      return started.sub;
+    });
+    return result;
   }
 
   private async testAddress(params: Params): Promise<AddressTestResult> {

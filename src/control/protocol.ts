@@ -135,6 +135,26 @@ export interface MethodResults {
   stop: { stopping: true };
   subscribe: { topic: 'stats'; intervalMs: number };
   unsubscribe: { topic: 'stats'; subscribed: false };
+  'capture.start': CaptureStartResult;
+  'capture.stop': CaptureEndParams;
+}
+
+export interface CaptureStartResult {
+  id: number;
+  format: 'pcapng' | 'summary';
+  snaplen: number;
+  rate: number;
+  linktype: number;
+  interfaces: { name: string; description: string; direction: 'outbound' | 'inbound' }[];
+  filter: { addresses: string[]; ports: number[]; verdicts: string[]; protocols: string[] };
+}
+
+/** `capture.end` notification and `capture.stop` result. */
+export interface CaptureEndParams {
+  id: number | null;
+  captured: number;
+  dropped: number;
+  reason: 'stopped' | 'engineStopping' | 'slowClient' | 'notCapturing';
 }
 
 export type MethodName = keyof MethodResults;
@@ -155,4 +175,6 @@ export const METHODS: readonly MethodName[] = [
   'stop',
   'subscribe',
   'unsubscribe',
+  'capture.start',
+  'capture.stop',
 ];

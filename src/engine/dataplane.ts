@@ -27,7 +27,8 @@ function statsProto(proto: number): StatsProto {
 }
 
 export class Dataplane {
-  private readonly packet = new ParsedPacket();
+  /** The parse of the packet decided last (the capture tap reads it right after outbound/inbound). */
+  readonly packet = new ParsedPacket();
   private readonly addresses = new ReflectAddressSet();
   private readonly shields = new ShieldPortSet();
   /** The config last applied, to tell which slots are new (their counters start from zero). */

@@ -23,6 +23,7 @@ import { EngineStatsSource } from './stats.ts';
 import type { EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 import { createPacketWorker } from './worker-entry.ts';
+import { CaptureHub, type CaptureOptions, type CaptureSession } from '../capture/hub.ts';
 
 export interface AddressValidation {
   address: string;
@@ -85,6 +86,7 @@ export class Engine extends EventEmitter {
   private queue: Promise<unknown> = Promise.resolve();
   private stopped: Promise<void> | null = null;
   private readonly statsSource: EngineStatsSource;
+  private readonly captureHub = new CaptureHub((captures) => this.post({ type: 'capture', captures }));
 
   private constructor(private readonly opts: EngineOptions) {
     super();
@@ -258,6 +260,12 @@ export class Engine extends EventEmitter {
     return this.statsSource.stats(this.dataplaneConfig(this.current), uptimeSeconds, this.state === 'running');
   }
 
+  /** Start copying matching packets to a client (capture/hub.ts); E_LIMIT_REACHED past MAX_CAPTURE_CLIENTS. */
+  openCapture(opts: CaptureOptions): CaptureSession {
+    this.assertRunning();
+    return this.captureHub.open(opts);
+  }
+
   flows(): FlowRecord[] {
     return this.flowTable.snapshot(Date.now());
   }
@@ -277,6 +285,7 @@ export class Engine extends EventEmitter {
 
   private async teardown(): Promise<void> {
     this.statsSource.stop();
+    this.captureHub.closeAll();
     const worker = this.worker;
     this.worker = null;
     if (worker) {

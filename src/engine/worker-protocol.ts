@@ -6,6 +6,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { InterceptConfig } from '../config/intercept-config.ts';
 import type { SourceInit, SourceUpdate } from '../packet-sources/packet-source.ts';
 import type { DataplaneConfig } from './dataplane.ts';
+import type { CaptureSpec } from '../capture/filter.ts';
 
 export interface WorkerData {
   port: MessagePort;
@@ -21,6 +22,8 @@ export type MainToWorker =
   | { type: 'dataplane'; dataplane: DataplaneConfig }
   /** The host change is done: final data plane config plus what the backend's apply() returned for the source. */
   | { type: 'reconfigure'; config: InterceptConfig; dataplane: DataplaneConfig; update: SourceUpdate }
+  /** The active captures from now on (empty: capture off). Replaces the previous list. */
+  | { type: 'capture'; captures: CaptureSpec[] }
   | { type: 'stop' };
 
 export type WorkerToMain =

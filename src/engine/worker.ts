@@ -13,6 +13,7 @@ import { EngineCounters } from './counters.ts';
 import { Dataplane } from './dataplane.ts';
 import { FlowTable } from './flow-table.ts';
 import { isRetroflectError } from '../errors.ts';
+import { CaptureTaps } from '../capture/tap.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 
 /** How long one receive may block, so stop and config messages are seen promptly on an idle link. */
@@ -31,6 +32,7 @@ async function main(): Promise<void> {
   const flows = new FlowTable({ buffer: data.flowsBuffer });
   const dataplane = new Dataplane(counters, flows);
   dataplane.configure(data.dataplane);
+  const taps = new CaptureTaps();
 
   let source: PacketSource;
   try {
@@ -59,6 +61,9 @@ async function main(): Promise<void> {
         dataplane.configure(msg.dataplane);
         source.reconfigure(msg.config, msg.update);
         break;
+      case 'capture':
+        taps.update(msg.captures);
+        break;
       case 'stop':
         stopping = true;
         break;
@@ -76,10 +81,21 @@ async function main(): Promise<void> {
   const expectedSeen = { hostUnreachable: 0, icmpRefused: 0 };
   const decideAndSend = (n: number, now: number): void => {
     const { data: buf, offset, length, outbound, verdict } = batch;
-    for (let i = 0; i < n; i++) {
-      verdict[i] = outbound[i] === 1
-        ? dataplane.outbound(buf, offset[i], length[i], now)
-        : dataplane.inbound(buf, offset[i], length[i], now);
+    if (taps.count === 0) {
+      for (let i = 0; i < n; i++) {
+        verdict[i] = outbound[i] === 1
+          ? dataplane.outbound(buf, offset[i], length[i], now)
+          : dataplane.inbound(buf, offset[i], length[i], now);
+      }
+    } else {
+      // Capturing: the same decisions, then the tap copies each packet as it will be sent (after reflection).
+      const origin = performance.timeOrigin;
+      for (let i = 0; i < n; i++) {
+        const out = outbound[i] === 1;
+        const v = out ? dataplane.outbound(buf, offset[i], length[i], now) : dataplane.inbound(buf, offset[i], length[i], now);
+        verdict[i] = v;
+        taps.offer(buf, offset[i], length[i], out, v, dataplane.packet, origin + performance.now());
+      }
     }
     source.send();
     while (source.sendErrors > sendErrorsSeen) {

@@ -1,0 +1,89 @@
+/**
+ * A small pcapng writer (draft-ietf-opsawg-pcapng): one Section Header Block, one Interface Description Block per
+ * interface and direction, and one Enhanced Packet Block per captured packet whose comment (opt_comment) carries
+ * the engine's verdict and the packet's addresses before reflection, and whose epb_flags carry the direction.
+ * Little-endian, raw IP link type, microsecond timestamps (the default if_tsresol).
+ */
+import { VERSION } from '../version.ts';
+import type { CaptureRecord } from './record.ts';
+
+/** LINKTYPE_RAW: the packet starts with an IPv4 or IPv6 header. */
+export const LINKTYPE_RAW = 101;
+
+export interface CaptureInterface {
+  /** pcapng if_name, e.g. "rflct0 outbound". */
+  name: string;
+  description: string;
+  direction: 'outbound' | 'inbound';
+}
+
+const BT_SHB = 0x0a0d0d0a;
+const BT_IDB = 0x00000001;
+const BT_EPB = 0x00000006;
+const OPT_COMMENT = 1;
+const SHB_USERAPPL = 4;
+const IF_NAME = 2;
+const IF_DESCRIPTION = 3;
+const EPB_FLAGS = 2;
+/** epb_flags bits 0-1: 1 = inbound, 2 = outbound. */
+const EPB_INBOUND = 1;
+const EPB_OUTBOUND = 2;
+
+const pad4 = (n: number): number => (n + 3) & ~3;
+
+function option(code: number, value: Buffer): Buffer {
+  const out = Buffer.alloc(4 + pad4(value.length));
+  out.writeUInt16LE(code, 0);
+  out.writeUInt16LE(value.length, 2);
+  value.copy(out, 4);
+  return out;
+}
+
+function options(list: Buffer[]): Buffer {
+  if (list.length === 0) return Buffer.alloc(0);
+  return Buffer.concat([...list, Buffer.alloc(4) /* opt_endofopt */]);
+}
+
+function block(type: number, body: Buffer): Buffer {
+  const total = 12 + body.length;
+  const out = Buffer.alloc(total);
+  out.writeUInt32LE(type, 0);
+  out.writeUInt32LE(total, 4);
+  body.copy(out, 8);
+  out.writeUInt32LE(total, total - 4);
+  return out;
+}
+
+/** Section header plus one interface block per entry of `interfaces` (interface id = index). */
+export function pcapngHeader(interfaces: readonly CaptureInterface[], snaplen: number): Buffer {
+  const shb = Buffer.alloc(16);
+  shb.writeUInt32LE(0x1a2b3c4d, 0);
+  shb.writeUInt16LE(1, 4);
+  shb.writeUInt16LE(0, 6);
+  shb.writeBigInt64LE(-1n, 8); // section length unknown (we stream)
+  const parts = [block(BT_SHB, Buffer.concat([shb, options([option(SHB_USERAPPL, Buffer.from(`retroflect ${VERSION}`))])]))];
+  for (const itf of interfaces) {
+    const idb = Buffer.alloc(8);
+    idb.writeUInt16LE(LINKTYPE_RAW, 0);
+    idb.writeUInt32LE(snaplen, 4);
+    parts.push(block(BT_IDB, Buffer.concat([idb, options([option(IF_NAME, Buffer.from(itf.name)), option(IF_DESCRIPTION, Buffer.from(itf.description))])])));
+  }
+  return Buffer.concat(parts);
+}
+
+/** One Enhanced Packet Block. `interfaceId` indexes the interfaces given to pcapngHeader. */
+export function pcapngPacket(interfaceId: number, rec: CaptureRecord, comment: string): Buffer {
+  const micros = BigInt(Math.round(rec.time * 1000));
+  const fixed = Buffer.alloc(20);
+  fixed.writeUInt32LE(interfaceId, 0);
+  fixed.writeUInt32LE(Number(micros >> 32n), 4);
+  fixed.writeUInt32LE(Number(micros & 0xffffffffn), 8);
+  fixed.writeUInt32LE(rec.data.length, 12);
+  fixed.writeUInt32LE(rec.originalLength, 16);
+  const data = Buffer.alloc(pad4(rec.data.length));
+  data.set(rec.data);
+  const flags = Buffer.alloc(4);
+  flags.writeUInt32LE(rec.outbound ? EPB_OUTBOUND : EPB_INBOUND);
+  return block(BT_EPB, Buffer.concat([fixed, data, options([option(OPT_COMMENT, Buffer.from(comment)), option(EPB_FLAGS, flags)])]));
+}
+

@@ -1,0 +1,81 @@
+/**
+ * One captured packet as the data plane records it: the binary record format shared by the worker's ring
+ * (capture/ring.ts), the control protocol's `capture` notifications (base64 of whole records) and every reader
+ * (pcapng writer, trace lines, PowerShell). docs/protocol.md documents the same layout; keep the two in step.
+ *
+ * Little-endian, each record padded to a multiple of 8 bytes:
+ *
+ *   0  u32  recordBytes      header + captured bytes + padding
+ *   4  u32  originalLength   the packet's length as the backend handed it over
+ *   8  u32  capturedLength   bytes that follow the header (≤ snap length)
+ *  12  u8   direction        1 = this host sent it (outbound), 0 = it arrived (inbound)
+ *  13  u8   verdict          CaptureVerdict
+ *  14  u8   malformed        MalformedCode (0 = well-formed)
+ *  15  u8   flags            bit 0: the addresses were swapped (reflected); the bytes are the packet as re-injected
+ *  16  f64  time             milliseconds since the Unix epoch, microsecond resolution
+ *  24  ...  the packet's first capturedLength bytes (raw IP, no link-layer header)
+ */
+import type { MalformedReason } from '../engine/types.ts';
+import { MALFORMED_REASONS } from '../packet/parse.ts';
+
+export const RECORD_HEADER_BYTES = 24;
+
+/** What the engine did with a captured packet (0 is never a verdict: a reader rejects it as garbage). */
+export const CaptureVerdict = {
+  Reflected: 1,
+  Passed: 2,
+  ShieldDropped: 3,
+  Malformed: 4,
+  ForgedSourceDropped: 5,
+} as const;
+export type CaptureVerdict = (typeof CaptureVerdict)[keyof typeof CaptureVerdict];
+
+/** Wire names of the verdicts, index = CaptureVerdict - 1. */
+export const CAPTURE_VERDICT_NAMES = ['reflected', 'passed', 'shieldDropped', 'malformed', 'forgedSourceDropped'] as const;
+export type CaptureVerdictName = (typeof CAPTURE_VERDICT_NAMES)[number];
+
+export const RecordFlag = { Reflected: 1 } as const;
+
+/** Record size for a capture of `capturedLength` bytes. */
+export function recordBytes(capturedLength: number): number {
+  return (RECORD_HEADER_BYTES + capturedLength + 7) & ~7;
+}
+
+export interface CaptureRecord {
+  time: number;
+  outbound: boolean;
+  verdict: CaptureVerdictName;
+  malformedReason: MalformedReason | null;
+  reflected: boolean;
+  originalLength: number;
+  /** The captured bytes (a copy, owned by the caller). */
+  data: Uint8Array;
+}
+
+/** Decode every record in `buf` (a concatenation of records, e.g. one notification's payload). Throws on garbage. */
+export function decodeRecords(buf: Uint8Array): CaptureRecord[] {
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const out: CaptureRecord[] = [];
+  let pos = 0;
+  while (pos < buf.length) {
+    if (pos + RECORD_HEADER_BYTES > buf.length) throw new RangeError(`capture record truncated at byte ${pos}`);
+    const size = view.getUint32(pos, true);
+    const captured = view.getUint32(pos + 8, true);
+    const verdict = view.getUint8(pos + 13);
+    if (size !== recordBytes(captured) || pos + size > buf.length || verdict < 1 || verdict > CAPTURE_VERDICT_NAMES.length) {
+      throw new RangeError(`bad capture record at byte ${pos}`);
+    }
+    const malformed = view.getUint8(pos + 14);
+    out.push({
+      originalLength: view.getUint32(pos + 4, true),
+      outbound: view.getUint8(pos + 12) === 1,
+      verdict: CAPTURE_VERDICT_NAMES[verdict - 1],
+      malformedReason: malformed === 0 ? null : (MALFORMED_REASONS[malformed - 1] ?? null),
+      reflected: (view.getUint8(pos + 15) & RecordFlag.Reflected) !== 0,
+      time: view.getFloat64(pos + 16, true),
+      data: buf.slice(pos + RECORD_HEADER_BYTES, pos + RECORD_HEADER_BYTES + captured),
+    });
+    pos += size;
+  }
+  return out;
+}

@@ -1,0 +1,204 @@
+/**
+ * Capture end to end on Linux: the real `retroflect run` in namespace "a" (reflecting 192.0.2.1 and 2001:db8::1,
+ * shielding 8080/tcp), the real `retroflect capture` / `retroflect trace` clients, and tshark reading what they
+ * wrote. Traffic: curl (HTTP/0.9 against the probe server), UDP, ping (IPv4 and IPv6), a malformed UDP packet sent
+ * through a raw socket, and a shielded port tried from the second namespace "b".
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
+import { spawnEngine, waitReady, type EngineProcess } from '../e2e/engine-process.ts';
+
+const PROBE = 'test/platform/fixtures/probe.ts';
+const node = process.execPath;
+const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
+const R4 = '192.0.2.1';
+const R6 = '2001:db8::1';
+
+/** tshark's view of a pcapng file: one object per packet with the fields we check. */
+async function tsharkRead(file: string): Promise<{ src: string; dst: string; sport: string; dport: string; proto: string; comment: string; iface: string }[]> {
+  const fields = ['ip.src', 'ipv6.src', 'ip.dst', 'ipv6.dst', 'tcp.srcport', 'udp.srcport', 'tcp.dstport', 'udp.dstport', 'frame.protocols', 'frame.comment', 'frame.interface_name'];
+  const r = await run('tshark', ['-r', file, '-T', 'fields', '-E', 'separator=|', ...fields.flatMap((f) => ['-e', f])]);
+  assert.equal(r.code, 0, `tshark failed: ${r.stderr}`);
+  return r.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [s4, s6, d4, d6, ts, us, td, ud, proto, comment, iface] = line.split('|');
+      return { src: s4 || s6, dst: d4 || d6, sport: ts || us, dport: td || ud, proto, comment, iface };
+    });
+}
+
+/** Start `retroflect capture`/`trace` in `ns`; resolves once the engine has started the capture. */
+function startClient(ns: NetNs, args: string[]): { child: ChildProcess; stdout: () => Buffer; stderr: () => string; exited: Promise<number | null> } {
+  const child = ns.spawn('env', ['NO_COLOR=1', node, ...CLI, ...args]);
+  const out: Buffer[] = [];
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => out.push(d));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, stdout: () => Buffer.concat(out), stderr: () => err, exited };
+}
+
+/** A UDP/IPv4 packet to R4:5354 whose UDP length field (200) says more than the packet holds: badTransportHeader. */
+const MALFORMED_SENDER = `
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+payload = b'xx'
+udp = struct.pack('!HHHH', 40000, 5354, 200, 0) + payload
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton('198.51.100.2'), socket.inet_aton('${R4}'))
+s.sendto(ip + udp, ('${R4}', 0))
+`;
+
+describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout: 240_000 }, () => {
+  let t: Topology;
+  let engine: EngineProcess | undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'rft-capture-'));
+  const pipe = join(dir, 'retroflect.sock');
+
+  before(async () => {
+    t = await createTopology('cap');
+    const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PROBE, 'serve', '8080,8081', '5354']));
+    await servers.next((o) => o.ready === true);
+    engine = spawnEngine(t.a, ['--no-config', '--reflect', R4, R6, '--shield', '8080/tcp', '--pipe', pipe, '--device', 'rflct0']);
+    await waitReady(engine);
+  });
+
+  after(async () => {
+    engine?.child.kill('SIGKILL');
+    await t?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function traffic(): Promise<void> {
+    const curl = await t.a.run('curl', ['--http0.9', '-s', '-m', '5', `http://${R4}:8081/`]);
+    assert.match(curl.stdout, /peer=192\.0\.2\.1/, curl.stderr);
+    const udp = await t.a.run(node, ['--import', 'tsx', PROBE, 'udp', R4, '5354', '3000']);
+    assert.match(udp.stdout, /"ok":true/);
+    const p4 = await t.a.run('ping', ['-c', '2', '-i', '0.2', '-W', '2', R4]);
+    assert.match(p4.stdout, /2 received/);
+    const p6 = await t.a.run('ping', ['-6', '-c', '1', '-W', '2', R6]);
+    assert.match(p6.stdout, /1 received/);
+    const bad = await t.a.run('python3', ['-c', MALFORMED_SENDER]);
+    assert.equal(bad.code, 0, bad.stderr);
+    // Another host tries the shielded port: dropped by the host firewall (Linux) before the data plane sees it.
+    const shielded = await t.b.run(node, ['--import', 'tsx', PROBE, 'tcp', t.a4, '8080', '1500']);
+    assert.match(shielded.stdout, /"ok":false/);
+  }
+
+  test('capture -w file: tshark reads every packet with its addresses, ports and verdict comment', async () => {
+    const file = join(dir, 'all.pcapng');
+    const c = startClient(t.a, ['capture', '-w', file, '--pipe', pipe, '--duration', '60s']);
+    await waitFor('the pcapng header', () => existsSync(file) && statSync(file).size > 0, 20_000);
+    await traffic();
+    await new Promise((r) => setTimeout(r, 300));
+    c.child.kill('SIGINT');
+    assert.equal(await c.exited, 0, c.stderr());
+    const pkts = await tsharkRead(file);
+    const ifaces = new Set(pkts.map((p) => p.iface));
+    assert.ok(ifaces.has('rflct0 outbound'), [...ifaces].join());
+
+    // TCP (curl): every segment reflected; the bytes are the packet as re-injected, the comment has the original.
+    const tcp = pkts.filter((p) => p.proto.includes('tcp'));
+    assert.ok(tcp.length >= 6, `expected a whole TCP connection, got ${tcp.length} packets`);
+    const syn = tcp.find((p) => p.dport === '8081');
+    assert.ok(syn, 'no packet to port 8081');
+    assert.equal(syn.src, R4, 'after reflection the packet comes from the reflect address');
+    assert.equal(syn.dst, t.a4);
+    assert.match(syn.comment, new RegExp(`^verdict=reflected original=198\\.51\\.100\\.2:\\d+ > 192\\.0\\.2\\.1:8081$`));
+    const fromServer = tcp.filter((p) => p.sport === '8081');
+    assert.ok(fromServer.length >= 2, 'the server side of the connection is captured too');
+    for (const p of tcp) assert.match(p.comment, /^verdict=reflected /);
+
+    // UDP both ways, ping IPv4 (2 requests + 2 replies) and IPv6.
+    const udp = pkts.filter((p) => p.proto.includes('udp') && (p.dport === '5354' || p.sport === '5354') && /verdict=reflected/.test(p.comment));
+    assert.equal(udp.length, 2, JSON.stringify(udp));
+    const icmp4 = pkts.filter((p) => p.proto.startsWith('raw:ip:icmp') && /verdict=reflected/.test(p.comment));
+    assert.equal(icmp4.length, 4, JSON.stringify(pkts));
+    const icmp6 = pkts.filter((p) => p.proto.startsWith('raw:ipv6:icmpv6') && /verdict=reflected/.test(p.comment));
+    assert.equal(icmp6.length, 2, JSON.stringify(icmp6));
+    assert.deepEqual(icmp6.map((p) => p.src), [R6, R6]);
+
+    // The malformed datagram: captured with its reason, original addresses as sent.
+    const bad = pkts.filter((p) => p.comment.startsWith('verdict=malformed'));
+    assert.equal(bad.length, 1, JSON.stringify(pkts.map((p) => p.comment)));
+    assert.equal(bad[0].comment, `verdict=malformed reason=badTransportHeader original=198.51.100.2 > ${R4}`);
+
+    // Nothing from b's attempt on the shielded port reached the data plane (nft dropped it), so nothing claims it did.
+    assert.ok(!pkts.some((p) => p.src === t.b4 || p.dst === t.b4));
+  });
+
+  test('filters: --address, --port and --verdict select packets in the engine', async () => {
+    const file = join(dir, 'udp.pcapng');
+    const c = startClient(t.a, ['capture', '-w', file, '--pipe', pipe, '--port', '5354', '--verdict', 'reflected', '--duration', '60s']);
+    await waitFor('the pcapng header', () => existsSync(file) && statSync(file).size > 0, 20_000);
+    await traffic();
+    await new Promise((r) => setTimeout(r, 300));
+    c.child.kill('SIGINT');
+    assert.equal(await c.exited, 0, c.stderr());
+    const pkts = await tsharkRead(file);
+    assert.equal(pkts.length, 2, JSON.stringify(pkts));
+    for (const p of pkts) assert.ok(p.dport === '5354' || p.sport === '5354');
+  });
+
+  test('bad filters are refused with a clear error and exit code', async () => {
+    const r = await t.a.run(node, [...CLI, 'capture', '-w', join(dir, 'x.pcapng'), '--pipe', pipe, '--address', '999.1.1.1', '--json', '--count', '1']);
+    assert.equal(r.code, 4, r.stdout + r.stderr);
+    assert.equal(JSON.parse(r.stdout).error.code, 'E_INVALID_ADDRESS');
+    const u = await t.a.run(node, [...CLI, 'capture', '-w', join(dir, 'x.pcapng'), '--pipe', pipe, '--verdict', 'maybe']);
+    assert.equal(u.code, 2, u.stderr);
+  });
+
+  test('capture -w - | tshark -r - works live, and --count ends the capture', async () => {
+    // The pipe exactly as a user types it. The script text is fixed; the command comes in as "$@" (an argument
+    // array), so nothing is interpolated into shell code. (Node's own 'pipe' stdio is a socketpair, which tshark
+    // refuses to read as "-".)
+    const script = '"$@" | tshark -r - -l -T fields -e ip.src -e frame.comment';
+    const child = t.a.spawn('sh', ['-c', script, 'sh', 'env', 'NO_COLOR=1', node, ...CLI, 'capture', '-w', '-', '--pipe', pipe, '--count', '4', '--protocol', 'icmp']);
+    let lines = '';
+    let err = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (d: string) => (lines += d));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const done = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    await new Promise((r) => setTimeout(r, 2500)); // the client connects and starts the capture
+    const p = await t.a.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', R4]);
+    assert.match(p.stdout, /3 received/);
+    assert.equal(await done, 0, err);
+    const rows = lines.trim().split('\n');
+    assert.equal(rows.length, 4, lines + err);
+    for (const row of rows) assert.match(row, /^192\.0\.2\.1\tverdict=reflected original=198\.51\.100\.2 > 192\.0\.2\.1$|^192\.0\.2\.1\tverdict=reflected original=192\.0\.2\.1 > 198\.51\.100\.2$/);
+    assert.match(err, /4 packets captured/);
+  });
+
+  test('trace prints one line per packet; --json one object with before and after', async () => {
+    const c = startClient(t.a, ['trace', '--pipe', pipe, '--json', '--count', '2', '--protocol', 'udp']);
+    await new Promise((r) => setTimeout(r, 2500));
+    const udp = await t.a.run(node, ['--import', 'tsx', PROBE, 'udp', R4, '5354', '3000']);
+    assert.match(udp.stdout, /"ok":true/);
+    assert.equal(await c.exited, 0, c.stderr());
+    const objs = c.stdout().toString().trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(objs.length, 2);
+    const [req, reply] = objs;
+    assert.equal(req.verdict, 'reflected');
+    assert.equal(req.protocol, 'udp');
+    assert.deepEqual({ s: req.before.source, d: req.before.destination, dp: req.before.destinationPort }, { s: t.a4, d: R4, dp: 5354 });
+    assert.deepEqual({ s: req.after.source, d: req.after.destination, dp: req.after.destinationPort }, { s: R4, d: t.a4, dp: 5354 });
+    assert.equal(reply.before.sourcePort, 5354);
+    assert.ok(!Number.isNaN(Date.parse(req.time)));
+
+    const human = startClient(t.a, ['trace', '--pipe', pipe, '--count', '2', '--protocol', 'tcp']);
+    await new Promise((r) => setTimeout(r, 2500));
+    await t.a.run('curl', ['--http0.9', '-s', '-m', '5', `http://${R4}:8081/`]);
+    assert.equal(await human.exited, 0, human.stderr());
+    const lines = human.stdout().toString().trim().split('\n');
+    assert.equal(lines.length, 2);
+    assert.match(lines[0], new RegExp(`out reflected +tcp +198\\.51\\.100\\.2:\\d+ > 192\\.0\\.2\\.1:8081 → 192\\.0\\.2\\.1:\\d+ > 198\\.51\\.100\\.2:8081 60 B \\[SYN\\]`));
+    assert.match(lines[1], /\[SYN,ACK\]/);
+  });
+
+});
