@@ -7,6 +7,7 @@ import { ExitCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { registerClientCommands } from './client-commands.ts';
 import { registerRunCommand } from './run-command.ts';
+import { registerCaptureCommands } from './capture-commands.ts';
 
 export function buildProgram(): Command {
   const program = new Command('retroflect')
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerRunCommand(program);
   registerClientCommands(program);
+  registerCaptureCommands(program);
   return program;
 }
 
