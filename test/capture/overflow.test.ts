@@ -15,7 +15,7 @@ import { createTopology, JsonLines, run, waitFor, type Topology } from '../helpe
 import { spawnEngine, waitReady, type EngineProcess } from '../e2e/engine-process.ts';
 
 const node = process.execPath;
-const PROBE = 'test/platform/fixtures/probe.ts';
+const PROBE = 'test/fixtures/probe.ts';
 const R4 = '192.0.2.1';
 const IPERF_PORT = 5201;
 
