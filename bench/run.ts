@@ -12,6 +12,7 @@ const suites: Record<string, () => Promise<{ run(): Promise<BenchResult[]> }>> =
   windivert: () => import('./windivert.ts'),
   'control-plane': () => import('./control-plane.ts'),
   'reflect-path': () => import('./reflect-path.ts'),
+  capture: () => import('./capture.ts'),
 };
 
 const wanted = process.env.BENCH ? process.env.BENCH.split(',') : Object.keys(suites);
