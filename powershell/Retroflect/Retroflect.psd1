@@ -20,10 +20,12 @@
         'Install-Retroflect'
         'Remove-ReflectAddress'
         'Remove-ShieldPort'
+        'Save-ReflectCapture'
         'Start-Retroflect'
         'Stop-Retroflect'
         'Test-ReflectAddress'
         'Uninstall-Retroflect'
+        'Watch-ReflectTraffic'
     )
     CmdletsToExport      = @()
     VariablesToExport    = @()

@@ -35,9 +35,9 @@ const allScripts = [
 ];
 
 /** Verbs used here, all from PowerShell's approved list (Get-Verb). */
-const APPROVED_VERBS = new Set(['Add', 'Get', 'Remove', 'Start', 'Stop', 'Test', 'Install', 'Uninstall', 'Set', 'New', 'Connect', 'Disconnect', 'Invoke', 'Resolve', 'ConvertTo', 'ConvertFrom', 'Join', 'Update']);
+const APPROVED_VERBS = new Set(['Add', 'Get', 'Remove', 'Start', 'Stop', 'Test', 'Install', 'Uninstall', 'Set', 'New', 'Connect', 'Disconnect', 'Invoke', 'Resolve', 'ConvertTo', 'ConvertFrom', 'Join', 'Update', 'Watch', 'Save', 'Receive', 'Select']);
 /** Verbs that change something and so must support -WhatIf/-Confirm. */
-const CHANGING_VERBS = new Set(['Add', 'Remove', 'Start', 'Stop', 'Install', 'Uninstall', 'Set']);
+const CHANGING_VERBS = new Set(['Add', 'Remove', 'Start', 'Stop', 'Install', 'Uninstall', 'Set', 'Save']);
 
 /** Comment-based help block and param block of a public function file. */
 function parseFunction(text: string): { name: string; help: string; params: string[]; binding: string } {

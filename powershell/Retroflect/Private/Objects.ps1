@@ -210,3 +210,28 @@ function ConvertTo-RetroflectAddressTest {
         Pipe              = $Pipe
     }
 }
+
+function ConvertTo-RetroflectPacket {
+    # One PacketSummary from the engine as a Retroflect.Packet.
+    param([Parameter(Mandatory)][object]$Summary, [string]$Pipe)
+    $port = { param($v) if ($null -eq $v) { $null } else { [int]$v } }
+    return [pscustomobject]@{
+        PSTypeName           = 'Retroflect.Packet'
+        Time                 = ConvertTo-RetroflectDateTime $Summary.time
+        Direction            = [string]$Summary.direction
+        Verdict              = [string]$Summary.verdict
+        MalformedReason      = $Summary.malformedReason
+        Protocol             = $Summary.protocol
+        Source               = ConvertTo-RetroflectIPAddress $Summary.before.source
+        SourcePort           = & $port $Summary.before.sourcePort
+        Destination          = ConvertTo-RetroflectIPAddress $Summary.before.destination
+        DestinationPort      = & $port $Summary.before.destinationPort
+        ReflectedSource      = if ($Summary.verdict -eq 'reflected') { ConvertTo-RetroflectIPAddress $Summary.after.source } else { $null }
+        ReflectedDestination = if ($Summary.verdict -eq 'reflected') { ConvertTo-RetroflectIPAddress $Summary.after.destination } else { $null }
+        Length               = [int]$Summary.length
+        CapturedLength       = [int]$Summary.capturedLength
+        TcpFlags             = $Summary.tcpFlags
+        IcmpType             = $Summary.icmpType
+        Pipe                 = $Pipe
+    }
+}

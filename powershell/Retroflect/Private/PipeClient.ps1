@@ -198,7 +198,11 @@ function Invoke-RetroflectMethod {
                 -Message "The process on $display sent a line that is not JSON; it is not a retroflect engine of this version." `
                 -Hint 'Check -Pipe: it must name a retroflect engine.')
         }
-        if ($null -eq $reply.PSObject.Properties['id']) { continue }   # a notification (subscribe); not ours
+        if ($null -eq $reply.PSObject.Properties['id']) {
+            # A notification. A capture connection keeps those that come before its reply (the pcapng header).
+            if ($null -ne $Connection.PSObject.Properties['Notifications']) { $Connection.Notifications.Add($reply) }
+            continue
+        }
         if ($null -ne $reply.PSObject.Properties['error']) {
             if ($null -ne $reply.id -and [string]$reply.id -ne [string]$id) { continue }
             throw (ConvertFrom-RetroflectWireError -WireError $reply.error -TargetObject $TargetObject)
