@@ -9,6 +9,7 @@
  */
 import { canonicalAddress } from '../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
+import { invalidParams } from '../error-messages.ts';
 import { CAPTURE_VERDICT_NAMES, type CaptureVerdictName } from './record.ts';
 import ipaddr from 'ipaddr.js';
 
@@ -44,24 +45,18 @@ export interface CaptureSpec {
   protocolMask: number;
 }
 
-function bad(message: string, field: string): RetroflectError {
-  return new RetroflectError(ErrorCode.INVALID_PARAMS, message, {
-    hint: 'See docs/protocol.md (capture.start) for the filter fields.',
-    details: { field },
-  });
-}
 
 function list(v: unknown, field: string, max: number): unknown[] | undefined {
   if (v === undefined) return undefined;
-  if (!Array.isArray(v) || v.length === 0) throw bad(`'${field}' must be a non-empty array.`, field);
-  if (v.length > max) throw bad(`'${field}' has ${v.length} entries; at most ${max}.`, field);
+  if (!Array.isArray(v) || v.length === 0) throw invalidParams(`'${field}' must be a non-empty array.`, field);
+  if (v.length > max) throw invalidParams(`'${field}' has ${v.length} entries; at most ${max}.`, field);
   return v;
 }
 
 /** Check a filter from the wire; throws E_INVALID_PARAMS / E_INVALID_ADDRESS / E_INVALID_PORT naming the field. */
 export function parseCaptureFilter(raw: Record<string, unknown>): Required<CaptureFilter> {
   const addresses = (list(raw.addresses, 'addresses', MAX_FILTER_ADDRESSES) ?? []).map((a, i) => {
-    if (typeof a !== 'string') throw bad(`'addresses[${i}]' must be a string.`, `addresses[${i}]`);
+    if (typeof a !== 'string') throw invalidParams(`'addresses[${i}]' must be a string.`, `addresses[${i}]`);
     return canonicalAddress(a);
   });
   const ports = (list(raw.ports, 'ports', MAX_FILTER_PORTS) ?? []).map((p, i) => {
@@ -75,13 +70,13 @@ export function parseCaptureFilter(raw: Record<string, unknown>): Required<Captu
   });
   const verdicts = (list(raw.verdicts, 'verdicts', CAPTURE_VERDICT_NAMES.length) ?? []).map((v, i) => {
     if (typeof v !== 'string' || !(CAPTURE_VERDICT_NAMES as readonly string[]).includes(v)) {
-      throw bad(`'verdicts[${i}]' must be one of ${CAPTURE_VERDICT_NAMES.join(', ')}.`, `verdicts[${i}]`);
+      throw invalidParams(`'verdicts[${i}]' must be one of ${CAPTURE_VERDICT_NAMES.join(', ')}.`, `verdicts[${i}]`);
     }
     return v as CaptureVerdictName;
   });
   const protocols = (list(raw.protocols, 'protocols', CAPTURE_PROTOCOLS.length) ?? []).map((v, i) => {
     if (typeof v !== 'string' || !(CAPTURE_PROTOCOLS as readonly string[]).includes(v)) {
-      throw bad(`'protocols[${i}]' must be one of ${CAPTURE_PROTOCOLS.join(', ')}.`, `protocols[${i}]`);
+      throw invalidParams(`'protocols[${i}]' must be one of ${CAPTURE_PROTOCOLS.join(', ')}.`, `protocols[${i}]`);
     }
     return v as CaptureProtocol;
   });

@@ -15,7 +15,7 @@
  *  16  f64  time             milliseconds since the Unix epoch, microsecond resolution
  *  24  ...  the packet's first capturedLength bytes (raw IP, no link-layer header)
  */
-import type { MalformedReason } from '../engine/types.ts';
+import type { MalformedReason } from '../packet/parse.ts';
 import { MALFORMED_REASONS } from '../packet/parse.ts';
 
 export const RECORD_HEADER_BYTES = 24;
@@ -35,6 +35,9 @@ export const CAPTURE_VERDICT_NAMES = ['reflected', 'passed', 'shieldDropped', 'm
 export type CaptureVerdictName = (typeof CAPTURE_VERDICT_NAMES)[number];
 
 export const RecordFlag = { Reflected: 1 } as const;
+
+/** Why the data plane dropped a packet: it sets `Dataplane.dropCause` on every drop, and the capture tap reports it. */
+export const DropCause = { Malformed: 1, ShieldPort: 2, ForgedSource: 3 } as const;
 
 /** Record size for a capture of `capturedLength` bytes. */
 export function recordBytes(capturedLength: number): number {

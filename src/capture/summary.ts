@@ -3,7 +3,7 @@
  * it: time, direction, verdict (with the malformed reason), protocol, addresses and ports before and after
  * reflection, length, TCP flags. Also the pcapng comment text, so the file and the live view say the same.
  */
-import type { MalformedReason } from '../engine/types.ts';
+import type { MalformedReason } from '../packet/parse.ts';
 import { IpProto, ParsedPacket, parsePacket, TcpFlag } from '../packet/parse.ts';
 import type { CaptureRecord, CaptureVerdictName } from './record.ts';
 

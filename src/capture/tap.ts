@@ -4,10 +4,10 @@
  * batch), so capture costs nothing while it is off. With captures active: no allocation for snap lengths up to
  * 256 bytes, one typed-array view per longer packet, and never a wait (a full ring counts a drop).
  */
-import { Verdict } from '../engine/dataplane.ts';
+import { Verdict } from '../packet-sources/packet-source.ts';
 import { IpProto, type ParsedPacket } from '../packet/parse.ts';
 import { type CaptureSpec } from './filter.ts';
-import { CaptureVerdict, RECORD_HEADER_BYTES, RecordFlag, recordBytes } from './record.ts';
+import { CaptureVerdict, DropCause, RECORD_HEADER_BYTES, RecordFlag, recordBytes } from './record.ts';
 import { RingWriter } from './ring.ts';
 
 interface Tap {
@@ -45,19 +45,22 @@ export class CaptureTaps {
 
   /**
    * Offer one decided packet. `p` is the data plane's parse of it (addresses already swapped when reflected),
-   * `decision` the data plane's Verdict, `time` ms since the epoch.
+   * `decision` the data plane's Verdict, `dropCause` its DropCause when that is Drop, `time` ms since the epoch.
    */
-  offer(buf: Uint8Array, off: number, len: number, outbound: boolean, decision: number, p: ParsedPacket, time: number): void {
+  offer(buf: Uint8Array, off: number, len: number, outbound: boolean, decision: number, dropCause: number, p: ParsedPacket, time: number): void {
     const malformed = p.malformed;
-    const verdict = malformed !== 0
-      ? CaptureVerdict.Malformed
-      : decision === Verdict.Reflect
-        ? CaptureVerdict.Reflected
-        : decision === Verdict.Pass
-          ? CaptureVerdict.Passed
-          : outbound
-            ? CaptureVerdict.ForgedSourceDropped
-            : CaptureVerdict.ShieldDropped;
+    // A drop has one cause; a packet that was sent on but is malformed (inbound: not ours to judge) shows as malformed.
+    const verdict = decision === Verdict.Drop
+      ? dropCause === DropCause.ForgedSource
+        ? CaptureVerdict.ForgedSourceDropped
+        : dropCause === DropCause.ShieldPort
+          ? CaptureVerdict.ShieldDropped
+          : CaptureVerdict.Malformed
+      : malformed !== 0
+        ? CaptureVerdict.Malformed
+        : decision === Verdict.Reflect
+          ? CaptureVerdict.Reflected
+          : CaptureVerdict.Passed;
     const proto = p.protocol;
     const protoBit = proto === IpProto.Tcp ? 1 : proto === IpProto.Udp ? 2 : proto === IpProto.Icmp || proto === IpProto.Icmpv6 ? 4 : 8;
     for (let i = 0; i < this.taps.length; i++) {

@@ -11,7 +11,8 @@ import { CAPTURE_PROTOCOLS, DEFAULT_SNAPLEN, MAX_SNAPLEN } from '../capture/filt
 import { CAPTURE_VERDICT_NAMES } from '../capture/record.ts';
 import { endpointsText, type PacketSummary } from '../capture/summary.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
-import { chalk, printJson, reportError } from './output.ts';
+import chalk from 'chalk';
+import { printJson, reportError } from './output.ts';
 
 interface CaptureCliOptions {
   pipe?: string;

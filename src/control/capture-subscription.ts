@@ -8,7 +8,7 @@
  * else. A client that has read nothing for CAPTURE_STALL_MS while that much was waiting has stopped reading: its
  * capture ends and its connection is closed. Neither the data plane nor other clients are affected either way.
  */
-import { ErrorCode, RetroflectError } from '../errors.ts';
+import { invalidParams } from '../error-messages.ts';
 import type { CaptureOptions, CaptureSession } from '../capture/hub.ts';
 import { DEFAULT_CAPTURE_RATE, MAX_CAPTURE_RATE } from '../capture/hub.ts';
 import { DEFAULT_SNAPLEN, MAX_SNAPLEN, MIN_SNAPLEN, parseCaptureFilter } from '../capture/filter.ts';
@@ -41,9 +41,6 @@ export interface CaptureSink {
   abandon(): void;
 }
 
-function invalid(message: string, field: string): RetroflectError {
-  return new RetroflectError(ErrorCode.INVALID_PARAMS, message, { hint: 'See docs/protocol.md (capture.start).', details: { field } });
-}
 
 /** The interfaces a capture of this engine describes (pcapng interface id = index): outbound and inbound. */
 export function captureInterfaces(engine: CaptureEngine): CaptureInterface[] {
@@ -69,18 +66,18 @@ export class CaptureSubscription {
   static start(engine: CaptureEngine, params: Record<string, unknown>, sink: CaptureSink): { sub: CaptureSubscription; result: Record<string, unknown> } {
     for (const key of Object.keys(params)) {
       if (!['format', 'snaplen', 'rate', 'addresses', 'ports', 'verdicts', 'protocols'].includes(key)) {
-        throw invalid(`Unknown parameter '${key}' (allowed: format, snaplen, rate, addresses, ports, verdicts, protocols).`, key);
+        throw invalidParams(`Unknown parameter '${key}' (allowed: format, snaplen, rate, addresses, ports, verdicts, protocols).`, key);
       }
     }
     const format = params.format ?? 'summary';
-    if (typeof format !== 'string' || !(CAPTURE_FORMATS as readonly string[]).includes(format)) throw invalid(`'format' must be one of ${CAPTURE_FORMATS.join(', ')}.`, 'format');
+    if (typeof format !== 'string' || !(CAPTURE_FORMATS as readonly string[]).includes(format)) throw invalidParams(`'format' must be one of ${CAPTURE_FORMATS.join(', ')}.`, 'format');
     const snaplen = params.snaplen ?? DEFAULT_SNAPLEN;
     if (typeof snaplen !== 'number' || !Number.isInteger(snaplen) || snaplen < MIN_SNAPLEN || snaplen > MAX_SNAPLEN) {
-      throw invalid(`'snaplen' must be an integer from ${MIN_SNAPLEN} to ${MAX_SNAPLEN} (${MAX_SNAPLEN} = whole packets).`, 'snaplen');
+      throw invalidParams(`'snaplen' must be an integer from ${MIN_SNAPLEN} to ${MAX_SNAPLEN} (${MAX_SNAPLEN} = whole packets).`, 'snaplen');
     }
     const rate = params.rate ?? DEFAULT_CAPTURE_RATE;
     if (typeof rate !== 'number' || !Number.isInteger(rate) || rate < 1 || rate > MAX_CAPTURE_RATE) {
-      throw invalid(`'rate' must be an integer from 1 to ${MAX_CAPTURE_RATE} (packets per second).`, 'rate');
+      throw invalidParams(`'rate' must be an integer from 1 to ${MAX_CAPTURE_RATE} (packets per second).`, 'rate');
     }
     const filter = parseCaptureFilter(params);
     const sub = new CaptureSubscription(format as CaptureFormat, sink);

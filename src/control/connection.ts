@@ -6,7 +6,7 @@
  */
 import type net from 'node:net';
 import { badRequest as badRequestError, controlAccessDenied, internalError } from '../error-messages.ts';
-import { ErrorCode, type RetroflectError, isRetroflectError } from '../errors.ts';
+import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
 import { isAllowedPeer, peerCredentials } from './peer-credentials.ts';
 import type { MethodHandlers, Session, SubscriptionTopic } from './handlers.ts';
 import type { CaptureSink, CaptureSubscription } from './capture-subscription.ts';

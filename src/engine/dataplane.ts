@@ -3,6 +3,7 @@
  * Hot path: `outbound` and `inbound` allocate nothing and never throw (the packet core reports malformed packets by
  * code). `configure` runs only when the config changes and may allocate.
  */
+import { DropCause } from '../capture/record.ts';
 import { Verdict } from '../packet-sources/packet-source.ts';
 import { ReflectAddressSet, type ReflectAddressEntry } from '../packet/address-set.ts';
 import { hasAddresses, IpProto, ParsedPacket, parsePacket } from '../packet/parse.ts';
@@ -29,6 +30,8 @@ function statsProto(proto: number): StatsProto {
 export class Dataplane {
   /** The parse of the packet decided last (the capture tap reads it right after outbound/inbound). */
   readonly packet = new ParsedPacket();
+  /** A DropCause, meaningful right after outbound/inbound returned Verdict.Drop. */
+  dropCause = 0;
   private readonly addresses = new ReflectAddressSet();
   private readonly shields = new ShieldPortSet();
   /** The config last applied, to tell which slots are new (their counters start from zero). */
@@ -65,6 +68,7 @@ export class Dataplane {
     const p = this.packet;
     if (!parsePacket(buf, off, len, p)) {
       this.counters.addMalformed(p.malformed);
+      this.dropCause = DropCause.Malformed;
       return Verdict.Drop;
     }
     const slot = this.addresses.lookupDestination(buf, p);
@@ -87,6 +91,7 @@ export class Dataplane {
     const wellFormed = parsePacket(buf, off, len, p);
     if (hasAddresses(p) && this.addresses.lookupSource(buf, p) >= 0) {
       this.counters.addForgedSource(p.ipLength);
+      this.dropCause = DropCause.ForgedSource;
       return Verdict.Drop;
     }
     if (!wellFormed) {
@@ -98,6 +103,7 @@ export class Dataplane {
       const slot = proto === IpProto.Tcp ? this.shields.tcp[p.dstPort] : proto === IpProto.Udp ? this.shields.udp[p.dstPort] : -1;
       if (slot >= 0) {
         this.counters.addShieldDropped(slot, p.ipLength);
+        this.dropCause = DropCause.ShieldPort;
         return Verdict.Drop;
       }
     }

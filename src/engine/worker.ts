@@ -94,7 +94,7 @@ async function main(): Promise<void> {
         const out = outbound[i] === 1;
         const v = out ? dataplane.outbound(buf, offset[i], length[i], now) : dataplane.inbound(buf, offset[i], length[i], now);
         verdict[i] = v;
-        taps.offer(buf, offset[i], length[i], out, v, dataplane.packet, origin + performance.now());
+        taps.offer(buf, offset[i], length[i], out, v, dataplane.dropCause, dataplane.packet, origin + performance.now());
       }
     }
     source.send();

@@ -1,7 +1,7 @@
 /**
  * The capture ring and tap without an engine: records written by the worker side come out of the reader side
  * intact and in order across wrap-arounds; a full ring counts drops instead of overwriting; filters select in the
- * tap; and a pcapng file made from the data plane's real verdicts (reflected, passed, shield-dropped, malformed)
+ * tap; and a pcapng file made from the data plane's real verdicts (reflected, passed, shield-dropped, malformed, forged source)
  * reads back in tshark with those verdicts and the original addresses.
  */
 import assert from 'node:assert/strict';
@@ -16,7 +16,8 @@ import { createRingBuffer, MIN_RING_BYTES, RingReader, RingWriter } from '../../
 import { packetComment, summarize } from '../../src/capture/summary.ts';
 import { CaptureTaps } from '../../src/capture/tap.ts';
 import { EngineCounters } from '../../src/engine/counters.ts';
-import { Dataplane, Verdict } from '../../src/engine/dataplane.ts';
+import { Dataplane } from '../../src/engine/dataplane.ts';
+import { Verdict } from '../../src/packet-sources/packet-source.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
 import { isRetroflectError } from '../../src/errors.ts';
 import { run } from '../helpers/netns.ts';
@@ -120,7 +121,7 @@ function capture(filter: CaptureFilter, packets: { bytes: Uint8Array; outbound: 
     const b = Buffer.from(p.bytes);
     const v = p.outbound ? dp.outbound(b, 0, b.length, time) : dp.inbound(b, 0, b.length, time);
     verdicts.push(v);
-    taps.offer(b, 0, b.length, p.outbound, v, dp.packet, (time += 1.5));
+    taps.offer(b, 0, b.length, p.outbound, v, dp.dropCause, dp.packet, (time += 1.5));
   }
   return { records: decodeRecords(new RingReader(buffer).read(1e9, 1e9).data), verdicts };
 }
@@ -133,14 +134,17 @@ const TRAFFIC = [
   { bytes: ipv4({ src: PEER, dst: L4, proto: 6, payload: tcpSegment({ srcPort: 50001, dstPort: 22, flags: 0x02 }) }), outbound: false },
   // UDP length 200 in a 11-byte datagram: badTransportHeader.
   { bytes: (() => { const b = ipv4({ src: L4, dst: R4, proto: 17, payload: udpDatagram(40002, 5354, [1, 2, 3]) }); b[24] = 0; b[25] = 200; return b; })(), outbound: true },
+  // Another host claiming to be the reflect address: forged source.
+  { bytes: ipv4({ src: R4, dst: L4, proto: 6, payload: tcpSegment({ srcPort: 50002, dstPort: 22, flags: 0x02 }) }), outbound: false },
 ];
 
 describe('capture tap (real Dataplane verdicts)', () => {
   it('records every verdict with direction, reason and the original addresses', () => {
     const { records, verdicts } = capture({}, TRAFFIC);
-    assert.deepEqual(verdicts, [Verdict.Reflect, Verdict.Reflect, Verdict.Reflect, Verdict.Drop, Verdict.Pass, Verdict.Drop]);
+    assert.deepEqual(verdicts, [Verdict.Reflect, Verdict.Reflect, Verdict.Reflect, Verdict.Drop, Verdict.Pass, Verdict.Drop, Verdict.Drop]);
     const s = records.map(summarize);
-    assert.deepEqual(s.map((x) => x.verdict), ['reflected', 'reflected', 'reflected', 'shieldDropped', 'passed', 'malformed']);
+    assert.deepEqual(s.map((x) => x.verdict), ['reflected', 'reflected', 'reflected', 'shieldDropped', 'passed', 'malformed', 'forgedSourceDropped']);
+    assert.equal(packetComment(s[6]), `verdict=forgedSourceDropped original=${R4}:50002 > ${L4}:22`);
     assert.deepEqual(s[0].before, { source: L4, sourcePort: 40000, destination: R4, destinationPort: 8081 });
     assert.deepEqual(s[0].after, { source: R4, sourcePort: 40000, destination: L4, destinationPort: 8081 });
     assert.equal(s[0].tcpFlags, 'SYN');
@@ -159,6 +163,7 @@ describe('capture tap (real Dataplane verdicts)', () => {
     assert.deepEqual(v({ ports: [8080] }), ['shieldDropped']);
     assert.deepEqual(v({ ports: [5354] }), ['reflected']);
     assert.deepEqual(v({ verdicts: ['shieldDropped', 'malformed'] }), ['shieldDropped', 'malformed']);
+    assert.deepEqual(v({ verdicts: ['forgedSourceDropped'] }), ['forgedSourceDropped']);
     assert.deepEqual(v({ protocols: ['udp'] }), ['reflected']);
     assert.deepEqual(v({ protocols: ['icmp'] }), ['reflected']);
     assert.deepEqual(v({ addresses: [R4], protocols: ['tcp'], ports: [8081] }), ['reflected']);
@@ -187,11 +192,11 @@ describe('capture tap (real Dataplane verdicts)', () => {
       const r = await run('tshark', ['-r', join(dir, 'x.pcapng'), '-T', 'fields', '-E', 'separator=|', '-e', 'frame.interface_name', '-e', 'frame.packet_flags_direction', '-e', 'ip.src', '-e', 'ipv6.src', '-e', 'frame.comment', '-e', 'frame.len', '-e', 'frame.time_epoch']);
       assert.equal(r.code, 0, r.stderr);
       const rows = r.stdout.trim().split('\n').map((l) => l.split('|'));
-      assert.equal(rows.length, 6);
-      assert.deepEqual(rows.map((x) => x[0]), ['tun0 outbound', 'tun0 outbound', 'tun0 outbound', 'tun0 inbound', 'tun0 inbound', 'tun0 outbound']);
-      assert.deepEqual(rows.map((x) => Number(x[1])), [2, 2, 2, 1, 1, 2], 'epb_flags direction: 2 outbound, 1 inbound');
-      assert.deepEqual(rows.map((x) => x[2] || x[3]), [R4, R4, R6, PEER, PEER, L4]);
-      assert.deepEqual(rows.map((x) => x[4].split(' ')[0]), ['verdict=reflected', 'verdict=reflected', 'verdict=reflected', 'verdict=shieldDropped', 'verdict=passed', 'verdict=malformed']);
+      assert.equal(rows.length, 7);
+      assert.deepEqual(rows.map((x) => x[0]), ['tun0 outbound', 'tun0 outbound', 'tun0 outbound', 'tun0 inbound', 'tun0 inbound', 'tun0 outbound', 'tun0 inbound']);
+      assert.deepEqual(rows.map((x) => Number(x[1])), [2, 2, 2, 1, 1, 2, 1], 'epb_flags direction: 2 outbound, 1 inbound');
+      assert.deepEqual(rows.map((x) => x[2] || x[3]), [R4, R4, R6, PEER, PEER, L4, R4]);
+      assert.deepEqual(rows.map((x) => x[4].split(' ')[0]), ['verdict=reflected', 'verdict=reflected', 'verdict=reflected', 'verdict=shieldDropped', 'verdict=passed', 'verdict=malformed', 'verdict=forgedSourceDropped']);
       assert.equal(rows[0][4], `verdict=reflected original=${L4}:40000 > ${R4}:8081`);
       assert.equal(Number(rows[0][5]), TRAFFIC[0].bytes.length);
       assert.equal(Number(rows[0][6]).toFixed(4), (Date.UTC(2026, 10, 28, 5, 0, 0) / 1000 + 0.0015).toFixed(4));

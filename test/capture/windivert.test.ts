@@ -46,7 +46,7 @@ describe('capture through the WinDivert backend (test double)', { timeout: 60_00
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('reflected, shield-dropped, passed and malformed packets are captured with their verdicts; tshark reads the file', async () => {
+  test('reflected, shield-dropped, passed, malformed and forged-source packets are captured with their verdicts; tshark reads the file', async () => {
     const client = await ControlClient.connect({ pipe });
     const chunks: Buffer[] = [];
     let packets = 0;
@@ -66,12 +66,13 @@ describe('capture through the WinDivert backend (test double)', { timeout: 60_00
     inject(double, packet(PEER, LOCAL, 6, 50000, 8080), inboundAddr(false));
     inject(double, packet(PEER, LOCAL, 6, 50001, 22), inboundAddr(false));
     inject(double, malformed, outboundAddr(false));
+    inject(double, packet(R4, LOCAL, 6, 50002, 22), inboundAddr(false)); // another host posing as the reflect address
     const deadline = Date.now() + 10_000;
-    while (packets < 4 && Date.now() < deadline) await sleep(20);
+    while (packets < 5 && Date.now() < deadline) await sleep(20);
     const end = await client.call('capture.stop', {});
     client.close();
-    assert.equal(packets, 4);
-    assert.equal(end.captured, 4);
+    assert.equal(packets, 5);
+    assert.equal(end.captured, 5);
     assert.equal(end.dropped, 0);
 
     // The data plane's own work is unchanged by the capture: reflected and passed packets were sent, drops were not.
@@ -87,6 +88,7 @@ describe('capture through the WinDivert backend (test double)', { timeout: 60_00
       `windivert inbound|${PEER}|verdict=shieldDropped original=${PEER}:50000 > ${LOCAL}:8080`,
       `windivert inbound|${PEER}|verdict=passed original=${PEER}:50001 > ${LOCAL}:22`,
       `windivert outbound|${LOCAL}|verdict=malformed reason=badTransportHeader original=${LOCAL} > ${R4}`,
+      `windivert inbound|${R4}|verdict=forgedSourceDropped original=${R4}:50002 > ${LOCAL}:22`,
     ]);
   });
 

@@ -2,7 +2,7 @@
  * The import graph of src/ (every import, type-only and dynamic ones included) has no circles and no upward
  * imports. Layers, top to bottom; a module may import from its own layer and from any layer below it:
  *
- *   cli → control → engine → packet-sources → packet | platform → config → errors
+ *   cli → control → engine → capture → packet-sources → packet | platform → config → errors
  *
  * `packet` (the pure packet core) and `platform` (shared OS helpers) sit side by side and may not import each
  * other. `errors` holds src/errors.ts, src/error-messages.ts and src/version.ts. The same order is drawn in docs/architecture.md.
@@ -21,13 +21,14 @@ const LAYERS: Record<string, { layer: string; rank: number }> = {
   cli: { layer: 'cli', rank: 0 },
   control: { layer: 'control', rank: 1 },
   engine: { layer: 'engine', rank: 2 },
-  'packet-sources': { layer: 'packet-sources', rank: 3 },
-  packet: { layer: 'packet', rank: 4 },
-  platform: { layer: 'platform', rank: 4 },
-  config: { layer: 'config', rank: 5 },
-  'errors.ts': { layer: 'errors', rank: 6 },
-  'error-messages.ts': { layer: 'errors', rank: 6 },
-  'version.ts': { layer: 'errors', rank: 6 },
+  capture: { layer: 'capture', rank: 3 },
+  'packet-sources': { layer: 'packet-sources', rank: 4 },
+  packet: { layer: 'packet', rank: 5 },
+  platform: { layer: 'platform', rank: 5 },
+  config: { layer: 'config', rank: 6 },
+  'errors.ts': { layer: 'errors', rank: 7 },
+  'error-messages.ts': { layer: 'errors', rank: 7 },
+  'version.ts': { layer: 'errors', rank: 7 },
 };
 
 function layerOf(file: string): { layer: string; rank: number } {
