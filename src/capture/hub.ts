@@ -64,12 +64,13 @@ export class CaptureSession {
     return this.counts();
   }
 
-  /** Move up to `budget` records to the client. */
-  drain(budget: number): void {
+  /** Move up to `budget` records to the client; returns how many. */
+  drain(budget: number): number {
     const { data, records } = this.reader.read(budget, MAX_BYTES_PER_DRAIN);
-    if (records === 0) return;
+    if (records === 0) return 0;
     this.captured += records;
     this.opts.onRecords(data, records, this.reader.dropped());
+    return records;
   }
 }
 
@@ -104,7 +105,8 @@ export class CaptureHub {
   remove(session: CaptureSession): void {
     if (!this.sessions.delete(session.id)) return;
     this.sync();
-    session.drain(Number.MAX_SAFE_INTEGER);
+    // Hand over everything still in the ring (a drain moves at most MAX_BYTES_PER_DRAIN at a time).
+    while (session.drain(Number.MAX_SAFE_INTEGER) > 0);
   }
 
   /** The engine stops: end every capture. */

@@ -10,8 +10,8 @@ function Watch-ReflectTraffic {
     TCP flags. It runs until Ctrl+C, -Count packets or -Duration, and never slows the engine: packets it cannot
     take fast enough are dropped from this view (the engine counts them) and a warning says how many.
 
-    On Linux, shielded ports are enforced by the host firewall before packets reach the engine, so shieldDropped
-    packets are seen only on Windows.
+    On Linux, shielded ports and forged reflect sources are enforced by the host firewall before packets reach the
+    engine, so shieldDropped and forgedSourceDropped packets are seen only on Windows.
 
     .PARAMETER Address
     Only packets to or from these addresses (reflect addresses, or this host's addresses).
