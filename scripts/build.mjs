@@ -5,11 +5,15 @@
 //   dist/retroflect.exe   Windows single-file executable, with --windows (needs the Windows node.exe and koffi
 //                         binary fetched from the npm registry by test/wine/setup.ts or --windows-node <path>)
 // pkg cannot fetch its base binaries here, so packaging uses Node's own single-executable applications + postject.
+// The Linux base node is stripped of its debug symbols first (about 12 MB); the Windows base gets retroflect's own
+// version resource (file/product version from package.json, description) before the script is injected.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import * as ResEdit from 'resedit';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
 const dist = join(root, 'dist');
@@ -17,6 +21,7 @@ const args = process.argv.slice(2);
 const wantWindows = args.includes('--windows');
 const noSea = args.includes('--no-sea');
 const require = createRequire(join(root, 'package.json'));
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 
 const common = {
   bundle: true,
@@ -43,6 +48,44 @@ await build({
 chmodSync(join(dist, 'retroflect.cjs'), 0o755);
 console.log('built dist/retroflect.cjs');
 
+/** A copy of the Linux node binary without debug symbols (the SEA needs none; saves ~12 MB). */
+function strippedNode(nodeBinary) {
+  const out = join(dist, '.node-linux-base');
+  execFileSync('strip', ['-o', out, nodeBinary], { stdio: 'inherit' });
+  return out;
+}
+
+/**
+ * A copy of the Windows node.exe whose version resource names retroflect: file and product version from
+ * package.json, description, product and file names. Done before the script is injected, so the SEA blob is untouched.
+ */
+function versionedWindowsNode(nodeExe) {
+  const exe = ResEdit.NtExecutable.from(readFileSync(nodeExe), { ignoreCert: true });
+  const res = ResEdit.NtExecutableResource.from(exe);
+  const [info] = ResEdit.Resource.VersionInfo.fromEntries(res.entries);
+  const [major, minor, patch] = pkg.version.split(/[.+-]/).map((n) => Number.parseInt(n, 10) || 0);
+  const langs = info.getAllLanguagesForStringValues();
+  for (const lang of langs.length ? langs : [{ lang: 1033, codepage: 1200 }]) {
+    info.setFileVersion(major, minor, patch, 0, lang.lang);
+    info.setProductVersion(major, minor, patch, 0, lang.lang);
+    info.setStringValues(lang, {
+      FileDescription: 'retroflect - reflect traffic to chosen addresses back into this host',
+      ProductName: 'retroflect',
+      CompanyName: 'retroflect contributors',
+      FileVersion: pkg.version,
+      ProductVersion: pkg.version,
+      InternalName: 'retroflect',
+      OriginalFilename: 'retroflect.exe',
+      LegalCopyright: `${pkg.license} licence; includes Node.js (MIT) and koffi (MIT)`,
+    });
+  }
+  info.outputToResourceEntries(res.entries);
+  res.outputResource(exe);
+  const out = join(dist, '.node-win-base.exe');
+  writeFileSync(out, Buffer.from(exe.generate()));
+  return out;
+}
+
 function makeSea({ nodeBinary, koffiNative, out, blobName }) {
   const seaConfig = join(dist, `${blobName}.sea-config.json`);
   const blob = join(dist, `${blobName}.blob`);
@@ -67,7 +110,9 @@ function makeSea({ nodeBinary, koffiNative, out, blobName }) {
 
 if (!noSea && process.platform === 'linux') {
   const koffiNative = join(dirname(require.resolve('@koromix/koffi-linux-x64/package.json')), 'linux_x64', 'koffi.node');
-  makeSea({ nodeBinary: process.execPath, koffiNative, out: join(dist, 'retroflect'), blobName: 'linux' });
+  const base = strippedNode(process.execPath);
+  makeSea({ nodeBinary: base, koffiNative, out: join(dist, 'retroflect'), blobName: 'linux' });
+  rmSync(base);
 }
 
 if (wantWindows) {
@@ -81,6 +126,8 @@ if (wantWindows) {
       process.exit(1);
     }
   }
-  makeSea({ nodeBinary: nodeExe, koffiNative: koffiWin, out: join(dist, 'retroflect.exe'), blobName: 'win' });
+  const base = versionedWindowsNode(nodeExe);
+  makeSea({ nodeBinary: base, koffiNative: koffiWin, out: join(dist, 'retroflect.exe'), blobName: 'win' });
+  rmSync(base);
 }
 
