@@ -16,12 +16,21 @@ import { readFileSync } from 'node:fs';
 import * as ResEdit from 'resedit';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
-const dist = join(root, 'dist');
 const args = process.argv.slice(2);
+// --out-dir <dir>: build somewhere else than dist/ (tests build a second version without touching dist/).
+const outAt = args.indexOf('--out-dir');
+const dist = outAt >= 0 ? resolve(args[outAt + 1]) : join(root, 'dist');
 const wantWindows = args.includes('--windows');
 const noSea = args.includes('--no-sea');
 const require = createRequire(join(root, 'package.json'));
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+// --version-label <v>: build as version <v> (scripts/package.mjs uses it so tests can make an upgrade build).
+const labelAt = args.indexOf('--version-label');
+const version = labelAt >= 0 ? args[labelAt + 1] : pkg.version;
+if (!/^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$/.test(version ?? '')) {
+  console.error(`--version-label needs a version like 1.2.3, got ${version}`);
+  process.exit(2);
+}
 
 const common = {
   bundle: true,
@@ -30,21 +39,30 @@ const common = {
   format: 'cjs',
   alias: { koffi: join(root, 'src/platform/koffi-bundled.ts') },
   // worker-entry.ts only reads import.meta.url when the worker source was not injected, never in a bundle.
-  define: { 'import.meta.url': '"file:///bundled"' },
+  define: { 'import.meta.url': '"file:///bundled"', __RETROFLECT_VERSION__: JSON.stringify(version) },
   logLevel: 'warning',
   legalComments: 'none',
   absWorkingDir: root,
 };
 
 mkdirSync(dist, { recursive: true });
-const worker = await build({ ...common, entryPoints: ['src/engine/worker.ts'], write: false });
+const worker = await build({ ...common, entryPoints: ['src/engine/worker.ts'], write: false, metafile: true });
 const workerCode = worker.outputFiles[0].text;
-await build({
+const main = await build({
   ...common,
   entryPoints: ['src/cli/main.ts'],
   outfile: join(dist, 'retroflect.cjs'),
+  metafile: true,
   define: { ...common.define, __RETROFLECT_WORKER_SOURCE__: JSON.stringify(workerCode) },
 });
+// The npm packages inside the bundle (main and worker), for the release's third-party notices (scripts/package.mjs).
+// Recorded as package folders relative to the repository (a package may be nested in another's node_modules).
+const bundled = new Set();
+for (const input of [...Object.keys(main.metafile.inputs), ...Object.keys(worker.metafile.inputs)]) {
+  const m = /^(.*node_modules\/(?:@[^/]+\/)?[^/]+)\//.exec(input);
+  if (m) bundled.add(m[1]);
+}
+writeFileSync(join(dist, 'bundled-packages.json'), JSON.stringify([...bundled].sort(), null, 2) + '\n');
 chmodSync(join(dist, 'retroflect.cjs'), 0o755);
 console.log('built dist/retroflect.cjs');
 
@@ -63,7 +81,7 @@ function versionedWindowsNode(nodeExe) {
   const exe = ResEdit.NtExecutable.from(readFileSync(nodeExe), { ignoreCert: true });
   const res = ResEdit.NtExecutableResource.from(exe);
   const [info] = ResEdit.Resource.VersionInfo.fromEntries(res.entries);
-  const [major, minor, patch] = pkg.version.split(/[.+-]/).map((n) => Number.parseInt(n, 10) || 0);
+  const [major, minor, patch] = version.split(/[.+-]/).map((n) => Number.parseInt(n, 10) || 0);
   const langs = info.getAllLanguagesForStringValues();
   for (const lang of langs.length ? langs : [{ lang: 1033, codepage: 1200 }]) {
     info.setFileVersion(major, minor, patch, 0, lang.lang);
@@ -72,8 +90,8 @@ function versionedWindowsNode(nodeExe) {
       FileDescription: 'retroflect - reflect traffic to chosen addresses back into this host',
       ProductName: 'retroflect',
       CompanyName: 'retroflect contributors',
-      FileVersion: pkg.version,
-      ProductVersion: pkg.version,
+      FileVersion: version,
+      ProductVersion: version,
       InternalName: 'retroflect',
       OriginalFilename: 'retroflect.exe',
       LegalCopyright: `${pkg.license} licence; includes Node.js (MIT) and koffi (MIT)`,

@@ -37,8 +37,10 @@ function ConvertTo-RetroflectArgumentString {
 
 function Resolve-RetroflectExecutable {
     <#
-    The engine executable: -Path if given, else retroflect(.exe) in the module folder or its bin\ folder (where a
-    release puts it), else the first 'retroflect' on PATH. Throws Retroflect.ExecutableNotFound.
+    The engine executable: -Path if given; else the one Install.ps1 installed with this module (recorded in
+    InstalledEngine.txt in the module folder); else retroflect(.exe) in the module folder, its bin\ folder, or two
+    folders up (a release archive: Retroflect\<version>\ beside the executable); else the first 'retroflect' on
+    PATH. Throws Retroflect.ExecutableNotFound.
     #>
     param([string]$Path)
     if ($Path) {
@@ -50,7 +52,13 @@ function Resolve-RetroflectExecutable {
     $name = 'retroflect'
     if (Test-RetroflectWindows) { $name = 'retroflect.exe' }
     $moduleRoot = Split-Path -Parent $PSScriptRoot
-    foreach ($candidate in @((Join-Path $moduleRoot $name), (Join-Path (Join-Path $moduleRoot 'bin') $name))) {
+    $record = Join-Path $moduleRoot 'InstalledEngine.txt'
+    if (Test-Path -LiteralPath $record -PathType Leaf) {
+        $installed = ([System.IO.File]::ReadAllText($record)).Trim()
+        if ($installed -and (Test-Path -LiteralPath $installed -PathType Leaf)) { return $installed }
+    }
+    $archiveRoot = Split-Path -Parent (Split-Path -Parent $moduleRoot)
+    foreach ($candidate in @((Join-Path $moduleRoot $name), (Join-Path (Join-Path $moduleRoot 'bin') $name), (Join-Path $archiveRoot $name))) {
         if (Test-Path -LiteralPath $candidate -PathType Leaf) { return $candidate }
     }
     $command = Get-Command -Name 'retroflect' -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1
