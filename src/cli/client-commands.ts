@@ -7,7 +7,7 @@ import { shieldKey, type ShieldPort } from '../config/intercept-config.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
 import { ExitCode } from '../errors.ts';
 import { ControlClient } from '../control/client.ts';
-import type { MethodName, MethodResults } from '../control/protocol.ts';
+import type { AddressTestResult, MethodName, MethodResults } from '../control/protocol.ts';
 import chalk from 'chalk';
 import {
   formatBytes,
@@ -129,6 +129,15 @@ function printFlows(flows: FlowRecord[]): void {
   );
 }
 
+function printAddressTest(r: AddressTestResult): void {
+  const verdict = r.valid ? chalk.green('usable') : chalk.red('not usable');
+  const rows: [string, string | number][] = [['address', `${r.address ?? r.input}: ${verdict}${r.configured ? ' (configured)' : ''}`]];
+  for (const reason of r.reasons) rows.push(['why not', reason.message]);
+  for (const w of r.warnings) rows.push(['warning', w]);
+  if (r.suggestion) rows.push(['use instead', `${r.suggestion.address}: ${r.suggestion.message}`]);
+  process.stdout.write(renderKeyValues(rows));
+}
+
 export function registerClientCommands(program: Command): void {
   withCommon(program.command('status').description('Show whether the engine runs, and its addresses and ports.')).action((opts: CommonOptions) =>
     callAndPrint(opts, 'status', {}, printStatus),
@@ -149,6 +158,19 @@ export function registerClientCommands(program: Command): void {
         if (r.existing.length) process.stdout.write(`${chalk.dim('Already present:')} ${r.existing.join(', ')}\n`);
       }),
     );
+  withCommon(address.command('test').description('Check address(es) as `address add` would, changing nothing (Test-ReflectAddress); exit 4 if any is unusable.').argument('<address...>'))
+    .action(async (addrs: string[], opts: CommonOptions) => {
+      let allUsable = true;
+      await withClient(opts, async (client) => {
+        const results: AddressTestResult[] = [];
+        for (const a of addrs) results.push(await client.call('address.test', { address: a }));
+        allUsable = results.every((r) => r.valid);
+        if (opts.json) printJson(results);
+        else results.forEach(printAddressTest);
+      });
+      // Scripts learn "unusable" from the exit code, as `address add` would refuse it, without parsing the output.
+      if (process.exitCode === ExitCode.OK && !allUsable) process.exitCode = ExitCode.INVALID_ARGUMENT;
+    });
   withCommon(address.command('remove').alias('rm').description('Remove reflect address(es).').argument('<address...>'))
     .option('-t, --temporary', 'change only the running engine; it comes back at the next start')
     .action((addrs: string[], opts: ChangeOptions) =>

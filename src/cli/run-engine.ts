@@ -16,7 +16,7 @@ import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
-import { validateReflectAddress } from '../platform/validate-address.ts';
+import { suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
 import { ConfigStore, resolveConfigPath } from '../config/config-file.ts';
 import { startControlServer } from '../control/server.ts';
 import { resolveEndpoint, resolvePipeName } from '../control/pipe-path.ts';
@@ -44,6 +44,24 @@ function loadStartConfig(opts: RunOptions): { config: InterceptConfig; store: Co
   const have = new Set(config.shieldPorts.map(shieldKey));
   for (const p of fromCli.shieldPorts) if (!have.has(shieldKey(p))) config.shieldPorts.push(p);
   return { config, store };
+}
+
+/**
+ * A run with no reflect address anywhere (config file or command line) picks the first documentation-range address
+ * this host can use (IPv4 first), so a plain `retroflect run` works on any machine. It is persisted like
+ * `address add` unless `persist` is false (dry run).
+ */
+async function pickReflectAddress(config: InterceptConfig, store: ConfigStore, persist: boolean): Promise<void> {
+  if (config.reflectAddresses.length > 0) return;
+  const picked = (await suggestReflectAddress(4)) ?? (await suggestReflectAddress(6));
+  if (!picked) {
+    warn('No reflect address is configured and no documentation-range address is usable here (is there a default route?). Add one with `retroflect address add <address>`.');
+    return;
+  }
+  config.reflectAddresses.push(picked.address);
+  if (persist) store.addAddresses([picked.address]);
+  const where = store.path === null ? 'for this run only (no config file)' : persist ? `saved to ${store.path}` : `would be saved to ${store.path}`;
+  console.log(`No reflect address configured: using ${picked.address} (${where}). ${picked.message}`);
 }
 
 /** Validate every address; at start a missing route is only a warning (at boot the network may not be up yet). */
@@ -75,6 +93,7 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
     const backend = await createHostBackend(backendOptions);
 
     if (opts.dryRun) {
+      await pickReflectAddress(config, store, false);
       let warnings: string[] = [];
       let refusal: RetroflectError | null = null;
       try {
@@ -93,6 +112,7 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
         hint: process.platform === 'win32' ? 'Start it from an elevated prompt, or install it as a task with Install-Retroflect.' : 'Run it with sudo, or install the systemd unit.',
       });
     }
+    await pickReflectAddress(config, store, true);
     for (const w of await validateAll(config)) warn(w);
 
     const started = await Engine.start({

@@ -170,10 +170,23 @@ export async function checkReflectAddress(input: string, host: HostFacts = syste
   return { address, refusals, warnings, route };
 }
 
-/** Throws RetroflectError(E_INVALID_ADDRESS) with `details.rule` for the first rule the address fails. */
+/**
+ * Throws RetroflectError(E_INVALID_ADDRESS) with `details.rule` for the first rule the address fails. Where the
+ * address is well-formed, the hint names a concrete address of the same family that this host can use
+ * (`details.suggestion`), so the refusal says what to type instead.
+ */
 export async function validateReflectAddress(input: string, host: HostFacts = systemHostFacts()): Promise<AddressValidationResult> {
   const r = await checkReflectAddress(input, host);
-  if (r.refusals.length) throw r.refusals[0];
+  if (r.refusals.length) {
+    const first = r.refusals[0];
+    if (r.address === null) throw first;
+    const suggestion = await suggestReflectAddress(r.address.includes(':') ? 6 : 4, host, [r.address]);
+    if (!suggestion) throw first;
+    throw new RetroflectError(first.code, first.message, {
+      hint: `Use ${suggestion.address} instead: ${suggestion.message}`,
+      details: { ...first.details, suggestion: suggestion.address },
+    });
+  }
   return { address: r.address!, warnings: r.warnings, route: r.route };
 }
 
