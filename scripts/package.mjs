@@ -31,6 +31,8 @@ const option = (name) => {
   return args[i + 1];
 };
 const dist = resolve(option('--out-dir') ?? join(root, 'dist'));
+// Where the executables and the bundle's package list come from: what this run builds, or dist/ with --no-build.
+const built = args.includes('--no-build') ? join(root, 'dist') : dist;
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 const version = option('--version-label') ?? pkg.version;
 const only = option('--only');
@@ -81,7 +83,7 @@ function nodeLicence() {
 
 /** Every npm package esbuild put into the bundle (recorded by build.mjs), plus koffi's native module. */
 function thirdPartyNotices() {
-  const listFile = join(dist, 'bundled-packages.json');
+  const listFile = join(built, 'bundled-packages.json');
   if (!existsSync(listFile)) fail(`${listFile} is missing: run npm run build first`);
   // Package folders relative to the repository; koffi's JavaScript is replaced in the bundle by our loader, but its
   // native module travels inside the executable, so its notice is owed too.
@@ -139,18 +141,20 @@ function stage(target, notices) {
   const dir = join(dist, 'stage', target.id);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const exe = join(dist, target.exe);
+  const exe = join(built, target.exe);
   if (!existsSync(exe)) fail(`${exe} is missing: run npm run build${windows ? ' -- --windows' : ''} first (or drop --no-build)`);
   copyFileSync(exe, join(dir, target.exe));
   chmodSync(join(dir, target.exe), 0o755);
 
   // The module, in a version folder so Import-Module finds it by name once it sits in a PSModulePath folder.
-  const moduleDir = join(dir, 'Retroflect', version);
+  // PowerShell looks a module up by name only in a folder named like its ModuleVersion (no pre-release label).
+  const moduleVersion = version.replace(/[-+].*$/, '');
+  const moduleDir = join(dir, 'Retroflect', moduleVersion);
   copyTree(join(root, 'powershell', 'Retroflect'), moduleDir);
   const manifest = join(moduleDir, 'Retroflect.psd1');
   const text = readFileSync(manifest, 'utf8');
   if (!/ModuleVersion\s*=\s*'[^']*'/.test(text)) fail('Retroflect.psd1 has no ModuleVersion line');
-  writeFileSync(manifest, text.replace(/ModuleVersion\s*=\s*'[^']*'/, `ModuleVersion        = '${version.replace(/[-+].*$/, '')}'`));
+  writeFileSync(manifest, text.replace(/ModuleVersion\s*=\s*'[^']*'/, `ModuleVersion        = '${moduleVersion}'`));
 
   const deploy = join(root, 'powershell', 'deploy');
   for (const name of ['Install.ps1', 'Uninstall.ps1', 'Detect.ps1', 'Deployment.ps1']) writeFileSync(join(dir, name), template(join(deploy, name), windows));

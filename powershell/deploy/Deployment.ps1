@@ -7,6 +7,8 @@ $script:DeployUtf8 = New-Object System.Text.UTF8Encoding($false)
 
 function Get-RetroflectDeployLayout {
     param([Parameter(Mandatory)][string]$Version, [string]$Root = '/')
+    # PowerShell finds a module by name only in a folder named like its ModuleVersion, which has no pre-release label.
+    $moduleVersion = $Version -replace '[-+].*$', ''
     $windows = ($PSVersionTable.PSEdition -eq 'Desktop') -or [bool]$IsWindows
     if ($windows) {
         $programFiles = $env:ProgramFiles
@@ -19,7 +21,7 @@ function Get-RetroflectDeployLayout {
             AppDir     = Join-Path $programFiles 'Retroflect'
             VersionDir = Join-Path (Join-Path $programFiles 'Retroflect') $Version
             ModulesDir = Join-Path $programFiles 'WindowsPowerShell\Modules'
-            ModuleDir  = Join-Path (Join-Path $programFiles 'WindowsPowerShell\Modules\Retroflect') $Version
+            ModuleDir  = Join-Path (Join-Path $programFiles 'WindowsPowerShell\Modules\Retroflect') $moduleVersion
             DataDir    = $data
             LogDir     = Join-Path $data 'logs'
             ConfigFile = Join-Path $data 'config.json'
@@ -39,7 +41,7 @@ function Get-RetroflectDeployLayout {
         AppDir     = & $under '/opt/retroflect'
         VersionDir = & $under "/opt/retroflect/$Version"
         ModulesDir = & $under '/usr/local/share/powershell/Modules'
-        ModuleDir  = & $under "/usr/local/share/powershell/Modules/Retroflect/$Version"
+        ModuleDir  = & $under "/usr/local/share/powershell/Modules/Retroflect/$moduleVersion"
         DataDir    = & $under '/var/lib/retroflect'
         LogDir     = & $under '/var/log/retroflect'
         ConfigFile = & $under '/etc/retroflect/config.json'
@@ -93,7 +95,7 @@ function Get-RetroflectInstalledVersion {
     $found = foreach ($dir in (Get-ChildItem -LiteralPath $Layout.AppDir -Directory -ErrorAction SilentlyContinue)) {
         if ($dir.Name -notmatch $script:VersionPattern) { continue }
         $exe = Join-Path $dir.FullName $Layout.ExeName
-        $manifest = Join-Path (Join-Path (Join-Path $Layout.ModulesDir 'Retroflect') $dir.Name) 'Retroflect.psd1'
+        $manifest = Join-Path (Join-Path (Join-Path $Layout.ModulesDir 'Retroflect') ($dir.Name -replace '[-+].*$', '')) 'Retroflect.psd1'
         if (-not (Test-Path -LiteralPath $exe -PathType Leaf) -or -not (Test-Path -LiteralPath $manifest -PathType Leaf)) { continue }
         [pscustomobject]@{
             Version    = $dir.Name
@@ -103,6 +105,20 @@ function Get-RetroflectInstalledVersion {
         }
     }
     $found | Sort-Object SortKey, Version -Descending
+}
+
+function Test-RetroflectReleaseFiles {
+    <# Every file SHA256SUMS lists is here with that checksum (a damaged download fails before anything changes). #>
+    param([Parameter(Mandatory)][string]$From)
+    $sums = Join-Path $From 'SHA256SUMS'
+    if (-not (Test-Path -LiteralPath $sums -PathType Leaf)) { throw 'SHA256SUMS is missing beside Install.ps1; unpack the whole archive' }
+    foreach ($line in [System.IO.File]::ReadAllLines($sums)) {
+        if ($line -notmatch '^([0-9a-f]{64})  (.+)$') { continue }
+        $file = Join-Path $From $Matches[2]
+        if (-not (Test-Path -LiteralPath $file -PathType Leaf)) { throw "$($Matches[2]) is missing; unpack the whole archive" }
+        $actual = (Get-FileHash -LiteralPath $file -Algorithm SHA256).Hash.ToLowerInvariant()
+        if ($actual -ne $Matches[1]) { throw "$($Matches[2]) is damaged (its SHA-256 does not match SHA256SUMS); download the archive again" }
+    }
 }
 
 function Copy-RetroflectRelease {
@@ -136,7 +152,7 @@ function Copy-RetroflectRelease {
         if (Test-Path -LiteralPath $src -PathType Leaf) { Copy-Item -LiteralPath $src -Destination $Layout.VersionDir }
     }
     if (-not $Layout.Windows) { & chmod 0755 $placed.Executable }
-    Copy-Item -Path (Join-Path (Join-Path (Join-Path $From 'Retroflect') $Layout.Version) '*') -Destination $Layout.ModuleDir -Recurse
+    Copy-Item -Path (Join-Path (Join-Path (Join-Path $From 'Retroflect') (Split-Path -Leaf $Layout.ModuleDir)) '*') -Destination $Layout.ModuleDir -Recurse
     [System.IO.File]::WriteAllText((Join-Path $Layout.ModuleDir 'InstalledEngine.txt'), $placed.Executable, $script:DeployUtf8)
     return $placed
 }
@@ -197,7 +213,7 @@ function Remove-RetroflectOldVersion {
     foreach ($parent in @($Layout.AppDir, (Join-Path $Layout.ModulesDir 'Retroflect'))) {
         if (-not (Test-Path -LiteralPath $parent)) { continue }
         foreach ($dir in (Get-ChildItem -LiteralPath $parent -Directory)) {
-            if ($dir.Name -eq $Keep) { continue }
+            if ($dir.Name -eq $Keep -or $dir.Name -eq ($Keep -replace '[-+].*$', '')) { continue }
             try {
                 Remove-Item -LiteralPath $dir.FullName -Recurse -Force
                 if ($Log) { Write-RetroflectDeployLog -Log $Log -Message "removed $($dir.FullName)" }

@@ -25,6 +25,7 @@ param(
     [string]$Root = '/'
 )
 $Version = '@VERSION@'
+$ModuleVersion = $Version -replace '[-+].*$', ''
 $ErrorActionPreference = 'Stop'
 
 function Write-NotDetected([string]$Why) {
@@ -35,13 +36,13 @@ function Write-NotDetected([string]$Why) {
 $windows = ($PSVersionTable.PSEdition -eq 'Desktop') -or [bool]$IsWindows
 if ($windows) {
     $exe = Join-Path $env:ProgramFiles "Retroflect\$Version\retroflect.exe"
-    $manifest = Join-Path $env:ProgramFiles "WindowsPowerShell\Modules\Retroflect\$Version\Retroflect.psd1"
+    $manifest = Join-Path $env:ProgramFiles "WindowsPowerShell\Modules\Retroflect\$ModuleVersion\Retroflect.psd1"
 }
 else {
     $prefix = ''
     if ($Root -ne '/') { $prefix = $Root.TrimEnd('/') }
     $exe = "$prefix/opt/retroflect/$Version/retroflect"
-    $manifest = "$prefix/usr/local/share/powershell/Modules/Retroflect/$Version/Retroflect.psd1"
+    $manifest = "$prefix/usr/local/share/powershell/Modules/Retroflect/$ModuleVersion/Retroflect.psd1"
 }
 if (-not (Test-Path -LiteralPath $exe -PathType Leaf)) { Write-NotDetected "the engine $exe is not installed" }
 if (-not (Test-Path -LiteralPath $manifest -PathType Leaf)) { Write-NotDetected "the module $manifest is not installed" }

@@ -87,10 +87,9 @@ try {
     if ($Root -eq '/' -and -not (Test-RetroflectDeployElevated -Layout $layout)) {
         Stop-Install 'this needs an elevated session (Administrator on Windows, root on Linux); Intune and GPO startup scripts run as SYSTEM'
     }
-    $source = Join-Path $PSScriptRoot $layout.ExeName
-    if (-not (Test-Path -LiteralPath $source -PathType Leaf)) { Stop-Install "$($layout.ExeName) is missing beside Install.ps1; unpack the whole archive" }
+    Test-RetroflectReleaseFiles -From $PSScriptRoot
 
-    Import-Module (Join-Path $PSScriptRoot "Retroflect/$Version/Retroflect.psd1") -Force
+    Import-Module (Join-Path $PSScriptRoot "Retroflect/$($Version -replace '[-+].*$', '')/Retroflect.psd1") -Force
     $previous = Get-RetroflectInstalledVersion -Layout $layout | Where-Object { $_.Version -ne $Version } | Select-Object -First 1
     $running = Get-Retroflect -Pipe $Pipe -ErrorAction SilentlyContinue
     Write-RetroflectDeployLog -Log $log -Message ("installing {0}; previous: {1}; engine running: {2}" -f $Version,
