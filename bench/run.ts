@@ -13,6 +13,7 @@ const suites: Record<string, () => Promise<{ run(): Promise<BenchResult[]> }>> =
   'control-plane': () => import('./control-plane.ts'),
   'reflect-path': () => import('./reflect-path.ts'),
   capture: () => import('./capture.ts'),
+  release: () => import('./release.ts'),
 };
 
 const wanted = process.env.BENCH ? process.env.BENCH.split(',') : Object.keys(suites);
