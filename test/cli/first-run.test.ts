@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { JsonLines, must, NetNs, waitFor } from '../helpers/netns.ts';
 import { privateDir, removeDir, retroflect, startEngine, type EngineHandle } from '../helpers/engine.ts';
 
-const PROBE = 'test/platform/fixtures/probe.ts';
+const PROBE = 'test/fixtures/probe.ts';
 const node = process.execPath;
 
 describe('first run on a host in 192.0.2.0/24', { timeout: 120_000 }, () => {
