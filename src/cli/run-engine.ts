@@ -87,29 +87,30 @@ interface StopSignals {
   readonly received: NodeJS.Signals | null;
   /** Resolves with the first signal. */
   readonly first: Promise<NodeJS.Signals>;
-  /** Remove the handlers (after the last cleanup step: a later signal then acts as the default again). */
-  release(): void;
+  /** After the last cleanup step: a later signal ends the process at once with `code` (nothing is left to undo). */
+  finish(code: ExitCode): void;
 }
 
 /**
  * Installed before anything touches the host and kept until the last cleanup step, so a signal at any point in
  * between ends in a full cleanup. Handlers stay registered after the first signal: a second one (Ctrl+C pressed
  * twice, a service manager repeating SIGTERM) is ignored instead of killing the process halfway through cleanup.
+ * After cleanup, a signal ends the process at once with the run's exit code (never a signal death: 143, 131...).
  */
 function watchStopSignals(): StopSignals {
   let received: NodeJS.Signals | null = null;
   let resolveFirst!: (sig: NodeJS.Signals) => void;
   const first = new Promise<NodeJS.Signals>((resolve) => (resolveFirst = resolve));
+  let finalCode: ExitCode | null = null;
   const handler = (sig: NodeJS.Signals): void => {
+    if (finalCode !== null) process.exit(finalCode);
     if (received !== null) return;
     received = sig;
     resolveFirst(sig);
   };
-  const installed: NodeJS.Signals[] = [];
-  for (const sig of STOP_SIGNALS) {
+    for (const sig of STOP_SIGNALS) {
     try {
       process.on(sig, handler);
-      installed.push(sig);
     } catch {
       /* a signal this platform does not have */
     }
@@ -119,8 +120,8 @@ function watchStopSignals(): StopSignals {
       return received;
     },
     first,
-    release: () => {
-      for (const sig of installed) process.off(sig, handler);
+    finish: (code) => {
+      finalCode = code;
     },
   };
 }
@@ -147,7 +148,7 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
       if (code === ExitCode.OK) code = ExitCode.FAILURE;
     }
   }
-  signals.release();
+  signals.finish(code);
   return code;
 }
 
