@@ -18,6 +18,7 @@ import { createHostBackend, describeWinDivertFilter, type BackendOptions } from 
 import { isAdministrator } from '../platform/privileges.ts';
 import { validateReflectAddress } from '../platform/validate-address.ts';
 import { ConfigStore, removeOrphanTempFiles, resolveConfigPath } from '../config/config-file.ts';
+import { checkEndpointFree } from '../control/endpoint.ts';
 import { startControlServer, type ControlServer } from '../control/server.ts';
 import { resolveEndpoint, resolvePipeName } from '../control/pipe-path.ts';
 import { printWarning as warn, reportError } from './output.ts';
@@ -190,6 +191,8 @@ async function runUntilStopped(
   }
   for (const f of leftovers) console.log(`Removed ${f}, a temp file left by a killed run.`);
   for (const w of await validateAll(config)) warn(w);
+  // An engine already on this pipe is found before anything is touched (exit 8, the first engine undisturbed).
+  await checkEndpointFree(endpoint);
   // Nothing on the host has been touched yet: a signal so far needs no cleanup.
   if (signals.received) return stoppingBecause(signals.received);
 
