@@ -12,6 +12,8 @@ const suites: Record<string, () => Promise<{ run(): Promise<BenchResult[]> }>> =
   windivert: () => import('./windivert.ts'),
   'control-plane': () => import('./control-plane.ts'),
   'reflect-path': () => import('./reflect-path.ts'),
+  'live-change': () => import('./live-change.ts'),
+  hardening: () => import('./hardening.ts'),
 };
 
 const wanted = process.env.BENCH ? process.env.BENCH.split(',') : Object.keys(suites);

@@ -15,7 +15,7 @@ import { privateDir, removeDir, startEngine, type EngineHandle } from '../helper
 
 const REFLECT = '192.0.2.1';
 const IPERF_PORT = 5201;
-const UDP_RATE = '200M';
+const UDP_RATE = '100M';
 
 export interface PhaseResult {
   changes: boolean;
@@ -34,6 +34,8 @@ export interface SoakResult {
   rssMb: number[];
   /** UDP datagrams iperf3 sent / the engine reflected / the server received, over the whole run. */
   udp: { sent: number; reflected: number; received: number };
+  /** received <= reflected <= sent: the engine counted no more than was sent and no less than arrived. */
+  countersConsistent: boolean;
   engineErrors: { receive: number; send: number };
   aliveAtEnd: boolean;
   cleanAtEnd: boolean;
@@ -157,6 +159,7 @@ export async function runSoak(opts: { phaseSeconds: number; rounds: number; chan
       changeMsMax: Math.max(...allMs),
       rssMb: rss,
       udp,
+      countersConsistent: udp.received <= udp.reflected && udp.reflected <= udp.sent,
       engineErrors: { receive: after.errors.receive, send: after.errors.send },
       aliveAtEnd: alive,
       cleanAtEnd: code === 0 && !tables.includes('retroflect'),
