@@ -11,7 +11,7 @@
  * reflected packet differs from the input only by its swapped addresses; pass/drop leave it untouched; nothing is
  * written outside the packet. Checked at the end: every packet counted exactly once per direction.
  */
-import { Verdict } from '../../src/divert/source.ts';
+import { Verdict } from '../../src/packet-sources/packet-source.ts';
 import { EngineCounters } from '../../src/engine/counters.ts';
 import { Dataplane } from '../../src/engine/dataplane.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';

@@ -10,7 +10,7 @@
  * Usage: tun-injector.ts <count> <seed>. Prints {"ready": true}, then one JSON line with what it counted.
  */
 import { execFileSync } from 'node:child_process';
-import { openTunDevice } from '../../src/platform/linux/tun-device.ts';
+import { openTunDevice } from '../../src/packet-sources/tun/device.ts';
 import { EAGAIN, libc } from '../../src/platform/linux/libc.ts';
 import { rng } from '../helpers/rng.ts';
 import { corpus } from '../packet/corpus.ts';
