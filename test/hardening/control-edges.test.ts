@@ -98,7 +98,12 @@ describe('defect 9: busy, trickling and blank-line clients', () => {
     const server = await startControlServer({ engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.inMemory() });
     const held: net.Socket[] = [];
     try {
-      for (let i = 0; i < MAX_CONNECTIONS; i++) held.push(await connect(path));
+      // Each says hello, so the first-request timeout (10 s) does not free slots while this slow test runs.
+      for (let i = 0; i < MAX_CONNECTIONS; i++) {
+        const s = await connect(path);
+        s.write('{"id":1,"method":"hello","params":{"protocol":1}}\n');
+        held.push(s);
+      }
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(server.connectionCount(), MAX_CONNECTIONS);
       const busy = await cli(['status', '--pipe', path]);
