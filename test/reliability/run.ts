@@ -2,7 +2,7 @@
  * `npm run reliability -- <part> [size]`: the long runs behind docs/reliability.md, kept out of `npm test`'s time.
  *   packet-fuzz [count]   mutated and random packets through the packet core (default 1,000,000 of each)
  *   tun-fuzz [count]      crafted packets onto the engine's TUN end to end (default 200,000)
- *   faults                every stop signal at every phase, SIGKILL mid-change, disk full, read-only, deleted TUN
+ *   faults [no-signals]   every stop signal at every phase, SIGKILL mid-change, disk full, read-only, deleted TUN
  *   soak [seconds]        engine under iperf3 TCP+UDP, quiet vs a live change every 2 s (default 180 s in total)
  * Prints one JSON document per part. Needs root for soak (namespaces).
  */
@@ -41,7 +41,7 @@ if (part === 'tun-fuzz' || part === 'all') {
   }
 }
 if (part === 'faults' || part === 'all') {
-  console.log(JSON.stringify({ kind: 'faults', ...(await runFaults((s) => console.error(s))) }));
+  console.log(JSON.stringify({ kind: 'faults', ...(await runFaults((s) => console.error(s), size !== 'no-signals')) }));
 }
 if (part === 'soak' || part === 'all') {
   const total = Number(part === 'soak' && size ? size : 180);
