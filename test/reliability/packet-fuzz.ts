@@ -27,6 +27,8 @@ export interface PacketFuzzResult {
   reflected: number;
   passed: number;
   dropped: number;
+  /** Inbound packets whose source is a reflect address (every reflected packet, seen inbound again, is one). */
+  forged: number;
   malformed: number;
   reasonsHit: number;
   failures: string[];
@@ -131,7 +133,7 @@ export function fuzzPacketCore(kind: 'mutated' | 'random', count: number, seed =
   }
   const seconds = (performance.now() - t0) / 1000;
   const snap = counters.snapshot();
-  const total = snap.reflected.packets + snap.passed.packets + snap.shieldDropped.packets + snap.malformed.total;
+  const total = snap.reflected.packets + snap.passed.packets + snap.shieldDropped.packets + snap.forgedSourceDropped.packets + snap.malformed.total;
   if (total !== count * 2) failures.push(`counters: ${total} counted for ${count * 2} decisions`);
   if (snap.reflected.packets !== reflected) failures.push(`counters: ${snap.reflected.packets} reflected, saw ${reflected}`);
   return {
@@ -141,6 +143,7 @@ export function fuzzPacketCore(kind: 'mutated' | 'random', count: number, seed =
     reflected,
     passed: snap.passed.packets,
     dropped: snap.shieldDropped.packets,
+    forged: snap.forgedSourceDropped.packets,
     malformed: snap.malformed.total,
     reasonsHit: Object.values(snap.malformed.byReason).filter((n) => n > 0).length,
     failures,
