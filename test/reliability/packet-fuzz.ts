@@ -8,13 +8,14 @@
  *  - random: random bytes of random length (0-1500), with the first nibble set to 4 or 6 half of the time so some
  *    get past the version check.
  * Checked for every packet: no exception; the verdict agrees with the parser (Drop exactly when malformed); a
- * reflected packet differs from the input only by its swapped addresses; pass/drop leave it untouched; nothing is
+ * reflected packet differs from the input only by its swapped addresses (and, for an ICMP error, inside the ICMP message, whose embedded packet is reflected too); pass/drop leave it untouched; nothing is
  * written outside the packet. Checked at the end: every packet counted exactly once per direction.
  */
 import { Verdict } from '../../src/packet-sources/packet-source.ts';
 import { EngineCounters } from '../../src/engine/counters.ts';
 import { Dataplane } from '../../src/engine/dataplane.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
+import { EmbeddedPacket, parseEmbeddedPacket } from '../../src/packet/icmp-error.ts';
 import { ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { rng } from '../helpers/rng.ts';
 import { corpus } from '../packet/corpus.ts';
@@ -59,6 +60,7 @@ export function fuzzPacketCore(kind: 'mutated' | 'random', count: number, seed =
   const random = rng(seed);
   const { dp, counters } = dataplane();
   const parsed = new ParsedPacket();
+  const embedded = new EmbeddedPacket();
   const buf = new Uint8Array(1500 + 2 * GUARD + 64);
   const before = new Uint8Array(buf.length);
   const failures: string[] = [];
@@ -94,6 +96,8 @@ export function fuzzPacketCore(kind: 'mutated' | 'random', count: number, seed =
     let ok: boolean;
     try {
       ok = parsePacket(buf, off, len, parsed);
+      embedded.present = false;
+      if (ok) parseEmbeddedPacket(buf, parsed, embedded);
       verdict = dp.outbound(buf, off, len, i);
       dp.inbound(buf, off, len, i);
     } catch (err) {
@@ -124,7 +128,10 @@ export function fuzzPacketCore(kind: 'mutated' | 'random', count: number, seed =
         buf[parsed.dstOffset + j] = t;
       }
     }
-    for (let j = off; j < off + len; j++) {
+    // A reflected ICMP error has its embedded packet reflected too (addresses, ports, checksums): only the ICMP
+    // message may differ beyond the outer addresses then.
+    const end = verdict === Verdict.Reflect && embedded.present ? parsed.transportOffset : off + len;
+    for (let j = off; j < end; j++) {
       if (buf[j] !== before[j]) {
         fail(i, `byte ${j - off} changed (verdict ${verdict})`);
         break;
