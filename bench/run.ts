@@ -14,6 +14,8 @@ const suites: Record<string, () => Promise<{ run(): Promise<BenchResult[]> }>> =
   'reflect-path': () => import('./reflect-path.ts'),
   capture: () => import('./capture.ts'),
   release: () => import('./release.ts'),
+  'live-change': () => import('./live-change.ts'),
+  hardening: () => import('./hardening.ts'),
 };
 
 const wanted = process.env.BENCH ? process.env.BENCH.split(',') : Object.keys(suites);

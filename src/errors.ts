@@ -24,6 +24,10 @@ export const ExitCode = {
   ALREADY_RUNNING: 8,
   /** The engine answered with an error (not found, conflict, ...). */
   REQUEST_FAILED: 9,
+  /** The engine has as many control connections open as it serves; try again later. */
+  ENGINE_BUSY: 10,
+  /** The command worked but its output could not be written (closed pipe, full disk); nothing more is printed. */
+  OUTPUT_FAILED: 11,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -47,6 +51,8 @@ export const ErrorCode = {
   INVALID_PARAMS: 'E_INVALID_PARAMS',
   UNSUPPORTED_VERSION: 'E_UNSUPPORTED_VERSION',
   TIMEOUT: 'E_TIMEOUT',
+  ENGINE_BUSY: 'E_ENGINE_BUSY',
+  USAGE: 'E_USAGE',
   INTERNAL: 'E_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -64,6 +70,8 @@ const exitCodeByError: Partial<Record<ErrorCode, ExitCode>> = {
   [ErrorCode.ADDRESS_NOT_FOUND]: ExitCode.REQUEST_FAILED,
   [ErrorCode.PORT_NOT_FOUND]: ExitCode.REQUEST_FAILED,
   [ErrorCode.LIMIT_REACHED]: ExitCode.REQUEST_FAILED,
+  [ErrorCode.ENGINE_BUSY]: ExitCode.ENGINE_BUSY,
+  [ErrorCode.USAGE]: ExitCode.USAGE,
 };
 
 export class RetroflectError extends Error {

@@ -19,6 +19,7 @@ import {
   renderKeyValues,
   renderTable,
   reportError,
+  whenOutputFails,
 } from './output.ts';
 
 interface CommonOptions {
@@ -81,6 +82,9 @@ function printStatus(s: EngineStatus): void {
       ['config', s.configPath ?? chalk.dim('(none: changes are not persisted)')],
       ['pipe', s.pipeName ?? chalk.dim('(none)')],
       ...Object.entries(s.backendInfo).map(([k, v]): [string, string | number] => [k, v]),
+      ...(s.hostRepairs?.count
+        ? [['host repairs', chalk.yellow(`${s.hostRepairs.count}, last ${s.hostRepairs.last?.at}: ${s.hostRepairs.last?.what}`)] as [string, string]]
+        : []),
     ]),
   );
 }
@@ -111,14 +115,19 @@ function printStats(s: EngineStats): void {
   }
 }
 
+/** address:port, with the IPv6 address in brackets (RFC 3986) so the port cannot be read as part of it. */
+export function endpoint(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
 function printFlows(flows: FlowRecord[]): void {
   process.stdout.write(
     renderTable(
       ['proto', 'client', 'server', 'state', 'packets', 'bytes', 'last seen'],
       flows.map((f) => [
         f.protocol,
-        `${f.localAddress}:${f.clientPort}`,
-        `${f.reflectAddress}:${f.serverPort}`,
+        endpoint(f.localAddress, f.clientPort),
+        endpoint(f.reflectAddress, f.serverPort),
         f.state,
         formatCount(f.packets),
         formatBytes(f.bytes),
@@ -218,7 +227,7 @@ export function registerClientCommands(program: Command): void {
         });
         await client.call('subscribe', { topic: 'stats', intervalMs });
         const interrupted = new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
-        await Promise.race([stopped, interrupted]);
+        await Promise.race([stopped, interrupted, whenOutputFails()]);
       });
     });
 

@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { registerClientCommands } from './client-commands.ts';
+import { guardOutput, outputFailed } from './output.ts';
 import { registerRunCommand } from './run-command.ts';
 import { registerCaptureCommands } from './capture-commands.ts';
 
@@ -22,9 +23,16 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  guardOutput();
   try {
     await buildProgram().parseAsync(argv);
-    return Number(process.exitCode ?? ExitCode.OK);
+    const code = Number(process.exitCode ?? ExitCode.OK);
+    // A closed pipe reports EPIPE from a later tick: wait one turn so every write's outcome is known.
+    await new Promise((resolve) => setImmediate(resolve));
+    // A client command whose result could not be printed did not do its job for the script that ran it. `run` is
+    // exempt: its output is a log, and the engine's own outcome is what its exit code reports.
+    if (code === ExitCode.OK && outputFailed() && argv[2] !== 'run') return ExitCode.OUTPUT_FAILED;
+    return code;
   } catch (err) {
     if (err instanceof CommanderError) {
       // --help and --version end here too, with exit code 0.

@@ -12,6 +12,53 @@ import { ExitCode, isRetroflectError } from '../errors.ts';
 if (process.env.NO_COLOR) chalk.level = 0;
 
 
+let outputBroken = false;
+const onBroken: (() => void)[] = [];
+
+function markBroken(): void {
+  if (outputBroken) return;
+  outputBroken = true;
+  for (const f of onBroken.splice(0)) f();
+}
+
+/**
+ * Output must never be what kills us: `retroflect run` under a service or scheduled task whose log pipe closes, or
+ * `retroflect stats | head -1`, `status >/dev/full`. A write to a closed pipe fails asynchronously (EPIPE as an
+ * 'error' event, fatal when nobody listens); a write to a file or character device fails synchronously (ENOSPC thrown
+ * from write()). Every writer (console.log, commander, our own helpers) ends in `stream.write`, so this wraps that
+ * once: the first failure marks the output broken and every later write is dropped. Called first thing by main().
+ */
+export function guardOutput(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
+    const guarded = (...args: unknown[]): boolean => {
+      if (outputBroken) {
+        const cb = args.find((a) => typeof a === 'function') as ((err?: Error) => void) | undefined;
+        cb?.();
+        return true;
+      }
+      try {
+        return write(...args);
+      } catch {
+        markBroken();
+        return true;
+      }
+    };
+    stream.write = guarded as typeof stream.write;
+    stream.on('error', markBroken);
+  }
+}
+
+/** True once a write to stdout or stderr failed (EPIPE, ENOSPC, EIO...). */
+export function outputFailed(): boolean {
+  return outputBroken;
+}
+
+/** Resolves when output first fails (ends `stats --watch` whose reader went away). */
+export function whenOutputFails(): Promise<void> {
+  return outputBroken ? Promise.resolve() : new Promise((resolve) => onBroken.push(resolve));
+}
+
 /** A table with a bold header row; empty → a dim "(none)". */
 export function renderTable(header: string[], rows: (string | number)[][], emptyText = '(none)'): string {
   if (rows.length === 0) return chalk.dim(emptyText) + '\n';

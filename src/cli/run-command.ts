@@ -21,7 +21,11 @@ export function registerRunCommand(program: Command): void {
     .option('--priority <n>', `Windows: WinDivert priority (-30000..30000, default ${DEFAULT_WINDIVERT_PRIORITY}; higher sees packets first)`)
     .action(async (opts: RunOptions) => {
       const { runEngine } = await import('./run-engine.ts');
-      process.exitCode = await runEngine(opts);
+      const code = await runEngine(opts);
+      // Exit now: the engine's cleanup is done, and a natural exit first closes Node's signal handles, which would
+      // let a signal that arrives meanwhile kill us (exit 143) after a clean stop. Our writes are synchronous.
+      if (!opts.dryRun) process.exit(code);
+      process.exitCode = code;
     });
 }
 

@@ -17,8 +17,9 @@ import { VERSION } from '../version.ts';
 import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
 import { suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
-import { ConfigStore, resolveConfigPath } from '../config/config-file.ts';
-import { startControlServer } from '../control/server.ts';
+import { ConfigStore, removeOrphanTempFiles, resolveConfigPath } from '../config/config-file.ts';
+import { checkEndpointFree } from '../control/endpoint.ts';
+import { startControlServer, type ControlServer } from '../control/server.ts';
 import { resolveEndpoint, resolvePipeName } from '../control/pipe-path.ts';
 import { printWarning as warn, reportError } from './output.ts';
 import { printPlan, printRunBanner } from './run-output.ts';
@@ -35,15 +36,27 @@ export interface RunOptions {
 }
 
 /** The persisted config (one store, shared with the control server) plus the command line's entries for this run. */
-function loadStartConfig(opts: RunOptions): { config: InterceptConfig; store: ConfigStore } {
+function loadStartConfig(opts: RunOptions): { config: InterceptConfig; store: ConfigStore; leftovers: string[] } {
   const fromCli = buildInterceptConfig(opts.reflect ?? [], opts.shield ?? []);
+  // An empty path is a mistake (an unset variable in a script), not a request for "no config": changes would
+  // silently not persist while `address add` still reports success. --no-config says that explicitly.
+  if (opts.config === '') throw emptyConfigPath('--config ""');
+  if (opts.config === undefined && process.env.RETROFLECT_CONFIG === '') throw emptyConfigPath('RETROFLECT_CONFIG is set but empty, so it');
   const configPath = opts.config === false ? null : resolveConfigPath(opts.config);
   const store = configPath ? ConfigStore.open(configPath) : ConfigStore.inMemory();
+  const leftovers = configPath ? removeOrphanTempFiles(configPath) : [];
   const config = cloneInterceptConfig(store.config);
-  for (const a of fromCli.reflectAddresses) if (!config.reflectAddresses.includes(a)) config.reflectAddresses.push(a);
+  const haveAddress = new Set(config.reflectAddresses);
+  for (const a of fromCli.reflectAddresses) if (!haveAddress.has(a)) config.reflectAddresses.push(a);
   const have = new Set(config.shieldPorts.map(shieldKey));
   for (const p of fromCli.shieldPorts) if (!have.has(shieldKey(p))) config.shieldPorts.push(p);
-  return { config, store };
+  return { config, store, leftovers };
+}
+
+function emptyConfigPath(what: string): RetroflectError {
+  return new RetroflectError(ErrorCode.USAGE, `${what} names no config file.`, {
+    hint: 'Give a path with --config <path>, or use --no-config to run without persisting changes.',
+  });
 }
 
 /**
@@ -78,72 +91,162 @@ async function validateAll(config: InterceptConfig): Promise<string[]> {
   return warnings;
 }
 
+/**
+ * Signals that end the engine cleanly. SIGUSR1 starts Node's inspector and SIGPROF belongs to profilers, so they keep
+ * their meaning; SIGKILL, SIGSTOP and the fault signals (SEGV, BUS, FPE, ILL, ABRT, TRAP, SYS) cannot be handled
+ * usefully: what they leave behind (an nft table, a socket, temp files) is cleaned by the next start.
+ */
+export const STOP_SIGNALS: readonly NodeJS.Signals[] =
+  process.platform === 'win32'
+    ? ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']
+    : ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR2', 'SIGALRM', 'SIGVTALRM', 'SIGXCPU', 'SIGXFSZ', 'SIGPWR', 'SIGIO', 'SIGSTKFLT'];
+
+interface StopSignals {
+  /** The first signal received, or null. */
+  readonly received: NodeJS.Signals | null;
+  /** Resolves with the first signal. */
+  readonly first: Promise<NodeJS.Signals>;
+  /** After the last cleanup step: a later signal ends the process at once with `code` (nothing is left to undo). */
+  finish(code: ExitCode): void;
+}
+
+/**
+ * Installed before anything touches the host and kept until the last cleanup step, so a signal at any point in
+ * between ends in a full cleanup. Handlers stay registered after the first signal: a second one (Ctrl+C pressed
+ * twice, a service manager repeating SIGTERM) is ignored instead of killing the process halfway through cleanup.
+ * After cleanup, a signal ends the process at once with the run's exit code (never a signal death: 143, 131...).
+ */
+function watchStopSignals(): StopSignals {
+  let received: NodeJS.Signals | null = null;
+  let resolveFirst!: (sig: NodeJS.Signals) => void;
+  const first = new Promise<NodeJS.Signals>((resolve) => (resolveFirst = resolve));
+  let finalCode: ExitCode | null = null;
+  const handler = (sig: NodeJS.Signals): void => {
+    if (finalCode !== null) process.exit(finalCode);
+    if (received !== null) return;
+    received = sig;
+    resolveFirst(sig);
+  };
+    for (const sig of STOP_SIGNALS) {
+    try {
+      process.on(sig, handler);
+    } catch {
+      /* a signal this platform does not have */
+    }
+  }
+  return {
+    get received() {
+      return received;
+    },
+    first,
+    finish: (code) => {
+      finalCode = code;
+    },
+  };
+}
+
 export async function runEngine(opts: RunOptions): Promise<ExitCode> {
+  const signals = watchStopSignals();
+  let engine: Engine | null = null;
+  let server: ControlServer | null = null;
+  let code: ExitCode;
+  try {
+    code = await runUntilStopped(opts, signals, (e) => (engine = e), (s) => (server = s));
+  } catch (err) {
+    code = reportError(err, false);
+  }
+  // Cleanup runs to its end whatever arrives meanwhile: the signal handlers stay installed until it is done.
+  const started = engine as Engine | null;
+  const listening = server as ControlServer | null;
+  if (listening) await listening.close().catch(() => undefined);
+  if (started) {
+    try {
+      await started.stop();
+    } catch (err) {
+      reportError(err, false);
+      if (code === ExitCode.OK) code = ExitCode.FAILURE;
+    }
+  }
+  signals.finish(code);
+  return code;
+}
+
+async function runUntilStopped(
+  opts: RunOptions,
+  signals: StopSignals,
+  onEngine: (e: Engine) => void,
+  onServer: (s: ControlServer) => void,
+): Promise<ExitCode> {
   const backendOptions: BackendOptions = {
     deviceName: opts.device,
     windivertDir: opts.windivertDir,
     priority: opts.priority === undefined ? undefined : Number(opts.priority),
   };
-  let engine: Engine | null = null;
-  try {
-    const { config, store } = loadStartConfig(opts);
-    const configPath = store.path;
-    const pipeName = resolvePipeName(opts.pipe);
-    const endpoint = resolveEndpoint(pipeName);
-    const backend = await createHostBackend(backendOptions);
+  const { config, store, leftovers } = loadStartConfig(opts);
+  const configPath = store.path;
+  const pipeName = resolvePipeName(opts.pipe);
+  const endpoint = resolveEndpoint(pipeName);
+  const backend = await createHostBackend(backendOptions);
 
-    if (opts.dryRun) {
-      await pickReflectAddress(config, store, false);
-      let warnings: string[] = [];
-      let refusal: RetroflectError | null = null;
-      try {
-        warnings = await validateAll(config);
-      } catch (err) {
-        if (!(err instanceof RetroflectError)) throw err;
-        refusal = err;
-      }
-      printPlan({ config, configPath, pipeName: endpoint.path, steps: backend.plan(config), windivertFilter: describeWinDivertFilter(config), warnings });
-      if (refusal) return reportError(refusal, false);
-      return ExitCode.OK;
+  if (opts.dryRun) {
+    await pickReflectAddress(config, store, false);
+    let warnings: string[] = [];
+    let refusal: RetroflectError | null = null;
+    try {
+      warnings = await validateAll(config);
+    } catch (err) {
+      if (!(err instanceof RetroflectError)) throw err;
+      refusal = err;
     }
-
-    if (!(await isAdministrator())) {
-      throw new RetroflectError(ErrorCode.NOT_ADMIN, 'retroflect run must run as root (Linux) or Administrator (Windows).', {
-        hint: process.platform === 'win32' ? 'Start it from an elevated prompt, or install it as a task with Install-Retroflect.' : 'Run it with sudo, or install the systemd unit.',
-      });
-    }
-    await pickReflectAddress(config, store, true);
-    for (const w of await validateAll(config)) warn(w);
-
-    const started = await Engine.start({
-      config,
-      backend,
-      validateAddress: validateReflectAddress,
-      pipeName,
-      configPath,
-      log: (level, message) => (level === 'info' ? console.log(message) : warn(message)),
-    });
-    engine = started;
-    const server = await startControlServer({ engine: started, pipeName, configStore: store, log: (m: string) => console.error(m) });
-
-    const done = new Promise<ExitCode>((resolve) => {
-      const shutdown = (why: string): void => {
-        console.log(`Stopping (${why})...`);
-        void server.close().finally(() => started.stop().then(() => resolve(ExitCode.OK), () => resolve(ExitCode.FAILURE)));
-      };
-      // Ctrl+C, service stop, terminal or console window closed, Ctrl+Break on Windows.
-      for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const) process.once(sig, () => shutdown(sig));
-      started.once('stopped', () => void server.close().finally(() => resolve(ExitCode.OK)));
-      started.once('failed', (err: RetroflectError) => {
-        reportError(err, false);
-        void server.close().finally(() => resolve(ExitCode.BACKEND_UNAVAILABLE));
-      });
-    });
-    printRunBanner(started.status(), endpoint.path, VERSION);
-    console.log(`Ready. pid=${process.pid} pipe=${endpoint.path}`);
-    return await done;
-  } catch (err) {
-    if (engine) await engine.stop().catch(() => undefined);
-    return reportError(err, false);
+    printPlan({ config, configPath, pipeName: endpoint.path, steps: backend.plan(config), windivertFilter: describeWinDivertFilter(config), warnings });
+    if (refusal) return reportError(refusal, false);
+    return ExitCode.OK;
   }
+
+  if (!(await isAdministrator())) {
+    throw new RetroflectError(ErrorCode.NOT_ADMIN, 'retroflect run must run as root (Linux) or Administrator (Windows).', {
+      hint: process.platform === 'win32' ? 'Start it from an elevated prompt, or install it as a task with Install-Retroflect.' : 'Run it with sudo, or install the systemd unit.',
+    });
+  }
+  for (const f of leftovers) console.log(`Removed ${f}, a temp file left by a killed run.`);
+  await pickReflectAddress(config, store, true);
+  for (const w of await validateAll(config)) warn(w);
+  // An engine already on this pipe is found before anything is touched (exit 8, the first engine undisturbed).
+  await checkEndpointFree(endpoint);
+  // Nothing on the host has been touched yet: a signal so far needs no cleanup.
+  if (signals.received) return stoppingBecause(signals.received);
+
+  // From here every exit path goes through runEngine's cleanup. A signal during start lets start finish (or fail
+  // and undo itself), then stops at once.
+  const started = await Engine.start({
+    config,
+    backend,
+    validateAddress: validateReflectAddress,
+    pipeName,
+    configPath,
+    log: (level, message) => (level === 'info' ? console.log(message) : warn(message)),
+  });
+  onEngine(started);
+  const ended = new Promise<ExitCode>((resolve) => {
+    void signals.first.then((sig) => resolve(stoppingBecause(sig)));
+    started.once('stopped', () => resolve(ExitCode.OK));
+    started.once('failed', (err: RetroflectError) => {
+      reportError(err, false);
+      resolve(ExitCode.BACKEND_UNAVAILABLE);
+    });
+  });
+  if (!signals.received) {
+    const server = await startControlServer({ engine: started, pipeName, configStore: store, log: (m: string) => console.error(m) });
+    onServer(server);
+    if (!signals.received) {
+      printRunBanner(started.status(), endpoint.path, VERSION);
+      console.log(`Ready. pid=${process.pid} pipe=${endpoint.path}`);
+    }
+  }
+  return await ended;
+}
+
+function stoppingBecause(sig: NodeJS.Signals): ExitCode {
+  console.log(`Stopping (${sig})...`);
+  return ExitCode.OK;
 }

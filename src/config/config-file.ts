@@ -5,10 +5,12 @@
  * content goes to a temp file in the same directory, is fsynced, renamed over the old file, and the directory is
  * fsynced, so after a crash the file is either the old or the new version, never a mix.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync, mkdirSync } from 'node:fs';
+import { closeSync, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, statSync, unlinkSync, writeSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { dirname, join, basename } from 'node:path';
+import { dirname, join, basename, resolve } from 'node:path';
 import {
+  MAX_REFLECT_ADDRESSES,
+  MAX_SHIELD_PORTS,
   canonicalAddress,
   checkLimits,
   cloneInterceptConfig,
@@ -68,6 +70,8 @@ function lineColumn(text: string, offset: number): { line: number; column: numbe
   return { line, column };
 }
 
+const LITERAL = /true|false|null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
 /**
  * Offset of the first JSON syntax error (V8 does not always say where). A small scanner that only checks structure;
  * JSON.parse has already said the text is invalid, so this just locates it. Null when it finds nothing.
@@ -113,7 +117,9 @@ function jsonErrorOffset(text: string): number | null {
       }
     } else if (c === '"') string();
     else {
-      const m = /^(?:true|false|null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)/.exec(text.slice(i));
+      // Sticky (y) regex at lastIndex: matching in place keeps the scan linear (a slice per value was quadratic).
+      LITERAL.lastIndex = i;
+      const m = LITERAL.exec(text);
       if (!m) fail();
       i += m![0].length;
     }
@@ -168,9 +174,12 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
       { field: 'schemaVersion' },
     );
   }
+  // Linear in the file's size, and refused as soon as a limit is passed: a huge file costs no more than its first
+  // entries beyond the limit (sets for duplicates; an array `includes`/`some` per entry was quadratic).
   const cfg = emptyInterceptConfig();
-  const addrs = obj.reflectAddresses ?? [];
+  const addrs = obj.reflectAddresses === undefined ? [] : obj.reflectAddresses;
   if (!Array.isArray(addrs)) throw invalid(path, `field 'reflectAddresses' must be an array of strings.`, { field: 'reflectAddresses' });
+  const seenAddresses = new Set<string>();
   addrs.forEach((a, i) => {
     const field = `reflectAddresses[${i}]`;
     if (typeof a !== 'string') throw invalid(path, `field '${field}' must be a string.`, { field });
@@ -180,10 +189,16 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
     } catch (err) {
       throw invalid(path, `field '${field}': ${(err as Error).message}`, { field });
     }
-    if (!cfg.reflectAddresses.includes(c)) cfg.reflectAddresses.push(c);
+    if (seenAddresses.has(c)) return;
+    if (seenAddresses.size === MAX_REFLECT_ADDRESSES) {
+      throw invalid(path, `field '${field}' is one more than the ${MAX_REFLECT_ADDRESSES} reflect addresses supported.`, { field });
+    }
+    seenAddresses.add(c);
+    cfg.reflectAddresses.push(c);
   });
-  const ports = obj.shieldPorts ?? [];
+  const ports = obj.shieldPorts === undefined ? [] : obj.shieldPorts;
   if (!Array.isArray(ports)) throw invalid(path, `field 'shieldPorts' must be an array.`, { field: 'shieldPorts' });
+  const seenPorts = new Set<string>();
   ports.forEach((p, i) => {
     const field = `shieldPorts[${i}]`;
     let parsed: ShieldPort[];
@@ -192,7 +207,15 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
     } catch (err) {
       throw invalid(path, `field '${field}': ${(err as Error).message}`, { field });
     }
-    for (const q of parsed) if (!cfg.shieldPorts.some((x) => shieldKey(x) === shieldKey(q))) cfg.shieldPorts.push(q);
+    for (const q of parsed) {
+      const key = shieldKey(q);
+      if (seenPorts.has(key)) continue;
+      if (seenPorts.size === MAX_SHIELD_PORTS) {
+        throw invalid(path, `field '${field}' is one more than the ${MAX_SHIELD_PORTS} shield ports supported.`, { field });
+      }
+      seenPorts.add(key);
+      cfg.shieldPorts.push(q);
+    }
   });
   try {
     checkLimits(cfg);
@@ -245,19 +268,102 @@ export interface SaveFaults {
   beforeRename?: (tempPath: string) => void;
 }
 
+/** Most symlinks followed to find the file a config path names (the kernel's own limit is 40). */
+const MAX_LINK_HOPS = 40;
+
+/**
+ * The file a save must replace. A config path that is a symlink (an admin keeping the file elsewhere, or in a
+ * managed location) is written through: the link stays, its target gets the new content, atomically in the target's
+ * own directory. Renaming over the link itself would turn it into a plain file and leave the target stale.
+ * Follows dangling links too (the target may not exist yet).
+ */
+export function configWriteTarget(path: string): string {
+  let current = resolve(path);
+  for (let hops = 0; hops < MAX_LINK_HOPS; hops++) {
+    let isLink: boolean;
+    try {
+      isLink = lstatSync(current).isSymbolicLink();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return current;
+      throw err;
+    }
+    if (!isLink) return current;
+    current = resolve(dirname(current), readlinkSync(current));
+  }
+  throw Object.assign(new Error(`too many levels of symbolic links at ${path}`), { code: 'ELOOP' });
+}
+
+/** Temp files of our atomic saves: `.<name>.<pid>.<8 hex>.tmp` beside the file. */
+function tempFilePattern(target: string): RegExp {
+  const name = basename(target).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`^\\.${name}\\.(\\d+)\\.[0-9a-f]{8}\\.tmp$`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Remove temp files our own saves left beside the config when the process was killed between creating the temp
+ * file and renaming it (SIGKILL, power loss). Only files named exactly as saveConfigFile names them, and only those
+ * of processes that no longer run (a live engine may be saving right now). Returns the paths removed; a file that
+ * cannot be removed is left (it harms nothing but disk space).
+ */
+export function removeOrphanTempFiles(path: string): string[] {
+  let target: string;
+  try {
+    target = configWriteTarget(path);
+  } catch {
+    return [];
+  }
+  const dir = dirname(target);
+  const pattern = tempFilePattern(target);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = pattern.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || processAlive(pid)) continue;
+    const file = join(dir, name);
+    try {
+      if (!lstatSync(file).isFile()) continue;
+      unlinkSync(file);
+      removed.push(file);
+    } catch {
+      /* gone already, or not ours to remove */
+    }
+  }
+  return removed;
+}
+
 /**
  * Write the config atomically (temp file in the same directory → write → fsync → rename → fsync directory).
- * On failure the old file is untouched, the temp file removed, and E_CONFIG_WRITE_FAILED thrown.
+ * On failure the old file is untouched, the temp file removed, and E_CONFIG_WRITE_FAILED thrown. A symlinked path
+ * is written through to its target (configWriteTarget).
  */
 export function saveConfigFile(path: string, cfg: InterceptConfig, faults: SaveFaults = {}): void {
-  const dir = dirname(path);
-  const temp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  let target = path;
+  let temp = '';
   let fd: number | undefined;
   try {
+    target = configWriteTarget(path);
+    const dir = dirname(target);
+    temp = join(dir, `.${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
     mkdirSync(dir, { recursive: true, mode: 0o755 });
     let mode = 0o644;
     try {
-      mode = statSync(path).mode & 0o777; // keep the permissions an admin gave the file
+      mode = statSync(target).mode & 0o777; // keep the permissions an admin gave the file
     } catch {
       /* new file */
     }
@@ -270,7 +376,7 @@ export function saveConfigFile(path: string, cfg: InterceptConfig, faults: SaveF
     closeSync(fd);
     fd = undefined;
     faults.beforeRename?.(temp);
-    renameSync(temp, path);
+    renameSync(temp, target);
     if (process.platform !== 'win32') {
       // Make the rename itself durable. Windows cannot open a directory for fsync; NTFS journals the rename.
       const dfd = openSync(dir, 'r');
@@ -289,7 +395,7 @@ export function saveConfigFile(path: string, cfg: InterceptConfig, faults: SaveF
       }
     }
     try {
-      unlinkSync(temp);
+      if (temp) unlinkSync(temp);
     } catch {
       /* not created, or already renamed */
     }
@@ -343,19 +449,26 @@ export class ConfigStore {
 
   addAddresses(addrs: readonly string[]): boolean {
     return this.update((c) => {
-      for (const a of addrs) if (!c.reflectAddresses.includes(a)) c.reflectAddresses.push(a);
+      const have = new Set(c.reflectAddresses);
+      for (const a of addrs) if (!have.has(a)) c.reflectAddresses.push(a), have.add(a);
     });
   }
 
   removeAddresses(addrs: readonly string[]): boolean {
+    const drop = new Set(addrs);
     return this.update((c) => {
-      c.reflectAddresses = c.reflectAddresses.filter((a) => !addrs.includes(a));
+      c.reflectAddresses = c.reflectAddresses.filter((a) => !drop.has(a));
     });
   }
 
   addShieldPorts(ports: readonly ShieldPort[]): boolean {
     return this.update((c) => {
-      for (const p of ports) if (!c.shieldPorts.some((q) => shieldKey(q) === shieldKey(p))) c.shieldPorts.push({ ...p });
+      const have = new Set(c.shieldPorts.map(shieldKey));
+      for (const p of ports) {
+        if (have.has(shieldKey(p))) continue;
+        have.add(shieldKey(p));
+        c.shieldPorts.push({ ...p });
+      }
     });
   }
 

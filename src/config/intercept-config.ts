@@ -38,7 +38,9 @@ export function emptyInterceptConfig(): InterceptConfig {
  */
 export function canonicalAddress(text: string): string {
   const trimmed = text.trim().replace(/^\[(.*)\]$/, '$1');
-  if (trimmed.includes('/')) {
+  // Only a real prefix (an address, a slash, a length) is called a prefix; "abc/def" is simply not an address.
+  const slash = trimmed.indexOf('/');
+  if (slash >= 0 && /^\d{1,3}$/.test(trimmed.slice(slash + 1)) && ipaddr.isValid(trimmed.slice(0, slash))) {
     throw new RetroflectError(ErrorCode.INVALID_ADDRESS, `'${text}' is a prefix, not an address.`, {
       hint: 'Give a single IPv4 or IPv6 address, such as 192.0.2.1 or 2001:db8::1.',
       details: { address: text, rule: 'syntax' },

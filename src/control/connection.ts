@@ -30,6 +30,8 @@ export interface ConnectionContext {
   checkToken: (token: unknown) => boolean;
   firstRequestTimeoutMs: number;
   idleTimeoutMs: number;
+  /** A request line must be complete this long after its first byte (LINE_TIMEOUT_MS). */
+  lineTimeoutMs: number;
 }
 
 /** Decodes UTF-8 strictly: a request with invalid bytes is refused, not silently repaired. */
@@ -52,6 +54,10 @@ export class Connection implements Session {
   /** Callbacks for after the reply to the request being handled is written. */
   private afterReplyFns: (() => void)[] = [];
   private capture: CaptureSubscription | null = null;
+  /** Runs while a request line is incomplete: a client trickling bytes cannot hold a connection slot. */
+  private lineTimer: NodeJS.Timeout | null = null;
+  /** Restarted by each request (not by bare bytes, not by blank lines), so only real use keeps a slot. */
+  private idleTimer: NodeJS.Timeout | null = null;
 
   constructor(socket: net.Socket, ctx: ConnectionContext) {
     this.socket = socket;
@@ -59,9 +65,7 @@ export class Connection implements Session {
     this.authenticated = ctx.auth !== 'token';
     socket.on('error', () => undefined); // resets and EPIPE from vanished clients are normal
     this.firstTimer = setTimeout(() => this.destroy(), ctx.firstRequestTimeoutMs);
-    socket.setTimeout(ctx.idleTimeoutMs, () => {
-      if (this.subscriptions.size === 0 && this.capture === null) this.destroy(); // a subscriber may listen quietly
-    });
+    this.restartIdleTimer();
     if (ctx.auth === 'peer-credentials') {
       const cred = peerCredentials(socket);
       if (!isAllowedPeer(cred)) {
@@ -89,10 +93,18 @@ export class Connection implements Session {
         return;
       }
       if (end > start) {
+        if (this.partialBytes === 0 && nl === -1 && this.lineTimer === null) {
+          this.lineTimer = setTimeout(() => {
+            this.send(badRequest(null, `The request line was not completed within ${this.ctx.lineTimeoutMs} ms; closing the connection.`));
+            this.end();
+          }, this.ctx.lineTimeoutMs);
+        }
         this.partial.push(chunk.subarray(start, end));
         this.partialBytes += end - start;
       }
       if (nl === -1) break;
+      if (this.lineTimer) clearTimeout(this.lineTimer);
+      this.lineTimer = null;
       const line = this.partial.length === 1 ? this.partial[0] : Buffer.concat(this.partial, this.partialBytes);
       this.partial = [];
       this.partialBytes = 0;
@@ -120,7 +132,16 @@ export class Connection implements Session {
     this.enqueue(text);
   }
 
+  private restartIdleTimer(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      if (this.subscriptions.size === 0 && this.capture === null) this.destroy();
+      else this.restartIdleTimer(); // a subscriber or a capture may listen quietly
+    }, this.ctx.idleTimeoutMs);
+  }
+
   private enqueue(text: string): void {
+    this.restartIdleTimer();
     this.queue.push(text);
     if (!this.working) void this.work();
   }
@@ -278,6 +299,10 @@ export class Connection implements Session {
     this.stopCapture();
     if (this.firstTimer) clearTimeout(this.firstTimer);
     this.firstTimer = null;
+    if (this.lineTimer) clearTimeout(this.lineTimer);
+    this.lineTimer = null;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
     this.queue.length = 0;
   }
 }

@@ -4,7 +4,7 @@
  * a token file in an Administrators-only directory. Before taking a path it probes what answers there, so a second
  * engine is refused instead of stealing the first one's endpoint.
  */
-import type net from 'node:net';
+import { connect, type Server } from 'node:net';
 import { chmodSync, lstatSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
@@ -26,6 +26,38 @@ async function probe(path: string, tokenPath: string): Promise<'engine' | 'other
     if (isServerError(err)) return 'engine';
     return 'other';
   }
+}
+
+/** Does anything accept connections at a Unix socket path? Only ECONNREFUSED (or a vanished file) means no. */
+function socketListening(path: string): Promise<'listening' | 'refused' | 'gone'> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve('listening'); // a backlog so full it does not even accept: alive, just busy
+    }, 1500);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve('listening');
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      resolve(err.code === 'ECONNREFUSED' ? 'refused' : err.code === 'ENOENT' ? 'gone' : 'listening');
+    });
+  });
+}
+
+/**
+ * Refuse to go on when an engine already serves this endpoint (E_ALREADY_RUNNING, exit 8) or something else owns
+ * it. `retroflect run` calls this before the engine touches the host; startControlServer checks again.
+ */
+export async function checkEndpointFree(ep: ControlEndpoint): Promise<void> {
+  if (process.platform === 'win32') {
+    if ((await probe(ep.path, ep.tokenPath)) === 'engine') throw alreadyServing(ep.path, ep.name);
+    return;
+  }
+  await prepareUnixPath(ep);
 }
 
 /** Make the endpoint's path ready to listen on (directory rights; a stale socket of ours removed). */
@@ -70,9 +102,13 @@ async function prepareUnixPath(ep: ControlEndpoint): Promise<void> {
       { path: ep.path },
     );
   }
-  const who = await probe(ep.path, ep.tokenPath);
+  // Stale means nobody listens: the kernel refuses the connection. A listener that accepts and then closes without a
+  // word (as D-Bus does on bad auth), or answers something else, is someone's live socket and is left alone.
+  const listening = await socketListening(ep.path);
+  if (listening === 'gone') return;
+  const who = listening === 'refused' ? 'nothing' : await probe(ep.path, ep.tokenPath);
   if (who === 'engine') throw alreadyServing(ep.path, ep.name);
-  if (who === 'other') {
+  if (who !== 'nothing' || listening !== 'refused') {
     throw accessDenied(`Something that is not a retroflect engine is listening on ${ep.path}.`, 'Stop it or choose another --pipe.', {
       path: ep.path,
     });
@@ -81,7 +117,7 @@ async function prepareUnixPath(ep: ControlEndpoint): Promise<void> {
 }
 
 /** Listen on the endpoint; a name someone else already holds is refused with the reason. */
-export async function listenOn(server: net.Server, ep: ControlEndpoint): Promise<void> {
+export async function listenOn(server: Server, ep: ControlEndpoint): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       server.off('listening', onListening);

@@ -13,7 +13,12 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_LINE_BYTES = 64 * 1024;
 /** A connection that has not sent one complete line within this time is closed. */
 export const FIRST_REQUEST_TIMEOUT_MS = 10_000;
-/** A connection without a request for this long, and without a subscription, is closed. */
+/**
+ * A request line must be complete this long after its first byte arrived, or the connection is closed: a client
+ * trickling a byte a minute would otherwise hold a connection slot for ever.
+ */
+export const LINE_TIMEOUT_MS = 10_000;
+/** A connection without a request for this long, and without a subscription, is closed (bytes alone do not count). */
 export const IDLE_TIMEOUT_MS = 5 * 60_000;
 /** Requests queued on one connection before the server stops reading it. */
 export const MAX_PENDING_REQUESTS = 64;
@@ -21,7 +26,7 @@ export const MAX_PENDING_REQUESTS = 64;
 export const MAX_UNSENT_BYTES = 1024 * 1024;
 /** A stats notification is skipped while more than this is unsent to the subscriber. */
 export const MAX_UNSENT_NOTIFY_BYTES = 256 * 1024;
-/** Concurrent connections; more are closed at once. */
+/** Concurrent connections; more get one E_ENGINE_BUSY line and are closed at once. */
 export const MAX_CONNECTIONS = 1024;
 /** Longest string id and client name accepted. */
 export const MAX_ID_CHARS = 128;

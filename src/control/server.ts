@@ -10,7 +10,14 @@ import type { ControlEngine } from './control-engine.ts';
 import { listenOn, prepareEndpoint, TokenFile } from './endpoint.ts';
 import { MethodHandlers, type AddressValidator } from './handlers.ts';
 import { resolveEndpoint, type ControlEndpoint } from './pipe-path.ts';
-import { FIRST_REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS, MAX_CONNECTIONS, type AuthMode } from './protocol.ts';
+import { ErrorCode, RetroflectError } from '../errors.ts';
+import { FIRST_REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS, LINE_TIMEOUT_MS, MAX_CONNECTIONS, type AuthMode } from './protocol.ts';
+
+function engineBusy(): RetroflectError {
+  return new RetroflectError(ErrorCode.ENGINE_BUSY, `The engine has ${MAX_CONNECTIONS} control connections open, its limit; this one was closed.`, {
+    hint: 'Try again shortly. If it stays busy, some program is holding connections open: find it (ss -xp) and stop it.',
+  });
+}
 
 export interface ControlServerOptions {
   engine: ControlEngine;
@@ -27,6 +34,7 @@ export interface ControlServerOptions {
   /** Timeouts, shortened by tests. */
   firstRequestTimeoutMs?: number;
   idleTimeoutMs?: number;
+  lineTimeoutMs?: number;
 }
 
 export interface ControlServer {
@@ -51,6 +59,14 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   await prepareEndpoint(ep);
   const server = net.createServer({ pauseOnConnect: false }, (socket) => {
     if (closed) return void socket.destroy();
+    if (connections.size >= MAX_CONNECTIONS) {
+      // Say why before closing, so the client reports "busy" (exit 10) and not "not running".
+      socket.on('error', () => undefined);
+      socket.resume(); // read (and drop) what it sends, so its close is seen
+      socket.end(JSON.stringify({ id: null, error: engineBusy().toJSON() }) + '\n');
+      setTimeout(() => socket.destroy(), 2000).unref();
+      return;
+    }
     const conn = new Connection(socket, {
       auth,
       handlers,
@@ -58,6 +74,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       checkToken: (t) => token !== null && token.matches(t),
       firstRequestTimeoutMs: opts.firstRequestTimeoutMs ?? FIRST_REQUEST_TIMEOUT_MS,
       idleTimeoutMs: opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
+      lineTimeoutMs: opts.lineTimeoutMs ?? LINE_TIMEOUT_MS,
     });
     connections.add(conn);
     socket.once('close', () => {
@@ -65,7 +82,6 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       conn.dispose();
     });
   });
-  server.maxConnections = MAX_CONNECTIONS;
   await listenOn(server, ep);
   if (auth === 'token') token = new TokenFile(ep);
   log(`control: listening on ${ep.path} (auth: ${auth})`);

@@ -73,6 +73,9 @@ class SlotMap<K> {
   }
 }
 
+/** How often the engine checks that its host state (nft table, routes) is still in place. */
+const HOST_CHECK_INTERVAL_MS = 5000;
+
 export class Engine extends EventEmitter {
   private state: EngineState = 'starting';
   private current: InterceptConfig;
@@ -87,12 +90,19 @@ export class Engine extends EventEmitter {
   private stopped: Promise<void> | null = null;
   private readonly statsSource: EngineStatsSource;
   private readonly captureHub = new CaptureHub((captures) => this.post({ type: 'capture', captures }));
+  private hostCheckTimer: NodeJS.Timeout | null = null;
+  private hostRepairs = { count: 0, last: null as { at: string; what: string } | null };
 
   private constructor(private readonly opts: EngineOptions) {
     super();
     this.current = cloneInterceptConfig(opts.config);
     this.flowTable = new FlowTable({ capacity: opts.flowCapacity });
-    this.statsSource = new EngineStatsSource(this.counters, opts.backend.firewallCounters?.bind(opts.backend) ?? null);
+    this.statsSource = new EngineStatsSource(
+      this.counters,
+      opts.backend.firewallCounters?.bind(opts.backend) ?? null,
+      // A failed firewall reading most likely means our table is gone: check (and restore) before answering.
+      () => this.serialize(() => this.verifyHost('all')),
+    );
   }
 
   /** Prepare the host, start the packet worker and wait until it reports ready. Undoes everything on failure. */
@@ -152,6 +162,31 @@ export class Engine extends EventEmitter {
     });
     this.state = 'running';
     this.statsSource.start();
+    if (this.opts.backend.verify) {
+      this.hostCheckTimer = setInterval(() => void this.serialize(() => this.verifyHost('all')).catch(() => undefined), HOST_CHECK_INTERVAL_MS);
+      this.hostCheckTimer.unref();
+    }
+  }
+
+  /**
+   * Put back host state someone else removed (an admin's `nft flush ruleset`, a firewall tool reloading): shielding
+   * must not be silently off while status says running. Runs inside the change queue. Repairs are logged and counted
+   * in status; a check that fails is logged and retried at the next occasion.
+   */
+  private async verifyHost(scope: 'firewall' | 'all'): Promise<void> {
+    if (this.state !== 'running' || !this.opts.backend.verify) return;
+    let repairs: string[];
+    try {
+      repairs = await this.opts.backend.verify(this.current, scope);
+    } catch (err) {
+      this.opts.log?.('warn', `host check failed: ${(err as Error).message}`);
+      return;
+    }
+    for (const what of repairs) {
+      this.hostRepairs = { count: this.hostRepairs.count + 1, last: { at: new Date().toISOString(), what } };
+      this.opts.log?.('warn', what);
+    }
+    if (repairs.length) this.statsSource.forgetHostReading(); // read before the repair: of a table that is gone
   }
 
   private onWorkerFatal(err: RetroflectError): void {
@@ -195,11 +230,13 @@ export class Engine extends EventEmitter {
    */
   private async transition(next: InterceptConfig): Promise<void> {
     const prev = this.current;
+    const prevPorts = new Set(prev.shieldPorts.map(shieldKey));
     const union: InterceptConfig = {
       reflectAddresses: [...new Set([...prev.reflectAddresses, ...next.reflectAddresses])],
-      shieldPorts: [...prev.shieldPorts, ...next.shieldPorts.filter((p) => !prev.shieldPorts.some((q) => shieldKey(q) === shieldKey(p)))],
+      shieldPorts: [...prev.shieldPorts, ...next.shieldPorts.filter((p) => !prevPorts.has(shieldKey(p)))],
     };
     checkLimits(next);
+    await this.verifyHost('firewall'); // edit the table we think we have, not a hole where it was
     this.post({ type: 'dataplane', dataplane: this.dataplaneConfig(union) });
     let update: SourceUpdate;
     try {
@@ -252,6 +289,7 @@ export class Engine extends EventEmitter {
       configPath: this.opts.configPath ?? null,
       pipeName: this.opts.pipeName ?? null,
       backendInfo: this.opts.backend.describe?.() ?? {},
+      hostRepairs: { count: this.hostRepairs.count, last: this.hostRepairs.last && { ...this.hostRepairs.last } },
     };
   }
 
@@ -286,6 +324,8 @@ export class Engine extends EventEmitter {
   private async teardown(): Promise<void> {
     this.statsSource.stop();
     this.captureHub.closeAll();
+    if (this.hostCheckTimer) clearInterval(this.hostCheckTimer);
+    this.hostCheckTimer = null;
     const worker = this.worker;
     this.worker = null;
     if (worker) {

@@ -78,10 +78,17 @@ export class EngineStatsSource {
   private hostShieldDropRate = 0;
 
   /** `readHostShield`: the backend's firewall counters (HostBackend.firewallCounters), when the host keeps them. */
+  /** `onHostReadFailed`: called when a firewall reading fails (the engine checks and repairs its host state). */
   constructor(
     private readonly counters: EngineCounters,
     private readonly readHostShield: (() => Promise<FirewallCounters>) | null,
+    private readonly onHostReadFailed: (() => Promise<void>) | null = null,
   ) {}
+
+  /** Drop the cached firewall reading (it is of host state that was just replaced). */
+  forgetHostReading(): void {
+    this.hostShieldCache = null;
+  }
 
   /** Start sampling rates (once a second, from shared memory only: no helper process). */
   start(): void {
@@ -96,7 +103,12 @@ export class EngineStatsSource {
 
   /** `hostReadable`: whether the host state may be read now (the engine is running). */
   async stats(cfg: DataplaneConfig, uptimeSeconds: number, hostReadable: boolean): Promise<EngineStats> {
-    const hostShield = hostReadable ? await this.hostShieldCounts() : null;
+    let hostShield = hostReadable ? await this.hostShieldCounts() : null;
+    if (hostReadable && hostShield === null && this.readHostShield && this.onHostReadFailed) {
+      await this.onHostReadFailed();
+      this.hostShieldCache = null;
+      hostShield = await this.hostShieldCounts();
+    }
     const stats = buildEngineStats(this.counters.snapshot(), cfg, { sampledAt: new Date(), uptimeSeconds, rates: { ...this.rates } });
     if (hostShield) {
       // The host firewall drops shielded and forged traffic before it reaches us (Linux nft): its counters are the truth.

@@ -25,6 +25,8 @@ export interface EngineStatus {
   pipeName: string | null;
   /** Backend facts worth showing an admin: TUN device name, WinDivert filter and priority, driver version. */
   backendInfo: Record<string, string | number>;
+  /** Host state the engine found removed by someone else and put back (nft table, routes): how often, and the last. */
+  hostRepairs: { count: number; last: { at: string; what: string } | null };
 }
 
 export interface PacketByteCount {

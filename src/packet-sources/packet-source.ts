@@ -143,6 +143,12 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
   apply(prev: InterceptConfig, next: InterceptConfig): Promise<SourceUpdate<K>>;
   /** Drop counts kept by the host firewall rather than the data plane (Linux nft): shield ports, forged sources. */
   firewallCounters?(): Promise<FirewallCounters>;
+  /**
+   * Check that the host state this backend made for `cfg` is still there (Linux: the nft table, the routes) and put
+   * back what someone else removed. Returns one sentence per repair ([] = all was in place). The engine calls it
+   * with 'all' periodically and when a stats reading fails, and with 'firewall' (cheaper) before every change.
+   */
+  verify?(cfg: InterceptConfig, scope: 'firewall' | 'all'): Promise<string[]>;
   /** Facts worth showing an admin in `status` (TUN device and mode; WinDivert filter, priority, driver version). */
   describe?(): Record<string, string | number>;
   /** Make a receive() that may be blocked in the worker return soon (for stop and reconfigure). */

@@ -31,6 +31,7 @@ export class InMemoryEngine implements ControlEngine {
       configPath: null,
       pipeName: null,
       backendInfo: {},
+      hostRepairs: { count: 0, last: null },
     };
   }
 

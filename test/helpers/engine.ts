@@ -73,6 +73,11 @@ export interface StartOptions {
   /** Extra `run` arguments (--reflect ..., --shield ..., --device ...). */
   args?: string[];
   timeoutMs?: number;
+  /** Extra environment for the engine process (e.g. PATH with wrapped helpers, RETROFLECT_HELPER_TIMEOUT_MS). */
+  env?: Record<string, string>;
+  /** stdout/stderr of the engine: 'pipe' (default, collected by output()) or an fd (e.g. /dev/full). */
+  stdout?: 'pipe' | number;
+  stderr?: 'pipe' | number;
 }
 
 /** Spawn `retroflect run` in `ns`; does not wait. */
@@ -80,14 +85,15 @@ export function spawnEngine(ns: NetNs, dir: string, opts: StartOptions): EngineH
   const pipe = opts.pipe ?? join(dir, 'engine.sock');
   const cfgArgs = opts.config === false ? ['--no-config'] : ['--config', opts.config];
   const child = ns.spawn(node, [...CLI, 'run', '--pipe', pipe, ...cfgArgs, ...(opts.args ?? [])], {
-    env: { ...process.env, NO_COLOR: '1' },
+    env: { ...process.env, NO_COLOR: '1', ...opts.env },
+    stdio: ['pipe', opts.stdout ?? 'pipe', opts.stderr ?? 'pipe'],
   });
   let out = '';
   let running = true;
-  child.stdout!.setEncoding('utf8');
-  child.stderr!.setEncoding('utf8');
-  child.stdout!.on('data', (d: string) => (out += d));
-  child.stderr!.on('data', (d: string) => (out += d));
+  child.stdout?.setEncoding('utf8');
+  child.stderr?.setEncoding('utf8');
+  child.stdout?.on('data', (d: string) => (out += d));
+  child.stderr?.on('data', (d: string) => (out += d));
   const exited = new Promise<number | string>((resolve) =>
     child.once('exit', (code, signal) => {
       running = false;

@@ -145,7 +145,9 @@ export async function removeShield(): Promise<void> {
 export async function shieldTableDevice(): Promise<string | null> {
   let stdout: string;
   try {
-    ({ stdout } = await runCommand({ file: 'nft', args: ['list', 'table', NFT_FAMILY, NFT_TABLE] }));
+    // The chain alone: it names the device, and unlike the whole table it does not list every shield port (the
+    // engine asks before each change, so this must not grow with the number of ports).
+    ({ stdout } = await runCommand({ file: 'nft', args: ['list', 'chain', NFT_FAMILY, NFT_TABLE, 'input'] }));
   } catch (err) {
     if (err instanceof RetroflectError && /No such file or directory/i.test(String(err.details?.stderr ?? ''))) return null;
     throw err;

@@ -18,7 +18,7 @@ import { addressFamily, type InterceptConfig } from '../../config/intercept-conf
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { runCommand, describeCommand, type HostCommand } from '../../platform/linux/command.ts';
 import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
-import { installShield, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
+import { installShield, NFT_FAMILY, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
 import {
   checkDeviceName,
   DEFAULT_TUN_NAME,
@@ -56,6 +56,13 @@ export interface TunHostOptions {
 /** Whether a network device of that name exists in this namespace (`ip link show` fails when it does not). */
 async function linkExists(name: string): Promise<boolean> {
   return runCommand({ file: 'ip', args: ['link', 'show', 'dev', name] }).then(() => true, () => false);
+}
+
+function anotherEngine(device: string): RetroflectError {
+  return new RetroflectError(ErrorCode.ALREADY_RUNNING, `Another retroflect engine (TUN device ${device}) is running on this host.`, {
+    hint: 'On Linux one engine runs per host, since the shield rules are per host: stop the other engine first, or add your addresses and ports to it.',
+    details: { device },
+  });
 }
 
 export class TunHostBackend implements HostBackend<'tun'> {
@@ -97,7 +104,10 @@ export class TunHostBackend implements HostBackend<'tun'> {
   async start(cfg: InterceptConfig): Promise<TunSourceInit> {
     if (this.fd >= 0) throw new RetroflectError(ErrorCode.INTERNAL, 'The TUN backend is already started.');
     const c = libc();
-    // The device comes first: if another engine holds it, we fail here before touching that engine's nft table.
+    // A running engine is detected before anything is touched (exit code 8, not a TUN "device busy"): its table names
+    // its device, and that device exists only while the engine holds it.
+    await this.refuseIfAnotherEngineRuns();
+    // Then the device: if another engine grabbed it since, we fail here, still before touching its nft table.
     this.fd = openTunDevice(this.device, this.variant);
     try {
       this.wakeFd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -125,29 +135,72 @@ export class TunHostBackend implements HostBackend<'tun'> {
    */
   private async claimShieldTable(): Promise<void> {
     const holder = await shieldTableDevice();
-    if (holder !== null && holder !== this.device && (await linkExists(holder))) {
-      throw new RetroflectError(ErrorCode.ALREADY_RUNNING, `Another retroflect engine (TUN device ${holder}) is running on this host.`, {
-        hint: 'On Linux one engine runs per host, since the shield rules are per host: stop the other engine first, or add your addresses and ports to it.',
-        details: { device: holder },
-      });
-    }
+    if (holder !== null && holder !== this.device && (await linkExists(holder))) throw anotherEngine(holder);
     await removeShield(); // a leftover of a killed run, if there is one
     this.ownsShield = true;
   }
 
+  /** Before the device is opened: a table whose device exists belongs to a running engine (even one on our name). */
+  private async refuseIfAnotherEngineRuns(): Promise<void> {
+    const holder = await shieldTableDevice();
+    if (holder !== null && (await linkExists(holder))) throw anotherEngine(holder);
+  }
+
+  /**
+   * Live change. All or nothing on the host: a step that fails (or a helper killed after its timeout) undoes the
+   * steps before it, so routes and rules stay those of `prev` and the engine stays consistent with its config.
+   */
   async apply(prev: InterceptConfig, next: InterceptConfig): Promise<TunSourceUpdate> {
     if (this.fd < 0) throw new RetroflectError(ErrorCode.INTERNAL, 'The TUN backend is not started.');
-    const removed = prev.reflectAddresses.filter((a) => !next.reflectAddresses.includes(a));
-    const added = next.reflectAddresses.filter((a) => !prev.reflectAddresses.includes(a));
-    for (const a of added) await runCommand(routeAddCommand(a, this.device));
-    for (const a of removed) {
-      // A route already gone (deleted by hand) is what we wanted anyway.
-      await runCommand(routeDeleteCommand(a, this.device)).catch((err: RetroflectError) => {
-        if (!/No such process|not found/i.test(String(err.details?.stderr ?? ''))) throw err;
-      });
+    const nextSet = new Set(next.reflectAddresses);
+    const prevSet = new Set(prev.reflectAddresses);
+    const removed = prev.reflectAddresses.filter((a) => !nextSet.has(a));
+    const added = next.reflectAddresses.filter((a) => !prevSet.has(a));
+    const undo: (() => Promise<unknown>)[] = [];
+    try {
+      for (const a of added) {
+        await runCommand(routeAddCommand(a, this.device));
+        undo.push(() => this.deleteRoute(a));
+      }
+      for (const a of removed) {
+        await this.deleteRoute(a);
+        undo.push(() => runCommand(routeAddCommand(a, this.device)));
+      }
+      await updateShield(prev, next); // one nft transaction: applied whole or not at all (a killed nft commits nothing)
+    } catch (err) {
+      for (const step of undo.reverse()) await step().catch(() => undefined);
+      throw err;
     }
-    await updateShield(prev, next);
     return { kind: 'tun' }; // the worker needs nothing new: the device and its fd stay the same
+  }
+
+  private async deleteRoute(address: string): Promise<void> {
+    // A route already gone (deleted by hand) is what we wanted anyway.
+    await runCommand(routeDeleteCommand(address, this.device)).catch((err: RetroflectError) => {
+      if (!/No such process|not found/i.test(String(err.details?.stderr ?? ''))) throw err;
+    });
+  }
+
+  async verify(cfg: InterceptConfig, scope: 'firewall' | 'all'): Promise<string[]> {
+    if (this.fd < 0 || !this.ownsShield) return [];
+    const repairs: string[] = [];
+    const holder = await shieldTableDevice();
+    if (holder !== this.device) {
+      await installShield(cfg, this.device);
+      repairs.push(`The nft table ${NFT_FAMILY} ${NFT_TABLE} was ${holder === null ? 'deleted' : 'replaced'} by something else; restored it (shielding was off meanwhile).`);
+    }
+    if (scope === 'firewall') return repairs;
+    const routed = new Set(
+      JSON.parse((await runCommand({ file: 'ip', args: ['-j', 'route', 'show', 'dev', this.device] })).stdout || '[]')
+        .concat(JSON.parse((await runCommand({ file: 'ip', args: ['-j', '-6', 'route', 'show', 'dev', this.device] })).stdout || '[]'))
+        .map((r: { dst: string }) => r.dst.replace(/\/(32|128)$/, '')),
+    );
+    for (const a of cfg.reflectAddresses) {
+      if (routed.has(a)) continue;
+      await runCommand(routeAddCommand(a, this.device));
+      repairs.push(`The route of reflect address ${a} into ${this.device} was deleted by something else; restored it.`);
+    }
+    return repairs;
   }
 
   firewallCounters(): Promise<FirewallCounters> {

@@ -24,10 +24,30 @@ export function describeCommand(cmd: HostCommand): string {
   return cmd.input === undefined ? line : `${line} <<EOF\n${cmd.input.trimEnd()}\nEOF`;
 }
 
-/** Run a command; reject with E_BACKEND_FAILED (or E_BACKEND_UNAVAILABLE when the tool is missing). */
-export function runCommand(cmd: HostCommand): Promise<CommandResult> {
+/**
+ * How long one helper may run. `ip` and `nft` finish in milliseconds; one that hangs (a wedged netlink socket, a
+ * stuck kernel lock, a broken wrapper script) would otherwise stall every later change queued behind it and delay a
+ * clean stop until it returns. RETROFLECT_HELPER_TIMEOUT_MS overrides it (tests shorten it).
+ */
+export const HELPER_TIMEOUT_MS = 10_000;
+
+function helperTimeoutMs(): number {
+  const v = Number(process.env.RETROFLECT_HELPER_TIMEOUT_MS);
+  return Number.isFinite(v) && v > 0 ? v : HELPER_TIMEOUT_MS;
+}
+
+/**
+ * Run a command; reject with E_BACKEND_FAILED (or E_BACKEND_UNAVAILABLE when the tool is missing). A command that
+ * runs past the timeout is killed (SIGKILL) and rejected at once, without waiting for its output pipes to close
+ * (a grandchild may hold them).
+ */
+export function runCommand(cmd: HostCommand, timeoutMs = helperTimeoutMs()): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
+    let settled = false;
     const child = execFile(cmd.file, cmd.args, { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      clearTimeout(timer);
+      if (settled) return;
+      settled = true;
       if (!err) {
         resolve({ stdout, stderr });
         return;
@@ -49,6 +69,19 @@ export function runCommand(cmd: HostCommand): Promise<CommandResult> {
         ),
       );
     });
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      child.kill('SIGKILL');
+      reject(
+        new RetroflectError(ErrorCode.BACKEND_FAILED, `'${describeCommand({ file: cmd.file, args: cmd.args })}' did not finish within ${timeoutMs} ms and was killed.`, {
+          hint: `Something on the host is holding up '${cmd.file}'; the change was not made. Check the host (dmesg, other firewall tools) and try again.`,
+          details: { command: cmd.file, args: cmd.args, timedOut: true, timeoutMs },
+        }),
+      );
+    }, timeoutMs);
+    // Not unref'd: a pending helper is real work the engine waits for.
+    child.stdin?.on('error', () => undefined); // a helper that dies before reading its script: reported via its exit
     if (cmd.input !== undefined) child.stdin?.end(cmd.input);
   });
 }
