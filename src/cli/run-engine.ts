@@ -60,12 +60,13 @@ function emptyConfigPath(what: string): RetroflectError {
 }
 
 /**
- * A run with no reflect address anywhere (config file or command line) picks the first documentation-range address
- * this host can use (IPv4 first), so a plain `retroflect run` works on any machine. It is persisted like
- * `address add` unless `persist` is false (dry run).
+ * A run with a config file but no reflect address anywhere (file or command line) picks the first documentation-range
+ * address this host can use (IPv4 first), so a plain `retroflect run` works on any machine. It is persisted like
+ * `address add` unless `persist` is false (dry run). `--no-config` means "exactly what the command line says", so
+ * nothing is picked there (a shield-only run stays shield-only).
  */
 async function pickReflectAddress(config: InterceptConfig, store: ConfigStore, persist: boolean): Promise<void> {
-  if (config.reflectAddresses.length > 0) return;
+  if (config.reflectAddresses.length > 0 || store.path === null) return;
   const picked = (await suggestReflectAddress(4)) ?? (await suggestReflectAddress(6));
   if (!picked) {
     warn('No reflect address is configured and no documentation-range address is usable here (is there a default route?). Add one with `retroflect address add <address>`.');
@@ -73,7 +74,7 @@ async function pickReflectAddress(config: InterceptConfig, store: ConfigStore, p
   }
   config.reflectAddresses.push(picked.address);
   if (persist) store.addAddresses([picked.address]);
-  const where = store.path === null ? 'for this run only (no config file)' : persist ? `saved to ${store.path}` : `would be saved to ${store.path}`;
+  const where = persist ? `saved to ${store.path}` : `would be saved to ${store.path}`;
   console.log(`No reflect address configured: using ${picked.address} (${where}). ${picked.message}`);
 }
 

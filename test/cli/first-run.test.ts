@@ -78,6 +78,13 @@ describe('first run on a host in 192.0.2.0/24', { timeout: 120_000 }, () => {
     assert.match(human.stdout, /not usable/);
   });
 
+  test('--no-config means exactly the command line: nothing is picked', async () => {
+    const r = await retroflect(host, ['run', '--no-config', '--shield', '8080', '--dry-run', '--pipe', join(dir, 'dry.sock')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, /No reflect address configured/);
+    assert.doesNotMatch(r.stdout, /198\.51\.100\.1/);
+  });
+
   test('a restart uses the persisted address and picks nothing new', async () => {
     assert.ok(engine);
     await engine.cli(['stop']);

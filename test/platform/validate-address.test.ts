@@ -73,7 +73,14 @@ describe('validateReflectAddress with injected host facts', () => {
       assert.equal(err.details?.rule, rule);
       assert.match(err.message, message);
       if (rule !== 'syntax') assert.equal(err.details?.address, address);
-      assert.deepEqual(host.lookups, [], 'no route lookup for an address refused on its own');
+      assert.ok(!host.lookups.includes(err.details?.address as string), 'no route lookup for an address refused on its own');
+      if (rule !== 'syntax') {
+        // The hint names a concrete address of the same family that passes every rule here (the first candidate).
+        const usable = address.includes(':') ? '2001:db8::1' : '192.0.2.1';
+        assert.equal(err.details?.suggestion, usable);
+        assert.match(err.hint!, new RegExp(`^Use ${usable.replaceAll('.', '\\.')} instead`));
+        assert.deepEqual(host.lookups, [usable], 'only the suggestion is looked up');
+      }
     });
   }
 
