@@ -32,7 +32,7 @@ export const MAX_REFLECT_ADDRESSES = 64;
 export const MAX_SHIELD_PORTS = 1024;
 
 export function emptyInterceptConfig(): InterceptConfig {
-  return { reflectAddresses: [], shieldPorts: [], portMaps: [] };
+  return { reflectAddresses: [], shieldPorts: [] };
 }
 
 /**
@@ -128,6 +128,7 @@ export function cloneInterceptConfig(cfg: InterceptConfig): InterceptConfig {
   return {
     reflectAddresses: [...cfg.reflectAddresses],
     shieldPorts: cfg.shieldPorts.map((p) => ({ ...p })),
-    portMaps: (cfg.portMaps ?? []).map((m) => ({ ...m })),
+    // No maps is written as no field, so configs from before port mapping compare equal to their copies.
+    ...(cfg.portMaps?.length ? { portMaps: cfg.portMaps.map((m) => ({ ...m })) } : {}),
   };
 }
