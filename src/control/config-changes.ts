@@ -7,8 +7,8 @@
  * Removing an entry that is persisted but not running (or the other way round) is fine; one that is neither is
  * refused as a whole, and nothing is changed.
  */
-import { canonicalAddress, checkLimits, shieldKey, type InterceptConfig, type ShieldPort } from '../config/intercept-config.ts';
-import { mergePortMaps, portMapKey, portMapsFor, portMapsOf, type PortMap, type PortMapSpec } from '../config/port-maps.ts';
+import { canonicalAddress, shieldKey, type InterceptConfig, type ShieldPort } from '../config/intercept-config.ts';
+import { checkPortMaps, mergePortMaps, portMapKey, portMapsFor, portMapsOf, type PortMap, type PortMapSpec } from '../config/port-maps.ts';
 import type { ConfigStore } from '../config/config-file.ts';
 import type { ChangeResult } from '../engine/types.ts';
 import { addressNotFound, portNotFound } from '../error-messages.ts';
@@ -48,10 +48,10 @@ export class ConfigChanges {
       const added = wanted.filter((a) => !existing.includes(a));
       const merged = mergePortMaps(portMapsOf(running), wantedMaps);
       const next: InterceptConfig = { ...running, reflectAddresses: [...running.reflectAddresses, ...added], portMaps: merged.maps };
-      checkLimits(next); // map conflicts and limits, before the host is asked anything
+      checkPortMaps(next); // map conflicts and limits, before the host is asked anything (the engine checks the rest)
       if (!temporary && wantedMaps.length) {
         const persisted = this.store.config;
-        checkLimits({ ...persisted, reflectAddresses: [...new Set([...persisted.reflectAddresses, ...wanted])], portMaps: mergePortMaps(portMapsOf(persisted), wantedMaps).maps });
+        checkPortMaps({ ...persisted, reflectAddresses: [...new Set([...persisted.reflectAddresses, ...wanted])], portMaps: mergePortMaps(portMapsOf(persisted), wantedMaps).maps });
       }
       const warnings: AddressAddResult['warnings'] = [];
       // Every new address is checked against the host before anything changes (all or nothing).
@@ -109,7 +109,8 @@ export class ConfigChanges {
     const wanted = uniqueAddresses(addresses);
     return this.serialized(async () => {
       const running = this.engine.config();
-      const persisted = this.store.config.reflectAddresses;
+      const persistedConfig = this.store.config;
+      const persisted = persistedConfig.reflectAddresses;
       const missing = wanted.filter((a) => !running.reflectAddresses.includes(a) && (temporary || !persisted.includes(a)));
       if (missing.length) {
         throw addressNotFound(missing, temporary);
@@ -122,7 +123,10 @@ export class ConfigChanges {
         },
         temporary ? null : () => this.store.removeAddresses(wanted),
       );
-      return { removed: wanted, portMapsRemoved: [] };
+      // The maps of a removed address go with it; they are reported so nothing disappears silently.
+      const portMapsRemoved = portMapsOf(running).filter((m) => wanted.includes(m.address));
+      if (!temporary) for (const m of portMapsOf(persistedConfig).filter((x) => wanted.includes(x.address))) if (!portMapsRemoved.some((x) => portMapKey(x) === portMapKey(m))) portMapsRemoved.push(m);
+      return { removed: wanted, portMapsRemoved };
     });
   }
 

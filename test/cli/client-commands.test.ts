@@ -38,7 +38,7 @@ after(async () => {
 it('address add/list/remove with --json print the protocol result and exit 0', async () => {
   const add = await cli('address', 'add', '192.0.2.1', '2001:DB8::5', '--pipe', sock, '--json');
   assert.equal(add.code, 0, add.stderr);
-  assert.deepEqual(JSON.parse(add.stdout), { added: ['192.0.2.1', '2001:db8::5'], existing: [], warnings: [] });
+  assert.deepEqual(JSON.parse(add.stdout), { added: ['192.0.2.1', '2001:db8::5'], existing: [], warnings: [], portMaps: { added: [], existing: [] } });
   const again = await cli('address', 'add', '192.0.2.1', '--pipe', sock, '--json');
   assert.deepEqual(JSON.parse(again.stdout).existing, ['192.0.2.1']);
   const tmp = await cli('address', 'add', '192.0.2.7', '--temporary', '--pipe', sock);
@@ -48,7 +48,7 @@ it('address add/list/remove with --json print the protocol result and exit 0', a
   const list = await cli('address', 'list', '--pipe', sock);
   assert.match(list.stdout, /192\.0\.2\.7\s.*no \(temporary\)/);
   const rm = await cli('address', 'remove', '2001:db8::5', '--pipe', sock, '--json');
-  assert.deepEqual(JSON.parse(rm.stdout), { removed: ['2001:db8::5'] });
+  assert.deepEqual(JSON.parse(rm.stdout), { removed: ['2001:db8::5'], portMapsRemoved: [] });
 });
 
 it('errors: not found → 9, invalid address → 4, invalid port → 4, each with a JSON error document', async () => {
