@@ -80,3 +80,28 @@ it('no engine → exit 7 and a hint that says how to start one', async () => {
   assert.equal(r.code, 7);
   assert.match(r.stderr, /hint: .*retroflect run/);
 });
+
+it('address add --map / remove --map: maps persisted and listed; a conflicting map exits 4 and changes nothing', async () => {
+  const add = await cli('address', 'add', '203.0.113.20', '--map', '80=8080', '--map', '443=8443/tcp', '--pipe', sock, '--json');
+  assert.equal(add.code, 0, add.stderr);
+  assert.deepEqual(JSON.parse(add.stdout).portMaps.added.map((m: { port: number; protocol: string }) => `${m.port}/${m.protocol}`), ['80/tcp', '80/udp', '443/tcp']);
+  const again = await cli('address', 'add', '203.0.113.20', '--map', '80=8080/tcp', '--pipe', sock, '--json');
+  assert.deepEqual([JSON.parse(again.stdout).portMaps.added, JSON.parse(again.stdout).portMaps.existing.length], [[], 1]);
+  const list = await cli('address', 'list', '--pipe', sock);
+  assert.match(list.stdout, /203\.0\.113\.20\W+yes\W+80=8080, 443=8443\/tcp/);
+  const before = readFileSync(configPath, 'utf8');
+  const conflict = await cli('address', 'add', '203.0.113.20', '--map', '80=9090', '--pipe', sock);
+  assert.equal(conflict.code, 4);
+  assert.match(conflict.stderr, /already mapped to 8080.*\[E_PORT_MAP_CONFLICT\]/);
+  const self = await cli('address', 'add', '203.0.113.21', '--map', '80=80', '--pipe', sock);
+  assert.equal(self.code, 4);
+  assert.match(self.stderr, /to itself.*\[E_INVALID_PORT\]/);
+  assert.ok(!engine.cfg.reflectAddresses.includes('203.0.113.21'), 'a refused map refuses its address too');
+  assert.equal(readFileSync(configPath, 'utf8'), before);
+  const rm = await cli('address', 'remove', '203.0.113.20', '--map', '80', '--pipe', sock);
+  assert.equal(rm.code, 0, rm.stderr);
+  assert.match(rm.stdout, /Removed port maps 203\.0\.113\.20 80=8080/);
+  assert.deepEqual(JSON.parse(readFileSync(configPath, 'utf8')).reflectAddresses.at(-1), { address: '203.0.113.20', portMaps: ['443=8443/tcp'] });
+  const missing = await cli('address', 'remove', '203.0.113.20', '--map', '80', '--pipe', sock);
+  assert.equal(missing.code, 9);
+});
