@@ -7,9 +7,14 @@
  * A map is stored per protocol: `80=8080` is two entries, one TCP and one UDP.
  */
 import { ErrorCode, RetroflectError } from '../errors.ts';
-import type { InterceptConfig, ShieldProtocol } from './intercept-config.ts';
 
-export type PortMapProtocol = ShieldProtocol;
+export type PortMapProtocol = 'tcp' | 'udp';
+
+/** The part of an InterceptConfig (intercept-config.ts, which imports this module) the map rules look at. */
+interface ConfigWithMaps {
+  reflectAddresses: readonly string[];
+  portMaps?: PortMap[];
+}
 
 export interface PortMap {
   /** Canonical reflect address the map belongs to. */
@@ -87,12 +92,12 @@ export function formatPortMap(m: PortMapSpec): string {
 }
 
 /** The config's maps (absent in configs made before port mapping: none). */
-export function portMapsOf(cfg: Pick<InterceptConfig, 'portMaps'>): PortMap[] {
+export function portMapsOf(cfg: Pick<ConfigWithMaps, 'portMaps'>): PortMap[] {
   return cfg.portMaps ?? [];
 }
 
 /** Maps of one address, in config order. */
-export function portMapsFor(cfg: Pick<InterceptConfig, 'portMaps'>, address: string): PortMapSpec[] {
+export function portMapsFor(cfg: Pick<ConfigWithMaps, 'portMaps'>, address: string): PortMapSpec[] {
   return portMapsOf(cfg)
     .filter((m) => m.address === address)
     .map((m) => ({ protocol: m.protocol, port: m.port, target: m.target }));
@@ -110,7 +115,7 @@ function conflict(m: PortMap, problem: string, rule: string, other?: PortMap): R
  * mapped at most once, no two maps share a target, and no port is both a mapped port and a target (a chain
  * 80=8080 + 8080=9090 would make R:8080 mean two things). Limits. Throws the first problem found; pure.
  */
-export function checkPortMaps(cfg: InterceptConfig): void {
+export function checkPortMaps(cfg: ConfigWithMaps): void {
   const maps = portMapsOf(cfg);
   if (maps.length > MAX_PORT_MAPS) {
     throw new RetroflectError(ErrorCode.LIMIT_REACHED, `At most ${MAX_PORT_MAPS} port maps are supported.`, { hint: 'Remove maps you no longer use.' });
