@@ -87,6 +87,8 @@ export class PortMapper {
   private readonly quoted = new QuotedPacket();
   /** New flows refused because their probe window was full of live flows. */
   refused = 0;
+  /** Whether a direct entry was ever recorded (until the next configure): until then no UDP reply can be one. */
+  private directEntries = false;
 
   constructor(capacity = DEFAULT_MAPPED_FLOW_CAPACITY) {
     if (!Number.isInteger(capacity) || capacity < MAPPED_PROBE_WINDOW || (capacity & (capacity - 1)) !== 0) {
@@ -127,7 +129,9 @@ export class PortMapper {
       }
     }
     const e = this.entries;
+    this.directEntries = false;
     for (let at = 0; at < e.length; at += ENTRY_WORDS) {
+      if (e[at + E_KIND] !== 0 && (e[at + E_FLAGS] & F_DIRECT) !== 0) this.directEntries = true;
       if (e[at + E_KIND] === 0 || (e[at + E_FLAGS] & F_MAPPED) === 0) continue;
       if (this.targetOf(e[at + E_SLOT], e[at + E_KIND] & 0xff, e[at + E_MAPPED]) !== e[at + E_SERVER]) e[at + E_KIND] = 0;
     }
@@ -161,7 +165,7 @@ export class PortMapper {
     const udp = proto === IpProto.Udp;
     const flags = p.tcpFlags;
     // 1. A reply (L:a → R:b) of a flow whose client is b and server a.
-    if ((ra & ROLE_TARGET) !== 0 || (udp && (rb & ROLE_MAPPED) !== 0)) {
+    if ((ra & ROLE_TARGET) !== 0 || (udp && this.directEntries && (rb & ROLE_MAPPED) !== 0)) {
       const e = this.find(p, p.dstOffset, p.srcOffset, b, a, now);
       if (e >= 0) {
         const at = e * ENTRY_WORDS;
@@ -203,7 +207,7 @@ export class PortMapper {
     if (udp && (ra & ROLE_MAPPED) !== 0 && this.targetOf(slot, proto, a) !== 0) {
       const e = this.find(p, p.dstOffset, p.srcOffset, a, b, now);
       if (e >= 0) this.lastSeen[e] = now;
-      else this.insert(p, slot, a, b, 0, F_DIRECT, now, -1);
+      else if (this.insert(p, slot, a, b, 0, F_DIRECT, now, -1) >= 0) this.directEntries = true;
     }
     return 0;
   }
@@ -316,7 +320,8 @@ export class PortMapper {
       const slot = (h + i) & this.mask;
       const at = slot * ENTRY_WORDS;
       if (e[at + E_HASH] !== h || e[at + E_KIND] !== kind || e[at + E_CLIENT] !== client || e[at + E_SERVER] !== server) continue;
-      if (!this.sameAddresses(at, v, r, l, family)) continue;
+      if (e[at + E_ADDR] !== v.getInt32(r) || e[at + E_ADDR + 4] !== v.getInt32(l)) continue;
+      if (family === 6 && !this.sameAddresses(at, v, r, l, family)) continue;
       return this.expired(at, slot, now) ? -1 : slot;
     }
     return -1;
