@@ -95,7 +95,7 @@ export class Dataplane {
           this.counters.addPortMapRefused();
           return Verdict.Drop;
         }
-      } else {
+      } else if (p.icmpError) {
         this.mapper.icmpError(buf, p, slot, now);
       }
     }

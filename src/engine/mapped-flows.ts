@@ -27,7 +27,8 @@ import ipaddr from 'ipaddr.js';
 import { MAX_REFLECT_ADDRESSES } from '../config/intercept-config.ts';
 import type { PortMap } from '../config/port-maps.ts';
 import { IpProto, TcpFlag, type ParsedPacket } from '../packet/parse.ts';
-import { QuotedPacket, locateQuotedPorts, rewritePort, rewriteQuotedPort } from '../packet/port-rewrite.ts';
+import { EmbeddedPacket, parseEmbeddedPacket } from '../packet/icmp-error.ts';
+import { rewritePort, rewriteQuotedPort } from '../packet/port-rewrite.ts';
 
 export const DEFAULT_MAPPED_FLOW_CAPACITY = 16384;
 export const MAPPED_PROBE_WINDOW = 16;
@@ -84,7 +85,7 @@ export class PortMapper {
   private mapTarget = new Int32Array(0);
   private readonly entries: Int32Array;
   private readonly lastSeen: Float64Array;
-  private readonly quoted = new QuotedPacket();
+  private readonly quoted = new EmbeddedPacket();
   /** New flows refused because their probe window was full of live flows. */
   refused = 0;
   /** Whether a direct entry was ever recorded (until the next configure): until then no UDP reply can be one. */
@@ -219,7 +220,7 @@ export class PortMapper {
    */
   icmpError(buf: Uint8Array, p: ParsedPacket, slot: number, now: number): void {
     const q = this.quoted;
-    if (!locateQuotedPorts(buf, p, q)) return;
+    if (!parseEmbeddedPacket(buf, p, q) || !q.hasPorts || (q.protocol !== IpProto.Tcp && q.protocol !== IpProto.Udp)) return;
     const base = protoIndex(q.protocol) * 65536;
     // The quoted packet was delivered to this host by reflection: source R, destination L.
     if ((this.role[base + q.dstPort] & ROLE_TARGET) !== 0) {
@@ -309,7 +310,7 @@ export class PortMapper {
     return this.lookup(p.view, p.family, (p.family << 8) | p.protocol, r, l, client, server, now);
   }
 
-  private findQuoted(p: ParsedPacket, q: QuotedPacket, client: number, server: number, now: number): number {
+  private findQuoted(p: ParsedPacket, q: EmbeddedPacket, client: number, server: number, now: number): number {
     return this.lookup(p.view, q.family, (q.family << 8) | q.protocol, q.srcOffset, q.dstOffset, client, server, now);
   }
 

@@ -12,6 +12,7 @@
  *  - ICMP errors quote the packet they are about: changing a quoted port changes the ICMP message, so the ICMP
  *    (ICMPv6) checksum, always computed in full by the sender, is updated for every word changed in the quote.
  */
+import type { EmbeddedPacket } from './icmp-error.ts';
 import { IpProto, type ParsedPacket } from './parse.ts';
 
 const TCP_CHECKSUM_AT = 16;
@@ -63,86 +64,23 @@ export function rewritePort(buf: Uint8Array, p: ParsedPacket, which: 0 | 2, port
   else p.dstPort = port;
 }
 
-/** Where a quoted (embedded) packet's transport header starts inside an ICMP error, and what it is. */
-export class QuotedPacket {
-  /** 4 or 6; 0 when the message is not an ICMP error quoting a TCP/UDP header we can read. */
-  family = 0;
-  protocol = 0;
-  /** Offsets of the quoted source and destination addresses. */
-  srcOffset = 0;
-  dstOffset = 0;
-  /** Offset of the quoted transport header (its ports are the first 4 bytes). */
-  transportOffset = 0;
-  /** Offset of the quoted transport checksum, or -1 when the quote ends before it. */
-  checksumAt = -1;
-  srcPort = 0;
-  dstPort = 0;
-}
-
-/** ICMP error types that quote the offending packet (RFC 792, RFC 4443). */
-function isIcmpError(family: number, type: number): boolean {
-  if (family === 4) return type === 3 || type === 4 || type === 5 || type === 11 || type === 12;
-  return type >= 1 && type <= 4;
-}
-
 /**
- * Find the TCP/UDP header quoted by an ICMP/ICMPv6 error `p` (already parsed, unfragmented). Fills `q` and returns
- * true when the quote holds at least the two ports; false otherwise (q.family = 0). Quoted IPv6 packets are read
- * only when TCP/UDP follows the fixed header directly.
+ * Set a port of the packet embedded in the ICMP error `p` (`which` 0 source, 2 destination; `q` as
+ * parseEmbeddedPacket filled it, with hasPorts): the embedded transport checksum is updated when the quote includes it
+ * (as a NAT does, RFC 5508 §4.2), and the ICMP checksum for every changed word.
  */
-export function locateQuotedPorts(buf: Uint8Array, p: ParsedPacket, q: QuotedPacket): boolean {
-  q.family = 0;
-  if (!p.hasTransport || p.fragment || !isIcmpError(p.family, p.icmpType)) return false;
-  const start = p.transportOffset + 8; // after type, code, checksum and 4 bytes of type-specific data
-  const end = p.transportOffset + p.transportLength;
-  if (start + 1 > end) return false;
-  const version = buf[start] >> 4;
-  let t: number;
-  let proto: number;
-  if (version === 4 && p.family === 4) {
-    if (start + 20 > end) return false;
-    const ihl = (buf[start] & 0x0f) << 2;
-    if (ihl < 20 || (((buf[start + 6] << 8) | buf[start + 7]) & 0x1fff) !== 0) return false;
-    proto = buf[start + 9];
-    q.srcOffset = start + 12;
-    q.dstOffset = start + 16;
-    t = start + ihl;
-  } else if (version === 6 && p.family === 6) {
-    if (start + 40 > end) return false;
-    proto = buf[start + 6];
-    q.srcOffset = start + 8;
-    q.dstOffset = start + 24;
-    t = start + 40;
-  } else {
-    return false;
-  }
-  if ((proto !== IpProto.Tcp && proto !== IpProto.Udp) || t + 4 > end) return false;
-  const csum = t + (proto === IpProto.Tcp ? TCP_CHECKSUM_AT : UDP_CHECKSUM_AT);
-  q.family = version;
-  q.protocol = proto;
-  q.transportOffset = t;
-  q.checksumAt = csum + 2 <= end ? csum : -1;
-  q.srcPort = readWord(buf, t);
-  q.dstPort = readWord(buf, t + 2);
-  return true;
-}
-
-/**
- * Set a quoted port (`which` 0 source, 2 destination) inside the ICMP error `p`: the quoted transport checksum is
- * updated when the quote includes it (as a NAT does, RFC 5508 §4.2), and the ICMP checksum for every changed word.
- */
-export function rewriteQuotedPort(buf: Uint8Array, p: ParsedPacket, q: QuotedPacket, which: 0 | 2, port: number): void {
+export function rewriteQuotedPort(buf: Uint8Array, p: ParsedPacket, q: EmbeddedPacket, which: 0 | 2, port: number): void {
   const icmpChecksumAt = p.transportOffset + 2;
   const at = q.transportOffset + which;
   const old = readWord(buf, at);
   if (old === port) return;
-  if (q.checksumAt >= 0) {
-    const quoted = readWord(buf, q.checksumAt);
+  if (q.checksumOffset >= 0) {
+    const quoted = readWord(buf, q.checksumOffset);
     const udp = q.protocol === IpProto.Udp;
     if (!(udp && quoted === 0)) {
       let next = adjustChecksum(quoted, old, port);
       if (udp && next === 0) next = 0xffff;
-      replaceWordAdjusting(buf, q.checksumAt, next, icmpChecksumAt, false);
+      replaceWordAdjusting(buf, q.checksumOffset, next, icmpChecksumAt, false);
     }
   }
   replaceWordAdjusting(buf, at, port, icmpChecksumAt, false);

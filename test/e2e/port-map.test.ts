@@ -128,6 +128,16 @@ describe('port maps (Linux, real engine)', { timeout: 240_000 }, () => {
     assert.match(human.stdout, /192\.0\.2\.1:80 → :8080/);
   });
 
+  test('ICMP errors carry the mapped port back: UDP to a mapped port with no server fails at once with ECONNREFUSED', async () => {
+    const add = await engine!.cli(['address', 'add', R4, R6, '--map', '82=8182/udp', '--temporary']);
+    assert.equal(add.code, 0, add.stderr);
+    // Nothing listens on 8182: the host answers the mapped datagram (R:c → L:8182) with port unreachable. The client
+    // (connected to R:82) recognises it only if the embedded packet reads L:c → R:82 again: addresses reflected,
+    // port mapped back.
+    for (const host of [R4, R6]) assert.deepEqual(await peers(t.a, ['udp', host, '82', '3000']), { ok: false, error: 'ECONNREFUSED' }, host);
+    assert.equal((await engine!.cli(['address', 'remove', R4, R6, '--map', '82', '--temporary'])).code, 0);
+  });
+
   test('maps survive a restart from the config file', async () => {
     engine!.child.kill('SIGTERM');
     assert.equal(await engine!.exited, 0, engine!.output());
