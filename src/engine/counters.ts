@@ -188,6 +188,7 @@ export class EngineCounters {
         send: c[Cell.SendErrors],
         sendExpected: { hostUnreachable: c[Cell.SendHostUnreachable], icmpRefused: c[Cell.SendIcmpRefused] },
       },
+      portMapRefused: c[Cell.PortMapRefused],
       addressSlots,
       shieldSlots,
     };
