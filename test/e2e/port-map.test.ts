@@ -1,7 +1,7 @@
 /**
  * Port maps end to end on Linux: the real `retroflect run` (CLI → control pipe → Engine → worker → Dataplane → TUN,
  * vnet offloads on, so TCP arrives with partial checksums) inside a namespace, real servers, real clients (curl for
- * HTTP). R = 192.0.2.1 / 2001:db8::1 with `--map 80=8080` (TCP and UDP) and `--map 443=8443/tcp`.
+ * HTTP). R = 203.0.113.30 / 2001:db8:ffff::30 with `--map 80=8080` (TCP and UDP) and `--map 443=8443/tcp`.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -12,8 +12,9 @@ import { privateDir, removeDir, startEngine, type EngineHandle } from '../helper
 
 const PEERS = 'test/e2e/fixtures/port-map-peers.ts';
 const node = process.execPath;
-const R4 = '192.0.2.1';
-const R6 = '2001:db8::1';
+// Not 192.0.2.1: an engine started with an empty config picks that one by itself (first run).
+const R4 = '203.0.113.30';
+const R6 = '2001:db8:ffff::30';
 
 async function curl(ns: NetNs, url: string, extra: string[] = []): Promise<{ code: number; body: string; stderr: string }> {
   const r = await ns.run('curl', ['-sS', '-g', '--max-time', '5', ...extra, url]);
@@ -64,7 +65,7 @@ describe('port maps (Linux, real engine)', { timeout: 240_000 }, () => {
     assert.equal(status.json.portMaps.length, 6);
     const file = JSON.parse(readFileSync(config, 'utf8'));
     assert.equal(file.schemaVersion, 2);
-    assert.deepEqual(file.reflectAddresses[0], { address: R4, portMaps: ['80=8080/tcp', '80=8080/udp', '443=8443/tcp'] });
+    assert.deepEqual(file.reflectAddresses.find((a: { address?: string }) => a.address === R4), { address: R4, portMaps: ['80=8080/tcp', '80=8080/udp', '443=8443/tcp'] });
 
     const before = readFileSync(config, 'utf8');
     for (const [map, code, pattern] of [
@@ -90,7 +91,7 @@ describe('port maps (Linux, real engine)', { timeout: 240_000 }, () => {
       assert.equal(r.body, `server=8080 peer=${host.replace(/[[\]]/g, '')} peerPort=${localPort}`);
     }
     const tls = await peers(t.a, ['pair', R4, '443', '443', '5000']);
-    assert.match(String((tls.a as string[])[0]), /^server=8443 peer=192\.0\.2\.1 /, 'a /tcp map works too');
+    assert.match(String((tls.a as string[])[0]), /^server=8443 peer=203\.0\.113\.30 /, 'a /tcp map works too');
   });
 
   test('the server on port 80 itself is not reachable through R while 80 is mapped', async () => {
@@ -125,7 +126,7 @@ describe('port maps (Linux, real engine)', { timeout: 240_000 }, () => {
     assert.ok(f, JSON.stringify(flows));
     assert.deepEqual([f.serverPort, f.mappedFromPort], [8080, 80]);
     const human = await t.a.run('env', ['NO_COLOR=1', node, '--import', 'tsx', 'src/cli/main.ts', 'flows', '--pipe', engine!.pipe]);
-    assert.match(human.stdout, /192\.0\.2\.1:80 → :8080/);
+    assert.match(human.stdout, /203\.0\.113\.30:80 → :8080/);
   });
 
   test('ICMP errors carry the mapped port back: UDP to a mapped port with no server fails at once with ECONNREFUSED', async () => {
@@ -142,7 +143,7 @@ describe('port maps (Linux, real engine)', { timeout: 240_000 }, () => {
     engine!.child.kill('SIGTERM');
     assert.equal(await engine!.exited, 0, engine!.output());
     engine = await startEngine(t.a, dir, { config });
-    assert.match((await curl(t.a, `http://${R4}:80/`)).body, /^server=8080 peer=192\.0\.2\.1 /);
+    assert.match((await curl(t.a, `http://${R4}:80/`)).body, /^server=8080 peer=203\.0\.113\.30 /);
     assert.equal((await engine.cli(['status'])).json.portMaps.length, 6);
   });
 
@@ -150,7 +151,7 @@ describe('port maps (Linux, real engine)', { timeout: 240_000 }, () => {
     const rm = await engine!.cli(['address', 'remove', R4, '--map', '80']);
     assert.equal(rm.code, 0, rm.stderr);
     assert.deepEqual(rm.json.portMapsRemoved.map((m: { protocol: string }) => m.protocol).sort(), ['tcp', 'udp']);
-    assert.match((await curl(t.a, `http://${R4}:80/`)).body, /^server=80 peer=192\.0\.2\.1 /);
+    assert.match((await curl(t.a, `http://${R4}:80/`)).body, /^server=80 peer=203\.0\.113\.30 /);
     const udp = await peers(t.a, ['udp', R4, '80', '3000']);
     assert.match(String(udp.reply), /^server=80 /);
     // R6 keeps its map.
@@ -158,6 +159,6 @@ describe('port maps (Linux, real engine)', { timeout: 240_000 }, () => {
     const again = await engine!.cli(['address', 'remove', R4, '--map', '80']);
     assert.equal(again.code, 9, 'removing a map that is not there is an error');
     const file = JSON.parse(readFileSync(config, 'utf8'));
-    assert.deepEqual(file.reflectAddresses[0], { address: R4, portMaps: ['443=8443/tcp'] });
+    assert.deepEqual(file.reflectAddresses.find((a: { address?: string }) => a.address === R4), { address: R4, portMaps: ['443=8443/tcp'] });
   });
 });
