@@ -43,6 +43,7 @@ import { EngineCounters } from '../src/engine/counters.ts';
 import { Dataplane } from '../src/engine/dataplane.ts';
 import { FlowTable } from '../src/engine/flow-table.ts';
 import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../test/packet/build.ts';
+import type { PortMap } from '../src/config/port-maps.ts';
 import type { BenchResult } from './types.ts';
 
 const R4 = '203.0.113.7';
@@ -77,6 +78,15 @@ interface PacketSet {
   outbound: Uint8Array;
   count: number;
   averageBytes: number;
+  /**
+   * Port-map cases only: where each packet's ports word (4 bytes) and transport checksum word start, and their
+   * original values. A mapped packet is rewritten in place, so the loop puts these back after each call (the same
+   * writes in the mapped and the unmapped case, so their difference is the mapping alone).
+   */
+  restore?: { portsAt: Uint32Array; ports: Uint32Array; checksumAt: Uint32Array; checksum: Uint16Array };
+  /** Port-map cases: the maps to configure, and packets to send once before warm-up (the TCP SYNs opening flows). */
+  portMaps?: PortMap[];
+  prime?: Uint8Array[];
 }
 
 function layout(packets: { bytes: Uint8Array; outbound: boolean }[]): PacketSet {
@@ -159,6 +169,74 @@ function icmpErrorPackets(): Uint8Array[] {
   return packets;
 }
 
+/** Port-map cases: the map P=T on both reflect addresses for TCP (8080=9080) and UDP (5353=6353). */
+const MAPPED = { tcp: [8080, 9080], udp: [5353, 6353] } as const;
+
+/**
+ * Requests and replies of 512 conversations through a mapped port (MIX of kinds and sizes): the client's L:c → R:P
+ * and the server's L:T → R:c. `mapped`: configure the maps (else the same packets are plain reflections).
+ */
+function portMapSet(mapped: boolean): PacketSet {
+  const packets: { bytes: Uint8Array; outbound: boolean }[] = [];
+  const prime: Uint8Array[] = [];
+  for (let i = 0; i < 512; i++) {
+    const kind = MIX[i % MIX.length];
+    const [port, target] = kind.endsWith('tcp') ? MAPPED.tcp : MAPPED.udp;
+    const request = makePacket(kind, i, R4, R6);
+    const reply = makePacket(kind, i + 1, R4, R6);
+    const t = (p: Uint8Array) => (p[0] >> 4 === 4 ? 20 : 40);
+    const setPorts = (p: Uint8Array, src: number, dst: number) => {
+      // makePacket's checksum is for its own ports: adjust it the plain way (recompute) so the packet is valid.
+      const v = new DataView(p.buffer, p.byteOffset);
+      v.setUint16(t(p), src);
+      v.setUint16(t(p) + 2, dst);
+    };
+    const client = 40000 + i;
+    setPorts(request, client, port);
+    setPorts(reply, target, client);
+    for (const p of [request, reply]) fixChecksum(p);
+    packets.push({ bytes: request, outbound: true }, { bytes: reply, outbound: true });
+    if (kind.endsWith('tcp')) {
+      const syn = Uint8Array.from(request);
+      syn[t(syn) + 13] = 0x02;
+      fixChecksum(syn);
+      prime.push(syn);
+    }
+  }
+  const set = layout(packets);
+  const portsAt = new Uint32Array(set.count);
+  const ports = new Uint32Array(set.count);
+  const checksumAt = new Uint32Array(set.count);
+  const checksum = new Uint16Array(set.count);
+  for (let j = 0; j < set.count; j++) {
+    const off = set.offset[j];
+    const t = off + (set.data[off] >> 4 === 4 ? 20 : 40);
+    const tcp = set.data[off] >> 4 === 4 ? set.data[off + 9] === 6 : set.data[off + 6] === 6;
+    portsAt[j] = t;
+    ports[j] = set.data.readUInt32BE(t);
+    checksumAt[j] = t + (tcp ? 16 : 6);
+    checksum[j] = set.data.readUInt16BE(t + (tcp ? 16 : 6));
+  }
+  const maps: PortMap[] = mapped
+    ? [R4, R6].flatMap((address) => [
+        { address, protocol: 'tcp' as const, port: MAPPED.tcp[0], target: MAPPED.tcp[1] },
+        { address, protocol: 'udp' as const, port: MAPPED.udp[0], target: MAPPED.udp[1] },
+      ])
+    : [];
+  return { ...set, restore: { portsAt, ports, checksumAt, checksum }, portMaps: maps, prime: mapped ? prime : [] };
+}
+
+/** Recompute a test packet's transport checksum (reference implementation from test/packet/build.ts). */
+function fixChecksum(p: Uint8Array): void {
+  const v4 = p[0] >> 4 === 4;
+  const t = v4 ? 20 : 40;
+  const proto = v4 ? p[9] : p[6];
+  const src = Array.from(p.subarray(v4 ? 12 : 8, v4 ? 16 : 24));
+  const dst = Array.from(p.subarray(v4 ? 16 : 24, v4 ? 20 : 40));
+  const seg = withChecksum(src, dst, proto, Array.from(p.subarray(t)));
+  p.set(seg, t);
+}
+
 /** The cases, by name: how to build the packet set, and which verdicts a correct data plane gives per pass over it. */
 const CASES: Record<string, () => PacketSet> = {
   'outbound ipv4-tcp': () => layout(outboundPackets(['ipv4-tcp']).map((bytes) => ({ bytes, outbound: true }))),
@@ -179,6 +257,9 @@ const CASES: Record<string, () => PacketSet> = {
     }
     return layout(packets);
   },
+  // The same requests and replies with and without port maps: their ratio is what mapping costs the reflect path.
+  'port-map off (same packets)': () => portMapSet(false),
+  'port-map on (requests + replies)': () => portMapSet(true),
 };
 
 /**
@@ -197,9 +278,24 @@ function loop(dp: Dataplane, set: PacketSet, n: number, verdicts: Int32Array): v
   }
 }
 
-function dataplane(): Dataplane {
+/** The loop for the port-map cases: as `loop`, plus putting each packet's ports and checksum back (see PacketSet). */
+function loopRestoring(dp: Dataplane, set: PacketSet, n: number, verdicts: Int32Array): void {
+  const { data, offset, length, count } = set;
+  const { portsAt, ports, checksumAt, checksum } = set.restore!;
+  const now = Date.now();
+  let j = 0;
+  for (let i = 0; i < n; i++) {
+    verdicts[dp.outbound(data, offset[j], length[j], now)]++;
+    data.writeUInt32BE(ports[j], portsAt[j]);
+    data.writeUInt16BE(checksum[j], checksumAt[j]);
+    if (++j === count) j = 0;
+  }
+}
+
+function dataplane(set: PacketSet): Dataplane {
   const dp = new Dataplane(new EngineCounters(), new FlowTable());
   dp.configure({
+    portMaps: set.portMaps ?? [],
     reflect: [
       { address: R4, slot: 0 },
       { address: R6, slot: 1 },
@@ -246,14 +342,26 @@ async function measureCase(name: string): Promise<CaseReport> {
   const expected = new Int32Array(4);
   let inboundSeen = 0;
   for (let j = 0; j < set.count; j++) expected[set.outbound[j] === 1 ? Verdict.Reflect : inboundSeen++ % 2 === 0 ? Verdict.Drop : Verdict.Pass]++;
-  const dp = dataplane();
+  const dp = dataplane(set);
+  // Buffers, like the batch: a Uint8Array here would give the data plane's code a second receiver type.
+  for (const p of set.prime ?? []) dp.outbound(Buffer.from(p), 0, p.length, Date.now());
+  const run = set.restore ? loopRestoring : loop;
+  if (set.portMaps?.length) {
+    // The mapped case must map: a request's destination port becomes the target, a reply's source port the mapped port.
+    const req = Buffer.from(set.data.subarray(set.offset[0], set.offset[0] + set.length[0]));
+    const rep = Buffer.from(set.data.subarray(set.offset[1], set.offset[1] + set.length[1]));
+    dp.outbound(req, 0, req.length, Date.now());
+    dp.outbound(rep, 0, rep.length, Date.now());
+    const t = req[0] >> 4 === 4 ? 20 : 40;
+    if ((req[t + 2] << 8 | req[t + 3]) !== MAPPED.tcp[1] || (rep[t] << 8 | rep[t + 1]) !== MAPPED.tcp[0]) throw new Error(`${name}: packets were not mapped`);
+  }
   const verdicts = new Int32Array(4);
   let gcCount = 0;
   const gcObserver = new PerformanceObserver((list) => {
     gcCount += list.getEntries().length;
   });
   gcObserver.observe({ entryTypes: ['gc'] });
-  loop(dp, set, WARMUP, verdicts);
+  run(dp, set, WARMUP, verdicts);
   hostReference(); // its first run compiles it: before the heap and GC baselines
   // GC entries reach the observer asynchronously: let those of the setup and warm-up arrive before counting.
   await new Promise((r) => setTimeout(r, 100));
@@ -266,7 +374,7 @@ async function measureCase(name: string): Promise<CaseReport> {
   for (let round = 0; round < ROUNDS; round++) {
     verdicts.fill(0);
     const t0 = process.hrtime.bigint();
-    loop(dp, set, n, verdicts);
+    run(dp, set, n, verdicts);
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     rounds.push(n / seconds / 1e6);
     reference.push(hostReference());
@@ -318,6 +426,11 @@ export async function run(): Promise<BenchResult[]> {
         `warm-up; process medians ${medians.map((m) => m.toFixed(2)).join(', ')}; ` +
         `host reference per process ${references.map((m) => m.toFixed(0)).join(', ')} M steps/s; avg ${Math.round(reports[0].averageBytes)} B; ${gcs} GCs`,
     });
+  }
+  const off = results.find((r) => r.name === 'packet-core port-map off (same packets)');
+  const on = results.find((r) => r.name === 'packet-core port-map on (requests + replies)');
+  if (off && on) {
+    results.push({ name: 'packet-core port-map on/off: throughput ratio', value: Number((on.value / off.value).toFixed(3)), unit: 'x', note: 'same packets, same loop; aim ≥ 0.9' });
   }
   results.push({
     name: 'packet-core heap growth per packet',

@@ -44,17 +44,26 @@ const C_LOOP_DEVICE = 'rflctc';
 const C_LOOP_SOURCE = 'bench/tun-c-loop.c';
 const C_LOOP_BINARY = '.tmp/tun-c-loop';
 
-type PathName = 'direct' | 'c-loop' | 'engine';
+type PathName = 'direct' | 'c-loop' | 'engine' | 'engine-mapped';
 
-async function iperf(ns: NetNs, host: string): Promise<number> {
-  const r = await ns.run('iperf3', ['-c', host, '-p', String(IPERF_PORT), '-t', String(IPERF_SECONDS), '-J'], { timeoutMs: (IPERF_SECONDS + 15) * 1000 });
+/**
+ * A second reflect address on the same engine whose ports are mapped onto the servers' (5202=5201/tcp,
+ * 11113=11111/udp, 11114=11112/tcp): every packet of its runs is rewritten in both directions (engine/mapped-flows.ts),
+ * so engine-mapped/engine is what port mapping costs the reflect path.
+ */
+const MAPPED_ADDRESS = '192.0.2.3';
+const MAPPED_PORT_OFFSET = 1;
+const mappedPort = (p: PathName, port: number): number => (p === 'engine-mapped' ? port + MAPPED_PORT_OFFSET : port);
+
+async function iperf(ns: NetNs, host: string, port = IPERF_PORT): Promise<number> {
+  const r = await ns.run('iperf3', ['-c', host, '-p', String(port), '-t', String(IPERF_SECONDS), '-J'], { timeoutMs: (IPERF_SECONDS + 15) * 1000 });
   const doc = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second: number } }; error?: string };
   if (!doc.end?.sum_received) throw new Error(`iperf3 to ${host} failed: ${doc.error ?? r.stderr}`);
   return doc.end.sum_received.bits_per_second / 1e9;
 }
 
-async function sockperf(ns: NetNs, host: string, tcp: boolean): Promise<number> {
-  const args = ['pp', ...(tcp ? ['--tcp'] : []), '-i', host, '-p', String(tcp ? SOCKPERF_TCP_PORT : SOCKPERF_UDP_PORT), '-t', String(SOCKPERF_SECONDS)];
+async function sockperf(ns: NetNs, host: string, tcp: boolean, offset = 0): Promise<number> {
+  const args = ['pp', ...(tcp ? ['--tcp'] : []), '-i', host, '-p', String((tcp ? SOCKPERF_TCP_PORT : SOCKPERF_UDP_PORT) + offset), '-t', String(SOCKPERF_SECONDS)];
   const r = await ns.run('sockperf', args, { timeoutMs: (SOCKPERF_SECONDS + 15) * 1000 });
   // sockperf reports one-way latency (half the round trip), in microseconds.
   const m = /Summary: Latency is ([\d.]+) usec/.exec(r.stdout + r.stderr);
@@ -103,7 +112,7 @@ async function measure(t: Topology, hosts: Partial<Record<PathName, string>>): P
   const out: BenchResult[] = [];
   const gbps: Partial<Record<PathName, number[]>> = {};
   for (let r = 0; r < THROUGHPUT_ROUNDS; r++) {
-    for (const p of paths) (gbps[p] ??= []).push(await iperf(t.a, hosts[p]!));
+    for (const p of paths) (gbps[p] ??= []).push(await iperf(t.a, hosts[p]!, mappedPort(p, IPERF_PORT)));
   }
   const tput = Object.fromEntries(paths.map((p) => [p, median(gbps[p]!)])) as Record<PathName, number>;
   for (const p of paths) {
@@ -115,13 +124,16 @@ async function measure(t: Topology, hosts: Partial<Record<PathName, string>>): P
   if (tput['c-loop'] && tput.engine) {
     out.push({ name: 'reflect-path engine/c-loop: TCP throughput ratio', value: round(tput.engine / tput['c-loop']), unit: 'x' });
   }
+  if (tput['engine-mapped'] && tput.engine) {
+    out.push({ name: 'reflect-path engine-mapped/engine: TCP throughput ratio (port map cost)', value: round(tput['engine-mapped'] / tput.engine), unit: 'x', note: 'aim ≥ 0.9' });
+  }
 
   const latencyPaths = paths.filter((p) => p !== 'c-loop');
   for (const tcp of [false, true]) {
     const proto = tcp ? 'TCP' : 'UDP';
     const us: Partial<Record<PathName, number[]>> = {};
     for (let r = 0; r < LATENCY_ROUNDS; r++) {
-      for (const p of latencyPaths) (us[p] ??= []).push(await sockperf(t.a, hosts[p]!, tcp));
+      for (const p of latencyPaths) (us[p] ??= []).push(await sockperf(t.a, hosts[p]!, tcp, mappedPort(p, 0)));
     }
     const lat = Object.fromEntries(latencyPaths.map((p) => [p, median(us[p]!)])) as Record<PathName, number>;
     for (const p of latencyPaths) {
@@ -145,14 +157,18 @@ export async function run(): Promise<BenchResult[]> {
   const t = await createTopology('bench');
   // The control socket must live in a root-owned 0700 directory (mkdtemp makes one).
   const pipeDir = mkdtempSync(join(tmpdir(), 'rft-bench-'));
-  const engine = spawnEngine(t.a, ['--no-config', '--reflect', ENGINE_ADDRESS, '--pipe', join(pipeDir, 'retroflect.sock'), '--device', 'rflcte']);
+  const pipe = join(pipeDir, 'retroflect.sock');
+  const engine = spawnEngine(t.a, ['--no-config', '--reflect', ENGINE_ADDRESS, '--pipe', pipe, '--device', 'rflcte']);
   try {
     t.a.spawn('iperf3', ['-s', '-p', String(IPERF_PORT)]);
     t.a.spawn('sockperf', ['sr', '-i', '0.0.0.0', '-p', String(SOCKPERF_UDP_PORT)]);
     t.a.spawn('sockperf', ['sr', '--tcp', '-i', '0.0.0.0', '-p', String(SOCKPERF_TCP_PORT)]);
     if (haveCLoop) await startCLoop(t.a);
     await waitReady(engine);
-    out.push(...(await measure(t, { direct: t.a4, ...(haveCLoop ? { 'c-loop': C_LOOP_ADDRESS } : {}), engine: ENGINE_ADDRESS })));
+    const maps = [`${IPERF_PORT + MAPPED_PORT_OFFSET}=${IPERF_PORT}/tcp`, `${SOCKPERF_UDP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_UDP_PORT}/udp`, `${SOCKPERF_TCP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_TCP_PORT}/tcp`];
+    const add = await t.a.run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'address', 'add', MAPPED_ADDRESS, ...maps.flatMap((m) => ['--map', m]), '--temporary', '--pipe', pipe]);
+    if (add.code !== 0) throw new Error(`adding the mapped address failed: ${add.stderr}`);
+    out.push(...(await measure(t, { direct: t.a4, ...(haveCLoop ? { 'c-loop': C_LOOP_ADDRESS } : {}), engine: ENGINE_ADDRESS, 'engine-mapped': MAPPED_ADDRESS })));
   } finally {
     engine.child.kill('SIGTERM');
     await engine.exited;

@@ -38,6 +38,8 @@ export const ErrorCode = {
   INVALID_PORT: 'E_INVALID_PORT',
   ADDRESS_NOT_FOUND: 'E_ADDRESS_NOT_FOUND',
   PORT_NOT_FOUND: 'E_PORT_NOT_FOUND',
+  /** A port map clashes with one already on the address (same port to another target, shared target, chain). */
+  PORT_MAP_CONFLICT: 'E_PORT_MAP_CONFLICT',
   LIMIT_REACHED: 'E_LIMIT_REACHED',
   BACKEND_UNAVAILABLE: 'E_BACKEND_UNAVAILABLE',
   BACKEND_FAILED: 'E_BACKEND_FAILED',
@@ -62,6 +64,7 @@ const exitCodeByError: Partial<Record<ErrorCode, ExitCode>> = {
   [ErrorCode.ACCESS_DENIED]: ExitCode.NOT_ADMIN,
   [ErrorCode.INVALID_ADDRESS]: ExitCode.INVALID_ARGUMENT,
   [ErrorCode.INVALID_PORT]: ExitCode.INVALID_ARGUMENT,
+  [ErrorCode.PORT_MAP_CONFLICT]: ExitCode.INVALID_ARGUMENT,
   [ErrorCode.BACKEND_UNAVAILABLE]: ExitCode.BACKEND_UNAVAILABLE,
   [ErrorCode.BACKEND_FAILED]: ExitCode.BACKEND_UNAVAILABLE,
   [ErrorCode.CONFIG_INVALID]: ExitCode.CONFIG_INVALID,

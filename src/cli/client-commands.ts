@@ -9,6 +9,7 @@ import { ExitCode } from '../errors.ts';
 import { ControlClient } from '../control/client.ts';
 import type { AddressTestResult, MethodName, MethodResults } from '../control/protocol.ts';
 import chalk from 'chalk';
+import { formatPortMap, type PortMap, type PortMapSpec } from '../config/port-maps.ts';
 import {
   formatBytes,
   formatCount,
@@ -29,6 +30,31 @@ interface CommonOptions {
 
 interface ChangeOptions extends CommonOptions {
   temporary?: boolean;
+}
+
+interface AddressChangeOptions extends ChangeOptions {
+  map?: string[];
+}
+
+/** commander collector for a repeatable option. */
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/** "80=8080/tcp, 80=8080/udp" shown as "80=8080" when both protocols share it. */
+function mapsText(maps: readonly PortMapSpec[]): string {
+  const out: string[] = [];
+  for (const m of maps) {
+    const other = maps.find((x) => x !== m && x.port === m.port && x.target === m.target);
+    if (other && m.protocol === 'udp') continue;
+    out.push(other ? `${m.port}=${m.target}` : formatPortMap(m));
+  }
+  return out.join(', ');
+}
+
+function mapsByAddress(maps: readonly PortMap[]): string {
+  const addrs = [...new Set(maps.map((m) => m.address))];
+  return addrs.map((a) => `${a} ${mapsText(maps.filter((m) => m.address === a))}`).join('; ');
 }
 
 function withCommon(cmd: Command): Command {
@@ -79,6 +105,7 @@ function printStatus(s: EngineStatus): void {
       ['uptime', formatDuration(s.uptimeSeconds)],
       ['reflect', s.reflectAddresses.length ? s.reflectAddresses.join(', ') : chalk.dim('(none)')],
       ['shield', s.shieldPorts.length ? s.shieldPorts.map(portText).join(', ') : chalk.dim('(none)')],
+      ['port maps', s.portMaps?.length ? mapsByAddress(s.portMaps) : chalk.dim('(none)')],
       ['config', s.configPath ?? chalk.dim('(none: changes are not persisted)')],
       ['pipe', s.pipeName ?? chalk.dim('(none)')],
       ...Object.entries(s.backendInfo).map(([k, v]): [string, string | number] => [k, v]),
@@ -127,7 +154,7 @@ function printFlows(flows: FlowRecord[]): void {
       flows.map((f) => [
         f.protocol,
         endpoint(f.localAddress, f.clientPort),
-        endpoint(f.reflectAddress, f.serverPort),
+        f.mappedFromPort != null ? `${endpoint(f.reflectAddress, f.mappedFromPort)} → :${f.serverPort}` : endpoint(f.reflectAddress, f.serverPort),
         f.state,
         formatCount(f.packets),
         formatBytes(f.bytes),
@@ -155,16 +182,26 @@ export function registerClientCommands(program: Command): void {
   const address = program.command('address').description('Manage reflect addresses of the running engine.');
   withCommon(address.command('list').description('List reflect addresses.')).action((opts: CommonOptions) =>
     callAndPrint(opts, 'address.list', {}, (r) =>
-      process.stdout.write(renderTable(['address', 'persisted'], r.addresses.map((a) => [a.address, a.persisted ? 'yes' : chalk.yellow('no (temporary)')]), '(no reflect addresses)')),
+      process.stdout.write(
+        renderTable(
+          ['address', 'persisted', 'port maps'],
+          r.addresses.map((a) => [a.address, a.persisted ? 'yes' : chalk.yellow('no (temporary)'), a.portMaps?.length ? mapsText(a.portMaps) : chalk.dim('-')]),
+          '(no reflect addresses)',
+        ),
+      ),
     ),
   );
   withCommon(address.command('add').description('Add reflect address(es); already present ones are left as they are.').argument('<address...>'))
+    .option('-m, --map <port=target[/tcp|/udp]>', 'port map: a client reaching ADDRESS:port gets the local server on target (repeatable; default TCP and UDP)', collect)
     .option('-t, --temporary', 'change only the running engine, not the config file')
-    .action((addrs: string[], opts: ChangeOptions) =>
-      callAndPrint(opts, 'address.add', { addresses: addrs, ...(opts.temporary ? { temporary: true } : {}) }, (r) => {
+    .action((addrs: string[], opts: AddressChangeOptions) =>
+      callAndPrint(opts, 'address.add', { addresses: addrs, ...(opts.map?.length ? { maps: opts.map } : {}), ...(opts.temporary ? { temporary: true } : {}) }, (r) => {
         for (const w of r.warnings) printWarning(w.message);
-        if (r.added.length) printSuccess(`Added ${r.added.join(', ')}${opts.temporary ? ' (temporary)' : ''}.`);
+        const temp = opts.temporary ? ' (temporary)' : '';
+        if (r.added.length) printSuccess(`Added ${r.added.join(', ')}${temp}.`);
         if (r.existing.length) process.stdout.write(`${chalk.dim('Already present:')} ${r.existing.join(', ')}\n`);
+        if (r.portMaps?.added.length) printSuccess(`Mapped ${mapsByAddress(r.portMaps.added)}${temp}.`);
+        if (r.portMaps?.existing.length) process.stdout.write(`${chalk.dim('Already mapped:')} ${mapsByAddress(r.portMaps.existing)}\n`);
       }),
     );
   withCommon(address.command('test').description('Check address(es) as `address add` would, changing nothing (Test-ReflectAddress); exit 4 if any is unusable.').argument('<address...>'))
@@ -180,11 +217,14 @@ export function registerClientCommands(program: Command): void {
       // Scripts learn "unusable" from the exit code, as `address add` would refuse it, without parsing the output.
       if (process.exitCode === ExitCode.OK && !allUsable) process.exitCode = ExitCode.INVALID_ARGUMENT;
     });
-  withCommon(address.command('remove').alias('rm').description('Remove reflect address(es).').argument('<address...>'))
+  withCommon(address.command('remove').alias('rm').description('Remove reflect address(es), or with --map only those port maps.').argument('<address...>'))
+    .option('-m, --map <port[/tcp|/udp]>', 'remove only the port map on this port (repeatable); the address stays', collect)
     .option('-t, --temporary', 'change only the running engine; it comes back at the next start')
-    .action((addrs: string[], opts: ChangeOptions) =>
-      callAndPrint(opts, 'address.remove', { addresses: addrs, ...(opts.temporary ? { temporary: true } : {}) }, (r) =>
-        printSuccess(`Removed ${r.removed.join(', ')}${opts.temporary ? ' (temporary)' : ''}.`),
+    .action((addrs: string[], opts: AddressChangeOptions) =>
+      callAndPrint(opts, 'address.remove', { addresses: addrs, ...(opts.map?.length ? { maps: opts.map } : {}), ...(opts.temporary ? { temporary: true } : {}) }, (r) =>
+        r.portMapsRemoved?.length || opts.map?.length
+          ? printSuccess(`Removed port maps ${mapsByAddress(r.portMapsRemoved ?? [])}${opts.temporary ? ' (temporary)' : ''}.`)
+          : printSuccess(`Removed ${r.removed.join(', ')}${opts.temporary ? ' (temporary)' : ''}.`),
       ),
     );
 

@@ -1,5 +1,8 @@
 /**
  * The persisted config file: `{ "schemaVersion": 1, "reflectAddresses": [...], "shieldPorts": [{port, protocol}] }`.
+ * A reflect address with port maps is written as `{ "address": "198.51.100.1", "portMaps": ["80=8080/tcp", ...] }`
+ * and the file then says schemaVersion 2, so a retroflect from before port mapping refuses it with a clear message
+ * instead of dropping the maps; a file without maps stays version 1. Both versions load.
  *
  * Load is strict (a typo must not silently drop a shield port) and never touches the file. Save is atomic: the new
  * content goes to a temp file in the same directory, is fsynced, renamed over the old file, and the directory is
@@ -21,9 +24,12 @@ import {
   type ShieldPort,
 } from './intercept-config.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
+import { formatPortMap, mergePortMaps, parsePortMapSpec, portMapsFor, portMapsOf, type PortMap } from './port-maps.ts';
 
 /** Version of the file layout. A file with a higher number was written by a newer retroflect. */
-export const CONFIG_SCHEMA_VERSION = 1;
+export const CONFIG_SCHEMA_VERSION = 2;
+/** The version written when no address has port maps (readable by every retroflect). */
+const CONFIG_SCHEMA_VERSION_WITHOUT_MAPS = 1;
 
 /** Largest config file we read; a real one is a few KiB (64 addresses, 1024 ports). */
 const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -33,7 +39,7 @@ const KNOWN_KEYS = new Set(['schemaVersion', 'reflectAddresses', 'shieldPorts'])
 /** The file's JSON layout. */
 export interface ConfigFileContent {
   schemaVersion: number;
-  reflectAddresses: string[];
+  reflectAddresses: (string | { address: string; portMaps: string[] })[];
   shieldPorts: ShieldPort[];
 }
 
@@ -164,13 +170,13 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
   for (const key of Object.keys(obj)) {
     if (!KNOWN_KEYS.has(key)) throw invalid(path, `unknown field '${key}' (known: ${[...KNOWN_KEYS].join(', ')}).`, { field: key });
   }
-  if (obj.schemaVersion !== CONFIG_SCHEMA_VERSION) {
+  if (obj.schemaVersion !== CONFIG_SCHEMA_VERSION && obj.schemaVersion !== CONFIG_SCHEMA_VERSION_WITHOUT_MAPS) {
     const newer = typeof obj.schemaVersion === 'number' && obj.schemaVersion > CONFIG_SCHEMA_VERSION;
     throw invalid(
       path,
       newer
         ? `schemaVersion ${obj.schemaVersion} was written by a newer retroflect; this one reads ${CONFIG_SCHEMA_VERSION}.`
-        : `field 'schemaVersion' must be ${CONFIG_SCHEMA_VERSION}.`,
+        : `field 'schemaVersion' must be ${CONFIG_SCHEMA_VERSION_WITHOUT_MAPS} or ${CONFIG_SCHEMA_VERSION}.`,
       { field: 'schemaVersion' },
     );
   }
@@ -180,22 +186,43 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
   const addrs = obj.reflectAddresses === undefined ? [] : obj.reflectAddresses;
   if (!Array.isArray(addrs)) throw invalid(path, `field 'reflectAddresses' must be an array of strings.`, { field: 'reflectAddresses' });
   const seenAddresses = new Set<string>();
+  const maps: PortMap[] = [];
   addrs.forEach((a, i) => {
     const field = `reflectAddresses[${i}]`;
-    if (typeof a !== 'string') throw invalid(path, `field '${field}' must be a string.`, { field });
+    let text: unknown = a;
+    let mapSpecs: unknown[] = [];
+    if (typeof a === 'object' && a !== null && !Array.isArray(a)) {
+      const o = a as Record<string, unknown>;
+      const extra = Object.keys(o).filter((k) => k !== 'address' && k !== 'portMaps');
+      if (extra.length) throw invalid(path, `field '${field}' has unknown field '${extra[0]}' (known: address, portMaps).`, { field });
+      if (o.portMaps !== undefined && !Array.isArray(o.portMaps)) throw invalid(path, `field '${field}.portMaps' must be an array.`, { field: `${field}.portMaps` });
+      text = o.address;
+      mapSpecs = (o.portMaps as unknown[] | undefined) ?? [];
+    }
+    if (typeof text !== 'string') throw invalid(path, `field '${field}' must be an address string or {"address", "portMaps"}.`, { field });
     let c: string;
     try {
-      c = canonicalAddress(a);
+      c = canonicalAddress(text);
     } catch (err) {
       throw invalid(path, `field '${field}': ${(err as Error).message}`, { field });
     }
-    if (seenAddresses.has(c)) return;
-    if (seenAddresses.size === MAX_REFLECT_ADDRESSES) {
-      throw invalid(path, `field '${field}' is one more than the ${MAX_REFLECT_ADDRESSES} reflect addresses supported.`, { field });
+    if (!seenAddresses.has(c)) {
+      if (seenAddresses.size === MAX_REFLECT_ADDRESSES) {
+        throw invalid(path, `field '${field}' is one more than the ${MAX_REFLECT_ADDRESSES} reflect addresses supported.`, { field });
+      }
+      seenAddresses.add(c);
+      cfg.reflectAddresses.push(c);
     }
-    seenAddresses.add(c);
-    cfg.reflectAddresses.push(c);
+    mapSpecs.forEach((spec, j) => {
+      const mapField = `${field}.portMaps[${j}]`;
+      try {
+        for (const m of parsePortMapSpec(spec)) maps.push({ address: c, ...m });
+      } catch (err) {
+        throw invalid(path, `field '${mapField}': ${(err as Error).message}`, { field: mapField });
+      }
+    });
   });
+  if (maps.length) cfg.portMaps = mergePortMaps([], maps).maps;
   const ports = obj.shieldPorts === undefined ? [] : obj.shieldPorts;
   if (!Array.isArray(ports)) throw invalid(path, `field 'shieldPorts' must be an array.`, { field: 'shieldPorts' });
   const seenPorts = new Set<string>();
@@ -226,9 +253,13 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
 }
 
 export function serializeConfig(cfg: InterceptConfig): string {
+  const maps = portMapsOf(cfg);
   const content: ConfigFileContent = {
-    schemaVersion: CONFIG_SCHEMA_VERSION,
-    reflectAddresses: [...cfg.reflectAddresses],
+    schemaVersion: maps.length ? CONFIG_SCHEMA_VERSION : CONFIG_SCHEMA_VERSION_WITHOUT_MAPS,
+    reflectAddresses: cfg.reflectAddresses.map((address) => {
+      const mine = portMapsFor(cfg, address);
+      return mine.length ? { address, portMaps: mine.map(formatPortMap) } : address;
+    }),
     shieldPorts: cfg.shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol })),
   };
   return JSON.stringify(content, null, 2) + '\n';
@@ -458,6 +489,7 @@ export class ConfigStore {
     const drop = new Set(addrs);
     return this.update((c) => {
       c.reflectAddresses = c.reflectAddresses.filter((a) => !drop.has(a));
+      c.portMaps = portMapsOf(c).filter((m) => !drop.has(m.address));
     });
   }
 

@@ -8,6 +8,7 @@
 import ipaddr from 'ipaddr.js';
 import { invalidShieldPort, tooManyReflectAddresses, tooManyShieldPorts } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
+import { checkPortMaps, type PortMap } from './port-maps.ts';
 
 export type ShieldProtocol = 'tcp' | 'udp';
 export const SHIELD_PROTOCOLS: readonly ShieldProtocol[] = ['tcp', 'udp'];
@@ -22,6 +23,8 @@ export interface InterceptConfig {
   reflectAddresses: string[];
   /** Unique by (protocol, port), in insertion order. */
   shieldPorts: ShieldPort[];
+  /** Port maps of reflect addresses (config/port-maps.ts), one entry per protocol. Absent = none (older configs). */
+  portMaps?: PortMap[];
 }
 
 /** Limits of the data plane's counter slots (engine/counters.ts sizes its shared memory from these). */
@@ -118,8 +121,14 @@ export function buildInterceptConfig(addresses: readonly string[], shieldSpecs: 
 export function checkLimits(cfg: InterceptConfig): void {
   if (cfg.reflectAddresses.length > MAX_REFLECT_ADDRESSES) throw tooManyReflectAddresses(MAX_REFLECT_ADDRESSES);
   if (cfg.shieldPorts.length > MAX_SHIELD_PORTS) throw tooManyShieldPorts(MAX_SHIELD_PORTS);
+  checkPortMaps(cfg);
 }
 
 export function cloneInterceptConfig(cfg: InterceptConfig): InterceptConfig {
-  return { reflectAddresses: [...cfg.reflectAddresses], shieldPorts: cfg.shieldPorts.map((p) => ({ ...p })) };
+  return {
+    reflectAddresses: [...cfg.reflectAddresses],
+    shieldPorts: cfg.shieldPorts.map((p) => ({ ...p })),
+    // No maps is written as no field, so configs from before port mapping compare equal to their copies.
+    ...(cfg.portMaps?.length ? { portMaps: cfg.portMaps.map((m) => ({ ...m })) } : {}),
+  };
 }

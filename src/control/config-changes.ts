@@ -8,9 +8,11 @@
  * refused as a whole, and nothing is changed.
  */
 import { canonicalAddress, shieldKey, type InterceptConfig, type ShieldPort } from '../config/intercept-config.ts';
+import { checkPortMaps, mergePortMaps, portMapKey, portMapsFor, portMapsOf, type PortMap, type PortMapSpec } from '../config/port-maps.ts';
 import type { ConfigStore } from '../config/config-file.ts';
 import type { ChangeResult } from '../engine/types.ts';
 import { addressNotFound, portNotFound } from '../error-messages.ts';
+import { ErrorCode, RetroflectError } from '../errors.ts';
 import type { ControlEngine } from './control-engine.ts';
 import type { AddressAddResult } from './protocol.ts';
 
@@ -32,39 +34,99 @@ export class ConfigChanges {
     private readonly store: ConfigStore,
   ) {}
 
-  addAddresses(addresses: readonly string[], temporary: boolean): Promise<AddressAddResult> {
+  /**
+   * Add reflect addresses, and `maps` (config/port-maps.ts) to every one of them, new or already there. Identical
+   * maps already present are reported as existing; a conflicting one refuses the whole request before anything
+   * changes (running config and persisted file are both checked).
+   */
+  addAddresses(addresses: readonly string[], temporary: boolean, maps: readonly PortMapSpec[] = []): Promise<AddressAddResult> {
     const wanted = uniqueAddresses(addresses);
+    const wantedMaps: PortMap[] = wanted.flatMap((address) => maps.map((m) => ({ address, protocol: m.protocol, port: m.port, target: m.target })));
     return this.serialized(async () => {
       const running = this.engine.config();
       const existing = wanted.filter((a) => running.reflectAddresses.includes(a));
       const added = wanted.filter((a) => !existing.includes(a));
+      const merged = mergePortMaps(portMapsOf(running), wantedMaps);
+      const next: InterceptConfig = { ...running, reflectAddresses: [...running.reflectAddresses, ...added], portMaps: merged.maps };
+      checkPortMaps(next); // map conflicts and limits, before the host is asked anything (the engine checks the rest)
+      if (!temporary && wantedMaps.length) {
+        const persisted = this.store.config;
+        checkPortMaps({ ...persisted, reflectAddresses: [...new Set([...persisted.reflectAddresses, ...wanted])], portMaps: mergePortMaps(portMapsOf(persisted), wantedMaps).maps });
+      }
       const warnings: AddressAddResult['warnings'] = [];
       // Every new address is checked against the host before anything changes (all or nothing).
       for (const address of added) {
         for (const message of (await this.engine.validateAddress(address)).warnings) warnings.push({ address, message });
       }
       await this.apply(
-        { ...running, reflectAddresses: [...running.reflectAddresses, ...added] },
-        temporary ? null : () => this.store.addAddresses(wanted),
+        next,
+        temporary
+          ? null
+          : () =>
+              this.store.update((c) => {
+                for (const a of wanted) if (!c.reflectAddresses.includes(a)) c.reflectAddresses.push(a);
+                if (wantedMaps.length) c.portMaps = mergePortMaps(portMapsOf(c), wantedMaps).maps;
+              }),
       );
-      return { added, existing, warnings };
+      return { added, existing, warnings, portMaps: { added: merged.added, existing: merged.existing } };
     });
   }
 
-  removeAddresses(addresses: readonly string[], temporary: boolean): Promise<{ removed: string[] }> {
+  /**
+   * Remove port maps (the addresses stay): `removals` name mapped ports, without a protocol meaning both. A map that
+   * is in neither the running config nor (unless temporary) the file refuses the whole request, changing nothing.
+   */
+  removePortMaps(addresses: readonly string[], removals: readonly { port: number; protocol?: 'tcp' | 'udp' }[], temporary: boolean): Promise<{ removed: string[]; portMapsRemoved: PortMap[] }> {
+    const wanted = uniqueAddresses(addresses);
+    const hit = (m: PortMap) => wanted.includes(m.address) && removals.some((r) => r.port === m.port && (r.protocol === undefined || r.protocol === m.protocol));
+    return this.serialized(async () => {
+      const running = this.engine.config();
+      const persisted = this.store.config;
+      const missing: string[] = [];
+      for (const a of wanted) {
+        const have = [...portMapsFor(running, a), ...(temporary ? [] : portMapsFor(persisted, a))];
+        for (const r of removals) {
+          if (!have.some((m) => m.port === r.port && (r.protocol === undefined || m.protocol === r.protocol))) missing.push(`${a} ${r.port}${r.protocol ? `/${r.protocol}` : ''}`);
+        }
+      }
+      if (missing.length) {
+        throw new RetroflectError(ErrorCode.PORT_NOT_FOUND, `No port map on ${missing.join(', ')}; nothing was removed.`, {
+          hint: "List the maps with 'retroflect address list'.",
+          details: { missing },
+        });
+      }
+      const removed = portMapsOf(running).filter(hit);
+      if (!temporary) for (const m of portMapsOf(persisted).filter(hit)) if (!removed.some((x) => portMapKey(x) === portMapKey(m))) removed.push(m);
+      await this.apply(
+        { ...running, portMaps: portMapsOf(running).filter((m) => !hit(m)) },
+        temporary ? null : () => this.store.update((c) => (c.portMaps = portMapsOf(c).filter((m) => !hit(m)))),
+      );
+      return { removed: [], portMapsRemoved: removed };
+    });
+  }
+
+  removeAddresses(addresses: readonly string[], temporary: boolean): Promise<{ removed: string[]; portMapsRemoved: PortMap[] }> {
     const wanted = uniqueAddresses(addresses);
     return this.serialized(async () => {
       const running = this.engine.config();
-      const persisted = this.store.config.reflectAddresses;
+      const persistedConfig = this.store.config;
+      const persisted = persistedConfig.reflectAddresses;
       const missing = wanted.filter((a) => !running.reflectAddresses.includes(a) && (temporary || !persisted.includes(a)));
       if (missing.length) {
         throw addressNotFound(missing, temporary);
       }
       await this.apply(
-        { ...running, reflectAddresses: running.reflectAddresses.filter((a) => !wanted.includes(a)) },
+        {
+          ...running,
+          reflectAddresses: running.reflectAddresses.filter((a) => !wanted.includes(a)),
+          portMaps: portMapsOf(running).filter((m) => !wanted.includes(m.address)),
+        },
         temporary ? null : () => this.store.removeAddresses(wanted),
       );
-      return { removed: wanted };
+      // The maps of a removed address go with it; they are reported so nothing disappears silently.
+      const portMapsRemoved = portMapsOf(running).filter((m) => wanted.includes(m.address));
+      if (!temporary) for (const m of portMapsOf(persistedConfig).filter((x) => wanted.includes(x.address))) if (!portMapsRemoved.some((x) => portMapKey(x) === portMapKey(m))) portMapsRemoved.push(m);
+      return { removed: wanted, portMapsRemoved };
     });
   }
 
@@ -129,6 +191,7 @@ function sameConfig(a: InterceptConfig, b: InterceptConfig): boolean {
     a.reflectAddresses.length === b.reflectAddresses.length &&
     a.reflectAddresses.every((x, i) => x === b.reflectAddresses[i]) &&
     a.shieldPorts.length === b.shieldPorts.length &&
-    a.shieldPorts.every((p, i) => shieldKey(p) === shieldKey(b.shieldPorts[i]))
+    a.shieldPorts.every((p, i) => shieldKey(p) === shieldKey(b.shieldPorts[i])) &&
+    JSON.stringify(portMapsOf(a)) === JSON.stringify(portMapsOf(b))
   );
 }

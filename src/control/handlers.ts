@@ -6,6 +6,7 @@
 import { addressFamily, parseShieldEntry, shieldKey, type ShieldPort } from '../config/intercept-config.ts';
 import type { ConfigStore } from '../config/config-file.ts';
 import { accessDenied, invalidParams } from '../error-messages.ts';
+import { MAX_PORT_MAPS_PER_ADDRESS, parsePortMapSpec, portMapsFor, type PortMapSpec } from '../config/port-maps.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
 import { checkReflectAddress, suggestReflectAddress } from '../platform/validate-address.ts';
 import { VERSION } from '../version.ts';
@@ -86,6 +87,47 @@ function addressList(params: Params): string[] {
   return raw as string[];
 }
 
+/** `maps` of address.add: "80=8080", "443=8443/tcp" or {port, target, protocol?}; absent = none. */
+function portMapSpecs(params: Params): PortMapSpec[] {
+  if (params.maps === undefined) return [];
+  const raw = array(params, 'maps', MAX_PORT_MAPS_PER_ADDRESS);
+  const out: PortMapSpec[] = [];
+  for (const entry of raw) {
+    for (const m of parsePortMapSpec(entry)) {
+      if (!out.some((x) => x.port === m.port && x.protocol === m.protocol && x.target === m.target)) out.push(m);
+    }
+  }
+  return out;
+}
+
+/** `maps` of address.remove: which maps to remove, by mapped port ("80", "80/tcp", 80, {port, protocol?}). */
+function portMapRemovals(params: Params): { port: number; protocol?: 'tcp' | 'udp' }[] | null {
+  if (params.maps === undefined) return null;
+  const raw = array(params, 'maps', MAX_PORT_MAPS_PER_ADDRESS);
+  return raw.map((entry, i) => {
+    const field = `maps[${i}]`;
+    let port: unknown;
+    let protocol: unknown;
+    if (typeof entry === 'number') port = entry;
+    else if (typeof entry === 'string') {
+      const m = /^\s*(\d{1,5})\s*(?:\/\s*(tcp|udp|both))?\s*$/i.exec(entry);
+      if (!m) throw invalidParams(`'${field}' must be a mapped port such as 80 or "80/tcp".`, field);
+      port = Number(m[1]);
+      protocol = m[2]?.toLowerCase();
+    } else if (typeof entry === 'object' && entry !== null) {
+      port = (entry as Record<string, unknown>).port;
+      protocol = (entry as Record<string, unknown>).protocol;
+    }
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+      throw invalidParams(`'${field}' must name a mapped port from 1 to 65535.`, field);
+    }
+    if (protocol !== undefined && protocol !== 'tcp' && protocol !== 'udp' && protocol !== 'both') {
+      throw invalidParams(`'${field}.protocol' must be tcp, udp or both.`, field);
+    }
+    return protocol === 'tcp' || protocol === 'udp' ? { port, protocol } : { port };
+  });
+}
+
 function portList(params: Params): ShieldPort[] {
   const raw = array(params, 'ports', MAX_PORTS_PER_REQUEST);
   return raw.flatMap((entry) => parseShieldEntry(entry));
@@ -126,14 +168,20 @@ export class MethodHandlers {
         only(params, []);
         // Without a config file (`run --no-config`) nothing is persisted, whatever the store remembers.
         const persisted = this.store.path === null ? [] : this.store.config.reflectAddresses;
-        return { addresses: this.engine.config().reflectAddresses.map((address) => ({ address, persisted: persisted.includes(address) })) };
+        const running = this.engine.config();
+        return {
+          addresses: running.reflectAddresses.map((address) => ({ address, persisted: persisted.includes(address), portMaps: portMapsFor(running, address) })),
+        };
       }
       case 'address.add':
-        only(params, ['addresses', 'temporary']);
-        return this.changes.addAddresses(addressList(params), optionalBool(params, 'temporary'));
-      case 'address.remove':
-        only(params, ['addresses', 'temporary']);
+        only(params, ['addresses', 'temporary', 'maps']);
+        return this.changes.addAddresses(addressList(params), optionalBool(params, 'temporary'), portMapSpecs(params));
+      case 'address.remove': {
+        only(params, ['addresses', 'temporary', 'maps']);
+        const removals = portMapRemovals(params);
+        if (removals !== null) return this.changes.removePortMaps(addressList(params), removals, optionalBool(params, 'temporary'));
         return this.changes.removeAddresses(addressList(params), optionalBool(params, 'temporary'));
+      }
       case 'address.test':
         return this.testAddress(params);
       case 'shield.list': {

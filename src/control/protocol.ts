@@ -5,6 +5,7 @@
 import type { ErrorCode } from '../errors.ts';
 import type { InterceptConfig, ShieldPort } from '../config/intercept-config.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
+import type { PortMap, PortMapSpec } from '../config/port-maps.ts';
 
 /** The only protocol version this code speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -83,6 +84,8 @@ export interface AddressEntry {
   address: string;
   /** In the config file (comes back after a restart). */
   persisted: boolean;
+  /** The address's running port maps, one entry per protocol ([] when none). */
+  portMaps: PortMapSpec[];
 }
 
 export interface ShieldEntry extends ShieldPort {
@@ -98,6 +101,8 @@ export interface AddressAddResult {
   added: string[];
   existing: string[];
   warnings: AddressWarning[];
+  /** Port maps the request added, and those that were already there unchanged (idempotent). */
+  portMaps: { added: PortMap[]; existing: PortMap[] };
 }
 
 export interface AddressTestReason {
@@ -129,7 +134,8 @@ export interface MethodResults {
   status: EngineStatus;
   'address.list': { addresses: AddressEntry[] };
   'address.add': AddressAddResult;
-  'address.remove': { removed: string[] };
+  /** With `maps`: only those maps were removed (`removed` is then empty, the addresses stay). */
+  'address.remove': { removed: string[]; portMapsRemoved: PortMap[] };
   'address.test': AddressTestResult;
   'shield.list': { ports: ShieldEntry[] };
   'shield.add': { added: ShieldPort[]; existing: ShieldPort[] };

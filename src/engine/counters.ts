@@ -35,8 +35,10 @@ const Cell = {
   /** Expected (documented, harmless) re-injection failures. */
   SendHostUnreachable: 16,
   SendIcmpRefused: 17,
+  /** Packets opening a mapped flow dropped because the mapped-flow table had no room (engine/mapped-flows.ts). */
+  PortMapRefused: 18,
 } as const;
-/** Room for the global cells (8 named + 6 malformed reasons + 4 named, padded). */
+/** Room for the global cells (8 named + 6 malformed reasons + 5 named, padded). */
 const GLOBAL_CELLS = 24;
 
 /** Protocol index used by the per-address counters (ICMPv6 counts as icmp). */
@@ -64,6 +66,7 @@ export interface CountersSnapshot {
   forgedSourceDropped: PacketByteCount;
   malformed: { total: number; byReason: Record<MalformedReason, number> };
   errors: { receive: number; send: number; sendExpected: { hostUnreachable: number; icmpRefused: number } };
+  portMapRefused: number;
   /** Index = reflect-address slot. */
   addressSlots: AddressSlotCounts[];
   /** Index = shield slot. */
@@ -116,6 +119,11 @@ export class EngineCounters {
   /** `code` is a non-zero MalformedCode. */
   addMalformed(code: MalformedCode): void {
     this.cells[Cell.MalformedBase + code - 1] += 1;
+  }
+
+  /** A packet opening a mapped flow was dropped: no room in the mapped-flow table. */
+  addPortMapRefused(): void {
+    this.cells[Cell.PortMapRefused] += 1;
   }
 
   /** A receive from the packet source failed (and the loop carried on). */
@@ -180,6 +188,7 @@ export class EngineCounters {
         send: c[Cell.SendErrors],
         sendExpected: { hostUnreachable: c[Cell.SendHostUnreachable], icmpRefused: c[Cell.SendIcmpRefused] },
       },
+      portMapRefused: c[Cell.PortMapRefused],
       addressSlots,
       shieldSlots,
     };

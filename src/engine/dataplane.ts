@@ -11,12 +11,16 @@ import { reflectPacket } from '../packet/reflect.ts';
 import { ShieldPortSet, type ShieldPortEntry } from '../packet/shield-set.ts';
 import { StatsProto, type EngineCounters } from './counters.ts';
 import type { FlowTable } from './flow-table.ts';
+import { MAP_REFUSED, PortMapper } from './mapped-flows.ts';
+import type { PortMap } from '../config/port-maps.ts';
 
 export interface DataplaneConfig {
   /** Canonical address → counter slot (0 .. MAX_REFLECT_ADDRESSES - 1). */
   reflect: ReflectAddressEntry[];
   /** Shield port → counter slot (0 .. MAX_SHIELD_PORTS - 1). */
   shield: ShieldPortEntry[];
+  /** Port maps of reflect addresses in `reflect` (absent: none). */
+  portMaps?: PortMap[];
 }
 
 /** Stats protocol of an IP protocol number (ICMPv6 counts as icmp). */
@@ -34,13 +38,17 @@ export class Dataplane {
   dropCause = 0;
   private readonly addresses = new ReflectAddressSet();
   private readonly shields = new ShieldPortSet();
+  private readonly mapper: PortMapper;
   /** The config last applied, to tell which slots are new (their counters start from zero). */
   private current: DataplaneConfig = { reflect: [], shield: [] };
 
   constructor(
     private readonly counters: EngineCounters,
     private readonly flows: FlowTable,
-  ) {}
+    mapper?: PortMapper,
+  ) {
+    this.mapper = mapper ?? new PortMapper();
+  }
 
   /**
    * Apply a config. A slot is "new" unless the previous config had the same slot for the same address (or port and
@@ -52,6 +60,7 @@ export class Dataplane {
     nextAddresses.replace(cfg.reflect); // validates
     this.shields.replace(cfg.shield); // validates before changing anything
     this.addresses.replace(cfg.reflect);
+    this.mapper.configure(cfg.portMaps ?? [], new Map(cfg.reflect.map((e) => [e.address, e.slot])));
     const prevAddress = new Map(this.current.reflect.map((e) => [e.slot, e.address]));
     const prevShield = new Map(this.current.shield.map((e) => [e.slot, `${e.port}/${e.protocol}`]));
     for (const e of cfg.reflect) if (prevAddress.get(e.slot) !== e.address) this.counters.zeroAddressSlot(e.slot);
@@ -62,9 +71,10 @@ export class Dataplane {
     };
   }
 
-  /** A packet this host sends. To a reflect address → swap addresses in place, count, Reflect. Else Pass.
-   *  Malformed → count by reason, Drop. Bytes counted are the IP packet's own length. */
-  outbound(buf: Uint8Array, off: number, len: number, now: number): Verdict {
+  /** A packet this host sends. To a reflect address → apply its port maps (engine/mapped-flows.ts), swap addresses
+   *  in place, count, Reflect. Else Pass. Malformed → count by reason, Drop. Bytes counted are the IP packet's own
+   *  length. `partialChecksum` 1: the TCP/UDP checksum field is offloaded (PacketBatch.partialChecksum). */
+  outbound(buf: Uint8Array, off: number, len: number, now: number, partialChecksum = 0): Verdict {
     const p = this.packet;
     if (!parsePacket(buf, off, len, p)) {
       this.counters.addMalformed(p.malformed);
@@ -76,7 +86,20 @@ export class Dataplane {
       this.counters.addPassed(p.ipLength);
       return Verdict.Pass;
     }
-    this.flows.record(buf, p, p.ipLength, now);
+    let mappedFrom = 0;
+    if (this.mapper.active[slot] === 1 && p.hasTransport) {
+      const proto = p.protocol;
+      if (proto === IpProto.Tcp || proto === IpProto.Udp) {
+        mappedFrom = this.mapper.outbound(buf, p, slot, partialChecksum === 1, now);
+        if (mappedFrom === MAP_REFUSED) {
+          this.counters.addPortMapRefused();
+          return Verdict.Drop;
+        }
+      } else if (p.icmpError) {
+        this.mapper.icmpError(buf, p, slot, now);
+      }
+    }
+    this.flows.record(buf, p, p.ipLength, now, mappedFrom);
     reflectPacket(buf, p);
     this.counters.addReflected(slot, statsProto(p.protocol), p.ipLength);
     return Verdict.Reflect;

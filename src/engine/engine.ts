@@ -13,6 +13,7 @@ import {
   shieldKey,
   type InterceptConfig,
 } from '../config/intercept-config.ts';
+import { portMapsOf } from '../config/port-maps.ts';
 import type { HostBackend, SourceUpdate } from '../packet-sources/packet-source.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
@@ -205,6 +206,7 @@ export class Engine extends EventEmitter {
     return {
       reflect: cfg.reflectAddresses.map((address) => ({ address, slot: this.addressSlots.ensure(address) })),
       shield: cfg.shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol, slot: this.shieldSlots.ensure(shieldKey(p)) })),
+      portMaps: portMapsOf(cfg).map((m) => ({ ...m })),
     };
   }
 
@@ -234,6 +236,8 @@ export class Engine extends EventEmitter {
     const union: InterceptConfig = {
       reflectAddresses: [...new Set([...prev.reflectAddresses, ...next.reflectAddresses])],
       shieldPorts: [...prev.shieldPorts, ...next.shieldPorts.filter((p) => !prevPorts.has(shieldKey(p)))],
+      // Maps cannot be united (a port may change target): addresses that stay get next's maps, leaving ones keep theirs.
+      portMaps: [...portMapsOf(next), ...portMapsOf(prev).filter((m) => !next.reflectAddresses.includes(m.address))],
     };
     checkLimits(next);
     await this.verifyHost('firewall'); // edit the table we think we have, not a hole where it was
@@ -286,6 +290,7 @@ export class Engine extends EventEmitter {
       uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
       reflectAddresses: [...this.current.reflectAddresses],
       shieldPorts: this.current.shieldPorts.map((p) => ({ ...p })),
+      portMaps: portMapsOf(this.current).map((m) => ({ ...m })),
       configPath: this.opts.configPath ?? null,
       pipeName: this.opts.pipeName ?? null,
       backendInfo: this.opts.backend.describe?.() ?? {},

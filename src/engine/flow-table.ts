@@ -47,6 +47,7 @@ const W_PORTS = 3; // (low port << 16) | high port: the key's ports in one word
 const W_CLIENT = 4; // client / server port (decided as described above)
 const W_SERVER = 5;
 const W_STATE = 6; // FlowState
+const W_MAPPED = 7; // the reflect-address port the client used when the flow came through a port map; 0 = none
 const W_ADDR = 8; // 8 words: R (4 words) then L (4 words); IPv4 uses the first word of each, the others stay 0
 const SLOT_WORDS = 16;
 /** Float64 fields per slot. */
@@ -124,13 +125,14 @@ export class FlowTable {
   /**
    * Count one outbound packet to a reflect address, parsed by `parsePacket` and not yet reflected (source = L,
    * destination = R). Later fragments (no transport header, so no ports) are not recorded: they would form a
-   * port-less pseudo-flow; the counters still count them.
+   * port-less pseudo-flow; the counters still count them. A port-mapped packet is recorded with the ports the local
+   * server sees (client port, map target) and `mappedFrom`, the port the client used (engine/mapped-flows.ts).
    *
    * This is the hottest code of the data plane. Every typed-array read below runs on every call (none sits in a
    * branch that warm-up traffic may never take): V8 compiles a read it has no type feedback for into a generic,
    * megamorphic lookup costing more than everything else here together.
    */
-  record(_buf: Uint8Array, p: ParsedPacket, bytes: number, now: number): void {
+  record(_buf: Uint8Array, p: ParsedPacket, bytes: number, now: number, mappedFrom = 0): void {
     const proto = p.protocol;
     const isTcp = proto === IpProto.Tcp;
     let low = 0;
@@ -203,7 +205,7 @@ export class FlowTable {
       // Same conversation, unless it went idle long enough to be forgotten, or a new TCP connection reuses the
       // ports of a closed one: then start counting afresh in the same slot (no duplicate key left behind).
       if (now - num[n + N_LAST] > idleLimit(state) || (synOnly && state === FlowState.Closed)) {
-        this.write(slot, h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now, r0, r1, r2, r3, l0, l1, l2, l3);
+        this.write(slot, h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now, r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
         return;
       }
       const seq = w[b + W_SEQ];
@@ -211,6 +213,7 @@ export class FlowTable {
       num[n + N_PACKETS] += 1;
       num[n + N_BYTES] += bytes;
       num[n + N_LAST] = now;
+      w[b + W_MAPPED] = mappedFrom;
       if (synOnly) {
         // A SYN tells us for sure who the client is; it overrides an earlier guess.
         w[b + W_CLIENT] = client;
@@ -220,7 +223,7 @@ export class FlowTable {
       this.endWrite(b, seq);
       return;
     }
-    this.write(this.freeSlot(h, now), h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now, r0, r1, r2, r3, l0, l1, l2, l3);
+    this.write(this.freeSlot(h, now), h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now, r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
   }
 
   /** Forget every flow idle past its timeout. Returns how many were removed. */
@@ -270,6 +273,7 @@ export class FlowTable {
   private write(
     slot: number, h: number, kind: number, ports: number, client: number, server: number, isTcp: boolean, tcpFlags: number,
     bytes: number, now: number, r0: number, r1: number, r2: number, r3: number, l0: number, l1: number, l2: number, l3: number,
+    mappedFrom: number,
   ): void {
     const w = this.slots;
     const b = slot * SLOT_WORDS;
@@ -280,6 +284,7 @@ export class FlowTable {
     w[b + W_PORTS] = ports;
     w[b + W_CLIENT] = client;
     w[b + W_SERVER] = server;
+    w[b + W_MAPPED] = mappedFrom;
     const closing = isTcp && (tcpFlags & (TcpFlag.Fin | TcpFlag.Rst)) !== 0;
     w[b + W_STATE] = !isTcp ? FlowState.Active : closing ? FlowState.Closed : FlowState.Open;
     const a = b + W_ADDR;
@@ -343,6 +348,7 @@ export class FlowTable {
           localAddress: formatAddress(family, w, W_ADDR + 4),
           clientPort: w[W_CLIENT],
           serverPort: ported ? w[W_SERVER] : 0,
+          mappedFromPort: ported && w[W_MAPPED] !== 0 ? w[W_MAPPED] : null,
           packets: n[N_PACKETS],
           bytes: n[N_BYTES],
           firstSeen: new Date(n[N_FIRST]).toISOString(),

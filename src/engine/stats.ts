@@ -49,6 +49,7 @@ export function buildEngineStats(
     passed: { ...snap.passed },
     malformed: { total: snap.malformed.total, byReason: { ...snap.malformed.byReason } },
     errors: { ...snap.errors, sendExpected: { ...snap.errors.sendExpected } },
+    portMapRefused: snap.portMapRefused,
     byProtocol,
     byAddress,
     byShieldPort,

@@ -4,6 +4,7 @@
  * are plain numbers (exact up to 2^53).
  */
 import type { ShieldPort } from '../config/intercept-config.ts';
+import type { PortMap } from '../config/port-maps.ts';
 import type { BackendKind } from '../packet-sources/packet-source.ts';
 import type { MalformedReason } from '../packet/parse.ts';
 
@@ -19,6 +20,8 @@ export interface EngineStatus {
   uptimeSeconds: number;
   reflectAddresses: string[];
   shieldPorts: ShieldPort[];
+  /** Port maps of the reflect addresses, one entry per protocol (config/port-maps.ts). */
+  portMaps: PortMap[];
   /** Path of the persisted config file, or null when running without one. */
   configPath: string | null;
   /** Name of the control pipe the engine serves. */
@@ -70,6 +73,8 @@ export interface EngineStats {
    * messages the Windows stack refuses) — counted, not alarming.
    */
   errors: { receive: number; send: number; sendExpected: { hostUnreachable: number; icmpRefused: number } };
+  /** Packets that would have opened a port-mapped flow, dropped because the mapped-flow table was full. */
+  portMapRefused: number;
   byProtocol: Record<StatsProtocol, PacketByteCount>;
   byAddress: AddressStats[];
   byShieldPort: ShieldPortStats[];
@@ -87,8 +92,13 @@ export interface FlowRecord {
   localAddress: string;
   /** The client's port (TCP/UDP); the ICMP echo identifier for ICMP; 0 otherwise. */
   clientPort: number;
-  /** The server's port (TCP/UDP); 0 otherwise. */
+  /** The server's port (TCP/UDP): the local port the traffic reached; 0 otherwise. */
   serverPort: number;
+  /**
+   * When the flow came through a port map: the reflect-address port the client connected to (serverPort is then
+   * the map's target). Null for flows without a map.
+   */
+  mappedFromPort: number | null;
   packets: number;
   bytes: number;
   firstSeen: string;

@@ -80,11 +80,11 @@ async function main(): Promise<void> {
   let sendErrorsSeen = 0;
   const expectedSeen = { hostUnreachable: 0, icmpRefused: 0 };
   const decideAndSend = (n: number, now: number): void => {
-    const { data: buf, offset, length, outbound, verdict } = batch;
+    const { data: buf, offset, length, outbound, verdict, partialChecksum } = batch;
     if (taps.count === 0) {
       for (let i = 0; i < n; i++) {
         verdict[i] = outbound[i] === 1
-          ? dataplane.outbound(buf, offset[i], length[i], now)
+          ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i])
           : dataplane.inbound(buf, offset[i], length[i], now);
       }
     } else {
@@ -92,7 +92,7 @@ async function main(): Promise<void> {
       const origin = performance.timeOrigin;
       for (let i = 0; i < n; i++) {
         const out = outbound[i] === 1;
-        const v = out ? dataplane.outbound(buf, offset[i], length[i], now) : dataplane.inbound(buf, offset[i], length[i], now);
+        const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now);
         verdict[i] = v;
         taps.offer(buf, offset[i], length[i], out, v, dataplane.dropCause, dataplane.packet, origin + performance.now());
       }

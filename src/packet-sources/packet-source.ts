@@ -28,6 +28,11 @@ export interface PacketBatch {
   outbound: Uint8Array;
   /** Filled by the worker loop with `Verdict` values. */
   verdict: Uint8Array;
+  /**
+   * 1 = the packet's TCP/UDP checksum is offloaded: the field holds only the pseudo-header sum and the rest is
+   * finished later (TUN vnet NEEDS_CSUM; WinDivert checksum flag clear). Port rewriting must then leave it alone.
+   */
+  partialChecksum: Uint8Array;
   /** Number of packets in the batch. */
   count: number;
 }
@@ -39,6 +44,7 @@ export function allocatePacketBatch(capacity: number, bytes: number): PacketBatc
     length: new Uint32Array(capacity),
     outbound: new Uint8Array(capacity),
     verdict: new Uint8Array(capacity),
+    partialChecksum: new Uint8Array(capacity),
     count: 0,
   };
 }

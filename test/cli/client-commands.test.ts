@@ -38,7 +38,7 @@ after(async () => {
 it('address add/list/remove with --json print the protocol result and exit 0', async () => {
   const add = await cli('address', 'add', '192.0.2.1', '2001:DB8::5', '--pipe', sock, '--json');
   assert.equal(add.code, 0, add.stderr);
-  assert.deepEqual(JSON.parse(add.stdout), { added: ['192.0.2.1', '2001:db8::5'], existing: [], warnings: [] });
+  assert.deepEqual(JSON.parse(add.stdout), { added: ['192.0.2.1', '2001:db8::5'], existing: [], warnings: [], portMaps: { added: [], existing: [] } });
   const again = await cli('address', 'add', '192.0.2.1', '--pipe', sock, '--json');
   assert.deepEqual(JSON.parse(again.stdout).existing, ['192.0.2.1']);
   const tmp = await cli('address', 'add', '192.0.2.7', '--temporary', '--pipe', sock);
@@ -48,7 +48,7 @@ it('address add/list/remove with --json print the protocol result and exit 0', a
   const list = await cli('address', 'list', '--pipe', sock);
   assert.match(list.stdout, /192\.0\.2\.7\s.*no \(temporary\)/);
   const rm = await cli('address', 'remove', '2001:db8::5', '--pipe', sock, '--json');
-  assert.deepEqual(JSON.parse(rm.stdout), { removed: ['2001:db8::5'] });
+  assert.deepEqual(JSON.parse(rm.stdout), { removed: ['2001:db8::5'], portMapsRemoved: [] });
 });
 
 it('errors: not found → 9, invalid address → 4, invalid port → 4, each with a JSON error document', async () => {
@@ -79,4 +79,29 @@ it('no engine → exit 7 and a hint that says how to start one', async () => {
   const r = await cli('status', '--pipe', join(dir, 'nothing.sock'));
   assert.equal(r.code, 7);
   assert.match(r.stderr, /hint: .*retroflect run/);
+});
+
+it('address add --map / remove --map: maps persisted and listed; a conflicting map exits 4 and changes nothing', async () => {
+  const add = await cli('address', 'add', '203.0.113.20', '--map', '80=8080', '--map', '443=8443/tcp', '--pipe', sock, '--json');
+  assert.equal(add.code, 0, add.stderr);
+  assert.deepEqual(JSON.parse(add.stdout).portMaps.added.map((m: { port: number; protocol: string }) => `${m.port}/${m.protocol}`), ['80/tcp', '80/udp', '443/tcp']);
+  const again = await cli('address', 'add', '203.0.113.20', '--map', '80=8080/tcp', '--pipe', sock, '--json');
+  assert.deepEqual([JSON.parse(again.stdout).portMaps.added, JSON.parse(again.stdout).portMaps.existing.length], [[], 1]);
+  const list = await cli('address', 'list', '--pipe', sock);
+  assert.match(list.stdout, /203\.0\.113\.20\W+yes\W+80=8080, 443=8443\/tcp/);
+  const before = readFileSync(configPath, 'utf8');
+  const conflict = await cli('address', 'add', '203.0.113.20', '--map', '80=9090', '--pipe', sock);
+  assert.equal(conflict.code, 4);
+  assert.match(conflict.stderr, /already mapped to 8080.*\[E_PORT_MAP_CONFLICT\]/);
+  const self = await cli('address', 'add', '203.0.113.21', '--map', '80=80', '--pipe', sock);
+  assert.equal(self.code, 4);
+  assert.match(self.stderr, /to itself.*\[E_INVALID_PORT\]/);
+  assert.ok(!engine.cfg.reflectAddresses.includes('203.0.113.21'), 'a refused map refuses its address too');
+  assert.equal(readFileSync(configPath, 'utf8'), before);
+  const rm = await cli('address', 'remove', '203.0.113.20', '--map', '80', '--pipe', sock);
+  assert.equal(rm.code, 0, rm.stderr);
+  assert.match(rm.stdout, /Removed port maps 203\.0\.113\.20 80=8080/);
+  assert.deepEqual(JSON.parse(readFileSync(configPath, 'utf8')).reflectAddresses.at(-1), { address: '203.0.113.20', portMaps: ['443=8443/tcp'] });
+  const missing = await cli('address', 'remove', '203.0.113.20', '--map', '80', '--pipe', sock);
+  assert.equal(missing.code, 9);
 });

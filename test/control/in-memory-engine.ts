@@ -4,7 +4,8 @@
  * control plane's own, src/control/config-changes.ts, and run for real). Used to test protocol, server, client and CLI
  * without root packet plumbing; test/control/live.test.ts runs the real engine.
  */
-import { shieldKey, type InterceptConfig } from '../../src/config/intercept-config.ts';
+import { cloneInterceptConfig, shieldKey, type InterceptConfig } from '../../src/config/intercept-config.ts';
+import { checkPortMaps, portMapsOf } from '../../src/config/port-maps.ts';
 import type { ControlEngine } from '../../src/control/control-engine.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../../src/engine/types.ts';
 
@@ -15,7 +16,7 @@ export class InMemoryEngine implements ControlEngine {
   readonly calls: string[] = [];
 
   constructor(cfg: InterceptConfig = { reflectAddresses: [], shieldPorts: [] }) {
-    this.cfg = { reflectAddresses: [...cfg.reflectAddresses], shieldPorts: cfg.shieldPorts.map((p) => ({ ...p })) };
+    this.cfg = cloneInterceptConfig(cfg);
   }
 
   status(): EngineStatus {
@@ -28,6 +29,7 @@ export class InMemoryEngine implements ControlEngine {
       uptimeSeconds: 1,
       reflectAddresses: [...this.cfg.reflectAddresses],
       shieldPorts: this.cfg.shieldPorts.map((p) => ({ ...p })),
+      portMaps: portMapsOf(this.cfg).map((m) => ({ ...m })),
       configPath: null,
       pipeName: null,
       backendInfo: {},
@@ -36,12 +38,13 @@ export class InMemoryEngine implements ControlEngine {
   }
 
   config(): InterceptConfig {
-    return { reflectAddresses: [...this.cfg.reflectAddresses], shieldPorts: this.cfg.shieldPorts.map((p) => ({ ...p })) };
+    return cloneInterceptConfig(this.cfg);
   }
 
   async reconfigure(next: InterceptConfig): Promise<void> {
     this.calls.push(`reconfigure ${next.reflectAddresses.join(',')} ${next.shieldPorts.map(shieldKey).join(',')}`);
-    this.cfg = { reflectAddresses: [...next.reflectAddresses], shieldPorts: next.shieldPorts.map((p) => ({ ...p })) };
+    checkPortMaps(next); // as the engine's checkLimits does
+    this.cfg = cloneInterceptConfig(next);
   }
 
   /** Host validation is not what these tests are about: every syntactically valid address is usable. */
@@ -60,6 +63,7 @@ export class InMemoryEngine implements ControlEngine {
       passed: zero,
       malformed: { total: 0, byReason: { truncated: 0, badVersion: 0, badHeaderLength: 0, badTotalLength: 0, badExtensionHeader: 0, badTransportHeader: 0 } },
       errors: { receive: 0, send: 0, sendExpected: { hostUnreachable: 0, icmpRefused: 0 } },
+      portMapRefused: 0,
       byProtocol: { tcp: zero, udp: zero, icmp: zero, other: zero },
       byAddress: [],
       byShieldPort: [],

@@ -153,7 +153,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const status = await engine!.cli(['status']);
     assert.equal(status.code, 0, status.stderr);
     assert.deepEqual(Object.keys(status.json).sort(), [
-      'backend', 'backendInfo', 'configPath', 'hostRepairs', 'pid', 'pipeName', 'reflectAddresses', 'shieldPorts', 'startedAt', 'state', 'uptimeSeconds', 'version',
+      'backend', 'backendInfo', 'configPath', 'hostRepairs', 'pid', 'pipeName', 'portMaps', 'reflectAddresses', 'shieldPorts', 'startedAt', 'state', 'uptimeSeconds', 'version',
     ]);
     assert.equal(status.json.state, 'running');
     assert.equal(status.json.backend, 'tun');
@@ -166,7 +166,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const list = await engine!.cli(['address', 'list']);
     assert.equal(list.code, 0, list.stderr);
     // Given on the command line, not in the config file: running but not persisted.
-    assert.deepEqual(list.json, { addresses: [{ address: '192.0.2.1', persisted: false }] });
+    assert.deepEqual(list.json, { addresses: [{ address: '192.0.2.1', persisted: false, portMaps: [] }] });
 
     const none = await retroflect(t.a, ['status', '--json', '--pipe', join(dir, 'nobody.sock')]);
     assert.equal(none.code, 7, none.stdout + none.stderr);
@@ -181,14 +181,14 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     for (const [addr, other] of [['203.0.113.5', '192.0.2.1'], ['2001:db8::5', '192.0.2.1']] as const) {
       const add = await engine!.cli(['address', 'add', addr]);
       assert.equal(add.code, 0, add.stdout + add.stderr);
-      assert.deepEqual(add.json, { added: [addr], existing: [], warnings: [] });
+      assert.deepEqual(add.json, { added: [addr], existing: [], warnings: [], portMaps: { added: [], existing: [] } });
       const again = await engine!.cli(['address', 'add', addr]);
-      assert.deepEqual(again.json, { added: [], existing: [addr], warnings: [] }, 'adding twice is idempotent');
+      assert.deepEqual(again.json, { added: [], existing: [addr], warnings: [], portMaps: { added: [], existing: [] } }, 'adding twice is idempotent');
       assert.deepEqual(await probe(t.a, 'tcp', addr, PEER_TCP), { ok: true, reply: `peer=${addr}` });
 
       const rm = await engine!.cli(['address', 'remove', addr]);
       assert.equal(rm.code, 0, rm.stdout + rm.stderr);
-      assert.deepEqual(rm.json, { removed: [addr] });
+      assert.deepEqual(rm.json, { removed: [addr], portMapsRemoved: [] });
       const gone = await probe(t.a, 'tcp', addr, PEER_TCP, 1500);
       assert.equal(gone.ok, false, `still reflected after remove: ${JSON.stringify(gone)}`);
       ctx.diagnostic(`${addr} after remove: ${gone.error}`);
@@ -284,9 +284,9 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     assert.equal((await engine!.cli(['shield', 'add', '9001/udp', '--temporary'])).code, 0);
     const list = await engine!.cli(['address', 'list']);
     assert.deepEqual(list.json.addresses, [
-      { address: '192.0.2.1', persisted: false },
-      { address: '192.0.2.10', persisted: true },
-      { address: '192.0.2.11', persisted: false },
+      { address: '192.0.2.1', persisted: false, portMaps: [] },
+      { address: '192.0.2.10', persisted: true, portMaps: [] },
+      { address: '192.0.2.11', persisted: false, portMaps: [] },
     ]);
 
     const stop = await engine!.cli(['stop']);

@@ -44,6 +44,7 @@ describe('FlowTable', () => {
       localAddress: L4,
       clientPort: 51000,
       serverPort: 8080,
+      mappedFromPort: null,
       packets: 4,
       bytes: packets.reduce((n, b) => n + b.length, 0),
       firstSeen: new Date(T0).toISOString(),

@@ -11,6 +11,7 @@ $script:ErrorMap = @{
     'E_INVALID_PORT'        = @{ Id = 'InvalidPort';        Category = 'InvalidArgument';     Exception = 'System.ArgumentException' }
     'E_ADDRESS_NOT_FOUND'   = @{ Id = 'AddressNotFound';    Category = 'ObjectNotFound';      Exception = 'System.Management.Automation.ItemNotFoundException' }
     'E_PORT_NOT_FOUND'      = @{ Id = 'PortNotFound';       Category = 'ObjectNotFound';      Exception = 'System.Management.Automation.ItemNotFoundException' }
+    'E_PORT_MAP_CONFLICT'   = @{ Id = 'PortMapConflict';    Category = 'ResourceExists';      Exception = 'System.InvalidOperationException' }
     'E_LIMIT_REACHED'       = @{ Id = 'LimitReached';       Category = 'LimitsExceeded';      Exception = 'System.InvalidOperationException' }
     'E_BACKEND_UNAVAILABLE' = @{ Id = 'BackendUnavailable'; Category = 'ResourceUnavailable'; Exception = 'System.InvalidOperationException' }
     'E_BACKEND_FAILED'      = @{ Id = 'BackendFailed';      Category = 'OperationStopped';    Exception = 'System.InvalidOperationException' }

@@ -30,3 +30,32 @@ function ConvertTo-RetroflectPortSpec {
     }
     return @([ordered]@{ port = $Port; protocol = $p })
 }
+
+function ConvertTo-RetroflectPortMapSpec {
+    <#
+    -PortMap input -> the protocol's map specs ("80=8080", "443=8443/tcp"). Accepts a hashtable @{80=8080} (each
+    key a port, each value a target, or a string '8443/tcp' for one protocol), spec strings '443=8443/tcp', and
+    Retroflect.PortMap objects (Port, Target, Protocol), alone or in arrays. The engine checks ranges and conflicts,
+    so its rules and messages are the only ones. Throws for input that is none of these.
+    #>
+    param([object[]]$InputObject)
+    $specs = New-Object 'System.Collections.Generic.List[string]'
+    foreach ($item in $InputObject) {
+        if ($null -eq $item) { continue }
+        if ($item -is [System.Collections.IDictionary]) {
+            foreach ($key in $item.Keys) { $specs.Add(('{0}={1}' -f $key, $item[$key]).Trim()) }
+        }
+        elseif ($item -is [string] -or $item -is [int]) {
+            $specs.Add(([string]$item).Trim())
+        }
+        elseif ($null -ne $item.PSObject.Properties['Port'] -and $null -ne $item.PSObject.Properties['Target']) {
+            $proto = 'both'
+            if ($item.PSObject.Properties['Protocol'] -and $item.Protocol) { $proto = [string]$item.Protocol }
+            $specs.Add(('{0}={1}/{2}' -f [int]$item.Port, [int]$item.Target, $proto))
+        }
+        else {
+            throw "'$item' is not a port map: use @{80=8080}, '443=8443/tcp' or objects with Port and Target."
+        }
+    }
+    return , $specs.ToArray()
+}

@@ -31,9 +31,12 @@ function New-RetroflectReflectAddress {
         [bool]$Persisted = $true,
         [long]$Packets = 0,
         [long]$Bytes = 0,
+        [object[]]$PortMap = @(),
         [string]$Pipe
     )
     $ip = ConvertTo-RetroflectIPAddress $Address
+    $maps = New-Object 'System.Collections.Generic.List[object]'
+    foreach ($m in $PortMap) { if ($null -ne $m) { $maps.Add((ConvertTo-RetroflectPortMap $m)) } }
     return [pscustomobject]@{
         PSTypeName = 'Retroflect.ReflectAddress'
         Address    = $ip
@@ -41,8 +44,22 @@ function New-RetroflectReflectAddress {
         Persisted  = $Persisted
         Packets    = $Packets
         Bytes      = $Bytes
+        PortMap    = [object[]]$maps.ToArray()
         Pipe       = $Pipe
     }
+}
+
+function ConvertTo-RetroflectPortMap {
+    # One port map of the protocol ({protocol, port, target}) as a typed object: clients of Address:Port reach Target.
+    param([Parameter(Mandatory)][object]$Map)
+    $o = [pscustomobject]@{
+        PSTypeName = 'Retroflect.PortMap'
+        Port       = [int]$Map.port
+        Target     = [int]$Map.target
+        Protocol   = [string]$Map.protocol
+    }
+    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value { '{0}={1}/{2}' -f $this.Port, $this.Target, $this.Protocol }
+    return $o
 }
 
 function New-RetroflectShieldPort {
@@ -172,6 +189,9 @@ function ConvertTo-RetroflectFlow {
         LocalAddress   = ConvertTo-RetroflectIPAddress $Flow.localAddress
         ClientPort     = [int]$Flow.clientPort
         ServerPort     = [int]$Flow.serverPort
+        # The reflect-address port the client used when the flow came through a port map (ServerPort is then the
+        # map's target); $null otherwise.
+        MappedFromPort = $(if ($null -ne $Flow.mappedFromPort) { [int]$Flow.mappedFromPort } else { $null })
         Packets        = [long]$Flow.packets
         Bytes          = [long]$Flow.bytes
         FirstSeen      = ConvertTo-RetroflectDateTime $Flow.firstSeen

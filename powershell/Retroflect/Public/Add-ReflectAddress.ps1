@@ -16,6 +16,13 @@ function Add-ReflectAddress {
     IPv4 or IPv6 addresses ('192.0.2.1', '2001:db8::1', '[2001:db8::1]'), [ipaddress] objects, or objects with an
     Address property. Use Test-ReflectAddress to check an address and get a suggestion.
 
+    .PARAMETER PortMap
+    Port maps for every address given: a client reaching Address:Port gets the local server on Target. A hashtable
+    @{80=8080; 443=8443} (TCP and UDP), spec strings '443=8443/tcp' or '53=5353/udp', or Retroflect.PortMap objects.
+    Also adds maps to addresses already configured. A port out of range, a map to itself, a port already mapped to
+    another target or overlapping maps are refused (Retroflect.InvalidPort / Retroflect.PortMapConflict) and nothing
+    changes. See docs/port-mapping.md.
+
     .PARAMETER Temporary
     Change only the running engine; the config file is not written and the address is gone after a restart.
 
@@ -31,6 +38,16 @@ function Add-ReflectAddress {
     '192.0.2.1', '192.0.2.2' | Add-ReflectAddress
 
     Adds two addresses in one all-or-nothing change.
+
+    .EXAMPLE
+    Add-ReflectAddress 198.51.100.1 -PortMap @{80=8080}
+
+    Clients of 198.51.100.1:80 reach the local server on port 8080 (TCP and UDP); it sees 198.51.100.1 as its peer.
+
+    .EXAMPLE
+    Add-ReflectAddress 198.51.100.1 -PortMap '443=8443/tcp'
+
+    A TCP-only map.
 
     .EXAMPLE
     Add-ReflectAddress 2001:db8::1 -Temporary -WhatIf
@@ -50,6 +67,8 @@ function Add-ReflectAddress {
         [Alias('IPAddress', 'ReflectAddress')]
         [object[]]$Address,
 
+        [object[]]$PortMap,
+
         [switch]$Temporary,
 
         [Parameter(ValueFromPipelineByPropertyName)]
@@ -59,6 +78,14 @@ function Add-ReflectAddress {
     begin {
         $pending = New-Object 'System.Collections.Generic.List[string]'
         $targetPipe = $Pipe
+        $maps = @()
+        if ($PortMap) {
+            try { $maps = ConvertTo-RetroflectPortMapSpec $PortMap }
+            catch {
+                $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'E_INVALID_PORT' -TargetObject $PortMap `
+                    -Message $_.Exception.Message -Hint 'Write maps as @{80=8080} or ''443=8443/tcp''.'))
+            }
+        }
     }
     process {
         if ($Pipe) { $targetPipe = $Pipe }
@@ -72,6 +99,7 @@ function Add-ReflectAddress {
             }
             if ($pending.Contains($text)) { continue }
             $what = 'reflect address ' + $text
+            if ($maps.Count) { $what += ' with port maps ' + ($maps -join ', ') }
             if ($Temporary) { $what += ' (temporary)' }
             if ($PSCmdlet.ShouldProcess($what, 'Add')) { $pending.Add($text) }
         }
@@ -79,6 +107,7 @@ function Add-ReflectAddress {
     end {
         if ($pending.Count -eq 0) { return }
         $params = @{ addresses = $pending.ToArray() }
+        if ($maps.Count) { $params.maps = $maps }
         if ($Temporary) { $params.temporary = $true }
         $connection = $null
         try {
@@ -88,7 +117,7 @@ function Add-ReflectAddress {
             }
             catch {
                 $code = $_.Exception.Data['RetroflectCode']
-                if ($code -eq 'E_INVALID_ADDRESS' -or $code -eq 'E_LIMIT_REACHED') {
+                if ($code -eq 'E_INVALID_ADDRESS' -or $code -eq 'E_LIMIT_REACHED' -or $code -eq 'E_INVALID_PORT' -or $code -eq 'E_PORT_MAP_CONFLICT') {
                     # About the input, and nothing was added: the caller may go on with other work.
                     $PSCmdlet.WriteError($_)
                     return
@@ -109,7 +138,7 @@ function Add-ReflectAddress {
         foreach ($entry in $list.addresses) {
             $isAdded = $added -contains $entry.address
             if (-not $isAdded -and @($result.existing) -notcontains $entry.address) { continue }
-            $o = New-RetroflectReflectAddress -Address $entry.address -Persisted ([bool]$entry.persisted) -Pipe $targetPipe
+            $o = New-RetroflectReflectAddress -Address $entry.address -Persisted ([bool]$entry.persisted) -PortMap @($entry.portMaps) -Pipe $targetPipe
             Add-Member -InputObject $o -NotePropertyName Added -NotePropertyValue $isAdded
             $o
         }

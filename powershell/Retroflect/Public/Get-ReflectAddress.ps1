@@ -5,7 +5,8 @@ function Get-ReflectAddress {
 
     .DESCRIPTION
     Returns one Retroflect.ReflectAddress per configured address, in the engine's order, with its family, whether
-    it is saved in the config file (Persisted), and the packets and bytes reflected to it since the engine started.
+    it is saved in the config file (Persisted), its port maps (PortMap: Retroflect.PortMap objects with Port, Target
+    and Protocol, one per protocol), and the packets and bytes reflected to it since the engine started.
 
     .PARAMETER Address
     Return only these addresses (wildcards allowed, matched against the canonical text form).
@@ -71,7 +72,7 @@ function Get-ReflectAddress {
             $bytes = 0
             $c = $counts[$text]
             if ($null -ne $c) { $packets = $c.packets; $bytes = $c.bytes }
-            New-RetroflectReflectAddress -Address $text -Persisted ([bool]$entry.persisted) -Packets $packets -Bytes $bytes -Pipe $Pipe
+            New-RetroflectReflectAddress -Address $text -Persisted ([bool]$entry.persisted) -Packets $packets -Bytes $bytes -PortMap @($entry.portMaps) -Pipe $Pipe
         }
     }
 }

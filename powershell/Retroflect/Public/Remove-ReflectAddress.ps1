@@ -14,6 +14,10 @@ function Remove-ReflectAddress {
     Addresses to remove: strings, [ipaddress] objects, or objects with an Address property, such as the output of
     Get-ReflectAddress.
 
+    .PARAMETER PortMap
+    Remove only these port maps (by mapped port: 80 for TCP and UDP, '80/tcp' for one protocol); the addresses
+    stay. A map that is not there is a Retroflect.PortNotFound error and nothing is removed.
+
     .PARAMETER Temporary
     Remove from the running engine only; the address stays in the config file and comes back at the next start.
 
@@ -46,10 +50,13 @@ function Remove-ReflectAddress {
     #>
     [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
     [OutputType('Retroflect.ReflectAddress')]
+    [OutputType('Retroflect.PortMap')]
     param(
         [Parameter(Mandatory, Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
         [Alias('IPAddress', 'ReflectAddress')]
         [object[]]$Address,
+
+        [object[]]$PortMap,
 
         [switch]$Temporary,
 
@@ -75,6 +82,7 @@ function Remove-ReflectAddress {
             }
             if ($pending.Contains($text)) { continue }
             $what = 'reflect address ' + $text
+            if ($PortMap) { $what = 'port maps ' + ($PortMap -join ', ') + ' of ' + $what }
             if ($Temporary) { $what += ' (running engine only)' }
             if ($PSCmdlet.ShouldProcess($what, 'Remove')) { $pending.Add($text) }
         }
@@ -105,15 +113,25 @@ function Remove-ReflectAddress {
             }
             if ($toRemove.Count -gt 0) {
                 $params = @{ addresses = $toRemove.ToArray() }
+                if ($PortMap) { $params.maps = @($PortMap | ForEach-Object { [string]$_ }) }
                 if ($Temporary) { $params.temporary = $true }
                 $removed = Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray()
             }
         }
         catch {
+            if ($PortMap -and $_.Exception.Data['RetroflectCode'] -eq 'E_PORT_NOT_FOUND') {
+                # About the input, and nothing was removed.
+                $PSCmdlet.WriteError($_)
+                return
+            }
             $PSCmdlet.ThrowTerminatingError($_)
         }
         finally {
             Disconnect-RetroflectEngine -Connection $connection
+        }
+        if ($PortMap) {
+            if ($PassThru -and $null -ne $removed) { foreach ($m in $removed.portMapsRemoved) { ConvertTo-RetroflectPortMap $m } }
+            return
         }
         if ($PassThru -and $null -ne $removed) {
             foreach ($a in $removed.removed) { New-RetroflectReflectAddress -Address $a -Persisted (-not $Temporary) -Pipe $targetPipe }

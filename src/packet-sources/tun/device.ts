@@ -29,6 +29,8 @@ export const TUN_F_TSO6 = 0x04;
  * the IP addresses keeps both a partial checksum (the pseudo-header sum is order-free) and the GSO fields valid.
  */
 export const VIRTIO_NET_HDR_LEN = 10;
+/** virtio_net_hdr.flags (byte 0) bit: the packet's checksum is partial (linux/virtio_net.h). */
+export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
 
 /** `struct ifreq` (net/if.h) is 40 bytes on 64-bit Linux: char ifr_name[16], then a union whose first use here is
  *  `short ifr_flags` at offset 16. */

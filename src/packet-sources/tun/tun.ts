@@ -27,6 +27,7 @@ import {
   linkUpCommand,
   openTunDevice,
   TUN_VARIANTS,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_LEN,
   type TunVariant,
   type TunVariantName,
@@ -309,6 +310,8 @@ export class TunPacketSource implements PacketSource<'tun'> {
       if (got <= this.headerLen) continue; // nothing after the header: not a packet
       b.length[n] = got - this.headerLen;
       b.verdict[n] = Verdict.Pass;
+      // virtio_net_hdr.flags bit 0 = VIRTIO_NET_HDR_F_NEEDS_CSUM: the checksum field holds the pseudo-header sum only.
+      b.partialChecksum[n] = this.headerLen !== 0 ? this.slots[n][0] & VIRTIO_NET_HDR_F_NEEDS_CSUM : 0;
       n++;
     }
     b.count = n;
@@ -319,7 +322,8 @@ export class TunPacketSource implements PacketSource<'tun'> {
     const b = this.batch;
     for (let i = 0; i < b.count; i++) {
       if (b.verdict[i] !== Verdict.Reflect) continue;
-      // Written back with its vnet header unchanged: the swap keeps partial checksums and GSO fields valid.
+      // Written back with its vnet header unchanged: the swap keeps partial checksums and GSO fields valid, and a
+      // port map leaves a partial checksum field as it was (packet/port-rewrite.ts).
       if (this.c.write(this.fd, this.slots[i], this.headerLen + b.length[i]) < 0) this.sendErrors++;
     }
   }

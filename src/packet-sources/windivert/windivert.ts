@@ -225,7 +225,10 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
       if (bad) len = total - off;
       b.offset[i] = off;
       b.length[i] = len;
-      b.outbound[i] = (this.addrs.readUInt32LE(i * WINDIVERT_ADDRESS_SIZE + AddressOffset.Bits) & AddressFlag.Outbound) !== 0 ? 1 : 0;
+      const bits = this.addrs.readUInt32LE(i * WINDIVERT_ADDRESS_SIZE + AddressOffset.Bits);
+      b.outbound[i] = (bits & AddressFlag.Outbound) !== 0 ? 1 : 0;
+      // Neither transport checksum flag set: the stack left the checksum to the NIC (finishReflected completes it).
+      b.partialChecksum[i] = (bits & (AddressFlag.TCPChecksum | AddressFlag.UDPChecksum)) === 0 ? 1 : 0;
       b.verdict[i] = Verdict.Pass;
       this.broken[i] = bad ? 1 : 0;
       off += len;
