@@ -88,6 +88,19 @@ Describe 'Intune: Detect-Retroflect.ps1, Deploy-Retroflect.ps1' {
         (Get-Retroflect).ProcessId | Should -Be $pidBefore
         @(Get-ScheduledTaskStandInCall -Command 'Register-ScheduledTask').Count | Should -Be $registered
     }
+    It 'remediation with a changed binary stops the engine, replaces the file and starts the engine again' {
+        $pidBefore = (Get-Retroflect).ProcessId
+        $starts = @(Get-ScheduledTaskStandInCall -Command 'Start-ScheduledTask').Count
+        $dll = Join-Path $script:Package 'WinDivert.dll'
+        [System.IO.File]::AppendAllText($dll, 'changed')   # bytes after the PE image: still loads, another hash
+        $r = Invoke-Example 'Deploy-Retroflect.ps1' @{ Source = $script:Package; Address = @('203.0.113.77'); ShieldPort = @('8080/tcp') }
+        $r.StdErr | Should -BeNullOrEmpty
+        $r.ExitCode | Should -Be 0
+        (Get-FileHash -LiteralPath 'C:\Program Files\Retroflect\Retroflect\WinDivert.dll').Hash | Should -Be (Get-FileHash -LiteralPath $dll).Hash
+        Get-Process -Id $pidBefore -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        (Get-Retroflect).ProcessId | Should -Not -Be $pidBefore
+        @(Get-ScheduledTaskStandInCall -Command 'Start-ScheduledTask').Count | Should -Be ($starts + 1)
+    }
     It 'detection fails when the engine is stopped, naming why' {
         Stop-Retroflect -Confirm:$false
         $r = Invoke-Example 'Detect-Retroflect.ps1'
