@@ -44,8 +44,9 @@ Describe 'Start-Retroflect on Windows' {
         Get-Retroflect -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
     }
     It 'launches retroflect.exe on the WinDivert backend and returns its status once the pipe answers' {
-        $script:Status = Start-Retroflect -Path $script:Exe -WinDivertPath $script:WinDivertDir -NoConfig `
+        $null = Start-Retroflect -Path $script:Exe -WinDivertPath $script:WinDivertDir -NoConfig `
             -Address 203.0.113.77 -ShieldPort '8080/tcp' -TimeoutSeconds 90 -Confirm:$false
+        $script:Status = Get-Retroflect   # it returns only once the pipe answers
         $script:Status.PSTypeNames | Should -Contain 'Retroflect.Status'
         $script:Status.State | Should -Be 'running'
         $script:Status.Backend | Should -Be 'windivert'
@@ -58,9 +59,10 @@ Describe 'Start-Retroflect on Windows' {
         $script:TokenFile | Should -Be 'C:\ProgramData\Retroflect\retroflect.token'
         (Get-Content -LiteralPath $script:TokenFile -Raw).Trim() | Should -Not -BeNullOrEmpty
     }
-    It 'is idempotent: a second Start-Retroflect returns the running engine' {
-        (Start-Retroflect -Path $script:Exe -WinDivertPath $script:WinDivertDir -NoConfig -Confirm:$false).ProcessId |
-            Should -Be $script:Status.ProcessId
+    It 'is idempotent: a second Start-Retroflect starts no second engine' {
+        $null = Start-Retroflect -Path $script:Exe -WinDivertPath $script:WinDivertDir -NoConfig -Confirm:$false -WarningAction SilentlyContinue
+        (Get-Retroflect).ProcessId | Should -Be $script:Status.ProcessId
+        @(Get-Process -Name retroflect).Count | Should -Be 1
     }
 }
 

@@ -1,11 +1,11 @@
 # The Intune examples (powershell/examples) as Intune runs them on Windows: the detection script, the remediation
-# (deployment) script when detection fails, detection again. Their ScheduledTasks calls go to the in-memory TEST
-# STAND-IN in StandIns\ScheduledTasks (Wine has none); everything else is real: the copy to C:\Program Files, the
+# (deployment) script when detection fails, detection again. Their ScheduledTasks (and firewall) calls go to the in-memory
+# TEST STAND-INS in StandIns\ (Wine has neither module); everything else is real: the copy to C:\Program Files, the
 # module imported from there, the engine started by the task's command line, the pipe, the config file.
 
 BeforeAll {
     $env:PSModulePath = (Join-Path $PSScriptRoot 'StandIns') + [IO.Path]::PathSeparator + $env:PSModulePath
-    Remove-Module ScheduledTasks, Retroflect -ErrorAction SilentlyContinue
+    Remove-Module ScheduledTasks, NetSecurity, Retroflect -ErrorAction SilentlyContinue
     Remove-Item Env:WINDIVERT_DOUBLE_INJECT_FILE, Env:WINDIVERT_DOUBLE_SENT_FILE -ErrorAction SilentlyContinue
     $script:Examples = Join-Path $PSScriptRoot '..\..\examples'
     # What an Intune package holds next to the scripts: the module folder, retroflect.exe and WinDivert (here the
@@ -50,7 +50,7 @@ BeforeAll {
 
 AfterAll {
     if (Get-Command Uninstall-Retroflect -ErrorAction SilentlyContinue) { Uninstall-Retroflect -RemoveConfig -Confirm:$false -ErrorAction SilentlyContinue }
-    Remove-Module ScheduledTasks, Retroflect -ErrorAction SilentlyContinue   # the copy imported from Program Files
+    Remove-Module ScheduledTasks, NetSecurity, Retroflect -ErrorAction SilentlyContinue   # the copy imported from Program Files
     Remove-Item -LiteralPath $script:Installed -Recurse -Force -ErrorAction SilentlyContinue
 }
 

@@ -1,12 +1,12 @@
 # Install-Retroflect / Uninstall-Retroflect on Windows: the boot task, the config file in C:\ProgramData\Retroflect,
-# and the engine the task runs. The Task Scheduler cmdlets are the in-memory TEST STAND-IN in StandIns\ScheduledTasks
-# (Wine has no ScheduledTasks module); its Start-ScheduledTask really runs the registered command line, so the engine
+# and the engine the task runs. The Task Scheduler and firewall cmdlets are the in-memory TEST STAND-INS in StandIns\
+# (Wine has no ScheduledTasks or NetSecurity module); its Start-ScheduledTask really runs the registered command line, so the engine
 # that answers afterwards proves the task would start it.
 
 BeforeAll {
     # The stand-in is autoloaded by the module's first task call, as Windows autoloads the real ScheduledTasks module.
     $env:PSModulePath = (Join-Path $PSScriptRoot 'StandIns') + [IO.Path]::PathSeparator + $env:PSModulePath
-    Remove-Module ScheduledTasks, Retroflect -ErrorAction SilentlyContinue
+    Remove-Module ScheduledTasks, NetSecurity, Retroflect -ErrorAction SilentlyContinue
     Import-Module (Join-Path $PSScriptRoot '..\..\Retroflect\Retroflect.psd1') -Force
     # Engines started here must not replay Engine.Tests.ps1's packets.
     Remove-Item Env:WINDIVERT_DOUBLE_INJECT_FILE, Env:WINDIVERT_DOUBLE_SENT_FILE -ErrorAction SilentlyContinue
@@ -23,7 +23,7 @@ BeforeAll {
 
 AfterAll {
     Stop-Retroflect -Confirm:$false -ErrorAction SilentlyContinue
-    Remove-Module ScheduledTasks -ErrorAction SilentlyContinue
+    Remove-Module ScheduledTasks, NetSecurity -ErrorAction SilentlyContinue
 }
 
 Describe 'Install-Retroflect on Windows' {
