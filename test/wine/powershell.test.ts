@@ -77,6 +77,7 @@ test('the Windows pwsh host runs PowerShell 7.6.9 as Windows, with Pester 5.7.1 
 });
 
 test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retroflect, Install/Uninstall and the Intune examples (Pester, powershell/Tests/Windows)', { skip, timeout: 600_000 }, async () => {
+  stopWindowsPwshProcesses(); // an engine an interrupted run left would hold \\.\pipe\retroflect
   const work = join(WINPWSH_DIR, 'run');
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
