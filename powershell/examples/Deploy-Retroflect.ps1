@@ -18,17 +18,30 @@ param(
 $ErrorActionPreference = 'Stop'
 try {
     $target = Join-Path $env:ProgramFiles 'Retroflect'
+    $moduleDir = Join-Path $target 'Retroflect'
     if ($PSCmdlet.ShouldProcess($target, 'Copy module and engine')) {
         $null = New-Item -ItemType Directory -Path $target -Force
+        # Only changed binaries are copied: a running engine holds retroflect.exe and WinDivert.dll open, and Windows
+        # refuses to overwrite them, so an unchanged machine is left alone and a changed engine is stopped (gracefully,
+        # so it undoes its host changes) before its files are replaced; the task starts the new one below.
+        $changed = @(foreach ($file in @('retroflect.exe', 'WinDivert.dll', 'WinDivert64.sys')) {
+            $to = Join-Path $moduleDir $file
+            if (-not (Test-Path -LiteralPath $to) -or
+                (Get-FileHash -LiteralPath (Join-Path $Source $file)).Hash -ne (Get-FileHash -LiteralPath $to).Hash) { $file }
+        })
+        if ($changed.Count -gt 0 -and (Test-Path -LiteralPath (Join-Path $moduleDir 'Retroflect.psd1'))) {
+            Import-Module (Join-Path $moduleDir 'Retroflect.psd1') -Force
+            Stop-Retroflect -Confirm:$false
+        }
         Copy-Item -Path (Join-Path $Source 'Retroflect') -Destination $target -Recurse -Force
-        foreach ($file in @('retroflect.exe', 'WinDivert.dll', 'WinDivert64.sys')) {
-            Copy-Item -LiteralPath (Join-Path $Source $file) -Destination (Join-Path $target 'Retroflect') -Force
+        foreach ($file in $changed) {
+            Copy-Item -LiteralPath (Join-Path $Source $file) -Destination $moduleDir -Force
         }
     }
-    Import-Module (Join-Path $target 'Retroflect\Retroflect.psd1') -Force
+    Import-Module (Join-Path $moduleDir 'Retroflect.psd1') -Force
 
     # The boot task and the persisted config (idempotent); -Start starts the task if it is not running.
-    $install = Install-Retroflect -Path (Join-Path $target 'Retroflect\retroflect.exe') -Address $Address -ShieldPort $ShieldPort -Start -Confirm:$false
+    $install = Install-Retroflect -Path (Join-Path $moduleDir 'retroflect.exe') -Address $Address -ShieldPort $ShieldPort -Start -Confirm:$false
     Write-Verbose ("Installation: {0} (changed: {1})" -f $install.Name, $install.Changed)
 
     # Wait for the engine to answer, then make sure the running engine has everything (a running engine that

@@ -72,13 +72,15 @@ function Connect-RetroflectEngine {
 
     $stream = New-Object System.IO.Pipes.NamedPipeClientStream('.', $resolved.ClientPipeName,
         [System.IO.Pipes.PipeDirection]::InOut, [System.IO.Pipes.PipeOptions]::Asynchronous)
-    try {
-        $stream.Connect($ConnectTimeoutMs)
-    }
-    catch {
+    # The outcome of the connect is read from its task instead of caught: PowerShell adds an exception caught here
+    # to the calling cmdlet's -ErrorVariable, so on Windows (no socket file to check first) `Get-Retroflect
+    # -ErrorVariable e` got a TimeoutException record before Retroflect.EngineNotRunning.
+    $connect = $stream.ConnectAsync($ConnectTimeoutMs)
+    $null = [System.Threading.Tasks.Task]::WhenAny([System.Threading.Tasks.Task[]]@($connect)).GetAwaiter().GetResult()
+    if ($connect.Status -ne [System.Threading.Tasks.TaskStatus]::RanToCompletion) {
         $stream.Dispose()
-        $inner = $_.Exception
-        while ($inner -is [System.Management.Automation.MethodInvocationException] -and $null -ne $inner.InnerException) { $inner = $inner.InnerException }
+        $inner = $null
+        if ($null -ne $connect.Exception) { $inner = $connect.Exception.GetBaseException() }
         if ($inner -is [System.UnauthorizedAccessException]) {
             throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $resolved.Display -InnerException $inner `
                 -Message "Access to the retroflect pipe $($resolved.Display) was denied." `
