@@ -95,19 +95,21 @@ export async function wineTestGate(what: string): Promise<false | string> {
   return false;
 }
 
-/** Bundle a TypeScript entry for node.exe: CommonJS, koffi external. Returns the bundle path. */
-export async function bundle(entry: string, name: string): Promise<string> {
+/**
+ * Bundle a TypeScript entry for node.exe: CommonJS, koffi external. Returns the bundle path.
+ * tsx cannot run inside a worker under node.exe either, so worker threads get their code the way the release build
+ * gives it (scripts/build.mjs): the engine's packet worker (src/engine/worker.ts) is always bundled and injected as
+ * __RETROFLECT_WORKER_SOURCE__; `workers` adds test workers, each bundled and injected under its given name.
+ */
+export async function bundle(entry: string, name: string, workers: Record<string, string> = {}): Promise<string> {
   const outfile = join(WINE_DIR, `${name}.cjs`);
-  await build({
-    entryPoints: [entry],
-    outfile,
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: 'node20',
-    external: ['koffi'],
-    logLevel: 'error',
-  });
+  const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', external: ['koffi'], logLevel: 'error' } as const;
+  const define: Record<string, string> = {};
+  for (const [defineName, workerEntry] of Object.entries({ __RETROFLECT_WORKER_SOURCE__: join(ROOT, 'src', 'engine', 'worker.ts'), ...workers })) {
+    const worker = await build({ ...common, entryPoints: [workerEntry], write: false });
+    define[defineName] = JSON.stringify(worker.outputFiles[0].text);
+  }
+  await build({ ...common, entryPoints: [entry], outfile, define });
   return outfile;
 }
 

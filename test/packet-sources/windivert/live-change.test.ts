@@ -14,11 +14,16 @@ import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNum
 
 const { double } = loadDouble();
 
-/** Start loop-worker.ts on a worker thread (tsx's tsImport loads the TypeScript there). */
+/** Under Windows node.exe (test/wine/backend.test.ts) the bundle carries loop-worker.ts already bundled. */
+declare const __RETROFLECT_TEST_LOOP_WORKER_SOURCE__: string | undefined;
+
+/** Start loop-worker.ts on a worker thread (tsx's tsImport loads the TypeScript there, or the injected bundle runs). */
 function startWorker(data: Record<string, unknown>, port: import('node:worker_threads').MessagePort): Worker {
+  const options = { eval: true, workerData: { ...data, port }, transferList: [port as never] };
+  if (typeof __RETROFLECT_TEST_LOOP_WORKER_SOURCE__ === 'string') return new Worker(__RETROFLECT_TEST_LOOP_WORKER_SOURCE__, options);
   const target = new URL('./loop-worker.ts', import.meta.url).href;
   const code = `import('tsx/esm/api').then((m) => m.tsImport(${JSON.stringify(target)}, ${JSON.stringify(import.meta.url)}))`;
-  return new Worker(code, { eval: true, workerData: { ...data, port }, transferList: [port as never] });
+  return new Worker(code, options);
 }
 
 function next(port: import('node:worker_threads').MessagePort, type: string): Promise<Record<string, unknown>> {
