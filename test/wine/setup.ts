@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { before, test } from 'node:test';
-import { build } from 'esbuild';
+import { build, type BuildOptions } from 'esbuild';
 
 const run = promisify(execFile);
 
@@ -103,11 +103,11 @@ export async function wineTestGate(what: string): Promise<false | string> {
  */
 export async function bundle(entry: string, name: string, workers: Record<string, string> = {}): Promise<string> {
   const outfile = join(WINE_DIR, `${name}.cjs`);
-  const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', external: ['koffi'], logLevel: 'error' } as const;
+  const common: BuildOptions = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', external: ['koffi'], logLevel: 'error' };
   const define: Record<string, string> = {};
   for (const [defineName, workerEntry] of Object.entries({ __RETROFLECT_WORKER_SOURCE__: join(ROOT, 'src', 'engine', 'worker.ts'), ...workers })) {
     const worker = await build({ ...common, entryPoints: [workerEntry], write: false });
-    define[defineName] = JSON.stringify(worker.outputFiles[0].text);
+    define[defineName] = JSON.stringify(worker.outputFiles![0].text);
   }
   await build({ ...common, entryPoints: [entry], outfile, define });
   return outfile;
