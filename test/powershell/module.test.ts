@@ -1,9 +1,9 @@
 /**
  * The PowerShell module Retroflect.
  *
- * 1. If `pwsh` is on PATH: run powershell/Tests/*.Tests.ps1 with Pester 5 (against a real engine) and require them
- *    to pass. PowerShell cannot be installed on this project's machines (no package, no NuGet copy, no internet),
- *    so here that test is skipped with the exact reason; it is never faked.
+ * 1. Run powershell/Tests/*.Tests.ps1 with Pester 5 in pwsh 7 (both from NuGet: scripts/install-pwsh.sh), against the
+ *    real engine (dist/retroflect) inside a network namespace. Without pwsh it skips on a developer's machine and
+ *    fails on CI.
  * 2. STATIC CHECKS that need no PowerShell: they read the module's files as text and check facts about them
  *    (manifest vs. files, help, ShouldProcess, error ids vs. docs, format views vs. object types, protocol codes
  *    vs. src/errors.ts, PowerShell 5.1 syntax). They cannot prove the code runs; they catch drift and omissions.
@@ -12,13 +12,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { ErrorCode } from '../../src/errors.ts';
 import { createTopology, run } from '../helpers/netns.ts';
+import { pwshTestGate } from '../helpers/pwsh.ts';
 
 const root = join(new URL('.', import.meta.url).pathname, '..', '..');
 const ps = join(root, 'powershell');
@@ -50,19 +50,20 @@ function parseFunction(text: string): { name: string; help: string; params: stri
 }
 
 test('pwsh: Pester tests of every cmdlet against a real engine', async (t) => {
-  const probe = spawnSync('pwsh', ['-NoProfile', '-Command', '$PSVersionTable.PSVersion.ToString()'], { encoding: 'utf8' });
-  if (probe.error || probe.status !== 0) {
-    t.skip('pwsh is not available here: PowerShell cannot be installed on this machine (Debian has no powershell package, the NuGet feed has neither the PowerShell tool nor Microsoft.PowerShell.SDK, and the npm pwsh package downloads from GitHub, which is unreachable). The Pester tests in powershell/Tests run where pwsh exists.');
+  const pwsh = pwshTestGate('the Pester suite of the PowerShell module');
+  if (typeof pwsh === 'string') {
+    t.skip(pwsh);
     return;
   }
   const exe = join(root, 'dist', 'retroflect');
   assert.ok(existsSync(exe), `${exe} is missing: run 'npm run build' first`);
-  // The engine changes routes and devices: run pwsh (and so the engine it starts) inside our own namespaces.
+  // The engine changes routes and devices: run pwsh (and so the engines it starts) inside our own namespaces.
   const topo = await createTopology('pws');
   const dir = mkdtempSync(join(tmpdir(), 'rft-pws-'));
   try {
-    const r = await run('env', [`RETROFLECT_TEST_ENGINE_EXE=${exe}`, `RETROFLECT_TEST_DIR=${dir}`, 'ip', 'netns', 'exec', topo.a.name,
-      'pwsh', '-NoProfile', '-NonInteractive', '-File', join(ps, 'Tests', 'Invoke-RetroflectTests.ps1')], { timeoutMs: 15 * 60_000 });
+    const r = await run('env', [`RETROFLECT_TEST_ENGINE_EXE=${exe}`, `RETROFLECT_TEST_DIR=${dir}`, `RETROFLECT_TEST_PWSH=${pwsh.path}`,
+      'ip', 'netns', 'exec', topo.a.name,
+      pwsh.path, '-NoProfile', '-NonInteractive', '-File', join(ps, 'Tests', 'Invoke-RetroflectTests.ps1')], { timeoutMs: 15 * 60_000 });
     assert.equal(r.code, 0, `Pester failed:\n${r.stdout}\n${r.stderr}`);
   } finally {
     await topo.destroy();
