@@ -47,7 +47,8 @@ export class ConfigChanges {
         { ...running, reflectAddresses: [...running.reflectAddresses, ...added] },
         temporary ? null : () => this.store.addAddresses(wanted),
       );
-      return { added, existing, warnings };
+      const saved = this.store.path === null ? [] : this.store.config.reflectAddresses;
+      return { added, existing, warnings, persisted: wanted.filter((a) => saved.includes(a)) };
     });
   }
 
@@ -68,7 +69,7 @@ export class ConfigChanges {
     });
   }
 
-  addShieldPorts(ports: readonly ShieldPort[], temporary: boolean): Promise<ChangeResult<ShieldPort>> {
+  addShieldPorts(ports: readonly ShieldPort[], temporary: boolean): Promise<ChangeResult<ShieldPort> & { persisted: ShieldPort[] }> {
     const wanted = uniquePorts(ports);
     return this.serialized(async () => {
       const running = this.engine.config();
@@ -79,7 +80,8 @@ export class ConfigChanges {
         { ...running, shieldPorts: [...running.shieldPorts, ...added] },
         temporary ? null : () => this.store.addShieldPorts(wanted),
       );
-      return { added, existing };
+      const saved = new Set(this.store.path === null ? [] : this.store.config.shieldPorts.map(shieldKey));
+      return { added, existing, persisted: wanted.filter((p) => saved.has(shieldKey(p))) };
     });
   }
 

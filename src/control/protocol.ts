@@ -93,6 +93,8 @@ export interface AddressAddResult {
   added: string[];
   existing: string[];
   warnings: AddressWarning[];
+  /** Those of added + existing that are in the config file after the change (none on a --no-config engine). */
+  persisted: string[];
 }
 
 export interface AddressTestReason {
@@ -127,7 +129,7 @@ export interface MethodResults {
   'address.remove': { removed: string[] };
   'address.test': AddressTestResult;
   'shield.list': { ports: ShieldEntry[] };
-  'shield.add': { added: ShieldPort[]; existing: ShieldPort[] };
+  'shield.add': { added: ShieldPort[]; existing: ShieldPort[]; persisted: ShieldPort[] };
   'shield.remove': { removed: ShieldPort[] };
   stats: EngineStats;
   flows: { flows: FlowRecord[] };
