@@ -35,8 +35,16 @@ function Get-ReflectFlow {
 
     .OUTPUTS
     Retroflect.Flow
+    .LINK
+    Get-ReflectStats
+
+    .LINK
+    Get-ReflectAddress
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding()]
+    [CmdletBinding(PositionalBinding = $false)]
     [OutputType('Retroflect.Flow')]
     param(
         [ValidateRange(1, 100000)]
@@ -53,16 +61,14 @@ function Get-ReflectFlow {
         [string]$Pipe
     )
     process {
-        try {
-            $result = Invoke-RetroflectRequest -Pipe $Pipe -Method 'flows' -Params @{ limit = $First }
-        }
-        catch {
-            $PSCmdlet.ThrowTerminatingError($_)
-        }
-        foreach ($f in $result.flows) {
-            if ($Protocol -and $Protocol -notcontains [string]$f.protocol) { continue }
-            if ($ServerPort -and $ServerPort -notcontains [int]$f.serverPort) { continue }
-            ConvertTo-RetroflectFlow -Flow $f -Pipe $Pipe
+        Invoke-RetroflectSession $PSCmdlet $Pipe -NonTerminating {
+            param($connection)
+            $result = Invoke-RetroflectMethod -Connection $connection -Method 'flows' -Params @{ limit = $First }
+            foreach ($f in $result.flows) {
+                if ($Protocol -and $Protocol -notcontains [string]$f.protocol) { continue }
+                if ($ServerPort -and $ServerPort -notcontains [int]$f.serverPort) { continue }
+                ConvertTo-RetroflectFlow -Flow $f -Pipe $Pipe
+            }
         }
     }
 }

@@ -21,22 +21,38 @@ function Get-ReflectStats {
     Get-ReflectStats
 
     .EXAMPLE
+    Get-ReflectStats | ConvertTo-Json -Depth 4
+
+    Counters for a script or a log: addresses as strings, UptimeSeconds in seconds.
+
+    .EXAMPLE
     (Get-ReflectStats).ByAddress | Sort-Object Bytes -Descending
 
     Which reflect address carries the most traffic.
 
     .EXAMPLE
-    Get-ReflectStats -Interval 1 -Count 10 | Select-Object SampledAt, ReflectedPacketsPerSecond
+    Get-ReflectStats -Interval 1 -Count 3 | Select-Object SampledAt, ReflectedPacketsPerSecond
 
-    Ten one-second samples of the reflection rate.
+    Three one-second samples of the reflection rate.
 
     .INPUTS
     System.String. Pipe names by the property name Pipe.
 
     .OUTPUTS
     Retroflect.Stats
+    .LINK
+    Get-ReflectAddress
+
+    .LINK
+    Get-ShieldPort
+
+    .LINK
+    Get-ReflectFlow
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding()]
+    [CmdletBinding(PositionalBinding = $false)]
     [OutputType('Retroflect.Stats')]
     param(
         [ValidateRange(0.1, 3600)]
@@ -45,7 +61,7 @@ function Get-ReflectStats {
         [ValidateRange(1, [int]::MaxValue)]
         [int]$Count,
 
-        [Parameter(ValueFromPipelineByPropertyName)]
+        [Parameter(Position = 0, ValueFromPipelineByPropertyName)]
         [Alias('PipeName')]
         [string]$Pipe
     )
@@ -55,20 +71,14 @@ function Get-ReflectStats {
             $samples = [int]::MaxValue
             if ($PSBoundParameters.ContainsKey('Count')) { $samples = $Count }
         }
-        $connection = $null
-        try {
-            $connection = Connect-RetroflectEngine -Pipe $Pipe
+        Invoke-RetroflectSession $PSCmdlet $Pipe -NonTerminating {
+            param($connection)
             for ($i = 0; $i -lt $samples; $i++) {
                 if ($i -gt 0) { Start-Sleep -Milliseconds ([int]($Interval * 1000)) }
+                $persisted = Get-RetroflectPersistedSet -Connection $connection
                 $stats = Invoke-RetroflectMethod -Connection $connection -Method 'stats'
-                ConvertTo-RetroflectStats -Stats $stats -Pipe $Pipe
+                ConvertTo-RetroflectStats -Stats $stats -Pipe $Pipe -Persisted $persisted
             }
-        }
-        catch {
-            $PSCmdlet.ThrowTerminatingError($_)
-        }
-        finally {
-            Disconnect-RetroflectEngine -Connection $connection
         }
     }
 }

@@ -43,8 +43,16 @@ function Remove-ReflectAddress {
 
     .OUTPUTS
     None, or Retroflect.ReflectAddress with -PassThru.
+    .LINK
+    Add-ReflectAddress
+
+    .LINK
+    Get-ReflectAddress
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', PositionalBinding = $false)]
     [OutputType('Retroflect.ReflectAddress')]
     param(
         [Parameter(Mandatory, Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
@@ -60,35 +68,30 @@ function Remove-ReflectAddress {
         [switch]$PassThru
     )
     begin {
-        $pending = New-Object 'System.Collections.Generic.List[string]'
-        $targetPipe = $Pipe
+        $suffix = ''
+        if ($Temporary) { $suffix = ' (running engine only)' }
+        $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Remove' -Noun 'reflect address' -Suffix $suffix -Pipe $Pipe
     }
     process {
-        if ($Pipe) { $targetPipe = $Pipe }
         foreach ($item in $Address) {
             $text = ConvertTo-RetroflectAddressText $item
             if (-not $text) {
                 $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_INVALID_ADDRESS' -TargetObject $item `
-                    -Message "'$item' is not an address and has no Address property." `
+                    -Message "'$item' is not an address and has no IPAddress property." `
                     -Hint 'Give an IPv4 or IPv6 address such as 192.0.2.1, or pipe Get-ReflectAddress.'))
                 continue
             }
-            if ($pending.Contains($text)) { continue }
-            $what = 'reflect address ' + $text
-            if ($Temporary) { $what += ' (running engine only)' }
-            if ($PSCmdlet.ShouldProcess($what, 'Remove')) { $pending.Add($text) }
+            Add-RetroflectCollectorItem $collector $text $text $Pipe
         }
     }
     end {
-        if ($pending.Count -eq 0) { return }
-        $connection = $null
-        $removed = $null
-        try {
-            $connection = Connect-RetroflectEngine -Pipe $targetPipe
+        if ($collector.Items.Count -eq 0) { return }
+        $removed = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
+            param($connection)
             # address.test gives the canonical form and whether it is configured, so a missing address is reported
             # on its own instead of failing the whole all-or-nothing remove.
             $toRemove = New-Object 'System.Collections.Generic.List[string]'
-            foreach ($text in $pending) {
+            foreach ($text in $collector.Items) {
                 $test = Invoke-RetroflectMethod -Connection $connection -Method 'address.test' -Params @{ address = $text } -TargetObject $text
                 if ($null -eq $test.address) {
                     $reason = @($test.reasons)[0]
@@ -106,17 +109,11 @@ function Remove-ReflectAddress {
             if ($toRemove.Count -gt 0) {
                 $params = @{ addresses = $toRemove.ToArray() }
                 if ($Temporary) { $params.temporary = $true }
-                $removed = Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray()
+                Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray()
             }
         }
-        catch {
-            $PSCmdlet.ThrowTerminatingError($_)
-        }
-        finally {
-            Disconnect-RetroflectEngine -Connection $connection
-        }
         if ($PassThru -and $null -ne $removed) {
-            foreach ($a in $removed.removed) { New-RetroflectReflectAddress -Address $a -Persisted (-not $Temporary) -Pipe $targetPipe }
+            foreach ($a in $removed.removed) { New-RetroflectReflectAddress -Address $a -Persisted $false -Pipe $collector.Pipe }
         }
     }
 }

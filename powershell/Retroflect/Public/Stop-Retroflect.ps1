@@ -30,6 +30,14 @@ function Stop-Retroflect {
 
     .OUTPUTS
     None, or Retroflect.Status with -PassThru.
+    .LINK
+    Start-Retroflect
+
+    .LINK
+    Get-Retroflect
+
+    .LINK
+    about_Retroflect
     #>
     [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
     [OutputType('Retroflect.Status')]
