@@ -22,7 +22,7 @@ Describe 'Get-ReflectAddress' {
         (Get-ReflectAddress '192.0.2.2*' -Pipe $script:Pipe).Count | Should -Be 2
     }
     It 'a missing exact address is a non-terminating ObjectNotFound error; an unmatched wildcard is silent' {
-        $r = Get-ReflectAddress 192.0.2.99, 192.0.2.21 -Pipe $script:Pipe -ErrorAction SilentlyContinue -ErrorVariable err
+        $r = Get-ReflectAddress '192.0.2.99', '192.0.2.21' -Pipe $script:Pipe -ErrorAction SilentlyContinue -ErrorVariable err
         $r.IPAddress.IPAddressToString | Should -Be '192.0.2.21'
         $err[-1].FullyQualifiedErrorId | Should -Be 'Retroflect.AddressNotFound,Get-ReflectAddress'
         $err[-1].CategoryInfo.Category | Should -Be 'ObjectNotFound'

@@ -73,3 +73,32 @@ function Invoke-TestScript {
     if ($p.HasExited) { $exitCode = $p.ExitCode }
     return [pscustomobject]@{ ExitCode = $exitCode; Output = $output; TimedOut = (-not $done) }
 }
+
+function Add-WindowsCmdletStub {
+    <#
+    The ScheduledTasks and NetSecurity cmdlets exist only on Windows (and not under Wine). Pester can mock only
+    commands that exist, so where they are missing this defines stand-ins with the parameters the module uses;
+    they fail if a test forgets to mock them. These are the only mocks of the suite besides the platform checks.
+    #>
+    $stubs = @{
+        'Get-ScheduledTask'            = 'param([string]$TaskPath, [string]$TaskName)'
+        'Register-ScheduledTask'       = 'param([string]$TaskPath, [string]$TaskName, $Action, $Trigger, $Principal, $Settings, [string]$Description, [switch]$Force)'
+        'Start-ScheduledTask'          = 'param([string]$TaskPath, [string]$TaskName)'
+        'Stop-ScheduledTask'           = 'param([string]$TaskPath, [string]$TaskName)'
+        'Unregister-ScheduledTask'     = 'param([string]$TaskPath, [string]$TaskName)'
+        'New-ScheduledTaskAction'      = 'param([string]$Execute, [string]$Argument, [string]$WorkingDirectory)'
+        'New-ScheduledTaskTrigger'     = 'param([switch]$AtStartup)'
+        'New-ScheduledTaskPrincipal'   = 'param([string]$UserId, [string]$LogonType, [string]$RunLevel)'
+        'New-ScheduledTaskSettingsSet' = 'param($ExecutionTimeLimit, [int]$RestartCount, $RestartInterval, [switch]$AllowStartIfOnBatteries, [switch]$DontStopIfGoingOnBatteries, [switch]$StartWhenAvailable)'
+        'Get-NetFirewallRule'          = 'param([string[]]$Name)'
+        'New-NetFirewallRule'          = 'param([string]$Name, [string]$DisplayName, [string]$Group, [string]$Description, [string]$Direction, [string]$Action, [string]$Profile, [string[]]$RemoteAddress)'
+        'Set-NetFirewallRule'          = 'param([string[]]$Name, [string[]]$RemoteAddress)'
+        'Remove-NetFirewallRule'       = 'param([string[]]$Name)'
+        'Get-NetFirewallAddressFilter' = 'param($AssociatedNetFirewallRule)'
+    }
+    foreach ($name in $stubs.Keys) {
+        if (Get-Command -Name $name -ErrorAction SilentlyContinue) { continue }
+        $body = "[CmdletBinding(SupportsShouldProcess)] $($stubs[$name]) throw 'stand-in for $name; mock it'"
+        $null = New-Item -Path "function:global:$name" -Value ([scriptblock]::Create($body)) -Force
+    }
+}

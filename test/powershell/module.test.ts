@@ -65,6 +65,9 @@ test('pwsh: Pester tests of every cmdlet against a real engine', async (t) => {
       'ip', 'netns', 'exec', topo.a.name,
       pwsh.path, '-NoProfile', '-NonInteractive', '-File', join(ps, 'Tests', 'Invoke-RetroflectTests.ps1')], { timeoutMs: 15 * 60_000 });
     assert.equal(r.code, 0, `Pester failed:\n${r.stdout}\n${r.stderr}`);
+    const plain = r.stdout.replace(/\x1b\[[0-9;]*m/g, '');
+    if (process.env.RETROFLECT_PESTER_OUTPUT) console.log(plain);
+    for (const line of plain.split('\n').filter((l) => /Tests (completed|Passed)/.test(l))) t.diagnostic(line.trim());
   } finally {
     await topo.destroy();
     rmSync(dir, { recursive: true, force: true });
@@ -122,9 +125,10 @@ test('static: pipeline forms from the brief bind by value or by property name', 
   for (const n of ['Add-ReflectAddress', 'Remove-ReflectAddress', 'Test-ReflectAddress']) {
     assert.match(fn(n), /ValueFromPipeline, ValueFromPipelineByPropertyName\)\]\s*\[Alias\([^)]*\)\]\s*\[object\[\]\]\$Address/, n);
   }
-  // Get-ShieldPort | Remove-ShieldPort: Port and Protocol by property name.
+  // Get-ShieldPort | Remove-ShieldPort: Port and Protocol by property name; '8080/tcp' as Start-Retroflect takes it.
   for (const n of ['Add-ShieldPort', 'Remove-ShieldPort']) {
-    assert.match(fn(n), /ValueFromPipeline, ValueFromPipelineByPropertyName\)\]\s*\[ValidateRange\(1, 65535\)\]\s*\[int\[\]\]\$Port/, n);
+    assert.match(fn(n), /ValueFromPipeline, ValueFromPipelineByPropertyName\)\]\s*\[object\[\]\]\$Port/, n);
+    assert.match(fn(n), /ConvertTo-RetroflectPortSpec -Port \$item/, `${n} parses ports with the one parser`);
     assert.match(fn(n), /Position = 1, ValueFromPipelineByPropertyName\)\]\s*\[ValidateSet\('tcp', 'udp', 'both'\)\]\s*\[string\]\$Protocol/, n);
   }
   // Get-ReflectFlow | Sort-Object Bytes: Bytes is a [long] on Retroflect.Flow.

@@ -36,7 +36,7 @@ function Start-Retroflect {
     Use no config file: only -Address and -ShieldPort, and changes are not saved.
 
     .PARAMETER Device
-    Linux: the TUN device name (default rflct0). A second engine needs its own.
+    Linux: the TUN device name (default rflct0).
 
     .PARAMETER PassThru
     Return the engine's status. Without it nothing is output, as Start-Service does.
@@ -61,10 +61,10 @@ function Start-Retroflect {
     Windows only. Shows the command line that would be run.
 
     .EXAMPLE
-    Start-Retroflect -NoConfig -Address 2001:db8::1 -Pipe test1 -Device rflct1 -PassThru
+    Start-Retroflect -NoConfig -Address 2001:db8::1 -Pipe test1 -PassThru
 
-    Linux only (-Device). A second engine on its own pipe and TUN device that uses no config file; returns its
-    status.
+    Windows only (on Linux one engine runs per host, as the shield rules are per host). A second engine on its own
+    pipe that uses no config file; returns its status.
 
     .INPUTS
     System.String. Reflect addresses by value or by the property name Address.
