@@ -69,7 +69,7 @@ Describe 'Install-Retroflect on Windows (platform, ScheduledTasks and NetSecurit
         Mock -ModuleName Retroflect Test-RetroflectWindows { $true }
         Mock -ModuleName Retroflect Test-RetroflectElevated { $true }
         Mock -ModuleName Retroflect Resolve-RetroflectExecutable { 'C:\Program Files\Retroflect\retroflect.exe' }
-        Mock -ModuleName Retroflect Test-RetroflectInstallAddress { }
+        Mock -ModuleName Retroflect Test-RetroflectInstallAddress { $null }
         Mock -ModuleName Retroflect Get-ScheduledTask { $null }
         Mock -ModuleName Retroflect Register-ScheduledTask { [pscustomobject]@{ TaskName = 'Retroflect' } }
         Mock -ModuleName Retroflect New-ScheduledTaskAction { 'action' }
@@ -77,11 +77,11 @@ Describe 'Install-Retroflect on Windows (platform, ScheduledTasks and NetSecurit
         Mock -ModuleName Retroflect New-ScheduledTaskPrincipal { 'principal' }
         Mock -ModuleName Retroflect New-ScheduledTaskSettingsSet { 'settings' }
         Mock -ModuleName Retroflect New-NetFirewallRule { [pscustomobject]@{ Name = $Name } }
-        Mock -ModuleName Retroflect Set-NetFirewallRule { }
+        Mock -ModuleName Retroflect Set-NetFirewallRule { $null }
     }
     It '-AllowFirewall creates one inbound allow rule limited to the reflect addresses' {
         Mock -ModuleName Retroflect Get-NetFirewallRule { $null }
-        Install-Retroflect -ConfigPath $script:WinConfig -Address 192.0.2.1, 2001:DB8::1 -AllowFirewall -Confirm:$false | Out-Null
+        Install-Retroflect -ConfigPath $script:WinConfig -Address '192.0.2.1', '2001:DB8::1' -AllowFirewall -Confirm:$false | Out-Null
         Should -Invoke -ModuleName Retroflect New-NetFirewallRule -Times 1 -Exactly -ParameterFilter {
             $Name -eq 'Retroflect-Reflected-In' -and $Direction -eq 'Inbound' -and $Action -eq 'Allow' -and
             (($RemoteAddress | Sort-Object) -join ',') -eq '192.0.2.1,2001:db8::1'

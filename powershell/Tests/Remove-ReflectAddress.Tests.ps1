@@ -6,7 +6,7 @@ AfterAll { Stop-TestEngine $script:Pipe }
 
 Describe 'Remove-ReflectAddress' {
     It 'removes a missing address as a non-terminating Retroflect.AddressNotFound and still removes the others' {
-        Remove-ReflectAddress 192.0.2.99, 192.0.2.11 -Pipe $script:Pipe -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
+        Remove-ReflectAddress '192.0.2.99', '192.0.2.11' -Pipe $script:Pipe -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
         $err[-1].FullyQualifiedErrorId | Should -BeLike 'Retroflect.AddressNotFound*'
         $err[-1].CategoryInfo.Category | Should -Be 'ObjectNotFound'
         (Get-ReflectAddress -Pipe $script:Pipe).IPAddress.IPAddressToString | Should -Not -Contain '192.0.2.11'

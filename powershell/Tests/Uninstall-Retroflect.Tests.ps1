@@ -25,11 +25,11 @@ Describe 'Uninstall-Retroflect on Windows (platform, ScheduledTasks and NetSecur
     BeforeEach {
         Mock -ModuleName Retroflect Test-RetroflectWindows { $true }
         Mock -ModuleName Retroflect Test-RetroflectElevated { $true }
-        Mock -ModuleName Retroflect Stop-Retroflect { }
+        Mock -ModuleName Retroflect Stop-Retroflect { $null }
         Mock -ModuleName Retroflect Get-ScheduledTask { [pscustomobject]@{ TaskName = 'Retroflect'; State = 'Ready' } }
-        Mock -ModuleName Retroflect Unregister-ScheduledTask { }
-        Mock -ModuleName Retroflect Stop-ScheduledTask { }
-        Mock -ModuleName Retroflect Remove-NetFirewallRule { }
+        Mock -ModuleName Retroflect Unregister-ScheduledTask { $null }
+        Mock -ModuleName Retroflect Stop-ScheduledTask { $null }
+        Mock -ModuleName Retroflect Remove-NetFirewallRule { $null }
     }
     It 'removes the task and the firewall rule of -AllowFirewall' {
         Mock -ModuleName Retroflect Get-NetFirewallRule { [pscustomobject]@{ Name = 'Retroflect-Reflected-In' } }

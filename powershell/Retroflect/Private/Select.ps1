@@ -8,7 +8,10 @@ function Select-RetroflectByName {
     2001:db8::1). Not an advanced function, so WriteError goes through the calling cmdlet.
     #>
     param($Cmdlet, [object[]]$InputObject, [string[]]$Name, [scriptblock]$Key, [scriptblock]$Normalize, [string]$What, [string]$ErrorCode, [string]$Hint)
-    if (-not $Name) { return $InputObject }
+    if (-not $Name) {
+        foreach ($o in $InputObject) { $o }   # not `return $InputObject`: an empty list would output one $null
+        return
+    }
     $matched = @{}
     foreach ($o in $InputObject) {
         $k = [string](& $Key $o)
