@@ -11,6 +11,7 @@ Describe 'Get-ReflectStats' {
         $s = Get-ReflectStats -Pipe $script:Pipe
         $s.PSTypeNames | Should -Contain 'Retroflect.Stats'
         $s.ReflectedPackets | Should -BeOfType [long]
+        $s.ForgedSourceDroppedPackets | Should -BeOfType [long]
         $s.SampledAt | Should -BeOfType [datetime]
         $s.UptimeSeconds | Should -BeOfType [double]
         $s.ByAddress[0].IPAddress | Should -BeOfType [ipaddress]
