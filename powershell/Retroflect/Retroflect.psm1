@@ -12,7 +12,7 @@
 #  3. Objects come from a builder in Private/Objects.ps1 with a PSTypeName, and a table and list view in
 #     Retroflect.Format.ps1xml. Addresses are [ipaddress] named IPAddress, counters [long], durations seconds.
 #  4. Errors: New-RetroflectErrorRecord with a code from Private/Errors.ps1 (documented in about_Retroflect).
-#  5. Add it to FunctionsToExport in Retroflect.psd1 and write test/Tests/<Verb-Noun>.Tests.ps1 (one per cmdlet).
+#  5. Add it to FunctionsToExport in Retroflect.psd1 and write powershell/Tests/<Verb-Noun>.Tests.ps1 (one per cmdlet); see powershell/README.md.
 
 foreach ($folder in @('Private', 'Public')) {
     $dir = Join-Path $PSScriptRoot $folder

@@ -97,7 +97,7 @@ test('static: manifest FunctionsToExport equals the functions in Public/, one pe
   }
 });
 
-test('static: every public function has CmdletBinding, approved verb, full comment-based help for every parameter', () => {
+test('static: every public function has CmdletBinding without accidental positions, approved verb, full help with .LINK, its own Pester file', () => {
   for (const f of publicFiles) {
     const { name, help, params, binding } = parseFunction(read(join(mod, 'Public', f)));
     const verb = name.split('-')[0];
@@ -110,6 +110,9 @@ test('static: every public function has CmdletBinding, approved verb, full comme
     for (const p of params) {
       assert.match(help, new RegExp(`\\.PARAMETER ${p}\\b`), `${name} documents -${p}`);
     }
+    assert.ok(help.includes('.LINK'), `${name} help has .LINK`);
+    assert.match(binding, /PositionalBinding = \$false/, `${name}: only parameters marked Position bind by position`);
+    assert.ok(existsSync(join(ps, 'Tests', `${name}.Tests.ps1`)), `${name} has its own Pester file powershell/Tests/${name}.Tests.ps1`);
     if (CHANGING_VERBS.has(verb)) {
       assert.match(binding, /SupportsShouldProcess/, `${name} changes something, so it declares SupportsShouldProcess`);
       assert.match(binding, /ConfirmImpact\s*=\s*'(Low|Medium|High)'/, `${name} sets ConfirmImpact`);

@@ -7,6 +7,8 @@ function Get-ReflectFlow {
     Returns one Retroflect.Flow per reflected connection or exchange, most recently seen first: protocol, reflect
     address, this host's address, client and server ports, packets, bytes, first and last time seen, and state
     (TCP: open or closed; others: active).
+    When no engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction and
+    $ErrorActionPreference decide (a script with $ErrorActionPreference = 'Stop' ends with an error).
 
     .PARAMETER First
     At most this many flows (1 to 100000, default 1000).

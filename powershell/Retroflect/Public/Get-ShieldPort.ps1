@@ -6,9 +6,12 @@ function Get-ShieldPort {
     .DESCRIPTION
     Returns one Retroflect.ShieldPort per shielded port and protocol, with whether it is saved in the config file
     (Persisted) and the packets and bytes from other hosts dropped at it since the engine started.
+    When no engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction and
+    $ErrorActionPreference decide (a script with $ErrorActionPreference = 'Stop' ends with an error).
 
     .PARAMETER Port
-    Return only these port numbers.
+    Return only these port numbers. A port that is not shielded is a non-terminating Retroflect.PortNotFound
+    error (ObjectNotFound).
 
     .PARAMETER Protocol
     Return only this protocol (tcp or udp).

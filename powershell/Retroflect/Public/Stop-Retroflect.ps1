@@ -39,7 +39,7 @@ function Stop-Retroflect {
     .LINK
     about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', PositionalBinding = $false)]
     [OutputType('Retroflect.Status')]
     param(
         [ValidateRange(1, 600)]

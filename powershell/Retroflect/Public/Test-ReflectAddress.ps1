@@ -7,7 +7,9 @@ function Test-ReflectAddress {
     Asks the engine to check each address exactly as Add-ReflectAddress would (an IP address, not one of this
     host's addresses, not on a local subnet, routed) without changing anything. The result says whether it is
     usable, why not, any warnings, whether it is already configured, and a suggested address of the same family
-    that passes every check (taken from the documentation ranges, which nothing real uses).
+    that passes every check (taken from the documentation ranges, which nothing real uses). The engine's warnings
+    (a public address, for example) are also written as warnings. All addresses of a pipeline are tested in one
+    session with the engine.
 
     .PARAMETER Address
     Addresses to test: strings, [ipaddress] objects, or objects with an IPAddress property.
