@@ -24,4 +24,9 @@ Describe 'Remove-ReflectAddress' {
         Get-ReflectAddress -Pipe $script:Pipe | Remove-ReflectAddress -Confirm:$false
         Get-ReflectAddress -Pipe $script:Pipe | Should -BeNullOrEmpty
     }
+    It 'completes -Address with the running engine''s addresses' {
+        Add-ReflectAddress 192.0.2.14 -Pipe $script:Pipe -Confirm:$false
+        $line = "Remove-ReflectAddress -Pipe '$($script:Pipe)' -Address 192.0.2.1"
+        (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Contain '192.0.2.14'
+    }
 }

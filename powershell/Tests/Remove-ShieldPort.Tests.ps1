@@ -22,6 +22,10 @@ Describe 'Remove-ShieldPort' {
         ($r | ForEach-Object { '{0}/{1}' -f $_.Port, $_.Protocol }) | Should -Be @('9000/tcp', '9000/udp')
         (Get-ShieldPort -Pipe $script:Pipe).Port | Should -Be @(7000)
     }
+    It 'completes -Port with the running engine''s ports' {
+        $line = "Remove-ShieldPort -Pipe '$($script:Pipe)' -Port 70"
+        (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Contain '7000'
+    }
     It 'takes 7000/udp as Add-ShieldPort does' {
         Remove-ShieldPort '7000/udp' -Pipe $script:Pipe -Confirm:$false
         Get-ShieldPort -Pipe $script:Pipe | Should -BeNullOrEmpty
