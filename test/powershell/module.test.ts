@@ -131,7 +131,7 @@ test('static: pipeline forms from the brief bind by value or by property name', 
   // Get-ShieldPort | Remove-ShieldPort: Port and Protocol by property name; '8080/tcp' as Start-Retroflect takes it.
   for (const n of ['Add-ShieldPort', 'Remove-ShieldPort']) {
     assert.match(fn(n), /ValueFromPipeline, ValueFromPipelineByPropertyName\)\]\s*\[object\[\]\]\$Port/, n);
-    assert.match(fn(n), /ConvertTo-RetroflectPortSpec -Port \$item/, `${n} parses ports with the one parser`);
+    assert.match(fn(n), /Add-RetroflectPortItem \$collector \$Port \$Protocol/, `${n} parses ports with the one parser`);
     assert.match(fn(n), /Position = 1, ValueFromPipelineByPropertyName\)\]\s*\[ValidateSet\('tcp', 'udp', 'both'\)\]\s*\[string\]\$Protocol/, n);
   }
   // Get-ReflectFlow | Sort-Object Bytes: Bytes is a [long] on Retroflect.Flow.

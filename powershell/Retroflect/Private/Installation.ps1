@@ -7,6 +7,21 @@ $script:UnitName = 'retroflect.service'
 # Windows: the inbound Windows Defender Firewall rule of Install-Retroflect -AllowFirewall.
 $script:FirewallRuleName = 'Retroflect-Reflected-In'
 
+function Assert-RetroflectRoot {
+    <#
+    -Root redirects everything or nothing: on Windows the scheduled task and the firewall rule live in the system,
+    not in a folder, so a -Root there would redirect only the config file. Returns the root resolved against $PWD.
+    #>
+    param($Cmdlet, [string]$Root, [bool]$Given)
+    if ($Given -and (Test-RetroflectWindows)) {
+        throw (New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $Root `
+            -Message '-Root is for Linux image trees; on Windows the scheduled task and the firewall rule cannot be redirected under another root.' `
+            -Hint 'Leave out -Root on Windows.')
+    }
+    if ($Root -eq '/') { return $Root }
+    return (Resolve-RetroflectUserPath $Cmdlet $Root)
+}
+
 function Join-RetroflectRootPath {
     # A system path (/etc/...) under -Root, so tests can install into a scratch folder.
     param([Parameter(Mandatory)][string]$Root, [Parameter(Mandatory)][string]$SystemPath)

@@ -42,6 +42,7 @@ function New-RetroflectCollector {
     (" (temporary)"). The last -Pipe seen wins (piped objects carry their engine's pipe).
     #>
     param($Cmdlet, [string]$Action, [string]$Noun, [string]$Suffix, [string]$Pipe)
+    # A -Temporary change says so in every ShouldProcess question.
     return [pscustomobject]@{
         Cmdlet = $Cmdlet
         Action = $Action
@@ -51,6 +52,34 @@ function New-RetroflectCollector {
         Keys   = New-Object 'System.Collections.Generic.List[string]'
         Items  = New-Object 'System.Collections.Generic.List[object]'
         Seen   = @{}
+    }
+}
+
+function Add-RetroflectAddressItem {
+    # The -Address values of one pipeline object -> collected address texts; input with no address at all is a
+    # non-terminating Retroflect.InvalidAddress (the engine judges the rest).
+    param($Collector, [object[]]$Address, [string]$Pipe)
+    foreach ($item in $Address) {
+        $text = ConvertTo-RetroflectAddressText $item
+        if (-not $text) {
+            $Collector.Cmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_INVALID_ADDRESS' -TargetObject $item `
+                -Message "'$item' is not an address and has no IPAddress property." `
+                -Hint 'Give an IPv4 or IPv6 address such as 192.0.2.1 or 2001:db8::1, or pipe Get-ReflectAddress.'))
+            continue
+        }
+        Add-RetroflectCollectorItem $Collector $text $text $Pipe
+    }
+}
+
+function Add-RetroflectPortItem {
+    # The -Port values of one pipeline object -> collected {port, protocol} entries, keyed 'port/protocol'; a bad
+    # port is a non-terminating Retroflect.InvalidPort. Returns the port numbers given for both protocols.
+    param($Collector, [object[]]$Port, [string]$Protocol, [string]$Pipe)
+    foreach ($item in $Port) {
+        try { $specs = @(ConvertTo-RetroflectPortSpec -Port $item -Protocol $Protocol) }
+        catch { $Collector.Cmdlet.WriteError($_); continue }
+        if ($specs.Count -eq 2) { [string]$specs[0].port }
+        foreach ($spec in $specs) { Add-RetroflectCollectorItem $Collector ('{0}/{1}' -f $spec.port, $spec.protocol) $spec $Pipe }
     }
 }
 

@@ -79,16 +79,7 @@ function Add-ReflectAddress {
         $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Add' -Noun 'reflect address' -Suffix $suffix -Pipe $Pipe
     }
     process {
-        foreach ($item in $Address) {
-            $text = ConvertTo-RetroflectAddressText $item
-            if (-not $text) {
-                $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_INVALID_ADDRESS' -TargetObject $item `
-                    -Message "'$item' is not an address and has no IPAddress property." `
-                    -Hint 'Give an IPv4 or IPv6 address such as 192.0.2.1 or 2001:db8::1.'))
-                continue
-            }
-            Add-RetroflectCollectorItem $collector $text $text $Pipe
-        }
+        Add-RetroflectAddressItem $collector $Address $Pipe
     }
     end {
         if ($collector.Items.Count -eq 0) { return }

@@ -85,11 +85,7 @@ function Add-ShieldPort {
         $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Add' -Noun 'shield port' -Suffix $suffix -Pipe $Pipe
     }
     process {
-        foreach ($item in $Port) {
-            try { $specs = ConvertTo-RetroflectPortSpec -Port $item -Protocol $Protocol }
-            catch { $PSCmdlet.WriteError($_); continue }
-            foreach ($spec in $specs) { Add-RetroflectCollectorItem $collector ('{0}/{1}' -f $spec.port, $spec.protocol) $spec $Pipe }
-        }
+        $null = Add-RetroflectPortItem $collector $Port $Protocol $Pipe
     }
     end {
         if ($collector.Items.Count -eq 0) { return }

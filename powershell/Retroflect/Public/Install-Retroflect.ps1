@@ -94,14 +94,7 @@ function Install-Retroflect {
     )
     $windows = Test-RetroflectWindows
     try {
-        if ($windows -and $PSBoundParameters.ContainsKey('Root')) {
-            # The task and the firewall rule live in the system, not in a folder: -Root could redirect only the
-            # config file, and a half-redirected install is worse than none.
-            throw (New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $Root `
-                -Message '-Root is for Linux image trees; on Windows the scheduled task and the firewall rule cannot be installed under another root.' `
-                -Hint 'Leave out -Root on Windows.')
-        }
-        if ($Root -ne '/') { $Root = Resolve-RetroflectUserPath $PSCmdlet $Root }
+        $Root = Assert-RetroflectRoot $PSCmdlet $Root $PSBoundParameters.ContainsKey('Root')
         $exe = Resolve-RetroflectExecutable -Path (Resolve-RetroflectUserPath $PSCmdlet $Path)
         if ($ConfigPath) { $ConfigPath = Resolve-RetroflectUserPath $PSCmdlet $ConfigPath }
         else { $ConfigPath = Get-RetroflectDefaultConfigPath }

@@ -72,12 +72,7 @@ function Remove-ShieldPort {
         $bothProtocols = @{}
     }
     process {
-        foreach ($item in $Port) {
-            try { $specs = @(ConvertTo-RetroflectPortSpec -Port $item -Protocol $Protocol) }
-            catch { $PSCmdlet.WriteError($_); continue }
-            if ($specs.Count -eq 2) { $bothProtocols[[string]$specs[0].port] = $true }
-            foreach ($spec in $specs) { Add-RetroflectCollectorItem $collector ('{0}/{1}' -f $spec.port, $spec.protocol) $spec $Pipe }
-        }
+        foreach ($number in (Add-RetroflectPortItem $collector $Port $Protocol $Pipe)) { $bothProtocols[$number] = $true }
     }
     end {
         if ($collector.Items.Count -eq 0) { return }

@@ -53,12 +53,7 @@ function Uninstall-Retroflect {
     )
     $windows = Test-RetroflectWindows
     try {
-        if ($windows -and $PSBoundParameters.ContainsKey('Root')) {
-            throw (New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $Root `
-                -Message '-Root is for Linux image trees; on Windows the scheduled task and the firewall rule are not under a root.' `
-                -Hint 'Leave out -Root on Windows.')
-        }
-        if ($Root -ne '/') { $Root = Resolve-RetroflectUserPath $PSCmdlet $Root }
+        $Root = Assert-RetroflectRoot $PSCmdlet $Root $PSBoundParameters.ContainsKey('Root')
         if ($ConfigPath) { $ConfigPath = Resolve-RetroflectUserPath $PSCmdlet $ConfigPath }
         else { $ConfigPath = Get-RetroflectDefaultConfigPath }
         if ($Root -eq '/' -and -not (Test-RetroflectElevated)) {
