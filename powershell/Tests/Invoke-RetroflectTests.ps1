@@ -11,6 +11,13 @@ if ($env:RETROFLECT_TEST_FILTER) {
 }
 $config = New-PesterConfiguration
 $config.Run.Path = @($files | ForEach-Object { $_.FullName })
-$config.Run.Exit = $true
+$config.Run.PassThru = $true
 $config.Output.Verbosity = 'Detailed'
-Invoke-Pester -Configuration $config
+# Every test path (sockets, so the engines' log files) starts with this run's prefix: afterwards the logs the
+# engines left in the shared data folder are removed, and nothing else there is touched.
+$env:RETROFLECT_TEST_RUN = 'pester' + [guid]::NewGuid().ToString('N').Substring(0, 6)
+$result = Invoke-Pester -Configuration $config
+Get-ChildItem -LiteralPath '/var/lib/retroflect/logs' -Filter ($env:RETROFLECT_TEST_RUN + '-*') -ErrorAction SilentlyContinue |
+    Remove-Item -Force
+if ($result.Result -ne 'Passed') { exit 1 }
+exit 0

@@ -18,9 +18,11 @@ if (($env:PATH -split [System.IO.Path]::PathSeparator) -notcontains $exeDir) {
 }
 
 function New-TestPath {
-    # A fresh path in the scratch folder: New-TestPath 'x.sock' -> <dir>/<random>-x.sock
+    # A fresh path in the scratch folder: New-TestPath 'x.sock' -> <dir>/<run prefix>-<random>-x.sock
     param([string]$Leaf)
-    return (Join-Path $script:Dir (([guid]::NewGuid().ToString('N').Substring(0, 8)) + '-' + $Leaf))
+    $prefix = ''
+    if ($env:RETROFLECT_TEST_RUN) { $prefix = $env:RETROFLECT_TEST_RUN + '-' }
+    return (Join-Path $script:Dir ($prefix + ([guid]::NewGuid().ToString('N').Substring(0, 8)) + '-' + $Leaf))
 }
 
 function Start-TestEngine {
