@@ -68,7 +68,8 @@ export class ConfigChanges {
                 if (wantedMaps.length) c.portMaps = mergePortMaps(portMapsOf(c), wantedMaps).maps;
               }),
       );
-      return { added, existing, warnings, portMaps: { added: merged.added, existing: merged.existing } };
+      const saved = this.store.path === null ? [] : this.store.config.reflectAddresses;
+      return { added, existing, warnings, portMaps: { added: merged.added, existing: merged.existing }, persisted: wanted.filter((a) => saved.includes(a)) };
     });
   }
 
@@ -130,7 +131,7 @@ export class ConfigChanges {
     });
   }
 
-  addShieldPorts(ports: readonly ShieldPort[], temporary: boolean): Promise<ChangeResult<ShieldPort>> {
+  addShieldPorts(ports: readonly ShieldPort[], temporary: boolean): Promise<ChangeResult<ShieldPort> & { persisted: ShieldPort[] }> {
     const wanted = uniquePorts(ports);
     return this.serialized(async () => {
       const running = this.engine.config();
@@ -141,7 +142,8 @@ export class ConfigChanges {
         { ...running, shieldPorts: [...running.shieldPorts, ...added] },
         temporary ? null : () => this.store.addShieldPorts(wanted),
       );
-      return { added, existing };
+      const saved = new Set(this.store.path === null ? [] : this.store.config.shieldPorts.map(shieldKey));
+      return { added, existing, persisted: wanted.filter((p) => saved.has(shieldKey(p))) };
     });
   }
 

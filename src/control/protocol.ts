@@ -103,6 +103,8 @@ export interface AddressAddResult {
   warnings: AddressWarning[];
   /** Port maps the request added, and those that were already there unchanged (idempotent). */
   portMaps: { added: PortMap[]; existing: PortMap[] };
+  /** Those of added + existing that are in the config file after the change (none on a --no-config engine). */
+  persisted: string[];
 }
 
 export interface AddressTestReason {
@@ -138,7 +140,7 @@ export interface MethodResults {
   'address.remove': { removed: string[]; portMapsRemoved: PortMap[] };
   'address.test': AddressTestResult;
   'shield.list': { ports: ShieldEntry[] };
-  'shield.add': { added: ShieldPort[]; existing: ShieldPort[] };
+  'shield.add': { added: ShieldPort[]; existing: ShieldPort[]; persisted: ShieldPort[] };
   'shield.remove': { removed: ShieldPort[] };
   stats: EngineStats;
   flows: { flows: FlowRecord[] };

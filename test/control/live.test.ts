@@ -181,9 +181,9 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     for (const [addr, other] of [['203.0.113.5', '192.0.2.1'], ['2001:db8::5', '192.0.2.1']] as const) {
       const add = await engine!.cli(['address', 'add', addr]);
       assert.equal(add.code, 0, add.stdout + add.stderr);
-      assert.deepEqual(add.json, { added: [addr], existing: [], warnings: [], portMaps: { added: [], existing: [] } });
+      assert.deepEqual(add.json, { added: [addr], existing: [], warnings: [], portMaps: { added: [], existing: [] }, persisted: [addr] });
       const again = await engine!.cli(['address', 'add', addr]);
-      assert.deepEqual(again.json, { added: [], existing: [addr], warnings: [], portMaps: { added: [], existing: [] } }, 'adding twice is idempotent');
+      assert.deepEqual(again.json, { added: [], existing: [addr], warnings: [], portMaps: { added: [], existing: [] }, persisted: [addr] }, 'adding twice is idempotent');
       assert.deepEqual(await probe(t.a, 'tcp', addr, PEER_TCP), { ok: true, reply: `peer=${addr}` });
 
       const rm = await engine!.cli(['address', 'remove', addr]);
@@ -213,7 +213,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     assert.deepEqual(await probe(t.b, 'tcp', t.a4, PEER_TCP), { ok: true, reply: `peer=${t.b4}` });
     const add = await engine!.cli(['shield', 'add', `${PEER_TCP}/tcp`, '--temporary']);
     assert.equal(add.code, 0, add.stdout + add.stderr);
-    assert.deepEqual(add.json, { added: [{ port: PEER_TCP, protocol: 'tcp' }], existing: [] });
+    assert.deepEqual(add.json, { added: [{ port: PEER_TCP, protocol: 'tcp' }], existing: [], persisted: [] });
     assert.deepEqual(await probe(t.b, 'tcp', t.a4, PEER_TCP, 1500), { ok: false, error: 'timeout' });
     assert.deepEqual(await probe(t.a, 'tcp', '192.0.2.1', PEER_TCP), { ok: true, reply: 'peer=192.0.2.1' }, 'reflected traffic passes a shield');
     const rm = await engine!.cli(['shield', 'remove', `${PEER_TCP}/tcp`, '--temporary']);

@@ -161,9 +161,11 @@ describe('changes and persistence', () => {
   it('adds idempotently, persists only non-temporary entries, lists which are persisted', async () => {
     const r1 = await client.call('address.add', { addresses: ['192.0.2.1', '2001:DB8::1'] });
     assert.deepEqual(r1.added, ['192.0.2.1', '2001:db8::1']);
+    assert.deepEqual(r1.persisted, ['192.0.2.1', '2001:db8::1'], 'the reply says what is saved, so clients need no second request');
     const r2 = await client.call('address.add', { addresses: ['192.0.2.1'] });
-    assert.deepEqual([r2.added, r2.existing], [[], ['192.0.2.1']]);
-    await client.call('address.add', { addresses: ['192.0.2.2'], temporary: true });
+    assert.deepEqual([r2.added, r2.existing, r2.persisted], [[], ['192.0.2.1'], ['192.0.2.1']]);
+    const r3 = await client.call('address.add', { addresses: ['192.0.2.2'], temporary: true });
+    assert.deepEqual(r3.persisted, []);
     const file = JSON.parse(readFileSync(s.configPath, 'utf8'));
     assert.deepEqual(file, { schemaVersion: 1, reflectAddresses: ['192.0.2.1', '2001:db8::1'], shieldPorts: [] });
     const list = await client.call('address.list');
@@ -205,6 +207,10 @@ describe('changes and persistence', () => {
   it('shield ports accept specs and objects; remove of unshielded is E_PORT_NOT_FOUND', async () => {
     const r = await client.call('shield.add', { ports: ['8080', { port: 53, protocol: 'udp' }, 9000] });
     assert.deepEqual(r.added.map((p) => `${p.port}/${p.protocol}`), ['8080/tcp', '8080/udp', '53/udp', '9000/tcp', '9000/udp']);
+    assert.deepEqual(r.persisted, r.added, 'saved in the config file');
+    const temp = await client.call('shield.add', { ports: ['7000/tcp', '53/udp'], temporary: true });
+    assert.deepEqual(temp.persisted, [{ port: 53, protocol: 'udp' }], 'a temporary new port is not saved; an existing saved one stays saved');
+    await client.call('shield.remove', { ports: ['7000/tcp'], temporary: true });
     await assert.rejects(client.call('shield.add', { ports: ['70000'] }), (e: RetroflectError) => e.code === 'E_INVALID_PORT');
     await assert.rejects(client.call('shield.remove', { ports: ['53/tcp'] }), (e: RetroflectError) => e.code === 'E_PORT_NOT_FOUND');
     await client.call('shield.remove', { ports: ['8080/udp'] });

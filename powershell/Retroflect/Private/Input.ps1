@@ -1,34 +1,62 @@
-# Normalises what cmdlets receive from the pipeline or the command line into protocol arguments.
+# Normalises what cmdlets receive from the pipeline or the command line into protocol arguments. One parser per
+# kind of input, used by every cmdlet that takes it (Add-/Remove-ShieldPort, Start-/Install-Retroflect, the config
+# file writer).
 
 function ConvertTo-RetroflectAddressText {
     <#
-    Accepts a string ('192.0.2.1', '[2001:db8::1]'), an [ipaddress], or any object with an Address property
-    (a Retroflect.ReflectAddress, an Import-Csv row). Returns the text to send; the engine does the validation,
-    so its rules and messages are the only ones. Returns $null for input that has no address at all.
+    Accepts a string ('192.0.2.1', '[2001:db8::1]'), an [ipaddress], or any object with an IPAddress, Address or
+    ReflectAddress property (a Retroflect.ReflectAddress, a Get-NetIPAddress result, an Import-Csv row). Returns
+    the text to send; the engine does the validation, so its rules and messages are the only ones. Returns $null
+    for input that has no address at all.
     #>
     param([object]$InputObject)
     if ($null -eq $InputObject) { return $null }
     # -is looks through the PSObject wrapper, so piped strings and addresses match here.
     if ($InputObject -is [string]) { return $InputObject.Trim() }
     if ($InputObject -is [System.Net.IPAddress]) { return $InputObject.ToString() }
-    $property = $InputObject.PSObject.Properties['Address']
-    if ($null -eq $property) { $property = $InputObject.PSObject.Properties['ReflectAddress'] }
-    if ($null -ne $property -and $null -ne $property.Value) { return ([string]$property.Value).Trim() }
+    foreach ($name in @('IPAddress', 'Address', 'ReflectAddress')) {
+        $property = $InputObject.PSObject.Properties[$name]
+        if ($null -ne $property -and $null -ne $property.Value) { return ([string]$property.Value).Trim() }
+    }
     return $null
 }
 
 function ConvertTo-RetroflectPortSpec {
     <#
-    One port number and protocol ('tcp', 'udp' or 'both') -> the protocol's port arguments: objects
-    {port, protocol} for one protocol, the bare number for both (the engine expands it to TCP and UDP).
+    One shield port as a user gives it -> the protocol's {port, protocol} entries. Accepts 8080, '8080', '8080/tcp',
+    '53/udp', '8080/both', or an object with Port (and Protocol) properties such as Get-ShieldPort output.
+    $Protocol applies when the input names none; 'both' means TCP and UDP. Throws Retroflect.InvalidPort.
     #>
-    param([Parameter(Mandatory)][int]$Port, [string]$Protocol = 'both')
+    param([object]$Port, [string]$Protocol = 'both')
+    $value = $Port
+    if ($null -ne $Port -and -not ($Port -is [string]) -and -not ($Port -is [int]) -and $null -ne $Port.PSObject.Properties['Port']) {
+        $value = $Port.Port
+        if ($null -ne $Port.PSObject.Properties['Protocol'] -and $Port.Protocol) { $Protocol = [string]$Port.Protocol }
+    }
+    $text = ([string]$value).Trim().ToLowerInvariant()
+    $m = [regex]::Match($text, '^(\d{1,5})(?:/(tcp|udp|both))?$')
+    $number = 0
+    if ($m.Success) { $number = [int]$m.Groups[1].Value }
+    if ($number -lt 1 -or $number -gt 65535) {
+        throw (New-RetroflectErrorRecord -Code 'E_INVALID_PORT' -TargetObject $Port `
+            -Message "'$value' is not a shield port." `
+            -Hint 'Give a port from 1 to 65535, optionally with /tcp or /udp (8080, 8080/tcp, 53/udp).')
+    }
     $p = 'both'
     if ($Protocol) { $p = $Protocol.ToLowerInvariant() }
+    if ($m.Groups[2].Success) { $p = $m.Groups[2].Value }
     if ($p -eq 'both') {
-        return @([ordered]@{ port = $Port; protocol = 'tcp' }, [ordered]@{ port = $Port; protocol = 'udp' })
+        return @([ordered]@{ port = $number; protocol = 'tcp' }, [ordered]@{ port = $number; protocol = 'udp' })
     }
-    return @([ordered]@{ port = $Port; protocol = $p })
+    return @([ordered]@{ port = $number; protocol = $p })
+}
+
+function Resolve-RetroflectUserPath {
+    # A path as the user typed it, resolved against PowerShell's current location ($PWD), not the process's
+    # working directory (which .NET file calls would use). The file need not exist.
+    param($Cmdlet, [string]$Path)
+    if (-not $Path) { return $Path }
+    return $Cmdlet.SessionState.Path.GetUnresolvedProviderPathFromPSPath($Path)
 }
 
 function ConvertTo-RetroflectPortMapSpec {

@@ -4,6 +4,23 @@
 $script:TaskPath = '\Retroflect\'
 $script:TaskName = 'Retroflect'
 $script:UnitName = 'retroflect.service'
+# Windows: the inbound Windows Defender Firewall rule of Install-Retroflect -AllowFirewall.
+$script:FirewallRuleName = 'Retroflect-Reflected-In'
+
+function Assert-RetroflectRoot {
+    <#
+    -Root redirects everything or nothing: on Windows the scheduled task and the firewall rule live in the system,
+    not in a folder, so a -Root there would redirect only the config file. Returns the root resolved against $PWD.
+    #>
+    param($Cmdlet, [string]$Root, [bool]$Given)
+    if ($Given -and (Test-RetroflectWindows)) {
+        throw (New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $Root `
+            -Message '-Root is for Linux image trees; on Windows the scheduled task and the firewall rule cannot be redirected under another root.' `
+            -Hint 'Leave out -Root on Windows.')
+    }
+    if ($Root -eq '/') { return $Root }
+    return (Resolve-RetroflectUserPath $Cmdlet $Root)
+}
 
 function Join-RetroflectRootPath {
     # A system path (/etc/...) under -Root, so tests can install into a scratch folder.
@@ -87,19 +104,12 @@ function Update-RetroflectConfigFile {
         $text = $a.Trim()
         if (-not $addresses.Contains($text)) { $addresses.Add($text); $changed = $true }
     }
-    foreach ($spec in $ShieldPort) {
-        $m = [regex]::Match(([string]$spec).Trim().ToLowerInvariant(), '^(\d{1,5})(?:/(tcp|udp|both))?$')
-        if (-not $m.Success -or [int]$m.Groups[1].Value -lt 1 -or [int]$m.Groups[1].Value -gt 65535) {
-            throw (New-RetroflectErrorRecord -Code 'E_INVALID_PORT' -TargetObject $spec `
-                -Message "'$spec' is not a shield port." -Hint 'Give a port from 1 to 65535, optionally with /tcp or /udp (8080, 8080/tcp, 53/udp).')
-        }
-        $protocols = @('tcp', 'udp')
-        if ($m.Groups[2].Success -and $m.Groups[2].Value -ne 'both') { $protocols = @($m.Groups[2].Value) }
-        foreach ($proto in $protocols) {
-            $key = '{0}/{1}' -f [int]$m.Groups[1].Value, $proto
+    foreach ($given in $ShieldPort) {
+        foreach ($spec in (ConvertTo-RetroflectPortSpec -Port $given)) {
+            $key = '{0}/{1}' -f $spec.port, $spec.protocol
             if ($keys.ContainsKey($key)) { continue }
             $keys[$key] = $true
-            $ports.Add([ordered]@{ port = [int]$m.Groups[1].Value; protocol = $proto })
+            $ports.Add($spec)
             $changed = $true
         }
     }
@@ -112,4 +122,76 @@ function Update-RetroflectConfigFile {
     [System.IO.File]::WriteAllText($temp, $json + "`n", $script:Utf8NoBom)
     Move-Item -LiteralPath $temp -Destination $Path -Force
     return $true
+}
+
+function Get-RetroflectConfigAddress {
+    # The reflect addresses in a config file (none when it does not exist).
+    param([Parameter(Mandatory)][string]$Path)
+    if (-not (Test-Path -LiteralPath $Path)) { return @() }
+    return @((Get-Content -LiteralPath $Path -Raw | ConvertFrom-Json).reflectAddresses | ForEach-Object { [string]$_ })
+}
+
+function Test-RetroflectInstallAddress {
+    <#
+    Install-Retroflect checks addresses before it writes anything, with the engine's own rules: the engine
+    executable's dry run (`run --dry-run --no-config --reflect ...`, which changes nothing) validates them against
+    this host. Under another -Root (an image for another machine) only the syntax is checked, since this host's
+    addresses say nothing about that one. Throws Retroflect.InvalidAddress with the engine's message.
+    #>
+    param([Parameter(Mandatory)][string]$Executable, [string[]]$Address, [switch]$SyntaxOnly)
+    foreach ($a in $Address) {
+        $ip = $null
+        if (-not [System.Net.IPAddress]::TryParse(([string]$a).Trim().Trim('[', ']'), [ref]$ip)) {
+            throw (New-RetroflectErrorRecord -Code 'E_INVALID_ADDRESS' -TargetObject $a -Message "'$a' is not an IP address." `
+                -Hint 'Give an IPv4 address in dotted form (192.0.2.1) or an IPv6 address (2001:db8::1); Test-ReflectAddress suggests one.')
+        }
+    }
+    if ($SyntaxOnly -or -not $Address) { return }
+    $argv = @('run', '--dry-run', '--no-config')
+    foreach ($a in $Address) { $argv += @('--reflect', $a) }
+    $output = & $Executable @argv 2>&1
+    if ($LASTEXITCODE -eq 0) { return }
+    $text = (($output | ForEach-Object { [string]$_ }) -join "`n").Trim()
+    $message = ($text -split "`n" | Where-Object { $_ -like 'error:*' } | Select-Object -First 1) -replace '^error:\s*', '' -replace '\s*\[E_[A-Z_]+\]$', ''
+    $hint = ($text -split "`n" | Where-Object { $_ -like 'hint:*' } | Select-Object -First 1) -replace '^hint:\s*', ''
+    if (-not $message) { $message = $text }
+    $code = 'E_INVALID_ADDRESS'
+    $m = [regex]::Match($text, '\[(E_[A-Z_]+)\]')
+    if ($m.Success) { $code = $m.Groups[1].Value }
+    throw (New-RetroflectErrorRecord -Code $code -TargetObject $Address -Message $message -Hint $hint)
+}
+
+function Set-RetroflectFirewallRule {
+    <#
+    Windows: the one inbound Windows Defender Firewall rule that lets reflected connections in. Reflected packets
+    arrive as inbound from the reflect address on a physical interface, so the firewall judges them like traffic
+    from the network; the rule allows exactly the reflect addresses as remote addresses, all programs, every
+    profile. The engine drops packets from the network that forge a reflect address as their source, so nothing
+    else gets in through it. Created, or its remote addresses updated; returns $true when something changed.
+    #>
+    param([Parameter(Mandatory)]$Cmdlet, [Parameter(Mandatory)][string[]]$Address)
+    $wanted = @($Address | ForEach-Object { ConvertTo-RetroflectCanonicalAddress $_ } | Sort-Object -Unique)
+    $rule = Get-NetFirewallRule -Name $script:FirewallRuleName -ErrorAction SilentlyContinue
+    if ($null -eq $rule) {
+        if (-not $Cmdlet.ShouldProcess("Windows Defender Firewall rule $($script:FirewallRuleName) (inbound, allow from $($wanted -join ', '))", 'Create')) { return $false }
+        $null = New-NetFirewallRule -Name $script:FirewallRuleName -DisplayName 'Retroflect: reflected connections' -Group 'Retroflect' `
+            -Description 'Allows connections reflected by retroflect: inbound from its reflect addresses only. Installed by Install-Retroflect -AllowFirewall; removed by Uninstall-Retroflect.' `
+            -Direction Inbound -Action Allow -Profile Any -RemoteAddress $wanted -ErrorAction Stop
+        return $true
+    }
+    $current = @((Get-NetFirewallAddressFilter -AssociatedNetFirewallRule $rule -ErrorAction Stop).RemoteAddress | ForEach-Object { ConvertTo-RetroflectCanonicalAddress $_ } | Sort-Object -Unique)
+    if (($current -join ',') -eq ($wanted -join ',')) { return $false }
+    if (-not $Cmdlet.ShouldProcess("Windows Defender Firewall rule $($script:FirewallRuleName)", "Allow from $($wanted -join ', ')")) { return $false }
+    Set-NetFirewallRule -Name $script:FirewallRuleName -RemoteAddress $wanted -ErrorAction Stop
+    return $true
+}
+
+function Remove-RetroflectFirewallRule {
+    # Windows: removes the rule of Install-Retroflect -AllowFirewall, if there is one.
+    param([Parameter(Mandatory)]$Cmdlet)
+    $rule = Get-NetFirewallRule -Name $script:FirewallRuleName -ErrorAction SilentlyContinue
+    if ($null -eq $rule) { return }
+    if ($Cmdlet.ShouldProcess("Windows Defender Firewall rule $($script:FirewallRuleName)", 'Remove')) {
+        Remove-NetFirewallRule -Name $script:FirewallRuleName -ErrorAction Stop
+    }
 }

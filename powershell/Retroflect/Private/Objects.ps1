@@ -1,6 +1,9 @@
 # Builders that turn the engine's JSON (src/engine/types.ts, docs/protocol.md) into typed PowerShell objects.
 # Each object carries a PSTypeName that Retroflect.Format.ps1xml has views for. Properties get real types:
-# [ipaddress] for addresses, [datetime] for times, [long] for counters, [timespan] for durations.
+# [ipaddress] for addresses (named IPAddress with an AddressFamily, as NetTCPIP does: 'Address' would collide with
+# the Address() method PowerShell gives every array), [datetime] for times, [long] for counters. Durations are
+# [double] seconds (UptimeSeconds): ConvertTo-Json writes a [timespan] as 14 fields, a number as what scripts want;
+# the format views show them as a [timespan].
 
 function ConvertTo-RetroflectDateTime {
     # The engine sends ISO 8601 UTC strings. PowerShell 7's ConvertFrom-Json already turns them into [datetime];
@@ -28,7 +31,7 @@ function New-RetroflectReflectAddress {
     # One reflect address; counters are filled from `stats` when the caller has them, else 0.
     param(
         [Parameter(Mandatory)][string]$Address,
-        [bool]$Persisted = $true,
+        [bool]$Persisted = $false,
         [long]$Packets = 0,
         [long]$Bytes = 0,
         [object[]]$PortMap = @(),
@@ -38,14 +41,14 @@ function New-RetroflectReflectAddress {
     $maps = New-Object 'System.Collections.Generic.List[object]'
     foreach ($m in $PortMap) { if ($null -ne $m) { $maps.Add((ConvertTo-RetroflectPortMap $m)) } }
     return [pscustomobject]@{
-        PSTypeName = 'Retroflect.ReflectAddress'
-        Address    = $ip
-        Family     = Get-RetroflectAddressFamily $ip
-        Persisted  = $Persisted
-        Packets    = $Packets
-        Bytes      = $Bytes
-        PortMap    = [object[]]$maps.ToArray()
-        Pipe       = $Pipe
+        PSTypeName    = 'Retroflect.ReflectAddress'
+        IPAddress     = $ip
+        AddressFamily = Get-RetroflectAddressFamily $ip
+        Persisted     = $Persisted
+        Packets       = $Packets
+        Bytes         = $Bytes
+        PortMap       = [object[]]$maps.ToArray()
+        Pipe          = $Pipe
     }
 }
 
@@ -66,7 +69,7 @@ function New-RetroflectShieldPort {
     param(
         [Parameter(Mandatory)][int]$Port,
         [Parameter(Mandatory)][string]$Protocol,
-        [bool]$Persisted = $true,
+        [bool]$Persisted = $false,
         [long]$Packets = 0,
         [long]$Bytes = 0,
         [string]$Pipe
@@ -82,12 +85,30 @@ function New-RetroflectShieldPort {
     }
 }
 
+function Get-RetroflectPersistedSet {
+    <#
+    Which entries are saved in the config file, from address.list and shield.list on an open connection: a set
+    of address texts and 'port/protocol' keys. `status` and `stats` do not say; a -NoConfig engine saves nothing.
+    #>
+    param([Parameter(Mandatory)][object]$Connection)
+    $set = @{}
+    foreach ($a in (Invoke-RetroflectMethod -Connection $Connection -Method 'address.list').addresses) {
+        if ($a.persisted) { $set[[string]$a.address] = $true }
+    }
+    foreach ($p in (Invoke-RetroflectMethod -Connection $Connection -Method 'shield.list').ports) {
+        if ($p.persisted) { $set['{0}/{1}' -f $p.port, $p.protocol] = $true }
+    }
+    return $set
+}
+
 function ConvertTo-RetroflectStatus {
-    param([Parameter(Mandatory)][object]$Status, [string]$Pipe)
+    param([Parameter(Mandatory)][object]$Status, [string]$Pipe, [hashtable]$Persisted = @{})
     $addresses = New-Object 'System.Collections.Generic.List[System.Net.IPAddress]'
     foreach ($a in $Status.reflectAddresses) { $addresses.Add((ConvertTo-RetroflectIPAddress $a)) }
     $ports = New-Object 'System.Collections.Generic.List[object]'
-    foreach ($p in $Status.shieldPorts) { $ports.Add((New-RetroflectShieldPort -Port $p.port -Protocol $p.protocol -Pipe $Pipe)) }
+    foreach ($p in $Status.shieldPorts) {
+        $ports.Add((New-RetroflectShieldPort -Port $p.port -Protocol $p.protocol -Persisted $Persisted.ContainsKey(('{0}/{1}' -f $p.port, $p.protocol)) -Pipe $Pipe))
+    }
     $backendInfo = [ordered]@{}
     if ($null -ne $Status.backendInfo) {
         foreach ($prop in $Status.backendInfo.PSObject.Properties) { $backendInfo[$prop.Name] = $prop.Value }
@@ -99,7 +120,7 @@ function ConvertTo-RetroflectStatus {
         Backend          = [string]$Status.backend
         ProcessId        = [int]$Status.pid
         StartedAt        = ConvertTo-RetroflectDateTime $Status.startedAt
-        Uptime           = [timespan]::FromSeconds([double]$Status.uptimeSeconds)
+        UptimeSeconds    = [double]$Status.uptimeSeconds
         ReflectAddresses = $addresses.ToArray()
         ShieldPorts      = $ports.ToArray()
         ConfigPath       = $Status.configPath
@@ -117,7 +138,7 @@ function ConvertTo-RetroflectCount {
 }
 
 function ConvertTo-RetroflectStats {
-    param([Parameter(Mandatory)][object]$Stats, [string]$Pipe)
+    param([Parameter(Mandatory)][object]$Stats, [string]$Pipe, [hashtable]$Persisted = @{})
     $reflected = ConvertTo-RetroflectCount $Stats.reflected
     $dropped = ConvertTo-RetroflectCount $Stats.shieldDropped
     $forged = ConvertTo-RetroflectCount $Stats.forgedSourceDropped
@@ -132,11 +153,11 @@ function ConvertTo-RetroflectStats {
     }
     $byAddress = New-Object 'System.Collections.Generic.List[object]'
     foreach ($a in $Stats.byAddress) {
-        $byAddress.Add((New-RetroflectReflectAddress -Address $a.address -Packets $a.packets -Bytes $a.bytes -Pipe $Pipe))
+        $byAddress.Add((New-RetroflectReflectAddress -Address $a.address -Persisted $Persisted.ContainsKey([string]$a.address) -Packets $a.packets -Bytes $a.bytes -Pipe $Pipe))
     }
     $byPort = New-Object 'System.Collections.Generic.List[object]'
     foreach ($p in $Stats.byShieldPort) {
-        $byPort.Add((New-RetroflectShieldPort -Port $p.port -Protocol $p.protocol -Packets $p.packets -Bytes $p.bytes -Pipe $Pipe))
+        $byPort.Add((New-RetroflectShieldPort -Port $p.port -Protocol $p.protocol -Persisted $Persisted.ContainsKey(('{0}/{1}' -f $p.port, $p.protocol)) -Packets $p.packets -Bytes $p.bytes -Pipe $Pipe))
     }
     $malformed = [ordered]@{}
     $malformedTotal = [long]0
@@ -156,7 +177,7 @@ function ConvertTo-RetroflectStats {
     return [pscustomobject]@{
         PSTypeName                    = 'Retroflect.Stats'
         SampledAt                     = ConvertTo-RetroflectDateTime $Stats.sampledAt
-        Uptime                        = [timespan]::FromSeconds([double]$Stats.uptimeSeconds)
+        UptimeSeconds                 = [double]$Stats.uptimeSeconds
         ReflectedPackets              = $reflected.Packets
         ReflectedBytes                = $reflected.Bytes
         ShieldDroppedPackets          = $dropped.Packets
@@ -219,7 +240,7 @@ function ConvertTo-RetroflectAddressTest {
     return [pscustomobject]@{
         PSTypeName        = 'Retroflect.AddressTest'
         Input             = [string]$Test.input
-        Address           = ConvertTo-RetroflectIPAddress $Test.address
+        IPAddress         = ConvertTo-RetroflectIPAddress $Test.address
         Usable            = [bool]$Test.valid
         Configured        = [bool]$Test.configured
         Reason            = $reasonText

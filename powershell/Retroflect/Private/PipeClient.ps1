@@ -64,8 +64,15 @@ function Connect-RetroflectEngine {
     $resolved = Resolve-RetroflectPipe -Pipe $Pipe
     $notRunningHint = 'Start it with Start-Retroflect (or install it with Install-Retroflect), or pass -Pipe to reach an engine on another pipe.'
 
+    # Linux: the engine answers root only (it checks the peer's credentials), and its socket folder is root's, so
+    # for anyone else the truthful answer is "run elevated", not a file-access error or "not running".
+    if ($null -ne $resolved.SocketPath -and -not (Test-RetroflectElevated)) {
+        throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $resolved.Display `
+            -Message "Only root may control the retroflect engine on $($resolved.Display)." `
+            -Hint 'Run elevated: start PowerShell as root (sudo pwsh).')
+    }
     # Linux: no socket file means no engine; say so at once instead of waiting for the connect timeout.
-    if ($null -ne $resolved.SocketPath -and -not (Test-Path -LiteralPath $resolved.SocketPath)) {
+    if ($null -ne $resolved.SocketPath -and -not [System.IO.File]::Exists($resolved.SocketPath)) {
         throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $resolved.Display `
             -Message "No retroflect engine is running on $($resolved.Display)." -Hint $notRunningHint)
     }
@@ -84,7 +91,7 @@ function Connect-RetroflectEngine {
         if ($inner -is [System.UnauthorizedAccessException]) {
             throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $resolved.Display -InnerException $inner `
                 -Message "Access to the retroflect pipe $($resolved.Display) was denied." `
-                -Hint 'Run PowerShell as Administrator (Windows) or as root (Linux).')
+                -Hint 'Run elevated: PowerShell as Administrator (Windows) or as root (Linux).')
         }
         throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $resolved.Display -InnerException $inner `
             -Message "No retroflect engine answered on $($resolved.Display) within $ConnectTimeoutMs ms." -Hint $notRunningHint)

@@ -19,10 +19,15 @@ function Test-RetroflectElevated {
         $principal = New-Object System.Security.Principal.WindowsPrincipal($identity)
         return $principal.IsInRole([System.Security.Principal.WindowsBuiltInRole]::Administrator)
     }
-    # .NET has no geteuid(); `id -u` is in coreutils on every Linux.
-    $uid = (& id -u) 2>$null
-    return ("$uid".Trim() -eq '0')
+    # .NET has no geteuid(); `id -u` is in coreutils on every Linux. A process's user does not change: asked once.
+    if ($null -eq $script:IsRoot) {
+        $uid = (& id -u) 2>$null
+        $script:IsRoot = ("$uid".Trim() -eq '0')
+    }
+    return $script:IsRoot
 }
+
+$script:IsRoot = $null
 
 # Default pipe name served by `retroflect run` (docs/protocol.md, "Transport and pipe naming").
 $script:DefaultPipeName = 'retroflect'

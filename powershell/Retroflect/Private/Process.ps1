@@ -93,13 +93,79 @@ function Test-RetroflectBackend {
     }
 }
 
-function Get-RetroflectLogPath {
-    # Where Start-Retroflect sends the engine's console output: one pair of files per pipe name, in the temp folder.
+function Get-RetroflectLogDirectory {
+    # The engine's console output goes next to its runtime files, in its data folder that only administrators/root
+    # may write (%ProgramData%\Retroflect\logs, /var/lib/retroflect/logs), never in the shared temp folder.
+    return (Join-Path (Split-Path -Parent (Get-RetroflectRuntimePath)) 'logs')
+}
+
+function Test-RetroflectLink {
+    param([string]$Path)
+    $item = Get-Item -LiteralPath $Path -Force -ErrorAction SilentlyContinue
+    return ($null -ne $item -and ($item.Attributes -band [System.IO.FileAttributes]::ReparsePoint))
+}
+
+function Initialize-RetroflectLog {
+    <#
+    Prepares the pair of log files of the engine on one pipe: <logs>\<pipe>.out.log and .err.log, truncated. The
+    folder is created admin-only; a link in the place of the folder or of a file is refused or removed (a link
+    there would make an elevated process write through it into another file). Returns {Out, Err}.
+    #>
     param([Parameter(Mandatory)][string]$PipeName)
-    $safe = $PipeName -replace '[^A-Za-z0-9._-]', '_'
-    $dir = [System.IO.Path]::GetTempPath()
-    return [pscustomobject]@{
-        Out = Join-Path $dir ('retroflect-' + $safe + '.out.log')
-        Err = Join-Path $dir ('retroflect-' + $safe + '.err.log')
+    $dir = Get-RetroflectLogDirectory
+    foreach ($d in @((Split-Path -Parent $dir), $dir)) {
+        if (Test-RetroflectLink $d) {
+            throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $d `
+                -Message "$d is a link; the engine's logs are not written through links." -Hint "Remove the link $d (it was not made by retroflect)." )
+        }
     }
+    if (-not (Test-Path -LiteralPath $dir)) {
+        if (Test-RetroflectWindows) { $null = New-Item -ItemType Directory -Path $dir -Force }
+        else {
+            $null = New-Item -ItemType Directory -Path $dir -Force
+            & chmod 0700 $dir
+        }
+    }
+    $safe = $PipeName -replace '[^A-Za-z0-9._-]', '_'
+    $logs = [pscustomobject]@{ Out = (Join-Path $dir ($safe + '.out.log')); Err = (Join-Path $dir ($safe + '.err.log')) }
+    foreach ($file in @($logs.Out, $logs.Err)) {
+        if (Test-RetroflectLink $file) { Remove-Item -LiteralPath $file -Force }
+        # CreateNew after removing: fails instead of following anything planted in between.
+        if (Test-Path -LiteralPath $file) { Remove-Item -LiteralPath $file -Force }
+        $stream = New-Object System.IO.FileStream($file, [System.IO.FileMode]::CreateNew, [System.IO.FileAccess]::Write)
+        $stream.Dispose()
+    }
+    return $logs
+}
+
+function Start-RetroflectDetached {
+    <#
+    Starts the engine detached from this session: its own session and process group on Linux (setsid: closing the
+    terminal or ending this PowerShell does not signal it), a hidden window on Windows; standard input from the
+    null device and output to the log files, never the caller's handles (a caller under Intune, a scheduled task
+    or CI that waits for its output to end must not wait for the engine). Returns the process.
+    #>
+    param([Parameter(Mandatory)][string]$Executable, [string[]]$ArgumentList, [Parameter(Mandatory)][object]$Log)
+    if (Test-RetroflectWindows) {
+        $startArgs = @{
+            FilePath               = $Executable
+            ArgumentList           = (ConvertTo-RetroflectArgumentString -ArgumentList $ArgumentList)
+            RedirectStandardOutput = $Log.Out
+            RedirectStandardError  = $Log.Err
+            WindowStyle            = 'Hidden'
+            PassThru               = $true
+        }
+        return (Start-Process @startArgs -ErrorAction Stop)
+    }
+    # .NET redirects through pipes that this process must keep reading; the files are opened by sh instead. The
+    # script is fixed text: the executable, its arguments and the log paths are passed as arguments, never spliced.
+    # sh is not a process group leader, so setsid replaces it in place and the pid stays the engine's.
+    $info = New-Object System.Diagnostics.ProcessStartInfo
+    $info.FileName = '/bin/sh'
+    $info.UseShellExecute = $false
+    foreach ($a in @('-c', 'out=$1; err=$2; shift 2; exec setsid "$@" </dev/null >>"$out" 2>>"$err"', 'retroflect-start', $Log.Out, $Log.Err, $Executable)) {
+        $info.ArgumentList.Add($a)
+    }
+    foreach ($a in $ArgumentList) { $info.ArgumentList.Add($a) }
+    return [System.Diagnostics.Process]::Start($info)
 }

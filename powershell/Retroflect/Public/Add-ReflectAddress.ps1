@@ -8,13 +8,13 @@ function Add-ReflectAddress {
     came from that address, so a client connecting to the address reaches a local server bound to the wildcard
     address. The engine checks each address first (an IP address, not one of this host's, not on a local subnet,
     routed); if any is refused, none is added and a Retroflect.InvalidAddress error says why and what to do.
-    Adding an address that is already configured is not an error (idempotent); it is returned with
-    Added = $false. The change is saved to the engine's config file unless -Temporary is given.
+    Adding an address that is already configured is not an error (idempotent); with -PassThru it is returned
+    with Added = $false. The change is saved to the engine's config file unless -Temporary is given.
     All addresses from the pipeline are sent as one all-or-nothing change when the pipeline ends.
 
     .PARAMETER Address
     IPv4 or IPv6 addresses ('192.0.2.1', '2001:db8::1', '[2001:db8::1]'), [ipaddress] objects, or objects with an
-    Address property. Use Test-ReflectAddress to check an address and get a suggestion.
+    IPAddress property (Get-ReflectAddress output, Import-Csv rows). Use Test-ReflectAddress to check an address and get a suggestion.
 
     .PARAMETER PortMap
     Port maps for every address given: a client reaching Address:Port gets the local server on Target. A hashtable
@@ -25,6 +25,10 @@ function Add-ReflectAddress {
 
     .PARAMETER Temporary
     Change only the running engine; the config file is not written and the address is gone after a restart.
+
+    .PARAMETER PassThru
+    Return the entries as Retroflect objects (Added tells whether each was new, Persisted whether it is saved).
+    Without it nothing is output, as Start-Service and Add-LocalGroupMember do.
 
     .PARAMETER Pipe
     The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
@@ -55,12 +59,23 @@ function Add-ReflectAddress {
     Shows what would be added without changing anything.
 
     .INPUTS
-    System.String, System.Net.IPAddress, or any object with an Address property.
+    System.String, System.Net.IPAddress, or any object with an IPAddress property.
 
     .OUTPUTS
-    Retroflect.ReflectAddress. One per address given, with Added telling whether it was new.
+    None, or with -PassThru Retroflect.ReflectAddress: one per address given, with Added telling whether it was new.
+    .LINK
+    Get-ReflectAddress
+
+    .LINK
+    Remove-ReflectAddress
+
+    .LINK
+    Test-ReflectAddress
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', PositionalBinding = $false)]
     [OutputType('Retroflect.ReflectAddress')]
     param(
         [Parameter(Mandatory, Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
@@ -71,13 +86,13 @@ function Add-ReflectAddress {
 
         [switch]$Temporary,
 
+        [switch]$PassThru,
+
         [Parameter(ValueFromPipelineByPropertyName)]
         [Alias('PipeName')]
         [string]$Pipe
     )
     begin {
-        $pending = New-Object 'System.Collections.Generic.List[string]'
-        $targetPipe = $Pipe
         $maps = @()
         if ($PortMap) {
             try { $maps = ConvertTo-RetroflectPortMapSpec $PortMap }
@@ -86,60 +101,40 @@ function Add-ReflectAddress {
                     -Message $_.Exception.Message -Hint 'Write maps as @{80=8080} or ''443=8443/tcp''.'))
             }
         }
+        $suffix = ''
+        if ($maps.Count) { $suffix += ' with port maps ' + ($maps -join ', ') }
+        if ($Temporary) { $suffix += ' (temporary)' }
+        $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Add' -Noun 'reflect address' -Suffix $suffix -Pipe $Pipe
     }
     process {
-        if ($Pipe) { $targetPipe = $Pipe }
-        foreach ($item in $Address) {
-            $text = ConvertTo-RetroflectAddressText $item
-            if (-not $text) {
-                $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_INVALID_ADDRESS' -TargetObject $item `
-                    -Message "'$item' is not an address and has no Address property." `
-                    -Hint 'Give an IPv4 or IPv6 address such as 192.0.2.1 or 2001:db8::1.'))
-                continue
-            }
-            if ($pending.Contains($text)) { continue }
-            $what = 'reflect address ' + $text
-            if ($maps.Count) { $what += ' with port maps ' + ($maps -join ', ') }
-            if ($Temporary) { $what += ' (temporary)' }
-            if ($PSCmdlet.ShouldProcess($what, 'Add')) { $pending.Add($text) }
-        }
+        Add-RetroflectAddressItem $collector $Address $Pipe
     }
     end {
-        if ($pending.Count -eq 0) { return }
-        $params = @{ addresses = $pending.ToArray() }
+        if ($collector.Items.Count -eq 0) { return }
+        $params = @{ addresses = $collector.Items.ToArray() }
         if ($maps.Count) { $params.maps = $maps }
         if ($Temporary) { $params.temporary = $true }
-        $connection = $null
-        try {
-            $connection = Connect-RetroflectEngine -Pipe $targetPipe
+        $result = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
+            param($connection)
             try {
-                $result = Invoke-RetroflectMethod -Connection $connection -Method 'address.add' -Params $params -TargetObject $pending.ToArray()
+                Invoke-RetroflectMethod -Connection $connection -Method 'address.add' -Params $params -TargetObject $params.addresses
             }
             catch {
-                $code = $_.Exception.Data['RetroflectCode']
-                if ($code -eq 'E_INVALID_ADDRESS' -or $code -eq 'E_LIMIT_REACHED' -or $code -eq 'E_INVALID_PORT' -or $code -eq 'E_PORT_MAP_CONFLICT') {
-                    # About the input, and nothing was added: the caller may go on with other work.
-                    $PSCmdlet.WriteError($_)
-                    return
-                }
-                throw
+                # About the input, and nothing was added: written, not thrown, so the caller may go on.
+                if (@('E_INVALID_ADDRESS', 'E_LIMIT_REACHED', 'E_INVALID_PORT', 'E_PORT_MAP_CONFLICT') -notcontains $_.Exception.Data['RetroflectCode']) { throw }
+                $PSCmdlet.WriteError($_)
             }
-            # The list tells which of them are persisted (an existing address may have been added -Temporary).
-            $list = Invoke-RetroflectMethod -Connection $connection -Method 'address.list'
         }
-        catch {
-            $PSCmdlet.ThrowTerminatingError($_)
-        }
-        finally {
-            Disconnect-RetroflectEngine -Connection $connection
-        }
+        if ($null -eq $result) { return }
         foreach ($w in $result.warnings) { Write-Warning ('{0}: {1}' -f $w.address, $w.message) }
-        $added = @($result.added)
-        foreach ($entry in $list.addresses) {
-            $isAdded = $added -contains $entry.address
-            if (-not $isAdded -and @($result.existing) -notcontains $entry.address) { continue }
-            $o = New-RetroflectReflectAddress -Address $entry.address -Persisted ([bool]$entry.persisted) -PortMap @($entry.portMaps) -Pipe $targetPipe
-            Add-Member -InputObject $o -NotePropertyName Added -NotePropertyValue $isAdded
+        if (-not $PassThru) { return }
+        # The engine says which are in the config file (an existing one may have been added -Temporary before).
+        $persisted = @($result.persisted)
+        $mapsOf = @(@($result.portMaps.added) + @($result.portMaps.existing) | Where-Object { $null -ne $_ })
+        foreach ($entry in @($result.added) + @($result.existing)) {
+            $o = New-RetroflectReflectAddress -Address $entry -Persisted ($persisted -contains $entry) `
+                -PortMap @($mapsOf | Where-Object { $_.address -eq $entry }) -Pipe $collector.Pipe
+            Add-Member -InputObject $o -NotePropertyName Added -NotePropertyValue (@($result.added) -contains $entry)
             $o
         }
     }

@@ -11,13 +11,18 @@ function Add-ShieldPort {
     file unless -Temporary is given.
 
     .PARAMETER Port
-    Port numbers, 1 to 65535.
+    Ports, 1 to 65535, each optionally with its protocol as Start-Retroflect and Install-Retroflect take them:
+    8080, '8080/tcp', '53/udp'. Objects with Port and Protocol properties bind by property name.
 
     .PARAMETER Protocol
-    tcp, udp, or both (default).
+    tcp, udp, or both (default), for ports given without one.
 
     .PARAMETER Temporary
     Change only the running engine; the config file is not written.
+
+    .PARAMETER PassThru
+    Return the entries as Retroflect objects (Added tells whether each was new, Persisted whether it is saved).
+    Without it nothing is output, as Start-Service and Add-LocalGroupMember do.
 
     .PARAMETER Pipe
     The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
@@ -30,6 +35,13 @@ function Add-ShieldPort {
     .EXAMPLE
     Add-ShieldPort 53 -Protocol udp
 
+    Drops UDP traffic from other hosts to port 53.
+
+    .EXAMPLE
+    Add-ShieldPort '8080/tcp', '53/udp' -PassThru
+
+    The same port forms as Start-Retroflect -ShieldPort; -PassThru returns the shield ports.
+
     .EXAMPLE
     8080, 8443 | Add-ShieldPort -Protocol tcp -WhatIf
 
@@ -39,14 +51,21 @@ function Add-ShieldPort {
     System.Int32, or objects with Port and Protocol properties (such as Get-ShieldPort output or Import-Csv rows).
 
     .OUTPUTS
-    Retroflect.ShieldPort. One per port and protocol, with Added telling whether it was new.
+    None, or with -PassThru Retroflect.ShieldPort: one per port and protocol, with Added telling whether it was new.
+    .LINK
+    Get-ShieldPort
+
+    .LINK
+    Remove-ShieldPort
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', PositionalBinding = $false)]
     [OutputType('Retroflect.ShieldPort')]
     param(
         [Parameter(Mandatory, Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
-        [ValidateRange(1, 65535)]
-        [int[]]$Port,
+        [object[]]$Port,
 
         [Parameter(Position = 1, ValueFromPipelineByPropertyName)]
         [ValidateSet('tcp', 'udp', 'both')]
@@ -54,63 +73,43 @@ function Add-ShieldPort {
 
         [switch]$Temporary,
 
+        [switch]$PassThru,
+
         [Parameter(ValueFromPipelineByPropertyName)]
         [Alias('PipeName')]
         [string]$Pipe
     )
     begin {
-        $pending = New-Object 'System.Collections.Generic.List[object]'
-        $seen = @{}
-        $targetPipe = $Pipe
+        $suffix = ''
+        if ($Temporary) { $suffix = ' (temporary)' }
+        $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Add' -Noun 'shield port' -Suffix $suffix -Pipe $Pipe
     }
     process {
-        if ($Pipe) { $targetPipe = $Pipe }
-        foreach ($number in $Port) {
-            foreach ($spec in (ConvertTo-RetroflectPortSpec -Port $number -Protocol $Protocol)) {
-                $key = '{0}/{1}' -f $spec.port, $spec.protocol
-                if ($seen.ContainsKey($key)) { continue }
-                $seen[$key] = $true
-                $what = 'shield port ' + $key
-                if ($Temporary) { $what += ' (temporary)' }
-                if ($PSCmdlet.ShouldProcess($what, 'Add')) { $pending.Add($spec) }
-            }
-        }
+        $null = Add-RetroflectPortItem $collector $Port $Protocol $Pipe
     }
     end {
-        if ($pending.Count -eq 0) { return }
-        $params = @{ ports = $pending.ToArray() }
+        if ($collector.Items.Count -eq 0) { return }
+        $params = @{ ports = $collector.Items.ToArray() }
         if ($Temporary) { $params.temporary = $true }
-        $connection = $null
-        try {
-            $connection = Connect-RetroflectEngine -Pipe $targetPipe
+        $result = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
+            param($connection)
             try {
-                $result = Invoke-RetroflectMethod -Connection $connection -Method 'shield.add' -Params $params
+                Invoke-RetroflectMethod -Connection $connection -Method 'shield.add' -Params $params -TargetObject $collector.Keys.ToArray()
             }
             catch {
-                $code = $_.Exception.Data['RetroflectCode']
-                if ($code -eq 'E_INVALID_PORT' -or $code -eq 'E_LIMIT_REACHED') {
-                    $PSCmdlet.WriteError($_)
-                    return
-                }
-                throw
+                if (@('E_INVALID_PORT', 'E_LIMIT_REACHED') -notcontains $_.Exception.Data['RetroflectCode']) { throw }
+                $PSCmdlet.WriteError($_)
             }
-            $list = Invoke-RetroflectMethod -Connection $connection -Method 'shield.list'
         }
-        catch {
-            $PSCmdlet.ThrowTerminatingError($_)
-        }
-        finally {
-            Disconnect-RetroflectEngine -Connection $connection
-        }
+        if ($null -eq $result -or -not $PassThru) { return }
+        $persisted = @{}
+        foreach ($p in $result.persisted) { $persisted['{0}/{1}' -f $p.port, $p.protocol] = $true }
         $added = @{}
         foreach ($p in $result.added) { $added['{0}/{1}' -f $p.port, $p.protocol] = $true }
-        $existing = @{}
-        foreach ($p in $result.existing) { $existing['{0}/{1}' -f $p.port, $p.protocol] = $true }
-        foreach ($entry in $list.ports) {
-            $key = '{0}/{1}' -f $entry.port, $entry.protocol
-            if (-not ($added.ContainsKey($key) -or $existing.ContainsKey($key))) { continue }
-            $o = New-RetroflectShieldPort -Port $entry.port -Protocol $entry.protocol -Persisted ([bool]$entry.persisted) -Pipe $targetPipe
-            Add-Member -InputObject $o -NotePropertyName Added -NotePropertyValue ($added.ContainsKey($key))
+        foreach ($p in @($result.added) + @($result.existing)) {
+            $key = '{0}/{1}' -f $p.port, $p.protocol
+            $o = New-RetroflectShieldPort -Port $p.port -Protocol $p.protocol -Persisted $persisted.ContainsKey($key) -Pipe $collector.Pipe
+            Add-Member -InputObject $o -NotePropertyName Added -NotePropertyValue $added.ContainsKey($key)
             $o
         }
     }

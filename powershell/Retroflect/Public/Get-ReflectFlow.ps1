@@ -7,6 +7,8 @@ function Get-ReflectFlow {
     Returns one Retroflect.Flow per reflected connection or exchange, most recently seen first: protocol, reflect
     address, this host's address, client and server ports, packets, bytes, first and last time seen, and state
     (TCP: open or closed; others: active).
+    When no engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction and
+    $ErrorActionPreference decide (a script with $ErrorActionPreference = 'Stop' ends with an error).
 
     .PARAMETER First
     At most this many flows (1 to 100000, default 1000).
@@ -35,8 +37,16 @@ function Get-ReflectFlow {
 
     .OUTPUTS
     Retroflect.Flow
+    .LINK
+    Get-ReflectStats
+
+    .LINK
+    Get-ReflectAddress
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding()]
+    [CmdletBinding(PositionalBinding = $false)]
     [OutputType('Retroflect.Flow')]
     param(
         [ValidateRange(1, 100000)]
@@ -53,16 +63,14 @@ function Get-ReflectFlow {
         [string]$Pipe
     )
     process {
-        try {
-            $result = Invoke-RetroflectRequest -Pipe $Pipe -Method 'flows' -Params @{ limit = $First }
-        }
-        catch {
-            $PSCmdlet.ThrowTerminatingError($_)
-        }
-        foreach ($f in $result.flows) {
-            if ($Protocol -and $Protocol -notcontains [string]$f.protocol) { continue }
-            if ($ServerPort -and $ServerPort -notcontains [int]$f.serverPort) { continue }
-            ConvertTo-RetroflectFlow -Flow $f -Pipe $Pipe
+        Invoke-RetroflectSession $PSCmdlet $Pipe -NonTerminating {
+            param($connection)
+            $result = Invoke-RetroflectMethod -Connection $connection -Method 'flows' -Params @{ limit = $First }
+            foreach ($f in $result.flows) {
+                if ($Protocol -and $Protocol -notcontains [string]$f.protocol) { continue }
+                if ($ServerPort -and $ServerPort -notcontains [int]$f.serverPort) { continue }
+                ConvertTo-RetroflectFlow -Flow $f -Pipe $Pipe
+            }
         }
     }
 }

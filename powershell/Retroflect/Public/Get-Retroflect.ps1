@@ -33,8 +33,16 @@ function Get-Retroflect {
 
     .OUTPUTS
     Retroflect.Status
+    .LINK
+    Start-Retroflect
+
+    .LINK
+    Stop-Retroflect
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding()]
+    [CmdletBinding(PositionalBinding = $false)]
     [OutputType('Retroflect.Status')]
     param(
         [Parameter(Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
@@ -42,12 +50,11 @@ function Get-Retroflect {
         [string]$Pipe
     )
     process {
-        try {
-            $status = Invoke-RetroflectRequest -Pipe $Pipe -Method 'status'
-            ConvertTo-RetroflectStatus -Status $status -Pipe $Pipe
-        }
-        catch {
-            $PSCmdlet.WriteError($_)
+        Invoke-RetroflectSession $PSCmdlet $Pipe -NonTerminating {
+            param($connection)
+            $persisted = Get-RetroflectPersistedSet -Connection $connection
+            $status = Invoke-RetroflectMethod -Connection $connection -Method 'status'
+            ConvertTo-RetroflectStatus -Status $status -Pipe $Pipe -Persisted $persisted
         }
     }
 }

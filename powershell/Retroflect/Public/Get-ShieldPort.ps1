@@ -6,9 +6,12 @@ function Get-ShieldPort {
     .DESCRIPTION
     Returns one Retroflect.ShieldPort per shielded port and protocol, with whether it is saved in the config file
     (Persisted) and the packets and bytes from other hosts dropped at it since the engine started.
+    When no engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction and
+    $ErrorActionPreference decide (a script with $ErrorActionPreference = 'Stop' ends with an error).
 
     .PARAMETER Port
-    Return only these port numbers.
+    Return only these port numbers. A port that is not shielded is a non-terminating Retroflect.PortNotFound
+    error (ObjectNotFound).
 
     .PARAMETER Protocol
     Return only this protocol (tcp or udp).
@@ -32,8 +35,16 @@ function Get-ShieldPort {
 
     .OUTPUTS
     Retroflect.ShieldPort
+    .LINK
+    Add-ShieldPort
+
+    .LINK
+    Remove-ShieldPort
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding()]
+    [CmdletBinding(PositionalBinding = $false)]
     [OutputType('Retroflect.ShieldPort')]
     param(
         [Parameter(Position = 0)]
@@ -48,28 +59,24 @@ function Get-ShieldPort {
         [string]$Pipe
     )
     process {
-        $connection = $null
-        try {
-            $connection = Connect-RetroflectEngine -Pipe $Pipe
+        Invoke-RetroflectSession $PSCmdlet $Pipe -NonTerminating {
+            param($connection)
             $list = Invoke-RetroflectMethod -Connection $connection -Method 'shield.list'
             $stats = Invoke-RetroflectMethod -Connection $connection -Method 'stats'
-        }
-        catch {
-            $PSCmdlet.ThrowTerminatingError($_)
-        }
-        finally {
-            Disconnect-RetroflectEngine -Connection $connection
-        }
-        $counts = @{}
-        foreach ($s in $stats.byShieldPort) { $counts['{0}/{1}' -f $s.port, $s.protocol] = $s }
-        foreach ($entry in $list.ports) {
-            if ($Port -and $Port -notcontains [int]$entry.port) { continue }
-            if ($Protocol -and $Protocol -ne [string]$entry.protocol) { continue }
-            $packets = 0
-            $bytes = 0
-            $c = $counts['{0}/{1}' -f $entry.port, $entry.protocol]
-            if ($null -ne $c) { $packets = $c.packets; $bytes = $c.bytes }
-            New-RetroflectShieldPort -Port $entry.port -Protocol $entry.protocol -Persisted ([bool]$entry.persisted) -Packets $packets -Bytes $bytes -Pipe $Pipe
+            $counts = @{}
+            foreach ($s in $stats.byShieldPort) { $counts['{0}/{1}' -f $s.port, $s.protocol] = $s }
+            $entries = foreach ($entry in $list.ports) {
+                if ($Protocol -and $Protocol -ne [string]$entry.protocol) { continue }
+                $c = $counts['{0}/{1}' -f $entry.port, $entry.protocol]
+                $packets = 0
+                $bytes = 0
+                if ($null -ne $c) { $packets = $c.packets; $bytes = $c.bytes }
+                New-RetroflectShieldPort -Port $entry.port -Protocol $entry.protocol -Persisted ([bool]$entry.persisted) -Packets $packets -Bytes $bytes -Pipe $Pipe
+            }
+            $what = 'shield port'
+            if ($Protocol) { $what = "$Protocol shield port" }
+            Select-RetroflectByName -Cmdlet $PSCmdlet -InputObject $entries -Name $Port -What $what `
+                -Key { param($o) [string]$o.Port } -ErrorCode 'E_PORT_NOT_FOUND' -Hint 'List the shield ports with Get-ShieldPort.'
         }
     }
 }

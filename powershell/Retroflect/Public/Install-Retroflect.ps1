@@ -26,9 +26,16 @@ function Install-Retroflect {
     .PARAMETER Start
     Start the engine now as well (Windows: start the task; Linux: systemctl enable --now).
 
+    .PARAMETER AllowFirewall
+    Windows: also create one inbound Windows Defender Firewall rule (Retroflect-Reflected-In) that allows
+    connections whose remote address is one of the configured reflect addresses. Reflected connections arrive as
+    inbound from the reflect address, so without such a rule the firewall may block them. Uninstall-Retroflect
+    removes it. Ignored with a warning on Linux.
+
     .PARAMETER Root
-    Linux: the file system root to install under (default '/'). Any other root only writes files and skips
-    systemctl; used by tests and image builders.
+    Linux only: the file system root to install under (default '/'). Any other root redirects everything the
+    command writes (unit, config file) and skips systemctl and the admin check; used by image builders and tests.
+    Refused on Windows, where the task and the firewall rule cannot be redirected.
 
     .EXAMPLE
     Install-Retroflect -Address 192.0.2.1 -ShieldPort 8080 -Start
@@ -36,25 +43,39 @@ function Install-Retroflect {
     Saves the address and port in the config file, installs the boot task or unit, and starts the engine.
 
     .EXAMPLE
-    Install-Retroflect -Path 'C:\Program Files\Retroflect\retroflect.exe' -WhatIf
+    Install-Retroflect -Address 192.0.2.1 -AllowFirewall -Start
 
-    Shows what would be installed.
+    Windows only. Also allows reflected connections through Windows Defender Firewall.
 
     .EXAMPLE
-    Install-Retroflect -Root /tmp/image -Path /usr/local/bin/retroflect
+    Install-Retroflect -Path 'C:\Program Files\Retroflect\retroflect.exe' -WhatIf
 
-    Writes the unit and config into an image tree without touching this system.
+    Windows only. Shows what would be installed.
+
+    .EXAMPLE
+    Install-Retroflect -Root ./image -Address 192.0.2.1
+
+    Linux only. Writes the unit and config into the image tree ./image (relative to the current location)
+    without touching this system.
 
     .INPUTS
     None.
 
     .OUTPUTS
-    Retroflect.Installation
+    Retroflect.Installation (nothing with -WhatIf).
+    .LINK
+    Uninstall-Retroflect
+
+    .LINK
+    Start-Retroflect
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', PositionalBinding = $false)]
     [OutputType('Retroflect.Installation')]
     param(
-        [Alias('ReflectAddress')]
+        [Alias('ReflectAddress', 'IPAddress')]
         [string[]]$Address,
 
         [string[]]$ShieldPort,
@@ -66,18 +87,26 @@ function Install-Retroflect {
 
         [switch]$Start,
 
+        [switch]$AllowFirewall,
+
         [ValidateNotNullOrEmpty()]
         [string]$Root = '/'
     )
     $windows = Test-RetroflectWindows
     try {
-        $exe = Resolve-RetroflectExecutable -Path $Path
-        if (-not $ConfigPath) { $ConfigPath = Get-RetroflectDefaultConfigPath }
+        $Root = Assert-RetroflectRoot $PSCmdlet $Root $PSBoundParameters.ContainsKey('Root')
+        $exe = Resolve-RetroflectExecutable -Path (Resolve-RetroflectUserPath $PSCmdlet $Path)
+        if ($ConfigPath) { $ConfigPath = Resolve-RetroflectUserPath $PSCmdlet $ConfigPath }
+        else { $ConfigPath = Get-RetroflectDefaultConfigPath }
         if ($Root -eq '/' -and -not (Test-RetroflectElevated)) {
             throw (New-RetroflectErrorRecord -Code 'E_NOT_ADMIN' -TargetObject $exe `
                 -Message 'Installing the retroflect engine needs an elevated session (Administrator on Windows, root on Linux).' `
                 -Hint 'Run PowerShell as Administrator (or with sudo).')
         }
+        # Everything is checked before anything is written: a config the engine refuses would make the boot task
+        # or unit fail and restart for ever.
+        foreach ($s in $ShieldPort) { $null = ConvertTo-RetroflectPortSpec -Port $s }
+        Test-RetroflectInstallAddress -Executable $exe -Address $Address -SyntaxOnly:($Root -ne '/')
     }
     catch {
         $PSCmdlet.ThrowTerminatingError($_)
@@ -112,6 +141,13 @@ function Install-Retroflect {
                     -Principal $principal -Settings $settings -Description 'Reflects traffic sent to the configured reflect addresses back into this host.' -Force -ErrorAction Stop
                 $changed = $true
             }
+            if ($AllowFirewall) {
+                $ruleAddresses = @(Get-RetroflectConfigAddress -Path $configFile) + @($Address) | Where-Object { $_ }
+                if (-not $ruleAddresses) {
+                    Write-Warning 'No reflect address is configured, so no firewall rule was created; run Install-Retroflect -AllowFirewall -Address ... to add one.'
+                }
+                elseif (Set-RetroflectFirewallRule -Cmdlet $PSCmdlet -Address $ruleAddresses) { $changed = $true }
+            }
             if ($Start -and $PSCmdlet.ShouldProcess("scheduled task $($script:TaskPath)$($script:TaskName)", 'Start')) {
                 $task = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction Stop
                 if ($task.State -ne 'Running') { Start-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction Stop }
@@ -121,6 +157,9 @@ function Install-Retroflect {
             $command = $exe + ' ' + $argumentLine
         }
         else {
+            if ($AllowFirewall) {
+                Write-Warning '-AllowFirewall applies to Windows Defender Firewall only; on Linux the engine installs the rules it needs itself.'
+            }
             $unitPath = Join-RetroflectRootPath -Root $Root -SystemPath ('/etc/systemd/system/' + $script:UnitName)
             $text = New-RetroflectUnitText -Executable $exe -ArgumentList $runArgs
             $current = $null
@@ -145,6 +184,8 @@ function Install-Retroflect {
     catch {
         $PSCmdlet.ThrowTerminatingError($_)
     }
+    # -WhatIf has said what would change; an Installation object would describe something that does not exist.
+    if ($WhatIfPreference) { return }
     [pscustomobject]@{
         PSTypeName = 'Retroflect.Installation'
         Kind       = $kind

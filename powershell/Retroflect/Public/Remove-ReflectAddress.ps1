@@ -47,8 +47,16 @@ function Remove-ReflectAddress {
 
     .OUTPUTS
     None, or Retroflect.ReflectAddress with -PassThru.
+    .LINK
+    Add-ReflectAddress
+
+    .LINK
+    Get-ReflectAddress
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', PositionalBinding = $false)]
     [OutputType('Retroflect.ReflectAddress')]
     [OutputType('Retroflect.PortMap')]
     param(
@@ -67,36 +75,23 @@ function Remove-ReflectAddress {
         [switch]$PassThru
     )
     begin {
-        $pending = New-Object 'System.Collections.Generic.List[string]'
-        $targetPipe = $Pipe
+        $suffix = ''
+        if ($Temporary) { $suffix = ' (running engine only)' }
+        $noun = 'reflect address'
+        if ($PortMap) { $noun = 'port maps ' + ($PortMap -join ', ') + ' of reflect address' }
+        $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Remove' -Noun $noun -Suffix $suffix -Pipe $Pipe
     }
     process {
-        if ($Pipe) { $targetPipe = $Pipe }
-        foreach ($item in $Address) {
-            $text = ConvertTo-RetroflectAddressText $item
-            if (-not $text) {
-                $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_INVALID_ADDRESS' -TargetObject $item `
-                    -Message "'$item' is not an address and has no Address property." `
-                    -Hint 'Give an IPv4 or IPv6 address such as 192.0.2.1, or pipe Get-ReflectAddress.'))
-                continue
-            }
-            if ($pending.Contains($text)) { continue }
-            $what = 'reflect address ' + $text
-            if ($PortMap) { $what = 'port maps ' + ($PortMap -join ', ') + ' of ' + $what }
-            if ($Temporary) { $what += ' (running engine only)' }
-            if ($PSCmdlet.ShouldProcess($what, 'Remove')) { $pending.Add($text) }
-        }
+        Add-RetroflectAddressItem $collector $Address $Pipe
     }
     end {
-        if ($pending.Count -eq 0) { return }
-        $connection = $null
-        $removed = $null
-        try {
-            $connection = Connect-RetroflectEngine -Pipe $targetPipe
+        if ($collector.Items.Count -eq 0) { return }
+        $removed = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
+            param($connection)
             # address.test gives the canonical form and whether it is configured, so a missing address is reported
             # on its own instead of failing the whole all-or-nothing remove.
             $toRemove = New-Object 'System.Collections.Generic.List[string]'
-            foreach ($text in $pending) {
+            foreach ($text in $collector.Items) {
                 $test = Invoke-RetroflectMethod -Connection $connection -Method 'address.test' -Params @{ address = $text } -TargetObject $text
                 if ($null -eq $test.address) {
                     $reason = @($test.reasons)[0]
@@ -115,26 +110,22 @@ function Remove-ReflectAddress {
                 $params = @{ addresses = $toRemove.ToArray() }
                 if ($PortMap) { $params.maps = @($PortMap | ForEach-Object { [string]$_ }) }
                 if ($Temporary) { $params.temporary = $true }
-                $removed = Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray()
+                try {
+                    Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray()
+                }
+                catch {
+                    # A map that is not there is about the input, and nothing was removed: written, not thrown.
+                    if (-not ($PortMap -and $_.Exception.Data['RetroflectCode'] -eq 'E_PORT_NOT_FOUND')) { throw }
+                    $PSCmdlet.WriteError($_)
+                }
             }
-        }
-        catch {
-            if ($PortMap -and $_.Exception.Data['RetroflectCode'] -eq 'E_PORT_NOT_FOUND') {
-                # About the input, and nothing was removed.
-                $PSCmdlet.WriteError($_)
-                return
-            }
-            $PSCmdlet.ThrowTerminatingError($_)
-        }
-        finally {
-            Disconnect-RetroflectEngine -Connection $connection
         }
         if ($PortMap) {
             if ($PassThru -and $null -ne $removed) { foreach ($m in $removed.portMapsRemoved) { ConvertTo-RetroflectPortMap $m } }
             return
         }
         if ($PassThru -and $null -ne $removed) {
-            foreach ($a in $removed.removed) { New-RetroflectReflectAddress -Address $a -Persisted (-not $Temporary) -Pipe $targetPipe }
+            foreach ($a in $removed.removed) { New-RetroflectReflectAddress -Address $a -Persisted $false -Pipe $collector.Pipe }
         }
     }
 }

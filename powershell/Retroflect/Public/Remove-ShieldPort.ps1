@@ -37,13 +37,20 @@ function Remove-ShieldPort {
 
     .OUTPUTS
     None, or Retroflect.ShieldPort with -PassThru.
+    .LINK
+    Add-ShieldPort
+
+    .LINK
+    Get-ShieldPort
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', PositionalBinding = $false)]
     [OutputType('Retroflect.ShieldPort')]
     param(
         [Parameter(Mandatory, Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
-        [ValidateRange(1, 65535)]
-        [int[]]$Port,
+        [object[]]$Port,
 
         [Parameter(Position = 1, ValueFromPipelineByPropertyName)]
         [ValidateSet('tcp', 'udp', 'both')]
@@ -58,55 +65,46 @@ function Remove-ShieldPort {
         [switch]$PassThru
     )
     begin {
-        $pending = New-Object 'System.Collections.Generic.List[object]'
-        $seen = @{}
-        $targetPipe = $Pipe
+        $suffix = ''
+        if ($Temporary) { $suffix = ' (running engine only)' }
+        $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Remove' -Noun 'shield port' -Suffix $suffix -Pipe $Pipe
+        # Port numbers given for both protocols: one of the two missing is fine, both missing is an error.
+        $bothProtocols = @{}
     }
     process {
-        if ($Pipe) { $targetPipe = $Pipe }
-        foreach ($number in $Port) {
-            foreach ($spec in (ConvertTo-RetroflectPortSpec -Port $number -Protocol $Protocol)) {
-                $key = '{0}/{1}' -f $spec.port, $spec.protocol
-                if ($seen.ContainsKey($key)) { continue }
-                $seen[$key] = $true
-                $what = 'shield port ' + $key
-                if ($Temporary) { $what += ' (running engine only)' }
-                if ($PSCmdlet.ShouldProcess($what, 'Remove')) { $pending.Add($spec) }
-            }
-        }
+        foreach ($number in (Add-RetroflectPortItem $collector $Port $Protocol $Pipe)) { $bothProtocols[$number] = $true }
     }
     end {
-        if ($pending.Count -eq 0) { return }
-        $connection = $null
-        $removed = $null
-        try {
-            $connection = Connect-RetroflectEngine -Pipe $targetPipe
+        if ($collector.Items.Count -eq 0) { return }
+        $removed = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
+            param($connection)
             $list = Invoke-RetroflectMethod -Connection $connection -Method 'shield.list'
             $shielded = @{}
             foreach ($entry in $list.ports) { $shielded['{0}/{1}' -f $entry.port, $entry.protocol] = $true }
             $toRemove = New-Object 'System.Collections.Generic.List[object]'
-            foreach ($spec in $pending) {
+            $found = @{}
+            foreach ($spec in $collector.Items) {
+                if ($shielded.ContainsKey(('{0}/{1}' -f $spec.port, $spec.protocol))) { $toRemove.Add($spec); $found[[string]$spec.port] = $true }
+            }
+            foreach ($spec in $collector.Items) {
                 $key = '{0}/{1}' -f $spec.port, $spec.protocol
-                if ($shielded.ContainsKey($key)) { $toRemove.Add($spec) }
-                else {
-                    $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_PORT_NOT_FOUND' -TargetObject $key `
-                        -Message "Port $key is not shielded." -Hint 'List the shield ports with Get-ShieldPort.'))
+                if ($shielded.ContainsKey($key)) { continue }
+                if ($bothProtocols.ContainsKey([string]$spec.port)) {
+                    if ($found.ContainsKey([string]$spec.port)) { continue }
+                    $found[[string]$spec.port] = $true   # one error for the port, not one per protocol
+                    $key = [string]$spec.port
                 }
+                $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_PORT_NOT_FOUND' -TargetObject $key `
+                    -Message "Port $key is not shielded." -Hint 'List the shield ports with Get-ShieldPort.'))
             }
             if ($toRemove.Count -gt 0) {
                 $params = @{ ports = $toRemove.ToArray() }
                 if ($Temporary) { $params.temporary = $true }
-                $removed = Invoke-RetroflectMethod -Connection $connection -Method 'shield.remove' -Params $params
+                Invoke-RetroflectMethod -Connection $connection -Method 'shield.remove' -Params $params
             }
         }
-        catch {
-            $PSCmdlet.ThrowTerminatingError($_)
-        }
-        finally {
-            Disconnect-RetroflectEngine -Connection $connection
-        }
         if ($PassThru -and $null -ne $removed) {
-            foreach ($p in $removed.removed) { New-RetroflectShieldPort -Port $p.port -Protocol $p.protocol -Persisted (-not $Temporary) -Pipe $targetPipe }
+            foreach ($p in $removed.removed) { New-RetroflectShieldPort -Port $p.port -Protocol $p.protocol -Persisted $false -Pipe $collector.Pipe }
         }
     }
 }

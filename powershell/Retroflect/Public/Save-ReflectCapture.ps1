@@ -52,8 +52,13 @@ function Save-ReflectCapture {
 
     .OUTPUTS
     System.IO.FileInfo
+    .LINK
+    Watch-ReflectTraffic
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Low')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Low', PositionalBinding = $false)]
     [OutputType([System.IO.FileInfo])]
     param(
         [Parameter(Mandatory, Position = 0)]

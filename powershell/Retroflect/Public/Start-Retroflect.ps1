@@ -12,8 +12,12 @@ function Start-Retroflect {
     Before starting, it checks what would make the engine fail: the session must be elevated
     (Retroflect.NotAdmin), the executable must exist (Retroflect.ExecutableNotFound), and on Windows WinDivert.dll
     and WinDivert64.sys must be next to it (Retroflect.WinDivertNotFound). If the engine exits during start-up,
-    the error says why (its exit code and last message); its console output is kept in the temp folder as
-    retroflect-<pipe>.out.log and .err.log. For a permanent engine use Install-Retroflect instead.
+    the error says why (the engine's error code and last message). The engine runs detached: in its own session
+    on Linux (closing the terminal does not stop it), with no handle of the caller (a script run by Intune, a
+    scheduled task or CI does not wait for it). Its console output is in the engine's data folder, which only
+    administrators/root may write: %ProgramData%\Retroflect\logs or /var/lib/retroflect/logs, as
+    <pipe>.out.log and <pipe>.err.log. If an engine already runs, -ConfigPath, -NoConfig, -Device,
+    -WinDivertPath and -Path cannot apply and a warning says so. For a permanent engine use Install-Retroflect.
 
     .PARAMETER Address
     Reflect addresses for this run, added to those in the config file.
@@ -30,6 +34,12 @@ function Start-Retroflect {
 
     .PARAMETER NoConfig
     Use no config file: only -Address and -ShieldPort, and changes are not saved.
+
+    .PARAMETER Device
+    Linux: the TUN device name (default rflct0).
+
+    .PARAMETER PassThru
+    Return the engine's status. Without it nothing is output, as Start-Service does.
 
     .PARAMETER WinDivertPath
     Windows: the folder holding WinDivert.dll and WinDivert64.sys, if not next to the executable.
@@ -48,20 +58,32 @@ function Start-Retroflect {
     .EXAMPLE
     Start-Retroflect -Path C:\Tools\retroflect\retroflect.exe -WhatIf
 
-    Shows the command line that would be run.
+    Windows only. Shows the command line that would be run.
 
     .EXAMPLE
-    Start-Retroflect -NoConfig -Address 2001:db8::1 -Pipe test1
+    Start-Retroflect -NoConfig -Address 2001:db8::1 -Pipe test1 -PassThru
 
-    A second engine on its own pipe that uses no config file.
+    Windows only (on Linux one engine runs per host, as the shield rules are per host). A second engine on its own
+    pipe that uses no config file; returns its status.
 
     .INPUTS
     System.String. Reflect addresses by value or by the property name Address.
 
     .OUTPUTS
-    Retroflect.Status
+    None, or Retroflect.Status with -PassThru.
+    .LINK
+    Stop-Retroflect
+
+    .LINK
+    Get-Retroflect
+
+    .LINK
+    Install-Retroflect
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Low', DefaultParameterSetName = 'Config')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Low', DefaultParameterSetName = 'Config', PositionalBinding = $false)]
     [OutputType('Retroflect.Status')]
     param(
         [Parameter(Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
@@ -79,10 +101,15 @@ function Start-Retroflect {
         [Parameter(Mandatory, ParameterSetName = 'NoConfig')]
         [switch]$NoConfig,
 
+        [ValidatePattern('^[A-Za-z0-9_.-]{1,15}$')]
+        [string]$Device,
+
         [string]$WinDivertPath,
 
         [ValidateRange(1, 600)]
         [int]$TimeoutSeconds = 30,
+
+        [switch]$PassThru,
 
         [Alias('PipeName')]
         [string]$Pipe
@@ -96,6 +123,10 @@ function Start-Retroflect {
     end {
         try {
             $resolved = Resolve-RetroflectPipe -Pipe $Pipe
+            # One parser for shield ports everywhere: a bad one is refused here, before anything starts.
+            foreach ($s in $ShieldPort) { $null = ConvertTo-RetroflectPortSpec -Port $s }
+            $ConfigPath = Resolve-RetroflectUserPath $PSCmdlet $ConfigPath
+            $WinDivertPath = Resolve-RetroflectUserPath $PSCmdlet $WinDivertPath
         }
         catch {
             $PSCmdlet.ThrowTerminatingError($_)
@@ -106,27 +137,40 @@ function Start-Retroflect {
         try { $running = Invoke-RetroflectRequest -Pipe $Pipe -Method 'status' -ConnectTimeoutMs 500 } catch { $running = $null }
         if ($null -ne $running) {
             Write-Verbose "An engine (pid $($running.pid)) already answers on $($resolved.Display); not starting another."
-            if ($addresses.Count -gt 0 -and $PSCmdlet.ShouldProcess("running engine on $($resolved.Display)", 'Add reflect addresses ' + ($addresses -join ', '))) {
-                try {
-                    $r = Invoke-RetroflectRequest -Pipe $Pipe -Method 'address.add' -Params @{ addresses = $addresses.ToArray(); temporary = $true } -TargetObject $addresses.ToArray()
+            $ignored = @('ConfigPath', 'NoConfig', 'Device', 'WinDivertPath', 'Path') | Where-Object { $PSBoundParameters.ContainsKey($_) }
+            if ($ignored) {
+                $config = $running.configPath
+                if (-not $config) { $config = 'none (-NoConfig)' }
+                Write-Warning ("An engine already runs on {0} (pid {1}, config file: {2}); {3} apply only when starting one and were ignored. Run Stop-Retroflect first to start it with them." -f `
+                    $resolved.Display, $running.pid, $config, (($ignored | ForEach-Object { '-' + $_ }) -join ', '))
+            }
+            $status = Invoke-RetroflectSession $PSCmdlet $Pipe {
+                param($connection)
+                $target = "running engine on $($resolved.Display)"
+                if ($addresses.Count -gt 0 -and $PSCmdlet.ShouldProcess($target, 'Add reflect addresses ' + ($addresses -join ', ') + ' (temporary)')) {
+                    $r = Invoke-RetroflectMethod -Connection $connection -Method 'address.add' -Params @{ addresses = $addresses.ToArray(); temporary = $true } -TargetObject $addresses.ToArray()
                     foreach ($w in $r.warnings) { Write-Warning ('{0}: {1}' -f $w.address, $w.message) }
                 }
-                catch { $PSCmdlet.ThrowTerminatingError($_) }
+                if ($ShieldPort -and $PSCmdlet.ShouldProcess($target, 'Add shield ports ' + ($ShieldPort -join ', ') + ' (temporary)')) {
+                    $null = Invoke-RetroflectMethod -Connection $connection -Method 'shield.add' -Params @{ ports = [string[]]$ShieldPort; temporary = $true } -TargetObject $ShieldPort
+                }
+                $persisted = Get-RetroflectPersistedSet -Connection $connection
+                ConvertTo-RetroflectStatus -Status (Invoke-RetroflectMethod -Connection $connection -Method 'status') -Pipe $Pipe -Persisted $persisted
             }
-            if ($ShieldPort -and $PSCmdlet.ShouldProcess("running engine on $($resolved.Display)", 'Add shield ports ' + ($ShieldPort -join ', '))) {
-                try { $null = Invoke-RetroflectRequest -Pipe $Pipe -Method 'shield.add' -Params @{ ports = [string[]]$ShieldPort; temporary = $true } -TargetObject $ShieldPort }
-                catch { $PSCmdlet.ThrowTerminatingError($_) }
-            }
-            try { $running = Invoke-RetroflectRequest -Pipe $Pipe -Method 'status' } catch { $PSCmdlet.ThrowTerminatingError($_) }
-            return (ConvertTo-RetroflectStatus -Status $running -Pipe $Pipe)
+            if ($PassThru) { $status }
+            return
         }
 
+        # -WhatIf shows the command even where the executable or backend is missing; the checks come after it.
+        $exe = $null
+        $notReady = $null
         try {
-            $exe = Resolve-RetroflectExecutable -Path $Path
+            $exe = Resolve-RetroflectExecutable -Path (Resolve-RetroflectUserPath $PSCmdlet $Path)
             Test-RetroflectBackend -Executable $exe -WinDivertPath $WinDivertPath
         }
         catch {
-            $PSCmdlet.ThrowTerminatingError($_)
+            $notReady = $_
+            if (-not $exe) { $exe = 'retroflect' }
         }
 
         $argv = New-Object 'System.Collections.Generic.List[string]'
@@ -134,12 +178,14 @@ function Start-Retroflect {
         if ($Pipe) { $argv.Add('--pipe'); $argv.Add($Pipe) }
         if ($NoConfig) { $argv.Add('--no-config') }
         elseif ($ConfigPath) { $argv.Add('--config'); $argv.Add($ConfigPath) }
+        if ($Device) { $argv.Add('--device'); $argv.Add($Device) }
         if ($WinDivertPath) { $argv.Add('--windivert-dir'); $argv.Add($WinDivertPath) }
         foreach ($a in $addresses) { $argv.Add('--reflect'); $argv.Add($a) }
         foreach ($s in $ShieldPort) { $argv.Add('--shield'); $argv.Add([string]$s) }
         $commandLine = ConvertTo-RetroflectArgumentString -ArgumentList $argv.ToArray()
 
         if (-not $PSCmdlet.ShouldProcess("$exe $commandLine", 'Start retroflect engine')) { return }
+        if ($null -ne $notReady) { $PSCmdlet.ThrowTerminatingError($notReady) }
 
         if (-not (Test-RetroflectElevated)) {
             $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'E_NOT_ADMIN' -TargetObject $exe `
@@ -147,17 +193,9 @@ function Start-Retroflect {
                 -Hint 'Run PowerShell as Administrator (or with sudo), or install the engine as a service with Install-Retroflect.'))
         }
 
-        $logs = Get-RetroflectLogPath -PipeName $resolved.Name
-        $startArgs = @{
-            FilePath               = $exe
-            ArgumentList           = $commandLine
-            RedirectStandardOutput = $logs.Out
-            RedirectStandardError  = $logs.Err
-            PassThru               = $true
-        }
-        if (Test-RetroflectWindows) { $startArgs.WindowStyle = 'Hidden' }
         try {
-            $process = Start-Process @startArgs -ErrorAction Stop
+            $logs = Initialize-RetroflectLog -PipeName $resolved.Name
+            $process = Start-RetroflectDetached -Executable $exe -ArgumentList $argv.ToArray() -Log $logs
         }
         catch {
             $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'PS_ENGINE_EXITED' -TargetObject $exe -InnerException $_.Exception `
@@ -169,14 +207,25 @@ function Start-Retroflect {
             $status = $null
             try { $status = Invoke-RetroflectRequest -Pipe $Pipe -Method 'status' -ConnectTimeoutMs 500 } catch { $status = $null }
             if ($null -ne $status -and $status.state -eq 'running') {
-                return (ConvertTo-RetroflectStatus -Status $status -Pipe $Pipe)
+                if ($PassThru) {
+                    Invoke-RetroflectSession $PSCmdlet $Pipe {
+                        param($connection)
+                        $persisted = Get-RetroflectPersistedSet -Connection $connection
+                        ConvertTo-RetroflectStatus -Status (Invoke-RetroflectMethod -Connection $connection -Method 'status') -Pipe $Pipe -Persisted $persisted
+                    }
+                }
+                return
             }
             if ($process.HasExited) {
                 $exitCode = $process.ExitCode
-                $code = $script:ExitCodeToErrorCode[[int]$exitCode]
-                if (-not $code) { $code = 'PS_ENGINE_EXITED' }
                 $lastLines = ''
                 if (Test-Path -LiteralPath $logs.Err) { $lastLines = ((Get-Content -LiteralPath $logs.Err -Tail 5) -join ' ').Trim() }
+                # The engine names its error code in its last message ("... [E_BACKEND_FAILED]"); else the exit code says.
+                $code = $null
+                $m = [regex]::Match($lastLines, '\[(E_[A-Z_]+)\]')
+                if ($m.Success) { $code = $m.Groups[1].Value }
+                if (-not $code) { $code = $script:ExitCodeToErrorCode[[int]$exitCode] }
+                if (-not $code) { $code = 'PS_ENGINE_EXITED' }
                 $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code $code -TargetObject $exe `
                     -Message ("The retroflect engine exited during start-up with code {0}: {1}" -f $exitCode, $lastLines) `
                     -Hint "Fix what the message says; the engine's output is in $($logs.Err) and $($logs.Out)."))

@@ -30,8 +30,16 @@ function Stop-Retroflect {
 
     .OUTPUTS
     None, or Retroflect.Status with -PassThru.
+    .LINK
+    Start-Retroflect
+
+    .LINK
+    Get-Retroflect
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', PositionalBinding = $false)]
     [OutputType('Retroflect.Status')]
     param(
         [ValidateRange(1, 600)]

@@ -7,10 +7,12 @@ function Test-ReflectAddress {
     Asks the engine to check each address exactly as Add-ReflectAddress would (an IP address, not one of this
     host's addresses, not on a local subnet, routed) without changing anything. The result says whether it is
     usable, why not, any warnings, whether it is already configured, and a suggested address of the same family
-    that passes every check (taken from the documentation ranges, which nothing real uses).
+    that passes every check (taken from the documentation ranges, which nothing real uses). The engine's warnings
+    (a public address, for example) are also written as warnings. All addresses of a pipeline are tested in one
+    session with the engine.
 
     .PARAMETER Address
-    Addresses to test: strings, [ipaddress] objects, or objects with an Address property.
+    Addresses to test: strings, [ipaddress] objects, or objects with an IPAddress property.
 
     .PARAMETER Quiet
     Return only $true or $false per address.
@@ -36,8 +38,13 @@ function Test-ReflectAddress {
 
     .OUTPUTS
     Retroflect.AddressTest, or System.Boolean with -Quiet.
+    .LINK
+    Add-ReflectAddress
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding()]
+    [CmdletBinding(PositionalBinding = $false)]
     [OutputType('Retroflect.AddressTest', [bool])]
     param(
         [Parameter(Mandatory, Position = 0, ValueFromPipeline, ValueFromPipelineByPropertyName)]
@@ -51,38 +58,28 @@ function Test-ReflectAddress {
         [string]$Pipe
     )
     begin {
-        $connection = $null
-        $connectedPipe = $null
+        $targetPipe = $Pipe
+        $items = New-Object 'System.Collections.Generic.List[string]'
     }
     process {
-        try {
-            # One connection for the whole pipeline (reopened only if piped objects name another engine).
-            if ($null -eq $connection -or $connectedPipe -ne $Pipe) {
-                Disconnect-RetroflectEngine -Connection $connection
-                $connection = $null
-                $connection = Connect-RetroflectEngine -Pipe $Pipe
-                $connectedPipe = $Pipe
-            }
-        }
-        catch {
-            $PSCmdlet.ThrowTerminatingError($_)
-        }
+        if ($Pipe) { $targetPipe = $Pipe }
         foreach ($item in $Address) {
             $text = ConvertTo-RetroflectAddressText $item
             if (-not $text) { $text = [string]$item }
-            try {
-                $result = Invoke-RetroflectMethod -Connection $connection -Method 'address.test' -Params @{ address = $text } -TargetObject $text
-            }
-            catch {
-                Disconnect-RetroflectEngine -Connection $connection
-                $connection = $null
-                $PSCmdlet.ThrowTerminatingError($_)
-            }
-            if ($Quiet) { [bool]$result.valid }
-            else { ConvertTo-RetroflectAddressTest -Test $result -Pipe $Pipe }
+            $items.Add($text)
         }
     }
     end {
-        Disconnect-RetroflectEngine -Connection $connection
+        # One session for the whole pipeline.
+        if ($items.Count -eq 0) { return }
+        Invoke-RetroflectSession $PSCmdlet $targetPipe -NonTerminating {
+            param($connection)
+            foreach ($text in $items) {
+                $result = Invoke-RetroflectMethod -Connection $connection -Method 'address.test' -Params @{ address = $text } -TargetObject $text
+                foreach ($w in $result.warnings) { Write-Warning ('{0}: {1}' -f $text, $w) }
+                if ($Quiet) { [bool]$result.valid }
+                else { ConvertTo-RetroflectAddressTest -Test $result -Pipe $targetPipe }
+            }
+        }
     }
 }

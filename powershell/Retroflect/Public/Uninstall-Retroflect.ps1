@@ -16,10 +16,14 @@ function Uninstall-Retroflect {
     Also delete the config file, so nothing is left behind.
 
     .PARAMETER Root
-    Linux: the file system root the unit was installed under (default '/'). Any other root skips systemctl.
+    Linux only: the file system root the unit was installed under (default '/'). Any other root redirects every
+    removal and skips systemctl. Refused on Windows.
 
     .EXAMPLE
     Uninstall-Retroflect
+
+    Removes the task or unit (and the firewall rule of -AllowFirewall); keeps the config file. Does not ask
+    (ConfirmImpact Medium), so it runs unattended, for example under Intune with pwsh -NonInteractive.
 
     .EXAMPLE
     Uninstall-Retroflect -RemoveConfig -Confirm:$false
@@ -31,8 +35,13 @@ function Uninstall-Retroflect {
 
     .OUTPUTS
     None.
+    .LINK
+    Install-Retroflect
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'High')]
+    [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', PositionalBinding = $false)]
     [OutputType([void])]
     param(
         [string]$ConfigPath,
@@ -42,9 +51,11 @@ function Uninstall-Retroflect {
         [ValidateNotNullOrEmpty()]
         [string]$Root = '/'
     )
-    if (-not $ConfigPath) { $ConfigPath = Get-RetroflectDefaultConfigPath }
     $windows = Test-RetroflectWindows
     try {
+        $Root = Assert-RetroflectRoot $PSCmdlet $Root $PSBoundParameters.ContainsKey('Root')
+        if ($ConfigPath) { $ConfigPath = Resolve-RetroflectUserPath $PSCmdlet $ConfigPath }
+        else { $ConfigPath = Get-RetroflectDefaultConfigPath }
         if ($Root -eq '/' -and -not (Test-RetroflectElevated)) {
             throw (New-RetroflectErrorRecord -Code 'E_NOT_ADMIN' `
                 -Message 'Uninstalling the retroflect engine needs an elevated session (Administrator on Windows, root on Linux).' `
@@ -61,6 +72,8 @@ function Uninstall-Retroflect {
                 if ($task.State -eq 'Running') { Stop-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue }
                 Unregister-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -Confirm:$false -ErrorAction Stop
             }
+            # The rule of Install-Retroflect -AllowFirewall: allowing reflect addresses in is pointless without the engine.
+            Remove-RetroflectFirewallRule -Cmdlet $PSCmdlet
         }
         else {
             $unitPath = Join-RetroflectRootPath -Root $Root -SystemPath ('/etc/systemd/system/' + $script:UnitName)

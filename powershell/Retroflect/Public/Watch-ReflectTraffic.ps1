@@ -57,8 +57,16 @@ function Watch-ReflectTraffic {
 
     .OUTPUTS
     Retroflect.Packet
+    .LINK
+    Save-ReflectCapture
+
+    .LINK
+    Get-ReflectFlow
+
+    .LINK
+    about_Retroflect
     #>
-    [CmdletBinding()]
+    [CmdletBinding(PositionalBinding = $false)]
     [OutputType('Retroflect.Packet')]
     param(
         [string[]]$Address,

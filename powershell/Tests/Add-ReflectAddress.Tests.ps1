@@ -1,0 +1,52 @@
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    $script:Config = New-TestPath 'config.json'
+    $script:Pipe = Start-TestEngine -ConfigPath $script:Config
+}
+AfterAll { Stop-TestEngine $script:Pipe }
+
+Describe 'Add-ReflectAddress' {
+    It 'outputs nothing without -PassThru, as Start-Service does' {
+        Add-ReflectAddress 192.0.2.50 -Pipe $script:Pipe -Temporary -Confirm:$false | Should -BeNullOrEmpty
+        (Get-ReflectAddress -Pipe $script:Pipe).IPAddress.IPAddressToString | Should -Contain '192.0.2.50'
+    }
+    It 'adds piped strings in one change and is idempotent; -PassThru returns typed objects' {
+        $r = '192.0.2.1', '192.0.2.2' | Add-ReflectAddress -Pipe $script:Pipe -Temporary -Confirm:$false -PassThru
+        $r.Count | Should -Be 2
+        $r | ForEach-Object { $_.Added | Should -BeTrue }
+        $r[0].PSTypeNames | Should -Contain 'Retroflect.ReflectAddress'
+        $r[0].IPAddress | Should -BeOfType [ipaddress]
+        $r[0].AddressFamily | Should -Be 'IPv4'
+        (Add-ReflectAddress 192.0.2.1 -Pipe $script:Pipe -Temporary -Confirm:$false -PassThru).Added | Should -BeFalse
+    }
+    It 'reports Persisted from the engine: saved without -Temporary, not saved with it' {
+        (Add-ReflectAddress 192.0.2.60 -Pipe $script:Pipe -Confirm:$false -PassThru).Persisted | Should -BeTrue
+        (Get-Content $script:Config -Raw | ConvertFrom-Json).reflectAddresses | Should -Contain '192.0.2.60'
+        (Add-ReflectAddress 192.0.2.61 -Pipe $script:Pipe -Temporary -Confirm:$false -PassThru).Persisted | Should -BeFalse
+    }
+    It 'takes [ipaddress] objects and objects with an IPAddress property' {
+        $r = [ipaddress]'2001:db8::7', [pscustomobject]@{ IPAddress = '192.0.2.70' } | Add-ReflectAddress -Pipe $script:Pipe -Temporary -Confirm:$false -PassThru
+        $r.IPAddress.IPAddressToString | Should -Be @('2001:db8::7', '192.0.2.70')
+        $r[0].AddressFamily | Should -Be 'IPv6'
+    }
+    It '-WhatIf changes nothing' {
+        Add-ReflectAddress 192.0.2.3 -Pipe $script:Pipe -WhatIf
+        (Get-ReflectAddress -Pipe $script:Pipe).IPAddress.IPAddressToString | Should -Not -Contain '192.0.2.3'
+    }
+    It 'refuses a local address with Retroflect.InvalidAddress and a hint, adding nothing of the change' {
+        Add-ReflectAddress '127.0.0.1', '192.0.2.4' -Pipe $script:Pipe -Temporary -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
+        $err[-1].FullyQualifiedErrorId | Should -BeLike 'Retroflect.InvalidAddress*'
+        $err[-1].CategoryInfo.Category | Should -Be 'InvalidArgument'
+        $err[-1].ErrorDetails.RecommendedAction | Should -Not -BeNullOrEmpty
+        (Get-ReflectAddress -Pipe $script:Pipe).IPAddress.IPAddressToString | Should -Not -Contain '192.0.2.4'
+    }
+    It 'writes the engine''s warnings as warnings' {
+        # 203.0.113.0/24 is documentation, 8.8.8.8 a real public address: the engine warns that it becomes unreachable.
+        Add-ReflectAddress 8.8.8.8 -Pipe $script:Pipe -Temporary -Confirm:$false -WarningVariable warn -WarningAction SilentlyContinue
+        $warn | Should -Not -BeNullOrEmpty
+        Remove-ReflectAddress 8.8.8.8 -Pipe $script:Pipe -Temporary -Confirm:$false
+    }
+    It 'stops with Retroflect.EngineNotRunning when no engine answers' {
+        { Add-ReflectAddress 192.0.2.9 -Pipe (New-TestPath 'none.sock') -Confirm:$false } | Should -Throw -ErrorId 'Retroflect.EngineNotRunning*'
+    }
+}

@@ -1,0 +1,33 @@
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    $script:Pipe = Start-TestEngine -Address '203.0.113.20'
+}
+AfterAll { Stop-TestEngine $script:Pipe }
+
+Describe 'Get-ReflectFlow' {
+    It 'shows a reflected TCP connection, typed and sortable by Bytes' {
+        $listener = [System.Net.Sockets.TcpListener]::new([ipaddress]::Any, 18080)
+        $listener.Start()
+        try {
+            $client = [System.Net.Sockets.TcpClient]::new()
+            $client.Connect('203.0.113.20', 18080)
+            $server = $listener.AcceptTcpClient()
+            ($server.Client.RemoteEndPoint).Address.ToString() | Should -Be '203.0.113.20'
+            $client.Close(); $server.Close()
+        }
+        finally { $listener.Stop() }
+        $flow = Get-ReflectFlow -Pipe $script:Pipe -Protocol tcp -ServerPort 18080 | Sort-Object Bytes -Descending |
+            Where-Object { $_.ReflectAddress.ToString() -eq '203.0.113.20' } | Select-Object -First 1
+        $flow | Should -Not -BeNullOrEmpty
+        $flow.PSTypeNames | Should -Contain 'Retroflect.Flow'   # Select-Object -First keeps the object; its TypeNames are checked with -Contain
+        $flow.ReflectAddress | Should -BeOfType [ipaddress]
+        $flow.Bytes | Should -BeOfType [long]
+        $flow.Bytes | Should -BeGreaterThan 0
+    }
+    It 'filters out other protocols and ports' {
+        Get-ReflectFlow -Pipe $script:Pipe -ServerPort 1 | Should -BeNullOrEmpty
+    }
+    It '-ErrorAction decides about a stopped engine' {
+        { Get-ReflectFlow -Pipe (New-TestPath 'none.sock') -ErrorAction Ignore } | Should -Not -Throw
+    }
+}

@@ -1,0 +1,50 @@
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    $script:Config = New-TestPath 'config.json'
+    Set-Content -LiteralPath $script:Config -Value '{"schemaVersion":1,"reflectAddresses":["203.0.113.10"],"shieldPorts":[{"port":9090,"protocol":"tcp"}]}'
+    $script:Pipe = Start-TestEngine -ConfigPath $script:Config -ShieldPort '9091/udp'
+}
+AfterAll { Stop-TestEngine $script:Pipe }
+
+Describe 'Get-Retroflect' {
+    It 'returns a typed running status' {
+        $s = Get-Retroflect -Pipe $script:Pipe
+        $s.PSTypeNames | Should -Contain 'Retroflect.Status'
+        $s.State | Should -Be 'running'
+        $s.Backend | Should -Be 'tun'
+        $s.StartedAt | Should -BeOfType [datetime]
+        $s.UptimeSeconds | Should -BeOfType [double]
+        $s.ReflectAddresses[0] | Should -BeOfType [ipaddress]
+        $s.ReflectAddresses.IPAddressToString | Should -Contain '203.0.113.10'
+    }
+    It 'says which shield ports are persisted (config file) and which are for this run only' {
+        $ports = (Get-Retroflect -Pipe $script:Pipe).ShieldPorts
+        ($ports | Where-Object Port -eq 9090).Persisted | Should -BeTrue
+        ($ports | Where-Object Port -eq 9091).Persisted | Should -BeFalse
+    }
+    It 'binds the pipe by position' {
+        (Get-Retroflect $script:Pipe).State | Should -Be 'running'
+    }
+    It 'writes a non-terminating Retroflect.EngineNotRunning that -ErrorAction controls' {
+        $none = New-TestPath 'none.sock'
+        $r = Get-Retroflect -Pipe $none -ErrorAction SilentlyContinue -ErrorVariable err
+        $r | Should -BeNullOrEmpty
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'Retroflect.EngineNotRunning*'
+        $err[0].CategoryInfo.Category | Should -Be 'ResourceUnavailable'
+        { Get-Retroflect -Pipe $none -ErrorAction Ignore } | Should -Not -Throw
+        { Get-Retroflect -Pipe $none -ErrorAction Stop } | Should -Throw -ErrorId 'Retroflect.EngineNotRunning*'
+    }
+    It 'reports Retroflect.AccessDenied with "run elevated" to a session that is not root (elevation check mocked: pwsh lives in root''s home here)' {
+        Mock -ModuleName Retroflect Test-RetroflectElevated { $false }
+        Get-Retroflect -Pipe $script:Pipe -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty
+        $err[-1].FullyQualifiedErrorId | Should -Be 'Retroflect.AccessDenied,Get-Retroflect'
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'Retroflect.AccessDenied*'
+        $err[0].CategoryInfo.Category | Should -Be 'PermissionDenied'
+        $err[0].ErrorDetails.RecommendedAction | Should -Match 'elevated'
+    }
+    It 'ConvertTo-Json gives seconds, not a [timespan]' {
+        $json = Get-Retroflect -Pipe $script:Pipe | ConvertTo-Json -Depth 1 -WarningAction SilentlyContinue | ConvertFrom-Json
+        $json.UptimeSeconds | Should -BeGreaterThan 0
+        $json.PSObject.Properties.Name | Should -Not -Contain 'Uptime'
+    }
+}

@@ -1,0 +1,33 @@
+# Port maps across the address cmdlets: Add-ReflectAddress -PortMap, Get-ReflectAddress's typed PortMap,
+# Remove-ReflectAddress -PortMap (docs/port-mapping.md).
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    $script:Config = New-TestPath 'portmap-config.json'
+    $script:Pipe = Start-TestEngine -ConfigPath $script:Config
+}
+AfterAll { Stop-TestEngine $script:Pipe }
+
+Describe 'Port maps' {
+    It 'Add-ReflectAddress -PortMap takes a hashtable and a spec string; Get-ReflectAddress shows typed PortMap objects' {
+        $a = Add-ReflectAddress '203.0.113.40' -PortMap @{80 = 8080}, '443=8443/tcp' -Pipe $script:Pipe -Confirm:$false -PassThru
+        $a.Added | Should -BeTrue
+        $a.PortMap.Count | Should -Be 3
+        $got = Get-ReflectAddress '203.0.113.40' -Pipe $script:Pipe
+        $got.PortMap.Count | Should -Be 3
+        $got.PortMap[0].PSTypeNames | Should -Contain 'Retroflect.PortMap'
+        $got.PortMap[0].Port | Should -BeOfType [int]
+        ($got.PortMap | ForEach-Object { '{0}={1}/{2}' -f $_.Port, $_.Target, $_.Protocol }) | Should -Be @('80=8080/tcp', '80=8080/udp', '443=8443/tcp')
+    }
+    It 'refuses a conflicting map with Retroflect.PortMapConflict and changes nothing' {
+        Add-ReflectAddress '203.0.113.40' -PortMap @{80 = 9090} -Pipe $script:Pipe -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'Retroflect.PortMapConflict*'
+        (Get-ReflectAddress '203.0.113.40' -Pipe $script:Pipe).PortMap.Count | Should -Be 3
+    }
+    It 'Remove-ReflectAddress -PortMap removes only that map; the address stays' {
+        $gone = Remove-ReflectAddress '203.0.113.40' -PortMap 80 -PassThru -Pipe $script:Pipe -Confirm:$false
+        @($gone).Count | Should -Be 2
+        $left = Get-ReflectAddress '203.0.113.40' -Pipe $script:Pipe
+        ($left.PortMap | ForEach-Object { "$_" }) | Should -Be @('443=8443/tcp')
+        Remove-ReflectAddress '203.0.113.40' -Pipe $script:Pipe -Confirm:$false
+    }
+}

@@ -1,0 +1,36 @@
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    $script:Pipe = Start-TestEngine -Address '192.0.2.31'
+}
+AfterAll { Stop-TestEngine $script:Pipe }
+
+Describe 'Test-ReflectAddress' {
+    It 'reports why not and suggests an address' {
+        $t = Test-ReflectAddress 127.0.0.1 -Pipe $script:Pipe
+        $t.PSTypeNames | Should -Contain 'Retroflect.AddressTest'
+        $t.Usable | Should -BeFalse
+        $t.Reason | Should -Not -BeNullOrEmpty
+        $t.Suggestion | Should -BeOfType [ipaddress]
+        $t.IPAddress | Should -BeOfType [ipaddress]
+    }
+    It '-Quiet returns booleans' {
+        Test-ReflectAddress 198.51.100.200 -Pipe $script:Pipe -Quiet | Should -BeFalse   # on the namespace's subnet
+        Test-ReflectAddress 203.0.113.77 -Pipe $script:Pipe -Quiet | Should -BeTrue
+    }
+    It 'says whether an address is configured' {
+        (Test-ReflectAddress 192.0.2.31 -Pipe $script:Pipe).Configured | Should -BeTrue
+    }
+    It 'shows the engine''s warnings (a public address) as warnings' {
+        $t = Test-ReflectAddress 8.8.8.8 -Pipe $script:Pipe -WarningVariable warn -WarningAction SilentlyContinue
+        $t.Warnings | Should -Not -BeNullOrEmpty
+        $warn | Should -Not -BeNullOrEmpty
+    }
+    It 'answers a piped list in one session, in order' {
+        $r = '203.0.113.1', 'not-an-ip' | Test-ReflectAddress -Pipe $script:Pipe -Quiet
+        $r | Should -Be @($true, $false)
+    }
+    It 'writes a non-terminating error when no engine answers' {
+        Test-ReflectAddress 203.0.113.1 -Pipe (New-TestPath 'none.sock') -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty
+        $err[-1].FullyQualifiedErrorId | Should -BeLike 'Retroflect.EngineNotRunning*'
+    }
+}
