@@ -11,13 +11,14 @@ Describe 'Add-ReflectAddress' {
         (Get-ReflectAddress -Pipe $script:Pipe).IPAddress.IPAddressToString | Should -Contain '192.0.2.50'
     }
     It 'adds piped strings in one change and is idempotent; -PassThru returns typed objects' {
-        $r = '192.0.2.1', '192.0.2.2' | Add-ReflectAddress -Pipe $script:Pipe -Temporary -Confirm:$false -PassThru
+        # Not 192.0.2.1: the engine's first run (a config file without addresses) picked that one itself.
+        $r = '192.0.2.31', '192.0.2.32' | Add-ReflectAddress -Pipe $script:Pipe -Temporary -Confirm:$false -PassThru
         $r.Count | Should -Be 2
         $r | ForEach-Object { $_.Added | Should -BeTrue }
         $r[0].PSTypeNames | Should -Contain 'Retroflect.ReflectAddress'
         $r[0].IPAddress | Should -BeOfType [ipaddress]
         $r[0].AddressFamily | Should -Be 'IPv4'
-        (Add-ReflectAddress 192.0.2.1 -Pipe $script:Pipe -Temporary -Confirm:$false -PassThru).Added | Should -BeFalse
+        (Add-ReflectAddress 192.0.2.31 -Pipe $script:Pipe -Temporary -Confirm:$false -PassThru).Added | Should -BeFalse
     }
     It 'reports Persisted from the engine: saved without -Temporary, not saved with it' {
         (Add-ReflectAddress 192.0.2.60 -Pipe $script:Pipe -Confirm:$false -PassThru).Persisted | Should -BeTrue

@@ -67,7 +67,7 @@ Describe 'Start-Retroflect' {
     }
     It 'an engine that fails at start-up is reported with the code the engine gave (a second engine on the host)' {
         { Start-Retroflect -Path $script:Exe -NoConfig -Pipe (New-TestPath 'second.sock') -TimeoutSeconds 60 -Confirm:$false } |
-            Should -Throw -ErrorId 'Retroflect.Backend*'
+            Should -Throw -ErrorId 'Retroflect.AlreadyRunning*'
         $err = $null
         try { Start-Retroflect -Path $script:Exe -NoConfig -Pipe (New-TestPath 'second2.sock') -TimeoutSeconds 60 -Confirm:$false } catch { $err = $_ }
         $engineCode = [regex]::Match($err.Exception.Message, '\[(E_[A-Z_]+)\]').Groups[1].Value

@@ -44,12 +44,12 @@ function Add-ReflectAddress {
     Adds two addresses in one all-or-nothing change.
 
     .EXAMPLE
-    Add-ReflectAddress 198.51.100.1 -PortMap @{80=8080}
+    Add-ReflectAddress 203.0.113.1 -PortMap @{80=8080}
 
-    Clients of 198.51.100.1:80 reach the local server on port 8080 (TCP and UDP); it sees 198.51.100.1 as its peer.
+    Clients of 203.0.113.1:80 reach the local server on port 8080 (TCP and UDP); it sees 203.0.113.1 as its peer.
 
     .EXAMPLE
-    Add-ReflectAddress 198.51.100.1 -PortMap '443=8443/tcp'
+    Add-ReflectAddress 203.0.113.1 -PortMap '443=8443/tcp'
 
     A TCP-only map.
 

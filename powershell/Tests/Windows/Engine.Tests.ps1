@@ -72,17 +72,19 @@ Describe 'Cmdlets over \\.\pipe\retroflect' {
         $s.ProcessId | Should -Be $script:Status.ProcessId
         $s.Backend | Should -Be 'windivert'
     }
-    It 'Get-ReflectStats counts what the double replayed: 100 reflected, 20 shield-dropped, 10 passed' {
+    It 'Get-ReflectStats counts what the double replayed: 100 reflected, 20 shield-dropped, none passed' {
         $deadline = [DateTime]::UtcNow.AddSeconds(60)
         do {
             $stats = Get-ReflectStats
-            if ($stats.ReflectedPackets -ge 100 -and $stats.ShieldDroppedPackets -ge 20 -and $stats.PassedPackets -ge 10) { break }
+            if ($stats.ReflectedPackets -ge 100 -and $stats.ShieldDroppedPackets -ge 20) { break }
             Start-Sleep -Milliseconds 250
         } while ([DateTime]::UtcNow -lt $deadline)
         $stats.PSTypeNames | Should -Contain 'Retroflect.Stats'
         $stats.ReflectedPackets | Should -Be 100
         $stats.ShieldDroppedPackets | Should -Be 20
-        $stats.PassedPackets | Should -Be 10
+        # The 10 inbound packets to the unshielded port 8081 never reach the engine: its filter captures only inbound
+        # packets to shielded ports and from reflect addresses, so the driver passes them on by itself.
+        $stats.PassedPackets | Should -Be 0
         @($stats.ByShieldPort | Where-Object { $_.Port -eq 8080 -and $_.Protocol -eq 'tcp' })[0].Packets | Should -Be 20
     }
     It 'Add-ReflectAddress adds a live address (a new WinDivert handle) that Get-Retroflect then shows' {
