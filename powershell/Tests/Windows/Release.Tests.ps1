@@ -20,9 +20,9 @@ BeforeAll {
     $script:DataDir = Join-Path $env:ProgramData 'Retroflect'
     foreach ($dir in @($script:AppDir, $script:ModuleRoot, $script:DataDir)) { Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction SilentlyContinue }
 
-    function Invoke-ReleaseScript([string]$Name, [string[]]$Arguments = @()) {
+    function Invoke-ReleaseScript([string]$Name, [hashtable]$Parameters = @{}) {
         $global:LASTEXITCODE = $null
-        $out = & (Join-Path $script:Release $Name) @Arguments
+        $out = & (Join-Path $script:Release $Name) @Parameters
         [pscustomobject]@{ Code = $LASTEXITCODE; Output = @($out | ForEach-Object { "$_" }) }
     }
 }
@@ -39,7 +39,8 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         $r.Output | Should -BeNullOrEmpty
     }
     It 'Install.ps1 installs to Program Files, registers and starts the boot task, and exits 0' {
-        $r = Invoke-ReleaseScript 'Install.ps1' @('-Address', '203.0.113.77')
+        # 'a,b' as one string: what powershell.exe -File (Intune's install command) hands over for -Address a,b.
+        $r = Invoke-ReleaseScript 'Install.ps1' @{ Address = '203.0.113.77,203.0.113.78' }
         $r.Code | Should -Be 0
         $r.Output | Should -Match "^retroflect $([regex]::Escape($script:Version)) installed and running \(pid \d+\)"
         $exe = Join-Path $script:AppDir "$($script:Version)\retroflect.exe"
@@ -57,7 +58,7 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         $status.Version | Should -Be $script:Version
         $status.Backend | Should -Be 'windivert'
         $status.ConfigPath | Should -Be (Join-Path $script:DataDir 'config.json')
-        @($status.ReflectAddresses | ForEach-Object { $_.ToString() }) | Should -Be @('203.0.113.77')
+        @($status.ReflectAddresses | ForEach-Object { $_.ToString() }) | Should -Be @('203.0.113.77', '203.0.113.78')
         $script:EnginePid = $status.ProcessId
         @(Get-ChildItem -LiteralPath (Join-Path $script:DataDir 'logs') -Filter 'install-*.log').Count | Should -Be 1
     }
@@ -79,6 +80,8 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         $r = Invoke-ReleaseScript 'Uninstall.ps1'
         $r.Code | Should -Be 0
         $r.Output | Should -Be 'retroflect removed.'
+        Get-Module Retroflect | Should -BeNullOrEmpty -Because 'its files are gone'
+        Import-Module (Join-Path $PSScriptRoot '..\..\Retroflect\Retroflect.psd1') -Force   # the source tree's, to ask the pipe
         Get-Retroflect -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         Get-Process -Id $script:EnginePid -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         { Get-ScheduledTask -TaskPath '\Retroflect\' -TaskName 'Retroflect' } | Should -Throw
