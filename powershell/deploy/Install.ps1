@@ -55,6 +55,10 @@ param(
 
 $Version = '@VERSION@'
 $ErrorActionPreference = 'Stop'
+# powershell.exe -File (Intune's and GPO's command lines, and the 64-bit relaunch below) hands `-Address a,b` over as
+# the one string 'a,b': split it, so such a list means the same as it does typed at a prompt.
+$Address = @($Address | ForEach-Object { $_ -split ',' } | ForEach-Object { $_.Trim() } | Where-Object { $_ })
+$ShieldPort = @($ShieldPort | ForEach-Object { $_ -split ',' } | ForEach-Object { $_.Trim() } | Where-Object { $_ })
 $ConfirmPreference = 'None'
 $ProgressPreference = 'SilentlyContinue'
 

@@ -72,12 +72,17 @@ try {
         if ($beside) { $manifest = $beside.FullName }
     }
     if ($manifest) {
+        # A Retroflect module still loaded in this session (an earlier run in the same console) may come from a
+        # folder that is gone: importing over it re-reads its format file there and fails.
+        Remove-Module Retroflect -ErrorAction SilentlyContinue
         Import-Module $manifest -Force
         if (Get-Retroflect -Pipe $Pipe -ErrorAction SilentlyContinue) { Stop-Retroflect -Pipe $Pipe -Confirm:$false }
         $params = @{ ConfigPath = $layout.ConfigPath; Confirm = $false }
         if (-not $layout.Windows) { $params.Root = $layout.Root }
         Uninstall-Retroflect @params
     }
+    # Its files go next; a module left loaded from them would break the next Import-Module in this session.
+    Remove-Module Retroflect -ErrorAction SilentlyContinue
     $pending = $false
     # Engine folders and module folders of every version.
     foreach ($dir in @($layout.AppDir, (Join-Path $layout.ModulesDir 'Retroflect'))) {

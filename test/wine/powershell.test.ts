@@ -10,13 +10,16 @@
  */
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, test } from 'node:test';
 import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../src/packet-sources/windivert/address.ts';
 import { inboundAddr, outboundAddr, packet, packetSeq } from '../packet-sources/windivert/double.ts';
 import { ROOT, winPath } from './setup.ts';
 import { runWindowsPwsh, stopWindowsPwshProcesses, WINPWSH_DIR, windowsPwshTestGate } from './windows-pwsh.ts';
 
+const execFileAsync = promisify(execFile);
 const TESTS_DIR = join(ROOT, 'powershell', 'Tests', 'Windows');
 const ENGINE_EXE = join(ROOT, 'dist', 'retroflect.exe');
 const DOUBLE_DLL = join(ROOT, 'native', 'build', 'win64', 'WinDivert.dll');
@@ -76,7 +79,7 @@ test('the Windows pwsh host runs PowerShell 7.6.9 as Windows, with Pester 5.7.1 
   }
 });
 
-test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retroflect, Install/Uninstall and the Intune examples (Pester, powershell/Tests/Windows)', { skip, timeout: 600_000 }, async () => {
+test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retroflect, Install/Uninstall, the Intune examples and Install/Detect/Uninstall.ps1 from the release archive (Pester, powershell/Tests/Windows)', { skip, timeout: 600_000 }, async () => {
   stopWindowsPwshProcesses(); // an engine an interrupted run left would hold \\.\pipe\retroflect
   const work = join(WINPWSH_DIR, 'run');
   rmSync(work, { recursive: true, force: true });
@@ -96,6 +99,15 @@ test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retrofle
   for (let i = 120; i < 130; i++) records.push(record(packet(PEER, LOCAL, 6, 5555, 8081, i), inboundAddr(false)));
   writeFileSync(injectFile, Buffer.concat(records));
 
+  // Release.Tests.ps1: the Windows archive as the release makes it (the executable from dist/, the double as its
+  // WinDivert.dll, with a licence file as package.mjs requires of a WinDivert folder).
+  writeFileSync(join(windivertDir, 'LICENSE'), 'WinDivert TEST DOUBLE (native/), not the real driver\n');
+  const releaseDir = join(work, 'release');
+  const pkg = await execFileAsync(process.execPath, [join(ROOT, 'scripts', 'package.mjs'), '--no-build', '--only', 'windows', '--out-dir', releaseDir, '--windivert', windivertDir], { cwd: ROOT });
+  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  const releaseZip = join(releaseDir, `retroflect-${version}-win-x64.zip`);
+  assert.ok(existsSync(releaseZip), `package.mjs made no ${releaseZip}:\n${pkg.stdout}${pkg.stderr}`);
+
   const resultsFile = join(work, 'results.json');
   const r = await runWindowsPwsh(['-NoProfile', '-NonInteractive', '-File', winPath(join(TESTS_DIR, 'Invoke-WindowsTests.ps1'))], {
     tag: 'pester',
@@ -105,6 +117,8 @@ test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retrofle
       RETROFLECT_TEST_WINDIVERT_DIR: winPath(windivertDir),
       RETROFLECT_TEST_DIR: winPath(work),
       RETROFLECT_TEST_RESULTS: winPath(resultsFile),
+      RETROFLECT_TEST_RELEASE_ZIP: winPath(releaseZip),
+      RETROFLECT_TEST_RELEASE_VERSION: version,
       // Inherited by the engine Start-Retroflect launches: the double replays these packets to its first handle.
       WINDIVERT_DOUBLE_INJECT_FILE: winPath(injectFile),
       WINDIVERT_DOUBLE_SENT_FILE: winPath(sentFile),
