@@ -189,7 +189,10 @@ describe('FlowTable', () => {
         }
         const snap = counters.snapshot();
         assert.ok(snap.reflected.packets >= lastPackets, 'counters only grow');
-        assert.ok(Math.abs(snap.reflected.bytes - snap.reflected.packets * 100) <= 100);
+        // The writer adds packets, then bytes; snapshot() reads packets, then bytes. So the bytes read can lag the
+        // packets read by at most the one packet in flight, but may run ahead by any number if this thread is
+        // descheduled between the two reads (a loaded machine): only the lower bound is an invariant.
+        assert.ok(snap.reflected.bytes >= snap.reflected.packets * 100 - 100, JSON.stringify(snap.reflected));
         lastPackets = snap.reflected.packets;
         snapshots++;
       }
