@@ -75,6 +75,13 @@ const SHUTDOWN_IDLE_MS = 2;
 const SlotState = { Free: 0, Open: 1, Closed: 2, Writing: 3 } as const;
 /** Handles open at once are few (current + one being drained); 64 leaves room for fast successive changes. */
 const LEDGER_SLOTS = 64;
+/**
+ * A live change waits while this many handles are still open (the worker drains and closes old ones on its own
+ * thread), so a burst of changes faster than the worker can drain slows down instead of running out of slots.
+ */
+const MAX_OPEN_BEFORE_SWITCH = LEDGER_SLOTS / 2;
+/** How long a change waits for the worker to close old handles before it fails. */
+const SWITCH_WAIT_MS = 10_000;
 
 /**
  * Shared record of the handles the main thread opened and nobody has closed yet. A handle is closed by whoever
@@ -428,6 +435,9 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
     const api = this.load();
     const filter = buildWinDivertFilter(next);
     if (filter === this.filter && this.handle !== null) return { kind: 'windivert', switchTo: null };
+    for (const end = Date.now() + SWITCH_WAIT_MS; this.ledger.open().length >= MAX_OPEN_BEFORE_SWITCH && Date.now() < end; ) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
     // New handle first: from here on both capture, so no packet slips through while we switch.
     const handle = this.openHandle(api, filter);
     const old = this.handle;
