@@ -5,6 +5,25 @@
 $script:VersionPattern = '^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$'
 $script:DeployUtf8 = New-Object System.Text.UTF8Encoding($false)
 
+function Invoke-RetroflectDeploy64 {
+    <#
+    A 32-bit PowerShell on 64-bit Windows (Intune's default agent, old GPO hosts) sees the 32-bit Program Files and
+    registry: run the script again in the 64-bit host with the same parameters. Returns that run's exit code, or
+    $null when this host is already the right one.
+    #>
+    param([Parameter(Mandatory)][string]$ScriptPath, [Parameter(Mandatory)][System.Collections.IDictionary]$Bound)
+    if (-not $env:PROCESSOR_ARCHITEW6432 -or [Environment]::Is64BitProcess) { return $null }
+    $host64 = Join-Path $env:WINDIR 'sysnative\WindowsPowerShell\v1.0\powershell.exe'
+    $relaunch = @('-NoProfile', '-NonInteractive', '-ExecutionPolicy', 'Bypass', '-File', $ScriptPath)
+    foreach ($key in $Bound.Keys) {
+        $value = $Bound[$key]
+        if ($value -is [System.Management.Automation.SwitchParameter]) { $relaunch += "-$($key):`$$([bool]$value)" }
+        else { $relaunch += "-$key"; $relaunch += (@($value) -join ',') }
+    }
+    & $host64 @relaunch
+    return $LASTEXITCODE
+}
+
 function Get-RetroflectDeployLayout {
     param([Parameter(Mandatory)][string]$Version, [string]$Root = '/')
     # PowerShell finds a module by name only in a folder named like its ModuleVersion, which has no pre-release label.

@@ -55,27 +55,16 @@ param(
 
 $Version = '@VERSION@'
 $ErrorActionPreference = 'Stop'
-# powershell.exe -File (Intune's and GPO's command lines, and the 64-bit relaunch below) hands `-Address a,b` over as
+# powershell.exe -File (Intune's and GPO's command lines, and the 64-bit relaunch, Invoke-RetroflectDeploy64) hands `-Address a,b` over as
 # the one string 'a,b': split it, so such a list means the same as it does typed at a prompt.
 $Address = @($Address | ForEach-Object { $_ -split ',' } | ForEach-Object { $_.Trim() } | Where-Object { $_ })
 $ShieldPort = @($ShieldPort | ForEach-Object { $_ -split ',' } | ForEach-Object { $_.Trim() } | Where-Object { $_ })
 $ConfirmPreference = 'None'
 $ProgressPreference = 'SilentlyContinue'
 
-# A 32-bit PowerShell on 64-bit Windows (Intune's default agent, old GPO hosts) would see the 32-bit Program Files and
-# registry: run this script again in the 64-bit host and hand back its exit code.
-if ($env:PROCESSOR_ARCHITEW6432 -and -not [Environment]::Is64BitProcess) {
-    $host64 = Join-Path $env:WINDIR 'sysnative\WindowsPowerShell\v1.0\powershell.exe'
-    $relaunch = @('-NoProfile', '-NonInteractive', '-ExecutionPolicy', 'Bypass', '-File', $PSCommandPath)
-    foreach ($key in $PSBoundParameters.Keys) {
-        $relaunch += "-$key"
-        $relaunch += (@($PSBoundParameters[$key]) -join ',')
-    }
-    & $host64 @relaunch
-    exit $LASTEXITCODE
-}
-
 . (Join-Path $PSScriptRoot 'Deployment.ps1')
+$relaunched = Invoke-RetroflectDeploy64 -ScriptPath $PSCommandPath -Bound $PSBoundParameters
+if ($null -ne $relaunched) { exit $relaunched }
 $layout = Get-RetroflectDeployLayout -Version $Version -Root $Root
 $log = New-RetroflectDeployLog -Layout $layout -Action 'install'
 

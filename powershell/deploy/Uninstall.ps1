@@ -43,19 +43,9 @@ $ErrorActionPreference = 'Stop'
 $ConfirmPreference = 'None'
 $ProgressPreference = 'SilentlyContinue'
 
-if ($env:PROCESSOR_ARCHITEW6432 -and -not [Environment]::Is64BitProcess) {
-    $host64 = Join-Path $env:WINDIR 'sysnative\WindowsPowerShell\v1.0\powershell.exe'
-    $relaunch = @('-NoProfile', '-NonInteractive', '-ExecutionPolicy', 'Bypass', '-File', $PSCommandPath)
-    foreach ($key in $PSBoundParameters.Keys) {
-        $value = $PSBoundParameters[$key]
-        if ($value -is [System.Management.Automation.SwitchParameter]) { $relaunch += "-$($key):`$$([bool]$value)" }
-        else { $relaunch += "-$key"; $relaunch += [string]$value }
-    }
-    & $host64 @relaunch
-    exit $LASTEXITCODE
-}
-
 . (Join-Path $PSScriptRoot 'Deployment.ps1')
+$relaunched = Invoke-RetroflectDeploy64 -ScriptPath $PSCommandPath -Bound $PSBoundParameters
+if ($null -ne $relaunched) { exit $relaunched }
 $layout = Get-RetroflectDeployLayout -Version '0.0.0' -Root $Root
 try {
     if ($layout.Windows -and $Root -ne '/') { throw '-Root is for Linux image builds only.' }
