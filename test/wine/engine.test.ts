@@ -14,8 +14,7 @@ import { closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync, wr
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../src/packet-sources/windivert/address.ts';
-import { inboundAddr, outboundAddr, packet, packetSeq } from '../packet-sources/windivert/double.ts';
+import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../packet-sources/windivert/double.ts';
 import { NODE_EXE, ROOT, runWine, setupWine, WINE_DIR, wineAvailable, wineEnv, winPath } from './setup.ts';
 
 const wine = await wineAvailable();
@@ -24,24 +23,7 @@ const LOCAL = '198.51.100.2';
 const PEER = '203.0.113.9';
 const running: ChildProcess[] = [];
 
-function record(p: Uint8Array, a: Partial<WinDivertAddress>): Buffer {
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(p.length);
-  return Buffer.concat([len, addressBuffer(a), Buffer.from(p)]);
-}
 
-function readRecords(path: string): { bytes: Buffer; addr: WinDivertAddress }[] {
-  if (!existsSync(path)) return [];
-  const f = readFileSync(path);
-  const out = [];
-  for (let off = 0; off + 4 + WINDIVERT_ADDRESS_SIZE <= f.length; ) {
-    const len = f.readUInt32LE(off);
-    const addr = decodeAddress(f, off + 4);
-    out.push({ addr, bytes: f.subarray(off + 4 + WINDIVERT_ADDRESS_SIZE, off + 4 + WINDIVERT_ADDRESS_SIZE + len) });
-    off += 4 + WINDIVERT_ADDRESS_SIZE + len;
-  }
-  return out;
-}
 
 after(() => {
   for (const p of running) if (p.exitCode === null) p.kill('SIGKILL');
@@ -84,9 +66,9 @@ for (const flavour of flavours) {
     const argv = flavour.prepare(tag);
     rmSync(sentFile, { force: true });
     const records: Buffer[] = [];
-    for (let i = 0; i < 100; i++) records.push(record(packet(LOCAL, REFLECT, 6, 40000, 80, i), outboundAddr(false)));
-    for (let i = 100; i < 120; i++) records.push(record(packet(PEER, LOCAL, 6, 5555, 8080, i), inboundAddr(false)));
-    for (let i = 120; i < 130; i++) records.push(record(packet(PEER, LOCAL, 6, 5555, 8081, i), inboundAddr(false)));
+    for (let i = 0; i < 100; i++) records.push(fileRecord(packet(LOCAL, REFLECT, 6, 40000, 80, i), outboundAddr(false)));
+    for (let i = 100; i < 120; i++) records.push(fileRecord(packet(PEER, LOCAL, 6, 5555, 8080, i), inboundAddr(false)));
+    for (let i = 120; i < 130; i++) records.push(fileRecord(packet(PEER, LOCAL, 6, 5555, 8081, i), inboundAddr(false)));
     writeFileSync(injectFile, Buffer.concat(records));
     const outPath = join(WINE_DIR, `${tag}.run.out.txt`);
     const errPath = join(WINE_DIR, `${tag}.run.err.txt`);
@@ -119,8 +101,8 @@ for (const flavour of flavours) {
       assert.match(readFileSync(outPath, 'utf8'), /Ready\./, `engine did not start:\n${readFileSync(errPath, 'utf8')}`);
       assert.match(readFileSync(outPath, 'utf8'), /windivert/);
 
-      while (readRecords(sentFile).length < 110 && Date.now() < deadline) await sleep(200);
-      const sent = readRecords(sentFile);
+      while (readFileRecords(sentFile).length < 110 && Date.now() < deadline) await sleep(200);
+      const sent = readFileRecords(sentFile);
       assert.equal(sent.length, 110, '100 reflected + 10 passed; the 20 to the shielded port are dropped');
       const reflected = sent.filter((s) => packetSeq(s.bytes) < 100);
       assert.equal(reflected.length, 100);

@@ -14,8 +14,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, test } from 'node:test';
-import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../src/packet-sources/windivert/address.ts';
-import { inboundAddr, outboundAddr, packet, packetSeq } from '../packet-sources/windivert/double.ts';
+import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../packet-sources/windivert/double.ts';
 import { ROOT, winPath } from './setup.ts';
 import { runWindowsPwsh, stopWindowsPwshProcesses, WINPWSH_DIR, windowsPwshTestGate } from './windows-pwsh.ts';
 
@@ -38,23 +37,7 @@ after(() => {
   if (!skip) stopWindowsPwshProcesses();
 });
 
-function record(p: Uint8Array, a: Partial<WinDivertAddress>): Buffer {
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(p.length);
-  return Buffer.concat([len, addressBuffer(a), Buffer.from(p)]);
-}
 
-function readRecords(path: string): { bytes: Buffer; addr: WinDivertAddress }[] {
-  if (!existsSync(path)) return [];
-  const f = readFileSync(path);
-  const out = [];
-  for (let off = 0; off + 4 + WINDIVERT_ADDRESS_SIZE <= f.length; ) {
-    const len = f.readUInt32LE(off);
-    out.push({ addr: decodeAddress(f, off + 4), bytes: f.subarray(off + 4 + WINDIVERT_ADDRESS_SIZE, off + 4 + WINDIVERT_ADDRESS_SIZE + len) });
-    off += 4 + WINDIVERT_ADDRESS_SIZE + len;
-  }
-  return out;
-}
 
 interface PesterResults {
   passed: number;
@@ -94,9 +77,9 @@ test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retrofle
   const injectFile = join(work, 'inject.bin');
   const sentFile = join(work, 'sent.bin');
   const records: Buffer[] = [];
-  for (let i = 0; i < 100; i++) records.push(record(packet(LOCAL, REFLECT, 6, 40000, 80, i), outboundAddr(false)));
-  for (let i = 100; i < 120; i++) records.push(record(packet(PEER, LOCAL, 6, 5555, 8080, i), inboundAddr(false)));
-  for (let i = 120; i < 130; i++) records.push(record(packet(PEER, LOCAL, 6, 5555, 8081, i), inboundAddr(false)));
+  for (let i = 0; i < 100; i++) records.push(fileRecord(packet(LOCAL, REFLECT, 6, 40000, 80, i), outboundAddr(false)));
+  for (let i = 100; i < 120; i++) records.push(fileRecord(packet(PEER, LOCAL, 6, 5555, 8080, i), inboundAddr(false)));
+  for (let i = 120; i < 130; i++) records.push(fileRecord(packet(PEER, LOCAL, 6, 5555, 8081, i), inboundAddr(false)));
   writeFileSync(injectFile, Buffer.concat(records));
 
   // Release.Tests.ps1: the Windows archive as the release makes it (the executable from dist/, the double as its
@@ -140,7 +123,7 @@ test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retrofle
   assert.ok(results.passed >= 20, `only ${results.passed} Pester tests ran`);
 
   // What the engine started by Start-Retroflect really did, read from the double's log rather than from PowerShell.
-  const sent = readRecords(sentFile);
+  const sent = readFileRecords(sentFile);
   const reflected = sent.filter((s) => packetSeq(s.bytes) < 100);
   assert.equal(reflected.length, 100, 'the 100 packets to the reflect address come back reflected');
   for (const s of reflected) {

@@ -3,6 +3,7 @@
  * built by `make -C native` before the tests), packets to feed it, and a reader for what it was sent.
  * The double stands in for the WinDivert driver, which cannot run here; everything above it is the real code.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Dataplane, type DataplaneConfig } from '../../../src/engine/dataplane.ts';
 import { EngineCounters } from '../../../src/engine/counters.ts';
@@ -200,4 +201,28 @@ export function assertEachReflectedOnce(sent: SentPacket[], total: number): void
   }
   const twice = seen.findIndex((n) => n !== 1);
   if (twice >= 0) throw new Error(`packet ${twice} came out ${seen[twice]} times`);
+}
+
+/**
+ * The double's file format for injecting packets into a process that opens it (WINDIVERT_DOUBLE_INJECT_FILE) and for
+ * what that process sends (WINDIVERT_DOUBLE_SENT_FILE): per packet a 32-bit little-endian length, the
+ * WINDIVERT_ADDRESS, then the packet. Used by the tests that run the engine in another process (under Wine).
+ */
+export function fileRecord(p: Uint8Array, a: Partial<WinDivertAddress>): Buffer {
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(p.length);
+  return Buffer.concat([len, addressBuffer(a), Buffer.from(p)]);
+}
+
+/** Every record of a file in that format (none when it does not exist yet). */
+export function readFileRecords(path: string): { bytes: Buffer; addr: WinDivertAddress }[] {
+  if (!existsSync(path)) return [];
+  const f = readFileSync(path);
+  const out = [];
+  for (let off = 0; off + 4 + WINDIVERT_ADDRESS_SIZE <= f.length; ) {
+    const len = f.readUInt32LE(off);
+    out.push({ addr: decodeAddress(f, off + 4), bytes: f.subarray(off + 4 + WINDIVERT_ADDRESS_SIZE, off + 4 + WINDIVERT_ADDRESS_SIZE + len) });
+    off += 4 + WINDIVERT_ADDRESS_SIZE + len;
+  }
+  return out;
 }
