@@ -89,6 +89,11 @@ export class RingWriter extends RingViews {
     Atomics.store(this.cells, WRITTEN, (Atomics.load(this.cells, WRITTEN) + 1) | 0);
   }
 
+  /** Count `n` records lost before they reached this ring (they show as dropped, like those the ring had no room for). */
+  countDropped(n: number): void {
+    Atomics.add(this.cells, DROPPED, n | 0);
+  }
+
   private drop(): number {
     Atomics.store(this.cells, DROPPED, (Atomics.load(this.cells, DROPPED) + 1) | 0);
     return -1;

@@ -43,6 +43,11 @@ export class CaptureTaps {
     this.count = this.taps.length;
   }
 
+  /** Count `n` records every capture missed (the backend lost them before the tap could see them). */
+  countDropped(n: number): void {
+    for (const t of this.taps) t.ring.countDropped(n);
+  }
+
   /**
    * Offer one decided packet. `p` is the data plane's parse of it (addresses already swapped when reflected),
    * `decision` the data plane's Verdict, `dropCause` its DropCause when that is Drop, `time` ms since the epoch.

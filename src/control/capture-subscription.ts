@@ -48,7 +48,7 @@ export function captureInterfaces(engine: CaptureEngine): CaptureInterface[] {
   const name = typeof st.backendInfo.device === 'string' ? st.backendInfo.device : st.backend;
   return [
     { name: `${name} outbound`, description: `packets this host sent, as ${st.backend} handed them to retroflect (after reflection)`, direction: 'outbound' },
-    { name: `${name} inbound`, description: `packets that arrived from other hosts, as ${st.backend} handed them to retroflect`, direction: 'inbound' },
+    { name: `${name} inbound`, description: `packets that arrived from other hosts, as retroflect saw them (tun: those its nftables rules dropped, reported through NFLOG)`, direction: 'inbound' },
   ];
 }
 

@@ -7,13 +7,15 @@
  * packet can never be decided under a config older than the route that brought it here.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import type { PacketSource } from '../packet-sources/packet-source.ts';
+import { FirewallDropCause, Verdict, type FirewallDropSink, type PacketSource } from '../packet-sources/packet-source.ts';
 import { createPacketSource } from '../packet-sources/registry.ts';
 import { EngineCounters } from './counters.ts';
 import { Dataplane } from './dataplane.ts';
 import { FlowTable } from './flow-table.ts';
 import { isRetroflectError } from '../errors.ts';
 import { CaptureTaps } from '../capture/tap.ts';
+import { DropCause } from '../capture/record.ts';
+import { ParsedPacket, parsePacket } from '../packet/parse.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 
 /** How long one receive may block, so stop and config messages are seen promptly on an idle link. */
@@ -44,6 +46,22 @@ async function main(): Promise<void> {
   post(port, { type: 'ready' });
 
   let stopping = false;
+  // Packets the host firewall dropped before they reached us (Linux nft): reported by the source only while a
+  // capture runs, and offered to the taps with the cause the firewall gave.
+  const dropped = new ParsedPacket();
+  const firewallDrop: FirewallDropSink = (buf, off, len, cause, timeMs) => {
+    parsePacket(buf, off, len, dropped);
+    taps.offer(buf, off, len, false, Verdict.Drop, cause === FirewallDropCause.ShieldPort ? DropCause.ShieldPort : DropCause.ForgedSource, dropped, timeMs);
+  };
+  let observingDrops = false;
+  let dropsLostSeen = 0;
+  const observeFirewallDrops = (): void => {
+    const want = taps.count > 0;
+    if (!source.observeFirewallDrops || want === observingDrops) return;
+    observingDrops = want; // once, even when starting fails: one warning per capture session, not per batch
+    dropsLostSeen = source.firewallDropsLost ?? 0;
+    source.observeFirewallDrops(want ? firewallDrop : null);
+  };
   const applyMessage = (msg: MainToWorker): void => {
     try {
       applyUnchecked(msg);
@@ -63,6 +81,7 @@ async function main(): Promise<void> {
         break;
       case 'capture':
         taps.update(msg.captures);
+        observeFirewallDrops();
         break;
       case 'stop':
         stopping = true;
@@ -117,6 +136,11 @@ async function main(): Promise<void> {
   try {
     while (!stopping) {
       const n = source.receive(RECEIVE_TIMEOUT_MS);
+      if (observingDrops && source.firewallDropsLost !== dropsLostSeen) {
+        // Reports the kernel could not queue: the captures missed them, so they count them as dropped.
+        taps.countDropped(source.firewallDropsLost! - dropsLostSeen);
+        dropsLostSeen = source.firewallDropsLost!;
+      }
       drainMessages();
       const now = Date.now();
       if (n > 0) decideAndSend(n, now);

@@ -64,6 +64,15 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   /** Apply a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
   reconfigure(cfg: InterceptConfig, update: SourceUpdate<K>): void;
   /**
+   * Packets the host firewall dropped before they could reach this source (TUN: the nft shield and forged-source
+   * rules) are reported to `sink` from within receive() while a sink is set, so captures can show them; null stops
+   * that. Only backends whose host firewall drops packets have it. Throws a RetroflectError when the report cannot be
+   * started (the engine goes on without it).
+   */
+  observeFirewallDrops?(sink: FirewallDropSink | null): void;
+  /** Firewall drop reports the kernel could not queue for us (cumulative), while observing. */
+  readonly firewallDropsLost?: number;
+  /**
    * Stop capturing but keep what was captured (WinDivert: shut down receiving). The worker then receives, decides
    * and sends until receive() returns 0, and only then calls close(): closing with packets still queued would let
    * them through undecided.
@@ -71,6 +80,13 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   beginStop?(): void;
   close(): void;
 }
+
+/** Why the host firewall dropped a packet reported to an `observeFirewallDrops` sink. */
+export const FirewallDropCause = { ShieldPort: 1, ForgedSource: 2 } as const;
+export type FirewallDropCause = (typeof FirewallDropCause)[keyof typeof FirewallDropCause];
+
+/** An inbound packet the host firewall dropped: its IP bytes are `buf[off, off + len)`, `timeMs` since the epoch. */
+export type FirewallDropSink = (buf: Buffer, off: number, len: number, cause: FirewallDropCause, timeMs: number) => void;
 
 /** One line of a `--dry-run` plan: what would be done, and the exact command or filter where there is one. */
 export interface PlanStep {
@@ -81,11 +97,13 @@ export interface PlanStep {
 // ---------------------------------------------------------------------------------------------------------------
 // What the host half hands the worker half, per backend. Posted between threads, so structured-clone-able.
 
-/** TUN: the device fd and the wake eventfd (fds are process-wide). */
+/** TUN: the device fd and the wake eventfd (fds are process-wide), and the NFLOG socket and group (-1: none). */
 export interface TunSourceInit {
   kind: 'tun';
   fd: number;
   wakeFd: number;
+  logFd: number;
+  logGroup: number;
   mtu: number;
   vnetHdr: boolean;
 }

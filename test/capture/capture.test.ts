@@ -2,7 +2,8 @@
  * Capture end to end on Linux: the real `retroflect run` in namespace "a" (reflecting 192.0.2.1 and 2001:db8::1,
  * shielding 8080/tcp), the real `retroflect capture` / `retroflect trace` clients, and tshark reading what they
  * wrote. Traffic: curl (HTTP/0.9 against the probe server), UDP, ping (IPv4 and IPv6), a malformed UDP packet sent
- * through a raw socket, and a shielded port tried from the second namespace "b".
+ * through a raw socket, and from the second namespace "b" a shielded port tried and a datagram forged from the
+ * reflect address. Those two never reach the TUN device (nft drops them); the engine sees them through NFLOG.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess } from 'node:child_process';
@@ -44,6 +45,14 @@ function startClient(ns: NetNs, args: string[]): { child: ChildProcess; stdout: 
   return { child, stdout: () => Buffer.concat(out), stderr: () => err, exited };
 }
 
+const escape = (s: string): string => s.replace(/[.]/g, '\\.');
+
+/** Whether a listener is bound to an NFLOG group in `ns` (/proc/net/netfilter/nfnetlink_log lists them). */
+async function nflogBound(ns: NetNs): Promise<boolean> {
+  const r = await ns.run('cat', ['/proc/net/netfilter/nfnetlink_log']);
+  return r.stdout.trim().length > 0;
+}
+
 /** Run `step` again and again until `done` settles (a client ending on --count), for at most a minute. */
 async function repeatUntil(done: Promise<unknown>, step: () => Promise<unknown>): Promise<void> {
   let finished = false;
@@ -63,6 +72,16 @@ payload = b'xx'
 udp = struct.pack('!HHHH', 40000, 5354, 200, 0) + payload
 ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton('198.51.100.2'), socket.inet_aton('${R4}'))
 s.sendto(ip + udp, ('${R4}', 0))
+`;
+
+/** From b: a UDP/IPv4 datagram to a's port 5354 whose source is the reflect address R4 (forged), through a raw socket. */
+const forgedSender = (dst: string): string => `
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+payload = b'forged'
+udp = struct.pack('!HHHH', 40001, 5354, 8 + len(payload), 0) + payload
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 2, 0, 64, 17, 0, socket.inet_aton('${R4}'), socket.inet_aton('${dst}'))
+s.sendto(ip + udp, ('${dst}', 0))
 `;
 
 describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout: 240_000 }, () => {
@@ -99,6 +118,9 @@ describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout:
     // Another host tries the shielded port: dropped by the host firewall (Linux) before the data plane sees it.
     const shielded = await t.b.run(node, ['--import', 'tsx', PROBE, 'tcp', t.a4, '8080', '1500']);
     assert.match(shielded.stdout, /"ok":false/);
+    // And sends a datagram from the reflect address: dropped as forged.
+    const forged = await t.b.run('python3', ['-c', forgedSender(t.a4)]);
+    assert.equal(forged.code, 0, forged.stderr);
   }
 
   test('capture -w file: tshark reads every packet with its addresses, ports and verdict comment', async () => {
@@ -114,7 +136,7 @@ describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout:
     assert.ok(ifaces.has('rflct0 outbound'), [...ifaces].join());
 
     // TCP (curl): every segment reflected; the bytes are the packet as re-injected, the comment has the original.
-    const tcp = pkts.filter((p) => p.proto.includes('tcp'));
+    const tcp = pkts.filter((p) => p.proto.includes('tcp') && p.src !== t.b4); // b's shielded attempts: below
     assert.ok(tcp.length >= 6, `expected a whole TCP connection, got ${tcp.length} packets`);
     const syn = tcp.find((p) => p.dport === '8081');
     assert.ok(syn, 'no packet to port 8081');
@@ -139,8 +161,21 @@ describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout:
     assert.equal(bad.length, 1, JSON.stringify(pkts.map((p) => p.comment)));
     assert.equal(bad[0].comment, `verdict=malformed reason=badTransportHeader original=198.51.100.2 > ${R4}`);
 
-    // Nothing from b's attempt on the shielded port reached the data plane (nft dropped it), so nothing claims it did.
-    assert.ok(!pkts.some((p) => p.src === t.b4 || p.dst === t.b4));
+    // b's attempts on the shielded port: dropped by nft before the TUN device, captured through NFLOG, inbound, as sent.
+    const shielded = pkts.filter((p) => p.src === t.b4);
+    assert.ok(shielded.length >= 1, 'the shielded SYN is in the capture');
+    for (const p of shielded) {
+      assert.equal(p.dst, t.a4);
+      assert.equal(p.dport, '8080');
+      assert.equal(p.iface, 'rflct0 inbound');
+      assert.match(p.comment, new RegExp(`^verdict=shieldDropped original=${escape(t.b4)}:\\d+ > ${escape(t.a4)}:8080$`));
+    }
+    // The datagram forged from the reflect address: exactly one, with its verdict.
+    const forged = pkts.filter((p) => p.comment.startsWith('verdict=forgedSourceDropped'));
+    assert.equal(forged.length, 1, JSON.stringify(pkts.map((p) => p.comment)));
+    assert.deepEqual([forged[0].src, forged[0].dst, forged[0].sport, forged[0].dport, forged[0].iface], [R4, t.a4, '40001', '5354', 'rflct0 inbound']);
+    // Nothing else from b: its packets are only these.
+    assert.ok(!pkts.some((p) => p.dst === t.b4));
   });
 
   test('filters: --address, --port and --verdict select packets in the engine', async () => {
@@ -214,6 +249,23 @@ describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout:
     }
     const syn = lines.find((l) => l.endsWith('[SYN]'));
     if (syn) assert.match(syn, /:8081 → .* 60 B \[SYN\]$/);
+  });
+
+  test('trace --verdict shieldDropped shows another host trying a shielded port, live; stopping the last capture stops the log', async () => {
+    const c = startClient(t.a, ['trace', '--pipe', pipe, '--json', '--count', '1', '--verdict', 'shieldDropped']);
+    await repeatUntil(c.exited, () => t.b.run(node, ['--import', 'tsx', PROBE, 'tcp', t.a4, '8080', '300']));
+    assert.equal(await c.exited, 0, c.stderr());
+    const [o] = c.stdout().toString().trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(o.verdict, 'shieldDropped');
+    assert.equal(o.direction, 'inbound');
+    assert.deepEqual([o.before.source, o.before.destination, o.before.destinationPort], [t.b4, t.a4, 8080]);
+    // With no capture left, nobody listens on the engine's NFLOG group (the kernel lists bound groups per namespace).
+    await waitFor('the NFLOG group unbound', async () => !(await nflogBound(t.a)), 5_000);
+    const again = startClient(t.a, ['trace', '--pipe', pipe, '--json', '--duration', '60s', '--verdict', 'forgedSourceDropped']);
+    await waitFor('the NFLOG group bound while a capture runs', () => nflogBound(t.a), 20_000);
+    again.child.kill('SIGINT');
+    assert.equal(await again.exited, 0, again.stderr());
+    await waitFor('the NFLOG group unbound again', async () => !(await nflogBound(t.a)), 5_000);
   });
 
 });

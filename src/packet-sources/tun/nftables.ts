@@ -14,13 +14,16 @@
  *     chain input {
  *       type filter hook input priority filter - 10; policy accept;
  *       iifname "<tun>" accept                            # reflected traffic arrives on the TUN: never shielded
- *       ip saddr @reflect_v4 counter name "forged_source" drop
- *       ip6 saddr @reflect_v6 counter name "forged_source" drop
+ *       ip saddr @reflect_v4 counter name "forged_source" log prefix "retroflect forged" group <g> drop
+ *       ip6 saddr @reflect_v6 counter name "forged_source" log prefix "retroflect forged" group <g> drop
  *       iif lo accept                                     # loopback to a shielded port still works
- *       meta l4proto tcp tcp dport @shield_tcp drop
- *       meta l4proto udp udp dport @shield_udp drop
+ *       meta l4proto tcp tcp dport @shield_tcp log prefix "retroflect shield" group <g> drop
+ *       meta l4proto udp udp dport @shield_udp log prefix "retroflect shield" group <g> drop
  *     }
  *   }
+ *
+ * The `log ... group <g>` statements hand each drop to the engine's NFLOG listener (nflog.ts), which binds the group
+ * only while a capture runs; without a listener they copy nothing. They are left out when NFLOG is unusable.
  *
  * Forged sources: while an address is reflected, the routes send everything for it into the TUN device, so no
  * other host can ever answer from it; the only genuine packets from a reflect address are the reflected ones, and
@@ -43,6 +46,8 @@ export const NFT_SET: Record<ShieldProtocol, string> = { tcp: 'shield_tcp', udp:
 /** Reflect address set names per family, and the named counter of forged-source drops. */
 export const NFT_REFLECT_SET: Record<4 | 6, string> = { 4: 'reflect_v4', 6: 'reflect_v6' };
 export const NFT_FORGED_COUNTER = 'forged_source';
+/** Log prefixes of the two drop rules; the NFLOG reader tells the verdicts apart by them. */
+export const NFT_LOG_PREFIX = { shield: 'retroflect shield', forged: 'retroflect forged' } as const;
 
 function ports(cfg: InterceptConfig, protocol: ShieldProtocol): number[] {
   return cfg.shieldPorts.filter((p) => p.protocol === protocol).map((p) => p.port);
@@ -56,11 +61,17 @@ function elements(list: readonly (number | string)[]): string {
   return list.length ? ` elements = { ${list.join(', ')} };` : '';
 }
 
+/** The log statement of a drop rule ('' when there is no NFLOG group to log to). */
+function logTo(prefix: string, logGroup: number | null): string {
+  return logGroup === null ? '' : ` log prefix "${prefix}" group ${logGroup}`;
+}
+
 /**
  * The script that (re)creates the table. It starts by declaring and deleting the table, which in one nft transaction
- * removes a leftover if there is one and is harmless if there is not.
+ * removes a leftover if there is one and is harmless if there is not. `logGroup`: the NFLOG group the drop rules
+ * copy packets to for captures (null: none).
  */
-export function shieldTableScript(cfg: InterceptConfig, tunName: string): string {
+export function shieldTableScript(cfg: InterceptConfig, tunName: string, logGroup: number | null): string {
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tunName)) {
     throw new RetroflectError(ErrorCode.BACKEND_FAILED, `'${tunName}' is not a valid interface name.`, {
       hint: 'Use 1 to 15 letters, digits, dots, dashes or underscores.',
@@ -78,11 +89,11 @@ export function shieldTableScript(cfg: InterceptConfig, tunName: string): string
     '  chain input {',
     '    type filter hook input priority filter - 10; policy accept;',
     `    iifname "${tunName}" accept`,
-    `    ip saddr @${NFT_REFLECT_SET[4]} counter name "${NFT_FORGED_COUNTER}" drop`,
-    `    ip6 saddr @${NFT_REFLECT_SET[6]} counter name "${NFT_FORGED_COUNTER}" drop`,
+    `    ip saddr @${NFT_REFLECT_SET[4]} counter name "${NFT_FORGED_COUNTER}"${logTo(NFT_LOG_PREFIX.forged, logGroup)} drop`,
+    `    ip6 saddr @${NFT_REFLECT_SET[6]} counter name "${NFT_FORGED_COUNTER}"${logTo(NFT_LOG_PREFIX.forged, logGroup)} drop`,
     '    iif lo accept',
-    `    meta l4proto tcp tcp dport @${NFT_SET.tcp} drop`,
-    `    meta l4proto udp udp dport @${NFT_SET.udp} drop`,
+    `    meta l4proto tcp tcp dport @${NFT_SET.tcp}${logTo(NFT_LOG_PREFIX.shield, logGroup)} drop`,
+    `    meta l4proto udp udp dport @${NFT_SET.udp}${logTo(NFT_LOG_PREFIX.shield, logGroup)} drop`,
     '  }',
     '}',
     '',
@@ -124,8 +135,8 @@ export function nftScriptCommand(script: string): HostCommand {
   return { file: 'nft', args: ['-f', '-'], input: script };
 }
 
-export async function installShield(cfg: InterceptConfig, tunName: string): Promise<void> {
-  await runCommand(nftScriptCommand(shieldTableScript(cfg, tunName)));
+export async function installShield(cfg: InterceptConfig, tunName: string, logGroup: number | null): Promise<void> {
+  await runCommand(nftScriptCommand(shieldTableScript(cfg, tunName, logGroup)));
 }
 
 export async function updateShield(prev: InterceptConfig, next: InterceptConfig): Promise<void> {

@@ -18,7 +18,8 @@ import { addressFamily, type InterceptConfig } from '../../config/intercept-conf
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { runCommand, describeCommand, type HostCommand } from '../../platform/linux/command.ts';
 import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
-import { installShield, NFT_FAMILY, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
+import { installShield, NFT_FAMILY, NFT_LOG_PREFIX, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
+import { FIRST_LOG_GROUP, FirewallLogReader, openFirewallLog, type LoggedPacketSink } from './nflog.ts';
 import {
   checkDeviceName,
   DEFAULT_TUN_NAME,
@@ -33,7 +34,7 @@ import {
   type TunVariantName,
 } from './device.ts';
 import { routeAddCommand, routeDeleteCommand } from './routes.ts';
-import { allocatePacketBatch, Verdict, type HostBackend, type PacketBatch, type PacketSource, type PacketSourceFactory, type PlanStep, type FirewallCounters, type TunSourceInit, type TunSourceUpdate } from '../packet-source.ts';
+import { allocatePacketBatch, Verdict, type HostBackend, type PacketBatch, type PacketSource, type PacketSourceFactory, type PlanStep, type FirewallCounters, type TunSourceInit, type TunSourceUpdate, FirewallDropCause, type FirewallDropSink } from '../packet-source.ts';
 
 /** The variant measured fastest by bench/reflect-path.ts (numbers in bench/README.md). */
 export const DEFAULT_TUN_VARIANT: TunVariantName = 'vnetOffload';
@@ -72,6 +73,9 @@ export class TunHostBackend implements HostBackend<'tun'> {
   readonly variant: TunVariant;
   private fd = -1;
   private wakeFd = -1;
+  /** The NFLOG socket and group the drop rules log to, for captures (null: NFLOG unusable, see logProblem). */
+  private log: { fd: number; group: number } | null = null;
+  private logProblem: string | null = null;
   /** Set once start() has claimed the host's shield table: only then may stop() remove it. */
   private ownsShield = false;
   private readonly wakeValue = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
@@ -91,15 +95,25 @@ export class TunHostBackend implements HostBackend<'tun'> {
       { action: 'create TUN device', detail: `open /dev/net/tun; ioctl TUNSETIFF ${this.device} (${flags})` },
     ];
     if (this.variant.vnetHdr) steps.push({ action: 'enable offloads', detail: 'ioctl TUNSETOFFLOAD TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6' });
+    steps.push({
+      action: 'open the firewall log',
+      detail: `netlink socket (NETLINK_NETFILTER); NFLOG group: the first free from ${FIRST_LOG_GROUP}, listened to only while a capture runs`,
+    });
     steps.push(cmd('bring the device up', linkUpCommand(this.device, this.variant.mtu)));
     steps.push({ action: 'enable IPv6 on the device', detail: `write 0 to ${ipv6SysctlPath(this.device)}` });
     for (const a of cfg.reflectAddresses) steps.push(cmd(`route ${a} into the device`, routeAddCommand(a, this.device)));
-    steps.push(cmd('install shield rules', nftScriptCommand(shieldTableScript(cfg, this.device))));
+    steps.push(cmd(`install shield rules (drops logged to NFLOG group ${FIRST_LOG_GROUP} if free)`, nftScriptCommand(shieldTableScript(cfg, this.device, FIRST_LOG_GROUP))));
     return steps;
   }
 
   describe(): Record<string, string | number> {
-    return { device: this.device, mtu: this.variant.mtu, offloads: this.variant.vnetHdr ? 'vnet header, TSO, checksum' : 'none' };
+    return {
+      device: this.device,
+      mtu: this.variant.mtu,
+      offloads: this.variant.vnetHdr ? 'vnet header, TSO, checksum' : 'none',
+      // Where captures get the packets the shield rules drop (or why they cannot).
+      firewallLog: this.log ? `NFLOG group ${this.log.group}` : `unavailable: ${this.logProblem ?? 'not started'}`,
+    };
   }
 
   async start(cfg: InterceptConfig): Promise<TunSourceInit> {
@@ -113,6 +127,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
     try {
       this.wakeFd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
       if (this.wakeFd < 0) throw new RetroflectError(ErrorCode.BACKEND_FAILED, `eventfd failed: ${c.strerror(c.errno())}.`);
+      this.openLog();
       await this.claimShieldTable();
       await runCommand(linkUpCommand(this.device, this.variant.mtu));
       const hasV6 = enableIpv6(this.device);
@@ -122,12 +137,29 @@ export class TunHostBackend implements HostBackend<'tun'> {
         });
       }
       for (const a of cfg.reflectAddresses) await runCommand(routeAddCommand(a, this.device));
-      await installShield(cfg, this.device);
+      await installShield(cfg, this.device, this.log?.group ?? null);
     } catch (err) {
       await this.stop().catch(() => undefined);
       throw err;
     }
-    return { kind: 'tun', fd: this.fd, wakeFd: this.wakeFd, mtu: this.variant.mtu, vnetHdr: this.variant.vnetHdr };
+    return {
+      kind: 'tun',
+      fd: this.fd,
+      wakeFd: this.wakeFd,
+      logFd: this.log?.fd ?? -1,
+      logGroup: this.log?.group ?? -1,
+      mtu: this.variant.mtu,
+      vnetHdr: this.variant.vnetHdr,
+    };
+  }
+
+  /** The firewall log is for captures only: without it the engine runs, and `status` says why captures miss drops. */
+  private openLog(): void {
+    try {
+      this.log = openFirewallLog();
+    } catch (err) {
+      this.logProblem = err instanceof Error ? err.message : String(err);
+    }
   }
 
   /**
@@ -187,7 +219,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
     const repairs: string[] = [];
     const holder = await shieldTableDevice();
     if (holder !== this.device) {
-      await installShield(cfg, this.device);
+      await installShield(cfg, this.device, this.log?.group ?? null);
       repairs.push(`The nft table ${NFT_FAMILY} ${NFT_TABLE} was ${holder === null ? 'deleted' : 'replaced'} by something else; restored it (shielding was off meanwhile).`);
     }
     if (scope === 'firewall') return repairs;
@@ -224,8 +256,10 @@ export class TunHostBackend implements HostBackend<'tun'> {
     const c = libc();
     if (this.fd >= 0) c.close(this.fd);
     if (this.wakeFd >= 0) c.close(this.wakeFd);
+    if (this.log) c.close(this.log.fd); // frees the NFLOG group
     this.fd = -1;
     this.wakeFd = -1;
+    this.log = null;
     if (failure) throw failure;
   }
 }
@@ -244,9 +278,17 @@ export class TunPacketSource implements PacketSource<'tun'> {
   private readonly slotSize: number;
   /** One view per slot, made once, so read/write never allocate. */
   private readonly slots: Buffer[];
-  private readonly pollFds = Buffer.alloc(2 * POLLFD_SIZE);
+  /** Poll entries: the device, the wake eventfd, and the firewall log while drops are observed. */
+  private readonly pollFds = Buffer.alloc(3 * POLLFD_SIZE);
+  private pollCount = 2;
   private readonly drain = Buffer.alloc(8);
   private closed = false;
+  /** Packets the nft rules drop, read from NFLOG while a capture runs (null: NFLOG unusable). */
+  private readonly log: FirewallLogReader | null;
+  private dropSink: FirewallDropSink | null = null;
+  /** Made once: the log reader's prefix index (the order given to it below) becomes the drop cause. */
+  private readonly onLogged: LoggedPacketSink = (buf, off, len, prefix, timeMs) =>
+    this.dropSink?.(buf, off, len, prefix === 0 ? FirewallDropCause.ShieldPort : FirewallDropCause.ForgedSource, timeMs);
 
   constructor(init: TunSourceInit) {
     this.c = libc();
@@ -267,17 +309,42 @@ export class TunPacketSource implements PacketSource<'tun'> {
     this.pollFds.writeInt16LE(POLLIN, 4);
     this.pollFds.writeInt32LE(this.wakeFd, POLLFD_SIZE);
     this.pollFds.writeInt16LE(POLLIN, POLLFD_SIZE + 4);
+    this.log = init.logFd >= 0 ? new FirewallLogReader(init.logFd, init.logGroup, [NFT_LOG_PREFIX.shield, NFT_LOG_PREFIX.forged]) : null;
+    if (this.log) {
+      this.pollFds.writeInt32LE(init.logFd, 2 * POLLFD_SIZE);
+      this.pollFds.writeInt16LE(POLLIN, 2 * POLLFD_SIZE + 4);
+    }
+  }
+
+  get firewallDropsLost(): number {
+    return this.log?.lost ?? 0;
+  }
+
+  observeFirewallDrops(sink: FirewallDropSink | null): void {
+    if (!this.log) return; // NFLOG is unusable here; `status` says so
+    if (sink) {
+      this.log.start();
+      this.dropSink = sink;
+      this.pollCount = 3;
+    } else {
+      this.dropSink = null;
+      this.pollCount = 2;
+      this.log.stop();
+    }
   }
 
   receive(timeoutMs: number): number {
     this.batch.count = 0;
     if (this.closed) return 0;
+    // While observed, firewall drops are taken first on every call: under load the device may never be polled.
+    if (this.dropSink) this.log!.drain(this.onLogged);
     // Under load the device is usually readable already: try first, poll only when it is empty.
     let n = this.readAvailable();
     if (n > 0) return n;
     this.pollFds.writeInt16LE(0, 6);
     this.pollFds.writeInt16LE(0, POLLFD_SIZE + 6);
-    const ready = this.c.poll(this.pollFds, 2, Math.max(0, Math.floor(timeoutMs)));
+    this.pollFds.writeInt16LE(0, 2 * POLLFD_SIZE + 6);
+    const ready = this.c.poll(this.pollFds, this.pollCount, Math.max(0, Math.floor(timeoutMs)));
     if (ready < 0) {
       const errno = this.c.errno();
       if (errno === EINTR) return 0;
@@ -285,6 +352,7 @@ export class TunPacketSource implements PacketSource<'tun'> {
     }
     if (ready === 0) return 0;
     if (this.pollFds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
+    if (this.dropSink && this.pollFds.readInt16LE(2 * POLLFD_SIZE + 6) & POLLIN) this.log!.drain(this.onLogged);
     const revents = this.pollFds.readInt16LE(6);
     if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
       throw new RetroflectError(ErrorCode.BACKEND_FAILED, 'The TUN device was closed or failed.', {

@@ -12,6 +12,14 @@ export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 export const EINTR = 4;
 export const EAGAIN = 11;
+export const ENOBUFS = 105;
+
+/** socket(2) constants (linux/socket.h, linux/netlink.h): a netlink socket to the kernel's netfilter subsystem. */
+export const AF_NETLINK = 16;
+export const SOCK_RAW = 3;
+export const SOCK_NONBLOCK = O_NONBLOCK;
+export const SOCK_CLOEXEC = O_CLOEXEC;
+export const NETLINK_NETFILTER = 12;
 
 /** poll(2) event bits (asm-generic/poll.h). */
 export const POLLIN = 0x001;
@@ -37,6 +45,9 @@ export interface Libc {
   read(fd: number, buf: Buffer, count: number): number;
   write(fd: number, buf: Buffer, count: number): number;
   eventfd(initval: number, flags: number): number;
+  socket(domain: number, type: number, protocol: number): number;
+  /** bind(2) with the address as raw bytes (a sockaddr the caller laid out). */
+  bind(fd: number, addr: Buffer, addrlen: number): number;
   strerror(errnum: number): string;
   errno(): number;
 }
@@ -54,6 +65,8 @@ export function libc(): Libc {
   const write = lib.func('long write(int fd, const void *buf, unsigned long count)');
   const eventfd = lib.func('int eventfd(unsigned int initval, int flags)');
   const strerror = lib.func('const char *strerror(int errnum)');
+  const socket = lib.func('int socket(int domain, int type, int protocol)');
+  const bind = lib.func('int bind(int fd, const void *addr, unsigned int addrlen)');
   cached = {
     open: (path, flags) => open(path, flags) as number,
     close: (fd) => close(fd) as number,
@@ -63,6 +76,8 @@ export function libc(): Libc {
     read: (fd, buf, count) => Number(read(fd, buf, count)),
     write: (fd, buf, count) => Number(write(fd, buf, count)),
     eventfd: (initval, flags) => eventfd(initval, flags) as number,
+    socket: (domain, type, protocol) => socket(domain, type, protocol) as number,
+    bind: (fd, addr, addrlen) => bind(fd, addr, addrlen) as number,
     strerror: (errnum) => strerror(errnum) as string,
     errno: () => koffi.errno(),
   };

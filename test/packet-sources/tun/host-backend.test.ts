@@ -29,18 +29,19 @@ describe('TunHostBackend.plan (dry run)', () => {
     assert.match(details[0], /^nft -f - <<EOF\ntable inet retroflect\ndelete table inet retroflect\nEOF$/);
     assert.equal(details[1], 'open /dev/net/tun; ioctl TUNSETIFF rflct7 (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR)');
     assert.equal(details[2], 'ioctl TUNSETOFFLOAD TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6');
-    assert.equal(details[3], 'ip link set dev rflct7 mtu 1500 up');
-    assert.equal(details[4], 'write 0 to /proc/sys/net/ipv6/conf/rflct7/disable_ipv6');
-    assert.equal(details[5], 'ip -4 route replace 192.0.2.1/32 dev rflct7');
-    assert.equal(details[6], 'ip -6 route replace 2001:db8::1/128 dev rflct7');
-    assert.match(details[7], /set shield_tcp \{ type inet_service; counter; elements = \{ 8080, 8443 \}; \}/);
-    assert.match(details[7], /set shield_udp \{ type inet_service; counter; elements = \{ 53 \}; \}/);
-    assert.match(details[7], /iifname "rflct7" accept/);
-    assert.match(details[7], /set reflect_v4 \{ type ipv4_addr; elements = \{ 192\.0\.2\.1 \}; \}/);
-    assert.match(details[7], /set reflect_v6 \{ type ipv6_addr; elements = \{ 2001:db8::1 \}; \}/);
+    assert.equal(details[3], 'netlink socket (NETLINK_NETFILTER); NFLOG group: the first free from 21062, listened to only while a capture runs');
+    assert.equal(details[4], 'ip link set dev rflct7 mtu 1500 up');
+    assert.equal(details[5], 'write 0 to /proc/sys/net/ipv6/conf/rflct7/disable_ipv6');
+    assert.equal(details[6], 'ip -4 route replace 192.0.2.1/32 dev rflct7');
+    assert.equal(details[7], 'ip -6 route replace 2001:db8::1/128 dev rflct7');
+    assert.match(details[8], /set shield_tcp \{ type inet_service; counter; elements = \{ 8080, 8443 \}; \}/);
+    assert.match(details[8], /set shield_udp \{ type inet_service; counter; elements = \{ 53 \}; \}/);
+    assert.match(details[8], /iifname "rflct7" accept/);
+    assert.match(details[8], /set reflect_v4 \{ type ipv4_addr; elements = \{ 192\.0\.2\.1 \}; \}/);
+    assert.match(details[8], /set reflect_v6 \{ type ipv6_addr; elements = \{ 2001:db8::1 \}; \}/);
     // Forged reflect sources are dropped on every interface but the TUN device (whose accept comes first), loopback too.
-    assert.match(details[7], /iifname "rflct7" accept\n {4}ip saddr @reflect_v4 counter name "forged_source" drop\n {4}ip6 saddr @reflect_v6 counter name "forged_source" drop\n {4}iif lo accept\n/);
-    assert.equal(steps.length, 8);
+    assert.match(details[8], /iifname "rflct7" accept\n {4}ip saddr @reflect_v4 counter name "forged_source" log prefix "retroflect forged" group 21062 drop\n {4}ip6 saddr @reflect_v6 counter name "forged_source" log prefix "retroflect forged" group 21062 drop\n {4}iif lo accept\n/);
+    assert.equal(steps.length, 9);
   });
 
   test('without vnet headers there is no offload step and the MTU follows the variant', () => {
@@ -70,7 +71,16 @@ describe('nft scripts for live changes', () => {
   });
 
   test('the table script declares then deletes the table first, so a leftover never blocks a start', () => {
-    assert.match(shieldTableScript(cfg, 'rflct0'), /^table inet retroflect\ndelete table inet retroflect\ntable inet retroflect \{/);
+    assert.match(shieldTableScript(cfg, 'rflct0', null), /^table inet retroflect\ndelete table inet retroflect\ntable inet retroflect \{/);
+  });
+
+  test('with an NFLOG group every drop rule logs to it with its verdict prefix; without one, none logs', () => {
+    const drops = (script: string) => script.split('\n').filter((l) => / drop$/.test(l));
+    const logged = drops(shieldTableScript(cfg, 'rflct0', 21062));
+    assert.equal(logged.length, 4);
+    assert.equal(logged.filter((l) => l.includes('log prefix "retroflect forged" group 21062 drop')).length, 2);
+    assert.equal(logged.filter((l) => l.includes('log prefix "retroflect shield" group 21062 drop')).length, 2);
+    for (const l of drops(shieldTableScript(cfg, 'rflct0', null))) assert.doesNotMatch(l, /log/);
   });
 });
 
