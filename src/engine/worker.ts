@@ -66,7 +66,8 @@ async function main(): Promise<void> {
     try {
       applyUnchecked(msg);
     } catch (err) {
-      // The main thread validates configs before sending them, so this is a bug; keep the previous config running.
+      // A config the main thread validated failing here is a bug; a capture's side job failing (the backend cannot
+      // report firewall drops) is not. Either way the engine keeps running as it was, and the log says why.
       post(port, { type: 'warning', error: describe(err) });
     }
   };

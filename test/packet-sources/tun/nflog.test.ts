@@ -137,6 +137,8 @@ describe('NFLOG on the real kernel (namespace)', { timeout: 120_000 }, () => {
   let t: Topology;
   let engine: EngineProcess | undefined;
   const dir = mkdtempSync(join(tmpdir(), 'rft-nflog-'));
+  const pipe = join(dir, 'e.sock');
+  const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
 
   before(async () => {
     t = await createTopology('nflog');
@@ -148,12 +150,12 @@ describe('NFLOG on the real kernel (namespace)', { timeout: 120_000 }, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('a group another program holds is skipped; the rules log to the one the engine got; killing the engine frees it', async () => {
+  test('a group another program holds is skipped; one taken later costs a capture only its drops; killing the engine frees its group', async () => {
     const holder = new JsonLines(t.a.spawn('python3', ['-c', GROUP_HOLDER, String(FIRST_LOG_GROUP)]));
     assert.deepEqual(await holder.next((o) => 'error' in o), { error: 0 });
     assert.deepEqual(await boundGroups(t.a), [FIRST_LOG_GROUP]);
 
-    engine = spawnEngine(t.a, ['--no-config', '--shield', '8080/tcp', '--pipe', join(dir, 'e.sock'), '--device', 'rflct0']);
+    engine = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe', pipe, '--device', 'rflct0']);
     await waitReady(engine);
     const next = FIRST_LOG_GROUP + 1;
     assert.match(engine.output(), new RegExp(`firewallLog NFLOG group ${next}\\b`));
@@ -162,8 +164,24 @@ describe('NFLOG on the real kernel (namespace)', { timeout: 120_000 }, () => {
     // No capture runs: the engine's group has no listener (only the holder's is bound).
     assert.deepEqual(await boundGroups(t.a), [FIRST_LOG_GROUP]);
 
+    // Someone takes the engine's group while no capture runs: a capture then warns and still shows reflected traffic.
+    const thief = new JsonLines(t.a.spawn('python3', ['-c', GROUP_HOLDER, String(next)]));
+    assert.deepEqual(await thief.next((o) => 'error' in o), { error: 0 });
+    const traced = new JsonLines(t.a.spawn(process.execPath, [...CLI, 'trace', '--pipe', pipe, '--json', '--count', '1', '--protocol', 'icmp']));
+    const ping = setInterval(() => void t.a.run('ping', ['-c', '1', '-W', '1', '192.0.2.1']), 300);
+    try {
+      const o = await traced.next((x) => 'verdict' in x, 30_000);
+      assert.equal(o.verdict, 'reflected');
+    } finally {
+      clearInterval(ping);
+    }
+    await waitFor('the warning in the engine log', () => /Listening on NFLOG group \d+ failed/.test(engine!.output()), 5_000);
+    assert.match(engine.output(), new RegExp(`Listening on NFLOG group ${next} failed: Operation not permitted`));
+    thief.child.kill();
+    await waitFor('the thief gone', async () => !(await boundGroups(t.a)).includes(next), 5_000);
+
     // A capture binds it; the engine killed while capturing leaves nothing bound behind (the socket dies with it).
-    const trace = t.a.spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'trace', '--pipe', join(dir, 'e.sock'), '--duration', '60s']);
+    const trace = t.a.spawn(process.execPath, [...CLI, 'trace', '--pipe', pipe, '--duration', '60s']);
     await waitFor('the engine listening while a capture runs', async () => (await boundGroups(t.a)).includes(next), 20_000);
     engine.child.kill('SIGKILL');
     await engine.exited;
