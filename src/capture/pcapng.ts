@@ -1,6 +1,6 @@
 /**
  * A small pcapng writer (draft-ietf-opsawg-pcapng): one Section Header Block, one Interface Description Block per
- * interface and direction, and one Enhanced Packet Block per captured packet whose comment (opt_comment) carries
+ * interface and direction (the backend's own two first, others as packets name them), and one Enhanced Packet Block per captured packet whose comment (opt_comment) carries
  * the engine's verdict and the packet's addresses before reflection, and whose epb_flags carry the direction.
  * Little-endian, raw IP link type, microsecond timestamps (the default if_tsresol).
  */
@@ -54,6 +54,17 @@ function block(type: number, body: Buffer): Buffer {
   return out;
 }
 
+/**
+ * One Interface Description Block. pcapng lets one appear anywhere before the first packet that names it (ids count
+ * the interface blocks of the section in order), so an interface seen later gets its block then.
+ */
+export function pcapngInterface(itf: CaptureInterface, snaplen: number): Buffer {
+  const idb = Buffer.alloc(8);
+  idb.writeUInt16LE(LINKTYPE_RAW, 0);
+  idb.writeUInt32LE(snaplen, 4);
+  return block(BT_IDB, Buffer.concat([idb, options([option(IF_NAME, Buffer.from(itf.name)), option(IF_DESCRIPTION, Buffer.from(itf.description))])]));
+}
+
 /** Section header plus one interface block per entry of `interfaces` (interface id = index). */
 export function pcapngHeader(interfaces: readonly CaptureInterface[], snaplen: number): Buffer {
   const shb = Buffer.alloc(16);
@@ -62,12 +73,7 @@ export function pcapngHeader(interfaces: readonly CaptureInterface[], snaplen: n
   shb.writeUInt16LE(0, 6);
   shb.writeBigInt64LE(-1n, 8); // section length unknown (we stream)
   const parts = [block(BT_SHB, Buffer.concat([shb, options([option(SHB_USERAPPL, Buffer.from(`retroflect ${VERSION}`))])]))];
-  for (const itf of interfaces) {
-    const idb = Buffer.alloc(8);
-    idb.writeUInt16LE(LINKTYPE_RAW, 0);
-    idb.writeUInt32LE(snaplen, 4);
-    parts.push(block(BT_IDB, Buffer.concat([idb, options([option(IF_NAME, Buffer.from(itf.name)), option(IF_DESCRIPTION, Buffer.from(itf.description))])])));
-  }
+  for (const itf of interfaces) parts.push(pcapngInterface(itf, snaplen));
   return Buffer.concat(parts);
 }
 

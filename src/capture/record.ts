@@ -1,7 +1,7 @@
 /**
- * One captured packet as the data plane records it: the binary record format shared by the worker's ring
- * (capture/ring.ts), the control protocol's `capture` notifications (base64 of whole records) and every reader
- * (pcapng writer, trace lines, PowerShell). docs/protocol.md documents the same layout; keep the two in step.
+ * One captured packet as the data plane records it: the binary record format between the packet worker, which
+ * writes it into a capture ring (capture/ring.ts), and the main thread, which turns it into pcapng blocks or packet
+ * summaries (control/capture-subscription.ts). Internal: clients never see records, only those.
  *
  * Little-endian, each record padded to a multiple of 8 bytes:
  *
@@ -13,12 +13,14 @@
  *  14  u8   malformed        MalformedCode (0 = well-formed)
  *  15  u8   flags            bit 0: the addresses were swapped (reflected); the bytes are the packet as re-injected
  *  16  f64  time             milliseconds since the Unix epoch, microsecond resolution
- *  24  ...  the packet's first capturedLength bytes (raw IP, no link-layer header)
+ *  24  u32  ifIndex          the interface it left through or arrived on (the backend names it); 0 = unknown
+ *  28  u32  reserved         0
+ *  32  ...  the packet's first capturedLength bytes (raw IP, no link-layer header)
  */
 import type { MalformedReason } from '../packet/parse.ts';
 import { MALFORMED_REASONS } from '../packet/parse.ts';
 
-export const RECORD_HEADER_BYTES = 24;
+export const RECORD_HEADER_BYTES = 32;
 
 /** What the engine did with a captured packet (0 is never a verdict: a reader rejects it as garbage). */
 export const CaptureVerdict = {
@@ -51,6 +53,8 @@ export interface CaptureRecord {
   malformedReason: MalformedReason | null;
   reflected: boolean;
   originalLength: number;
+  /** The interface's OS index (0 = unknown); `HostBackend.interfaceName` names it. */
+  ifIndex: number;
   /** The captured bytes (a copy, owned by the caller). */
   data: Uint8Array;
 }
@@ -76,6 +80,7 @@ export function decodeRecords(buf: Uint8Array): CaptureRecord[] {
       malformedReason: malformed === 0 ? null : (MALFORMED_REASONS[malformed - 1] ?? null),
       reflected: (view.getUint8(pos + 15) & RecordFlag.Reflected) !== 0,
       time: view.getFloat64(pos + 16, true),
+      ifIndex: view.getUint32(pos + 24, true),
       data: buf.slice(pos + RECORD_HEADER_BYTES, pos + RECORD_HEADER_BYTES + captured),
     });
     pos += size;

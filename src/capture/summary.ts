@@ -20,6 +20,8 @@ export interface PacketSummary {
   /** ISO 8601 UTC with microseconds. */
   time: string;
   direction: 'outbound' | 'inbound';
+  /** The interface it left through or arrived on, as the backend names it ("rflct0", "eth0"; WinDivert: "if12"). */
+  interface: string;
   verdict: CaptureVerdictName;
   malformedReason: MalformedReason | null;
   protocol: SummaryProtocol | null;
@@ -81,10 +83,12 @@ function isoMicros(ms: number): string {
 
 const NONE: Endpoints = { source: null, sourcePort: null, destination: null, destinationPort: null };
 
-export function summarize(rec: CaptureRecord): PacketSummary {
+/** What `rec` means; `interfaceName` is the backend's name for its interface (`HostBackend.interfaceName`). */
+export function summarize(rec: CaptureRecord, interfaceName: string): PacketSummary {
   const base = {
     time: isoMicros(rec.time),
     direction: rec.outbound ? ('outbound' as const) : ('inbound' as const),
+    interface: interfaceName,
     verdict: rec.verdict,
     malformedReason: rec.malformedReason,
     capturedLength: rec.data.length,

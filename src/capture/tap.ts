@@ -49,10 +49,11 @@ export class CaptureTaps {
   }
 
   /**
-   * Offer one decided packet. `p` is the data plane's parse of it (addresses already swapped when reflected),
+   * Offer one decided packet, which left through or arrived on interface `ifIndex` (PacketBatch.ifIndex).
+   * `p` is the data plane's parse of it (addresses already swapped when reflected),
    * `decision` the data plane's Verdict, `dropCause` its DropCause when that is Drop, `time` ms since the epoch.
    */
-  offer(buf: Uint8Array, off: number, len: number, outbound: boolean, decision: number, dropCause: number, p: ParsedPacket, time: number): void {
+  offer(buf: Uint8Array, off: number, len: number, outbound: boolean, ifIndex: number, decision: number, dropCause: number, p: ParsedPacket, time: number): void {
     const malformed = p.malformed;
     // A drop has one cause; a packet that was sent on but is malformed (inbound: not ours to judge) shows as malformed.
     const verdict = decision === Verdict.Drop
@@ -85,6 +86,8 @@ export class CaptureTaps {
       bytes[at + 14] = malformed;
       bytes[at + 15] = decision === Verdict.Reflect && malformed === 0 ? RecordFlag.Reflected : 0;
       v.setFloat64(at + 16, time, true);
+      v.setUint32(at + 24, ifIndex, true);
+      v.setUint32(at + 28, 0, true);
       const dst = at + RECORD_HEADER_BYTES;
       if (captured <= SMALL_COPY) {
         for (let k = 0; k < captured; k++) bytes[dst + k] = buf[off + k];

@@ -162,7 +162,7 @@ export function traceLine(s: PacketSummary): string {
   const after = s.after.source === null ? chalk.dim('(not sent)') : s.verdict === 'reflected' ? endpointsText(s.after) : chalk.dim('(unchanged)');
   const dir = s.direction === 'outbound' ? 'out' : 'in ';
   const flags = s.tcpFlags ? ` [${s.tcpFlags}]` : s.icmpType !== null ? ` type ${s.icmpType}` : '';
-  return `${chalk.dim(time)} ${dir} ${verdict} ${proto} ${before} → ${after} ${s.length} B${flags}`;
+  return `${chalk.dim(time)} ${dir} ${s.interface} ${verdict} ${proto} ${before} → ${after} ${s.length} B${flags}`;
 }
 
 export function registerCaptureCommands(program: Command): void {

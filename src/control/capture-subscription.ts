@@ -12,7 +12,7 @@ import { invalidParams } from '../error-messages.ts';
 import type { CaptureOptions, CaptureSession } from '../capture/hub.ts';
 import { DEFAULT_CAPTURE_RATE, MAX_CAPTURE_RATE } from '../capture/hub.ts';
 import { DEFAULT_SNAPLEN, MAX_SNAPLEN, MIN_SNAPLEN, parseCaptureFilter } from '../capture/filter.ts';
-import { LINKTYPE_RAW, pcapngHeader, pcapngPacket, type CaptureInterface } from '../capture/pcapng.ts';
+import { LINKTYPE_RAW, pcapngHeader, pcapngInterface, pcapngPacket, type CaptureInterface } from '../capture/pcapng.ts';
 import { decodeRecords } from '../capture/record.ts';
 import { packetComment, summarize } from '../capture/summary.ts';
 
@@ -28,6 +28,8 @@ export type CaptureFormat = (typeof CAPTURE_FORMATS)[number];
 export interface CaptureEngine {
   openCapture(opts: CaptureOptions): CaptureSession;
   status(): { backend: string; backendInfo: Record<string, string | number> };
+  /** The name captures give interface `ifIndex` (0: the backend's own, e.g. its TUN device). */
+  interfaceName(ifIndex: number): string;
 }
 
 export type CaptureEndReason = 'stopped' | 'engineStopping' | 'slowClient';
@@ -42,14 +44,22 @@ export interface CaptureSink {
 }
 
 
-/** The interfaces a capture of this engine describes (pcapng interface id = index): outbound and inbound. */
+/** A capture's pcapng interface for packets through `name` in one direction ("rflct0 outbound"). */
+function captureInterface(name: string, direction: 'outbound' | 'inbound', backend: string): CaptureInterface {
+  return direction === 'outbound'
+    ? { name: `${name} outbound`, description: `packets this host sent through ${name}, as ${backend} handed them to retroflect (after reflection)`, direction }
+    : { name: `${name} inbound`, description: `packets that arrived on ${name} from other hosts, as retroflect saw them`, direction };
+}
+
+/**
+ * The interfaces every capture of this engine starts with (pcapng interface id = index): the backend's own, outbound
+ * and inbound. Packets through other interfaces (TUN: shielded packets arriving on eth0; WinDivert: each IfIdx) add
+ * theirs as they come.
+ */
 export function captureInterfaces(engine: CaptureEngine): CaptureInterface[] {
-  const st = engine.status();
-  const name = typeof st.backendInfo.device === 'string' ? st.backendInfo.device : st.backend;
-  return [
-    { name: `${name} outbound`, description: `packets this host sent, as ${st.backend} handed them to retroflect (after reflection)`, direction: 'outbound' },
-    { name: `${name} inbound`, description: `packets that arrived from other hosts, as retroflect saw them (tun: those its nftables rules dropped, reported through NFLOG)`, direction: 'inbound' },
-  ];
+  const backend = engine.status().backend;
+  const own = engine.interfaceName(0);
+  return [captureInterface(own, 'outbound', backend), captureInterface(own, 'inbound', backend)];
 }
 
 export class CaptureSubscription {
@@ -58,9 +68,14 @@ export class CaptureSubscription {
   /** Since when the client has been too far behind, and how much was unsent then (null: keeping up). */
   private behind: { since: number; unsent: number } | null = null;
 
+  /** pcapng interface id by interface name ("rflct0 outbound"); grows as packets name new interfaces. */
+  private readonly interfaceIds = new Map<string, number>();
+
   private constructor(
     readonly format: CaptureFormat,
     private readonly sink: CaptureSink,
+    private readonly engine: CaptureEngine,
+    private readonly snaplen: number,
   ) {}
 
   static start(engine: CaptureEngine, params: Record<string, unknown>, sink: CaptureSink): { sub: CaptureSubscription; result: Record<string, unknown> } {
@@ -80,8 +95,9 @@ export class CaptureSubscription {
       throw invalidParams(`'rate' must be an integer from 1 to ${MAX_CAPTURE_RATE} (packets per second).`, 'rate');
     }
     const filter = parseCaptureFilter(params);
-    const sub = new CaptureSubscription(format as CaptureFormat, sink);
+    const sub = new CaptureSubscription(format as CaptureFormat, sink, engine, snaplen);
     const interfaces = captureInterfaces(engine);
+    interfaces.forEach((itf, id) => sub.interfaceIds.set(itf.name, id));
     sub.session = engine.openCapture({
       filter,
       snaplen,
@@ -106,11 +122,27 @@ export class CaptureSubscription {
     const id = this.session.id;
     const recs = decodeRecords(records);
     if (this.format === 'pcapng') {
-      const blocks = recs.map((r) => pcapngPacket(r.outbound ? 0 : 1, r, packetComment(summarize(r))));
+      const blocks: Buffer[] = [];
+      for (const r of recs) {
+        const summary = summarize(r, this.engine.interfaceName(r.ifIndex));
+        blocks.push(pcapngPacket(this.interfaceId(summary.interface, summary.direction, blocks), r, packetComment(summary)));
+      }
       this.notifyChecked({ id, format: 'pcapng', data: Buffer.concat(blocks).toString('base64'), packets: recs.length, dropped });
     } else {
-      this.notifyChecked({ id, format: 'summary', packets: recs.map(summarize), dropped });
+      this.notifyChecked({ id, format: 'summary', packets: recs.map((r) => summarize(r, this.engine.interfaceName(r.ifIndex))), dropped });
     }
+  }
+
+  /** The pcapng id of interface `name` in `direction`; a new one gets its block appended to `blocks` first. */
+  private interfaceId(name: string, direction: 'outbound' | 'inbound', blocks: Buffer[]): number {
+    const itf = captureInterface(name, direction, this.engine.status().backend);
+    let id = this.interfaceIds.get(itf.name);
+    if (id === undefined) {
+      id = this.interfaceIds.size;
+      this.interfaceIds.set(itf.name, id);
+      blocks.push(pcapngInterface(itf, this.snaplen));
+    }
+    return id;
   }
 
   private notifyChecked(params: Record<string, unknown>): void {

@@ -19,4 +19,6 @@ export interface ControlEngine {
   stop(): Promise<void>;
   /** Packet capture (capture/hub.ts); an engine without it answers capture.start with E_BACKEND_UNAVAILABLE. */
   openCapture?(opts: CaptureOptions): CaptureSession;
+  /** What captures call interface `ifIndex` (the backend's naming); there with openCapture. */
+  interfaceName?(ifIndex: number): string;
 }

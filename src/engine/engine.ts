@@ -309,6 +309,10 @@ export class Engine extends EventEmitter {
     return this.captureHub.open(opts);
   }
 
+  interfaceName(ifIndex: number): string {
+    return this.opts.backend.interfaceName(ifIndex);
+  }
+
   flows(): FlowRecord[] {
     return this.flowTable.snapshot(Date.now());
   }

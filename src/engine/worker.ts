@@ -49,9 +49,10 @@ async function main(): Promise<void> {
   // Packets the host firewall dropped before they reached us (Linux nft): reported by the source only while a
   // capture runs, and offered to the taps with the cause the firewall gave.
   const dropped = new ParsedPacket();
-  const firewallDrop: FirewallDropSink = (buf, off, len, cause, timeMs) => {
+  const firewallDrop: FirewallDropSink = (buf, off, len, cause, ifIndex, timeMs) => {
     parsePacket(buf, off, len, dropped);
-    taps.offer(buf, off, len, false, Verdict.Drop, cause === FirewallDropCause.ShieldPort ? DropCause.ShieldPort : DropCause.ForgedSource, dropped, timeMs);
+    const dropCause = cause === FirewallDropCause.ShieldPort ? DropCause.ShieldPort : DropCause.ForgedSource;
+    taps.offer(buf, off, len, false, ifIndex, Verdict.Drop, dropCause, dropped, timeMs);
   };
   let observingDrops = false;
   let dropsLostSeen = 0;
@@ -100,7 +101,7 @@ async function main(): Promise<void> {
   let sendErrorsSeen = 0;
   const expectedSeen = { hostUnreachable: 0, icmpRefused: 0 };
   const decideAndSend = (n: number, now: number): void => {
-    const { data: buf, offset, length, outbound, verdict, partialChecksum } = batch;
+    const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum } = batch;
     if (taps.count === 0) {
       for (let i = 0; i < n; i++) {
         verdict[i] = outbound[i] === 1
@@ -114,7 +115,7 @@ async function main(): Promise<void> {
         const out = outbound[i] === 1;
         const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now);
         verdict[i] = v;
-        taps.offer(buf, offset[i], length[i], out, v, dataplane.dropCause, dataplane.packet, origin + performance.now());
+        taps.offer(buf, offset[i], length[i], out, ifIndex[i], v, dataplane.dropCause, dataplane.packet, origin + performance.now());
       }
     }
     source.send();

@@ -26,6 +26,8 @@ export interface PacketBatch {
   length: Uint32Array;
   /** 1 = this host sent it (outbound), 0 = it arrived from another host. */
   outbound: Uint8Array;
+  /** The OS index of the interface it leaves through or arrived on (TUN: the device; WinDivert: IfIdx); 0 = unknown. */
+  ifIndex: Uint32Array;
   /** Filled by the worker loop with `Verdict` values. */
   verdict: Uint8Array;
   /**
@@ -43,6 +45,7 @@ export function allocatePacketBatch(capacity: number, bytes: number): PacketBatc
     offset: new Uint32Array(capacity),
     length: new Uint32Array(capacity),
     outbound: new Uint8Array(capacity),
+    ifIndex: new Uint32Array(capacity),
     verdict: new Uint8Array(capacity),
     partialChecksum: new Uint8Array(capacity),
     count: 0,
@@ -85,8 +88,11 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
 export const FirewallDropCause = { ShieldPort: 1, ForgedSource: 2 } as const;
 export type FirewallDropCause = (typeof FirewallDropCause)[keyof typeof FirewallDropCause];
 
-/** An inbound packet the host firewall dropped: its IP bytes are `buf[off, off + len)`, `timeMs` since the epoch. */
-export type FirewallDropSink = (buf: Buffer, off: number, len: number, cause: FirewallDropCause, timeMs: number) => void;
+/**
+ * An inbound packet the host firewall dropped: its IP bytes are `buf[off, off + len)`, the interface it arrived on
+ * (0: unknown), `timeMs` since the epoch.
+ */
+export type FirewallDropSink = (buf: Buffer, off: number, len: number, cause: FirewallDropCause, ifIndex: number, timeMs: number) => void;
 
 /** One line of a `--dry-run` plan: what would be done, and the exact command or filter where there is one. */
 export interface PlanStep {
@@ -104,6 +110,8 @@ export interface TunSourceInit {
   wakeFd: number;
   logFd: number;
   logGroup: number;
+  /** The device's interface index (every packet read from it carries it). */
+  ifIndex: number;
   mtu: number;
   vnetHdr: boolean;
 }
@@ -175,6 +183,8 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
   verify?(cfg: InterceptConfig, scope: 'firewall' | 'all'): Promise<string[]>;
   /** Facts worth showing an admin in `status` (TUN device and mode; WinDivert filter, priority, driver version). */
   describe?(): Record<string, string | number>;
+  /** A name for the interface with this index (PacketBatch.ifIndex), as captures show it; never throws. */
+  interfaceName(ifIndex: number): string;
   /** Make a receive() that may be blocked in the worker return soon (for stop and reconfigure). */
   wake(): void;
   /** Undo everything start() did. Idempotent. */

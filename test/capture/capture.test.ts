@@ -167,13 +167,13 @@ describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout:
     for (const p of shielded) {
       assert.equal(p.dst, t.a4);
       assert.equal(p.dport, '8080');
-      assert.equal(p.iface, 'rflct0 inbound');
+      assert.equal(p.iface, `${t.aIf} inbound`, 'named after the interface it arrived on');
       assert.match(p.comment, new RegExp(`^verdict=shieldDropped original=${escape(t.b4)}:\\d+ > ${escape(t.a4)}:8080$`));
     }
     // The datagram forged from the reflect address: exactly one, with its verdict.
     const forged = pkts.filter((p) => p.comment.startsWith('verdict=forgedSourceDropped'));
     assert.equal(forged.length, 1, JSON.stringify(pkts.map((p) => p.comment)));
-    assert.deepEqual([forged[0].src, forged[0].dst, forged[0].sport, forged[0].dport, forged[0].iface], [R4, t.a4, '40001', '5354', 'rflct0 inbound']);
+    assert.deepEqual([forged[0].src, forged[0].dst, forged[0].sport, forged[0].dport, forged[0].iface], [R4, t.a4, '40001', '5354', `${t.aIf} inbound`]);
     // Nothing else from b: its packets are only these.
     assert.ok(!pkts.some((p) => p.dst === t.b4));
   });
@@ -245,7 +245,7 @@ describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout:
     const lines = human.stdout().toString().trim().split('\n');
     assert.equal(lines.length, 2);
     for (const line of lines) {
-      assert.match(line, /^\d\d:\d\d:\d\d\.\d{6} out reflected +tcp +198\.51\.100\.2:\d+ > 192\.0\.2\.1:\d+ → 192\.0\.2\.1:\d+ > 198\.51\.100\.2:\d+ \d+ B \[[A-Z,]+\]$/);
+      assert.match(line, /^\d\d:\d\d:\d\d\.\d{6} out rflct0 reflected +tcp +198\.51\.100\.2:\d+ > 192\.0\.2\.1:\d+ → 192\.0\.2\.1:\d+ > 198\.51\.100\.2:\d+ \d+ B \[[A-Z,]+\]$/);
     }
     const syn = lines.find((l) => l.endsWith('[SYN]'));
     if (syn) assert.match(syn, /:8081 → .* 60 B \[SYN\]$/);
@@ -258,6 +258,7 @@ describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout:
     const [o] = c.stdout().toString().trim().split('\n').map((l) => JSON.parse(l));
     assert.equal(o.verdict, 'shieldDropped');
     assert.equal(o.direction, 'inbound');
+    assert.equal(o.interface, t.aIf);
     assert.deepEqual([o.before.source, o.before.destination, o.before.destinationPort], [t.b4, t.a4, 8080]);
     // With no capture left, nobody listens on the engine's NFLOG group (the kernel lists bound groups per namespace).
     await waitFor('the NFLOG group unbound', async () => !(await nflogBound(t.a)), 5_000);

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { compileCaptureSpec, parseCaptureFilter, type CaptureFilter } from '../../src/capture/filter.ts';
-import { pcapngHeader, pcapngPacket } from '../../src/capture/pcapng.ts';
+import { pcapngHeader, pcapngInterface, pcapngPacket } from '../../src/capture/pcapng.ts';
 import { decodeRecords, recordBytes, RECORD_HEADER_BYTES } from '../../src/capture/record.ts';
 import { createRingBuffer, MIN_RING_BYTES, RingReader, RingWriter } from '../../src/capture/ring.ts';
 import { packetComment, summarize } from '../../src/capture/summary.ts';
@@ -108,6 +108,11 @@ describe('capture filters', () => {
   });
 });
 
+/** Interface indexes the tap is told: outbound packets leave through 5, inbound ones arrive on 3. */
+const OUT_IF = 5;
+const IN_IF = 3;
+const ifName = (r: { ifIndex: number }): string => `if${r.ifIndex}`;
+
 /** Run packets through a real Dataplane and a tap, as worker.ts does; returns the records the ring got. */
 function capture(filter: CaptureFilter, packets: { bytes: Uint8Array; outbound: boolean }[], snaplen = 256) {
   const dp = new Dataplane(new EngineCounters(), new FlowTable({ capacity: 64 }));
@@ -121,7 +126,7 @@ function capture(filter: CaptureFilter, packets: { bytes: Uint8Array; outbound: 
     const b = Buffer.from(p.bytes);
     const v = p.outbound ? dp.outbound(b, 0, b.length, time) : dp.inbound(b, 0, b.length, time);
     verdicts.push(v);
-    taps.offer(b, 0, b.length, p.outbound, v, dp.dropCause, dp.packet, (time += 1.5));
+    taps.offer(b, 0, b.length, p.outbound, p.outbound ? OUT_IF : IN_IF, v, dp.dropCause, dp.packet, (time += 1.5));
   }
   return { records: decodeRecords(new RingReader(buffer).read(1e9, 1e9).data), verdicts };
 }
@@ -142,8 +147,10 @@ describe('capture tap (real Dataplane verdicts)', () => {
   it('records every verdict with direction, reason and the original addresses', () => {
     const { records, verdicts } = capture({}, TRAFFIC);
     assert.deepEqual(verdicts, [Verdict.Reflect, Verdict.Reflect, Verdict.Reflect, Verdict.Drop, Verdict.Pass, Verdict.Drop, Verdict.Drop]);
-    const s = records.map(summarize);
+    assert.deepEqual(records.map((r) => r.ifIndex), [OUT_IF, OUT_IF, OUT_IF, IN_IF, IN_IF, OUT_IF, IN_IF]);
+    const s = records.map((r) => summarize(r, ifName(r)));
     assert.deepEqual(s.map((x) => x.verdict), ['reflected', 'reflected', 'reflected', 'shieldDropped', 'passed', 'malformed', 'forgedSourceDropped']);
+    assert.deepEqual(s.map((x) => x.interface), ['if5', 'if5', 'if5', 'if3', 'if3', 'if5', 'if3']);
     assert.equal(packetComment(s[6]), `verdict=forgedSourceDropped original=${R4}:50002 > ${L4}:22`);
     assert.deepEqual(s[0].before, { source: L4, sourcePort: 40000, destination: R4, destinationPort: 8081 });
     assert.deepEqual(s[0].after, { source: R4, sourcePort: 40000, destination: L4, destinationPort: 8081 });
@@ -157,7 +164,7 @@ describe('capture tap (real Dataplane verdicts)', () => {
   });
 
   it('filters in the tap: address, port, verdict, protocol; malformed only when asked for or unfiltered', () => {
-    const v = (f: CaptureFilter) => capture(f, TRAFFIC).records.map((r) => summarize(r).verdict);
+    const v = (f: CaptureFilter) => capture(f, TRAFFIC).records.map((r) => summarize(r, ifName(r)).verdict);
     assert.deepEqual(v({ addresses: [R6] }), ['reflected']);
     assert.deepEqual(v({ addresses: [PEER] }), ['shieldDropped', 'passed']);
     assert.deepEqual(v({ ports: [8080] }), ['shieldDropped']);
@@ -176,7 +183,7 @@ describe('capture tap (real Dataplane verdicts)', () => {
     assert.equal(short.originalLength, big.length);
     const [full] = capture({}, [{ bytes: big, outbound: true }], 65535).records;
     assert.equal(full.data.length, big.length);
-    assert.equal(summarize(short).before.destinationPort, 2, 'headers still decode from a cut packet');
+    assert.equal(summarize(short, 'x').before.destinationPort, 2, 'headers still decode from a cut packet');
   });
 
   it('a pcapng file of these packets reads back in tshark with verdict comments, directions and interfaces', async () => {
@@ -185,7 +192,10 @@ describe('capture tap (real Dataplane verdicts)', () => {
       { name: 'tun0 outbound', description: 'sent', direction: 'outbound' as const },
       { name: 'tun0 inbound', description: 'arrived', direction: 'inbound' as const },
     ];
-    const file = Buffer.concat([pcapngHeader(ifs, 256), ...records.map((r) => pcapngPacket(r.outbound ? 0 : 1, r, packetComment(summarize(r))))]);
+    // A third interface block after the first packets, as the capture subscription adds one for a new interface.
+    const late = { name: 'eth0 inbound', description: 'arrived on eth0', direction: 'inbound' as const };
+    const packets = records.map((r, i) => pcapngPacket(i === 6 ? 2 : r.outbound ? 0 : 1, r, packetComment(summarize(r, ifName(r)))));
+    const file = Buffer.concat([pcapngHeader(ifs, 256), ...packets.slice(0, 6), pcapngInterface(late, 256), packets[6]]);
     const dir = mkdtempSync(join(tmpdir(), 'rft-pcapng-'));
     try {
       writeFileSync(join(dir, 'x.pcapng'), file);
@@ -193,7 +203,7 @@ describe('capture tap (real Dataplane verdicts)', () => {
       assert.equal(r.code, 0, r.stderr);
       const rows = r.stdout.trim().split('\n').map((l) => l.split('|'));
       assert.equal(rows.length, 7);
-      assert.deepEqual(rows.map((x) => x[0]), ['tun0 outbound', 'tun0 outbound', 'tun0 outbound', 'tun0 inbound', 'tun0 inbound', 'tun0 outbound', 'tun0 inbound']);
+      assert.deepEqual(rows.map((x) => x[0]), ['tun0 outbound', 'tun0 outbound', 'tun0 outbound', 'tun0 inbound', 'tun0 inbound', 'tun0 outbound', 'eth0 inbound']);
       assert.deepEqual(rows.map((x) => Number(x[1])), [2, 2, 2, 1, 1, 2, 1], 'epb_flags direction: 2 outbound, 1 inbound');
       assert.deepEqual(rows.map((x) => x[2] || x[3]), [R4, R4, R6, PEER, PEER, L4, R4]);
       assert.deepEqual(rows.map((x) => x[4].split(' ')[0]), ['verdict=reflected', 'verdict=reflected', 'verdict=reflected', 'verdict=shieldDropped', 'verdict=passed', 'verdict=malformed', 'verdict=forgedSourceDropped']);

@@ -84,11 +84,12 @@ describe('capture through the WinDivert backend (test double)', { timeout: 60_00
     writeFileSync(file, Buffer.concat(chunks));
     const r = await run('tshark', ['-r', file, '-T', 'fields', '-E', 'separator=|', '-e', 'frame.interface_name', '-e', 'ip.src', '-e', 'frame.comment']);
     assert.equal(r.code, 0, r.stderr);
+    // Each packet under its WinDivert IfIdx (the double's addresses: 7 outbound, 9 inbound), one block per direction.
     assert.deepEqual(r.stdout.trim().split('\n'), [
-      `windivert outbound|${R4}|verdict=reflected original=${LOCAL}:40000 > ${R4}:8081`,
-      `windivert inbound|${PEER}|verdict=shieldDropped original=${PEER}:50000 > ${LOCAL}:8080`,
-      `windivert outbound|${LOCAL}|verdict=malformed reason=badTransportHeader original=${LOCAL} > ${R4}`,
-      `windivert inbound|${R4}|verdict=forgedSourceDropped original=${R4}:50002 > ${LOCAL}:22`,
+      `if7 outbound|${R4}|verdict=reflected original=${LOCAL}:40000 > ${R4}:8081`,
+      `if9 inbound|${PEER}|verdict=shieldDropped original=${PEER}:50000 > ${LOCAL}:8080`,
+      `if7 outbound|${LOCAL}|verdict=malformed reason=badTransportHeader original=${LOCAL} > ${R4}`,
+      `if9 inbound|${R4}|verdict=forgedSourceDropped original=${R4}:50002 > ${LOCAL}:22`,
     ]);
   });
 

@@ -42,6 +42,7 @@ const NFULNL_CFG_CMD_UNBIND = 2;
 const NFULNL_COPY_PACKET = 2;
 /** Packet attributes. */
 const NFULA_TIMESTAMP = 3;
+const NFULA_IFINDEX_INDEV = 4;
 const NFULA_PAYLOAD = 9;
 const NFULA_PREFIX = 10;
 
@@ -117,8 +118,11 @@ export function ackResult(buf: Buffer, len: number, seq: number): number | null 
   return null;
 }
 
-/** Called per logged packet: its IP bytes are `buf[off, off + len)`; `prefix` indexes the reader's prefix list. */
-export type LoggedPacketSink = (buf: Buffer, off: number, len: number, prefix: number, timeMs: number) => void;
+/**
+ * Called per logged packet: its IP bytes are `buf[off, off + len)`; `prefix` indexes the reader's prefix list;
+ * `ifIndex` is the interface it arrived on (0: the kernel did not say).
+ */
+export type LoggedPacketSink = (buf: Buffer, off: number, len: number, prefix: number, ifIndex: number, timeMs: number) => void;
 
 /**
  * Every NFULNL_MSG_PACKET in `buf[0, len)`: hands its payload to `sink` with the index of its log prefix in
@@ -134,6 +138,7 @@ export function forEachLoggedPacket(buf: Buffer, len: number, prefixes: readonly
       let payload = -1;
       let payloadLen = 0;
       let prefix = -1;
+      let ifIndex = 0;
       let time = now;
       const end = off + mlen;
       for (let a = off + NLMSG_HDR + NFGENMSG; a + 4 <= end; ) {
@@ -145,6 +150,8 @@ export function forEachLoggedPacket(buf: Buffer, len: number, prefixes: readonly
           payloadLen = alen - 4;
         } else if (type === NFULA_PREFIX) {
           prefix = matchPrefix(buf, a + 4, alen - 4, prefixes);
+        } else if (type === NFULA_IFINDEX_INDEV && alen >= 4 + 4) {
+          ifIndex = buf.readUInt32BE(a + 4);
         } else if (type === NFULA_TIMESTAMP && alen >= 4 + 16) {
           // struct nfulnl_msg_packet_timestamp { __be64 sec; __be64 usec; }
           const sec = buf.readUInt32BE(a + 4) * 2 ** 32 + buf.readUInt32BE(a + 8);
@@ -154,7 +161,7 @@ export function forEachLoggedPacket(buf: Buffer, len: number, prefixes: readonly
         a += align4(alen);
       }
       if (payload >= 0 && prefix >= 0) {
-        sink(buf, payload, payloadLen, prefix, time);
+        sink(buf, payload, payloadLen, prefix, ifIndex, time);
         handed++;
       }
     }

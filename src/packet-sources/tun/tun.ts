@@ -34,6 +34,7 @@ import {
   type TunVariantName,
 } from './device.ts';
 import { routeAddCommand, routeDeleteCommand } from './routes.ts';
+import { interfaceIndex, interfaceNameOf } from '../../platform/linux/interfaces.ts';
 import { allocatePacketBatch, Verdict, type HostBackend, type PacketBatch, type PacketSource, type PacketSourceFactory, type PlanStep, type FirewallCounters, type TunSourceInit, type TunSourceUpdate, FirewallDropCause, type FirewallDropSink } from '../packet-source.ts';
 
 /** The variant measured fastest by bench/reflect-path.ts (numbers in bench/README.md). */
@@ -73,6 +74,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
   readonly variant: TunVariant;
   private fd = -1;
   private wakeFd = -1;
+  private ifIndex = 0;
   /** The NFLOG socket and group the drop rules log to, for captures (null: NFLOG unusable, see logProblem). */
   private log: { fd: number; group: number } | null = null;
   private logProblem: string | null = null;
@@ -124,6 +126,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
     await this.refuseIfAnotherEngineRuns();
     // Then the device: if another engine grabbed it since, we fail here, still before touching its nft table.
     this.fd = openTunDevice(this.device, this.variant);
+    this.ifIndex = interfaceIndex(this.device);
     try {
       this.wakeFd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
       if (this.wakeFd < 0) throw new RetroflectError(ErrorCode.BACKEND_FAILED, `eventfd failed: ${c.strerror(c.errno())}.`);
@@ -148,9 +151,15 @@ export class TunHostBackend implements HostBackend<'tun'> {
       wakeFd: this.wakeFd,
       logFd: this.log?.fd ?? -1,
       logGroup: this.log?.group ?? -1,
+      ifIndex: this.ifIndex,
       mtu: this.variant.mtu,
       vnetHdr: this.variant.vnetHdr,
     };
+  }
+
+  interfaceName(ifIndex: number): string {
+    if (ifIndex === 0 || ifIndex === this.ifIndex) return this.device;
+    return interfaceNameOf(ifIndex) ?? `if${ifIndex}`;
   }
 
   /** The firewall log is for captures only: without it the engine runs, and `status` says why captures miss drops. */
@@ -287,8 +296,8 @@ export class TunPacketSource implements PacketSource<'tun'> {
   private readonly log: FirewallLogReader | null;
   private dropSink: FirewallDropSink | null = null;
   /** Made once: the log reader's prefix index (the order given to it below) becomes the drop cause. */
-  private readonly onLogged: LoggedPacketSink = (buf, off, len, prefix, timeMs) =>
-    this.dropSink?.(buf, off, len, prefix === 0 ? FirewallDropCause.ShieldPort : FirewallDropCause.ForgedSource, timeMs);
+  private readonly onLogged: LoggedPacketSink = (buf, off, len, prefix, ifIndex, timeMs) =>
+    this.dropSink?.(buf, off, len, prefix === 0 ? FirewallDropCause.ShieldPort : FirewallDropCause.ForgedSource, ifIndex, timeMs);
 
   constructor(init: TunSourceInit) {
     this.c = libc();
@@ -304,6 +313,7 @@ export class TunPacketSource implements PacketSource<'tun'> {
       this.slots.push(this.batch.data.subarray(i * this.slotSize, (i + 1) * this.slotSize));
       this.batch.offset[i] = i * this.slotSize + this.headerLen;
       this.batch.outbound[i] = 1; // everything routed into the TUN was sent by this host
+      this.batch.ifIndex[i] = init.ifIndex;
     }
     this.pollFds.writeInt32LE(this.fd, 0);
     this.pollFds.writeInt16LE(POLLIN, 4);

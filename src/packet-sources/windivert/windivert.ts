@@ -234,6 +234,7 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
       b.length[i] = len;
       const bits = this.addrs.readUInt32LE(i * WINDIVERT_ADDRESS_SIZE + AddressOffset.Bits);
       b.outbound[i] = (bits & AddressFlag.Outbound) !== 0 ? 1 : 0;
+      b.ifIndex[i] = this.addrs.readUInt32LE(i * WINDIVERT_ADDRESS_SIZE + AddressOffset.IfIdx);
       // Neither transport checksum flag set: the stack left the checksum to the NIC (finishReflected completes it).
       b.partialChecksum[i] = (bits & (AddressFlag.TCPChecksum | AddressFlag.UDPChecksum)) === 0 ? 1 : 0;
       b.verdict[i] = Verdict.Pass;
@@ -460,6 +461,14 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
       api.shutdown(h, WinDivertShutdown.Both);
       api.close(h);
     }
+  }
+
+  /**
+   * WinDivert's IfIdx is the Windows interface index (`Get-NetAdapter -InterfaceIndex N` names it). The index is
+   * shown as it is: looking names up would need another Windows API for a name the admin can get with one cmdlet.
+   */
+  interfaceName(ifIndex: number): string {
+    return ifIndex === 0 ? 'windivert' : `if${ifIndex}`;
   }
 
   /** Facts for `status`: filter, priority, driver version, DLL. */
