@@ -45,6 +45,19 @@ function Stop-TestEngine {
     if ($Pipe) { Stop-Retroflect -Pipe $Pipe -Confirm:$false }
 }
 
+function Start-TestTraffic {
+    <#
+    Traffic through a reflect address for the capture tests: a background job that runs curl to a closed port (9)
+    of -Address every 200 ms for about 30 s. Each try is a SYN and the RST answering it, both reflected. Stop it with
+    $job | Stop-Job -PassThru | Remove-Job.
+    #>
+    param([Parameter(Mandatory)][string]$Address)
+    Start-Job -ArgumentList $Address -ScriptBlock {
+        param($Address)
+        for ($i = 0; $i -lt 150; $i++) { & curl -s -m 1 "http://${Address}:9/" | Out-Null; Start-Sleep -Milliseconds 200 }
+    }
+}
+
 function Invoke-TestScript {
     <#
     Runs a script file as a scheduled task or Intune would: pwsh -NoProfile -NonInteractive -File, output captured
