@@ -108,13 +108,7 @@ Describe 'ConvertTo-Json of the module''s objects' {
         $json.LastSeen | Should -BeOfType [datetime]
     }
     It 'Retroflect.Packet (Watch-ReflectTraffic): Source, Destination and the reflected ones as text' {
-        $job = Start-TestTraffic -Address $script:V4
-        try {
-            $packets = @(Watch-ReflectTraffic -Pipe $script:Pipe -Address $script:V4 -Count 2 -Duration '00:01:00')
-        }
-        finally {
-            $job | Stop-Job -PassThru | Remove-Job
-        }
+        $packets = @(Invoke-WithTestTraffic $script:V4 { Watch-ReflectTraffic -Pipe $script:Pipe -Address $script:V4 -Count 2 -Duration '00:01:00' })
         $packets.Count | Should -Be 2
         foreach ($p in $packets) {
             $p.Source -is [ipaddress] | Should -BeTrue
