@@ -10,7 +10,8 @@
 #     with New-RetroflectCollector / Add-RetroflectCollectorItem (ShouldProcess once per item) and send one
 #     request in end {}; they output nothing unless -PassThru.
 #  3. Objects come from a builder in Private/Objects.ps1 with a PSTypeName, and a table and list view in
-#     Retroflect.Format.ps1xml. Addresses are [ipaddress] named IPAddress, counters [long], durations seconds.
+#     Retroflect.Format.ps1xml. Addresses are [ipaddress] named IPAddress, counters [long], durations seconds; a type
+#     with an address is built by New-RetroflectObject so that ConvertTo-Json writes the address as text.
 #  4. Errors: New-RetroflectErrorRecord with a code from Private/Errors.ps1 (documented in about_Retroflect).
 #  5. Add it to FunctionsToExport in Retroflect.psd1 and write powershell/Tests/<Verb-Noun>.Tests.ps1 (one per cmdlet); see powershell/README.md.
 

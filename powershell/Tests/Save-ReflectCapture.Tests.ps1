@@ -1,34 +1,17 @@
-# Pester 5 tests of Save-ReflectCapture against a real engine (environment: see Invoke-RetroflectTests.ps1); tshark,
+# Pester 5 tests of Save-ReflectCapture against a real engine (environment: see TestHelpers.ps1); tshark,
 # when installed, reads the file back.
 
 BeforeAll {
-    Import-Module (Join-Path $PSScriptRoot '..\Retroflect\Retroflect.psd1') -Force
-    $script:Dir = $env:RETROFLECT_TEST_DIR
-    $script:Pipe = Join-Path $script:Dir 'save.sock'
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
     $script:Reflect = '203.0.113.21'
-    Start-Retroflect -Path $env:RETROFLECT_TEST_ENGINE_EXE -NoConfig -Pipe $script:Pipe -Address $script:Reflect -TimeoutSeconds 60 -Confirm:$false | Out-Null
-    function Start-TestTraffic {
-        Start-Job -ArgumentList $script:Reflect -ScriptBlock {
-            param($Address)
-            for ($i = 0; $i -lt 150; $i++) { & curl -s -m 1 "http://${Address}:9/" | Out-Null; Start-Sleep -Milliseconds 200 }
-        }
-    }
+    $script:Pipe = Start-TestEngine -Address $script:Reflect
 }
-
-AfterAll {
-    Stop-Retroflect -Pipe $script:Pipe -Confirm:$false
-}
+AfterAll { Stop-TestEngine $script:Pipe }
 
 Describe 'Save-ReflectCapture' {
     It 'writes a pcapng file of the traffic and returns its FileInfo' {
         $path = Join-Path $script:Dir 'save.pcapng'
-        $job = Start-TestTraffic
-        try {
-            $file = Save-ReflectCapture -Path $path -Pipe $script:Pipe -Address $script:Reflect -Count 4 -Duration '00:01:00' -Confirm:$false
-        }
-        finally {
-            $job | Stop-Job -PassThru | Remove-Job
-        }
+        $file = Invoke-WithTestTraffic $script:Reflect { Save-ReflectCapture -Path $path -Pipe $script:Pipe -Address $script:Reflect -Count 4 -Duration '00:01:00' -Confirm:$false }
         $file | Should -BeOfType [System.IO.FileInfo]
         $file.FullName | Should -Be $path
         $bytes = [System.IO.File]::ReadAllBytes($path)

@@ -45,6 +45,26 @@ function Stop-TestEngine {
     if ($Pipe) { Stop-Retroflect -Pipe $Pipe -Confirm:$false }
 }
 
+function Invoke-WithTestTraffic {
+    <#
+    Runs -ScriptBlock (a capture: Watch-ReflectTraffic, Save-ReflectCapture) while traffic goes through a reflect
+    address, and returns its output: a background job runs curl to a closed port (9) of -Address every 200 ms for
+    about 30 s, each try a SYN and the RST answering it, both reflected. The job is stopped afterwards, also when
+    the script block fails.
+    #>
+    param([Parameter(Mandatory)][string]$Address, [Parameter(Mandatory)][scriptblock]$ScriptBlock)
+    $job = Start-Job -ArgumentList $Address -ScriptBlock {
+        param($Address)
+        for ($i = 0; $i -lt 150; $i++) { & curl -s -m 1 "http://${Address}:9/" | Out-Null; Start-Sleep -Milliseconds 200 }
+    }
+    try {
+        & $ScriptBlock
+    }
+    finally {
+        $job | Stop-Job -PassThru | Remove-Job
+    }
+}
+
 function Invoke-TestScript {
     <#
     Runs a script file as a scheduled task or Intune would: pwsh -NoProfile -NonInteractive -File, output captured

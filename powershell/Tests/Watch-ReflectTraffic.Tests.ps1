@@ -1,33 +1,16 @@
-# Pester 5 tests of Watch-ReflectTraffic against a real engine (environment: see Invoke-RetroflectTests.ps1). Traffic
-# is curl to a closed port of the reflect address, in a background job: each try is a SYN and the RST answering it,
-# both reflected.
+# Pester 5 tests of Watch-ReflectTraffic against a real engine (environment: see TestHelpers.ps1). Traffic
+# comes from Invoke-WithTestTraffic (TestHelpers.ps1): curl to a closed port of the reflect address.
 
 BeforeAll {
-    Import-Module (Join-Path $PSScriptRoot '..\Retroflect\Retroflect.psd1') -Force
-    $script:Pipe = Join-Path $env:RETROFLECT_TEST_DIR 'watch.sock'
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
     $script:Reflect = '203.0.113.20'
-    Start-Retroflect -Path $env:RETROFLECT_TEST_ENGINE_EXE -NoConfig -Pipe $script:Pipe -Address $script:Reflect -TimeoutSeconds 60 -Confirm:$false | Out-Null
-    function Start-TestTraffic {
-        Start-Job -ArgumentList $script:Reflect -ScriptBlock {
-            param($Address)
-            for ($i = 0; $i -lt 150; $i++) { & curl -s -m 1 "http://${Address}:9/" | Out-Null; Start-Sleep -Milliseconds 200 }
-        }
-    }
+    $script:Pipe = Start-TestEngine -Address $script:Reflect
 }
-
-AfterAll {
-    Stop-Retroflect -Pipe $script:Pipe -Confirm:$false
-}
+AfterAll { Stop-TestEngine $script:Pipe }
 
 Describe 'Watch-ReflectTraffic' {
     It '-Count 5 returns five typed packets while curl runs' {
-        $job = Start-TestTraffic
-        try {
-            $packets = @(Watch-ReflectTraffic -Pipe $script:Pipe -Address $script:Reflect -Count 5 -Duration '00:01:00')
-        }
-        finally {
-            $job | Stop-Job -PassThru | Remove-Job
-        }
+        $packets = @(Invoke-WithTestTraffic $script:Reflect { Watch-ReflectTraffic -Pipe $script:Pipe -Address $script:Reflect -Count 5 -Duration '00:01:00' })
         $packets.Count | Should -Be 5
         foreach ($p in $packets) {
             $p.PSTypeNames | Should -Contain 'Retroflect.Packet'
@@ -50,17 +33,15 @@ Describe 'Watch-ReflectTraffic' {
         [math]::Abs(($packets[0].Time - (Get-Date)).TotalMinutes) | Should -BeLessThan 2
     }
     It 'filters in the engine: -Port selects, -Protocol excludes (the host''s own IPv6 chatter into the device passes unreflected)' {
-        $job = Start-TestTraffic
-        try {
-            $udpOnly = @(Watch-ReflectTraffic -Pipe $script:Pipe -Protocol udp -Duration '00:00:03')
-            $port9 = @(Watch-ReflectTraffic -Pipe $script:Pipe -Port 9 -Count 2 -Duration '00:01:00')
+        $r = Invoke-WithTestTraffic $script:Reflect {
+            @{
+                UdpOnly = @(Watch-ReflectTraffic -Pipe $script:Pipe -Protocol udp -Duration '00:00:03')
+                Port9   = @(Watch-ReflectTraffic -Pipe $script:Pipe -Port 9 -Count 2 -Duration '00:01:00')
+            }
         }
-        finally {
-            $job | Stop-Job -PassThru | Remove-Job
-        }
-        $udpOnly.Count | Should -Be 0
-        $port9.Count | Should -Be 2
-        $port9 | ForEach-Object { @($_.SourcePort, $_.DestinationPort) | Should -Contain 9 }
+        $r.UdpOnly.Count | Should -Be 0
+        $r.Port9.Count | Should -Be 2
+        $r.Port9 | ForEach-Object { @($_.SourcePort, $_.DestinationPort) | Should -Contain 9 }
     }
     It '-Duration ends a watch that sees nothing' {
         $watch = [System.Diagnostics.Stopwatch]::StartNew()
@@ -70,17 +51,40 @@ Describe 'Watch-ReflectTraffic' {
         $watch.Elapsed.TotalSeconds | Should -BeLessThan 20
     }
     It 'shows a packet table' {
-        $job = Start-TestTraffic
-        try {
-            $text = Watch-ReflectTraffic -Pipe $script:Pipe -Address $script:Reflect -Count 2 -Duration '00:01:00' | Format-Table | Out-String -Width 250
-        }
-        finally {
-            $job | Stop-Job -PassThru | Remove-Job
-        }
+        $text = Invoke-WithTestTraffic $script:Reflect { Watch-ReflectTraffic -Pipe $script:Pipe -Address $script:Reflect -Count 2 -Duration '00:01:00' | Format-Table | Out-String -Width 250 }
         $text | Should -Match 'Verdict'
         $text | Should -Match 'ReflectedSource'
         $text | Should -Match 'reflected'
         $text | Should -Match ([regex]::Escape("${script:Reflect}:9"))
+    }
+    It 'Ctrl+C (a stopped pipeline) ends it promptly and closes its capture in the engine' {
+        # Nine watches stopped one after another in a runspace of their own: had a stopped one kept its capture, the
+        # engine (8 captures at most) would refuse the last watch with Retroflect.LimitReached.
+        $runspace = [runspacefactory]::CreateRunspace()
+        $runspace.Open()
+        try {
+            $ps = [powershell]::Create()
+            $ps.Runspace = $runspace
+            $null = $ps.AddCommand('Import-Module').AddParameter('Name', $script:ModuleManifest).Invoke()
+            $ps.Dispose()
+            for ($i = 0; $i -lt 9; $i++) {
+                $ps = [powershell]::Create()
+                $ps.Runspace = $runspace
+                $null = $ps.AddCommand('Watch-ReflectTraffic').AddParameter('Pipe', $script:Pipe).AddParameter('Port', 1)
+                $async = $ps.BeginInvoke()
+                Start-Sleep -Milliseconds 800
+                $ps.InvocationStateInfo.State | Should -Be 'Running'
+                $watch = [System.Diagnostics.Stopwatch]::StartNew()
+                $ps.Stop()
+                $watch.Elapsed.TotalSeconds | Should -BeLessThan 3
+                $ps.InvocationStateInfo.State | Should -Be 'Stopped'
+                $ps.Dispose()
+            }
+        }
+        finally {
+            $runspace.Dispose()
+        }
+        @(Watch-ReflectTraffic -Pipe $script:Pipe -Port 1 -Duration '00:00:01' -ErrorAction Stop).Count | Should -Be 0
     }
     It 'a bad filter is a terminating Retroflect.InvalidAddress error' {
         { Watch-ReflectTraffic -Pipe $script:Pipe -Address 'not-an-address' -Count 1 } | Should -Throw -ErrorId 'Retroflect.InvalidAddress*'

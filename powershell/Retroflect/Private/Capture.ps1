@@ -54,6 +54,40 @@ function Receive-RetroflectCaptureMessage {
     return (ConvertFrom-Json -InputObject $text)
 }
 
+function Read-RetroflectCapture {
+    <#
+    The read loop of Watch-ReflectTraffic and Save-ReflectCapture: outputs the params of each capture notification
+    ({dropped, packets} or {dropped, data}) as it arrives, until -Duration has passed (none: no limit), the caller
+    has taken -Count packets (0: no limit), the engine ends the capture, or Ctrl+C (which stops the pipeline between
+    two reads, at most 200 ms apart; the caller's finally disconnects). The caller pipes it into ForEach-Object and
+    adds the packets it takes to $Tally.Packets, which is read before every read; $Tally.Dropped is the engine's count
+    of packets dropped for this session, also after Ctrl+C. A failed read is $Cmdlet's terminating error.
+    #>
+    param(
+        [Parameter(Mandatory)][System.Management.Automation.PSCmdlet]$Cmdlet,
+        [Parameter(Mandatory)][object]$Connection,
+        [Parameter(Mandatory)][hashtable]$Tally,
+        [int]$Count,
+        [object]$Duration
+    )
+    $Tally.Packets = [long]0
+    $Tally.Dropped = [long]0
+    $deadline = if ($null -ne $Duration) { [datetime]::UtcNow + [timespan]$Duration } else { [datetime]::MaxValue }
+    while ([datetime]::UtcNow -lt $deadline -and (-not $Count -or $Tally.Packets -lt $Count)) {
+        try {
+            $message = Receive-RetroflectCaptureMessage -Connection $Connection -TimeoutMs 200
+        }
+        catch {
+            $Cmdlet.ThrowTerminatingError($_)
+        }
+        if ($null -eq $message) { continue }
+        if ($message.method -eq 'capture.end') { break }
+        if ($message.method -ne 'capture') { continue }
+        $Tally.Dropped = [long]$message.params.dropped
+        $message.params
+    }
+}
+
 function Select-RetroflectPcapngBlocks {
     # Splits pcapng bytes into whole blocks and keeps at most $Room packet blocks (type 6). Returns the bytes to
     # write and how many packets they hold.

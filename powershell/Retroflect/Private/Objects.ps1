@@ -2,8 +2,82 @@
 # Each object carries a PSTypeName that Retroflect.Format.ps1xml has views for. Properties get real types:
 # [ipaddress] for addresses (named IPAddress with an AddressFamily, as NetTCPIP does: 'Address' would collide with
 # the Address() method PowerShell gives every array), [datetime] for times, [long] for counters. Durations are
-# [double] seconds (UptimeSeconds): ConvertTo-Json writes a [timespan] as 14 fields, a number as what scripts want;
-# the format views show them as a [timespan].
+# [double] seconds (UptimeSeconds); the format views show them as a [timespan].
+#
+# Objects that carry an address are built by New-RetroflectObject on an instance of one of the classes below, which
+# holds the JSON form of each property (address text, seconds), with every property also a note property holding
+# the typed value: ConvertTo-Json writes the base object's own properties, PowerShell finds the note properties
+# first. Why, and what was measured: powershell/README.md, "Objects and ConvertTo-Json". A class lists the property
+# names of its type in the builder's order; they are [object] so that $null stays null.
+
+class RetroflectReflectAddressJson {
+    [object]$IPAddress; [object]$AddressFamily; [object]$Persisted; [object]$Packets; [object]$Bytes; [object]$PortMap; [object]$Pipe
+}
+class RetroflectStatusJson {
+    [object]$State; [object]$Version; [object]$Backend; [object]$ProcessId; [object]$StartedAt; [object]$UptimeSeconds
+    [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo
+}
+class RetroflectFlowJson {
+    [object]$Protocol; [object]$ReflectAddress; [object]$LocalAddress; [object]$ClientPort; [object]$ServerPort; [object]$MappedFromPort
+    [object]$Packets; [object]$Bytes; [object]$FirstSeen; [object]$LastSeen; [object]$State; [object]$Pipe
+}
+class RetroflectAddressTestJson {
+    [object]$Input; [object]$IPAddress; [object]$Usable; [object]$Configured; [object]$Reason; [object]$Reasons; [object]$Warnings
+    [object]$Suggestion; [object]$SuggestionMessage; [object]$Pipe
+}
+class RetroflectPacketJson {
+    [object]$Time; [object]$Direction; [object]$Verdict; [object]$MalformedReason; [object]$Protocol; [object]$Source; [object]$SourcePort
+    [object]$Destination; [object]$DestinationPort; [object]$ReflectedSource; [object]$ReflectedDestination; [object]$Length
+    [object]$CapturedLength; [object]$TcpFlags; [object]$IcmpType; [object]$Pipe
+}
+# Resolved here, in the file that defines the classes (Windows PowerShell 5.1 finds a script's classes by name only
+# within that script).
+$script:RetroflectJsonForm = @{
+    'Retroflect.ReflectAddress' = [RetroflectReflectAddressJson]
+    'Retroflect.Status'         = [RetroflectStatusJson]
+    'Retroflect.Flow'           = [RetroflectFlowJson]
+    'Retroflect.AddressTest'    = [RetroflectAddressTestJson]
+    'Retroflect.Packet'         = [RetroflectPacketJson]
+}
+
+function ConvertTo-RetroflectJsonValue {
+    # The JSON form of one property value: an address as its text, a time span as seconds, an array element-wise;
+    # anything else as it is (ConvertTo-Json writes numbers, strings, dates and the module's objects well).
+    param([object]$Value)
+    if ($null -eq $Value) { return $null }
+    if ($Value -is [System.Net.IPAddress]) { return $Value.ToString() }
+    if ($Value -is [timespan]) { return $Value.TotalSeconds }
+    if ($Value -is [array]) { return , [object[]]@(foreach ($v in $Value) { ConvertTo-RetroflectJsonValue $v }) }
+    return $Value
+}
+
+function New-RetroflectObject {
+    <#
+    The object for [ordered]@{ PSTypeName = <type name>; Name = value; ... } of a type in
+    $script:RetroflectJsonForm: the note properties [pscustomobject] would give it (typed, in the same order), on an
+    instance of the type's class that holds the JSON form of each value, so ConvertTo-Json writes addresses as text
+    at any -Depth while $o.IPAddress stays an [ipaddress] (see the top of this file).
+    #>
+    param([Parameter(Mandatory)][System.Collections.Specialized.OrderedDictionary]$Property)
+    $typeName = [string]$Property['PSTypeName']
+    $form = $script:RetroflectJsonForm[$typeName]
+    if ($null -eq $form) { throw "New-RetroflectObject: no class for $typeName in `$script:RetroflectJsonForm." }
+    $json = $form::new()
+    $o = New-Object System.Management.Automation.PSObject -ArgumentList $json
+    $o.PSObject.TypeNames.Insert(0, $typeName)
+    $properties = $o.PSObject.Properties
+    foreach ($entry in $Property.GetEnumerator()) {
+        $name = $entry.Key
+        if ($name -eq 'PSTypeName') { continue }
+        $value = $entry.Value
+        # Scalars inline: Watch-ReflectTraffic builds one object per packet.
+        if ($value -is [System.Net.IPAddress]) { $json.$name = $value.ToString() }
+        elseif ($value -is [array] -or $value -is [timespan]) { $json.$name = ConvertTo-RetroflectJsonValue $value }
+        else { $json.$name = $value }
+        $properties.Add([System.Management.Automation.PSNoteProperty]::new($name, $value))
+    }
+    return $o
+}
 
 function ConvertTo-RetroflectDateTime {
     # The engine sends ISO 8601 UTC strings. PowerShell 7's ConvertFrom-Json already turns them into [datetime];
@@ -40,7 +114,7 @@ function New-RetroflectReflectAddress {
     $ip = ConvertTo-RetroflectIPAddress $Address
     $maps = New-Object 'System.Collections.Generic.List[object]'
     foreach ($m in $PortMap) { if ($null -ne $m) { $maps.Add((ConvertTo-RetroflectPortMap $m)) } }
-    return [pscustomobject]@{
+    return New-RetroflectObject ([ordered]@{
         PSTypeName    = 'Retroflect.ReflectAddress'
         IPAddress     = $ip
         AddressFamily = Get-RetroflectAddressFamily $ip
@@ -49,7 +123,7 @@ function New-RetroflectReflectAddress {
         Bytes         = $Bytes
         PortMap       = [object[]]$maps.ToArray()
         Pipe          = $Pipe
-    }
+    })
 }
 
 function ConvertTo-RetroflectPortMap {
@@ -113,7 +187,7 @@ function ConvertTo-RetroflectStatus {
     if ($null -ne $Status.backendInfo) {
         foreach ($prop in $Status.backendInfo.PSObject.Properties) { $backendInfo[$prop.Name] = $prop.Value }
     }
-    return [pscustomobject]@{
+    return New-RetroflectObject ([ordered]@{
         PSTypeName       = 'Retroflect.Status'
         State            = [string]$Status.state
         Version          = [string]$Status.version
@@ -127,7 +201,7 @@ function ConvertTo-RetroflectStatus {
         PipeName         = $Status.pipeName
         Pipe             = $Pipe
         BackendInfo      = $backendInfo
-    }
+    })
 }
 
 function ConvertTo-RetroflectCount {
@@ -203,7 +277,7 @@ function ConvertTo-RetroflectStats {
 
 function ConvertTo-RetroflectFlow {
     param([Parameter(Mandatory)][object]$Flow, [string]$Pipe)
-    return [pscustomobject]@{
+    return New-RetroflectObject ([ordered]@{
         PSTypeName     = 'Retroflect.Flow'
         Protocol       = [string]$Flow.protocol
         ReflectAddress = ConvertTo-RetroflectIPAddress $Flow.reflectAddress
@@ -219,7 +293,7 @@ function ConvertTo-RetroflectFlow {
         LastSeen       = ConvertTo-RetroflectDateTime $Flow.lastSeen
         State          = [string]$Flow.state
         Pipe           = $Pipe
-    }
+    })
 }
 
 function ConvertTo-RetroflectAddressTest {
@@ -237,7 +311,7 @@ function ConvertTo-RetroflectAddressTest {
         $suggestionMessage = [string]$Test.suggestion.message
     }
     $reasonText = ($reasons | ForEach-Object { $_.Message }) -join ' '
-    return [pscustomobject]@{
+    return New-RetroflectObject ([ordered]@{
         PSTypeName        = 'Retroflect.AddressTest'
         Input             = [string]$Test.input
         IPAddress         = ConvertTo-RetroflectIPAddress $Test.address
@@ -249,14 +323,14 @@ function ConvertTo-RetroflectAddressTest {
         Suggestion        = $suggestion
         SuggestionMessage = $suggestionMessage
         Pipe              = $Pipe
-    }
+    })
 }
 
 function ConvertTo-RetroflectPacket {
     # One PacketSummary from the engine as a Retroflect.Packet.
     param([Parameter(Mandatory)][object]$Summary, [string]$Pipe)
     $port = { param($v) if ($null -eq $v) { $null } else { [int]$v } }
-    return [pscustomobject]@{
+    return New-RetroflectObject ([ordered]@{
         PSTypeName           = 'Retroflect.Packet'
         Time                 = ConvertTo-RetroflectDateTime $Summary.time
         Direction            = [string]$Summary.direction
@@ -274,5 +348,5 @@ function ConvertTo-RetroflectPacket {
         TcpFlags             = $Summary.tcpFlags
         IcmpType             = $Summary.icmpType
         Pipe                 = $Pipe
-    }
+    })
 }

@@ -96,8 +96,7 @@ function Save-ReflectCapture {
         $PSCmdlet.ThrowTerminatingError($_)
     }
     $file = $null
-    $written = 0
-    $dropped = 0
+    $tally = @{}
     try {
         try {
             $file = New-Object System.IO.FileStream($full, [System.IO.FileMode]::Create, [System.IO.FileAccess]::Write, [System.IO.FileShare]::Read)
@@ -106,30 +105,20 @@ function Save-ReflectCapture {
             $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $full -InnerException $_.Exception `
                 -Message "Cannot write $full`: $($_.Exception.InnerException.Message)" -Hint 'Give a path in a folder that exists and that you may write.'))
         }
-        $deadline = if ($PSBoundParameters.ContainsKey('Duration')) { [datetime]::UtcNow + $Duration } else { [datetime]::MaxValue }
-        while ([datetime]::UtcNow -lt $deadline -and (-not $Count -or $written -lt $Count)) {
-            try {
-                $message = Receive-RetroflectCaptureMessage -Connection $connection -TimeoutMs 200
-            }
-            catch {
-                $PSCmdlet.ThrowTerminatingError($_)
-            }
-            if ($null -eq $message) { continue }
-            if ($message.method -eq 'capture.end') { break }
-            if ($message.method -ne 'capture') { continue }
-            $dropped = [long]$message.params.dropped
-            $bytes = [System.Convert]::FromBase64String([string]$message.params.data)
-            $room = if ($Count) { $Count - $written } else { [long]::MaxValue }
-            $take = Select-RetroflectPcapngBlocks -Bytes $bytes -Room $room
-            $file.Write($bytes, 0, $take.Length)
-            $written += $take.Packets
+        # Each notification is pcapng bytes: write its whole blocks, at most as many packets as -Count leaves.
+        Read-RetroflectCapture -Cmdlet $PSCmdlet -Connection $connection -Tally $tally -Count $Count -Duration $PSBoundParameters['Duration'] | ForEach-Object {
+            $bytes = [System.Convert]::FromBase64String([string]$_.data)
+            $room = if ($Count) { $Count - $tally.Packets } else { [long]::MaxValue }
+            $blocks = Select-RetroflectPcapngBlocks -Bytes $bytes -Room $room
+            $file.Write($bytes, 0, $blocks.Length)
+            $tally.Packets += $blocks.Packets
         }
     }
     finally {
         Disconnect-RetroflectEngine -Connection $connection
         if ($null -ne $file) { $file.Dispose() }
     }
-    if ($dropped -gt 0) { Write-Warning "$dropped packets are missing from $full`: the capture could not keep up (narrow the filter or lower -SnapLength)." }
-    Write-Verbose "$written packets written to $full."
+    if ($tally.Dropped -gt 0) { Write-Warning "$($tally.Dropped) packets are missing from $full`: the capture could not keep up (narrow the filter or lower -SnapLength)." }
+    Write-Verbose "$($tally.Packets) packets written to $full."
     Get-Item -LiteralPath $full
 }

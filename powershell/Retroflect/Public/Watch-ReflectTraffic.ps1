@@ -98,31 +98,20 @@ function Watch-ReflectTraffic {
     catch {
         $PSCmdlet.ThrowTerminatingError($_)
     }
-    $deadline = if ($PSBoundParameters.ContainsKey('Duration')) { [datetime]::UtcNow + $Duration } else { [datetime]::MaxValue }
-    $emitted = 0
-    $dropped = 0
+    $tally = @{}
     try {
-        while ([datetime]::UtcNow -lt $deadline -and (-not $Count -or $emitted -lt $Count)) {
-            try {
-                $message = Receive-RetroflectCaptureMessage -Connection $connection -TimeoutMs 200
-            }
-            catch {
-                $PSCmdlet.ThrowTerminatingError($_)
-            }
-            if ($null -eq $message) { continue }
-            if ($message.method -eq 'capture.end') { break }
-            if ($message.method -ne 'capture') { continue }
-            $dropped = [long]$message.params.dropped
-            foreach ($summary in $message.params.packets) {
-                if ($Count -and $emitted -ge $Count) { break }
+        # Each notification is a batch of packet summaries: emit them, at most as many as -Count leaves.
+        Read-RetroflectCapture -Cmdlet $PSCmdlet -Connection $connection -Tally $tally -Count $Count -Duration $PSBoundParameters['Duration'] | ForEach-Object {
+            foreach ($summary in $_.packets) {
+                if ($Count -and $tally.Packets -ge $Count) { break }
                 ConvertTo-RetroflectPacket -Summary $summary -Pipe $Pipe
-                $emitted++
+                $tally.Packets++
             }
         }
     }
     finally {
         # Also on Ctrl+C: closing the connection ends the capture in the engine.
         Disconnect-RetroflectEngine -Connection $connection
-        if ($dropped -gt 0) { Write-Warning "$dropped packets were not shown: this session could not keep up (narrow the filter)." }
+        if ($tally.Dropped -gt 0) { Write-Warning "$($tally.Dropped) packets were not shown: this session could not keep up (narrow the filter)." }
     }
 }

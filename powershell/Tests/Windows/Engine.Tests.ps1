@@ -93,6 +93,12 @@ Describe 'Cmdlets over \\.\pipe\retroflect' {
         Add-ReflectAddress 203.0.113.78 -Temporary -Confirm:$false | Out-Null   # idempotent: no error, no duplicate
         @((Get-Retroflect).ReflectAddresses).Count | Should -Be 2
     }
+    It 'ConvertTo-Json writes the addresses as text while they stay [ipaddress] (New-RetroflectObject, as on Linux)' {
+        $list = @(Get-ReflectAddress)
+        $list | ForEach-Object { $_.IPAddress -is [ipaddress] | Should -BeTrue }
+        ($list | ConvertTo-Json | ConvertFrom-Json).IPAddress | Should -Be @('203.0.113.77', '203.0.113.78')
+        (Get-Retroflect | ConvertTo-Json -Depth 5 | ConvertFrom-Json).ReflectAddresses | Should -Be @('203.0.113.77', '203.0.113.78')
+    }
     It 'Add-ReflectAddress refuses a loopback address with Retroflect.InvalidAddress and adds nothing' {
         Add-ReflectAddress 127.0.0.1 -Temporary -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err | Out-Null
         $err[0].FullyQualifiedErrorId | Should -BeLike 'Retroflect.InvalidAddress*'
