@@ -12,7 +12,10 @@ Describe 'Watch-ReflectTraffic' {
     It '-Count 5 returns five typed packets while curl runs' {
         $packets = @(Invoke-WithTestTraffic $script:Reflect { Watch-ReflectTraffic -Pipe $script:Pipe -Address $script:Reflect -Count 5 -Duration '00:01:00' })
         $packets.Count | Should -Be 5
+        $device = (Get-Retroflect -Pipe $script:Pipe).BackendInfo['device']
+        $device | Should -Not -BeNullOrEmpty
         foreach ($p in $packets) {
+            $p.Interface | Should -Be $device
             $p.PSTypeNames | Should -Contain 'Retroflect.Packet'
             $p.Time | Should -BeOfType [datetime]
             $p.Source | Should -BeOfType [ipaddress]

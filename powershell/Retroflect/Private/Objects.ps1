@@ -26,7 +26,7 @@ class RetroflectAddressTestJson {
     [object]$Suggestion; [object]$SuggestionMessage; [object]$Pipe
 }
 class RetroflectPacketJson {
-    [object]$Time; [object]$Direction; [object]$Verdict; [object]$MalformedReason; [object]$Protocol; [object]$Source; [object]$SourcePort
+    [object]$Time; [object]$Direction; [object]$Interface; [object]$Verdict; [object]$MalformedReason; [object]$Protocol; [object]$Source; [object]$SourcePort
     [object]$Destination; [object]$DestinationPort; [object]$ReflectedSource; [object]$ReflectedDestination; [object]$Length
     [object]$CapturedLength; [object]$TcpFlags; [object]$IcmpType; [object]$Pipe
 }
@@ -334,6 +334,7 @@ function ConvertTo-RetroflectPacket {
         PSTypeName           = 'Retroflect.Packet'
         Time                 = ConvertTo-RetroflectDateTime $Summary.time
         Direction            = [string]$Summary.direction
+        Interface            = [string]$Summary.interface
         Verdict              = [string]$Summary.verdict
         MalformedReason      = $Summary.malformedReason
         Protocol             = $Summary.protocol

@@ -5,13 +5,15 @@ function Watch-ReflectTraffic {
 
     .DESCRIPTION
     Starts a capture in the running engine and emits one Retroflect.Packet per packet it decides: time, direction,
-    verdict (reflected, passed, shieldDropped, malformed, forgedSourceDropped), the malformed reason, protocol,
+    interface, verdict (reflected, passed, shieldDropped, malformed, forgedSourceDropped), the malformed reason, protocol,
     source and destination addresses and ports as the packet was sent, the addresses after reflection, length and
     TCP flags. It runs until Ctrl+C, -Count packets or -Duration, and never slows the engine: packets it cannot
     take fast enough are dropped from this view (the engine counts them) and a warning says how many.
 
-    On Linux, shielded ports and forged reflect sources are enforced by the host firewall before packets reach the
-    engine, so shieldDropped and forgedSourceDropped packets are seen only on Windows.
+    Interface is the interface the packet left through or arrived on: on Windows its interface index as 'if12'
+    (Get-NetAdapter -InterfaceIndex 12 names it); on Linux the name ('rflct0' for reflected traffic; for a
+    shieldDropped or forgedSourceDropped packet the interface it arrived on, e.g. 'eth0'). On Linux those two drops
+    are made by the engine's nftables rules, which report them to the engine while a capture runs.
 
     .PARAMETER Address
     Only packets to or from these addresses (reflect addresses, or this host's addresses).
