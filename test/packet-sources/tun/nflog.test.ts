@@ -87,7 +87,7 @@ describe('NFLOG messages', () => {
     assert.equal(ackResult(both, 30, 9), null, 'a truncated read holds no answer');
   });
 
-  test('logged packets: payload, prefix index and the kernel timestamp; other prefixes skipped; garbage ends the walk', () => {
+  test('logged packets: payload, prefix index, arrival interface and the kernel timestamp; other prefixes skipped; garbage ends the walk', () => {
     const ip = Buffer.from('4500001c000100004011000000000000000000000000000000000000', 'hex');
     const shield = packetMessage([
       attr(NFULA_PACKET_HDR, Buffer.from([0x08, 0x00, 1, 0])),
@@ -99,11 +99,11 @@ describe('NFLOG messages', () => {
     const foreign = packetMessage([attr(NFULA_PREFIX, cstr('someone else')), attr(NFULA_PAYLOAD, ip)]);
     const unprefixed = packetMessage([attr(NFULA_PAYLOAD, ip)]);
     const forged = packetMessage([attr(NFULA_PAYLOAD, ip.subarray(0, 21)), attr(NFULA_PREFIX | 0x4000, cstr('retroflect forged'))]);
-    const seen: { off: number; len: number; prefix: number; time: number; first: number }[] = [];
+    const seen: { off: number; len: number; prefix: number; ifIndex: number; time: number; first: number }[] = [];
     const buf = Buffer.concat([shield, foreign, unprefixed, forged, Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3])]);
-    const n = forEachLoggedPacket(buf, buf.length, PREFIXES, 42, (b, off, len, prefix, time) => seen.push({ off, len, prefix, time, first: b[off] }));
+    const n = forEachLoggedPacket(buf, buf.length, PREFIXES, 42, (b, off, len, prefix, ifIndex, time) => seen.push({ off, len, prefix, ifIndex, time, first: b[off] }));
     assert.equal(n, 2);
-    assert.deepEqual(seen.map((s) => [s.len, s.prefix, s.first]), [[28, 0, 0x45], [21, 1, 0x45]]);
+    assert.deepEqual(seen.map((s) => [s.len, s.prefix, s.ifIndex, s.first]), [[28, 0, 3, 0x45], [21, 1, 0, 0x45]], 'no NFULA_IFINDEX_INDEV: 0');
     assert.equal(seen[0].time, 1_800_000_000_123.456);
     assert.equal(seen[1].time, 42, 'no timestamp: the caller\'s clock');
     assert.ok(buf.subarray(seen[0].off, seen[0].off + 28).equals(ip));
