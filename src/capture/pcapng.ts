@@ -77,19 +77,36 @@ export function pcapngHeader(interfaces: readonly CaptureInterface[], snaplen: n
   return Buffer.concat(parts);
 }
 
-/** One Enhanced Packet Block. `interfaceId` indexes the interfaces given to pcapngHeader. */
+/**
+ * One Enhanced Packet Block, written straight into one buffer (a capture makes thousands a second):
+ *   block type, total length | interface id, timestamp high, low (µs), captured length, original length |
+ *   packet bytes, padded to 4 | opt_comment | epb_flags | opt_endofopt | total length.
+ * `interfaceId` indexes the interface blocks written so far.
+ */
 export function pcapngPacket(interfaceId: number, rec: CaptureRecord, comment: string): Buffer {
-  const micros = BigInt(Math.round(rec.time * 1000));
-  const fixed = Buffer.alloc(20);
-  fixed.writeUInt32LE(interfaceId, 0);
-  fixed.writeUInt32LE(Number(micros >> 32n), 4);
-  fixed.writeUInt32LE(Number(micros & 0xffffffffn), 8);
-  fixed.writeUInt32LE(rec.data.length, 12);
-  fixed.writeUInt32LE(rec.originalLength, 16);
-  const data = Buffer.alloc(pad4(rec.data.length));
-  data.set(rec.data);
-  const flags = Buffer.alloc(4);
-  flags.writeUInt32LE(rec.outbound ? EPB_OUTBOUND : EPB_INBOUND);
-  return block(BT_EPB, Buffer.concat([fixed, data, options([option(OPT_COMMENT, Buffer.from(comment)), option(EPB_FLAGS, flags)])]));
+  const commentBytes = Buffer.byteLength(comment);
+  const dataBytes = pad4(rec.data.length);
+  const total = 8 + 20 + dataBytes + (4 + pad4(commentBytes)) + (4 + 4) + 4 + 4;
+  const out = Buffer.alloc(total);
+  out.writeUInt32LE(BT_EPB, 0);
+  out.writeUInt32LE(total, 4);
+  const micros = Math.round(rec.time * 1000); // < 2^53 for any date we meet: exact in a double
+  out.writeUInt32LE(interfaceId, 8);
+  out.writeUInt32LE(Math.floor(micros / 2 ** 32), 12);
+  out.writeUInt32LE(micros % 2 ** 32, 16);
+  out.writeUInt32LE(rec.data.length, 20);
+  out.writeUInt32LE(rec.originalLength, 24);
+  out.set(rec.data, 28);
+  let at = 28 + dataBytes;
+  out.writeUInt16LE(OPT_COMMENT, at);
+  out.writeUInt16LE(commentBytes, at + 2);
+  out.write(comment, at + 4);
+  at += 4 + pad4(commentBytes);
+  out.writeUInt16LE(EPB_FLAGS, at);
+  out.writeUInt16LE(4, at + 2);
+  out.writeUInt32LE(rec.outbound ? EPB_OUTBOUND : EPB_INBOUND, at + 4);
+  at += 8 + 4; // and opt_endofopt: four zero bytes
+  out.writeUInt32LE(total, at);
+  return out;
 }
 

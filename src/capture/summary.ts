@@ -38,6 +38,8 @@ export interface PacketSummary {
 }
 
 const scratch = new Uint8Array(65536);
+/** Bytes of `scratch` past which it is all zeros (a cut packet parses against zeros, never an older packet's bytes). */
+let scratchDirty = 0;
 const parsed = new ParsedPacket();
 
 function ipText(b: Uint8Array, at: number, len: number): string {
@@ -75,29 +77,31 @@ function flagsText(f: number): string {
   return names.join(',');
 }
 
+/** "2026-11-28T05:00:00." of the second last formatted: packets come many per second, a Date each is the cost. */
+let isoSecond = NaN;
+let isoPrefix = '';
+
 function isoMicros(ms: number): string {
-  const whole = Math.floor(ms);
-  const micros = Math.floor((ms - whole) * 1000);
-  return new Date(whole).toISOString().replace(/Z$/, `${String(micros).padStart(3, '0')}Z`);
+  const second = Math.floor(ms / 1000);
+  if (second !== isoSecond) {
+    isoSecond = second;
+    isoPrefix = new Date(second * 1000).toISOString().slice(0, 20);
+  }
+  const micros = Math.floor((ms - second * 1000) * 1000);
+  return `${isoPrefix}${String(micros).padStart(6, '0')}Z`;
 }
 
 const NONE: Endpoints = { source: null, sourcePort: null, destination: null, destinationPort: null };
 
 /** What `rec` means; `interfaceName` is the backend's name for its interface (`HostBackend.interfaceName`). */
 export function summarize(rec: CaptureRecord, interfaceName: string): PacketSummary {
-  const base = {
-    time: isoMicros(rec.time),
-    direction: rec.outbound ? ('outbound' as const) : ('inbound' as const),
-    interface: interfaceName,
-    verdict: rec.verdict,
-    malformedReason: rec.malformedReason,
-    capturedLength: rec.data.length,
-  };
-  // Parse as if the whole packet were there: the snap length cuts only payload, never the headers we read.
-  scratch.fill(0, 0, Math.min(rec.originalLength, scratch.length));
-  scratch.set(rec.data.subarray(0, Math.min(rec.data.length, scratch.length)));
-  const ok = parsePacket(scratch, 0, Math.min(rec.originalLength, scratch.length), parsed);
-  if (!ok) {
+  // Parse as if the whole packet were there: the snap length cuts only payload, never the headers we read. What the
+  // record lacks reads as zeros (only the bytes the previous record left are cleared).
+  const captured = Math.min(rec.data.length, scratch.length);
+  scratch.set(captured === rec.data.length ? rec.data : rec.data.subarray(0, captured));
+  if (scratchDirty > captured) scratch.fill(0, captured, scratchDirty);
+  scratchDirty = captured;
+  if (!parsePacket(scratch, 0, Math.min(rec.originalLength, scratch.length), parsed)) {
     // Malformed: show what the fixed IP header says, if it is there at all.
     const v = rec.data[0] >> 4;
     const len = v === 4 && rec.data.length >= 20 ? 4 : v === 6 && rec.data.length >= 40 ? 16 : 0;
@@ -107,28 +111,51 @@ export function summarize(rec: CaptureRecord, interfaceName: string): PacketSumm
       destination: ipText(rec.data, len === 4 ? 16 : 24, len),
       destinationPort: null,
     };
-    return { ...base, protocol: null, before: e, after: NONE, length: rec.originalLength, tcpFlags: null, icmpType: null };
+    return summary(rec, interfaceName, null, e, NONE, rec.originalLength, null, null);
   }
   const p = parsed;
   const proto: SummaryProtocol = p.protocol === IpProto.Tcp ? 'tcp' : p.protocol === IpProto.Udp ? 'udp' : p.protocol === IpProto.Icmp ? 'icmp' : p.protocol === IpProto.Icmpv6 ? 'icmpv6' : 'other';
   const ports = p.hasTransport && (proto === 'tcp' || proto === 'udp');
-  const now: Endpoints = {
-    source: ipText(scratch, p.srcOffset, p.addressLength),
-    sourcePort: ports ? p.srcPort : null,
-    destination: ipText(scratch, p.dstOffset, p.addressLength),
-    destinationPort: ports ? p.dstPort : null,
-  };
+  const source = ipText(scratch, p.srcOffset, p.addressLength);
+  const destination = ipText(scratch, p.dstOffset, p.addressLength);
+  const sourcePort = ports ? p.srcPort : null;
+  const destinationPort = ports ? p.dstPort : null;
+  const now: Endpoints = { source, sourcePort, destination, destinationPort };
   // The bytes are the packet as re-injected; a reflected packet had its addresses swapped (ports stay).
-  const before: Endpoints = rec.reflected ? { ...now, source: now.destination, destination: now.source } : now;
+  const before: Endpoints = rec.reflected ? { source: destination, sourcePort, destination: source, destinationPort } : now;
   const dropped = rec.verdict !== 'reflected' && rec.verdict !== 'passed';
+  const tcpFlags = proto === 'tcp' && p.hasTransport ? flagsText(p.tcpFlags) : null;
+  const icmpType = (proto === 'icmp' || proto === 'icmpv6') && p.hasTransport ? p.icmpType : null;
+  return summary(rec, interfaceName, proto, before, dropped ? NONE : now, p.ipLength, tcpFlags, icmpType);
+}
+
+/**
+ * The summary object, every field spelled out: a spread (`{ ...common, protocol }`) takes V8's slow path and cost
+ * ~7 µs of the ~8 a summary took (bench/README.md, capture).
+ */
+function summary(
+  rec: CaptureRecord,
+  interfaceName: string,
+  protocol: SummaryProtocol | null,
+  before: Endpoints,
+  after: Endpoints,
+  length: number,
+  tcpFlags: string | null,
+  icmpType: number | null,
+): PacketSummary {
   return {
-    ...base,
-    protocol: proto,
+    time: isoMicros(rec.time),
+    direction: rec.outbound ? 'outbound' : 'inbound',
+    interface: interfaceName,
+    verdict: rec.verdict,
+    malformedReason: rec.malformedReason,
+    protocol,
     before,
-    after: dropped ? NONE : now,
-    length: p.ipLength,
-    tcpFlags: proto === 'tcp' && p.hasTransport ? flagsText(p.tcpFlags) : null,
-    icmpType: (proto === 'icmp' || proto === 'icmpv6') && p.hasTransport ? p.icmpType : null,
+    after,
+    length,
+    capturedLength: rec.data.length,
+    tcpFlags,
+    icmpType,
   };
 }
 
@@ -144,8 +171,6 @@ export function endpointsText(e: Endpoints): string {
 
 /** The pcapng packet comment: `verdict=reflected original=198.51.100.2:40000 > 192.0.2.1:8081`. */
 export function packetComment(s: PacketSummary): string {
-  const parts = [`verdict=${s.verdict}`];
-  if (s.malformedReason) parts.push(`reason=${s.malformedReason}`);
-  parts.push(`original=${endpointsText(s.before)}`);
-  return parts.join(' ');
+  const reason = s.malformedReason ? ` reason=${s.malformedReason}` : '';
+  return `verdict=${s.verdict}${reason} original=${endpointsText(s.before)}`;
 }
