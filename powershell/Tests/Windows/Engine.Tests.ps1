@@ -98,6 +98,9 @@ Describe 'Cmdlets over \\.\pipe\retroflect' {
         $list | ForEach-Object { $_.IPAddress -is [ipaddress] | Should -BeTrue }
         ($list | ConvertTo-Json | ConvertFrom-Json).IPAddress | Should -Be @('203.0.113.77', '203.0.113.78')
         (Get-Retroflect | ConvertTo-Json -Depth 5 | ConvertFrom-Json).ReflectAddresses | Should -Be @('203.0.113.77', '203.0.113.78')
+        # Stats as a script exports them (the issue's check): addresses as text at any depth.
+        $stats = Get-ReflectStats | ConvertTo-Json -Depth 4 | ConvertFrom-Json
+        @($stats.ByAddress | ForEach-Object { $_.IPAddress }) | Should -Be @('203.0.113.77', '203.0.113.78')
     }
     It 'Add-ReflectAddress refuses a loopback address with Retroflect.InvalidAddress and adds nothing' {
         Add-ReflectAddress 127.0.0.1 -Temporary -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err | Out-Null
