@@ -40,4 +40,14 @@ Describe 'Get-ReflectAddress' {
         Get-ReflectAddress -Pipe $script:Pipe | Export-Csv -LiteralPath $csv -NoTypeInformation
         (Import-Csv -LiteralPath $csv).IPAddress | Should -Be @('192.0.2.21', '192.0.2.22', '2001:db8::22')
     }
+    It 'an object reads as its address ("$o", Group-Object, -join), not as the class behind it; Get-Member shows Retroflect.ReflectAddress' {
+        $list = @(Get-ReflectAddress -Pipe $script:Pipe)
+        "$($list[0])" | Should -Be '192.0.2.21'
+        ($list -join ',') | Should -Be '192.0.2.21,192.0.2.22,2001:db8::22'
+        $groups = $list | Group-Object AddressFamily | Format-Table -AutoSize | Out-String -Width 200
+        $groups | Should -Match ([regex]::Escape('{192.0.2.21, 192.0.2.22}'))
+        $groups | Should -Not -Match 'Json'
+        ($list[0] | Get-Member | Select-Object -First 1).TypeName | Should -Be 'Retroflect.ReflectAddress'
+        $list[0].IPAddress -eq '192.0.2.21' | Should -BeTrue
+    }
 }

@@ -23,6 +23,8 @@ Describe 'Get-ReflectFlow' {
         $flow.ReflectAddress | Should -BeOfType [ipaddress]
         $flow.Bytes | Should -BeOfType [long]
         $flow.Bytes | Should -BeGreaterThan 0
+        # It reads as the connection the client made, not as the class behind it.
+        "$flow" | Should -Match ('^tcp \S+:\d+ -> ' + [regex]::Escape('203.0.113.20:18080') + '$')
     }
     It 'filters out other protocols and ports' {
         Get-ReflectFlow -Pipe $script:Pipe -ServerPort 1 | Should -BeNullOrEmpty

@@ -44,4 +44,16 @@ Describe 'Get-ReflectStats' {
         Get-ReflectStats -Pipe (New-TestPath 'none.sock') -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty
         $err[-1].FullyQualifiedErrorId | Should -BeLike 'Retroflect.EngineNotRunning*'
     }
+    It 'Export-Csv of samples writes the nested lists as text (addresses, shield ports, counts), not type names' {
+        $csv = New-TestPath 'stats.csv'
+        Get-ReflectStats -Pipe $script:Pipe -Interval 0.2 -Count 2 | Export-Csv -LiteralPath $csv -NoTypeInformation
+        $rows = @(Import-Csv -LiteralPath $csv)
+        $rows.Count | Should -Be 2
+        $rows[0].ByAddress | Should -Be '203.0.113.40;203.0.113.41'
+        $rows[0].ByShieldPort | Should -Be '9440/tcp;9441/tcp'
+        $rows[0].ByProtocol | Should -Match '^tcp=\d+ packets/\d+ bytes;udp='
+        $rows[0].MalformedByReason | Should -Match '^\w+=\d+'
+        (Get-Content -LiteralPath $csv -Raw) | Should -Not -Match 'System\.'
+        (Get-ReflectStats -Pipe $script:Pipe).ByAddress[0].IPAddress | Should -BeOfType [ipaddress]
+    }
 }

@@ -47,4 +47,17 @@ Describe 'Get-Retroflect' {
         $json.UptimeSeconds | Should -BeGreaterThan 0
         $json.PSObject.Properties.Name | Should -Not -Contain 'Uptime'
     }
+    It 'ConvertTo-Csv writes ReflectAddresses, ShieldPorts and BackendInfo as text, not type names; "$status" is the state' {
+        $s = Get-Retroflect -Pipe $script:Pipe
+        $row = $s | ConvertTo-Csv -NoTypeInformation | ConvertFrom-Csv
+        $row.ReflectAddresses | Should -Be '203.0.113.10'
+        $row.ShieldPorts | Should -Be '9090/tcp;9091/udp'
+        $row.BackendInfo | Should -Match '(^|;)device=\w'
+        ($row.PSObject.Properties.Value -join ' ') | Should -Not -Match 'System\.'
+        # The properties themselves stay typed.
+        $s.ReflectAddresses[0] | Should -BeOfType [ipaddress]
+        $s.ShieldPorts[0].Port | Should -Be 9090
+        $s.BackendInfo['device'] | Should -Not -BeNullOrEmpty
+        "$s" | Should -Be 'running'
+    }
 }

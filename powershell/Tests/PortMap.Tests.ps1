@@ -30,4 +30,19 @@ Describe 'Port maps' {
         ($left.PortMap | ForEach-Object { "$_" }) | Should -Be @('443=8443/tcp')
         Remove-ReflectAddress '203.0.113.40' -Pipe $script:Pipe -Confirm:$false
     }
+    It 'Export-Csv writes PortMap as -PortMap takes it (80=8080;443=8443/tcp), the property stays typed, and Import-Csv rows add it back' {
+        $a = Add-ReflectAddress '203.0.113.41' -PortMap @{80 = 8080}, '443=8443/tcp' -Temporary -Pipe $script:Pipe -Confirm:$false -PassThru
+        $a.PortMap -is [array] | Should -BeTrue
+        $a.PortMap[0].Port | Should -BeOfType [int]
+        $csv = New-TestPath 'portmaps.csv'
+        Get-ReflectAddress '203.0.113.41' -Pipe $script:Pipe | Export-Csv -LiteralPath $csv -NoTypeInformation
+        $row = Import-Csv -LiteralPath $csv
+        $row.PortMap | Should -Be '80=8080;443=8443/tcp'
+        (Get-ReflectAddress '203.0.113.41' -Pipe $script:Pipe | ConvertTo-Csv -NoTypeInformation)[1] | Should -Match ([regex]::Escape('"80=8080;443=8443/tcp"'))
+        # The round trip an admin writes to move addresses to another engine.
+        Remove-ReflectAddress '203.0.113.41' -Pipe $script:Pipe -Confirm:$false
+        $row | ForEach-Object { Add-ReflectAddress $_.IPAddress -PortMap $_.PortMap -Temporary -Pipe $script:Pipe -Confirm:$false }
+        ((Get-ReflectAddress '203.0.113.41' -Pipe $script:Pipe).PortMap | ForEach-Object { "$_" }) | Should -Be @('80=8080/tcp', '80=8080/udp', '443=8443/tcp')
+        Remove-ReflectAddress '203.0.113.41' -Pipe $script:Pipe -Confirm:$false
+    }
 }

@@ -33,4 +33,14 @@ Describe 'Test-ReflectAddress' {
         Test-ReflectAddress 203.0.113.1 -Pipe (New-TestPath 'none.sock') -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty
         $err[-1].FullyQualifiedErrorId | Should -BeLike 'Retroflect.EngineNotRunning*'
     }
+    It 'reads as its input ("$t") and writes Reasons and Warnings to CSV as text' {
+        $t = Test-ReflectAddress 127.0.0.1 -Pipe $script:Pipe
+        "$t" | Should -Be '127.0.0.1'
+        $row = $t | ConvertTo-Csv -NoTypeInformation | ConvertFrom-Csv
+        $row.Reasons | Should -Match 'loopback'
+        $row.Reasons | Should -Not -Match 'System\.'
+        $w = Test-ReflectAddress 8.8.8.8 -Pipe $script:Pipe -WarningAction SilentlyContinue | ConvertTo-Csv -NoTypeInformation | ConvertFrom-Csv
+        $w.Warnings | Should -Not -BeNullOrEmpty
+        $w.Warnings | Should -Not -Match 'System\.'
+    }
 }

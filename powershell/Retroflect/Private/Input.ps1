@@ -62,7 +62,8 @@ function Resolve-RetroflectUserPath {
 function ConvertTo-RetroflectPortMapSpec {
     <#
     -PortMap input -> the protocol's map specs ("80=8080", "443=8443/tcp"). Accepts a hashtable @{80=8080} (each
-    key a port, each value a target, or a string '8443/tcp' for one protocol), spec strings '443=8443/tcp', and
+    key a port, each value a target, or a string '8443/tcp' for one protocol), spec strings '443=8443/tcp' (several
+    joined with ';' as a Retroflect.ReflectAddress's PortMap is written to CSV: '80=8080;443=8443/tcp'), and
     Retroflect.PortMap objects (Port, Target, Protocol), alone or in arrays. The engine checks ranges and conflicts,
     so its rules and messages are the only ones. Throws for input that is none of these.
     #>
@@ -74,7 +75,8 @@ function ConvertTo-RetroflectPortMapSpec {
             foreach ($key in $item.Keys) { $specs.Add(('{0}={1}' -f $key, $item[$key]).Trim()) }
         }
         elseif ($item -is [string] -or $item -is [int]) {
-            $specs.Add(([string]$item).Trim())
+            # '80=8080;443=8443/tcp' is how Export-Csv writes a PortMap column: each part is one spec.
+            foreach ($part in ([string]$item).Split(';')) { if ($part.Trim()) { $specs.Add($part.Trim()) } }
         }
         elseif ($null -ne $item.PSObject.Properties['Port'] -and $null -ne $item.PSObject.Properties['Target']) {
             $proto = 'both'

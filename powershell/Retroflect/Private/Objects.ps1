@@ -10,25 +10,53 @@
 # first. Why, and what was measured: powershell/README.md, "Objects and ConvertTo-Json". A class lists the property
 # names of its type in the builder's order; they are [object] so that $null stays null.
 
+# Each class also gives its objects a ToString() (what "$o", Group-Object's Group column, Out-String of a nested
+# object and ConvertTo-Json below -Depth show), so they read as an address or a connection, not as the class name.
+# A property holding a collection (PortMap, ReflectAddresses, BackendInfo ...) is a note property whose value has a
+# ToString() of one line, so Export-Csv and ConvertTo-Csv write '80=8080;443=8443/tcp', not 'System.Object[]':
+# Add-RetroflectNoteProperty below.
+class RetroflectText {
+    # 'address:port' as URLs write it: an IPv6 address in brackets ([2001:db8::1]:443); the address alone without a port.
+    static [string] Endpoint([object]$Address, [object]$Port) {
+        $text = [string]$Address
+        if ($null -eq $Port -or '' -eq [string]$Port) { return $text }
+        if ($text.Contains(':')) { $text = '[' + $text + ']' }
+        return $text + ':' + [string]$Port
+    }
+}
 class RetroflectReflectAddressJson {
     [object]$IPAddress; [object]$AddressFamily; [object]$Persisted; [object]$Packets; [object]$Bytes; [object]$PortMap; [object]$Pipe
+    [string] ToString() { return [string]$this.IPAddress }
 }
 class RetroflectStatusJson {
     [object]$State; [object]$Version; [object]$Backend; [object]$ProcessId; [object]$StartedAt; [object]$UptimeSeconds
     [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo
+    [string] ToString() { return [string]$this.State }
 }
 class RetroflectFlowJson {
     [object]$Protocol; [object]$ReflectAddress; [object]$LocalAddress; [object]$ClientPort; [object]$ServerPort; [object]$MappedFromPort
     [object]$Packets; [object]$Bytes; [object]$FirstSeen; [object]$LastSeen; [object]$State; [object]$Pipe
+    [string] ToString() {
+        # The connection as the client made it: local address and port -> reflect address and the port it dialled.
+        $dialled = $this.ServerPort
+        if ($null -ne $this.MappedFromPort) { $dialled = $this.MappedFromPort }
+        return ('{0} {1} -> {2}' -f $this.Protocol, [RetroflectText]::Endpoint($this.LocalAddress, $this.ClientPort),
+            [RetroflectText]::Endpoint($this.ReflectAddress, $dialled))
+    }
 }
 class RetroflectAddressTestJson {
     [object]$Input; [object]$IPAddress; [object]$Usable; [object]$Configured; [object]$Reason; [object]$Reasons; [object]$Warnings
     [object]$Suggestion; [object]$SuggestionMessage; [object]$Pipe
+    [string] ToString() { return [string]$this.Input }
 }
 class RetroflectPacketJson {
     [object]$Time; [object]$Direction; [object]$Interface; [object]$Verdict; [object]$MalformedReason; [object]$Protocol; [object]$Source; [object]$SourcePort
     [object]$Destination; [object]$DestinationPort; [object]$ReflectedSource; [object]$ReflectedDestination; [object]$Length
     [object]$CapturedLength; [object]$TcpFlags; [object]$IcmpType; [object]$Pipe
+    [string] ToString() {
+        return ('{0} {1} {2} -> {3}' -f $this.Verdict, $this.Protocol, [RetroflectText]::Endpoint($this.Source, $this.SourcePort),
+            [RetroflectText]::Endpoint($this.Destination, $this.DestinationPort))
+    }
 }
 # Resolved here, in the file that defines the classes (Windows PowerShell 5.1 finds a script's classes by name only
 # within that script).
@@ -51,30 +79,89 @@ function ConvertTo-RetroflectJsonValue {
     return $Value
 }
 
+function ConvertTo-RetroflectListText {
+    # One line for a collection: the elements' text joined with ';' (a dictionary as key=value pairs). What
+    # Export-Csv writes for a collection property; elements give their own ToString() ('80=8080/tcp', '8081/tcp').
+    param([object]$Value)
+    if ($Value -is [System.Collections.IDictionary]) {
+        return (@(foreach ($key in $Value.Keys) { '{0}={1}' -f $key, $Value[$key] }) -join ';')
+    }
+    return (@(foreach ($v in $Value) { [string]$v }) -join ';')
+}
+
+function ConvertTo-RetroflectPortMapText {
+    # The port maps of one address in -PortMap syntax: '80=8080;443=8443/tcp' (a map for TCP and UDP without suffix).
+    param([object]$Value)
+    $protocols = [ordered]@{}
+    foreach ($m in $Value) {
+        $key = '{0}={1}' -f $m.Port, $m.Target
+        if (-not $protocols.Contains($key)) { $protocols[$key] = New-Object 'System.Collections.Generic.List[string]' }
+        $protocols[$key].Add([string]$m.Protocol)
+    }
+    $parts = foreach ($key in $protocols.Keys) {
+        $p = $protocols[$key]
+        if ($p.Contains('tcp') -and $p.Contains('udp')) { $key } else { $key + '/' + ($p -join ',') }
+    }
+    return (@($parts) -join ';')
+}
+
+function Add-RetroflectNoteProperty {
+    <#
+    Adds note property $Name = $Value to $Object. An array or a dictionary stays what it is for scripts ($o.PortMap[0].Port,
+    $o.BackendInfo['device'], -is [array]), wrapped with a ToString() giving one line ($Text, default
+    ConvertTo-RetroflectListText), which is what Export-Csv, ConvertTo-Csv and -join write instead of 'System.Object[]'.
+    Add-Member keeps the wrapper (a PSNoteProperty built directly would unwrap it); -Force lets the note property
+    stand over the class property of the same name, as PSObject.Properties.Add does. Anything else is added as it is.
+    #>
+    param([System.Management.Automation.PSObject]$Object, [string]$Name, [object]$Value, [scriptblock]$Text)
+    if ($null -ne $Value -and ($Value -is [array] -or $Value -is [System.Collections.IDictionary])) {
+        if ($null -eq $Text) { $Text = { ConvertTo-RetroflectListText $this } }
+        $wrapped = [System.Management.Automation.PSObject]::AsPSObject($Value)
+        $wrapped.PSObject.Methods.Add([System.Management.Automation.PSScriptMethod]::new('ToString', $Text))
+        Add-Member -InputObject $Object -MemberType NoteProperty -Name $Name -Value $wrapped -Force
+        return
+    }
+    $Object.PSObject.Properties.Add([System.Management.Automation.PSNoteProperty]::new($Name, $Value))
+}
+
 function New-RetroflectObject {
     <#
     The object for [ordered]@{ PSTypeName = <type name>; Name = value; ... } of a type in
     $script:RetroflectJsonForm: the note properties [pscustomobject] would give it (typed, in the same order), on an
     instance of the type's class that holds the JSON form of each value, so ConvertTo-Json writes addresses as text
-    at any -Depth while $o.IPAddress stays an [ipaddress] (see the top of this file).
+    at any -Depth while $o.IPAddress stays an [ipaddress] (see the top of this file). $Text: a ToString() per
+    collection property name, for Add-RetroflectNoteProperty. A type without a class (no address) gets a
+    [pscustomobject] with the same note properties.
     #>
-    param([Parameter(Mandatory)][System.Collections.Specialized.OrderedDictionary]$Property)
+    param([Parameter(Mandatory)][System.Collections.Specialized.OrderedDictionary]$Property, [hashtable]$Text = @{})
     $typeName = [string]$Property['PSTypeName']
     $form = $script:RetroflectJsonForm[$typeName]
-    if ($null -eq $form) { throw "New-RetroflectObject: no class for $typeName in `$script:RetroflectJsonForm." }
-    $json = $form::new()
-    $o = New-Object System.Management.Automation.PSObject -ArgumentList $json
+    $json = $null
+    if ($null -ne $form) {
+        $json = $form::new()
+        $o = New-Object System.Management.Automation.PSObject -ArgumentList $json
+    }
+    else {
+        $o = [pscustomobject]@{}
+    }
     $o.PSObject.TypeNames.Insert(0, $typeName)
     $properties = $o.PSObject.Properties
     foreach ($entry in $Property.GetEnumerator()) {
         $name = $entry.Key
         if ($name -eq 'PSTypeName') { continue }
         $value = $entry.Value
-        # Scalars inline: Watch-ReflectTraffic builds one object per packet.
-        if ($value -is [System.Net.IPAddress]) { $json.$name = $value.ToString() }
-        elseif ($value -is [array] -or $value -is [timespan]) { $json.$name = ConvertTo-RetroflectJsonValue $value }
-        else { $json.$name = $value }
-        $properties.Add([System.Management.Automation.PSNoteProperty]::new($name, $value))
+        if ($null -ne $json) {
+            # Scalars inline: Watch-ReflectTraffic builds one object per packet.
+            if ($value -is [System.Net.IPAddress]) { $json.$name = $value.ToString() }
+            elseif ($value -is [array] -or $value -is [timespan]) { $json.$name = ConvertTo-RetroflectJsonValue $value }
+            else { $json.$name = $value }
+        }
+        if ($value -is [array] -or $value -is [System.Collections.IDictionary]) {
+            Add-RetroflectNoteProperty $o $name $value $Text[$name]
+        }
+        else {
+            $properties.Add([System.Management.Automation.PSNoteProperty]::new($name, $value))
+        }
     }
     return $o
 }
@@ -123,7 +210,7 @@ function New-RetroflectReflectAddress {
         Bytes         = $Bytes
         PortMap       = [object[]]$maps.ToArray()
         Pipe          = $Pipe
-    })
+    }) -Text @{ PortMap = { ConvertTo-RetroflectPortMapText $this } }
 }
 
 function ConvertTo-RetroflectPortMap {
@@ -148,7 +235,7 @@ function New-RetroflectShieldPort {
         [long]$Bytes = 0,
         [string]$Pipe
     )
-    return [pscustomobject]@{
+    $o = [pscustomobject]@{
         PSTypeName = 'Retroflect.ShieldPort'
         Port       = $Port
         Protocol   = $Protocol.ToLowerInvariant()
@@ -157,6 +244,9 @@ function New-RetroflectShieldPort {
         Bytes      = $Bytes
         Pipe       = $Pipe
     }
+    # '8081/tcp', as -ShieldPort takes it (what a Status's ShieldPorts column shows in Export-Csv).
+    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value { '{0}/{1}' -f $this.Port, $this.Protocol }
+    return $o
 }
 
 function Get-RetroflectPersistedSet {
@@ -248,7 +338,7 @@ function ConvertTo-RetroflectStats {
         $expected.IcmpRefused = [long]$Stats.errors.sendExpected.icmpRefused
     }
     $rates = $Stats.rates
-    return [pscustomobject]@{
+    return New-RetroflectObject ([ordered]@{
         PSTypeName                    = 'Retroflect.Stats'
         SampledAt                     = ConvertTo-RetroflectDateTime $Stats.sampledAt
         UptimeSeconds                 = [double]$Stats.uptimeSeconds
@@ -272,6 +362,8 @@ function ConvertTo-RetroflectStats {
         ByAddress                     = $byAddress.ToArray()
         ByShieldPort                  = $byPort.ToArray()
         Pipe                          = $Pipe
+    }) -Text @{
+        ByProtocol = { (@(foreach ($p in $this.Values) { '{0}={1} packets/{2} bytes' -f $p.Protocol, $p.Packets, $p.Bytes }) -join ';') }
     }
 }
 
@@ -300,7 +392,10 @@ function ConvertTo-RetroflectAddressTest {
     param([Parameter(Mandatory)][object]$Test, [string]$Pipe)
     $reasons = New-Object 'System.Collections.Generic.List[object]'
     foreach ($r in $Test.reasons) {
-        $reasons.Add([pscustomobject]@{ Code = [string]$r.code; Rule = $r.rule; Message = [string]$r.message; Hint = $r.hint })
+        $reason = [pscustomobject]@{ Code = [string]$r.code; Rule = $r.rule; Message = [string]$r.message; Hint = $r.hint }
+        # The rule's name ('local-address', 'multicast') where the engine gives one, as Export-Csv writes Reasons.
+        Add-Member -InputObject $reason -MemberType ScriptMethod -Name ToString -Force -Value { if ($this.Rule) { [string]$this.Rule } else { $this.Code } }
+        $reasons.Add($reason)
     }
     $warnings = New-Object 'System.Collections.Generic.List[string]'
     foreach ($w in $Test.warnings) { $warnings.Add([string]$w) }

@@ -18,7 +18,8 @@ function Add-ReflectAddress {
 
     .PARAMETER PortMap
     Port maps for every address given: a client reaching Address:Port gets the local server on Target. A hashtable
-    @{80=8080; 443=8443} (TCP and UDP), spec strings '443=8443/tcp' or '53=5353/udp', or Retroflect.PortMap objects.
+    @{80=8080; 443=8443} (TCP and UDP), spec strings '443=8443/tcp' or '53=5353/udp' (several joined with ';', as
+    Export-Csv writes a PortMap column: '80=8080;443=8443/tcp'), or Retroflect.PortMap objects.
     Also adds maps to addresses already configured. A port out of range, a map to itself, a port already mapped to
     another target or overlapping maps are refused (Retroflect.InvalidPort / Retroflect.PortMapConflict) and nothing
     changes. See docs/port-mapping.md.
