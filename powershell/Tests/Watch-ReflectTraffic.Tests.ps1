@@ -60,6 +60,35 @@ Describe 'Watch-ReflectTraffic' {
         $text | Should -Match 'reflected'
         $text | Should -Match ([regex]::Escape("${script:Reflect}:9"))
     }
+    It 'the packet table fits 80 and 120 columns without wrapping, IPv4 endpoints whole; a packet reads as verdict, protocol and endpoints' {
+        $packets = @(Invoke-WithTestTraffic $script:Reflect { Watch-ReflectTraffic -Pipe $script:Pipe -Address $script:Reflect -Port 9 -Count 2 -Duration '00:01:00' })
+        $packets.Count | Should -Be 2
+        foreach ($width in 80, 120) {
+            $lines = @(($packets | Format-Table | Out-String -Width $width) -split "`r?`n" | Where-Object { $_.Trim() })
+            $lines.Count | Should -Be 4   # header, rule, two rows: no header split over two lines
+            $lines | ForEach-Object { $_.TrimEnd().Length | Should -BeLessOrEqual $width }
+            $lines[0] | Should -Match 'Source +Destination'
+            ($lines -join "`n") | Should -Match ('(?m)' + [regex]::Escape("${script:Reflect}:9") + '(\s|$)')
+            ($lines -join "`n") | Should -Not -Match '\u2026|\.\.\.'   # nothing cut short
+        }
+        $wide = $packets | Format-Table | Out-String -Width 120
+        $wide | Should -Match 'ReflectedSource +Length +Flags'
+        "$($packets[0])" | Should -Match ('^reflected tcp \S+ -> \S+$')
+        "$($packets[0])" | Should -Not -Match 'Json'
+    }
+    It 'writes an IPv6 endpoint with its port as [address]:port' {
+        $v6 = '2001:db8::20'
+        Add-ReflectAddress $v6 -Temporary -Pipe $script:Pipe -Confirm:$false
+        try {
+            $packets = @(Invoke-WithTestTraffic "[$v6]" { Watch-ReflectTraffic -Pipe $script:Pipe -Address $v6 -Port 9 -Count 2 -Duration '00:01:00' })
+        }
+        finally { Remove-ReflectAddress $v6 -Pipe $script:Pipe -Confirm:$false }
+        $packets.Count | Should -Be 2
+        $syn = $packets | Where-Object TcpFlags -eq 'SYN' | Select-Object -First 1
+        $text = $syn | Format-Table | Out-String -Width 120
+        $text | Should -Match ('(?m)' + [regex]::Escape("[$v6]:9") + '(\s|$)')
+        "$syn" | Should -Match ([regex]::Escape("-> [$v6]:9"))
+    }
     It 'Ctrl+C (a stopped pipeline) ends it promptly and closes its capture in the engine' {
         # Nine watches stopped one after another in a runspace of their own: had a stopped one kept its capture, the
         # engine (8 captures at most) would refuse the last watch with Retroflect.LimitReached.
