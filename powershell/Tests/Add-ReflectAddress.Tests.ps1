@@ -40,6 +40,9 @@ Describe 'Add-ReflectAddress' {
         $err[-1].CategoryInfo.Category | Should -Be 'InvalidArgument'
         $err[-1].ErrorDetails.RecommendedAction | Should -Not -BeNullOrEmpty
         (Get-ReflectAddress -Pipe $script:Pipe).IPAddress.IPAddressToString | Should -Not -Contain '192.0.2.4'
+        # The error names the address the engine refused, not the whole request.
+        $err[-1].TargetObject | Should -Be '127.0.0.1'
+        $err[-1].CategoryInfo.TargetName | Should -Be '127.0.0.1'
     }
     It 'writes the engine''s warnings as warnings' {
         # 203.0.113.0/24 is documentation, 8.8.8.8 a real public address: the engine warns that it becomes unreachable.

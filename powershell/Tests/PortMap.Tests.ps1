@@ -45,4 +45,15 @@ Describe 'Port maps' {
         ((Get-ReflectAddress '203.0.113.41' -Pipe $script:Pipe).PortMap | ForEach-Object { "$_" }) | Should -Be @('80=8080/tcp', '80=8080/udp', '443=8443/tcp')
         Remove-ReflectAddress '203.0.113.41' -Pipe $script:Pipe -Confirm:$false
     }
+    It 'Remove-ReflectAddress -PortMap takes the PortMap objects Get-ReflectAddress gives; a port=target string is refused with a hint, before anything changes' {
+        Add-ReflectAddress '203.0.113.42' -PortMap @{80 = 8080; 443 = 8443} -Temporary -Pipe $script:Pipe -Confirm:$false
+        $a = Get-ReflectAddress '203.0.113.42' -Pipe $script:Pipe
+        $gone = Remove-ReflectAddress '203.0.113.42' -PortMap ($a.PortMap | Where-Object { $_.Port -eq 80 -and $_.Protocol -eq 'udp' }) -Temporary -PassThru -Pipe $script:Pipe -Confirm:$false
+        ($gone | ForEach-Object { "$_" }) | Should -Be '80=8080/udp'
+        { Remove-ReflectAddress '203.0.113.42' -PortMap '443=8443' -Temporary -Pipe $script:Pipe -Confirm:$false } |
+            Should -Throw -ErrorId 'Retroflect.InvalidPort*'
+        $left = (Get-ReflectAddress '203.0.113.42' -Pipe $script:Pipe).PortMap | ForEach-Object { "$_" }
+        $left | Should -Be @('80=8080/tcp', '443=8443/tcp', '443=8443/udp')
+        Remove-ReflectAddress '203.0.113.42' -Pipe $script:Pipe -Confirm:$false
+    }
 }

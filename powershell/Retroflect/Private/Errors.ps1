@@ -89,5 +89,10 @@ function ConvertFrom-RetroflectWireError {
     if ($WireError.PSObject.Properties['hint']) { $hint = [string]$WireError.hint }
     $details = $null
     if ($WireError.PSObject.Properties['details']) { $details = $WireError.details }
+    # The engine names the one address it refused (details.address): that is the target, not the whole request
+    # (CategoryInfo would read 'System.Object[]', and $_.TargetObject would not say which).
+    if ($null -ne $details -and $null -ne $details.PSObject.Properties['address'] -and $details.address -is [string]) {
+        $TargetObject = $details.address
+    }
     return (New-RetroflectErrorRecord -Code ([string]$WireError.code) -Message ([string]$WireError.message) -Hint $hint -Details $details -TargetObject $TargetObject)
 }

@@ -89,3 +89,36 @@ function ConvertTo-RetroflectPortMapSpec {
     }
     return , $specs.ToArray()
 }
+
+function ConvertTo-RetroflectPortMapRemoval {
+    <#
+    Remove-ReflectAddress -PortMap input -> the protocol's `maps` of address.remove, which names maps by mapped port:
+    80 or '80' (TCP and UDP), '80/tcp', or a Retroflect.PortMap object (Get-ReflectAddress's PortMap items) as
+    {port, protocol}. Throws Retroflect.InvalidPort for Add-ReflectAddress's 'port=target' form, which would remove
+    by a target the engine does not check.
+    #>
+    param([object[]]$InputObject)
+    $maps = New-Object 'System.Collections.Generic.List[object]'
+    foreach ($item in $InputObject) {
+        if ($null -eq $item) { continue }
+        if ($item -is [string] -or $item -is [int]) {
+            $text = ([string]$item).Trim()
+            if ($text.Contains('=')) {
+                throw (New-RetroflectErrorRecord -Code 'E_INVALID_PORT' -TargetObject $item `
+                    -Message "'$text' is a port map; -PortMap of Remove-ReflectAddress takes the mapped port." `
+                    -Hint ("Give the port clients use: {0} (TCP and UDP) or '{0}/tcp', or pass the map objects: -PortMap ((Get-ReflectAddress <address>).PortMap | Where-Object Port -eq {0})." -f ($text.Split('=')[0].Trim())))
+            }
+            $maps.Add($text)
+        }
+        elseif ($null -ne $item.PSObject.Properties['Port']) {
+            $map = [ordered]@{ port = [int]$item.Port }
+            if ($null -ne $item.PSObject.Properties['Protocol'] -and $item.Protocol) { $map.protocol = ([string]$item.Protocol).ToLowerInvariant() }
+            $maps.Add($map)
+        }
+        else {
+            throw (New-RetroflectErrorRecord -Code 'E_INVALID_PORT' -TargetObject $item `
+                -Message "'$item' is not a mapped port." -Hint "Give the port clients use: 80 (TCP and UDP) or '80/tcp'.")
+        }
+    }
+    return , $maps.ToArray()
+}

@@ -15,8 +15,9 @@ function Remove-ReflectAddress {
     Get-ReflectAddress.
 
     .PARAMETER PortMap
-    Remove only these port maps (by mapped port: 80 for TCP and UDP, '80/tcp' for one protocol); the addresses
-    stay. A map that is not there is a Retroflect.PortNotFound error and nothing is removed.
+    Remove only these port maps (by mapped port: 80 for TCP and UDP, '80/tcp' for one protocol, or the
+    Retroflect.PortMap objects in Get-ReflectAddress's PortMap); the addresses stay. A map that is not there is a
+    Retroflect.PortNotFound error and nothing is removed.
 
     .PARAMETER Temporary
     Remove from the running engine only; the address stays in the config file and comes back at the next start.
@@ -78,7 +79,12 @@ function Remove-ReflectAddress {
         $suffix = ''
         if ($Temporary) { $suffix = ' (running engine only)' }
         $noun = 'reflect address'
-        if ($PortMap) { $noun = 'port maps ' + ($PortMap -join ', ') + ' of reflect address' }
+        $maps = @()
+        if ($PortMap) {
+            try { $maps = ConvertTo-RetroflectPortMapRemoval $PortMap }
+            catch { $PSCmdlet.ThrowTerminatingError($_) }
+            $noun = 'port maps ' + (@($maps | ForEach-Object { if ($_ -is [string]) { $_ } else { '{0}/{1}' -f $_.port, $_.protocol } }) -join ', ') + ' of reflect address'
+        }
         $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Remove' -Noun $noun -Suffix $suffix -Pipe $Pipe
     }
     process {
@@ -108,7 +114,7 @@ function Remove-ReflectAddress {
             }
             if ($toRemove.Count -gt 0) {
                 $params = @{ addresses = $toRemove.ToArray() }
-                if ($PortMap) { $params.maps = @($PortMap | ForEach-Object { [string]$_ }) }
+                if ($PortMap) { $params.maps = $maps }
                 if ($Temporary) { $params.temporary = $true }
                 try {
                     Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray()
