@@ -22,7 +22,8 @@ foreach ($folder in @('Private', 'Public')) {
     }
 }
 
-# Tab completion of the entries of the running engine (on -Pipe if given). Quick and silent: no engine, no list.
+# Tab completion of the entries of the running engine (on -Pipe if given), for the cmdlets that name them (reflect
+# addresses also for the capture filters of Watch-ReflectTraffic and Save-ReflectCapture). Quick and silent: no engine, no list.
 $addressCompleter = {
     param($commandName, $parameterName, $wordToComplete, $commandAst, $fakeBoundParameters)
     $pipe = $fakeBoundParameters['Pipe']
@@ -37,7 +38,7 @@ $portCompleter = {
         Where-Object { $_ -like "$wordToComplete*" } |
         ForEach-Object { New-Object System.Management.Automation.CompletionResult($_, $_, 'ParameterValue', $_) }
 }
-Register-ArgumentCompleter -CommandName 'Get-ReflectAddress', 'Remove-ReflectAddress' -ParameterName 'Address' -ScriptBlock $addressCompleter
+Register-ArgumentCompleter -CommandName 'Get-ReflectAddress', 'Remove-ReflectAddress', 'Watch-ReflectTraffic', 'Save-ReflectCapture' -ParameterName 'Address' -ScriptBlock $addressCompleter
 Register-ArgumentCompleter -CommandName 'Get-ShieldPort', 'Remove-ShieldPort' -ParameterName 'Port' -ScriptBlock $portCompleter
 
 Export-ModuleMember -Function (Get-ChildItem -LiteralPath (Join-Path $PSScriptRoot 'Public') -Filter '*.ps1').BaseName

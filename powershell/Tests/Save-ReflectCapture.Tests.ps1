@@ -41,4 +41,8 @@ Describe 'Save-ReflectCapture' {
             Should -Throw -ErrorId 'Retroflect.InvalidAddress*'
         Test-Path -LiteralPath $path | Should -BeFalse
     }
+    It 'completes -Address with the running engine''s reflect addresses, as Get-ReflectAddress does' {
+        $line = "Save-ReflectCapture -Pipe '$($script:Pipe)' -Address 203.0.113."
+        (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Contain $script:Reflect
+    }
 }

@@ -124,4 +124,8 @@ Describe 'Watch-ReflectTraffic' {
     It 'no engine: Retroflect.EngineNotRunning' {
         { Watch-ReflectTraffic -Pipe (Join-Path $env:RETROFLECT_TEST_DIR 'none.sock') -Count 1 } | Should -Throw -ErrorId 'Retroflect.EngineNotRunning*'
     }
+    It 'completes -Address with the running engine''s reflect addresses, as Get-ReflectAddress does' {
+        $line = "Watch-ReflectTraffic -Pipe '$($script:Pipe)' -Address 203.0.113."
+        (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Contain $script:Reflect
+    }
 }
