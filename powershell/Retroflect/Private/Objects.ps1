@@ -313,7 +313,10 @@ function ConvertTo-RetroflectStats {
         $c = $null
         if ($null -ne $Stats.byProtocol) { $c = $Stats.byProtocol.$name }
         $pc = ConvertTo-RetroflectCount $c
-        $byProtocol[$name] = [pscustomobject]@{ Protocol = $name; Packets = $pc.Packets; Bytes = $pc.Bytes }
+        $count = [pscustomobject]@{ Protocol = $name; Packets = $pc.Packets; Bytes = $pc.Bytes }
+        # ByProtocol in Export-Csv and Format-List: 'tcp=24 packets/1360 bytes;udp=...'.
+        Add-Member -InputObject $count -MemberType ScriptMethod -Name ToString -Force -Value { '{0} packets/{1} bytes' -f $this.Packets, $this.Bytes }
+        $byProtocol[$name] = $count
     }
     $byAddress = New-Object 'System.Collections.Generic.List[object]'
     foreach ($a in $Stats.byAddress) {
@@ -362,9 +365,7 @@ function ConvertTo-RetroflectStats {
         ByAddress                     = $byAddress.ToArray()
         ByShieldPort                  = $byPort.ToArray()
         Pipe                          = $Pipe
-    }) -Text @{
-        ByProtocol = { (@(foreach ($p in $this.Values) { '{0}={1} packets/{2} bytes' -f $p.Protocol, $p.Packets, $p.Bytes }) -join ';') }
-    }
+    })
 }
 
 function ConvertTo-RetroflectFlow {
