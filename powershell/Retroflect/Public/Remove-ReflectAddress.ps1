@@ -11,7 +11,7 @@ function Remove-ReflectAddress {
     when the pipeline ends.
 
     .PARAMETER Address
-    Addresses to remove: strings, [ipaddress] objects, or objects with an Address property, such as the output of
+    Addresses to remove: strings, [ipaddress] objects, or objects with an IPAddress property, such as the output of
     Get-ReflectAddress.
 
     .PARAMETER PortMap
@@ -44,7 +44,7 @@ function Remove-ReflectAddress {
     Makes sure 192.0.2.9 is not configured, without an error when it already is not.
 
     .INPUTS
-    System.String, System.Net.IPAddress, Retroflect.ReflectAddress, or any object with an Address property.
+    System.String, System.Net.IPAddress, Retroflect.ReflectAddress, or any object with an IPAddress property (Import-Csv rows).
 
     .OUTPUTS
     None, or Retroflect.ReflectAddress with -PassThru.

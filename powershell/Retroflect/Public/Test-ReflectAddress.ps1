@@ -34,7 +34,7 @@ function Test-ReflectAddress {
     if (Test-ReflectAddress 198.51.100.7 -Quiet) { Add-ReflectAddress 198.51.100.7 }
 
     .INPUTS
-    System.String, System.Net.IPAddress, or any object with an Address property.
+    System.String, System.Net.IPAddress, or any object with an IPAddress property.
 
     .OUTPUTS
     Retroflect.AddressTest, or System.Boolean with -Quiet.
