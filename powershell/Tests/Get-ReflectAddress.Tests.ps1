@@ -50,4 +50,10 @@ Describe 'Get-ReflectAddress' {
         ($list[0] | Get-Member | Select-Object -First 1).TypeName | Should -Be 'Retroflect.ReflectAddress'
         $list[0].IPAddress -eq '192.0.2.21' | Should -BeTrue
     }
+    It 'Sort-Object -Unique and Select-Object -Unique keep every address (they compare objects by their text)' {
+        $list = @(Get-ReflectAddress -Pipe $script:Pipe)
+        @($list | Sort-Object -Unique).Count | Should -Be 3
+        @($list | Select-Object -Unique).Count | Should -Be 3
+        @($list + $list | Sort-Object -Unique).Count | Should -Be 3
+    }
 }
