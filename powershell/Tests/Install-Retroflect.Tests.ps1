@@ -21,6 +21,12 @@ Describe 'Install-Retroflect on Linux, under a test root' {
         @($cfg.shieldPorts).Count | Should -Be 2
         (Install-Retroflect -Root $script:Root -Path $script:Exe -Address 192.0.2.5 -ShieldPort 8080 -Confirm:$false).Changed | Should -BeFalse
     }
+    It 'the table shows Changed at 80 columns, however long the unit path' {
+        $i = Install-Retroflect -Root $script:Root -Path $script:Exe -Address 192.0.2.5 -Confirm:$false
+        $lines = @(($i | Format-Table | Out-String -Width 80) -split "`r?`n" | Where-Object { $_.Trim() })
+        $lines[0] | Should -Match '^Kind +Changed +Name'
+        $lines[2] | Should -Match '^SystemdUnit +False '
+    }
     It 'resolves relative -Root, -Path and -ConfigPath against the current location' {
         Copy-Item -LiteralPath $script:Exe -Destination (Join-Path $script:Work 'retroflect-copy')
         $i = Install-Retroflect -Root ./rel -Path ./retroflect-copy -ConfigPath ./conf/config.json -Address 192.0.2.6 -Confirm:$false
