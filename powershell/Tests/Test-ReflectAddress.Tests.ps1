@@ -43,4 +43,13 @@ Describe 'Test-ReflectAddress' {
         $w.Warnings | Should -Not -BeNullOrEmpty
         $w.Warnings | Should -Not -Match 'System\.'
     }
+    It 'the table shows the suggested address at 80 and 120 columns (the long reason is the one cut short)' {
+        $t = Test-ReflectAddress 127.0.0.1 -Pipe $script:Pipe
+        foreach ($width in 80, 120) {
+            $lines = @(($t | Format-Table | Out-String -Width $width) -split "`r?`n" | Where-Object { $_.Trim() })
+            $lines[0] | Should -Match 'Suggestion'
+            $lines[2] | Should -Match ([regex]::Escape($t.Suggestion.ToString()))
+            $lines | ForEach-Object { $_.TrimEnd().Length | Should -BeLessOrEqual $width }
+        }
+    }
 }
