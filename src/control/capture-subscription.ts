@@ -44,11 +44,16 @@ export interface CaptureSink {
 }
 
 
-/** A capture's pcapng interface for packets through `name` in one direction ("rflct0 outbound"). */
+/** The pcapng name of interface `name` in one direction: "rflct0 outbound". */
+function interfaceLabel(name: string, direction: 'outbound' | 'inbound'): string {
+  return `${name} ${direction}`;
+}
+
+/** A capture's pcapng interface for packets through `name` in one direction. */
 function captureInterface(name: string, direction: 'outbound' | 'inbound', backend: string): CaptureInterface {
   return direction === 'outbound'
-    ? { name: `${name} outbound`, description: `packets this host sent through ${name}, as ${backend} handed them to retroflect (after reflection)`, direction }
-    : { name: `${name} inbound`, description: `packets that arrived on ${name} from other hosts, as retroflect saw them`, direction };
+    ? { name: interfaceLabel(name, direction), description: `packets this host sent through ${name}, as ${backend} handed them to retroflect (after reflection)`, direction }
+    : { name: interfaceLabel(name, direction), description: `packets that arrived on ${name} from other hosts, as retroflect saw them`, direction };
 }
 
 /**
@@ -135,9 +140,9 @@ export class CaptureSubscription {
 
   /** The pcapng id of interface `name` in `direction`; a new one gets its block appended to `blocks` first. */
   private interfaceId(name: string, direction: 'outbound' | 'inbound', blocks: Buffer[]): number {
-    const itf = captureInterface(name, direction, this.engine.status().backend);
-    let id = this.interfaceIds.get(itf.name);
+    let id = this.interfaceIds.get(interfaceLabel(name, direction)); // per packet: one map lookup, nothing more
     if (id === undefined) {
+      const itf = captureInterface(name, direction, this.engine.status().backend);
       id = this.interfaceIds.size;
       this.interfaceIds.set(itf.name, id);
       blocks.push(pcapngInterface(itf, this.snaplen));
