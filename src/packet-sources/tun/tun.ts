@@ -5,8 +5,8 @@
  * it had arrived from the reflect address. Pass and Drop are simply not written: a packet routed into the TUN that
  * is not for a reflect address (router solicitations, MLD reports) has nowhere else to go.
  *
- * Shield ports are enforced by nftables (nftables.ts), which also keeps their drop counters. The device is device.ts,
- * its routes routes.ts.
+ * Shield ports are enforced by nftables (nftables.ts), which also keeps their drop counters; while a capture runs the
+ * worker half hears of each such drop through NFLOG (nflog.ts). The device is device.ts, its routes routes.ts.
  *
  *  - `TunHostBackend` (main thread): device, link, routes, nft table; live changes; cleanup.
  *  - `TunPacketSource` (worker thread): poll/read/write on the device fd, batched, no allocation per packet.
