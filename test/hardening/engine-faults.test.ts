@@ -10,19 +10,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { spawnSync } from 'node:child_process';
 import { createTopology, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
-import { privateDir, removeDir, retroflect, spawnEngine, startEngine, type EngineHandle, type StartOptions } from '../helpers/engine.ts';
+import { engineLeftovers, ENGINE_DEVICE, privateDir, removeDir, retroflect, spawnEngine, startEngine, type EngineHandle, type StartOptions } from '../helpers/engine.ts';
 
-const DEVICE = 'rflct0';
-
-/** What an engine can leave in its namespace and directory. */
-async function leftovers(ns: NetNs, pipe: string): Promise<string[]> {
-  const left: string[] = [];
-  const links = await ns.ipJson<{ ifname: string }[]>(['link', 'show']);
-  if (links.some((l) => l.ifname === DEVICE)) left.push('device');
-  if ((await ns.must('nft', ['list', 'tables'])).includes('retroflect')) left.push('nft table');
-  if (existsSync(pipe)) left.push('socket');
-  return left;
-}
 
 async function tableExists(ns: NetNs): Promise<boolean> {
   return (await ns.run('nft', ['list', 'table', 'inet', 'retroflect'])).code === 0;
@@ -51,7 +40,7 @@ describe('hardening: the real engine under faults', { timeout: 600_000 }, () => 
     engines.push(e);
     return e;
   };
-  const assertClean = async (e: EngineHandle) => assert.deepEqual(await leftovers(t.a, e.pipe), [], e.output());
+  const assertClean = async (e: EngineHandle) => assert.deepEqual(await engineLeftovers(t.a, e.pipe), [], e.output());
 
   before(async () => {
     t = await createTopology('hard');
@@ -93,7 +82,7 @@ describe('hardening: the real engine under faults', { timeout: 600_000 }, () => 
   describe('defect 2: every stop signal, at every phase, ends in a full cleanup', () => {
     test('SIGTERM during start-up (the device exists, Ready not yet printed)', async () => {
       const e = spawn();
-      await waitFor('device created', async () => (await t.a.run('ip', ['link', 'show', 'dev', DEVICE])).code === 0, 30_000);
+      await waitFor('device created', async () => (await t.a.run('ip', ['link', 'show', 'dev', ENGINE_DEVICE])).code === 0, 30_000);
       assert.doesNotMatch(e.output(), /^Ready\./m, 'too late: the engine was already ready');
       e.child.kill('SIGTERM');
       assert.equal(await e.exited, 0, e.output());
@@ -167,7 +156,7 @@ describe('hardening: the real engine under faults', { timeout: 600_000 }, () => 
       const add = await e.cli(['address', 'add', '203.0.113.5', '203.0.113.99', '--temporary']);
       assert.equal(add.code, 5, JSON.stringify(add.json));
       assert.match(add.json.error.message, /did not finish within 1500 ms and was killed/);
-      const routes = JSON.stringify(await t.a.ipJson(['route', 'show', 'dev', DEVICE]));
+      const routes = JSON.stringify(await t.a.ipJson(['route', 'show', 'dev', ENGINE_DEVICE]));
       assert.doesNotMatch(routes, /203\.0\.113\.5"/, 'route of the failed change left behind');
       assert.deepEqual((await e.cli(['status'])).json.reflectAddresses, ['192.0.2.1']);
       // nft hangs: the shield change fails, the set is as before, the engine still answers and changes.
@@ -220,8 +209,8 @@ describe('hardening: the real engine under faults', { timeout: 600_000 }, () => 
     assert.match(set, /8443/);
     // by the periodic check, with no client asking; a deleted route too
     await t.a.must('nft', ['delete', 'table', 'inet', 'retroflect']);
-    await t.a.must('ip', ['route', 'del', '192.0.2.1/32', 'dev', DEVICE]);
-    await waitFor('periodic repair', async () => (await tableExists(t.a)) && JSON.stringify(await t.a.ipJson(['route', 'show', 'dev', DEVICE])).includes('192.0.2.1'), 15_000);
+    await t.a.must('ip', ['route', 'del', '192.0.2.1/32', 'dev', ENGINE_DEVICE]);
+    await waitFor('periodic repair', async () => (await tableExists(t.a)) && JSON.stringify(await t.a.ipJson(['route', 'show', 'dev', ENGINE_DEVICE])).includes('192.0.2.1'), 15_000);
     assert.equal((await e.cli(['status'])).json.hostRepairs.count, 4);
     e.child.kill('SIGTERM');
     assert.equal(await e.exited, 0);
@@ -235,6 +224,6 @@ describe('hardening: the real engine under faults', { timeout: 600_000 }, () => 
     const r2 = await t.a.run('env', ['RETROFLECT_CONFIG=', 'NO_COLOR=1', process.execPath, '--import', 'tsx', 'src/cli/main.ts', 'run', '--reflect', '192.0.2.1', '--pipe', join(dir, 'y.sock')]);
     assert.equal(r2.code, 2, r2.stderr);
     assert.match(r2.stderr, /RETROFLECT_CONFIG is set but empty/);
-    assert.deepEqual(await leftovers(t.a, join(dir, 'y.sock')), []);
+    assert.deepEqual(await engineLeftovers(t.a, join(dir, 'y.sock')), []);
   });
 });

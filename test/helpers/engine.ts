@@ -8,7 +8,7 @@
  * /etc/retroflect.
  */
 import { type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NetNs } from './netns.ts';
@@ -22,6 +22,19 @@ const CLI: string[] = process.env.RETROFLECT_TEST_ENGINE ? [process.env.RETROFLE
 
 /** `retroflect run` prints this at the start of a stdout line once its pipe answers (src/cli/run-engine.ts). */
 export const READY = /^Ready\./m;
+
+/** The TUN device an engine makes when no --device is given. */
+export const ENGINE_DEVICE = 'rflct0';
+
+/** What an engine can leave behind in its namespace and directory: 'device', 'nft table', 'socket' ([] = nothing). */
+export async function engineLeftovers(ns: NetNs, pipe: string): Promise<string[]> {
+  const left: string[] = [];
+  const links = await ns.ipJson<{ ifname: string }[]>(['link', 'show']);
+  if (links.some((l) => l.ifname === ENGINE_DEVICE)) left.push('device');
+  if ((await ns.must('nft', ['list', 'tables'])).includes('retroflect')) left.push('nft table');
+  if (existsSync(pipe)) left.push('socket');
+  return left;
+}
 
 /** A private 0700 directory for sockets and config files; remove it with rmSync(dir, {recursive, force}). */
 export function privateDir(tag: string): string {

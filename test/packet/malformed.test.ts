@@ -5,36 +5,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Verdict } from '../../src/packet-sources/packet-source.ts';
-import { EngineCounters } from '../../src/engine/counters.ts';
-import { Dataplane } from '../../src/engine/dataplane.ts';
-import { FlowTable } from '../../src/engine/flow-table.ts';
 import { MalformedCode, ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { rng } from '../helpers/rng.ts';
-import { corpus } from './corpus.ts';
 import { FIXTURES, loadFixture } from './fixture-files.ts';
-
-function allPackets(): Uint8Array[] {
-  return [...FIXTURES.flatMap((f) => loadFixture(f).map((p) => p.data)), ...corpus().map((c) => c.bytes)];
-}
-
-/** A data plane that reflects every destination found in the packets, so malformed packets are not just "passed". */
-function dataplaneFor(): { dp: Dataplane; counters: EngineCounters } {
-  const counters = new EngineCounters();
-  const dp = new Dataplane(counters, new FlowTable({ capacity: 256 }));
-  dp.configure({
-    reflect: ['198.51.100.2', '198.51.100.1', '2001:db8:1::2', '2001:db8:1::1', '203.0.113.7', '2001:db8:ffff::7'].map((address, slot) => ({ address, slot })),
-    shield: [
-      { port: 8080, protocol: 'tcp', slot: 0 },
-      { port: 5353, protocol: 'udp', slot: 1 },
-    ],
-  });
-  return { dp, counters };
-}
+import { reflectingDataplane, seedPackets } from './fuzz-seeds.ts';
 
 describe('malformed packets', () => {
   it('every proper prefix of every packet is "truncated", counted, dropped outbound and passed inbound', () => {
-    const packets = allPackets();
-    const { dp, counters } = dataplaneFor();
+    const packets = seedPackets();
+    const { dp, counters } = reflectingDataplane(256);
     const p = new ParsedPacket();
     let prefixes = 0;
     for (const whole of packets) {
@@ -59,7 +38,7 @@ describe('malformed packets', () => {
 
   it('corrupted fields of real packets are classified by reason and counted', () => {
     const packets = FIXTURES.flatMap((f) => loadFixture(f).map((x) => x.data));
-    const { dp, counters } = dataplaneFor();
+    const { dp, counters } = reflectingDataplane(256);
     const p = new ParsedPacket();
     const expected: Record<string, number> = {};
     const expect = (buf: Uint8Array, code: MalformedCode, what: string) => {
@@ -117,8 +96,8 @@ describe('malformed packets', () => {
   });
 
   it('seeded fuzz: random mutations never throw, parsed fields stay in bounds, counters add up', () => {
-    const packets = allPackets();
-    const { dp, counters } = dataplaneFor();
+    const packets = seedPackets();
+    const { dp, counters } = reflectingDataplane(256);
     const random = rng(0x5eed);
     const p = new ParsedPacket();
     const iterations = 30_000;

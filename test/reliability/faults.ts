@@ -9,24 +9,14 @@
  *  - the TUN device deleted under the engine.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { STOP_SIGNALS } from '../../src/cli/run-engine.ts';
 import { loadConfigFile } from '../../src/config/config-file.ts';
 import { ControlClient } from '../../src/control/client.ts';
-import { createTopology, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
-import { privateDir, removeDir, spawnEngine, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { createTopology, waitFor, type Topology } from '../helpers/netns.ts';
+import { engineLeftovers, ENGINE_DEVICE, privateDir, removeDir, spawnEngine, startEngine, type EngineHandle } from '../helpers/engine.ts';
 
-const DEVICE = 'rflct0';
-
-async function leftovers(ns: NetNs, pipe: string): Promise<string[]> {
-  const left: string[] = [];
-  const links = await ns.ipJson<{ ifname: string }[]>(['link', 'show']);
-  if (links.some((l) => l.ifname === DEVICE)) left.push('device');
-  if ((await ns.must('nft', ['list', 'tables'])).includes('retroflect')) left.push('nft table');
-  if (existsSync(pipe)) left.push('socket');
-  return left;
-}
 
 type Phase = 'start-up' | 'running' | 'under load' | 'cleanup';
 
@@ -36,7 +26,7 @@ async function signalCase(t: Topology, dir: string, sig: NodeJS.Signals, phase: 
   let stopLoad: (() => void) | null = null;
   if (phase === 'start-up') {
     e = spawnEngine(t.a, dir, opts);
-    await waitFor('device', async () => (await t.a.run('ip', ['link', 'show', 'dev', DEVICE])).code === 0, 30_000);
+    await waitFor('device', async () => (await t.a.run('ip', ['link', 'show', 'dev', ENGINE_DEVICE])).code === 0, 30_000);
   } else {
     e = await startEngine(t.a, dir, opts);
   }
@@ -65,7 +55,7 @@ async function signalCase(t: Topology, dir: string, sig: NodeJS.Signals, phase: 
   }
   const exit = await e.exited;
   stopLoad?.();
-  const left = await leftovers(t.a, e.pipe);
+  const left = await engineLeftovers(t.a, e.pipe);
   if (left.length) await e.kill(); // next case starts clean: the next start would clean the table anyway
   return { exit, left };
 }
@@ -99,7 +89,7 @@ async function sigkillDuringChanges(t: Topology, dir: string, rounds: number) {
     await e.exited;
     await loop;
     client.close();
-    if ((await leftovers(t.a, e.pipe)).includes('nft table')) tableLeft++;
+    if ((await engineLeftovers(t.a, e.pipe)).includes('nft table')) tableLeft++;
     const temps = readdirSync(join(dir, 'kill')).filter((f) => f.endsWith('.tmp'));
     tempFilesSeen += temps.length;
     try {
@@ -118,7 +108,7 @@ async function sigkillDuringChanges(t: Topology, dir: string, rounds: number) {
   const last = await startEngine(t.a, dir, { config: cfg, pipe: join(dir, 'klast.sock'), args: [] });
   last.child.kill('SIGTERM');
   await last.exited;
-  return { rounds, configBroken, tempFilesSeen, tempFilesRemovedByNextStart, tableLeftByKill: tableLeft, leftAfterNextStartAndStop: await leftovers(t.a, join(dir, 'klast.sock')) };
+  return { rounds, configBroken, tempFilesSeen, tempFilesRemovedByNextStart, tableLeftByKill: tableLeft, leftAfterNextStartAndStop: await engineLeftovers(t.a, join(dir, 'klast.sock')) };
 }
 
 async function diskFullAndReadOnly(t: Topology, dir: string) {
@@ -142,7 +132,7 @@ async function diskFullAndReadOnly(t: Topology, dir: string) {
     out.temporaryStillWorks = tmp.code === 0;
     e.child.kill('SIGTERM');
     out.stopExit = await e.exited;
-    out.left = await leftovers(t.a, e.pipe);
+    out.left = await engineLeftovers(t.a, e.pipe);
   } finally {
     spawnSync('umount', [mnt]);
   }
@@ -151,11 +141,11 @@ async function diskFullAndReadOnly(t: Topology, dir: string) {
 
 async function deletedTun(t: Topology, dir: string) {
   const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'deltun.sock'), args: ['--reflect', '192.0.2.1', '--shield', '8080/tcp'] });
-  await t.a.must('ip', ['link', 'del', DEVICE]);
+  await t.a.must('ip', ['link', 'del', ENGINE_DEVICE]);
   const exit = await Promise.race([e.exited, new Promise((r) => setTimeout(() => r('still running after 10 s'), 10_000))]);
   const output = e.output().split('\n').filter((l) => /error|TUN/.test(l)).slice(-2);
   await e.kill();
-  return { exit, output, left: await leftovers(t.a, e.pipe) };
+  return { exit, output, left: await engineLeftovers(t.a, e.pipe) };
 }
 
 export async function runFaults(log: (s: string) => void = () => undefined, signals = true) {

@@ -12,14 +12,10 @@
  * written outside the packet. Checked at the end: every packet counted exactly once per direction.
  */
 import { Verdict } from '../../src/packet-sources/packet-source.ts';
-import { EngineCounters } from '../../src/engine/counters.ts';
-import { Dataplane } from '../../src/engine/dataplane.ts';
-import { FlowTable } from '../../src/engine/flow-table.ts';
 import { EmbeddedPacket, parseEmbeddedPacket } from '../../src/packet/icmp-error.ts';
 import { ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { rng } from '../helpers/rng.ts';
-import { corpus } from '../packet/corpus.ts';
-import { FIXTURES, loadFixture } from '../packet/fixture-files.ts';
+import { reflectingDataplane, seedPackets } from '../packet/fuzz-seeds.ts';
 
 export interface PacketFuzzResult {
   kind: 'mutated' | 'random';
@@ -35,30 +31,13 @@ export interface PacketFuzzResult {
   failures: string[];
 }
 
-function seedPackets(): Uint8Array[] {
-  return [...FIXTURES.flatMap((f) => loadFixture(f).map((p) => p.data)), ...corpus().map((c) => c.bytes)];
-}
-
-function dataplane(): { dp: Dataplane; counters: EngineCounters } {
-  const counters = new EngineCounters();
-  const dp = new Dataplane(counters, new FlowTable({ capacity: 4096 }));
-  dp.configure({
-    reflect: ['198.51.100.2', '198.51.100.1', '2001:db8:1::2', '2001:db8:1::1', '203.0.113.7', '2001:db8:ffff::7'].map((address, slot) => ({ address, slot })),
-    shield: [
-      { port: 8080, protocol: 'tcp', slot: 0 },
-      { port: 5353, protocol: 'udp', slot: 1 },
-    ],
-  });
-  return { dp, counters };
-}
-
 const GUARD = 64;
 const GUARD_BYTE = 0xa5;
 
 export function fuzzPacketCore(kind: 'mutated' | 'random', count: number, seed = 0x5eed11): PacketFuzzResult {
   const seeds = seedPackets();
   const random = rng(seed);
-  const { dp, counters } = dataplane();
+  const { dp, counters } = reflectingDataplane(4096);
   const parsed = new ParsedPacket();
   const embedded = new EmbeddedPacket();
   const buf = new Uint8Array(1500 + 2 * GUARD + 64);
