@@ -24,7 +24,8 @@ import { EngineStatsSource } from './stats.ts';
 import type { EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 import { createPacketWorker } from './worker-entry.ts';
-import { CaptureHub, type CaptureOptions, type CaptureSession } from '../capture/hub.ts';
+import { CaptureHub } from '../capture/hub.ts';
+import type { CapturePort } from '../capture/port.ts';
 
 export interface AddressValidation {
   address: string;
@@ -91,12 +92,22 @@ export class Engine extends EventEmitter {
   private stopped: Promise<void> | null = null;
   private readonly statsSource: EngineStatsSource;
   private readonly captureHub = new CaptureHub((captures) => this.post({ type: 'capture', captures }));
+  /** Packet capture (capture/port.ts): captures open only while the engine runs; the backend names interfaces. */
+  readonly capture: CapturePort;
   private hostCheckTimer: NodeJS.Timeout | null = null;
   private hostRepairs = { count: 0, last: null as { at: string; what: string } | null };
 
   private constructor(private readonly opts: EngineOptions) {
     super();
     this.current = cloneInterceptConfig(opts.config);
+    this.capture = {
+      open: (captureOpts) => {
+        this.assertRunning();
+        return this.captureHub.open(captureOpts);
+      },
+      backend: opts.backend.kind,
+      interfaceName: (ifIndex) => opts.backend.interfaceName(ifIndex),
+    };
     this.flowTable = new FlowTable({ capacity: opts.flowCapacity });
     this.statsSource = new EngineStatsSource(
       this.counters,
@@ -301,16 +312,6 @@ export class Engine extends EventEmitter {
   stats(): Promise<EngineStats> {
     const uptimeSeconds = Math.round((Date.now() - this.startedAt.getTime()) / 1000);
     return this.statsSource.stats(this.dataplaneConfig(this.current), uptimeSeconds, this.state === 'running');
-  }
-
-  /** Start copying matching packets to a client (capture/hub.ts); E_LIMIT_REACHED past MAX_CAPTURE_CLIENTS. */
-  openCapture(opts: CaptureOptions): CaptureSession {
-    this.assertRunning();
-    return this.captureHub.open(opts);
-  }
-
-  interfaceName(ifIndex: number): string {
-    return this.opts.backend.interfaceName(ifIndex);
   }
 
   flows(): FlowRecord[] {
