@@ -4,7 +4,7 @@
  * (handlers.ts: every method; changes through config-changes.ts, persisted in the ConfigStore).
  */
 import net from 'node:net';
-import { ConfigStore } from '../config/config-file.ts';
+import { ConfigStore } from '../config/config-store.ts';
 import { Connection } from './connection.ts';
 import type { ControlEngine } from './control-engine.ts';
 import { listenOn, prepareEndpoint, TokenFile } from './endpoint.ts';
