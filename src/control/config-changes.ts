@@ -69,7 +69,7 @@ export class ConfigChanges {
       for (const address of added) {
         for (const message of (await this.engine.validateAddress(address)).warnings) warnings.push({ address, message });
       }
-      await this.apply(
+      await this.change(
         next,
         temporary
           ? null
@@ -109,7 +109,7 @@ export class ConfigChanges {
       }
       const removed = portMapsOf(running).filter(hit);
       if (!temporary) for (const m of portMapsOf(persisted).filter(hit)) if (!removed.some((x) => portMapKey(x) === portMapKey(m))) removed.push(m);
-      await this.apply(
+      await this.change(
         { ...running, portMaps: portMapsOf(running).filter((m) => !hit(m)) },
         temporary ? null : () => this.store.update((c) => (c.portMaps = portMapsOf(c).filter((m) => !hit(m)))),
       );
@@ -127,7 +127,7 @@ export class ConfigChanges {
       if (missing.length) {
         throw addressNotFound(missing, temporary);
       }
-      await this.apply(
+      await this.change(
         {
           ...running,
           reflectAddresses: running.reflectAddresses.filter((a) => !wanted.includes(a)),
@@ -150,7 +150,7 @@ export class ConfigChanges {
       const added = addShieldPorts(next, wanted);
       const isNew = new Set(added.map(shieldKey));
       const existing = wanted.filter((p) => !isNew.has(shieldKey(p)));
-      await this.apply(
+      await this.change(
         next,
         temporary ? null : () => this.store.addShieldPorts(wanted),
       );
@@ -170,7 +170,7 @@ export class ConfigChanges {
         throw portNotFound(missing.map(shieldKey), missing);
       }
       const drop = new Set(wanted.map(shieldKey));
-      await this.apply(
+      await this.change(
         { ...running, shieldPorts: running.shieldPorts.filter((p) => !drop.has(shieldKey(p))) },
         temporary ? null : () => this.store.removeShieldPorts(wanted),
       );
@@ -178,8 +178,11 @@ export class ConfigChanges {
     });
   }
 
-  /** Engine first, then the persisted store; if saving fails the engine goes back to where it was. */
-  private async apply(next: InterceptConfig, persist: (() => unknown) | null): Promise<void> {
+  /**
+   * Change the configuration: the running engine first (Engine.reconfigure), then the persisted store
+   * (ConfigStore.update via `persist`); if saving fails the engine goes back to where it was.
+   */
+  private async change(next: InterceptConfig, persist: (() => unknown) | null): Promise<void> {
     const prev = this.engine.config();
     const engineChanges = !sameConfig(prev, next);
     if (engineChanges) await this.engine.reconfigure(next);

@@ -51,7 +51,7 @@ export class Dataplane {
   }
 
   /**
-   * Apply a config. A slot is "new" unless the previous config had the same slot for the same address (or port and
+   * Configure the decisions. A slot is "new" unless the previous config had the same slot for the same address (or port and
    * protocol); new slots have their counters zeroed, so a slot the engine reuses for another address starts at 0.
    * Throws RetroflectError on a bad entry and then changes nothing.
    */

@@ -102,7 +102,7 @@ export class PortMapper {
   }
 
   /**
-   * Apply maps (already validated by config/port-maps.ts) for addresses at the given counter slots. Entries whose
+   * Configure maps (already validated by config/port-maps.ts) for addresses at the given counter slots. Entries whose
    * map is gone (or now points elsewhere) are forgotten, so a removed map stops rewriting at once.
    */
   configure(maps: readonly PortMap[], slotOf: ReadonlyMap<string, number>): void {
