@@ -21,9 +21,9 @@ import { suggestReflectAddress, validateReflectAddress } from '../platform/valid
 import { removeOrphanTempFiles } from '../config/atomic-save.ts';
 import { resolveConfigPath } from '../config/config-path.ts';
 import { ConfigStore } from '../config/config-store.ts';
-import { checkEndpointFree } from '../control/endpoint.ts';
+import { checkEndpointFree } from '../control/endpoint-listen.ts';
 import { startControlServer, type ControlServer } from '../control/server.ts';
-import { resolveEndpoint, resolvePipeName } from '../control/pipe-path.ts';
+import { resolveEndpoint, resolvePipeName } from '../control/endpoint-address.ts';
 import { printWarning as warn, reportError } from './output.ts';
 import { printPlan, printRunBanner } from './run-output.ts';
 

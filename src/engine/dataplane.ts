@@ -11,7 +11,7 @@ import { reflectPacket } from '../packet/reflect.ts';
 import { ShieldPortSet, type ShieldPortEntry } from '../packet/shield-set.ts';
 import { StatsProto, type EngineCounters } from './counters.ts';
 import type { FlowTable } from './flow-table.ts';
-import { MAP_REFUSED, PortMapper } from './mapped-flows.ts';
+import { MAP_REFUSED, PortMapper } from './port-mapper.ts';
 import type { PortMap } from '../config/port-maps.ts';
 
 export interface DataplaneConfig {
@@ -71,7 +71,7 @@ export class Dataplane {
     };
   }
 
-  /** A packet this host sends. To a reflect address → apply its port maps (engine/mapped-flows.ts), swap addresses
+  /** A packet this host sends. To a reflect address → apply its port maps (engine/port-mapper.ts), swap addresses
    *  in place, count, Reflect. Else Pass. Malformed → count by reason, Drop. Bytes counted are the IP packet's own
    *  length. `partialChecksum` 1: the TCP/UDP checksum field is offloaded (PacketBatch.partialChecksum). */
   outbound(buf: Uint8Array, off: number, len: number, now: number, partialChecksum = 0): Verdict {
