@@ -4,7 +4,7 @@
  * here is the same for every client. Changes to addresses and ports go through config-changes.ts (one lock).
  */
 import { addressFamily, parseShieldEntry, shieldKey, type ShieldPort } from '../config/intercept-config.ts';
-import type { ConfigStore } from '../config/config-file.ts';
+import type { ConfigStore } from '../config/config-store.ts';
 import { accessDenied, invalidParams } from '../error-messages.ts';
 import { MAX_PORT_MAPS_PER_ADDRESS, parsePortMapSpec, portMapsFor, type PortMapSpec } from '../config/port-maps.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';

@@ -8,6 +8,8 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import {
   MAX_REFLECT_ADDRESSES,
   MAX_SHIELD_PORTS,
+  addReflectAddresses,
+  addShieldPorts,
   checkLimits,
   cloneInterceptConfig,
   shieldKey,
@@ -243,13 +245,11 @@ export class Engine extends EventEmitter {
    */
   private async transition(next: InterceptConfig): Promise<void> {
     const prev = this.current;
-    const prevPorts = new Set(prev.shieldPorts.map(shieldKey));
-    const union: InterceptConfig = {
-      reflectAddresses: [...new Set([...prev.reflectAddresses, ...next.reflectAddresses])],
-      shieldPorts: [...prev.shieldPorts, ...next.shieldPorts.filter((p) => !prevPorts.has(shieldKey(p)))],
-      // Maps cannot be united (a port may change target): addresses that stay get next's maps, leaving ones keep theirs.
-      portMaps: [...portMapsOf(next), ...portMapsOf(prev).filter((m) => !next.reflectAddresses.includes(m.address))],
-    };
+    const union = cloneInterceptConfig(prev);
+    addReflectAddresses(union, next.reflectAddresses);
+    addShieldPorts(union, next.shieldPorts);
+    // Maps cannot be united (a port may change target): addresses that stay get next's maps, leaving ones keep theirs.
+    union.portMaps = [...portMapsOf(next), ...portMapsOf(prev).filter((m) => !next.reflectAddresses.includes(m.address))];
     checkLimits(next);
     await this.verifyHost('firewall'); // edit the table we think we have, not a hole where it was
     this.post({ type: 'dataplane', dataplane: this.dataplaneConfig(union) });

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigStore } from '../../src/config/config-file.ts';
+import { ConfigStore } from '../../src/config/config-store.ts';
 import { ControlClient } from '../../src/control/client.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { MAX_LINE_BYTES } from '../../src/control/protocol.ts';
