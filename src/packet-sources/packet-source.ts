@@ -6,17 +6,7 @@
  *  - `PacketSource` runs in the worker thread: it receives batches of packets and sends them back by verdict.
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
-
-/** Verdicts the data plane gives each packet (see engine/dataplane.ts). */
-export const Verdict = {
-  /** Addresses were swapped in place: send it back into this host as inbound. */
-  Reflect: 1,
-  /** Not ours: send it on unchanged, in its original direction. */
-  Pass: 2,
-  /** Shielded or malformed: do not send it at all. */
-  Drop: 3,
-} as const;
-export type Verdict = (typeof Verdict)[keyof typeof Verdict];
+import type { FirewallDropCause } from '../packet/verdicts.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
 export interface PacketBatch {
@@ -28,7 +18,7 @@ export interface PacketBatch {
   outbound: Uint8Array;
   /** The OS index of the interface it leaves through or arrived on (TUN: the device; WinDivert: IfIdx); 0 = unknown. */
   ifIndex: Uint32Array;
-  /** Filled by the worker loop with `Verdict` values. */
+  /** Filled by the worker loop with `Verdict` values (packet/verdicts.ts). */
   verdict: Uint8Array;
   /**
    * 1 = the packet's TCP/UDP checksum is offloaded: the field holds only the pseudo-header sum and the rest is
@@ -83,10 +73,6 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   beginStop?(): void;
   close(): void;
 }
-
-/** Why the host firewall dropped a packet reported to an `observeFirewallDrops` sink. */
-export const FirewallDropCause = { ShieldPort: 1, ForgedSource: 2 } as const;
-export type FirewallDropCause = (typeof FirewallDropCause)[keyof typeof FirewallDropCause];
 
 /**
  * An inbound packet the host firewall dropped: its IP bytes are `buf[off, off + len)`, the interface it arrived on
