@@ -1,5 +1,6 @@
 /**
- * The contract every packet backend implements (one folder per backend: tun/, windivert/; registry.ts picks one),
+ * The contract every packet backend implements (one folder per backend: tun/, windivert/, and memory/ for tests and
+ * development; registry.ts picks one),
  * in the shape of mitmproxy_rs's `packet_sources`. A backend has two halves:
  *  - `HostBackend` runs in the main thread: it prepares the host (device, routes, firewall rules), applies live
  *    changes to that host state, and undoes all of it on stop — including leftovers of a run that was killed.
@@ -123,10 +124,26 @@ export interface WinDivertSourceUpdate {
   switchTo: { handle: number; filter: string } | null;
 }
 
+/** Memory (tests and development): the two shared packet queues (memory/queue.ts) and their slot size. */
+export interface MemorySourceInit {
+  kind: 'memory';
+  /** Packets handed to the backend, as a driver would (the worker reads them). */
+  stack: SharedArrayBuffer;
+  /** Packets the backend sent back (the worker writes them). */
+  wire: SharedArrayBuffer;
+  packetBytes: number;
+}
+
+/** Memory: a live change changes nothing in the queues. */
+export interface MemorySourceUpdate {
+  kind: 'memory';
+}
+
 /** Per backend kind: what `start()` and `apply()` hand the worker. Adding a backend adds a row here. */
 export interface SourceMessages {
   tun: { init: TunSourceInit; update: TunSourceUpdate };
   windivert: { init: WinDivertSourceInit; update: WinDivertSourceUpdate };
+  memory: { init: MemorySourceInit; update: MemorySourceUpdate };
 }
 
 export type BackendKind = keyof SourceMessages;

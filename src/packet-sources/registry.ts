@@ -27,8 +27,11 @@ export interface BackendOptions {
   priority?: number;
 }
 
-/** The backend each platform uses. The only place that branches on the platform for the data path. */
-const PLATFORM_BACKEND: Partial<Record<NodeJS.Platform, BackendKind>> = { win32: 'windivert', linux: 'tun' };
+/**
+ * The backend each platform uses. The only place that branches on the platform for the data path. The memory backend
+ * (memory/) is no platform's: tests and tools construct its host half (MemoryHostBackend) themselves.
+ */
+const PLATFORM_BACKEND: Partial<Record<NodeJS.Platform, Exclude<BackendKind, 'memory'>>> = { win32: 'windivert', linux: 'tun' };
 
 /** Main-thread half for this platform. */
 export async function createHostBackend(opts: BackendOptions, platform: NodeJS.Platform = process.platform): Promise<HostBackend> {
@@ -56,6 +59,8 @@ export async function createPacketSource(init: SourceInit, cfg: InterceptConfig)
       return (await import('./tun/source.ts')).createTunPacketSource(init, cfg);
     case 'windivert':
       return (await import('./windivert/source.ts')).createWinDivertPacketSource(init, cfg);
+    case 'memory':
+      return (await import('./memory/source.ts')).createMemoryPacketSource(init, cfg);
   }
 }
 
