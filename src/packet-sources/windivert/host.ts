@@ -24,7 +24,7 @@ import { locateWinDivert } from './location.ts';
 const SWITCH_WAIT_MS = 10_000;
 
 export interface WinDivertHostOptions {
-  /** Exact DLL to load (tests; the Linux test double). Otherwise it is searched for (windivert-location.ts). */
+  /** Exact DLL to load (tests; the Linux test double). Otherwise it is searched for (location.ts). */
   dllPath?: string;
   /** The `--windivert-dir` option. */
   windivertDir?: string;
