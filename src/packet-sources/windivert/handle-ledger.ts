@@ -14,6 +14,7 @@ const LEDGER_SLOTS = 64;
  * thread), so a burst of changes faster than the worker can drain slows down instead of running out of slots.
  */
 export const MAX_OPEN_BEFORE_SWITCH = LEDGER_SLOTS / 2;
+
 /**
  * Shared record of the handles the main thread opened and nobody has closed yet. A handle is closed by whoever
  * moves its slot from Open to Closed (an atomic compare-exchange), so a handle value is never closed twice — which
