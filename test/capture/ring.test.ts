@@ -18,7 +18,7 @@ import { packetComment, summarize } from '../../src/capture/summary.ts';
 import { CaptureTaps } from '../../src/capture/tap.ts';
 import { EngineCounters } from '../../src/engine/counters.ts';
 import { Dataplane } from '../../src/engine/dataplane.ts';
-import { Verdict } from '../../src/packet-sources/packet-source.ts';
+import { Verdict } from '../../src/packet/verdicts.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
 import { isRetroflectError } from '../../src/errors.ts';
 import { run } from '../helpers/netns.ts';

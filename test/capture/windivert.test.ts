@@ -15,7 +15,7 @@ import { buildInterceptConfig } from '../../src/config/intercept-config.ts';
 import { ControlClient } from '../../src/control/client.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { Engine } from '../../src/engine/engine.ts';
-import { WinDivertHostBackend } from '../../src/packet-sources/windivert/windivert.ts';
+import { WinDivertHostBackend } from '../../src/packet-sources/windivert/host.ts';
 import { isRetroflectError } from '../../src/errors.ts';
 import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, outboundAddr, packet } from '../packet-sources/windivert/double.ts';
 import { run } from '../helpers/netns.ts';

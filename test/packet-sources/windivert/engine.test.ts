@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
-import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/windivert.ts';
+import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
 import { Engine } from '../../../src/engine/engine.ts';
 import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNumberedInjection } from './double.ts';
 

@@ -6,9 +6,11 @@
 import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
-import { Verdict } from '../../../src/packet-sources/packet-source.ts';
-import { createWinDivertPacketSource, WinDivertHostBackend } from '../../../src/packet-sources/windivert/windivert.ts';
-import { doubleLastFilter, WinDivertParam } from '../../../src/packet-sources/windivert/ffi.ts';
+import { Verdict } from '../../../src/packet/verdicts.ts';
+import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
+import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
+import { WinDivertParam } from '../../../src/packet-sources/windivert/ffi.ts';
+import { doubleLastFilter } from './double-controls.ts';
 import { addressBytes, referenceChecksum, referenceTransportValid } from '../../packet/build.ts';
 import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet, packetSeq } from './double.ts';
 
