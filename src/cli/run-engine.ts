@@ -16,7 +16,7 @@ import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
-import { suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
+import { hostAddressRules, suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
 import { ConfigStore, removeOrphanTempFiles, resolveConfigPath } from '../config/config-file.ts';
 import { checkEndpointFree } from '../control/endpoint.ts';
 import { startControlServer, type ControlServer } from '../control/server.ts';
@@ -222,7 +222,6 @@ async function runUntilStopped(
   const started = await Engine.start({
     config,
     backend,
-    validateAddress: validateReflectAddress,
     pipeName,
     configPath,
     log: (level, message) => (level === 'info' ? console.log(message) : warn(message)),
@@ -237,7 +236,7 @@ async function runUntilStopped(
     });
   });
   if (!signals.received) {
-    const server = await startControlServer({ engine: started, pipeName, configStore: store, log: (m: string) => console.error(m) });
+    const server = await startControlServer({ engine: started, pipeName, configStore: store, addressRules: hostAddressRules, log: (m: string) => console.error(m) });
     onServer(server);
     if (!signals.received) {
       printRunBanner(started.status(), endpoint.path, VERSION);

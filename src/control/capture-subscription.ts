@@ -15,6 +15,7 @@ import { DEFAULT_SNAPLEN, MAX_SNAPLEN, MIN_SNAPLEN, parseCaptureFilter } from '.
 import { LINKTYPE_RAW, pcapngHeader, pcapngInterface, pcapngPacket, type CaptureInterface } from '../capture/pcapng.ts';
 import { decodeRecords } from '../capture/record.ts';
 import { packetComment, summarize } from '../capture/summary.ts';
+import type { CaptureStartResult } from './protocol.ts';
 
 /** Unsent bytes on a capturing connection above which no more records are taken from its ring. */
 export const MAX_UNSENT_CAPTURE_BYTES = 1024 * 1024;
@@ -83,7 +84,7 @@ export class CaptureSubscription {
     private readonly snaplen: number,
   ) {}
 
-  static start(engine: CaptureEngine, params: Record<string, unknown>, sink: CaptureSink): { sub: CaptureSubscription; result: Record<string, unknown> } {
+  static start(engine: CaptureEngine, params: Record<string, unknown>, sink: CaptureSink): { sub: CaptureSubscription; result: CaptureStartResult } {
     for (const key of Object.keys(params)) {
       if (!['format', 'snaplen', 'rate', 'addresses', 'ports', 'verdicts', 'protocols'].includes(key)) {
         throw invalidParams(`Unknown parameter '${key}' (allowed: format, snaplen, rate, addresses, ports, verdicts, protocols).`, key);
@@ -118,7 +119,7 @@ export class CaptureSubscription {
     }
     return {
       sub,
-      result: { id, format, snaplen, rate, linktype: LINKTYPE_RAW, interfaces, filter },
+      result: { id, format: sub.format, snaplen, rate, linktype: LINKTYPE_RAW, interfaces, filter },
     };
   }
 

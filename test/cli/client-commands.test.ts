@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigStore } from '../../src/config/config-file.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
+import { testAddressRules } from '../helpers/address-rules.ts';
 import { InMemoryEngine } from '../control/in-memory-engine.ts';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
@@ -28,7 +29,7 @@ function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr:
 }
 
 before(async () => {
-  server = await startControlServer({ engine, pipeName: sock, configStore: ConfigStore.open(configPath) });
+  server = await startControlServer({ addressRules: testAddressRules, engine, pipeName: sock, configStore: ConfigStore.open(configPath) });
 });
 after(async () => {
   await server.close();

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { ConfigStore } from '../../src/config/config-file.ts';
 import { ControlClient } from '../../src/control/client.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
+import { testAddressRules } from '../helpers/address-rules.ts';
 import { MAX_LINE_BYTES } from '../../src/control/protocol.ts';
 import { RetroflectError } from '../../src/errors.ts';
 import { InMemoryEngine } from './in-memory-engine.ts';
@@ -58,7 +59,7 @@ async function start(opts: Partial<Parameters<typeof startControlServer>[0]> = {
   const engine = new InMemoryEngine();
   const configPath = join(dir, 'config.json');
   const store = ConfigStore.open(configPath);
-  const server = await startControlServer({ engine, pipeName: join(dir, 'ctl.sock'), configStore: store, ...opts });
+  const server = await startControlServer({ addressRules: testAddressRules, engine, pipeName: join(dir, 'ctl.sock'), configStore: store, ...opts });
   return { dir, engine, store, server, configPath, path: join(dir, 'ctl.sock') };
 }
 
@@ -232,7 +233,7 @@ describe('changes and persistence', () => {
         if (fail) throw Object.assign(new Error('injected: disk full'), { code: 'ENOSPC' });
       },
     });
-    const server = await startControlServer({ engine, pipeName: join(dir, 's.sock'), configStore: store });
+    const server = await startControlServer({ addressRules: testAddressRules, engine, pipeName: join(dir, 's.sock'), configStore: store });
     const c = await ControlClient.connect({ pipe: join(dir, 's.sock') });
     try {
       await c.call('address.add', { addresses: ['192.0.2.1'] });
@@ -349,21 +350,21 @@ describe('socket path safety', () => {
   it('refuses a directory that is not private, a symlinked directory, and a non-socket at the path', async () => {
     const open = freshDir();
     chmodSync(open, 0o755);
-    await assert.rejects(startControlServer({ engine: new InMemoryEngine(), pipeName: join(open, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
+    await assert.rejects(startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: join(open, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
     const real = freshDir();
     const link = join(base, `link${n++}`);
     symlinkSync(real, link);
-    await assert.rejects(startControlServer({ engine: new InMemoryEngine(), pipeName: join(link, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
+    await assert.rejects(startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: join(link, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
     const d = freshDir();
     writeFileSync(join(d, 's.sock'), 'precious');
-    await assert.rejects(startControlServer({ engine: new InMemoryEngine(), pipeName: join(d, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
+    await assert.rejects(startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: join(d, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
     assert.equal(readFileSync(join(d, 's.sock'), 'utf8'), 'precious');
   });
 
   it('creates a missing directory 0700 and the socket 0600; removes the socket on close', async () => {
     const parent = freshDir();
     const p = join(parent, 'sub', 's.sock');
-    const server = await startControlServer({ engine: new InMemoryEngine(), pipeName: p });
+    const server = await startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: p });
     assert.equal(statSync(join(parent, 'sub')).mode & 0o777, 0o700);
     assert.equal(lstatSync(p).mode & 0o777, 0o600);
     await server.close();
@@ -372,7 +373,7 @@ describe('socket path safety', () => {
 
   it('a second server on the same path gets E_ALREADY_RUNNING; a stale socket is replaced', async () => {
     const s = await start();
-    await assert.rejects(startControlServer({ engine: new InMemoryEngine(), pipeName: s.path }), (e: RetroflectError) => e.code === 'E_ALREADY_RUNNING');
+    await assert.rejects(startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: s.path }), (e: RetroflectError) => e.code === 'E_ALREADY_RUNNING');
     await s.server.close();
     // A stale socket: a process that listened there and was killed (no cleanup).
     const d = freshDir();
@@ -382,7 +383,7 @@ describe('socket path safety', () => {
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     assert.ok(lstatSync(p).isSocket());
-    const server = await startControlServer({ engine: new InMemoryEngine(), pipeName: p });
+    const server = await startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: p });
     const c = await ControlClient.connect({ pipe: p });
     assert.equal((await c.call('status')).state, 'running');
     c.close();
