@@ -28,7 +28,7 @@ Describe 'Remove-ReflectAddress' {
     It '-Temporary: an address only in the config file is not running, so Retroflect.AddressNotFound; the file keeps it' {
         Add-ReflectAddress 192.0.2.16 -Pipe $script:Pipe -Confirm:$false
         Remove-ReflectAddress 192.0.2.16 -Temporary -Pipe $script:Pipe -Confirm:$false
-        Remove-ReflectAddress 192.0.2.16, 'nonsense' -Temporary -Pipe $script:Pipe -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
+        Remove-ReflectAddress '192.0.2.16', 'nonsense' -Temporary -Pipe $script:Pipe -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
         @($err).Count | Should -Be 2
         @($err | Where-Object { $_.FullyQualifiedErrorId -like 'Retroflect.InvalidAddress*' }).Count | Should -Be 1
         $notFound = @($err | Where-Object { $_.FullyQualifiedErrorId -like 'Retroflect.AddressNotFound*' })
