@@ -32,8 +32,6 @@ async function startEngine(backend: MemoryHostBackend): Promise<Engine> {
   return Engine.start({
     config: buildInterceptConfig([REFLECT], ['8080/tcp']),
     backend,
-    // Host route checks are the platform's business, not this test's: every documentation address is usable.
-    validateAddress: async (address) => ({ address, warnings: [] }),
   });
 }
 

@@ -72,7 +72,6 @@ describe('port maps through the WinDivert backend (test double)', { timeout: 60_
     engine = await Engine.start({
       config: cfg,
       backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH }),
-      validateAddress: async (address) => ({ address, warnings: [] }),
     });
   });
   after(async () => {
