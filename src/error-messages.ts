@@ -52,6 +52,17 @@ export function portNotFound(keys: string[], missing: unknown[]): RetroflectErro
   });
 }
 
+// E_MANAGED_BY_POLICY -------------------------------------------------------------------------------------------
+
+/** `entries` as shown ("198.51.100.7", "8080/tcp", "198.51.100.7 80=8080/tcp"); `origin` names the policy. */
+export function managedByPolicy(entries: string[], action: string, origin: string): RetroflectError {
+  return new RetroflectError(
+    ErrorCode.MANAGED_BY_POLICY,
+    `${entries.join(', ')} ${entries.length === 1 ? 'is' : 'are'} set by managed policy (${origin}) and cannot be ${action} here; nothing was changed.`,
+    { hint: 'Ask the administrator who manages the policy (Group Policy, Intune or the policy file) to change it.', details: { entries, origin } },
+  );
+}
+
 // E_ACCESS_DENIED -----------------------------------------------------------------------------------------------
 
 export function accessDenied(message: string, hint: string, details?: Record<string, unknown>): RetroflectError {

@@ -41,6 +41,8 @@ export const ErrorCode = {
   /** A port map clashes with one already on the address (same port to another target, shared target, chain). */
   PORT_MAP_CONFLICT: 'E_PORT_MAP_CONFLICT',
   LIMIT_REACHED: 'E_LIMIT_REACHED',
+  /** The entry is set by managed policy (Group Policy / Intune / policy.json): the pipe may not change it. */
+  MANAGED_BY_POLICY: 'E_MANAGED_BY_POLICY',
   BACKEND_UNAVAILABLE: 'E_BACKEND_UNAVAILABLE',
   BACKEND_FAILED: 'E_BACKEND_FAILED',
   CONFIG_INVALID: 'E_CONFIG_INVALID',
@@ -73,6 +75,7 @@ const exitCodeByError: Partial<Record<ErrorCode, ExitCode>> = {
   [ErrorCode.ADDRESS_NOT_FOUND]: ExitCode.REQUEST_FAILED,
   [ErrorCode.PORT_NOT_FOUND]: ExitCode.REQUEST_FAILED,
   [ErrorCode.LIMIT_REACHED]: ExitCode.REQUEST_FAILED,
+  [ErrorCode.MANAGED_BY_POLICY]: ExitCode.REQUEST_FAILED,
   [ErrorCode.ENGINE_BUSY]: ExitCode.ENGINE_BUSY,
   [ErrorCode.USAGE]: ExitCode.USAGE,
 };

@@ -8,6 +8,7 @@
  * column (json-positions.ts). Save is atomic (atomic-save.ts). Where the file is: config-path.ts; the in-memory
  * copy that changes go through: config-store.ts.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import {
   MAX_REFLECT_ADDRESSES,
@@ -42,22 +43,36 @@ export interface ConfigFileContent {
   shieldPorts: ShieldPort[];
 }
 
-function invalid(path: string, problem: string, details: Record<string, unknown> = {}): RetroflectError {
-  return new RetroflectError(ErrorCode.CONFIG_INVALID, `Config file ${path} is invalid: ${problem}`, {
-    hint: 'Fix the file by hand (it was not changed), or move it away to start with an empty config.',
-    details: { path, ...details },
-  });
+/** What a parse error names: the config file (default) or a managed policy (config/policy.ts) in the same layout. */
+export interface ConfigOrigin {
+  /** "Config file /etc/retroflect/config.json", "Policy file ...", "Policy HKLM\\SOFTWARE\\Policies\\Retroflect". */
+  label: string;
+  hint: string;
+}
+
+function configFileOrigin(path: string): ConfigOrigin {
+  return { label: `Config file ${path}`, hint: 'Fix the file by hand (it was not changed), or move it away to start with an empty config.' };
+}
+
+function invalidIn(origin: ConfigOrigin, path: string, problem: string, details: Record<string, unknown> = {}): RetroflectError {
+  return new RetroflectError(ErrorCode.CONFIG_INVALID, `${origin.label} is invalid: ${problem}`, { hint: origin.hint, details: { path, ...details } });
 }
 
 /** Parse and validate file text. Exported for tests; `path` only names the file in errors. */
-export function parseConfigText(text: string, path: string): InterceptConfig {
+export function parseConfigText(text: string, path: string, origin: ConfigOrigin = configFileOrigin(path)): InterceptConfig {
   let raw: unknown;
   try {
     raw = parseJsonText(text);
   } catch (err) {
     if (!(err instanceof JsonSyntaxError)) throw err;
-    throw invalid(path, err.message, err.line === null ? {} : { line: err.line, column: err.column });
+    throw invalidIn(origin, path, err.message, err.line === null ? {} : { line: err.line, column: err.column });
   }
+  return parseConfigObject(raw, path, origin);
+}
+
+/** Validate the file's layout once parsed (the Windows policy builds the same object from the registry). */
+export function parseConfigObject(raw: unknown, path: string, origin: ConfigOrigin = configFileOrigin(path)): InterceptConfig {
+  const invalid = (_path: string, problem: string, details: Record<string, unknown> = {}) => invalidIn(origin, path, problem, details);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalid(path, 'the top level must be a JSON object.');
   const obj = raw as Record<string, unknown>;
   for (const key of Object.keys(obj)) {
@@ -154,36 +169,59 @@ export interface LoadedConfig {
   path: string;
   /** False when the file did not exist (the config is then empty). */
   existed: boolean;
+  /** What configFileFingerprint says of the text just read. */
+  fingerprint: string;
 }
 
 /** Read the config file. Missing → empty config. Anything wrong → E_CONFIG_INVALID; the file is never modified. */
-export function loadConfigFile(path: string): LoadedConfig {
+export function loadConfigFile(path: string, origin: ConfigOrigin = configFileOrigin(path)): LoadedConfig {
   let text: string;
   try {
     const st = statSync(path);
-    if (!st.isFile()) throw invalid(path, 'it is not a regular file.');
-    if (st.size > MAX_CONFIG_BYTES) throw invalid(path, `it is ${st.size} bytes; a config file is at most ${MAX_CONFIG_BYTES}.`);
+    if (!st.isFile()) throw invalidIn(origin, path, 'it is not a regular file.');
+    if (st.size > MAX_CONFIG_BYTES) throw invalidIn(origin, path, `it is ${st.size} bytes; a config file is at most ${MAX_CONFIG_BYTES}.`);
     text = readFileSync(path, 'utf8');
   } catch (err) {
     if (isRetroflectError(err)) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { config: emptyInterceptConfig(), path, existed: false };
-    throw new RetroflectError(ErrorCode.CONFIG_INVALID, `Cannot read config file ${path}: ${(err as Error).message}`, {
+    if (code === 'ENOENT') return { config: emptyInterceptConfig(), path, existed: false, fingerprint: ABSENT };
+    throw new RetroflectError(ErrorCode.CONFIG_INVALID, `Cannot read ${origin.label}: ${(err as Error).message}`, {
       hint: code === 'EACCES' || code === 'EPERM' ? 'Run as root / Administrator.' : 'Check the path and its permissions.',
       details: { path, errno: code },
       cause: err,
     });
   }
-  return { config: parseConfigText(text, path), path, existed: true };
+  return { config: parseConfigText(text, path, origin), path, existed: true, fingerprint: fingerprintOf(text) };
+}
+
+/** The fingerprint of a file that does not exist. */
+const ABSENT = 'absent';
+
+function fingerprintOf(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * The file's fingerprint now (its content's hash, or "absent"), to tell whether someone else wrote it since we last
+ * read or wrote it (config-store.ts). A file that cannot be read counts as changed (its load then says why).
+ */
+export function configFileFingerprint(path: string): string {
+  try {
+    return fingerprintOf(readFileSync(path, 'utf8'));
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? ABSENT : `unreadable: ${(err as Error).message}`;
+  }
 }
 
 /**
  * Write the config atomically (atomic-save.ts). On failure the old file is untouched and E_CONFIG_WRITE_FAILED
  * thrown. A symlinked path is written through to its target.
  */
-export function saveConfigFile(path: string, cfg: InterceptConfig, faults: SaveFaults = {}): void {
+export function saveConfigFile(path: string, cfg: InterceptConfig, faults: SaveFaults = {}): string {
+  const text = serializeConfig(cfg);
   try {
-    writeFileAtomically(path, serializeConfig(cfg), faults);
+    writeFileAtomically(path, text, faults);
+    return fingerprintOf(text);
   } catch (err) {
     throw new RetroflectError(ErrorCode.CONFIG_WRITE_FAILED, `Could not write config file ${path}: ${(err as Error).message}`, {
       hint: 'Check free disk space and the permissions of the directory; the change was not applied.',

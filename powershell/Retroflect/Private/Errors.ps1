@@ -13,6 +13,7 @@ $script:ErrorMap = @{
     'E_PORT_NOT_FOUND'      = @{ Id = 'PortNotFound';       Category = 'ObjectNotFound';      Exception = 'System.Management.Automation.ItemNotFoundException' }
     'E_PORT_MAP_CONFLICT'   = @{ Id = 'PortMapConflict';    Category = 'ResourceExists';      Exception = 'System.InvalidOperationException' }
     'E_LIMIT_REACHED'       = @{ Id = 'LimitReached';       Category = 'LimitsExceeded';      Exception = 'System.InvalidOperationException' }
+    'E_MANAGED_BY_POLICY'   = @{ Id = 'ManagedByPolicy';    Category = 'PermissionDenied';    Exception = 'System.InvalidOperationException' }
     'E_BACKEND_UNAVAILABLE' = @{ Id = 'BackendUnavailable'; Category = 'ResourceUnavailable'; Exception = 'System.InvalidOperationException' }
     'E_BACKEND_FAILED'      = @{ Id = 'BackendFailed';      Category = 'OperationStopped';    Exception = 'System.InvalidOperationException' }
     'E_CONFIG_INVALID'      = @{ Id = 'ConfigInvalid';      Category = 'InvalidData';         Exception = 'System.IO.InvalidDataException' }

@@ -1,0 +1,71 @@
+/**
+ * Managed policy: entries an administrator sets outside retroflect (Linux: a read-only file in config.json's layout;
+ * Windows: HKLM\SOFTWARE\Policies\Retroflect, read by platform/windows/policy-registry.ts). The engine merges them
+ * into its running config (config/layers.ts), shows them with source `Policy`, and refuses to change them through
+ * the pipe. This file holds what every policy source shares: the contract, the path rule, and the file source.
+ */
+import { statSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { emptyInterceptConfig, type InterceptConfig } from './intercept-config.ts';
+import { loadConfigFile } from './config-file.ts';
+
+/** How often the policy file's status is looked at (a change is live within about this long). */
+export const POLICY_FILE_POLL_MS = 1000;
+
+export interface PolicySource {
+  /** What names the policy to an admin: a file path or a registry key. */
+  readonly origin: string;
+  /** The policy as it is now. No policy at all → an empty config. Invalid → throws E_CONFIG_INVALID (origin named). */
+  read(): InterceptConfig;
+  /** Call `changed` (soon) after the policy may have changed; returns a function that stops watching. */
+  watch(changed: () => void): () => void;
+}
+
+/** The Linux default; the Windows policy lives in the registry instead. */
+export const DEFAULT_POLICY_PATH = '/etc/retroflect/policy.json';
+
+/** `--policy` wins, then RETROFLECT_POLICY, then the default. */
+export function resolvePolicyPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  if (option !== undefined && option !== '') return option;
+  if (env.RETROFLECT_POLICY) return env.RETROFLECT_POLICY;
+  return DEFAULT_POLICY_PATH;
+}
+
+/** A policy file in config.json's layout (config-file.ts: same strict checks). Missing file = no policy. */
+export class FilePolicySource implements PolicySource {
+  constructor(readonly origin: string) {}
+
+  read(): InterceptConfig {
+    return loadConfigFile(this.origin, {
+      label: `Policy file ${this.origin}`,
+      hint: 'The policy file is managed by your administrator: fix it there. Until then the last valid policy stays in force.',
+    }).config;
+  }
+
+  /**
+   * Polls the file's status: it catches edits in place, atomic replacement (a new inode), creation and removal,
+   * which a directory watch would each report differently (or not at all on some file systems).
+   */
+  watch(changed: () => void): () => void {
+    const listener = (cur: Stats, prev: Stats): void => {
+      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino || cur.ctimeMs !== prev.ctimeMs) changed();
+    };
+    watchFile(this.origin, { interval: POLICY_FILE_POLL_MS, persistent: false }, listener);
+    return () => unwatchFile(this.origin, listener);
+  }
+}
+
+/** No policy source (tests, `--no-policy`): always empty. */
+export const NO_POLICY: PolicySource = {
+  origin: '(none)',
+  read: () => emptyInterceptConfig(),
+  watch: () => () => undefined,
+};
+
+/** Whether the policy file can be read at all (for messages; a missing file is simply no policy). */
+export function policyFileExists(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
