@@ -4,12 +4,12 @@
  */
 import { Command } from 'commander';
 import { shieldKey, type ShieldPort } from '../config/intercept-config.ts';
-import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
+import type { EngineStats, FlowRecord } from '../engine/types.ts';
 import { ExitCode } from '../errors.ts';
-import { ControlClient } from '../control/client.ts';
-import type { AddressTestResult, MethodName, MethodResults } from '../control/protocol.ts';
+import type { AddressTestResult, StatusResult } from '../control/protocol.ts';
 import chalk from 'chalk';
-import { formatPortMap, type PortMap, type PortMapSpec } from '../config/port-maps.ts';
+import { callAndPrint, mapsByAddress, mapsText, withClient, withCommon, type CommonOptions } from './client-call.ts';
+import { registerSetCommands } from './set-commands.ts';
 import {
   formatBytes,
   formatCount,
@@ -22,11 +22,6 @@ import {
   reportError,
   whenOutputFails,
 } from './output.ts';
-
-interface CommonOptions {
-  pipe?: string;
-  json?: boolean;
-}
 
 interface ChangeOptions extends CommonOptions {
   temporary?: boolean;
@@ -58,60 +53,16 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-/** "80=8080/tcp, 80=8080/udp" shown as "80=8080" when both protocols share it. */
-function mapsText(maps: readonly PortMapSpec[]): string {
-  const out: string[] = [];
-  for (const m of maps) {
-    const other = maps.find((x) => x !== m && x.port === m.port && x.target === m.target);
-    if (other && m.protocol === 'udp') continue;
-    out.push(other ? `${m.port}=${m.target}` : formatPortMap(m));
-  }
-  return out.join(', ');
-}
-
-function mapsByAddress(maps: readonly PortMap[]): string {
-  const addrs = [...new Set(maps.map((m) => m.address))];
-  return addrs.map((a) => `${a} ${mapsText(maps.filter((m) => m.address === a))}`).join('; ');
-}
-
-function withCommon(cmd: Command): Command {
-  return cmd
-    .option('-p, --pipe <name>', 'control pipe name (Linux: or socket path); default: retroflect')
-    .option('--json', 'print the result as JSON (stable, for scripts)');
-}
-
-/** Connect, run `fn`, print errors, set the exit code. Never throws. */
-async function withClient(opts: CommonOptions, fn: (client: ControlClient) => Promise<void>): Promise<void> {
-  let client: ControlClient | null = null;
-  try {
-    client = await ControlClient.connect({ pipe: opts.pipe });
-    await fn(client);
-    process.exitCode = ExitCode.OK;
-  } catch (err) {
-    process.exitCode = reportError(err, opts.json === true);
-  } finally {
-    client?.close();
-  }
-}
-
-async function callAndPrint<M extends MethodName>(
-  opts: CommonOptions,
-  method: M,
-  params: Record<string, unknown>,
-  human: (result: MethodResults[M]) => void,
-): Promise<void> {
-  await withClient(opts, async (client) => {
-    const result = await client.call(method, params);
-    if (opts.json) printJson(result);
-    else human(result);
-  });
-}
-
 function portText(p: ShieldPort): string {
   return shieldKey(p);
 }
 
-function printStatus(s: EngineStatus): void {
+/** An entry with its source, the source shown only when it is not the config file (the usual case). */
+function withSource(text: string, source: string): string {
+  return source === 'Config' ? text : `${text} ${chalk.dim(`(${source.toLowerCase()})`)}`;
+}
+
+function printStatus(s: StatusResult): void {
   const state = s.state === 'running' ? chalk.green(s.state) : chalk.yellow(s.state);
   process.stdout.write(
     renderKeyValues([
@@ -120,11 +71,13 @@ function printStatus(s: EngineStatus): void {
       ['backend', s.backend],
       ['pid', s.pid],
       ['uptime', formatDuration(s.uptimeSeconds)],
-      ['reflect', s.reflectAddresses.length ? s.reflectAddresses.join(', ') : chalk.dim('(none)')],
-      ['shield', s.shieldPorts.length ? s.shieldPorts.map(portText).join(', ') : chalk.dim('(none)')],
+      ['reflect', s.addressSources.length ? s.addressSources.map((a) => withSource(a.address, a.source)).join(', ') : chalk.dim('(none)')],
+      ['shield', s.shieldSources.length ? s.shieldSources.map((p) => withSource(portText(p), p.source)).join(', ') : chalk.dim('(none)')],
       ['port maps', s.portMaps?.length ? mapsByAddress(s.portMaps) : chalk.dim('(none)')],
       ['config', s.configPath ?? chalk.dim('(none: changes are not persisted)')],
       ['pipe', s.pipeName ?? chalk.dim('(none)')],
+      ['policy', `${s.policy.origin}: ${s.policy.state === 'invalid' ? chalk.red('invalid') : s.policy.state}`],
+      ...s.policy.problems.map((p): [string, string] => ['policy problem', chalk.red(`${p.message} [${p.code}]`)]),
       ...Object.entries(s.backendInfo).map(([k, v]): [string, string | number] => [k, v]),
       ...(s.hostRepairs?.count
         ? [['host repairs', chalk.yellow(`${s.hostRepairs.count}, last ${s.hostRepairs.last?.at}: ${s.hostRepairs.last?.what}`)] as [string, string]]
@@ -201,8 +154,8 @@ export function registerClientCommands(program: Command): void {
     callAndPrint(opts, 'address.list', {}, (r) =>
       process.stdout.write(
         renderTable(
-          ['address', 'persisted', 'port maps'],
-          r.addresses.map((a) => [a.address, a.persisted ? 'yes' : chalk.yellow('no (temporary)'), a.portMaps?.length ? mapsText(a.portMaps) : chalk.dim('-')]),
+          ['address', 'source', 'persisted', 'port maps'],
+          r.addresses.map((a) => [a.address, a.source, a.persisted ? 'yes' : chalk.yellow('no'), a.portMaps?.length ? mapsText(a.portMaps) : chalk.dim('-')]),
           '(no reflect addresses)',
         ),
       ),
@@ -256,7 +209,7 @@ export function registerClientCommands(program: Command): void {
   const shield = program.command('shield').description('Manage shield ports (drop inbound traffic from other hosts).');
   withCommon(shield.command('list').description('List shield ports.')).action((opts: CommonOptions) =>
     callAndPrint(opts, 'shield.list', {}, (r) =>
-      process.stdout.write(renderTable(['port', 'protocol', 'persisted'], r.ports.map((p) => [p.port, p.protocol, p.persisted ? 'yes' : chalk.yellow('no (temporary)')]), '(no shield ports)')),
+      process.stdout.write(renderTable(['port', 'protocol', 'source', 'persisted'], r.ports.map((p) => [p.port, p.protocol, p.source, p.persisted ? 'yes' : chalk.yellow('no')]), '(no shield ports)')),
     ),
   );
   withCommon(shield.command('add').description('Shield port(s): 8080 (TCP and UDP), 8080/tcp, 53/udp.').argument('<port...>'))
@@ -276,6 +229,8 @@ export function registerClientCommands(program: Command): void {
         printNotPresent(r.missing.map(portText));
       }),
     );
+
+  registerSetCommands(address, shield);
 
   withCommon(program.command('stats').description('Show traffic counters.'))
     .option('-w, --watch [ms]', 'keep printing a new sample (every 1000 ms, or the given interval) until Ctrl+C')

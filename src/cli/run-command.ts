@@ -14,6 +14,7 @@ export function registerRunCommand(program: Command): void {
     .option('-s, --shield <port...>', 'shield port(s) for this run: 8080 (TCP and UDP), 8080/tcp, 53/udp')
     .option('-c, --config <path>', 'config file (default: %ProgramData%\\Retroflect\\config.json or /etc/retroflect/config.json)')
     .option('--no-config', 'use no config file: only the command line, and nothing is persisted')
+    .option('--policy <path>', 'managed policy file, read-only, config.json layout (default: /etc/retroflect/policy.json; Windows: HKLM\\SOFTWARE\\Policies\\Retroflect)')
     .option('-p, --pipe <name>', 'control pipe name (or socket path on Linux)')
     .option('-n, --dry-run', 'print what would be done (addresses, ports, routes, rules, WinDivert filter) and change nothing')
     .option('--device <name>', 'Linux: TUN device name', 'rflct0')

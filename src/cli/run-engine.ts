@@ -20,6 +20,7 @@ import { isAdministrator } from '../platform/privileges.ts';
 import { hostAddressRules, suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
 import { removeOrphanTempFiles } from '../config/atomic-save.ts';
 import { resolveConfigPath } from '../config/config-path.ts';
+import { FilePolicySource, resolvePolicyPath, type PolicySource } from '../config/policy.ts';
 import { ConfigStore } from '../config/config-store.ts';
 import { checkEndpointFree } from '../control/endpoint-listen.ts';
 import { startControlServer, type ControlServer } from '../control/server.ts';
@@ -36,6 +37,18 @@ export interface RunOptions {
   device?: string;
   windivertDir?: string;
   priority?: string;
+  /** Managed policy file (Linux default /etc/retroflect/policy.json; Windows default: the registry policy). */
+  policy?: string;
+}
+
+/** Where managed policy is read: `--policy`/RETROFLECT_POLICY name a file; otherwise the platform's place. */
+async function policySource(opts: RunOptions): Promise<PolicySource> {
+  const named = opts.policy || process.env.RETROFLECT_POLICY;
+  if (process.platform === 'win32' && !named) {
+    const { RegistryPolicySource } = await import('../platform/windows/policy-registry.ts');
+    return new RegistryPolicySource();
+  }
+  return new FilePolicySource(resolvePolicyPath(opts.policy));
 }
 
 /** The persisted config (one store, shared with the control server) plus the command line's entries for this run. */
@@ -237,7 +250,8 @@ async function runUntilStopped(
     });
   });
   if (!signals.received) {
-    const server = await startControlServer({ engine: started, pipeName, configStore: store, addressRules: hostAddressRules, log: (m: string) => console.error(m) });
+    const policy = await policySource(opts);
+    const server = await startControlServer({ engine: started, pipeName, configStore: store, addressRules: hostAddressRules, policy, log: (m: string) => console.error(m) });
     onServer(server);
     if (!signals.received) {
       printRunBanner(started.status(), endpoint.path, VERSION);

@@ -16,8 +16,11 @@ export interface PolicySource {
   readonly origin: string;
   /** The policy as it is now. No policy at all → an empty config. Invalid → throws E_CONFIG_INVALID (origin named). */
   read(): InterceptConfig;
-  /** Call `changed` (soon) after the policy may have changed; returns a function that stops watching. */
-  watch(changed: () => void): () => void;
+  /**
+   * Call `changed` (soon) after the policy may have changed, `failed` if watching stops working (the policy in
+   * force then stays as last read); returns a function that stops watching.
+   */
+  watch(changed: () => void, failed: (err: Error) => void): () => void;
 }
 
 /** The Linux default; the Windows policy lives in the registry instead. */

@@ -4,10 +4,15 @@
  * AddressRules it is handed), and runs "engine → persisted store → undo the engine change if saving fails". One
  * lock, so no two changes interleave.
  *
- * Running config = persisted entries + temporary ones. A non-temporary change writes only the entries it named.
- * Removing an entry that is persisted but not running (or the other way round) is fine; one that is neither is
- * missing: the request is refused as a whole and nothing changes, or, with `skipMissing`, the rest is removed and
- * the missing ones are listed in the result.
+ * Running config = managed policy entries + persisted entries + temporary ones (config/layers.ts). A non-temporary
+ * change writes only the entries it named. Removing an entry that is persisted but not running (or the other way
+ * round) is fine; one that is neither is missing: the request is refused as a whole and nothing changes, or, with
+ * `skipMissing`, the rest is removed and the missing ones are listed in the result. A policy entry cannot be removed
+ * or re-mapped here (E_MANAGED_BY_POLICY, the whole request refused); the policy itself changes through `applyPolicy`.
+ *
+ * Before every change the config file is compared with what we last read or wrote: an edit made by hand meanwhile
+ * is read back and applied to the running engine first, then the change is made on top of it (and the log says so),
+ * so the edit is never silently written over; a hand edit that does not load refuses the change (E_CONFIG_INVALID).
  */
 import {
   addReflectAddresses,
@@ -26,7 +31,13 @@ import { addressNotFound, portNotFound } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import type { AddressRules } from './address-rules.ts';
 import type { ControlEngine } from './control-engine.ts';
-import type { AddressAddResult, AddressRemoveResult, PortMapMissing, ShieldRemoveResult } from './protocol.ts';
+import type { AddressAddResult, AddressRemoveResult, AddressSetResult, PortMapMissing, PolicyProblem, ShieldRemoveResult, ShieldSetResult } from './protocol.ts';
+import { checkLimits } from '../config/intercept-config.ts';
+import { replaceLayer, sameEntries } from '../config/layers.ts';
+import { managedByPolicy } from '../error-messages.ts';
+import { isRetroflectError } from '../errors.ts';
+import { planAddressSet, planShieldSet, type WantedAddress } from './desired-state.ts';
+import { problemOf, type PolicyState } from './policy-state.ts';
 
 /** How a remove treats entries that are not there. */
 export interface RemoveOptions {
@@ -53,7 +64,14 @@ export class ConfigChanges {
     private readonly engine: ControlEngine,
     private readonly store: ConfigStore,
     private readonly validateAddress: AddressRules['validate'],
+    readonly policy: PolicyState,
+    private readonly log: (message: string) => void = () => undefined,
   ) {}
+
+  /** Refuse a request that would remove or re-map policy entries (`shown`: how each is named in the message). */
+  private refusePolicyEntries(shown: string[], action: string): void {
+    if (shown.length) throw managedByPolicy(shown, action, this.policy.origin);
+  }
 
   /**
    * Add reflect addresses, and `maps` (config/port-maps.ts) to every one of them, new or already there. Identical
@@ -64,6 +82,7 @@ export class ConfigChanges {
     const wanted = uniqueAddresses(addresses);
     const wantedMaps: PortMap[] = wanted.flatMap((address) => maps.map((m) => ({ address, protocol: m.protocol, port: m.port, target: m.target })));
     return this.serialized(async () => {
+      if (wantedMaps.length) this.refusePolicyEntries(wanted.filter((a) => this.policy.hasAddress(a)), 'given port maps');
       const running = this.engine.config();
       const next = cloneInterceptConfig(running);
       const added = addReflectAddresses(next, wanted);
@@ -103,6 +122,7 @@ export class ConfigChanges {
   removePortMaps(addresses: readonly string[], removals: readonly PortMapRemoval[], opts: RemoveOptions): Promise<AddressRemoveResult> {
     const wanted = uniqueAddresses(addresses);
     return this.serialized(async () => {
+      this.refusePolicyEntries(wanted.filter((a) => this.policy.hasAddress(a)), 'changed');
       const running = this.engine.config();
       const persisted = this.store.config;
       const missing: PortMapMissing[] = [];
@@ -135,6 +155,7 @@ export class ConfigChanges {
   removeAddresses(addresses: readonly string[], opts: RemoveOptions): Promise<AddressRemoveResult> {
     const wanted = uniqueAddresses(addresses);
     return this.serialized(async () => {
+      this.refusePolicyEntries(wanted.filter((a) => this.policy.hasAddress(a)), 'removed');
       const running = this.engine.config();
       const persistedConfig = this.store.config;
       const persisted = persistedConfig.reflectAddresses;
@@ -176,6 +197,8 @@ export class ConfigChanges {
   removeShieldPorts(ports: readonly ShieldPort[], opts: RemoveOptions): Promise<ShieldRemoveResult> {
     const wanted = uniquePorts(ports);
     return this.serialized(async () => {
+      const byPolicy = new Set(this.policy.config.shieldPorts.map(shieldKey));
+      this.refusePolicyEntries(wanted.filter((p) => byPolicy.has(shieldKey(p))).map(shieldKey), 'removed');
       const running = this.engine.config();
       const runningKeys = new Set(running.shieldPorts.map(shieldKey));
       const persisted = new Set(this.store.config.shieldPorts.map(shieldKey));
@@ -209,20 +232,123 @@ export class ConfigChanges {
     }
   }
 
-  /** Run `fn` after every earlier change finished. */
-  private serialized<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
+  /**
+   * Make the reflect addresses exactly `wanted` (each with exactly its maps), running and in the config file, policy
+   * entries aside (desired-state.ts). New addresses are checked against the host first (a refusal changes nothing).
+   * With `whatIf` only the plan is returned.
+   */
+  setAddresses(wanted: readonly WantedAddress[], whatIf: boolean): Promise<AddressSetResult> {
+    return this.serialized(async () => {
+      const running = this.engine.config();
+      const plan = planAddressSet(running, this.persistedView(running), this.policy.config, wanted);
+      checkLimits(plan.running);
+      const warnings: AddressSetResult['warnings'] = [];
+      for (const address of plan.added.filter((a) => !running.reflectAddresses.includes(a))) {
+        for (const message of (await this.validateAddress(address)).warnings) warnings.push({ address, message });
+      }
+      if (!whatIf) await this.change(plan.running, this.store.path === null ? null : () => this.store.update((c) => replaceAll(c, plan.persisted)));
+      const { added, removed, unchanged, policy, portMapsAdded, portMapsRemoved } = plan;
+      return { whatIf, added, removed, unchanged, policy, portMapsAdded, portMapsRemoved, warnings };
+    });
+  }
+
+  /** Make the shield ports exactly `wanted`, as setAddresses. */
+  setShieldPorts(wanted: readonly ShieldPort[], whatIf: boolean): Promise<ShieldSetResult> {
+    const unique = uniquePorts(wanted);
+    return this.serialized(async () => {
+      const running = this.engine.config();
+      const plan = planShieldSet(running, this.persistedView(running), this.policy.config, unique);
+      checkLimits(plan.running);
+      if (!whatIf) await this.change(plan.running, this.store.path === null ? null : () => this.store.update((c) => replaceAll(c, plan.persisted)));
+      const { added, removed, unchanged, policy } = plan;
+      return { whatIf, added, removed, unchanged, policy };
+    });
+  }
+
+  /** The config file's entries; without a file (`--no-config`), the running ones count as in place. */
+  private persistedView(running: InterceptConfig): InterceptConfig {
+    if (this.store.path !== null) return this.store.config;
+    const byPolicy = this.policy.config;
+    return replaceLayer(running, byPolicy, emptyInterceptConfig(), null, []);
+  }
+
+  /**
+   * Put a new managed policy in force: its addresses are checked against the host (one the host refuses is left
+   * out and reported), then the running config moves from the old policy to the new one (config/layers.ts). If the
+   * result cannot run (limits, conflicting maps, the host refused the change), the old policy stays in force and the
+   * problem is reported. Never throws: policy problems never stop the engine.
+   */
+  applyPolicy(next: InterceptConfig | Error): Promise<{ adopted: boolean; problems: PolicyProblem[] }> {
+    // Without reading hand edits first: a broken config file must not keep policy out of force.
+    return this.serialized(async () => {
+      if (next instanceof Error) {
+        this.policy.refuse(next);
+        return { adopted: false, problems: [problemOf(next)] };
+      }
+      const problems: PolicyProblem[] = [];
+      const usable = cloneInterceptConfig(next);
+      const before = this.policy.config;
+      for (const address of next.reflectAddresses) {
+        if (before.reflectAddresses.includes(address)) continue;
+        try {
+          await this.validateAddress(address);
+        } catch (err) {
+          if (!isRetroflectError(err)) throw err;
+          problems.push({ code: err.code, message: `Policy address ${address} is not used: ${err.message}` });
+          usable.reflectAddresses = usable.reflectAddresses.filter((a) => a !== address);
+          usable.portMaps = portMapsOf(usable).filter((m) => m.address !== address);
+        }
+      }
+      const running = this.engine.config();
+      const persisted = this.store.path === null ? emptyInterceptConfig() : this.store.config;
+      const target = replaceLayer(running, before, usable, null, [persisted]);
+      try {
+        checkLimits(target);
+        await this.change(target, null);
+      } catch (err) {
+        this.policy.refuse(err as Error);
+        return { adopted: false, problems: [problemOf(err as Error)] };
+      }
+      this.policy.adopt(usable, problems);
+      return { adopted: true, problems };
+    }, false);
+  }
+
+  /**
+   * A config file edited by hand since we last read or wrote it is read back and applied to the running engine
+   * (policy entries stay as policy says), so the change about to be made lands on top of the edit, not over it.
+   */
+  private async syncOutsideEdits(): Promise<void> {
+    if (!this.store.changedOutside()) return;
+    const before = this.store.reload();
+    const after = this.store.config;
+    const running = this.engine.config();
+    const next = replaceLayer(running, before, after, this.policy.config, []);
+    checkLimits(next);
+    await this.change(next, null);
+    this.log(`config: ${this.store.path} was changed outside retroflect; read it again and applied it before this change.`);
+  }
+
+  /** Run `fn` after every earlier change finished, on top of any hand edit of the config file. */
+  private serialized<T>(fn: () => Promise<T>, readHandEdits = true): Promise<T> {
+    const withSync = async (): Promise<T> => {
+      if (readHandEdits) await this.syncOutsideEdits();
+      return fn();
+    };
+    const run = this.lock.then(withSync, withSync);
     this.lock = run.catch(() => undefined);
     return run;
   }
 }
 
 function sameConfig(a: InterceptConfig, b: InterceptConfig): boolean {
-  return (
-    a.reflectAddresses.length === b.reflectAddresses.length &&
-    a.reflectAddresses.every((x, i) => x === b.reflectAddresses[i]) &&
-    a.shieldPorts.length === b.shieldPorts.length &&
-    a.shieldPorts.every((p, i) => shieldKey(p) === shieldKey(b.shieldPorts[i])) &&
-    JSON.stringify(portMapsOf(a)) === JSON.stringify(portMapsOf(b))
-  );
+  return sameEntries(a, b);
+}
+
+/** Make `cfg` hold exactly `next`'s entries (ConfigStore.update edits in place). */
+function replaceAll(cfg: InterceptConfig, next: InterceptConfig): void {
+  cfg.reflectAddresses = [...next.reflectAddresses];
+  cfg.shieldPorts = next.shieldPorts.map((p) => ({ ...p }));
+  if (next.portMaps?.length) cfg.portMaps = next.portMaps.map((m) => ({ ...m }));
+  else delete cfg.portMaps;
 }

@@ -9,6 +9,7 @@ import { accessDenied } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import type { AddressRules } from './address-rules.ts';
 import { ConfigChanges } from './config-changes.ts';
+import { PolicyState } from './policy-state.ts';
 import type { ControlEngine } from './control-engine.ts';
 import { addressMethods } from './methods/addresses.ts';
 import { engineMethods } from './methods/engine-info.ts';
@@ -29,15 +30,13 @@ function isMethodName(method: string): method is MethodName {
 
 export class MethodHandlers {
   private readonly context: Omit<MethodContext, 'session'>;
+  /** The one place changes go through (the policy watcher uses it too). */
+  readonly changes: ConfigChanges;
 
-  constructor(engine: ControlEngine, store: ConfigStore, opts: { addressRules: AddressRules; log?: (message: string) => void }) {
-    this.context = {
-      engine,
-      store,
-      changes: new ConfigChanges(engine, store, (address) => opts.addressRules.validate(address)),
-      addressRules: opts.addressRules,
-      log: opts.log ?? (() => undefined),
-    };
+  constructor(engine: ControlEngine, store: ConfigStore, opts: { addressRules: AddressRules; policy?: PolicyState; log?: (message: string) => void }) {
+    const log = opts.log ?? (() => undefined);
+    this.changes = new ConfigChanges(engine, store, (address) => opts.addressRules.validate(address), opts.policy ?? new PolicyState('(none)'), log);
+    this.context = { engine, store, changes: this.changes, addressRules: opts.addressRules, log };
   }
 
   /** Answer one request. Everything but hello needs an authenticated session. */

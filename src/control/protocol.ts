@@ -6,6 +6,7 @@ import type { ErrorCode } from '../errors.ts';
 import type { InterceptConfig, ShieldPort } from '../config/intercept-config.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
 import type { PortMap, PortMapProtocol, PortMapSpec } from '../config/port-maps.ts';
+import type { EntrySource } from '../config/layers.ts';
 
 /** The only protocol version this code speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -84,12 +85,65 @@ export interface AddressEntry {
   address: string;
   /** In the config file (comes back after a restart). */
   persisted: boolean;
+  /** Policy (managed: the pipe cannot change it), Config (the config file) or Temporary (this run only). */
+  source: EntrySource;
   /** The address's running port maps, one entry per protocol ([] when none). */
   portMaps: PortMapSpec[];
 }
 
 export interface ShieldEntry extends ShieldPort {
   persisted: boolean;
+  source: EntrySource;
+}
+
+/** Something in the managed policy that is not in force: the whole policy as read, or one entry the host refused. */
+export interface PolicyProblem {
+  code: string;
+  message: string;
+}
+
+/** The managed policy in `status`: where it is read from, what is in force, and what is wrong with it. */
+export interface PolicyStatus {
+  /** The policy file's path, or the registry key. */
+  origin: string;
+  /** none: no policy entries; applied: all in force; invalid: see problems (the last valid entries stay in force). */
+  state: 'none' | 'applied' | 'invalid';
+  reflectAddresses: string[];
+  shieldPorts: ShieldPort[];
+  problems: PolicyProblem[];
+  /** When the policy in force last changed or was last refused (ISO 8601), null: never since start. */
+  changedAt: string | null;
+}
+
+/** `status`: the engine's status plus every running entry with its source, and the managed policy. */
+export interface StatusResult extends EngineStatus {
+  addressSources: { address: string; source: EntrySource }[];
+  shieldSources: (ShieldPort & { source: EntrySource })[];
+  policy: PolicyStatus;
+}
+
+/** `address.set`: what changed (or, with whatIf, would change) to make the list exactly the one given. */
+export interface AddressSetResult {
+  whatIf: boolean;
+  /** Addresses that were not both running and in the config file (canonical). */
+  added: string[];
+  /** Addresses that were running or in the config file and are not wanted. */
+  removed: string[];
+  unchanged: string[];
+  /** Wanted addresses that managed policy sets: left as policy says. */
+  policy: string[];
+  portMapsAdded: PortMap[];
+  portMapsRemoved: PortMap[];
+  warnings: AddressWarning[];
+}
+
+/** `shield.set`, as `address.set`. */
+export interface ShieldSetResult {
+  whatIf: boolean;
+  added: ShieldPort[];
+  removed: ShieldPort[];
+  unchanged: ShieldPort[];
+  policy: ShieldPort[];
 }
 
 export interface AddressWarning {
@@ -156,19 +210,23 @@ export interface ConfigGetResult {
   configPath: string | null;
   persisted: InterceptConfig;
   running: InterceptConfig;
+  /** The managed policy's entries in force. */
+  policy: InterceptConfig;
 }
 
 /** Result type of each method, for the typed client. */
 export interface MethodResults {
   hello: HelloResult;
-  status: EngineStatus;
+  status: StatusResult;
   'address.list': { addresses: AddressEntry[] };
   'address.add': AddressAddResult;
   'address.remove': AddressRemoveResult;
+  'address.set': AddressSetResult;
   'address.test': AddressTestResult;
   'shield.list': { ports: ShieldEntry[] };
   'shield.add': { added: ShieldPort[]; existing: ShieldPort[]; persisted: ShieldPort[] };
   'shield.remove': ShieldRemoveResult;
+  'shield.set': ShieldSetResult;
   stats: EngineStats;
   flows: { flows: FlowRecord[] };
   'config.get': ConfigGetResult;
@@ -206,10 +264,12 @@ const METHOD_ORDER: Record<MethodName, true> = {
   'address.list': true,
   'address.add': true,
   'address.remove': true,
+  'address.set': true,
   'address.test': true,
   'shield.list': true,
   'shield.add': true,
   'shield.remove': true,
+  'shield.set': true,
   stats: true,
   flows: true,
   'config.get': true,

@@ -14,6 +14,9 @@ import type { AddressRules } from './address-rules.ts';
 import { MethodHandlers } from './handlers.ts';
 import { resolveEndpoint, type ControlEndpoint } from './endpoint-address.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
+import { NO_POLICY, type PolicySource } from '../config/policy.ts';
+import { PolicyState } from './policy-state.ts';
+import { PolicyWatch } from './policy-watch.ts';
 import { FIRST_REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS, LINE_TIMEOUT_MS, MAX_CONNECTIONS, type AuthMode } from './protocol.ts';
 
 function engineBusy(): RetroflectError {
@@ -34,6 +37,8 @@ export interface ControlServerOptions {
   auth?: AuthMode;
   /** The host's reflect-address rules: address.add validates with them, address.test reports them. */
   addressRules: AddressRules;
+  /** The managed policy (config/policy.ts); none when absent. In force before the server listens. */
+  policy?: PolicySource;
   /** Timeouts, shortened by tests. */
   firstRequestTimeoutMs?: number;
   idleTimeoutMs?: number;
@@ -54,12 +59,18 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const ep = resolveEndpoint(opts.pipeName);
   const auth: AuthMode = opts.auth ?? (process.platform === 'win32' ? 'token' : 'peer-credentials');
   const store = opts.configStore ?? (opts.configPath ? ConfigStore.open(opts.configPath) : ConfigStore.inMemory());
-  const handlers = new MethodHandlers(opts.engine, store, { addressRules: opts.addressRules, log });
+  const policySource = opts.policy ?? NO_POLICY;
+  const handlers = new MethodHandlers(opts.engine, store, { addressRules: opts.addressRules, log, policy: new PolicyState(policySource.origin) });
+  const policyWatch = new PolicyWatch(policySource, handlers.changes, log);
+  await policyWatch.start();
   const connections = new Set<Connection>();
   let token: TokenFile | null = null;
   let closed = false;
 
-  await prepareEndpoint(ep);
+  await prepareEndpoint(ep).catch((err: unknown) => {
+    policyWatch.stop();
+    throw err;
+  });
   const server = net.createServer({ pauseOnConnect: false }, (socket) => {
     if (closed) return void socket.destroy();
     if (connections.size >= MAX_CONNECTIONS) {
@@ -85,7 +96,10 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       conn.dispose();
     });
   });
-  await listenOn(server, ep);
+  await listenOn(server, ep).catch((err: unknown) => {
+    policyWatch.stop();
+    throw err;
+  });
   if (auth === 'token') token = new TokenFile(ep);
   log(`control: listening on ${ep.path} (auth: ${auth})`);
 
@@ -96,6 +110,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     close: async () => {
       if (closed) return;
       closed = true;
+      policyWatch.stop();
       const done = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const c of connections) c.destroy();
       await done;

@@ -1,13 +1,15 @@
 /**
- * The address methods: address.list, address.add, address.remove (whole addresses or only their port maps) and
- * address.test. Changes go through config-changes.ts; address.test asks the host's AddressRules.
+ * The address methods: address.list, address.add, address.remove (whole addresses or only their port maps),
+ * address.set (desired state) and address.test. Changes go through config-changes.ts; address.test asks the host's
+ * AddressRules.
  */
 import { addressFamily } from '../../config/intercept-config.ts';
 import { portMapsFor } from '../../config/port-maps.ts';
+import { addressSource } from '../../config/layers.ts';
 import { ErrorCode, isRetroflectError } from '../../errors.ts';
 import { invalidParams } from '../../error-messages.ts';
 import type { AddressTestResult } from '../protocol.ts';
-import { addressList, only, optionalBool, portMapRemovals, portMapSpecs, type Params } from './params.ts';
+import { addressList, only, optionalBool, portMapRemovals, portMapSpecs, wantedAddresses, type Params } from './params.ts';
 import type { MethodContext, MethodTablePart } from './table.ts';
 
 /** Longest address.test input (an IPv6 address with a zone is far shorter). */
@@ -38,15 +40,26 @@ async function testAddress(params: Params, ctx: MethodContext): Promise<AddressT
   };
 }
 
-export const addressMethods: MethodTablePart<'address.list' | 'address.add' | 'address.remove' | 'address.test'> = {
-  'address.list': (params, { engine, store }) => {
+export const addressMethods: MethodTablePart<'address.list' | 'address.add' | 'address.remove' | 'address.set' | 'address.test'> = {
+  'address.list': (params, { engine, store, changes }) => {
     only(params, []);
     // Without a config file (`run --no-config`) nothing is persisted, whatever the store remembers.
-    const persisted = store.path === null ? [] : store.config.reflectAddresses;
+    const persistedConfig = store.path === null ? null : store.config;
+    const persisted = persistedConfig?.reflectAddresses ?? [];
+    const policy = changes.policy.config;
     const running = engine.config();
     return {
-      addresses: running.reflectAddresses.map((address) => ({ address, persisted: persisted.includes(address), portMaps: portMapsFor(running, address) })),
+      addresses: running.reflectAddresses.map((address) => ({
+        address,
+        persisted: persisted.includes(address),
+        source: addressSource(address, policy, persistedConfig),
+        portMaps: portMapsFor(running, address),
+      })),
     };
+  },
+  'address.set': (params, { changes }) => {
+    only(params, ['addresses', 'whatIf']);
+    return changes.setAddresses(wantedAddresses(params), optionalBool(params, 'whatIf'));
   },
   'address.add': (params, { changes }) => {
     only(params, ['addresses', 'temporary', 'maps']);

@@ -1,5 +1,6 @@
 /** The methods that read the engine or stop it: status, stats, flows, config.get and stop. */
 import { invalidParams } from '../../error-messages.ts';
+import { addressSource, shieldSource } from '../../config/layers.ts';
 import { only } from './params.ts';
 import type { MethodTablePart } from './table.ts';
 
@@ -7,9 +8,17 @@ import type { MethodTablePart } from './table.ts';
 const MAX_FLOWS = 100_000;
 
 export const engineMethods: MethodTablePart<'status' | 'stats' | 'flows' | 'config.get' | 'stop'> = {
-  status: (params, { engine }) => {
+  status: (params, { engine, store, changes }) => {
     only(params, []);
-    return engine.status();
+    const status = engine.status();
+    const persisted = store.path === null ? null : store.config;
+    const policy = changes.policy.config;
+    return {
+      ...status,
+      addressSources: status.reflectAddresses.map((address) => ({ address, source: addressSource(address, policy, persisted) })),
+      shieldSources: status.shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol, source: shieldSource(p, policy, persisted) })),
+      policy: changes.policy.status(),
+    };
   },
   stats: (params, { engine }) => {
     only(params, []);
@@ -24,9 +33,9 @@ export const engineMethods: MethodTablePart<'status' | 'stats' | 'flows' | 'conf
     const flows = [...engine.flows()].sort((a, b) => (a.lastSeen < b.lastSeen ? 1 : a.lastSeen > b.lastSeen ? -1 : 0));
     return { flows: flows.slice(0, limit) };
   },
-  'config.get': (params, { engine, store }) => {
+  'config.get': (params, { engine, store, changes }) => {
     only(params, []);
-    return { configPath: store.path, persisted: store.config, running: engine.config() };
+    return { configPath: store.path, persisted: store.config, running: engine.config(), policy: changes.policy.config };
   },
   stop: (params, { engine, session, log }) => {
     only(params, []);

@@ -2,10 +2,11 @@
  * Reading a request's params: every method checks its own with these, so a bad parameter reads the same
  * (E_INVALID_PARAMS naming the field) whatever the method.
  */
-import { parseShieldEntry, type ShieldPort } from '../../config/intercept-config.ts';
+import { canonicalAddress, parseShieldEntry, type ShieldPort } from '../../config/intercept-config.ts';
 import { MAX_PORT_MAPS_PER_ADDRESS, parsePortMapRemoval, parsePortMapSpec, type PortMapRemoval, type PortMapSpec } from '../../config/port-maps.ts';
 import { invalidParams } from '../../error-messages.ts';
 import { MAX_ADDRESSES_PER_REQUEST, MAX_PORTS_PER_REQUEST } from '../protocol.ts';
+import type { WantedAddress } from '../desired-state.ts';
 
 export type Params = Record<string, unknown>;
 
@@ -57,6 +58,50 @@ export function portMapSpecs(params: Params): PortMapSpec[] {
 export function portMapRemovals(params: Params): PortMapRemoval[] | null {
   if (params.maps === undefined) return null;
   return array(params, 'maps', MAX_PORT_MAPS_PER_ADDRESS).map((entry, i) => parsePortMapRemoval(entry, `maps[${i}]`));
+}
+
+/** An array of 0 to `max` entries (the lists `*.set` takes: empty means "none"). */
+function listOf(params: Params, field: string, max: number): unknown[] {
+  const v = params[field];
+  if (!Array.isArray(v)) throw invalidParams(`'${field}' must be an array (empty for none).`, field);
+  if (v.length > max) throw invalidParams(`'${field}' has ${v.length} entries; at most ${max} per request.`, field);
+  return v;
+}
+
+/**
+ * `addresses` of address.set: what the config file's `reflectAddresses` holds — "198.51.100.7" or
+ * {"address": "198.51.100.7", "portMaps": ["80=8080/tcp"]} — each exactly once (a repeated address refuses the request:
+ * which maps it should have would be ambiguous).
+ */
+export function wantedAddresses(params: Params): WantedAddress[] {
+  const out: WantedAddress[] = [];
+  listOf(params, 'addresses', MAX_ADDRESSES_PER_REQUEST).forEach((entry, i) => {
+    const field = `addresses[${i}]`;
+    let text: unknown = entry;
+    let specs: unknown[] = [];
+    if (typeof entry === 'object' && entry !== null && !Array.isArray(entry)) {
+      const o = entry as Record<string, unknown>;
+      const extra = Object.keys(o).filter((k) => k !== 'address' && k !== 'portMaps');
+      if (extra.length) throw invalidParams(`'${field}' has unknown field '${extra[0]}' (known: address, portMaps).`, field);
+      if (o.portMaps !== undefined && (!Array.isArray(o.portMaps) || o.portMaps.length > MAX_PORT_MAPS_PER_ADDRESS)) {
+        throw invalidParams(`'${field}.portMaps' must be an array of at most ${MAX_PORT_MAPS_PER_ADDRESS} maps.`, `${field}.portMaps`);
+      }
+      text = o.address;
+      specs = (o.portMaps as unknown[] | undefined) ?? [];
+    }
+    if (typeof text !== 'string') throw invalidParams(`'${field}' must be an address or {"address", "portMaps"}.`, field);
+    const address = canonicalAddress(text);
+    if (out.some((w) => w.address === address)) throw invalidParams(`'${field}': ${address} is named twice.`, field);
+    const maps: PortMapSpec[] = [];
+    for (const spec of specs) for (const m of parsePortMapSpec(spec)) if (!maps.some((x) => x.port === m.port && x.protocol === m.protocol && x.target === m.target)) maps.push(m);
+    out.push({ address, maps });
+  });
+  return out;
+}
+
+/** `ports` of shield.set: 0 to MAX_PORTS_PER_REQUEST specs. */
+export function wantedPorts(params: Params): ShieldPort[] {
+  return listOf(params, 'ports', MAX_PORTS_PER_REQUEST).flatMap((entry) => parseShieldEntry(entry));
 }
 
 /** `ports` of shield.add/remove: 1 to MAX_PORTS_PER_REQUEST specs, each one or two {port, protocol}. */

@@ -1,13 +1,27 @@
-/** The shield port methods: shield.list, shield.add and shield.remove (changes through config-changes.ts). */
+/** The shield port methods: shield.list, shield.add, shield.remove and shield.set (changes through config-changes.ts). */
 import { shieldKey } from '../../config/intercept-config.ts';
-import { only, optionalBool, portList } from './params.ts';
+import { shieldSource } from '../../config/layers.ts';
+import { only, optionalBool, portList, wantedPorts } from './params.ts';
 import type { MethodTablePart } from './table.ts';
 
-export const shieldMethods: MethodTablePart<'shield.list' | 'shield.add' | 'shield.remove'> = {
-  'shield.list': (params, { engine, store }) => {
+export const shieldMethods: MethodTablePart<'shield.list' | 'shield.add' | 'shield.remove' | 'shield.set'> = {
+  'shield.list': (params, { engine, store, changes }) => {
     only(params, []);
-    const persisted = new Set(store.path === null ? [] : store.config.shieldPorts.map(shieldKey));
-    return { ports: engine.config().shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol, persisted: persisted.has(shieldKey(p)) })) };
+    const persistedConfig = store.path === null ? null : store.config;
+    const persisted = new Set(persistedConfig?.shieldPorts.map(shieldKey) ?? []);
+    const policy = changes.policy.config;
+    return {
+      ports: engine.config().shieldPorts.map((p) => ({
+        port: p.port,
+        protocol: p.protocol,
+        persisted: persisted.has(shieldKey(p)),
+        source: shieldSource(p, policy, persistedConfig),
+      })),
+    };
+  },
+  'shield.set': (params, { changes }) => {
+    only(params, ['ports', 'whatIf']);
+    return changes.setShieldPorts(wantedPorts(params), optionalBool(params, 'whatIf'));
   },
   'shield.add': (params, { changes }) => {
     only(params, ['ports', 'temporary']);

@@ -1,0 +1,105 @@
+/**
+ * The Windows managed policy: HKLM\SOFTWARE\Policies\Retroflect, as Group Policy and Intune write it from the
+ * ADMX template (policy/retroflect.admx). Layout (docs/windows.md):
+ *
+ *   ...\Retroflect\ReflectAddresses   one value per address: name = the address, REG_SZ data = its port maps
+ *                                     ("80=8080/tcp 443=8443", separated by spaces, commas or semicolons; "" = none)
+ *   ...\Retroflect\ShieldPorts        one REG_SZ value per entry, any name: "8080", "8080/tcp", "53/udp"
+ *
+ * Read into config.json's layout and checked by the same rules (config-file.ts), so both platforms judge policy alike.
+ * Watched with RegNotifyChangeKeyValue on the deepest key that exists (the policy key may be created later).
+ */
+import { parseConfigObject } from '../../config/config-file.ts';
+import type { InterceptConfig } from '../../config/intercept-config.ts';
+import type { PolicySource } from '../../config/policy.ts';
+import { ErrorCode, RetroflectError } from '../../errors.ts';
+import { RegistryEvent, RegistryKey, type RegistryValue } from './registry.ts';
+
+export const POLICY_KEY = 'SOFTWARE\\Policies\\Retroflect';
+export const POLICY_ADDRESSES_KEY = `${POLICY_KEY}\\ReflectAddresses`;
+export const POLICY_SHIELD_KEY = `${POLICY_KEY}\\ShieldPorts`;
+/** Every value the engine reads, for the ADMX check (test/wine/policy.test.ts). */
+export const POLICY_VALUES = { addresses: { key: POLICY_ADDRESSES_KEY, kind: 'name=address, data=port maps' }, shieldPorts: { key: POLICY_SHIELD_KEY, kind: 'data=port spec' } } as const;
+/** How long one wait for a registry change lasts before the watch looks whether it was stopped. */
+const WAIT_SLICE_MS = 1000;
+
+const ORIGIN = `HKLM\\${POLICY_KEY}`;
+
+function invalid(problem: string): RetroflectError {
+  return new RetroflectError(ErrorCode.CONFIG_INVALID, `Policy ${ORIGIN} is invalid: ${problem}`, {
+    hint: 'The policy is managed by your administrator (Group Policy or Intune): fix it there. Until then the last valid policy stays in force.',
+    details: { path: ORIGIN },
+  });
+}
+
+function valuesOf(path: string): RegistryValue[] {
+  const key = RegistryKey.openLocalMachine(path);
+  if (!key) return [];
+  try {
+    return key.values();
+  } finally {
+    key.close();
+  }
+}
+
+function text(v: RegistryValue, where: string): string {
+  if (typeof v.data !== 'string') throw invalid(`value '${v.name}' under ${where} must be a string (REG_SZ).`);
+  return v.data;
+}
+
+/** The registry's policy in config.json's layout (exported for tests). */
+export function policyObject(addresses: RegistryValue[], shieldPorts: RegistryValue[]): unknown {
+  return {
+    schemaVersion: 2,
+    reflectAddresses: addresses.map((v) => {
+      const maps = text(v, 'ReflectAddresses').split(/[\s,;]+/).filter(Boolean);
+      return { address: v.name, portMaps: maps };
+    }),
+    shieldPorts: shieldPorts.map((v) => text(v, 'ShieldPorts').trim()),
+  };
+}
+
+export class RegistryPolicySource implements PolicySource {
+  readonly origin = ORIGIN;
+
+  read(): InterceptConfig {
+    let raw: unknown;
+    try {
+      raw = policyObject(valuesOf(POLICY_ADDRESSES_KEY), valuesOf(POLICY_SHIELD_KEY));
+    } catch (err) {
+      if (err instanceof RetroflectError) throw err;
+      throw invalid((err as Error).message);
+    }
+    return parseConfigObject(raw, ORIGIN, { label: `Policy ${ORIGIN}`, hint: invalid('').hint! });
+  }
+
+  watch(changed: () => void, failed: (err: Error) => void): () => void {
+    let stopped = false;
+    void (async () => {
+      const event = new RegistryEvent();
+      try {
+        while (!stopped) {
+          // The deepest existing key: once the policy key appears, the next round watches it.
+          let key: RegistryKey | null = null;
+          for (const path of [POLICY_KEY, 'SOFTWARE\\Policies', 'SOFTWARE']) if (!key) key = RegistryKey.openLocalMachine(path);
+          if (!key) return;
+          try {
+            key.notifyOn(event);
+            let signalled = false;
+            while (!stopped && !signalled) signalled = await event.wait(WAIT_SLICE_MS);
+            if (signalled && !stopped) changed();
+          } finally {
+            key.close();
+          }
+        }
+      } catch (err) {
+        failed(err as Error);
+      } finally {
+        event.close();
+      }
+    })();
+    return () => {
+      stopped = true;
+    };
+  }
+}
