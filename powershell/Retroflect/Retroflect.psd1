@@ -21,6 +21,8 @@
         'Remove-ReflectAddress'
         'Remove-ShieldPort'
         'Save-ReflectCapture'
+        'Set-ReflectAddress'
+        'Set-ShieldPort'
         'Start-Retroflect'
         'Stop-Retroflect'
         'Test-ReflectAddress'

@@ -153,7 +153,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const status = await engine!.cli(['status']);
     assert.equal(status.code, 0, status.stderr);
     assert.deepEqual(Object.keys(status.json).sort(), [
-      'backend', 'backendInfo', 'configPath', 'hostRepairs', 'pid', 'pipeName', 'portMaps', 'reflectAddresses', 'shieldPorts', 'startedAt', 'state', 'uptimeSeconds', 'version',
+      'addressSources', 'backend', 'backendInfo', 'configPath', 'hostRepairs', 'pid', 'pipeName', 'policy', 'portMaps', 'reflectAddresses', 'shieldPorts', 'shieldSources', 'startedAt', 'state', 'uptimeSeconds', 'version',
     ]);
     assert.equal(status.json.state, 'running');
     assert.equal(status.json.backend, 'tun');
@@ -166,7 +166,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const list = await engine!.cli(['address', 'list']);
     assert.equal(list.code, 0, list.stderr);
     // Given on the command line, not in the config file: running but not persisted.
-    assert.deepEqual(list.json, { addresses: [{ address: '192.0.2.1', persisted: false, portMaps: [] }] });
+    assert.deepEqual(list.json, { addresses: [{ address: '192.0.2.1', persisted: false, source: 'Temporary', portMaps: [] }] });
 
     const none = await retroflect(t.a, ['status', '--json', '--pipe', join(dir, 'nobody.sock')]);
     assert.equal(none.code, 7, none.stdout + none.stderr);
@@ -284,9 +284,9 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     assert.equal((await engine!.cli(['shield', 'add', '9001/udp', '--temporary'])).code, 0);
     const list = await engine!.cli(['address', 'list']);
     assert.deepEqual(list.json.addresses, [
-      { address: '192.0.2.1', persisted: false, portMaps: [] },
-      { address: '192.0.2.10', persisted: true, portMaps: [] },
-      { address: '192.0.2.11', persisted: false, portMaps: [] },
+      { address: '192.0.2.1', persisted: false, source: 'Temporary', portMaps: [] },
+      { address: '192.0.2.10', persisted: true, source: 'Config', portMaps: [] },
+      { address: '192.0.2.11', persisted: false, source: 'Temporary', portMaps: [] },
     ]);
 
     const stop = await engine!.cli(['stop']);
@@ -307,7 +307,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const status = await engine.cli(['status']);
     assert.deepEqual(status.json.reflectAddresses, ['192.0.2.10']);
     assert.deepEqual(status.json.shieldPorts, [{ port: 9000, protocol: 'tcp' }]);
-    assert.deepEqual((await engine.cli(['shield', 'list'])).json, { ports: [{ port: 9000, protocol: 'tcp', persisted: true }] });
+    assert.deepEqual((await engine.cli(['shield', 'list'])).json, { ports: [{ port: 9000, protocol: 'tcp', persisted: true, source: 'Config' }] });
     assert.deepEqual(await probe(t.a, 'tcp', '192.0.2.10', PEER_TCP), { ok: true, reply: 'peer=192.0.2.10' });
     assert.equal((await probe(t.a, 'tcp', '192.0.2.11', PEER_TCP, 1000)).ok, false, 'the temporary address came back');
   });

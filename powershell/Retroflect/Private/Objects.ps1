@@ -25,7 +25,7 @@ class RetroflectText {
     }
 }
 class RetroflectReflectAddressJson {
-    [object]$IPAddress; [object]$AddressFamily; [object]$Persisted; [object]$Packets; [object]$Bytes; [object]$PortMap; [object]$Pipe
+    [object]$IPAddress; [object]$AddressFamily; [object]$Source; [object]$Persisted; [object]$Packets; [object]$Bytes; [object]$PortMap; [object]$Pipe
     [string] ToString() { return [string]$this.IPAddress }
 }
 class RetroflectStatusJson {
@@ -188,11 +188,20 @@ function Get-RetroflectAddressFamily {
     return 'IPv4'
 }
 
+function ConvertTo-RetroflectSource {
+    # The engine's entry source ('Policy', 'Config', 'Temporary'); empty (not told) is $null.
+    param([string]$Source)
+    if ([string]::IsNullOrEmpty($Source)) { return $null }
+    return $Source
+}
+
 function New-RetroflectReflectAddress {
     # One reflect address; counters are filled from `stats` when the caller has them, else 0.
     param(
         [Parameter(Mandatory)][string]$Address,
         [bool]$Persisted = $false,
+        # Policy, Config or Temporary (the engine's `source`); $null where the answer does not say.
+        [string]$Source,
         [long]$Packets = 0,
         [long]$Bytes = 0,
         [object[]]$PortMap = @(),
@@ -205,6 +214,7 @@ function New-RetroflectReflectAddress {
         PSTypeName    = 'Retroflect.ReflectAddress'
         IPAddress     = $ip
         AddressFamily = Get-RetroflectAddressFamily $ip
+        Source        = ConvertTo-RetroflectSource $Source
         Persisted     = $Persisted
         Packets       = $Packets
         Bytes         = $Bytes
@@ -231,6 +241,7 @@ function New-RetroflectShieldPort {
         [Parameter(Mandatory)][int]$Port,
         [Parameter(Mandatory)][string]$Protocol,
         [bool]$Persisted = $false,
+        [string]$Source,
         [long]$Packets = 0,
         [long]$Bytes = 0,
         [string]$Pipe
@@ -239,6 +250,7 @@ function New-RetroflectShieldPort {
         PSTypeName = 'Retroflect.ShieldPort'
         Port       = $Port
         Protocol   = $Protocol.ToLowerInvariant()
+        Source     = ConvertTo-RetroflectSource $Source
         Persisted  = $Persisted
         Packets    = $Packets
         Bytes      = $Bytes
@@ -446,4 +458,39 @@ function ConvertTo-RetroflectPacket {
         IcmpType             = $Summary.icmpType
         Pipe                 = $Pipe
     })
+}
+
+function New-RetroflectChange {
+    # One change a Set- cmdlet made: Action (Added, Removed, Mapped, Unmapped), Kind (ReflectAddress, PortMap,
+    # ShieldPort) and Item, the entry as text ('198.51.100.7', '198.51.100.7 80=8080/tcp', '8080/tcp').
+    param([string]$Action, [string]$Kind, [string]$Item, [string]$Pipe)
+    $o = [pscustomobject]@{
+        PSTypeName = 'Retroflect.Change'
+        Action     = $Action
+        Kind       = $Kind
+        Item       = $Item
+        Pipe       = $Pipe
+    }
+    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value { '{0} {1}' -f $this.Action, $this.Item }
+    return $o
+}
+
+function ConvertTo-RetroflectAddressChanges {
+    # An address.set result -> one Retroflect.Change per address added or removed and per map added or removed.
+    param([object]$Result, [string]$Pipe)
+    foreach ($a in @($Result.added)) { if ($null -ne $a) { New-RetroflectChange 'Added' 'ReflectAddress' ([string]$a) $Pipe } }
+    foreach ($a in @($Result.removed)) { if ($null -ne $a) { New-RetroflectChange 'Removed' 'ReflectAddress' ([string]$a) $Pipe } }
+    foreach ($m in @($Result.portMapsAdded)) {
+        if ($null -ne $m) { New-RetroflectChange 'Mapped' 'PortMap' ('{0} {1}={2}/{3}' -f $m.address, $m.port, $m.target, $m.protocol) $Pipe }
+    }
+    foreach ($m in @($Result.portMapsRemoved)) {
+        if ($null -ne $m) { New-RetroflectChange 'Unmapped' 'PortMap' ('{0} {1}={2}/{3}' -f $m.address, $m.port, $m.target, $m.protocol) $Pipe }
+    }
+}
+
+function ConvertTo-RetroflectShieldChanges {
+    # A shield.set result -> one Retroflect.Change per port added or removed.
+    param([object]$Result, [string]$Pipe)
+    foreach ($p in @($Result.added)) { if ($null -ne $p) { New-RetroflectChange 'Added' 'ShieldPort' ('{0}/{1}' -f $p.port, $p.protocol) $Pipe } }
+    foreach ($p in @($Result.removed)) { if ($null -ne $p) { New-RetroflectChange 'Removed' 'ShieldPort' ('{0}/{1}' -f $p.port, $p.protocol) $Pipe } }
 }

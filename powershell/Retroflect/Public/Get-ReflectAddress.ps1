@@ -78,7 +78,7 @@ function Get-ReflectAddress {
                 $packets = 0
                 $bytes = 0
                 if ($null -ne $c) { $packets = $c.packets; $bytes = $c.bytes }
-                New-RetroflectReflectAddress -Address $entry.address -Persisted ([bool]$entry.persisted) -Packets $packets -Bytes $bytes -PortMap @($entry.portMaps) -Pipe $Pipe
+                New-RetroflectReflectAddress -Address $entry.address -Persisted ([bool]$entry.persisted) -Source ([string]$entry.source) -Packets $packets -Bytes $bytes -PortMap @($entry.portMaps) -Pipe $Pipe
             }
             Select-RetroflectByName -Cmdlet $PSCmdlet -InputObject $entries -Name $Address -What 'reflect address' `
                 -Key { param($o) $o.IPAddress.ToString() } -Normalize { param($text) ConvertTo-RetroflectCanonicalAddress $text } `

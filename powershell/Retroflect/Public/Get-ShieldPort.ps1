@@ -71,7 +71,7 @@ function Get-ShieldPort {
                 $packets = 0
                 $bytes = 0
                 if ($null -ne $c) { $packets = $c.packets; $bytes = $c.bytes }
-                New-RetroflectShieldPort -Port $entry.port -Protocol $entry.protocol -Persisted ([bool]$entry.persisted) -Packets $packets -Bytes $bytes -Pipe $Pipe
+                New-RetroflectShieldPort -Port $entry.port -Protocol $entry.protocol -Persisted ([bool]$entry.persisted) -Source ([string]$entry.source) -Packets $packets -Bytes $bytes -Pipe $Pipe
             }
             $what = 'shield port'
             if ($Protocol) { $what = "$Protocol shield port" }
