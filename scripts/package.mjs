@@ -4,7 +4,8 @@
 //   dist/retroflect-<version>-win-x64.zip
 //   dist/SHA256SUMS                              checksums of the archives
 // Each archive holds, at its root: the executable; the PowerShell module in Retroflect/<version>/; Install.ps1,
-// Uninstall.ps1 and Detect.ps1 (powershell/deploy/); FIRST-STEPS.txt; LICENSE; THIRD-PARTY-NOTICES.txt (Node.js,
+// Uninstall.ps1 and Detect.ps1 (powershell/deploy/); on Windows the Intune Remediations pair in remediations/
+// (powershell/remediations/) and the ADMX/ADML template in policy/ (policy/); FIRST-STEPS.txt; LICENSE; THIRD-PARTY-NOTICES.txt (Node.js,
 // koffi and every npm package bundled into the executable, from their package metadata); SHA256SUMS of its files.
 //
 // Usage: npm run package [-- --windivert <dir>] [--no-build] [--only linux|windows]
@@ -159,6 +160,15 @@ function stage(target, notices) {
   const deploy = join(root, 'powershell', 'deploy');
   for (const name of ['Install.ps1', 'Uninstall.ps1', 'Detect.ps1', 'Deployment.ps1']) writeFileSync(join(dir, name), template(join(deploy, name), windows));
   writeFileSync(join(dir, 'FIRST-STEPS.txt'), template(join(deploy, windows ? 'FIRST-STEPS.windows.txt' : 'FIRST-STEPS.linux.txt'), windows));
+  if (windows) {
+    // Intune Remediations (single scripts, uploaded as they are) and the Group Policy / Intune ADMX template.
+    mkdirSync(join(dir, 'remediations'), { recursive: true });
+    for (const name of ['Detect-RetroflectDrift.ps1', 'Remediate-RetroflectDrift.ps1']) {
+      writeFileSync(join(dir, 'remediations', name), template(join(root, 'powershell', 'remediations', name), windows));
+    }
+    mkdirSync(join(dir, 'policy', 'en-US'), { recursive: true });
+    for (const name of ['Retroflect.admx', join('en-US', 'Retroflect.adml')]) writeFileSync(join(dir, 'policy', name), template(join(root, 'policy', name), windows));
+  }
   writeFileSync(join(dir, 'LICENSE'), readFileSync(join(root, 'LICENSE')));
   writeFileSync(join(dir, 'THIRD-PARTY-NOTICES.txt'), notices);
   if (windows && windivertDir) {

@@ -24,8 +24,8 @@ Describe 'Set-ShieldPort' {
     }
     It 'reaches exactly the wanted ports from several starting states; a second run changes nothing' {
         $changes = Set-ShieldPort 8080, '53/udp' -Pipe $script:Pipe -Confirm:$false
-        ($changes | Where-Object Action -eq 'Added').Item | Sort-Object | Should -Be @('53/udp', '8080/tcp', '8080/udp')
-        ($changes | Where-Object Action -eq 'Removed').Item | Should -Be '7000/udp'
+        ($changes | Where-Object Action -eq 'Added').Target | Sort-Object | Should -Be @('53/udp', '8080/tcp', '8080/udp')
+        ($changes | Where-Object Action -eq 'Removed').Target | Should -Be '7000/udp'
         Get-Mine | Should -Be @('53/udp', '8080/tcp', '8080/udp')
         Get-Saved | Should -Be @('53/udp', '8080/tcp', '8080/udp')
         Set-ShieldPort 8080, '53/udp' -Pipe $script:Pipe -Confirm:$false | Should -BeNullOrEmpty
@@ -42,7 +42,7 @@ Describe 'Set-ShieldPort' {
         Get-ShieldPort -Pipe $script:Pipe | Set-ShieldPort -Pipe $script:Pipe -Confirm:$false | Should -BeNullOrEmpty
         Set-ShieldPort 9999 -Pipe $script:Pipe -WhatIf | Should -BeNullOrEmpty
         Get-Mine | Should -Be @('8080/tcp')
-        (Set-ShieldPort -Port @() -Pipe $script:Pipe -Confirm:$false).Item | Should -Be '8080/tcp'
+        (Set-ShieldPort -Port @() -Pipe $script:Pipe -Confirm:$false).Target | Should -Be '8080/tcp'
         Get-Mine | Should -BeNullOrEmpty
         (Get-ShieldPort -Pipe $script:Pipe | ForEach-Object { '{0}/{1}' -f $_.Port, $_.Protocol }) | Should -Be '9100/tcp'
     }

@@ -247,6 +247,10 @@ describe('Windows release archive', { skip: windowsSkip, timeout: 600_000 }, () 
     }
     assert.match(readFileSync(join(unpacked, 'Install.ps1'), 'utf8'), /\r\n/);
     assert.match(readFileSync(join(unpacked, 'FIRST-STEPS.txt'), 'utf8'), /WinDivert\.dll and WinDivert64\.sys/);
+    // The Intune Remediations pair and the Group Policy / Intune template travel with the Windows release.
+    for (const f of ['remediations/Detect-RetroflectDrift.ps1', 'remediations/Remediate-RetroflectDrift.ps1', 'policy/Retroflect.admx', 'policy/en-US/Retroflect.adml']) {
+      assert.ok(existsSync(join(unpacked, f)), `${f} missing`);
+    }
     assertChecksums(unpacked);
   });
 

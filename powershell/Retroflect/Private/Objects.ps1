@@ -462,16 +462,16 @@ function ConvertTo-RetroflectPacket {
 
 function New-RetroflectChange {
     # One change a Set- cmdlet made: Action (Added, Removed, Mapped, Unmapped), Kind (ReflectAddress, PortMap,
-    # ShieldPort) and Item, the entry as text ('198.51.100.7', '198.51.100.7 80=8080/tcp', '8080/tcp').
-    param([string]$Action, [string]$Kind, [string]$Item, [string]$Pipe)
+    # ShieldPort) and Target, the entry as text ('198.51.100.7', '198.51.100.7 80=8080/tcp', '8080/tcp').
+    param([string]$Action, [string]$Kind, [string]$Target, [string]$Pipe)
     $o = [pscustomobject]@{
         PSTypeName = 'Retroflect.Change'
         Action     = $Action
         Kind       = $Kind
-        Item       = $Item
+        Target     = $Target
         Pipe       = $Pipe
     }
-    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value { '{0} {1}' -f $this.Action, $this.Item }
+    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value { '{0} {1}' -f $this.Action, $this.Target }
     return $o
 }
 

@@ -128,9 +128,9 @@ function Set-ReflectAddress {
             $plan = Invoke-RetroflectMethod -Connection $connection -Method 'address.set' -Params (@{ whatIf = $true } + $params)
             $planned = @(ConvertTo-RetroflectAddressChanges $plan $target)
             if ($planned.Count -eq 0) { return }
-            $description = ($planned | ForEach-Object { '{0} {1}' -f $_.Action, $_.Item }) -join '; '
+            $description = ($planned | ForEach-Object { '{0} {1}' -f $_.Action, $_.Target }) -join '; '
             if ($WhatIfPreference) {
-                foreach ($c in $planned) { [void]$PSCmdlet.ShouldProcess(('{0} {1}' -f $c.Kind, $c.Item), $c.Action) }
+                foreach ($c in $planned) { [void]$PSCmdlet.ShouldProcess(('{0} {1}' -f $c.Kind, $c.Target), $c.Action) }
                 return
             }
             if (-not $PSCmdlet.ShouldProcess('reflect addresses', $description)) { return }

@@ -88,10 +88,10 @@ function Set-ShieldPort {
             $planned = @(ConvertTo-RetroflectShieldChanges $plan $target)
             if ($planned.Count -eq 0) { return }
             if ($WhatIfPreference) {
-                foreach ($c in $planned) { [void]$PSCmdlet.ShouldProcess(('{0} {1}' -f $c.Kind, $c.Item), $c.Action) }
+                foreach ($c in $planned) { [void]$PSCmdlet.ShouldProcess(('{0} {1}' -f $c.Kind, $c.Target), $c.Action) }
                 return
             }
-            $description = ($planned | ForEach-Object { '{0} {1}' -f $_.Action, $_.Item }) -join '; '
+            $description = ($planned | ForEach-Object { '{0} {1}' -f $_.Action, $_.Target }) -join '; '
             if (-not $PSCmdlet.ShouldProcess('shield ports', $description)) { return }
             $result = Invoke-RetroflectMethod -Connection $connection -Method 'shield.set' -Params $params
             ConvertTo-RetroflectShieldChanges $result $target
