@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -57,21 +57,25 @@ test('the ADMX template parses as XML and names every registry key the engine re
     $pres = @{}; foreach ($p in $l.policyDefinitionResources.resources.presentationTable.presentation) { $pres[$p.id] = @($p.listBox | ForEach-Object { $_.refId }) }
     $out = foreach ($p in $x.policyDefinitions.policies.policy) {
       foreach ($e in $p.elements.list) {
-        [pscustomobject]@{ policy = $p.name; key = $p.key; listKey = $e.key; id = $e.id; explicitValue = [string]$e.explicitValue; valuePrefix = [string]$e.valuePrefix
+        [pscustomobject]@{ policy = $p.name; key = $p.key; listKey = $e.key; id = $e.id; explicitValue = [string]$e.explicitValue; numbered = ($e.HasAttribute('valuePrefix') -and $e.valuePrefix -eq '')
           texts = ($strings.ContainsKey($p.name) -and $strings.ContainsKey($p.name + '_Help')); presented = ($pres[$p.name] -contains $e.id) }
       }
     }
     $out | ConvertTo-Json -Compress`;
-  const r = await run(pwsh.path, ['-NoProfile', '-NonInteractive', '-Command', script]);
-  assert.equal(r.code, 0, r.stderr);
-  const lists = [JSON.parse(r.stdout)].flat() as { policy: string; key: string; listKey: string; explicitValue: string; valuePrefix: string; texts: boolean; presented: boolean }[];
+  mkdirSync(WINE_DIR, { recursive: true });
+  const file = join(WINE_DIR, `admx-check-${process.pid}.ps1`);
+  writeFileSync(file, script);
+  const r = await run(pwsh.path, ['-NoProfile', '-NonInteractive', '-File', file]);
+  rmSync(file, { force: true });
+  assert.equal(r.code, 0, `pwsh: ${r.stdout}${r.stderr}`);
+  const lists = [JSON.parse(r.stdout)].flat() as { policy: string; key: string; listKey: string; explicitValue: string; numbered: boolean; texts: boolean; presented: boolean }[];
   const byKey = new Map(lists.map((l) => [l.listKey.toLowerCase(), l]));
   const addresses = byKey.get(POLICY_ADDRESSES_KEY.toLowerCase());
   const shield = byKey.get(POLICY_SHIELD_KEY.toLowerCase());
   assert.ok(addresses, `the ADMX writes ${POLICY_ADDRESSES_KEY}`);
   assert.ok(shield, `the ADMX writes ${POLICY_SHIELD_KEY}`);
   assert.equal(addresses.explicitValue, 'true', 'addresses: value name = the address, data = its port maps (what the engine reads)');
-  assert.equal(shield.valuePrefix, '', 'shield ports: numbered values whose data is the port');
+  assert.equal(shield.numbered, true, 'shield ports: numbered values whose data is the port');
   assert.equal(lists.length, 2, 'no value the engine does not read');
   for (const l of lists) assert.ok(l.texts && l.presented, `${l.policy} has its texts and presentation in the ADML`);
 });
