@@ -87,7 +87,8 @@ function Set-ReflectAddress {
         if ($Pipe) { $target = $Pipe }
         $maps = @()
         if ($PortMap) {
-            try { $maps = @(ConvertTo-RetroflectPortMapSpec $PortMap) }
+            # One array of spec strings (the converter returns it whole, not item by item).
+            try { $maps = ConvertTo-RetroflectPortMapSpec $PortMap }
             catch {
                 $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_INVALID_PORT' -TargetObject $PortMap `
                     -Message $_.Exception.Message -Hint 'Write maps as @{80=8080} or ''443=8443/tcp''.'))
@@ -107,11 +108,11 @@ function Set-ReflectAddress {
             # An object carrying its own maps (Get-ReflectAddress output) keeps them; text takes -PortMap.
             $own = $maps
             if (-not ($item -is [string]) -and $null -ne $item.PSObject.Properties['PortMap'] -and $null -ne $item.PortMap) {
-                $own = @(ConvertTo-RetroflectPortMapSpec @($item.PortMap))
+                $own = ConvertTo-RetroflectPortMapSpec @($item.PortMap)
             }
             if ($seen.ContainsKey($text)) { continue }
             $seen[$text] = $true
-            $wanted.Add([ordered]@{ address = $text; portMaps = [object[]]$own })
+            $wanted.Add([ordered]@{ address = $text; portMaps = [string[]]@($own) })
         }
     }
     end {
