@@ -49,8 +49,8 @@ Describe 'Detect-RetroflectDrift.ps1 and Remediate-RetroflectDrift.ps1' {
         $r.ExitCode | Should -Be 0
         $r.Output | Should -Match 'Retroflect remediated: .*Added 203\.0\.113\.1'
         (Get-ReflectAddress -Pipe $script:Pipe | Where-Object Source -ne 'Policy').IPAddress.ToString() | Sort-Object | Should -Be @('203.0.113.1', '203.0.113.2')
-        (Get-ReflectAddress 203.0.113.2 -Pipe $script:Pipe).PortMap.ToString() | Should -Be '80=8080/tcp'
-        (Get-ReflectAddress 203.0.113.77 -Pipe $script:Pipe).Source | Should -Be 'Policy'
+        (Get-ReflectAddress '203.0.113.2' -Pipe $script:Pipe).PortMap.ToString() | Should -Be '80=8080/tcp'
+        (Get-ReflectAddress '203.0.113.77' -Pipe $script:Pipe).Source | Should -Be 'Policy'
 
         $again = Invoke-Pair 'Detect-RetroflectDrift.ps1' $wanted $ports
         $again.ExitCode | Should -Be 0
@@ -58,9 +58,9 @@ Describe 'Detect-RetroflectDrift.ps1 and Remediate-RetroflectDrift.ps1' {
         (Invoke-Pair 'Remediate-RetroflectDrift.ps1' $wanted $ports).Output | Should -Match 'nothing to change'
     }
     It 'detects a temporary entry, a missing map and an extra port as drift' {
-        Add-ReflectAddress 203.0.113.3 -Temporary -Pipe $script:Pipe -Confirm:$false
+        Add-ReflectAddress '203.0.113.3' -Temporary -Pipe $script:Pipe -Confirm:$false
         (Invoke-Pair 'Detect-RetroflectDrift.ps1' @('203.0.113.1', '203.0.113.2 80=8080/tcp') @('8080/tcp')).Output | Should -Match 'not wanted 203\.0\.113\.3'
-        Remove-ReflectAddress 203.0.113.3 -Pipe $script:Pipe -Confirm:$false
+        Remove-ReflectAddress '203.0.113.3' -Pipe $script:Pipe -Confirm:$false
         (Invoke-Pair 'Detect-RetroflectDrift.ps1' @('203.0.113.1', '203.0.113.2') @('8080/tcp')).Output | Should -Match 'not wanted 203\.0\.113\.2 80=8080/tcp'
         (Invoke-Pair 'Detect-RetroflectDrift.ps1' @('203.0.113.1', '203.0.113.2 80=8080/tcp') @()).ExitCode | Should -Be 1
     }

@@ -27,32 +27,32 @@ Describe 'Set-ReflectAddress' {
         $all = Get-ReflectAddress -Pipe $script:Pipe
         ($all | Where-Object { $_.IPAddress.ToString() -eq '203.0.113.77' }).Source | Should -Be 'Policy'
         ($all | Where-Object { $_.IPAddress.ToString() -eq '203.0.113.9' }).Source | Should -Be 'Temporary'
-        ((Get-ReflectAddress 203.0.113.77 -Pipe $script:Pipe | Format-Table | Out-String) -split "`n")[1] | Should -Match 'Source'
+        ((Get-ReflectAddress '203.0.113.77' -Pipe $script:Pipe | Format-Table | Out-String) -split "`n")[1] | Should -Match 'Source'
     }
     It 'Remove-ReflectAddress of a policy address is one Retroflect.ManagedByPolicy error and changes nothing' {
         $err = $null
-        try { Remove-ReflectAddress 203.0.113.77 -Pipe $script:Pipe -Confirm:$false -ErrorAction Stop } catch { $err = $_ }
+        try { Remove-ReflectAddress '203.0.113.77' -Pipe $script:Pipe -Confirm:$false -ErrorAction Stop } catch { $err = $_ }
         $err.FullyQualifiedErrorId | Should -BeLike 'Retroflect.ManagedByPolicy*'
         $err.CategoryInfo.Category | Should -Be 'PermissionDenied'
         $err.Exception.Data['RetroflectCode'] | Should -Be 'E_MANAGED_BY_POLICY'
-        (Get-ReflectAddress 203.0.113.77 -Pipe $script:Pipe).Source | Should -Be 'Policy'
+        (Get-ReflectAddress '203.0.113.77' -Pipe $script:Pipe).Source | Should -Be 'Policy'
     }
     It 'reaches exactly the wanted list from a temporary entry, returns the changes, and a second run changes nothing' {
-        $changes = Set-ReflectAddress 203.0.113.1, 203.0.113.2 -PortMap '80=8080/tcp' -Pipe $script:Pipe -Confirm:$false
+        $changes = Set-ReflectAddress '203.0.113.1', '203.0.113.2' -PortMap '80=8080/tcp' -Pipe $script:Pipe -Confirm:$false
         ($changes | Where-Object Action -eq 'Added').Target | Sort-Object | Should -Be @('203.0.113.1', '203.0.113.2')
         ($changes | Where-Object Action -eq 'Removed').Target | Should -Be '203.0.113.9'
         @($changes | Where-Object Action -eq 'Mapped').Count | Should -Be 2
         $changes[0].PSObject.TypeNames[0] | Should -Be 'Retroflect.Change'
         Get-Mine | Should -Be @('203.0.113.1 80=8080/tcp', '203.0.113.2 80=8080/tcp')
         Get-Saved | Should -Be @('203.0.113.1 80=8080/tcp', '203.0.113.2 80=8080/tcp')
-        (Get-ReflectAddress 203.0.113.77 -Pipe $script:Pipe).Source | Should -Be 'Policy'
-        Set-ReflectAddress 203.0.113.1, 203.0.113.2 -PortMap '80=8080/tcp' -Pipe $script:Pipe -Confirm:$false | Should -BeNullOrEmpty
+        (Get-ReflectAddress '203.0.113.77' -Pipe $script:Pipe).Source | Should -Be 'Policy'
+        Set-ReflectAddress '203.0.113.1', '203.0.113.2' -PortMap '80=8080/tcp' -Pipe $script:Pipe -Confirm:$false | Should -BeNullOrEmpty
     }
     It 'reaches exactly the wanted list from extra, temporary and re-mapped entries' {
-        Add-ReflectAddress 203.0.113.3 -Pipe $script:Pipe -Confirm:$false
-        Add-ReflectAddress 203.0.113.4 -Temporary -Pipe $script:Pipe -Confirm:$false
-        Remove-ReflectAddress 203.0.113.2 -Temporary -Pipe $script:Pipe -Confirm:$false
-        $changes = Set-ReflectAddress 203.0.113.2, 203.0.113.4 -Pipe $script:Pipe -Confirm:$false
+        Add-ReflectAddress '203.0.113.3' -Pipe $script:Pipe -Confirm:$false
+        Add-ReflectAddress '203.0.113.4' -Temporary -Pipe $script:Pipe -Confirm:$false
+        Remove-ReflectAddress '203.0.113.2' -Temporary -Pipe $script:Pipe -Confirm:$false
+        $changes = Set-ReflectAddress '203.0.113.2', '203.0.113.4' -Pipe $script:Pipe -Confirm:$false
         ($changes | Where-Object Action -eq 'Added').Target | Sort-Object | Should -Be @('203.0.113.2', '203.0.113.4')
         ($changes | Where-Object Action -eq 'Removed').Target | Sort-Object | Should -Be @('203.0.113.1', '203.0.113.3')
         ($changes | Where-Object Action -eq 'Unmapped').Target | Sort-Object | Should -Be @('203.0.113.1 80=8080/tcp', '203.0.113.2 80=8080/tcp')
@@ -67,7 +67,7 @@ Describe 'Set-ReflectAddress' {
     }
     It '-WhatIf changes nothing and returns nothing; an empty pipeline changes nothing; -Address @() keeps only policy' {
         $before = Get-Mine
-        Set-ReflectAddress 203.0.113.8 -Pipe $script:Pipe -WhatIf | Should -BeNullOrEmpty
+        Set-ReflectAddress '203.0.113.8' -Pipe $script:Pipe -WhatIf | Should -BeNullOrEmpty
         Get-Mine | Should -Be $before
         @() | Set-ReflectAddress -Pipe $script:Pipe -Confirm:$false -WarningAction SilentlyContinue -WarningVariable w | Should -BeNullOrEmpty
         $w | Should -Not -BeNullOrEmpty
@@ -77,10 +77,10 @@ Describe 'Set-ReflectAddress' {
         (Get-ReflectAddress -Pipe $script:Pipe).IPAddress.ToString() | Should -Be '203.0.113.77'
     }
     It '-WhatIf shows every addition and removal, as a script run prints it' {
-        Add-ReflectAddress 203.0.113.10 -Pipe $script:Pipe -Confirm:$false
+        Add-ReflectAddress '203.0.113.10' -Pipe $script:Pipe -Confirm:$false
         $r = Invoke-TestScript -Text @"
 Import-Module '$($script:ModuleManifest)'
-Set-ReflectAddress 203.0.113.11 -Pipe '$($script:Pipe)' -WhatIf
+Set-ReflectAddress '203.0.113.11' -Pipe '$($script:Pipe)' -WhatIf
 "@
         $r.ExitCode | Should -Be 0
         $r.Output | Should -Match 'What if: .*Added.*203\.0\.113\.11'
