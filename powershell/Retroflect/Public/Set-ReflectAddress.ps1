@@ -27,19 +27,20 @@ function Set-ReflectAddress {
     The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
 
     .EXAMPLE
-    Set-ReflectAddress 198.51.100.7, 2001:db8::7
+    Set-ReflectAddress '203.0.113.7', '2001:db8::7'
 
     Exactly these two addresses (and any that policy sets).
 
     .EXAMPLE
-    Set-ReflectAddress 198.51.100.7 -PortMap @{80=8080} -WhatIf
+    Set-ReflectAddress '203.0.113.7' -PortMap @{80=8080} -WhatIf
 
     Shows what would be added, mapped and removed.
 
     .EXAMPLE
-    Import-Csv .\addresses.csv | Set-ReflectAddress
+    Get-ReflectAddress | Export-Csv .\addresses.csv; Import-Csv .\addresses.csv | Set-ReflectAddress
 
-    The addresses of a CSV file with IPAddress and PortMap columns ('80=8080;443=8443/tcp').
+    Saves the addresses to a CSV file (IPAddress and PortMap columns, maps as '80=8080;443=8443/tcp') and later
+    makes the engine match it again.
 
     .EXAMPLE
     Set-ReflectAddress -Address @() -Confirm:$false

@@ -22,7 +22,7 @@ function Set-ShieldPort {
     The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
 
     .EXAMPLE
-    Set-ShieldPort 8080, 53/udp
+    Set-ShieldPort 8080, '53/udp'
 
     TCP and UDP 8080 and UDP 53, nothing else (besides what policy sets).
 
