@@ -48,7 +48,7 @@ Describe 'Detect-RetroflectDrift.ps1 and Remediate-RetroflectDrift.ps1' {
         $r = Invoke-Pair 'Remediate-RetroflectDrift.ps1' $wanted $ports
         $r.ExitCode | Should -Be 0
         $r.Output | Should -Match 'Retroflect remediated: .*Added 203\.0\.113\.1'
-        (Get-ReflectAddress -Pipe $script:Pipe | Where-Object Source -ne 'Policy').IPAddress.ToString() | Sort-Object | Should -Be @('203.0.113.1', '203.0.113.2')
+        Get-ReflectAddress -Pipe $script:Pipe | Where-Object Source -ne 'Policy' | ForEach-Object { $_.IPAddress.ToString() } | Sort-Object | Should -Be @('203.0.113.1', '203.0.113.2')
         (Get-ReflectAddress '203.0.113.2' -Pipe $script:Pipe).PortMap.ToString() | Should -Be '80=8080/tcp'
         (Get-ReflectAddress '203.0.113.77' -Pipe $script:Pipe).Source | Should -Be 'Policy'
 

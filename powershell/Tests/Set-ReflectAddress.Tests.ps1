@@ -63,7 +63,7 @@ Describe 'Set-ReflectAddress' {
         $csv = New-TestPath 'wanted.csv'
         Set-Content -LiteralPath $csv -Value @('IPAddress,PortMap', '203.0.113.5,80=8080;443=8443/tcp', '203.0.113.6,')
         Import-Csv $csv | Set-ReflectAddress -Pipe $script:Pipe -Confirm:$false | Out-Null
-        Get-Mine | Should -Be @('203.0.113.5 443=8443/tcp,80=8080/tcp,80=8080/udp', '203.0.113.6')
+        Get-Mine | Should -Be @('203.0.113.5 80=8080/tcp,80=8080/udp,443=8443/tcp', '203.0.113.6')
     }
     It '-WhatIf changes nothing and returns nothing; an empty pipeline changes nothing; -Address @() keeps only policy' {
         $before = Get-Mine
