@@ -2,7 +2,7 @@
  * The import graph of src/ (every import, type-only and dynamic ones included) has no circles and no upward
  * imports. Layers, top to bottom; a module may import from its own layer and from any layer below it:
  *
- *   cli → control → engine → capture → packet-sources → packet | platform → config → errors
+ *   cli → doctor → control → engine → capture → packet-sources → packet | platform → config → errors
  *
  * `packet` (the pure packet core) and `platform` (shared OS helpers) sit side by side and may not import each
  * other. `errors` holds src/errors.ts, src/error-messages.ts and src/version.ts. The same order is drawn in docs/architecture.md.
@@ -19,6 +19,7 @@ const SRC = join(ROOT, 'src');
 /** Layer of each top-level part of src/, and its rank (lower = higher up). Side-by-side layers share a rank. */
 const LAYERS: Record<string, { layer: string; rank: number }> = {
   cli: { layer: 'cli', rank: 0 },
+  doctor: { layer: 'doctor', rank: 0.5 },
   control: { layer: 'control', rank: 1 },
   engine: { layer: 'engine', rank: 2 },
   capture: { layer: 'capture', rank: 3 },
