@@ -10,6 +10,7 @@ import { guardOutput, outputFailed } from './output.ts';
 import { registerRunCommand } from './run-command.ts';
 import { registerCaptureCommands } from './capture-commands.ts';
 import { registerDoctorCommand } from './doctor-command.ts';
+import { registerDriverCommand } from './driver-command.ts';
 
 export function buildProgram(): Command {
   const program = new Command('retroflect')
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerClientCommands(program);
   registerCaptureCommands(program);
   registerDoctorCommand(program);
+  registerDriverCommand(program);
   return program;
 }
 
