@@ -57,7 +57,10 @@ export async function nftTableCheck(ctx: DoctorContext): Promise<Check> {
   if (!found) return skipped(name, `nft could not list the table ${table}.`);
   const evidence = { table, exists: found.exists, chains: found.chains };
   if (!ctx.engine) {
-    if (found.exists) return warning(name, `The nft table ${table} exists but no engine runs: a leftover of an engine that was killed.`, `Starting the engine removes it; or now: nft delete table ${table}.`, evidence);
+    if (found.exists) {
+      return warning(name, `The nft table ${table} exists but no engine answers on this pipe: an engine runs on another pipe, or it is a leftover of one that was killed.`,
+        `Check the other engine with --pipe; a leftover goes when the engine starts, or now: nft delete table ${table}.`, evidence);
+    }
     return skipped(name, `No engine runs, so the table ${table} is not expected.`, evidence);
   }
   if (ctx.engine.backend !== 'tun') return skipped(name, `The engine uses the ${ctx.engine.backend} backend.`);
