@@ -162,6 +162,18 @@ describe('retroflect doctor (Linux, real namespaces)', { timeout: 300_000 }, () 
     assert.equal(code, ExitCode.CHECK_FAILED);
   });
 
+  test('without an engine, `address test` checks on this host: exit 4, the rule, a suggestion; a usable one exits 0', async () => {
+    const bad = await retroflect(t.a, ['address', 'test', ON_SUBNET, '--json', '--pipe', join(dir, 'none.sock')]);
+    assert.equal(bad.code, ExitCode.INVALID_ARGUMENT, bad.stderr);
+    assert.match(bad.stderr, /No engine is running: tested on this host/);
+    assert.equal(bad.json[0].valid, false);
+    assert.deepEqual(bad.json[0].reasons.map((r: { rule: string }) => r.rule), ['local-subnet']);
+    assert.equal(bad.json[0].suggestion.address, '192.0.2.1');
+    const good = await retroflect(t.a, ['address', 'test', R4, '--json', '--pipe', join(dir, 'none.sock')]);
+    assert.equal(good.code, ExitCode.OK, good.stderr);
+    assert.equal(good.json[0].valid, true);
+  });
+
   test('no default route for a family fails that family\'s address with "add a default route"', async () => {
     await t.a.must('ip', ['-6', 'route', 'del', 'default']);
     try {
