@@ -50,3 +50,44 @@ function Invoke-RetroflectDriverRelease {
     }
     if ($result.outcome -eq 'unchecked') { Write-Warning $result.detail } else { Write-Verbose $result.detail }
 }
+
+function Invoke-RetroflectOfflineAddressTest {
+    <#
+    Test-ReflectAddress without an engine: when nothing answers on $Pipe, '<exe> address test --json' runs the
+    engine's checks on this host and its results are returned (the address.test shape). $null when an engine
+    answers (or no executable is found): then the engine is asked, and reports its own errors.
+    #>
+    param([string]$Pipe, [Parameter(Mandatory)][string[]]$Address)
+    if (Test-RetroflectPipeAnswers -Pipe $Pipe) { return $null }
+    try { $exe = Resolve-RetroflectExecutable } catch { return $null }
+    $argv = @('address', 'test', '--json')
+    if ($Pipe) { $argv += @('--pipe', $Pipe) }
+    $lines = & $exe @argv @Address 2>$null
+    try { $results = (($lines | Out-String).Trim()) | ConvertFrom-Json } catch { return $null }
+    if ($null -eq $results -or $null -ne $results.PSObject.Properties['error']) { return $null }
+    Write-Verbose 'No engine is running: the addresses were tested on this host without one.'
+    return @($results)
+}
+
+function Test-RetroflectPipeAnswers {
+    <#
+    Does anything accept a connection on $Pipe? Answered without raising an error (an exception caught here would
+    still land in the calling cmdlet's -ErrorVariable): no socket file, or a connect that does not complete, is
+    $false. A pipe value that cannot be resolved is $true, so the session reports it as usual.
+    #>
+    param([string]$Pipe)
+    $resolved = $null
+    try { $resolved = Resolve-RetroflectPipe -Pipe $Pipe -ErrorAction Ignore } catch { return $true }
+    if ($null -eq $resolved) { return $true }
+    if ($null -ne $resolved.SocketPath -and -not [System.IO.File]::Exists($resolved.SocketPath)) { return $false }
+    $stream = New-Object System.IO.Pipes.NamedPipeClientStream('.', $resolved.ClientPipeName,
+        [System.IO.Pipes.PipeDirection]::InOut, [System.IO.Pipes.PipeOptions]::Asynchronous)
+    try {
+        $connect = $stream.ConnectAsync($script:DefaultConnectTimeoutMs)
+        $null = [System.Threading.Tasks.Task]::WhenAny([System.Threading.Tasks.Task[]]@($connect)).GetAwaiter().GetResult()
+        return ($connect.Status -eq [System.Threading.Tasks.TaskStatus]::RanToCompletion)
+    }
+    finally {
+        $stream.Dispose()
+    }
+}
