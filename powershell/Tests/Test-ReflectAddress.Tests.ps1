@@ -31,7 +31,7 @@ Describe 'Test-ReflectAddress' {
     }
     It 'answers without an engine: the executable runs the same checks on this host' {
         $none = New-TestPath 'none.sock'
-        $t = Test-ReflectAddress 198.51.100.200, 203.0.113.1 -Pipe $none -ErrorVariable err
+        $t = @('198.51.100.200', '203.0.113.1') | Test-ReflectAddress -Pipe $none -ErrorVariable err
         $err | Should -BeNullOrEmpty
         $t[0].Usable | Should -BeFalse
         $t[0].Reasons[0].Rule | Should -Be 'local-subnet'
