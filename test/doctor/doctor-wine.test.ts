@@ -223,6 +223,43 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
     assert.doesNotMatch(await sc(['query', 'WinDivert']), /STATE/);
   });
 
+  test('the firewall rule and the private ranges come from the registry; a server on 127.0.0.1 fails its port check', async () => {
+    const port = 18000 + (process.pid % 1000);
+    const cfg = join(work, 'ports.json');
+    writeFileSync(cfg, JSON.stringify({ schemaVersion: 1, reflectAddresses: ['203.0.113.77'], shieldPorts: [{ port, protocol: 'tcp' }] }));
+    const rules = 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules';
+    const isolation = 'HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows\\NetworkIsolation';
+    await wine(['reg', 'add', rules, '/v', 'Retroflect-Reflected-In', '/t', 'REG_SZ', '/d', 'v2.30|Action=Allow|Active=TRUE|Dir=In|RA4=203.0.113.77|Name=Retroflect: reflected connections|', '/f'], `reg${runs++}`);
+    await wine(['reg', 'add', isolation, '/v', 'DomainSubnets', '/t', 'REG_SZ', '/d', '10.0.0.0/8,203.0.113.0/24', '/f'], `reg${runs++}`);
+    const nul = openSync('/dev/null', 'r');
+    const out = openSync(join(work, 'server.log'), 'w');
+    const server = spawn('wine', [NODE_EXE, '-e', `require('net').createServer().listen(${port}, '127.0.0.1', () => require('fs').writeFileSync('server.ready', ''))`], { cwd: work, env: wineEnv(), stdio: [nul, out, out] });
+    held.push(server);
+    try {
+      for (let i = 0; i < 600 && !existsSync(join(work, 'server.ready')); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(existsSync(join(work, 'server.ready')), readFileSync(join(work, 'server.log'), 'utf8'));
+      const r = await wine([NODE_EXE, cli, 'doctor', '--json', '--windivert-dir', winPath(files), '--config', winPath(cfg), '--pipe', `rft-doctor-none-${process.pid}`], `run${runs++}`);
+      const report = JSON.parse(r.stdout) as DoctorReport;
+      const fw = check(report, 'windows.firewall');
+      assert.equal(fw.status, 'pass', JSON.stringify(fw));
+      assert.deepEqual(fw.evidence.remoteAddresses, ['203.0.113.77']);
+      const ranges = check(report, 'windows.private-ranges');
+      assert.equal(ranges.status, 'warning', JSON.stringify(ranges));
+      assert.match(ranges.detail, /203\.0\.113\.77 is inside the enterprise private range 203\.0\.113\.0\/24/);
+      const p = check(report, `port.${port}/tcp`);
+      assert.equal(p.status, 'fail', JSON.stringify(p));
+      assert.deepEqual(p.evidence.boundTo, ['127.0.0.1']);
+      assert.match(p.fix!, /wildcard address/);
+      assert.equal(r.code, ExitCode.CHECK_FAILED);
+    } finally {
+      server.kill('SIGKILL');
+      closeSync(nul);
+      closeSync(out);
+      await wine(['reg', 'delete', rules, '/v', 'Retroflect-Reflected-In', '/f'], `reg${runs++}`);
+      await wine(['reg', 'delete', isolation, '/v', 'DomainSubnets', '/f'], `reg${runs++}`);
+    }
+  });
+
   test('another tool\'s entry (another folder, same version, not stale) is never removed by driver release', async () => {
     const theirs = join(work, 'their-tool');
     mkdirSync(theirs, { recursive: true });
