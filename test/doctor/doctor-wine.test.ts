@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Check, DoctorReport } from '../../src/doctor/check.ts';
 import { ExitCode } from '../../src/errors.ts';
+import { withSignatureEntry } from './pe-samples.ts';
 import { bundle, NODE_EXE, ROOT, runWine, wineEnv, WINE_DIR, wineTestGate, winPath } from '../wine/setup.ts';
 
 const skip = await wineTestGate('the Windows doctor');
@@ -25,22 +26,6 @@ const config = join(work, 'config.json');
 const held: ChildProcess[] = [];
 let cli = '';
 let holderScript = '';
-
-/** Append a WIN_CERTIFICATE (PKCS#7 type) and point the security directory at it: "a signature is present". */
-export function withSignatureEntry(pe: Buffer): Buffer {
-  const peAt = pe.readUInt32LE(0x3c);
-  const opt = peAt + 24;
-  const dirs = opt + (pe.readUInt16LE(opt) === 0x20b ? 112 : 96);
-  const pad = Buffer.alloc((8 - (pe.length % 8)) % 8);
-  const cert = Buffer.alloc(16);
-  cert.writeUInt32LE(16, 0); // dwLength
-  cert.writeUInt16LE(0x0200, 4); // WIN_CERT_REVISION_2_0
-  cert.writeUInt16LE(0x0002, 6); // WIN_CERT_TYPE_PKCS_SIGNED_DATA
-  const out = Buffer.concat([pe, pad, cert]);
-  out.writeUInt32LE(pe.length + pad.length, dirs + 4 * 8);
-  out.writeUInt32LE(cert.length, dirs + 4 * 8 + 4);
-  return out;
-}
 
 /** The same PE with another FileVersion in its VS_FIXEDFILEINFO. */
 function withVersion(pe: Buffer, major: number, minor: number): Buffer {
