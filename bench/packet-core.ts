@@ -38,7 +38,7 @@ import { execFile } from 'node:child_process';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { Verdict } from '../src/packet-sources/packet-source.ts';
+import { Verdict } from '../src/packet/verdicts.ts';
 import { EngineCounters } from '../src/engine/counters.ts';
 import { Dataplane } from '../src/engine/dataplane.ts';
 import { FlowTable } from '../src/engine/flow-table.ts';

@@ -26,7 +26,7 @@ export function registerDriverCommand(program: Command): void {
           result = { outcome: 'absent', detail: 'Only Windows has a WinDivert driver service.', holders: [] };
         } else {
           const { releaseDriverService } = await import('../doctor/windivert-driver.ts');
-          const r = releaseDriverService({ windivertDir: opts.windivertDir });
+          const r = await releaseDriverService({ windivertDir: opts.windivertDir });
           result = { outcome: r.outcome, detail: r.detail, holders: r.holders };
         }
         if (opts.json) printJson(result);

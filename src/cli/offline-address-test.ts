@@ -5,8 +5,10 @@
 import { ControlClient } from '../control/client.ts';
 import { addressTestResult } from '../control/address-test.ts';
 import type { AddressTestResult } from '../control/protocol.ts';
-import { loadConfigFile, resolveConfigPath } from '../config/config-file.ts';
+import { loadConfigFile } from '../config/config-file.ts';
+import { resolveConfigPath } from '../config/config-path.ts';
 import { ErrorCode, isRetroflectError } from '../errors.ts';
+import { hostAddressRules } from '../platform/validate-address.ts';
 
 /** How long to wait for an engine before testing without one. */
 const PROBE_TIMEOUT_MS = 2000;
@@ -27,7 +29,7 @@ export async function testAddressesOffline(addrs: string[], pipe: string | undef
   }
   process.stderr.write('No engine is running: tested on this host without one.\n');
   const results: AddressTestResult[] = [];
-  for (const a of addrs) results.push(await addressTestResult(a, configured));
+  for (const a of addrs) results.push(await addressTestResult(a, configured, hostAddressRules));
   print(results);
   return true;
 }

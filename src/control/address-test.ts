@@ -1,23 +1,16 @@
 /**
  * The answer to "could this be a reflect address here?" (`address.test`, `retroflect address test`,
  * Test-ReflectAddress): every rule it fails, warnings, whether it is configured, and a usable address of the same
- * family when it is not. Built here once, for the engine's method and for the CLI when no engine runs.
+ * family when it is not. Built here once, for the engine's method and for the CLI when no engine runs; both hand in
+ * the host's rules (AddressRules).
  */
 import { addressFamily } from '../config/intercept-config.ts';
 import { ErrorCode, isRetroflectError } from '../errors.ts';
-import { checkReflectAddress, suggestReflectAddress } from '../platform/validate-address.ts';
+import type { AddressRules } from './address-rules.ts';
 import type { AddressTestResult } from './protocol.ts';
 
-export type AddressChecker = (input: string) => ReturnType<typeof checkReflectAddress>;
-export type AddressSuggestion = (family: 4 | 6, exclude: readonly string[]) => Promise<{ address: string; message: string } | null>;
-
-export async function addressTestResult(
-  input: string,
-  configured: readonly string[],
-  check: AddressChecker = (a) => checkReflectAddress(a),
-  suggest: AddressSuggestion = (family, exclude) => suggestReflectAddress(family, undefined, exclude),
-): Promise<AddressTestResult> {
-  const r = await check(input);
+export async function addressTestResult(input: string, configured: readonly string[], rules: Pick<AddressRules, 'check' | 'suggest'>): Promise<AddressTestResult> {
+  const r = await rules.check(input);
   const valid = r.address !== null && r.refusals.length === 0;
   const reasons = r.refusals.map((e) => ({
     code: isRetroflectError(e) ? e.code : ErrorCode.INVALID_ADDRESS,
@@ -33,6 +26,6 @@ export async function addressTestResult(
     configured: r.address !== null && configured.includes(r.address),
     warnings: r.warnings,
     reasons,
-    suggestion: valid ? null : await suggest(family, configured),
+    suggestion: valid ? null : await rules.suggest(family, configured),
   };
 }

@@ -4,7 +4,8 @@
  */
 import { ControlClient } from '../control/client.ts';
 import { emptyInterceptConfig, type InterceptConfig } from '../config/intercept-config.ts';
-import { loadConfigFile, resolveConfigPath } from '../config/config-file.ts';
+import { loadConfigFile } from '../config/config-file.ts';
+import { resolveConfigPath } from '../config/config-path.ts';
 import type { EngineStats, EngineStatus } from '../engine/types.ts';
 import { isRetroflectError, type RetroflectError } from '../errors.ts';
 import { isAdministrator } from '../platform/privileges.ts';

@@ -2,10 +2,8 @@
  * Linux checks: the TUN device node, the nft program, the engine's nft table and host routes (while it runs, or a
  * leftover when it does not), rp_filter, and the netfilter log (NFLOG) that shows shield drops to captures.
  */
-import { closeSync, readFileSync, statSync } from 'node:fs';
-import { NFT_FAMILY, NFT_TABLE } from '../packet-sources/tun/nftables.ts';
-import { openFirewallLog } from '../packet-sources/tun/nflog.ts';
-import { DEFAULT_TUN_NAME } from '../packet-sources/tun/device.ts';
+import { readFileSync, statSync } from 'node:fs';
+import { DEFAULT_TUN_NAME, NFT_FAMILY, NFT_TABLE, probeFirewallLog } from '../packet-sources/host-facts.ts';
 import { runCommand } from '../platform/linux/command.ts';
 import { lookupRoute } from '../platform/route-lookup.ts';
 import { fail, pass, skipped, warning, type Check } from './check.ts';
@@ -122,7 +120,7 @@ export async function rpFilterCheck(ctx: DoctorContext): Promise<Check> {
   return pass(name, `rp_filter is strict (1); reflected packets pass it because every reflect address is routed into ${device}.`, evidence);
 }
 
-export function nflogCheck(ctx: DoctorContext): Check {
+export async function nflogCheck(ctx: DoctorContext): Promise<Check> {
   const name = 'linux.nflog';
   const fix = "Load the netfilter log module: 'modprobe nfnetlink_log' (captures then also show packets the shield rules drop); reflection itself does not need it.";
   if (ctx.engine?.backend === 'tun') {
@@ -132,8 +130,7 @@ export function nflogCheck(ctx: DoctorContext): Check {
   }
   if (!ctx.admin) return skipped(name, 'Opening the netfilter log needs root.');
   try {
-    const { fd, group } = openFirewallLog();
-    closeSync(fd);
+    const group = await probeFirewallLog();
     return pass(name, `The netfilter log works (group ${group} is free).`, { group });
   } catch (err) {
     return warning(name, `The netfilter log is not usable: ${(err as Error).message}`, fix, {});
@@ -141,5 +138,5 @@ export function nflogCheck(ctx: DoctorContext): Check {
 }
 
 export async function linuxChecks(ctx: DoctorContext): Promise<Check[]> {
-  return [tunDeviceCheck(), await nftProgramCheck(), await nftTableCheck(ctx), await routesCheck(ctx), await rpFilterCheck(ctx), nflogCheck(ctx)];
+  return [tunDeviceCheck(), await nftProgramCheck(), await nftTableCheck(ctx), await routesCheck(ctx), await rpFilterCheck(ctx), await nflogCheck(ctx)];
 }

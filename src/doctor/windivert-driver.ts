@@ -10,9 +10,7 @@
  */
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { loadWinDivert } from '../packet-sources/windivert/ffi.ts';
-import { locateWinDivert } from '../packet-sources/windivert/location.ts';
-import { listWinDivertHandles, type OpenWinDivertHandle } from '../packet-sources/windivert/reflect.ts';
+import { locateWinDivert, openWinDivertHandles, type OpenWinDivertHandle } from '../packet-sources/host-facts.ts';
 import { queryService, stopAndDeleteService, type ServiceFacts } from '../platform/windows/services.ts';
 import { readPeFacts } from './pe-file.ts';
 
@@ -84,9 +82,8 @@ export function driverState(windivertDir?: string): DriverState {
 }
 
 /** WinDivert handles open on this host, except those of `exceptPids` (this process, our engine). */
-export function otherWinDivertHandles(dll: string, exceptPids: readonly number[]): OpenWinDivertHandle[] {
-  const { api } = loadWinDivert(dll);
-  return listWinDivertHandles(api).filter((h) => !exceptPids.includes(h.processId));
+export async function otherWinDivertHandles(dll: string, exceptPids: readonly number[]): Promise<OpenWinDivertHandle[]> {
+  return (await openWinDivertHandles(dll)).filter((h) => !exceptPids.includes(h.processId));
 }
 
 export interface DriverRelease {
@@ -101,7 +98,7 @@ export interface DriverRelease {
  * Uninstall / upgrade / --repair: remove the driver service entry when that is safe. `onlyStale`: remove it only if
  * stale (the doctor's --repair); otherwise also when it is ours (uninstall, upgrade).
  */
-export function releaseDriverService(opts: { windivertDir?: string; exceptPids?: number[]; onlyStale?: boolean } = {}): DriverRelease {
+export async function releaseDriverService(opts: { windivertDir?: string; exceptPids?: number[]; onlyStale?: boolean } = {}): Promise<DriverRelease> {
   const state = driverState(opts.windivertDir);
   if (!state.service) return { outcome: 'absent', detail: `No ${DRIVER_SERVICE} driver service entry exists.`, holders: [], state };
   const removable = opts.onlyStale ? state.stale : state.ours || state.stale;
@@ -113,7 +110,7 @@ export function releaseDriverService(opts: { windivertDir?: string; exceptPids?:
   let holders: OpenWinDivertHandle[];
   try {
     if (!state.dll) throw new Error('WinDivert.dll was not found');
-    holders = otherWinDivertHandles(state.dll, [process.pid, ...(opts.exceptPids ?? [])]);
+    holders = await otherWinDivertHandles(state.dll, [process.pid, ...(opts.exceptPids ?? [])]);
   } catch (err) {
     return { outcome: 'unchecked', detail: `Left the ${DRIVER_SERVICE} driver service alone: could not ask WinDivert which handles are open (${(err as Error).message}).`, holders: [], state };
   }

@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { DEFAULT_WINDIVERT_PRIORITY } from '../packet-sources/windivert/priority.ts';
-import { LAYER_NAMES, type OpenWinDivertHandle } from '../packet-sources/windivert/reflect.ts';
+import { type OpenWinDivertHandle, winDivertFilterOverlaps } from '../packet-sources/host-facts.ts';
+import { WINDIVERT_PRIORITY } from '../packet-sources/registry.ts';
 import { queryService } from '../platform/windows/services.ts';
 import { windowsBoundSockets } from '../platform/windows/sockets.ts';
 import { guarded, fail, pass, skipped, warning, type Check } from './check.ts';
@@ -16,7 +16,6 @@ import type { BoundSocket } from './listeners.ts';
 import { readPeFacts, type PeFacts } from './pe-file.ts';
 import { DRIVER_FILE, DRIVER_SERVICE, driverState, otherWinDivertHandles, releaseDriverService } from './windivert-driver.ts';
 import { codeIntegrityCheck, firewallCheck, privateRangesCheck } from './windows-policy.ts';
-import { filterOverlaps } from './windows-overlap.ts';
 
 function facts(path: string): (PeFacts & { sha256: string }) | null {
   try {
@@ -44,7 +43,7 @@ function filesCheck(ctx: DoctorContext, dll: string | null): Check {
   return pass(name, `WinDivert ${version} (WinDivert.dll and ${DRIVER_FILE}, both signed) is beside ${dirname(dll)}.`, evidence);
 }
 
-function serviceCheck(ctx: DoctorContext, repairs: string[], holders: OpenWinDivertHandle[] | null): Check {
+async function serviceCheck(ctx: DoctorContext, repairs: string[], holders: OpenWinDivertHandle[] | null): Promise<Check> {
   const name = 'windows.driver-service';
   const st = driverState(ctx.options.windivertDir);
   const evidence = { service: st.service, imageFile: st.imageFile, imageExists: st.imageExists, imageVersion: st.imageVersion, ourDriver: st.ourDriver, ourVersion: st.ourVersion, ours: st.ours, stale: st.stale };
@@ -52,7 +51,7 @@ function serviceCheck(ctx: DoctorContext, repairs: string[], holders: OpenWinDiv
   if (st.stale) {
     const repairFix = `Run 'retroflect doctor --repair' (or Test-Retroflect -Repair) as Administrator: it removes the entry when no program holds a WinDivert handle. By hand: sc.exe delete ${DRIVER_SERVICE}.`;
     if (ctx.options.repair) {
-      const r = releaseDriverService({ windivertDir: ctx.options.windivertDir, onlyStale: true, exceptPids: ctx.engine ? [ctx.engine.pid] : [] });
+      const r = await releaseDriverService({ windivertDir: ctx.options.windivertDir, onlyStale: true, exceptPids: ctx.engine ? [ctx.engine.pid] : [] });
       if (r.outcome === 'removed') {
         repairs.push(r.detail);
         return pass(name, `The ${DRIVER_SERVICE} entry was stale (${st.staleReason}) and has been removed.`, { ...evidence, repaired: true });
@@ -72,11 +71,12 @@ function serviceCheck(ctx: DoctorContext, repairs: string[], holders: OpenWinDiv
   return pass(name, `The ${DRIVER_SERVICE} driver service entry is ${st.service.state} and names ${st.imageFile} (version ${st.imageVersion ?? 'unknown'}); it is not stale.`, evidence);
 }
 
-function handlesCheck(ctx: DoctorContext, dll: string | null, holders: OpenWinDivertHandle[] | null, problem: string | null): Check {
+async function handlesCheck(ctx: DoctorContext, dll: string | null, holders: OpenWinDivertHandle[] | null, problem: string | null): Promise<Check> {
   const name = 'windows.windivert-users';
   if (!holders || !dll) return skipped(name, `WinDivert's REFLECT layer could not be read: ${problem ?? 'no WinDivert.dll'}.`);
-  const ours = Number(ctx.engine?.backendInfo.priority ?? DEFAULT_WINDIVERT_PRIORITY);
-  const rows = holders.map((h) => ({ ...h, layerName: LAYER_NAMES[h.layer] ?? String(h.layer), overlaps: h.layer === 0 ? filterOverlaps(dll, ctx.config, h.filter) : false }));
+  const ours = Number(ctx.engine?.backendInfo.priority ?? WINDIVERT_PRIORITY.DEFAULT);
+  const rows: (OpenWinDivertHandle & { overlaps: boolean | null })[] = [];
+  for (const h of holders) rows.push({ ...h, overlaps: h.layer === 0 ? await winDivertFilterOverlaps(dll, ctx.config, h.filter) : false });
   const evidence = { ourPriority: ours, handles: rows };
   if (!rows.length) return pass(name, 'No other program holds a WinDivert handle.', evidence);
   const describe = (h: (typeof rows)[number]): string => `process ${h.processId} (${h.layerName} layer, priority ${h.priority}, filter ${h.filter === null ? 'unknown' : `"${h.filter}"`})`;
@@ -111,14 +111,14 @@ export async function windowsChecks(ctx: DoctorContext): Promise<{ checks: Check
   if (!ctx.admin) problem = 'it needs Administrator';
   else if (st.dll) {
     try {
-      holders = otherWinDivertHandles(st.dll, [process.pid, ...(ctx.engine ? [ctx.engine.pid] : [])]);
+      holders = await otherWinDivertHandles(st.dll, [process.pid, ...(ctx.engine ? [ctx.engine.pid] : [])]);
     } catch (err) {
       problem = (err as Error).message;
     }
   }
   const checks: Check[] = [filesCheck(ctx, st.dll)];
-  checks.push(...(await guarded('windows.driver-service', async () => serviceCheck(ctx, repairs, holders))));
-  checks.push(handlesCheck(ctx, st.dll, holders, problem));
+  checks.push(...(await guarded('windows.driver-service', () => serviceCheck(ctx, repairs, holders))));
+  checks.push(await handlesCheck(ctx, st.dll, holders, problem));
   checks.push(...(await guarded('windows.bfe', async () => bfeCheck())));
   checks.push(...(await guarded('windows.code-integrity', async () => codeIntegrityCheck(st.ourDriver))));
   checks.push(...(await guarded('windows.firewall', async () => firewallCheck(ctx))));

@@ -11,7 +11,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { doubleLastOpenReason, INVALID_HANDLE, WinDivertLayer } from '../../src/packet-sources/windivert/ffi.ts';
+import { INVALID_HANDLE, WinDivertLayer } from '../../src/packet-sources/windivert/ffi.ts';
+import { doubleLastOpenReason } from '../packet-sources/windivert/double-controls.ts';
 import { listWinDivertHandles } from '../../src/packet-sources/windivert/reflect.ts';
 import { DOUBLE_PATH, loadDouble } from '../packet-sources/windivert/double.ts';
 

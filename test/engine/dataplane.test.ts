@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Verdict } from '../../src/packet-sources/packet-source.ts';
+import { Verdict } from '../../src/packet/verdicts.ts';
 import { EngineCounters } from '../../src/engine/counters.ts';
 import { buildEngineStats } from '../../src/engine/stats.ts';
 import { Dataplane, type DataplaneConfig } from '../../src/engine/dataplane.ts';

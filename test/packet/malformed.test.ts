@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Verdict } from '../../src/packet-sources/packet-source.ts';
+import { Verdict } from '../../src/packet/verdicts.ts';
 import { MalformedCode, ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { rng } from '../helpers/rng.ts';
 import { FIXTURES, loadFixture } from './fixture-files.ts';

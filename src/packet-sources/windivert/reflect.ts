@@ -7,12 +7,13 @@
  * instead of installing the driver when it is not loaded: then no handle is open anywhere.
  */
 import { RetroflectError, ErrorCode } from '../../errors.ts';
-import { INVALID_HANDLE, WinDivertFlag, WinDivertLayer, WinDivertShutdown, WinError, type WinDivertApi } from './ffi.ts';
+import { INVALID_HANDLE, loadWinDivert, WinDivertFlag, WinDivertLayer, WinDivertShutdown, WinError, type WinDivertApi } from './ffi.ts';
 
 export interface OpenWinDivertHandle {
   processId: number;
-  /** WINDIVERT_LAYER number (0 network, 1 forward, 2 flow, 3 socket). */
+  /** WINDIVERT_LAYER number (0 network, 1 forward, 2 flow, 3 socket), and its name. */
   layer: number;
+  layerName: string;
   priority: number;
   /** WINDIVERT_FLAG_* bits, as a number (they fit in 32 bits). */
   flags: number;
@@ -29,7 +30,7 @@ const EVENT_DATA_MAX = 12288;
 /** A REFLECT reader that gets more events than this stops: no host has that many WinDivert users. */
 const MAX_EVENTS = 4096;
 
-export const LAYER_NAMES: Record<number, string> = { 0: 'network', 1: 'network-forward', 2: 'flow', 3: 'socket', 4: 'reflect' };
+const LAYER_NAMES: Record<number, string> = { 0: 'network', 1: 'network-forward', 2: 'flow', 3: 'socket', 4: 'reflect' };
 
 /** Decode the REFLECT part of a WINDIVERT_ADDRESS (union at offset 16: Timestamp, ProcessId, Layer, Flags, Priority). */
 export function decodeReflectAddress(addr: Buffer): { event: number; processId: number; layer: number; flags: number; priority: number; openedAt: bigint } {
@@ -73,10 +74,15 @@ export function listWinDivertHandles(api: WinDivertApi): OpenWinDivertHandle[] {
       const r = decodeReflectAddress(addr);
       if (r.event !== EVENT_REFLECT_OPEN) continue;
       const object = Buffer.from(data.subarray(0, recvLen[0]));
-      out.push({ processId: r.processId, layer: r.layer, priority: r.priority, flags: r.flags, openedAt: r.openedAt.toString(), filter: api.formatFilter(object, r.layer) });
+      out.push({ processId: r.processId, layer: r.layer, layerName: LAYER_NAMES[r.layer] ?? String(r.layer), priority: r.priority, flags: r.flags, openedAt: r.openedAt.toString(), filter: api.formatFilter(object, r.layer) });
     }
   } finally {
     api.close(h);
   }
   return out;
+}
+
+/** The same, with WinDivert (or its test double) loaded from `dll`. */
+export function listWinDivertHandlesAt(dll: string): OpenWinDivertHandle[] {
+  return listWinDivertHandles(loadWinDivert(dll));
 }

@@ -12,8 +12,9 @@
 import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
-import { Verdict } from '../../../src/packet-sources/packet-source.ts';
-import { createWinDivertPacketSource, WinDivertHostBackend } from '../../../src/packet-sources/windivert/windivert.ts';
+import { Verdict } from '../../../src/packet/verdicts.ts';
+import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
+import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
 import type { WinDivertAddress } from '../../../src/packet-sources/windivert/address.ts';
 import { addressBytes, icmpMessage, ipv4, pattern, tcpSegment, udpDatagram, withChecksum } from '../../packet/build.ts';
 import { rng } from '../../helpers/rng.ts';

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { buildInterceptConfig, type InterceptConfig } from '../../../src/config/intercept-config.ts';
-import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/windivert.ts';
+import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
 import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNumberedInjection } from './double.ts';
 
 const { double } = loadDouble();

@@ -5,10 +5,10 @@
  * as source; for each shielded port an inbound packet from another host. A match on any sample is an overlap.
  */
 import ipaddr from 'ipaddr.js';
-import type { InterceptConfig } from '../config/intercept-config.ts';
-import { portMapsOf } from '../config/port-maps.ts';
-import { addressBuffer } from '../packet-sources/windivert/address.ts';
-import { loadWinDivert } from '../packet-sources/windivert/ffi.ts';
+import type { InterceptConfig } from '../../config/intercept-config.ts';
+import { portMapsOf } from '../../config/port-maps.ts';
+import { addressBuffer } from './address.ts';
+import { loadWinDivert } from './ffi.ts';
 
 /** Stand-ins for "this host" and "another host" in the samples (documentation ranges). */
 const HOST = { 4: '198.51.100.2', 6: '2001:db8:1::2' } as const;
@@ -66,7 +66,7 @@ function port0(ports: number[]): number {
 /** true: the filter catches some of our packets; false: none; null: it cannot be told (no filter text, refused). */
 export function filterOverlaps(dll: string, cfg: InterceptConfig, filter: string | null): boolean | null {
   if (filter === null) return null;
-  const { api } = loadWinDivert(dll);
+  const api = loadWinDivert(dll);
   let unknown = false;
   for (const s of ourSamples(cfg)) {
     const r = api.evalFilter(filter, s.packet, s.addr);
