@@ -54,8 +54,8 @@ test('REFLECT: this process\'s and another process\'s handles are reported with 
   try {
     const handles = listWinDivertHandles(api).map(({ openedAt: _t, ...h }) => h);
     assert.deepEqual(handles.sort((a, b) => a.processId - b.processId), [
-      { processId: process.pid, layer: 0, priority: 1000, flags: 0, filter: 'outbound and ip.DstAddr == 192.0.2.1' },
-      { processId: other.pid, layer: 0, priority: 1000, flags: 0, filter: 'tcp.DstPort == 8080' },
+      { processId: process.pid, layer: 0, layerName: 'network', priority: 1000, flags: 0, filter: 'outbound and ip.DstAddr == 192.0.2.1' },
+      { processId: other.pid, layer: 0, layerName: 'network', priority: 1000, flags: 0, filter: 'tcp.DstPort == 8080' },
     ].sort((a, b) => a.processId - b.processId));
     assert.equal(double.lastLayer(), WinDivertLayer.Reflect);
     assert.equal(BigInt(double.lastFlags()), 0x15n, 'SNIFF | RECV_ONLY | NO_INSTALL');
