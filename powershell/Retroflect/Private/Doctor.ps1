@@ -3,6 +3,9 @@
 
 # `retroflect doctor` exit codes (src/errors.ts ExitCode): 0 no check failed, 12 at least one failed.
 $script:DoctorExitCodes = @(0, 12)
+# Uninstall: how often, and how far apart, removing the runtime folder is tried while a just-ended process holds it.
+$script:RuntimeRemoveTries = 20
+$script:RuntimeRemoveRetryMs = 250
 
 function Invoke-RetroflectDoctor {
     <#

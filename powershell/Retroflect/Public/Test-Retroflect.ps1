@@ -95,7 +95,7 @@ function Test-Retroflect {
     catch {
         $PSCmdlet.ThrowTerminatingError($_)
     }
-    foreach ($repair in $report.repairs) { Write-Verbose ('Repaired: ' + $repair) }
+    foreach ($change in $report.repairs) { Write-Verbose ('Repaired: ' + $change) }
     $checks = @(foreach ($c in $report.checks) { ConvertTo-RetroflectCheck -Check $c })
     if ($Quiet) { return (@($checks | Where-Object { $_.Status -eq 'Fail' }).Count -eq 0) }
     $checks
