@@ -293,11 +293,15 @@ export class FirewallLogReader {
     while (libc().read(this.fd, this.buf, this.buf.length) > 0);
   }
 
-  /** Read everything queued now (never waits) and hand each packet to `sink`. Returns the packets handed over. */
-  drain(sink: LoggedPacketSink): number {
+  /**
+   * Read what is queued now, at most `maxReads` datagrams (never waits), and hand each packet to `sink`. Returns the
+   * packets handed over. The bound keeps a flood of logged drops from holding the caller: the rest waits for its
+   * next pass (or is lost to the kernel's full queue, and counted in `lost`).
+   */
+  drain(sink: LoggedPacketSink, maxReads: number): number {
     const c = libc();
     let handed = 0;
-    for (;;) {
+    for (let reads = 0; reads < maxReads; reads++) {
       const got = c.read(this.fd, this.buf, this.buf.length);
       if (got < 0) {
         const errno = c.errno();
@@ -311,5 +315,6 @@ export class FirewallLogReader {
       if (got === 0) return handed;
       handed += forEachLoggedPacket(this.buf, got, this.prefixes, Date.now(), sink);
     }
+    return handed;
   }
 }
