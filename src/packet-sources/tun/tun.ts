@@ -19,7 +19,7 @@ import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { runCommand, describeCommand, type HostCommand } from '../../platform/linux/command.ts';
 import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
 import { installShield, NFT_FAMILY, NFT_LOG_PREFIX, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
-import { FIRST_LOG_GROUP, FirewallLogReader, openFirewallLog, type LoggedPacketSink } from './nflog.ts';
+import { FIRST_LOG_GROUP, FirewallLogReader, groupTakenBy, netlinkPortId, openFirewallLog, type LoggedPacketSink } from './nflog.ts';
 import {
   checkDeviceName,
   DEFAULT_TUN_NAME,
@@ -117,7 +117,10 @@ export class TunHostBackend implements HostBackend<'tun'> {
       mtu: this.variant.mtu,
       offloads: this.variant.vnetHdr ? 'vnet header, TSO, checksum' : 'none',
       // Where captures get the packets the shield rules drop (or why they cannot).
-      firewallLog: this.log ? `NFLOG group ${this.log.group}` : `unavailable: ${this.logProblem ?? 'not started'}`,
+      // The group was free at start, but another program can bind it whenever no capture listens (checked here).
+      firewallLog: this.log
+        ? (groupTakenBy(this.log.group, netlinkPortId(this.log.fd)) ?? `NFLOG group ${this.log.group}`)
+        : `unavailable: ${this.logProblem ?? 'not started'}`,
     };
   }
 
