@@ -17,7 +17,7 @@ import { startControlServer, type ControlServer } from '../../src/control/server
 import { Engine } from '../../src/engine/engine.ts';
 import { WinDivertHostBackend } from '../../src/packet-sources/windivert/windivert.ts';
 import { isRetroflectError } from '../../src/errors.ts';
-import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, outboundAddr, packet } from '../packet-sources/windivert/double.ts';
+import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, outboundAddr, packet } from '../helpers/windivert-double.ts';
 import { run } from '../helpers/netns.ts';
 
 const { double } = loadDouble();

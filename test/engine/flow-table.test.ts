@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { EngineCounters } from '../../src/engine/counters.ts';
 import { FLOW_IDLE_MS, FlowTable } from '../../src/engine/flow-table.ts';
 import { ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
-import { icmpMessage, ipv4, ipv6, tcpSegment, udpDatagram } from '../packet/build.ts';
+import { icmpMessage, ipv4, ipv6, tcpSegment, udpDatagram } from '../helpers/packet-builders.ts';
 
 const L4 = '192.0.2.10';
 const R4 = '203.0.113.7';

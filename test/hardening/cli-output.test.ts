@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { ConfigStore } from '../../src/config/config-file.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { ExitCode } from '../../src/errors.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'rft-out-'));

@@ -14,7 +14,7 @@ import { ConfigStore } from '../../src/config/config-file.ts';
 import { MAX_CONNECTIONS } from '../../src/control/protocol.ts';
 import { startControlServer } from '../../src/control/server.ts';
 import { ExitCode, type RetroflectError } from '../../src/errors.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const base = mkdtempSync(join(tmpdir(), 'rft-ctl-edges-'));

@@ -10,7 +10,7 @@ import { ChecksumState, fillTransportChecksum, isIpv4HeaderChecksumValid, transp
 import { IpProto, ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { reflectPacket } from '../../src/packet/reflect.ts';
 import { FIXTURES, loadFixture } from './fixture-files.ts';
-import { pseudoHeader, referenceChecksum } from './build.ts';
+import { pseudoHeader, referenceChecksum } from '../helpers/packet-builders.ts';
 
 
 function parsed(bytes: Uint8Array): ParsedPacket {

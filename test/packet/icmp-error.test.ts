@@ -2,7 +2,7 @@
  * ICMP/ICMPv6 errors through reflection. The scenario is the real one: a client's packet L → R is reflected to
  * R → L, the host answers it with an error L → R embedding R → L (built here as the kernel builds it), and the error
  * is reflected in turn. Afterwards the embedded packet must read exactly as the client sent it (L → R), so the
- * client's socket recognises it; every checksum is then recomputed with the independent reference of build.ts.
+ * client's socket recognises it; every checksum is then recomputed with the independent reference of test/helpers/packet-builders.ts.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -11,7 +11,7 @@ import { EmbeddedPacket, parseEmbeddedPacket } from '../../src/packet/icmp-error
 import { ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { reflectEmbeddedPacket, reflectPacket } from '../../src/packet/reflect.ts';
 import { rng } from '../helpers/rng.ts';
-import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum, type ExtensionHeader } from './build.ts';
+import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum, type ExtensionHeader } from '../helpers/packet-builders.ts';
 
 const L4 = '192.0.2.10';
 const R4 = '203.0.113.7';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MalformedCode, ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { corpus } from './corpus.ts';
-import { ipv4, ipv6, pattern, tcpSegment, udpDatagram, icmpMessage } from './build.ts';
+import { ipv4, ipv6, pattern, tcpSegment, udpDatagram, icmpMessage } from '../helpers/packet-builders.ts';
 
 function parse(bytes: Uint8Array, off = 0, len = bytes.length - off): ParsedPacket {
   const p = new ParsedPacket();

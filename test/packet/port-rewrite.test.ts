@@ -1,6 +1,6 @@
 /**
  * Port maps in the data plane, checked packet by packet: mapped packets' checksums are recomputed with the
- * independent reference in build.ts and compared (full and partial, IPv4 and IPv6, TCP and UDP), and the per-flow
+ * independent reference in test/helpers/packet-builders.ts and compared (full and partial, IPv4 and IPv6, TCP and UDP), and the per-flow
  * decisions of engine/mapped-flows.ts are exercised through Dataplane.outbound exactly as the worker calls it.
  */
 import assert from 'node:assert/strict';
@@ -13,7 +13,7 @@ import { FlowTable } from '../../src/engine/flow-table.ts';
 import { PortMapper } from '../../src/engine/mapped-flows.ts';
 import { adjustChecksum } from '../../src/packet/port-rewrite.ts';
 import { rng } from '../helpers/rng.ts';
-import { addressBytes, icmpMessage, ipv4, ipv6, pattern, pseudoHeader, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum } from './build.ts';
+import { addressBytes, icmpMessage, ipv4, ipv6, pattern, pseudoHeader, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum } from '../helpers/packet-builders.ts';
 
 const L4 = '192.0.2.10';
 const R4 = '198.51.100.1';

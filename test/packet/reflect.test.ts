@@ -13,7 +13,7 @@ import {
 import { ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { reflectPacket } from '../../src/packet/reflect.ts';
 import { corpus, type CorpusPacket } from './corpus.ts';
-import { referenceChecksum, referenceTransportValid } from './build.ts';
+import { referenceChecksum, referenceTransportValid } from '../helpers/packet-builders.ts';
 
 function parsed(bytes: Uint8Array): ParsedPacket {
   const p = new ParsedPacket();

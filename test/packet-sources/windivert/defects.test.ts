@@ -9,8 +9,8 @@ import { beforeEach, test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { createWinDivertPacketSource, WinDivertHostBackend, type WinDivertPacketSource } from '../../../src/packet-sources/windivert/windivert.ts';
 import { DEFAULT_WINDIVERT_PRIORITY } from '../../../src/packet-sources/windivert/priority.ts';
-import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceTransportValid, udpDatagram, withChecksum } from '../../packet/build.ts';
-import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet, packetSeq, stopLikeWorker } from './double.ts';
+import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceTransportValid, udpDatagram, withChecksum } from '../../helpers/packet-builders.ts';
+import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet, packetSeq, stopLikeWorker } from '../../helpers/windivert-double.ts';
 
 const { api, double } = loadDouble();
 const R4 = '192.0.2.10';

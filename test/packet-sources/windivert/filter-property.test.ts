@@ -15,9 +15,9 @@ import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { Verdict } from '../../../src/packet-sources/packet-source.ts';
 import { createWinDivertPacketSource, WinDivertHostBackend } from '../../../src/packet-sources/windivert/windivert.ts';
 import type { WinDivertAddress } from '../../../src/packet-sources/windivert/address.ts';
-import { addressBytes, icmpMessage, ipv4, pattern, tcpSegment, udpDatagram, withChecksum } from '../../packet/build.ts';
+import { addressBytes, icmpMessage, ipv4, pattern, tcpSegment, udpDatagram, withChecksum } from '../../helpers/packet-builders.ts';
 import { rng } from '../../helpers/rng.ts';
-import { collectSent, DOUBLE_PATH, inboundAddr, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, stopLikeWorker } from './double.ts';
+import { collectSent, DOUBLE_PATH, inboundAddr, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, stopLikeWorker } from '../../helpers/windivert-double.ts';
 
 const { double } = loadDouble();
 const R4 = '192.0.2.10';

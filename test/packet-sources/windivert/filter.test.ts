@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { buildInterceptConfig, emptyInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { buildWinDivertFilter, MATCH_NOTHING, portRanges, portTestBudget, WINDIVERT_FILTER_MAX_TESTS } from '../../../src/packet-sources/windivert/filter.ts';
 import { doubleLastOpenReason } from '../../../src/packet-sources/windivert/ffi.ts';
-import { loadDouble } from './double.ts';
+import { loadDouble } from '../../helpers/windivert-double.ts';
 
 const { api, double } = loadDouble();
 
