@@ -2,6 +2,7 @@
 // Runs the test files (test/**/*.test.ts) with Node's test runner (through tsx), after building the native test
 // double: all of them, or one tier of test/tiers.mjs, narrowed by path filters.
 // Usage: npm test [-- <file or folder filter>...]   npm run test:<tier> [-- <filter>...]   (tiers: test/tiers.mjs)
+// An argument starting with --test- goes to Node's test runner, e.g. --test-name-pattern=<regexp>.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
@@ -32,11 +33,14 @@ if (args[0] === '--tier') {
   args.splice(0, 2);
   if (!Object.hasOwn(TIERS, tier)) fail(`unknown test tier "${tier}" (tiers: ${Object.keys(TIERS).join(', ')})`);
 }
-const filters = args;
+const runnerOptions = args.filter((a) => a.startsWith('--test-'));
+const filters = args.filter((a) => !a.startsWith('--test-'));
 
 const all = walk(testDir);
 const unclaimed = all.filter((f) => tierOf(f) === undefined);
-if (unclaimed.length) fail(`test files in no tier (add them to test/tiers.mjs):\n  ${unclaimed.join('\n  ')}`);
+if (unclaimed.length) {
+  fail(`test files in no tier (add them to test/tiers.mjs):\n${unclaimed.map((f) => `  test/${f}`).join('\n')}`);
+}
 
 let files = all.map((f) => `test/${f}`);
 if (tier) files = files.filter((f) => tierOf(f.slice('test/'.length)) === tier);
@@ -48,7 +52,8 @@ if (existsSync(join(root, 'native', 'Makefile'))) {
   if (make.status !== 0) process.exit(make.status ?? 1);
 }
 
-const res = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...files], {
+const runner = ['--import', 'tsx', '--test', '--test-concurrency=2', ...runnerOptions];
+const res = spawnSync(process.execPath, [...runner, ...files], {
   cwd: root,
   stdio: 'inherit',
 });
