@@ -144,8 +144,14 @@ describe('buffers that are views into larger memory', () => {
         reflectPacket(buf, p);
         const n = p.addressLength;
         const orig = packets[i].bytes;
-        assert.deepEqual(Array.from(buf.subarray(p.srcOffset, p.srcOffset + n)), Array.from(orig.subarray(p.dstOffset, p.dstOffset + n)));
-        assert.deepEqual(Array.from(buf.subarray(p.dstOffset, p.dstOffset + n)), Array.from(orig.subarray(p.srcOffset, p.srcOffset + n)));
+        assert.deepEqual(
+          Array.from(buf.subarray(p.srcOffset, p.srcOffset + n)),
+          Array.from(orig.subarray(p.dstOffset, p.dstOffset + n)),
+        );
+        assert.deepEqual(
+          Array.from(buf.subarray(p.dstOffset, p.dstOffset + n)),
+          Array.from(orig.subarray(p.srcOffset, p.srcOffset + n)),
+        );
       }
     }
     // Neighbouring memory was not touched by the swaps.
