@@ -20,6 +20,7 @@ export const TIERS = {
       'hardening/control-edges.test.ts',
       'hardening/packet-fuzz.test.ts',
       'packet/',
+      'packet-sources/memory/',
       'packet-sources/windivert/',
       'structure/',
     ],
