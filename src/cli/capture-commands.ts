@@ -8,7 +8,7 @@ import { ControlClient } from '../control/client.ts';
 import type { CaptureEndParams } from '../control/protocol.ts';
 import { CAPTURE_PROTOCOLS, DEFAULT_SNAPLEN, MAX_SNAPLEN } from '../capture/filter.ts';
 import { BT_EPB } from '../capture/pcapng.ts';
-import { CAPTURE_VERDICT_NAMES } from '../capture/record.ts';
+import { CAPTURE_VERDICT_NAMES } from '../packet/verdicts.ts';
 import { endpointsText, type PacketSummary } from '../capture/summary.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import chalk from 'chalk';

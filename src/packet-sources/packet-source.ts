@@ -1,22 +1,13 @@
 /**
- * The contract every packet backend implements (one folder per backend: tun/, windivert/; registry.ts picks one),
+ * The contract every packet backend implements (one folder per backend: tun/, windivert/, and memory/ for tests and
+ * development; registry.ts picks one),
  * in the shape of mitmproxy_rs's `packet_sources`. A backend has two halves:
  *  - `HostBackend` runs in the main thread: it prepares the host (device, routes, firewall rules), applies live
  *    changes to that host state, and undoes all of it on stop — including leftovers of a run that was killed.
  *  - `PacketSource` runs in the worker thread: it receives batches of packets and sends them back by verdict.
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
-
-/** Verdicts the data plane gives each packet (see engine/dataplane.ts). */
-export const Verdict = {
-  /** Addresses were swapped in place: send it back into this host as inbound. */
-  Reflect: 1,
-  /** Not ours: send it on unchanged, in its original direction. */
-  Pass: 2,
-  /** Shielded or malformed: do not send it at all. */
-  Drop: 3,
-} as const;
-export type Verdict = (typeof Verdict)[keyof typeof Verdict];
+import type { FirewallDropCause } from '../packet/verdicts.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
 export interface PacketBatch {
@@ -28,7 +19,7 @@ export interface PacketBatch {
   outbound: Uint8Array;
   /** The OS index of the interface it leaves through or arrived on (TUN: the device; WinDivert: IfIdx); 0 = unknown. */
   ifIndex: Uint32Array;
-  /** Filled by the worker loop with `Verdict` values. */
+  /** Filled by the worker loop with `Verdict` values (packet/verdicts.ts). */
   verdict: Uint8Array;
   /**
    * 1 = the packet's TCP/UDP checksum is offloaded: the field holds only the pseudo-header sum and the rest is
@@ -84,10 +75,6 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   close(): void;
 }
 
-/** Why the host firewall dropped a packet reported to an `observeFirewallDrops` sink. */
-export const FirewallDropCause = { ShieldPort: 1, ForgedSource: 2 } as const;
-export type FirewallDropCause = (typeof FirewallDropCause)[keyof typeof FirewallDropCause];
-
 /**
  * An inbound packet the host firewall dropped: its IP bytes are `buf[off, off + len)`, the interface it arrived on
  * (0: unknown), `timeMs` since the epoch.
@@ -137,10 +124,26 @@ export interface WinDivertSourceUpdate {
   switchTo: { handle: number; filter: string } | null;
 }
 
+/** Memory (tests and development): the two shared packet queues (memory/queue.ts) and their slot size. */
+export interface MemorySourceInit {
+  kind: 'memory';
+  /** Packets handed to the backend, as a driver would (the worker reads them). */
+  stack: SharedArrayBuffer;
+  /** Packets the backend sent back (the worker writes them). */
+  wire: SharedArrayBuffer;
+  packetBytes: number;
+}
+
+/** Memory: a live change changes nothing in the queues. */
+export interface MemorySourceUpdate {
+  kind: 'memory';
+}
+
 /** Per backend kind: what `start()` and `apply()` hand the worker. Adding a backend adds a row here. */
 export interface SourceMessages {
   tun: { init: TunSourceInit; update: TunSourceUpdate };
   windivert: { init: WinDivertSourceInit; update: WinDivertSourceUpdate };
+  memory: { init: MemorySourceInit; update: MemorySourceUpdate };
 }
 
 export type BackendKind = keyof SourceMessages;
