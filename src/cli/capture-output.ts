@@ -11,7 +11,8 @@
  *  - anything else (a symbolic link, a device, a directory, a socket, another user's file): E_OUTPUT_REFUSED.
  * Writing: a failure (full disk, reader gone) is E_OUTPUT_FAILED (exit 11).
  */
-import { close, constants, createWriteStream, fstat, ftruncate, open, promises as fsp, type Stats, type WriteStream } from 'node:fs';
+import { close, constants, createWriteStream, fstat, ftruncate, open, promises as fsp } from 'node:fs';
+import type { Stats, WriteStream } from 'node:fs';
 import net from 'node:net';
 import { promisify } from 'node:util';
 import { ErrorCode, RetroflectError } from '../errors.ts';
@@ -33,7 +34,8 @@ const truncateFd = promisify(ftruncate) as (fd: number, len: number) => Promise<
 const closeFd = promisify(close) as (fd: number) => Promise<void>;
 
 export function outputRefused(path: string, why: string, hint: string): RetroflectError {
-  return new RetroflectError(ErrorCode.OUTPUT_REFUSED, `Not writing to ${path}: ${why}. Nothing was written.`, { hint, details: { path } });
+  const message = `Not writing to ${path}: ${why}. Nothing was written.`;
+  return new RetroflectError(ErrorCode.OUTPUT_REFUSED, message, { hint, details: { path } });
 }
 
 export function outputFailed(what: string, err: unknown): RetroflectError {
@@ -80,9 +82,14 @@ export class CaptureOutput {
       throw outputFailed(path, err);
     });
     if (seen === null) return new CaptureOutput(path, await createNew(path));
-    if (seen.isSymbolicLink()) throw outputRefused(path, 'it is a symbolic link', 'Name the file itself, or a new file in a directory only you can write to.');
+    if (seen.isSymbolicLink()) {
+      const hint = 'Name the file itself, or a new file in a directory only you can write to.';
+      throw outputRefused(path, 'it is a symbolic link', hint);
+    }
     if (seen.isFIFO()) return new CaptureOutput(path, await openFifo(path, ended));
-    if (!seen.isFile()) throw outputRefused(path, 'it is not a regular file or a FIFO', "Name a new file, a FIFO, or '-' for stdout.");
+    if (!seen.isFile()) {
+      throw outputRefused(path, 'it is not a regular file or a FIFO', "Name a new file, a FIFO, or '-' for stdout.");
+    }
     return new CaptureOutput(path, await overwriteOwn(path, seen));
   }
 
@@ -109,10 +116,13 @@ export class CaptureOutput {
   async close(): Promise<void> {
     if (this.path !== null && this.failure === null) {
       const done = new Promise<void>((resolve) => this.stream.end(() => resolve()));
-      const gaveUp = await Promise.race([done.then(() => false), this.failed.then(() => false), delay(OUTPUT_CLOSE_GRACE_MS).then(() => true)]);
-      if (gaveUp) this.failure ??= outputFailed(this.path, new Error(`${this.pending()} bytes were still not taken ${OUTPUT_CLOSE_GRACE_MS / 1000} s after the capture ended`));
+      const timedOut = delay(OUTPUT_CLOSE_GRACE_MS).then(() => true);
+      const gaveUp = await Promise.race([done.then(() => false), this.failed.then(() => false), timedOut]);
+      const late = `${this.pending()} bytes were not taken ${OUTPUT_CLOSE_GRACE_MS / 1000} s after the capture ended`;
+      if (gaveUp) this.failure ??= outputFailed(this.path, new Error(late));
     } else if (this.path === null && this.failure === null && this.pending() > 0) {
-      await Promise.race([new Promise((resolve) => process.stdout.once('drain', resolve)), this.failed, delay(OUTPUT_CLOSE_GRACE_MS)]);
+      const drained = new Promise((resolve) => process.stdout.once('drain', resolve));
+      await Promise.race([drained, this.failed, delay(OUTPUT_CLOSE_GRACE_MS)]);
     }
     if (this.path !== null) this.stream.destroy();
     if (this.failure) throw this.failure;
@@ -127,7 +137,9 @@ async function createNew(path: string): Promise<WriteStream> {
   const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
   const fd = await openFd(path, flags, NEW_FILE_MODE).catch((err: NodeJS.ErrnoException) => {
     // Created by someone else between the look and the open: refuse rather than guess what it is now.
-    if (err.code === 'EEXIST' || err.code === 'ELOOP') throw outputRefused(path, 'it appeared while being created', 'Try again, in a directory only you can write to.');
+    if (err.code === 'EEXIST' || err.code === 'ELOOP') {
+      throw outputRefused(path, 'it appeared while being created', 'Try again, in a directory only you can write to.');
+    }
     throw outputFailed(path, err);
   });
   return createWriteStream('', { fd, autoClose: true });
@@ -157,7 +169,8 @@ async function openFifo(path: string, ended: Promise<unknown>): Promise<net.Sock
   let over = false;
   void ended.then(() => (over = true));
   for (;;) {
-    const fd = await openFd(path, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW).catch((err: NodeJS.ErrnoException) => {
+    const flags = constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
+    const fd = await openFd(path, flags).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENXIO') return null; // no reader yet
       if (err.code === 'ELOOP') throw outputRefused(path, 'it became a symbolic link', 'Name the FIFO itself.');
       throw outputFailed(path, err);
@@ -167,7 +180,7 @@ async function openFifo(path: string, ended: Promise<unknown>): Promise<net.Sock
         await closeFd(fd);
         throw outputRefused(path, 'it was replaced while being opened', 'Name the FIFO itself.');
       }
-      // The socket takes over the descriptor (a pipe handle: non-blocking writes, back-pressure through writableLength).
+      // The socket takes over the descriptor (a pipe handle: non-blocking writes, back-pressure via writableLength).
       return new net.Socket({ fd, readable: false, writable: true });
     }
     if (over) throw outputFailed(path, new Error('no program opened the FIFO for reading before the capture ended'));

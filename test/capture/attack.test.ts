@@ -9,7 +9,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -33,9 +34,18 @@ async function nflogBound(ns: NetNs): Promise<boolean> {
 const hostChildren = new Set<ChildProcess>();
 
 /** Start a CLI command in `ns` (or on the host when ns is null), collecting its output. */
-function startCli(ns: NetNs | null, args: string[], prefix: string[] = []): { child: ChildProcess; stdout: () => string; stderr: () => string; exited: Promise<number | null> } {
+interface CliRun {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+function startCli(ns: NetNs | null, args: string[], prefix: string[] = []): CliRun {
   const argv = [...prefix, 'env', 'NO_COLOR=1', node, ...CLI, ...args];
-  const child = ns ? ns.spawn(argv[0], argv.slice(1)) : spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = ns
+    ? ns.spawn(argv[0], argv.slice(1))
+    : spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout?.setEncoding('utf8');
@@ -72,7 +82,8 @@ describe('capture under attack (Linux, real engine)', { timeout: 300_000 }, () =
     t = await createTopology('capatk');
     const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PROBE, 'serve', '8080,8081', '5354']));
     await servers.next((o) => o.ready === true);
-    engine = spawnEngine(t.a, ['--no-config', '--reflect', R4, '--shield', '8080/tcp', '--pipe', pipe, '--device', 'rflct0']);
+    const args = ['--no-config', '--reflect', R4, '--shield', '8080/tcp', '--pipe', pipe, '--device', 'rflct0'];
+    engine = spawnEngine(t.a, args);
     await waitReady(engine);
   });
 
@@ -110,14 +121,16 @@ describe('capture under attack (Linux, real engine)', { timeout: 300_000 }, () =
     for (const c of [reflectedOnly, icmpShield, drops]) c.client.close();
   });
 
-  test('a flood of firewall drops that never runs dry still lets receive() reach the device within one bounded pass', async () => {
+  test('a drop flood that never runs dry: receive() still reaches the device within one bounded pass', async () => {
     // The real TUN backend in a namespace of its own (one shield table per namespace; "a" has the engine's).
     const ns = await NetNs.create('capflood');
     try {
       await ns.must('ip', ['addr', 'add', '198.51.100.2/32', 'dev', 'lo']);
-      const r = await ns.run(node, ['--import', 'tsx', 'test/fixtures/nflog-flood.ts', R4, '198.51.100.2'], { timeoutMs: 120_000 });
+      const fixture = ['--import', 'tsx', 'test/fixtures/nflog-flood.ts', R4, '198.51.100.2'];
+      const r = await ns.run(node, fixture, { timeoutMs: 120_000 });
       assert.equal(r.code, 0, r.stderr);
-      const o = JSON.parse(r.stdout) as { handedBeforeDevice: number; maxHandedPerReceive: number; forged: number; logged: number };
+      type Flood = { handedBeforeDevice: number; maxHandedPerReceive: number; forged: number; logged: number };
+      const o = JSON.parse(r.stdout) as Flood;
       console.log(`drop flood: ${JSON.stringify(o)}`);
       assert.ok(o.logged >= 1 && o.forged > 2 * LOG_READS_PER_PASS, `the flood outlasted one pass: ${r.stdout}`);
       // Unbounded, the first receive() drained the whole flood (thousands) before it looked at the device.
@@ -156,7 +169,9 @@ for i in range(100):
     for (let i = 0; i < 100 && !done; i++) await t.a.run('ping', ['-c', '1', '-W', '1', R4]);
     assert.equal(await tr.exited, 11, tr.stderr());
     // Every slot is free again: eight captures open.
-    const eight = await Promise.all(Array.from({ length: 8 }, () => capture({ format: 'summary', protocols: ['tcp'] })));
+    const eight = await Promise.all(
+      Array.from({ length: 8 }, () => capture({ format: 'summary', protocols: ['tcp'] })),
+    );
     for (const c of eight) c.client.close();
   });
 
@@ -164,16 +179,20 @@ for i in range(100):
     const mnt = join(dir, 'small');
     mkdirSync(mnt);
     // A 64 KiB tmpfs in a mount namespace of its own: the host's mounts never change.
-    const inSmallDisk = ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs "$1" && shift && exec "$@"', 'sh', mnt];
-    const c = startCli(null, ['capture', '-w', join(mnt, 'x.pcapng'), '--pipe', pipe, '--snaplen', 'full', '--json', '--duration', '120s'], inSmallDisk);
+    const mount = 'mount -t tmpfs -o size=64k tmpfs "$1" && shift && exec "$@"';
+    const inSmallDisk = ['unshare', '-m', '--propagation', 'private', 'sh', '-c', mount, 'sh', mnt];
+    const file = join(mnt, 'x.pcapng');
+    const args = ['capture', '-w', file, '--pipe', pipe, '--snaplen', 'full', '--json', '--duration', '120s'];
+    const c = startCli(null, args, inSmallDisk);
     let done = false;
     void c.exited.then(() => (done = true));
-    for (let i = 0; i < 100 && !done; i++) await t.a.run('ping', ['-c', '5', '-i', '0.01', '-s', '1400', '-W', '1', R4]);
+    const bigPings = ['-c', '5', '-i', '0.01', '-s', '1400', '-W', '1', R4];
+    for (let i = 0; i < 100 && !done; i++) await t.a.run('ping', bigPings);
     assert.equal(await c.exited, 11, c.stdout() + c.stderr());
     assert.equal(JSON.parse(c.stdout()).error.code, 'E_OUTPUT_FAILED', c.stdout());
   });
 
-  test('capture -w to a FIFO nobody reads: --duration ends it with exit 11; a stalled reader cannot make it buffer', async () => {
+  test('capture -w to a FIFO nobody reads: --duration ends it (exit 11); a stalled reader cannot hold it', async () => {
     const fifo = join(dir, 'fifo');
     await run('mkfifo', [fifo]);
     const noReader = startCli(null, ['capture', '-w', fifo, '--pipe', pipe, '--json', '--duration', '2s']);
@@ -182,7 +201,10 @@ for i in range(100):
 
     // A reader that opens the FIFO and never reads: the capture fills it, then drops and counts; --duration ends it.
     const stalled = t.a.spawn('sh', ['-c', 'exec sleep 120 < "$1"', 'sh', fifo]);
-    const c = startCli(null, ['capture', '-w', fifo, '--pipe', pipe, '--json', '--snaplen', 'full', '--duration', '6s']);
+    const c = startCli(null, [
+      'capture', '-w', fifo, '--pipe', pipe, '--json',
+      '--snaplen', 'full', '--duration', '6s',
+    ]);
     let done = false;
     void c.exited.then(() => (done = true));
     while (!done) await t.a.run('ping', ['-c', '20', '-i', '0.01', '-s', '8000', '-W', '1', R4]);
@@ -217,7 +239,9 @@ for i in range(100):
 
     // A new file is made, private to its owner.
     const fresh = join(shared, 'new.pcapng');
-    const made = startCli(null, ['capture', '-w', fresh, '--pipe', pipe, '--json', '--count', '1', '--protocol', 'icmp']);
+    const made = startCli(null, [
+      'capture', '-w', fresh, '--pipe', pipe, '--json', '--count', '1', '--protocol', 'icmp',
+    ]);
     let done = false;
     void made.exited.then(() => (done = true));
     for (let i = 0; i < 50 && !done; i++) await t.a.run('ping', ['-c', '1', '-W', '1', R4]);
@@ -226,18 +250,19 @@ for i in range(100):
     assert.equal(JSON.parse(made.stdout()).packets, 1);
   });
 
-  test('an NFLOG group taken by another program is named in status and warned about when a capture starts', async () => {
+  test('an NFLOG group another program took: named in status, warned about when a capture starts', async () => {
     const status = await ControlClient.connect({ pipe });
     const before = (await status.call('status', {})).backendInfo.firewallLog as string;
     const group = Number(/NFLOG group (\d+)/.exec(before)?.[1]);
     assert.ok(group > 0, before);
     const thief = new JsonLines(t.a.spawn('python3', ['-c', bindGroupScript(group)]));
-    const out = await new Promise<string>((resolve) => thief.child.stdout!.once('data', (d: Buffer | string) => resolve(String(d))));
+    const out = await new Promise<string>((resolve) => thief.child.stdout!.once('data', (d) => resolve(String(d))));
     assert.match(out, /bound/);
     const taken = (await status.call('status', {})).backendInfo.firewallLog as string;
     assert.match(taken, /taken by another program \(netlink port id \d+\)/);
     const drops = await capture({ format: 'summary', verdicts: ['shieldDropped'] });
-    await waitFor('the engine to warn', () => /packet worker: NFLOG group \d+ was taken by another program/.test(engine.output()), 10_000);
+    const warning = /packet worker: NFLOG group \d+ was taken by another program/;
+    await waitFor('the engine to warn', () => warning.test(engine.output()), 10_000);
     drops.client.close();
     thief.child.kill('SIGKILL');
     await waitFor('the group free again', async () => !(await nflogBound(t.a)), 10_000);
@@ -245,7 +270,7 @@ for i in range(100):
     status.close();
   });
 
-  test('SIGTERM to the engine ends a running capture with capture.end: the client exits 0 with a complete file', async () => {
+  test('SIGTERM to the engine ends a running capture with capture.end: client exit 0, a complete file', async () => {
     const file = join(dir, 'stopped.pcapng');
     const c = startCli(null, ['capture', '-w', file, '--pipe', pipe, '--json', '--protocol', 'icmp']);
     await waitFor('the pcapng header', () => existsSync(file) && statSync(file).size > 0, 20_000);

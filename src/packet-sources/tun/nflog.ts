@@ -233,7 +233,10 @@ export function groupListener(group: number): number | null {
 export function groupTakenBy(group: number, ownPortId: number): string | null {
   const holder = groupListener(group);
   if (holder === null || holder === ownPortId) return null;
-  return `NFLOG group ${group} was taken by another program (netlink port id ${holder}); captures miss firewall drops until it lets go or the engine restarts`;
+  return (
+    `NFLOG group ${group} was taken by another program (netlink port id ${holder}); ` +
+    'captures miss firewall drops until it lets go or the engine restarts'
+  );
 }
 
 function logError(message: string): RetroflectError {
@@ -315,7 +318,8 @@ export class FirewallLogReader {
     const result = request(this.fd, this.group, ++this.seq, [bindCommand(), ...deliveryOptions()], this.buf);
     if (result !== 0) {
       const taken = groupTakenBy(this.group, netlinkPortId(this.fd));
-      throw new RetroflectError(ErrorCode.BACKEND_FAILED, taken ? `${taken}.` : `Listening on NFLOG group ${this.group} failed: ${libc().strerror(result)}.`, {
+      const message = taken ? `${taken}.` : `Listening on NFLOG group ${this.group} failed: ${libc().strerror(result)}.`;
+      throw new RetroflectError(ErrorCode.BACKEND_FAILED, message, {
         hint: 'Captures will not show packets the shield rules drop. Another program may have taken the group; restart the engine to pick a free one.',
         details: { group: this.group, errno: result },
       });
