@@ -82,6 +82,16 @@ function addresses(list: readonly string[], family: 4 | 6): string[] {
   return family === 4 ? own : [...own, ...list.filter((a) => addressFamily(a) === 4).map((a) => `::ffff:${a}`)];
 }
 
+/** The elements each of our sets holds for `cfg`, by set name. */
+export function shieldSetMembers(cfg: InterceptConfig): Record<string, (number | string)[]> {
+  return {
+    [NFT_REFLECT_SET[4]]: addresses(cfg.reflectAddresses, 4),
+    [NFT_REFLECT_SET[6]]: addresses(cfg.reflectAddresses, 6),
+    [NFT_SET.tcp]: ports(cfg, 'tcp'),
+    [NFT_SET.udp]: ports(cfg, 'udp'),
+  };
+}
+
 function elements(list: readonly (number | string)[]): string {
   return list.length ? ` elements = { ${list.join(', ')} };` : '';
 }
@@ -102,16 +112,17 @@ export function shieldTableScript(cfg: InterceptConfig, tunName: string, logGrou
       hint: 'Use 1 to 15 letters, digits, dots, dashes or underscores.',
     });
   }
+  const members = shieldSetMembers(cfg);
   return [
     `table ${NFT_FAMILY} ${NFT_TABLE}`,
     `delete table ${NFT_FAMILY} ${NFT_TABLE}`,
     `table ${NFT_FAMILY} ${NFT_TABLE} {`,
     `  counter ${NFT_FORGED_COUNTER} { }`,
     `  counter ${NFT_FORWARDED_COUNTER} { }`,
-    `  set ${NFT_REFLECT_SET[4]} { type ipv4_addr;${elements(addresses(cfg.reflectAddresses, 4))} }`,
-    `  set ${NFT_REFLECT_SET[6]} { type ipv6_addr;${elements(addresses(cfg.reflectAddresses, 6))} }`,
-    `  set ${NFT_SET.tcp} { type inet_service; counter;${elements(ports(cfg, 'tcp'))} }`,
-    `  set ${NFT_SET.udp} { type inet_service; counter;${elements(ports(cfg, 'udp'))} }`,
+    `  set ${NFT_REFLECT_SET[4]} { type ipv4_addr;${elements(members[NFT_REFLECT_SET[4]])} }`,
+    `  set ${NFT_REFLECT_SET[6]} { type ipv6_addr;${elements(members[NFT_REFLECT_SET[6]])} }`,
+    `  set ${NFT_SET.tcp} { type inet_service; counter;${elements(members[NFT_SET.tcp])} }`,
+    `  set ${NFT_SET.udp} { type inet_service; counter;${elements(members[NFT_SET.udp])} }`,
     '  chain input {',
     '    type filter hook input priority filter - 10; policy accept;',
     `    iifname "${tunName}" accept`,
