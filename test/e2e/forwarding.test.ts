@@ -123,7 +123,7 @@ describe('a host that forwards IP reflects only its own packets', { timeout: 240
     assert.equal((await reflectedUdp()) - r0, sent);
   });
 
-  test('a flood of forged R → R from another host leaves ping through R untouched; the drops are counted', async () => {
+  test('a flood of forged R → R from another host leaves ping through R untouched; the drops are counted', async (ctx) => {
     const r0 = await reflected();
     const f0 = await nftCounter(t.a, 'forwarded');
     const flood = new JsonLines(t.b.spawn(node, ['--import', 'tsx', RAW, R4, R4, String(OPEN), '200000', '255']));
@@ -132,6 +132,7 @@ describe('a host that forwards IP reflects only its own packets', { timeout: 240
     const done = await flood.next((o) => typeof o.sent === 'number', 120_000);
     assert.match(ping.stdout, /20 packets transmitted, 20 received/, ping.stdout);
     const dropped = (await nftCounter(t.a, 'forwarded')) - f0;
+    ctx.diagnostic(JSON.stringify({ sent: done.sent, droppedForwarded: dropped, ping: /\d+ packets transmitted.*|rtt .*/g.exec(ping.stdout)?.[0] ?? '', rtt: /rtt .*/.exec(ping.stdout)?.[0] ?? '' }));
     // A veth may drop some of a flood before a sees it (its backlog), never more.
     assert.ok(dropped > 0.5 * (done.sent as number) && dropped <= (done.sent as number), `${dropped} of ${done.sent}`);
     // Only the 20 echo requests were reflected.
