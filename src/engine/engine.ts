@@ -8,6 +8,8 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import {
   MAX_REFLECT_ADDRESSES,
   MAX_SHIELD_PORTS,
+  addReflectAddresses,
+  addShieldPorts,
   checkLimits,
   cloneInterceptConfig,
   shieldKey,
@@ -27,16 +29,9 @@ import { createPacketWorker } from './worker-entry.ts';
 import { CaptureHub } from '../capture/hub.ts';
 import type { CapturePort } from '../capture/port.ts';
 
-export interface AddressValidation {
-  address: string;
-  warnings: string[];
-}
-
 export interface EngineOptions {
   config: InterceptConfig;
   backend: HostBackend;
-  /** Host validation of a reflect address (platform/validate-address.ts); throws RetroflectError when unusable. */
-  validateAddress: (address: string) => Promise<AddressValidation>;
   pipeName?: string | null;
   configPath?: string | null;
   flowCapacity?: number;
@@ -243,13 +238,11 @@ export class Engine extends EventEmitter {
    */
   private async transition(next: InterceptConfig): Promise<void> {
     const prev = this.current;
-    const prevPorts = new Set(prev.shieldPorts.map(shieldKey));
-    const union: InterceptConfig = {
-      reflectAddresses: [...new Set([...prev.reflectAddresses, ...next.reflectAddresses])],
-      shieldPorts: [...prev.shieldPorts, ...next.shieldPorts.filter((p) => !prevPorts.has(shieldKey(p)))],
-      // Maps cannot be united (a port may change target): addresses that stay get next's maps, leaving ones keep theirs.
-      portMaps: [...portMapsOf(next), ...portMapsOf(prev).filter((m) => !next.reflectAddresses.includes(m.address))],
-    };
+    const union = cloneInterceptConfig(prev);
+    addReflectAddresses(union, next.reflectAddresses);
+    addShieldPorts(union, next.shieldPorts);
+    // Maps cannot be united (a port may change target): addresses that stay get next's maps, leaving ones keep theirs.
+    union.portMaps = [...portMapsOf(next), ...portMapsOf(prev).filter((m) => !next.reflectAddresses.includes(m.address))];
     checkLimits(next);
     await this.verifyHost('firewall'); // edit the table we think we have, not a hole where it was
     this.post({ type: 'dataplane', dataplane: this.dataplaneConfig(union) });
@@ -280,11 +273,6 @@ export class Engine extends EventEmitter {
       this.assertRunning();
       await this.transition(next);
     });
-  }
-
-  /** Host validation of a reflect address about to be added (platform/validate-address.ts): throws when unusable. */
-  validateAddress(address: string): Promise<AddressValidation> {
-    return this.opts.validateAddress(address);
   }
 
   config(): InterceptConfig {

@@ -2,7 +2,7 @@
  * One local program floods the mapped-flow table (issue 19, item 17): 20,000 UDP flows to a mapped port that no server
  * answers (its target is closed), more than the table's 16,384 entries, sent through a raw socket as fast as it
  * takes them (paced to the TUN queue). Another program's mapped UDP must still work, at once: a new flow takes the slot of an unanswered one
- * (src/engine/mapped-flows.ts). Real `retroflect run` in a namespace.
+ * (src/engine/port-mapper.ts). Real `retroflect run` in a namespace.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';

@@ -6,12 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Verdict } from '../../src/packet-sources/packet-source.ts';
+import { Verdict } from '../../src/packet/verdicts.ts';
 import { EngineCounters } from '../../src/engine/counters.ts';
 import { Dataplane } from '../../src/engine/dataplane.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
-import { MAPPED_PROBE_WINDOW, PortMapper } from '../../src/engine/mapped-flows.ts';
-import { ipv4, udpDatagram, withChecksum, addressBytes } from '../packet/build.ts';
+import { MAPPED_PROBE_WINDOW, PortMapper } from '../../src/engine/port-mapper.ts';
+import { ipv4, udpDatagram, withChecksum, addressBytes } from '../helpers/packet-builders.ts';
 
 const L = '192.0.2.10';
 const R = '203.0.113.7';
