@@ -86,7 +86,8 @@ export class ReflectAddressSet {
     const at = p.srcOffset;
     if (p.family === 6 && this.v4Count > 0) {
       const v = p.view;
-      if (v.getInt32(at) === 0 && v.getInt32(at + 4) === 0 && v.getInt32(at + 8) === 0xffff) return this.lookupV4(v.getInt32(at + 12));
+      const mapped = v.getInt32(at) === 0 && v.getInt32(at + 4) === 0 && v.getInt32(at + 8) === 0xffff;
+      if (mapped) return this.lookupV4(v.getInt32(at + 12));
     }
     return this.lookupAt(p, at);
   }

@@ -38,7 +38,9 @@ for (const [i, offset] of OFFSETS_MS.entries()) {
       ], { env: { ...process.env, NO_COLOR: '1' } });
       let out = '';
       child.stdout!.on('data', (d) => (out += d));
-      const exited = new Promise<number | string>((resolve) => child.once('exit', (code, s) => resolve(code ?? s ?? -1)));
+      const exited = new Promise<number | string>((resolve) => {
+        child.once('exit', (code, s) => resolve(code ?? s ?? -1));
+      });
       await new Promise<void>((resolve) => {
         child.stderr!.on('data', (d) => {
           out += d;

@@ -21,7 +21,10 @@ interface NftListing {
   nftables: Record<string, Record<string, unknown>>[];
 }
 
-/** Everything but elements and counts: named counters, sets (name, type, flags), chains (hook, priority, policy), rules in order. */
+/**
+ * Everything but elements and counts: named counters, sets (name, type, flags), chains (hook, priority, policy),
+ * rules in order.
+ */
 function shapeOf(doc: NftListing): TableShape {
   const counters: string[] = [];
   const sets: unknown[] = [];
@@ -49,7 +52,8 @@ function elementsOf(doc: NftListing): Map<string, string[]> {
   for (const obj of doc.nftables) {
     if (!obj.set) continue;
     const elems = (obj.set.elem as unknown[] | undefined) ?? [];
-    const keys = elems.map((e) => elementKey(typeof e === 'object' && e !== null && 'elem' in e ? (e as { elem: { val: unknown } }).elem.val : e));
+    const value = (e: unknown) => (typeof e === 'object' && e !== null && 'elem' in e ? (e as { elem: { val: unknown } }).elem.val : e);
+    const keys = elems.map((e) => elementKey(value(e)));
     out.set(String(obj.set.name), keys.sort());
   }
   return out;
@@ -61,7 +65,8 @@ async function listTable(): Promise<NftListing | null> {
     const { stdout } = await runCommand({ file: 'nft', args: ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE] });
     return JSON.parse(stdout) as NftListing;
   } catch (err) {
-    if (err instanceof RetroflectError && /No such file or directory/i.test(String(err.details?.stderr ?? ''))) return null;
+    const missing = err instanceof RetroflectError && /No such file or directory/i.test(String(err.details?.stderr ?? ''));
+    if (missing) return null;
     throw err;
   }
 }
@@ -69,13 +74,16 @@ async function listTable(): Promise<NftListing | null> {
 /** The shape of the table just installed (call right after installShield). */
 export async function installedShape(): Promise<TableShape> {
   const doc = await listTable();
-  if (!doc) throw new RetroflectError(ErrorCode.BACKEND_FAILED, `The nft table ${NFT_FAMILY} ${NFT_TABLE} vanished right after it was installed.`);
+  if (!doc) {
+    const what = `The nft table ${NFT_FAMILY} ${NFT_TABLE} vanished right after it was installed.`;
+    throw new RetroflectError(ErrorCode.BACKEND_FAILED, what);
+  }
   return shapeOf(doc);
 }
 
 /**
- * What is wrong with the table, in words ("was deleted", "had its rules changed", "had elements of shield_tcp changed"),
- * or null when it is whole: the shape of `expected` and exactly the elements of `cfg`.
+ * What is wrong with the table, in words ("was deleted", "had its chains, rules, sets or counters changed", "had the
+ * elements of set shield_tcp changed"), or null when it is whole: the shape of `expected`, the elements of `cfg`.
  */
 export async function tableDamage(cfg: InterceptConfig, expected: TableShape): Promise<string | null> {
   const doc = await listTable();
@@ -85,7 +93,8 @@ export async function tableDamage(cfg: InterceptConfig, expected: TableShape): P
   const want = shieldSetMembers(cfg);
   for (const [set, members] of Object.entries(want)) {
     const expectedKeys = members.map(elementKey).sort();
-    if (JSON.stringify(have.get(set) ?? []) !== JSON.stringify(expectedKeys)) return `had the elements of set ${set} changed`;
+    const same = JSON.stringify(have.get(set) ?? []) === JSON.stringify(expectedKeys);
+    if (!same) return `had the elements of set ${set} changed`;
   }
   return null;
 }

@@ -113,6 +113,9 @@ export function shieldTableScript(cfg: InterceptConfig, tunName: string, logGrou
     });
   }
   const members = shieldSetMembers(cfg);
+  // The same two rules on input and on forward: a forged reflect source is neither delivered nor forwarded.
+  const forged = `counter name "${NFT_FORGED_COUNTER}"${logTo(NFT_LOG_PREFIX.forged, logGroup)} drop`;
+  const forgedDrops = [`    ip saddr @${NFT_REFLECT_SET[4]} ${forged}`, `    ip6 saddr @${NFT_REFLECT_SET[6]} ${forged}`];
   return [
     `table ${NFT_FAMILY} ${NFT_TABLE}`,
     `delete table ${NFT_FAMILY} ${NFT_TABLE}`,
@@ -126,8 +129,7 @@ export function shieldTableScript(cfg: InterceptConfig, tunName: string, logGrou
     '  chain input {',
     '    type filter hook input priority filter - 10; policy accept;',
     `    iifname "${tunName}" accept`,
-    `    ip saddr @${NFT_REFLECT_SET[4]} counter name "${NFT_FORGED_COUNTER}"${logTo(NFT_LOG_PREFIX.forged, logGroup)} drop`,
-    `    ip6 saddr @${NFT_REFLECT_SET[6]} counter name "${NFT_FORGED_COUNTER}"${logTo(NFT_LOG_PREFIX.forged, logGroup)} drop`,
+    ...forgedDrops,
     '    iif lo accept',
     `    meta l4proto tcp tcp dport @${NFT_SET.tcp}${logTo(NFT_LOG_PREFIX.shield, logGroup)} drop`,
     `    meta l4proto udp udp dport @${NFT_SET.udp}${logTo(NFT_LOG_PREFIX.shield, logGroup)} drop`,
@@ -136,8 +138,7 @@ export function shieldTableScript(cfg: InterceptConfig, tunName: string, logGrou
     '    type filter hook forward priority filter - 10; policy accept;',
     `    oifname "${tunName}" counter name "${NFT_FORWARDED_COUNTER}" drop`,
     `    iifname "${tunName}" accept`,
-    `    ip saddr @${NFT_REFLECT_SET[4]} counter name "${NFT_FORGED_COUNTER}"${logTo(NFT_LOG_PREFIX.forged, logGroup)} drop`,
-    `    ip6 saddr @${NFT_REFLECT_SET[6]} counter name "${NFT_FORGED_COUNTER}"${logTo(NFT_LOG_PREFIX.forged, logGroup)} drop`,
+    ...forgedDrops,
     '  }',
     '}',
     '',
