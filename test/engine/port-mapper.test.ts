@@ -21,13 +21,20 @@ function setup() {
   const counters = new EngineCounters();
   const mapper = new PortMapper(MAPPED_PROBE_WINDOW);
   const dp = new Dataplane(counters, new FlowTable({ capacity: 64 }), mapper);
-  dp.configure({ reflect: [{ address: R, slot: 0 }], shield: [], portMaps: [{ address: R, protocol: 'udp', port: 53, target: 5353 }] });
+  const portMaps = [{ address: R, protocol: 'udp' as const, port: 53, target: 5353 }];
+  dp.configure({ reflect: [{ address: R, slot: 0 }], shield: [], portMaps });
   return { dp, counters, mapper };
 }
 
-/** A datagram L:src → R:dst (as this host sends it), through the data plane; returns its verdict and destination port. */
+/** A UDP datagram L:src → R:dst, as this host sends it. */
+function datagram(src: number, dst: number, data: number[]): Uint8Array {
+  const payload = withChecksum(addressBytes(L), addressBytes(R), 17, udpDatagram(src, dst, data));
+  return ipv4({ src: L, dst: R, proto: 17, payload });
+}
+
+/** A datagram L:src → R:dst through the data plane; returns its verdict and destination port. */
 function send(dp: Dataplane, src: number, dst: number, now: number): { verdict: number; dstPort: number } {
-  const pkt = ipv4({ src: L, dst: R, proto: 17, payload: withChecksum(addressBytes(L), addressBytes(R), 17, udpDatagram(src, dst, [1, 2])) });
+  const pkt = datagram(src, dst, [1, 2]);
   const buf = Uint8Array.from(pkt);
   const verdict = dp.outbound(buf, 0, buf.length, now);
   return { verdict, dstPort: (buf[22] << 8) | buf[23] };
@@ -41,7 +48,7 @@ describe('a full mapped-flow table', () => {
     // Another program's query still opens its mapped flow (delivered to 5353), and its answer maps back to 53.
     const now = T0 + 16000;
     assert.deepEqual(send(dp, 40000, 53, now), { verdict: Verdict.Reflect, dstPort: 5353 });
-    const reply = ipv4({ src: L, dst: R, proto: 17, payload: withChecksum(addressBytes(L), addressBytes(R), 17, udpDatagram(5353, 40000, [3])) });
+    const reply = datagram(5353, 40000, [3]);
     const rbuf = Uint8Array.from(reply);
     assert.equal(dp.outbound(rbuf, 0, rbuf.length, now + 1), Verdict.Reflect);
     assert.equal((rbuf[20] << 8) | rbuf[21], 53, 'the answer leaves from the mapped port');
@@ -56,7 +63,7 @@ describe('a full mapped-flow table', () => {
     const { dp, counters, mapper } = setup();
     for (let i = 0; i < MAPPED_PROBE_WINDOW; i++) {
       send(dp, 20000 + i, 53, T0 + i);
-      const reply = ipv4({ src: L, dst: R, proto: 17, payload: withChecksum(addressBytes(L), addressBytes(R), 17, udpDatagram(5353, 20000 + i, [3])) });
+      const reply = datagram(5353, 20000 + i, [3]);
       dp.outbound(Uint8Array.from(reply), 0, reply.length, T0 + i);
     }
     assert.equal(send(dp, 40000, 53, T0 + 100).verdict, Verdict.Drop);
