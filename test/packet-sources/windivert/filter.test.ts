@@ -8,7 +8,7 @@ import { buildInterceptConfig, emptyInterceptConfig } from '../../../src/config/
 import { buildWinDivertFilter, MATCH_NOTHING, portRanges, portTestBudget } from '../../../src/packet-sources/windivert/filter.ts';
 import { WINDIVERT_FILTER_MAX_TESTS } from '../../../src/packet-sources/windivert/limits.ts';
 import { doubleLastOpenReason } from './double-controls.ts';
-import { loadDouble } from './double.ts';
+import { loadDouble } from '../../helpers/windivert-double.ts';
 
 const { api, double } = loadDouble();
 
