@@ -1,6 +1,7 @@
 # Test-Retroflect on Windows, under Wine with the WinDivert TEST DOUBLE: its Windows checks as Retroflect.Check
 # objects, another WinDivert user at our priority, and a stale `WinDivert` driver service entry reported and repaired
-# with -Repair. (`retroflect driver release`, what Uninstall-Retroflect runs, is tested in test/doctor/doctor-wine.test.ts.) The service entry is made with sc.exe (Wine keeps it in its registry; no kernel
+# with -Repair. (`retroflect driver release`, what Uninstall-Retroflect runs, is tested in
+# test/doctor/doctor-wine.test.ts.) The service entry is made with sc.exe (Wine keeps it in its registry; no kernel
 # driver runs). "Another program" is a Windows node.exe holding a WinDivert handle (test/doctor/fixtures/
 # hold-windivert-handle.ts, bundled: RETROFLECT_TEST_NODE_EXE, RETROFLECT_TEST_HOLDER): the double's REFLECT layer
 # shares open handles between processes through WINDIVERT_DOUBLE_DRIVER_DIR.
