@@ -88,7 +88,10 @@ function Test-Retroflect {
         $argv = New-Object 'System.Collections.Generic.List[string]'
         if ($Pipe) { $argv.Add('--pipe'); $argv.Add($Pipe) }
         if ($ConfigPath) { $argv.Add('--config'); $argv.Add((Resolve-RetroflectUserPath $PSCmdlet $ConfigPath)) }
-        if ($WinDivertPath) { $argv.Add('--windivert-dir'); $argv.Add((Resolve-RetroflectUserPath $PSCmdlet $WinDivertPath)) }
+        if ($WinDivertPath) {
+            $argv.Add('--windivert-dir')
+            $argv.Add((Resolve-RetroflectUserPath $PSCmdlet $WinDivertPath))
+        }
         if ($Repair) { $argv.Add('--repair') }
         $report = Invoke-RetroflectDoctor -Executable $exe -ArgumentList $argv.ToArray()
     }

@@ -65,7 +65,8 @@ function Uninstall-Retroflect {
         }
         if ($windows) {
             $task = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue
-            # The installed engine (the task's program): its folder holds the WinDivert files whose driver entry is ours.
+            # The installed engine (the task's program): its folder holds the WinDivert files whose driver entry
+            # is ours.
             $engineExe = $null
             if ($null -ne $task) { $engineExe = [string](@($task.Actions)[0].Execute) }
             if ($null -eq $task) {
@@ -102,7 +103,10 @@ function Uninstall-Retroflect {
             # hold its file for a moment longer, as may a virus scanner: try again briefly before giving up.
             for ($try = 1; ; $try++) {
                 try { Remove-Item -LiteralPath $runtimeDir -Recurse -Force -ErrorAction Stop; break }
-                catch { if ($try -ge $script:RuntimeRemoveTries) { throw }; Start-Sleep -Milliseconds $script:RuntimeRemoveRetryMs }
+                catch {
+                    if ($try -ge $script:RuntimeRemoveTries) { throw }
+                    Start-Sleep -Milliseconds $script:RuntimeRemoveRetryMs
+                }
             }
             $parent = Split-Path -Parent $runtimeDir
             if ((Test-Path -LiteralPath $parent) -and -not (Get-ChildItem -LiteralPath $parent -Force)) {

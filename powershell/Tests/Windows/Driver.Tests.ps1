@@ -24,9 +24,12 @@ BeforeAll {
         param([int]$Priority, [string]$Filter)
         $control = Join-Path $env:RETROFLECT_TEST_DIR ('holder-' + [guid]::NewGuid().ToString('N').Substring(0, 6))
         Set-Content -LiteralPath $control -Value ''
-        $argv = @($env:RETROFLECT_TEST_HOLDER, (Join-Path $script:App 'WinDivert.dll'), [string]$Priority, ('"' + $Filter + '"'), $control)
+        $dll = Join-Path $script:App 'WinDivert.dll'
+        $argv = @($env:RETROFLECT_TEST_HOLDER, $dll, [string]$Priority, ('"' + $Filter + '"'), $control)
         $null = Start-Process -FilePath $env:RETROFLECT_TEST_NODE_EXE -ArgumentList $argv -WindowStyle Hidden -PassThru
-        for ($i = 0; $i -lt 600 -and -not (Test-Path -LiteralPath ($control + '.ready')); $i++) { Start-Sleep -Milliseconds 100 }
+        for ($i = 0; $i -lt 600 -and -not (Test-Path -LiteralPath ($control + '.ready')); $i++) {
+            Start-Sleep -Milliseconds 100
+        }
         Test-Path -LiteralPath ($control + '.ready') | Should -BeTrue
         return $control
     }
@@ -46,7 +49,9 @@ Describe 'Test-Retroflect on Windows' {
     It 'returns Retroflect.Check objects for the Windows checks' {
         $checks = Test-Retroflect -Path $script:Exe -Pipe 'rft-driver-none'
         $names = $checks | ForEach-Object Name
-        foreach ($n in 'privileges', 'windows.windivert-files', 'windows.driver-service', 'windows.windivert-users', 'windows.bfe', 'windows.firewall', 'engine') {
+        $expected = @('privileges', 'windows.windivert-files', 'windows.driver-service', 'windows.windivert-users',
+            'windows.bfe', 'windows.firewall', 'engine')
+        foreach ($n in $expected) {
             $names | Should -Contain $n
         }
         $checks[0].PSTypeNames | Should -Contain 'Retroflect.Check'
@@ -55,7 +60,8 @@ Describe 'Test-Retroflect on Windows' {
     It 'reports another WinDivert user at our priority, with its process and filter' {
         $holder = Start-OtherWinDivertUser -Priority 1000 -Filter 'tcp.DstPort == 8080'
         try {
-            $users = Test-Retroflect -Path $script:Exe -Pipe 'rft-driver-none' | Where-Object Name -eq 'windows.windivert-users'
+            $checks = Test-Retroflect -Path $script:Exe -Pipe 'rft-driver-none'
+            $users = $checks | Where-Object Name -eq 'windows.windivert-users'
             $users.Status | Should -Be 'Warning'
             $users.Detail | Should -Match 'priority 1000, filter "tcp\.DstPort == 8080"\) uses our priority 1000'
             @($users.Evidence.handles).Count | Should -Be 1
@@ -65,12 +71,15 @@ Describe 'Test-Retroflect on Windows' {
         }
     }
     It 'reports a stale driver entry as Fail and removes it with -Repair' {
-        $null = & $script:Sc create WinDivert type= kernel binPath= (Join-Path $env:RETROFLECT_TEST_DIR 'gone\WinDivert64.sys')
-        $check = Test-Retroflect -Path $script:Exe -Pipe 'rft-driver-none' | Where-Object Name -eq 'windows.driver-service'
+        $gone = Join-Path $env:RETROFLECT_TEST_DIR 'gone\WinDivert64.sys'
+        $null = & $script:Sc create WinDivert type= kernel binPath= $gone
+        $check = Test-Retroflect -Path $script:Exe -Pipe 'rft-driver-none' |
+            Where-Object Name -eq 'windows.driver-service'
         $check.Status | Should -Be 'Fail'
         $check.Detail | Should -Match 'stale'
         $check.Fix | Should -Match 'Test-Retroflect -Repair'
-        $repaired = Test-Retroflect -Path $script:Exe -Pipe 'rft-driver-none' -Repair | Where-Object Name -eq 'windows.driver-service'
+        $repaired = Test-Retroflect -Path $script:Exe -Pipe 'rft-driver-none' -Repair |
+            Where-Object Name -eq 'windows.driver-service'
         $repaired.Status | Should -Be 'Pass'
         Test-DriverService | Should -BeFalse
     }

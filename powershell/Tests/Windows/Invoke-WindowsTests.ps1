@@ -15,9 +15,14 @@ try {
     $config = New-PesterConfiguration
     $config.Run.Path = $PSScriptRoot
     if ($env:RETROFLECT_TEST_FILTER) {
-        # Only the files whose names contain one of its comma-separated parts (test/doctor/doctor-windows-pester.test.ts).
+        # Only the files whose names contain one of its comma-separated parts
+        # (test/doctor/doctor-windows-pester.test.ts).
         $parts = $env:RETROFLECT_TEST_FILTER -split ','
-        $config.Run.Path = @(Get-ChildItem -LiteralPath $PSScriptRoot -Filter '*.Tests.ps1' | Where-Object { $name = $_.Name; @($parts | Where-Object { $name -like "*$_*" }).Count -gt 0 } | ForEach-Object { $_.FullName })
+        $files = Get-ChildItem -LiteralPath $PSScriptRoot -Filter '*.Tests.ps1' | Where-Object {
+            $name = $_.Name
+            @($parts | Where-Object { $name -like "*$_*" }).Count -gt 0
+        }
+        $config.Run.Path = @($files | ForEach-Object { $_.FullName })
     }
     $config.Run.PassThru = $true
     $config.Output.Verbosity = 'Detailed'
