@@ -64,7 +64,8 @@ describe('retroflect doctor (Linux, real namespaces)', { timeout: 300_000 }, () 
     config = join(dir, 'config.json');
     writeConfig(config, [{ address: R4, portMaps: ['80=8080/tcp'] }, R6], [{ port: 8080, protocol: 'tcp' }]);
     stopServer = await serve(t.a, '::', 8080);
-    engine = await startEngine(t.a, dir, { config });
+    // Generous: `npm test -- doctor` runs this beside the Wine and pwsh suites on a shared machine.
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000 });
   });
 
   after(async () => {
