@@ -28,6 +28,8 @@ export const ExitCode = {
   ENGINE_BUSY: 10,
   /** The command worked but its output could not be written (closed pipe, full disk); nothing more is printed. */
   OUTPUT_FAILED: 11,
+  /** `doctor`: at least one check failed (warnings alone end with 0). */
+  CHECK_FAILED: 12,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
