@@ -232,14 +232,20 @@ function Clear-RetroflectDriverService {
     through WinDivert's REFLECT layer by this release's executable, 'driver release'); otherwise, and for another
     tool's entry, it is left alone (docs/windows.md). Never fails the install: the outcome goes to the log.
     #>
-    param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Executable, [Parameter(Mandatory)][string]$OldVersionDir, $Log)
+    param(
+        [Parameter(Mandatory)]$Layout,
+        [Parameter(Mandatory)][string]$Executable,
+        [Parameter(Mandatory)][string]$OldVersionDir,
+        $Log
+    )
     if (-not $Layout.Windows) { return }
     $lines = & $Executable driver release --json --windivert-dir $OldVersionDir 2>$null
     $outcome = $null
     try { $outcome = (($lines | Out-String).Trim()) | ConvertFrom-Json } catch { $outcome = $null }
     if ($Log) {
-        if ($null -ne $outcome -and $null -ne $outcome.PSObject.Properties['detail']) { Write-RetroflectDeployLog -Log $Log -Message ("WinDivert driver service: {0}" -f $outcome.detail) }
-        else { Write-RetroflectDeployLog -Log $Log -Message "WinDivert driver service: not checked (exit $LASTEXITCODE); left as it is" }
+        $said = "not checked (exit $LASTEXITCODE); left as it is"
+        if ($null -ne $outcome -and $null -ne $outcome.PSObject.Properties['detail']) { $said = [string]$outcome.detail }
+        Write-RetroflectDeployLog -Log $Log -Message ('WinDivert driver service: ' + $said)
     }
 }
 

@@ -92,7 +92,9 @@ try {
         Write-RetroflectDeployLog -Log $log -Message "stopped engine $($running.Version)"
     }
     if ($previous) {
-        Clear-RetroflectDriverService -Layout $layout -Executable (Join-Path $PSScriptRoot $layout.ExeName) -OldVersionDir (Split-Path -Parent $previous.Executable) -Log $log
+        $newExe = Join-Path $PSScriptRoot $layout.ExeName
+        $oldDir = Split-Path -Parent $previous.Executable
+        Clear-RetroflectDriverService -Layout $layout -Executable $newExe -OldVersionDir $oldDir -Log $log
     }
 }
 catch {

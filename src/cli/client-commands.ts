@@ -222,7 +222,9 @@ export function registerClientCommands(program: Command): void {
         if (r.portMaps?.existing.length) process.stdout.write(`${chalk.dim('Already mapped:')} ${mapsByAddress(r.portMaps.existing)}\n`);
       }),
     );
-  withCommon(address.command('test').description('Check address(es) as `address add` would, changing nothing (Test-ReflectAddress; without an engine, on this host); exit 4 if any is unusable.').argument('<address...>'))
+  const testText = 'Check address(es) as `address add` would, changing nothing (Test-ReflectAddress; without an engine, ' +
+    'on this host); exit 4 if any is unusable.';
+  withCommon(address.command('test').description(testText).argument('<address...>'))
     .action(async (addrs: string[], opts: CommonOptions) => {
       let allUsable = true;
       const print = (results: AddressTestResult[]): void => {
