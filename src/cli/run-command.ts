@@ -18,6 +18,8 @@ export function registerRunCommand(program: Command): void {
     .option('-n, --dry-run', 'print what would be done (addresses, ports, routes, rules, WinDivert filter) and change nothing')
     .option('--device <name>', 'Linux: TUN device name', 'rflct0')
     .option('--windivert-dir <dir>', 'Windows: folder holding WinDivert.dll and WinDivert64.sys')
+    .option('--log-file <path>', 'also append the engine\'s events to this file (size capped, rotated to <path>.1 .. .3)')
+    .option('--log-size <size>', 'cap of the log file before it rotates (bytes, or K/M/G; default 10M)')
     .option('--priority <n>', `Windows: WinDivert priority (-30000..30000, default ${DEFAULT_WINDIVERT_PRIORITY}; higher sees packets first)`)
     .action(async (opts: RunOptions) => {
       const { runEngine } = await import('./run-engine.ts');

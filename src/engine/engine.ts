@@ -90,7 +90,10 @@ export class Engine extends EventEmitter {
   private queue: Promise<unknown> = Promise.resolve();
   private stopped: Promise<void> | null = null;
   private readonly statsSource: EngineStatsSource;
-  private readonly captureHub = new CaptureHub((captures) => this.post({ type: 'capture', captures }));
+  private readonly captureHub = new CaptureHub((captures) => {
+    this.post({ type: 'capture', captures });
+    this.emit('captures', captures.map((c) => c.id)); // for the event log (cli/engine-events.ts)
+  });
   private hostCheckTimer: NodeJS.Timeout | null = null;
   private hostRepairs = { count: 0, last: null as { at: string; what: string } | null };
 
@@ -185,7 +188,7 @@ export class Engine extends EventEmitter {
     }
     for (const what of repairs) {
       this.hostRepairs = { count: this.hostRepairs.count + 1, last: { at: new Date().toISOString(), what } };
-      this.opts.log?.('warn', what);
+      this.emit('hostRepaired', what);
     }
     if (repairs.length) this.statsSource.forgetHostReading(); // read before the repair: of a table that is gone
   }
@@ -267,7 +270,9 @@ export class Engine extends EventEmitter {
   reconfigure(next: InterceptConfig): Promise<void> {
     return this.serialize(async () => {
       this.assertRunning();
+      const prev = this.config();
       await this.transition(next);
+      this.emit('reconfigured', prev, this.config());
     });
   }
 
@@ -306,7 +311,9 @@ export class Engine extends EventEmitter {
   /** Start copying matching packets to a client (capture/hub.ts); E_LIMIT_REACHED past MAX_CAPTURE_CLIENTS. */
   openCapture(opts: CaptureOptions): CaptureSession {
     this.assertRunning();
-    return this.captureHub.open(opts);
+    const session = this.captureHub.open(opts);
+    this.emit('captureStarted', session);
+    return session;
   }
 
   interfaceName(ifIndex: number): string {
