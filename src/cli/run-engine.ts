@@ -41,6 +41,8 @@ export interface RunOptions {
   logFile?: string;
   /** Cap of the log file: bytes, or with a K/M/G suffix. */
   logSize?: string;
+  /** Windows: run as the service (cli/service-host.ts). */
+  service?: boolean;
 }
 
 /**
