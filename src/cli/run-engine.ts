@@ -27,6 +27,7 @@ import { EngineEvent } from '../platform/events.ts';
 import { EngineLog } from './engine-log.ts';
 import { failureEvent, startedText, stoppedText, watchEngineEvents } from './engine-events.ts';
 import { parseLogSize } from './log-options.ts';
+import { underSystemd } from '../platform/journal.ts';
 
 export interface RunOptions {
   reflect?: string[];
@@ -278,6 +279,7 @@ async function runUntilStopped(
     },
     pipeName,
     configPath,
+    runsAs: opts.service ? 'service' : underSystemd() ? 'unit' : 'console',
     log: (level, message) => (log ? log.note(level === 'info' ? 'info' : level === 'warn' ? 'warning' : 'error', message) : level === 'info' ? console.log(message) : warn(message)),
   });
   onEngine(started);

@@ -21,7 +21,7 @@ import { EngineCounters } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
 import { FlowTable } from './flow-table.ts';
 import { EngineStatsSource } from './stats.ts';
-import type { EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
+import type { EngineState, EngineStats, EngineStatus, FlowRecord, RunsAs } from './types.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 import { createPacketWorker } from './worker-entry.ts';
 import { CaptureHub, type CaptureOptions, type CaptureSession } from '../capture/hub.ts';
@@ -42,6 +42,8 @@ export interface EngineOptions {
   /** How long start() waits for the worker to report ready. */
   startTimeoutMs?: number;
   log?: (level: 'info' | 'warn' | 'error', message: string) => void;
+  /** How the engine runs (shown in status); 'console' unless the caller knows better. */
+  runsAs?: RunsAs;
 }
 
 /** Counter slots are stable for as long as an address or port stays configured, so its counters survive changes. */
@@ -300,6 +302,7 @@ export class Engine extends EventEmitter {
       pipeName: this.opts.pipeName ?? null,
       backendInfo: this.opts.backend.describe?.() ?? {},
       hostRepairs: { count: this.hostRepairs.count, last: this.hostRepairs.last && { ...this.hostRepairs.last } },
+      runsAs: this.opts.runsAs ?? 'console',
     };
   }
 

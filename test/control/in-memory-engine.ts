@@ -34,6 +34,7 @@ export class InMemoryEngine implements ControlEngine {
       pipeName: null,
       backendInfo: {},
       hostRepairs: { count: 0, last: null },
+      runsAs: 'console',
     };
   }
 

@@ -30,7 +30,7 @@ class RetroflectReflectAddressJson {
 }
 class RetroflectStatusJson {
     [object]$State; [object]$Version; [object]$Backend; [object]$ProcessId; [object]$StartedAt; [object]$UptimeSeconds
-    [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo
+    [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo; [string]$RunsAs
     [string] ToString() { return [string]$this.State }
 }
 class RetroflectFlowJson {
@@ -291,7 +291,17 @@ function ConvertTo-RetroflectStatus {
         PipeName         = $Status.pipeName
         Pipe             = $Pipe
         BackendInfo      = $backendInfo
+        # How the engine runs: Service (Windows), Unit (systemd) or Console (a script, a task, a terminal).
+        RunsAs           = ConvertTo-RetroflectRunsAs $Status.runsAs
     })
+}
+
+function ConvertTo-RetroflectRunsAs {
+    # The engine's runsAs (src/engine/types.ts) as Get-Retroflect shows it; an engine too old to say is 'Console'.
+    param([object]$Value)
+    $name = $script:RunsAsNames[[string]$Value]
+    if (-not $name) { return 'Console' }
+    return $name
 }
 
 function ConvertTo-RetroflectCount {

@@ -132,6 +132,14 @@ function Start-Retroflect {
             $PSCmdlet.ThrowTerminatingError($_)
         }
 
+        # Installed as the service (Windows) and asked for the default engine: start the service, not a second copy.
+        $service = Get-RetroflectService
+        if ($null -ne $service -and -not $Pipe -and [string]$service.Status -ne 'Running' -and
+            $PSCmdlet.ShouldProcess("service $($service.Name)", 'Start')) {
+            try { Start-RetroflectService -TimeoutSeconds $TimeoutSeconds }
+            catch { $PSCmdlet.ThrowTerminatingError($_) }
+        }
+
         # Already running: add this run's entries to it (temporary, as `run` does) and report it.
         $running = $null
         try { $running = Invoke-RetroflectRequest -Pipe $Pipe -Method 'status' -ConnectTimeoutMs 500 } catch { $running = $null }

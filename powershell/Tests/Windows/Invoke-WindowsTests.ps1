@@ -13,6 +13,8 @@ try {
     Import-Module Pester -RequiredVersion 5.7.1 -ErrorAction Stop
     $config = New-PesterConfiguration
     $config.Run.Path = $PSScriptRoot
+    # A developer's quick run of one file (RETROFLECT_TEST_ONLY=Installation); test/wine/powershell.test.ts runs all.
+    if ($env:RETROFLECT_TEST_ONLY) { $config.Run.Path = Join-Path $PSScriptRoot "$($env:RETROFLECT_TEST_ONLY).Tests.ps1" }
     $config.Run.PassThru = $true
     $config.Output.Verbosity = 'Detailed'
     $config.TestResult.Enabled = $false
