@@ -10,7 +10,7 @@
 import { canonicalAddress } from '../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { invalidParams } from '../error-messages.ts';
-import { CAPTURE_VERDICT_NAMES, type CaptureVerdictName } from './record.ts';
+import { CAPTURE_VERDICT_NAMES, type CaptureVerdictName } from '../packet/verdicts.ts';
 import ipaddr from 'ipaddr.js';
 
 export const CAPTURE_PROTOCOLS = ['tcp', 'udp', 'icmp', 'other'] as const;

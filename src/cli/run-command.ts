@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { RunOptions } from './run-engine.ts';
-import { DEFAULT_WINDIVERT_PRIORITY } from '../packet-sources/windivert/priority.ts';
+import { WINDIVERT_PRIORITY } from '../packet-sources/registry.ts';
 
 export function registerRunCommand(program: Command): void {
   program
@@ -21,7 +21,7 @@ export function registerRunCommand(program: Command): void {
     .option('--log-file <path>', 'also append the engine\'s events to this file (size capped, rotated to <path>.1 .. .3)')
     .option('--log-size <size>', 'cap of the log file before it rotates (bytes, or K/M/G; default 10M)')
     .option('--service', 'Windows: run as the service Retroflect under the Service Control Manager (Install-Retroflect sets this up)')
-    .option('--priority <n>', `Windows: WinDivert priority (-30000..30000, default ${DEFAULT_WINDIVERT_PRIORITY}; higher sees packets first)`)
+    .option('--priority <n>', `Windows: WinDivert priority (${WINDIVERT_PRIORITY.MIN}..${WINDIVERT_PRIORITY.MAX}, default ${WINDIVERT_PRIORITY.DEFAULT}; higher sees packets first)`)
     .action(async (opts: RunOptions) => {
       const { runEngine } = await import('./run-engine.ts');
       const { runService } = await import('./service-host.ts');

@@ -6,9 +6,10 @@
  * is printed on stdout. Exit codes are `ExitCode` (src/errors.ts), listed in README.md.
  */
 import {
+  addReflectAddresses,
+  addShieldPorts,
   buildInterceptConfig,
   cloneInterceptConfig,
-  shieldKey,
   type InterceptConfig,
 } from '../config/intercept-config.ts';
 import { Engine } from '../engine/engine.ts';
@@ -16,11 +17,13 @@ import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
-import { suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
-import { ConfigStore, removeOrphanTempFiles, resolveConfigPath } from '../config/config-file.ts';
-import { checkEndpointFree } from '../control/endpoint.ts';
+import { hostAddressRules, suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
+import { removeOrphanTempFiles } from '../config/atomic-save.ts';
+import { resolveConfigPath } from '../config/config-path.ts';
+import { ConfigStore } from '../config/config-store.ts';
+import { checkEndpointFree } from '../control/endpoint-listen.ts';
 import { startControlServer, type ControlServer } from '../control/server.ts';
-import { resolveEndpoint, resolvePipeName } from '../control/pipe-path.ts';
+import { resolveEndpoint, resolvePipeName } from '../control/endpoint-address.ts';
 import { printWarning as warn, reportError } from './output.ts';
 import { printPlan, printRunBanner } from './run-output.ts';
 import { EngineEvent } from '../platform/events.ts';
@@ -78,10 +81,8 @@ function loadStartConfig(opts: RunOptions): { config: InterceptConfig; store: Co
   const store = configPath ? ConfigStore.open(configPath) : ConfigStore.inMemory();
   const leftovers = configPath ? removeOrphanTempFiles(configPath) : [];
   const config = cloneInterceptConfig(store.config);
-  const haveAddress = new Set(config.reflectAddresses);
-  for (const a of fromCli.reflectAddresses) if (!haveAddress.has(a)) config.reflectAddresses.push(a);
-  const have = new Set(config.shieldPorts.map(shieldKey));
-  for (const p of fromCli.shieldPorts) if (!have.has(shieldKey(p))) config.shieldPorts.push(p);
+  addReflectAddresses(config, fromCli.reflectAddresses);
+  addShieldPorts(config, fromCli.shieldPorts);
   return { config, store, leftovers };
 }
 
@@ -104,7 +105,7 @@ async function pickReflectAddress(config: InterceptConfig, store: ConfigStore, p
     warn('No reflect address is configured and no documentation-range address is usable here (is there a default route?). Add one with `retroflect address add <address>`.');
     return;
   }
-  config.reflectAddresses.push(picked.address);
+  addReflectAddresses(config, [picked.address]);
   if (persist) store.addAddresses([picked.address]);
   const where = persist ? `saved to ${store.path}` : `would be saved to ${store.path}`;
   console.log(`No reflect address configured: using ${picked.address} (${where}). ${picked.message}`);
@@ -268,15 +269,6 @@ async function runUntilStopped(
   const started = await Engine.start({
     config,
     backend,
-    validateAddress: async (address) => {
-      try {
-        return await validateReflectAddress(address);
-      } catch (err) {
-        const { kind, text } = failureEvent(err, true);
-        log?.event(kind, text); // an address a client asked for, refused by the host check
-        throw err;
-      }
-    },
     pipeName,
     configPath,
     runsAs: opts.service ? 'service' : underSystemd() ? 'unit' : 'console',
@@ -304,7 +296,7 @@ async function runUntilStopped(
     });
   });
   if (!signals.received) {
-    const server = await startControlServer({ engine: started, pipeName, configStore: store, log: (m: string) => console.error(m) });
+    const server = await startControlServer({ engine: started, pipeName, configStore: store, addressRules: reportingRefusals(log), log: (m: string) => console.error(m) });
     onServer(server);
     if (!signals.received) {
       printRunBanner(started.status(), endpoint.path, VERSION);
@@ -320,4 +312,20 @@ function stoppingBecause(sig: NodeJS.Signals, reason: StopReason): ExitCode {
   reason.decide(`signal ${sig}`);
   console.log(`Stopping (${sig})...`);
   return ExitCode.OK;
+}
+
+/** This host's address rules; an address a client asks for and the host check refuses is also an event. */
+function reportingRefusals(log: EngineLog | null): typeof hostAddressRules {
+  return {
+    ...hostAddressRules,
+    validate: async (address) => {
+      try {
+        return await hostAddressRules.validate(address);
+      } catch (err) {
+        const { kind, text } = failureEvent(err, true);
+        log?.event(kind, text);
+        throw err;
+      }
+    },
+  };
 }

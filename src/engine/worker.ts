@@ -7,14 +7,14 @@
  * packet can never be decided under a config older than the route that brought it here.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { FirewallDropCause, Verdict, type FirewallDropSink, type PacketSource } from '../packet-sources/packet-source.ts';
+import type { FirewallDropSink, PacketSource } from '../packet-sources/packet-source.ts';
 import { createPacketSource } from '../packet-sources/registry.ts';
 import { EngineCounters } from './counters.ts';
 import { Dataplane } from './dataplane.ts';
 import { FlowTable } from './flow-table.ts';
 import { isRetroflectError } from '../errors.ts';
 import { CaptureTaps } from '../capture/tap.ts';
-import { DropCause } from '../capture/record.ts';
+import { DropCause, FirewallDropCause, Verdict } from '../packet/verdicts.ts';
 import { ParsedPacket, parsePacket } from '../packet/parse.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 
@@ -63,23 +63,23 @@ async function main(): Promise<void> {
     dropsLostSeen = source.firewallDropsLost ?? 0;
     source.observeFirewallDrops(want ? firewallDrop : null);
   };
-  const applyMessage = (msg: MainToWorker): void => {
+  const handleMessage = (msg: MainToWorker): void => {
     try {
-      applyUnchecked(msg);
+      handleUnchecked(msg);
     } catch (err) {
       // A config the main thread validated failing here is a bug; a capture's side job failing (the backend cannot
       // report firewall drops) is not. Either way the engine keeps running as it was, and the log says why.
       post(port, { type: 'warning', error: describe(err) });
     }
   };
-  const applyUnchecked = (msg: MainToWorker): void => {
+  const handleUnchecked = (msg: MainToWorker): void => {
     switch (msg.type) {
       case 'dataplane':
         dataplane.configure(msg.dataplane);
         break;
       case 'reconfigure':
         dataplane.configure(msg.dataplane);
-        source.reconfigure(msg.config, msg.update);
+        source.adopt(msg.config, msg.update);
         break;
       case 'capture':
         taps.update(msg.captures);
@@ -92,7 +92,7 @@ async function main(): Promise<void> {
   };
   const drainMessages = (): void => {
     for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
-      applyMessage(m.message as MainToWorker);
+      handleMessage(m.message as MainToWorker);
     }
   };
 

@@ -1,22 +1,13 @@
 /**
- * The contract every packet backend implements (one folder per backend: tun/, windivert/; registry.ts picks one),
+ * The contract every packet backend implements (one folder per backend: tun/, windivert/, and memory/ for tests and
+ * development; registry.ts picks one),
  * in the shape of mitmproxy_rs's `packet_sources`. A backend has two halves:
  *  - `HostBackend` runs in the main thread: it prepares the host (device, routes, firewall rules), applies live
  *    changes to that host state, and undoes all of it on stop — including leftovers of a run that was killed.
  *  - `PacketSource` runs in the worker thread: it receives batches of packets and sends them back by verdict.
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
-
-/** Verdicts the data plane gives each packet (see engine/dataplane.ts). */
-export const Verdict = {
-  /** Addresses were swapped in place: send it back into this host as inbound. */
-  Reflect: 1,
-  /** Not ours: send it on unchanged, in its original direction. */
-  Pass: 2,
-  /** Shielded or malformed: do not send it at all. */
-  Drop: 3,
-} as const;
-export type Verdict = (typeof Verdict)[keyof typeof Verdict];
+import type { FirewallDropCause } from '../packet/verdicts.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
 export interface PacketBatch {
@@ -28,7 +19,7 @@ export interface PacketBatch {
   outbound: Uint8Array;
   /** The OS index of the interface it leaves through or arrived on (TUN: the device; WinDivert: IfIdx); 0 = unknown. */
   ifIndex: Uint32Array;
-  /** Filled by the worker loop with `Verdict` values. */
+  /** Filled by the worker loop with `Verdict` values (packet/verdicts.ts). */
   verdict: Uint8Array;
   /**
    * 1 = the packet's TCP/UDP checksum is offloaded: the field holds only the pseudo-header sum and the rest is
@@ -64,8 +55,8 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   receive(timeoutMs: number): number;
   /** Re-inject the batch by verdict: Reflect as inbound, Pass unchanged, Drop not at all. */
   send(): void;
-  /** Apply a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
-  reconfigure(cfg: InterceptConfig, update: SourceUpdate<K>): void;
+  /** Adopt a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
+  adopt(cfg: InterceptConfig, update: SourceUpdate<K>): void;
   /**
    * Packets the host firewall dropped before they could reach this source (TUN: the nft shield and forged-source
    * rules) are reported to `sink` from within receive() while a sink is set, so captures can show them; null stops
@@ -83,10 +74,6 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   beginStop?(): void;
   close(): void;
 }
-
-/** Why the host firewall dropped a packet reported to an `observeFirewallDrops` sink. */
-export const FirewallDropCause = { ShieldPort: 1, ForgedSource: 2 } as const;
-export type FirewallDropCause = (typeof FirewallDropCause)[keyof typeof FirewallDropCause];
 
 /**
  * An inbound packet the host firewall dropped: its IP bytes are `buf[off, off + len)`, the interface it arrived on
@@ -137,10 +124,26 @@ export interface WinDivertSourceUpdate {
   switchTo: { handle: number; filter: string } | null;
 }
 
+/** Memory (tests and development): the two shared packet queues (memory/queue.ts) and their slot size. */
+export interface MemorySourceInit {
+  kind: 'memory';
+  /** Packets handed to the backend, as a driver would (the worker reads them). */
+  stack: SharedArrayBuffer;
+  /** Packets the backend sent back (the worker writes them). */
+  wire: SharedArrayBuffer;
+  packetBytes: number;
+}
+
+/** Memory: a live change changes nothing in the queues. */
+export interface MemorySourceUpdate {
+  kind: 'memory';
+}
+
 /** Per backend kind: what `start()` and `apply()` hand the worker. Adding a backend adds a row here. */
 export interface SourceMessages {
   tun: { init: TunSourceInit; update: TunSourceUpdate };
   windivert: { init: WinDivertSourceInit; update: WinDivertSourceUpdate };
+  memory: { init: MemorySourceInit; update: MemorySourceUpdate };
 }
 
 export type BackendKind = keyof SourceMessages;
@@ -170,7 +173,7 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
   start(cfg: InterceptConfig): Promise<SourceInit<K>>;
   /**
    * Apply a live change to host state (routes, firewall rules, a new WinDivert handle). The result is posted to the
-   * worker with the new config and handed to `PacketSource.reconfigure`.
+   * worker with the new config and handed to `PacketSource.adopt`.
    */
   apply(prev: InterceptConfig, next: InterceptConfig): Promise<SourceUpdate<K>>;
   /** Drop counts kept by the host firewall rather than the data plane (Linux nft): shield ports, forged sources. */
@@ -185,7 +188,7 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
   describe?(): Record<string, string | number>;
   /** A name for the interface with this index (PacketBatch.ifIndex), as captures show it; never throws. */
   interfaceName(ifIndex: number): string;
-  /** Make a receive() that may be blocked in the worker return soon (for stop and reconfigure). */
+  /** Make a receive() that may be blocked in the worker return soon (for stop and the engine's reconfigure). */
   wake(): void;
   /** Undo everything start() did. Idempotent. */
   stop(): Promise<void>;

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../packet-sources/windivert/double.ts';
+import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../helpers/windivert-double.ts';
 import { NODE_EXE, ROOT, setupWine, WINE_DIR, wineAvailable, winPath } from './setup.ts';
 import { bootServicePrefix, endServicePrefix, ensureServicePrefix, reportedEvents, runInServicePrefix, sc, scQuery, SERVICE_DIR, SERVICE_PREFIX, waitForState } from './service-prefix.ts';
 

@@ -1,14 +1,14 @@
 /**
  * A packet worker for the WinDivert tests: the same loop as src/engine/worker.ts (receive, take control messages,
  * decide with the real Dataplane, send), on a real worker thread, without the Engine around it, so
- * live-change.test.ts can drive HostBackend.apply() and the worker's reconfigure() directly and count reconfigures
+ * live-change.test.ts can drive HostBackend.apply() and PacketSource.adopt() directly and count reconfigures
  * and send errors. engine.test.ts runs the same scenario through the real Engine and its worker.
  */
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { WinDivertSourceInit, WinDivertSourceUpdate } from '../../../src/packet-sources/packet-source.ts';
-import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/windivert.ts';
+import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
 import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
-import { dataplaneConfig, makeDataplane, stopLikeWorker } from './double.ts';
+import { dataplaneConfig, makeDataplane, stopLikeWorker } from '../../helpers/windivert-double.ts';
 
 type Msg = { type: 'reconfigure'; config: InterceptConfig; update: WinDivertSourceUpdate } | { type: 'stop' };
 const { init, config, port } = workerData as { init: WinDivertSourceInit; config: InterceptConfig; port: MessagePort };
@@ -25,7 +25,7 @@ while (!stopping) {
     if (msg.type === 'stop') stopping = true;
     else {
       dataplane.configure(dataplaneConfig(msg.config));
-      source.reconfigure(msg.config, msg.update);
+      source.adopt(msg.config, msg.update);
       reconfigures++;
     }
   }
