@@ -31,12 +31,19 @@ export function stoppedText(why: string, code: ExitCode): string {
   return `retroflect stopped: ${why}. Exit code ${code}.`;
 }
 
+const BACKEND_ERRORS = new Set<string>([ErrorCode.BACKEND_UNAVAILABLE, ErrorCode.BACKEND_FAILED]);
+const REFUSAL_ERRORS = new Set<string>([
+  ErrorCode.INVALID_ADDRESS,
+  ErrorCode.INVALID_PORT,
+  ErrorCode.PORT_MAP_CONFLICT,
+]);
+
 /** The event a failure to start or a backend failure is reported as, and its text with the hint. */
 export function failureEvent(err: unknown, running: boolean): { kind: EventKind; text: string } {
   const e = isRetroflectError(err) ? err : internalError(err);
   const text = `${e.message}${e.hint ? ` ${e.hint}` : ''} [${e.code}]`;
-  if (e.code === ErrorCode.BACKEND_UNAVAILABLE || e.code === ErrorCode.BACKEND_FAILED) return { kind: EngineEvent.BACKEND_FAILED, text };
-  if (e.code === ErrorCode.INVALID_ADDRESS || e.code === ErrorCode.INVALID_PORT || e.code === ErrorCode.PORT_MAP_CONFLICT) {
+  if (BACKEND_ERRORS.has(e.code)) return { kind: EngineEvent.BACKEND_FAILED, text };
+  if (REFUSAL_ERRORS.has(e.code)) {
     return { kind: EngineEvent.REFUSED, text: `${running ? 'Refused' : 'Start refused'}: ${text}` };
   }
   return { kind: running ? EngineEvent.BACKEND_FAILED : EngineEvent.START_FAILED, text };
@@ -79,14 +86,16 @@ export function watchEngineEvents(engine: Engine, log: EngineLog): void {
   const captures = new Map<number, CaptureSession>();
   engine.on('captureStarted', (session: CaptureSession) => {
     captures.set(session.id, session);
-    log.event(EngineEvent.CAPTURE_STARTED, `Capture ${session.id} started (${captureFilterText(session)}; snaplen ${session.opts.snaplen}).`);
+    const what = `${captureFilterText(session)}; snaplen ${session.opts.snaplen}`;
+    log.event(EngineEvent.CAPTURE_STARTED, `Capture ${session.id} started (${what}).`);
   });
   engine.on('captures', (ids: number[]) => {
     for (const [id, session] of captures) {
       if (ids.includes(id)) continue;
       captures.delete(id);
       const { captured, dropped } = session.counts();
-      log.event(EngineEvent.CAPTURE_STOPPED, `Capture ${id} stopped: ${captured} packets delivered, ${dropped} dropped.`);
+      const counts = `${captured} packets delivered, ${dropped} dropped`;
+      log.event(EngineEvent.CAPTURE_STOPPED, `Capture ${id} stopped: ${counts}.`);
     }
   });
 }

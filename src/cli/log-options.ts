@@ -12,7 +12,8 @@ export function parseLogSize(text: string | undefined): number | undefined {
   const m = /^(\d+)\s*([KMG]?)i?B?$/i.exec(text.trim());
   const bytes = m ? Number(m[1]) * UNITS[m[2].toUpperCase()] : NaN;
   if (!Number.isSafeInteger(bytes) || bytes < MIN_LOG_FILE_BYTES || bytes > MAX_LOG_FILE_BYTES) {
-    throw new RetroflectError(ErrorCode.USAGE, `--log-size ${text} is not a log file size from ${MIN_LOG_FILE_BYTES / 1024}K to ${MAX_LOG_FILE_BYTES / 1024 ** 3}G.`, {
+    const range = `${MIN_LOG_FILE_BYTES / 1024}K to ${MAX_LOG_FILE_BYTES / 1024 ** 3}G`;
+    throw new RetroflectError(ErrorCode.USAGE, `--log-size ${text} is not a log file size from ${range}.`, {
       hint: 'Give bytes, or a number with K, M or G (e.g. 10M).',
       details: { logSize: text },
     });

@@ -187,7 +187,8 @@ export async function runEngine(opts: RunOptions, host?: EngineHost): Promise<Ex
   const reason = new StopReason();
   let log: EngineLog | null = null;
   try {
-    log = opts.dryRun ? null : await EngineLog.open({ logFile: opts.logFile, logBytes: parseLogSize(opts.logSize), eventLog: true });
+    const logBytes = parseLogSize(opts.logSize);
+    log = opts.dryRun ? null : await EngineLog.open({ logFile: opts.logFile, logBytes, eventLog: true });
     code = await runUntilStopped(opts, signals, log, reason, host, (e) => (engine = e), (s) => (server = s));
   } catch (err) {
     code = reportError(err, false);
@@ -272,7 +273,11 @@ async function runUntilStopped(
     pipeName,
     configPath,
     runsAs: opts.service ? 'service' : underSystemd() ? 'unit' : 'console',
-    log: (level, message) => (log ? log.note(level === 'info' ? 'info' : level === 'warn' ? 'warning' : 'error', message) : level === 'info' ? console.log(message) : warn(message)),
+    log: (level, message) => {
+      if (log) log.note(level === 'info' ? 'info' : level === 'warn' ? 'warning' : 'error', message);
+      else if (level === 'info') console.log(message);
+      else warn(message);
+    },
   });
   onEngine(started);
   if (log) watchEngineEvents(started, log);
@@ -296,7 +301,13 @@ async function runUntilStopped(
     });
   });
   if (!signals.received) {
-    const server = await startControlServer({ engine: started, pipeName, configStore: store, addressRules: reportingRefusals(log), log: (m: string) => console.error(m) });
+    const server = await startControlServer({
+      engine: started,
+      pipeName,
+      configStore: store,
+      addressRules: reportingRefusals(log),
+      log: (m: string) => console.error(m),
+    });
     onServer(server);
     if (!signals.received) {
       printRunBanner(started.status(), endpoint.path, VERSION);

@@ -22,7 +22,8 @@ export function serviceLogFile(programData: string): string {
 
 export async function runService(opts: RunOptions): Promise<ExitCode> {
   if (process.platform !== 'win32') {
-    return reportError(new RetroflectError(ErrorCode.USAGE, '--service runs the engine as a Windows service; on Linux systemd runs `retroflect run` as it is.', {
+    const message = '--service runs the engine as a Windows service; on Linux systemd runs `retroflect run` as it is.';
+    return reportError(new RetroflectError(ErrorCode.USAGE, message, {
       hint: 'Install the systemd unit with Install-Retroflect, or run `retroflect run`.',
     }), false);
   }
@@ -33,20 +34,23 @@ export async function runService(opts: RunOptions): Promise<ExitCode> {
   if (programData) process.env.ProgramData = programData;
   // The SCM starts services in C:\Windows: nothing may depend on the working folder.
   process.chdir(process.env.ProgramData ?? process.env.SystemRoot ?? 'C:\\');
-  const options: RunOptions = { ...opts, logFile: opts.logFile ?? serviceLogFile(process.env.ProgramData ?? 'C:\\ProgramData') };
+  const logFile = opts.logFile ?? serviceLogFile(process.env.ProgramData ?? 'C:\\ProgramData');
+  const options: RunOptions = { ...opts, logFile };
   let code: ExitCode = ExitCode.FAILURE;
   try {
     await runServiceDispatcher(SERVICE_NAME, (session) => {
       const stopRequest = new Promise<string>((resolve) => (session.onControl = (control) => resolve(WHY[control])));
-      void runEngine(options, { stopRequest, ready: () => session.running(), stopping: () => session.stopping() }).then((c) => {
+      const host = { stopRequest, ready: () => session.running(), stopping: () => session.stopping() };
+      void runEngine(options, host).then((c) => {
         code = c;
         session.stopped(c);
       });
     });
   } catch (err) {
     if (err instanceof ServiceDispatcherError && !err.startedByScm) {
-      return reportError(new RetroflectError(ErrorCode.USAGE, '--service is for the Service Control Manager: this process was not started as a service.', {
-        hint: 'Start the service with Start-Service Retroflect (or sc.exe start Retroflect), or run `retroflect run` without --service.',
+      const message = '--service is for the Service Control Manager: this process was not started as a service.';
+      return reportError(new RetroflectError(ErrorCode.USAGE, message, {
+        hint: 'Start it with Start-Service Retroflect (or sc.exe start Retroflect), or leave out --service.',
       }), false);
     }
     return reportError(err, false);

@@ -6,7 +6,7 @@
  */
 import { SYSLOG_PRIORITY, type EventLevel } from './events.ts';
 
-export function underSystemd(env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform): boolean {
+export function underSystemd(env: NodeJS.ProcessEnv = process.env, platform = process.platform): boolean {
   return platform === 'linux' && Boolean(env.JOURNAL_STREAM || env.INVOCATION_ID);
 }
 

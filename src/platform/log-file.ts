@@ -30,7 +30,9 @@ export class LogFile {
 
   /** Append one line (a timestamp is the caller's business). Never throws. */
   write(line: string): void {
-    const lostNote = this.lost ? `(${this.lost} earlier log line${this.lost === 1 ? ' was' : 's were'} lost: the log file could not be written)${EOL}` : '';
+    const lines = this.lost === 1 ? 'line was' : 'lines were';
+    const why = 'the log file could not be written';
+    const lostNote = this.lost ? `(${this.lost} earlier log ${lines} lost: ${why})${EOL}` : '';
     const bytes = Buffer.from(lostNote + line + EOL, 'utf8');
     try {
       this.open();

@@ -13,7 +13,7 @@ import { parseLogSize } from '../../src/cli/log-options.ts';
 const dir = mkdtempSync(join(tmpdir(), 'rft-logfile-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-test('a capped log rotates to .1 .. .3, never exceeds its cap, keeps the newest lines in order and drops the oldest', () => {
+test('a capped log rotates to .1 .. .3, stays under its cap, keeps the newest lines in order', () => {
   const path = join(dir, 'logs', 'engine.log'); // the folder is created on first write
   const cap = 16 * 1024;
   const log = new LogFile(path, cap);
@@ -28,11 +28,13 @@ test('a capped log rotates to .1 .. .3, never exceeds its cap, keeps the newest 
   assert.equal(existsSync(`${path}.${ROTATED_LOG_FILES + 1}`), false, 'no more rotated files than kept');
   const numbers = files.flatMap((f) => readFileSync(f, 'utf8').trim().split('\n')).map((l) => Number(l.split(' ')[1]));
   assert.equal(numbers.at(-1), 999, 'the newest line is last in the current file');
-  for (let i = 1; i < numbers.length; i++) assert.equal(numbers[i], numbers[i - 1] + 1, 'no line lost or reordered across files');
+  for (let i = 1; i < numbers.length; i++) {
+    assert.equal(numbers[i], numbers[i - 1] + 1, 'no line lost or reordered across files');
+  }
   assert.ok(numbers[0] > 0, 'the oldest lines went with the oldest file');
 });
 
-test('a write that fails (full disk) neither throws nor stops later writes; the lost lines are counted in the next line that gets through', () => {
+test('a failed write (full disk) neither throws nor stops later writes; the next line says how many were lost', () => {
   const full = new LogFile('/dev/full');
   assert.doesNotThrow(() => full.write('to a full device'));
   full.close();
@@ -46,7 +48,10 @@ test('a write that fails (full disk) neither throws nor stops later writes; the 
   rmSync(blocker);
   log.write('after the folder came back');
   log.close();
-  assert.deepEqual(readFileSync(path, 'utf8').trim().split('\n'), ['(2 earlier log lines were lost: the log file could not be written)', 'after the folder came back']);
+  assert.deepEqual(readFileSync(path, 'utf8').trim().split('\n'), [
+    '(2 earlier log lines were lost: the log file could not be written)',
+    'after the folder came back',
+  ]);
 });
 
 test('--log-size takes bytes or K/M/G within 16K..1G, and refuses the rest with E_USAGE', () => {
@@ -54,5 +59,7 @@ test('--log-size takes bytes or K/M/G within 16K..1G, and refuses the rest with 
   assert.equal(parseLogSize('10M'), 10 * 1024 * 1024);
   assert.equal(parseLogSize('16384'), 16384);
   assert.equal(parseLogSize('1G'), 1024 ** 3);
-  for (const bad of ['0', '1K', '2G', 'ten', '-5M', '']) assert.throws(() => parseLogSize(bad), { code: 'E_USAGE' }, bad);
+  for (const bad of ['0', '1K', '2G', 'ten', '-5M', '']) {
+    assert.throws(() => parseLogSize(bad), { code: 'E_USAGE' }, bad);
+  }
 });

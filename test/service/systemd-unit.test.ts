@@ -17,19 +17,27 @@ const pwsh = pwshTestGate('the systemd unit Install-Retroflect writes');
 const work = mkdtempSync(join(tmpdir(), 'rft-unit-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-test('the unit restarts on failure with back-off, never gives up, stops with SIGTERM and logs to the journal', { skip: typeof pwsh === 'string' ? pwsh : false, timeout: 120_000 }, () => {
+const skip = typeof pwsh === 'string' ? pwsh : false;
+
+const TITLE = 'the unit restarts on failure with back-off, never gives up, stops with SIGTERM, logs to the journal';
+
+test(TITLE, { skip, timeout: 120_000 }, () => {
   const exe = join(work, 'retroflect');
   copyFileSync('/bin/true', exe); // Install-Retroflect under another root checks only that the file is there
   chmodSync(exe, 0o755);
   const root = join(work, 'root');
-  const script = `Import-Module '${join(ROOT, 'powershell', 'Retroflect', 'Retroflect.psd1')}'; Install-Retroflect -Root '${root}' -Path '${exe}' -Address 192.0.2.1 -Confirm:$false | Out-Null`;
-  const r = spawnSync((pwsh as { path: string }).path, ['-NoProfile', '-NonInteractive', '-Command', script], { encoding: 'utf8', timeout: 90_000 });
+  const manifest = join(ROOT, 'powershell', 'Retroflect', 'Retroflect.psd1');
+  const install = `Install-Retroflect -Root '${root}' -Path '${exe}' -Address 192.0.2.1 -Confirm:$false | Out-Null`;
+  const script = `Import-Module '${manifest}'; ${install}`;
+  const argv = ['-NoProfile', '-NonInteractive', '-Command', script];
+  const r = spawnSync((pwsh as { path: string }).path, argv, { encoding: 'utf8', timeout: 90_000 });
   assert.equal(r.status, 0, r.stdout + r.stderr);
   const unitPath = join(root, 'etc', 'systemd', 'system', 'retroflect.service');
   const unit = readFileSync(unitPath, 'utf8');
   const section = (name: string): Map<string, string> => {
     const body = unit.split(/^\[/m).find((s) => s.startsWith(`${name}]`)) ?? '';
-    return new Map(body.split('\n').slice(1).filter((l) => /^\w+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    const settings = body.split('\n').slice(1).filter((l) => /^\w+=/.test(l));
+    return new Map(settings.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
   };
   const unitSection = section('Unit');
   const service = section('Service');
@@ -47,7 +55,9 @@ test('the unit restarts on failure with back-off, never gives up, stops with SIG
   if (existsSync('/usr/bin/systemd-analyze')) {
     // ExecStart must name an existing absolute executable for verify: the copy above.
     const v = spawnSync('systemd-analyze', ['verify', unitPath], { encoding: 'utf8', timeout: 60_000 });
-    const problems = (v.stdout + v.stderr).split('\n').filter((l) => l.includes('retroflect.service') && !/Unknown key (name )?'(RestartSteps|RestartMaxDelaySec)'/.test(l));
+    const newerKeys = /Unknown key (name )?'(RestartSteps|RestartMaxDelaySec)'/;
+    const lines = (v.stdout + v.stderr).split('\n');
+    const problems = lines.filter((l) => l.includes('retroflect.service') && !newerKeys.test(l));
     assert.deepEqual(problems, [], v.stdout + v.stderr);
   }
 });

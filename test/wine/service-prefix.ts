@@ -15,6 +15,10 @@ export const SERVICE_PREFIX = join(SERVICE_DIR, 'prefix');
 /** Where the booting command's stderr goes: services inherit it, so the Event Log text lands here. */
 export const BOOT_ERR = join(SERVICE_DIR, 'boot.err.txt');
 
+function prefixFailed(prefix: string, argv: string[], r: { error?: Error; status: number | null }): Error {
+  return new Error(`the Wine prefix ${prefix}: '${argv.join(' ')}' failed (${r.error ?? `exit ${r.status}`})`);
+}
+
 function serviceEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return wineEnv({ WINEPREFIX: SERVICE_PREFIX, ...extra });
 }
@@ -26,7 +30,7 @@ export function ensureServicePrefix(): void {
   mkdirSync(SERVICE_DIR, { recursive: true });
   for (const argv of [['wineboot', '-i'], ['wine', 'winecfg', '/v', 'win10'], ['wineserver', '-w']]) {
     const r = spawnSync(argv[0], argv.slice(1), { env: serviceEnv(), stdio: 'ignore', timeout: 300_000 });
-    if (r.error || r.status !== 0) throw new Error(`making the Wine prefix ${SERVICE_PREFIX} failed at '${argv.join(' ')}' (${r.error ?? `exit ${r.status}`})`);
+    if (r.error || r.status !== 0) throw prefixFailed(SERVICE_PREFIX, argv, r);
   }
 }
 
@@ -45,8 +49,9 @@ function boot(full: NodeJS.ProcessEnv): void {
   const err = openSync(BOOT_ERR, 'w');
   const nul = openSync('/dev/null', 'r');
   try {
-    const r = spawnSync('wine', ['cmd', '/c', 'exit', '0'], { env: full, cwd: SERVICE_DIR, stdio: [nul, out, err], timeout: 180_000 });
-    if (r.error || r.status !== 0) throw new Error(`booting ${SERVICE_PREFIX} failed (${r.error ?? `exit ${r.status}`})`);
+    const stdio: [number, number, number] = [nul, out, err];
+    const r = spawnSync('wine', ['cmd', '/c', 'exit', '0'], { env: full, cwd: SERVICE_DIR, stdio, timeout: 180_000 });
+    if (r.error || r.status !== 0) throw prefixFailed(SERVICE_PREFIX, ['wine', 'cmd', '/c', 'exit', '0'], r);
   } finally {
     for (const fd of [out, err, nul]) closeSync(fd);
   }
@@ -64,7 +69,9 @@ export function bootServicePrefix(systemEnv: Record<string, string>): void {
   const full = serviceEnv({ WINEDEBUG: '+eventlog' });
   boot(full);
   for (const [name, value] of Object.entries(systemEnv)) {
-    const args = value === '' ? ['reg', 'delete', SYSTEM_ENVIRONMENT, '/v', name, '/f'] : ['reg', 'add', SYSTEM_ENVIRONMENT, '/v', name, '/d', value, '/f'];
+    const args = value === ''
+      ? ['reg', 'delete', SYSTEM_ENVIRONMENT, '/v', name, '/f']
+      : ['reg', 'add', SYSTEM_ENVIRONMENT, '/v', name, '/d', value, '/f'];
     spawnSync('wine', args, { env: serviceEnv(), stdio: 'ignore', timeout: 60_000 });
   }
   endServicePrefix();
@@ -72,8 +79,10 @@ export function bootServicePrefix(systemEnv: Record<string, string>): void {
 }
 
 /** A Windows program in the service prefix (output to files; WINEDEBUG off for the program itself). */
-export function runInServicePrefix(args: string[], tag: string, env: Record<string, string> = {}, timeoutMs = 120_000): Promise<WineResult> {
-  return runWine(args, { tag: `service-${tag}`, env: { WINEPREFIX: SERVICE_PREFIX, ...env }, timeoutMs, cwd: SERVICE_DIR });
+export function runInServicePrefix(args: string[], tag: string, env: Record<string, string> = {}, timeoutMs = 120_000):
+  Promise<WineResult> {
+  const wineEnvironment = { WINEPREFIX: SERVICE_PREFIX, ...env };
+  return runWine(args, { tag: `service-${tag}`, env: wineEnvironment, timeoutMs, cwd: SERVICE_DIR });
 }
 
 /** Wine's sc.exe (argument array; sc's `name= value` pairs as two arguments, as sc.exe wants them). */
@@ -123,4 +132,32 @@ export function reportedEvents(): { id: number; type: number; text: string }[] {
     events.push({ type: parseInt(m[1], 16), id: parseInt(m[2], 16), text: t ? t[1] : '' });
   }
   return events;
+}
+
+/**
+ * The Pester files of powershell/Tests/Windows about the service (install, release scripts, detached start): run by
+ * test/wine/service-powershell.test.ts, so `npm test -- service` selects them, and skipped by powershell.test.ts.
+ */
+export const SERVICE_PESTER_FILES = ['Installation', 'Release', 'Detached'];
+
+/**
+ * The Windows pwsh's own prefix for the service's Pester files, apart from powershell.test.ts's (which ends its
+ * prefix's processes with `wineserver -k`; the two may run at the same time).
+ */
+export const PWSH_SERVICE_PREFIX = join(ROOT, '.tmp', 'winpwsh-service', 'prefix');
+
+export function ensurePwshServicePrefix(): void {
+  if (existsSync(join(PWSH_SERVICE_PREFIX, 'system.reg'))) return;
+  rmSync(PWSH_SERVICE_PREFIX, { recursive: true, force: true });
+  mkdirSync(join(PWSH_SERVICE_PREFIX, '..'), { recursive: true });
+  const env = wineEnv({ WINEPREFIX: PWSH_SERVICE_PREFIX });
+  for (const argv of [['wineboot', '-i'], ['wine', 'winecfg', '/v', 'win10'], ['wineserver', '-w']]) {
+    const r = spawnSync(argv[0], argv.slice(1), { env, stdio: 'ignore', timeout: 300_000 });
+    if (r.error || r.status !== 0) throw prefixFailed(PWSH_SERVICE_PREFIX, argv, r);
+  }
+}
+
+export function endPwshServicePrefix(): void {
+  const env = wineEnv({ WINEPREFIX: PWSH_SERVICE_PREFIX });
+  spawnSync('wineserver', ['-k'], { env, stdio: 'ignore', timeout: 60_000 });
 }

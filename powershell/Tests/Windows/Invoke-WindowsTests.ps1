@@ -13,8 +13,14 @@ try {
     Import-Module Pester -RequiredVersion 5.7.1 -ErrorAction Stop
     $config = New-PesterConfiguration
     $config.Run.Path = $PSScriptRoot
-    # A developer's quick run of one file (RETROFLECT_TEST_ONLY=Installation); test/wine/powershell.test.ts runs all.
-    if ($env:RETROFLECT_TEST_ONLY) { $config.Run.Path = Join-Path $PSScriptRoot "$($env:RETROFLECT_TEST_ONLY).Tests.ps1" }
+    # RETROFLECT_TEST_ONLY=Installation,Detached runs only those files (test/wine/service-powershell.test.ts), and
+    # RETROFLECT_TEST_SKIP all but those (test/wine/powershell.test.ts).
+    $names = { param($list) @($list -split ',' | Where-Object { $_ } | ForEach-Object { $_.Trim() + '.Tests.ps1' }) }
+    if ($env:RETROFLECT_TEST_ONLY) { $config.Run.Path = @(& $names $env:RETROFLECT_TEST_ONLY | ForEach-Object { Join-Path $PSScriptRoot $_ }) }
+    elseif ($env:RETROFLECT_TEST_SKIP) {
+        $skip = & $names $env:RETROFLECT_TEST_SKIP
+        $config.Run.Path = @(Get-ChildItem -LiteralPath $PSScriptRoot -Filter '*.Tests.ps1' | Where-Object { $skip -notcontains $_.Name } | ForEach-Object { $_.FullName })
+    }
     $config.Run.PassThru = $true
     $config.Output.Verbosity = 'Detailed'
     $config.TestResult.Enabled = $false

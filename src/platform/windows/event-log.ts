@@ -14,7 +14,10 @@ const EVENT_TYPE: Record<EventLevel, number> = { error: 0x0001, warning: 0x0002,
 /** ReportEventW's strings are at most 31,839 characters each. */
 const MAX_EVENT_TEXT = 31_000;
 
-type ReportFn = (handle: unknown, type: number, category: number, id: number, sid: null, count: number, size: number, strings: string[], data: null) => boolean;
+type ReportFn = (
+  handle: unknown, type: number, category: number, id: number,
+  sid: null, count: number, size: number, strings: string[], data: null,
+) => boolean;
 
 export class WindowsEventLog {
   private constructor(
@@ -29,7 +32,8 @@ export class WindowsEventLog {
       const { default: koffi } = await import('koffi');
       const advapi32 = koffi.load('advapi32.dll');
       const register = advapi32.func('__stdcall', 'RegisterEventSourceW', 'void *', ['str16', 'str16']);
-      const report = advapi32.func('__stdcall', 'ReportEventW', 'bool', ['void *', 'uint16', 'uint16', 'uint32', 'void *', 'uint16', 'uint32', 'str16 *', 'void *']);
+      const report = advapi32.func('__stdcall', 'ReportEventW', 'bool',
+        ['void *', 'uint16', 'uint16', 'uint32', 'void *', 'uint16', 'uint32', 'str16 *', 'void *']);
       const deregister = advapi32.func('__stdcall', 'DeregisterEventSource', 'bool', ['void *']);
       const handle = register(null, source);
       if (!handle) return null;

@@ -20,6 +20,7 @@ const SERVICE_ACCEPT_STOP = 0x1;
 const SERVICE_ACCEPT_SHUTDOWN = 0x4;
 const SERVICE_ACCEPT_PRESHUTDOWN = 0x100;
 const SERVICE_CONTROL = { stop: 1, interrogate: 4, shutdown: 5, preshutdown: 0xf } as const;
+const ACCEPTED_WHILE_RUNNING = SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_SHUTDOWN | SERVICE_ACCEPT_PRESHUTDOWN;
 /** winerror.h */
 const NO_ERROR = 0;
 const ERROR_CALL_NOT_IMPLEMENTED = 120;
@@ -28,7 +29,7 @@ export const ERROR_SERVICE_SPECIFIC_ERROR = 1066;
 /** The dispatcher failed: `startedByScm` false means this process was not started by the SCM (Windows error 1063). */
 export class ServiceDispatcherError extends Error {
   constructor(readonly startedByScm: boolean) {
-    super(startedByScm ? 'the service control dispatcher failed' : 'this process was not started by the Service Control Manager');
+    super(startedByScm ? 'the service control dispatcher failed' : 'this process was not started by the SCM');
   }
 }
 
@@ -38,6 +39,11 @@ export const SERVICE_WAIT_HINT_MS = 30_000;
 const CHECKPOINT_INTERVAL_MS = 2_000;
 
 export type ServiceControl = 'stop' | 'shutdown' | 'preshutdown';
+const CONTROL_KIND = new Map<number, ServiceControl>([
+  [SERVICE_CONTROL.stop, 'stop'],
+  [SERVICE_CONTROL.shutdown, 'shutdown'],
+  [SERVICE_CONTROL.preshutdown, 'preshutdown'],
+]);
 
 /** The running service as its code sees it: report progress, hear controls. */
 export interface ServiceSession {
@@ -60,8 +66,10 @@ interface Api {
 function api(): Api {
   const advapi32 = koffi.load('advapi32.dll');
   return {
-    startDispatcher: advapi32.func('__stdcall', 'StartServiceCtrlDispatcherW', 'bool', ['void *']) as unknown as Api['startDispatcher'],
-    registerHandler: advapi32.func('__stdcall', 'RegisterServiceCtrlHandlerExW', 'void *', ['str16', 'void *', 'void *']) as Api['registerHandler'],
+    startDispatcher: advapi32.func('__stdcall', 'StartServiceCtrlDispatcherW', 'bool', ['void *']) as unknown as
+      Api['startDispatcher'],
+    registerHandler: advapi32.func('__stdcall', 'RegisterServiceCtrlHandlerExW', 'void *',
+      ['str16', 'void *', 'void *']) as Api['registerHandler'],
     setStatus: advapi32.func('__stdcall', 'SetServiceStatus', 'bool', ['void *', 'void *']) as Api['setStatus'],
   };
 }
@@ -70,7 +78,10 @@ function api(): Api {
 function statusBuffer(state: number, accepted: number, exitCode: number, checkPoint: number, waitHint: number): Buffer {
   const b = Buffer.alloc(28);
   const specific = exitCode !== 0;
-  [SERVICE_WIN32_OWN_PROCESS, state, accepted, specific ? ERROR_SERVICE_SPECIFIC_ERROR : NO_ERROR, specific ? exitCode : 0, checkPoint, waitHint].forEach((v, i) => b.writeUInt32LE(v, 4 * i));
+  const win32ExitCode = specific ? ERROR_SERVICE_SPECIFIC_ERROR : NO_ERROR;
+  const serviceExitCode = specific ? exitCode : 0;
+  const fields = [SERVICE_WIN32_OWN_PROCESS, state, accepted, win32ExitCode, serviceExitCode, checkPoint, waitHint];
+  fields.forEach((v, i) => b.writeUInt32LE(v, 4 * i));
   return b;
 }
 
@@ -83,7 +94,8 @@ function statusBuffer(state: number, accepted: number, exitCode: number, checkPo
 export function runServiceDispatcher(name: string, main: (session: ServiceSession) => void): Promise<void> {
   const a = api();
   const ServiceMainProto = koffi.proto('__stdcall', 'RetroflectServiceMain', 'void', ['uint32', 'void *']);
-  const HandlerExProto = koffi.proto('__stdcall', 'RetroflectServiceHandlerEx', 'uint32', ['uint32', 'uint32', 'void *', 'void *']);
+  const HandlerExProto = koffi.proto('__stdcall', 'RetroflectServiceHandlerEx', 'uint32',
+    ['uint32', 'uint32', 'void *', 'void *']);
   let handle: unknown = null;
   let mainCalled = false;
   let state: number = SERVICE_STATE.startPending;
@@ -93,13 +105,16 @@ export function runServiceDispatcher(name: string, main: (session: ServiceSessio
 
   const report = (exitCode = 0): void => {
     const pending = state === SERVICE_STATE.startPending || state === SERVICE_STATE.stopPending;
-    const accepted = state === SERVICE_STATE.running ? SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_SHUTDOWN | SERVICE_ACCEPT_PRESHUTDOWN : 0;
-    if (handle) a.setStatus(handle, statusBuffer(state, accepted, exitCode, pending ? ++checkPoint : 0, pending ? SERVICE_WAIT_HINT_MS : 0));
+    const accepted = state === SERVICE_STATE.running ? ACCEPTED_WHILE_RUNNING : 0;
+    if (!handle) return;
+    const hint = pending ? SERVICE_WAIT_HINT_MS : 0;
+    a.setStatus(handle, statusBuffer(state, accepted, exitCode, pending ? ++checkPoint : 0, hint));
   };
   const progress = (): void => {
     if (timer) clearInterval(timer);
     timer = null;
-    if (state === SERVICE_STATE.startPending || state === SERVICE_STATE.stopPending) timer = setInterval(() => report(), CHECKPOINT_INTERVAL_MS);
+    const pending = state === SERVICE_STATE.startPending || state === SERVICE_STATE.stopPending;
+    if (pending) timer = setInterval(() => report(), CHECKPOINT_INTERVAL_MS);
   };
   function running(): void {
     if (state !== SERVICE_STATE.startPending) return;
@@ -123,7 +138,7 @@ export function runServiceDispatcher(name: string, main: (session: ServiceSessio
 
   const handler = koffi.register((control: number): number => {
     if (control === SERVICE_CONTROL.interrogate) return NO_ERROR;
-    const kind = control === SERVICE_CONTROL.stop ? 'stop' : control === SERVICE_CONTROL.preshutdown ? 'preshutdown' : control === SERVICE_CONTROL.shutdown ? 'shutdown' : null;
+    const kind = CONTROL_KIND.get(control);
     if (!kind) return ERROR_CALL_NOT_IMPLEMENTED;
     // Answer at once; the stop itself runs after this returns (STOP_PENDING with wait hints, then STOPPED).
     setImmediate(() => session.onControl(kind));
