@@ -25,12 +25,15 @@ interface Run {
 
 function startRun(t: Topology, args: string[], env: Record<string, string>): Run {
   const { INVOCATION_ID: _i, JOURNAL_STREAM: _j, ...base } = process.env;
-  const child = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', ...args], { env: { ...base, NO_COLOR: '1', ...env } });
+  const argv = ['--import', 'tsx', 'src/cli/main.ts', 'run', ...args];
+  const child = t.a.spawn(node, argv, { env: { ...base, NO_COLOR: '1', ...env } });
   let out = '';
   let err = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const exited = new Promise<number | string>((resolve) => {
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? -1));
+  });
   return { child, stdout: () => out, stderr: () => err, exited };
 }
 
@@ -47,7 +50,8 @@ describe('run under systemd: journald priorities and --log-file', { timeout: 120
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const cli = async (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--pipe', pipe, '--json']);
+  const cli = async (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+    t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--pipe', pipe, '--json']);
 
   test('systemd detection: JOURNAL_STREAM or INVOCATION_ID, on Linux only', () => {
     assert.equal(underSystemd({ JOURNAL_STREAM: '8:12345' }, 'linux'), true);
@@ -56,11 +60,15 @@ describe('run under systemd: journald priorities and --log-file', { timeout: 120
     assert.equal(underSystemd({ INVOCATION_ID: 'abc' }, 'win32'), false);
   });
 
-  test('events with priority prefixes on stdout/stderr and with timestamps in the log file, from start to SIGTERM', async () => {
+  test('events with priorities on stdout/stderr, with timestamps in the log file, start to SIGTERM', async () => {
     const logFile = join(dir, 'logs', 'engine.log');
-    const run = startRun(t, ['--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe', pipe, '--device', 'rflctj0', '--log-file', logFile], { INVOCATION_ID: '0123456789abcdef' });
+    const args = ['--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe', pipe];
+    args.push('--device', 'rflctj0');
+    const run = startRun(t, [...args, '--log-file', logFile], { INVOCATION_ID: '0123456789abcdef' });
     await waitFor('Ready.', () => run.stdout().includes('Ready.') || run.child.exitCode !== null, 30_000);
-    assert.match(run.stdout(), /^<6>\[1000\] retroflect \d+\.\d+\.\d+\S* started \(pid \d+\)\. Backend: tun .*Reflect addresses: 192\.0\.2\.1\. Shield ports: 8080\/tcp\./m, run.stdout() + run.stderr());
+    const started = /^<6>\[1000\] retroflect \S+ started \(pid \d+\)\. Backend: tun .*Reflect addresses: 192\.0\.2\.1/m;
+    assert.match(run.stdout(), started, run.stdout() + run.stderr());
+    assert.match(run.stdout(), /^<6>\[1000\] .*Shield ports: 8080\/tcp\./m);
 
     const add = await cli(['address', 'add', '192.0.2.5']);
     assert.equal(add.code, 0, add.stdout + add.stderr);
@@ -76,26 +84,35 @@ describe('run under systemd: journald priorities and --log-file', { timeout: 120
     assert.equal(await run.exited, 0, run.stdout() + run.stderr());
     const out = run.stdout();
     const err = run.stderr();
-    assert.match(out, /^<6>\[1100\] Configuration changed through the control pipe: added reflect address 192\.0\.2\.5\.$/m);
+    const changed = '<6>\\[1100\\] Configuration changed through the control pipe';
+    assert.match(out, new RegExp(`^${changed}: added reflect address 192\\.0\\.2\\.5\\.$`, 'm'));
     assert.match(out, /^<6>\[1100\] Configuration changed through the control pipe: removed shield port 8080\/tcp\.$/m);
-    assert.match(err, new RegExp(`^<4>\\[2100\\] Refused: .*${t.a4.replace(/\./g, '\\.')}.*\\[E_INVALID_ADDRESS\\]$`, 'm'));
+    const own = t.a4.replace(/\./g, '\\.');
+    assert.match(err, new RegExp(`^<4>\\[2100\\] Refused: .*${own}.*\\[E_INVALID_ADDRESS\\]$`, 'm'));
     assert.match(out, /^<6>\[1200\] Capture 1 started \(every packet; snaplen \d+\)\.$/m);
     assert.match(out, /^<6>\[1201\] Capture 1 stopped: 0 packets delivered, 0 dropped\.$/m);
     assert.match(out, /^<6>\[1001\] retroflect stopped: signal SIGTERM\. Exit code 0\.$/m);
 
     const lines = readFileSync(logFile, 'utf8').trim().split('\n');
-    const ids = lines.map((l) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR) +(\d{4}) /.exec(l)).filter((m) => m !== null).map((m) => `${m![1]} ${m![2]}`);
-    assert.deepEqual(ids, ['INFO 1000', 'INFO 1100', 'WARNING 2100', 'INFO 1100', 'INFO 1200', 'INFO 1201', 'INFO 1001'], lines.join('\n'));
+    const stamped = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR) +(\d{4}) /;
+    const ids = lines.map((l) => stamped.exec(l)).filter((m) => m !== null).map((m) => `${m![1]} ${m![2]}`);
+    const expected = ['INFO 1000', 'INFO 1100', 'WARNING 2100', 'INFO 1100', 'INFO 1200', 'INFO 1201', 'INFO 1001'];
+    assert.deepEqual(ids, expected, lines.join('\n'));
     assert.match(lines.at(-1)!, /retroflect stopped: signal SIGTERM\. Exit code 0\.$/);
   });
 
-  test('a refused start: the reason as a warning event, then stopped with its exit code; no prefixes outside systemd', async () => {
+  test('a refused start: the reason as a warning, then stopped with its code; no prefix off systemd', async () => {
     const logFile = join(dir, 'refused.log');
-    const journal = startRun(t, ['--no-config', '--reflect', t.a4, '--pipe', pipe, '--device', 'rflctj1', '--log-file', logFile], { JOURNAL_STREAM: '8:4242' });
+    const refusedArgs = ['--no-config', '--reflect', t.a4, '--pipe', pipe, '--device', 'rflctj1'];
+    const journal = startRun(t, [...refusedArgs, '--log-file', logFile], { JOURNAL_STREAM: '8:4242' });
     assert.equal(await journal.exited, 4, journal.stdout() + journal.stderr());
     assert.match(journal.stderr(), /^<4>\[2100\] Start refused: .*\[E_INVALID_ADDRESS\]$/m);
     assert.match(journal.stdout(), /^<6>\[1001\] retroflect stopped: it could not start\. Exit code 4\.$/m);
-    assert.match(readFileSync(logFile, 'utf8'), /WARNING 2100 Start refused: [^\n]*\n[^\n]*INFO    1001 retroflect stopped: it could not start\. Exit code 4\.\n$/);
+    const refusedThenStopped = [
+      /WARNING 2100 Start refused: [^\n]*\n/,
+      /[^\n]*INFO {4}1001 retroflect stopped: it could not start\. Exit code 4\.\n$/,
+    ];
+    assert.match(readFileSync(logFile, 'utf8'), new RegExp(refusedThenStopped.map((r) => r.source).join('')));
 
     const console = startRun(t, ['--no-config', '--reflect', t.a4, '--pipe', pipe, '--device', 'rflctj1'], {});
     assert.equal(await console.exited, 4);

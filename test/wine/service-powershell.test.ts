@@ -14,7 +14,8 @@ import { promisify } from 'node:util';
 import { after, test } from 'node:test';
 import { ROOT, winPath } from './setup.ts';
 import { runWindowsPwsh, WINPWSH_DIR, windowsPwshTestGate } from './windows-pwsh.ts';
-import { endPwshServicePrefix, ensurePwshServicePrefix, PWSH_SERVICE_PREFIX, SERVICE_PESTER_FILES } from './service-prefix.ts';
+import { endPwshServicePrefix, ensurePwshServicePrefix, PWSH_SERVICE_PREFIX } from './service-prefix.ts';
+import { SERVICE_PESTER_FILES } from './service-prefix.ts';
 
 const execFileAsync = promisify(execFile);
 const TESTS_DIR = join(ROOT, 'powershell', 'Tests', 'Windows');
@@ -23,7 +24,9 @@ const DOUBLE_DLL = join(ROOT, 'native', 'build', 'win64', 'WinDivert.dll');
 
 let skip = await windowsPwshTestGate('the service from the PowerShell module on Windows');
 if (!skip) {
-  const missing = !existsSync(ENGINE_EXE) ? `${ENGINE_EXE} is missing (npm run build -- --windows)` : !existsSync(DOUBLE_DLL) ? `${DOUBLE_DLL} is missing (make -C native)` : null;
+  const missing = !existsSync(ENGINE_EXE)
+    ? `${ENGINE_EXE} is missing (npm run build -- --windows)`
+    : !existsSync(DOUBLE_DLL) ? `${DOUBLE_DLL} is missing (make -C native)` : null;
   if (missing && process.env.CI) test('the Windows service PowerShell test can run on CI', () => assert.fail(missing));
   skip = missing ?? false;
 }
@@ -40,7 +43,10 @@ interface PesterResults {
   containers: { name: string; result: string; error: string }[];
 }
 
-test('Install-/Uninstall-Retroflect, Start-/Stop-Retroflect and Restart-Service with the service Retroflect; the release scripts; a detached start (Pester under Wine)', { skip, timeout: 900_000 }, async () => {
+const TITLE = 'Install-/Uninstall-Retroflect, Start-/Stop-Retroflect and Restart-Service with the service Retroflect; '
+  + 'the release scripts; a detached start (Pester under Wine)';
+
+test(TITLE, { skip, timeout: 900_000 }, async () => {
   ensurePwshServicePrefix();
   endPwshServicePrefix();
   const work = join(WINPWSH_DIR, 'service-run');
@@ -51,13 +57,16 @@ test('Install-/Uninstall-Retroflect, Start-/Stop-Retroflect and Restart-Service 
   writeFileSync(join(windivertDir, 'WinDivert64.sys'), ''); // the module checks the driver file is there
   writeFileSync(join(windivertDir, 'LICENSE'), 'WinDivert TEST DOUBLE (native/), not the real driver\n');
   const releaseDir = join(work, 'release');
-  const pkg = await execFileAsync(process.execPath, [join(ROOT, 'scripts', 'package.mjs'), '--no-build', '--only', 'windows', '--out-dir', releaseDir, '--windivert', windivertDir], { cwd: ROOT });
+  const packageArgs = ['--no-build', '--only', 'windows', '--out-dir', releaseDir, '--windivert', windivertDir];
+  const packageScript = join(ROOT, 'scripts', 'package.mjs');
+  const pkg = await execFileAsync(process.execPath, [packageScript, ...packageArgs], { cwd: ROOT });
   const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
   const releaseZip = join(releaseDir, `retroflect-${version}-win-x64.zip`);
   assert.ok(existsSync(releaseZip), `package.mjs made no ${releaseZip}:\n${pkg.stdout}${pkg.stderr}`);
 
   const resultsFile = join(work, 'results.json');
-  const r = await runWindowsPwsh(['-NoProfile', '-NonInteractive', '-File', winPath(join(TESTS_DIR, 'Invoke-WindowsTests.ps1'))], {
+  const runner = winPath(join(TESTS_DIR, 'Invoke-WindowsTests.ps1'));
+  const r = await runWindowsPwsh(['-NoProfile', '-NonInteractive', '-File', runner], {
     tag: 'service-pester',
     timeoutMs: 800_000,
     env: {
@@ -75,10 +84,12 @@ test('Install-/Uninstall-Retroflect, Start-/Stop-Retroflect and Restart-Service 
   const output = `exit ${r.code}\n--- stdout\n${r.stdout.slice(-6000)}\n--- stderr\n${r.stderr.slice(-3000)}`;
   assert.ok(existsSync(resultsFile), `the Pester runner wrote no results:\n${output}`);
   const results = JSON.parse(readFileSync(resultsFile, 'utf8')) as PesterResults;
-  const failures = [...results.containers, ...results.tests].filter((t) => t.result === 'Failed').map((t) => `${t.name}: ${t.error}`);
+  const failed = [...results.containers, ...results.tests].filter((t) => t.result === 'Failed');
+  const failures = failed.map((t) => `${t.name}: ${t.error}`);
   assert.deepEqual(failures, [], `Pester failures:\n${failures.join('\n\n')}\n${output}`);
   assert.equal(r.code, 0, output);
-  assert.deepEqual(results.containers.map((c) => c.name.split(/[\\/]/).pop()).sort(), SERVICE_PESTER_FILES.map((f) => `${f}.Tests.ps1`).sort());
+  const ran = results.containers.map((c) => c.name.split(/[\\/]/).pop()).sort();
+  assert.deepEqual(ran, SERVICE_PESTER_FILES.map((f) => `${f}.Tests.ps1`).sort());
   assert.equal(results.skipped + results.notRun, 0, 'no Pester test skipped or not run');
   assert.ok(results.passed >= 18, `only ${results.passed} Pester tests ran`);
 });

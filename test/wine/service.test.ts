@@ -13,9 +13,12 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../helpers/windivert-double.ts';
+import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq } from '../helpers/windivert-double.ts';
+import { readFileRecords } from '../helpers/windivert-double.ts';
 import { NODE_EXE, ROOT, setupWine, WINE_DIR, wineAvailable, winPath } from './setup.ts';
-import { bootServicePrefix, endServicePrefix, ensureServicePrefix, reportedEvents, runInServicePrefix, sc, scQuery, SERVICE_DIR, SERVICE_PREFIX, waitForState } from './service-prefix.ts';
+import { bootServicePrefix, endServicePrefix, ensureServicePrefix } from './service-prefix.ts';
+import { reportedEvents, runInServicePrefix } from './service-prefix.ts';
+import { sc, scQuery, SERVICE_DIR, SERVICE_PREFIX, waitForState } from './service-prefix.ts';
 
 const ENGINE_EXE = join(ROOT, 'dist', 'retroflect.exe');
 const DOUBLE_DIR = join(ROOT, 'native', 'build', 'win64');
@@ -31,7 +34,11 @@ const LOG_FILE = join(SERVICE_PREFIX, 'drive_c', 'ProgramData', 'Retroflect', 'l
 const ACCEPTED = 0x1 | 0x4 | 0x100;
 
 const wine = await wineAvailable();
-const missing = !wine ? 'wine is not installed (apt-get install wine)' : !existsSync(ENGINE_EXE) ? `${ENGINE_EXE} is missing (npm run build -- --windows)` : !existsSync(join(DOUBLE_DIR, 'WinDivert.dll')) ? 'the WinDivert double is missing (make -C native)' : null;
+const missing = !wine
+  ? 'wine is not installed (apt-get install wine)'
+  : !existsSync(ENGINE_EXE)
+    ? `${ENGINE_EXE} is missing (npm run build -- --windows)`
+    : !existsSync(join(DOUBLE_DIR, 'WinDivert.dll')) ? 'the WinDivert double is missing (make -C native)' : null;
 if (missing && process.env.CI) test('the Windows service test can run on CI', () => assert.fail(missing));
 const skip = missing ?? false;
 
@@ -54,11 +61,18 @@ async function queryService(): Promise<Record<string, any>> {
   return JSON.parse(r.stdout) as Record<string, any>;
 }
 
+function bootErrors(): string {
+  return readFileSync(join(SERVICE_DIR, 'boot.err.txt'), 'utf8').slice(-3000);
+}
+
 function engineCommand(args: string[]): string {
   return [`"${winPath(ENGINE_EXE)}"`, 'run', '--service', ...args].join(' ');
 }
 
-test('the service starts on the double, reflects, answers its pipe, accepts stop/shutdown/pre-shutdown, and `sc stop` stops it cleanly', { skip, timeout: 600_000 }, async () => {
+const RUNS = 'the service starts on the double, reflects, answers its pipe, accepts stop/shutdown/pre-shutdown, '
+  + 'and `sc stop` stops it cleanly';
+
+test(RUNS, { skip, timeout: 600_000 }, async () => {
   rmSync(SENT, { force: true });
   rmSync(LOG_FILE, { force: true });
   const records: Buffer[] = [];
@@ -69,13 +83,15 @@ test('the service starts on the double, reflects, answers its pipe, accepts stop
   bootServicePrefix({ WINDIVERT_DOUBLE_INJECT_FILE: winPath(INJECT), WINDIVERT_DOUBLE_SENT_FILE: winPath(SENT) });
   await sc(['delete', NAME]); // left by an interrupted run
 
-  const bin = engineCommand(['--no-config', '-r', REFLECT, '-s', '8080/tcp', '--windivert-dir', `"${winPath(DOUBLE_DIR)}"`, '--pipe', PIPE]);
-  const created = await sc(['create', NAME, 'binPath=', bin, 'start=', 'demand']);
+  const windivertDir = `"${winPath(DOUBLE_DIR)}"`;
+  const bin = engineCommand(['--no-config', '-r', REFLECT, '-s', '8080/tcp', '--windivert-dir', windivertDir]);
+  const binWithPipe = `${bin} --pipe ${PIPE}`;
+  const created = await sc(['create', NAME, 'binPath=', binWithPipe, 'start=', 'demand']);
   assert.equal(created.code, 0, created.stdout + created.stderr);
   const started = await sc(['start', NAME]);
   assert.equal(started.code, 0, started.stdout + started.stderr);
   const running = await waitForState(NAME, 'RUNNING');
-  assert.equal(running?.state, 'RUNNING', `${JSON.stringify(running)}\n${readFileSync(join(SERVICE_DIR, 'boot.err.txt'), 'utf8').slice(-3000)}`);
+  assert.equal(running?.state, 'RUNNING', `${JSON.stringify(running)}\n${bootErrors()}`);
 
   const scm = await queryService();
   assert.equal(scm.status.controlsAccepted, ACCEPTED, 'stop, shutdown and pre-shutdown are accepted while running');
@@ -99,7 +115,8 @@ test('the service starts on the double, reflects, answers its pipe, accepts stop
   const reflected = sent.filter((s) => packetSeq(s.bytes) < 100);
   assert.equal(reflected.length, 100);
   for (const s of reflected) assert.equal(s.bytes.subarray(12, 16).join('.'), REFLECT);
-  assert.deepEqual(sent.filter((s) => packetSeq(s.bytes) >= 100).map((s) => packetSeq(s.bytes)), Array.from({ length: 10 }, (_, i) => 120 + i));
+  const passed = sent.filter((s) => packetSeq(s.bytes) >= 100).map((s) => packetSeq(s.bytes));
+  assert.deepEqual(passed, Array.from({ length: 10 }, (_, i) => 120 + i));
 
   // Nothing left: no engine process, the pipe gone.
   const after = await runInServicePrefix([ENGINE_EXE, 'status', '--pipe', PIPE, '--json'], 'status-after');
@@ -110,9 +127,10 @@ test('the service starts on the double, reflects, answers its pipe, accepts stop
   // The log file under the known ProgramData folder, and the Event Log calls.
   const log = readFileSync(LOG_FILE, 'utf8');
   assert.match(log, /INFO    1000 retroflect \S+ started/);
-  assert.match(log, /INFO    1001 retroflect stopped: the service was stopped through the Service Control Manager\. Exit code 0\./);
+  assert.match(log, /INFO {4}1001 retroflect stopped: the service was stopped through the Service Control Manager\./);
+  assert.match(log, /Control Manager\. Exit code 0\./);
   const events = reportedEvents();
-  assert.deepEqual(events.map((e) => [e.id, e.type]), [[1000, 4], [1001, 4]], readFileSync(join(SERVICE_DIR, 'boot.err.txt'), 'utf8').slice(-3000));
+  assert.deepEqual(events.map((e) => [e.id, e.type]), [[1000, 4], [1001, 4]], bootErrors());
   assert.match(events[0].text, /^retroflect \S+ started/);
   assert.match(events[1].text, /the service was stopped through the Service Control Manager/);
 
@@ -121,12 +139,16 @@ test('the service starts on the double, reflects, answers its pipe, accepts stop
   assert.equal(await scQuery(NAME), null, 'the service is gone');
 });
 
-test('a start with a bad config ends STOPPED with ERROR_SERVICE_SPECIFIC_ERROR (1066) and exit code 6, and says why in the Event Log', { skip, timeout: 600_000 }, async () => {
+const BAD = 'a start with a bad config ends STOPPED with ERROR_SERVICE_SPECIFIC_ERROR (1066) and exit code 6, '
+  + 'and says why in the Event Log';
+
+test(BAD, { skip, timeout: 600_000 }, async () => {
   const bad = join(SERVICE_DIR, 'bad-config.json');
   writeFileSync(bad, '{"reflectAddresses": [');
   bootServicePrefix({ WINDIVERT_DOUBLE_INJECT_FILE: '', WINDIVERT_DOUBLE_SENT_FILE: '' });
   await sc(['delete', NAME]);
-  const created = await sc(['create', NAME, 'binPath=', engineCommand(['--config', `"${winPath(bad)}"`, '--pipe', PIPE])]);
+  const bin = engineCommand(['--config', `"${winPath(bad)}"`, '--pipe', PIPE]);
+  const created = await sc(['create', NAME, 'binPath=', bin]);
   assert.equal(created.code, 0, created.stdout + created.stderr);
   await sc(['start', NAME]);
   const end = await waitForState(NAME, 'STOPPED');
@@ -140,7 +162,7 @@ test('a start with a bad config ends STOPPED with ERROR_SERVICE_SPECIFIC_ERROR (
   assert.equal(await scQuery(NAME), null);
 });
 
-test('`run --service` outside the service manager is refused with exit code 2 and a hint', { skip, timeout: 120_000 }, async () => {
+test('`run --service` outside the service manager is refused (exit code 2)', { skip, timeout: 120_000 }, async () => {
   const r = await runInServicePrefix([ENGINE_EXE, 'run', '--service', '--no-config'], 'console');
   assert.equal(r.code, 2, r.stdout + r.stderr);
   assert.match(r.stderr, /--service is for the Service Control Manager/);
