@@ -4,7 +4,8 @@
 
 $script:ServiceName = 'Retroflect'
 $script:ServiceDisplayName = 'Retroflect'
-$script:ServiceDescription = 'Reflects traffic this host sends to the configured reflect addresses back into it as inbound, so sandboxed (UWP/AppContainer) apps reach local servers. Installed by Install-Retroflect.'
+$script:ServiceDescription = 'Reflects traffic this host sends to the configured reflect addresses back into it as ' +
+    'inbound, so sandboxed (UWP/AppContainer) apps reach local servers. Installed by Install-Retroflect.'
 # WinDivert's driver filters through the Base Filtering Engine: start after it.
 $script:ServiceDependsOn = @('BFE')
 # Recovery: restart after 5 s, then 30 s, then 2 min (each later failure too); the count resets after a day
@@ -24,7 +25,8 @@ function Invoke-RetroflectSc {
     $output = & $sc @ArgumentList 2>&1
     if ($LASTEXITCODE -ne 0) {
         throw (New-RetroflectErrorRecord -Code 'PS_INSTALL_FAILED' -TargetObject $script:ServiceName `
-            -Message ("sc.exe {0} failed (exit {1}): {2}" -f ($ArgumentList -join ' '), $LASTEXITCODE, (($output | Out-String).Trim())) `
+            -Message ("sc.exe {0} failed (exit {1}): {2}" -f ($ArgumentList -join ' '), $LASTEXITCODE,
+                (($output | Out-String).Trim())) `
             -Hint 'Check the service with: sc.exe qc Retroflect; sc.exe qfailure Retroflect')
     }
 }
@@ -38,7 +40,8 @@ function Get-RetroflectService {
 function Get-RetroflectServiceCommand {
     # The service's command line: the executable quoted, then `run --service` and the given arguments.
     param([Parameter(Mandatory)][string]$Executable, [string[]]$ArgumentList)
-    return ('"{0}" {1}' -f $Executable, (ConvertTo-RetroflectArgumentString -ArgumentList (@('run', '--service') + $ArgumentList)))
+    $line = ConvertTo-RetroflectArgumentString -ArgumentList (@('run', '--service') + $ArgumentList)
+    return ('"{0}" {1}' -f $Executable, $line)
 }
 
 function Get-RetroflectServiceImagePath {
@@ -59,7 +62,8 @@ function Register-RetroflectService {
     if ($null -eq $service) {
         if (-not $Cmdlet.ShouldProcess("service $($script:ServiceName) ($command)", 'Create')) { return $false }
         $null = New-Service -Name $script:ServiceName -BinaryPathName $command -DisplayName $script:ServiceDisplayName `
-            -Description $script:ServiceDescription -StartupType Automatic -DependsOn $script:ServiceDependsOn -ErrorAction Stop
+            -Description $script:ServiceDescription -StartupType Automatic -DependsOn $script:ServiceDependsOn `
+            -ErrorAction Stop
         $changed = $true
     }
     elseif ((Get-RetroflectServiceImagePath) -ne $command) {
@@ -68,12 +72,16 @@ function Register-RetroflectService {
         Invoke-RetroflectSc -ArgumentList @('config', $script:ServiceName, 'binPath=', $command, 'start=', 'auto')
         $changed = $true
     }
-    if ($Cmdlet.ShouldProcess("service $($script:ServiceName)", "Set recovery: $($script:ServiceFailureActions), reset after $($script:ServiceFailureResetSeconds) s")) {
-        Invoke-RetroflectSc -ArgumentList @('failure', $script:ServiceName, 'reset=', [string]$script:ServiceFailureResetSeconds, 'actions=', $script:ServiceFailureActions)
+    $recovery = "Set recovery: $($script:ServiceFailureActions), reset after $($script:ServiceFailureResetSeconds) s"
+    if ($Cmdlet.ShouldProcess("service $($script:ServiceName)", $recovery)) {
+        $reset = [string]$script:ServiceFailureResetSeconds
+        $actions = $script:ServiceFailureActions
+        Invoke-RetroflectSc -ArgumentList @('failure', $script:ServiceName, 'reset=', $reset, 'actions=', $actions)
         try { Invoke-RetroflectSc -ArgumentList @('failureflag', $script:ServiceName, '1') }
         catch {
             # Older sc.exe (and Wine's) lack failureflag: recovery then applies only when the engine crashes.
-            Write-Warning "Recovery actions apply only when the engine crashes, not when it stops with an error: $($_.Exception.Message)"
+            Write-Warning ("Recovery actions apply only when the engine crashes, not when it stops with an error: " +
+                $_.Exception.Message)
         }
     }
     if (Register-RetroflectEventSource -Cmdlet $Cmdlet) { $changed = $true }
@@ -84,11 +92,16 @@ function Register-RetroflectEventSource {
     # The Application log's source Retroflect, so Event Viewer shows the engine's text with its event ID.
     param([Parameter(Mandatory)]$Cmdlet)
     $key = Get-Item -LiteralPath $script:EventLogSourceKey -ErrorAction SilentlyContinue
-    if ($null -ne $key -and $key.GetValue('EventMessageFile', $null, 'DoNotExpandEnvironmentNames') -eq $script:EventLogMessageFile) { return $false }
-    if (-not $Cmdlet.ShouldProcess("Event Log source $($script:ServiceName) (Application log)", 'Register')) { return $false }
+    $current = $null
+    if ($null -ne $key) { $current = $key.GetValue('EventMessageFile', $null, 'DoNotExpandEnvironmentNames') }
+    if ($current -eq $script:EventLogMessageFile) { return $false }
+    $what = "Event Log source $($script:ServiceName) (Application log)"
+    if (-not $Cmdlet.ShouldProcess($what, 'Register')) { return $false }
     $null = New-Item -Path $script:EventLogSourceKey -Force -ErrorAction Stop
-    $null = New-ItemProperty -LiteralPath $script:EventLogSourceKey -Name EventMessageFile -PropertyType ExpandString -Value $script:EventLogMessageFile -Force -ErrorAction Stop
-    $null = New-ItemProperty -LiteralPath $script:EventLogSourceKey -Name TypesSupported -PropertyType DWord -Value 7 -Force -ErrorAction Stop
+    $null = New-ItemProperty -LiteralPath $script:EventLogSourceKey -Name EventMessageFile -PropertyType ExpandString `
+        -Value $script:EventLogMessageFile -Force -ErrorAction Stop
+    $null = New-ItemProperty -LiteralPath $script:EventLogSourceKey -Name TypesSupported -PropertyType DWord -Value 7 `
+        -Force -ErrorAction Stop
     return $true
 }
 
@@ -100,7 +113,8 @@ function Unregister-RetroflectService {
         if ($service.Status -ne 'Stopped') { Stop-RetroflectService -TimeoutSeconds $TimeoutSeconds }
         Invoke-RetroflectSc -ArgumentList @('delete', $script:ServiceName)
     }
-    if ((Test-Path -LiteralPath $script:EventLogSourceKey) -and $Cmdlet.ShouldProcess("Event Log source $($script:ServiceName)", 'Remove')) {
+    $source = "Event Log source $($script:ServiceName)"
+    if ((Test-Path -LiteralPath $script:EventLogSourceKey) -and $Cmdlet.ShouldProcess($source, 'Remove')) {
         Remove-Item -LiteralPath $script:EventLogSourceKey -Recurse -Force -ErrorAction Stop
     }
 }
@@ -122,7 +136,8 @@ function Get-RetroflectServiceExitCode {
     $text = (& $sc query $script:ServiceName 2>&1 | Out-String)
     $win32 = [regex]::Match($text, 'WIN32_EXIT_CODE\s*:\s*(\d+)')
     $specific = [regex]::Match($text, 'SERVICE_EXIT_CODE\s*:\s*(\d+)')
-    if ($win32.Success -and [int]$win32.Groups[1].Value -eq 1066 -and $specific.Success) { return [int]$specific.Groups[1].Value }
+    $serviceSpecific = $win32.Success -and [int]$win32.Groups[1].Value -eq 1066 -and $specific.Success
+    if ($serviceSpecific) { return [int]$specific.Groups[1].Value }
     return $null
 }
 
@@ -141,7 +156,8 @@ function Start-RetroflectService {
     if (-not $code) { $code = 'PS_ENGINE_EXITED' }
     $log = Join-Path (Get-RetroflectLogDirectory) 'engine.log'
     throw (New-RetroflectErrorRecord -Code $code -TargetObject $script:ServiceName `
-        -Message ("The service {0} did not start (status {1}, engine exit code {2})." -f $script:ServiceName, $service.Status, $exit) `
+        -Message ("The service {0} did not start (status {1}, engine exit code {2})." -f
+            $script:ServiceName, $service.Status, $exit) `
         -Hint "The reason is in the Application event log (source Retroflect) and in $log.")
 }
 
@@ -152,7 +168,8 @@ function Stop-RetroflectService {
     $service = Wait-RetroflectServiceStatus -Status 'Stopped' -TimeoutSeconds $TimeoutSeconds
     if ($null -ne $service -and [string]$service.Status -ne 'Stopped') {
         throw (New-RetroflectErrorRecord -Code 'E_TIMEOUT' -TargetObject $script:ServiceName `
-            -Message "The service $($script:ServiceName) was asked to stop but is $($service.Status) after $TimeoutSeconds s." `
+            -Message ("The service {0} was asked to stop but is {1} after {2} s." -f
+                $script:ServiceName, $service.Status, $TimeoutSeconds) `
             -Hint 'Wait and check with Get-Service Retroflect.')
     }
 }
@@ -166,9 +183,12 @@ function Remove-RetroflectBootTask {
     if (-not (Get-Command -Name Get-ScheduledTask -ErrorAction SilentlyContinue)) { return $false }
     $task = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue
     if ($null -eq $task) { return $false }
-    if (-not $Cmdlet.ShouldProcess("scheduled task $($script:TaskPath)$($script:TaskName)", 'Stop and unregister (replaced by the service)')) { return $false }
+    $what = "scheduled task $($script:TaskPath)$($script:TaskName)"
+    if (-not $Cmdlet.ShouldProcess($what, 'Stop and unregister (replaced by the service)')) { return $false }
     try { Stop-Retroflect -Confirm:$false } catch { Write-Verbose "Graceful stop failed: $($_.Exception.Message)" }
-    if ($task.State -eq 'Running') { Stop-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue }
+    if ($task.State -eq 'Running') {
+        Stop-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue
+    }
     Unregister-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -Confirm:$false -ErrorAction Stop
     return $true
 }

@@ -12,7 +12,8 @@ BeforeAll {
     $manifest = Join-Path $PSScriptRoot '..\..\Retroflect\Retroflect.psd1'
     Set-Content -LiteralPath $script:Inner -Value @"
 Import-Module '$manifest'
-Start-Retroflect -Path '$($env:RETROFLECT_TEST_ENGINE_EXE)' -WinDivertPath '$($env:RETROFLECT_TEST_WINDIVERT_DIR)' -NoConfig -Address 203.0.113.77 -Pipe $($script:Pipe) -Confirm:`$false
+Start-Retroflect -Path '$($env:RETROFLECT_TEST_ENGINE_EXE)' -WinDivertPath '$($env:RETROFLECT_TEST_WINDIVERT_DIR)' ``
+    -NoConfig -Address 203.0.113.77 -Pipe $($script:Pipe) -Confirm:`$false
 'inner done'
 "@
 }
@@ -22,7 +23,7 @@ AfterAll {
 }
 
 Describe 'Start-Retroflect and the caller''s handles (Windows)' {
-    It 'an outer reader of the inner script''s stdout gets its end when the inner script exits, not when the engine stops' {
+    It 'an outer reader of the inner script''s stdout gets its end when the inner script exits, not the engine' {
         $info = New-Object System.Diagnostics.ProcessStartInfo
         $info.FileName = Join-Path $PSHOME 'pwsh.exe'
         foreach ($a in @('-NoProfile', '-NonInteractive', '-File', $script:Inner)) { $info.ArgumentList.Add($a) }
