@@ -9,6 +9,8 @@ import { registerClientCommands } from './client-commands.ts';
 import { guardOutput, outputFailed } from './output.ts';
 import { registerRunCommand } from './run-command.ts';
 import { registerCaptureCommands } from './capture-commands.ts';
+import { registerDoctorCommand } from './doctor-command.ts';
+import { registerDriverCommand } from './driver-command.ts';
 
 export function buildProgram(): Command {
   const program = new Command('retroflect')
@@ -19,6 +21,8 @@ export function buildProgram(): Command {
   registerRunCommand(program);
   registerClientCommands(program);
   registerCaptureCommands(program);
+  registerDoctorCommand(program);
+  registerDriverCommand(program);
   return program;
 }
 

@@ -107,6 +107,9 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
   // Cleanup runs to its end whatever arrives meanwhile: the signal handlers stay installed until it is done.
   const started = engine as Engine | null;
   const listening = server as ControlServer | null;
+  // Captures end first, while their connections are open: each client gets its ring's last records and capture.end;
+  // closing the server then lets every connection send what it holds before it goes.
+  started?.endCaptures();
   if (listening) await listening.close().catch(() => undefined);
   if (started) {
     try {

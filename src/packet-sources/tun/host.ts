@@ -24,7 +24,7 @@ import {
   type TunVariant,
   type TunVariantName,
 } from './device.ts';
-import { FIRST_LOG_GROUP, openFirewallLog } from './nflog.ts';
+import { FIRST_LOG_GROUP, groupTakenBy, netlinkPortId, openFirewallLog } from './nflog.ts';
 import { installShield, NFT_FAMILY, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
 import { routeAddCommand, routeDeleteCommand } from './routes.ts';
 
@@ -95,7 +95,10 @@ export class TunHostBackend implements HostBackend<'tun'> {
       mtu: this.variant.mtu,
       offloads: this.variant.vnetHdr ? 'vnet header, TSO, checksum' : 'none',
       // Where captures get the packets the shield rules drop (or why they cannot).
-      firewallLog: this.log ? `NFLOG group ${this.log.group}` : `unavailable: ${this.logProblem ?? 'not started'}`,
+      // The group was free at start, but another program can bind it whenever no capture listens (checked here).
+      firewallLog: this.log
+        ? (groupTakenBy(this.log.group, netlinkPortId(this.log.fd)) ?? `NFLOG group ${this.log.group}`)
+        : `unavailable: ${this.logProblem ?? 'not started'}`,
     };
   }
 
