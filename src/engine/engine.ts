@@ -16,6 +16,8 @@ import {
   type InterceptConfig,
 } from '../config/intercept-config.ts';
 import { portMapsOf } from '../config/port-maps.ts';
+import { allowListsOf, cloneAllowLists } from '../config/allow-lists.ts';
+import { allowedPortEntries, widerAllowLists } from './allowed-ports-config.ts';
 import type { HostBackend, SourceUpdate } from '../packet-sources/packet-source.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
@@ -213,6 +215,7 @@ export class Engine extends EventEmitter {
       reflect: cfg.reflectAddresses.map((address) => ({ address, slot: this.addressSlots.ensure(address) })),
       shield: cfg.shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol, slot: this.shieldSlots.ensure(shieldKey(p)) })),
       portMaps: portMapsOf(cfg).map((m) => ({ ...m })),
+      allowedPorts: allowedPortEntries(cfg, (address) => this.addressSlots.ensure(address)),
     };
   }
 
@@ -243,6 +246,7 @@ export class Engine extends EventEmitter {
     addShieldPorts(union, next.shieldPorts);
     // Maps cannot be united (a port may change target): addresses that stay get next's maps, leaving ones keep theirs.
     union.portMaps = [...portMapsOf(next), ...portMapsOf(prev).filter((m) => !next.reflectAddresses.includes(m.address))];
+    union.allow = widerAllowLists(prev, next);
     checkLimits(next);
     await this.verifyHost('firewall'); // edit the table we think we have, not a hole where it was
     this.post({ type: 'dataplane', dataplane: this.dataplaneConfig(union) });
@@ -290,6 +294,7 @@ export class Engine extends EventEmitter {
       reflectAddresses: [...this.current.reflectAddresses],
       shieldPorts: this.current.shieldPorts.map((p) => ({ ...p })),
       portMaps: portMapsOf(this.current).map((m) => ({ ...m })),
+      allow: allowListsOf(this.current).map((a) => cloneAllowLists(a)),
       configPath: this.opts.configPath ?? null,
       pipeName: this.opts.pipeName ?? null,
       backendInfo: this.opts.backend.describe?.() ?? {},

@@ -5,8 +5,8 @@
  * without root packet plumbing; test/control/live.test.ts runs the real engine. Its captures are real capture hubs
  * (capture/hub.ts) that no packet worker feeds: they open, pace and end as the engine's do, and stay empty.
  */
-import { cloneInterceptConfig, shieldKey, type InterceptConfig } from '../../src/config/intercept-config.ts';
-import { checkPortMaps, portMapsOf } from '../../src/config/port-maps.ts';
+import { checkLimits, cloneInterceptConfig, shieldKey, type InterceptConfig } from '../../src/config/intercept-config.ts';
+import { portMapsOf } from '../../src/config/port-maps.ts';
 import { CaptureHub } from '../../src/capture/hub.ts';
 import type { CapturePort } from '../../src/capture/port.ts';
 import type { ControlEngine } from '../../src/control/control-engine.ts';
@@ -39,6 +39,7 @@ export class InMemoryEngine implements ControlEngine {
       reflectAddresses: [...this.cfg.reflectAddresses],
       shieldPorts: this.cfg.shieldPorts.map((p) => ({ ...p })),
       portMaps: portMapsOf(this.cfg).map((m) => ({ ...m })),
+      allow: this.cfg.allow ?? [],
       configPath: null,
       pipeName: null,
       backendInfo: {},
@@ -52,7 +53,7 @@ export class InMemoryEngine implements ControlEngine {
 
   async reconfigure(next: InterceptConfig): Promise<void> {
     this.calls.push(`reconfigure ${next.reflectAddresses.join(',')} ${next.shieldPorts.map(shieldKey).join(',')}`);
-    checkPortMaps(next); // as the engine's checkLimits does
+    checkLimits(next); // as the engine does
     this.cfg = cloneInterceptConfig(next);
   }
 
@@ -68,6 +69,7 @@ export class InMemoryEngine implements ControlEngine {
       malformed: { total: 0, byReason: { truncated: 0, badVersion: 0, badHeaderLength: 0, badTotalLength: 0, badExtensionHeader: 0, badTransportHeader: 0 } },
       errors: { receive: 0, send: 0, sendExpected: { hostUnreachable: 0, icmpRefused: 0 } },
       portMapRefused: 0,
+      notAllowed: zero,
       byProtocol: { tcp: zero, udp: zero, icmp: zero, other: zero },
       byAddress: [],
       byShieldPort: [],

@@ -4,10 +4,11 @@
  */
 import { addressFamily } from '../../config/intercept-config.ts';
 import { portMapsFor } from '../../config/port-maps.ts';
+import { ALLOW_KINDS, allowListsFor } from '../../config/allow-lists.ts';
 import { ErrorCode, isRetroflectError } from '../../errors.ts';
 import { invalidParams } from '../../error-messages.ts';
 import type { AddressTestResult } from '../protocol.ts';
-import { addressList, only, optionalBool, portMapRemovals, portMapSpecs, type Params } from './params.ts';
+import { addressList, allowChange, only, optionalBool, portMapRemovals, portMapSpecs, type Params } from './params.ts';
 import type { MethodContext, MethodTablePart } from './table.ts';
 
 /** Longest address.test input (an IPv6 address with a zone is far shorter). */
@@ -45,12 +46,17 @@ export const addressMethods: MethodTablePart<'address.list' | 'address.add' | 'a
     const persisted = store.path === null ? [] : store.config.reflectAddresses;
     const running = engine.config();
     return {
-      addresses: running.reflectAddresses.map((address) => ({ address, persisted: persisted.includes(address), portMaps: portMapsFor(running, address) })),
+      addresses: running.reflectAddresses.map((address) => ({
+        address,
+        persisted: persisted.includes(address),
+        portMaps: portMapsFor(running, address),
+        allow: allowListsFor(running, address),
+      })),
     };
   },
   'address.add': (params, { changes }) => {
-    only(params, ['addresses', 'temporary', 'maps']);
-    return changes.addAddresses(addressList(params), optionalBool(params, 'temporary'), portMapSpecs(params));
+    only(params, ['addresses', 'temporary', 'maps', ...ALLOW_KINDS]);
+    return changes.addAddresses(addressList(params), optionalBool(params, 'temporary'), portMapSpecs(params), allowChange(params));
   },
   'address.remove': (params, { changes }) => {
     only(params, ['addresses', 'temporary', 'maps', 'skipMissing']);

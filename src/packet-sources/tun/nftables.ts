@@ -47,7 +47,7 @@ export const NFT_SET: Record<ShieldProtocol, string> = { tcp: 'shield_tcp', udp:
 export const NFT_REFLECT_SET: Record<4 | 6, string> = { 4: 'reflect_v4', 6: 'reflect_v6' };
 export const NFT_FORGED_COUNTER = 'forged_source';
 /** Log prefixes of the two drop rules; the NFLOG reader tells the verdicts apart by them. */
-export const NFT_LOG_PREFIX = { shield: 'retroflect shield', forged: 'retroflect forged' } as const;
+export const NFT_LOG_PREFIX = { shield: 'retroflect shield', forged: 'retroflect forged', notAllowed: 'retroflect notallowed' } as const;
 
 function ports(cfg: InterceptConfig, protocol: ShieldProtocol): number[] {
   return cfg.shieldPorts.filter((p) => p.protocol === protocol).map((p) => p.port);
