@@ -72,6 +72,9 @@ class SlotMap<K> {
   }
 }
 
+/** Flows whose process `flows()` looks up, most recent first (each costs a look at the host's socket tables). */
+const MAX_OWNER_LOOKUPS = 1000;
+
 /** How often the engine checks that its host state (nft table, routes) is still in place. */
 const HOST_CHECK_INTERVAL_MS = 5000;
 
@@ -307,8 +310,21 @@ export class Engine extends EventEmitter {
     return this.statsSource.stats(this.dataplaneConfig(this.current), uptimeSeconds, this.state === 'running');
   }
 
-  flows(): FlowRecord[] {
-    return this.flowTable.snapshot(Date.now());
+  flows(limit = Infinity): FlowRecord[] {
+    const flows = this.flowTable.snapshot(Date.now()).slice(0, limit);
+    const owners = this.opts.backend.socketOwners;
+    if (!owners) return flows;
+    // Who made each flow: the client's socket, looked up now (packet-source.ts HostBackend.socketOwners).
+    const asked = flows.filter((f) => f.protocol === 'tcp' || f.protocol === 'udp').slice(0, MAX_OWNER_LOOKUPS);
+    const found = owners.call(this.opts.backend, asked.map((f) => ({
+      protocol: f.protocol as 'tcp' | 'udp',
+      localAddress: f.localAddress,
+      localPort: f.clientPort,
+      remoteAddress: f.reflectAddress,
+      remotePort: f.mappedFromPort ?? f.serverPort,
+    })));
+    asked.forEach((f, i) => Object.assign(f, found[i] ?? {}));
+    return flows;
   }
 
   /** Stop the worker, then undo all host changes. Safe to call more than once. */

@@ -112,6 +112,16 @@ export interface FlowRecord {
   lastSeen: string;
   /** TCP: 'open' until FIN or RST is seen, then 'closed'. Others: 'active'. */
   state: 'open' | 'closed' | 'active';
+  /**
+   * Who made the flow, where the platform can tell (null otherwise, or when the socket is gone): the client
+   * process's id and name, its user (uid and name; Linux), and on Windows its package family name. Looked up when
+   * flows are listed, for the most recent ones (Engine.flows), never per packet.
+   */
+  pid: number | null;
+  processName: string | null;
+  uid: number | null;
+  user: string | null;
+  packageFamilyName: string | null;
 }
 
 export interface ChangeResult<T> {

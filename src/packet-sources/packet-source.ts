@@ -8,6 +8,7 @@
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
 import type { AllowWhoKind } from '../config/allow-lists.ts';
+import type { SocketOwner, SocketQuery } from '../platform/linux/socket-owners.ts';
 import type { FirewallDropCause } from '../packet/verdicts.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
@@ -205,6 +206,11 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
   verify?(cfg: InterceptConfig, scope: 'firewall' | 'all'): Promise<string[]>;
   /** Facts worth showing an admin in `status` (TUN device and mode; WinDivert filter, priority, driver version). */
   describe?(): Record<string, string | number>;
+  /**
+   * Who owns each of these client sockets (process, user; Linux: /proc), null where none matches. Asked when flows
+   * are listed, never per packet. Backends that cannot tell leave it out.
+   */
+  socketOwners?(queries: readonly SocketQuery[]): (Partial<SocketOwner> | null)[];
   /** A name for the interface with this index (PacketBatch.ifIndex), as captures show it; never throws. */
   interfaceName(ifIndex: number): string;
   /** Make a receive() that may be blocked in the worker return soon (for stop and the engine's reconfigure). */

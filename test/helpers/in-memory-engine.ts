@@ -5,8 +5,9 @@
  * without root packet plumbing; test/control/live.test.ts runs the real engine. Its captures are real capture hubs
  * (capture/hub.ts) that no packet worker feeds: they open, pace and end as the engine's do, and stay empty.
  */
-import { checkLimits, cloneInterceptConfig, shieldKey, type InterceptConfig } from '../../src/config/intercept-config.ts';
-import { portMapsOf } from '../../src/config/port-maps.ts';
+import { cloneInterceptConfig, shieldKey, type InterceptConfig } from '../../src/config/intercept-config.ts';
+import { checkPortMaps, portMapsOf } from '../../src/config/port-maps.ts';
+import { checkAllowLists } from '../../src/config/allow-lists.ts';
 import { CaptureHub } from '../../src/capture/hub.ts';
 import type { CapturePort } from '../../src/capture/port.ts';
 import type { ControlEngine } from '../../src/control/control-engine.ts';
@@ -53,7 +54,8 @@ export class InMemoryEngine implements ControlEngine {
 
   async reconfigure(next: InterceptConfig): Promise<void> {
     this.calls.push(`reconfigure ${next.reflectAddresses.join(',')} ${next.shieldPorts.map(shieldKey).join(',')}`);
-    checkLimits(next); // as the engine does
+    checkPortMaps(next); // as the engine's checkLimits does (not its address limit: tests add many)
+    checkAllowLists(next);
     this.cfg = cloneInterceptConfig(next);
   }
 

@@ -26,6 +26,8 @@ import {
 import { FIRST_LOG_GROUP, openFirewallLog } from './nflog.ts';
 import { installShield, NFT_FAMILY, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
 import { routeAddCommand, routeDeleteCommand } from './routes.ts';
+import { CGROUP_V2_ROOT, missingCgroups } from './allow-rules.ts';
+import { socketOwners, type SocketOwner, type SocketQuery } from '../../platform/linux/socket-owners.ts';
 
 export interface TunHostOptions {
   /** Device name; default rflct0. */
@@ -59,6 +61,8 @@ export class TunHostBackend implements HostBackend<'tun'> {
   /** Set once start() has claimed the host's shield table: only then may stop() remove it. */
   private ownsShield = false;
   private readonly wakeValue = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
+  /** cgroups of the config that did not exist when the rules were made (allow-rules.ts), for `status`. */
+  private missingCgroups: string[] = [];
 
   constructor(opts: TunHostOptions = {}) {
     this.device = opts.deviceName ?? DEFAULT_TUN_NAME;
@@ -93,6 +97,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
       offloads: this.variant.vnetHdr ? 'vnet header, TSO, checksum' : 'none',
       // Where captures get the packets the shield rules drop (or why they cannot).
       firewallLog: this.log ? `NFLOG group ${this.log.group}` : `unavailable: ${this.logProblem ?? 'not started'}`,
+      ...(this.missingCgroups.length ? { missingCgroups: `${this.missingCgroups.join(', ')} (not found when the rules were made: refused)` } : {}),
     };
   }
 
@@ -118,6 +123,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
         });
       }
       for (const a of cfg.reflectAddresses) await runCommand(routeAddCommand(a, this.device));
+      this.missingCgroups = missingCgroups(cfg);
       await installShield(cfg, this.device, this.log?.group ?? null);
     } catch (err) {
       await this.stop().catch(() => undefined);
@@ -176,6 +182,13 @@ export class TunHostBackend implements HostBackend<'tun'> {
     const prevSet = new Set(prev.reflectAddresses);
     const removed = prev.reflectAddresses.filter((a) => !nextSet.has(a));
     const added = next.reflectAddresses.filter((a) => !prevSet.has(a));
+    const missing = missingCgroups(next).filter((c) => !missingCgroups(prev).includes(c));
+    if (missing.length) {
+      throw new RetroflectError(ErrorCode.INVALID_PARAMS, `No cgroup ${missing.join(', ')} under ${CGROUP_V2_ROOT}; nothing was changed.`, {
+        hint: 'Give the path of a running unit\'s cgroup below the cgroup v2 root, such as system.slice/squid.service (see `systemctl status`).',
+        details: { field: 'cgroups', missing },
+      });
+    }
     const undo: (() => Promise<unknown>)[] = [];
     try {
       for (const a of added) {
@@ -186,7 +199,8 @@ export class TunHostBackend implements HostBackend<'tun'> {
         await this.deleteRoute(a);
         undo.push(() => runCommand(routeAddCommand(a, this.device)));
       }
-      await updateShield(prev, next); // one nft transaction: applied whole or not at all (a killed nft commits nothing)
+      await updateShield(prev, next, this.log?.group ?? null); // one nft transaction: applied whole or not at all (a killed nft commits nothing)
+      this.missingCgroups = missingCgroups(next);
     } catch (err) {
       for (const step of undo.reverse()) await step().catch(() => undefined);
       throw err;
@@ -221,6 +235,10 @@ export class TunHostBackend implements HostBackend<'tun'> {
       repairs.push(`The route of reflect address ${a} into ${this.device} was deleted by something else; restored it.`);
     }
     return repairs;
+  }
+
+  socketOwners(queries: readonly SocketQuery[]): (SocketOwner | null)[] {
+    return socketOwners(queries);
   }
 
   firewallCounters(): Promise<FirewallCounters> {

@@ -20,7 +20,11 @@
  *       meta l4proto tcp tcp dport @shield_tcp log prefix "retroflect shield" group <g> drop
  *       meta l4proto udp udp dport @shield_udp log prefix "retroflect shield" group <g> drop
  *     }
+ *     chain output { type filter hook output priority filter - 10; policy accept; }
  *   }
+ *
+ * The output chain, and the per-address chains it jumps to, enforce who may use a reflect address (users, groups,
+ * cgroups): allow-rules.ts.
  *
  * The `log ... group <g>` statements hand each drop to the engine's NFLOG listener (nflog.ts), which binds the group
  * only while a capture runs; without a listener they copy nothing. They are left out when NFLOG is unusable.
@@ -37,6 +41,7 @@ import { addressFamily, shieldKey, type InterceptConfig, type ShieldPort, type S
 import type { FirewallCounters, ShieldCount } from '../packet-source.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { runCommand, type HostCommand } from '../../platform/linux/command.ts';
+import { addressOfCounter, allowCommands, allowUpdateCommands, NFT_OUTPUT_CHAIN } from './allow-rules.ts';
 
 /** Our table's family and name. Fixed, so every run (and every leftover) is found by name. */
 export const NFT_FAMILY = 'inet';
@@ -95,7 +100,11 @@ export function shieldTableScript(cfg: InterceptConfig, tunName: string, logGrou
     `    meta l4proto tcp tcp dport @${NFT_SET.tcp}${logTo(NFT_LOG_PREFIX.shield, logGroup)} drop`,
     `    meta l4proto udp udp dport @${NFT_SET.udp}${logTo(NFT_LOG_PREFIX.shield, logGroup)} drop`,
     '  }',
+    `  chain ${NFT_OUTPUT_CHAIN} {`,
+    '    type filter hook output priority filter - 10; policy accept;',
+    '  }',
     '}',
+    ...allowCommands(NFT_FAMILY, NFT_TABLE, cfg, logTo(NFT_LOG_PREFIX.notAllowed, logGroup)),
     '',
   ].join('\n');
 }
@@ -109,8 +118,8 @@ export function removeTableScript(): string {
  * Element additions and removals that turn `prev`'s reflect-address and shield sets into `next`'s, as one nft script
  * ('' = nothing). nft runs a script as one transaction: all of it applies or none.
  */
-export function shieldUpdateScript(prev: InterceptConfig, next: InterceptConfig): string {
-  const lines: string[] = [];
+export function shieldUpdateScript(prev: InterceptConfig, next: InterceptConfig, logGroup: number | null = null): string {
+  const lines: string[] = allowUpdateCommands(NFT_FAMILY, NFT_TABLE, prev, next, logTo(NFT_LOG_PREFIX.notAllowed, logGroup));
   for (const family of [4, 6] as const) {
     const del = addresses(prev.reflectAddresses, family).filter((a) => !next.reflectAddresses.includes(a));
     const add = addresses(next.reflectAddresses, family).filter((a) => !prev.reflectAddresses.includes(a));
@@ -139,8 +148,8 @@ export async function installShield(cfg: InterceptConfig, tunName: string, logGr
   await runCommand(nftScriptCommand(shieldTableScript(cfg, tunName, logGroup)));
 }
 
-export async function updateShield(prev: InterceptConfig, next: InterceptConfig): Promise<void> {
-  const script = shieldUpdateScript(prev, next);
+export async function updateShield(prev: InterceptConfig, next: InterceptConfig, logGroup: number | null): Promise<void> {
+  const script = shieldUpdateScript(prev, next, logGroup);
   if (script) await runCommand(nftScriptCommand(script));
 }
 
@@ -184,8 +193,11 @@ export async function readFirewallCounters(): Promise<FirewallCounters> {
   const doc = JSON.parse(stdout) as { nftables: NftObject[] };
   const shield = new Map<string, ShieldCount>();
   let forgedSource: ShieldCount = { packets: 0, bytes: 0 };
+  const notAllowed = new Map<string, ShieldCount>();
   for (const obj of doc.nftables) {
     if (obj.counter?.name === NFT_FORGED_COUNTER) forgedSource = { packets: obj.counter.packets, bytes: obj.counter.bytes };
+    const refusedFor = obj.counter ? addressOfCounter(obj.counter.name) : null;
+    if (obj.counter && refusedFor !== null) notAllowed.set(refusedFor, { packets: obj.counter.packets, bytes: obj.counter.bytes });
     const set = obj.set;
     if (!set) continue;
     const protocol = (Object.keys(NFT_SET) as ShieldProtocol[]).find((p) => NFT_SET[p] === set.name);
@@ -196,5 +208,5 @@ export async function readFirewallCounters(): Promise<FirewallCounters> {
       else if (e.elem) shield.set(`${e.elem.val}/${protocol}`, { packets: e.elem.counter?.packets ?? 0, bytes: e.elem.counter?.bytes ?? 0 });
     }
   }
-  return { shield, forgedSource };
+  return { shield, forgedSource, notAllowed };
 }
