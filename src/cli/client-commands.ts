@@ -202,12 +202,14 @@ export function endpoint(address: string, port: number): string {
 function printFlows(flows: FlowRecord[]): void {
   process.stdout.write(
     renderTable(
-      ['proto', 'client', 'server', 'state', 'packets', 'bytes', 'last seen'],
+      ['proto', 'client', 'server', 'state', 'process', 'user', 'packets', 'bytes', 'last seen'],
       flows.map((f) => [
         f.protocol,
         endpoint(f.localAddress, f.clientPort),
         f.mappedFromPort != null ? `${endpoint(f.reflectAddress, f.mappedFromPort)} → :${f.serverPort}` : endpoint(f.reflectAddress, f.serverPort),
         f.state,
+        f.processName ? `${f.processName}${f.pid !== null ? ` (${f.pid})` : ''}` : chalk.dim('-'),
+        f.user ?? (f.uid !== null ? String(f.uid) : chalk.dim('-')),
         formatCount(f.packets),
         formatBytes(f.bytes),
         f.lastSeen,

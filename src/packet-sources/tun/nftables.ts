@@ -94,6 +94,13 @@ export function shieldTableScript(cfg: InterceptConfig, tunName: string, logGrou
     '  chain input {',
     '    type filter hook input priority filter - 10; policy accept;',
     `    iifname "${tunName}" accept`,
+    // The refusals the output chain's reject rules send (allow-rules.ts) come from R over loopback: a reset or
+    // destination unreachable, which no unprivileged program can send from R (they need a raw socket), and which
+    // can only end a connection, never carry data to a server. Let them reach the refused client.
+    `    iif lo ip saddr @${NFT_REFLECT_SET[4]} tcp flags & rst == rst accept`,
+    `    iif lo ip6 saddr @${NFT_REFLECT_SET[6]} tcp flags & rst == rst accept`,
+    `    iif lo ip saddr @${NFT_REFLECT_SET[4]} icmp type destination-unreachable accept`,
+    `    iif lo ip6 saddr @${NFT_REFLECT_SET[6]} icmpv6 type destination-unreachable accept`,
     `    ip saddr @${NFT_REFLECT_SET[4]} counter name "${NFT_FORGED_COUNTER}"${logTo(NFT_LOG_PREFIX.forged, logGroup)} drop`,
     `    ip6 saddr @${NFT_REFLECT_SET[6]} counter name "${NFT_FORGED_COUNTER}"${logTo(NFT_LOG_PREFIX.forged, logGroup)} drop`,
     '    iif lo accept',
