@@ -16,7 +16,8 @@ export function registerRunCommand(program: Command): void {
     .option('--no-config', 'use no config file: only the command line, and nothing is persisted')
     .option('-p, --pipe <name>', 'control pipe name (or socket path on Linux)')
     .option('-n, --dry-run', 'print what would be done (addresses, ports, routes, rules, WinDivert filter) and change nothing')
-    .option('--device <name>', 'Linux: TUN device name', 'rflct0')
+    .option('--device <name>', 'Linux: the engine\'s device (TUN device, or the ebpf backend\'s veth)', 'rflct0')
+    .option('--backend <kind>', 'Linux: ebpf (reflect in the kernel) or tun; default ebpf where it loads, else tun')
     .option('--windivert-dir <dir>', 'Windows: folder holding WinDivert.dll and WinDivert64.sys')
     .option('--priority <n>', `Windows: WinDivert priority (-30000..30000, default ${DEFAULT_WINDIVERT_PRIORITY}; higher sees packets first)`)
     .action(async (opts: RunOptions) => {

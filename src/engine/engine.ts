@@ -19,7 +19,7 @@ import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { EngineCounters } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
-import { FlowTable } from './flow-table.ts';
+import { flowIdleLimitMs, FlowTable } from './flow-table.ts';
 import { EngineStatsSource } from './stats.ts';
 import type { EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
@@ -103,6 +103,7 @@ export class Engine extends EventEmitter {
       opts.backend.firewallCounters?.bind(opts.backend) ?? null,
       // A failed firewall reading most likely means our table is gone: check (and restore) before answering.
       () => this.serialize(() => this.verifyHost('all')),
+      opts.backend.kernel ?? null,
     );
   }
 
@@ -313,8 +314,12 @@ export class Engine extends EventEmitter {
     return this.opts.backend.interfaceName(ifIndex);
   }
 
+  /** The data plane's flows, plus those a kernel data path (ebpf) recorded itself. */
   flows(): FlowRecord[] {
-    return this.flowTable.snapshot(Date.now());
+    const now = Date.now();
+    const flows = this.flowTable.snapshot(now);
+    if (this.opts.backend.kernel && this.state === 'running') flows.push(...this.opts.backend.kernel.flows(now, flowIdleLimitMs));
+    return flows;
   }
 
   /** Stop the worker, then undo all host changes. Safe to call more than once. */

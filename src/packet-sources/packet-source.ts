@@ -137,9 +137,30 @@ export interface WinDivertSourceUpdate {
   switchTo: { handle: number; filter: string } | null;
 }
 
+/**
+ * ebpf: the packet socket on the veth peer (the user-space path, see ebpf/packet-socket.ts), the wake eventfd, the
+ * NFLOG socket and group (-1: none), the engine device's index, and the tc program's settings map (a capture turns
+ * the kernel path off while it runs, so the taps see every packet).
+ */
+export interface EbpfSourceInit {
+  kind: 'ebpf';
+  fd: number;
+  wakeFd: number;
+  logFd: number;
+  logGroup: number;
+  ifIndex: number;
+  settingsMapFd: number;
+}
+
+/** ebpf: a live change is host state only (maps, routes, nft); the worker keeps its socket. */
+export interface EbpfSourceUpdate {
+  kind: 'ebpf';
+}
+
 /** Per backend kind: what `start()` and `apply()` hand the worker. Adding a backend adds a row here. */
 export interface SourceMessages {
   tun: { init: TunSourceInit; update: TunSourceUpdate };
+  ebpf: { init: EbpfSourceInit; update: EbpfSourceUpdate };
   windivert: { init: WinDivertSourceInit; update: WinDivertSourceUpdate };
 }
 
@@ -162,8 +183,39 @@ export interface FirewallCounters {
   forgedSource: ShieldCount;
 }
 
+/** Packets and bytes per stats protocol (engine/counters.ts order: tcp, udp, icmp, other). */
+export type ProtocolCounts = Record<'tcp' | 'udp' | 'icmp' | 'other', ShieldCount>;
+
+/** A flow a kernel data path recorded, in the shape `flows` reports (engine/types.ts FlowRecord). */
+export interface KernelFlow {
+  protocol: 'tcp' | 'udp' | 'icmp' | 'icmpv6' | 'other';
+  reflectAddress: string;
+  localAddress: string;
+  clientPort: number;
+  serverPort: number;
+  mappedFromPort: number | null;
+  packets: number;
+  bytes: number;
+  firstSeen: string;
+  lastSeen: string;
+  state: 'open' | 'closed' | 'active';
+}
+
+/**
+ * What a backend that reflects in the kernel (ebpf) counts there instead of in the worker's data plane. The engine
+ * adds it to the data plane's own counters and flows, which still cover every packet the kernel hands to user space.
+ */
+export interface KernelDataPath {
+  /** Reflected packets and bytes per reflect address (those configured now; a re-added address starts at 0). */
+  reflectedByAddress(): Map<string, ProtocolCounts>;
+  /** The kernel's flows; those idle longer than `idleLimitMs(state)` (the engine's rule) are forgotten. */
+  flows(nowMs: number, idleLimitMs: (state: KernelFlow['state']) => number): KernelFlow[];
+}
+
 export interface HostBackend<K extends BackendKind = BackendKind> {
   readonly kind: K;
+  /** Set by backends that reflect packets in the kernel (ebpf). */
+  readonly kernel?: KernelDataPath;
   /** What start() would do for this config, for `run --dry-run`. Changes nothing. */
   plan(cfg: InterceptConfig): PlanStep[];
   /** Prepare the host and return what the worker needs. Cleans leftovers of a killed run first. */
