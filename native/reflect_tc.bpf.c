@@ -5,8 +5,10 @@
 // and protocol, record its flow, and redirect it to the same device's ingress, where the host receives it "from" the
 // reflect address. Everything else it hands to user space unchanged (TC_ACT_OK: out of the veth to its peer, where
 // the engine's packet socket reads it and the TypeScript data plane decides, counts and re-injects it exactly as for
-// the TUN backend): not to a reflect address, malformed or truncated, IPv4 fragments and options it need not judge,
-// IPv6 extension headers, ICMP errors, addresses with port maps, and any packet while a capture runs.
+// the TUN backend): not to a reflect address, malformed or truncated, IPv4 fragments, IPv6 extension headers,
+// protocols other than TCP/UDP/ICMP/ICMPv6, addresses with port maps, and any packet while a capture runs.
+// ICMP/ICMPv6 errors are reflected here with the packet they carry (its addresses swapped too, as packet/icmp-error.ts
+// does): the client's socket recognises the error by that packet, which must read as the client sent it.
 // Keeping those in one place (the user-space data plane) is what keeps counters and verdicts meaning the same.
 //
 // Map layouts are mirrored in src/packet-sources/ebpf/maps.ts; change both together.
@@ -36,8 +38,15 @@
 #define FLOW_OPEN 1
 #define FLOW_CLOSED 2
 
-// Room the program may need in the linear part of the packet: Ethernet + IPv6 (or IPv4 with options) + TCP header.
-#define HEADROOM (ETH_HLEN + 60 + 20)
+// Room the program may need in the linear part of the packet: Ethernet + IPv4 with options (or IPv6) + the 8-byte
+// ICMP header + the embedded IPv4 header with options (or TCP header with options).
+#define HEADROOM (ETH_HLEN + 60 + 8 + 60)
+#define ICMP_HEADER 8
+
+// read_transport results.
+#define L4_PUNT 0
+#define L4_OK 1
+#define L4_ICMP_ERROR 2
 
 // Reflect addresses, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d). Size set by the loader (MAX_REFLECT_ADDRESSES).
 struct reflect_key {
@@ -149,46 +158,73 @@ static __always_inline void record_flow(struct flow_key *key, __u16 sport, __u16
 	bpf_map_update_elem(&flows, key, &v, BPF_NOEXIST);
 }
 
-// Ports of a TCP/UDP header, the echo identifier of an ICMP echo; returns 0 when the header cannot be decided here.
+// Ports of a TCP/UDP header, the echo identifier of an ICMP echo (L4_OK); L4_ICMP_ERROR for an ICMP error (no
+// identifier: one flow per address pair, as in flow-table.ts); L4_PUNT when the header cannot be decided here.
 static __always_inline int read_transport(void *l4, void *end, __u8 proto, __u32 avail, int v6, struct flow_key *key,
 					  __u16 *sport, __u16 *dport, __u8 *tcp_flags)
 {
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 		if ((void *)(th + 1) > end || avail < sizeof(*th))
-			return 0;
+			return L4_PUNT;
 		__u32 doff = th->doff * 4;
 		if (doff < sizeof(*th) || doff > avail)
-			return 0;
+			return L4_PUNT;
 		*sport = bpf_ntohs(th->source);
 		*dport = bpf_ntohs(th->dest);
 		*tcp_flags = ((__u8 *)th)[13];
 	} else if (proto == IPPROTO_UDP) {
 		struct udphdr *uh = l4;
 		if ((void *)(uh + 1) > end || avail < sizeof(*uh))
-			return 0;
+			return L4_PUNT;
 		__u32 ulen = bpf_ntohs(uh->len);
 		if (ulen < sizeof(*uh) || ulen > avail)
-			return 0;
+			return L4_PUNT;
 		*sport = bpf_ntohs(uh->source);
 		*dport = bpf_ntohs(uh->dest);
 	} else if (proto == (v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP)) {
 		__u8 *ih = l4;
-		if ((void *)(ih + 8) > end || avail < 8)
-			return 0;
+		if ((void *)(ih + ICMP_HEADER) > end || avail < ICMP_HEADER)
+			return L4_PUNT;
 		__u8 type = ih[0];
-		// Errors carry the packet they are about, whose addresses must be swapped too: the user-space path does it.
-		if (v6 ? type < 128 : (type == 3 || type == 4 || type == 5 || type == 11 || type == 12))
-			return 0;
+		// The error types of packet/parse.ts: destination unreachable, packet too big (v6), time exceeded,
+		// parameter problem. (IPv4 source quench and redirect are not errors there either.)
+		if (v6 ? (type >= 1 && type <= 4) : (type == 3 || type == 11 || type == 12))
+			return L4_ICMP_ERROR;
 		int echo = v6 ? (type == 128 || type == 129) : (type == 0 || type == 8);
 		key->low_port = echo ? ((__u16)ih[4] << 8 | ih[5]) : 0;
-		return 1;
+		return L4_OK;
 	} else {
-		return 0; // other protocols are rare here; the user-space path counts them as "other"
+		return L4_PUNT; // other protocols are rare here; the user-space path counts them as "other"
 	}
 	key->low_port = *sport < *dport ? *sport : *dport;
 	key->high_port = *sport < *dport ? *dport : *sport;
-	return 1;
+	return L4_OK;
+}
+
+// The packet inside an ICMP error, when its whole IP header is there and could have been sent (icmp-error.ts):
+// swap its addresses. Both lie inside every checksum that covers them, so the swap keeps all sums valid.
+static __always_inline void swap_embedded_v4(void *e, void *end, __u32 avail)
+{
+	struct iphdr *in = e;
+	if ((void *)(in + 1) > end || avail < sizeof(*in))
+		return;
+	__u32 hlen = in->ihl * 4;
+	if (in->version != 4 || hlen < sizeof(*in) || hlen > avail || bpf_ntohs(in->tot_len) < hlen)
+		return;
+	__u32 a = in->saddr;
+	in->saddr = in->daddr;
+	in->daddr = a;
+}
+
+static __always_inline void swap_embedded_v6(void *e, void *end, __u32 avail)
+{
+	struct ipv6hdr *in = e;
+	if ((void *)(in + 1) > end || avail < sizeof(*in) || in->version != 6)
+		return;
+	struct in6_addr a = in->saddr;
+	in->saddr = in->daddr;
+	in->daddr = a;
 }
 
 static __always_inline __u32 stats_proto(__u8 proto)
@@ -243,8 +279,11 @@ int reflect(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		key.family = 4;
 		key.protocol = ip->protocol;
-		if (!read_transport(l4, end, ip->protocol, ip_len - hlen, 0, &key, &sport, &dport, &tcp_flags))
+		int l4kind = read_transport(l4, end, ip->protocol, ip_len - hlen, 0, &key, &sport, &dport, &tcp_flags);
+		if (l4kind == L4_PUNT)
 			return TC_ACT_OK;
+		if (l4kind == L4_ICMP_ERROR)
+			swap_embedded_v4(l4 + ICMP_HEADER, end, ip_len - hlen - ICMP_HEADER);
 		__builtin_memcpy(key.reflect, &ip->daddr, 4);
 		__builtin_memcpy(key.local, &ip->saddr, 4);
 		__u32 a = ip->saddr;
@@ -266,8 +305,11 @@ int reflect(struct __sk_buff *skb)
 		key.family = 6;
 		key.protocol = ip6->nexthdr;
 		// Extension headers (and any protocol read_transport does not know) go to the user-space path.
-		if (!read_transport(ip6 + 1, end, ip6->nexthdr, ip_len - sizeof(*ip6), 1, &key, &sport, &dport, &tcp_flags))
+		int l4kind = read_transport(ip6 + 1, end, ip6->nexthdr, ip_len - sizeof(*ip6), 1, &key, &sport, &dport, &tcp_flags);
+		if (l4kind == L4_PUNT)
 			return TC_ACT_OK;
+		if (l4kind == L4_ICMP_ERROR)
+			swap_embedded_v6((void *)(ip6 + 1) + ICMP_HEADER, end, ip_len - sizeof(*ip6) - ICMP_HEADER);
 		__builtin_memcpy(key.reflect, &ip6->daddr, 16);
 		__builtin_memcpy(key.local, &ip6->saddr, 16);
 		struct in6_addr a = ip6->saddr;

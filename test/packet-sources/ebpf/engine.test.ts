@@ -2,7 +2,7 @@
  * The ebpf backend's own promises, against the real `retroflect run --backend ebpf` in a namespace (the shared
  * e2e, port-map, capture and hardening suites run on it too, see test/helpers/backends.ts): the common packet is
  * reflected in the kernel (the veth peer, where the user-space path reads, sees none of it) with counters equal to
- * what the client sent, flows with packets, bytes and ages, live changes under traffic that reflect no datagram for
+ * what the client sent, ICMP errors with their embedded packet, flows with packets, bytes and ages, live changes under traffic that reflect no datagram for
  * the wrong address and lose none, and the fallback to TUN when the program cannot be loaded.
  */
 import assert from 'node:assert/strict';
@@ -93,6 +93,20 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, (
     const idle = now - Date.parse(f.lastSeen);
     assert.ok(idle >= 1000 && idle < 10_000, `idle ${idle} ms`);
     assert.ok(Date.parse(f.firstSeen) <= Date.parse(f.lastSeen));
+  });
+
+  test('ICMP errors are reflected in the kernel with the packet they carry: a closed port refuses at once (IPv4, IPv6)', async () => {
+    const icmp = async () => (await engine!.cli(['stats'])).json.byProtocol.icmp.packets as number;
+    const before = await icmp();
+    const rxBefore = await peerRxPackets(t.a);
+    for (const host of [R4, R6]) {
+      // Nothing listens on port 9: the host's port unreachable (L → R, carrying R → L) must reach the client's
+      // connected socket as R → L carrying L → R, the datagram it sent.
+      const r = await t.a.run(node, ['--import', 'tsx', 'test/fixtures/probe.ts', 'udp-connected', host, '9', '3000']);
+      assert.deepEqual(JSON.parse(r.stdout), { ok: false, error: 'ECONNREFUSED' }, host + r.stderr);
+    }
+    assert.equal((await icmp()) - before, 2);
+    assert.ok((await peerRxPackets(t.a)) - rxBefore < 2, 'the errors took the user-space path');
   });
 
   test('live changes under traffic update maps: no datagram reflected for the wrong address, none lost', async () => {
