@@ -55,7 +55,7 @@ const EBPF_DEVICE = 'rflcte';
 
 /**
  * A second reflect address on the same engine whose ports are mapped onto the servers' (5202=5201/tcp,
- * 11113=11111/udp, 11114=11112/tcp): every packet of its runs is rewritten in both directions (engine/mapped-flows.ts),
+ * 11113=11111/udp, 11114=11112/tcp): every packet of its runs is rewritten in both directions (engine/port-mapper.ts),
  * so engine-mapped/engine is what port mapping costs the reflect path.
  */
 const MAPPED_ADDRESS = '192.0.2.3';

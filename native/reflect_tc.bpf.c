@@ -30,7 +30,7 @@
 #define PROTO_ICMP 2
 #define STATS_PROTOS 4
 
-// reflect_value.flags: this address has port maps; its packets go to the user-space data plane (mapped-flows.ts).
+// reflect_value.flags: this address has port maps; its packets go to the user-space data plane (engine/port-mapper.ts).
 #define REFLECT_USER_PATH 1
 
 // Flow states, as engine/flow-table.ts names them: active (not TCP), open, closed (FIN or RST seen).

@@ -1,7 +1,7 @@
 /**
  * One captured packet as the data plane records it: the binary record format between the packet worker, which
  * writes it into a capture ring (capture/ring.ts), and the main thread, which turns it into pcapng blocks or packet
- * summaries (control/capture-subscription.ts). Internal: clients never see records, only those.
+ * summaries (capture/encoder.ts). Internal: clients never see records, only those.
  *
  * Little-endian, each record padded to a multiple of 8 bytes:
  *

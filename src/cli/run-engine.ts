@@ -6,9 +6,10 @@
  * is printed on stdout. Exit codes are `ExitCode` (src/errors.ts), listed in README.md.
  */
 import {
+  addReflectAddresses,
+  addShieldPorts,
   buildInterceptConfig,
   cloneInterceptConfig,
-  shieldKey,
   type InterceptConfig,
 } from '../config/intercept-config.ts';
 import { Engine } from '../engine/engine.ts';
@@ -17,10 +18,12 @@ import { VERSION } from '../version.ts';
 import { createHostBackend, describeWinDivertFilter, LINUX_BACKENDS, type BackendOptions, type LinuxBackend } from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
 import { suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
-import { ConfigStore, removeOrphanTempFiles, resolveConfigPath } from '../config/config-file.ts';
-import { checkEndpointFree } from '../control/endpoint.ts';
+import { removeOrphanTempFiles } from '../config/atomic-save.ts';
+import { resolveConfigPath } from '../config/config-path.ts';
+import { ConfigStore } from '../config/config-store.ts';
+import { checkEndpointFree } from '../control/endpoint-listen.ts';
 import { startControlServer, type ControlServer } from '../control/server.ts';
-import { resolveEndpoint, resolvePipeName } from '../control/pipe-path.ts';
+import { resolveEndpoint, resolvePipeName } from '../control/endpoint-address.ts';
 import { printWarning as warn, reportError } from './output.ts';
 import { printPlan, printRunBanner } from './run-output.ts';
 
@@ -47,10 +50,8 @@ function loadStartConfig(opts: RunOptions): { config: InterceptConfig; store: Co
   const store = configPath ? ConfigStore.open(configPath) : ConfigStore.inMemory();
   const leftovers = configPath ? removeOrphanTempFiles(configPath) : [];
   const config = cloneInterceptConfig(store.config);
-  const haveAddress = new Set(config.reflectAddresses);
-  for (const a of fromCli.reflectAddresses) if (!haveAddress.has(a)) config.reflectAddresses.push(a);
-  const have = new Set(config.shieldPorts.map(shieldKey));
-  for (const p of fromCli.shieldPorts) if (!have.has(shieldKey(p))) config.shieldPorts.push(p);
+  addReflectAddresses(config, fromCli.reflectAddresses);
+  addShieldPorts(config, fromCli.shieldPorts);
   return { config, store, leftovers };
 }
 
@@ -73,7 +74,7 @@ async function pickReflectAddress(config: InterceptConfig, store: ConfigStore, p
     warn('No reflect address is configured and no documentation-range address is usable here (is there a default route?). Add one with `retroflect address add <address>`.');
     return;
   }
-  config.reflectAddresses.push(picked.address);
+  addReflectAddresses(config, [picked.address]);
   if (persist) store.addAddresses([picked.address]);
   const where = persist ? `saved to ${store.path}` : `would be saved to ${store.path}`;
   console.log(`No reflect address configured: using ${picked.address} (${where}). ${picked.message}`);

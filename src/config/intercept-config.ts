@@ -102,18 +102,54 @@ export function addressFamily(canonical: string): 4 | 6 {
   return canonical.includes(':') ? 6 : 4;
 }
 
+/**
+ * The rule for adding entries, written once: an entry already in the config (the same canonical address; the same
+ * port and protocol) is not added again, new ones are appended in the order given. Entries must be canonical
+ * (canonicalAddress, parseShieldSpec / parseShieldEntry). Keeps a set of keys, so adding n entries is linear;
+ * `add*` returns whether the entry was new. Limits are the caller's (checkLimits, or sooner).
+ */
+export class ConfigAdditions {
+  private readonly addresses: Set<string>;
+  private readonly ports: Set<string>;
+
+  constructor(private readonly cfg: InterceptConfig) {
+    this.addresses = new Set(cfg.reflectAddresses);
+    this.ports = new Set(cfg.shieldPorts.map(shieldKey));
+  }
+
+  addAddress(address: string): boolean {
+    if (this.addresses.has(address)) return false;
+    this.addresses.add(address);
+    this.cfg.reflectAddresses.push(address);
+    return true;
+  }
+
+  addShieldPort(port: ShieldPort): boolean {
+    const key = shieldKey(port);
+    if (this.ports.has(key)) return false;
+    this.ports.add(key);
+    this.cfg.shieldPorts.push({ port: port.port, protocol: port.protocol });
+    return true;
+  }
+}
+
+/** Add canonical reflect addresses to `cfg` (ConfigAdditions' rule). Returns the ones that were new, in order. */
+export function addReflectAddresses(cfg: InterceptConfig, addresses: readonly string[]): string[] {
+  const additions = new ConfigAdditions(cfg);
+  return addresses.filter((a) => additions.addAddress(a));
+}
+
+/** Add shield ports to `cfg` (ConfigAdditions' rule). Returns the ones that were new, in order. */
+export function addShieldPorts(cfg: InterceptConfig, ports: readonly ShieldPort[]): ShieldPort[] {
+  const additions = new ConfigAdditions(cfg);
+  return ports.filter((p) => additions.addShieldPort(p)).map((p) => ({ port: p.port, protocol: p.protocol }));
+}
+
 /** Build a config from user input, normalising and removing duplicates. Throws on the first bad entry. */
 export function buildInterceptConfig(addresses: readonly string[], shieldSpecs: readonly (string | number)[]): InterceptConfig {
   const cfg = emptyInterceptConfig();
-  for (const a of addresses) {
-    const c = canonicalAddress(a);
-    if (!cfg.reflectAddresses.includes(c)) cfg.reflectAddresses.push(c);
-  }
-  for (const s of shieldSpecs) {
-    for (const p of parseShieldSpec(s)) {
-      if (!cfg.shieldPorts.some((q) => q.port === p.port && q.protocol === p.protocol)) cfg.shieldPorts.push(p);
-    }
-  }
+  addReflectAddresses(cfg, addresses.map(canonicalAddress));
+  addShieldPorts(cfg, shieldSpecs.flatMap(parseShieldSpec));
   checkLimits(cfg);
   return cfg;
 }

@@ -1,7 +1,7 @@
 /**
  * Port maps on reflect addresses: `80=8080` (TCP and UDP), `443=8443/tcp`, `53=5353/udp`. A client reaching
  * `R:port` is delivered to this host's `target` port; the rule that decides packets lives in docs/port-mapping.md
- * and engine/mapped-flows.ts. This module is syntax and consistency only (no host facts), so the CLI, the config
+ * and engine/port-mapper.ts. This module is syntax and consistency only (no host facts), so the CLI, the config
  * file, the control plane and the engine all judge a map the same way.
  *
  * A map is stored per protocol: `80=8080` is two entries, one TCP and one UDP.

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { controlAccessDenied } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { resolveEndpoint, type ControlEndpoint } from './pipe-path.ts';
+import { resolveEndpoint, type ControlEndpoint } from './endpoint-address.ts';
 import {
   PROTOCOL_VERSION,
   type HelloResult,

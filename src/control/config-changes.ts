@@ -7,23 +7,32 @@
  * Removing an entry that is persisted but not running (or the other way round) is fine; one that is neither is
  * refused as a whole, and nothing is changed.
  */
-import { canonicalAddress, shieldKey, type InterceptConfig, type ShieldPort } from '../config/intercept-config.ts';
+import {
+  addReflectAddresses,
+  addShieldPorts,
+  canonicalAddress,
+  cloneInterceptConfig,
+  emptyInterceptConfig,
+  shieldKey,
+  type InterceptConfig,
+  type ShieldPort,
+} from '../config/intercept-config.ts';
 import { checkPortMaps, mergePortMaps, portMapKey, portMapsFor, portMapsOf, type PortMap, type PortMapSpec } from '../config/port-maps.ts';
-import type { ConfigStore } from '../config/config-file.ts';
+import type { ConfigStore } from '../config/config-store.ts';
 import type { ChangeResult } from '../engine/types.ts';
 import { addressNotFound, portNotFound } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import type { ControlEngine } from './control-engine.ts';
 import type { AddressAddResult } from './protocol.ts';
 
+/** The addresses a request names, canonical, each once (E_INVALID_ADDRESS with details.address/rule). */
 function uniqueAddresses(addresses: readonly string[]): string[] {
-  return [...new Set(addresses.map(canonicalAddress))]; // E_INVALID_ADDRESS with details.address/rule
+  return addReflectAddresses(emptyInterceptConfig(), addresses.map(canonicalAddress));
 }
 
+/** The shield ports a request names, each once. */
 function uniquePorts(ports: readonly ShieldPort[]): ShieldPort[] {
-  const seen = new Map<string, ShieldPort>();
-  for (const p of ports) if (!seen.has(shieldKey(p))) seen.set(shieldKey(p), { port: p.port, protocol: p.protocol });
-  return [...seen.values()];
+  return addShieldPorts(emptyInterceptConfig(), ports);
 }
 
 export class ConfigChanges {
@@ -44,27 +53,29 @@ export class ConfigChanges {
     const wantedMaps: PortMap[] = wanted.flatMap((address) => maps.map((m) => ({ address, protocol: m.protocol, port: m.port, target: m.target })));
     return this.serialized(async () => {
       const running = this.engine.config();
-      const existing = wanted.filter((a) => running.reflectAddresses.includes(a));
-      const added = wanted.filter((a) => !existing.includes(a));
+      const next = cloneInterceptConfig(running);
+      const added = addReflectAddresses(next, wanted);
+      const existing = wanted.filter((a) => !added.includes(a));
       const merged = mergePortMaps(portMapsOf(running), wantedMaps);
-      const next: InterceptConfig = { ...running, reflectAddresses: [...running.reflectAddresses, ...added], portMaps: merged.maps };
+      next.portMaps = merged.maps;
       checkPortMaps(next); // map conflicts and limits, before the host is asked anything (the engine checks the rest)
       if (!temporary && wantedMaps.length) {
         const persisted = this.store.config;
-        checkPortMaps({ ...persisted, reflectAddresses: [...new Set([...persisted.reflectAddresses, ...wanted])], portMaps: mergePortMaps(portMapsOf(persisted), wantedMaps).maps });
+        addReflectAddresses(persisted, wanted);
+        checkPortMaps({ ...persisted, portMaps: mergePortMaps(portMapsOf(persisted), wantedMaps).maps });
       }
       const warnings: AddressAddResult['warnings'] = [];
       // Every new address is checked against the host before anything changes (all or nothing).
       for (const address of added) {
         for (const message of (await this.engine.validateAddress(address)).warnings) warnings.push({ address, message });
       }
-      await this.apply(
+      await this.change(
         next,
         temporary
           ? null
           : () =>
               this.store.update((c) => {
-                for (const a of wanted) if (!c.reflectAddresses.includes(a)) c.reflectAddresses.push(a);
+                addReflectAddresses(c, wanted);
                 if (wantedMaps.length) c.portMaps = mergePortMaps(portMapsOf(c), wantedMaps).maps;
               }),
       );
@@ -98,7 +109,7 @@ export class ConfigChanges {
       }
       const removed = portMapsOf(running).filter(hit);
       if (!temporary) for (const m of portMapsOf(persisted).filter(hit)) if (!removed.some((x) => portMapKey(x) === portMapKey(m))) removed.push(m);
-      await this.apply(
+      await this.change(
         { ...running, portMaps: portMapsOf(running).filter((m) => !hit(m)) },
         temporary ? null : () => this.store.update((c) => (c.portMaps = portMapsOf(c).filter((m) => !hit(m)))),
       );
@@ -116,7 +127,7 @@ export class ConfigChanges {
       if (missing.length) {
         throw addressNotFound(missing, temporary);
       }
-      await this.apply(
+      await this.change(
         {
           ...running,
           reflectAddresses: running.reflectAddresses.filter((a) => !wanted.includes(a)),
@@ -135,11 +146,12 @@ export class ConfigChanges {
     const wanted = uniquePorts(ports);
     return this.serialized(async () => {
       const running = this.engine.config();
-      const have = new Set(running.shieldPorts.map(shieldKey));
-      const existing = wanted.filter((p) => have.has(shieldKey(p)));
-      const added = wanted.filter((p) => !have.has(shieldKey(p)));
-      await this.apply(
-        { ...running, shieldPorts: [...running.shieldPorts, ...added] },
+      const next = cloneInterceptConfig(running);
+      const added = addShieldPorts(next, wanted);
+      const isNew = new Set(added.map(shieldKey));
+      const existing = wanted.filter((p) => !isNew.has(shieldKey(p)));
+      await this.change(
+        next,
         temporary ? null : () => this.store.addShieldPorts(wanted),
       );
       const saved = new Set(this.store.path === null ? [] : this.store.config.shieldPorts.map(shieldKey));
@@ -158,7 +170,7 @@ export class ConfigChanges {
         throw portNotFound(missing.map(shieldKey), missing);
       }
       const drop = new Set(wanted.map(shieldKey));
-      await this.apply(
+      await this.change(
         { ...running, shieldPorts: running.shieldPorts.filter((p) => !drop.has(shieldKey(p))) },
         temporary ? null : () => this.store.removeShieldPorts(wanted),
       );
@@ -166,8 +178,11 @@ export class ConfigChanges {
     });
   }
 
-  /** Engine first, then the persisted store; if saving fails the engine goes back to where it was. */
-  private async apply(next: InterceptConfig, persist: (() => unknown) | null): Promise<void> {
+  /**
+   * Change the configuration: the running engine first (Engine.reconfigure), then the persisted store
+   * (ConfigStore.update via `persist`); if saving fails the engine goes back to where it was.
+   */
+  private async change(next: InterceptConfig, persist: (() => unknown) | null): Promise<void> {
     const prev = this.engine.config();
     const engineChanges = !sameConfig(prev, next);
     if (engineChanges) await this.engine.reconfigure(next);

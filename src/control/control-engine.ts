@@ -5,7 +5,7 @@
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
-import type { CaptureOptions, CaptureSession } from '../capture/hub.ts';
+import type { CapturePort } from '../capture/port.ts';
 
 export interface ControlEngine {
   status(): EngineStatus;
@@ -17,8 +17,6 @@ export interface ControlEngine {
   stats(): Promise<EngineStats>;
   flows(): FlowRecord[];
   stop(): Promise<void>;
-  /** Packet capture (capture/hub.ts); an engine without it answers capture.start with E_BACKEND_UNAVAILABLE. */
-  openCapture?(opts: CaptureOptions): CaptureSession;
-  /** What captures call interface `ifIndex` (the backend's naming); there with openCapture. */
-  interfaceName?(ifIndex: number): string;
+  /** Packet capture: the one port captures are opened and named through. */
+  readonly capture: CapturePort;
 }

@@ -4,7 +4,7 @@
  * here is the same for every client. Changes to addresses and ports go through config-changes.ts (one lock).
  */
 import { addressFamily, parseShieldEntry, shieldKey, type ShieldPort } from '../config/intercept-config.ts';
-import type { ConfigStore } from '../config/config-file.ts';
+import type { ConfigStore } from '../config/config-store.ts';
 import { accessDenied, invalidParams } from '../error-messages.ts';
 import { MAX_PORT_MAPS_PER_ADDRESS, parsePortMapSpec, portMapsFor, type PortMapSpec } from '../config/port-maps.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
@@ -12,7 +12,6 @@ import { checkReflectAddress, suggestReflectAddress } from '../platform/validate
 import { VERSION } from '../version.ts';
 import { ConfigChanges } from './config-changes.ts';
 import { CaptureSubscription, type CaptureSink } from './capture-subscription.ts';
-import type { CaptureOptions } from '../capture/hub.ts';
 import type { ControlEngine } from './control-engine.ts';
 import {
   MAX_ADDRESSES_PER_REQUEST,
@@ -279,14 +278,9 @@ export class MethodHandlers {
   }
 
   private startCapture(params: Params, session: Session): unknown {
-    const engine = this.engine;
-    if (!engine.openCapture || !engine.interfaceName) {
-      throw new RetroflectError(ErrorCode.BACKEND_UNAVAILABLE, 'This engine cannot capture packets.', { hint: 'Update the engine.' });
-    }
     let result: unknown;
     session.startCapture((sink) => {
-      const captureEngine = { openCapture: (o: CaptureOptions) => engine.openCapture!(o), interfaceName: (i: number) => engine.interfaceName!(i), status: () => engine.status() };
-      const started = CaptureSubscription.start(captureEngine, params, sink);
+      const started = CaptureSubscription.start(this.engine.capture, params, sink);
       result = started.result;
       return started.sub;
     });

@@ -1,15 +1,15 @@
 /**
- * The engine's control server (docs/protocol.md): puts together the endpoint (endpoint.ts: where to listen, who may
- * connect), one `Connection` per client (connection.ts: framing, access, subscriptions) and the method handlers
+ * The engine's control server (docs/protocol.md): puts together the endpoint (endpoint-address.ts: where it is;
+ * endpoint-listen.ts: taking it safely, who may connect), one `Connection` per client (connection.ts: framing, access, subscriptions) and the method handlers
  * (handlers.ts: every method; changes through config-changes.ts, persisted in the ConfigStore).
  */
 import net from 'node:net';
-import { ConfigStore } from '../config/config-file.ts';
+import { ConfigStore } from '../config/config-store.ts';
 import { Connection } from './connection.ts';
 import type { ControlEngine } from './control-engine.ts';
-import { listenOn, prepareEndpoint, TokenFile } from './endpoint.ts';
+import { listenOn, prepareEndpoint, TokenFile } from './endpoint-listen.ts';
 import { MethodHandlers, type AddressValidator } from './handlers.ts';
-import { resolveEndpoint, type ControlEndpoint } from './pipe-path.ts';
+import { resolveEndpoint, type ControlEndpoint } from './endpoint-address.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { FIRST_REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS, LINE_TIMEOUT_MS, MAX_CONNECTIONS, type AuthMode } from './protocol.ts';
 

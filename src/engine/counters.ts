@@ -35,7 +35,7 @@ const Cell = {
   /** Expected (documented, harmless) re-injection failures. */
   SendHostUnreachable: 16,
   SendIcmpRefused: 17,
-  /** Packets opening a mapped flow dropped because the mapped-flow table had no room (engine/mapped-flows.ts). */
+  /** Packets opening a mapped flow dropped because the mapped-flow table had no room (engine/port-mapper.ts). */
   PortMapRefused: 18,
 } as const;
 /** Room for the global cells (8 named + 6 malformed reasons + 5 named, padded). */

@@ -11,7 +11,7 @@ import { reflectPacket } from '../packet/reflect.ts';
 import { ShieldPortSet, type ShieldPortEntry } from '../packet/shield-set.ts';
 import { StatsProto, type EngineCounters } from './counters.ts';
 import type { FlowTable } from './flow-table.ts';
-import { MAP_REFUSED, PortMapper } from './mapped-flows.ts';
+import { MAP_REFUSED, PortMapper } from './port-mapper.ts';
 import type { PortMap } from '../config/port-maps.ts';
 
 export interface DataplaneConfig {
@@ -51,7 +51,7 @@ export class Dataplane {
   }
 
   /**
-   * Apply a config. A slot is "new" unless the previous config had the same slot for the same address (or port and
+   * Configure the decisions. A slot is "new" unless the previous config had the same slot for the same address (or port and
    * protocol); new slots have their counters zeroed, so a slot the engine reuses for another address starts at 0.
    * Throws RetroflectError on a bad entry and then changes nothing.
    */
@@ -71,7 +71,7 @@ export class Dataplane {
     };
   }
 
-  /** A packet this host sends. To a reflect address → apply its port maps (engine/mapped-flows.ts), swap addresses
+  /** A packet this host sends. To a reflect address → apply its port maps (engine/port-mapper.ts), swap addresses
    *  in place, count, Reflect. Else Pass. Malformed → count by reason, Drop. Bytes counted are the IP packet's own
    *  length. `partialChecksum` 1: the TCP/UDP checksum field is offloaded (PacketBatch.partialChecksum). */
   outbound(buf: Uint8Array, off: number, len: number, now: number, partialChecksum = 0): Verdict {

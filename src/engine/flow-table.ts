@@ -15,8 +15,8 @@
  * a few tries. Idle flows expire lazily (an expired entry is reused and hidden from snapshots) and on `sweep(now)`;
  * when the probe window is full, the entry seen longest ago is evicted.
  */
-import ipaddr from 'ipaddr.js';
 import { IpProto, TcpFlag, type ParsedPacket } from '../packet/parse.ts';
+import { flowKeyHash, formatAddressWords } from './flow-key.ts';
 import type { FlowProtocol, FlowRecord } from './types.ts';
 
 export const DEFAULT_FLOW_CAPACITY = 4096;
@@ -131,7 +131,7 @@ export class FlowTable {
    * Count one outbound packet to a reflect address, parsed by `parsePacket` and not yet reflected (source = L,
    * destination = R). Later fragments (no transport header, so no ports) are not recorded: they would form a
    * port-less pseudo-flow; the counters still count them. A port-mapped packet is recorded with the ports the local
-   * server sees (client port, map target) and `mappedFrom`, the port the client used (engine/mapped-flows.ts).
+   * server sees (client port, map target) and `mappedFrom`, the port the client used (engine/port-mapper.ts).
    *
    * This is the hottest code of the data plane. Every typed-array read below runs on every call (none sits in a
    * branch that warm-up traffic may never take): V8 compiles a read it has no type feedback for into a generic,
@@ -179,20 +179,7 @@ export class FlowTable {
     }
     const kind = (family << 8) | proto;
     const ports = (low << 16) | high;
-    // Multiply-xor mixing of the key words with a murmur3-style finaliser: cheap, and spreads keys that differ only
-    // in one port or one address bit over the whole table.
-    let h = Math.imul(kind ^ 0x811c9dc5, 0x01000193);
-    h = Math.imul(h ^ ports, 0x01000193);
-    h = Math.imul(h ^ r0, 0x01000193);
-    h = Math.imul(h ^ l0, 0x01000193);
-    if (family === 6) {
-      h = Math.imul(h ^ r1 ^ (l1 << 1), 0x01000193);
-      h = Math.imul(h ^ r2 ^ (l2 << 1), 0x01000193);
-      h = Math.imul(h ^ r3 ^ (l3 << 1), 0x01000193);
-    }
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x7feb352d);
-    h ^= h >>> 15;
+    const h = flowKeyHash(kind, ports, family, r0, l0, r1, l1, r2, l2, r3, l3);
 
     const w = this.slots;
     const num = this.num;
@@ -349,8 +336,8 @@ export class FlowTable {
         last: n[N_LAST],
         rec: {
           protocol: flowProtocol(proto),
-          reflectAddress: formatAddress(family, w, W_ADDR),
-          localAddress: formatAddress(family, w, W_ADDR + 4),
+          reflectAddress: formatAddressWords(family, w, W_ADDR),
+          localAddress: formatAddressWords(family, w, W_ADDR + 4),
           clientPort: w[W_CLIENT],
           serverPort: ported ? w[W_SERVER] : 0,
           mappedFromPort: ported && w[W_MAPPED] !== 0 ? w[W_MAPPED] : null,
@@ -380,14 +367,4 @@ function flowProtocol(proto: number): FlowProtocol {
     default:
       return 'other';
   }
-}
-
-function formatAddress(family: number, words: Int32Array, at: number): string {
-  const bytes: number[] = [];
-  const count = family === 4 ? 1 : 4;
-  for (let w = 0; w < count; w++) {
-    const v = words[at + w];
-    bytes.push((v >>> 24) & 0xff, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff);
-  }
-  return ipaddr.fromByteArray(bytes).toString();
 }

@@ -20,7 +20,8 @@ export interface WorkerData {
 export type MainToWorker =
   /** Decide packets with this config from now on (sent before a route/filter change widens what reaches us). */
   | { type: 'dataplane'; dataplane: DataplaneConfig }
-  /** The host change is done: final data plane config plus what the backend's apply() returned for the source. */
+  /** The engine's reconfigure: the host change is done; the final data plane config (Dataplane.configure) plus what
+   *  the backend's apply() returned, for PacketSource.adopt. */
   | { type: 'reconfigure'; config: InterceptConfig; dataplane: DataplaneConfig; update: SourceUpdate }
   /** The active captures from now on (empty: capture off). Replaces the previous list. */
   | { type: 'capture'; captures: CaptureSpec[] }

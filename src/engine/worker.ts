@@ -63,23 +63,23 @@ async function main(): Promise<void> {
     dropsLostSeen = source.firewallDropsLost ?? 0;
     source.observeFirewallDrops(want ? firewallDrop : null);
   };
-  const applyMessage = (msg: MainToWorker): void => {
+  const handleMessage = (msg: MainToWorker): void => {
     try {
-      applyUnchecked(msg);
+      handleUnchecked(msg);
     } catch (err) {
       // A config the main thread validated failing here is a bug; a capture's side job failing (the backend cannot
       // report firewall drops) is not. Either way the engine keeps running as it was, and the log says why.
       post(port, { type: 'warning', error: describe(err) });
     }
   };
-  const applyUnchecked = (msg: MainToWorker): void => {
+  const handleUnchecked = (msg: MainToWorker): void => {
     switch (msg.type) {
       case 'dataplane':
         dataplane.configure(msg.dataplane);
         break;
       case 'reconfigure':
         dataplane.configure(msg.dataplane);
-        source.reconfigure(msg.config, msg.update);
+        source.adopt(msg.config, msg.update);
         break;
       case 'capture':
         taps.update(msg.captures);
@@ -92,7 +92,7 @@ async function main(): Promise<void> {
   };
   const drainMessages = (): void => {
     for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
-      applyMessage(m.message as MainToWorker);
+      handleMessage(m.message as MainToWorker);
     }
   };
 

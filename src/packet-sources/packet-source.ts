@@ -64,8 +64,8 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   receive(timeoutMs: number): number;
   /** Re-inject the batch by verdict: Reflect as inbound, Pass unchanged, Drop not at all. */
   send(): void;
-  /** Apply a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
-  reconfigure(cfg: InterceptConfig, update: SourceUpdate<K>): void;
+  /** Adopt a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
+  adopt(cfg: InterceptConfig, update: SourceUpdate<K>): void;
   /**
    * Packets the host firewall dropped before they could reach this source (TUN: the nft shield and forged-source
    * rules) are reported to `sink` from within receive() while a sink is set, so captures can show them; null stops
@@ -222,7 +222,7 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
   start(cfg: InterceptConfig): Promise<SourceInit<K>>;
   /**
    * Apply a live change to host state (routes, firewall rules, a new WinDivert handle). The result is posted to the
-   * worker with the new config and handed to `PacketSource.reconfigure`.
+   * worker with the new config and handed to `PacketSource.adopt`.
    */
   apply(prev: InterceptConfig, next: InterceptConfig): Promise<SourceUpdate<K>>;
   /** Drop counts kept by the host firewall rather than the data plane (Linux nft): shield ports, forged sources. */
@@ -237,7 +237,7 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
   describe?(): Record<string, string | number>;
   /** A name for the interface with this index (PacketBatch.ifIndex), as captures show it; never throws. */
   interfaceName(ifIndex: number): string;
-  /** Make a receive() that may be blocked in the worker return soon (for stop and reconfigure). */
+  /** Make a receive() that may be blocked in the worker return soon (for stop and the engine's reconfigure). */
   wake(): void;
   /** Undo everything start() did. Idempotent. */
   stop(): Promise<void>;

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { CaptureEncoder } from '../../src/capture/encoder.ts';
 import { compileCaptureSpec, parseCaptureFilter, type CaptureFilter } from '../../src/capture/filter.ts';
 import { pcapngHeader, pcapngInterface, pcapngPacket } from '../../src/capture/pcapng.ts';
 import { decodeRecords, recordBytes, RECORD_HEADER_BYTES } from '../../src/capture/record.ts';
@@ -128,7 +129,8 @@ function capture(filter: CaptureFilter, packets: { bytes: Uint8Array; outbound: 
     verdicts.push(v);
     taps.offer(b, 0, b.length, p.outbound, p.outbound ? OUT_IF : IN_IF, v, dp.dropCause, dp.packet, (time += 1.5));
   }
-  return { records: decodeRecords(new RingReader(buffer).read(1e9, 1e9).data), verdicts };
+  const data = new RingReader(buffer).read(1e9, 1e9).data;
+  return { records: decodeRecords(data), data, verdicts };
 }
 
 const TRAFFIC = [
@@ -186,13 +188,34 @@ describe('capture tap (real Dataplane verdicts)', () => {
     assert.equal(summarize(short, 'x').before.destinationPort, 2, 'headers still decode from a cut packet');
   });
 
+  it('the encoder: a pcapng interface block before the first packet through each new interface, once; summaries alike', () => {
+    const { records, data } = capture({}, TRAFFIC);
+    // The backend's own interface (index 0) is the one outbound packets leave through; inbound ones arrive on if3.
+    const port = { backend: 'tun', interfaceName: (i: number) => (i === 0 || i === OUT_IF ? 'tun0' : `if${i}`) };
+    const enc = new CaptureEncoder('pcapng', 256, port);
+    assert.deepEqual(enc.interfaces.map((x) => x.name), ['tun0 outbound', 'tun0 inbound']);
+    assert.equal(enc.interfaces[0].description, 'packets this host sent through tun0, as tun handed them to retroflect (after reflection)');
+    assert.ok(enc.header()!.equals(pcapngHeader(enc.interfaces, 256)));
+    const late = { name: 'if3 inbound', description: 'packets that arrived on if3 from other hosts, as retroflect saw them', direction: 'inbound' as const };
+    const ids = [0, 0, 0, 2, 2, 0, 2];
+    const epb = records.map((r, i) => pcapngPacket(ids[i], r, packetComment(summarize(r, port.interfaceName(r.ifIndex)))));
+    const first = enc.encode(data);
+    assert.equal(first.format, 'pcapng');
+    assert.ok(first.format === 'pcapng' && first.packets === 7 && first.data.equals(Buffer.concat([...epb.slice(0, 3), pcapngInterface(late, 256), ...epb.slice(3)])));
+    const again = enc.encode(data);
+    assert.ok(again.format === 'pcapng' && again.data.equals(Buffer.concat(epb)), 'a known interface gets no second block');
+    const summaries = new CaptureEncoder('summary', 256, port);
+    assert.equal(summaries.header(), null);
+    assert.deepEqual(summaries.encode(data), { format: 'summary', packets: records.map((r) => summarize(r, port.interfaceName(r.ifIndex))) });
+  });
+
   it('a pcapng file of these packets reads back in tshark with verdict comments, directions and interfaces', async () => {
     const { records } = capture({}, TRAFFIC);
     const ifs = [
       { name: 'tun0 outbound', description: 'sent', direction: 'outbound' as const },
       { name: 'tun0 inbound', description: 'arrived', direction: 'inbound' as const },
     ];
-    // A third interface block after the first packets, as the capture subscription adds one for a new interface.
+    // A third interface block after the first packets, as the capture encoder adds one for a new interface.
     const late = { name: 'eth0 inbound', description: 'arrived on eth0', direction: 'inbound' as const };
     const packets = records.map((r, i) => pcapngPacket(i === 6 ? 2 : r.outbound ? 0 : 1, r, packetComment(summarize(r, ifName(r)))));
     const file = Buffer.concat([pcapngHeader(ifs, 256), ...packets.slice(0, 6), pcapngInterface(late, 256), packets[6]]);

@@ -5,7 +5,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigStore, loadConfigFile, saveConfigFile, serializeConfig } from '../../src/config/config-file.ts';
+import { loadConfigFile, saveConfigFile, serializeConfig } from '../../src/config/config-file.ts';
+import { ConfigStore } from '../../src/config/config-store.ts';
 import { RetroflectError } from '../../src/errors.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'rft-cfg-'));

@@ -2,7 +2,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  ConfigAdditions,
   MAX_REFLECT_ADDRESSES,
+  addReflectAddresses,
+  addShieldPorts,
   buildInterceptConfig,
   canonicalAddress,
   parseShieldSpec,
@@ -54,4 +57,22 @@ test('buildInterceptConfig removes duplicates, keeps order, and enforces the lim
   const many = Array.from({ length: MAX_REFLECT_ADDRESSES + 1 }, (_, i) => `198.51.100.${i + 1}`);
   assert.equal(refusal(() => buildInterceptConfig(many, [])).code, ErrorCode.LIMIT_REACHED);
   assert.equal(buildInterceptConfig(many.slice(0, MAX_REFLECT_ADDRESSES), []).reflectAddresses.length, MAX_REFLECT_ADDRESSES);
+});
+
+test('adding entries: what is already there is not added again, new ones are appended in order and reported', () => {
+  const cfg = buildInterceptConfig(['192.0.2.1'], ['80/tcp']);
+  assert.deepEqual(addReflectAddresses(cfg, ['2001:db8::1', '192.0.2.1', '198.51.100.1', '2001:db8::1']), ['2001:db8::1', '198.51.100.1']);
+  assert.deepEqual(cfg.reflectAddresses, ['192.0.2.1', '2001:db8::1', '198.51.100.1']);
+  const given = { port: 53, protocol: 'udp' as const, extra: true };
+  const added = addShieldPorts(cfg, [{ port: 80, protocol: 'tcp' }, given, { port: 80, protocol: 'udp' }, { port: 53, protocol: 'udp' }]);
+  assert.deepEqual(added, [{ port: 53, protocol: 'udp' }, { port: 80, protocol: 'udp' }]);
+  assert.deepEqual(cfg.shieldPorts, [{ port: 80, protocol: 'tcp' }, { port: 53, protocol: 'udp' }, { port: 80, protocol: 'udp' }]);
+  given.port = 54; // the config holds its own copy (only port and protocol)
+  assert.deepEqual(cfg.shieldPorts[1], { port: 53, protocol: 'udp' });
+  const one = new ConfigAdditions(cfg);
+  assert.equal(one.addAddress('192.0.2.1'), false);
+  assert.equal(one.addAddress('192.0.2.2'), true);
+  assert.equal(one.addAddress('192.0.2.2'), false);
+  assert.equal(one.addShieldPort({ port: 80, protocol: 'tcp' }), false);
+  assert.equal(cfg.reflectAddresses.at(-1), '192.0.2.2');
 });

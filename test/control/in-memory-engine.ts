@@ -2,10 +2,13 @@
  * IN-TEST STAND-IN for the engine (not a mock of the packet path): keeps an InterceptConfig in memory and implements
  * the control plane's `ControlEngine` interface (the checks, idempotent add and all-or-nothing remove are the
  * control plane's own, src/control/config-changes.ts, and run for real). Used to test protocol, server, client and CLI
- * without root packet plumbing; test/control/live.test.ts runs the real engine.
+ * without root packet plumbing; test/control/live.test.ts runs the real engine. Its captures are real capture hubs
+ * (capture/hub.ts) that no packet worker feeds: they open, pace and end as the engine's do, and stay empty.
  */
 import { cloneInterceptConfig, shieldKey, type InterceptConfig } from '../../src/config/intercept-config.ts';
 import { checkPortMaps, portMapsOf } from '../../src/config/port-maps.ts';
+import { CaptureHub } from '../../src/capture/hub.ts';
+import type { CapturePort } from '../../src/capture/port.ts';
 import type { ControlEngine } from '../../src/control/control-engine.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../../src/engine/types.ts';
 
@@ -14,6 +17,12 @@ export class InMemoryEngine implements ControlEngine {
   stopCalls = 0;
   /** Calls in order, to check that a refused request changed nothing. */
   readonly calls: string[] = [];
+  private readonly captureHub = new CaptureHub(() => undefined);
+  readonly capture: CapturePort = {
+    open: (opts) => this.captureHub.open(opts),
+    backend: 'tun',
+    interfaceName: (ifIndex) => (ifIndex === 0 ? 'rflct0' : `if${ifIndex}`),
+  };
 
   constructor(cfg: InterceptConfig = { reflectAddresses: [], shieldPorts: [] }) {
     this.cfg = cloneInterceptConfig(cfg);
@@ -77,5 +86,6 @@ export class InMemoryEngine implements ControlEngine {
 
   async stop(): Promise<void> {
     this.stopCalls++;
+    this.captureHub.closeAll();
   }
 }

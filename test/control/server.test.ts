@@ -9,10 +9,11 @@ import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigStore } from '../../src/config/config-file.ts';
+import { ConfigStore } from '../../src/config/config-store.ts';
 import { ControlClient } from '../../src/control/client.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { MAX_LINE_BYTES } from '../../src/control/protocol.ts';
+import { pcapngHeader } from '../../src/capture/pcapng.ts';
 import { RetroflectError } from '../../src/errors.ts';
 import { InMemoryEngine } from './in-memory-engine.ts';
 
@@ -277,6 +278,28 @@ describe('changes and persistence', () => {
     await new Promise((r) => setTimeout(r, 250));
     assert.equal(got.length, count);
     await assert.rejects(c.call('subscribe', { topic: 'stats', intervalMs: 5 }), (e: RetroflectError) => e.code === 'E_INVALID_PARAMS');
+    c.close();
+  });
+
+  it('capture.start opens a capture through the engine\'s capture port: the pcapng header first, capture.stop ends it', async () => {
+    const c = await ControlClient.connect({ pipe: s.path });
+    const got: { method: string; params: any }[] = [];
+    c.onNotification((m) => got.push(m as { method: string; params: any }));
+    await assert.rejects(c.call('capture.start', { format: 'xml' }), (e: RetroflectError) => e.code === 'E_INVALID_PARAMS' && e.details?.field === 'format');
+    const r = await c.call('capture.start', { format: 'pcapng', snaplen: 128 });
+    assert.deepEqual([r.format, r.snaplen, r.rate, r.linktype], ['pcapng', 128, 20_000, 101]);
+    assert.deepEqual(r.interfaces, [
+      { name: 'rflct0 outbound', description: 'packets this host sent through rflct0, as tun handed them to retroflect (after reflection)', direction: 'outbound' },
+      { name: 'rflct0 inbound', description: 'packets that arrived on rflct0 from other hosts, as retroflect saw them', direction: 'inbound' },
+    ]);
+    assert.equal(got.length, 1, 'the header arrives before the reply');
+    assert.deepEqual({ ...got[0].params, data: undefined }, { id: r.id, format: 'pcapng', data: undefined, packets: 0, dropped: 0 });
+    assert.ok(Buffer.from(got[0].params.data, 'base64').equals(pcapngHeader(r.interfaces, 128)));
+    await assert.rejects(c.call('capture.start', {}), (e: RetroflectError) => e.code === 'E_INVALID_PARAMS' && /already capturing/.test(e.message));
+    const end = { id: r.id, captured: 0, dropped: 0, reason: 'stopped' };
+    assert.deepEqual(await c.call('capture.stop'), end);
+    assert.deepEqual(got[1], { method: 'capture.end', params: end });
+    assert.deepEqual(await c.call('capture.stop'), { id: null, captured: 0, dropped: 0, reason: 'notCapturing' });
     c.close();
   });
 

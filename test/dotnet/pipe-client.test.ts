@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTopology, run, waitFor, type Topology } from '../helpers/netns.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
-import { ConfigStore } from '../../src/config/config-file.ts';
+import { ConfigStore } from '../../src/config/config-store.ts';
 import { InMemoryEngine } from '../control/in-memory-engine.ts';
 
 const here = new URL('.', import.meta.url).pathname;

@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigStore } from '../../src/config/config-file.ts';
+import { ConfigStore } from '../../src/config/config-store.ts';
 import { MAX_CONNECTIONS } from '../../src/control/protocol.ts';
 import { startControlServer } from '../../src/control/server.ts';
 import { ExitCode, type RetroflectError } from '../../src/errors.ts';

@@ -1,7 +1,7 @@
 /**
  * Port maps in the data plane, checked packet by packet: mapped packets' checksums are recomputed with the
  * independent reference in build.ts and compared (full and partial, IPv4 and IPv6, TCP and UDP), and the per-flow
- * decisions of engine/mapped-flows.ts are exercised through Dataplane.outbound exactly as the worker calls it.
+ * decisions of engine/port-mapper.ts are exercised through Dataplane.outbound exactly as the worker calls it.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -10,7 +10,7 @@ import { Verdict } from '../../src/packet-sources/packet-source.ts';
 import { EngineCounters } from '../../src/engine/counters.ts';
 import { Dataplane, type DataplaneConfig } from '../../src/engine/dataplane.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
-import { PortMapper } from '../../src/engine/mapped-flows.ts';
+import { PortMapper } from '../../src/engine/port-mapper.ts';
 import { adjustChecksum } from '../../src/packet/port-rewrite.ts';
 import { rng } from '../helpers/rng.ts';
 import { addressBytes, icmpMessage, ipv4, ipv6, pattern, pseudoHeader, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum } from './build.ts';

@@ -12,7 +12,7 @@ export const MAP = { reflect: 'reflect_addrs', counts: 'addr_counts', flows: 'fl
 export const KERNEL_STATS_PROTOCOLS = ['tcp', 'udp', 'icmp', 'other'] as const;
 export type KernelStatsProtocol = (typeof KERNEL_STATS_PROTOCOLS)[number];
 
-/** reflect_value.flags: the address has port maps, so its packets take the user-space path (mapped-flows.ts). */
+/** reflect_value.flags: the address has port maps, so its packets take the user-space path (engine/port-mapper.ts). */
 export const REFLECT_USER_PATH = 1;
 
 /** Flow entries the kernel keeps at most (LRU: the least recently used is evicted when full). */

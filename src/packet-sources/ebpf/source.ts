@@ -158,7 +158,7 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
     }
   }
 
-  reconfigure(_cfg: InterceptConfig, _update: EbpfSourceUpdate): void {
+  adopt(_cfg: InterceptConfig, _update: EbpfSourceUpdate): void {
     // Maps, routes and shield rules are host state, changed by EbpfHostBackend.apply.
   }
 

@@ -406,7 +406,7 @@ export class TunPacketSource implements PacketSource<'tun'> {
     }
   }
 
-  reconfigure(_cfg: InterceptConfig, _update: TunSourceUpdate): void {
+  adopt(_cfg: InterceptConfig, _update: TunSourceUpdate): void {
     // Routes and shield rules are host state, changed by TunHostBackend.apply; the fd stays the same.
   }
 

@@ -8,7 +8,7 @@
  *   Pass    → sent back unchanged;
  *   Drop    → not sent.
  *
- *  - `WinDivertHostBackend` (main thread): finds WinDivert.dll, opens handles, shuts them down on stop/reconfigure.
+ *  - `WinDivertHostBackend` (main thread): finds WinDivert.dll, opens handles, shuts them down on stop and on apply (a live change).
  *  - `WinDivertPacketSource` (worker): RecvEx/SendEx in batches of up to 255 packets, no allocation per packet.
  *
  * A live change opens the NEW handle first, so no packet goes uncaptured, then shuts down receiving on the old one.
@@ -23,7 +23,7 @@
  *
  * WinDivertRecvEx has no timeout without overlapped I/O: receive() blocks until packets arrive or the main thread
  * shuts the handle down (wake(), apply()). The worker loop reads control messages after every receive, and every
- * message that matters (stop, reconfigure) is preceded by such a shutdown, so nothing waits on an idle link.
+ * message that matters (stop, the engine's reconfigure) is preceded by such a shutdown, so nothing waits on an idle link.
  */
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
@@ -325,7 +325,7 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     this.addrs.writeUInt32LE(next >>> 0, base + AddressOffset.Bits);
   }
 
-  reconfigure(_cfg: InterceptConfig, update: WinDivertSourceUpdate): void {
+  adopt(_cfg: InterceptConfig, update: WinDivertSourceUpdate): void {
     if (update.switchTo === null) return; // same filter: keep the handle
     // The main thread already shut down receiving on the current handle; drain it before using the new one.
     if (this.current !== null) this.draining.push(this.current);

@@ -52,7 +52,7 @@ test('defect 2: a live change drains the old handle, deciding each packet, befor
   for (let i = 10; i < 15; i++) inject(double, packet(PEER4, LOCAL4, 6, 5555, 8080, i), inboundAddr(false));
   const next = buildInterceptConfig([R4, '192.0.2.20'], ['8080/tcp']);
   const update = await backend.apply(one, next);
-  source.reconfigure(next, update);
+  source.adopt(next, update);
   inject(double, packet(LOCAL4, '192.0.2.20', 6, 40000, 80, 99), outboundAddr(false)); // new traffic: the new handle
   assert.equal(loopOnce(source, dataplane), 15, 'the old handle first, every packet decided');
   assert.equal(double.openHandles(), 2);

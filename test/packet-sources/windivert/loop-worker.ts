@@ -1,7 +1,7 @@
 /**
  * A packet worker for the WinDivert tests: the same loop as src/engine/worker.ts (receive, take control messages,
  * decide with the real Dataplane, send), on a real worker thread, without the Engine around it, so
- * live-change.test.ts can drive HostBackend.apply() and the worker's reconfigure() directly and count reconfigures
+ * live-change.test.ts can drive HostBackend.apply() and PacketSource.adopt() directly and count reconfigures
  * and send errors. engine.test.ts runs the same scenario through the real Engine and its worker.
  */
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
@@ -25,7 +25,7 @@ while (!stopping) {
     if (msg.type === 'stop') stopping = true;
     else {
       dataplane.configure(dataplaneConfig(msg.config));
-      source.reconfigure(msg.config, msg.update);
+      source.adopt(msg.config, msg.update);
       reconfigures++;
     }
   }

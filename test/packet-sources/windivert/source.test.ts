@@ -200,7 +200,7 @@ test('live change: new handle first, old one drained then closed; packets of bot
   for (let i = 5; i < 10; i++) inject(double, packet(LOCAL4, '192.0.2.20', 6, 40000, 80, i), outboundAddr(false));
   assert.equal(double.queued(update.switchTo.handle), 5, 'new traffic goes to the new handle');
   dataplane.configure({ reflect: [{ address: R4, slot: 0 }, { address: '192.0.2.20', slot: 1 }], shield: [] });
-  source.reconfigure(next, update);
+  source.adopt(next, update);
   assert.equal(loopOnce(source, dataplane), 5);
   assert.equal(loopOnce(source, dataplane), 5);
   assert.equal(double.openHandles(), 1, 'old handle closed after draining');

@@ -23,12 +23,12 @@
  *
  * Worker-thread only (no sharing): plain typed arrays, no allocation on the hot path, never throws there.
  */
-import ipaddr from 'ipaddr.js';
 import { MAX_REFLECT_ADDRESSES } from '../config/intercept-config.ts';
 import type { PortMap } from '../config/port-maps.ts';
 import { IpProto, TcpFlag, type ParsedPacket } from '../packet/parse.ts';
 import { EmbeddedPacket, parseEmbeddedPacket } from '../packet/icmp-error.ts';
 import { rewritePort, rewriteQuotedPort } from '../packet/port-rewrite.ts';
+import { flowKeyHashAt, formatAddressWords } from './flow-key.ts';
 
 export const DEFAULT_MAPPED_FLOW_CAPACITY = 16384;
 export const MAPPED_PROBE_WINDOW = 16;
@@ -102,7 +102,7 @@ export class PortMapper {
   }
 
   /**
-   * Apply maps (already validated by config/port-maps.ts) for addresses at the given counter slots. Entries whose
+   * Configure maps (already validated by config/port-maps.ts) for addresses at the given counter slots. Entries whose
    * map is gone (or now points elsewhere) are forgotten, so a removed map stops rewriting at once.
    */
   configure(maps: readonly PortMap[], slotOf: ReadonlyMap<string, number>): void {
@@ -251,8 +251,8 @@ export class PortMapper {
       if (this.entries[at + E_KIND] === 0 || this.expired(at, e, now)) continue;
       const family = this.entries[at + E_KIND] >> 8;
       out.push({
-        reflectAddress: formatWords(family, this.entries, at + E_ADDR),
-        localAddress: formatWords(family, this.entries, at + E_ADDR + 4),
+        reflectAddress: formatAddressWords(family, this.entries, at + E_ADDR),
+        localAddress: formatAddressWords(family, this.entries, at + E_ADDR + 4),
         protocol: (this.entries[at + E_KIND] & 0xff) === IpProto.Tcp ? ('tcp' as const) : ('udp' as const),
         clientPort: this.entries[at + E_CLIENT],
         serverPort: this.entries[at + E_SERVER],
@@ -289,22 +289,6 @@ export class PortMapper {
     return idle > ((f & F_REPLIED) !== 0 ? MAPPED_FLOW_IDLE_MS.tcpEstablished : MAPPED_FLOW_IDLE_MS.tcpOpening);
   }
 
-  private hash(kind: number, client: number, server: number, v: DataView, r: number, l: number, family: number): number {
-    let h = Math.imul(kind ^ 0x811c9dc5, 0x01000193);
-    h = Math.imul(h ^ ((client << 16) | server), 0x01000193);
-    h = Math.imul(h ^ v.getInt32(r), 0x01000193);
-    h = Math.imul(h ^ v.getInt32(l), 0x01000193);
-    if (family === 6) {
-      h = Math.imul(h ^ v.getInt32(r + 4) ^ (v.getInt32(l + 4) << 1), 0x01000193);
-      h = Math.imul(h ^ v.getInt32(r + 8) ^ (v.getInt32(l + 8) << 1), 0x01000193);
-      h = Math.imul(h ^ v.getInt32(r + 12) ^ (v.getInt32(l + 12) << 1), 0x01000193);
-    }
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x7feb352d);
-    h ^= h >>> 15;
-    return h;
-  }
-
   /** The live entry for (R at r, L at l in p's buffer, client, server), or -1. */
   private find(p: ParsedPacket, r: number, l: number, client: number, server: number, now: number): number {
     return this.lookup(p.view, p.family, (p.family << 8) | p.protocol, r, l, client, server, now);
@@ -315,7 +299,7 @@ export class PortMapper {
   }
 
   private lookup(v: DataView, family: number, kind: number, r: number, l: number, client: number, server: number, now: number): number {
-    const h = this.hash(kind, client, server, v, r, l, family);
+    const h = flowKeyHashAt(v, family, kind, (client << 16) | server, r, l);
     const e = this.entries;
     for (let i = 0; i < MAPPED_PROBE_WINDOW; i++) {
       const slot = (h + i) & this.mask;
@@ -344,7 +328,7 @@ export class PortMapper {
     const v = p.view;
     const r = p.dstOffset;
     const l = p.srcOffset;
-    const h = this.hash(kind, client, server, v, r, l, p.family);
+    const h = flowKeyHashAt(v, p.family, kind, (client << 16) | server, r, l);
     let e = reuse;
     if (e < 0) {
       for (let i = 0; i < MAPPED_PROBE_WINDOW && e < 0; i++) {
@@ -371,13 +355,4 @@ export class PortMapper {
     this.lastSeen[e] = now;
     return e;
   }
-}
-
-function formatWords(family: number, words: Int32Array, at: number): string {
-  const bytes: number[] = [];
-  for (let w = 0; w < (family === 4 ? 1 : 4); w++) {
-    const v = words[at + w];
-    bytes.push((v >>> 24) & 0xff, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff);
-  }
-  return ipaddr.fromByteArray(bytes).toString();
 }

@@ -1,5 +1,5 @@
 /**
- * The control endpoint: where the engine listens and who may connect. Linux: a Unix socket in a private directory
+ * Listening on the control endpoint (its address: endpoint-address.ts), and who may connect. Linux: a Unix socket in a private directory
  * (owned by us, mode 0700; never follows symlinks, removes only a stale socket of ours). Windows: a named pipe plus
  * a token file in an Administrators-only directory. Before taking a path it probes what answers there, so a second
  * engine is refused instead of stealing the first one's endpoint.
@@ -11,7 +11,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { accessDenied, alreadyServing } from '../error-messages.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
 import { ControlClient, isServerError } from './client.ts';
-import type { ControlEndpoint } from './pipe-path.ts';
+import type { ControlEndpoint } from './endpoint-address.ts';
 import { restrictWindowsDirectory } from './windows-acl.ts';
 
 /** Is something answering at `path` a retroflect engine? Connects and says hello. */

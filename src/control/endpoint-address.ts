@@ -1,5 +1,6 @@
 /**
- * Where the control channel lives on each platform (docs/protocol.md "Transport and pipe naming").
+ * The control endpoint's address, for the engine and its clients alike: where the control channel lives on each
+ * platform (docs/protocol.md "Transport and pipe naming").
  *  - Windows: named pipe `\\.\pipe\<name>`; the access token next to the config in `%ProgramData%\Retroflect`.
  *  - Linux: Unix socket `/run/retroflect/<name>.sock`, or an absolute path as given (what .NET's
  *    NamedPipeClientStream uses as is when handed a rooted pipe name).
