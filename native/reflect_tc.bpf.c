@@ -6,7 +6,8 @@
 // reflect address. Everything else it hands to user space unchanged (TC_ACT_OK: out of the veth to its peer, where
 // the engine's packet socket reads it and the TypeScript data plane decides, counts and re-injects it exactly as for
 // the TUN backend): not to a reflect address, malformed or truncated, IPv4 fragments, IPv6 extension headers,
-// protocols other than TCP/UDP/ICMP/ICMPv6, addresses with port maps, and any packet while a capture runs.
+// protocols other than TCP/UDP/ICMP/ICMPv6, addresses with port maps, and, while a capture runs, every packet that
+// capture might want (a union of the captures' filters; the taps in user space then match each one exactly).
 // ICMP/ICMPv6 errors are reflected here with the packet they carry (its addresses swapped too, as packet/icmp-error.ts
 // does): the client's socket recognises the error by that packet, which must read as the client sent it.
 // Keeping those in one place (the user-space data plane) is what keeps counters and verdicts meaning the same.
@@ -103,8 +104,14 @@ struct {
 } flows SEC(".maps");
 
 // Settings the engine changes live. An array lookup is inlined by the verifier: no helper call per packet.
+// While captures run, a packet some capture might want goes to the user-space path, where the taps see it with its
+// verdict: wanted = reflected packets wanted, protocol in protocols, and (any_address or an address in
+// capture_addrs) and (any_port or a TCP/UDP port in capture_ports). A superset of what the captures match.
 struct settings {
-	__u32 capture; // 1: a capture or trace runs; every packet goes to the user-space path, where the taps see it
+	__u32 capture;     // 1: at least one capture runs and wants reflected packets
+	__u32 protocols;   // bits: 1 tcp, 2 udp, 4 icmp (capture/filter.ts CAPTURE_PROTOCOLS order)
+	__u32 any_address; // 1: some capture has no address filter
+	__u32 any_port;    // 1: some capture has no port filter
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -112,6 +119,50 @@ struct {
 	__type(key, __u32);
 	__type(value, struct settings);
 } settings SEC(".maps");
+
+// Addresses (as reflect_key) and ports the running captures filter on. Sizes set by the loader.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct reflect_key);
+	__type(value, __u8);
+} capture_addrs SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u16);
+	__type(value, __u8);
+} capture_ports SEC(".maps");
+
+static __always_inline int capture_wants(struct settings *s, struct flow_key *key, __u16 sport, __u16 dport)
+{
+	__u32 bit = key->protocol == IPPROTO_TCP ? 1 : key->protocol == IPPROTO_UDP ? 2 : 4;
+	if (!(s->protocols & bit))
+		return 0;
+	if (!s->any_port) {
+		if (bit == 4)
+			return 0; // a port filter matches TCP and UDP only
+		if (!bpf_map_lookup_elem(&capture_ports, &sport) && !bpf_map_lookup_elem(&capture_ports, &dport))
+			return 0;
+	}
+	if (s->any_address)
+		return 1;
+	struct reflect_key a = {};
+	if (key->family == 4) {
+		a.addr[10] = 0xff;
+		a.addr[11] = 0xff;
+		__builtin_memcpy(&a.addr[12], key->reflect, 4);
+		if (bpf_map_lookup_elem(&capture_addrs, &a))
+			return 1;
+		__builtin_memcpy(&a.addr[12], key->local, 4);
+	} else {
+		__builtin_memcpy(a.addr, key->reflect, 16);
+		if (bpf_map_lookup_elem(&capture_addrs, &a))
+			return 1;
+		__builtin_memcpy(a.addr, key->local, 16);
+	}
+	return bpf_map_lookup_elem(&capture_addrs, &a) != 0;
+}
 
 static __always_inline void count(__u32 slot, __u32 proto, __u64 bytes)
 {
@@ -237,7 +288,7 @@ int reflect(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct settings *s = bpf_map_lookup_elem(&settings, &zero);
-	if (!s || s->capture)
+	if (!s)
 		return TC_ACT_OK;
 	if (skb->len < HEADROOM) {
 		if (bpf_skb_pull_data(skb, skb->len) < 0)
@@ -282,10 +333,13 @@ int reflect(struct __sk_buff *skb)
 		int l4kind = read_transport(l4, end, ip->protocol, ip_len - hlen, 0, &key, &sport, &dport, &tcp_flags);
 		if (l4kind == L4_PUNT)
 			return TC_ACT_OK;
-		if (l4kind == L4_ICMP_ERROR)
-			swap_embedded_v4(l4 + ICMP_HEADER, end, ip_len - hlen - ICMP_HEADER);
 		__builtin_memcpy(key.reflect, &ip->daddr, 4);
 		__builtin_memcpy(key.local, &ip->saddr, 4);
+		// Decided before anything is changed: a packet for the captures leaves untouched.
+		if (s->capture && capture_wants(s, &key, sport, dport))
+			return TC_ACT_OK;
+		if (l4kind == L4_ICMP_ERROR)
+			swap_embedded_v4(l4 + ICMP_HEADER, end, ip_len - hlen - ICMP_HEADER);
 		__u32 a = ip->saddr;
 		ip->saddr = ip->daddr;
 		ip->daddr = a;
@@ -308,10 +362,12 @@ int reflect(struct __sk_buff *skb)
 		int l4kind = read_transport(ip6 + 1, end, ip6->nexthdr, ip_len - sizeof(*ip6), 1, &key, &sport, &dport, &tcp_flags);
 		if (l4kind == L4_PUNT)
 			return TC_ACT_OK;
-		if (l4kind == L4_ICMP_ERROR)
-			swap_embedded_v6((void *)(ip6 + 1) + ICMP_HEADER, end, ip_len - sizeof(*ip6) - ICMP_HEADER);
 		__builtin_memcpy(key.reflect, &ip6->daddr, 16);
 		__builtin_memcpy(key.local, &ip6->saddr, 16);
+		if (s->capture && capture_wants(s, &key, sport, dport))
+			return TC_ACT_OK;
+		if (l4kind == L4_ICMP_ERROR)
+			swap_embedded_v6((void *)(ip6 + 1) + ICMP_HEADER, end, ip_len - sizeof(*ip6) - ICMP_HEADER);
 		struct in6_addr a = ip6->saddr;
 		ip6->saddr = ip6->daddr;
 		ip6->daddr = a;

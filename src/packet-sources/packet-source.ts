@@ -73,6 +73,12 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
    * started (the engine goes on without it).
    */
   observeFirewallDrops?(sink: FirewallDropSink | null): void;
+  /**
+   * What the running captures might want (capture/filter.ts captureInterest), each time the set of captures changes.
+   * A backend that decides packets itself (ebpf) hands those to the data plane, where the taps see them; null: no
+   * capture runs.
+   */
+  watchCaptures?(interest: CaptureInterest | null): void;
   /** Firewall drop reports the kernel could not queue for us (cumulative), while observing. */
   readonly firewallDropsLost?: number;
   /**
@@ -82,6 +88,20 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
    */
   beginStop?(): void;
   close(): void;
+}
+
+/**
+ * The union of the running captures' filters, for a backend that must decide which packets the taps get to see: a
+ * packet is wanted when reflected packets are wanted, its protocol bit is set, its source or destination is in
+ * `addresses` (null: any) and, for TCP/UDP, a port is in `ports` (null: any; a port filter never matches ICMP).
+ */
+export interface CaptureInterest {
+  reflected: boolean;
+  /** Bits 1 tcp, 2 udp, 4 icmp, 8 other. */
+  protocols: number;
+  /** Raw address bytes (4 or 16 each), or null for any address. */
+  addresses: Uint8Array[] | null;
+  ports: number[] | null;
 }
 
 /** Why the host firewall dropped a packet reported to an `observeFirewallDrops` sink. */
@@ -139,8 +159,8 @@ export interface WinDivertSourceUpdate {
 
 /**
  * ebpf: the packet socket on the veth peer (the user-space path, see ebpf/packet-socket.ts), the wake eventfd, the
- * NFLOG socket and group (-1: none), the engine device's index, and the tc program's settings map (a capture turns
- * the kernel path off while it runs, so the taps see every packet).
+ * NFLOG socket and group (-1: none), the engine device's index, and the tc program's capture maps (while a capture
+ * runs, the program hands what it might want to the user-space path, so the taps see it).
  */
 export interface EbpfSourceInit {
   kind: 'ebpf';
@@ -149,7 +169,8 @@ export interface EbpfSourceInit {
   logFd: number;
   logGroup: number;
   ifIndex: number;
-  settingsMapFd: number;
+  /** The program's settings, capture_addrs and capture_ports maps (worker: what the captures want, see watchCaptures). */
+  captureMapFds: { settings: number; addresses: number; ports: number };
 }
 
 /** ebpf: a live change is host state only (maps, routes, nft); the worker keeps its socket. */

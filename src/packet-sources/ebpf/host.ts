@@ -95,7 +95,6 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     this.program = loadProgram();
     try {
       this.maps = new KernelMaps(this.program.mapFds);
-      this.maps.setCapture(false);
       await runCommand(createPairCommand(this.device));
       this.ownsDevice = true;
       await runCommand(deviceUpCommand(this.device, process.pid));
@@ -133,7 +132,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       logFd: this.log?.fd ?? -1,
       logGroup: this.log?.group ?? -1,
       ifIndex: this.ifIndex,
-      settingsMapFd: this.program.mapFds.settings,
+      captureMapFds: { settings: this.program.mapFds.settings, addresses: this.program.mapFds.captureAddresses, ports: this.program.mapFds.capturePorts },
     };
   }
 

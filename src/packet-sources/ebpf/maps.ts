@@ -4,9 +4,20 @@
  */
 import ipaddr from 'ipaddr.js';
 import { libbpf, BPF_ANY } from './libbpf.ts';
+import type { CaptureInterest } from '../packet-source.ts';
 
 /** Map names in the object. */
-export const MAP = { reflect: 'reflect_addrs', counts: 'addr_counts', flows: 'flows', settings: 'settings' } as const;
+export const MAP = {
+  reflect: 'reflect_addrs',
+  counts: 'addr_counts',
+  flows: 'flows',
+  settings: 'settings',
+  captureAddresses: 'capture_addrs',
+  capturePorts: 'capture_ports',
+} as const;
+
+/** Entries of capture_addrs and capture_ports: beyond that many the program takes any address (or port) as wanted. */
+export const KERNEL_CAPTURE_ENTRIES = 256;
 
 /** Stats protocols in the program's order (engine/counters.ts StatsProto): tcp, udp, icmp, other. */
 export const KERNEL_STATS_PROTOCOLS = ['tcp', 'udp', 'icmp', 'other'] as const;
@@ -23,7 +34,7 @@ const REFLECT_VALUE = 8;
 const COUNTS_VALUE = 16;
 const FLOW_KEY = 40;
 const FLOW_VALUE = 40;
-const SETTINGS_VALUE = 4;
+const SETTINGS_VALUE = 16;
 
 /** A reflect address as the program keys it: 16 bytes, IPv4 as IPv4-mapped IPv6. */
 export function reflectKey(address: string): Buffer {
@@ -95,13 +106,6 @@ export class KernelMaps {
     return out;
   }
 
-  /** 1: every packet goes to the user-space path (a capture runs). */
-  setCapture(on: boolean): void {
-    const v = Buffer.alloc(SETTINGS_VALUE);
-    v.writeUInt32LE(on ? 1 : 0, 0);
-    libbpf().update(this.fds.settings, u32(0), v, BPF_ANY);
-  }
-
   /** Every flow in the kernel's table; `forget` entries are deleted on the way (idle past their limit). */
   readFlows(forget: (e: FlowEntry) => boolean): FlowEntry[] {
     const b = libbpf();
@@ -142,4 +146,57 @@ function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(n, 0);
   return b;
+}
+
+/**
+ * Tell the program what the running captures might want (null: none). While the address and port maps are
+ * rewritten the settings say "every address and port", so a running capture never misses a packet meanwhile.
+ */
+export function writeCaptureInterest(fds: { settings: number; addresses: number; ports: number }, interest: CaptureInterest | null): void {
+  const b = libbpf();
+  const settings = Buffer.alloc(SETTINGS_VALUE);
+  const off = !interest || !interest.reflected;
+  if (off) {
+    b.update(fds.settings, u32(0), settings, BPF_ANY);
+    return;
+  }
+  settings.writeUInt32LE(1, 0);
+  settings.writeUInt32LE(KERNEL_PROTOCOL_BITS, 4);
+  settings.writeUInt32LE(1, 8);
+  settings.writeUInt32LE(1, 12);
+  b.update(fds.settings, u32(0), settings, BPF_ANY);
+  clearMap(fds.addresses, REFLECT_KEY);
+  clearMap(fds.ports, 2);
+  const one = Buffer.from([1]);
+  const addresses = interest.addresses && interest.addresses.length <= KERNEL_CAPTURE_ENTRIES ? interest.addresses : null;
+  const ports = interest.ports && interest.ports.length <= KERNEL_CAPTURE_ENTRIES ? interest.ports : null;
+  for (const a of addresses ?? []) b.update(fds.addresses, addressKey(a), one, BPF_ANY);
+  for (const p of ports ?? []) {
+    const k = Buffer.alloc(2);
+    k.writeUInt16LE(p, 0); // the program compares host-order ports
+    b.update(fds.ports, k, one, BPF_ANY);
+  }
+  settings.writeUInt32LE(1, 0);
+  settings.writeUInt32LE(interest.protocols & KERNEL_PROTOCOL_BITS, 4);
+  settings.writeUInt32LE(addresses ? 0 : 1, 8);
+  settings.writeUInt32LE(ports ? 0 : 1, 12);
+  b.update(fds.settings, u32(0), settings, BPF_ANY);
+}
+
+/** The protocol bits the program handles (tcp, udp, icmp); "other" packets always take the user-space path. */
+const KERNEL_PROTOCOL_BITS = 7;
+
+function addressKey(raw: Uint8Array): Buffer {
+  if (raw.length === 16) return Buffer.from(raw);
+  const k = Buffer.alloc(REFLECT_KEY);
+  k[10] = 0xff;
+  k[11] = 0xff;
+  k.set(raw, 12);
+  return k;
+}
+
+function clearMap(fd: number, keySize: number): void {
+  const b = libbpf();
+  const key = Buffer.alloc(keySize);
+  while (b.nextKey(fd, null, key)) b.remove(fd, key);
 }

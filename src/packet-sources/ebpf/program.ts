@@ -6,7 +6,7 @@
  */
 import { MAX_REFLECT_ADDRESSES } from '../../config/intercept-config.ts';
 import { libbpf, BPF_TC_EGRESS } from './libbpf.ts';
-import { DEFAULT_KERNEL_FLOWS, KERNEL_STATS_PROTOCOLS, MAP } from './maps.ts';
+import { DEFAULT_KERNEL_FLOWS, KERNEL_CAPTURE_ENTRIES, KERNEL_STATS_PROTOCOLS, MAP } from './maps.ts';
 import { BPF_OBJECT_NAME, readBpfObject } from './object.ts';
 
 /** The program's function name in native/reflect_tc.bpf.c. */
@@ -27,6 +27,8 @@ export function loadProgram(): LoadedProgram {
     b.setMaxEntries(object, MAP.reflect, MAX_REFLECT_ADDRESSES);
     b.setMaxEntries(object, MAP.counts, MAX_REFLECT_ADDRESSES * KERNEL_STATS_PROTOCOLS.length);
     b.setMaxEntries(object, MAP.flows, DEFAULT_KERNEL_FLOWS);
+    b.setMaxEntries(object, MAP.captureAddresses, KERNEL_CAPTURE_ENTRIES);
+    b.setMaxEntries(object, MAP.capturePorts, KERNEL_CAPTURE_ENTRIES);
     b.loadObject(object);
     return {
       object,
@@ -36,6 +38,8 @@ export function loadProgram(): LoadedProgram {
         counts: b.mapFd(object, MAP.counts),
         flows: b.mapFd(object, MAP.flows),
         settings: b.mapFd(object, MAP.settings),
+        captureAddresses: b.mapFd(object, MAP.captureAddresses),
+        capturePorts: b.mapFd(object, MAP.capturePorts),
       },
     };
   } catch (err) {

@@ -2,16 +2,16 @@
  * The ebpf backend's worker half: the user-space path. The tc program reflects the common packet in the kernel; every
  * packet it leaves alone arrives here through the peer's packet socket (packet-socket.ts) and is decided by the same
  * data plane as on the TUN backend. Reflect: the frame is written back and enters the engine's device as inbound.
- * While a capture runs the program hands every packet here (settings map), so the taps see each with its verdict,
- * and NFLOG reports the shield rules' drops as with TUN.
+ * While captures run the program hands what they might want here (watchCaptures), so the taps see each packet with
+ * its verdict, and NFLOG reports the shield rules' drops as with TUN.
  */
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { EAGAIN, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
 import { NFT_LOG_PREFIX } from '../tun/nftables.ts';
 import { FirewallLogReader, type LoggedPacketSink } from '../tun/nflog.ts';
-import { allocatePacketBatch, FirewallDropCause, Verdict, type EbpfSourceInit, type EbpfSourceUpdate, type FirewallDropSink, type PacketBatch, type PacketSource, type PacketSourceFactory } from '../packet-source.ts';
-import { libbpf, BPF_ANY } from './libbpf.ts';
+import { allocatePacketBatch, FirewallDropCause, Verdict, type CaptureInterest, type EbpfSourceInit, type EbpfSourceUpdate, type FirewallDropSink, type PacketBatch, type PacketSource, type PacketSourceFactory } from '../packet-source.ts';
+import { writeCaptureInterest } from './maps.ts';
 import { ETHERNET_HEADER_LEN, PACKET_VNET_HDR_LEN } from './packet-socket.ts';
 
 /** Packets per receive() at most (as the TUN backend). */
@@ -31,7 +31,7 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
   private readonly c: Libc;
   private readonly fd: number;
   private readonly wakeFd: number;
-  private readonly settingsMapFd: number;
+  private readonly captureMapFds: EbpfSourceInit['captureMapFds'];
   private readonly slotSize = HEADER_LEN + MAX_FRAME;
   private readonly slots: Buffer[] = [];
   private readonly pollFds = Buffer.alloc(3 * POLLFD_SIZE);
@@ -47,7 +47,7 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
     this.c = libc();
     this.fd = init.fd;
     this.wakeFd = init.wakeFd;
-    this.settingsMapFd = init.settingsMapFd;
+    this.captureMapFds = init.captureMapFds;
     this.batch = allocatePacketBatch(BATCH_CAPACITY, BATCH_CAPACITY * this.slotSize);
     for (let i = 0; i < BATCH_CAPACITY; i++) {
       this.slots.push(this.batch.data.subarray(i * this.slotSize, (i + 1) * this.slotSize));
@@ -70,12 +70,8 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
     return this.log?.lost ?? 0;
   }
 
-  /**
-   * Called when the first capture starts (sink) and the last one ends (null). Besides the shield rules' drops, a
-   * capture needs every packet with its verdict: the program hands them all to this path while it runs.
-   */
+  /** The shield rules' drops, reported while a capture runs (as on TUN). */
   observeFirewallDrops(sink: FirewallDropSink | null): void {
-    this.setKernelCapture(sink !== null);
     if (!this.log) return;
     if (sink) {
       this.log.start();
@@ -88,11 +84,9 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
     }
   }
 
-  private setKernelCapture(on: boolean): void {
-    const key = Buffer.alloc(4);
-    const value = Buffer.alloc(4);
-    value.writeUInt32LE(on ? 1 : 0, 0);
-    libbpf().update(this.settingsMapFd, key, value, BPF_ANY);
+  /** The program hands what the captures might want to this path, where the taps see it with its verdict. */
+  watchCaptures(interest: CaptureInterest | null): void {
+    writeCaptureInterest(this.captureMapFds, interest);
   }
 
   receive(timeoutMs: number): number {

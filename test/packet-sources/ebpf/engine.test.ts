@@ -2,13 +2,14 @@
  * The ebpf backend's own promises, against the real `retroflect run --backend ebpf` in a namespace (the shared
  * e2e, port-map, capture and hardening suites run on it too, see test/helpers/backends.ts): the common packet is
  * reflected in the kernel (the veth peer, where the user-space path reads, sees none of it) with counters equal to
- * what the client sent, ICMP errors with their embedded packet, flows with packets, bytes and ages, live changes under traffic that reflect no datagram for
+ * what the client sent, ICMP errors with their embedded packet, a capture fed only what its filter asks for, flows with packets, bytes and ages, live changes under traffic that reflect no datagram for
  * the wrong address and lose none, and the fallback to TUN when the program cannot be loaded.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createTopology, JsonLines, type NetNs, type Topology } from '../../helpers/netns.ts';
+import { existsSync, statSync } from 'node:fs';
+import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
 import { engineLeftovers, ENGINE_DEVICE, privateDir, removeDir, retroflect, spawnEngine, startEngine, type EngineHandle } from '../../helpers/engine.ts';
 
 const STREAM = 'test/packet-sources/ebpf/fixtures/udp-stream.ts';
@@ -107,6 +108,32 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, (
     }
     assert.equal((await icmp()) - before, 2);
     assert.ok((await peerRxPackets(t.a)) - rxBefore < 2, 'the errors took the user-space path');
+  });
+
+  test('a capture gets what its filter asks for through the user-space path (tshark reads it); the rest stays in the kernel', async () => {
+    const file = join(dir, 'port.pcapng');
+    const capture = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', 'capture', '-w', file, '--pipe', engine!.pipe, '--port', '5403', '--duration', '60s'], { env: { ...process.env, NO_COLOR: '1' } });
+    let captureErr = '';
+    capture.stderr!.on('data', (d: Buffer) => (captureErr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => capture.once('exit', (code) => resolve(code)));
+    await waitFor('the pcapng header', () => existsSync(file) && statSync(file).size > 0, 20_000);
+    const sink = await counter(t.a, 5403);
+    const other = await counter(t.a, 5404);
+    const rxBefore = await peerRxPackets(t.a);
+    await send(t.a, [R4], 5403, 50, 40);
+    await send(t.a, [R4], 5404, 200, 40);
+    assert.deepEqual(await sink.result(), { received: 50, wrong: [] });
+    assert.deepEqual(await other.result(), { received: 200, wrong: [] });
+    const rx = (await peerRxPackets(t.a)) - rxBefore;
+    assert.ok(rx >= 50 && rx < 60, `the user-space path got ${rx} packets: the 50 for the capture only`);
+    await new Promise((r) => setTimeout(r, 300));
+    capture.kill('SIGINT');
+    assert.equal(await exited, 0, captureErr);
+    const r = await run('tshark', ['-r', file, '-T', 'fields', '-e', 'udp.dstport', '-e', 'frame.comment']);
+    assert.equal(r.code, 0, r.stderr);
+    const rows = r.stdout.trim().split('\n');
+    assert.equal(rows.length, 50, r.stdout);
+    for (const row of rows) assert.match(row, /^5403\t.*reflected/);
   });
 
   test('live changes under traffic update maps: no datagram reflected for the wrong address, none lost', async () => {
