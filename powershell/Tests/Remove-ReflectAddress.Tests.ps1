@@ -1,6 +1,7 @@
 BeforeAll {
     . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
-    $script:Pipe = Start-TestEngine -Address '192.0.2.11', '192.0.2.12', '2001:db8::12'
+    $script:Config = New-TestPath 'remove-address-config.json'
+    $script:Pipe = Start-TestEngine -Address '192.0.2.11', '192.0.2.12', '2001:db8::12' -ConfigPath $script:Config
 }
 AfterAll { Stop-TestEngine $script:Pipe }
 
@@ -13,6 +14,29 @@ Describe 'Remove-ReflectAddress' {
     }
     It '-ErrorAction Ignore makes "make sure it is gone" idempotent' {
         { Remove-ReflectAddress 192.0.2.99 -Pipe $script:Pipe -Confirm:$false -ErrorAction Ignore } | Should -Not -Throw
+    }
+    It 'removes an address that is only in the config file (taken off the running engine with -Temporary), as the engine does' {
+        Add-ReflectAddress 192.0.2.15 -Pipe $script:Pipe -Confirm:$false
+        Remove-ReflectAddress 192.0.2.15 -Temporary -Pipe $script:Pipe -Confirm:$false
+        (Get-ReflectAddress -Pipe $script:Pipe).IPAddress.IPAddressToString | Should -Not -Contain '192.0.2.15'
+        (Get-Content -Raw -LiteralPath $script:Config | ConvertFrom-Json).reflectAddresses | Should -Contain '192.0.2.15'
+        $gone = Remove-ReflectAddress 192.0.2.15 -Pipe $script:Pipe -Confirm:$false -PassThru -ErrorVariable err
+        $err | Should -BeNullOrEmpty
+        $gone.IPAddress.IPAddressToString | Should -Be '192.0.2.15'
+        (Get-Content -Raw -LiteralPath $script:Config | ConvertFrom-Json).reflectAddresses | Should -Not -Contain '192.0.2.15'
+    }
+    It '-Temporary: an address only in the config file is not running, so Retroflect.AddressNotFound; the file keeps it' {
+        Add-ReflectAddress 192.0.2.16 -Pipe $script:Pipe -Confirm:$false
+        Remove-ReflectAddress 192.0.2.16 -Temporary -Pipe $script:Pipe -Confirm:$false
+        Remove-ReflectAddress '192.0.2.16', 'nonsense' -Temporary -Pipe $script:Pipe -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
+        @($err).Count | Should -Be 2
+        @($err | Where-Object { $_.FullyQualifiedErrorId -like 'Retroflect.InvalidAddress*' }).Count | Should -Be 1
+        $notFound = @($err | Where-Object { $_.FullyQualifiedErrorId -like 'Retroflect.AddressNotFound*' })
+        $notFound.Count | Should -Be 1
+        $notFound[0].TargetObject | Should -Be '192.0.2.16'
+        $notFound[0].Exception.Message | Should -BeLike '*not a running reflect address*'
+        (Get-Content -Raw -LiteralPath $script:Config | ConvertFrom-Json).reflectAddresses | Should -Contain '192.0.2.16'
+        Remove-ReflectAddress 192.0.2.16 -Pipe $script:Pipe -Confirm:$false
     }
     It '-WhatIf removes nothing; -PassThru returns what was removed' {
         Remove-ReflectAddress 192.0.2.12 -Pipe $script:Pipe -WhatIf

@@ -10,8 +10,8 @@
 import { canonicalAddress } from '../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { invalidParams } from '../error-messages.ts';
-import { CAPTURE_VERDICT_NAMES, CaptureVerdict, type CaptureVerdictName } from './record.ts';
-import type { CaptureInterest } from '../packet-sources/packet-source.ts';
+import { CAPTURE_VERDICT_NAMES, CaptureVerdict, type CaptureVerdictName } from '../packet/verdicts.ts';
+import type { CaptureInterest } from '../packet/capture-interest.ts';
 import ipaddr from 'ipaddr.js';
 
 export const CAPTURE_PROTOCOLS = ['tcp', 'udp', 'icmp', 'other'] as const;

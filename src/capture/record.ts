@@ -9,7 +9,7 @@
  *   4  u32  originalLength   the packet's length as the backend handed it over
  *   8  u32  capturedLength   bytes that follow the header (≤ snap length)
  *  12  u8   direction        1 = this host sent it (outbound), 0 = it arrived (inbound)
- *  13  u8   verdict          CaptureVerdict
+ *  13  u8   verdict          CaptureVerdict (packet/verdicts.ts)
  *  14  u8   malformed        MalformedCode (0 = well-formed)
  *  15  u8   flags            bit 0: the addresses were swapped (reflected); the bytes are the packet as re-injected
  *  16  f64  time             milliseconds since the Unix epoch, microsecond resolution
@@ -19,27 +19,11 @@
  */
 import type { MalformedReason } from '../packet/parse.ts';
 import { MALFORMED_REASONS } from '../packet/parse.ts';
+import { CAPTURE_VERDICT_NAMES, type CaptureVerdictName } from '../packet/verdicts.ts';
 
 export const RECORD_HEADER_BYTES = 32;
 
-/** What the engine did with a captured packet (0 is never a verdict: a reader rejects it as garbage). */
-export const CaptureVerdict = {
-  Reflected: 1,
-  Passed: 2,
-  ShieldDropped: 3,
-  Malformed: 4,
-  ForgedSourceDropped: 5,
-} as const;
-export type CaptureVerdict = (typeof CaptureVerdict)[keyof typeof CaptureVerdict];
-
-/** Wire names of the verdicts, index = CaptureVerdict - 1. */
-export const CAPTURE_VERDICT_NAMES = ['reflected', 'passed', 'shieldDropped', 'malformed', 'forgedSourceDropped'] as const;
-export type CaptureVerdictName = (typeof CAPTURE_VERDICT_NAMES)[number];
-
 export const RecordFlag = { Reflected: 1 } as const;
-
-/** Why the data plane dropped a packet: it sets `Dataplane.dropCause` on every drop, and the capture tap reports it. */
-export const DropCause = { Malformed: 1, ShieldPort: 2, ForgedSource: 3 } as const;
 
 /** Record size for a capture of `capturedLength` bytes. */
 export function recordBytes(capturedLength: number): number {

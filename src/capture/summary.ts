@@ -5,7 +5,8 @@
  */
 import type { MalformedReason } from '../packet/parse.ts';
 import { IpProto, ParsedPacket, parsePacket, TcpFlag } from '../packet/parse.ts';
-import type { CaptureRecord, CaptureVerdictName } from './record.ts';
+import type { CaptureVerdictName } from '../packet/verdicts.ts';
+import type { CaptureRecord } from './record.ts';
 
 export type SummaryProtocol = 'tcp' | 'udp' | 'icmp' | 'icmpv6' | 'other';
 

@@ -4,10 +4,10 @@
  * batch), so capture costs nothing while it is off. With captures active: no allocation for snap lengths up to
  * 256 bytes, one typed-array view per longer packet, and never a wait (a full ring counts a drop).
  */
-import { Verdict } from '../packet-sources/packet-source.ts';
+import { CaptureVerdict, DropCause, Verdict } from '../packet/verdicts.ts';
 import { IpProto, type ParsedPacket } from '../packet/parse.ts';
 import { type CaptureSpec } from './filter.ts';
-import { CaptureVerdict, DropCause, RECORD_HEADER_BYTES, RecordFlag, recordBytes } from './record.ts';
+import { RECORD_HEADER_BYTES, RecordFlag, recordBytes } from './record.ts';
 import { RingWriter } from './ring.ts';
 
 interface Tap {

@@ -8,7 +8,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ControlClient } from '../control/client.ts';
 import type { CaptureEndParams, CaptureStartResult } from '../control/protocol.ts';
 import { CAPTURE_PROTOCOLS, DEFAULT_SNAPLEN, MAX_SNAPLEN } from '../capture/filter.ts';
-import { CAPTURE_VERDICT_NAMES } from '../capture/record.ts';
+import { CAPTURE_VERDICT_NAMES } from '../packet/verdicts.ts';
 import { endpointsText, type PacketSummary } from '../capture/summary.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import chalk from 'chalk';

@@ -32,8 +32,25 @@ interface ChangeOptions extends CommonOptions {
   temporary?: boolean;
 }
 
-interface AddressChangeOptions extends ChangeOptions {
+/** address remove / shield remove: `--skip-missing` removes what is there and lists what is not. */
+interface RemoveOptions extends ChangeOptions {
+  skipMissing?: boolean;
+}
+
+interface AddressChangeOptions extends RemoveOptions {
   map?: string[];
+}
+
+const SKIP_MISSING_HELP = 'remove what is there and list what is not, instead of refusing the whole request';
+
+/** The params every remove request shares. */
+function removeParams(opts: RemoveOptions): Record<string, boolean> {
+  return { ...(opts.temporary ? { temporary: true } : {}), ...(opts.skipMissing ? { skipMissing: true } : {}) };
+}
+
+/** Entries a --skip-missing remove did not find, one dim line (nothing when none). */
+function printNotPresent(what: string[]): void {
+  if (what.length) process.stdout.write(`${chalk.dim('Not present:')} ${what.join(', ')}\n`);
 }
 
 /** commander collector for a repeatable option. */
@@ -220,12 +237,20 @@ export function registerClientCommands(program: Command): void {
   withCommon(address.command('remove').alias('rm').description('Remove reflect address(es), or with --map only those port maps.').argument('<address...>'))
     .option('-m, --map <port[/tcp|/udp]>', 'remove only the port map on this port (repeatable); the address stays', collect)
     .option('-t, --temporary', 'change only the running engine; it comes back at the next start')
+    .option('--skip-missing', SKIP_MISSING_HELP)
     .action((addrs: string[], opts: AddressChangeOptions) =>
-      callAndPrint(opts, 'address.remove', { addresses: addrs, ...(opts.map?.length ? { maps: opts.map } : {}), ...(opts.temporary ? { temporary: true } : {}) }, (r) =>
-        r.portMapsRemoved?.length || opts.map?.length
-          ? printSuccess(`Removed port maps ${mapsByAddress(r.portMapsRemoved ?? [])}${opts.temporary ? ' (temporary)' : ''}.`)
-          : printSuccess(`Removed ${r.removed.join(', ')}${opts.temporary ? ' (temporary)' : ''}.`),
-      ),
+      callAndPrint(opts, 'address.remove', { addresses: addrs, ...(opts.map?.length ? { maps: opts.map } : {}), ...removeParams(opts) }, (r) => {
+        const temp = opts.temporary ? ' (temporary)' : '';
+        if (opts.map?.length) {
+          if (r.portMapsRemoved.length) printSuccess(`Removed port maps ${mapsByAddress(r.portMapsRemoved)}${temp}.`);
+          printNotPresent(r.portMapsMissing.map((m) => `${m.address} ${m.port}${m.protocol === 'both' ? '' : `/${m.protocol}`}`));
+          return;
+        }
+        if (r.removed.length) printSuccess(`Removed ${r.removed.join(', ')}${temp}.`);
+        // The maps of a removed address went with it: said, so nothing disappears silently.
+        if (r.portMapsRemoved.length) printSuccess(`Removed port maps ${mapsByAddress(r.portMapsRemoved)}${temp}.`);
+        printNotPresent(r.missing);
+      }),
     );
 
   const shield = program.command('shield').description('Manage shield ports (drop inbound traffic from other hosts).');
@@ -244,10 +269,12 @@ export function registerClientCommands(program: Command): void {
     );
   withCommon(shield.command('remove').alias('rm').description('Stop shielding port(s).').argument('<port...>'))
     .option('-t, --temporary', 'change only the running engine; it comes back at the next start')
-    .action((ports: string[], opts: ChangeOptions) =>
-      callAndPrint(opts, 'shield.remove', { ports, ...(opts.temporary ? { temporary: true } : {}) }, (r) =>
-        printSuccess(`Unshielded ${r.removed.map(portText).join(', ')}${opts.temporary ? ' (temporary)' : ''}.`),
-      ),
+    .option('--skip-missing', SKIP_MISSING_HELP)
+    .action((ports: string[], opts: RemoveOptions) =>
+      callAndPrint(opts, 'shield.remove', { ports, ...removeParams(opts) }, (r) => {
+        if (r.removed.length) printSuccess(`Unshielded ${r.removed.map(portText).join(', ')}${opts.temporary ? ' (temporary)' : ''}.`);
+        printNotPresent(r.missing.map(portText));
+      }),
     );
 
   withCommon(program.command('stats').description('Show traffic counters.'))

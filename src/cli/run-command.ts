@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { RunOptions } from './run-engine.ts';
-import { DEFAULT_WINDIVERT_PRIORITY } from '../packet-sources/windivert/priority.ts';
+import { WINDIVERT_PRIORITY } from '../packet-sources/registry.ts';
 
 export function registerRunCommand(program: Command): void {
   program
@@ -19,7 +19,7 @@ export function registerRunCommand(program: Command): void {
     .option('--device <name>', 'Linux: the engine\'s device (TUN device, or the ebpf backend\'s veth)', 'rflct0')
     .option('--backend <kind>', 'Linux: ebpf (reflect in the kernel) or tun; default ebpf where it loads, else tun')
     .option('--windivert-dir <dir>', 'Windows: folder holding WinDivert.dll and WinDivert64.sys')
-    .option('--priority <n>', `Windows: WinDivert priority (-30000..30000, default ${DEFAULT_WINDIVERT_PRIORITY}; higher sees packets first)`)
+    .option('--priority <n>', `Windows: WinDivert priority (${WINDIVERT_PRIORITY.MIN}..${WINDIVERT_PRIORITY.MAX}, default ${WINDIVERT_PRIORITY.DEFAULT}; higher sees packets first)`)
     .action(async (opts: RunOptions) => {
       const { runEngine } = await import('./run-engine.ts');
       const code = await runEngine(opts);

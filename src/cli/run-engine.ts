@@ -17,7 +17,7 @@ import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { createHostBackend, describeWinDivertFilter, LINUX_BACKENDS, type BackendOptions, type LinuxBackend } from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
-import { suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
+import { hostAddressRules, suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
 import { removeOrphanTempFiles } from '../config/atomic-save.ts';
 import { resolveConfigPath } from '../config/config-path.ts';
 import { ConfigStore } from '../config/config-store.ts';
@@ -226,7 +226,6 @@ async function runUntilStopped(
   const started = await Engine.start({
     config,
     backend,
-    validateAddress: validateReflectAddress,
     pipeName,
     configPath,
     log: (level, message) => (level === 'info' ? console.log(message) : warn(message)),
@@ -241,7 +240,7 @@ async function runUntilStopped(
     });
   });
   if (!signals.received) {
-    const server = await startControlServer({ engine: started, pipeName, configStore: store, log: (m: string) => console.error(m) });
+    const server = await startControlServer({ engine: started, pipeName, configStore: store, addressRules: hostAddressRules, log: (m: string) => console.error(m) });
     onServer(server);
     if (!signals.received) {
       printRunBanner(started.status(), endpoint.path, VERSION);

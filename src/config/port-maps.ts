@@ -6,6 +6,7 @@
  *
  * A map is stored per protocol: `80=8080` is two entries, one TCP and one UDP.
  */
+import { invalidParams } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 
 export type PortMapProtocol = 'tcp' | 'udp';
@@ -80,6 +81,43 @@ export function parsePortMapSpec(spec: unknown): PortMapSpec[] {
   if (port === target) throw invalidMap(spec, `it maps port ${port} to itself.`, 'self');
   const protocols: PortMapProtocol[] = proto === 'tcp' || proto === 'udp' ? [proto] : ['tcp', 'udp'];
   return protocols.map((protocol) => ({ protocol, port, target }));
+}
+
+/** Which map(s) to remove from an address, by mapped port; no protocol = both. */
+export interface PortMapRemoval {
+  port: number;
+  protocol?: PortMapProtocol;
+}
+
+/**
+ * Parse one removal as `address.remove`'s `maps` carries it: 80, "80", "80/tcp", "80/both" or `{port, protocol?}`.
+ * `field` names the entry in the error (E_INVALID_PARAMS: the request is malformed, not a bad map).
+ */
+export function parsePortMapRemoval(entry: unknown, field: string): PortMapRemoval {
+  let port: unknown;
+  let protocol: unknown;
+  if (typeof entry === 'number') port = entry;
+  else if (typeof entry === 'string') {
+    const m = /^\s*(\d{1,5})\s*(?:\/\s*(tcp|udp|both))?\s*$/i.exec(entry);
+    if (!m) throw invalidParams(`'${field}' must be a mapped port such as 80 or "80/tcp".`, field);
+    port = Number(m[1]);
+    protocol = m[2]?.toLowerCase();
+  } else if (typeof entry === 'object' && entry !== null) {
+    port = (entry as Record<string, unknown>).port;
+    protocol = (entry as Record<string, unknown>).protocol;
+  }
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw invalidParams(`'${field}' must name a mapped port from 1 to 65535.`, field);
+  }
+  if (protocol !== undefined && protocol !== 'tcp' && protocol !== 'udp' && protocol !== 'both') {
+    throw invalidParams(`'${field}.protocol' must be tcp, udp or both.`, field);
+  }
+  return protocol === 'tcp' || protocol === 'udp' ? { port, protocol } : { port };
+}
+
+/** Does `removal` name map `m` (its port, and its protocol unless the removal names none)? */
+export function removalMatches(removal: PortMapRemoval, m: Pick<PortMap, 'port' | 'protocol'>): boolean {
+  return removal.port === m.port && (removal.protocol === undefined || removal.protocol === m.protocol);
 }
 
 export function portMapKey(m: Pick<PortMap, 'address' | 'protocol' | 'port'>): string {

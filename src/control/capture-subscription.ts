@@ -16,6 +16,7 @@ import type { CaptureSession } from '../capture/hub.ts';
 import { DEFAULT_CAPTURE_RATE, MAX_CAPTURE_RATE } from '../capture/hub.ts';
 import { LINKTYPE_RAW } from '../capture/pcapng.ts';
 import type { CapturePort } from '../capture/port.ts';
+import type { CaptureStartResult } from './protocol.ts';
 
 /** Unsent bytes on a capturing connection above which no more records are taken from its ring. */
 export const MAX_UNSENT_CAPTURE_BYTES = 1024 * 1024;
@@ -44,7 +45,7 @@ export class CaptureSubscription {
     private readonly sink: CaptureSink,
   ) {}
 
-  static start(capture: CapturePort, params: Record<string, unknown>, sink: CaptureSink): { sub: CaptureSubscription; result: Record<string, unknown> } {
+  static start(capture: CapturePort, params: Record<string, unknown>, sink: CaptureSink): { sub: CaptureSubscription; result: CaptureStartResult } {
     for (const key of Object.keys(params)) {
       if (!['format', 'snaplen', 'rate', 'addresses', 'ports', 'verdicts', 'protocols'].includes(key)) {
         throw invalidParams(`Unknown parameter '${key}' (allowed: format, snaplen, rate, addresses, ports, verdicts, protocols).`, key);
@@ -76,7 +77,7 @@ export class CaptureSubscription {
     if (header !== null) sub.notifyChecked({ id, format: 'pcapng', data: header.toString('base64'), packets: 0, dropped: 0 });
     return {
       sub,
-      result: { id, format, snaplen, rate, linktype: LINKTYPE_RAW, interfaces: sub.encoder.interfaces, filter },
+      result: { id, format: format as CaptureFormat, snaplen, rate, linktype: LINKTYPE_RAW, interfaces: [...sub.encoder.interfaces], filter },
     };
   }
 

@@ -1,11 +1,13 @@
 /**
  * Every change to the reflect addresses and shield ports, from whatever client: the one place that canonicalizes
- * and deduplicates entries, tells existing from new and missing, validates new addresses against the host, and runs
- * "engine → persisted store → undo the engine change if saving fails". One lock, so no two changes interleave.
+ * and deduplicates entries, tells existing from new and missing, validates new addresses against the host (with the
+ * AddressRules it is handed), and runs "engine → persisted store → undo the engine change if saving fails". One
+ * lock, so no two changes interleave.
  *
  * Running config = persisted entries + temporary ones. A non-temporary change writes only the entries it named.
  * Removing an entry that is persisted but not running (or the other way round) is fine; one that is neither is
- * refused as a whole, and nothing is changed.
+ * missing: the request is refused as a whole and nothing changes, or, with `skipMissing`, the rest is removed and
+ * the missing ones are listed in the result.
  */
 import {
   addReflectAddresses,
@@ -17,13 +19,22 @@ import {
   type InterceptConfig,
   type ShieldPort,
 } from '../config/intercept-config.ts';
-import { checkPortMaps, mergePortMaps, portMapKey, portMapsFor, portMapsOf, type PortMap, type PortMapSpec } from '../config/port-maps.ts';
+import { checkPortMaps, mergePortMaps, portMapKey, portMapsFor, portMapsOf, removalMatches, type PortMap, type PortMapRemoval, type PortMapSpec } from '../config/port-maps.ts';
 import type { ConfigStore } from '../config/config-store.ts';
 import type { ChangeResult } from '../engine/types.ts';
 import { addressNotFound, portNotFound } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
+import type { AddressRules } from './address-rules.ts';
 import type { ControlEngine } from './control-engine.ts';
-import type { AddressAddResult } from './protocol.ts';
+import type { AddressAddResult, AddressRemoveResult, PortMapMissing, ShieldRemoveResult } from './protocol.ts';
+
+/** How a remove treats entries that are not there. */
+export interface RemoveOptions {
+  /** Change only the running engine, not the config file. */
+  temporary: boolean;
+  /** Remove what is there and list what is not, instead of refusing the whole request. */
+  skipMissing: boolean;
+}
 
 /** The addresses a request names, canonical, each once (E_INVALID_ADDRESS with details.address/rule). */
 function uniqueAddresses(addresses: readonly string[]): string[] {
@@ -41,6 +52,7 @@ export class ConfigChanges {
   constructor(
     private readonly engine: ControlEngine,
     private readonly store: ConfigStore,
+    private readonly validateAddress: AddressRules['validate'],
   ) {}
 
   /**
@@ -67,7 +79,7 @@ export class ConfigChanges {
       const warnings: AddressAddResult['warnings'] = [];
       // Every new address is checked against the host before anything changes (all or nothing).
       for (const address of added) {
-        for (const message of (await this.engine.validateAddress(address)).warnings) warnings.push({ address, message });
+        for (const message of (await this.validateAddress(address)).warnings) warnings.push({ address, message });
       }
       await this.change(
         next,
@@ -86,59 +98,61 @@ export class ConfigChanges {
 
   /**
    * Remove port maps (the addresses stay): `removals` name mapped ports, without a protocol meaning both. A map that
-   * is in neither the running config nor (unless temporary) the file refuses the whole request, changing nothing.
+   * is in neither the running config nor (unless temporary) the file is missing.
    */
-  removePortMaps(addresses: readonly string[], removals: readonly { port: number; protocol?: 'tcp' | 'udp' }[], temporary: boolean): Promise<{ removed: string[]; portMapsRemoved: PortMap[] }> {
+  removePortMaps(addresses: readonly string[], removals: readonly PortMapRemoval[], opts: RemoveOptions): Promise<AddressRemoveResult> {
     const wanted = uniqueAddresses(addresses);
-    const hit = (m: PortMap) => wanted.includes(m.address) && removals.some((r) => r.port === m.port && (r.protocol === undefined || r.protocol === m.protocol));
     return this.serialized(async () => {
       const running = this.engine.config();
       const persisted = this.store.config;
-      const missing: string[] = [];
-      for (const a of wanted) {
-        const have = [...portMapsFor(running, a), ...(temporary ? [] : portMapsFor(persisted, a))];
-        for (const r of removals) {
-          if (!have.some((m) => m.port === r.port && (r.protocol === undefined || m.protocol === r.protocol))) missing.push(`${a} ${r.port}${r.protocol ? `/${r.protocol}` : ''}`);
+      const missing: PortMapMissing[] = [];
+      const named: { address: string; removal: PortMapRemoval }[] = [];
+      for (const address of wanted) {
+        const have = [...portMapsFor(running, address), ...(opts.temporary ? [] : portMapsFor(persisted, address))];
+        for (const removal of removals) {
+          if (have.some((m) => removalMatches(removal, m))) named.push({ address, removal });
+          else missing.push({ address, port: removal.port, protocol: removal.protocol ?? 'both' });
         }
       }
-      if (missing.length) {
-        throw new RetroflectError(ErrorCode.PORT_NOT_FOUND, `No port map on ${missing.join(', ')}; nothing was removed.`, {
+      if (missing.length && !opts.skipMissing) {
+        const text = missing.map((m) => `${m.address} ${m.port}${m.protocol === 'both' ? '' : `/${m.protocol}`}`);
+        throw new RetroflectError(ErrorCode.PORT_NOT_FOUND, `No port map on ${text.join(', ')}; nothing was removed.`, {
           hint: "List the maps with 'retroflect address list'.",
-          details: { missing },
+          details: { missing: text },
         });
       }
+      const hit = (m: PortMap) => named.some((n) => n.address === m.address && removalMatches(n.removal, m));
       const removed = portMapsOf(running).filter(hit);
-      if (!temporary) for (const m of portMapsOf(persisted).filter(hit)) if (!removed.some((x) => portMapKey(x) === portMapKey(m))) removed.push(m);
+      if (!opts.temporary) for (const m of portMapsOf(persisted).filter(hit)) if (!removed.some((x) => portMapKey(x) === portMapKey(m))) removed.push(m);
       await this.change(
         { ...running, portMaps: portMapsOf(running).filter((m) => !hit(m)) },
-        temporary ? null : () => this.store.update((c) => (c.portMaps = portMapsOf(c).filter((m) => !hit(m)))),
+        opts.temporary || !named.length ? null : () => this.store.update((c) => (c.portMaps = portMapsOf(c).filter((m) => !hit(m)))),
       );
-      return { removed: [], portMapsRemoved: removed };
+      return { removed: [], missing: [], portMapsRemoved: removed, portMapsMissing: missing };
     });
   }
 
-  removeAddresses(addresses: readonly string[], temporary: boolean): Promise<{ removed: string[]; portMapsRemoved: PortMap[] }> {
+  removeAddresses(addresses: readonly string[], opts: RemoveOptions): Promise<AddressRemoveResult> {
     const wanted = uniqueAddresses(addresses);
     return this.serialized(async () => {
       const running = this.engine.config();
       const persistedConfig = this.store.config;
       const persisted = persistedConfig.reflectAddresses;
-      const missing = wanted.filter((a) => !running.reflectAddresses.includes(a) && (temporary || !persisted.includes(a)));
-      if (missing.length) {
-        throw addressNotFound(missing, temporary);
-      }
+      const missing = wanted.filter((a) => !running.reflectAddresses.includes(a) && (opts.temporary || !persisted.includes(a)));
+      if (missing.length && !opts.skipMissing) throw addressNotFound(missing, opts.temporary);
+      const gone = wanted.filter((a) => !missing.includes(a));
       await this.change(
         {
           ...running,
-          reflectAddresses: running.reflectAddresses.filter((a) => !wanted.includes(a)),
-          portMaps: portMapsOf(running).filter((m) => !wanted.includes(m.address)),
+          reflectAddresses: running.reflectAddresses.filter((a) => !gone.includes(a)),
+          portMaps: portMapsOf(running).filter((m) => !gone.includes(m.address)),
         },
-        temporary ? null : () => this.store.removeAddresses(wanted),
+        opts.temporary || !gone.length ? null : () => this.store.removeAddresses(gone),
       );
       // The maps of a removed address go with it; they are reported so nothing disappears silently.
-      const portMapsRemoved = portMapsOf(running).filter((m) => wanted.includes(m.address));
-      if (!temporary) for (const m of portMapsOf(persistedConfig).filter((x) => wanted.includes(x.address))) if (!portMapsRemoved.some((x) => portMapKey(x) === portMapKey(m))) portMapsRemoved.push(m);
-      return { removed: wanted, portMapsRemoved };
+      const portMapsRemoved = portMapsOf(running).filter((m) => gone.includes(m.address));
+      if (!opts.temporary) for (const m of portMapsOf(persistedConfig).filter((x) => gone.includes(x.address))) if (!portMapsRemoved.some((x) => portMapKey(x) === portMapKey(m))) portMapsRemoved.push(m);
+      return { removed: gone, missing, portMapsRemoved, portMapsMissing: [] };
     });
   }
 
@@ -159,22 +173,22 @@ export class ConfigChanges {
     });
   }
 
-  removeShieldPorts(ports: readonly ShieldPort[], temporary: boolean): Promise<{ removed: ShieldPort[] }> {
+  removeShieldPorts(ports: readonly ShieldPort[], opts: RemoveOptions): Promise<ShieldRemoveResult> {
     const wanted = uniquePorts(ports);
     return this.serialized(async () => {
       const running = this.engine.config();
       const runningKeys = new Set(running.shieldPorts.map(shieldKey));
       const persisted = new Set(this.store.config.shieldPorts.map(shieldKey));
-      const missing = wanted.filter((p) => !runningKeys.has(shieldKey(p)) && (temporary || !persisted.has(shieldKey(p))));
-      if (missing.length) {
-        throw portNotFound(missing.map(shieldKey), missing);
-      }
+      const missing = wanted.filter((p) => !runningKeys.has(shieldKey(p)) && (opts.temporary || !persisted.has(shieldKey(p))));
+      if (missing.length && !opts.skipMissing) throw portNotFound(missing.map(shieldKey), missing);
       const drop = new Set(wanted.map(shieldKey));
+      for (const p of missing) drop.delete(shieldKey(p));
+      const gone = wanted.filter((p) => drop.has(shieldKey(p)));
       await this.change(
         { ...running, shieldPorts: running.shieldPorts.filter((p) => !drop.has(shieldKey(p))) },
-        temporary ? null : () => this.store.removeShieldPorts(wanted),
+        opts.temporary || !gone.length ? null : () => this.store.removeShieldPorts(gone),
       );
-      return { removed: wanted };
+      return { removed: gone, missing };
     });
   }
 

@@ -8,7 +8,8 @@ import type net from 'node:net';
 import { badRequest as badRequestError, controlAccessDenied, internalError } from '../error-messages.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
 import { isAllowedPeer, peerCredentials } from './peer-credentials.ts';
-import type { MethodHandlers, Session, SubscriptionTopic } from './handlers.ts';
+import type { MethodHandlers } from './handlers.ts';
+import type { Session, SubscriptionTopic } from './session.ts';
 import type { CaptureSink, CaptureSubscription } from './capture-subscription.ts';
 import {
   MAX_ID_CHARS,

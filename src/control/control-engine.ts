@@ -12,8 +12,6 @@ export interface ControlEngine {
   config(): InterceptConfig;
   /** Move the running engine to `next` (host state and data plane). */
   reconfigure(next: InterceptConfig): Promise<void>;
-  /** Host validation of a reflect address about to be added; throws RetroflectError when unusable. */
-  validateAddress(address: string): Promise<{ warnings: string[] }>;
   stats(): Promise<EngineStats>;
   flows(): FlowRecord[];
   stop(): Promise<void>;

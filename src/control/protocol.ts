@@ -5,7 +5,7 @@
 import type { ErrorCode } from '../errors.ts';
 import type { InterceptConfig, ShieldPort } from '../config/intercept-config.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
-import type { PortMap, PortMapSpec } from '../config/port-maps.ts';
+import type { PortMap, PortMapProtocol, PortMapSpec } from '../config/port-maps.ts';
 
 /** The only protocol version this code speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -107,6 +107,34 @@ export interface AddressAddResult {
   persisted: string[];
 }
 
+/** A map `address.remove` named that the address does not have (`protocol: 'both'`: neither protocol's). */
+export interface PortMapMissing {
+  address: string;
+  port: number;
+  protocol: PortMapProtocol | 'both';
+}
+
+/**
+ * `address.remove`. Without `skipMissing` a missing entry refuses the whole request, so `missing` and
+ * `portMapsMissing` are empty; with it, what was there is removed and what was not is listed, per item.
+ */
+export interface AddressRemoveResult {
+  /** Addresses removed (canonical); with `maps` none: the addresses stay. */
+  removed: string[];
+  /** Addresses that were not there (neither running nor, unless temporary, in the config file). */
+  missing: string[];
+  /** Maps that went: those named by `maps`, or every map of a removed address. */
+  portMapsRemoved: PortMap[];
+  /** With `maps`: the named maps that were not there. */
+  portMapsMissing: PortMapMissing[];
+}
+
+/** `shield.remove`, per item as `address.remove`: `missing` is empty unless `skipMissing` was given. */
+export interface ShieldRemoveResult {
+  removed: ShieldPort[];
+  missing: ShieldPort[];
+}
+
 export interface AddressTestReason {
   code: ErrorCode;
   rule: string | null;
@@ -136,12 +164,11 @@ export interface MethodResults {
   status: EngineStatus;
   'address.list': { addresses: AddressEntry[] };
   'address.add': AddressAddResult;
-  /** With `maps`: only those maps were removed (`removed` is then empty, the addresses stay). */
-  'address.remove': { removed: string[]; portMapsRemoved: PortMap[] };
+  'address.remove': AddressRemoveResult;
   'address.test': AddressTestResult;
   'shield.list': { ports: ShieldEntry[] };
   'shield.add': { added: ShieldPort[]; existing: ShieldPort[]; persisted: ShieldPort[] };
-  'shield.remove': { removed: ShieldPort[] };
+  'shield.remove': ShieldRemoveResult;
   stats: EngineStats;
   flows: { flows: FlowRecord[] };
   'config.get': ConfigGetResult;
@@ -172,22 +199,25 @@ export interface CaptureEndParams {
 
 export type MethodName = keyof MethodResults;
 
-export const METHODS: readonly MethodName[] = [
-  'hello',
-  'status',
-  'address.list',
-  'address.add',
-  'address.remove',
-  'address.test',
-  'shield.list',
-  'shield.add',
-  'shield.remove',
-  'stats',
-  'flows',
-  'config.get',
-  'stop',
-  'subscribe',
-  'unsubscribe',
-  'capture.start',
-  'capture.stop',
-];
+/** Every method once, in the order hello lists them; a method of MethodResults missing here fails to compile. */
+const METHOD_ORDER: Record<MethodName, true> = {
+  hello: true,
+  status: true,
+  'address.list': true,
+  'address.add': true,
+  'address.remove': true,
+  'address.test': true,
+  'shield.list': true,
+  'shield.add': true,
+  'shield.remove': true,
+  stats: true,
+  flows: true,
+  'config.get': true,
+  stop: true,
+  subscribe: true,
+  unsubscribe: true,
+  'capture.start': true,
+  'capture.stop': true,
+};
+
+export const METHODS: readonly MethodName[] = Object.keys(METHOD_ORDER) as MethodName[];

@@ -1,14 +1,17 @@
 /**
  * The engine's control server (docs/protocol.md): puts together the endpoint (endpoint-address.ts: where it is;
- * endpoint-listen.ts: taking it safely, who may connect), one `Connection` per client (connection.ts: framing, access, subscriptions) and the method handlers
- * (handlers.ts: every method; changes through config-changes.ts, persisted in the ConfigStore).
+ * endpoint-listen.ts: taking it safely, who may connect), one `Connection` per client (connection.ts: framing,
+ * access, subscriptions) and the method handlers (handlers.ts: the method table; changes through config-changes.ts,
+ * persisted in the ConfigStore). The host's address rules come in with the options, so the control layer never asks
+ * the platform for them.
  */
 import net from 'node:net';
 import { ConfigStore } from '../config/config-store.ts';
 import { Connection } from './connection.ts';
 import type { ControlEngine } from './control-engine.ts';
 import { listenOn, prepareEndpoint, TokenFile } from './endpoint-listen.ts';
-import { MethodHandlers, type AddressValidator } from './handlers.ts';
+import type { AddressRules } from './address-rules.ts';
+import { MethodHandlers } from './handlers.ts';
 import { resolveEndpoint, type ControlEndpoint } from './endpoint-address.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { FIRST_REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS, LINE_TIMEOUT_MS, MAX_CONNECTIONS, type AuthMode } from './protocol.ts';
@@ -29,8 +32,8 @@ export interface ControlServerOptions {
   log?: (message: string) => void;
   /** Default: 'token' on Windows, 'peer-credentials' elsewhere. Tests run token mode on Linux too. */
   auth?: AuthMode;
-  /** Host validation for address.test (default: platform/validate-address.ts). */
-  validateAddress?: AddressValidator;
+  /** The host's reflect-address rules: address.add validates with them, address.test reports them. */
+  addressRules: AddressRules;
   /** Timeouts, shortened by tests. */
   firstRequestTimeoutMs?: number;
   idleTimeoutMs?: number;
@@ -51,7 +54,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const ep = resolveEndpoint(opts.pipeName);
   const auth: AuthMode = opts.auth ?? (process.platform === 'win32' ? 'token' : 'peer-credentials');
   const store = opts.configStore ?? (opts.configPath ? ConfigStore.open(opts.configPath) : ConfigStore.inMemory());
-  const handlers = new MethodHandlers(opts.engine, store, { validateAddress: opts.validateAddress, log });
+  const handlers = new MethodHandlers(opts.engine, store, { addressRules: opts.addressRules, log });
   const connections = new Set<Connection>();
   let token: TokenFile | null = null;
   let closed = false;

@@ -3,8 +3,7 @@
  * Hot path: `outbound` and `inbound` allocate nothing and never throw (the packet core reports malformed packets by
  * code). `configure` runs only when the config changes and may allocate.
  */
-import { DropCause } from '../capture/record.ts';
-import { Verdict } from '../packet-sources/packet-source.ts';
+import { DropCause, Verdict } from '../packet/verdicts.ts';
 import { ReflectAddressSet, type ReflectAddressEntry } from '../packet/address-set.ts';
 import { hasAddresses, IpProto, ParsedPacket, parsePacket } from '../packet/parse.ts';
 import { reflectPacket } from '../packet/reflect.ts';

@@ -29,16 +29,9 @@ import { createPacketWorker } from './worker-entry.ts';
 import { CaptureHub } from '../capture/hub.ts';
 import type { CapturePort } from '../capture/port.ts';
 
-export interface AddressValidation {
-  address: string;
-  warnings: string[];
-}
-
 export interface EngineOptions {
   config: InterceptConfig;
   backend: HostBackend;
-  /** Host validation of a reflect address (platform/validate-address.ts); throws RetroflectError when unusable. */
-  validateAddress: (address: string) => Promise<AddressValidation>;
   pipeName?: string | null;
   configPath?: string | null;
   flowCapacity?: number;
@@ -281,11 +274,6 @@ export class Engine extends EventEmitter {
       this.assertRunning();
       await this.transition(next);
     });
-  }
-
-  /** Host validation of a reflect address about to be added (platform/validate-address.ts): throws when unusable. */
-  validateAddress(address: string): Promise<AddressValidation> {
-    return this.opts.validateAddress(address);
   }
 
   config(): InterceptConfig {

@@ -7,7 +7,7 @@
  * packet can never be decided under a config older than the route that brought it here.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { FirewallDropCause, Verdict, type FirewallDropSink, type PacketSource } from '../packet-sources/packet-source.ts';
+import type { FirewallDropSink, PacketSource } from '../packet-sources/packet-source.ts';
 import { createPacketSource } from '../packet-sources/registry.ts';
 import { EngineCounters } from './counters.ts';
 import { Dataplane } from './dataplane.ts';
@@ -15,7 +15,7 @@ import { FlowTable } from './flow-table.ts';
 import { isRetroflectError } from '../errors.ts';
 import { CaptureTaps } from '../capture/tap.ts';
 import { captureInterest } from '../capture/filter.ts';
-import { DropCause } from '../capture/record.ts';
+import { DropCause, FirewallDropCause, Verdict } from '../packet/verdicts.ts';
 import { ParsedPacket, parsePacket } from '../packet/parse.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 

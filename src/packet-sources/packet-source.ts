@@ -1,22 +1,14 @@
 /**
- * The contract every packet backend implements (one folder per backend: tun/, windivert/; registry.ts picks one),
+ * The contract every packet backend implements (one folder per backend: tun/, windivert/, and memory/ for tests and
+ * development; registry.ts picks one),
  * in the shape of mitmproxy_rs's `packet_sources`. A backend has two halves:
  *  - `HostBackend` runs in the main thread: it prepares the host (device, routes, firewall rules), applies live
  *    changes to that host state, and undoes all of it on stop — including leftovers of a run that was killed.
  *  - `PacketSource` runs in the worker thread: it receives batches of packets and sends them back by verdict.
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
-
-/** Verdicts the data plane gives each packet (see engine/dataplane.ts). */
-export const Verdict = {
-  /** Addresses were swapped in place: send it back into this host as inbound. */
-  Reflect: 1,
-  /** Not ours: send it on unchanged, in its original direction. */
-  Pass: 2,
-  /** Shielded or malformed: do not send it at all. */
-  Drop: 3,
-} as const;
-export type Verdict = (typeof Verdict)[keyof typeof Verdict];
+import type { CaptureInterest } from '../packet/capture-interest.ts';
+import type { FirewallDropCause } from '../packet/verdicts.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
 export interface PacketBatch {
@@ -28,7 +20,7 @@ export interface PacketBatch {
   outbound: Uint8Array;
   /** The OS index of the interface it leaves through or arrived on (TUN: the device; WinDivert: IfIdx); 0 = unknown. */
   ifIndex: Uint32Array;
-  /** Filled by the worker loop with `Verdict` values. */
+  /** Filled by the worker loop with `Verdict` values (packet/verdicts.ts). */
   verdict: Uint8Array;
   /**
    * 1 = the packet's TCP/UDP checksum is offloaded: the field holds only the pseudo-header sum and the rest is
@@ -91,24 +83,6 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
 }
 
 /**
- * The union of the running captures' filters, for a backend that must decide which packets the taps get to see: a
- * packet is wanted when reflected packets are wanted, its protocol bit is set, its source or destination is in
- * `addresses` (null: any) and, for TCP/UDP, a port is in `ports` (null: any; a port filter never matches ICMP).
- */
-export interface CaptureInterest {
-  reflected: boolean;
-  /** Bits 1 tcp, 2 udp, 4 icmp, 8 other. */
-  protocols: number;
-  /** Raw address bytes (4 or 16 each), or null for any address. */
-  addresses: Uint8Array[] | null;
-  ports: number[] | null;
-}
-
-/** Why the host firewall dropped a packet reported to an `observeFirewallDrops` sink. */
-export const FirewallDropCause = { ShieldPort: 1, ForgedSource: 2 } as const;
-export type FirewallDropCause = (typeof FirewallDropCause)[keyof typeof FirewallDropCause];
-
-/**
  * An inbound packet the host firewall dropped: its IP bytes are `buf[off, off + len)`, the interface it arrived on
  * (0: unknown), `timeMs` since the epoch.
  */
@@ -169,7 +143,7 @@ export interface EbpfSourceInit {
   logFd: number;
   logGroup: number;
   ifIndex: number;
-  /** The program's settings, capture_addrs and capture_ports maps (worker: what the captures want, see watchCaptures). */
+  /** The program's settings, capture_addrs and capture_ports maps (worker: what captures want, see watchCaptures). */
   captureMapFds: { settings: number; addresses: number; ports: number };
 }
 
@@ -178,11 +152,27 @@ export interface EbpfSourceUpdate {
   kind: 'ebpf';
 }
 
+/** Memory (tests and development): the two shared packet queues (memory/queue.ts) and their slot size. */
+export interface MemorySourceInit {
+  kind: 'memory';
+  /** Packets handed to the backend, as a driver would (the worker reads them). */
+  stack: SharedArrayBuffer;
+  /** Packets the backend sent back (the worker writes them). */
+  wire: SharedArrayBuffer;
+  packetBytes: number;
+}
+
+/** Memory: a live change changes nothing in the queues. */
+export interface MemorySourceUpdate {
+  kind: 'memory';
+}
+
 /** Per backend kind: what `start()` and `apply()` hand the worker. Adding a backend adds a row here. */
 export interface SourceMessages {
   tun: { init: TunSourceInit; update: TunSourceUpdate };
   ebpf: { init: EbpfSourceInit; update: EbpfSourceUpdate };
   windivert: { init: WinDivertSourceInit; update: WinDivertSourceUpdate };
+  memory: { init: MemorySourceInit; update: MemorySourceUpdate };
 }
 
 export type BackendKind = keyof SourceMessages;
@@ -196,7 +186,7 @@ export interface ShieldCount {
   bytes: number;
 }
 
-/** Drop counts a host firewall keeps instead of the data plane (Linux nft, see tun/nftables.ts). */
+/** Drop counts a host firewall keeps instead of the data plane (Linux nft, see platform/linux/nftables.ts). */
 export interface FirewallCounters {
   /** Per shield port, keyed "8080/tcp". */
   shield: Map<string, ShieldCount>;

@@ -3,6 +3,10 @@
  * `createPacketSource` (worker thread, by the `kind` of the init message the host half produced). Each backend's
  * module is imported only when it is used: the WinDivert binding must not load on Linux, nor libc on Windows.
  *
+ * This file and packet-source.ts (the contract) are the public face of packet-sources/: layers above import a
+ * backend's files only through here (test/structure/imports.test.ts enforces it). What they may know of a backend
+ * beyond the contract (its defaults and limits for options and help texts) is re-exported below.
+ *
  * Adding a backend: a folder next to tun/ and windivert/, its message types in packet-source.ts (SourceMessages),
  * and one case in each switch below.
  */
@@ -10,6 +14,9 @@ import type { InterceptConfig } from '../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import type { BackendKind, HostBackend, PacketSource, SourceInit } from './packet-source.ts';
 import { buildWinDivertFilter } from './windivert/filter.ts';
+
+/** WinDivert's priority DEFAULT/MIN/MAX, for `--priority` (the limits module loads no binding: safe everywhere). */
+export { WINDIVERT_PRIORITY } from './windivert/limits.ts';
 
 /** Linux backends `--backend` chooses from; without it: ebpf where it loads, else tun. */
 export const LINUX_BACKENDS = ['ebpf', 'tun'] as const;
@@ -24,20 +31,23 @@ export interface BackendOptions {
   onFallback?: (reason: string) => void;
   /** Windows: folder with WinDivert.dll (else RETROFLECT_WINDIVERT_DIR, the executable's folder, the install folder). */
   windivertDir?: string;
-  /** Windows: WinDivert priority. */
+  /** Windows: WinDivert priority (WINDIVERT_PRIORITY). */
   priority?: number;
 }
 
-/** The backend each platform uses by default (Linux: ebpf, or tun when it cannot load or `--backend tun`). The only
- *  place that branches on the platform for the data path. */
-const PLATFORM_BACKEND: Partial<Record<NodeJS.Platform, BackendKind>> = { win32: 'windivert', linux: 'ebpf' };
+/**
+ * The backend each platform uses by default (Linux: ebpf, or tun when its program cannot load or `--backend tun`).
+ * The only place that branches on the platform for the data path. The memory backend (memory/) is no platform's:
+ * tests and tools construct its host half (MemoryHostBackend) themselves.
+ */
+const PLATFORM_BACKEND: Partial<Record<NodeJS.Platform, Exclude<BackendKind, 'memory'>>> = { win32: 'windivert', linux: 'ebpf' };
 
 /** Main-thread half for this platform. */
 export async function createHostBackend(opts: BackendOptions, platform: NodeJS.Platform = process.platform): Promise<HostBackend> {
   const kind = PLATFORM_BACKEND[platform];
   switch (kind) {
     case 'windivert': {
-      const { WinDivertHostBackend } = await import('./windivert/windivert.ts');
+      const { WinDivertHostBackend } = await import('./windivert/host.ts');
       return new WinDivertHostBackend({ windivertDir: opts.windivertDir, priority: opts.priority });
     }
     case 'ebpf': {
@@ -60,7 +70,7 @@ export async function createHostBackend(opts: BackendOptions, platform: NodeJS.P
 
 /** `fallbackReason`: why the default ebpf backend was not used; `status` shows it as backendInfo.ebpfUnavailable. */
 async function tunBackend(opts: BackendOptions, fallbackReason: string | null): Promise<HostBackend> {
-  const { TunHostBackend } = await import('./tun/tun.ts');
+  const { TunHostBackend } = await import('./tun/host.ts');
   const tun = new TunHostBackend({ deviceName: opts.deviceName });
   if (fallbackReason !== null) {
     const facts = tun.describe.bind(tun);
@@ -78,11 +88,13 @@ async function ebpfBackend(opts: BackendOptions): Promise<HostBackend> {
 export async function createPacketSource(init: SourceInit, cfg: InterceptConfig): Promise<PacketSource> {
   switch (init.kind) {
     case 'tun':
-      return (await import('./tun/tun.ts')).createTunPacketSource(init, cfg);
+      return (await import('./tun/source.ts')).createTunPacketSource(init, cfg);
     case 'windivert':
-      return (await import('./windivert/windivert.ts')).createWinDivertPacketSource(init, cfg);
+      return (await import('./windivert/source.ts')).createWinDivertPacketSource(init, cfg);
     case 'ebpf':
       return (await import('./ebpf/source.ts')).createEbpfPacketSource(init, cfg);
+    case 'memory':
+      return (await import('./memory/source.ts')).createMemoryPacketSource(init, cfg);
   }
 }
 

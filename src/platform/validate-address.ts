@@ -190,6 +190,16 @@ export async function validateReflectAddress(input: string, host: HostFacts = sy
   return { address: r.address!, warnings: r.warnings, route: r.route };
 }
 
+/**
+ * This host's rules as one value, the shape the control server takes (control/address-rules.ts): `retroflect run`
+ * hands it over, so the control layer never imports this module.
+ */
+export const hostAddressRules = {
+  validate: (address: string): Promise<AddressValidationResult> => validateReflectAddress(address),
+  check: (input: string) => checkReflectAddress(input),
+  suggest: (family: 4 | 6, exclude: readonly string[]) => suggestReflectAddress(family, undefined, exclude),
+};
+
 /** Documentation ranges (RFC 5737, RFC 3849): never real hosts, so reflecting one hides nothing. In order of use. */
 export const SUGGESTION_CANDIDATES: Record<4 | 6, string[]> = {
   4: ['192.0.2.1', '198.51.100.1', '203.0.113.1', '192.0.2.254', '198.51.100.254', '203.0.113.254'],

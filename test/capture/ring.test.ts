@@ -18,12 +18,12 @@ import { packetComment, summarize } from '../../src/capture/summary.ts';
 import { CaptureTaps } from '../../src/capture/tap.ts';
 import { EngineCounters } from '../../src/engine/counters.ts';
 import { Dataplane } from '../../src/engine/dataplane.ts';
-import { Verdict } from '../../src/packet-sources/packet-source.ts';
+import { Verdict } from '../../src/packet/verdicts.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
 import { isRetroflectError } from '../../src/errors.ts';
 import { run } from '../helpers/netns.ts';
 import { rng } from '../helpers/rng.ts';
-import { icmpMessage, ipv4, ipv6, tcpSegment, udpDatagram } from '../packet/build.ts';
+import { icmpMessage, ipv4, ipv6, tcpSegment, udpDatagram } from '../helpers/packet-builders.ts';
 
 const L4 = '198.51.100.2';
 const R4 = '192.0.2.1';

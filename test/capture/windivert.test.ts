@@ -14,10 +14,11 @@ import { after, before, describe, test } from 'node:test';
 import { buildInterceptConfig } from '../../src/config/intercept-config.ts';
 import { ControlClient } from '../../src/control/client.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
+import { testAddressRules } from '../helpers/address-rules.ts';
 import { Engine } from '../../src/engine/engine.ts';
-import { WinDivertHostBackend } from '../../src/packet-sources/windivert/windivert.ts';
+import { WinDivertHostBackend } from '../../src/packet-sources/windivert/host.ts';
 import { isRetroflectError } from '../../src/errors.ts';
-import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, outboundAddr, packet } from '../packet-sources/windivert/double.ts';
+import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, outboundAddr, packet } from '../helpers/windivert-double.ts';
 import { run } from '../helpers/netns.ts';
 
 const { double } = loadDouble();
@@ -36,9 +37,8 @@ describe('capture through the WinDivert backend (test double)', { timeout: 60_00
     engine = await Engine.start({
       config: buildInterceptConfig([R4], ['8080/tcp']),
       backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH }),
-      validateAddress: async (address) => ({ address, warnings: [] }),
     });
-    server = await startControlServer({ engine, pipeName: pipe, configPath: null });
+    server = await startControlServer({ addressRules: testAddressRules, engine, pipeName: pipe, configPath: null });
   });
 
   after(async () => {

@@ -1,6 +1,6 @@
 /**
  * The CLI client commands as a script sees them: a real `retroflect` process, a real socket, stdout JSON and exit
- * codes. The engine behind the socket is the in-memory stand-in (test/control/in-memory-engine.ts).
+ * codes. The engine behind the socket is the in-memory stand-in (test/helpers/in-memory-engine.ts).
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigStore } from '../../src/config/config-store.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { testAddressRules } from '../helpers/address-rules.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'rft-cli-'));
@@ -28,7 +29,7 @@ function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr:
 }
 
 before(async () => {
-  server = await startControlServer({ engine, pipeName: sock, configStore: ConfigStore.open(configPath) });
+  server = await startControlServer({ addressRules: testAddressRules, engine, pipeName: sock, configStore: ConfigStore.open(configPath) });
 });
 after(async () => {
   await server.close();
@@ -48,7 +49,7 @@ it('address add/list/remove with --json print the protocol result and exit 0', a
   const list = await cli('address', 'list', '--pipe', sock);
   assert.match(list.stdout, /192\.0\.2\.7\s.*no \(temporary\)/);
   const rm = await cli('address', 'remove', '2001:db8::5', '--pipe', sock, '--json');
-  assert.deepEqual(JSON.parse(rm.stdout), { removed: ['2001:db8::5'], portMapsRemoved: [] });
+  assert.deepEqual(JSON.parse(rm.stdout), { removed: ['2001:db8::5'], missing: [], portMapsRemoved: [], portMapsMissing: [] });
 });
 
 it('errors: not found → 9, invalid address → 4, invalid port → 4, each with a JSON error document', async () => {
@@ -104,4 +105,25 @@ it('address add --map / remove --map: maps persisted and listed; a conflicting m
   assert.deepEqual(JSON.parse(readFileSync(configPath, 'utf8')).reflectAddresses.at(-1), { address: '203.0.113.20', portMaps: ['443=8443/tcp'] });
   const missing = await cli('address', 'remove', '203.0.113.20', '--map', '80', '--pipe', sock);
   assert.equal(missing.code, 9);
+});
+
+it('remove --skip-missing: removes what is there (running or only in the config file), lists the rest, exit 0', async () => {
+  assert.equal((await cli('address', 'add', '192.0.2.31', '192.0.2.32', '--pipe', sock)).code, 0);
+  // 192.0.2.32 leaves the running engine but stays in the config file: still there to remove.
+  assert.equal((await cli('address', 'remove', '192.0.2.32', '--temporary', '--pipe', sock)).code, 0);
+  const rm = await cli('address', 'remove', '192.0.2.31', '192.0.2.32', '192.0.2.33', '--skip-missing', '--pipe', sock);
+  assert.equal(rm.code, 0, rm.stderr);
+  assert.match(rm.stdout, /Removed 192\.0\.2\.31, 192\.0\.2\.32\./);
+  assert.match(rm.stdout, /Not present: 192\.0\.2\.33/);
+  const saved = JSON.parse(readFileSync(configPath, 'utf8')).reflectAddresses as unknown[];
+  assert.ok(!saved.includes('192.0.2.31') && !saved.includes('192.0.2.32'), JSON.stringify(saved));
+  const none = await cli('address', 'remove', '192.0.2.33', '--skip-missing', '--pipe', sock, '--json');
+  assert.deepEqual(JSON.parse(none.stdout), { removed: [], missing: ['192.0.2.33'], portMapsRemoved: [], portMapsMissing: [] });
+
+  assert.equal((await cli('shield', 'add', '7070/tcp', '--pipe', sock)).code, 0);
+  const sh = await cli('shield', 'remove', '7070', '--skip-missing', '--pipe', sock, '--json');
+  assert.equal(sh.code, 0, sh.stderr);
+  assert.deepEqual(JSON.parse(sh.stdout), { removed: [{ port: 7070, protocol: 'tcp' }], missing: [{ port: 7070, protocol: 'udp' }] });
+  const strict = await cli('shield', 'remove', '7070/tcp', '--pipe', sock);
+  assert.equal(strict.code, 9, 'without --skip-missing a missing port still refuses the request');
 });

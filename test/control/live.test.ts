@@ -188,7 +188,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
 
       const rm = await engine!.cli(['address', 'remove', addr]);
       assert.equal(rm.code, 0, rm.stdout + rm.stderr);
-      assert.deepEqual(rm.json, { removed: [addr], portMapsRemoved: [] });
+      assert.deepEqual(rm.json, { removed: [addr], missing: [], portMapsRemoved: [], portMapsMissing: [] });
       const gone = await probe(t.a, 'tcp', addr, PEER_TCP, 1500);
       assert.equal(gone.ok, false, `still reflected after remove: ${JSON.stringify(gone)}`);
       ctx.diagnostic(`${addr} after remove: ${gone.error}`);
@@ -217,7 +217,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     assert.deepEqual(await probe(t.b, 'tcp', t.a4, PEER_TCP, 1500), { ok: false, error: 'timeout' });
     assert.deepEqual(await probe(t.a, 'tcp', '192.0.2.1', PEER_TCP), { ok: true, reply: 'peer=192.0.2.1' }, 'reflected traffic passes a shield');
     const rm = await engine!.cli(['shield', 'remove', `${PEER_TCP}/tcp`, '--temporary']);
-    assert.deepEqual(rm.json, { removed: [{ port: PEER_TCP, protocol: 'tcp' }] });
+    assert.deepEqual(rm.json, { removed: [{ port: PEER_TCP, protocol: 'tcp' }], missing: [] });
     assert.deepEqual(await probe(t.b, 'tcp', t.a4, PEER_TCP), { ok: true, reply: `peer=${t.b4}` });
   });
 

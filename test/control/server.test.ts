@@ -1,6 +1,6 @@
 /**
  * Control server over a real Unix socket (in a private temp directory, never /run), driven by raw sockets and by
- * ControlClient. The engine is the in-memory stand-in (in-memory-engine.ts); the real engine is in live.test.ts.
+ * ControlClient. The engine is the in-memory stand-in (test/helpers/in-memory-engine.ts); the real engine is in live.test.ts.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,10 +12,11 @@ import { join } from 'node:path';
 import { ConfigStore } from '../../src/config/config-store.ts';
 import { ControlClient } from '../../src/control/client.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
+import { testAddressRules } from '../helpers/address-rules.ts';
 import { MAX_LINE_BYTES } from '../../src/control/protocol.ts';
 import { pcapngHeader } from '../../src/capture/pcapng.ts';
 import { RetroflectError } from '../../src/errors.ts';
-import { InMemoryEngine } from './in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const base = mkdtempSync(join(tmpdir(), 'rft-ctl-'));
 let n = 0;
@@ -59,7 +60,7 @@ async function start(opts: Partial<Parameters<typeof startControlServer>[0]> = {
   const engine = new InMemoryEngine();
   const configPath = join(dir, 'config.json');
   const store = ConfigStore.open(configPath);
-  const server = await startControlServer({ engine, pipeName: join(dir, 'ctl.sock'), configStore: store, ...opts });
+  const server = await startControlServer({ addressRules: testAddressRules, engine, pipeName: join(dir, 'ctl.sock'), configStore: store, ...opts });
   return { dir, engine, store, server, configPath, path: join(dir, 'ctl.sock') };
 }
 
@@ -233,7 +234,7 @@ describe('changes and persistence', () => {
         if (fail) throw Object.assign(new Error('injected: disk full'), { code: 'ENOSPC' });
       },
     });
-    const server = await startControlServer({ engine, pipeName: join(dir, 's.sock'), configStore: store });
+    const server = await startControlServer({ addressRules: testAddressRules, engine, pipeName: join(dir, 's.sock'), configStore: store });
     const c = await ControlClient.connect({ pipe: join(dir, 's.sock') });
     try {
       await c.call('address.add', { addresses: ['192.0.2.1'] });
@@ -372,21 +373,21 @@ describe('socket path safety', () => {
   it('refuses a directory that is not private, a symlinked directory, and a non-socket at the path', async () => {
     const open = freshDir();
     chmodSync(open, 0o755);
-    await assert.rejects(startControlServer({ engine: new InMemoryEngine(), pipeName: join(open, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
+    await assert.rejects(startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: join(open, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
     const real = freshDir();
     const link = join(base, `link${n++}`);
     symlinkSync(real, link);
-    await assert.rejects(startControlServer({ engine: new InMemoryEngine(), pipeName: join(link, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
+    await assert.rejects(startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: join(link, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
     const d = freshDir();
     writeFileSync(join(d, 's.sock'), 'precious');
-    await assert.rejects(startControlServer({ engine: new InMemoryEngine(), pipeName: join(d, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
+    await assert.rejects(startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: join(d, 's.sock') }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
     assert.equal(readFileSync(join(d, 's.sock'), 'utf8'), 'precious');
   });
 
   it('creates a missing directory 0700 and the socket 0600; removes the socket on close', async () => {
     const parent = freshDir();
     const p = join(parent, 'sub', 's.sock');
-    const server = await startControlServer({ engine: new InMemoryEngine(), pipeName: p });
+    const server = await startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: p });
     assert.equal(statSync(join(parent, 'sub')).mode & 0o777, 0o700);
     assert.equal(lstatSync(p).mode & 0o777, 0o600);
     await server.close();
@@ -395,7 +396,7 @@ describe('socket path safety', () => {
 
   it('a second server on the same path gets E_ALREADY_RUNNING; a stale socket is replaced', async () => {
     const s = await start();
-    await assert.rejects(startControlServer({ engine: new InMemoryEngine(), pipeName: s.path }), (e: RetroflectError) => e.code === 'E_ALREADY_RUNNING');
+    await assert.rejects(startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: s.path }), (e: RetroflectError) => e.code === 'E_ALREADY_RUNNING');
     await s.server.close();
     // A stale socket: a process that listened there and was killed (no cleanup).
     const d = freshDir();
@@ -405,7 +406,7 @@ describe('socket path safety', () => {
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     assert.ok(lstatSync(p).isSocket());
-    const server = await startControlServer({ engine: new InMemoryEngine(), pipeName: p });
+    const server = await startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: p });
     const c = await ControlClient.connect({ pipe: p });
     assert.equal((await c.call('status')).state, 'running');
     c.close();
@@ -436,5 +437,102 @@ describe('socket path safety', () => {
 
   it('no server → E_ENGINE_NOT_RUNNING with a hint', async () => {
     await assert.rejects(ControlClient.connect({ pipe: join(freshDir(), 'none.sock') }), (e: RetroflectError) => e.code === 'E_ENGINE_NOT_RUNNING' && e.exitCode === 7 && /retroflect run/.test(e.hint ?? ''));
+  });
+});
+
+describe('remove with skipMissing: per item what went and what was not there', () => {
+  let s: Awaited<ReturnType<typeof start>>;
+  let client: ControlClient;
+  before(async () => {
+    s = await start();
+    client = await ControlClient.connect({ pipe: s.path });
+  });
+  after(async () => {
+    client?.close();
+    await s?.server.close();
+  });
+
+  it('addresses: running and config-only ones go, missing ones are listed; without it a missing one still refuses all', async () => {
+    await client.call('address.add', { addresses: ['192.0.2.41', '192.0.2.42', '192.0.2.43'], maps: ['80=8080/tcp'] });
+    await client.call('address.remove', { addresses: ['192.0.2.42'], temporary: true });
+    await assert.rejects(client.call('address.remove', { addresses: ['192.0.2.41', '192.0.2.49'] }), (e: RetroflectError) => e.code === 'E_ADDRESS_NOT_FOUND');
+    assert.ok(s.engine.cfg.reflectAddresses.includes('192.0.2.41'), 'refused as a whole');
+    const r = await client.call('address.remove', { addresses: ['192.0.2.41', '192.0.2.42', '192.0.2.49', '2001:DB8::49'], skipMissing: true });
+    assert.deepEqual(r.removed, ['192.0.2.41', '192.0.2.42']);
+    assert.deepEqual(r.missing, ['192.0.2.49', '2001:db8::49'], 'canonical, one per address');
+    assert.deepEqual(r.portMapsRemoved.map((m) => `${m.address} ${m.port}/${m.protocol}`), ['192.0.2.41 80/tcp', '192.0.2.42 80/tcp']);
+    assert.deepEqual(s.engine.cfg.reflectAddresses, ['192.0.2.43']);
+    assert.deepEqual(JSON.parse(readFileSync(s.configPath, 'utf8')).reflectAddresses, [{ address: '192.0.2.43', portMaps: ['80=8080/tcp'] }]);
+    // Temporary: only running addresses count; 192.0.2.43 is running, nothing else is there.
+    const t = await client.call('address.remove', { addresses: ['192.0.2.49'], temporary: true, skipMissing: true });
+    assert.deepEqual([t.removed, t.missing], [[], ['192.0.2.49']]);
+  });
+
+  it('port maps: those there go (the address stays), each missing one is listed with its protocol or both', async () => {
+    const before = s.engine.calls.length;
+    const r = await client.call('address.remove', { addresses: ['192.0.2.43'], maps: ['80', '443/udp'], skipMissing: true });
+    assert.deepEqual(r.removed, []);
+    assert.deepEqual(r.portMapsRemoved, [{ address: '192.0.2.43', protocol: 'tcp', port: 80, target: 8080 }]);
+    assert.deepEqual(r.portMapsMissing, [{ address: '192.0.2.43', port: 443, protocol: 'udp' }]);
+    assert.ok(s.engine.cfg.reflectAddresses.includes('192.0.2.43'));
+    assert.equal(s.engine.calls.length, before + 1);
+    const none = await client.call('address.remove', { addresses: ['192.0.2.43'], maps: [80], skipMissing: true });
+    assert.deepEqual(none.portMapsMissing, [{ address: '192.0.2.43', port: 80, protocol: 'both' }]);
+    assert.equal(s.engine.calls.length, before + 1, 'nothing there: the engine is not touched');
+    await assert.rejects(client.call('address.remove', { addresses: ['192.0.2.43'], maps: [80] }), (e: RetroflectError) => e.code === 'E_PORT_NOT_FOUND');
+  });
+
+  it('shield ports: a spec for both protocols removes the one there and lists the other; a config-only port counts', async () => {
+    await client.call('shield.add', { ports: ['8081/tcp', '8082/udp'] });
+    await client.call('shield.remove', { ports: ['8082/udp'], temporary: true });
+    const r = await client.call('shield.remove', { ports: ['8081', '8082/udp'], skipMissing: true });
+    assert.deepEqual(r.removed, [{ port: 8081, protocol: 'tcp' }, { port: 8082, protocol: 'udp' }]);
+    assert.deepEqual(r.missing, [{ port: 8081, protocol: 'udp' }]);
+    assert.deepEqual(JSON.parse(readFileSync(s.configPath, 'utf8')).shieldPorts, []);
+    await assert.rejects(client.call('shield.remove', { ports: ['8081/tcp'] }), (e: RetroflectError) => e.code === 'E_PORT_NOT_FOUND');
+    await assert.rejects(client.call('shield.remove', { ports: ['8081/tcp'], skipMissing: 'yes' }), (e: RetroflectError) => e.code === 'E_INVALID_PARAMS');
+  });
+});
+
+describe('the method table and the injected address rules', () => {
+  it('a name the table does not hold (an object prototype member included) is E_UNKNOWN_METHOD', async () => {
+    const s = await start();
+    const c = await ControlClient.connect({ pipe: s.path });
+    try {
+      for (const method of ['toString', '__proto__', 'constructor', 'hasOwnProperty']) {
+        await assert.rejects(c.call(method), (e: RetroflectError) => e.code === 'E_UNKNOWN_METHOD' && e.details?.method === method, method);
+      }
+    } finally {
+      c.close();
+      await s.server.close();
+    }
+  });
+
+  it('address.add validates with the rules the server was given, address.test reports their check and suggestion', async () => {
+    const seen: string[] = [];
+    const refusal = new RetroflectError('E_INVALID_ADDRESS', 'refused by the test rules', { hint: 'use another', details: { rule: 'no-route' } });
+    const s = await start({
+      addressRules: {
+        validate: async (address) => {
+          seen.push(address);
+          if (address === '192.0.2.66') throw refusal;
+          return { warnings: address === '192.0.2.67' ? ['doubtful'] : [] };
+        },
+        check: async (input) => ({ address: input, refusals: input === '192.0.2.66' ? [refusal] : [], warnings: [] }),
+        suggest: async (family, exclude) => ({ address: `suggested-${family}`, message: `not ${exclude.join(',')}` }),
+      },
+    });
+    const c = await ControlClient.connect({ pipe: s.path });
+    try {
+      await assert.rejects(c.call('address.add', { addresses: ['192.0.2.66'] }), (e: RetroflectError) => e.message === 'refused by the test rules');
+      const added = await c.call('address.add', { addresses: ['192.0.2.67'] });
+      assert.deepEqual(added.warnings, [{ address: '192.0.2.67', message: 'doubtful' }]);
+      assert.deepEqual(seen, ['192.0.2.66', '192.0.2.67']);
+      const t = await c.call('address.test', { address: '192.0.2.66' });
+      assert.deepEqual([t.valid, t.reasons[0].rule, t.suggestion], [false, 'no-route', { address: 'suggested-4', message: 'not 192.0.2.67' }]);
+    } finally {
+      c.close();
+      await s.server.close();
+    }
   });
 });

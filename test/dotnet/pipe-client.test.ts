@@ -13,8 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTopology, run, waitFor, type Topology } from '../helpers/netns.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
+import { testAddressRules } from '../helpers/address-rules.ts';
 import { ConfigStore } from '../../src/config/config-store.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const here = new URL('.', import.meta.url).pathname;
 const root = join(here, '..', '..');
@@ -69,7 +70,7 @@ describe('against the real control server with an in-test engine stand-in (no pa
     buildIfStale();
     dir = mkdtempSync(join(tmpdir(), 'rft-dnc-mem-'));
     path = join(dir, 'ctl.sock');
-    server = await startControlServer({ engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.open(join(dir, 'config.json')) });
+    server = await startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.open(join(dir, 'config.json')) });
   });
   after(async () => {
     await server?.close();

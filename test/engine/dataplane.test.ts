@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Verdict } from '../../src/packet-sources/packet-source.ts';
+import { Verdict } from '../../src/packet/verdicts.ts';
 import { EngineCounters } from '../../src/engine/counters.ts';
 import { buildEngineStats } from '../../src/engine/stats.ts';
 import { Dataplane, type DataplaneConfig } from '../../src/engine/dataplane.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
 import { isRetroflectError } from '../../src/errors.ts';
 import { MAX_REFLECT_ADDRESSES, MAX_SHIELD_PORTS } from '../../src/config/intercept-config.ts';
-import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram } from '../packet/build.ts';
+import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram } from '../helpers/packet-builders.ts';
 
 const L4 = '192.0.2.10';
 const R4 = '203.0.113.7';

@@ -11,8 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigStore } from '../../src/config/config-store.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
+import { testAddressRules } from '../helpers/address-rules.ts';
 import { ExitCode } from '../../src/errors.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'rft-out-'));
@@ -21,7 +22,7 @@ let server: ControlServer;
 
 before(async () => {
   const engine = new InMemoryEngine({ reflectAddresses: ['192.0.2.1', '2001:db8::1'], shieldPorts: [{ port: 8080, protocol: 'tcp' }] });
-  server = await startControlServer({ engine, pipeName: sock, configStore: ConfigStore.inMemory() });
+  server = await startControlServer({ addressRules: testAddressRules, engine, pipeName: sock, configStore: ConfigStore.inMemory() });
 });
 after(async () => {
   await server.close();

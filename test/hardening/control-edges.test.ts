@@ -13,8 +13,9 @@ import { join } from 'node:path';
 import { ConfigStore } from '../../src/config/config-store.ts';
 import { MAX_CONNECTIONS } from '../../src/control/protocol.ts';
 import { startControlServer } from '../../src/control/server.ts';
+import { testAddressRules } from '../helpers/address-rules.ts';
 import { ExitCode, type RetroflectError } from '../../src/errors.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const base = mkdtempSync(join(tmpdir(), 'rft-ctl-edges-'));
@@ -67,7 +68,7 @@ describe('defect 3: the stale-socket check', () => {
     });
     await new Promise<void>((r) => foreign.listen(path, r));
     try {
-      await assert.rejects(startControlServer({ engine: new InMemoryEngine(), pipeName: path }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
+      await assert.rejects(startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: path }), (e: RetroflectError) => e.code === 'E_ACCESS_DENIED');
       assert.ok(existsSync(path), 'the foreign socket was removed');
       const before = accepted;
       (await connect(path)).destroy();
@@ -86,7 +87,7 @@ describe('defect 3: the stale-socket check', () => {
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     assert.ok(existsSync(path));
-    const server = await startControlServer({ engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.inMemory() });
+    const server = await startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.inMemory() });
     await server.close();
   });
 });
@@ -95,7 +96,7 @@ describe('defect 9: busy, trickling and blank-line clients', () => {
   it(`with ${MAX_CONNECTIONS} connections open, a client gets E_ENGINE_BUSY (exit 10); once they go, it works`, { timeout: 120_000 }, async () => {
     const dir = privateDir();
     const path = join(dir, 'busy.sock');
-    const server = await startControlServer({ engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.inMemory() });
+    const server = await startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.inMemory() });
     const held: net.Socket[] = [];
     try {
       // Each says hello, so the first-request timeout (10 s) does not free slots while this slow test runs.
@@ -123,7 +124,7 @@ describe('defect 9: busy, trickling and blank-line clients', () => {
   it('a request line trickled one byte at a time is cut off after the line timeout', async () => {
     const dir = privateDir();
     const path = join(dir, 'trickle.sock');
-    const server = await startControlServer({ engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.inMemory(), lineTimeoutMs: 400, idleTimeoutMs: 60_000 });
+    const server = await startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.inMemory(), lineTimeoutMs: 400, idleTimeoutMs: 60_000 });
     try {
       const s = await connect(path);
       s.write('{"id":1,"method":"hello","params":{"protocol":1}}\n');
@@ -145,7 +146,7 @@ describe('defect 9: busy, trickling and blank-line clients', () => {
   it('blank lines alone are not activity: the idle timeout still closes the connection', async () => {
     const dir = privateDir();
     const path = join(dir, 'blank.sock');
-    const server = await startControlServer({ engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.inMemory(), idleTimeoutMs: 500 });
+    const server = await startControlServer({ addressRules: testAddressRules, engine: new InMemoryEngine(), pipeName: path, configStore: ConfigStore.inMemory(), idleTimeoutMs: 500 });
     try {
       const s = await connect(path);
       s.write('{"id":1,"method":"hello","params":{"protocol":1}}\n');

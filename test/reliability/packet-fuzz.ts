@@ -11,7 +11,7 @@
  * reflected packet differs from the input only by its swapped addresses (and, for an ICMP error, inside the ICMP message, whose embedded packet is reflected too); pass/drop leave it untouched; nothing is
  * written outside the packet. Checked at the end: every packet counted exactly once per direction.
  */
-import { Verdict } from '../../src/packet-sources/packet-source.ts';
+import { Verdict } from '../../src/packet/verdicts.ts';
 import { EmbeddedPacket, parseEmbeddedPacket } from '../../src/packet/icmp-error.ts';
 import { ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { rng } from '../helpers/rng.ts';

@@ -2,10 +2,16 @@
  * The import graph of src/ (every import, type-only and dynamic ones included) has no circles and no upward
  * imports. Layers, top to bottom; a module may import from its own layer and from any layer below it:
  *
- *   cli → control → engine → capture → packet-sources → packet | platform → config → errors
+ *   cli → control → engine → capture | packet-sources → packet | platform → config → errors
  *
- * `packet` (the pure packet core) and `platform` (shared OS helpers) sit side by side and may not import each
- * other. `errors` holds src/errors.ts, src/error-messages.ts and src/version.ts. The same order is drawn in docs/architecture.md.
+ * `capture` (the worker's tap and what it records) and `packet-sources` (the backends) are the engine's two sides,
+ * and `packet` (the pure packet core) and `platform` (shared OS helpers) are two more: each pair sits side by side
+ * and may not import each other (what both need, such as the verdicts, lives in packet/). `errors` holds src/errors.ts, src/error-messages.ts and src/version.ts. The same order is drawn in docs/architecture.md.
+ *
+ * Inside packet-sources, each backend's folder (tun/, windivert/, memory/) is private: a file outside it imports the
+ * backend only through the public face of packet-sources/ (BACKEND_GATES: registry.ts, which picks a backend and
+ * re-exports what upper layers may know of one, such as WinDivert's priority limits). Everyone else uses
+ * registry.ts and the contract, packet-source.ts.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -22,13 +28,13 @@ const LAYERS: Record<string, { layer: string; rank: number }> = {
   control: { layer: 'control', rank: 1 },
   engine: { layer: 'engine', rank: 2 },
   capture: { layer: 'capture', rank: 3 },
-  'packet-sources': { layer: 'packet-sources', rank: 4 },
-  packet: { layer: 'packet', rank: 5 },
-  platform: { layer: 'platform', rank: 5 },
-  config: { layer: 'config', rank: 6 },
-  'errors.ts': { layer: 'errors', rank: 7 },
-  'error-messages.ts': { layer: 'errors', rank: 7 },
-  'version.ts': { layer: 'errors', rank: 7 },
+  'packet-sources': { layer: 'packet-sources', rank: 3 },
+  packet: { layer: 'packet', rank: 4 },
+  platform: { layer: 'platform', rank: 4 },
+  config: { layer: 'config', rank: 5 },
+  'errors.ts': { layer: 'errors', rank: 6 },
+  'error-messages.ts': { layer: 'errors', rank: 6 },
+  'version.ts': { layer: 'errors', rank: 6 },
 };
 
 function layerOf(file: string): { layer: string; rank: number } {
@@ -81,6 +87,30 @@ test('no upward or sideways imports between layers', () => {
     for (const to of tos) {
       const b = layerOf(to);
       if (a.layer !== b.layer && b.rank <= a.rank) bad.push(`${rel(from)} (${a.layer}) imports ${rel(to)} (${b.layer})`);
+    }
+  }
+  assert.deepEqual(bad, []);
+});
+
+const PACKET_SOURCES = join(SRC, 'packet-sources');
+/** The only files outside a backend's folder that may import its files. */
+const BACKEND_GATES = new Set([join(PACKET_SOURCES, 'registry.ts')]);
+
+/** The backend folder a file is in (src/packet-sources/<backend>/...), or null. */
+function backendOf(file: string): string | null {
+  const parts = relative(PACKET_SOURCES, file).split(/[\\/]/);
+  return parts.length > 1 && parts[0] !== '..' ? parts[0] : null;
+}
+
+test('no sideways import into a backend\'s internals: outside its folder, only registry.ts imports a backend', () => {
+  const backends = new Set(files.map(backendOf).filter((b) => b !== null));
+  for (const b of ['tun', 'windivert', 'memory']) assert.ok(backends.has(b), `backend folder src/packet-sources/${b}/ not found`);
+  const bad: string[] = [];
+  for (const [from, tos] of graph) {
+    for (const to of tos) {
+      const backend = backendOf(to);
+      if (backend === null || backendOf(from) === backend || BACKEND_GATES.has(from)) continue;
+      bad.push(`${rel(from)} imports ${rel(to)}, inside the ${backend} backend: import it through src/packet-sources/registry.ts`);
     }
   }
   assert.deepEqual(bad, []);

@@ -5,8 +5,10 @@ function Remove-ReflectAddress {
 
     .DESCRIPTION
     Stops reflecting traffic to the given addresses and, unless -Temporary is given, removes them from the config
-    file. An address that is not configured gets a non-terminating Retroflect.AddressNotFound error and the other
-    addresses are still removed, so `-ErrorAction Ignore` makes "make sure it is gone" idempotent. Input that is
+    file; an address that is only in the config file (taken off the running engine with -Temporary) is removed from
+    the file. An address that is in neither (with -Temporary: not running) gets a non-terminating
+    Retroflect.AddressNotFound error, as the engine reports it, and the other addresses are still removed, so
+    `-ErrorAction Ignore` makes "make sure it is gone" idempotent. Input that is
     not an IP address gets Retroflect.InvalidAddress. All addresses from the pipeline are removed in one change
     when the pipeline ends.
 
@@ -94,8 +96,8 @@ function Remove-ReflectAddress {
         if ($collector.Items.Count -eq 0) { return }
         $removed = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
             param($connection)
-            # address.test gives the canonical form and whether it is configured, so a missing address is reported
-            # on its own instead of failing the whole all-or-nothing remove.
+            # address.test gives the canonical form, so input that is no address is reported on its own instead of
+            # failing the whole request.
             $toRemove = New-Object 'System.Collections.Generic.List[string]'
             foreach ($text in $collector.Items) {
                 $test = Invoke-RetroflectMethod -Connection $connection -Method 'address.test' -Params @{ address = $text } -TargetObject $text
@@ -104,27 +106,34 @@ function Remove-ReflectAddress {
                     $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_INVALID_ADDRESS' -TargetObject $text `
                         -Message ([string]$reason.message) -Hint ([string]$reason.hint)))
                 }
-                elseif (-not $test.configured) {
-                    $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_ADDRESS_NOT_FOUND' -TargetObject $text `
-                        -Message "$($test.address) is not a reflect address." -Hint 'List the configured addresses with Get-ReflectAddress.'))
-                }
                 elseif (-not $toRemove.Contains([string]$test.address)) {
                     $toRemove.Add([string]$test.address)
                 }
             }
-            if ($toRemove.Count -gt 0) {
-                $params = @{ addresses = $toRemove.ToArray() }
-                if ($PortMap) { $params.maps = $maps }
-                if ($Temporary) { $params.temporary = $true }
-                try {
-                    Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray()
-                }
+            if ($toRemove.Count -eq 0) { return }
+            $params = @{ addresses = $toRemove.ToArray() }
+            if ($Temporary) { $params.temporary = $true }
+            if ($PortMap) {
+                # Maps are all or nothing: a map that is not there is about the input, so written, not thrown.
+                $params.maps = $maps
+                try { Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray() }
                 catch {
-                    # A map that is not there is about the input, and nothing was removed: written, not thrown.
-                    if (-not ($PortMap -and $_.Exception.Data['RetroflectCode'] -eq 'E_PORT_NOT_FOUND')) { throw }
+                    if ($_.Exception.Data['RetroflectCode'] -ne 'E_PORT_NOT_FOUND') { throw }
                     $PSCmdlet.WriteError($_)
                 }
+                return
             }
+            # The engine removes what is there (running, or unless -Temporary only in the config file) and says
+            # which addresses were not: one error each, the others are removed.
+            $params.skipMissing = $true
+            $result = Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray()
+            $where = 'a'
+            if ($Temporary) { $where = 'a running' }
+            foreach ($missing in @($result.missing)) {
+                $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_ADDRESS_NOT_FOUND' -TargetObject ([string]$missing) `
+                    -Message "$missing is not $where reflect address." -Hint 'List the configured addresses with Get-ReflectAddress.'))
+            }
+            $result
         }
         if ($PortMap) {
             if ($PassThru -and $null -ne $removed) { foreach ($m in $removed.portMapsRemoved) { ConvertTo-RetroflectPortMap $m } }

@@ -5,8 +5,10 @@ function Remove-ShieldPort {
 
     .DESCRIPTION
     Removes the given port and protocol pairs from the running engine and, unless -Temporary is given, from the
-    config file. A pair that is not shielded gets a non-terminating Retroflect.PortNotFound error and the others
-    are still removed, so `-ErrorAction Ignore` makes "make sure it is open" idempotent.
+    config file; a pair that is only in the config file (taken off the running engine with -Temporary) is removed
+    from the file. A pair that is in neither (with -Temporary: not running) gets a non-terminating
+    Retroflect.PortNotFound error, as the engine reports it, and the others are still removed, so
+    `-ErrorAction Ignore` makes "make sure it is open" idempotent.
 
     .PARAMETER Port
     Port numbers, 1 to 65535.
@@ -78,30 +80,28 @@ function Remove-ShieldPort {
         if ($collector.Items.Count -eq 0) { return }
         $removed = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
             param($connection)
-            $list = Invoke-RetroflectMethod -Connection $connection -Method 'shield.list'
-            $shielded = @{}
-            foreach ($entry in $list.ports) { $shielded['{0}/{1}' -f $entry.port, $entry.protocol] = $true }
-            $toRemove = New-Object 'System.Collections.Generic.List[object]'
-            $found = @{}
-            foreach ($spec in $collector.Items) {
-                if ($shielded.ContainsKey(('{0}/{1}' -f $spec.port, $spec.protocol))) { $toRemove.Add($spec); $found[[string]$spec.port] = $true }
-            }
-            foreach ($spec in $collector.Items) {
-                $key = '{0}/{1}' -f $spec.port, $spec.protocol
-                if ($shielded.ContainsKey($key)) { continue }
-                if ($bothProtocols.ContainsKey([string]$spec.port)) {
-                    if ($found.ContainsKey([string]$spec.port)) { continue }
-                    $found[[string]$spec.port] = $true   # one error for the port, not one per protocol
-                    $key = [string]$spec.port
+            # The engine removes what is there (running, or unless -Temporary only in the config file) and says
+            # which pairs were not.
+            $params = @{ ports = $collector.Items.ToArray(); skipMissing = $true }
+            if ($Temporary) { $params.temporary = $true }
+            $result = Invoke-RetroflectMethod -Connection $connection -Method 'shield.remove' -Params $params
+            $gone = @{}
+            foreach ($entry in @($result.removed)) { $gone[[string]$entry.port] = $true }
+            $reported = @{}
+            $where = ''
+            if ($Temporary) { $where = ' in the running engine' }
+            foreach ($entry in @($result.missing)) {
+                $key = '{0}/{1}' -f $entry.port, $entry.protocol
+                if ($bothProtocols.ContainsKey([string]$entry.port)) {
+                    # Given for both protocols: an error only when neither was shielded, and one for the port.
+                    if ($gone.ContainsKey([string]$entry.port) -or $reported.ContainsKey([string]$entry.port)) { continue }
+                    $reported[[string]$entry.port] = $true
+                    $key = [string]$entry.port
                 }
                 $PSCmdlet.WriteError((New-RetroflectErrorRecord -Code 'E_PORT_NOT_FOUND' -TargetObject $key `
-                    -Message "Port $key is not shielded." -Hint 'List the shield ports with Get-ShieldPort.'))
+                    -Message "Port $key is not shielded$where." -Hint 'List the shield ports with Get-ShieldPort.'))
             }
-            if ($toRemove.Count -gt 0) {
-                $params = @{ ports = $toRemove.ToArray() }
-                if ($Temporary) { $params.temporary = $true }
-                Invoke-RetroflectMethod -Connection $connection -Method 'shield.remove' -Params $params
-            }
+            $result
         }
         if ($PassThru -and $null -ne $removed) {
             foreach ($p in $removed.removed) { New-RetroflectShieldPort -Port $p.port -Protocol $p.protocol -Persisted $false -Pipe $collector.Pipe }

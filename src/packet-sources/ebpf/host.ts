@@ -1,8 +1,8 @@
 /**
  * The ebpf backend's main-thread half: the veth pair (veth.ts), the tc program on its egress (program.ts) and its
  * maps (maps.ts), one host route per reflect address into the device, the user-space path's packet socket on the
- * peer (packet-socket.ts), and the same nft shield table and NFLOG listener as the TUN backend (tun/nftables.ts,
- * tun/nflog.ts). Live changes update maps and routes; the program is never reloaded.
+ * peer (packet-socket.ts), and the same nft shield table and NFLOG listener as the TUN backend (platform/linux/
+ * nftables.ts, nflog.ts). Live changes update maps and routes; the program is never reloaded.
  */
 import { type InterceptConfig } from '../../config/intercept-config.ts';
 import { portMapsFor } from '../../config/port-maps.ts';
@@ -10,9 +10,9 @@ import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { describeCommand, runCommand, type HostCommand } from '../../platform/linux/command.ts';
 import { EFD_CLOEXEC, EFD_NONBLOCK, libc } from '../../platform/linux/libc.ts';
 import { interfaceIndex, interfaceNameOf } from '../../platform/linux/interfaces.ts';
-import { installShield, NFT_FAMILY, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, shieldTableDevice, shieldTableScript, updateShield } from '../tun/nftables.ts';
-import { FIRST_LOG_GROUP, openFirewallLog } from '../tun/nflog.ts';
-import { routeAddCommand, routeDeleteCommand } from '../tun/routes.ts';
+import { installShield, NFT_FAMILY, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, shieldTableDevice, shieldTableScript, updateShield } from '../../platform/linux/nftables.ts';
+import { FIRST_LOG_GROUP, openFirewallLog } from '../../platform/linux/nflog.ts';
+import { routeAddCommand, routeDeleteCommand } from '../../platform/linux/routes.ts';
 import type { EbpfSourceInit, EbpfSourceUpdate, FirewallCounters, HostBackend, KernelDataPath, KernelFlow, PlanStep, ProtocolCounts } from '../packet-source.ts';
 import { KernelMaps, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
 import { attachProgram, closeProgram, loadProgram, PROGRAM_NAME, type LoadedProgram } from './program.ts';

@@ -4,7 +4,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { libbpf, BPF_ANY } from './libbpf.ts';
-import type { CaptureInterest } from '../packet-source.ts';
+import type { CaptureInterest } from '../../packet/capture-interest.ts';
 
 /** Map names in the object. */
 export const MAP = {

@@ -8,9 +8,11 @@
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { EAGAIN, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
-import { NFT_LOG_PREFIX } from '../tun/nftables.ts';
-import { FirewallLogReader, type LoggedPacketSink } from '../tun/nflog.ts';
-import { allocatePacketBatch, FirewallDropCause, Verdict, type CaptureInterest, type EbpfSourceInit, type EbpfSourceUpdate, type FirewallDropSink, type PacketBatch, type PacketSource, type PacketSourceFactory } from '../packet-source.ts';
+import { NFT_LOG_PREFIX } from '../../platform/linux/nftables.ts';
+import { FirewallLogReader, type LoggedPacketSink } from '../../platform/linux/nflog.ts';
+import type { CaptureInterest } from '../../packet/capture-interest.ts';
+import { FirewallDropCause, Verdict } from '../../packet/verdicts.ts';
+import { allocatePacketBatch, type EbpfSourceInit, type EbpfSourceUpdate, type FirewallDropSink, type PacketBatch, type PacketSource, type PacketSourceFactory } from '../packet-source.ts';
 import { writeCaptureInterest } from './maps.ts';
 import { ETHERNET_HEADER_LEN, PACKET_VNET_HDR_LEN } from './packet-socket.ts';
 

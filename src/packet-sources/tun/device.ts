@@ -55,6 +55,9 @@ export const TUN_VARIANTS = {
 } as const satisfies Record<string, TunVariant>;
 export type TunVariantName = keyof typeof TUN_VARIANTS;
 
+/** The variant measured fastest by bench/reflect-path.ts (numbers in bench/README.md). */
+export const DEFAULT_TUN_VARIANT: TunVariantName = 'vnetOffload';
+
 export const DEFAULT_TUN_NAME = 'rflct0';
 
 export function checkDeviceName(name: string): void {

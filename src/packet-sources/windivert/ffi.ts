@@ -7,8 +7,10 @@
  * arguments are passed as Buffers/TypedArrays, which koffi hands to C without copying.
  *
  * x64 Windows has a single calling convention, so the default one is right for both platforms. The last error
- * comes from kernel32's GetLastError on Windows (koffi keeps it intact between two foreign calls) and from the
- * test double's thread-local WinDivertDoubleGetLastError elsewhere.
+ * comes from kernel32's GetLastError on Windows (koffi keeps it intact between two foreign calls). Off Windows no
+ * WinDivert exists but the test double, which keeps its last error thread-locally (WinDivertDoubleGetLastError):
+ * the one trace of the double here, since the engine itself runs against it there. The double's own controls are
+ * bound by the tests (test/packet-sources/windivert/double-controls.ts).
  */
 import koffi from 'koffi';
 type LibraryHandle = ReturnType<typeof koffi.load>;
@@ -26,19 +28,6 @@ export const WinDivertParam = {
   QueueSize: 2,
   VersionMajor: 3,
   VersionMinor: 4,
-} as const;
-
-/** Documented limits of the API. */
-export const WINDIVERT_PRIORITY_MAX = 30000;
-/** At most this many packets per RecvEx/SendEx. */
-export const WINDIVERT_BATCH_MAX = 255;
-/** The largest packet WinDivert hands out: 40 bytes of IPv6 header + a 65535-byte payload. */
-export const WINDIVERT_MTU_MAX = 40 + 0xffff;
-/** Documented [min, max] of the queue parameters. */
-export const QUEUE_LIMITS = {
-  length: [32, 16384],
-  timeMs: [100, 16000],
-  bytes: [65535, 33554432],
 } as const;
 
 /** The handle value WinDivertOpen returns on failure (INVALID_HANDLE_VALUE). */
@@ -76,47 +65,11 @@ export interface WinDivertApi {
   lastError(): number;
 }
 
-/**
- * TEST-DOUBLE ONLY controls (native/windivert_double.c). Present when the loaded library is the double; a real
- * WinDivert.dll has none of them.
- */
-export interface WinDivertDoubleControl {
-  /** Hand a packet to the driver as the stack would: 1 = a handle queued it, 2 = inbound fragment held for
-   *  reassembly, 0 = no handle took it (it went to the wire). */
-  inject(packet: Buffer, len: number, addr: Buffer): number;
-  injectRepeat(packet: Buffer, len: number, addr: Buffer, count: number): number;
-  /** Evaluate a filter on one packet with the double's compiler: 1 match, 0 no match, -1 refused. */
-  matches(filter: string, packet: Buffer, len: number, addr: Buffer): number;
-  /** SendEx packets at batch position `index` (-1 any) matching `filter` ('' all) fail softly with `code` (0 off). */
-  setSendFailure(index: number, filter: string | null, code: number): number;
-  /** Take packets off the wire; origins: 1 sent by a handle, 2 released by a close, 3 no handle took it. */
-  collectSent(buf: Buffer, bufLen: number, bytes: Uint32Array, addrs: Buffer, handles: BigInt64Array | null, origins: Uint8Array | null, max: number): number;
-  sentCount(): number;
-  discardSent(): number;
-  setKeepSent(keep: number): void;
-  totalSent(): bigint | number;
-  lastFilter(buf: Buffer | null, len: number): number;
-  lastOpenReason(buf: Buffer | null, len: number): number;
-  lastPriority(): number;
-  lastFlags(): bigint | number;
-  lastLayer(): number;
-  openHandles(): number;
-  queued(handle: number): number;
-  setOpenError(code: number): void;
-  reset(): void;
-}
-
-export interface LoadedWinDivert {
-  api: WinDivertApi;
-  /** Only when the library is the test double. */
-  double: WinDivertDoubleControl | null;
-}
-
 /** One load per path and thread: koffi keeps the library mapped, and declaring functions twice is wasted work. */
-const loaded = new Map<string, LoadedWinDivert>();
+const loaded = new Map<string, WinDivertApi>();
 
 /** Load WinDivert (or its test double) from `path`. Throws koffi's error when the library cannot be loaded. */
-export function loadWinDivert(path: string): LoadedWinDivert {
+export function loadWinDivert(path: string): WinDivertApi {
   const cached = loaded.get(path);
   if (cached) return cached;
   const lib = koffi.load(path);
@@ -151,9 +104,8 @@ export function loadWinDivert(path: string): LoadedWinDivert {
     getParam: (h, param, value) => getParam(h, param, value) !== 0,
     lastError,
   };
-  const result: LoadedWinDivert = { api, double: isDouble ? bindDouble(lib) : null };
-  loaded.set(path, result);
-  return result;
+  loaded.set(path, api);
+  return api;
 }
 
 function hasSymbol(lib: LibraryHandle, name: string): boolean {
@@ -163,44 +115,4 @@ function hasSymbol(lib: LibraryHandle, name: string): boolean {
   } catch {
     return false;
   }
-}
-
-function bindDouble(lib: LibraryHandle): WinDivertDoubleControl {
-  return {
-    inject: lib.func('WinDivertDouble_Inject', 'int', ['void *', 'uint32_t', 'void *']),
-    injectRepeat: lib.func('WinDivertDouble_InjectRepeat', 'uint32_t', ['void *', 'uint32_t', 'void *', 'uint32_t']),
-    matches: lib.func('WinDivertDouble_Matches', 'int', ['str', 'void *', 'uint32_t', 'void *']),
-    setSendFailure: lib.func('WinDivertDouble_SetSendFailure', 'int', ['int32_t', 'str', 'uint32_t']),
-    collectSent: lib.func('WinDivertDouble_CollectSent', 'uint32_t', ['void *', 'uint32_t', 'void *', 'void *', 'void *', 'void *', 'uint32_t']),
-    sentCount: lib.func('WinDivertDouble_SentCount', 'uint32_t', []),
-    discardSent: lib.func('WinDivertDouble_DiscardSent', 'uint32_t', []),
-    setKeepSent: lib.func('WinDivertDouble_SetKeepSent', 'void', ['int']),
-    totalSent: lib.func('WinDivertDouble_TotalSent', 'uint64_t', []),
-    lastFilter: lib.func('WinDivertDouble_LastFilter', 'uint32_t', ['void *', 'uint32_t']),
-    lastOpenReason: lib.func('WinDivertDouble_LastOpenReason', 'uint32_t', ['void *', 'uint32_t']),
-    lastPriority: lib.func('WinDivertDouble_LastPriority', 'int16_t', []),
-    lastFlags: lib.func('WinDivertDouble_LastFlags', 'uint64_t', []),
-    lastLayer: lib.func('WinDivertDouble_LastLayer', 'int', []),
-    openHandles: lib.func('WinDivertDouble_OpenHandles', 'uint32_t', []),
-    queued: lib.func('WinDivertDouble_Queued', 'uint32_t', ['intptr_t']),
-    setOpenError: lib.func('WinDivertDouble_SetOpenError', 'void', ['uint32_t']),
-    reset: lib.func('WinDivertDouble_Reset', 'void', []),
-  };
-}
-
-/** The filter the double last saw opened, as text (TEST-DOUBLE ONLY). */
-export function doubleLastFilter(double: WinDivertDoubleControl): string {
-  return readDoubleText(double.lastFilter);
-}
-
-/** Why the double's last WinDivertOpen failed ('' when it succeeded) (TEST-DOUBLE ONLY). */
-export function doubleLastOpenReason(double: WinDivertDoubleControl): string {
-  return readDoubleText(double.lastOpenReason);
-}
-
-function readDoubleText(read: (buf: Buffer | null, len: number) => number): string {
-  const len = read(null, 0);
-  const buf = Buffer.alloc(len + 1);
-  read(buf, len + 1);
-  return buf.toString('utf8', 0, len);
 }

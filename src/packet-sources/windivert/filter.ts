@@ -25,12 +25,11 @@
  */
 import type { InterceptConfig, ShieldProtocol } from '../../config/intercept-config.ts';
 import { addressFamily } from '../../config/intercept-config.ts';
+import { WINDIVERT_FILTER_MAX_TESTS } from './limits.ts';
 
 /** A filter that matches no packet (a valid WinDivert filter constant). */
 export const MATCH_NOTHING = 'false';
 
-/** WinDivert's limit on the tests of one compiled filter (WINDIVERT_FILTER_MAXLEN). */
-export const WINDIVERT_FILTER_MAX_TESTS = 256;
 /** Tests kept free under that limit, so a small miscount can never make WinDivertOpen refuse our filter. */
 const TEST_MARGIN = 4;
 

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
-import { TunHostBackend } from '../../../src/packet-sources/tun/tun.ts';
+import { TunHostBackend } from '../../../src/packet-sources/tun/host.ts';
 import { ErrorCode, RetroflectError } from '../../../src/errors.ts';
-import { shieldTableScript, shieldUpdateScript } from '../../../src/packet-sources/tun/nftables.ts';
+import { shieldTableScript, shieldUpdateScript } from '../../../src/platform/linux/nftables.ts';
 import { isAdministrator } from '../../../src/platform/privileges.ts';
 import { NetNs } from '../../helpers/netns.ts';
 
@@ -111,7 +111,7 @@ describe('start failure in a namespace leaves nothing behind', { timeout: 30_000
   test('a step that fails mid-way (an MTU the device refuses) is undone: no device, no route, no table', async () => {
     // 70000 is above the largest MTU a TUN device takes, so `ip link set ... mtu` fails after the device exists.
     const script = `
-      import { TunHostBackend } from ${JSON.stringify(new URL('../../../src/packet-sources/tun/tun.ts', import.meta.url).href)};
+      import { TunHostBackend } from ${JSON.stringify(new URL('../../../src/packet-sources/tun/host.ts', import.meta.url).href)};
       const b = new TunHostBackend({ deviceName: 'rflctf', variant: { mtu: 70000, vnetHdr: false } });
       try { await b.start({ reflectAddresses: ['192.0.2.1'], shieldPorts: [{ port: 1, protocol: 'tcp' }] }); console.log('{"started":true}'); }
       catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }

@@ -7,8 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
-import { DEFAULT_TUN_VARIANT } from '../../../src/packet-sources/tun/tun.ts';
-import { TUN_VARIANTS, type TunVariantName } from '../../../src/packet-sources/tun/device.ts';
+import { DEFAULT_TUN_VARIANT, TUN_VARIANTS, type TunVariantName } from '../../../src/packet-sources/tun/device.ts';
 import { createTopology, JsonLines, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
 
 const REFLECTOR = 'test/packet-sources/tun/fixtures/tun-reflector.ts';

@@ -7,10 +7,11 @@
 import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
-import { createWinDivertPacketSource, WinDivertHostBackend, type WinDivertPacketSource } from '../../../src/packet-sources/windivert/windivert.ts';
-import { DEFAULT_WINDIVERT_PRIORITY } from '../../../src/packet-sources/windivert/priority.ts';
-import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceTransportValid, udpDatagram, withChecksum } from '../../packet/build.ts';
-import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet, packetSeq, stopLikeWorker } from './double.ts';
+import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
+import { WINDIVERT_PRIORITY } from '../../../src/packet-sources/windivert/limits.ts';
+import { createWinDivertPacketSource, type WinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
+import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceTransportValid, udpDatagram, withChecksum } from '../../helpers/packet-builders.ts';
+import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet, packetSeq, stopLikeWorker } from '../../helpers/windivert-double.ts';
 
 const { api, double } = loadDouble();
 const R4 = '192.0.2.10';
@@ -134,11 +135,11 @@ test('defect 4: a packet the driver fails to re-inject is counted per kind; the 
   await backend.stop();
 });
 
-test(`defect 5: the default priority is ${DEFAULT_WINDIVERT_PRIORITY}, not the 0 every other tool uses: we see our packets first, --priority still rules`, async () => {
+test(`defect 5: the default priority is ${WINDIVERT_PRIORITY.DEFAULT}, not the 0 every other tool uses: we see our packets first, --priority still rules`, async () => {
   const { backend, init, source, dataplane } = await started();
-  assert.equal(backend.priority, DEFAULT_WINDIVERT_PRIORITY);
-  assert.notEqual(DEFAULT_WINDIVERT_PRIORITY, 0);
-  assert.equal(double.lastPriority(), DEFAULT_WINDIVERT_PRIORITY);
+  assert.equal(backend.priority, WINDIVERT_PRIORITY.DEFAULT);
+  assert.notEqual(WINDIVERT_PRIORITY.DEFAULT, 0);
+  assert.equal(double.lastPriority(), WINDIVERT_PRIORITY.DEFAULT);
   // Another WinDivert tool at its default priority 0, opened after us, with an overlapping filter. At equal
   // priorities WinDivert leaves the order undefined (the double gives the newer handle the packet).
   const other = api.open('tcp', 0, 0, 0n);

@@ -11,9 +11,9 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
-import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/windivert.ts';
+import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
 import { Engine } from '../../../src/engine/engine.ts';
-import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNumberedInjection } from './double.ts';
+import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNumberedInjection } from '../../helpers/windivert-double.ts';
 
 const { double } = loadDouble();
 
@@ -24,7 +24,6 @@ test('live changes while packets flow: every injected packet comes out, reflecte
     config: buildInterceptConfig(base, ['80/tcp']), // the server's own port is shielded: reflected traffic must pass all the same
     backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH }),
     // Address validation against host routes is not what this test is about; every documentation address is usable.
-    validateAddress: async (address) => ({ address, warnings: [] }),
   });
   try {
     assert.equal(double.openHandles(), 1);
@@ -66,9 +65,8 @@ test('stop under traffic (Engine.stop, as Ctrl+C, console close and `stop` run i
   const engine = await Engine.start({
     config: buildInterceptConfig(['192.0.2.1'], ['80/tcp']),
     backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH }),
-    validateAddress: async (address) => ({ address, warnings: [] }),
   });
-  const { packet, outboundAddr, inboundAddr } = await import('./double.ts');
+  const { packet, outboundAddr, inboundAddr } = await import('../../helpers/windivert-double.ts');
   const { addressBuffer } = await import('../../../src/packet-sources/windivert/address.ts');
   // A burst queued faster than the worker can drain it (the double's own loop hands them over), then traffic that
   // keeps coming while the engine stops.
@@ -100,10 +98,9 @@ test('send failures reach `stats` by kind: ERROR_HOST_UNREACHABLE as expected, a
   const engine = await Engine.start({
     config: buildInterceptConfig(['192.0.2.1'], []),
     backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH }),
-    validateAddress: async (address) => ({ address, warnings: [] }),
   });
   try {
-    const { inject, outboundAddr, packet } = await import('./double.ts');
+    const { inject, outboundAddr, packet } = await import('../../helpers/windivert-double.ts');
     const waitFor = async (done: () => Promise<boolean>) => {
       const deadline = Date.now() + 20_000;
       while (!(await done()) && Date.now() < deadline) await sleep(20);

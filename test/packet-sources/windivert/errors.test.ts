@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
-import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/windivert.ts';
+import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../../../src/errors.ts';
 import { locateWinDivert, winDivertCandidates } from '../../../src/packet-sources/windivert/location.ts';
-import { doubleLastFilter } from '../../../src/packet-sources/windivert/ffi.ts';
-import { DOUBLE_PATH, loadDouble } from './double.ts';
+import { doubleLastFilter } from './double-controls.ts';
+import { DOUBLE_PATH, loadDouble } from '../../helpers/windivert-double.ts';
 
 const { double } = loadDouble();
 const cfg = buildInterceptConfig(['192.0.2.1'], ['8080/tcp']);

@@ -5,9 +5,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { buildInterceptConfig, emptyInterceptConfig } from '../../../src/config/intercept-config.ts';
-import { buildWinDivertFilter, MATCH_NOTHING, portRanges, portTestBudget, WINDIVERT_FILTER_MAX_TESTS } from '../../../src/packet-sources/windivert/filter.ts';
-import { doubleLastOpenReason } from '../../../src/packet-sources/windivert/ffi.ts';
-import { loadDouble } from './double.ts';
+import { buildWinDivertFilter, MATCH_NOTHING, portRanges, portTestBudget } from '../../../src/packet-sources/windivert/filter.ts';
+import { WINDIVERT_FILTER_MAX_TESTS } from '../../../src/packet-sources/windivert/limits.ts';
+import { doubleLastOpenReason } from './double-controls.ts';
+import { loadDouble } from '../../helpers/windivert-double.ts';
 
 const { api, double } = loadDouble();
 

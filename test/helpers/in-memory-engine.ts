@@ -56,11 +56,6 @@ export class InMemoryEngine implements ControlEngine {
     this.cfg = cloneInterceptConfig(next);
   }
 
-  /** Host validation is not what these tests are about: every syntactically valid address is usable. */
-  async validateAddress(_address: string): Promise<{ warnings: string[] }> {
-    return { warnings: [] };
-  }
-
   async stats(): Promise<EngineStats> {
     const zero = { packets: 0, bytes: 0 };
     return {

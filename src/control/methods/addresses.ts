@@ -1,0 +1,63 @@
+/**
+ * The address methods: address.list, address.add, address.remove (whole addresses or only their port maps) and
+ * address.test. Changes go through config-changes.ts; address.test asks the host's AddressRules.
+ */
+import { addressFamily } from '../../config/intercept-config.ts';
+import { portMapsFor } from '../../config/port-maps.ts';
+import { ErrorCode, isRetroflectError } from '../../errors.ts';
+import { invalidParams } from '../../error-messages.ts';
+import type { AddressTestResult } from '../protocol.ts';
+import { addressList, only, optionalBool, portMapRemovals, portMapSpecs, type Params } from './params.ts';
+import type { MethodContext, MethodTablePart } from './table.ts';
+
+/** Longest address.test input (an IPv6 address with a zone is far shorter). */
+const MAX_TEST_INPUT_CHARS = 256;
+
+async function testAddress(params: Params, ctx: MethodContext): Promise<AddressTestResult> {
+  only(params, ['address']);
+  const input = params.address;
+  if (typeof input !== 'string' || input.length === 0 || input.length > MAX_TEST_INPUT_CHARS) throw invalidParams("'address' must be a non-empty string.", 'address');
+  const r = await ctx.addressRules.check(input);
+  const running = ctx.engine.config().reflectAddresses;
+  const valid = r.address !== null && r.refusals.length === 0;
+  const reasons = r.refusals.map((e) => ({
+    code: isRetroflectError(e) ? e.code : ErrorCode.INVALID_ADDRESS,
+    rule: typeof e.details?.rule === 'string' ? e.details.rule : null,
+    message: e.message,
+    hint: e.hint ?? null,
+  }));
+  const family = r.address !== null ? addressFamily(r.address) : 4;
+  return {
+    input,
+    address: r.address,
+    valid,
+    configured: r.address !== null && running.includes(r.address),
+    warnings: r.warnings,
+    reasons,
+    suggestion: valid ? null : await ctx.addressRules.suggest(family, running),
+  };
+}
+
+export const addressMethods: MethodTablePart<'address.list' | 'address.add' | 'address.remove' | 'address.test'> = {
+  'address.list': (params, { engine, store }) => {
+    only(params, []);
+    // Without a config file (`run --no-config`) nothing is persisted, whatever the store remembers.
+    const persisted = store.path === null ? [] : store.config.reflectAddresses;
+    const running = engine.config();
+    return {
+      addresses: running.reflectAddresses.map((address) => ({ address, persisted: persisted.includes(address), portMaps: portMapsFor(running, address) })),
+    };
+  },
+  'address.add': (params, { changes }) => {
+    only(params, ['addresses', 'temporary', 'maps']);
+    return changes.addAddresses(addressList(params), optionalBool(params, 'temporary'), portMapSpecs(params));
+  },
+  'address.remove': (params, { changes }) => {
+    only(params, ['addresses', 'temporary', 'maps', 'skipMissing']);
+    const removals = portMapRemovals(params);
+    const opts = { temporary: optionalBool(params, 'temporary'), skipMissing: optionalBool(params, 'skipMissing') };
+    if (removals !== null) return changes.removePortMaps(addressList(params), removals, opts);
+    return changes.removeAddresses(addressList(params), opts);
+  },
+  'address.test': testAddress,
+};

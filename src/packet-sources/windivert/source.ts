@@ -1,0 +1,263 @@
+/**
+ * WinDivert backend, worker half (`WinDivertPacketSource`): RecvEx/SendEx in batches of up to WINDIVERT_BATCH_MAX
+ * packets, no allocation per packet. Captured packets are taken from the network stack; whatever is not sent back
+ * is dropped. So:
+ *   Reflect → sent back as inbound (Outbound cleared, interface kept, checksums finished where the NIC would have);
+ *   Pass    → sent back unchanged;
+ *   Drop    → not sent.
+ *
+ * On a live change the main thread (host.ts) has opened a new handle and shut down receiving on the old one: this
+ * half drains the old handle (WinDivert returns what is still queued, then ERROR_NO_DATA), deciding each packet as
+ * usual, closes it and moves to the new one. Stop drains the same way (beginStop): closing a handle that still
+ * holds packets would put them back unmodified — outbound packets to a reflect address onto the network, inbound
+ * packets to a shielded port into the server. Handles are closed through the shared ledger (handle-ledger.ts).
+ *
+ * WinDivertRecvEx has no timeout without overlapped I/O: receive() blocks until packets arrive or the main thread
+ * shuts the handle down (wake(), apply()). The worker loop reads control messages after every receive, and every
+ * message that matters (stop, the engine's reconfigure) is preceded by such a shutdown, so nothing waits on an idle link.
+ */
+import type { InterceptConfig } from '../../config/intercept-config.ts';
+import { fillIpv4HeaderChecksum, fillTransportChecksum } from '../../packet/checksum.ts';
+import { IpProto, ParsedPacket, parsePacket } from '../../packet/parse.ts';
+import { Verdict } from '../../packet/verdicts.ts';
+import {
+  allocatePacketBatch,
+  type PacketBatch,
+  type PacketSource,
+  type PacketSourceFactory,
+  type WinDivertSourceInit,
+  type WinDivertSourceUpdate,
+} from '../packet-source.ts';
+import { AddressFlag, AddressOffset, WINDIVERT_ADDRESS_SIZE } from './address.ts';
+import { winDivertCallError } from './errors.ts';
+import { INVALID_HANDLE, loadWinDivert, WinDivertShutdown, WinError, type WinDivertApi } from './ffi.ts';
+import { HandleLedger } from './handle-ledger.ts';
+import { WINDIVERT_BATCH_BYTES, WINDIVERT_BATCH_MAX } from './limits.ts';
+
+/** How long an idle receive() pauses when its handle is shut down and no new handle has arrived yet. */
+const SHUTDOWN_IDLE_MS = 2;
+
+/**
+ * Expected re-injection failures, by kind. WinDivert documents both as harmless: ERROR_HOST_UNREACHABLE when an
+ * impostor's TTL runs out or two drivers re-inject each other's packets in a loop, and the Windows stack refusing
+ * some inbound ICMP/ICMPv6 messages. They are counted apart from `sendErrors` so that `stats` shows them without
+ * reading as an alarm.
+ */
+export interface ExpectedSendFailures {
+  hostUnreachable: number;
+  icmpRefused: number;
+}
+
+export class WinDivertPacketSource implements PacketSource<'windivert'> {
+  readonly kind = 'windivert' as const;
+  readonly batch: PacketBatch;
+  /**
+   * Unexpected re-injection failures, in packets. WinDivertSendEx injects the rest of a batch when one packet fails
+   * and reports only the last failure's code, so a failed batch counts as one failed packet (a lower bound) unless
+   * it is an inbound ICMP message, which is sent on its own (see send()) and so counted exactly.
+   */
+  sendErrors = 0;
+  /** Windows error of the last unexpected send failure, 0 if none. */
+  lastSendError = 0;
+  readonly expectedSendFailures: ExpectedSendFailures = { hostUnreachable: 0, icmpRefused: 0 };
+  /** Set by beginStop(): the current handle no longer receives; receive() closes it once it is empty. */
+  private stopping = false;
+  /** Handles whose receiving was shut down by a reconfiguration, oldest first: drained, then closed. */
+  private readonly draining: number[] = [];
+  private current: number | null;
+  /** The handle the packets in `batch` came from; they are sent back through it. */
+  private batchHandle = INVALID_HANDLE;
+  private readonly addrs = Buffer.alloc(WINDIVERT_BATCH_MAX * WINDIVERT_ADDRESS_SIZE);
+  private readonly recvLen = new Uint32Array(1);
+  private readonly addrLen = new Uint32Array(1);
+  /** Packets whose length could not be read from their IP header: never sent back (SendEx would reject the batch). */
+  private readonly broken = new Uint8Array(WINDIVERT_BATCH_MAX);
+  private readonly parsed = new ParsedPacket();
+  private readonly idle = new Int32Array(new SharedArrayBuffer(4));
+  private readonly ledger: HandleLedger;
+
+  constructor(
+    private readonly api: WinDivertApi,
+    init: Pick<WinDivertSourceInit, 'handle' | 'ledger'>,
+  ) {
+    this.current = init.handle;
+    this.ledger = new HandleLedger(init.ledger);
+    this.batch = allocatePacketBatch(WINDIVERT_BATCH_MAX, WINDIVERT_BATCH_BYTES);
+  }
+
+  receive(timeoutMs: number): number {
+    const b = this.batch;
+    b.count = 0;
+    for (;;) {
+      const h = this.draining.length > 0 ? this.draining[0] : this.current;
+      if (h === null) return 0;
+      this.recvLen[0] = 0;
+      this.addrLen[0] = this.addrs.length;
+      if (this.api.recvEx(h, b.data, b.data.length, this.recvLen, this.addrs, this.addrLen)) {
+        this.batchHandle = h;
+        return this.split(this.recvLen[0], this.addrLen[0] / WINDIVERT_ADDRESS_SIZE);
+      }
+      const err = this.api.lastError();
+      if (err === WinError.NO_DATA) {
+        if (this.draining.length > 0) {
+          this.closeHandle(this.draining.shift()!);
+          continue;
+        }
+        if (this.stopping) {
+          // Stopping and everything decided: only now is closing safe (nothing is left to put back unmodified).
+          this.closeHandle(h);
+          this.current = null;
+          return 0;
+        }
+        // Our handle was shut down: a stop or a new handle is on its way. Yield briefly instead of spinning.
+        Atomics.wait(this.idle, 0, 0, Math.min(Math.max(timeoutMs, 0), SHUTDOWN_IDLE_MS));
+        return 0;
+      }
+      if (err === WinError.INSUFFICIENT_BUFFER) continue; // cannot happen (buffer ≥ MTU max); the packet is lost
+      throw winDivertCallError('WinDivertRecvEx', err, { handle: h });
+    }
+  }
+
+  /** Cut the received bytes into packets by their own IP length; one address each. */
+  private split(total: number, n: number): number {
+    const b = this.batch;
+    const data = b.data;
+    let off = 0;
+    let count = 0;
+    for (let i = 0; i < n && off < total; i++) {
+      const version = data[off] >> 4;
+      let len = 0;
+      if (version === 4 && total - off >= 4) len = data.readUInt16BE(off + 2);
+      else if (version === 6 && total - off >= 6) len = 40 + data.readUInt16BE(off + 4);
+      const bad = len < 20 || off + len > total;
+      if (bad) len = total - off;
+      b.offset[i] = off;
+      b.length[i] = len;
+      const bits = this.addrs.readUInt32LE(i * WINDIVERT_ADDRESS_SIZE + AddressOffset.Bits);
+      b.outbound[i] = (bits & AddressFlag.Outbound) !== 0 ? 1 : 0;
+      b.ifIndex[i] = this.addrs.readUInt32LE(i * WINDIVERT_ADDRESS_SIZE + AddressOffset.IfIdx);
+      // Neither transport checksum flag set: the stack left the checksum to the NIC (finishReflected completes it).
+      b.partialChecksum[i] = (bits & (AddressFlag.TCPChecksum | AddressFlag.UDPChecksum)) === 0 ? 1 : 0;
+      b.verdict[i] = Verdict.Pass;
+      this.broken[i] = bad ? 1 : 0;
+      off += len;
+      count = i + 1;
+      if (bad) break;
+    }
+    b.count = count;
+    return count;
+  }
+
+  send(): void {
+    const b = this.batch;
+    const data = b.data;
+    const addrs = this.addrs;
+    let bytes = 0;
+    let kept = 0;
+    for (let i = 0; i < b.count; i++) {
+      const verdict = b.verdict[i];
+      if (verdict === Verdict.Drop || this.broken[i] === 1) continue;
+      const base = i * WINDIVERT_ADDRESS_SIZE;
+      const bits = addrs.readUInt32LE(base + AddressOffset.Bits);
+      const off = b.offset[i];
+      const len = b.length[i];
+      if (verdict === Verdict.Reflect) this.finishReflected(off, len, base, bits);
+      if (verdict === Verdict.Reflect || b.outbound[i] === 0) {
+        if (isIcmp(data, off)) {
+          // Windows refuses to take some inbound ICMP/ICMPv6 messages (a documented, harmless failure). Sent alone,
+          // such a refusal is counted exactly and cannot hide a real failure of another packet. Packets before
+          // this one were already moved below `off`, so its bytes are still intact here.
+          this.sendOne(off, len, base);
+          continue;
+        }
+      }
+      if (bytes !== off) data.copyWithin(bytes, off, off + len);
+      if (kept !== i) addrs.copyWithin(kept * WINDIVERT_ADDRESS_SIZE, base, base + WINDIVERT_ADDRESS_SIZE);
+      bytes += len;
+      kept++;
+    }
+    b.count = 0;
+    if (kept === 0) return;
+    if (!this.api.sendEx(this.batchHandle, data, bytes, null, addrs, kept * WINDIVERT_ADDRESS_SIZE)) {
+      const err = this.api.lastError();
+      if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
+      else this.countUnexpected(err);
+    }
+  }
+
+  /** Inject one inbound ICMP/ICMPv6 packet on its own (two small views per call: the only per-packet allocation,
+   *  on a path as rare as ICMP is). */
+  private sendOne(off: number, len: number, base: number): void {
+    const packet = this.batch.data.subarray(off, off + len);
+    const addr = this.addrs.subarray(base, base + WINDIVERT_ADDRESS_SIZE);
+    if (this.api.sendEx(this.batchHandle, packet, len, null, addr, WINDIVERT_ADDRESS_SIZE)) return;
+    const err = this.api.lastError();
+    if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
+    else if (err === WinError.INVALID_HANDLE || err === WinError.INVALID_PARAMETER) this.countUnexpected(err);
+    else this.expectedSendFailures.icmpRefused++;
+  }
+
+  private countUnexpected(err: number): void {
+    this.sendErrors++;
+    this.lastSendError = err;
+  }
+
+  /**
+   * Turn a reflected packet's address into an inbound one: clear Outbound, keep the interface indexes (the packet
+   * re-enters on the interface it was leaving by). Where the checksum flags say the stack left a checksum for the
+   * NIC to compute (offload), compute it now, because no NIC will see an inbound packet; then mark it valid.
+   */
+  private finishReflected(off: number, len: number, base: number, bits: number): void {
+    let next = bits & ~AddressFlag.Outbound;
+    const missing = ~bits & (AddressFlag.IPChecksum | AddressFlag.TCPChecksum | AddressFlag.UDPChecksum);
+    if (missing !== 0 && parsePacket(this.batch.data, off, len, this.parsed)) {
+      const p = this.parsed;
+      if (p.family === 4 && (missing & AddressFlag.IPChecksum) !== 0) {
+        fillIpv4HeaderChecksum(this.batch.data, p.ipOffset);
+        next |= AddressFlag.IPChecksum;
+      }
+      if (p.protocol === IpProto.Tcp && (missing & AddressFlag.TCPChecksum) !== 0 && fillTransportChecksum(this.batch.data, p)) {
+        next |= AddressFlag.TCPChecksum;
+      }
+      if (p.protocol === IpProto.Udp && (missing & AddressFlag.UDPChecksum) !== 0 && fillTransportChecksum(this.batch.data, p)) {
+        next |= AddressFlag.UDPChecksum;
+      }
+    }
+    this.addrs.writeUInt32LE(next >>> 0, base + AddressOffset.Bits);
+  }
+
+  adopt(_cfg: InterceptConfig, update: WinDivertSourceUpdate): void {
+    if (update.switchTo === null) return; // same filter: keep the handle
+    // The main thread already shut down receiving on the current handle; drain it before using the new one.
+    if (this.current !== null) this.draining.push(this.current);
+    this.current = update.switchTo.handle;
+  }
+
+  /**
+   * Stop capturing: shut down receiving on the current handle. The caller then calls receive() (deciding and sending
+   * every batch as usual) until it returns 0, which happens once every handle is empty and closed.
+   */
+  beginStop(): void {
+    this.stopping = true;
+    if (this.current !== null) this.api.shutdown(this.current, WinDivertShutdown.Recv);
+  }
+
+  close(): void {
+    for (const h of this.draining.splice(0)) this.closeHandle(h);
+    if (this.current !== null) this.closeHandle(this.current);
+    this.current = null;
+  }
+
+  private closeHandle(h: number): void {
+    if (this.ledger.claim(h)) this.api.close(h);
+  }
+}
+
+/** An ICMP (IPv4 protocol 1) or ICMPv6 (IPv6 next header 58, no extension headers between) packet. */
+function isIcmp(data: Buffer, off: number): boolean {
+  const version = data[off] >> 4;
+  return version === 4 ? data[off + 9] === IpProto.Icmp : version === 6 && data[off + 6] === IpProto.Icmpv6;
+}
+
+export const createWinDivertPacketSource: PacketSourceFactory<'windivert'> = (init) =>
+  new WinDivertPacketSource(loadWinDivert(init.dllPath), init);
