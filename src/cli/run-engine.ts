@@ -15,7 +15,13 @@ import {
 import { Engine } from '../engine/engine.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { createHostBackend, describeWinDivertFilter, LINUX_BACKENDS, type BackendOptions, type LinuxBackend } from '../packet-sources/registry.ts';
+import {
+  createHostBackend,
+  describeWinDivertFilter,
+  LINUX_BACKENDS,
+  type BackendOptions,
+  type LinuxBackend,
+} from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
 import { hostAddressRules, suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
 import { removeOrphanTempFiles } from '../config/atomic-save.ts';

@@ -307,7 +307,8 @@ export class Engine extends EventEmitter {
   flows(): FlowRecord[] {
     const now = Date.now();
     const flows = this.flowTable.snapshot(now);
-    if (this.opts.backend.kernel && this.state === 'running') flows.push(...this.opts.backend.kernel.flows(now, flowIdleLimitMs));
+    const kernel = this.opts.backend.kernel;
+    if (kernel && this.state === 'running') flows.push(...kernel.flows(now, flowIdleLimitMs));
     return flows;
   }
 

@@ -140,7 +140,8 @@ export class EngineStatsSource {
       this.hostShieldCache = null;
       hostShield = await this.hostShieldCounts();
     }
-    const stats = buildEngineStats(this.snapshot(cfg, hostReadable), cfg, { sampledAt: new Date(), uptimeSeconds, rates: { ...this.rates } });
+    const sample = { sampledAt: new Date(), uptimeSeconds, rates: { ...this.rates } };
+    const stats = buildEngineStats(this.snapshot(cfg, hostReadable), cfg, sample);
     if (hostShield) {
       // The host firewall drops shielded and forged traffic before it reaches us (Linux nft): its counters are the truth.
       let packets = 0;

@@ -40,7 +40,10 @@ export interface BackendOptions {
  * The only place that branches on the platform for the data path. The memory backend (memory/) is no platform's:
  * tests and tools construct its host half (MemoryHostBackend) themselves.
  */
-const PLATFORM_BACKEND: Partial<Record<NodeJS.Platform, Exclude<BackendKind, 'memory'>>> = { win32: 'windivert', linux: 'ebpf' };
+const PLATFORM_BACKEND: Partial<Record<NodeJS.Platform, Exclude<BackendKind, 'memory'>>> = {
+  win32: 'windivert',
+  linux: 'ebpf',
+};
 
 /** Main-thread half for this platform. */
 export async function createHostBackend(opts: BackendOptions, platform: NodeJS.Platform = process.platform): Promise<HostBackend> {

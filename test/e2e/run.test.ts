@@ -45,7 +45,7 @@ async function cli(ns: NetNs, pipe: string, args: string[]): Promise<{ code: num
   return { code: r.code, json, stderr: r.stderr };
 }
 
-/** Nothing of ours left in the namespace: no device (nor the ebpf backend's veth peer), no route through it, no nft table. */
+/** Nothing of ours left in the namespace: no device (nor the ebpf veth's peer), no route through it, no nft table. */
 async function assertClean(ns: NetNs): Promise<void> {
   const links = await ns.ipJson<{ ifname: string }[]>(['link', 'show']);
   assert.ok(!links.some((l) => l.ifname.startsWith(DEVICE)), `device ${DEVICE} still there`);
@@ -62,7 +62,8 @@ describe(`retroflect run (Linux, real engine, ${backend})`, { timeout: 180_000 }
   // The control socket must live in a root-owned 0700 directory (mkdtemp makes one).
   const pipeDir = mkdtempSync(join(tmpdir(), 'rft-e2e-'));
   const pipe = join(pipeDir, 'retroflect.sock');
-  const args = ['--no-config', '--reflect', '192.0.2.1', '2001:db8::1', '--shield', '8080/tcp', '5353/udp', '--pipe', pipe, '--device', DEVICE, ...backendArgs(backend)];
+  const args = ['--no-config', '--reflect', '192.0.2.1', '2001:db8::1', '--shield', '8080/tcp', '5353/udp', '--pipe', pipe,
+    '--device', DEVICE, ...backendArgs(backend)];
 
   before(async () => {
     t = await createTopology('e2e');
@@ -215,10 +216,12 @@ describe(`retroflect run: dry run and refusals change nothing (${backend})`, { t
   });
 
   test('a second engine on another device is refused (exit 8) and leaves the first one\'s shield table alone', async () => {
-    const first = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe', join(pipeDir, 'first.sock'), '--device', DEVICE, ...backendArgs(backend)]);
+    const first = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe',
+      join(pipeDir, 'first.sock'), '--device', DEVICE, ...backendArgs(backend)]);
     try {
       await waitReady(first);
-      const second = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.2', '--pipe', join(pipeDir, 'second.sock'), '--device', 'rflct9', ...backendArgs(backend)]);
+      const second = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.2', '--pipe', join(pipeDir, 'second.sock'),
+        '--device', 'rflct9', ...backendArgs(backend)]);
       assert.equal(await second.exited, 8, second.output());
       assert.match(second.output(), /Another retroflect engine \((TUN )?device rflct0\) is running on this host/);
       const table = await t.a.must('nft', ['list', 'table', 'inet', 'retroflect']);
@@ -236,7 +239,8 @@ describe(`retroflect run: dry run and refusals change nothing (${backend})`, { t
   });
 
   test('--dry-run prints the routes and nft rules it would install, exits 0, creates nothing', async () => {
-    const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--dry-run', '--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe', join(pipeDir, 's.sock'), ...backendArgs(backend)], {});
+    const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--dry-run', '--no-config', '--reflect',
+      '192.0.2.1', '--shield', '8080/tcp', '--pipe', join(pipeDir, 's.sock'), ...backendArgs(backend)], {});
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /ip -4 route replace 192\.0\.2\.1\/32 dev rflct0/);
     assert.match(r.stdout, /elements = \{ 8080 \}/);
@@ -245,7 +249,8 @@ describe(`retroflect run: dry run and refusals change nothing (${backend})`, { t
   });
 
   test('an address on a local subnet is refused with exit code 4 and the rule named; nothing is created', async () => {
-    const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--no-config', '--reflect', '198.51.100.77', '--pipe', join(pipeDir, 's.sock'), ...backendArgs(backend)]);
+    const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--no-config', '--reflect', '198.51.100.77',
+      '--pipe', join(pipeDir, 's.sock'), ...backendArgs(backend)]);
     assert.equal(r.code, 4, r.stdout + r.stderr);
     assert.match(r.stderr, /198\.51\.100\.77 is inside 198\.51\.100\.0\/24, a subnet of interface veth-a/);
     assert.match(r.stderr, /E_INVALID_ADDRESS/);

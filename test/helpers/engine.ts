@@ -26,7 +26,7 @@ export const READY = /^Ready\./m;
 /** The device an engine makes when no --device is given (TUN, or the ebpf backend's veth; its peer adds a "p"). */
 export const ENGINE_DEVICE = 'rflct0';
 
-/** What an engine can leave behind in its namespace and directory: 'device', 'qdisc', 'nft table', 'socket' ([] = nothing). */
+/** What an engine can leave in its namespace and directory: 'device', 'qdisc', 'nft table', 'socket' ([]: nothing). */
 export async function engineLeftovers(ns: NetNs, pipe: string): Promise<string[]> {
   const left: string[] = [];
   const links = await ns.ipJson<{ ifname: string }[]>(['link', 'show']);

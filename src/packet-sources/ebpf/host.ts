@@ -10,14 +10,45 @@ import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { describeCommand, runCommand, type HostCommand } from '../../platform/linux/command.ts';
 import { EFD_CLOEXEC, EFD_NONBLOCK, libc } from '../../platform/linux/libc.ts';
 import { interfaceIndex, interfaceNameOf } from '../../platform/linux/interfaces.ts';
-import { installShield, NFT_FAMILY, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, shieldTableDevice, shieldTableScript, updateShield } from '../../platform/linux/nftables.ts';
+import {
+  installShield,
+  NFT_FAMILY,
+  NFT_TABLE,
+  nftScriptCommand,
+  readFirewallCounters,
+  removeShield,
+  shieldTableDevice,
+  shieldTableScript,
+  updateShield,
+} from '../../platform/linux/nftables.ts';
 import { FIRST_LOG_GROUP, openFirewallLog } from '../../platform/linux/nflog.ts';
 import { routeAddCommand, routeDeleteCommand } from '../../platform/linux/routes.ts';
-import type { EbpfSourceInit, EbpfSourceUpdate, FirewallCounters, HostBackend, KernelDataPath, KernelFlow, PlanStep, ProtocolCounts } from '../packet-source.ts';
-import { KernelMaps, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
+import type {
+  EbpfSourceInit,
+  EbpfSourceUpdate,
+  FirewallCounters,
+  HostBackend,
+  KernelDataPath,
+  KernelFlow,
+  PlanStep,
+  ProtocolCounts,
+} from '../packet-source.ts';
+import { KernelMaps, MAP, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
 import { attachProgram, closeProgram, loadProgram, PROGRAM_NAME, type LoadedProgram } from './program.ts';
 import { openPacketSocket } from './packet-socket.ts';
-import { checkEbpfDeviceName, createPairCommand, DEFAULT_EBPF_DEVICE, deletePairCommand, deviceExists, deviceUpCommand, ownerPid, peerName, peerUpCommand, processAlive, setIpv6 } from './veth.ts';
+import {
+  checkEbpfDeviceName,
+  createPairCommand,
+  DEFAULT_EBPF_DEVICE,
+  deletePairCommand,
+  deviceExists,
+  deviceUpCommand,
+  ownerPid,
+  peerName,
+  peerUpCommand,
+  processAlive,
+  setIpv6,
+} from './veth.ts';
 
 export interface EbpfHostOptions {
   deviceName?: string;
@@ -65,17 +96,29 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
   plan(cfg: InterceptConfig): PlanStep[] {
     const cmd = (action: string, c: HostCommand): PlanStep => ({ action, detail: describeCommand(c) });
     const steps: PlanStep[] = [
-      { action: 'remove leftovers', detail: `delete ${this.device} if the engine named in its alias is gone (with its qdisc, program and routes)` },
-      { action: 'load the tc program', detail: `libbpf: open the built-in object, load "${PROGRAM_NAME}" (the kernel verifies it)` },
+      {
+        action: 'remove leftovers',
+        detail: `delete ${this.device} if the engine named in its alias is gone (with its qdisc, program and routes)`,
+      },
+      { action: 'load the tc program', detail: `libbpf: open the built-in object, load "${PROGRAM_NAME}" (verified)` },
       cmd('create the veth pair', createPairCommand(this.device)),
       cmd('bring the device up (NOARP, alias names this engine)', deviceUpCommand(this.device, process.pid)),
       cmd('bring the peer up', peerUpCommand(this.device)),
       { action: 'attach the tc program', detail: `libbpf: clsact qdisc on ${this.device}, program on its egress` },
       { action: 'open the user-space path', detail: `AF_PACKET socket on ${peerName(this.device)} (vnet header)` },
     ];
-    for (const a of cfg.reflectAddresses) steps.push({ action: `reflect ${a} in the kernel`, detail: `map ${'reflect_addrs'}: add ${a}` });
-    for (const a of cfg.reflectAddresses) steps.push(cmd(`route ${a} into the device`, routeAddCommand(a, this.device)));
-    steps.push(cmd(`install shield rules (drops logged to NFLOG group ${FIRST_LOG_GROUP} if free)`, nftScriptCommand(shieldTableScript(cfg, this.device, FIRST_LOG_GROUP))));
+    for (const a of cfg.reflectAddresses) {
+      steps.push({ action: `reflect ${a} in the kernel`, detail: `map ${MAP.reflect}: add ${a}` });
+    }
+    for (const a of cfg.reflectAddresses) {
+      steps.push(cmd(`route ${a} into the device`, routeAddCommand(a, this.device)));
+    }
+    steps.push(
+      cmd(
+        `install shield rules (drops logged to NFLOG group ${FIRST_LOG_GROUP} if free)`,
+        nftScriptCommand(shieldTableScript(cfg, this.device, FIRST_LOG_GROUP)),
+      ),
+    );
     return steps;
   }
 
@@ -102,7 +145,8 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       setIpv6(peerName(this.device), false);
       const hasV6 = setIpv6(this.device, true);
       if (!hasV6 && cfg.reflectAddresses.some((a) => a.includes(':'))) {
-        throw new RetroflectError(ErrorCode.BACKEND_FAILED, 'This kernel has IPv6 disabled, so IPv6 reflect addresses cannot be routed.', {
+        const why = 'This kernel has IPv6 disabled, so IPv6 reflect addresses cannot be routed.';
+        throw new RetroflectError(ErrorCode.BACKEND_FAILED, why, {
           hint: 'Enable IPv6 (ipv6.disable=0) or use IPv4 reflect addresses only.',
         });
       }
@@ -132,7 +176,11 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       logFd: this.log?.fd ?? -1,
       logGroup: this.log?.group ?? -1,
       ifIndex: this.ifIndex,
-      captureMapFds: { settings: this.program.mapFds.settings, addresses: this.program.mapFds.captureAddresses, ports: this.program.mapFds.capturePorts },
+      captureMapFds: {
+        settings: this.program.mapFds.settings,
+        addresses: this.program.mapFds.captureAddresses,
+        ports: this.program.mapFds.capturePorts,
+      },
     };
   }
 
@@ -144,7 +192,8 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     if (deviceExists(this.device)) {
       const pid = ownerPid(this.device);
       if (pid === null) {
-        throw new RetroflectError(ErrorCode.BACKEND_FAILED, `A device named ${this.device} exists and is not retroflect's.`, {
+        const why = `A device named ${this.device} exists and is not retroflect's.`;
+        throw new RetroflectError(ErrorCode.BACKEND_FAILED, why, {
           hint: 'Give the engine another device with --device.',
           details: { device: this.device },
         });
@@ -154,8 +203,11 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     }
     const holder = await shieldTableDevice();
     if (holder !== null && holder !== this.device && deviceExists(holder)) {
-      throw new RetroflectError(ErrorCode.ALREADY_RUNNING, `Another retroflect engine (device ${holder}) is running on this host.`, {
-        hint: 'On Linux one engine runs per host, since the shield rules are per host: stop the other engine first, or add your addresses and ports to it.',
+      const why = `Another retroflect engine (device ${holder}) is running on this host.`;
+      throw new RetroflectError(ErrorCode.ALREADY_RUNNING, why, {
+        hint:
+          'On Linux one engine runs per host, since the shield rules are per host: stop the other engine first, ' +
+          'or add your addresses and ports to it.',
         details: { device: holder },
       });
     }
@@ -227,14 +279,19 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     const holder = await shieldTableDevice();
     if (holder !== this.device) {
       await installShield(cfg, this.device, this.log?.group ?? null);
-      repairs.push(`The nft table ${NFT_FAMILY} ${NFT_TABLE} was ${holder === null ? 'deleted' : 'replaced'} by something else; restored it (shielding was off meanwhile).`);
+      const what = holder === null ? 'deleted' : 'replaced';
+      repairs.push(
+        `The nft table ${NFT_FAMILY} ${NFT_TABLE} was ${what} by something else; restored it ` +
+          '(shielding was off meanwhile).',
+      );
     }
     if (scope === 'firewall') return repairs;
-    const routed = new Set(
-      JSON.parse((await runCommand({ file: 'ip', args: ['-j', 'route', 'show', 'dev', this.device] })).stdout || '[]')
-        .concat(JSON.parse((await runCommand({ file: 'ip', args: ['-j', '-6', 'route', 'show', 'dev', this.device] })).stdout || '[]'))
-        .map((r: { dst: string }) => r.dst.replace(/\/(32|128)$/, '')),
-    );
+    const routes = async (family: string[]): Promise<{ dst: string }[]> => {
+      const shown = await runCommand({ file: 'ip', args: ['-j', ...family, 'route', 'show', 'dev', this.device] });
+      return JSON.parse(shown.stdout || '[]');
+    };
+    const all = [...(await routes([])), ...(await routes(['-6']))];
+    const routed = new Set(all.map((r) => r.dst.replace(/\/(32|128)$/, '')));
     for (const a of cfg.reflectAddresses) {
       if (routed.has(a)) continue;
       await runCommand(routeAddCommand(a, this.device));

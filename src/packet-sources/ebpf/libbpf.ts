@@ -4,7 +4,7 @@
  * iproute2 already depends on, so the backend adds no runtime dependency; no bpftool, no helper process per change.
  * Loaded lazily, per thread (the main thread loads and attaches; the worker only reads its packet socket).
  *
- * libbpf >= 1.0 reports errors as a negative errno (or NULL with errno set); both are turned into RetroflectErrors here.
+ * libbpf >= 1.0 reports errors as a negative errno (or NULL with errno set); both become RetroflectErrors here.
  */
 import koffi from 'koffi';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
@@ -51,12 +51,16 @@ export interface Libbpf {
 
 const ENOENT = 2;
 const EEXIST = 17;
+const ENODEV = 19;
+const EINVAL = 22;
 
 let cached: Libbpf | undefined;
 
 function fail(what: string, err: number): never {
   const errno = Math.abs(err);
-  throw new RetroflectError(ErrorCode.BACKEND_FAILED, `libbpf: ${what} failed (errno ${errno}).`, { details: { errno } });
+  throw new RetroflectError(ErrorCode.BACKEND_FAILED, `libbpf: ${what} failed (errno ${errno}).`, {
+    details: { errno },
+  });
 }
 
 export function libbpf(): Libbpf {
@@ -66,7 +70,8 @@ export function libbpf(): Libbpf {
   try {
     lib = koffi.load(file);
   } catch (err) {
-    throw new RetroflectError(ErrorCode.BACKEND_UNAVAILABLE, `The libbpf library (${file}) could not be loaded: ${(err as Error).message}`, {
+    const why = `The libbpf library (${file}) could not be loaded: ${(err as Error).message}`;
+    throw new RetroflectError(ErrorCode.BACKEND_UNAVAILABLE, why, {
       hint: 'Install libbpf1 (Debian: apt-get install libbpf1) or run with --backend tun.',
     });
   }
@@ -141,7 +146,8 @@ export function libbpf(): Libbpf {
     },
     destroyTcHook(ifindex) {
       const err = hookDestroy(hook(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)) as number;
-      if (err < 0 && -err !== ENOENT && -err !== 19 /* ENODEV */ && -err !== 22 /* EINVAL: no qdisc */) fail('removing the clsact qdisc', err);
+      // No such device (ENODEV) or no clsact qdisc on it (ENOENT, EINVAL) is what we wanted.
+      if (err < 0 && -err !== ENOENT && -err !== ENODEV && -err !== EINVAL) fail('removing the clsact qdisc', err);
     },
     update(fd, key, value, flags) {
       const err = update(fd, key, value, flags) as number;

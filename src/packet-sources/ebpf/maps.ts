@@ -60,7 +60,7 @@ export interface FlowEntry {
 }
 
 function addressOf(family: number, buf: Buffer, at: number): string {
-  return family === 4 ? ipaddr.fromByteArray([...buf.subarray(at, at + 4)]).toString() : ipaddr.fromByteArray([...buf.subarray(at, at + 16)]).toString();
+  return ipaddr.fromByteArray([...buf.subarray(at, at + (family === 4 ? 4 : 16))]).toString();
 }
 
 /** The program's maps, by file descriptor (the fds belong to the loaded object; see program.ts). */
@@ -75,7 +75,8 @@ export class KernelMaps {
     const b = libbpf();
     if (freshSlot) {
       const zero = Buffer.alloc(COUNTS_VALUE * this.cpus);
-      for (let p = 0; p < KERNEL_STATS_PROTOCOLS.length; p++) b.update(this.fds.counts, u32(slot * KERNEL_STATS_PROTOCOLS.length + p), zero, BPF_ANY);
+      const first = slot * KERNEL_STATS_PROTOCOLS.length;
+      for (let p = 0; p < KERNEL_STATS_PROTOCOLS.length; p++) b.update(this.fds.counts, u32(first + p), zero, BPF_ANY);
     }
     const v = Buffer.alloc(REFLECT_VALUE);
     v.writeUInt32LE(slot, 0);
@@ -152,7 +153,10 @@ function u32(n: number): Buffer {
  * Tell the program what the running captures might want (null: none). While the address and port maps are
  * rewritten the settings say "every address and port", so a running capture never misses a packet meanwhile.
  */
-export function writeCaptureInterest(fds: { settings: number; addresses: number; ports: number }, interest: CaptureInterest | null): void {
+export function writeCaptureInterest(
+  fds: { settings: number; addresses: number; ports: number },
+  interest: CaptureInterest | null,
+): void {
   const b = libbpf();
   const settings = Buffer.alloc(SETTINGS_VALUE);
   const off = !interest || !interest.reflected;
@@ -168,8 +172,9 @@ export function writeCaptureInterest(fds: { settings: number; addresses: number;
   clearMap(fds.addresses, REFLECT_KEY);
   clearMap(fds.ports, 2);
   const one = Buffer.from([1]);
-  const addresses = interest.addresses && interest.addresses.length <= KERNEL_CAPTURE_ENTRIES ? interest.addresses : null;
-  const ports = interest.ports && interest.ports.length <= KERNEL_CAPTURE_ENTRIES ? interest.ports : null;
+  const fits = <T>(list: T[] | null): T[] | null => (list && list.length <= KERNEL_CAPTURE_ENTRIES ? list : null);
+  const addresses = fits(interest.addresses);
+  const ports = fits(interest.ports);
   for (const a of addresses ?? []) b.update(fds.addresses, addressKey(a), one, BPF_ANY);
   for (const p of ports ?? []) {
     const k = Buffer.alloc(2);

@@ -27,7 +27,8 @@ function candidates(): string[] {
   // The bundle leaves its own path in the environment (platform/koffi-bundled.ts); the object sits beside it.
   if (process.env.RETROFLECT_BUNDLE_PATH) out.push(join(dirname(process.env.RETROFLECT_BUNDLE_PATH), BPF_OBJECT_NAME));
   if (import.meta.url.startsWith('file:///') && import.meta.url !== 'file:///bundled') {
-    out.push(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'native', 'build', 'bpf', BPF_OBJECT_NAME));
+    const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+    out.push(join(root, 'native', 'build', 'bpf', BPF_OBJECT_NAME));
   }
   if (process.argv[1]) out.push(join(dirname(process.argv[1]), BPF_OBJECT_NAME));
   return out;

@@ -30,7 +30,9 @@ export function openPacketSocket(ifindex: number): number {
     const one = Buffer.alloc(4);
     one.writeInt32LE(1, 0);
     if (c.setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, one) < 0) throw socketError('PACKET_VNET_HDR', c.errno());
-    if (c.setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, one) < 0) throw socketError('PACKET_IGNORE_OUTGOING', c.errno());
+    if (c.setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, one) < 0) {
+      throw socketError('PACKET_IGNORE_OUTGOING', c.errno());
+    }
     const sll = Buffer.alloc(SOCKADDR_LL_SIZE);
     sll.writeUInt16LE(AF_PACKET, 0);
     sll.writeUInt16BE(ETH_P_ALL, 2);
@@ -44,5 +46,6 @@ export function openPacketSocket(ifindex: number): number {
 }
 
 function socketError(what: string, errno: number): RetroflectError {
-  return new RetroflectError(ErrorCode.BACKEND_FAILED, `The ebpf backend's packet socket failed (${what}): ${libc().strerror(errno)}.`, { details: { errno } });
+  const why = `The ebpf backend's packet socket failed (${what}): ${libc().strerror(errno)}.`;
+  return new RetroflectError(ErrorCode.BACKEND_FAILED, why, { details: { errno } });
 }

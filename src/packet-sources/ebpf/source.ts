@@ -7,15 +7,35 @@
  */
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
-import { EAGAIN, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
+import {
+  EAGAIN,
+  EINTR,
+  libc,
+  POLLERR,
+  POLLFD_SIZE,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+  type Libc,
+} from '../../platform/linux/libc.ts';
 import { NFT_LOG_PREFIX } from '../../platform/linux/nftables.ts';
 import { FirewallLogReader, type LoggedPacketSink } from '../../platform/linux/nflog.ts';
 import type { CaptureInterest } from '../../packet/capture-interest.ts';
 import { FirewallDropCause, Verdict } from '../../packet/verdicts.ts';
-import { allocatePacketBatch, type EbpfSourceInit, type EbpfSourceUpdate, type FirewallDropSink, type PacketBatch, type PacketSource, type PacketSourceFactory } from '../packet-source.ts';
+import {
+  allocatePacketBatch,
+  type EbpfSourceInit,
+  type EbpfSourceUpdate,
+  type FirewallDropSink,
+  type PacketBatch,
+  type PacketSource,
+  type PacketSourceFactory,
+} from '../packet-source.ts';
 import { writeCaptureInterest } from './maps.ts';
 import { ETHERNET_HEADER_LEN, PACKET_VNET_HDR_LEN } from './packet-socket.ts';
 
+/** The drop cause of each NFLOG prefix index (the order the log reader is given them below). */
+const DROP_BY_PREFIX = [FirewallDropCause.ShieldPort, FirewallDropCause.ForgedSource] as const;
 /** Packets per receive() at most (as the TUN backend). */
 const BATCH_CAPACITY = 64;
 /** GSO packets reach 64 KiB whatever the MTU. */
@@ -43,7 +63,7 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
   private readonly log: FirewallLogReader | null;
   private dropSink: FirewallDropSink | null = null;
   private readonly onLogged: LoggedPacketSink = (buf, off, len, prefix, ifIndex, timeMs) =>
-    this.dropSink?.(buf, off, len, prefix === 0 ? FirewallDropCause.ShieldPort : FirewallDropCause.ForgedSource, ifIndex, timeMs);
+    this.dropSink?.(buf, off, len, prefix === 0 ? DROP_BY_PREFIX[0] : DROP_BY_PREFIX[1], ifIndex, timeMs);
 
   constructor(init: EbpfSourceInit) {
     this.c = libc();
@@ -61,7 +81,8 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
     this.pollFds.writeInt16LE(POLLIN, 4);
     this.pollFds.writeInt32LE(this.wakeFd, POLLFD_SIZE);
     this.pollFds.writeInt16LE(POLLIN, POLLFD_SIZE + 4);
-    this.log = init.logFd >= 0 ? new FirewallLogReader(init.logFd, init.logGroup, [NFT_LOG_PREFIX.shield, NFT_LOG_PREFIX.forged]) : null;
+    const prefixes = [NFT_LOG_PREFIX.shield, NFT_LOG_PREFIX.forged];
+    this.log = init.logFd >= 0 ? new FirewallLogReader(init.logFd, init.logGroup, prefixes) : null;
     if (this.log) {
       this.pollFds.writeInt32LE(init.logFd, 2 * POLLFD_SIZE);
       this.pollFds.writeInt16LE(POLLIN, 2 * POLLFD_SIZE + 4);
@@ -104,7 +125,8 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
     if (ready < 0) {
       const errno = this.c.errno();
       if (errno === EINTR) return 0;
-      throw new RetroflectError(ErrorCode.BACKEND_FAILED, `poll on the packet socket failed: ${this.c.strerror(errno)}.`, { details: { errno } });
+      const why = `poll on the packet socket failed: ${this.c.strerror(errno)}.`;
+      throw new RetroflectError(ErrorCode.BACKEND_FAILED, why, { details: { errno } });
     }
     if (ready === 0) return 0;
     if (this.pollFds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
@@ -130,7 +152,8 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
       if (got < 0) {
         const errno = this.c.errno();
         if (errno === EAGAIN || errno === EINTR) break;
-        throw new RetroflectError(ErrorCode.BACKEND_FAILED, `Reading the packet socket failed: ${this.c.strerror(errno)}.`, { details: { errno } });
+        const why = `Reading the packet socket failed: ${this.c.strerror(errno)}.`;
+        throw new RetroflectError(ErrorCode.BACKEND_FAILED, why, { details: { errno } });
       }
       if (got <= HEADER_LEN) continue;
       const type = slot.readUInt16BE(PACKET_VNET_HDR_LEN + 12);

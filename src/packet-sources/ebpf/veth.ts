@@ -72,7 +72,7 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-/** IPv6 on (`on`) or off for a device; false when the kernel has no IPv6. The peer gets it off: it must send nothing. */
+/** IPv6 on or off for a device; false when the kernel has no IPv6. The peer gets it off: it must send nothing. */
 export function setIpv6(device: string, on: boolean): boolean {
   const path = `/proc/sys/net/ipv6/conf/${device}/disable_ipv6`;
   if (!existsSync(path)) return false;

@@ -1,6 +1,6 @@
 /**
- * Shield ports and forged reflect sources on Linux (both Linux backends, tun and ebpf), done by the kernel's own firewall rather than the data plane (on
- * TUN the engine only sees outbound packets, so inbound drops have to happen in nftables).
+ * Shield ports and forged reflect sources on Linux (both backends, tun and ebpf), done by the kernel's own firewall
+ * rather than the data plane (the engine only sees outbound packets, so inbound drops have to happen in nftables).
  *
  * Everything lives in one table of our own, `inet retroflect`, so we never touch anyone else's rules and a leftover
  * from a killed run is removed with a single `delete table`:
@@ -33,7 +33,13 @@
  * `accept` in our chain only ends our chain; other tables' chains still see the packet, as they would without us.
  * The priority runs us just before the usual `filter` chains so a shielded port is dropped before they count it.
  */
-import { addressFamily, shieldKey, type InterceptConfig, type ShieldPort, type ShieldProtocol } from '../../config/intercept-config.ts';
+import {
+  addressFamily,
+  shieldKey,
+  type InterceptConfig,
+  type ShieldPort,
+  type ShieldProtocol,
+} from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { runCommand, type HostCommand } from './command.ts';
 

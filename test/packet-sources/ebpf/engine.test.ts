@@ -2,7 +2,8 @@
  * The ebpf backend's own promises, against the real `retroflect run --backend ebpf` in a namespace (the shared
  * e2e, port-map, capture and hardening suites run on it too, see test/helpers/backends.ts): the common packet is
  * reflected in the kernel (the veth peer, where the user-space path reads, sees none of it) with counters equal to
- * what the client sent, ICMP errors with their embedded packet, a capture fed only what its filter asks for, flows with packets, bytes and ages, live changes under traffic that reflect no datagram for
+ * what the client sent, ICMP errors with their embedded packet, a capture fed only what its filter asks for, flows
+ * with packets, bytes and ages, live changes under traffic that reflect no datagram for
  * the wrong address and lose none, and the fallback to TUN when the program cannot be loaded.
  */
 import assert from 'node:assert/strict';
@@ -10,7 +11,16 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { existsSync, statSync } from 'node:fs';
 import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
-import { engineLeftovers, ENGINE_DEVICE, privateDir, removeDir, retroflect, spawnEngine, startEngine, type EngineHandle } from '../../helpers/engine.ts';
+import {
+  engineLeftovers,
+  ENGINE_DEVICE,
+  privateDir,
+  removeDir,
+  retroflect,
+  spawnEngine,
+  startEngine,
+  type EngineHandle,
+} from '../../helpers/engine.ts';
 
 const STREAM = 'test/packet-sources/ebpf/fixtures/udp-stream.ts';
 const node = process.execPath;
@@ -24,8 +34,9 @@ async function peerRxPackets(ns: NetNs): Promise<number> {
   return link.stats64.rx.packets;
 }
 
-async function send(ns: NetNs, hosts: string[], port: number, count: number, size: number, pauseEvery = 50): Promise<void> {
-  const r = await ns.run(node, ['--import', 'tsx', STREAM, 'send', hosts.join(','), String(port), String(count), String(size), String(pauseEvery)], { timeoutMs: 120_000 });
+async function send(ns: NetNs, hosts: string[], port: number, count: number, size: number, pauseEvery = 50) {
+  const args = [hosts.join(','), String(port), String(count), String(size), String(pauseEvery)];
+  const r = await ns.run(node, ['--import', 'tsx', STREAM, 'send', ...args], { timeoutMs: 120_000 });
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout), { sent: count });
 }
@@ -38,7 +49,8 @@ async function counter(ns: NetNs, port: number): Promise<{ result(): Promise<{ r
     async result() {
       await new Promise((r) => setTimeout(r, 300)); // the last datagrams are in flight
       lines.child.kill('SIGTERM');
-      return (await lines.next((o) => typeof o.received === 'number')) as unknown as { received: number; wrong: string[] };
+      const line = await lines.next((o) => typeof o.received === 'number');
+      return line as unknown as { received: number; wrong: string[] };
     },
   };
 }
@@ -61,7 +73,7 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, (
     removeDir(dir);
   });
 
-  test('counters equal what the client sent, and the kernel reflected it all (the user-space path saw none)', async () => {
+  test('counters equal what the client sent, and the kernel reflected it all (user space saw none)', async () => {
     const sink = await counter(t.a, 5400);
     const rxBefore = await peerRxPackets(t.a);
     await send(t.a, [R4], 5400, 200, 100);
@@ -83,7 +95,9 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, (
     await sink.result();
     await new Promise((r) => setTimeout(r, 1200));
     const now = Date.now();
-    const flows = (await engine!.cli(['flows'])).json.flows as { protocol: string; reflectAddress: string; serverPort: number; clientPort: number; packets: number; bytes: number; firstSeen: string; lastSeen: string; state: string }[];
+    type Flow = { protocol: string; reflectAddress: string; serverPort: number; clientPort: number; packets: number;
+      bytes: number; firstSeen: string; lastSeen: string; state: string };
+    const flows = (await engine!.cli(['flows'])).json.flows as Flow[];
     const f = flows.find((x) => x.reflectAddress === R4 && x.serverPort === 5402);
     assert.ok(f, JSON.stringify(flows));
     assert.equal(f.protocol, 'udp');
@@ -96,7 +110,7 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, (
     assert.ok(Date.parse(f.firstSeen) <= Date.parse(f.lastSeen));
   });
 
-  test('ICMP errors are reflected in the kernel with the packet they carry: a closed port refuses at once (IPv4, IPv6)', async () => {
+  test('ICMP errors are reflected in the kernel with their embedded packet: a closed port refuses', async () => {
     const icmp = async () => (await engine!.cli(['stats'])).json.byProtocol.icmp.packets as number;
     const before = await icmp();
     const rxBefore = await peerRxPackets(t.a);
@@ -110,9 +124,11 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, (
     assert.ok((await peerRxPackets(t.a)) - rxBefore < 2, 'the errors took the user-space path');
   });
 
-  test('a capture gets what its filter asks for through the user-space path (tshark reads it); the rest stays in the kernel', async () => {
+  test('a capture gets what its filter asks for (tshark reads it); the rest stays in the kernel', async () => {
     const file = join(dir, 'port.pcapng');
-    const capture = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', 'capture', '-w', file, '--pipe', engine!.pipe, '--port', '5403', '--duration', '60s'], { env: { ...process.env, NO_COLOR: '1' } });
+    const args = ['capture', '-w', file, '--pipe', engine!.pipe, '--port', '5403', '--duration', '60s'];
+    const env = { ...process.env, NO_COLOR: '1' };
+    const capture = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env });
     let captureErr = '';
     capture.stderr!.on('data', (d: Buffer) => (captureErr += d.toString()));
     const exited = new Promise<number | null>((resolve) => capture.once('exit', (code) => resolve(code)));
@@ -154,7 +170,10 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, (
     assert.ok(changes >= 2, `only ${changes} rounds of changes happened during the traffic`);
     const got = await sink.result();
     const stats = (await engine!.cli(['stats'])).json;
-    assert.deepEqual(got, { received: 4000, wrong: [] }, `${changes} changes; snmp: ${(await t.a.must('grep', ['-A1', '^Udp', '/proc/net/snmp'])).replace(/\n/g, ' / ')} peer rx ${await peerRxPackets(t.a)} stats ${JSON.stringify(stats.byAddress)} errors ${JSON.stringify(stats.errors)}`);
+    const snmp = (await t.a.must('grep', ['-A1', '^Udp', '/proc/net/snmp'])).replace(/\n/g, ' / ');
+    const why = `${changes} changes; snmp: ${snmp} peer rx ${await peerRxPackets(t.a)} stats ` +
+      `${JSON.stringify(stats.byAddress)} errors ${JSON.stringify(stats.errors)}`;
+    assert.deepEqual(got, { received: 4000, wrong: [] }, why);
     assert.deepEqual((await engine!.cli(['status'])).json.reflectAddresses, [R4, R6]);
   });
 });
@@ -177,7 +196,8 @@ describe('ebpf backend: fallback to TUN when the program cannot load', { timeout
   test('by default the engine runs on tun, says why in the log and in status, and reflects', async () => {
     const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'fb.sock'), args: ['--reflect', R4], env });
     try {
-      assert.match(e.output(), /The ebpf backend cannot run here, so the engine uses tun: The libbpf library \(\/nonexistent\/libbpf\.so\.1\) could not be loaded/);
+      const expected = /The ebpf backend cannot run here, so the engine uses tun: The libbpf library \(\/nonexistent\//;
+      assert.match(e.output(), expected);
       const status = (await e.cli(['status'])).json;
       assert.equal(status.backend, 'tun');
       assert.match(status.backendInfo.ebpfUnavailable, /libbpf/);
@@ -191,14 +211,16 @@ describe('ebpf backend: fallback to TUN when the program cannot load', { timeout
   });
 
   test('--backend ebpf does not fall back: exit 5 with the reason, nothing created', async () => {
-    const e = spawnEngine(t.a, dir, { config: false, pipe: join(dir, 'fb2.sock'), args: ['--reflect', R4, '--backend', 'ebpf'], env });
+    const args = ['--reflect', R4, '--backend', 'ebpf'];
+    const e = spawnEngine(t.a, dir, { config: false, pipe: join(dir, 'fb2.sock'), args, env });
     assert.equal(await e.exited, 5, e.output());
     assert.match(e.output(), /E_BACKEND_UNAVAILABLE/);
     assert.deepEqual(await engineLeftovers(t.a, join(dir, 'fb2.sock')), []);
   });
 
   test('a --backend that does not exist is a usage error', async () => {
-    const r = await retroflect(t.a, ['run', '--no-config', '--reflect', R4, '--backend', 'xdp', '--pipe', join(dir, 'fb3.sock')]);
+    const args = ['run', '--no-config', '--reflect', R4, '--backend', 'xdp', '--pipe', join(dir, 'fb3.sock')];
+    const r = await retroflect(t.a, args);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--backend must be one of ebpf, tun/);
   });
