@@ -14,6 +14,8 @@ export const TIERS = {
       'cli/client-commands.test.ts',
       'cli/run-command.test.ts',
       'config/',
+      'doctor/doctor-units.test.ts',
+      'doctor/reflect-layer.test.ts',
       'control/server.test.ts',
       'engine/',
       'hardening/cli-output.test.ts',
@@ -32,6 +34,7 @@ export const TIERS = {
       'capture/',
       'cli/first-run.test.ts',
       'control/',
+      'doctor/doctor-linux.test.ts',
       'dotnet/',
       'e2e/',
       'hardening/',
@@ -42,11 +45,11 @@ export const TIERS = {
   },
   pwsh: {
     needs: 'pwsh 7 and Pester (scripts/install-pwsh.sh), and root for the engine they drive',
-    paths: ['powershell/'],
+    paths: ['doctor/doctor-pester.test.ts', 'powershell/'],
   },
   wine: {
     needs: 'Wine, the Windows node.exe and `npm run build -- --windows` (test/wine/setup.ts); some also pwsh',
-    paths: ['wine/', 'platform/privileges-wine.test.ts', 'platform/route-lookup-windows.test.ts', 'release/'],
+    paths: ['doctor/doctor-windows-pester.test.ts', 'doctor/doctor-wine.test.ts', 'wine/', 'platform/privileges-wine.test.ts', 'platform/route-lookup-windows.test.ts', 'release/'],
   },
 };
 

@@ -218,6 +218,17 @@ describe('Dataplane.inbound', () => {
     assert.deepEqual(stats.forgedSourceDropped, snap.forgedSourceDropped);
   });
 
+  it('an IPv6 source ::ffff:<R> is the IPv4 reflect address R (a dual-stack socket reads it as R): forged, counted', () => {
+    const { dp, counters } = setup();
+    const mapped = ipv6({ src: `::ffff:${R4}`, dst: L6, proto: 17, payload: udpDatagram(5555, 7000, [1]) });
+    assert.equal(through(dp.inbound.bind(dp), mapped).verdict, Verdict.Drop);
+    // A mapped neighbour of R, and R's bits without the ::ffff: prefix, are other addresses.
+    for (const src of ['::ffff:203.0.113.8', '::cb00:7107', '::ffff:0:203.0.113.7']) {
+      assert.equal(through(dp.inbound.bind(dp), ipv6({ src, dst: L6, proto: 17, payload: udpDatagram(1, 2, []) })).verdict, Verdict.Pass, src);
+    }
+    assert.deepEqual(counters.snapshot().forgedSourceDropped, { packets: 1, bytes: mapped.length });
+  });
+
   it('TCP/UDP behind an IPv6 Authentication Header to a shielded port is dropped', () => {
     const { dp, counters } = setup();
     const ah = { type: 51, body: [0, 0, 0, 0, 0x10, 0x01, 0, 0, 0, 1, ...pattern(12)] };

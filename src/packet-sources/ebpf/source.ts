@@ -38,6 +38,8 @@ import { ETHERNET_HEADER_LEN, PACKET_VNET_HDR_LEN } from './packet-socket.ts';
 const DROP_BY_PREFIX = [FirewallDropCause.ShieldPort, FirewallDropCause.ForgedSource] as const;
 /** Packets per receive() at most (as the TUN backend). */
 const BATCH_CAPACITY = 64;
+/** NFLOG datagrams read per pass at most, so a flood of logged drops cannot hold the loop (as the TUN backend). */
+const LOG_READS_PER_PASS = BATCH_CAPACITY;
 /** GSO packets reach 64 KiB whatever the MTU. */
 const MAX_FRAME = ETHERNET_HEADER_LEN + 65535;
 const HEADER_LEN = PACKET_VNET_HDR_LEN + ETHERNET_HEADER_LEN;
@@ -115,7 +117,7 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
   receive(timeoutMs: number): number {
     this.batch.count = 0;
     if (this.closed) return 0;
-    if (this.dropSink) this.log!.drain(this.onLogged);
+    if (this.dropSink) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
     let n = this.readAvailable();
     if (n > 0) return n;
     this.pollFds.writeInt16LE(0, 6);
@@ -130,7 +132,7 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
     }
     if (ready === 0) return 0;
     if (this.pollFds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
-    if (this.dropSink && this.pollFds.readInt16LE(2 * POLLFD_SIZE + 6) & POLLIN) this.log!.drain(this.onLogged);
+    if (this.dropSink && this.pollFds.readInt16LE(2 * POLLFD_SIZE + 6) & POLLIN) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
     const revents = this.pollFds.readInt16LE(6);
     if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
       throw new RetroflectError(ErrorCode.BACKEND_FAILED, 'The ebpf backend\'s packet socket was closed or failed.', {
