@@ -132,7 +132,8 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
     }
     if (ready === 0) return 0;
     if (this.pollFds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
-    if (this.dropSink && this.pollFds.readInt16LE(2 * POLLFD_SIZE + 6) & POLLIN) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
+    const logReady = (this.pollFds.readInt16LE(2 * POLLFD_SIZE + 6) & POLLIN) !== 0;
+    if (this.dropSink && logReady) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
     const revents = this.pollFds.readInt16LE(6);
     if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
       throw new RetroflectError(ErrorCode.BACKEND_FAILED, 'The ebpf backend\'s packet socket was closed or failed.', {
