@@ -25,6 +25,7 @@ export const TIERS = {
       'packet/',
       'packet-sources/memory/',
       'packet-sources/windivert/',
+      'service/log-file.test.ts',
       'structure/',
     ],
   },
@@ -41,11 +42,12 @@ export const TIERS = {
       'packet-sources/ebpf/',
       'packet-sources/tun/',
       'platform/validate-address.test.ts',
+      'service/journald-run.test.ts',
     ],
   },
   pwsh: {
     needs: 'pwsh 7 and Pester (scripts/install-pwsh.sh), and root for the engine they drive',
-    paths: ['doctor/doctor-pester.test.ts', 'powershell/'],
+    paths: ['doctor/doctor-pester.test.ts', 'powershell/', 'service/systemd-unit.test.ts'],
   },
   wine: {
     needs: 'Wine, the Windows node.exe and `npm run build -- --windows` (test/wine/setup.ts); some also pwsh',

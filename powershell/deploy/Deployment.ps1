@@ -189,7 +189,7 @@ function Complete-RetroflectRelease {
 }
 
 function Register-RetroflectBoot {
-    <# The boot task (Windows) or systemd unit (Linux) for this executable, through the module's Install-Retroflect. #>
+    <# The service (Windows) or systemd unit (Linux) for this executable, through the module's Install-Retroflect. #>
     param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Executable, [string[]]$Address, [string[]]$ShieldPort, [string]$Pipe)
     $params = @{ Path = $Executable; ConfigPath = $Layout.ConfigPath; Confirm = $false }
     if ($Address) { $params.Address = $Address }
@@ -200,13 +200,16 @@ function Register-RetroflectBoot {
 
 function Start-RetroflectDeployed {
     <#
-    Starts the installed engine the way boot will (the scheduled task; the systemd unit) — or directly under a test
+    Starts the installed engine the way boot will (the service Retroflect; the systemd unit) — or directly under a test
     root — and waits until its pipe answers with the expected version. Throws with the reason otherwise.
     #>
     param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Executable, [Parameter(Mandatory)][string]$Pipe,
         [Parameter(Mandatory)][string]$ExpectedVersion, [int]$TimeoutSeconds = 60)
     if ($Layout.Windows) {
-        Start-ScheduledTask -TaskPath '\Retroflect\' -TaskName 'Retroflect'
+        # A running service is restarted, so the command line Install-Retroflect just set is the one that runs.
+        $service = Get-Service -Name 'Retroflect' -ErrorAction Stop
+        if ($service.Status -eq 'Running') { Restart-Service -Name 'Retroflect' -ErrorAction Stop }
+        else { Start-Service -Name 'Retroflect' -ErrorAction Stop }
     }
     elseif ($Layout.Root -eq '/') {
         $out = & systemctl restart retroflect.service 2>&1

@@ -5,8 +5,9 @@ function Uninstall-Retroflect {
 
     .DESCRIPTION
     Stops the installed engine gracefully (so it undoes its routes, firewall rules and WinDivert handles), then
-    removes the scheduled task (Windows) or disables and deletes the systemd unit (Linux) and the engine's unpacked
-    runtime files (%ProgramData%\Retroflect\runtime, /var/lib/retroflect/runtime). On Windows the WinDivert driver
+    removes the service Retroflect and its Event Log source (and a scheduled task of an earlier release) on Windows,
+    or disables and deletes the systemd unit (Linux), and the engine's unpacked runtime files
+    (%ProgramData%\Retroflect\runtime, /var/lib/retroflect/runtime). On Windows the WinDivert driver
     service entry is removed too, but only when no program holds a WinDivert handle and the entry names our
     WinDivert64.sys (or a file that is gone): another tool's driver keeps working. With -RemoveConfig the config
     file is deleted too (and its folder, if empty). Nothing installed is not an error (idempotent).
@@ -24,13 +25,13 @@ function Uninstall-Retroflect {
     .EXAMPLE
     Uninstall-Retroflect
 
-    Removes the task or unit (and the firewall rule of -AllowFirewall); keeps the config file. Does not ask
+    Removes the service or unit (and the firewall rule of -AllowFirewall); keeps the config file. Does not ask
     (ConfirmImpact Medium), so it runs unattended, for example under Intune with pwsh -NonInteractive.
 
     .EXAMPLE
     Uninstall-Retroflect -RemoveConfig -Confirm:$false
 
-    Removes the task or unit and the config file without asking.
+    Removes the service or unit and the config file without asking.
 
     .INPUTS
     None.
@@ -64,16 +65,10 @@ function Uninstall-Retroflect {
                 -Hint 'Run PowerShell as Administrator (or with sudo).')
         }
         if ($windows) {
-            $task = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue
-            if ($null -eq $task) {
-                Write-Verbose "No scheduled task $($script:TaskPath)$($script:TaskName); nothing to remove."
-            }
-            elseif ($PSCmdlet.ShouldProcess("scheduled task $($script:TaskPath)$($script:TaskName)", 'Stop and unregister')) {
-                # Graceful stop through the pipe first: killing the task would leave the engine's host changes.
-                try { Stop-Retroflect -Confirm:$false } catch { Write-Verbose "Graceful stop failed: $($_.Exception.Message)" }
-                if ($task.State -eq 'Running') { Stop-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue }
-                Unregister-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -Confirm:$false -ErrorAction Stop
-            }
+            # The service: the SCM's stop control makes the engine undo its host changes before it ends.
+            Unregister-RetroflectService -Cmdlet $PSCmdlet
+            # A scheduled task of an earlier release, if one is left.
+            $null = Remove-RetroflectBootTask -Cmdlet $PSCmdlet
             # The rule of Install-Retroflect -AllowFirewall: allowing reflect addresses in is pointless without the engine.
             Remove-RetroflectFirewallRule -Cmdlet $PSCmdlet
             # WinDivert's driver service entry: removed only when no program holds a WinDivert handle and it is ours.

@@ -6,6 +6,7 @@
  */
 import { type InterceptConfig } from '../../config/intercept-config.ts';
 import { portMapsFor } from '../../config/port-maps.ts';
+import { allowListsFor } from '../../config/allow-lists.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { describeCommand, runCommand, type HostCommand } from '../../platform/linux/command.ts';
 import { EFD_CLOEXEC, EFD_NONBLOCK, libc } from '../../platform/linux/libc.ts';
@@ -213,7 +214,8 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     }
   }
 
-  /** Make the reflect map match `cfg`: new addresses get a fresh counter slot, port-mapped ones the user path. */
+  /** Make the reflect map match `cfg`: new addresses get a fresh counter slot; port-mapped ones, and those with a
+   *  port allow list, the user-space path. */
   private syncMaps(cfg: InterceptConfig): void {
     const maps = this.maps!;
     const keep = new Set(cfg.reflectAddresses);
@@ -232,7 +234,9 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         used.add(slot);
         this.slots.set(address, slot);
       }
-      maps.setReflect(address, slot, portMapsFor(cfg, address).length > 0 ? REFLECT_USER_PATH : 0, fresh);
+      // Port maps and port allow lists are the data plane's (port-mapper.ts, packet/allowed-ports.ts).
+      const userPath = portMapsFor(cfg, address).length > 0 || allowListsFor(cfg, address).ports !== undefined;
+      maps.setReflect(address, slot, userPath ? REFLECT_USER_PATH : 0, fresh);
     }
   }
 
@@ -258,7 +262,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         await this.deleteRoute(a);
         undo.push(() => runCommand(routeAddCommand(a, this.device)));
       }
-      await updateShield(prev, next);
+      await updateShield(prev, next, this.log?.group ?? null);
       this.syncMaps(next);
     } catch (err) {
       for (const step of undo.reverse()) await step().catch(() => undefined);
@@ -333,6 +337,11 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       firstSeen: new Date(nowMs - Number(nowNs - e.firstNs) / 1e6).toISOString(),
       lastSeen: new Date(nowMs - idleMs(e)).toISOString(),
       state: FLOW_STATES[e.state] ?? 'active',
+      pid: null,
+      processName: null,
+      uid: null,
+      user: null,
+      packageFamilyName: null,
     }));
   }
 

@@ -58,6 +58,8 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
   private readonly captureMapFds: EbpfSourceInit['captureMapFds'];
   private readonly slotSize = HEADER_LEN + MAX_FRAME;
   private readonly slots: Buffer[] = [];
+  /** Where sendRefusal builds its frame (its vnet header stays zero: complete checksums, no GSO). */
+  private readonly refusalSlot = Buffer.alloc(HEADER_LEN + MAX_FRAME);
   private readonly pollFds = Buffer.alloc(3 * POLLFD_SIZE);
   private pollCount = 2;
   private readonly drain = Buffer.alloc(8);
@@ -178,6 +180,15 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
       if (b.verdict[i] !== Verdict.Reflect) continue;
       if (this.c.write(this.fd, this.slots[i], HEADER_LEN + b.length[i]) < 0) this.sendErrors++;
     }
+  }
+
+  /** A refusal (TCP reset, ICMP unreachable) goes in through the peer like a reflected packet, with the refused
+   *  packet's own Ethernet header (the engine device's address as destination). */
+  sendRefusal(index: number, packet: Uint8Array, length: number): void {
+    const slot = this.refusalSlot;
+    this.slots[index].copy(slot, PACKET_VNET_HDR_LEN, PACKET_VNET_HDR_LEN, HEADER_LEN);
+    for (let i = 0; i < length; i++) slot[HEADER_LEN + i] = packet[i];
+    if (this.c.write(this.fd, slot, HEADER_LEN + length) < 0) this.sendErrors++;
   }
 
   adopt(_cfg: InterceptConfig, _update: EbpfSourceUpdate): void {
