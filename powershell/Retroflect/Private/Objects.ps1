@@ -469,7 +469,8 @@ function ConvertTo-RetroflectCheck {
         Evidence   = $Check.evidence
     }
     # "$check" reads as "Fail: port.8080/tcp", as a log line would.
-    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value { '{0}: {1}' -f $this.Status, $this.Name }
+    $text = { '{0}: {1}' -f $this.Status, $this.Name }
+    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value $text
     return $o
 }
 
