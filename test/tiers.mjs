@@ -8,6 +8,7 @@ export const TIERS = {
   unit: {
     needs: 'nothing but Node, gcc (the WinDivert double) and tshark: no root, no namespaces, no Wine, no pwsh',
     paths: [
+      'capture/interest.test.ts',
       'capture/ring.test.ts',
       'capture/windivert.test.ts',
       'cli/client-commands.test.ts',
@@ -38,6 +39,7 @@ export const TIERS = {
       'dotnet/',
       'e2e/',
       'hardening/',
+      'packet-sources/ebpf/',
       'packet-sources/tun/',
       'platform/validate-address.test.ts',
       'service/journald-run.test.ts',

@@ -15,7 +15,13 @@ import {
 import { Engine } from '../engine/engine.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../packet-sources/registry.ts';
+import {
+  createHostBackend,
+  describeWinDivertFilter,
+  LINUX_BACKENDS,
+  type BackendOptions,
+  type LinuxBackend,
+} from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
 import { hostAddressRules, suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
 import { removeOrphanTempFiles } from '../config/atomic-save.ts';
@@ -40,6 +46,7 @@ export interface RunOptions {
   pipe?: string;
   dryRun?: boolean;
   device?: string;
+  backend?: string;
   windivertDir?: string;
   priority?: string;
   /** Append the engine's events to this file, size capped and rotated (platform/log-file.ts). */
@@ -178,6 +185,8 @@ async function runUntilStopped(
 ): Promise<ExitCode> {
   const backendOptions: BackendOptions = {
     deviceName: opts.device,
+    backend: parseBackendOption(opts.backend),
+    onFallback: (reason) => warn(`The ebpf backend cannot run here, so the engine uses tun: ${reason}`),
     windivertDir: opts.windivertDir,
     priority: opts.priority === undefined ? undefined : Number(opts.priority),
   };
@@ -267,6 +276,14 @@ async function runUntilStopped(
     }
   }
   return await ended;
+}
+
+function parseBackendOption(value: string | undefined): LinuxBackend | undefined {
+  if (value === undefined) return undefined;
+  if ((LINUX_BACKENDS as readonly string[]).includes(value)) return value as LinuxBackend;
+  throw new RetroflectError(ErrorCode.USAGE, `--backend must be one of ${LINUX_BACKENDS.join(', ')}, not '${value}'.`, {
+    hint: 'Leave it out to use ebpf where it loads, else tun.',
+  });
 }
 
 function stoppingBecause(sig: NodeJS.Signals, reason: StopReason): ExitCode {

@@ -23,7 +23,7 @@ import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { EngineCounters } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
-import { FlowTable } from './flow-table.ts';
+import { flowIdleLimitMs, FlowTable } from './flow-table.ts';
 import { EngineStatsSource } from './stats.ts';
 import type { EngineState, EngineStats, EngineStatus, FlowRecord, RunsAs } from './types.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
@@ -121,6 +121,7 @@ export class Engine extends EventEmitter {
       opts.backend.firewallCounters?.bind(opts.backend) ?? null,
       // A failed firewall reading most likely means our table is gone: check (and restore) before answering.
       () => this.serialize(() => this.verifyHost('all')),
+      opts.backend.kernel ?? null,
     );
   }
 
@@ -320,8 +321,13 @@ export class Engine extends EventEmitter {
     return this.statsSource.stats(this.dataplaneConfig(this.current), uptimeSeconds, this.state === 'running');
   }
 
+  /** The data plane's flows, plus those a kernel data path (ebpf) recorded itself, with who made each. */
   flows(limit = Infinity): FlowRecord[] {
-    const flows = this.flowTable.snapshot(Date.now()).slice(0, limit);
+    const now = Date.now();
+    const flows = this.flowTable.snapshot(now);
+    const kernel = this.opts.backend.kernel;
+    if (kernel && this.state === 'running') flows.push(...kernel.flows(now, flowIdleLimitMs));
+    flows.splice(limit);
     const owners = this.opts.backend.socketOwners;
     if (!owners) return flows;
     // Who made each flow: the client's socket, looked up now (packet-source.ts HostBackend.socketOwners).

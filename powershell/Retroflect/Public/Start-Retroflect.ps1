@@ -38,7 +38,7 @@ function Start-Retroflect {
     Use no config file: only -Address and -ShieldPort, and changes are not saved.
 
     .PARAMETER Device
-    Linux: the TUN device name (default rflct0).
+    Linux: the engine's device (default rflct0): the TUN device, or the ebpf backend's veth (its peer adds a "p").
 
     .PARAMETER PassThru
     Return the engine's status. Without it nothing is output, as Start-Service does.
