@@ -101,19 +101,19 @@ async function main(): Promise<void> {
   let sendErrorsSeen = 0;
   const expectedSeen = { hostUnreachable: 0, icmpRefused: 0 };
   const decideAndSend = (n: number, now: number): void => {
-    const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum } = batch;
+    const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum, injected } = batch;
     if (taps.count === 0) {
       for (let i = 0; i < n; i++) {
         verdict[i] = outbound[i] === 1
           ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i])
-          : dataplane.inbound(buf, offset[i], length[i], now);
+          : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
       }
     } else {
       // Capturing: the same decisions, then the tap copies each packet as it will be sent (after reflection).
       const origin = performance.timeOrigin;
       for (let i = 0; i < n; i++) {
         const out = outbound[i] === 1;
-        const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now);
+        const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
         verdict[i] = v;
         taps.offer(buf, offset[i], length[i], out, ifIndex[i], v, dataplane.dropCause, dataplane.packet, origin + performance.now());
       }

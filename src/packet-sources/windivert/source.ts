@@ -135,6 +135,7 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
       b.length[i] = len;
       const bits = this.addrs.readUInt32LE(i * WINDIVERT_ADDRESS_SIZE + AddressOffset.Bits);
       b.outbound[i] = (bits & AddressFlag.Outbound) !== 0 ? 1 : 0;
+      b.injected[i] = (bits & AddressFlag.Impostor) !== 0 ? 1 : 0;
       b.ifIndex[i] = this.addrs.readUInt32LE(i * WINDIVERT_ADDRESS_SIZE + AddressOffset.IfIdx);
       // Neither transport checksum flag set: the stack left the checksum to the NIC (finishReflected completes it).
       b.partialChecksum[i] = (bits & (AddressFlag.TCPChecksum | AddressFlag.UDPChecksum)) === 0 ? 1 : 0;

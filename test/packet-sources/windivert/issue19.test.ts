@@ -1,0 +1,86 @@
+/**
+ * Issue 19, Windows path (items 18–24): each fix, end to end on the ABI-compatible test double (the driver cannot run
+ * here), with the real backend and data plane deciding every packet. Runs on Linux and, bundled, under Wine
+ * (test/wine/backend.test.ts).
+ */
+import assert from 'node:assert/strict';
+import { beforeEach, test } from 'node:test';
+import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
+import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
+import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
+import { ipv4, ipv6, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../../packet/build.ts';
+import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from './double.ts';
+
+const { double } = loadDouble();
+const R4 = '192.0.2.10';
+const R6 = '2001:db8::10';
+const LOCAL4 = '198.51.100.2';
+const LOCAL6 = '2001:db8:1::2';
+const PEER4 = '203.0.113.9';
+const PEER6 = '2001:db8:9::9';
+const cfg = buildInterceptConfig([R4, R6], ['8080/tcp', '53/udp']);
+
+beforeEach(() => double.reset());
+
+async function started(config = cfg) {
+  const backend = new WinDivertHostBackend({ dllPath: DOUBLE_PATH });
+  const init = await backend.start(config);
+  const source = createWinDivertPacketSource(init, config);
+  const { dataplane, counters } = makeDataplane(config);
+  return { backend, init, source, dataplane, counters };
+}
+
+/** Run the loop until every handle is idle (at most `turns` batches). */
+function drain(source: Parameters<typeof loopOnce>[0], dataplane: Parameters<typeof loopOnce>[1], turns = 8): void {
+  for (let i = 0; i < turns; i++) {
+    let queued = 0;
+    for (const h of openHandles(source)) queued += double.queued(h);
+    if (queued === 0) return;
+    loopOnce(source, dataplane);
+  }
+}
+
+function openHandles(source: unknown): number[] {
+  const s = source as { current: number | null; fragments?: number | null };
+  return [s.current, s.fragments ?? null].filter((h): h is number => h !== null);
+}
+
+test('item 20: our reflected packet re-injected by another driver (Impostor) reaches the server; the same packet from the network is dropped as forged', async () => {
+  const { backend, source, dataplane, counters } = await started();
+  // What a third-party driver re-injects after taking one of our reflected packets: inbound, from R, to a shielded port.
+  const reinjected = packet(R4, LOCAL4, 6, 40000, 8080, 1);
+  inject(double, reinjected, inboundAddr(false, { impostor: true }));
+  const forged = packet(R6, LOCAL6, 17, 40000, 53, 2);
+  inject(double, forged, inboundAddr(true));
+  drain(source, dataplane);
+  const sent = collectSent(double);
+  assert.equal(sent.length, 1, 'only the re-injected packet reaches the stack');
+  assert.deepEqual([...sent[0].bytes.subarray(12, 20)], [...addressBytes(R4), ...addressBytes(LOCAL4)]);
+  assert.equal(sent[0].bytes[8], 63, 'sent back as an impostor: WinDivert took one hop off');
+  const snap = counters.snapshot();
+  assert.equal(snap.forgedSourceDropped.packets, 1);
+  assert.equal(snap.passed.packets, 1);
+  await backend.stop();
+});
+
+test('item 21: malformed inbound packets to a shielded port are dropped and counted, not left to the stack', async () => {
+  const { backend, source, dataplane, counters } = await started();
+  const tcp = tcpSegment({ srcPort: 5555, dstPort: 8080, flags: 2, data: [1, 2, 3, 4] });
+  const offsetPastEnd = withChecksum(addressBytes(PEER4), addressBytes(LOCAL4), 6, tcp);
+  offsetPastEnd[12] = 0xf0; // data offset 60 bytes: past the segment (the driver still reads the ports)
+  const udpBadLength = withChecksum(addressBytes(PEER4), addressBytes(LOCAL4), 17, udpDatagram(5555, 53, [1, 2, 3]));
+  udpBadLength[4] = 0x7f; // UDP length beyond the IP payload (the driver does not check it)
+  const variants = [
+    ipv4({ src: PEER4, dst: LOCAL4, proto: 6, payload: offsetPastEnd }),
+    ipv4({ src: PEER4, dst: LOCAL4, proto: 17, payload: udpBadLength }),
+    // Hop-by-hop after destination options: refused by RFC 8200, walked by the driver.
+    ipv6({ src: PEER6, dst: LOCAL6, proto: 6, ext: [{ type: 60 }, { type: 0 }], payload: withChecksum(addressBytes(PEER6), addressBytes(LOCAL6), 6, tcp) }),
+  ];
+  for (const v of variants) inject(double, v, inboundAddr(v[0] >> 4 === 6));
+  drain(source, dataplane);
+  assert.deepEqual(collectSent(double), [], 'none reaches the stack');
+  const snap = counters.snapshot();
+  assert.equal(snap.malformed.total, variants.length);
+  assert.equal(snap.passed.packets, 0);
+  await backend.stop();
+});
