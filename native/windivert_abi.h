@@ -152,6 +152,11 @@ WD_EXPORT uint32_t WinDivertDouble_OpenHandles(void);
 WD_EXPORT uint32_t WinDivertDouble_Queued(WD_HANDLE handle);
 /* Make every following WinDivertOpen fail with this Windows error code (0 = succeed again). */
 WD_EXPORT void WinDivertDouble_SetOpenError(uint32_t code);
+/* Set the driver's per-open counter (the low 16 bits of every handle's internal priority; the next open takes
+ * value + 1), so a test can make it wrap. */
+WD_EXPORT void WinDivertDouble_SetPriorityCounter(uint32_t value);
+/* Packets full handle queues dropped (the oldest first, as the driver does) since the last reset. */
+WD_EXPORT uint64_t WinDivertDouble_QueueDropped(void);
 /* Close every handle, wake every waiter, clear queues, the sent log and all settings. */
 WD_EXPORT void WinDivertDouble_Reset(void);
 

@@ -65,7 +65,7 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
   /** Handles whose receiving was shut down by a reconfiguration, oldest first: drained, then closed. */
   private readonly draining: number[] = [];
   private current: number | null;
-  /** The handle the packets in `batch` came from; they are sent back through it. */
+  /** The handle the packets in `batch` came from (sendHandle() picks the one they are sent through). */
   private batchHandle = INVALID_HANDLE;
   private readonly addrs = Buffer.alloc(WINDIVERT_BATCH_MAX * WINDIVERT_ADDRESS_SIZE);
   private readonly recvLen = new Uint32Array(1);
@@ -179,7 +179,7 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     }
     b.count = 0;
     if (kept === 0) return;
-    if (!this.api.sendEx(this.batchHandle, data, bytes, null, addrs, kept * WINDIVERT_ADDRESS_SIZE)) {
+    if (!this.api.sendEx(this.sendHandle(), data, bytes, null, addrs, kept * WINDIVERT_ADDRESS_SIZE)) {
       const err = this.api.lastError();
       if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
       else this.countUnexpected(err);
@@ -191,11 +191,25 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
   private sendOne(off: number, len: number, base: number): void {
     const packet = this.batch.data.subarray(off, off + len);
     const addr = this.addrs.subarray(base, base + WINDIVERT_ADDRESS_SIZE);
-    if (this.api.sendEx(this.batchHandle, packet, len, null, addr, WINDIVERT_ADDRESS_SIZE)) return;
+    if (this.api.sendEx(this.sendHandle(), packet, len, null, addr, WINDIVERT_ADDRESS_SIZE)) return;
     const err = this.api.lastError();
     if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
-    else if (err === WinError.INVALID_HANDLE || err === WinError.INVALID_PARAMETER) this.countUnexpected(err);
+    // 232: the handle was shut down for sending (the driver's STATUS_PIPE_EMPTY), never an ICMP refusal.
+    else if (err === WinError.INVALID_HANDLE || err === WinError.INVALID_PARAMETER || err === WinError.NO_DATA) this.countUnexpected(err);
     else this.expectedSendFailures.icmpRefused++;
+  }
+
+  /**
+   * Every batch is sent through the NEWEST handle, even one drained from an older handle. The driver's internal
+   * priority is the user priority << 16 | a host-wide per-open counter, and a handle skips only what was injected at
+   * its own or a lower internal priority. Normally the newest handle ranks highest, so what an old handle injects
+   * never reaches it; but the 16-bit counter wraps every 65,536 opens on the host, and then a new handle ranks BELOW
+   * the old one and would capture the old one's reflected packets (inbound from a reflect address: dropped as
+   * forged). Sent through the newest handle, our packets can reach only handles ranked below it, and every older
+   * handle of ours has stopped receiving (apply() shuts it down before the worker adopts the new one).
+   */
+  private sendHandle(): number {
+    return this.current ?? this.batchHandle;
   }
 
   private countUnexpected(err: number): void {

@@ -69,7 +69,8 @@ test('WinDivertOpen refuses, with error 87, what the real compiler refuses', () 
     'tcp.DstPort ==', // no value
     'ip.DstAddr == 300.1.1.1',
     `ip.DstAddr == ${'a'.repeat(40)}`, // a token of 40 characters
-    Array.from({ length: 257 }, (_, i) => `tcp.DstPort == ${i}`).join(' or '), // 257 tests
+    Array.from({ length: 256 }, (_, i) => `tcp.DstPort == ${i}`).join(' or '), // 256 tests: the driver refuses length >= 256
+    [...Array.from({ length: 638 }, () => 'true'), '!tcp'].join(' and '), // 1,278 tokens (the DLL takes 1,277)
     'tcp & udp',
     '',
   ];
@@ -85,7 +86,8 @@ test('WinDivertOpen refuses, with error 87, what the real compiler refuses', () 
     'ip.DstAddr = 192.0.2.1 and ipv6.SrcAddr != ::1 and ipv6.DstAddr == 2001:0db8:0000:0000:0000:0000:0000:0001',
     'tcp.DstPort >= 0x50 and not tcp.DstPort > 100 and tcp.SrcPort < 65535 and tcp.Syn',
     'inbound and !loopback and !impostor and ifIdx == 7 and subIfIdx <= 3 and fragment == 0 and protocol == TCP',
-    Array.from({ length: 256 }, (_, i) => `tcp.DstPort == ${i}`).join(' or '), // exactly 256 tests
+    Array.from({ length: 255 }, (_, i) => `tcp.DstPort == ${i}`).join(' or '), // exactly 255 tests
+    Array.from({ length: 639 }, () => 'true').join(' and '), // exactly 1,277 tokens
   ];
   for (const f of accepted) api.close(open(f));
   assert.equal(double.openHandles(), 0);
@@ -142,7 +144,7 @@ test('fragments: a fragment at a non-zero offset has no transport header; the fi
 
 // ---- priorities, re-injection, impostors ----------------------------------------------------------------------
 
-test('a packet goes to the matching handle of highest priority (ties: the newest); what it injects goes on only to lower priorities', () => {
+test('a packet goes to the matching handle of highest priority (ties: the newest); what it injects goes on to lower internal priorities, older equal ones included', () => {
   const low = open('tcp', -5);
   const high = open('tcp', 10);
   const highNewer = open('tcp', 10);
@@ -153,7 +155,13 @@ test('a packet goes to the matching handle of highest priority (ties: the newest
   const got = recv(highNewer);
   assert.equal(got.addrs[0].impostor, false);
   assert.deepEqual(send(highNewer, got.bytes, [{ ...got.addrs[0] }]), [true, 0, got.bytes[0].length]);
-  assert.equal(double.queued(high), 0, 'an equal priority never sees what its level injected');
+  // Driver: internal priority = user priority << 16 | a per-open counter, so the OLDER handle of equal user priority
+  // ranks below the newer one and sees what it injects (issue 19 item 23).
+  assert.equal(double.queued(high), 1, 'an older handle of equal priority sees what the newer one injected');
+  assert.equal(double.queued(low), 0);
+  const fromHigh = recv(high);
+  send(high, fromHigh.bytes, [{ ...fromHigh.addrs[0] }]);
+  assert.equal(double.queued(highNewer), 0, 'the newer one never sees what the older one injected');
   assert.equal(double.queued(low), 1, 'the next lower priority does');
   const again = recv(low);
   send(low, again.bytes, [{ ...again.addrs[0] }]);

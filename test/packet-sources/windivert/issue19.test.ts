@@ -9,7 +9,7 @@ import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
 import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
 import { ipv4, ipv6, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../../packet/build.ts';
-import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from './double.ts';
+import { collectSent, dataplaneConfig as dataplaneConfigOf, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from './double.ts';
 
 const { double } = loadDouble();
 const R4 = '192.0.2.10';
@@ -40,9 +40,10 @@ function drain(source: Parameters<typeof loopOnce>[0], dataplane: Parameters<typ
   }
 }
 
+/** The handles the source still reads (its private state: the draining ones and the current one). */
 function openHandles(source: unknown): number[] {
-  const s = source as { current: number | null; fragments?: number | null };
-  return [s.current, s.fragments ?? null].filter((h): h is number => h !== null);
+  const s = source as { current: number | null; draining: number[] };
+  return [...s.draining, s.current].filter((h): h is number => h !== null);
 }
 
 test('item 20: our reflected packet re-injected by another driver (Impostor) reaches the server; the same packet from the network is dropped as forged', async () => {
@@ -82,5 +83,32 @@ test('item 21: malformed inbound packets to a shielded port are dropped and coun
   const snap = counters.snapshot();
   assert.equal(snap.malformed.total, variants.length);
   assert.equal(snap.passed.packets, 0);
+  await backend.stop();
+});
+
+test('item 23: a live change right after the driver\'s per-open counter wraps loses no reflected packet (all are sent through the newest handle)', async () => {
+  double.setPriorityCounter(0xfffe); // our first open takes 0xffff; the next one wraps to 0 and ranks BELOW it
+  const { backend, source, dataplane, counters } = await started();
+  for (let i = 0; i < 20; i++) inject(double, packet(LOCAL4, R4, 6, 40000, 8080, i), outboundAddr(false));
+  const next = buildInterceptConfig([R4, R6], ['8080/tcp', '53/udp', '9000/tcp']);
+  source.adopt(next, await backend.apply(cfg, next));
+  dataplane.configure(dataplaneConfigOf(next));
+  drain(source, dataplane);
+  const sent = collectSent(double);
+  assert.equal(sent.length, 20, 'every packet the old handle held comes out reflected');
+  for (const s of sent) assert.deepEqual([...s.bytes.subarray(12, 16)], addressBytes(R4));
+  assert.equal(counters.snapshot().forgedSourceDropped.packets, 0, 'none of our own packets taken for forged');
+  await backend.stop();
+});
+
+test('item 23: a send after SHUTDOWN_SEND fails with 232 and counts as an unexpected failure, never as an ICMP refusal', async () => {
+  const { backend, init, source, dataplane } = await started();
+  const { api } = loadDouble();
+  inject(double, ipv4({ src: LOCAL4, dst: R4, proto: 1, payload: [8, 0, 0xf7, 0xfe, 0, 1, 0, 0] }), outboundAddr(false));
+  api.shutdown(init.handle, 2);
+  loopOnce(source, dataplane);
+  assert.equal(source.expectedSendFailures.icmpRefused, 0);
+  assert.equal(source.sendErrors, 1);
+  assert.equal(source.lastSendError, 232);
   await backend.stop();
 });
