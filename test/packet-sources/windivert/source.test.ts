@@ -208,7 +208,7 @@ test('live change: new handle first, old one drained then closed; packets of bot
   assert.equal(double.openHandles(), 1, 'old handle closed after draining');
   const sent = collectSent(double);
   assert.deepEqual(sent.map((s) => packetSeq(s.bytes)), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  assert.deepEqual(sent.map((s) => s.handle), [...Array(5).fill(init.handle), ...Array(5).fill(update.switchTo.handle)], 'each batch goes back through the handle it came from');
+  assert.deepEqual(sent.map((s) => s.handle), Array(10).fill(update.switchTo.handle), 'every batch, drained ones too, goes back through the newest handle (issue 19 item 23)');
   // Unchanged filter: no new handle.
   assert.equal((await backend.apply(next, buildInterceptConfig([R4, '192.0.2.20'], []))).switchTo, null);
   assert.equal(double.openHandles(), 1);
