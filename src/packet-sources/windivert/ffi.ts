@@ -18,6 +18,10 @@ type LibraryHandle = ReturnType<typeof koffi.load>;
 /** WinDivertOpen layers (WINDIVERT_LAYER). */
 export const WinDivertLayer = { Network: 0, NetworkForward: 1 } as const;
 
+/** WinDivertOpen flags we use (WINDIVERT_FLAG_*). Drop: matching packets are dropped, never queued (no receive
+ *  needed). Fragments: the handle sees inbound fragments one by one and no reassembled packets. */
+export const WinDivertFlag = { Drop: 0x2n, Fragments: 0x20n } as const;
+
 /** WinDivertShutdown modes (WINDIVERT_SHUTDOWN). */
 export const WinDivertShutdown = { Recv: 1, Send: 2, Both: 3 } as const;
 

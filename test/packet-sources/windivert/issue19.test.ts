@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
-import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
+import { createWinDivertPacketSource, type WinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
 import { ipv4, ipv6, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../../packet/build.ts';
 import { collectSent, dataplaneConfig as dataplaneConfigOf, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from './double.ts';
 
@@ -107,8 +107,9 @@ test('item 23: a send after SHUTDOWN_SEND fails with 232 and counts as an unexpe
   inject(double, ipv4({ src: LOCAL4, dst: R4, proto: 1, payload: [8, 0, 0xf7, 0xfe, 0, 1, 0, 0] }), outboundAddr(false));
   api.shutdown(init.handle, 2);
   loopOnce(source, dataplane);
-  assert.equal(source.expectedSendFailures.icmpRefused, 0);
-  assert.equal(source.sendErrors, 1);
-  assert.equal(source.lastSendError, 232);
+  const ws = source as WinDivertPacketSource;
+  assert.equal(ws.expectedSendFailures.icmpRefused, 0);
+  assert.equal(ws.sendErrors, 1);
+  assert.equal(ws.lastSendError, 232);
   await backend.stop();
 });
