@@ -114,7 +114,8 @@ WD_EXPORT WD_BOOL WinDivertGetParam(WD_HANDLE handle, int param, uint64_t *pValu
 WD_EXPORT uint32_t WinDivertDoubleGetLastError(void);
 /* Hand one packet to the driver as the stack would (direction, loopback, interface from addr; Impostor=1 means
  * another driver injected it). Returns 1 when a handle queued it, 2 when it is an inbound fragment held for
- * reassembly, 0 when no handle took it (it went to the wire). */
+ * reassembly, 3 when a handle opened with WINDIVERT_FLAG_DROP blocked it, 0 when no handle took it (it went to the
+ * wire). */
 WD_EXPORT int WinDivertDouble_Inject(const void *packet, uint32_t len, const WD_ADDRESS *addr);
 /* Hand the same packet over `count` times (benchmarks). Returns how many a handle queued. */
 WD_EXPORT uint32_t WinDivertDouble_InjectRepeat(const void *packet, uint32_t len, const WD_ADDRESS *addr, uint32_t count);

@@ -10,8 +10,9 @@
  *    interface, and with Impostor=1 that another driver injected it).
  *  - Every handle's filter is compiled at WinDivertOpen (network-layer language; what the real compiler refuses is
  *    refused with ERROR_INVALID_PARAMETER) and evaluated on every packet, on the headers the driver parses.
- *  - A packet goes to the matching handle of highest priority (ties: the newest handle). A packet a handle sends
- *    (or that its close releases) is offered next only to matching handles of LOWER priority. A packet no handle
+ *  - A packet goes to the matching handle of highest internal priority (see internal_priority(): among equal user
+ *    priorities, normally the newest handle). A packet a handle sends (or that its close releases) is offered next
+ *    only to matching handles of LOWER internal priority (older handles of equal user priority included). A packet no handle
  *    takes leaves the driver: it is appended to the "wire", a record the tests read (outbound: onto the network;
  *    inbound: delivered to the local stack).
  *  - Outbound fragments are offered one by one; inbound fragments are offered only to handles opened with
@@ -21,7 +22,11 @@
  *  - WinDivertSendEx injects packet by packet: a soft failure (WinDivertDouble_SetSendFailure, or an impostor whose
  *    TTL/hop limit runs out: ERROR_HOST_UNREACHABLE) loses that packet only; the call then returns FALSE with the
  *    last soft error and *pSendLen counts every packet. A malformed packet stops the batch there (hard error 87).
- * Not modelled: queue time/size limits, overlapped I/O (lpOverlapped must be NULL), the flow/socket/reflect layers,
+ * Issue 19 facts: internal priorities (user priority << 16 | a per-open counter that wraps), a full queue drops its
+ * oldest packets (length and bytes), SendEx recomputes IP/TCP/UDP checksums whose flag is 0, a send after
+ * SHUTDOWN_SEND fails with 232, WINDIVERT_FLAG_DROP handles block what they match, IPv6 atomic fragments are never
+ * re-indicated as reassembled.
+ * Not modelled: the queue time limit, overlapped I/O (lpOverlapped must be NULL), the flow/socket/reflect layers,
  * and the filter fields retroflect never uses (timestamp, event, random*, packet[]/payload[] arrays, local/remote*):
  * the double refuses those with 87 and says so in WinDivertDouble_LastOpenReason.
  *
@@ -942,6 +947,10 @@ static Slot *choose(const View *v, const WD_ADDRESS *addr, int64_t below, int wh
  * until the new one fits (driver: "the queue is full; drop a packet & try again" removes the head). Queue time is
  * not modelled. Returns 0 (p not taken) only when out of memory. Caller holds the lock. */
 static int enqueue(Slot *s, Packet *p) {
+    if (s->flags & FLAG_DROP) { /* WINDIVERT_FLAG_DROP: a matching packet is blocked, never queued */
+        free(p);
+        return 1;
+    }
     while (s->queue.count > 0 && (s->queue.count + 1 > s->params[WD_PARAM_QUEUE_LENGTH] ||
                                   s->queued_bytes + p->len > s->params[WD_PARAM_QUEUE_SIZE])) {
         Packet *old = queue_pop(&s->queue);
@@ -972,8 +981,8 @@ static uint16_t ipv4_header_checksum(const uint8_t *h, uint32_t hl) {
 static Packet *reassemble(Packet *frag, const View *v);
 
 /* Route a packet the stack handed over (below = NO_LIMIT, origin UNCLAIMED) or a handle injected / released
- * (below = that handle's priority). Returns 1 when a handle took it, 2 when it is held for reassembly, 0 when it
- * went to the wire. Caller holds the lock; takes ownership of p. */
+ * (below = that handle's internal priority). Returns 1 when a handle queued it, 2 when it is held for reassembly,
+ * 3 when a WINDIVERT_FLAG_DROP handle blocked it, 0 when it went to the wire. Caller holds the lock; takes ownership of p. */
 static int route(Packet *p, int64_t below, int64_t from, uint8_t origin) {
     View v;
     int parsed = parse_view(p->data, p->len, &v);
@@ -984,7 +993,8 @@ static int route(Packet *p, int64_t below, int64_t from, uint8_t origin) {
         return 0;
     }
     if (v.fragment && !p->addr.Outbound) {
-        if (offer(p, &v, below, WHO_FRAGMENT_HANDLES)) return 1;
+        Slot *taker = offer(p, &v, below, WHO_FRAGMENT_HANDLES);
+        if (taker) return taker->flags & FLAG_DROP ? 3 : 1;
         if (v.ipv6 && v.frag_off == 0 && !v.more_fragments) {
             /* An IPv6 atomic fragment (RFC 6946: a fragment header, offset 0, M=0). The driver treats any fragment
              * header as a fragment, so handles without WINDIVERT_FLAG_FRAGMENTS never see it; whether Windows then
@@ -997,11 +1007,12 @@ static int route(Packet *p, int64_t below, int64_t from, uint8_t origin) {
         if (!whole) return 2;
         p = whole;
         parse_view(p->data, p->len, &v);
-        if (offer(p, &v, below, WHO_REASSEMBLED_HANDLES)) return 1;
+        if ((taker = offer(p, &v, below, WHO_REASSEMBLED_HANDLES))) return taker->flags & FLAG_DROP ? 3 : 1;
         to_wire(p, from, origin);
         return 0;
     }
-    if (offer(p, &v, below, WHO_ALL)) return 1;
+    Slot *taker = offer(p, &v, below, WHO_ALL);
+    if (taker) return taker->flags & FLAG_DROP ? 3 : 1;
     to_wire(p, from, origin);
     return 0;
 }
@@ -1023,7 +1034,7 @@ static int route_bytes(const uint8_t *data, uint32_t len, const WD_ADDRESS *addr
     Packet *p = packet_new(data, len, &a);
     if (!p) return 0;
     if (inbound_fragment || !parsed) return route(p, below, from, origin);
-    if (s && enqueue(s, p)) return 1;
+    if (s && enqueue(s, p)) return s->flags & FLAG_DROP ? 3 : 1;
     to_wire(p, from, origin);
     return 0;
 }
@@ -1164,7 +1175,7 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
         err = WD_ERROR_INVALID_PARAMETER;
         last_open_reason = "unknown flag";
     }
-    if (!err && (flags & (FLAG_SNIFF | FLAG_DROP | FLAG_RECV_ONLY | FLAG_SEND_ONLY))) {
+    if (!err && (flags & (FLAG_SNIFF | FLAG_RECV_ONLY | FLAG_SEND_ONLY))) {
         err = WD_ERROR_INVALID_PARAMETER;
         last_open_reason = "flag not modelled by the test double";
     }

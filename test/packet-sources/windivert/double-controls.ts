@@ -7,7 +7,7 @@ import koffi from 'koffi';
 
 export interface WinDivertDoubleControl {
   /** Hand a packet to the driver as the stack would: 1 = a handle queued it, 2 = inbound fragment held for
-   *  reassembly, 0 = no handle took it (it went to the wire). */
+   *  reassembly, 3 = a WINDIVERT_FLAG_DROP handle blocked it, 0 = no handle took it (it went to the wire). */
   inject(packet: Buffer, len: number, addr: Buffer): number;
   injectRepeat(packet: Buffer, len: number, addr: Buffer, count: number): number;
   /** Evaluate a filter on one packet with the double's compiler: 1 match, 0 no match, -1 refused. */

@@ -85,7 +85,8 @@ export function inject(double: WinDivertDoubleControl, packet: Uint8Array, addr:
   if (offer(double, packet, addr) !== 1) throw new Error('no handle captured the packet');
 }
 
-/** Hand a packet to the double as the stack would: 1 captured, 2 held for reassembly, 0 went to the wire. */
+/** Hand a packet to the double as the stack would: 1 captured, 2 held for reassembly, 3 blocked by a DROP handle,
+ *  0 went to the wire. */
 export function offer(double: WinDivertDoubleControl, packet: Uint8Array, addr: Partial<WinDivertAddress>): number {
   const buf = Buffer.from(packet);
   return double.inject(buf, buf.length, addressBuffer(addr));

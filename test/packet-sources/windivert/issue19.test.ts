@@ -9,7 +9,7 @@ import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
 import { createWinDivertPacketSource, type WinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
 import { ipv4, ipv6, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../../packet/build.ts';
-import { collectSent, dataplaneConfig as dataplaneConfigOf, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from './double.ts';
+import { collectSent, dataplaneConfig as dataplaneConfigOf, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet } from './double.ts';
 
 const { double } = loadDouble();
 const R4 = '192.0.2.10';
@@ -111,5 +111,37 @@ test('item 23: a send after SHUTDOWN_SEND fails with 232 and counts as an unexpe
   assert.equal(ws.expectedSendFailures.icmpRefused, 0);
   assert.equal(ws.sendErrors, 1);
   assert.equal(ws.lastSendError, 232);
+  await backend.stop();
+});
+
+test('item 18: IPv6 atomic fragments to a shield port or forged from a reflect address never reach the stack; our reflected fragments and other fragments do', async () => {
+  const { backend, source, dataplane } = await started();
+  const atomic = (src: string, proto: 6 | 17, port: number, seq: number): Uint8Array => {
+    const whole = packet(src, LOCAL6, proto, 5555, port, seq);
+    return ipv6({ src, dst: LOCAL6, proto, ext: [{ type: 44 }], payload: [...whole.subarray(40)] }); // offset 0, M=0
+  };
+  // The driver treats each as a fragment: no handle without WINDIVERT_FLAG_FRAGMENTS sees it, and the double (like
+  // the worst case of Windows) never indicates a reassembled copy.
+  assert.equal(offer(double, atomic(PEER6, 6, 8080, 1), inboundAddr(true)), 3, 'to a shielded port: blocked in the driver');
+  assert.equal(offer(double, atomic(PEER6, 17, 53, 2), inboundAddr(true)), 3);
+  assert.equal(offer(double, atomic(R6, 6, 9999, 3), inboundAddr(true)), 3, 'forged from a reflect address: blocked');
+  assert.equal(offer(double, atomic(R6, 6, 9999, 4), inboundAddr(true, { impostor: true })), 0, 'another driver\'s re-injection of ours: delivered');
+  assert.equal(offer(double, atomic(PEER6, 6, 9999, 5), inboundAddr(true)), 0, 'to an unshielded port: delivered');
+  // Our own reflected fragments: outbound pieces to R6 are reflected (inbound from R6); the fragment-drop handle,
+  // opened after the capture handle, ranks above it and skips what it injects.
+  const big = packet(LOCAL6, R6, 17, 40000, 7000, 6, 64);
+  const upper = [...big.subarray(40)];
+  const pieces = [
+    ipv6({ src: LOCAL6, dst: R6, proto: 17, ext: [{ type: 44, moreFragments: true }], payload: upper.slice(0, 32) }),
+    ipv6({ src: LOCAL6, dst: R6, proto: 17, ext: [{ type: 44, fragmentOffset: 32 }], payload: upper.slice(32) }),
+  ];
+  for (const p of pieces) inject(double, p, outboundAddr(true));
+  drain(source, dataplane);
+  const sent = collectSent(double);
+  assert.equal(sent.filter((s) => s.origin === 'unclaimed').length, 2, 'the two atomic fragments that must pass');
+  const reflected = sent.filter((s) => s.origin === 'sent');
+  assert.equal(reflected.length, 1, 'both reflected fragments reached the stack, which reassembled them');
+  assert.equal(reflected[0].bytes.length, big.length);
+  for (const s of reflected) assert.deepEqual([...s.bytes.subarray(8, 24)], addressBytes(R6));
   await backend.stop();
 });
