@@ -115,6 +115,7 @@ async function main(): Promise<void> {
         const out = outbound[i] === 1;
         const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
         verdict[i] = v;
+        if (v === Verdict.Reflect) source.completeChecksums?.(i); // record what goes out, not an offload's partial sum
         taps.offer(buf, offset[i], length[i], out, ifIndex[i], v, dataplane.dropCause, dataplane.packet, origin + performance.now());
       }
     }

@@ -62,6 +62,12 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   receive(timeoutMs: number): number;
   /** Re-inject the batch by verdict: Reflect as inbound, Pass unchanged, Drop not at all. */
   send(): void;
+  /**
+   * Make packet `i` of the batch byte for byte what send() will put out (WinDivert: compute the checksums the
+   * sender left to the NIC). Idempotent. The worker calls it for a reflected packet before a capture copies it, so
+   * captures record what goes out. Backends that send packets as they are have none.
+   */
+  completeChecksums?(i: number): void;
   /** Adopt a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
   adopt(cfg: InterceptConfig, update: SourceUpdate<K>): void;
   /**

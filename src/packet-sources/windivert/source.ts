@@ -219,11 +219,26 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
 
   /**
    * Turn a reflected packet's address into an inbound one: clear Outbound, keep the interface indexes (the packet
-   * re-enters on the interface it was leaving by). Where the checksum flags say the stack left a checksum for the
-   * NIC to compute (offload), compute it now, because no NIC will see an inbound packet; then mark it valid.
+   * re-enters on the interface it was leaving by), and complete its checksums (completeChecksums).
    */
   private finishReflected(off: number, len: number, base: number, bits: number): void {
-    let next = bits & ~AddressFlag.Outbound;
+    this.completeAt(off, len, base, bits);
+    this.addrs.writeUInt32LE((this.addrs.readUInt32LE(base + AddressOffset.Bits) & ~AddressFlag.Outbound) >>> 0, base + AddressOffset.Bits);
+  }
+
+  /**
+   * Where the checksum flags of packet `i` say the stack left a checksum for the NIC to compute (offload), compute
+   * it now and mark it valid: the bytes are then exactly what goes out (no NIC sees an inbound packet, and the driver
+   * would otherwise recompute IP/TCP/UDP checksums whose flag is 0 at injection: same result, done where we can show
+   * it). Idempotent; the worker calls it for a reflected packet before a capture copies it, send() for every one.
+   */
+  completeChecksums(i: number): void {
+    const base = i * WINDIVERT_ADDRESS_SIZE;
+    this.completeAt(this.batch.offset[i], this.batch.length[i], base, this.addrs.readUInt32LE(base + AddressOffset.Bits));
+  }
+
+  private completeAt(off: number, len: number, base: number, bits: number): void {
+    let next = bits;
     const missing = ~bits & (AddressFlag.IPChecksum | AddressFlag.TCPChecksum | AddressFlag.UDPChecksum);
     if (missing !== 0 && parsePacket(this.batch.data, off, len, this.parsed)) {
       const p = this.parsed;
