@@ -290,3 +290,40 @@ test('SendEx: a packet that fails softly is lost alone; the call returns FALSE w
   assert.deepEqual(send(h, [ps[0], broken], [outboundAddr(false), outboundAddr(false)]).slice(0, 2), [false, 87]);
   assert.equal(collectSent(double).length, 1, 'the packet before the bad one went out');
 });
+
+// ---- issue 19: checksums at injection, full queues ------------------------------------------------------------
+
+test('at injection the driver recomputes IPv4 header, TCP and UDP checksums whose flag is 0, never ICMP; flagged ones are left alone', () => {
+  const h = open('false');
+  const tcp = Buffer.from(packet(LOCAL, R, 6, 40000, 80, 1));
+  const good = tcp.readUInt16BE(36);
+  const bad = (b: Buffer, at: number): Buffer => {
+    const c = Buffer.from(b);
+    c.writeUInt16BE(0x1234, at);
+    return c;
+  };
+  const icmp = Buffer.from(ipv4({ src: LOCAL, dst: R, proto: 1, payload: [8, 0, 0x12, 0x34, 0, 1, 0, 1] }));
+  const udp6 = Buffer.from(packet(LOCAL6, R6, 17, 40000, 53, 2));
+  send(h, [bad(tcp, 36), bad(tcp, 36), bad(tcp, 10), icmp, bad(udp6, 46)], [
+    outboundAddr(false, { tcpChecksum: false }),
+    outboundAddr(false),
+    outboundAddr(false, { ipChecksum: false }),
+    outboundAddr(false, { ipChecksum: false, tcpChecksum: false, udpChecksum: false }),
+    outboundAddr(true, { udpChecksum: false }),
+  ]);
+  const wire = collectSent(double);
+  assert.equal(wire[0].bytes.readUInt16BE(36), good, 'TCP flag 0: recomputed');
+  assert.equal(wire[1].bytes.readUInt16BE(36), 0x1234, 'flag set: left as it was');
+  assert.equal(wire[2].bytes.readUInt16BE(10), tcp.readUInt16BE(10), 'IP flag 0: header checksum recomputed');
+  assert.equal(wire[3].bytes.readUInt16BE(22), 0x1234, 'ICMP: never');
+  assert.equal(wire[4].bytes.readUInt16BE(46), udp6.readUInt16BE(46), 'UDP over IPv6 flag 0: recomputed');
+});
+
+test('a full queue drops its oldest packet to take a new one', () => {
+  const h = open('tcp');
+  assert.ok(api.setParam(h, 0, 32n));
+  for (let i = 0; i < 40; i++) offer(double, packet(LOCAL, R, 6, 40000, 80, i), outboundAddr(false));
+  assert.equal(double.queued(h), 32);
+  assert.equal(Number(double.queueDropped()), 8);
+  assert.equal(recv(h).bytes.map((b) => b.readUInt32LE(40))[0], 8, 'the 8 oldest are gone');
+});
