@@ -42,7 +42,7 @@ import { Verdict } from '../src/packet/verdicts.ts';
 import { EngineCounters } from '../src/engine/counters.ts';
 import { Dataplane } from '../src/engine/dataplane.ts';
 import { FlowTable } from '../src/engine/flow-table.ts';
-import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../test/packet/build.ts';
+import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../test/helpers/packet-builders.ts';
 import type { PortMap } from '../src/config/port-maps.ts';
 import type { BenchResult } from './types.ts';
 
@@ -226,7 +226,7 @@ function portMapSet(mapped: boolean): PacketSet {
   return { ...set, restore: { portsAt, ports, checksumAt, checksum }, portMaps: maps, prime: mapped ? prime : [] };
 }
 
-/** Recompute a test packet's transport checksum (reference implementation from test/packet/build.ts). */
+/** Recompute a test packet's transport checksum (reference implementation from test/helpers/packet-builders.ts). */
 function fixChecksum(p: Uint8Array): void {
   const v4 = p[0] >> 4 === 4;
   const t = v4 ? 20 : 40;

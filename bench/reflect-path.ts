@@ -56,14 +56,27 @@ const MAPPED_PORT_OFFSET = 1;
 const mappedPort = (p: PathName, port: number): number => (p === 'engine-mapped' ? port + MAPPED_PORT_OFFSET : port);
 
 async function iperf(ns: NetNs, host: string, port = IPERF_PORT): Promise<number> {
-  const r = await ns.run('iperf3', ['-c', host, '-p', String(port), '-t', String(IPERF_SECONDS), '-J'], { timeoutMs: (IPERF_SECONDS + 15) * 1000 });
+  const r = await ns.run(
+    'iperf3',
+    ['-c', host, '-p', String(port), '-t', String(IPERF_SECONDS), '-J'],
+    { timeoutMs: (IPERF_SECONDS + 15) * 1000 },
+  );
   const doc = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second: number } }; error?: string };
   if (!doc.end?.sum_received) throw new Error(`iperf3 to ${host} failed: ${doc.error ?? r.stderr}`);
   return doc.end.sum_received.bits_per_second / 1e9;
 }
 
 async function sockperf(ns: NetNs, host: string, tcp: boolean, offset = 0): Promise<number> {
-  const args = ['pp', ...(tcp ? ['--tcp'] : []), '-i', host, '-p', String((tcp ? SOCKPERF_TCP_PORT : SOCKPERF_UDP_PORT) + offset), '-t', String(SOCKPERF_SECONDS)];
+  const args = [
+    'pp',
+    ...(tcp ? ['--tcp'] : []),
+    '-i',
+    host,
+    '-p',
+    String((tcp ? SOCKPERF_TCP_PORT : SOCKPERF_UDP_PORT) + offset),
+    '-t',
+    String(SOCKPERF_SECONDS),
+  ];
   const r = await ns.run('sockperf', args, { timeoutMs: (SOCKPERF_SECONDS + 15) * 1000 });
   // sockperf reports one-way latency (half the round trip), in microseconds.
   const m = /Summary: Latency is ([\d.]+) usec/.exec(r.stdout + r.stderr);
@@ -116,16 +129,34 @@ async function measure(t: Topology, hosts: Partial<Record<PathName, string>>): P
   }
   const tput = Object.fromEntries(paths.map((p) => [p, median(gbps[p]!)])) as Record<PathName, number>;
   for (const p of paths) {
-    out.push({ name: `reflect-path ${p}: TCP throughput (iperf3, 1 stream, median)`, value: round(tput[p]), unit: 'Gbit/s', note: range(gbps[p]!) });
+    out.push({
+      name: `reflect-path ${p}: TCP throughput (iperf3, 1 stream, median)`,
+      value: round(tput[p]),
+      unit: 'Gbit/s',
+      note: range(gbps[p]!),
+    });
   }
   for (const p of paths.filter((q) => q !== 'direct')) {
-    out.push({ name: `reflect-path ${p}/direct: TCP throughput ratio`, value: round(tput[p] / tput.direct), unit: 'x' });
+    out.push({
+      name: `reflect-path ${p}/direct: TCP throughput ratio`,
+      value: round(tput[p] / tput.direct),
+      unit: 'x',
+    });
   }
   if (tput['c-loop'] && tput.engine) {
-    out.push({ name: 'reflect-path engine/c-loop: TCP throughput ratio', value: round(tput.engine / tput['c-loop']), unit: 'x' });
+    out.push({
+      name: 'reflect-path engine/c-loop: TCP throughput ratio',
+      value: round(tput.engine / tput['c-loop']),
+      unit: 'x',
+    });
   }
   if (tput['engine-mapped'] && tput.engine) {
-    out.push({ name: 'reflect-path engine-mapped/engine: TCP throughput ratio (port map cost)', value: round(tput['engine-mapped'] / tput.engine), unit: 'x', note: 'aim ≥ 0.9' });
+    out.push({
+      name: 'reflect-path engine-mapped/engine: TCP throughput ratio (port map cost)',
+      value: round(tput['engine-mapped'] / tput.engine),
+      unit: 'x',
+      note: 'aim ≥ 0.9',
+    });
   }
 
   const latencyPaths = paths.filter((p) => p !== 'c-loop');
@@ -137,10 +168,19 @@ async function measure(t: Topology, hosts: Partial<Record<PathName, string>>): P
     }
     const lat = Object.fromEntries(latencyPaths.map((p) => [p, median(us[p]!)])) as Record<PathName, number>;
     for (const p of latencyPaths) {
-      out.push({ name: `reflect-path ${p}: ${proto} ping-pong latency (sockperf, one-way, median)`, value: round(lat[p]), unit: 'us', note: range(us[p]!) });
+      out.push({
+        name: `reflect-path ${p}: ${proto} ping-pong latency (sockperf, one-way, median)`,
+        value: round(lat[p]),
+        unit: 'us',
+        note: range(us[p]!),
+      });
     }
     for (const p of latencyPaths.filter((q) => q !== 'direct')) {
-      out.push({ name: `reflect-path ${p}/direct: ${proto} latency ratio`, value: round(lat[p] / lat.direct), unit: 'x' });
+      out.push({
+        name: `reflect-path ${p}/direct: ${proto} latency ratio`,
+        value: round(lat[p] / lat.direct),
+        unit: 'x',
+      });
     }
   }
   return out;
@@ -149,7 +189,8 @@ async function measure(t: Topology, hosts: Partial<Record<PathName, string>>): P
 export async function run(): Promise<BenchResult[]> {
   const missing = ['iperf3', 'sockperf', 'ip', 'nft'].filter((tool) => spawnSync('which', [tool]).status !== 0);
   if (process.geteuid?.() !== 0 || missing.length) {
-    return [{ name: 'reflect-path', value: 0, unit: 'skipped', note: missing.length ? `missing: ${missing.join(', ')}` : 'needs root' }];
+    const note = missing.length ? `missing: ${missing.join(', ')}` : 'needs root';
+    return [{ name: 'reflect-path', value: 0, unit: 'skipped', note }];
   }
   const out: BenchResult[] = [];
   const haveCLoop = buildCLoop();
@@ -165,10 +206,34 @@ export async function run(): Promise<BenchResult[]> {
     t.a.spawn('sockperf', ['sr', '--tcp', '-i', '0.0.0.0', '-p', String(SOCKPERF_TCP_PORT)]);
     if (haveCLoop) await startCLoop(t.a);
     await waitReady(engine);
-    const maps = [`${IPERF_PORT + MAPPED_PORT_OFFSET}=${IPERF_PORT}/tcp`, `${SOCKPERF_UDP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_UDP_PORT}/udp`, `${SOCKPERF_TCP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_TCP_PORT}/tcp`];
-    const add = await t.a.run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'address', 'add', MAPPED_ADDRESS, ...maps.flatMap((m) => ['--map', m]), '--temporary', '--pipe', pipe]);
+    const maps = [
+      `${IPERF_PORT + MAPPED_PORT_OFFSET}=${IPERF_PORT}/tcp`,
+      `${SOCKPERF_UDP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_UDP_PORT}/udp`,
+      `${SOCKPERF_TCP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_TCP_PORT}/tcp`,
+    ];
+    const add = await t.a.run(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/cli/main.ts',
+        'address',
+        'add',
+        MAPPED_ADDRESS,
+        ...maps.flatMap((m) => ['--map', m]),
+        '--temporary',
+        '--pipe',
+        pipe,
+      ],
+    );
     if (add.code !== 0) throw new Error(`adding the mapped address failed: ${add.stderr}`);
-    out.push(...(await measure(t, { direct: t.a4, ...(haveCLoop ? { 'c-loop': C_LOOP_ADDRESS } : {}), engine: ENGINE_ADDRESS, 'engine-mapped': MAPPED_ADDRESS })));
+    const paths = {
+      direct: t.a4,
+      ...(haveCLoop ? { 'c-loop': C_LOOP_ADDRESS } : {}),
+      engine: ENGINE_ADDRESS,
+      'engine-mapped': MAPPED_ADDRESS,
+    };
+    out.push(...(await measure(t, paths)));
   } finally {
     engine.child.kill('SIGTERM');
     await engine.exited;
@@ -180,5 +245,7 @@ export async function run(): Promise<BenchResult[]> {
 
 // Run directly: node --import tsx bench/reflect-path.ts
 if (import.meta.url === `file://${process.argv[1]}`) {
-  for (const r of await run()) console.log(`${r.name.padEnd(70)} ${String(r.value).padStart(10)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
+  for (const r of await run()) {
+    console.log(`${r.name.padEnd(70)} ${String(r.value).padStart(10)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
+  }
 }

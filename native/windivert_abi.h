@@ -31,6 +31,10 @@ typedef void *WD_OVERLAPPED;
 /* Layers (WINDIVERT_LAYER). Retroflect uses only the network layer. */
 #define WD_LAYER_NETWORK 0
 #define WD_LAYER_NETWORK_FORWARD 1
+/* WinDivert handle events: OPEN/CLOSE of other handles (modelled for the doctor; see windivert_double.c). */
+#define WD_LAYER_REFLECT 4
+#define WD_EVENT_REFLECT_OPEN 8
+#define WD_EVENT_REFLECT_CLOSE 9
 
 /* WinDivertOpen flag: capture inbound IP fragments instead of the reassembled packet. */
 #define WD_FLAG_FRAGMENTS 0x20
@@ -88,6 +92,14 @@ typedef struct {
             uint32_t IfIdx;
             uint32_t SubIfIdx;
         } Network;
+        /* WINDIVERT_DATA_REFLECT: the opened handle's open time, process, and WinDivertOpen arguments. */
+        struct {
+            int64_t Timestamp;
+            uint32_t ProcessId;
+            uint32_t Layer;
+            uint64_t Flags;
+            int16_t Priority;
+        } Reflect;
         uint8_t Reserved3[64];
     };
 } WD_ADDRESS;
@@ -106,6 +118,9 @@ WD_EXPORT WD_BOOL WinDivertShutdown(WD_HANDLE handle, int how);
 WD_EXPORT WD_BOOL WinDivertClose(WD_HANDLE handle);
 WD_EXPORT WD_BOOL WinDivertSetParam(WD_HANDLE handle, int param, uint64_t value);
 WD_EXPORT WD_BOOL WinDivertGetParam(WD_HANDLE handle, int param, uint64_t *pValue);
+/* Helpers: evaluate a filter string on a packet; turn a REFLECT event's filter object into a filter string. */
+WD_EXPORT WD_BOOL WinDivertHelperEvalFilter(const char *filter, const void *pPacket, uint32_t packetLen, const WD_ADDRESS *pAddr);
+WD_EXPORT WD_BOOL WinDivertHelperFormatFilter(const char *filter, int layer, char *buffer, uint32_t bufLen);
 
 /*
  * TEST-DOUBLE ONLY: control functions of windivert_double.c. A real WinDivert.dll has none of these.

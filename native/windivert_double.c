@@ -22,17 +22,29 @@
  *  - WinDivertSendEx injects packet by packet: a soft failure (WinDivertDouble_SetSendFailure, or an impostor whose
  *    TTL/hop limit runs out: ERROR_HOST_UNREACHABLE) loses that packet only; the call then returns FALSE with the
  *    last soft error and *pSendLen counts every packet. A malformed packet stops the batch there (hard error 87).
+ *  - The REFLECT layer (doc §5.1, §5.2; driver: the reflect manager): a handle opened there with SNIFF | RECV_ONLY
+ *    (NO_INSTALL allowed) and the filter "true" first receives one WINDIVERT_EVENT_REFLECT_OPEN per handle already
+ *    open on another layer — Reflect.{Timestamp, ProcessId, Layer, Flags, Priority} in the address, the handle's
+ *    filter object as the data (in the double the object is the filter text; WinDivertHelperFormatFilter turns it
+ *    into text as the real helper does) — then a REFLECT_CLOSE for each later close in this process. After
+ *    WinDivertShutdown, receiving ends with ERROR_NO_DATA once those are read. Handles of OTHER processes are seen
+ *    through WINDIVERT_DOUBLE_DRIVER_DIR (below), the double's stand-in for the one driver all processes share;
+ *    a record of a process that no longer runs is dropped, as the driver closes a dead process's handles.
  * Issue 19 facts: internal priorities (user priority << 16 | a per-open counter that wraps), a full queue drops its
  * oldest packets (length and bytes), SendEx recomputes IP/TCP/UDP checksums whose flag is 0, a send after
  * SHUTDOWN_SEND fails with 232, WINDIVERT_FLAG_DROP handles block what they match, IPv6 atomic fragments are never
  * re-indicated as reassembled.
- * Not modelled: the queue time limit, overlapped I/O (lpOverlapped must be NULL), the flow/socket/reflect layers,
- * and the filter fields retroflect never uses (timestamp, event, random*, packet[]/payload[] arrays, local/remote*):
+ * Not modelled: the queue time limit, overlapped I/O (lpOverlapped must be NULL), the flow/socket layers, filters
+ * on REFLECT-layer fields, CLOSE events of other processes' handles, and the filter fields retroflect never uses
+ * (timestamp, event, random*, packet[]/payload[] arrays, local/remote*):
  * the double refuses those with 87 and says so in WinDivertDouble_LastOpenReason.
  *
  * Optional environment, read at the first successful open, to drive a whole `retroflect run` from files:
  *  WINDIVERT_DOUBLE_INJECT_FILE  records handed to the driver (as by WinDivertDouble_Inject) right after that open;
  *  WINDIVERT_DOUBLE_SENT_FILE    every packet that reaches the wire is appended as a record.
+ *  WINDIVERT_DOUBLE_DRIVER_DIR   (read at every open) a folder shared by the processes of one test: each open handle
+ *                                of another layer than REFLECT is a file <pid>-<handle>.handle there ("pid layer
+ *                                priority flags timestamp" on the first line, the filter after it), removed at close.
  * A record is: uint32 little-endian packet length, the 80-byte address, the packet bytes.
  */
 #include "windivert_abi.h"
@@ -42,6 +54,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <errno.h>
+#include <time.h>
+#ifndef _WIN32
+#include <signal.h>
+#include <unistd.h>
+#endif
 
 /* Handles are small numbers: HANDLE_BASE + slot index. A slot is never reused until WinDivertDouble_Reset. */
 #define HANDLE_BASE 0x1000
@@ -781,6 +800,9 @@ static int eval_node(const Node *n, const View *v, const WD_ADDRESS *a) {
 typedef struct {
     int used, closed, shut_recv, shut_send;
     unsigned generation;
+    int layer;
+    int64_t opened_at;
+    char *filter_text; /* what a REFLECT handle reports as the filter object */
     int16_t priority;
     uint32_t rank; /* the driver's internal priority: see internal_priority() */
     uint64_t queued_bytes;
@@ -1152,6 +1174,131 @@ static void load_env_files(void) {
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
+ * The REFLECT layer and the driver state shared by processes (WINDIVERT_DOUBLE_DRIVER_DIR).
+ */
+static int64_t now_ticks(void) {
+#ifdef _WIN32
+    LARGE_INTEGER li;
+    QueryPerformanceCounter(&li);
+    return li.QuadPart;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+#endif
+}
+
+static uint32_t own_pid(void) {
+#ifdef _WIN32
+    return (uint32_t)GetCurrentProcessId();
+#else
+    return (uint32_t)getpid();
+#endif
+}
+
+static int process_alive(uint32_t pid) {
+#ifdef _WIN32
+    HANDLE p = OpenProcess(0x1000 /* PROCESS_QUERY_LIMITED_INFORMATION */, FALSE, pid);
+    if (!p) return 0;
+    DWORD code = 0;
+    int alive = GetExitCodeProcess(p, &code) && code == 259 /* STILL_ACTIVE */;
+    CloseHandle(p);
+    return alive;
+#else
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+#endif
+}
+
+static const char *driver_dir(void) {
+    const char *d = getenv("WINDIVERT_DOUBLE_DRIVER_DIR");
+    return d && *d ? d : NULL;
+}
+
+static void driver_dir_path(char *out, size_t len, const char *dir, uint32_t pid, WD_HANDLE h) {
+    snprintf(out, len, "%s/%u-%lld.handle", dir, pid, (long long)(intptr_t)h);
+}
+
+/* Record (open = 1) or forget (0) one of this process's handles in the shared folder. Caller holds the lock. */
+static void driver_dir_note(WD_HANDLE h, const Slot *s, int open) {
+    const char *dir = driver_dir();
+    if (!dir) return;
+    char path[4096];
+    driver_dir_path(path, sizeof path, dir, own_pid(), h);
+    if (!open) {
+        remove(path);
+        return;
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    fprintf(f, "%u %d %d %llu %lld\n%s", own_pid(), s->layer, s->priority, (unsigned long long)s->flags, (long long)s->opened_at,
+            s->filter_text ? s->filter_text : "");
+    fclose(f);
+}
+
+/* Queue one REFLECT event on a REFLECT handle: the data is the filter object (here: its text, NUL-terminated). */
+static void reflect_queue(Slot *r, int event, uint32_t pid, int layer, int16_t priority, uint64_t flags, int64_t opened_at, const char *filter) {
+    WD_ADDRESS a;
+    memset(&a, 0, sizeof a);
+    a.Timestamp = now_ticks();
+    a.Layer = WD_LAYER_REFLECT;
+    a.Event = (uint32_t)event;
+    a.Sniffed = 1;
+    a.Reflect.Timestamp = opened_at;
+    a.Reflect.ProcessId = pid;
+    a.Reflect.Layer = (uint32_t)layer;
+    a.Reflect.Flags = flags;
+    a.Reflect.Priority = priority;
+    Packet *p = packet_new(filter ? filter : "", (uint32_t)strlen(filter ? filter : "") + 1, &a);
+    if (p && !queue_push(&r->queue, p)) free(p);
+}
+
+/* A new REFLECT handle learns of every handle open on another layer: this process's, then the shared folder's. */
+static void reflect_established(Slot *r) {
+    for (uint32_t i = 0; i < slots_used; i++) {
+        Slot *s = &slots[i];
+        if (!s->used || s->closed || s->layer == WD_LAYER_REFLECT) continue;
+        reflect_queue(r, WD_EVENT_REFLECT_OPEN, own_pid(), s->layer, s->priority, s->flags, s->opened_at, s->filter_text);
+    }
+    const char *dir = driver_dir();
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t n = strlen(e->d_name);
+        if (n < 8 || strcmp(e->d_name + n - 7, ".handle") != 0) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        unsigned pid = 0;
+        int layer = 0, priority = 0;
+        unsigned long long flags = 0;
+        long long opened = 0;
+        char filter[MAX_FILTER];
+        size_t got = 0;
+        int ok = fscanf(f, "%u %d %d %llu %lld", &pid, &layer, &priority, &flags, &opened) == 5 && fgetc(f) == '\n';
+        if (ok) got = fread(filter, 1, sizeof filter - 1, f);
+        fclose(f);
+        filter[got] = 0;
+        if (!ok || pid == own_pid()) continue;
+        if (!process_alive(pid)) { /* the driver closed a dead process's handles */
+            remove(path);
+            continue;
+        }
+        reflect_queue(r, WD_EVENT_REFLECT_OPEN, pid, layer, (int16_t)priority, flags, opened, filter);
+    }
+    closedir(d);
+}
+
+/* A handle of this process closed: every open REFLECT handle of this process gets a CLOSE event. */
+static void reflect_notify_close(const Slot *closed) {
+    for (uint32_t i = 0; i < slots_used; i++) {
+        Slot *r = &slots[i];
+        if (!r->used || r->closed || r->layer != WD_LAYER_REFLECT || r->shut_recv) continue;
+        reflect_queue(r, WD_EVENT_REFLECT_CLOSE, own_pid(), closed->layer, closed->priority, closed->flags, closed->opened_at, closed->filter_text);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
  * The WinDivert API.
  */
 WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, uint64_t flags) {
@@ -1163,7 +1310,8 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
     last_open_reason = "";
     uint32_t err = open_error;
     if (err) last_open_reason = "forced by WinDivertDouble_SetOpenError";
-    if (!err && (layer != WD_LAYER_NETWORK && layer != WD_LAYER_NETWORK_FORWARD)) {
+    int reflect = layer == WD_LAYER_REFLECT;
+    if (!err && (layer != WD_LAYER_NETWORK && layer != WD_LAYER_NETWORK_FORWARD && !reflect)) {
         err = WD_ERROR_INVALID_PARAMETER;
         last_open_reason = "layer not modelled by the test double";
     }
@@ -1175,7 +1323,15 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
         err = WD_ERROR_INVALID_PARAMETER;
         last_open_reason = "unknown flag";
     }
-    if (!err && (flags & (FLAG_SNIFF | FLAG_RECV_ONLY | FLAG_SEND_ONLY))) {
+    if (!err && reflect && (flags & (FLAG_SNIFF | FLAG_RECV_ONLY)) != (FLAG_SNIFF | FLAG_RECV_ONLY)) {
+        err = WD_ERROR_INVALID_PARAMETER;
+        last_open_reason = "the double models the REFLECT layer only with SNIFF | RECV_ONLY (events are never blocked or injected)";
+    }
+    if (!err && reflect && (flags & (FLAG_DROP | FLAG_SEND_ONLY | FLAG_FRAGMENTS))) {
+        err = WD_ERROR_INVALID_PARAMETER;
+        last_open_reason = "flag not valid at the REFLECT layer";
+    }
+    if (!err && !reflect && (flags & (FLAG_SNIFF | FLAG_RECV_ONLY | FLAG_SEND_ONLY))) {
         err = WD_ERROR_INVALID_PARAMETER;
         last_open_reason = "flag not modelled by the test double";
     }
@@ -1189,6 +1345,11 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
         if (!filter) {
             err = WD_ERROR_INVALID_PARAMETER;
             last_open_reason = "no filter";
+        } else if (reflect) {
+            if (strcmp(filter, "true") != 0) {
+                err = WD_ERROR_INVALID_PARAMETER;
+                last_open_reason = "the double models only the filter \"true\" at the REFLECT layer";
+            }
         } else if (!(root = compile_filter(filter, &compiled, &last_open_reason))) {
             err = WD_ERROR_INVALID_PARAMETER;
         }
@@ -1211,8 +1372,13 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
     s->params[WD_PARAM_QUEUE_LENGTH] = 4096;
     s->params[WD_PARAM_QUEUE_TIME] = 2000;
     s->params[WD_PARAM_QUEUE_SIZE] = 4194304;
+    s->layer = layer;
+    s->opened_at = now_ticks();
+    s->filter_text = strdup(filter);
     WD_HANDLE h = (WD_HANDLE)(intptr_t)(HANDLE_BASE + slots_used);
     slots_used++;
+    if (reflect) reflect_established(s);
+    else driver_dir_note(h, s, 1);
     if (!env_done) {
         env_done = 1;
         load_env_files();
@@ -1461,6 +1627,10 @@ WD_EXPORT WD_BOOL WinDivertClose(WD_HANDLE handle) {
         return 0;
     }
     s->closed = 1;
+    if (s->layer != WD_LAYER_REFLECT) {
+        driver_dir_note(handle, s, 0);
+        reflect_notify_close(s);
+    }
     /* Still-queued packets go back unmodified: on to lower priorities, else the wire. */
     for (Packet *p = queue_pop(&s->queue); p; p = queue_pop(&s->queue)) {
         p->addr.Impostor = 0;
@@ -1470,6 +1640,8 @@ WD_EXPORT WD_BOOL WinDivertClose(WD_HANDLE handle) {
     free(s->filter.nodes);
     s->filter.nodes = NULL;
     s->root = NULL;
+    free(s->filter_text);
+    s->filter_text = NULL;
     pthread_cond_broadcast(&changed);
     pthread_mutex_unlock(&lock);
     return 1;
@@ -1536,6 +1708,31 @@ WD_EXPORT int WinDivertDouble_Matches(const char *filter, const void *packet, ui
     int r = parse_view(packet, len, &v) && eval_node(root, &v, addr);
     free(f.nodes);
     return r;
+}
+
+WD_EXPORT WD_BOOL WinDivertHelperEvalFilter(const char *filter, const void *pPacket, uint32_t packetLen, const WD_ADDRESS *pAddr) {
+    if (!filter || !pPacket || !pAddr) {
+        set_error(WD_ERROR_INVALID_PARAMETER);
+        return 0;
+    }
+    int r = WinDivertDouble_Matches(filter, pPacket, packetLen, pAddr);
+    if (r < 0) {
+        set_error(WD_ERROR_INVALID_PARAMETER);
+        return 0;
+    }
+    if (!r) set_error(0);
+    return r;
+}
+
+/* The double's filter object is the filter text itself, so formatting it is a copy. */
+WD_EXPORT WD_BOOL WinDivertHelperFormatFilter(const char *filter, int layer, char *buffer, uint32_t bufLen) {
+    (void)layer;
+    if (!filter || !buffer || bufLen == 0 || strlen(filter) >= bufLen) {
+        set_error(filter && buffer && bufLen ? WD_ERROR_INSUFFICIENT_BUFFER : WD_ERROR_INVALID_PARAMETER);
+        return 0;
+    }
+    memcpy(buffer, filter, strlen(filter) + 1);
+    return 1;
 }
 
 WD_EXPORT int WinDivertDouble_SetSendFailure(int32_t index, const char *filter, uint32_t code) {
@@ -1648,7 +1845,9 @@ WD_EXPORT void WinDivertDouble_Reset(void) {
     pthread_mutex_lock(&lock);
     for (uint32_t i = 0; i < MAX_HANDLES; i++) {
         if (slots[i].used) queue_clear(&slots[i].queue);
+        if (slots[i].used && !slots[i].closed && slots[i].layer != WD_LAYER_REFLECT) driver_dir_note((WD_HANDLE)(intptr_t)(HANDLE_BASE + i), &slots[i], 0);
         free(slots[i].filter.nodes);
+        free(slots[i].filter_text);
         unsigned generation = slots[i].generation + 1; /* waiters of the old handle see it is gone */
         memset(&slots[i], 0, sizeof slots[i]);
         slots[i].generation = generation;

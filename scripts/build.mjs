@@ -119,7 +119,10 @@ function makeSea({ nodeBinary, koffiNative, out, blobName }) {
   rmSync(out, { force: true });
   copyFileSync(nodeBinary, out);
   const postject = join(dirname(require.resolve('postject/package.json')), 'dist', 'cli.js');
-  execFileSync(process.execPath, [postject, out, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const fuse = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+  execFileSync(process.execPath, [postject, out, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', fuse], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   chmodSync(out, 0o755);
   rmSync(seaConfig);
   rmSync(blob);
@@ -127,7 +130,8 @@ function makeSea({ nodeBinary, koffiNative, out, blobName }) {
 }
 
 if (!noSea && process.platform === 'linux') {
-  const koffiNative = join(dirname(require.resolve('@koromix/koffi-linux-x64/package.json')), 'linux_x64', 'koffi.node');
+  const koffiPackage = dirname(require.resolve('@koromix/koffi-linux-x64/package.json'));
+  const koffiNative = join(koffiPackage, 'linux_x64', 'koffi.node');
   const base = strippedNode(process.execPath);
   makeSea({ nodeBinary: base, koffiNative, out: join(dist, 'retroflect'), blobName: 'linux' });
   rmSync(base);
@@ -140,7 +144,8 @@ if (wantWindows) {
   const koffiWin = join(wine, 'node_modules', '@koromix', 'koffi-win32-x64', 'win32_x64', 'koffi.node');
   for (const f of [nodeExe, koffiWin]) {
     if (!existsSync(f)) {
-      console.error(`missing ${f}: run \`node --import tsx test/wine/setup.ts\` first (fetches them from the npm registry)`);
+      const setup = 'node --import tsx test/wine/setup.ts';
+      console.error(`missing ${f}: run \`${setup}\` first (fetches them from the npm registry)`);
       process.exit(1);
     }
   }

@@ -24,6 +24,7 @@
         'Start-Retroflect'
         'Stop-Retroflect'
         'Test-ReflectAddress'
+        'Test-Retroflect'
         'Uninstall-Retroflect'
         'Watch-ReflectTraffic'
     )

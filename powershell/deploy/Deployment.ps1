@@ -225,6 +225,24 @@ function Start-RetroflectDeployed {
     throw "the engine did not answer on pipe '$Pipe' within $TimeoutSeconds s"
 }
 
+function Clear-RetroflectDriverService {
+    <#
+    Windows upgrade, after the old engine stopped: the WinDivert driver service entry of the old version's files is
+    removed, so the new version's driver loads cleanly, but only when no program holds a WinDivert handle (asked
+    through WinDivert's REFLECT layer by this release's executable, 'driver release'); otherwise, and for another
+    tool's entry, it is left alone (docs/windows.md). Never fails the install: the outcome goes to the log.
+    #>
+    param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Executable, [Parameter(Mandatory)][string]$OldVersionDir, $Log)
+    if (-not $Layout.Windows) { return }
+    $lines = & $Executable driver release --json --windivert-dir $OldVersionDir 2>$null
+    $outcome = $null
+    try { $outcome = (($lines | Out-String).Trim()) | ConvertFrom-Json } catch { $outcome = $null }
+    if ($Log) {
+        if ($null -ne $outcome -and $null -ne $outcome.PSObject.Properties['detail']) { Write-RetroflectDeployLog -Log $Log -Message ("WinDivert driver service: {0}" -f $outcome.detail) }
+        else { Write-RetroflectDeployLog -Log $Log -Message "WinDivert driver service: not checked (exit $LASTEXITCODE); left as it is" }
+    }
+}
+
 function Remove-RetroflectOldVersion {
     <# Removes every installed version but -Keep. Returns $true when some file was in use (a reboot removes it). #>
     param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Keep, $Log)

@@ -91,6 +91,9 @@ try {
         Stop-Retroflect -Pipe $Pipe -Confirm:$false
         Write-RetroflectDeployLog -Log $log -Message "stopped engine $($running.Version)"
     }
+    if ($previous) {
+        Clear-RetroflectDriverService -Layout $layout -Executable (Join-Path $PSScriptRoot $layout.ExeName) -OldVersionDir (Split-Path -Parent $previous.Executable) -Log $log
+    }
 }
 catch {
     Stop-Install $_.Exception.Message

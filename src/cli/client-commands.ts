@@ -10,6 +10,7 @@ import { ControlClient } from '../control/client.ts';
 import type { AddressTestResult, MethodName, MethodResults } from '../control/protocol.ts';
 import chalk from 'chalk';
 import { formatPortMap, type PortMap, type PortMapSpec } from '../config/port-maps.ts';
+import { testAddressesOffline } from './offline-address-test.ts';
 import {
   formatBytes,
   formatCount,
@@ -221,16 +222,23 @@ export function registerClientCommands(program: Command): void {
         if (r.portMaps?.existing.length) process.stdout.write(`${chalk.dim('Already mapped:')} ${mapsByAddress(r.portMaps.existing)}\n`);
       }),
     );
-  withCommon(address.command('test').description('Check address(es) as `address add` would, changing nothing (Test-ReflectAddress); exit 4 if any is unusable.').argument('<address...>'))
+  withCommon(address.command('test').description('Check address(es) as `address add` would, changing nothing (Test-ReflectAddress; without an engine, on this host); exit 4 if any is unusable.').argument('<address...>'))
     .action(async (addrs: string[], opts: CommonOptions) => {
       let allUsable = true;
-      await withClient(opts, async (client) => {
-        const results: AddressTestResult[] = [];
-        for (const a of addrs) results.push(await client.call('address.test', { address: a }));
+      const print = (results: AddressTestResult[]): void => {
         allUsable = results.every((r) => r.valid);
         if (opts.json) printJson(results);
         else results.forEach(printAddressTest);
-      });
+      };
+      // No engine: the same checks on this host, against the config file's addresses (offline-address-test.ts).
+      if (await testAddressesOffline(addrs, opts.pipe, print)) process.exitCode = ExitCode.OK;
+      else {
+        await withClient(opts, async (client) => {
+          const results: AddressTestResult[] = [];
+          for (const a of addrs) results.push(await client.call('address.test', { address: a }));
+          print(results);
+        });
+      }
       // Scripts learn "unusable" from the exit code, as `address add` would refuse it, without parsing the output.
       if (process.exitCode === ExitCode.OK && !allUsable) process.exitCode = ExitCode.INVALID_ARGUMENT;
     });

@@ -26,6 +26,7 @@ import { startControlServer, type ControlServer } from '../control/server.ts';
 import { resolveEndpoint, resolvePipeName } from '../control/endpoint-address.ts';
 import { printWarning as warn, reportError } from './output.ts';
 import { printPlan, printRunBanner } from './run-output.ts';
+import { watchStopSignals, type StopSignals } from './stop-signals.ts';
 
 export interface RunOptions {
   reflect?: string[];
@@ -93,60 +94,6 @@ async function validateAll(config: InterceptConfig): Promise<string[]> {
   return warnings;
 }
 
-/**
- * Signals that end the engine cleanly. SIGUSR1 starts Node's inspector and SIGPROF belongs to profilers, so they keep
- * their meaning; SIGKILL, SIGSTOP and the fault signals (SEGV, BUS, FPE, ILL, ABRT, TRAP, SYS) cannot be handled
- * usefully: what they leave behind (an nft table, a socket, temp files) is cleaned by the next start.
- */
-export const STOP_SIGNALS: readonly NodeJS.Signals[] =
-  process.platform === 'win32'
-    ? ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']
-    : ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR2', 'SIGALRM', 'SIGVTALRM', 'SIGXCPU', 'SIGXFSZ', 'SIGPWR', 'SIGIO', 'SIGSTKFLT'];
-
-interface StopSignals {
-  /** The first signal received, or null. */
-  readonly received: NodeJS.Signals | null;
-  /** Resolves with the first signal. */
-  readonly first: Promise<NodeJS.Signals>;
-  /** After the last cleanup step: a later signal ends the process at once with `code` (nothing is left to undo). */
-  finish(code: ExitCode): void;
-}
-
-/**
- * Installed before anything touches the host and kept until the last cleanup step, so a signal at any point in
- * between ends in a full cleanup. Handlers stay registered after the first signal: a second one (Ctrl+C pressed
- * twice, a service manager repeating SIGTERM) is ignored instead of killing the process halfway through cleanup.
- * After cleanup, a signal ends the process at once with the run's exit code (never a signal death: 143, 131...).
- */
-function watchStopSignals(): StopSignals {
-  let received: NodeJS.Signals | null = null;
-  let resolveFirst!: (sig: NodeJS.Signals) => void;
-  const first = new Promise<NodeJS.Signals>((resolve) => (resolveFirst = resolve));
-  let finalCode: ExitCode | null = null;
-  const handler = (sig: NodeJS.Signals): void => {
-    if (finalCode !== null) process.exit(finalCode);
-    if (received !== null) return;
-    received = sig;
-    resolveFirst(sig);
-  };
-    for (const sig of STOP_SIGNALS) {
-    try {
-      process.on(sig, handler);
-    } catch {
-      /* a signal this platform does not have */
-    }
-  }
-  return {
-    get received() {
-      return received;
-    },
-    first,
-    finish: (code) => {
-      finalCode = code;
-    },
-  };
-}
-
 export async function runEngine(opts: RunOptions): Promise<ExitCode> {
   const signals = watchStopSignals();
   let engine: Engine | null = null;
@@ -160,6 +107,9 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
   // Cleanup runs to its end whatever arrives meanwhile: the signal handlers stay installed until it is done.
   const started = engine as Engine | null;
   const listening = server as ControlServer | null;
+  // Captures end first, while their connections are open: each client gets its ring's last records and capture.end;
+  // closing the server then lets every connection send what it holds before it goes.
+  started?.endCaptures();
   if (listening) await listening.close().catch(() => undefined);
   if (started) {
     try {

@@ -21,7 +21,7 @@ import {
   type ShieldPort,
 } from './intercept-config.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
-import { formatPortMap, mergePortMaps, parsePortMapSpec, portMapsFor, portMapsOf, type PortMap } from './port-maps.ts';
+import { formatPortMap, MAX_PORT_MAPS, mergePortMaps, parsePortMapSpec, portMapsFor, portMapsOf, type PortMap } from './port-maps.ts';
 import { writeFileAtomically, type SaveFaults } from './atomic-save.ts';
 import { JsonSyntaxError, parseJsonText } from './json-positions.ts';
 
@@ -108,6 +108,9 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
         for (const m of parsePortMapSpec(spec)) maps.push({ address: c, ...m });
       } catch (err) {
         throw invalid(path, `field '${mapField}': ${(err as Error).message}`, { field: mapField });
+      }
+      if (maps.length > MAX_PORT_MAPS) {
+        throw invalid(path, `field '${mapField}' takes the port maps past the ${MAX_PORT_MAPS} supported (a map without /tcp or /udp counts twice).`, { field: mapField });
       }
     });
   });

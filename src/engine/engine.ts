@@ -306,6 +306,14 @@ export class Engine extends EventEmitter {
     return this.flowTable.snapshot(Date.now());
   }
 
+  /**
+   * End every capture now: each client gets what is still in its ring, then `capture.end` (reason engineStopping).
+   * `run` calls this on a stop signal before it closes the control server, so those last lines can still be sent.
+   */
+  endCaptures(): void {
+    this.captureHub.closeAll();
+  }
+
   /** Stop the worker, then undo all host changes. Safe to call more than once. */
   stop(): Promise<void> {
     if (!this.stopped) {

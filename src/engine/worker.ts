@@ -46,8 +46,8 @@ async function main(): Promise<void> {
   post(port, { type: 'ready' });
 
   let stopping = false;
-  // Packets the host firewall dropped before they reached us (Linux nft): reported by the source only while a
-  // capture runs, and offered to the taps with the cause the firewall gave.
+  // Packets the host firewall dropped before they reached us (Linux nft): reported by the source only while some
+  // capture's filter could match one, and offered to the taps with the cause the firewall gave.
   const dropped = new ParsedPacket();
   const firewallDrop: FirewallDropSink = (buf, off, len, cause, ifIndex, timeMs) => {
     parsePacket(buf, off, len, dropped);
@@ -57,7 +57,7 @@ async function main(): Promise<void> {
   let observingDrops = false;
   let dropsLostSeen = 0;
   const observeFirewallDrops = (): void => {
-    const want = taps.count > 0;
+    const want = taps.wantsFirewallDrops;
     if (!source.observeFirewallDrops || want === observingDrops) return;
     observingDrops = want; // once, even when starting fails: one warning per capture session, not per batch
     dropsLostSeen = source.firewallDropsLost ?? 0;

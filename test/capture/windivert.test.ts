@@ -18,7 +18,7 @@ import { testAddressRules } from '../helpers/address-rules.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { WinDivertHostBackend } from '../../src/packet-sources/windivert/host.ts';
 import { isRetroflectError } from '../../src/errors.ts';
-import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, outboundAddr, packet } from '../packet-sources/windivert/double.ts';
+import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, outboundAddr, packet } from '../helpers/windivert-double.ts';
 import { run } from '../helpers/netns.ts';
 
 const { double } = loadDouble();

@@ -1,6 +1,6 @@
 /**
  * The CLI client commands as a script sees them: a real `retroflect` process, a real socket, stdout JSON and exit
- * codes. The engine behind the socket is the in-memory stand-in (test/control/in-memory-engine.ts).
+ * codes. The engine behind the socket is the in-memory stand-in (test/helpers/in-memory-engine.ts).
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { ConfigStore } from '../../src/config/config-store.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { testAddressRules } from '../helpers/address-rules.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'rft-cli-'));

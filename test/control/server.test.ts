@@ -1,6 +1,6 @@
 /**
  * Control server over a real Unix socket (in a private temp directory, never /run), driven by raw sockets and by
- * ControlClient. The engine is the in-memory stand-in (in-memory-engine.ts); the real engine is in live.test.ts.
+ * ControlClient. The engine is the in-memory stand-in (test/helpers/in-memory-engine.ts); the real engine is in live.test.ts.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,7 +16,7 @@ import { testAddressRules } from '../helpers/address-rules.ts';
 import { MAX_LINE_BYTES } from '../../src/control/protocol.ts';
 import { pcapngHeader } from '../../src/capture/pcapng.ts';
 import { RetroflectError } from '../../src/errors.ts';
-import { InMemoryEngine } from './in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const base = mkdtempSync(join(tmpdir(), 'rft-ctl-'));
 let n = 0;

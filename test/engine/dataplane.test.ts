@@ -7,7 +7,7 @@ import { Dataplane, type DataplaneConfig } from '../../src/engine/dataplane.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
 import { isRetroflectError } from '../../src/errors.ts';
 import { MAX_REFLECT_ADDRESSES, MAX_SHIELD_PORTS } from '../../src/config/intercept-config.ts';
-import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram } from '../packet/build.ts';
+import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram } from '../helpers/packet-builders.ts';
 
 const L4 = '192.0.2.10';
 const R4 = '203.0.113.7';
@@ -238,6 +238,17 @@ describe('Dataplane.inbound', () => {
     assert.equal(dp.dropCause, DropCause.ShieldPort);
     const snap = counters.snapshot();
     assert.deepEqual([snap.passed.packets, snap.forgedSourceDropped.packets, snap.malformed.total, snap.shieldDropped.packets], [2, 2, 1, 1]);
+  });
+
+  it('an IPv6 source ::ffff:<R> is the IPv4 reflect address R (a dual-stack socket reads it as R): forged, counted', () => {
+    const { dp, counters } = setup();
+    const mapped = ipv6({ src: `::ffff:${R4}`, dst: L6, proto: 17, payload: udpDatagram(5555, 7000, [1]) });
+    assert.equal(through(dp.inbound.bind(dp), mapped).verdict, Verdict.Drop);
+    // A mapped neighbour of R, and R's bits without the ::ffff: prefix, are other addresses.
+    for (const src of ['::ffff:203.0.113.8', '::cb00:7107', '::ffff:0:203.0.113.7']) {
+      assert.equal(through(dp.inbound.bind(dp), ipv6({ src, dst: L6, proto: 17, payload: udpDatagram(1, 2, []) })).verdict, Verdict.Pass, src);
+    }
+    assert.deepEqual(counters.snapshot().forgedSourceDropped, { packets: 1, bytes: mapped.length });
   });
 
   it('TCP/UDP behind an IPv6 Authentication Header to a shielded port is dropped', () => {

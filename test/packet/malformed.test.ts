@@ -91,7 +91,11 @@ describe('malformed packets', () => {
     }
     assert.ok(hbh > 0, 'fixtures include hop-by-hop headers');
     const snap = counters.snapshot();
-    for (const [reason, n] of Object.entries(expected)) assert.equal(snap.malformed.byReason[reason as keyof typeof snap.malformed.byReason], n, reason);
+    for (const [reason, n] of Object.entries(expected)) assert.equal(
+      snap.malformed.byReason[reason as keyof typeof snap.malformed.byReason],
+      n,
+      reason,
+    );
     assert.equal(snap.malformed.total, Object.values(expected).reduce((a, n) => a + n, 0));
   });
 
@@ -145,7 +149,10 @@ describe('malformed packets', () => {
     const snap = counters.snapshot();
     // Each packet went through outbound and inbound once: every one is counted exactly once per direction.
     // (A reflected packet comes back to inbound with the reflect address as source: forged.)
-    assert.equal(snap.reflected.packets + snap.passed.packets + snap.shieldDropped.packets + snap.forgedSourceDropped.packets + snap.malformed.total, iterations * 2);
+    assert.equal(
+      snap.reflected.packets + snap.passed.packets + snap.shieldDropped.packets + snap.forgedSourceDropped.packets + snap.malformed.total,
+      iterations * 2,
+    );
     assert.ok(snap.forgedSourceDropped.packets >= reflected, 'every reflected packet is forged when it comes back in');
     assert.equal(snap.reflected.packets, reflected);
     assert.ok(ok > iterations / 10 && ok < iterations, `a useful mix of good (${ok}) and malformed packets`);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MalformedCode, ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { corpus } from './corpus.ts';
-import { ipv4, ipv6, pattern, tcpSegment, udpDatagram, icmpMessage } from './build.ts';
+import { ipv4, ipv6, pattern, tcpSegment, udpDatagram, icmpMessage } from '../helpers/packet-builders.ts';
 
 function parse(bytes: Uint8Array, off = 0, len = bytes.length - off): ParsedPacket {
   const p = new ParsedPacket();
@@ -73,14 +73,34 @@ describe('parsePacket classifies malformed packets', () => {
     ['version 5', mutate(tcp4, (x) => (x[0] = 0x55)), tcp4.length, MalformedCode.BadVersion],
     ['version 0', mutate(tcp4, (x) => (x[0] = 0x05)), tcp4.length, MalformedCode.BadVersion],
     ['IHL 4', mutate(tcp4, (x) => (x[0] = 0x44)), tcp4.length, MalformedCode.BadHeaderLength],
-    ['IHL 15 beyond total length', mutate(tcp4, (x) => ((x[0] = 0x4f), (x[2] = 0), (x[3] = 40))), tcp4.length, MalformedCode.BadHeaderLength],
-    ['total length above buffer', mutate(tcp4, (x) => ((x[2] = 0), (x[3] = tcp4.length + 1))), tcp4.length, MalformedCode.Truncated],
+    [
+      'IHL 15 beyond total length',
+      mutate(tcp4, (x) => ((x[0] = 0x4f), (x[2] = 0), (x[3] = 40))),
+      tcp4.length,
+      MalformedCode.BadHeaderLength,
+    ],
+    [
+      'total length above buffer',
+      mutate(tcp4, (x) => ((x[2] = 0), (x[3] = tcp4.length + 1))),
+      tcp4.length,
+      MalformedCode.Truncated,
+    ],
     ['total length 19', mutate(tcp4, (x) => ((x[2] = 0), (x[3] = 19))), tcp4.length, MalformedCode.BadTotalLength],
     ['ipv6 payload length above buffer', mutate(tcp6, (x) => (x[5] += 1)), tcp6.length, MalformedCode.Truncated],
     ['tcp data offset 4', mutate(tcp4, (x) => (x[20 + 12] = 0x40)), tcp4.length, MalformedCode.BadTransportHeader],
-    ['tcp data offset past payload', mutate(tcp4, (x) => (x[20 + 12] = 0xf0)), tcp4.length, MalformedCode.BadTransportHeader],
+    [
+      'tcp data offset past payload',
+      mutate(tcp4, (x) => (x[20 + 12] = 0xf0)),
+      tcp4.length,
+      MalformedCode.BadTransportHeader,
+    ],
     ['ipv6 tcp data offset 0', mutate(tcp6, (x) => (x[40 + 12] = 0x00)), tcp6.length, MalformedCode.BadTransportHeader],
-    ['tcp header cut by total length', mutate(tcp4, (x) => ((x[2] = 0), (x[3] = 30))), tcp4.length, MalformedCode.BadTransportHeader],
+    [
+      'tcp header cut by total length',
+      mutate(tcp4, (x) => ((x[2] = 0), (x[3] = 30))),
+      tcp4.length,
+      MalformedCode.BadTransportHeader,
+    ],
   ];
   for (const [name, bytes, len, code] of cases) {
     it(name, () => {

@@ -1,7 +1,7 @@
 /**
  * Fault matrix behind docs/reliability.md (`npm run reliability -- faults`): the real `retroflect run` in a
  * namespace, each fault applied and what is left behind recorded.
- *  - every stop signal (src/cli/run-engine.ts STOP_SIGNALS) at start-up, running, under load (iperf3 + a live
+ *  - every stop signal (src/cli/stop-signals.ts STOP_SIGNALS) at start-up, running, under load (iperf3 + a live
  *    change every 100 ms) and during cleanup (the same signal again 5 ms later);
  *  - SIGKILL during persisted changes, repeatedly: the config file must parse and hold only addresses that were
  *    ever configured; leftovers must be cleaned by the next start;
@@ -11,7 +11,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { STOP_SIGNALS } from '../../src/cli/run-engine.ts';
+import { STOP_SIGNALS } from '../../src/cli/stop-signals.ts';
 import { loadConfigFile } from '../../src/config/config-file.ts';
 import { ControlClient } from '../../src/control/client.ts';
 import { createTopology, waitFor, type Topology } from '../helpers/netns.ts';

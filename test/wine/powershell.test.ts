@@ -14,7 +14,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, test } from 'node:test';
-import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../packet-sources/windivert/double.ts';
+import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../helpers/windivert-double.ts';
 import { ROOT, winPath } from './setup.ts';
 import { runWindowsPwsh, stopWindowsPwshProcesses, WINPWSH_DIR, windowsPwshTestGate } from './windows-pwsh.ts';
 

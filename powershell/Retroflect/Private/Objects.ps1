@@ -422,6 +422,26 @@ function ConvertTo-RetroflectAddressTest {
     })
 }
 
+# The doctor's check statuses (docs/doctor.md) -> the Status values of Retroflect.Check.
+$script:CheckStatus = @{ pass = 'Pass'; warning = 'Warning'; fail = 'Fail'; skipped = 'Skipped' }
+
+function ConvertTo-RetroflectCheck {
+    param([Parameter(Mandatory)][object]$Check)
+    $status = $script:CheckStatus[[string]$Check.status]
+    if (-not $status) { $status = [string]$Check.status }
+    $o = [pscustomobject][ordered]@{
+        PSTypeName = 'Retroflect.Check'
+        Name       = [string]$Check.name
+        Status     = $status
+        Detail     = [string]$Check.detail
+        Fix        = $Check.fix
+        Evidence   = $Check.evidence
+    }
+    # "$check" reads as "Fail: port.8080/tcp", as a log line would.
+    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value { '{0}: {1}' -f $this.Status, $this.Name }
+    return $o
+}
+
 function ConvertTo-RetroflectPacket {
     # One PacketSummary from the engine as a Retroflect.Packet.
     param([Parameter(Mandatory)][object]$Summary, [string]$Pipe)

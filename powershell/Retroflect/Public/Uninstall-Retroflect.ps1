@@ -6,7 +6,9 @@ function Uninstall-Retroflect {
     .DESCRIPTION
     Stops the installed engine gracefully (so it undoes its routes, firewall rules and WinDivert handles), then
     removes the scheduled task (Windows) or disables and deletes the systemd unit (Linux) and the engine's unpacked
-    runtime files (%ProgramData%\Retroflect\runtime, /var/lib/retroflect/runtime). With -RemoveConfig the config
+    runtime files (%ProgramData%\Retroflect\runtime, /var/lib/retroflect/runtime). On Windows the WinDivert driver
+    service entry is removed too, but only when no program holds a WinDivert handle and the entry names our
+    WinDivert64.sys (or a file that is gone): another tool's driver keeps working. With -RemoveConfig the config
     file is deleted too (and its folder, if empty). Nothing installed is not an error (idempotent).
 
     .PARAMETER ConfigPath
@@ -74,6 +76,8 @@ function Uninstall-Retroflect {
             }
             # The rule of Install-Retroflect -AllowFirewall: allowing reflect addresses in is pointless without the engine.
             Remove-RetroflectFirewallRule -Cmdlet $PSCmdlet
+            # WinDivert's driver service entry: removed only when no program holds a WinDivert handle and it is ours.
+            Invoke-RetroflectDriverRelease -Cmdlet $PSCmdlet
         }
         else {
             $unitPath = Join-RetroflectRootPath -Root $Root -SystemPath ('/etc/systemd/system/' + $script:UnitName)

@@ -5,6 +5,7 @@
 #   RETROFLECT_TEST_WINDIVERT_DIR a folder with the WinDivert TEST DOUBLE as WinDivert.dll (and a placeholder .sys)
 #   RETROFLECT_TEST_DIR           a scratch folder (Windows path)
 #   RETROFLECT_TEST_RESULTS       where to write the results
+#   RETROFLECT_TEST_FILTER        optional: run only the files whose names contain one of its comma-separated parts
 # Pester's own XML report crashes this process under Wine after the run, so it is off and the results are written
 # here; [Environment]::Exit ends the process without the console host's shutdown path.
 $ErrorActionPreference = 'Stop'
@@ -13,6 +14,11 @@ try {
     Import-Module Pester -RequiredVersion 5.7.1 -ErrorAction Stop
     $config = New-PesterConfiguration
     $config.Run.Path = $PSScriptRoot
+    if ($env:RETROFLECT_TEST_FILTER) {
+        # Only the files whose names contain one of its comma-separated parts (test/doctor/doctor-windows-pester.test.ts).
+        $parts = $env:RETROFLECT_TEST_FILTER -split ','
+        $config.Run.Path = @(Get-ChildItem -LiteralPath $PSScriptRoot -Filter '*.Tests.ps1' | Where-Object { $name = $_.Name; @($parts | Where-Object { $name -like "*$_*" }).Count -gt 0 } | ForEach-Object { $_.FullName })
+    }
     $config.Run.PassThru = $true
     $config.Output.Verbosity = 'Detailed'
     $config.TestResult.Enabled = $false

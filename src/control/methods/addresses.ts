@@ -2,10 +2,9 @@
  * The address methods: address.list, address.add, address.remove (whole addresses or only their port maps) and
  * address.test. Changes go through config-changes.ts; address.test asks the host's AddressRules.
  */
-import { addressFamily } from '../../config/intercept-config.ts';
 import { portMapsFor } from '../../config/port-maps.ts';
-import { ErrorCode, isRetroflectError } from '../../errors.ts';
 import { invalidParams } from '../../error-messages.ts';
+import { addressTestResult } from '../address-test.ts';
 import type { AddressTestResult } from '../protocol.ts';
 import { addressList, only, optionalBool, portMapRemovals, portMapSpecs, type Params } from './params.ts';
 import type { MethodContext, MethodTablePart } from './table.ts';
@@ -17,25 +16,7 @@ async function testAddress(params: Params, ctx: MethodContext): Promise<AddressT
   only(params, ['address']);
   const input = params.address;
   if (typeof input !== 'string' || input.length === 0 || input.length > MAX_TEST_INPUT_CHARS) throw invalidParams("'address' must be a non-empty string.", 'address');
-  const r = await ctx.addressRules.check(input);
-  const running = ctx.engine.config().reflectAddresses;
-  const valid = r.address !== null && r.refusals.length === 0;
-  const reasons = r.refusals.map((e) => ({
-    code: isRetroflectError(e) ? e.code : ErrorCode.INVALID_ADDRESS,
-    rule: typeof e.details?.rule === 'string' ? e.details.rule : null,
-    message: e.message,
-    hint: e.hint ?? null,
-  }));
-  const family = r.address !== null ? addressFamily(r.address) : 4;
-  return {
-    input,
-    address: r.address,
-    valid,
-    configured: r.address !== null && running.includes(r.address),
-    warnings: r.warnings,
-    reasons,
-    suggestion: valid ? null : await ctx.addressRules.suggest(family, running),
-  };
+  return addressTestResult(input, ctx.engine.config().reflectAddresses, ctx.addressRules);
 }
 
 export const addressMethods: MethodTablePart<'address.list' | 'address.add' | 'address.remove' | 'address.test'> = {

@@ -11,6 +11,7 @@ import { runCommand, describeCommand, type HostCommand } from '../../platform/li
 import { interfaceIndex, interfaceNameOf } from '../../platform/linux/interfaces.ts';
 import { EFD_CLOEXEC, EFD_NONBLOCK, libc } from '../../platform/linux/libc.ts';
 import type { FirewallCounters, HostBackend, PlanStep, TunSourceInit, TunSourceUpdate } from '../packet-source.ts';
+import { installedShape, tableDamage, type TableShape } from './nft-check.ts';
 import {
   checkDeviceName,
   DEFAULT_TUN_NAME,
@@ -23,7 +24,7 @@ import {
   type TunVariant,
   type TunVariantName,
 } from './device.ts';
-import { FIRST_LOG_GROUP, openFirewallLog } from './nflog.ts';
+import { FIRST_LOG_GROUP, groupTakenBy, netlinkPortId, openFirewallLog } from './nflog.ts';
 import { installShield, NFT_FAMILY, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
 import { routeAddCommand, routeDeleteCommand } from './routes.ts';
 
@@ -58,6 +59,8 @@ export class TunHostBackend implements HostBackend<'tun'> {
   private logProblem: string | null = null;
   /** Set once start() has claimed the host's shield table: only then may stop() remove it. */
   private ownsShield = false;
+  /** Our table as nft listed it right after we installed it (nft-check.ts): what every check compares with. */
+  private tableShape: TableShape | null = null;
   private readonly wakeValue = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
 
   constructor(opts: TunHostOptions = {}) {
@@ -92,7 +95,10 @@ export class TunHostBackend implements HostBackend<'tun'> {
       mtu: this.variant.mtu,
       offloads: this.variant.vnetHdr ? 'vnet header, TSO, checksum' : 'none',
       // Where captures get the packets the shield rules drop (or why they cannot).
-      firewallLog: this.log ? `NFLOG group ${this.log.group}` : `unavailable: ${this.logProblem ?? 'not started'}`,
+      // The group was free at start, but another program can bind it whenever no capture listens (checked here).
+      firewallLog: this.log
+        ? (groupTakenBy(this.log.group, netlinkPortId(this.log.fd)) ?? `NFLOG group ${this.log.group}`)
+        : `unavailable: ${this.logProblem ?? 'not started'}`,
     };
   }
 
@@ -119,6 +125,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
       }
       for (const a of cfg.reflectAddresses) await runCommand(routeAddCommand(a, this.device));
       await installShield(cfg, this.device, this.log?.group ?? null);
+      this.tableShape = await installedShape();
     } catch (err) {
       await this.stop().catch(() => undefined);
       throw err;
@@ -204,10 +211,12 @@ export class TunHostBackend implements HostBackend<'tun'> {
   async verify(cfg: InterceptConfig, scope: 'firewall' | 'all'): Promise<string[]> {
     if (this.fd < 0 || !this.ownsShield) return [];
     const repairs: string[] = [];
-    const holder = await shieldTableDevice();
-    if (holder !== this.device) {
+    // The whole table, not one rule: a deleted shield rule or a flushed set turns shielding off as surely.
+    const damage = this.tableShape === null ? 'was not in place' : await tableDamage(cfg, this.tableShape);
+    if (damage !== null) {
       await installShield(cfg, this.device, this.log?.group ?? null);
-      repairs.push(`The nft table ${NFT_FAMILY} ${NFT_TABLE} was ${holder === null ? 'deleted' : 'replaced'} by something else; restored it (shielding was off meanwhile).`);
+      this.tableShape = await installedShape();
+      repairs.push(`The nft table ${NFT_FAMILY} ${NFT_TABLE} ${damage} by something else; restored it whole (shielding was off or partly off meanwhile).`);
     }
     if (scope === 'firewall') return repairs;
     const routed = new Set(
@@ -237,6 +246,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
     try {
       if (this.ownsShield) await removeShield();
       this.ownsShield = false;
+      this.tableShape = null;
     } catch (err) {
       failure = err;
     }

@@ -24,6 +24,9 @@ import { NFT_LOG_PREFIX } from './nftables.ts';
  */
 export const TUN_BATCH_CAPACITY = 64;
 
+/** NFLOG datagrams (one logged drop each: the group is set to send at once) read per receive() at most. */
+export const LOG_READS_PER_PASS = TUN_BATCH_CAPACITY;
+
 /** Largest IP packet (and so the largest GSO packet the kernel hands a TUN with TSO on). */
 const MAX_IP_PACKET = 65535;
 
@@ -100,8 +103,9 @@ export class TunPacketSource implements PacketSource<'tun'> {
   receive(timeoutMs: number): number {
     this.batch.count = 0;
     if (this.closed) return 0;
-    // While observed, firewall drops are taken first on every call: under load the device may never be polled.
-    if (this.dropSink) this.log!.drain(this.onLogged);
+    // While observed, firewall drops and the device take turns, each a bounded share per call: neither a flood of
+    // drops nor a busy device can starve the other (the worker decides and sends between calls).
+    if (this.dropSink) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
     // Under load the device is usually readable already: try first, poll only when it is empty.
     let n = this.readAvailable();
     if (n > 0) return n;
@@ -116,7 +120,8 @@ export class TunPacketSource implements PacketSource<'tun'> {
     }
     if (ready === 0) return 0;
     if (this.pollFds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
-    if (this.dropSink && this.pollFds.readInt16LE(2 * POLLFD_SIZE + 6) & POLLIN) this.log!.drain(this.onLogged);
+    const logReady = this.pollFds.readInt16LE(2 * POLLFD_SIZE + 6) & POLLIN;
+    if (this.dropSink && logReady) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
     const revents = this.pollFds.readInt16LE(6);
     if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
       throw new RetroflectError(ErrorCode.BACKEND_FAILED, 'The TUN device was closed or failed.', {

@@ -10,8 +10,8 @@ import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
 import { WINDIVERT_PRIORITY } from '../../../src/packet-sources/windivert/limits.ts';
 import { createWinDivertPacketSource, type WinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
-import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceTransportValid, udpDatagram, withChecksum } from '../../packet/build.ts';
-import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet, packetSeq, stopLikeWorker } from './double.ts';
+import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceTransportValid, udpDatagram, withChecksum } from '../../helpers/packet-builders.ts';
+import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet, packetSeq, stopLikeWorker } from '../../helpers/windivert-double.ts';
 
 const { api, double } = loadDouble();
 const R4 = '192.0.2.10';

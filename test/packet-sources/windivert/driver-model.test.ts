@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
 import { addressBuffer, WINDIVERT_ADDRESS_SIZE, decodeAddress, type WinDivertAddress } from '../../../src/packet-sources/windivert/address.ts';
 import { doubleLastOpenReason } from './double-controls.ts';
-import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceChecksum, referenceTransportValid, udpDatagram, withChecksum } from '../../packet/build.ts';
-import { collectSent, doubleMatches, inboundAddr, loadDouble, offer, outboundAddr, packet, packetSeq } from './double.ts';
+import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceChecksum, referenceTransportValid, udpDatagram, withChecksum } from '../../helpers/packet-builders.ts';
+import { collectSent, doubleMatches, inboundAddr, loadDouble, offer, outboundAddr, packet, packetSeq } from '../../helpers/windivert-double.ts';
 
 const { api, double } = loadDouble();
 const R = '192.0.2.10';

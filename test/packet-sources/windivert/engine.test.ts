@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
 import { Engine } from '../../../src/engine/engine.ts';
-import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNumberedInjection } from './double.ts';
+import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNumberedInjection } from '../../helpers/windivert-double.ts';
 
 const { double } = loadDouble();
 
@@ -66,7 +66,7 @@ test('stop under traffic (Engine.stop, as Ctrl+C, console close and `stop` run i
     config: buildInterceptConfig(['192.0.2.1'], ['80/tcp']),
     backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH }),
   });
-  const { packet, outboundAddr, inboundAddr } = await import('./double.ts');
+  const { packet, outboundAddr, inboundAddr } = await import('../../helpers/windivert-double.ts');
   const { addressBuffer } = await import('../../../src/packet-sources/windivert/address.ts');
   // A burst queued faster than the worker can drain it (the double's own loop hands them over), then traffic that
   // keeps coming while the engine stops.
@@ -102,7 +102,7 @@ test('send failures reach `stats` by kind: ERROR_HOST_UNREACHABLE as expected, a
     backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH }),
   });
   try {
-    const { inject, outboundAddr, packet } = await import('./double.ts');
+    const { inject, outboundAddr, packet } = await import('../../helpers/windivert-double.ts');
     const waitFor = async (done: () => Promise<boolean>) => {
       const deadline = Date.now() + 20_000;
       while (!(await done()) && Date.now() < deadline) await sleep(20);

@@ -17,9 +17,9 @@ import { Verdict } from '../../../src/packet/verdicts.ts';
 import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
 import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
 import type { WinDivertAddress } from '../../../src/packet-sources/windivert/address.ts';
-import { addressBytes, icmpMessage, ipv4, pattern, tcpSegment, udpDatagram, withChecksum } from '../../packet/build.ts';
+import { addressBytes, icmpMessage, ipv4, pattern, tcpSegment, udpDatagram, withChecksum } from '../../helpers/packet-builders.ts';
 import { rng } from '../../helpers/rng.ts';
-import { collectSent, DOUBLE_PATH, inboundAddr, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, stopLikeWorker } from './double.ts';
+import { collectSent, DOUBLE_PATH, inboundAddr, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, stopLikeWorker } from '../../helpers/windivert-double.ts';
 
 const { double } = loadDouble();
 const R4 = '192.0.2.10';

@@ -8,7 +8,7 @@ import { buildInterceptConfig, emptyInterceptConfig } from '../../../src/config/
 import { buildFragmentDropFilter, buildWinDivertFilter, filterCost, MATCH_NOTHING, portBudget, portRanges } from '../../../src/packet-sources/windivert/filter.ts';
 import { WINDIVERT_FILTER_MAX_TESTS, WINDIVERT_FILTER_MAX_TOKENS } from '../../../src/packet-sources/windivert/limits.ts';
 import { doubleLastOpenReason } from './double-controls.ts';
-import { loadDouble } from './double.ts';
+import { loadDouble } from '../../helpers/windivert-double.ts';
 
 const { api, double } = loadDouble();
 

@@ -8,8 +8,8 @@ import { beforeEach, test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
 import { createWinDivertPacketSource, type WinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
-import { ipv4, ipv6, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../../packet/build.ts';
-import { collectSent, dataplaneConfig as dataplaneConfigOf, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet } from './double.ts';
+import { ipv4, ipv6, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../../helpers/packet-builders.ts';
+import { collectSent, dataplaneConfig as dataplaneConfigOf, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet } from '../../helpers/windivert-double.ts';
 
 const { double } = loadDouble();
 const R4 = '192.0.2.10';

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { buildInterceptConfig, type InterceptConfig } from '../../../src/config/intercept-config.ts';
 import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
-import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNumberedInjection } from './double.ts';
+import { assertEachReflectedOnce, collectSent, DOUBLE_PATH, loadDouble, startNumberedInjection } from '../../helpers/windivert-double.ts';
 
 const { double } = loadDouble();
 

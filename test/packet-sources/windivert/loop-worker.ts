@@ -8,7 +8,7 @@ import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_
 import type { WinDivertSourceInit, WinDivertSourceUpdate } from '../../../src/packet-sources/packet-source.ts';
 import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
 import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
-import { dataplaneConfig, makeDataplane, stopLikeWorker } from './double.ts';
+import { dataplaneConfig, makeDataplane, stopLikeWorker } from '../../helpers/windivert-double.ts';
 
 type Msg = { type: 'reconfigure'; config: InterceptConfig; update: WinDivertSourceUpdate } | { type: 'stop' };
 const { init, config, port } = workerData as { init: WinDivertSourceInit; config: InterceptConfig; port: MessagePort };

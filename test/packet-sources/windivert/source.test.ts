@@ -1,7 +1,7 @@
 /**
  * WinDivertPacketSource + WinDivertHostBackend against the ABI-compatible test double, in-process, with the real
  * Dataplane deciding every packet (the loop of src/engine/worker.ts, one turn at a time). Packets are hand-built
- * with checksums from an independent reference implementation (test/packet/build.ts).
+ * with checksums from an independent reference implementation (test/helpers/packet-builders.ts).
  */
 import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
@@ -11,8 +11,8 @@ import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host
 import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
 import { WinDivertParam } from '../../../src/packet-sources/windivert/ffi.ts';
 import { doubleLastFilter } from './double-controls.ts';
-import { addressBytes, referenceChecksum, referenceTransportValid } from '../../packet/build.ts';
-import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet, packetSeq } from './double.ts';
+import { addressBytes, referenceChecksum, referenceTransportValid } from '../../helpers/packet-builders.ts';
+import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, loopOnce, makeDataplane, offer, outboundAddr, packet, packetSeq } from '../../helpers/windivert-double.ts';
 
 const { api, double } = loadDouble();
 const R4 = '192.0.2.10';

@@ -5,20 +5,20 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Dataplane, type DataplaneConfig } from '../../../src/engine/dataplane.ts';
-import { EngineCounters } from '../../../src/engine/counters.ts';
-import { FlowTable } from '../../../src/engine/flow-table.ts';
-import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
-import type { PacketSource } from '../../../src/packet-sources/packet-source.ts';
-import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../../src/packet-sources/windivert/address.ts';
-import { loadWinDivert, type WinDivertApi } from '../../../src/packet-sources/windivert/ffi.ts';
-import { bindDoubleControls, type WinDivertDoubleControl } from './double-controls.ts';
-import { addressBytes, ipv4, ipv6, tcpSegment, udpDatagram, withChecksum } from '../../packet/build.ts';
+import { Dataplane, type DataplaneConfig } from '../../src/engine/dataplane.ts';
+import { EngineCounters } from '../../src/engine/counters.ts';
+import { FlowTable } from '../../src/engine/flow-table.ts';
+import type { InterceptConfig } from '../../src/config/intercept-config.ts';
+import type { PacketSource } from '../../src/packet-sources/packet-source.ts';
+import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../src/packet-sources/windivert/address.ts';
+import { loadWinDivert, type WinDivertApi } from '../../src/packet-sources/windivert/ffi.ts';
+import { bindDoubleControls, type WinDivertDoubleControl } from '../packet-sources/windivert/double-controls.ts';
+import { addressBytes, ipv4, ipv6, tcpSegment, udpDatagram, withChecksum } from './packet-builders.ts';
 
 /** The double built for this platform (the mingw DLL under Wine, the .so on Linux). */
 export const DOUBLE_PATH = process.platform === 'win32'
-  ? (process.env.RETROFLECT_TEST_WINDIVERT_DLL ?? fileURLToPath(new URL('../../../native/build/win64/WinDivert.dll', import.meta.url)))
-  : fileURLToPath(new URL('../../../native/build/linux/libwindivert_double.so', import.meta.url));
+  ? (process.env.RETROFLECT_TEST_WINDIVERT_DLL ?? fileURLToPath(new URL('../../native/build/win64/WinDivert.dll', import.meta.url)))
+  : fileURLToPath(new URL('../../native/build/linux/libwindivert_double.so', import.meta.url));
 
 /** WinDivert's API in the double (the shipped binding) and the double's own controls (double-controls.ts). */
 export function loadDouble(): { api: WinDivertApi; double: WinDivertDoubleControl } {
