@@ -41,7 +41,7 @@ function transportValid(bytes: Buffer): boolean {
   return referenceTransportValid(src, dst, proto, bytes.subarray(ihl));
 }
 
-test('start opens one network-layer handle with the config filter, priority and queue settings', async () => {
+test('start opens the capture handle (config filter, priority, queue settings), then the fragment-drop handle', async () => {
   const { backend, init } = await started(cfg, -42);
   assert.equal(double.openHandles(), 2, 'the capture handle, then the fragment-drop handle');
   assert.match(init.filter, /ip\.DstAddr == 192\.0\.2\.10 or ipv6\.DstAddr == 2001:db8::10/);
