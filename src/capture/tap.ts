@@ -81,7 +81,9 @@ export class CaptureTaps {
         ? CaptureVerdict.ForgedSourceDropped
         : dropCause === DropCause.ShieldPort
           ? CaptureVerdict.ShieldDropped
-          : CaptureVerdict.Malformed
+          : dropCause === DropCause.NotAllowed
+            ? CaptureVerdict.NotAllowed
+            : CaptureVerdict.Malformed
       : malformed !== 0
         ? CaptureVerdict.Malformed
         : decision === Verdict.Reflect

@@ -16,6 +16,8 @@ import {
   type InterceptConfig,
 } from '../config/intercept-config.ts';
 import { portMapsOf } from '../config/port-maps.ts';
+import { allowListsOf, cloneAllowLists } from '../config/allow-lists.ts';
+import { allowedPortEntries, widerAllowLists } from './allowed-ports-config.ts';
 import type { HostBackend, SourceUpdate } from '../packet-sources/packet-source.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
@@ -71,6 +73,9 @@ class SlotMap<K> {
     }
   }
 }
+
+/** Flows whose process `flows()` looks up, most recent first (each costs a look at the host's socket tables). */
+const MAX_OWNER_LOOKUPS = 1000;
 
 /** How often the engine checks that its host state (nft table, routes) is still in place. */
 const HOST_CHECK_INTERVAL_MS = 5000;
@@ -220,6 +225,7 @@ export class Engine extends EventEmitter {
       reflect: cfg.reflectAddresses.map((address) => ({ address, slot: this.addressSlots.ensure(address) })),
       shield: cfg.shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol, slot: this.shieldSlots.ensure(shieldKey(p)) })),
       portMaps: portMapsOf(cfg).map((m) => ({ ...m })),
+      allowedPorts: allowedPortEntries(cfg, (address) => this.addressSlots.ensure(address)),
     };
   }
 
@@ -250,6 +256,7 @@ export class Engine extends EventEmitter {
     addShieldPorts(union, next.shieldPorts);
     // Maps cannot be united (a port may change target): addresses that stay get next's maps, leaving ones keep theirs.
     union.portMaps = [...portMapsOf(next), ...portMapsOf(prev).filter((m) => !next.reflectAddresses.includes(m.address))];
+    union.allow = widerAllowLists(prev, next);
     checkLimits(next);
     await this.verifyHost('firewall'); // edit the table we think we have, not a hole where it was
     this.post({ type: 'dataplane', dataplane: this.dataplaneConfig(union) });
@@ -299,6 +306,7 @@ export class Engine extends EventEmitter {
       reflectAddresses: [...this.current.reflectAddresses],
       shieldPorts: this.current.shieldPorts.map((p) => ({ ...p })),
       portMaps: portMapsOf(this.current).map((m) => ({ ...m })),
+      allow: allowListsOf(this.current).map((a) => cloneAllowLists(a)),
       configPath: this.opts.configPath ?? null,
       pipeName: this.opts.pipeName ?? null,
       backendInfo: this.opts.backend.describe?.() ?? {},
@@ -312,8 +320,21 @@ export class Engine extends EventEmitter {
     return this.statsSource.stats(this.dataplaneConfig(this.current), uptimeSeconds, this.state === 'running');
   }
 
-  flows(): FlowRecord[] {
-    return this.flowTable.snapshot(Date.now());
+  flows(limit = Infinity): FlowRecord[] {
+    const flows = this.flowTable.snapshot(Date.now()).slice(0, limit);
+    const owners = this.opts.backend.socketOwners;
+    if (!owners) return flows;
+    // Who made each flow: the client's socket, looked up now (packet-source.ts HostBackend.socketOwners).
+    const asked = flows.filter((f) => f.protocol === 'tcp' || f.protocol === 'udp').slice(0, MAX_OWNER_LOOKUPS);
+    const found = owners.call(this.opts.backend, asked.map((f) => ({
+      protocol: f.protocol as 'tcp' | 'udp',
+      localAddress: f.localAddress,
+      localPort: f.clientPort,
+      remoteAddress: f.reflectAddress,
+      remotePort: f.mappedFromPort ?? f.serverPort,
+    })));
+    asked.forEach((f, i) => Object.assign(f, found[i] ?? {}));
+    return flows;
   }
 
   /**

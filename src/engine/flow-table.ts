@@ -341,6 +341,11 @@ export class FlowTable {
           firstSeen: new Date(n[N_FIRST]).toISOString(),
           lastSeen: new Date(n[N_LAST]).toISOString(),
           state: STATE_NAMES[state] ?? 'active',
+          pid: null,
+          processName: null,
+          uid: null,
+          user: null,
+          packageFamilyName: null,
         },
       });
     }

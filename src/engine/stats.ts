@@ -32,7 +32,7 @@ export function buildEngineStats(
       byProtocol[name].packets += s.byProtocol[name].packets;
       byProtocol[name].bytes += s.byProtocol[name].bytes;
     }
-    return { address, packets: s.packets, bytes: s.bytes, byProtocol: structuredClone(s.byProtocol) };
+    return { address, packets: s.packets, bytes: s.bytes, byProtocol: structuredClone(s.byProtocol), notAllowed: { ...s.notAllowed } };
   });
   const byShieldPort: ShieldPortStats[] = cfg.shield.map(({ port, protocol, slot }) => ({
     port,
@@ -50,6 +50,7 @@ export function buildEngineStats(
     malformed: { total: snap.malformed.total, byReason: { ...snap.malformed.byReason } },
     errors: { ...snap.errors, sendExpected: { ...snap.errors.sendExpected } },
     portMapRefused: snap.portMapRefused,
+    notAllowed: { ...snap.notAllowed },
     byProtocol,
     byAddress,
     byShieldPort,
@@ -124,6 +125,15 @@ export class EngineStatsSource {
       }
       stats.shieldDropped = { packets, bytes };
       stats.forgedSourceDropped = { ...hostShield.counts.forgedSource };
+      // Who may use an address is enforced by the host firewall on Linux: its refusals add to the data plane's.
+      for (const a of stats.byAddress) {
+        const c = hostShield.counts.notAllowed?.get(a.address);
+        if (!c) continue;
+        a.notAllowed.packets += c.packets;
+        a.notAllowed.bytes += c.bytes;
+        stats.notAllowed.packets += c.packets;
+        stats.notAllowed.bytes += c.bytes;
+      }
       stats.rates.shieldDroppedPackets = this.hostShieldRate(hostShield.at, packets);
     }
     return stats;

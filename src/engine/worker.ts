@@ -51,8 +51,10 @@ async function main(): Promise<void> {
   const dropped = new ParsedPacket();
   const firewallDrop: FirewallDropSink = (buf, off, len, cause, ifIndex, timeMs) => {
     parsePacket(buf, off, len, dropped);
-    const dropCause = cause === FirewallDropCause.ShieldPort ? DropCause.ShieldPort : DropCause.ForgedSource;
-    taps.offer(buf, off, len, false, ifIndex, Verdict.Drop, dropCause, dropped, timeMs);
+    const dropCause =
+      cause === FirewallDropCause.ShieldPort ? DropCause.ShieldPort : cause === FirewallDropCause.NotAllowed ? DropCause.NotAllowed : DropCause.ForgedSource;
+    // A not-allowed drop is of a packet this host sent (nft output hook): shown as outbound.
+    taps.offer(buf, off, len, cause === FirewallDropCause.NotAllowed, ifIndex, Verdict.Drop, dropCause, dropped, timeMs);
   };
   let observingDrops = false;
   let dropsLostSeen = 0;
@@ -100,13 +102,20 @@ async function main(): Promise<void> {
   let lastSweep = Date.now();
   let sendErrorsSeen = 0;
   const expectedSeen = { hostUnreachable: 0, icmpRefused: 0 };
+  // A packet that is not allowed is answered at once (a TCP reset, ICMP port unreachable) from the reflect address.
+  const sendRefusal = (i: number): void => {
+    source.sendRefusal(i, dataplane.refusal, dataplane.refusalLength);
+    dataplane.refusalLength = 0;
+  };
   const decideAndSend = (n: number, now: number): void => {
     const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum } = batch;
     if (taps.count === 0) {
       for (let i = 0; i < n; i++) {
-        verdict[i] = outbound[i] === 1
+        const v = outbound[i] === 1
           ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i])
           : dataplane.inbound(buf, offset[i], length[i], now);
+        verdict[i] = v;
+        if (v === Verdict.Drop && dataplane.refusalLength !== 0) sendRefusal(i);
       }
     } else {
       // Capturing: the same decisions, then the tap copies each packet as it will be sent (after reflection).
@@ -116,6 +125,7 @@ async function main(): Promise<void> {
         const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now);
         verdict[i] = v;
         taps.offer(buf, offset[i], length[i], out, ifIndex[i], v, dataplane.dropCause, dataplane.packet, origin + performance.now());
+        if (v === Verdict.Drop && dataplane.refusalLength !== 0) sendRefusal(i);
       }
     }
     source.send();

@@ -28,6 +28,7 @@ export async function openWinDivertHandles(dll: string): Promise<OpenWinDivertHa
 }
 
 /** Windows: does `filter` catch packets our filter exists for (WinDivertHelperEvalFilter on samples)? null: unknown. */
-export async function winDivertFilterOverlaps(dll: string, cfg: InterceptConfig, filter: string | null): Promise<boolean | null> {
+export async function winDivertFilterOverlaps(dll: string, cfg: InterceptConfig,
+  filter: string | null): Promise<boolean | null> {
   return (await import('./windivert/overlap.ts')).filterOverlaps(dll, cfg, filter);
 }

@@ -7,6 +7,8 @@
  *  - `PacketSource` runs in the worker thread: it receives batches of packets and sends them back by verdict.
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
+import type { AllowWhoKind } from '../config/allow-lists.ts';
+import type { SocketOwner, SocketQuery } from '../platform/linux/socket-owners.ts';
 import type { FirewallDropCause } from '../packet/verdicts.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
@@ -55,6 +57,12 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   receive(timeoutMs: number): number;
   /** Re-inject the batch by verdict: Reflect as inbound, Pass unchanged, Drop not at all. */
   send(): void;
+  /**
+   * Inject `packet[0, length)` inbound at once, as the answer to batch packet `index` (which is dropped): the TCP
+   * reset or ICMP port unreachable the data plane wrote for a packet its allow lists refuse (packet/refusal.ts). The
+   * packet has complete checksums. A failure counts in `sendErrors`.
+   */
+  sendRefusal(index: number, packet: Uint8Array, length: number): void;
   /** Adopt a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
   adopt(cfg: InterceptConfig, update: SourceUpdate<K>): void;
   /**
@@ -147,6 +155,16 @@ export interface SourceMessages {
 }
 
 export type BackendKind = keyof SourceMessages;
+
+/**
+ * Which "who" allow lists (config/allow-lists.ts) each backend enforces. A list a backend cannot enforce is refused
+ * when it is set, never kept and silently ignored. TUN: users, groups and cgroups in its nft table (tun/nftables.ts).
+ */
+export const ENFORCED_WHO_LISTS: Record<BackendKind, readonly AllowWhoKind[]> = {
+  tun: ['users', 'groups', 'cgroups'],
+  windivert: [],
+  memory: [],
+};
 /** Everything the worker needs to build its PacketSource: a union discriminated by `kind`. */
 export type SourceInit<K extends BackendKind = BackendKind> = SourceMessages[K]['init'];
 /** What a live change hands the worker's PacketSource: a union discriminated by `kind`. */
@@ -163,6 +181,8 @@ export interface FirewallCounters {
   shield: Map<string, ShieldCount>;
   /** Packets from another host whose source is a reflect address (forged). */
   forgedSource: ShieldCount;
+  /** Per reflect address: packets its "who" allow lists refused in the firewall (Linux nft output hook). */
+  notAllowed?: Map<string, ShieldCount>;
 }
 
 export interface HostBackend<K extends BackendKind = BackendKind> {
@@ -186,6 +206,11 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
   verify?(cfg: InterceptConfig, scope: 'firewall' | 'all'): Promise<string[]>;
   /** Facts worth showing an admin in `status` (TUN device and mode; WinDivert filter, priority, driver version). */
   describe?(): Record<string, string | number>;
+  /**
+   * Who owns each of these client sockets (process, user; Linux: /proc), null where none matches. Asked when flows
+   * are listed, never per packet. Backends that cannot tell leave it out.
+   */
+  socketOwners?(queries: readonly SocketQuery[]): (Partial<SocketOwner> | null)[];
   /** A name for the interface with this index (PacketBatch.ifIndex), as captures show it; never throws. */
   interfaceName(ifIndex: number): string;
   /** Make a receive() that may be blocked in the worker return soon (for stop and the engine's reconfigure). */

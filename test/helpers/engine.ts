@@ -91,13 +91,16 @@ export interface StartOptions {
   /** stdout/stderr of the engine: 'pipe' (default, collected by output()) or an fd (e.g. /dev/full). */
   stdout?: 'pipe' | number;
   stderr?: 'pipe' | number;
+  /** A command the engine is started through, in the namespace (e.g. a shell that mounts something first). */
+  prefix?: string[];
 }
 
 /** Spawn `retroflect run` in `ns`; does not wait. */
 export function spawnEngine(ns: NetNs, dir: string, opts: StartOptions): EngineHandle {
   const pipe = opts.pipe ?? join(dir, 'engine.sock');
   const cfgArgs = opts.config === false ? ['--no-config'] : ['--config', opts.config];
-  const child = ns.spawn(node, [...CLI, 'run', '--pipe', pipe, ...cfgArgs, ...(opts.args ?? [])], {
+  const command = [...(opts.prefix ?? []), node, ...CLI, 'run', '--pipe', pipe, ...cfgArgs, ...(opts.args ?? [])];
+  const child = ns.spawn(command[0], command.slice(1), {
     env: { ...process.env, NO_COLOR: '1', ...opts.env },
     stdio: ['pipe', opts.stdout ?? 'pipe', opts.stderr ?? 'pipe'],
   });

@@ -50,6 +50,19 @@ function Get-RetroflectServiceImagePath {
     return [string](Get-ItemProperty -LiteralPath $key -Name ImagePath -ErrorAction SilentlyContinue).ImagePath
 }
 
+function Get-RetroflectInstalledExecutable {
+    # The engine executable the service runs (the first word of its ImagePath), else the one the scheduled task of
+    # an earlier release runs, else $null.
+    $image = Get-RetroflectServiceImagePath
+    if ($image -match '^"([^"]+)"') { return $Matches[1] }
+    if ($image) { return ($image -split ' ')[0] }
+    if (Get-Command -Name Get-ScheduledTask -ErrorAction SilentlyContinue) {
+        $task = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue
+        if ($null -ne $task) { return [string](@($task.Actions)[0].Execute) }
+    }
+    return $null
+}
+
 function Register-RetroflectService {
     <#
     Creates the service (automatic start, LocalSystem, after BFE) or points it at a new command line, sets its

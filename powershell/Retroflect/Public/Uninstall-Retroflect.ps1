@@ -65,6 +65,8 @@ function Uninstall-Retroflect {
                 -Hint 'Run PowerShell as Administrator (or with sudo).')
         }
         if ($windows) {
+            # The installed engine: its folder holds the WinDivert files whose driver entry is ours.
+            $engineExe = Get-RetroflectInstalledExecutable
             # The service: the SCM's stop control makes the engine undo its host changes before it ends.
             Unregister-RetroflectService -Cmdlet $PSCmdlet
             # A scheduled task of an earlier release, if one is left.
@@ -72,7 +74,7 @@ function Uninstall-Retroflect {
             # The rule of Install-Retroflect -AllowFirewall: allowing reflect addresses in is pointless without the engine.
             Remove-RetroflectFirewallRule -Cmdlet $PSCmdlet
             # WinDivert's driver service entry: removed only when no program holds a WinDivert handle and it is ours.
-            Invoke-RetroflectDriverRelease -Cmdlet $PSCmdlet
+            Invoke-RetroflectDriverRelease -Cmdlet $PSCmdlet -Executable $engineExe
         }
         else {
             $unitPath = Join-RetroflectRootPath -Root $Root -SystemPath ('/etc/systemd/system/' + $script:UnitName)
@@ -90,7 +92,15 @@ function Uninstall-Retroflect {
         $runtimeDir = Get-RetroflectRuntimePath
         if (-not $windows) { $runtimeDir = Join-RetroflectRootPath -Root $Root -SystemPath $runtimeDir }
         if ((Test-Path -LiteralPath $runtimeDir) -and $PSCmdlet.ShouldProcess($runtimeDir, 'Delete engine runtime files')) {
-            Remove-Item -LiteralPath $runtimeDir -Recurse -Force -ErrorAction Stop
+            # A process that just ended (the engine, or 'retroflect driver release', which loads the same module) may
+            # hold its file for a moment longer, as may a virus scanner: try again briefly before giving up.
+            for ($try = 1; ; $try++) {
+                try { Remove-Item -LiteralPath $runtimeDir -Recurse -Force -ErrorAction Stop; break }
+                catch {
+                    if ($try -ge $script:RuntimeRemoveTries) { throw }
+                    Start-Sleep -Milliseconds $script:RuntimeRemoveRetryMs
+                }
+            }
             $parent = Split-Path -Parent $runtimeDir
             if ((Test-Path -LiteralPath $parent) -and -not (Get-ChildItem -LiteralPath $parent -Force)) {
                 Remove-Item -LiteralPath $parent -Force -ErrorAction Stop

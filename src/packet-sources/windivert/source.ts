@@ -20,6 +20,7 @@ import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { fillIpv4HeaderChecksum, fillTransportChecksum } from '../../packet/checksum.ts';
 import { IpProto, ParsedPacket, parsePacket } from '../../packet/parse.ts';
 import { Verdict } from '../../packet/verdicts.ts';
+import { REFUSAL_MAX_BYTES } from '../../packet/refusal.ts';
 import {
   allocatePacketBatch,
   type PacketBatch,
@@ -75,6 +76,9 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
   private readonly parsed = new ParsedPacket();
   private readonly idle = new Int32Array(new SharedArrayBuffer(4));
   private readonly ledger: HandleLedger;
+  /** A refusal and its address, copied here to be sent (made once). */
+  private readonly refusalPacket = Buffer.alloc(REFUSAL_MAX_BYTES);
+  private readonly refusalAddr = Buffer.alloc(WINDIVERT_ADDRESS_SIZE);
 
   constructor(
     private readonly api: WinDivertApi,
@@ -194,6 +198,24 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     const err = this.api.lastError();
     if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
     else if (err === WinError.INVALID_HANDLE || err === WinError.INVALID_PARAMETER) this.countUnexpected(err);
+    else this.expectedSendFailures.icmpRefused++;
+  }
+
+  /**
+   * Inject a refusal inbound in answer to batch packet `index`: its address with Outbound cleared (the refusal
+   * enters on the interface the refused packet was leaving by) and every checksum marked valid (they are complete).
+   * Sent before the batch, while the batch's addresses are still in place.
+   */
+  sendRefusal(index: number, packet: Uint8Array, length: number): void {
+    const addr = this.refusalAddr;
+    this.addrs.copy(addr, 0, index * WINDIVERT_ADDRESS_SIZE, (index + 1) * WINDIVERT_ADDRESS_SIZE);
+    const bits = (addr.readUInt32LE(AddressOffset.Bits) & ~AddressFlag.Outbound) | AddressFlag.IPChecksum | AddressFlag.TCPChecksum | AddressFlag.UDPChecksum;
+    addr.writeUInt32LE(bits >>> 0, AddressOffset.Bits);
+    for (let i = 0; i < length; i++) this.refusalPacket[i] = packet[i];
+    if (this.api.sendEx(this.batchHandle, this.refusalPacket, length, null, addr, WINDIVERT_ADDRESS_SIZE)) return;
+    const err = this.api.lastError();
+    if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
+    else if (err === WinError.INVALID_HANDLE || err === WinError.INVALID_PARAMETER || isIcmp(this.refusalPacket, 0) === false) this.countUnexpected(err);
     else this.expectedSendFailures.icmpRefused++;
   }
 
