@@ -1,10 +1,11 @@
 /**
- * What capture costs the reflect path: single-stream TCP throughput (iperf3) through the real `retroflect run`
+ * What capture costs the TUN reflect path: single-stream TCP throughput (iperf3) through the real `retroflect run --backend tun`
  * with capture off, with a capture whose filter matches nothing (the data plane's share alone), with a capture of
- * every packet at the default snap length (256 bytes), and with a capture of whole packets. The capture client runs here and reads pcapng notifications as `retroflect capture` does (decoding
- * base64, then discarding). Rounds alternate between the three cases (this machine's speed drifts), medians and
- * ratios to "off" are reported with what each capture got and dropped. Needs root and iperf3; everything happens in
- * namespaces created and removed here. Takes about 30 s.
+ * every packet at the default snap length (256 bytes), and with a capture of whole packets. The capture client runs
+ * here and reads pcapng notifications as `retroflect capture` does (decoding base64, then discarding). Rounds
+ * alternate between the three cases (this machine's speed drifts), medians and ratios to "off" are reported with
+ * what each capture got and dropped. Needs root and iperf3; everything happens in namespaces created and removed
+ * here. Takes about 30 s.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -29,7 +30,11 @@ type Case = 'off' | 'none match' | 'snap 256' | 'full';
 const CASES: Case[] = ['off', 'none match', 'snap 256', 'full'];
 
 async function iperf(ns: NetNs): Promise<number> {
-  const r = await ns.run('iperf3', ['-c', ADDRESS, '-p', String(IPERF_PORT), '-t', String(IPERF_SECONDS), '-J'], { timeoutMs: (IPERF_SECONDS + 15) * 1000 });
+  const r = await ns.run(
+    'iperf3',
+    ['-c', ADDRESS, '-p', String(IPERF_PORT), '-t', String(IPERF_SECONDS), '-J'],
+    { timeoutMs: (IPERF_SECONDS + 15) * 1000 },
+  );
   const doc = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second: number } }; error?: string };
   if (!doc.end?.sum_received) throw new Error(`iperf3 failed: ${doc.error ?? r.stderr}`);
   return doc.end.sum_received.bits_per_second / 1e9;
@@ -71,7 +76,11 @@ async function measure(ns: NetNs, pipe: string, pid: number, c: Case): Promise<M
     const after = engineCpu(pid);
     const client = process.cpuUsage(clientBefore);
     const pct = (ms: number) => (100 * ms) / (performance.now() - started);
-    return { main: pct(after.main - before.main), others: pct(after.others - before.others), client: pct((client.user + client.system) / 1000) };
+    return {
+      main: pct(after.main - before.main),
+      others: pct(after.others - before.others),
+      client: pct((client.user + client.system) / 1000),
+    };
   };
   if (c === 'off') {
     const gbps = await iperf(ns);
@@ -83,7 +92,10 @@ async function measure(ns: NetNs, pipe: string, pid: number, c: Case): Promise<M
     if (n.method === 'capture') bytes += Buffer.from(String((n.params as { data: string }).data), 'base64').length;
   });
   try {
-    await client.call('capture.start', { format: 'pcapng', snaplen: c === 'full' ? 65535 : 256, ...(c === 'none match' ? { ports: [1] } : {}) });
+    await client.call(
+      'capture.start',
+      { format: 'pcapng', snaplen: c === 'full' ? 65535 : 256, ...(c === 'none match' ? { ports: [1] } : {}) },
+    );
     const gbps = await iperf(ns);
     const end = await client.call('capture.stop', {});
     return { gbps, captured: end.captured, dropped: end.dropped, cpu: cpu() };
@@ -99,7 +111,7 @@ export async function run(): Promise<BenchResult[]> {
   const t = await createTopology('bcap');
   const dir = mkdtempSync(join(tmpdir(), 'rft-bcap-'));
   const pipe = join(dir, 'retroflect.sock');
-  const engine = spawnEngine(t.a, ['--no-config', '--reflect', ADDRESS, '--pipe', pipe, '--device', 'rflctb']);
+  const engine = spawnEngine(t.a, ['--no-config', '--reflect', ADDRESS, '--pipe', pipe, '--device', 'rflctb', '--backend', 'tun']);
   try {
     t.a.spawn('iperf3', ['-s', '-p', String(IPERF_PORT)]);
     await waitReady(engine);
@@ -117,11 +129,17 @@ export async function run(): Promise<BenchResult[]> {
         value: round(tput[c]),
         unit: 'Gbit/s',
         note:
-          `rounds: ${got[c].map((x) => x.gbps.toFixed(2)).join(', ')}${c === 'off' ? '' : `; packets captured ${captured}, dropped ${dropped}`}; ` +
-          `CPU % of a core (median): engine main ${cpu('main')}, engine worker+others ${cpu('others')}, capture client ${cpu('client')}`,
+          `rounds: ${got[c].map((x) => x.gbps.toFixed(2)).join(', ')}` +
+          `${c === 'off' ? '' : `; packets captured ${captured}, dropped ${dropped}`}; ` +
+          `CPU % of a core (median): engine main ${cpu('main')}, engine worker+others ${cpu('others')}, ` +
+          `capture client ${cpu('client')}`,
       });
     }
-    for (const c of CASES.slice(1)) out.push({ name: `capture ${c}/off: throughput ratio`, value: round(tput[c] / tput.off), unit: 'x' });
+    for (const c of CASES.slice(1)) out.push({
+      name: `capture ${c}/off: throughput ratio`,
+      value: round(tput[c] / tput.off),
+      unit: 'x',
+    });
     return out;
   } finally {
     engine.child.kill('SIGTERM');
@@ -133,5 +151,7 @@ export async function run(): Promise<BenchResult[]> {
 
 // Run directly: node --import tsx bench/capture.ts
 if (import.meta.url === `file://${process.argv[1]}`) {
-  for (const r of await run()) console.log(`${r.name.padEnd(70)} ${String(r.value).padStart(10)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
+  for (const r of await run()) {
+    console.log(`${r.name.padEnd(70)} ${String(r.value).padStart(10)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
+  }
 }

@@ -50,15 +50,31 @@ async function measure(client: ControlClient, method: 'status' | 'stats', warmup
   }
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   lat.sort((a, b) => a - b);
-  return { callsPerSecond: lat.length / seconds, p50: percentile(lat, 50), p99: percentile(lat, 99), max: lat[lat.length - 1]!, calls: lat.length };
+  return {
+    callsPerSecond: lat.length / seconds,
+    p50: percentile(lat, 50),
+    p99: percentile(lat, 99),
+    max: lat[lat.length - 1]!,
+    calls: lat.length,
+  };
 }
 
 function rows(phase: Phase, method: string, label: string, note: string): BenchResult[] {
   const ms = (v: number): number => Number(v.toFixed(3));
   return [
-    { name: `control ${method} round trips, ${label}`, value: Math.round(phase.callsPerSecond), unit: 'calls/s', note: `${phase.calls} calls; ${note}` },
+    {
+      name: `control ${method} round trips, ${label}`,
+      value: Math.round(phase.callsPerSecond),
+      unit: 'calls/s',
+      note: `${phase.calls} calls; ${note}`,
+    },
     { name: `control ${method} p50, ${label}`, value: ms(phase.p50), unit: 'ms', note },
-    { name: `control ${method} p99, ${label}`, value: ms(phase.p99), unit: 'ms', note: `max ${ms(phase.max)} ms${method === 'status' ? '; target < 5 ms' : ''}` },
+    {
+      name: `control ${method} p99, ${label}`,
+      value: ms(phase.p99),
+      unit: 'ms',
+      note: `max ${ms(phase.max)} ms${method === 'status' ? '; target < 5 ms' : ''}`,
+    },
   ];
 }
 
@@ -82,7 +98,11 @@ export async function run(): Promise<BenchResult[]> {
     client = await ControlClient.connect({ pipe: engine.pipe, clientName: 'bench' });
     // iperf3 buffers its stdout when it is not a terminal, so ask the kernel whether it listens yet.
     const ns = t.a;
-    await waitFor('iperf3 -s listening', async () => iperfServer.exitCode === null && (await ns.must('ss', ['-Hltn', `sport = :${IPERF_PORT}`])).trim() !== '');
+    await waitFor(
+      'iperf3 -s listening',
+      async () =>
+        iperfServer.exitCode === null && (await ns.must('ss', ['-Hltn', `sport = :${IPERF_PORT}`])).trim() !== '',
+    );
 
     const idle = await phase(client);
 
@@ -97,19 +117,27 @@ export async function run(): Promise<BenchResult[]> {
     const after = await client.call('stats');
     const code = await iperfDone;
     clearTimeout(iperfKill);
-    const report = JSON.parse(iperfJson || '{}') as { end?: { sum_received?: { bits_per_second?: number } }; error?: string };
+    type IperfReport = { end?: { sum_received?: { bits_per_second?: number } }; error?: string };
+    const report = JSON.parse(iperfJson || '{}') as IperfReport;
     const gbps = (report.end?.sum_received?.bits_per_second ?? 0) / 1e9;
-    if (code !== 0 || gbps <= 0) throw new Error(`iperf3 through ${REFLECT} failed (${code}): ${report.error ?? iperfJson.slice(0, 500)}`);
+    if (code !== 0 || gbps <= 0) {
+      throw new Error(`iperf3 through ${REFLECT} failed (${code}): ${report.error ?? iperfJson.slice(0, 500)}`);
+    }
     const reflectedMiB = (after.reflected.bytes - before.reflected.bytes) / 2 ** 20;
     if (reflectedMiB <= 0) throw new Error('the engine reflected nothing during the iperf3 run');
 
-    const load = `iperf3 TCP through ${REFLECT}: ${gbps.toFixed(2)} Gbit/s over ${IPERF_SECONDS} s; engine reflected ${reflectedMiB.toFixed(0)} MiB during the measurement`;
+    const load = `iperf3 TCP through ${REFLECT}: ${gbps.toFixed(2)} Gbit/s over ${IPERF_SECONDS} s; ` +
+      `engine reflected ${reflectedMiB.toFixed(0)} MiB during the measurement`;
     return [
       ...rows(idle.status, 'status', 'engine idle', 'real engine (TUN) in a netns, Unix socket'),
       ...rows(loaded.status, 'status', 'data plane under load', load),
       ...rows(idle.stats, 'stats', 'engine idle', 'stats runs nft for the shield counters'),
       ...rows(loaded.stats, 'stats', 'data plane under load', 'stats runs nft for the shield counters'),
-      { name: 'iperf3 TCP through the reflect address during the load phase', value: Number(gbps.toFixed(2)), unit: 'Gbit/s' },
+      {
+        name: 'iperf3 TCP through the reflect address during the load phase',
+        value: Number(gbps.toFixed(2)),
+        unit: 'Gbit/s',
+      },
     ];
   } finally {
     client?.close();

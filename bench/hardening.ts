@@ -17,7 +17,10 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 const round = (v: number): number => Math.round(v * 100) / 100;
 
 function portsConfig(n: number): string {
-  return JSON.stringify({ schemaVersion: 1, shieldPorts: Array.from({ length: n }, (_, i) => ({ port: (i % 65535) + 1, protocol: i % 2 ? 'udp' : 'tcp' })) });
+  return JSON.stringify({
+    schemaVersion: 1,
+    shieldPorts: Array.from({ length: n }, (_, i) => ({ port: (i % 65535) + 1, protocol: i % 2 ? 'udp' : 'tcp' })),
+  });
 }
 
 function configLoad(): BenchResult[] {
@@ -37,7 +40,12 @@ function configLoad(): BenchResult[] {
         }
         ms.push(performance.now() - t0);
       }
-      out.push({ name: `config load, ${n} shield entries${n > 1024 ? ' (refused)' : ''}`, value: round(median(ms)), unit: 'ms', note: `file ${(portsConfig(n).length / 1024).toFixed(0)} KiB, median of 5` });
+      out.push({
+        name: `config load, ${n} shield entries${n > 1024 ? ' (refused)' : ''}`,
+        value: round(median(ms)),
+        unit: 'ms',
+        note: `file ${(portsConfig(n).length / 1024).toFixed(0)} KiB, median of 5`,
+      });
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -52,8 +60,15 @@ async function shieldChange(): Promise<BenchResult[]> {
   try {
     for (const n of [10, 1000]) {
       const config = join(dir, `c${n}.json`);
-      writeFileSync(config, JSON.stringify({ schemaVersion: 1, shieldPorts: Array.from({ length: n }, (_, i) => `${20000 + i}/tcp`) }));
-      const e = await startEngine(t.a, dir, { config, pipe: join(dir, `e${n}.sock`), args: ['--reflect', '192.0.2.1'] });
+      writeFileSync(config, JSON.stringify({
+        schemaVersion: 1,
+        shieldPorts: Array.from({ length: n }, (_, i) => `${20000 + i}/tcp`),
+      }));
+      const e = await startEngine(
+        t.a,
+        dir,
+        { config, pipe: join(dir, `e${n}.sock`), args: ['--reflect', '192.0.2.1'] },
+      );
       const client = await ControlClient.connect({ pipe: e.pipe });
       const ms: number[] = [];
       try {
@@ -68,7 +83,12 @@ async function shieldChange(): Promise<BenchResult[]> {
         e.child.kill('SIGTERM');
         await e.exited;
       }
-      out.push({ name: `shield add/remove (persisted) with ${n} ports shielded`, value: round(median(ms)), unit: 'ms', note: `median of 10 pairs, max ${Math.max(...ms).toFixed(1)} ms` });
+      out.push({
+        name: `shield add/remove (persisted) with ${n} ports shielded`,
+        value: round(median(ms)),
+        unit: 'ms',
+        note: `median of 10 pairs, max ${Math.max(...ms).toFixed(1)} ms`,
+      });
     }
   } finally {
     await t.destroy();
@@ -80,11 +100,18 @@ async function shieldChange(): Promise<BenchResult[]> {
 export async function run(): Promise<BenchResult[]> {
   const out = configLoad();
   const missing = ['ip', 'nft'].filter((tool) => spawnSync('which', [tool]).status !== 0);
-  if (process.geteuid?.() !== 0 || missing.length) out.push({ name: 'shield change', value: 0, unit: 'skipped', note: 'needs root, ip and nft' });
+  if (process.geteuid?.() !== 0 || missing.length) out.push({
+    name: 'shield change',
+    value: 0,
+    unit: 'skipped',
+    note: 'needs root, ip and nft',
+  });
   else out.push(...(await shieldChange()));
   return out;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  for (const r of await run()) console.log(`${r.name.padEnd(70)} ${String(r.value).padStart(10)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
+  for (const r of await run()) {
+    console.log(`${r.name.padEnd(70)} ${String(r.value).padStart(10)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
+  }
 }

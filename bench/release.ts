@@ -26,10 +26,18 @@ export async function run(): Promise<BenchResult[]> {
   }
   const out = mkdtempSync(join(tmpdir(), 'rft-bench-pkg-'));
   try {
-    const pkg = spawnSync(process.execPath, [join(ROOT, 'scripts', 'package.mjs'), '--no-build', '--out-dir', out], { encoding: 'utf8' });
+    const pkg = spawnSync(
+      process.execPath,
+      [join(ROOT, 'scripts', 'package.mjs'), '--no-build', '--out-dir', out],
+      { encoding: 'utf8' },
+    );
     if (pkg.status !== 0) throw new Error(`package.mjs failed: ${pkg.stderr}`);
     for (const f of readdirSync(out).filter((n) => /\.(zip|tar\.gz)$/.test(n))) {
-      results.push({ name: `${f.replace(/^retroflect-[^-]+-/, '')} archive size`, value: statSync(join(out, f)).size / MB, unit: 'MB' });
+      results.push({
+        name: `${f.replace(/^retroflect-[^-]+-/, '')} archive size`,
+        value: statSync(join(out, f)).size / MB,
+        unit: 'MB',
+      });
     }
   } finally {
     rmSync(out, { recursive: true, force: true });
@@ -42,7 +50,10 @@ export async function run(): Promise<BenchResult[]> {
     for (let i = 0; i < STARTS; i++) {
       const pipe = join(dir, `e${i}.sock`);
       const t0 = process.hrtime.bigint();
-      const child = topo.a.spawn(join(ROOT, 'dist', 'retroflect'), ['run', '--no-config', '--reflect', '192.0.2.1', '--pipe', pipe]);
+      const child = topo.a.spawn(
+        join(ROOT, 'dist', 'retroflect'),
+        ['run', '--no-config', '--reflect', '192.0.2.1', '--pipe', pipe],
+      );
       let answered = false;
       while (!answered) {
         if (child.exitCode !== null) throw new Error(`retroflect run exited with ${child.exitCode}`);
@@ -60,7 +71,12 @@ export async function run(): Promise<BenchResult[]> {
       await new Promise((r) => child.once('exit', r));
     }
     times.sort((a, b) => a - b);
-    results.push({ name: 'run → pipe answers (median)', value: times[Math.floor(times.length / 2)]!, unit: 'ms', note: `${STARTS} fresh starts of dist/retroflect in a namespace; aim: under 1000 ms` });
+    results.push({
+      name: 'run → pipe answers (median)',
+      value: times[Math.floor(times.length / 2)]!,
+      unit: 'ms',
+      note: `${STARTS} fresh starts of dist/retroflect in a namespace; aim: under 1000 ms`,
+    });
     results.push({ name: 'run → pipe answers (worst)', value: times[times.length - 1]!, unit: 'ms' });
   } finally {
     await topo.destroy();

@@ -16,7 +16,7 @@ import { Verdict } from '../src/packet/verdicts.ts';
 import { WinDivertHostBackend } from '../src/packet-sources/windivert/host.ts';
 import { createWinDivertPacketSource } from '../src/packet-sources/windivert/source.ts';
 import { addressBuffer } from '../src/packet-sources/windivert/address.ts';
-import { DOUBLE_PATH, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from '../test/packet-sources/windivert/double.ts';
+import { DOUBLE_PATH, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from '../test/helpers/windivert-double.ts';
 import type { BenchResult } from './types.ts';
 
 const cfg = buildInterceptConfig(['192.0.2.1', '2001:db8::1'], ['8080/tcp']);

@@ -31,6 +31,10 @@ typedef void *WD_OVERLAPPED;
 /* Layers (WINDIVERT_LAYER). Retroflect uses only the network layer. */
 #define WD_LAYER_NETWORK 0
 #define WD_LAYER_NETWORK_FORWARD 1
+/* WinDivert handle events: OPEN/CLOSE of other handles (modelled for the doctor; see windivert_double.c). */
+#define WD_LAYER_REFLECT 4
+#define WD_EVENT_REFLECT_OPEN 8
+#define WD_EVENT_REFLECT_CLOSE 9
 
 /* WinDivertOpen flag: capture inbound IP fragments instead of the reassembled packet. */
 #define WD_FLAG_FRAGMENTS 0x20
@@ -88,6 +92,14 @@ typedef struct {
             uint32_t IfIdx;
             uint32_t SubIfIdx;
         } Network;
+        /* WINDIVERT_DATA_REFLECT: the opened handle's open time, process, and WinDivertOpen arguments. */
+        struct {
+            int64_t Timestamp;
+            uint32_t ProcessId;
+            uint32_t Layer;
+            uint64_t Flags;
+            int16_t Priority;
+        } Reflect;
         uint8_t Reserved3[64];
     };
 } WD_ADDRESS;
@@ -106,6 +118,9 @@ WD_EXPORT WD_BOOL WinDivertShutdown(WD_HANDLE handle, int how);
 WD_EXPORT WD_BOOL WinDivertClose(WD_HANDLE handle);
 WD_EXPORT WD_BOOL WinDivertSetParam(WD_HANDLE handle, int param, uint64_t value);
 WD_EXPORT WD_BOOL WinDivertGetParam(WD_HANDLE handle, int param, uint64_t *pValue);
+/* Helpers: evaluate a filter string on a packet; turn a REFLECT event's filter object into a filter string. */
+WD_EXPORT WD_BOOL WinDivertHelperEvalFilter(const char *filter, const void *pPacket, uint32_t packetLen, const WD_ADDRESS *pAddr);
+WD_EXPORT WD_BOOL WinDivertHelperFormatFilter(const char *filter, int layer, char *buffer, uint32_t bufLen);
 
 /*
  * TEST-DOUBLE ONLY: control functions of windivert_double.c. A real WinDivert.dll has none of these.
@@ -114,7 +129,8 @@ WD_EXPORT WD_BOOL WinDivertGetParam(WD_HANDLE handle, int param, uint64_t *pValu
 WD_EXPORT uint32_t WinDivertDoubleGetLastError(void);
 /* Hand one packet to the driver as the stack would (direction, loopback, interface from addr; Impostor=1 means
  * another driver injected it). Returns 1 when a handle queued it, 2 when it is an inbound fragment held for
- * reassembly, 0 when no handle took it (it went to the wire). */
+ * reassembly, 3 when a handle opened with WINDIVERT_FLAG_DROP blocked it, 0 when no handle took it (it went to the
+ * wire). */
 WD_EXPORT int WinDivertDouble_Inject(const void *packet, uint32_t len, const WD_ADDRESS *addr);
 /* Hand the same packet over `count` times (benchmarks). Returns how many a handle queued. */
 WD_EXPORT uint32_t WinDivertDouble_InjectRepeat(const void *packet, uint32_t len, const WD_ADDRESS *addr, uint32_t count);
@@ -152,6 +168,11 @@ WD_EXPORT uint32_t WinDivertDouble_OpenHandles(void);
 WD_EXPORT uint32_t WinDivertDouble_Queued(WD_HANDLE handle);
 /* Make every following WinDivertOpen fail with this Windows error code (0 = succeed again). */
 WD_EXPORT void WinDivertDouble_SetOpenError(uint32_t code);
+/* Set the driver's per-open counter (the low 16 bits of every handle's internal priority; the next open takes
+ * value + 1), so a test can make it wrap. */
+WD_EXPORT void WinDivertDouble_SetPriorityCounter(uint32_t value);
+/* Packets full handle queues dropped (the oldest first, as the driver does) since the last reset. */
+WD_EXPORT uint64_t WinDivertDouble_QueueDropped(void);
 /* Close every handle, wake every waiter, clear queues, the sent log and all settings. */
 WD_EXPORT void WinDivertDouble_Reset(void);
 

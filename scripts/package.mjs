@@ -17,7 +17,8 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  chmodSync, copyFileSync, createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync,
+  chmodSync, copyFileSync, createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync,
+  writeFileSync,
 } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import * as tar from 'tar';
@@ -51,12 +52,16 @@ function fail(message) {
 /** WinDivert 2.2's files, checked before anything is built. */
 const WINDIVERT_FILES = ['WinDivert.dll', 'WinDivert64.sys'];
 function windivertLicence(dir) {
-  for (const name of ['LICENSE', 'LICENSE.txt', 'license.txt', 'LICENSE.md']) if (existsSync(join(dir, name))) return join(dir, name);
-  return null;
+  const found = ['LICENSE', 'LICENSE.txt', 'license.txt', 'LICENSE.md'].find((name) => existsSync(join(dir, name)));
+  return found ? join(dir, found) : null;
 }
 if (windivertDir) {
-  for (const f of WINDIVERT_FILES) if (!existsSync(join(windivertDir, f))) fail(`--windivert ${windivertDir}: ${f} is missing (WinDivert 2.2, x64)`);
-  if (!windivertLicence(windivertDir)) fail(`--windivert ${windivertDir}: WinDivert's licence file (LICENSE) is missing; it must ship with the driver`);
+  for (const f of WINDIVERT_FILES) {
+    if (!existsSync(join(windivertDir, f))) fail(`--windivert ${windivertDir}: ${f} is missing (WinDivert 2.2, x64)`);
+  }
+  if (!windivertLicence(windivertDir)) {
+    fail(`--windivert ${windivertDir}: WinDivert's licence file (LICENSE) is missing; it must ship with the driver`);
+  }
 }
 
 if (!args.includes('--no-build')) {
@@ -76,7 +81,8 @@ function packageLicenceText(dir) {
 
 function nodeLicence() {
   // The Node.js binary both executables are built on; its licence ships with every Node.js install.
-  const candidates = [join(dirname(process.execPath), '..', 'share', 'doc', 'nodejs', 'LICENSE'), join(dirname(process.execPath), 'LICENSE')];
+  const nodeDir = dirname(process.execPath);
+  const candidates = [join(nodeDir, '..', 'share', 'doc', 'nodejs', 'LICENSE'), join(nodeDir, 'LICENSE')];
   const found = candidates.find((p) => existsSync(p));
   if (!found) fail(`Node.js's LICENSE was not found (looked at ${candidates.join(', ')})`);
   return readFileSync(found, 'utf8').trim();
@@ -90,7 +96,9 @@ function thirdPartyNotices() {
   // native module travels inside the executable, so its notice is owed too.
   const dirs = new Set(JSON.parse(readFileSync(listFile, 'utf8')));
   dirs.add('node_modules/koffi');
-  const sections = [`Node.js ${process.version} (the runtime inside the executable)\nLicense: MIT and others, as follows\n\n${nodeLicence()}`];
+  const nodeHeading = `Node.js ${process.version} (the runtime inside the executable)\n` +
+    'License: MIT and others, as follows';
+  const sections = [`${nodeHeading}\n\n${nodeLicence()}`];
   const seen = new Set();
   for (const rel of [...dirs].sort()) {
     const dir = join(root, rel);
@@ -101,9 +109,11 @@ function thirdPartyNotices() {
     if (seen.has(`${meta.name}@${meta.version}`)) continue;
     seen.add(`${meta.name}@${meta.version}`);
     const repo = typeof meta.repository === 'string' ? meta.repository : meta.repository?.url;
-    sections.push(`${meta.name} ${meta.version}${repo ? ` (${repo})` : ''}\nLicense: ${meta.license ?? 'see below'}\n\n${text}`);
+    const heading = `${meta.name} ${meta.version}${repo ? ` (${repo})` : ''}\nLicense: ${meta.license ?? 'see below'}`;
+    sections.push(`${heading}\n\n${text}`);
   }
-  return `Third-party software in retroflect ${version}\n${'='.repeat(60)}\n\n${sections.join(`\n\n${'-'.repeat(60)}\n\n`)}\n`;
+  const separator = `\n\n${'-'.repeat(60)}\n\n`;
+  return `Third-party software in retroflect ${version}\n${'='.repeat(60)}\n\n${sections.join(separator)}\n`;
 }
 
 // ---- staging -----------------------------------------------------------------------------------------------------
@@ -143,7 +153,8 @@ function stage(target, notices) {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const exe = join(built, target.exe);
-  if (!existsSync(exe)) fail(`${exe} is missing: run npm run build${windows ? ' -- --windows' : ''} first (or drop --no-build)`);
+  const buildCommand = `npm run build${windows ? ' -- --windows' : ''}`;
+  if (!existsSync(exe)) fail(`${exe} is missing: run ${buildCommand} first (or drop --no-build)`);
   copyFileSync(exe, join(dir, target.exe));
   chmodSync(join(dir, target.exe), 0o755);
 
@@ -158,8 +169,11 @@ function stage(target, notices) {
   writeFileSync(manifest, text.replace(/ModuleVersion\s*=\s*'[^']*'/, `ModuleVersion        = '${moduleVersion}'`));
 
   const deploy = join(root, 'powershell', 'deploy');
-  for (const name of ['Install.ps1', 'Uninstall.ps1', 'Detect.ps1', 'Deployment.ps1']) writeFileSync(join(dir, name), template(join(deploy, name), windows));
-  writeFileSync(join(dir, 'FIRST-STEPS.txt'), template(join(deploy, windows ? 'FIRST-STEPS.windows.txt' : 'FIRST-STEPS.linux.txt'), windows));
+  for (const name of ['Install.ps1', 'Uninstall.ps1', 'Detect.ps1', 'Deployment.ps1']) {
+    writeFileSync(join(dir, name), template(join(deploy, name), windows));
+  }
+  const firstSteps = windows ? 'FIRST-STEPS.windows.txt' : 'FIRST-STEPS.linux.txt';
+  writeFileSync(join(dir, 'FIRST-STEPS.txt'), template(join(deploy, firstSteps), windows));
   if (windows) {
     // Intune Remediations (single scripts, uploaded as they are) and the Group Policy / Intune ADMX template.
     mkdirSync(join(dir, 'remediations'), { recursive: true });
@@ -167,7 +181,9 @@ function stage(target, notices) {
       writeFileSync(join(dir, 'remediations', name), template(join(root, 'powershell', 'remediations', name), windows));
     }
     mkdirSync(join(dir, 'policy', 'en-US'), { recursive: true });
-    for (const name of ['Retroflect.admx', join('en-US', 'Retroflect.adml')]) writeFileSync(join(dir, 'policy', name), template(join(root, 'policy', name), windows));
+    for (const name of ['Retroflect.admx', join('en-US', 'Retroflect.adml')]) {
+      writeFileSync(join(dir, 'policy', name), template(join(root, 'policy', name), windows));
+    }
   }
   writeFileSync(join(dir, 'LICENSE'), readFileSync(join(root, 'LICENSE')));
   writeFileSync(join(dir, 'THIRD-PARTY-NOTICES.txt'), notices);

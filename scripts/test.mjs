@@ -1,35 +1,59 @@
 #!/usr/bin/env node
-// Runs every test/**/*.test.ts with Node's test runner (through tsx), after building the native test double.
-// Usage: npm test [-- <file or folder filter>...]
+// Runs the test files (test/**/*.test.ts) with Node's test runner (through tsx), after building the native test
+// double: all of them, or one tier of test/tiers.mjs, narrowed by path filters.
+// Usage: npm test [-- <file or folder filter>...]   npm run test:<tier> [-- <filter>...]   (tiers: test/tiers.mjs)
+// An argument starting with --test- goes to Node's test runner, e.g. --test-name-pattern=<regexp>.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join, relative, sep } from 'node:path';
+import { TIERS, tierOf } from '../test/tiers.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
-const filters = process.argv.slice(2);
+const testDir = join(root, 'test');
 
 function walk(dir) {
   const out = [];
   for (const name of readdirSync(dir).sort()) {
     const p = join(dir, name);
     if (statSync(p).isDirectory()) out.push(...walk(p));
-    else if (name.endsWith('.test.ts')) out.push(relative(root, p));
+    else if (name.endsWith('.test.ts')) out.push(relative(testDir, p).split(sep).join('/'));
   }
   return out;
 }
+
+function fail(message) {
+  console.error(message);
+  process.exit(1);
+}
+
+const args = process.argv.slice(2);
+let tier;
+if (args[0] === '--tier') {
+  tier = args[1];
+  args.splice(0, 2);
+  if (!Object.hasOwn(TIERS, tier)) fail(`unknown test tier "${tier}" (tiers: ${Object.keys(TIERS).join(', ')})`);
+}
+const runnerOptions = args.filter((a) => a.startsWith('--test-'));
+const filters = args.filter((a) => !a.startsWith('--test-'));
+
+const all = walk(testDir);
+const unclaimed = all.filter((f) => tierOf(f) === undefined);
+if (unclaimed.length) {
+  fail(`test files in no tier (add them to test/tiers.mjs):\n${unclaimed.map((f) => `  test/${f}`).join('\n')}`);
+}
+
+let files = all.map((f) => `test/${f}`);
+if (tier) files = files.filter((f) => tierOf(f.slice('test/'.length)) === tier);
+if (filters.length) files = files.filter((f) => filters.some((x) => f.includes(x)));
+if (!files.length) fail(`no test files matched${tier ? ` in tier ${tier}` : ''}`);
 
 if (existsSync(join(root, 'native', 'Makefile'))) {
   const make = spawnSync('make', ['-s', '-C', join(root, 'native')], { stdio: 'inherit' });
   if (make.status !== 0) process.exit(make.status ?? 1);
 }
 
-let files = walk(join(root, 'test'));
-if (filters.length) files = files.filter((f) => filters.some((x) => f.includes(x)));
-if (!files.length) {
-  console.error('no test files matched');
-  process.exit(1);
-}
-const res = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...files], {
+const runner = ['--import', 'tsx', '--test', '--test-concurrency=2', ...runnerOptions];
+const res = spawnSync(process.execPath, [...runner, ...files], {
   cwd: root,
   stdio: 'inherit',
 });

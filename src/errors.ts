@@ -28,6 +28,8 @@ export const ExitCode = {
   ENGINE_BUSY: 10,
   /** The command worked but its output could not be written (closed pipe, full disk); nothing more is printed. */
   OUTPUT_FAILED: 11,
+  /** `doctor`: at least one check failed (warnings alone end with 0). */
+  CHECK_FAILED: 12,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -57,6 +59,10 @@ export const ErrorCode = {
   TIMEOUT: 'E_TIMEOUT',
   ENGINE_BUSY: 'E_ENGINE_BUSY',
   USAGE: 'E_USAGE',
+  /** The CLI's output (a capture file, stdout) could not be written: full disk, reader gone, write error. */
+  OUTPUT_FAILED: 'E_OUTPUT_FAILED',
+  /** The CLI refused to write where it was pointed (a symbolic link, a device, someone else's file). */
+  OUTPUT_REFUSED: 'E_OUTPUT_REFUSED',
   INTERNAL: 'E_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -78,6 +84,8 @@ const exitCodeByError: Partial<Record<ErrorCode, ExitCode>> = {
   [ErrorCode.MANAGED_BY_POLICY]: ExitCode.REQUEST_FAILED,
   [ErrorCode.ENGINE_BUSY]: ExitCode.ENGINE_BUSY,
   [ErrorCode.USAGE]: ExitCode.USAGE,
+  [ErrorCode.OUTPUT_FAILED]: ExitCode.OUTPUT_FAILED,
+  [ErrorCode.OUTPUT_REFUSED]: ExitCode.USAGE,
 };
 
 export class RetroflectError extends Error {

@@ -26,6 +26,7 @@
         'Start-Retroflect'
         'Stop-Retroflect'
         'Test-ReflectAddress'
+        'Test-Retroflect'
         'Uninstall-Retroflect'
         'Watch-ReflectTraffic'
     )

@@ -29,9 +29,15 @@ Describe 'Test-ReflectAddress' {
         $r = '203.0.113.1', 'not-an-ip' | Test-ReflectAddress -Pipe $script:Pipe -Quiet
         $r | Should -Be @($true, $false)
     }
-    It 'writes a non-terminating error when no engine answers' {
-        Test-ReflectAddress 203.0.113.1 -Pipe (New-TestPath 'none.sock') -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty
-        $err[-1].FullyQualifiedErrorId | Should -BeLike 'Retroflect.EngineNotRunning*'
+    It 'answers without an engine: the executable runs the same checks on this host' {
+        $none = New-TestPath 'none.sock'
+        $t = @('198.51.100.200', '203.0.113.1') | Test-ReflectAddress -Pipe $none -ErrorVariable err
+        $err | Should -BeNullOrEmpty
+        $t[0].Usable | Should -BeFalse
+        $t[0].Reasons[0].Rule | Should -Be 'local-subnet'
+        $t[0].Suggestion | Should -BeOfType [ipaddress]
+        $t[1].Usable | Should -BeTrue
+        Test-ReflectAddress 203.0.113.1 -Pipe $none -Quiet | Should -BeTrue
     }
     It 'reads as its input ("$t") and writes Reasons and Warnings to CSV as text' {
         $t = Test-ReflectAddress 127.0.0.1 -Pipe $script:Pipe

@@ -14,6 +14,11 @@ export const DEFAULT_CAPTURE_RATE = 20_000;
 export const MAX_CAPTURE_RATE = 100_000;
 /** How often rings are drained. */
 const POLL_MS = 20;
+/**
+ * A session's rate is a token bucket: `rate` tokens a second, fractional, so 5/s means one record every 200 ms and not
+ * one per poll. The bucket holds at most this long's worth (and at least one record), so an idle spell buys no burst.
+ */
+const RATE_BURST_MS = 100;
 /** Bytes of records handed to a session per drain at most (one notification line stays well under a few MiB). */
 const MAX_BYTES_PER_DRAIN = 512 * 1024;
 
@@ -43,13 +48,30 @@ export interface CaptureOptions {
 export class CaptureSession {
   captured = 0;
   private closed = false;
+  /** Records this session may still be handed now (fractional; see RATE_BURST_MS). */
+  private tokens: number;
   constructor(
     readonly id: number,
     readonly spec: CaptureSpec,
     readonly reader: RingReader,
     readonly opts: CaptureOptions,
     private readonly hub: CaptureHub,
-  ) {}
+  ) {
+    this.tokens = this.burst();
+  }
+
+  private burst(): number {
+    return Math.max(1, (this.opts.rate * RATE_BURST_MS) / 1000);
+  }
+
+  /** Add the tokens `elapsedMs` earns and move as many whole records as the bucket holds; returns how many. */
+  drainAtRate(elapsedMs: number): number {
+    this.tokens = Math.min(this.burst(), this.tokens + (this.opts.rate * elapsedMs) / 1000);
+    if (this.tokens < 1) return 0;
+    const moved = this.drain(Math.floor(this.tokens));
+    this.tokens -= moved;
+    return moved;
+  }
 
   counts(): CaptureCounts {
     return { captured: this.captured, dropped: this.reader.dropped() };
@@ -109,7 +131,7 @@ export class CaptureHub {
     while (session.drain(Number.MAX_SAFE_INTEGER) > 0);
   }
 
-  /** The engine stops: end every capture. */
+  /** The engine stops: end every capture (each gets what is still in its ring, then its end notice). */
   closeAll(): void {
     for (const s of [...this.sessions.values()]) {
       s.close();
@@ -131,12 +153,12 @@ export class CaptureHub {
 
   private poll(): void {
     const now = Date.now();
-    const elapsed = Math.min(1000, Math.max(1, now - this.lastPoll));
+    const elapsed = Math.max(0, now - this.lastPoll);
     this.lastPoll = now;
     for (const s of this.sessions.values()) {
       try {
         if (s.opts.ready && !s.opts.ready()) continue;
-        s.drain(Math.max(1, Math.ceil((s.opts.rate * elapsed) / 1000)));
+        s.drainAtRate(elapsed);
       } catch {
         // A sink that throws (its connection vanished) must not stop the others; its connection closes it.
       }

@@ -19,7 +19,8 @@ export interface CaptureInterface {
 
 const BT_SHB = 0x0a0d0d0a;
 const BT_IDB = 0x00000001;
-const BT_EPB = 0x00000006;
+/** Enhanced Packet Block type (also how a reader of the stream tells packets from other blocks). */
+export const BT_EPB = 0x00000006;
 const OPT_COMMENT = 1;
 const SHB_USERAPPL = 4;
 const IF_NAME = 2;

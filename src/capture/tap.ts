@@ -23,10 +23,29 @@ interface Tap {
 /** Copy loops below this length beat a subarray + set (which allocates a view). */
 const SMALL_COPY = 256;
 
+/** The verdict bits (CaptureSpec.verdictMask) of packets a host firewall drops before the data plane sees them. */
+const SHIELD_DROP_BIT = 1 << CaptureVerdict.ShieldDropped;
+const FORGED_DROP_BIT = 1 << CaptureVerdict.ForgedSourceDropped;
+/** Protocol bits (CaptureSpec.protocolMask) a shield rule can drop: it names TCP and UDP ports only. */
+const SHIELDED_PROTOCOL_BITS = 1 | 2;
+
+/**
+ * Whether a capture with this filter could match a packet the host firewall drops (TUN: the nft shield and
+ * forged-source rules, seen only through NFLOG). Addresses and ports cannot rule one out (a forged packet may carry
+ * any port, a shielded one comes from any peer); the verdict list can, and the protocol list for shield drops.
+ */
+export function couldMatchFirewallDrop(spec: Pick<CaptureSpec, 'verdictMask' | 'protocolMask'>): boolean {
+  const wants = (bit: number): boolean => spec.verdictMask === 0 || (spec.verdictMask & bit) !== 0;
+  const shieldProtocol = spec.protocolMask === 0 || (spec.protocolMask & SHIELDED_PROTOCOL_BITS) !== 0;
+  return wants(FORGED_DROP_BIT) || (wants(SHIELD_DROP_BIT) && shieldProtocol);
+}
+
 export class CaptureTaps {
   private taps: Tap[] = [];
   /** Number of active captures; the worker loop tests this once per batch. */
   count = 0;
+  /** Whether some active capture could match a firewall drop: only then does the worker listen for them. */
+  wantsFirewallDrops = false;
 
   /** Replace the set of captures (rings of captures that stay are kept: their positions live in shared memory). */
   update(specs: readonly CaptureSpec[]): void {
@@ -41,6 +60,7 @@ export class CaptureTaps {
       protocolMask: s.protocolMask,
     }));
     this.count = this.taps.length;
+    this.wantsFirewallDrops = specs.some(couldMatchFirewallDrop);
   }
 
   /** Count `n` records every capture missed (the backend lost them before the tap could see them). */
@@ -55,13 +75,16 @@ export class CaptureTaps {
    */
   offer(buf: Uint8Array, off: number, len: number, outbound: boolean, ifIndex: number, decision: number, dropCause: number, p: ParsedPacket, time: number): void {
     const malformed = p.malformed;
-    // A drop has one cause; a packet that was sent on but is malformed (inbound: not ours to judge) shows as malformed.
+    // A drop has one cause. The data plane drops every malformed packet, both ways; a malformed packet that was
+    // still sent on would show as malformed too.
     const verdict = decision === Verdict.Drop
       ? dropCause === DropCause.ForgedSource
         ? CaptureVerdict.ForgedSourceDropped
         : dropCause === DropCause.ShieldPort
           ? CaptureVerdict.ShieldDropped
-          : CaptureVerdict.Malformed
+          : dropCause === DropCause.NotAllowed
+            ? CaptureVerdict.NotAllowed
+            : CaptureVerdict.Malformed
       : malformed !== 0
         ? CaptureVerdict.Malformed
         : decision === Verdict.Reflect

@@ -3,16 +3,17 @@
  * both open a capture on the running engine (docs/protocol.md, "Capture") and end on --count, --duration, Ctrl+C,
  * or when the engine stops.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ControlClient } from '../control/client.ts';
-import type { CaptureEndParams, CaptureStartResult } from '../control/protocol.ts';
+import type { CaptureEndParams } from '../control/protocol.ts';
 import { CAPTURE_PROTOCOLS, DEFAULT_SNAPLEN, MAX_SNAPLEN } from '../capture/filter.ts';
+import { BT_EPB } from '../capture/pcapng.ts';
 import { CAPTURE_VERDICT_NAMES } from '../packet/verdicts.ts';
 import { endpointsText, type PacketSummary } from '../capture/summary.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import chalk from 'chalk';
-import { printJson, reportError } from './output.ts';
+import { CaptureOutput } from './capture-output.ts';
+import { outputFailed, printJson, reportError, whenOutputFails } from './output.ts';
 
 interface CaptureCliOptions {
   pipe?: string;
@@ -70,21 +71,46 @@ function filterParams(o: CaptureCliOptions): Record<string, unknown> {
   };
 }
 
+/** What ends a capture from this side: --duration, Ctrl+C / SIGTERM, or `end()` (--count reached, output failed). */
+interface CaptureStop {
+  readonly ended: Promise<void>;
+  end(): void;
+  /** Remove the timer and signal handlers. */
+  dispose(): void;
+}
+
+/** Armed before anything else, so --duration ends the command whatever it waits for (an engine, a FIFO's reader). */
+function captureStop(durationMs: number | undefined): CaptureStop {
+  let end!: () => void;
+  const ended = new Promise<void>((resolve) => (end = resolve));
+  const timer = durationMs ? setTimeout(end, durationMs) : null;
+  const onSignal = (): void => end();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return {
+    ended,
+    end,
+    dispose: () => {
+      if (timer) clearTimeout(timer);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
 /**
- * Run one capture until count/duration/Ctrl+C/engine end. `onData` gets each notification's params and returns how
- * many packets it consumed; returning `false` from `wantMore` ends the capture.
+ * Run one capture until `stop` ends it or the engine ends it. `onData` gets each notification's params; returning
+ * `false` from `wantMore` ends the capture.
  */
 async function runCapture(
   o: CaptureCliOptions,
   params: Record<string, unknown>,
-  onStart: (r: CaptureStartResult) => void,
   onData: (p: Record<string, unknown>) => void,
   wantMore: () => boolean,
+  stop: CaptureStop,
 ): Promise<CaptureEndParams | null> {
   const client = await ControlClient.connect({ pipe: o.pipe, clientName: 'retroflect-capture' });
   try {
-    let finish!: () => void;
-    const finished = new Promise<void>((resolve) => (finish = resolve));
     let endNotice: CaptureEndParams | null = null;
     let started = false;
     const early: Record<string, unknown>[] = [];
@@ -92,26 +118,18 @@ async function runCapture(
       if (n.method === 'capture') {
         if (!started) early.push(n.params as Record<string, unknown>);
         else onData(n.params as Record<string, unknown>);
-        if (!wantMore()) finish();
+        if (!wantMore()) stop.end();
       } else if (n.method === 'capture.end') {
         endNotice = n.params as CaptureEndParams;
-        finish();
+        stop.end();
       }
     });
-    const result = await client.call('capture.start', params);
-    onStart(result);
+    await client.call('capture.start', params);
     started = true;
     for (const p of early.splice(0)) onData(p);
-    if (!wantMore()) finish();
-    const onSignal = (): void => finish();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-    const timer = o.duration ? setTimeout(finish, o.duration) : null;
+    if (!wantMore()) stop.end();
     let connectionLost = false;
-    await Promise.race([finished, client.closed().then(() => (connectionLost = true))]);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    if (timer) clearTimeout(timer);
+    await Promise.race([stop.ended, client.closed().then(() => (connectionLost = true))]);
     if (endNotice) return endNotice;
     if (connectionLost) {
       // No capture.end: the engine closed the connection (it stopped hard, or this client fell too far behind).
@@ -125,20 +143,33 @@ async function runCapture(
   }
 }
 
-/** Split a pcapng byte stream into blocks, keeping at most `room` packet blocks (EPB); returns bytes and packets kept. */
-function takePackets(data: Buffer, room: number): { bytes: Buffer; packets: number } {
+/**
+ * The blocks of a pcapng byte stream to write: every block but packet blocks (EPB) always (interface blocks must stay,
+ * or later packets would name interfaces the file lacks), packet blocks up to `room` of them, and none at all when
+ * `keepPackets` is false (the output is behind: they are counted as `skipped` instead).
+ */
+export function selectBlocks(data: Buffer, room: number, keepPackets: boolean): { bytes: Buffer; packets: number; skipped: number } {
+  const parts: Buffer[] = [];
   let pos = 0;
   let packets = 0;
+  let skipped = 0;
   while (pos + 12 <= data.length) {
     const type = data.readUInt32LE(pos);
     const len = data.readUInt32LE(pos + 4);
-    if (type === 6) {
+    if (len < 12 || pos + len > data.length) break;
+    if (type === BT_EPB) {
       if (packets >= room) break;
+      if (!keepPackets) {
+        skipped++;
+        pos += len;
+        continue;
+      }
       packets++;
     }
+    parts.push(data.subarray(pos, pos + len));
     pos += len;
   }
-  return { bytes: data.subarray(0, pos), packets };
+  return { bytes: Buffer.concat(parts), packets, skipped };
 }
 
 function verdictColour(v: string): (s: string) => string {
@@ -176,34 +207,35 @@ export function registerCaptureCommands(program: Command): void {
     .option('--json', 'print the closing summary as JSON (stderr stays quiet)')
     .action(async (o: CaptureCliOptions & { write: string }) => {
       const toStdout = o.write === '-';
-      let out: WriteStream | NodeJS.WriteStream;
-      let outputGone = false;
+      const stop = captureStop(o.duration);
       try {
-        out = toStdout ? process.stdout : createWriteStream(o.write, { flags: 'w' });
-        out.on('error', () => {
-          outputGone = true; // the reader (tshark) went away: stop capturing
-        });
+        const out = toStdout ? CaptureOutput.stdout() : await CaptureOutput.open(o.write, stop.ended);
+        void out.whenFailed().then(() => stop.end()); // full disk, reader gone: stop capturing
         let written = 0;
+        let skipped = 0;
         const end = await runCapture(
           o,
           { format: 'pcapng', snaplen: o.snaplen ?? DEFAULT_SNAPLEN, ...filterParams(o) },
-          () => undefined,
           (p) => {
             const data = Buffer.from(String(p.data), 'base64');
             const room = o.count === undefined ? Number.MAX_SAFE_INTEGER : o.count - written;
-            const { bytes, packets } = takePackets(data, room);
-            written += packets;
-            if (!outputGone && bytes.length) out.write(bytes);
+            const chosen = selectBlocks(data, room, out.ready());
+            written += chosen.packets;
+            skipped += chosen.skipped;
+            out.write(chosen.bytes);
           },
-          () => !outputGone && (o.count === undefined || written < o.count),
+          () => out.failure === null && (o.count === undefined || written < o.count),
+          stop,
         );
-        if (!toStdout) await new Promise<void>((resolve, reject) => (out as WriteStream).end((err?: Error | null) => (err ? reject(err) : resolve())));
-        const summary = { file: toStdout ? null : o.write, packets: written, dropped: end?.dropped ?? 0 };
+        await out.close(); // throws E_OUTPUT_FAILED (exit 11) when the output failed at any point
+        const summary = { file: toStdout ? null : o.write, packets: written, dropped: (end?.dropped ?? 0) + skipped };
         if (o.json && !toStdout) printJson(summary);
         else process.stderr.write(`${chalk.green('✔')} ${written} packets captured${toStdout ? '' : ` to ${o.write}`}${summary.dropped ? chalk.yellow(`, ${summary.dropped} dropped (the capture could not keep up)`) : ''}.\n`);
         process.exitCode = ExitCode.OK;
       } catch (err) {
         process.exitCode = reportError(err, o.json === true && !toStdout);
+      } finally {
+        stop.dispose();
       }
     });
 
@@ -212,11 +244,13 @@ export function registerCaptureCommands(program: Command): void {
     .option('--json', 'one JSON object per packet and line (for scripts)')
     .action(async (o: CaptureCliOptions) => {
       let shown = 0;
+      const stop = captureStop(o.duration);
+      // A reader that went away (`trace | head`) ends the trace: exit 11, and the engine's capture slot is freed.
+      void whenOutputFails().then(() => stop.end());
       try {
         const end = await runCapture(
           o,
           { format: 'summary', snaplen: o.snaplen ?? 128, ...filterParams(o) },
-          () => undefined,
           (p) => {
             for (const s of p.packets as PacketSummary[]) {
               if (o.count !== undefined && shown >= o.count) break;
@@ -224,12 +258,15 @@ export function registerCaptureCommands(program: Command): void {
               process.stdout.write((o.json ? JSON.stringify(s) : traceLine(s)) + '\n');
             }
           },
-          () => o.count === undefined || shown < o.count,
+          () => !outputFailed() && (o.count === undefined || shown < o.count),
+          stop,
         );
         if (!o.json && end?.dropped) process.stderr.write(chalk.yellow(`${end.dropped} packets were dropped (the trace could not keep up).\n`));
         process.exitCode = ExitCode.OK;
       } catch (err) {
         process.exitCode = reportError(err, o.json === true);
+      } finally {
+        stop.dispose();
       }
     });
 }

@@ -15,7 +15,13 @@ import {
 import { Engine } from '../engine/engine.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../packet-sources/registry.ts';
+import {
+  createHostBackend,
+  describeWinDivertFilter,
+  LINUX_BACKENDS,
+  type BackendOptions,
+  type LinuxBackend,
+} from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
 import { hostAddressRules, suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
 import { removeOrphanTempFiles } from '../config/atomic-save.ts';
@@ -27,6 +33,12 @@ import { startControlServer, type ControlServer } from '../control/server.ts';
 import { resolveEndpoint, resolvePipeName } from '../control/endpoint-address.ts';
 import { printWarning as warn, reportError } from './output.ts';
 import { printPlan, printRunBanner } from './run-output.ts';
+import { EngineEvent } from '../platform/events.ts';
+import { EngineLog } from './engine-log.ts';
+import { failureEvent, startedText, stoppedText, watchEngineEvents } from './engine-events.ts';
+import { parseLogSize } from './log-options.ts';
+import { underSystemd } from '../platform/journal.ts';
+import { watchStopSignals, type StopSignals } from './stop-signals.ts';
 
 export interface RunOptions {
   reflect?: string[];
@@ -35,11 +47,38 @@ export interface RunOptions {
   pipe?: string;
   dryRun?: boolean;
   device?: string;
+  backend?: string;
   windivertDir?: string;
   priority?: string;
   /** Managed policy file (Linux default /etc/retroflect/policy.json; Windows default: the registry policy). */
   policy?: string;
+  /** Append the engine's events to this file, size capped and rotated (platform/log-file.ts). */
+  logFile?: string;
+  /** Cap of the log file: bytes, or with a K/M/G suffix. */
+  logSize?: string;
+  /** Windows: run as the service (cli/service-host.ts). */
+  service?: boolean;
 }
+
+/**
+ * What hosts the engine when it is not a console: the Windows service (cli/service-host.ts). The host asks for a
+ * stop with a reason, and hears when the engine is ready and when its cleanup starts.
+ */
+export interface EngineHost {
+  readonly stopRequest: Promise<string>;
+  ready(): void;
+  stopping(): void;
+}
+
+/** Why the engine ends, said in the `stopped` event: the first cause wins (cleanup then emits 'stopped' too). */
+class StopReason {
+  private cause: string | null = null;
+  decide(why: string): void {
+    this.cause ??= why;
+  }
+  get why(): string {
+    return this.cause ?? 'it could not start';
+  }
 
 /** Where managed policy is read: `--policy`/RETROFLECT_POLICY name a file; otherwise the platform's place. */
 async function policySource(opts: RunOptions): Promise<PolicySource> {
@@ -106,82 +145,43 @@ async function validateAll(config: InterceptConfig): Promise<string[]> {
   return warnings;
 }
 
-/**
- * Signals that end the engine cleanly. SIGUSR1 starts Node's inspector and SIGPROF belongs to profilers, so they keep
- * their meaning; SIGKILL, SIGSTOP and the fault signals (SEGV, BUS, FPE, ILL, ABRT, TRAP, SYS) cannot be handled
- * usefully: what they leave behind (an nft table, a socket, temp files) is cleaned by the next start.
- */
-export const STOP_SIGNALS: readonly NodeJS.Signals[] =
-  process.platform === 'win32'
-    ? ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']
-    : ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR2', 'SIGALRM', 'SIGVTALRM', 'SIGXCPU', 'SIGXFSZ', 'SIGPWR', 'SIGIO', 'SIGSTKFLT'];
-
-interface StopSignals {
-  /** The first signal received, or null. */
-  readonly received: NodeJS.Signals | null;
-  /** Resolves with the first signal. */
-  readonly first: Promise<NodeJS.Signals>;
-  /** After the last cleanup step: a later signal ends the process at once with `code` (nothing is left to undo). */
-  finish(code: ExitCode): void;
-}
-
-/**
- * Installed before anything touches the host and kept until the last cleanup step, so a signal at any point in
- * between ends in a full cleanup. Handlers stay registered after the first signal: a second one (Ctrl+C pressed
- * twice, a service manager repeating SIGTERM) is ignored instead of killing the process halfway through cleanup.
- * After cleanup, a signal ends the process at once with the run's exit code (never a signal death: 143, 131...).
- */
-function watchStopSignals(): StopSignals {
-  let received: NodeJS.Signals | null = null;
-  let resolveFirst!: (sig: NodeJS.Signals) => void;
-  const first = new Promise<NodeJS.Signals>((resolve) => (resolveFirst = resolve));
-  let finalCode: ExitCode | null = null;
-  const handler = (sig: NodeJS.Signals): void => {
-    if (finalCode !== null) process.exit(finalCode);
-    if (received !== null) return;
-    received = sig;
-    resolveFirst(sig);
-  };
-    for (const sig of STOP_SIGNALS) {
-    try {
-      process.on(sig, handler);
-    } catch {
-      /* a signal this platform does not have */
-    }
-  }
-  return {
-    get received() {
-      return received;
-    },
-    first,
-    finish: (code) => {
-      finalCode = code;
-    },
-  };
-}
-
-export async function runEngine(opts: RunOptions): Promise<ExitCode> {
+export async function runEngine(opts: RunOptions, host?: EngineHost): Promise<ExitCode> {
   const signals = watchStopSignals();
   let engine: Engine | null = null;
   let server: ControlServer | null = null;
   let code: ExitCode;
+  const reason = new StopReason();
+  let log: EngineLog | null = null;
   try {
-    code = await runUntilStopped(opts, signals, (e) => (engine = e), (s) => (server = s));
+    const logBytes = parseLogSize(opts.logSize);
+    log = opts.dryRun ? null : await EngineLog.open({ logFile: opts.logFile, logBytes, eventLog: true });
+    code = await runUntilStopped(opts, signals, log, reason, host, (e) => (engine = e), (s) => (server = s));
   } catch (err) {
     code = reportError(err, false);
+    if (log) {
+      const { kind, text } = failureEvent(err, false);
+      log.event(kind, text, { console: false });
+    }
   }
+  host?.stopping();
   // Cleanup runs to its end whatever arrives meanwhile: the signal handlers stay installed until it is done.
   const started = engine as Engine | null;
   const listening = server as ControlServer | null;
+  // Captures end first, while their connections are open: each client gets its ring's last records and capture.end;
+  // closing the server then lets every connection send what it holds before it goes.
+  started?.endCaptures();
   if (listening) await listening.close().catch(() => undefined);
   if (started) {
     try {
       await started.stop();
     } catch (err) {
       reportError(err, false);
+      log?.event(EngineEvent.BACKEND_FAILED, `Cleanup failed: ${(err as Error).message}`, { console: false });
       if (code === ExitCode.OK) code = ExitCode.FAILURE;
     }
   }
+  log?.event(EngineEvent.STOPPED, stoppedText(reason.why, code));
+  log?.close();
   signals.finish(code);
   return code;
 }
@@ -189,11 +189,16 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
 async function runUntilStopped(
   opts: RunOptions,
   signals: StopSignals,
+  log: EngineLog | null,
+  reason: StopReason,
+  host: EngineHost | undefined,
   onEngine: (e: Engine) => void,
   onServer: (s: ControlServer) => void,
 ): Promise<ExitCode> {
   const backendOptions: BackendOptions = {
     deviceName: opts.device,
+    backend: parseBackendOption(opts.backend),
+    onFallback: (reason) => warn(`The ebpf backend cannot run here, so the engine uses tun: ${reason}`),
     windivertDir: opts.windivertDir,
     priority: opts.priority === undefined ? undefined : Number(opts.priority),
   };
@@ -229,7 +234,7 @@ async function runUntilStopped(
   // An engine already on this pipe is found before anything is touched (exit 8, the first engine undisturbed).
   await checkEndpointFree(endpoint);
   // Nothing on the host has been touched yet: a signal so far needs no cleanup.
-  if (signals.received) return stoppingBecause(signals.received);
+  if (signals.received) return stoppingBecause(signals.received, reason);
 
   // From here every exit path goes through runEngine's cleanup. A signal during start lets start finish (or fail
   // and undo itself), then stops at once.
@@ -238,30 +243,81 @@ async function runUntilStopped(
     backend,
     pipeName,
     configPath,
-    log: (level, message) => (level === 'info' ? console.log(message) : warn(message)),
+    runsAs: opts.service ? 'service' : underSystemd() ? 'unit' : 'console',
+    log: (level, message) => {
+      if (log) log.note(level === 'info' ? 'info' : level === 'warn' ? 'warning' : 'error', message);
+      else if (level === 'info') console.log(message);
+      else warn(message);
+    },
   });
   onEngine(started);
+  if (log) watchEngineEvents(started, log);
   const ended = new Promise<ExitCode>((resolve) => {
-    void signals.first.then((sig) => resolve(stoppingBecause(sig)));
-    started.once('stopped', () => resolve(ExitCode.OK));
+    void signals.first.then((sig) => resolve(stoppingBecause(sig, reason)));
+    void host?.stopRequest.then((why) => {
+      reason.decide(why);
+      console.log(`Stopping (${why})...`);
+      resolve(ExitCode.OK);
+    });
+    started.once('stopped', () => {
+      reason.decide('a stop request through the control pipe');
+      resolve(ExitCode.OK);
+    });
     started.once('failed', (err: RetroflectError) => {
       reportError(err, false);
+      reason.decide('the packet backend failed');
+      const { text } = failureEvent(err, true);
+      log?.event(EngineEvent.BACKEND_FAILED, text, { console: false });
       resolve(ExitCode.BACKEND_UNAVAILABLE);
     });
   });
   if (!signals.received) {
     const policy = await policySource(opts);
-    const server = await startControlServer({ engine: started, pipeName, configStore: store, addressRules: hostAddressRules, policy, log: (m: string) => console.error(m) });
+    const server = await startControlServer({
+      engine: started,
+      pipeName,
+      configStore: store,
+      policy,
+      addressRules: reportingRefusals(log),
+      log: (m: string) => console.error(m),
+    });
     onServer(server);
     if (!signals.received) {
       printRunBanner(started.status(), endpoint.path, VERSION);
+      log?.event(EngineEvent.STARTED, startedText(started.status(), endpoint.path));
       console.log(`Ready. pid=${process.pid} pipe=${endpoint.path}`);
+      host?.ready();
     }
   }
   return await ended;
 }
 
-function stoppingBecause(sig: NodeJS.Signals): ExitCode {
+function parseBackendOption(value: string | undefined): LinuxBackend | undefined {
+  if (value === undefined) return undefined;
+  if ((LINUX_BACKENDS as readonly string[]).includes(value)) return value as LinuxBackend;
+  throw new RetroflectError(ErrorCode.USAGE, `--backend must be one of ${LINUX_BACKENDS.join(', ')}, not '${value}'.`, {
+    hint: 'Leave it out to use ebpf where it loads, else tun.',
+  });
+}
+
+function stoppingBecause(sig: NodeJS.Signals, reason: StopReason): ExitCode {
+  reason.decide(`signal ${sig}`);
   console.log(`Stopping (${sig})...`);
   return ExitCode.OK;
+}
+
+/** This host's address rules; an address a client asks for and the host check refuses is also an event. */
+function reportingRefusals(log: EngineLog | null): typeof hostAddressRules {
+  return {
+    ...hostAddressRules,
+    validate: async (address) => {
+      try {
+        return await hostAddressRules.validate(address);
+      } catch (err) {
+        const { kind, text } = failureEvent(err, true);
+        log?.event(kind, text);
+        throw err;
+      }
+    },
+  };
 }

@@ -4,6 +4,7 @@
  * entry comes from (`EntrySource`), and how the running config moves when one layer is replaced by a new version of
  * itself (a new policy, or a config file edited by hand) while the other layers stay.
  */
+import { allowListsOf } from './allow-lists.ts';
 import { shieldKey, type InterceptConfig, type ShieldPort } from './intercept-config.ts';
 import { portMapsFor, portMapsOf, type PortMap } from './port-maps.ts';
 
@@ -66,6 +67,7 @@ export function replaceLayer(
 /** Whether two configs hold the same entries in the same order (maps included). */
 export function sameEntries(a: InterceptConfig, b: InterceptConfig): boolean {
   return (
+    JSON.stringify(allowListsOf(a)) === JSON.stringify(allowListsOf(b)) &&
     a.reflectAddresses.length === b.reflectAddresses.length &&
     a.reflectAddresses.every((x, i) => x === b.reflectAddresses[i]) &&
     a.shieldPorts.length === b.shieldPorts.length &&

@@ -199,18 +199,26 @@ export function checkPortMaps(cfg: ConfigWithMaps): void {
 
 /**
  * Merge `add` into `maps`: an identical map already there is "existing" (idempotent), anything else is added; the
- * result is checked with checkPortMaps by the caller. Pure.
+ * result is checked with checkPortMaps by the caller. Pure, and linear: one key per map, looked up in a Set (a search
+ * of the list per map made a config with 20,000 maps take 80 s to refuse).
  */
 export function mergePortMaps(maps: readonly PortMap[], add: readonly PortMap[]): { maps: PortMap[]; added: PortMap[]; existing: PortMap[] } {
   const out = maps.map((m) => ({ ...m }));
+  const identity = (m: PortMap): string => `${portMapKey(m)}=${m.target}`;
+  const present = new Set(out.map(identity));
+  const reported = new Set<string>();
   const added: PortMap[] = [];
   const existing: PortMap[] = [];
   for (const m of add) {
-    const same = out.find((x) => portMapKey(x) === portMapKey(m) && x.target === m.target);
-    if (same) {
-      if (!existing.some((x) => portMapKey(x) === portMapKey(m))) existing.push({ ...m });
+    const id = identity(m);
+    if (present.has(id)) {
+      if (!reported.has(portMapKey(m))) {
+        reported.add(portMapKey(m));
+        existing.push({ ...m });
+      }
       continue;
     }
+    present.add(id);
     out.push({ ...m });
     added.push({ ...m });
   }

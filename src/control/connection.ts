@@ -282,11 +282,16 @@ export class Connection implements Session {
   }
 
   private end(): void {
+    // A client that never reads would keep a half-closed socket forever.
+    this.finish(2000);
+  }
+
+  /** Send what is unsent, then close; destroyed after `flushMs` whether or not the client read it all. */
+  finish(flushMs: number): void {
     this.closing = true;
     this.socket.pause();
     this.socket.end();
-    // A client that never reads would keep a half-closed socket forever.
-    setTimeout(() => this.socket.destroy(), 2000).unref();
+    setTimeout(() => this.socket.destroy(), flushMs).unref();
   }
 
   destroy(): void {

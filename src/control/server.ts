@@ -25,6 +25,9 @@ function engineBusy(): RetroflectError {
   });
 }
 
+/** How long a closing server lets each connection send what it still holds before destroying it. */
+export const CLOSE_FLUSH_MS = 2000;
+
 export interface ControlServerOptions {
   engine: ControlEngine;
   /** Pipe name or (Linux) absolute socket path; default `retroflect` / env RETROFLECT_PIPE. */
@@ -50,7 +53,10 @@ export interface ControlServer {
   readonly auth: AuthMode;
   /** Number of open client connections. */
   connectionCount(): number;
-  /** Stop listening, close every connection, remove the socket / token file. Idempotent. */
+  /**
+   * Stop listening, close every connection, remove the socket / token file. Idempotent. Each connection first sends
+   * what it still holds (a capture's last records and capture.end) for at most CLOSE_FLUSH_MS, then is destroyed.
+   */
   close(): Promise<void>;
 }
 
@@ -112,7 +118,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       closed = true;
       policyWatch.stop();
       const done = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const c of connections) c.destroy();
+      for (const c of connections) c.finish(CLOSE_FLUSH_MS);
       await done;
       token?.remove();
       // Node removes the Unix socket file itself when the server closes.

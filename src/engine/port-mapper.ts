@@ -18,8 +18,11 @@
  *
  * Entries expire when idle: UDP after 60 s, TCP after 2 h 4 min once the server answered (RFC 5382 §5), 4 min
  * before that, and 10 s after an RST or a FIN from each side. A new flow takes a free or expired slot of its probe
- * window; when all 16 hold live flows the new flow is refused (its packet dropped and counted): an existing
- * conversation is never broken to make room. Removing a map forgets its flows at once.
+ * window; when all 16 hold live flows it takes the slot of the one idle longest among those the server never
+ * answered, and only when every one of them was answered is the new flow refused (its packet dropped and counted).
+ * So one local program that opens flows by the thousand (any local user can: 20,000 UDP flows in 0.4 s) cannot
+ * starve the rest — its unanswered flows make room for anyone's new flow — while a conversation the server took up
+ * is never broken to make room. Removing a map forgets its flows at once.
  *
  * Worker-thread only (no sharing): plain typed arrays, no allocation on the hot path, never throws there.
  */
@@ -86,8 +89,10 @@ export class PortMapper {
   private readonly entries: Int32Array;
   private readonly lastSeen: Float64Array;
   private readonly quoted = new EmbeddedPacket();
-  /** New flows refused because their probe window was full of live flows. */
+  /** New flows refused because their probe window was full of live flows the server had answered. */
   refused = 0;
+  /** Unanswered flows whose slot a new flow took because their probe window was full. */
+  evicted = 0;
   /** Whether a direct entry was ever recorded (until the next configure): until then no UDP reply can be one. */
   private directEntries = false;
 
@@ -274,10 +279,11 @@ export class PortMapper {
 
   private touchServerSide(at: number, e: number, udp: boolean, flags: number, now: number): void {
     this.lastSeen[e] = now;
-    if (udp) return;
-    let f = this.entries[at + E_FLAGS] | F_REPLIED;
-    if ((flags & TcpFlag.Rst) !== 0) f |= F_RST;
-    if ((flags & TcpFlag.Fin) !== 0) f |= F_FIN_SERVER;
+    let f = this.entries[at + E_FLAGS] | F_REPLIED; // answered: never evicted to make room (see insert)
+    if (!udp) {
+      if ((flags & TcpFlag.Rst) !== 0) f |= F_RST;
+      if ((flags & TcpFlag.Fin) !== 0) f |= F_FIN_SERVER;
+    }
     this.entries[at + E_FLAGS] = f;
   }
 
@@ -322,7 +328,8 @@ export class PortMapper {
   }
 
   /** Record a flow of packet p (R = its destination, L = its source). `reuse` ≥ 0: overwrite that entry. Returns
-   *  the entry, or -1 when every slot of the probe window holds a live flow. */
+   *  the entry, or -1 when every slot of the probe window holds a live flow the server answered. Otherwise a free or
+   *  expired slot, or else the slot of the unanswered flow idle longest (evicted, counted). */
   private insert(p: ParsedPacket, slot: number, client: number, server: number, mapped: number, flags: number, now: number, reuse: number): number {
     const kind = (p.family << 8) | p.protocol;
     const v = p.view;
@@ -331,12 +338,18 @@ export class PortMapper {
     const h = flowKeyHashAt(v, p.family, kind, (client << 16) | server, r, l);
     let e = reuse;
     if (e < 0) {
+      let unanswered = -1;
       for (let i = 0; i < MAPPED_PROBE_WINDOW && e < 0; i++) {
         const s = (h + i) & this.mask;
         const at = s * ENTRY_WORDS;
         if (this.entries[at + E_KIND] === 0 || this.expired(at, s, now)) e = s;
+        else if ((this.entries[at + E_FLAGS] & F_REPLIED) === 0 && (unanswered < 0 || this.lastSeen[s] < this.lastSeen[unanswered])) unanswered = s;
       }
-      if (e < 0) return -1;
+      if (e < 0) {
+        if (unanswered < 0) return -1;
+        e = unanswered;
+        this.evicted++;
+      }
     }
     const at = e * ENTRY_WORDS;
     const w = this.entries;

@@ -78,20 +78,30 @@ export class ReflectAddressSet {
     return this.lookupAt(p, p.dstOffset);
   }
 
-  /** Counter slot of the packet's source address, or -1 if it is not a reflect address. */
+  /**
+   * Counter slot of the packet's source address, or -1 if it is not a reflect address. An IPv6 source ::ffff:<a> counts
+   * as <a>: a dual-stack socket reads it as <a>, so a packet from it is as forged as one from <a> itself.
+   */
   lookupSource(_buf: Uint8Array, p: ParsedPacket): number {
-    return this.lookupAt(p, p.srcOffset);
+    const at = p.srcOffset;
+    if (p.family === 6 && this.v4Count > 0) {
+      const v = p.view;
+      const mapped = v.getInt32(at) === 0 && v.getInt32(at + 4) === 0 && v.getInt32(at + 8) === 0xffff;
+      if (mapped) return this.lookupV4(v.getInt32(at + 12));
+    }
+    return this.lookupAt(p, at);
+  }
+
+  private lookupV4(w: number): number {
+    for (let i = 0; i < this.v4Count; i++) if (this.v4Words[i] === w) return this.v4Slots[i];
+    return -1;
   }
 
   /** Counter slot of the address of the packet's family at `at`, or -1. */
   private lookupAt(p: ParsedPacket, at: number): number {
     const v = p.view;
     if (p.family === 4) {
-      const n = this.v4Count;
-      if (n === 0) return -1;
-      const w = v.getInt32(at);
-      for (let i = 0; i < n; i++) if (this.v4Words[i] === w) return this.v4Slots[i];
-      return -1;
+      return this.v4Count === 0 ? -1 : this.lookupV4(v.getInt32(at));
     }
     const n = this.v6Count;
     if (n === 0) return -1;

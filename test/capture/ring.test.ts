@@ -23,7 +23,7 @@ import { FlowTable } from '../../src/engine/flow-table.ts';
 import { isRetroflectError } from '../../src/errors.ts';
 import { run } from '../helpers/netns.ts';
 import { rng } from '../helpers/rng.ts';
-import { icmpMessage, ipv4, ipv6, tcpSegment, udpDatagram } from '../packet/build.ts';
+import { icmpMessage, ipv4, ipv6, tcpSegment, udpDatagram } from '../helpers/packet-builders.ts';
 
 const L4 = '198.51.100.2';
 const R4 = '192.0.2.1';

@@ -1,6 +1,6 @@
 /**
  * The CLI client commands as a script sees them: a real `retroflect` process, a real socket, stdout JSON and exit
- * codes. The engine behind the socket is the in-memory stand-in (test/control/in-memory-engine.ts).
+ * codes. The engine behind the socket is the in-memory stand-in (test/helpers/in-memory-engine.ts).
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { ConfigStore } from '../../src/config/config-store.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { testAddressRules } from '../helpers/address-rules.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'rft-cli-'));
@@ -39,7 +39,7 @@ after(async () => {
 it('address add/list/remove with --json print the protocol result and exit 0', async () => {
   const add = await cli('address', 'add', '192.0.2.1', '2001:DB8::5', '--pipe', sock, '--json');
   assert.equal(add.code, 0, add.stderr);
-  assert.deepEqual(JSON.parse(add.stdout), { added: ['192.0.2.1', '2001:db8::5'], existing: [], warnings: [], portMaps: { added: [], existing: [] }, persisted: ['192.0.2.1', '2001:db8::5'] });
+  assert.deepEqual(JSON.parse(add.stdout), { added: ['192.0.2.1', '2001:db8::5'], existing: [], warnings: [], portMaps: { added: [], existing: [] }, allow: [{ address: '192.0.2.1' }, { address: '2001:db8::5' }], persisted: ['192.0.2.1', '2001:db8::5'] });
   const again = await cli('address', 'add', '192.0.2.1', '--pipe', sock, '--json');
   assert.deepEqual(JSON.parse(again.stdout).existing, ['192.0.2.1']);
   const tmp = await cli('address', 'add', '192.0.2.7', '--temporary', '--pipe', sock);

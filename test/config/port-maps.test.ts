@@ -112,3 +112,49 @@ describe('config file with port maps', () => {
     assert.deepEqual(JSON.parse(readFileSync(p, 'utf8')), { schemaVersion: 1, reflectAddresses: [], shieldPorts: [] });
   });
 });
+
+describe('port maps load in linear time (issue 19, item 5)', () => {
+  /**
+   * Maps whose fields count their reads: merging n maps must read each map's fields a bounded number of times, not
+   * once per map already merged (a list search per map read them n²/2 times: 20,000 maps took 80 s to refuse).
+   */
+  function countingMaps(specs: { port: number; target: number }[]): { maps: PortMap[]; reads: () => number } {
+    let reads = 0;
+    const maps = specs.map(({ port, target }) => {
+      const fields = { address: R, protocol: 'tcp' as const, port, target };
+      const m = {} as PortMap;
+      for (const k of Object.keys(fields) as (keyof PortMap)[]) {
+        Object.defineProperty(m, k, { enumerable: true, get: () => (reads++, fields[k]) });
+      }
+      return m;
+    });
+    return { maps, reads: () => reads };
+  }
+
+  for (const [what, spec] of [
+    ['distinct ports', (i: number) => ({ port: 1 + i, target: 30000 + i })],
+    ['one port, a different target each (refused later, merged first)', (i: number) => ({ port: 80, target: 1000 + i })],
+    ['the same map over and over', (_i: number) => ({ port: 80, target: 8080 })],
+  ] as const) {
+    it(`mergePortMaps reads each map's fields a bounded number of times: ${what}`, () => {
+      for (const n of [1000, 4000]) {
+        const { maps, reads } = countingMaps(Array.from({ length: n }, (_, i) => spec(i)));
+        mergePortMaps([], maps);
+        // 4 fields, each read a few times to build keys and copies: at most 16 reads per map, whatever n.
+        assert.ok(reads() <= 16 * n, `${reads()} field reads for ${n} maps`);
+      }
+    });
+  }
+
+  it('a config file with 20,000 maps is refused at the first map past the limit, naming it; the rest is not read', () => {
+    const p = join(dir, 'many.json');
+    const maps = Array.from({ length: 20000 }, (_, i) => `${1 + i}=${30000 + (i % 30000)}`);
+    // An entry after the limit that is not even a map: a loader that read on would report it instead.
+    maps[15000] = 'not a map';
+    writeFileSync(p, JSON.stringify({ schemaVersion: 2, reflectAddresses: [{ address: R, portMaps: maps }] }));
+    assert.throws(
+      () => loadConfigFile(p),
+      (e: unknown) => isRetroflectError(e) && e.code === 'E_CONFIG_INVALID' && /field 'reflectAddresses\[0\]\.portMaps\[512\]' takes the port maps past the 1024 supported/.test(e.message),
+    );
+  });
+});

@@ -1,6 +1,6 @@
 /**
  * Control server over a real Unix socket (in a private temp directory, never /run), driven by raw sockets and by
- * ControlClient. The engine is the in-memory stand-in (in-memory-engine.ts); the real engine is in live.test.ts.
+ * ControlClient. The engine is the in-memory stand-in (test/helpers/in-memory-engine.ts); the real engine is in live.test.ts.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,7 +16,7 @@ import { testAddressRules } from '../helpers/address-rules.ts';
 import { MAX_LINE_BYTES } from '../../src/control/protocol.ts';
 import { pcapngHeader } from '../../src/capture/pcapng.ts';
 import { RetroflectError } from '../../src/errors.ts';
-import { InMemoryEngine } from './in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const base = mkdtempSync(join(tmpdir(), 'rft-ctl-'));
 let n = 0;
@@ -172,9 +172,9 @@ describe('changes and persistence', () => {
     assert.deepEqual(file, { schemaVersion: 1, reflectAddresses: ['192.0.2.1', '2001:db8::1'], shieldPorts: [] });
     const list = await client.call('address.list');
     assert.deepEqual(list.addresses, [
-      { address: '192.0.2.1', persisted: true, source: 'Config', portMaps: [] },
-      { address: '2001:db8::1', persisted: true, source: 'Config', portMaps: [] },
-      { address: '192.0.2.2', persisted: false, source: 'Temporary', portMaps: [] },
+      { address: '192.0.2.1', persisted: true, source: 'Config', portMaps: [], allow: {} },
+      { address: '2001:db8::1', persisted: true, source: 'Config', portMaps: [], allow: {} },
+      { address: '192.0.2.2', persisted: false, source: 'Temporary', portMaps: [], allow: {} },
     ]);
     const cfg = await client.call('config.get');
     assert.deepEqual(cfg.persisted.reflectAddresses, ['192.0.2.1', '2001:db8::1']);

@@ -15,7 +15,7 @@ import { createTopology, run, waitFor, type Topology } from '../helpers/netns.ts
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { testAddressRules } from '../helpers/address-rules.ts';
 import { ConfigStore } from '../../src/config/config-store.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const here = new URL('.', import.meta.url).pathname;
 const root = join(here, '..', '..');

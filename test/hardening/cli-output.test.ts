@@ -13,7 +13,7 @@ import { ConfigStore } from '../../src/config/config-store.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { testAddressRules } from '../helpers/address-rules.ts';
 import { ExitCode } from '../../src/errors.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'rft-out-'));

@@ -15,7 +15,7 @@ import { MAX_CONNECTIONS } from '../../src/control/protocol.ts';
 import { startControlServer } from '../../src/control/server.ts';
 import { testAddressRules } from '../helpers/address-rules.ts';
 import { ExitCode, type RetroflectError } from '../../src/errors.ts';
-import { InMemoryEngine } from '../control/in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const base = mkdtempSync(join(tmpdir(), 'rft-ctl-edges-'));

@@ -2,7 +2,7 @@
  * Hand-built packets covering every protocol the core understands, both families, IPv4 options, IPv6 extension
  * header chains and fragments — each with the facts the parser should report.
  */
-import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram, withChecksum, addressBytes } from './build.ts';
+import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../helpers/packet-builders.ts';
 
 export const A4 = '192.0.2.10'; // "local" address
 export const R4 = '203.0.113.7'; // reflect address

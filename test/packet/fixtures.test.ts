@@ -10,7 +10,7 @@ import { ChecksumState, fillTransportChecksum, isIpv4HeaderChecksumValid, transp
 import { IpProto, ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { reflectPacket } from '../../src/packet/reflect.ts';
 import { FIXTURES, loadFixture } from './fixture-files.ts';
-import { pseudoHeader, referenceChecksum } from './build.ts';
+import { pseudoHeader, referenceChecksum } from '../helpers/packet-builders.ts';
 
 
 function parsed(bytes: Uint8Array): ParsedPacket {
@@ -61,13 +61,22 @@ describe('captured fixtures', () => {
         const { p, state } = check(name, data);
         seen.add(state);
         if (p.fragment) assert.equal(state, ChecksumState.NotApplicable, name);
-        else if (p.protocol === IpProto.Icmp || p.protocol === IpProto.Icmpv6) assert.equal(state, ChecksumState.Valid, `${name}: icmp checksums are complete`);
-        else assert.ok(state === ChecksumState.Valid || state === ChecksumState.Partial, `${name}: state ${state}`);
+        else if (p.protocol === IpProto.Icmp || p.protocol === IpProto.Icmpv6) {
+          assert.equal(state, ChecksumState.Valid, `${name}: icmp checksums are complete`);
+        } else assert.ok(state === ChecksumState.Valid || state === ChecksumState.Partial, `${name}: state ${state}`);
 
         reflectPacket(data, p);
         const n = p.addressLength;
-        assert.deepEqual(data.subarray(p.srcOffset, p.srcOffset + n), before.subarray(p.dstOffset, p.dstOffset + n), name);
-        assert.deepEqual(data.subarray(p.dstOffset, p.dstOffset + n), before.subarray(p.srcOffset, p.srcOffset + n), name);
+        assert.deepEqual(
+          data.subarray(p.srcOffset, p.srcOffset + n),
+          before.subarray(p.dstOffset, p.dstOffset + n),
+          name,
+        );
+        assert.deepEqual(
+          data.subarray(p.dstOffset, p.dstOffset + n),
+          before.subarray(p.srcOffset, p.srcOffset + n),
+          name,
+        );
         for (let i = 0; i < data.length; i++) {
           if ((i >= p.srcOffset && i < p.srcOffset + n) || (i >= p.dstOffset && i < p.dstOffset + n)) continue;
           assert.equal(data[i], before[i], `${name}: byte ${i}`);
@@ -81,7 +90,11 @@ describe('captured fixtures', () => {
           fillTransportChecksum(finished, q);
           assert.equal(transportChecksumState(finished, q), ChecksumState.Valid, name);
           reflectPacket(finished, q);
-          assert.equal(transportChecksumState(finished, parsed(finished)), ChecksumState.Valid, `${name}: finished + reflected`);
+          assert.equal(
+            transportChecksumState(finished, parsed(finished)),
+            ChecksumState.Valid,
+            `${name}: finished + reflected`,
+          );
         }
       }
       if (file !== 'icmp.pcap') assert.ok(seen.has(ChecksumState.Partial), 'captures hold offloaded checksums');

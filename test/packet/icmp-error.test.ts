@@ -2,7 +2,7 @@
  * ICMP/ICMPv6 errors through reflection. The scenario is the real one: a client's packet L → R is reflected to
  * R → L, the host answers it with an error L → R embedding R → L (built here as the kernel builds it), and the error
  * is reflected in turn. Afterwards the embedded packet must read exactly as the client sent it (L → R), so the
- * client's socket recognises it; every checksum is then recomputed with the independent reference of build.ts.
+ * client's socket recognises it; every checksum is then recomputed with the independent reference of test/helpers/packet-builders.ts.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -11,7 +11,7 @@ import { EmbeddedPacket, parseEmbeddedPacket } from '../../src/packet/icmp-error
 import { ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { reflectEmbeddedPacket, reflectPacket } from '../../src/packet/reflect.ts';
 import { rng } from '../helpers/rng.ts';
-import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum, type ExtensionHeader } from './build.ts';
+import { addressBytes, icmpMessage, ipv4, ipv6, pattern, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum, type ExtensionHeader } from '../helpers/packet-builders.ts';
 
 const L4 = '192.0.2.10';
 const R4 = '203.0.113.7';
@@ -56,7 +56,12 @@ function hostError(offending: Uint8Array, type: number, code: number, keep: numb
   const dst = Array.from(offending.subarray(at, at + n));
   const text = (b: number[]) => (v4 ? b.join('.') : Array.from({ length: 8 }, (_, i) => ((b[2 * i] << 8) | b[2 * i + 1]).toString(16)).join(':'));
   const proto = v4 ? 1 : 58;
-  const message = withChecksum(src, dst, proto, icmpMessage(type, code, rest >>> 16, rest & 0xffff, Array.from(offending.subarray(0, keep))));
+  const message = withChecksum(
+    src,
+    dst,
+    proto,
+    icmpMessage(type, code, rest >>> 16, rest & 0xffff, Array.from(offending.subarray(0, keep))),
+  );
   return v4 ? ipv4({ src: text(src), dst: text(dst), proto, payload: message, options: outerOptions }) : ipv6({ src: text(src), dst: text(dst), proto, payload: message });
 }
 
@@ -66,17 +71,37 @@ function assertChecksumsValid(bytes: Uint8Array, embeddedComplete: boolean): voi
   const n = p.addressLength;
   const src = Array.from(bytes.subarray(p.srcOffset, p.srcOffset + n));
   const dst = Array.from(bytes.subarray(p.dstOffset, p.dstOffset + n));
-  if (p.family === 4) assert.equal(referenceChecksum(bytes.subarray(0, (bytes[0] & 15) * 4)), 0, 'outer IPv4 header checksum');
+  if (p.family === 4) {
+    assert.equal(
+      referenceChecksum(bytes.subarray(0, (bytes[0] & 15) * 4)),
+      0,
+      'outer IPv4 header checksum',
+    );
+  }
   const message = bytes.subarray(p.transportOffset, p.ipLength);
-  assert.equal(referenceTransportValid(src, dst, p.protocol, message), true, p.family === 4 ? 'ICMP checksum' : 'ICMPv6 checksum (pseudo-header)');
+  assert.equal(
+    referenceTransportValid(src, dst, p.protocol, message),
+    true,
+    p.family === 4 ? 'ICMP checksum' : 'ICMPv6 checksum (pseudo-header)',
+  );
   assert.equal(transportChecksumState(bytes, p), ChecksumState.Valid, 'src/packet/checksum.ts agrees');
   const inner = message.subarray(8);
-  if (p.family === 4) assert.equal(referenceChecksum(inner.subarray(0, (inner[0] & 15) * 4)), 0, 'embedded IPv4 header checksum');
+  if (p.family === 4) {
+    assert.equal(
+      referenceChecksum(inner.subarray(0, (inner[0] & 15) * 4)),
+      0,
+      'embedded IPv4 header checksum',
+    );
+  }
   if (embeddedComplete) {
     const e = parsed(Uint8Array.from(inner));
     const es = Array.from(inner.subarray(e.srcOffset, e.srcOffset + n));
     const ed = Array.from(inner.subarray(e.dstOffset, e.dstOffset + n));
-    assert.equal(referenceTransportValid(es, ed, e.protocol, inner.subarray(e.transportOffset, e.ipLength)), true, 'embedded transport checksum');
+    assert.equal(
+      referenceTransportValid(es, ed, e.protocol, inner.subarray(e.transportOffset, e.ipLength)),
+      true,
+      'embedded transport checksum',
+    );
   }
 }
 
@@ -97,7 +122,11 @@ function reflectError(client: Uint8Array, error: Uint8Array, keep: number): Uint
   assert.deepEqual(bytes.subarray(p.dstOffset, p.dstOffset + n), before.subarray(p.srcOffset, p.srcOffset + n));
   // Embedded: exactly what the client sent, as far as it is carried.
   const inner = p.transportOffset + 8;
-  assert.deepEqual(bytes.subarray(inner, inner + keep), client.subarray(0, keep), 'embedded packet reads as the client sent it');
+  assert.deepEqual(
+    bytes.subarray(inner, inner + keep),
+    client.subarray(0, keep),
+    'embedded packet reads as the client sent it',
+  );
   // Nothing but the four address fields changed.
   const es = inner + (n === 4 ? 12 : 8);
   const changed = [p.srcOffset, p.dstOffset, es, es + n];
@@ -115,18 +144,84 @@ function reflectError(client: Uint8Array, error: Uint8Array, keep: number): Uint
 
 describe('reflecting ICMP errors swaps the embedded packet too', () => {
   const cases: { name: string; client: () => Uint8Array; type: number; code: number; keep?: number; rest?: number; outerOptions?: number[] }[] = [
-    { name: 'ipv4 port unreachable, whole udp datagram embedded (Linux)', client: () => clientPacket(4, 17), type: 3, code: 3 },
-    { name: 'ipv4 port unreachable, ip header + 8 bytes (RFC 792 minimum)', client: () => clientPacket(4, 17), type: 3, code: 3, keep: 28 },
-    { name: 'ipv4 port unreachable, embedded udp header cut after the ports', client: () => clientPacket(4, 17), type: 3, code: 3, keep: 24 },
-    { name: 'ipv4 port unreachable, embedded ip header only', client: () => clientPacket(4, 17), type: 3, code: 3, keep: 20 },
-    { name: 'ipv4 fragmentation needed (mtu in the header), tcp with ip options', client: () => clientPacket(4, 6, { ipOptions: [1, 1, 1, 0] }), type: 3, code: 4, rest: 1280 },
-    { name: 'ipv4 time exceeded, tcp cut inside its header', client: () => clientPacket(4, 6), type: 11, code: 0, keep: 30 },
-    { name: 'ipv4 parameter problem (pointer), icmp echo embedded', client: () => clientPacket(4, 1), type: 12, code: 0, rest: 0x09000000 },
-    { name: 'ipv4 error with ip options on the outer header', client: () => clientPacket(4, 17), type: 3, code: 3, outerOptions: [1, 1, 1, 1, 1, 1, 1, 0] },
+    {
+      name: 'ipv4 port unreachable, whole udp datagram embedded (Linux)',
+      client: () => clientPacket(4, 17),
+      type: 3,
+      code: 3,
+    },
+    {
+      name: 'ipv4 port unreachable, ip header + 8 bytes (RFC 792 minimum)',
+      client: () => clientPacket(4, 17),
+      type: 3,
+      code: 3,
+      keep: 28,
+    },
+    {
+      name: 'ipv4 port unreachable, embedded udp header cut after the ports',
+      client: () => clientPacket(4, 17),
+      type: 3,
+      code: 3,
+      keep: 24,
+    },
+    {
+      name: 'ipv4 port unreachable, embedded ip header only',
+      client: () => clientPacket(4, 17),
+      type: 3,
+      code: 3,
+      keep: 20,
+    },
+    {
+      name: 'ipv4 fragmentation needed (mtu in the header), tcp with ip options',
+      client: () => clientPacket(4, 6, { ipOptions: [1, 1, 1, 0] }),
+      type: 3,
+      code: 4,
+      rest: 1280,
+    },
+    {
+      name: 'ipv4 time exceeded, tcp cut inside its header',
+      client: () => clientPacket(4, 6),
+      type: 11,
+      code: 0,
+      keep: 30,
+    },
+    {
+      name: 'ipv4 parameter problem (pointer), icmp echo embedded',
+      client: () => clientPacket(4, 1),
+      type: 12,
+      code: 0,
+      rest: 0x09000000,
+    },
+    {
+      name: 'ipv4 error with ip options on the outer header',
+      client: () => clientPacket(4, 17),
+      type: 3,
+      code: 3,
+      outerOptions: [1, 1, 1, 1, 1, 1, 1, 0],
+    },
     { name: 'ipv6 port unreachable, whole udp datagram embedded', client: () => clientPacket(6, 17), type: 1, code: 4 },
-    { name: 'ipv6 packet too big (mtu), tcp cut short', client: () => clientPacket(6, 6, { data: pattern(200) }), type: 2, code: 0, rest: 1280, keep: 70 },
-    { name: 'ipv6 time exceeded, embedded ip header only', client: () => clientPacket(6, 17), type: 3, code: 0, keep: 40 },
-    { name: 'ipv6 parameter problem, embedded dstopts + ah + udp', client: () => clientPacket(6, 17, { ext: [{ type: 60 }, { type: 51 }] }), type: 4, code: 1, rest: 40 },
+    {
+      name: 'ipv6 packet too big (mtu), tcp cut short',
+      client: () => clientPacket(6, 6, { data: pattern(200) }),
+      type: 2,
+      code: 0,
+      rest: 1280,
+      keep: 70,
+    },
+    {
+      name: 'ipv6 time exceeded, embedded ip header only',
+      client: () => clientPacket(6, 17),
+      type: 3,
+      code: 0,
+      keep: 40,
+    },
+    {
+      name: 'ipv6 parameter problem, embedded dstopts + ah + udp',
+      client: () => clientPacket(6, 17, { ext: [{ type: 60 }, { type: 51 }] }),
+      type: 4,
+      code: 1,
+      rest: 40,
+    },
     { name: 'ipv6 port unreachable, embedded icmpv6 echo', client: () => clientPacket(6, 58), type: 1, code: 4 },
   ];
   for (const c of cases) {
@@ -150,7 +245,11 @@ describe('reflecting ICMP errors swaps the embedded packet too', () => {
       const p = parsed(bytes);
       assert.equal(p.icmpError, false, `type ${bytes[p.transportOffset]}`);
       reflectPacket(bytes, p);
-      assert.deepEqual(bytes.subarray(p.transportOffset), before.subarray(p.transportOffset), `type ${before[p.transportOffset]}: body untouched`);
+      assert.deepEqual(
+        bytes.subarray(p.transportOffset),
+        before.subarray(p.transportOffset),
+        `type ${before[p.transportOffset]}: body untouched`,
+      );
     }
   });
 });
@@ -173,22 +272,82 @@ describe('parseEmbeddedPacket', () => {
       checksumAt: e.checksumOffset < 0 ? -1 : e.checksumOffset - base,
     };
   };
-  const error = (client: Uint8Array, keep = client.length, type?: number) => hostError(delivered(client), type ?? (client[0] >> 4 === 4 ? 3 : 1), 3, Math.min(keep, client.length));
+  const error = (client: Uint8Array, keep = client.length, type?: number) => hostError(
+    delivered(client),
+    type ?? (client[0] >> 4 === 4 ? 3 : 1),
+    3,
+    Math.min(keep, client.length),
+  );
 
   it('reports the embedded ports and where the embedded checksum is, as far as the bytes are present', () => {
     const udp4 = clientPacket(4, 17);
-    assert.deepEqual(fields(error(udp4)), { present: true, at: 0, protocol: 17, fragment: false, hasTransport: true, transportAt: 20, transportLength: udp4.length - 20, ports: [50000, 9], checksumAt: 26 });
+    assert.deepEqual(
+      fields(error(udp4)),
+      {
+        present: true,
+        at: 0,
+        protocol: 17,
+        fragment: false,
+        hasTransport: true,
+        transportAt: 20,
+        transportLength: udp4.length - 20,
+        ports: [50000, 9],
+        checksumAt: 26,
+      },
+    );
     assert.deepEqual(fields(error(udp4, 28)).checksumAt, 26);
-    assert.deepEqual(fields(error(udp4, 27)), { present: true, at: 0, protocol: 17, fragment: false, hasTransport: true, transportAt: 20, transportLength: 7, ports: [50000, 9], checksumAt: -1 });
+    assert.deepEqual(
+      fields(error(udp4, 27)),
+      {
+        present: true,
+        at: 0,
+        protocol: 17,
+        fragment: false,
+        hasTransport: true,
+        transportAt: 20,
+        transportLength: 7,
+        ports: [50000, 9],
+        checksumAt: -1,
+      },
+    );
     assert.deepEqual(fields(error(udp4, 23)).ports, null, 'three bytes cannot hold both ports');
     const tcp4 = clientPacket(4, 6, { ipOptions: [1, 1, 1, 0] });
-    assert.deepEqual(fields(error(tcp4, 24 + 18)), { present: true, at: 0, protocol: 6, fragment: false, hasTransport: true, transportAt: 24, transportLength: 18, ports: [51000, 9], checksumAt: 24 + 16 });
+    assert.deepEqual(
+      fields(error(tcp4, 24 + 18)),
+      {
+        present: true,
+        at: 0,
+        protocol: 6,
+        fragment: false,
+        hasTransport: true,
+        transportAt: 24,
+        transportLength: 18,
+        ports: [51000, 9],
+        checksumAt: 24 + 16,
+      },
+    );
     assert.equal(fields(error(tcp4, 24 + 17)).checksumAt, -1, 'a truncated checksum field is not reported');
     const udp6 = clientPacket(6, 17, { ext: [{ type: 0 }, { type: 51 }] });
-    assert.deepEqual(fields(error(udp6)), { present: true, at: 0, protocol: 17, fragment: false, hasTransport: true, transportAt: 64, transportLength: udp6.length - 64, ports: [50000, 9], checksumAt: 70 });
+    assert.deepEqual(
+      fields(error(udp6)),
+      {
+        present: true,
+        at: 0,
+        protocol: 17,
+        fragment: false,
+        hasTransport: true,
+        transportAt: 64,
+        transportLength: udp6.length - 64,
+        ports: [50000, 9],
+        checksumAt: 70,
+      },
+    );
     // Extension headers cut off: the addresses are there, the transport is unknown.
     const cut6 = fields(error(udp6, 50));
-    assert.deepEqual([cut6.present, cut6.protocol, cut6.hasTransport, cut6.ports, cut6.checksumAt], [true, 51, false, null, -1]);
+    assert.deepEqual(
+      [cut6.present, cut6.protocol, cut6.hasTransport, cut6.ports, cut6.checksumAt],
+      [true, 51, false, null, -1],
+    );
     const icmp6 = clientPacket(6, 58);
     assert.equal(fields(error(icmp6)).checksumAt, 42);
   });
@@ -197,9 +356,15 @@ describe('parseEmbeddedPacket', () => {
     const first4 = ipv4({ src: L4, dst: R4, proto: 17, moreFragments: true, payload: udpDatagram(50000, 9, pattern(100)).slice(0, 48) });
     assert.deepEqual([fields(error(first4)).fragment, fields(error(first4)).ports], [true, [50000, 9]]);
     const later4 = ipv4({ src: L4, dst: R4, proto: 17, fragmentOffset: 48, payload: pattern(60) });
-    assert.deepEqual([fields(error(later4)).present, fields(error(later4)).fragment, fields(error(later4)).hasTransport], [true, true, false]);
+    assert.deepEqual(
+      [fields(error(later4)).present, fields(error(later4)).fragment, fields(error(later4)).hasTransport],
+      [true, true, false],
+    );
     const later6 = ipv6({ src: L6, dst: R6, proto: 17, ext: [{ type: 44, fragmentOffset: 48 }], payload: pattern(60) });
-    assert.deepEqual([fields(error(later6)).protocol, fields(error(later6)).fragment, fields(error(later6)).hasTransport], [17, true, false]);
+    assert.deepEqual(
+      [fields(error(later6)).protocol, fields(error(later6)).fragment, fields(error(later6)).hasTransport],
+      [17, true, false],
+    );
     const first6 = ipv6({ src: L6, dst: R6, proto: 17, ext: [{ type: 44, moreFragments: true }], payload: udpDatagram(50000, 9, pattern(100)).slice(0, 48) });
     assert.deepEqual(fields(error(first6)).ports, [50000, 9]);
   });
@@ -276,7 +441,13 @@ describe('malformed embedded packets', () => {
 
   it('seeded fuzz: cut and mutated embedded packets never throw, stay in bounds, and reflect twice to the original', () => {
     const random = rng(0x1c4e);
-    const clients = [clientPacket(4, 17), clientPacket(4, 6, { ipOptions: [1, 1, 1, 0] }), clientPacket(6, 17, { ext: [{ type: 0 }, { type: 51 }, { type: 44, moreFragments: true }] }), clientPacket(6, 6), clientPacket(6, 58)];
+    const clients = [
+      clientPacket(4, 17),
+      clientPacket(4, 6, { ipOptions: [1, 1, 1, 0] }),
+      clientPacket(6, 17, { ext: [{ type: 0 }, { type: 51 }, { type: 44, moreFragments: true }] }),
+      clientPacket(6, 6),
+      clientPacket(6, 58),
+    ];
     const p = new ParsedPacket();
     const e = new EmbeddedPacket();
     let reflectedEmbedded = 0;
@@ -296,11 +467,18 @@ describe('malformed embedded packets', () => {
       }
       const before = Uint8Array.from(bytes);
       reflectPacket(bytes, p);
-      assert.equal(transportChecksumState(bytes, p), ChecksumState.Valid, 'the ICMP checksum survives whatever the body holds');
+      assert.equal(
+        transportChecksumState(bytes, p),
+        ChecksumState.Valid,
+        'the ICMP checksum survives whatever the body holds',
+      );
       assert.equal(parsePacket(bytes, 0, bytes.length, p), true);
       reflectPacket(bytes, p);
       assert.deepEqual(bytes, before);
     }
-    assert.ok(reflectedEmbedded > 1000, `only ${reflectedEmbedded} rounds had an embedded packet: the fuzz would prove little`);
+    assert.ok(
+      reflectedEmbedded > 1000,
+      `only ${reflectedEmbedded} rounds had an embedded packet: the fuzz would prove little`,
+    );
   });
 });

@@ -11,7 +11,7 @@ import { FIXTURES, loadFixture } from './fixture-files.ts';
 import { reflectingDataplane, seedPackets } from './fuzz-seeds.ts';
 
 describe('malformed packets', () => {
-  it('every proper prefix of every packet is "truncated", counted, dropped outbound and passed inbound', () => {
+  it('every proper prefix of every packet is "truncated", counted, and dropped both ways (inbound fails closed)', () => {
     const packets = seedPackets();
     const { dp, counters } = reflectingDataplane(256);
     const p = new ParsedPacket();
@@ -23,7 +23,7 @@ describe('malformed packets', () => {
         assert.equal(p.malformed, MalformedCode.Truncated, `len ${len} of ${whole.length}`);
         assert.equal(dp.outbound(buf, 0, len, 0), Verdict.Drop);
         assert.deepEqual(buf, whole.subarray(0, len), 'a dropped packet is left as it was');
-        assert.equal(dp.inbound(buf, 0, len, 0), Verdict.Pass);
+        assert.equal(dp.inbound(buf, 0, len, 0), Verdict.Drop);
         prefixes++;
       }
       // The whole packet parses, so "truncated" above was about the length alone.
@@ -91,7 +91,11 @@ describe('malformed packets', () => {
     }
     assert.ok(hbh > 0, 'fixtures include hop-by-hop headers');
     const snap = counters.snapshot();
-    for (const [reason, n] of Object.entries(expected)) assert.equal(snap.malformed.byReason[reason as keyof typeof snap.malformed.byReason], n, reason);
+    for (const [reason, n] of Object.entries(expected)) assert.equal(
+      snap.malformed.byReason[reason as keyof typeof snap.malformed.byReason],
+      n,
+      reason,
+    );
     assert.equal(snap.malformed.total, Object.values(expected).reduce((a, n) => a + n, 0));
   });
 
@@ -145,7 +149,10 @@ describe('malformed packets', () => {
     const snap = counters.snapshot();
     // Each packet went through outbound and inbound once: every one is counted exactly once per direction.
     // (A reflected packet comes back to inbound with the reflect address as source: forged.)
-    assert.equal(snap.reflected.packets + snap.passed.packets + snap.shieldDropped.packets + snap.forgedSourceDropped.packets + snap.malformed.total, iterations * 2);
+    assert.equal(
+      snap.reflected.packets + snap.passed.packets + snap.shieldDropped.packets + snap.forgedSourceDropped.packets + snap.malformed.total,
+      iterations * 2,
+    );
     assert.ok(snap.forgedSourceDropped.packets >= reflected, 'every reflected packet is forged when it comes back in');
     assert.equal(snap.reflected.packets, reflected);
     assert.ok(ok > iterations / 10 && ok < iterations, `a useful mix of good (${ok}) and malformed packets`);

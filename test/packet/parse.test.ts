@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MalformedCode, ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { corpus } from './corpus.ts';
-import { ipv4, ipv6, pattern, tcpSegment, udpDatagram, icmpMessage } from './build.ts';
+import { ipv4, ipv6, pattern, tcpSegment, udpDatagram, icmpMessage } from '../helpers/packet-builders.ts';
 
 function parse(bytes: Uint8Array, off = 0, len = bytes.length - off): ParsedPacket {
   const p = new ParsedPacket();
@@ -73,14 +73,34 @@ describe('parsePacket classifies malformed packets', () => {
     ['version 5', mutate(tcp4, (x) => (x[0] = 0x55)), tcp4.length, MalformedCode.BadVersion],
     ['version 0', mutate(tcp4, (x) => (x[0] = 0x05)), tcp4.length, MalformedCode.BadVersion],
     ['IHL 4', mutate(tcp4, (x) => (x[0] = 0x44)), tcp4.length, MalformedCode.BadHeaderLength],
-    ['IHL 15 beyond total length', mutate(tcp4, (x) => ((x[0] = 0x4f), (x[2] = 0), (x[3] = 40))), tcp4.length, MalformedCode.BadHeaderLength],
-    ['total length above buffer', mutate(tcp4, (x) => ((x[2] = 0), (x[3] = tcp4.length + 1))), tcp4.length, MalformedCode.Truncated],
+    [
+      'IHL 15 beyond total length',
+      mutate(tcp4, (x) => ((x[0] = 0x4f), (x[2] = 0), (x[3] = 40))),
+      tcp4.length,
+      MalformedCode.BadHeaderLength,
+    ],
+    [
+      'total length above buffer',
+      mutate(tcp4, (x) => ((x[2] = 0), (x[3] = tcp4.length + 1))),
+      tcp4.length,
+      MalformedCode.Truncated,
+    ],
     ['total length 19', mutate(tcp4, (x) => ((x[2] = 0), (x[3] = 19))), tcp4.length, MalformedCode.BadTotalLength],
     ['ipv6 payload length above buffer', mutate(tcp6, (x) => (x[5] += 1)), tcp6.length, MalformedCode.Truncated],
     ['tcp data offset 4', mutate(tcp4, (x) => (x[20 + 12] = 0x40)), tcp4.length, MalformedCode.BadTransportHeader],
-    ['tcp data offset past payload', mutate(tcp4, (x) => (x[20 + 12] = 0xf0)), tcp4.length, MalformedCode.BadTransportHeader],
+    [
+      'tcp data offset past payload',
+      mutate(tcp4, (x) => (x[20 + 12] = 0xf0)),
+      tcp4.length,
+      MalformedCode.BadTransportHeader,
+    ],
     ['ipv6 tcp data offset 0', mutate(tcp6, (x) => (x[40 + 12] = 0x00)), tcp6.length, MalformedCode.BadTransportHeader],
-    ['tcp header cut by total length', mutate(tcp4, (x) => ((x[2] = 0), (x[3] = 30))), tcp4.length, MalformedCode.BadTransportHeader],
+    [
+      'tcp header cut by total length',
+      mutate(tcp4, (x) => ((x[2] = 0), (x[3] = 30))),
+      tcp4.length,
+      MalformedCode.BadTransportHeader,
+    ],
   ];
   for (const [name, bytes, len, code] of cases) {
     it(name, () => {
@@ -122,6 +142,26 @@ describe('parsePacket classifies malformed packets', () => {
     assert.equal(parse(p).transportOffset, 56);
     const longer = mutate(p, (x) => (x[41] = 5)); // (5 + 2) * 4 = 28 bytes claimed, 16 + 8 present
     assert.equal(parse(longer).malformed, MalformedCode.BadExtensionHeader);
+  });
+
+  it('IPv4: the ports behind an authentication header are read (issue 19), and an AH running off the end is refused', () => {
+    // AH (RFC 4302): next header, length (4-byte units - 2), reserved, SPI, sequence, 12-byte ICV = 24 bytes.
+    const ah = (next: number, lengthByte = 4): number[] => [next, lengthByte, 0, 0, 0, 0, 0x10, 1, 0, 0, 0, 7, ...new Array(12).fill(0xab)];
+    const tcp = tcpSegment({ srcPort: 40000, dstPort: 8080, flags: 0x02 });
+    const p = parse(ipv4({ src: '192.0.2.1', dst: '203.0.113.1', proto: 51, payload: [...ah(6), ...tcp] }));
+    assert.equal(p.malformed, MalformedCode.None);
+    assert.equal(p.protocol, 6);
+    assert.equal(p.hasTransport, true);
+    assert.equal(p.transportOffset, 44);
+    assert.equal(p.dstPort, 8080);
+    const twice = parse(ipv4({ src: '192.0.2.1', dst: '203.0.113.1', proto: 51, payload: [...ah(51), ...ah(17), ...udpDatagram(5, 53, [1, 2])] }));
+    assert.equal(twice.malformed, MalformedCode.None);
+    assert.equal(twice.dstPort, 53);
+    const longer = parse(ipv4({ src: '192.0.2.1', dst: '203.0.113.1', proto: 51, payload: [...ah(6, 40), ...tcp] }));
+    assert.equal(longer.malformed, MalformedCode.BadExtensionHeader);
+    const esp = parse(ipv4({ src: '192.0.2.1', dst: '203.0.113.1', proto: 50, payload: pattern(40) }));
+    assert.equal(esp.malformed, MalformedCode.None);
+    assert.equal(esp.hasTransport, false, 'ESP is encrypted: no ports behind it');
   });
 
   it('hop-by-hop anywhere but first is refused', () => {

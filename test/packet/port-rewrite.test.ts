@@ -1,6 +1,6 @@
 /**
  * Port maps in the data plane, checked packet by packet: mapped packets' checksums are recomputed with the
- * independent reference in build.ts and compared (full and partial, IPv4 and IPv6, TCP and UDP), and the per-flow
+ * independent reference in test/helpers/packet-builders.ts and compared (full and partial, IPv4 and IPv6, TCP and UDP), and the per-flow
  * decisions of engine/port-mapper.ts are exercised through Dataplane.outbound exactly as the worker calls it.
  */
 import assert from 'node:assert/strict';
@@ -13,7 +13,7 @@ import { FlowTable } from '../../src/engine/flow-table.ts';
 import { PortMapper } from '../../src/engine/port-mapper.ts';
 import { adjustChecksum } from '../../src/packet/port-rewrite.ts';
 import { rng } from '../helpers/rng.ts';
-import { addressBytes, icmpMessage, ipv4, ipv6, pattern, pseudoHeader, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum } from './build.ts';
+import { addressBytes, icmpMessage, ipv4, ipv6, pattern, pseudoHeader, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum } from '../helpers/packet-builders.ts';
 
 const L4 = '192.0.2.10';
 const R4 = '198.51.100.1';
@@ -52,7 +52,11 @@ interface Spec {
 }
 
 function segment(s: Spec): number[] {
-  return s.proto === 6 ? tcpSegment({ srcPort: s.src, dstPort: s.dst, flags: s.flags ?? ACK, data: s.data ?? [] }) : udpDatagram(s.src, s.dst, s.data ?? []);
+  return s.proto === 6 ? tcpSegment({ srcPort: s.src, dstPort: s.dst, flags: s.flags ?? ACK, data: s.data ?? [] }) : udpDatagram(
+    s.src,
+    s.dst,
+    s.data ?? [],
+  );
 }
 
 /** A packet L → R as this host would send it. */
@@ -75,7 +79,10 @@ function send(dp: Dataplane, pkt: Uint8Array, partial = 0, now = T0): { verdict:
   const buf = new Uint8Array(pkt.length + 64).fill(0xee);
   buf.set(pkt, 32);
   const verdict = dp.outbound(buf, 32, pkt.length, now, partial);
-  assert.ok(buf.subarray(0, 32).every((b) => b === 0xee) && buf.subarray(32 + pkt.length).every((b) => b === 0xee), 'nothing outside the packet is touched');
+  assert.ok(
+    buf.subarray(0, 32).every((b) => b === 0xee) && buf.subarray(32 + pkt.length).every((b) => b === 0xee),
+    'nothing outside the packet is touched',
+  );
   return { verdict, out: buf.slice(32, 32 + pkt.length) };
 }
 
@@ -109,7 +116,10 @@ describe('incremental checksum update (RFC 1624)', () => {
       // 0x0000 and 0xffff are the same one's-complement value; a field never holds "negative zero" for a sum of data
       // that is not all zero, so compare modulo that.
       const got = adjustChecksum(before, oldWord, newWord);
-      assert.ok(got === after || (got ^ after) === 0xffff && (got === 0 || after === 0), `case ${i}: ${got} vs ${after}`);
+      assert.ok(
+        got === after || (got ^ after) === 0xffff && (got === 0 || after === 0),
+        `case ${i}: ${got} vs ${after}`,
+      );
     }
   });
 });
@@ -138,11 +148,20 @@ describe('port-mapped packets: checksums recomputed and compared', () => {
             const full = withChecksum(r.src, r.dst, proto, Array.from(r.seg));
             assert.equal(referenceChecksum(Array.from(r.seg)), checksumAt(Uint8Array.from(full), proto));
           }
-          const reply = send(dp, packet({ family, proto, src: 8080, dst: 40001, flags: SYN | ACK, data, checksum }), partial);
+          const reply = send(
+            dp,
+            packet({ family, proto, src: 8080, dst: 40001, flags: SYN | ACK, data, checksum }),
+            partial,
+          );
           assert.equal(reply.verdict, Verdict.Reflect);
           const q = view(reply.out);
           assert.deepEqual([q.srcPort, q.dstPort], [80, 40001]);
-          if (checksum === 'full') assert.ok(referenceTransportValid(q.src, q.dst, proto, q.seg), 'reply checksum valid');
+          if (checksum === 'full') {
+            assert.ok(
+              referenceTransportValid(q.src, q.dst, proto, q.seg),
+              'reply checksum valid',
+            );
+          }
           else {
             const full = withChecksum(q.src, q.dst, proto, Array.from(q.seg));
             assert.equal(referenceChecksum(Array.from(q.seg)), checksumAt(Uint8Array.from(full), proto));
@@ -227,7 +246,10 @@ describe('port maps decide by the flow', () => {
     const { dp, cfg } = setup(maps(R4, [[80, 8080, 'tcp']]));
     send(dp, packet({ family: 4, proto: 6, src: 41000, dst: 80, flags: SYN }));
     dp.configure({ ...cfg, portMaps: [] });
-    assert.equal(view(send(dp, packet({ family: 4, proto: 6, src: 8080, dst: 41000, flags: SYN | ACK })).out).srcPort, 8080);
+    assert.equal(
+      view(send(dp, packet({ family: 4, proto: 6, src: 8080, dst: 41000, flags: SYN | ACK })).out).srcPort,
+      8080,
+    );
     assert.equal(view(send(dp, packet({ family: 4, proto: 6, src: 41001, dst: 80, flags: SYN })).out).dstPort, 80);
   });
 
@@ -236,17 +258,27 @@ describe('port maps decide by the flow', () => {
     send(dp, packet({ family: 4, proto: 6, src: 41000, dst: 80, flags: SYN }));
     send(dp, packet({ family: 4, proto: 6, src: 41000, dst: 80, flags: FIN | ACK }));
     send(dp, packet({ family: 4, proto: 6, src: 8080, dst: 41000, flags: FIN | ACK }));
-    assert.equal(view(send(dp, packet({ family: 4, proto: 6, src: 41000, dst: 80, flags: SYN }), 0, T0 + 1).out).dstPort, 8080);
+    assert.equal(
+      view(send(dp, packet({ family: 4, proto: 6, src: 41000, dst: 80, flags: SYN }), 0, T0 + 1).out).dstPort,
+      8080,
+    );
   });
 
-  it('when the table is full, a new mapped flow is refused and counted; live flows keep working', () => {
+  it('when the table is full of answered flows, a new mapped flow is refused and counted; live flows keep working', () => {
     const { dp, counters } = setup(maps(R4, [[80, 8080, 'udp']]), 16);
-    for (let i = 0; i < 16; i++) assert.equal(send(dp, packet({ family: 4, proto: 17, src: 40000 + i, dst: 80 })).verdict, Verdict.Reflect);
+    for (let i = 0; i < 16; i++) {
+      assert.equal(send(dp, packet({ family: 4, proto: 17, src: 40000 + i, dst: 80 })).verdict, Verdict.Reflect);
+      // The server answers each one: an answered flow is never evicted to make room (engine/port-mapper.ts).
+      assert.equal(send(dp, packet({ family: 4, proto: 17, src: 8080, dst: 40000 + i })).verdict, Verdict.Reflect);
+    }
     assert.equal(send(dp, packet({ family: 4, proto: 17, src: 50000, dst: 80 })).verdict, Verdict.Drop);
     assert.equal(counters.snapshot().portMapRefused, 1);
     assert.equal(view(send(dp, packet({ family: 4, proto: 17, src: 8080, dst: 40003 })).out).srcPort, 80);
     // After the UDP idle limit the old entries make room again.
-    assert.equal(send(dp, packet({ family: 4, proto: 17, src: 50000, dst: 80 }), 0, T0 + 61_000).verdict, Verdict.Reflect);
+    assert.equal(
+      send(dp, packet({ family: 4, proto: 17, src: 50000, dst: 80 }), 0, T0 + 61_000).verdict,
+      Verdict.Reflect,
+    );
   });
 });
 

@@ -13,7 +13,7 @@ import {
 import { ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { reflectPacket } from '../../src/packet/reflect.ts';
 import { corpus, type CorpusPacket } from './corpus.ts';
-import { referenceChecksum, referenceTransportValid } from './build.ts';
+import { referenceChecksum, referenceTransportValid } from '../helpers/packet-builders.ts';
 
 function parsed(bytes: Uint8Array): ParsedPacket {
   const p = new ParsedPacket();
@@ -144,8 +144,14 @@ describe('buffers that are views into larger memory', () => {
         reflectPacket(buf, p);
         const n = p.addressLength;
         const orig = packets[i].bytes;
-        assert.deepEqual(Array.from(buf.subarray(p.srcOffset, p.srcOffset + n)), Array.from(orig.subarray(p.dstOffset, p.dstOffset + n)));
-        assert.deepEqual(Array.from(buf.subarray(p.dstOffset, p.dstOffset + n)), Array.from(orig.subarray(p.srcOffset, p.srcOffset + n)));
+        assert.deepEqual(
+          Array.from(buf.subarray(p.srcOffset, p.srcOffset + n)),
+          Array.from(orig.subarray(p.dstOffset, p.dstOffset + n)),
+        );
+        assert.deepEqual(
+          Array.from(buf.subarray(p.dstOffset, p.dstOffset + n)),
+          Array.from(orig.subarray(p.srcOffset, p.srcOffset + n)),
+        );
       }
     }
     // Neighbouring memory was not touched by the swaps.

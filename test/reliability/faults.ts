@@ -1,7 +1,7 @@
 /**
  * Fault matrix behind docs/reliability.md (`npm run reliability -- faults`): the real `retroflect run` in a
  * namespace, each fault applied and what is left behind recorded.
- *  - every stop signal (src/cli/run-engine.ts STOP_SIGNALS) at start-up, running, under load (iperf3 + a live
+ *  - every stop signal (src/cli/stop-signals.ts STOP_SIGNALS) at start-up, running, under load (iperf3 + a live
  *    change every 100 ms) and during cleanup (the same signal again 5 ms later);
  *  - SIGKILL during persisted changes, repeatedly: the config file must parse and hold only addresses that were
  *    ever configured; leftovers must be cleaned by the next start;
@@ -11,7 +11,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { STOP_SIGNALS } from '../../src/cli/run-engine.ts';
+import { STOP_SIGNALS } from '../../src/cli/stop-signals.ts';
 import { loadConfigFile } from '../../src/config/config-file.ts';
 import { ControlClient } from '../../src/control/client.ts';
 import { createTopology, waitFor, type Topology } from '../helpers/netns.ts';
@@ -140,7 +140,7 @@ async function diskFullAndReadOnly(t: Topology, dir: string) {
 }
 
 async function deletedTun(t: Topology, dir: string) {
-  const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'deltun.sock'), args: ['--reflect', '192.0.2.1', '--shield', '8080/tcp'] });
+  const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'deltun.sock'), args: ['--reflect', '192.0.2.1', '--shield', '8080/tcp', '--backend', 'tun'] });
   await t.a.must('ip', ['link', 'del', ENGINE_DEVICE]);
   const exit = await Promise.race([e.exited, new Promise((r) => setTimeout(() => r('still running after 10 s'), 10_000))]);
   const output = e.output().split('\n').filter((l) => /error|TUN/.test(l)).slice(-2);

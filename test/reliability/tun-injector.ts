@@ -1,15 +1,17 @@
 /**
  * Fixture, run inside a namespace where `retroflect run` reflects 192.0.2.1 and 2001:db8::1: crafted packets go
- * onto the engine's TUN device end to end. It opens a TUN device of its own (inj0) with a route to a fake peer
- * (203.0.113.50, 2001:db8:50::50) and turns on forwarding, then writes packets "from" that peer to the reflect
- * addresses into inj0: the kernel forwards them into the engine's device, the engine reflects (or counts and drops)
- * them, and what it reflects is forwarded back out of inj0, where this fixture reads it.
+ * onto the engine's TUN device end to end. It sends packets "from" a fake peer (203.0.113.50, 2001:db8:50::50) to
+ * the reflect addresses through raw sockets (IPPROTO_RAW: the header is ours), so they leave this host as its own —
+ * the engine's firewall drops packets forwarded into its device (nftables.ts) — and the kernel routes them into the
+ * engine's device; the engine reflects (or counts and drops) them, and what it reflects is routed to the peer, out of
+ * a TUN device of this fixture's own (inj0, with forwarding on), where this fixture reads it.
  *
  * The packets are the captured fixtures and the corpus with a valid IP header of our choosing (the kernel drops a
  * broken one before it could reach the engine) and 1-4 random byte writes, bit flips or truncations after it.
  * Usage: tun-injector.ts <count> <seed>. Prints {"ready": true}, then one JSON line with what it counted.
  */
 import { execFileSync } from 'node:child_process';
+import koffi from 'koffi';
 import { openTunDevice } from '../../src/packet-sources/tun/device.ts';
 import { EAGAIN, libc } from '../../src/platform/linux/libc.ts';
 import { rng } from '../helpers/rng.ts';
@@ -27,6 +29,24 @@ const REFLECT6 = Buffer.from('20010db8000000000000000000000001', 'hex');
 
 const c = libc();
 const fd = openTunDevice(DEV, { mtu: 1500, vnetHdr: false });
+const sendto = koffi.load('libc.so.6').func('long sendto(int fd, const void *buf, unsigned long len, int flags, const void *to, unsigned int tolen)');
+const AF_INET = 2;
+const AF_INET6 = 10;
+const IPPROTO_RAW = 255;
+const raw4 = c.socket(AF_INET, 3 /* SOCK_RAW */, IPPROTO_RAW);
+const raw6 = c.socket(AF_INET6, 3, IPPROTO_RAW);
+if (raw4 < 0 || raw6 < 0) throw new Error(`raw socket: ${c.strerror(c.errno())}`);
+/** sockaddr_in / sockaddr_in6 of the reflect addresses (port 0: a raw socket ignores it). */
+const to4 = Buffer.alloc(16);
+to4.writeUInt16LE(AF_INET, 0);
+Buffer.from(REFLECT4).copy(to4, 4);
+const to6 = Buffer.alloc(28);
+to6.writeUInt16LE(AF_INET6, 0);
+REFLECT6.copy(to6, 8);
+function send(p: Buffer): number {
+  const v6 = p[0]! >> 4 === 6;
+  return Number(sendto(v6 ? raw6 : raw4, p, p.length, 0, v6 ? to6 : to4, v6 ? to6.length : to4.length));
+}
 const sh = (file: string, args: string[]): void => void execFileSync(file, args, { stdio: 'ignore' });
 sh('ip', ['link', 'set', 'dev', DEV, 'up']);
 sh('sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1', 'net.ipv4.conf.all.rp_filter=0', `net.ipv4.conf.${DEV}.rp_filter=0`]);
@@ -103,7 +123,7 @@ function drain(): void {
 for (let i = 0; i < COUNT; i++) {
   const p = craft();
   if (!p) continue;
-  if (c.write(fd, p, p.length) < 0) writeErrors++;
+  if (send(p) < 0) writeErrors++;
   else written++;
   if (i % 32 === 31) {
     drain();
@@ -117,3 +137,5 @@ while (Date.now() < end) {
 }
 process.stdout.write(JSON.stringify({ written, writeErrors, returned, returnedOther }) + '\n');
 c.close(fd);
+c.close(raw4);
+c.close(raw6);

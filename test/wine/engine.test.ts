@@ -14,7 +14,7 @@ import { closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync, wr
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../packet-sources/windivert/double.ts';
+import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../helpers/windivert-double.ts';
 import { NODE_EXE, ROOT, runWine, setupWine, WINE_DIR, wineAvailable, wineEnv, winPath } from './setup.ts';
 
 const wine = await wineAvailable();

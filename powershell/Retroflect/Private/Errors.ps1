@@ -27,6 +27,8 @@ $script:ErrorMap = @{
     'E_TIMEOUT'             = @{ Id = 'Timeout';            Category = 'OperationTimeout';    Exception = 'System.TimeoutException' }
     'E_ENGINE_BUSY'         = @{ Id = 'EngineBusy';         Category = 'ResourceBusy';        Exception = 'System.InvalidOperationException' }
     'E_USAGE'               = @{ Id = 'Usage';              Category = 'InvalidArgument';     Exception = 'System.ArgumentException' }
+    'E_OUTPUT_FAILED'       = @{ Id = 'OutputFailed'; Category = 'WriteError'; Exception = 'System.IO.IOException' }
+    'E_OUTPUT_REFUSED' = @{ Id = 'OutputRefused'; Category = 'InvalidArgument'; Exception = 'System.ArgumentException' }
     'E_INTERNAL'            = @{ Id = 'Internal';           Category = 'NotSpecified';        Exception = 'System.InvalidOperationException' }
     # Module-only (before or around the engine):
     'PS_EXECUTABLE_NOT_FOUND' = @{ Id = 'ExecutableNotFound';  Category = 'ObjectNotFound';      Exception = 'System.IO.FileNotFoundException' }

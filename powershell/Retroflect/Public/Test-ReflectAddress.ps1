@@ -5,7 +5,9 @@ function Test-ReflectAddress {
 
     .DESCRIPTION
     Asks the engine to check each address exactly as Add-ReflectAddress would (an IP address, not one of this
-    host's addresses, not on a local subnet, routed) without changing anything. The result says whether it is
+    host's addresses, not on a local subnet, routed) without changing anything. When no engine runs, the engine
+    executable runs the same checks on this host ('retroflect address test'), with the config file's addresses as
+    the configured ones. The result says whether it is
     usable, why not, any warnings, whether it is already configured, and a suggested address of the same family
     that passes every check (taken from the documentation ranges, which nothing real uses). The engine's warnings
     (a public address, for example) are also written as warnings. All addresses of a pipeline are tested in one
@@ -72,6 +74,16 @@ function Test-ReflectAddress {
     end {
         # One session for the whole pipeline.
         if ($items.Count -eq 0) { return }
+        # No engine: the executable runs the engine's checks on this host ('retroflect address test').
+        $offline = Invoke-RetroflectOfflineAddressTest -Pipe $targetPipe -Address $items.ToArray()
+        if ($null -ne $offline) {
+            foreach ($result in $offline) {
+                foreach ($w in $result.warnings) { Write-Warning ('{0}: {1}' -f $result.input, $w) }
+                if ($Quiet) { [bool]$result.valid }
+                else { ConvertTo-RetroflectAddressTest -Test $result -Pipe $targetPipe }
+            }
+            return
+        }
         Invoke-RetroflectSession $PSCmdlet $targetPipe -NonTerminating {
             param($connection)
             foreach ($text in $items) {

@@ -5,6 +5,7 @@
 #   RETROFLECT_TEST_WINDIVERT_DIR a folder with the WinDivert TEST DOUBLE as WinDivert.dll (and a placeholder .sys)
 #   RETROFLECT_TEST_DIR           a scratch folder (Windows path)
 #   RETROFLECT_TEST_RESULTS       where to write the results
+#   RETROFLECT_TEST_FILTER        optional: run only the files whose names contain one of its comma-separated parts
 # Pester's own XML report crashes this process under Wine after the run, so it is off and the results are written
 # here; [Environment]::Exit ends the process without the console host's shutdown path.
 $ErrorActionPreference = 'Stop'
@@ -13,6 +14,24 @@ try {
     Import-Module Pester -RequiredVersion 5.7.1 -ErrorAction Stop
     $config = New-PesterConfiguration
     $config.Run.Path = $PSScriptRoot
+    $all = @(Get-ChildItem -LiteralPath $PSScriptRoot -Filter '*.Tests.ps1')
+    $names = { param($list) @($list -split ',' | Where-Object { $_ } | ForEach-Object { $_.Trim() + '.Tests.ps1' }) }
+    if ($env:RETROFLECT_TEST_FILTER) {
+        # Only the files whose names contain one of its comma-separated parts (test/doctor/doctor-windows-pester.test.ts).
+        $parts = $env:RETROFLECT_TEST_FILTER -split ','
+        $config.Run.Path = @($all | Where-Object { $name = $_.Name; @($parts | Where-Object { $name -like "*$_*" }).Count -gt 0 } |
+            ForEach-Object { $_.FullName })
+    }
+    elseif ($env:RETROFLECT_TEST_ONLY) {
+        # Only these files (test/wine/service-powershell.test.ts: RETROFLECT_TEST_ONLY=Installation,Release,Detached).
+        $only = & $names $env:RETROFLECT_TEST_ONLY
+        $config.Run.Path = @($all | Where-Object { $only -contains $_.Name } | ForEach-Object { $_.FullName })
+    }
+    elseif ($env:RETROFLECT_TEST_SKIP) {
+        # All but these (test/wine/powershell.test.ts skips the service's files).
+        $skip = & $names $env:RETROFLECT_TEST_SKIP
+        $config.Run.Path = @($all | Where-Object { $skip -notcontains $_.Name } | ForEach-Object { $_.FullName })
+    }
     $config.Run.PassThru = $true
     $config.Output.Verbosity = 'Detailed'
     $config.TestResult.Enabled = $false

@@ -3,13 +3,14 @@
  * address.set (desired state) and address.test. Changes go through config-changes.ts; address.test asks the host's
  * AddressRules.
  */
-import { addressFamily } from '../../config/intercept-config.ts';
 import { portMapsFor } from '../../config/port-maps.ts';
 import { addressSource } from '../../config/layers.ts';
 import { ErrorCode, isRetroflectError } from '../../errors.ts';
+import { ALLOW_KINDS, allowListsFor } from '../../config/allow-lists.ts';
 import { invalidParams } from '../../error-messages.ts';
+import { addressTestResult } from '../address-test.ts';
 import type { AddressTestResult } from '../protocol.ts';
-import { addressList, only, optionalBool, portMapRemovals, portMapSpecs, wantedAddresses, type Params } from './params.ts';
+import { addressList, allowChange, only, optionalBool, portMapRemovals, portMapSpecs, wantedAddresses, type Params } from './params.ts';
 import type { MethodContext, MethodTablePart } from './table.ts';
 
 /** Longest address.test input (an IPv6 address with a zone is far shorter). */
@@ -19,25 +20,7 @@ async function testAddress(params: Params, ctx: MethodContext): Promise<AddressT
   only(params, ['address']);
   const input = params.address;
   if (typeof input !== 'string' || input.length === 0 || input.length > MAX_TEST_INPUT_CHARS) throw invalidParams("'address' must be a non-empty string.", 'address');
-  const r = await ctx.addressRules.check(input);
-  const running = ctx.engine.config().reflectAddresses;
-  const valid = r.address !== null && r.refusals.length === 0;
-  const reasons = r.refusals.map((e) => ({
-    code: isRetroflectError(e) ? e.code : ErrorCode.INVALID_ADDRESS,
-    rule: typeof e.details?.rule === 'string' ? e.details.rule : null,
-    message: e.message,
-    hint: e.hint ?? null,
-  }));
-  const family = r.address !== null ? addressFamily(r.address) : 4;
-  return {
-    input,
-    address: r.address,
-    valid,
-    configured: r.address !== null && running.includes(r.address),
-    warnings: r.warnings,
-    reasons,
-    suggestion: valid ? null : await ctx.addressRules.suggest(family, running),
-  };
+  return addressTestResult(input, ctx.engine.config().reflectAddresses, ctx.addressRules);
 }
 
 export const addressMethods: MethodTablePart<'address.list' | 'address.add' | 'address.remove' | 'address.set' | 'address.test'> = {
@@ -54,6 +37,7 @@ export const addressMethods: MethodTablePart<'address.list' | 'address.add' | 'a
         persisted: persisted.includes(address),
         source: addressSource(address, policy, persistedConfig),
         portMaps: portMapsFor(running, address),
+        allow: allowListsFor(running, address),
       })),
     };
   },
@@ -62,8 +46,8 @@ export const addressMethods: MethodTablePart<'address.list' | 'address.add' | 'a
     return changes.setAddresses(wantedAddresses(params), optionalBool(params, 'whatIf'));
   },
   'address.add': (params, { changes }) => {
-    only(params, ['addresses', 'temporary', 'maps']);
-    return changes.addAddresses(addressList(params), optionalBool(params, 'temporary'), portMapSpecs(params));
+    only(params, ['addresses', 'temporary', 'maps', ...ALLOW_KINDS]);
+    return changes.addAddresses(addressList(params), optionalBool(params, 'temporary'), portMapSpecs(params), allowChange(params));
   },
   'address.remove': (params, { changes }) => {
     only(params, ['addresses', 'temporary', 'maps', 'skipMissing']);

@@ -16,7 +16,14 @@ import koffi from 'koffi';
 type LibraryHandle = ReturnType<typeof koffi.load>;
 
 /** WinDivertOpen layers (WINDIVERT_LAYER). */
-export const WinDivertLayer = { Network: 0, NetworkForward: 1 } as const;
+export const WinDivertLayer = { Network: 0, NetworkForward: 1, Flow: 2, Socket: 3, Reflect: 4 } as const;
+
+/**
+ * WinDivertOpen flags we use (WINDIVERT_FLAG_*). Sniff, RecvOnly, NoInstall: the REFLECT-layer reader. Drop: matching
+ * packets are dropped, never queued (no receive needed). Fragments: the handle sees inbound fragments one by one and
+ * no reassembled packets (both: the fragment-drop handle).
+ */
+export const WinDivertFlag = { Sniff: 0x1n, Drop: 0x2n, RecvOnly: 0x4n, NoInstall: 0x10n, Fragments: 0x20n } as const;
 
 /** WinDivertShutdown modes (WINDIVERT_SHUTDOWN). */
 export const WinDivertShutdown = { Recv: 1, Send: 2, Both: 3 } as const;
@@ -29,6 +36,9 @@ export const WinDivertParam = {
   VersionMajor: 3,
   VersionMinor: 4,
 } as const;
+
+/** Longest filter text WinDivertHelperFormatFilter may give back (the REFLECT layer's event data is at most 12 KiB). */
+const FORMAT_FILTER_MAX = 64 * 1024;
 
 /** The handle value WinDivertOpen returns on failure (INVALID_HANDLE_VALUE). */
 export const INVALID_HANDLE = -1;
@@ -63,6 +73,10 @@ export interface WinDivertApi {
   getParam(handle: number, param: number, value: BigUint64Array): boolean;
   /** Windows error code of the last failed call on this thread. */
   lastError(): number;
+  /** WinDivertHelperFormatFilter: a REFLECT event's filter object → filter text, or null. */
+  formatFilter(object: Buffer, layer: number): string | null;
+  /** WinDivertHelperEvalFilter: does `filter` match this packet (with its address)? null: the filter is refused. */
+  evalFilter(filter: string, packet: Buffer, addr: Buffer): boolean | null;
 }
 
 /** One load per path and thread: koffi keeps the library mapped, and declaring functions twice is wasted work. */
@@ -80,6 +94,8 @@ export function loadWinDivert(path: string): WinDivertApi {
   const close = lib.func('WinDivertClose', 'int', ['intptr_t']);
   const setParam = lib.func('WinDivertSetParam', 'int', ['intptr_t', 'int', 'uint64_t']);
   const getParam = lib.func('WinDivertGetParam', 'int', ['intptr_t', 'int', 'void *']);
+  const formatFilter = lib.func('WinDivertHelperFormatFilter', 'int', ['void *', 'int', 'void *', 'uint32_t']);
+  const evalFilter = lib.func('WinDivertHelperEvalFilter', 'int', ['str', 'void *', 'uint32_t', 'void *']);
 
   const isDouble = hasSymbol(lib, 'WinDivertDoubleGetLastError');
   let lastError: () => number;
@@ -103,6 +119,16 @@ export function loadWinDivert(path: string): WinDivertApi {
     setParam: (h, param, value) => setParam(h, param, value) !== 0,
     getParam: (h, param, value) => getParam(h, param, value) !== 0,
     lastError,
+    formatFilter: (object, layer) => {
+      const out = Buffer.alloc(FORMAT_FILTER_MAX);
+      if (formatFilter(object, layer, out, out.length) === 0) return null;
+      const end = out.indexOf(0);
+      return out.toString('utf8', 0, end < 0 ? out.length : end);
+    },
+    evalFilter: (filter, packet, addr) => {
+      if (evalFilter(filter, packet, packet.length, addr) !== 0) return true;
+      return lastError() === WinError.INVALID_PARAMETER ? null : false;
+    },
   };
   loaded.set(path, api);
   return api;

@@ -13,7 +13,7 @@ import { parseConfigObject } from '../../config/config-file.ts';
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import type { PolicySource } from '../../config/policy.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
-import { RegistryEvent, RegistryKey, type RegistryValue } from './registry.ts';
+import { RegistryEvent, RegistryKey, type RegistryValue } from './registry-key.ts';
 
 export const POLICY_KEY = 'SOFTWARE\\Policies\\Retroflect';
 export const POLICY_ADDRESSES_KEY = `${POLICY_KEY}\\ReflectAddresses`;

@@ -1,161 +1,58 @@
 /**
- * Reading HKEY_LOCAL_MACHINE through advapi32 (koffi): open a key, list its values, read one, and wait for a change
- * (RegNotifyChangeKeyValue with an event, waited for on koffi's worker threads so the engine's thread never blocks).
- * Only what the managed policy needs (policy-registry.ts); always the 64-bit view of the registry.
+ * Reading one registry value (advapi32 RegGetValueW, through koffi): the doctor's source for the WinDivert service's
+ * ImagePath, code-integrity states, firewall rules and network-isolation ranges. Read-only.
  */
 import koffi from 'koffi';
 
-const HKEY_LOCAL_MACHINE = 0x80000002;
-const KEY_READ = 0x20019;
-const KEY_NOTIFY = 0x0010;
-const KEY_WOW64_64KEY = 0x0100;
-export const ERROR_SUCCESS = 0;
-export const ERROR_FILE_NOT_FOUND = 2;
-const ERROR_MORE_DATA = 234;
-const ERROR_NO_MORE_ITEMS = 259;
+/** Predefined keys, as the sign-extended handle values Windows defines (winreg.h). */
+export const HKEY_LOCAL_MACHINE = -2147483646; // (HKEY)(ULONG_PTR)(LONG)0x80000002
+const RRF_RT_ANY = 0x0000ffff;
 const REG_SZ = 1;
 const REG_EXPAND_SZ = 2;
 const REG_DWORD = 4;
-const REG_NOTIFY_CHANGE_NAME = 0x1;
-const REG_NOTIFY_CHANGE_LAST_SET = 0x4;
-const WAIT_OBJECT_0 = 0;
-/** Longest value name (registry limit: 16,383 characters) and the data buffer we start with (grown on demand). */
-const MAX_VALUE_NAME_CHARS = 16_384;
-const FIRST_DATA_BYTES = 1024;
+const REG_MULTI_SZ = 7;
+const REG_QWORD = 11;
+const ERROR_SUCCESS = 0;
+const ERROR_MORE_DATA = 234;
+/** Values are small; a larger one is not what we look for. */
+const MAX_VALUE_BYTES = 1 << 20;
 
-type Handle = number;
-interface Api {
-  open(hKey: Handle, subKey: string, options: number, sam: number, out: Buffer): number;
-  enumValue(hKey: Handle, index: number, name: Buffer, nameChars: Buffer, reserved: null, type: Buffer, data: Buffer | null, dataBytes: Buffer): number;
-  query(hKey: Handle, name: string, reserved: null, type: Buffer, data: Buffer | null, dataBytes: Buffer): number;
-  close(hKey: Handle): number;
-  notify(hKey: Handle, subtree: number, filter: number, event: Handle, async: number): number;
-  createEvent(attrs: null, manualReset: number, initialState: number, name: null): Handle;
-  wait: { async(handle: Handle, ms: number, cb: (err: unknown, rc: number) => void): void };
-  closeHandle(handle: Handle): number;
-}
-let bound: Api | undefined;
+type RegGetValueW = (hkey: number, subKey: string, value: string | null, flags: number, type: Uint32Array,
+  data: Buffer | null, size: Uint32Array) => number;
+let bound: RegGetValueW | undefined;
 
-function api(): Api {
-  if (bound) return bound;
-  const advapi = koffi.load('advapi32.dll');
-  const kernel = koffi.load('kernel32.dll');
-  bound = {
-    open: advapi.func('long __stdcall RegOpenKeyExW(uintptr_t hKey, const char16_t *lpSubKey, uint32_t ulOptions, uint32_t samDesired, _Out_ uint8_t *phkResult)'),
-    enumValue: advapi.func(
-      'long __stdcall RegEnumValueW(uintptr_t hKey, uint32_t dwIndex, _Out_ uint8_t *lpValueName, _Inout_ uint32_t *lpcchValueName, void *lpReserved, _Out_ uint32_t *lpType, _Out_ uint8_t *lpData, _Inout_ uint32_t *lpcbData)',
-    ),
-    query: advapi.func('long __stdcall RegQueryValueExW(uintptr_t hKey, const char16_t *lpValueName, void *lpReserved, _Out_ uint32_t *lpType, _Out_ uint8_t *lpData, _Inout_ uint32_t *lpcbData)'),
-    close: advapi.func('long __stdcall RegCloseKey(uintptr_t hKey)'),
-    notify: advapi.func('long __stdcall RegNotifyChangeKeyValue(uintptr_t hKey, int bWatchSubtree, uint32_t dwNotifyFilter, uintptr_t hEvent, int fAsynchronous)'),
-    createEvent: kernel.func('uintptr_t __stdcall CreateEventW(void *lpEventAttributes, int bManualReset, int bInitialState, const char16_t *lpName)'),
-    wait: kernel.func('uint32_t __stdcall WaitForSingleObject(uintptr_t hHandle, uint32_t dwMilliseconds)'),
-    closeHandle: kernel.func('int __stdcall CloseHandle(uintptr_t hObject)'),
-  } as unknown as Api;
+function api(): RegGetValueW {
+  bound ??= koffi.load('advapi32.dll').func('__stdcall', 'RegGetValueW', 'int32_t', ['intptr_t', 'str16', 'str16',
+    'uint32_t', '_Out_ uint32_t *', 'void *', '_Inout_ uint32_t *']) as RegGetValueW;
   return bound;
 }
 
-function readHandle(buf: Buffer): Handle {
-  return buf.length >= 8 ? Number(buf.readBigUInt64LE(0)) : buf.readUInt32LE(0);
-}
+export type RegistryValue = string | number | string[];
 
-/** A registry failure other than "not there". */
-export class RegistryError extends Error {
-  constructor(readonly what: string, readonly code: number) {
-    super(`${what} failed with Windows error ${code}`);
-  }
-}
-
-/** One value as read: strings for REG_SZ/REG_EXPAND_SZ, numbers for REG_DWORD, null for any other type. */
-export interface RegistryValue {
-  name: string;
-  type: number;
-  data: string | number | null;
-}
-
-function decode(type: number, data: Buffer, bytes: number): string | number | null {
-  if (type === REG_SZ || type === REG_EXPAND_SZ) return data.subarray(0, bytes).toString('utf16le').replace(/\0+$/, '');
-  if (type === REG_DWORD && bytes >= 4) return data.readUInt32LE(0);
-  return null;
-}
-
-/** An open key under HKLM; close it. */
-export class RegistryKey {
-  private constructor(private handle: Handle, readonly path: string) {}
-
-  /** Open `HKLM\<path>` for reading (and change notification); null when the key does not exist. */
-  static openLocalMachine(path: string): RegistryKey | null {
-    const out = Buffer.alloc(koffi.sizeof('void *'));
-    const rc = api().open(HKEY_LOCAL_MACHINE, path, 0, KEY_READ | KEY_NOTIFY | KEY_WOW64_64KEY, out);
-    if (rc === ERROR_FILE_NOT_FOUND) return null;
-    if (rc !== ERROR_SUCCESS) throw new RegistryError(`Opening HKLM\\${path}`, rc);
-    return new RegistryKey(readHandle(out), path);
-  }
-
-  /** Every value of the key (RegEnumValueW for the names, RegQueryValueExW for each value's data). */
-  values(): RegistryValue[] {
-    const out: RegistryValue[] = [];
-    const name = Buffer.alloc(MAX_VALUE_NAME_CHARS * 2);
-    const nameChars = Buffer.alloc(4);
-    const type = Buffer.alloc(4);
-    const bytes = Buffer.alloc(4);
-    for (let index = 0; ; index++) {
-      nameChars.writeUInt32LE(MAX_VALUE_NAME_CHARS, 0);
-      bytes.writeUInt32LE(0, 0);
-      const rc = api().enumValue(this.handle, index, name, nameChars, null, type, null, bytes);
-      if (rc === ERROR_NO_MORE_ITEMS) return out;
-      if (rc !== ERROR_SUCCESS && rc !== ERROR_MORE_DATA) throw new RegistryError(`Listing the values of HKLM\\${this.path}`, rc);
-      const valueName = name.subarray(0, nameChars.readUInt32LE(0) * 2).toString('utf16le');
-      const value = this.value(valueName);
-      if (value) out.push(value);
-    }
-  }
-
-  /** One value, or null when it is not there. */
-  value(valueName: string): RegistryValue | null {
-    const type = Buffer.alloc(4);
-    const bytes = Buffer.alloc(4);
-    let data = Buffer.alloc(FIRST_DATA_BYTES);
-    for (;;) {
-      bytes.writeUInt32LE(data.length, 0);
-      const rc = api().query(this.handle, valueName, null, type, data, bytes);
-      if (rc === ERROR_FILE_NOT_FOUND) return null;
-      if (rc === ERROR_MORE_DATA) {
-        data = Buffer.alloc(bytes.readUInt32LE(0));
-        continue;
-      }
-      if (rc !== ERROR_SUCCESS) throw new RegistryError(`Reading HKLM\\${this.path}\\${valueName}`, rc);
-      return { name: valueName, type: type.readUInt32LE(0), data: decode(type.readUInt32LE(0), data, bytes.readUInt32LE(0)) };
-    }
-  }
-
-  /**
-   * Have `event` signalled at the next change to this key or anything below it (names and values). One-shot, as
-   * RegNotifyChangeKeyValue is: arm again after each signal.
-   */
-  notifyOn(event: RegistryEvent): void {
-    const rc = api().notify(this.handle, 1, REG_NOTIFY_CHANGE_NAME | REG_NOTIFY_CHANGE_LAST_SET, event.handle, 1);
-    if (rc !== ERROR_SUCCESS) throw new RegistryError(`Watching HKLM\\${this.path}`, rc);
-  }
-
-  close(): void {
-    if (this.handle) api().close(this.handle);
-    this.handle = 0;
-  }
-}
-
-/** An auto-reset event a key signals on change; waited for on koffi's worker threads. Close it. */
-export class RegistryEvent {
-  readonly handle: Handle = api().createEvent(null, 0, 0, null);
-
-  /** True when signalled within `timeoutMs`, false on timeout. */
-  wait(timeoutMs: number): Promise<boolean> {
-    return new Promise((resolve, reject) => {
-      api().wait.async(this.handle, timeoutMs, (err, result) => (err ? reject(err as Error) : resolve(result === WAIT_OBJECT_0)));
-    });
-  }
-
-  close(): void {
-    api().closeHandle(this.handle);
+/** The value (REG_SZ/EXPAND_SZ expanded → string, DWORD/QWORD → number, MULTI_SZ → string[]), or null when absent. */
+export function readRegistryValue(subKey: string, name: string | null,
+  hkey = HKEY_LOCAL_MACHINE): RegistryValue | null {
+  const type = new Uint32Array(1);
+  const size = new Uint32Array(1);
+  let rc = api()(hkey, subKey, name, RRF_RT_ANY, type, null, size);
+  if (rc !== ERROR_SUCCESS && rc !== ERROR_MORE_DATA) return null;
+  if (size[0] > MAX_VALUE_BYTES) return null;
+  const data = Buffer.alloc(Math.max(size[0], 8));
+  size[0] = data.length;
+  rc = api()(hkey, subKey, name, RRF_RT_ANY, type, data, size);
+  if (rc !== ERROR_SUCCESS) return null;
+  const bytes = data.subarray(0, size[0]);
+  switch (type[0]) {
+    case REG_SZ:
+    case REG_EXPAND_SZ:
+      return bytes.toString('utf16le').replace(/\0+$/, '');
+    case REG_MULTI_SZ:
+      return bytes.toString('utf16le').split('\0').filter((s) => s.length > 0);
+    case REG_DWORD:
+      return bytes.readUInt32LE(0);
+    case REG_QWORD:
+      return Number(bytes.readBigUInt64LE(0));
+    default:
+      return null;
   }
 }

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { Engine } from '../../../src/engine/engine.ts';
 import { MEMORY_IF_INDEX, MemoryHostBackend } from '../../../src/packet-sources/memory/host.ts';
-import { addressBytes, ipv4, referenceTransportValid, udpDatagram, withChecksum, tcpSegment } from '../../packet/build.ts';
+import { addressBytes, ipv4, referenceTransportValid, udpDatagram, withChecksum, tcpSegment } from '../../helpers/packet-builders.ts';
 
 const CLIENT = '198.51.100.2';
 const REFLECT = '192.0.2.1';

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
 import { TunHostBackend } from '../../../src/packet-sources/tun/host.ts';
 import { ErrorCode, RetroflectError } from '../../../src/errors.ts';
-import { shieldTableScript, shieldUpdateScript } from '../../../src/packet-sources/tun/nftables.ts';
+import { shieldTableScript, shieldUpdateScript } from '../../../src/platform/linux/nftables.ts';
 import { isAdministrator } from '../../../src/platform/privileges.ts';
 import { NetNs } from '../../helpers/netns.ts';
 
@@ -38,7 +38,10 @@ describe('TunHostBackend.plan (dry run)', () => {
     assert.match(details[8], /set shield_udp \{ type inet_service; counter; elements = \{ 53 \}; \}/);
     assert.match(details[8], /iifname "rflct7" accept/);
     assert.match(details[8], /set reflect_v4 \{ type ipv4_addr; elements = \{ 192\.0\.2\.1 \}; \}/);
-    assert.match(details[8], /set reflect_v6 \{ type ipv6_addr; elements = \{ 2001:db8::1 \}; \}/);
+    // An IPv6 source ::ffff:192.0.2.1 is 192.0.2.1 to a dual-stack socket: in the IPv6 set too.
+    assert.match(details[8], /set reflect_v6 \{ type ipv6_addr; elements = \{ 2001:db8::1, ::ffff:192\.0\.2\.1 \}; \}/);
+    // Forwarded packets never reach the device (only this host's own are reflected), and forged sources are not forwarded.
+    assert.match(details[8], /chain forward \{\n {4}type filter hook forward priority filter - 10; policy accept;\n {4}oifname "rflct7" counter name "forwarded" drop\n {4}iifname "rflct7" accept\n {4}ip saddr @reflect_v4 counter name "forged_source" log prefix "retroflect forged" group 21062 drop\n {4}ip6 saddr @reflect_v6 counter name "forged_source" log prefix "retroflect forged" group 21062 drop\n/);
     // Forged reflect sources are dropped on every interface but the TUN device (whose accept comes first), loopback too.
     assert.match(details[8], /iifname "rflct7" accept\n {4}ip saddr @reflect_v4 counter name "forged_source" log prefix "retroflect forged" group 21062 drop\n {4}ip6 saddr @reflect_v6 counter name "forged_source" log prefix "retroflect forged" group 21062 drop\n {4}iif lo accept\n/);
     assert.equal(steps.length, 9);
@@ -60,6 +63,8 @@ describe('nft scripts for live changes', () => {
       [
         'delete element inet retroflect reflect_v4 { 192.0.2.1 }',
         'add element inet retroflect reflect_v4 { 192.0.2.2, 203.0.113.9 }',
+        'delete element inet retroflect reflect_v6 { ::ffff:192.0.2.1 }',
+        'add element inet retroflect reflect_v6 { ::ffff:192.0.2.2, ::ffff:203.0.113.9 }',
         'delete element inet retroflect shield_tcp { 8443 }',
         'add element inet retroflect shield_tcp { 53 }',
         'delete element inet retroflect shield_udp { 53 }',
@@ -77,10 +82,12 @@ describe('nft scripts for live changes', () => {
   test('with an NFLOG group every drop rule logs to it with its verdict prefix; without one, none logs', () => {
     const drops = (script: string) => script.split('\n').filter((l) => / drop$/.test(l));
     const logged = drops(shieldTableScript(cfg, 'rflct0', 21062));
-    assert.equal(logged.length, 4);
-    assert.equal(logged.filter((l) => l.includes('log prefix "retroflect forged" group 21062 drop')).length, 2);
+    assert.equal(logged.length, 7);
+    assert.equal(logged.filter((l) => l.includes('log prefix "retroflect forged" group 21062 drop')).length, 4);
     assert.equal(logged.filter((l) => l.includes('log prefix "retroflect shield" group 21062 drop')).length, 2);
     for (const l of drops(shieldTableScript(cfg, 'rflct0', null))) assert.doesNotMatch(l, /log/);
+    // The forward hook's drop of packets routed into the device is counted only: a capture never asked for those.
+    assert.equal(logged.filter((l) => !l.includes(' log ')).length, 1);
   });
 });
 

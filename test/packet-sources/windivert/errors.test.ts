@@ -11,7 +11,7 @@ import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host
 import { ErrorCode, ExitCode, RetroflectError } from '../../../src/errors.ts';
 import { locateWinDivert, winDivertCandidates } from '../../../src/packet-sources/windivert/location.ts';
 import { doubleLastFilter } from './double-controls.ts';
-import { DOUBLE_PATH, loadDouble } from './double.ts';
+import { DOUBLE_PATH, loadDouble } from '../../helpers/windivert-double.ts';
 
 const { double } = loadDouble();
 const cfg = buildInterceptConfig(['192.0.2.1'], ['8080/tcp']);

@@ -8,7 +8,7 @@ import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_
 import type { WinDivertSourceInit, WinDivertSourceUpdate } from '../../../src/packet-sources/packet-source.ts';
 import { createWinDivertPacketSource } from '../../../src/packet-sources/windivert/source.ts';
 import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
-import { dataplaneConfig, makeDataplane, stopLikeWorker } from './double.ts';
+import { dataplaneConfig, makeDataplane, stopLikeWorker } from '../../helpers/windivert-double.ts';
 
 type Msg = { type: 'reconfigure'; config: InterceptConfig; update: WinDivertSourceUpdate } | { type: 'stop' };
 const { init, config, port } = workerData as { init: WinDivertSourceInit; config: InterceptConfig; port: MessagePort };
@@ -32,7 +32,7 @@ while (!stopping) {
   const { data, offset, length, outbound, verdict } = source.batch;
   const now = Date.now();
   for (let i = 0; i < n; i++) {
-    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now);
+    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now, source.batch.injected[i]);
   }
   if (n > 0) source.send();
 }

@@ -11,8 +11,8 @@ import { buildInterceptConfig } from '../../../src/config/intercept-config.ts';
 import { parsePortMapSpec } from '../../../src/config/port-maps.ts';
 import { Engine } from '../../../src/engine/engine.ts';
 import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
-import { addressBytes, ipv4, ipv6, pseudoHeader, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum } from '../../packet/build.ts';
-import { collectSent, DOUBLE_PATH, inject, loadDouble, outboundAddr, type SentPacket } from './double.ts';
+import { addressBytes, ipv4, ipv6, pseudoHeader, referenceChecksum, referenceTransportValid, tcpSegment, udpDatagram, withChecksum } from '../../helpers/packet-builders.ts';
+import { collectSent, DOUBLE_PATH, inject, loadDouble, outboundAddr, type SentPacket } from '../../helpers/windivert-double.ts';
 
 const { double } = loadDouble();
 const L4 = '198.51.100.2';

@@ -5,20 +5,20 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Dataplane, type DataplaneConfig } from '../../../src/engine/dataplane.ts';
-import { EngineCounters } from '../../../src/engine/counters.ts';
-import { FlowTable } from '../../../src/engine/flow-table.ts';
-import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
-import type { PacketSource } from '../../../src/packet-sources/packet-source.ts';
-import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../../src/packet-sources/windivert/address.ts';
-import { loadWinDivert, type WinDivertApi } from '../../../src/packet-sources/windivert/ffi.ts';
-import { bindDoubleControls, type WinDivertDoubleControl } from './double-controls.ts';
-import { addressBytes, ipv4, ipv6, tcpSegment, udpDatagram, withChecksum } from '../../packet/build.ts';
+import { Dataplane, type DataplaneConfig } from '../../src/engine/dataplane.ts';
+import { EngineCounters } from '../../src/engine/counters.ts';
+import { FlowTable } from '../../src/engine/flow-table.ts';
+import type { InterceptConfig } from '../../src/config/intercept-config.ts';
+import type { PacketSource } from '../../src/packet-sources/packet-source.ts';
+import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAddress } from '../../src/packet-sources/windivert/address.ts';
+import { loadWinDivert, type WinDivertApi } from '../../src/packet-sources/windivert/ffi.ts';
+import { bindDoubleControls, type WinDivertDoubleControl } from '../packet-sources/windivert/double-controls.ts';
+import { addressBytes, ipv4, ipv6, tcpSegment, udpDatagram, withChecksum } from './packet-builders.ts';
 
 /** The double built for this platform (the mingw DLL under Wine, the .so on Linux). */
 export const DOUBLE_PATH = process.platform === 'win32'
-  ? (process.env.RETROFLECT_TEST_WINDIVERT_DLL ?? fileURLToPath(new URL('../../../native/build/win64/WinDivert.dll', import.meta.url)))
-  : fileURLToPath(new URL('../../../native/build/linux/libwindivert_double.so', import.meta.url));
+  ? (process.env.RETROFLECT_TEST_WINDIVERT_DLL ?? fileURLToPath(new URL('../../native/build/win64/WinDivert.dll', import.meta.url)))
+  : fileURLToPath(new URL('../../native/build/linux/libwindivert_double.so', import.meta.url));
 
 /** WinDivert's API in the double (the shipped binding) and the double's own controls (double-controls.ts). */
 export function loadDouble(): { api: WinDivertApi; double: WinDivertDoubleControl } {
@@ -85,7 +85,8 @@ export function inject(double: WinDivertDoubleControl, packet: Uint8Array, addr:
   if (offer(double, packet, addr) !== 1) throw new Error('no handle captured the packet');
 }
 
-/** Hand a packet to the double as the stack would: 1 captured, 2 held for reassembly, 0 went to the wire. */
+/** Hand a packet to the double as the stack would: 1 captured, 2 held for reassembly, 3 blocked by a DROP handle,
+ *  0 went to the wire. */
 export function offer(double: WinDivertDoubleControl, packet: Uint8Array, addr: Partial<WinDivertAddress>): number {
   const buf = Buffer.from(packet);
   return double.inject(buf, buf.length, addressBuffer(addr));
@@ -152,7 +153,7 @@ function decideBatch(source: PacketSource, dataplane: Dataplane, timeoutMs: numb
   const { data, offset, length, outbound, verdict } = source.batch;
   const now = Date.now();
   for (let i = 0; i < n; i++) {
-    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now);
+    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now, source.batch.injected[i]);
   }
   source.send();
   return n;

@@ -16,8 +16,9 @@
  *   nfgenmsg   u8 family, u8 version (0), be16 resource id = the log group     (4 bytes)
  *   attributes u16 length (header included), u16 type, payload, padding to 4
  */
+import { readFileSync } from 'node:fs';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
-import { AF_NETLINK, EAGAIN, EINTR, ENOBUFS, libc, NETLINK_NETFILTER, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_RAW } from '../../platform/linux/libc.ts';
+import { AF_NETLINK, EAGAIN, EINTR, ENOBUFS, libc, NETLINK_NETFILTER, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_RAW } from './libc.ts';
 
 /** nfnetlink subsystem of the log, and its two message types. */
 const NFNL_SUBSYS_ULOG = 4;
@@ -199,6 +200,45 @@ function openSocket(): number {
   return fd;
 }
 
+/** The netlink port id the kernel gave socket `fd` (nl_pid of its sockaddr_nl); -1 when it cannot be read. */
+export function netlinkPortId(fd: number): number {
+  const addr = Buffer.alloc(12);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(addr.length, 0);
+  return libc().getsockname(fd, addr, len) < 0 ? -1 : addr.readUInt32LE(4);
+}
+
+/** Lists every bound log group of this network namespace: group, listener's port id, queue length, ... */
+const GROUP_LIST = '/proc/net/netfilter/nfnetlink_log';
+
+/** The netlink port id of whoever listens on log group `group` in this namespace now (null: nobody, or unknown). */
+export function groupListener(group: number): number | null {
+  let text: string;
+  try {
+    text = readFileSync(GROUP_LIST, 'utf8');
+  } catch {
+    return null;
+  }
+  for (const line of text.split('\n')) {
+    const [g, portId] = line.trim().split(/\s+/).map(Number);
+    if (g === group && Number.isInteger(portId)) return portId;
+  }
+  return null;
+}
+
+/**
+ * What an admin should know about log group `group`, which our socket (`ownPortId`) found free at start: null when
+ * it is still ours to take (nobody bound, or we are), else a sentence naming the other listener.
+ */
+export function groupTakenBy(group: number, ownPortId: number): string | null {
+  const holder = groupListener(group);
+  if (holder === null || holder === ownPortId) return null;
+  return (
+    `NFLOG group ${group} was taken by another program (netlink port id ${holder}); ` +
+    'captures miss firewall drops until it lets go or the engine restarts'
+  );
+}
+
 function logError(message: string): RetroflectError {
   return new RetroflectError(ErrorCode.BACKEND_FAILED, `The netfilter log (NFLOG) is not usable: ${message}.`, {
     hint: 'Captures will not show packets the shield rules drop; everything else works. The kernel needs nfnetlink_log (CONFIG_NETFILTER_NETLINK_LOG).',
@@ -277,7 +317,9 @@ export class FirewallLogReader {
     if (this.bound) return;
     const result = request(this.fd, this.group, ++this.seq, [bindCommand(), ...deliveryOptions()], this.buf);
     if (result !== 0) {
-      throw new RetroflectError(ErrorCode.BACKEND_FAILED, `Listening on NFLOG group ${this.group} failed: ${libc().strerror(result)}.`, {
+      const taken = groupTakenBy(this.group, netlinkPortId(this.fd));
+      const message = taken ? `${taken}.` : `Listening on NFLOG group ${this.group} failed: ${libc().strerror(result)}.`;
+      throw new RetroflectError(ErrorCode.BACKEND_FAILED, message, {
         hint: 'Captures will not show packets the shield rules drop. Another program may have taken the group; restart the engine to pick a free one.',
         details: { group: this.group, errno: result },
       });
@@ -293,11 +335,15 @@ export class FirewallLogReader {
     while (libc().read(this.fd, this.buf, this.buf.length) > 0);
   }
 
-  /** Read everything queued now (never waits) and hand each packet to `sink`. Returns the packets handed over. */
-  drain(sink: LoggedPacketSink): number {
+  /**
+   * Read what is queued now, at most `maxReads` datagrams (never waits), and hand each packet to `sink`. Returns the
+   * packets handed over. The bound keeps a flood of logged drops from holding the caller: the rest waits for its
+   * next pass (or is lost to the kernel's full queue, and counted in `lost`).
+   */
+  drain(sink: LoggedPacketSink, maxReads: number): number {
     const c = libc();
     let handed = 0;
-    for (;;) {
+    for (let reads = 0; reads < maxReads; reads++) {
       const got = c.read(this.fd, this.buf, this.buf.length);
       if (got < 0) {
         const errno = c.errno();
@@ -311,5 +357,6 @@ export class FirewallLogReader {
       if (got === 0) return handed;
       handed += forEachLoggedPacket(this.buf, got, this.prefixes, Date.now(), sink);
     }
+    return handed;
   }
 }
