@@ -79,6 +79,7 @@ class StopReason {
   get why(): string {
     return this.cause ?? 'it could not start';
   }
+}
 
 /** Where managed policy is read: `--policy`/RETROFLECT_POLICY name a file; otherwise the platform's place. */
 async function policySource(opts: RunOptions): Promise<PolicySource> {

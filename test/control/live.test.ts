@@ -131,7 +131,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
   let configPath: string;
   let engine: EngineHandle | undefined;
   let traffic: JsonLines;
-  const runArgs = ['--device', DEVICE, '--reflect', '192.0.2.1'];
+  const runArgs = ['--backend', 'tun', '--device', DEVICE, '--reflect', '192.0.2.1'];
 
   before(async () => {
     t = await createTopology('ctl');
@@ -153,7 +153,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const status = await engine!.cli(['status']);
     assert.equal(status.code, 0, status.stderr);
     assert.deepEqual(Object.keys(status.json).sort(), [
-      'addressSources', 'backend', 'backendInfo', 'configPath', 'hostRepairs', 'pid', 'pipeName', 'policy', 'portMaps',
+      'addressSources', 'allow', 'backend', 'backendInfo', 'configPath', 'hostRepairs', 'pid', 'pipeName', 'policy', 'portMaps',
       'reflectAddresses', 'runsAs', 'shieldPorts', 'shieldSources', 'startedAt', 'state', 'uptimeSeconds', 'version',
     ]);
     assert.equal(status.json.state, 'running');
@@ -167,7 +167,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const list = await engine!.cli(['address', 'list']);
     assert.equal(list.code, 0, list.stderr);
     // Given on the command line, not in the config file: running but not persisted.
-    assert.deepEqual(list.json, { addresses: [{ address: '192.0.2.1', persisted: false, source: 'Temporary', portMaps: [] }] });
+    assert.deepEqual(list.json, { addresses: [{ address: '192.0.2.1', persisted: false, source: 'Temporary', portMaps: [], allow: {} }] });
 
     const none = await retroflect(t.a, ['status', '--json', '--pipe', join(dir, 'nobody.sock')]);
     assert.equal(none.code, 7, none.stdout + none.stderr);
@@ -285,9 +285,9 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     assert.equal((await engine!.cli(['shield', 'add', '9001/udp', '--temporary'])).code, 0);
     const list = await engine!.cli(['address', 'list']);
     assert.deepEqual(list.json.addresses, [
-      { address: '192.0.2.1', persisted: false, source: 'Temporary', portMaps: [] },
-      { address: '192.0.2.10', persisted: true, source: 'Config', portMaps: [] },
-      { address: '192.0.2.11', persisted: false, source: 'Temporary', portMaps: [] },
+      { address: '192.0.2.1', persisted: false, source: 'Temporary', portMaps: [], allow: {} },
+      { address: '192.0.2.10', persisted: true, source: 'Config', portMaps: [], allow: {} },
+      { address: '192.0.2.11', persisted: false, source: 'Temporary', portMaps: [], allow: {} },
     ]);
 
     const stop = await engine!.cli(['stop']);
@@ -304,7 +304,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const gone = await engine!.cli(['status']);
     assert.equal(gone.code, 7, 'no engine after stop');
 
-    engine = await startEngine(t.a, dir, { config: configPath, args: ['--device', DEVICE] });
+    engine = await startEngine(t.a, dir, { config: configPath, args: ['--backend', 'tun', '--device', DEVICE] });
     const status = await engine.cli(['status']);
     assert.deepEqual(status.json.reflectAddresses, ['192.0.2.10']);
     assert.deepEqual(status.json.shieldPorts, [{ port: 9000, protocol: 'tcp' }]);

@@ -15,7 +15,7 @@ import { ControlClient } from '../../src/control/client.ts';
 import { startControlServer } from '../../src/control/server.ts';
 import { RetroflectError } from '../../src/errors.ts';
 import { testAddressRules } from '../helpers/address-rules.ts';
-import { InMemoryEngine } from './in-memory-engine.ts';
+import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
 const base = mkdtempSync(join(tmpdir(), 'rft-pol-'));
 after(() => rmSync(base, { recursive: true, force: true }));
