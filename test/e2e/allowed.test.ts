@@ -98,9 +98,14 @@ describe('allowed ports (Linux, real engine)', { timeout: 600_000 }, () => {
 
   test('trace shows the refused SYN with the verdict notAllowed', async () => {
     const trace = new JsonLines(t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', 'trace', '--json', '--verdict', 'notAllowed', '--count', '1', '--pipe', engine!.pipe]));
-    await new Promise((r) => setTimeout(r, 1000)); // the capture is open once the engine has the request
-    await peer(t.a, ['connect', R4, '8081', GUARD_MS]);
-    const line = await trace.next((o) => typeof o.verdict === 'string');
+    // The capture opens when the engine has the request, which a loaded machine may take a while to send: refused
+    // connects are made until the trace shows one.
+    let seen = false;
+    const knocking = (async () => {
+      while (!seen) await peer(t.a, ['connect', R4, '8081', GUARD_MS]);
+    })();
+    const line = await trace.next((o) => typeof o.verdict === 'string', 90_000).finally(() => (seen = true));
+    await knocking;
     assert.equal(line.verdict, 'notAllowed');
     assert.equal(line.protocol, 'tcp');
   });
