@@ -270,7 +270,9 @@ export function registerClientCommands(program: Command): void {
         if (Object.keys(allowParams(opts)).length) for (const a of r.allow ?? []) printSuccess(`${a.address} allows ${allowText(a) || 'every port and program'}${temp}.`);
       }),
     );
-  withCommon(address.command('test').description('Check address(es) as `address add` would, changing nothing (Test-ReflectAddress; without an engine, on this host); exit 4 if any is unusable.').argument('<address...>'))
+  const testText = 'Check address(es) as `address add` would, changing nothing (Test-ReflectAddress; without an engine, ' +
+    'on this host); exit 4 if any is unusable.';
+  withCommon(address.command('test').description(testText).argument('<address...>'))
     .action(async (addrs: string[], opts: CommonOptions) => {
       let allUsable = true;
       const print = (results: AddressTestResult[]): void => {

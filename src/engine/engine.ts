@@ -23,9 +23,9 @@ import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { EngineCounters } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
-import { FlowTable } from './flow-table.ts';
+import { flowIdleLimitMs, FlowTable } from './flow-table.ts';
 import { EngineStatsSource } from './stats.ts';
-import type { EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
+import type { EngineState, EngineStats, EngineStatus, FlowRecord, RunsAs } from './types.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 import { createPacketWorker } from './worker-entry.ts';
 import { CaptureHub } from '../capture/hub.ts';
@@ -40,6 +40,8 @@ export interface EngineOptions {
   /** How long start() waits for the worker to report ready. */
   startTimeoutMs?: number;
   log?: (level: 'info' | 'warn' | 'error', message: string) => void;
+  /** How the engine runs (shown in status); 'console' unless the caller knows better. */
+  runsAs?: RunsAs;
 }
 
 /** Counter slots are stable for as long as an address or port stays configured, so its counters survive changes. */
@@ -91,7 +93,10 @@ export class Engine extends EventEmitter {
   private queue: Promise<unknown> = Promise.resolve();
   private stopped: Promise<void> | null = null;
   private readonly statsSource: EngineStatsSource;
-  private readonly captureHub = new CaptureHub((captures) => this.post({ type: 'capture', captures }));
+  private readonly captureHub = new CaptureHub((captures) => {
+    this.post({ type: 'capture', captures });
+    this.emit('captures', captures.map((c) => c.id)); // for the event log (cli/engine-events.ts)
+  });
   /** Packet capture (capture/port.ts): captures open only while the engine runs; the backend names interfaces. */
   readonly capture: CapturePort;
   private hostCheckTimer: NodeJS.Timeout | null = null;
@@ -103,7 +108,9 @@ export class Engine extends EventEmitter {
     this.capture = {
       open: (captureOpts) => {
         this.assertRunning();
-        return this.captureHub.open(captureOpts);
+        const session = this.captureHub.open(captureOpts);
+        this.emit('captureStarted', session);
+        return session;
       },
       backend: opts.backend.kind,
       interfaceName: (ifIndex) => opts.backend.interfaceName(ifIndex),
@@ -114,6 +121,7 @@ export class Engine extends EventEmitter {
       opts.backend.firewallCounters?.bind(opts.backend) ?? null,
       // A failed firewall reading most likely means our table is gone: check (and restore) before answering.
       () => this.serialize(() => this.verifyHost('all')),
+      opts.backend.kernel ?? null,
     );
   }
 
@@ -196,7 +204,7 @@ export class Engine extends EventEmitter {
     }
     for (const what of repairs) {
       this.hostRepairs = { count: this.hostRepairs.count + 1, last: { at: new Date().toISOString(), what } };
-      this.opts.log?.('warn', what);
+      this.emit('hostRepaired', what);
     }
     if (repairs.length) this.statsSource.forgetHostReading(); // read before the repair: of a table that is gone
   }
@@ -278,7 +286,9 @@ export class Engine extends EventEmitter {
   reconfigure(next: InterceptConfig): Promise<void> {
     return this.serialize(async () => {
       this.assertRunning();
+      const prev = this.config();
       await this.transition(next);
+      this.emit('reconfigured', prev, this.config());
     });
   }
 
@@ -302,6 +312,7 @@ export class Engine extends EventEmitter {
       pipeName: this.opts.pipeName ?? null,
       backendInfo: this.opts.backend.describe?.() ?? {},
       hostRepairs: { count: this.hostRepairs.count, last: this.hostRepairs.last && { ...this.hostRepairs.last } },
+      runsAs: this.opts.runsAs ?? 'console',
     };
   }
 
@@ -310,8 +321,13 @@ export class Engine extends EventEmitter {
     return this.statsSource.stats(this.dataplaneConfig(this.current), uptimeSeconds, this.state === 'running');
   }
 
+  /** The data plane's flows, plus those a kernel data path (ebpf) recorded itself, with who made each. */
   flows(limit = Infinity): FlowRecord[] {
-    const flows = this.flowTable.snapshot(Date.now()).slice(0, limit);
+    const now = Date.now();
+    const flows = this.flowTable.snapshot(now);
+    const kernel = this.opts.backend.kernel;
+    if (kernel && this.state === 'running') flows.push(...kernel.flows(now, flowIdleLimitMs));
+    flows.splice(limit);
     const owners = this.opts.backend.socketOwners;
     if (!owners) return flows;
     // Who made each flow: the client's socket, looked up now (packet-source.ts HostBackend.socketOwners).

@@ -33,7 +33,11 @@ export interface EngineStatus {
   backendInfo: Record<string, string | number>;
   /** Host state the engine found removed by someone else and put back (nft table, routes): how often, and the last. */
   hostRepairs: { count: number; last: { at: string; what: string } | null };
+  /** How the engine runs: as the Windows service, a systemd unit, or from a console (a script, a scheduled task). */
+  runsAs: RunsAs;
 }
+
+export type RunsAs = 'service' | 'unit' | 'console';
 
 export interface PacketByteCount {
   packets: number;

@@ -14,6 +14,7 @@ import { Dataplane } from './dataplane.ts';
 import { FlowTable } from './flow-table.ts';
 import { isRetroflectError } from '../errors.ts';
 import { CaptureTaps } from '../capture/tap.ts';
+import { captureInterest } from '../capture/filter.ts';
 import { DropCause, FirewallDropCause, Verdict } from '../packet/verdicts.ts';
 import { ParsedPacket, parsePacket } from '../packet/parse.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
@@ -85,6 +86,7 @@ async function main(): Promise<void> {
         break;
       case 'capture':
         taps.update(msg.captures);
+        source.watchCaptures?.(captureInterest(msg.captures));
         observeFirewallDrops();
         break;
       case 'stop':

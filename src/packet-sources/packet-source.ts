@@ -7,6 +7,7 @@
  *  - `PacketSource` runs in the worker thread: it receives batches of packets and sends them back by verdict.
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
+import type { CaptureInterest } from '../packet/capture-interest.ts';
 import type { AllowWhoKind } from '../config/allow-lists.ts';
 import type { SocketOwner, SocketQuery } from '../platform/linux/socket-owners.ts';
 import type { FirewallDropCause } from '../packet/verdicts.ts';
@@ -72,6 +73,12 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
    * started (the engine goes on without it).
    */
   observeFirewallDrops?(sink: FirewallDropSink | null): void;
+  /**
+   * What the running captures might want (capture/filter.ts captureInterest), each time the set of captures changes.
+   * A backend that decides packets itself (ebpf) hands those to the data plane, where the taps see them; null: no
+   * capture runs.
+   */
+  watchCaptures?(interest: CaptureInterest | null): void;
   /** Firewall drop reports the kernel could not queue for us (cumulative), while observing. */
   readonly firewallDropsLost?: number;
   /**
@@ -132,6 +139,27 @@ export interface WinDivertSourceUpdate {
   switchTo: { handle: number; filter: string } | null;
 }
 
+/**
+ * ebpf: the packet socket on the veth peer (the user-space path, see ebpf/packet-socket.ts), the wake eventfd, the
+ * NFLOG socket and group (-1: none), the engine device's index, and the tc program's capture maps (while a capture
+ * runs, the program hands what it might want to the user-space path, so the taps see it).
+ */
+export interface EbpfSourceInit {
+  kind: 'ebpf';
+  fd: number;
+  wakeFd: number;
+  logFd: number;
+  logGroup: number;
+  ifIndex: number;
+  /** The program's settings, capture_addrs and capture_ports maps (worker: what captures want, see watchCaptures). */
+  captureMapFds: { settings: number; addresses: number; ports: number };
+}
+
+/** ebpf: a live change is host state only (maps, routes, nft); the worker keeps its socket. */
+export interface EbpfSourceUpdate {
+  kind: 'ebpf';
+}
+
 /** Memory (tests and development): the two shared packet queues (memory/queue.ts) and their slot size. */
 export interface MemorySourceInit {
   kind: 'memory';
@@ -150,6 +178,7 @@ export interface MemorySourceUpdate {
 /** Per backend kind: what `start()` and `apply()` hand the worker. Adding a backend adds a row here. */
 export interface SourceMessages {
   tun: { init: TunSourceInit; update: TunSourceUpdate };
+  ebpf: { init: EbpfSourceInit; update: EbpfSourceUpdate };
   windivert: { init: WinDivertSourceInit; update: WinDivertSourceUpdate };
   memory: { init: MemorySourceInit; update: MemorySourceUpdate };
 }
@@ -158,10 +187,12 @@ export type BackendKind = keyof SourceMessages;
 
 /**
  * Which "who" allow lists (config/allow-lists.ts) each backend enforces. A list a backend cannot enforce is refused
- * when it is set, never kept and silently ignored. TUN: users, groups and cgroups in its nft table (tun/nftables.ts).
+ * when it is set, never kept and silently ignored. TUN: users, groups and cgroups in its nft table (platform/linux/nftables.ts).
  */
 export const ENFORCED_WHO_LISTS: Record<BackendKind, readonly AllowWhoKind[]> = {
   tun: ['users', 'groups', 'cgroups'],
+  // Not yet: its host half does not keep the nft output rules up to date on changes as tun/host.ts does.
+  ebpf: [],
   windivert: [],
   memory: [],
 };
@@ -175,7 +206,7 @@ export interface ShieldCount {
   bytes: number;
 }
 
-/** Drop counts a host firewall keeps instead of the data plane (Linux nft, see tun/nftables.ts). */
+/** Drop counts a host firewall keeps instead of the data plane (Linux nft, see platform/linux/nftables.ts). */
 export interface FirewallCounters {
   /** Per shield port, keyed "8080/tcp". */
   shield: Map<string, ShieldCount>;
@@ -185,8 +216,45 @@ export interface FirewallCounters {
   notAllowed?: Map<string, ShieldCount>;
 }
 
+/** Packets and bytes per stats protocol (engine/counters.ts order: tcp, udp, icmp, other). */
+export type ProtocolCounts = Record<'tcp' | 'udp' | 'icmp' | 'other', ShieldCount>;
+
+/** A flow a kernel data path recorded, in the shape `flows` reports (engine/types.ts FlowRecord). */
+export interface KernelFlow {
+  protocol: 'tcp' | 'udp' | 'icmp' | 'icmpv6' | 'other';
+  reflectAddress: string;
+  localAddress: string;
+  clientPort: number;
+  serverPort: number;
+  mappedFromPort: number | null;
+  packets: number;
+  bytes: number;
+  firstSeen: string;
+  lastSeen: string;
+  state: 'open' | 'closed' | 'active';
+  /** Who made the flow: filled in by the engine when it lists flows (null here). */
+  pid: null;
+  processName: null;
+  uid: null;
+  user: null;
+  packageFamilyName: null;
+}
+
+/**
+ * What a backend that reflects in the kernel (ebpf) counts there instead of in the worker's data plane. The engine
+ * adds it to the data plane's own counters and flows, which still cover every packet the kernel hands to user space.
+ */
+export interface KernelDataPath {
+  /** Reflected packets and bytes per reflect address (those configured now; a re-added address starts at 0). */
+  reflectedByAddress(): Map<string, ProtocolCounts>;
+  /** The kernel's flows; those idle longer than `idleLimitMs(state)` (the engine's rule) are forgotten. */
+  flows(nowMs: number, idleLimitMs: (state: KernelFlow['state']) => number): KernelFlow[];
+}
+
 export interface HostBackend<K extends BackendKind = BackendKind> {
   readonly kind: K;
+  /** Set by backends that reflect packets in the kernel (ebpf). */
+  readonly kernel?: KernelDataPath;
   /** What start() would do for this config, for `run --dry-run`. Changes nothing. */
   plan(cfg: InterceptConfig): PlanStep[];
   /** Prepare the host and return what the worker needs. Cleans leftovers of a killed run first. */

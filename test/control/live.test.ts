@@ -153,7 +153,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const status = await engine!.cli(['status']);
     assert.equal(status.code, 0, status.stderr);
     assert.deepEqual(Object.keys(status.json).sort(), [
-      'backend', 'backendInfo', 'configPath', 'hostRepairs', 'pid', 'pipeName', 'portMaps', 'reflectAddresses', 'shieldPorts', 'startedAt', 'state', 'uptimeSeconds', 'version',
+      'backend', 'backendInfo', 'configPath', 'hostRepairs', 'pid', 'pipeName', 'portMaps', 'reflectAddresses', 'runsAs', 'shieldPorts', 'startedAt', 'state', 'uptimeSeconds', 'version',
     ]);
     assert.equal(status.json.state, 'running');
     assert.equal(status.json.backend, 'tun');

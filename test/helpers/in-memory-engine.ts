@@ -45,6 +45,7 @@ export class InMemoryEngine implements ControlEngine {
       pipeName: null,
       backendInfo: {},
       hostRepairs: { count: 0, last: null },
+      runsAs: 'console',
     };
   }
 

@@ -31,7 +31,7 @@ class RetroflectReflectAddressJson {
 }
 class RetroflectStatusJson {
     [object]$State; [object]$Version; [object]$Backend; [object]$ProcessId; [object]$StartedAt; [object]$UptimeSeconds
-    [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo
+    [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo; [string]$RunsAs
     [string] ToString() { return [string]$this.State }
 }
 class RetroflectFlowJson {
@@ -306,7 +306,17 @@ function ConvertTo-RetroflectStatus {
         PipeName         = $Status.pipeName
         Pipe             = $Pipe
         BackendInfo      = $backendInfo
+        # How the engine runs: Service (Windows), Unit (systemd) or Console (a script, a task, a terminal).
+        RunsAs           = ConvertTo-RetroflectRunsAs $Status.runsAs
     })
+}
+
+function ConvertTo-RetroflectRunsAs {
+    # The engine's runsAs (src/engine/types.ts) as Get-Retroflect shows it; an engine too old to say is 'Console'.
+    param([object]$Value)
+    $name = $script:RunsAsNames[[string]$Value]
+    if (-not $name) { return 'Console' }
+    return $name
 }
 
 function ConvertTo-RetroflectCount {
@@ -459,7 +469,8 @@ function ConvertTo-RetroflectCheck {
         Evidence   = $Check.evidence
     }
     # "$check" reads as "Fail: port.8080/tcp", as a log line would.
-    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value { '{0}: {1}' -f $this.Status, $this.Name }
+    $text = { '{0}: {1}' -f $this.Status, $this.Name }
+    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value $text
     return $o
 }
 

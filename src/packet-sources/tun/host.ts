@@ -1,8 +1,8 @@
 /**
  * Linux packet backend, main-thread half (`TunHostBackend`): a TUN device plus one host route per reflect address,
  * so everything this host sends to a reflect address is routed into the device; shield ports enforced by nftables
- * (nftables.ts), which also keeps their drop counters and logs the drops to NFLOG (nflog.ts) for captures. It makes
- * the device (device.ts), link, routes (routes.ts) and nft table, applies live changes, and cleans up (also after a
+ * (platform/linux/nftables.ts), which also keeps their drop counters and logs the drops to NFLOG (platform/linux/
+ * nflog.ts) for captures. It makes the device (device.ts), link, routes (platform/linux/routes.ts) and nft table, applies live changes, and cleans up (also after a
  * killed run). The worker half, reading and writing the device, is source.ts.
  */
 import { addressFamily, type InterceptConfig } from '../../config/intercept-config.ts';
@@ -24,10 +24,21 @@ import {
   type TunVariant,
   type TunVariantName,
 } from './device.ts';
-import { FIRST_LOG_GROUP, groupTakenBy, netlinkPortId, openFirewallLog } from './nflog.ts';
-import { installShield, NFT_FAMILY, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
-import { routeAddCommand, routeDeleteCommand } from './routes.ts';
-import { allowUpdateCommands, CGROUP_V2_ROOT, missingCgroups } from './allow-rules.ts';
+import { FIRST_LOG_GROUP, groupTakenBy, netlinkPortId, openFirewallLog } from '../../platform/linux/nflog.ts';
+import {
+  installShield,
+  NFT_FAMILY,
+  NFT_TABLE,
+  nftScriptCommand,
+  readFirewallCounters,
+  removeShield,
+  removeTableScript,
+  shieldTableDevice,
+  shieldTableScript,
+  updateShield,
+} from '../../platform/linux/nftables.ts';
+import { routeAddCommand, routeDeleteCommand } from '../../platform/linux/routes.ts';
+import { allowUpdateCommands, CGROUP_V2_ROOT, missingCgroups } from '../../platform/linux/allow-rules.ts';
 import { socketOwners, type SocketOwner, type SocketQuery } from '../../platform/linux/socket-owners.ts';
 
 export interface TunHostOptions {

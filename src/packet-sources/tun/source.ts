@@ -16,8 +16,8 @@ import { REFUSAL_MAX_BYTES } from '../../packet/refusal.ts';
 import { EAGAIN, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
 import { allocatePacketBatch, type FirewallDropSink, type PacketBatch, type PacketSource, type PacketSourceFactory, type TunSourceInit, type TunSourceUpdate } from '../packet-source.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_LEN } from './device.ts';
-import { FirewallLogReader, type LoggedPacketSink } from './nflog.ts';
-import { NFT_LOG_PREFIX } from './nftables.ts';
+import { FirewallLogReader, type LoggedPacketSink } from '../../platform/linux/nflog.ts';
+import { NFT_LOG_PREFIX } from '../../platform/linux/nftables.ts';
 
 /**
  * Packets per receive() at most. Big enough to amortise the poll, small enough to keep latency low. Under a single

@@ -1,6 +1,6 @@
 /**
- * Shield ports and forged reflect sources on Linux, done by the kernel's own firewall rather than the data plane (on
- * TUN the engine only sees outbound packets, so inbound drops have to happen in nftables).
+ * Shield ports and forged reflect sources on Linux (both backends, tun and ebpf), done by the kernel's own firewall
+ * rather than the data plane (the engine only sees outbound packets, so inbound drops have to happen in nftables).
  *
  * Everything lives in one table of our own, `inet retroflect`, so we never touch anyone else's rules and a leftover
  * from a killed run is removed with a single `delete table`:
@@ -58,11 +58,32 @@
  * `accept` in our chain only ends our chain; other tables' chains still see the packet, as they would without us.
  * The priority runs us just before the usual `filter` chains so a shielded port is dropped before they count it.
  */
-import { addressFamily, shieldKey, type InterceptConfig, type ShieldPort, type ShieldProtocol } from '../../config/intercept-config.ts';
-import type { FirewallCounters, ShieldCount } from '../packet-source.ts';
+import {
+  addressFamily,
+  shieldKey,
+  type InterceptConfig,
+  type ShieldPort,
+  type ShieldProtocol,
+} from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
-import { runCommand, type HostCommand } from '../../platform/linux/command.ts';
+import { runCommand, type HostCommand } from './command.ts';
 import { addressOfCounter, allowCommands, allowUpdateCommands, NFT_OUTPUT_CHAIN } from './allow-rules.ts';
+
+/** Packets and bytes one rule dropped (packet-sources' ShieldCount has this shape). */
+export interface NftCount {
+  packets: number;
+  bytes: number;
+}
+
+/**
+ * The table's drop counters (packet-sources' FirewallCounters has this shape): per shield port, forged sources, and
+ * per reflect address what its allow lists refused.
+ */
+export interface NftCounters {
+  shield: Map<string, NftCount>;
+  forgedSource: NftCount;
+  notAllowed?: Map<string, NftCount>;
+}
 
 /** Our table's family and name. Fixed, so every run (and every leftover) is found by name. */
 export const NFT_FAMILY = 'inet';
@@ -242,12 +263,12 @@ interface NftObject {
  * The table's counters, from one `nft` run: per-port shield drops from the sets' per-element counters, keyed like
  * `shieldKey` ("8080/tcp"), and the forged-source drops from the named counter.
  */
-export async function readFirewallCounters(): Promise<FirewallCounters> {
+export async function readFirewallCounters(): Promise<NftCounters> {
   const { stdout } = await runCommand({ file: 'nft', args: ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE] });
   const doc = JSON.parse(stdout) as { nftables: NftObject[] };
-  const shield = new Map<string, ShieldCount>();
-  let forgedSource: ShieldCount = { packets: 0, bytes: 0 };
-  const notAllowed = new Map<string, ShieldCount>();
+  const shield = new Map<string, NftCount>();
+  let forgedSource: NftCount = { packets: 0, bytes: 0 };
+  const notAllowed = new Map<string, NftCount>();
   for (const obj of doc.nftables) {
     if (obj.counter?.name === NFT_FORGED_COUNTER) forgedSource = { packets: obj.counter.packets, bytes: obj.counter.bytes };
     const refusedFor = obj.counter ? addressOfCounter(obj.counter.name) : null;
