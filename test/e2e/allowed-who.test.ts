@@ -168,7 +168,7 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 60
     assert.equal(flow.packageFamilyName, null);
     const human = await t.a.run('env', ['NO_COLOR=1', node, '--import', 'tsx', 'src/cli/main.ts', 'flows', '--pipe', engine!.pipe]);
     assert.match(human.stdout, new RegExp(`curl \\(${flow.pid}\\)[^\\n]*nobody`), human.stdout);
-    assert.equal((await slow).code, 0);
+    await slow; // it only held the connection open; how it ends (answer or the runner's time limit) is not the point
   });
 
   test('the lists survive a restart from the config file', async () => {
