@@ -137,21 +137,38 @@ export class Dataplane {
     return p.hasTransport && this.allowed.allows(slot, proto, p.srcPort, p.dstPort, p.tcpFlags);
   }
 
-  /** A packet from another host. Its source is a reflect address → forged (no other host can send from an address
-   *  while it is reflected): count, Drop — malformed or not, as long as the IP header was read. TCP/UDP with a
-   *  transport header (unfragmented or first fragment) to a shielded port → count, Drop. Later fragments cannot be
-   *  matched to a port and pass. Malformed → counted, Pass. */
-  inbound(buf: Uint8Array, off: number, len: number, _now: number): Verdict {
+  /**
+   * A packet arriving at this host. Decided in this order:
+   *  - its source is a reflect address and it came from the network (`injected` 0) → forged (no other host can send
+   *    from an address while it is reflected): count, Drop — malformed or not, as long as the IP header was read;
+   *  - its source is a reflect address and another driver on this host injected it (`injected` 1: WinDivert's
+   *    Impostor flag) → it is one of our reflected packets that a driver below us took and re-injected (a forged
+   *    packet comes from the network, never from a driver): count as passed, Pass, unshielded like every reflected
+   *    packet (reflection exists to reach shielded servers);
+   *  - malformed → count by reason, Drop (fail closed: a packet the parser cannot read might be to a shielded port
+   *    the capture filter saw; the stack would discard it anyway);
+   *  - TCP/UDP with a transport header (unfragmented or first fragment) to a shielded port → count, Drop. Later
+   *    fragments cannot be matched to a port and pass;
+   *  - anything else → Pass.
+   */
+  inbound(buf: Uint8Array, off: number, len: number, _now: number, injected = 0): Verdict {
     const p = this.packet;
     const wellFormed = parsePacket(buf, off, len, p);
     if (hasAddresses(p) && this.addresses.lookupSource(buf, p) >= 0) {
-      this.counters.addForgedSource(p.ipLength);
-      this.dropCause = DropCause.ForgedSource;
-      return Verdict.Drop;
+      if (injected === 0) {
+        this.counters.addForgedSource(p.ipLength);
+        this.dropCause = DropCause.ForgedSource;
+        return Verdict.Drop;
+      }
+      if (wellFormed) {
+        this.counters.addPassed(p.ipLength);
+        return Verdict.Pass;
+      }
     }
     if (!wellFormed) {
       this.counters.addMalformed(p.malformed);
-      return Verdict.Pass;
+      this.dropCause = DropCause.Malformed;
+      return Verdict.Drop;
     }
     if (p.hasTransport) {
       const proto = p.protocol;

@@ -110,12 +110,12 @@ async function main(): Promise<void> {
     dataplane.refusalLength = 0;
   };
   const decideAndSend = (n: number, now: number): void => {
-    const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum } = batch;
+    const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum, injected } = batch;
     if (taps.count === 0) {
       for (let i = 0; i < n; i++) {
         const v = outbound[i] === 1
           ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i])
-          : dataplane.inbound(buf, offset[i], length[i], now);
+          : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
         verdict[i] = v;
         if (v === Verdict.Drop && dataplane.refusalLength !== 0) sendRefusal(i);
       }
@@ -124,8 +124,9 @@ async function main(): Promise<void> {
       const origin = performance.timeOrigin;
       for (let i = 0; i < n; i++) {
         const out = outbound[i] === 1;
-        const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now);
+        const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
         verdict[i] = v;
+        if (v === Verdict.Reflect) source.completeChecksums?.(i); // record what goes out, not an offload's partial sum
         taps.offer(buf, offset[i], length[i], out, ifIndex[i], v, dataplane.dropCause, dataplane.packet, origin + performance.now());
         if (v === Verdict.Drop && dataplane.refusalLength !== 0) sendRefusal(i);
       }

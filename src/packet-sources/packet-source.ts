@@ -22,6 +22,12 @@ export interface PacketBatch {
   outbound: Uint8Array;
   /** The OS index of the interface it leaves through or arrived on (TUN: the device; WinDivert: IfIdx); 0 = unknown. */
   ifIndex: Uint32Array;
+  /**
+   * 1 = another driver on this host injected it (WinDivert's Impostor flag), 0 = it came from the network or from
+   * this host's own stack (TUN and memory: always 0). The data plane tells our reflected packets, re-injected by a
+   * third-party driver, from forged ones by it.
+   */
+  injected: Uint8Array;
   /** Filled by the worker loop with `Verdict` values (packet/verdicts.ts). */
   verdict: Uint8Array;
   /**
@@ -40,6 +46,7 @@ export function allocatePacketBatch(capacity: number, bytes: number): PacketBatc
     length: new Uint32Array(capacity),
     outbound: new Uint8Array(capacity),
     ifIndex: new Uint32Array(capacity),
+    injected: new Uint8Array(capacity),
     verdict: new Uint8Array(capacity),
     partialChecksum: new Uint8Array(capacity),
     count: 0,
@@ -64,6 +71,13 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
    * packet has complete checksums. A failure counts in `sendErrors`.
    */
   sendRefusal(index: number, packet: Uint8Array, length: number): void;
+
+  /**
+   * Make packet `i` of the batch byte for byte what send() will put out (WinDivert: compute the checksums the
+   * sender left to the NIC). Idempotent. The worker calls it for a reflected packet before a capture copies it, so
+   * captures record what goes out. Backends that send packets as they are have none.
+   */
+  completeChecksums?(i: number): void;
   /** Adopt a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
   adopt(cfg: InterceptConfig, update: SourceUpdate<K>): void;
   /**
