@@ -5,7 +5,8 @@
  *
  * `ip netns exec` gives each process a fresh /sys without the cgroup mount, so the engine (whose nft resolves cgroup
  * paths under /sys/fs/cgroup, as on a systemd host) and the clients mount the cgroup v2 hierarchy there first, in
- * their own mount namespace. The guard timers of the clients only end a hung client; assertions are on the error kind.
+ * their own mount namespace. The engine runs the TUN backend, which enforces these lists (ebpf does not yet: it
+ * refuses them). The guard timers of the clients only end a hung client; assertions are on the error kind.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
@@ -75,7 +76,7 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 60
       const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PEERS, 'serve', tcp, udpPorts, slow]));
       await servers.next((o) => o.ready === true);
     }
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'], prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
   });
 
   after(async () => {
@@ -174,7 +175,7 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 60
   test('the lists survive a restart from the config file', async () => {
     engine!.child.kill('SIGTERM');
     assert.equal(await engine!.exited, 0, engine!.output());
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'], prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
     assert.equal((await curl(t.a, { uid: STRANGER }, `http://${R4}:8080/`)).code, CURL_REFUSED);
     assert.equal((await curl(t.a, { uid: NOBODY }, `http://${R4}:8080/`)).code, 0);
   });

@@ -43,7 +43,7 @@ describe('allowed ports (Linux, real engine)', { timeout: 600_000 }, () => {
     config = join(dir, 'config.json');
     const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PEERS, 'serve', '8080,8081', '53,54', '0']));
     await servers.next((o) => o.ready === true);
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000 });
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'] });
   });
 
   after(async () => {
@@ -136,7 +136,7 @@ describe('allowed ports (Linux, real engine)', { timeout: 600_000 }, () => {
   test('the lists survive a restart from the config file', async () => {
     engine!.child.kill('SIGTERM');
     assert.equal(await engine!.exited, 0, engine!.output());
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000 });
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'] });
     assert.equal((await peer(t.a, ['connect', R6, '8081', GUARD_MS])).error, 'ECONNREFUSED');
     assert.equal((await peer(t.a, ['connect', R6, '8080', GUARD_MS])).ok, true);
   });
