@@ -5,6 +5,7 @@
 import { VERSION } from '../version.ts';
 import { guarded, summarize, type Check, type DoctorReport } from './check.ts';
 import { addressChecks, configCheck, engineCheck, portChecks, privilegesCheck } from './common.ts';
+import { allowListChecks } from './allow-lists.ts';
 import { gatherContext, type DoctorContext, type DoctorOptions } from './context.ts';
 import type { BoundSocket } from './listeners.ts';
 
@@ -41,6 +42,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
     checks.push(...platform.checks, ...platformResult);
     checks.push(...(await guarded('address', () => addressChecks(ctx))));
     checks.push(...(await guarded('port', () => portChecks(ctx, platform.sockets))));
+    checks.push(...(await guarded('allow', async () => allowListChecks(ctx))));
     checks.push(...(await guarded('engine', () => engineCheck(ctx))));
     return { version: VERSION, platform: ctx.platform, engineRunning: ctx.engine !== null, summary: summarize(checks),
       checks, repairs: platform.repairs };

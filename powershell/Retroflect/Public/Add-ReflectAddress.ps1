@@ -77,9 +77,9 @@ function Add-ReflectAddress {
     A TCP-only map.
 
     .EXAMPLE
-    Add-ReflectAddress 203.0.113.1 -Port 3128/tcp -User proxyclient
+    Add-ReflectAddress 203.0.113.1 -Port 3128/tcp -User root
 
-    Only TCP port 3128, and only programs of the user proxyclient (Linux), may use 203.0.113.1; the rest is refused.
+    Only TCP port 3128, and only programs running as root (Linux), may use 203.0.113.1; the rest is refused at once.
 
     .EXAMPLE
     Add-ReflectAddress 203.0.113.1 -Port all

@@ -6,7 +6,9 @@ function Get-ReflectFlow {
     .DESCRIPTION
     Returns one Retroflect.Flow per reflected connection or exchange, most recently seen first: protocol, reflect
     address, this host's address, client and server ports, packets, bytes, first and last time seen, and state
-    (TCP: open or closed; others: active).
+    (TCP: open or closed; others: active). Who made it, where the engine can tell: ProcessId, ProcessName, UserId
+    and User (Linux, looked up when flows are listed: $null once the client's socket is closed), PackageFamilyName
+    (Windows; not known yet, $null).
     When no engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction and
     $ErrorActionPreference decide (a script with $ErrorActionPreference = 'Stop' ends with an error).
 
@@ -34,6 +36,11 @@ function Get-ReflectFlow {
 
     .INPUTS
     System.String. Pipe names by the property name Pipe.
+
+    .EXAMPLE
+    Get-ReflectFlow | Group-Object ProcessName | Sort-Object Count -Descending
+
+    Which programs use the reflect addresses (for example a proxy reached through one), by number of flows.
 
     .OUTPUTS
     Retroflect.Flow
