@@ -34,6 +34,14 @@ Describe 'Get-Retroflect' {
         { Get-Retroflect -Pipe $none -ErrorAction Ignore } | Should -Not -Throw
         { Get-Retroflect -Pipe $none -ErrorAction Stop } | Should -Throw -ErrorId 'Retroflect.EngineNotRunning*'
     }
+    It 'gives one ErrorRecord for "no engine", its id ending in ,Get-Retroflect (issue 21)' {
+        Get-Retroflect -Pipe nothere -ErrorAction SilentlyContinue -ErrorVariable err
+        $err.Count | Should -Be 1
+        $err[0].FullyQualifiedErrorId | Should -Be 'Retroflect.EngineNotRunning,Get-Retroflect'
+        Get-Retroflect -Pipe 'not a pipe!' -ErrorAction SilentlyContinue -ErrorVariable err
+        $err.Count | Should -Be 1
+        $err[0].FullyQualifiedErrorId | Should -Be 'Retroflect.InvalidParams,Get-Retroflect'
+    }
     It 'reports Retroflect.AccessDenied with "run elevated" to a session that is not root (elevation check mocked: pwsh lives in root''s home here)' {
         Mock -ModuleName Retroflect Test-RetroflectElevated { $false }
         Get-Retroflect -Pipe $script:Pipe -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty

@@ -79,7 +79,7 @@ function Test-RetroflectPipeAnswers {
     $resolved = $null
     try { $resolved = Resolve-RetroflectPipe -Pipe $Pipe -ErrorAction Ignore } catch { return $true }
     if ($null -eq $resolved) { return $true }
-    if ($null -ne $resolved.SocketPath -and -not [System.IO.File]::Exists($resolved.SocketPath)) { return $false }
+    if (Test-RetroflectPipeMissing $resolved) { return $false }
     $stream = New-Object System.IO.Pipes.NamedPipeClientStream('.', $resolved.ClientPipeName,
         [System.IO.Pipes.PipeDirection]::InOut, [System.IO.Pipes.PipeOptions]::Asynchronous)
     try {

@@ -115,16 +115,10 @@ function Add-ReflectAddress {
         $params = @{ addresses = $collector.Items.ToArray() }
         if ($maps.Count) { $params.maps = $maps }
         if ($Temporary) { $params.temporary = $true }
-        $result = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
+        # A refusal about the input (nothing was added) is written, not thrown, so the caller may go on.
+        $result = Invoke-RetroflectSession $PSCmdlet $collector.Pipe -WriteCodes 'E_INVALID_ADDRESS', 'E_LIMIT_REACHED', 'E_INVALID_PORT', 'E_PORT_MAP_CONFLICT' {
             param($connection)
-            try {
-                Invoke-RetroflectMethod -Connection $connection -Method 'address.add' -Params $params -TargetObject $params.addresses
-            }
-            catch {
-                # About the input, and nothing was added: written, not thrown, so the caller may go on.
-                if (@('E_INVALID_ADDRESS', 'E_LIMIT_REACHED', 'E_INVALID_PORT', 'E_PORT_MAP_CONFLICT') -notcontains $_.Exception.Data['RetroflectCode']) { throw }
-                $PSCmdlet.WriteError($_)
-            }
+            Invoke-RetroflectMethod -Connection $connection -Method 'address.add' -Params $params -TargetObject $params.addresses
         }
         if ($null -eq $result) { return }
         foreach ($w in $result.warnings) { Write-Warning ('{0}: {1}' -f $w.address, $w.message) }
