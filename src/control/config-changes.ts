@@ -77,9 +77,11 @@ export class ConfigChanges {
         checkPortMaps({ ...persisted, portMaps: mergePortMaps(portMapsOf(persisted), wantedMaps).maps });
       }
       const warnings: AddressAddResult['warnings'] = [];
-      // Every new address is checked against the host before anything changes (all or nothing).
+      // Every new address is checked against the host before anything changes (all or nothing). A refusal's
+      // suggestion must not be an address that is already reflected (running or saved) or in this request.
+      const configured = [...running.reflectAddresses, ...this.store.config.reflectAddresses, ...wanted];
       for (const address of added) {
-        for (const message of (await this.validateAddress(address)).warnings) warnings.push({ address, message });
+        for (const message of (await this.validateAddress(address, configured)).warnings) warnings.push({ address, message });
       }
       await this.change(
         next,

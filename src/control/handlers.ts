@@ -34,7 +34,7 @@ export class MethodHandlers {
     this.context = {
       engine,
       store,
-      changes: new ConfigChanges(engine, store, (address) => opts.addressRules.validate(address)),
+      changes: new ConfigChanges(engine, store, (address, configured) => opts.addressRules.validate(address, configured)),
       addressRules: opts.addressRules,
       log: opts.log ?? (() => undefined),
     };
