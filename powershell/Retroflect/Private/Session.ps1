@@ -99,13 +99,31 @@ function Add-RetroflectPortItem {
     }
 }
 
+function Confirm-RetroflectAction {
+    <#
+    $Cmdlet.ShouldProcess($Target, $Action), except that a confirmation PowerShell cannot ask (pwsh -NonInteractive
+    with -Confirm or a low $ConfirmPreference) stops the cmdlet with Retroflect.ConfirmationRequired, so $? is
+    $false and the script is told to pass -Confirm:$false. Without this the host's exception was a statement error
+    inside the cmdlet: written, the item skipped, and $? still $true.
+    #>
+    param($Cmdlet, [string]$Target, [string]$Action)
+    try { return $Cmdlet.ShouldProcess($Target, $Action) }
+    catch {
+        if ($_.Exception.GetBaseException() -isnot [System.Management.Automation.Host.HostException] -and
+            $_.Exception.GetBaseException() -isnot [System.Management.Automation.PSInvalidOperationException]) { throw }
+        $Cmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'PS_CONFIRMATION_REQUIRED' -TargetObject $Target `
+            -Message "$Action $Target needs a confirmation, and PowerShell runs non-interactively (-NonInteractive): nothing was changed." `
+            -Hint 'Pass -Confirm:$false to go ahead unattended, or -WhatIf to see what would change.'))
+    }
+}
+
 function Add-RetroflectCollectorItem {
     # Adds $Item under $Key once; returns nothing. Items the user declines (-Confirm) or -WhatIf are not collected.
     param($Collector, [string]$Key, $Item, [string]$Pipe)
     if ($Pipe) { $Collector.Pipe = $Pipe }
     if ($Collector.Seen.ContainsKey($Key)) { return }
     $Collector.Seen[$Key] = $true
-    if ($Collector.Cmdlet.ShouldProcess(($Collector.Noun + ' ' + $Key + $Collector.Suffix), $Collector.Action)) {
+    if (Confirm-RetroflectAction $Collector.Cmdlet ($Collector.Noun + ' ' + $Key + $Collector.Suffix) $Collector.Action) {
         $Collector.Keys.Add($Key)
         $Collector.Items.Add($Item)
     }

@@ -111,6 +111,8 @@ function Start-Retroflect {
 
         [switch]$PassThru,
 
+        [Parameter(ValueFromPipelineByPropertyName)]
+
         [Alias('PipeName')]
         [string]$Pipe
     )
