@@ -1,5 +1,5 @@
 /**
- * What capture costs the reflect path: single-stream TCP throughput (iperf3) through the real `retroflect run`
+ * What capture costs the TUN reflect path: single-stream TCP throughput (iperf3) through the real `retroflect run --backend tun`
  * with capture off, with a capture whose filter matches nothing (the data plane's share alone), with a capture of
  * every packet at the default snap length (256 bytes), and with a capture of whole packets. The capture client runs
  * here and reads pcapng notifications as `retroflect capture` does (decoding base64, then discarding). Rounds
@@ -111,7 +111,7 @@ export async function run(): Promise<BenchResult[]> {
   const t = await createTopology('bcap');
   const dir = mkdtempSync(join(tmpdir(), 'rft-bcap-'));
   const pipe = join(dir, 'retroflect.sock');
-  const engine = spawnEngine(t.a, ['--no-config', '--reflect', ADDRESS, '--pipe', pipe, '--device', 'rflctb']);
+  const engine = spawnEngine(t.a, ['--no-config', '--reflect', ADDRESS, '--pipe', pipe, '--device', 'rflctb', '--backend', 'tun']);
   try {
     t.a.spawn('iperf3', ['-s', '-p', String(IPERF_PORT)]);
     await waitReady(engine);

@@ -44,6 +44,8 @@ import { Dataplane } from '../src/engine/dataplane.ts';
 import { FlowTable } from '../src/engine/flow-table.ts';
 import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram, withChecksum, addressBytes } from '../test/helpers/packet-builders.ts';
 import type { PortMap } from '../src/config/port-maps.ts';
+import type { AllowedPortEntry } from '../src/packet/allowed-ports.ts';
+import { IpProto, ParsedPacket, parsePacket } from '../src/packet/parse.ts';
 import type { BenchResult } from './types.ts';
 
 const R4 = '203.0.113.7';
@@ -87,6 +89,25 @@ interface PacketSet {
   /** Port-map cases: the maps to configure, and packets to send once before warm-up (the TCP SYNs opening flows). */
   portMaps?: PortMap[];
   prime?: Uint8Array[];
+  /** Allowed-ports cases: the port lists to configure (config/allow-lists.ts). */
+  allowedPorts?: AllowedPortEntry[];
+}
+
+/**
+ * The outbound mix with a port list on both reflect addresses that names every port the mix goes to, so every
+ * packet is still reflected: against 'outbound mix' it is what checking the list costs the reflect path.
+ */
+function allowedPortsSet(): PacketSet {
+  const set = layout(outboundPackets(MIX).map((bytes) => ({ bytes, outbound: true })));
+  const p = new ParsedPacket();
+  const open = new Map<string, { port: number; protocol: 'tcp' | 'udp' }>();
+  for (let i = 0; i < set.count; i++) {
+    if (!parsePacket(set.data, set.offset[i], set.length[i], p) || !p.hasTransport) continue;
+    const protocol = p.protocol === IpProto.Tcp ? 'tcp' : p.protocol === IpProto.Udp ? 'udp' : null;
+    if (protocol) open.set(`${p.dstPort}/${protocol}`, { port: p.dstPort, protocol });
+  }
+  const ports = [...open.values()];
+  return { ...set, allowedPorts: [{ slot: 0, open: ports, reply: [] }, { slot: 1, open: ports, reply: [] }] };
 }
 
 function layout(packets: { bytes: Uint8Array; outbound: boolean }[]): PacketSet {
@@ -260,6 +281,8 @@ const CASES: Record<string, () => PacketSet> = {
   // The same requests and replies with and without port maps: their ratio is what mapping costs the reflect path.
   'port-map off (same packets)': () => portMapSet(false),
   'port-map on (requests + replies)': () => portMapSet(true),
+  // The outbound mix again, with every address's port list set (all its ports allowed): the cost of the lists.
+  'allowed ports on (outbound mix)': allowedPortsSet,
 };
 
 /**
@@ -296,6 +319,7 @@ function dataplane(set: PacketSet): Dataplane {
   const dp = new Dataplane(new EngineCounters(), new FlowTable());
   dp.configure({
     portMaps: set.portMaps ?? [],
+    allowedPorts: set.allowedPorts ?? [],
     reflect: [
       { address: R4, slot: 0 },
       { address: R6, slot: 1 },
@@ -431,6 +455,16 @@ export async function run(): Promise<BenchResult[]> {
   const on = results.find((r) => r.name === 'packet-core port-map on (requests + replies)');
   if (off && on) {
     results.push({ name: 'packet-core port-map on/off: throughput ratio', value: Number((on.value / off.value).toFixed(3)), unit: 'x', note: 'same packets, same loop; aim ≥ 0.9' });
+  }
+  const mix = results.find((r) => r.name === 'packet-core outbound mix');
+  const listed = results.find((r) => r.name === 'packet-core allowed ports on (outbound mix)');
+  if (mix && listed) {
+    results.push({
+      name: 'packet-core allowed ports on/off: throughput ratio',
+      value: Number((listed.value / mix.value).toFixed(3)),
+      unit: 'x',
+      note: 'same packets, same loop, every port listed; aim ≥ 0.95',
+    });
   }
   results.push({
     name: 'packet-core heap growth per packet',

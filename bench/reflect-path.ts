@@ -1,8 +1,10 @@
 /**
  * The cost of the reflect path: a client in a namespace talks to a server on the same host, once to the host's own
  * address (the kernel's loopback path, the baseline), once through a minimal C loop on a TUN device (the design's
- * limit on this machine: bench/tun-c-loop.c), and once through a reflect address served by the real
- * `retroflect run` (out into the TUN, through the worker loop and the Dataplane, back in).
+ * limit on this machine: bench/tun-c-loop.c), once through a reflect address served by the real
+ * `retroflect run --backend tun` (out into the TUN, through the worker loop and the Dataplane, back in), and once
+ * through `retroflect run --backend ebpf` (reflected by the tc program in the kernel, no copy). One engine runs per
+ * host (namespace), so the ebpf engine has a second topology of its own; its servers and client are the same.
  *
  * All three paths are live at the same time (each on its own address), so rounds can alternate between them
  * cheaply: this machine is shared and its speed drifts by tens of percent within a minute, so only numbers taken
@@ -21,7 +23,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BenchResult } from './types.ts';
-import { createTopology, type NetNs, type Topology } from '../test/helpers/netns.ts';
+import { createTopology, type NetNs } from '../test/helpers/netns.ts';
 import { spawnEngine, waitReady } from '../test/e2e/engine-process.ts';
 
 /** Seconds per iperf3 run (the first ~0.3 s is slow start, so shorter runs under-report). */
@@ -44,7 +46,12 @@ const C_LOOP_DEVICE = 'rflctc';
 const C_LOOP_SOURCE = 'bench/tun-c-loop.c';
 const C_LOOP_BINARY = '.tmp/tun-c-loop';
 
-type PathName = 'direct' | 'c-loop' | 'engine' | 'engine-mapped';
+type PathName = 'direct' | 'c-loop' | 'engine' | 'engine-mapped' | 'ebpf';
+/** Where a path's client runs and what it connects to. */
+type PathTarget = { ns: NetNs; host: string };
+/** The ebpf engine's reflect address (in its own topology) and device. */
+const EBPF_ADDRESS = '192.0.2.1';
+const EBPF_DEVICE = 'rflcte';
 
 /**
  * A second reflect address on the same engine whose ports are mapped onto the servers' (5202=5201/tcp,
@@ -120,12 +127,12 @@ function round(v: number): number {
 const range = (values: number[]): string => `rounds: ${values.map((v) => v.toFixed(1)).join(', ')}`;
 
 /** Measure with every path already running; `hosts` maps each path to the address its client connects to. */
-async function measure(t: Topology, hosts: Partial<Record<PathName, string>>): Promise<BenchResult[]> {
+async function measure(hosts: Partial<Record<PathName, PathTarget>>): Promise<BenchResult[]> {
   const paths = Object.keys(hosts) as PathName[];
   const out: BenchResult[] = [];
   const gbps: Partial<Record<PathName, number[]>> = {};
   for (let r = 0; r < THROUGHPUT_ROUNDS; r++) {
-    for (const p of paths) (gbps[p] ??= []).push(await iperf(t.a, hosts[p]!, mappedPort(p, IPERF_PORT)));
+    for (const p of paths) (gbps[p] ??= []).push(await iperf(hosts[p]!.ns, hosts[p]!.host, mappedPort(p, IPERF_PORT)));
   }
   const tput = Object.fromEntries(paths.map((p) => [p, median(gbps[p]!)])) as Record<PathName, number>;
   for (const p of paths) {
@@ -150,6 +157,9 @@ async function measure(t: Topology, hosts: Partial<Record<PathName, string>>): P
       unit: 'x',
     });
   }
+  if (tput.ebpf && tput.engine) {
+    out.push({ name: 'reflect-path ebpf/engine: TCP throughput ratio (kernel path vs TUN)', value: round(tput.ebpf / tput.engine), unit: 'x' });
+  }
   if (tput['engine-mapped'] && tput.engine) {
     out.push({
       name: 'reflect-path engine-mapped/engine: TCP throughput ratio (port map cost)',
@@ -164,7 +174,7 @@ async function measure(t: Topology, hosts: Partial<Record<PathName, string>>): P
     const proto = tcp ? 'TCP' : 'UDP';
     const us: Partial<Record<PathName, number[]>> = {};
     for (let r = 0; r < LATENCY_ROUNDS; r++) {
-      for (const p of latencyPaths) (us[p] ??= []).push(await sockperf(t.a, hosts[p]!, tcp, mappedPort(p, 0)));
+      for (const p of latencyPaths) (us[p] ??= []).push(await sockperf(hosts[p]!.ns, hosts[p]!.host, tcp, mappedPort(p, 0)));
     }
     const lat = Object.fromEntries(latencyPaths.map((p) => [p, median(us[p]!)])) as Record<PathName, number>;
     for (const p of latencyPaths) {
@@ -199,13 +209,18 @@ export async function run(): Promise<BenchResult[]> {
   // The control socket must live in a root-owned 0700 directory (mkdtemp makes one).
   const pipeDir = mkdtempSync(join(tmpdir(), 'rft-bench-'));
   const pipe = join(pipeDir, 'retroflect.sock');
-  const engine = spawnEngine(t.a, ['--no-config', '--reflect', ENGINE_ADDRESS, '--pipe', pipe, '--device', 'rflcte']);
+  const engine = spawnEngine(t.a, ['--no-config', '--reflect', ENGINE_ADDRESS, '--pipe', pipe, '--device', 'rflcte', '--backend', 'tun']);
+  const t2 = await createTopology('benche');
+  const ebpf = spawnEngine(t2.a, ['--no-config', '--reflect', EBPF_ADDRESS, '--pipe', join(pipeDir, 'ebpf.sock'), '--device', EBPF_DEVICE, '--backend', 'ebpf']);
   try {
-    t.a.spawn('iperf3', ['-s', '-p', String(IPERF_PORT)]);
-    t.a.spawn('sockperf', ['sr', '-i', '0.0.0.0', '-p', String(SOCKPERF_UDP_PORT)]);
-    t.a.spawn('sockperf', ['sr', '--tcp', '-i', '0.0.0.0', '-p', String(SOCKPERF_TCP_PORT)]);
+    for (const ns of [t.a, t2.a]) {
+      ns.spawn('iperf3', ['-s', '-p', String(IPERF_PORT)]);
+      ns.spawn('sockperf', ['sr', '-i', '0.0.0.0', '-p', String(SOCKPERF_UDP_PORT)]);
+      ns.spawn('sockperf', ['sr', '--tcp', '-i', '0.0.0.0', '-p', String(SOCKPERF_TCP_PORT)]);
+    }
     if (haveCLoop) await startCLoop(t.a);
     await waitReady(engine);
+    await waitReady(ebpf);
     const maps = [
       `${IPERF_PORT + MAPPED_PORT_OFFSET}=${IPERF_PORT}/tcp`,
       `${SOCKPERF_UDP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_UDP_PORT}/udp`,
@@ -227,17 +242,23 @@ export async function run(): Promise<BenchResult[]> {
       ],
     );
     if (add.code !== 0) throw new Error(`adding the mapped address failed: ${add.stderr}`);
-    const paths = {
-      direct: t.a4,
-      ...(haveCLoop ? { 'c-loop': C_LOOP_ADDRESS } : {}),
-      engine: ENGINE_ADDRESS,
-      'engine-mapped': MAPPED_ADDRESS,
-    };
-    out.push(...(await measure(t, paths)));
+    const at = (host: string): PathTarget => ({ ns: t.a, host });
+    out.push(
+      ...(await measure({
+        direct: at(t.a4),
+        ...(haveCLoop ? { 'c-loop': at(C_LOOP_ADDRESS) } : {}),
+        engine: at(ENGINE_ADDRESS),
+        'engine-mapped': at(MAPPED_ADDRESS),
+        ebpf: { ns: t2.a, host: EBPF_ADDRESS },
+      })),
+    );
   } finally {
     engine.child.kill('SIGTERM');
+    ebpf.child.kill('SIGTERM');
     await engine.exited;
+    await ebpf.exited;
     await t.destroy();
+    await t2.destroy();
     rmSync(pipeDir, { recursive: true, force: true });
   }
   return out;

@@ -129,7 +129,8 @@ WD_EXPORT WD_BOOL WinDivertHelperFormatFilter(const char *filter, int layer, cha
 WD_EXPORT uint32_t WinDivertDoubleGetLastError(void);
 /* Hand one packet to the driver as the stack would (direction, loopback, interface from addr; Impostor=1 means
  * another driver injected it). Returns 1 when a handle queued it, 2 when it is an inbound fragment held for
- * reassembly, 0 when no handle took it (it went to the wire). */
+ * reassembly, 3 when a handle opened with WINDIVERT_FLAG_DROP blocked it, 0 when no handle took it (it went to the
+ * wire). */
 WD_EXPORT int WinDivertDouble_Inject(const void *packet, uint32_t len, const WD_ADDRESS *addr);
 /* Hand the same packet over `count` times (benchmarks). Returns how many a handle queued. */
 WD_EXPORT uint32_t WinDivertDouble_InjectRepeat(const void *packet, uint32_t len, const WD_ADDRESS *addr, uint32_t count);
@@ -167,6 +168,11 @@ WD_EXPORT uint32_t WinDivertDouble_OpenHandles(void);
 WD_EXPORT uint32_t WinDivertDouble_Queued(WD_HANDLE handle);
 /* Make every following WinDivertOpen fail with this Windows error code (0 = succeed again). */
 WD_EXPORT void WinDivertDouble_SetOpenError(uint32_t code);
+/* Set the driver's per-open counter (the low 16 bits of every handle's internal priority; the next open takes
+ * value + 1), so a test can make it wrap. */
+WD_EXPORT void WinDivertDouble_SetPriorityCounter(uint32_t value);
+/* Packets full handle queues dropped (the oldest first, as the driver does) since the last reset. */
+WD_EXPORT uint64_t WinDivertDouble_QueueDropped(void);
 /* Close every handle, wake every waiter, clear queues, the sent log and all settings. */
 WD_EXPORT void WinDivertDouble_Reset(void);
 

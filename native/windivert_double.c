@@ -10,8 +10,9 @@
  *    interface, and with Impostor=1 that another driver injected it).
  *  - Every handle's filter is compiled at WinDivertOpen (network-layer language; what the real compiler refuses is
  *    refused with ERROR_INVALID_PARAMETER) and evaluated on every packet, on the headers the driver parses.
- *  - A packet goes to the matching handle of highest priority (ties: the newest handle). A packet a handle sends
- *    (or that its close releases) is offered next only to matching handles of LOWER priority. A packet no handle
+ *  - A packet goes to the matching handle of highest internal priority (see internal_priority(): among equal user
+ *    priorities, normally the newest handle). A packet a handle sends (or that its close releases) is offered next
+ *    only to matching handles of LOWER internal priority (older handles of equal user priority included). A packet no handle
  *    takes leaves the driver: it is appended to the "wire", a record the tests read (outbound: onto the network;
  *    inbound: delivered to the local stack).
  *  - Outbound fragments are offered one by one; inbound fragments are offered only to handles opened with
@@ -29,8 +30,13 @@
  *    WinDivertShutdown, receiving ends with ERROR_NO_DATA once those are read. Handles of OTHER processes are seen
  *    through WINDIVERT_DOUBLE_DRIVER_DIR (below), the double's stand-in for the one driver all processes share;
  *    a record of a process that no longer runs is dropped, as the driver closes a dead process's handles.
- * Not modelled: queue time/size limits, overlapped I/O (lpOverlapped must be NULL), the flow/socket layers, filters
- * on REFLECT-layer fields, CLOSE events of other processes' handles, and the filter fields retroflect never uses (timestamp, event, random*, packet[]/payload[] arrays, local/remote*):
+ * Issue 19 facts: internal priorities (user priority << 16 | a per-open counter that wraps), a full queue drops its
+ * oldest packets (length and bytes), SendEx recomputes IP/TCP/UDP checksums whose flag is 0, a send after
+ * SHUTDOWN_SEND fails with 232, WINDIVERT_FLAG_DROP handles block what they match, IPv6 atomic fragments are never
+ * re-indicated as reassembled.
+ * Not modelled: the queue time limit, overlapped I/O (lpOverlapped must be NULL), the flow/socket layers, filters
+ * on REFLECT-layer fields, CLOSE events of other processes' handles, and the filter fields retroflect never uses
+ * (timestamp, event, random*, packet[]/payload[] arrays, local/remote*):
  * the double refuses those with 87 and says so in WinDivertDouble_LastOpenReason.
  *
  * Optional environment, read at the first successful open, to drive a whole `retroflect run` from files:
@@ -61,9 +67,13 @@
 #define MAX_HANDLES 4096
 /* Longest filter kept for WinDivertDouble_LastFilter. */
 #define MAX_FILTER 65536
-/* The real compiler's limits: 256 tests after compilation, 5 * 256 tokens, a token shorter than 40 characters. */
-#define FILTER_MAX_TESTS 256
-#define FILTER_MAX_TOKENS (5 * 256)
+/* The real limits. The DLL tokenizes into a table of 5 * 256 entries and refuses the filter once 1,278 entries are
+ * taken before the end token (so at most 1,277 tokens); the driver refuses a compiled filter of 256 or more tests
+ * (WINDIVERT_FILTER_MAXLEN = 256 objects, `length >= MAXLEN` is an error), so 255 is the ceiling. A token is shorter
+ * than 40 characters. */
+#define FILTER_MAX_TESTS 255
+#define FILTER_TOKEN_TABLE (5 * 256)
+#define FILTER_MAX_TOKENS 1277
 #define TOKEN_MAX_LEN 40
 /* Nesting depth the double's recursive parser accepts (the real one also bounds it). */
 #define FILTER_MAX_DEPTH 64
@@ -541,12 +551,12 @@ static Node *parse_or(Parser *p, int depth) {
 
 /* Compile `text`; on success *out holds the tree (root = the node returned). NULL + *reason on refusal. */
 static Node *compile_filter(const char *text, Filter *out, const char **reason) {
-    Token *toks = malloc(FILTER_MAX_TOKENS * sizeof *toks);
+    Token *toks = malloc(FILTER_TOKEN_TABLE * sizeof *toks);
     if (!toks) {
         *reason = "out of memory";
         return NULL;
     }
-    int n = tokenize(text, toks, FILTER_MAX_TOKENS, reason);
+    int n = tokenize(text, toks, FILTER_MAX_TOKENS + 2, reason); /* room for 1,277 tokens and the end token */
     Node *root = NULL;
     if (n > 0) {
         out->cap = n * 2 + 2;
@@ -561,7 +571,7 @@ static Node *compile_filter(const char *text, Filter *out, const char **reason) 
         }
         if (root && out->tests > FILTER_MAX_TESTS) {
             root = NULL;
-            p.reason = "more than 256 tests";
+            p.reason = "256 or more tests";
         }
         if (!root) {
             *reason = p.reason ? p.reason : "bad syntax";
@@ -778,7 +788,8 @@ static int eval_node(const Node *n, const View *v, const WD_ADDRESS *a) {
 /* ---------------------------------------------------------------------------------------------------------------
  * Handles, queues, the wire.
  */
-#define NO_LIMIT 0x7fffffff
+/* Offered to every handle: above any internal priority (they are 32-bit). */
+#define NO_LIMIT ((int64_t)1 << 40)
 #define FLAG_SNIFF 0x1
 #define FLAG_DROP 0x2
 #define FLAG_RECV_ONLY 0x4
@@ -793,6 +804,8 @@ typedef struct {
     int64_t opened_at;
     char *filter_text; /* what a REFLECT handle reports as the filter object */
     int16_t priority;
+    uint32_t rank; /* the driver's internal priority: see internal_priority() */
+    uint64_t queued_bytes;
     uint64_t flags;
     Filter filter;
     Node *root;
@@ -835,6 +848,13 @@ static uint32_t fail_code;
 static int32_t fail_index = -1;
 static Filter fail_filter;
 static Node *fail_root;
+
+static uint32_t priority_counter;
+static uint64_t queue_dropped; /* packets full queues dropped (oldest first) since the last reset */
+/* Issue 19 driver facts, defined together below (before WinDivertSendEx). */
+static uint32_t internal_priority(int16_t priority);
+static int needs_checksums(const WD_ADDRESS *a);
+static void fill_checksums(Packet *p);
 
 static __thread uint32_t thread_last_error;
 
@@ -928,26 +948,48 @@ static void to_wire(Packet *p, int64_t handle, uint8_t origin) {
 
 enum { WHO_ALL, WHO_FRAGMENT_HANDLES, WHO_REASSEMBLED_HANDLES };
 
-/* The matching handle of highest priority below `below` (ties: the newest), or NULL. Caller holds the lock. */
-static Slot *choose(const View *v, const WD_ADDRESS *addr, int32_t below, int who) {
+/* The matching handle of highest internal priority below `below`, or NULL. Caller holds the lock. Internal
+ * priorities order every handle (driver: the user priority in the high 16 bits, a per-open counter in the low 16),
+ * so among equal user priorities the newest handle comes first — unless the counter wrapped in between. */
+static Slot *choose(const View *v, const WD_ADDRESS *addr, int64_t below, int who) {
     Slot *best = NULL;
     for (uint32_t i = 0; i < slots_used; i++) {
         Slot *s = &slots[i];
-        if (!s->used || s->closed || s->shut_recv || s->priority >= below || !s->root) continue;
+        if (!s->used || s->closed || s->shut_recv || (int64_t)s->rank >= below || !s->root) continue;
         if (who == WHO_FRAGMENT_HANDLES && !(s->flags & FLAG_FRAGMENTS)) continue;
         if (who == WHO_REASSEMBLED_HANDLES && (s->flags & FLAG_FRAGMENTS)) continue;
-        if (best && s->priority < best->priority) continue; /* equal priority: the later (newer) slot wins */
+        if (best && s->rank < best->rank) continue;
         if (!eval_node(s->root, v, addr)) continue;
         best = s;
     }
     return best;
 }
 
-/* Offer p to the handles; returns the slot that queued it (taking ownership), or NULL. Caller holds the lock. */
-static Slot *offer(Packet *p, const View *v, int32_t below, int who) {
-    Slot *best = choose(v, &p->addr, below, who);
-    if (!best || !queue_push(&best->queue, p)) return NULL;
+/* Queue p on a handle. A full queue (length or bytes, WINDIVERT_PARAM_QUEUE_LENGTH/SIZE) drops its OLDEST packets
+ * until the new one fits (driver: "the queue is full; drop a packet & try again" removes the head). Queue time is
+ * not modelled. Returns 0 (p not taken) only when out of memory. Caller holds the lock. */
+static int enqueue(Slot *s, Packet *p) {
+    if (s->flags & FLAG_DROP) { /* WINDIVERT_FLAG_DROP: a matching packet is blocked, never queued */
+        free(p);
+        return 1;
+    }
+    while (s->queue.count > 0 && (s->queue.count + 1 > s->params[WD_PARAM_QUEUE_LENGTH] ||
+                                  s->queued_bytes + p->len > s->params[WD_PARAM_QUEUE_SIZE])) {
+        Packet *old = queue_pop(&s->queue);
+        s->queued_bytes -= old->len;
+        free(old);
+        queue_dropped++;
+    }
+    if (!queue_push(&s->queue, p)) return 0;
+    s->queued_bytes += p->len;
     pthread_cond_broadcast(&changed);
+    return 1;
+}
+
+/* Offer p to the handles; returns the slot that queued it (taking ownership), or NULL. Caller holds the lock. */
+static Slot *offer(Packet *p, const View *v, int64_t below, int who) {
+    Slot *best = choose(v, &p->addr, below, who);
+    if (!best || !enqueue(best, p)) return NULL;
     return best;
 }
 
@@ -961,9 +1003,9 @@ static uint16_t ipv4_header_checksum(const uint8_t *h, uint32_t hl) {
 static Packet *reassemble(Packet *frag, const View *v);
 
 /* Route a packet the stack handed over (below = NO_LIMIT, origin UNCLAIMED) or a handle injected / released
- * (below = that handle's priority). Returns 1 when a handle took it, 2 when it is held for reassembly, 0 when it
- * went to the wire. Caller holds the lock; takes ownership of p. */
-static int route(Packet *p, int32_t below, int64_t from, uint8_t origin) {
+ * (below = that handle's internal priority). Returns 1 when a handle queued it, 2 when it is held for reassembly,
+ * 3 when a WINDIVERT_FLAG_DROP handle blocked it, 0 when it went to the wire. Caller holds the lock; takes ownership of p. */
+static int route(Packet *p, int64_t below, int64_t from, uint8_t origin) {
     View v;
     int parsed = parse_view(p->data, p->len, &v);
     p->addr.IPv6 = parsed && v.ipv6 != NULL;
@@ -973,23 +1015,33 @@ static int route(Packet *p, int32_t below, int64_t from, uint8_t origin) {
         return 0;
     }
     if (v.fragment && !p->addr.Outbound) {
-        if (offer(p, &v, below, WHO_FRAGMENT_HANDLES)) return 1;
+        Slot *taker = offer(p, &v, below, WHO_FRAGMENT_HANDLES);
+        if (taker) return taker->flags & FLAG_DROP ? 3 : 1;
+        if (v.ipv6 && v.frag_off == 0 && !v.more_fragments) {
+            /* An IPv6 atomic fragment (RFC 6946: a fragment header, offset 0, M=0). The driver treats any fragment
+             * header as a fragment, so handles without WINDIVERT_FLAG_FRAGMENTS never see it; whether Windows then
+             * indicates a "reassembled" copy is not known. The double takes the worse case: it does not — the
+             * packet goes straight to the stack, seen only by FRAGMENTS handles. */
+            to_wire(p, from, origin);
+            return 0;
+        }
         Packet *whole = reassemble(p, &v);
         if (!whole) return 2;
         p = whole;
         parse_view(p->data, p->len, &v);
-        if (offer(p, &v, below, WHO_REASSEMBLED_HANDLES)) return 1;
+        if ((taker = offer(p, &v, below, WHO_REASSEMBLED_HANDLES))) return taker->flags & FLAG_DROP ? 3 : 1;
         to_wire(p, from, origin);
         return 0;
     }
-    if (offer(p, &v, below, WHO_ALL)) return 1;
+    Slot *taker = offer(p, &v, below, WHO_ALL);
+    if (taker) return taker->flags & FLAG_DROP ? 3 : 1;
     to_wire(p, from, origin);
     return 0;
 }
 
 /* route() for bytes the caller still owns: a copy is made only when a handle takes the packet or the wire keeps
  * it, so the benchmark's count-only wire costs no copy. Caller holds the lock. */
-static int route_bytes(const uint8_t *data, uint32_t len, const WD_ADDRESS *addr, int32_t below, int64_t from, uint8_t origin) {
+static int route_bytes(const uint8_t *data, uint32_t len, const WD_ADDRESS *addr, int64_t below, int64_t from, uint8_t origin) {
     View v;
     WD_ADDRESS a = *addr;
     int parsed = parse_view(data, len, &v);
@@ -1004,10 +1056,7 @@ static int route_bytes(const uint8_t *data, uint32_t len, const WD_ADDRESS *addr
     Packet *p = packet_new(data, len, &a);
     if (!p) return 0;
     if (inbound_fragment || !parsed) return route(p, below, from, origin);
-    if (s && queue_push(&s->queue, p)) {
-        pthread_cond_broadcast(&changed);
-        return 1;
-    }
+    if (s && enqueue(s, p)) return s->flags & FLAG_DROP ? 3 : 1;
     to_wire(p, from, origin);
     return 0;
 }
@@ -1282,7 +1331,7 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
         err = WD_ERROR_INVALID_PARAMETER;
         last_open_reason = "flag not valid at the REFLECT layer";
     }
-    if (!err && !reflect && (flags & (FLAG_SNIFF | FLAG_DROP | FLAG_RECV_ONLY | FLAG_SEND_ONLY))) {
+    if (!err && !reflect && (flags & (FLAG_SNIFF | FLAG_RECV_ONLY | FLAG_SEND_ONLY))) {
         err = WD_ERROR_INVALID_PARAMETER;
         last_open_reason = "flag not modelled by the test double";
     }
@@ -1316,6 +1365,7 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
     s->used = 1;
     s->generation = generation;
     s->priority = priority;
+    s->rank = internal_priority(priority);
     s->flags = flags;
     s->filter = compiled;
     s->root = root;
@@ -1376,6 +1426,7 @@ WD_EXPORT WD_BOOL WinDivertRecvEx(WD_HANDLE handle, void *pPacket, uint32_t pack
                 pAddr[0] = p->addr;
                 bytes = packetLen;
                 n = 1;
+                s->queued_bytes -= p->len;
                 free(queue_pop(&s->queue));
                 err = WD_ERROR_INSUFFICIENT_BUFFER;
             }
@@ -1384,6 +1435,7 @@ WD_EXPORT WD_BOOL WinDivertRecvEx(WD_HANDLE handle, void *pPacket, uint32_t pack
         memcpy((uint8_t *)pPacket + bytes, p->data, p->len);
         pAddr[n++] = p->addr;
         bytes += p->len;
+        s->queued_bytes -= p->len;
         free(queue_pop(&s->queue));
     }
     pthread_mutex_unlock(&lock);
@@ -1394,6 +1446,87 @@ WD_EXPORT WD_BOOL WinDivertRecvEx(WD_HANDLE handle, void *pPacket, uint32_t pack
         return 0;
     }
     return 1;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Driver facts of issue 19 (internal priorities, checksums at injection), kept together.
+ */
+
+/* The driver's internal priority of a new handle: (user priority + 30000) << 16 | (a per-open counter & 0xFFFF). The
+ * counter counts every open on the host and wraps after 65,536: a newer handle of equal user priority then ranks
+ * BELOW an older one. Caller holds the lock. */
+static uint32_t internal_priority(int16_t priority) {
+    priority_counter++;
+    return (uint32_t)(priority + WD_PRIORITY_MAX) << 16 | (priority_counter & 0xFFFF);
+}
+
+/* One's-complement sum of bytes (network order), folded. */
+static uint32_t sum16(const uint8_t *d, uint32_t n, uint32_t sum) {
+    for (uint32_t i = 0; i + 1 < n; i += 2) sum += (uint32_t)d[i] << 8 | d[i + 1];
+    if (n & 1) sum += (uint32_t)d[n - 1] << 8;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return sum;
+}
+
+/* Would injection recompute a checksum of this packet? (Any IP/TCP/UDP flag 0.) */
+static int needs_checksums(const WD_ADDRESS *a) { return !a->IPChecksum || !a->TCPChecksum || !a->UDPChecksum; }
+
+/* At injection the driver recomputes the IPv4 header, TCP and UDP checksums whose address flag is 0 (never ICMP or
+ * ICMPv6: it assumes those valid), skipping transport checksums of fragments; a UDP result of 0 is sent as 0xFFFF.
+ * The address flags are left as they were. */
+static void fill_checksums(Packet *p) {
+    View v;
+    if (!parse_view(p->data, p->len, &v)) return;
+    uint8_t *d = p->data;
+    if (v.ip && !p->addr.IPChecksum) {
+        uint32_t hl = (uint32_t)(d[0] & 0x0f) * 4;
+        uint16_t c = ipv4_header_checksum(d, hl);
+        d[10] = (uint8_t)(c >> 8);
+        d[11] = (uint8_t)c;
+    }
+    int whole = !(v.frag_off || v.more_fragments);
+    uint8_t *t = (uint8_t *)(v.tcp ? v.tcp : v.udp);
+    if (!whole || !t || (v.tcp && p->addr.TCPChecksum) || (v.udp && p->addr.UDPChecksum)) return;
+    uint32_t tlen = p->len - (uint32_t)(t - d);
+    uint32_t at = v.tcp ? 16 : 6;
+    if (at + 2 > tlen) return;
+    uint8_t pseudo[40];
+    uint32_t plen;
+    if (v.ip) {
+        memcpy(pseudo, d + 12, 8);
+        pseudo[8] = 0;
+        pseudo[9] = v.tcp ? 6 : 17;
+        pseudo[10] = (uint8_t)(tlen >> 8);
+        pseudo[11] = (uint8_t)tlen;
+        plen = 12;
+    } else {
+        memcpy(pseudo, d + 8, 32);
+        pseudo[32] = (uint8_t)(tlen >> 24);
+        pseudo[33] = (uint8_t)(tlen >> 16);
+        pseudo[34] = (uint8_t)(tlen >> 8);
+        pseudo[35] = (uint8_t)tlen;
+        pseudo[36] = pseudo[37] = pseudo[38] = 0;
+        pseudo[39] = v.tcp ? 6 : 17;
+        plen = 40;
+    }
+    t[at] = t[at + 1] = 0;
+    uint16_t c = (uint16_t)~sum16(t, tlen, sum16(pseudo, plen, 0));
+    if (v.udp && c == 0) c = 0xffff;
+    t[at] = (uint8_t)(c >> 8);
+    t[at + 1] = (uint8_t)c;
+}
+
+WD_EXPORT uint64_t WinDivertDouble_QueueDropped(void) {
+    pthread_mutex_lock(&lock);
+    uint64_t n = queue_dropped;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+WD_EXPORT void WinDivertDouble_SetPriorityCounter(uint32_t value) {
+    pthread_mutex_lock(&lock);
+    priority_counter = value;
+    pthread_mutex_unlock(&lock);
 }
 
 /* An impostor loses one hop before re-injection; 0 when none is left (the packet is then not injected). */
@@ -1422,9 +1555,9 @@ WD_EXPORT WD_BOOL WinDivertSendEx(WD_HANDLE handle, const void *pPacket, uint32_
     }
     pthread_mutex_lock(&lock);
     Slot *s = slot_of(handle);
-    if (!s || s->shut_send) {
+    if (!s || s->shut_send) { /* driver: a write after SHUTDOWN_SEND completes with STATUS_PIPE_EMPTY = 232 */
         pthread_mutex_unlock(&lock);
-        set_error(s ? WD_ERROR_INVALID_PARAMETER : WD_ERROR_INVALID_HANDLE);
+        set_error(s ? WD_ERROR_NO_DATA : WD_ERROR_INVALID_HANDLE);
         return 0;
     }
     int64_t h = (int64_t)(intptr_t)handle;
@@ -1447,18 +1580,19 @@ WD_EXPORT WD_BOOL WinDivertSendEx(WD_HANDLE handle, const void *pPacket, uint32_
         }
         WD_ADDRESS a = pAddr[i];
         a.Impostor = 0; /* injected by WinDivert itself: lower priorities see it as such */
-        if (pAddr[i].Impostor) { /* the TTL/hop limit goes down first, so this one needs its own copy */
+        if (pAddr[i].Impostor || needs_checksums(&a)) { /* changed before injection, so it needs its own copy */
             Packet *p = packet_new(bytes, len, &a);
             if (!p) continue;
-            if (!decrement_hop(p)) {
+            fill_checksums(p); /* first the checksums, then the hop (driver order) */
+            if (pAddr[i].Impostor && !decrement_hop(p)) {
                 soft = WD_ERROR_HOST_UNREACHABLE;
                 free(p);
                 continue;
             }
-            route(p, s->priority, h, WD_WIRE_SENT);
+            route(p, s->rank, h, WD_WIRE_SENT);
             continue;
         }
-        route_bytes(bytes, len, &a, s->priority, h, WD_WIRE_SENT);
+        route_bytes(bytes, len, &a, s->rank, h, WD_WIRE_SENT);
     }
     pthread_mutex_unlock(&lock);
     if (pSendLen) *pSendLen = off;
@@ -1500,7 +1634,7 @@ WD_EXPORT WD_BOOL WinDivertClose(WD_HANDLE handle) {
     /* Still-queued packets go back unmodified: on to lower priorities, else the wire. */
     for (Packet *p = queue_pop(&s->queue); p; p = queue_pop(&s->queue)) {
         p->addr.Impostor = 0;
-        route(p, s->priority, (int64_t)(intptr_t)handle, WD_WIRE_RELEASED);
+        route(p, s->rank, (int64_t)(intptr_t)handle, WD_WIRE_RELEASED);
     }
     queue_clear(&s->queue);
     free(s->filter.nodes);
@@ -1720,6 +1854,8 @@ WD_EXPORT void WinDivertDouble_Reset(void) {
     }
     for (int i = 0; i < REASM_SLOTS; i++) if (reasm[i]) reasm[i]->used = 0;
     slots_used = 0;
+    priority_counter = 0;
+    queue_dropped = 0;
     queue_clear(&wire);
     keep_wire = 1;
     total_wire = 0;

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Builds retroflect:
 //   dist/retroflect.cjs   one bundled script (esbuild); run it with node
-//   dist/retroflect       Linux single-file executable (Node SEA: node binary + bundled script + koffi.node asset)
+//   dist/retroflect       Linux single-file executable (Node SEA: node binary + bundled script + koffi.node asset
+//                         + the ebpf backend's tc program, native/reflect_tc.bpf.c compiled by `make -C native bpf`)
+//   dist/reflect_tc.bpf.o that program beside dist/retroflect.cjs, for runs of the script with node
 //   dist/retroflect.exe   Windows single-file executable, with --windows (needs the Windows node.exe and koffi
 //                         binary fetched from the npm registry by test/wine/setup.ts or --windows-node <path>)
 // pkg cannot fetch its base binaries here, so packaging uses Node's own single-executable applications + postject.
@@ -46,6 +48,15 @@ const common = {
 };
 
 mkdirSync(dist, { recursive: true });
+// The ebpf backend's program: compiled here (clang -target bpf), carried inside the executable. Without clang the
+// build goes on without it, and the engine falls back to TUN (saying why).
+const bpfObject = join(root, 'native', 'build', 'bpf', 'reflect_tc.bpf.o');
+try {
+  execFileSync('make', ['-s', '-C', join(root, 'native'), 'bpf'], { stdio: 'inherit' });
+  copyFileSync(bpfObject, join(dist, 'reflect_tc.bpf.o'));
+} catch {
+  console.warn('warning: the eBPF program was not built (clang and libbpf-dev missing?); this build can only use the TUN backend on Linux');
+}
 const worker = await build({ ...common, entryPoints: ['src/engine/worker.ts'], write: false, metafile: true });
 const workerCode = worker.outputFiles[0].text;
 const main = await build({
@@ -104,7 +115,7 @@ function versionedWindowsNode(nodeExe) {
   return out;
 }
 
-function makeSea({ nodeBinary, koffiNative, out, blobName }) {
+function makeSea({ nodeBinary, koffiNative, out, blobName, extraAssets = {} }) {
   const seaConfig = join(dist, `${blobName}.sea-config.json`);
   const blob = join(dist, `${blobName}.blob`);
   writeFileSync(seaConfig, JSON.stringify({
@@ -113,7 +124,7 @@ function makeSea({ nodeBinary, koffiNative, out, blobName }) {
     disableExperimentalSEAWarning: true,
     useSnapshot: false,
     useCodeCache: false,
-    assets: { 'koffi.node': koffiNative },
+    assets: { 'koffi.node': koffiNative, ...extraAssets },
   }, null, 2));
   execFileSync(process.execPath, ['--experimental-sea-config', seaConfig], { stdio: 'inherit' });
   rmSync(out, { force: true });
@@ -133,7 +144,8 @@ if (!noSea && process.platform === 'linux') {
   const koffiPackage = dirname(require.resolve('@koromix/koffi-linux-x64/package.json'));
   const koffiNative = join(koffiPackage, 'linux_x64', 'koffi.node');
   const base = strippedNode(process.execPath);
-  makeSea({ nodeBinary: base, koffiNative, out: join(dist, 'retroflect'), blobName: 'linux' });
+  const extraAssets = existsSync(bpfObject) ? { 'reflect_tc.bpf.o': bpfObject } : {};
+  makeSea({ nodeBinary: base, koffiNative, out: join(dist, 'retroflect'), blobName: 'linux', extraAssets });
   rmSync(base);
 }
 

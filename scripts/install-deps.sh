@@ -6,10 +6,12 @@
 #   gcc, make, gcc-mingw-w64-x86-64         the WinDivert test double (native/), for Linux and for Wine
 #   wine, wine64            running the Windows build (node.exe, koffi, the test double DLL) in tests
 #   tshark                  reading the pcapng files `retroflect capture` writes, in tests
+#   clang, llvm, libbpf-dev, linux-libc-dev   compiling the ebpf backend's tc program (native/reflect_tc.bpf.c);
+#                           at run time it needs only libbpf1, which iproute2 already depends on
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(iproute2 nftables iperf3 sockperf tcpdump dnsutils curl iputils-ping procps gcc make libc6-dev
-      gcc-mingw-w64-x86-64 wine wine64 python3 tshark)
+      gcc-mingw-w64-x86-64 wine wine64 python3 tshark clang llvm libbpf-dev linux-libc-dev libbpf1)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -8,6 +8,7 @@ export const TIERS = {
   unit: {
     needs: 'nothing but Node, gcc (the WinDivert double) and tshark: no root, no namespaces, no Wine, no pwsh',
     paths: [
+      'capture/interest.test.ts',
       'capture/ring.test.ts',
       'capture/windivert.test.ts',
       'cli/client-commands.test.ts',
@@ -24,6 +25,7 @@ export const TIERS = {
       'packet/',
       'packet-sources/memory/',
       'packet-sources/windivert/',
+      'service/log-file.test.ts',
       'structure/',
     ],
   },
@@ -37,13 +39,15 @@ export const TIERS = {
       'dotnet/',
       'e2e/',
       'hardening/',
+      'packet-sources/ebpf/',
       'packet-sources/tun/',
       'platform/validate-address.test.ts',
+      'service/journald-run.test.ts',
     ],
   },
   pwsh: {
     needs: 'pwsh 7 and Pester (scripts/install-pwsh.sh), and root for the engine they drive',
-    paths: ['doctor/doctor-pester.test.ts', 'powershell/'],
+    paths: ['doctor/doctor-pester.test.ts', 'powershell/', 'service/systemd-unit.test.ts'],
   },
   wine: {
     needs: 'Wine, the Windows node.exe and `npm run build -- --windows` (test/wine/setup.ts); some also pwsh',

@@ -11,7 +11,7 @@ Describe 'Get-Retroflect' {
         $s = Get-Retroflect -Pipe $script:Pipe
         $s.PSTypeNames | Should -Contain 'Retroflect.Status'
         $s.State | Should -Be 'running'
-        $s.Backend | Should -Be 'tun'
+        $s.Backend | Should -BeIn @('ebpf', 'tun')   # Linux: ebpf where its program loads, else tun
         $s.StartedAt | Should -BeOfType [datetime]
         $s.UptimeSeconds | Should -BeOfType [double]
         $s.ReflectAddresses[0] | Should -BeOfType [ipaddress]

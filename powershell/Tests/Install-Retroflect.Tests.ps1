@@ -67,7 +67,7 @@ Describe 'Install-Retroflect on Linux, under a test root' {
     }
 }
 
-Describe 'Install-Retroflect on Windows (platform, ScheduledTasks and NetSecurity cmdlets mocked)' {
+Describe 'Install-Retroflect on Windows (platform, service and NetSecurity cmdlets mocked)' {
     BeforeAll {
         $script:WinConfig = Join-Path $script:Work 'win-config.json'
     }
@@ -76,12 +76,11 @@ Describe 'Install-Retroflect on Windows (platform, ScheduledTasks and NetSecurit
         Mock -ModuleName Retroflect Test-RetroflectElevated { $true }
         Mock -ModuleName Retroflect Resolve-RetroflectExecutable { 'C:\Program Files\Retroflect\retroflect.exe' }
         Mock -ModuleName Retroflect Test-RetroflectInstallAddress { $null }
-        Mock -ModuleName Retroflect Get-ScheduledTask { $null }
-        Mock -ModuleName Retroflect Register-ScheduledTask { [pscustomobject]@{ TaskName = 'Retroflect' } }
-        Mock -ModuleName Retroflect New-ScheduledTaskAction { 'action' }
-        Mock -ModuleName Retroflect New-ScheduledTaskTrigger { 'trigger' }
-        Mock -ModuleName Retroflect New-ScheduledTaskPrincipal { 'principal' }
-        Mock -ModuleName Retroflect New-ScheduledTaskSettingsSet { 'settings' }
+        Mock -ModuleName Retroflect Remove-RetroflectBootTask { $false }
+        Mock -ModuleName Retroflect Get-RetroflectService { $null }
+        Mock -ModuleName Retroflect New-Service { [pscustomobject]@{ Name = 'Retroflect' } }
+        Mock -ModuleName Retroflect Invoke-RetroflectSc { $null }
+        Mock -ModuleName Retroflect Register-RetroflectEventSource { $false }
         Mock -ModuleName Retroflect New-NetFirewallRule { [pscustomobject]@{ Name = $Name } }
         Mock -ModuleName Retroflect Set-NetFirewallRule { $null }
     }
@@ -92,7 +91,10 @@ Describe 'Install-Retroflect on Windows (platform, ScheduledTasks and NetSecurit
             $Name -eq 'Retroflect-Reflected-In' -and $Direction -eq 'Inbound' -and $Action -eq 'Allow' -and
             (($RemoteAddress | Sort-Object) -join ',') -eq '192.0.2.1,2001:db8::1'
         }
-        Should -Invoke -ModuleName Retroflect Register-ScheduledTask -Times 1 -Exactly
+        Should -Invoke -ModuleName Retroflect New-Service -Times 1 -Exactly -ParameterFilter {
+            $Name -eq 'Retroflect' -and $StartupType -eq 'Automatic' -and @($DependsOn) -join ',' -eq 'BFE' -and
+            $BinaryPathName -eq ('"C:\Program Files\Retroflect\retroflect.exe" run --service --config ' + $script:WinConfig)
+        }
     }
     It 'is idempotent: the same addresses change nothing; a new one updates the rule''s remote addresses' {
         Mock -ModuleName Retroflect Get-NetFirewallRule { [pscustomobject]@{ Name = 'Retroflect-Reflected-In' } }
@@ -114,11 +116,11 @@ Describe 'Install-Retroflect on Windows (platform, ScheduledTasks and NetSecurit
         Mock -ModuleName Retroflect Get-NetFirewallRule { $null }
         Install-Retroflect -ConfigPath $script:WinConfig -AllowFirewall -WhatIf | Should -BeNullOrEmpty
         Should -Invoke -ModuleName Retroflect New-NetFirewallRule -Times 0 -Exactly
-        Should -Invoke -ModuleName Retroflect Register-ScheduledTask -Times 0 -Exactly
+        Should -Invoke -ModuleName Retroflect New-Service -Times 0 -Exactly
     }
     It '-Root is refused on Windows instead of redirecting only part of the installation' {
         { Install-Retroflect -Root (Join-Path $script:Work 'winroot') -ConfigPath $script:WinConfig -Confirm:$false } | Should -Throw -ErrorId 'Retroflect.InvalidParams*'
-        Should -Invoke -ModuleName Retroflect Register-ScheduledTask -Times 0 -Exactly
+        Should -Invoke -ModuleName Retroflect New-Service -Times 0 -Exactly
         Test-Path -LiteralPath (Join-Path $script:Work 'winroot') | Should -BeFalse
     }
 }

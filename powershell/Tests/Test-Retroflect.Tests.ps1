@@ -47,7 +47,8 @@ Describe 'Test-Retroflect' {
     }
     It 'works without an engine: the engine check warns with how to start one, and the config file is checked' {
         $config = New-TestPath 'doctor.json'
-        Set-Content -LiteralPath $config -Value '{"schemaVersion": 1, "reflectAddresses": ["198.51.100.50"], "shieldPorts": []}'
+        $json = '{"schemaVersion": 1, "reflectAddresses": ["198.51.100.50"], "shieldPorts": []}'
+        Set-Content -LiteralPath $config -Value $json
         $checks = Test-Retroflect -Pipe (New-TestPath 'none.sock') -ConfigPath $config
         $engine = $checks | Where-Object Name -eq 'engine'
         $engine.Status | Should -Be 'Warning'
@@ -69,6 +70,7 @@ Describe 'Test-Retroflect' {
         $list | Should -Match 'Evidence\s*:\s*\{'
     }
     It 'throws Retroflect.ExecutableNotFound for a missing executable' {
-        { Test-Retroflect -Path (New-TestPath 'no-such-retroflect') } | Should -Throw -ErrorId 'Retroflect.ExecutableNotFound*'
+        $missing = New-TestPath 'no-such-retroflect'
+        { Test-Retroflect -Path $missing } | Should -Throw -ErrorId 'Retroflect.ExecutableNotFound*'
     }
 }

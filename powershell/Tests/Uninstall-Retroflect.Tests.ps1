@@ -21,20 +21,20 @@ Describe 'Uninstall-Retroflect on Linux, under a test root' {
     }
 }
 
-Describe 'Uninstall-Retroflect on Windows (platform, ScheduledTasks and NetSecurity cmdlets mocked)' {
+Describe 'Uninstall-Retroflect on Windows (platform, service and NetSecurity cmdlets mocked)' {
     BeforeEach {
         Mock -ModuleName Retroflect Test-RetroflectWindows { $true }
         Mock -ModuleName Retroflect Test-RetroflectElevated { $true }
         Mock -ModuleName Retroflect Stop-Retroflect { $null }
-        Mock -ModuleName Retroflect Get-ScheduledTask { [pscustomobject]@{ TaskName = 'Retroflect'; State = 'Ready' } }
-        Mock -ModuleName Retroflect Unregister-ScheduledTask { $null }
-        Mock -ModuleName Retroflect Stop-ScheduledTask { $null }
+        Mock -ModuleName Retroflect Get-RetroflectService { [pscustomobject]@{ Name = 'Retroflect'; Status = 'Stopped' } }
+        Mock -ModuleName Retroflect Invoke-RetroflectSc { $null }
+        Mock -ModuleName Retroflect Remove-RetroflectBootTask { $false }
         Mock -ModuleName Retroflect Remove-NetFirewallRule { $null }
     }
-    It 'removes the task and the firewall rule of -AllowFirewall' {
+    It 'deletes the service and removes the firewall rule of -AllowFirewall' {
         Mock -ModuleName Retroflect Get-NetFirewallRule { [pscustomobject]@{ Name = 'Retroflect-Reflected-In' } }
         Uninstall-Retroflect -Confirm:$false
-        Should -Invoke -ModuleName Retroflect Unregister-ScheduledTask -Times 1 -Exactly
+        Should -Invoke -ModuleName Retroflect Invoke-RetroflectSc -Times 1 -Exactly -ParameterFilter { ($ArgumentList -join ' ') -eq 'delete Retroflect' }
         Should -Invoke -ModuleName Retroflect Remove-NetFirewallRule -Times 1 -Exactly -ParameterFilter { $Name -eq 'Retroflect-Reflected-In' }
     }
     It 'is idempotent when there is no rule' {
@@ -46,7 +46,7 @@ Describe 'Uninstall-Retroflect on Windows (platform, ScheduledTasks and NetSecur
         Mock -ModuleName Retroflect Get-NetFirewallRule { [pscustomobject]@{ Name = 'Retroflect-Reflected-In' } }
         Uninstall-Retroflect -WhatIf
         Should -Invoke -ModuleName Retroflect Remove-NetFirewallRule -Times 0 -Exactly
-        Should -Invoke -ModuleName Retroflect Unregister-ScheduledTask -Times 0 -Exactly
+        Should -Invoke -ModuleName Retroflect Invoke-RetroflectSc -Times 0 -Exactly
     }
     It '-Root is refused on Windows' {
         { Uninstall-Retroflect -Root (New-TestPath 'r') -Confirm:$false } | Should -Throw -ErrorId 'Retroflect.InvalidParams*'

@@ -189,7 +189,7 @@ function Complete-RetroflectRelease {
 }
 
 function Register-RetroflectBoot {
-    <# The boot task (Windows) or systemd unit (Linux) for this executable, through the module's Install-Retroflect. #>
+    <# The service (Windows) or systemd unit (Linux) for this executable, through the module's Install-Retroflect. #>
     param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Executable, [string[]]$Address, [string[]]$ShieldPort, [string]$Pipe)
     $params = @{ Path = $Executable; ConfigPath = $Layout.ConfigPath; Confirm = $false }
     if ($Address) { $params.Address = $Address }
@@ -200,13 +200,16 @@ function Register-RetroflectBoot {
 
 function Start-RetroflectDeployed {
     <#
-    Starts the installed engine the way boot will (the scheduled task; the systemd unit), or directly under a test
-    root, and waits until its pipe answers with the expected version. Throws with the reason otherwise.
+    Starts the installed engine the way boot will (the service Retroflect; the systemd unit), or directly under a
+    test root, and waits until its pipe answers with the expected version. Throws with the reason otherwise.
     #>
     param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Executable, [Parameter(Mandatory)][string]$Pipe,
         [Parameter(Mandatory)][string]$ExpectedVersion, [int]$TimeoutSeconds = 60)
     if ($Layout.Windows) {
-        Start-ScheduledTask -TaskPath '\Retroflect\' -TaskName 'Retroflect'
+        # A running service is restarted, so the command line Install-Retroflect just set is the one that runs.
+        $service = Get-Service -Name 'Retroflect' -ErrorAction Stop
+        if ($service.Status -eq 'Running') { Restart-Service -Name 'Retroflect' -ErrorAction Stop }
+        else { Start-Service -Name 'Retroflect' -ErrorAction Stop }
     }
     elseif ($Layout.Root -eq '/') {
         $out = & systemctl restart retroflect.service 2>&1
@@ -232,14 +235,20 @@ function Clear-RetroflectDriverService {
     through WinDivert's REFLECT layer by this release's executable, 'driver release'); otherwise, and for another
     tool's entry, it is left alone (docs/windows.md). Never fails the install: the outcome goes to the log.
     #>
-    param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Executable, [Parameter(Mandatory)][string]$OldVersionDir, $Log)
+    param(
+        [Parameter(Mandatory)]$Layout,
+        [Parameter(Mandatory)][string]$Executable,
+        [Parameter(Mandatory)][string]$OldVersionDir,
+        $Log
+    )
     if (-not $Layout.Windows) { return }
     $lines = & $Executable driver release --json --windivert-dir $OldVersionDir 2>$null
     $outcome = $null
     try { $outcome = (($lines | Out-String).Trim()) | ConvertFrom-Json } catch { $outcome = $null }
     if ($Log) {
-        if ($null -ne $outcome -and $null -ne $outcome.PSObject.Properties['detail']) { Write-RetroflectDeployLog -Log $Log -Message ("WinDivert driver service: {0}" -f $outcome.detail) }
-        else { Write-RetroflectDeployLog -Log $Log -Message "WinDivert driver service: not checked (exit $LASTEXITCODE); left as it is" }
+        $said = "not checked (exit $LASTEXITCODE); left as it is"
+        if ($null -ne $outcome -and $null -ne $outcome.PSObject.Properties['detail']) { $said = [string]$outcome.detail }
+        Write-RetroflectDeployLog -Log $Log -Message ('WinDivert driver service: ' + $said)
     }
 }
 

@@ -9,12 +9,12 @@ It never prompts. On Windows (PowerShell 5.1 or 7; a 32-bit host relaunches itse
   - the engine goes to   $env:ProgramFiles\Retroflect\@VERSION@\
   - the module goes to   $env:ProgramFiles\WindowsPowerShell\Modules\Retroflect\@VERSION@\  (Import-Module Retroflect
                          works by name in 5.1 and 7)
-  - the boot task \Retroflect\Retroflect (SYSTEM, at startup) runs it with %ProgramData%\Retroflect\config.json,
-    and is started now.
+  - the service Retroflect (automatic start, LocalSystem, restart on failure) runs it with
+    %ProgramData%\Retroflect\config.json, and is started now; a scheduled task of an earlier release is removed.
 On Linux (pwsh) the engine goes to /opt/retroflect/@VERSION@, the module to /usr/local/share/powershell/Modules,
 and the systemd unit retroflect.service is enabled and started.
 
-An upgrade stops the running engine, installs the new version beside the old one, points the boot task at it,
+An upgrade stops the running engine, installs the new version beside the old one, points the service at it,
 starts it and checks that it answers with the new version; the config file is kept. If any step fails, the previous
 version is put back and started again. Older versions' folders are removed afterwards.
 
@@ -92,7 +92,9 @@ try {
         Write-RetroflectDeployLog -Log $log -Message "stopped engine $($running.Version)"
     }
     if ($previous) {
-        Clear-RetroflectDriverService -Layout $layout -Executable (Join-Path $PSScriptRoot $layout.ExeName) -OldVersionDir (Split-Path -Parent $previous.Executable) -Log $log
+        $newExe = Join-Path $PSScriptRoot $layout.ExeName
+        $oldDir = Split-Path -Parent $previous.Executable
+        Clear-RetroflectDriverService -Layout $layout -Executable $newExe -OldVersionDir $oldDir -Log $log
     }
 }
 catch {

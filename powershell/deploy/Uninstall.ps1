@@ -1,6 +1,6 @@
 <#
 .SYNOPSIS
-Removes retroflect: stops the engine, removes the boot task or unit, the executables, the module and the engine's
+Removes retroflect: stops the engine, removes the service or unit, the executables, the module and the engine's
 runtime files and logs. The config file stays unless -RemoveConfig is given.
 
 .DESCRIPTION
@@ -53,7 +53,7 @@ try {
         throw 'this needs an elevated session (Administrator on Windows, root on Linux)'
     }
     # The module of the newest installed version (or the one beside this script) stops the engine and removes the
-    # boot task or unit; with neither there is nothing of ours running.
+    # service or unit; with neither there is nothing of ours running.
     $installed = @(Get-RetroflectInstalledVersion -Layout $layout)
     $manifest = $null
     if ($installed.Count -gt 0) { $manifest = $installed[0].Manifest }

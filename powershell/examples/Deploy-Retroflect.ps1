@@ -4,7 +4,7 @@ Deployment / remediation script for retroflect (Intune remediation, ConfigMgr, o
 
 .DESCRIPTION
 Makes the machine compliant with Detect-Retroflect.ps1: copies the module and the engine (retroflect.exe with
-WinDivert.dll and WinDivert64.sys, shipped next to this script) to Program Files, installs the boot task, writes
+WinDivert.dll and WinDivert64.sys, shipped next to this script) to Program Files, installs the service Retroflect, writes
 the expected addresses and ports to the config file, starts the engine and checks it. Every step is idempotent,
 so running it again on a compliant machine changes nothing. Exit 0 on success, 1 on failure (the error is on
 STDERR). Runs under Windows PowerShell 5.1.
@@ -23,7 +23,7 @@ try {
         $null = New-Item -ItemType Directory -Path $target -Force
         # Only changed binaries are copied: a running engine holds retroflect.exe and WinDivert.dll open, and Windows
         # refuses to overwrite them, so an unchanged machine is left alone and a changed engine is stopped (gracefully,
-        # so it undoes its host changes) before its files are replaced; the task starts the new one below.
+        # so it undoes its host changes) before its files are replaced; the service starts the new one below.
         $changed = @(foreach ($file in @('retroflect.exe', 'WinDivert.dll', 'WinDivert64.sys')) {
             $to = Join-Path $moduleDir $file
             if (-not (Test-Path -LiteralPath $to) -or
@@ -40,7 +40,7 @@ try {
     }
     Import-Module (Join-Path $moduleDir 'Retroflect.psd1') -Force
 
-    # The boot task and the persisted config (idempotent); -Start starts the task if it is not running.
+    # The service and the persisted config (idempotent); -Start starts the service if it is not running.
     $install = Install-Retroflect -Path (Join-Path $moduleDir 'retroflect.exe') -Address $Address -ShieldPort $ShieldPort -Start -Confirm:$false
     Write-Verbose ("Installation: {0} (changed: {1})" -f $install.Name, $install.Changed)
 
@@ -48,7 +48,7 @@ try {
     # predates this config gets the entries added live).
     $deadline = (Get-Date).AddSeconds(60)
     while ($null -eq (Get-Retroflect -ErrorAction SilentlyContinue)) {
-        if ((Get-Date) -gt $deadline) { throw 'The retroflect engine did not start within 60 s; see the task history of \Retroflect\Retroflect.' }
+        if ((Get-Date) -gt $deadline) { throw 'The retroflect engine did not start within 60 s; see the Application event log (source Retroflect) and C:\ProgramData\Retroflect\logs\engine.log.' }
         Start-Sleep -Seconds 1
     }
     $null = $Address | Add-ReflectAddress -Confirm:$false

@@ -24,8 +24,8 @@ catch {
     Write-NotDetected "the Retroflect module is not installed at $ModulePath"
 }
 
-$task = Get-ScheduledTask -TaskPath '\Retroflect\' -TaskName 'Retroflect' -ErrorAction SilentlyContinue
-if ($null -eq $task) { Write-NotDetected 'the boot task \Retroflect\Retroflect is missing' }
+$service = Get-Service -Name 'Retroflect' -ErrorAction SilentlyContinue
+if ($null -eq $service) { Write-NotDetected 'the service Retroflect is missing' }
 
 $status = Get-Retroflect -ErrorAction SilentlyContinue
 if ($null -eq $status -or $status.State -ne 'running') { Write-NotDetected 'the engine is not running' }

@@ -10,10 +10,13 @@
 import { canonicalAddress } from '../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { invalidParams } from '../error-messages.ts';
-import { CAPTURE_VERDICT_NAMES, type CaptureVerdictName } from '../packet/verdicts.ts';
+import { CAPTURE_VERDICT_NAMES, CaptureVerdict, type CaptureVerdictName } from '../packet/verdicts.ts';
+import type { CaptureInterest } from '../packet/capture-interest.ts';
 import ipaddr from 'ipaddr.js';
 
 export const CAPTURE_PROTOCOLS = ['tcp', 'udp', 'icmp', 'other'] as const;
+/** A protocol mask with every protocol's bit. */
+const ALL_PROTOCOLS = (1 << CAPTURE_PROTOCOLS.length) - 1;
 export type CaptureProtocol = (typeof CAPTURE_PROTOCOLS)[number];
 
 /** Limits (docs/protocol.md). */
@@ -97,4 +100,25 @@ export function compileCaptureSpec(id: number, buffer: SharedArrayBuffer, snaple
     verdictMask,
     protocolMask,
   };
+}
+
+/**
+ * The union of the captures' filters (null when there are none), for a backend that decides packets itself and must
+ * hand the taps what they might want (packet-source.ts CaptureInterest). A superset: the taps still match exactly.
+ */
+export function captureInterest(specs: readonly CaptureSpec[]): CaptureInterest | null {
+  if (specs.length === 0) return null;
+  const reflectedBit = 1 << CaptureVerdict.Reflected;
+  let reflected = false;
+  let protocols = 0;
+  let addresses: Uint8Array[] | null = [];
+  let ports: number[] | null = [];
+  for (const s of specs) {
+    if (s.verdictMask !== 0 && (s.verdictMask & reflectedBit) === 0) continue; // wants no reflected packet
+    reflected = true;
+    protocols |= s.protocolMask === 0 ? ALL_PROTOCOLS : s.protocolMask;
+    addresses = s.addresses.length === 0 || addresses === null ? null : [...addresses, ...s.addresses];
+    ports = s.ports.length === 0 || ports === null ? null : [...ports, ...s.ports];
+  }
+  return { reflected, protocols, addresses, ports };
 }

@@ -75,13 +75,16 @@ export class CaptureTaps {
    */
   offer(buf: Uint8Array, off: number, len: number, outbound: boolean, ifIndex: number, decision: number, dropCause: number, p: ParsedPacket, time: number): void {
     const malformed = p.malformed;
-    // A drop has one cause; a packet that was sent on but is malformed (inbound: not ours to judge) shows as malformed.
+    // A drop has one cause. The data plane drops every malformed packet, both ways; a malformed packet that was
+    // still sent on would show as malformed too.
     const verdict = decision === Verdict.Drop
       ? dropCause === DropCause.ForgedSource
         ? CaptureVerdict.ForgedSourceDropped
         : dropCause === DropCause.ShieldPort
           ? CaptureVerdict.ShieldDropped
-          : CaptureVerdict.Malformed
+          : dropCause === DropCause.NotAllowed
+            ? CaptureVerdict.NotAllowed
+            : CaptureVerdict.Malformed
       : malformed !== 0
         ? CaptureVerdict.Malformed
         : decision === Verdict.Reflect

@@ -10,6 +10,7 @@ import { ControlClient } from '../control/client.ts';
 import type { AddressTestResult, MethodName, MethodResults } from '../control/protocol.ts';
 import chalk from 'chalk';
 import { formatPortMap, type PortMap, type PortMapSpec } from '../config/port-maps.ts';
+import { ALLOW_ALL, ALLOW_KINDS, ALLOW_WHO_KINDS, formatAllowedPorts, type AllowLists } from '../config/allow-lists.ts';
 import { testAddressesOffline } from './offline-address-test.ts';
 import {
   formatBytes,
@@ -40,6 +41,30 @@ interface RemoveOptions extends ChangeOptions {
 
 interface AddressChangeOptions extends RemoveOptions {
   map?: string[];
+  ports?: string;
+  users?: string;
+  groups?: string;
+  cgroups?: string;
+  apps?: string;
+}
+
+/** The allow-list params of `address add`: each option's comma list, or "all". */
+function allowParams(opts: AddressChangeOptions): Record<string, string[] | 'all'> {
+  const out: Record<string, string[] | 'all'> = {};
+  for (const kind of ALLOW_KINDS) {
+    const v = opts[kind];
+    if (v === undefined) continue;
+    out[kind] = v.trim().toLowerCase() === ALLOW_ALL ? ALLOW_ALL : v.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  }
+  return out;
+}
+
+/** One address's allow lists in a line: "ports 8080,3128/tcp; users 1000". '' when it has none. */
+export function allowText(l: AllowLists): string {
+  const parts: string[] = [];
+  if (l.ports) parts.push(`ports ${formatAllowedPorts(l.ports)}`);
+  for (const kind of ALLOW_WHO_KINDS) if (l[kind]) parts.push(`${kind} ${l[kind]!.join(',')}`);
+  return parts.join('; ');
 }
 
 const SKIP_MISSING_HELP = 'remove what is there and list what is not, instead of refusing the whole request';
@@ -124,6 +149,7 @@ function printStatus(s: EngineStatus): void {
       ['reflect', s.reflectAddresses.length ? s.reflectAddresses.join(', ') : chalk.dim('(none)')],
       ['shield', s.shieldPorts.length ? s.shieldPorts.map(portText).join(', ') : chalk.dim('(none)')],
       ['port maps', s.portMaps?.length ? mapsByAddress(s.portMaps) : chalk.dim('(none)')],
+      ['allowed', s.allow?.length ? s.allow.map((a) => `${a.address} ${allowText(a)}`).join(' | ') : chalk.dim('(no lists: every port, every program)')],
       ['config', s.configPath ?? chalk.dim('(none: changes are not persisted)')],
       ['pipe', s.pipeName ?? chalk.dim('(none)')],
       ...Object.entries(s.backendInfo).map(([k, v]): [string, string | number] => [k, v]),
@@ -141,6 +167,7 @@ function printStats(s: EngineStats): void {
       ['reflected', `${formatCount(s.reflected.packets)} packets, ${formatBytes(s.reflected.bytes)}`],
       ['shield dropped', `${formatCount(s.shieldDropped.packets)} packets, ${formatBytes(s.shieldDropped.bytes)}`],
       ['forged source dropped', `${formatCount(s.forgedSourceDropped.packets)} packets, ${formatBytes(s.forgedSourceDropped.bytes)}`],
+      ['not allowed (refused)', `${formatCount(s.notAllowed.packets)} packets, ${formatBytes(s.notAllowed.bytes)}`],
       ['passed', `${formatCount(s.passed.packets)} packets, ${formatBytes(s.passed.bytes)}`],
       ['malformed', formatCount(s.malformed.total)],
       ['errors', `receive ${s.errors.receive}, send ${s.errors.send}`],
@@ -150,8 +177,16 @@ function printStats(s: EngineStats): void {
   );
   process.stdout.write(
     renderTable(
-      ['address', 'packets', 'bytes', 'tcp', 'udp', 'icmp'],
-      s.byAddress.map((a) => [a.address, formatCount(a.packets), formatBytes(a.bytes), formatCount(a.byProtocol.tcp.packets), formatCount(a.byProtocol.udp.packets), formatCount(a.byProtocol.icmp.packets)]),
+      ['address', 'packets', 'bytes', 'tcp', 'udp', 'icmp', 'not allowed'],
+      s.byAddress.map((a) => [
+        a.address,
+        formatCount(a.packets),
+        formatBytes(a.bytes),
+        formatCount(a.byProtocol.tcp.packets),
+        formatCount(a.byProtocol.udp.packets),
+        formatCount(a.byProtocol.icmp.packets),
+        formatCount(a.notAllowed.packets),
+      ]),
       '(no reflect addresses)',
     ),
   );
@@ -168,12 +203,14 @@ export function endpoint(address: string, port: number): string {
 function printFlows(flows: FlowRecord[]): void {
   process.stdout.write(
     renderTable(
-      ['proto', 'client', 'server', 'state', 'packets', 'bytes', 'last seen'],
+      ['proto', 'client', 'server', 'state', 'process', 'user', 'packets', 'bytes', 'last seen'],
       flows.map((f) => [
         f.protocol,
         endpoint(f.localAddress, f.clientPort),
         f.mappedFromPort != null ? `${endpoint(f.reflectAddress, f.mappedFromPort)} → :${f.serverPort}` : endpoint(f.reflectAddress, f.serverPort),
         f.state,
+        f.processName ? `${f.processName}${f.pid !== null ? ` (${f.pid})` : ''}` : chalk.dim('-'),
+        f.user ?? (f.uid !== null ? String(f.uid) : chalk.dim('-')),
         formatCount(f.packets),
         formatBytes(f.bytes),
         f.lastSeen,
@@ -202,8 +239,13 @@ export function registerClientCommands(program: Command): void {
     callAndPrint(opts, 'address.list', {}, (r) =>
       process.stdout.write(
         renderTable(
-          ['address', 'persisted', 'port maps'],
-          r.addresses.map((a) => [a.address, a.persisted ? 'yes' : chalk.yellow('no (temporary)'), a.portMaps?.length ? mapsText(a.portMaps) : chalk.dim('-')]),
+          ['address', 'persisted', 'port maps', 'allowed'],
+          r.addresses.map((a) => [
+            a.address,
+            a.persisted ? 'yes' : chalk.yellow('no (temporary)'),
+            a.portMaps?.length ? mapsText(a.portMaps) : chalk.dim('-'),
+            allowText(a.allow ?? {}) || chalk.dim('all'),
+          ]),
           '(no reflect addresses)',
         ),
       ),
@@ -211,18 +253,26 @@ export function registerClientCommands(program: Command): void {
   );
   withCommon(address.command('add').description('Add reflect address(es); already present ones are left as they are.').argument('<address...>'))
     .option('-m, --map <port=target[/tcp|/udp]>', 'port map: a client reaching ADDRESS:port gets the local server on target (repeatable; default TCP and UDP)', collect)
+    .option('--ports <list>', 'allow only these ports of ADDRESS (8080,3128/tcp,53/udp), refusing the rest at once; "all" lifts the list')
+    .option('--users <list>', 'Linux: allow only these users (names or uids); "all" lifts the list')
+    .option('--groups <list>', 'Linux: allow only these groups (names or gids); "all" lifts the list')
+    .option('--cgroups <list>', 'Linux: allow only these cgroups (system.slice/squid.service); "all" lifts the list')
+    .option('--apps <list>', 'Windows: allow only these programs (full paths) and packages (family names); "all" lifts the list')
     .option('-t, --temporary', 'change only the running engine, not the config file')
     .action((addrs: string[], opts: AddressChangeOptions) =>
-      callAndPrint(opts, 'address.add', { addresses: addrs, ...(opts.map?.length ? { maps: opts.map } : {}), ...(opts.temporary ? { temporary: true } : {}) }, (r) => {
+      callAndPrint(opts, 'address.add', { addresses: addrs, ...(opts.map?.length ? { maps: opts.map } : {}), ...allowParams(opts), ...(opts.temporary ? { temporary: true } : {}) }, (r) => {
         for (const w of r.warnings) printWarning(w.message);
         const temp = opts.temporary ? ' (temporary)' : '';
         if (r.added.length) printSuccess(`Added ${r.added.join(', ')}${temp}.`);
         if (r.existing.length) process.stdout.write(`${chalk.dim('Already present:')} ${r.existing.join(', ')}\n`);
         if (r.portMaps?.added.length) printSuccess(`Mapped ${mapsByAddress(r.portMaps.added)}${temp}.`);
         if (r.portMaps?.existing.length) process.stdout.write(`${chalk.dim('Already mapped:')} ${mapsByAddress(r.portMaps.existing)}\n`);
+        if (Object.keys(allowParams(opts)).length) for (const a of r.allow ?? []) printSuccess(`${a.address} allows ${allowText(a) || 'every port and program'}${temp}.`);
       }),
     );
-  withCommon(address.command('test').description('Check address(es) as `address add` would, changing nothing (Test-ReflectAddress; without an engine, on this host); exit 4 if any is unusable.').argument('<address...>'))
+  const testText = 'Check address(es) as `address add` would, changing nothing (Test-ReflectAddress; without an engine, ' +
+    'on this host); exit 4 if any is unusable.';
+  withCommon(address.command('test').description(testText).argument('<address...>'))
     .action(async (addrs: string[], opts: CommonOptions) => {
       let allUsable = true;
       const print = (results: AddressTestResult[]): void => {

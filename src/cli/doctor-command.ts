@@ -16,7 +16,8 @@ interface DoctorCliOptions {
   windivertDir?: string;
 }
 
-const MARK: Record<CheckStatus, string> = { pass: chalk.green('PASS'), warning: chalk.yellow('WARN'), fail: chalk.red('FAIL'), skipped: chalk.dim('SKIP') };
+const MARK: Record<CheckStatus, string> = { pass: chalk.green('PASS'), warning: chalk.yellow('WARN'),
+  fail: chalk.red('FAIL'), skipped: chalk.dim('SKIP') };
 
 function printCheck(c: Check): void {
   process.stdout.write(`${MARK[c.status]}  ${chalk.bold(c.name)}: ${c.detail}\n`);
@@ -27,21 +28,25 @@ function printReport(r: DoctorReport): void {
   for (const c of r.checks) printCheck(c);
   for (const what of r.repairs) process.stdout.write(`${chalk.green('repaired:')} ${what}\n`);
   const s = r.summary;
-  process.stdout.write(`\n${s.pass} passed, ${s.warning} warning(s), ${s.fail} failed, ${s.skipped} skipped${r.engineRunning ? '' : ' (no engine running)'}.\n`);
+  process.stdout.write(`\n${s.pass} passed, ${s.warning} warning(s), ${s.fail} failed, ${s.skipped} ` +
+    `skipped${r.engineRunning ? '' : ' (no engine running)'}.\n`);
 }
 
 export function registerDoctorCommand(program: Command): void {
   program
     .command('doctor')
     .description('Check whether retroflect works on this host and say what to change (exit 12 when a check fails).')
-    .option('-p, --pipe <name>', 'control pipe name (Linux: or socket path) of the engine to check; default: retroflect')
+    .option('-p, --pipe <name>',
+      'control pipe name (Linux: or socket path) of the engine to check; default: retroflect')
     .option('-c, --config <path>', 'config file to check when no engine runs (default: the engine\'s default path)')
-    .option('--windivert-dir <dir>', 'Windows: folder of WinDivert.dll and WinDivert64.sys (default: beside the executable)')
+    .option('--windivert-dir <dir>',
+      'Windows: folder of WinDivert.dll and WinDivert64.sys (default: beside the executable)')
     .option('--repair', 'fix what is safe to fix (a stale WinDivert driver service entry no program uses)')
     .option('--json', 'print the report as JSON (stable, docs/doctor.md)')
     .action(async (opts: DoctorCliOptions) => {
       try {
-        const report = await runDoctor({ pipe: opts.pipe, config: opts.config, repair: opts.repair === true, windivertDir: opts.windivertDir });
+        const report = await runDoctor({ pipe: opts.pipe, config: opts.config, repair: opts.repair === true,
+          windivertDir: opts.windivertDir });
         if (opts.json) printJson(report);
         else printReport(report);
         process.exitCode = doctorExitCode(report.checks);

@@ -16,7 +16,8 @@ export function registerDriverCommand(program: Command): void {
   const driver = program.command('driver').description('The WinDivert driver service (Windows).');
   driver
     .command('release')
-    .description('Remove the WinDivert driver service entry if no program uses WinDivert and the entry is ours (for uninstall and upgrade).')
+    .description('Remove the WinDivert driver service entry if no program uses WinDivert and the entry is ours (for ' +
+      'uninstall and upgrade).')
     .option('--windivert-dir <dir>', 'folder of our WinDivert.dll and WinDivert64.sys (default: beside the executable)')
     .option('--json', 'print the outcome as JSON')
     .action(async (opts: DriverCliOptions) => {

@@ -14,12 +14,14 @@ import { hostAddressRules } from '../platform/validate-address.ts';
 const PROBE_TIMEOUT_MS = 2000;
 
 /** True when no engine answered and the addresses were tested here (and printed); false to ask the engine. */
-export async function testAddressesOffline(addrs: string[], pipe: string | undefined, print: (r: AddressTestResult[]) => void): Promise<boolean> {
+export async function testAddressesOffline(addrs: string[], pipe: string | undefined,
+  print: (r: AddressTestResult[]) => void): Promise<boolean> {
   try {
     (await ControlClient.connect({ pipe, timeoutMs: PROBE_TIMEOUT_MS })).close();
     return false;
   } catch (err) {
-    if (!isRetroflectError(err) || err.code !== ErrorCode.ENGINE_NOT_RUNNING) return false; // the engine path reports it
+    // Anything but 'no engine' is for the engine path to report.
+    if (!isRetroflectError(err) || err.code !== ErrorCode.ENGINE_NOT_RUNNING) return false;
   }
   let configured: string[] = [];
   try {

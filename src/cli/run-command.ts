@@ -16,12 +16,17 @@ export function registerRunCommand(program: Command): void {
     .option('--no-config', 'use no config file: only the command line, and nothing is persisted')
     .option('-p, --pipe <name>', 'control pipe name (or socket path on Linux)')
     .option('-n, --dry-run', 'print what would be done (addresses, ports, routes, rules, WinDivert filter) and change nothing')
-    .option('--device <name>', 'Linux: TUN device name', 'rflct0')
+    .option('--device <name>', 'Linux: the engine\'s device (TUN device, or the ebpf backend\'s veth)', 'rflct0')
+    .option('--backend <kind>', 'Linux: ebpf (reflect in the kernel) or tun; default ebpf where it loads, else tun')
     .option('--windivert-dir <dir>', 'Windows: folder holding WinDivert.dll and WinDivert64.sys')
+    .option('--log-file <path>', 'also append the engine\'s events to this file (size capped, rotated to .1 .. .3)')
+    .option('--log-size <size>', 'cap of the log file before it rotates (bytes, or K/M/G; default 10M)')
+    .option('--service', 'Windows: run as the service Retroflect (Install-Retroflect registers it)')
     .option('--priority <n>', `Windows: WinDivert priority (${WINDIVERT_PRIORITY.MIN}..${WINDIVERT_PRIORITY.MAX}, default ${WINDIVERT_PRIORITY.DEFAULT}; higher sees packets first)`)
     .action(async (opts: RunOptions) => {
       const { runEngine } = await import('./run-engine.ts');
-      const code = await runEngine(opts);
+      const { runService } = await import('./service-host.ts');
+      const code = opts.service ? await runService(opts) : await runEngine(opts);
       // Exit now: the engine's cleanup is done, and a natural exit first closes Node's signal handles, which would
       // let a signal that arrives meanwhile kill us (exit 143) after a clean stop. Our writes are synchronous.
       if (!opts.dryRun) process.exit(code);

@@ -15,7 +15,13 @@ import {
 import { Engine } from '../engine/engine.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { createHostBackend, describeWinDivertFilter, type BackendOptions } from '../packet-sources/registry.ts';
+import {
+  createHostBackend,
+  describeWinDivertFilter,
+  LINUX_BACKENDS,
+  type BackendOptions,
+  type LinuxBackend,
+} from '../packet-sources/registry.ts';
 import { isAdministrator } from '../platform/privileges.ts';
 import { hostAddressRules, suggestReflectAddress, validateReflectAddress } from '../platform/validate-address.ts';
 import { removeOrphanTempFiles } from '../config/atomic-save.ts';
@@ -26,6 +32,11 @@ import { startControlServer, type ControlServer } from '../control/server.ts';
 import { resolveEndpoint, resolvePipeName } from '../control/endpoint-address.ts';
 import { printWarning as warn, reportError } from './output.ts';
 import { printPlan, printRunBanner } from './run-output.ts';
+import { EngineEvent } from '../platform/events.ts';
+import { EngineLog } from './engine-log.ts';
+import { failureEvent, startedText, stoppedText, watchEngineEvents } from './engine-events.ts';
+import { parseLogSize } from './log-options.ts';
+import { underSystemd } from '../platform/journal.ts';
 import { watchStopSignals, type StopSignals } from './stop-signals.ts';
 
 export interface RunOptions {
@@ -35,8 +46,36 @@ export interface RunOptions {
   pipe?: string;
   dryRun?: boolean;
   device?: string;
+  backend?: string;
   windivertDir?: string;
   priority?: string;
+  /** Append the engine's events to this file, size capped and rotated (platform/log-file.ts). */
+  logFile?: string;
+  /** Cap of the log file: bytes, or with a K/M/G suffix. */
+  logSize?: string;
+  /** Windows: run as the service (cli/service-host.ts). */
+  service?: boolean;
+}
+
+/**
+ * What hosts the engine when it is not a console: the Windows service (cli/service-host.ts). The host asks for a
+ * stop with a reason, and hears when the engine is ready and when its cleanup starts.
+ */
+export interface EngineHost {
+  readonly stopRequest: Promise<string>;
+  ready(): void;
+  stopping(): void;
+}
+
+/** Why the engine ends, said in the `stopped` event: the first cause wins (cleanup then emits 'stopped' too). */
+class StopReason {
+  private cause: string | null = null;
+  decide(why: string): void {
+    this.cause ??= why;
+  }
+  get why(): string {
+    return this.cause ?? 'it could not start';
+  }
 }
 
 /** The persisted config (one store, shared with the control server) plus the command line's entries for this run. */
@@ -94,16 +133,25 @@ async function validateAll(config: InterceptConfig): Promise<string[]> {
   return warnings;
 }
 
-export async function runEngine(opts: RunOptions): Promise<ExitCode> {
+export async function runEngine(opts: RunOptions, host?: EngineHost): Promise<ExitCode> {
   const signals = watchStopSignals();
   let engine: Engine | null = null;
   let server: ControlServer | null = null;
   let code: ExitCode;
+  const reason = new StopReason();
+  let log: EngineLog | null = null;
   try {
-    code = await runUntilStopped(opts, signals, (e) => (engine = e), (s) => (server = s));
+    const logBytes = parseLogSize(opts.logSize);
+    log = opts.dryRun ? null : await EngineLog.open({ logFile: opts.logFile, logBytes, eventLog: true });
+    code = await runUntilStopped(opts, signals, log, reason, host, (e) => (engine = e), (s) => (server = s));
   } catch (err) {
     code = reportError(err, false);
+    if (log) {
+      const { kind, text } = failureEvent(err, false);
+      log.event(kind, text, { console: false });
+    }
   }
+  host?.stopping();
   // Cleanup runs to its end whatever arrives meanwhile: the signal handlers stay installed until it is done.
   const started = engine as Engine | null;
   const listening = server as ControlServer | null;
@@ -116,9 +164,12 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
       await started.stop();
     } catch (err) {
       reportError(err, false);
+      log?.event(EngineEvent.BACKEND_FAILED, `Cleanup failed: ${(err as Error).message}`, { console: false });
       if (code === ExitCode.OK) code = ExitCode.FAILURE;
     }
   }
+  log?.event(EngineEvent.STOPPED, stoppedText(reason.why, code));
+  log?.close();
   signals.finish(code);
   return code;
 }
@@ -126,11 +177,16 @@ export async function runEngine(opts: RunOptions): Promise<ExitCode> {
 async function runUntilStopped(
   opts: RunOptions,
   signals: StopSignals,
+  log: EngineLog | null,
+  reason: StopReason,
+  host: EngineHost | undefined,
   onEngine: (e: Engine) => void,
   onServer: (s: ControlServer) => void,
 ): Promise<ExitCode> {
   const backendOptions: BackendOptions = {
     deviceName: opts.device,
+    backend: parseBackendOption(opts.backend),
+    onFallback: (reason) => warn(`The ebpf backend cannot run here, so the engine uses tun: ${reason}`),
     windivertDir: opts.windivertDir,
     priority: opts.priority === undefined ? undefined : Number(opts.priority),
   };
@@ -166,7 +222,7 @@ async function runUntilStopped(
   // An engine already on this pipe is found before anything is touched (exit 8, the first engine undisturbed).
   await checkEndpointFree(endpoint);
   // Nothing on the host has been touched yet: a signal so far needs no cleanup.
-  if (signals.received) return stoppingBecause(signals.received);
+  if (signals.received) return stoppingBecause(signals.received, reason);
 
   // From here every exit path goes through runEngine's cleanup. A signal during start lets start finish (or fail
   // and undo itself), then stops at once.
@@ -175,29 +231,79 @@ async function runUntilStopped(
     backend,
     pipeName,
     configPath,
-    log: (level, message) => (level === 'info' ? console.log(message) : warn(message)),
+    runsAs: opts.service ? 'service' : underSystemd() ? 'unit' : 'console',
+    log: (level, message) => {
+      if (log) log.note(level === 'info' ? 'info' : level === 'warn' ? 'warning' : 'error', message);
+      else if (level === 'info') console.log(message);
+      else warn(message);
+    },
   });
   onEngine(started);
+  if (log) watchEngineEvents(started, log);
   const ended = new Promise<ExitCode>((resolve) => {
-    void signals.first.then((sig) => resolve(stoppingBecause(sig)));
-    started.once('stopped', () => resolve(ExitCode.OK));
+    void signals.first.then((sig) => resolve(stoppingBecause(sig, reason)));
+    void host?.stopRequest.then((why) => {
+      reason.decide(why);
+      console.log(`Stopping (${why})...`);
+      resolve(ExitCode.OK);
+    });
+    started.once('stopped', () => {
+      reason.decide('a stop request through the control pipe');
+      resolve(ExitCode.OK);
+    });
     started.once('failed', (err: RetroflectError) => {
       reportError(err, false);
+      reason.decide('the packet backend failed');
+      const { text } = failureEvent(err, true);
+      log?.event(EngineEvent.BACKEND_FAILED, text, { console: false });
       resolve(ExitCode.BACKEND_UNAVAILABLE);
     });
   });
   if (!signals.received) {
-    const server = await startControlServer({ engine: started, pipeName, configStore: store, addressRules: hostAddressRules, log: (m: string) => console.error(m) });
+    const server = await startControlServer({
+      engine: started,
+      pipeName,
+      configStore: store,
+      addressRules: reportingRefusals(log),
+      log: (m: string) => console.error(m),
+    });
     onServer(server);
     if (!signals.received) {
       printRunBanner(started.status(), endpoint.path, VERSION);
+      log?.event(EngineEvent.STARTED, startedText(started.status(), endpoint.path));
       console.log(`Ready. pid=${process.pid} pipe=${endpoint.path}`);
+      host?.ready();
     }
   }
   return await ended;
 }
 
-function stoppingBecause(sig: NodeJS.Signals): ExitCode {
+function parseBackendOption(value: string | undefined): LinuxBackend | undefined {
+  if (value === undefined) return undefined;
+  if ((LINUX_BACKENDS as readonly string[]).includes(value)) return value as LinuxBackend;
+  throw new RetroflectError(ErrorCode.USAGE, `--backend must be one of ${LINUX_BACKENDS.join(', ')}, not '${value}'.`, {
+    hint: 'Leave it out to use ebpf where it loads, else tun.',
+  });
+}
+
+function stoppingBecause(sig: NodeJS.Signals, reason: StopReason): ExitCode {
+  reason.decide(`signal ${sig}`);
   console.log(`Stopping (${sig})...`);
   return ExitCode.OK;
+}
+
+/** This host's address rules; an address a client asks for and the host check refuses is also an event. */
+function reportingRefusals(log: EngineLog | null): typeof hostAddressRules {
+  return {
+    ...hostAddressRules,
+    validate: async (address) => {
+      try {
+        return await hostAddressRules.validate(address);
+      } catch (err) {
+        const { kind, text } = failureEvent(err, true);
+        log?.event(kind, text);
+        throw err;
+      }
+    },
+  };
 }

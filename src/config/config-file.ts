@@ -2,7 +2,9 @@
  * The config file's layout: `{ "schemaVersion": 1, "reflectAddresses": [...], "shieldPorts": [{port, protocol}] }`.
  * A reflect address with port maps is written as `{ "address": "198.51.100.1", "portMaps": ["80=8080/tcp", ...] }`
  * and the file then says schemaVersion 2, so a retroflect from before port mapping refuses it with a clear message
- * instead of dropping the maps; a file without maps stays version 1. Both versions load.
+ * instead of dropping the maps; a file without maps stays version 1. An address with allow lists (allow-lists.ts)
+ * adds `"ports": ["8080/tcp"], "users": [1000], "groups", "cgroups", "apps"` to its object, and the file says 3 (an
+ * older retroflect must refuse it rather than open every port). All three versions load.
  *
  * Load is strict (a typo must not silently drop a shield port) and never touches the file; JSON errors say line and
  * column (json-positions.ts). Save is atomic (atomic-save.ts). Where the file is: config-path.ts; the in-memory
@@ -23,12 +25,17 @@ import {
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
 import { formatPortMap, MAX_PORT_MAPS, mergePortMaps, parsePortMapSpec, portMapsFor, portMapsOf, type PortMap } from './port-maps.ts';
 import { writeFileAtomically, type SaveFaults } from './atomic-save.ts';
+import { ALLOW_KINDS, allowedPortKey, allowListsFor, allowListsOf, parseAllowList, type AddressAllowLists, type AllowLists } from './allow-lists.ts';
 import { JsonSyntaxError, parseJsonText } from './json-positions.ts';
 
 /** Version of the file layout. A file with a higher number was written by a newer retroflect. */
-export const CONFIG_SCHEMA_VERSION = 2;
-/** The version written when no address has port maps (readable by every retroflect). */
+export const CONFIG_SCHEMA_VERSION = 3;
+/** The version written when no address has port maps or allow lists (readable by every retroflect). */
 const CONFIG_SCHEMA_VERSION_WITHOUT_MAPS = 1;
+/** The version written when addresses have port maps but no allow lists (readable since port mapping). */
+const CONFIG_SCHEMA_VERSION_WITH_MAPS = 2;
+/** Fields of an address object besides `address`. */
+const ADDRESS_FIELDS = ['address', 'portMaps', ...ALLOW_KINDS] as const;
 
 /** Largest config file we read; a real one is a few KiB (64 addresses, 1024 ports). */
 const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -38,7 +45,7 @@ const KNOWN_KEYS = new Set(['schemaVersion', 'reflectAddresses', 'shieldPorts'])
 /** The file's JSON layout. */
 export interface ConfigFileContent {
   schemaVersion: number;
-  reflectAddresses: (string | { address: string; portMaps: string[] })[];
+  reflectAddresses: (string | ({ address: string; portMaps?: string[] } & Omit<AllowLists, 'ports'> & { ports?: string[] }))[];
   shieldPorts: ShieldPort[];
 }
 
@@ -63,13 +70,13 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
   for (const key of Object.keys(obj)) {
     if (!KNOWN_KEYS.has(key)) throw invalid(path, `unknown field '${key}' (known: ${[...KNOWN_KEYS].join(', ')}).`, { field: key });
   }
-  if (obj.schemaVersion !== CONFIG_SCHEMA_VERSION && obj.schemaVersion !== CONFIG_SCHEMA_VERSION_WITHOUT_MAPS) {
+  if (obj.schemaVersion !== CONFIG_SCHEMA_VERSION && obj.schemaVersion !== CONFIG_SCHEMA_VERSION_WITHOUT_MAPS && obj.schemaVersion !== CONFIG_SCHEMA_VERSION_WITH_MAPS) {
     const newer = typeof obj.schemaVersion === 'number' && obj.schemaVersion > CONFIG_SCHEMA_VERSION;
     throw invalid(
       path,
       newer
         ? `schemaVersion ${obj.schemaVersion} was written by a newer retroflect; this one reads ${CONFIG_SCHEMA_VERSION}.`
-        : `field 'schemaVersion' must be ${CONFIG_SCHEMA_VERSION_WITHOUT_MAPS} or ${CONFIG_SCHEMA_VERSION}.`,
+        : `field 'schemaVersion' must be ${CONFIG_SCHEMA_VERSION_WITHOUT_MAPS}, ${CONFIG_SCHEMA_VERSION_WITH_MAPS} or ${CONFIG_SCHEMA_VERSION}.`,
       { field: 'schemaVersion' },
     );
   }
@@ -80,17 +87,28 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
   const addrs = obj.reflectAddresses === undefined ? [] : obj.reflectAddresses;
   if (!Array.isArray(addrs)) throw invalid(path, `field 'reflectAddresses' must be an array of strings.`, { field: 'reflectAddresses' });
   const maps: PortMap[] = [];
+  const allow: AddressAllowLists[] = [];
   addrs.forEach((a, i) => {
     const field = `reflectAddresses[${i}]`;
     let text: unknown = a;
     let mapSpecs: unknown[] = [];
+    const lists: AllowLists = {};
     if (typeof a === 'object' && a !== null && !Array.isArray(a)) {
       const o = a as Record<string, unknown>;
-      const extra = Object.keys(o).filter((k) => k !== 'address' && k !== 'portMaps');
-      if (extra.length) throw invalid(path, `field '${field}' has unknown field '${extra[0]}' (known: address, portMaps).`, { field });
+      const extra = Object.keys(o).filter((k) => !(ADDRESS_FIELDS as readonly string[]).includes(k));
+      if (extra.length) throw invalid(path, `field '${field}' has unknown field '${extra[0]}' (known: ${ADDRESS_FIELDS.join(', ')}).`, { field });
       if (o.portMaps !== undefined && !Array.isArray(o.portMaps)) throw invalid(path, `field '${field}.portMaps' must be an array.`, { field: `${field}.portMaps` });
       text = o.address;
       mapSpecs = (o.portMaps as unknown[] | undefined) ?? [];
+      for (const kind of ALLOW_KINDS) {
+        if (o[kind] === undefined) continue;
+        if (!Array.isArray(o[kind])) throw invalid(path, `field '${field}.${kind}' must be an array.`, { field: `${field}.${kind}` });
+        try {
+          (lists as Record<string, unknown>)[kind] = parseAllowList(kind, o[kind] as unknown[]);
+        } catch (err) {
+          throw invalid(path, `field '${field}.${kind}': ${(err as Error).message}`, { field: `${field}.${kind}` });
+        }
+      }
     }
     if (typeof text !== 'string') throw invalid(path, `field '${field}' must be an address string or {"address", "portMaps"}.`, { field });
     let c: string;
@@ -102,6 +120,7 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
     if (additions.addAddress(c) && cfg.reflectAddresses.length > MAX_REFLECT_ADDRESSES) {
       throw invalid(path, `field '${field}' is one more than the ${MAX_REFLECT_ADDRESSES} reflect addresses supported.`, { field });
     }
+    if (Object.keys(lists).length && !allow.some((x) => x.address === c)) allow.push({ address: c, ...lists });
     mapSpecs.forEach((spec, j) => {
       const mapField = `${field}.portMaps[${j}]`;
       try {
@@ -115,6 +134,7 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
     });
   });
   if (maps.length) cfg.portMaps = mergePortMaps([], maps).maps;
+  if (allow.length) cfg.allow = allow;
   const ports = obj.shieldPorts === undefined ? [] : obj.shieldPorts;
   if (!Array.isArray(ports)) throw invalid(path, `field 'shieldPorts' must be an array.`, { field: 'shieldPorts' });
   ports.forEach((p, i) => {
@@ -141,11 +161,19 @@ export function parseConfigText(text: string, path: string): InterceptConfig {
 
 export function serializeConfig(cfg: InterceptConfig): string {
   const maps = portMapsOf(cfg);
+  const allow = allowListsOf(cfg);
   const content: ConfigFileContent = {
-    schemaVersion: maps.length ? CONFIG_SCHEMA_VERSION : CONFIG_SCHEMA_VERSION_WITHOUT_MAPS,
+    schemaVersion: allow.length ? CONFIG_SCHEMA_VERSION : maps.length ? CONFIG_SCHEMA_VERSION_WITH_MAPS : CONFIG_SCHEMA_VERSION_WITHOUT_MAPS,
     reflectAddresses: cfg.reflectAddresses.map((address) => {
       const mine = portMapsFor(cfg, address);
-      return mine.length ? { address, portMaps: mine.map(formatPortMap) } : address;
+      const { ports, ...who } = allowListsFor(cfg, address);
+      if (!mine.length && !ports && !Object.keys(who).length) return address;
+      return {
+        address,
+        ...(mine.length ? { portMaps: mine.map(formatPortMap) } : {}),
+        ...(ports ? { ports: ports.map(allowedPortKey) } : {}),
+        ...who,
+      };
     }),
     shieldPorts: cfg.shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol })),
   };

@@ -15,6 +15,7 @@ import {
 import type { SaveFaults } from './atomic-save.ts';
 import { loadConfigFile, saveConfigFile, serializeConfig } from './config-file.ts';
 import { portMapsOf } from './port-maps.ts';
+import { allowListsOf } from './allow-lists.ts';
 
 export class ConfigStore {
   readonly path: string | null;
@@ -61,6 +62,7 @@ export class ConfigStore {
     return this.update((c) => {
       c.reflectAddresses = c.reflectAddresses.filter((a) => !drop.has(a));
       c.portMaps = portMapsOf(c).filter((m) => !drop.has(m.address));
+      c.allow = allowListsOf(c).filter((a) => !drop.has(a.address));
     });
   }
 

@@ -9,6 +9,7 @@ import ipaddr from 'ipaddr.js';
 import { invalidShieldPort, tooManyReflectAddresses, tooManyShieldPorts } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { checkPortMaps, type PortMap } from './port-maps.ts';
+import { checkAllowLists, cloneAllowLists, type AddressAllowLists } from './allow-lists.ts';
 
 export type ShieldProtocol = 'tcp' | 'udp';
 export const SHIELD_PROTOCOLS: readonly ShieldProtocol[] = ['tcp', 'udp'];
@@ -25,6 +26,8 @@ export interface InterceptConfig {
   shieldPorts: ShieldPort[];
   /** Port maps of reflect addresses (config/port-maps.ts), one entry per protocol. Absent = none (older configs). */
   portMaps?: PortMap[];
+  /** Allow lists of reflect addresses (config/allow-lists.ts), at most one entry per address. Absent = none. */
+  allow?: AddressAllowLists[];
 }
 
 /** Limits of the data plane's counter slots (engine/counters.ts sizes its shared memory from these). */
@@ -158,6 +161,7 @@ export function checkLimits(cfg: InterceptConfig): void {
   if (cfg.reflectAddresses.length > MAX_REFLECT_ADDRESSES) throw tooManyReflectAddresses(MAX_REFLECT_ADDRESSES);
   if (cfg.shieldPorts.length > MAX_SHIELD_PORTS) throw tooManyShieldPorts(MAX_SHIELD_PORTS);
   checkPortMaps(cfg);
+  checkAllowLists(cfg);
 }
 
 export function cloneInterceptConfig(cfg: InterceptConfig): InterceptConfig {
@@ -166,5 +170,6 @@ export function cloneInterceptConfig(cfg: InterceptConfig): InterceptConfig {
     shieldPorts: cfg.shieldPorts.map((p) => ({ ...p })),
     // No maps is written as no field, so configs from before port mapping compare equal to their copies.
     ...(cfg.portMaps?.length ? { portMaps: cfg.portMaps.map((m) => ({ ...m })) } : {}),
+    ...(cfg.allow?.length ? { allow: cfg.allow.map((a) => cloneAllowLists(a)) } : {}),
   };
 }

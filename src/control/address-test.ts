@@ -9,7 +9,8 @@ import { ErrorCode, isRetroflectError } from '../errors.ts';
 import type { AddressRules } from './address-rules.ts';
 import type { AddressTestResult } from './protocol.ts';
 
-export async function addressTestResult(input: string, configured: readonly string[], rules: Pick<AddressRules, 'check' | 'suggest'>): Promise<AddressTestResult> {
+export async function addressTestResult(input: string, configured: readonly string[], rules: Pick<AddressRules,
+  'check' | 'suggest'>): Promise<AddressTestResult> {
   const r = await rules.check(input);
   const valid = r.address !== null && r.refusals.length === 0;
   const reasons = r.refusals.map((e) => ({

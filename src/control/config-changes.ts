@@ -21,8 +21,10 @@ import {
 } from '../config/intercept-config.ts';
 import { checkPortMaps, mergePortMaps, portMapKey, portMapsFor, portMapsOf, removalMatches, type PortMap, type PortMapRemoval, type PortMapSpec } from '../config/port-maps.ts';
 import type { ConfigStore } from '../config/config-store.ts';
+import { ALLOW_WHO_KINDS, allowListsFor, allowListsOf, applyAllowChange, type AllowChange } from '../config/allow-lists.ts';
+import { ENFORCED_WHO_LISTS, type BackendKind } from '../packet-sources/packet-source.ts';
 import type { ChangeResult } from '../engine/types.ts';
-import { addressNotFound, portNotFound } from '../error-messages.ts';
+import { addressNotFound, invalidParams, portNotFound } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import type { AddressRules } from './address-rules.ts';
 import type { ControlEngine } from './control-engine.ts';
@@ -60,16 +62,19 @@ export class ConfigChanges {
    * maps already present are reported as existing; a conflicting one refuses the whole request before anything
    * changes (running config and persisted file are both checked).
    */
-  addAddresses(addresses: readonly string[], temporary: boolean, maps: readonly PortMapSpec[] = []): Promise<AddressAddResult> {
+  addAddresses(addresses: readonly string[], temporary: boolean, maps: readonly PortMapSpec[] = [], allow: AllowChange = {}): Promise<AddressAddResult> {
     const wanted = uniqueAddresses(addresses);
     const wantedMaps: PortMap[] = wanted.flatMap((address) => maps.map((m) => ({ address, protocol: m.protocol, port: m.port, target: m.target })));
+    const changesAllow = Object.keys(allow).length > 0;
     return this.serialized(async () => {
       const running = this.engine.config();
+      refuseUnenforced(allow, this.engine.status().backend);
       const next = cloneInterceptConfig(running);
       const added = addReflectAddresses(next, wanted);
       const existing = wanted.filter((a) => !added.includes(a));
       const merged = mergePortMaps(portMapsOf(running), wantedMaps);
       next.portMaps = merged.maps;
+      if (changesAllow) next.allow = applyAllowChange(next, wanted, allow);
       checkPortMaps(next); // map conflicts and limits, before the host is asked anything (the engine checks the rest)
       if (!temporary && wantedMaps.length) {
         const persisted = this.store.config;
@@ -91,10 +96,19 @@ export class ConfigChanges {
               this.store.update((c) => {
                 addReflectAddresses(c, wanted);
                 if (wantedMaps.length) c.portMaps = mergePortMaps(portMapsOf(c), wantedMaps).maps;
+                if (changesAllow) c.allow = applyAllowChange(c, wanted, allow);
               }),
       );
       const saved = this.store.path === null ? [] : this.store.config.reflectAddresses;
-      return { added, existing, warnings, portMaps: { added: merged.added, existing: merged.existing }, persisted: wanted.filter((a) => saved.includes(a)) };
+      const now = this.engine.config();
+      return {
+        added,
+        existing,
+        warnings,
+        portMaps: { added: merged.added, existing: merged.existing },
+        allow: wanted.map((address) => ({ address, ...allowListsFor(now, address) })),
+        persisted: wanted.filter((a) => saved.includes(a)),
+      };
     });
   }
 
@@ -148,6 +162,7 @@ export class ConfigChanges {
           ...running,
           reflectAddresses: running.reflectAddresses.filter((a) => !gone.includes(a)),
           portMaps: portMapsOf(running).filter((m) => !gone.includes(m.address)),
+          allow: allowListsOf(running).filter((a) => !gone.includes(a.address)),
         },
         opts.temporary || !gone.length ? null : () => this.store.removeAddresses(gone),
       );
@@ -219,8 +234,19 @@ export class ConfigChanges {
   }
 }
 
+/** A "who" list the running backend cannot enforce is refused (it would read as a protection that is not there). */
+function refuseUnenforced(allow: AllowChange, backend: BackendKind): void {
+  for (const kind of ALLOW_WHO_KINDS) {
+    const v = allow[kind];
+    if (v === undefined || v === 'all' || ENFORCED_WHO_LISTS[backend].includes(kind)) continue;
+    const where = kind === 'apps' ? 'on Windows' : 'on Linux';
+    throw invalidParams(`'${kind}' lists are enforced ${where} only; this engine's backend (${backend}) cannot tell them apart, so nothing was changed.`, kind);
+  }
+}
+
 function sameConfig(a: InterceptConfig, b: InterceptConfig): boolean {
   return (
+    JSON.stringify(allowListsOf(a)) === JSON.stringify(allowListsOf(b)) &&
     a.reflectAddresses.length === b.reflectAddresses.length &&
     a.reflectAddresses.every((x, i) => x === b.reflectAddresses[i]) &&
     a.shieldPorts.length === b.shieldPorts.length &&

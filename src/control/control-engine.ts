@@ -13,7 +13,8 @@ export interface ControlEngine {
   /** Move the running engine to `next` (host state and data plane). */
   reconfigure(next: InterceptConfig): Promise<void>;
   stats(): Promise<EngineStats>;
-  flows(): FlowRecord[];
+  /** The most recent flows first, at most `limit`, the most recent of them with their process (FlowRecord.pid). */
+  flows(limit?: number): FlowRecord[];
   stop(): Promise<void>;
   /** Packet capture: the one port captures are opened and named through. */
   readonly capture: CapturePort;

@@ -6,6 +6,7 @@ import type { ErrorCode } from '../errors.ts';
 import type { InterceptConfig, ShieldPort } from '../config/intercept-config.ts';
 import type { EngineStats, EngineStatus, FlowRecord } from '../engine/types.ts';
 import type { PortMap, PortMapProtocol, PortMapSpec } from '../config/port-maps.ts';
+import type { AddressAllowLists, AllowLists } from '../config/allow-lists.ts';
 
 /** The only protocol version this code speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -86,6 +87,8 @@ export interface AddressEntry {
   persisted: boolean;
   /** The address's running port maps, one entry per protocol ([] when none). */
   portMaps: PortMapSpec[];
+  /** Its running allow lists (config/allow-lists.ts); a kind that is absent allows everyone / every port. */
+  allow: AllowLists;
 }
 
 export interface ShieldEntry extends ShieldPort {
@@ -103,6 +106,8 @@ export interface AddressAddResult {
   warnings: AddressWarning[];
   /** Port maps the request added, and those that were already there unchanged (idempotent). */
   portMaps: { added: PortMap[]; existing: PortMap[] };
+  /** The allow lists of every address the request named, after the change. */
+  allow: AddressAllowLists[];
   /** Those of added + existing that are in the config file after the change (none on a --no-config engine). */
   persisted: string[];
 }

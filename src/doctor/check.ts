@@ -8,7 +8,8 @@ import { ExitCode } from '../errors.ts';
 export type CheckStatus = 'pass' | 'warning' | 'fail' | 'skipped';
 
 export interface Check {
-  /** Stable id, dotted: `privileges`, `address.192.0.2.1`, `port.8080/tcp`, `linux.nft-table`, `windows.driver-service`. */
+  /** Stable id, dotted: `privileges`, `address.192.0.2.1`, `port.8080/tcp`, `linux.nft-table`,
+   *  `windows.driver-service`. */
   name: string;
   status: CheckStatus;
   /** What was found, in one or two sentences. */
@@ -42,7 +43,8 @@ export async function guarded(name: string, run: () => Promise<Check | Check[]>)
     return Array.isArray(r) ? r : [r];
   } catch (err) {
     const e = err as { message?: string; hint?: string };
-    return [fail(name, `The check could not run: ${e.message ?? String(err)}`, e.hint ?? 'Run the doctor as root / Administrator; if it persists, report it with this output.')];
+    return [fail(name, `The check could not run: ${e.message ?? String(err)}`,
+      e.hint ?? 'Run the doctor as root / Administrator; if it persists, report it with this output.')];
   }
 }
 

@@ -27,7 +27,10 @@ export interface DoctorContext {
   /** The addresses, shield ports and port maps to check. */
   readonly config: InterceptConfig;
   /** Where `config` came from. */
-  readonly configSource: { kind: 'engine' } | { kind: 'file'; path: string; existed: boolean } | { kind: 'none'; problem: string };
+  readonly configSource:
+    | { kind: 'engine' }
+    | { kind: 'file'; path: string; existed: boolean }
+    | { kind: 'none'; problem: string };
   /** The running engine's status, or null (then `engineProblem` says why). */
   readonly engine: EngineStatus | null;
   readonly engineProblem: RetroflectError | null;
@@ -39,13 +42,15 @@ export interface DoctorContext {
 /** How long the doctor waits for an engine before it says none runs. */
 export const DOCTOR_CONNECT_TIMEOUT_MS = 2000;
 
-export async function gatherContext(options: DoctorOptions, platform: NodeJS.Platform = process.platform): Promise<DoctorContext> {
+export async function gatherContext(options: DoctorOptions,
+  platform: NodeJS.Platform = process.platform): Promise<DoctorContext> {
   const admin = await isAdministrator(platform);
   let client: ControlClient | null = null;
   let engine: EngineStatus | null = null;
   let engineProblem: RetroflectError | null = null;
   try {
-    client = await ControlClient.connect({ pipe: options.pipe, timeoutMs: DOCTOR_CONNECT_TIMEOUT_MS, clientName: 'doctor' });
+    client = await ControlClient.connect({ pipe: options.pipe, timeoutMs: DOCTOR_CONNECT_TIMEOUT_MS,
+      clientName: 'doctor' });
     engine = await client.call('status', {});
   } catch (err) {
     if (!isRetroflectError(err)) throw err;
@@ -56,7 +61,8 @@ export async function gatherContext(options: DoctorOptions, platform: NodeJS.Pla
   let config: InterceptConfig = emptyInterceptConfig();
   let configSource: DoctorContext['configSource'];
   if (engine) {
-    config = { reflectAddresses: engine.reflectAddresses, shieldPorts: engine.shieldPorts, ...(engine.portMaps?.length ? { portMaps: engine.portMaps } : {}) };
+    config = { reflectAddresses: engine.reflectAddresses, shieldPorts: engine.shieldPorts,
+      ...(engine.portMaps?.length ? { portMaps: engine.portMaps } : {}) };
     configSource = { kind: 'engine' };
   } else {
     try {

@@ -42,7 +42,8 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
     checks.push(...(await guarded('address', () => addressChecks(ctx))));
     checks.push(...(await guarded('port', () => portChecks(ctx, platform.sockets))));
     checks.push(...(await guarded('engine', () => engineCheck(ctx))));
-    return { version: VERSION, platform: ctx.platform, engineRunning: ctx.engine !== null, summary: summarize(checks), checks, repairs: platform.repairs };
+    return { version: VERSION, platform: ctx.platform, engineRunning: ctx.engine !== null, summary: summarize(checks),
+      checks, repairs: platform.repairs };
   } finally {
     ctx.close();
   }

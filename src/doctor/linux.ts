@@ -17,7 +17,10 @@ export function tunDeviceCheck(): Check {
   } catch {
     // reported below
   }
-  return fail('linux.tun', `${TUN_NODE} does not exist (or is not a device node): the TUN backend cannot start.`, "Load the module: 'modprobe tun' (and add 'tun' to /etc/modules-load.d/); in a container pass the device (--device /dev/net/tun).", { path: TUN_NODE });
+  return fail('linux.tun', `${TUN_NODE} does not exist (or is not a device node): the TUN backend cannot start.`,
+    "Load the module: 'modprobe tun' (and add 'tun' to /etc/modules-load.d/); in a container pass the device " +
+      "(--device /dev/net/tun).",
+    { path: TUN_NODE });
 }
 
 export async function nftProgramCheck(): Promise<Check> {
@@ -25,7 +28,8 @@ export async function nftProgramCheck(): Promise<Check> {
     const { stdout } = await runCommand({ file: 'nft', args: ['--version'] });
     return pass('linux.nftables', `${stdout.trim()} is installed.`, { version: stdout.trim() });
   } catch (err) {
-    return fail('linux.nftables', `The nft program cannot run: ${(err as Error).message}`, 'Install nftables: apt-get install nftables (the shield and forged-source rules need it).', {});
+    return fail('linux.nftables', `The nft program cannot run: ${(err as Error).message}`,
+      'Install nftables: apt-get install nftables (the shield and forged-source rules need it).', {});
   }
 }
 
@@ -56,27 +60,38 @@ export async function nftTableCheck(ctx: DoctorContext): Promise<Check> {
   const evidence = { table, exists: found.exists, chains: found.chains };
   if (!ctx.engine) {
     if (found.exists) {
-      return warning(name, `The nft table ${table} exists but no engine answers on this pipe: an engine runs on another pipe, or it is a leftover of one that was killed.`,
-        `Check the other engine with --pipe; a leftover goes when the engine starts, or now: nft delete table ${table}.`, evidence);
+      return warning(name,
+        `The nft table ${table} exists but no engine answers on this pipe: an engine runs on another pipe, or it is ` +
+          `a leftover of one that was killed.`,
+        `Check the other engine with --pipe; a leftover goes when the engine starts, or now: nft delete table ` +
+          `${table}.`, evidence);
     }
     return skipped(name, `No engine runs, so the table ${table} is not expected.`, evidence);
   }
   if (ctx.engine.backend !== 'tun') return skipped(name, `The engine uses the ${ctx.engine.backend} backend.`);
   if (!found.exists) {
-    return fail(name, `The engine runs but its nft table ${table} is gone: shield ports are open to other hosts and forged reflect sources are not dropped until the engine puts it back (it checks every few seconds).`,
-      "Find what deletes it (firewalld reload, 'nft flush ruleset', iptables-restore, a VPN client) and make it keep the table; restarting the engine (retroflect stop; retroflect run) recreates it at once.", evidence);
+    return fail(name,
+      `The engine runs but its nft table ${table} is gone: shield ports are open to other hosts and forged reflect ` +
+        `sources are not dropped until the engine puts it back (it checks every few seconds).`,
+      "Find what deletes it (firewalld reload, 'nft flush ruleset', iptables-restore, a VPN client) and make it keep " +
+        "the table; restarting the engine (retroflect stop; retroflect run) recreates it at once.", evidence);
   }
   const repairs = ctx.engine.hostRepairs;
   if (repairs.count > 0 && /nft table/.test(repairs.last?.what ?? '')) {
-    return warning(name, `The nft table ${table} is in place, but the engine had to put it back (${repairs.count} repair(s), last at ${repairs.last?.at}): something on this host removes it.`,
-      "Find what deletes it (firewalld reload, 'nft flush ruleset', iptables-restore, a VPN client) and make it keep the table.", { ...evidence, hostRepairs: repairs });
+    return warning(name,
+      `The nft table ${table} is in place, but the engine had to put it back (${repairs.count} repair(s), last at ` +
+        `${repairs.last?.at}): something on this host removes it.`,
+      "Find what deletes it (firewalld reload, 'nft flush ruleset', iptables-restore, a VPN client) and make it keep " +
+        "the table.", { ...evidence,
+        hostRepairs: repairs });
   }
   return pass(name, `The engine's nft table ${table} is in place.`, evidence);
 }
 
 export async function routesCheck(ctx: DoctorContext): Promise<Check> {
   const name = 'linux.routes';
-  if (!ctx.engine || ctx.engine.backend !== 'tun') return skipped(name, 'No TUN engine runs, so no routes into its device are expected.');
+  if (!ctx.engine || ctx.engine.backend !== 'tun') return skipped(name,
+    'No TUN engine runs, so no routes into its device are expected.');
   const device = tunDevice(ctx);
   const wrong: { address: string; device: string | null }[] = [];
   for (const address of ctx.engine.reflectAddresses) {
@@ -85,8 +100,12 @@ export async function routesCheck(ctx: DoctorContext): Promise<Check> {
   }
   const evidence = { device, addresses: ctx.engine.reflectAddresses, wrong };
   if (wrong.length) {
-    return fail(name, `Traffic to ${wrong.map((w) => `${w.address} (now via ${w.device ?? 'no route'})`).join(', ')} does not go into ${device}, so it is not reflected.`,
-      `Something removed or overrode the engine's host routes (a VPN client, a route with a higher priority). The engine restores deleted routes every few seconds; otherwise restart it (retroflect stop; retroflect run) and check 'ip route get <address>'.`, evidence);
+    return fail(name,
+      `Traffic to ${wrong.map((w) => `${w.address} (now via ${w.device ?? 'no route'})`).join(', ')} does not go ` +
+        `into ${device}, so it is not reflected.`,
+      `Something removed or overrode the engine's host routes (a VPN client, a route with a higher priority). The ` +
+        `engine restores deleted routes every few seconds; otherwise restart it (retroflect stop; retroflect run) ` +
+          `and check 'ip route get <address>'.`, evidence);
   }
   return pass(name, `Every reflect address is routed into ${device}.`, evidence);
 }
@@ -107,26 +126,39 @@ export async function rpFilterCheck(ctx: DoctorContext): Promise<Check> {
   // The kernel applies the larger of conf/all and the interface's value.
   const effective = Math.max(all ?? 0, dev ?? 0);
   const evidence = { all, device: ctx.engine ? device : null, deviceValue: dev, effective };
-  if (effective !== 1) return pass(name, `rp_filter is ${effective === 2 ? 'loose (2)' : 'off (0)'}: reflected packets arriving on ${device} are accepted.`, evidence);
-  if (!ctx.engine) return pass(name, `rp_filter is strict (1); reflected packets pass it because the route back to each reflect address is the engine's device.`, evidence);
+  if (effective !== 1) return pass(name,
+    `rp_filter is ${effective === 2 ? 'loose (2)' : 'off (0)'}: reflected packets arriving on ${device} are accepted.`,
+    evidence);
+  if (!ctx.engine) return pass(name,
+    `rp_filter is strict (1); reflected packets pass it because the route back to each reflect address is the ` +
+      `engine's device.`,
+    evidence);
   const v4 = ctx.engine.reflectAddresses.filter((a) => !a.includes(':'));
   for (const a of v4) {
     const r = await lookupRoute(a).catch(() => null);
     if (r?.device !== device) {
-      return warning(name, `rp_filter is strict (1) and the route to ${a} does not go into ${device}: the kernel drops its reflected packets as spoofed.`,
-        `Put the engine's routes back (restart it), or set loose mode: sysctl -w net.ipv4.conf.all.rp_filter=2.`, evidence);
+      return warning(name,
+        `rp_filter is strict (1) and the route to ${a} does not go into ${device}: the kernel drops its reflected ` +
+          `packets as spoofed.`,
+        'Put the engine\'s routes back (restart it), or set loose mode: sysctl -w net.ipv4.conf.all.rp_filter=2.',
+        evidence);
     }
   }
-  return pass(name, `rp_filter is strict (1); reflected packets pass it because every reflect address is routed into ${device}.`, evidence);
+  return pass(name,
+    `rp_filter is strict (1); reflected packets pass it because every reflect address is routed into ${device}.`,
+    evidence);
 }
 
 export async function nflogCheck(ctx: DoctorContext): Promise<Check> {
   const name = 'linux.nflog';
-  const fix = "Load the netfilter log module: 'modprobe nfnetlink_log' (captures then also show packets the shield rules drop); reflection itself does not need it.";
+  const fix = "Load the netfilter log module: 'modprobe nfnetlink_log' (captures then also show packets the shield " +
+    "rules drop); reflection itself does not need it.";
   if (ctx.engine?.backend === 'tun') {
     const log = String(ctx.engine.backendInfo.firewallLog ?? '');
-    if (log.startsWith('NFLOG group')) return pass(name, `The engine logs shield drops to ${log}.`, { firewallLog: log });
-    return warning(name, `Captures cannot show the packets the shield rules drop: ${log || 'no firewall log'}.`, fix, { firewallLog: log });
+    if (log.startsWith('NFLOG group')) return pass(name, `The engine logs shield drops to ${log}.`,
+      { firewallLog: log });
+    return warning(name, `Captures cannot show the packets the shield rules drop: ${log || 'no firewall log'}.`, fix,
+      { firewallLog: log });
   }
   if (!ctx.admin) return skipped(name, 'Opening the netfilter log needs root.');
   try {
@@ -138,5 +170,6 @@ export async function nflogCheck(ctx: DoctorContext): Promise<Check> {
 }
 
 export async function linuxChecks(ctx: DoctorContext): Promise<Check[]> {
-  return [tunDeviceCheck(), await nftProgramCheck(), await nftTableCheck(ctx), await routesCheck(ctx), await rpFilterCheck(ctx), await nflogCheck(ctx)];
+  return [tunDeviceCheck(), await nftProgramCheck(), await nftTableCheck(ctx), await routesCheck(ctx),
+    await rpFilterCheck(ctx), await nflogCheck(ctx)];
 }

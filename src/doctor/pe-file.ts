@@ -50,7 +50,8 @@ export function parsePe(b: Buffer): PeFacts {
   const dirCountAt = opt + (magic === 0x20b ? 108 : 92);
   const dirs = opt + (magic === 0x20b ? 112 : 96);
   const dirCount = b.readUInt32LE(dirCountAt);
-  const dir = (i: number): { rva: number; size: number } => (i < dirCount ? { rva: b.readUInt32LE(dirs + i * 8), size: b.readUInt32LE(dirs + i * 8 + 4) } : { rva: 0, size: 0 });
+  const dir = (i: number): { rva: number; size: number } => (i < dirCount ? { rva: b.readUInt32LE(dirs + i * 8),
+    size: b.readUInt32LE(dirs + i * 8 + 4) } : { rva: 0, size: 0 });
   const table = opt + optSize;
   const toOffset = (rva: number): number | null => {
     for (let i = 0; i < sections; i++) {
@@ -65,10 +66,12 @@ export function parsePe(b: Buffer): PeFacts {
   // The security directory holds a FILE offset (not an RVA) to WIN_CERTIFICATE entries appended to the file.
   const security = dir(DIRECTORY_SECURITY);
   const signed = security.size >= 8 && security.rva + security.size <= b.length && b.readUInt32LE(security.rva) >= 8;
-  return { version: versionOf(b, dir(DIRECTORY_RESOURCE), toOffset), signed, machine: MACHINES[machine] ?? `0x${machine.toString(16)}` };
+  return { version: versionOf(b, dir(DIRECTORY_RESOURCE), toOffset), signed,
+    machine: MACHINES[machine] ?? `0x${machine.toString(16)}` };
 }
 
-function versionOf(b: Buffer, res: { rva: number; size: number }, toOffset: (rva: number) => number | null): string | null {
+function versionOf(b: Buffer, res: { rva: number; size: number },
+  toOffset: (rva: number) => number | null): string | null {
   if (!res.size) return null;
   const base = toOffset(res.rva);
   if (base === null) return null;

@@ -17,7 +17,10 @@ import { readPeFacts } from './pe-file.ts';
 export const DRIVER_SERVICE = 'WinDivert';
 export const DRIVER_FILE = 'WinDivert64.sys';
 
-/** The ImagePath of a kernel driver as a file path: `\??\C:\x.sys` → `C:\x.sys`; `\SystemRoot\...` and `System32\...` under %SystemRoot%. */
+/**
+ * The ImagePath of a kernel driver as a file path: `\??\C:\x.sys` → `C:\x.sys`; `\SystemRoot\...` and
+ * `System32\...` under %SystemRoot%.
+ */
 export function driverImageFile(imagePath: string, systemRoot = process.env.SystemRoot ?? 'C:\\Windows'): string {
   let p = imagePath.trim().replace(/^"(.*)"$/, '$1');
   if (p.startsWith('\\??\\')) p = p.slice(4);
@@ -43,7 +46,8 @@ export interface DriverState {
   staleReason: string | null;
 }
 
-const samePath = (a: string, b: string): boolean => a.replace(/\//g, '\\').toLowerCase() === b.replace(/\//g, '\\').toLowerCase();
+const samePath = (a: string,
+  b: string): boolean => a.replace(/\//g, '\\').toLowerCase() === b.replace(/\//g, '\\').toLowerCase();
 
 function versionOf(path: string): string | null {
   try {
@@ -65,7 +69,8 @@ export function driverState(windivertDir?: string): DriverState {
   if (service && service.state !== 'running') {
     if (!imageFile) staleReason = 'it has no ImagePath';
     else if (!imageExists) staleReason = `its ImagePath ${imageFile} is gone`;
-    else if (ourVersion && imageVersion && imageVersion !== ourVersion) staleReason = `its ImagePath ${imageFile} is version ${imageVersion}, ours is ${ourVersion}`;
+    else if (ourVersion && imageVersion && imageVersion !== ourVersion) staleReason = `its ImagePath ${imageFile} is ` +
+      `version ${imageVersion}, ours is ${ourVersion}`;
   }
   return {
     dll,
@@ -82,7 +87,8 @@ export function driverState(windivertDir?: string): DriverState {
 }
 
 /** WinDivert handles open on this host, except those of `exceptPids` (this process, our engine). */
-export async function otherWinDivertHandles(dll: string, exceptPids: readonly number[]): Promise<OpenWinDivertHandle[]> {
+export async function otherWinDivertHandles(dll: string,
+  exceptPids: readonly number[]): Promise<OpenWinDivertHandle[]> {
   return (await openWinDivertHandles(dll)).filter((h) => !exceptPids.includes(h.processId));
 }
 
@@ -98,12 +104,18 @@ export interface DriverRelease {
  * Uninstall / upgrade / --repair: remove the driver service entry when that is safe. `onlyStale`: remove it only if
  * stale (the doctor's --repair); otherwise also when it is ours (uninstall, upgrade).
  */
-export async function releaseDriverService(opts: { windivertDir?: string; exceptPids?: number[]; onlyStale?: boolean } = {}): Promise<DriverRelease> {
+export async function releaseDriverService(
+  opts: { windivertDir?: string; exceptPids?: number[]; onlyStale?: boolean } = {},
+): Promise<DriverRelease> {
   const state = driverState(opts.windivertDir);
-  if (!state.service) return { outcome: 'absent', detail: `No ${DRIVER_SERVICE} driver service entry exists.`, holders: [], state };
+  if (!state.service) return { outcome: 'absent', detail: `No ${DRIVER_SERVICE} driver service entry exists.`,
+    holders: [], state };
   const removable = opts.onlyStale ? state.stale : state.ours || state.stale;
   if (!removable) {
-    return { outcome: 'not-ours', detail: `The ${DRIVER_SERVICE} service entry names ${state.imageFile ?? '(no file)'}, which is not ours${opts.onlyStale ? ' and not stale' : ''}: left alone.`, holders: [], state };
+    return { outcome: 'not-ours',
+      detail: `The ${DRIVER_SERVICE} service entry names ${state.imageFile ?? '(no file)'}, which is not ` +
+        `ours${opts.onlyStale ? ' and not stale' : ''}: left alone.`,
+      holders: [], state };
   }
   // NO_INSTALL never installs or starts the driver (the DLL returns 1060 when its device is absent), so asking is safe
   // even with a stale entry. Without our DLL, or when asking fails, nothing proves the driver unused: leave it.
@@ -112,16 +124,24 @@ export async function releaseDriverService(opts: { windivertDir?: string; except
     if (!state.dll) throw new Error('WinDivert.dll was not found');
     holders = await otherWinDivertHandles(state.dll, [process.pid, ...(opts.exceptPids ?? [])]);
   } catch (err) {
-    return { outcome: 'unchecked', detail: `Left the ${DRIVER_SERVICE} driver service alone: could not ask WinDivert which handles are open (${(err as Error).message}).`, holders: [], state };
+    return { outcome: 'unchecked',
+      detail: `Left the ${DRIVER_SERVICE} driver service alone: could not ask WinDivert which handles are open ` +
+        `(${(err as Error).message}).`,
+      holders: [], state };
   }
   if (holders.length) {
     return {
       outcome: 'in-use',
-      detail: `Left the ${DRIVER_SERVICE} driver service alone: ${holders.length} WinDivert handle(s) are open (process ${[...new Set(holders.map((h) => h.processId))].join(', ')}); removing it would break ${holders.length === 1 ? 'that program' : 'those programs'}.`,
+      detail: `Left the ${DRIVER_SERVICE} driver service alone: ${holders.length} WinDivert handle(s) are open ` +
+        `(process ${[...new Set(holders.map((h) => h.processId))].join(', ')}); removing it would break ` +
+          `${holders.length === 1 ? 'that program' : 'those programs'}.`,
       holders,
       state,
     };
   }
   stopAndDeleteService(DRIVER_SERVICE);
-  return { outcome: 'removed', detail: `Removed the ${DRIVER_SERVICE} driver service entry (${state.stale ? state.staleReason : `it named our ${state.imageFile}`}); the next open installs it afresh.`, holders: [], state };
+  return { outcome: 'removed',
+    detail: `Removed the ${DRIVER_SERVICE} driver service entry ` +
+      `(${state.stale ? state.staleReason : `it named our ${state.imageFile}`}); the next open installs it afresh.`,
+    holders: [], state };
 }

@@ -41,22 +41,32 @@ export function codeIntegrityCheck(ourDriver: string | null): Check {
   const blocklist = dword(CI_CONFIG_KEY, 'VulnerableDriverBlocklistEnable');
   const sac = dword(CI_POLICY_KEY, 'VerifiedAndReputablePolicyState');
   const exeSigned = signed(process.execPath);
-  const evidence = { hvci, vulnerableDriverBlocklist: blocklist, smartAppControl: sac === null ? null : (SAC_STATES[sac] ?? sac), executable: process.execPath, executableSigned: exeSigned, driverSigned: signed(ourDriver) };
+  const evidence = { hvci, vulnerableDriverBlocklist: blocklist,
+    smartAppControl: sac === null ? null : (SAC_STATES[sac] ?? sac), executable: process.execPath,
+    executableSigned: exeSigned, driverSigned: signed(ourDriver) };
   if (sac === 1 && exeSigned === false) {
-    return warning(name, `Smart App Control is on and ${process.execPath} carries no signature: Windows may refuse to start it.`,
-      'Sign retroflect.exe with your organisation\'s code-signing certificate (signtool sign), or run it on hosts where Smart App Control is off; it cannot be excluded per program.', evidence);
+    return warning(name,
+      `Smart App Control is on and ${process.execPath} carries no signature: Windows may refuse to start it.`,
+      'Sign retroflect.exe with your organisation\'s code-signing certificate (signtool sign), or run it on hosts ' +
+        'where Smart App Control is off; it cannot be excluded per program.', evidence);
   }
   const notes: string[] = [];
-  if (hvci === 1) notes.push('memory integrity (HVCI) is on: only drivers compatible with it load — if opening WinDivert fails with 577 or 1275, this is why');
-  if (blocklist !== 0) notes.push(`the vulnerable-driver blocklist is ${blocklist === 1 ? 'on' : 'on by default (Windows 11 22H2 and later)'}: a driver on it fails with 1275`);
+  if (hvci === 1) notes.push('memory integrity (HVCI) is on: only drivers compatible with it load — if opening ' +
+    'WinDivert fails with 577 or 1275, this is why');
+  if (blocklist !== 0) notes.push(`the vulnerable-driver blocklist is ` +
+    `${blocklist === 1 ? 'on' : 'on by default (Windows 11 22H2 and later)'}: a driver on it fails with 1275`);
   if (sac === 2) notes.push('Smart App Control is evaluating: it may turn on and then block unsigned programs');
-  return pass(name, notes.length ? `Nothing here blocks the engine now; ${notes.join('; ')}.` : 'Memory integrity, the vulnerable-driver blocklist and Smart App Control are off.', evidence);
+  return pass(name,
+    notes.length ? `Nothing here blocks the engine now; ${notes.join('; ')}.` : 'Memory integrity, the ' +
+      'vulnerable-driver blocklist and Smart App Control are off.',
+    evidence);
 }
 
 /** Is the firewall on for any profile? null when nothing says (Windows' default: on). */
 function firewallOn(): { on: boolean; profiles: Record<string, number | null> } {
   const profiles: Record<string, number | null> = {};
-  for (const [profile, policy] of [['DomainProfile', 'DomainProfile'], ['StandardProfile', 'PrivateProfile'], ['PublicProfile', 'PublicProfile']]) {
+  for (const [profile, policy] of [['DomainProfile', 'DomainProfile'], ['StandardProfile', 'PrivateProfile'],
+    ['PublicProfile', 'PublicProfile']]) {
     const byPolicy = dword(`${FIREWALL_POLICY_KEY}\\${policy}`, 'EnableFirewall');
     profiles[policy] = byPolicy ?? dword(`${FIREWALL_KEY}\\${profile}`, 'EnableFirewall');
   }
@@ -80,13 +90,20 @@ export function firewallCheck(ctx: DoctorContext): Check {
   const addresses = ctx.config.reflectAddresses;
   if (!addresses.length) return skipped(name, 'No reflect address is configured.');
   const fw = firewallOn();
-  const ruleText = readRegistryValue(`${FIREWALL_KEY}\\FirewallRules`, FIREWALL_RULE_NAME) ?? readRegistryValue(`${FIREWALL_POLICY_KEY}\\FirewallRules`, FIREWALL_RULE_NAME);
-  const evidence: Record<string, unknown> = { profiles: fw.profiles, rule: typeof ruleText === 'string' ? ruleText : null };
-  if (!fw.on) return pass(name, 'Windows Defender Firewall is off for every profile, so no rule is needed for reflected connections.', evidence);
-  const byHand = `New-NetFirewallRule -Name ${FIREWALL_RULE_NAME} -DisplayName 'Retroflect: reflected connections' -Direction Inbound -Action Allow -RemoteAddress ${addresses.join(',')}`;
+  const ruleText = readRegistryValue(`${FIREWALL_KEY}\\FirewallRules`,
+    FIREWALL_RULE_NAME) ?? readRegistryValue(`${FIREWALL_POLICY_KEY}\\FirewallRules`, FIREWALL_RULE_NAME);
+  const evidence: Record<string, unknown> = { profiles: fw.profiles,
+    rule: typeof ruleText === 'string' ? ruleText : null };
+  if (!fw.on) return pass(name,
+    'Windows Defender Firewall is off for every profile, so no rule is needed for reflected connections.', evidence);
+  const byHand = `New-NetFirewallRule -Name ${FIREWALL_RULE_NAME} -DisplayName 'Retroflect: reflected connections' ` +
+    `-Direction Inbound -Action Allow -RemoteAddress ${addresses.join(',')}`;
   const fix = `Install-Retroflect -AllowFirewall (it creates or updates the rule), or: ${byHand}`;
   if (typeof ruleText !== 'string') {
-    return warning(name, `The firewall is on and the rule ${FIREWALL_RULE_NAME} is missing: reflected connections arrive as inbound from the reflect address, so a local server without its own allow rule does not see them.`, fix, evidence);
+    return warning(name,
+      `The firewall is on and the rule ${FIREWALL_RULE_NAME} is missing: reflected connections arrive as inbound ` +
+        `from the reflect address, so a local server without its own allow rule does not see them.`,
+      fix, evidence);
   }
   const f = parseFirewallRule(ruleText);
   const remote = [...(f.get('RA4') ?? []), ...(f.get('RA6') ?? [])].map((a) => a.toLowerCase());
@@ -94,9 +111,15 @@ export function firewallCheck(ctx: DoctorContext): Check {
   const enabled = (f.get('Active') ?? ['TRUE'])[0].toUpperCase() === 'TRUE';
   const allows = (f.get('Action') ?? [''])[0] === 'Allow' && (f.get('Dir') ?? [''])[0] === 'In';
   Object.assign(evidence, { remoteAddresses: remote, missing, enabled, allows });
-  if (!enabled || !allows) return warning(name, `The rule ${FIREWALL_RULE_NAME} exists but is ${!enabled ? 'disabled' : 'not an inbound allow rule'}.`, `Enable-NetFirewallRule -Name ${FIREWALL_RULE_NAME}, or run ${fix}`, evidence);
-  if (missing.length) return warning(name, `The rule ${FIREWALL_RULE_NAME} does not allow ${missing.join(', ')}.`, `Set-NetFirewallRule -Name ${FIREWALL_RULE_NAME} -RemoteAddress ${addresses.join(',')}, or run Install-Retroflect -AllowFirewall again.`, evidence);
-  return pass(name, `The rule ${FIREWALL_RULE_NAME} allows reflected connections from ${addresses.join(', ')}.`, evidence);
+  if (!enabled || !allows) return warning(name,
+    `The rule ${FIREWALL_RULE_NAME} exists but is ${!enabled ? 'disabled' : 'not an inbound allow rule'}.`,
+    `Enable-NetFirewallRule -Name ${FIREWALL_RULE_NAME}, or run ${fix}`, evidence);
+  if (missing.length) return warning(name, `The rule ${FIREWALL_RULE_NAME} does not allow ${missing.join(', ')}.`,
+    `Set-NetFirewallRule -Name ${FIREWALL_RULE_NAME} -RemoteAddress ${addresses.join(',')}, or run ` +
+      `Install-Retroflect -AllowFirewall again.`,
+    evidence);
+  return pass(name, `The rule ${FIREWALL_RULE_NAME} allows reflected connections from ${addresses.join(', ')}.`,
+    evidence);
 }
 
 export function privateRangesCheck(ctx: DoctorContext): Check {
@@ -104,7 +127,10 @@ export function privateRangesCheck(ctx: DoctorContext): Check {
   const raw = readRegistryValue(NETWORK_ISOLATION_KEY, 'DomainSubnets');
   const ranges = typeof raw === 'string' ? raw.split(/[,;]/).map((s) => s.trim()).filter(Boolean) : [];
   const evidence: Record<string, unknown> = { domainSubnets: ranges };
-  if (!ranges.length) return pass(name, 'No enterprise private network ranges are set by policy, so AppContainer apps with internetClient reach the reflect addresses.', evidence);
+  if (!ranges.length) return pass(name,
+    'No enterprise private network ranges are set by policy, so AppContainer apps with internetClient reach the ' +
+      'reflect addresses.',
+    evidence);
   const inside: { address: string; range: string }[] = [];
   for (const a of ctx.config.reflectAddresses) {
     for (const r of ranges) {
@@ -119,8 +145,12 @@ export function privateRangesCheck(ctx: DoctorContext): Check {
   }
   evidence.inside = inside;
   if (inside.length) {
-    return warning(name, `${inside.map((i) => `${i.address} is inside the enterprise private range ${i.range}`).join('; ')} (Group Policy "Private network ranges for apps"): AppContainer apps without the privateNetworkClientServer capability cannot reach it.`,
-      'Pick a reflect address outside those ranges (retroflect address test <address>), or remove the range from the policy.', evidence);
+    return warning(name,
+      `${inside.map((i) => `${i.address} is inside the enterprise private range ${i.range}`).join('; ')} ` +
+        '(Group Policy "Private network ranges for apps"): AppContainer apps without the ' +
+        'privateNetworkClientServer capability cannot reach it.',
+      'Pick a reflect address outside those ranges (retroflect address test <address>), or remove the range from the ' +
+        'policy.', evidence);
   }
   return pass(name, `No reflect address is inside the enterprise private ranges ${ranges.join(', ')}.`, evidence);
 }

@@ -7,8 +7,9 @@
  * Layout (index = cell number in the Float64Array):
  *
  *   [0, GLOBAL_CELLS)                        global counters, see `Cell` below
- *   ADDRESS_BASE + slot*8 + proto*2 + {0,1}  per reflect-address slot (MAX_REFLECT_ADDRESSES) × StatsProto
- *                                            (tcp, udp, icmp, other): packets, bytes
+ *   ADDRESS_BASE + slot*10 + proto*2 + {0,1} per reflect-address slot (MAX_REFLECT_ADDRESSES) × StatsProto
+ *                                            (tcp, udp, icmp, other): packets, bytes reflected
+ *   ADDRESS_BASE + slot*10 + 8 + {0,1}       per slot: packets, bytes refused as not allowed (allow lists)
  *   SHIELD_BASE + slot*2 + {0,1}             per shield slot (MAX_SHIELD_PORTS): packets, bytes dropped
  *
  * Slots are assigned by the engine; `Dataplane.configure` (in the worker, so still a single writer) zeroes slots
@@ -37,6 +38,9 @@ const Cell = {
   SendIcmpRefused: 17,
   /** Packets opening a mapped flow dropped because the mapped-flow table had no room (engine/port-mapper.ts). */
   PortMapRefused: 18,
+  /** Packets to a reflect address refused by its allow lists (in the data plane: ports). */
+  NotAllowedPackets: 19,
+  NotAllowedBytes: 20,
 } as const;
 /** Room for the global cells (8 named + 6 malformed reasons + 5 named, padded). */
 const GLOBAL_CELLS = 24;
@@ -46,7 +50,9 @@ export const StatsProto = { Tcp: 0, Udp: 1, Icmp: 2, Other: 3 } as const;
 export type StatsProto = (typeof StatsProto)[keyof typeof StatsProto];
 export const STATS_PROTOCOLS: readonly StatsProtocol[] = ['tcp', 'udp', 'icmp', 'other'];
 
-const CELLS_PER_ADDRESS = STATS_PROTOCOLS.length * 2;
+/** Reflected packets and bytes per protocol, then not-allowed packets and bytes. */
+const NOT_ALLOWED_AT = STATS_PROTOCOLS.length * 2;
+const CELLS_PER_ADDRESS = NOT_ALLOWED_AT + 2;
 const ADDRESS_BASE = GLOBAL_CELLS;
 const SHIELD_BASE = ADDRESS_BASE + MAX_REFLECT_ADDRESSES * CELLS_PER_ADDRESS;
 const TOTAL_CELLS = SHIELD_BASE + MAX_SHIELD_PORTS * 2;
@@ -56,6 +62,7 @@ export const COUNTERS_BYTES = TOTAL_CELLS * Float64Array.BYTES_PER_ELEMENT;
 
 export interface AddressSlotCounts extends PacketByteCount {
   byProtocol: Record<StatsProtocol, PacketByteCount>;
+  notAllowed: PacketByteCount;
 }
 
 /** Plain numbers copied out of shared memory at one moment (per slot, not yet mapped to addresses/ports). */
@@ -67,6 +74,7 @@ export interface CountersSnapshot {
   malformed: { total: number; byReason: Record<MalformedReason, number> };
   errors: { receive: number; send: number; sendExpected: { hostUnreachable: number; icmpRefused: number } };
   portMapRefused: number;
+  notAllowed: PacketByteCount;
   /** Index = reflect-address slot. */
   addressSlots: AddressSlotCounts[];
   /** Index = shield slot. */
@@ -93,6 +101,16 @@ export class EngineCounters {
     c[Cell.ReflectedPackets] += 1;
     c[Cell.ReflectedBytes] += bytes;
     const at = ADDRESS_BASE + slot * CELLS_PER_ADDRESS + proto * 2;
+    c[at] += 1;
+    c[at + 1] += bytes;
+  }
+
+  /** A packet to the reflect address of `slot` that its allow lists refuse. */
+  addNotAllowed(slot: number, bytes: number): void {
+    const c = this.cells;
+    c[Cell.NotAllowedPackets] += 1;
+    c[Cell.NotAllowedBytes] += bytes;
+    const at = ADDRESS_BASE + slot * CELLS_PER_ADDRESS + NOT_ALLOWED_AT;
     c[at] += 1;
     c[at + 1] += bytes;
   }
@@ -171,7 +189,8 @@ export class EngineCounters {
         packets += c[at];
         bytes += c[at + 1];
       });
-      addressSlots.push({ packets, bytes, byProtocol });
+      const na = ADDRESS_BASE + slot * CELLS_PER_ADDRESS + NOT_ALLOWED_AT;
+      addressSlots.push({ packets, bytes, byProtocol, notAllowed: { packets: c[na], bytes: c[na + 1] } });
     }
     const shieldSlots: PacketByteCount[] = [];
     for (let slot = 0; slot < MAX_SHIELD_PORTS; slot++) {
@@ -189,6 +208,7 @@ export class EngineCounters {
         sendExpected: { hostUnreachable: c[Cell.SendHostUnreachable], icmpRefused: c[Cell.SendIcmpRefused] },
       },
       portMapRefused: c[Cell.PortMapRefused],
+      notAllowed: { packets: c[Cell.NotAllowedPackets], bytes: c[Cell.NotAllowedBytes] },
       addressSlots,
       shieldSlots,
     };

@@ -12,6 +12,8 @@ import { StatsProto, type EngineCounters } from './counters.ts';
 import type { FlowTable } from './flow-table.ts';
 import { MAP_REFUSED, PortMapper } from './port-mapper.ts';
 import type { PortMap } from '../config/port-maps.ts';
+import { AllowedPortSet, type AllowedPortEntry } from '../packet/allowed-ports.ts';
+import { REFUSAL_MAX_BYTES, writePortUnreachable, writeTcpReset } from '../packet/refusal.ts';
 
 export interface DataplaneConfig {
   /** Canonical address → counter slot (0 .. MAX_REFLECT_ADDRESSES - 1). */
@@ -20,6 +22,8 @@ export interface DataplaneConfig {
   shield: ShieldPortEntry[];
   /** Port maps of reflect addresses in `reflect` (absent: none). */
   portMaps?: PortMap[];
+  /** Allowed ports of the addresses that have a port list (absent or no entry for a slot: every port). */
+  allowedPorts?: AllowedPortEntry[];
 }
 
 /** Stats protocol of an IP protocol number (ICMPv6 counts as icmp). */
@@ -35,6 +39,13 @@ export class Dataplane {
   readonly packet = new ParsedPacket();
   /** A DropCause, meaningful right after outbound/inbound returned Verdict.Drop. */
   dropCause = 0;
+  /**
+   * The refusal (packet/refusal.ts) for the packet just dropped as not allowed, in `refusal[0, refusalLength)`; 0 =
+   * none. The worker injects it inbound and sets the length back to 0.
+   */
+  readonly refusal = new Uint8Array(REFUSAL_MAX_BYTES);
+  refusalLength = 0;
+  private readonly allowed = new AllowedPortSet();
   private readonly addresses = new ReflectAddressSet();
   private readonly shields = new ShieldPortSet();
   private readonly mapper: PortMapper;
@@ -60,6 +71,7 @@ export class Dataplane {
     this.shields.replace(cfg.shield); // validates before changing anything
     this.addresses.replace(cfg.reflect);
     this.mapper.configure(cfg.portMaps ?? [], new Map(cfg.reflect.map((e) => [e.address, e.slot])));
+    this.allowed.replace(cfg.allowedPorts ?? []);
     const prevAddress = new Map(this.current.reflect.map((e) => [e.slot, e.address]));
     const prevShield = new Map(this.current.shield.map((e) => [e.slot, `${e.port}/${e.protocol}`]));
     for (const e of cfg.reflect) if (prevAddress.get(e.slot) !== e.address) this.counters.zeroAddressSlot(e.slot);
@@ -70,7 +82,8 @@ export class Dataplane {
     };
   }
 
-  /** A packet this host sends. To a reflect address → apply its port maps (engine/port-mapper.ts), swap addresses
+  /** A packet this host sends. To a reflect address its allow lists refuse → count, write the refusal, Drop
+   *  (DropCause.NotAllowed). To a reflect address → apply its port maps (engine/port-mapper.ts), swap addresses
    *  in place, count, Reflect. Else Pass. Malformed → count by reason, Drop. Bytes counted are the IP packet's own
    *  length. `partialChecksum` 1: the TCP/UDP checksum field is offloaded (PacketBatch.partialChecksum). */
   outbound(buf: Uint8Array, off: number, len: number, now: number, partialChecksum = 0): Verdict {
@@ -84,6 +97,13 @@ export class Dataplane {
     if (slot < 0) {
       this.counters.addPassed(p.ipLength);
       return Verdict.Pass;
+    }
+    if (this.allowed.restricted[slot] === 1 && !(p.fragment && !p.hasTransport) && !this.allows(slot)) {
+      this.counters.addNotAllowed(slot, p.ipLength);
+      this.dropCause = DropCause.NotAllowed;
+      const proto = p.protocol;
+      this.refusalLength = proto === IpProto.Tcp ? writeTcpReset(buf, p, this.refusal) : proto === IpProto.Udp ? writePortUnreachable(buf, p, this.refusal) : 0;
+      return Verdict.Drop;
     }
     let mappedFrom = 0;
     if (this.mapper.active[slot] === 1 && p.hasTransport) {
@@ -104,21 +124,51 @@ export class Dataplane {
     return Verdict.Reflect;
   }
 
-  /** A packet from another host. Its source is a reflect address → forged (no other host can send from an address
-   *  while it is reflected): count, Drop — malformed or not, as long as the IP header was read. TCP/UDP with a
-   *  transport header (unfragmented or first fragment) to a shielded port → count, Drop. Later fragments cannot be
-   *  matched to a port and pass. Malformed → counted, Pass. */
-  inbound(buf: Uint8Array, off: number, len: number, _now: number): Verdict {
+  /**
+   * Whether the allow list of a restricted slot lets the packet just parsed through: TCP and UDP by port
+   * (packet/allowed-ports.ts), ICMP always (echo and errors name no port; errors belong to flows already allowed),
+   * any other protocol never. Not asked for later fragments (they carry no ports; without their first fragment,
+   * refused, they never reassemble).
+   */
+  private allows(slot: number): boolean {
+    const p = this.packet;
+    const proto = p.protocol;
+    if (proto === IpProto.Icmp || proto === IpProto.Icmpv6) return true;
+    return p.hasTransport && this.allowed.allows(slot, proto, p.srcPort, p.dstPort, p.tcpFlags);
+  }
+
+  /**
+   * A packet arriving at this host. Decided in this order:
+   *  - its source is a reflect address and it came from the network (`injected` 0) → forged (no other host can send
+   *    from an address while it is reflected): count, Drop — malformed or not, as long as the IP header was read;
+   *  - its source is a reflect address and another driver on this host injected it (`injected` 1: WinDivert's
+   *    Impostor flag) → it is one of our reflected packets that a driver below us took and re-injected (a forged
+   *    packet comes from the network, never from a driver): count as passed, Pass, unshielded like every reflected
+   *    packet (reflection exists to reach shielded servers);
+   *  - malformed → count by reason, Drop (fail closed: a packet the parser cannot read might be to a shielded port
+   *    the capture filter saw; the stack would discard it anyway);
+   *  - TCP/UDP with a transport header (unfragmented or first fragment) to a shielded port → count, Drop. Later
+   *    fragments cannot be matched to a port and pass;
+   *  - anything else → Pass.
+   */
+  inbound(buf: Uint8Array, off: number, len: number, _now: number, injected = 0): Verdict {
     const p = this.packet;
     const wellFormed = parsePacket(buf, off, len, p);
     if (hasAddresses(p) && this.addresses.lookupSource(buf, p) >= 0) {
-      this.counters.addForgedSource(p.ipLength);
-      this.dropCause = DropCause.ForgedSource;
-      return Verdict.Drop;
+      if (injected === 0) {
+        this.counters.addForgedSource(p.ipLength);
+        this.dropCause = DropCause.ForgedSource;
+        return Verdict.Drop;
+      }
+      if (wellFormed) {
+        this.counters.addPassed(p.ipLength);
+        return Verdict.Pass;
+      }
     }
     if (!wellFormed) {
       this.counters.addMalformed(p.malformed);
-      return Verdict.Pass;
+      this.dropCause = DropCause.Malformed;
+      return Verdict.Drop;
     }
     if (p.hasTransport) {
       const proto = p.protocol;

@@ -16,14 +16,16 @@ import {
   type InterceptConfig,
 } from '../config/intercept-config.ts';
 import { portMapsOf } from '../config/port-maps.ts';
+import { allowListsOf, cloneAllowLists } from '../config/allow-lists.ts';
+import { allowedPortEntries, widerAllowLists } from './allowed-ports-config.ts';
 import type { HostBackend, SourceUpdate } from '../packet-sources/packet-source.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { EngineCounters } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
-import { FlowTable } from './flow-table.ts';
+import { flowIdleLimitMs, FlowTable } from './flow-table.ts';
 import { EngineStatsSource } from './stats.ts';
-import type { EngineState, EngineStats, EngineStatus, FlowRecord } from './types.ts';
+import type { EngineState, EngineStats, EngineStatus, FlowRecord, RunsAs } from './types.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 import { createPacketWorker } from './worker-entry.ts';
 import { CaptureHub } from '../capture/hub.ts';
@@ -38,6 +40,8 @@ export interface EngineOptions {
   /** How long start() waits for the worker to report ready. */
   startTimeoutMs?: number;
   log?: (level: 'info' | 'warn' | 'error', message: string) => void;
+  /** How the engine runs (shown in status); 'console' unless the caller knows better. */
+  runsAs?: RunsAs;
 }
 
 /** Counter slots are stable for as long as an address or port stays configured, so its counters survive changes. */
@@ -70,6 +74,9 @@ class SlotMap<K> {
   }
 }
 
+/** Flows whose process `flows()` looks up, most recent first (each costs a look at the host's socket tables). */
+const MAX_OWNER_LOOKUPS = 1000;
+
 /** How often the engine checks that its host state (nft table, routes) is still in place. */
 const HOST_CHECK_INTERVAL_MS = 5000;
 
@@ -86,7 +93,10 @@ export class Engine extends EventEmitter {
   private queue: Promise<unknown> = Promise.resolve();
   private stopped: Promise<void> | null = null;
   private readonly statsSource: EngineStatsSource;
-  private readonly captureHub = new CaptureHub((captures) => this.post({ type: 'capture', captures }));
+  private readonly captureHub = new CaptureHub((captures) => {
+    this.post({ type: 'capture', captures });
+    this.emit('captures', captures.map((c) => c.id)); // for the event log (cli/engine-events.ts)
+  });
   /** Packet capture (capture/port.ts): captures open only while the engine runs; the backend names interfaces. */
   readonly capture: CapturePort;
   private hostCheckTimer: NodeJS.Timeout | null = null;
@@ -98,7 +108,9 @@ export class Engine extends EventEmitter {
     this.capture = {
       open: (captureOpts) => {
         this.assertRunning();
-        return this.captureHub.open(captureOpts);
+        const session = this.captureHub.open(captureOpts);
+        this.emit('captureStarted', session);
+        return session;
       },
       backend: opts.backend.kind,
       interfaceName: (ifIndex) => opts.backend.interfaceName(ifIndex),
@@ -109,6 +121,7 @@ export class Engine extends EventEmitter {
       opts.backend.firewallCounters?.bind(opts.backend) ?? null,
       // A failed firewall reading most likely means our table is gone: check (and restore) before answering.
       () => this.serialize(() => this.verifyHost('all')),
+      opts.backend.kernel ?? null,
     );
   }
 
@@ -191,7 +204,7 @@ export class Engine extends EventEmitter {
     }
     for (const what of repairs) {
       this.hostRepairs = { count: this.hostRepairs.count + 1, last: { at: new Date().toISOString(), what } };
-      this.opts.log?.('warn', what);
+      this.emit('hostRepaired', what);
     }
     if (repairs.length) this.statsSource.forgetHostReading(); // read before the repair: of a table that is gone
   }
@@ -213,6 +226,7 @@ export class Engine extends EventEmitter {
       reflect: cfg.reflectAddresses.map((address) => ({ address, slot: this.addressSlots.ensure(address) })),
       shield: cfg.shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol, slot: this.shieldSlots.ensure(shieldKey(p)) })),
       portMaps: portMapsOf(cfg).map((m) => ({ ...m })),
+      allowedPorts: allowedPortEntries(cfg, (address) => this.addressSlots.ensure(address)),
     };
   }
 
@@ -243,6 +257,7 @@ export class Engine extends EventEmitter {
     addShieldPorts(union, next.shieldPorts);
     // Maps cannot be united (a port may change target): addresses that stay get next's maps, leaving ones keep theirs.
     union.portMaps = [...portMapsOf(next), ...portMapsOf(prev).filter((m) => !next.reflectAddresses.includes(m.address))];
+    union.allow = widerAllowLists(prev, next);
     checkLimits(next);
     await this.verifyHost('firewall'); // edit the table we think we have, not a hole where it was
     this.post({ type: 'dataplane', dataplane: this.dataplaneConfig(union) });
@@ -271,7 +286,9 @@ export class Engine extends EventEmitter {
   reconfigure(next: InterceptConfig): Promise<void> {
     return this.serialize(async () => {
       this.assertRunning();
+      const prev = this.config();
       await this.transition(next);
+      this.emit('reconfigured', prev, this.config());
     });
   }
 
@@ -290,10 +307,12 @@ export class Engine extends EventEmitter {
       reflectAddresses: [...this.current.reflectAddresses],
       shieldPorts: this.current.shieldPorts.map((p) => ({ ...p })),
       portMaps: portMapsOf(this.current).map((m) => ({ ...m })),
+      allow: allowListsOf(this.current).map((a) => cloneAllowLists(a)),
       configPath: this.opts.configPath ?? null,
       pipeName: this.opts.pipeName ?? null,
       backendInfo: this.opts.backend.describe?.() ?? {},
       hostRepairs: { count: this.hostRepairs.count, last: this.hostRepairs.last && { ...this.hostRepairs.last } },
+      runsAs: this.opts.runsAs ?? 'console',
     };
   }
 
@@ -302,8 +321,26 @@ export class Engine extends EventEmitter {
     return this.statsSource.stats(this.dataplaneConfig(this.current), uptimeSeconds, this.state === 'running');
   }
 
-  flows(): FlowRecord[] {
-    return this.flowTable.snapshot(Date.now());
+  /** The data plane's flows, plus those a kernel data path (ebpf) recorded itself, with who made each. */
+  flows(limit = Infinity): FlowRecord[] {
+    const now = Date.now();
+    const flows = this.flowTable.snapshot(now);
+    const kernel = this.opts.backend.kernel;
+    if (kernel && this.state === 'running') flows.push(...kernel.flows(now, flowIdleLimitMs));
+    flows.splice(limit);
+    const owners = this.opts.backend.socketOwners;
+    if (!owners) return flows;
+    // Who made each flow: the client's socket, looked up now (packet-source.ts HostBackend.socketOwners).
+    const asked = flows.filter((f) => f.protocol === 'tcp' || f.protocol === 'udp').slice(0, MAX_OWNER_LOOKUPS);
+    const found = owners.call(this.opts.backend, asked.map((f) => ({
+      protocol: f.protocol as 'tcp' | 'udp',
+      localAddress: f.localAddress,
+      localPort: f.clientPort,
+      remoteAddress: f.reflectAddress,
+      remotePort: f.mappedFromPort ?? f.serverPort,
+    })));
+    asked.forEach((f, i) => Object.assign(f, found[i] ?? {}));
+    return flows;
   }
 
   /**

@@ -68,6 +68,11 @@ const HEADER_BYTES = 64;
  */
 const PLAIN_STORES_ARE_ORDERED = process.arch === 'x64' || process.arch === 'ia32';
 
+/** The same rule by state name, for flows kept elsewhere (a kernel data path, see HostBackend.kernel). */
+export function flowIdleLimitMs(state: 'active' | 'open' | 'closed'): number {
+  return idleLimit(STATE_NAMES.indexOf(state));
+}
+
 /** How long a flow in `state` may stay idle before it is forgotten. */
 function idleLimit(state: number): number {
   return state === FlowState.Open ? FLOW_IDLE_MS.tcpOpen : state === FlowState.Closed ? FLOW_IDLE_MS.tcpClosed : FLOW_IDLE_MS.datagram;
@@ -341,6 +346,11 @@ export class FlowTable {
           firstSeen: new Date(n[N_FIRST]).toISOString(),
           lastSeen: new Date(n[N_LAST]).toISOString(),
           state: STATE_NAMES[state] ?? 'active',
+          pid: null,
+          processName: null,
+          uid: null,
+          user: null,
+          packageFamilyName: null,
         },
       });
     }

@@ -4,7 +4,7 @@
  * only; reads counters, never writes them.
  */
 import { shieldKey } from '../config/intercept-config.ts';
-import type { FirewallCounters } from '../packet-sources/packet-source.ts';
+import type { FirewallCounters, KernelDataPath } from '../packet-sources/packet-source.ts';
 import { STATS_PROTOCOLS, type CountersSnapshot, type EngineCounters } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
 import type { AddressStats, EngineStats, PacketByteCount, ShieldPortStats, StatsProtocol } from './types.ts';
@@ -32,7 +32,7 @@ export function buildEngineStats(
       byProtocol[name].packets += s.byProtocol[name].packets;
       byProtocol[name].bytes += s.byProtocol[name].bytes;
     }
-    return { address, packets: s.packets, bytes: s.bytes, byProtocol: structuredClone(s.byProtocol) };
+    return { address, packets: s.packets, bytes: s.bytes, byProtocol: structuredClone(s.byProtocol), notAllowed: { ...s.notAllowed } };
   });
   const byShieldPort: ShieldPortStats[] = cfg.shield.map(({ port, protocol, slot }) => ({
     port,
@@ -50,6 +50,7 @@ export function buildEngineStats(
     malformed: { total: snap.malformed.total, byReason: { ...snap.malformed.byReason } },
     errors: { ...snap.errors, sendExpected: { ...snap.errors.sendExpected } },
     portMapRefused: snap.portMapRefused,
+    notAllowed: { ...snap.notAllowed },
     byProtocol,
     byAddress,
     byShieldPort,
@@ -80,11 +81,41 @@ export class EngineStatsSource {
 
   /** `readHostShield`: the backend's firewall counters (HostBackend.firewallCounters), when the host keeps them. */
   /** `onHostReadFailed`: called when a firewall reading fails (the engine checks and repairs its host state). */
+  /** `kernel`: what a kernel data path (ebpf) reflected itself, added to the data plane's counters. */
   constructor(
     private readonly counters: EngineCounters,
     private readonly readHostShield: (() => Promise<FirewallCounters>) | null,
     private readonly onHostReadFailed: (() => Promise<void>) | null = null,
+    private readonly kernel: KernelDataPath | null = null,
   ) {}
+
+  /** The data plane's counters plus those a kernel data path keeps (while the host state may be read). */
+  private snapshot(cfg: DataplaneConfig | null, hostReadable: boolean): CountersSnapshot {
+    const snap = this.counters.snapshot();
+    if (!this.kernel || !hostReadable) return snap;
+    let byAddress: ReturnType<KernelDataPath['reflectedByAddress']>;
+    try {
+      byAddress = this.kernel.reflectedByAddress();
+    } catch {
+      return snap; // the maps went with a failed device; the data plane's own counters still hold
+    }
+    const slotOf = new Map((cfg?.reflect ?? []).map((e) => [e.address, e.slot]));
+    for (const [address, counts] of byAddress) {
+      const slot = slotOf.get(address);
+      for (const name of STATS_PROTOCOLS) {
+        const c = counts[name];
+        snap.reflected.packets += c.packets;
+        snap.reflected.bytes += c.bytes;
+        if (slot === undefined) continue;
+        const s = snap.addressSlots[slot];
+        s.packets += c.packets;
+        s.bytes += c.bytes;
+        s.byProtocol[name].packets += c.packets;
+        s.byProtocol[name].bytes += c.bytes;
+      }
+    }
+    return snap;
+  }
 
   /** Drop the cached firewall reading (it is of host state that was just replaced). */
   forgetHostReading(): void {
@@ -110,7 +141,8 @@ export class EngineStatsSource {
       this.hostShieldCache = null;
       hostShield = await this.hostShieldCounts();
     }
-    const stats = buildEngineStats(this.counters.snapshot(), cfg, { sampledAt: new Date(), uptimeSeconds, rates: { ...this.rates } });
+    const sample = { sampledAt: new Date(), uptimeSeconds, rates: { ...this.rates } };
+    const stats = buildEngineStats(this.snapshot(cfg, hostReadable), cfg, sample);
     if (hostShield) {
       // The host firewall drops shielded and forged traffic before it reaches us (Linux nft): its counters are the truth.
       let packets = 0;
@@ -124,6 +156,15 @@ export class EngineStatsSource {
       }
       stats.shieldDropped = { packets, bytes };
       stats.forgedSourceDropped = { ...hostShield.counts.forgedSource };
+      // Who may use an address is enforced by the host firewall on Linux: its refusals add to the data plane's.
+      for (const a of stats.byAddress) {
+        const c = hostShield.counts.notAllowed?.get(a.address);
+        if (!c) continue;
+        a.notAllowed.packets += c.packets;
+        a.notAllowed.bytes += c.bytes;
+        stats.notAllowed.packets += c.packets;
+        stats.notAllowed.bytes += c.bytes;
+      }
       stats.rates.shieldDroppedPackets = this.hostShieldRate(hostShield.at, packets);
     }
     return stats;
@@ -157,7 +198,7 @@ export class EngineStatsSource {
 
   /** Reflected and data-plane shield-drop rates over the last interval. */
   private sampleRates(): void {
-    const snap = this.counters.snapshot();
+    const snap = this.snapshot(null, true); // totals only: no slot mapping needed
     const sample: RateSample = {
       at: Date.now(),
       reflectedPackets: snap.reflected.packets,

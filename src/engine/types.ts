@@ -5,6 +5,7 @@
  */
 import type { ShieldPort } from '../config/intercept-config.ts';
 import type { PortMap } from '../config/port-maps.ts';
+import type { AddressAllowLists } from '../config/allow-lists.ts';
 import type { BackendKind } from '../packet-sources/packet-source.ts';
 import type { MalformedReason } from '../packet/parse.ts';
 
@@ -22,6 +23,8 @@ export interface EngineStatus {
   shieldPorts: ShieldPort[];
   /** Port maps of the reflect addresses, one entry per protocol (config/port-maps.ts). */
   portMaps: PortMap[];
+  /** Allow lists of the reflect addresses that have any (config/allow-lists.ts); an address not here allows all. */
+  allow: AddressAllowLists[];
   /** Path of the persisted config file, or null when running without one. */
   configPath: string | null;
   /** Name of the control pipe the engine serves. */
@@ -30,7 +33,11 @@ export interface EngineStatus {
   backendInfo: Record<string, string | number>;
   /** Host state the engine found removed by someone else and put back (nft table, routes): how often, and the last. */
   hostRepairs: { count: number; last: { at: string; what: string } | null };
+  /** How the engine runs: as the Windows service, a systemd unit, or from a console (a script, a scheduled task). */
+  runsAs: RunsAs;
 }
+
+export type RunsAs = 'service' | 'unit' | 'console';
 
 export interface PacketByteCount {
   packets: number;
@@ -45,6 +52,8 @@ export interface AddressStats {
   packets: number;
   bytes: number;
   byProtocol: Record<StatsProtocol, PacketByteCount>;
+  /** Packets to this address its allow lists refused (ports in the data plane; Linux users/groups/cgroups in nft). */
+  notAllowed: PacketByteCount;
 }
 
 export interface ShieldPortStats extends ShieldPort {
@@ -75,6 +84,8 @@ export interface EngineStats {
   errors: { receive: number; send: number; sendExpected: { hostUnreachable: number; icmpRefused: number } };
   /** Packets that would have opened a port-mapped flow, dropped because the mapped-flow table was full. */
   portMapRefused: number;
+  /** Packets to a reflect address that its allow lists refused (answered with a TCP reset or ICMP port unreachable). */
+  notAllowed: PacketByteCount;
   byProtocol: Record<StatsProtocol, PacketByteCount>;
   byAddress: AddressStats[];
   byShieldPort: ShieldPortStats[];
@@ -105,6 +116,16 @@ export interface FlowRecord {
   lastSeen: string;
   /** TCP: 'open' until FIN or RST is seen, then 'closed'. Others: 'active'. */
   state: 'open' | 'closed' | 'active';
+  /**
+   * Who made the flow, where the platform can tell (null otherwise, or when the socket is gone): the client
+   * process's id and name, its user (uid and name; Linux), and on Windows its package family name. Looked up when
+   * flows are listed, for the most recent ones (Engine.flows), never per packet.
+   */
+  pid: number | null;
+  processName: string | null;
+  uid: number | null;
+  user: string | null;
+  packageFamilyName: string | null;
 }
 
 export interface ChangeResult<T> {

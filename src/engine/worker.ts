@@ -14,6 +14,7 @@ import { Dataplane } from './dataplane.ts';
 import { FlowTable } from './flow-table.ts';
 import { isRetroflectError } from '../errors.ts';
 import { CaptureTaps } from '../capture/tap.ts';
+import { captureInterest } from '../capture/filter.ts';
 import { DropCause, FirewallDropCause, Verdict } from '../packet/verdicts.ts';
 import { ParsedPacket, parsePacket } from '../packet/parse.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
@@ -51,8 +52,10 @@ async function main(): Promise<void> {
   const dropped = new ParsedPacket();
   const firewallDrop: FirewallDropSink = (buf, off, len, cause, ifIndex, timeMs) => {
     parsePacket(buf, off, len, dropped);
-    const dropCause = cause === FirewallDropCause.ShieldPort ? DropCause.ShieldPort : DropCause.ForgedSource;
-    taps.offer(buf, off, len, false, ifIndex, Verdict.Drop, dropCause, dropped, timeMs);
+    const dropCause =
+      cause === FirewallDropCause.ShieldPort ? DropCause.ShieldPort : cause === FirewallDropCause.NotAllowed ? DropCause.NotAllowed : DropCause.ForgedSource;
+    // A not-allowed drop is of a packet this host sent (nft output hook): shown as outbound.
+    taps.offer(buf, off, len, cause === FirewallDropCause.NotAllowed, ifIndex, Verdict.Drop, dropCause, dropped, timeMs);
   };
   let observingDrops = false;
   let dropsLostSeen = 0;
@@ -83,6 +86,7 @@ async function main(): Promise<void> {
         break;
       case 'capture':
         taps.update(msg.captures);
+        source.watchCaptures?.(captureInterest(msg.captures));
         observeFirewallDrops();
         break;
       case 'stop':
@@ -100,22 +104,31 @@ async function main(): Promise<void> {
   let lastSweep = Date.now();
   let sendErrorsSeen = 0;
   const expectedSeen = { hostUnreachable: 0, icmpRefused: 0 };
+  // A packet that is not allowed is answered at once (a TCP reset, ICMP port unreachable) from the reflect address.
+  const sendRefusal = (i: number): void => {
+    source.sendRefusal(i, dataplane.refusal, dataplane.refusalLength);
+    dataplane.refusalLength = 0;
+  };
   const decideAndSend = (n: number, now: number): void => {
-    const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum } = batch;
+    const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum, injected } = batch;
     if (taps.count === 0) {
       for (let i = 0; i < n; i++) {
-        verdict[i] = outbound[i] === 1
+        const v = outbound[i] === 1
           ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i])
-          : dataplane.inbound(buf, offset[i], length[i], now);
+          : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
+        verdict[i] = v;
+        if (v === Verdict.Drop && dataplane.refusalLength !== 0) sendRefusal(i);
       }
     } else {
       // Capturing: the same decisions, then the tap copies each packet as it will be sent (after reflection).
       const origin = performance.timeOrigin;
       for (let i = 0; i < n; i++) {
         const out = outbound[i] === 1;
-        const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now);
+        const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
         verdict[i] = v;
+        if (v === Verdict.Reflect) source.completeChecksums?.(i); // record what goes out, not an offload's partial sum
         taps.offer(buf, offset[i], length[i], out, ifIndex[i], v, dataplane.dropCause, dataplane.packet, origin + performance.now());
+        if (v === Verdict.Drop && dataplane.refusalLength !== 0) sendRefusal(i);
       }
     }
     source.send();

@@ -6,8 +6,8 @@
 import type { InterceptConfig } from '../config/intercept-config.ts';
 import type { OpenWinDivertHandle } from './windivert/reflect.ts';
 
-/** The TUN backend's nft table (family, name) and its device name when none is given. */
-export { NFT_FAMILY, NFT_TABLE } from './tun/nftables.ts';
+/** The Linux backends' nft table (family, name) and the device name when none is given. */
+export { NFT_FAMILY, NFT_TABLE } from '../platform/linux/nftables.ts';
 export { DEFAULT_TUN_NAME } from './tun/device.ts';
 /** Where WinDivert.dll is looked for (files only, nothing loaded). */
 export { locateWinDivert } from './windivert/location.ts';
@@ -15,7 +15,7 @@ export type { OpenWinDivertHandle } from './windivert/reflect.ts';
 
 /** Linux: open the netfilter log as the engine would and close it again; the free group, or throws why not. */
 export async function probeFirewallLog(): Promise<number> {
-  const { openFirewallLog } = await import('./tun/nflog.ts');
+  const { openFirewallLog } = await import('../platform/linux/nflog.ts');
   const { closeSync } = await import('node:fs');
   const { fd, group } = openFirewallLog();
   closeSync(fd);
@@ -28,6 +28,7 @@ export async function openWinDivertHandles(dll: string): Promise<OpenWinDivertHa
 }
 
 /** Windows: does `filter` catch packets our filter exists for (WinDivertHelperEvalFilter on samples)? null: unknown. */
-export async function winDivertFilterOverlaps(dll: string, cfg: InterceptConfig, filter: string | null): Promise<boolean | null> {
+export async function winDivertFilterOverlaps(dll: string, cfg: InterceptConfig,
+  filter: string | null): Promise<boolean | null> {
   return (await import('./windivert/overlap.ts')).filterOverlaps(dll, cfg, filter);
 }

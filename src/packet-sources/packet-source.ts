@@ -7,6 +7,9 @@
  *  - `PacketSource` runs in the worker thread: it receives batches of packets and sends them back by verdict.
  */
 import type { InterceptConfig } from '../config/intercept-config.ts';
+import type { CaptureInterest } from '../packet/capture-interest.ts';
+import type { AllowWhoKind } from '../config/allow-lists.ts';
+import type { SocketOwner, SocketQuery } from '../platform/linux/socket-owners.ts';
 import type { FirewallDropCause } from '../packet/verdicts.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
@@ -19,6 +22,12 @@ export interface PacketBatch {
   outbound: Uint8Array;
   /** The OS index of the interface it leaves through or arrived on (TUN: the device; WinDivert: IfIdx); 0 = unknown. */
   ifIndex: Uint32Array;
+  /**
+   * 1 = another driver on this host injected it (WinDivert's Impostor flag), 0 = it came from the network or from
+   * this host's own stack (TUN and memory: always 0). The data plane tells our reflected packets, re-injected by a
+   * third-party driver, from forged ones by it.
+   */
+  injected: Uint8Array;
   /** Filled by the worker loop with `Verdict` values (packet/verdicts.ts). */
   verdict: Uint8Array;
   /**
@@ -37,6 +46,7 @@ export function allocatePacketBatch(capacity: number, bytes: number): PacketBatc
     length: new Uint32Array(capacity),
     outbound: new Uint8Array(capacity),
     ifIndex: new Uint32Array(capacity),
+    injected: new Uint8Array(capacity),
     verdict: new Uint8Array(capacity),
     partialChecksum: new Uint8Array(capacity),
     count: 0,
@@ -55,6 +65,19 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   receive(timeoutMs: number): number;
   /** Re-inject the batch by verdict: Reflect as inbound, Pass unchanged, Drop not at all. */
   send(): void;
+  /**
+   * Inject `packet[0, length)` inbound at once, as the answer to batch packet `index` (which is dropped): the TCP
+   * reset or ICMP port unreachable the data plane wrote for a packet its allow lists refuse (packet/refusal.ts). The
+   * packet has complete checksums. A failure counts in `sendErrors`.
+   */
+  sendRefusal(index: number, packet: Uint8Array, length: number): void;
+
+  /**
+   * Make packet `i` of the batch byte for byte what send() will put out (WinDivert: compute the checksums the
+   * sender left to the NIC). Idempotent. The worker calls it for a reflected packet before a capture copies it, so
+   * captures record what goes out. Backends that send packets as they are have none.
+   */
+  completeChecksums?(i: number): void;
   /** Adopt a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
   adopt(cfg: InterceptConfig, update: SourceUpdate<K>): void;
   /**
@@ -64,6 +87,12 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
    * started (the engine goes on without it).
    */
   observeFirewallDrops?(sink: FirewallDropSink | null): void;
+  /**
+   * What the running captures might want (capture/filter.ts captureInterest), each time the set of captures changes.
+   * A backend that decides packets itself (ebpf) hands those to the data plane, where the taps see them; null: no
+   * capture runs.
+   */
+  watchCaptures?(interest: CaptureInterest | null): void;
   /** Firewall drop reports the kernel could not queue for us (cumulative), while observing. */
   readonly firewallDropsLost?: number;
   /**
@@ -124,6 +153,27 @@ export interface WinDivertSourceUpdate {
   switchTo: { handle: number; filter: string } | null;
 }
 
+/**
+ * ebpf: the packet socket on the veth peer (the user-space path, see ebpf/packet-socket.ts), the wake eventfd, the
+ * NFLOG socket and group (-1: none), the engine device's index, and the tc program's capture maps (while a capture
+ * runs, the program hands what it might want to the user-space path, so the taps see it).
+ */
+export interface EbpfSourceInit {
+  kind: 'ebpf';
+  fd: number;
+  wakeFd: number;
+  logFd: number;
+  logGroup: number;
+  ifIndex: number;
+  /** The program's settings, capture_addrs and capture_ports maps (worker: what captures want, see watchCaptures). */
+  captureMapFds: { settings: number; addresses: number; ports: number };
+}
+
+/** ebpf: a live change is host state only (maps, routes, nft); the worker keeps its socket. */
+export interface EbpfSourceUpdate {
+  kind: 'ebpf';
+}
+
 /** Memory (tests and development): the two shared packet queues (memory/queue.ts) and their slot size. */
 export interface MemorySourceInit {
   kind: 'memory';
@@ -142,11 +192,24 @@ export interface MemorySourceUpdate {
 /** Per backend kind: what `start()` and `apply()` hand the worker. Adding a backend adds a row here. */
 export interface SourceMessages {
   tun: { init: TunSourceInit; update: TunSourceUpdate };
+  ebpf: { init: EbpfSourceInit; update: EbpfSourceUpdate };
   windivert: { init: WinDivertSourceInit; update: WinDivertSourceUpdate };
   memory: { init: MemorySourceInit; update: MemorySourceUpdate };
 }
 
 export type BackendKind = keyof SourceMessages;
+
+/**
+ * Which "who" allow lists (config/allow-lists.ts) each backend enforces. A list a backend cannot enforce is refused
+ * when it is set, never kept and silently ignored. TUN: users, groups and cgroups in its nft table (platform/linux/nftables.ts).
+ */
+export const ENFORCED_WHO_LISTS: Record<BackendKind, readonly AllowWhoKind[]> = {
+  tun: ['users', 'groups', 'cgroups'],
+  // Not yet: its host half does not keep the nft output rules up to date on changes as tun/host.ts does.
+  ebpf: [],
+  windivert: [],
+  memory: [],
+};
 /** Everything the worker needs to build its PacketSource: a union discriminated by `kind`. */
 export type SourceInit<K extends BackendKind = BackendKind> = SourceMessages[K]['init'];
 /** What a live change hands the worker's PacketSource: a union discriminated by `kind`. */
@@ -157,16 +220,55 @@ export interface ShieldCount {
   bytes: number;
 }
 
-/** Drop counts a host firewall keeps instead of the data plane (Linux nft, see tun/nftables.ts). */
+/** Drop counts a host firewall keeps instead of the data plane (Linux nft, see platform/linux/nftables.ts). */
 export interface FirewallCounters {
   /** Per shield port, keyed "8080/tcp". */
   shield: Map<string, ShieldCount>;
   /** Packets from another host whose source is a reflect address (forged). */
   forgedSource: ShieldCount;
+  /** Per reflect address: packets its "who" allow lists refused in the firewall (Linux nft output hook). */
+  notAllowed?: Map<string, ShieldCount>;
+}
+
+/** Packets and bytes per stats protocol (engine/counters.ts order: tcp, udp, icmp, other). */
+export type ProtocolCounts = Record<'tcp' | 'udp' | 'icmp' | 'other', ShieldCount>;
+
+/** A flow a kernel data path recorded, in the shape `flows` reports (engine/types.ts FlowRecord). */
+export interface KernelFlow {
+  protocol: 'tcp' | 'udp' | 'icmp' | 'icmpv6' | 'other';
+  reflectAddress: string;
+  localAddress: string;
+  clientPort: number;
+  serverPort: number;
+  mappedFromPort: number | null;
+  packets: number;
+  bytes: number;
+  firstSeen: string;
+  lastSeen: string;
+  state: 'open' | 'closed' | 'active';
+  /** Who made the flow: filled in by the engine when it lists flows (null here). */
+  pid: null;
+  processName: null;
+  uid: null;
+  user: null;
+  packageFamilyName: null;
+}
+
+/**
+ * What a backend that reflects in the kernel (ebpf) counts there instead of in the worker's data plane. The engine
+ * adds it to the data plane's own counters and flows, which still cover every packet the kernel hands to user space.
+ */
+export interface KernelDataPath {
+  /** Reflected packets and bytes per reflect address (those configured now; a re-added address starts at 0). */
+  reflectedByAddress(): Map<string, ProtocolCounts>;
+  /** The kernel's flows; those idle longer than `idleLimitMs(state)` (the engine's rule) are forgotten. */
+  flows(nowMs: number, idleLimitMs: (state: KernelFlow['state']) => number): KernelFlow[];
 }
 
 export interface HostBackend<K extends BackendKind = BackendKind> {
   readonly kind: K;
+  /** Set by backends that reflect packets in the kernel (ebpf). */
+  readonly kernel?: KernelDataPath;
   /** What start() would do for this config, for `run --dry-run`. Changes nothing. */
   plan(cfg: InterceptConfig): PlanStep[];
   /** Prepare the host and return what the worker needs. Cleans leftovers of a killed run first. */
@@ -186,6 +288,11 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
   verify?(cfg: InterceptConfig, scope: 'firewall' | 'all'): Promise<string[]>;
   /** Facts worth showing an admin in `status` (TUN device and mode; WinDivert filter, priority, driver version). */
   describe?(): Record<string, string | number>;
+  /**
+   * Who owns each of these client sockets (process, user; Linux: /proc), null where none matches. Asked when flows
+   * are listed, never per packet. Backends that cannot tell leave it out.
+   */
+  socketOwners?(queries: readonly SocketQuery[]): (Partial<SocketOwner> | null)[];
   /** A name for the interface with this index (PacketBatch.ifIndex), as captures show it; never throws. */
   interfaceName(ifIndex: number): string;
   /** Make a receive() that may be blocked in the worker return soon (for stop and the engine's reconfigure). */

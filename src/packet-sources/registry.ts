@@ -18,9 +18,17 @@ import { buildWinDivertFilter } from './windivert/filter.ts';
 /** WinDivert's priority DEFAULT/MIN/MAX, for `--priority` (the limits module loads no binding: safe everywhere). */
 export { WINDIVERT_PRIORITY } from './windivert/limits.ts';
 
+/** Linux backends `--backend` chooses from; without it: ebpf where it loads, else tun. */
+export const LINUX_BACKENDS = ['ebpf', 'tun'] as const;
+export type LinuxBackend = (typeof LINUX_BACKENDS)[number];
+
 export interface BackendOptions {
-  /** Linux: TUN device name. */
+  /** Linux: the engine's device (the TUN device, or the ebpf backend's veth). */
   deviceName?: string;
+  /** Linux: the backend asked for (absent: ebpf where the kernel, privileges and library allow, else tun). */
+  backend?: LinuxBackend;
+  /** Told why the default ebpf backend was not used (the engine runs on tun). */
+  onFallback?: (reason: string) => void;
   /** Windows: folder with WinDivert.dll (else RETROFLECT_WINDIVERT_DIR, the executable's folder, the install folder). */
   windivertDir?: string;
   /** Windows: WinDivert priority (WINDIVERT_PRIORITY). */
@@ -28,10 +36,14 @@ export interface BackendOptions {
 }
 
 /**
- * The backend each platform uses. The only place that branches on the platform for the data path. The memory backend
- * (memory/) is no platform's: tests and tools construct its host half (MemoryHostBackend) themselves.
+ * The backend each platform uses by default (Linux: ebpf, or tun when its program cannot load or `--backend tun`).
+ * The only place that branches on the platform for the data path. The memory backend (memory/) is no platform's:
+ * tests and tools construct its host half (MemoryHostBackend) themselves.
  */
-const PLATFORM_BACKEND: Partial<Record<NodeJS.Platform, Exclude<BackendKind, 'memory'>>> = { win32: 'windivert', linux: 'tun' };
+const PLATFORM_BACKEND: Partial<Record<NodeJS.Platform, Exclude<BackendKind, 'memory'>>> = {
+  win32: 'windivert',
+  linux: 'ebpf',
+};
 
 /** Main-thread half for this platform. */
 export async function createHostBackend(opts: BackendOptions, platform: NodeJS.Platform = process.platform): Promise<HostBackend> {
@@ -41,15 +53,38 @@ export async function createHostBackend(opts: BackendOptions, platform: NodeJS.P
       const { WinDivertHostBackend } = await import('./windivert/host.ts');
       return new WinDivertHostBackend({ windivertDir: opts.windivertDir, priority: opts.priority });
     }
-    case 'tun': {
-      const { TunHostBackend } = await import('./tun/host.ts');
-      return new TunHostBackend({ deviceName: opts.deviceName });
+    case 'ebpf': {
+      if (opts.backend === 'tun') return tunBackend(opts, null);
+      if (opts.backend === 'ebpf') return ebpfBackend(opts);
+      const { probeProgram } = await import('./ebpf/program.ts');
+      const probe = probeProgram();
+      if (probe.ok) return ebpfBackend(opts);
+      opts.onFallback?.(probe.reason);
+      return tunBackend(opts, probe.reason);
     }
+    case 'tun':
+      return tunBackend(opts, null);
     case undefined:
       throw new RetroflectError(ErrorCode.BACKEND_UNAVAILABLE, `retroflect has no packet backend for ${platform}.`, {
         hint: 'Run it on Windows (WinDivert) or Linux (TUN).',
       });
   }
+}
+
+/** `fallbackReason`: why the default ebpf backend was not used; `status` shows it as backendInfo.ebpfUnavailable. */
+async function tunBackend(opts: BackendOptions, fallbackReason: string | null): Promise<HostBackend> {
+  const { TunHostBackend } = await import('./tun/host.ts');
+  const tun = new TunHostBackend({ deviceName: opts.deviceName });
+  if (fallbackReason !== null) {
+    const facts = tun.describe.bind(tun);
+    tun.describe = () => ({ ...facts(), ebpfUnavailable: fallbackReason });
+  }
+  return tun;
+}
+
+async function ebpfBackend(opts: BackendOptions): Promise<HostBackend> {
+  const { EbpfHostBackend } = await import('./ebpf/host.ts');
+  return new EbpfHostBackend({ deviceName: opts.deviceName });
 }
 
 /** Worker-thread half, built from what the host half's start() returned. */
@@ -59,6 +94,8 @@ export async function createPacketSource(init: SourceInit, cfg: InterceptConfig)
       return (await import('./tun/source.ts')).createTunPacketSource(init, cfg);
     case 'windivert':
       return (await import('./windivert/source.ts')).createWinDivertPacketSource(init, cfg);
+    case 'ebpf':
+      return (await import('./ebpf/source.ts')).createEbpfPacketSource(init, cfg);
     case 'memory':
       return (await import('./memory/source.ts')).createMemoryPacketSource(init, cfg);
   }

@@ -13,9 +13,10 @@
  *                        prefix of a valid packet is "truncated".
  *  - badHeaderLength:    IPv4 IHL below 5, or IHL * 4 larger than the total length.
  *  - badTotalLength:     IPv4 total length below 20.
- *  - badExtensionHeader: an IPv6 extension header runs past the payload, or hop-by-hop is not the first header.
- *                        The walk covers hop-by-hop, routing, fragment, destination options and the
- *                        Authentication Header (RFC 4302: its length counts 4-byte units, minus 2); it stops at any
+ *  - badExtensionHeader: an IPv6 extension header or an IPv4 Authentication Header runs past the payload, or
+ *                        hop-by-hop is not the first header. The IPv6 walk covers hop-by-hop, routing, fragment,
+ *                        destination options and the Authentication Header (RFC 4302: its length counts 4-byte
+ *                        units, minus 2); IPv4 walks AH only (it has no other extension headers). Both stop at any
  *                        other next header (ESP's contents are encrypted, so TCP/UDP behind it are unknowable).
  *  - badTransportHeader: the TCP/UDP/ICMP header of an unfragmented or first-fragment packet does not fit inside
  *                        the IP payload, or TCP data offset is below 5 / past the payload, or an unfragmented UDP
@@ -184,6 +185,19 @@ function parseIpv4(buf: Uint8Array, off: number, len: number, out: ParsedPacket)
     // Only the first fragment (offset 0) carries the transport header; later ones are reflected by address only.
     if ((fragmentField & 0x1fff) !== 0) return true;
   }
+  // IPsec AH (RFC 4302) sits between the IPv4 header and the transport header, as in IPv6: walk it, so the ports
+  // behind it are read (and shielded). ESP is not walked: its contents are encrypted.
+  const end = off + totalLength;
+  let pos = out.transportOffset;
+  while (out.protocol === IpProto.AuthenticationHeader) {
+    if (pos + 2 > end) return fail(out, MalformedCode.BadExtensionHeader);
+    const size = extensionHeaderSize(IpProto.AuthenticationHeader, buf[pos + 1]);
+    if (pos + size > end) return fail(out, MalformedCode.BadExtensionHeader);
+    out.protocol = buf[pos];
+    pos += size;
+  }
+  out.transportOffset = pos;
+  out.transportLength = end - pos;
   return parseTransport(buf, out);
 }
 

@@ -16,11 +16,11 @@ export const Verdict = {
 export type Verdict = (typeof Verdict)[keyof typeof Verdict];
 
 /** Why the data plane dropped a packet: it sets `Dataplane.dropCause` on every drop, and the capture tap reports it. */
-export const DropCause = { Malformed: 1, ShieldPort: 2, ForgedSource: 3 } as const;
+export const DropCause = { Malformed: 1, ShieldPort: 2, ForgedSource: 3, NotAllowed: 4 } as const;
 export type DropCause = (typeof DropCause)[keyof typeof DropCause];
 
 /** Why the host firewall dropped a packet reported to a `PacketSource.observeFirewallDrops` sink (Linux nft). */
-export const FirewallDropCause = { ShieldPort: 1, ForgedSource: 2 } as const;
+export const FirewallDropCause = { ShieldPort: 1, ForgedSource: 2, NotAllowed: 3 } as const;
 export type FirewallDropCause = (typeof FirewallDropCause)[keyof typeof FirewallDropCause];
 
 /** What the engine did with a captured packet (0 is never a verdict: a capture reader rejects it as garbage). */
@@ -30,9 +30,11 @@ export const CaptureVerdict = {
   ShieldDropped: 3,
   Malformed: 4,
   ForgedSourceDropped: 5,
+  /** To a reflect address, but not on its allow lists (ports, users, groups, cgroups, apps): refused. */
+  NotAllowed: 6,
 } as const;
 export type CaptureVerdict = (typeof CaptureVerdict)[keyof typeof CaptureVerdict];
 
 /** Wire names of the capture verdicts, index = CaptureVerdict - 1. */
-export const CAPTURE_VERDICT_NAMES = ['reflected', 'passed', 'shieldDropped', 'malformed', 'forgedSourceDropped'] as const;
+export const CAPTURE_VERDICT_NAMES = ['reflected', 'passed', 'shieldDropped', 'malformed', 'forgedSourceDropped', 'notAllowed'] as const;
 export type CaptureVerdictName = (typeof CAPTURE_VERDICT_NAMES)[number];

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
 import { spawnEngine, waitReady, type EngineProcess } from '../e2e/engine-process.ts';
+import { backendArgs, LINUX_TEST_BACKENDS } from '../helpers/backends.ts';
 
 const PROBE = 'test/fixtures/probe.ts';
 const node = process.execPath;
@@ -84,7 +85,8 @@ ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 2, 0, 64, 17, 0, socke
 s.sendto(ip + udp, ('${dst}', 0))
 `;
 
-describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout: 240_000 }, () => {
+for (const backend of LINUX_TEST_BACKENDS)
+describe(`retroflect capture and trace (Linux, real engine, tshark, ${backend})`, { timeout: 240_000 }, () => {
   let t: Topology;
   let engine: EngineProcess | undefined;
   const dir = mkdtempSync(join(tmpdir(), 'rft-capture-'));
@@ -94,7 +96,7 @@ describe('retroflect capture and trace (Linux, real engine, tshark)', { timeout:
     t = await createTopology('cap');
     const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PROBE, 'serve', '8080,8081', '5354']));
     await servers.next((o) => o.ready === true);
-    engine = spawnEngine(t.a, ['--no-config', '--reflect', R4, R6, '--shield', '8080/tcp', '--pipe', pipe, '--device', 'rflct0']);
+    engine = spawnEngine(t.a, ['--no-config', '--reflect', R4, R6, '--shield', '8080/tcp', '--pipe', pipe, '--device', 'rflct0', ...backendArgs(backend)]);
     await waitReady(engine);
   });
 

@@ -93,6 +93,38 @@ describe('capture through the WinDivert backend (test double)', { timeout: 60_00
     ]);
   });
 
+  test('an offloaded packet is recorded as it goes out: with the checksum completed, not the partial one (issue 19 item 24)', async (t) => {
+    const client = await ControlClient.connect({ pipe });
+    const chunks: Buffer[] = [];
+    let packets = 0;
+    client.onNotification((n) => {
+      if (n.method !== 'capture') return;
+      const p = n.params as { data: string; packets: number };
+      chunks.push(Buffer.from(p.data, 'base64'));
+      packets += p.packets;
+    });
+    t.after(() => client.close());
+    await client.call('capture.start', { format: 'pcapng' });
+    await sleep(150);
+    // TCP checksum offloaded: the stack left only the pseudo-header sum in the field and cleared TCPChecksum.
+    const offloaded = Buffer.from(packet(LOCAL, R4, 6, 40010, 8081, 7));
+    offloaded.writeUInt16BE(0x1234, 20 + 16);
+    inject(double, offloaded, outboundAddr(false, { tcpChecksum: false }));
+    const deadline = Date.now() + 10_000;
+    while (packets < 1 && Date.now() < deadline) await sleep(20);
+    await client.call('capture.stop', {});
+    client.close();
+    const sent = collectSent(double);
+    assert.equal(sent.length, 1);
+    const onWire = sent[0].bytes.readUInt16BE(20 + 16);
+    assert.notEqual(onWire, 0x1234, 'completed before sending');
+    const file = join(dir, 'offload.pcapng');
+    writeFileSync(file, Buffer.concat(chunks));
+    const r = await run('tshark', ['-r', file, '-o', 'tcp.check_checksum:TRUE', '-T', 'fields', '-E', 'separator=|', '-e', 'tcp.checksum', '-e', 'tcp.checksum.status']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), `0x${onWire.toString(16).padStart(4, '0')}|1`, 'the record holds the checksum that went out, and it is valid');
+  });
+
   test('limits and bad parameters: clear errors, nothing started', async () => {
     const rejects = async (p: Promise<unknown>, code: string, field?: string): Promise<void> => {
       await assert.rejects(p, (e: unknown) => isRetroflectError(e) && e.code === code && (field === undefined || e.details?.field === field));

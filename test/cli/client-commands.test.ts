@@ -39,7 +39,7 @@ after(async () => {
 it('address add/list/remove with --json print the protocol result and exit 0', async () => {
   const add = await cli('address', 'add', '192.0.2.1', '2001:DB8::5', '--pipe', sock, '--json');
   assert.equal(add.code, 0, add.stderr);
-  assert.deepEqual(JSON.parse(add.stdout), { added: ['192.0.2.1', '2001:db8::5'], existing: [], warnings: [], portMaps: { added: [], existing: [] }, persisted: ['192.0.2.1', '2001:db8::5'] });
+  assert.deepEqual(JSON.parse(add.stdout), { added: ['192.0.2.1', '2001:db8::5'], existing: [], warnings: [], portMaps: { added: [], existing: [] }, allow: [{ address: '192.0.2.1' }, { address: '2001:db8::5' }], persisted: ['192.0.2.1', '2001:db8::5'] });
   const again = await cli('address', 'add', '192.0.2.1', '--pipe', sock, '--json');
   assert.deepEqual(JSON.parse(again.stdout).existing, ['192.0.2.1']);
   const tmp = await cli('address', 'add', '192.0.2.7', '--temporary', '--pipe', sock);

@@ -43,7 +43,7 @@ describe('load', () => {
   it('names an unknown field', () => rejectsInvalid('{"schemaVersion":1,"reflectAddress":[]}', /unknown field 'reflectAddress'/));
   it('names a bad address by index', () => rejectsInvalid('{"schemaVersion":1,"reflectAddresses":["192.0.2.1","192.0.2.300"]}', /reflectAddresses\[1\]/));
   it('names a bad port by index', () => rejectsInvalid('{"schemaVersion":1,"shieldPorts":[{"port":0,"protocol":"tcp"}]}', /shieldPorts\[0\]/));
-  it('refuses a newer schema', () => rejectsInvalid('{"schemaVersion":3}', /newer retroflect/));
+  it('refuses a newer schema', () => rejectsInvalid('{"schemaVersion":4}', /newer retroflect/));
   it('refuses a non-object', () => rejectsInvalid('[]', /JSON object/));
 });
 

@@ -153,7 +153,7 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     const status = await engine!.cli(['status']);
     assert.equal(status.code, 0, status.stderr);
     assert.deepEqual(Object.keys(status.json).sort(), [
-      'backend', 'backendInfo', 'configPath', 'hostRepairs', 'pid', 'pipeName', 'portMaps', 'reflectAddresses', 'shieldPorts', 'startedAt', 'state', 'uptimeSeconds', 'version',
+      'backend', 'backendInfo', 'configPath', 'hostRepairs', 'pid', 'pipeName', 'portMaps', 'reflectAddresses', 'runsAs', 'shieldPorts', 'startedAt', 'state', 'uptimeSeconds', 'version',
     ]);
     assert.equal(status.json.state, 'running');
     assert.equal(status.json.backend, 'tun');
@@ -181,9 +181,9 @@ describe('control plane against the real engine (Linux TUN, namespaces)', { time
     for (const [addr, other] of [['203.0.113.5', '192.0.2.1'], ['2001:db8::5', '192.0.2.1']] as const) {
       const add = await engine!.cli(['address', 'add', addr]);
       assert.equal(add.code, 0, add.stdout + add.stderr);
-      assert.deepEqual(add.json, { added: [addr], existing: [], warnings: [], portMaps: { added: [], existing: [] }, persisted: [addr] });
+      assert.deepEqual(add.json, { added: [addr], existing: [], warnings: [], portMaps: { added: [], existing: [] }, allow: [{ address: addr }], persisted: [addr] });
       const again = await engine!.cli(['address', 'add', addr]);
-      assert.deepEqual(again.json, { added: [], existing: [addr], warnings: [], portMaps: { added: [], existing: [] }, persisted: [addr] }, 'adding twice is idempotent');
+      assert.deepEqual(again.json, { added: [], existing: [addr], warnings: [], portMaps: { added: [], existing: [] }, allow: [{ address: addr }], persisted: [addr] }, 'adding twice is idempotent');
       assert.deepEqual(await probe(t.a, 'tcp', addr, PEER_TCP), { ok: true, reply: `peer=${addr}` });
 
       const rm = await engine!.cli(['address', 'remove', addr]);

@@ -172,9 +172,9 @@ describe('changes and persistence', () => {
     assert.deepEqual(file, { schemaVersion: 1, reflectAddresses: ['192.0.2.1', '2001:db8::1'], shieldPorts: [] });
     const list = await client.call('address.list');
     assert.deepEqual(list.addresses, [
-      { address: '192.0.2.1', persisted: true, portMaps: [] },
-      { address: '2001:db8::1', persisted: true, portMaps: [] },
-      { address: '192.0.2.2', persisted: false, portMaps: [] },
+      { address: '192.0.2.1', persisted: true, portMaps: [], allow: {} },
+      { address: '2001:db8::1', persisted: true, portMaps: [], allow: {} },
+      { address: '192.0.2.2', persisted: false, portMaps: [], allow: {} },
     ]);
     const cfg = await client.call('config.get');
     assert.deepEqual(cfg.persisted.reflectAddresses, ['192.0.2.1', '2001:db8::1']);

@@ -18,13 +18,16 @@ const R6 = '2001:db8:ffff::40';
 /** On the veth subnet of namespace a (198.51.100.0/24): refused as a reflect address. */
 const ON_SUBNET = '198.51.100.50';
 
-function writeConfig(path: string, addresses: (string | { address: string; portMaps: string[] })[], shield: { port: number; protocol: 'tcp' | 'udp' }[]): void {
+function writeConfig(path: string, addresses: (string | { address: string; portMaps: string[] })[],
+  shield: { port: number; protocol: 'tcp' | 'udp' }[]): void {
   writeFileSync(path, JSON.stringify({ schemaVersion: 2, reflectAddresses: addresses, shieldPorts: shield }, null, 2));
 }
 
 /** A TCP server in `ns` on host:port; resolves once it listens. Killed with the namespace. */
 async function serve(ns: NetNs, host: string, port: number): Promise<() => void> {
-  const child = ns.spawn(process.execPath, ['-e', `require('net').createServer(c => c.end()).listen({ host: ${JSON.stringify(host)}, port: ${port} }, () => console.log('ready'))`]);
+  const child = ns.spawn(process.execPath, ['-e',
+    `require('net').createServer(c => c.end()).listen({ host: ${JSON.stringify(host)}, port: ${port} }, () => ` +
+      `console.log('ready'))`]);
   await new Promise<void>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
@@ -61,7 +64,8 @@ describe('retroflect doctor (Linux, real namespaces)', { timeout: 300_000 }, () 
     config = join(dir, 'config.json');
     writeConfig(config, [{ address: R4, portMaps: ['80=8080/tcp'] }, R6], [{ port: 8080, protocol: 'tcp' }]);
     stopServer = await serve(t.a, '::', 8080);
-    engine = await startEngine(t.a, dir, { config });
+    // Generous: `npm test -- doctor` runs this beside the Wine and pwsh suites on a shared machine.
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000 });
   });
 
   after(async () => {
@@ -70,18 +74,23 @@ describe('retroflect doctor (Linux, real namespaces)', { timeout: 300_000 }, () 
     removeDir(dir);
   });
 
-  test('a healthy host with a running engine passes every check (exit 0), and the JSON has the documented shape', async () => {
+  test('a healthy host with a running engine passes every check (exit 0), and the JSON has the documented shape',
+    async () => {
     const { code, report } = await doctor(t.a, ['--pipe', engine!.pipe]);
     const notPassed = report.checks.filter((c) => c.status !== 'pass');
     assert.deepEqual(notPassed, [], JSON.stringify(notPassed, null, 2));
     assert.equal(code, ExitCode.OK);
     assert.equal(report.engineRunning, true);
-    assert.deepEqual(Object.keys(report).sort(), ['checks', 'engineRunning', 'platform', 'repairs', 'summary', 'version']);
-    for (const c of report.checks) assert.deepEqual(Object.keys(c).sort(), ['detail', 'evidence', 'fix', 'name', 'status']);
-    for (const name of ['privileges', 'config', 'linux.tun', 'linux.nftables', 'linux.nft-table', 'linux.routes', 'linux.rp_filter', 'linux.nflog', `address.${R4}`, `address.${R6}`, 'port.8080/tcp', 'engine']) {
+    assert.deepEqual(Object.keys(report).sort(), ['checks', 'engineRunning', 'platform', 'repairs', 'summary',
+      'version']);
+    for (const c of report.checks) assert.deepEqual(Object.keys(c).sort(), ['detail', 'evidence', 'fix', 'name',
+      'status']);
+    for (const name of ['privileges', 'config', 'linux.tun', 'linux.nftables', 'linux.nft-table', 'linux.routes',
+      'linux.rp_filter', 'linux.nflog', `address.${R4}`, `address.${R6}`, 'port.8080/tcp', 'engine']) {
       check(report, name);
     }
-    assert.equal(check(report, `address.${R4}`).evidence.route && (check(report, `address.${R4}`).evidence.route as { device: string }).device, 'rflct0');
+    assert.equal(check(report, `address.${R4}`).evidence.route && (check(report,
+      `address.${R4}`).evidence.route as { device: string }).device, 'rflct0');
     assert.deepEqual(check(report, 'port.8080/tcp').evidence.boundTo, ['::']);
   });
 
@@ -119,7 +128,8 @@ describe('retroflect doctor (Linux, real namespaces)', { timeout: 300_000 }, () 
     try {
       await t.a.must('nft', ['delete', 'table', 'inet', 'retroflect']);
       const before = (await client.call('status', {})).hostRepairs.count;
-      for (let i = 0; i < 200 && (await client.call('status', {})).hostRepairs.count === before; i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 200 && (await client.call('status',
+        {})).hostRepairs.count === before; i++) await new Promise((r) => setTimeout(r, 50));
       await t.a.must('nft', ['delete', 'table', 'inet', 'retroflect']);
     } finally {
       client.close();
@@ -134,7 +144,9 @@ describe('retroflect doctor (Linux, real namespaces)', { timeout: 300_000 }, () 
     assert.equal(check(report, 'engine').status, 'warning', 'the engine check reports the repairs');
   });
 
-  test('with no engine: the engine check warns with how to start one, live checks are skipped, the config file is checked', async () => {
+  test('with no engine: the engine check warns with how to start one, live checks are skipped, the config file is ' +
+    'checked',
+    async () => {
     await engine!.kill();
     engine = undefined;
     await t.a.run('nft', ['delete', 'table', 'inet', 'retroflect']); // what the killed engine left
@@ -162,7 +174,8 @@ describe('retroflect doctor (Linux, real namespaces)', { timeout: 300_000 }, () 
     assert.equal(code, ExitCode.CHECK_FAILED);
   });
 
-  test('without an engine, `address test` checks on this host: exit 4, the rule, a suggestion; a usable one exits 0', async () => {
+  test('without an engine, `address test` checks on this host: exit 4, the rule, a suggestion; a usable one exits 0',
+    async () => {
     const bad = await retroflect(t.a, ['address', 'test', ON_SUBNET, '--json', '--pipe', join(dir, 'none.sock')]);
     assert.equal(bad.code, ExitCode.INVALID_ARGUMENT, bad.stderr);
     assert.match(bad.stderr, /No engine is running: tested on this host/);

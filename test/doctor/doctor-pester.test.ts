@@ -24,9 +24,11 @@ test('pwsh: Test-Retroflect.Tests.ps1 against a real engine', { timeout: 600_000
   const topo = await createTopology('dps');
   const dir = mkdtempSync(join(tmpdir(), 'rft-dps-'));
   try {
-    const r = await run('env', [`RETROFLECT_TEST_ENGINE_EXE=${exe}`, `RETROFLECT_TEST_DIR=${dir}`, `RETROFLECT_TEST_PWSH=${pwsh.path}`, 'RETROFLECT_TEST_FILTER=Test-Retroflect',
+    const r = await run('env', [`RETROFLECT_TEST_ENGINE_EXE=${exe}`, `RETROFLECT_TEST_DIR=${dir}`,
+      `RETROFLECT_TEST_PWSH=${pwsh.path}`, 'RETROFLECT_TEST_FILTER=Test-Retroflect',
       'ip', 'netns', 'exec', topo.a.name,
-      pwsh.path, '-NoProfile', '-NonInteractive', '-File', join(root, 'powershell', 'Tests', 'Invoke-RetroflectTests.ps1')], { timeoutMs: 10 * 60_000 });
+      pwsh.path, '-NoProfile', '-NonInteractive', '-File', join(root, 'powershell', 'Tests',
+        'Invoke-RetroflectTests.ps1')], { timeoutMs: 10 * 60_000 });
     const plain = r.stdout.replace(/\x1b\[[0-9;]*m/g, '');
     assert.equal(r.code, 0, `Pester failed:\n${plain}\n${r.stderr}`);
     const passed = /Tests Passed: (\d+)/.exec(plain);

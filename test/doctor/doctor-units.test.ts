@@ -27,12 +27,15 @@ test('PE: version from the version resource, signature presence from the securit
   assert.deepEqual(parsePe(sys), { version: '2.2.2.0', signed: false, machine: 'x64' });
   assert.deepEqual(parsePe(withSignatureEntry(sys)), { version: '2.2.2.0', signed: true, machine: 'x64' });
   assert.deepEqual(parsePe(readFileSync(DLL)), { version: null, signed: false, machine: 'x64' });
-  assert.throws(() => parsePe(Buffer.from('not a PE file at all, just text that is long enough to have a header......')), /no MZ header/);
+  assert.throws(() => parsePe(Buffer.from('not a PE file at all, just text that is long enough to have a ' +
+    'header......')),
+    /no MZ header/);
   const truncated = Buffer.from(sys.subarray(0, 200));
   assert.throws(() => parsePe(truncated));
 });
 
-test('PE: the Windows node.exe is signed and carries its version', { skip: existsSync(NODE_EXE) ? false : `${NODE_EXE} is missing (test/wine/setup.ts)` }, () => {
+test('PE: the Windows node.exe is signed and carries its version',
+  { skip: existsSync(NODE_EXE) ? false : `${NODE_EXE} is missing (test/wine/setup.ts)` }, () => {
   const facts = parsePe(readFileSync(NODE_EXE));
   assert.equal(facts.signed, true);
   assert.match(facts.version ?? '', /^20\.\d+\.\d+\.0$/);
@@ -53,7 +56,8 @@ test('/proc/net: listening TCP and unconnected UDP sockets with their local addr
    1: 00000000000000000000000001000000:0035 00000000000000000000000000000000:0000 0A 0 0 0
    2: B80D0120000000000000000002000000:0016 00000000000000000000000000000000:0000 0A 0 0 0
 `;
-  assert.deepEqual(parseProcNet(tcp6, 'tcp').map((s) => `${s.address}|${s.port}`), ['::|8080', '::1|53', '2001:db8::2|22']);
+  assert.deepEqual(parseProcNet(tcp6, 'tcp').map((s) => `${s.address}|${s.port}`), ['::|8080', '::1|53',
+    '2001:db8::2|22']);
   const udp = `   sl  local_address rem_address   st
   7: 00000000:0035 00000000:0000 07 0 0
   8: 0100007F:0089 0200007F:1234 01 0 0
@@ -63,13 +67,15 @@ test('/proc/net: listening TCP and unconnected UDP sockets with their local addr
 
 test('driver ImagePath forms become file paths', () => {
   assert.equal(driverImageFile('\\??\\C:\\Tools\\WinDivert64.sys'), 'C:\\Tools\\WinDivert64.sys');
-  assert.equal(driverImageFile('\\SystemRoot\\System32\\drivers\\x.sys', 'C:\\Windows'), 'C:\\Windows\\System32\\drivers\\x.sys');
+  assert.equal(driverImageFile('\\SystemRoot\\System32\\drivers\\x.sys', 'C:\\Windows'),
+    'C:\\Windows\\System32\\drivers\\x.sys');
   assert.equal(driverImageFile('System32\\drivers\\x.sys', 'D:\\Win'), 'D:\\Win\\System32\\drivers\\x.sys');
   assert.equal(driverImageFile('"C:\\Program Files\\A\\WinDivert64.sys"'), 'C:\\Program Files\\A\\WinDivert64.sys');
 });
 
 test('firewall rule text: repeated fields keep every value', () => {
-  const f = parseFirewallRule('v2.30|Action=Allow|Active=TRUE|Dir=In|RA4=192.0.2.1|RA4=198.51.100.7|RA6=2001:db8::1|Name=x|');
+  const f = parseFirewallRule('v2.30|Action=Allow|Active=TRUE|Dir=In|RA4=192.0.2.1|RA4=198.51.100.7|' +
+    'RA6=2001:db8::1|Name=x|');
   assert.deepEqual(f.get('RA4'), ['192.0.2.1', '198.51.100.7']);
   assert.deepEqual(f.get('RA6'), ['2001:db8::1']);
   assert.deepEqual(f.get('Dir'), ['In']);
@@ -83,5 +89,6 @@ test('WINDIVERT_ADDRESS REFLECT fields at the offsets windivert.h gives (union a
   a.writeUInt32LE(0, 28);
   a.writeBigUInt64LE(0x21n, 32);
   a.writeInt16LE(-5, 40);
-  assert.deepEqual(decodeReflectAddress(a), { event: 8, openedAt: 123456789n, processId: 4242, layer: 0, flags: 0x21, priority: -5 });
+  assert.deepEqual(decodeReflectAddress(a), { event: 8, openedAt: 123456789n, processId: 4242, layer: 0, flags: 0x21,
+    priority: -5 });
 });

@@ -40,12 +40,14 @@ function withVersion(pe: Buffer, major: number, minor: number): Buffer {
 }
 
 async function wine(args: string[], tag: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return runWine(args, { tag: `doctor-${process.pid}-${tag}`, env: { WINDIVERT_DOUBLE_DRIVER_DIR: winPath(driverDir) }, timeoutMs: 180_000 });
+  return runWine(args, { tag: `doctor-${process.pid}-${tag}`, env: { WINDIVERT_DOUBLE_DRIVER_DIR: winPath(driverDir) },
+    timeoutMs: 180_000 });
 }
 
 let runs = 0;
 async function doctor(extra: string[] = []): Promise<{ code: number | null; report: DoctorReport }> {
-  const r = await wine([NODE_EXE, cli, 'doctor', '--json', '--windivert-dir', winPath(files), '--config', winPath(config), '--pipe', `rft-doctor-none-${process.pid}`, ...extra], `run${runs++}`);
+  const r = await wine([NODE_EXE, cli, 'doctor', '--json', '--windivert-dir', winPath(files), '--config',
+    winPath(config), '--pipe', `rft-doctor-none-${process.pid}`, ...extra], `run${runs++}`);
   let report: DoctorReport;
   try {
     report = JSON.parse(r.stdout) as DoctorReport;
@@ -71,18 +73,22 @@ async function holder(priority: number, filter: string): Promise<{ pid: number; 
   writeFileSync(control, '');
   const nul = openSync('/dev/null', 'r');
   const out = openSync(join(work, `hold-${held.length}.log`), 'w');
-  const child = spawn('wine', [NODE_EXE, holderScript, winPath(join(files, 'WinDivert.dll')), String(priority), filter, winPath(control)], {
+  const child = spawn('wine', [NODE_EXE, holderScript, winPath(join(files, 'WinDivert.dll')), String(priority), filter,
+    winPath(control)], {
     cwd: WINE_DIR,
     env: wineEnv({ WINDIVERT_DOUBLE_DRIVER_DIR: winPath(driverDir) }),
     stdio: [nul, out, out],
   });
   held.push(child);
   const exited = new Promise((r) => child.once('exit', r));
-  for (let i = 0; i < 1200 && !existsSync(`${control}.ready`) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 100));
+  const ready = (): boolean => existsSync(`${control}.ready`);
+  for (let i = 0; i < 1200 && !ready() && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 100));
   closeSync(nul);
   closeSync(out);
-  assert.ok(existsSync(`${control}.ready`), `the holder did not open its handle: ${readFileSync(join(work, `hold-${held.length - 1}.log`), 'utf8')}`);
-  return { pid: Number(readFileSync(`${control}.ready`, 'utf8')), release: async () => { rmSync(control); await exited; } };
+  assert.ok(existsSync(`${control}.ready`),
+    `the holder did not open its handle: ${readFileSync(join(work, `hold-${held.length - 1}.log`), 'utf8')}`);
+  return { pid: Number(readFileSync(`${control}.ready`, 'utf8')),
+    release: async () => { rmSync(control); await exited; } };
 }
 
 describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)', { skip, timeout: 900_000 }, () => {
@@ -92,9 +98,11 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
     mkdirSync(driverDir, { recursive: true });
     copyFileSync(join(BUILD, 'WinDivert.dll'), join(files, 'WinDivert.dll'));
     writeFileSync(join(files, 'WinDivert64.sys'), withSignatureEntry(readFileSync(join(BUILD, 'WinDivert64.sys'))));
-    writeFileSync(config, JSON.stringify({ schemaVersion: 1, reflectAddresses: ['203.0.113.77'], shieldPorts: [{ port: 8080, protocol: 'tcp' }] }));
+    writeFileSync(config, JSON.stringify({ schemaVersion: 1, reflectAddresses: ['203.0.113.77'],
+      shieldPorts: [{ port: 8080, protocol: 'tcp' }] }));
     cli = await bundle(join(ROOT, 'src', 'cli', 'main.ts'), `doctor-cli-${process.pid}`);
-    holderScript = await bundle(join(ROOT, 'test', 'doctor', 'fixtures', 'hold-windivert-handle.ts'), `doctor-holder-${process.pid}`);
+    holderScript = await bundle(join(ROOT, 'test', 'doctor', 'fixtures', 'hold-windivert-handle.ts'),
+      `doctor-holder-${process.pid}`);
     await sc(['delete', 'WinDivert']);
   });
 
@@ -104,7 +112,9 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
     rmSync(work, { recursive: true, force: true });
   });
 
-  test('files, version and signature presence are read from the PE files; no driver entry and no other WinDivert user pass', async () => {
+  test('files, version and signature presence are read from the PE files; no driver entry and no other WinDivert ' +
+    'user pass',
+    async () => {
     const { report } = await doctor();
     const f = check(report, 'windows.windivert-files');
     assert.equal(f.status, 'warning', JSON.stringify(f)); // the double's WinDivert.dll carries no signature
@@ -115,7 +125,8 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
     assert.equal(users.status, 'pass', JSON.stringify(users));
     assert.match(users.detail, /No other program holds a WinDivert handle/);
     assert.ok(['pass', 'warning', 'fail'].includes(check(report, 'windows.bfe').status));
-    for (const name of ['privileges', 'windows.code-integrity', 'windows.firewall', 'windows.private-ranges', 'port.8080/tcp', 'engine']) check(report, name);
+    for (const name of ['privileges', 'windows.code-integrity', 'windows.firewall', 'windows.private-ranges',
+      'port.8080/tcp', 'engine']) check(report, name);
   });
 
   test('a second WinDivert user at our priority is reported with its pid, layer, priority and filter', async () => {
@@ -124,10 +135,13 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
       const { report } = await doctor();
       const c = check(report, 'windows.windivert-users');
       assert.equal(c.status, 'warning', JSON.stringify(c));
-      assert.match(c.detail, new RegExp(`process ${other.pid} \\(network layer, priority 1000, filter "tcp\\.DstPort == 8080"\\) uses our priority 1000`));
+      assert.match(c.detail,
+        new RegExp(`process ${other.pid} \\(network layer, priority 1000, filter "tcp\\.DstPort == 8080"\\) uses our ` +
+          `priority 1000`));
       assert.match(c.fix!, new RegExp(`Get-Process -Id ${other.pid}.*--priority`));
       const handles = c.evidence.handles as { processId: number; overlaps: boolean }[];
-      assert.deepEqual(handles.map((h) => [h.processId, h.overlaps]), [[other.pid, true]], 'its filter catches our shielded port');
+      assert.deepEqual(handles.map((h) => [h.processId, h.overlaps]), [[other.pid, true]],
+        'its filter catches our shielded port');
     } finally {
       await other.release();
     }
@@ -135,14 +149,17 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
     assert.equal(check(report, 'windows.windivert-users').status, 'pass', 'gone once it closed its handle');
   });
 
-  test('a user below our priority with a filter that misses our traffic passes; one above that overlaps warns', async () => {
+  test('a user below our priority with a filter that misses our traffic passes; one above that overlaps warns',
+    async () => {
     const low = await holder(0, 'udp.DstPort == 53');
     const high = await holder(2000, 'outbound and ip.DstAddr == 203.0.113.77');
     try {
       const { report } = await doctor();
       const c = check(report, 'windows.windivert-users');
       assert.equal(c.status, 'warning', JSON.stringify(c));
-      assert.match(c.detail, new RegExp(`process ${high.pid} .*priority 2000.* above our priority 1000 with a filter that catches our traffic`));
+      assert.match(c.detail,
+        new RegExp(`process ${high.pid} .*priority 2000.* above our priority 1000 with a filter that catches our ` +
+          `traffic`));
       assert.doesNotMatch(c.detail, new RegExp(`process ${low.pid}`));
     } finally {
       await low.release();
@@ -168,7 +185,8 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
     assert.doesNotMatch(await sc(['query', 'WinDivert']), /STATE/, 'the entry is gone');
   });
 
-  test('a stale driver entry of another version is reported; --repair leaves it while another program holds a handle', async () => {
+  test('a stale driver entry of another version is reported; --repair leaves it while another program holds a handle',
+    async () => {
     const oldDir = join(work, 'other-version');
     mkdirSync(oldDir, { recursive: true });
     writeFileSync(join(oldDir, 'WinDivert64.sys'), withVersion(readFileSync(join(files, 'WinDivert64.sys')), 2, 1));
@@ -179,7 +197,9 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
       const c = check(report, 'windows.driver-service');
       assert.equal(c.status, 'fail', JSON.stringify(c));
       assert.match(c.detail, /is version 2\.1\.2\.0, ours is 2\.2\.2\.0/);
-      assert.match(c.detail, new RegExp(`Left the WinDivert driver service alone: 1 WinDivert handle\\(s\\) are open \\(process ${other.pid}\\)`));
+      assert.match(c.detail,
+        new RegExp(`Left the WinDivert driver service alone: 1 WinDivert handle\\(s\\) are open \\(process ` +
+          `${other.pid}\\)`));
       assert.deepEqual(report.repairs, []);
       assert.match(await sc(['query', 'WinDivert']), /STATE/);
     } finally {
@@ -190,11 +210,14 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
     assert.doesNotMatch(await sc(['query', 'WinDivert']), /STATE/);
   });
 
-  test('driver release (what Uninstall runs) leaves our driver entry alone while another handle is open, removes it after', async () => {
+  test('driver release (what Uninstall runs) leaves our driver entry alone while another handle is open, removes it ' +
+    'after',
+    async () => {
     await sc(['create', 'WinDivert', 'type=', 'kernel', 'binPath=', winPath(join(files, 'WinDivert64.sys'))]);
     const other = await holder(0, 'true');
     try {
-      const r = await wine([NODE_EXE, cli, 'driver', 'release', '--json', '--windivert-dir', winPath(files)], `release${runs++}`);
+      const r = await wine([NODE_EXE, cli, 'driver', 'release', '--json', '--windivert-dir', winPath(files)],
+        `release${runs++}`);
       assert.equal(r.code, 0, r.stderr);
       const out = JSON.parse(r.stdout) as { outcome: string; holders: { processId: number }[] };
       assert.equal(out.outcome, 'in-use');
@@ -203,27 +226,38 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
     } finally {
       await other.release();
     }
-    const r = await wine([NODE_EXE, cli, 'driver', 'release', '--json', '--windivert-dir', winPath(files)], `release${runs++}`);
+    const r = await wine([NODE_EXE, cli, 'driver', 'release', '--json', '--windivert-dir', winPath(files)],
+      `release${runs++}`);
     assert.equal(JSON.parse(r.stdout).outcome, 'removed', r.stdout);
     assert.doesNotMatch(await sc(['query', 'WinDivert']), /STATE/);
   });
 
-  test('the firewall rule and the private ranges come from the registry; a server on 127.0.0.1 fails its port check', async () => {
+  test('the firewall rule and the private ranges come from the registry; a server on 127.0.0.1 fails its port check',
+    async () => {
     const port = 18000 + (process.pid % 1000);
     const cfg = join(work, 'ports.json');
-    writeFileSync(cfg, JSON.stringify({ schemaVersion: 1, reflectAddresses: ['203.0.113.77'], shieldPorts: [{ port, protocol: 'tcp' }] }));
+    writeFileSync(cfg, JSON.stringify({ schemaVersion: 1, reflectAddresses: ['203.0.113.77'], shieldPorts: [{ port,
+      protocol: 'tcp' }] }));
     const rules = 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules';
     const isolation = 'HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows\\NetworkIsolation';
-    await wine(['reg', 'add', rules, '/v', 'Retroflect-Reflected-In', '/t', 'REG_SZ', '/d', 'v2.30|Action=Allow|Active=TRUE|Dir=In|RA4=203.0.113.77|Name=Retroflect: reflected connections|', '/f'], `reg${runs++}`);
-    await wine(['reg', 'add', isolation, '/v', 'DomainSubnets', '/t', 'REG_SZ', '/d', '10.0.0.0/8,203.0.113.0/24', '/f'], `reg${runs++}`);
+    await wine(['reg', 'add', rules, '/v', 'Retroflect-Reflected-In', '/t', 'REG_SZ', '/d',
+      'v2.30|Action=Allow|Active=TRUE|Dir=In|RA4=203.0.113.77|Name=Retroflect: reflected connections|', '/f'],
+      `reg${runs++}`);
+    await wine(['reg', 'add', isolation, '/v', 'DomainSubnets', '/t', 'REG_SZ', '/d', '10.0.0.0/8,203.0.113.0/24',
+      '/f'], `reg${runs++}`);
     const nul = openSync('/dev/null', 'r');
     const out = openSync(join(work, 'server.log'), 'w');
-    const server = spawn('wine', [NODE_EXE, '-e', `require('net').createServer().listen(${port}, '127.0.0.1', () => require('fs').writeFileSync('server.ready', ''))`], { cwd: work, env: wineEnv(), stdio: [nul, out, out] });
+    const server = spawn('wine', [NODE_EXE, '-e',
+      `require('net').createServer().listen(${port}, '127.0.0.1', () => require('fs').writeFileSync('server.ready', ` +
+        `''))`],
+      { cwd: work, env: wineEnv(), stdio: [nul, out, out] });
     held.push(server);
     try {
-      for (let i = 0; i < 600 && !existsSync(join(work, 'server.ready')); i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 600 && !existsSync(join(work, 'server.ready')); i++) await new Promise((r) => setTimeout(r,
+        100));
       assert.ok(existsSync(join(work, 'server.ready')), readFileSync(join(work, 'server.log'), 'utf8'));
-      const r = await wine([NODE_EXE, cli, 'doctor', '--json', '--windivert-dir', winPath(files), '--config', winPath(cfg), '--pipe', `rft-doctor-none-${process.pid}`], `run${runs++}`);
+      const r = await wine([NODE_EXE, cli, 'doctor', '--json', '--windivert-dir', winPath(files), '--config',
+        winPath(cfg), '--pipe', `rft-doctor-none-${process.pid}`], `run${runs++}`);
       const report = JSON.parse(r.stdout) as DoctorReport;
       const fw = check(report, 'windows.firewall');
       assert.equal(fw.status, 'pass', JSON.stringify(fw));
@@ -245,12 +279,14 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
     }
   });
 
-  test('another tool\'s entry (another folder, same version, not stale) is never removed by driver release', async () => {
+  test('another tool\'s entry (another folder, same version, not stale) is never removed by driver release',
+    async () => {
     const theirs = join(work, 'their-tool');
     mkdirSync(theirs, { recursive: true });
     copyFileSync(join(files, 'WinDivert64.sys'), join(theirs, 'WinDivert64.sys'));
     await sc(['create', 'WinDivert', 'type=', 'kernel', 'binPath=', winPath(join(theirs, 'WinDivert64.sys'))]);
-    const r = await wine([NODE_EXE, cli, 'driver', 'release', '--json', '--windivert-dir', winPath(files)], `release${runs++}`);
+    const r = await wine([NODE_EXE, cli, 'driver', 'release', '--json', '--windivert-dir', winPath(files)],
+      `release${runs++}`);
     assert.equal(JSON.parse(r.stdout).outcome, 'not-ours', r.stdout);
     assert.match(await sc(['query', 'WinDivert']), /STATE/);
     await sc(['delete', 'WinDivert']);

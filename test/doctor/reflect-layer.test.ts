@@ -14,7 +14,7 @@ import { after, before, test } from 'node:test';
 import { INVALID_HANDLE, WinDivertLayer } from '../../src/packet-sources/windivert/ffi.ts';
 import { doubleLastOpenReason } from '../packet-sources/windivert/double-controls.ts';
 import { listWinDivertHandles } from '../../src/packet-sources/windivert/reflect.ts';
-import { DOUBLE_PATH, loadDouble } from '../packet-sources/windivert/double.ts';
+import { DOUBLE_PATH, loadDouble } from '../helpers/windivert-double.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'rft-reflect-'));
 const children: ChildProcess[] = [];
@@ -28,10 +28,12 @@ after(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function holder(priority: number, filter: string): Promise<{ pid: number; release: () => Promise<void>; child: ChildProcess }> {
+async function holder(priority: number,
+  filter: string): Promise<{ pid: number; release: () => Promise<void>; child: ChildProcess }> {
   const control = join(dir, `hold-${children.length}`);
   writeFileSync(control, '');
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/doctor/fixtures/hold-windivert-handle.ts', DOUBLE_PATH, String(priority), filter, control], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env } });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/doctor/fixtures/hold-windivert-handle.ts',
+    DOUBLE_PATH, String(priority), filter, control], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env } });
   children.push(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -41,10 +43,12 @@ async function holder(priority: number, filter: string): Promise<{ pid: number; 
   }
   assert.ok(existsSync(`${control}.ready`), `the holder did not open its handle: ${stderr}`);
   const exited = new Promise((r) => child.once('exit', r));
-  return { pid: Number(readFileSync(`${control}.ready`, 'utf8')), child, release: async () => { rmSync(control); await exited; } };
+  return { pid: Number(readFileSync(`${control}.ready`, 'utf8')), child,
+    release: async () => { rmSync(control); await exited; } };
 }
 
-test('REFLECT: this process\'s and another process\'s handles are reported with pid, layer, priority, flags and filter', async () => {
+test('REFLECT: this process\'s and another process\'s handles are reported with pid, layer, priority, flags and filter',
+  async () => {
   const { api, double } = loadDouble();
   double.reset();
   assert.deepEqual(listWinDivertHandles(api), [], 'nothing open yet');
@@ -54,7 +58,8 @@ test('REFLECT: this process\'s and another process\'s handles are reported with 
   try {
     const handles = listWinDivertHandles(api).map(({ openedAt: _t, ...h }) => h);
     assert.deepEqual(handles.sort((a, b) => a.processId - b.processId), [
-      { processId: process.pid, layer: 0, layerName: 'network', priority: 1000, flags: 0, filter: 'outbound and ip.DstAddr == 192.0.2.1' },
+      { processId: process.pid, layer: 0, layerName: 'network', priority: 1000, flags: 0,
+        filter: 'outbound and ip.DstAddr == 192.0.2.1' },
       { processId: other.pid, layer: 0, layerName: 'network', priority: 1000, flags: 0, filter: 'tcp.DstPort == 8080' },
     ].sort((a, b) => a.processId - b.processId));
     assert.equal(double.lastLayer(), WinDivertLayer.Reflect);
@@ -62,7 +67,8 @@ test('REFLECT: this process\'s and another process\'s handles are reported with 
   } finally {
     await other.release();
   }
-  assert.deepEqual(listWinDivertHandles(api).map((h) => h.processId), [process.pid], 'the other process closed its handle');
+  assert.deepEqual(listWinDivertHandles(api).map((h) => h.processId), [process.pid],
+    'the other process closed its handle');
   api.close(own);
   assert.deepEqual(listWinDivertHandles(api), [], 'our own handle is closed too');
 });

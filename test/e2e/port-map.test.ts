@@ -1,6 +1,7 @@
 /**
- * Port maps end to end on Linux: the real `retroflect run` (CLI → control pipe → Engine → worker → Dataplane → TUN,
- * vnet offloads on, so TCP arrives with partial checksums) inside a namespace, real servers, real clients (curl for
+ * Port maps end to end on Linux, on each backend: the real `retroflect run` (CLI → control pipe → Engine → worker →
+ * Dataplane → TUN with vnet offloads on, or the ebpf backend's user-space path; TCP arrives with partial checksums)
+ * inside a namespace, real servers, real clients (curl for
  * HTTP). R = 203.0.113.30 / 2001:db8:ffff::30 with `--map 80=8080` (TCP and UDP) and `--map 443=8443/tcp`.
  */
 import assert from 'node:assert/strict';
@@ -9,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, type NetNs, type Topology } from '../helpers/netns.ts';
 import { privateDir, removeDir, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { backendArgs, LINUX_TEST_BACKENDS } from '../helpers/backends.ts';
 
 const PEERS = 'test/e2e/fixtures/port-map-peers.ts';
 const node = process.execPath;
@@ -27,7 +29,8 @@ async function peers(ns: NetNs, args: string[]): Promise<Record<string, unknown>
   return JSON.parse(r.stdout) as Record<string, unknown>;
 }
 
-describe('port maps (Linux, real engine)', { timeout: 240_000 }, () => {
+for (const backend of LINUX_TEST_BACKENDS)
+describe(`port maps (Linux, real engine, ${backend})`, { timeout: 240_000 }, () => {
   let t: Topology;
   let dir: string;
   let config: string;
@@ -39,7 +42,7 @@ describe('port maps (Linux, real engine)', { timeout: 240_000 }, () => {
     config = join(dir, 'config.json');
     const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PEERS, 'serve', '80,8080,8443', '80,8080']));
     await servers.next((o) => o.ready === true);
-    engine = await startEngine(t.a, dir, { config });
+    engine = await startEngine(t.a, dir, { config, args: backendArgs(backend) });
   });
 
   after(async () => {
@@ -142,7 +145,7 @@ describe('port maps (Linux, real engine)', { timeout: 240_000 }, () => {
   test('maps survive a restart from the config file', async () => {
     engine!.child.kill('SIGTERM');
     assert.equal(await engine!.exited, 0, engine!.output());
-    engine = await startEngine(t.a, dir, { config });
+    engine = await startEngine(t.a, dir, { config, args: backendArgs(backend) });
     assert.match((await curl(t.a, `http://${R4}:80/`)).body, /^server=8080 peer=203\.0\.113\.30 /);
     assert.equal((await engine.cli(['status'])).json.portMaps.length, 6);
   });

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
 import { spawnEngine, waitReady, type EngineProcess } from './engine-process.ts';
+import { backendArgs, LINUX_TEST_BACKENDS } from '../helpers/backends.ts';
 
 const PROBE = 'test/fixtures/probe.ts';
 const node = process.execPath;
@@ -44,22 +45,25 @@ async function cli(ns: NetNs, pipe: string, args: string[]): Promise<{ code: num
   return { code: r.code, json, stderr: r.stderr };
 }
 
-/** Nothing of ours left in the namespace: no device, no route through it, no nft table. */
+/** Nothing of ours left in the namespace: no device (nor the ebpf veth's peer), no route through it, no nft table. */
 async function assertClean(ns: NetNs): Promise<void> {
   const links = await ns.ipJson<{ ifname: string }[]>(['link', 'show']);
-  assert.ok(!links.some((l) => l.ifname === DEVICE), `device ${DEVICE} still there`);
+  assert.ok(!links.some((l) => l.ifname.startsWith(DEVICE)), `device ${DEVICE} still there`);
+  assert.equal((await ns.must('tc', ['qdisc', 'show'])).includes('clsact'), false, 'a clsact qdisc left behind');
   const routes = JSON.stringify(await ns.ipJson(['-4', 'route', 'show'])) + JSON.stringify(await ns.ipJson(['-6', 'route', 'show']));
   assert.doesNotMatch(routes, new RegExp(DEVICE));
   assert.equal((await ns.must('nft', ['list', 'tables'])).trim(), '', 'nft table left behind');
 }
 
-describe('retroflect run (Linux, real engine)', { timeout: 180_000 }, () => {
+for (const backend of LINUX_TEST_BACKENDS)
+describe(`retroflect run (Linux, real engine, ${backend})`, { timeout: 180_000 }, () => {
   let t: Topology;
   let engine: EngineProcess | undefined;
   // The control socket must live in a root-owned 0700 directory (mkdtemp makes one).
   const pipeDir = mkdtempSync(join(tmpdir(), 'rft-e2e-'));
   const pipe = join(pipeDir, 'retroflect.sock');
-  const args = ['--no-config', '--reflect', '192.0.2.1', '2001:db8::1', '--shield', '8080/tcp', '5353/udp', '--pipe', pipe, '--device', DEVICE];
+  const args = ['--no-config', '--reflect', '192.0.2.1', '2001:db8::1', '--shield', '8080/tcp', '5353/udp', '--pipe', pipe,
+    '--device', DEVICE, ...backendArgs(backend)];
 
   before(async () => {
     t = await createTopology('e2e');
@@ -173,12 +177,15 @@ describe('retroflect run (Linux, real engine)', { timeout: 180_000 }, () => {
     await assertClean(t.a);
   });
 
-  test('SIGKILL leaves only the nft table; a restart removes it, reflects again, and stops cleanly', async () => {
+  test('SIGKILL leaves the nft table (and the ebpf veth); a restart removes them, reflects again, and stops cleanly', async () => {
     const killed = spawnEngine(t.a, args);
     await waitReady(killed);
     killed.child.kill('SIGKILL');
     await killed.exited;
     assert.match(await t.a.must('nft', ['list', 'tables']), /inet retroflect/);
+    // A TUN device dies with its process; the veth outlives it, naming the dead engine in its alias.
+    const left = (await t.a.ipJson<{ ifname: string }[]>(['link', 'show'])).map((l) => l.ifname);
+    assert.equal(left.includes(DEVICE), backend === 'ebpf', left.join(' '));
     // A stray element tells a recreated table from a reused one.
     await t.a.must('nft', ['add', 'element', 'inet', 'retroflect', 'shield_tcp', '{ 9999 }']);
 
@@ -195,7 +202,8 @@ describe('retroflect run (Linux, real engine)', { timeout: 180_000 }, () => {
   });
 });
 
-describe('retroflect run: dry run and refusals change nothing', { timeout: 60_000 }, () => {
+for (const backend of LINUX_TEST_BACKENDS)
+describe(`retroflect run: dry run and refusals change nothing (${backend})`, { timeout: 60_000 }, () => {
   let t: Topology;
   let pipeDir: string;
   before(async () => {
@@ -208,12 +216,14 @@ describe('retroflect run: dry run and refusals change nothing', { timeout: 60_00
   });
 
   test('a second engine on another device is refused (exit 8) and leaves the first one\'s shield table alone', async () => {
-    const first = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe', join(pipeDir, 'first.sock'), '--device', DEVICE]);
+    const first = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe',
+      join(pipeDir, 'first.sock'), '--device', DEVICE, ...backendArgs(backend)]);
     try {
       await waitReady(first);
-      const second = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.2', '--pipe', join(pipeDir, 'second.sock'), '--device', 'rflct9']);
+      const second = spawnEngine(t.a, ['--no-config', '--reflect', '192.0.2.2', '--pipe', join(pipeDir, 'second.sock'),
+        '--device', 'rflct9', ...backendArgs(backend)]);
       assert.equal(await second.exited, 8, second.output());
-      assert.match(second.output(), /Another retroflect engine \(TUN device rflct0\) is running on this host/);
+      assert.match(second.output(), /Another retroflect engine \((TUN )?device rflct0\) is running on this host/);
       const table = await t.a.must('nft', ['list', 'table', 'inet', 'retroflect']);
       assert.match(table, /iifname "rflct0" accept/);
       assert.match(table, /elements = \{ 8080 /);
@@ -229,7 +239,8 @@ describe('retroflect run: dry run and refusals change nothing', { timeout: 60_00
   });
 
   test('--dry-run prints the routes and nft rules it would install, exits 0, creates nothing', async () => {
-    const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--dry-run', '--no-config', '--reflect', '192.0.2.1', '--shield', '8080/tcp', '--pipe', join(pipeDir, 's.sock')], {});
+    const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--dry-run', '--no-config', '--reflect',
+      '192.0.2.1', '--shield', '8080/tcp', '--pipe', join(pipeDir, 's.sock'), ...backendArgs(backend)], {});
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /ip -4 route replace 192\.0\.2\.1\/32 dev rflct0/);
     assert.match(r.stdout, /elements = \{ 8080 \}/);
@@ -238,7 +249,8 @@ describe('retroflect run: dry run and refusals change nothing', { timeout: 60_00
   });
 
   test('an address on a local subnet is refused with exit code 4 and the rule named; nothing is created', async () => {
-    const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--no-config', '--reflect', '198.51.100.77', '--pipe', join(pipeDir, 's.sock')]);
+    const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--no-config', '--reflect', '198.51.100.77',
+      '--pipe', join(pipeDir, 's.sock'), ...backendArgs(backend)]);
     assert.equal(r.code, 4, r.stdout + r.stderr);
     assert.match(r.stderr, /198\.51\.100\.77 is inside 198\.51\.100\.0\/24, a subnet of interface veth-a/);
     assert.match(r.stderr, /E_INVALID_ADDRESS/);

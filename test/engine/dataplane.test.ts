@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Verdict } from '../../src/packet/verdicts.ts';
+import { DropCause, Verdict } from '../../src/packet/verdicts.ts';
 import { EngineCounters } from '../../src/engine/counters.ts';
 import { buildEngineStats } from '../../src/engine/stats.ts';
 import { Dataplane, type DataplaneConfig } from '../../src/engine/dataplane.ts';
@@ -218,6 +218,28 @@ describe('Dataplane.inbound', () => {
     assert.deepEqual(stats.forgedSourceDropped, snap.forgedSourceDropped);
   });
 
+  it('a packet from a reflect address that another driver injected is ours, re-injected: passed, shielded port or not (issue 19 item 20)', () => {
+    const { dp, counters } = setup();
+    const toShield = ipv6({ src: R6, dst: L6, proto: 6, payload: tcpSegment({ srcPort: 5555, dstPort: 8080, flags: 2 }) });
+    const other = ipv4({ src: R4, dst: L4, proto: 17, payload: udpDatagram(5555, 7000, [1, 2, 3]) });
+    for (const pkt of [toShield, other]) {
+      assert.equal(dp.inbound(Uint8Array.from(pkt), 0, pkt.length, T0, 1), Verdict.Pass, 'injected by a driver: not forged');
+      assert.equal(dp.inbound(Uint8Array.from(pkt), 0, pkt.length, T0, 0), Verdict.Drop, 'from the network: forged');
+      assert.equal(dp.dropCause, DropCause.ForgedSource);
+    }
+    // Malformed stays malformed, injected or not.
+    const broken = ipv4({ src: R4, dst: L4, proto: 6, payload: tcpSegment({ srcPort: 1, dstPort: 2, flags: 2 }) });
+    broken[20 + 12] = 0x20;
+    assert.equal(dp.inbound(broken, 0, broken.length, T0, 1), Verdict.Drop);
+    assert.equal(dp.dropCause, DropCause.Malformed);
+    // Another host's packet to a shielded port stays shielded when a driver injected it (a VPN, say).
+    const peer = ipv4({ src: OTHER4, dst: L4, proto: 6, payload: tcpSegment({ srcPort: 1, dstPort: 8080, flags: 2 }) });
+    assert.equal(dp.inbound(peer, 0, peer.length, T0, 1), Verdict.Drop);
+    assert.equal(dp.dropCause, DropCause.ShieldPort);
+    const snap = counters.snapshot();
+    assert.deepEqual([snap.passed.packets, snap.forgedSourceDropped.packets, snap.malformed.total, snap.shieldDropped.packets], [2, 2, 1, 1]);
+  });
+
   it('an IPv6 source ::ffff:<R> is the IPv4 reflect address R (a dual-stack socket reads it as R): forged, counted', () => {
     const { dp, counters } = setup();
     const mapped = ipv6({ src: `::ffff:${R4}`, dst: L6, proto: 17, payload: udpDatagram(5555, 7000, [1]) });
@@ -240,11 +262,12 @@ describe('Dataplane.inbound', () => {
     assert.deepEqual([snap.shieldSlots[0].packets, snap.shieldSlots[7].packets], [1, 1]);
   });
 
-  it('passes malformed packets but counts them', () => {
+  it('drops malformed inbound packets and counts them (fail closed, issue 19 item 21)', () => {
     const { dp, counters } = setup();
     const pkt = ipv4({ src: OTHER4, dst: L4, proto: 6, payload: tcpSegment({ srcPort: 1, dstPort: 8080, flags: 2 }) });
     pkt[20 + 12] = 0x20; // data offset 2
-    assert.equal(dp.inbound(pkt, 0, pkt.length, T0), Verdict.Pass);
+    assert.equal(dp.inbound(pkt, 0, pkt.length, T0), Verdict.Drop);
+    assert.equal(dp.dropCause, DropCause.Malformed);
     assert.equal(counters.snapshot().malformed.byReason.badTransportHeader, 1);
     assert.equal(counters.snapshot().shieldDropped.packets, 0);
   });

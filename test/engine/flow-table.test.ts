@@ -50,6 +50,12 @@ describe('FlowTable', () => {
       firstSeen: new Date(T0).toISOString(),
       lastSeen: new Date(T0 + 30).toISOString(),
       state: 'open',
+      // Who made the flow is looked up by the engine when flows are listed, never by the table.
+      pid: null,
+      processName: null,
+      uid: null,
+      user: null,
+      packageFamilyName: null,
     });
     record(t, tcp4(8080, 51000, FIN_ACK), T0 + 40);
     assert.equal(t.snapshot(T0 + 100)[0].state, 'closed');

@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { spawnSync } from 'node:child_process';
 import { createTopology, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
 import { engineLeftovers, ENGINE_DEVICE, privateDir, removeDir, retroflect, spawnEngine, startEngine, type EngineHandle, type StartOptions } from '../helpers/engine.ts';
+import { backendArgs, LINUX_TEST_BACKENDS } from '../helpers/backends.ts';
 
 
 async function tableExists(ns: NetNs): Promise<boolean> {
@@ -25,18 +26,21 @@ async function waitServing(e: EngineHandle, timeoutMs = 30_000): Promise<void> {
   }, timeoutMs);
 }
 
-describe('hardening: the real engine under faults', { timeout: 600_000 }, () => {
+for (const backend of LINUX_TEST_BACKENDS)
+describe(`hardening: the real engine under faults (${backend})`, { timeout: 600_000 }, () => {
   let t: Topology;
   let dir: string;
   const engines: EngineHandle[] = [];
   let n = 0;
+  // Every engine here runs on `backend`, whatever other arguments a test gives it.
+  const withBackend = (opts: Partial<StartOptions>): Partial<StartOptions> => ({ ...opts, args: [...(opts.args ?? ['--reflect', '192.0.2.1', '--shield', '8080/tcp']), ...backendArgs(backend)] });
   const start = async (opts: Partial<StartOptions> = {}) => {
-    const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, `e${n++}.sock`), args: ['--reflect', '192.0.2.1', '--shield', '8080/tcp'], ...opts });
+    const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, `e${n++}.sock`), ...withBackend(opts) });
     engines.push(e);
     return e;
   };
   const spawn = (opts: Partial<StartOptions> = {}) => {
-    const e = spawnEngine(t.a, dir, { config: false, pipe: join(dir, `e${n++}.sock`), args: ['--reflect', '192.0.2.1', '--shield', '8080/tcp'], ...opts });
+    const e = spawnEngine(t.a, dir, { config: false, pipe: join(dir, `e${n++}.sock`), ...withBackend(opts) });
     engines.push(e);
     return e;
   };

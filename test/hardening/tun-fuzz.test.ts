@@ -1,5 +1,6 @@
 /**
- * Crafted packets onto the real engine's TUN device, end to end (test/reliability/tun-injector.ts): the engine
+ * Crafted packets onto the real engine's TUN device (`--backend tun`: the books are the device's counters), end to
+ * end (test/reliability/tun-injector.ts): the engine
  * stays up, and every packet the kernel handed it was decided and counted (reflected, passed or counted as
  * malformed), and every reflected one was written back. Short here (5k packets); `npm run reliability --
  * tun-fuzz [count]` runs more.
@@ -16,7 +17,8 @@ let engine: EngineHandle | undefined;
 before(async () => {
   t = await createTopology('tunfz');
   dir = privateDir('tunfz');
-  engine = await startEngine(t.a, dir, { config: false, args: ['--reflect', '192.0.2.1', '2001:db8::1', '--shield', '8080/tcp'] });
+  const args = ['--reflect', '192.0.2.1', '2001:db8::1', '--shield', '8080/tcp', '--backend', 'tun'];
+  engine = await startEngine(t.a, dir, { config: false, args });
 });
 after(async () => {
   await engine?.kill();

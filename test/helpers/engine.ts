@@ -23,14 +23,15 @@ const CLI: string[] = process.env.RETROFLECT_TEST_ENGINE ? [process.env.RETROFLE
 /** `retroflect run` prints this at the start of a stdout line once its pipe answers (src/cli/run-engine.ts). */
 export const READY = /^Ready\./m;
 
-/** The TUN device an engine makes when no --device is given. */
+/** The device an engine makes when no --device is given (TUN, or the ebpf backend's veth; its peer adds a "p"). */
 export const ENGINE_DEVICE = 'rflct0';
 
-/** What an engine can leave behind in its namespace and directory: 'device', 'nft table', 'socket' ([] = nothing). */
+/** What an engine can leave in its namespace and directory: 'device', 'qdisc', 'nft table', 'socket' ([]: nothing). */
 export async function engineLeftovers(ns: NetNs, pipe: string): Promise<string[]> {
   const left: string[] = [];
   const links = await ns.ipJson<{ ifname: string }[]>(['link', 'show']);
-  if (links.some((l) => l.ifname === ENGINE_DEVICE)) left.push('device');
+  if (links.some((l) => l.ifname.startsWith(ENGINE_DEVICE))) left.push('device');
+  if ((await ns.must('tc', ['qdisc', 'show'])).includes('clsact')) left.push('qdisc');
   if ((await ns.must('nft', ['list', 'tables'])).includes('retroflect')) left.push('nft table');
   if (existsSync(pipe)) left.push('socket');
   return left;
@@ -91,13 +92,16 @@ export interface StartOptions {
   /** stdout/stderr of the engine: 'pipe' (default, collected by output()) or an fd (e.g. /dev/full). */
   stdout?: 'pipe' | number;
   stderr?: 'pipe' | number;
+  /** A command the engine is started through, in the namespace (e.g. a shell that mounts something first). */
+  prefix?: string[];
 }
 
 /** Spawn `retroflect run` in `ns`; does not wait. */
 export function spawnEngine(ns: NetNs, dir: string, opts: StartOptions): EngineHandle {
   const pipe = opts.pipe ?? join(dir, 'engine.sock');
   const cfgArgs = opts.config === false ? ['--no-config'] : ['--config', opts.config];
-  const child = ns.spawn(node, [...CLI, 'run', '--pipe', pipe, ...cfgArgs, ...(opts.args ?? [])], {
+  const command = [...(opts.prefix ?? []), node, ...CLI, 'run', '--pipe', pipe, ...cfgArgs, ...(opts.args ?? [])];
+  const child = ns.spawn(command[0], command.slice(1), {
     env: { ...process.env, NO_COLOR: '1', ...opts.env },
     stdio: ['pipe', opts.stdout ?? 'pipe', opts.stderr ?? 'pipe'],
   });

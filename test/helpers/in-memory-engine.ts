@@ -7,6 +7,7 @@
  */
 import { cloneInterceptConfig, shieldKey, type InterceptConfig } from '../../src/config/intercept-config.ts';
 import { checkPortMaps, portMapsOf } from '../../src/config/port-maps.ts';
+import { checkAllowLists } from '../../src/config/allow-lists.ts';
 import { CaptureHub } from '../../src/capture/hub.ts';
 import type { CapturePort } from '../../src/capture/port.ts';
 import type { ControlEngine } from '../../src/control/control-engine.ts';
@@ -39,10 +40,12 @@ export class InMemoryEngine implements ControlEngine {
       reflectAddresses: [...this.cfg.reflectAddresses],
       shieldPorts: this.cfg.shieldPorts.map((p) => ({ ...p })),
       portMaps: portMapsOf(this.cfg).map((m) => ({ ...m })),
+      allow: this.cfg.allow ?? [],
       configPath: null,
       pipeName: null,
       backendInfo: {},
       hostRepairs: { count: 0, last: null },
+      runsAs: 'console',
     };
   }
 
@@ -52,7 +55,8 @@ export class InMemoryEngine implements ControlEngine {
 
   async reconfigure(next: InterceptConfig): Promise<void> {
     this.calls.push(`reconfigure ${next.reflectAddresses.join(',')} ${next.shieldPorts.map(shieldKey).join(',')}`);
-    checkPortMaps(next); // as the engine's checkLimits does
+    checkPortMaps(next); // as the engine's checkLimits does (not its address limit: tests add many)
+    checkAllowLists(next);
     this.cfg = cloneInterceptConfig(next);
   }
 
@@ -68,6 +72,7 @@ export class InMemoryEngine implements ControlEngine {
       malformed: { total: 0, byReason: { truncated: 0, badVersion: 0, badHeaderLength: 0, badTotalLength: 0, badExtensionHeader: 0, badTransportHeader: 0 } },
       errors: { receive: 0, send: 0, sendExpected: { hostUnreachable: 0, icmpRefused: 0 } },
       portMapRefused: 0,
+      notAllowed: zero,
       byProtocol: { tcp: zero, udp: zero, icmp: zero, other: zero },
       byAddress: [],
       byShieldPort: [],

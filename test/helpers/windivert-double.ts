@@ -85,7 +85,8 @@ export function inject(double: WinDivertDoubleControl, packet: Uint8Array, addr:
   if (offer(double, packet, addr) !== 1) throw new Error('no handle captured the packet');
 }
 
-/** Hand a packet to the double as the stack would: 1 captured, 2 held for reassembly, 0 went to the wire. */
+/** Hand a packet to the double as the stack would: 1 captured, 2 held for reassembly, 3 blocked by a DROP handle,
+ *  0 went to the wire. */
 export function offer(double: WinDivertDoubleControl, packet: Uint8Array, addr: Partial<WinDivertAddress>): number {
   const buf = Buffer.from(packet);
   return double.inject(buf, buf.length, addressBuffer(addr));
@@ -152,7 +153,7 @@ function decideBatch(source: PacketSource, dataplane: Dataplane, timeoutMs: numb
   const { data, offset, length, outbound, verdict } = source.batch;
   const now = Date.now();
   for (let i = 0; i < n; i++) {
-    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now);
+    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now, source.batch.injected[i]);
   }
   source.send();
   return n;

@@ -144,6 +144,26 @@ describe('parsePacket classifies malformed packets', () => {
     assert.equal(parse(longer).malformed, MalformedCode.BadExtensionHeader);
   });
 
+  it('IPv4: the ports behind an authentication header are read (issue 19), and an AH running off the end is refused', () => {
+    // AH (RFC 4302): next header, length (4-byte units - 2), reserved, SPI, sequence, 12-byte ICV = 24 bytes.
+    const ah = (next: number, lengthByte = 4): number[] => [next, lengthByte, 0, 0, 0, 0, 0x10, 1, 0, 0, 0, 7, ...new Array(12).fill(0xab)];
+    const tcp = tcpSegment({ srcPort: 40000, dstPort: 8080, flags: 0x02 });
+    const p = parse(ipv4({ src: '192.0.2.1', dst: '203.0.113.1', proto: 51, payload: [...ah(6), ...tcp] }));
+    assert.equal(p.malformed, MalformedCode.None);
+    assert.equal(p.protocol, 6);
+    assert.equal(p.hasTransport, true);
+    assert.equal(p.transportOffset, 44);
+    assert.equal(p.dstPort, 8080);
+    const twice = parse(ipv4({ src: '192.0.2.1', dst: '203.0.113.1', proto: 51, payload: [...ah(51), ...ah(17), ...udpDatagram(5, 53, [1, 2])] }));
+    assert.equal(twice.malformed, MalformedCode.None);
+    assert.equal(twice.dstPort, 53);
+    const longer = parse(ipv4({ src: '192.0.2.1', dst: '203.0.113.1', proto: 51, payload: [...ah(6, 40), ...tcp] }));
+    assert.equal(longer.malformed, MalformedCode.BadExtensionHeader);
+    const esp = parse(ipv4({ src: '192.0.2.1', dst: '203.0.113.1', proto: 50, payload: pattern(40) }));
+    assert.equal(esp.malformed, MalformedCode.None);
+    assert.equal(esp.hasTransport, false, 'ESP is encrypted: no ports behind it');
+  });
+
   it('hop-by-hop anywhere but first is refused', () => {
     const p = ipv6({ src: '2001:db8::1', dst: '2001:db8::2', proto: 59, ext: [{ type: 60 }, { type: 0 }], payload: [] });
     assert.equal(parse(p).malformed, MalformedCode.BadExtensionHeader);

@@ -140,7 +140,7 @@ async function diskFullAndReadOnly(t: Topology, dir: string) {
 }
 
 async function deletedTun(t: Topology, dir: string) {
-  const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'deltun.sock'), args: ['--reflect', '192.0.2.1', '--shield', '8080/tcp'] });
+  const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'deltun.sock'), args: ['--reflect', '192.0.2.1', '--shield', '8080/tcp', '--backend', 'tun'] });
   await t.a.must('ip', ['link', 'del', ENGINE_DEVICE]);
   const exit = await Promise.race([e.exited, new Promise((r) => setTimeout(() => r('still running after 10 s'), 10_000))]);
   const output = e.output().split('\n').filter((l) => /error|TUN/.test(l)).slice(-2);

@@ -29,7 +29,7 @@ if (part === 'tun-fuzz' || part === 'all') {
   const t = await createTopology('rtunfz');
   const dir = privateDir('rtunfz');
   try {
-    const engine = await startEngine(t.a, dir, { config: false, args: ['--reflect', '192.0.2.1', '2001:db8::1', '--shield', '8080/tcp'] });
+    const engine = await startEngine(t.a, dir, { config: false, args: ['--reflect', '192.0.2.1', '2001:db8::1', '--shield', '8080/tcp', '--backend', 'tun'] });
     const r = await runTunFuzz(t.a, engine, count, 11);
     console.log(JSON.stringify({ kind: 'tun-fuzz', ...r }));
     if (r.decided !== r.handedToEngine || r.writtenBack !== r.reflected || r.state !== 'running') failed = true;

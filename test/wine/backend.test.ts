@@ -35,6 +35,7 @@ const SUITES: { name: string; minTests: number; workers?: Record<string, string>
   { name: 'live-change', minTests: 1, workers: { __RETROFLECT_TEST_LOOP_WORKER_SOURCE__: join(ROOT, 'test', 'packet-sources', 'windivert', 'loop-worker.ts') } },
   { name: 'engine', minTests: 3 },
   { name: 'port-map', minTests: 10 },
+  { name: 'issue19', minTests: 5 },
 ];
 for (const { name, minTests, workers } of SUITES) {
   test(`test/packet-sources/windivert/${name}.test.ts passes under Windows node.exe against the mingw WinDivert.dll double`, { skip, timeout: 300_000 }, async () => {

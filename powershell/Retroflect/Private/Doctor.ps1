@@ -3,6 +3,9 @@
 
 # `retroflect doctor` exit codes (src/errors.ts ExitCode): 0 no check failed, 12 at least one failed.
 $script:DoctorExitCodes = @(0, 12)
+# Uninstall: how often, and how far apart, removing the runtime folder is tried while a just-ended process holds it.
+$script:RuntimeRemoveTries = 20
+$script:RuntimeRemoveRetryMs = 250
 
 function Invoke-RetroflectDoctor {
     <#
@@ -21,7 +24,8 @@ function Invoke-RetroflectDoctor {
     if ($null -ne $report -and $null -ne $report.PSObject.Properties['error']) {
         throw (ConvertFrom-RetroflectWireError -WireError $report.error)
     }
-    if ($null -eq $report -or $script:DoctorExitCodes -notcontains $code -or $null -eq $report.PSObject.Properties['checks']) {
+    $complete = $null -ne $report -and $null -ne $report.PSObject.Properties['checks']
+    if (-not $complete -or $script:DoctorExitCodes -notcontains $code) {
         throw (New-RetroflectErrorRecord -Code 'PS_ENGINE_EXITED' -TargetObject $Executable `
             -Message ("'{0} doctor' ended with exit code {1} without a report." -f $Executable, $code) `
             -Hint 'Run the same command in a console to see its message.')
@@ -38,14 +42,17 @@ function Invoke-RetroflectDriverRelease {
     #>
     param([Parameter(Mandatory)][System.Management.Automation.PSCmdlet]$Cmdlet, [string]$Executable)
     if (-not $Executable) {
-        try { $Executable = Resolve-RetroflectExecutable } catch { Write-Verbose "No engine executable: the WinDivert driver service is left as it is."; return }
+        try { $Executable = Resolve-RetroflectExecutable }
+        catch { Write-Verbose 'No engine executable: the WinDivert driver service is left as it is.'; return }
     }
-    if (-not $Cmdlet.ShouldProcess('WinDivert driver service', 'Remove if no program uses WinDivert and the entry is ours')) { return }
+    $action = 'Remove if no program uses WinDivert and the entry is ours'
+    if (-not $Cmdlet.ShouldProcess('WinDivert driver service', $action)) { return }
     $lines = & $Executable driver release --json 2>$null
     $result = $null
     try { $result = (($lines | Out-String).Trim()) | ConvertFrom-Json } catch { $result = $null }
     if ($null -eq $result -or $null -eq $result.PSObject.Properties['outcome']) {
-        Write-Warning ("Could not ask '{0} driver release' about the WinDivert driver service (exit {1}); it was left as it is." -f $Executable, $LASTEXITCODE)
+        $text = "Could not ask '{0} driver release' about the WinDivert driver service (exit {1}); left as it is."
+        Write-Warning ($text -f $Executable, $LASTEXITCODE)
         return
     }
     if ($result.outcome -eq 'unchecked') { Write-Warning $result.detail } else { Write-Verbose $result.detail }
@@ -89,7 +96,8 @@ function Test-RetroflectPipeAnswers {
         [System.IO.Pipes.PipeDirection]::InOut, [System.IO.Pipes.PipeOptions]::Asynchronous)
     try {
         $connect = $stream.ConnectAsync($script:DefaultConnectTimeoutMs)
-        $null = [System.Threading.Tasks.Task]::WhenAny([System.Threading.Tasks.Task[]]@($connect)).GetAwaiter().GetResult()
+        $tasks = [System.Threading.Tasks.Task[]]@($connect)
+        $null = [System.Threading.Tasks.Task]::WhenAny($tasks).GetAwaiter().GetResult()
         return ($connect.Status -eq [System.Threading.Tasks.TaskStatus]::RanToCompletion)
     }
     finally {

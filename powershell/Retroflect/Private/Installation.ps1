@@ -60,12 +60,23 @@ function New-RetroflectUnitText {
         'Description=retroflect: reflect traffic sent to chosen addresses back into this host'
         'Wants=network-online.target'
         'After=network-online.target'
+        # Never give up restarting (the back-off below keeps it from spinning); the default gives up after 5 in 10 s.
+        'StartLimitIntervalSec=0'
         ''
         '[Service]'
         'Type=simple'
         ('ExecStart=' + $exec)
+        # A failure (non-zero exit, a signal death) restarts it: after 5 s, growing in 5 steps to 2 min (systemd 254+;
+        # older systemd logs that it ignores RestartSteps/RestartMaxDelaySec and restarts every 5 s).
         'Restart=on-failure'
         'RestartSec=5'
+        'RestartSteps=5'
+        'RestartMaxDelaySec=120'
+        # systemctl stop sends SIGTERM: the engine drains, undoes its host changes and exits 0.
+        'KillSignal=SIGTERM'
+        'TimeoutStopSec=30'
+        # Its output is the journal: event lines carry syslog priorities (<3>, <4>, <6>) and event IDs.
+        'SyslogIdentifier=retroflect'
         ''
         '[Install]'
         'WantedBy=multi-user.target'

@@ -25,17 +25,19 @@ class RetroflectText {
     }
 }
 class RetroflectReflectAddressJson {
-    [object]$IPAddress; [object]$AddressFamily; [object]$Persisted; [object]$Packets; [object]$Bytes; [object]$PortMap; [object]$Pipe
+    [object]$IPAddress; [object]$AddressFamily; [object]$Persisted; [object]$Packets; [object]$Bytes; [object]$PortMap
+    [object]$AllowedPort; [object]$AllowedUser; [object]$AllowedGroup; [object]$AllowedCGroup; [object]$AllowedApp; [object]$NotAllowed; [object]$Pipe
     [string] ToString() { return [string]$this.IPAddress }
 }
 class RetroflectStatusJson {
     [object]$State; [object]$Version; [object]$Backend; [object]$ProcessId; [object]$StartedAt; [object]$UptimeSeconds
-    [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo
+    [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo; [string]$RunsAs
     [string] ToString() { return [string]$this.State }
 }
 class RetroflectFlowJson {
     [object]$Protocol; [object]$ReflectAddress; [object]$LocalAddress; [object]$ClientPort; [object]$ServerPort; [object]$MappedFromPort
-    [object]$Packets; [object]$Bytes; [object]$FirstSeen; [object]$LastSeen; [object]$State; [object]$Pipe
+    [object]$Packets; [object]$Bytes; [object]$FirstSeen; [object]$LastSeen; [object]$State
+    [object]$ProcessId; [object]$ProcessName; [object]$UserId; [object]$User; [object]$PackageFamilyName; [object]$Pipe
     [string] ToString() {
         # The connection as the client made it: local address and port -> reflect address and the port it dialled.
         $dialled = $this.ServerPort
@@ -196,9 +198,16 @@ function New-RetroflectReflectAddress {
         [long]$Packets = 0,
         [long]$Bytes = 0,
         [object[]]$PortMap = @(),
+        # The address's allow lists as the engine gives them ({ports, users, groups, cgroups, apps}); absent = all.
+        [object]$Allow,
+        [long]$NotAllowed = 0,
         [string]$Pipe
     )
     $ip = ConvertTo-RetroflectIPAddress $Address
+    # A list the address does not have is $null (everything of that kind is allowed), never an empty array.
+    $list = { param($name) if ($null -ne $Allow -and $null -ne $Allow.$name) { , [object[]]@($Allow.$name) } else { $null } }
+    $ports = $null
+    if ($null -ne $Allow -and $null -ne $Allow.ports) { $ports = [string[]]@(foreach ($p in $Allow.ports) { '{0}/{1}' -f $p.port, $p.protocol }) }
     $maps = New-Object 'System.Collections.Generic.List[object]'
     foreach ($m in $PortMap) { if ($null -ne $m) { $maps.Add((ConvertTo-RetroflectPortMap $m)) } }
     return New-RetroflectObject ([ordered]@{
@@ -209,6 +218,12 @@ function New-RetroflectReflectAddress {
         Packets       = $Packets
         Bytes         = $Bytes
         PortMap       = [object[]]$maps.ToArray()
+        AllowedPort   = $ports
+        AllowedUser   = & $list 'users'
+        AllowedGroup  = & $list 'groups'
+        AllowedCGroup = & $list 'cgroups'
+        AllowedApp    = & $list 'apps'
+        NotAllowed    = $NotAllowed
         Pipe          = $Pipe
     }) -Text @{ PortMap = { ConvertTo-RetroflectPortMapText $this } }
 }
@@ -291,7 +306,17 @@ function ConvertTo-RetroflectStatus {
         PipeName         = $Status.pipeName
         Pipe             = $Pipe
         BackendInfo      = $backendInfo
+        # How the engine runs: Service (Windows), Unit (systemd) or Console (a script, a task, a terminal).
+        RunsAs           = ConvertTo-RetroflectRunsAs $Status.runsAs
     })
+}
+
+function ConvertTo-RetroflectRunsAs {
+    # The engine's runsAs (src/engine/types.ts) as Get-Retroflect shows it; an engine too old to say is 'Console'.
+    param([object]$Value)
+    $name = $script:RunsAsNames[[string]$Value]
+    if (-not $name) { return 'Console' }
+    return $name
 }
 
 function ConvertTo-RetroflectCount {
@@ -385,6 +410,12 @@ function ConvertTo-RetroflectFlow {
         FirstSeen      = ConvertTo-RetroflectDateTime $Flow.firstSeen
         LastSeen       = ConvertTo-RetroflectDateTime $Flow.lastSeen
         State          = [string]$Flow.state
+        # Who made the flow, where the engine can tell ($null otherwise: another platform, or the socket is gone).
+        ProcessId         = $(if ($null -ne $Flow.pid) { [int]$Flow.pid } else { $null })
+        ProcessName       = $(if ($null -ne $Flow.processName) { [string]$Flow.processName } else { $null })
+        UserId            = $(if ($null -ne $Flow.uid) { [long]$Flow.uid } else { $null })
+        User              = $(if ($null -ne $Flow.user) { [string]$Flow.user } else { $null })
+        PackageFamilyName = $(if ($null -ne $Flow.packageFamilyName) { [string]$Flow.packageFamilyName } else { $null })
         Pipe           = $Pipe
     })
 }
@@ -438,7 +469,8 @@ function ConvertTo-RetroflectCheck {
         Evidence   = $Check.evidence
     }
     # "$check" reads as "Fail: port.8080/tcp", as a log line would.
-    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value { '{0}: {1}' -f $this.Status, $this.Name }
+    $text = { '{0}: {1}' -f $this.Status, $this.Name }
+    Add-Member -InputObject $o -MemberType ScriptMethod -Name ToString -Force -Value $text
     return $o
 }
 

@@ -107,7 +107,8 @@ function Test-RetroflectLink {
 
 function Initialize-RetroflectLog {
     <#
-    Prepares the pair of log files of the engine on one pipe: <logs>\<pipe>.out.log and .err.log, truncated. The
+    Prepares the log files of the engine on one pipe, truncated: on Linux <logs>/<pipe>.out.log and .err.log (its
+    output), on Windows <logs>\<pipe>.log (its own --log-file: the engine inherits no handle of ours). The
     folder is created admin-only; a link in the place of the folder or of a file is refused or removed (a link
     there would make an elevated process write through it into another file). Returns {Out, Err}.
     #>
@@ -128,7 +129,11 @@ function Initialize-RetroflectLog {
     }
     $safe = $PipeName -replace '[^A-Za-z0-9._-]', '_'
     $logs = [pscustomobject]@{ Out = (Join-Path $dir ($safe + '.out.log')); Err = (Join-Path $dir ($safe + '.err.log')) }
-    foreach ($file in @($logs.Out, $logs.Err)) {
+    if (Test-RetroflectWindows) {
+        $one = Join-Path $dir ($safe + '.log')
+        $logs = [pscustomobject]@{ Out = $one; Err = $one }
+    }
+    foreach ($file in @($logs.Out, $logs.Err) | Select-Object -Unique) {
         if (Test-RetroflectLink $file) { Remove-Item -LiteralPath $file -Force }
         # CreateNew after removing: fails instead of following anything planted in between.
         if (Test-Path -LiteralPath $file) { Remove-Item -LiteralPath $file -Force }
@@ -138,24 +143,66 @@ function Initialize-RetroflectLog {
     return $logs
 }
 
+function Start-RetroflectProcessNoInherit {
+    <#
+    Windows: CreateProcessW with bInheritHandles FALSE, a console of its own with a hidden window, and a new
+    process group, in the executable's folder (CREATE_NO_WINDOW and DETACHED_PROCESS end the caller under Wine 8). Returns the process (opened before our handle to it is closed, so its exit code stays
+    readable however fast it ends).
+    #>
+    param([Parameter(Mandatory)][string]$Executable, [Parameter(Mandatory)][string]$CommandLine)
+    if (-not ('Retroflect.Native.Launcher' -as [type])) {
+        Add-Type -Namespace 'Retroflect.Native' -Name 'Launcher' -UsingNamespace 'System.Text' -MemberDefinition @'
+[StructLayout(LayoutKind.Sequential, CharSet = CharSet.Unicode)]
+public struct StartupInfo {
+    public int cb; public string lpReserved; public string lpDesktop; public string lpTitle;
+    public int dwX; public int dwY; public int dwXSize; public int dwYSize; public int dwXCountChars; public int dwYCountChars;
+    public int dwFillAttribute; public int dwFlags; public short wShowWindow; public short cbReserved2; public IntPtr lpReserved2;
+    public IntPtr hStdInput; public IntPtr hStdOutput; public IntPtr hStdError;
+}
+[StructLayout(LayoutKind.Sequential)]
+public struct ProcessInformation { public IntPtr hProcess; public IntPtr hThread; public int dwProcessId; public int dwThreadId; }
+[DllImport("kernel32.dll", SetLastError = true, CharSet = CharSet.Unicode)]
+static extern bool CreateProcessW(string application, StringBuilder commandLine, IntPtr processAttributes, IntPtr threadAttributes,
+    bool inheritHandles, uint creationFlags, IntPtr environment, string currentDirectory, ref StartupInfo startupInfo, out ProcessInformation info);
+[DllImport("kernel32.dll")]
+static extern bool CloseHandle(IntPtr handle);
+public static System.Diagnostics.Process Start(string application, string commandLine, string directory) {
+    var si = new StartupInfo();
+    si.cb = Marshal.SizeOf(si);
+    si.dwFlags = 0x1;      // STARTF_USESHOWWINDOW
+    si.wShowWindow = 0;    // SW_HIDE
+    ProcessInformation pi;
+    // CREATE_NEW_CONSOLE | CREATE_NEW_PROCESS_GROUP; inheritHandles false: the child gets no handle of ours.
+    uint flags = 0x00000010 | 0x00000200;
+    if (!CreateProcessW(application, new StringBuilder(commandLine), IntPtr.Zero, IntPtr.Zero, false, flags, IntPtr.Zero, directory, ref si, out pi)) {
+        throw new System.ComponentModel.Win32Exception();
+    }
+    try {
+        var process = System.Diagnostics.Process.GetProcessById(pi.dwProcessId);
+        var opened = process.SafeHandle;   // its own handle, while ours keeps the process object (and exit code) alive
+        return process;
+    }
+    finally { CloseHandle(pi.hThread); CloseHandle(pi.hProcess); }
+}
+'@
+    }
+    return [Retroflect.Native.Launcher]::Start($Executable, $CommandLine, (Split-Path -Parent $Executable))
+}
+
 function Start-RetroflectDetached {
     <#
     Starts the engine detached from this session: its own session and process group on Linux (setsid: closing the
-    terminal or ending this PowerShell does not signal it), a hidden window on Windows; standard input from the
-    null device and output to the log files, never the caller's handles (a caller under Intune, a scheduled task
-    or CI that waits for its output to end must not wait for the engine). Returns the process.
+    terminal or ending this PowerShell does not signal it), a hidden window on Windows; never the caller's handles
+    (a caller under Intune, a scheduled task or CI that waits for its output to end must not wait for the engine).
+    Linux: standard input from the null device, output to the log files. Windows: .NET's Process.Start (and
+    Start-Process with a redirection) create the process with every inheritable handle of this one, the pipe an
+    outer script reads among them; so CreateProcessW is called directly with bInheritHandles FALSE and no console
+    window, and the engine writes its own log (--log-file). Returns the process.
     #>
     param([Parameter(Mandatory)][string]$Executable, [string[]]$ArgumentList, [Parameter(Mandatory)][object]$Log)
     if (Test-RetroflectWindows) {
-        $startArgs = @{
-            FilePath               = $Executable
-            ArgumentList           = (ConvertTo-RetroflectArgumentString -ArgumentList $ArgumentList)
-            RedirectStandardOutput = $Log.Out
-            RedirectStandardError  = $Log.Err
-            WindowStyle            = 'Hidden'
-            PassThru               = $true
-        }
-        return (Start-Process @startArgs -ErrorAction Stop)
+        $commandLine = '"{0}" {1}' -f $Executable, (ConvertTo-RetroflectArgumentString -ArgumentList (@($ArgumentList) + @('--log-file', $Log.Err)))
+        return (Start-RetroflectProcessNoInherit -Executable $Executable -CommandLine $commandLine)
     }
     # .NET redirects through pipes that this process must keep reading; the files are opened by sh instead. The
     # script is fixed text: the executable, its arguments and the log paths are passed as arguments, never spliced.

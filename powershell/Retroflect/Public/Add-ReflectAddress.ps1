@@ -26,6 +26,28 @@ function Add-ReflectAddress {
     column, as Export-Csv of Get-ReflectAddress writes them) keep each row's maps; rows with different maps are sent
     as one change per distinct set of maps, in order, and the first refused one stops the rest.
 
+    .PARAMETER Port
+    Allow only these ports of the addresses: '8080' (TCP and UDP), '3128/tcp', '53/udp', or 'all' to lift the list.
+    Replaces the list the address had. A client connecting to another port is refused at once (a TCP reset or ICMP
+    port unreachable from the address) and counted as NotAllowed. Port maps count as allowed ports. Without -Port
+    (and without a list set before) every port is reflected: see docs/security.md.
+
+    .PARAMETER User
+    Linux: allow only programs running as these users (names or uids); 'all' lifts the list. Any one of -User,
+    -Group, -CGroup matching is enough.
+
+    .PARAMETER Group
+    Linux: allow only programs running with these effective groups (names or gids); 'all' lifts the list.
+
+    .PARAMETER CGroup
+    Linux: allow only programs in these cgroups, as paths below the cgroup v2 root ('system.slice/squid.service');
+    'all' lifts the list. A cgroup that does not exist is refused.
+
+    .PARAMETER App
+    Windows: allow only these programs (full paths) and AppContainer packages (package family names); 'all' lifts
+    the list. Not enforced by this version: the engine refuses the list (Retroflect.InvalidParams) rather than keep a
+    protection that is not there.
+
     .PARAMETER Temporary
     Change only the running engine; the config file is not written and the address is gone after a restart.
 
@@ -55,6 +77,16 @@ function Add-ReflectAddress {
     Add-ReflectAddress 203.0.113.1 -PortMap '443=8443/tcp'
 
     A TCP-only map.
+
+    .EXAMPLE
+    Add-ReflectAddress 203.0.113.1 -Port 3128/tcp -User proxyclient
+
+    Only TCP port 3128, and only programs of the user proxyclient (Linux), may use 203.0.113.1; the rest is refused.
+
+    .EXAMPLE
+    Add-ReflectAddress 203.0.113.1 -Port all
+
+    Lifts the port list of 203.0.113.1 (every port again).
 
     .EXAMPLE
     Add-ReflectAddress 2001:db8::1 -Temporary -WhatIf
@@ -88,6 +120,16 @@ function Add-ReflectAddress {
         [Parameter(ValueFromPipelineByPropertyName)]
         [object[]]$PortMap,
 
+        [string[]]$Port,
+
+        [string[]]$User,
+
+        [string[]]$Group,
+
+        [string[]]$CGroup,
+
+        [string[]]$App,
+
         [switch]$Temporary,
 
         [switch]$PassThru,
@@ -97,6 +139,15 @@ function Add-ReflectAddress {
         [string]$Pipe
     )
     begin {
+        # The allow lists: each replaces the address's list, 'all' lifts it (config/allow-lists.ts).
+        $allow = [ordered]@{}
+        foreach ($kind in @(@('ports', $Port), @('users', $User), @('groups', $Group), @('cgroups', $CGroup), @('apps', $App))) {
+            $values = @($kind[1] | Where-Object { $null -ne $_ } | ForEach-Object { $_ -split ',' } | ForEach-Object { $_.Trim() } | Where-Object { $_ })
+            if ($values.Count -eq 0) { continue }
+            if ($values.Count -eq 1 -and $values[0] -eq 'all') { $allow[$kind[0]] = 'all' } else { $allow[$kind[0]] = [string[]]$values }
+        }
+        $allowText = ''
+        foreach ($k in $allow.Keys) { $allowText += ' allowing {0} {1}' -f $k, ($allow[$k] -join ',') }
         $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Add' -Noun 'reflect address' -Pipe $Pipe
         # The maps of each collected address (a PortMap column may differ per row), and the distinct sets in order.
         $mapsOfItem = @{}
@@ -115,6 +166,7 @@ function Add-ReflectAddress {
         $mapsKey = ($maps | ForEach-Object { ConvertTo-Json -InputObject $_ -Compress }) -join ';'
         $collector.Suffix = ''
         if ($maps.Count) { $collector.Suffix += ' with port maps ' + ($maps -join ', ') }
+        $collector.Suffix += $allowText
         if ($Temporary) { $collector.Suffix += ' (temporary)' }
         $before = $collector.Items.Count
         Add-RetroflectAddressItem $collector $Address $Pipe
@@ -127,11 +179,12 @@ function Add-ReflectAddress {
         if ($collector.Items.Count -eq 0) { return }
         # A refusal about the input (nothing of that change was added) is written, not thrown, so the caller may go
         # on; it ends the session, so later sets of maps are not sent.
-        $results = Invoke-RetroflectSession $PSCmdlet $collector.Pipe -WriteCodes 'E_INVALID_ADDRESS', 'E_LIMIT_REACHED', 'E_INVALID_PORT', 'E_PORT_MAP_CONFLICT' {
+        $results = Invoke-RetroflectSession $PSCmdlet $collector.Pipe -WriteCodes 'E_INVALID_ADDRESS', 'E_LIMIT_REACHED', 'E_INVALID_PORT', 'E_PORT_MAP_CONFLICT', 'E_INVALID_PARAMS' {
             param($connection)
             foreach ($set in $mapSets) {
                 $params = @{ addresses = @($collector.Items | Where-Object { $mapsOfItem[$_] -eq $set.Key }) }
                 if ($set.Maps.Count) { $params.maps = $set.Maps }
+                foreach ($k in $allow.Keys) { $params[$k] = $allow[$k] }
                 if ($Temporary) { $params.temporary = $true }
                 Invoke-RetroflectMethod -Connection $connection -Method 'address.add' -Params $params -TargetObject $params.addresses
             }
@@ -145,7 +198,8 @@ function Add-ReflectAddress {
             $mapsOf = @(@($result.portMaps.added) + @($result.portMaps.existing) | Where-Object { $null -ne $_ })
             foreach ($entry in @($result.added) + @($result.existing)) {
                 $o = New-RetroflectReflectAddress -Address $entry -Persisted ($persisted -contains $entry) `
-                    -PortMap @($mapsOf | Where-Object { $_.address -eq $entry }) -Pipe $collector.Pipe
+                    -PortMap @($mapsOf | Where-Object { $_.address -eq $entry }) -Allow (@($result.allow) | Where-Object { $_.address -eq $entry } | Select-Object -First 1) `
+                    -Pipe $collector.Pipe
                 Add-Member -InputObject $o -NotePropertyName Added -NotePropertyValue (@($result.added) -contains $entry)
                 $o
             }

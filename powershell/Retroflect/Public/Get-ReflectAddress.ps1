@@ -77,8 +77,10 @@ function Get-ReflectAddress {
                 $c = $counts[[string]$entry.address]
                 $packets = 0
                 $bytes = 0
-                if ($null -ne $c) { $packets = $c.packets; $bytes = $c.bytes }
-                New-RetroflectReflectAddress -Address $entry.address -Persisted ([bool]$entry.persisted) -Packets $packets -Bytes $bytes -PortMap @($entry.portMaps) -Pipe $Pipe
+                $refused = 0
+                if ($null -ne $c) { $packets = $c.packets; $bytes = $c.bytes; if ($null -ne $c.notAllowed) { $refused = $c.notAllowed.packets } }
+                New-RetroflectReflectAddress -Address $entry.address -Persisted ([bool]$entry.persisted) -Packets $packets -Bytes $bytes `
+                    -PortMap @($entry.portMaps) -Allow $entry.allow -NotAllowed $refused -Pipe $Pipe
             }
             Select-RetroflectByName -Cmdlet $PSCmdlet -InputObject $entries -Name $Address -What 'reflect address' `
                 -Key { param($o) $o.IPAddress.ToString() } -Normalize { param($text) ConvertTo-RetroflectCanonicalAddress $text } `

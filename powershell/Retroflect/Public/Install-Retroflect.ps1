@@ -4,8 +4,10 @@ function Install-Retroflect {
     Installs the retroflect engine to start at boot with the persisted config.
 
     .DESCRIPTION
-    Windows: registers the scheduled task \Retroflect\Retroflect, run at startup as SYSTEM with the highest
-    privileges, which runs `retroflect run --config <ConfigPath>` and restarts it if it fails.
+    Windows: registers the service Retroflect (automatic start, LocalSystem, after the Base Filtering Engine),
+    which runs `retroflect.exe run --service --config <ConfigPath>`, with recovery actions (restart after 5 s,
+    30 s, then 2 min; the count resets after a day) and the Event Log source Retroflect (Application log). An
+    existing scheduled task \Retroflect\Retroflect of an earlier release is stopped and removed.
     Linux: writes the systemd unit retroflect.service to /etc/systemd/system and enables it.
     -Address and -ShieldPort are added to the config file (created if missing), which the engine loads at start
     and which Add-ReflectAddress / Add-ShieldPort keep up to date. Running it again with the same values changes
@@ -24,7 +26,7 @@ function Install-Retroflect {
     The config file. Default: %ProgramData%\Retroflect\config.json or /etc/retroflect/config.json.
 
     .PARAMETER Start
-    Start the engine now as well (Windows: start the task; Linux: systemctl enable --now).
+    Start the engine now as well (Windows: start the service; Linux: systemctl enable --now).
 
     .PARAMETER AllowFirewall
     Windows: also create one inbound Windows Defender Firewall rule (Retroflect-Reflected-In) that allows
@@ -35,12 +37,12 @@ function Install-Retroflect {
     .PARAMETER Root
     Linux only: the file system root to install under (default '/'). Any other root redirects everything the
     command writes (unit, config file) and skips systemctl and the admin check; used by image builders and tests.
-    Refused on Windows, where the task and the firewall rule cannot be redirected.
+    Refused on Windows, where the service and the firewall rule cannot be redirected.
 
     .EXAMPLE
     Install-Retroflect -Address 192.0.2.1 -ShieldPort 8080 -Start
 
-    Saves the address and port in the config file, installs the boot task or unit, and starts the engine.
+    Saves the address and port in the config file, installs the service or unit, and starts the engine.
 
     .EXAMPLE
     Install-Retroflect -Address 192.0.2.1 -AllowFirewall -Start
@@ -123,24 +125,9 @@ function Install-Retroflect {
         }
 
         if ($windows) {
-            $argumentLine = ConvertTo-RetroflectArgumentString -ArgumentList $runArgs
-            $existing = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue
-            $same = $false
-            if ($null -ne $existing) {
-                $act = @($existing.Actions)[0]
-                $same = ($act.Execute -eq $exe -and $act.Arguments -eq $argumentLine -and $existing.Principal.UserId -match 'SYSTEM$')
-            }
-            if (-not $same -and $PSCmdlet.ShouldProcess("scheduled task $($script:TaskPath)$($script:TaskName)", 'Register')) {
-                $action = New-ScheduledTaskAction -Execute $exe -Argument $argumentLine -WorkingDirectory (Split-Path -Parent $exe)
-                $trigger = New-ScheduledTaskTrigger -AtStartup
-                $principal = New-ScheduledTaskPrincipal -UserId 'S-1-5-18' -LogonType ServiceAccount -RunLevel Highest
-                # No time limit (the engine runs until shutdown); restart a few times if it fails.
-                $settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 3 `
-                    -RestartInterval (New-TimeSpan -Minutes 1) -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -StartWhenAvailable
-                $null = Register-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -Action $action -Trigger $trigger `
-                    -Principal $principal -Settings $settings -Description 'Reflects traffic sent to the configured reflect addresses back into this host.' -Force -ErrorAction Stop
-                $changed = $true
-            }
+            # An install of an earlier release started the engine with a scheduled task: the service replaces it.
+            if (Remove-RetroflectBootTask -Cmdlet $PSCmdlet) { $changed = $true }
+            if (Register-RetroflectService -Cmdlet $PSCmdlet -Executable $exe -ArgumentList @('--config', $ConfigPath)) { $changed = $true }
             if ($AllowFirewall) {
                 $ruleAddresses = @(Get-RetroflectConfigAddress -Path $configFile) + @($Address) | Where-Object { $_ }
                 if (-not $ruleAddresses) {
@@ -148,13 +135,13 @@ function Install-Retroflect {
                 }
                 elseif (Set-RetroflectFirewallRule -Cmdlet $PSCmdlet -Address $ruleAddresses) { $changed = $true }
             }
-            if ($Start -and $PSCmdlet.ShouldProcess("scheduled task $($script:TaskPath)$($script:TaskName)", 'Start')) {
-                $task = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction Stop
-                if ($task.State -ne 'Running') { Start-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction Stop }
+            $service = Get-RetroflectService
+            if ($Start -and $null -ne $service -and [string]$service.Status -ne 'Running' -and $PSCmdlet.ShouldProcess("service $($script:ServiceName)", 'Start')) {
+                Start-RetroflectService
             }
-            $where = $script:TaskPath + $script:TaskName
-            $kind = 'ScheduledTask'
-            $command = $exe + ' ' + $argumentLine
+            $where = $script:ServiceName
+            $kind = 'Service'
+            $command = Get-RetroflectServiceCommand -Executable $exe -ArgumentList @('--config', $ConfigPath)
         }
         else {
             if ($AllowFirewall) {

@@ -16,7 +16,9 @@ function Start-Retroflect {
     on Linux (closing the terminal does not stop it), with no handle of the caller (a script run by Intune, a
     scheduled task or CI does not wait for it). Its console output is in the engine's data folder, which only
     administrators/root may write: %ProgramData%\Retroflect\logs or /var/lib/retroflect/logs, as
-    <pipe>.out.log and <pipe>.err.log. If an engine already runs, -ConfigPath, -NoConfig, -Device,
+    <pipe>.out.log and <pipe>.err.log on Linux; on Windows the engine writes <pipe>.log itself (--log-file). When the
+    service Retroflect is installed (Install-Retroflect), Start-Retroflect without -Pipe starts the service instead
+    of a second copy. If an engine already runs, -ConfigPath, -NoConfig, -Device,
     -WinDivertPath and -Path cannot apply and a warning says so. For a permanent engine use Install-Retroflect.
 
     .PARAMETER Address
@@ -36,7 +38,7 @@ function Start-Retroflect {
     Use no config file: only -Address and -ShieldPort, and changes are not saved.
 
     .PARAMETER Device
-    Linux: the TUN device name (default rflct0).
+    Linux: the engine's device (default rflct0): the TUN device, or the ebpf backend's veth (its peer adds a "p").
 
     .PARAMETER PassThru
     Return the engine's status. Without it nothing is output, as Start-Service does.
@@ -132,6 +134,14 @@ function Start-Retroflect {
         }
         catch {
             $PSCmdlet.ThrowTerminatingError($_)
+        }
+
+        # Installed as the service (Windows) and asked for the default engine: start the service, not a second copy.
+        $service = Get-RetroflectService
+        if ($null -ne $service -and -not $Pipe -and [string]$service.Status -ne 'Running' -and
+            $PSCmdlet.ShouldProcess("service $($service.Name)", 'Start')) {
+            try { Start-RetroflectService -TimeoutSeconds $TimeoutSeconds }
+            catch { $PSCmdlet.ThrowTerminatingError($_) }
         }
 
         # Already running: add this run's entries to it (temporary, as `run` does) and report it.
@@ -230,7 +240,7 @@ function Start-Retroflect {
                 if (-not $code) { $code = 'PS_ENGINE_EXITED' }
                 $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code $code -TargetObject $exe `
                     -Message ("The retroflect engine exited during start-up with code {0}: {1}" -f $exitCode, $lastLines) `
-                    -Hint "Fix what the message says; the engine's output is in $($logs.Err) and $($logs.Out)."))
+                    -Hint "Fix what the message says; the engine's output is in $(@($logs.Err, $logs.Out) | Select-Object -Unique)."))
             }
             if ([DateTime]::UtcNow -gt $deadline) {
                 $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'E_TIMEOUT' -TargetObject $exe `

@@ -67,7 +67,13 @@ function Stop-Retroflect {
             $status = Invoke-RetroflectMethod -Connection $connection -Method 'status'
             $target = 'retroflect engine (pid {0}) on {1}' -f $status.pid, $connection.Pipe.Display
             if (-not $PSCmdlet.ShouldProcess($target, 'Stop')) { return }
-            $null = Invoke-RetroflectMethod -Connection $connection -Method 'stop'
+            if ($status.runsAs -eq 'service') {
+                # The installed service: stopped through the SCM, so Get-Service and its recovery see a clean stop.
+                Disconnect-RetroflectEngine -Connection $connection
+                $connection = $null
+                Stop-RetroflectService -TimeoutSeconds $TimeoutSeconds
+            }
+            else { $null = Invoke-RetroflectMethod -Connection $connection -Method 'stop' }
         }
         catch {
             $PSCmdlet.ThrowTerminatingError($_)

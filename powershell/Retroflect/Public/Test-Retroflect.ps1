@@ -89,14 +89,17 @@ function Test-Retroflect {
         $argv = New-Object 'System.Collections.Generic.List[string]'
         if ($Pipe) { $argv.Add('--pipe'); $argv.Add($Pipe) }
         if ($ConfigPath) { $argv.Add('--config'); $argv.Add((Resolve-RetroflectUserPath $PSCmdlet $ConfigPath)) }
-        if ($WinDivertPath) { $argv.Add('--windivert-dir'); $argv.Add((Resolve-RetroflectUserPath $PSCmdlet $WinDivertPath)) }
+        if ($WinDivertPath) {
+            $argv.Add('--windivert-dir')
+            $argv.Add((Resolve-RetroflectUserPath $PSCmdlet $WinDivertPath))
+        }
         if ($Repair) { $argv.Add('--repair') }
         $report = Invoke-RetroflectDoctor -Executable $exe -ArgumentList $argv.ToArray()
     }
     catch {
         $PSCmdlet.ThrowTerminatingError($_)
     }
-    foreach ($repair in $report.repairs) { Write-Verbose ('Repaired: ' + $repair) }
+    foreach ($change in $report.repairs) { Write-Verbose ('Repaired: ' + $change) }
     $checks = @(foreach ($c in $report.checks) { ConvertTo-RetroflectCheck -Check $c })
     if ($Quiet) { return (@($checks | Where-Object { $_.Status -eq 'Fail' }).Count -eq 0) }
     $checks

@@ -5,8 +5,9 @@ function Uninstall-Retroflect {
 
     .DESCRIPTION
     Stops the installed engine gracefully (so it undoes its routes, firewall rules and WinDivert handles), then
-    removes the scheduled task (Windows) or disables and deletes the systemd unit (Linux) and the engine's unpacked
-    runtime files (%ProgramData%\Retroflect\runtime, /var/lib/retroflect/runtime). On Windows the WinDivert driver
+    removes the service Retroflect and its Event Log source (and a scheduled task of an earlier release) on Windows,
+    or disables and deletes the systemd unit (Linux), and the engine's unpacked runtime files
+    (%ProgramData%\Retroflect\runtime, /var/lib/retroflect/runtime). On Windows the WinDivert driver
     service entry is removed too, but only when no program holds a WinDivert handle and the entry names our
     WinDivert64.sys (or a file that is gone): another tool's driver keeps working. With -RemoveConfig the config
     file is deleted too (and its folder, if empty). Nothing installed is not an error (idempotent).
@@ -24,13 +25,13 @@ function Uninstall-Retroflect {
     .EXAMPLE
     Uninstall-Retroflect
 
-    Removes the task or unit (and the firewall rule of -AllowFirewall); keeps the config file. Does not ask
+    Removes the service or unit (and the firewall rule of -AllowFirewall); keeps the config file. Does not ask
     (ConfirmImpact Medium), so it runs unattended, for example under Intune with pwsh -NonInteractive.
 
     .EXAMPLE
     Uninstall-Retroflect -RemoveConfig -Confirm:$false
 
-    Removes the task or unit and the config file without asking.
+    Removes the service or unit and the config file without asking.
 
     .INPUTS
     None.
@@ -64,20 +65,16 @@ function Uninstall-Retroflect {
                 -Hint 'Run PowerShell as Administrator (or with sudo).')
         }
         if ($windows) {
-            $task = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue
-            if ($null -eq $task) {
-                Write-Verbose "No scheduled task $($script:TaskPath)$($script:TaskName); nothing to remove."
-            }
-            elseif ($PSCmdlet.ShouldProcess("scheduled task $($script:TaskPath)$($script:TaskName)", 'Stop and unregister')) {
-                # Graceful stop through the pipe first: killing the task would leave the engine's host changes.
-                try { Stop-Retroflect -Confirm:$false } catch { Write-Verbose "Graceful stop failed: $($_.Exception.Message)" }
-                if ($task.State -eq 'Running') { Stop-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue }
-                Unregister-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -Confirm:$false -ErrorAction Stop
-            }
+            # The installed engine: its folder holds the WinDivert files whose driver entry is ours.
+            $engineExe = Get-RetroflectInstalledExecutable
+            # The service: the SCM's stop control makes the engine undo its host changes before it ends.
+            Unregister-RetroflectService -Cmdlet $PSCmdlet
+            # A scheduled task of an earlier release, if one is left.
+            $null = Remove-RetroflectBootTask -Cmdlet $PSCmdlet
             # The rule of Install-Retroflect -AllowFirewall: allowing reflect addresses in is pointless without the engine.
             Remove-RetroflectFirewallRule -Cmdlet $PSCmdlet
             # WinDivert's driver service entry: removed only when no program holds a WinDivert handle and it is ours.
-            Invoke-RetroflectDriverRelease -Cmdlet $PSCmdlet
+            Invoke-RetroflectDriverRelease -Cmdlet $PSCmdlet -Executable $engineExe
         }
         else {
             $unitPath = Join-RetroflectRootPath -Root $Root -SystemPath ('/etc/systemd/system/' + $script:UnitName)
@@ -95,7 +92,15 @@ function Uninstall-Retroflect {
         $runtimeDir = Get-RetroflectRuntimePath
         if (-not $windows) { $runtimeDir = Join-RetroflectRootPath -Root $Root -SystemPath $runtimeDir }
         if ((Test-Path -LiteralPath $runtimeDir) -and $PSCmdlet.ShouldProcess($runtimeDir, 'Delete engine runtime files')) {
-            Remove-Item -LiteralPath $runtimeDir -Recurse -Force -ErrorAction Stop
+            # A process that just ended (the engine, or 'retroflect driver release', which loads the same module) may
+            # hold its file for a moment longer, as may a virus scanner: try again briefly before giving up.
+            for ($try = 1; ; $try++) {
+                try { Remove-Item -LiteralPath $runtimeDir -Recurse -Force -ErrorAction Stop; break }
+                catch {
+                    if ($try -ge $script:RuntimeRemoveTries) { throw }
+                    Start-Sleep -Milliseconds $script:RuntimeRemoveRetryMs
+                }
+            }
             $parent = Split-Path -Parent $runtimeDir
             if ((Test-Path -LiteralPath $parent) -and -not (Get-ChildItem -LiteralPath $parent -Force)) {
                 Remove-Item -LiteralPath $parent -Force -ErrorAction Stop

@@ -1,7 +1,7 @@
 # The Intune examples (powershell/examples) as Intune runs them on Windows: the detection script, the remediation
-# (deployment) script when detection fails, detection again. Their ScheduledTasks (and firewall) calls go to the in-memory
-# TEST STAND-INS in StandIns\ (Wine has neither module); everything else is real: the copy to C:\Program Files, the
-# module imported from there, the engine started by the task's command line, the pipe, the config file.
+# (deployment) script when detection fails, detection again. Everything is real: the copy to C:\Program Files, the
+# module imported from there, the service Retroflect in Wine's service manager and the engine it runs, the pipe, the
+# config file.
 
 BeforeAll {
     $env:PSModulePath = (Join-Path $PSScriptRoot 'StandIns') + [IO.Path]::PathSeparator + $env:PSModulePath
@@ -61,15 +61,15 @@ Describe 'Intune: Detect-Retroflect.ps1, Deploy-Retroflect.ps1' {
         $r.StdOut | Should -BeNullOrEmpty
         $r.StdErr | Should -Match 'not compliant: the Retroflect module is not installed'
     }
-    It 'remediation installs to C:\Program Files\Retroflect, registers the task, starts the engine and exits 0' {
+    It 'remediation installs to C:\Program Files\Retroflect, registers the service, starts the engine and exits 0' {
         $r = Invoke-Example 'Deploy-Retroflect.ps1' @{ Source = $script:Package; Address = @('203.0.113.77'); ShieldPort = @('8080/tcp') }
         $r.StdErr | Should -BeNullOrEmpty
         $r.ExitCode | Should -Be 0
         Test-Path -LiteralPath 'C:\Program Files\Retroflect\Retroflect\retroflect.exe' | Should -BeTrue
-        $task = Get-ScheduledTask -TaskPath '\Retroflect\' -TaskName 'Retroflect'
-        $task.Actions[0].Execute | Should -Be 'C:\Program Files\Retroflect\Retroflect\retroflect.exe'
-        $task.State | Should -Be 'Running'
+        (Get-Service -Name Retroflect).Status | Should -Be 'Running'
+        (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Services\Retroflect').ImagePath | Should -Match '^"C:\\Program Files\\Retroflect\\Retroflect\\retroflect\.exe" run --service '
         $status = Get-Retroflect
+        $status.RunsAs | Should -Be 'Service'
         @($status.ReflectAddresses | ForEach-Object { $_.ToString() }) | Should -Be @('203.0.113.77')
         @($status.ShieldPorts | ForEach-Object { '{0}/{1}' -f $_.Port, $_.Protocol }) | Should -Be @('8080/tcp')
     }
@@ -81,16 +81,13 @@ Describe 'Intune: Detect-Retroflect.ps1, Deploy-Retroflect.ps1' {
     }
     It 'remediation again on a compliant machine changes nothing and exits 0' {
         $pidBefore = (Get-Retroflect).ProcessId
-        $registered = @(Get-ScheduledTaskStandInCall -Command 'Register-ScheduledTask').Count
         $r = Invoke-Example 'Deploy-Retroflect.ps1' @{ Source = $script:Package; Address = @('203.0.113.77'); ShieldPort = @('8080/tcp') }
         $r.StdErr | Should -BeNullOrEmpty
         $r.ExitCode | Should -Be 0
         (Get-Retroflect).ProcessId | Should -Be $pidBefore
-        @(Get-ScheduledTaskStandInCall -Command 'Register-ScheduledTask').Count | Should -Be $registered
     }
     It 'remediation with a changed binary stops the engine, replaces the file and starts the engine again' {
         $pidBefore = (Get-Retroflect).ProcessId
-        $starts = @(Get-ScheduledTaskStandInCall -Command 'Start-ScheduledTask').Count
         $dll = Join-Path $script:Package 'WinDivert.dll'
         [System.IO.File]::AppendAllText($dll, 'changed')   # bytes after the PE image: still loads, another hash
         $r = Invoke-Example 'Deploy-Retroflect.ps1' @{ Source = $script:Package; Address = @('203.0.113.77'); ShieldPort = @('8080/tcp') }
@@ -99,7 +96,7 @@ Describe 'Intune: Detect-Retroflect.ps1, Deploy-Retroflect.ps1' {
         (Get-FileHash -LiteralPath 'C:\Program Files\Retroflect\Retroflect\WinDivert.dll').Hash | Should -Be (Get-FileHash -LiteralPath $dll).Hash
         Get-Process -Id $pidBefore -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         (Get-Retroflect).ProcessId | Should -Not -Be $pidBefore
-        @(Get-ScheduledTaskStandInCall -Command 'Start-ScheduledTask').Count | Should -Be ($starts + 1)
+        (Get-Service -Name Retroflect).Status | Should -Be 'Running'
     }
     It 'detection fails when the engine is stopped, naming why' {
         Stop-Retroflect -Confirm:$false

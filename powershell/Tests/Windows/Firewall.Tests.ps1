@@ -1,6 +1,6 @@
 # Install-Retroflect -AllowFirewall and Uninstall-Retroflect on Windows: the one inbound Windows Defender Firewall
 # rule for reflected connections. The firewall cmdlets are the in-memory TEST STAND-IN in StandIns\NetSecurity (Wine
-# has no NetSecurity module), the task cmdlets the one in StandIns\ScheduledTasks; the config file is real.
+# has no NetSecurity module); the service (Wine's service manager) and the config file are real.
 
 BeforeAll {
     $env:PSModulePath = (Join-Path $PSScriptRoot 'StandIns') + [IO.Path]::PathSeparator + $env:PSModulePath

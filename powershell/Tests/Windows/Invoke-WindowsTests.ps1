@@ -14,10 +14,23 @@ try {
     Import-Module Pester -RequiredVersion 5.7.1 -ErrorAction Stop
     $config = New-PesterConfiguration
     $config.Run.Path = $PSScriptRoot
+    $all = @(Get-ChildItem -LiteralPath $PSScriptRoot -Filter '*.Tests.ps1')
+    $names = { param($list) @($list -split ',' | Where-Object { $_ } | ForEach-Object { $_.Trim() + '.Tests.ps1' }) }
     if ($env:RETROFLECT_TEST_FILTER) {
         # Only the files whose names contain one of its comma-separated parts (test/doctor/doctor-windows-pester.test.ts).
         $parts = $env:RETROFLECT_TEST_FILTER -split ','
-        $config.Run.Path = @(Get-ChildItem -LiteralPath $PSScriptRoot -Filter '*.Tests.ps1' | Where-Object { $name = $_.Name; @($parts | Where-Object { $name -like "*$_*" }).Count -gt 0 } | ForEach-Object { $_.FullName })
+        $config.Run.Path = @($all | Where-Object { $name = $_.Name; @($parts | Where-Object { $name -like "*$_*" }).Count -gt 0 } |
+            ForEach-Object { $_.FullName })
+    }
+    elseif ($env:RETROFLECT_TEST_ONLY) {
+        # Only these files (test/wine/service-powershell.test.ts: RETROFLECT_TEST_ONLY=Installation,Release,Detached).
+        $only = & $names $env:RETROFLECT_TEST_ONLY
+        $config.Run.Path = @($all | Where-Object { $only -contains $_.Name } | ForEach-Object { $_.FullName })
+    }
+    elseif ($env:RETROFLECT_TEST_SKIP) {
+        # All but these (test/wine/powershell.test.ts skips the service's files).
+        $skip = & $names $env:RETROFLECT_TEST_SKIP
+        $config.Run.Path = @($all | Where-Object { $skip -notcontains $_.Name } | ForEach-Object { $_.FullName })
     }
     $config.Run.PassThru = $true
     $config.Output.Verbosity = 'Detailed'

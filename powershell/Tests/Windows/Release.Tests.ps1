@@ -1,8 +1,8 @@
 # The Windows release archive as an admin (or Intune) uses it: retroflect-<v>-win-x64.zip, made by
 # scripts/package.mjs with the WinDivert TEST DOUBLE as its WinDivert.dll, unpacked with Expand-Archive, then
 # Install.ps1, Detect.ps1 and Uninstall.ps1 run for real in this elevated Wine session: files land in the Wine
-# prefix's Program Files and ProgramData, and the boot task is the ScheduledTasks TEST STAND-IN, whose
-# Start-ScheduledTask really runs the registered command line (so the engine answering proves the task starts it).
+# prefix's Program Files and ProgramData, and the engine runs as the service Retroflect in Wine's service manager.
+# Wine's sc.exe has no failureflag, so Install-Retroflect warns there that recovery applies only to crashes.
 # test/wine/powershell.test.ts sets RETROFLECT_TEST_RELEASE_ZIP (the archive) and RETROFLECT_TEST_RELEASE_VERSION.
 # The scripts end with `exit`; run with & they return here with $LASTEXITCODE set, as a -File run hands it back.
 
@@ -38,7 +38,7 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         $r.Code | Should -Be 1
         $r.Output | Should -BeNullOrEmpty
     }
-    It 'Install.ps1 installs to Program Files, registers and starts the boot task, and exits 0' {
+    It 'Install.ps1 installs to Program Files, registers and starts the service, and exits 0' {
         # 'a,b' as one string: what powershell.exe -File (Intune's install command) hands over for -Address a,b.
         $r = Invoke-ReleaseScript 'Install.ps1' @{ Address = '203.0.113.77,203.0.113.78' }
         $r.Code | Should -Be 0
@@ -50,11 +50,12 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         $moduleDir = Join-Path $script:ModuleRoot ($script:Version -replace '[-+].*$', '')
         Test-Path -LiteralPath (Join-Path $moduleDir 'Retroflect.psd1') | Should -BeTrue
         Get-Content -LiteralPath (Join-Path $moduleDir 'InstalledEngine.txt') -Raw | Should -Be $exe
-        $task = Get-ScheduledTask -TaskPath '\Retroflect\' -TaskName 'Retroflect'
-        $task.Actions[0].Execute | Should -Be $exe
-        $task.Principal.UserId | Should -Be 'SYSTEM'
-        $task.State | Should -Be 'Running'
+        $service = Get-Service -Name Retroflect
+        $service.Status | Should -Be 'Running'
+        $service.StartType | Should -Be 'Automatic'
+        (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Services\Retroflect').ImagePath | Should -Be ('"{0}" run --service --config {1}' -f $exe, (Join-Path $script:DataDir 'config.json'))
         $status = Get-Retroflect
+        $status.RunsAs | Should -Be 'Service'
         $status.Version | Should -Be $script:Version
         $status.Backend | Should -Be 'windivert'
         $status.ConfigPath | Should -Be (Join-Path $script:DataDir 'config.json')
@@ -76,7 +77,7 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         (Get-Retroflect).Version | Should -Be $script:Version
         @(Get-ChildItem -LiteralPath $script:AppDir -Name) | Should -Be @($script:Version)
     }
-    It 'Uninstall.ps1 stops the engine, removes the task, engine, module and data, and keeps only config.json' {
+    It 'Uninstall.ps1 stops the engine, removes the service, engine, module and data, and keeps only config.json' {
         $r = Invoke-ReleaseScript 'Uninstall.ps1'
         $r.Code | Should -Be 0
         $r.Output | Should -Be 'retroflect removed.'
@@ -84,7 +85,7 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         Import-Module (Join-Path $PSScriptRoot '..\..\Retroflect\Retroflect.psd1') -Force   # the source tree's, to ask the pipe
         Get-Retroflect -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         Get-Process -Id $script:EnginePid -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
-        { Get-ScheduledTask -TaskPath '\Retroflect\' -TaskName 'Retroflect' } | Should -Throw
+        Get-Service -Name Retroflect -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         Test-Path -LiteralPath $script:AppDir | Should -BeFalse
         Test-Path -LiteralPath $script:ModuleRoot | Should -BeFalse
         @(Get-ChildItem -LiteralPath $script:DataDir -Force -Name) | Should -Be @('config.json')

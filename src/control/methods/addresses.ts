@@ -3,10 +3,11 @@
  * address.test. Changes go through config-changes.ts; address.test asks the host's AddressRules.
  */
 import { portMapsFor } from '../../config/port-maps.ts';
+import { ALLOW_KINDS, allowListsFor } from '../../config/allow-lists.ts';
 import { invalidParams } from '../../error-messages.ts';
 import { addressTestResult } from '../address-test.ts';
 import type { AddressTestResult } from '../protocol.ts';
-import { addressList, only, optionalBool, portMapRemovals, portMapSpecs, type Params } from './params.ts';
+import { addressList, allowChange, only, optionalBool, portMapRemovals, portMapSpecs, type Params } from './params.ts';
 import type { MethodContext, MethodTablePart } from './table.ts';
 
 /** Longest address.test input (an IPv6 address with a zone is far shorter). */
@@ -26,12 +27,17 @@ export const addressMethods: MethodTablePart<'address.list' | 'address.add' | 'a
     const persisted = store.path === null ? [] : store.config.reflectAddresses;
     const running = engine.config();
     return {
-      addresses: running.reflectAddresses.map((address) => ({ address, persisted: persisted.includes(address), portMaps: portMapsFor(running, address) })),
+      addresses: running.reflectAddresses.map((address) => ({
+        address,
+        persisted: persisted.includes(address),
+        portMaps: portMapsFor(running, address),
+        allow: allowListsFor(running, address),
+      })),
     };
   },
   'address.add': (params, { changes }) => {
-    only(params, ['addresses', 'temporary', 'maps']);
-    return changes.addAddresses(addressList(params), optionalBool(params, 'temporary'), portMapSpecs(params));
+    only(params, ['addresses', 'temporary', 'maps', ...ALLOW_KINDS]);
+    return changes.addAddresses(addressList(params), optionalBool(params, 'temporary'), portMapSpecs(params), allowChange(params));
   },
   'address.remove': (params, { changes }) => {
     only(params, ['addresses', 'temporary', 'maps', 'skipMissing']);

@@ -21,7 +21,7 @@ export const engineMethods: MethodTablePart<'status' | 'stats' | 'flows' | 'conf
     if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_FLOWS) {
       throw invalidParams(`'limit' must be an integer from 1 to ${MAX_FLOWS}.`, 'limit');
     }
-    const flows = [...engine.flows()].sort((a, b) => (a.lastSeen < b.lastSeen ? 1 : a.lastSeen > b.lastSeen ? -1 : 0));
+    const flows = [...engine.flows(limit)].sort((a, b) => (a.lastSeen < b.lastSeen ? 1 : a.lastSeen > b.lastSeen ? -1 : 0));
     return { flows: flows.slice(0, limit) };
   },
   'config.get': (params, { engine, store }) => {

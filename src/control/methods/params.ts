@@ -5,6 +5,8 @@
 import { parseShieldEntry, type ShieldPort } from '../../config/intercept-config.ts';
 import { MAX_PORT_MAPS_PER_ADDRESS, parsePortMapRemoval, parsePortMapSpec, type PortMapRemoval, type PortMapSpec } from '../../config/port-maps.ts';
 import { invalidParams } from '../../error-messages.ts';
+import { ALLOW_ALL, ALLOW_KINDS, MAX_ALLOWED_IDS, MAX_ALLOWED_PORTS, parseAllowList, type AllowChange } from '../../config/allow-lists.ts';
+import { lookupAccountId } from '../../platform/linux/accounts.ts';
 import { MAX_ADDRESSES_PER_REQUEST, MAX_PORTS_PER_REQUEST } from '../protocol.ts';
 
 export type Params = Record<string, unknown>;
@@ -63,4 +65,33 @@ export function portMapRemovals(params: Params): PortMapRemoval[] | null {
 export function portList(params: Params): ShieldPort[] {
   const raw = array(params, 'ports', MAX_PORTS_PER_REQUEST);
   return raw.flatMap((entry) => parseShieldEntry(entry));
+}
+
+/**
+ * The allow lists `address.add` sets (config/allow-lists.ts): each of `ports`, `users`, `groups`, `cgroups`, `apps`
+ * is an array that replaces the address's list, or "all" that lifts it; absent leaves it as it is. User and group
+ * names are turned into ids here, with the host's account files.
+ */
+export function allowChange(params: Params): AllowChange {
+  const change: AllowChange = {};
+  for (const kind of ALLOW_KINDS) {
+    const v = params[kind];
+    if (v === undefined) continue;
+    if (v === ALLOW_ALL) {
+      change[kind] = ALLOW_ALL;
+      continue;
+    }
+    const max = kind === 'ports' ? MAX_ALLOWED_PORTS : MAX_ALLOWED_IDS;
+    const raw = array(params, kind, max);
+    const entries = kind === 'users' || kind === 'groups' ? raw.map((e) => accountId(kind, e)) : raw;
+    (change as Record<string, unknown>)[kind] = parseAllowList(kind, entries);
+  }
+  return change;
+}
+
+function accountId(kind: 'users' | 'groups', entry: unknown): unknown {
+  if (typeof entry !== 'string' || /^\s*\d+\s*$/.test(entry)) return entry;
+  const id = lookupAccountId(kind, entry.trim());
+  if (id === null) throw invalidParams(`No ${kind === 'users' ? 'user' : 'group'} named '${entry}' on this host; give its number instead.`, kind);
+  return id;
 }

@@ -63,6 +63,10 @@ export class MemoryPacketSource implements PacketSource<'memory'> {
     b.count = 0;
   }
 
+  sendRefusal(index: number, packet: Uint8Array, length: number): void {
+    if (!this.wire.push(packet.subarray(0, length), false, this.batch.ifIndex[index])) this.sendErrors++;
+  }
+
   adopt(_cfg: InterceptConfig, _update: MemorySourceUpdate): void {
     // Nothing to change: the queues stay the same, and the data plane decides every packet by the new config.
   }

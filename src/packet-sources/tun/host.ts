@@ -1,8 +1,8 @@
 /**
  * Linux packet backend, main-thread half (`TunHostBackend`): a TUN device plus one host route per reflect address,
  * so everything this host sends to a reflect address is routed into the device; shield ports enforced by nftables
- * (nftables.ts), which also keeps their drop counters and logs the drops to NFLOG (nflog.ts) for captures. It makes
- * the device (device.ts), link, routes (routes.ts) and nft table, applies live changes, and cleans up (also after a
+ * (platform/linux/nftables.ts), which also keeps their drop counters and logs the drops to NFLOG (platform/linux/
+ * nflog.ts) for captures. It makes the device (device.ts), link, routes (platform/linux/routes.ts) and nft table, applies live changes, and cleans up (also after a
  * killed run). The worker half, reading and writing the device, is source.ts.
  */
 import { addressFamily, type InterceptConfig } from '../../config/intercept-config.ts';
@@ -24,9 +24,22 @@ import {
   type TunVariant,
   type TunVariantName,
 } from './device.ts';
-import { FIRST_LOG_GROUP, groupTakenBy, netlinkPortId, openFirewallLog } from './nflog.ts';
-import { installShield, NFT_FAMILY, NFT_TABLE, nftScriptCommand, readFirewallCounters, removeShield, removeTableScript, shieldTableDevice, shieldTableScript, updateShield } from './nftables.ts';
-import { routeAddCommand, routeDeleteCommand } from './routes.ts';
+import { FIRST_LOG_GROUP, groupTakenBy, netlinkPortId, openFirewallLog } from '../../platform/linux/nflog.ts';
+import {
+  installShield,
+  NFT_FAMILY,
+  NFT_TABLE,
+  nftScriptCommand,
+  readFirewallCounters,
+  removeShield,
+  removeTableScript,
+  shieldTableDevice,
+  shieldTableScript,
+  updateShield,
+} from '../../platform/linux/nftables.ts';
+import { routeAddCommand, routeDeleteCommand } from '../../platform/linux/routes.ts';
+import { allowUpdateCommands, CGROUP_V2_ROOT, missingCgroups } from '../../platform/linux/allow-rules.ts';
+import { socketOwners, type SocketOwner, type SocketQuery } from '../../platform/linux/socket-owners.ts';
 
 export interface TunHostOptions {
   /** Device name; default rflct0. */
@@ -62,6 +75,8 @@ export class TunHostBackend implements HostBackend<'tun'> {
   /** Our table as nft listed it right after we installed it (nft-check.ts): what every check compares with. */
   private tableShape: TableShape | null = null;
   private readonly wakeValue = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
+  /** cgroups of the config that did not exist when the rules were made (allow-rules.ts), for `status`. */
+  private missingCgroups: string[] = [];
 
   constructor(opts: TunHostOptions = {}) {
     this.device = opts.deviceName ?? DEFAULT_TUN_NAME;
@@ -99,6 +114,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
       firewallLog: this.log
         ? (groupTakenBy(this.log.group, netlinkPortId(this.log.fd)) ?? `NFLOG group ${this.log.group}`)
         : `unavailable: ${this.logProblem ?? 'not started'}`,
+      ...(this.missingCgroups.length ? { missingCgroups: `${this.missingCgroups.join(', ')} (not found when the rules were made: refused)` } : {}),
     };
   }
 
@@ -124,6 +140,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
         });
       }
       for (const a of cfg.reflectAddresses) await runCommand(routeAddCommand(a, this.device));
+      this.missingCgroups = missingCgroups(cfg);
       await installShield(cfg, this.device, this.log?.group ?? null);
       this.tableShape = await installedShape();
     } catch (err) {
@@ -183,6 +200,13 @@ export class TunHostBackend implements HostBackend<'tun'> {
     const prevSet = new Set(prev.reflectAddresses);
     const removed = prev.reflectAddresses.filter((a) => !nextSet.has(a));
     const added = next.reflectAddresses.filter((a) => !prevSet.has(a));
+    const missing = missingCgroups(next).filter((c) => !missingCgroups(prev).includes(c));
+    if (missing.length) {
+      throw new RetroflectError(ErrorCode.INVALID_PARAMS, `No cgroup ${missing.join(', ')} under ${CGROUP_V2_ROOT}; nothing was changed.`, {
+        hint: 'Give the path of a running unit\'s cgroup below the cgroup v2 root, such as system.slice/squid.service (see `systemctl status`).',
+        details: { field: 'cgroups', missing },
+      });
+    }
     const undo: (() => Promise<unknown>)[] = [];
     try {
       for (const a of added) {
@@ -193,7 +217,11 @@ export class TunHostBackend implements HostBackend<'tun'> {
         await this.deleteRoute(a);
         undo.push(() => runCommand(routeAddCommand(a, this.device)));
       }
-      await updateShield(prev, next); // one nft transaction: applied whole or not at all (a killed nft commits nothing)
+      await updateShield(prev, next, this.log?.group ?? null); // one nft transaction: applied whole or not at all (a killed nft commits nothing)
+      this.missingCgroups = missingCgroups(next);
+      // A change of who may use an address replaces chains and rules, not only elements: the checks compare with the
+      // table as it is now (nft-check.ts).
+      if (allowUpdateCommands(NFT_FAMILY, NFT_TABLE, prev, next, '').length) this.tableShape = await installedShape();
     } catch (err) {
       for (const step of undo.reverse()) await step().catch(() => undefined);
       throw err;
@@ -230,6 +258,10 @@ export class TunHostBackend implements HostBackend<'tun'> {
       repairs.push(`The route of reflect address ${a} into ${this.device} was deleted by something else; restored it.`);
     }
     return repairs;
+  }
+
+  socketOwners(queries: readonly SocketQuery[]): (SocketOwner | null)[] {
+    return socketOwners(queries);
   }
 
   firewallCounters(): Promise<FirewallCounters> {

@@ -12,7 +12,7 @@ import ipaddr from 'ipaddr.js';
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { runCommand } from '../../platform/linux/command.ts';
-import { NFT_FAMILY, NFT_TABLE, shieldSetMembers } from './nftables.ts';
+import { NFT_FAMILY, NFT_TABLE, shieldSetMembers } from '../../platform/linux/nftables.ts';
 
 /** Our table without its elements and counter values, as one comparable string. */
 export type TableShape = string;

@@ -12,11 +12,12 @@
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { FirewallDropCause, Verdict } from '../../packet/verdicts.ts';
+import { REFUSAL_MAX_BYTES } from '../../packet/refusal.ts';
 import { EAGAIN, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
 import { allocatePacketBatch, type FirewallDropSink, type PacketBatch, type PacketSource, type PacketSourceFactory, type TunSourceInit, type TunSourceUpdate } from '../packet-source.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_LEN } from './device.ts';
-import { FirewallLogReader, type LoggedPacketSink } from './nflog.ts';
-import { NFT_LOG_PREFIX } from './nftables.ts';
+import { FirewallLogReader, type LoggedPacketSink } from '../../platform/linux/nflog.ts';
+import { NFT_LOG_PREFIX } from '../../platform/linux/nftables.ts';
 
 /**
  * Packets per receive() at most. Big enough to amortise the poll, small enough to keep latency low. Under a single
@@ -29,6 +30,9 @@ export const LOG_READS_PER_PASS = TUN_BATCH_CAPACITY;
 
 /** Largest IP packet (and so the largest GSO packet the kernel hands a TUN with TSO on). */
 const MAX_IP_PACKET = 65535;
+
+/** Drop cause of each NFLOG prefix, in the order the log reader is given them. */
+const LOGGED_CAUSES = [FirewallDropCause.ShieldPort, FirewallDropCause.ForgedSource, FirewallDropCause.NotAllowed] as const;
 
 /** Worker half: reads outbound packets from the TUN fd and writes reflected ones back. */
 export class TunPacketSource implements PacketSource<'tun'> {
@@ -49,12 +53,14 @@ export class TunPacketSource implements PacketSource<'tun'> {
   private pollCount = 2;
   private readonly drain = Buffer.alloc(8);
   private closed = false;
+  /** A refusal with a zeroed vnet header in front (no offload asked: its checksums are complete). Made once. */
+  private readonly refusalSlot: Buffer;
   /** Packets the nft rules drop, read from NFLOG while a capture runs (null: NFLOG unusable). */
   private readonly log: FirewallLogReader | null;
   private dropSink: FirewallDropSink | null = null;
   /** Made once: the log reader's prefix index (the order given to it below) becomes the drop cause. */
   private readonly onLogged: LoggedPacketSink = (buf, off, len, prefix, ifIndex, timeMs) =>
-    this.dropSink?.(buf, off, len, prefix === 0 ? FirewallDropCause.ShieldPort : FirewallDropCause.ForgedSource, ifIndex, timeMs);
+    this.dropSink?.(buf, off, len, LOGGED_CAUSES[prefix], ifIndex, timeMs);
 
   constructor(init: TunSourceInit) {
     this.c = libc();
@@ -64,6 +70,7 @@ export class TunPacketSource implements PacketSource<'tun'> {
     // With offloads the kernel hands us GSO packets up to 64 KiB whatever the MTU.
     const maxPacket = init.vnetHdr ? MAX_IP_PACKET : Math.min(init.mtu, MAX_IP_PACKET);
     this.slotSize = this.headerLen + maxPacket;
+    this.refusalSlot = Buffer.alloc(this.headerLen + REFUSAL_MAX_BYTES);
     this.batch = allocatePacketBatch(TUN_BATCH_CAPACITY, TUN_BATCH_CAPACITY * this.slotSize);
     this.slots = [];
     for (let i = 0; i < TUN_BATCH_CAPACITY; i++) {
@@ -76,7 +83,7 @@ export class TunPacketSource implements PacketSource<'tun'> {
     this.pollFds.writeInt16LE(POLLIN, 4);
     this.pollFds.writeInt32LE(this.wakeFd, POLLFD_SIZE);
     this.pollFds.writeInt16LE(POLLIN, POLLFD_SIZE + 4);
-    this.log = init.logFd >= 0 ? new FirewallLogReader(init.logFd, init.logGroup, [NFT_LOG_PREFIX.shield, NFT_LOG_PREFIX.forged]) : null;
+    this.log = init.logFd >= 0 ? new FirewallLogReader(init.logFd, init.logGroup, [NFT_LOG_PREFIX.shield, NFT_LOG_PREFIX.forged, NFT_LOG_PREFIX.notAllowed]) : null;
     if (this.log) {
       this.pollFds.writeInt32LE(init.logFd, 2 * POLLFD_SIZE);
       this.pollFds.writeInt16LE(POLLIN, 2 * POLLFD_SIZE + 4);
@@ -163,6 +170,12 @@ export class TunPacketSource implements PacketSource<'tun'> {
       // port map leaves a partial checksum field as it was (packet/port-rewrite.ts).
       if (this.c.write(this.fd, this.slots[i], this.headerLen + b.length[i]) < 0) this.sendErrors++;
     }
+  }
+
+  sendRefusal(_index: number, packet: Uint8Array, length: number): void {
+    const slot = this.refusalSlot;
+    for (let i = 0; i < length; i++) slot[this.headerLen + i] = packet[i];
+    if (this.c.write(this.fd, slot, this.headerLen + length) < 0) this.sendErrors++;
   }
 
   adopt(_cfg: InterceptConfig, _update: TunSourceUpdate): void {

@@ -18,8 +18,12 @@ type LibraryHandle = ReturnType<typeof koffi.load>;
 /** WinDivertOpen layers (WINDIVERT_LAYER). */
 export const WinDivertLayer = { Network: 0, NetworkForward: 1, Flow: 2, Socket: 3, Reflect: 4 } as const;
 
-/** WinDivertOpen flags (WINDIVERT_FLAG_*) the REFLECT-layer reader uses. */
-export const WinDivertFlag = { Sniff: 0x1n, RecvOnly: 0x4n, NoInstall: 0x10n } as const;
+/**
+ * WinDivertOpen flags we use (WINDIVERT_FLAG_*). Sniff, RecvOnly, NoInstall: the REFLECT-layer reader. Drop: matching
+ * packets are dropped, never queued (no receive needed). Fragments: the handle sees inbound fragments one by one and
+ * no reassembled packets (both: the fragment-drop handle).
+ */
+export const WinDivertFlag = { Sniff: 0x1n, Drop: 0x2n, RecvOnly: 0x4n, NoInstall: 0x10n, Fragments: 0x20n } as const;
 
 /** WinDivertShutdown modes (WINDIVERT_SHUTDOWN). */
 export const WinDivertShutdown = { Recv: 1, Send: 2, Both: 3 } as const;

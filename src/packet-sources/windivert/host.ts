@@ -1,21 +1,28 @@
 /**
  * WinDivert backend, main-thread half (`WinDivertHostBackend`): finds WinDivert.dll, opens handles at the network
- * layer with one filter (filter.ts) that captures both what retroflect reflects (outbound packets to a reflect
- * address) and what it shields (inbound packets from other hosts to a shield port), and shuts them down on
- * stop and on apply (a live change). The worker half is source.ts.
+ * layer and shuts them down on stop and on apply (a live change). The worker half is source.ts. Two handles per
+ * config (filter.ts):
+ *  - the capture handle, whose filter captures both what retroflect reflects (outbound packets to a reflect
+ *    address) and what it shields (inbound packets from other hosts to a shield port); the worker receives from it;
+ *  - the fragment-drop handle (WINDIVERT_FLAG_FRAGMENTS | WINDIVERT_FLAG_DROP), opened right AFTER the capture
+ *    handle, when the config has IPv6 reflect addresses or shield ports: the driver drops inbound IPv6 fragments
+ *    (atomic ones included) to shield ports or forged from a reflect address; nobody receives from it. Opened
+ *    after, it ranks above the capture handle (internal priority: the per-open counter), so it skips the reflected
+ *    fragments the capture handle injects.
  *
- * A live change opens the NEW handle first, so no packet goes uncaptured, then shuts down receiving on the old one;
- * the worker drains and closes the old one. Both handles have the same priority, and WinDivert never hands a handle
- * a packet that a handle of equal or higher priority injected, so the new handle never sees our own reflected
- * packets (they arrive from a reflect address, which the new filter captures as forged). Open handles are recorded
- * in a ledger shared with the worker (handle-ledger.ts), so each is closed exactly once, even when the worker died.
+ * A live change opens the NEW pair first, so no packet goes uncaptured, then shuts down receiving on the old capture
+ * handle (the worker drains and closes it) and closes the old fragment-drop handle (it holds no packets). The worker
+ * sends everything through the newest capture handle, which never sees what it injects itself, and every older
+ * capture handle has stopped receiving: our own reflected packets are never captured as forged, even when the
+ * driver's per-open counter wraps between two opens (source.ts, sendHandle()). Open handles are recorded in a ledger
+ * shared with the worker (handle-ledger.ts), so each is closed exactly once, even when the worker died.
  */
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import type { HostBackend, PlanStep, WinDivertSourceInit, WinDivertSourceUpdate } from '../packet-source.ts';
 import { queueParamError, winDivertCallError, winDivertLoadError, winDivertOpenError } from './errors.ts';
-import { INVALID_HANDLE, loadWinDivert, WinDivertLayer, WinDivertParam, WinDivertShutdown, type WinDivertApi } from './ffi.ts';
-import { buildWinDivertFilter } from './filter.ts';
+import { INVALID_HANDLE, loadWinDivert, WinDivertFlag, WinDivertLayer, WinDivertParam, WinDivertShutdown, type WinDivertApi } from './ffi.ts';
+import { buildFragmentDropFilter, buildWinDivertFilter, MATCH_NOTHING } from './filter.ts';
 import { HandleLedger, MAX_OPEN_BEFORE_SWITCH } from './handle-ledger.ts';
 import { WINDIVERT_PRIORITY, WINDIVERT_QUEUE_LENGTH, WINDIVERT_QUEUE_SIZE_BYTES, WINDIVERT_QUEUE_TIME_MS } from './limits.ts';
 import { locateWinDivert } from './location.ts';
@@ -46,6 +53,9 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
   /** The handle currently capturing (the newest), or null before start / after stop. */
   private handle: number | null = null;
   private filter = '';
+  /** The fragment-drop handle of the current config (null when its filter would match nothing), and its filter. */
+  private fragmentHandle: number | null = null;
+  private fragmentFilter = MATCH_NOTHING;
   private driverVersion = '';
 
   constructor(private readonly opts: WinDivertHostOptions = {}) {
@@ -87,31 +97,47 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
         action: 'open WinDivert handle',
         detail: `layer network, priority ${this.priority}, queue ${this.queue.length} packets / ${this.queue.timeMs} ms / ${this.queue.bytes} bytes, filter: ${buildWinDivertFilter(cfg)}`,
       },
+      {
+        action: 'open WinDivert fragment-drop handle',
+        detail: buildFragmentDropFilter(cfg) === MATCH_NOTHING
+          ? 'not needed: no IPv6 reflect address and no shield port'
+          : `layer network, flags FRAGMENTS|DROP, priority ${this.priority}, filter: ${buildFragmentDropFilter(cfg)}`,
+      },
     ];
   }
 
   async start(cfg: InterceptConfig): Promise<WinDivertSourceInit> {
     const api = this.load();
     const filter = buildWinDivertFilter(cfg);
+    const fragmentFilter = buildFragmentDropFilter(cfg);
     const handle = this.openHandle(api, filter);
+    this.fragmentHandle = this.openFragmentDrop(api, fragmentFilter, handle);
     this.handle = handle;
     this.filter = filter;
+    this.fragmentFilter = fragmentFilter;
     return { kind: 'windivert', dllPath: api.path, handle, ledger: this.ledger.buffer, filter };
   }
 
   async apply(_prev: InterceptConfig, next: InterceptConfig): Promise<WinDivertSourceUpdate> {
     const api = this.load();
     const filter = buildWinDivertFilter(next);
-    if (filter === this.filter && this.handle !== null) return { kind: 'windivert', switchTo: null };
+    const fragmentFilter = buildFragmentDropFilter(next);
+    if (filter === this.filter && fragmentFilter === this.fragmentFilter && this.handle !== null) return { kind: 'windivert', switchTo: null };
     for (const end = Date.now() + SWITCH_WAIT_MS; this.ledger.open().length >= MAX_OPEN_BEFORE_SWITCH && Date.now() < end; ) {
       await new Promise((r) => setTimeout(r, 2));
     }
-    // New handle first: from here on both capture, so no packet slips through while we switch.
+    // New pair first: from here on both capture, so no packet slips through while we switch. The fragment-drop
+    // handle is always reopened with the capture handle, so it is always the newer of the two.
     const handle = this.openHandle(api, filter);
+    const fragmentHandle = this.openFragmentDrop(api, fragmentFilter, handle);
     const old = this.handle;
+    const oldFragments = this.fragmentHandle;
     this.handle = handle;
     this.filter = filter;
+    this.fragmentHandle = fragmentHandle;
+    this.fragmentFilter = fragmentFilter;
     if (old !== null) api.shutdown(old, WinDivertShutdown.Recv); // the worker drains it, then closes it
+    if (oldFragments !== null && this.ledger.claim(oldFragments)) api.close(oldFragments); // it queues nothing
     return { kind: 'windivert', switchTo: { handle, filter } };
   }
 
@@ -122,6 +148,7 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
   async stop(): Promise<void> {
     const api = this.api;
     this.handle = null;
+    this.fragmentHandle = null;
     if (!api) return;
     for (const h of this.ledger.open()) {
       if (!this.ledger.claim(h)) continue;
@@ -138,9 +165,15 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
     return ifIndex === 0 ? 'windivert' : `if${ifIndex}`;
   }
 
-  /** Facts for `status`: filter, priority, driver version, DLL. */
+  /** Facts for `status`: filters, priority, driver version, DLL. */
   describe(): Record<string, string | number> {
-    return { filter: this.filter, priority: this.priority, driverVersion: this.driverVersion, dll: this.api?.path ?? '' };
+    return {
+      filter: this.filter,
+      fragmentDropFilter: this.fragmentFilter,
+      priority: this.priority,
+      driverVersion: this.driverVersion,
+      dll: this.api?.path ?? '',
+    };
   }
 
   private load(): WinDivertApi {
@@ -155,9 +188,23 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
     return this.api;
   }
 
+  /**
+   * Open the fragment-drop handle for `filter` right after `capture` was opened (null when the filter matches
+   * nothing). On failure `capture` is closed too, so nothing of the new pair stays open.
+   */
+  private openFragmentDrop(api: WinDivertApi, filter: string, capture: number): number | null {
+    if (filter === MATCH_NOTHING) return null;
+    try {
+      return this.openHandle(api, filter, WinDivertFlag.Fragments | WinDivertFlag.Drop);
+    } catch (err) {
+      if (this.ledger.claim(capture)) api.close(capture);
+      throw err;
+    }
+  }
+
   /** Open a handle for `filter` and apply the queue settings; on any failure nothing stays open. */
-  private openHandle(api: WinDivertApi, filter: string): number {
-    const handle = api.open(filter, WinDivertLayer.Network, this.priority, 0n);
+  private openHandle(api: WinDivertApi, filter: string, flags = 0n): number {
+    const handle = api.open(filter, WinDivertLayer.Network, this.priority, flags);
     if (handle === INVALID_HANDLE) throw winDivertOpenError(api.lastError(), { dllPath: api.path, filter, priority: this.priority });
     const settings: [number, number, string][] = [
       [WinDivertParam.QueueLength, this.queue.length, 'WinDivertSetParam(QUEUE_LENGTH)'],

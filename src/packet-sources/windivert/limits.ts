@@ -9,9 +9,12 @@
  * WinDivertOpen priority: higher sees packets first.
  *
  * WinDivert hands a packet to the matching handle of highest priority first; what that handle re-injects goes on
- * only to handles of LOWER priority. Handles of equal priority with overlapping filters run in an undefined order,
- * and 0 is the documented default every other WinDivert tool uses, so 0 would make our order against such a tool
- * a matter of chance. We take a priority above 0 on purpose:
+ * only to handles ranked below it (a handle skips packets injected at its own or a LOWER rank). The driver ranks
+ * handles by an internal priority, the user priority << 16 | a host-wide per-open counter (16 bits, wrapping), so
+ * among handles of equal user priority the newer normally ranks higher and an OLDER one sees what it injects.
+ * Handles of equal priority with overlapping filters therefore run in an order that depends on when each was
+ * opened, and 0 is the documented default every other WinDivert tool uses, so 0 would make our order against such a
+ * tool a matter of chance. We take a priority above 0 on purpose:
  *  - a packet to a reflect address must be reflected before any other tool acts on it (a VPN capturing it first
  *    would send it off the host, where it was never meant to go);
  *  - shielded packets are dropped before other tools spend work on them, and our reflected packets reach tools of
@@ -22,14 +25,16 @@
 export const WINDIVERT_PRIORITY = { DEFAULT: 1000, MIN: -30000, MAX: 30000 } as const;
 
 /*
- * Queue settings (WINDIVERT_PARAM_QUEUE_*) applied to every handle. Our defaults are larger than WinDivert's own
- * (4096 packets, 2000 ms, 4 MiB) so a busy worker does not lose bursts.
+ * Queue settings (WINDIVERT_PARAM_QUEUE_*) applied to every handle. Our length and size defaults are twice
+ * WinDivert's own (4096 packets, 4 MiB) so a busy worker does not lose bursts; the time limit is WinDivert's default
+ * (2000 ms). A full queue drops its OLDEST packets to make room (driver source); a dropped packet is never
+ * re-injected, so an outbound packet to a reflect address is lost rather than leaked.
  */
-/** Packets a handle may hold before WinDivert drops new ones. */
+/** Packets a handle may hold; at the limit WinDivert drops the oldest to queue a new one. */
 export const WINDIVERT_QUEUE_LENGTH = { DEFAULT: 8192, MIN: 32, MAX: 16384 } as const;
 /** Milliseconds a packet may wait in the queue before WinDivert drops it. */
 export const WINDIVERT_QUEUE_TIME_MS = { DEFAULT: 2000, MIN: 100, MAX: 16000 } as const;
-/** Bytes a handle may hold before WinDivert drops new packets. */
+/** Bytes a handle may hold; at the limit WinDivert drops the oldest packets to queue a new one. */
 export const WINDIVERT_QUEUE_SIZE_BYTES = { DEFAULT: 8 * 1024 * 1024, MIN: 65535, MAX: 33554432 } as const;
 
 /** At most this many packets per RecvEx/SendEx (WINDIVERT_BATCH_MAX). */
@@ -39,5 +44,13 @@ export const WINDIVERT_MTU_MAX = 40 + 0xffff;
 /** Packet bytes per batch: room for many full-size packets, and always for one of WinDivert's largest. */
 export const WINDIVERT_BATCH_BYTES = Math.max(512 * 1024, WINDIVERT_MTU_MAX);
 
-/** WinDivert's limit on the tests of one compiled filter (WINDIVERT_FILTER_MAXLEN). */
-export const WINDIVERT_FILTER_MAX_TESTS = 256;
+/**
+ * The most tests one compiled filter may have. WINDIVERT_FILTER_MAXLEN is 256, but the driver refuses a filter
+ * object of 256 or more tests (`length >= WINDIVERT_FILTER_MAXLEN`), so 255 is the ceiling.
+ */
+export const WINDIVERT_FILTER_MAX_TESTS = 255;
+/**
+ * The most tokens a filter string may have: the DLL tokenizes into a table of 5 × 256 entries and refuses the
+ * filter once 1,278 entries are used before the end token.
+ */
+export const WINDIVERT_FILTER_MAX_TOKENS = 1277;

@@ -49,12 +49,15 @@ export function ourSamples(cfg: InterceptConfig): { packet: Buffer; addr: Buffer
   for (const r of cfg.reflectAddresses) {
     const fam = r.includes(':') ? 6 : 4;
     for (const port of serverPorts.length ? serverPorts : [80]) {
-      for (const proto of [6, 17] as const) out.push({ packet: sample(HOST[fam], r, proto, CLIENT_PORT, port), addr: addressBuffer({ outbound: true, ipv6: fam === 6 }) });
+      for (const proto of [6, 17] as const) out.push({ packet: sample(HOST[fam], r, proto, CLIENT_PORT, port),
+        addr: addressBuffer({ outbound: true, ipv6: fam === 6 }) });
     }
-    out.push({ packet: sample(r, HOST[fam], 6, port0(serverPorts), CLIENT_PORT), addr: addressBuffer({ outbound: false, ipv6: fam === 6 }) });
+    out.push({ packet: sample(r, HOST[fam], 6, port0(serverPorts), CLIENT_PORT), addr: addressBuffer({ outbound: false,
+      ipv6: fam === 6 }) });
   }
   for (const s of cfg.shieldPorts) {
-    for (const fam of [4, 6] as const) out.push({ packet: sample(PEER[fam], HOST[fam], s.protocol === 'tcp' ? 6 : 17, CLIENT_PORT, s.port), addr: addressBuffer({ outbound: false, ipv6: fam === 6 }) });
+    for (const fam of [4, 6] as const) out.push({ packet: sample(PEER[fam], HOST[fam], s.protocol === 'tcp' ? 6 : 17,
+      CLIENT_PORT, s.port), addr: addressBuffer({ outbound: false, ipv6: fam === 6 }) });
   }
   return out;
 }

@@ -7,7 +7,8 @@
  * instead of installing the driver when it is not loaded: then no handle is open anywhere.
  */
 import { RetroflectError, ErrorCode } from '../../errors.ts';
-import { INVALID_HANDLE, loadWinDivert, WinDivertFlag, WinDivertLayer, WinDivertShutdown, WinError, type WinDivertApi } from './ffi.ts';
+import { INVALID_HANDLE, loadWinDivert, WinDivertFlag, WinDivertLayer, WinDivertShutdown, WinError,
+  type WinDivertApi } from './ffi.ts';
 
 export interface OpenWinDivertHandle {
   processId: number;
@@ -30,10 +31,14 @@ const EVENT_DATA_MAX = 12288;
 /** A REFLECT reader that gets more events than this stops: no host has that many WinDivert users. */
 const MAX_EVENTS = 4096;
 
-const LAYER_NAMES: Record<number, string> = { 0: 'network', 1: 'network-forward', 2: 'flow', 3: 'socket', 4: 'reflect' };
+const LAYER_NAMES: Record<number, string> = { 0: 'network', 1: 'network-forward', 2: 'flow', 3: 'socket',
+  4: 'reflect' };
 
-/** Decode the REFLECT part of a WINDIVERT_ADDRESS (union at offset 16: Timestamp, ProcessId, Layer, Flags, Priority). */
-export function decodeReflectAddress(addr: Buffer): { event: number; processId: number; layer: number; flags: number; priority: number; openedAt: bigint } {
+/** Decode the REFLECT part of a WINDIVERT_ADDRESS (union at offset 16: Timestamp, ProcessId, Layer, Flags,
+  Priority). */
+export function decodeReflectAddress(
+  addr: Buffer,
+): { event: number; processId: number; layer: number; flags: number; priority: number; openedAt: bigint } {
   const bits = addr.readUInt32LE(8);
   return {
     event: (bits >> 8) & 0xff,
@@ -47,11 +52,13 @@ export function decodeReflectAddress(addr: Buffer): { event: number; processId: 
 
 /** Every WinDivert handle open on this host (none when the driver is not loaded). Throws when the open fails. */
 export function listWinDivertHandles(api: WinDivertApi): OpenWinDivertHandle[] {
-  const h = api.open('true', WinDivertLayer.Reflect, 0, WinDivertFlag.Sniff | WinDivertFlag.RecvOnly | WinDivertFlag.NoInstall);
+  const h = api.open('true', WinDivertLayer.Reflect, 0,
+    WinDivertFlag.Sniff | WinDivertFlag.RecvOnly | WinDivertFlag.NoInstall);
   if (h === INVALID_HANDLE) {
     const code = api.lastError();
     if (code === WinError.SERVICE_DOES_NOT_EXIST) return [];
-    throw new RetroflectError(ErrorCode.BACKEND_UNAVAILABLE, `WinDivert's REFLECT layer could not be opened (Windows error ${code}).`, {
+    throw new RetroflectError(ErrorCode.BACKEND_UNAVAILABLE,
+      `WinDivert's REFLECT layer could not be opened (Windows error ${code}).`, {
       hint: 'Run as Administrator; see the driver checks for why WinDivert does not open.',
       details: { windowsError: code },
     });
@@ -69,12 +76,15 @@ export function listWinDivertHandles(api: WinDivertApi): OpenWinDivertHandle[] {
         const code = api.lastError();
         if (code === WinError.NO_DATA) break;
         if (code === WinError.INSUFFICIENT_BUFFER) continue; // one oversized filter object: skip that event
-        throw new RetroflectError(ErrorCode.BACKEND_FAILED, `Reading WinDivert's REFLECT layer failed (Windows error ${code}).`, { details: { windowsError: code } });
+        throw new RetroflectError(ErrorCode.BACKEND_FAILED,
+          `Reading WinDivert's REFLECT layer failed (Windows error ${code}).`, { details: { windowsError: code } });
       }
       const r = decodeReflectAddress(addr);
       if (r.event !== EVENT_REFLECT_OPEN) continue;
       const object = Buffer.from(data.subarray(0, recvLen[0]));
-      out.push({ processId: r.processId, layer: r.layer, layerName: LAYER_NAMES[r.layer] ?? String(r.layer), priority: r.priority, flags: r.flags, openedAt: r.openedAt.toString(), filter: api.formatFilter(object, r.layer) });
+      out.push({ processId: r.processId, layer: r.layer, layerName: LAYER_NAMES[r.layer] ?? String(r.layer),
+        priority: r.priority, flags: r.flags, openedAt: r.openedAt.toString(), filter: api.formatFilter(object,
+        r.layer) });
     }
   } finally {
     api.close(h);

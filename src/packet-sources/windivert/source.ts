@@ -20,6 +20,7 @@ import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { fillIpv4HeaderChecksum, fillTransportChecksum } from '../../packet/checksum.ts';
 import { IpProto, ParsedPacket, parsePacket } from '../../packet/parse.ts';
 import { Verdict } from '../../packet/verdicts.ts';
+import { REFUSAL_MAX_BYTES } from '../../packet/refusal.ts';
 import {
   allocatePacketBatch,
   type PacketBatch,
@@ -65,7 +66,7 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
   /** Handles whose receiving was shut down by a reconfiguration, oldest first: drained, then closed. */
   private readonly draining: number[] = [];
   private current: number | null;
-  /** The handle the packets in `batch` came from; they are sent back through it. */
+  /** The handle the packets in `batch` came from (sendHandle() picks the one they are sent through). */
   private batchHandle = INVALID_HANDLE;
   private readonly addrs = Buffer.alloc(WINDIVERT_BATCH_MAX * WINDIVERT_ADDRESS_SIZE);
   private readonly recvLen = new Uint32Array(1);
@@ -75,6 +76,9 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
   private readonly parsed = new ParsedPacket();
   private readonly idle = new Int32Array(new SharedArrayBuffer(4));
   private readonly ledger: HandleLedger;
+  /** A refusal and its address, copied here to be sent (made once). */
+  private readonly refusalPacket = Buffer.alloc(REFUSAL_MAX_BYTES);
+  private readonly refusalAddr = Buffer.alloc(WINDIVERT_ADDRESS_SIZE);
 
   constructor(
     private readonly api: WinDivertApi,
@@ -135,6 +139,7 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
       b.length[i] = len;
       const bits = this.addrs.readUInt32LE(i * WINDIVERT_ADDRESS_SIZE + AddressOffset.Bits);
       b.outbound[i] = (bits & AddressFlag.Outbound) !== 0 ? 1 : 0;
+      b.injected[i] = (bits & AddressFlag.Impostor) !== 0 ? 1 : 0;
       b.ifIndex[i] = this.addrs.readUInt32LE(i * WINDIVERT_ADDRESS_SIZE + AddressOffset.IfIdx);
       // Neither transport checksum flag set: the stack left the checksum to the NIC (finishReflected completes it).
       b.partialChecksum[i] = (bits & (AddressFlag.TCPChecksum | AddressFlag.UDPChecksum)) === 0 ? 1 : 0;
@@ -178,7 +183,7 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     }
     b.count = 0;
     if (kept === 0) return;
-    if (!this.api.sendEx(this.batchHandle, data, bytes, null, addrs, kept * WINDIVERT_ADDRESS_SIZE)) {
+    if (!this.api.sendEx(this.sendHandle(), data, bytes, null, addrs, kept * WINDIVERT_ADDRESS_SIZE)) {
       const err = this.api.lastError();
       if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
       else this.countUnexpected(err);
@@ -190,11 +195,43 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
   private sendOne(off: number, len: number, base: number): void {
     const packet = this.batch.data.subarray(off, off + len);
     const addr = this.addrs.subarray(base, base + WINDIVERT_ADDRESS_SIZE);
-    if (this.api.sendEx(this.batchHandle, packet, len, null, addr, WINDIVERT_ADDRESS_SIZE)) return;
+    if (this.api.sendEx(this.sendHandle(), packet, len, null, addr, WINDIVERT_ADDRESS_SIZE)) return;
     const err = this.api.lastError();
     if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
-    else if (err === WinError.INVALID_HANDLE || err === WinError.INVALID_PARAMETER) this.countUnexpected(err);
+    // 232: the handle was shut down for sending (the driver's STATUS_PIPE_EMPTY), never an ICMP refusal.
+    else if (err === WinError.INVALID_HANDLE || err === WinError.INVALID_PARAMETER || err === WinError.NO_DATA) this.countUnexpected(err);
     else this.expectedSendFailures.icmpRefused++;
+  }
+
+  /**
+   * Inject a refusal inbound in answer to batch packet `index`: its address with Outbound cleared (the refusal
+   * enters on the interface the refused packet was leaving by) and every checksum marked valid (they are complete).
+   * Sent before the batch, while the batch's addresses are still in place.
+   */
+  sendRefusal(index: number, packet: Uint8Array, length: number): void {
+    const addr = this.refusalAddr;
+    this.addrs.copy(addr, 0, index * WINDIVERT_ADDRESS_SIZE, (index + 1) * WINDIVERT_ADDRESS_SIZE);
+    const bits = (addr.readUInt32LE(AddressOffset.Bits) & ~AddressFlag.Outbound) | AddressFlag.IPChecksum | AddressFlag.TCPChecksum | AddressFlag.UDPChecksum;
+    addr.writeUInt32LE(bits >>> 0, AddressOffset.Bits);
+    for (let i = 0; i < length; i++) this.refusalPacket[i] = packet[i];
+    if (this.api.sendEx(this.sendHandle(), this.refusalPacket, length, null, addr, WINDIVERT_ADDRESS_SIZE)) return;
+    const err = this.api.lastError();
+    if (err === WinError.HOST_UNREACHABLE) this.expectedSendFailures.hostUnreachable++;
+    else if (err === WinError.INVALID_HANDLE || err === WinError.INVALID_PARAMETER || isIcmp(this.refusalPacket, 0) === false) this.countUnexpected(err);
+    else this.expectedSendFailures.icmpRefused++;
+  }
+
+  /**
+   * Every batch is sent through the NEWEST handle, even one drained from an older handle. The driver's internal
+   * priority is the user priority << 16 | a host-wide per-open counter, and a handle skips only what was injected at
+   * its own or a lower internal priority. Normally the newest handle ranks highest, so what an old handle injects
+   * never reaches it; but the 16-bit counter wraps every 65,536 opens on the host, and then a new handle ranks BELOW
+   * the old one and would capture the old one's reflected packets (inbound from a reflect address: dropped as
+   * forged). Sent through the newest handle, our packets can reach only handles ranked below it, and every older
+   * handle of ours has stopped receiving (apply() shuts it down before the worker adopts the new one).
+   */
+  private sendHandle(): number {
+    return this.current ?? this.batchHandle;
   }
 
   private countUnexpected(err: number): void {
@@ -204,11 +241,26 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
 
   /**
    * Turn a reflected packet's address into an inbound one: clear Outbound, keep the interface indexes (the packet
-   * re-enters on the interface it was leaving by). Where the checksum flags say the stack left a checksum for the
-   * NIC to compute (offload), compute it now, because no NIC will see an inbound packet; then mark it valid.
+   * re-enters on the interface it was leaving by), and complete its checksums (completeChecksums).
    */
   private finishReflected(off: number, len: number, base: number, bits: number): void {
-    let next = bits & ~AddressFlag.Outbound;
+    this.completeAt(off, len, base, bits);
+    this.addrs.writeUInt32LE((this.addrs.readUInt32LE(base + AddressOffset.Bits) & ~AddressFlag.Outbound) >>> 0, base + AddressOffset.Bits);
+  }
+
+  /**
+   * Where the checksum flags of packet `i` say the stack left a checksum for the NIC to compute (offload), compute
+   * it now and mark it valid: the bytes are then exactly what goes out (no NIC sees an inbound packet, and the driver
+   * would otherwise recompute IP/TCP/UDP checksums whose flag is 0 at injection: same result, done where we can show
+   * it). Idempotent; the worker calls it for a reflected packet before a capture copies it, send() for every one.
+   */
+  completeChecksums(i: number): void {
+    const base = i * WINDIVERT_ADDRESS_SIZE;
+    this.completeAt(this.batch.offset[i], this.batch.length[i], base, this.addrs.readUInt32LE(base + AddressOffset.Bits));
+  }
+
+  private completeAt(off: number, len: number, base: number, bits: number): void {
+    let next = bits;
     const missing = ~bits & (AddressFlag.IPChecksum | AddressFlag.TCPChecksum | AddressFlag.UDPChecksum);
     if (missing !== 0 && parsePacket(this.batch.data, off, len, this.parsed)) {
       const p = this.parsed;

@@ -48,6 +48,8 @@ export interface Libc {
   socket(domain: number, type: number, protocol: number): number;
   /** bind(2) with the address as raw bytes (a sockaddr the caller laid out). */
   bind(fd: number, addr: Buffer, addrlen: number): number;
+  /** setsockopt(2) with the option value as raw bytes. */
+  setsockopt(fd: number, level: number, name: number, value: Buffer): number;
   /** getsockname(2) into `addr` (a sockaddr buffer); `addrlen` holds its size as a 4-byte socklen_t. */
   getsockname(fd: number, addr: Buffer, addrlen: Buffer): number;
   strerror(errnum: number): string;
@@ -69,6 +71,7 @@ export function libc(): Libc {
   const strerror = lib.func('const char *strerror(int errnum)');
   const socket = lib.func('int socket(int domain, int type, int protocol)');
   const bind = lib.func('int bind(int fd, const void *addr, unsigned int addrlen)');
+  const setsockopt = lib.func('int setsockopt(int fd, int level, int name, const void *value, unsigned int len)');
   const getsockname = lib.func('int getsockname(int fd, void *addr, void *addrlen)');
   cached = {
     open: (path, flags) => open(path, flags) as number,
@@ -81,6 +84,7 @@ export function libc(): Libc {
     eventfd: (initval, flags) => eventfd(initval, flags) as number,
     socket: (domain, type, protocol) => socket(domain, type, protocol) as number,
     bind: (fd, addr, addrlen) => bind(fd, addr, addrlen) as number,
+    setsockopt: (fd, level, name, value) => setsockopt(fd, level, name, value, value.length) as number,
     getsockname: (fd, addr, addrlen) => getsockname(fd, addr, addrlen) as number,
     strerror: (errnum) => strerror(errnum) as string,
     errno: () => koffi.errno(),

@@ -17,18 +17,21 @@ const ERROR_MORE_DATA = 234;
 /** Values are small; a larger one is not what we look for. */
 const MAX_VALUE_BYTES = 1 << 20;
 
-type RegGetValueW = (hkey: number, subKey: string, value: string | null, flags: number, type: Uint32Array, data: Buffer | null, size: Uint32Array) => number;
+type RegGetValueW = (hkey: number, subKey: string, value: string | null, flags: number, type: Uint32Array,
+  data: Buffer | null, size: Uint32Array) => number;
 let bound: RegGetValueW | undefined;
 
 function api(): RegGetValueW {
-  bound ??= koffi.load('advapi32.dll').func('__stdcall', 'RegGetValueW', 'int32_t', ['intptr_t', 'str16', 'str16', 'uint32_t', '_Out_ uint32_t *', 'void *', '_Inout_ uint32_t *']) as RegGetValueW;
+  bound ??= koffi.load('advapi32.dll').func('__stdcall', 'RegGetValueW', 'int32_t', ['intptr_t', 'str16', 'str16',
+    'uint32_t', '_Out_ uint32_t *', 'void *', '_Inout_ uint32_t *']) as RegGetValueW;
   return bound;
 }
 
 export type RegistryValue = string | number | string[];
 
 /** The value (REG_SZ/EXPAND_SZ expanded → string, DWORD/QWORD → number, MULTI_SZ → string[]), or null when absent. */
-export function readRegistryValue(subKey: string, name: string | null, hkey = HKEY_LOCAL_MACHINE): RegistryValue | null {
+export function readRegistryValue(subKey: string, name: string | null,
+  hkey = HKEY_LOCAL_MACHINE): RegistryValue | null {
   const type = new Uint32Array(1);
   const size = new Uint32Array(1);
   let rc = api()(hkey, subKey, name, RRF_RT_ANY, type, null, size);

@@ -15,11 +15,13 @@ export const ERROR_SERVICE_DOES_NOT_EXIST = 1060;
 export const ERROR_SERVICE_NOT_ACTIVE = 1062;
 export const ERROR_SERVICE_MARKED_FOR_DELETE = 1072;
 /** SERVICE_STATUS.dwCurrentState → name. */
-const STATES: Record<number, ServiceState> = { 1: 'stopped', 2: 'start-pending', 3: 'stop-pending', 4: 'running', 5: 'continue-pending', 6: 'pause-pending', 7: 'paused' };
+const STATES: Record<number, ServiceState> = { 1: 'stopped', 2: 'start-pending', 3: 'stop-pending', 4: 'running',
+  5: 'continue-pending', 6: 'pause-pending', 7: 'paused' };
 /** sizeof(SERVICE_STATUS): seven DWORDs. */
 const SERVICE_STATUS_SIZE = 28;
 
-export type ServiceState = 'stopped' | 'start-pending' | 'stop-pending' | 'running' | 'continue-pending' | 'pause-pending' | 'paused';
+export type ServiceState =
+  'stopped' | 'start-pending' | 'stop-pending' | 'running' | 'continue-pending' | 'pause-pending' | 'paused';
 
 export interface ServiceFacts {
   name: string;

@@ -21,15 +21,18 @@ export interface WindowsBoundSocket {
   port: number;
 }
 
-type TableFn = (table: Buffer | null, size: Uint32Array, order: number, af: number, cls: number, reserved: number) => number;
+type TableFn = (table: Buffer | null, size: Uint32Array, order: number, af: number, cls: number,
+  reserved: number) => number;
 let fns: { tcp: TableFn; udp: TableFn } | undefined;
 
 function api(): { tcp: TableFn; udp: TableFn } {
   if (fns) return fns;
   const lib = koffi.load('iphlpapi.dll');
   fns = {
-    tcp: lib.func('__stdcall', 'GetExtendedTcpTable', 'uint32_t', ['void *', '_Inout_ uint32_t *', 'int', 'uint32_t', 'int', 'uint32_t']) as TableFn,
-    udp: lib.func('__stdcall', 'GetExtendedUdpTable', 'uint32_t', ['void *', '_Inout_ uint32_t *', 'int', 'uint32_t', 'int', 'uint32_t']) as TableFn,
+    tcp: lib.func('__stdcall', 'GetExtendedTcpTable', 'uint32_t', ['void *', '_Inout_ uint32_t *', 'int', 'uint32_t',
+      'int', 'uint32_t']) as TableFn,
+    udp: lib.func('__stdcall', 'GetExtendedUdpTable', 'uint32_t', ['void *', '_Inout_ uint32_t *', 'int', 'uint32_t',
+      'int', 'uint32_t']) as TableFn,
   };
   return fns;
 }
@@ -63,7 +66,8 @@ function rows(kind: keyof typeof ROW, buf: Buffer | null): WindowsBoundSocket[] 
   for (let i = 0; i < n; i++) {
     const row = 4 + i * ROW[kind];
     if (row + ROW[kind] > buf.length) break;
-    const address = kind.endsWith('4') ? [0, 1, 2, 3].map((j) => buf[row + addrAt + j]).join('.') : ipv6Text(buf.subarray(row + addrAt, row + addrAt + 16));
+    const address = kind.endsWith('4') ? [0, 1, 2,
+      3].map((j) => buf[row + addrAt + j]).join('.') : ipv6Text(buf.subarray(row + addrAt, row + addrAt + 16));
     // The port is in network byte order in the low 16 bits of a DWORD.
     const port = (buf[row + portAt] << 8) | buf[row + portAt + 1];
     out.push({ protocol: kind.startsWith('tcp') ? 'tcp' : 'udp', address, port });

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import type { InterceptConfig } from '../../../src/config/intercept-config.ts';
 import { TunHostBackend } from '../../../src/packet-sources/tun/host.ts';
 import { ErrorCode, RetroflectError } from '../../../src/errors.ts';
-import { shieldTableScript, shieldUpdateScript } from '../../../src/packet-sources/tun/nftables.ts';
+import { shieldTableScript, shieldUpdateScript } from '../../../src/platform/linux/nftables.ts';
 import { isAdministrator } from '../../../src/platform/privileges.ts';
 import { NetNs } from '../../helpers/netns.ts';
 

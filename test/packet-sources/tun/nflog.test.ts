@@ -1,5 +1,5 @@
 /**
- * The NFLOG reader (src/packet-sources/tun/nflog.ts): its netlink messages checked field by field against
+ * The NFLOG reader (src/platform/linux/nflog.ts): its netlink messages checked field by field against
  * linux/netfilter/nfnetlink_log.h, its parser fed hand-built kernel messages (and garbage), and in a namespace the
  * real kernel: the engine skips a log group another program holds, and dying frees its own.
  */
@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ackResult, bindCommand, configMessage, deliveryOptions, FIRST_LOG_GROUP, forEachLoggedPacket, unbindCommand } from '../../../src/packet-sources/tun/nflog.ts';
+import { ackResult, bindCommand, configMessage, deliveryOptions, FIRST_LOG_GROUP, forEachLoggedPacket, unbindCommand } from '../../../src/platform/linux/nflog.ts';
 import { createTopology, JsonLines, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
 import { spawnEngine, waitReady, type EngineProcess } from '../../e2e/engine-process.ts';
 

@@ -42,8 +42,9 @@ test('defect 2: stop decides every packet still queued before closing — nothin
   assert.equal(wire.length, 40);
   for (const w of wire) assert.equal(w.bytes.subarray(12, 16).join('.'), R4, 'reflected');
   assert.equal(counters.snapshot().shieldDropped.packets, 20);
-  assert.equal(double.openHandles(), 0, 'closed after draining');
+  assert.equal(double.openHandles(), 1, 'closed after draining (left: the host\'s fragment-drop handle)');
   await backend.stop();
+  assert.equal(double.openHandles(), 0);
 });
 
 test('defect 2: a live change drains the old handle, deciding each packet, before closing it', async () => {
@@ -56,9 +57,9 @@ test('defect 2: a live change drains the old handle, deciding each packet, befor
   source.adopt(next, update);
   inject(double, packet(LOCAL4, '192.0.2.20', 6, 40000, 80, 99), outboundAddr(false)); // new traffic: the new handle
   assert.equal(loopOnce(source, dataplane), 15, 'the old handle first, every packet decided');
-  assert.equal(double.openHandles(), 2);
+  assert.equal(double.openHandles(), 3, 'old and new capture handles, the new fragment-drop handle (the old one is closed)');
   assert.equal(loopOnce(source, dataplane), 1, 'then the new one');
-  assert.equal(double.openHandles(), 1, 'old handle closed once empty');
+  assert.equal(double.openHandles(), 2, 'old handle closed once empty');
   const wire = collectSent(double);
   assert.deepEqual(wire.map((w) => [packetSeq(w.bytes), w.origin]), [...Array.from({ length: 10 }, (_, i) => [i, 'sent']), [99, 'sent']]);
   stopLikeWorker(source, dataplane);

@@ -7,7 +7,7 @@ import koffi from 'koffi';
 
 export interface WinDivertDoubleControl {
   /** Hand a packet to the driver as the stack would: 1 = a handle queued it, 2 = inbound fragment held for
-   *  reassembly, 0 = no handle took it (it went to the wire). */
+   *  reassembly, 3 = a WINDIVERT_FLAG_DROP handle blocked it, 0 = no handle took it (it went to the wire). */
   inject(packet: Buffer, len: number, addr: Buffer): number;
   injectRepeat(packet: Buffer, len: number, addr: Buffer, count: number): number;
   /** Evaluate a filter on one packet with the double's compiler: 1 match, 0 no match, -1 refused. */
@@ -28,6 +28,10 @@ export interface WinDivertDoubleControl {
   openHandles(): number;
   queued(handle: number): number;
   setOpenError(code: number): void;
+  /** Set the driver's per-open counter (low 16 bits of internal priorities; the next open takes value + 1). */
+  setPriorityCounter(value: number): void;
+  /** Packets full handle queues dropped, oldest first, since the last reset. */
+  queueDropped(): bigint | number;
   reset(): void;
 }
 
@@ -57,6 +61,8 @@ export function bindDoubleControls(path: string): WinDivertDoubleControl {
     openHandles: lib.func('WinDivertDouble_OpenHandles', 'uint32_t', []),
     queued: lib.func('WinDivertDouble_Queued', 'uint32_t', ['intptr_t']),
     setOpenError: lib.func('WinDivertDouble_SetOpenError', 'void', ['uint32_t']),
+    setPriorityCounter: lib.func('WinDivertDouble_SetPriorityCounter', 'void', ['uint32_t']),
+    queueDropped: lib.func('WinDivertDouble_QueueDropped', 'uint64_t', []),
     reset: lib.func('WinDivertDouble_Reset', 'void', []),
   };
   bound.set(path, control);

@@ -69,7 +69,8 @@ test('WinDivertOpen refuses, with error 87, what the real compiler refuses', () 
     'tcp.DstPort ==', // no value
     'ip.DstAddr == 300.1.1.1',
     `ip.DstAddr == ${'a'.repeat(40)}`, // a token of 40 characters
-    Array.from({ length: 257 }, (_, i) => `tcp.DstPort == ${i}`).join(' or '), // 257 tests
+    Array.from({ length: 256 }, (_, i) => `tcp.DstPort == ${i}`).join(' or '), // 256 tests: the driver refuses length >= 256
+    [...Array.from({ length: 638 }, () => 'true'), '!tcp'].join(' and '), // 1,278 tokens (the DLL takes 1,277)
     'tcp & udp',
     '',
   ];
@@ -85,7 +86,8 @@ test('WinDivertOpen refuses, with error 87, what the real compiler refuses', () 
     'ip.DstAddr = 192.0.2.1 and ipv6.SrcAddr != ::1 and ipv6.DstAddr == 2001:0db8:0000:0000:0000:0000:0000:0001',
     'tcp.DstPort >= 0x50 and not tcp.DstPort > 100 and tcp.SrcPort < 65535 and tcp.Syn',
     'inbound and !loopback and !impostor and ifIdx == 7 and subIfIdx <= 3 and fragment == 0 and protocol == TCP',
-    Array.from({ length: 256 }, (_, i) => `tcp.DstPort == ${i}`).join(' or '), // exactly 256 tests
+    Array.from({ length: 255 }, (_, i) => `tcp.DstPort == ${i}`).join(' or '), // exactly 255 tests
+    Array.from({ length: 639 }, () => 'true').join(' and '), // exactly 1,277 tokens
   ];
   for (const f of accepted) api.close(open(f));
   assert.equal(double.openHandles(), 0);
@@ -142,7 +144,7 @@ test('fragments: a fragment at a non-zero offset has no transport header; the fi
 
 // ---- priorities, re-injection, impostors ----------------------------------------------------------------------
 
-test('a packet goes to the matching handle of highest priority (ties: the newest); what it injects goes on only to lower priorities', () => {
+test('a packet goes to the matching handle of highest priority (ties: the newest); what it injects goes on to lower internal priorities, older equal ones included', () => {
   const low = open('tcp', -5);
   const high = open('tcp', 10);
   const highNewer = open('tcp', 10);
@@ -153,7 +155,13 @@ test('a packet goes to the matching handle of highest priority (ties: the newest
   const got = recv(highNewer);
   assert.equal(got.addrs[0].impostor, false);
   assert.deepEqual(send(highNewer, got.bytes, [{ ...got.addrs[0] }]), [true, 0, got.bytes[0].length]);
-  assert.equal(double.queued(high), 0, 'an equal priority never sees what its level injected');
+  // Driver: internal priority = user priority << 16 | a per-open counter, so the OLDER handle of equal user priority
+  // ranks below the newer one and sees what it injects (issue 19 item 23).
+  assert.equal(double.queued(high), 1, 'an older handle of equal priority sees what the newer one injected');
+  assert.equal(double.queued(low), 0);
+  const fromHigh = recv(high);
+  send(high, fromHigh.bytes, [{ ...fromHigh.addrs[0] }]);
+  assert.equal(double.queued(highNewer), 0, 'the newer one never sees what the older one injected');
   assert.equal(double.queued(low), 1, 'the next lower priority does');
   const again = recv(low);
   send(low, again.bytes, [{ ...again.addrs[0] }]);
@@ -281,4 +289,41 @@ test('SendEx: a packet that fails softly is lost alone; the call returns FALSE w
   broken[0] = 0x00;
   assert.deepEqual(send(h, [ps[0], broken], [outboundAddr(false), outboundAddr(false)]).slice(0, 2), [false, 87]);
   assert.equal(collectSent(double).length, 1, 'the packet before the bad one went out');
+});
+
+// ---- issue 19: checksums at injection, full queues ------------------------------------------------------------
+
+test('at injection the driver recomputes IPv4 header, TCP and UDP checksums whose flag is 0, never ICMP; flagged ones are left alone', () => {
+  const h = open('false');
+  const tcp = Buffer.from(packet(LOCAL, R, 6, 40000, 80, 1));
+  const good = tcp.readUInt16BE(36);
+  const bad = (b: Buffer, at: number): Buffer => {
+    const c = Buffer.from(b);
+    c.writeUInt16BE(0x1234, at);
+    return c;
+  };
+  const icmp = Buffer.from(ipv4({ src: LOCAL, dst: R, proto: 1, payload: [8, 0, 0x12, 0x34, 0, 1, 0, 1] }));
+  const udp6 = Buffer.from(packet(LOCAL6, R6, 17, 40000, 53, 2));
+  send(h, [bad(tcp, 36), bad(tcp, 36), bad(tcp, 10), icmp, bad(udp6, 46)], [
+    outboundAddr(false, { tcpChecksum: false }),
+    outboundAddr(false),
+    outboundAddr(false, { ipChecksum: false }),
+    outboundAddr(false, { ipChecksum: false, tcpChecksum: false, udpChecksum: false }),
+    outboundAddr(true, { udpChecksum: false }),
+  ]);
+  const wire = collectSent(double);
+  assert.equal(wire[0].bytes.readUInt16BE(36), good, 'TCP flag 0: recomputed');
+  assert.equal(wire[1].bytes.readUInt16BE(36), 0x1234, 'flag set: left as it was');
+  assert.equal(wire[2].bytes.readUInt16BE(10), tcp.readUInt16BE(10), 'IP flag 0: header checksum recomputed');
+  assert.equal(wire[3].bytes.readUInt16BE(22), 0x1234, 'ICMP: never');
+  assert.equal(wire[4].bytes.readUInt16BE(46), udp6.readUInt16BE(46), 'UDP over IPv6 flag 0: recomputed');
+});
+
+test('a full queue drops its oldest packet to take a new one', () => {
+  const h = open('tcp');
+  assert.ok(api.setParam(h, 0, 32n));
+  for (let i = 0; i < 40; i++) offer(double, packet(LOCAL, R, 6, 40000, 80, i), outboundAddr(false));
+  assert.equal(double.queued(h), 32);
+  assert.equal(Number(double.queueDropped()), 8);
+  assert.equal(recv(h).bytes.map((b) => b.readUInt32LE(40))[0], 8, 'the 8 oldest are gone');
 });

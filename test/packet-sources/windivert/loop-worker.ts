@@ -32,7 +32,7 @@ while (!stopping) {
   const { data, offset, length, outbound, verdict } = source.batch;
   const now = Date.now();
   for (let i = 0; i < n; i++) {
-    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now);
+    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now, source.batch.injected[i]);
   }
   if (n > 0) source.send();
 }

@@ -41,21 +41,22 @@ function transportValid(bytes: Buffer): boolean {
   return referenceTransportValid(src, dst, proto, bytes.subarray(ihl));
 }
 
-test('start opens one network-layer handle with the config filter, priority and queue settings', async () => {
+test('start opens the capture handle (config filter, priority, queue settings), then the fragment-drop handle', async () => {
   const { backend, init } = await started(cfg, -42);
-  assert.equal(double.openHandles(), 1);
-  assert.equal(doubleLastFilter(double), init.filter);
+  assert.equal(double.openHandles(), 2, 'the capture handle, then the fragment-drop handle');
   assert.match(init.filter, /ip\.DstAddr == 192\.0\.2\.10 or ipv6\.DstAddr == 2001:db8::10/);
+  assert.equal(doubleLastFilter(double), backend.describe().fragmentDropFilter);
+  assert.match(doubleLastFilter(double), /^!loopback and inbound and ipv6 and fragment and /);
   assert.equal(double.lastPriority(), -42);
   assert.equal(double.lastLayer(), 0);
-  assert.equal(Number(double.lastFlags()), 0);
+  assert.equal(Number(double.lastFlags()), 0x22, 'WINDIVERT_FLAG_FRAGMENTS | WINDIVERT_FLAG_DROP');
   const v = new BigUint64Array(1);
   assert.ok(api.getParam(init.handle, WinDivertParam.QueueLength, v));
   assert.equal(v[0], 8192n);
   assert.ok(api.getParam(init.handle, WinDivertParam.QueueSize, v));
   assert.equal(v[0], 8n * 1024n * 1024n);
   assert.equal(backend.describe().driverVersion, '2.2');
-  assert.deepEqual(backend.plan(cfg).map((s) => s.action), ['load WinDivert', 'open WinDivert handle']);
+  assert.deepEqual(backend.plan(cfg).map((s) => s.action), ['load WinDivert', 'open WinDivert handle', 'open WinDivert fragment-drop handle']);
   assert.ok(backend.plan(cfg)[1].detail.endsWith(init.filter));
   await backend.stop();
   assert.equal(double.openHandles(), 0);
@@ -187,8 +188,9 @@ test('wake() makes a receive return: queued packets first, then 0', async () => 
   assert.equal(source.receive(50), 0);
   assert.ok(Date.now() - t0 < 1000);
   source.close();
-  assert.equal(double.openHandles(), 0, 'the worker closed its handle');
+  assert.equal(double.openHandles(), 1, 'the worker closed its handle (left: the host\'s fragment-drop handle)');
   await backend.stop();
+  assert.equal(double.openHandles(), 0);
 });
 
 test('live change: new handle first, old one drained then closed; packets of both are all sent', async () => {
@@ -208,7 +210,7 @@ test('live change: new handle first, old one drained then closed; packets of bot
   assert.equal(double.openHandles(), 1, 'old handle closed after draining');
   const sent = collectSent(double);
   assert.deepEqual(sent.map((s) => packetSeq(s.bytes)), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  assert.deepEqual(sent.map((s) => s.handle), [...Array(5).fill(init.handle), ...Array(5).fill(update.switchTo.handle)], 'each batch goes back through the handle it came from');
+  assert.deepEqual(sent.map((s) => s.handle), Array(10).fill(update.switchTo.handle), 'every batch, drained ones too, goes back through the newest handle (issue 19 item 23)');
   // Unchanged filter: no new handle.
   assert.equal((await backend.apply(next, buildInterceptConfig([R4, '192.0.2.20'], []))).switchTo, null);
   assert.equal(double.openHandles(), 1);
@@ -222,7 +224,7 @@ test('a failed open during a live change leaves the running handle untouched', a
   double.setOpenError(1275);
   await assert.rejects(backend.apply(cfg, buildInterceptConfig([R4], [])), /blocked/);
   double.setOpenError(0);
-  assert.equal(double.openHandles(), 1);
+  assert.equal(double.openHandles(), 2, 'the running capture and fragment-drop handles');
   inject(double, packet(LOCAL4, R4, 6, 40000, 80, 1), outboundAddr(false));
   assert.equal(loopOnce(source, dataplane), 1);
   assert.equal(collectSent(double)[0].handle, init.handle);

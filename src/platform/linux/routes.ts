@@ -1,9 +1,9 @@
 /**
- * One host route per reflect address into the TUN device, so everything this host sends to a reflect address is
- * read from the device. Routes go away with the device (closing its fd), so a killed run leaves none behind.
+ * One host route per reflect address into the engine's device (the TUN device, or the ebpf backend's veth), so
+ * everything this host sends to a reflect address goes there. Routes go away with the device.
  */
 import { addressFamily } from '../../config/intercept-config.ts';
-import type { HostCommand } from '../../platform/linux/command.ts';
+import type { HostCommand } from './command.ts';
 
 function hostPrefix(address: string): string {
   return `${address}/${addressFamily(address) === 4 ? 32 : 128}`;

@@ -1,6 +1,6 @@
 /**
- * Shield ports and forged reflect sources on Linux, done by the kernel's own firewall rather than the data plane (on
- * TUN the engine only sees outbound packets, so inbound drops have to happen in nftables).
+ * Shield ports and forged reflect sources on Linux (both backends, tun and ebpf), done by the kernel's own firewall
+ * rather than the data plane (the engine only sees outbound packets, so inbound drops have to happen in nftables).
  *
  * Everything lives in one table of our own, `inet retroflect`, so we never touch anyone else's rules and a leftover
  * from a killed run is removed with a single `delete table`:
@@ -28,7 +28,11 @@
  *       ip saddr @reflect_v4 counter name "forged_source" log prefix "retroflect forged" group <g> drop
  *       ip6 saddr @reflect_v6 counter name "forged_source" log prefix "retroflect forged" group <g> drop
  *     }
+ *     chain output { type filter hook output priority filter - 10; policy accept; }
  *   }
+ *
+ * The output chain, and the per-address chains it jumps to, enforce who may use a reflect address (users, groups,
+ * cgroups): allow-rules.ts.
  *
  * The `log ... group <g>` statements hand each drop to the engine's NFLOG listener (nflog.ts), which binds the group
  * only while a capture runs; without a listener they copy nothing. They are left out when NFLOG is unusable.
@@ -54,10 +58,32 @@
  * `accept` in our chain only ends our chain; other tables' chains still see the packet, as they would without us.
  * The priority runs us just before the usual `filter` chains so a shielded port is dropped before they count it.
  */
-import { addressFamily, shieldKey, type InterceptConfig, type ShieldPort, type ShieldProtocol } from '../../config/intercept-config.ts';
-import type { FirewallCounters, ShieldCount } from '../packet-source.ts';
+import {
+  addressFamily,
+  shieldKey,
+  type InterceptConfig,
+  type ShieldPort,
+  type ShieldProtocol,
+} from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
-import { runCommand, type HostCommand } from '../../platform/linux/command.ts';
+import { runCommand, type HostCommand } from './command.ts';
+import { addressOfCounter, allowCommands, allowUpdateCommands, NFT_OUTPUT_CHAIN } from './allow-rules.ts';
+
+/** Packets and bytes one rule dropped (packet-sources' ShieldCount has this shape). */
+export interface NftCount {
+  packets: number;
+  bytes: number;
+}
+
+/**
+ * The table's drop counters (packet-sources' FirewallCounters has this shape): per shield port, forged sources, and
+ * per reflect address what its allow lists refused.
+ */
+export interface NftCounters {
+  shield: Map<string, NftCount>;
+  forgedSource: NftCount;
+  notAllowed?: Map<string, NftCount>;
+}
 
 /** Our table's family and name. Fixed, so every run (and every leftover) is found by name. */
 export const NFT_FAMILY = 'inet';
@@ -70,7 +96,7 @@ export const NFT_FORGED_COUNTER = 'forged_source';
 /** Named counter of other hosts' packets the forward hook dropped on their way into the TUN device. */
 export const NFT_FORWARDED_COUNTER = 'forwarded';
 /** Log prefixes of the two drop rules; the NFLOG reader tells the verdicts apart by them. */
-export const NFT_LOG_PREFIX = { shield: 'retroflect shield', forged: 'retroflect forged' } as const;
+export const NFT_LOG_PREFIX = { shield: 'retroflect shield', forged: 'retroflect forged', notAllowed: 'retroflect notallowed' } as const;
 
 function ports(cfg: InterceptConfig, protocol: ShieldProtocol): number[] {
   return cfg.shieldPorts.filter((p) => p.protocol === protocol).map((p) => p.port);
@@ -129,6 +155,13 @@ export function shieldTableScript(cfg: InterceptConfig, tunName: string, logGrou
     '  chain input {',
     '    type filter hook input priority filter - 10; policy accept;',
     `    iifname "${tunName}" accept`,
+    // The refusals the output chain's reject rules send (allow-rules.ts) come from R over loopback: a reset or
+    // destination unreachable, which no unprivileged program can send from R (they need a raw socket), and which
+    // can only end a connection, never carry data to a server. Let them reach the refused client.
+    `    iif lo ip saddr @${NFT_REFLECT_SET[4]} tcp flags & rst == rst accept`,
+    `    iif lo ip6 saddr @${NFT_REFLECT_SET[6]} tcp flags & rst == rst accept`,
+    `    iif lo ip saddr @${NFT_REFLECT_SET[4]} icmp type destination-unreachable accept`,
+    `    iif lo ip6 saddr @${NFT_REFLECT_SET[6]} icmpv6 type destination-unreachable accept`,
     ...forgedDrops,
     '    iif lo accept',
     `    meta l4proto tcp tcp dport @${NFT_SET.tcp}${logTo(NFT_LOG_PREFIX.shield, logGroup)} drop`,
@@ -140,7 +173,11 @@ export function shieldTableScript(cfg: InterceptConfig, tunName: string, logGrou
     `    iifname "${tunName}" accept`,
     ...forgedDrops,
     '  }',
+    `  chain ${NFT_OUTPUT_CHAIN} {`,
+    '    type filter hook output priority filter - 10; policy accept;',
+    '  }',
     '}',
+    ...allowCommands(NFT_FAMILY, NFT_TABLE, cfg, logTo(NFT_LOG_PREFIX.notAllowed, logGroup)),
     '',
   ].join('\n');
 }
@@ -154,8 +191,8 @@ export function removeTableScript(): string {
  * Element additions and removals that turn `prev`'s reflect-address and shield sets into `next`'s, as one nft script
  * ('' = nothing). nft runs a script as one transaction: all of it applies or none.
  */
-export function shieldUpdateScript(prev: InterceptConfig, next: InterceptConfig): string {
-  const lines: string[] = [];
+export function shieldUpdateScript(prev: InterceptConfig, next: InterceptConfig, logGroup: number | null = null): string {
+  const lines: string[] = allowUpdateCommands(NFT_FAMILY, NFT_TABLE, prev, next, logTo(NFT_LOG_PREFIX.notAllowed, logGroup));
   for (const family of [4, 6] as const) {
     const had = new Set(addresses(prev.reflectAddresses, family));
     const has = new Set(addresses(next.reflectAddresses, family));
@@ -186,8 +223,8 @@ export async function installShield(cfg: InterceptConfig, tunName: string, logGr
   await runCommand(nftScriptCommand(shieldTableScript(cfg, tunName, logGroup)));
 }
 
-export async function updateShield(prev: InterceptConfig, next: InterceptConfig): Promise<void> {
-  const script = shieldUpdateScript(prev, next);
+export async function updateShield(prev: InterceptConfig, next: InterceptConfig, logGroup: number | null): Promise<void> {
+  const script = shieldUpdateScript(prev, next, logGroup);
   if (script) await runCommand(nftScriptCommand(script));
 }
 
@@ -226,13 +263,16 @@ interface NftObject {
  * The table's counters, from one `nft` run: per-port shield drops from the sets' per-element counters, keyed like
  * `shieldKey` ("8080/tcp"), and the forged-source drops from the named counter.
  */
-export async function readFirewallCounters(): Promise<FirewallCounters> {
+export async function readFirewallCounters(): Promise<NftCounters> {
   const { stdout } = await runCommand({ file: 'nft', args: ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE] });
   const doc = JSON.parse(stdout) as { nftables: NftObject[] };
-  const shield = new Map<string, ShieldCount>();
-  let forgedSource: ShieldCount = { packets: 0, bytes: 0 };
+  const shield = new Map<string, NftCount>();
+  let forgedSource: NftCount = { packets: 0, bytes: 0 };
+  const notAllowed = new Map<string, NftCount>();
   for (const obj of doc.nftables) {
     if (obj.counter?.name === NFT_FORGED_COUNTER) forgedSource = { packets: obj.counter.packets, bytes: obj.counter.bytes };
+    const refusedFor = obj.counter ? addressOfCounter(obj.counter.name) : null;
+    if (obj.counter && refusedFor !== null) notAllowed.set(refusedFor, { packets: obj.counter.packets, bytes: obj.counter.bytes });
     const set = obj.set;
     if (!set) continue;
     const protocol = (Object.keys(NFT_SET) as ShieldProtocol[]).find((p) => NFT_SET[p] === set.name);
@@ -243,5 +283,5 @@ export async function readFirewallCounters(): Promise<FirewallCounters> {
       else if (e.elem) shield.set(`${e.elem.val}/${protocol}`, { packets: e.elem.counter?.packets ?? 0, bytes: e.elem.counter?.bytes ?? 0 });
     }
   }
-  return { shield, forgedSource };
+  return { shield, forgedSource, notAllowed };
 }

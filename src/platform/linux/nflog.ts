@@ -18,7 +18,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
-import { AF_NETLINK, EAGAIN, EINTR, ENOBUFS, libc, NETLINK_NETFILTER, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_RAW } from '../../platform/linux/libc.ts';
+import { AF_NETLINK, EAGAIN, EINTR, ENOBUFS, libc, NETLINK_NETFILTER, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_RAW } from './libc.ts';
 
 /** nfnetlink subsystem of the log, and its two message types. */
 const NFNL_SUBSYS_ULOG = 4;

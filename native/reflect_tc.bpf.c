@@ -1,0 +1,385 @@
+// The Linux kernel data path of the ebpf backend (src/packet-sources/ebpf/): a tc (clsact) egress program on the
+// engine's own veth device, which the reflect addresses are routed into. Every packet it sees was sent by this host.
+// For the common packet to a reflect address it does what engine/dataplane.ts does, without a copy: swap source and
+// destination in place (sum-neutral: every checksum stays valid, partial/offloaded ones too), count it per address
+// and protocol, record its flow, and redirect it to the same device's ingress, where the host receives it "from" the
+// reflect address. Everything else it hands to user space unchanged (TC_ACT_OK: out of the veth to its peer, where
+// the engine's packet socket reads it and the TypeScript data plane decides, counts and re-injects it exactly as for
+// the TUN backend): not to a reflect address, malformed or truncated, IPv4 fragments, IPv6 extension headers,
+// protocols other than TCP/UDP/ICMP/ICMPv6, addresses with port maps, and, while a capture runs, every packet that
+// capture might want (a union of the captures' filters; the taps in user space then match each one exactly).
+// ICMP/ICMPv6 errors are reflected here with the packet they carry (its addresses swapped too, as packet/icmp-error.ts
+// does): the client's socket recognises the error by that packet, which must read as the client sent it.
+// Keeping those in one place (the user-space data plane) is what keeps counters and verdicts meaning the same.
+//
+// Map layouts are mirrored in src/packet-sources/ebpf/maps.ts; change both together.
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// Stats protocol index (engine/counters.ts StatsProto): tcp, udp, icmp (ICMPv6 too), other.
+#define PROTO_TCP 0
+#define PROTO_UDP 1
+#define PROTO_ICMP 2
+#define STATS_PROTOS 4
+
+// reflect_value.flags: this address has port maps; its packets go to the user-space data plane (engine/port-mapper.ts).
+#define REFLECT_USER_PATH 1
+
+// Flow states, as engine/flow-table.ts names them: active (not TCP), open, closed (FIN or RST seen).
+#define FLOW_ACTIVE 0
+#define FLOW_OPEN 1
+#define FLOW_CLOSED 2
+
+// Room the program may need in the linear part of the packet: Ethernet + IPv4 with options (or IPv6) + the 8-byte
+// ICMP header + the embedded IPv4 header with options (or TCP header with options).
+#define HEADROOM (ETH_HLEN + 60 + 8 + 60)
+#define ICMP_HEADER 8
+
+// read_transport results.
+#define L4_PUNT 0
+#define L4_OK 1
+#define L4_ICMP_ERROR 2
+
+// Reflect addresses, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d). Size set by the loader (MAX_REFLECT_ADDRESSES).
+struct reflect_key {
+	__u8 addr[16];
+};
+struct reflect_value {
+	__u32 slot;  // index into addr_counts (slot * STATS_PROTOS + proto)
+	__u32 flags; // REFLECT_*
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct reflect_key);
+	__type(value, struct reflect_value);
+} reflect_addrs SEC(".maps");
+
+struct counts {
+	__u64 packets;
+	__u64 bytes;
+};
+// Per reflect-address slot and protocol, per CPU (no atomics on the hot path). Size set by the loader.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counts);
+} addr_counts SEC(".maps");
+
+// One conversation through a reflect address, keyed as engine/flow-table.ts keys it: both directions are packets
+// this host sends to R, so (family, protocol, R, L, low port, high port) needs no swapping.
+struct flow_key {
+	__u8 family;
+	__u8 protocol;
+	__u16 low_port;  // host order; the ICMP echo identifier for echo messages
+	__u16 high_port;
+	__u16 pad;
+	__u8 reflect[16];
+	__u8 local[16];
+};
+struct flow_value {
+	__u64 first_ns; // bpf_ktime_get_ns (CLOCK_MONOTONIC)
+	__u64 last_ns;
+	__u64 packets;
+	__u64 bytes;
+	__u16 client_port;
+	__u16 server_port;
+	__u32 state; // FLOW_*
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+} flows SEC(".maps");
+
+// Settings the engine changes live. An array lookup is inlined by the verifier: no helper call per packet.
+// While captures run, a packet some capture might want goes to the user-space path, where the taps see it with its
+// verdict: wanted = reflected packets wanted, protocol in protocols, and (any_address or an address in
+// capture_addrs) and (any_port or a TCP/UDP port in capture_ports). A superset of what the captures match.
+struct settings {
+	__u32 capture;     // 1: at least one capture runs and wants reflected packets
+	__u32 protocols;   // bits: 1 tcp, 2 udp, 4 icmp (capture/filter.ts CAPTURE_PROTOCOLS order)
+	__u32 any_address; // 1: some capture has no address filter
+	__u32 any_port;    // 1: some capture has no port filter
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+} settings SEC(".maps");
+
+// Addresses (as reflect_key) and ports the running captures filter on. Sizes set by the loader.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct reflect_key);
+	__type(value, __u8);
+} capture_addrs SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u16);
+	__type(value, __u8);
+} capture_ports SEC(".maps");
+
+static __always_inline int capture_wants(struct settings *s, struct flow_key *key, __u16 sport, __u16 dport)
+{
+	__u32 bit = key->protocol == IPPROTO_TCP ? 1 : key->protocol == IPPROTO_UDP ? 2 : 4;
+	if (!(s->protocols & bit))
+		return 0;
+	if (!s->any_port) {
+		if (bit == 4)
+			return 0; // a port filter matches TCP and UDP only
+		if (!bpf_map_lookup_elem(&capture_ports, &sport) && !bpf_map_lookup_elem(&capture_ports, &dport))
+			return 0;
+	}
+	if (s->any_address)
+		return 1;
+	struct reflect_key a = {};
+	if (key->family == 4) {
+		a.addr[10] = 0xff;
+		a.addr[11] = 0xff;
+		__builtin_memcpy(&a.addr[12], key->reflect, 4);
+		if (bpf_map_lookup_elem(&capture_addrs, &a))
+			return 1;
+		__builtin_memcpy(&a.addr[12], key->local, 4);
+	} else {
+		__builtin_memcpy(a.addr, key->reflect, 16);
+		if (bpf_map_lookup_elem(&capture_addrs, &a))
+			return 1;
+		__builtin_memcpy(a.addr, key->local, 16);
+	}
+	return bpf_map_lookup_elem(&capture_addrs, &a) != 0;
+}
+
+static __always_inline void count(__u32 slot, __u32 proto, __u64 bytes)
+{
+	__u32 at = slot * STATS_PROTOS + proto;
+	struct counts *c = bpf_map_lookup_elem(&addr_counts, &at);
+	if (c) {
+		c->packets += 1;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline void record_flow(struct flow_key *key, __u16 sport, __u16 dport, __u8 tcp_flags, __u64 bytes)
+{
+	__u64 now = bpf_ktime_get_ns();
+	int syn_only = key->protocol == IPPROTO_TCP && (tcp_flags & 0x12) == 0x02;
+	int ends = key->protocol == IPPROTO_TCP && (tcp_flags & 0x05) != 0;
+	struct flow_value *f = bpf_map_lookup_elem(&flows, key);
+	if (f) {
+		__sync_fetch_and_add(&f->packets, 1);
+		__sync_fetch_and_add(&f->bytes, bytes);
+		f->last_ns = now;
+		if (syn_only) {
+			f->client_port = sport;
+			f->server_port = dport;
+			f->state = FLOW_OPEN;
+		}
+		if (ends)
+			f->state = FLOW_CLOSED;
+		return;
+	}
+	struct flow_value v = {
+		.first_ns = now,
+		.last_ns = now,
+		.packets = 1,
+		.bytes = bytes,
+		.client_port = syn_only ? sport : key->high_port,
+		.server_port = syn_only ? dport : key->low_port,
+		.state = key->protocol == IPPROTO_TCP ? (ends ? FLOW_CLOSED : FLOW_OPEN) : FLOW_ACTIVE,
+	};
+	if (key->protocol != IPPROTO_TCP && key->protocol != IPPROTO_UDP) {
+		v.client_port = key->low_port;
+		v.server_port = 0;
+	}
+	bpf_map_update_elem(&flows, key, &v, BPF_NOEXIST);
+}
+
+// Ports of a TCP/UDP header, the echo identifier of an ICMP echo (L4_OK); L4_ICMP_ERROR for an ICMP error (no
+// identifier: one flow per address pair, as in flow-table.ts); L4_PUNT when the header cannot be decided here.
+static __always_inline int read_transport(void *l4, void *end, __u8 proto, __u32 avail, int v6, struct flow_key *key,
+					  __u16 *sport, __u16 *dport, __u8 *tcp_flags)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > end || avail < sizeof(*th))
+			return L4_PUNT;
+		__u32 doff = th->doff * 4;
+		if (doff < sizeof(*th) || doff > avail)
+			return L4_PUNT;
+		*sport = bpf_ntohs(th->source);
+		*dport = bpf_ntohs(th->dest);
+		*tcp_flags = ((__u8 *)th)[13];
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
+		if ((void *)(uh + 1) > end || avail < sizeof(*uh))
+			return L4_PUNT;
+		__u32 ulen = bpf_ntohs(uh->len);
+		if (ulen < sizeof(*uh) || ulen > avail)
+			return L4_PUNT;
+		*sport = bpf_ntohs(uh->source);
+		*dport = bpf_ntohs(uh->dest);
+	} else if (proto == (v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP)) {
+		__u8 *ih = l4;
+		if ((void *)(ih + ICMP_HEADER) > end || avail < ICMP_HEADER)
+			return L4_PUNT;
+		__u8 type = ih[0];
+		// The error types of packet/parse.ts: destination unreachable, packet too big (v6), time exceeded,
+		// parameter problem. (IPv4 source quench and redirect are not errors there either.)
+		if (v6 ? (type >= 1 && type <= 4) : (type == 3 || type == 11 || type == 12))
+			return L4_ICMP_ERROR;
+		int echo = v6 ? (type == 128 || type == 129) : (type == 0 || type == 8);
+		key->low_port = echo ? ((__u16)ih[4] << 8 | ih[5]) : 0;
+		return L4_OK;
+	} else {
+		return L4_PUNT; // other protocols are rare here; the user-space path counts them as "other"
+	}
+	key->low_port = *sport < *dport ? *sport : *dport;
+	key->high_port = *sport < *dport ? *dport : *sport;
+	return L4_OK;
+}
+
+// The packet inside an ICMP error, when its whole IP header is there and could have been sent (icmp-error.ts):
+// swap its addresses. Both lie inside every checksum that covers them, so the swap keeps all sums valid.
+static __always_inline void swap_embedded_v4(void *e, void *end, __u32 avail)
+{
+	struct iphdr *in = e;
+	if ((void *)(in + 1) > end || avail < sizeof(*in))
+		return;
+	__u32 hlen = in->ihl * 4;
+	if (in->version != 4 || hlen < sizeof(*in) || hlen > avail || bpf_ntohs(in->tot_len) < hlen)
+		return;
+	__u32 a = in->saddr;
+	in->saddr = in->daddr;
+	in->daddr = a;
+}
+
+static __always_inline void swap_embedded_v6(void *e, void *end, __u32 avail)
+{
+	struct ipv6hdr *in = e;
+	if ((void *)(in + 1) > end || avail < sizeof(*in) || in->version != 6)
+		return;
+	struct in6_addr a = in->saddr;
+	in->saddr = in->daddr;
+	in->daddr = a;
+}
+
+static __always_inline __u32 stats_proto(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? PROTO_TCP : proto == IPPROTO_UDP ? PROTO_UDP : PROTO_ICMP;
+}
+
+SEC("tc")
+int reflect(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&settings, &zero);
+	if (!s)
+		return TC_ACT_OK;
+	if (skb->len < HEADROOM) {
+		if (bpf_skb_pull_data(skb, skb->len) < 0)
+			return TC_ACT_OK;
+	} else if ((void *)(long)skb->data + HEADROOM > (void *)(long)skb->data_end) {
+		if (bpf_skb_pull_data(skb, HEADROOM) < 0)
+			return TC_ACT_OK;
+	}
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return TC_ACT_OK;
+	__u32 ip_len = skb->len - ETH_HLEN;
+	struct flow_key key = {};
+	struct reflect_key rk = {};
+	__u16 sport = 0, dport = 0;
+	__u8 tcp_flags = 0;
+
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+			return TC_ACT_OK;
+		// The packet must be exactly as long as its header says, and whole: the rest is the user-space parser's.
+		if (bpf_ntohs(ip->tot_len) != ip_len || (ip->frag_off & bpf_htons(0x3fff)))
+			return TC_ACT_OK;
+		__u32 hlen = ip->ihl * 4;
+		if (hlen > ip_len)
+			return TC_ACT_OK;
+		rk.addr[10] = 0xff;
+		rk.addr[11] = 0xff;
+		__builtin_memcpy(&rk.addr[12], &ip->daddr, 4);
+		struct reflect_value *r = bpf_map_lookup_elem(&reflect_addrs, &rk);
+		if (!r || (r->flags & REFLECT_USER_PATH))
+			return TC_ACT_OK;
+		__u32 slot = r->slot;
+		void *l4 = (void *)ip + hlen;
+		if (l4 > end)
+			return TC_ACT_OK;
+		key.family = 4;
+		key.protocol = ip->protocol;
+		int l4kind = read_transport(l4, end, ip->protocol, ip_len - hlen, 0, &key, &sport, &dport, &tcp_flags);
+		if (l4kind == L4_PUNT)
+			return TC_ACT_OK;
+		__builtin_memcpy(key.reflect, &ip->daddr, 4);
+		__builtin_memcpy(key.local, &ip->saddr, 4);
+		// Decided before anything is changed: a packet for the captures leaves untouched.
+		if (s->capture && capture_wants(s, &key, sport, dport))
+			return TC_ACT_OK;
+		if (l4kind == L4_ICMP_ERROR)
+			swap_embedded_v4(l4 + ICMP_HEADER, end, ip_len - hlen - ICMP_HEADER);
+		__u32 a = ip->saddr;
+		ip->saddr = ip->daddr;
+		ip->daddr = a;
+		record_flow(&key, sport, dport, tcp_flags, ip_len);
+		count(slot, stats_proto(key.protocol), ip_len);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end || ip6->version != 6)
+			return TC_ACT_OK;
+		if (bpf_ntohs(ip6->payload_len) + sizeof(*ip6) != ip_len)
+			return TC_ACT_OK;
+		__builtin_memcpy(rk.addr, &ip6->daddr, 16);
+		struct reflect_value *r = bpf_map_lookup_elem(&reflect_addrs, &rk);
+		if (!r || (r->flags & REFLECT_USER_PATH))
+			return TC_ACT_OK;
+		__u32 slot = r->slot;
+		key.family = 6;
+		key.protocol = ip6->nexthdr;
+		// Extension headers (and any protocol read_transport does not know) go to the user-space path.
+		int l4kind = read_transport(ip6 + 1, end, ip6->nexthdr, ip_len - sizeof(*ip6), 1, &key, &sport, &dport, &tcp_flags);
+		if (l4kind == L4_PUNT)
+			return TC_ACT_OK;
+		__builtin_memcpy(key.reflect, &ip6->daddr, 16);
+		__builtin_memcpy(key.local, &ip6->saddr, 16);
+		if (s->capture && capture_wants(s, &key, sport, dport))
+			return TC_ACT_OK;
+		if (l4kind == L4_ICMP_ERROR)
+			swap_embedded_v6((void *)(ip6 + 1) + ICMP_HEADER, end, ip_len - sizeof(*ip6) - ICMP_HEADER);
+		struct in6_addr a = ip6->saddr;
+		ip6->saddr = ip6->daddr;
+		ip6->daddr = a;
+		record_flow(&key, sport, dport, tcp_flags, ip_len);
+		count(slot, stats_proto(key.protocol), ip_len);
+	} else {
+		return TC_ACT_OK;
+	}
+	// The frame already carries this device's own address as destination (the device is NOARP), so its ingress
+	// takes it as addressed to this host.
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+// "Dual MIT/GPL": the project is MIT; the kernel accepts this string as GPL-compatible.
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

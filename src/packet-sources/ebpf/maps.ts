@@ -1,0 +1,207 @@
+/**
+ * The tc program's maps as the engine sees them: the byte layouts of native/reflect_tc.bpf.c (change both together),
+ * encoding of keys and values, and reading the kernel's counters and flows. Main thread only.
+ */
+import ipaddr from 'ipaddr.js';
+import { libbpf, BPF_ANY } from './libbpf.ts';
+import type { CaptureInterest } from '../../packet/capture-interest.ts';
+
+/** Map names in the object. */
+export const MAP = {
+  reflect: 'reflect_addrs',
+  counts: 'addr_counts',
+  flows: 'flows',
+  settings: 'settings',
+  captureAddresses: 'capture_addrs',
+  capturePorts: 'capture_ports',
+} as const;
+
+/** Entries of capture_addrs and capture_ports: beyond that many the program takes any address (or port) as wanted. */
+export const KERNEL_CAPTURE_ENTRIES = 256;
+
+/** Stats protocols in the program's order (engine/counters.ts StatsProto): tcp, udp, icmp, other. */
+export const KERNEL_STATS_PROTOCOLS = ['tcp', 'udp', 'icmp', 'other'] as const;
+export type KernelStatsProtocol = (typeof KERNEL_STATS_PROTOCOLS)[number];
+
+/** reflect_value.flags: the address has port maps, so its packets take the user-space path (engine/port-mapper.ts). */
+export const REFLECT_USER_PATH = 1;
+
+/** Flow entries the kernel keeps at most (LRU: the least recently used is evicted when full). */
+export const DEFAULT_KERNEL_FLOWS = 4096;
+
+const REFLECT_KEY = 16;
+const REFLECT_VALUE = 8;
+const COUNTS_VALUE = 16;
+const FLOW_KEY = 40;
+const FLOW_VALUE = 40;
+const SETTINGS_VALUE = 16;
+
+/** A reflect address as the program keys it: 16 bytes, IPv4 as IPv4-mapped IPv6. */
+export function reflectKey(address: string): Buffer {
+  const a = ipaddr.parse(address);
+  const bytes = a.kind() === 'ipv4' ? (a as ipaddr.IPv4).toIPv4MappedAddress().toByteArray() : a.toByteArray();
+  return Buffer.from(bytes);
+}
+
+export interface FlowEntry {
+  family: 4 | 6;
+  protocol: number;
+  reflectAddress: string;
+  localAddress: string;
+  clientPort: number;
+  serverPort: number;
+  packets: number;
+  bytes: number;
+  /** CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns). */
+  firstNs: bigint;
+  lastNs: bigint;
+  /** 0 active, 1 open, 2 closed (engine/flow-table.ts). */
+  state: number;
+}
+
+function addressOf(family: number, buf: Buffer, at: number): string {
+  return ipaddr.fromByteArray([...buf.subarray(at, at + (family === 4 ? 4 : 16))]).toString();
+}
+
+/** The program's maps, by file descriptor (the fds belong to the loaded object; see program.ts). */
+export class KernelMaps {
+  private readonly cpus: number;
+  constructor(private readonly fds: Record<keyof typeof MAP, number>) {
+    this.cpus = libbpf().possibleCpus();
+  }
+
+  /** Add (or re-flag) a reflect address with its counter slot; a new slot's counters start at zero. */
+  setReflect(address: string, slot: number, flags: number, freshSlot: boolean): void {
+    const b = libbpf();
+    if (freshSlot) {
+      const zero = Buffer.alloc(COUNTS_VALUE * this.cpus);
+      const first = slot * KERNEL_STATS_PROTOCOLS.length;
+      for (let p = 0; p < KERNEL_STATS_PROTOCOLS.length; p++) b.update(this.fds.counts, u32(first + p), zero, BPF_ANY);
+    }
+    const v = Buffer.alloc(REFLECT_VALUE);
+    v.writeUInt32LE(slot, 0);
+    v.writeUInt32LE(flags, 4);
+    b.update(this.fds.reflect, reflectKey(address), v, BPF_ANY);
+  }
+
+  removeReflect(address: string): void {
+    libbpf().remove(this.fds.reflect, reflectKey(address));
+  }
+
+  /** Packets and bytes the program reflected for a slot, per protocol, summed over CPUs. */
+  slotCounts(slot: number): Record<KernelStatsProtocol, { packets: number; bytes: number }> {
+    const b = libbpf();
+    const value = Buffer.alloc(COUNTS_VALUE * this.cpus);
+    const out = {} as Record<KernelStatsProtocol, { packets: number; bytes: number }>;
+    KERNEL_STATS_PROTOCOLS.forEach((name, p) => {
+      let packets = 0;
+      let bytes = 0;
+      if (b.lookup(this.fds.counts, u32(slot * KERNEL_STATS_PROTOCOLS.length + p), value)) {
+        for (let cpu = 0; cpu < this.cpus; cpu++) {
+          packets += Number(value.readBigUInt64LE(cpu * COUNTS_VALUE));
+          bytes += Number(value.readBigUInt64LE(cpu * COUNTS_VALUE + 8));
+        }
+      }
+      out[name] = { packets, bytes };
+    });
+    return out;
+  }
+
+  /** Every flow in the kernel's table; `forget` entries are deleted on the way (idle past their limit). */
+  readFlows(forget: (e: FlowEntry) => boolean): FlowEntry[] {
+    const b = libbpf();
+    const out: FlowEntry[] = [];
+    const keys: Buffer[] = [];
+    let key: Buffer | null = null;
+    for (;;) {
+      const next = Buffer.alloc(FLOW_KEY);
+      if (!b.nextKey(this.fds.flows, key, next)) break;
+      keys.push(next);
+      key = next;
+    }
+    const v = Buffer.alloc(FLOW_VALUE);
+    for (const k of keys) {
+      if (!b.lookup(this.fds.flows, k, v)) continue;
+      const family = k[0] === 6 ? 6 : 4;
+      const e: FlowEntry = {
+        family,
+        protocol: k[1],
+        reflectAddress: addressOf(family, k, 8),
+        localAddress: addressOf(family, k, 24),
+        firstNs: v.readBigUInt64LE(0),
+        lastNs: v.readBigUInt64LE(8),
+        packets: Number(v.readBigUInt64LE(16)),
+        bytes: Number(v.readBigUInt64LE(24)),
+        clientPort: v.readUInt16LE(32),
+        serverPort: v.readUInt16LE(34),
+        state: v.readUInt32LE(36),
+      };
+      if (forget(e)) b.remove(this.fds.flows, k);
+      else out.push(e);
+    }
+    return out;
+  }
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n, 0);
+  return b;
+}
+
+/**
+ * Tell the program what the running captures might want (null: none). While the address and port maps are
+ * rewritten the settings say "every address and port", so a running capture never misses a packet meanwhile.
+ */
+export function writeCaptureInterest(
+  fds: { settings: number; addresses: number; ports: number },
+  interest: CaptureInterest | null,
+): void {
+  const b = libbpf();
+  const settings = Buffer.alloc(SETTINGS_VALUE);
+  const off = !interest || !interest.reflected;
+  if (off) {
+    b.update(fds.settings, u32(0), settings, BPF_ANY);
+    return;
+  }
+  settings.writeUInt32LE(1, 0);
+  settings.writeUInt32LE(KERNEL_PROTOCOL_BITS, 4);
+  settings.writeUInt32LE(1, 8);
+  settings.writeUInt32LE(1, 12);
+  b.update(fds.settings, u32(0), settings, BPF_ANY);
+  clearMap(fds.addresses, REFLECT_KEY);
+  clearMap(fds.ports, 2);
+  const one = Buffer.from([1]);
+  const fits = <T>(list: T[] | null): T[] | null => (list && list.length <= KERNEL_CAPTURE_ENTRIES ? list : null);
+  const addresses = fits(interest.addresses);
+  const ports = fits(interest.ports);
+  for (const a of addresses ?? []) b.update(fds.addresses, addressKey(a), one, BPF_ANY);
+  for (const p of ports ?? []) {
+    const k = Buffer.alloc(2);
+    k.writeUInt16LE(p, 0); // the program compares host-order ports
+    b.update(fds.ports, k, one, BPF_ANY);
+  }
+  settings.writeUInt32LE(1, 0);
+  settings.writeUInt32LE(interest.protocols & KERNEL_PROTOCOL_BITS, 4);
+  settings.writeUInt32LE(addresses ? 0 : 1, 8);
+  settings.writeUInt32LE(ports ? 0 : 1, 12);
+  b.update(fds.settings, u32(0), settings, BPF_ANY);
+}
+
+/** The protocol bits the program handles (tcp, udp, icmp); "other" packets always take the user-space path. */
+const KERNEL_PROTOCOL_BITS = 7;
+
+function addressKey(raw: Uint8Array): Buffer {
+  if (raw.length === 16) return Buffer.from(raw);
+  const k = Buffer.alloc(REFLECT_KEY);
+  k[10] = 0xff;
+  k[11] = 0xff;
+  k.set(raw, 12);
+  return k;
+}
+
+function clearMap(fd: number, keySize: number): void {
+  const b = libbpf();
+  const key = Buffer.alloc(keySize);
+  while (b.nextKey(fd, null, key)) b.remove(fd, key);
+}

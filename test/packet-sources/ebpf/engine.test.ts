@@ -1,0 +1,227 @@
+/**
+ * The ebpf backend's own promises, against the real `retroflect run --backend ebpf` in a namespace (the shared
+ * e2e, port-map, capture and hardening suites run on it too, see test/helpers/backends.ts): the common packet is
+ * reflected in the kernel (the veth peer, where the user-space path reads, sees none of it) with counters equal to
+ * what the client sent, ICMP errors with their embedded packet, a capture fed only what its filter asks for, flows
+ * with packets, bytes and ages, live changes under traffic that reflect no datagram for
+ * the wrong address and lose none, and the fallback to TUN when the program cannot be loaded.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { existsSync, statSync } from 'node:fs';
+import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
+import {
+  engineLeftovers,
+  ENGINE_DEVICE,
+  privateDir,
+  removeDir,
+  retroflect,
+  spawnEngine,
+  startEngine,
+  type EngineHandle,
+} from '../../helpers/engine.ts';
+
+const STREAM = 'test/packet-sources/ebpf/fixtures/udp-stream.ts';
+const node = process.execPath;
+const R4 = '192.0.2.1';
+const R6 = '2001:db8::1';
+const R_EXTRA = '192.0.2.2';
+const PEER = `${ENGINE_DEVICE}p`;
+
+async function peerRxPackets(ns: NetNs): Promise<number> {
+  const [link] = await ns.ipJson<{ stats64: { rx: { packets: number } } }[]>(['-s', 'link', 'show', 'dev', PEER]);
+  return link.stats64.rx.packets;
+}
+
+async function send(ns: NetNs, hosts: string[], port: number, count: number, size: number, pauseEvery = 50) {
+  const args = [hosts.join(','), String(port), String(count), String(size), String(pauseEvery)];
+  const r = await ns.run(node, ['--import', 'tsx', STREAM, 'send', ...args], { timeoutMs: 120_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { sent: count });
+}
+
+/** A UDP counter on `port`; `result()` stops it and returns what it received. */
+async function counter(ns: NetNs, port: number): Promise<{ result(): Promise<{ received: number; wrong: string[] }> }> {
+  const lines = new JsonLines(ns.spawn(node, ['--import', 'tsx', STREAM, 'count', String(port)]));
+  await lines.next((o) => o.ready === true);
+  return {
+    async result() {
+      await new Promise((r) => setTimeout(r, 300)); // the last datagrams are in flight
+      lines.child.kill('SIGTERM');
+      const line = await lines.next((o) => typeof o.received === 'number');
+      return line as unknown as { received: number; wrong: string[] };
+    },
+  };
+}
+
+describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, () => {
+  let t: Topology;
+  let dir: string;
+  let engine: EngineHandle | undefined;
+
+  before(async () => {
+    t = await createTopology('ebpf');
+    dir = privateDir('ebpf');
+    engine = await startEngine(t.a, dir, { config: false, args: ['--reflect', R4, R6, '--backend', 'ebpf'] });
+    assert.equal((await engine.cli(['status'])).json.backend, 'ebpf');
+  });
+
+  after(async () => {
+    await engine?.kill();
+    await t?.destroy();
+    removeDir(dir);
+  });
+
+  test('counters equal what the client sent, and the kernel reflected it all (user space saw none)', async () => {
+    const sink = await counter(t.a, 5400);
+    const rxBefore = await peerRxPackets(t.a);
+    await send(t.a, [R4], 5400, 200, 100);
+    await send(t.a, [R6], 5400, 100, 300);
+    assert.deepEqual(await sink.result(), { received: 300, wrong: [] });
+    const stats = (await engine!.cli(['stats'])).json;
+    const by = (a: string) => stats.byAddress.find((e: { address: string }) => e.address === a).byProtocol.udp;
+    assert.deepEqual(by(R4), { packets: 200, bytes: 200 * (20 + 8 + 100) });
+    assert.deepEqual(by(R6), { packets: 100, bytes: 100 * (40 + 8 + 300) });
+    assert.ok(stats.reflected.packets >= 300, JSON.stringify(stats.reflected));
+    assert.equal(stats.malformed.total, 0);
+    // Every datagram went kernel → kernel: the peer, where the user-space path reads, received none of them.
+    assert.ok((await peerRxPackets(t.a)) - rxBefore < 5, 'datagrams took the user-space path');
+  });
+
+  test('flows: one per conversation, with its packets, bytes, ports and ages', async () => {
+    const sink = await counter(t.a, 5402);
+    await send(t.a, [R4], 5402, 20, 50);
+    await sink.result();
+    await new Promise((r) => setTimeout(r, 1200));
+    const now = Date.now();
+    type Flow = { protocol: string; reflectAddress: string; serverPort: number; clientPort: number; packets: number;
+      bytes: number; firstSeen: string; lastSeen: string; state: string };
+    const flows = (await engine!.cli(['flows'])).json.flows as Flow[];
+    const f = flows.find((x) => x.reflectAddress === R4 && x.serverPort === 5402);
+    assert.ok(f, JSON.stringify(flows));
+    assert.equal(f.protocol, 'udp');
+    assert.equal(f.state, 'active');
+    assert.equal(f.packets, 20);
+    assert.equal(f.bytes, 20 * (20 + 8 + 50));
+    assert.ok(f.clientPort > 1024 && f.clientPort !== 5402, String(f.clientPort));
+    const idle = now - Date.parse(f.lastSeen);
+    assert.ok(idle >= 1000 && idle < 10_000, `idle ${idle} ms`);
+    assert.ok(Date.parse(f.firstSeen) <= Date.parse(f.lastSeen));
+  });
+
+  test('ICMP errors are reflected in the kernel with their embedded packet: a closed port refuses', async () => {
+    const icmp = async () => (await engine!.cli(['stats'])).json.byProtocol.icmp.packets as number;
+    const before = await icmp();
+    const rxBefore = await peerRxPackets(t.a);
+    for (const host of [R4, R6]) {
+      // Nothing listens on port 9: the host's port unreachable (L → R, carrying R → L) must reach the client's
+      // connected socket as R → L carrying L → R, the datagram it sent.
+      const r = await t.a.run(node, ['--import', 'tsx', 'test/fixtures/probe.ts', 'udp-connected', host, '9', '3000']);
+      assert.deepEqual(JSON.parse(r.stdout), { ok: false, error: 'ECONNREFUSED' }, host + r.stderr);
+    }
+    assert.equal((await icmp()) - before, 2);
+    assert.ok((await peerRxPackets(t.a)) - rxBefore < 2, 'the errors took the user-space path');
+  });
+
+  test('a capture gets what its filter asks for (tshark reads it); the rest stays in the kernel', async () => {
+    const file = join(dir, 'port.pcapng');
+    const args = ['capture', '-w', file, '--pipe', engine!.pipe, '--port', '5403', '--duration', '60s'];
+    const env = { ...process.env, NO_COLOR: '1' };
+    const capture = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env });
+    let captureErr = '';
+    capture.stderr!.on('data', (d: Buffer) => (captureErr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => capture.once('exit', (code) => resolve(code)));
+    await waitFor('the pcapng header', () => existsSync(file) && statSync(file).size > 0, 20_000);
+    const sink = await counter(t.a, 5403);
+    const other = await counter(t.a, 5404);
+    const rxBefore = await peerRxPackets(t.a);
+    await send(t.a, [R4], 5403, 50, 40);
+    await send(t.a, [R4], 5404, 200, 40);
+    assert.deepEqual(await sink.result(), { received: 50, wrong: [] });
+    assert.deepEqual(await other.result(), { received: 200, wrong: [] });
+    const rx = (await peerRxPackets(t.a)) - rxBefore;
+    assert.ok(rx >= 50 && rx < 60, `the user-space path got ${rx} packets: the 50 for the capture only`);
+    await new Promise((r) => setTimeout(r, 300));
+    capture.kill('SIGINT');
+    assert.equal(await exited, 0, captureErr);
+    const r = await run('tshark', ['-r', file, '-T', 'fields', '-e', 'udp.dstport', '-e', 'frame.comment']);
+    assert.equal(r.code, 0, r.stderr);
+    const rows = r.stdout.trim().split('\n');
+    assert.equal(rows.length, 50, r.stdout);
+    for (const row of rows) assert.match(row, /^5403\t.*reflected/);
+  });
+
+  test('live changes under traffic update maps: no datagram reflected for the wrong address, none lost', async () => {
+    const sink = await counter(t.a, 5401);
+    const sending = send(t.a, [R4, R6], 5401, 4000, 64, 3);
+    let changes = 0;
+    let done = false;
+    void sending.finally(() => (done = true));
+    while (!done) {
+      // An address comes and goes, and a port map on R4 switches its packets between the kernel and user space.
+      assert.equal((await engine!.cli(['address', 'add', R_EXTRA, '--temporary'])).code, 0);
+      assert.equal((await engine!.cli(['address', 'add', R4, '--map', '7=9/udp', '--temporary'])).code, 0);
+      assert.equal((await engine!.cli(['address', 'remove', R_EXTRA, '--temporary'])).code, 0);
+      assert.equal((await engine!.cli(['address', 'remove', R4, '--map', '7', '--temporary'])).code, 0);
+      changes++;
+    }
+    await sending;
+    assert.ok(changes >= 2, `only ${changes} rounds of changes happened during the traffic`);
+    const got = await sink.result();
+    const stats = (await engine!.cli(['stats'])).json;
+    const snmp = (await t.a.must('grep', ['-A1', '^Udp', '/proc/net/snmp'])).replace(/\n/g, ' / ');
+    const why = `${changes} changes; snmp: ${snmp} peer rx ${await peerRxPackets(t.a)} stats ` +
+      `${JSON.stringify(stats.byAddress)} errors ${JSON.stringify(stats.errors)}`;
+    assert.deepEqual(got, { received: 4000, wrong: [] }, why);
+    assert.deepEqual((await engine!.cli(['status'])).json.reflectAddresses, [R4, R6]);
+  });
+});
+
+describe('ebpf backend: fallback to TUN when the program cannot load', { timeout: 120_000 }, () => {
+  let t: Topology;
+  let dir: string;
+  // A libbpf that cannot be loaded: what a host without libbpf1 looks like.
+  const env = { RETROFLECT_LIBBPF: '/nonexistent/libbpf.so.1' };
+
+  before(async () => {
+    t = await createTopology('ebpffb');
+    dir = privateDir('ebpffb');
+  });
+  after(async () => {
+    await t?.destroy();
+    removeDir(dir);
+  });
+
+  test('by default the engine runs on tun, says why in the log and in status, and reflects', async () => {
+    const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'fb.sock'), args: ['--reflect', R4], env });
+    try {
+      const expected = /The ebpf backend cannot run here, so the engine uses tun: The libbpf library \(\/nonexistent\//;
+      assert.match(e.output(), expected);
+      const status = (await e.cli(['status'])).json;
+      assert.equal(status.backend, 'tun');
+      assert.match(status.backendInfo.ebpfUnavailable, /libbpf/);
+      const ping = await t.a.run('ping', ['-c', '1', '-W', '2', R4]);
+      assert.match(ping.stdout, /1 received/);
+    } finally {
+      e.child.kill('SIGTERM');
+      assert.equal(await e.exited, 0, e.output());
+    }
+    assert.deepEqual(await engineLeftovers(t.a, join(dir, 'fb.sock')), []);
+  });
+
+  test('--backend ebpf does not fall back: exit 5 with the reason, nothing created', async () => {
+    const args = ['--reflect', R4, '--backend', 'ebpf'];
+    const e = spawnEngine(t.a, dir, { config: false, pipe: join(dir, 'fb2.sock'), args, env });
+    assert.equal(await e.exited, 5, e.output());
+    assert.match(e.output(), /E_BACKEND_UNAVAILABLE/);
+    assert.deepEqual(await engineLeftovers(t.a, join(dir, 'fb2.sock')), []);
+  });
+
+  test('a --backend that does not exist is a usage error', async () => {
+    const args = ['run', '--no-config', '--reflect', R4, '--backend', 'xdp', '--pipe', join(dir, 'fb3.sock')];
+    const r = await retroflect(t.a, args);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--backend must be one of ebpf, tun/);
+  });
+});

@@ -1,0 +1,95 @@
+/**
+ * The service as an admin installs and drives it, in the Windows pwsh under Wine (Pester files of
+ * powershell/Tests/Windows named in SERVICE_PESTER_FILES): Install-Retroflect / Uninstall-Retroflect register and
+ * remove the service Retroflect in Wine's real service manager (migrating a scheduled task), Start-/Stop-Retroflect
+ * and Restart-Service act through it; the release archive's Install.ps1 / Detect.ps1 / Uninstall.ps1 do the same;
+ * Start-Retroflect's engine inherits no handle of the caller. The engine is dist\retroflect.exe on the WinDivert
+ * TEST DOUBLE. Skips locally when Wine, dotnet or the Windows build is missing; fails on CI.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, test } from 'node:test';
+import { ROOT, winPath } from './setup.ts';
+import { runWindowsPwsh, WINPWSH_DIR, windowsPwshTestGate } from './windows-pwsh.ts';
+import { endPwshServicePrefix, ensurePwshServicePrefix, PWSH_SERVICE_PREFIX } from './service-prefix.ts';
+import { SERVICE_PESTER_FILES } from './service-prefix.ts';
+
+const execFileAsync = promisify(execFile);
+const TESTS_DIR = join(ROOT, 'powershell', 'Tests', 'Windows');
+const ENGINE_EXE = join(ROOT, 'dist', 'retroflect.exe');
+const DOUBLE_DLL = join(ROOT, 'native', 'build', 'win64', 'WinDivert.dll');
+
+let skip = await windowsPwshTestGate('the service from the PowerShell module on Windows');
+if (!skip) {
+  const missing = !existsSync(ENGINE_EXE)
+    ? `${ENGINE_EXE} is missing (npm run build -- --windows)`
+    : !existsSync(DOUBLE_DLL) ? `${DOUBLE_DLL} is missing (make -C native)` : null;
+  if (missing && process.env.CI) test('the Windows service PowerShell test can run on CI', () => assert.fail(missing));
+  skip = missing ?? false;
+}
+
+after(() => {
+  if (!skip) endPwshServicePrefix();
+});
+
+interface PesterResults {
+  passed: number;
+  skipped: number;
+  notRun: number;
+  tests: { name: string; result: string; error: string }[];
+  containers: { name: string; result: string; error: string }[];
+}
+
+const TITLE = 'Install-/Uninstall-Retroflect, Start-/Stop-Retroflect and Restart-Service with the service Retroflect; '
+  + 'the release scripts; a detached start (Pester under Wine)';
+
+test(TITLE, { skip, timeout: 900_000 }, async () => {
+  ensurePwshServicePrefix();
+  endPwshServicePrefix();
+  const work = join(WINPWSH_DIR, 'service-run');
+  rmSync(work, { recursive: true, force: true });
+  const windivertDir = join(work, 'windivert');
+  mkdirSync(windivertDir, { recursive: true });
+  copyFileSync(DOUBLE_DLL, join(windivertDir, 'WinDivert.dll'));
+  writeFileSync(join(windivertDir, 'WinDivert64.sys'), ''); // the module checks the driver file is there
+  writeFileSync(join(windivertDir, 'LICENSE'), 'WinDivert TEST DOUBLE (native/), not the real driver\n');
+  const releaseDir = join(work, 'release');
+  const packageArgs = ['--no-build', '--only', 'windows', '--out-dir', releaseDir, '--windivert', windivertDir];
+  const packageScript = join(ROOT, 'scripts', 'package.mjs');
+  const pkg = await execFileAsync(process.execPath, [packageScript, ...packageArgs], { cwd: ROOT });
+  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  const releaseZip = join(releaseDir, `retroflect-${version}-win-x64.zip`);
+  assert.ok(existsSync(releaseZip), `package.mjs made no ${releaseZip}:\n${pkg.stdout}${pkg.stderr}`);
+
+  const resultsFile = join(work, 'results.json');
+  const runner = winPath(join(TESTS_DIR, 'Invoke-WindowsTests.ps1'));
+  const r = await runWindowsPwsh(['-NoProfile', '-NonInteractive', '-File', runner], {
+    tag: 'service-pester',
+    timeoutMs: 800_000,
+    env: {
+      WINEPREFIX: PWSH_SERVICE_PREFIX,
+      RETROFLECT_TEST_ONLY: SERVICE_PESTER_FILES.join(','),
+      RETROFLECT_TEST_ENGINE_EXE: winPath(ENGINE_EXE),
+      RETROFLECT_TEST_WINDIVERT_DIR: winPath(windivertDir),
+      RETROFLECT_TEST_DIR: winPath(work),
+      RETROFLECT_TEST_RESULTS: winPath(resultsFile),
+      RETROFLECT_TEST_RELEASE_ZIP: winPath(releaseZip),
+      RETROFLECT_TEST_RELEASE_VERSION: version,
+    },
+  });
+  console.log(`# Pester (service) under Wine took ${r.seconds.toFixed(1)} s`);
+  const output = `exit ${r.code}\n--- stdout\n${r.stdout.slice(-6000)}\n--- stderr\n${r.stderr.slice(-3000)}`;
+  assert.ok(existsSync(resultsFile), `the Pester runner wrote no results:\n${output}`);
+  const results = JSON.parse(readFileSync(resultsFile, 'utf8')) as PesterResults;
+  const failed = [...results.containers, ...results.tests].filter((t) => t.result === 'Failed');
+  const failures = failed.map((t) => `${t.name}: ${t.error}`);
+  assert.deepEqual(failures, [], `Pester failures:\n${failures.join('\n\n')}\n${output}`);
+  assert.equal(r.code, 0, output);
+  const ran = results.containers.map((c) => c.name.split(/[\\/]/).pop()).sort();
+  assert.deepEqual(ran, SERVICE_PESTER_FILES.map((f) => `${f}.Tests.ps1`).sort());
+  assert.equal(results.skipped + results.notRun, 0, 'no Pester test skipped or not run');
+  assert.ok(results.passed >= 18, `only ${results.passed} Pester tests ran`);
+});
