@@ -19,7 +19,7 @@ function Stop-RetroflectSession {
     param($Record)
     if ($script:SessionStack.Count -eq 0) { throw $Record }
     $script:SessionStack.Peek().Failure = $Record
-    break RetroflectSession
+    break 'RetroflectSession'
 }
 
 function Invoke-RetroflectSession {
