@@ -93,7 +93,8 @@ Describe 'Install-Retroflect on Windows (platform, service and NetSecurity cmdle
         }
         Should -Invoke -ModuleName Retroflect New-Service -Times 1 -Exactly -ParameterFilter {
             $Name -eq 'Retroflect' -and $StartupType -eq 'Automatic' -and @($DependsOn) -join ',' -eq 'BFE' -and
-            $BinaryPathName -eq ('"C:\Program Files\Retroflect\retroflect.exe" run --service --config ' + $script:WinConfig)
+            $BinaryPathName -eq ('"C:\Program Files\Retroflect\retroflect.exe" run --service --config ' +
+                $script:WinConfig)
         }
     }
     It 'is idempotent: the same addresses change nothing; a new one updates the rule''s remote addresses' {

@@ -98,7 +98,7 @@ function Invoke-TestScript {
 
 function Add-WindowsCmdletStub {
     <#
-    The ScheduledTasks and NetSecurity cmdlets exist only on Windows (and not under Wine). Pester can mock only
+    The ScheduledTasks and NetSecurity cmdlets (and New-Service) exist only on Windows (and not under Wine). Pester can mock only
     commands that exist, so where they are missing this defines stand-ins with the parameters the module uses;
     they fail if a test forgets to mock them. These are the only mocks of the suite besides the platform checks.
     #>
@@ -117,6 +117,8 @@ function Add-WindowsCmdletStub {
         'Set-NetFirewallRule'          = 'param([string[]]$Name, [string[]]$RemoteAddress)'
         'Remove-NetFirewallRule'       = 'param([string[]]$Name)'
         'Get-NetFirewallAddressFilter' = 'param($AssociatedNetFirewallRule)'
+        # Windows-only in PowerShell 7 (Microsoft.PowerShell.Management on Windows): the service's registration.
+        'New-Service'                  = 'param([string]$Name, [string]$BinaryPathName, [string]$DisplayName, [string]$Description, $StartupType, [string[]]$DependsOn)'
     }
     foreach ($name in $stubs.Keys) {
         if (Get-Command -Name $name -ErrorAction SilentlyContinue) { continue }

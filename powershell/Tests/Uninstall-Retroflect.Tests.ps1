@@ -26,7 +26,9 @@ Describe 'Uninstall-Retroflect on Windows (platform, service and NetSecurity cmd
         Mock -ModuleName Retroflect Test-RetroflectWindows { $true }
         Mock -ModuleName Retroflect Test-RetroflectElevated { $true }
         Mock -ModuleName Retroflect Stop-Retroflect { $null }
-        Mock -ModuleName Retroflect Get-RetroflectService { [pscustomobject]@{ Name = 'Retroflect'; Status = 'Stopped' } }
+        Mock -ModuleName Retroflect Get-RetroflectService {
+            [pscustomobject]@{ Name = 'Retroflect'; Status = 'Stopped' }
+        }
         Mock -ModuleName Retroflect Invoke-RetroflectSc { $null }
         Mock -ModuleName Retroflect Remove-RetroflectBootTask { $false }
         Mock -ModuleName Retroflect Remove-NetFirewallRule { $null }
@@ -34,7 +36,9 @@ Describe 'Uninstall-Retroflect on Windows (platform, service and NetSecurity cmd
     It 'deletes the service and removes the firewall rule of -AllowFirewall' {
         Mock -ModuleName Retroflect Get-NetFirewallRule { [pscustomobject]@{ Name = 'Retroflect-Reflected-In' } }
         Uninstall-Retroflect -Confirm:$false
-        Should -Invoke -ModuleName Retroflect Invoke-RetroflectSc -Times 1 -Exactly -ParameterFilter { ($ArgumentList -join ' ') -eq 'delete Retroflect' }
+        Should -Invoke -ModuleName Retroflect Invoke-RetroflectSc -Times 1 -Exactly -ParameterFilter {
+            ($ArgumentList -join ' ') -eq 'delete Retroflect'
+        }
         Should -Invoke -ModuleName Retroflect Remove-NetFirewallRule -Times 1 -Exactly -ParameterFilter { $Name -eq 'Retroflect-Reflected-In' }
     }
     It 'is idempotent when there is no rule' {

@@ -4,7 +4,7 @@ Deployment / remediation script for retroflect (Intune remediation, ConfigMgr, o
 
 .DESCRIPTION
 Makes the machine compliant with Detect-Retroflect.ps1: copies the module and the engine (retroflect.exe with
-WinDivert.dll and WinDivert64.sys, shipped next to this script) to Program Files, installs the service Retroflect, writes
+WinDivert.dll and WinDivert64.sys, shipped next to this script) to Program Files, installs the service, writes
 the expected addresses and ports to the config file, starts the engine and checks it. Every step is idempotent,
 so running it again on a compliant machine changes nothing. Exit 0 on success, 1 on failure (the error is on
 STDERR). Runs under Windows PowerShell 5.1.

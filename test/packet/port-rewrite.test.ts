@@ -264,12 +264,13 @@ describe('port maps decide by the flow', () => {
     );
   });
 
-  it('when the table is full, a new mapped flow is refused and counted; live flows keep working', () => {
+  it('when the table is full of answered flows, a new mapped flow is refused and counted; live flows keep working', () => {
     const { dp, counters } = setup(maps(R4, [[80, 8080, 'udp']]), 16);
-    for (let i = 0; i < 16; i++) assert.equal(
-      send(dp, packet({ family: 4, proto: 17, src: 40000 + i, dst: 80 })).verdict,
-      Verdict.Reflect,
-    );
+    for (let i = 0; i < 16; i++) {
+      assert.equal(send(dp, packet({ family: 4, proto: 17, src: 40000 + i, dst: 80 })).verdict, Verdict.Reflect);
+      // The server answers each one: an answered flow is never evicted to make room (engine/port-mapper.ts).
+      assert.equal(send(dp, packet({ family: 4, proto: 17, src: 8080, dst: 40000 + i })).verdict, Verdict.Reflect);
+    }
     assert.equal(send(dp, packet({ family: 4, proto: 17, src: 50000, dst: 80 })).verdict, Verdict.Drop);
     assert.equal(counters.snapshot().portMapRefused, 1);
     assert.equal(view(send(dp, packet({ family: 4, proto: 17, src: 8080, dst: 40003 })).out).srcPort, 80);

@@ -63,7 +63,7 @@ test('the Windows pwsh host runs PowerShell 7.6.9 as Windows, with Pester 5.7.1 
   }
 });
 
-test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retroflect, Install/Uninstall, the Intune examples and Install/Detect/Uninstall.ps1 from the release archive (Pester, powershell/Tests/Windows)', { skip, timeout: 600_000 }, async () => {
+test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retroflect, Install/Uninstall, the Intune examples and Install/Detect/Uninstall.ps1 from the release archive (Pester, powershell/Tests/Windows)', { skip, timeout: 900_000 }, async () => {
   stopWindowsPwshProcesses(); // an engine an interrupted run left would hold \\.\pipe\retroflect
   const work = join(WINPWSH_DIR, 'run');
   rmSync(work, { recursive: true, force: true });
@@ -95,7 +95,7 @@ test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retrofle
   const resultsFile = join(work, 'results.json');
   const r = await runWindowsPwsh(['-NoProfile', '-NonInteractive', '-File', winPath(join(TESTS_DIR, 'Invoke-WindowsTests.ps1'))], {
     tag: 'pester',
-    timeoutMs: 300_000,
+    timeoutMs: 600_000, // the Intune examples start the service (about 30 s each under Wine)
     env: {
       RETROFLECT_TEST_ENGINE_EXE: winPath(ENGINE_EXE),
       RETROFLECT_TEST_WINDIVERT_DIR: winPath(windivertDir),

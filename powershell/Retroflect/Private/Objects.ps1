@@ -31,7 +31,8 @@ class RetroflectReflectAddressJson {
 }
 class RetroflectStatusJson {
     [object]$State; [object]$Version; [object]$Backend; [object]$ProcessId; [object]$StartedAt; [object]$UptimeSeconds
-    [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo; [string]$RunsAs
+    [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo
+    [string]$RunsAs
     [string] ToString() { return [string]$this.State }
 }
 class RetroflectFlowJson {

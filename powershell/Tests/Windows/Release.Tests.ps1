@@ -53,7 +53,8 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         $service = Get-Service -Name Retroflect
         $service.Status | Should -Be 'Running'
         $service.StartType | Should -Be 'Automatic'
-        (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Services\Retroflect').ImagePath | Should -Be ('"{0}" run --service --config {1}' -f $exe, (Join-Path $script:DataDir 'config.json'))
+        $command = '"{0}" run --service --config {1}' -f $exe, (Join-Path $script:DataDir 'config.json')
+        (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Services\Retroflect').ImagePath | Should -Be $command
         $status = Get-Retroflect
         $status.RunsAs | Should -Be 'Service'
         $status.Version | Should -Be $script:Version
