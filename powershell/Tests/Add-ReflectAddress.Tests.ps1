@@ -44,6 +44,36 @@ Describe 'Add-ReflectAddress' {
         $err[-1].TargetObject | Should -Be '127.0.0.1'
         $err[-1].CategoryInfo.TargetName | Should -Be '127.0.0.1'
     }
+    It 'gives one ErrorRecord for one refusal, its id ending in ,Add-ReflectAddress (issue 21)' {
+        Add-ReflectAddress 127.0.0.1 -Pipe $script:Pipe -Temporary -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
+        $err.Count | Should -Be 1
+        $err[0].FullyQualifiedErrorId | Should -Be 'Retroflect.InvalidAddress,Add-ReflectAddress'
+        $Error.Clear()
+        try { Add-ReflectAddress 192.0.2.9 -Pipe (New-TestPath 'none.sock') -Confirm:$false -ErrorVariable err2 } catch { $caught = $_ }
+        $caught.FullyQualifiedErrorId | Should -Be 'Retroflect.EngineNotRunning,Add-ReflectAddress'
+        $err2.Count | Should -Be 1
+        $Error.Count | Should -Be 1
+    }
+    It 'never suggests an address that is already configured (issue 21)' {
+        $configured = @((Get-ReflectAddress -Pipe $script:Pipe).IPAddress.IPAddressToString)
+        $configured | Should -Contain '192.0.2.1'   # the first run's own pick: the first suggestion candidate
+        Add-ReflectAddress 127.0.0.1 -Pipe $script:Pipe -Temporary -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
+        $suggestion = $err[0].Exception.Data['RetroflectDetails'].suggestion
+        $suggestion | Should -Not -BeNullOrEmpty
+        $configured | Should -Not -Contain $suggestion
+        $err[0].ErrorDetails.RecommendedAction | Should -Match ([regex]::Escape($suggestion))
+    }
+    It 'a confirmation under pwsh -NonInteractive stops with Retroflect.ConfirmationRequired, $? false, nothing added (issue 21)' {
+        $r = Invoke-TestScript @"
+Import-Module `$env:RETROFLECT_TEST_MODULE
+Add-ReflectAddress 192.0.2.77 -Pipe '$($script:Pipe)' -Temporary -Confirm -ErrorAction Continue
+"ok=`$?"
+"id=`$(`$Error[0].FullyQualifiedErrorId)"
+"@
+        $r.Output | Should -Match 'ok=False'
+        $r.Output | Should -Match 'id=Retroflect.ConfirmationRequired,Add-ReflectAddress'
+        (Get-ReflectAddress -Pipe $script:Pipe).IPAddress.IPAddressToString | Should -Not -Contain '192.0.2.77'
+    }
     It 'writes the engine''s warnings as warnings' {
         # 203.0.113.0/24 is documentation, 8.8.8.8 a real public address: the engine warns that it becomes unreachable.
         Add-ReflectAddress 8.8.8.8 -Pipe $script:Pipe -Temporary -Confirm:$false -WarningVariable warn -WarningAction SilentlyContinue

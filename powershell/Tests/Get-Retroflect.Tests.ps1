@@ -34,6 +34,23 @@ Describe 'Get-Retroflect' {
         { Get-Retroflect -Pipe $none -ErrorAction Ignore } | Should -Not -Throw
         { Get-Retroflect -Pipe $none -ErrorAction Stop } | Should -Throw -ErrorId 'Retroflect.EngineNotRunning*'
     }
+    It 'the table keeps every shield port at 80 columns, wrapping instead of cutting (issue 21)' {
+        Add-ShieldPort 18081, 18082, 18083 -Protocol tcp -Temporary -Pipe $script:Pipe -Confirm:$false
+        $text = Get-Retroflect -Pipe $script:Pipe | Format-Table | Out-String -Width 80
+        Remove-ShieldPort 18081, 18082, 18083 -Protocol tcp -Temporary -Pipe $script:Pipe -Confirm:$false
+        foreach ($line in $text -split "`n") { $line.TrimEnd().Length | Should -BeLessOrEqual 80 }
+        $flat = $text -replace '\s+', ''
+        foreach ($p in (Get-Retroflect -Pipe $script:Pipe).ShieldPorts) { $flat | Should -Match ([regex]::Escape(('{0}/{1}' -f $p.Port, $p.Protocol))) }
+        $text | Should -Not -Match '\u2026|\.\.\.'
+    }
+    It 'gives one ErrorRecord for "no engine", its id ending in ,Get-Retroflect (issue 21)' {
+        Get-Retroflect -Pipe nothere -ErrorAction SilentlyContinue -ErrorVariable err
+        $err.Count | Should -Be 1
+        $err[0].FullyQualifiedErrorId | Should -Be 'Retroflect.EngineNotRunning,Get-Retroflect'
+        Get-Retroflect -Pipe 'not a pipe!' -ErrorAction SilentlyContinue -ErrorVariable err
+        $err.Count | Should -Be 1
+        $err[0].FullyQualifiedErrorId | Should -Be 'Retroflect.InvalidParams,Get-Retroflect'
+    }
     It 'reports Retroflect.AccessDenied with "run elevated" to a session that is not root (elevation check mocked: pwsh lives in root''s home here)' {
         Mock -ModuleName Retroflect Test-RetroflectElevated { $false }
         Get-Retroflect -Pipe $script:Pipe -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty

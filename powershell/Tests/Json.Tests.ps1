@@ -22,6 +22,16 @@ BeforeAll {
 AfterAll { Stop-TestEngine $script:Pipe }
 
 Describe 'ConvertTo-Json of the module''s objects' {
+    It 'through remoting (the CliXml serializer, as Export-/Import-Clixml): IPAddress stays an [ipaddress], the JSON form is lost, as about_Retroflect says (issue 21)' {
+        $file = New-TestPath 'addresses.xml'
+        Get-ReflectAddress -Address $script:V4 -Pipe $script:Pipe | Export-Clixml -LiteralPath $file
+        $back = Import-Clixml -LiteralPath $file
+        $back.PSTypeNames | Should -Contain 'Deserialized.Retroflect.ReflectAddress'
+        $back.IPAddress -is [ipaddress] | Should -BeTrue
+        ConvertTo-Json -InputObject $back -Compress | Should -Match '"IPAddress":\{'
+        # The documented way: ConvertTo-Json where the cmdlet ran.
+        (Get-ReflectAddress -Address $script:V4 -Pipe $script:Pipe | ConvertTo-Json -Compress) | Should -Match ('"IPAddress":"' + [regex]::Escape($script:V4) + '"')
+    }
     It 'Retroflect.ReflectAddress (Get-ReflectAddress): IPAddress as text, IPv4 and IPv6; still an [ipaddress]' {
         $list = @(Get-ReflectAddress -Pipe $script:Pipe)
         $list.Count | Should -Be 3

@@ -45,6 +45,15 @@ Describe 'Port maps' {
         ((Get-ReflectAddress '203.0.113.41' -Pipe $script:Pipe).PortMap | ForEach-Object { "$_" }) | Should -Be @('80=8080/tcp', '80=8080/udp', '443=8443/tcp')
         Remove-ReflectAddress '203.0.113.41' -Pipe $script:Pipe -Confirm:$false
     }
+    It 'Import-Csv | Add-ReflectAddress keeps each row''s PortMap column (issue 21)' {
+        $csv = New-TestPath 'rows.csv'
+        Set-Content -LiteralPath $csv -Value @('IPAddress,PortMap', '203.0.113.45,80=8080;443=8443/tcp', '203.0.113.46,', '203.0.113.47,53=5353/udp')
+        Import-Csv -LiteralPath $csv | Add-ReflectAddress -Temporary -Pipe $script:Pipe -Confirm:$false
+        ((Get-ReflectAddress '203.0.113.45' -Pipe $script:Pipe).PortMap | ForEach-Object { "$_" }) | Should -Be @('80=8080/tcp', '80=8080/udp', '443=8443/tcp')
+        @((Get-ReflectAddress '203.0.113.46' -Pipe $script:Pipe).PortMap).Count | Should -Be 0
+        ((Get-ReflectAddress '203.0.113.47' -Pipe $script:Pipe).PortMap | ForEach-Object { "$_" }) | Should -Be @('53=5353/udp')
+        '203.0.113.45', '203.0.113.46', '203.0.113.47' | Remove-ReflectAddress -Temporary -Pipe $script:Pipe -Confirm:$false
+    }
     It 'Remove-ReflectAddress -PortMap takes the PortMap objects Get-ReflectAddress gives; a port=target string is refused with a hint, before anything changes' {
         Add-ReflectAddress '203.0.113.42' -PortMap @{80 = 8080; 443 = 8443} -Temporary -Pipe $script:Pipe -Confirm:$false
         $a = Get-ReflectAddress '203.0.113.42' -Pipe $script:Pipe

@@ -25,6 +25,12 @@ Describe 'Test-ReflectAddress' {
         $t.Warnings | Should -Not -BeNullOrEmpty
         $warn | Should -Not -BeNullOrEmpty
     }
+    It '-Quiet answers $false, one per address, when the addresses could not be tested (issue 21)' {
+        $r = @('203.0.113.1', '203.0.113.2') | Test-ReflectAddress -Pipe 'not a pipe!' -Quiet -ErrorAction SilentlyContinue -ErrorVariable err
+        $r | Should -Be @($false, $false)
+        $err.Count | Should -Be 1
+        $err[0].FullyQualifiedErrorId | Should -Be 'Retroflect.InvalidParams,Test-ReflectAddress'
+    }
     It 'answers a piped list in one session, in order' {
         $r = '203.0.113.1', 'not-an-ip' | Test-ReflectAddress -Pipe $script:Pipe -Quiet
         $r | Should -Be @($true, $false)

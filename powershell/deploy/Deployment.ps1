@@ -200,8 +200,8 @@ function Register-RetroflectBoot {
 
 function Start-RetroflectDeployed {
     <#
-    Starts the installed engine the way boot will (the service Retroflect; the systemd unit) — or directly under a test
-    root — and waits until its pipe answers with the expected version. Throws with the reason otherwise.
+    Starts the installed engine the way boot will (the service Retroflect; the systemd unit), or directly under a
+    test root, and waits until its pipe answers with the expected version. Throws with the reason otherwise.
     #>
     param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Executable, [Parameter(Mandatory)][string]$Pipe,
         [Parameter(Mandatory)][string]$ExpectedVersion, [int]$TimeoutSeconds = 60)

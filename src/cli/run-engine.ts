@@ -311,9 +311,9 @@ function stoppingBecause(sig: NodeJS.Signals, reason: StopReason): ExitCode {
 function reportingRefusals(log: EngineLog | null): typeof hostAddressRules {
   return {
     ...hostAddressRules,
-    validate: async (address) => {
+    validate: async (address, configured) => {
       try {
-        return await hostAddressRules.validate(address);
+        return await hostAddressRules.validate(address, configured);
       } catch (err) {
         const { kind, text } = failureEvent(err, true);
         log?.event(kind, text);

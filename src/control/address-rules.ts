@@ -5,8 +5,11 @@
 import type { RetroflectError } from '../errors.ts';
 
 export interface AddressRules {
-  /** Host validation of an address about to be added; throws RetroflectError (E_INVALID_ADDRESS) when unusable. */
-  validate(address: string): Promise<{ warnings: string[] }>;
+  /**
+   * Host validation of an address about to be added; throws RetroflectError (E_INVALID_ADDRESS) when unusable. The
+   * refusal's suggestion is never one of `configured` (the addresses already reflected or being added).
+   */
+  validate(address: string, configured: readonly string[]): Promise<{ warnings: string[] }>;
   /** Every rule `input` fails (for address.test); `address` is its canonical form, null when it is no address. */
   check(input: string): Promise<{ address: string | null; refusals: RetroflectError[]; warnings: string[] }>;
   /** A usable address of `family` that is not in `exclude`, or null when none is. */

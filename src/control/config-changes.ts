@@ -101,9 +101,11 @@ export class ConfigChanges {
         checkPortMaps({ ...persisted, portMaps: mergePortMaps(portMapsOf(persisted), wantedMaps).maps });
       }
       const warnings: AddressAddResult['warnings'] = [];
-      // Every new address is checked against the host before anything changes (all or nothing).
+      // Every new address is checked against the host before anything changes (all or nothing). A refusal's
+      // suggestion must not be an address that is already reflected (running or saved) or in this request.
+      const configured = [...running.reflectAddresses, ...this.store.config.reflectAddresses, ...wanted];
       for (const address of added) {
-        for (const message of (await this.validateAddress(address)).warnings) warnings.push({ address, message });
+        for (const message of (await this.validateAddress(address, configured)).warnings) warnings.push({ address, message });
       }
       await this.change(
         next,
@@ -258,8 +260,9 @@ export class ConfigChanges {
       const plan = planAddressSet(running, this.persistedView(running), this.policy.config, wanted);
       checkLimits(plan.running);
       const warnings: AddressSetResult['warnings'] = [];
+      const configured = [...running.reflectAddresses, ...this.store.config.reflectAddresses, ...plan.added];
       for (const address of plan.added.filter((a) => !running.reflectAddresses.includes(a))) {
-        for (const message of (await this.validateAddress(address)).warnings) warnings.push({ address, message });
+        for (const message of (await this.validateAddress(address, configured)).warnings) warnings.push({ address, message });
       }
       if (!whatIf) await this.change(plan.running, this.store.path === null ? null : () => this.store.update((c) => replaceAll(c, plan.persisted)));
       const { added, removed, unchanged, policy, portMapsAdded, portMapsRemoved } = plan;
@@ -306,7 +309,7 @@ export class ConfigChanges {
       for (const address of next.reflectAddresses) {
         if (before.reflectAddresses.includes(address)) continue;
         try {
-          await this.validateAddress(address);
+          await this.validateAddress(address, [...this.engine.config().reflectAddresses, ...next.reflectAddresses]);
         } catch (err) {
           if (!isRetroflectError(err)) throw err;
           problems.push({ code: err.code, message: `Policy address ${address} is not used: ${err.message}` });

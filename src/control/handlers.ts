@@ -35,7 +35,8 @@ export class MethodHandlers {
 
   constructor(engine: ControlEngine, store: ConfigStore, opts: { addressRules: AddressRules; policy?: PolicyState; log?: (message: string) => void }) {
     const log = opts.log ?? (() => undefined);
-    this.changes = new ConfigChanges(engine, store, (address) => opts.addressRules.validate(address), opts.policy ?? new PolicyState('(none)'), log);
+    const validate = (address: string, configured: readonly string[]) => opts.addressRules.validate(address, configured);
+    this.changes = new ConfigChanges(engine, store, validate, opts.policy ?? new PolicyState('(none)'), log);
     this.context = { engine, store, changes: this.changes, addressRules: opts.addressRules, log };
   }
 

@@ -173,14 +173,14 @@ export async function checkReflectAddress(input: string, host: HostFacts = syste
 /**
  * Throws RetroflectError(E_INVALID_ADDRESS) with `details.rule` for the first rule the address fails. Where the
  * address is well-formed, the hint names a concrete address of the same family that this host can use
- * (`details.suggestion`), so the refusal says what to type instead.
+ * (`details.suggestion`, never one of `configured`), so the refusal says what to type instead.
  */
-export async function validateReflectAddress(input: string, host: HostFacts = systemHostFacts()): Promise<AddressValidationResult> {
+export async function validateReflectAddress(input: string, host: HostFacts = systemHostFacts(), configured: readonly string[] = []): Promise<AddressValidationResult> {
   const r = await checkReflectAddress(input, host);
   if (r.refusals.length) {
     const first = r.refusals[0];
     if (r.address === null) throw first;
-    const suggestion = await suggestReflectAddress(r.address.includes(':') ? 6 : 4, host, [r.address]);
+    const suggestion = await suggestReflectAddress(r.address.includes(':') ? 6 : 4, host, [r.address, ...configured]);
     if (!suggestion) throw first;
     throw new RetroflectError(first.code, first.message, {
       hint: `Use ${suggestion.address} instead: ${suggestion.message}`,
@@ -195,7 +195,7 @@ export async function validateReflectAddress(input: string, host: HostFacts = sy
  * hands it over, so the control layer never imports this module.
  */
 export const hostAddressRules = {
-  validate: (address: string): Promise<AddressValidationResult> => validateReflectAddress(address),
+  validate: (address: string, configured: readonly string[]): Promise<AddressValidationResult> => validateReflectAddress(address, undefined, configured),
   check: (input: string) => checkReflectAddress(input),
   suggest: (family: 4 | 6, exclude: readonly string[]) => suggestReflectAddress(family, undefined, exclude),
 };

@@ -33,6 +33,17 @@ const allScripts = [
   ...readdirSync(join(ps, 'examples')).filter((f) => f.endsWith('.ps1')).map((f) => join(ps, 'examples', f)),
   ...readdirSync(join(ps, 'Tests')).filter((f) => f.endsWith('.ps1')).map((f) => join(ps, 'Tests', f)),
 ];
+/** What admins run on Windows PowerShell 5.1 too (5.1 syntax and ASCII checks): the deploy scripts, the Windows tests. */
+const windowsScripts = [...psFilesUnder(join(ps, 'deploy')), ...psFilesUnder(join(ps, 'Tests', 'Windows'))];
+
+/** Every .ps1/.psm1/.psd1 below `dir` (none when it does not exist). */
+function psFilesUnder(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => /\.ps[md]?1$/.test(f))
+    .sort()
+    .map((f) => join(dir, f));
+}
 
 /** Verbs used here, all from PowerShell's approved list (Get-Verb). */
 const APPROVED_VERBS = new Set(['Add', 'Get', 'Remove', 'Start', 'Stop', 'Test', 'Install', 'Uninstall', 'Set', 'New', 'Connect', 'Disconnect', 'Invoke', 'Resolve', 'ConvertTo', 'ConvertFrom', 'Join', 'Update', 'Watch', 'Save', 'Receive', 'Select']);
@@ -138,6 +149,24 @@ test('static: pipeline forms from the brief bind by value or by property name', 
   assert.match(read(join(mod, 'Private', 'Objects.ps1')), /PSTypeName\s*=\s*'Retroflect\.Flow'[\s\S]*?Bytes\s*=\s*\[long\]\$Flow\.bytes/);
 });
 
+test('static: -Pipe binds the same way on every cmdlet, and each kind of -Protocol has one set (issue 21)', () => {
+  const shieldSets = new Set<string>();
+  const trafficSets = new Set<string>();
+  for (const f of publicFiles) {
+    const text = read(join(mod, 'Public', f));
+    const pipe = /((?:\[[^\]\n]*\]\s*)*)\[string\]\$Pipe\b/.exec(text);
+    if (pipe) {
+      assert.match(pipe[1], /ValueFromPipelineByPropertyName/, `${f}: -Pipe binds by property name (piped objects carry their engine's pipe)`);
+      assert.match(pipe[1], /\[Alias\('PipeName'\)\]/, `${f}: -Pipe has the alias PipeName`);
+    }
+    const protocol = /\[ValidateSet\(([^)]*)\)\]\s*\[string(?:\[\])?\]\$Protocol\b/.exec(text);
+    if (!protocol) continue;
+    (/ShieldPort/.test(f) ? shieldSets : trafficSets).add(protocol[1]);
+  }
+  assert.deepEqual([...shieldSets], ["'tcp', 'udp', 'both'"], 'the shield port cmdlets share one -Protocol set');
+  assert.deepEqual([...trafficSets], ["'tcp', 'udp', 'icmp', 'other'"], 'the traffic cmdlets share one -Protocol set (icmp covers ICMPv6)');
+});
+
 test('static: every protocol error code is mapped, and every error id the module can raise is documented', () => {
   const errors = read(join(mod, 'Private', 'Errors.ps1'));
   const map = new Map([...errors.matchAll(/'([A-Z_]+)'\s*=\s*@\{\s*Id\s*=\s*'([A-Za-z]+)';\s*Category\s*=\s*'([A-Za-z]+)'/g)].map((m) => [m[1], { id: m[2], category: m[3] }]));
@@ -181,7 +210,7 @@ test('static: Format.ps1xml is well-formed and has a table and a list view for e
 });
 
 test('static: scripts use only Windows PowerShell 5.1 syntax', () => {
-  for (const file of allScripts) {
+  for (const file of [...allScripts, ...windowsScripts]) {
     const code = stripStringsAndComments(read(file));
     assert.doesNotMatch(code, /\?\?/, `${file}: ?? is PowerShell 7 only`);
     assert.doesNotMatch(code, /\?\./, `${file}: ?. is PowerShell 7 only`);

@@ -83,10 +83,15 @@ function Test-RetroflectPipeAnswers {
     $false. A pipe value that cannot be resolved is $true, so the session reports it as usual.
     #>
     param([string]$Pipe)
+    # A pipe value that cannot be resolved ends this frame (Stop-RetroflectSession), not a throw that would land in
+    # -ErrorVariable: the session that follows reports it once.
+    $frame = @{ Failure = $null; Connection = $null }
     $resolved = $null
-    try { $resolved = Resolve-RetroflectPipe -Pipe $Pipe -ErrorAction Ignore } catch { return $true }
+    $script:SessionStack.Push($frame)
+    try { :RetroflectSession do { $resolved = Resolve-RetroflectPipe -Pipe $Pipe } while ($false) }
+    finally { $null = $script:SessionStack.Pop() }
     if ($null -eq $resolved) { return $true }
-    if ($null -ne $resolved.SocketPath -and -not [System.IO.File]::Exists($resolved.SocketPath)) { return $false }
+    if (Test-RetroflectPipeMissing $resolved) { return $false }
     $stream = New-Object System.IO.Pipes.NamedPipeClientStream('.', $resolved.ClientPipeName,
         [System.IO.Pipes.PipeDirection]::InOut, [System.IO.Pipes.PipeOptions]::Asynchronous)
     try {

@@ -36,6 +36,7 @@ $script:ErrorMap = @{
     'PS_ENGINE_EXITED'        = @{ Id = 'EngineExited';        Category = 'InvalidResult';       Exception = 'System.InvalidOperationException' }
     'PS_INSTALL_FAILED'       = @{ Id = 'InstallFailed';       Category = 'InvalidOperation';    Exception = 'System.InvalidOperationException' }
     'PS_PROTOCOL_ERROR'       = @{ Id = 'ProtocolError';       Category = 'ProtocolError';       Exception = 'System.IO.InvalidDataException' }
+    'PS_CONFIRMATION_REQUIRED' = @{ Id = 'ConfirmationRequired'; Category = 'OperationStopped';   Exception = 'System.Management.Automation.PSInvalidOperationException' }
 }
 
 # Exit codes of `retroflect run` (src/errors.ts ExitCode) -> protocol code, so a failed start says why.

@@ -282,7 +282,7 @@ function Get-RetroflectPersistedSet {
     Which entries are saved in the config file, from address.list and shield.list on an open connection: a set
     of address texts and 'port/protocol' keys. `status` and `stats` do not say; a -NoConfig engine saves nothing.
     #>
-    param([Parameter(Mandatory)][object]$Connection)
+    param([object]$Connection)   # plain (no [Parameter()]): on the session path, see Stop-RetroflectSession
     $set = @{}
     foreach ($a in (Invoke-RetroflectMethod -Connection $Connection -Method 'address.list').addresses) {
         if ($a.persisted) { $set[[string]$a.address] = $true }

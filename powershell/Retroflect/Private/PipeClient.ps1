@@ -19,7 +19,6 @@ function Resolve-RetroflectPipe {
     Linux: the absolute socket path ('/run/retroflect/retroflect.sock'). Empty means $env:RETROFLECT_PIPE, then
     the default, exactly as the CLI does.
     #>
-    [CmdletBinding()]
     param([string]$Pipe)
     if ([string]::IsNullOrWhiteSpace($Pipe)) { $Pipe = $env:RETROFLECT_PIPE }
     if ([string]::IsNullOrWhiteSpace($Pipe)) { $Pipe = $script:DefaultPipeName }
@@ -29,7 +28,7 @@ function Resolve-RetroflectPipe {
         $name = $Pipe
         if ($name.StartsWith('\\.\pipe\', [System.StringComparison]::OrdinalIgnoreCase)) { $name = $name.Substring(9) }
         if ($name -notmatch $script:PipeNamePattern) {
-            throw (New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $Pipe `
+            Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $Pipe `
                 -Message "'$Pipe' is not a pipe name." `
                 -Hint 'On Windows give a pipe name of letters, digits, ., _ or - (1 to 64 characters), such as retroflect.')
         }
@@ -41,12 +40,30 @@ function Resolve-RetroflectPipe {
         return [pscustomobject]@{ Name = $leaf; ClientPipeName = $Pipe; Display = $Pipe; SocketPath = $Pipe }
     }
     if ($Pipe -notmatch $script:PipeNamePattern) {
-        throw (New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $Pipe `
+        Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $Pipe `
             -Message "'$Pipe' is neither a pipe name nor an absolute socket path." `
             -Hint 'Give a name of letters, digits, ., _ or - (such as retroflect), or a socket path starting with /.')
     }
     $path = $script:LinuxSocketDir + '/' + $Pipe + '.sock'
     return [pscustomobject]@{ Name = $Pipe; ClientPipeName = $path; Display = $path; SocketPath = $path }
+}
+
+function Test-RetroflectPipeMissing {
+    <#
+    Is it certain that nothing listens on $Resolved (a Resolve-RetroflectPipe result)? Linux: no socket file.
+    Windows: the pipe is not in the list of \\.\pipe\ (enumerating does not connect, so it takes no instance of
+    an engine's pipe); a listing that fails or is empty (no real Windows has no pipes) proves nothing, and the
+    connect with its timeout decides. Without this, "no engine" took the whole connect timeout on Windows:
+    Detect scripts and every tab completion waited 2 s.
+    #>
+    param($Resolved)
+    if ($null -ne $Resolved.SocketPath) { return (-not [System.IO.File]::Exists($Resolved.SocketPath)) }
+    $pipes = $null
+    try { $pipes = [System.IO.Directory]::GetFiles('\\.\pipe\') } catch { return $false }
+    if ($null -eq $pipes -or $pipes.Count -eq 0) { return $false }
+    $wanted = '\\.\pipe\' + $Resolved.Name
+    foreach ($p in $pipes) { if ([string]::Equals($p, $wanted, [System.StringComparison]::OrdinalIgnoreCase)) { return $false } }
+    return $true
 }
 
 function Connect-RetroflectEngine {
@@ -55,7 +72,6 @@ function Connect-RetroflectEngine {
     Invoke-RetroflectMethod; close it with Disconnect-RetroflectEngine. Throws an ErrorRecord
     (Retroflect.EngineNotRunning, Retroflect.AccessDenied, Retroflect.Timeout, ...) on failure.
     #>
-    [CmdletBinding()]
     param(
         [string]$Pipe,
         [int]$ConnectTimeoutMs = $script:DefaultConnectTimeoutMs,
@@ -67,13 +83,13 @@ function Connect-RetroflectEngine {
     # Linux: the engine answers root only (it checks the peer's credentials), and its socket folder is root's, so
     # for anyone else the truthful answer is "run elevated", not a file-access error or "not running".
     if ($null -ne $resolved.SocketPath -and -not (Test-RetroflectElevated)) {
-        throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $resolved.Display `
+        Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $resolved.Display `
             -Message "Only root may control the retroflect engine on $($resolved.Display)." `
             -Hint 'Run elevated: start PowerShell as root (sudo pwsh).')
     }
-    # Linux: no socket file means no engine; say so at once instead of waiting for the connect timeout.
-    if ($null -ne $resolved.SocketPath -and -not [System.IO.File]::Exists($resolved.SocketPath)) {
-        throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $resolved.Display `
+    # No socket file / no such pipe means no engine: say so at once instead of waiting for the connect timeout.
+    if (Test-RetroflectPipeMissing $resolved) {
+        Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $resolved.Display `
             -Message "No retroflect engine is running on $($resolved.Display)." -Hint $notRunningHint)
     }
 
@@ -89,11 +105,11 @@ function Connect-RetroflectEngine {
         $inner = $null
         if ($null -ne $connect.Exception) { $inner = $connect.Exception.GetBaseException() }
         if ($inner -is [System.UnauthorizedAccessException]) {
-            throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $resolved.Display -InnerException $inner `
+            Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $resolved.Display -InnerException $inner `
                 -Message "Access to the retroflect pipe $($resolved.Display) was denied." `
                 -Hint 'Run elevated: PowerShell as Administrator (Windows) or as root (Linux).')
         }
-        throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $resolved.Display -InnerException $inner `
+        Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $resolved.Display -InnerException $inner `
             -Message "No retroflect engine answered on $($resolved.Display) within $ConnectTimeoutMs ms." -Hint $notRunningHint)
     }
 
@@ -118,29 +134,30 @@ function Connect-RetroflectEngine {
         }
         catch [System.UnauthorizedAccessException] {
             Disconnect-RetroflectEngine -Connection $connection
-            throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $tokenPath -InnerException $_.Exception `
+            Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $tokenPath -InnerException $_.Exception `
                 -Message "Cannot read the engine's access token $tokenPath." -Hint 'Run PowerShell as Administrator.')
         }
         catch {
             Disconnect-RetroflectEngine -Connection $connection
-            throw (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $tokenPath -InnerException $_.Exception `
+            Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_ACCESS_DENIED' -TargetObject $tokenPath -InnerException $_.Exception `
                 -Message "The engine's access token $tokenPath could not be read: $($_.Exception.Message)" `
                 -Hint 'Run PowerShell as Administrator; if the engine was just stopped, start it again.')
         }
     }
+    # A failed hello leaves through Stop-RetroflectSession (a break, not caught here): close the pipe in finally.
+    $helloDone = $false
     try {
         $connection.Hello = Invoke-RetroflectMethod -Connection $connection -Method 'hello' -Params $helloParams
+        $helloDone = $true
     }
-    catch {
-        Disconnect-RetroflectEngine -Connection $connection
-        throw
+    finally {
+        if (-not $helloDone) { Disconnect-RetroflectEngine -Connection $connection }
     }
     return $connection
 }
 
 function Disconnect-RetroflectEngine {
-    [CmdletBinding()]
-    param([Parameter(Mandatory)][AllowNull()][object]$Connection)
+    param([object]$Connection)
     if ($null -eq $Connection) { return }
     try { $Connection.Reader.Dispose() } catch { Write-Verbose "Closing the reader failed: $($_.Exception.Message)" }
     try { $Connection.Stream.Dispose() } catch { Write-Verbose "Closing the pipe failed: $($_.Exception.Message)" }
@@ -148,13 +165,12 @@ function Disconnect-RetroflectEngine {
 
 function Invoke-RetroflectMethod {
     <#
-    Sends one request and returns its `result`. A failure reply is thrown as the matching ErrorRecord, with
+    Sends one request and returns its `result`. A failure reply ends the session (Stop-RetroflectSession) with the matching ErrorRecord, with
     -TargetObject as its target. Notifications (messages without id) that arrive first are skipped.
     #>
-    [CmdletBinding()]
     param(
-        [Parameter(Mandatory)][object]$Connection,
-        [Parameter(Mandatory)][string]$Method,
+        [object]$Connection,
+        [string]$Method,
         [System.Collections.IDictionary]$Params,
         [object]$TargetObject
     )
@@ -171,7 +187,7 @@ function Invoke-RetroflectMethod {
         $Connection.Stream.Flush()
     }
     catch {
-        throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $display -InnerException $_.Exception `
+        Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $display -InnerException $_.Exception `
             -Message "The retroflect engine on $display closed the connection: $($_.Exception.Message)" `
             -Hint 'Check that the engine is still running with Get-Retroflect.')
     }
@@ -183,18 +199,18 @@ function Invoke-RetroflectMethod {
             $completed = $task.Wait($Connection.ReplyTimeoutMs)
         }
         catch {
-            throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $display -InnerException $_.Exception `
+            Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $display -InnerException $_.Exception `
                 -Message "Reading from the retroflect engine on $display failed: $($_.Exception.Message)" `
                 -Hint 'Check that the engine is still running with Get-Retroflect.')
         }
         if (-not $completed) {
-            throw (New-RetroflectErrorRecord -Code 'E_TIMEOUT' -TargetObject $display `
+            Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_TIMEOUT' -TargetObject $display `
                 -Message "The retroflect engine on $display did not answer '$Method' within $($Connection.ReplyTimeoutMs) ms." `
                 -Hint 'The engine may be busy or hung; check it with Get-Retroflect, or restart it with Stop-Retroflect and Start-Retroflect.')
         }
         $text = $task.Result
         if ($null -eq $text) {
-            throw (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $display `
+            Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'E_ENGINE_NOT_RUNNING' -TargetObject $display `
                 -Message "The retroflect engine on $display closed the connection before answering '$Method'." `
                 -Hint 'If you are not root/Administrator, run as root/Administrator; otherwise check the engine with Get-Retroflect.')
         }
@@ -203,7 +219,7 @@ function Invoke-RetroflectMethod {
             $reply = ConvertFrom-Json -InputObject $text
         }
         catch {
-            throw (New-RetroflectErrorRecord -Code 'PS_PROTOCOL_ERROR' -TargetObject $display -InnerException $_.Exception `
+            Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'PS_PROTOCOL_ERROR' -TargetObject $display -InnerException $_.Exception `
                 -Message "The process on $display sent a line that is not JSON; it is not a retroflect engine of this version." `
                 -Hint 'Check -Pipe: it must name a retroflect engine.')
         }
@@ -214,10 +230,10 @@ function Invoke-RetroflectMethod {
         }
         if ($null -ne $reply.PSObject.Properties['error']) {
             if ($null -ne $reply.id -and [string]$reply.id -ne [string]$id) { continue }
-            throw (ConvertFrom-RetroflectWireError -WireError $reply.error -TargetObject $TargetObject)
+            Stop-RetroflectSession (ConvertFrom-RetroflectWireError -WireError $reply.error -TargetObject $TargetObject)
         }
         if ([string]$reply.id -ne [string]$id) {
-            throw (New-RetroflectErrorRecord -Code 'PS_PROTOCOL_ERROR' -TargetObject $display `
+            Stop-RetroflectSession (New-RetroflectErrorRecord -Code 'PS_PROTOCOL_ERROR' -TargetObject $display `
                 -Message "The engine on $display answered request $($reply.id) while request $id was expected." `
                 -Hint 'This is a bug in the engine or the module; report it with the engine version (Get-Retroflect).')
         }
@@ -227,10 +243,9 @@ function Invoke-RetroflectMethod {
 
 function Invoke-RetroflectRequest {
     # One connection, hello, one method, close. For cmdlets that send a single request.
-    [CmdletBinding()]
     param(
         [string]$Pipe,
-        [Parameter(Mandatory)][string]$Method,
+        [string]$Method,
         [System.Collections.IDictionary]$Params,
         [object]$TargetObject,
         [int]$ConnectTimeoutMs = $script:DefaultConnectTimeoutMs

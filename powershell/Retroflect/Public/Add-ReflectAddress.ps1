@@ -22,7 +22,9 @@ function Add-ReflectAddress {
     Export-Csv writes a PortMap column: '80=8080;443=8443/tcp'), or Retroflect.PortMap objects.
     Also adds maps to addresses already configured. A port out of range, a map to itself, a port already mapped to
     another target or overlapping maps are refused (Retroflect.InvalidPort / Retroflect.PortMapConflict) and nothing
-    changes. See docs/port-mapping.md.
+    changes. See docs/port-mapping.md. Binds by property name too: Import-Csv rows (an IPAddress and a PortMap
+    column, as Export-Csv of Get-ReflectAddress writes them) keep each row's maps; rows with different maps are sent
+    as one change per distinct set of maps, in order, and the first refused one stops the rest.
 
     .PARAMETER Port
     Allow only these ports of the addresses: '8080' (TCP and UDP), '3128/tcp', '53/udp', or 'all' to lift the list.
@@ -115,6 +117,7 @@ function Add-ReflectAddress {
         [Alias('IPAddress', 'ReflectAddress')]
         [object[]]$Address,
 
+        [Parameter(ValueFromPipelineByPropertyName)]
         [object[]]$PortMap,
 
         [string[]]$Port,
@@ -136,14 +139,6 @@ function Add-ReflectAddress {
         [string]$Pipe
     )
     begin {
-        $maps = @()
-        if ($PortMap) {
-            try { $maps = ConvertTo-RetroflectPortMapSpec $PortMap }
-            catch {
-                $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'E_INVALID_PORT' -TargetObject $PortMap `
-                    -Message $_.Exception.Message -Hint 'Write maps as @{80=8080} or ''443=8443/tcp''.'))
-            }
-        }
         # The allow lists: each replaces the address's list, 'all' lifts it (config/allow-lists.ts).
         $allow = [ordered]@{}
         foreach ($kind in @(@('ports', $Port), @('users', $User), @('groups', $Group), @('cgroups', $CGroup), @('apps', $App))) {
@@ -151,44 +146,63 @@ function Add-ReflectAddress {
             if ($values.Count -eq 0) { continue }
             if ($values.Count -eq 1 -and $values[0] -eq 'all') { $allow[$kind[0]] = 'all' } else { $allow[$kind[0]] = [string[]]$values }
         }
-        $suffix = ''
-        if ($maps.Count) { $suffix += ' with port maps ' + ($maps -join ', ') }
-        foreach ($k in $allow.Keys) { $suffix += ' allowing {0} {1}' -f $k, ($allow[$k] -join ',') }
-        if ($Temporary) { $suffix += ' (temporary)' }
-        $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Add' -Noun 'reflect address' -Suffix $suffix -Pipe $Pipe
+        $allowText = ''
+        foreach ($k in $allow.Keys) { $allowText += ' allowing {0} {1}' -f $k, ($allow[$k] -join ',') }
+        $collector = New-RetroflectCollector -Cmdlet $PSCmdlet -Action 'Add' -Noun 'reflect address' -Pipe $Pipe
+        # The maps of each collected address (a PortMap column may differ per row), and the distinct sets in order.
+        $mapsOfItem = @{}
+        $mapSets = New-Object 'System.Collections.Generic.List[object]'
     }
     process {
+        # -PortMap given once applies to every item; a piped row's own PortMap column (empty: none) to that row.
+        $maps = @()
+        if ($PortMap -and -not ($PortMap.Count -eq 1 -and [string]::IsNullOrWhiteSpace([string]$PortMap[0]))) {
+            try { $maps = ConvertTo-RetroflectPortMapSpec $PortMap }
+            catch {
+                $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'E_INVALID_PORT' -TargetObject $PortMap `
+                    -Message $_.Exception.Message -Hint 'Write maps as @{80=8080} or ''443=8443/tcp''.'))
+            }
+        }
+        $mapsKey = ($maps | ForEach-Object { ConvertTo-Json -InputObject $_ -Compress }) -join ';'
+        $collector.Suffix = ''
+        if ($maps.Count) { $collector.Suffix += ' with port maps ' + ($maps -join ', ') }
+        $collector.Suffix += $allowText
+        if ($Temporary) { $collector.Suffix += ' (temporary)' }
+        $before = $collector.Items.Count
         Add-RetroflectAddressItem $collector $Address $Pipe
+        for ($i = $before; $i -lt $collector.Items.Count; $i++) { $mapsOfItem[$collector.Items[$i]] = $mapsKey }
+        if ($collector.Items.Count -gt $before -and -not ($mapSets | Where-Object { $_.Key -eq $mapsKey })) {
+            $mapSets.Add([pscustomobject]@{ Key = $mapsKey; Maps = $maps })
+        }
     }
     end {
         if ($collector.Items.Count -eq 0) { return }
-        $params = @{ addresses = $collector.Items.ToArray() }
-        if ($maps.Count) { $params.maps = $maps }
-        foreach ($k in $allow.Keys) { $params[$k] = $allow[$k] }
-        if ($Temporary) { $params.temporary = $true }
-        $result = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
+        # A refusal about the input (nothing of that change was added) is written, not thrown, so the caller may go
+        # on; it ends the session, so later sets of maps are not sent.
+        $results = Invoke-RetroflectSession $PSCmdlet $collector.Pipe -WriteCodes 'E_INVALID_ADDRESS', 'E_LIMIT_REACHED', 'E_INVALID_PORT', 'E_PORT_MAP_CONFLICT', 'E_INVALID_PARAMS' {
             param($connection)
-            try {
+            foreach ($set in $mapSets) {
+                $params = @{ addresses = @($collector.Items | Where-Object { $mapsOfItem[$_] -eq $set.Key }) }
+                if ($set.Maps.Count) { $params.maps = $set.Maps }
+                foreach ($k in $allow.Keys) { $params[$k] = $allow[$k] }
+                if ($Temporary) { $params.temporary = $true }
                 Invoke-RetroflectMethod -Connection $connection -Method 'address.add' -Params $params -TargetObject $params.addresses
             }
-            catch {
-                # About the input, and nothing was added: written, not thrown, so the caller may go on.
-                if (@('E_INVALID_ADDRESS', 'E_LIMIT_REACHED', 'E_INVALID_PORT', 'E_PORT_MAP_CONFLICT', 'E_INVALID_PARAMS') -notcontains $_.Exception.Data['RetroflectCode']) { throw }
-                $PSCmdlet.WriteError($_)
-            }
         }
-        if ($null -eq $result) { return }
-        foreach ($w in $result.warnings) { Write-Warning ('{0}: {1}' -f $w.address, $w.message) }
-        if (-not $PassThru) { return }
-        # The engine says which are in the config file (an existing one may have been added -Temporary before).
-        $persisted = @($result.persisted)
-        $mapsOf = @(@($result.portMaps.added) + @($result.portMaps.existing) | Where-Object { $null -ne $_ })
-        foreach ($entry in @($result.added) + @($result.existing)) {
-            $o = New-RetroflectReflectAddress -Address $entry -Persisted ($persisted -contains $entry) `
-                -PortMap @($mapsOf | Where-Object { $_.address -eq $entry }) -Allow (@($result.allow) | Where-Object { $_.address -eq $entry } | Select-Object -First 1) `
-                -Pipe $collector.Pipe
-            Add-Member -InputObject $o -NotePropertyName Added -NotePropertyValue (@($result.added) -contains $entry)
-            $o
+        foreach ($result in @($results)) {
+            if ($null -eq $result) { continue }
+            foreach ($w in $result.warnings) { Write-Warning ('{0}: {1}' -f $w.address, $w.message) }
+            if (-not $PassThru) { continue }
+            # The engine says which are in the config file (an existing one may have been added -Temporary before).
+            $persisted = @($result.persisted)
+            $mapsOf = @(@($result.portMaps.added) + @($result.portMaps.existing) | Where-Object { $null -ne $_ })
+            foreach ($entry in @($result.added) + @($result.existing)) {
+                $o = New-RetroflectReflectAddress -Address $entry -Persisted ($persisted -contains $entry) `
+                    -PortMap @($mapsOf | Where-Object { $_.address -eq $entry }) -Allow (@($result.allow) | Where-Object { $_.address -eq $entry } | Select-Object -First 1) `
+                    -Pipe $collector.Pipe
+                Add-Member -InputObject $o -NotePropertyName Added -NotePropertyValue (@($result.added) -contains $entry)
+                $o
+            }
         }
     }
 }

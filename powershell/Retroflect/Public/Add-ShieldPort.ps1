@@ -91,15 +91,10 @@ function Add-ShieldPort {
         if ($collector.Items.Count -eq 0) { return }
         $params = @{ ports = $collector.Items.ToArray() }
         if ($Temporary) { $params.temporary = $true }
-        $result = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
+        # A refusal about the input (nothing was added) is written, not thrown, so the caller may go on.
+        $result = Invoke-RetroflectSession $PSCmdlet $collector.Pipe -WriteCodes 'E_INVALID_PORT', 'E_LIMIT_REACHED' {
             param($connection)
-            try {
-                Invoke-RetroflectMethod -Connection $connection -Method 'shield.add' -Params $params -TargetObject $collector.Keys.ToArray()
-            }
-            catch {
-                if (@('E_INVALID_PORT', 'E_LIMIT_REACHED') -notcontains $_.Exception.Data['RetroflectCode']) { throw }
-                $PSCmdlet.WriteError($_)
-            }
+            Invoke-RetroflectMethod -Connection $connection -Method 'shield.add' -Params $params -TargetObject $collector.Keys.ToArray()
         }
         if ($null -eq $result -or -not $PassThru) { return }
         $persisted = @{}

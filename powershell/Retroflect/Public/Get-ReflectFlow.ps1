@@ -16,7 +16,7 @@ function Get-ReflectFlow {
     At most this many flows (1 to 100000, default 1000).
 
     .PARAMETER Protocol
-    Only flows of these protocols.
+    Only flows of these protocols (icmp covers ICMP and ICMPv6), as Watch-ReflectTraffic takes them.
 
     .PARAMETER ServerPort
     Only flows to these server ports.
@@ -59,7 +59,7 @@ function Get-ReflectFlow {
         [ValidateRange(1, 100000)]
         [int]$First = 1000,
 
-        [ValidateSet('tcp', 'udp', 'icmp', 'icmpv6', 'other')]
+        [ValidateSet('tcp', 'udp', 'icmp', 'other')]
         [string[]]$Protocol,
 
         [ValidateRange(0, 65535)]
@@ -74,7 +74,7 @@ function Get-ReflectFlow {
             param($connection)
             $result = Invoke-RetroflectMethod -Connection $connection -Method 'flows' -Params @{ limit = $First }
             foreach ($f in $result.flows) {
-                if ($Protocol -and $Protocol -notcontains [string]$f.protocol) { continue }
+                if ($Protocol -and $Protocol -notcontains ([string]$f.protocol -replace '^icmpv6$', 'icmp')) { continue }
                 if ($ServerPort -and $ServerPort -notcontains [int]$f.serverPort) { continue }
                 ConvertTo-RetroflectFlow -Flow $f -Pipe $Pipe
             }

@@ -14,7 +14,7 @@ function Get-ShieldPort {
     error (ObjectNotFound).
 
     .PARAMETER Protocol
-    Return only this protocol (tcp or udp).
+    Return only this protocol: tcp, udp, or both (the default: every entry), as Add-ShieldPort takes it.
 
     .PARAMETER Pipe
     The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
@@ -51,8 +51,8 @@ function Get-ShieldPort {
         [ValidateRange(1, 65535)]
         [int[]]$Port,
 
-        [ValidateSet('tcp', 'udp')]
-        [string]$Protocol,
+        [ValidateSet('tcp', 'udp', 'both')]
+        [string]$Protocol = 'both',
 
         [Parameter(ValueFromPipelineByPropertyName)]
         [Alias('PipeName')]
@@ -66,7 +66,7 @@ function Get-ShieldPort {
             $counts = @{}
             foreach ($s in $stats.byShieldPort) { $counts['{0}/{1}' -f $s.port, $s.protocol] = $s }
             $entries = foreach ($entry in $list.ports) {
-                if ($Protocol -and $Protocol -ne [string]$entry.protocol) { continue }
+                if ($Protocol -ne 'both' -and $Protocol -ne [string]$entry.protocol) { continue }
                 $c = $counts['{0}/{1}' -f $entry.port, $entry.protocol]
                 $packets = 0
                 $bytes = 0

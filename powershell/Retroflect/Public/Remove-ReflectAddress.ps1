@@ -94,7 +94,8 @@ function Remove-ReflectAddress {
     }
     end {
         if ($collector.Items.Count -eq 0) { return }
-        $removed = Invoke-RetroflectSession $PSCmdlet $collector.Pipe {
+        # A port map that is not there is about the input (maps are all or nothing): written, not thrown.
+        $removed = Invoke-RetroflectSession $PSCmdlet $collector.Pipe -WriteCodes 'E_PORT_NOT_FOUND' {
             param($connection)
             # address.test gives the canonical form, so input that is no address is reported on its own instead of
             # failing the whole request.
@@ -114,13 +115,8 @@ function Remove-ReflectAddress {
             $params = @{ addresses = $toRemove.ToArray() }
             if ($Temporary) { $params.temporary = $true }
             if ($PortMap) {
-                # Maps are all or nothing: a map that is not there is about the input, so written, not thrown.
                 $params.maps = $maps
-                try { Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray() }
-                catch {
-                    if ($_.Exception.Data['RetroflectCode'] -ne 'E_PORT_NOT_FOUND') { throw }
-                    $PSCmdlet.WriteError($_)
-                }
+                Invoke-RetroflectMethod -Connection $connection -Method 'address.remove' -Params $params -TargetObject $toRemove.ToArray()
                 return
             }
             # The engine removes what is there (running, or unless -Temporary only in the config file) and says

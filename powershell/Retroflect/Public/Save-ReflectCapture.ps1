@@ -83,11 +83,13 @@ function Save-ReflectCapture {
         [ValidateRange(64, 65535)]
         [int]$SnapLength = 256,
 
+        [Parameter(ValueFromPipelineByPropertyName)]
+
         [Alias('PipeName')]
         [string]$Pipe
     )
     $full = $PSCmdlet.GetUnresolvedProviderPathFromPSPath($Path)
-    if (-not $PSCmdlet.ShouldProcess($full, 'Write a packet capture')) { return }
+    if (-not (Confirm-RetroflectAction $PSCmdlet $full 'Write a packet capture')) { return }
     $params = New-RetroflectCaptureParams -Format 'pcapng' -SnapLength $SnapLength -Address $Address -Port $Port -Verdict $Verdict -Protocol $Protocol
     try {
         $connection = Start-RetroflectCapture -Pipe $Pipe -Params $params

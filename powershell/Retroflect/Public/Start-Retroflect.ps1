@@ -113,6 +113,8 @@ function Start-Retroflect {
 
         [switch]$PassThru,
 
+        [Parameter(ValueFromPipelineByPropertyName)]
+
         [Alias('PipeName')]
         [string]$Pipe
     )

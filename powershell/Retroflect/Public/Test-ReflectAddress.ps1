@@ -17,7 +17,8 @@ function Test-ReflectAddress {
     Addresses to test: strings, [ipaddress] objects, or objects with an IPAddress property.
 
     .PARAMETER Quiet
-    Return only $true or $false per address.
+    Return only $true or $false per address, always one per address: $false also for an address that could not
+    be tested (no engine and no retroflect executable; the error is written as well).
 
     .PARAMETER Pipe
     The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
@@ -84,14 +85,19 @@ function Test-ReflectAddress {
             }
             return
         }
+        $answered = @{ Count = 0 }   # counted from the session's child scope
         Invoke-RetroflectSession $PSCmdlet $targetPipe -NonTerminating {
             param($connection)
             foreach ($text in $items) {
                 $result = Invoke-RetroflectMethod -Connection $connection -Method 'address.test' -Params @{ address = $text } -TargetObject $text
                 foreach ($w in $result.warnings) { Write-Warning ('{0}: {1}' -f $text, $w) }
+                $answered.Count++
                 if ($Quiet) { [bool]$result.valid }
                 else { ConvertTo-RetroflectAddressTest -Test $result -Pipe $targetPipe }
             }
         }
+        # -Quiet answers every address with a boolean, as Test-Connection -Quiet does: one the engine could not
+        # judge (no engine, a failed session; the error is written) is not known to be usable.
+        if ($Quiet) { for ($i = $answered.Count; $i -lt $items.Count; $i++) { $false } }
     }
 }

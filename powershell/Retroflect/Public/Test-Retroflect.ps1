@@ -70,6 +70,7 @@ function Test-Retroflect {
     [CmdletBinding(PositionalBinding = $false)]
     [OutputType('Retroflect.Check', [bool])]
     param(
+        [Parameter(ValueFromPipelineByPropertyName)]
         [Alias('PipeName')]
         [string]$Pipe,
 

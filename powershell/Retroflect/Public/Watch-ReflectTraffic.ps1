@@ -90,6 +90,8 @@ function Watch-ReflectTraffic {
         [ValidateRange(64, 65535)]
         [int]$SnapLength = 128,
 
+        [Parameter(ValueFromPipelineByPropertyName)]
+
         [Alias('PipeName')]
         [string]$Pipe
     )
