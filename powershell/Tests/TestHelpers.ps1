@@ -32,7 +32,8 @@ function Start-TestEngine {
     #>
     param([string[]]$Address, [string[]]$ShieldPort, [string]$ConfigPath)
     $pipe = New-TestPath 'engine.sock'
-    $params = @{ Path = $script:Exe; Pipe = $pipe; TimeoutSeconds = 60; Confirm = $false }
+    # TUN: the backend that enforces every allow list (users, groups and cgroups are nft rules only it keeps).
+    $params = @{ Path = $script:Exe; Pipe = $pipe; TimeoutSeconds = 60; Confirm = $false; Backend = 'tun' }
     if ($ConfigPath) { $params.ConfigPath = $ConfigPath } else { $params.NoConfig = $true }
     if ($Address) { $params.Address = $Address }
     if ($ShieldPort) { $params.ShieldPort = $ShieldPort }

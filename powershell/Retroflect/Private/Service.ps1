@@ -51,15 +51,11 @@ function Get-RetroflectServiceImagePath {
 }
 
 function Get-RetroflectInstalledExecutable {
-    # The engine executable the service runs (the first word of its ImagePath), else the one the scheduled task of
-    # an earlier release runs, else $null.
+    # The engine executable the service runs (the first word of its ImagePath), or $null (then the driver release
+    # resolves the executable itself).
     $image = Get-RetroflectServiceImagePath
     if ($image -match '^"([^"]+)"') { return $Matches[1] }
     if ($image) { return ($image -split ' ')[0] }
-    if (Get-Command -Name Get-ScheduledTask -ErrorAction SilentlyContinue) {
-        $task = Get-ScheduledTask -TaskPath $script:TaskPath -TaskName $script:TaskName -ErrorAction SilentlyContinue
-        if ($null -ne $task) { return [string](@($task.Actions)[0].Execute) }
-    }
     return $null
 }
 

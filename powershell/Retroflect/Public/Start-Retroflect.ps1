@@ -40,6 +40,10 @@ function Start-Retroflect {
     .PARAMETER Device
     Linux: the engine's device (default rflct0): the TUN device, or the ebpf backend's veth (its peer adds a "p").
 
+    .PARAMETER Backend
+    Linux: the packet backend, ebpf (reflects in the kernel) or tun. Without it the engine uses ebpf where its
+    program loads, else tun; users, groups and cgroups lists need tun.
+
     .PARAMETER PassThru
     Return the engine's status. Without it nothing is output, as Start-Service does.
 
@@ -105,6 +109,9 @@ function Start-Retroflect {
 
         [ValidatePattern('^[A-Za-z0-9_.-]{1,15}$')]
         [string]$Device,
+
+        [ValidateSet('ebpf', 'tun')]
+        [string]$Backend,
 
         [string]$WinDivertPath,
 
@@ -191,6 +198,7 @@ function Start-Retroflect {
         if ($NoConfig) { $argv.Add('--no-config') }
         elseif ($ConfigPath) { $argv.Add('--config'); $argv.Add($ConfigPath) }
         if ($Device) { $argv.Add('--device'); $argv.Add($Device) }
+        if ($Backend) { $argv.Add('--backend'); $argv.Add($Backend) }
         if ($WinDivertPath) { $argv.Add('--windivert-dir'); $argv.Add($WinDivertPath) }
         foreach ($a in $addresses) { $argv.Add('--reflect'); $argv.Add($a) }
         foreach ($s in $ShieldPort) { $argv.Add('--shield'); $argv.Add([string]$s) }
