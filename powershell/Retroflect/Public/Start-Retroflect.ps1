@@ -41,8 +41,8 @@ function Start-Retroflect {
     Linux: the engine's device (default rflct0): the TUN device, or the ebpf backend's veth (its peer adds a "p").
 
     .PARAMETER Backend
-    Linux: the packet backend, ebpf (reflects in the kernel) or tun. Without it the engine uses ebpf where its
-    program loads, else tun; users, groups and cgroups lists need tun.
+    Linux: the packet backend: tun (the default), ebpf (reflects in the kernel) or auto (ebpf where its program
+    loads, else tun). Users, groups and cgroups lists need tun.
 
     .PARAMETER PassThru
     Return the engine's status. Without it nothing is output, as Start-Service does.
@@ -110,7 +110,7 @@ function Start-Retroflect {
         [ValidatePattern('^[A-Za-z0-9_.-]{1,15}$')]
         [string]$Device,
 
-        [ValidateSet('ebpf', 'tun')]
+        [ValidateSet('tun', 'ebpf', 'auto')]
         [string]$Backend,
 
         [string]$WinDivertPath,

@@ -193,8 +193,9 @@ describe('ebpf backend: fallback to TUN when the program cannot load', { timeout
     removeDir(dir);
   });
 
-  test('by default the engine runs on tun, says why in the log and in status, and reflects', async () => {
-    const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'fb.sock'), args: ['--reflect', R4], env });
+  test('--backend auto runs on tun when ebpf cannot load, says why in the log and in status, and reflects', async () => {
+    const args = ['--reflect', R4, '--backend', 'auto'];
+    const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'fb.sock'), args, env });
     try {
       const expected = /The ebpf backend cannot run here, so the engine uses tun: The libbpf library \(\/nonexistent\//;
       assert.match(e.output(), expected);
