@@ -29,7 +29,7 @@ export type LinuxBackend = (typeof LINUX_BACKENDS)[number];
 export interface BackendOptions {
   /** Linux: the engine's device (the TUN device, or the ebpf backend's veth). */
   deviceName?: string;
-  /** Linux: the backend asked for (absent: tun; `auto`: ebpf where the kernel, privileges and library allow, else tun). */
+  /** Linux: the backend asked for (absent: tun; `auto`: ebpf where kernel, privileges and library allow, else tun). */
   backend?: LinuxBackend;
   /** `auto`: told why the ebpf backend was not used (the engine runs on tun). */
   onFallback?: (reason: string) => void;

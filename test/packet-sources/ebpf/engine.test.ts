@@ -193,7 +193,7 @@ describe('ebpf backend: fallback to TUN when the program cannot load', { timeout
     removeDir(dir);
   });
 
-  test('--backend auto runs on tun when ebpf cannot load, says why in the log and in status, and reflects', async () => {
+  test('--backend auto runs on tun when ebpf cannot load, says why in log and status, and reflects', async () => {
     const args = ['--reflect', R4, '--backend', 'auto'];
     const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'fb.sock'), args, env });
     try {
