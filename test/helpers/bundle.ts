@@ -1,5 +1,5 @@
 /**
- * Bundles for child processes that run our code without tsx (which costs about three times the CPU to start), in
+ * Bundles for child processes that run our code without tsx (which costs about five times the CPU to start), in
  * .tmp/test-cli/ of the checkout, so packages (koffi) still resolve from the bundle's folder upwards. Test files run
  * in parallel processes that may bundle the same sources: each writes its own temporary file and renames it over the
  * shared name, so no process ever starts a half-written bundle. The CLI's own bundle: test/helpers/cli.ts.

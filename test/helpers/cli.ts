@@ -1,7 +1,7 @@
 /**
  * The real `retroflect` CLI for tests that start it as a child process: bundled from src/ once per test process
  * (with scripts/bundle.mjs, exactly as `npm run build` bundles dist/retroflect.cjs) into .tmp/test-cli/ and run with
- * plain node, which costs about a third of the CPU of starting the source through tsx (test/helpers/bundle.ts).
+ * plain node, which costs about a fifth of the CPU of starting the source through tsx (test/helpers/bundle.ts).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
