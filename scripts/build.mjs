@@ -9,13 +9,13 @@
 // pkg cannot fetch its base binaries here, so packaging uses Node's own single-executable applications + postject.
 // The Linux base node is stripped of its debug symbols first (about 12 MB); the Windows base gets retroflect's own
 // version resource (file/product version from package.json, description) before the script is injected.
-import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import * as ResEdit from 'resedit';
+import { bundleCli } from './bundle.mjs';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
 const args = process.argv.slice(2);
@@ -34,19 +34,6 @@ if (!/^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$/.test(version ?? '')) {
   process.exit(2);
 }
 
-const common = {
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'cjs',
-  alias: { koffi: join(root, 'src/platform/koffi-bundled.ts') },
-  // worker-entry.ts only reads import.meta.url when the worker source was not injected, never in a bundle.
-  define: { 'import.meta.url': '"file:///bundled"', __RETROFLECT_VERSION__: JSON.stringify(version) },
-  logLevel: 'warning',
-  legalComments: 'none',
-  absWorkingDir: root,
-};
-
 mkdirSync(dist, { recursive: true });
 // The ebpf backend's program: compiled here (clang -target bpf), carried inside the executable. Without clang the
 // build goes on without it, and the engine falls back to TUN (saying why).
@@ -57,15 +44,7 @@ try {
 } catch {
   console.warn('warning: the eBPF program was not built (clang and libbpf-dev missing?); this build can only use the TUN backend on Linux');
 }
-const worker = await build({ ...common, entryPoints: ['src/engine/worker.ts'], write: false, metafile: true });
-const workerCode = worker.outputFiles[0].text;
-const main = await build({
-  ...common,
-  entryPoints: ['src/cli/main.ts'],
-  outfile: join(dist, 'retroflect.cjs'),
-  metafile: true,
-  define: { ...common.define, __RETROFLECT_WORKER_SOURCE__: JSON.stringify(workerCode) },
-});
+const { main, worker } = await bundleCli({ root, version, outfile: join(dist, 'retroflect.cjs') });
 // The npm packages inside the bundle (main and worker), for the release's third-party notices (scripts/package.mjs).
 // Recorded as package folders relative to the repository (a package may be nested in another's node_modules).
 const bundled = new Set();

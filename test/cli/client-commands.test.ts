@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { ConfigStore } from '../../src/config/config-store.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { testAddressRules } from '../helpers/address-rules.ts';
+import { CLI_ARGV } from '../helpers/cli.ts';
 import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
-const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'rft-cli-'));
 const sock = join(dir, 'cli.sock');
 const configPath = join(dir, 'config.json');
@@ -22,7 +22,8 @@ const engine = new InMemoryEngine();
 
 function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...process.env, NO_COLOR: '1' } }, (err, stdout, stderr) => {
+    const env = { ...process.env, NO_COLOR: '1' };
+    execFile(process.execPath, [...CLI_ARGV, ...args], { env }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });

@@ -1,17 +1,19 @@
 /**
  * `retroflect` as scripts see it: exit codes and messages of the entry points that need no engine (the engine itself
- * is exercised in test/e2e and test/control). Runs the real CLI from source in child processes.
+ * is exercised in test/e2e and test/control). Runs the real CLI, bundled from source (test/helpers/cli.ts), in child
+ * processes.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { ExitCode } from '../../src/errors.ts';
+import { CLI_ARGV } from '../helpers/cli.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 function retroflect(args: string[], opts: { uid?: number } = {}): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+  const r = spawnSync(process.execPath, [...CLI_ARGV, ...args], {
     encoding: 'utf8',
     env: { ...process.env, NO_COLOR: '1', HOME: '/tmp' },
     ...(opts.uid === undefined ? {} : { uid: opts.uid, gid: opts.uid }),

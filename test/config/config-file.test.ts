@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { loadConfigFile, saveConfigFile, serializeConfig } from '../../src/config/config-file.ts';
 import { ConfigStore } from '../../src/config/config-store.ts';
 import { RetroflectError } from '../../src/errors.ts';
+import { bundleScript } from '../helpers/bundle.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'rft-cfg-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -91,8 +92,9 @@ describe('save', () => {
       process.stdout.write('go\\n');
       for (let i = 0; ; i++) saveConfigFile(${JSON.stringify(p)}, i % 2 ? a : b);
     `;
+    const writer = await bundleScript('config-file-writer', script);
     for (let round = 0; round < 15; round++) {
-      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, [writer], { stdio: ['ignore', 'pipe', 'inherit'] });
       await new Promise((r) => child.stdout!.once('data', r));
       await new Promise((r) => setTimeout(r, 20 + Math.random() * 80));
       child.kill('SIGKILL');

@@ -13,9 +13,9 @@ import { ConfigStore } from '../../src/config/config-store.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { testAddressRules } from '../helpers/address-rules.ts';
 import { ExitCode } from '../../src/errors.ts';
+import { CLI_ARGV } from '../helpers/cli.ts';
 import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
-const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'rft-out-'));
 const sock = join(dir, 'cli.sock');
 let server: ControlServer;
@@ -32,7 +32,7 @@ after(async () => {
 /** Run the CLI with stdout going to `stdout` ('closed': a pipe whose reader is gone before anything is written). */
 function cli(args: string[], stdout: 'closed' | number): Promise<{ code: number | null; signal: string | null; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args, '--pipe', sock], {
+    const child = spawn(process.execPath, [...CLI_ARGV, ...args, '--pipe', sock], {
       stdio: ['ignore', stdout === 'closed' ? 'pipe' : stdout, 'pipe'],
       env: { ...process.env, NO_COLOR: '1' },
     });
@@ -70,7 +70,8 @@ it('stats --watch ends when its reader goes away instead of writing forever', as
 it('a failing command keeps its own exit code when its error output fails too', async () => {
   const full = openSync('/dev/full', 'w');
   try {
-    const child = spawn(process.execPath, ['--import', 'tsx', main, 'address', 'remove', '192.0.2.77', '--pipe', sock], { stdio: ['ignore', full, full] });
+    const args = [...CLI_ARGV, 'address', 'remove', '192.0.2.77', '--pipe', sock];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', full, full] });
     const code = await new Promise((resolve) => child.on('exit', resolve));
     assert.equal(code, ExitCode.REQUEST_FAILED);
   } finally {

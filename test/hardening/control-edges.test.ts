@@ -15,9 +15,9 @@ import { MAX_CONNECTIONS } from '../../src/control/protocol.ts';
 import { startControlServer } from '../../src/control/server.ts';
 import { testAddressRules } from '../helpers/address-rules.ts';
 import { ExitCode, type RetroflectError } from '../../src/errors.ts';
+import { CLI_ARGV } from '../helpers/cli.ts';
 import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
 
-const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const base = mkdtempSync(join(tmpdir(), 'rft-ctl-edges-'));
 after(() => rmSync(base, { recursive: true, force: true }));
 function privateDir(): string {
@@ -28,7 +28,8 @@ function privateDir(): string {
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...process.env, NO_COLOR: '1' } }, (err, stdout, stderr) => {
+    const env = { ...process.env, NO_COLOR: '1' };
+    execFile(process.execPath, [...CLI_ARGV, ...args], { env }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
