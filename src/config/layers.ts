@@ -4,7 +4,7 @@
  * entry comes from (`EntrySource`), and how the running config moves when one layer is replaced by a new version of
  * itself (a new policy, or a config file edited by hand) while the other layers stay.
  */
-import { allowListsOf } from './allow-lists.ts';
+import { allowListsFor, allowListsOf, type AddressAllowLists } from './allow-lists.ts';
 import { shieldKey, type InterceptConfig, type ShieldPort } from './intercept-config.ts';
 import { portMapsFor, portMapsOf, type PortMap } from './port-maps.ts';
 
@@ -54,14 +54,19 @@ export function replaceLayer(
 
   const aboveAddresses = new Set(above?.reflectAddresses ?? []);
   const portMaps: PortMap[] = [];
+  // Allow lists belong to an address's layer exactly as its port maps do (running: kept; `to`: taken from it).
+  const allow: AddressAllowLists[] = [];
   for (const address of reflectAddresses) {
     let owner: InterceptConfig = running;
     if (aboveAddresses.has(address)) owner = running;
     else if (toAddresses.has(address)) owner = to;
     else if (fromAddresses.has(address)) owner = below.find((c) => c.reflectAddresses.includes(address)) ?? running;
     for (const m of portMapsFor(owner, address)) portMaps.push({ address, ...m });
+    const lists = allowListsFor(owner, address);
+    if (Object.keys(lists).length) allow.push({ address, ...lists });
   }
-  return { reflectAddresses, shieldPorts, ...(portMaps.length ? { portMaps } : {}) };
+  const optional = { ...(portMaps.length ? { portMaps } : {}), ...(allow.length ? { allow } : {}) };
+  return { reflectAddresses, shieldPorts, ...optional };
 }
 
 /** Whether two configs hold the same entries in the same order (maps included). */

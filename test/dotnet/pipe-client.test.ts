@@ -87,7 +87,7 @@ describe('against the real control server with an in-test engine stand-in (no pa
     assert.equal(status.result?.state, 'running');
     assert.deepEqual(add1.result?.added, ['192.0.2.1']);
     assert.deepEqual(add2.result?.existing, ['192.0.2.1']);
-    assert.deepEqual(list.result?.addresses, [{ address: '192.0.2.1', persisted: true, source: 'Config', portMaps: [] }]);
+    assert.deepEqual(list.result?.addresses, [{ address: '192.0.2.1', persisted: true, source: 'Config', portMaps: [], allow: {} }]);
     assert.deepEqual(remove.result?.removed, ['192.0.2.1']);
     assert.equal(missing.error?.code, 'E_ADDRESS_NOT_FOUND');
     assert.equal(bad.error?.code, 'E_INVALID_ADDRESS');
@@ -159,7 +159,7 @@ describe('against a real engine (retroflect run) in a network namespace', () => 
     assert.deepEqual(add1.result?.existing, []);
     assert.deepEqual(add2.result?.added, []);
     assert.deepEqual(add2.result?.existing, ['203.0.113.7']);
-    assert.deepEqual(list1.result?.addresses, [{ address: '203.0.113.7', persisted: false, source: 'Temporary', portMaps: [] }]);
+    assert.deepEqual(list1.result?.addresses, [{ address: '203.0.113.7', persisted: false, source: 'Temporary', portMaps: [], allow: {} }]);
     assert.deepEqual(remove.result?.removed, ['203.0.113.7']);
     assert.deepEqual(list2.result?.addresses, []);
     // The route the engine added for the address is there while configured and gone after remove is the

@@ -244,7 +244,7 @@ describe(`retroflect run: dry run and refusals change nothing (${backend})`, { t
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /ip -4 route replace 192\.0\.2\.1\/32 dev rflct0/);
     assert.match(r.stdout, /elements = \{ 8080 \}/);
-    assert.match(r.stdout, /WinDivert filter \(Windows\): +!loopback and \(\(outbound and \(ip\.DstAddr == 192\.0\.2\.1\)\) or \(inbound and \(ip\.SrcAddr == 192\.0\.2\.1 or tcp\.DstPort == 8080\)\)\)/);
+    assert.match(r.stdout, /WinDivert filter \(Windows\): +!loopback and \(\(outbound and \(ip\.DstAddr == 192\.0\.2\.1\)\) or \(inbound and \(ip\.SrcAddr == 192\.0\.2\.1 or ip\.Protocol == 51 or tcp\.DstPort == 8080\)\)\)/);
     await assertClean(t.a);
   });
 
