@@ -223,6 +223,6 @@ describe('ebpf backend: fallback to TUN when the program cannot load', { timeout
     const args = ['run', '--no-config', '--reflect', R4, '--backend', 'xdp', '--pipe', join(dir, 'fb3.sock')];
     const r = await retroflect(t.a, args);
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /--backend must be one of ebpf, tun/);
+    assert.match(r.stderr, /--backend must be one of tun, ebpf, auto/);
   });
 });

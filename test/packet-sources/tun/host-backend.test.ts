@@ -43,7 +43,18 @@ describe('TunHostBackend.plan (dry run)', () => {
     // Forwarded packets never reach the device (only this host's own are reflected), and forged sources are not forwarded.
     assert.match(details[8], /chain forward \{\n {4}type filter hook forward priority filter - 10; policy accept;\n {4}oifname "rflct7" counter name "forwarded" drop\n {4}iifname "rflct7" accept\n {4}ip saddr @reflect_v4 counter name "forged_source" log prefix "retroflect forged" group 21062 drop\n {4}ip6 saddr @reflect_v6 counter name "forged_source" log prefix "retroflect forged" group 21062 drop\n/);
     // Forged reflect sources are dropped on every interface but the TUN device (whose accept comes first), loopback too.
-    assert.match(details[8], /iifname "rflct7" accept\n {4}ip saddr @reflect_v4 counter name "forged_source" log prefix "retroflect forged" group 21062 drop\n {4}ip6 saddr @reflect_v6 counter name "forged_source" log prefix "retroflect forged" group 21062 drop\n {4}iif lo accept\n/);
+    // Input: our device's packets, then the allow lists' refusals from R on loopback (TCP reset, ICMP unreachable),
+    // then forged sources dropped, then loopback.
+    assert.match(details[8], new RegExp([
+      'iifname "rflct7" accept',
+      'iif lo ip saddr @reflect_v4 tcp flags & rst == rst accept',
+      'iif lo ip6 saddr @reflect_v6 tcp flags & rst == rst accept',
+      'iif lo ip saddr @reflect_v4 icmp type destination-unreachable accept',
+      'iif lo ip6 saddr @reflect_v6 icmpv6 type destination-unreachable accept',
+      'ip saddr @reflect_v4 counter name "forged_source" log prefix "retroflect forged" group 21062 drop',
+      'ip6 saddr @reflect_v6 counter name "forged_source" log prefix "retroflect forged" group 21062 drop',
+      'iif lo accept',
+    ].map((l) => l.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('\n {4}') + '\n'));
     assert.equal(steps.length, 9);
   });
 
