@@ -21,6 +21,9 @@ import { SERVICE_PESTER_FILES } from './service-prefix.ts';
 
 const execFileAsync = promisify(execFile);
 const TESTS_DIR = join(ROOT, 'powershell', 'Tests', 'Windows');
+/** Pester files other suites run: the service's (service-powershell.test.ts) and the doctor's Driver.Tests.ps1
+ *  (test/doctor/doctor-windows-pester.test.ts, which hands it the WinDivert-holding fixture it needs). */
+const RUN_ELSEWHERE = [...SERVICE_PESTER_FILES, 'Driver'];
 const ENGINE_EXE = join(ROOT, 'dist', 'retroflect.exe');
 const DOUBLE_DLL = join(ROOT, 'native', 'build', 'win64', 'WinDivert.dll');
 const REFLECT = '203.0.113.77'; // as in the Pester files: documentation range, on no local subnet
@@ -103,8 +106,7 @@ test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retrofle
       RETROFLECT_TEST_RESULTS: winPath(resultsFile),
       RETROFLECT_TEST_RELEASE_ZIP: winPath(releaseZip),
       RETROFLECT_TEST_RELEASE_VERSION: version,
-      // The service's files run in service-powershell.test.ts.
-      RETROFLECT_TEST_SKIP: SERVICE_PESTER_FILES.join(','),
+      RETROFLECT_TEST_SKIP: RUN_ELSEWHERE.join(','),
       // Inherited by the engine Start-Retroflect launches: the double replays these packets to its first handle.
       WINDIVERT_DOUBLE_INJECT_FILE: winPath(injectFile),
       WINDIVERT_DOUBLE_SENT_FILE: winPath(sentFile),
@@ -119,7 +121,7 @@ test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retrofle
   assert.equal(r.code, 0, output);
 
   // Every Pester file ran, and every test in it (none skipped or left out by a failed setup).
-  const files = readdirSync(TESTS_DIR).filter((f) => f.endsWith('.Tests.ps1') && !SERVICE_PESTER_FILES.includes(f.replace('.Tests.ps1', ''))).sort();
+  const files = readdirSync(TESTS_DIR).filter((f) => f.endsWith('.Tests.ps1') && !RUN_ELSEWHERE.includes(f.replace('.Tests.ps1', ''))).sort();
   assert.deepEqual(results.containers.map((c) => c.name.split(/[\\/]/).pop()).sort(), files);
   assert.ok(results.containers.every((c) => c.result === 'Passed'), JSON.stringify(results.containers));
   assert.equal(results.skipped + results.notRun, 0, 'no Pester test skipped or not run');

@@ -10,6 +10,9 @@ BeforeAll {
     $env:PSModulePath = (Join-Path $PSScriptRoot 'StandIns') + [IO.Path]::PathSeparator + $env:PSModulePath
     Remove-Module ScheduledTasks, NetSecurity, Retroflect -ErrorAction SilentlyContinue
     Import-Module (Join-Path $PSScriptRoot '..\..\Retroflect\Retroflect.psd1') -Force
+    # The double's packet files belong to other files' engines: put back in AfterAll what is taken away here.
+    $script:SavedInject = $env:WINDIVERT_DOUBLE_INJECT_FILE
+    $script:SavedSent = $env:WINDIVERT_DOUBLE_SENT_FILE
     Remove-Item Env:WINDIVERT_DOUBLE_INJECT_FILE, Env:WINDIVERT_DOUBLE_SENT_FILE -ErrorAction SilentlyContinue
     # An engine folder as a release has it.
     $script:App = Join-Path $env:RETROFLECT_TEST_DIR 'driver-app'
@@ -41,6 +44,8 @@ BeforeAll {
 
 AfterAll {
     $null = & $script:Sc delete WinDivert
+    if ($script:SavedInject) { $env:WINDIVERT_DOUBLE_INJECT_FILE = $script:SavedInject }
+    if ($script:SavedSent) { $env:WINDIVERT_DOUBLE_SENT_FILE = $script:SavedSent }
     Remove-Item Env:WINDIVERT_DOUBLE_DRIVER_DIR -ErrorAction SilentlyContinue
     Remove-Module ScheduledTasks, NetSecurity -ErrorAction SilentlyContinue
 }
