@@ -58,11 +58,13 @@ function Test-RetroflectPipeMissing {
     #>
     param($Resolved)
     if ($null -ne $Resolved.SocketPath) { return (-not [System.IO.File]::Exists($Resolved.SocketPath)) }
-    $pipes = $null
-    try { $pipes = [System.IO.Directory]::GetFiles('\\.\pipe\') } catch { return $false }
-    if ($null -eq $pipes -or $pipes.Count -eq 0) { return $false }
-    $wanted = '\\.\pipe\' + $Resolved.Name
-    foreach ($p in $pipes) { if ([string]::Equals($p, $wanted, [System.StringComparison]::OrdinalIgnoreCase)) { return $false } }
+    # -ErrorAction Ignore, not try/catch: a caught .NET exception (Wine's pipe folder cannot be listed) would land in
+    # the calling cmdlet's -ErrorVariable ahead of the one record it reports.
+    $pipes = @(Get-ChildItem -LiteralPath '\\.\pipe\' -Name -ErrorAction Ignore)
+    if ($pipes.Count -eq 0) { return $false }
+    foreach ($p in $pipes) {
+        if ([string]::Equals([string]$p, $Resolved.Name, [System.StringComparison]::OrdinalIgnoreCase)) { return $false }
+    }
     return $true
 }
 
