@@ -10,9 +10,6 @@ When retroflect @VERSION@ is installed (engine in %ProgramFiles%\Retroflect\@VER
 it writes one line to stdout and exits 0. Otherwise it writes nothing to stdout, the reason to stderr, and exits 1.
 On Linux (pwsh) the same with /opt/retroflect and /usr/local/share/powershell/Modules.
 
-.PARAMETER Pipe
-The engine's control pipe name (Linux: or socket path). Default: retroflect.
-
 .PARAMETER Root
 Linux only: the folder Install.ps1 -Root installed under.
 
@@ -21,7 +18,6 @@ powershell.exe -NoProfile -ExecutionPolicy Bypass -File .\Detect.ps1
 #>
 [CmdletBinding()]
 param(
-    [string]$Pipe = 'retroflect',
     [string]$Root = '/'
 )
 $Version = '@VERSION@'
@@ -44,6 +40,9 @@ else {
     $exe = "$prefix/opt/retroflect/$Version/retroflect"
     $manifest = "$prefix/usr/local/share/powershell/Modules/Retroflect/$ModuleVersion/Retroflect.psd1"
 }
+# The engine Install.ps1 starts listens on the default pipe; under a test root on the socket Install.ps1 -Root gives it.
+$Pipe = 'retroflect'
+if (-not $windows -and $Root -ne '/') { $Pipe = "$prefix/run/retroflect/retroflect.sock" }
 if (-not (Test-Path -LiteralPath $exe -PathType Leaf)) { Write-NotDetected "the engine $exe is not installed" }
 if (-not (Test-Path -LiteralPath $manifest -PathType Leaf)) { Write-NotDetected "the module $manifest is not installed" }
 try { Import-Module $manifest -Force }

@@ -1,7 +1,7 @@
 <#
 .SYNOPSIS
 Removes retroflect: stops the engine, removes the service or unit, the executables, the module and the engine's
-runtime files and logs. The config file stays unless -RemoveConfig is given.
+runtime files and the engine's log. The config file stays unless -RemoveConfig is given; the deploy logs stay.
 
 .DESCRIPTION
 Run it as an Intune Win32 app's uninstall command, a GPO script, or by hand from an elevated prompt:
@@ -10,14 +10,15 @@ Every installed version is removed, not only this one. It never prompts, and run
 installed changes nothing and exits 0. Install.ps1 also leaves a copy of this script in the engine's folder
 (%ProgramFiles%\Retroflect\<version>, /opt/retroflect/<version>).
 
-Exit codes: 0 removed (or nothing was installed); 3010 removed, some files in use go at the next reboot; 1 failed,
-with the reason on stderr.
+Exit codes (docs/windows.md has the table of both scripts):
+    0     removed (or nothing was installed)
+    3010  removed; some files in use go at the next reboot
+    1     failed, with the reason on stderr and in the deploy log
+The deploy log is retroflect-uninstall-<yyyyMMdd>.log beside Install.ps1's (Get-Help .\Install.ps1 says where); it is
+kept, so what happened can still be read (and collected by Intune) after the removal.
 
 .PARAMETER RemoveConfig
-Also remove the config file and the engine's data folder, so nothing at all is left.
-
-.PARAMETER Pipe
-The engine's control pipe name (Linux: or socket path). Default: retroflect.
+Also remove the config file and the engine's data folder, so nothing but the deploy logs is left.
 
 .PARAMETER Root
 Linux only: the folder Install.ps1 -Root installed under.
@@ -33,8 +34,6 @@ Removes retroflect and its config.
 [CmdletBinding()]
 param(
     [switch]$RemoveConfig,
-    [ValidatePattern('^[A-Za-z0-9._/-]{1,200}$')]
-    [string]$Pipe = 'retroflect',
     [ValidateNotNullOrEmpty()]
     [string]$Root = '/'
 )
@@ -44,14 +43,22 @@ $ConfirmPreference = 'None'
 $ProgressPreference = 'SilentlyContinue'
 
 . (Join-Path $PSScriptRoot 'Deployment.ps1')
-$relaunched = Invoke-RetroflectDeploy64 -ScriptPath $PSCommandPath -Bound $PSBoundParameters
-if ($null -ne $relaunched) { exit $relaunched }
+# Before anything else: the 64-bit run's output is this script's output, its exit code this script's.
+$relaunch = Get-RetroflectDeploy64Relaunch -ScriptPath $PSCommandPath -Bound $PSBoundParameters
+if ($null -ne $relaunch) {
+    Remove-Item Env:RETROFLECT_TEST_DEPLOY_AS_32BIT -ErrorAction SilentlyContinue
+    & $relaunch.Host $relaunch.Arguments
+    exit $LASTEXITCODE
+}
 $layout = Get-RetroflectDeployLayout -Version '0.0.0' -Root $Root
+$log = $null
 try {
     if ($layout.Windows -and $Root -ne '/') { throw '-Root is for Linux image builds only.' }
     if ($Root -eq '/' -and -not (Test-RetroflectDeployElevated -Layout $layout)) {
         throw 'this needs an elevated session (Administrator on Windows, root on Linux)'
     }
+    $log = Open-RetroflectDeployLog -Layout $layout -Action 'uninstall'
+    Write-RetroflectDeployLog -Log $log -Message ('uninstalling; parameters: {0}' -f ((ConvertTo-RetroflectDeployArgument -Bound $PSBoundParameters) -join ' '))
     # The module of the newest installed version (or the one beside this script) stops the engine and removes the
     # service or unit; with neither there is nothing of ours running.
     $installed = @(Get-RetroflectInstalledVersion -Layout $layout)
@@ -66,7 +73,7 @@ try {
         # folder that is gone: importing over it re-reads its format file there and fails.
         Remove-Module Retroflect -ErrorAction SilentlyContinue
         Import-Module $manifest -Force
-        if (Get-Retroflect -Pipe $Pipe -ErrorAction SilentlyContinue) { Stop-Retroflect -Pipe $Pipe -Confirm:$false }
+        if (Get-Retroflect -Pipe $layout.Pipe -ErrorAction SilentlyContinue) { Stop-Retroflect -Pipe $layout.Pipe -Confirm:$false }
         $params = @{ ConfigPath = $layout.ConfigPath; Confirm = $false }
         if (-not $layout.Windows) { $params.Root = $layout.Root }
         Uninstall-Retroflect @params
@@ -77,38 +84,46 @@ try {
     # Engine folders and module folders of every version.
     foreach ($dir in @($layout.AppDir, (Join-Path $layout.ModulesDir 'Retroflect'))) {
         if (-not (Test-Path -LiteralPath $dir)) { continue }
-        try { Remove-Item -LiteralPath $dir -Recurse -Force }
+        try {
+            Remove-Item -LiteralPath $dir -Recurse -Force
+            Write-RetroflectDeployLog -Log $log -Message "removed $dir"
+        }
         catch {
+            Write-RetroflectDeployLog -Log $log -Message "in use, removed at the next reboot: $dir ($($_.Exception.Message))"
             if (-not $layout.Windows) { throw }
             Register-RetroflectDeleteAtReboot -Path $dir
             $pending = $true
         }
     }
-    # The engine's data: runtime files, tokens, logs. The config file stays for a later install unless -RemoveConfig.
+    # The engine's data: runtime files, tokens, its log. The config file stays for a later install unless
+    # -RemoveConfig; the deploy logs (retroflect-*.log*) stay always.
+    $isDeployLog = { param($item) -not $item.PSIsContainer -and $item.Name -like 'retroflect-*.log*' }
     if ($layout.Windows) {
         if (Test-Path -LiteralPath $layout.DataDir) {
-            foreach ($item in (Get-ChildItem -LiteralPath $layout.DataDir -Force)) {
+            foreach ($item in (Get-ChildItem -LiteralPath $layout.DataDir -Force -Recurse | Sort-Object { $_.FullName.Length } -Descending)) {
                 if (-not $RemoveConfig -and $item.FullName -eq $layout.ConfigFile) { continue }
+                if (& $isDeployLog $item) { continue }
+                if ($item.PSIsContainer -and (Get-ChildItem -LiteralPath $item.FullName -Force)) { continue }
                 Remove-Item -LiteralPath $item.FullName -Recurse -Force
             }
-            if ($RemoveConfig) { Remove-Item -LiteralPath $layout.DataDir -Recurse -Force }
         }
     }
     else {
-        foreach ($dir in @($layout.DataDir, $layout.LogDir)) {
-            if (Test-Path -LiteralPath $dir) { Remove-Item -LiteralPath $dir -Recurse -Force }
-        }
+        if (Test-Path -LiteralPath $layout.DataDir) { Remove-Item -LiteralPath $layout.DataDir -Recurse -Force }
         $configDir = Split-Path -Parent $layout.ConfigFile
         if ($RemoveConfig -and (Test-Path -LiteralPath $configDir)) { Remove-Item -LiteralPath $configDir -Recurse -Force }
     }
 }
 catch {
+    if ($log) { Write-RetroflectDeployLog -Log $log -Message "FAILED (exit $($script:DeployExitCode.Failed)): $($_.Exception.Message)" }
     [Console]::Error.WriteLine("retroflect was not fully removed: $($_.Exception.Message)")
-    exit 1
+    exit $script:DeployExitCode.Failed
 }
 if ($pending) {
+    Write-RetroflectDeployLog -Log $log -Message "removed; a reboot completes it (exit $($script:DeployExitCode.RebootPending))"
     Write-Output 'retroflect removed; files still in use go at the next reboot.'
-    exit 3010
+    exit $script:DeployExitCode.RebootPending
 }
+Write-RetroflectDeployLog -Log $log -Message 'removed (exit 0)'
 Write-Output 'retroflect removed.'
-exit 0
+exit $script:DeployExitCode.Success

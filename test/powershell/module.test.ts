@@ -30,7 +30,6 @@ const allScripts = [
   ...publicFiles.map((f) => join(mod, 'Public', f)),
   ...privateFiles.map((f) => join(mod, 'Private', f)),
   join(mod, 'Retroflect.psm1'),
-  ...readdirSync(join(ps, 'examples')).filter((f) => f.endsWith('.ps1')).map((f) => join(ps, 'examples', f)),
   ...readdirSync(join(ps, 'Tests')).filter((f) => f.endsWith('.ps1')).map((f) => join(ps, 'Tests', f)),
 ];
 /** What admins run on Windows PowerShell 5.1 too (5.1 syntax and ASCII checks): the deploy scripts, the Windows tests. */

@@ -2,7 +2,7 @@
  * The service as an admin installs and drives it, in the Windows pwsh under Wine (Pester files of
  * powershell/Tests/Windows named in SERVICE_PESTER_FILES): Install-Retroflect / Uninstall-Retroflect register and
  * remove the service Retroflect in Wine's real service manager (migrating a scheduled task), Start-/Stop-Retroflect
- * and Restart-Service act through it; the release archive's Install.ps1 / Detect.ps1 / Uninstall.ps1 do the same;
+ * and Restart-Service act through it (the release archive's scripts: test/release/deploy-windows.test.ts);
  * Start-Retroflect's engine inherits no handle of the caller. The engine is dist\retroflect.exe on the WinDivert
  * TEST DOUBLE. Skips locally when Wine, dotnet or the Windows build is missing; fails on CI.
  */
@@ -44,7 +44,7 @@ interface PesterResults {
 }
 
 const TITLE = 'Install-/Uninstall-Retroflect, Start-/Stop-Retroflect and Restart-Service with the service Retroflect; '
-  + 'the release scripts; a detached start (Pester under Wine)';
+  + 'a detached start (Pester under Wine)';
 
 test(TITLE, { skip, timeout: 900_000 }, async () => {
   ensurePwshServicePrefix();
@@ -91,5 +91,5 @@ test(TITLE, { skip, timeout: 900_000 }, async () => {
   const ran = results.containers.map((c) => c.name.split(/[\\/]/).pop()).sort();
   assert.deepEqual(ran, SERVICE_PESTER_FILES.map((f) => `${f}.Tests.ps1`).sort());
   assert.equal(results.skipped + results.notRun, 0, 'no Pester test skipped or not run');
-  assert.ok(results.passed >= 18, `only ${results.passed} Pester tests ran`);
+  assert.ok(results.passed >= 12, `only ${results.passed} Pester tests ran`);
 });

@@ -135,10 +135,15 @@ export function reportedEvents(): { id: number; type: number; text: string }[] {
 }
 
 /**
- * The Pester files of powershell/Tests/Windows about the service (install, release scripts, detached start): run by
+ * The Pester files of powershell/Tests/Windows about the service (install, detached start): run by
  * test/wine/service-powershell.test.ts, so `npm test -- service` selects them, and skipped by powershell.test.ts.
  */
-export const SERVICE_PESTER_FILES = ['Installation', 'Release', 'Detached'];
+export const SERVICE_PESTER_FILES = ['Installation', 'Detached'];
+/**
+ * The Pester files about the release archive's scripts (Install/Detect/Uninstall.ps1, the fleet cases): run by
+ * test/release/deploy-windows.test.ts, so `npm test -- release` selects them, and skipped by powershell.test.ts.
+ */
+export const RELEASE_PESTER_FILES = ['Release', 'ReleaseDeploy'];
 
 /**
  * The Windows pwsh's own prefix for the service's Pester files, apart from powershell.test.ts's (which ends its
@@ -146,18 +151,19 @@ export const SERVICE_PESTER_FILES = ['Installation', 'Release', 'Detached'];
  */
 export const PWSH_SERVICE_PREFIX = join(ROOT, '.tmp', 'winpwsh-service', 'prefix');
 
-export function ensurePwshServicePrefix(): void {
-  if (existsSync(join(PWSH_SERVICE_PREFIX, 'system.reg'))) return;
-  rmSync(PWSH_SERVICE_PREFIX, { recursive: true, force: true });
-  mkdirSync(join(PWSH_SERVICE_PREFIX, '..'), { recursive: true });
-  const env = wineEnv({ WINEPREFIX: PWSH_SERVICE_PREFIX });
+/** Make the prefix once (or another of the same kind: the release scripts' tests have their own). */
+export function ensurePwshServicePrefix(prefix = PWSH_SERVICE_PREFIX): void {
+  if (existsSync(join(prefix, 'system.reg'))) return;
+  rmSync(prefix, { recursive: true, force: true });
+  mkdirSync(join(prefix, '..'), { recursive: true });
+  const env = wineEnv({ WINEPREFIX: prefix });
   for (const argv of [['wineboot', '-i'], ['wine', 'winecfg', '/v', 'win10'], ['wineserver', '-w']]) {
     const r = spawnSync(argv[0], argv.slice(1), { env, stdio: 'ignore', timeout: 300_000 });
-    if (r.error || r.status !== 0) throw prefixFailed(PWSH_SERVICE_PREFIX, argv, r);
+    if (r.error || r.status !== 0) throw prefixFailed(prefix, argv, r);
   }
 }
 
-export function endPwshServicePrefix(): void {
-  const env = wineEnv({ WINEPREFIX: PWSH_SERVICE_PREFIX });
+export function endPwshServicePrefix(prefix = PWSH_SERVICE_PREFIX): void {
+  const env = wineEnv({ WINEPREFIX: prefix });
   spawnSync('wineserver', ['-k'], { env, stdio: 'ignore', timeout: 60_000 });
 }
