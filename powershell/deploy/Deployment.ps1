@@ -22,6 +22,22 @@ $script:DeploySteps = @('stop', 'copy', 'register', 'firewall', 'start', 'answer
 
 function Get-RetroflectDeployStep { $script:DeploySteps }
 
+function Import-RetroflectDeployModule {
+    <#
+    Imports the Retroflect module from -Manifest as the only one in this session (another version loaded earlier, in
+    an admin's console, would answer the same command names), and keeps it for Get-RetroflectDeployModule.
+    #>
+    param([Parameter(Mandatory)][string]$Manifest)
+    Remove-Module Retroflect -ErrorAction SilentlyContinue
+    $script:DeployModule = Import-Module $Manifest -Force -PassThru
+}
+
+function Get-RetroflectDeployModule {
+    <# The module Import-RetroflectDeployModule loaded: the deploy scripts use a few of its private functions. #>
+    if ($null -eq $script:DeployModule) { throw 'the Retroflect module is not loaded (Import-RetroflectDeployModule)' }
+    return $script:DeployModule
+}
+
 function Get-RetroflectDeploy64Relaunch {
     <#
     A 32-bit PowerShell on 64-bit Windows (Intune's agent, old GPO hosts) sees the 32-bit Program Files and registry:
@@ -338,7 +354,7 @@ function Get-RetroflectDeployHealth {
         # The module's own config update, on a copy: would it change anything?
         $copy = Join-Path ([System.IO.Path]::GetTempPath()) ('retroflect-config-' + [guid]::NewGuid().ToString('N') + '.json')
         Copy-Item -LiteralPath $Layout.ConfigFile -Destination $copy
-        try { $changes = & (Get-Module Retroflect) { param($p, $a, $s) Update-RetroflectConfigFile -Path $p -Address $a -ShieldPort $s } $copy $Address $ShieldPort }
+        try { $changes = & (Get-RetroflectDeployModule) { param($p, $a, $s) Update-RetroflectConfigFile -Path $p -Address $a -ShieldPort $s } $copy $Address $ShieldPort }
         finally { Remove-Item -LiteralPath $copy -Force -ErrorAction SilentlyContinue }
         if ($changes) { return 'the config lacks some of the given addresses or ports' }
     }
@@ -364,7 +380,7 @@ function Get-RetroflectBootExecutable {
     param([Parameter(Mandatory)]$Layout)
     if ($Layout.Windows) {
         if (-not (Get-Service -Name 'Retroflect' -ErrorAction SilentlyContinue)) { return $null }
-        return (& (Get-Module Retroflect) { Get-RetroflectInstalledExecutable })
+        return (& (Get-RetroflectDeployModule) { Get-RetroflectInstalledExecutable })
     }
     $unit = Get-RetroflectUnitPath -Layout $Layout
     if (-not (Test-Path -LiteralPath $unit -PathType Leaf)) { return $null }
@@ -383,7 +399,7 @@ function Get-RetroflectUnitPath {
 
 function Get-RetroflectDeployFirewallRule {
     <# Windows: the rule of Install-Retroflect -AllowFirewall as [name, remote addresses], or $null. #>
-    $name = & (Get-Module Retroflect) { $script:FirewallRuleName }
+    $name = & (Get-RetroflectDeployModule) { $script:FirewallRuleName }
     $rule = Get-NetFirewallRule -Name $name -ErrorAction SilentlyContinue
     if ($null -eq $rule) { return $null }
     return [pscustomobject]@{ Name = $name; RemoteAddress = @((Get-NetFirewallAddressFilter -AssociatedNetFirewallRule $rule).RemoteAddress) }
@@ -452,11 +468,11 @@ function Restore-RetroflectDeployState {
     if ($Layout.Windows) {
         & $try 'firewall rule as before' {
             $now = Get-RetroflectDeployFirewallRule
-            $name = & (Get-Module Retroflect) { $script:FirewallRuleName }
+            $name = & (Get-RetroflectDeployModule) { $script:FirewallRuleName }
             if ($null -eq $State.Firewall -and $null -ne $now) { Remove-NetFirewallRule -Name $name -ErrorAction Stop }
             elseif ($null -ne $State.Firewall -and $null -eq $now) {
                 $cmdlet = $PSCmdlet
-                $null = & (Get-Module Retroflect) { param($c, $a) Set-RetroflectFirewallRule -Cmdlet $c -Address $a } $cmdlet $State.Firewall.RemoteAddress
+                $null = & (Get-RetroflectDeployModule) { param($c, $a) Set-RetroflectFirewallRule -Cmdlet $c -Address $a } $cmdlet $State.Firewall.RemoteAddress
             }
             elseif ($null -ne $State.Firewall -and (@($now.RemoteAddress) -join ',') -ne (@($State.Firewall.RemoteAddress) -join ',')) {
                 Set-NetFirewallRule -Name $name -RemoteAddress $State.Firewall.RemoteAddress -ErrorAction Stop
@@ -505,7 +521,7 @@ function Stop-RetroflectDeployedEngine {
         $service = Get-Service -Name 'Retroflect' -ErrorAction SilentlyContinue
         if ($service -and [string]$service.Status -ne 'Stopped') {
             Stop-Service -Name 'Retroflect' -Force -ErrorAction SilentlyContinue
-            $null = & (Get-Module Retroflect) { Wait-RetroflectServiceStatus -Status 'Stopped' -TimeoutSeconds 60 }
+            $null = & (Get-RetroflectDeployModule) { Wait-RetroflectServiceStatus -Status 'Stopped' -TimeoutSeconds 60 }
         }
     }
     elseif ($Layout.Root -eq '/') { $null = & systemctl stop retroflect.service 2>&1 }

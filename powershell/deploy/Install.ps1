@@ -113,7 +113,7 @@ try {
     if ($newer.Count -gt 0 -and -not $AllowDowngrade) {
         Stop-Install "version $($newer[0].Version) is installed, which is newer; nothing was changed (give -AllowDowngrade to replace it)" $script:DeployExitCode.NewerInstalled
     }
-    Import-Module (Join-Path $PSScriptRoot "Retroflect/$($Version -replace '[-+].*$', '')/Retroflect.psd1") -Force
+    Import-RetroflectDeployModule -Manifest (Join-Path $PSScriptRoot "Retroflect/$($Version -replace '[-+].*$', '')/Retroflect.psd1")
     $unhealthy = Get-RetroflectDeployHealth -Layout $layout -From $PSScriptRoot -Address $Address -ShieldPort $ShieldPort -AllowFirewall:$AllowFirewall
     if (-not $unhealthy -and $newer.Count -gt 0) { $unhealthy = "version $($newer[0].Version) is to be replaced (-AllowDowngrade)" }
     if (-not $unhealthy) {

@@ -32,6 +32,8 @@ BeforeAll {
     $sc = Join-Path ([Environment]::GetFolderPath('System')) 'sc.exe'
     if (Get-Service Retroflect -ErrorAction SilentlyContinue) { & $sc stop Retroflect; Start-Sleep 3; & $sc delete Retroflect }
     foreach ($dir in @($script:AppDir, $script:ModuleRoot, $script:DataDir)) { Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction SilentlyContinue }
+    # The release's module, for Get-Retroflect here (Install.ps1 imports it again itself).
+    Import-Module (Join-Path $script:Release "Retroflect\$($script:Version -replace '[-+].*$', '')\Retroflect.psd1") -Force
 
     function Invoke-Install([hashtable]$Parameters = @{}) {
         $global:LASTEXITCODE = $null
@@ -124,6 +126,7 @@ Describe 'Install.ps1 from a 32-bit host (stand-in): relaunched in the 64-bit ho
         $log[-1] | Should -Match 'exit 3010'
         # The old version waits for the reboot (the session manager's list); the new one runs from Program Files.
         $pending = (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name PendingFileRenameOperations).PendingFileRenameOperations
+        if ($pending -is [byte[]]) { $pending = [System.Text.Encoding]::Unicode.GetString($pending) -split "`0" }
         @($pending | Where-Object { $_ -like '*Retroflect\0.0.1*' }).Count | Should -BeGreaterThan 0
         (Get-Retroflect).Version | Should -Be $script:Version
         (Get-Service Retroflect).Status | Should -Be 'Running'
