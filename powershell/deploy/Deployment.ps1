@@ -175,8 +175,11 @@ function Open-RetroflectDeployLog {
     $path = Join-Path $Layout.LogDir ('{0}{1}.log' -f $prefix, (Get-Date -Format 'yyyyMMdd'))
     if (Test-RetroflectReparsePoint $path) { throw "$path is a link; refusing to write the log through it" }
     $oldest = (Get-Date).Date.AddDays(-$script:DeployLogKeepDays)
-    foreach ($file in @(Get-ChildItem -LiteralPath $Layout.LogDir -Filter "$prefix*.log*" -File -ErrorAction SilentlyContinue)) {
-        if ($file.LastWriteTime -lt $oldest) { Remove-Item -LiteralPath $file.FullName -Force -ErrorAction SilentlyContinue }
+    $dayFiles = @(Get-ChildItem -LiteralPath $Layout.LogDir -Filter "$prefix*.log*" -File -ErrorAction SilentlyContinue)
+    foreach ($file in $dayFiles) {
+        if ($file.LastWriteTime -lt $oldest) {
+            Remove-Item -LiteralPath $file.FullName -Force -ErrorAction SilentlyContinue
+        }
     }
     $log = [pscustomobject]@{ Path = $path }
     Limit-RetroflectDeployLog -Log $log
@@ -221,23 +224,27 @@ function Get-RetroflectInstalledVersion {
 
 function Test-RetroflectReleaseFiles {
     <# Every file SHA256SUMS lists is in -From with that checksum (a damaged download fails before anything changes). #>
-    param([Parameter(Mandatory)][string]$From, [string]$Sums = (Join-Path $From 'SHA256SUMS'), [scriptblock]$Where = { $true })
-    if (-not (Test-Path -LiteralPath $Sums -PathType Leaf)) { throw 'SHA256SUMS is missing beside Install.ps1; unpack the whole archive' }
-    foreach ($line in [System.IO.File]::ReadAllLines($Sums)) {
+    param([Parameter(Mandatory)][string]$From)
+    $sums = Join-Path $From 'SHA256SUMS'
+    if (-not (Test-Path -LiteralPath $sums -PathType Leaf)) {
+        throw 'SHA256SUMS is missing beside Install.ps1; unpack the whole archive'
+    }
+    foreach ($line in [System.IO.File]::ReadAllLines($sums)) {
         if ($line -notmatch '^([0-9a-f]{64})  (.+)$') { continue }
         $name = $Matches[2]
         $want = $Matches[1]
-        if (-not (& $Where $name)) { continue }
         $file = Join-Path $From $name
         if (-not (Test-Path -LiteralPath $file -PathType Leaf)) { throw "$name is missing; unpack the whole archive" }
         $actual = (Get-FileHash -LiteralPath $file -Algorithm SHA256).Hash.ToLowerInvariant()
-        if ($actual -ne $want) { throw "$name is damaged (its SHA-256 does not match SHA256SUMS); download the archive again" }
+        if ($actual -ne $want) {
+            throw "$name is damaged (its SHA-256 does not match SHA256SUMS); download the archive again"
+        }
     }
 }
 
 # What goes to the engine's folder (when the release has it); the module's files go to its version folder.
-$script:EngineFiles = @('retroflect.exe', 'retroflect', 'LICENSE', 'THIRD-PARTY-NOTICES.txt', 'Uninstall.ps1', 'Deployment.ps1',
-    'WinDivert.dll', 'WinDivert64.sys', 'WinDivert-LICENSE.txt')
+$script:EngineFiles = @('retroflect.exe', 'retroflect', 'LICENSE', 'THIRD-PARTY-NOTICES.txt', 'Uninstall.ps1',
+    'Deployment.ps1', 'WinDivert.dll', 'WinDivert64.sys', 'WinDivert-LICENSE.txt')
 
 function Get-RetroflectReleasePlacement {
     <# Each file of the release that is installed: its name in SHA256SUMS, its SHA-256, where it comes from and goes. #>
@@ -249,7 +256,8 @@ function Get-RetroflectReleasePlacement {
         $hash = $Matches[1]
         if ($script:EngineFiles -contains $name) { $target = Join-Path $Layout.VersionDir $name }
         elseif ($name.StartsWith($modulePrefix)) {
-            $target = Join-Path $Layout.ModuleDir ($name.Substring($modulePrefix.Length) -replace '/', [System.IO.Path]::DirectorySeparatorChar)
+            $relative = $name.Substring($modulePrefix.Length) -replace '/', [System.IO.Path]::DirectorySeparatorChar
+            $target = Join-Path $Layout.ModuleDir $relative
         }
         else { continue }
         [pscustomobject]@{ Name = $name; Hash = $hash; Source = (Join-Path $From $name); Target = $target }
@@ -281,7 +289,10 @@ function Copy-RetroflectRelease {
         # Parents made here (the first install) go again on a rollback.
         $missing = @()
         $parent = Split-Path -Parent $dir
-        while ($parent -and -not (Test-Path -LiteralPath $parent)) { $missing += $parent; $parent = Split-Path -Parent $parent }
+        while ($parent -and -not (Test-Path -LiteralPath $parent)) {
+            $missing += $parent
+            $parent = Split-Path -Parent $parent
+        }
         $null = New-Item -ItemType Directory -Path $dir -Force
         $placed.Created += $dir
         $placed.Created += $missing
@@ -344,21 +355,28 @@ function Get-RetroflectDeployHealth {
     param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$From, [string[]]$Address, [string[]]$ShieldPort,
         [switch]$AllowFirewall)
     $exe = Join-Path $Layout.VersionDir $Layout.ExeName
-    if ((Get-RetroflectBootExecutable -Layout $Layout) -ne $exe) { return 'the boot registration does not run this version' }
+    if ((Get-RetroflectBootExecutable -Layout $Layout) -ne $exe) {
+        return 'the boot registration does not run this version'
+    }
     foreach ($file in @(Get-RetroflectReleasePlacement -Layout $Layout -From $From)) {
         if (-not (Test-Path -LiteralPath $file.Target -PathType Leaf)) { return "$($file.Target) is missing" }
-        if ((Get-FileHash -LiteralPath $file.Target -Algorithm SHA256).Hash.ToLowerInvariant() -ne $file.Hash) { return "$($file.Target) differs from the release" }
+        $hash = (Get-FileHash -LiteralPath $file.Target -Algorithm SHA256).Hash.ToLowerInvariant()
+        if ($hash -ne $file.Hash) { return "$($file.Target) differs from the release" }
     }
     if (-not (Test-Path -LiteralPath $Layout.ConfigFile -PathType Leaf)) { return 'there is no config file' }
     if ($Address -or $ShieldPort) {
         # The module's own config update, on a copy: would it change anything?
-        $copy = Join-Path ([System.IO.Path]::GetTempPath()) ('retroflect-config-' + [guid]::NewGuid().ToString('N') + '.json')
+        $name = 'retroflect-config-' + [guid]::NewGuid().ToString('N') + '.json'
+        $copy = Join-Path ([System.IO.Path]::GetTempPath()) $name
         Copy-Item -LiteralPath $Layout.ConfigFile -Destination $copy
-        try { $changes = & (Get-RetroflectDeployModule) { param($p, $a, $s) Update-RetroflectConfigFile -Path $p -Address $a -ShieldPort $s } $copy $Address $ShieldPort }
+        $update = { param($p, $a, $s) Update-RetroflectConfigFile -Path $p -Address $a -ShieldPort $s }
+        try { $changes = & (Get-RetroflectDeployModule) $update $copy $Address $ShieldPort }
         finally { Remove-Item -LiteralPath $copy -Force -ErrorAction SilentlyContinue }
         if ($changes) { return 'the config lacks some of the given addresses or ports' }
     }
-    if ($AllowFirewall -and $Layout.Windows -and $null -eq (Get-RetroflectDeployFirewallRule)) { return 'the firewall rule is missing' }
+    if ($AllowFirewall -and $Layout.Windows -and $null -eq (Get-RetroflectDeployFirewallRule)) {
+        return 'the firewall rule is missing'
+    }
     $deadline = (Get-Date).AddSeconds($script:DeployHealthWaitSeconds)
     do {
         $status = Get-Retroflect -Pipe $Layout.Pipe -ErrorAction SilentlyContinue
@@ -402,13 +420,14 @@ function Get-RetroflectDeployFirewallRule {
     $name = & (Get-RetroflectDeployModule) { $script:FirewallRuleName }
     $rule = Get-NetFirewallRule -Name $name -ErrorAction SilentlyContinue
     if ($null -eq $rule) { return $null }
-    return [pscustomobject]@{ Name = $name; RemoteAddress = @((Get-NetFirewallAddressFilter -AssociatedNetFirewallRule $rule).RemoteAddress) }
+    $filter = Get-NetFirewallAddressFilter -AssociatedNetFirewallRule $rule
+    return [pscustomobject]@{ Name = $name; RemoteAddress = @($filter.RemoteAddress) }
 }
 
 function Register-RetroflectBoot {
     <# The service (Windows) or systemd unit (Linux) for this executable, through the module's Install-Retroflect. #>
-    param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Executable, [string[]]$Address, [string[]]$ShieldPort,
-        [switch]$AllowFirewall)
+    param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Executable, [string[]]$Address,
+        [string[]]$ShieldPort, [switch]$AllowFirewall)
     $params = @{ Path = $Executable; ConfigPath = $Layout.ConfigPath; Confirm = $false }
     if ($Address) { $params.Address = $Address }
     if ($ShieldPort) { $params.ShieldPort = $ShieldPort }
@@ -421,7 +440,9 @@ function Save-RetroflectDeployState {
     <# What Install.ps1 may change, as it is before it starts, for Restore-RetroflectDeployState. #>
     param([Parameter(Mandatory)]$Layout)
     $config = $null
-    if (Test-Path -LiteralPath $Layout.ConfigFile -PathType Leaf) { $config = [System.IO.File]::ReadAllBytes($Layout.ConfigFile) }
+    if (Test-Path -LiteralPath $Layout.ConfigFile -PathType Leaf) {
+        $config = [System.IO.File]::ReadAllBytes($Layout.ConfigFile)
+    }
     $configDirExisted = Test-Path -LiteralPath (Split-Path -Parent $Layout.ConfigFile)
     $firewall = $null
     if ($Layout.Windows) { $firewall = Get-RetroflectDeployFirewallRule }
@@ -451,7 +472,9 @@ function Restore-RetroflectDeployState {
         catch { $script:RollbackFailures += "$($What): $($_.Exception.Message)" }
     }
     $script:RollbackFailures = @()
-    & $try 'stopped the engine this run started' { Stop-RetroflectDeployedEngine -Layout $Layout -Executable $StartedExecutable }
+    & $try 'stopped the engine this run started' {
+        Stop-RetroflectDeployedEngine -Layout $Layout -Executable $StartedExecutable
+    }
     & $try 'boot registration as before' {
         $now = Get-RetroflectBootExecutable -Layout $Layout
         if ($State.BootExecutable -and $now -ne $State.BootExecutable) {
@@ -472,9 +495,11 @@ function Restore-RetroflectDeployState {
             if ($null -eq $State.Firewall -and $null -ne $now) { Remove-NetFirewallRule -Name $name -ErrorAction Stop }
             elseif ($null -ne $State.Firewall -and $null -eq $now) {
                 $cmdlet = $PSCmdlet
-                $null = & (Get-RetroflectDeployModule) { param($c, $a) Set-RetroflectFirewallRule -Cmdlet $c -Address $a } $cmdlet $State.Firewall.RemoteAddress
+                $set = { param($c, $a) Set-RetroflectFirewallRule -Cmdlet $c -Address $a }
+                $null = & (Get-RetroflectDeployModule) $set $cmdlet $State.Firewall.RemoteAddress
             }
-            elseif ($null -ne $State.Firewall -and (@($now.RemoteAddress) -join ',') -ne (@($State.Firewall.RemoteAddress) -join ',')) {
+            elseif ($null -ne $State.Firewall -and
+                (@($now.RemoteAddress) -join ',') -ne (@($State.Firewall.RemoteAddress) -join ',')) {
                 Set-NetFirewallRule -Name $name -RemoteAddress $State.Firewall.RemoteAddress -ErrorAction Stop
             }
         }
@@ -485,7 +510,9 @@ function Restore-RetroflectDeployState {
         elseif (Test-Path -LiteralPath $Layout.ConfigFile) {
             Remove-Item -LiteralPath $Layout.ConfigFile -Force
             $dir = Split-Path -Parent $Layout.ConfigFile
-            if (-not $State.ConfigDirExists -and -not (Get-ChildItem -LiteralPath $dir -Force)) { Remove-Item -LiteralPath $dir -Force }
+            if (-not $State.ConfigDirExists -and -not (Get-ChildItem -LiteralPath $dir -Force)) {
+                Remove-Item -LiteralPath $dir -Force
+            }
         }
     }
     if ($Layout.RuntimeDir -and -not $State.RuntimeExists) {
@@ -493,7 +520,8 @@ function Restore-RetroflectDeployState {
     }
     if ($State.Running -and $State.BootExecutable) {
         & $try "engine $($State.Running.Version) running again" {
-            $null = Start-RetroflectDeployed -Layout $Layout -Executable $State.BootExecutable -ExpectedVersion $State.Running.Version
+            $null = Start-RetroflectDeployed -Layout $Layout -Executable $State.BootExecutable `
+                -ExpectedVersion $State.Running.Version
         }
     }
     return $script:RollbackFailures
@@ -554,21 +582,28 @@ function Start-RetroflectDeployed {
     }
     else {
         $dir = Split-Path -Parent $Layout.Pipe
+        # The engine serves its socket only from a folder of root's with mode 0700.
         if (-not (Test-Path -LiteralPath $dir)) { $null = New-Item -ItemType Directory -Path $dir -Force }
-        $null = Start-Retroflect -Path $Executable -ConfigPath $Layout.ConfigFile -Pipe $Layout.Pipe -TimeoutSeconds $TimeoutSeconds -Confirm:$false
+        & chmod 0700 $dir
+        $null = Start-Retroflect -Path $Executable -ConfigPath $Layout.ConfigFile -Pipe $Layout.Pipe `
+            -TimeoutSeconds $TimeoutSeconds -Confirm:$false
     }
     & $Step 'start'
     $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
     $status = $null
-    # TEST HOOK (see the top of this file): the engine started but the wait ends as if the time were up.
-    if ($env:RETROFLECT_TEST_DEPLOY_FAIL_AFTER -ne 'answer') {
+    # TEST HOOK (see the top of this file), for the install's start only (the one given -Step), never a rollback's:
+    # the engine started but the wait ends as if the time were up.
+    $hooked = $PSBoundParameters.ContainsKey('Step') -and $env:RETROFLECT_TEST_DEPLOY_FAIL_AFTER -eq 'answer'
+    if (-not $hooked) {
         do {
             $status = Get-Retroflect -Pipe $Layout.Pipe -ErrorAction SilentlyContinue
             if ($status -and $status.Version -eq $ExpectedVersion) { return $status }
             Start-Sleep -Milliseconds 250
         } while ((Get-Date) -lt $deadline)
     }
-    if ($status) { throw "the engine answering on pipe '$($Layout.Pipe)' is version $($status.Version), not $ExpectedVersion" }
+    if ($status) {
+        throw "the engine answering on pipe '$($Layout.Pipe)' is version $($status.Version), not $ExpectedVersion"
+    }
     throw "the engine did not answer on pipe '$($Layout.Pipe)' within $TimeoutSeconds s"
 }
 

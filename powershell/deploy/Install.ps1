@@ -49,7 +49,8 @@ changes nothing.
 
 .PARAMETER Root
 Linux only: install under this folder instead of / (image builders and tests). The engine is then started directly
-instead of through systemd, with the config file under the root and the control socket <Root>/run/retroflect/retroflect.sock.
+instead of through systemd, with the config file under the root and the control socket
+<Root>/run/retroflect/retroflect.sock.
 
 .EXAMPLE
 powershell.exe -NoProfile -ExecutionPolicy Bypass -File .\Install.ps1
@@ -109,22 +110,30 @@ try {
     }
     $log = Open-RetroflectDeployLog -Layout $layout -Action 'install'
     Test-RetroflectReleaseFiles -From $PSScriptRoot
-    $newer = @(Get-RetroflectInstalledVersion -Layout $layout | Where-Object { (Compare-RetroflectDeployVersion -A $_.Version -B $Version) -gt 0 })
+    $newer = @(Get-RetroflectInstalledVersion -Layout $layout |
+        Where-Object { (Compare-RetroflectDeployVersion -A $_.Version -B $Version) -gt 0 })
     if ($newer.Count -gt 0 -and -not $AllowDowngrade) {
-        Stop-Install "version $($newer[0].Version) is installed, which is newer; nothing was changed (give -AllowDowngrade to replace it)" $script:DeployExitCode.NewerInstalled
+        $why = "version $($newer[0].Version) is installed, which is newer; nothing was changed (give -AllowDowngrade to replace it)"
+        Stop-Install $why $script:DeployExitCode.NewerInstalled
     }
     Import-RetroflectDeployModule -Manifest (Join-Path $PSScriptRoot "Retroflect/$($Version -replace '[-+].*$', '')/Retroflect.psd1")
-    $unhealthy = Get-RetroflectDeployHealth -Layout $layout -From $PSScriptRoot -Address $Address -ShieldPort $ShieldPort -AllowFirewall:$AllowFirewall
-    if (-not $unhealthy -and $newer.Count -gt 0) { $unhealthy = "version $($newer[0].Version) is to be replaced (-AllowDowngrade)" }
+    $unhealthy = Get-RetroflectDeployHealth -Layout $layout -From $PSScriptRoot -Address $Address -ShieldPort $ShieldPort `
+        -AllowFirewall:$AllowFirewall
+    if (-not $unhealthy -and $newer.Count -gt 0) {
+        $unhealthy = "version $($newer[0].Version) is to be replaced (-AllowDowngrade)"
+    }
     if (-not $unhealthy) {
         $status = Get-Retroflect -Pipe $layout.Pipe
-        Write-RetroflectDeployLog -Log $log -Message "retroflect $Version is installed and running (pid $($status.ProcessId)); nothing to do"
+        Write-RetroflectDeployLog -Log $log `
+            -Message "retroflect $Version is installed and running (pid $($status.ProcessId)); nothing to do"
         Write-Output "retroflect $Version installed and running (pid $($status.ProcessId))."
         exit $script:DeployExitCode.Success
     }
-    $previous = Get-RetroflectInstalledVersion -Layout $layout | Where-Object { $_.Version -ne $Version } | Select-Object -First 1
+    $previous = Get-RetroflectInstalledVersion -Layout $layout | Where-Object { $_.Version -ne $Version } |
+        Select-Object -First 1
     $before = Save-RetroflectDeployState -Layout $layout
-    Write-RetroflectDeployLog -Log $log -Message ("installing {0} ({1}); parameters: {2}; previous: {3}; engine running: {4}" -f $Version, $unhealthy,
+    Write-RetroflectDeployLog -Log $log -Message ("installing {0} ({1}); parameters: {2}; previous: {3}; engine running: {4}" -f
+        $Version, $unhealthy,
         ((ConvertTo-RetroflectDeployArgument -Bound $PSBoundParameters) -join ' '),
         $(if ($previous) { $previous.Version } else { 'none' }),
         $(if ($before.Running) { "$($before.Running.Version) pid $($before.Running.ProcessId)" } else { 'no' }))
@@ -146,7 +155,8 @@ try {
     }
     Complete-Step 'stop'
     $placed = Copy-RetroflectRelease -Layout $layout -From $PSScriptRoot
-    Write-RetroflectDeployLog -Log $log -Message "copied $($placed.Executable) and $($placed.ModuleDir) ($($placed.Unblocked) files unblocked)"
+    Write-RetroflectDeployLog -Log $log `
+        -Message "copied $($placed.Executable) and $($placed.ModuleDir) ($($placed.Unblocked) files unblocked)"
     Complete-Step 'copy'
     $null = Register-RetroflectBoot -Layout $layout -Executable $placed.Executable -Address $Address -ShieldPort $ShieldPort
     Write-RetroflectDeployLog -Log $log -Message "registered the boot start of $($placed.Executable)"
@@ -156,17 +166,21 @@ try {
             $null = Register-RetroflectBoot -Layout $layout -Executable $placed.Executable -AllowFirewall
             Write-RetroflectDeployLog -Log $log -Message 'firewall rule in place'
         }
-        else { Write-RetroflectDeployLog -Log $log -Message '-AllowFirewall is for Windows Defender Firewall; the Linux engine sets its own rules' }
+        else {
+            Write-RetroflectDeployLog -Log $log -Message '-AllowFirewall is for Windows Defender Firewall; the Linux engine sets its own rules'
+        }
     }
     Complete-Step 'firewall'
     $started = @($placed.Executable)
-    $status = Start-RetroflectDeployed -Layout $layout -Executable $placed.Executable -ExpectedVersion $Version -Step { param($s) Complete-Step $s }
+    $status = Start-RetroflectDeployed -Layout $layout -Executable $placed.Executable -ExpectedVersion $Version `
+        -Step { param($s) Complete-Step $s }
     Write-RetroflectDeployLog -Log $log -Message "engine $($status.Version) running, pid $($status.ProcessId)"
 }
 catch {
     $why = $_.Exception.Message
     Write-RetroflectDeployLog -Log $log -Message "install failed: $why; rolling back"
-    $failures = @(Restore-RetroflectDeployState -Layout $layout -State $before -Placed $placed -StartedExecutable $started -Log $log)
+    $failures = @(Restore-RetroflectDeployState -Layout $layout -State $before -Placed $placed -StartedExecutable $started `
+        -Log $log)
     if ($failures.Count -gt 0) { $why = "$why; the rollback failed too: $($failures -join '; ')" }
     elseif ($before.Running) { $why = "$why (rolled back to $($before.Running.Version), which is running again)" }
     else { $why = "$why (rolled back: everything is as before)" }
@@ -176,8 +190,10 @@ catch {
 Complete-RetroflectRelease -Placed $placed
 $pending = Remove-RetroflectOldVersion -Layout $layout -Keep $Version -IncludeNewer:$AllowDowngrade -Log $log
 if ($pending) {
-    Write-RetroflectDeployLog -Log $log -Message "installed; a reboot completes the removal (exit $($script:DeployExitCode.RebootPending))"
-    Write-Output "retroflect $Version installed and running (pid $($status.ProcessId)); a reboot removes the files of the old version still in use."
+    Write-RetroflectDeployLog -Log $log `
+        -Message "installed; a reboot completes the removal (exit $($script:DeployExitCode.RebootPending))"
+    Write-Output ("retroflect $Version installed and running (pid $($status.ProcessId)); " +
+        'a reboot removes the files of the old version still in use.')
     exit $script:DeployExitCode.RebootPending
 }
 Write-RetroflectDeployLog -Log $log -Message 'installed (exit 0)'

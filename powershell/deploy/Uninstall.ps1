@@ -58,7 +58,8 @@ try {
         throw 'this needs an elevated session (Administrator on Windows, root on Linux)'
     }
     $log = Open-RetroflectDeployLog -Layout $layout -Action 'uninstall'
-    Write-RetroflectDeployLog -Log $log -Message ('uninstalling; parameters: {0}' -f ((ConvertTo-RetroflectDeployArgument -Bound $PSBoundParameters) -join ' '))
+    $forwarded = (ConvertTo-RetroflectDeployArgument -Bound $PSBoundParameters) -join ' '
+    Write-RetroflectDeployLog -Log $log -Message "uninstalling; parameters: $forwarded"
     # The module of the newest installed version (or the one beside this script) stops the engine and removes the
     # service or unit; with neither there is nothing of ours running.
     $installed = @(Get-RetroflectInstalledVersion -Layout $layout)
@@ -73,7 +74,9 @@ try {
         # folder that is gone: importing over it re-reads its format file there and fails.
         Remove-Module Retroflect -ErrorAction SilentlyContinue
         Import-Module $manifest -Force
-        if (Get-Retroflect -Pipe $layout.Pipe -ErrorAction SilentlyContinue) { Stop-Retroflect -Pipe $layout.Pipe -Confirm:$false }
+        if (Get-Retroflect -Pipe $layout.Pipe -ErrorAction SilentlyContinue) {
+            Stop-Retroflect -Pipe $layout.Pipe -Confirm:$false
+        }
         $params = @{ ConfigPath = $layout.ConfigPath; Confirm = $false }
         if (-not $layout.Windows) { $params.Root = $layout.Root }
         Uninstall-Retroflect @params
@@ -89,7 +92,8 @@ try {
             Write-RetroflectDeployLog -Log $log -Message "removed $dir"
         }
         catch {
-            Write-RetroflectDeployLog -Log $log -Message "in use, removed at the next reboot: $dir ($($_.Exception.Message))"
+            $why = $_.Exception.Message
+            Write-RetroflectDeployLog -Log $log -Message "in use, removed at the next reboot: $dir ($why)"
             if (-not $layout.Windows) { throw }
             Register-RetroflectDeleteAtReboot -Path $dir
             $pending = $true
@@ -100,7 +104,9 @@ try {
     $isDeployLog = { param($item) -not $item.PSIsContainer -and $item.Name -like 'retroflect-*.log*' }
     if ($layout.Windows) {
         if (Test-Path -LiteralPath $layout.DataDir) {
-            foreach ($item in (Get-ChildItem -LiteralPath $layout.DataDir -Force -Recurse | Sort-Object { $_.FullName.Length } -Descending)) {
+            $items = Get-ChildItem -LiteralPath $layout.DataDir -Force -Recurse |
+                Sort-Object { $_.FullName.Length } -Descending
+            foreach ($item in $items) {
                 if (-not $RemoveConfig -and $item.FullName -eq $layout.ConfigFile) { continue }
                 if (& $isDeployLog $item) { continue }
                 if ($item.PSIsContainer -and (Get-ChildItem -LiteralPath $item.FullName -Force)) { continue }
@@ -111,16 +117,22 @@ try {
     else {
         if (Test-Path -LiteralPath $layout.DataDir) { Remove-Item -LiteralPath $layout.DataDir -Recurse -Force }
         $configDir = Split-Path -Parent $layout.ConfigFile
-        if ($RemoveConfig -and (Test-Path -LiteralPath $configDir)) { Remove-Item -LiteralPath $configDir -Recurse -Force }
+        if ($RemoveConfig -and (Test-Path -LiteralPath $configDir)) {
+            Remove-Item -LiteralPath $configDir -Recurse -Force
+        }
     }
 }
 catch {
-    if ($log) { Write-RetroflectDeployLog -Log $log -Message "FAILED (exit $($script:DeployExitCode.Failed)): $($_.Exception.Message)" }
+    if ($log) {
+        $why = $_.Exception.Message
+        Write-RetroflectDeployLog -Log $log -Message "FAILED (exit $($script:DeployExitCode.Failed)): $why"
+    }
     [Console]::Error.WriteLine("retroflect was not fully removed: $($_.Exception.Message)")
     exit $script:DeployExitCode.Failed
 }
 if ($pending) {
-    Write-RetroflectDeployLog -Log $log -Message "removed; a reboot completes it (exit $($script:DeployExitCode.RebootPending))"
+    Write-RetroflectDeployLog -Log $log `
+        -Message "removed; a reboot completes it (exit $($script:DeployExitCode.RebootPending))"
     Write-Output 'retroflect removed; files still in use go at the next reboot.'
     exit $script:DeployExitCode.RebootPending
 }

@@ -75,14 +75,15 @@ describe('Linux release archive: install, detect, upgrade, rollback, uninstall',
   /** pwsh inside the namespace (the engine it starts changes routes and devices there only). */
   const ps = (args: string[], cwd?: string) =>
     topo.a.run('env', [`PSModulePath=${join(root, 'usr/local/share/powershell/Modules')}`, pwsh.path, '-NoProfile', '-NonInteractive', ...args], { timeoutMs: 180_000, ...(cwd ? {} : {}) });
-  const script = (folder: string, name: string, extra: string[] = []) => ps(['-File', join(folder, name), '-Root', root, '-Pipe', pipe, ...extra]);
+  const script = (folder: string, name: string, extra: string[] = []) => ps(['-File', join(folder, name), '-Root', root, ...extra]);
 
   before(async () => {
     topo = await createTopology('rel');
     dir = privateDir('rel');
     root = join(dir, 'root');
     mkdirSync(root);
-    pipe = join(dir, 'engine.sock');
+    // Where Install.ps1 -Root starts the engine (the scripts take no -Pipe).
+    pipe = join(root, 'run/retroflect/retroflect.sock');
     const out1 = join(dir, 'out1');
     await packageInto(out1, ['--no-build', '--only', 'linux']);
     mkdirSync(v1());
@@ -125,7 +126,7 @@ describe('Linux release archive: install, detect, upgrade, rollback, uninstall',
     assert.match(r.stdout, new RegExp(`retroflect ${VERSION.replaceAll('.', '\\.')} installed and running`));
     assert.ok(existsSync(join(root, `opt/retroflect/${VERSION}/retroflect`)));
     assert.ok(existsSync(join(root, `usr/local/share/powershell/Modules/Retroflect/${MODULE_VERSION}/Retroflect.psd1`)));
-    assert.equal(readdirSync(join(root, 'var/log/retroflect')).filter((f) => f.startsWith('install-')).length, 1, 'one install log');
+    assert.equal(readdirSync(join(root, 'var/log/retroflect')).filter((f) => f.startsWith('retroflect-install-')).length, 1, 'one install log (a day file)');
 
     const byName = await ps(['-Command', `Import-Module Retroflect -ErrorAction Stop; $s = Get-Retroflect -Pipe '${pipe}' -ErrorAction Stop; '{0}|{1}|{2}' -f (Get-Module Retroflect).Version, $s.Version, ($s.ReflectAddresses -join ',')`]);
     assert.equal(byName.code, 0, byName.stderr);
@@ -148,6 +149,20 @@ describe('Linux release archive: install, detect, upgrade, rollback, uninstall',
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim().split('\n').length, 1);
     assert.match(r.stdout, new RegExp(`^retroflect ${VERSION.replaceAll('.', '\\.')} installed and running \\(pid \\d+\\)`));
+  });
+
+  test('Install.ps1 again with this version healthy changes nothing: same engine, one log line', async () => {
+    const pidOf = async () => (await ps(['-Command', `Import-Module Retroflect; (Get-Retroflect -Pipe '${pipe}').ProcessId`])).stdout.trim();
+    const logFile = join(root, 'var/log/retroflect', readdirSync(join(root, 'var/log/retroflect')).find((f) => f.startsWith('retroflect-install-'))!);
+    const before = { pid: await pidOf(), lines: readFileSync(logFile, 'utf8').trim().split('\n').length, config: readFileSync(join(root, 'etc/retroflect/config.json'), 'utf8') };
+    const r = await script(v1(), 'Install.ps1', ['-ShieldPort', '9090/tcp']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(r.stdout.trim(), `retroflect ${VERSION} installed and running (pid ${before.pid}).`);
+    assert.equal(await pidOf(), before.pid, 'the engine was not restarted');
+    const lines = readFileSync(logFile, 'utf8').trim().split('\n');
+    assert.equal(lines.length, before.lines + 1);
+    assert.match(lines.at(-1)!, /nothing to do$/);
+    assert.equal(readFileSync(join(root, 'etc/retroflect/config.json'), 'utf8'), before.config);
   });
 
   test('an upgrade to another version keeps the config, runs the new engine and removes the old files', async () => {
@@ -200,13 +215,15 @@ describe('Linux release archive: install, detect, upgrade, rollback, uninstall',
     assert.equal((await script(v2, 'Detect.ps1')).code, 0);
   });
 
-  test('Uninstall.ps1 leaves only the config; a second run changes nothing', async () => {
+  test('Uninstall.ps1 leaves only the config and the deploy logs; a second run changes nothing', async () => {
     const v2 = join(dir, 'v2');
     const r = await script(v2, 'Uninstall.ps1');
     assert.equal(r.code, 0, r.stderr);
-    for (const gone of ['opt/retroflect', 'usr/local/share/powershell/Modules/Retroflect', 'var/lib/retroflect', 'var/log/retroflect', 'etc/systemd/system/retroflect.service']) {
+    for (const gone of ['opt/retroflect', 'usr/local/share/powershell/Modules/Retroflect', 'var/lib/retroflect', 'etc/systemd/system/retroflect.service']) {
       assert.ok(!existsSync(join(root, gone)), `${gone} left behind`);
     }
+    const logs = readdirSync(join(root, 'var/log/retroflect')).sort();
+    assert.ok(logs.length === 2 && logs[0].startsWith('retroflect-install-') && logs[1].startsWith('retroflect-uninstall-'), `deploy logs: ${logs.join(', ')}`);
     assert.ok(existsSync(join(root, 'etc/retroflect/config.json')), 'the config stays');
     assert.equal((await script(v2, 'Detect.ps1')).code, 1);
     // Nothing of the engine's left in the namespace either: no TUN device, no nft table.

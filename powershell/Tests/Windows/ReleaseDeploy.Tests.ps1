@@ -30,10 +30,28 @@ BeforeAll {
     $script:SourceKey = 'HKLM:\SYSTEM\CurrentControlSet\Services\EventLog\Application\Retroflect'
     $script:RealWindir = $env:WINDIR
     $sc = Join-Path ([Environment]::GetFolderPath('System')) 'sc.exe'
-    if (Get-Service Retroflect -ErrorAction SilentlyContinue) { & $sc stop Retroflect; Start-Sleep 3; & $sc delete Retroflect }
-    foreach ($dir in @($script:AppDir, $script:ModuleRoot, $script:DataDir)) { Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction SilentlyContinue }
+    if (Get-Service Retroflect -ErrorAction SilentlyContinue) {
+        & $sc stop Retroflect
+        Start-Sleep 3
+        & $sc delete Retroflect
+    }
+    foreach ($dir in @($script:AppDir, $script:ModuleRoot, $script:DataDir)) {
+        Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction SilentlyContinue
+    }
+    $script:SessionManager = 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager'
+    $script:Manifest = Join-Path $script:Release "Retroflect\$($script:Version -replace '[-+].*$', '')\Retroflect.psd1"
     # The release's module, for Get-Retroflect here (Install.ps1 imports it again itself).
-    Import-Module (Join-Path $script:Release "Retroflect\$($script:Version -replace '[-+].*$', '')\Retroflect.psd1") -Force
+    Import-Module $script:Manifest -Force
+
+    # An installed version folder pair that is not this release's (no engine runs from it).
+    function New-OtherVersion([string]$Version) {
+        $dirs = @((Join-Path $script:AppDir $Version), (Join-Path $script:ModuleRoot $Version))
+        foreach ($dir in $dirs) { $null = New-Item -ItemType Directory -Path $dir -Force }
+        $licence = Join-Path $script:Release 'LICENSE'
+        Copy-Item -LiteralPath $licence -Destination (Join-Path $dirs[0] 'retroflect.exe')
+        Copy-Item -LiteralPath $licence -Destination (Join-Path $dirs[1] 'Retroflect.psd1')
+        return $dirs
+    }
 
     function Invoke-Install([hashtable]$Parameters = @{}) {
         $global:LASTEXITCODE = $null
@@ -67,7 +85,9 @@ BeforeAll {
                 if ($f.FullName.StartsWith($script:LogDir)) { continue }
                 if ($f.PSIsContainer) { "$($f.FullName)\"; continue }
                 $line = '{0} {1}' -f $f.FullName, $f.Length
-                if ($f.Length -lt 65536 -and $f.Name -ne 'retroflect.token') { $line += ' ' + (Get-FileHash -LiteralPath $f.FullName).Hash }
+                if ($f.Length -lt 65536 -and $f.Name -ne 'retroflect.token') {
+                    $line += ' ' + (Get-FileHash -LiteralPath $f.FullName).Hash
+                }
                 $line
             }
         }
@@ -79,7 +99,9 @@ BeforeAll {
         $rule = Get-NetFirewallRule -Name 'Retroflect-Reflected-In' -ErrorAction SilentlyContinue
         $engine = 'none'
         $status = Get-Retroflect -ErrorAction SilentlyContinue
-        if ($status) { $engine = '{0} as {1} from {2}' -f $status.Version, $status.RunsAs, (Get-Process -Id $status.ProcessId).Path }
+        if ($status) {
+            $engine = '{0} as {1} from {2}' -f $status.Version, $status.RunsAs, (Get-Process -Id $status.ProcessId).Path
+        }
         [pscustomobject]@{
             Files       = @($files)
             Service     = $service
@@ -93,7 +115,9 @@ BeforeAll {
 AfterAll {
     $env:WINDIR = $script:RealWindir
     Remove-Item Env:RETROFLECT_TEST_DEPLOY_AS_32BIT, Env:RETROFLECT_TEST_DEPLOY_FAIL_AFTER -ErrorAction SilentlyContinue
-    if (Get-Command Stop-Retroflect -ErrorAction SilentlyContinue) { Stop-Retroflect -Confirm:$false -ErrorAction SilentlyContinue }
+    if (Get-Command Stop-Retroflect -ErrorAction SilentlyContinue) {
+        Stop-Retroflect -Confirm:$false -ErrorAction SilentlyContinue
+    }
     Remove-Module ScheduledTasks, NetSecurity -ErrorAction SilentlyContinue
 }
 
@@ -101,14 +125,13 @@ Describe 'Install.ps1 from a 32-bit host (stand-in): relaunched in the 64-bit ho
     It 'hands back exit code 3010 and the success line, and the 64-bit run binds every forwarded switch' {
         # An old version whose engine file is in use (held open here without delete sharing): its removal waits
         # for the next reboot, which is what 3010 says.
-        foreach ($dir in @((Join-Path $script:AppDir '0.0.1'), (Join-Path $script:ModuleRoot '0.0.1'))) { $null = New-Item -ItemType Directory -Path $dir -Force }
-        Copy-Item -LiteralPath (Join-Path $script:Release 'LICENSE') -Destination (Join-Path $script:AppDir '0.0.1\retroflect.exe')
-        Copy-Item -LiteralPath (Join-Path $script:Release 'LICENSE') -Destination (Join-Path $script:ModuleRoot '0.0.1\Retroflect.psd1')
+        $old = New-OtherVersion '0.0.1'
         $held = [System.IO.File]::Open((Join-Path $script:AppDir '0.0.1\retroflect.exe'), 'Open', 'Read', 'Read')
         try {
             $env:RETROFLECT_TEST_DEPLOY_AS_32BIT = '1'
             $env:WINDIR = $env:RETROFLECT_TEST_FAKE_WINDIR
-            $r = Invoke-Install @{ Address = '203.0.113.77'; AllowFirewall = $true; AllowDowngrade = $true; Verbose = $true }
+            $parameters = @{ Address = '203.0.113.77'; AllowFirewall = $true; AllowDowngrade = $true; Verbose = $true }
+            $r = Invoke-Install $parameters
         }
         finally {
             $env:WINDIR = $script:RealWindir
@@ -116,23 +139,27 @@ Describe 'Install.ps1 from a 32-bit host (stand-in): relaunched in the 64-bit ho
             $held.Dispose()
         }
         $r.Code | Should -Be 3010 -Because ($r.Output -join "`n")
-        $r.Output | Should -Contain ("retroflect $($script:Version) installed and running (pid $((Get-Retroflect).ProcessId)); a reboot removes the files of the old version still in use.")
+        $enginePid = (Get-Retroflect).ProcessId
+        $r.Output | Should -Contain ("retroflect $($script:Version) installed and running (pid $enginePid); " +
+            'a reboot removes the files of the old version still in use.')
         # -Verbose bound in the 64-bit run: its verbose stream is in the output handed back.
-        @($r.Output | Where-Object { $_ -match '^VERBOSE: .*registered the boot start' }).Count | Should -Be 1
+        @($r.Output | Where-Object { $_ -match 'VERBOSE: .*registered the boot start' }).Count | Should -Be 1
         # The 64-bit run's log names what it bound, and did what -AllowFirewall asks.
         $log = Get-TodayLog
-        @($log | Where-Object { $_ -match "installing $([regex]::Escape($script:Version)) .*parameters: -Address 203\.0\.113\.77 -AllowDowngrade -AllowFirewall -Verbose;" }).Count | Should -Be 1
+        $bound = 'parameters: -Address 203\.0\.113\.77 -AllowDowngrade -AllowFirewall -Verbose;'
+        $installing = "installing $([regex]::Escape($script:Version)) .*$bound"
+        @($log | Where-Object { $_ -match $installing }).Count | Should -Be 1
         @($log | Where-Object { $_ -match 'firewall rule in place' }).Count | Should -Be 1
         $log[-1] | Should -Match 'exit 3010'
         # The old version waits for the reboot (the session manager's list); the new one runs from Program Files.
-        $pending = (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name PendingFileRenameOperations).PendingFileRenameOperations
+        $pending = (Get-ItemProperty -LiteralPath $script:SessionManager).PendingFileRenameOperations
         if ($pending -is [byte[]]) { $pending = [System.Text.Encoding]::Unicode.GetString($pending) -split "`0" }
         @($pending | Where-Object { $_ -like '*Retroflect\0.0.1*' }).Count | Should -BeGreaterThan 0
         (Get-Retroflect).Version | Should -Be $script:Version
         (Get-Service Retroflect).Status | Should -Be 'Running'
         # What the reboot would do, so the next tests start from a plain install.
-        Remove-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name PendingFileRenameOperations
-        foreach ($dir in @((Join-Path $script:AppDir '0.0.1'), (Join-Path $script:ModuleRoot '0.0.1'))) { Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction SilentlyContinue }
+        Remove-ItemProperty -LiteralPath $script:SessionManager -Name PendingFileRenameOperations
+        foreach ($dir in $old) { Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction SilentlyContinue }
     }
 }
 
@@ -150,15 +177,12 @@ Describe 'Install.ps1 again, and a downgrade' {
         $log.Count | Should -Be ($lines + 1)
         $log[-1] | Should -Match 'is installed and running .*; nothing to do$'
     }
-    It 'refuses a downgrade with exit 1638 and changes nothing; -AllowDowngrade installs and removes the newer version' {
-        $newer = @((Join-Path $script:AppDir '99.0.0'), (Join-Path $script:ModuleRoot '99.0.0'))
-        foreach ($dir in $newer) { $null = New-Item -ItemType Directory -Path $dir -Force }
-        Copy-Item -LiteralPath (Join-Path $script:Release 'LICENSE') -Destination (Join-Path $newer[0] 'retroflect.exe')
-        Copy-Item -LiteralPath (Join-Path $script:Release 'LICENSE') -Destination (Join-Path $newer[1] 'Retroflect.psd1')
+    It 'refuses a downgrade with exit 1638, changing nothing; -AllowDowngrade installs and removes the newer version' {
+        $newer = New-OtherVersion '99.0.0'
         $before = Get-HostState
         $r = Invoke-Install
         $r.Code | Should -Be 1638
-        (Get-TodayLog)[-1] | Should -Match 'FAILED \(exit 1638\): version 99\.0\.0 is installed, which is newer; nothing was changed'
+        (Get-TodayLog)[-1] | Should -Match 'FAILED \(exit 1638\): version 99\.0\.0 is installed, which is newer; nothing was'
         Get-HostState | Should -Be $before
 
         $r = Invoke-Install @{ AllowDowngrade = $true }
@@ -168,13 +192,19 @@ Describe 'Install.ps1 again, and a downgrade' {
     }
 }
 
+BeforeDiscovery {
+    # Install.ps1's steps (Get-RetroflectDeployStep in Deployment.ps1; the test below checks the two lists agree).
+    $steps = @('stop', 'copy', 'register', 'firewall', 'start', 'answer')
+}
+
 Describe 'A failure after each step is rolled back: the host is exactly as before' {
     BeforeAll {
-        $script:Steps = @('stop', 'copy', 'register', 'firewall', 'start', 'answer')
+        . (Join-Path $script:Release 'Deployment.ps1')
+        @(Get-RetroflectDeployStep) | Should -Be @('stop', 'copy', 'register', 'firewall', 'start', 'answer')
     }
     AfterEach { Remove-Item Env:RETROFLECT_TEST_DEPLOY_FAIL_AFTER -ErrorAction SilentlyContinue }
 
-    It 'from an installed, running engine: failing after <_> restores everything and the engine runs again' -ForEach @('stop', 'copy', 'register', 'firewall', 'start', 'answer') {
+    It 'from an installed, running engine: failing after <_> restores all, and the engine runs again' -ForEach $steps {
         $before = Get-HostState
         $before | Should -Match '"Engine": "[^"]+ as Service from'
         $env:RETROFLECT_TEST_DEPLOY_FAIL_AFTER = $_
@@ -184,7 +214,9 @@ Describe 'A failure after each step is rolled back: the host is exactly as befor
         # The reason goes to stderr (the console, not a stream) and to the log.
         $message = (Get-TodayLog)[-1]
         $message | Should -Match 'FAILED \(exit 1\)'
-        if ($_ -eq 'answer') { $message | Should -Match 'the engine did not answer on pipe ''retroflect'' within \d+ s' }
+        if ($_ -eq 'answer') {
+            $message | Should -Match 'the engine did not answer on pipe ''retroflect'' within \d+ s'
+        }
         else { $message | Should -Match "test hook: failing after step '$_'" }
         $message | Should -Match "rolled back to $([regex]::Escape($script:Version)), which is running again"
         $null = Wait-Answer
@@ -192,14 +224,15 @@ Describe 'A failure after each step is rolled back: the host is exactly as befor
         Get-ChildItem -LiteralPath $script:AppDir, $script:ModuleRoot -Filter '*.previous-*' | Should -BeNullOrEmpty
     }
 
-    It 'from a host with nothing installed but a config.json: failing after <_> leaves no service, files, rule or engine' -ForEach @('stop', 'copy', 'register', 'firewall', 'start', 'answer') {
+    It 'from a host with nothing installed but a config.json: failing after <_> leaves nothing behind' -ForEach $steps {
         if (Get-Service Retroflect -ErrorAction SilentlyContinue) {
             # Uninstall.ps1 of the installed version, to reach the starting point.
             $null = & (Join-Path $script:Release 'Uninstall.ps1')
             $LASTEXITCODE | Should -Be 0
-            Import-Module (Join-Path $script:Release "Retroflect\$($script:Version -replace '[-+].*$', '')\Retroflect.psd1") -Force
+            Import-Module $script:Manifest -Force
         }
-        [System.IO.File]::WriteAllText($script:Config, '{"schemaVersion":1,"reflectAddresses":["203.0.113.77"],"shieldPorts":[]}')
+        $seeded = '{"schemaVersion":1,"reflectAddresses":["203.0.113.77"],"shieldPorts":[]}'
+        [System.IO.File]::WriteAllText($script:Config, $seeded)
         $before = Get-HostState
         $before | Should -Match '"Engine": "none"'
         $before | Should -Match '"Service": "none"'
@@ -214,7 +247,7 @@ Describe 'A failure after each step is rolled back: the host is exactly as befor
 }
 
 Describe 'Uninstall.ps1 logs too, where Intune collects it' {
-    It 'writes its day log to the Intune Management Extension''s log folder when the device has one, and keeps the deploy logs' {
+    It 'writes its day log to the Intune Management Extension''s log folder when there is one; keeps the deploy logs' {
         $ime = Join-Path $env:ProgramData 'Microsoft\IntuneManagementExtension\Logs'
         $null = New-Item -ItemType Directory -Path $ime -Force
         try {
@@ -223,9 +256,12 @@ Describe 'Uninstall.ps1 logs too, where Intune collects it' {
             $log = Join-Path $ime ('retroflect-uninstall-{0}.log' -f (Get-Date -Format 'yyyyMMdd'))
             (Get-Content -LiteralPath $log)[-1] | Should -Match 'removed \(exit 0\)$'
             Test-Path -LiteralPath $script:Config | Should -BeFalse
-            @(Get-ChildItem -LiteralPath $script:LogDir -Name) | Should -Contain ('retroflect-install-{0}.log' -f (Get-Date -Format 'yyyyMMdd'))
+            $installLog = 'retroflect-install-{0}.log' -f (Get-Date -Format 'yyyyMMdd')
+            @(Get-ChildItem -LiteralPath $script:LogDir -Name) | Should -Contain $installLog
             Test-Path -LiteralPath $script:AppDir | Should -BeFalse
         }
-        finally { Remove-Item -LiteralPath (Join-Path $env:ProgramData 'Microsoft\IntuneManagementExtension') -Recurse -Force }
+        finally {
+            Remove-Item -LiteralPath (Join-Path $env:ProgramData 'Microsoft\IntuneManagementExtension') -Recurse -Force
+        }
     }
 }
