@@ -47,7 +47,9 @@ export const TIERS = {
   },
   pwsh: {
     needs: 'pwsh 7 and Pester (scripts/install-pwsh.sh), and root for the engine they drive',
-    paths: ['doctor/doctor-pester.test.ts', 'powershell/', 'release/deploy-scripts.test.ts', 'service/systemd-unit.test.ts'],
+    paths: [
+      'doctor/doctor-pester.test.ts', 'powershell/', 'release/deploy-scripts.test.ts', 'service/systemd-unit.test.ts',
+    ],
   },
   wine: {
     needs: 'Wine, the Windows node.exe and `npm run build -- --windows` (test/wine/setup.ts); some also pwsh',

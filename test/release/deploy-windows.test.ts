@@ -12,7 +12,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, test } from 'node:test';
@@ -58,7 +60,10 @@ function fakeWindir(work: string): string {
   return windir;
 }
 
-test('Install.ps1 / Uninstall.ps1 of the Windows release: 32-bit relaunch, no-op rerun, downgrade, rollback after each step (Pester under Wine)', { skip, timeout: 1_500_000 }, async () => {
+const TITLE = 'Install.ps1 / Uninstall.ps1 of the Windows release: 32-bit relaunch, no-op rerun, downgrade, '
+  + 'rollback after each step (Pester under Wine)';
+
+test(TITLE, { skip, timeout: 1_500_000 }, async () => {
   ensurePwshServicePrefix(PREFIX);
   endPwshServicePrefix(PREFIX);
   const work = join(WINPWSH_DIR, `release-run-${process.pid}`);
@@ -69,15 +74,17 @@ test('Install.ps1 / Uninstall.ps1 of the Windows release: 32-bit relaunch, no-op
   writeFileSync(join(windivertDir, 'WinDivert64.sys'), ''); // the module checks the driver file is there
   writeFileSync(join(windivertDir, 'LICENSE'), 'WinDivert TEST DOUBLE (native/), not the real driver\n');
   const releaseDir = join(work, 'release');
-  const pkg = await execFileAsync(process.execPath, [join(ROOT, 'scripts', 'package.mjs'), '--no-build', '--only', 'windows',
-    '--out-dir', releaseDir, '--windivert', windivertDir], { cwd: ROOT });
+  const packageArgs = ['--no-build', '--only', 'windows', '--out-dir', releaseDir, '--windivert', windivertDir];
+  const packageScript = join(ROOT, 'scripts', 'package.mjs');
+  const pkg = await execFileAsync(process.execPath, [packageScript, ...packageArgs], { cwd: ROOT });
   const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
   const releaseZip = join(releaseDir, `retroflect-${version}-win-x64.zip`);
   assert.ok(existsSync(releaseZip), `package.mjs made no ${releaseZip}:\n${pkg.stdout}${pkg.stderr}`);
 
   const resultsFile = join(work, 'results.json');
   try {
-    const r = await runWindowsPwsh(['-NoProfile', '-NonInteractive', '-File', winPath(join(TESTS_DIR, 'Invoke-WindowsTests.ps1'))], {
+    const runner = winPath(join(TESTS_DIR, 'Invoke-WindowsTests.ps1'));
+    const r = await runWindowsPwsh(['-NoProfile', '-NonInteractive', '-File', runner], {
       tag: `release-pester-${process.pid}`,
       timeoutMs: 1_400_000,
       env: {
@@ -96,7 +103,8 @@ test('Install.ps1 / Uninstall.ps1 of the Windows release: 32-bit relaunch, no-op
     const output = `exit ${r.code}\n--- stdout\n${r.stdout.slice(-8000)}\n--- stderr\n${r.stderr.slice(-3000)}`;
     assert.ok(existsSync(resultsFile), `the Pester runner wrote no results:\n${output}`);
     const results = JSON.parse(readFileSync(resultsFile, 'utf8')) as PesterResults;
-    const failures = [...results.containers, ...results.tests].filter((t) => t.result === 'Failed').map((t) => `${t.name}: ${t.error}`);
+    const failed = [...results.containers, ...results.tests].filter((t) => t.result === 'Failed');
+    const failures = failed.map((t) => `${t.name}: ${t.error}`);
     assert.deepEqual(failures, [], `Pester failures:\n${failures.join('\n\n')}\n${output}`);
     assert.equal(r.code, 0, output);
     const ran = results.containers.map((c) => c.name.split(/[\\/]/).pop()).sort();

@@ -62,7 +62,8 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         $status.ConfigPath | Should -Be (Join-Path $script:DataDir 'config.json')
         @($status.ReflectAddresses | ForEach-Object { $_.ToString() }) | Should -Be @('203.0.113.77', '203.0.113.78')
         $script:EnginePid = $status.ProcessId
-        @(Get-ChildItem -LiteralPath (Join-Path $script:DataDir 'logs') -Filter 'retroflect-install-*.log').Count | Should -Be 1
+        $logs = Join-Path $script:DataDir 'logs'
+        @(Get-ChildItem -LiteralPath $logs -Filter 'retroflect-install-*.log').Count | Should -Be 1
     }
     It 'Detect.ps1 then exits 0 with one line naming the version and the engine''s pid' {
         $r = Invoke-ReleaseScript 'Detect.ps1'
@@ -77,15 +78,16 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         $r = Invoke-ReleaseScript 'Install.ps1'
         $r.Code | Should -Be 0
         Get-Content -LiteralPath (Join-Path $script:DataDir 'config.json') -Raw | Should -Be $config
-        (Get-FileHash -LiteralPath (Join-Path $moduleDir 'Retroflect.psm1')).Hash |
-            Should -Be (Get-FileHash -LiteralPath (Join-Path $script:Release "Retroflect\$($script:Version -replace '[-+].*$', '')\Retroflect.psm1")).Hash
+        $shipped = Join-Path $script:Release "Retroflect\$($script:Version -replace '[-+].*$', '')\Retroflect.psm1"
+        $repaired = (Get-FileHash -LiteralPath (Join-Path $moduleDir 'Retroflect.psm1')).Hash
+        $repaired | Should -Be (Get-FileHash -LiteralPath $shipped).Hash
         $status = Get-Retroflect
         $status.Version | Should -Be $script:Version
         $status.ProcessId | Should -Not -Be $script:EnginePid
         $script:EnginePid = $status.ProcessId
         @(Get-ChildItem -LiteralPath $script:AppDir -Name) | Should -Be @($script:Version)
     }
-    It 'Uninstall.ps1 stops the engine, removes the service, engine, module and data, and keeps config.json and the deploy logs' {
+    It 'Uninstall.ps1 stops the engine, removes service, engine, module and data; keeps config and deploy logs' {
         $r = Invoke-ReleaseScript 'Uninstall.ps1'
         $r.Code | Should -Be 0
         $r.Output | Should -Be 'retroflect removed.'
@@ -98,7 +100,8 @@ Describe 'The Windows release archive: Install.ps1, Detect.ps1, Uninstall.ps1' {
         Test-Path -LiteralPath $script:ModuleRoot | Should -BeFalse
         @(Get-ChildItem -LiteralPath $script:DataDir -Force -Name | Sort-Object) | Should -Be @('config.json', 'logs')
         @(Get-ChildItem -LiteralPath (Join-Path $script:DataDir 'logs') -Name | Sort-Object) |
-            Should -Be @(('retroflect-install-{0}.log' -f (Get-Date -Format 'yyyyMMdd')), ('retroflect-uninstall-{0}.log' -f (Get-Date -Format 'yyyyMMdd')))
+            Should -Be @(('retroflect-install-{0}.log' -f (Get-Date -Format 'yyyyMMdd')),
+                ('retroflect-uninstall-{0}.log' -f (Get-Date -Format 'yyyyMMdd')))
         (Invoke-ReleaseScript 'Detect.ps1').Code | Should -Be 1
     }
     It 'Uninstall.ps1 a second time changes nothing and exits 0' {

@@ -182,7 +182,8 @@ Describe 'Install.ps1 again, and a downgrade' {
         $before = Get-HostState
         $r = Invoke-Install
         $r.Code | Should -Be 1638
-        (Get-TodayLog)[-1] | Should -Match 'FAILED \(exit 1638\): version 99\.0\.0 is installed, which is newer; nothing was'
+        $refused = 'FAILED \(exit 1638\): version 99\.0\.0 is installed, which is newer; nothing was'
+        (Get-TodayLog)[-1] | Should -Match $refused
         Get-HostState | Should -Be $before
 
         $r = Invoke-Install @{ AllowDowngrade = $true }
