@@ -10,16 +10,13 @@
  */
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, test } from 'node:test';
 import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../helpers/windivert-double.ts';
 import { ROOT, winPath } from './setup.ts';
 import { runWindowsPwsh, stopWindowsPwshProcesses, WINPWSH_DIR, windowsPwshTestGate } from './windows-pwsh.ts';
 import { RELEASE_PESTER_FILES, SERVICE_PESTER_FILES } from './service-prefix.ts';
 
-const execFileAsync = promisify(execFile);
 const TESTS_DIR = join(ROOT, 'powershell', 'Tests', 'Windows');
 /** Pester files other suites run: the service's (service-powershell.test.ts) and the doctor's Driver.Tests.ps1
  *  (test/doctor/doctor-windows-pester.test.ts, which hands it the WinDivert-holding fixture it needs). */
@@ -86,15 +83,6 @@ test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retrofle
   for (let i = 120; i < 130; i++) records.push(fileRecord(packet(PEER, LOCAL, 6, 5555, 8081, i), inboundAddr(false)));
   writeFileSync(injectFile, Buffer.concat(records));
 
-  // Release.Tests.ps1: the Windows archive as the release makes it (the executable from dist/, the double as its
-  // WinDivert.dll, with a licence file as package.mjs requires of a WinDivert folder).
-  writeFileSync(join(windivertDir, 'LICENSE'), 'WinDivert TEST DOUBLE (native/), not the real driver\n');
-  const releaseDir = join(work, 'release');
-  const pkg = await execFileAsync(process.execPath, [join(ROOT, 'scripts', 'package.mjs'), '--no-build', '--only', 'windows', '--out-dir', releaseDir, '--windivert', windivertDir], { cwd: ROOT });
-  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-  const releaseZip = join(releaseDir, `retroflect-${version}-win-x64.zip`);
-  assert.ok(existsSync(releaseZip), `package.mjs made no ${releaseZip}:\n${pkg.stdout}${pkg.stderr}`);
-
   const resultsFile = join(work, 'results.json');
   const r = await runWindowsPwsh(['-NoProfile', '-NonInteractive', '-File', winPath(join(TESTS_DIR, 'Invoke-WindowsTests.ps1'))], {
     tag: 'pester',
@@ -104,8 +92,6 @@ test('Windows pwsh under Wine: Start-Retroflect, the pipe cmdlets, Stop-Retrofle
       RETROFLECT_TEST_WINDIVERT_DIR: winPath(windivertDir),
       RETROFLECT_TEST_DIR: winPath(work),
       RETROFLECT_TEST_RESULTS: winPath(resultsFile),
-      RETROFLECT_TEST_RELEASE_ZIP: winPath(releaseZip),
-      RETROFLECT_TEST_RELEASE_VERSION: version,
       RETROFLECT_TEST_SKIP: RUN_ELSEWHERE.join(','),
       // Inherited by the engine Start-Retroflect launches: the double replays these packets to its first handle.
       WINDIVERT_DOUBLE_INJECT_FILE: winPath(injectFile),

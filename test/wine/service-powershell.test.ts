@@ -7,17 +7,14 @@
  * TEST DOUBLE. Skips locally when Wine, dotnet or the Windows build is missing; fails on CI.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, test } from 'node:test';
 import { ROOT, winPath } from './setup.ts';
 import { runWindowsPwsh, WINPWSH_DIR, windowsPwshTestGate } from './windows-pwsh.ts';
 import { endPwshServicePrefix, ensurePwshServicePrefix, PWSH_SERVICE_PREFIX } from './service-prefix.ts';
 import { SERVICE_PESTER_FILES } from './service-prefix.ts';
 
-const execFileAsync = promisify(execFile);
 const TESTS_DIR = join(ROOT, 'powershell', 'Tests', 'Windows');
 const ENGINE_EXE = join(ROOT, 'dist', 'retroflect.exe');
 const DOUBLE_DLL = join(ROOT, 'native', 'build', 'win64', 'WinDivert.dll');
@@ -55,14 +52,6 @@ test(TITLE, { skip, timeout: 900_000 }, async () => {
   mkdirSync(windivertDir, { recursive: true });
   copyFileSync(DOUBLE_DLL, join(windivertDir, 'WinDivert.dll'));
   writeFileSync(join(windivertDir, 'WinDivert64.sys'), ''); // the module checks the driver file is there
-  writeFileSync(join(windivertDir, 'LICENSE'), 'WinDivert TEST DOUBLE (native/), not the real driver\n');
-  const releaseDir = join(work, 'release');
-  const packageArgs = ['--no-build', '--only', 'windows', '--out-dir', releaseDir, '--windivert', windivertDir];
-  const packageScript = join(ROOT, 'scripts', 'package.mjs');
-  const pkg = await execFileAsync(process.execPath, [packageScript, ...packageArgs], { cwd: ROOT });
-  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-  const releaseZip = join(releaseDir, `retroflect-${version}-win-x64.zip`);
-  assert.ok(existsSync(releaseZip), `package.mjs made no ${releaseZip}:\n${pkg.stdout}${pkg.stderr}`);
 
   const resultsFile = join(work, 'results.json');
   const runner = winPath(join(TESTS_DIR, 'Invoke-WindowsTests.ps1'));
@@ -76,8 +65,6 @@ test(TITLE, { skip, timeout: 900_000 }, async () => {
       RETROFLECT_TEST_WINDIVERT_DIR: winPath(windivertDir),
       RETROFLECT_TEST_DIR: winPath(work),
       RETROFLECT_TEST_RESULTS: winPath(resultsFile),
-      RETROFLECT_TEST_RELEASE_ZIP: winPath(releaseZip),
-      RETROFLECT_TEST_RELEASE_VERSION: version,
     },
   });
   console.log(`# Pester (service) under Wine took ${r.seconds.toFixed(1)} s`);
