@@ -631,6 +631,18 @@ function Clear-RetroflectDriverService {
     }
 }
 
+function Get-RetroflectOlderVersionFolder {
+    <# The engine and module folders of versions older than -Version, complete or not. #>
+    param([Parameter(Mandatory)]$Layout, [Parameter(Mandatory)][string]$Version)
+    foreach ($parent in @($Layout.AppDir, (Join-Path $Layout.ModulesDir 'Retroflect'))) {
+        foreach ($dir in @(Get-ChildItem -LiteralPath $parent -Directory -ErrorAction SilentlyContinue)) {
+            if ($dir.Name -match $script:VersionPattern -and (Compare-RetroflectDeployVersion -A $dir.Name -B $Version) -lt 0) {
+                $dir.FullName
+            }
+        }
+    }
+}
+
 function Remove-RetroflectOldVersion {
     <#
     Removes the installed versions older than -Keep (and, with -IncludeNewer, the newer ones: a downgrade the admin
@@ -652,8 +664,13 @@ function Remove-RetroflectOldVersion {
             catch {
                 if (-not $Layout.Windows) { throw }
                 $pending = $true
-                Register-RetroflectDeleteAtReboot -Path $dir.FullName
-                if ($Log) { Write-RetroflectDeployLog -Log $Log -Message "in use, removed at the next reboot: $($dir.FullName) ($($_.Exception.Message))" }
+                $why = $_.Exception.Message
+                $unscheduled = @(Register-RetroflectDeleteAtReboot -Path $dir.FullName)
+                if ($Log) { Write-RetroflectDeployLog -Log $Log -Message "in use, removed at the next reboot: $($dir.FullName) ($why)" }
+                if ($Log -and $unscheduled.Count -gt 0) {
+                    Write-RetroflectDeployLog -Log $Log -Message ("could not be scheduled for removal at the next reboot, " +
+                        "so the next run removes them: $($unscheduled -join '; ')")
+                }
             }
         }
     }
@@ -661,7 +678,11 @@ function Remove-RetroflectOldVersion {
 }
 
 function Register-RetroflectDeleteAtReboot {
-    <# Windows: what is still in use (a loaded WinDivert driver file) is deleted by the session manager at the next boot. #>
+    <#
+    Windows: what is still in use (a loaded WinDivert driver file) is deleted by the session manager at the next boot.
+    Returns what could not be scheduled (path and Win32 error); the caller logs it. Install.ps1 removes what is left
+    on its next run (the second-run check removes older versions without touching the engine).
+    #>
     param([Parameter(Mandatory)][string]$Path)
     if (-not ('Retroflect.Deploy.NativeMethods' -as [type])) {
         Add-Type -Namespace 'Retroflect.Deploy' -Name 'NativeMethods' -MemberDefinition @'
@@ -672,6 +693,8 @@ public static extern bool MoveFileEx(string existingFileName, string newFileName
     $delayUntilReboot = 4
     $items = @(Get-ChildItem -LiteralPath $Path -Recurse -Force -ErrorAction SilentlyContinue | Sort-Object { $_.FullName.Length } -Descending)
     foreach ($item in $items + @(Get-Item -LiteralPath $Path -Force)) {
-        $null = [Retroflect.Deploy.NativeMethods]::MoveFileEx($item.FullName, $null, $delayUntilReboot)
+        if (-not [Retroflect.Deploy.NativeMethods]::MoveFileEx($item.FullName, $null, $delayUntilReboot)) {
+            '{0} (Win32 error {1})' -f $item.FullName, [System.Runtime.InteropServices.Marshal]::GetLastWin32Error()
+        }
     }
 }

@@ -97,6 +97,19 @@ function Stop-Install([string]$Why, [int]$Code = $script:DeployExitCode.Failed) 
     exit $Code
 }
 
+function Complete-Install($Status, [bool]$Pending) {
+    if ($Pending) {
+        Write-RetroflectDeployLog -Log $log `
+            -Message "installed; a reboot completes the removal (exit $($script:DeployExitCode.RebootPending))"
+        Write-Output ("retroflect $Version installed and running (pid $($Status.ProcessId)); " +
+            'a reboot removes the files of the old version still in use.')
+        exit $script:DeployExitCode.RebootPending
+    }
+    Write-RetroflectDeployLog -Log $log -Message 'installed (exit 0)'
+    Write-Output "retroflect $Version installed and running (pid $($Status.ProcessId))."
+    exit $script:DeployExitCode.Success
+}
+
 function Complete-Step([string]$Name) {
     # TEST HOOK (Deployment.ps1): fail right after this step, to prove the rollback.
     if ($env:RETROFLECT_TEST_DEPLOY_FAIL_AFTER -eq $Name) { throw "test hook: failing after step '$Name'" }
@@ -124,19 +137,25 @@ try {
     }
     if (-not $unhealthy) {
         $status = Get-Retroflect -Pipe $layout.Pipe
-        Write-RetroflectDeployLog -Log $log `
-            -Message "retroflect $Version is installed and running (pid $($status.ProcessId)); nothing to do"
-        Write-Output "retroflect $Version installed and running (pid $($status.ProcessId))."
-        exit $script:DeployExitCode.Success
+        # Older versions a reboot freed (3010 before) go now; the engine is not touched either way.
+        if (@(Get-RetroflectOlderVersionFolder -Layout $layout -Version $Version).Count -eq 0) {
+            Write-RetroflectDeployLog -Log $log `
+                -Message "retroflect $Version is installed and running (pid $($status.ProcessId)); nothing to do"
+            Write-Output "retroflect $Version installed and running (pid $($status.ProcessId))."
+            exit $script:DeployExitCode.Success
+        }
+        $pending = Remove-RetroflectOldVersion -Layout $layout -Keep $Version -Log $log
     }
-    $previous = Get-RetroflectInstalledVersion -Layout $layout | Where-Object { $_.Version -ne $Version } |
-        Select-Object -First 1
-    $before = Save-RetroflectDeployState -Layout $layout
-    Write-RetroflectDeployLog -Log $log -Message ("installing {0} ({1}); parameters: {2}; previous: {3}; engine running: {4}" -f
-        $Version, $unhealthy,
-        ((ConvertTo-RetroflectDeployArgument -Bound $PSBoundParameters) -join ' '),
-        $(if ($previous) { $previous.Version } else { 'none' }),
-        $(if ($before.Running) { "$($before.Running.Version) pid $($before.Running.ProcessId)" } else { 'no' }))
+    else {
+        $previous = Get-RetroflectInstalledVersion -Layout $layout | Where-Object { $_.Version -ne $Version } |
+            Select-Object -First 1
+        $before = Save-RetroflectDeployState -Layout $layout
+        Write-RetroflectDeployLog -Log $log -Message ("installing {0} ({1}); parameters: {2}; previous: {3}; engine running: {4}" -f
+            $Version, $unhealthy,
+            ((ConvertTo-RetroflectDeployArgument -Bound $PSBoundParameters) -join ' '),
+            $(if ($previous) { $previous.Version } else { 'none' }),
+            $(if ($before.Running) { "$($before.Running.Version) pid $($before.Running.ProcessId)" } else { 'no' }))
+    }
 }
 catch {
     Stop-Install $_.Exception.Message
@@ -144,6 +163,7 @@ catch {
 
 $placed = $null
 $started = @()
+if (-not $unhealthy) { Complete-Install -Status $status -Pending $pending }
 try {
     if ($before.Running) {
         Stop-RetroflectDeployedEngine -Layout $layout -Executable @($before.BootExecutable)
@@ -189,13 +209,4 @@ catch {
 
 Complete-RetroflectRelease -Placed $placed
 $pending = Remove-RetroflectOldVersion -Layout $layout -Keep $Version -IncludeNewer:$AllowDowngrade -Log $log
-if ($pending) {
-    Write-RetroflectDeployLog -Log $log `
-        -Message "installed; a reboot completes the removal (exit $($script:DeployExitCode.RebootPending))"
-    Write-Output ("retroflect $Version installed and running (pid $($status.ProcessId)); " +
-        'a reboot removes the files of the old version still in use.')
-    exit $script:DeployExitCode.RebootPending
-}
-Write-RetroflectDeployLog -Log $log -Message 'installed (exit 0)'
-Write-Output "retroflect $Version installed and running (pid $($status.ProcessId))."
-exit $script:DeployExitCode.Success
+Complete-Install -Status $status -Pending $pending

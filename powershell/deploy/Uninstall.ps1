@@ -95,7 +95,10 @@ try {
             $why = $_.Exception.Message
             Write-RetroflectDeployLog -Log $log -Message "in use, removed at the next reboot: $dir ($why)"
             if (-not $layout.Windows) { throw }
-            Register-RetroflectDeleteAtReboot -Path $dir
+            $unscheduled = @(Register-RetroflectDeleteAtReboot -Path $dir)
+            if ($unscheduled.Count -gt 0) {
+                Write-RetroflectDeployLog -Log $log -Message "could not be scheduled for removal at reboot: $($unscheduled -join '; ')"
+            }
             $pending = $true
         }
     }

@@ -38,7 +38,6 @@ BeforeAll {
     foreach ($dir in @($script:AppDir, $script:ModuleRoot, $script:DataDir)) {
         Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction SilentlyContinue
     }
-    $script:SessionManager = 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager'
     $script:Manifest = Join-Path $script:Release "Retroflect\$($script:Version -replace '[-+].*$', '')\Retroflect.psd1"
     # The release's module, for Get-Retroflect here (Install.ps1 imports it again itself).
     Import-Module $script:Manifest -Force
@@ -151,15 +150,20 @@ Describe 'Install.ps1 from a 32-bit host (stand-in): relaunched in the 64-bit ho
         @($log | Where-Object { $_ -match $installing }).Count | Should -Be 1
         @($log | Where-Object { $_ -match 'firewall rule in place' }).Count | Should -Be 1
         $log[-1] | Should -Match 'exit 3010'
-        # The old version waits for the reboot (the session manager's list); the new one runs from Program Files.
-        $pending = (Get-ItemProperty -LiteralPath $script:SessionManager).PendingFileRenameOperations
-        if ($pending -is [byte[]]) { $pending = [System.Text.Encoding]::Unicode.GetString($pending) -split "`0" }
-        @($pending | Where-Object { $_ -like '*Retroflect\0.0.1*' }).Count | Should -BeGreaterThan 0
+        # The old version waits for the reboot; the new one runs from Program Files. (Wine's MoveFileEx cannot
+        # schedule a removal at reboot, error 3, which the log says; Windows writes PendingFileRenameOperations.)
+        $inUse = 'in use, removed at the next reboot: .*Retroflect\\0\.0\.1'
+        @($log | Where-Object { $_ -match $inUse }).Count | Should -Be 1
+        Test-Path -LiteralPath $old[0] | Should -BeTrue
+        Test-Path -LiteralPath $old[1] | Should -BeFalse
         (Get-Retroflect).Version | Should -Be $script:Version
         (Get-Service Retroflect).Status | Should -Be 'Running'
-        # What the reboot would do, so the next tests start from a plain install.
-        Remove-ItemProperty -LiteralPath $script:SessionManager -Name PendingFileRenameOperations
-        foreach ($dir in $old) { Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction SilentlyContinue }
+        # After the reboot (the file is free again) the next run removes what is left, without touching the engine.
+        $enginePid = (Get-Retroflect).ProcessId
+        $r = Invoke-Install
+        $r.Code | Should -Be 0 -Because ($r.Output -join "`n")
+        Test-Path -LiteralPath $old[0] | Should -BeFalse
+        (Get-Retroflect).ProcessId | Should -Be $enginePid
     }
 }
 
