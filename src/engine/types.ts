@@ -134,3 +134,22 @@ export interface ChangeResult<T> {
   existing: T[];
 }
 
+
+/**
+ * The process on the other end of a control connection, as the operating system tells it (Linux: the kernel's
+ * SO_PEERCRED, recorded at connect time, which a client cannot forge). Never what a client says about itself.
+ */
+export interface PipeClient {
+  pid: number;
+  uid: number;
+  /** The uid's name in /etc/passwd, or null. */
+  user: string | null;
+  /** The process name (/proc/<pid>/comm), or null when it is gone. */
+  process: string | null;
+}
+
+/**
+ * Who asked for a configuration change (event 1100 names it): a control client (`client` null where the platform
+ * does not tell: a Windows named pipe, docs/windows.md), the managed policy, or a hand edit of the config file.
+ */
+export type ChangeOrigin = { kind: 'client'; client: PipeClient | null } | { kind: 'policy' } | { kind: 'config-file' };
