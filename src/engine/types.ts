@@ -73,6 +73,11 @@ export interface EngineStats {
    * other host can send from it, so such a packet is forged.
    */
   forgedSourceDropped: PacketByteCount;
+  /**
+   * Linux: other hosts' packets that this host would have forwarded into the engine's device, dropped (only packets
+   * this host sends are reflected). Windows: always 0 (WinDivert's filter takes only this host's outbound packets).
+   */
+  forwardedDropped: PacketByteCount;
   /** Captured but not addressed to a reflect address (sent on unchanged, or ignored on TUN). */
   passed: PacketByteCount;
   malformed: { total: number; byReason: Record<MalformedReason, number> };
