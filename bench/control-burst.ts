@@ -49,7 +49,9 @@ async function round(engine: EngineHandle, pid: number, clients: number): Promis
   const rssBefore = memoryMb(pid, 'VmRSS');
   const t0 = Date.now();
   const bursts = Promise.all(Array.from({ length: clients }, () => burstClient(engine.pipe)));
-  const limit = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('round limit')), ROUND_LIMIT_MS).unref());
+  const limit = new Promise<never>((_, reject) => {
+    setTimeout(() => reject(new Error('round limit')), ROUND_LIMIT_MS).unref();
+  });
   // Let the bursts arrive, then ask status from another connection.
   await new Promise((r) => setTimeout(r, 200));
   const s0 = Date.now();
@@ -72,7 +74,12 @@ async function round(engine: EngineHandle, pid: number, clients: number): Promis
   return [
     { name: `control status during ${label}`, value: statusMs, unit: 'ms', note: statusNote },
     { name: `control bursts answered, ${label}`, value: allMs, unit: 'ms', note: burstsNote },
-    { name: `engine RSS before / peak, ${label}`, value: Number(peak.toFixed(0)), unit: 'MB peak', note: `${rssBefore.toFixed(0)} MB before (VmRSS); peak is VmHWM since start` },
+    {
+      name: `engine RSS before / peak, ${label}`,
+      value: Number(peak.toFixed(0)),
+      unit: 'MB peak',
+      note: `${rssBefore.toFixed(0)} MB before (VmRSS); peak is VmHWM since start`,
+    },
   ];
 }
 

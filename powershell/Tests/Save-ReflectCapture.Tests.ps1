@@ -61,7 +61,8 @@ Describe 'Save-ReflectCapture' {
         foreach ($force in @($false, $true)) {
             foreach ($p in @($link, $dangling)) {
                 $err = $null
-                try { Save-ReflectCapture -Path $p -Pipe $script:Pipe -Port 1 -Duration '00:00:01' -Force:$force -Confirm:$false } catch { $err = $_ }
+                $save = @{ Path = $p; Pipe = $script:Pipe; Port = 1; Duration = '00:00:01'; Force = $force }
+                try { Save-ReflectCapture @save -Confirm:$false } catch { $err = $_ }
                 $err.FullyQualifiedErrorId | Should -BeLike 'Retroflect.OutputRefused*'
                 $err.Exception.Message | Should -Match 'symbolic link'
             }
@@ -78,7 +79,8 @@ Describe 'Save-ReflectCapture' {
         & ln $first $second
         foreach ($force in @($false, $true)) {
             foreach ($p in @('/dev/null', $fifo, $script:Dir)) {
-                { Save-ReflectCapture -Path $p -Pipe $script:Pipe -Port 1 -Duration '00:00:01' -Force:$force -Confirm:$false } |
+                $save = @{ Path = $p; Pipe = $script:Pipe; Port = 1; Duration = '00:00:01'; Force = $force }
+                { Save-ReflectCapture @save -Confirm:$false } |
                     Should -Throw -ErrorId 'Retroflect.OutputRefused*'
             }
         }

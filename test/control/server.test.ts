@@ -354,7 +354,7 @@ describe('robustness', () => {
     }
   });
 
-  it('a pipelined burst is read only MAX_PENDING_REQUESTS ahead, and another client is answered meanwhile', async () => {
+  it('a pipelined burst is read only MAX_PENDING_REQUESTS ahead; another client is answered meanwhile', async () => {
     // The burst's first request (stats) waits on a gate the test opens, so the server cannot work the burst off.
     let open!: () => void;
     const gate = new Promise<void>((r) => (open = r));
@@ -401,7 +401,7 @@ describe('robustness', () => {
     }
   });
 
-  it('a connection working off a backlog takes turns: a request that came in meanwhile is not kept waiting for it', async () => {
+  it('a connection working off a backlog takes turns: a request that came in meanwhile does not wait', async () => {
     const order: string[] = [];
     const engine = new (class extends InMemoryEngine {
       override status() {

@@ -3,7 +3,8 @@
  * with forwarding on (and reverse-path filtering off, as on a router with asymmetric routes); "b" is another host on
  * the link that routes the reflect addresses via a, and sends forged packets through raw sockets
  * (test/fixtures/raw-send.ts). Only packets a itself sends may be reflected: b's are dropped on a's forward hook and
- * counted in the nft counter `forwarded` (reported by `stats` as forwardedDropped); no packet is reflected twice; ::ffff:<R> is as forged as R.
+ * counted in the nft counter `forwarded` (reported by `stats` as forwardedDropped); no packet is reflected twice;
+ * ::ffff:<R> is as forged as R.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -82,7 +83,8 @@ describe('a host that forwards IP reflects only its own packets', { timeout: 240
       viaStats = ((await engine!.cli(['stats'])).json as { forwardedDropped: Count }).forwardedDropped;
       return viaStats.packets >= f1;
     });
-    assert.ok(viaStats.packets <= (await nftCounter(t.a, 'forwarded')) && viaStats.bytes >= viaStats.packets * 28, JSON.stringify(viaStats));
+    const nftNow = await nftCounter(t.a, 'forwarded');
+    assert.ok(viaStats.packets <= nftNow && viaStats.bytes >= viaStats.packets * 28, JSON.stringify(viaStats));
     const text = await retroflect(t.a, ['stats', '--pipe', engine!.pipe]);
     assert.match(text.stdout, /^forwarded dropped: +(\d+) packets, /m, text.stdout);
     assert.ok(Number(/^forwarded dropped: +(\d+) packets/m.exec(text.stdout)![1]) >= f1);

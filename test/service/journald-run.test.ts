@@ -71,7 +71,8 @@ describe('run under systemd: journald priorities and --log-file', { timeout: 120
     assert.match(run.stdout(), /^<6>\[1000\] .*Shield ports: 8080\/tcp\./m);
 
     // The client is named from the kernel's word on the socket's peer (SO_PEERCRED): this CLI process, as root.
-    const adder = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', 'address', 'add', '192.0.2.5', '--pipe', pipe, '--json']);
+    const addArgs = ['address', 'add', '192.0.2.5', '--pipe', pipe, '--json'];
+    const adder = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', ...addArgs]);
     const adderPid = adder.pid!; // `ip netns exec` execs the program: the same process
     assert.equal(await new Promise((resolve) => adder.once('exit', resolve)), 0);
     const refused = await cli(['address', 'add', t.a4]); // this host's own address: refused by the host check
@@ -103,7 +104,8 @@ describe('run under systemd: journald priorities and --log-file', { timeout: 120
     const ids = lines.map((l) => stamped.exec(l)).filter((m) => m !== null).map((m) => `${m![1]} ${m![2]}`);
     const expected = ['INFO 1000', 'INFO 1100', 'WARNING 2100', 'INFO 1100', 'INFO 1200', 'INFO 1201', 'INFO 1001'];
     assert.deepEqual(ids, expected, lines.join('\n'));
-    assert.match(lines[1], new RegExp(`INFO +1100 Configuration changed through the control pipe by client ${byAdder}: added`));
+    const addedLine = `INFO +1100 Configuration changed through the control pipe by client ${byAdder}: added`;
+    assert.match(lines[1], new RegExp(addedLine));
     assert.match(lines.at(-1)!, /retroflect stopped: signal SIGTERM\. Exit code 0\.$/);
   });
 

@@ -21,12 +21,17 @@ function Get-RetroflectOutputProblem {
     }
     $item = Get-Item -LiteralPath $Path -Force -ErrorAction SilentlyContinue
     if ($null -eq $item) { return $null }
-    $isLink = ($item.Attributes -band [System.IO.FileAttributes]::ReparsePoint) -or $item.LinkType -in @('SymbolicLink', 'Junction')
-    if ($isLink) {
-        return New-RetroflectOutputRefusal $Path 'it is a symbolic link' 'Name the file itself, or a new file in a folder only you can write to.'
+    $isReparse = ($item.Attributes -band [System.IO.FileAttributes]::ReparsePoint) -ne 0
+    if ($isReparse -or $item.LinkType -in @('SymbolicLink', 'Junction')) {
+        $hint = 'Name the file itself, or a new file in a folder only you can write to.'
+        return New-RetroflectOutputRefusal $Path 'it is a symbolic link' $hint
     }
-    $unixType = if ($null -ne $item.PSObject.Properties['UnixStat'] -and $null -ne $item.UnixStat) { [string]$item.UnixStat.ItemType } else { 'File' }
-    $isDevice = ($item.Attributes -band [System.IO.FileAttributes]::Device) -or $unixType -ne 'File'
+    # UnixStat (PowerShell 7.3+ on Linux and macOS) tells a FIFO, socket or device from a file; Windows has Device.
+    $unixType = 'File'
+    if ($null -ne $item.PSObject.Properties['UnixStat'] -and $null -ne $item.UnixStat) {
+        $unixType = [string]$item.UnixStat.ItemType
+    }
+    $isDevice = (($item.Attributes -band [System.IO.FileAttributes]::Device) -ne 0) -or $unixType -ne 'File'
     if ($item.PSIsContainer -or $isDevice) {
         return New-RetroflectOutputRefusal $Path 'it is not a regular file' 'Name a new file.'
     }
@@ -34,7 +39,8 @@ function Get-RetroflectOutputProblem {
         return New-RetroflectOutputRefusal $Path 'the file exists' 'Add -Force to replace it, or name a new file.'
     }
     if ($item.LinkType -eq 'HardLink') {
-        return New-RetroflectOutputRefusal $Path 'it has more than one name (hard links): writing would change the others too' 'Name a new file, or remove this one first.'
+        $why = 'it has more than one name (hard links): writing would change the others too'
+        return New-RetroflectOutputRefusal $Path $why 'Name a new file, or remove this one first.'
     }
     return $null
 }
@@ -44,13 +50,16 @@ function Open-RetroflectOutputFile {
     # replaces one that appeared meanwhile; an existing one (-Force) is checked again once open, then emptied.
     param([Parameter(Mandatory)][string]$Path, [switch]$Force)
     $existed = Test-Path -LiteralPath $Path
-    $mode = if ($existed -and $Force) { [System.IO.FileMode]::Open } else { [System.IO.FileMode]::CreateNew }
+    $mode = [System.IO.FileMode]::CreateNew
+    if ($existed -and $Force) { $mode = [System.IO.FileMode]::Open }
     try {
-        $file = New-Object System.IO.FileStream($Path, $mode, [System.IO.FileAccess]::Write, [System.IO.FileShare]::Read)
+        $access = [System.IO.FileAccess]::Write
+        $file = New-Object System.IO.FileStream($Path, $mode, $access, [System.IO.FileShare]::Read)
     }
     catch {
         if (-not $existed -and (Test-Path -LiteralPath $Path)) {
-            throw (New-RetroflectOutputRefusal $Path 'it appeared while being created' 'Try again, in a folder only you can write to.')
+            $hint = 'Try again, in a folder only you can write to.'
+            throw (New-RetroflectOutputRefusal $Path 'it appeared while being created' $hint)
         }
         throw
     }

@@ -274,7 +274,9 @@ export async function readFirewallCounters(): Promise<NftCounters> {
   const notAllowed = new Map<string, NftCount>();
   for (const obj of doc.nftables) {
     if (obj.counter?.name === NFT_FORGED_COUNTER) forgedSource = { packets: obj.counter.packets, bytes: obj.counter.bytes };
-    if (obj.counter?.name === NFT_FORWARDED_COUNTER) forwarded = { packets: obj.counter.packets, bytes: obj.counter.bytes };
+    if (obj.counter?.name === NFT_FORWARDED_COUNTER) {
+      forwarded = { packets: obj.counter.packets, bytes: obj.counter.bytes };
+    }
     const refusedFor = obj.counter ? addressOfCounter(obj.counter.name) : null;
     if (obj.counter && refusedFor !== null) notAllowed.set(refusedFor, { packets: obj.counter.packets, bytes: obj.counter.bytes });
     const set = obj.set;
