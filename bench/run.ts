@@ -11,6 +11,7 @@ const suites: Record<string, () => Promise<{ run(): Promise<BenchResult[]> }>> =
   'packet-core': () => import('./packet-core.ts'),
   windivert: () => import('./windivert.ts'),
   'control-plane': () => import('./control-plane.ts'),
+  'control-burst': () => import('./control-burst.ts'),
   'reflect-path': () => import('./reflect-path.ts'),
   capture: () => import('./capture.ts'),
   release: () => import('./release.ts'),

@@ -12,6 +12,8 @@ Describe 'Get-ReflectStats' {
         $s.PSTypeNames | Should -Contain 'Retroflect.Stats'
         $s.ReflectedPackets | Should -BeOfType [long]
         $s.ForgedSourceDroppedPackets | Should -BeOfType [long]
+        $s.ForwardedDroppedPackets | Should -BeOfType [long]
+        $s.ForwardedDroppedBytes | Should -BeOfType [long]
         $s.SampledAt | Should -BeOfType [datetime]
         $s.UptimeSeconds | Should -BeOfType [double]
         $s.ByAddress[0].IPAddress | Should -BeOfType [ipaddress]

@@ -13,7 +13,7 @@ import { endpointsText, type PacketSummary } from '../capture/summary.ts';
 import { ErrorCode, ExitCode, RetroflectError } from '../errors.ts';
 import chalk from 'chalk';
 import { CaptureOutput } from './capture-output.ts';
-import { outputFailed, printJson, reportError, whenOutputFails } from './output.ts';
+import { outputFailed, printJson, reportError, watchStdoutReader, whenOutputFails } from './output.ts';
 
 interface CaptureCliOptions {
   pipe?: string;
@@ -208,6 +208,7 @@ export function registerCaptureCommands(program: Command): void {
     .action(async (o: CaptureCliOptions & { write: string }) => {
       const toStdout = o.write === '-';
       const stop = captureStop(o.duration);
+      const unwatch = toStdout ? watchStdoutReader() : () => undefined;
       try {
         const out = toStdout ? CaptureOutput.stdout() : await CaptureOutput.open(o.write, stop.ended);
         void out.whenFailed().then(() => stop.end()); // full disk, reader gone: stop capturing
@@ -235,6 +236,7 @@ export function registerCaptureCommands(program: Command): void {
       } catch (err) {
         process.exitCode = reportError(err, o.json === true && !toStdout);
       } finally {
+        unwatch();
         stop.dispose();
       }
     });
@@ -245,8 +247,10 @@ export function registerCaptureCommands(program: Command): void {
     .action(async (o: CaptureCliOptions) => {
       let shown = 0;
       const stop = captureStop(o.duration);
-      // A reader that went away (`trace | head`) ends the trace: exit 11, and the engine's capture slot is freed.
+      // A reader that went away (`trace | head`, a closed terminal) ends the trace: exit 11, and the engine's capture
+      // slot is freed, also when no packet comes to write (watchStdoutReader).
       void whenOutputFails().then(() => stop.end());
+      const unwatch = watchStdoutReader();
       try {
         const end = await runCapture(
           o,
@@ -266,6 +270,7 @@ export function registerCaptureCommands(program: Command): void {
       } catch (err) {
         process.exitCode = reportError(err, o.json === true);
       } finally {
+        unwatch();
         stop.dispose();
       }
     });

@@ -114,6 +114,11 @@ function printStatus(s: StatusResult): void {
   );
 }
 
+/** "12 packets, 1.2 KiB". */
+function countText(c: { packets: number; bytes: number }): string {
+  return `${formatCount(c.packets)} packets, ${formatBytes(c.bytes)}`;
+}
+
 function printStats(s: EngineStats): void {
   process.stdout.write(
     renderKeyValues([
@@ -121,6 +126,7 @@ function printStats(s: EngineStats): void {
       ['reflected', `${formatCount(s.reflected.packets)} packets, ${formatBytes(s.reflected.bytes)}`],
       ['shield dropped', `${formatCount(s.shieldDropped.packets)} packets, ${formatBytes(s.shieldDropped.bytes)}`],
       ['forged source dropped', `${formatCount(s.forgedSourceDropped.packets)} packets, ${formatBytes(s.forgedSourceDropped.bytes)}`],
+      ['forwarded dropped', countText(s.forwardedDropped)],
       ['not allowed (refused)', `${formatCount(s.notAllowed.packets)} packets, ${formatBytes(s.notAllowed.bytes)}`],
       ['passed', `${formatCount(s.passed.packets)} packets, ${formatBytes(s.passed.bytes)}`],
       ['malformed', formatCount(s.malformed.total)],

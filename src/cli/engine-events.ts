@@ -7,7 +7,7 @@ import { shieldKey, type InterceptConfig } from '../config/intercept-config.ts';
 import { formatPortMap, portMapKey, portMapsOf } from '../config/port-maps.ts';
 import type { CaptureSession } from '../capture/hub.ts';
 import type { Engine } from '../engine/engine.ts';
-import type { EngineStatus } from '../engine/types.ts';
+import type { ChangeOrigin, EngineStatus, PipeClient } from '../engine/types.ts';
 import { ErrorCode, isRetroflectError, type ExitCode } from '../errors.ts';
 import { internalError } from '../error-messages.ts';
 import { EngineEvent, type EventKind } from '../platform/events.ts';
@@ -49,8 +49,23 @@ export function failureEvent(err: unknown, running: boolean): { kind: EventKind;
   return { kind: running ? EngineEvent.BACKEND_FAILED : EngineEvent.START_FAILED, text };
 }
 
-/** What changed between two configs, in words ("" when nothing did). */
-export function changeText(prev: InterceptConfig, next: InterceptConfig): string {
+/** A control client as the log names it: what the operating system says, or that it does not say. */
+function clientText(client: PipeClient | null): string {
+  if (client === null) return 'client not known (the platform does not tell who is on the pipe)';
+  const user = client.user === null ? `uid ${client.uid}` : `uid ${client.uid} (${client.user})`;
+  return `client pid ${client.pid} (${client.process ?? 'process gone'}), ${user}`;
+}
+
+/** Who made a change, as the end of event 1100's sentence. */
+function originText(origin: ChangeOrigin | undefined): string {
+  if (origin === undefined) return 'through the control pipe';
+  if (origin.kind === 'policy') return 'by the managed policy';
+  if (origin.kind === 'config-file') return 'by an edit of the config file';
+  return `through the control pipe by ${clientText(origin.client)}`;
+}
+
+/** What changed between two configs, and who asked, in words ("" when nothing changed). */
+export function changeText(prev: InterceptConfig, next: InterceptConfig, origin?: ChangeOrigin): string {
   const parts: string[] = [];
   const diff = (what: string, a: string[], b: string[]): void => {
     const added = b.filter((x) => !a.includes(x));
@@ -62,7 +77,7 @@ export function changeText(prev: InterceptConfig, next: InterceptConfig): string
   diff('shield port', prev.shieldPorts.map(shieldKey), next.shieldPorts.map(shieldKey));
   const maps = (c: InterceptConfig): string[] => portMapsOf(c).map((m) => `${portMapKey(m)}->${m.target}`);
   diff('port map', maps(prev), maps(next));
-  return parts.length ? `Configuration changed through the control pipe: ${parts.join('; ')}.` : '';
+  return parts.length ? `Configuration changed ${originText(origin)}: ${parts.join('; ')}.` : '';
 }
 
 function captureFilterText(session: CaptureSession): string {
@@ -78,8 +93,8 @@ function captureFilterText(session: CaptureSession): string {
 
 /** Report what the running engine does by itself or at a client's request. */
 export function watchEngineEvents(engine: Engine, log: EngineLog): void {
-  engine.on('reconfigured', (prev: InterceptConfig, next: InterceptConfig) => {
-    const text = changeText(prev, next);
+  engine.on('reconfigured', (prev: InterceptConfig, next: InterceptConfig, origin?: ChangeOrigin) => {
+    const text = changeText(prev, next, origin);
     if (text) log.event(EngineEvent.CONFIG_CHANGED, text);
   });
   engine.on('hostRepaired', (what: string) => log.event(EngineEvent.HOST_REPAIRED, `Host state repaired: ${what}`));

@@ -7,6 +7,7 @@ import chalk from 'chalk';
 import { table, getBorderCharacters } from 'table';
 import { internalError } from '../error-messages.ts';
 import { ExitCode, isRetroflectError } from '../errors.ts';
+import { peerGone } from '../platform/linux/peer-gone.ts';
 
 // NO_COLOR (https://no-color.org): any non-empty value turns colour off.
 if (process.env.NO_COLOR) chalk.level = 0;
@@ -57,6 +58,24 @@ export function outputFailed(): boolean {
 /** Resolves when output first fails (ends `stats --watch` whose reader went away). */
 export function whenOutputFails(): Promise<void> {
   return outputBroken ? Promise.resolve() : new Promise((resolve) => onBroken.push(resolve));
+}
+
+/** How often `watchStdoutReader` asks whether stdout still has a reader. */
+const READER_CHECK_MS = 500;
+
+/**
+ * Linux: mark the output broken as soon as the reader of stdout (a pipe, a socket, a terminal) goes away, even when
+ * nothing is being written. A write would find out too, but a `trace` that sees no packet writes nothing, so it would
+ * keep running and keep its capture slot for ever. Returns the function that stops watching. (Windows: no such
+ * check without a write; the next write finds out.)
+ */
+export function watchStdoutReader(): () => void {
+  if (process.platform !== 'linux') return () => undefined;
+  const timer = setInterval(() => {
+    if (!outputBroken && peerGone(1)) markBroken();
+  }, READER_CHECK_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /** A table with a bold header row; empty → a dim "(none)". */

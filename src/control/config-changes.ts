@@ -28,7 +28,7 @@ import { checkPortMaps, mergePortMaps, portMapKey, portMapsFor, portMapsOf, remo
 import type { ConfigStore } from '../config/config-store.ts';
 import { ALLOW_WHO_KINDS, allowListsFor, allowListsOf, applyAllowChange, cloneAllowLists, type AllowChange } from '../config/allow-lists.ts';
 import { ENFORCED_WHO_LISTS, type BackendKind } from '../packet-sources/packet-source.ts';
-import type { ChangeResult } from '../engine/types.ts';
+import type { ChangeOrigin, ChangeResult } from '../engine/types.ts';
 import { addressNotFound, invalidParams, portNotFound } from '../error-messages.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import type { AddressRules } from './address-rules.ts';
@@ -80,7 +80,7 @@ export class ConfigChanges {
    * maps already present are reported as existing; a conflicting one refuses the whole request before anything
    * changes (running config and persisted file are both checked).
    */
-  addAddresses(addresses: readonly string[], temporary: boolean, maps: readonly PortMapSpec[] = [], allow: AllowChange = {}): Promise<AddressAddResult> {
+  addAddresses(by: ChangeOrigin, addresses: readonly string[], temporary: boolean, maps: readonly PortMapSpec[] = [], allow: AllowChange = {}): Promise<AddressAddResult> {
     const wanted = uniqueAddresses(addresses);
     const wantedMaps: PortMap[] = wanted.flatMap((address) => maps.map((m) => ({ address, protocol: m.protocol, port: m.port, target: m.target })));
     const changesAllow = Object.keys(allow).length > 0;
@@ -117,6 +117,7 @@ export class ConfigChanges {
                 if (wantedMaps.length) c.portMaps = mergePortMaps(portMapsOf(c), wantedMaps).maps;
                 if (changesAllow) c.allow = applyAllowChange(c, wanted, allow);
               }),
+        by,
       );
       const saved = this.store.path === null ? [] : this.store.config.reflectAddresses;
       const now = this.engine.config();
@@ -135,7 +136,7 @@ export class ConfigChanges {
    * Remove port maps (the addresses stay): `removals` name mapped ports, without a protocol meaning both. A map that
    * is in neither the running config nor (unless temporary) the file is missing.
    */
-  removePortMaps(addresses: readonly string[], removals: readonly PortMapRemoval[], opts: RemoveOptions): Promise<AddressRemoveResult> {
+  removePortMaps(by: ChangeOrigin, addresses: readonly string[], removals: readonly PortMapRemoval[], opts: RemoveOptions): Promise<AddressRemoveResult> {
     const wanted = uniqueAddresses(addresses);
     return this.serialized(async () => {
       this.refusePolicyEntries(wanted.filter((a) => this.policy.hasAddress(a)), 'changed');
@@ -163,12 +164,13 @@ export class ConfigChanges {
       await this.change(
         { ...running, portMaps: portMapsOf(running).filter((m) => !hit(m)) },
         opts.temporary || !named.length ? null : () => this.store.update((c) => (c.portMaps = portMapsOf(c).filter((m) => !hit(m)))),
+        by,
       );
       return { removed: [], missing: [], portMapsRemoved: removed, portMapsMissing: missing };
     });
   }
 
-  removeAddresses(addresses: readonly string[], opts: RemoveOptions): Promise<AddressRemoveResult> {
+  removeAddresses(by: ChangeOrigin, addresses: readonly string[], opts: RemoveOptions): Promise<AddressRemoveResult> {
     const wanted = uniqueAddresses(addresses);
     return this.serialized(async () => {
       this.refusePolicyEntries(wanted.filter((a) => this.policy.hasAddress(a)), 'removed');
@@ -186,6 +188,7 @@ export class ConfigChanges {
           allow: allowListsOf(running).filter((a) => !gone.includes(a.address)),
         },
         opts.temporary || !gone.length ? null : () => this.store.removeAddresses(gone),
+        by,
       );
       // The maps of a removed address go with it; they are reported so nothing disappears silently.
       const portMapsRemoved = portMapsOf(running).filter((m) => gone.includes(m.address));
@@ -194,7 +197,7 @@ export class ConfigChanges {
     });
   }
 
-  addShieldPorts(ports: readonly ShieldPort[], temporary: boolean): Promise<ChangeResult<ShieldPort> & { persisted: ShieldPort[] }> {
+  addShieldPorts(by: ChangeOrigin, ports: readonly ShieldPort[], temporary: boolean): Promise<ChangeResult<ShieldPort> & { persisted: ShieldPort[] }> {
     const wanted = uniquePorts(ports);
     return this.serialized(async () => {
       const running = this.engine.config();
@@ -205,13 +208,14 @@ export class ConfigChanges {
       await this.change(
         next,
         temporary ? null : () => this.store.addShieldPorts(wanted),
+        by,
       );
       const saved = new Set(this.store.path === null ? [] : this.store.config.shieldPorts.map(shieldKey));
       return { added, existing, persisted: wanted.filter((p) => saved.has(shieldKey(p))) };
     });
   }
 
-  removeShieldPorts(ports: readonly ShieldPort[], opts: RemoveOptions): Promise<ShieldRemoveResult> {
+  removeShieldPorts(by: ChangeOrigin, ports: readonly ShieldPort[], opts: RemoveOptions): Promise<ShieldRemoveResult> {
     const wanted = uniquePorts(ports);
     return this.serialized(async () => {
       const byPolicy = new Set(this.policy.config.shieldPorts.map(shieldKey));
@@ -227,6 +231,7 @@ export class ConfigChanges {
       await this.change(
         { ...running, shieldPorts: running.shieldPorts.filter((p) => !drop.has(shieldKey(p))) },
         opts.temporary || !gone.length ? null : () => this.store.removeShieldPorts(gone),
+        by,
       );
       return { removed: gone, missing };
     });
@@ -236,15 +241,15 @@ export class ConfigChanges {
    * Change the configuration: the running engine first (Engine.reconfigure), then the persisted store
    * (ConfigStore.update via `persist`); if saving fails the engine goes back to where it was.
    */
-  private async change(next: InterceptConfig, persist: (() => unknown) | null): Promise<void> {
+  private async change(next: InterceptConfig, persist: (() => unknown) | null, by: ChangeOrigin): Promise<void> {
     const prev = this.engine.config();
     const engineChanges = !sameConfig(prev, next);
-    if (engineChanges) await this.engine.reconfigure(next);
+    if (engineChanges) await this.engine.reconfigure(next, by);
     if (!persist) return;
     try {
       persist();
     } catch (err) {
-      if (engineChanges) await this.engine.reconfigure(prev).catch(() => undefined);
+      if (engineChanges) await this.engine.reconfigure(prev, by).catch(() => undefined);
       throw err;
     }
   }
@@ -254,7 +259,7 @@ export class ConfigChanges {
    * entries aside (desired-state.ts). New addresses are checked against the host first (a refusal changes nothing).
    * With `whatIf` only the plan is returned.
    */
-  setAddresses(wanted: readonly WantedAddress[], whatIf: boolean): Promise<AddressSetResult> {
+  setAddresses(by: ChangeOrigin, wanted: readonly WantedAddress[], whatIf: boolean): Promise<AddressSetResult> {
     return this.serialized(async () => {
       const running = this.engine.config();
       const plan = planAddressSet(running, this.persistedView(running), this.policy.config, wanted);
@@ -264,20 +269,20 @@ export class ConfigChanges {
       for (const address of plan.added.filter((a) => !running.reflectAddresses.includes(a))) {
         for (const message of (await this.validateAddress(address, configured)).warnings) warnings.push({ address, message });
       }
-      if (!whatIf) await this.change(plan.running, this.store.path === null ? null : () => this.store.update((c) => replaceAll(c, plan.persisted)));
+      if (!whatIf) await this.change(plan.running, this.store.path === null ? null : () => this.store.update((c) => replaceAll(c, plan.persisted)), by);
       const { added, removed, unchanged, policy, portMapsAdded, portMapsRemoved } = plan;
       return { whatIf, added, removed, unchanged, policy, portMapsAdded, portMapsRemoved, warnings };
     });
   }
 
   /** Make the shield ports exactly `wanted`, as setAddresses. */
-  setShieldPorts(wanted: readonly ShieldPort[], whatIf: boolean): Promise<ShieldSetResult> {
+  setShieldPorts(by: ChangeOrigin, wanted: readonly ShieldPort[], whatIf: boolean): Promise<ShieldSetResult> {
     const unique = uniquePorts(wanted);
     return this.serialized(async () => {
       const running = this.engine.config();
       const plan = planShieldSet(running, this.persistedView(running), this.policy.config, unique);
       checkLimits(plan.running);
-      if (!whatIf) await this.change(plan.running, this.store.path === null ? null : () => this.store.update((c) => replaceAll(c, plan.persisted)));
+      if (!whatIf) await this.change(plan.running, this.store.path === null ? null : () => this.store.update((c) => replaceAll(c, plan.persisted)), by);
       const { added, removed, unchanged, policy } = plan;
       return { whatIf, added, removed, unchanged, policy };
     });
@@ -322,7 +327,7 @@ export class ConfigChanges {
       const target = replaceLayer(running, before, usable, null, [persisted]);
       try {
         checkLimits(target);
-        await this.change(target, null);
+        await this.change(target, null, { kind: 'policy' });
       } catch (err) {
         this.policy.refuse(err as Error);
         return { adopted: false, problems: [problemOf(err as Error)] };
@@ -343,7 +348,7 @@ export class ConfigChanges {
     const running = this.engine.config();
     const next = replaceLayer(running, before, after, this.policy.config, []);
     checkLimits(next);
-    await this.change(next, null);
+    await this.change(next, null, { kind: 'config-file' });
     this.log(`config: ${this.store.path} was changed outside retroflect; read it again and applied it before this change.`);
   }
 

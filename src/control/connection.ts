@@ -7,7 +7,8 @@
 import type net from 'node:net';
 import { badRequest as badRequestError, controlAccessDenied, internalError } from '../error-messages.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
-import { isAllowedPeer, peerCredentials } from './peer-credentials.ts';
+import { describePeer, isAllowedPeer, peerCredentials, type PeerCredentials } from './peer-credentials.ts';
+import type { ChangeOrigin } from '../engine/types.ts';
 import type { MethodHandlers } from './handlers.ts';
 import type { Session, SubscriptionTopic } from './session.ts';
 import type { CaptureSink, CaptureSubscription } from './capture-subscription.ts';
@@ -47,6 +48,8 @@ export class Connection implements Session {
   private partialBytes = 0;
   private readonly queue: string[] = [];
   private working = false;
+  /** A request is being handled (taken off the queue, not yet answered). */
+  private handling = false;
   private gotFirstLine = false;
   authenticated: boolean;
   private closing = false;
@@ -60,6 +63,10 @@ export class Connection implements Session {
   /** Restarted by each request (not by bare bytes, not by blank lines), so only real use keeps a slot. */
   private idleTimer: NodeJS.Timeout | null = null;
 
+  /** The kernel's word on the peer (Linux); null where the platform does not tell (a Windows named pipe). */
+  private readonly peer: PeerCredentials | null;
+  private changeOrigin: ChangeOrigin | null = null;
+
   constructor(socket: net.Socket, ctx: ConnectionContext) {
     this.socket = socket;
     this.ctx = ctx;
@@ -67,8 +74,9 @@ export class Connection implements Session {
     socket.on('error', () => undefined); // resets and EPIPE from vanished clients are normal
     this.firstTimer = setTimeout(() => this.destroy(), ctx.firstRequestTimeoutMs);
     this.restartIdleTimer();
+    this.peer = peerCredentials(socket);
     if (ctx.auth === 'peer-credentials') {
-      const cred = peerCredentials(socket);
+      const cred = this.peer;
       if (!isAllowedPeer(cred)) {
         ctx.log(`control: refused a client (uid ${cred?.uid ?? 'unknown'}, pid ${cred?.pid ?? 'unknown'})`);
         this.send({
@@ -82,13 +90,27 @@ export class Connection implements Session {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
   }
 
+  /**
+   * Bytes read but not yet split into lines: a read may hold thousands of pipelined requests, and only
+   * MAX_PENDING_REQUESTS of them are taken at a time (the rest wait here, the socket paused, until work() catches up).
+   */
+  private unparsed: Buffer | null = null;
+
   private onData(chunk: Buffer): void {
     if (this.closing) return;
+    this.unparsed = this.unparsed ? Buffer.concat([this.unparsed, chunk]) : chunk;
+    this.takeLines();
+  }
+
+  /** Split unparsed bytes into requests until MAX_PENDING_REQUESTS are queued; then stop reading the socket. */
+  private takeLines(): void {
+    const chunk = this.unparsed ?? Buffer.alloc(0);
     let start = 0;
-    while (start < chunk.length) {
+    while (start < chunk.length && this.queue.length < MAX_PENDING_REQUESTS && !this.closing) {
       const nl = chunk.indexOf(0x0a, start);
       const end = nl === -1 ? chunk.length : nl;
       if (this.partialBytes + (end - start) > MAX_LINE_BYTES) {
+        this.unparsed = null;
         this.send({ id: null, error: { code: ErrorCode.BAD_REQUEST, message: `Request line longer than ${MAX_LINE_BYTES} bytes; closing the connection.`, hint: 'Send one JSON object per line, each at most 64 KiB.' } });
         this.end();
         return;
@@ -103,7 +125,10 @@ export class Connection implements Session {
         this.partial.push(chunk.subarray(start, end));
         this.partialBytes += end - start;
       }
-      if (nl === -1) break;
+      if (nl === -1) {
+        start = chunk.length;
+        break;
+      }
       if (this.lineTimer) clearTimeout(this.lineTimer);
       this.lineTimer = null;
       const line = this.partial.length === 1 ? this.partial[0] : Buffer.concat(this.partial, this.partialBytes);
@@ -112,7 +137,10 @@ export class Connection implements Session {
       start = nl + 1;
       this.onLine(line);
     }
-    if (this.queue.length >= MAX_PENDING_REQUESTS) this.socket.pause();
+    this.unparsed = start < chunk.length ? chunk.subarray(start) : null;
+    // Stop reading while requests wait: the kernel's socket buffer, not our memory, holds the client's backlog.
+    if (this.unparsed !== null || this.queue.length >= MAX_PENDING_REQUESTS) this.socket.pause();
+    else if (this.socket.isPaused() && !this.closing) this.socket.resume();
   }
 
   private onLine(line: Buffer | undefined): void {
@@ -147,13 +175,23 @@ export class Connection implements Session {
     if (!this.working) void this.work();
   }
 
-  /** Handle queued lines one at a time, in order; wait for the client to read when too much is unsent. */
+  /** Requests read and not yet answered on this connection (queued plus the one being handled). */
+  get pendingRequests(): number {
+    return this.queue.length + (this.handling ? 1 : 0);
+  }
+
+  /**
+   * Handle queued lines one at a time, in order; wait for the client to read when too much is unsent. Between two
+   * requests the event loop runs (setImmediate), so a connection with a long backlog takes turns with the others.
+   */
   private async work(): Promise<void> {
     this.working = true;
     try {
       while (this.queue.length > 0 && !this.closing) {
         const text = this.queue.shift()!;
+        this.handling = true;
         const reply = await this.handleLine(text);
+        this.handling = false;
         const after = this.afterReplyFns.splice(0);
         this.send(reply, after.length ? () => after.forEach((fn) => fn()) : undefined);
         if (this.socket.writableLength > MAX_UNSENT_BYTES) {
@@ -167,10 +205,12 @@ export class Connection implements Session {
             this.socket.once('close', done);
           });
         }
-        if (this.queue.length < MAX_PENDING_REQUESTS / 2 && this.socket.isPaused()) this.socket.resume();
+        if (this.queue.length < MAX_PENDING_REQUESTS / 2) this.takeLines();
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
       this.working = false;
+      this.handling = false;
     }
   }
 
@@ -207,6 +247,12 @@ export class Connection implements Session {
 
   get auth(): AuthMode {
     return this.ctx.auth;
+  }
+
+  /** Read at the first change (the client waits for its reply, so its process is still there), then kept. */
+  get origin(): ChangeOrigin {
+    this.changeOrigin ??= { kind: 'client', client: this.peer === null ? null : describePeer(this.peer) };
+    return this.changeOrigin;
   }
 
   authenticate(token: unknown): boolean {

@@ -1,9 +1,13 @@
 /**
  * Linux: who is on the other end of an accepted Unix socket, from the kernel (getsockopt SO_PEERCRED through koffi).
- * The kernel records the peer's pid/uid/gid at connect() time; a client cannot forge them.
+ * The kernel records the peer's pid/uid/gid at connect() time; a client cannot forge them. They decide access and
+ * name the client in the log (event 1100).
  */
 import type { Socket } from 'node:net';
 import koffi from 'koffi';
+import { userNames } from '../platform/linux/accounts.ts';
+import { processName } from '../platform/linux/socket-owners.ts';
+import type { PipeClient } from '../engine/types.ts';
 
 /** <asm-generic/socket.h>: SOL_SOCKET level and the SO_PEERCRED option (x86-64 and arm64 share these values). */
 const SOL_SOCKET = 1;
@@ -54,4 +58,9 @@ export function peerCredentials(socket: Socket): PeerCredentials | null {
 /** Root, or the user the engine runs as, may control it. */
 export function isAllowedPeer(cred: PeerCredentials | null, ownUid: number = process.geteuid?.() ?? -1): boolean {
   return cred !== null && (cred.uid === 0 || cred.uid === ownUid);
+}
+
+/** The peer as the log names it: pid, uid with its user name, process name (read now: the client is still there). */
+export function describePeer(cred: PeerCredentials): PipeClient {
+  return { pid: cred.pid, uid: cred.uid, user: userNames()(cred.uid), process: processName(cred.pid) };
 }

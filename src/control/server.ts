@@ -53,6 +53,8 @@ export interface ControlServer {
   readonly auth: AuthMode;
   /** Number of open client connections. */
   connectionCount(): number;
+  /** Requests read and not yet answered, over all connections (at most MAX_PENDING_REQUESTS + 1 per connection). */
+  pendingRequests(): number;
   /**
    * Stop listening, close every connection, remove the socket / token file. Idempotent. Each connection first sends
    * what it still holds (a capture's last records and capture.end) for at most CLOSE_FLUSH_MS, then is destroyed.
@@ -113,6 +115,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     endpoint: ep,
     auth,
     connectionCount: () => connections.size,
+    pendingRequests: () => [...connections].reduce((sum, c) => sum + c.pendingRequests, 0),
     close: async () => {
       if (closed) return;
       closed = true;

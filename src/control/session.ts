@@ -5,11 +5,14 @@
  */
 import type { CaptureSink, CaptureSubscription } from './capture-subscription.ts';
 import type { AuthMode, CaptureEndParams } from './protocol.ts';
+import type { ChangeOrigin } from '../engine/types.ts';
 
 /** What a method may do to the connection it arrived on (connection.ts implements it). */
 export interface Session {
   readonly auth: AuthMode;
   readonly authenticated: boolean;
+  /** This connection as the origin of a change: the client process where the platform tells (event 1100). */
+  readonly origin: ChangeOrigin;
   /** Token mode: check the token and, when it is right, mark the connection authenticated. */
   authenticate(token: unknown): boolean;
   /** Push `sample()` as a `topic` notification every `intervalMs`, replacing an earlier subscription to it. */

@@ -25,7 +25,7 @@ import { EngineCounters } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
 import { flowIdleLimitMs, FlowTable } from './flow-table.ts';
 import { EngineStatsSource } from './stats.ts';
-import type { EngineState, EngineStats, EngineStatus, FlowRecord, RunsAs } from './types.ts';
+import type { ChangeOrigin, EngineState, EngineStats, EngineStatus, FlowRecord, RunsAs } from './types.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.ts';
 import { createPacketWorker } from './worker-entry.ts';
 import { CaptureHub } from '../capture/hub.ts';
@@ -282,13 +282,14 @@ export class Engine extends EventEmitter {
   /**
    * Move the running engine to `next`. The caller (control/config-changes.ts) has already checked, deduplicated and
    * host-validated every entry; the engine only keeps its limits. Queued behind earlier changes and before stop().
+   * `origin` (who asked) travels with the 'reconfigured' event, for the log.
    */
-  reconfigure(next: InterceptConfig): Promise<void> {
+  reconfigure(next: InterceptConfig, origin?: ChangeOrigin): Promise<void> {
     return this.serialize(async () => {
       this.assertRunning();
       const prev = this.config();
       await this.transition(next);
-      this.emit('reconfigured', prev, this.config());
+      this.emit('reconfigured', prev, this.config(), origin);
     });
   }
 

@@ -46,6 +46,7 @@ export function buildEngineStats(
     reflected: { ...snap.reflected },
     shieldDropped: { ...snap.shieldDropped },
     forgedSourceDropped: { ...snap.forgedSourceDropped },
+    forwardedDropped: { packets: 0, bytes: 0 }, // only a host firewall drops these (below)
     passed: { ...snap.passed },
     malformed: { total: snap.malformed.total, byReason: { ...snap.malformed.byReason } },
     errors: { ...snap.errors, sendExpected: { ...snap.errors.sendExpected } },
@@ -156,6 +157,7 @@ export class EngineStatsSource {
       }
       stats.shieldDropped = { packets, bytes };
       stats.forgedSourceDropped = { ...hostShield.counts.forgedSource };
+      stats.forwardedDropped = { ...(hostShield.counts.forwarded ?? { packets: 0, bytes: 0 }) };
       // Who may use an address is enforced by the host firewall on Linux: its refusals add to the data plane's.
       for (const a of stats.byAddress) {
         const c = hostShield.counts.notAllowed?.get(a.address);

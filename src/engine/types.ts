@@ -73,6 +73,11 @@ export interface EngineStats {
    * other host can send from it, so such a packet is forged.
    */
   forgedSourceDropped: PacketByteCount;
+  /**
+   * Linux: other hosts' packets that this host would have forwarded into the engine's device, dropped (only packets
+   * this host sends are reflected). Windows: always 0 (WinDivert's filter takes only this host's outbound packets).
+   */
+  forwardedDropped: PacketByteCount;
   /** Captured but not addressed to a reflect address (sent on unchanged, or ignored on TUN). */
   passed: PacketByteCount;
   malformed: { total: number; byReason: Record<MalformedReason, number> };
@@ -134,3 +139,22 @@ export interface ChangeResult<T> {
   existing: T[];
 }
 
+
+/**
+ * The process on the other end of a control connection, as the operating system tells it (Linux: the kernel's
+ * SO_PEERCRED, recorded at connect time, which a client cannot forge). Never what a client says about itself.
+ */
+export interface PipeClient {
+  pid: number;
+  uid: number;
+  /** The uid's name in /etc/passwd, or null. */
+  user: string | null;
+  /** The process name (/proc/<pid>/comm), or null when it is gone. */
+  process: string | null;
+}
+
+/**
+ * Who asked for a configuration change (event 1100 names it): a control client (`client` null where the platform
+ * does not tell: a Windows named pipe, docs/windows.md), the managed policy, or a hand edit of the config file.
+ */
+export type ChangeOrigin = { kind: 'client'; client: PipeClient | null } | { kind: 'policy' } | { kind: 'config-file' };

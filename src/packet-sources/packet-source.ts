@@ -226,6 +226,8 @@ export interface FirewallCounters {
   shield: Map<string, ShieldCount>;
   /** Packets from another host whose source is a reflect address (forged). */
   forgedSource: ShieldCount;
+  /** Other hosts' packets routed towards the engine's device, dropped by the forward hook (Linux nft). */
+  forwarded?: ShieldCount;
   /** Per reflect address: packets its "who" allow lists refused in the firewall (Linux nft output hook). */
   notAllowed?: Map<string, ShieldCount>;
 }

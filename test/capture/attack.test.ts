@@ -175,6 +175,29 @@ for i in range(100):
     for (const c of eight) c.client.close();
   });
 
+  test('eight traces whose readers went away, with no packet to show, end and give their slots back', async () => {
+    const started = (): number => engine.output().match(/\[1200\] Capture \d+ started/g)?.length ?? 0;
+    const startedBefore = started();
+    // A filter nothing matches: these traces never get a packet to write (the old way of noticing the reader left).
+    const traceArgs = ['trace', '--pipe', pipe, '--port', '9', '--protocol', 'udp'];
+    const traces = Array.from({ length: 8 }, () => startCli(t.a, traceArgs));
+    await waitFor('eight captures started', () => started() === startedBefore + 8, 150_000).catch((e: Error) => {
+      const errs = traces.map((tr) => tr.stderr()).join(' | ');
+      throw new Error(`${e.message}: ${started() - startedBefore} started; ${errs}\n${engine.output().slice(-2000)}`);
+    });
+    // Every slot is taken now: a ninth capture is refused.
+    const ninth = await ControlClient.connect({ pipe });
+    const limitReached = (e: Error & { code?: string }): boolean => e.code === 'E_LIMIT_REACHED';
+    await assert.rejects(ninth.call('capture.start', { format: 'summary' }), limitReached);
+    ninth.close();
+    // Their readers are gone (as after `| head -1`, or a closed terminal).
+    for (const tr of traces) tr.child.stdout!.destroy();
+    for (const tr of traces) assert.equal(await tr.exited, 11, tr.stderr());
+    // No packet was sent, yet every slot is free again: eight captures open.
+    const eight = await Promise.all(Array.from({ length: 8 }, () => capture({ format: 'summary' })));
+    for (const c of eight) c.client.close();
+  });
+
   test('capture -w on a full disk exits 11 with E_OUTPUT_FAILED', async () => {
     const mnt = join(dir, 'small');
     mkdirSync(mnt);

@@ -13,7 +13,7 @@ import { ConfigStore } from '../../src/config/config-store.ts';
 import { ControlClient } from '../../src/control/client.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
 import { testAddressRules } from '../helpers/address-rules.ts';
-import { MAX_LINE_BYTES } from '../../src/control/protocol.ts';
+import { MAX_LINE_BYTES, MAX_PENDING_REQUESTS } from '../../src/control/protocol.ts';
 import { pcapngHeader } from '../../src/capture/pcapng.ts';
 import { RetroflectError } from '../../src/errors.ts';
 import { InMemoryEngine } from '../helpers/in-memory-engine.ts';
@@ -349,6 +349,85 @@ describe('robustness', () => {
       const after = await ControlClient.connect({ pipe: s.path });
       assert.equal((await after.call('status')).state, 'running');
       after.close();
+    } finally {
+      await s.server.close();
+    }
+  });
+
+  it('a pipelined burst is read only MAX_PENDING_REQUESTS ahead; another client is answered meanwhile', async () => {
+    // The burst's first request (stats) waits on a gate the test opens, so the server cannot work the burst off.
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let statusCalls = 0;
+    const engine = new (class extends InMemoryEngine {
+      override status() {
+        statusCalls++;
+        return super.status();
+      }
+      override async stats() {
+        await gate;
+        return super.stats();
+      }
+    })();
+    const s = await start({ engine });
+    try {
+      const burst = raw(s.path);
+      await burst.ready;
+      const BURST = 10_000; // about 300 KB in one write: many reads' worth
+      const lines = ['{"id":0,"method":"stats"}'];
+      for (let i = 1; i <= BURST; i++) lines.push(`{"id":${i},"method":"status"}`);
+      burst.write(lines.join('\n') + '\n');
+      // Another client's status is answered (three round trips: the server has read the burst meanwhile).
+      const other = await ControlClient.connect({ pipe: s.path });
+      const before = statusCalls; // hello reads the status too
+      for (let i = 0; i < 3; i++) assert.equal((await other.call('status')).state, 'running');
+      assert.equal(statusCalls - before, 3, 'only the other client\'s status requests were handled');
+      const pending = s.server.pendingRequests();
+      assert.ok(pending > 0 && pending <= MAX_PENDING_REQUESTS + 1, `${pending} requests read ahead of the gated one`);
+      // Open the gate: the burst is answered whole and in order, never more than the limit read ahead.
+      open();
+      let most = 0;
+      for (let i = 0; i <= BURST; i++) {
+        const r = await burst.next();
+        assert.equal(r.id, i);
+        most = Math.max(most, s.server.pendingRequests());
+      }
+      assert.ok(most <= MAX_PENDING_REQUESTS + 1, `at most ${most} requests read ahead`);
+      assert.equal(statusCalls - before, 3 + BURST);
+      other.close();
+      burst.socket.destroy();
+    } finally {
+      await s.server.close();
+    }
+  });
+
+  it('a connection working off a backlog takes turns: a request that came in meanwhile does not wait', async () => {
+    const order: string[] = [];
+    const engine = new (class extends InMemoryEngine {
+      override status() {
+        order.push('status');
+        return super.status();
+      }
+      override async stats() {
+        order.push('stats');
+        return super.stats();
+      }
+    })();
+    const s = await start({ engine });
+    try {
+      const burst = raw(s.path);
+      const other = raw(s.path);
+      await Promise.all([burst.ready, other.ready]);
+      const BURST = 1000; // one read (31 KB), its replies fit the socket buffers: only turn-taking lets 'other' in
+      // Both written before the server reads either, the burst first.
+      burst.write(`{"id":1,"method":"status"}\n`.repeat(BURST));
+      other.write('{"id":"o","method":"stats"}\n');
+      assert.equal((await other.next()).id, 'o');
+      for (let i = 0; i < BURST; i++) assert.equal((await burst.next()).id, 1);
+      const at = order.indexOf('stats');
+      assert.ok(at >= 0 && at < BURST, `the other client's request was handled after ${at} of the burst's ${BURST}`);
+      burst.socket.destroy();
+      other.socket.destroy();
     } finally {
       await s.server.close();
     }

@@ -3,12 +3,13 @@
  * with forwarding on (and reverse-path filtering off, as on a router with asymmetric routes); "b" is another host on
  * the link that routes the reflect addresses via a, and sends forged packets through raw sockets
  * (test/fixtures/raw-send.ts). Only packets a itself sends may be reflected: b's are dropped on a's forward hook and
- * counted in the nft counter `forwarded`; no packet is reflected twice; ::ffff:<R> is as forged as R.
+ * counted in the nft counter `forwarded` (reported by `stats` as forwardedDropped); no packet is reflected twice;
+ * ::ffff:<R> is as forged as R.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { createTopology, JsonLines, type NetNs, type Topology } from '../helpers/netns.ts';
-import { privateDir, removeDir, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { createTopology, JsonLines, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
+import { privateDir, removeDir, retroflect, startEngine, type EngineHandle } from '../helpers/engine.ts';
 
 const node = process.execPath;
 const PROBE = 'test/fixtures/probe.ts';
@@ -72,8 +73,21 @@ describe('a host that forwards IP reflects only its own packets', { timeout: 240
       // Reflected, the datagram would come back to b from the reflect address with its own payload.
       assert.deepEqual(JSON.parse(r.stdout), { ok: false, error: 'timeout' }, `${host}: ${r.stdout}`);
     }
-    assert.ok((await nftCounter(t.a, 'forwarded')) >= f0 + 2);
+    const f1 = await nftCounter(t.a, 'forwarded');
+    assert.ok(f1 >= f0 + 2);
     assert.equal(await reflected(), r0, 'the engine reflected a packet of another host');
+    // `stats` reports the forward hook's drops (one nft reading serves a second of requests: wait for a fresh one).
+    type Count = { packets: number; bytes: number };
+    let viaStats: Count = { packets: 0, bytes: 0 };
+    await waitFor('stats to report the forwarded drops', async () => {
+      viaStats = ((await engine!.cli(['stats'])).json as { forwardedDropped: Count }).forwardedDropped;
+      return viaStats.packets >= f1;
+    });
+    const nftNow = await nftCounter(t.a, 'forwarded');
+    assert.ok(viaStats.packets <= nftNow && viaStats.bytes >= viaStats.packets * 28, JSON.stringify(viaStats));
+    const text = await retroflect(t.a, ['stats', '--pipe', engine!.pipe]);
+    assert.match(text.stdout, /^forwarded dropped: +(\d+) packets, /m, text.stdout);
+    assert.ok(Number(/^forwarded dropped: +(\d+) packets/m.exec(text.stdout)![1]) >= f1);
     // a's own traffic to the reflect addresses is reflected as before.
     assert.equal((await t.a.run('ping', ['-c', '2', '-i', '0.2', '-W', '2', R4])).code, 0);
     assert.equal((await t.a.run('ping', ['-6', '-c', '2', '-i', '0.2', '-W', '2', R6])).code, 0);

@@ -68,6 +68,7 @@ export class InMemoryEngine implements ControlEngine {
       reflected: zero,
       shieldDropped: zero,
       forgedSourceDropped: zero,
+      forwardedDropped: zero,
       passed: zero,
       malformed: { total: 0, byReason: { truncated: 0, badVersion: 0, badHeaderLength: 0, badTotalLength: 0, badExtensionHeader: 0, badTransportHeader: 0 } },
       errors: { receive: 0, send: 0, sendExpected: { hostUnreachable: 0, icmpRefused: 0 } },

@@ -70,8 +70,11 @@ describe('run under systemd: journald priorities and --log-file', { timeout: 120
     assert.match(run.stdout(), started, run.stdout() + run.stderr());
     assert.match(run.stdout(), /^<6>\[1000\] .*Shield ports: 8080\/tcp\./m);
 
-    const add = await cli(['address', 'add', '192.0.2.5']);
-    assert.equal(add.code, 0, add.stdout + add.stderr);
+    // The client is named from the kernel's word on the socket's peer (SO_PEERCRED): this CLI process, as root.
+    const addArgs = ['address', 'add', '192.0.2.5', '--pipe', pipe, '--json'];
+    const adder = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', ...addArgs]);
+    const adderPid = adder.pid!; // `ip netns exec` execs the program: the same process
+    assert.equal(await new Promise((resolve) => adder.once('exit', resolve)), 0);
     const refused = await cli(['address', 'add', t.a4]); // this host's own address: refused by the host check
     assert.equal(refused.code, 4, refused.stdout + refused.stderr);
     const shield = await cli(['shield', 'remove', '8080/tcp']);
@@ -84,9 +87,12 @@ describe('run under systemd: journald priorities and --log-file', { timeout: 120
     assert.equal(await run.exited, 0, run.stdout() + run.stderr());
     const out = run.stdout();
     const err = run.stderr();
-    const changed = '<6>\\[1100\\] Configuration changed through the control pipe';
-    assert.match(out, new RegExp(`^${changed}: added reflect address 192\\.0\\.2\\.5\\.$`, 'm'));
-    assert.match(out, /^<6>\[1100\] Configuration changed through the control pipe: removed shield port 8080\/tcp\.$/m);
+    const changed = '<6>\\[1100\\] Configuration changed through the control pipe by client';
+    const byAdder = `pid ${adderPid} \\(node\\), uid 0 \\(root\\)`;
+    assert.match(out, new RegExp(`^${changed} ${byAdder}: added reflect address 192\\.0\\.2\\.5\\.$`, 'm'));
+    const byRemover = 'pid \\d+ \\(node\\), uid 0 \\(root\\)';
+    assert.match(out, new RegExp(`^${changed} ${byRemover}: removed shield port 8080/tcp\\.$`, 'm'));
+    assert.doesNotMatch(out, new RegExp(`${byAdder}: removed`), 'each change names its own client');
     const own = t.a4.replace(/\./g, '\\.');
     assert.match(err, new RegExp(`^<4>\\[2100\\] Refused: .*${own}.*\\[E_INVALID_ADDRESS\\]$`, 'm'));
     assert.match(out, /^<6>\[1200\] Capture 1 started \(every packet; snaplen \d+\)\.$/m);
@@ -98,6 +104,8 @@ describe('run under systemd: journald priorities and --log-file', { timeout: 120
     const ids = lines.map((l) => stamped.exec(l)).filter((m) => m !== null).map((m) => `${m![1]} ${m![2]}`);
     const expected = ['INFO 1000', 'INFO 1100', 'WARNING 2100', 'INFO 1100', 'INFO 1200', 'INFO 1201', 'INFO 1001'];
     assert.deepEqual(ids, expected, lines.join('\n'));
+    const addedLine = `INFO +1100 Configuration changed through the control pipe by client ${byAdder}: added`;
+    assert.match(lines[1], new RegExp(addedLine));
     assert.match(lines.at(-1)!, /retroflect stopped: signal SIGTERM\. Exit code 0\.$/);
   });
 

@@ -344,6 +344,7 @@ function ConvertTo-RetroflectStats {
     $reflected = ConvertTo-RetroflectCount $Stats.reflected
     $dropped = ConvertTo-RetroflectCount $Stats.shieldDropped
     $forged = ConvertTo-RetroflectCount $Stats.forgedSourceDropped
+    $forwarded = ConvertTo-RetroflectCount $Stats.forwardedDropped
     $passed = ConvertTo-RetroflectCount $Stats.passed
 
     $byProtocol = [ordered]@{}
@@ -389,6 +390,8 @@ function ConvertTo-RetroflectStats {
         ShieldDroppedBytes            = $dropped.Bytes
         ForgedSourceDroppedPackets    = $forged.Packets
         ForgedSourceDroppedBytes      = $forged.Bytes
+        ForwardedDroppedPackets       = $forwarded.Packets
+        ForwardedDroppedBytes         = $forwarded.Bytes
         PassedPackets                 = $passed.Packets
         PassedBytes                   = $passed.Bytes
         MalformedPackets              = $malformedTotal

@@ -5,7 +5,8 @@ function Get-ReflectStats {
 
     .DESCRIPTION
     Returns one Retroflect.Stats sample: packets and bytes reflected, dropped at shield ports, dropped because another
-    host forged a reflect address as their source (ForgedSourceDropped*), and passed; malformed packets by reason; receive and send errors; totals by protocol, by reflect address and by shield port; and the
+    host forged a reflect address as their source (ForgedSourceDropped*), dropped because another host routed them
+    through this one towards a reflect address (ForwardedDropped*; Linux only, 0 on Windows), and passed; malformed packets by reason; receive and send errors; totals by protocol, by reflect address and by shield port; and the
     current rates per second. With -Interval, samples are returned repeatedly until -Count is reached or Ctrl+C.
     When no engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction and
     $ErrorActionPreference decide (a script with $ErrorActionPreference = 'Stop' ends with an error).

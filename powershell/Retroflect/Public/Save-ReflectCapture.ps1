@@ -8,7 +8,9 @@ function Save-ReflectCapture {
     and for every packet its bytes as the engine sent them on (reflected packets with their addresses swapped), a
     comment with the verdict and the addresses before reflection ("verdict=reflected original=198.51.100.2:40000 >
     192.0.2.1:8081"), and its direction. It runs for -Duration, until -Count packets, or until Ctrl+C, then returns
-    the file. An existing file is replaced. No capture driver is installed and the engine keeps running.
+    the file. An existing file is refused unless -Force (then it is replaced); a symbolic link, a junction, a folder, a
+    device, a FIFO, a socket or a file with more than one name (hard links) is always refused, with a
+    Retroflect.OutputRefused error and nothing written. No capture driver is installed and the engine keeps running.
 
     .PARAMETER Path
     The pcapng file to write.
@@ -34,6 +36,9 @@ function Save-ReflectCapture {
     .PARAMETER SnapLength
     Bytes kept of each packet (64 to 65535, default 256); 65535 keeps whole packets.
 
+    .PARAMETER Force
+    Replace -Path when it is an existing regular file (never a link, a device or a file with other names).
+
     .PARAMETER Pipe
     The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
 
@@ -46,6 +51,11 @@ function Save-ReflectCapture {
     Save-ReflectCapture -Path .\drops.pcapng -Verdict shieldDropped, malformed -Count 100 -WhatIf
 
     Says which file it would write, and writes nothing.
+
+    .EXAMPLE
+    Save-ReflectCapture -Path .\reflect.pcapng -Duration '00:00:10' -Force
+
+    Captures ten seconds into reflect.pcapng, replacing the file of an earlier run.
 
     .INPUTS
     None.
@@ -83,12 +93,16 @@ function Save-ReflectCapture {
         [ValidateRange(64, 65535)]
         [int]$SnapLength = 256,
 
+        [switch]$Force,
+
         [Parameter(ValueFromPipelineByPropertyName)]
 
         [Alias('PipeName')]
         [string]$Pipe
     )
     $full = $PSCmdlet.GetUnresolvedProviderPathFromPSPath($Path)
+    $refused = Get-RetroflectOutputProblem -Path $full -Force:$Force
+    if ($null -ne $refused) { $PSCmdlet.ThrowTerminatingError($refused) }
     if (-not (Confirm-RetroflectAction $PSCmdlet $full 'Write a packet capture')) { return }
     $params = New-RetroflectCaptureParams -Format 'pcapng' -SnapLength $SnapLength -Address $Address -Port $Port -Verdict $Verdict -Protocol $Protocol
     try {
@@ -101,9 +115,10 @@ function Save-ReflectCapture {
     $tally = @{}
     try {
         try {
-            $file = New-Object System.IO.FileStream($full, [System.IO.FileMode]::Create, [System.IO.FileAccess]::Write, [System.IO.FileShare]::Read)
+            $file = Open-RetroflectOutputFile -Path $full -Force:$Force
         }
         catch {
+            if ($_.FullyQualifiedErrorId -like 'Retroflect.*') { $PSCmdlet.ThrowTerminatingError($_) }
             $PSCmdlet.ThrowTerminatingError((New-RetroflectErrorRecord -Code 'E_INVALID_PARAMS' -TargetObject $full -InnerException $_.Exception `
                 -Message "Cannot write $full`: $($_.Exception.InnerException.Message)" -Hint 'Give a path in a folder that exists and that you may write.'))
         }

@@ -41,20 +41,20 @@ export const addressMethods: MethodTablePart<'address.list' | 'address.add' | 'a
       })),
     };
   },
-  'address.set': (params, { changes }) => {
+  'address.set': (params, { changes, session }) => {
     only(params, ['addresses', 'whatIf']);
-    return changes.setAddresses(wantedAddresses(params), optionalBool(params, 'whatIf'));
+    return changes.setAddresses(session.origin, wantedAddresses(params), optionalBool(params, 'whatIf'));
   },
-  'address.add': (params, { changes }) => {
+  'address.add': (params, { changes, session }) => {
     only(params, ['addresses', 'temporary', 'maps', ...ALLOW_KINDS]);
-    return changes.addAddresses(addressList(params), optionalBool(params, 'temporary'), portMapSpecs(params), allowChange(params));
+    return changes.addAddresses(session.origin, addressList(params), optionalBool(params, 'temporary'), portMapSpecs(params), allowChange(params));
   },
-  'address.remove': (params, { changes }) => {
+  'address.remove': (params, { changes, session }) => {
     only(params, ['addresses', 'temporary', 'maps', 'skipMissing']);
     const removals = portMapRemovals(params);
     const opts = { temporary: optionalBool(params, 'temporary'), skipMissing: optionalBool(params, 'skipMissing') };
-    if (removals !== null) return changes.removePortMaps(addressList(params), removals, opts);
-    return changes.removeAddresses(addressList(params), opts);
+    if (removals !== null) return changes.removePortMaps(session.origin, addressList(params), removals, opts);
+    return changes.removeAddresses(session.origin, addressList(params), opts);
   },
   'address.test': testAddress,
 };

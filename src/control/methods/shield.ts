@@ -19,16 +19,16 @@ export const shieldMethods: MethodTablePart<'shield.list' | 'shield.add' | 'shie
       })),
     };
   },
-  'shield.set': (params, { changes }) => {
+  'shield.set': (params, { changes, session }) => {
     only(params, ['ports', 'whatIf']);
-    return changes.setShieldPorts(wantedPorts(params), optionalBool(params, 'whatIf'));
+    return changes.setShieldPorts(session.origin, wantedPorts(params), optionalBool(params, 'whatIf'));
   },
-  'shield.add': (params, { changes }) => {
+  'shield.add': (params, { changes, session }) => {
     only(params, ['ports', 'temporary']);
-    return changes.addShieldPorts(portList(params), optionalBool(params, 'temporary'));
+    return changes.addShieldPorts(session.origin, portList(params), optionalBool(params, 'temporary'));
   },
-  'shield.remove': (params, { changes }) => {
+  'shield.remove': (params, { changes, session }) => {
     only(params, ['ports', 'temporary', 'skipMissing']);
-    return changes.removeShieldPorts(portList(params), { temporary: optionalBool(params, 'temporary'), skipMissing: optionalBool(params, 'skipMissing') });
+    return changes.removeShieldPorts(session.origin, portList(params), { temporary: optionalBool(params, 'temporary'), skipMissing: optionalBool(params, 'skipMissing') });
   },
 };

@@ -82,6 +82,8 @@ export interface NftCount {
 export interface NftCounters {
   shield: Map<string, NftCount>;
   forgedSource: NftCount;
+  /** Other hosts' packets the forward hook dropped on their way into the engine's device. */
+  forwarded: NftCount;
   notAllowed?: Map<string, NftCount>;
 }
 
@@ -261,16 +263,20 @@ interface NftObject {
 
 /**
  * The table's counters, from one `nft` run: per-port shield drops from the sets' per-element counters, keyed like
- * `shieldKey` ("8080/tcp"), and the forged-source drops from the named counter.
+ * `shieldKey` ("8080/tcp"), and the forged-source and forwarded drops from their named counters.
  */
 export async function readFirewallCounters(): Promise<NftCounters> {
   const { stdout } = await runCommand({ file: 'nft', args: ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE] });
   const doc = JSON.parse(stdout) as { nftables: NftObject[] };
   const shield = new Map<string, NftCount>();
   let forgedSource: NftCount = { packets: 0, bytes: 0 };
+  let forwarded: NftCount = { packets: 0, bytes: 0 };
   const notAllowed = new Map<string, NftCount>();
   for (const obj of doc.nftables) {
     if (obj.counter?.name === NFT_FORGED_COUNTER) forgedSource = { packets: obj.counter.packets, bytes: obj.counter.bytes };
+    if (obj.counter?.name === NFT_FORWARDED_COUNTER) {
+      forwarded = { packets: obj.counter.packets, bytes: obj.counter.bytes };
+    }
     const refusedFor = obj.counter ? addressOfCounter(obj.counter.name) : null;
     if (obj.counter && refusedFor !== null) notAllowed.set(refusedFor, { packets: obj.counter.packets, bytes: obj.counter.bytes });
     const set = obj.set;
@@ -283,5 +289,5 @@ export async function readFirewallCounters(): Promise<NftCounters> {
       else if (e.elem) shield.set(`${e.elem.val}/${protocol}`, { packets: e.elem.counter?.packets ?? 0, bytes: e.elem.counter?.bytes ?? 0 });
     }
   }
-  return { shield, forgedSource, notAllowed };
+  return { shield, forgedSource, forwarded, notAllowed };
 }

@@ -97,7 +97,8 @@ function holders(inodes: Set<number>): Map<number, number> {
   return found;
 }
 
-function processName(pid: number): string | null {
+/** The name of process `pid` (/proc/<pid>/comm), or null when it is gone. */
+export function processName(pid: number): string | null {
   try {
     return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() || null;
   } catch {
