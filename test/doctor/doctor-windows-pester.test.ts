@@ -8,9 +8,10 @@
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { after, before, test } from 'node:test';
 import { bundle, NODE_EXE, ROOT, setupWine, winPath } from '../wine/setup.ts';
-import { runWindowsPwsh, stopWindowsPwshProcesses, WINPWSH_DIR, windowsPwshTestGate } from '../wine/windows-pwsh.ts';
+import { holdWindowsPwshPrefix, runWindowsPwsh, stopWindowsPwshProcesses, WINPWSH_DIR, windowsPwshTestGate }
+  from '../wine/windows-pwsh.ts';
 
 const ENGINE_EXE = join(ROOT, 'dist', 'retroflect.exe');
 const DOUBLE_DLL = join(ROOT, 'native', 'build', 'win64', 'WinDivert.dll');
@@ -38,8 +39,14 @@ if (!skip) {
   skip = missing ?? false;
 }
 
+// The prefix is ours alone for the whole file, as in test/wine/powershell.test.ts (holdWindowsPwshPrefix).
+let releasePrefix: (() => void) | null = null;
+before(async () => {
+  if (!skip) releasePrefix = await holdWindowsPwshPrefix();
+}, { timeout: 1_900_000 });
 after(() => {
   if (!skip) stopWindowsPwshProcesses();
+  releasePrefix?.();
 });
 
 test('Windows pwsh under Wine: Driver.Tests.ps1 (Test-Retroflect: Windows checks, another WinDivert user, -Repair of ' +
