@@ -176,7 +176,7 @@ describe('managed policy and desired state (Linux, real engine)', { timeout: 600
   test('lockChanges in the policy file refuses every pipe change (E_MANAGED_BY_POLICY, exit 9) within 5 s; ' +
     'lifted, changes work again', async (tt) => {
     const locked = async () => (await ask(engine!.pipe, 'status')).policy.lockChanges;
-    assert.equal((await engine!.cli(['address', 'add', '192.0.2.12,80=8081/tcp'])).code, 0);
+    assert.equal((await engine!.cli(['address', 'add', '192.0.2.12', '--map', '80=8081/tcp'])).code, 0);
     const unlocked = { schemaVersion: 1, reflectAddresses: ['192.0.2.61'], shieldPorts: ['9001/tcp'] };
     writeFileSync(policyPath, JSON.stringify({ ...unlocked, lockChanges: true }));
     const ms = await within('the lock in force', LIVE_WITHIN_MS, locked);
