@@ -63,6 +63,20 @@ export function managedByPolicy(entries: string[], action: string, origin: strin
   );
 }
 
+/** The policy locks the engine (`lockChanges`): `action` ("adding reflect addresses") is refused whatever it names. */
+export function lockedByPolicy(action: string, origin: string): RetroflectError {
+  return new RetroflectError(
+    ErrorCode.MANAGED_BY_POLICY,
+    `Managed policy (${origin}) locks retroflect's configuration: ${action} through the control pipe is refused; ` +
+      'nothing was changed.',
+    {
+      hint: 'Ask the administrator who manages the policy (Group Policy, Intune or the policy file) to make the ' +
+        'change there, or to lift the lock (LockChanges / lockChanges).',
+      details: { entries: [], origin, locked: true },
+    },
+  );
+}
+
 // E_ACCESS_DENIED -----------------------------------------------------------------------------------------------
 
 export function accessDenied(message: string, hint: string, details?: Record<string, unknown>): RetroflectError {

@@ -30,6 +30,7 @@
         'Uninstall-Retroflect'
         'Watch-ReflectTraffic'
     )
+    DscResourcesToExport = @('RetroflectReflectAddress', 'RetroflectShieldPort')
     CmdletsToExport      = @()
     VariablesToExport    = @()
     AliasesToExport      = @()

@@ -41,4 +41,74 @@ $portCompleter = {
 Register-ArgumentCompleter -CommandName 'Get-ReflectAddress', 'Remove-ReflectAddress', 'Watch-ReflectTraffic', 'Save-ReflectCapture' -ParameterName 'Address' -ScriptBlock $addressCompleter
 Register-ArgumentCompleter -CommandName 'Get-ShieldPort', 'Remove-ShieldPort' -ParameterName 'Port' -ScriptBlock $portCompleter
 
+# Desired State Configuration resources, class-based (DSC finds them only in the root module, so they are here; their
+# work is in Private/Dsc.ps1). One reflect address or one shield port Present or Absent on the engine on Pipe;
+# Set goes through Set-ReflectAddress / Set-ShieldPort and so writes the config file. Entries set by managed policy
+# show Source 'Policy' and cannot be changed here (Retroflect.ManagedByPolicy). Enums, not ValidateSet, limit the
+# values: DSC reads both, and a property with two attributes trips the syntax check's grammar (module.test.ts).
+enum RetroflectEnsure {
+    Absent
+    Present
+}
+enum RetroflectShieldProtocol {
+    tcp
+    udp
+    both
+}
+
+[DscResource()]
+class RetroflectReflectAddress {
+    # The reflect address, IPv4 or IPv6.
+    [DscProperty(Key)] [string]$Address
+    [DscProperty()] [RetroflectEnsure]$Ensure = [RetroflectEnsure]::Present
+    # Port maps ('80=8080', '443=8443/tcp'): when given, exactly these; when not, the address keeps its maps.
+    [DscProperty()] [string[]]$PortMap
+    # The engine's control pipe; empty: the default (or $env:RETROFLECT_PIPE).
+    [DscProperty()] [string]$Pipe
+    # Where the entry comes from: Policy, Config or Temporary (empty when absent).
+    [DscProperty(NotConfigurable)] [string]$Source
+
+    [RetroflectReflectAddress] Get() {
+        $state = Get-RetroflectDscAddressState $this
+        $now = [RetroflectReflectAddress]::new()
+        $now.Address = $state.IPAddress.ToString()
+        $now.Pipe = $this.Pipe
+        $now.Ensure = 'Absent'
+        if ($null -ne $state.Entry) {
+            $now.Ensure = 'Present'
+            $now.PortMap = ConvertTo-RetroflectDscMapSet @($state.Entry.PortMap)
+            $now.Source = $state.Entry.Source
+        }
+        return $now
+    }
+    [bool] Test() { return (Test-RetroflectDscAddress $this) }
+    [void] Set() { Set-RetroflectDscAddress $this }
+}
+
+[DscResource()]
+class RetroflectShieldPort {
+    # 1 to 65535 (the engine checks it).
+    [DscProperty(Key)] [int]$Port
+    # tcp, udp or both (one resource for the two entries).
+    [DscProperty(Key)] [RetroflectShieldProtocol]$Protocol = [RetroflectShieldProtocol]::both
+    [DscProperty()] [RetroflectEnsure]$Ensure = [RetroflectEnsure]::Present
+    [DscProperty()] [string]$Pipe
+    # The sources of the entries there (Policy, Config, Temporary), one per protocol, joined with ','.
+    [DscProperty(NotConfigurable)] [string]$Source
+
+    [RetroflectShieldPort] Get() {
+        $state = Get-RetroflectDscShieldState $this
+        $now = [RetroflectShieldPort]::new()
+        $now.Port = $this.Port
+        $now.Protocol = $this.Protocol
+        $now.Pipe = $this.Pipe
+        $now.Ensure = 'Absent'
+        if ($state.Entries.Count -eq $state.Protocols.Count) { $now.Ensure = 'Present' }
+        $now.Source = (@($state.Entries | ForEach-Object { $_.Source } | Sort-Object -Unique) -join ',')
+        return $now
+    }
+    [bool] Test() { return (Test-RetroflectDscShieldPort $this) }
+    [void] Set() { Set-RetroflectDscShieldPort $this }
+}
+
 Export-ModuleMember -Function (Get-ChildItem -LiteralPath (Join-Path $PSScriptRoot 'Public') -Filter '*.ps1').BaseName

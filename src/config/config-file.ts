@@ -55,7 +55,12 @@ export interface ConfigOrigin {
   /** "Config file /etc/retroflect/config.json", "Policy file ...", "Policy HKLM\\SOFTWARE\\Policies\\Retroflect". */
   label: string;
   hint: string;
+  /** A managed policy: it may also set POLICY_LOCK_FIELD, which a config file may not. */
+  policy?: boolean;
 }
+
+/** The top-level field only a policy may have: `true` makes the engine refuse every pipe change (config/policy.ts). */
+export const POLICY_LOCK_FIELD = 'lockChanges';
 
 function configFileOrigin(path: string): ConfigOrigin {
   return { label: `Config file ${path}`, hint: 'Fix the file by hand (it was not changed), or move it away to start with an empty config.' };
@@ -83,7 +88,8 @@ export function parseConfigObject(raw: unknown, path: string, origin: ConfigOrig
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalid(path, 'the top level must be a JSON object.');
   const obj = raw as Record<string, unknown>;
   for (const key of Object.keys(obj)) {
-    if (!KNOWN_KEYS.has(key)) throw invalid(path, `unknown field '${key}' (known: ${[...KNOWN_KEYS].join(', ')}).`, { field: key });
+    if (KNOWN_KEYS.has(key) || (origin.policy && key === POLICY_LOCK_FIELD)) continue;
+    throw invalid(path, `unknown field '${key}' (known: ${[...KNOWN_KEYS].join(', ')}).`, { field: key });
   }
   if (obj.schemaVersion !== CONFIG_SCHEMA_VERSION && obj.schemaVersion !== CONFIG_SCHEMA_VERSION_WITHOUT_MAPS && obj.schemaVersion !== CONFIG_SCHEMA_VERSION_WITH_MAPS) {
     const newer = typeof obj.schemaVersion === 'number' && obj.schemaVersion > CONFIG_SCHEMA_VERSION;
@@ -171,6 +177,11 @@ export function parseConfigObject(raw: unknown, path: string, origin: ConfigOrig
   } catch (err) {
     throw invalid(path, (err as Error).message);
   }
+  const lock = origin.policy ? obj[POLICY_LOCK_FIELD] : undefined;
+  if (lock !== undefined && typeof lock !== 'boolean') {
+    throw invalid(path, `field '${POLICY_LOCK_FIELD}' must be true or false.`, { field: POLICY_LOCK_FIELD });
+  }
+  if (lock === true) cfg.lockChanges = true;
   return cfg;
 }
 

@@ -28,6 +28,8 @@ export interface InterceptConfig {
   portMaps?: PortMap[];
   /** Allow lists of reflect addresses (config/allow-lists.ts), at most one entry per address. Absent = none. */
   allow?: AddressAllowLists[];
+  /** Managed policy only (config/policy.ts): true refuses every change through the pipe. Never in a running config. */
+  lockChanges?: true;
 }
 
 /** Limits of the data plane's counter slots (engine/counters.ts sizes its shared memory from these). */

@@ -2,7 +2,9 @@
  * Managed policy: entries an administrator sets outside retroflect (Linux: a read-only file in config.json's layout;
  * Windows: HKLM\SOFTWARE\Policies\Retroflect, read by platform/windows/policy-registry.ts). The engine merges them
  * into its running config (config/layers.ts), shows them with source `Policy`, and refuses to change them through
- * the pipe. This file holds what every policy source shares: the contract, the path rule, and the file source.
+ * the pipe. A policy may also lock the engine (`lockChanges`, config-file.ts POLICY_LOCK_FIELD; Windows: the
+ * LockChanges value): then every pipe change to addresses, shield ports and port maps is refused. This file holds
+ * what every policy source shares: the contract, the path rule, and the file source.
  */
 import { statSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import { emptyInterceptConfig, type InterceptConfig } from './intercept-config.ts';
@@ -41,6 +43,7 @@ export class FilePolicySource implements PolicySource {
     return loadConfigFile(this.origin, {
       label: `Policy file ${this.origin}`,
       hint: 'The policy file is managed by your administrator: fix it there. Until then the last valid policy stays in force.',
+      policy: true,
     }).config;
   }
 

@@ -8,7 +8,8 @@
  * change writes only the entries it named. Removing an entry that is persisted but not running (or the other way
  * round) is fine; one that is neither is missing: the request is refused as a whole and nothing changes, or, with
  * `skipMissing`, the rest is removed and the missing ones are listed in the result. A policy entry cannot be removed
- * or re-mapped here (E_MANAGED_BY_POLICY, the whole request refused); the policy itself changes through `applyPolicy`.
+ * or re-mapped here (E_MANAGED_BY_POLICY, the whole request refused), and while the policy locks the engine
+ * (lockChanges) no change is made here at all; the policy itself changes through `applyPolicy`.
  *
  * Before every change the config file is compared with what we last read or wrote: an edit made by hand meanwhile
  * is read back and applied to the running engine first, then the change is made on top of it (and the log says so),
@@ -36,7 +37,7 @@ import type { ControlEngine } from './control-engine.ts';
 import type { AddressAddResult, AddressRemoveResult, AddressSetResult, PortMapMissing, PolicyProblem, ShieldRemoveResult, ShieldSetResult } from './protocol.ts';
 import { checkLimits } from '../config/intercept-config.ts';
 import { replaceLayer, sameEntries } from '../config/layers.ts';
-import { managedByPolicy } from '../error-messages.ts';
+import { lockedByPolicy, managedByPolicy } from '../error-messages.ts';
 import { isRetroflectError } from '../errors.ts';
 import { planAddressSet, planShieldSet, type WantedAddress } from './desired-state.ts';
 import { problemOf, type PolicyState } from './policy-state.ts';
@@ -70,6 +71,11 @@ export class ConfigChanges {
     private readonly log: (message: string) => void = () => undefined,
   ) {}
 
+  /** Refuse every change while the policy locks the engine (lockChanges); a what-if plan changes nothing and passes. */
+  private refuseWhenLocked(action: string): void {
+    if (this.policy.locked) throw lockedByPolicy(action, this.policy.origin);
+  }
+
   /** Refuse a request that would remove or re-map policy entries (`shown`: how each is named in the message). */
   private refusePolicyEntries(shown: string[], action: string): void {
     if (shown.length) throw managedByPolicy(shown, action, this.policy.origin);
@@ -85,6 +91,7 @@ export class ConfigChanges {
     const wantedMaps: PortMap[] = wanted.flatMap((address) => maps.map((m) => ({ address, protocol: m.protocol, port: m.port, target: m.target })));
     const changesAllow = Object.keys(allow).length > 0;
     return this.serialized(async () => {
+      this.refuseWhenLocked('adding reflect addresses, port maps or allow lists');
       if (wantedMaps.length) this.refusePolicyEntries(wanted.filter((a) => this.policy.hasAddress(a)), 'given port maps');
       const running = this.engine.config();
       refuseUnenforced(allow, this.engine.status().backend);
@@ -139,6 +146,7 @@ export class ConfigChanges {
   removePortMaps(by: ChangeOrigin, addresses: readonly string[], removals: readonly PortMapRemoval[], opts: RemoveOptions): Promise<AddressRemoveResult> {
     const wanted = uniqueAddresses(addresses);
     return this.serialized(async () => {
+      this.refuseWhenLocked('removing port maps');
       this.refusePolicyEntries(wanted.filter((a) => this.policy.hasAddress(a)), 'changed');
       const running = this.engine.config();
       const persisted = this.store.config;
@@ -173,6 +181,7 @@ export class ConfigChanges {
   removeAddresses(by: ChangeOrigin, addresses: readonly string[], opts: RemoveOptions): Promise<AddressRemoveResult> {
     const wanted = uniqueAddresses(addresses);
     return this.serialized(async () => {
+      this.refuseWhenLocked('removing reflect addresses');
       this.refusePolicyEntries(wanted.filter((a) => this.policy.hasAddress(a)), 'removed');
       const running = this.engine.config();
       const persistedConfig = this.store.config;
@@ -200,6 +209,7 @@ export class ConfigChanges {
   addShieldPorts(by: ChangeOrigin, ports: readonly ShieldPort[], temporary: boolean): Promise<ChangeResult<ShieldPort> & { persisted: ShieldPort[] }> {
     const wanted = uniquePorts(ports);
     return this.serialized(async () => {
+      this.refuseWhenLocked('adding shield ports');
       const running = this.engine.config();
       const next = cloneInterceptConfig(running);
       const added = addShieldPorts(next, wanted);
@@ -218,6 +228,7 @@ export class ConfigChanges {
   removeShieldPorts(by: ChangeOrigin, ports: readonly ShieldPort[], opts: RemoveOptions): Promise<ShieldRemoveResult> {
     const wanted = uniquePorts(ports);
     return this.serialized(async () => {
+      this.refuseWhenLocked('removing shield ports');
       const byPolicy = new Set(this.policy.config.shieldPorts.map(shieldKey));
       this.refusePolicyEntries(wanted.filter((p) => byPolicy.has(shieldKey(p))).map(shieldKey), 'removed');
       const running = this.engine.config();
@@ -261,6 +272,7 @@ export class ConfigChanges {
    */
   setAddresses(by: ChangeOrigin, wanted: readonly WantedAddress[], whatIf: boolean): Promise<AddressSetResult> {
     return this.serialized(async () => {
+      if (!whatIf) this.refuseWhenLocked('setting the reflect addresses');
       const running = this.engine.config();
       const plan = planAddressSet(running, this.persistedView(running), this.policy.config, wanted);
       checkLimits(plan.running);
@@ -279,6 +291,7 @@ export class ConfigChanges {
   setShieldPorts(by: ChangeOrigin, wanted: readonly ShieldPort[], whatIf: boolean): Promise<ShieldSetResult> {
     const unique = uniquePorts(wanted);
     return this.serialized(async () => {
+      if (!whatIf) this.refuseWhenLocked('setting the shield ports');
       const running = this.engine.config();
       const plan = planShieldSet(running, this.persistedView(running), this.policy.config, unique);
       checkLimits(plan.running);
@@ -332,7 +345,7 @@ export class ConfigChanges {
         this.policy.refuse(err as Error);
         return { adopted: false, problems: [problemOf(err as Error)] };
       }
-      this.policy.adopt(usable, problems);
+      this.policy.adopt(usable, problems, next.lockChanges === true);
       return { adopted: true, problems };
     }, false);
   }

@@ -11,6 +11,7 @@ export class PolicyState {
   private inForce: InterceptConfig = emptyInterceptConfig();
   private problemList: PolicyProblem[] = [];
   private changedAt: string | null = null;
+  private lock = false;
 
   constructor(readonly origin: string) {}
 
@@ -19,13 +20,19 @@ export class PolicyState {
     return cloneInterceptConfig(this.inForce);
   }
 
+  /** The policy in force locks the engine: no change through the pipe (config-changes.ts). */
+  get locked(): boolean {
+    return this.lock;
+  }
+
   hasAddress(address: string): boolean {
     return this.inForce.reflectAddresses.includes(address);
   }
 
   /** New entries are in force; `problems` are what was left out of them (empty: all of the policy is in force). */
-  adopt(config: InterceptConfig, problems: PolicyProblem[]): void {
+  adopt(config: InterceptConfig, problems: PolicyProblem[], locked: boolean): void {
     this.inForce = cloneInterceptConfig(config);
+    this.lock = locked;
     this.problemList = problems;
     this.changedAt = new Date().toISOString();
   }
@@ -40,11 +47,12 @@ export class PolicyState {
     const entries = this.inForce.reflectAddresses.length + this.inForce.shieldPorts.length;
     return {
       origin: this.origin,
-      state: this.problemList.length ? 'invalid' : entries ? 'applied' : 'none',
+      state: this.problemList.length ? 'invalid' : entries || this.lock ? 'applied' : 'none',
       reflectAddresses: [...this.inForce.reflectAddresses],
       shieldPorts: this.inForce.shieldPorts.map((p) => ({ ...p })),
       problems: this.problemList.map((p) => ({ ...p })),
       changedAt: this.changedAt,
+      lockChanges: this.lock,
     };
   }
 }

@@ -116,6 +116,8 @@ export interface PolicyStatus {
   problems: PolicyProblem[];
   /** When the policy in force last changed or was last refused (ISO 8601), null: never since start. */
   changedAt: string | null;
+  /** The policy locks the engine: every change through the pipe is refused (E_MANAGED_BY_POLICY, details.locked). */
+  lockChanges: boolean;
 }
 
 /** `status`: the engine's status plus every running entry with its source, and the managed policy. */

@@ -127,7 +127,8 @@ async function handlesCheck(ctx: DoctorContext, dll: string | null, holders: Ope
   if (samePriority.length) {
     return warning(name,
       `${samePriority.map(describe).join('; ')} use${samePriority.length === 1 ? 's' : ''} our priority ${ours}: ` +
-        `with overlapping filters, which handle sees a packet first is undefined.`,
+        `with overlapping filters, the handle opened later normally sees a packet first (WinDivert ranks handles of ` +
+        `equal priority by when they were opened), so which program acts first depends on which started last.`,
       `${inspect} Give the engine another priority (retroflect run --priority <n>, e.g. ${ours + 1}), or reconfigure ` +
         `or stop that tool.`, evidence);
   }

@@ -6,6 +6,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfigFile, saveConfigFile, serializeConfig } from '../../src/config/config-file.ts';
+import { FilePolicySource } from '../../src/config/policy.ts';
+import { policyObject } from '../../src/platform/windows/policy-registry.ts';
 import { ConfigStore } from '../../src/config/config-store.ts';
 import { RetroflectError } from '../../src/errors.ts';
 import { bundleScript } from '../helpers/bundle.ts';
@@ -46,6 +48,31 @@ describe('load', () => {
   it('names a bad port by index', () => rejectsInvalid('{"schemaVersion":1,"shieldPorts":[{"port":0,"protocol":"tcp"}]}', /shieldPorts\[0\]/));
   it('refuses a newer schema', () => rejectsInvalid('{"schemaVersion":4}', /newer retroflect/));
   it('refuses a non-object', () => rejectsInvalid('[]', /JSON object/));
+  it('refuses lockChanges in a config file: only a policy may lock the engine', () =>
+    rejectsInvalid('{"schemaVersion":1,"lockChanges":true}', /unknown field 'lockChanges'/));
+});
+
+describe('policy lock (lockChanges)', () => {
+  const policy = (text: string) => new FilePolicySource(file(text)).read();
+  it('a policy file may set it: true locks, false or absent does not', () => {
+    assert.equal(policy('{"schemaVersion":1,"lockChanges":true,"reflectAddresses":["192.0.2.1"]}').lockChanges, true);
+    assert.equal(policy('{"schemaVersion":1,"lockChanges":false}').lockChanges, undefined);
+    assert.equal(policy('{"schemaVersion":1}').lockChanges, undefined);
+  });
+  it('a policy file with a lockChanges that is not a boolean is invalid, naming the field', () => {
+    const p = file('{"schemaVersion":1,"lockChanges":"yes"}');
+    assert.throws(() => new FilePolicySource(p).read(),
+      (e: RetroflectError) => e.code === 'E_CONFIG_INVALID' && /lockChanges' must be true or false/.test(e.message));
+  });
+  it('the registry value LockChanges (REG_DWORD) reads as the file field; another value or type is invalid', () => {
+    const dword = (data: number | string) => [{ name: 'LockChanges', type: typeof data === 'number' ? 4 : 1, data }];
+    assert.equal((policyObject([], [], dword(1)) as { lockChanges?: boolean }).lockChanges, true);
+    assert.equal((policyObject([], [], dword(0)) as { lockChanges?: boolean }).lockChanges, false);
+    assert.equal('lockChanges' in (policyObject([], []) as object), false);
+    for (const bad of [2, '1']) {
+      assert.throws(() => policyObject([], [], dword(bad)), /LockChanges' must be a REG_DWORD of 0 or 1/);
+    }
+  });
 });
 
 describe('save', () => {

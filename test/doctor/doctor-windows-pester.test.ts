@@ -1,15 +1,17 @@
 /**
  * powershell/Tests/Windows/Driver.Tests.ps1 in the Windows pwsh under Wine (as test/wine/powershell.test.ts runs the
  * whole Windows suite), so `npm test -- doctor` covers Test-Retroflect on Windows: its Windows checks, another
- * WinDivert user at our priority, a stale driver entry reported and repaired. Skips locally without Wine, dotnet or
- * dist/retroflect.exe; fails on CI.
+ * WinDivert user at our priority, a stale driver entry reported and repaired; and Uninstall-Retroflect leaving the
+ * driver service entry alone while another program holds a WinDivert handle, removing ours once none does. Skips
+ * locally without Wine, dotnet or dist/retroflect.exe; fails on CI.
  */
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { after, before, test } from 'node:test';
 import { bundle, NODE_EXE, ROOT, setupWine, winPath } from '../wine/setup.ts';
-import { runWindowsPwsh, stopWindowsPwshProcesses, WINPWSH_DIR, windowsPwshTestGate } from '../wine/windows-pwsh.ts';
+import { holdWindowsPwshPrefix, runWindowsPwsh, stopWindowsPwshProcesses, WINPWSH_DIR, windowsPwshTestGate }
+  from '../wine/windows-pwsh.ts';
 
 const ENGINE_EXE = join(ROOT, 'dist', 'retroflect.exe');
 const DOUBLE_DLL = join(ROOT, 'native', 'build', 'win64', 'WinDivert.dll');
@@ -37,12 +39,18 @@ if (!skip) {
   skip = missing ?? false;
 }
 
+// The prefix is ours alone for the whole file, as in test/wine/powershell.test.ts (holdWindowsPwshPrefix).
+let releasePrefix: (() => void) | null = null;
+before(async () => {
+  if (!skip) releasePrefix = await holdWindowsPwshPrefix();
+}, { timeout: 1_900_000 });
 after(() => {
   if (!skip) stopWindowsPwshProcesses();
+  releasePrefix?.();
 });
 
 test('Windows pwsh under Wine: Driver.Tests.ps1 (Test-Retroflect: Windows checks, another WinDivert user, -Repair of ' +
-  'a stale entry)',
+  'a stale entry; Uninstall-Retroflect keeps the driver entry while another handle is open)',
   { skip, timeout: 600_000 }, async () => {
   stopWindowsPwshProcesses();
   const work = join(WINPWSH_DIR, 'doctor-run');
@@ -78,7 +86,7 @@ test('Windows pwsh under Wine: Driver.Tests.ps1 (Test-Retroflect: Windows checks
     ...results.tests].filter((t) => t.result === 'Failed').map((t) => `${t.name}: ${t.error}`);
   assert.deepEqual(failures, [], `Pester failures:\n${failures.join('\n\n')}\n${output}`);
   assert.deepEqual(results.containers.map((c) => c.name.split(/[\\/]/).pop()), ['Driver.Tests.ps1']);
-  assert.equal(results.passed, 3, output);
+  assert.equal(results.passed, 5, output);
   assert.equal(results.skipped + results.notRun, 0);
   assert.equal(r.code, 0, output);
   writeFileSync(join(work, 'done'), '');

@@ -137,7 +137,7 @@ describe('retroflect doctor under Wine (WinDivert double with the REFLECT layer)
       assert.equal(c.status, 'warning', JSON.stringify(c));
       assert.match(c.detail,
         new RegExp(`process ${other.pid} \\(network layer, priority 1000, filter "tcp\\.DstPort == 8080"\\) uses our ` +
-          `priority 1000`));
+          `priority 1000: with overlapping filters, the handle opened later normally sees a packet first`));
       assert.match(c.fix!, new RegExp(`Get-Process -Id ${other.pid}.*--priority`));
       const handles = c.evidence.handles as { processId: number; overlaps: boolean }[];
       assert.deepEqual(handles.map((h) => [h.processId, h.overlaps]), [[other.pid, true]],

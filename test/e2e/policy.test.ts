@@ -57,7 +57,7 @@ async function within(what: string, limitMs: number, check: () => Promise<boolea
   return took;
 }
 
-describe('managed policy and desired state (Linux, real engine)', { timeout: 240_000 }, () => {
+describe('managed policy and desired state (Linux, real engine)', { timeout: 600_000 }, () => {
   let t: Topology;
   let dir: string;
   let engine: EngineHandle | undefined;
@@ -171,5 +171,37 @@ describe('managed policy and desired state (Linux, real engine)', { timeout: 240
     assert.deepEqual(ports.json.removed, [{ port: 7000, protocol: 'udp' }]);
     assert.deepEqual(ports.json.policy, [{ port: 9001, protocol: 'tcp' }]);
     assert.deepEqual(await sources('shield'), ['9001/tcp Policy', '8080/tcp Config']);
+  });
+
+  test('lockChanges in the policy file refuses every pipe change (E_MANAGED_BY_POLICY, exit 9) within 5 s; ' +
+    'lifted, changes work again', async (tt) => {
+    const locked = async () => (await ask(engine!.pipe, 'status')).policy.lockChanges;
+    assert.equal((await engine!.cli(['address', 'add', '192.0.2.12', '--map', '80=8081/tcp'])).code, 0);
+    const unlocked = { schemaVersion: 1, reflectAddresses: ['192.0.2.61'], shieldPorts: ['9001/tcp'] };
+    writeFileSync(policyPath, JSON.stringify({ ...unlocked, lockChanges: true }));
+    const ms = await within('the lock in force', LIVE_WITHIN_MS, locked);
+    tt.diagnostic(`policy lock live after ${ms} ms`);
+    const state = async () => [await sources('address'), await sources('shield'), readFileSync(configPath, 'utf8')];
+    const before = await state();
+    const refused = [['address', 'add', '192.0.2.20'], ['address', 'add', '192.0.2.20', '--temporary'],
+      ['address', 'add', '192.0.2.12', '--map', '81=8081/tcp'], ['address', 'remove', '192.0.2.12', '--map', '80'],
+      ['address', 'remove', '192.0.2.12'], ['address', 'set', '--none'], ['shield', 'add', '7001/tcp'],
+      ['shield', 'remove', '8080/tcp'], ['shield', 'set', '--none']];
+    for (const args of refused) {
+      const r = await engine!.cli(args);
+      assert.equal(r.code, 9, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+      assert.equal(r.json?.error?.code, 'E_MANAGED_BY_POLICY', r.stdout);
+      assert.equal(r.json.error.details.locked, true, r.stdout);
+      assert.match(r.json.error.message, /locks retroflect's configuration/);
+    }
+    assert.deepEqual(await state(), before, 'nothing changed, running or saved');
+    assert.deepEqual(await probe(t.a, '192.0.2.12', 80), { ok: true, reply: 'peer=192.0.2.12' },
+      'what was configured is still served');
+    const plan = await engine!.cli(['address', 'set', '--none', '--what-if']);
+    assert.equal(plan.code, 0, `a what-if plan changes nothing and is still answered: ${plan.stderr}`);
+    writeFileSync(policyPath, JSON.stringify(unlocked));
+    await within('the lock lifted', LIVE_WITHIN_MS, async () => !(await locked()));
+    assert.equal((await engine!.cli(['shield', 'add', '7001/tcp'])).code, 0, 'changes work again');
+    assert.deepEqual(await sources('shield'), ['9001/tcp Policy', '8080/tcp Config', '7001/tcp Config']);
   });
 });

@@ -229,9 +229,13 @@ test('syntax: every .ps1 parses with the tree-sitter PowerShell grammar', async 
     return;
   }
   for (const file of allScripts) {
-    const tree = grammar.parse(read(file));
+    const text = read(file);
+    const lines = text.split('\n');
+    const tree = grammar.parse(text);
     const errors: string[] = [];
     const walk = (n: TsNode): void => {
+      // The grammar knows no attribute on a class; DSC needs [DscResource()] on each resource class (Retroflect.psm1).
+      if (n.type === 'ERROR' && lines[n.startPosition.row]?.trim() === '[DscResource()]') return;
       if (n.type === 'ERROR' || n.isMissing) errors.push(`${n.type} at line ${n.startPosition.row + 1}: ${n.text.slice(0, 60)}`);
       for (const c of n.children) walk(c);
     };

@@ -14,7 +14,8 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { POLICY_ADDRESSES_KEY, POLICY_KEY, POLICY_SHIELD_KEY } from '../../src/platform/windows/policy-registry.ts';
+import { POLICY_ADDRESSES_KEY, POLICY_KEY, POLICY_SHIELD_KEY, POLICY_VALUES }
+  from '../../src/platform/windows/policy-registry.ts';
 import { findPwsh } from '../helpers/pwsh.ts';
 import { run } from '../helpers/netns.ts';
 import { ROOT, runWine, setupWine, WINE_DIR, wineAvailable, wineEnv, winPath } from './setup.ts';
@@ -61,14 +62,26 @@ test('the ADMX template parses as XML and names every registry key the engine re
           texts = ($strings.ContainsKey($p.name) -and $strings.ContainsKey($p.name + '_Help')); presented = ($pres[$p.name] -contains $e.id) }
       }
     }
-    $out | ConvertTo-Json -Compress`;
+    $values = foreach ($p in $x.policyDefinitions.policies.policy) {
+      if ($p.HasAttribute('valueName')) {
+        [pscustomobject]@{ policy = $p.name; key = $p.key; valueName = $p.valueName
+          enabled = [string]$p.enabledValue.decimal.value; disabled = [string]$p.disabledValue.decimal.value
+          texts = ($strings.ContainsKey($p.name) -and $strings.ContainsKey($p.name + '_Help')) }
+      }
+    }
+    @{ lists = @($out); values = @($values) } | ConvertTo-Json -Compress -Depth 4`;
   mkdirSync(WINE_DIR, { recursive: true });
   const file = join(WINE_DIR, `admx-check-${process.pid}.ps1`);
   writeFileSync(file, script);
   const r = await run(pwsh.path, ['-NoProfile', '-NonInteractive', '-File', file]);
   rmSync(file, { force: true });
   assert.equal(r.code, 0, `pwsh: ${r.stdout}${r.stderr}`);
-  const lists = [JSON.parse(r.stdout)].flat() as { policy: string; key: string; listKey: string; explicitValue: string; numbered: boolean; texts: boolean; presented: boolean }[];
+  const parsed = JSON.parse(r.stdout) as { lists: unknown[]; values: unknown[] };
+  type ListRow = { policy: string; key: string; listKey: string; explicitValue: string; numbered: boolean;
+    texts: boolean; presented: boolean };
+  const lists = parsed.lists as ListRow[];
+  type ValueRow = { key: string; valueName: string; enabled: string; disabled: string; texts: boolean };
+  const values = parsed.values as ValueRow[];
   const byKey = new Map(lists.map((l) => [l.listKey.toLowerCase(), l]));
   const addresses = byKey.get(POLICY_ADDRESSES_KEY.toLowerCase());
   const shield = byKey.get(POLICY_SHIELD_KEY.toLowerCase());
@@ -78,6 +91,10 @@ test('the ADMX template parses as XML and names every registry key the engine re
   assert.equal(shield.numbered, true, 'shield ports: numbered values whose data is the port');
   assert.equal(lists.length, 2, 'no value the engine does not read');
   for (const l of lists) assert.ok(l.texts && l.presented, `${l.policy} has its texts and presentation in the ADML`);
+  // The lock: a REG_DWORD under the policy key itself, 1 when enabled, 0 when disabled, as lockOf() reads it.
+  const lock = POLICY_VALUES.lockChanges;
+  assert.deepEqual(values.map((v) => [v.key.toLowerCase(), v.valueName, v.enabled, v.disabled, v.texts]),
+    [[lock.key.toLowerCase(), lock.valueName, '1', '0', true]], 'the one plain value is LockChanges, with its texts');
 });
 
 test('the engine under Wine reads the registry policy, refuses to remove it, follows reg add/delete live, reports an invalid value', { skip: missing ?? false, timeout: 600_000 }, async (t) => {

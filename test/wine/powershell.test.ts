@@ -11,10 +11,11 @@
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { after, before, test } from 'node:test';
 import { fileRecord, inboundAddr, outboundAddr, packet, packetSeq, readFileRecords } from '../helpers/windivert-double.ts';
 import { ROOT, winPath } from './setup.ts';
-import { runWindowsPwsh, stopWindowsPwshProcesses, WINPWSH_DIR, windowsPwshTestGate } from './windows-pwsh.ts';
+import { holdWindowsPwshPrefix, runWindowsPwsh, stopWindowsPwshProcesses, WINPWSH_DIR, windowsPwshTestGate }
+  from './windows-pwsh.ts';
 import { RELEASE_PESTER_FILES, SERVICE_PESTER_FILES } from './service-prefix.ts';
 
 const TESTS_DIR = join(ROOT, 'powershell', 'Tests', 'Windows');
@@ -34,11 +35,16 @@ if (!skip) {
   skip = missing ?? false;
 }
 
+// The prefix is ours alone for the whole file (holdWindowsPwshPrefix: another file's `wineserver -k` would end this
+// file's engines and pwsh mid-run); ended and handed on afterwards.
+let releasePrefix: (() => void) | null = null;
+before(async () => {
+  if (!skip) releasePrefix = await holdWindowsPwshPrefix();
+}, { timeout: 1_900_000 });
 after(() => {
   if (!skip) stopWindowsPwshProcesses();
+  releasePrefix?.();
 });
-
-
 
 interface PesterResults {
   passed: number;

@@ -20,7 +20,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { ROOT, wineAvailable, wineEnv } from './setup.ts';
@@ -135,6 +135,59 @@ export interface WindowsPwshResult {
   stdout: string;
   stderr: string;
   seconds: number;
+}
+
+/** How long a test file waits for its turn at the prefix, and how often it looks. */
+const PREFIX_TURN = { WAIT_MS: 1_800_000, POLL_MS: 1000, NEW_LOCK_MS: 10_000 } as const;
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * The prefix is one Windows machine: test files that use it at the same time (`npm test` runs two files at once;
+ * worktrees whose .tmp/winpwsh links to one folder share it too) share \\.\pipe\retroflect, C:\ProgramData\Retroflect
+ * and the service manager, and each one's stopWindowsPwshProcesses() (`wineserver -k`) ends the other's pwsh and
+ * engines mid-run. So each file takes its turn: an exclusive lock folder beside the prefix holding the owner's pid,
+ * taken over when that process is gone. Call it before the first use of the prefix; call what it returns after the
+ * last (after stopWindowsPwshProcesses()).
+ */
+export async function holdWindowsPwshPrefix(): Promise<() => void> {
+  const lock = join(WINPWSH_DIR, 'prefix.lock');
+  const pidFile = join(lock, 'pid');
+  mkdirSync(WINPWSH_DIR, { recursive: true });
+  const started = Date.now();
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      writeFileSync(pidFile, String(process.pid));
+      return () => rmSync(lock, { recursive: true, force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let owner = NaN;
+    let age = 0;
+    try {
+      owner = Number(readFileSync(pidFile, 'utf8'));
+      age = Date.now() - statSync(lock).mtimeMs;
+    } catch {
+      // Just made, its pid not written yet: the owner is alive.
+    }
+    // A lock whose owner is gone (or that never got its pid) is free; one being made right now is not.
+    if ((Number.isInteger(owner) && !processAlive(owner)) || (Number.isNaN(owner) && age > PREFIX_TURN.NEW_LOCK_MS)) {
+      rmSync(lock, { recursive: true, force: true });
+      continue;
+    }
+    if (Date.now() - started > PREFIX_TURN.WAIT_MS) {
+      throw new Error(`the Windows pwsh prefix stayed taken by process ${owner} (${lock})`);
+    }
+    await new Promise((r) => setTimeout(r, PREFIX_TURN.POLL_MS));
+  }
 }
 
 /** End every process of our prefix (engines a failed test left running); only ours, never test/wine's. */

@@ -48,24 +48,73 @@ function Resolve-RetroflectPipe {
     return [pscustomobject]@{ Name = $Pipe; ClientPipeName = $path; Display = $path; SocketPath = $path }
 }
 
+# Windows' answer when no pipe of a name exists (WaitNamedPipe, CreateFile): ERROR_FILE_NOT_FOUND.
+$script:Win32FileNotFound = 2
+# The pipe probe type (Get-RetroflectPipeProbe), made once per session; $false when it could not be made.
+$script:PipeProbe = $null
+
+function Get-RetroflectPipeProbe {
+    <#
+    Windows: a type whose static Probe(path) calls WaitNamedPipeW(path, 1 ms) and returns 0 when an instance of the
+    pipe is free, else the Win32 error (ERROR_FILE_NOT_FOUND: no such pipe; ERROR_SEM_TIMEOUT: all instances busy).
+    WaitNamedPipe only asks the pipe file system: it takes no instance of an engine's pipe, as connecting or
+    File.Exists would. The error is read inside Probe, right after the call, so nothing PowerShell runs in between
+    can overwrite it. Made with Reflection.Emit (milliseconds; Add-Type would compile C# for about 2 s), once per
+    session. $false when it cannot be made (then the connect with its timeout decides).
+    #>
+    if ($null -ne $script:PipeProbe) { return $script:PipeProbe }
+    $script:PipeProbe = $false
+    try {
+        $name = New-Object System.Reflection.AssemblyName('Retroflect.PipeProbe')
+        $assembly = [System.Reflection.Emit.AssemblyBuilder]::DefineDynamicAssembly($name,
+            [System.Reflection.Emit.AssemblyBuilderAccess]::Run)
+        $type = $assembly.DefineDynamicModule('Retroflect.PipeProbe').DefineType('Retroflect.PipeProbe',
+            [System.Reflection.TypeAttributes]'Public, Abstract, Sealed')
+        $wait = $type.DefineMethod('WaitNamedPipeW',
+            [System.Reflection.MethodAttributes]'Public, Static, PinvokeImpl, HideBySig', [bool], [type[]]@([string], [int]))
+        $wait.SetImplementationFlags([System.Reflection.MethodImplAttributes]::PreserveSig)
+        $dllImport = [System.Runtime.InteropServices.DllImportAttribute]
+        $wait.SetCustomAttribute((New-Object System.Reflection.Emit.CustomAttributeBuilder(
+                    $dllImport.GetConstructor([type[]]@([string])), [object[]]@('kernel32.dll'),
+                    [System.Reflection.FieldInfo[]]@($dllImport.GetField('SetLastError'),
+                        $dllImport.GetField('CharSet')),
+                    [object[]]@($true, [System.Runtime.InteropServices.CharSet]::Unicode))))
+        $probe = $type.DefineMethod('Probe', [System.Reflection.MethodAttributes]'Public, Static, HideBySig', [int],
+            [type[]]@([string]))
+        $il = $probe.GetILGenerator()
+        $free = $il.DefineLabel()
+        $il.Emit([System.Reflection.Emit.OpCodes]::Ldarg_0)
+        $il.Emit([System.Reflection.Emit.OpCodes]::Ldc_I4_1)
+        $il.Emit([System.Reflection.Emit.OpCodes]::Call, $wait)
+        $il.Emit([System.Reflection.Emit.OpCodes]::Brtrue_S, $free)
+        $lastError = [System.Runtime.InteropServices.Marshal].GetMethod('GetLastWin32Error')
+        $il.Emit([System.Reflection.Emit.OpCodes]::Call, $lastError)
+        $il.Emit([System.Reflection.Emit.OpCodes]::Ret)
+        $il.MarkLabel($free)
+        $il.Emit([System.Reflection.Emit.OpCodes]::Ldc_I4_0)
+        $il.Emit([System.Reflection.Emit.OpCodes]::Ret)
+        $script:PipeProbe = $type.CreateType()
+    }
+    catch {
+        Write-Verbose ("The pipe probe could not be made ($($_.Exception.Message)); the connect decides " +
+            'whether an engine runs.')
+    }
+    return $script:PipeProbe
+}
+
 function Test-RetroflectPipeMissing {
     <#
     Is it certain that nothing listens on $Resolved (a Resolve-RetroflectPipe result)? Linux: no socket file.
-    Windows: the pipe is not in the list of \\.\pipe\ (enumerating does not connect, so it takes no instance of
-    an engine's pipe); a listing that fails or is empty (no real Windows has no pipes) proves nothing, and the
-    connect with its timeout decides. Without this, "no engine" took the whole connect timeout on Windows:
-    Detect scripts and every tab completion waited 2 s.
+    Windows: WaitNamedPipe says no pipe of that name exists (Get-RetroflectPipeProbe); a free or busy pipe, or no
+    probe, proves nothing, and the connect with its timeout decides. Without this, "no engine" took the whole
+    connect timeout on Windows: Detect scripts and every tab completion waited 2 s. (Listing \\.\pipe\ was the
+    check before; Wine cannot list that folder, so there it never answered.)
     #>
     param($Resolved)
     if ($null -ne $Resolved.SocketPath) { return (-not [System.IO.File]::Exists($Resolved.SocketPath)) }
-    # -ErrorAction Ignore, not try/catch: a caught .NET exception (Wine's pipe folder cannot be listed) would land in
-    # the calling cmdlet's -ErrorVariable ahead of the one record it reports.
-    $pipes = @(Get-ChildItem -LiteralPath '\\.\pipe\' -Name -ErrorAction Ignore)
-    if ($pipes.Count -eq 0) { return $false }
-    foreach ($p in $pipes) {
-        if ([string]::Equals([string]$p, $Resolved.Name, [System.StringComparison]::OrdinalIgnoreCase)) { return $false }
-    }
-    return $true
+    $probe = Get-RetroflectPipeProbe
+    if ($probe -eq $false) { return $false }
+    return ($probe::Probe($Resolved.Display) -eq $script:Win32FileNotFound)
 }
 
 function Connect-RetroflectEngine {

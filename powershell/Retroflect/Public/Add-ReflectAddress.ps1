@@ -4,59 +4,79 @@ function Add-ReflectAddress {
     Adds reflect addresses to the running engine.
 
     .DESCRIPTION
-    Every packet this host sends to a reflect address is turned around and delivered back to this host as if it
-    came from that address, so a client connecting to the address reaches a local server bound to the wildcard
-    address. The engine checks each address first (an IP address, not one of this host's, not on a local subnet,
-    routed); if any is refused, none is added and a Retroflect.InvalidAddress error says why and what to do.
-    Adding an address that is already configured is not an error (idempotent); with -PassThru it is returned
-    with Added = $false. The change is saved to the engine's config file unless -Temporary is given.
-    All addresses from the pipeline are sent as one all-or-nothing change when the pipeline ends.
+    Every packet this host sends to a reflect address is turned around and
+    delivered back to this host as if it came from that address, so a client
+    connecting to the address reaches a local server bound to the wildcard
+    address. The engine checks each address first (an IP address, not one of
+    this host's, not on a local subnet, routed); if any is refused, none is
+    added and a Retroflect.InvalidAddress error says why and what to do. Adding
+    an address that is already configured is not an error (idempotent); with
+    -PassThru it is returned with Added = $false. The change is saved to the
+    engine's config file unless -Temporary is given. All addresses from the
+    pipeline are sent as one all-or-nothing change when the pipeline ends.
 
     .PARAMETER Address
-    IPv4 or IPv6 addresses ('192.0.2.1', '2001:db8::1', '[2001:db8::1]'), [ipaddress] objects, or objects with an
-    IPAddress property (Get-ReflectAddress output, Import-Csv rows). Use Test-ReflectAddress to check an address and get a suggestion.
+    IPv4 or IPv6 addresses ('192.0.2.1', '2001:db8::1', '[2001:db8::1]'),
+    [ipaddress] objects, or objects with an IPAddress property
+    (Get-ReflectAddress output, Import-Csv rows). Use Test-ReflectAddress
+    to check an address and get a suggestion.
 
     .PARAMETER PortMap
-    Port maps for every address given: a client reaching Address:Port gets the local server on Target. A hashtable
-    @{80=8080; 443=8443} (TCP and UDP), spec strings '443=8443/tcp' or '53=5353/udp' (several joined with ';', as
-    Export-Csv writes a PortMap column: '80=8080;443=8443/tcp'), or Retroflect.PortMap objects.
-    Also adds maps to addresses already configured. A port out of range, a map to itself, a port already mapped to
-    another target or overlapping maps are refused (Retroflect.InvalidPort / Retroflect.PortMapConflict) and nothing
-    changes. See docs/port-mapping.md. Binds by property name too: Import-Csv rows (an IPAddress and a PortMap
-    column, as Export-Csv of Get-ReflectAddress writes them) keep each row's maps; rows with different maps are sent
-    as one change per distinct set of maps, in order, and the first refused one stops the rest.
+    Port maps for every address given: a client reaching Address:Port gets
+    the local server on Target. A hashtable @{80=8080; 443=8443} (TCP and
+    UDP), spec strings '443=8443/tcp' or '53=5353/udp' (several joined with
+    ';', as Export-Csv writes a PortMap column: '80=8080;443=8443/tcp'), or
+    Retroflect.PortMap objects. Also adds maps to addresses already
+    configured. A port out of range, a map to itself, a port already mapped
+    to another target or overlapping maps are refused
+    (Retroflect.InvalidPort / Retroflect.PortMapConflict) and nothing
+    changes. See docs/port-mapping.md. Binds by property name too:
+    Import-Csv rows (an IPAddress and a PortMap column, as Export-Csv of
+    Get-ReflectAddress writes them) keep each row's maps; rows with
+    different maps are sent as one change per distinct set of maps, in
+    order, and the first refused one stops the rest.
 
     .PARAMETER Port
-    Allow only these ports of the addresses: '8080' (TCP and UDP), '3128/tcp', '53/udp', or 'all' to lift the list.
-    Replaces the list the address had. A client connecting to another port is refused at once (a TCP reset or ICMP
-    port unreachable from the address) and counted as NotAllowed. Port maps count as allowed ports. Without -Port
-    (and without a list set before) every port is reflected: see docs/security.md.
+    Allow only these ports of the addresses: '8080' (TCP and UDP),
+    '3128/tcp', '53/udp', or 'all' to lift the list. Replaces the list the
+    address had. A client connecting to another port is refused at once (a
+    TCP reset or ICMP port unreachable from the address) and counted as
+    NotAllowed. Port maps count as allowed ports. Without -Port (and
+    without a list set before) every port is reflected: see
+    docs/security.md.
 
     .PARAMETER User
-    Linux: allow only programs running as these users (names or uids); 'all' lifts the list. Any one of -User,
-    -Group, -CGroup matching is enough.
+    Linux: allow only programs running as these users (names or uids);
+    'all' lifts the list. Any one of -User, -Group, -CGroup matching is
+    enough.
 
     .PARAMETER Group
-    Linux: allow only programs running with these effective groups (names or gids); 'all' lifts the list.
+    Linux: allow only programs running with these effective groups (names
+    or gids); 'all' lifts the list.
 
     .PARAMETER CGroup
-    Linux: allow only programs in these cgroups, as paths below the cgroup v2 root ('system.slice/squid.service');
-    'all' lifts the list. A cgroup that does not exist is refused.
+    Linux: allow only programs in these cgroups, as paths below the cgroup
+    v2 root ('system.slice/squid.service'); 'all' lifts the list. A cgroup
+    that does not exist is refused.
 
     .PARAMETER App
-    Windows: allow only these programs (full paths) and AppContainer packages (package family names); 'all' lifts
-    the list. Not enforced by this version: the engine refuses the list (Retroflect.InvalidParams) rather than keep a
-    protection that is not there.
+    Windows: allow only these programs (full paths) and AppContainer
+    packages (package family names); 'all' lifts the list. Not enforced by
+    this version: the engine refuses the list (Retroflect.InvalidParams)
+    rather than keep a protection that is not there.
 
     .PARAMETER Temporary
-    Change only the running engine; the config file is not written and the address is gone after a restart.
+    Change only the running engine; the config file is not written and the
+    address is gone after a restart.
 
     .PARAMETER PassThru
-    Return the entries as Retroflect objects (Added tells whether each was new, Persisted whether it is saved).
-    Without it nothing is output, as Start-Service and Add-LocalGroupMember do.
+    Return the entries as Retroflect objects (Added tells whether each was
+    new, Persisted whether it is saved). Without it nothing is output, as
+    Start-Service and Add-LocalGroupMember do.
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Add-ReflectAddress 192.0.2.1
@@ -71,7 +91,8 @@ function Add-ReflectAddress {
     .EXAMPLE
     Add-ReflectAddress 203.0.113.1 -PortMap @{80=8080}
 
-    Clients of 203.0.113.1:80 reach the local server on port 8080 (TCP and UDP); it sees 203.0.113.1 as its peer.
+    Clients of 203.0.113.1:80 reach the local server on port 8080 (TCP and
+    UDP); it sees 203.0.113.1 as its peer.
 
     .EXAMPLE
     Add-ReflectAddress 203.0.113.1 -PortMap '443=8443/tcp'
@@ -81,7 +102,8 @@ function Add-ReflectAddress {
     .EXAMPLE
     Add-ReflectAddress 203.0.113.1 -Port 3128/tcp -User root
 
-    Only TCP port 3128, and only programs running as root (Linux), may use 203.0.113.1; the rest is refused at once.
+    Only TCP port 3128, and only programs running as root (Linux), may use
+    203.0.113.1; the rest is refused at once.
 
     .EXAMPLE
     Add-ReflectAddress 203.0.113.1 -Port all
@@ -94,10 +116,12 @@ function Add-ReflectAddress {
     Shows what would be added without changing anything.
 
     .INPUTS
-    System.String, System.Net.IPAddress, or any object with an IPAddress property.
+    System.String, System.Net.IPAddress, or any object with an IPAddress
+    property.
 
     .OUTPUTS
-    None, or with -PassThru Retroflect.ReflectAddress: one per address given, with Added telling whether it was new.
+    None, or with -PassThru Retroflect.ReflectAddress: one per address given,
+    with Added telling whether it was new.
     .LINK
     Get-ReflectAddress
 

@@ -4,15 +4,19 @@ function Add-ShieldPort {
     Shields local ports: traffic from other hosts to them is dropped.
 
     .DESCRIPTION
-    A server bound to the wildcard address, so that reflected traffic reaches it, is also reachable from the
-    network. A shield port drops inbound TCP and/or UDP traffic from other hosts to that port, while loopback and
-    reflected traffic still pass. Adding a port that is already shielded is not an error (idempotent). Ports from
-    the pipeline are added in one all-or-nothing change when the pipeline ends. The change is saved to the config
-    file unless -Temporary is given.
+    A server bound to the wildcard address, so that reflected traffic reaches
+    it, is also reachable from the network. A shield port drops inbound TCP
+    and/or UDP traffic from other hosts to that port, while loopback and
+    reflected traffic still pass. Adding a port that is already shielded is not
+    an error (idempotent). Ports from the pipeline are added in one
+    all-or-nothing change when the pipeline ends. The change is saved to the
+    config file unless -Temporary is given.
 
     .PARAMETER Port
-    Ports, 1 to 65535, each optionally with its protocol as Start-Retroflect and Install-Retroflect take them:
-    8080, '8080/tcp', '53/udp'. Objects with Port and Protocol properties bind by property name.
+    Ports, 1 to 65535, each optionally with its protocol as
+    Start-Retroflect and Install-Retroflect take them: 8080, '8080/tcp',
+    '53/udp'. Objects with Port and Protocol properties bind by property
+    name.
 
     .PARAMETER Protocol
     tcp, udp, or both (default), for ports given without one.
@@ -21,11 +25,13 @@ function Add-ShieldPort {
     Change only the running engine; the config file is not written.
 
     .PARAMETER PassThru
-    Return the entries as Retroflect objects (Added tells whether each was new, Persisted whether it is saved).
-    Without it nothing is output, as Start-Service and Add-LocalGroupMember do.
+    Return the entries as Retroflect objects (Added tells whether each was
+    new, Persisted whether it is saved). Without it nothing is output, as
+    Start-Service and Add-LocalGroupMember do.
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Add-ShieldPort 8080
@@ -40,7 +46,8 @@ function Add-ShieldPort {
     .EXAMPLE
     Add-ShieldPort '8080/tcp', '53/udp' -PassThru
 
-    The same port forms as Start-Retroflect -ShieldPort; -PassThru returns the shield ports.
+    The same port forms as Start-Retroflect -ShieldPort; -PassThru returns the
+    shield ports.
 
     .EXAMPLE
     8080, 8443 | Add-ShieldPort -Protocol tcp -WhatIf
@@ -48,10 +55,12 @@ function Add-ShieldPort {
     Shows what would be shielded without changing anything.
 
     .INPUTS
-    System.Int32, or objects with Port and Protocol properties (such as Get-ShieldPort output or Import-Csv rows).
+    System.Int32, or objects with Port and Protocol properties (such as
+    Get-ShieldPort output or Import-Csv rows).
 
     .OUTPUTS
-    None, or with -PassThru Retroflect.ShieldPort: one per port and protocol, with Added telling whether it was new.
+    None, or with -PassThru Retroflect.ShieldPort: one per port and protocol,
+    with Added telling whether it was new.
     .LINK
     Get-ShieldPort
 

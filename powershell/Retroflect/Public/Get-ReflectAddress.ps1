@@ -4,18 +4,23 @@ function Get-ReflectAddress {
     Gets the reflect addresses of the running engine.
 
     .DESCRIPTION
-    Returns one Retroflect.ReflectAddress per configured address, in the engine's order: IPAddress ([ipaddress]),
-    AddressFamily, whether it is saved in the config file (Persisted), its port maps (PortMap: Retroflect.PortMap
-    objects with Port, Target and Protocol, one per protocol), and the packets and bytes reflected to it since the
-    engine started. An address given without wildcards that is not configured is a non-terminating
-    Retroflect.AddressNotFound error (ObjectNotFound); a wildcard that matches nothing returns nothing. When no
-    engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction decides.
+    Returns one Retroflect.ReflectAddress per configured address, in the
+    engine's order: IPAddress ([ipaddress]), AddressFamily, whether it is saved
+    in the config file (Persisted), its port maps (PortMap: Retroflect.PortMap
+    objects with Port, Target and Protocol, one per protocol), and the packets
+    and bytes reflected to it since the engine started. An address given
+    without wildcards that is not configured is a non-terminating
+    Retroflect.AddressNotFound error (ObjectNotFound); a wildcard that matches
+    nothing returns nothing. When no engine answers, a non-terminating
+    Retroflect.EngineNotRunning error is written: -ErrorAction decides.
 
     .PARAMETER Address
-    Return only these addresses (wildcards allowed, matched against the canonical text form).
+    Return only these addresses (wildcards allowed, matched against the
+    canonical text form).
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Get-ReflectAddress

@@ -4,33 +4,40 @@ function Get-ReflectFlow {
     Gets the flows the engine has reflected recently.
 
     .DESCRIPTION
-    Returns one Retroflect.Flow per reflected connection or exchange, most recently seen first: protocol, reflect
-    address, this host's address, client and server ports, packets, bytes, first and last time seen, and state
-    (TCP: open or closed; others: active). Who made it, where the engine can tell: ProcessId, ProcessName, UserId
-    and User (Linux, looked up when flows are listed: $null once the client's socket is closed), PackageFamilyName
-    (Windows; not known yet, $null).
-    When no engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction and
-    $ErrorActionPreference decide (a script with $ErrorActionPreference = 'Stop' ends with an error).
+    Returns one Retroflect.Flow per reflected connection or exchange, most
+    recently seen first: protocol, reflect address, this host's address, client
+    and server ports, packets, bytes, first and last time seen, and state (TCP:
+    open or closed; others: active). Who made it, where the engine can tell:
+    ProcessId, ProcessName, UserId and User (Linux, looked up when flows are
+    listed: $null once the client's socket is closed), PackageFamilyName
+    (Windows; not known yet, $null). When no engine answers, a non-terminating
+    Retroflect.EngineNotRunning error is written: -ErrorAction and
+    $ErrorActionPreference decide (a script with $ErrorActionPreference =
+    'Stop' ends with an error).
 
     .PARAMETER First
     At most this many flows (1 to 100000, default 1000).
 
     .PARAMETER Protocol
-    Only flows of these protocols (icmp covers ICMP and ICMPv6), as Watch-ReflectTraffic takes them.
+    Only flows of these protocols (icmp covers ICMP and ICMPv6), as
+    Watch-ReflectTraffic takes them.
 
     .PARAMETER ServerPort
     Only flows to these server ports.
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
-    Get-ReflectFlow | Sort-Object Bytes -Descending | Select-Object -First 5
+    Get-ReflectFlow | Sort-Object Bytes -Descending |
+        Select-Object -First 5
 
     The five biggest flows.
 
     .EXAMPLE
-    Get-ReflectFlow -Protocol tcp -ServerPort 8080 | Where-Object State -eq 'open'
+    Get-ReflectFlow -Protocol tcp -ServerPort 8080 |
+        Where-Object State -eq 'open'
 
     Open TCP connections to the local server on port 8080.
 
@@ -38,9 +45,11 @@ function Get-ReflectFlow {
     System.String. Pipe names by the property name Pipe.
 
     .EXAMPLE
-    Get-ReflectFlow | Group-Object ProcessName | Sort-Object Count -Descending
+    Get-ReflectFlow | Group-Object ProcessName |
+        Sort-Object Count -Descending
 
-    Which programs use the reflect addresses (for example a proxy reached through one), by number of flows.
+    Which programs use the reflect addresses (for example a proxy reached
+    through one), by number of flows.
 
     .OUTPUTS
     Retroflect.Flow

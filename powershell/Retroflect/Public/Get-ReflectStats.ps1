@@ -4,12 +4,17 @@ function Get-ReflectStats {
     Gets the engine's traffic counters.
 
     .DESCRIPTION
-    Returns one Retroflect.Stats sample: packets and bytes reflected, dropped at shield ports, dropped because another
-    host forged a reflect address as their source (ForgedSourceDropped*), dropped because another host routed them
-    through this one towards a reflect address (ForwardedDropped*; Linux only, 0 on Windows), and passed; malformed packets by reason; receive and send errors; totals by protocol, by reflect address and by shield port; and the
-    current rates per second. With -Interval, samples are returned repeatedly until -Count is reached or Ctrl+C.
-    When no engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction and
-    $ErrorActionPreference decide (a script with $ErrorActionPreference = 'Stop' ends with an error).
+    Returns one Retroflect.Stats sample: packets and bytes reflected, dropped
+    at shield ports, dropped because another host forged a reflect address as
+    their source (ForgedSourceDropped*), dropped because another host routed
+    them through this one towards a reflect address (ForwardedDropped*; Linux
+    only, 0 on Windows), and passed; malformed packets by reason; receive and
+    send errors; totals by protocol, by reflect address and by shield port; and
+    the current rates per second. With -Interval, samples are returned
+    repeatedly until -Count is reached or Ctrl+C. When no engine answers, a
+    non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction
+    and $ErrorActionPreference decide (a script with
+    $ErrorActionPreference = 'Stop' ends with an error).
 
     .PARAMETER Interval
     Seconds between samples. Without it, one sample is returned.
@@ -18,7 +23,8 @@ function Get-ReflectStats {
     Number of samples with -Interval (default: until stopped).
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Get-ReflectStats
@@ -26,7 +32,8 @@ function Get-ReflectStats {
     .EXAMPLE
     Get-ReflectStats | ConvertTo-Json -Depth 4
 
-    Counters for a script or a log: addresses as strings, UptimeSeconds in seconds.
+    Counters for a script or a log: addresses as strings, UptimeSeconds in
+    seconds.
 
     .EXAMPLE
     (Get-ReflectStats).ByAddress | Sort-Object Bytes -Descending
@@ -34,7 +41,8 @@ function Get-ReflectStats {
     Which reflect address carries the most traffic.
 
     .EXAMPLE
-    Get-ReflectStats -Interval 1 -Count 3 | Select-Object SampledAt, ReflectedPacketsPerSecond
+    Get-ReflectStats -Interval 1 -Count 3 |
+        Select-Object SampledAt, ReflectedPacketsPerSecond
 
     Three one-second samples of the reflection rate.
 

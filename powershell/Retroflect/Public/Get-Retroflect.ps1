@@ -4,14 +4,16 @@ function Get-Retroflect {
     Gets the status of the running retroflect engine.
 
     .DESCRIPTION
-    Asks the engine on the control pipe for its status: state, version, packet backend, process id, start time,
-    uptime, reflect addresses, shield ports, config file and pipe. When no engine answers, a non-terminating
-    Retroflect.EngineNotRunning error is written, so `Get-Retroflect -ErrorAction SilentlyContinue` returns
-    nothing and can be used as a check.
+    Asks the engine on the control pipe for its status: state, version, packet
+    backend, process id, start time, uptime, reflect addresses, shield ports,
+    config file and pipe. When no engine answers, a non-terminating
+    Retroflect.EngineNotRunning error is written, so `Get-Retroflect
+    -ErrorAction SilentlyContinue` returns nothing and can be used as a check.
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect', or $env:RETROFLECT_PIPE) or, on Linux, an absolute
-    socket path. Several names may be piped in; each engine's status is returned.
+    The engine's control pipe: a name (default 'retroflect', or
+    $env:RETROFLECT_PIPE) or, on Linux, an absolute socket path. Several
+    names may be piped in; each engine's status is returned.
 
     .EXAMPLE
     Get-Retroflect
@@ -19,7 +21,8 @@ function Get-Retroflect {
     Shows the state, backend, addresses and ports of the default engine.
 
     .EXAMPLE
-    if (Get-Retroflect -ErrorAction SilentlyContinue) { 'running' } else { 'not running' }
+    if (Get-Retroflect -ErrorAction SilentlyContinue) { 'running' }
+    else { 'not running' }
 
     Checks whether an engine is running without showing an error.
 

@@ -4,20 +4,24 @@ function Get-ShieldPort {
     Gets the shield ports of the running engine.
 
     .DESCRIPTION
-    Returns one Retroflect.ShieldPort per shielded port and protocol, with whether it is saved in the config file
-    (Persisted) and the packets and bytes from other hosts dropped at it since the engine started.
-    When no engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction and
-    $ErrorActionPreference decide (a script with $ErrorActionPreference = 'Stop' ends with an error).
+    Returns one Retroflect.ShieldPort per shielded port and protocol, with
+    whether it is saved in the config file (Persisted) and the packets and
+    bytes from other hosts dropped at it since the engine started. When no
+    engine answers, a non-terminating Retroflect.EngineNotRunning error is
+    written: -ErrorAction and $ErrorActionPreference decide (a script with
+    $ErrorActionPreference = 'Stop' ends with an error).
 
     .PARAMETER Port
-    Return only these port numbers. A port that is not shielded is a non-terminating Retroflect.PortNotFound
-    error (ObjectNotFound).
+    Return only these port numbers. A port that is not shielded is a
+    non-terminating Retroflect.PortNotFound error (ObjectNotFound).
 
     .PARAMETER Protocol
-    Return only this protocol: tcp, udp, or both (the default: every entry), as Add-ShieldPort takes it.
+    Return only this protocol: tcp, udp, or both (the default: every
+    entry), as Add-ShieldPort takes it.
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Get-ShieldPort

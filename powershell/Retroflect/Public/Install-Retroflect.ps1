@@ -4,61 +4,76 @@ function Install-Retroflect {
     Installs the retroflect engine to start at boot with the persisted config.
 
     .DESCRIPTION
-    Windows: registers the service Retroflect (automatic start, LocalSystem, after the Base Filtering Engine),
-    which runs `retroflect.exe run --service --config <ConfigPath>`, with recovery actions (restart after 5 s,
-    30 s, then 2 min; the count resets after a day) and the Event Log source Retroflect (Application log). An
-    existing scheduled task \Retroflect\Retroflect of an earlier release is stopped and removed.
-    Linux: writes the systemd unit retroflect.service to /etc/systemd/system and enables it.
-    -Address and -ShieldPort are added to the config file (created if missing), which the engine loads at start
-    and which Add-ReflectAddress / Add-ShieldPort keep up to date. Running it again with the same values changes
-    nothing (idempotent); the output's Changed property says whether anything was written.
+    Windows: registers the service Retroflect (automatic start, LocalSystem,
+    after the Base Filtering Engine), which runs `retroflect.exe run --service
+    --config <ConfigPath>`, with recovery actions (restart after 5 s, 30 s,
+    then 2 min; the count resets after a day) and the Event Log source
+    Retroflect (Application log). An existing scheduled task
+    \Retroflect\Retroflect of an earlier release is stopped and removed. Linux:
+    writes the systemd unit retroflect.service to /etc/systemd/system and
+    enables it. -Address and -ShieldPort are added to the config file (created
+    if missing), which the engine loads at start and which Add-ReflectAddress /
+    Add-ShieldPort keep up to date. Running it again with the same values
+    changes nothing (idempotent); the output's Changed property says whether
+    anything was written.
 
     .PARAMETER Address
     Reflect addresses to add to the config file.
 
     .PARAMETER ShieldPort
-    Shield ports to add to the config file: 8080 (TCP and UDP), '8080/tcp', '53/udp'.
+    Shield ports to add to the config file: 8080 (TCP and UDP), '8080/tcp',
+    '53/udp'.
 
     .PARAMETER Path
-    The engine executable. Default: retroflect(.exe) next to the module or in its bin folder, else on PATH.
+    The engine executable. Default: retroflect(.exe) next to the module or
+    in its bin folder, else on PATH.
 
     .PARAMETER ConfigPath
-    The config file. Default: %ProgramData%\Retroflect\config.json or /etc/retroflect/config.json.
+    The config file. Default: %ProgramData%\Retroflect\config.json or
+    /etc/retroflect/config.json.
 
     .PARAMETER Start
-    Start the engine now as well (Windows: start the service; Linux: systemctl enable --now).
+    Start the engine now as well (Windows: start the service; Linux:
+    systemctl enable --now).
 
     .PARAMETER AllowFirewall
-    Windows: also create one inbound Windows Defender Firewall rule (Retroflect-Reflected-In) that allows
-    connections whose remote address is one of the configured reflect addresses. Reflected connections arrive as
-    inbound from the reflect address, so without such a rule the firewall may block them. Uninstall-Retroflect
-    removes it. Ignored with a warning on Linux.
+    Windows: also create one inbound Windows Defender Firewall rule
+    (Retroflect-Reflected-In) that allows connections whose remote address
+    is one of the configured reflect addresses. Reflected connections
+    arrive as inbound from the reflect address, so without such a rule the
+    firewall may block them. Uninstall-Retroflect removes it. Ignored with
+    a warning on Linux.
 
     .PARAMETER Root
-    Linux only: the file system root to install under (default '/'). Any other root redirects everything the
-    command writes (unit, config file) and skips systemctl and the admin check; used by image builders and tests.
-    Refused on Windows, where the service and the firewall rule cannot be redirected.
+    Linux only: the file system root to install under (default '/'). Any
+    other root redirects everything the command writes (unit, config file)
+    and skips systemctl and the admin check; used by image builders and
+    tests. Refused on Windows, where the service and the firewall rule
+    cannot be redirected.
 
     .EXAMPLE
     Install-Retroflect -Address 192.0.2.1 -ShieldPort 8080 -Start
 
-    Saves the address and port in the config file, installs the service or unit, and starts the engine.
+    Saves the address and port in the config file, installs the service or
+    unit, and starts the engine.
 
     .EXAMPLE
     Install-Retroflect -Address 192.0.2.1 -AllowFirewall -Start
 
-    Windows only. Also allows reflected connections through Windows Defender Firewall.
+    Windows only. Also allows reflected connections through Windows Defender
+    Firewall.
 
     .EXAMPLE
-    Install-Retroflect -Path 'C:\Program Files\Retroflect\retroflect.exe' -WhatIf
+    Install-Retroflect -WhatIf `
+        -Path 'C:\Program Files\Retroflect\retroflect.exe'
 
     Windows only. Shows what would be installed.
 
     .EXAMPLE
     Install-Retroflect -Root ./image -Address 192.0.2.1
 
-    Linux only. Writes the unit and config into the image tree ./image (relative to the current location)
-    without touching this system.
+    Linux only. Writes the unit and config into the image tree ./image
+    (relative to the current location) without touching this system.
 
     .INPUTS
     None.

@@ -4,28 +4,33 @@ function Remove-ReflectAddress {
     Removes reflect addresses from the running engine.
 
     .DESCRIPTION
-    Stops reflecting traffic to the given addresses and, unless -Temporary is given, removes them from the config
-    file; an address that is only in the config file (taken off the running engine with -Temporary) is removed from
-    the file. An address that is in neither (with -Temporary: not running) gets a non-terminating
-    Retroflect.AddressNotFound error, as the engine reports it, and the other addresses are still removed, so
-    `-ErrorAction Ignore` makes "make sure it is gone" idempotent. Input that is
-    not an IP address gets Retroflect.InvalidAddress. All addresses from the pipeline are removed in one change
-    when the pipeline ends.
+    Stops reflecting traffic to the given addresses and, unless -Temporary is
+    given, removes them from the config file; an address that is only in the
+    config file (taken off the running engine with -Temporary) is removed from
+    the file. An address that is in neither (with -Temporary: not running) gets
+    a non-terminating Retroflect.AddressNotFound error, as the engine reports
+    it, and the other addresses are still removed, so `-ErrorAction Ignore`
+    makes "make sure it is gone" idempotent. Input that is not an IP address
+    gets Retroflect.InvalidAddress. All addresses from the pipeline are removed
+    in one change when the pipeline ends.
 
     .PARAMETER Address
-    Addresses to remove: strings, [ipaddress] objects, or objects with an IPAddress property, such as the output of
-    Get-ReflectAddress.
+    Addresses to remove: strings, [ipaddress] objects, or objects with an
+    IPAddress property, such as the output of Get-ReflectAddress.
 
     .PARAMETER PortMap
-    Remove only these port maps (by mapped port: 80 for TCP and UDP, '80/tcp' for one protocol, or the
-    Retroflect.PortMap objects in Get-ReflectAddress's PortMap); the addresses stay. A map that is not there is a
-    Retroflect.PortNotFound error and nothing is removed.
+    Remove only these port maps (by mapped port: 80 for TCP and UDP,
+    '80/tcp' for one protocol, or the Retroflect.PortMap objects in
+    Get-ReflectAddress's PortMap); the addresses stay. A map that is not
+    there is a Retroflect.PortNotFound error and nothing is removed.
 
     .PARAMETER Temporary
-    Remove from the running engine only; the address stays in the config file and comes back at the next start.
+    Remove from the running engine only; the address stays in the config
+    file and comes back at the next start.
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .PARAMETER PassThru
     Return the removed addresses as Retroflect.ReflectAddress objects.
@@ -33,7 +38,8 @@ function Remove-ReflectAddress {
     .EXAMPLE
     Remove-ReflectAddress 192.0.2.1
 
-    Stops reflecting 192.0.2.1 and removes it from the config file (asks first when $ConfirmPreference is Medium).
+    Stops reflecting 192.0.2.1 and removes it from the config file (asks first
+    when $ConfirmPreference is Medium).
 
     .EXAMPLE
     Get-ReflectAddress | Remove-ReflectAddress -Confirm:$false
@@ -43,10 +49,12 @@ function Remove-ReflectAddress {
     .EXAMPLE
     Remove-ReflectAddress 192.0.2.9 -ErrorAction Ignore
 
-    Makes sure 192.0.2.9 is not configured, without an error when it already is not.
+    Makes sure 192.0.2.9 is not configured, without an error when it already is
+    not.
 
     .INPUTS
-    System.String, System.Net.IPAddress, Retroflect.ReflectAddress, or any object with an IPAddress property (Import-Csv rows).
+    System.String, System.Net.IPAddress, Retroflect.ReflectAddress, or any
+    object with an IPAddress property (Import-Csv rows).
 
     .OUTPUTS
     None, or Retroflect.ReflectAddress with -PassThru.

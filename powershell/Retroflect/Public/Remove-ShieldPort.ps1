@@ -1,27 +1,32 @@
 function Remove-ShieldPort {
     <#
     .SYNOPSIS
-    Removes shield ports, so traffic from other hosts reaches those ports again.
+    Removes shield ports, so traffic from other hosts reaches those ports
+    again.
 
     .DESCRIPTION
-    Removes the given port and protocol pairs from the running engine and, unless -Temporary is given, from the
-    config file; a pair that is only in the config file (taken off the running engine with -Temporary) is removed
-    from the file. A pair that is in neither (with -Temporary: not running) gets a non-terminating
-    Retroflect.PortNotFound error, as the engine reports it, and the others are still removed, so
-    `-ErrorAction Ignore` makes "make sure it is open" idempotent.
+    Removes the given port and protocol pairs from the running engine and,
+    unless -Temporary is given, from the config file; a pair that is only in
+    the config file (taken off the running engine with -Temporary) is removed
+    from the file. A pair that is in neither (with -Temporary: not running)
+    gets a non-terminating Retroflect.PortNotFound error, as the engine reports
+    it, and the others are still removed, so `-ErrorAction Ignore` makes "make
+    sure it is open" idempotent.
 
     .PARAMETER Port
     Port numbers, 1 to 65535.
 
     .PARAMETER Protocol
-    tcp, udp, or both (default). 'both' removes whichever of TCP and UDP is shielded and reports the other as not
-    found.
+    tcp, udp, or both (default). 'both' removes whichever of TCP and UDP is
+    shielded and reports the other as not found.
 
     .PARAMETER Temporary
-    Remove from the running engine only; the port stays in the config file and comes back at the next start.
+    Remove from the running engine only; the port stays in the config file
+    and comes back at the next start.
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .PARAMETER PassThru
     Return the removed ports as Retroflect.ShieldPort objects.
@@ -30,12 +35,14 @@ function Remove-ShieldPort {
     Remove-ShieldPort 8080
 
     .EXAMPLE
-    Get-ShieldPort | Where-Object Protocol -eq 'udp' | Remove-ShieldPort -Confirm:$false
+    Get-ShieldPort | Where-Object Protocol -eq 'udp' |
+        Remove-ShieldPort -Confirm:$false
 
     Removes every UDP shield port (Port and Protocol bind by property name).
 
     .INPUTS
-    System.Int32, or objects with Port and Protocol properties (such as Get-ShieldPort output).
+    System.Int32, or objects with Port and Protocol properties (such as
+    Get-ShieldPort output).
 
     .OUTPUTS
     None, or Retroflect.ShieldPort with -PassThru.

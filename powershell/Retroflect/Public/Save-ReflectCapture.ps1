@@ -1,16 +1,21 @@
 function Save-ReflectCapture {
     <#
     .SYNOPSIS
-    Captures the packets the engine handles into a pcapng file for Wireshark or tshark.
+    Captures the packets the engine handles into a pcapng file for Wireshark or
+    tshark.
 
     .DESCRIPTION
-    Starts a capture in the running engine and writes what it sends to -Path as pcapng: one interface per direction,
-    and for every packet its bytes as the engine sent them on (reflected packets with their addresses swapped), a
-    comment with the verdict and the addresses before reflection ("verdict=reflected original=198.51.100.2:40000 >
-    192.0.2.1:8081"), and its direction. It runs for -Duration, until -Count packets, or until Ctrl+C, then returns
-    the file. An existing file is refused unless -Force (then it is replaced); a symbolic link, a junction, a folder, a
-    device, a FIFO, a socket or a file with more than one name (hard links) is always refused, with a
-    Retroflect.OutputRefused error and nothing written. No capture driver is installed and the engine keeps running.
+    Starts a capture in the running engine and writes what it sends to -Path as
+    pcapng: one interface per direction, and for every packet its bytes as the
+    engine sent them on (reflected packets with their addresses swapped), a
+    comment with the verdict and the addresses before reflection
+    ("verdict=reflected original=198.51.100.2:40000 > 192.0.2.1:8081"), and its
+    direction. It runs for -Duration, until -Count packets, or until Ctrl+C,
+    then returns the file. An existing file is refused unless -Force (then it
+    is replaced); a symbolic link, a junction, a folder, a device, a FIFO, a
+    socket or a file with more than one name (hard links) is always refused,
+    with a Retroflect.OutputRefused error and nothing written. No capture
+    driver is installed and the engine keeps running.
 
     .PARAMETER Path
     The pcapng file to write.
@@ -34,21 +39,27 @@ function Save-ReflectCapture {
     Only these protocols (icmp covers ICMP and ICMPv6).
 
     .PARAMETER SnapLength
-    Bytes kept of each packet (64 to 65535, default 256); 65535 keeps whole packets.
+    Bytes kept of each packet (64 to 65535, default 256); 65535 keeps whole
+    packets.
 
     .PARAMETER Force
-    Replace -Path when it is an existing regular file (never a link, a device or a file with other names).
+    Replace -Path when it is an existing regular file (never a link, a device
+    or a file with other names).
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
-    Save-ReflectCapture -Path C:\temp\reflect.pcapng -Duration '00:00:30' -Address 192.0.2.1
+    Save-ReflectCapture -Path C:\temp\reflect.pcapng -Duration '00:00:30' `
+        -Address 192.0.2.1
 
-    Thirty seconds of traffic through the reflect address 192.0.2.1; open the file in Wireshark.
+    Thirty seconds of traffic through the reflect address 192.0.2.1; open the
+    file in Wireshark.
 
     .EXAMPLE
-    Save-ReflectCapture -Path .\drops.pcapng -Verdict shieldDropped, malformed -Count 100 -WhatIf
+    Save-ReflectCapture -Path .\drops.pcapng -Count 100 -WhatIf `
+        -Verdict shieldDropped, malformed
 
     Says which file it would write, and writes nothing.
 

@@ -1,30 +1,39 @@
 function Set-ReflectAddress {
     <#
     .SYNOPSIS
-    Makes the reflect addresses exactly the ones given (desired state), leaving managed policy entries as they are.
+    Makes the reflect addresses exactly the ones given (desired state), leaving
+    managed policy entries as they are.
 
     .DESCRIPTION
-    Compares the running engine and its config file with the addresses given, each with exactly its port maps, and
-    makes both match: addresses not given are removed, addresses given are added (and saved), port maps are added
-    and removed to match. Addresses set by managed policy (Group Policy, Intune, policy.json; Source 'Policy' in
-    Get-ReflectAddress) are left as policy says. Running it again changes nothing, so it suits a scheduled task or
-    an Intune remediation. The engine makes the whole change at once: a refused address (not usable on this host,
-    a conflicting map) changes nothing and is a terminating error.
+    Compares the running engine and its config file with the addresses given,
+    each with exactly its port maps, and makes both match: addresses not given
+    are removed, addresses given are added (and saved), port maps are added and
+    removed to match. Addresses set by managed policy (Group Policy, Intune,
+    policy.json; Source 'Policy' in Get-ReflectAddress) are left as policy
+    says. Running it again changes nothing, so it suits a scheduled task or an
+    Intune remediation. The engine makes the whole change at once: a refused
+    address (not usable on this host, a conflicting map) changes nothing and is
+    a terminating error.
 
-    Returns one Retroflect.Change per change made (Action Added, Removed, Mapped or Unmapped), nothing when the
-    list already matched. -WhatIf shows each addition and removal and changes nothing.
+    Returns one Retroflect.Change per change made (Action Added, Removed,
+    Mapped or Unmapped), nothing when the list already matched. -WhatIf shows
+    each addition and removal and changes nothing.
 
     .PARAMETER Address
-    The wanted addresses: strings, [ipaddress] objects, or objects with an IPAddress property (Get-ReflectAddress
-    output, Import-Csv rows); an object's PortMap property gives its maps. @() means no address besides those
-    policy sets. Piped input is collected and applied once, at the end.
+    The wanted addresses: strings, [ipaddress] objects, or objects with an
+    IPAddress property (Get-ReflectAddress output, Import-Csv rows); an
+    object's PortMap property gives its maps. @() means no address besides
+    those policy sets. Piped input is collected and applied once, at the
+    end.
 
     .PARAMETER PortMap
-    Port maps for the addresses given as text (not objects with their own PortMap): @{80=8080}, '443=8443/tcp',
-    or '80=8080;443=8443/tcp'. An address without maps loses any maps it has.
+    Port maps for the addresses given as text (not objects with their own
+    PortMap): @{80=8080}, '443=8443/tcp', or '80=8080;443=8443/tcp'. An
+    address without maps loses any maps it has.
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Set-ReflectAddress '203.0.113.7', '2001:db8::7'
@@ -37,10 +46,11 @@ function Set-ReflectAddress {
     Shows what would be added, mapped and removed.
 
     .EXAMPLE
-    Get-ReflectAddress | Export-Csv .\addresses.csv; Import-Csv .\addresses.csv | Set-ReflectAddress
+    Get-ReflectAddress | Export-Csv .\addresses.csv
+    Import-Csv .\addresses.csv | Set-ReflectAddress
 
-    Saves the addresses to a CSV file (IPAddress and PortMap columns, maps as '80=8080;443=8443/tcp') and later
-    makes the engine match it again.
+    Saves the addresses to a CSV file (IPAddress and PortMap columns, maps as
+    '80=8080;443=8443/tcp') and later makes the engine match it again.
 
     .EXAMPLE
     Set-ReflectAddress -Address @() -Confirm:$false
@@ -48,7 +58,8 @@ function Set-ReflectAddress {
     Removes every address that policy does not set.
 
     .INPUTS
-    System.String, System.Net.IPAddress, or objects with IPAddress (and PortMap) properties.
+    System.String, System.Net.IPAddress, or objects with IPAddress (and
+    PortMap) properties.
 
     .OUTPUTS
     Retroflect.Change

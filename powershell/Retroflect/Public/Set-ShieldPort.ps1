@@ -1,25 +1,31 @@
 function Set-ShieldPort {
     <#
     .SYNOPSIS
-    Makes the shield ports exactly the ones given (desired state), leaving managed policy entries as they are.
+    Makes the shield ports exactly the ones given (desired state), leaving
+    managed policy entries as they are.
 
     .DESCRIPTION
-    Compares the running engine and its config file with the ports given and makes both match: ports not given
-    are removed, ports given are added (and saved). Ports set by managed policy (Source 'Policy' in Get-ShieldPort)
-    are left as policy says. Running it again changes nothing. The engine makes the whole change at once.
+    Compares the running engine and its config file with the ports given and
+    makes both match: ports not given are removed, ports given are added (and
+    saved). Ports set by managed policy (Source 'Policy' in Get-ShieldPort) are
+    left as policy says. Running it again changes nothing. The engine makes the
+    whole change at once.
 
-    Returns one Retroflect.Change per change made (Action Added or Removed), nothing when the list already
-    matched. -WhatIf shows each addition and removal and changes nothing.
+    Returns one Retroflect.Change per change made (Action Added or Removed),
+    nothing when the list already matched. -WhatIf shows each addition and
+    removal and changes nothing.
 
     .PARAMETER Port
-    The wanted ports: 8080, '8080/tcp', '53/udp', or objects with Port and Protocol (Get-ShieldPort output). @()
-    means no port besides those policy sets. Piped input is collected and applied once, at the end.
+    The wanted ports: 8080, '8080/tcp', '53/udp', or objects with Port and
+    Protocol (Get-ShieldPort output). @() means no port besides those
+    policy sets. Piped input is collected and applied once, at the end.
 
     .PARAMETER Protocol
     tcp, udp, or both (default), for ports that do not name their protocol.
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Set-ShieldPort 8080, '53/udp'

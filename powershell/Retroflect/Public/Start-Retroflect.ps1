@@ -4,22 +4,29 @@ function Start-Retroflect {
     Starts the retroflect engine and waits until it answers.
 
     .DESCRIPTION
-    Starts `retroflect run` in the background with the persisted config (or -ConfigPath, or -NoConfig) plus any
-    -Address and -ShieldPort given for this run, waits until its control pipe answers, and returns its status.
-    If an engine already answers on the pipe, nothing is started: the given addresses and ports are added to it
-    for this run (temporary) and its status is returned, so the command is idempotent.
+    Starts `retroflect run` in the background with the persisted config (or
+    -ConfigPath, or -NoConfig) plus any -Address and -ShieldPort given for this
+    run, waits until its control pipe answers, and returns its status. If an
+    engine already answers on the pipe, nothing is started: the given addresses
+    and ports are added to it for this run (temporary) and its status is
+    returned, so the command is idempotent.
 
-    Before starting, it checks what would make the engine fail: the session must be elevated
-    (Retroflect.NotAdmin), the executable must exist (Retroflect.ExecutableNotFound), and on Windows WinDivert.dll
-    and WinDivert64.sys must be next to it (Retroflect.WinDivertNotFound). If the engine exits during start-up,
-    the error says why (the engine's error code and last message). The engine runs detached: in its own session
-    on Linux (closing the terminal does not stop it), with no handle of the caller (a script run by Intune, a
-    scheduled task or CI does not wait for it). Its console output is in the engine's data folder, which only
-    administrators/root may write: %ProgramData%\Retroflect\logs or /var/lib/retroflect/logs, as
-    <pipe>.out.log and <pipe>.err.log on Linux; on Windows the engine writes <pipe>.log itself (--log-file). When the
-    service Retroflect is installed (Install-Retroflect), Start-Retroflect without -Pipe starts the service instead
-    of a second copy. If an engine already runs, -ConfigPath, -NoConfig, -Device,
-    -WinDivertPath and -Path cannot apply and a warning says so. For a permanent engine use Install-Retroflect.
+    Before starting, it checks what would make the engine fail: the session
+    must be elevated (Retroflect.NotAdmin), the executable must exist
+    (Retroflect.ExecutableNotFound), and on Windows WinDivert.dll and
+    WinDivert64.sys must be next to it (Retroflect.WinDivertNotFound). If the
+    engine exits during start-up, the error says why (the engine's error code
+    and last message). The engine runs detached: in its own session on Linux
+    (closing the terminal does not stop it), with no handle of the caller (a
+    script run by Intune, a scheduled task or CI does not wait for it). Its
+    console output is in the engine's data folder, which only
+    administrators/root may write: %ProgramData%\Retroflect\logs or
+    /var/lib/retroflect/logs, as <pipe>.out.log and <pipe>.err.log on Linux; on
+    Windows the engine writes <pipe>.log itself (--log-file). When the service
+    Retroflect is installed (Install-Retroflect), Start-Retroflect without
+    -Pipe starts the service instead of a second copy. If an engine already
+    runs, -ConfigPath, -NoConfig, -Device, -WinDivertPath and -Path cannot
+    apply and a warning says so. For a permanent engine use Install-Retroflect.
 
     .PARAMETER Address
     Reflect addresses for this run, added to those in the config file.
@@ -28,38 +35,46 @@ function Start-Retroflect {
     Shield ports for this run: 8080 (TCP and UDP), '8080/tcp', '53/udp'.
 
     .PARAMETER Path
-    The engine executable. Default: retroflect(.exe) next to the module or in its bin folder, else on PATH.
+    The engine executable. Default: retroflect(.exe) next to the module or
+    in its bin folder, else on PATH.
 
     .PARAMETER ConfigPath
-    The config file to load and save changes to. Default: the engine's (%ProgramData%\Retroflect\config.json or
-    /etc/retroflect/config.json).
+    The config file to load and save changes to. Default: the engine's
+    (%ProgramData%\Retroflect\config.json or /etc/retroflect/config.json).
 
     .PARAMETER NoConfig
-    Use no config file: only -Address and -ShieldPort, and changes are not saved.
+    Use no config file: only -Address and -ShieldPort, and changes are not
+    saved.
 
     .PARAMETER Device
-    Linux: the engine's device (default rflct0): the TUN device, or the ebpf backend's veth (its peer adds a "p").
+    Linux: the engine's device (default rflct0): the TUN device, or the
+    ebpf backend's veth (its peer adds a "p").
 
     .PARAMETER Backend
-    Linux: the packet backend: tun (the default), ebpf (reflects in the kernel) or auto (ebpf where its program
-    loads, else tun). Users, groups and cgroups lists need tun.
+    Linux: the packet backend: tun (the default), ebpf (reflects in the
+    kernel) or auto (ebpf where its program loads, else tun). Users, groups
+    and cgroups lists need tun.
 
     .PARAMETER PassThru
-    Return the engine's status. Without it nothing is output, as Start-Service does.
+    Return the engine's status. Without it nothing is output, as
+    Start-Service does.
 
     .PARAMETER WinDivertPath
-    Windows: the folder holding WinDivert.dll and WinDivert64.sys, if not next to the executable.
+    Windows: the folder holding WinDivert.dll and WinDivert64.sys, if not
+    next to the executable.
 
     .PARAMETER TimeoutSeconds
     How long to wait for the engine to answer (default 30).
 
     .PARAMETER Pipe
-    The control pipe to serve: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The control pipe to serve: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Start-Retroflect -Address 192.0.2.1 -ShieldPort 8080
 
-    Starts the engine reflecting 192.0.2.1 and shielding port 8080 (TCP and UDP) for this run.
+    Starts the engine reflecting 192.0.2.1 and shielding port 8080 (TCP and
+    UDP) for this run.
 
     .EXAMPLE
     Start-Retroflect -Path C:\Tools\retroflect\retroflect.exe -WhatIf
@@ -69,8 +84,9 @@ function Start-Retroflect {
     .EXAMPLE
     Start-Retroflect -NoConfig -Address 2001:db8::1 -Pipe test1 -PassThru
 
-    Windows only (on Linux one engine runs per host, as the shield rules are per host). A second engine on its own
-    pipe that uses no config file; returns its status.
+    Windows only (on Linux one engine runs per host, as the shield rules are
+    per host). A second engine on its own pipe that uses no config file;
+    returns its status.
 
     .INPUTS
     System.String. Reflect addresses by value or by the property name Address.

@@ -4,24 +4,28 @@ function Stop-Retroflect {
     Stops the running retroflect engine.
 
     .DESCRIPTION
-    Asks the engine to stop, then waits until it has undone its host changes (routes, firewall rules, WinDivert
-    handles) and exited. When no engine is running, nothing happens and no error is written (idempotent). A
-    running installed engine (Install-Retroflect) starts again at the next boot.
+    Asks the engine to stop, then waits until it has undone its host changes
+    (routes, firewall rules, WinDivert handles) and exited. When no engine is
+    running, nothing happens and no error is written (idempotent). A running
+    installed engine (Install-Retroflect) starts again at the next boot.
 
     .PARAMETER TimeoutSeconds
-    How long to wait for the engine to exit (default 30). Retroflect.Timeout if it does not.
+    How long to wait for the engine to exit (default 30).
+    Retroflect.Timeout if it does not.
 
     .PARAMETER PassThru
     Return the engine's last status (State = 'stopped' once it has exited).
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Stop-Retroflect
 
     .EXAMPLE
-    Get-Retroflect -ErrorAction SilentlyContinue | Stop-Retroflect -Confirm:$false
+    Get-Retroflect -ErrorAction SilentlyContinue |
+        Stop-Retroflect -Confirm:$false
 
     Stops the engine if one is running, without asking.
 

@@ -1,27 +1,34 @@
 function Test-ReflectAddress {
     <#
     .SYNOPSIS
-    Tests whether addresses can be used as reflect addresses on this host, using the engine's own validation.
+    Tests whether addresses can be used as reflect addresses on this host,
+    using the engine's own validation.
 
     .DESCRIPTION
-    Asks the engine to check each address exactly as Add-ReflectAddress would (an IP address, not one of this
-    host's addresses, not on a local subnet, routed) without changing anything. When no engine runs, the engine
-    executable runs the same checks on this host ('retroflect address test'), with the config file's addresses as
-    the configured ones. The result says whether it is
-    usable, why not, any warnings, whether it is already configured, and a suggested address of the same family
-    that passes every check (taken from the documentation ranges, which nothing real uses). The engine's warnings
-    (a public address, for example) are also written as warnings. All addresses of a pipeline are tested in one
-    session with the engine.
+    Asks the engine to check each address exactly as Add-ReflectAddress would
+    (an IP address, not one of this host's addresses, not on a local subnet,
+    routed) without changing anything. When no engine runs, the engine
+    executable runs the same checks on this host ('retroflect address test'),
+    with the config file's addresses as the configured ones. The result says
+    whether it is usable, why not, any warnings, whether it is already
+    configured, and a suggested address of the same family that passes every
+    check (taken from the documentation ranges, which nothing real uses). The
+    engine's warnings (a public address, for example) are also written as
+    warnings. All addresses of a pipeline are tested in one session with the
+    engine.
 
     .PARAMETER Address
-    Addresses to test: strings, [ipaddress] objects, or objects with an IPAddress property.
+    Addresses to test: strings, [ipaddress] objects, or objects with an
+    IPAddress property.
 
     .PARAMETER Quiet
-    Return only $true or $false per address, always one per address: $false also for an address that could not
-    be tested (no engine and no retroflect executable; the error is written as well).
+    Return only $true or $false per address, always one per address: $false
+    also for an address that could not be tested (no engine and no
+    retroflect executable; the error is written as well).
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Test-ReflectAddress 192.0.2.1
@@ -29,15 +36,19 @@ function Test-ReflectAddress {
     Shows whether 192.0.2.1 is usable and, if not, why and what to use instead.
 
     .EXAMPLE
-    $t = Test-ReflectAddress 127.0.0.1; if (-not $t.Usable) { Add-ReflectAddress $t.Suggestion }
+    $t = Test-ReflectAddress 127.0.0.1;
+    if (-not $t.Usable) { Add-ReflectAddress $t.Suggestion }
 
     Falls back to the engine's suggestion.
 
     .EXAMPLE
-    if (Test-ReflectAddress 198.51.100.7 -Quiet) { Add-ReflectAddress 198.51.100.7 }
+    if (Test-ReflectAddress 198.51.100.7 -Quiet) {
+        Add-ReflectAddress 198.51.100.7
+    }
 
     .INPUTS
-    System.String, System.Net.IPAddress, or any object with an IPAddress property.
+    System.String, System.Net.IPAddress, or any object with an IPAddress
+    property.
 
     .OUTPUTS
     Retroflect.AddressTest, or System.Boolean with -Quiet.

@@ -4,29 +4,35 @@ function Uninstall-Retroflect {
     Removes the boot-time retroflect engine installed by Install-Retroflect.
 
     .DESCRIPTION
-    Stops the installed engine gracefully (so it undoes its routes, firewall rules and WinDivert handles), then
-    removes the service Retroflect and its Event Log source (and a scheduled task of an earlier release) on Windows,
-    or disables and deletes the systemd unit (Linux), and the engine's unpacked runtime files
-    (%ProgramData%\Retroflect\runtime, /var/lib/retroflect/runtime). On Windows the WinDivert driver
-    service entry is removed too, but only when no program holds a WinDivert handle and the entry names our
-    WinDivert64.sys (or a file that is gone): another tool's driver keeps working. With -RemoveConfig the config
-    file is deleted too (and its folder, if empty). Nothing installed is not an error (idempotent).
+    Stops the installed engine gracefully (so it undoes its routes, firewall
+    rules and WinDivert handles), then removes the service Retroflect and its
+    Event Log source (and a scheduled task of an earlier release) on Windows,
+    or disables and deletes the systemd unit (Linux), and the engine's unpacked
+    runtime files (%ProgramData%\Retroflect\runtime,
+    /var/lib/retroflect/runtime). On Windows the WinDivert driver service entry
+    is removed too, but only when no program holds a WinDivert handle and the
+    entry names our WinDivert64.sys (or a file that is gone): another tool's
+    driver keeps working. With -RemoveConfig the config file is deleted too
+    (and its folder, if empty). Nothing installed is not an error (idempotent).
 
     .PARAMETER ConfigPath
-    The config file to delete with -RemoveConfig. Default: the engine's default path.
+    The config file to delete with -RemoveConfig. Default: the engine's
+    default path.
 
     .PARAMETER RemoveConfig
     Also delete the config file, so nothing is left behind.
 
     .PARAMETER Root
-    Linux only: the file system root the unit was installed under (default '/'). Any other root redirects every
-    removal and skips systemctl. Refused on Windows.
+    Linux only: the file system root the unit was installed under (default
+    '/'). Any other root redirects every removal and skips systemctl.
+    Refused on Windows.
 
     .EXAMPLE
     Uninstall-Retroflect
 
-    Removes the service or unit (and the firewall rule of -AllowFirewall); keeps the config file. Does not ask
-    (ConfirmImpact Medium), so it runs unattended, for example under Intune with pwsh -NonInteractive.
+    Removes the service or unit (and the firewall rule of -AllowFirewall);
+    keeps the config file. Does not ask (ConfirmImpact Medium), so it runs
+    unattended, for example under Intune with pwsh -NonInteractive.
 
     .EXAMPLE
     Uninstall-Retroflect -RemoveConfig -Confirm:$false

@@ -4,19 +4,25 @@ function Watch-ReflectTraffic {
     Shows the packets the engine handles, live, as objects.
 
     .DESCRIPTION
-    Starts a capture in the running engine and emits one Retroflect.Packet per packet it decides: time, direction,
-    interface, verdict (reflected, passed, shieldDropped, malformed, forgedSourceDropped), the malformed reason, protocol,
-    source and destination addresses and ports as the packet was sent, the addresses after reflection, length and
-    TCP flags. It runs until Ctrl+C, -Count packets or -Duration, and never slows the engine: packets it cannot
-    take fast enough are dropped from this view (the engine counts them) and a warning says how many.
+    Starts a capture in the running engine and emits one Retroflect.Packet per
+    packet it decides: time, direction, interface, verdict (reflected, passed,
+    shieldDropped, malformed, forgedSourceDropped), the malformed reason,
+    protocol, source and destination addresses and ports as the packet was
+    sent, the addresses after reflection, length and TCP flags. It runs until
+    Ctrl+C, -Count packets or -Duration, and never slows the engine: packets it
+    cannot take fast enough are dropped from this view (the engine counts them)
+    and a warning says how many.
 
-    Interface is the interface the packet left through or arrived on: on Windows its interface index as 'if12'
-    (Get-NetAdapter -InterfaceIndex 12 names it); on Linux the name ('rflct0' for reflected traffic; for a
-    shieldDropped or forgedSourceDropped packet the interface it arrived on, e.g. 'eth0'). On Linux those two drops
-    are made by the engine's nftables rules, which report them to the engine while a capture runs.
+    Interface is the interface the packet left through or arrived on: on
+    Windows its interface index as 'if12' (Get-NetAdapter -InterfaceIndex 12
+    names it); on Linux the name ('rflct0' for reflected traffic; for a
+    shieldDropped or forgedSourceDropped packet the interface it arrived on,
+    e.g. 'eth0'). On Linux those two drops are made by the engine's nftables
+    rules, which report them to the engine while a capture runs.
 
     .PARAMETER Address
-    Only packets to or from these addresses (reflect addresses, or this host's addresses).
+    Only packets to or from these addresses (reflect addresses, or this
+    host's addresses).
 
     .PARAMETER Port
     Only TCP and UDP packets with one of these source or destination ports.
@@ -34,10 +40,12 @@ function Watch-ReflectTraffic {
     Stop after this long, e.g. (New-TimeSpan -Seconds 30) or '00:00:30'.
 
     .PARAMETER SnapLength
-    Bytes of each packet the engine copies (64 to 65535, default 128): enough for the headers shown here.
+    Bytes of each packet the engine copies (64 to 65535, default 128):
+    enough for the headers shown here.
 
     .PARAMETER Pipe
-    The engine's control pipe: a name (default 'retroflect') or, on Linux, an absolute socket path.
+    The engine's control pipe: a name (default 'retroflect') or, on Linux,
+    an absolute socket path.
 
     .EXAMPLE
     Watch-ReflectTraffic -Address 192.0.2.1
@@ -45,12 +53,15 @@ function Watch-ReflectTraffic {
     Every packet to or from the reflect address 192.0.2.1, until Ctrl+C.
 
     .EXAMPLE
-    Watch-ReflectTraffic -Port 8080 -Count 20 | Where-Object Verdict -ne 'reflected'
+    Watch-ReflectTraffic -Port 8080 -Count 20 |
+        Where-Object Verdict -ne 'reflected'
 
-    The first 20 packets on port 8080 and which of them the engine did not reflect.
+    The first 20 packets on port 8080 and which of them the engine did not
+    reflect.
 
     .EXAMPLE
-    Watch-ReflectTraffic -Verdict malformed -Duration '00:05:00' | Group-Object MalformedReason
+    Watch-ReflectTraffic -Verdict malformed -Duration '00:05:00' |
+        Group-Object MalformedReason
 
     Malformed packets over five minutes, by reason.
 

@@ -1,8 +1,9 @@
 # Test-Retroflect on Windows, under Wine with the WinDivert TEST DOUBLE: its Windows checks as Retroflect.Check
 # objects, another WinDivert user at our priority, and a stale `WinDivert` driver service entry reported and repaired
-# with -Repair. (`retroflect driver release`, what Uninstall-Retroflect runs, is tested in
-# test/doctor/doctor-wine.test.ts.) The service entry is made with sc.exe (Wine keeps it in its registry; no kernel
-# driver runs). "Another program" is a Windows node.exe holding a WinDivert handle (test/doctor/fixtures/
+# with -Repair; and Uninstall-Retroflect, which leaves the driver service entry alone while another program holds a
+# WinDivert handle and removes our entry once none does (issue 22; `retroflect driver release` on its own is tested
+# in test/doctor/doctor-wine.test.ts). Service entries are made with sc.exe (Wine keeps them in its registry; no
+# kernel driver runs). "Another program" is a Windows node.exe holding a WinDivert handle (test/doctor/fixtures/
 # hold-windivert-handle.ts, bundled: RETROFLECT_TEST_NODE_EXE, RETROFLECT_TEST_HOLDER): the double's REFLECT layer
 # shares open handles between processes through WINDIVERT_DOUBLE_DRIVER_DIR.
 
@@ -39,11 +40,24 @@ BeforeAll {
     # sc.exe by its full path: the Wine pwsh's PATH does not hold System32.
     $script:Sc = Join-Path $env:SystemRoot 'System32\sc.exe'
     function Test-DriverService { $null = & $script:Sc query WinDivert; return ($LASTEXITCODE -eq 0) }
+    function Test-RetroflectServiceEntry { $null = & $script:Sc query Retroflect; return ($LASTEXITCODE -eq 0) }
+    function Wait-NoOtherWinDivertUser {
+        # A released holder closes its handle within about 100 ms; the REFLECT layer then no longer lists it.
+        $deadline = [DateTime]::UtcNow.AddSeconds(30)
+        do {
+            $users = Test-Retroflect -Path $script:Exe -Pipe 'rft-driver-none' |
+                Where-Object Name -eq 'windows.windivert-users'
+            if ($users.Status -eq 'Pass') { return }
+            Start-Sleep -Milliseconds 250
+        } while ([DateTime]::UtcNow -lt $deadline)
+        $users.Status | Should -Be 'Pass' -Because 'the holders closed their handles'
+    }
     $null = & $script:Sc delete WinDivert
 }
 
 AfterAll {
     $null = & $script:Sc delete WinDivert
+    $null = & $script:Sc delete Retroflect
     if ($script:SavedInject) { $env:WINDIVERT_DOUBLE_INJECT_FILE = $script:SavedInject }
     if ($script:SavedSent) { $env:WINDIVERT_DOUBLE_SENT_FILE = $script:SavedSent }
     Remove-Item Env:WINDIVERT_DOUBLE_DRIVER_DIR -ErrorAction SilentlyContinue
@@ -69,6 +83,7 @@ Describe 'Test-Retroflect on Windows' {
             $users = $checks | Where-Object Name -eq 'windows.windivert-users'
             $users.Status | Should -Be 'Warning'
             $users.Detail | Should -Match 'priority 1000, filter "tcp\.DstPort == 8080"\) uses our priority 1000'
+            $users.Detail | Should -Match 'with overlapping filters, the handle opened later normally sees a packet'
             @($users.Evidence.handles).Count | Should -Be 1
         }
         finally {
@@ -87,5 +102,42 @@ Describe 'Test-Retroflect on Windows' {
             Where-Object Name -eq 'windows.driver-service'
         $repaired.Status | Should -Be 'Pass'
         Test-DriverService | Should -BeFalse
+    }
+}
+
+Describe 'Uninstall-Retroflect and the WinDivert driver service entry (issue 22)' {
+    BeforeEach {
+        # As an installed engine leaves them (never started here): the Retroflect service, whose ImagePath tells
+        # Uninstall-Retroflect which engine folder is ours, and WinDivert's entry naming our WinDivert64.sys.
+        $null = & $script:Sc create Retroflect binPath= ('"' + $script:Exe + '" run --service')
+        $null = & $script:Sc create WinDivert type= kernel binPath= (Join-Path $script:App 'WinDivert64.sys')
+        Test-RetroflectServiceEntry | Should -BeTrue
+        Test-DriverService | Should -BeTrue
+    }
+    AfterEach {
+        $null = & $script:Sc delete Retroflect
+        $null = & $script:Sc delete WinDivert
+    }
+
+    It 'leaves the driver service in place while another program holds a WinDivert handle' {
+        $holder = Start-OtherWinDivertUser -Priority 0 -Filter 'udp.DstPort == 5353'
+        try {
+            $holderPid = (Get-Content -LiteralPath ($holder + '.ready') -Raw).Trim()
+            $verbose = Uninstall-Retroflect -Confirm:$false -Verbose 4>&1 | Out-String
+            Test-RetroflectServiceEntry | Should -BeFalse -Because 'Uninstall-Retroflect removed its own service'
+            Test-DriverService | Should -BeTrue -Because 'the other program still uses the driver'
+            $verbose | Should -Match ("Left the WinDivert driver service alone: 1 WinDivert handle\(s\) are open " +
+                "\(process $holderPid\)")
+        }
+        finally {
+            Remove-Item -LiteralPath $holder
+        }
+    }
+    It 'removes our driver service entry once no other program holds a WinDivert handle' {
+        Wait-NoOtherWinDivertUser
+        $verbose = Uninstall-Retroflect -Confirm:$false -Verbose 4>&1 | Out-String
+        Test-RetroflectServiceEntry | Should -BeFalse
+        Test-DriverService | Should -BeFalse -Because 'the entry named our WinDivert64.sys and nobody used it'
+        $verbose | Should -Match 'Removed the WinDivert driver service entry \(it named our '
     }
 }

@@ -136,3 +136,62 @@ Describe 'Stop-Retroflect on Windows' {
         { Stop-Retroflect -Confirm:$false } | Should -Not -Throw
     }
 }
+
+Describe 'No engine is known from the pipe check, not from the connect timeout (issue 21)' {
+    # The connect's own verdict says 'answered ... within N ms' and carries its TimeoutException; the pipe check's
+    # says 'is running' and carries none. No timing is asserted (benchmarks measure speed); the times are printed.
+    It '<Command> with no engine writes the pipe check''s Retroflect.EngineNotRunning' -ForEach @(
+        @{ Command = 'Get-Retroflect'
+            Call = { Get-Retroflect -ErrorAction SilentlyContinue -ErrorVariable err; $err } }
+        @{ Command = 'Get-ReflectAddress'
+            Call = { Get-ReflectAddress -ErrorAction SilentlyContinue -ErrorVariable err; $err } }
+        @{ Command = 'Get-ShieldPort -Pipe nothere'
+            Call = { Get-ShieldPort -Pipe nothere -ErrorAction SilentlyContinue -ErrorVariable err; $err } }
+        # Test-ReflectAddress asks this first: with no engine it tests offline (retroflect address test) at once.
+        @{ Command = 'Test-RetroflectPipeAnswers'
+            Call = { InModuleScope Retroflect { Test-RetroflectPipeAnswers -Pipe 'retroflect' } } }
+    ) {
+        $watch = [System.Diagnostics.Stopwatch]::StartNew()
+        $out = @(& $Call)
+        $watch.Stop()
+        Write-Host "# no engine: $Command answered in $($watch.ElapsedMilliseconds) ms"
+        if ($Command -eq 'Test-RetroflectPipeAnswers') {
+            $out | Should -Be @($false)
+            return
+        }
+        $out.Count | Should -Be 1
+        $out[0].FullyQualifiedErrorId | Should -BeLike 'Retroflect.EngineNotRunning,*'
+        $out[0].Exception.Message | Should -BeLike 'No retroflect engine is running on \\.\pipe\*'
+        $out[0].Exception.InnerException | Should -BeNullOrEmpty
+    }
+
+    It 'the check tells a missing pipe from a free one and a busy one (WaitNamedPipe takes no instance)' {
+        $name = 'retroflect-probe-' + [guid]::NewGuid().ToString('N').Substring(0, 8)
+        $missing = {
+            param($n)
+            InModuleScope Retroflect -Parameters @{ N = $n } {
+                param($N)
+                Test-RetroflectPipeMissing (Resolve-RetroflectPipe -Pipe $N)
+            }
+        }
+        & $missing $name | Should -BeTrue
+        $server = New-Object System.IO.Pipes.NamedPipeServerStream($name, [System.IO.Pipes.PipeDirection]::InOut, 1,
+            [System.IO.Pipes.PipeTransmissionMode]::Byte, [System.IO.Pipes.PipeOptions]::Asynchronous)
+        $client = $null
+        try {
+            & $missing $name | Should -BeFalse -Because 'a free instance is waiting'
+            $accept = $server.WaitForConnectionAsync()
+            # The probe took no instance: this client still gets the only one.
+            $client = New-Object System.IO.Pipes.NamedPipeClientStream('.', $name,
+                [System.IO.Pipes.PipeDirection]::InOut)
+            $client.Connect(5000)
+            $accept.Wait(5000) | Should -BeTrue
+            & $missing $name | Should -BeFalse -Because 'the pipe exists, its one instance busy'
+        }
+        finally {
+            if ($client) { $client.Dispose() }
+            $server.Dispose()
+        }
+        & $missing $name | Should -BeTrue -Because 'the server closed its pipe'
+    }
+}

@@ -5,6 +5,7 @@
  *   ...\Retroflect\ReflectAddresses   one value per address: name = the address, REG_SZ data = its port maps
  *                                     ("80=8080/tcp 443=8443", separated by spaces, commas or semicolons; "" = none)
  *   ...\Retroflect\ShieldPorts        one REG_SZ value per entry, any name: "8080", "8080/tcp", "53/udp"
+ *   ...\Retroflect  LockChanges       REG_DWORD 1: every change through the pipe is refused (0 or absent: not locked)
  *
  * Read into config.json's layout and checked by the same rules (config-file.ts), so both platforms judge policy alike.
  * Watched with RegNotifyChangeKeyValue on the deepest key that exists (the policy key may be created later).
@@ -18,8 +19,14 @@ import { RegistryEvent, RegistryKey, type RegistryValue } from './registry-key.t
 export const POLICY_KEY = 'SOFTWARE\\Policies\\Retroflect';
 export const POLICY_ADDRESSES_KEY = `${POLICY_KEY}\\ReflectAddresses`;
 export const POLICY_SHIELD_KEY = `${POLICY_KEY}\\ShieldPorts`;
+/** The value under POLICY_KEY that locks the engine (config-file.ts POLICY_LOCK_FIELD in a policy file). */
+export const POLICY_LOCK_VALUE = 'LockChanges';
 /** Every value the engine reads, for the ADMX check (test/wine/policy.test.ts). */
-export const POLICY_VALUES = { addresses: { key: POLICY_ADDRESSES_KEY, kind: 'name=address, data=port maps' }, shieldPorts: { key: POLICY_SHIELD_KEY, kind: 'data=port spec' } } as const;
+export const POLICY_VALUES = {
+  addresses: { key: POLICY_ADDRESSES_KEY, kind: 'name=address, data=port maps' },
+  shieldPorts: { key: POLICY_SHIELD_KEY, kind: 'data=port spec' },
+  lockChanges: { key: POLICY_KEY, valueName: POLICY_LOCK_VALUE, kind: 'REG_DWORD 0/1' },
+} as const;
 /** How long one wait for a registry change lasts before the watch looks whether it was stopped. */
 const WAIT_SLICE_MS = 1000;
 
@@ -47,9 +54,19 @@ function text(v: RegistryValue, where: string): string {
   return v.data;
 }
 
-/** The registry's policy in config.json's layout (exported for tests). */
-export function policyObject(addresses: RegistryValue[], shieldPorts: RegistryValue[]): unknown {
+/** LockChanges as the policy file's field: absent → undefined; a REG_DWORD 0 or 1 → false or true. */
+function lockOf(lock: RegistryValue | undefined): boolean | undefined {
+  if (!lock) return undefined;
+  if (lock.data !== 0 && lock.data !== 1) throw invalid(`value '${POLICY_LOCK_VALUE}' must be a REG_DWORD of 0 or 1.`);
+  return lock.data === 1;
+}
+
+/** The registry's policy in config.json's layout (exported for tests); `top`: the values of the policy key itself. */
+export function policyObject(addresses: RegistryValue[], shieldPorts: RegistryValue[],
+  top: RegistryValue[] = []): unknown {
+  const lock = lockOf(top.find((v) => v.name.toLowerCase() === POLICY_LOCK_VALUE.toLowerCase()));
   return {
+    ...(lock === undefined ? {} : { lockChanges: lock }),
     schemaVersion: 2,
     reflectAddresses: addresses.map((v) => {
       const maps = text(v, 'ReflectAddresses').split(/[\s,;]+/).filter(Boolean);
@@ -65,12 +82,12 @@ export class RegistryPolicySource implements PolicySource {
   read(): InterceptConfig {
     let raw: unknown;
     try {
-      raw = policyObject(valuesOf(POLICY_ADDRESSES_KEY), valuesOf(POLICY_SHIELD_KEY));
+      raw = policyObject(valuesOf(POLICY_ADDRESSES_KEY), valuesOf(POLICY_SHIELD_KEY), valuesOf(POLICY_KEY));
     } catch (err) {
       if (err instanceof RetroflectError) throw err;
       throw invalid((err as Error).message);
     }
-    return parseConfigObject(raw, ORIGIN, { label: `Policy ${ORIGIN}`, hint: invalid('').hint! });
+    return parseConfigObject(raw, ORIGIN, { label: `Policy ${ORIGIN}`, hint: invalid('').hint!, policy: true });
   }
 
   watch(changed: () => void, failed: (err: Error) => void): () => void {
