@@ -143,92 +143,33 @@ function reflectError(client: Uint8Array, error: Uint8Array, keep: number): Uint
 }
 
 describe('reflecting ICMP errors swaps the embedded packet too', () => {
-  const cases: { name: string; client: () => Uint8Array; type: number; code: number; keep?: number; rest?: number; outerOptions?: number[] }[] = [
-    {
-      name: 'ipv4 port unreachable, whole udp datagram embedded (Linux)',
-      client: () => clientPacket(4, 17),
-      type: 3,
-      code: 3,
-    },
-    {
-      name: 'ipv4 port unreachable, ip header + 8 bytes (RFC 792 minimum)',
-      client: () => clientPacket(4, 17),
-      type: 3,
-      code: 3,
-      keep: 28,
-    },
-    {
-      name: 'ipv4 port unreachable, embedded udp header cut after the ports',
-      client: () => clientPacket(4, 17),
-      type: 3,
-      code: 3,
-      keep: 24,
-    },
-    {
-      name: 'ipv4 port unreachable, embedded ip header only',
-      client: () => clientPacket(4, 17),
-      type: 3,
-      code: 3,
-      keep: 20,
-    },
-    {
-      name: 'ipv4 fragmentation needed (mtu in the header), tcp with ip options',
-      client: () => clientPacket(4, 6, { ipOptions: [1, 1, 1, 0] }),
-      type: 3,
-      code: 4,
-      rest: 1280,
-    },
-    {
-      name: 'ipv4 time exceeded, tcp cut inside its header',
-      client: () => clientPacket(4, 6),
-      type: 11,
-      code: 0,
-      keep: 30,
-    },
-    {
-      name: 'ipv4 parameter problem (pointer), icmp echo embedded',
-      client: () => clientPacket(4, 1),
-      type: 12,
-      code: 0,
-      rest: 0x09000000,
-    },
-    {
-      name: 'ipv4 error with ip options on the outer header',
-      client: () => clientPacket(4, 17),
-      type: 3,
-      code: 3,
-      outerOptions: [1, 1, 1, 1, 1, 1, 1, 0],
-    },
-    { name: 'ipv6 port unreachable, whole udp datagram embedded', client: () => clientPacket(6, 17), type: 1, code: 4 },
-    {
-      name: 'ipv6 packet too big (mtu), tcp cut short',
-      client: () => clientPacket(6, 6, { data: pattern(200) }),
-      type: 2,
-      code: 0,
-      rest: 1280,
-      keep: 70,
-    },
-    {
-      name: 'ipv6 time exceeded, embedded ip header only',
-      client: () => clientPacket(6, 17),
-      type: 3,
-      code: 0,
-      keep: 40,
-    },
-    {
-      name: 'ipv6 parameter problem, embedded dstopts + ah + udp',
-      client: () => clientPacket(6, 17, { ext: [{ type: 60 }, { type: 51 }] }),
-      type: 4,
-      code: 1,
-      rest: 40,
-    },
-    { name: 'ipv6 port unreachable, embedded icmpv6 echo', client: () => clientPacket(6, 58), type: 1, code: 4 },
+  /** One row a case: the client's packet, the error's type and code, then how many bytes of the client's packet it
+   *  carries (default all), its 4 type-specific bytes (MTU, pointer) and options on its outer IPv4 header. */
+  type Case = [name: string, client: () => Uint8Array, type: number, code: number, keep?: number, rest?: number,
+    outerOptions?: number[]];
+  const cases: Case[] = [
+    ['ipv4 port unreachable, whole udp datagram embedded (Linux)', () => clientPacket(4, 17), 3, 3],
+    ['ipv4 port unreachable, ip header + 8 bytes (RFC 792 minimum)', () => clientPacket(4, 17), 3, 3, 28],
+    ['ipv4 port unreachable, embedded udp header cut after the ports', () => clientPacket(4, 17), 3, 3, 24],
+    ['ipv4 port unreachable, embedded ip header only', () => clientPacket(4, 17), 3, 3, 20],
+    ['ipv4 fragmentation needed (mtu in the header), tcp with ip options',
+      () => clientPacket(4, 6, { ipOptions: [1, 1, 1, 0] }), 3, 4, undefined, 1280],
+    ['ipv4 time exceeded, tcp cut inside its header', () => clientPacket(4, 6), 11, 0, 30],
+    ['ipv4 parameter problem (pointer), icmp echo embedded', () => clientPacket(4, 1), 12, 0, undefined, 0x09000000],
+    ['ipv4 error with ip options on the outer header', () => clientPacket(4, 17), 3, 3, undefined, undefined,
+      [1, 1, 1, 1, 1, 1, 1, 0]],
+    ['ipv6 port unreachable, whole udp datagram embedded', () => clientPacket(6, 17), 1, 4],
+    ['ipv6 packet too big (mtu), tcp cut short', () => clientPacket(6, 6, { data: pattern(200) }), 2, 0, 70, 1280],
+    ['ipv6 time exceeded, embedded ip header only', () => clientPacket(6, 17), 3, 0, 40],
+    ['ipv6 parameter problem, embedded dstopts + ah + udp',
+      () => clientPacket(6, 17, { ext: [{ type: 60 }, { type: 51 }] }), 4, 1, undefined, 40],
+    ['ipv6 port unreachable, embedded icmpv6 echo', () => clientPacket(6, 58), 1, 4],
   ];
-  for (const c of cases) {
-    it(c.name, () => {
-      const client = c.client();
-      const keep = Math.min(c.keep ?? client.length, client.length);
-      const error = hostError(delivered(client), c.type, c.code, keep, c.rest, c.outerOptions);
+  for (const [name, makeClient, type, code, keepAtMost, rest, outerOptions] of cases) {
+    it(name, () => {
+      const client = makeClient();
+      const keep = Math.min(keepAtMost ?? client.length, client.length);
+      const error = hostError(delivered(client), type, code, keep, rest, outerOptions);
       reflectError(client, error, keep);
     });
   }
@@ -281,75 +222,32 @@ describe('parseEmbeddedPacket', () => {
 
   it('reports the embedded ports and where the embedded checksum is, as far as the bytes are present', () => {
     const udp4 = clientPacket(4, 17);
-    assert.deepEqual(
-      fields(error(udp4)),
-      {
-        present: true,
-        at: 0,
-        protocol: 17,
-        fragment: false,
-        hasTransport: true,
-        transportAt: 20,
-        transportLength: udp4.length - 20,
-        ports: [50000, 9],
-        checksumAt: 26,
-      },
-    );
-    assert.deepEqual(fields(error(udp4, 28)).checksumAt, 26);
-    assert.deepEqual(
-      fields(error(udp4, 27)),
-      {
-        present: true,
-        at: 0,
-        protocol: 17,
-        fragment: false,
-        hasTransport: true,
-        transportAt: 20,
-        transportLength: 7,
-        ports: [50000, 9],
-        checksumAt: -1,
-      },
-    );
-    assert.deepEqual(fields(error(udp4, 23)).ports, null, 'three bytes cannot hold both ports');
     const tcp4 = clientPacket(4, 6, { ipOptions: [1, 1, 1, 0] });
-    assert.deepEqual(
-      fields(error(tcp4, 24 + 18)),
-      {
-        present: true,
-        at: 0,
-        protocol: 6,
-        fragment: false,
-        hasTransport: true,
-        transportAt: 24,
-        transportLength: 18,
-        ports: [51000, 9],
-        checksumAt: 24 + 16,
-      },
-    );
-    assert.equal(fields(error(tcp4, 24 + 17)).checksumAt, -1, 'a truncated checksum field is not reported');
     const udp6 = clientPacket(6, 17, { ext: [{ type: 0 }, { type: 51 }] });
-    assert.deepEqual(
-      fields(error(udp6)),
-      {
-        present: true,
-        at: 0,
-        protocol: 17,
-        fragment: false,
-        hasTransport: true,
-        transportAt: 64,
-        transportLength: udp6.length - 64,
-        ports: [50000, 9],
-        checksumAt: 70,
-      },
-    );
-    // Extension headers cut off: the addresses are there, the transport is unknown.
-    const cut6 = fields(error(udp6, 50));
-    assert.deepEqual(
-      [cut6.present, cut6.protocol, cut6.hasTransport, cut6.ports, cut6.checksumAt],
-      [true, 51, false, null, -1],
-    );
-    const icmp6 = clientPacket(6, 58);
-    assert.equal(fields(error(icmp6)).checksumAt, 42);
+    const whole = { present: true, at: 0, fragment: false, hasTransport: true };
+    // One row a case: what is embedded (the client's packet, cut to `keep` bytes), then the fields expected of it.
+    const rows: [what: string, client: Uint8Array, keep: number, expected: Partial<ReturnType<typeof fields>>][] = [
+      ['whole udp/ipv4', udp4, udp4.length,
+        { ...whole, protocol: 17, transportAt: 20, transportLength: udp4.length - 20, ports: [50000, 9], checksumAt: 26 }],
+      ['udp/ipv4 up to its checksum', udp4, 28, { checksumAt: 26 }],
+      ['udp/ipv4 cut inside its checksum', udp4, 27,
+        { ...whole, protocol: 17, transportAt: 20, transportLength: 7, ports: [50000, 9], checksumAt: -1 }],
+      ['udp/ipv4 with three bytes of header: cannot hold both ports', udp4, 23, { ports: null }],
+      ['tcp/ipv4 with ip options, up to its checksum', tcp4, 24 + 18,
+        { ...whole, protocol: 6, transportAt: 24, transportLength: 18, ports: [51000, 9], checksumAt: 24 + 16 }],
+      ['tcp/ipv4 cut inside its checksum: not reported', tcp4, 24 + 17, { checksumAt: -1 }],
+      ['whole udp/ipv6 behind extension headers', udp6, udp6.length,
+        { ...whole, protocol: 17, transportAt: 64, transportLength: udp6.length - 64, ports: [50000, 9], checksumAt: 70 }],
+      // Extension headers cut off: the addresses are there, the transport is unknown.
+      ['udp/ipv6 cut inside its extension headers', udp6, 50,
+        { present: true, protocol: 51, hasTransport: false, ports: null, checksumAt: -1 }],
+      ['whole icmpv6 echo', clientPacket(6, 58), Infinity, { checksumAt: 42 }],
+    ];
+    for (const [what, client, keep, expected] of rows) {
+      const actual = fields(error(client, keep));
+      const picked = Object.fromEntries(Object.keys(expected).map((k) => [k, actual[k as keyof typeof actual]]));
+      assert.deepEqual(picked, expected, what);
+    }
   });
 
   it('fragments: a first fragment has its header, a later one has none', () => {
