@@ -63,10 +63,10 @@ const isBundled = (f) => TIERS[tierOf(f.slice('test/'.length))].bundled === true
 const bundled = files.filter(isBundled);
 const fromSource = files.filter((f) => !isBundled(f));
 const runs = [];
+// Each run bundles into a folder of its own (two runs in one checkout must not remove each other's), removed after.
+const outdir = join(root, '.tmp', 'test-bundles', String(process.pid));
 if (bundled.length) {
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-  const outdir = join(root, '.tmp', 'test-bundles');
-  rmSync(outdir, { recursive: true, force: true });
   runs.push(await bundleTests({ root, version: pkg.version, files: bundled, outdir }));
 }
 if (fromSource.length) runs.push(['--import', 'tsx', ...fromSource]);
@@ -78,4 +78,5 @@ for (const run of runs) {
   });
   if (res.status !== 0) status = res.status ?? 1;
 }
+rmSync(outdir, { recursive: true, force: true });
 process.exit(status);
