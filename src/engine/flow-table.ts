@@ -73,7 +73,8 @@ export function flowIdleLimitMs(state: 'active' | 'open' | 'closed'): number {
 
 /** How long a flow in `state` may stay idle before it is forgotten. */
 function idleLimit(state: number): number {
-  return state === FlowState.Open ? FLOW_IDLE_MS.tcpOpen : state === FlowState.Closed ? FLOW_IDLE_MS.tcpClosed : FLOW_IDLE_MS.datagram;
+  if (state === FlowState.Open) return FLOW_IDLE_MS.tcpOpen;
+  return state === FlowState.Closed ? FLOW_IDLE_MS.tcpClosed : FLOW_IDLE_MS.datagram;
 }
 
 function regionBytes(capacity: number): { slots: number; num: number; total: number } {
@@ -193,7 +194,8 @@ export class FlowTable {
       // Same conversation, unless it went idle long enough to be forgotten, or a new TCP connection reuses the
       // ports of a closed one: then start counting afresh in the same slot (no duplicate key left behind).
       if (now - num[n + N_LAST] > idleLimit(state) || (synOnly && state === FlowState.Closed)) {
-        this.write(slot, h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now, r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
+        this.write(slot, h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now,
+          r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
         return;
       }
       const seq = w[b + W_SEQ];
@@ -211,7 +213,8 @@ export class FlowTable {
       this.endWrite(b, seq);
       return;
     }
-    this.write(this.freeSlot(h, now), h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now, r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
+    this.write(this.freeSlot(h, now), h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now,
+      r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
   }
 
   /** Forget every flow idle past its timeout. Returns how many were removed. */
@@ -259,8 +262,9 @@ export class FlowTable {
 
   /** Start a new flow in `slot` (overwriting whatever was there) with this packet as its first. */
   private write(
-    slot: number, h: number, kind: number, ports: number, client: number, server: number, isTcp: boolean, tcpFlags: number,
-    bytes: number, now: number, r0: number, r1: number, r2: number, r3: number, l0: number, l1: number, l2: number, l3: number,
+    slot: number, h: number, kind: number, ports: number, client: number, server: number, isTcp: boolean,
+    tcpFlags: number, bytes: number, now: number,
+    r0: number, r1: number, r2: number, r3: number, l0: number, l1: number, l2: number, l3: number,
     mappedFrom: number,
   ): void {
     const w = this.slots;

@@ -139,7 +139,8 @@ export class PortMapper {
     for (let at = 0; at < e.length; at += ENTRY_WORDS) {
       if (e[at + E_KIND] !== 0 && (e[at + E_FLAGS] & F_DIRECT) !== 0) this.directEntries = true;
       if (e[at + E_KIND] === 0 || (e[at + E_FLAGS] & F_MAPPED) === 0) continue;
-      if (this.targetOf(e[at + E_SLOT], e[at + E_KIND] & 0xff, e[at + E_MAPPED]) !== e[at + E_SERVER]) e[at + E_KIND] = 0;
+      const target = this.targetOf(e[at + E_SLOT], e[at + E_KIND] & 0xff, e[at + E_MAPPED]);
+      if (target !== e[at + E_SERVER]) e[at + E_KIND] = 0;
     }
   }
 
@@ -225,7 +226,8 @@ export class PortMapper {
    */
   icmpError(buf: Uint8Array, p: ParsedPacket, slot: number, now: number): void {
     const q = this.quoted;
-    if (!parseEmbeddedPacket(buf, p, q) || !q.hasPorts || (q.protocol !== IpProto.Tcp && q.protocol !== IpProto.Udp)) return;
+    if (!parseEmbeddedPacket(buf, p, q) || !q.hasPorts) return;
+    if (q.protocol !== IpProto.Tcp && q.protocol !== IpProto.Udp) return;
     const base = protoIndex(q.protocol) * 65536;
     // The quoted packet was delivered to this host by reflection: source R, destination L.
     if ((this.role[base + q.dstPort] & ROLE_TARGET) !== 0) {
@@ -249,7 +251,10 @@ export class PortMapper {
   }
 
   /** Live mapped flows, for tests and diagnostics (off the hot path). */
-  liveEntries(now: number): { reflectAddress: string; localAddress: string; protocol: 'tcp' | 'udp'; clientPort: number; serverPort: number; mappedPort: number; direct: boolean }[] {
+  liveEntries(now: number): {
+    reflectAddress: string; localAddress: string; protocol: 'tcp' | 'udp'; clientPort: number; serverPort: number;
+    mappedPort: number; direct: boolean;
+  }[] {
     const out = [];
     for (let e = 0; e < this.capacity; e++) {
       const at = e * ENTRY_WORDS;
@@ -291,7 +296,8 @@ export class PortMapper {
     const idle = now - this.lastSeen[e];
     if ((this.entries[at + E_KIND] & 0xff) !== IpProto.Tcp) return idle > MAPPED_FLOW_IDLE_MS.udp;
     const f = this.entries[at + E_FLAGS];
-    if ((f & F_RST) !== 0 || (f & (F_FIN_CLIENT | F_FIN_SERVER)) === (F_FIN_CLIENT | F_FIN_SERVER)) return idle > MAPPED_FLOW_IDLE_MS.tcpClosed;
+    const closed = (f & F_RST) !== 0 || (f & (F_FIN_CLIENT | F_FIN_SERVER)) === (F_FIN_CLIENT | F_FIN_SERVER);
+    if (closed) return idle > MAPPED_FLOW_IDLE_MS.tcpClosed;
     return idle > ((f & F_REPLIED) !== 0 ? MAPPED_FLOW_IDLE_MS.tcpEstablished : MAPPED_FLOW_IDLE_MS.tcpOpening);
   }
 
@@ -304,13 +310,16 @@ export class PortMapper {
     return this.lookup(p.view, q.family, (q.family << 8) | q.protocol, q.srcOffset, q.dstOffset, client, server, now);
   }
 
-  private lookup(v: DataView, family: number, kind: number, r: number, l: number, client: number, server: number, now: number): number {
+  private lookup(
+    v: DataView, family: number, kind: number, r: number, l: number, client: number, server: number, now: number,
+  ): number {
     const h = flowKeyHashAt(v, family, kind, (client << 16) | server, r, l);
     const e = this.entries;
     for (let i = 0; i < MAPPED_PROBE_WINDOW; i++) {
       const slot = (h + i) & this.mask;
       const at = slot * ENTRY_WORDS;
-      if (e[at + E_HASH] !== h || e[at + E_KIND] !== kind || e[at + E_CLIENT] !== client || e[at + E_SERVER] !== server) continue;
+      if (e[at + E_HASH] !== h || e[at + E_KIND] !== kind) continue;
+      if (e[at + E_CLIENT] !== client || e[at + E_SERVER] !== server) continue;
       if (e[at + E_ADDR] !== v.getInt32(r) || e[at + E_ADDR + 4] !== v.getInt32(l)) continue;
       if (family === 6 && !sameKeyAddresses(e, at, v, family, r, l)) continue;
       return this.expired(at, slot, now) ? -1 : slot;
@@ -321,7 +330,10 @@ export class PortMapper {
   /** Record a flow of packet p (R = its destination, L = its source). `reuse` ≥ 0: overwrite that entry. Returns
    *  the entry, or -1 when every slot of the probe window holds a live flow the server answered. Otherwise a free or
    *  expired slot, or else the slot of the unanswered flow idle longest (evicted, counted). */
-  private insert(p: ParsedPacket, slot: number, client: number, server: number, mapped: number, flags: number, now: number, reuse: number): number {
+  private insert(
+    p: ParsedPacket, slot: number, client: number, server: number, mapped: number, flags: number, now: number,
+    reuse: number,
+  ): number {
     const kind = (p.family << 8) | p.protocol;
     const v = p.view;
     const r = p.dstOffset;
@@ -334,7 +346,9 @@ export class PortMapper {
         const s = (h + i) & this.mask;
         const at = s * ENTRY_WORDS;
         if (this.entries[at + E_KIND] === 0 || this.expired(at, s, now)) e = s;
-        else if ((this.entries[at + E_FLAGS] & F_REPLIED) === 0 && (unanswered < 0 || this.lastSeen[s] < this.lastSeen[unanswered])) unanswered = s;
+        else if ((this.entries[at + E_FLAGS] & F_REPLIED) === 0) {
+          if (unanswered < 0 || this.lastSeen[s] < this.lastSeen[unanswered]) unanswered = s;
+        }
       }
       if (e < 0) {
         if (unanswered < 0) return -1;
