@@ -4,9 +4,14 @@
 // Usage: npm test [-- <file or folder filter>...]   npm run test:<tier> [-- <filter>...]   (tiers: test/tiers.mjs)
 // An argument starting with --test- goes to Node's test runner, e.g. --test-name-pattern=<regexp>.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, relative, sep } from 'node:path';
 import { TIERS, tierOf } from '../test/tiers.mjs';
+import { bundleTests } from './bundle.mjs';
+
+/** Test files run at once: one per core, at least two (most wait on I/O, timers or a worker part of the time). */
+const CONCURRENCY = Math.max(2, availableParallelism());
 
 const root = new URL('..', import.meta.url).pathname;
 const testDir = join(root, 'test');
@@ -52,9 +57,26 @@ if (existsSync(join(root, 'native', 'Makefile'))) {
   if (make.status !== 0) process.exit(make.status ?? 1);
 }
 
-const runner = ['--import', 'tsx', '--test', '--test-concurrency=2', ...runnerOptions];
-const res = spawnSync(process.execPath, [...runner, ...files], {
-  cwd: root,
-  stdio: 'inherit',
-});
-process.exit(res.status ?? 1);
+// Files of a bundled tier run as bundles with plain node, the rest from source through tsx: two runs of the test
+// runner, one after the other.
+const isBundled = (f) => TIERS[tierOf(f.slice('test/'.length))].bundled === true;
+const bundled = files.filter(isBundled);
+const fromSource = files.filter((f) => !isBundled(f));
+const runs = [];
+// Each run bundles into a folder of its own (two runs in one checkout must not remove each other's), removed after.
+const outdir = join(root, '.tmp', 'test-bundles', String(process.pid));
+if (bundled.length) {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  runs.push(await bundleTests({ root, version: pkg.version, files: bundled, outdir }));
+}
+if (fromSource.length) runs.push(['--import', 'tsx', ...fromSource]);
+let status = 0;
+for (const run of runs) {
+  const res = spawnSync(process.execPath, ['--test', `--test-concurrency=${CONCURRENCY}`, ...runnerOptions, ...run], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  if (res.status !== 0) status = res.status ?? 1;
+}
+rmSync(outdir, { recursive: true, force: true });
+process.exit(status);

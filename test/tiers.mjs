@@ -3,10 +3,15 @@
 // file under test/; the longest entry that starts a file's path decides. A file goes in the tier of the heaviest
 // thing it needs: Wine over pwsh over root.
 
-/** @type {Record<string, { needs: string, paths: string[] }>} */
+/**
+ * `bundled`: the tier's test files run bundled with plain node rather than through tsx (scripts/bundle.mjs
+ * bundleTests), which saves most of a small test file's CPU; a filter that picks such files runs them bundled too.
+ * @type {Record<string, { needs: string, paths: string[], bundled?: boolean }>}
+ */
 export const TIERS = {
   unit: {
     needs: 'nothing but Node, gcc (the WinDivert double) and tshark: no root, no namespaces, no Wine, no pwsh',
+    bundled: true,
     paths: [
       'capture/interest.test.ts',
       'capture/ring.test.ts',

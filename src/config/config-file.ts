@@ -24,9 +24,13 @@ import {
   type ShieldPort,
 } from './intercept-config.ts';
 import { ErrorCode, RetroflectError, isRetroflectError } from '../errors.ts';
-import { formatPortMap, MAX_PORT_MAPS, mergePortMaps, parsePortMapSpec, portMapsFor, portMapsOf, type PortMap } from './port-maps.ts';
+import {
+  formatPortMap, MAX_PORT_MAPS, mergePortMaps, parsePortMapSpec, portMapsFor, portMapsOf, type PortMap,
+} from './port-maps.ts';
 import { writeFileAtomically, type SaveFaults } from './atomic-save.ts';
-import { ALLOW_KINDS, allowedPortKey, allowListsFor, allowListsOf, parseAllowList, type AddressAllowLists, type AllowLists } from './allow-lists.ts';
+import {
+  ALLOW_KINDS, allowedPortKey, allowListsFor, allowListsOf, parseAllowList, type AddressAllowLists, type AllowLists,
+} from './allow-lists.ts';
 import { JsonSyntaxError, parseJsonText } from './json-positions.ts';
 
 /** Version of the file layout. A file with a higher number was written by a newer retroflect. */
@@ -44,9 +48,12 @@ const MAX_CONFIG_BYTES = 1024 * 1024;
 const KNOWN_KEYS = new Set(['schemaVersion', 'reflectAddresses', 'shieldPorts']);
 
 /** The file's JSON layout. */
+/** A reflect address in the file with more than its text: its port maps and allow lists (ports as specs). */
+type FileAddressEntry = { address: string; portMaps?: string[] } & Omit<AllowLists, 'ports'> & { ports?: string[] };
+
 export interface ConfigFileContent {
   schemaVersion: number;
-  reflectAddresses: (string | ({ address: string; portMaps?: string[] } & Omit<AllowLists, 'ports'> & { ports?: string[] }))[];
+  reflectAddresses: (string | FileAddressEntry)[];
   shieldPorts: ShieldPort[];
 }
 
@@ -63,15 +70,21 @@ export interface ConfigOrigin {
 export const POLICY_LOCK_FIELD = 'lockChanges';
 
 function configFileOrigin(path: string): ConfigOrigin {
-  return { label: `Config file ${path}`, hint: 'Fix the file by hand (it was not changed), or move it away to start with an empty config.' };
+  return {
+    label: `Config file ${path}`,
+    hint: 'Fix the file by hand (it was not changed), or move it away to start with an empty config.',
+  };
 }
 
-function invalidIn(origin: ConfigOrigin, path: string, problem: string, details: Record<string, unknown> = {}): RetroflectError {
-  return new RetroflectError(ErrorCode.CONFIG_INVALID, `${origin.label} is invalid: ${problem}`, { hint: origin.hint, details: { path, ...details } });
+function invalidIn(origin: ConfigOrigin, path: string, problem: string,
+  details: Record<string, unknown> = {}): RetroflectError {
+  return new RetroflectError(ErrorCode.CONFIG_INVALID, `${origin.label} is invalid: ${problem}`,
+    { hint: origin.hint, details: { path, ...details } });
 }
 
 /** Parse and validate file text. Exported for tests; `path` only names the file in errors. */
-export function parseConfigText(text: string, path: string, origin: ConfigOrigin = configFileOrigin(path)): InterceptConfig {
+export function parseConfigText(text: string, path: string,
+  origin: ConfigOrigin = configFileOrigin(path)): InterceptConfig {
   let raw: unknown;
   try {
     raw = parseJsonText(text);
@@ -83,21 +96,28 @@ export function parseConfigText(text: string, path: string, origin: ConfigOrigin
 }
 
 /** Validate the file's layout once parsed (the Windows policy builds the same object from the registry). */
-export function parseConfigObject(raw: unknown, path: string, origin: ConfigOrigin = configFileOrigin(path)): InterceptConfig {
-  const invalid = (_path: string, problem: string, details: Record<string, unknown> = {}) => invalidIn(origin, path, problem, details);
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalid(path, 'the top level must be a JSON object.');
+export function parseConfigObject(raw: unknown, path: string,
+  origin: ConfigOrigin = configFileOrigin(path)): InterceptConfig {
+  const invalid = (_path: string, problem: string, details: Record<string, unknown> = {}) =>
+    invalidIn(origin, path, problem, details);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw invalid(path, 'the top level must be a JSON object.');
+  }
   const obj = raw as Record<string, unknown>;
   for (const key of Object.keys(obj)) {
     if (KNOWN_KEYS.has(key) || (origin.policy && key === POLICY_LOCK_FIELD)) continue;
     throw invalid(path, `unknown field '${key}' (known: ${[...KNOWN_KEYS].join(', ')}).`, { field: key });
   }
-  if (obj.schemaVersion !== CONFIG_SCHEMA_VERSION && obj.schemaVersion !== CONFIG_SCHEMA_VERSION_WITHOUT_MAPS && obj.schemaVersion !== CONFIG_SCHEMA_VERSION_WITH_MAPS) {
+  const readable = [CONFIG_SCHEMA_VERSION_WITHOUT_MAPS, CONFIG_SCHEMA_VERSION_WITH_MAPS, CONFIG_SCHEMA_VERSION];
+  if (!readable.includes(obj.schemaVersion as number)) {
     const newer = typeof obj.schemaVersion === 'number' && obj.schemaVersion > CONFIG_SCHEMA_VERSION;
     throw invalid(
       path,
       newer
-        ? `schemaVersion ${obj.schemaVersion} was written by a newer retroflect; this one reads ${CONFIG_SCHEMA_VERSION}.`
-        : `field 'schemaVersion' must be ${CONFIG_SCHEMA_VERSION_WITHOUT_MAPS}, ${CONFIG_SCHEMA_VERSION_WITH_MAPS} or ${CONFIG_SCHEMA_VERSION}.`,
+        ? `schemaVersion ${obj.schemaVersion} was written by a newer retroflect; ` +
+          `this one reads ${CONFIG_SCHEMA_VERSION}.`
+        : `field 'schemaVersion' must be ${CONFIG_SCHEMA_VERSION_WITHOUT_MAPS}, ${CONFIG_SCHEMA_VERSION_WITH_MAPS} ` +
+          `or ${CONFIG_SCHEMA_VERSION}.`,
       { field: 'schemaVersion' },
     );
   }
@@ -106,7 +126,9 @@ export function parseConfigObject(raw: unknown, path: string, origin: ConfigOrig
   const cfg = emptyInterceptConfig();
   const additions = new ConfigAdditions(cfg);
   const addrs = obj.reflectAddresses === undefined ? [] : obj.reflectAddresses;
-  if (!Array.isArray(addrs)) throw invalid(path, `field 'reflectAddresses' must be an array of strings.`, { field: 'reflectAddresses' });
+  if (!Array.isArray(addrs)) {
+    throw invalid(path, `field 'reflectAddresses' must be an array of strings.`, { field: 'reflectAddresses' });
+  }
   const maps: PortMap[] = [];
   const allow: AddressAllowLists[] = [];
   addrs.forEach((a, i) => {
@@ -117,13 +139,20 @@ export function parseConfigObject(raw: unknown, path: string, origin: ConfigOrig
     if (typeof a === 'object' && a !== null && !Array.isArray(a)) {
       const o = a as Record<string, unknown>;
       const extra = Object.keys(o).filter((k) => !(ADDRESS_FIELDS as readonly string[]).includes(k));
-      if (extra.length) throw invalid(path, `field '${field}' has unknown field '${extra[0]}' (known: ${ADDRESS_FIELDS.join(', ')}).`, { field });
-      if (o.portMaps !== undefined && !Array.isArray(o.portMaps)) throw invalid(path, `field '${field}.portMaps' must be an array.`, { field: `${field}.portMaps` });
+      if (extra.length) {
+        const known = ADDRESS_FIELDS.join(', ');
+        throw invalid(path, `field '${field}' has unknown field '${extra[0]}' (known: ${known}).`, { field });
+      }
+      if (o.portMaps !== undefined && !Array.isArray(o.portMaps)) {
+        throw invalid(path, `field '${field}.portMaps' must be an array.`, { field: `${field}.portMaps` });
+      }
       text = o.address;
       mapSpecs = (o.portMaps as unknown[] | undefined) ?? [];
       for (const kind of ALLOW_KINDS) {
         if (o[kind] === undefined) continue;
-        if (!Array.isArray(o[kind])) throw invalid(path, `field '${field}.${kind}' must be an array.`, { field: `${field}.${kind}` });
+        if (!Array.isArray(o[kind])) {
+          throw invalid(path, `field '${field}.${kind}' must be an array.`, { field: `${field}.${kind}` });
+        }
         try {
           (lists as Record<string, unknown>)[kind] = parseAllowList(kind, o[kind] as unknown[]);
         } catch (err) {
@@ -131,7 +160,9 @@ export function parseConfigObject(raw: unknown, path: string, origin: ConfigOrig
         }
       }
     }
-    if (typeof text !== 'string') throw invalid(path, `field '${field}' must be an address string or {"address", "portMaps"}.`, { field });
+    if (typeof text !== 'string') {
+      throw invalid(path, `field '${field}' must be an address string or {"address", "portMaps"}.`, { field });
+    }
     let c: string;
     try {
       c = canonicalAddress(text);
@@ -139,7 +170,8 @@ export function parseConfigObject(raw: unknown, path: string, origin: ConfigOrig
       throw invalid(path, `field '${field}': ${(err as Error).message}`, { field });
     }
     if (additions.addAddress(c) && cfg.reflectAddresses.length > MAX_REFLECT_ADDRESSES) {
-      throw invalid(path, `field '${field}' is one more than the ${MAX_REFLECT_ADDRESSES} reflect addresses supported.`, { field });
+      throw invalid(path, `field '${field}' is one more than the ${MAX_REFLECT_ADDRESSES} reflect addresses supported.`,
+        { field });
     }
     if (Object.keys(lists).length && !allow.some((x) => x.address === c)) allow.push({ address: c, ...lists });
     mapSpecs.forEach((spec, j) => {
@@ -150,7 +182,8 @@ export function parseConfigObject(raw: unknown, path: string, origin: ConfigOrig
         throw invalid(path, `field '${mapField}': ${(err as Error).message}`, { field: mapField });
       }
       if (maps.length > MAX_PORT_MAPS) {
-        throw invalid(path, `field '${mapField}' takes the port maps past the ${MAX_PORT_MAPS} supported (a map without /tcp or /udp counts twice).`, { field: mapField });
+        throw invalid(path, `field '${mapField}' takes the port maps past the ${MAX_PORT_MAPS} supported ` +
+          '(a map without /tcp or /udp counts twice).', { field: mapField });
       }
     });
   });
@@ -168,7 +201,8 @@ export function parseConfigObject(raw: unknown, path: string, origin: ConfigOrig
     }
     for (const q of parsed) {
       if (additions.addShieldPort(q) && cfg.shieldPorts.length > MAX_SHIELD_PORTS) {
-        throw invalid(path, `field '${field}' is one more than the ${MAX_SHIELD_PORTS} shield ports supported.`, { field });
+        throw invalid(path, `field '${field}' is one more than the ${MAX_SHIELD_PORTS} shield ports supported.`,
+          { field });
       }
     }
   });
@@ -189,7 +223,9 @@ export function serializeConfig(cfg: InterceptConfig): string {
   const maps = portMapsOf(cfg);
   const allow = allowListsOf(cfg);
   const content: ConfigFileContent = {
-    schemaVersion: allow.length ? CONFIG_SCHEMA_VERSION : maps.length ? CONFIG_SCHEMA_VERSION_WITH_MAPS : CONFIG_SCHEMA_VERSION_WITHOUT_MAPS,
+    schemaVersion: allow.length
+      ? CONFIG_SCHEMA_VERSION
+      : maps.length ? CONFIG_SCHEMA_VERSION_WITH_MAPS : CONFIG_SCHEMA_VERSION_WITHOUT_MAPS,
     reflectAddresses: cfg.reflectAddresses.map((address) => {
       const mine = portMapsFor(cfg, address);
       const { ports, ...who } = allowListsFor(cfg, address);
@@ -221,14 +257,18 @@ export function loadConfigFile(path: string, origin: ConfigOrigin = configFileOr
   try {
     const st = statSync(path);
     if (!st.isFile()) throw invalidIn(origin, path, 'it is not a regular file.');
-    if (st.size > MAX_CONFIG_BYTES) throw invalidIn(origin, path, `it is ${st.size} bytes; a config file is at most ${MAX_CONFIG_BYTES}.`);
+    if (st.size > MAX_CONFIG_BYTES) {
+      throw invalidIn(origin, path, `it is ${st.size} bytes; a config file is at most ${MAX_CONFIG_BYTES}.`);
+    }
     text = readFileSync(path, 'utf8');
   } catch (err) {
     if (isRetroflectError(err)) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return { config: emptyInterceptConfig(), path, existed: false, fingerprint: ABSENT };
     throw new RetroflectError(ErrorCode.CONFIG_INVALID, `Cannot read ${origin.label}: ${(err as Error).message}`, {
-      hint: code === 'EACCES' || code === 'EPERM' ? 'Run as root / Administrator.' : 'Check the path and its permissions.',
+      hint: code === 'EACCES' || code === 'EPERM'
+        ? 'Run as root / Administrator.'
+        : 'Check the path and its permissions.',
       details: { path, errno: code },
       cause: err,
     });
@@ -265,7 +305,8 @@ export function saveConfigFile(path: string, cfg: InterceptConfig, faults: SaveF
     writeFileAtomically(path, text, faults);
     return fingerprintOf(text);
   } catch (err) {
-    throw new RetroflectError(ErrorCode.CONFIG_WRITE_FAILED, `Could not write config file ${path}: ${(err as Error).message}`, {
+    const problem = `Could not write config file ${path}: ${(err as Error).message}`;
+    throw new RetroflectError(ErrorCode.CONFIG_WRITE_FAILED, problem, {
       hint: 'Check free disk space and the permissions of the directory; the change was not applied.',
       details: { path, errno: (err as NodeJS.ErrnoException).code ?? null },
       cause: err,

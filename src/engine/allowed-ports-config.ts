@@ -3,7 +3,9 @@
  * two configs' lists that the engine uses while it moves from one to the other. Ports only: who may use an address
  * is the host backend's to enforce (Linux nft), not the data plane's.
  */
-import { allowListsFor, allowListsOf, cloneAllowLists, type AddressAllowLists, type AllowedPort } from '../config/allow-lists.ts';
+import {
+  allowListsFor, allowListsOf, cloneAllowLists, type AddressAllowLists, type AllowedPort,
+} from '../config/allow-lists.ts';
 import type { InterceptConfig } from '../config/intercept-config.ts';
 import { portMapsOf } from '../config/port-maps.ts';
 import type { AllowedPortEntry } from '../packet/allowed-ports.ts';
@@ -17,7 +19,8 @@ export function allowedPortEntries(cfg: InterceptConfig, slotOf: (address: strin
   for (const a of allowListsOf(cfg)) {
     if (!a.ports || !cfg.reflectAddresses.includes(a.address)) continue;
     const maps = portMapsOf(cfg).filter((m) => m.address === a.address);
-    const open: AllowedPort[] = [...a.ports.map((p) => ({ ...p })), ...maps.map((m) => ({ port: m.port, protocol: m.protocol }))];
+    const mapped = maps.map((m) => ({ port: m.port, protocol: m.protocol }));
+    const open: AllowedPort[] = [...a.ports.map((p) => ({ ...p })), ...mapped];
     const reply: AllowedPort[] = maps.map((m) => ({ port: m.target, protocol: m.protocol }));
     out.push({ slot: slotOf(a.address), open, reply });
   }

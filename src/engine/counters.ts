@@ -89,7 +89,8 @@ export class EngineCounters {
   constructor(buffer?: SharedArrayBuffer) {
     this.buffer = buffer ?? new SharedArrayBuffer(COUNTERS_BYTES);
     if (this.buffer.byteLength < COUNTERS_BYTES) {
-      throw new RangeError(`EngineCounters needs a SharedArrayBuffer of ${COUNTERS_BYTES} bytes, got ${this.buffer.byteLength}`);
+      const got = this.buffer.byteLength;
+      throw new RangeError(`EngineCounters needs a SharedArrayBuffer of ${COUNTERS_BYTES} bytes, got ${got}`);
     }
     this.cells = new Float64Array(this.buffer, 0, TOTAL_CELLS);
   }

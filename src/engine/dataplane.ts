@@ -61,8 +61,9 @@ export class Dataplane {
   }
 
   /**
-   * Configure the decisions. A slot is "new" unless the previous config had the same slot for the same address (or port and
-   * protocol); new slots have their counters zeroed, so a slot the engine reuses for another address starts at 0.
+   * Configure the decisions. A slot is "new" unless the previous config had the same slot for the same address (or
+   * port and protocol); new slots have their counters zeroed, so a slot the engine reuses for another address starts
+   * at 0.
    * Throws RetroflectError on a bad entry and then changes nothing.
    */
   configure(cfg: DataplaneConfig): void {
@@ -75,7 +76,9 @@ export class Dataplane {
     const prevAddress = new Map(this.current.reflect.map((e) => [e.slot, e.address]));
     const prevShield = new Map(this.current.shield.map((e) => [e.slot, `${e.port}/${e.protocol}`]));
     for (const e of cfg.reflect) if (prevAddress.get(e.slot) !== e.address) this.counters.zeroAddressSlot(e.slot);
-    for (const e of cfg.shield) if (prevShield.get(e.slot) !== `${e.port}/${e.protocol}`) this.counters.zeroShieldSlot(e.slot);
+    for (const e of cfg.shield) {
+      if (prevShield.get(e.slot) !== `${e.port}/${e.protocol}`) this.counters.zeroShieldSlot(e.slot);
+    }
     this.current = {
       reflect: cfg.reflect.map((e) => ({ address: e.address, slot: e.slot })),
       shield: cfg.shield.map((e) => ({ port: e.port, protocol: e.protocol, slot: e.slot })),
@@ -102,7 +105,9 @@ export class Dataplane {
       this.counters.addNotAllowed(slot, p.ipLength);
       this.dropCause = DropCause.NotAllowed;
       const proto = p.protocol;
-      this.refusalLength = proto === IpProto.Tcp ? writeTcpReset(buf, p, this.refusal) : proto === IpProto.Udp ? writePortUnreachable(buf, p, this.refusal) : 0;
+      this.refusalLength = proto === IpProto.Tcp
+        ? writeTcpReset(buf, p, this.refusal)
+        : proto === IpProto.Udp ? writePortUnreachable(buf, p, this.refusal) : 0;
       return Verdict.Drop;
     }
     let mappedFrom = 0;
@@ -172,7 +177,9 @@ export class Dataplane {
     }
     if (p.hasTransport) {
       const proto = p.protocol;
-      const slot = proto === IpProto.Tcp ? this.shields.tcp[p.dstPort] : proto === IpProto.Udp ? this.shields.udp[p.dstPort] : -1;
+      const slot = proto === IpProto.Tcp
+        ? this.shields.tcp[p.dstPort]
+        : proto === IpProto.Udp ? this.shields.udp[p.dstPort] : -1;
       if (slot >= 0) {
         this.counters.addShieldDropped(slot, p.ipLength);
         this.dropCause = DropCause.ShieldPort;

@@ -55,7 +55,11 @@ class SlotMap<K> {
     let slot = this.slots.get(key);
     if (slot === undefined) {
       slot = this.free.pop();
-      if (slot === undefined) throw new RetroflectError(ErrorCode.LIMIT_REACHED, 'No counter slot is free.', { hint: 'Remove entries you no longer use.' });
+      if (slot === undefined) {
+        throw new RetroflectError(ErrorCode.LIMIT_REACHED, 'No counter slot is free.', {
+          hint: 'Remove entries you no longer use.',
+        });
+      }
       this.slots.set(key, slot);
     }
     return slot;
@@ -154,14 +158,17 @@ export class Engine extends EventEmitter {
     const worker = createPacketWorker(data, [channel.port2]);
     this.worker = worker;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new RetroflectError(ErrorCode.BACKEND_FAILED, 'The packet worker did not start in time.')), this.opts.startTimeoutMs ?? 15000);
+      const failed = (message: string) => new RetroflectError(ErrorCode.BACKEND_FAILED, message);
+      const timer = setTimeout(() => reject(failed('The packet worker did not start in time.')),
+        this.opts.startTimeoutMs ?? 15000);
       channel.port1.on('message', (msg: WorkerToMain) => {
         if (msg.type === 'ready') {
           clearTimeout(timer);
           resolve();
         } else if (msg.type === 'fatal') {
           clearTimeout(timer);
-          const err = new RetroflectError(msg.error.code as ErrorCode, msg.error.message, { hint: msg.error.hint, details: msg.error.details });
+          const err = new RetroflectError(msg.error.code as ErrorCode, msg.error.message,
+            { hint: msg.error.hint, details: msg.error.details });
           if (this.state === 'starting') reject(err);
           else this.onWorkerFatal(err);
         } else if (msg.type === 'warning') {
@@ -170,20 +177,24 @@ export class Engine extends EventEmitter {
       });
       worker.once('error', (err) => {
         clearTimeout(timer);
-        const wrapped = new RetroflectError(ErrorCode.BACKEND_FAILED, `The packet worker crashed: ${err.message}`, { cause: err });
+        const wrapped = new RetroflectError(ErrorCode.BACKEND_FAILED, `The packet worker crashed: ${err.message}`,
+          { cause: err });
         if (this.state === 'starting') reject(wrapped);
         else this.onWorkerFatal(wrapped);
       });
       worker.once('exit', (code) => {
         clearTimeout(timer);
-        if (this.state === 'starting') reject(new RetroflectError(ErrorCode.BACKEND_FAILED, `The packet worker exited (${code}) before it was ready.`));
-        else if (this.state === 'running') this.onWorkerFatal(new RetroflectError(ErrorCode.BACKEND_FAILED, `The packet worker exited unexpectedly (${code}).`));
+        if (this.state === 'starting') reject(failed(`The packet worker exited (${code}) before it was ready.`));
+        else if (this.state === 'running') {
+          this.onWorkerFatal(failed(`The packet worker exited unexpectedly (${code}).`));
+        }
       });
     });
     this.state = 'running';
     this.statsSource.start();
     if (this.opts.backend.verify) {
-      this.hostCheckTimer = setInterval(() => void this.serialize(() => this.verifyHost('all')).catch(() => undefined), HOST_CHECK_INTERVAL_MS);
+      const check = () => void this.serialize(() => this.verifyHost('all')).catch(() => undefined);
+      this.hostCheckTimer = setInterval(check, HOST_CHECK_INTERVAL_MS);
       this.hostCheckTimer.unref();
     }
   }
@@ -224,7 +235,8 @@ export class Engine extends EventEmitter {
   private dataplaneConfig(cfg: InterceptConfig): DataplaneConfig {
     return {
       reflect: cfg.reflectAddresses.map((address) => ({ address, slot: this.addressSlots.ensure(address) })),
-      shield: cfg.shieldPorts.map((p) => ({ port: p.port, protocol: p.protocol, slot: this.shieldSlots.ensure(shieldKey(p)) })),
+      shield: cfg.shieldPorts.map((p) =>
+        ({ port: p.port, protocol: p.protocol, slot: this.shieldSlots.ensure(shieldKey(p)) })),
       portMaps: portMapsOf(cfg).map((m) => ({ ...m })),
       allowedPorts: allowedPortEntries(cfg, (address) => this.addressSlots.ensure(address)),
     };
@@ -239,7 +251,8 @@ export class Engine extends EventEmitter {
 
   private assertRunning(): void {
     if (this.state !== 'running') {
-      throw new RetroflectError(ErrorCode.BACKEND_FAILED, `The engine is ${this.state}; it cannot change its config now.`, {
+      const problem = `The engine is ${this.state}; it cannot change its config now.`;
+      throw new RetroflectError(ErrorCode.BACKEND_FAILED, problem, {
         hint: 'Check the engine log, then restart it with `retroflect run`.',
       });
     }
@@ -256,7 +269,8 @@ export class Engine extends EventEmitter {
     addReflectAddresses(union, next.reflectAddresses);
     addShieldPorts(union, next.shieldPorts);
     // Maps cannot be united (a port may change target): addresses that stay get next's maps, leaving ones keep theirs.
-    union.portMaps = [...portMapsOf(next), ...portMapsOf(prev).filter((m) => !next.reflectAddresses.includes(m.address))];
+    const leaving = portMapsOf(prev).filter((m) => !next.reflectAddresses.includes(m.address));
+    union.portMaps = [...portMapsOf(next), ...leaving];
     union.allow = widerAllowLists(prev, next);
     checkLimits(next);
     await this.verifyHost('firewall'); // edit the table we think we have, not a hole where it was

@@ -1,12 +1,51 @@
 /**
- * The key of a reflected conversation, shared by the flow table (flow-table.ts) and the port mapper
- * (port-mapper.ts): its hash, and its addresses back as text. A key is (family, protocol) as `kind`
- * = (family << 8) | protocol, two 16-bit ports in one word, and the addresses R (the reflect address) and L (the
- * local one) as big-endian Int32 words; IPv4 uses the first word of each, IPv6 all four.
+ * The key of a reflected conversation and the table entry around it, shared by the flow table (flow-table.ts) and
+ * the port mapper (port-mapper.ts): the entry layout and probe window both tables use, the key's hash, its addresses
+ * stored, compared and read back as text. A key is (family, protocol) as `kind` = (family << 8) | protocol, two
+ * 16-bit ports, and the addresses R (the reflect address) and L (the local one) as big-endian Int32 words; IPv4 uses
+ * the first word of each, IPv6 all four.
  *
  * Hot path: no allocation; the hash is a few multiplies the JIT inlines.
  */
 import ipaddr from 'ipaddr.js';
+
+/**
+ * Where both tables keep a key in an entry of Int32 words: its hash and kind, and the addresses in the last eight
+ * words (R in four, then L in four). An entry is 16 words, one 64-byte cache line, so a lookup that finds its key in
+ * the home entry touches one line. The other words (0, 3 to 7) are each table's own.
+ */
+export const KEY_ENTRY = { WORDS: 16, HASH: 1, KIND: 2, ADDR: 8 } as const;
+
+/** How many consecutive entries a key may occupy from its home entry (linear probing), in both tables. */
+export const PROBE_WINDOW = 16;
+
+/** Throws unless `capacity` (entries of the table `table`) is a power of two holding at least one probe window. */
+export function checkTableCapacity(table: string, capacity: number): void {
+  if (!Number.isInteger(capacity) || capacity < PROBE_WINDOW || (capacity & (capacity - 1)) !== 0) {
+    throw new RangeError(`${table} capacity must be a power of two of at least ${PROBE_WINDOW}, got ${capacity}`);
+  }
+}
+
+/** Store the key's addresses (R at byte `r`, L at byte `l` of `v`) into the entry at word `at`; unused words 0. */
+export function storeKeyAddresses(words: Int32Array, at: number, v: DataView, family: number, r: number,
+  l: number): void {
+  const n = family === 6 ? 4 : 1;
+  for (let i = 0; i < 4; i++) {
+    words[at + KEY_ENTRY.ADDR + i] = i < n ? v.getInt32(r + 4 * i) : 0;
+    words[at + KEY_ENTRY.ADDR + 4 + i] = i < n ? v.getInt32(l + 4 * i) : 0;
+  }
+}
+
+/** Whether the entry at word `at` holds the addresses R at byte `r` and L at byte `l` of `v`. */
+export function sameKeyAddresses(words: Int32Array, at: number, v: DataView, family: number, r: number,
+  l: number): boolean {
+  const n = family === 6 ? 4 : 1;
+  for (let i = 0; i < n; i++) {
+    if (words[at + KEY_ENTRY.ADDR + i] !== v.getInt32(r + 4 * i)) return false;
+    if (words[at + KEY_ENTRY.ADDR + 4 + i] !== v.getInt32(l + 4 * i)) return false;
+  }
+  return true;
+}
 
 /**
  * Hash of a key from its words (r1..r3 and l1..l3 are read only for IPv6). Multiply-xor mixing of the key words with
@@ -32,11 +71,12 @@ export function flowKeyHash(
 }
 
 /** flowKeyHash of a key whose addresses are in a packet: R at byte `r` and L at byte `l` of `v`. */
-export function flowKeyHashAt(v: DataView, family: number, kind: number, ports: number, r: number, l: number): number {
+export function flowKeyHashAt(v: DataView, family: number, kind: number, ports: number, r: number,
+  l: number): number {
   if (family !== 6) return flowKeyHash(kind, ports, family, v.getInt32(r), v.getInt32(l), 0, 0, 0, 0, 0, 0);
   return flowKeyHash(
-    kind, ports, family,
-    v.getInt32(r), v.getInt32(l), v.getInt32(r + 4), v.getInt32(l + 4), v.getInt32(r + 8), v.getInt32(l + 8), v.getInt32(r + 12), v.getInt32(l + 12),
+    kind, ports, family, v.getInt32(r), v.getInt32(l),
+    v.getInt32(r + 4), v.getInt32(l + 4), v.getInt32(r + 8), v.getInt32(l + 8), v.getInt32(r + 12), v.getInt32(l + 12),
   );
 }
 

@@ -16,12 +16,10 @@
  * when the probe window is full, the entry seen longest ago is evicted.
  */
 import { IpProto, TcpFlag, type ParsedPacket } from '../packet/parse.ts';
-import { flowKeyHash, formatAddressWords } from './flow-key.ts';
+import { checkTableCapacity, flowKeyHash, formatAddressWords, KEY_ENTRY, PROBE_WINDOW } from './flow-key.ts';
 import type { FlowProtocol, FlowRecord } from './types.ts';
 
 export const DEFAULT_FLOW_CAPACITY = 4096;
-/** How many consecutive slots a key may occupy from its home slot (linear probing). */
-export const PROBE_WINDOW = 16;
 
 /** Idle time after which a flow is forgotten, by protocol and TCP state. */
 export const FLOW_IDLE_MS = {
@@ -37,19 +35,19 @@ const FlowState = { Active: 0, Open: 1, Closed: 2 } as const;
 const STATE_NAMES = ['active', 'open', 'closed'] as const;
 
 /**
- * Slot layout. Each slot is one 64-byte record of Int32 words (its sequence number, key and TCP facts: one cache line,
- * so a lookup that finds its flow in the home slot touches one line) plus four Float64 counters in a second region.
+ * Slot layout. Each slot is one entry of Int32 words (flow-key.ts KEY_ENTRY: the key, plus here its sequence number
+ * and TCP facts) plus four Float64 counters in a second region.
  */
+const SLOT_WORDS = KEY_ENTRY.WORDS;
+const W_HASH = KEY_ENTRY.HASH;
+const W_KIND = KEY_ENTRY.KIND; // (family << 8) | protocol; 0 = empty slot (family is 4 or 6 in a used one)
+const W_ADDR = KEY_ENTRY.ADDR; // 8 words: R (4 words) then L (4 words); IPv4 uses the first word of each
 const W_SEQ = 0; // seqlock sequence: odd while the writer changes the slot
-const W_HASH = 1;
-const W_KIND = 2; // (family << 8) | protocol; 0 = empty slot (family is 4 or 6 in a used one)
 const W_PORTS = 3; // (low port << 16) | high port: the key's ports in one word
 const W_CLIENT = 4; // client / server port (decided as described above)
 const W_SERVER = 5;
 const W_STATE = 6; // FlowState
 const W_MAPPED = 7; // the reflect-address port the client used when the flow came through a port map; 0 = none
-const W_ADDR = 8; // 8 words: R (4 words) then L (4 words); IPv4 uses the first word of each, the others stay 0
-const SLOT_WORDS = 16;
 /** Float64 fields per slot. */
 const N_PACKETS = 0;
 const N_BYTES = 1;
@@ -75,7 +73,8 @@ export function flowIdleLimitMs(state: 'active' | 'open' | 'closed'): number {
 
 /** How long a flow in `state` may stay idle before it is forgotten. */
 function idleLimit(state: number): number {
-  return state === FlowState.Open ? FLOW_IDLE_MS.tcpOpen : state === FlowState.Closed ? FLOW_IDLE_MS.tcpClosed : FLOW_IDLE_MS.datagram;
+  if (state === FlowState.Open) return FLOW_IDLE_MS.tcpOpen;
+  return state === FlowState.Closed ? FLOW_IDLE_MS.tcpClosed : FLOW_IDLE_MS.datagram;
 }
 
 function regionBytes(capacity: number): { slots: number; num: number; total: number } {
@@ -109,9 +108,7 @@ export class FlowTable {
       capacity = new Int32Array(buffer, 0, 1)[0];
     } else {
       capacity = opts.capacity ?? DEFAULT_FLOW_CAPACITY;
-      if (!Number.isInteger(capacity) || capacity < PROBE_WINDOW || (capacity & (capacity - 1)) !== 0) {
-        throw new RangeError(`FlowTable capacity must be a power of two of at least ${PROBE_WINDOW}, got ${capacity}`);
-      }
+      checkTableCapacity('FlowTable', capacity);
       buffer = new SharedArrayBuffer(regionBytes(capacity).total);
       new Int32Array(buffer, 0, 1)[0] = capacity;
     }
@@ -197,7 +194,8 @@ export class FlowTable {
       // Same conversation, unless it went idle long enough to be forgotten, or a new TCP connection reuses the
       // ports of a closed one: then start counting afresh in the same slot (no duplicate key left behind).
       if (now - num[n + N_LAST] > idleLimit(state) || (synOnly && state === FlowState.Closed)) {
-        this.write(slot, h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now, r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
+        this.write(slot, h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now,
+          r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
         return;
       }
       const seq = w[b + W_SEQ];
@@ -215,7 +213,8 @@ export class FlowTable {
       this.endWrite(b, seq);
       return;
     }
-    this.write(this.freeSlot(h, now), h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now, r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
+    this.write(this.freeSlot(h, now), h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now,
+      r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
   }
 
   /** Forget every flow idle past its timeout. Returns how many were removed. */
@@ -263,8 +262,9 @@ export class FlowTable {
 
   /** Start a new flow in `slot` (overwriting whatever was there) with this packet as its first. */
   private write(
-    slot: number, h: number, kind: number, ports: number, client: number, server: number, isTcp: boolean, tcpFlags: number,
-    bytes: number, now: number, r0: number, r1: number, r2: number, r3: number, l0: number, l1: number, l2: number, l3: number,
+    slot: number, h: number, kind: number, ports: number, client: number, server: number, isTcp: boolean,
+    tcpFlags: number, bytes: number, now: number,
+    r0: number, r1: number, r2: number, r3: number, l0: number, l1: number, l2: number, l3: number,
     mappedFrom: number,
   ): void {
     const w = this.slots;

@@ -31,10 +31,12 @@ import type { PortMap } from '../config/port-maps.ts';
 import { IpProto, TcpFlag, type ParsedPacket } from '../packet/parse.ts';
 import { EmbeddedPacket, parseEmbeddedPacket } from '../packet/icmp-error.ts';
 import { rewritePort, rewriteQuotedPort } from '../packet/port-rewrite.ts';
-import { flowKeyHashAt, formatAddressWords } from './flow-key.ts';
+import {
+  checkTableCapacity, flowKeyHashAt, formatAddressWords, KEY_ENTRY, PROBE_WINDOW, sameKeyAddresses, storeKeyAddresses,
+} from './flow-key.ts';
 
 export const DEFAULT_MAPPED_FLOW_CAPACITY = 16384;
-export const MAPPED_PROBE_WINDOW = 16;
+export const MAPPED_PROBE_WINDOW = PROBE_WINDOW;
 
 /** Idle limits of mapped-flow entries (see the module comment). */
 export const MAPPED_FLOW_IDLE_MS = {
@@ -59,16 +61,16 @@ const F_FIN_CLIENT = 8;
 const F_FIN_SERVER = 16;
 const F_RST = 32;
 
-/** Entry layout (Int32 words). */
-const E_KIND = 0; // (family << 8) | protocol; 0 = empty
-const E_HASH = 1;
-const E_CLIENT = 2;
-const E_SERVER = 3;
-const E_MAPPED = 4; // the mapped port P (0 for direct entries)
-const E_FLAGS = 5;
-const E_SLOT = 6; // reflect address counter slot
-const E_ADDR = 8; // R (4 words) then L (4 words)
-const ENTRY_WORDS = 16;
+/** Entry layout (Int32 words): the key where flow-key.ts says, then this table's own words. */
+const ENTRY_WORDS = KEY_ENTRY.WORDS;
+const E_HASH = KEY_ENTRY.HASH;
+const E_KIND = KEY_ENTRY.KIND; // (family << 8) | protocol; 0 = empty
+const E_ADDR = KEY_ENTRY.ADDR; // R (4 words) then L (4 words)
+const E_SLOT = 0; // reflect address counter slot
+const E_CLIENT = 3;
+const E_SERVER = 4;
+const E_MAPPED = 5; // the mapped port P (0 for direct entries)
+const E_FLAGS = 6;
 
 function protoIndex(proto: number): number {
   return proto === IpProto.Tcp ? 0 : 1;
@@ -97,9 +99,7 @@ export class PortMapper {
   private directEntries = false;
 
   constructor(capacity = DEFAULT_MAPPED_FLOW_CAPACITY) {
-    if (!Number.isInteger(capacity) || capacity < MAPPED_PROBE_WINDOW || (capacity & (capacity - 1)) !== 0) {
-      throw new RangeError(`PortMapper capacity must be a power of two of at least ${MAPPED_PROBE_WINDOW}, got ${capacity}`);
-    }
+    checkTableCapacity('PortMapper', capacity);
     this.capacity = capacity;
     this.mask = capacity - 1;
     this.entries = new Int32Array(capacity * ENTRY_WORDS);
@@ -139,7 +139,8 @@ export class PortMapper {
     for (let at = 0; at < e.length; at += ENTRY_WORDS) {
       if (e[at + E_KIND] !== 0 && (e[at + E_FLAGS] & F_DIRECT) !== 0) this.directEntries = true;
       if (e[at + E_KIND] === 0 || (e[at + E_FLAGS] & F_MAPPED) === 0) continue;
-      if (this.targetOf(e[at + E_SLOT], e[at + E_KIND] & 0xff, e[at + E_MAPPED]) !== e[at + E_SERVER]) e[at + E_KIND] = 0;
+      const target = this.targetOf(e[at + E_SLOT], e[at + E_KIND] & 0xff, e[at + E_MAPPED]);
+      if (target !== e[at + E_SERVER]) e[at + E_KIND] = 0;
     }
   }
 
@@ -225,7 +226,8 @@ export class PortMapper {
    */
   icmpError(buf: Uint8Array, p: ParsedPacket, slot: number, now: number): void {
     const q = this.quoted;
-    if (!parseEmbeddedPacket(buf, p, q) || !q.hasPorts || (q.protocol !== IpProto.Tcp && q.protocol !== IpProto.Udp)) return;
+    if (!parseEmbeddedPacket(buf, p, q) || !q.hasPorts) return;
+    if (q.protocol !== IpProto.Tcp && q.protocol !== IpProto.Udp) return;
     const base = protoIndex(q.protocol) * 65536;
     // The quoted packet was delivered to this host by reflection: source R, destination L.
     if ((this.role[base + q.dstPort] & ROLE_TARGET) !== 0) {
@@ -249,7 +251,10 @@ export class PortMapper {
   }
 
   /** Live mapped flows, for tests and diagnostics (off the hot path). */
-  liveEntries(now: number): { reflectAddress: string; localAddress: string; protocol: 'tcp' | 'udp'; clientPort: number; serverPort: number; mappedPort: number; direct: boolean }[] {
+  liveEntries(now: number): {
+    reflectAddress: string; localAddress: string; protocol: 'tcp' | 'udp'; clientPort: number; serverPort: number;
+    mappedPort: number; direct: boolean;
+  }[] {
     const out = [];
     for (let e = 0; e < this.capacity; e++) {
       const at = e * ENTRY_WORDS;
@@ -291,7 +296,8 @@ export class PortMapper {
     const idle = now - this.lastSeen[e];
     if ((this.entries[at + E_KIND] & 0xff) !== IpProto.Tcp) return idle > MAPPED_FLOW_IDLE_MS.udp;
     const f = this.entries[at + E_FLAGS];
-    if ((f & F_RST) !== 0 || (f & (F_FIN_CLIENT | F_FIN_SERVER)) === (F_FIN_CLIENT | F_FIN_SERVER)) return idle > MAPPED_FLOW_IDLE_MS.tcpClosed;
+    const closed = (f & F_RST) !== 0 || (f & (F_FIN_CLIENT | F_FIN_SERVER)) === (F_FIN_CLIENT | F_FIN_SERVER);
+    if (closed) return idle > MAPPED_FLOW_IDLE_MS.tcpClosed;
     return idle > ((f & F_REPLIED) !== 0 ? MAPPED_FLOW_IDLE_MS.tcpEstablished : MAPPED_FLOW_IDLE_MS.tcpOpening);
   }
 
@@ -304,33 +310,30 @@ export class PortMapper {
     return this.lookup(p.view, q.family, (q.family << 8) | q.protocol, q.srcOffset, q.dstOffset, client, server, now);
   }
 
-  private lookup(v: DataView, family: number, kind: number, r: number, l: number, client: number, server: number, now: number): number {
+  private lookup(
+    v: DataView, family: number, kind: number, r: number, l: number, client: number, server: number, now: number,
+  ): number {
     const h = flowKeyHashAt(v, family, kind, (client << 16) | server, r, l);
     const e = this.entries;
     for (let i = 0; i < MAPPED_PROBE_WINDOW; i++) {
       const slot = (h + i) & this.mask;
       const at = slot * ENTRY_WORDS;
-      if (e[at + E_HASH] !== h || e[at + E_KIND] !== kind || e[at + E_CLIENT] !== client || e[at + E_SERVER] !== server) continue;
+      if (e[at + E_HASH] !== h || e[at + E_KIND] !== kind) continue;
+      if (e[at + E_CLIENT] !== client || e[at + E_SERVER] !== server) continue;
       if (e[at + E_ADDR] !== v.getInt32(r) || e[at + E_ADDR + 4] !== v.getInt32(l)) continue;
-      if (family === 6 && !this.sameAddresses(at, v, r, l, family)) continue;
+      if (family === 6 && !sameKeyAddresses(e, at, v, family, r, l)) continue;
       return this.expired(at, slot, now) ? -1 : slot;
     }
     return -1;
   }
 
-  private sameAddresses(at: number, v: DataView, r: number, l: number, family: number): boolean {
-    const e = this.entries;
-    const n = family === 6 ? 4 : 1;
-    for (let w = 0; w < n; w++) {
-      if (e[at + E_ADDR + w] !== v.getInt32(r + 4 * w) || e[at + E_ADDR + 4 + w] !== v.getInt32(l + 4 * w)) return false;
-    }
-    return true;
-  }
-
   /** Record a flow of packet p (R = its destination, L = its source). `reuse` ≥ 0: overwrite that entry. Returns
    *  the entry, or -1 when every slot of the probe window holds a live flow the server answered. Otherwise a free or
    *  expired slot, or else the slot of the unanswered flow idle longest (evicted, counted). */
-  private insert(p: ParsedPacket, slot: number, client: number, server: number, mapped: number, flags: number, now: number, reuse: number): number {
+  private insert(
+    p: ParsedPacket, slot: number, client: number, server: number, mapped: number, flags: number, now: number,
+    reuse: number,
+  ): number {
     const kind = (p.family << 8) | p.protocol;
     const v = p.view;
     const r = p.dstOffset;
@@ -343,7 +346,9 @@ export class PortMapper {
         const s = (h + i) & this.mask;
         const at = s * ENTRY_WORDS;
         if (this.entries[at + E_KIND] === 0 || this.expired(at, s, now)) e = s;
-        else if ((this.entries[at + E_FLAGS] & F_REPLIED) === 0 && (unanswered < 0 || this.lastSeen[s] < this.lastSeen[unanswered])) unanswered = s;
+        else if ((this.entries[at + E_FLAGS] & F_REPLIED) === 0) {
+          if (unanswered < 0 || this.lastSeen[s] < this.lastSeen[unanswered]) unanswered = s;
+        }
       }
       if (e < 0) {
         if (unanswered < 0) return -1;
@@ -360,11 +365,7 @@ export class PortMapper {
     w[at + E_MAPPED] = mapped;
     w[at + E_FLAGS] = flags;
     w[at + E_SLOT] = slot;
-    const n = p.family === 6 ? 4 : 1;
-    for (let i = 0; i < 4; i++) {
-      w[at + E_ADDR + i] = i < n ? v.getInt32(r + 4 * i) : 0;
-      w[at + E_ADDR + 4 + i] = i < n ? v.getInt32(l + 4 * i) : 0;
-    }
+    storeKeyAddresses(w, at, v, p.family, r, l);
     this.lastSeen[e] = now;
     return e;
   }

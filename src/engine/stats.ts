@@ -1,7 +1,7 @@
 /**
  * What `stats` answers: the shared-memory counters mapped onto addresses and ports by the live slot assignment, the
- * per-second rates, and (Linux) the shield and forged-source counters the host firewall keeps instead of the data plane. Main thread
- * only; reads counters, never writes them.
+ * per-second rates, and (Linux) the shield and forged-source counters the host firewall keeps instead of the data
+ * plane. Main thread only; reads counters, never writes them.
  */
 import { shieldKey } from '../config/intercept-config.ts';
 import type { FirewallCounters, KernelDataPath } from '../packet-sources/packet-source.ts';
@@ -32,7 +32,8 @@ export function buildEngineStats(
       byProtocol[name].packets += s.byProtocol[name].packets;
       byProtocol[name].bytes += s.byProtocol[name].bytes;
     }
-    return { address, packets: s.packets, bytes: s.bytes, byProtocol: structuredClone(s.byProtocol), notAllowed: { ...s.notAllowed } };
+    const own = structuredClone(s.byProtocol);
+    return { address, packets: s.packets, bytes: s.bytes, byProtocol: own, notAllowed: { ...s.notAllowed } };
   });
   const byShieldPort: ShieldPortStats[] = cfg.shield.map(({ port, protocol, slot }) => ({
     port,
@@ -145,7 +146,8 @@ export class EngineStatsSource {
     const sample = { sampledAt: new Date(), uptimeSeconds, rates: { ...this.rates } };
     const stats = buildEngineStats(this.snapshot(cfg, hostReadable), cfg, sample);
     if (hostShield) {
-      // The host firewall drops shielded and forged traffic before it reaches us (Linux nft): its counters are the truth.
+      // The host firewall drops shielded and forged traffic before it reaches us (Linux nft): its counters are the
+      // truth.
       let packets = 0;
       let bytes = 0;
       for (const p of stats.byShieldPort) {
@@ -173,8 +175,8 @@ export class EngineStatsSource {
   }
 
   /**
-   * Shield and forged-source counters kept by the host firewall (Linux: one `nft` run). Reading them costs a process start, so one
-   * reading serves every stats request for a second, and requests that arrive together share it.
+   * Shield and forged-source counters kept by the host firewall (Linux: one `nft` run). Reading them costs a process
+   * start, so one reading serves every stats request for a second, and requests that arrive together share it.
    */
   private hostShieldCounts(): Promise<HostShieldReading | null> {
     const read = this.readHostShield;

@@ -13,6 +13,7 @@ export function createPacketWorker(data: WorkerData, transferList: TransferListI
   if (typeof __RETROFLECT_WORKER_SOURCE__ === 'string') return new Worker(__RETROFLECT_WORKER_SOURCE__, options);
   const tsxApi = import.meta.resolve('tsx/esm/api');
   const workerUrl = new URL('./worker.ts', import.meta.url).href;
-  const bootstrap = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(workerUrl)}); });`;
+  const bootstrap =
+    `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(workerUrl)}); });`;
   return new Worker(bootstrap, options);
 }

@@ -52,10 +52,12 @@ async function main(): Promise<void> {
   const dropped = new ParsedPacket();
   const firewallDrop: FirewallDropSink = (buf, off, len, cause, ifIndex, timeMs) => {
     parsePacket(buf, off, len, dropped);
-    const dropCause =
-      cause === FirewallDropCause.ShieldPort ? DropCause.ShieldPort : cause === FirewallDropCause.NotAllowed ? DropCause.NotAllowed : DropCause.ForgedSource;
+    const dropCause = cause === FirewallDropCause.ShieldPort
+      ? DropCause.ShieldPort
+      : cause === FirewallDropCause.NotAllowed ? DropCause.NotAllowed : DropCause.ForgedSource;
     // A not-allowed drop is of a packet this host sent (nft output hook): shown as outbound.
-    taps.offer(buf, off, len, cause === FirewallDropCause.NotAllowed, ifIndex, Verdict.Drop, dropCause, dropped, timeMs);
+    const outbound = cause === FirewallDropCause.NotAllowed;
+    taps.offer(buf, off, len, outbound, ifIndex, Verdict.Drop, dropCause, dropped, timeMs);
   };
   let observingDrops = false;
   let dropsLostSeen = 0;
@@ -124,10 +126,13 @@ async function main(): Promise<void> {
       const origin = performance.timeOrigin;
       for (let i = 0; i < n; i++) {
         const out = outbound[i] === 1;
-        const v = out ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i]) : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
+        const v = out
+          ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i])
+          : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
         verdict[i] = v;
         if (v === Verdict.Reflect) source.completeChecksums?.(i); // record what goes out, not an offload's partial sum
-        taps.offer(buf, offset[i], length[i], out, ifIndex[i], v, dataplane.dropCause, dataplane.packet, origin + performance.now());
+        const at = origin + performance.now();
+        taps.offer(buf, offset[i], length[i], out, ifIndex[i], v, dataplane.dropCause, dataplane.packet, at);
         if (v === Verdict.Drop && dataplane.refusalLength !== 0) sendRefusal(i);
       }
     }

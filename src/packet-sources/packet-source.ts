@@ -11,6 +11,7 @@ import type { CaptureInterest } from '../packet/capture-interest.ts';
 import type { AllowWhoKind } from '../config/allow-lists.ts';
 import type { SocketOwner, SocketQuery } from '../platform/linux/socket-owners.ts';
 import type { FirewallDropCause } from '../packet/verdicts.ts';
+import type { FlowRecord } from '../packet/flow-record.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
 export interface PacketBatch {
@@ -235,26 +236,11 @@ export interface FirewallCounters {
 /** Packets and bytes per stats protocol (engine/counters.ts order: tcp, udp, icmp, other). */
 export type ProtocolCounts = Record<'tcp' | 'udp' | 'icmp' | 'other', ShieldCount>;
 
-/** A flow a kernel data path recorded, in the shape `flows` reports (engine/types.ts FlowRecord). */
-export interface KernelFlow {
-  protocol: 'tcp' | 'udp' | 'icmp' | 'icmpv6' | 'other';
-  reflectAddress: string;
-  localAddress: string;
-  clientPort: number;
-  serverPort: number;
-  mappedFromPort: number | null;
-  packets: number;
-  bytes: number;
-  firstSeen: string;
-  lastSeen: string;
-  state: 'open' | 'closed' | 'active';
-  /** Who made the flow: filled in by the engine when it lists flows (null here). */
-  pid: null;
-  processName: null;
-  uid: null;
-  user: null;
-  packageFamilyName: null;
-}
+/**
+ * A flow a kernel data path recorded: a `FlowRecord` whose "who" fields (pid, process, user) are null, the engine
+ * fills them in when it lists flows.
+ */
+export type KernelFlow = FlowRecord;
 
 /**
  * What a backend that reflects in the kernel (ebpf) counts there instead of in the worker's data plane. The engine

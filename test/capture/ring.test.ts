@@ -21,7 +21,7 @@ import { Dataplane } from '../../src/engine/dataplane.ts';
 import { Verdict } from '../../src/packet/verdicts.ts';
 import { FlowTable } from '../../src/engine/flow-table.ts';
 import { isRetroflectError } from '../../src/errors.ts';
-import { run } from '../helpers/netns.ts';
+import { tshark } from '../helpers/tshark.ts';
 import { rng } from '../helpers/rng.ts';
 import { icmpMessage, ipv4, ipv6, tcpSegment, udpDatagram } from '../helpers/packet-builders.ts';
 
@@ -222,7 +222,7 @@ describe('capture tap (real Dataplane verdicts)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'rft-pcapng-'));
     try {
       writeFileSync(join(dir, 'x.pcapng'), file);
-      const r = await run('tshark', ['-r', join(dir, 'x.pcapng'), '-T', 'fields', '-E', 'separator=|', '-e', 'frame.interface_name', '-e', 'frame.packet_flags_direction', '-e', 'ip.src', '-e', 'ipv6.src', '-e', 'frame.comment', '-e', 'frame.len', '-e', 'frame.time_epoch']);
+      const r = await tshark(['-r', join(dir, 'x.pcapng'), '-T', 'fields', '-E', 'separator=|', '-e', 'frame.interface_name', '-e', 'frame.packet_flags_direction', '-e', 'ip.src', '-e', 'ipv6.src', '-e', 'frame.comment', '-e', 'frame.len', '-e', 'frame.time_epoch']);
       assert.equal(r.code, 0, r.stderr);
       const rows = r.stdout.trim().split('\n').map((l) => l.split('|'));
       assert.equal(rows.length, 7);

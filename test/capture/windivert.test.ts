@@ -19,7 +19,7 @@ import { Engine } from '../../src/engine/engine.ts';
 import { WinDivertHostBackend } from '../../src/packet-sources/windivert/host.ts';
 import { isRetroflectError } from '../../src/errors.ts';
 import { collectSent, DOUBLE_PATH, inboundAddr, inject, loadDouble, outboundAddr, packet } from '../helpers/windivert-double.ts';
-import { run } from '../helpers/netns.ts';
+import { tshark } from '../helpers/tshark.ts';
 
 const { double } = loadDouble();
 const R4 = '192.0.2.1';
@@ -82,7 +82,7 @@ describe('capture through the WinDivert backend (test double)', { timeout: 60_00
 
     const file = join(dir, 'wd.pcapng');
     writeFileSync(file, Buffer.concat(chunks));
-    const r = await run('tshark', ['-r', file, '-T', 'fields', '-E', 'separator=|', '-e', 'frame.interface_name', '-e', 'ip.src', '-e', 'frame.comment']);
+    const r = await tshark(['-r', file, '-T', 'fields', '-E', 'separator=|', '-e', 'frame.interface_name', '-e', 'ip.src', '-e', 'frame.comment']);
     assert.equal(r.code, 0, r.stderr);
     // Each packet under its WinDivert IfIdx (the double's addresses: 7 outbound, 9 inbound), one block per direction.
     assert.deepEqual(r.stdout.trim().split('\n'), [
@@ -120,7 +120,7 @@ describe('capture through the WinDivert backend (test double)', { timeout: 60_00
     assert.notEqual(onWire, 0x1234, 'completed before sending');
     const file = join(dir, 'offload.pcapng');
     writeFileSync(file, Buffer.concat(chunks));
-    const r = await run('tshark', ['-r', file, '-o', 'tcp.check_checksum:TRUE', '-T', 'fields', '-E', 'separator=|', '-e', 'tcp.checksum', '-e', 'tcp.checksum.status']);
+    const r = await tshark(['-r', file, '-o', 'tcp.check_checksum:TRUE', '-T', 'fields', '-E', 'separator=|', '-e', 'tcp.checksum', '-e', 'tcp.checksum.status']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), `0x${onWire.toString(16).padStart(4, '0')}|1`, 'the record holds the checksum that went out, and it is valid');
   });

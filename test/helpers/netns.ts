@@ -33,10 +33,15 @@ function installExitHook(): void {
 }
 
 /** Run a program (no shell) and collect its output; never rejects on a non-zero exit. */
-export function run(file: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+export function run(
+  file: string, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = execFile(file, args, { encoding: 'utf8', timeout: opts.timeoutMs ?? 30_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+    const timeout = opts.timeoutMs ?? 30_000;
+    const options = { encoding: 'utf8', timeout, maxBuffer: 16 * 1024 * 1024, env: opts.env } as const;
+    const child = execFile(file, args, options, (err, stdout, stderr) => {
+      const exit = (err as { code?: unknown } | null)?.code;
+      const code = err ? (typeof exit === 'number' ? exit : 1) : 0;
       resolve({ stdout, stderr, code });
     });
     if (opts.input !== undefined) child.stdin?.end(opts.input);

@@ -128,29 +128,9 @@ function Set-ReflectAddress {
         }
     }
     end {
-        # An empty pipeline (a filter that matched nothing) is no wanted state: only an explicit @() empties the list.
-        if (-not $received) {
-            Write-Warning 'No input came through the pipeline; nothing was changed. To remove every entry policy does not set, pass @() as a parameter.'
-            return
-        }
-        # Half a list is not the wanted state: any input that could not be read stops the change.
-        if ($failed) { return }
-        $changes = Invoke-RetroflectSession $PSCmdlet $target {
-            param($connection)
-            $params = @{ addresses = $wanted.ToArray() }
-            $plan = Invoke-RetroflectMethod -Connection $connection -Method 'address.set' -Params (@{ whatIf = $true } + $params)
-            $planned = @(ConvertTo-RetroflectAddressChanges $plan $target)
-            if ($planned.Count -eq 0) { return }
-            $description = ($planned | ForEach-Object { '{0} {1}' -f $_.Action, $_.Target }) -join '; '
-            if ($WhatIfPreference) {
-                foreach ($c in $planned) { [void]$PSCmdlet.ShouldProcess(('{0} {1}' -f $c.Kind, $c.Target), $c.Action) }
-                return
-            }
-            if (-not $PSCmdlet.ShouldProcess('reflect addresses', $description)) { return }
-            $result = Invoke-RetroflectMethod -Connection $connection -Method 'address.set' -Params $params
-            foreach ($w in $result.warnings) { Write-Warning ('{0}: {1}' -f $w.address, $w.message) }
-            ConvertTo-RetroflectAddressChanges $result $target
-        }
-        $changes
+        Invoke-RetroflectDesiredState -Cmdlet $PSCmdlet -Pipe $target -Method 'address.set' `
+            -Params @{ addresses = $wanted.ToArray() } `
+            -What 'reflect addresses' -ChangesFrom 'ConvertTo-RetroflectAddressChanges' `
+            -Received $received -Failed $failed
     }
 }

@@ -81,27 +81,9 @@ function Set-ShieldPort {
         }
     }
     end {
-        # An empty pipeline (a filter that matched nothing) is no wanted state: only an explicit @() empties the list.
-        if (-not $received) {
-            Write-Warning 'No input came through the pipeline; nothing was changed. To remove every entry policy does not set, pass @() as a parameter.'
-            return
-        }
-        if ($failed) { return }
-        $changes = Invoke-RetroflectSession $PSCmdlet $target {
-            param($connection)
-            $params = @{ ports = $wanted.ToArray() }
-            $plan = Invoke-RetroflectMethod -Connection $connection -Method 'shield.set' -Params (@{ whatIf = $true } + $params)
-            $planned = @(ConvertTo-RetroflectShieldChanges $plan $target)
-            if ($planned.Count -eq 0) { return }
-            if ($WhatIfPreference) {
-                foreach ($c in $planned) { [void]$PSCmdlet.ShouldProcess(('{0} {1}' -f $c.Kind, $c.Target), $c.Action) }
-                return
-            }
-            $description = ($planned | ForEach-Object { '{0} {1}' -f $_.Action, $_.Target }) -join '; '
-            if (-not $PSCmdlet.ShouldProcess('shield ports', $description)) { return }
-            $result = Invoke-RetroflectMethod -Connection $connection -Method 'shield.set' -Params $params
-            ConvertTo-RetroflectShieldChanges $result $target
-        }
-        $changes
+        Invoke-RetroflectDesiredState -Cmdlet $PSCmdlet -Pipe $target -Method 'shield.set' `
+            -Params @{ ports = $wanted.ToArray() } `
+            -What 'shield ports' -ChangesFrom 'ConvertTo-RetroflectShieldChanges' `
+            -Received $received -Failed $failed
     }
 }

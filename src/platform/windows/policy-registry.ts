@@ -14,7 +14,8 @@ import { parseConfigObject } from '../../config/config-file.ts';
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import type { PolicySource } from '../../config/policy.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
-import { RegistryEvent, RegistryKey, type RegistryValue } from './registry-key.ts';
+import { RegistryKey, type RegistryValue } from './registry.ts';
+import { notifyOnChange, RegistryEvent } from './registry-watch.ts';
 
 export const POLICY_KEY = 'SOFTWARE\\Policies\\Retroflect';
 export const POLICY_ADDRESSES_KEY = `${POLICY_KEY}\\ReflectAddresses`;
@@ -34,7 +35,8 @@ const ORIGIN = `HKLM\\${POLICY_KEY}`;
 
 function invalid(problem: string): RetroflectError {
   return new RetroflectError(ErrorCode.CONFIG_INVALID, `Policy ${ORIGIN} is invalid: ${problem}`, {
-    hint: 'The policy is managed by your administrator (Group Policy or Intune): fix it there. Until then the last valid policy stays in force.',
+    hint: 'The policy is managed by your administrator (Group Policy or Intune): fix it there. ' +
+      'Until then the last valid policy stays in force.',
     details: { path: ORIGIN },
   });
 }
@@ -98,10 +100,12 @@ export class RegistryPolicySource implements PolicySource {
         while (!stopped) {
           // The deepest existing key: once the policy key appears, the next round watches it.
           let key: RegistryKey | null = null;
-          for (const path of [POLICY_KEY, 'SOFTWARE\\Policies', 'SOFTWARE']) if (!key) key = RegistryKey.openLocalMachine(path);
+          for (const path of [POLICY_KEY, 'SOFTWARE\\Policies', 'SOFTWARE']) {
+            if (!key) key = RegistryKey.openLocalMachine(path);
+          }
           if (!key) return;
           try {
-            key.notifyOn(event);
+            notifyOnChange(key, event);
             let signalled = false;
             while (!stopped && !signalled) signalled = await event.wait(WAIT_SLICE_MS);
             if (signalled && !stopped) changed();
