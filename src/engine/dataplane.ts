@@ -125,6 +125,22 @@ export class Dataplane {
   }
 
   /**
+   * A packet this host sends that the backend's "who" check refused (PacketBatch.appGate, WinDivert's app gate):
+   * refused as a port that is not allowed is — counted notAllowed for its address, the refusal written, Drop. A
+   * packet that is malformed or not to a reflect address (the config changed in between) is decided as usual.
+   */
+  refuseOutbound(buf: Uint8Array, off: number, len: number, now: number, partialChecksum = 0): Verdict {
+    const p = this.packet;
+    const slot = parsePacket(buf, off, len, p) ? this.addresses.lookupDestination(buf, p) : -1;
+    if (slot < 0) return this.outbound(buf, off, len, now, partialChecksum);
+    this.counters.addNotAllowed(slot, p.ipLength);
+    this.dropCause = DropCause.NotAllowed;
+    const proto = p.protocol;
+    this.refusalLength = proto === IpProto.Tcp ? writeTcpReset(buf, p, this.refusal) : proto === IpProto.Udp ? writePortUnreachable(buf, p, this.refusal) : 0;
+    return Verdict.Drop;
+  }
+
+  /**
    * Whether the allow list of a restricted slot lets the packet just parsed through: TCP and UDP by port
    * (packet/allowed-ports.ts), ICMP always (echo and errors name no port; errors belong to flows already allowed),
    * any other protocol never. Not asked for later fragments (they carry no ports; without their first fragment,

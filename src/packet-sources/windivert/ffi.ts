@@ -66,6 +66,9 @@ export interface WinDivertApi {
   /** Returns a handle, or INVALID_HANDLE (then read lastError()). */
   open(filter: string, layer: number, priority: number, flags: bigint): number;
   recvEx(handle: number, packet: Buffer, packetLen: number, recvLen: Uint32Array, addr: Buffer, addrLen: Uint32Array): boolean;
+  /** recvEx on a thread of libuv's pool (koffi async), for a thread that must not block (the SOCKET reader). The
+   *  buffers must stay untouched until it resolves. */
+  recvExAsync(handle: number, packet: Buffer, packetLen: number, recvLen: Uint32Array, addr: Buffer, addrLen: Uint32Array): Promise<boolean>;
   sendEx(handle: number, packet: Buffer, packetLen: number, sendLen: Uint32Array | null, addr: Buffer, addrLen: number): boolean;
   shutdown(handle: number, how: number): boolean;
   close(handle: number): boolean;
@@ -113,6 +116,10 @@ export function loadWinDivert(path: string): WinDivertApi {
     path,
     open: (filter, layer, priority, flags) => Number(open(filter, layer, priority, flags)),
     recvEx: (h, packet, packetLen, recvLen, addr, addrLen) => recvEx(h, packet, packetLen, recvLen, 0n, addr, addrLen, null) !== 0,
+    recvExAsync: (h, packet, packetLen, recvLen, addr, addrLen) =>
+      new Promise<boolean>((resolve) => {
+        recvEx.async(h, packet, packetLen, recvLen, 0n, addr, addrLen, null, (err: unknown, res: number) => resolve(!err && res !== 0));
+      }),
     sendEx: (h, packet, packetLen, sendLen, addr, addrLen) => sendEx(h, packet, packetLen, sendLen, 0n, addr, addrLen, null) !== 0,
     shutdown: (h, how) => shutdown(h, how) !== 0,
     close: (h) => close(h) !== 0,
