@@ -1,0 +1,214 @@
+/**
+ * Apps lists on the WinDivert backend (issue 23): the real engine, worker, WinDivertPacketSource, app gate and
+ * Dataplane, with the test double standing in for the driver (its NETWORK and SOCKET layers). The one other stand-in
+ * is the process lookup (OpenProcess/QueryFullProcessImageNameW cannot run on Linux; test/wine/apps-allowed.test.ts
+ * runs the real one): a table from process id to image path and package, named as such.
+ *
+ * Also the double's SOCKET layer itself, as WinDivert documents it: RECV_ONLY required (and SNIFF, as the double
+ * models only sniffing), the WINDIVERT_DATA_SOCKET fields, IPv4-mapped addresses, filters on socket fields only,
+ * every matching sniff handle gets a copy, nothing from before the handle was opened.
+ */
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { buildInterceptConfig, type InterceptConfig } from '../../../src/config/intercept-config.ts';
+import { Engine } from '../../../src/engine/engine.ts';
+import { WinDivertHostBackend } from '../../../src/packet-sources/windivert/host.ts';
+import { WinDivertFlag, WinDivertLayer } from '../../../src/packet-sources/windivert/ffi.ts';
+import { SocketEventReader } from '../../../src/packet-sources/windivert/socket-events.ts';
+import { APP_HOLD_FLOWS } from '../../../src/packet-sources/windivert/limits.ts';
+import type { ProcessIdentity, ProcessLookup } from '../../../src/platform/windows/process-identity.ts';
+import { collectSent, DOUBLE_PATH, inject, loadDouble, outboundAddr, socketEvent, type SentPacket } from '../../helpers/windivert-double.ts';
+import { doubleLastOpenReason } from './double-controls.ts';
+import { addressBytes, ipv4, tcpSegment, udpDatagram, withChecksum } from '../../helpers/packet-builders.ts';
+
+const { api, double } = loadDouble();
+const R = '192.0.2.1';
+const CLIENT = '198.51.100.2';
+const ALLOWED_EXE = 'C:\\Program Files\\Proxy Client\\client.exe';
+const FAMILY = 'Contoso.Browser_8wekyb3d8bbwe';
+
+/** STAND-IN for Windows' process lookup (kernel32 cannot run here): process id → identity. */
+class TableLookup implements ProcessLookup {
+  asked = 0;
+  constructor(private readonly table: Record<number, Omit<ProcessIdentity, 'pid'>>) {}
+  identify(pid: number): ProcessIdentity | null {
+    this.asked++;
+    const row = this.table[pid];
+    return row ? { pid, ...row } : null;
+  }
+}
+const PROCESSES = new TableLookup({
+  100: { imagePath: ALLOWED_EXE, processName: 'client.exe', packageFamilyName: null },
+  200: { imagePath: 'C:\\Tools\\other.exe', processName: 'other.exe', packageFamilyName: null },
+  300: { imagePath: 'C:\\Program Files\\WindowsApps\\Contoso.Browser\\browser.exe', processName: 'browser.exe', packageFamilyName: FAMILY },
+});
+
+function syn(srcPort: number, dstPort = 8080): Uint8Array {
+  return ipv4({ src: CLIENT, dst: R, proto: 6, payload: withChecksum(addressBytes(CLIENT), addressBytes(R), 6, tcpSegment({ srcPort, dstPort, flags: 0x02 })) });
+}
+
+function connect(pid: number, srcPort: number, protocol: 6 | 17 = 6, dstPort = 8080): void {
+  assert.equal(socketEvent(double, { event: 'connect', processId: pid, protocol, localAddress: CLIENT, localPort: srcPort, remoteAddress: R, remotePort: dstPort }), 1, 'the gate reads connects');
+}
+
+async function sent(n: number, ms = 10_000): Promise<SentPacket[]> {
+  const out: SentPacket[] = [];
+  const deadline = Date.now() + ms;
+  while (out.length < n && Date.now() < deadline) {
+    out.push(...collectSent(double));
+    await sleep(10);
+  }
+  return out;
+}
+
+/** The client's port of a packet on the wire: destination of a reflected SYN or a reset (both go to the client). */
+const clientPort = (p: SentPacket): number => p.bytes.readUInt16BE(22);
+const isReset = (p: SentPacket): boolean => p.bytes[9] === 6 && (p.bytes[33] & 0x04) !== 0;
+const isReflectedSyn = (p: SentPacket): boolean => p.bytes[9] === 6 && p.bytes[33] === 0x02 && p.bytes.subarray(12, 16).join('.') === R;
+
+function appsConfig(apps: string[]): InterceptConfig {
+  const config = buildInterceptConfig([R], []);
+  config.allow = [{ address: R, apps }];
+  return config;
+}
+
+async function withEngine(config: InterceptConfig, fn: (engine: Engine) => Promise<void>, holdMs = 100): Promise<void> {
+  double.reset();
+  const engine = await Engine.start({ config, backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: PROCESSES, appHoldMs: holdMs }) });
+  try {
+    await fn(engine);
+  } finally {
+    await engine.stop();
+  }
+  assert.equal(double.openHandles(), 0, 'every handle closed, the gate\'s too');
+}
+
+test('double SOCKET layer: RECV_ONLY required, sniff only, socket fields, mapped IPv4, one copy per sniff handle', () => {
+  double.reset();
+  assert.equal(api.open('true', WinDivertLayer.Socket, 0, WinDivertFlag.Sniff), -1);
+  assert.match(doubleLastOpenReason(double), /requires WINDIVERT_FLAG_RECV_ONLY/);
+  assert.equal(api.open('true', WinDivertLayer.Socket, 0, WinDivertFlag.RecvOnly), -1);
+  assert.match(doubleLastOpenReason(double), /only with SNIFF/);
+  assert.equal(api.open('tcp.DstPort == 80', WinDivertLayer.Socket, 0, WinDivertFlag.Sniff | WinDivertFlag.RecvOnly), -1, 'packet fields are not valid there');
+  assert.match(doubleLastOpenReason(double), /not valid at the SOCKET layer/);
+  assert.equal(api.open('remotePort == 80', WinDivertLayer.Network, 0, 0n), -1, 'socket fields are not modelled at the network layer');
+  // Before any SOCKET handle: the event is lost for good (the layer cannot report the past).
+  assert.equal(socketEvent(double, { event: 'connect', processId: 7, protocol: 6, localAddress: CLIENT, localPort: 1, remoteAddress: R, remotePort: 2 }), 0);
+  const a = new SocketEventReader(api);
+  const b = new SocketEventReader(api, `event == CONNECT and remoteAddr == ${R} and remotePort == 8080 and processId == 42 and tcp`);
+  try {
+    assert.equal(socketEvent(double, { event: 'bind', processId: 42, protocol: 6, localAddress: CLIENT, localPort: 5000, remoteAddress: '0.0.0.0', remotePort: 0 }), 0, 'BIND is not a CONNECT');
+    assert.equal(socketEvent(double, { event: 'connect', processId: 42, protocol: 6, localAddress: CLIENT, localPort: 5000, remoteAddress: R, remotePort: 8080, endpointId: 77n, parentEndpointId: 5n }), 2, 'both sniff handles get it');
+    assert.equal(socketEvent(double, { event: 'connect', processId: 43, protocol: 17, localAddress: CLIENT, localPort: 5001, remoteAddress: R, remotePort: 53 }), 1, 'only the catch-all handle');
+    const [ev] = b.read();
+    assert.equal(ev.event, 4);
+    assert.equal(ev.processId, 42);
+    assert.equal(ev.endpointId, 77n);
+    assert.equal(ev.parentEndpointId, 5n);
+    assert.deepEqual([ev.localPort, ev.remotePort, ev.protocol], [5000, 8080, 6]);
+    assert.deepEqual([...ev.remoteAddr], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1], 'IPv4 as ::ffff:a.b.c.d');
+    assert.deepEqual(a.read().map((e) => e.processId), [42, 43]);
+    assert.equal(api.sendEx(-1 >>> 0, Buffer.alloc(20), 20, null, Buffer.alloc(80), 80), false);
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
+test('apps: allowed executable and package reflected, another program refused at once; flows name the process', { timeout: 60_000 }, async () => {
+  await withEngine(appsConfig([ALLOWED_EXE.toUpperCase(), FAMILY.toLowerCase()]), async (engine) => {
+    connect(100, 41000); // the usual order: the connect event is read before the packet
+    connect(200, 41001);
+    connect(300, 41002);
+    await sleep(50);
+    inject(double, syn(41000), outboundAddr(false));
+    inject(double, syn(41001), outboundAddr(false));
+    inject(double, syn(41002), outboundAddr(false));
+    const out = await sent(3);
+    assert.equal(out.length, 3, JSON.stringify(out.map((p) => [...p.bytes.subarray(20, 34)])));
+    assert.ok(out.some((p) => isReflectedSyn(p) && p.bytes.readUInt16BE(20) === 41000), 'client.exe (path compared case-insensitively)');
+    assert.ok(out.some((p) => isReflectedSyn(p) && p.bytes.readUInt16BE(20) === 41002), 'the packaged browser, by family name');
+    const rst = out.find(isReset);
+    assert.ok(rst && clientPort(rst) === 41001 && rst.bytes.subarray(12, 16).join('.') === R, 'other.exe gets a reset from R');
+    const stats = await engine.stats();
+    assert.equal(stats.notAllowed.packets, 1);
+    const info = engine.status().backendInfo;
+    assert.equal(info.appsAllowedFlows, 2);
+    assert.equal(info.appsNotListedFlows, 1);
+    const flows = engine.flows();
+    const flow = flows.find((f) => f.clientPort === 41000)!;
+    assert.equal(flow.pid, 100);
+    assert.equal(flow.processName, 'client.exe');
+    assert.equal(flows.find((f) => f.clientPort === 41002)!.packageFamilyName, FAMILY);
+  });
+});
+
+test('apps: a connect event read after the packet releases the held SYN; one that never comes refuses it after the hold', { timeout: 60_000 }, async () => {
+  await withEngine(appsConfig([ALLOWED_EXE]), async (engine) => {
+    inject(double, syn(42000), outboundAddr(false));
+    await sleep(30);
+    assert.deepEqual(collectSent(double), [], 'held: not sent, not refused yet');
+    assert.equal(engine.status().backendInfo.appsHeldFlows, 1);
+    connect(100, 42000);
+    const late = await sent(1);
+    assert.ok(isReflectedSyn(late[0]) && late[0].bytes.readUInt16BE(20) === 42000, 'reflected once its event came');
+
+    const before = Date.now();
+    inject(double, syn(42001), outboundAddr(false));
+    const never = await sent(1, 5_000);
+    assert.ok(never[0] && isReset(never[0]) && clientPort(never[0]) === 42001, 'refused with a reset');
+    assert.ok(Date.now() - before >= 90, 'not before the hold time');
+    const info = engine.status().backendInfo;
+    assert.equal(info.appsNoSocketEventFlows, 1, 'counted as its own cause');
+    assert.equal(info.appsHeldFlows, 0);
+    assert.equal((await engine.stats()).notAllowed.packets, 1);
+    // Its event, late after all: the client's retransmission is reflected.
+    connect(100, 42001);
+    await sleep(30);
+    inject(double, syn(42001), outboundAddr(false));
+    const retry = await sent(1);
+    assert.ok(isReflectedSyn(retry[0]), 'the retransmitted SYN is reflected');
+  });
+});
+
+test('apps: a flood of flows without events holds at most the cap, refuses the rest at once, and every one ends refused', { timeout: 60_000 }, async () => {
+  const flood = APP_HOLD_FLOWS.DEFAULT + 100;
+  await withEngine(appsConfig([ALLOWED_EXE]), async (engine) => {
+    for (let i = 0; i < flood; i++) inject(double, syn(20000 + i), outboundAddr(false));
+    let peak = 0;
+    const out: SentPacket[] = [];
+    const deadline = Date.now() + 20_000;
+    while (out.length < flood && Date.now() < deadline) {
+      peak = Math.max(peak, Number(engine.status().backendInfo.appsHeldFlows ?? 0));
+      out.push(...collectSent(double));
+      await sleep(5);
+    }
+    assert.ok(peak <= APP_HOLD_FLOWS.DEFAULT, `held ${peak} flows at most`);
+    assert.equal(out.length, flood);
+    assert.ok(out.every(isReset), 'every flow refused');
+    const info = engine.status().backendInfo;
+    assert.ok(Number(info.appsHoldFullFlows) >= flood - APP_HOLD_FLOWS.DEFAULT, `hold full: ${info.appsHoldFullFlows}`);
+    assert.equal(Number(info.appsHoldFullFlows) + Number(info.appsNoSocketEventFlows), flood);
+  }, 300);
+});
+
+test('apps: UDP by its connect event; a live change of the list decides known flows again', { timeout: 60_000 }, async () => {
+  const config = appsConfig([ALLOWED_EXE]);
+  await withEngine(config, async (engine) => {
+    const udp = ipv4({ src: CLIENT, dst: R, proto: 17, payload: withChecksum(addressBytes(CLIENT), addressBytes(R), 17, udpDatagram(43000, 53, [1, 2])) });
+    connect(200, 43000, 17, 53);
+    await sleep(30);
+    inject(double, udp, outboundAddr(false));
+    const refused = await sent(1);
+    assert.deepEqual([refused[0].bytes[9], refused[0].bytes[20], refused[0].bytes[21]], [1, 3, 3], 'ICMP port unreachable for other.exe');
+    await engine.reconfigure(appsConfig([ALLOWED_EXE, 'c:\\tools\\OTHER.exe']));
+    inject(double, udp, outboundAddr(false));
+    const allowed = await sent(1);
+    assert.equal(allowed[0].bytes[9], 17, 'now reflected');
+    assert.equal(allowed[0].bytes.subarray(12, 16).join('.'), R);
+    await engine.reconfigure(buildInterceptConfig([R], []));
+    assert.equal(engine.status().backendInfo.appsHeldFlows, undefined, 'no list: the gate is gone');
+    assert.equal(double.openHandles(), 1, 'only the capture handle');
+  });
+});
