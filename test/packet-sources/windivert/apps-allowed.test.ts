@@ -212,3 +212,39 @@ test('apps: UDP by its connect event; a live change of the list decides known fl
     assert.equal(double.openHandles(), 1, 'only the capture handle');
   });
 });
+
+// Windows only (test/wine/apps-allowed.test.ts runs this file under the Windows node.exe): the real process lookup.
+const onWindows = process.platform === 'win32' ? false : 'the Win32 process lookup runs on Windows (under Wine here)';
+
+test('Win32 process lookup: this process by id is this node.exe; an id no process has is nobody', { skip: onWindows }, async () => {
+  const { Win32ProcessLookup } = await import('../../../src/platform/windows/process-identity.ts');
+  const lookup = new Win32ProcessLookup(8);
+  const me = lookup.identify(process.pid);
+  assert.ok(me, 'found');
+  assert.equal(me.imagePath.toLowerCase(), process.execPath.toLowerCase());
+  assert.equal(me.processName.toLowerCase(), 'node.exe');
+  assert.equal(me.packageFamilyName, null, 'not a packaged app');
+  assert.deepEqual(lookup.identify(process.pid), me, 'cached for the same process (same creation time)');
+  assert.equal(lookup.identify(0x7ffffff0), null);
+});
+
+test('apps with the real lookup: a flow of this node.exe is allowed by its path, refused once the list names another', { skip: onWindows, timeout: 60_000 }, async () => {
+  const { Win32ProcessLookup } = await import('../../../src/platform/windows/process-identity.ts');
+  double.reset();
+  const config = appsConfig([process.execPath.toUpperCase()]);
+  const engine = await Engine.start({ config, backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: new Win32ProcessLookup(8) }) });
+  try {
+    connect(process.pid, 44000);
+    await sleep(50);
+    inject(double, syn(44000), outboundAddr(false));
+    const out = await sent(1);
+    assert.ok(isReflectedSyn(out[0]), 'node.exe is on the list');
+    assert.equal(engine.flows().find((f) => f.clientPort === 44000)?.processName?.toLowerCase(), 'node.exe');
+    await engine.reconfigure(appsConfig(['C:\\Windows\\notepad.exe']));
+    inject(double, syn(44000), outboundAddr(false));
+    const refused = await sent(1);
+    assert.ok(isReset(refused[0]), 'refused under the new list');
+  } finally {
+    await engine.stop();
+  }
+});

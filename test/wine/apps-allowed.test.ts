@@ -1,0 +1,26 @@
+/**
+ * Apps lists as Windows runs them (issue 23): test/packet-sources/windivert/apps-allowed.test.ts bundled and run by
+ * the Windows node.exe under Wine against the mingw WinDivert.dll double — the engine, its packet worker, the app
+ * gate reading the double's SOCKET layer through koffi's async calls, and there the REAL process lookup
+ * (OpenProcess, QueryFullProcessImageNameW, GetProcessTimes, GetPackageFamilyName through kernel32) on the test's
+ * own process. Skips without Wine locally, fails on CI.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { join } from 'node:path';
+import { bundle, NODE_EXE, ROOT, runWine, wineTestGate, winPath } from './setup.ts';
+
+const skip = await wineTestGate('apps lists on Windows');
+const DLL = join(ROOT, 'native', 'build', 'win64', 'WinDivert.dll');
+
+test('apps-allowed.test.ts passes under Windows node.exe, the Win32 process lookup included', { skip, timeout: 300_000 }, async () => {
+  const script = await bundle(join(ROOT, 'test', 'packet-sources', 'windivert', 'apps-allowed.test.ts'), 'windivert-apps-allowed-test');
+  const r = await runWine([NODE_EXE, script], { tag: 'windivert-apps-allowed-test', env: { RETROFLECT_TEST_WINDIVERT_DLL: winPath(DLL) }, timeoutMs: 240_000 });
+  const stdout = r.stdout.replace(/\r/g, '');
+  const summary = /# pass (\d+)\s+# fail (\d+)\s+# cancelled \d+\s+# skipped (\d+)/.exec(stdout);
+  assert.ok(summary, `no test summary from node.exe (exit ${r.code}):\n${stdout.slice(-2000)}\n${r.stderr.slice(-2000)}`);
+  assert.equal(Number(summary[2]), 0, stdout.split('\n').filter((l) => /^not ok|error:|expected|actual/.test(l.trim())).join('\n'));
+  assert.equal(Number(summary[3]), 0, 'nothing skipped: the Windows-only tests ran');
+  assert.equal(Number(summary[1]), 7);
+  assert.equal(r.code, 0);
+});
