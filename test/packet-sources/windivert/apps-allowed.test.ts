@@ -213,6 +213,50 @@ test('apps: UDP by its connect event; a live change of the list decides known fl
   });
 });
 
+test('apps over the control plane on the WinDivert engine: set, persisted, shown, changed live; users/groups/cgroups refused', { skip: process.platform === 'win32' ? 'Unix socket paths: the pipe is tested by test/wine/' : false, timeout: 60_000 }, async () => {
+  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { ConfigStore } = await import('../../../src/config/config-store.ts');
+  const { ControlClient } = await import('../../../src/control/client.ts');
+  const { startControlServer } = await import('../../../src/control/server.ts');
+  const { testAddressRules } = await import('../../helpers/address-rules.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'rft-apps-'));
+  double.reset();
+  const engine = await Engine.start({ config: buildInterceptConfig([], []), backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: PROCESSES }) });
+  const store = ConfigStore.open(join(dir, 'config.json'));
+  const server = await startControlServer({ addressRules: testAddressRules, engine, pipeName: join(dir, 'ctl.sock'), configStore: store });
+  const client = await ControlClient.connect({ pipe: join(dir, 'ctl.sock') });
+  try {
+    for (const kind of ['users', 'groups', 'cgroups']) {
+      await assert.rejects(client.call('address.add', { addresses: [R], [kind]: kind === 'cgroups' ? ['system.slice/x.service'] : ['0'] }), (e: Error & { code?: string }) => {
+        assert.equal(e.code, 'E_INVALID_PARAMS');
+        assert.match(e.message, /enforced on Linux only; this engine's backend \(windivert\)/);
+        return true;
+      });
+    }
+    assert.deepEqual(engine.config().reflectAddresses, [], 'refused: nothing changed');
+    const added = (await client.call('address.add', { addresses: [R], apps: [ALLOWED_EXE] })) as { allow: { address: string; apps?: string[] }[] };
+    assert.deepEqual(added.allow, [{ address: R, apps: [ALLOWED_EXE] }]);
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).reflectAddresses, [{ address: R, apps: [ALLOWED_EXE] }], 'persisted with the address');
+    assert.equal(engine.status().backendInfo.appsHeldFlows, 0, 'the gate runs');
+    connect(200, 45000);
+    await sleep(30);
+    inject(double, syn(45000), outboundAddr(false));
+    assert.ok(isReset((await sent(1))[0]), 'other.exe refused');
+    await client.call('address.add', { addresses: [R], apps: [ALLOWED_EXE, 'C:\\Tools\\other.exe'] });
+    inject(double, syn(45000), outboundAddr(false));
+    assert.ok(isReflectedSyn((await sent(1))[0]), 'allowed after the live change');
+    await client.call('address.add', { addresses: [R], apps: 'all' });
+    assert.equal(engine.status().backendInfo.appsHeldFlows, undefined, 'list lifted: the gate stopped');
+  } finally {
+    client.close();
+    server.close();
+    await engine.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 // Windows only (test/wine/apps-allowed.test.ts runs this file under the Windows node.exe): the real process lookup.
 const onWindows = process.platform === 'win32' ? false : 'the Win32 process lookup runs on Windows (under Wine here)';
 
