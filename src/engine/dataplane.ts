@@ -99,11 +99,7 @@ export class Dataplane {
       return Verdict.Pass;
     }
     if (this.allowed.restricted[slot] === 1 && !(p.fragment && !p.hasTransport) && !this.allows(slot)) {
-      this.counters.addNotAllowed(slot, p.ipLength);
-      this.dropCause = DropCause.NotAllowed;
-      const proto = p.protocol;
-      this.refusalLength = proto === IpProto.Tcp ? writeTcpReset(buf, p, this.refusal) : proto === IpProto.Udp ? writePortUnreachable(buf, p, this.refusal) : 0;
-      return Verdict.Drop;
+      return this.refuse(buf, slot);
     }
     let mappedFrom = 0;
     if (this.mapper.active[slot] === 1 && p.hasTransport) {
@@ -133,6 +129,12 @@ export class Dataplane {
     const p = this.packet;
     const slot = parsePacket(buf, off, len, p) ? this.addresses.lookupDestination(buf, p) : -1;
     if (slot < 0) return this.outbound(buf, off, len, now, partialChecksum);
+    return this.refuse(buf, slot);
+  }
+
+  /** Count the packet just parsed as not allowed for `slot`, write its refusal, Drop. */
+  private refuse(buf: Uint8Array, slot: number): Verdict {
+    const p = this.packet;
     this.counters.addNotAllowed(slot, p.ipLength);
     this.dropCause = DropCause.NotAllowed;
     const proto = p.protocol;

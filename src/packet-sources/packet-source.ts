@@ -223,7 +223,8 @@ export type BackendKind = keyof SourceMessages;
 
 /**
  * Which "who" allow lists (config/allow-lists.ts) each backend enforces. A list a backend cannot enforce is refused
- * when it is set, never kept and silently ignored. TUN: users, groups and cgroups in its nft table (platform/linux/nftables.ts).
+ * when it is set, never kept and silently ignored. TUN: users, groups and cgroups in its nft table
+ * (platform/linux/nftables.ts); WinDivert: apps in its app gate (windivert/app-gate.ts).
  */
 export const ENFORCED_WHO_LISTS: Record<BackendKind, readonly AllowWhoKind[]> = {
   tun: ['users', 'groups', 'cgroups'],

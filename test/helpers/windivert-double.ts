@@ -151,7 +151,13 @@ const SOCKET_EVENTS = { bind: 3, connect: 4, listen: 5, accept: 6, close: 7 } as
 
 /** Hand a socket operation to the double; returns how many SOCKET handles queued it. */
 export function socketEvent(double: WinDivertDoubleControl, op: SocketOperation): number {
-  const a = addressBuffer({ layer: 3, event: SOCKET_EVENTS[op.event], outbound: op.event === 'connect', loopback: op.loopback ?? false, ipv6: op.localAddress.includes(':') });
+  const a = addressBuffer({
+    layer: 3,
+    event: SOCKET_EVENTS[op.event],
+    outbound: op.event === 'connect',
+    loopback: op.loopback ?? false,
+    ipv6: op.localAddress.includes(':'),
+  });
   a.writeBigUInt64LE(op.endpointId ?? 0n, SocketOffset.EndpointId);
   a.writeBigUInt64LE(op.parentEndpointId ?? 0n, SocketOffset.ParentEndpointId);
   a.writeUInt32LE(op.processId, SocketOffset.ProcessId);
@@ -186,9 +192,12 @@ function decideBatch(source: PacketSource, dataplane: Dataplane, timeoutMs: numb
   const now = Date.now();
   for (let i = 0; i < n; i++) {
     // As worker.ts: the backend's app gate may hold a packet back (1) or refuse it (2).
-    verdict[i] = outbound[i] === 1
-      ? appGate[i] === 0 ? dataplane.outbound(data, offset[i], length[i], now) : appGate[i] === 1 ? 3 : dataplane.refuseOutbound(data, offset[i], length[i], now)
-      : dataplane.inbound(data, offset[i], length[i], now, source.batch.injected[i]);
+    const gate = appGate[i];
+    verdict[i] = outbound[i] === 0
+      ? dataplane.inbound(data, offset[i], length[i], now, source.batch.injected[i])
+      : gate === 0
+        ? dataplane.outbound(data, offset[i], length[i], now)
+        : gate === 1 ? 3 : dataplane.refuseOutbound(data, offset[i], length[i], now);
     if (verdict[i] === 3 && dataplane.refusalLength !== 0) {
       source.sendRefusal(i, dataplane.refusal, dataplane.refusalLength);
       dataplane.refusalLength = 0;

@@ -7,8 +7,9 @@ function Get-ReflectFlow {
     Returns one Retroflect.Flow per reflected connection or exchange, most recently seen first: protocol, reflect
     address, this host's address, client and server ports, packets, bytes, first and last time seen, and state
     (TCP: open or closed; others: active). Who made it, where the engine can tell: ProcessId, ProcessName, UserId
-    and User (Linux, looked up when flows are listed: $null once the client's socket is closed), PackageFamilyName
-    (Windows; not known yet, $null).
+    and User (Linux, looked up when flows are listed: $null once the client's socket is closed); ProcessId,
+    ProcessName and PackageFamilyName (Windows: for flows to an address with an -App list, whose connects the engine
+    saw; $null otherwise).
     When no engine answers, a non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction and
     $ErrorActionPreference decide (a script with $ErrorActionPreference = 'Stop' ends with an error).
 

@@ -40,7 +40,7 @@ export const FlowVerdict = {
 } as const;
 export type FlowVerdict = (typeof FlowVerdict)[keyof typeof FlowVerdict];
 
-/** The worker's counts in AppGateRings.counters (Int32): [0] new flows refused because the held-packet ring was full. */
+/** The worker's counts in AppGateRings.counters (Int32): [0] new flows refused as the held-packet ring was full. */
 export const WorkerCounter = { RingFull: 0 } as const;
 
 export class AppCheck {
@@ -66,7 +66,8 @@ export class AppCheck {
   }
 
   configure(cfg: InterceptConfig): void {
-    this.restricted = new Set(allowListsOf(cfg).filter((a) => a.apps && cfg.reflectAddresses.includes(a.address)).map((a) => addressKey(a.address)));
+    const listed = allowListsOf(cfg).filter((a) => a.apps && cfg.reflectAddresses.includes(a.address));
+    this.restricted = new Set(listed.map((a) => addressKey(a.address)));
   }
 
   /** Take the verdicts the main thread has sent. Before a batch is decided. */
@@ -77,7 +78,9 @@ export class AppCheck {
       this.verdicts.delete(key);
       if (verdict === 0) continue; // forgotten
       this.verdicts.set(key, verdict);
-      if (this.verdicts.size > APP_FLOWS_KEPT.DEFAULT) this.verdicts.delete(this.verdicts.keys().next().value as string);
+      if (this.verdicts.size > APP_FLOWS_KEPT.DEFAULT) {
+        this.verdicts.delete(this.verdicts.keys().next().value as string); // the oldest
+      }
     }
   }
 
@@ -97,7 +100,8 @@ export class AppCheck {
     if (own !== undefined) return own === FlowVerdict.Allowed ? AppMark.Decide : AppMark.Refuse;
     if (this.verdicts.get(packetFlowKey(buf, p, true, this.key)) === FlowVerdict.Allowed) return AppMark.Decide;
     if (!opens) return AppMark.Refuse;
-    if (this.held.write(addrs.subarray(base, base + WINDIVERT_ADDRESS_SIZE), buf.subarray(off, off + len))) return AppMark.Held;
+    const addr = addrs.subarray(base, base + WINDIVERT_ADDRESS_SIZE);
+    if (this.held.write(addr, buf.subarray(off, off + len))) return AppMark.Held;
     Atomics.add(this.counters, WorkerCounter.RingFull, 1);
     return AppMark.Refuse;
   }

@@ -11,7 +11,17 @@ import { mappedAddress, type SocketEvent } from './socket-events.ts';
 export const FLOW_KEY_BYTES = 37;
 
 /** Write a key into `out` (FLOW_KEY_BYTES). */
-function put(out: Uint8Array, proto: number, local: Uint8Array, localAt: number, lport: number, remote: Uint8Array, remoteAt: number, rport: number, v6: boolean): void {
+function put(
+  out: Uint8Array,
+  proto: number,
+  local: Uint8Array,
+  localAt: number,
+  lport: number,
+  remote: Uint8Array,
+  remoteAt: number,
+  rport: number,
+  v6: boolean,
+): void {
   out[0] = proto;
   mappedAddress(local, localAt, v6, out, 1);
   out[17] = lport >> 8;
@@ -52,7 +62,13 @@ export function addressKey(address: string): string {
 }
 
 /** The key of a flow written as text (what `flows` lists), to find its owner. */
-export function textFlowKey(protocol: 'tcp' | 'udp', localAddress: string, localPort: number, remoteAddress: string, remotePort: number): string {
+export function textFlowKey(
+  protocol: 'tcp' | 'udp',
+  localAddress: string,
+  localPort: number,
+  remoteAddress: string,
+  remotePort: number,
+): string {
   const out = new Uint8Array(FLOW_KEY_BYTES);
   const l = Buffer.from(addressKey(localAddress), 'latin1');
   const r = Buffer.from(addressKey(remoteAddress), 'latin1');

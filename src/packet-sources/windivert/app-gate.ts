@@ -21,12 +21,14 @@ import type { ProcessIdentity, ProcessLookup } from '../../platform/windows/proc
 import { WINDIVERT_ADDRESS_SIZE } from './address.ts';
 import { FlowVerdict, WorkerCounter } from './app-check.ts';
 import type { AppGateRings } from '../packet-source.ts';
+import type { SocketQuery } from '../../platform/linux/socket-owners.ts';
 import { addressKey, FLOW_KEY_BYTES, keyRemote, packetFlowKey, socketFlowKey, textFlowKey } from './app-flow-key.ts';
 import { ParsedPacket, parsePacket } from '../../packet/parse.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { winDivertOpenError } from './errors.ts';
 import { INVALID_HANDLE, WinDivertLayer, WinDivertShutdown, type WinDivertApi } from './ffi.ts';
-import { APP_FLOWS_KEPT, APP_HOLD_BYTES, APP_HOLD_FLOWS, APP_HOLD_MS, APP_HOLD_PACKETS, SOCKET_EVENT_TTL_MS, SOCKET_EVENTS_KEPT, WINDIVERT_PRIORITY } from './limits.ts';
+import { APP_FLOWS_KEPT, APP_HOLD_BYTES, APP_HOLD_FLOWS, APP_HOLD_MS, APP_HOLD_PACKETS } from './limits.ts';
+import { SOCKET_EVENT_TTL_MS, SOCKET_EVENTS_KEPT, WINDIVERT_PRIORITY } from './limits.ts';
 import { RecordRing } from './record-ring.ts';
 import { SocketEventReader, type SocketEvent } from './socket-events.ts';
 
@@ -59,6 +61,13 @@ interface Held {
   packets: { addr: Buffer; bytes: Buffer }[];
   bytes: number;
   timer: ReturnType<typeof setTimeout>;
+}
+
+/** Who made a flow, as `flows` lists it. */
+export interface FlowProcess {
+  pid: number;
+  processName: string | null;
+  packageFamilyName: string | null;
 }
 
 interface FlowOwner {
@@ -126,8 +135,10 @@ export class AppGate {
   start(): void {
     if (this.running) return;
     if (this.opts.priority >= WINDIVERT_PRIORITY.MAX) {
-      throw new RetroflectError(ErrorCode.INVALID_PARAMS, `'apps' lists need a WinDivert priority below ${WINDIVERT_PRIORITY.MAX}: held packets are re-offered from one step above the capture handle.`, {
-        hint: `Start the engine with a lower --priority (the default is ${WINDIVERT_PRIORITY.DEFAULT}), or remove the apps lists.`,
+      const message = `'apps' lists need a WinDivert priority below ${WINDIVERT_PRIORITY.MAX}: held packets are ` +
+        're-offered from one step above the capture handle.';
+      throw new RetroflectError(ErrorCode.INVALID_PARAMS, message, {
+        hint: `Give the engine a lower --priority (default ${WINDIVERT_PRIORITY.DEFAULT}), or remove the apps lists.`,
         details: { priority: this.opts.priority },
       });
     }
@@ -189,16 +200,17 @@ export class AppGate {
   }
 
   /** Who made a listed flow (the client's socket), where the gate decided it. */
-  owner(protocol: 'tcp' | 'udp', localAddress: string, localPort: number, remoteAddress: string, remotePort: number): { pid: number; processName: string | null; packageFamilyName: string | null } | null {
+  owner(q: SocketQuery): FlowProcess | null {
     let key: string;
     try {
-      key = textFlowKey(protocol, localAddress, localPort, remoteAddress, remotePort);
+      key = textFlowKey(q.protocol, q.localAddress, q.localPort, q.remoteAddress, q.remotePort);
     } catch {
       return null;
     }
     const flow = this.flows.get(key);
     if (!flow || flow.pid === null) return null;
-    return { pid: flow.pid, processName: flow.identity?.processName ?? null, packageFamilyName: flow.identity?.packageFamilyName ?? null };
+    const id = flow.identity;
+    return { pid: flow.pid, processName: id?.processName ?? null, packageFamilyName: id?.packageFamilyName ?? null };
   }
 
   /** Connect events read from the SOCKET handle (the read loop calls this; tests may too). */
@@ -228,12 +240,12 @@ export class AppGate {
       if (key === null) continue;
       const held = this.pending.get(key);
       if (held) {
-        if (this.heldPackets < this.limits.packets && this.heldBytes + bytes.length <= this.limits.bytes) this.hold(held, addr, bytes);
+        if (this.hasRoom(bytes.length)) this.hold(held, addr, bytes);
         continue; // past a cap: this copy is dropped; the flow's verdict comes with its first packets
       }
       const known = this.flows.get(key);
       if (known) {
-        this.resend(key, known.verdict); // decided meanwhile: the worker lacked the verdict when it held this
+        this.send(key, known.verdict); // decided meanwhile: the worker lacked the verdict when it held this
         this.reoffer([{ addr, bytes }], known.verdict);
         continue;
       }
@@ -242,7 +254,7 @@ export class AppGate {
         this.reoffer([{ addr, bytes }], this.decide(key, event.pid));
         continue;
       }
-      if (this.pending.size >= this.limits.flows || this.heldPackets >= this.limits.packets || this.heldBytes + bytes.length > this.limits.bytes) {
+      if (this.pending.size >= this.limits.flows || !this.hasRoom(bytes.length)) {
         this.counts.holdFull++;
         this.settle(key, null, null, FlowVerdict.HoldFull);
         this.reoffer([{ addr, bytes }], FlowVerdict.HoldFull);
@@ -253,6 +265,11 @@ export class AppGate {
       this.pending.set(key, entry);
       this.hold(entry, addr, bytes);
     }
+  }
+
+  /** Whether one more packet of `bytes` fits under the packet and byte caps. */
+  private hasRoom(bytes: number): boolean {
+    return this.heldPackets < this.limits.packets && this.heldBytes + bytes <= this.limits.bytes;
   }
 
   private hold(held: Held, addr: Buffer, bytes: Buffer): void {
@@ -294,7 +311,8 @@ export class AppGate {
     if (!list) return FlowVerdict.Allowed; // the address lost its list meanwhile
     if (!identity) return FlowVerdict.NotListed;
     const family = identity.packageFamilyName?.toLowerCase();
-    return list.has(identity.imagePath.toLowerCase()) || (family !== undefined && list.has(family)) ? FlowVerdict.Allowed : FlowVerdict.NotListed;
+    const listed = list.has(identity.imagePath.toLowerCase()) || (family !== undefined && list.has(family));
+    return listed ? FlowVerdict.Allowed : FlowVerdict.NotListed;
   }
 
   private settle(key: string, pid: number | null, identity: ProcessIdentity | null, verdict: FlowVerdict): void {
@@ -305,10 +323,6 @@ export class AppGate {
       this.flows.delete(oldest);
       this.send(oldest, 0);
     }
-    this.send(key, verdict);
-  }
-
-  private resend(key: string, verdict: FlowVerdict): void {
     this.send(key, verdict);
   }
 
@@ -325,7 +339,9 @@ export class AppGate {
   private reoffer(packets: { addr: Buffer; bytes: Buffer }[], verdict: FlowVerdict): void {
     if (this.reofferHandle === INVALID_HANDLE) return;
     const list = verdict === FlowVerdict.Allowed ? packets : packets.slice(0, 1);
-    for (const p of list) this.api.sendEx(this.reofferHandle, p.bytes, p.bytes.length, null, p.addr, WINDIVERT_ADDRESS_SIZE);
+    for (const p of list) {
+      this.api.sendEx(this.reofferHandle, p.bytes, p.bytes.length, null, p.addr, WINDIVERT_ADDRESS_SIZE);
+    }
   }
 
   private async readEvents(reader: SocketEventReader): Promise<void> {
@@ -334,7 +350,8 @@ export class AppGate {
       try {
         events = await reader.readAsync();
       } catch (err) {
-        this.opts.warn?.(`apps: reading socket events failed (${(err as Error).message}); new flows are refused until restart.`);
+        const why = (err as Error).message;
+        this.opts.warn?.(`apps: reading socket events failed (${why}); new flows are refused until restart.`);
         return;
       }
       if (events.length === 0) return; // shut down

@@ -68,7 +68,8 @@ export interface WinDivertApi {
   recvEx(handle: number, packet: Buffer, packetLen: number, recvLen: Uint32Array, addr: Buffer, addrLen: Uint32Array): boolean;
   /** recvEx on a thread of libuv's pool (koffi async), for a thread that must not block (the SOCKET reader). The
    *  buffers must stay untouched until it resolves. */
-  recvExAsync(handle: number, packet: Buffer, packetLen: number, recvLen: Uint32Array, addr: Buffer, addrLen: Uint32Array): Promise<boolean>;
+  recvExAsync(h: number, packet: Buffer, len: number, recvLen: Uint32Array, addr: Buffer, addrLen: Uint32Array):
+    Promise<boolean>;
   sendEx(handle: number, packet: Buffer, packetLen: number, sendLen: Uint32Array | null, addr: Buffer, addrLen: number): boolean;
   shutdown(handle: number, how: number): boolean;
   close(handle: number): boolean;
@@ -118,7 +119,8 @@ export function loadWinDivert(path: string): WinDivertApi {
     recvEx: (h, packet, packetLen, recvLen, addr, addrLen) => recvEx(h, packet, packetLen, recvLen, 0n, addr, addrLen, null) !== 0,
     recvExAsync: (h, packet, packetLen, recvLen, addr, addrLen) =>
       new Promise<boolean>((resolve) => {
-        recvEx.async(h, packet, packetLen, recvLen, 0n, addr, addrLen, null, (err: unknown, res: number) => resolve(!err && res !== 0));
+        const done = (err: unknown, res: number): void => resolve(!err && res !== 0);
+        recvEx.async(h, packet, packetLen, recvLen, 0n, addr, addrLen, null, done);
       }),
     sendEx: (h, packet, packetLen, sendLen, addr, addrLen) => sendEx(h, packet, packetLen, sendLen, 0n, addr, addrLen, null) !== 0,
     shutdown: (h, how) => shutdown(h, how) !== 0,

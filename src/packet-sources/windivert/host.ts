@@ -29,10 +29,10 @@ import { buildFragmentDropFilter, buildWinDivertFilter, MATCH_NOTHING } from './
 import { HandleLedger, MAX_OPEN_BEFORE_SWITCH } from './handle-ledger.ts';
 import { WINDIVERT_PRIORITY, WINDIVERT_QUEUE_LENGTH, WINDIVERT_QUEUE_SIZE_BYTES, WINDIVERT_QUEUE_TIME_MS } from './limits.ts';
 import { locateWinDivert } from './location.ts';
-import { AppGate, createAppGateRings, type AppGateCounts } from './app-gate.ts';
+import { AppGate, createAppGateRings, type AppGateCounts, type FlowProcess } from './app-gate.ts';
 import { Win32ProcessLookup, type ProcessLookup } from '../../platform/windows/process-identity.ts';
 import { PROCESS_CACHE_SIZE } from './limits.ts';
-import type { SocketOwner, SocketQuery } from '../../platform/linux/socket-owners.ts';
+import type { SocketQuery } from '../../platform/linux/socket-owners.ts';
 
 /** How long a change waits for the worker to close old handles before it fails. */
 const SWITCH_WAIT_MS = 10_000;
@@ -158,9 +158,9 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
   }
 
   /** Who made each flow, where the app gate decided it (Windows: process id, name and package). */
-  socketOwners(queries: readonly SocketQuery[]): ((Partial<SocketOwner> & { packageFamilyName?: string | null }) | null)[] {
+  socketOwners(queries: readonly SocketQuery[]): (FlowProcess | null)[] {
     return queries.map((q) => {
-      return this.appGate?.owner(q.protocol, q.localAddress, q.localPort, q.remoteAddress, q.remotePort) ?? null;
+      return this.appGate?.owner(q) ?? null;
     });
   }
 

@@ -21,7 +21,9 @@ export class RecordRing {
 
   /** A new ring of `capacity` bytes (rounded up to 4), or the ring in an existing buffer. */
   constructor(capacityOrBuffer: number | SharedArrayBuffer) {
-    this.buffer = typeof capacityOrBuffer === 'number' ? new SharedArrayBuffer(HEADER_BYTES + Math.ceil(capacityOrBuffer / 4) * 4) : capacityOrBuffer;
+    const bytes = (capacity: number): number => HEADER_BYTES + Math.ceil(capacity / 4) * 4;
+    this.buffer =
+      typeof capacityOrBuffer === 'number' ? new SharedArrayBuffer(bytes(capacityOrBuffer)) : capacityOrBuffer;
     this.head = new Int32Array(this.buffer, 0, 4);
     this.size = this.buffer.byteLength - HEADER_BYTES;
     this.bytes = new Uint8Array(this.buffer, HEADER_BYTES, this.size);

@@ -13,7 +13,8 @@
  */
 import { WINDIVERT_ADDRESS_SIZE } from './address.ts';
 import { winDivertCallError } from './errors.ts';
-import { INVALID_HANDLE, WinDivertFlag, WinDivertLayer, WinDivertShutdown, WinError, type WinDivertApi } from './ffi.ts';
+import { INVALID_HANDLE, WinDivertFlag, WinDivertLayer, WinDivertShutdown, WinError } from './ffi.ts';
+import type { WinDivertApi } from './ffi.ts';
 import { SOCKET_EVENT_BATCH } from './limits.ts';
 
 /** SOCKET-layer events (WINDIVERT_EVENT_SOCKET_*). */
@@ -132,8 +133,15 @@ export class SocketEventReader {
       if (err === WinError.NO_DATA || err === WinError.INVALID_HANDLE) return [];
       throw winDivertCallError('WinDivertRecvEx', err, { layer: 'socket' });
     }
+    return this.decoded();
+  }
+
+  /** The events the last receive put in `addrs`. */
+  private decoded(): SocketEvent[] {
     const out: SocketEvent[] = [];
-    for (let i = 0; i < this.addrLen[0] / WINDIVERT_ADDRESS_SIZE; i++) out.push(decodeSocketEvent(this.addrs, i * WINDIVERT_ADDRESS_SIZE));
+    for (let i = 0; i < this.addrLen[0] / WINDIVERT_ADDRESS_SIZE; i++) {
+      out.push(decodeSocketEvent(this.addrs, i * WINDIVERT_ADDRESS_SIZE));
+    }
     return out;
   }
 
@@ -145,12 +153,8 @@ export class SocketEventReader {
     if (this.handle === INVALID_HANDLE) return Promise.resolve([]);
     this.recvLen[0] = 0;
     this.addrLen[0] = this.addrs.length;
-    return this.api.recvExAsync(this.handle, this.data, this.data.length, this.recvLen, this.addrs, this.addrLen).then((ok) => {
-      if (!ok) return [];
-      const out: SocketEvent[] = [];
-      for (let i = 0; i < this.addrLen[0] / WINDIVERT_ADDRESS_SIZE; i++) out.push(decodeSocketEvent(this.addrs, i * WINDIVERT_ADDRESS_SIZE));
-      return out;
-    });
+    const read = this.api.recvExAsync(this.handle, this.data, this.data.length, this.recvLen, this.addrs, this.addrLen);
+    return read.then((ok) => (ok ? this.decoded() : []));
   }
 
   /** Make a read() that waits return (it returns what is queued, then []). */

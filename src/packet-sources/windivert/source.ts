@@ -168,7 +168,8 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     const b = this.batch;
     apps.drainVerdicts();
     for (let i = 0; i < n; i++) {
-      if (b.outbound[i] === 1 && this.broken[i] === 0) b.appGate[i] = apps.mark(b.data, b.offset[i], b.length[i], this.addrs, i * WINDIVERT_ADDRESS_SIZE);
+      if (b.outbound[i] === 0 || this.broken[i] === 1) continue;
+      b.appGate[i] = apps.mark(b.data, b.offset[i], b.length[i], this.addrs, i * WINDIVERT_ADDRESS_SIZE);
     }
   }
 

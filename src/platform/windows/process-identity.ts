@@ -36,7 +36,8 @@ const MAX_FAMILY_CHARS = 65;
 interface Kernel32 {
   openProcess(access: number, inherit: number, pid: number): number;
   queryImageName(h: number, flags: number, buf: Buffer, size: Uint32Array): number;
-  processTimes(h: number, creation: BigUint64Array, exit: BigUint64Array, kernel: BigUint64Array, user: BigUint64Array): number;
+  processTimes(h: number, created: BigUint64Array, exited: BigUint64Array, kernel: BigUint64Array,
+    user: BigUint64Array): number;
   closeHandle(h: number): number;
   /** Absent on Windows 7 and on hosts whose kernel32 lacks it: then no process is packaged. */
   packageFamilyName: ((h: number, length: Uint32Array, buf: Buffer) => number) | null;
@@ -49,14 +50,30 @@ function kernel32(): Kernel32 {
   const lib = koffi.load('kernel32.dll');
   let packageFamilyName: Kernel32['packageFamilyName'] = null;
   try {
-    packageFamilyName = lib.func('__stdcall', 'GetPackageFamilyName', 'int32_t', ['intptr_t', '_Inout_ uint32_t *', 'void *']) as Kernel32['packageFamilyName'];
+    const args = ['intptr_t', '_Inout_ uint32_t *', 'void *'];
+    packageFamilyName = lib.func('__stdcall', 'GetPackageFamilyName', 'int32_t', args) as Kernel32['packageFamilyName'];
   } catch {
     packageFamilyName = null;
   }
   bound = {
-    openProcess: lib.func('__stdcall', 'OpenProcess', 'intptr_t', ['uint32_t', 'int', 'uint32_t']) as Kernel32['openProcess'],
-    queryImageName: lib.func('__stdcall', 'QueryFullProcessImageNameW', 'int', ['intptr_t', 'uint32_t', 'void *', '_Inout_ uint32_t *']) as Kernel32['queryImageName'],
-    processTimes: lib.func('__stdcall', 'GetProcessTimes', 'int', ['intptr_t', 'void *', 'void *', 'void *', 'void *']) as Kernel32['processTimes'],
+    openProcess: lib.func('__stdcall', 'OpenProcess', 'intptr_t', [
+      'uint32_t',
+      'int',
+      'uint32_t',
+    ]) as Kernel32['openProcess'],
+    queryImageName: lib.func('__stdcall', 'QueryFullProcessImageNameW', 'int', [
+      'intptr_t',
+      'uint32_t',
+      'void *',
+      '_Inout_ uint32_t *',
+    ]) as Kernel32['queryImageName'],
+    processTimes: lib.func('__stdcall', 'GetProcessTimes', 'int', [
+      'intptr_t',
+      'void *',
+      'void *',
+      'void *',
+      'void *',
+    ]) as Kernel32['processTimes'],
     closeHandle: lib.func('__stdcall', 'CloseHandle', 'int', ['intptr_t']) as Kernel32['closeHandle'],
     packageFamilyName,
   };
@@ -93,7 +110,8 @@ export class Win32ProcessLookup implements ProcessLookup {
       this.size[0] = MAX_IMAGE_CHARS;
       if (!k.queryImageName(h, 0, this.name, this.size)) return null;
       const imagePath = this.name.toString('utf16le', 0, this.size[0] * 2);
-      const identity: ProcessIdentity = { pid, imagePath, processName: imageFileName(imagePath), packageFamilyName: this.packageOf(h) };
+      const processName = imageFileName(imagePath);
+      const identity: ProcessIdentity = { pid, imagePath, processName, packageFamilyName: this.packageOf(h) };
       this.cache.delete(pid);
       this.cache.set(pid, { created, identity });
       if (this.cache.size > this.capacity) this.cache.delete(this.cache.keys().next().value as number);

@@ -18,7 +18,9 @@ import { WinDivertFlag, WinDivertLayer } from '../../../src/packet-sources/windi
 import { SocketEventReader } from '../../../src/packet-sources/windivert/socket-events.ts';
 import { APP_HOLD_FLOWS } from '../../../src/packet-sources/windivert/limits.ts';
 import type { ProcessIdentity, ProcessLookup } from '../../../src/platform/windows/process-identity.ts';
-import { collectSent, DOUBLE_PATH, inject, loadDouble, outboundAddr, socketEvent, type SentPacket } from '../../helpers/windivert-double.ts';
+import { collectSent, DOUBLE_PATH, inject, loadDouble } from '../../helpers/windivert-double.ts';
+import { outboundAddr, socketEvent } from '../../helpers/windivert-double.ts';
+import type { SentPacket } from '../../helpers/windivert-double.ts';
 import { doubleLastOpenReason } from './double-controls.ts';
 import { addressBytes, ipv4, tcpSegment, udpDatagram, withChecksum } from '../../helpers/packet-builders.ts';
 
@@ -41,15 +43,32 @@ class TableLookup implements ProcessLookup {
 const PROCESSES = new TableLookup({
   100: { imagePath: ALLOWED_EXE, processName: 'client.exe', packageFamilyName: null },
   200: { imagePath: 'C:\\Tools\\other.exe', processName: 'other.exe', packageFamilyName: null },
-  300: { imagePath: 'C:\\Program Files\\WindowsApps\\Contoso.Browser\\browser.exe', processName: 'browser.exe', packageFamilyName: FAMILY },
+  300: {
+    imagePath: 'C:\\Program Files\\WindowsApps\\Contoso.Browser\\browser.exe',
+    processName: 'browser.exe',
+    packageFamilyName: FAMILY,
+  },
 });
 
 function syn(srcPort: number, dstPort = 8080): Uint8Array {
-  return ipv4({ src: CLIENT, dst: R, proto: 6, payload: withChecksum(addressBytes(CLIENT), addressBytes(R), 6, tcpSegment({ srcPort, dstPort, flags: 0x02 })) });
+  const segment = tcpSegment({ srcPort, dstPort, flags: 0x02 });
+  const payload = withChecksum(addressBytes(CLIENT), addressBytes(R), 6, segment);
+  return ipv4({ src: CLIENT, dst: R, proto: 6, payload });
+}
+
+function datagram(srcPort: number, dstPort: number): Uint8Array {
+  const payload = withChecksum(addressBytes(CLIENT), addressBytes(R), 17, udpDatagram(srcPort, dstPort, [1, 2]));
+  return ipv4({ src: CLIENT, dst: R, proto: 17, payload });
+}
+
+/** A socket operation of CLIENT:localPort (R:remotePort unless given). */
+function op(event: 'bind' | 'connect', processId: number, protocol: 6 | 17, localPort: number, remotePort: number,
+  remoteAddress = R) {
+  return { event, processId, protocol, localAddress: CLIENT, localPort, remoteAddress, remotePort };
 }
 
 function connect(pid: number, srcPort: number, protocol: 6 | 17 = 6, dstPort = 8080): void {
-  assert.equal(socketEvent(double, { event: 'connect', processId: pid, protocol, localAddress: CLIENT, localPort: srcPort, remoteAddress: R, remotePort: dstPort }), 1, 'the gate reads connects');
+  assert.equal(socketEvent(double, op('connect', pid, protocol, srcPort, dstPort)), 1, 'the gate reads connects');
 }
 
 async function sent(n: number, ms = 10_000): Promise<SentPacket[]> {
@@ -65,7 +84,8 @@ async function sent(n: number, ms = 10_000): Promise<SentPacket[]> {
 /** The client's port of a packet on the wire: destination of a reflected SYN or a reset (both go to the client). */
 const clientPort = (p: SentPacket): number => p.bytes.readUInt16BE(22);
 const isReset = (p: SentPacket): boolean => p.bytes[9] === 6 && (p.bytes[33] & 0x04) !== 0;
-const isReflectedSyn = (p: SentPacket): boolean => p.bytes[9] === 6 && p.bytes[33] === 0x02 && p.bytes.subarray(12, 16).join('.') === R;
+const fromR = (p: SentPacket): boolean => p.bytes.subarray(12, 16).join('.') === R;
+const isReflectedSyn = (p: SentPacket): boolean => p.bytes[9] === 6 && p.bytes[33] === 0x02 && fromR(p);
 
 function appsConfig(apps: string[]): InterceptConfig {
   const config = buildInterceptConfig([R], []);
@@ -75,7 +95,8 @@ function appsConfig(apps: string[]): InterceptConfig {
 
 async function withEngine(config: InterceptConfig, fn: (engine: Engine) => Promise<void>, holdMs = 100): Promise<void> {
   double.reset();
-  const engine = await Engine.start({ config, backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: PROCESSES, appHoldMs: holdMs }) });
+  const backend = new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: PROCESSES, appHoldMs: holdMs });
+  const engine = await Engine.start({ config, backend });
   try {
     await fn(engine);
   } finally {
@@ -84,30 +105,35 @@ async function withEngine(config: InterceptConfig, fn: (engine: Engine) => Promi
   assert.equal(double.openHandles(), 0, 'every handle closed, the gate\'s too');
 }
 
-test('double SOCKET layer: RECV_ONLY required, sniff only, socket fields, mapped IPv4, one copy per sniff handle', () => {
+test('double SOCKET layer: RECV_ONLY required, sniff only, socket fields, mapped IPv4, a copy per sniff handle', () => {
+  const sniff = WinDivertFlag.Sniff | WinDivertFlag.RecvOnly;
   double.reset();
   assert.equal(api.open('true', WinDivertLayer.Socket, 0, WinDivertFlag.Sniff), -1);
   assert.match(doubleLastOpenReason(double), /requires WINDIVERT_FLAG_RECV_ONLY/);
   assert.equal(api.open('true', WinDivertLayer.Socket, 0, WinDivertFlag.RecvOnly), -1);
   assert.match(doubleLastOpenReason(double), /only with SNIFF/);
-  assert.equal(api.open('tcp.DstPort == 80', WinDivertLayer.Socket, 0, WinDivertFlag.Sniff | WinDivertFlag.RecvOnly), -1, 'packet fields are not valid there');
+  assert.equal(api.open('tcp.DstPort == 80', WinDivertLayer.Socket, 0, sniff), -1, 'packet fields are not valid there');
   assert.match(doubleLastOpenReason(double), /not valid at the SOCKET layer/);
-  assert.equal(api.open('remotePort == 80', WinDivertLayer.Network, 0, 0n), -1, 'socket fields are not modelled at the network layer');
+  assert.equal(api.open('remotePort == 80', WinDivertLayer.Network, 0, 0n), -1, 'no socket fields there');
   // Before any SOCKET handle: the event is lost for good (the layer cannot report the past).
-  assert.equal(socketEvent(double, { event: 'connect', processId: 7, protocol: 6, localAddress: CLIENT, localPort: 1, remoteAddress: R, remotePort: 2 }), 0);
+  assert.equal(socketEvent(double, op('connect', 7, 6, 1, 2)), 0);
   const a = new SocketEventReader(api);
-  const b = new SocketEventReader(api, `event == CONNECT and remoteAddr == ${R} and remotePort == 8080 and processId == 42 and tcp`);
+  const narrow = `event == CONNECT and remoteAddr == ${R} and remotePort == 8080 and processId == 42 and tcp` +
+    ' and not loopback';
+  const b = new SocketEventReader(api, narrow);
   try {
-    assert.equal(socketEvent(double, { event: 'bind', processId: 42, protocol: 6, localAddress: CLIENT, localPort: 5000, remoteAddress: '0.0.0.0', remotePort: 0 }), 0, 'BIND is not a CONNECT');
-    assert.equal(socketEvent(double, { event: 'connect', processId: 42, protocol: 6, localAddress: CLIENT, localPort: 5000, remoteAddress: R, remotePort: 8080, endpointId: 77n, parentEndpointId: 5n }), 2, 'both sniff handles get it');
-    assert.equal(socketEvent(double, { event: 'connect', processId: 43, protocol: 17, localAddress: CLIENT, localPort: 5001, remoteAddress: R, remotePort: 53 }), 1, 'only the catch-all handle');
+    assert.equal(socketEvent(double, op('bind', 42, 6, 5000, 0, '0.0.0.0')), 0, 'BIND is not a CONNECT');
+    const ids = { endpointId: 77n, parentEndpointId: 5n };
+    assert.equal(socketEvent(double, { ...op('connect', 42, 6, 5000, 8080), ...ids }), 2, 'both sniff handles get it');
+    assert.equal(socketEvent(double, op('connect', 43, 17, 5001, 53)), 1, 'only the catch-all handle');
     const [ev] = b.read();
     assert.equal(ev.event, 4);
     assert.equal(ev.processId, 42);
     assert.equal(ev.endpointId, 77n);
     assert.equal(ev.parentEndpointId, 5n);
     assert.deepEqual([ev.localPort, ev.remotePort, ev.protocol], [5000, 8080, 6]);
-    assert.deepEqual([...ev.remoteAddr], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1], 'IPv4 as ::ffff:a.b.c.d');
+    const mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1];
+    assert.deepEqual([...ev.remoteAddr], mapped, 'IPv4 as ::ffff:a.b.c.d');
     assert.deepEqual(a.read().map((e) => e.processId), [42, 43]);
     assert.equal(api.sendEx(-1 >>> 0, Buffer.alloc(20), 20, null, Buffer.alloc(80), 80), false);
   } finally {
@@ -116,7 +142,9 @@ test('double SOCKET layer: RECV_ONLY required, sniff only, socket fields, mapped
   }
 });
 
-test('apps: allowed executable and package reflected, another program refused at once; flows name the process', { timeout: 60_000 }, async () => {
+test('apps: allowed executable and package reflected, another program refused at once; flows name the process', {
+  timeout: 60_000,
+}, async () => {
   await withEngine(appsConfig([ALLOWED_EXE.toUpperCase(), FAMILY.toLowerCase()]), async (engine) => {
     connect(100, 41000); // the usual order: the connect event is read before the packet
     connect(200, 41001);
@@ -127,10 +155,12 @@ test('apps: allowed executable and package reflected, another program refused at
     inject(double, syn(41002), outboundAddr(false));
     const out = await sent(3);
     assert.equal(out.length, 3, JSON.stringify(out.map((p) => [...p.bytes.subarray(20, 34)])));
-    assert.ok(out.some((p) => isReflectedSyn(p) && p.bytes.readUInt16BE(20) === 41000), 'client.exe (path compared case-insensitively)');
-    assert.ok(out.some((p) => isReflectedSyn(p) && p.bytes.readUInt16BE(20) === 41002), 'the packaged browser, by family name');
+    const reflectedFrom = (port: number): boolean =>
+      out.some((p) => isReflectedSyn(p) && p.bytes.readUInt16BE(20) === port);
+    assert.ok(reflectedFrom(41000), 'client.exe (path compared case-insensitively)');
+    assert.ok(reflectedFrom(41002), 'the packaged browser, by family name');
     const rst = out.find(isReset);
-    assert.ok(rst && clientPort(rst) === 41001 && rst.bytes.subarray(12, 16).join('.') === R, 'other.exe gets a reset from R');
+    assert.ok(rst && clientPort(rst) === 41001 && fromR(rst), 'other.exe gets a reset from R');
     const stats = await engine.stats();
     assert.equal(stats.notAllowed.packets, 1);
     const info = engine.status().backendInfo;
@@ -144,7 +174,9 @@ test('apps: allowed executable and package reflected, another program refused at
   });
 });
 
-test('apps: a connect event read after the packet releases the held SYN; one that never comes refuses it after the hold', { timeout: 60_000 }, async () => {
+test('apps: a connect event read after the packet releases the held SYN; one never read refuses it after the hold', {
+  timeout: 60_000,
+}, async () => {
   await withEngine(appsConfig([ALLOWED_EXE]), async (engine) => {
     inject(double, syn(42000), outboundAddr(false));
     await sleep(30);
@@ -172,7 +204,9 @@ test('apps: a connect event read after the packet releases the held SYN; one tha
   });
 });
 
-test('apps: a flood of flows without events holds at most the cap, refuses the rest at once, and every one ends refused', { timeout: 60_000 }, async () => {
+test('apps: a flood of flows without events holds at most the cap, refuses the rest at once, and each ends refused', {
+  timeout: 60_000,
+}, async () => {
   const flood = APP_HOLD_FLOWS.DEFAULT + 100;
   await withEngine(appsConfig([ALLOWED_EXE]), async (engine) => {
     for (let i = 0; i < flood; i++) inject(double, syn(20000 + i), outboundAddr(false));
@@ -193,15 +227,18 @@ test('apps: a flood of flows without events holds at most the cap, refuses the r
   }, 300);
 });
 
-test('apps: UDP by its connect event; a live change of the list decides known flows again', { timeout: 60_000 }, async () => {
+test('apps: UDP by its connect event; a live change of the list decides known flows again', {
+  timeout: 60_000,
+}, async () => {
   const config = appsConfig([ALLOWED_EXE]);
   await withEngine(config, async (engine) => {
-    const udp = ipv4({ src: CLIENT, dst: R, proto: 17, payload: withChecksum(addressBytes(CLIENT), addressBytes(R), 17, udpDatagram(43000, 53, [1, 2])) });
+    const udp = datagram(43000, 53);
     connect(200, 43000, 17, 53);
     await sleep(30);
     inject(double, udp, outboundAddr(false));
     const refused = await sent(1);
-    assert.deepEqual([refused[0].bytes[9], refused[0].bytes[20], refused[0].bytes[21]], [1, 3, 3], 'ICMP port unreachable for other.exe');
+    const icmp = refused[0].bytes;
+    assert.deepEqual([icmp[9], icmp[20], icmp[21]], [1, 3, 3], 'ICMP port unreachable for other.exe');
     await engine.reconfigure(appsConfig([ALLOWED_EXE, 'c:\\tools\\OTHER.exe']));
     inject(double, udp, outboundAddr(false));
     const allowed = await sent(1);
@@ -213,7 +250,10 @@ test('apps: UDP by its connect event; a live change of the list decides known fl
   });
 });
 
-test('apps over the control plane on the WinDivert engine: set, persisted, shown, changed live; users/groups/cgroups refused', { skip: process.platform === 'win32' ? 'Unix socket paths: the pipe is tested by test/wine/' : false, timeout: 60_000 }, async () => {
+test('apps over the control plane (WinDivert engine): set, persisted, changed live; users/groups/cgroups refused', {
+  skip: process.platform === 'win32' ? 'Unix socket paths: the pipe is tested by test/wine/' : false,
+  timeout: 60_000,
+}, async () => {
   const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
@@ -223,22 +263,28 @@ test('apps over the control plane on the WinDivert engine: set, persisted, shown
   const { testAddressRules } = await import('../../helpers/address-rules.ts');
   const dir = mkdtempSync(join(tmpdir(), 'rft-apps-'));
   double.reset();
-  const engine = await Engine.start({ config: buildInterceptConfig([], []), backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: PROCESSES }) });
+  const backend = new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: PROCESSES });
+  const engine = await Engine.start({ config: buildInterceptConfig([], []), backend });
   const store = ConfigStore.open(join(dir, 'config.json'));
-  const server = await startControlServer({ addressRules: testAddressRules, engine, pipeName: join(dir, 'ctl.sock'), configStore: store });
+  const pipeName = join(dir, 'ctl.sock');
+  const server = await startControlServer({ addressRules: testAddressRules, engine, pipeName, configStore: store });
   const client = await ControlClient.connect({ pipe: join(dir, 'ctl.sock') });
   try {
     for (const kind of ['users', 'groups', 'cgroups']) {
-      await assert.rejects(client.call('address.add', { addresses: [R], [kind]: kind === 'cgroups' ? ['system.slice/x.service'] : ['0'] }), (e: Error & { code?: string }) => {
+      const list = kind === 'cgroups' ? ['system.slice/x.service'] : ['0'];
+      const call = client.call('address.add', { addresses: [R], [kind]: list });
+      await assert.rejects(call, (e: Error & { code?: string }) => {
         assert.equal(e.code, 'E_INVALID_PARAMS');
         assert.match(e.message, /enforced on Linux only; this engine's backend \(windivert\)/);
         return true;
       });
     }
     assert.deepEqual(engine.config().reflectAddresses, [], 'refused: nothing changed');
-    const added = (await client.call('address.add', { addresses: [R], apps: [ALLOWED_EXE] })) as { allow: { address: string; apps?: string[] }[] };
+    type Added = { allow: { address: string; apps?: string[] }[] };
+    const added = (await client.call('address.add', { addresses: [R], apps: [ALLOWED_EXE] })) as Added;
     assert.deepEqual(added.allow, [{ address: R, apps: [ALLOWED_EXE] }]);
-    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).reflectAddresses, [{ address: R, apps: [ALLOWED_EXE] }], 'persisted with the address');
+    const saved = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    assert.deepEqual(saved.reflectAddresses, [{ address: R, apps: [ALLOWED_EXE] }], 'persisted with the address');
     assert.equal(engine.status().backendInfo.appsHeldFlows, 0, 'the gate runs');
     connect(200, 45000);
     await sleep(30);
@@ -260,7 +306,9 @@ test('apps over the control plane on the WinDivert engine: set, persisted, shown
 // Windows only (test/wine/apps-allowed.test.ts runs this file under the Windows node.exe): the real process lookup.
 const onWindows = process.platform === 'win32' ? false : 'the Win32 process lookup runs on Windows (under Wine here)';
 
-test('Win32 process lookup: this process by id is this node.exe; an id no process has is nobody', { skip: onWindows }, async () => {
+test('Win32 process lookup: this process by id is this node.exe; an id no process has is nobody', {
+  skip: onWindows,
+}, async () => {
   const { Win32ProcessLookup } = await import('../../../src/platform/windows/process-identity.ts');
   const lookup = new Win32ProcessLookup(8);
   const me = lookup.identify(process.pid);
@@ -272,11 +320,15 @@ test('Win32 process lookup: this process by id is this node.exe; an id no proces
   assert.equal(lookup.identify(0x7ffffff0), null);
 });
 
-test('apps with the real lookup: a flow of this node.exe is allowed by its path, refused once the list names another', { skip: onWindows, timeout: 60_000 }, async () => {
+test('apps with the real lookup: a flow of this node.exe is allowed by its path, refused once the list names another', {
+  skip: onWindows,
+  timeout: 60_000,
+}, async () => {
   const { Win32ProcessLookup } = await import('../../../src/platform/windows/process-identity.ts');
   double.reset();
   const config = appsConfig([process.execPath.toUpperCase()]);
-  const engine = await Engine.start({ config, backend: new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: new Win32ProcessLookup(8) }) });
+  const backend = new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: new Win32ProcessLookup(8) });
+  const engine = await Engine.start({ config, backend });
   try {
     connect(process.pid, 44000);
     await sleep(50);
