@@ -40,11 +40,15 @@ function text(key: Uint8Array): string {
  * answer to a client (reverse = true: the ports are the other way round). `scratch` is FLOW_KEY_BYTES, reused.
  */
 export function packetFlowKey(buf: Uint8Array, p: ParsedPacket, reverse: boolean, scratch: Uint8Array): string {
-  const v6 = p.family === 6;
+  packetFlowKeyBytes(buf, p, reverse, scratch);
+  return text(scratch);
+}
+
+/** packetFlowKey's bytes only, into `scratch` (the hot path: nothing allocated). */
+export function packetFlowKeyBytes(buf: Uint8Array, p: ParsedPacket, reverse: boolean, scratch: Uint8Array): void {
   const lport = reverse ? p.dstPort : p.srcPort;
   const rport = reverse ? p.srcPort : p.dstPort;
-  put(scratch, p.protocol, buf, p.srcOffset, lport, buf, p.dstOffset, rport, v6);
-  return text(scratch);
+  put(scratch, p.protocol, buf, p.srcOffset, lport, buf, p.dstOffset, rport, p.family === 6);
 }
 
 /** The key of a socket event (its endpoints are already 16-byte addresses). */
