@@ -28,11 +28,18 @@ typedef void *WD_OVERLAPPED;
 
 #define WD_INVALID_HANDLE ((WD_HANDLE)(intptr_t)-1)
 
-/* Layers (WINDIVERT_LAYER). Retroflect uses only the network layer. */
+/* Layers (WINDIVERT_LAYER). Retroflect opens the network layer, the SOCKET layer (who opens a flow) and REFLECT. */
 #define WD_LAYER_NETWORK 0
 #define WD_LAYER_NETWORK_FORWARD 1
 /* WinDivert handle events: OPEN/CLOSE of other handles (modelled for the doctor; see windivert_double.c). */
+#define WD_LAYER_SOCKET 3
 #define WD_LAYER_REFLECT 4
+/* SOCKET-layer events (WINDIVERT_EVENT_SOCKET_*). */
+#define WD_EVENT_SOCKET_BIND 3
+#define WD_EVENT_SOCKET_CONNECT 4
+#define WD_EVENT_SOCKET_LISTEN 5
+#define WD_EVENT_SOCKET_ACCEPT 6
+#define WD_EVENT_SOCKET_CLOSE 7
 #define WD_EVENT_REFLECT_OPEN 8
 #define WD_EVENT_REFLECT_CLOSE 9
 
@@ -100,6 +107,18 @@ typedef struct {
             uint64_t Flags;
             int16_t Priority;
         } Reflect;
+        /* WINDIVERT_DATA_SOCKET: the socket operation's endpoints, process and 5-tuple. Addresses are four host-order
+         * words, least significant first; IPv4 is IPv4-mapped (word 0 the address, word 1 0x0000FFFF). */
+        struct {
+            uint64_t EndpointId;
+            uint64_t ParentEndpointId;
+            uint32_t ProcessId;
+            uint32_t LocalAddr[4];
+            uint32_t RemoteAddr[4];
+            uint16_t LocalPort;
+            uint16_t RemotePort;
+            uint8_t Protocol;
+        } Socket;
         uint8_t Reserved3[64];
     };
 } WD_ADDRESS;
@@ -132,6 +151,9 @@ WD_EXPORT uint32_t WinDivertDoubleGetLastError(void);
  * reassembly, 3 when a handle opened with WINDIVERT_FLAG_DROP blocked it, 0 when no handle took it (it went to the
  * wire). */
 WD_EXPORT int WinDivertDouble_Inject(const void *packet, uint32_t len, const WD_ADDRESS *addr);
+/* The stack performed a socket operation (addr: Event WD_EVENT_SOCKET_*, Outbound/Loopback, Socket.*): every open
+ * SOCKET handle whose filter matches queues it. Returns how many did, or -1 for an event that is not a socket one. */
+WD_EXPORT int WinDivertDouble_SocketEvent(const WD_ADDRESS *addr);
 /* Hand the same packet over `count` times (benchmarks). Returns how many a handle queued. */
 WD_EXPORT uint32_t WinDivertDouble_InjectRepeat(const void *packet, uint32_t len, const WD_ADDRESS *addr, uint32_t count);
 /* Evaluate `filter` on one packet with the double's compiler: 1 match, 0 no match, -1 the filter is refused. */

@@ -34,7 +34,19 @@
  * oldest packets (length and bytes), SendEx recomputes IP/TCP/UDP checksums whose flag is 0, a send after
  * SHUTDOWN_SEND fails with 232, WINDIVERT_FLAG_DROP handles block what they match, IPv6 atomic fragments are never
  * re-indicated as reassembled.
- * Not modelled: the queue time limit, overlapped I/O (lpOverlapped must be NULL), the flow/socket layers, filters
+ *  - The SOCKET layer (doc §5.1 "Remarks" of WINDIVERT_LAYER, WINDIVERT_DATA_SOCKET; driver: the ALE classify
+ *    callouts): a handle opened there needs WINDIVERT_FLAG_RECV_ONLY (documented); the double models it only with
+ *    SNIFF as well (blocking a socket operation is not modelled) and refuses DROP, SEND_ONLY and FRAGMENTS. The
+ *    stack's socket operations are handed over by WinDivertDouble_SocketEvent (a test decides when, and so whether
+ *    the event reaches user space before or after the flow's first packet, which a NETWORK handle receives: the two
+ *    are separate handles, so their order at user space is not guaranteed). Every open SOCKET handle whose filter
+ *    matches gets a copy (sniffed: Sniffed=1), with no packet data (RecvEx reports 0 bytes) and the event's
+ *    Socket.{EndpointId, ParentEndpointId, ProcessId, LocalAddr, RemoteAddr, LocalPort, RemotePort, Protocol};
+ *    IPv4 addresses are IPv4-mapped (word 0 the address in host order, word 1 0x0000FFFF). A handle sees only events
+ *    after its open; its queue drops its oldest events when full, as the network layer's does. Filters there may use
+ *    event (BIND, CONNECT, LISTEN, ACCEPT, CLOSE), processId, endpointId, parentEndpointId, loopback, ip, ipv6,
+ *    icmp, icmpv6, tcp, udp, protocol, localAddr, localPort, remoteAddr, remotePort; packet fields are refused (87).
+ * Not modelled: the queue time limit, overlapped I/O (lpOverlapped must be NULL), the flow layer, filters
  * on REFLECT-layer fields, CLOSE events of other processes' handles, and the filter fields retroflect never uses
  * (timestamp, event, random*, packet[]/payload[] arrays, local/remote*):
  * the double refuses those with 87 and says so in WinDivertDouble_LastOpenReason.
@@ -109,6 +121,8 @@ enum {
     F_TCP_SRCPORT, F_TCP_DSTPORT, F_TCP_SEQNUM, F_TCP_ACKNUM, F_TCP_HDRLENGTH, F_TCP_URG, F_TCP_ACK, F_TCP_PSH,
     F_TCP_RST, F_TCP_SYN, F_TCP_FIN, F_TCP_WINDOW, F_TCP_CHECKSUM, F_TCP_URGPTR, F_TCP_PAYLOADLENGTH,
     F_UDP_SRCPORT, F_UDP_DSTPORT, F_UDP_LENGTH, F_UDP_CHECKSUM, F_UDP_PAYLOADLENGTH,
+    /* SOCKET-layer fields (at the network layer the double does not model them: refused there). */
+    F_EVENT, F_PROCESSID, F_ENDPOINTID, F_PARENTENDPOINTID, F_LOCALADDR, F_REMOTEADDR, F_LOCALPORT, F_REMOTEPORT,
     F_UNMODELLED /* a real field the double does not model */
 };
 
@@ -141,17 +155,19 @@ static const FieldName field_names[] = {
     {"udp.SrcPort", F_UDP_SRCPORT}, {"udp.DstPort", F_UDP_DSTPORT}, {"udp.Length", F_UDP_LENGTH},
     {"udp.Checksum", F_UDP_CHECKSUM}, {"udp.PayloadLength", F_UDP_PAYLOADLENGTH},
     /* Real fields of the network layer the double does not model (retroflect does not use them). */
-    {"timestamp", F_UNMODELLED}, {"event", F_UNMODELLED}, {"random8", F_UNMODELLED}, {"random16", F_UNMODELLED},
+    {"event", F_EVENT}, {"processId", F_PROCESSID}, {"endpointId", F_ENDPOINTID},
+    {"parentEndpointId", F_PARENTENDPOINTID}, {"localAddr", F_LOCALADDR}, {"remoteAddr", F_REMOTEADDR},
+    {"localPort", F_LOCALPORT}, {"remotePort", F_REMOTEPORT},
+    {"timestamp", F_UNMODELLED}, {"random8", F_UNMODELLED}, {"random16", F_UNMODELLED},
     {"random32", F_UNMODELLED}, {"packet", F_UNMODELLED}, {"packet16", F_UNMODELLED}, {"packet32", F_UNMODELLED},
     {"tcp.Payload", F_UNMODELLED}, {"tcp.Payload16", F_UNMODELLED}, {"tcp.Payload32", F_UNMODELLED},
     {"udp.Payload", F_UNMODELLED}, {"udp.Payload16", F_UNMODELLED}, {"udp.Payload32", F_UNMODELLED},
-    {"localAddr", F_UNMODELLED}, {"remoteAddr", F_UNMODELLED}, {"localPort", F_UNMODELLED},
-    {"remotePort", F_UNMODELLED},
 };
 
 /* Macros usable as values (the network layer's subset). */
 static const struct { const char *name; uint32_t value; } macros[] = {
     {"TRUE", 1}, {"FALSE", 0}, {"TCP", 6}, {"UDP", 17}, {"ICMP", 1}, {"ICMPV6", 58}, {"PACKET", 0},
+    {"BIND", 3}, {"CONNECT", 4}, {"LISTEN", 5}, {"ACCEPT", 6}, {"CLOSE", 7},
 };
 
 enum { T_END, T_OPEN, T_CLOSE, T_NOT, T_AND, T_OR, T_QUESTION, T_COLON, T_MINUS, T_EQ, T_NEQ, T_LT, T_LEQ, T_GT,
@@ -187,6 +203,7 @@ typedef struct {
     Filter *f;
     int error;
     const char *reason;
+    int layer; /* WD_LAYER_NETWORK or WD_LAYER_SOCKET: which fields a test may use */
 } Parser;
 
 static int is_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
@@ -426,6 +443,17 @@ static Node *new_node(Parser *p, int kind) {
 
 static Node *parse_or(Parser *p, int depth);
 
+/* Fields of the network layer that are valid at the SOCKET layer too (on the event's 5-tuple). */
+static int socket_layer_field(int field) {
+    switch (field) {
+    case F_TRUE: case F_FALSE: case F_ZERO: case F_LOOPBACK: case F_IP: case F_IPV6: case F_ICMP: case F_ICMPV6:
+    case F_TCP: case F_UDP: case F_PROTOCOL:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* TEST := not* FIELD [op [-] VALUE]. `not` flips the comparison (it applies to one test, never to a group). */
 static Node *parse_test(Parser *p) {
     int not = 0;
@@ -439,9 +467,15 @@ static Node *parse_test(Parser *p) {
         p->reason = "unexpected token (a test must start with a field)";
         return NULL;
     }
-    if (t->field == F_UNMODELLED) {
+    int socket_field = t->field >= F_EVENT && t->field <= F_REMOTEPORT;
+    if (t->field == F_UNMODELLED || (socket_field && p->layer != WD_LAYER_SOCKET)) {
         p->error = 1;
         p->reason = "field not modelled by the test double";
+        return NULL;
+    }
+    if (p->layer == WD_LAYER_SOCKET && !socket_field && !socket_layer_field(t->field)) {
+        p->error = 1;
+        p->reason = "field not valid at the SOCKET layer";
         return NULL;
     }
     Node *n = new_node(p, N_TEST);
@@ -550,7 +584,7 @@ static Node *parse_or(Parser *p, int depth) {
 }
 
 /* Compile `text`; on success *out holds the tree (root = the node returned). NULL + *reason on refusal. */
-static Node *compile_filter(const char *text, Filter *out, const char **reason) {
+static Node *compile_filter(const char *text, int layer, Filter *out, const char **reason) {
     Token *toks = malloc(FILTER_TOKEN_TABLE * sizeof *toks);
     if (!toks) {
         *reason = "out of memory";
@@ -563,7 +597,7 @@ static Node *compile_filter(const char *text, Filter *out, const char **reason) 
         out->nodes = calloc((size_t)out->cap, sizeof(Node));
         out->count = 0;
         out->tests = 0;
-        Parser p = {toks, 0, out, 0, NULL};
+        Parser p = {toks, 0, out, 0, NULL, layer};
         root = out->nodes ? parse_or(&p, 0) : NULL;
         if (root && toks[p.pos].kind != T_END) {
             root = NULL;
@@ -670,8 +704,46 @@ static u128 addr6(const uint8_t *a) {
     return v;
 }
 
+/* An address of WINDIVERT_DATA_SOCKET (four host-order words, least significant first) as one 128-bit value, the
+ * way the filter compiler writes address literals (IPv4: ::ffff:a.b.c.d). */
+static u128 socket_addr(const uint32_t *w) {
+    return (u128)w[3] << 96 | (u128)w[2] << 64 | (u128)w[1] << 32 | w[0];
+}
+
+/* A SOCKET-layer event's value of `field` (socket_layer_field() and the F_EVENT..F_REMOTEPORT fields). */
+static int socket_field_value(int field, const WD_ADDRESS *a, u128 *out) {
+    const uint32_t *l = a->Socket.LocalAddr;
+    int v4 = l[1] == 0x0000FFFF && l[2] == 0 && l[3] == 0;
+    uint8_t proto = a->Socket.Protocol;
+    u128 x = 0;
+    switch (field) {
+    case F_TRUE: x = 1; break;
+    case F_FALSE: case F_ZERO: x = 0; break;
+    case F_LOOPBACK: x = a->Loopback; break;
+    case F_IP: x = v4; break;
+    case F_IPV6: x = !v4; break;
+    case F_ICMP: x = v4 && proto == 1; break;
+    case F_ICMPV6: x = !v4 && proto == 58; break;
+    case F_TCP: x = proto == 6; break;
+    case F_UDP: x = proto == 17; break;
+    case F_PROTOCOL: x = proto; break;
+    case F_EVENT: x = a->Event; break;
+    case F_PROCESSID: x = a->Socket.ProcessId; break;
+    case F_ENDPOINTID: x = a->Socket.EndpointId; break;
+    case F_PARENTENDPOINTID: x = a->Socket.ParentEndpointId; break;
+    case F_LOCALADDR: x = socket_addr(l); break;
+    case F_REMOTEADDR: x = socket_addr(a->Socket.RemoteAddr); break;
+    case F_LOCALPORT: x = a->Socket.LocalPort; break;
+    case F_REMOTEPORT: x = a->Socket.RemotePort; break;
+    default: return 0;
+    }
+    *out = x;
+    return 1;
+}
+
 /* The field's value for this packet; 0 when the field is not relevant to it (then the test fails). */
 static int field_value(int field, const View *v, const WD_ADDRESS *a, u128 *out) {
+    if (a->Layer == WD_LAYER_SOCKET) return socket_field_value(field, a, out);
     const uint8_t *ip = v->ip, *ip6 = v->ipv6, *ic = v->icmp, *ic6 = v->icmpv6, *t = v->tcp, *u = v->udp;
     u128 x = 0;
     switch (field) {
@@ -955,7 +1027,7 @@ static Slot *choose(const View *v, const WD_ADDRESS *addr, int64_t below, int wh
     Slot *best = NULL;
     for (uint32_t i = 0; i < slots_used; i++) {
         Slot *s = &slots[i];
-        if (!s->used || s->closed || s->shut_recv || (int64_t)s->rank >= below || !s->root) continue;
+        if (!s->used || s->closed || s->shut_recv || (int64_t)s->rank >= below || !s->root || s->layer == WD_LAYER_SOCKET) continue;
         if (who == WHO_FRAGMENT_HANDLES && !(s->flags & FLAG_FRAGMENTS)) continue;
         if (who == WHO_REASSEMBLED_HANDLES && (s->flags & FLAG_FRAGMENTS)) continue;
         if (best && s->rank < best->rank) continue;
@@ -1311,7 +1383,8 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
     uint32_t err = open_error;
     if (err) last_open_reason = "forced by WinDivertDouble_SetOpenError";
     int reflect = layer == WD_LAYER_REFLECT;
-    if (!err && (layer != WD_LAYER_NETWORK && layer != WD_LAYER_NETWORK_FORWARD && !reflect)) {
+    int socket = layer == WD_LAYER_SOCKET;
+    if (!err && (layer != WD_LAYER_NETWORK && layer != WD_LAYER_NETWORK_FORWARD && !reflect && !socket)) {
         err = WD_ERROR_INVALID_PARAMETER;
         last_open_reason = "layer not modelled by the test double";
     }
@@ -1331,7 +1404,19 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
         err = WD_ERROR_INVALID_PARAMETER;
         last_open_reason = "flag not valid at the REFLECT layer";
     }
-    if (!err && !reflect && (flags & (FLAG_SNIFF | FLAG_RECV_ONLY | FLAG_SEND_ONLY))) {
+    if (!err && socket && !(flags & FLAG_RECV_ONLY)) {
+        err = WD_ERROR_INVALID_PARAMETER;
+        last_open_reason = "the SOCKET layer requires WINDIVERT_FLAG_RECV_ONLY (socket events cannot be injected)";
+    }
+    if (!err && socket && !(flags & FLAG_SNIFF)) {
+        err = WD_ERROR_INVALID_PARAMETER;
+        last_open_reason = "the double models the SOCKET layer only with SNIFF (blocking a socket operation is not modelled)";
+    }
+    if (!err && socket && (flags & (FLAG_DROP | FLAG_SEND_ONLY | FLAG_FRAGMENTS))) {
+        err = WD_ERROR_INVALID_PARAMETER;
+        last_open_reason = "flag not valid at the SOCKET layer";
+    }
+    if (!err && !reflect && !socket && (flags & (FLAG_SNIFF | FLAG_RECV_ONLY | FLAG_SEND_ONLY))) {
         err = WD_ERROR_INVALID_PARAMETER;
         last_open_reason = "flag not modelled by the test double";
     }
@@ -1350,7 +1435,7 @@ WD_EXPORT WD_HANDLE WinDivertOpen(const char *filter, int layer, int16_t priorit
                 err = WD_ERROR_INVALID_PARAMETER;
                 last_open_reason = "the double models only the filter \"true\" at the REFLECT layer";
             }
-        } else if (!(root = compile_filter(filter, &compiled, &last_open_reason))) {
+        } else if (!(root = compile_filter(filter, socket ? WD_LAYER_SOCKET : WD_LAYER_NETWORK, &compiled, &last_open_reason))) {
             err = WD_ERROR_INVALID_PARAMETER;
         }
     }
@@ -1691,6 +1776,28 @@ WD_EXPORT uint32_t WinDivertDouble_InjectRepeat(const void *packet, uint32_t len
     return taken;
 }
 
+/* The stack performed a socket operation: every open SOCKET handle whose filter matches gets the event (sniffed, no
+ * data). Returns how many handles queued it, or -1 when addr->Event is not a SOCKET-layer event. */
+WD_EXPORT int WinDivertDouble_SocketEvent(const WD_ADDRESS *addr) {
+    if (!addr || addr->Event < WD_EVENT_SOCKET_BIND || addr->Event > WD_EVENT_SOCKET_CLOSE) return -1;
+    WD_ADDRESS a = *addr;
+    a.Timestamp = now_ticks();
+    a.Layer = WD_LAYER_SOCKET;
+    a.Sniffed = 1;
+    int queued = 0;
+    pthread_mutex_lock(&lock);
+    for (uint32_t i = 0; i < slots_used; i++) {
+        Slot *s = &slots[i];
+        if (!s->used || s->closed || s->shut_recv || s->layer != WD_LAYER_SOCKET || !s->root) continue;
+        if (!eval_node(s->root, NULL, &a)) continue;
+        Packet *p = packet_new("", 0, &a);
+        if (p && enqueue(s, p)) queued++;
+        else free(p);
+    }
+    pthread_mutex_unlock(&lock);
+    return queued;
+}
+
 WD_EXPORT int WinDivertDouble_Inject(const void *packet, uint32_t len, const WD_ADDRESS *addr) {
     pthread_mutex_lock(&lock);
     Packet *p = packet_new(packet, len, addr);
@@ -1702,7 +1809,7 @@ WD_EXPORT int WinDivertDouble_Inject(const void *packet, uint32_t len, const WD_
 WD_EXPORT int WinDivertDouble_Matches(const char *filter, const void *packet, uint32_t len, const WD_ADDRESS *addr) {
     Filter f = {0};
     const char *reason = "";
-    Node *root = compile_filter(filter, &f, &reason);
+    Node *root = compile_filter(filter, WD_LAYER_NETWORK, &f, &reason);
     if (!root) return -1;
     View v;
     int r = parse_view(packet, len, &v) && eval_node(root, &v, addr);
@@ -1745,7 +1852,7 @@ WD_EXPORT int WinDivertDouble_SetSendFailure(int32_t index, const char *filter, 
     const char *reason = "";
     int ok = 1;
     if (code && filter && *filter) {
-        fail_root = compile_filter(filter, &fail_filter, &reason);
+        fail_root = compile_filter(filter, WD_LAYER_NETWORK, &fail_filter, &reason);
         ok = fail_root != NULL;
     }
     if (ok) fail_code = code;

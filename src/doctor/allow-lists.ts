@@ -14,7 +14,7 @@ export function allowListChecks(ctx: DoctorContext): Check[] {
       return warning(
         name,
         `${address} has no allow lists: every local port bound to the wildcard address is open through it, to every program and web page on this host.`,
-        `Name what it may reach: retroflect address add ${address} --ports PORTS (and on Linux --users, --groups or --cgroups). See docs/security.md.`,
+        `Name what it may reach: retroflect address add ${address} --ports PORTS (and on Linux --users, --groups or --cgroups, on Windows --apps). See docs/security.md.`,
         { address, lists },
       );
     }

@@ -102,13 +102,7 @@ export class Dataplane {
       return Verdict.Pass;
     }
     if (this.allowed.restricted[slot] === 1 && !(p.fragment && !p.hasTransport) && !this.allows(slot)) {
-      this.counters.addNotAllowed(slot, p.ipLength);
-      this.dropCause = DropCause.NotAllowed;
-      const proto = p.protocol;
-      this.refusalLength = proto === IpProto.Tcp
-        ? writeTcpReset(buf, p, this.refusal)
-        : proto === IpProto.Udp ? writePortUnreachable(buf, p, this.refusal) : 0;
-      return Verdict.Drop;
+      return this.refuse(buf, slot);
     }
     let mappedFrom = 0;
     if (this.mapper.active[slot] === 1 && p.hasTransport) {
@@ -127,6 +121,30 @@ export class Dataplane {
     reflectPacket(buf, p);
     this.counters.addReflected(slot, statsProto(p.protocol), p.ipLength);
     return Verdict.Reflect;
+  }
+
+  /**
+   * A packet this host sends that the backend's "who" check refused (PacketBatch.appGate, WinDivert's app gate):
+   * refused as a port that is not allowed is — counted notAllowed for its address, the refusal written, Drop. A
+   * packet that is malformed or not to a reflect address (the config changed in between) is decided as usual.
+   */
+  refuseOutbound(buf: Uint8Array, off: number, len: number, now: number, partialChecksum = 0): Verdict {
+    const p = this.packet;
+    const slot = parsePacket(buf, off, len, p) ? this.addresses.lookupDestination(buf, p) : -1;
+    if (slot < 0) return this.outbound(buf, off, len, now, partialChecksum);
+    return this.refuse(buf, slot);
+  }
+
+  /** Count the packet just parsed as not allowed for `slot`, write its refusal, Drop. */
+  private refuse(buf: Uint8Array, slot: number): Verdict {
+    const p = this.packet;
+    this.counters.addNotAllowed(slot, p.ipLength);
+    this.dropCause = DropCause.NotAllowed;
+    const proto = p.protocol;
+    this.refusalLength = proto === IpProto.Tcp
+      ? writeTcpReset(buf, p, this.refusal)
+      : proto === IpProto.Udp ? writePortUnreachable(buf, p, this.refusal) : 0;
+    return Verdict.Drop;
   }
 
   /**

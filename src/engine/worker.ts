@@ -7,7 +7,7 @@
  * packet can never be decided under a config older than the route that brought it here.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import type { FirewallDropSink, PacketSource } from '../packet-sources/packet-source.ts';
+import { AppGateMark, type FirewallDropSink, type PacketSource } from '../packet-sources/packet-source.ts';
 import { createPacketSource } from '../packet-sources/registry.ts';
 import { EngineCounters } from './counters.ts';
 import { Dataplane } from './dataplane.ts';
@@ -112,11 +112,18 @@ async function main(): Promise<void> {
     dataplane.refusalLength = 0;
   };
   const decideAndSend = (n: number, now: number): void => {
-    const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum, injected } = batch;
+    const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum, injected, appGate } = batch;
+    // The backend's own "who" check (PacketBatch.appGate): held packets come back later, refused ones are refused.
+    const decideOutbound = (i: number): Verdict =>
+      appGate[i] === AppGateMark.Decide
+        ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i])
+        : appGate[i] === AppGateMark.Held
+          ? Verdict.Drop
+          : dataplane.refuseOutbound(buf, offset[i], length[i], now, partialChecksum[i]);
     if (taps.count === 0) {
       for (let i = 0; i < n; i++) {
         const v = outbound[i] === 1
-          ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i])
+          ? decideOutbound(i)
           : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
         verdict[i] = v;
         if (v === Verdict.Drop && dataplane.refusalLength !== 0) sendRefusal(i);
@@ -126,10 +133,9 @@ async function main(): Promise<void> {
       const origin = performance.timeOrigin;
       for (let i = 0; i < n; i++) {
         const out = outbound[i] === 1;
-        const v = out
-          ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i])
-          : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
+        const v = out ? decideOutbound(i) : dataplane.inbound(buf, offset[i], length[i], now, injected[i]);
         verdict[i] = v;
+        if (out && appGate[i] === AppGateMark.Held) continue; // recorded when it comes back decided
         if (v === Verdict.Reflect) source.completeChecksums?.(i); // record what goes out, not an offload's partial sum
         const at = origin + performance.now();
         taps.offer(buf, offset[i], length[i], out, ifIndex[i], v, dataplane.dropCause, dataplane.packet, at);

@@ -36,6 +36,12 @@ export interface PacketBatch {
    * finished later (TUN vnet NEEDS_CSUM; WinDivert checksum flag clear). Port rewriting must then leave it alone.
    */
   partialChecksum: Uint8Array;
+  /**
+   * What the backend's own "who" check says of an outbound packet (`AppGateMark`; WinDivert's app gate, the others
+   * leave 0): 0 decide as usual, 1 held back by the backend (it comes back once its flow is decided: neither decide
+   * nor send it now), 2 refused by the address's "who" lists (refuse it as not allowed).
+   */
+  appGate: Uint8Array;
   /** Number of packets in the batch. */
   count: number;
 }
@@ -50,6 +56,7 @@ export function allocatePacketBatch(capacity: number, bytes: number): PacketBatc
     injected: new Uint8Array(capacity),
     verdict: new Uint8Array(capacity),
     partialChecksum: new Uint8Array(capacity),
+    appGate: new Uint8Array(capacity),
     count: 0,
   };
 }
@@ -138,6 +145,19 @@ export interface TunSourceUpdate {
   kind: 'tun';
 }
 
+/** PacketBatch.appGate values. */
+export const AppGateMark = { Decide: 0, Held: 1, Refuse: 2 } as const;
+
+/**
+ * WinDivert's app gate (apps lists): what its two halves share. Held packets go from the worker to the main thread,
+ * flow verdicts back, each through a ring of records; `counters` is the worker's Int32 counts.
+ */
+export interface AppGateRings {
+  held: SharedArrayBuffer;
+  verdicts: SharedArrayBuffer;
+  counters: SharedArrayBuffer;
+}
+
 /** WinDivert: the DLL to load in the worker, the first handle, and the shared ledger of open handles. */
 export interface WinDivertSourceInit {
   kind: 'windivert';
@@ -146,6 +166,8 @@ export interface WinDivertSourceInit {
   ledger: SharedArrayBuffer;
   /** The handle's filter (what `run --dry-run` and the tests compare). */
   filter: string;
+  /** The app gate's rings (always there; idle while no address has an apps list). */
+  appGate: AppGateRings;
 }
 
 /** WinDivert: the new handle to switch to, or null when the filter did not change (keep the current handle). */
@@ -202,13 +224,15 @@ export type BackendKind = keyof SourceMessages;
 
 /**
  * Which "who" allow lists (config/allow-lists.ts) each backend enforces. A list a backend cannot enforce is refused
- * when it is set, never kept and silently ignored. TUN: users, groups and cgroups in its nft table (platform/linux/nftables.ts).
+ * when it is set, never kept and silently ignored. TUN: users, groups and cgroups in its nft table
+ * (platform/linux/nftables.ts); WinDivert: apps in its app gate (windivert/app-gate.ts).
  */
 export const ENFORCED_WHO_LISTS: Record<BackendKind, readonly AllowWhoKind[]> = {
   tun: ['users', 'groups', 'cgroups'],
   // Not yet: its host half does not keep the nft output rules up to date on changes as tun/host.ts does.
   ebpf: [],
-  windivert: [],
+  // The app gate: SOCKET-layer connect events joined to flows (windivert/app-gate.ts).
+  windivert: ['apps'],
   memory: [],
 };
 /** Everything the worker needs to build its PacketSource: a union discriminated by `kind`. */
@@ -280,7 +304,7 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
    * Who owns each of these client sockets (process, user; Linux: /proc), null where none matches. Asked when flows
    * are listed, never per packet. Backends that cannot tell leave it out.
    */
-  socketOwners?(queries: readonly SocketQuery[]): (Partial<SocketOwner> | null)[];
+  socketOwners?(queries: readonly SocketQuery[]): ((Partial<SocketOwner> & { packageFamilyName?: string | null }) | null)[];
   /** A name for the interface with this index (PacketBatch.ifIndex), as captures show it; never throws. */
   interfaceName(ifIndex: number): string;
   /** Make a receive() that may be blocked in the worker return soon (for stop and the engine's reconfigure). */

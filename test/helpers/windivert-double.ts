@@ -14,6 +14,8 @@ import { addressBuffer, decodeAddress, WINDIVERT_ADDRESS_SIZE, type WinDivertAdd
 import { loadWinDivert, type WinDivertApi } from '../../src/packet-sources/windivert/ffi.ts';
 import { bindDoubleControls, type WinDivertDoubleControl } from '../packet-sources/windivert/double-controls.ts';
 import { addressBytes, ipv4, ipv6, tcpSegment, udpDatagram, withChecksum } from './packet-builders.ts';
+import { SocketOffset, writeSocketAddr } from '../../src/packet-sources/windivert/socket-events.ts';
+import { addressKey } from '../../src/packet-sources/windivert/app-flow-key.ts';
 
 /** The double built for this platform (the mingw DLL under Wine, the .so on Linux). */
 export const DOUBLE_PATH = process.platform === 'win32'
@@ -131,6 +133,42 @@ export function makeDataplane(cfg: InterceptConfig): { dataplane: Dataplane; cou
   return { dataplane, counters };
 }
 
+/** A socket operation as the stack reports it to the SOCKET layer (the double's WinDivertDouble_SocketEvent). */
+export interface SocketOperation {
+  event: 'bind' | 'connect' | 'listen' | 'accept' | 'close';
+  processId: number;
+  protocol: 6 | 17;
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+  endpointId?: bigint;
+  parentEndpointId?: bigint;
+  loopback?: boolean;
+}
+
+const SOCKET_EVENTS = { bind: 3, connect: 4, listen: 5, accept: 6, close: 7 } as const;
+
+/** Hand a socket operation to the double; returns how many SOCKET handles queued it. */
+export function socketEvent(double: WinDivertDoubleControl, op: SocketOperation): number {
+  const a = addressBuffer({
+    layer: 3,
+    event: SOCKET_EVENTS[op.event],
+    outbound: op.event === 'connect',
+    loopback: op.loopback ?? false,
+    ipv6: op.localAddress.includes(':'),
+  });
+  a.writeBigUInt64LE(op.endpointId ?? 0n, SocketOffset.EndpointId);
+  a.writeBigUInt64LE(op.parentEndpointId ?? 0n, SocketOffset.ParentEndpointId);
+  a.writeUInt32LE(op.processId, SocketOffset.ProcessId);
+  writeSocketAddr(Buffer.from(addressKey(op.localAddress), 'latin1'), a, SocketOffset.LocalAddr);
+  writeSocketAddr(Buffer.from(addressKey(op.remoteAddress), 'latin1'), a, SocketOffset.RemoteAddr);
+  a.writeUInt16LE(op.localPort, SocketOffset.LocalPort);
+  a.writeUInt16LE(op.remotePort, SocketOffset.RemotePort);
+  a[SocketOffset.Protocol] = op.protocol;
+  return double.socketEvent(a);
+}
+
 /** One turn of the worker loop (the shape of src/engine/worker.ts): receive, decide every packet, send. */
 export function loopOnce(source: PacketSource, dataplane: Dataplane): number {
   return decideBatch(source, dataplane, 50);
@@ -150,10 +188,20 @@ export function stopLikeWorker(source: PacketSource, dataplane: Dataplane): numb
 function decideBatch(source: PacketSource, dataplane: Dataplane, timeoutMs: number): number {
   const n = source.receive(timeoutMs);
   if (n === 0) return 0;
-  const { data, offset, length, outbound, verdict } = source.batch;
+  const { data, offset, length, outbound, verdict, appGate } = source.batch;
   const now = Date.now();
   for (let i = 0; i < n; i++) {
-    verdict[i] = outbound[i] === 1 ? dataplane.outbound(data, offset[i], length[i], now) : dataplane.inbound(data, offset[i], length[i], now, source.batch.injected[i]);
+    // As worker.ts: the backend's app gate may hold a packet back (1) or refuse it (2).
+    const gate = appGate[i];
+    verdict[i] = outbound[i] === 0
+      ? dataplane.inbound(data, offset[i], length[i], now, source.batch.injected[i])
+      : gate === 0
+        ? dataplane.outbound(data, offset[i], length[i], now)
+        : gate === 1 ? 3 : dataplane.refuseOutbound(data, offset[i], length[i], now);
+    if (verdict[i] === 3 && dataplane.refusalLength !== 0) {
+      source.sendRefusal(i, dataplane.refusal, dataplane.refusalLength);
+      dataplane.refusalLength = 0;
+    }
   }
   source.send();
   return n;

@@ -61,9 +61,12 @@ function Add-ReflectAddress {
 
     .PARAMETER App
     Windows: allow only these programs (full paths) and AppContainer
-    packages (package family names); 'all' lifts the list. Not enforced by
-    this version: the engine refuses the list (Retroflect.InvalidParams)
-    rather than keep a protection that is not there.
+    packages (package family names), compared case-insensitively; 'all'
+    lifts the list. Another program's connection is refused at once (a TCP
+    reset or ICMP port unreachable from the address) and counted as
+    NotAllowed. A Linux engine refuses the list (Retroflect.InvalidParams),
+    as a Windows engine refuses -User, -Group and -CGroup. See
+    docs/security.md.
 
     .PARAMETER Temporary
     Change only the running engine; the config file is not written and the

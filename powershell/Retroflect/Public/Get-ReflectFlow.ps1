@@ -9,11 +9,12 @@ function Get-ReflectFlow {
     and server ports, packets, bytes, first and last time seen, and state (TCP:
     open or closed; others: active). Who made it, where the engine can tell:
     ProcessId, ProcessName, UserId and User (Linux, looked up when flows are
-    listed: $null once the client's socket is closed), PackageFamilyName
-    (Windows; not known yet, $null). When no engine answers, a non-terminating
-    Retroflect.EngineNotRunning error is written: -ErrorAction and
-    $ErrorActionPreference decide (a script with $ErrorActionPreference =
-    'Stop' ends with an error).
+    listed: $null once the client's socket is closed); ProcessId, ProcessName
+    and PackageFamilyName (Windows: for flows to an address with an -App list,
+    whose connects the engine saw; $null otherwise). When no engine answers, a
+    non-terminating Retroflect.EngineNotRunning error is written: -ErrorAction
+    and $ErrorActionPreference decide (a script with
+    $ErrorActionPreference = 'Stop' ends with an error).
 
     .PARAMETER First
     At most this many flows (1 to 100000, default 1000).

@@ -93,6 +93,20 @@ Describe 'Cmdlets over \\.\pipe\retroflect' {
         Add-ReflectAddress 203.0.113.78 -Temporary -Confirm:$false | Out-Null   # idempotent: no error, no duplicate
         @((Get-Retroflect).ReflectAddresses).Count | Should -Be 2
     }
+    It '-App sets who may use an address (the engine runs its app gate), Get-ReflectAddress shows it; -User refused' {
+        $apps = @('C:\Tools\Proxy Client.exe', 'Contoso.Browser_8wekyb3d8bbwe')
+        Add-ReflectAddress 203.0.113.78 -App $apps -Temporary -Confirm:$false
+        (Get-ReflectAddress 203.0.113.78).AllowedApp | Should -Be $apps
+        (Get-Retroflect).BackendInfo['appsHeldFlows'] | Should -Be 0
+        $refused = @{ Temporary = $true; Confirm = $false; ErrorAction = 'SilentlyContinue'; ErrorVariable = 'err' }
+        Add-ReflectAddress 203.0.113.78 -User 0 @refused
+        $err[-1].FullyQualifiedErrorId | Should -BeLike 'Retroflect.InvalidParams*'
+        $err[-1].Exception.Message | Should -Match 'enforced on Linux only'
+        (Get-ReflectAddress 203.0.113.78).AllowedUser | Should -BeNullOrEmpty
+        Add-ReflectAddress 203.0.113.78 -App all -Temporary -Confirm:$false
+        (Get-ReflectAddress 203.0.113.78).AllowedApp | Should -BeNullOrEmpty
+        (Get-Retroflect).BackendInfo['appsHeldFlows'] | Should -BeNullOrEmpty
+    }
     It 'ConvertTo-Json writes the addresses as text while they stay [ipaddress] (New-RetroflectObject, as on Linux)' {
         $list = @(Get-ReflectAddress)
         $list | ForEach-Object { $_.IPAddress -is [ipaddress] | Should -BeTrue }

@@ -66,6 +66,10 @@ export interface WinDivertApi {
   /** Returns a handle, or INVALID_HANDLE (then read lastError()). */
   open(filter: string, layer: number, priority: number, flags: bigint): number;
   recvEx(handle: number, packet: Buffer, packetLen: number, recvLen: Uint32Array, addr: Buffer, addrLen: Uint32Array): boolean;
+  /** recvEx on a thread of libuv's pool (koffi async), for a thread that must not block (the SOCKET reader). The
+   *  buffers must stay untouched until it resolves. */
+  recvExAsync(h: number, packet: Buffer, len: number, recvLen: Uint32Array, addr: Buffer, addrLen: Uint32Array):
+    Promise<boolean>;
   sendEx(handle: number, packet: Buffer, packetLen: number, sendLen: Uint32Array | null, addr: Buffer, addrLen: number): boolean;
   shutdown(handle: number, how: number): boolean;
   close(handle: number): boolean;
@@ -113,6 +117,11 @@ export function loadWinDivert(path: string): WinDivertApi {
     path,
     open: (filter, layer, priority, flags) => Number(open(filter, layer, priority, flags)),
     recvEx: (h, packet, packetLen, recvLen, addr, addrLen) => recvEx(h, packet, packetLen, recvLen, 0n, addr, addrLen, null) !== 0,
+    recvExAsync: (h, packet, packetLen, recvLen, addr, addrLen) =>
+      new Promise<boolean>((resolve) => {
+        const done = (err: unknown, res: number): void => resolve(!err && res !== 0);
+        recvEx.async(h, packet, packetLen, recvLen, 0n, addr, addrLen, null, done);
+      }),
     sendEx: (h, packet, packetLen, sendLen, addr, addrLen) => sendEx(h, packet, packetLen, sendLen, 0n, addr, addrLen, null) !== 0,
     shutdown: (h, how) => shutdown(h, how) !== 0,
     close: (h) => close(h) !== 0,

@@ -16,6 +16,9 @@
  * capture handle has stopped receiving: our own reflected packets are never captured as forged, even when the
  * driver's per-open counter wraps between two opens (source.ts, sendHandle()). Open handles are recorded in a ledger
  * shared with the worker (handle-ledger.ts), so each is closed exactly once, even when the worker died.
+ *
+ * While some reflect address has an `apps` list, the app gate (app-gate.ts) runs here too, with two handles of its
+ * own: a SOCKET-layer handle (sniff, receive only) and a re-offer handle one priority step above the capture handle.
  */
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
@@ -26,6 +29,10 @@ import { buildFragmentDropFilter, buildWinDivertFilter, MATCH_NOTHING } from './
 import { HandleLedger, MAX_OPEN_BEFORE_SWITCH } from './handle-ledger.ts';
 import { WINDIVERT_PRIORITY, WINDIVERT_QUEUE_LENGTH, WINDIVERT_QUEUE_SIZE_BYTES, WINDIVERT_QUEUE_TIME_MS } from './limits.ts';
 import { locateWinDivert } from './location.ts';
+import { AppGate, createAppGateRings, type AppGateCounts, type FlowProcess } from './app-gate.ts';
+import { Win32ProcessLookup, type ProcessLookup } from '../../platform/windows/process-identity.ts';
+import { PROCESS_CACHE_SIZE } from './limits.ts';
+import type { SocketQuery } from '../../platform/linux/socket-owners.ts';
 
 /** How long a change waits for the worker to close old handles before it fails. */
 const SWITCH_WAIT_MS = 10_000;
@@ -39,6 +46,12 @@ export interface WinDivertHostOptions {
   priority?: number;
   /** Queue settings; defaults WINDIVERT_QUEUE_*.DEFAULT (limits.ts). */
   queue?: { length?: number; timeMs?: number; bytes?: number };
+  /** Who a process is, for apps lists: Windows' own (kernel32) unless given (tests off Windows: a stand-in). */
+  processLookup?: ProcessLookup;
+  /** How long a new flow waits for its socket event, APP_HOLD_MS (limits.ts). */
+  appHoldMs?: number;
+  /** Failures the app gate survives, for the engine's log. */
+  warn?: (message: string) => void;
 }
 
 /** Limits of one queue setting: DEFAULT/MIN/MAX as limits.ts holds them. */
@@ -57,6 +70,9 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
   private fragmentHandle: number | null = null;
   private fragmentFilter = MATCH_NOTHING;
   private driverVersion = '';
+  /** The app gate's rings, made once: the worker keeps them for its whole life. */
+  private readonly appRings = createAppGateRings();
+  private appGate: AppGate | null = null;
 
   constructor(private readonly opts: WinDivertHostOptions = {}) {
     const { DEFAULT, MIN, MAX } = WINDIVERT_PRIORITY;
@@ -115,11 +131,42 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
     this.handle = handle;
     this.filter = filter;
     this.fragmentFilter = fragmentFilter;
-    return { kind: 'windivert', dllPath: api.path, handle, ledger: this.ledger.buffer, filter };
+    try {
+      await this.gate(api, cfg);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    return { kind: 'windivert', dllPath: api.path, handle, ledger: this.ledger.buffer, filter, appGate: this.appRings };
+  }
+
+  /** Run the app gate while some address has an apps list, under `cfg`'s lists; stop it when none has. */
+  private async gate(api: WinDivertApi, cfg: InterceptConfig): Promise<void> {
+    this.appGate ??= new AppGate(api, this.opts.processLookup ?? new Win32ProcessLookup(PROCESS_CACHE_SIZE), {
+      priority: this.priority,
+      holdMs: this.opts.appHoldMs,
+      warn: this.opts.warn,
+    }, this.appRings);
+    this.appGate.configure(cfg);
+    if (this.appGate.restricting) this.appGate.start();
+    else await this.appGate.stop();
+  }
+
+  /** What the app gate counted (null before it ever ran). */
+  appCounters(): AppGateCounts | null {
+    return this.appGate?.started || this.appGate?.restricting ? this.appGate.counters() : null;
+  }
+
+  /** Who made each flow, where the app gate decided it (Windows: process id, name and package). */
+  socketOwners(queries: readonly SocketQuery[]): (FlowProcess | null)[] {
+    return queries.map((q) => {
+      return this.appGate?.owner(q) ?? null;
+    });
   }
 
   async apply(_prev: InterceptConfig, next: InterceptConfig): Promise<WinDivertSourceUpdate> {
     const api = this.load();
+    await this.gate(api, next);
     const filter = buildWinDivertFilter(next);
     const fragmentFilter = buildFragmentDropFilter(next);
     if (filter === this.filter && fragmentFilter === this.fragmentFilter && this.handle !== null) return { kind: 'windivert', switchTo: null };
@@ -149,6 +196,7 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
     const api = this.api;
     this.handle = null;
     this.fragmentHandle = null;
+    await this.appGate?.stop();
     if (!api) return;
     for (const h of this.ledger.open()) {
       if (!this.ledger.claim(h)) continue;
@@ -173,6 +221,7 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
       priority: this.priority,
       driverVersion: this.driverVersion,
       dll: this.api?.path ?? '',
+      ...appFacts(this.appCounters()),
     };
   }
 
@@ -227,3 +276,15 @@ export class WinDivertHostBackend implements HostBackend<'windivert'> {
   }
 }
 
+
+/** The app gate's counts for `status` backendInfo (none while no address has an apps list). */
+function appFacts(c: AppGateCounts | null): Record<string, number> {
+  if (!c) return {};
+  return {
+    appsAllowedFlows: c.allowed,
+    appsNotListedFlows: c.notListed,
+    appsNoSocketEventFlows: c.noSocketEvent,
+    appsHoldFullFlows: c.holdFull,
+    appsHeldFlows: c.heldFlows,
+  };
+}

@@ -54,3 +54,29 @@ export const WINDIVERT_FILTER_MAX_TESTS = 255;
  * filter once 1,278 entries are used before the end token.
  */
 export const WINDIVERT_FILTER_MAX_TOKENS = 1277;
+
+/*
+ * The app gate (app-gate.ts): who may use a reflect address with an `apps` list. The SOCKET layer reports a connect
+ * before the flow's first packet, but on another handle, so the packet may be read first: its flow's first packets
+ * are held until the event is read, for at most APP_HOLD_MS, then refused ("no socket event"). Held packets are
+ * copies in memory the gate owns, so their number and bytes are capped; past a cap a new flow is refused at once.
+ */
+/** Milliseconds a new flow's first packets wait for its socket event. The event is normally read within a few
+ *  milliseconds; 150 ms keeps a refused client's wait far below a TCP retransmission (1 s and more). */
+export const APP_HOLD_MS = { DEFAULT: 150, MIN: 10, MAX: 1000 } as const;
+/** Flows that may wait for their socket event at once. */
+export const APP_HOLD_FLOWS = { DEFAULT: 256, MIN: 1, MAX: 4096 } as const;
+/** Packets held over all waiting flows (a flow's first packets: a SYN and its retransmissions, a few datagrams). */
+export const APP_HOLD_PACKETS = { DEFAULT: 1024, MIN: 1, MAX: 16384 } as const;
+/** Bytes held over all waiting flows. */
+export const APP_HOLD_BYTES = { DEFAULT: 4 * 1024 * 1024, MIN: 65536, MAX: 64 * 1024 * 1024 } as const;
+/** Connect events kept until their flow's first packet is seen (older ones are forgotten first). */
+export const SOCKET_EVENTS_KEPT = { DEFAULT: 4096, MIN: 16, MAX: 65536 } as const;
+/** Milliseconds a connect event is kept waiting for its flow's first packet. */
+export const SOCKET_EVENT_TTL_MS = 10_000;
+/** Decided flows remembered (the oldest idle ones are forgotten first; a forgotten flow is asked again). */
+export const APP_FLOWS_KEPT = { DEFAULT: 16384, MIN: 16, MAX: 262144 } as const;
+/** Socket events per WinDivertRecvEx on the SOCKET handle. */
+export const SOCKET_EVENT_BATCH = 64;
+/** Processes whose image path and package the gate keeps (by process id and creation time). */
+export const PROCESS_CACHE_SIZE = 1024;

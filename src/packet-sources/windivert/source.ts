@@ -33,6 +33,7 @@ import { AddressFlag, AddressOffset, WINDIVERT_ADDRESS_SIZE } from './address.ts
 import { winDivertCallError } from './errors.ts';
 import { INVALID_HANDLE, loadWinDivert, WinDivertShutdown, WinError, type WinDivertApi } from './ffi.ts';
 import { HandleLedger } from './handle-ledger.ts';
+import { AppCheck } from './app-check.ts';
 import { WINDIVERT_BATCH_BYTES, WINDIVERT_BATCH_MAX } from './limits.ts';
 
 /** How long an idle receive() pauses when its handle is shut down and no new handle has arrived yet. */
@@ -79,14 +80,19 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
   /** A refusal and its address, copied here to be sent (made once). */
   private readonly refusalPacket = Buffer.alloc(REFUSAL_MAX_BYTES);
   private readonly refusalAddr = Buffer.alloc(WINDIVERT_ADDRESS_SIZE);
+  /** The app gate's worker half (apps lists), when the host half shares its rings. */
+  private readonly apps: AppCheck | null;
 
   constructor(
     private readonly api: WinDivertApi,
-    init: Pick<WinDivertSourceInit, 'handle' | 'ledger'>,
+    init: Pick<WinDivertSourceInit, 'handle' | 'ledger'> & Partial<Pick<WinDivertSourceInit, 'appGate'>>,
+    cfg?: InterceptConfig,
   ) {
     this.current = init.handle;
     this.ledger = new HandleLedger(init.ledger);
     this.batch = allocatePacketBatch(WINDIVERT_BATCH_MAX, WINDIVERT_BATCH_BYTES);
+    this.apps = init.appGate ? new AppCheck(init.appGate) : null;
+    if (cfg) this.apps?.configure(cfg);
   }
 
   receive(timeoutMs: number): number {
@@ -99,7 +105,9 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
       this.addrLen[0] = this.addrs.length;
       if (this.api.recvEx(h, b.data, b.data.length, this.recvLen, this.addrs, this.addrLen)) {
         this.batchHandle = h;
-        return this.split(this.recvLen[0], this.addrLen[0] / WINDIVERT_ADDRESS_SIZE);
+        const n = this.split(this.recvLen[0], this.addrLen[0] / WINDIVERT_ADDRESS_SIZE);
+        if (this.apps?.active) this.markApps(n);
+        return n;
       }
       const err = this.api.lastError();
       if (err === WinError.NO_DATA) {
@@ -144,6 +152,7 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
       // Neither transport checksum flag set: the stack left the checksum to the NIC (finishReflected completes it).
       b.partialChecksum[i] = (bits & (AddressFlag.TCPChecksum | AddressFlag.UDPChecksum)) === 0 ? 1 : 0;
       b.verdict[i] = Verdict.Pass;
+      b.appGate[i] = 0;
       this.broken[i] = bad ? 1 : 0;
       off += len;
       count = i + 1;
@@ -151,6 +160,17 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     }
     b.count = count;
     return count;
+  }
+
+  /** Ask the app gate about every outbound packet of the batch (PacketBatch.appGate). */
+  private markApps(n: number): void {
+    const apps = this.apps!;
+    const b = this.batch;
+    apps.drainVerdicts();
+    for (let i = 0; i < n; i++) {
+      if (b.outbound[i] === 0 || this.broken[i] === 1) continue;
+      b.appGate[i] = apps.mark(b.data, b.offset[i], b.length[i], this.addrs, i * WINDIVERT_ADDRESS_SIZE);
+    }
   }
 
   send(): void {
@@ -278,7 +298,8 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     this.addrs.writeUInt32LE(next >>> 0, base + AddressOffset.Bits);
   }
 
-  adopt(_cfg: InterceptConfig, update: WinDivertSourceUpdate): void {
+  adopt(cfg: InterceptConfig, update: WinDivertSourceUpdate): void {
+    this.apps?.configure(cfg);
     if (update.switchTo === null) return; // same filter: keep the handle
     // The main thread already shut down receiving on the current handle; drain it before using the new one.
     if (this.current !== null) this.draining.push(this.current);
@@ -311,5 +332,5 @@ function isIcmp(data: Buffer, off: number): boolean {
   return version === 4 ? data[off + 9] === IpProto.Icmp : version === 6 && data[off + 6] === IpProto.Icmpv6;
 }
 
-export const createWinDivertPacketSource: PacketSourceFactory<'windivert'> = (init) =>
-  new WinDivertPacketSource(loadWinDivert(init.dllPath), init);
+export const createWinDivertPacketSource: PacketSourceFactory<'windivert'> = (init, cfg) =>
+  new WinDivertPacketSource(loadWinDivert(init.dllPath), init, cfg);

@@ -30,6 +30,9 @@ export interface WinDivertDoubleControl {
   setOpenError(code: number): void;
   /** Set the driver's per-open counter (low 16 bits of internal priorities; the next open takes value + 1). */
   setPriorityCounter(value: number): void;
+  /** The stack performed a socket operation: every open SOCKET handle whose filter matches queues the event
+   *  (address: Event 3..7, Socket.* fields). Returns how many did, -1 for an event that is not a socket one. */
+  socketEvent(addr: Buffer): number;
   /** Packets full handle queues dropped, oldest first, since the last reset. */
   queueDropped(): bigint | number;
   reset(): void;
@@ -63,6 +66,7 @@ export function bindDoubleControls(path: string): WinDivertDoubleControl {
     setOpenError: lib.func('WinDivertDouble_SetOpenError', 'void', ['uint32_t']),
     setPriorityCounter: lib.func('WinDivertDouble_SetPriorityCounter', 'void', ['uint32_t']),
     queueDropped: lib.func('WinDivertDouble_QueueDropped', 'uint64_t', []),
+    socketEvent: lib.func('WinDivertDouble_SocketEvent', 'int', ['void *']),
     reset: lib.func('WinDivertDouble_Reset', 'void', []),
   };
   bound.set(path, control);
