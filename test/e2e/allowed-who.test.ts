@@ -5,8 +5,9 @@
  *
  * `ip netns exec` gives each process a fresh /sys without the cgroup mount, so the engine (whose nft resolves cgroup
  * paths under /sys/fs/cgroup, as on a systemd host) and the clients mount the cgroup v2 hierarchy there first, in
- * their own mount namespace. The engine runs the TUN backend, which enforces these lists (ebpf does not yet: it
- * refuses them). The guard timers of the clients only end a hung client; assertions are on the error kind.
+ * their own mount namespace. Both Linux backends run the suite: the rules match on the output hook, before the
+ * packet is routed into the TUN device or the ebpf backend's veth. The guard timers of the clients only end a hung
+ * client; assertions are on the error kind.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, type NetNs, type Topology } from '../helpers/netns.ts';
 import { privateDir, removeDir, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { backendArgs, LINUX_TEST_BACKENDS } from '../helpers/backends.ts';
 
 const PEERS = 'test/e2e/fixtures/allowed-peers.ts';
 const node = process.execPath;
@@ -58,14 +60,22 @@ async function udp(ns: NetNs, who: As, host: string, port: string): Promise<Reco
 
 const CURL_REFUSED = 7; // curl: failed to connect
 
-describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 600_000 }, () => {
+for (const backend of LINUX_TEST_BACKENDS)
+describe(`allowed users, groups and cgroups (Linux, real engine, ${backend})`, { timeout: 600_000 }, () => {
   let t: Topology;
   let dir: string;
   let config: string;
   let engine: EngineHandle | undefined;
   const cgroupRoot = cgroup2Mount();
-  const allowedCgroup = `retroflect-allow-${process.pid}`;
-  const otherCgroup = `retroflect-other-${process.pid}`;
+  const allowedCgroup = `retroflect-allow-${backend}-${process.pid}`;
+  const otherCgroup = `retroflect-other-${backend}-${process.pid}`;
+  const start = () =>
+    startEngine(t.a, dir, {
+      config,
+      timeoutMs: 90_000,
+      args: backendArgs(backend),
+      prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'],
+    });
 
   before(async () => {
     for (const c of [allowedCgroup, otherCgroup]) mkdirSync(join(cgroupRoot, c));
@@ -76,7 +86,7 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 60
       const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PEERS, 'serve', tcp, udpPorts, slow]));
       await servers.next((o) => o.ready === true);
     }
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'], prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
+    engine = await start();
   });
 
   after(async () => {
@@ -108,6 +118,7 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 60
     assert.deepEqual(await udp(t.a, { uid: NOBODY }, R4, '53').then((r) => r.reply), `server=53 peer=${R4}`);
     assert.equal((await udp(t.a, { uid: STRANGER }, R4, '53')).error, 'ECONNREFUSED');
     const stats = (await engine!.cli(['stats'])).json;
+    assert.equal((await engine!.cli(['status', '--json'])).json.backend, backend, 'the backend asked for runs');
     const r4 = stats.byAddress.find((a: { address: string }) => a.address === R4);
     assert.ok(r4.notAllowed.packets >= 2, JSON.stringify(r4));
     assert.ok(stats.notAllowed.packets >= 3, JSON.stringify(stats.notAllowed));
@@ -175,7 +186,7 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 60
   test('the lists survive a restart from the config file', async () => {
     engine!.child.kill('SIGTERM');
     assert.equal(await engine!.exited, 0, engine!.output());
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'], prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
+    engine = await start();
     assert.equal((await curl(t.a, { uid: STRANGER }, `http://${R4}:8080/`)).code, CURL_REFUSED);
     assert.equal((await curl(t.a, { uid: NOBODY }, `http://${R4}:8080/`)).code, 0);
   });

@@ -17,7 +17,12 @@ export class EbpfPacketSource extends LinuxFdSource<'ebpf'> {
 
   constructor(init: EbpfSourceInit) {
     // GSO packets reach 64 KiB whatever the MTU.
-    super(init, { vnetHdrLen: VIRTIO_NET_HDR_LEN, ethernet: true, maxPacket: MAX_IP_PACKET, what: 'the ebpf backend\'s packet socket' });
+    super(init, {
+      vnetHdrLen: VIRTIO_NET_HDR_LEN,
+      ethernet: true,
+      maxPacket: MAX_IP_PACKET,
+      what: 'the ebpf backend\'s packet socket',
+    });
     this.captureMapFds = init.captureMapFds;
   }
 

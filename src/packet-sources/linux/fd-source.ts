@@ -14,10 +14,26 @@ import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { FirewallDropCause, Verdict } from '../../packet/verdicts.ts';
 import { REFUSAL_MAX_BYTES } from '../../packet/refusal.ts';
-import { EAGAIN, EINTR, libc, POLLERR, POLLFD_SIZE, POLLHUP, POLLIN, POLLNVAL, type Libc } from '../../platform/linux/libc.ts';
+import {
+  EAGAIN,
+  EINTR,
+  libc,
+  POLLERR,
+  POLLFD_SIZE,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+  type Libc,
+} from '../../platform/linux/libc.ts';
 import { FirewallLogReader, type LoggedPacketSink } from '../../platform/linux/nflog.ts';
 import { NFT_LOG_PREFIX } from '../../platform/linux/nftables.ts';
-import { allocatePacketBatch, type FirewallDropSink, type PacketBatch, type PacketSource, type SourceUpdate } from '../packet-source.ts';
+import {
+  allocatePacketBatch,
+  type FirewallDropSink,
+  type PacketBatch,
+  type PacketSource,
+  type SourceUpdate,
+} from '../packet-source.ts';
 
 /**
  * Packets per receive() at most. Big enough to amortise the poll, small enough to keep latency low. Under a single
@@ -48,7 +64,11 @@ const ETH_P_IPV6 = 0x86dd;
 
 /** Drop cause of each NFLOG prefix, in the order the log reader is given them. */
 const LOGGED_PREFIXES = [NFT_LOG_PREFIX.shield, NFT_LOG_PREFIX.forged, NFT_LOG_PREFIX.notAllowed];
-const LOGGED_CAUSES = [FirewallDropCause.ShieldPort, FirewallDropCause.ForgedSource, FirewallDropCause.NotAllowed] as const;
+const LOGGED_CAUSES = [
+  FirewallDropCause.ShieldPort,
+  FirewallDropCause.ForgedSource,
+  FirewallDropCause.NotAllowed,
+] as const;
 
 /** The fds the host half hands over (fds are process-wide) and the device's interface index. */
 export interface LinuxFdInit {
@@ -164,7 +184,8 @@ export abstract class LinuxFdSource<K extends 'tun' | 'ebpf'> implements PacketS
     if (ready < 0) {
       const errno = this.c.errno();
       if (errno === EINTR) return 0;
-      throw new RetroflectError(ErrorCode.BACKEND_FAILED, `poll on ${this.what} failed: ${this.c.strerror(errno)}.`, { details: { errno } });
+      const why = `poll on ${this.what} failed: ${this.c.strerror(errno)}.`;
+      throw new RetroflectError(ErrorCode.BACKEND_FAILED, why, { details: { errno } });
     }
     if (ready === 0) return 0;
     if (this.pollFds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
@@ -192,7 +213,8 @@ export abstract class LinuxFdSource<K extends 'tun' | 'ebpf'> implements PacketS
       if (got < 0) {
         const errno = this.c.errno();
         if (errno === EAGAIN || errno === EINTR) break;
-        throw new RetroflectError(ErrorCode.BACKEND_FAILED, `Reading ${this.what} failed: ${this.c.strerror(errno)}.`, { details: { errno } });
+        const why = `Reading ${this.what} failed: ${this.c.strerror(errno)}.`;
+        throw new RetroflectError(ErrorCode.BACKEND_FAILED, why, { details: { errno } });
       }
       if (got <= this.headerLen) continue; // nothing after the header: not a packet
       if (this.ethernet) {
