@@ -59,6 +59,9 @@ async function udp(ns: NetNs, who: As, host: string, port: string): Promise<Reco
 }
 
 const CURL_REFUSED = 7; // curl: failed to connect
+/** How long the slow server (port 8090) holds a connection before it answers: the flows test looks at the open flow
+ *  twice (JSON, then the human table, each a CLI start that takes seconds on a loaded machine) within this time. */
+const SLOW_HOLD_MS = 60_000;
 
 for (const backend of LINUX_TEST_BACKENDS)
 describe(`allowed users, groups and cgroups (Linux, real engine, ${backend})`, { timeout: 600_000 }, () => {
@@ -82,7 +85,7 @@ describe(`allowed users, groups and cgroups (Linux, real engine, ${backend})`, {
     t = await createTopology('allwho');
     dir = privateDir('allwho');
     config = join(dir, 'config.json');
-    for (const [tcp, udpPorts, slow] of [['8080', '53', '0'], ['8090', '', '30000']]) {
+    for (const [tcp, udpPorts, slow] of [['8080', '53', '0'], ['8090', '', String(SLOW_HOLD_MS)]]) {
       const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PEERS, 'serve', tcp, udpPorts, slow]));
       await servers.next((o) => o.ready === true);
     }
@@ -163,9 +166,9 @@ describe(`allowed users, groups and cgroups (Linux, real engine, ${backend})`, {
 
   test('flows name the process, its pid and its user', async () => {
     await engine!.cli(['address', 'add', R4, '--cgroups', 'all', '--users', 'nobody']);
-    const slow = runAs(t.a, { uid: NOBODY }, ['curl', '-sS', '--max-time', '60', `http://${R4}:8090/`]);
+    const slow = runAs(t.a, { uid: NOBODY }, ['curl', '-sS', '--max-time', String(SLOW_HOLD_MS / 1000 + 30), `http://${R4}:8090/`]);
     let flow: Record<string, unknown> | undefined;
-    // The server holds the connection 30 s: ask until the flow shows (a loaded machine answers `flows` slowly).
+    // The server holds the connection SLOW_HOLD_MS: ask until the flow shows (a loaded machine answers `flows` slowly).
     const deadline = Date.now() + 25_000;
     while (!flow?.pid && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 300));
