@@ -297,7 +297,7 @@ function parseBackendOption(value: string | undefined): LinuxBackend | undefined
   if (value === undefined) return undefined;
   if ((LINUX_BACKENDS as readonly string[]).includes(value)) return value as LinuxBackend;
   throw new RetroflectError(ErrorCode.USAGE, `--backend must be one of ${LINUX_BACKENDS.join(', ')}, not '${value}'.`, {
-    hint: 'Leave it out for tun; auto uses ebpf where it loads, else tun.',
+    hint: 'Leave it out (or auto) for ebpf where it loads, else tun.',
   });
 }
 
