@@ -224,14 +224,13 @@ export type BackendKind = keyof SourceMessages;
 
 /**
  * Which "who" allow lists (config/allow-lists.ts) each backend enforces. A list a backend cannot enforce is refused
- * when it is set, never kept and silently ignored. TUN: users, groups and cgroups in its nft table
- * (platform/linux/nftables.ts); WinDivert: apps in its app gate (windivert/app-gate.ts).
+ * when it is set, never kept and silently ignored. Linux (tun and ebpf): users, groups and cgroups in the nft table
+ * both keep alike (linux/host-state.ts, platform/linux/allow-rules.ts), on the output hook before routing; WinDivert:
+ * apps in its app gate (windivert/app-gate.ts: SOCKET-layer connect events joined to flows).
  */
 export const ENFORCED_WHO_LISTS: Record<BackendKind, readonly AllowWhoKind[]> = {
   tun: ['users', 'groups', 'cgroups'],
-  // Not yet: its host half does not keep the nft output rules up to date on changes as tun/host.ts does.
-  ebpf: [],
-  // The app gate: SOCKET-layer connect events joined to flows (windivert/app-gate.ts).
+  ebpf: ['users', 'groups', 'cgroups'],
   windivert: ['apps'],
   memory: [],
 };

@@ -4,7 +4,8 @@
  * reflected in the kernel (the veth peer, where the user-space path reads, sees none of it) with counters equal to
  * what the client sent, ICMP errors with their embedded packet, a capture fed only what its filter asks for, flows
  * with packets, bytes and ages, live changes under traffic that reflect no datagram for
- * the wrong address and lose none, and the fallback to TUN when the program cannot be loaded.
+ * the wrong address and lose none, ebpf as the default where it loads, and the fallback to TUN (`auto`, the default)
+ * when the program cannot be loaded.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -193,8 +194,23 @@ describe('ebpf backend: fallback to TUN when the program cannot load', { timeout
     removeDir(dir);
   });
 
-  test('--backend auto runs on tun when ebpf cannot load, says why in log and status, and reflects', async () => {
-    const args = ['--reflect', R4, '--backend', 'auto'];
+  test('without --backend the engine runs ebpf where its program loads', async () => {
+    const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'fb0.sock'), args: ['--reflect', R4] });
+    try {
+      const status = (await e.cli(['status'])).json;
+      assert.equal(status.backend, 'ebpf');
+      assert.equal(status.backendInfo.ebpfUnavailable, undefined);
+      assert.doesNotMatch(e.output(), /cannot run here/);
+    } finally {
+      e.child.kill('SIGTERM');
+      assert.equal(await e.exited, 0, e.output());
+    }
+  });
+
+  // The default is auto: both fall back alike.
+  for (const asked of [['--backend', 'auto'], []])
+  test(`${asked.join(' ') || 'the default (no --backend)'} falls back to tun, says why, reflects`, async () => {
+    const args = ['--reflect', R4, ...asked];
     const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'fb.sock'), args, env });
     try {
       const expected = /The ebpf backend cannot run here, so the engine uses tun: The libbpf library \(\/nonexistent\//;
