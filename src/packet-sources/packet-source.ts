@@ -116,7 +116,8 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
  * An inbound packet the host firewall dropped: its IP bytes are `buf[off, off + len)`, the interface it arrived on
  * (0: unknown), `timeMs` since the epoch.
  */
-export type FirewallDropSink = (buf: Buffer, off: number, len: number, cause: FirewallDropCause, ifIndex: number, timeMs: number) => void;
+export type FirewallDropSink = (buf: Buffer, off: number, len: number, cause: FirewallDropCause, ifIndex: number,
+  timeMs: number) => void;
 
 /** One line of a `--dry-run` plan: what would be done, and the exact command or filter where there is one. */
 export interface PlanStep {
@@ -303,7 +304,8 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
    * Who owns each of these client sockets (process, user; Linux: /proc), null where none matches. Asked when flows
    * are listed, never per packet. Backends that cannot tell leave it out.
    */
-  socketOwners?(queries: readonly SocketQuery[]): ((Partial<SocketOwner> & { packageFamilyName?: string | null }) | null)[];
+  socketOwners?(queries: readonly SocketQuery[]):
+    ((Partial<SocketOwner> & { packageFamilyName?: string | null }) | null)[];
   /** A name for the interface with this index (PacketBatch.ifIndex), as captures show it; never throws. */
   interfaceName(ifIndex: number): string;
   /** Make a receive() that may be blocked in the worker return soon (for stop and the engine's reconfigure). */
