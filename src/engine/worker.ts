@@ -7,7 +7,7 @@
  * packet can never be decided under a config older than the route that brought it here.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import type { FirewallDropSink, PacketSource } from '../packet-sources/packet-source.ts';
+import type { FirewallDropSink, KernelPacketSink, PacketSource } from '../packet-sources/packet-source.ts';
 import { createPacketSource } from '../packet-sources/registry.ts';
 import { EngineCounters } from './counters.ts';
 import { Dataplane } from './dataplane.ts';
@@ -57,6 +57,18 @@ async function main(): Promise<void> {
     // A not-allowed drop is of a packet this host sent (nft output hook): shown as outbound.
     taps.offer(buf, off, len, cause === FirewallDropCause.NotAllowed, ifIndex, Verdict.Drop, dropCause, dropped, timeMs);
   };
+  // Packets the kernel data path reflected itself (ebpf) that some capture might want: offered as reflected.
+  const kernelPacket: KernelPacketSink = (buf, off, capLen, wireLen, ifIndex, p, timeMs) =>
+    taps.offer(buf, off, capLen, true, ifIndex, Verdict.Reflect, 0, p, timeMs, wireLen);
+  let kernelLostSeen = 0;
+  let observingKernel = false;
+  const observeKernelPackets = (): void => {
+    const want = taps.count > 0;
+    if (!source.observeKernelPackets || want === observingKernel) return;
+    observingKernel = want;
+    source.observeKernelPackets(want ? kernelPacket : null);
+    kernelLostSeen = source.kernelPacketsLost ?? 0;
+  };
   let observingDrops = false;
   let dropsLostSeen = 0;
   const observeFirewallDrops = (): void => {
@@ -87,6 +99,7 @@ async function main(): Promise<void> {
       case 'capture':
         taps.update(msg.captures);
         source.watchCaptures?.(captureInterest(msg.captures));
+        observeKernelPackets();
         observeFirewallDrops();
         break;
       case 'stop':
@@ -155,6 +168,10 @@ async function main(): Promise<void> {
         // Reports the kernel could not queue: the captures missed them, so they count them as dropped.
         taps.countDropped(source.firewallDropsLost! - dropsLostSeen);
         dropsLostSeen = source.firewallDropsLost!;
+      }
+      if (observingKernel && source.kernelPacketsLost !== kernelLostSeen) {
+        taps.countDropped(source.kernelPacketsLost! - kernelLostSeen);
+        kernelLostSeen = source.kernelPacketsLost!;
       }
       drainMessages();
       const now = Date.now();

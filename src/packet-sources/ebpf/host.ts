@@ -181,6 +181,8 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         settings: this.program.mapFds.settings,
         addresses: this.program.mapFds.captureAddresses,
         ports: this.program.mapFds.capturePorts,
+        ring: this.program.mapFds.captureRing,
+        lost: this.program.mapFds.captureLost,
       },
     };
   }

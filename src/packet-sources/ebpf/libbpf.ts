@@ -47,6 +47,18 @@ export interface Libbpf {
   nextKey(fd: number, key: Buffer | null, next: Buffer): boolean;
   /** How many per-CPU copies a per-CPU map value has. */
   possibleCpus(): number;
+  /**
+   * ring_buffer__new over a BPF_MAP_TYPE_RINGBUF map: `onRecord(pointer, size)` is called for each record from
+   * within `consume`, on this thread (the pointer is valid only during the call). Throws on failure.
+   */
+  openRingBuffer(mapFd: number, onRecord: (data: bigint, size: number) => void): RingBufferHandle;
+}
+
+/** A libbpf ring_buffer: its epoll fd (readable when records wait), consume (all waiting records; their count), free. */
+export interface RingBufferHandle {
+  readonly epollFd: number;
+  consume(): number;
+  free(): void;
 }
 
 const ENOENT = 2;
@@ -93,6 +105,11 @@ export function libbpf(): Libbpf {
   const remove = lib.func('int bpf_map_delete_elem(int fd, const void *key)');
   const nextKey = lib.func('int bpf_map_get_next_key(int fd, const void *key, void *next)');
   const cpus = lib.func('int libbpf_num_possible_cpus(void)');
+  const sampleFn = koffi.proto('int retroflect_ring_sample(void *ctx, void *data, size_t size)');
+  const ringNew = lib.func('void *ring_buffer__new(int fd, retroflect_ring_sample *cb, void *ctx, const void *opts)');
+  const ringConsume = lib.func('int ring_buffer__consume(void *rb)');
+  const ringEpollFd = lib.func('int ring_buffer__epoll_fd(void *rb)');
+  const ringFree = lib.func('void ring_buffer__free(void *rb)');
   // libbpf prints its own diagnostics to stderr by default; the engine reports failures itself.
   setPrint(null);
 
@@ -172,6 +189,34 @@ export function libbpf(): Libbpf {
       const n = cpus() as number;
       if (n <= 0) fail('counting CPUs', n);
       return n;
+    },
+    openRingBuffer(fd, onRecord) {
+      // Registered (not transient): libbpf keeps the pointer for the ring's lifetime. A throw inside would reach C
+      // as 0 ("go on"), so the callback never throws.
+      const cb = koffi.register((_ctx: unknown, data: bigint, size: number | bigint): number => {
+        onRecord(data, Number(size));
+        return 0;
+      }, koffi.pointer(sampleFn));
+      const rb = ringNew(fd, cb, null, null);
+      if (!rb) {
+        koffi.unregister(cb);
+        fail('opening the capture ring buffer', errno());
+      }
+      let open = true;
+      return {
+        epollFd: ringEpollFd(rb) as number,
+        consume() {
+          const n = ringConsume(rb) as number;
+          if (n < 0) fail('reading the capture ring buffer', n);
+          return n;
+        },
+        free() {
+          if (!open) return;
+          open = false;
+          ringFree(rb);
+          koffi.unregister(cb);
+        },
+      };
     },
   };
   return cached;

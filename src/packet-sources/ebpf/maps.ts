@@ -14,6 +14,9 @@ export const MAP = {
   settings: 'settings',
   captureAddresses: 'capture_addrs',
   capturePorts: 'capture_ports',
+  captureRing: 'capture_ring',
+  captureScratch: 'capture_scratch',
+  captureLost: 'capture_lost',
 } as const;
 
 /** Entries of capture_addrs and capture_ports: beyond that many the program takes any address (or port) as wanted. */
@@ -26,6 +29,13 @@ export type KernelStatsProtocol = (typeof KERNEL_STATS_PROTOCOLS)[number];
 /** reflect_value.flags: the address has port maps, so its packets take the user-space path (engine/port-mapper.ts). */
 export const REFLECT_USER_PATH = 1;
 
+/** Bytes of a packet the program copies into the capture ring at most (MAX_CAPTURE - 1 in the program: the
+ *  longest snap length, capture/filter.ts MAX_SNAPLEN). */
+export const KERNEL_MAX_SNAPLEN = 65535;
+/** The capture ring's size (a power of two, as the kernel requires): 4 MiB, room for 64 packets at the longest
+ *  snap length or about 14,000 at the default one. */
+export const KERNEL_CAPTURE_RING_BYTES = 1 << 22;
+
 /** Flow entries the kernel keeps at most (LRU: the least recently used is evicted when full). */
 export const DEFAULT_KERNEL_FLOWS = 4096;
 
@@ -34,7 +44,7 @@ const REFLECT_VALUE = 8;
 const COUNTS_VALUE = 16;
 const FLOW_KEY = 40;
 const FLOW_VALUE = 40;
-const SETTINGS_VALUE = 16;
+const SETTINGS_VALUE = 20;
 
 /** A reflect address as the program keys it: 16 bytes, IPv4 as IPv4-mapped IPv6. */
 export function reflectKey(address: string): Buffer {
@@ -57,6 +67,41 @@ export interface FlowEntry {
   lastNs: bigint;
   /** 0 active, 1 open, 2 closed (engine/flow-table.ts). */
   state: number;
+}
+
+const FLOW_CLOSED = 2;
+
+/**
+ * One flow from its per-CPU copies (see flow_value in the program): first seen the earliest, last seen the latest,
+ * packets and bytes summed, ports from a copy that saw the SYN (else any), closed if any copy saw the end after
+ * the latest SYN. Copies with no packets are CPUs that never handled the flow. Null when no copy has any.
+ */
+function mergeFlowCopies(v: Buffer, cpus: number): Omit<FlowEntry, 'family' | 'protocol' | 'reflectAddress' | 'localAddress'> | null {
+  let out: Omit<FlowEntry, 'family' | 'protocol' | 'reflectAddress' | 'localAddress'> | null = null;
+  let portsFromSyn = false;
+  for (let cpu = 0; cpu < cpus; cpu++) {
+    const at = cpu * FLOW_VALUE;
+    const packets = Number(v.readBigUInt64LE(at + 16));
+    if (packets === 0) continue;
+    const firstNs = v.readBigUInt64LE(at);
+    const lastNs = v.readBigUInt64LE(at + 8);
+    const state = v[at + 36];
+    const syn = v[at + 37] === 1;
+    if (!out) {
+      out = { firstNs, lastNs, packets: 0, bytes: 0, clientPort: 0, serverPort: 0, state };
+    }
+    out.packets += packets;
+    out.bytes += Number(v.readBigUInt64LE(at + 24));
+    if (firstNs < out.firstNs) out.firstNs = firstNs;
+    if (lastNs > out.lastNs) out.lastNs = lastNs;
+    if (state === FLOW_CLOSED) out.state = FLOW_CLOSED;
+    if (syn || (!portsFromSyn && out.clientPort === 0)) {
+      out.clientPort = v.readUInt16LE(at + 32);
+      out.serverPort = v.readUInt16LE(at + 34);
+      portsFromSyn ||= syn;
+    }
+  }
+  return out;
 }
 
 function addressOf(family: number, buf: Buffer, at: number): string {
@@ -119,22 +164,18 @@ export class KernelMaps {
       keys.push(next);
       key = next;
     }
-    const v = Buffer.alloc(FLOW_VALUE);
+    const v = Buffer.alloc(FLOW_VALUE * this.cpus);
     for (const k of keys) {
       if (!b.lookup(this.fds.flows, k, v)) continue;
+      const merged = mergeFlowCopies(v, this.cpus);
+      if (!merged) continue;
       const family = k[0] === 6 ? 6 : 4;
       const e: FlowEntry = {
         family,
         protocol: k[1],
         reflectAddress: addressOf(family, k, 8),
         localAddress: addressOf(family, k, 24),
-        firstNs: v.readBigUInt64LE(0),
-        lastNs: v.readBigUInt64LE(8),
-        packets: Number(v.readBigUInt64LE(16)),
-        bytes: Number(v.readBigUInt64LE(24)),
-        clientPort: v.readUInt16LE(32),
-        serverPort: v.readUInt16LE(34),
-        state: v.readUInt32LE(36),
+        ...merged,
       };
       if (forget(e)) b.remove(this.fds.flows, k);
       else out.push(e);
@@ -168,6 +209,7 @@ export function writeCaptureInterest(
   settings.writeUInt32LE(KERNEL_PROTOCOL_BITS, 4);
   settings.writeUInt32LE(1, 8);
   settings.writeUInt32LE(1, 12);
+  settings.writeUInt32LE(Math.min(interest.snaplen, KERNEL_MAX_SNAPLEN), 16);
   b.update(fds.settings, u32(0), settings, BPF_ANY);
   clearMap(fds.addresses, REFLECT_KEY);
   clearMap(fds.ports, 2);
@@ -185,6 +227,7 @@ export function writeCaptureInterest(
   settings.writeUInt32LE(interest.protocols & KERNEL_PROTOCOL_BITS, 4);
   settings.writeUInt32LE(addresses ? 0 : 1, 8);
   settings.writeUInt32LE(ports ? 0 : 1, 12);
+  settings.writeUInt32LE(Math.min(interest.snaplen, KERNEL_MAX_SNAPLEN), 16);
   b.update(fds.settings, u32(0), settings, BPF_ANY);
 }
 

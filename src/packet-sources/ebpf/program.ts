@@ -6,7 +6,13 @@
  */
 import { MAX_REFLECT_ADDRESSES } from '../../config/intercept-config.ts';
 import { libbpf, BPF_TC_EGRESS } from './libbpf.ts';
-import { DEFAULT_KERNEL_FLOWS, KERNEL_CAPTURE_ENTRIES, KERNEL_STATS_PROTOCOLS, MAP } from './maps.ts';
+import {
+  DEFAULT_KERNEL_FLOWS,
+  KERNEL_CAPTURE_ENTRIES,
+  KERNEL_CAPTURE_RING_BYTES,
+  KERNEL_STATS_PROTOCOLS,
+  MAP,
+} from './maps.ts';
 import { BPF_OBJECT_NAME, readBpfObject } from './object.ts';
 
 /** The program's function name in native/reflect_tc.bpf.c. */
@@ -29,6 +35,9 @@ export function loadProgram(): LoadedProgram {
     b.setMaxEntries(object, MAP.flows, DEFAULT_KERNEL_FLOWS);
     b.setMaxEntries(object, MAP.captureAddresses, KERNEL_CAPTURE_ENTRIES);
     b.setMaxEntries(object, MAP.capturePorts, KERNEL_CAPTURE_ENTRIES);
+    b.setMaxEntries(object, MAP.captureRing, KERNEL_CAPTURE_RING_BYTES);
+    // One scratch record per CPU, indexed by the CPU number (bpf_get_smp_processor_id).
+    b.setMaxEntries(object, MAP.captureScratch, b.possibleCpus());
     b.loadObject(object);
     return {
       object,
@@ -40,6 +49,9 @@ export function loadProgram(): LoadedProgram {
         settings: b.mapFd(object, MAP.settings),
         captureAddresses: b.mapFd(object, MAP.captureAddresses),
         capturePorts: b.mapFd(object, MAP.capturePorts),
+        captureRing: b.mapFd(object, MAP.captureRing),
+        captureScratch: b.mapFd(object, MAP.captureScratch),
+        captureLost: b.mapFd(object, MAP.captureLost),
       },
     };
   } catch (err) {

@@ -2,8 +2,9 @@
  * The ebpf backend's worker half: the user-space path. The tc program reflects the common packet in the kernel; every
  * packet it leaves alone arrives here through the peer's packet socket (packet-socket.ts) and is decided by the same
  * data plane as on the TUN backend. Reflect: the frame is written back and enters the engine's device as inbound.
- * While captures run the program hands what they might want here (watchCaptures), so the taps see each packet with
- * its verdict, and NFLOG reports the shield rules' drops as with TUN.
+ * While captures run the program copies the packets it reflects that they might want (watchCaptures) into its
+ * capture ring, read here (ring-buffer.ts) and reported to the taps as reflected (observeKernelPackets), and NFLOG
+ * reports the shield rules' drops as with TUN.
  */
 import type { InterceptConfig } from '../../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
@@ -27,12 +28,14 @@ import {
   type EbpfSourceInit,
   type EbpfSourceUpdate,
   type FirewallDropSink,
+  type KernelPacketSink,
   type PacketBatch,
   type PacketSource,
   type PacketSourceFactory,
 } from '../packet-source.ts';
 import { writeCaptureInterest } from './maps.ts';
 import { ETHERNET_HEADER_LEN, PACKET_VNET_HDR_LEN } from './packet-socket.ts';
+import { CaptureRingReader } from './ring-buffer.ts';
 
 /** The drop cause of each NFLOG prefix index (the order the log reader is given them below). */
 const DROP_BY_PREFIX = [FirewallDropCause.ShieldPort, FirewallDropCause.ForgedSource] as const;
@@ -47,6 +50,12 @@ const ETH_P_IP = 0x0800;
 const ETH_P_IPV6 = 0x86dd;
 /** virtio_net_hdr.flags bit 0: the checksum field holds only the pseudo-header sum. */
 const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+/** poll slots: the packet socket, the wake eventfd, the NFLOG socket and the capture ring (-1 while unused). */
+const POLL_SOCKET = 0;
+const POLL_WAKE = 1;
+const POLL_LOG = 2;
+const POLL_RING = 3;
+const POLL_SLOTS = 4;
 
 export class EbpfPacketSource implements PacketSource<'ebpf'> {
   readonly kind = 'ebpf' as const;
@@ -60,9 +69,12 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
   private readonly slots: Buffer[] = [];
   /** Where sendRefusal builds its frame (its vnet header stays zero: complete checksums, no GSO). */
   private readonly refusalSlot = Buffer.alloc(HEADER_LEN + MAX_FRAME);
-  private readonly pollFds = Buffer.alloc(3 * POLLFD_SIZE);
-  private pollCount = 2;
+  private readonly pollFds = Buffer.alloc(POLL_SLOTS * POLLFD_SIZE);
   private readonly drain = Buffer.alloc(8);
+  private readonly logFd: number;
+  private ring: CaptureRingReader | null = null;
+  private kernelSink: KernelPacketSink | null = null;
+  private kernelLost = 0;
   private closed = false;
   private readonly log: FirewallLogReader | null;
   private dropSink: FirewallDropSink | null = null;
@@ -81,16 +93,23 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
       this.batch.outbound[i] = 1; // everything routed into the device was sent by this host
       this.batch.ifIndex[i] = init.ifIndex;
     }
-    this.pollFds.writeInt32LE(this.fd, 0);
-    this.pollFds.writeInt16LE(POLLIN, 4);
-    this.pollFds.writeInt32LE(this.wakeFd, POLLFD_SIZE);
-    this.pollFds.writeInt16LE(POLLIN, POLLFD_SIZE + 4);
+    for (let slot = 0; slot < POLL_SLOTS; slot++) this.pollFds.writeInt16LE(POLLIN, slot * POLLFD_SIZE + 4);
+    this.setPollFd(POLL_SOCKET, this.fd);
+    this.setPollFd(POLL_WAKE, this.wakeFd);
+    this.setPollFd(POLL_LOG, -1);
+    this.setPollFd(POLL_RING, -1);
+    this.logFd = init.logFd;
     const prefixes = [NFT_LOG_PREFIX.shield, NFT_LOG_PREFIX.forged];
     this.log = init.logFd >= 0 ? new FirewallLogReader(init.logFd, init.logGroup, prefixes) : null;
-    if (this.log) {
-      this.pollFds.writeInt32LE(init.logFd, 2 * POLLFD_SIZE);
-      this.pollFds.writeInt16LE(POLLIN, 2 * POLLFD_SIZE + 4);
-    }
+  }
+
+  /** poll skips a negative fd: that is how an unused slot stays in the list. */
+  private setPollFd(slot: number, fd: number): void {
+    this.pollFds.writeInt32LE(fd, slot * POLLFD_SIZE);
+  }
+
+  private revents(slot: number): number {
+    return this.pollFds.readInt16LE(slot * POLLFD_SIZE + 6);
   }
 
   get firewallDropsLost(): number {
@@ -103,15 +122,35 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
     if (sink) {
       this.log.start();
       this.dropSink = sink;
-      this.pollCount = 3;
+      this.setPollFd(POLL_LOG, this.logFd);
     } else {
       this.dropSink = null;
-      this.pollCount = 2;
+      this.setPollFd(POLL_LOG, -1);
       this.log.stop();
     }
   }
 
-  /** The program hands what the captures might want to this path, where the taps see it with its verdict. */
+  get kernelPacketsLost(): number {
+    return this.kernelLost;
+  }
+
+  /** The packets the program reflected for the captures, from its ring (opened on first use, in this thread). */
+  observeKernelPackets(sink: KernelPacketSink | null): void {
+    if (sink && !this.ring) {
+      const fds = this.captureMapFds;
+      this.ring = new CaptureRingReader(fds.ring, fds.lost, this.batch.ifIndex[0]);
+    }
+    this.kernelSink = sink;
+    this.setPollFd(POLL_RING, sink ? this.ring!.epollFd : -1);
+    if (sink) this.kernelLost = this.ring!.lost();
+  }
+
+  private drainRing(): void {
+    this.ring!.drain(this.kernelSink!);
+    this.kernelLost = this.ring!.lost();
+  }
+
+  /** Tell the program what the captures might want: it copies those packets into its capture ring. */
   watchCaptures(interest: CaptureInterest | null): void {
     writeCaptureInterest(this.captureMapFds, interest);
   }
@@ -120,12 +159,11 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
     this.batch.count = 0;
     if (this.closed) return 0;
     if (this.dropSink) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
+    if (this.kernelSink) this.drainRing();
     let n = this.readAvailable();
     if (n > 0) return n;
-    this.pollFds.writeInt16LE(0, 6);
-    this.pollFds.writeInt16LE(0, POLLFD_SIZE + 6);
-    this.pollFds.writeInt16LE(0, 2 * POLLFD_SIZE + 6);
-    const ready = this.c.poll(this.pollFds, this.pollCount, Math.max(0, Math.floor(timeoutMs)));
+    for (let slot = 0; slot < POLL_SLOTS; slot++) this.pollFds.writeInt16LE(0, slot * POLLFD_SIZE + 6);
+    const ready = this.c.poll(this.pollFds, POLL_SLOTS, Math.max(0, Math.floor(timeoutMs)));
     if (ready < 0) {
       const errno = this.c.errno();
       if (errno === EINTR) return 0;
@@ -133,10 +171,10 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
       throw new RetroflectError(ErrorCode.BACKEND_FAILED, why, { details: { errno } });
     }
     if (ready === 0) return 0;
-    if (this.pollFds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
-    const logReady = (this.pollFds.readInt16LE(2 * POLLFD_SIZE + 6) & POLLIN) !== 0;
-    if (this.dropSink && logReady) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
-    const revents = this.pollFds.readInt16LE(6);
+    if (this.revents(POLL_WAKE) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
+    if (this.dropSink && this.revents(POLL_LOG) & POLLIN) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
+    if (this.kernelSink && this.revents(POLL_RING) & POLLIN) this.drainRing();
+    const revents = this.revents(POLL_SOCKET);
     if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
       throw new RetroflectError(ErrorCode.BACKEND_FAILED, 'The ebpf backend\'s packet socket was closed or failed.', {
         hint: 'Something removed the device; restart the engine.',
@@ -198,6 +236,9 @@ export class EbpfPacketSource implements PacketSource<'ebpf'> {
   /** The host half owns and closes the fds. A capture's kernel setting is left as is: the device goes with stop(). */
   close(): void {
     this.closed = true;
+    this.ring?.close();
+    this.ring = null;
+    this.kernelSink = null;
   }
 }
 
