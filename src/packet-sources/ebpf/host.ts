@@ -35,7 +35,15 @@ import type {
   ProtocolCounts,
 } from '../packet-source.ts';
 import { KernelMaps, MAP, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
-import { attachProgram, closeProgram, loadProgram, PROGRAM_NAME, type LoadedProgram } from './program.ts';
+import {
+  attachProgram,
+  closeProgram,
+  loadProgram,
+  programAttached,
+  PROGRAM_NAME,
+  type LoadedProgram,
+} from './program.ts';
+import type { TcFilter } from './libbpf.ts';
 import { openPacketSocket } from './packet-socket.ts';
 import {
   checkEbpfDeviceName,
@@ -43,6 +51,7 @@ import {
   DEFAULT_EBPF_DEVICE,
   deletePairCommand,
   deviceExists,
+  deviceUp,
   deviceUpCommand,
   ownerPid,
   peerName,
@@ -73,6 +82,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
   readonly device: string;
   readonly kernel: KernelDataPath;
   private program: LoadedProgram | null = null;
+  private filter: TcFilter | null = null;
   private maps: KernelMaps | null = null;
   private ifIndex = 0;
   private socketFd = -1;
@@ -152,7 +162,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         });
       }
       this.ifIndex = interfaceIndex(this.device);
-      attachProgram(this.program, this.ifIndex);
+      this.filter = attachProgram(this.program, this.ifIndex);
       this.socketFd = openPacketSocket(interfaceIndex(peerName(this.device)));
       this.wakeFd = libc().eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
       if (this.wakeFd < 0) throw new RetroflectError(ErrorCode.BACKEND_FAILED, 'eventfd failed.');
@@ -292,6 +302,9 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       );
     }
     if (scope === 'firewall') return repairs;
+    // A deleted device is not repaired here: the worker's packet socket fails with it and the engine stops cleanly.
+    if (!deviceExists(this.device)) return repairs;
+    repairs.push(...(await this.repairDevice()));
     const routes = async (family: string[]): Promise<{ dst: string }[]> => {
       const shown = await runCommand({ file: 'ip', args: ['-j', ...family, 'route', 'show', 'dev', this.device] });
       return JSON.parse(shown.stdout || '[]');
@@ -302,6 +315,24 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       if (routed.has(a)) continue;
       await runCommand(routeAddCommand(a, this.device));
       repairs.push(`The route of reflect address ${a} into ${this.device} was deleted by something else; restored it.`);
+    }
+    return repairs;
+  }
+
+  /** The pair up and the program on the device's egress again, after an `ip link set down` or a `tc qdisc del`. */
+  private async repairDevice(): Promise<string[]> {
+    const repairs: string[] = [];
+    if (!deviceUp(this.device) || !deviceUp(peerName(this.device))) {
+      await runCommand(deviceUpCommand(this.device, process.pid));
+      await runCommand(peerUpCommand(this.device));
+      repairs.push(`The device ${this.device} or its peer was set down by something else; set them up again.`);
+    }
+    if (!programAttached(this.filter!, this.ifIndex)) {
+      this.filter = attachProgram(this.program!, this.ifIndex);
+      repairs.push(
+        `The tc program on the egress of ${this.device} (or its clsact qdisc) was removed by something else; ` +
+          'attached it again (the user-space path reflected meanwhile).',
+      );
     }
     return repairs;
   }
@@ -375,6 +406,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     this.log = null;
     if (this.program) closeProgram(this.program);
     this.program = null;
+    this.filter = null;
     this.maps = null;
     this.slots.clear();
     if (failure) throw failure;

@@ -33,8 +33,12 @@ export interface Libbpf {
   closeObject(obj: unknown): void;
   programFd(obj: unknown, program: string): number;
   mapFd(obj: unknown, map: string): number;
-  /** Creates the clsact qdisc of `ifindex` (EEXIST is fine) and attaches `progFd` at `point`. */
-  attachTc(ifindex: number, point: number, progFd: number): void;
+  /** Creates the clsact qdisc of `ifindex` (EEXIST is fine) and attaches `progFd` at `point`; returns the filter's
+   *  handle, priority and the attached program's id (what queryTc looks for). */
+  attachTc(ifindex: number, point: number, progFd: number): TcFilter;
+  /** The id of the program attached at `point` of `ifindex` as filter `handle`/`priority`; 0 when there is none (no
+   *  such device, qdisc or filter). */
+  queryTc(ifindex: number, point: number, handle: number, priority: number): number;
   /** Removes the clsact qdisc of `ifindex` with every filter on it; a device without one is fine. */
   destroyTcHook(ifindex: number): void;
   /** bpf_map_update_elem; throws on failure. */
@@ -52,6 +56,12 @@ export interface Libbpf {
    * within `consume`, on this thread (the pointer is valid only during the call). Throws on failure.
    */
   openRingBuffer(mapFd: number, onRecord: (data: bigint, size: number) => void): RingBufferHandle;
+}
+
+export interface TcFilter {
+  handle: number;
+  priority: number;
+  programId: number;
 }
 
 /** A libbpf ring_buffer: its epoll fd (readable when records wait), consume (all waiting records; their count), free. */
@@ -100,6 +110,7 @@ export function libbpf(): Libbpf {
   const hookCreate = lib.func('int bpf_tc_hook_create(void *hook)');
   const hookDestroy = lib.func('int bpf_tc_hook_destroy(void *hook)');
   const tcAttach = lib.func('int bpf_tc_attach(void *hook, void *opts)');
+  const tcQuery = lib.func('int bpf_tc_query(void *hook, void *opts)');
   const update = lib.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)');
   const lookup = lib.func('int bpf_map_lookup_elem(int fd, const void *key, void *value)');
   const remove = lib.func('int bpf_map_delete_elem(int fd, const void *key)');
@@ -160,6 +171,16 @@ export function libbpf(): Libbpf {
       opts.writeInt32LE(fd, 8);
       err = tcAttach(h, opts) as number;
       if (err < 0) fail('attaching the tc program', err);
+      return { programId: opts.readUInt32LE(16), handle: opts.readUInt32LE(20), priority: opts.readUInt32LE(24) };
+    },
+    queryTc(ifindex, point, handle, priority) {
+      const opts = Buffer.alloc(TC_OPTS_SIZE);
+      opts.writeBigUInt64LE(BigInt(TC_OPTS_SIZE), 0);
+      opts.writeUInt32LE(handle, 20);
+      opts.writeUInt32LE(priority, 24);
+      const err = tcQuery(hook(ifindex, point), opts) as number;
+      if (err < 0 && -err !== ENOENT && -err !== ENODEV && -err !== EINVAL) fail('querying the tc program', err);
+      return err === 0 ? opts.readUInt32LE(16) : 0;
     },
     destroyTcHook(ifindex) {
       const err = hookDestroy(hook(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)) as number;

@@ -5,7 +5,7 @@
  * (veth.ts) removes everything a killed engine left.
  */
 import { MAX_REFLECT_ADDRESSES } from '../../config/intercept-config.ts';
-import { libbpf, BPF_TC_EGRESS } from './libbpf.ts';
+import { libbpf, BPF_TC_EGRESS, type TcFilter } from './libbpf.ts';
 import {
   DEFAULT_KERNEL_FLOWS,
   KERNEL_CAPTURE_ENTRIES,
@@ -60,9 +60,14 @@ export function loadProgram(): LoadedProgram {
   }
 }
 
-/** Attach the loaded program to the egress of `ifindex` (creating its clsact qdisc). */
-export function attachProgram(p: LoadedProgram, ifindex: number): void {
-  libbpf().attachTc(ifindex, BPF_TC_EGRESS, p.programFd);
+/** Attach the loaded program to the egress of `ifindex` (creating its clsact qdisc). Returns the filter it became. */
+export function attachProgram(p: LoadedProgram, ifindex: number): TcFilter {
+  return libbpf().attachTc(ifindex, BPF_TC_EGRESS, p.programFd);
+}
+
+/** Whether `filter` still holds our program on the egress of `ifindex` (a deleted qdisc or filter: false). */
+export function programAttached(filter: TcFilter, ifindex: number): boolean {
+  return libbpf().queryTc(ifindex, BPF_TC_EGRESS, filter.handle, filter.priority) === filter.programId;
 }
 
 export function closeProgram(p: LoadedProgram): void {

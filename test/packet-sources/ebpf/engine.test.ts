@@ -159,6 +159,44 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, (
     for (const row of rows) assert.match(row, new RegExp(`^5403\t${R4.replace(/\./g, '\\.')}\t\\S+\t68\t64\t.*reflected`));
   });
 
+  test('a removed qdisc or filter, or a device set down, is put back by the host check and counted', async () => {
+    type Repairs = { count: number; last: { what: string } | null };
+    const repairs = async () => (await engine!.cli(['status'])).json.hostRepairs as Repairs;
+    const egress = () => t.a.must('tc', ['filter', 'show', 'dev', ENGINE_DEVICE, 'egress']);
+    const reflectedInKernel = async (port: number) => {
+      const sink = await counter(t.a, port);
+      const rxBefore = await peerRxPackets(t.a);
+      await send(t.a, [R4], port, 50, 20);
+      assert.deepEqual(await sink.result(), { received: 50, wrong: [] });
+      return (await peerRxPackets(t.a)) - rxBefore < 5;
+    };
+    const edits: [string, string[], RegExp][] = [
+      ['qdisc', ['qdisc', 'del', 'dev', ENGINE_DEVICE, 'clsact'], new RegExp(`tc program on the egress of ${ENGINE_DEVICE} .*attached it again`)],
+      ['filter', ['filter', 'del', 'dev', ENGINE_DEVICE, 'egress'], new RegExp(`tc program on the egress of ${ENGINE_DEVICE} .*attached it again`)],
+    ];
+    let port = 5410;
+    for (const [name, args, what] of edits) {
+      const before = (await repairs()).count;
+      await t.a.must('tc', args);
+      assert.doesNotMatch(await egress(), /reflect/, `${name}: the edit removed nothing`);
+      // Meanwhile the packets leave the device unreflected and the user-space path reflects them.
+      assert.equal(await reflectedInKernel(port++), false, `${name}: the kernel still reflected`);
+      await waitFor(`${name} repaired`, async () => (await repairs()).count > before, 20_000);
+      const after = await repairs();
+      assert.equal(after.count, before + 1, JSON.stringify(after));
+      assert.match(after.last!.what, what);
+      assert.match(await egress(), /reflect/);
+      assert.equal(await reflectedInKernel(port++), true, `${name}: not reflected in the kernel after the repair`);
+    }
+    // Down takes the device's routes with it: both come back.
+    const before = (await repairs()).count;
+    await t.a.must('ip', ['link', 'set', 'dev', ENGINE_DEVICE, 'down']);
+    await waitFor('device repaired', async () => (await repairs()).count >= before + 2, 20_000);
+    assert.match(await t.a.must('ip', ['route', 'show', 'dev', ENGINE_DEVICE]), new RegExp(R4.replace(/\./g, '\\.')));
+    assert.match(await t.a.must('ip', ['-6', 'route', 'show', 'dev', ENGINE_DEVICE]), /2001:db8::1/);
+    assert.equal(await reflectedInKernel(port++), true, 'not reflected in the kernel after the device came back');
+  });
+
   test('live changes under traffic update maps: no datagram reflected for the wrong address, none lost', async () => {
     const sink = await counter(t.a, 5401);
     const sending = send(t.a, [R4, R6], 5401, 4000, 64, 3);
