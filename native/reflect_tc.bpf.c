@@ -6,7 +6,8 @@
 // reflect address. Everything else it hands to user space unchanged (TC_ACT_OK: out of the veth to its peer, where
 // the engine's packet socket reads it and the TypeScript data plane decides, counts and re-injects it exactly as for
 // the TUN backend): not to a reflect address, malformed or truncated, IPv4 fragments, IPv6 extension headers,
-// protocols other than TCP/UDP/ICMP/ICMPv6, and addresses with port maps. While a capture runs, a packet it reflects
+// protocols other than TCP/UDP/ICMP/ICMPv6, addresses with port allow lists, and on addresses with port maps the
+// packets those maps may concern (REFLECT_PORT_MAPS). While a capture runs, a packet it reflects
 // that some capture might want (a union of the captures' filters) is also copied, up to the longest snap length, into
 // a BPF ring buffer; the engine's worker reads it (src/packet-sources/ebpf/ring-buffer.ts) and offers it to the taps,
 // which match each one exactly. With no capture that costs one (inlined) array lookup per packet.
@@ -33,8 +34,12 @@
 #define PROTO_ICMP 2
 #define STATS_PROTOS 4
 
-// reflect_value.flags: this address has port maps; its packets go to the user-space data plane (engine/port-mapper.ts).
+// reflect_value.flags. REFLECT_USER_PATH: every packet to this address goes to the user-space data plane (it has a
+// port allow list: packet/allowed-ports.ts). REFLECT_PORT_MAPS: it has port maps; a TCP/UDP packet with a port some
+// map names (port_roles) and every ICMP error go to the user-space data plane, where engine/port-mapper.ts keeps the
+// mapped flows; the rest is reflected here. A flow's ports are the same both ways, so a conversation never splits.
 #define REFLECT_USER_PATH 1
+#define REFLECT_PORT_MAPS 2
 
 // Flow states, as engine/flow-table.ts names them: active (not TCP), open, closed (FIN or RST seen).
 #define FLOW_ACTIVE 0
@@ -67,6 +72,15 @@ struct {
 	__type(key, struct reflect_key);
 	__type(value, struct reflect_value);
 } reflect_addrs SEC(".maps");
+
+// [0 * 65536 + port] for TCP, [1 * 65536 + port] for UDP: non-zero when some port map (on any address) names the port,
+// as its mapped port or its target. An array: the verifier inlines the lookup.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} port_roles SEC(".maps");
 
 struct counts {
 	__u64 packets;
@@ -373,6 +387,23 @@ static __always_inline __u32 stats_proto(__u8 proto)
 	return proto == IPPROTO_TCP ? PROTO_TCP : proto == IPPROTO_UDP ? PROTO_UDP : PROTO_ICMP;
 }
 
+// Whether a packet to an address with port maps must go to the user-space path (see REFLECT_PORT_MAPS).
+static __always_inline int maps_concern(int l4kind, __u8 proto, __u16 sport, __u16 dport)
+{
+	if (l4kind == L4_ICMP_ERROR)
+		return 1; // its quoted packet may belong to a mapped flow, whose quoted port user space maps back
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	__u32 base = proto == IPPROTO_TCP ? 0 : 65536;
+	__u32 k = base + sport;
+	__u8 *role = bpf_map_lookup_elem(&port_roles, &k);
+	if (role && *role)
+		return 1;
+	k = base + dport;
+	role = bpf_map_lookup_elem(&port_roles, &k);
+	return role && *role;
+}
+
 // Make the first `need` bytes linear (and readable by direct access); < 0 when the packet is shorter or the pull
 // failed. The common packet already has them: one comparison.
 static __always_inline int linear(struct __sk_buff *skb, __u32 need)
@@ -430,6 +461,7 @@ static __always_inline int reflect_v4(struct __sk_buff *skb, struct settings *s)
 	if (!r || (r->flags & REFLECT_USER_PATH))
 		return TC_ACT_OK;
 	__u32 slot = r->slot;
+	int has_maps = r->flags & REFLECT_PORT_MAPS;
 	__u32 fixed = transport_fixed(proto, 0);
 	if (!fixed || hlen > ip_len || linear(skb, ETH_HLEN + hlen + fixed) < 0)
 		return TC_ACT_OK;
@@ -444,7 +476,7 @@ static __always_inline int reflect_v4(struct __sk_buff *skb, struct settings *s)
 	key.family = 4;
 	key.protocol = proto;
 	int l4kind = read_transport((void *)ip + hlen, end, proto, ip_len - hlen, 0, &key, &sport, &dport, &tcp_flags);
-	if (l4kind == L4_PUNT)
+	if (l4kind == L4_PUNT || (has_maps && maps_concern(l4kind, proto, sport, dport)))
 		return TC_ACT_OK;
 	__builtin_memcpy(key.reflect, &ip->daddr, 4);
 	__builtin_memcpy(key.local, &ip->saddr, 4);
@@ -484,6 +516,7 @@ static __always_inline int reflect_v6(struct __sk_buff *skb, struct settings *s)
 	if (!r || (r->flags & REFLECT_USER_PATH))
 		return TC_ACT_OK;
 	__u32 slot = r->slot;
+	int has_maps = r->flags & REFLECT_PORT_MAPS;
 	// Extension headers (and any protocol the program does not know) go to the user-space path.
 	__u32 fixed = transport_fixed(proto, 1);
 	if (!fixed || linear(skb, ETH_HLEN + sizeof(*ip6) + fixed) < 0)
@@ -499,7 +532,7 @@ static __always_inline int reflect_v6(struct __sk_buff *skb, struct settings *s)
 	key.family = 6;
 	key.protocol = proto;
 	int l4kind = read_transport(ip6 + 1, end, proto, ip_len - sizeof(*ip6), 1, &key, &sport, &dport, &tcp_flags);
-	if (l4kind == L4_PUNT)
+	if (l4kind == L4_PUNT || (has_maps && maps_concern(l4kind, proto, sport, dport)))
 		return TC_ACT_OK;
 	__builtin_memcpy(key.reflect, &ip6->daddr, 16);
 	__builtin_memcpy(key.local, &ip6->saddr, 16);

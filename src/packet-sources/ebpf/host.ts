@@ -5,7 +5,7 @@
  * nftables.ts, nflog.ts). Live changes update maps and routes; the program is never reloaded.
  */
 import { type InterceptConfig } from '../../config/intercept-config.ts';
-import { portMapsFor } from '../../config/port-maps.ts';
+import { portMapsFor, portMapsOf } from '../../config/port-maps.ts';
 import { allowListsFor } from '../../config/allow-lists.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { describeCommand, runCommand, type HostCommand } from '../../platform/linux/command.ts';
@@ -34,7 +34,7 @@ import type {
   PlanStep,
   ProtocolCounts,
 } from '../packet-source.ts';
-import { KernelMaps, MAP, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
+import { KernelMaps, MAP, portRoleIndex, REFLECT_PORT_MAPS, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
 import {
   attachProgram,
   closeProgram,
@@ -226,8 +226,11 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     }
   }
 
-  /** Make the reflect map match `cfg`: new addresses get a fresh counter slot; port-mapped ones, and those with a
-   *  port allow list, the user-space path. */
+  /**
+   * Make the reflect map match `cfg`: new addresses get a fresh counter slot. An address with a port allow list takes
+   * the user-space path whole; one with port maps only for the ports those maps name (port_roles, set before the
+   * flag that makes the program read them, cleared after).
+   */
   private syncMaps(cfg: InterceptConfig): void {
     const maps = this.maps!;
     const keep = new Set(cfg.reflectAddresses);
@@ -236,6 +239,12 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       maps.removeReflect(address);
       this.slots.delete(address);
     }
+    const roles = new Set<number>();
+    for (const m of portMapsOf(cfg)) {
+      roles.add(portRoleIndex(m.protocol, m.port));
+      roles.add(portRoleIndex(m.protocol, m.target));
+    }
+    maps.addPortRoles(roles);
     const used = new Set(this.slots.values());
     for (const address of cfg.reflectAddresses) {
       let slot = this.slots.get(address);
@@ -246,10 +255,16 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         used.add(slot);
         this.slots.set(address, slot);
       }
-      // Port maps and port allow lists are the data plane's (port-mapper.ts, packet/allowed-ports.ts).
-      const userPath = portMapsFor(cfg, address).length > 0 || allowListsFor(cfg, address).ports !== undefined;
-      maps.setReflect(address, slot, userPath ? REFLECT_USER_PATH : 0, fresh);
+      // Port allow lists are the data plane's (packet/allowed-ports.ts), and so are mapped flows (port-mapper.ts).
+      const flags =
+        allowListsFor(cfg, address).ports !== undefined
+          ? REFLECT_USER_PATH
+          : portMapsFor(cfg, address).length > 0
+            ? REFLECT_PORT_MAPS
+            : 0;
+      maps.setReflect(address, slot, flags, fresh);
     }
+    maps.keepPortRoles(roles);
   }
 
   /**
@@ -264,7 +279,10 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     const added = next.reflectAddresses.filter((a) => !prevSet.has(a));
     const undo: (() => Promise<unknown>)[] = [];
     try {
-      this.syncMaps({ ...next, reflectAddresses: [...prev.reflectAddresses, ...added] } as InterceptConfig);
+      // Both configs' addresses meanwhile; leaving ones keep their maps (as the engine's data plane does).
+      const leavingMaps = portMapsOf(prev).filter((m) => !nextSet.has(m.address));
+      const portMaps = [...portMapsOf(next), ...leavingMaps];
+      this.syncMaps({ ...next, reflectAddresses: [...prev.reflectAddresses, ...added], portMaps } as InterceptConfig);
       undo.push(async () => this.syncMaps(prev));
       for (const a of added) {
         await runCommand(routeAddCommand(a, this.device));

@@ -17,6 +17,7 @@ export const MAP = {
   captureRing: 'capture_ring',
   captureScratch: 'capture_scratch',
   captureLost: 'capture_lost',
+  portRoles: 'port_roles',
 } as const;
 
 /** Entries of capture_addrs and capture_ports: beyond that many the program takes any address (or port) as wanted. */
@@ -26,8 +27,16 @@ export const KERNEL_CAPTURE_ENTRIES = 256;
 export const KERNEL_STATS_PROTOCOLS = ['tcp', 'udp', 'icmp', 'other'] as const;
 export type KernelStatsProtocol = (typeof KERNEL_STATS_PROTOCOLS)[number];
 
-/** reflect_value.flags: the address has port maps, so its packets take the user-space path (engine/port-mapper.ts). */
+/** reflect_value.flags: every packet to the address takes the user-space path (it has a port allow list). */
 export const REFLECT_USER_PATH = 1;
+/** reflect_value.flags: the address has port maps; packets with a port in port_roles (and ICMP errors) take the
+ *  user-space path (engine/port-mapper.ts), the rest stays in the kernel. */
+export const REFLECT_PORT_MAPS = 2;
+
+/** port_roles index of a port: TCP ports first, then UDP (as the program computes it). */
+export function portRoleIndex(protocol: 'tcp' | 'udp', port: number): number {
+  return (protocol === 'tcp' ? 0 : 65536) + port;
+}
 
 /** Bytes of a packet the program copies into the capture ring at most (MAX_CAPTURE - 1 in the program: the
  *  longest snap length, capture/filter.ts MAX_SNAPLEN). */
@@ -131,6 +140,29 @@ export class KernelMaps {
 
   removeReflect(address: string): void {
     libbpf().remove(this.fds.reflect, reflectKey(address));
+  }
+
+  /** port_roles indexes set now. */
+  private readonly roles = new Set<number>();
+
+  /** Mark these ports (portRoleIndex) as named by some map; the others stay as they are. */
+  addPortRoles(indexes: Iterable<number>): void {
+    const b = libbpf();
+    for (const i of indexes) {
+      if (this.roles.has(i)) continue;
+      b.update(this.fds.portRoles, u32(i), Buffer.from([1]), BPF_ANY);
+      this.roles.add(i);
+    }
+  }
+
+  /** Clear every port role not in `keep`. */
+  keepPortRoles(keep: ReadonlySet<number>): void {
+    const b = libbpf();
+    for (const i of [...this.roles]) {
+      if (keep.has(i)) continue;
+      b.update(this.fds.portRoles, u32(i), Buffer.from([0]), BPF_ANY);
+      this.roles.delete(i);
+    }
   }
 
   /** Packets and bytes the program reflected for a slot, per protocol, summed over CPUs. */

@@ -52,6 +52,7 @@ export function loadProgram(): LoadedProgram {
         captureRing: b.mapFd(object, MAP.captureRing),
         captureScratch: b.mapFd(object, MAP.captureScratch),
         captureLost: b.mapFd(object, MAP.captureLost),
+        portRoles: b.mapFd(object, MAP.portRoles),
       },
     };
   } catch (err) {
