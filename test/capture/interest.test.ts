@@ -25,7 +25,8 @@ test('an open filter wants every reflected packet', () => {
 });
 
 test('the snap length is the longest of the captures that want reflected packets', () => {
-  const i = captureInterest([spec(1, { ports: [53] }, 128), spec(2, {}, 9000), spec(3, { verdicts: ['malformed'] }, 65535)]);
+  const specs = [spec(1, { ports: [53] }, 128), spec(2, {}, 9000), spec(3, { verdicts: ['malformed'] }, 65535)];
+  const i = captureInterest(specs);
   assert.equal(i?.snaplen, 9000);
 });
 

@@ -64,7 +64,8 @@ export interface TcFilter {
   programId: number;
 }
 
-/** A libbpf ring_buffer: its epoll fd (readable when records wait), consume (all waiting records; their count), free. */
+/** A libbpf ring_buffer: its epoll fd (readable when records wait), consume (every waiting record; their count),
+ *  free. */
 export interface RingBufferHandle {
   readonly epollFd: number;
   consume(): number;

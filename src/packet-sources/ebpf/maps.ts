@@ -85,8 +85,10 @@ const FLOW_CLOSED = 2;
  * packets and bytes summed, ports from a copy that saw the SYN (else any), closed if any copy saw the end after
  * the latest SYN. Copies with no packets are CPUs that never handled the flow. Null when no copy has any.
  */
-function mergeFlowCopies(v: Buffer, cpus: number): Omit<FlowEntry, 'family' | 'protocol' | 'reflectAddress' | 'localAddress'> | null {
-  let out: Omit<FlowEntry, 'family' | 'protocol' | 'reflectAddress' | 'localAddress'> | null = null;
+type FlowCounts = Omit<FlowEntry, 'family' | 'protocol' | 'reflectAddress' | 'localAddress'>;
+
+function mergeFlowCopies(v: Buffer, cpus: number): FlowCounts | null {
+  let out: FlowCounts | null = null;
   let portsFromSyn = false;
   for (let cpu = 0; cpu < cpus; cpu++) {
     const at = cpu * FLOW_VALUE;
