@@ -110,7 +110,7 @@ struct flow_key {
 // last seen the latest, packets and bytes summed, ports from a copy that saw the SYN, state closed if any saw the end.
 // A copy with packets == 0 is one this CPU has not written yet (the kernel zeroes the others on insert).
 struct flow_value {
-	__u64 first_ns; // bpf_ktime_get_ns (CLOCK_MONOTONIC)
+	__u64 first_ns; // bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC, tick resolution)
 	__u64 last_ns;
 	__u64 packets;
 	__u64 bytes;
@@ -272,7 +272,9 @@ static __always_inline void count(__u32 slot, __u32 proto, __u64 bytes)
 
 static __always_inline void record_flow(struct flow_key *key, __u16 sport, __u16 dport, __u8 tcp_flags, __u64 bytes)
 {
-	__u64 now = bpf_ktime_get_ns();
+	// The coarse clock (CLOCK_MONOTONIC at tick resolution, a few ms) is enough for a flow's ages and costs about
+	// 15% of the program's time less than the precise one (BPF_PROG_TEST_RUN: ~66 vs ~80 ns per packet).
+	__u64 now = bpf_ktime_get_coarse_ns();
 	int tcp = key->protocol == IPPROTO_TCP;
 	int syn_only = tcp && (tcp_flags & 0x12) == 0x02;
 	int ends = tcp && (tcp_flags & 0x05) != 0;

@@ -373,7 +373,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
 
   private flows(nowMs: number, limit: (state: KernelFlow['state']) => number): KernelFlow[] {
     if (!this.maps) return [];
-    const nowNs = process.hrtime.bigint(); // CLOCK_MONOTONIC, as bpf_ktime_get_ns
+    const nowNs = process.hrtime.bigint(); // CLOCK_MONOTONIC, as the program's (coarse) clock
     const idleMs = (e: FlowEntry): number => Number(nowNs - e.lastNs) / 1e6;
     const entries = this.maps.readFlows((e) => idleMs(e) > limit(FLOW_STATES[e.state] ?? 'active'));
     return entries.map((e) => ({

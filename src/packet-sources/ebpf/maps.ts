@@ -71,7 +71,7 @@ export interface FlowEntry {
   serverPort: number;
   packets: number;
   bytes: number;
-  /** CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns). */
+  /** CLOCK_MONOTONIC nanoseconds at tick resolution (bpf_ktime_get_coarse_ns). */
   firstNs: bigint;
   lastNs: bigint;
   /** 0 active, 1 open, 2 closed (engine/flow-table.ts). */
