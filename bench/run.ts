@@ -12,6 +12,7 @@ const suites: Record<string, () => Promise<{ run(): Promise<BenchResult[]> }>> =
   windivert: () => import('./windivert.ts'),
   'control-plane': () => import('./control-plane.ts'),
   'reflect-path': () => import('./reflect-path.ts'),
+  'ebpf-program': () => import('./ebpf-program.ts'),
   capture: () => import('./capture.ts'),
   release: () => import('./release.ts'),
   'live-change': () => import('./live-change.ts'),
