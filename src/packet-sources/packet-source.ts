@@ -12,6 +12,7 @@ import type { AllowWhoKind } from '../config/allow-lists.ts';
 import type { SocketOwner, SocketQuery } from '../platform/linux/socket-owners.ts';
 import type { FirewallDropCause } from '../packet/verdicts.ts';
 import type { FlowRecord } from '../packet/flow-record.ts';
+import type { ParsedPacket } from '../packet/parse.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
 export interface PacketBatch {
@@ -101,6 +102,13 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
    * capture runs.
    */
   watchCaptures?(interest: CaptureInterest | null): void;
+  /**
+   * Packets a kernel data path reflected itself (ebpf) that the captures might want are reported to `sink` from
+   * within receive() while a sink is set; null stops that.
+   */
+  observeKernelPackets?(sink: KernelPacketSink | null): void;
+  /** Such packets the kernel could not queue for us (cumulative), while observing. */
+  readonly kernelPacketsLost?: number;
   /** Firewall drop reports the kernel could not queue for us (cumulative), while observing. */
   readonly firewallDropsLost?: number;
   /**
@@ -118,6 +126,21 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
  */
 export type FirewallDropSink = (buf: Buffer, off: number, len: number, cause: FirewallDropCause, ifIndex: number,
   timeMs: number) => void;
+
+/**
+ * A packet the kernel reflected: `buf[off, off + capLen)` holds the first `capLen` of its `wireLen` bytes as
+ * reflected, `p` its parse (addresses, protocol and ports are valid even when cut short), `ifIndex` the device it
+ * re-entered by, `timeMs` since the epoch.
+ */
+export type KernelPacketSink = (
+  buf: Buffer,
+  off: number,
+  capLen: number,
+  wireLen: number,
+  ifIndex: number,
+  p: ParsedPacket,
+  timeMs: number,
+) => void;
 
 /** One line of a `--dry-run` plan: what would be done, and the exact command or filter where there is one. */
 export interface PlanStep {
@@ -180,7 +203,7 @@ export interface WinDivertSourceUpdate {
 /**
  * ebpf: the packet socket on the veth peer (the user-space path, see ebpf/packet-socket.ts), the wake eventfd, the
  * NFLOG socket and group (-1: none), the engine device's index, and the tc program's capture maps (while a capture
- * runs, the program hands what it might want to the user-space path, so the taps see it).
+ * runs, the program copies what it might want into its ring, which the worker reads: ebpf/ring-buffer.ts).
  */
 export interface EbpfSourceInit {
   kind: 'ebpf';
@@ -189,8 +212,9 @@ export interface EbpfSourceInit {
   logFd: number;
   logGroup: number;
   ifIndex: number;
-  /** The program's settings, capture_addrs and capture_ports maps (worker: what captures want, see watchCaptures). */
-  captureMapFds: { settings: number; addresses: number; ports: number };
+  /** The program's settings, capture_addrs and capture_ports maps (worker: what captures want, see watchCaptures),
+   *  its capture ring and the count of records the ring had no room for. */
+  captureMapFds: { settings: number; addresses: number; ports: number; ring: number; lost: number };
 }
 
 /** ebpf: a live change is host state only (maps, routes, nft); the worker keeps its socket. */

@@ -7,7 +7,7 @@
  * reloaded.
  */
 import { type InterceptConfig } from '../../config/intercept-config.ts';
-import { portMapsFor } from '../../config/port-maps.ts';
+import { portMapsFor, portMapsOf } from '../../config/port-maps.ts';
 import { allowListsFor } from '../../config/allow-lists.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { describeCommand, runCommand, type HostCommand } from '../../platform/linux/command.ts';
@@ -28,8 +28,16 @@ import type {
   PlanStep,
   ProtocolCounts,
 } from '../packet-source.ts';
-import { KernelMaps, MAP, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
-import { attachProgram, closeProgram, loadProgram, PROGRAM_NAME, type LoadedProgram } from './program.ts';
+import { KernelMaps, MAP, portRoleIndex, REFLECT_PORT_MAPS, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
+import {
+  attachProgram,
+  closeProgram,
+  loadProgram,
+  programAttached,
+  PROGRAM_NAME,
+  type LoadedProgram,
+} from './program.ts';
+import type { TcFilter } from './libbpf.ts';
 import { openPacketSocket } from './packet-socket.ts';
 import {
   checkEbpfDeviceName,
@@ -37,6 +45,7 @@ import {
   DEFAULT_EBPF_DEVICE,
   deletePairCommand,
   deviceExists,
+  deviceUp,
   deviceUpCommand,
   ownerPid,
   peerName,
@@ -67,6 +76,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
   readonly device: string;
   readonly kernel: KernelDataPath;
   private program: LoadedProgram | null = null;
+  private filter: TcFilter | null = null;
   private maps: KernelMaps | null = null;
   private ifIndex = 0;
   private socketFd = -1;
@@ -144,7 +154,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         });
       }
       this.ifIndex = interfaceIndex(this.device);
-      attachProgram(this.program, this.ifIndex);
+      this.filter = attachProgram(this.program, this.ifIndex);
       this.socketFd = openPacketSocket(interfaceIndex(peerName(this.device)));
       this.host.openFds();
       this.syncMaps(cfg);
@@ -165,6 +175,8 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         settings: this.program.mapFds.settings,
         addresses: this.program.mapFds.captureAddresses,
         ports: this.program.mapFds.capturePorts,
+        ring: this.program.mapFds.captureRing,
+        lost: this.program.mapFds.captureLost,
       },
     };
   }
@@ -189,8 +201,11 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     await this.host.refuseIfAnotherEngineRuns();
   }
 
-  /** Make the reflect map match `cfg`: new addresses get a fresh counter slot; port-mapped ones, and those with a
-   *  port allow list, the user-space path. */
+  /**
+   * Make the reflect map match `cfg`: new addresses get a fresh counter slot. An address with a port allow list takes
+   * the user-space path whole; one with port maps only for the ports those maps name (port_roles, set before the
+   * flag that makes the program read them, cleared after).
+   */
   private syncMaps(cfg: InterceptConfig): void {
     const maps = this.maps!;
     const keep = new Set(cfg.reflectAddresses);
@@ -199,6 +214,12 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       maps.removeReflect(address);
       this.slots.delete(address);
     }
+    const roles = new Set<number>();
+    for (const m of portMapsOf(cfg)) {
+      roles.add(portRoleIndex(m.protocol, m.port));
+      roles.add(portRoleIndex(m.protocol, m.target));
+    }
+    maps.addPortRoles(roles);
     const used = new Set(this.slots.values());
     for (const address of cfg.reflectAddresses) {
       let slot = this.slots.get(address);
@@ -209,10 +230,16 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         used.add(slot);
         this.slots.set(address, slot);
       }
-      // Port maps and port allow lists are the data plane's (port-mapper.ts, packet/allowed-ports.ts).
-      const userPath = portMapsFor(cfg, address).length > 0 || allowListsFor(cfg, address).ports !== undefined;
-      maps.setReflect(address, slot, userPath ? REFLECT_USER_PATH : 0, fresh);
+      // Port allow lists are the data plane's (packet/allowed-ports.ts), and so are mapped flows (port-mapper.ts).
+      const flags =
+        allowListsFor(cfg, address).ports !== undefined
+          ? REFLECT_USER_PATH
+          : portMapsFor(cfg, address).length > 0
+            ? REFLECT_PORT_MAPS
+            : 0;
+      maps.setReflect(address, slot, flags, fresh);
     }
+    maps.keepPortRoles(roles);
   }
 
   /**
@@ -224,19 +251,48 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     this.host.checkChange(prev, next);
     const prevSet = new Set(prev.reflectAddresses);
     const added = next.reflectAddresses.filter((a) => !prevSet.has(a));
-    this.syncMaps({ ...next, reflectAddresses: [...prev.reflectAddresses, ...added] } as InterceptConfig);
+    const nextSet = new Set(next.reflectAddresses);
+    // Both configs' addresses meanwhile; leaving ones keep their maps (as the engine's data plane does).
+    const leavingMaps = portMapsOf(prev).filter((m) => !nextSet.has(m.address));
+    const portMaps = [...portMapsOf(next), ...leavingMaps];
+    this.syncMaps({ ...next, reflectAddresses: [...prev.reflectAddresses, ...added], portMaps } as InterceptConfig);
     await this.host.apply(prev, next, [async () => this.syncMaps(prev)]);
     this.syncMaps(next);
     return { kind: 'ebpf' };
   }
 
+  /**
+   * The shared checks (the nft table whole; for 'all', the routes), and for 'all' first the device pair and the
+   * program on its egress: the routes need the device up. A deleted device is not repaired here: the worker's packet
+   * socket fails with it and the engine stops cleanly.
+   */
   async verify(cfg: InterceptConfig, scope: 'firewall' | 'all'): Promise<string[]> {
     if (!this.program) return [];
-    return this.host.verify(cfg, scope);
+    if (scope === 'firewall' || !deviceExists(this.device)) return this.host.verify(cfg, 'firewall');
+    const device = await this.repairDevice();
+    return [...device, ...(await this.host.verify(cfg, scope))];
   }
 
   socketOwners(queries: readonly SocketQuery[]): (SocketOwner | null)[] {
     return this.host.socketOwners(queries);
+  }
+
+  /** The pair up and the program on the device's egress again, after an `ip link set down` or a `tc qdisc del`. */
+  private async repairDevice(): Promise<string[]> {
+    const repairs: string[] = [];
+    if (!deviceUp(this.device) || !deviceUp(peerName(this.device))) {
+      await runCommand(deviceUpCommand(this.device, process.pid));
+      await runCommand(peerUpCommand(this.device));
+      repairs.push(`The device ${this.device} or its peer was set down by something else; set them up again.`);
+    }
+    if (!programAttached(this.filter!, this.ifIndex)) {
+      this.filter = attachProgram(this.program!, this.ifIndex);
+      repairs.push(
+        `The tc program on the egress of ${this.device} (or its clsact qdisc) was removed by something else; ` +
+          'attached it again (the user-space path reflected meanwhile).',
+      );
+    }
+    return repairs;
   }
 
   firewallCounters(): Promise<FirewallCounters> {
@@ -256,7 +312,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
 
   private flows(nowMs: number, limit: (state: KernelFlow['state']) => number): KernelFlow[] {
     if (!this.maps) return [];
-    const nowNs = process.hrtime.bigint(); // CLOCK_MONOTONIC, as bpf_ktime_get_ns
+    const nowNs = process.hrtime.bigint(); // CLOCK_MONOTONIC, as the program's (coarse) clock
     const idleMs = (e: FlowEntry): number => Number(nowNs - e.lastNs) / 1e6;
     const entries = this.maps.readFlows((e) => idleMs(e) > limit(FLOW_STATES[e.state] ?? 'active'));
     return entries.map((e) => ({
@@ -294,6 +350,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         this.socketFd = -1;
         if (this.program) closeProgram(this.program);
         this.program = null;
+        this.filter = null;
         this.maps = null;
         this.slots.clear();
       }

@@ -3,17 +3,22 @@
  * packet it leaves alone arrives here through the peer's packet socket (packet-socket.ts: Ethernet frames behind a
  * virtio_net_hdr) and is decided by the shared Linux worker half (linux/fd-source.ts), the same data plane as on the
  * TUN backend. Reflect: the frame is written back and enters the engine's device as inbound. While captures run the
- * program hands what they might want here (watchCaptures), so the taps see each packet with its verdict, and NFLOG
- * reports the nft rules' drops as with TUN.
+ * program copies the packets it reflects that they might want (watchCaptures) into its capture ring, read here
+ * (ring-buffer.ts, waited on beside the packet socket) and reported to the taps as reflected (observeKernelPackets);
+ * NFLOG reports the nft rules' drops as with TUN.
  */
 import type { CaptureInterest } from '../../packet/capture-interest.ts';
 import { LinuxFdSource, MAX_IP_PACKET, VIRTIO_NET_HDR_LEN } from '../linux/fd-source.ts';
-import type { EbpfSourceInit, PacketSourceFactory } from '../packet-source.ts';
+import type { EbpfSourceInit, KernelPacketSink, PacketSourceFactory } from '../packet-source.ts';
 import { writeCaptureInterest } from './maps.ts';
+import { CaptureRingReader } from './ring-buffer.ts';
 
 export class EbpfPacketSource extends LinuxFdSource<'ebpf'> {
   readonly kind = 'ebpf' as const;
   private readonly captureMapFds: EbpfSourceInit['captureMapFds'];
+  private ring: CaptureRingReader | null = null;
+  private kernelSink: KernelPacketSink | null = null;
+  private kernelLost = 0;
 
   constructor(init: EbpfSourceInit) {
     // GSO packets reach 64 KiB whatever the MTU.
@@ -26,10 +31,38 @@ export class EbpfPacketSource extends LinuxFdSource<'ebpf'> {
     this.captureMapFds = init.captureMapFds;
   }
 
-  /** The program hands what the captures might want to this path, where the taps see it with its verdict. A
-   *  capture's kernel setting is left as is on close: the device goes with the host half's stop(). */
+  /** Tell the program what the captures might want: it copies those packets into its capture ring. A capture's
+   *  kernel setting is left as is on close: the device goes with the host half's stop(). */
   watchCaptures(interest: CaptureInterest | null): void {
     writeCaptureInterest(this.captureMapFds, interest);
+  }
+
+  get kernelPacketsLost(): number {
+    return this.kernelLost;
+  }
+
+  /** The packets the program reflected for the captures, from its ring (opened on first use, in this thread). */
+  observeKernelPackets(sink: KernelPacketSink | null): void {
+    if (sink && !this.ring) {
+      const fds = this.captureMapFds;
+      this.ring = new CaptureRingReader(fds.ring, fds.lost, this.batch.ifIndex[0]);
+    }
+    this.kernelSink = sink;
+    this.watchExtraFd(sink ? this.ring!.epollFd : -1);
+    if (sink) this.kernelLost = this.ring!.lost();
+  }
+
+  protected override drainExtra(): void {
+    if (!this.kernelSink) return;
+    this.ring!.drain(this.kernelSink);
+    this.kernelLost = this.ring!.lost();
+  }
+
+  override close(): void {
+    super.close();
+    this.ring?.close();
+    this.ring = null;
+    this.kernelSink = null;
   }
 }
 

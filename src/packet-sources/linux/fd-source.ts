@@ -2,7 +2,8 @@
  * The worker half both Linux backends share (`LinuxFdSource`): poll/read/write on one fd that hands over the packets
  * this host routed to a reflect address (tun: the TUN device; ebpf: the packet socket on the veth peer), batched, no
  * allocation per packet; the wake eventfd; and, while a capture runs, the nft rules' drops read from NFLOG (shield
- * ports, forged sources, who-list refusals) and reported as firewall drops. Every packet read is outbound. A packet
+ * ports, forged sources, who-list refusals) and reported as firewall drops; and a subclass's own fd to wait on
+ * (`watchExtraFd`, ebpf: the capture ring). Every packet read is outbound. A packet
  * with verdict Reflect (addresses swapped by the data plane) is written back and the kernel receives it as if it had
  * arrived from the reflect address; Pass and Drop are not written (nothing else is routed there that has anywhere
  * else to go). What differs per backend is the frame layout (`FrameLayout`) and what the subclass adds.
@@ -70,6 +71,13 @@ const LOGGED_CAUSES = [
   FirewallDropCause.NotAllowed,
 ] as const;
 
+/** Poll slots: the packet fd, the wake eventfd, the NFLOG socket, a subclass's extra fd (ebpf: its capture ring). */
+const POLL_FD = 0;
+const POLL_WAKE = 1;
+const POLL_LOG = 2;
+const POLL_EXTRA = 3;
+const POLL_SLOTS = 4;
+
 /** The fds the host half hands over (fds are process-wide) and the device's interface index. */
 export interface LinuxFdInit {
   fd: number;
@@ -109,9 +117,11 @@ export abstract class LinuxFdSource<K extends 'tun' | 'ebpf'> implements PacketS
   private readonly slotSize: number;
   /** One view per slot, made once, so read/write never allocate. */
   private readonly slots: Buffer[] = [];
-  /** Poll entries: the fd, the wake eventfd, and the firewall log while drops are observed. */
-  private readonly pollFds = Buffer.alloc(3 * POLLFD_SIZE);
-  private pollCount = 2;
+  /** Poll entries (POLL_*): the fd, the wake eventfd, the firewall log while drops are observed, and a subclass's
+   *  own fd while it has one (`watchExtraFd`); an unused entry holds -1, which poll skips. */
+  private readonly pollFds = Buffer.alloc(POLL_SLOTS * POLLFD_SIZE);
+  private readonly logFd: number;
+  private extraActive = false;
   private readonly drain = Buffer.alloc(8);
   private closed = false;
   /** A refusal behind a zeroed vnet header (no offload asked: its checksums are complete). Made once. */
@@ -140,16 +150,32 @@ export abstract class LinuxFdSource<K extends 'tun' | 'ebpf'> implements PacketS
       this.batch.outbound[i] = 1; // everything routed to the engine was sent by this host
       this.batch.ifIndex[i] = init.ifIndex;
     }
-    this.pollFds.writeInt32LE(this.fd, 0);
-    this.pollFds.writeInt16LE(POLLIN, 4);
-    this.pollFds.writeInt32LE(this.wakeFd, POLLFD_SIZE);
-    this.pollFds.writeInt16LE(POLLIN, POLLFD_SIZE + 4);
+    for (let slot = 0; slot < POLL_SLOTS; slot++) this.pollFds.writeInt16LE(POLLIN, slot * POLLFD_SIZE + 4);
+    this.setPollFd(POLL_FD, this.fd);
+    this.setPollFd(POLL_WAKE, this.wakeFd);
+    this.setPollFd(POLL_LOG, -1);
+    this.setPollFd(POLL_EXTRA, -1);
+    this.logFd = init.logFd;
     this.log = init.logFd >= 0 ? new FirewallLogReader(init.logFd, init.logGroup, LOGGED_PREFIXES) : null;
-    if (this.log) {
-      this.pollFds.writeInt32LE(init.logFd, 2 * POLLFD_SIZE);
-      this.pollFds.writeInt16LE(POLLIN, 2 * POLLFD_SIZE + 4);
-    }
   }
+
+  private setPollFd(slot: number, fd: number): void {
+    this.pollFds.writeInt32LE(fd, slot * POLLFD_SIZE);
+  }
+
+  private revents(slot: number): number {
+    return this.pollFds.readInt16LE(slot * POLLFD_SIZE + 6);
+  }
+
+  /** A subclass's own fd to wait on beside the packet fd (-1: none); `drainExtra` runs when it is readable and at
+   *  the start of every receive, so it gets a bounded turn however busy the packet fd is. */
+  protected watchExtraFd(fd: number): void {
+    this.extraActive = fd >= 0;
+    this.setPollFd(POLL_EXTRA, fd);
+  }
+
+  /** Read what the extra fd holds (the subclass bounds the work per call). */
+  protected drainExtra(): void {}
 
   get firewallDropsLost(): number {
     return this.log?.lost ?? 0;
@@ -160,10 +186,10 @@ export abstract class LinuxFdSource<K extends 'tun' | 'ebpf'> implements PacketS
     if (sink) {
       this.log.start();
       this.dropSink = sink;
-      this.pollCount = 3;
+      this.setPollFd(POLL_LOG, this.logFd);
     } else {
       this.dropSink = null;
-      this.pollCount = 2;
+      this.setPollFd(POLL_LOG, -1);
       this.log.stop();
     }
   }
@@ -174,13 +200,12 @@ export abstract class LinuxFdSource<K extends 'tun' | 'ebpf'> implements PacketS
     // While observed, firewall drops and the fd take turns, each a bounded share per call: neither a flood of drops
     // nor a busy device can starve the other (the worker decides and sends between calls).
     if (this.dropSink) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
+    if (this.extraActive) this.drainExtra();
     // Under load the fd is usually readable already: try first, poll only when it is empty.
     let n = this.readAvailable();
     if (n > 0) return n;
-    this.pollFds.writeInt16LE(0, 6);
-    this.pollFds.writeInt16LE(0, POLLFD_SIZE + 6);
-    this.pollFds.writeInt16LE(0, 2 * POLLFD_SIZE + 6);
-    const ready = this.c.poll(this.pollFds, this.pollCount, Math.max(0, Math.floor(timeoutMs)));
+    for (let slot = 0; slot < POLL_SLOTS; slot++) this.pollFds.writeInt16LE(0, slot * POLLFD_SIZE + 6);
+    const ready = this.c.poll(this.pollFds, POLL_SLOTS, Math.max(0, Math.floor(timeoutMs)));
     if (ready < 0) {
       const errno = this.c.errno();
       if (errno === EINTR) return 0;
@@ -188,10 +213,10 @@ export abstract class LinuxFdSource<K extends 'tun' | 'ebpf'> implements PacketS
       throw new RetroflectError(ErrorCode.BACKEND_FAILED, why, { details: { errno } });
     }
     if (ready === 0) return 0;
-    if (this.pollFds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
-    const logReady = this.pollFds.readInt16LE(2 * POLLFD_SIZE + 6) & POLLIN;
-    if (this.dropSink && logReady) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
-    const revents = this.pollFds.readInt16LE(6);
+    if (this.revents(POLL_WAKE) & POLLIN) this.c.read(this.wakeFd, this.drain, 8);
+    if (this.dropSink && this.revents(POLL_LOG) & POLLIN) this.log!.drain(this.onLogged, LOG_READS_PER_PASS);
+    if (this.extraActive && this.revents(POLL_EXTRA) & POLLIN) this.drainExtra();
+    const revents = this.revents(POLL_FD);
     if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
       const what = this.what[0].toUpperCase() + this.what.slice(1);
       throw new RetroflectError(ErrorCode.BACKEND_FAILED, `${what} was closed or failed.`, {
