@@ -66,7 +66,8 @@ describe('run under systemd: journald priorities and --log-file', { timeout: 120
     args.push('--device', 'rflctj0');
     const run = startRun(t, [...args, '--log-file', logFile], { INVOCATION_ID: '0123456789abcdef' });
     await waitFor('Ready.', () => run.stdout().includes('Ready.') || run.child.exitCode !== null, 30_000);
-    const started = /^<6>\[1000\] retroflect \S+ started \(pid \d+\)\. Backend: (ebpf|tun) .*Reflect addresses: 192\.0\.2\.1/m;
+    const started =
+      /^<6>\[1000\] retroflect \S+ started \(pid \d+\)\. Backend: (ebpf|tun) .*Reflect addresses: 192\.0\.2\.1/m;
     assert.match(run.stdout(), started, run.stdout() + run.stderr());
     assert.match(run.stdout(), /^<6>\[1000\] .*Shield ports: 8080\/tcp\./m);
 
