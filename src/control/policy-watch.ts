@@ -72,7 +72,8 @@ export class PolicyWatch {
       return;
     }
     for (const p of problems) this.log(`policy: ${p.message} [${p.code}]`);
-    this.log(`policy: ${this.source.origin}: ${now} in force.`);
+    const lock = this.changes.policy.locked ? '; the configuration is locked (every change through the pipe is refused)' : '';
+    this.log(`policy: ${this.source.origin}: ${now} in force${lock}.`);
   }
 }
 

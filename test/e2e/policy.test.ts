@@ -192,7 +192,7 @@ describe('managed policy and desired state (Linux, real engine)', { timeout: 600
       assert.equal(r.code, 9, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
       assert.equal(r.json?.error?.code, 'E_MANAGED_BY_POLICY', r.stdout);
       assert.equal(r.json.error.details.locked, true, r.stdout);
-      assert.match(r.json.error.message, /locks retroflect's configuration/);
+      assert.match(r.json.error.message, /configuration is locked by managed policy/);
     }
     assert.deepEqual(await state(), before, 'nothing changed, running or saved');
     assert.deepEqual(await probe(t.a, '192.0.2.12', 80), { ok: true, reply: 'peer=192.0.2.12' },
