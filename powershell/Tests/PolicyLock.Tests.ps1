@@ -11,7 +11,8 @@ BeforeAll {
     function Get-Entries {
         # Addresses and shield ports of the running engine as one sorted text list, to show nothing changed.
         @(Get-ReflectAddress -Pipe $script:Pipe | ForEach-Object { '{0} {1}' -f $_.IPAddress, $_.Source }) +
-        @(Get-ShieldPort -Pipe $script:Pipe | ForEach-Object { '{0}/{1} {2}' -f $_.Port, $_.Protocol, $_.Source }) | Sort-Object
+        @(Get-ShieldPort -Pipe $script:Pipe | ForEach-Object { '{0}/{1} {2}' -f $_.Port, $_.Protocol, $_.Source }) |
+            Sort-Object
     }
     function Assert-LockedRefusal {
         # $Caught: what the change threw; $Collected: its -ErrorVariable; $Error was cleared before it. One
@@ -48,13 +49,15 @@ Describe 'A policy that locks the configuration (lockChanges)' {
         $status.LockedByPolicy | Should -BeTrue
         $status.LockedByPolicy | Should -BeOfType [bool]
         ($status | Format-List | Out-String) | Should -Match 'LockedByPolicy\s*:\s*True'
-        Get-Entries | Should -Be @('203.0.113.90 Policy', '203.0.113.91 Temporary', '9300/tcp Policy', '9301/tcp Temporary')
+        Get-Entries |
+            Should -Be @('203.0.113.90 Policy', '203.0.113.91 Temporary', '9300/tcp Policy', '9301/tcp Temporary')
     }
     It 'Add-ReflectAddress is one Retroflect.ManagedByPolicy,Add-ReflectAddress error and adds nothing' {
         $before = Get-Entries
         $Error.Clear()
         $caught = $null
-        try { Add-ReflectAddress '203.0.113.92' -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev } catch { $caught = $_ }
+        try { Add-ReflectAddress '203.0.113.92' -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev }
+        catch { $caught = $_ }
         Assert-LockedRefusal $caught $ev 'Add-ReflectAddress' $before
         $caught.Exception.Message | Should -Match 'adding reflect addresses'
     }
@@ -62,7 +65,8 @@ Describe 'A policy that locks the configuration (lockChanges)' {
         $before = Get-Entries
         $Error.Clear()
         $caught = $null
-        try { Remove-ShieldPort 9301 -Protocol tcp -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev } catch { $caught = $_ }
+        try { Remove-ShieldPort 9301 -Protocol tcp -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev }
+        catch { $caught = $_ }
         Assert-LockedRefusal $caught $ev 'Remove-ShieldPort' $before
         $caught.Exception.Message | Should -Match 'removing shield ports'
     }
@@ -70,7 +74,8 @@ Describe 'A policy that locks the configuration (lockChanges)' {
         $before = Get-Entries
         $Error.Clear()
         $caught = $null
-        try { Set-ReflectAddress '203.0.113.93' -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev } catch { $caught = $_ }
+        try { Set-ReflectAddress '203.0.113.93' -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev }
+        catch { $caught = $_ }
         Assert-LockedRefusal $caught $ev 'Set-ReflectAddress' $before
         $caught.Exception.Message | Should -Match 'setting the reflect addresses'
     }
@@ -78,7 +83,9 @@ Describe 'A policy that locks the configuration (lockChanges)' {
         Set-Content -LiteralPath $script:Policy -Value ('{"schemaVersion": 2, ' +
             '"reflectAddresses": ["203.0.113.90"], "shieldPorts": ["9300/tcp"]}')
         $deadline = [datetime]::UtcNow.AddSeconds(10)
-        while ((Get-Retroflect -Pipe $script:Pipe).LockedByPolicy -and [datetime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 200 }
+        while ((Get-Retroflect -Pipe $script:Pipe).LockedByPolicy -and [datetime]::UtcNow -lt $deadline) {
+            Start-Sleep -Milliseconds 200
+        }
         (Get-Retroflect -Pipe $script:Pipe).LockedByPolicy | Should -BeFalse
         Add-ReflectAddress '203.0.113.92' -Temporary -Pipe $script:Pipe -Confirm:$false
         (Get-ReflectAddress '203.0.113.92' -Pipe $script:Pipe).Source | Should -Be 'Temporary'

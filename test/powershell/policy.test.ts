@@ -41,5 +41,6 @@ async function pester(t: import('node:test').TestContext, filter: string): Promi
 }
 
 test('pwsh policy: Set-ReflectAddress and Set-ShieldPort against a real engine with a policy file', (t) => pester(t, 'Set-ReflectAddress,Set-ShieldPort'));
-test('pwsh policy: a locking policy refuses Add-ReflectAddress, Remove-ShieldPort and Set-ReflectAddress with one error each', (t) => pester(t, 'PolicyLock'));
+test('pwsh policy: a locking policy refuses Add-ReflectAddress, Remove-ShieldPort, Set-ReflectAddress, one error each',
+  (t) => pester(t, 'PolicyLock'));
 test('pwsh policy: the Remediations pair detects and remediates drift', (t) => pester(t, 'Remediations'));

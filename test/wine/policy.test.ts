@@ -168,7 +168,8 @@ test('the engine under Wine reads the registry policy, refuses to remove it, fol
     await reg(['add', `HKLM\\${POLICY_KEY}`, '/v', POLICY_LOCK_VALUE, '/t', 'REG_DWORD', '/d', '1', '/f']);
     const lockMs = await logLine(/policy: HKLM.*in force; the configuration is locked/, from, since);
     t.diagnostic(`registry lock in force ${lockMs} ms after reg add started (reg itself included)`);
-    assert.ok(lockMs <= LIVE_WITHIN_MS + 3000, `the lock took ${lockMs} ms (limit ${LIVE_WITHIN_MS} ms plus the reg process under Wine)`);
+    assert.ok(lockMs <= LIVE_WITHIN_MS + 3000,
+      `the lock took ${lockMs} ms (limit ${LIVE_WITHIN_MS} ms plus the reg process under Wine)`);
     const lockedAdd = await cli(['address', 'add', '203.0.113.81', '--temporary']);
     assert.equal(lockedAdd.code, 9, lockedAdd.text);
     assert.equal(lockedAdd.json?.error?.code, 'E_MANAGED_BY_POLICY', lockedAdd.text);
@@ -177,7 +178,8 @@ test('the engine under Wine reads the registry policy, refuses to remove it, fol
     const lockedStatus = await cli(['status']);
     assert.equal(lockedStatus.json.policy.lockChanges, true);
     assert.equal(lockedStatus.json.policy.state, 'applied');
-    assert.deepEqual(lockedStatus.json.reflectAddresses, ['203.0.113.77', '203.0.113.78', '203.0.113.79'], 'the refused add changed nothing');
+    assert.deepEqual(lockedStatus.json.reflectAddresses, ['203.0.113.77', '203.0.113.78', '203.0.113.79'],
+      'the refused add changed nothing');
 
     from = log().length;
     since = Date.now();
