@@ -13,6 +13,7 @@ const suites: Record<string, () => Promise<{ run(): Promise<BenchResult[]> }>> =
   'control-plane': () => import('./control-plane.ts'),
   'control-burst': () => import('./control-burst.ts'),
   'reflect-path': () => import('./reflect-path.ts'),
+  'ebpf-program': () => import('./ebpf-program.ts'),
   capture: () => import('./capture.ts'),
   release: () => import('./release.ts'),
   'live-change': () => import('./live-change.ts'),

@@ -6,8 +6,11 @@
 // reflect address. Everything else it hands to user space unchanged (TC_ACT_OK: out of the veth to its peer, where
 // the engine's packet socket reads it and the TypeScript data plane decides, counts and re-injects it exactly as for
 // the TUN backend): not to a reflect address, malformed or truncated, IPv4 fragments, IPv6 extension headers,
-// protocols other than TCP/UDP/ICMP/ICMPv6, addresses with port maps, and, while a capture runs, every packet that
-// capture might want (a union of the captures' filters; the taps in user space then match each one exactly).
+// protocols other than TCP/UDP/ICMP/ICMPv6, addresses with port allow lists, and on addresses with port maps the
+// packets those maps may concern (REFLECT_PORT_MAPS). While a capture runs, a packet it reflects
+// that some capture might want (a union of the captures' filters) is also copied, up to the longest snap length, into
+// a BPF ring buffer; the engine's worker reads it (src/packet-sources/ebpf/ring-buffer.ts) and offers it to the taps,
+// which match each one exactly. With no capture that costs one (inlined) array lookup per packet.
 // ICMP/ICMPv6 errors are reflected here with the packet they carry (its addresses swapped too, as packet/icmp-error.ts
 // does): the client's socket recognises the error by that packet, which must read as the client sent it.
 // Keeping those in one place (the user-space data plane) is what keeps counters and verdicts meaning the same.
@@ -31,17 +34,23 @@
 #define PROTO_ICMP 2
 #define STATS_PROTOS 4
 
-// reflect_value.flags: this address has port maps; its packets go to the user-space data plane (engine/port-mapper.ts).
+// reflect_value.flags. REFLECT_USER_PATH: every packet to this address goes to the user-space data plane (it has a
+// port allow list: packet/allowed-ports.ts). REFLECT_PORT_MAPS: it has port maps; a TCP/UDP packet with a port some
+// map names (port_roles) and every ICMP error go to the user-space data plane, where engine/port-mapper.ts keeps the
+// mapped flows; the rest is reflected here. A flow's ports are the same both ways, so a conversation never splits.
 #define REFLECT_USER_PATH 1
+#define REFLECT_PORT_MAPS 2
 
 // Flow states, as engine/flow-table.ts names them: active (not TCP), open, closed (FIN or RST seen).
 #define FLOW_ACTIVE 0
 #define FLOW_OPEN 1
 #define FLOW_CLOSED 2
 
-// Room the program may need in the linear part of the packet: Ethernet + IPv4 with options (or IPv6) + the 8-byte
-// ICMP header + the embedded IPv4 header with options (or TCP header with options).
-#define HEADROOM (ETH_HLEN + 60 + 8 + 60)
+// What the program reads must sit in the linear part of the packet. The stack's own packets carry their headers
+// there; only when they do not is the packet pulled (bpf_skb_pull_data may copy), and only as far as needed:
+// Ethernet + the IP header (with IPv4 options) + the transport header's fixed part, or for an ICMP error the
+// 8-byte ICMP header and the embedded IP header (IPv4 with options, or IPv6).
+#define TCP_FIXED 20
 #define ICMP_HEADER 8
 
 // read_transport results.
@@ -63,6 +72,15 @@ struct {
 	__type(key, struct reflect_key);
 	__type(value, struct reflect_value);
 } reflect_addrs SEC(".maps");
+
+// [0 * 65536 + port] for TCP, [1 * 65536 + port] for UDP: non-zero when some port map (on any address) names the port,
+// as its mapped port or its target. An array: the verifier inlines the lookup.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} port_roles SEC(".maps");
 
 struct counts {
 	__u64 packets;
@@ -87,31 +105,38 @@ struct flow_key {
 	__u8 reflect[16];
 	__u8 local[16];
 };
+// Per CPU: a flow's two directions are usually handled on different CPUs, so a shared value would bounce between
+// their caches with every packet (and need atomics). User space (maps.ts) merges the copies: first seen the earliest,
+// last seen the latest, packets and bytes summed, ports from a copy that saw the SYN, state closed if any saw the end.
+// A copy with packets == 0 is one this CPU has not written yet (the kernel zeroes the others on insert).
 struct flow_value {
-	__u64 first_ns; // bpf_ktime_get_ns (CLOCK_MONOTONIC)
+	__u64 first_ns; // bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC, tick resolution)
 	__u64 last_ns;
 	__u64 packets;
 	__u64 bytes;
 	__u16 client_port;
 	__u16 server_port;
-	__u32 state; // FLOW_*
+	__u8 state;    // FLOW_*
+	__u8 syn_seen; // this copy saw the opening SYN: its ports say who is the client
+	__u16 pad;
 };
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct flow_key);
 	__type(value, struct flow_value);
 } flows SEC(".maps");
 
 // Settings the engine changes live. An array lookup is inlined by the verifier: no helper call per packet.
-// While captures run, a packet some capture might want goes to the user-space path, where the taps see it with its
-// verdict: wanted = reflected packets wanted, protocol in protocols, and (any_address or an address in
-// capture_addrs) and (any_port or a TCP/UDP port in capture_ports). A superset of what the captures match.
+// While captures run, a reflected packet some capture might want is copied into the capture ring: wanted = reflected
+// packets wanted, protocol in protocols, and (any_address or an address in capture_addrs) and (any_port or a TCP/UDP
+// port in capture_ports). A superset of what the captures match.
 struct settings {
 	__u32 capture;     // 1: at least one capture runs and wants reflected packets
 	__u32 protocols;   // bits: 1 tcp, 2 udp, 4 icmp (capture/filter.ts CAPTURE_PROTOCOLS order)
 	__u32 any_address; // 1: some capture has no address filter
 	__u32 any_port;    // 1: some capture has no port filter
+	__u32 snaplen;     // bytes of IP packet to copy at most (the captures' longest snap length)
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -133,6 +158,77 @@ struct {
 	__type(key, __u16);
 	__type(value, __u8);
 } capture_ports SEC(".maps");
+
+// The capture ring: one record per copied packet, a capture_record then cap_len bytes of the IP packet as reflected.
+// Its size is set by the loader (KERNEL_CAPTURE_RING_BYTES in maps.ts).
+#define MAX_CAPTURE 65536
+struct capture_record {
+	__u64 time_ns;  // bpf_ktime_get_ns
+	__u32 wire_len; // the IP packet's length
+	__u32 cap_len;  // bytes that follow
+	__u16 src_port; // after reflection (TCP/UDP; 0 otherwise)
+	__u16 dst_port;
+	__u8 family;
+	__u8 protocol;
+	__u16 pad;
+};
+struct capture_scratch {
+	struct capture_record head;
+	__u8 data[MAX_CAPTURE];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} capture_ring SEC(".maps");
+// Where a record is assembled before it is copied into the ring (bpf_ringbuf_reserve takes constant sizes only): one
+// entry per CPU (the loader sizes it), indexed by the current CPU. A tc program runs with bottom halves off, so
+// nothing else on this CPU uses the entry meanwhile. (A per-CPU array's values are limited to 32 KiB.)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct capture_scratch);
+} capture_scratch SEC(".maps");
+// Records the ring had no room for, per CPU: the captures count them as dropped.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} capture_lost SEC(".maps");
+
+// Copy the (already reflected) packet into the capture ring.
+static __always_inline void capture_copy(struct __sk_buff *skb, struct settings *s, struct flow_key *key, __u16 sport,
+					 __u16 dport, __u32 ip_len)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct capture_scratch *c = bpf_map_lookup_elem(&capture_scratch, &cpu);
+	if (!c)
+		return;
+	__u64 cap = ip_len < s->snaplen ? ip_len : s->snaplen;
+	if (cap > MAX_CAPTURE - 1)
+		cap = MAX_CAPTURE - 1;
+	// The verifier must see the bound on the very register passed on: keep the compiler from dropping the mask.
+	asm volatile("" : "+r"(cap));
+	cap &= MAX_CAPTURE - 1;
+	if (cap == 0)
+		return;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, c->data, cap) < 0)
+		return;
+	c->head.time_ns = bpf_ktime_get_ns();
+	c->head.wire_len = ip_len;
+	c->head.cap_len = cap;
+	c->head.src_port = sport; // only the addresses trade places
+	c->head.dst_port = dport;
+	c->head.family = key->family;
+	c->head.protocol = key->protocol;
+	if (bpf_ringbuf_output(&capture_ring, c, sizeof(c->head) + cap, 0) < 0) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&capture_lost, &zero);
+		if (lost)
+			*lost += 1;
+	}
+}
 
 static __always_inline int capture_wants(struct settings *s, struct flow_key *key, __u16 sport, __u16 dport)
 {
@@ -176,17 +272,22 @@ static __always_inline void count(__u32 slot, __u32 proto, __u64 bytes)
 
 static __always_inline void record_flow(struct flow_key *key, __u16 sport, __u16 dport, __u8 tcp_flags, __u64 bytes)
 {
-	__u64 now = bpf_ktime_get_ns();
-	int syn_only = key->protocol == IPPROTO_TCP && (tcp_flags & 0x12) == 0x02;
-	int ends = key->protocol == IPPROTO_TCP && (tcp_flags & 0x05) != 0;
+	// The coarse clock (CLOCK_MONOTONIC at tick resolution, a few ms) is enough for a flow's ages and costs about
+	// 15% of the program's time less than the precise one (BPF_PROG_TEST_RUN: ~66 vs ~80 ns per packet).
+	__u64 now = bpf_ktime_get_coarse_ns();
+	int tcp = key->protocol == IPPROTO_TCP;
+	int syn_only = tcp && (tcp_flags & 0x12) == 0x02;
+	int ends = tcp && (tcp_flags & 0x05) != 0;
 	struct flow_value *f = bpf_map_lookup_elem(&flows, key);
-	if (f) {
-		__sync_fetch_and_add(&f->packets, 1);
-		__sync_fetch_and_add(&f->bytes, bytes);
+	if (f && f->packets != 0) {
+		// This CPU's own copy: plain stores, no atomics.
+		f->packets += 1;
+		f->bytes += bytes;
 		f->last_ns = now;
 		if (syn_only) {
 			f->client_port = sport;
 			f->server_port = dport;
+			f->syn_seen = 1;
 			f->state = FLOW_OPEN;
 		}
 		if (ends)
@@ -200,11 +301,16 @@ static __always_inline void record_flow(struct flow_key *key, __u16 sport, __u16
 		.bytes = bytes,
 		.client_port = syn_only ? sport : key->high_port,
 		.server_port = syn_only ? dport : key->low_port,
-		.state = key->protocol == IPPROTO_TCP ? (ends ? FLOW_CLOSED : FLOW_OPEN) : FLOW_ACTIVE,
+		.state = tcp ? (ends ? FLOW_CLOSED : FLOW_OPEN) : FLOW_ACTIVE,
+		.syn_seen = syn_only,
 	};
-	if (key->protocol != IPPROTO_TCP && key->protocol != IPPROTO_UDP) {
+	if (!tcp && key->protocol != IPPROTO_UDP) {
 		v.client_port = key->low_port;
 		v.server_port = 0;
+	}
+	if (f) {
+		*f = v; // the entry exists (another CPU made it); this CPU's copy starts now
+		return;
 	}
 	bpf_map_update_elem(&flows, key, &v, BPF_NOEXIST);
 }
@@ -283,6 +389,172 @@ static __always_inline __u32 stats_proto(__u8 proto)
 	return proto == IPPROTO_TCP ? PROTO_TCP : proto == IPPROTO_UDP ? PROTO_UDP : PROTO_ICMP;
 }
 
+// Whether a packet to an address with port maps must go to the user-space path (see REFLECT_PORT_MAPS).
+static __always_inline int maps_concern(int l4kind, __u8 proto, __u16 sport, __u16 dport)
+{
+	if (l4kind == L4_ICMP_ERROR)
+		return 1; // its quoted packet may belong to a mapped flow, whose quoted port user space maps back
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	__u32 base = proto == IPPROTO_TCP ? 0 : 65536;
+	__u32 k = base + sport;
+	__u8 *role = bpf_map_lookup_elem(&port_roles, &k);
+	if (role && *role)
+		return 1;
+	k = base + dport;
+	role = bpf_map_lookup_elem(&port_roles, &k);
+	return role && *role;
+}
+
+// Make the first `need` bytes linear (and readable by direct access); < 0 when the packet is shorter or the pull
+// failed. The common packet already has them: one comparison.
+static __always_inline int linear(struct __sk_buff *skb, __u32 need)
+{
+	if (need > skb->len)
+		return -1;
+	if ((void *)(long)skb->data + need <= (void *)(long)skb->data_end)
+		return 0;
+	return bpf_skb_pull_data(skb, need);
+}
+
+// The fixed part of the transport headers read_transport reads; 0 for a protocol the program leaves to user space.
+static __always_inline __u32 transport_fixed(__u8 proto, int v6)
+{
+	if (proto == IPPROTO_TCP)
+		return TCP_FIXED;
+	if (proto == IPPROTO_UDP || proto == (v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP))
+		return ICMP_HEADER; // UDP's header is 8 bytes too
+	return 0;
+}
+
+// Everything after the packet is known to be reflected here: the flow, the counters, the capture copy, the redirect.
+static __always_inline int finish(struct __sk_buff *skb, struct settings *s, int wanted, __u32 slot,
+				  struct flow_key *key, __u16 sport, __u16 dport, __u8 tcp_flags, __u32 ip_len)
+{
+	record_flow(key, sport, dport, tcp_flags, ip_len);
+	count(slot, stats_proto(key->protocol), ip_len);
+	if (wanted)
+		capture_copy(skb, s, key, sport, dport, ip_len);
+	// The frame already carries this device's own address as destination (the device is NOARP), so its ingress
+	// takes it as addressed to this host.
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+static __always_inline int reflect_v4(struct __sk_buff *skb, struct settings *s)
+{
+	if (linear(skb, ETH_HLEN + sizeof(struct iphdr)) < 0)
+		return TC_ACT_OK;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+		return TC_ACT_OK;
+	__u32 ip_len = skb->len - ETH_HLEN;
+	// The packet must be exactly as long as its header says, and whole: the rest is the user-space parser's.
+	if (bpf_ntohs(ip->tot_len) != ip_len || (ip->frag_off & bpf_htons(0x3fff)))
+		return TC_ACT_OK;
+	__u32 hlen = ip->ihl * 4;
+	__u8 proto = ip->protocol;
+	struct reflect_key rk = {};
+	rk.addr[10] = 0xff;
+	rk.addr[11] = 0xff;
+	__builtin_memcpy(&rk.addr[12], &ip->daddr, 4);
+	struct reflect_value *r = bpf_map_lookup_elem(&reflect_addrs, &rk);
+	if (!r || (r->flags & REFLECT_USER_PATH))
+		return TC_ACT_OK;
+	__u32 slot = r->slot;
+	int has_maps = r->flags & REFLECT_PORT_MAPS;
+	__u32 fixed = transport_fixed(proto, 0);
+	if (!fixed || hlen > ip_len || linear(skb, ETH_HLEN + hlen + fixed) < 0)
+		return TC_ACT_OK;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > end)
+		return TC_ACT_OK;
+	struct flow_key key = {};
+	__u16 sport = 0, dport = 0;
+	__u8 tcp_flags = 0;
+	key.family = 4;
+	key.protocol = proto;
+	int l4kind = read_transport((void *)ip + hlen, end, proto, ip_len - hlen, 0, &key, &sport, &dport, &tcp_flags);
+	if (l4kind == L4_PUNT || (has_maps && maps_concern(l4kind, proto, sport, dport)))
+		return TC_ACT_OK;
+	__builtin_memcpy(key.reflect, &ip->daddr, 4);
+	__builtin_memcpy(key.local, &ip->saddr, 4);
+	int wanted = s->capture && capture_wants(s, &key, sport, dport);
+	if (l4kind == L4_ICMP_ERROR && linear(skb, ETH_HLEN + hlen + ICMP_HEADER + sizeof(struct iphdr)) == 0) {
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		swap_embedded_v4(data + ETH_HLEN + hlen + ICMP_HEADER, end, ip_len - hlen - ICMP_HEADER);
+	}
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > end)
+		return TC_ACT_OK;
+	__u32 a = ip->saddr;
+	ip->saddr = ip->daddr;
+	ip->daddr = a;
+	return finish(skb, s, wanted, slot, &key, sport, dport, tcp_flags, ip_len);
+}
+
+static __always_inline int reflect_v6(struct __sk_buff *skb, struct settings *s)
+{
+	if (linear(skb, ETH_HLEN + sizeof(struct ipv6hdr)) < 0)
+		return TC_ACT_OK;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	if ((void *)(ip6 + 1) > end || ip6->version != 6)
+		return TC_ACT_OK;
+	__u32 ip_len = skb->len - ETH_HLEN;
+	if (bpf_ntohs(ip6->payload_len) + sizeof(*ip6) != ip_len)
+		return TC_ACT_OK;
+	__u8 proto = ip6->nexthdr;
+	struct reflect_key rk = {};
+	__builtin_memcpy(rk.addr, &ip6->daddr, 16);
+	struct reflect_value *r = bpf_map_lookup_elem(&reflect_addrs, &rk);
+	if (!r || (r->flags & REFLECT_USER_PATH))
+		return TC_ACT_OK;
+	__u32 slot = r->slot;
+	int has_maps = r->flags & REFLECT_PORT_MAPS;
+	// Extension headers (and any protocol the program does not know) go to the user-space path.
+	__u32 fixed = transport_fixed(proto, 1);
+	if (!fixed || linear(skb, ETH_HLEN + sizeof(*ip6) + fixed) < 0)
+		return TC_ACT_OK;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	ip6 = data + ETH_HLEN;
+	if ((void *)(ip6 + 1) > end)
+		return TC_ACT_OK;
+	struct flow_key key = {};
+	__u16 sport = 0, dport = 0;
+	__u8 tcp_flags = 0;
+	key.family = 6;
+	key.protocol = proto;
+	int l4kind = read_transport(ip6 + 1, end, proto, ip_len - sizeof(*ip6), 1, &key, &sport, &dport, &tcp_flags);
+	if (l4kind == L4_PUNT || (has_maps && maps_concern(l4kind, proto, sport, dport)))
+		return TC_ACT_OK;
+	__builtin_memcpy(key.reflect, &ip6->daddr, 16);
+	__builtin_memcpy(key.local, &ip6->saddr, 16);
+	int wanted = s->capture && capture_wants(s, &key, sport, dport);
+	if (l4kind == L4_ICMP_ERROR && linear(skb, ETH_HLEN + 2 * sizeof(*ip6) + ICMP_HEADER) == 0) {
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		swap_embedded_v6(data + ETH_HLEN + sizeof(*ip6) + ICMP_HEADER, end, ip_len - sizeof(*ip6) - ICMP_HEADER);
+	}
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	ip6 = data + ETH_HLEN;
+	if ((void *)(ip6 + 1) > end)
+		return TC_ACT_OK;
+	struct in6_addr a = ip6->saddr;
+	ip6->saddr = ip6->daddr;
+	ip6->daddr = a;
+	return finish(skb, s, wanted, slot, &key, sport, dport, tcp_flags, ip_len);
+}
+
 SEC("tc")
 int reflect(struct __sk_buff *skb)
 {
@@ -290,95 +562,12 @@ int reflect(struct __sk_buff *skb)
 	struct settings *s = bpf_map_lookup_elem(&settings, &zero);
 	if (!s)
 		return TC_ACT_OK;
-	if (skb->len < HEADROOM) {
-		if (bpf_skb_pull_data(skb, skb->len) < 0)
-			return TC_ACT_OK;
-	} else if ((void *)(long)skb->data + HEADROOM > (void *)(long)skb->data_end) {
-		if (bpf_skb_pull_data(skb, HEADROOM) < 0)
-			return TC_ACT_OK;
-	}
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
-		return TC_ACT_OK;
-	__u32 ip_len = skb->len - ETH_HLEN;
-	struct flow_key key = {};
-	struct reflect_key rk = {};
-	__u16 sport = 0, dport = 0;
-	__u8 tcp_flags = 0;
-
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
-			return TC_ACT_OK;
-		// The packet must be exactly as long as its header says, and whole: the rest is the user-space parser's.
-		if (bpf_ntohs(ip->tot_len) != ip_len || (ip->frag_off & bpf_htons(0x3fff)))
-			return TC_ACT_OK;
-		__u32 hlen = ip->ihl * 4;
-		if (hlen > ip_len)
-			return TC_ACT_OK;
-		rk.addr[10] = 0xff;
-		rk.addr[11] = 0xff;
-		__builtin_memcpy(&rk.addr[12], &ip->daddr, 4);
-		struct reflect_value *r = bpf_map_lookup_elem(&reflect_addrs, &rk);
-		if (!r || (r->flags & REFLECT_USER_PATH))
-			return TC_ACT_OK;
-		__u32 slot = r->slot;
-		void *l4 = (void *)ip + hlen;
-		if (l4 > end)
-			return TC_ACT_OK;
-		key.family = 4;
-		key.protocol = ip->protocol;
-		int l4kind = read_transport(l4, end, ip->protocol, ip_len - hlen, 0, &key, &sport, &dport, &tcp_flags);
-		if (l4kind == L4_PUNT)
-			return TC_ACT_OK;
-		__builtin_memcpy(key.reflect, &ip->daddr, 4);
-		__builtin_memcpy(key.local, &ip->saddr, 4);
-		// Decided before anything is changed: a packet for the captures leaves untouched.
-		if (s->capture && capture_wants(s, &key, sport, dport))
-			return TC_ACT_OK;
-		if (l4kind == L4_ICMP_ERROR)
-			swap_embedded_v4(l4 + ICMP_HEADER, end, ip_len - hlen - ICMP_HEADER);
-		__u32 a = ip->saddr;
-		ip->saddr = ip->daddr;
-		ip->daddr = a;
-		record_flow(&key, sport, dport, tcp_flags, ip_len);
-		count(slot, stats_proto(key.protocol), ip_len);
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		if ((void *)(ip6 + 1) > end || ip6->version != 6)
-			return TC_ACT_OK;
-		if (bpf_ntohs(ip6->payload_len) + sizeof(*ip6) != ip_len)
-			return TC_ACT_OK;
-		__builtin_memcpy(rk.addr, &ip6->daddr, 16);
-		struct reflect_value *r = bpf_map_lookup_elem(&reflect_addrs, &rk);
-		if (!r || (r->flags & REFLECT_USER_PATH))
-			return TC_ACT_OK;
-		__u32 slot = r->slot;
-		key.family = 6;
-		key.protocol = ip6->nexthdr;
-		// Extension headers (and any protocol read_transport does not know) go to the user-space path.
-		int l4kind = read_transport(ip6 + 1, end, ip6->nexthdr, ip_len - sizeof(*ip6), 1, &key, &sport, &dport, &tcp_flags);
-		if (l4kind == L4_PUNT)
-			return TC_ACT_OK;
-		__builtin_memcpy(key.reflect, &ip6->daddr, 16);
-		__builtin_memcpy(key.local, &ip6->saddr, 16);
-		if (s->capture && capture_wants(s, &key, sport, dport))
-			return TC_ACT_OK;
-		if (l4kind == L4_ICMP_ERROR)
-			swap_embedded_v6((void *)(ip6 + 1) + ICMP_HEADER, end, ip_len - sizeof(*ip6) - ICMP_HEADER);
-		struct in6_addr a = ip6->saddr;
-		ip6->saddr = ip6->daddr;
-		ip6->daddr = a;
-		record_flow(&key, sport, dport, tcp_flags, ip_len);
-		count(slot, stats_proto(key.protocol), ip_len);
-	} else {
-		return TC_ACT_OK;
-	}
-	// The frame already carries this device's own address as destination (the device is NOARP), so its ingress
-	// takes it as addressed to this host.
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	// The stack sets skb->protocol from the frame's EtherType on this path; reading it needs no packet access.
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return reflect_v4(skb, s);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return reflect_v6(skb, s);
+	return TC_ACT_OK;
 }
 
 // "Dual MIT/GPL": the project is MIT; the kernel accepts this string as GPL-compatible.

@@ -4,7 +4,7 @@
 #   RETROFLECT_TEST_DIR         a private (0700) scratch folder for sockets, configs and install roots
 #   RETROFLECT_TEST_PWSH        this pwsh, for the tests that run scripts the way users run them (pwsh -File)
 # Addresses come from the documentation ranges; the namespace has a default route, so they validate. One engine
-# at a time (they would share the TUN device): each file starts its own and stops it in AfterAll.
+# at a time (they would share the engine's device): each file starts its own and stops it in AfterAll.
 
 $script:ModuleManifest = Join-Path $PSScriptRoot '..\Retroflect\Retroflect.psd1'
 Import-Module $script:ModuleManifest -Force
@@ -32,8 +32,8 @@ function Start-TestEngine {
     #>
     param([string[]]$Address, [string[]]$ShieldPort, [string]$ConfigPath)
     $pipe = New-TestPath 'engine.sock'
-    # TUN: the backend that enforces every allow list (users, groups and cgroups are nft rules only it keeps).
-    $params = @{ Path = $script:Exe; Pipe = $pipe; TimeoutSeconds = 60; Confirm = $false; Backend = 'tun' }
+    # The default backend (Linux: ebpf where its program loads, else tun): both enforce every allow list.
+    $params = @{ Path = $script:Exe; Pipe = $pipe; TimeoutSeconds = 60; Confirm = $false }
     if ($ConfigPath) { $params.ConfigPath = $ConfigPath } else { $params.NoConfig = $true }
     if ($Address) { $params.Address = $Address }
     if ($ShieldPort) { $params.ShieldPort = $ShieldPort }

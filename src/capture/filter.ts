@@ -113,12 +113,14 @@ export function captureInterest(specs: readonly CaptureSpec[]): CaptureInterest 
   let protocols = 0;
   let addresses: Uint8Array[] | null = [];
   let ports: number[] | null = [];
+  let snaplen = 0;
   for (const s of specs) {
     if (s.verdictMask !== 0 && (s.verdictMask & reflectedBit) === 0) continue; // wants no reflected packet
     reflected = true;
     protocols |= s.protocolMask === 0 ? ALL_PROTOCOLS : s.protocolMask;
     addresses = s.addresses.length === 0 || addresses === null ? null : [...addresses, ...s.addresses];
     ports = s.ports.length === 0 || ports === null ? null : [...ports, ...s.ports];
+    snaplen = Math.max(snaplen, s.snaplen);
   }
-  return { reflected, protocols, addresses, ports };
+  return { reflected, protocols, addresses, ports, snaplen };
 }

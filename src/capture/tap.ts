@@ -72,8 +72,9 @@ export class CaptureTaps {
    * Offer one decided packet, which left through or arrived on interface `ifIndex` (PacketBatch.ifIndex).
    * `p` is the data plane's parse of it (addresses already swapped when reflected),
    * `decision` the data plane's Verdict, `dropCause` its DropCause when that is Drop, `time` ms since the epoch.
+   * `wireLen`: the packet's whole length when `len` bytes are only its start (a kernel copy cut at a snap length).
    */
-  offer(buf: Uint8Array, off: number, len: number, outbound: boolean, ifIndex: number, decision: number, dropCause: number, p: ParsedPacket, time: number): void {
+  offer(buf: Uint8Array, off: number, len: number, outbound: boolean, ifIndex: number, decision: number, dropCause: number, p: ParsedPacket, time: number, wireLen = len): void {
     const malformed = p.malformed;
     // A drop has one cause. The data plane drops every malformed packet, both ways; a malformed packet that was
     // still sent on would show as malformed too.
@@ -101,7 +102,7 @@ export class CaptureTaps {
       if (at < 0) continue;
       const v = ring.view;
       v.setUint32(at, recordBytes(captured), true);
-      v.setUint32(at + 4, len, true);
+      v.setUint32(at + 4, wireLen, true);
       v.setUint32(at + 8, captured, true);
       const bytes = ring.bytes;
       bytes[at + 12] = outbound ? 1 : 0;

@@ -18,7 +18,7 @@ export function registerRunCommand(program: Command): void {
     .option('-p, --pipe <name>', 'control pipe name (or socket path on Linux)')
     .option('-n, --dry-run', 'print what would be done (addresses, ports, routes, rules, WinDivert filter) and change nothing')
     .option('--device <name>', 'Linux: the engine\'s device (TUN device, or the ebpf backend\'s veth)', 'rflct0')
-    .option('--backend <kind>', 'Linux: tun (default), ebpf (in the kernel), or auto (ebpf where it loads, else tun)')
+    .option('--backend <kind>', 'Linux: auto (default: ebpf where it loads, else tun), ebpf (in the kernel), or tun')
     .option('--windivert-dir <dir>', 'Windows: folder holding WinDivert.dll and WinDivert64.sys')
     .option('--log-file <path>', 'also append the engine\'s events to this file (size capped, rotated to .1 .. .3)')
     .option('--log-size <size>', 'cap of the log file before it rotates (bytes, or K/M/G; default 10M)')

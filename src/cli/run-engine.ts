@@ -207,9 +207,9 @@ async function runUntilStopped(
   const configPath = store.path;
   const pipeName = resolvePipeName(opts.pipe);
   const endpoint = resolveEndpoint(pipeName);
-  const backend = await createHostBackend(backendOptions);
 
   if (opts.dryRun) {
+    const backend = await createHostBackend(backendOptions);
     await pickReflectAddress(config, store, false);
     let warnings: string[] = [];
     let refusal: RetroflectError | null = null;
@@ -229,6 +229,8 @@ async function runUntilStopped(
       hint: process.platform === 'win32' ? 'Start it from an elevated prompt, or install it as a task with Install-Retroflect.' : 'Run it with sudo, or install the systemd unit.',
     });
   }
+  // Picked once root is known: `auto` (the default) loads the ebpf program to see whether it can run, which needs root.
+  const backend = await createHostBackend(backendOptions);
   for (const f of leftovers) console.log(`Removed ${f}, a temp file left by a killed run.`);
   await pickReflectAddress(config, store, true);
   for (const w of await validateAll(config)) warn(w);
@@ -297,7 +299,7 @@ function parseBackendOption(value: string | undefined): LinuxBackend | undefined
   if (value === undefined) return undefined;
   if ((LINUX_BACKENDS as readonly string[]).includes(value)) return value as LinuxBackend;
   throw new RetroflectError(ErrorCode.USAGE, `--backend must be one of ${LINUX_BACKENDS.join(', ')}, not '${value}'.`, {
-    hint: 'Leave it out for tun; auto uses ebpf where it loads, else tun.',
+    hint: 'Leave it out (or auto) for ebpf where it loads, else tun.',
   });
 }
 

@@ -1,6 +1,8 @@
 /**
  * Linux checks: the TUN device node, the nft program, the engine's nft table and host routes (while it runs, or a
- * leftover when it does not), rp_filter, and the netfilter log (NFLOG) that shows shield drops to captures.
+ * leftover when it does not), rp_filter, and the netfilter log (NFLOG) that shows shield drops to captures. Both
+ * Linux backends (ebpf and tun) keep the same table, routes into their device and NFLOG log, so the checks of a
+ * running engine are the same for either.
  */
 import { readFileSync, statSync } from 'node:fs';
 import { DEFAULT_TUN_NAME, NFT_FAMILY, NFT_TABLE, probeFirewallLog } from '../packet-sources/host-facts.ts';
@@ -33,7 +35,16 @@ export async function nftProgramCheck(): Promise<Check> {
   }
 }
 
-function tunDevice(ctx: DoctorContext): string {
+/** The backends that keep the Linux host state (nft table, routes into their device, NFLOG). */
+const LINUX_ENGINE_BACKENDS: readonly string[] = ['ebpf', 'tun'];
+
+/** The running engine, when it is one of the Linux backends. */
+function linuxEngine(ctx: DoctorContext): NonNullable<DoctorContext['engine']> | null {
+  return ctx.engine && LINUX_ENGINE_BACKENDS.includes(ctx.engine.backend) ? ctx.engine : null;
+}
+
+/** The engine's device (the TUN device, or the ebpf backend's veth). */
+function engineDevice(ctx: DoctorContext): string {
   const d = ctx.engine?.backendInfo.device;
   return typeof d === 'string' ? d : DEFAULT_TUN_NAME;
 }
@@ -68,7 +79,7 @@ export async function nftTableCheck(ctx: DoctorContext): Promise<Check> {
     }
     return skipped(name, `No engine runs, so the table ${table} is not expected.`, evidence);
   }
-  if (ctx.engine.backend !== 'tun') return skipped(name, `The engine uses the ${ctx.engine.backend} backend.`);
+  if (!linuxEngine(ctx)) return skipped(name, `The engine uses the ${ctx.engine.backend} backend.`);
   if (!found.exists) {
     return fail(name,
       `The engine runs but its nft table ${table} is gone: shield ports are open to other hosts and forged reflect ` +
@@ -90,15 +101,15 @@ export async function nftTableCheck(ctx: DoctorContext): Promise<Check> {
 
 export async function routesCheck(ctx: DoctorContext): Promise<Check> {
   const name = 'linux.routes';
-  if (!ctx.engine || ctx.engine.backend !== 'tun') return skipped(name,
-    'No TUN engine runs, so no routes into its device are expected.');
-  const device = tunDevice(ctx);
+  const engine = linuxEngine(ctx);
+  if (!engine) return skipped(name, 'No engine runs here, so no routes into its device are expected.');
+  const device = engineDevice(ctx);
   const wrong: { address: string; device: string | null }[] = [];
-  for (const address of ctx.engine.reflectAddresses) {
+  for (const address of engine.reflectAddresses) {
     const r = await lookupRoute(address).catch(() => null);
     if (r?.device !== device) wrong.push({ address, device: r?.device ?? null });
   }
-  const evidence = { device, addresses: ctx.engine.reflectAddresses, wrong };
+  const evidence = { device, addresses: engine.reflectAddresses, wrong };
   if (wrong.length) {
     return fail(name,
       `Traffic to ${wrong.map((w) => `${w.address} (now via ${w.device ?? 'no route'})`).join(', ')} does not go ` +
@@ -121,7 +132,7 @@ function readSysctl(path: string): number | null {
 export async function rpFilterCheck(ctx: DoctorContext): Promise<Check> {
   const name = 'linux.rp_filter';
   const all = readSysctl('/proc/sys/net/ipv4/conf/all/rp_filter');
-  const device = tunDevice(ctx);
+  const device = engineDevice(ctx);
   const dev = ctx.engine ? readSysctl(`/proc/sys/net/ipv4/conf/${device}/rp_filter`) : null;
   // The kernel applies the larger of conf/all and the interface's value.
   const effective = Math.max(all ?? 0, dev ?? 0);
@@ -153,8 +164,9 @@ export async function nflogCheck(ctx: DoctorContext): Promise<Check> {
   const name = 'linux.nflog';
   const fix = "Load the netfilter log module: 'modprobe nfnetlink_log' (captures then also show packets the shield " +
     "rules drop); reflection itself does not need it.";
-  if (ctx.engine?.backend === 'tun') {
-    const log = String(ctx.engine.backendInfo.firewallLog ?? '');
+  const engine = linuxEngine(ctx);
+  if (engine) {
+    const log = String(engine.backendInfo.firewallLog ?? '');
     if (log.startsWith('NFLOG group')) return pass(name, `The engine logs shield drops to ${log}.`,
       { firewallLog: log });
     return warning(name, `Captures cannot show the packets the shield rules drop: ${log || 'no firewall log'}.`, fix,

@@ -7,7 +7,8 @@
  * packet can never be decided under a config older than the route that brought it here.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { AppGateMark, type FirewallDropSink, type PacketSource } from '../packet-sources/packet-source.ts';
+import { AppGateMark, type FirewallDropSink, type KernelPacketSink, type PacketSource }
+  from '../packet-sources/packet-source.ts';
 import { createPacketSource } from '../packet-sources/registry.ts';
 import { EngineCounters } from './counters.ts';
 import { Dataplane } from './dataplane.ts';
@@ -59,6 +60,18 @@ async function main(): Promise<void> {
     const outbound = cause === FirewallDropCause.NotAllowed;
     taps.offer(buf, off, len, outbound, ifIndex, Verdict.Drop, dropCause, dropped, timeMs);
   };
+  // Packets the kernel data path reflected itself (ebpf) that some capture might want: offered as reflected.
+  const kernelPacket: KernelPacketSink = (buf, off, capLen, wireLen, ifIndex, p, timeMs) =>
+    taps.offer(buf, off, capLen, true, ifIndex, Verdict.Reflect, 0, p, timeMs, wireLen);
+  let kernelLostSeen = 0;
+  let observingKernel = false;
+  const observeKernelPackets = (): void => {
+    const want = taps.count > 0;
+    if (!source.observeKernelPackets || want === observingKernel) return;
+    observingKernel = want;
+    source.observeKernelPackets(want ? kernelPacket : null);
+    kernelLostSeen = source.kernelPacketsLost ?? 0;
+  };
   let observingDrops = false;
   let dropsLostSeen = 0;
   const observeFirewallDrops = (): void => {
@@ -89,6 +102,7 @@ async function main(): Promise<void> {
       case 'capture':
         taps.update(msg.captures);
         source.watchCaptures?.(captureInterest(msg.captures));
+        observeKernelPackets();
         observeFirewallDrops();
         break;
       case 'stop':
@@ -166,6 +180,10 @@ async function main(): Promise<void> {
         // Reports the kernel could not queue: the captures missed them, so they count them as dropped.
         taps.countDropped(source.firewallDropsLost! - dropsLostSeen);
         dropsLostSeen = source.firewallDropsLost!;
+      }
+      if (observingKernel && source.kernelPacketsLost !== kernelLostSeen) {
+        taps.countDropped(source.kernelPacketsLost! - kernelLostSeen);
+        kernelLostSeen = source.kernelPacketsLost!;
       }
       drainMessages();
       const now = Date.now();

@@ -12,6 +12,7 @@ import type { AllowWhoKind } from '../config/allow-lists.ts';
 import type { SocketOwner, SocketQuery } from '../platform/linux/socket-owners.ts';
 import type { FirewallDropCause } from '../packet/verdicts.ts';
 import type { FlowRecord } from '../packet/flow-record.ts';
+import type { ParsedPacket } from '../packet/parse.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
 export interface PacketBatch {
@@ -101,6 +102,13 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
    * capture runs.
    */
   watchCaptures?(interest: CaptureInterest | null): void;
+  /**
+   * Packets a kernel data path reflected itself (ebpf) that the captures might want are reported to `sink` from
+   * within receive() while a sink is set; null stops that.
+   */
+  observeKernelPackets?(sink: KernelPacketSink | null): void;
+  /** Such packets the kernel could not queue for us (cumulative), while observing. */
+  readonly kernelPacketsLost?: number;
   /** Firewall drop reports the kernel could not queue for us (cumulative), while observing. */
   readonly firewallDropsLost?: number;
   /**
@@ -116,7 +124,23 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
  * An inbound packet the host firewall dropped: its IP bytes are `buf[off, off + len)`, the interface it arrived on
  * (0: unknown), `timeMs` since the epoch.
  */
-export type FirewallDropSink = (buf: Buffer, off: number, len: number, cause: FirewallDropCause, ifIndex: number, timeMs: number) => void;
+export type FirewallDropSink = (buf: Buffer, off: number, len: number, cause: FirewallDropCause, ifIndex: number,
+  timeMs: number) => void;
+
+/**
+ * A packet the kernel reflected: `buf[off, off + capLen)` holds the first `capLen` of its `wireLen` bytes as
+ * reflected, `p` its parse (addresses, protocol and ports are valid even when cut short), `ifIndex` the device it
+ * re-entered by, `timeMs` since the epoch.
+ */
+export type KernelPacketSink = (
+  buf: Buffer,
+  off: number,
+  capLen: number,
+  wireLen: number,
+  ifIndex: number,
+  p: ParsedPacket,
+  timeMs: number,
+) => void;
 
 /** One line of a `--dry-run` plan: what would be done, and the exact command or filter where there is one. */
 export interface PlanStep {
@@ -179,7 +203,7 @@ export interface WinDivertSourceUpdate {
 /**
  * ebpf: the packet socket on the veth peer (the user-space path, see ebpf/packet-socket.ts), the wake eventfd, the
  * NFLOG socket and group (-1: none), the engine device's index, and the tc program's capture maps (while a capture
- * runs, the program hands what it might want to the user-space path, so the taps see it).
+ * runs, the program copies what it might want into its ring, which the worker reads: ebpf/ring-buffer.ts).
  */
 export interface EbpfSourceInit {
   kind: 'ebpf';
@@ -188,8 +212,9 @@ export interface EbpfSourceInit {
   logFd: number;
   logGroup: number;
   ifIndex: number;
-  /** The program's settings, capture_addrs and capture_ports maps (worker: what captures want, see watchCaptures). */
-  captureMapFds: { settings: number; addresses: number; ports: number };
+  /** The program's settings, capture_addrs and capture_ports maps (worker: what captures want, see watchCaptures),
+   *  its capture ring and the count of records the ring had no room for. */
+  captureMapFds: { settings: number; addresses: number; ports: number; ring: number; lost: number };
 }
 
 /** ebpf: a live change is host state only (maps, routes, nft); the worker keeps its socket. */
@@ -224,14 +249,13 @@ export type BackendKind = keyof SourceMessages;
 
 /**
  * Which "who" allow lists (config/allow-lists.ts) each backend enforces. A list a backend cannot enforce is refused
- * when it is set, never kept and silently ignored. TUN: users, groups and cgroups in its nft table
- * (platform/linux/nftables.ts); WinDivert: apps in its app gate (windivert/app-gate.ts).
+ * when it is set, never kept and silently ignored. Linux (tun and ebpf): users, groups and cgroups in the nft table
+ * both keep alike (linux/host-state.ts, platform/linux/allow-rules.ts), on the output hook before routing; WinDivert:
+ * apps in its app gate (windivert/app-gate.ts: SOCKET-layer connect events joined to flows).
  */
 export const ENFORCED_WHO_LISTS: Record<BackendKind, readonly AllowWhoKind[]> = {
   tun: ['users', 'groups', 'cgroups'],
-  // Not yet: its host half does not keep the nft output rules up to date on changes as tun/host.ts does.
-  ebpf: [],
-  // The app gate: SOCKET-layer connect events joined to flows (windivert/app-gate.ts).
+  ebpf: ['users', 'groups', 'cgroups'],
   windivert: ['apps'],
   memory: [],
 };
@@ -304,7 +328,8 @@ export interface HostBackend<K extends BackendKind = BackendKind> {
    * Who owns each of these client sockets (process, user; Linux: /proc), null where none matches. Asked when flows
    * are listed, never per packet. Backends that cannot tell leave it out.
    */
-  socketOwners?(queries: readonly SocketQuery[]): ((Partial<SocketOwner> & { packageFamilyName?: string | null }) | null)[];
+  socketOwners?(queries: readonly SocketQuery[]):
+    ((Partial<SocketOwner> & { packageFamilyName?: string | null }) | null)[];
   /** A name for the interface with this index (PacketBatch.ifIndex), as captures show it; never throws. */
   interfaceName(ifIndex: number): string;
   /** Make a receive() that may be blocked in the worker return soon (for stop and the engine's reconfigure). */

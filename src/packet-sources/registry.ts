@@ -19,9 +19,9 @@ import { buildWinDivertFilter } from './windivert/filter.ts';
 export { WINDIVERT_PRIORITY } from './windivert/limits.ts';
 
 /**
- * Linux backends `--backend` chooses from: `tun` (the default), `ebpf`, or `auto` (ebpf where it loads, else tun).
- * tun stays the default until ebpf carries every feature: users/groups/cgroups allow lists are refused on ebpf, and
- * port maps and captures take its user-space path (docs/architecture.md, "The ebpf backend").
+ * Linux backends `--backend` chooses from: `tun`, `ebpf`, or `auto` (ebpf where kernel, privileges and library let
+ * its program load, else tun), which is also the default. Both carry every feature; on ebpf port maps and captures
+ * take its user-space path (docs/architecture.md, "The ebpf backend").
  */
 export const LINUX_BACKENDS = ['tun', 'ebpf', 'auto'] as const;
 export type LinuxBackend = (typeof LINUX_BACKENDS)[number];
@@ -29,9 +29,9 @@ export type LinuxBackend = (typeof LINUX_BACKENDS)[number];
 export interface BackendOptions {
   /** Linux: the engine's device (the TUN device, or the ebpf backend's veth). */
   deviceName?: string;
-  /** Linux: the backend asked for (absent: tun; `auto`: ebpf where kernel, privileges and library allow, else tun). */
+  /** Linux: the backend asked for (absent or `auto`: ebpf where kernel, privileges and library allow, else tun). */
   backend?: LinuxBackend;
-  /** `auto`: told why the ebpf backend was not used (the engine runs on tun). */
+  /** `auto` (the default): told why the ebpf backend was not used (the engine runs on tun). */
   onFallback?: (reason: string) => void;
   /** Windows: folder with WinDivert.dll (else RETROFLECT_WINDIVERT_DIR, the executable's folder, the install folder). */
   windivertDir?: string;
@@ -40,7 +40,7 @@ export interface BackendOptions {
 }
 
 /**
- * The backend each platform uses by default (Linux: tun; `--backend ebpf` or `auto` choose the kernel path).
+ * The backend each platform uses by default (Linux: ebpf where it loads, else tun; `--backend` picks one).
  * The only place that branches on the platform for the data path. The memory backend (memory/) is no platform's:
  * tests and tools construct its host half (MemoryHostBackend) themselves.
  */
@@ -58,8 +58,9 @@ export async function createHostBackend(opts: BackendOptions, platform: NodeJS.P
       return new WinDivertHostBackend({ windivertDir: opts.windivertDir, priority: opts.priority });
     }
     case 'ebpf': {
-      if (opts.backend === undefined || opts.backend === 'tun') return tunBackend(opts, null);
+      if (opts.backend === 'tun') return tunBackend(opts, null);
       if (opts.backend === 'ebpf') return ebpfBackend(opts);
+      // auto, and the default: try loading the program (nothing on the host is touched), fall back with the reason.
       const { probeProgram } = await import('./ebpf/program.ts');
       const probe = probeProgram();
       if (probe.ok) return ebpfBackend(opts);
@@ -75,7 +76,7 @@ export async function createHostBackend(opts: BackendOptions, platform: NodeJS.P
   }
 }
 
-/** `fallbackReason`: why `--backend auto` did not use ebpf; `status` shows it as backendInfo.ebpfUnavailable. */
+/** `fallbackReason`: why `auto` (the default) did not use ebpf; `status` shows it as backendInfo.ebpfUnavailable. */
 async function tunBackend(opts: BackendOptions, fallbackReason: string | null): Promise<HostBackend> {
   const { TunHostBackend } = await import('./tun/host.ts');
   const tun = new TunHostBackend({ deviceName: opts.deviceName });

@@ -15,4 +15,6 @@ export interface CaptureInterest {
   /** Raw address bytes (4 or 16 each), or null for any address. */
   addresses: Uint8Array[] | null;
   ports: number[] | null;
+  /** The longest snap length of those captures: bytes of a packet any of them keeps at most. */
+  snaplen: number;
 }

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ControlClient } from '../../src/control/client.ts';
 import { createTopology, JsonLines, NetNs, run, waitFor, type Topology } from '../helpers/netns.ts';
-import { LOG_READS_PER_PASS } from '../../src/packet-sources/tun/source.ts';
+import { LOG_READS_PER_PASS } from '../../src/packet-sources/linux/fd-source.ts';
 import { spawnEngine, waitReady, type EngineProcess } from '../e2e/engine-process.ts';
 
 const PROBE = 'test/fixtures/probe.ts';

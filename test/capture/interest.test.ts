@@ -7,15 +7,27 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { captureInterest, compileCaptureSpec, parseCaptureFilter } from '../../src/capture/filter.ts';
 
-const spec = (id: number, raw: Record<string, unknown>) =>
-  compileCaptureSpec(id, new SharedArrayBuffer(64), 256, parseCaptureFilter(raw));
+const spec = (id: number, raw: Record<string, unknown>, snaplen = 256) =>
+  compileCaptureSpec(id, new SharedArrayBuffer(64), snaplen, parseCaptureFilter(raw));
 
 test('no capture: no interest', () => {
   assert.equal(captureInterest([]), null);
 });
 
 test('an open filter wants every reflected packet', () => {
-  assert.deepEqual(captureInterest([spec(1, {})]), { reflected: true, protocols: 15, addresses: null, ports: null });
+  assert.deepEqual(captureInterest([spec(1, {})]), {
+    reflected: true,
+    protocols: 15,
+    addresses: null,
+    ports: null,
+    snaplen: 256,
+  });
+});
+
+test('the snap length is the longest of the captures that want reflected packets', () => {
+  const specs = [spec(1, { ports: [53] }, 128), spec(2, {}, 9000), spec(3, { verdicts: ['malformed'] }, 65535)];
+  const i = captureInterest(specs);
+  assert.equal(i?.snaplen, 9000);
 });
 
 test('filters add up: addresses and ports are listed while every capture names some; protocols are or-ed', () => {
@@ -36,8 +48,8 @@ test('filters add up: addresses and ports are listed while every capture names s
 });
 
 test('captures that want no reflected packet add nothing', () => {
-  const none = { reflected: false, protocols: 0, addresses: [], ports: [] };
+  const none = { reflected: false, protocols: 0, addresses: [], ports: [], snaplen: 0 };
   assert.deepEqual(captureInterest([spec(1, { verdicts: ['shieldDropped'] })]), none);
   const i = captureInterest([spec(1, { verdicts: ['malformed'] }), spec(2, { verdicts: ['reflected'], ports: [80] })]);
-  assert.deepEqual(i, { reflected: true, protocols: 15, addresses: null, ports: [80] });
+  assert.deepEqual(i, { reflected: true, protocols: 15, addresses: null, ports: [80], snaplen: 256 });
 });

@@ -5,8 +5,9 @@
  *
  * `ip netns exec` gives each process a fresh /sys without the cgroup mount, so the engine (whose nft resolves cgroup
  * paths under /sys/fs/cgroup, as on a systemd host) and the clients mount the cgroup v2 hierarchy there first, in
- * their own mount namespace. The engine runs the TUN backend, which enforces these lists (ebpf does not yet: it
- * refuses them). The guard timers of the clients only end a hung client; assertions are on the error kind.
+ * their own mount namespace. Both Linux backends run the suite: the rules match on the output hook, before the
+ * packet is routed into the TUN device or the ebpf backend's veth. The guard timers of the clients only end a hung
+ * client; assertions are on the error kind.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, type NetNs, type Topology } from '../helpers/netns.ts';
 import { privateDir, removeDir, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { backendArgs, LINUX_TEST_BACKENDS } from '../helpers/backends.ts';
 
 const PEERS = 'test/e2e/fixtures/allowed-peers.ts';
 const node = process.execPath;
@@ -38,11 +40,16 @@ interface As {
   cgroup?: string;
 }
 
-/** Run `argv` in the namespace as uid/gid (no supplementary groups), in `cgroup` (a path below the v2 root). */
-function runAs(ns: NetNs, who: As, argv: string[]) {
+/** `sh` arguments that run `argv` as uid/gid (no supplementary groups), in `cgroup` (a path below the v2 root). */
+function asArgs(who: As, argv: string[]): string[] {
   const setpriv = who.uid === undefined ? [] : ['setpriv', `--reuid=${who.uid}`, `--regid=${who.gid ?? who.uid}`, '--clear-groups'];
   const join = who.cgroup ? ` && echo $$ > /sys/fs/cgroup/${who.cgroup}/cgroup.procs` : '';
-  return ns.run('sh', ['-c', `${MOUNT_CGROUP2}${join} && exec "$@"`, 'sh', ...setpriv, ...argv]);
+  return ['-c', `${MOUNT_CGROUP2}${join} && exec "$@"`, 'sh', ...setpriv, ...argv];
+}
+
+/** Run `argv` in the namespace as `who`, to its end. */
+function runAs(ns: NetNs, who: As, argv: string[]) {
+  return ns.run('sh', asArgs(who, argv));
 }
 
 async function curl(ns: NetNs, who: As, url: string): Promise<{ code: number; body: string; stderr: string }> {
@@ -57,26 +64,38 @@ async function udp(ns: NetNs, who: As, host: string, port: string): Promise<Reco
 }
 
 const CURL_REFUSED = 7; // curl: failed to connect
+/** How long the slow server (port 8090) holds a connection before it answers: the flows test looks at the open flow
+ *  twice (JSON, then the human table, each a CLI start that takes seconds on a loaded machine) within this time, then
+ *  ends its client. */
+const SLOW_HOLD_MS = 120_000;
 
-describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 600_000 }, () => {
+for (const backend of LINUX_TEST_BACKENDS)
+describe(`allowed users, groups and cgroups (Linux, real engine, ${backend})`, { timeout: 600_000 }, () => {
   let t: Topology;
   let dir: string;
   let config: string;
   let engine: EngineHandle | undefined;
   const cgroupRoot = cgroup2Mount();
-  const allowedCgroup = `retroflect-allow-${process.pid}`;
-  const otherCgroup = `retroflect-other-${process.pid}`;
+  const allowedCgroup = `retroflect-allow-${backend}-${process.pid}`;
+  const otherCgroup = `retroflect-other-${backend}-${process.pid}`;
+  const start = () =>
+    startEngine(t.a, dir, {
+      config,
+      timeoutMs: 90_000,
+      args: backendArgs(backend),
+      prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'],
+    });
 
   before(async () => {
     for (const c of [allowedCgroup, otherCgroup]) mkdirSync(join(cgroupRoot, c));
     t = await createTopology('allwho');
     dir = privateDir('allwho');
     config = join(dir, 'config.json');
-    for (const [tcp, udpPorts, slow] of [['8080', '53', '0'], ['8090', '', '30000']]) {
+    for (const [tcp, udpPorts, slow] of [['8080', '53', '0'], ['8090', '', String(SLOW_HOLD_MS)]]) {
       const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PEERS, 'serve', tcp, udpPorts, slow]));
       await servers.next((o) => o.ready === true);
     }
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'], prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
+    engine = await start();
   });
 
   after(async () => {
@@ -108,6 +127,7 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 60
     assert.deepEqual(await udp(t.a, { uid: NOBODY }, R4, '53').then((r) => r.reply), `server=53 peer=${R4}`);
     assert.equal((await udp(t.a, { uid: STRANGER }, R4, '53')).error, 'ECONNREFUSED');
     const stats = (await engine!.cli(['stats'])).json;
+    assert.equal((await engine!.cli(['status', '--json'])).json.backend, backend, 'the backend asked for runs');
     const r4 = stats.byAddress.find((a: { address: string }) => a.address === R4);
     assert.ok(r4.notAllowed.packets >= 2, JSON.stringify(r4));
     assert.ok(stats.notAllowed.packets >= 3, JSON.stringify(stats.notAllowed));
@@ -152,30 +172,35 @@ describe('allowed users, groups and cgroups (Linux, real engine)', { timeout: 60
 
   test('flows name the process, its pid and its user', async () => {
     await engine!.cli(['address', 'add', R4, '--cgroups', 'all', '--users', 'nobody']);
-    const slow = runAs(t.a, { uid: NOBODY }, ['curl', '-sS', '--max-time', '60', `http://${R4}:8090/`]);
-    let flow: Record<string, unknown> | undefined;
-    // The server holds the connection 30 s: ask until the flow shows (a loaded machine answers `flows` slowly).
-    const deadline = Date.now() + 25_000;
-    while (!flow?.pid && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 300));
-      const flows = (await engine!.cli(['flows'])).json.flows as Record<string, unknown>[];
-      flow = flows.find((f) => f.serverPort === 8090 && f.state === 'open');
+    const slow = t.a.spawn('sh', asArgs({ uid: NOBODY }, ['curl', '-sS', `http://${R4}:8090/`]));
+    const slowEnded = new Promise((resolve) => slow.once('exit', resolve));
+    try {
+      let flow: Record<string, unknown> | undefined;
+      // The server holds the connection SLOW_HOLD_MS: ask until the flow shows (a loaded machine answers slowly).
+      const deadline = Date.now() + 25_000;
+      while (!flow?.pid && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 300));
+        const flows = (await engine!.cli(['flows'])).json.flows as Record<string, unknown>[];
+        flow = flows.find((f) => f.serverPort === 8090 && f.state === 'open');
+      }
+      assert.ok(flow, 'the flow is listed');
+      assert.equal(flow.processName, 'curl');
+      assert.equal(flow.uid, NOBODY);
+      assert.equal(flow.user, 'nobody');
+      assert.equal(typeof flow.pid, 'number');
+      assert.equal(flow.packageFamilyName, null);
+      const human = await t.a.run('env', ['NO_COLOR=1', node, '--import', 'tsx', 'src/cli/main.ts', 'flows', '--pipe', engine!.pipe]);
+      assert.match(human.stdout, new RegExp(`curl \\(${flow.pid}\\)[^\\n]*nobody`), human.stdout);
+    } finally {
+      slow.kill(); // it only held the connection open
+      await slowEnded;
     }
-    assert.ok(flow, 'the flow is listed');
-    assert.equal(flow.processName, 'curl');
-    assert.equal(flow.uid, NOBODY);
-    assert.equal(flow.user, 'nobody');
-    assert.equal(typeof flow.pid, 'number');
-    assert.equal(flow.packageFamilyName, null);
-    const human = await t.a.run('env', ['NO_COLOR=1', node, '--import', 'tsx', 'src/cli/main.ts', 'flows', '--pipe', engine!.pipe]);
-    assert.match(human.stdout, new RegExp(`curl \\(${flow.pid}\\)[^\\n]*nobody`), human.stdout);
-    await slow; // it only held the connection open; how it ends (answer or the runner's time limit) is not the point
   });
 
   test('the lists survive a restart from the config file', async () => {
     engine!.child.kill('SIGTERM');
     assert.equal(await engine!.exited, 0, engine!.output());
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'], prefix: ['sh', '-c', `${MOUNT_CGROUP2} && exec "$@"`, 'sh'] });
+    engine = await start();
     assert.equal((await curl(t.a, { uid: STRANGER }, `http://${R4}:8080/`)).code, CURL_REFUSED);
     assert.equal((await curl(t.a, { uid: NOBODY }, `http://${R4}:8080/`)).code, 0);
   });

@@ -1,7 +1,8 @@
 /**
- * Allow lists end to end on Linux: the real `retroflect run` (CLI → control pipe → Engine → worker → Dataplane →
- * TUN) in a namespace, real servers and clients. R = 203.0.113.40 / 2001:db8:ffff::40 with `--ports 8080,53/udp`;
- * servers listen on 8080 and 8081 (TCP) and 53 and 54 (UDP), so a refusal is retroflect's, not a closed port.
+ * Allow lists end to end on Linux, over both backends: the real `retroflect run` (CLI → control pipe → Engine → worker
+ * → Dataplane, through the TUN device or the ebpf backend's user-space path) in a namespace, real servers and
+ * clients. R = 203.0.113.40 / 2001:db8:ffff::40 with `--ports 8080,53/udp`; servers listen on 8080 and 8081 (TCP)
+ * and 53 and 54 (UDP), so a refusal is retroflect's, not a closed port.
  *
  * Timing: a refused client must fail with "connection refused" (the reset / ICMP error the engine injects), never by
  * waiting. The clients' guard timers only end a hung client; the assertions are on the error kind.
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, type NetNs, type Topology } from '../helpers/netns.ts';
 import { privateDir, removeDir, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { backendArgs, LINUX_TEST_BACKENDS } from '../helpers/backends.ts';
 
 const PEERS = 'test/e2e/fixtures/allowed-peers.ts';
 const node = process.execPath;
@@ -31,7 +33,8 @@ async function curl(ns: NetNs, url: string): Promise<{ code: number; body: strin
   return { code: r.code, body: r.stdout, stderr: r.stderr };
 }
 
-describe('allowed ports (Linux, real engine)', { timeout: 600_000 }, () => {
+for (const backend of LINUX_TEST_BACKENDS)
+describe(`allowed ports (Linux, real engine, ${backend})`, { timeout: 600_000 }, () => {
   let t: Topology;
   let dir: string;
   let config: string;
@@ -43,7 +46,7 @@ describe('allowed ports (Linux, real engine)', { timeout: 600_000 }, () => {
     config = join(dir, 'config.json');
     const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PEERS, 'serve', '8080,8081', '53,54', '0']));
     await servers.next((o) => o.ready === true);
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'] });
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: backendArgs(backend) });
   });
 
   after(async () => {
@@ -136,7 +139,7 @@ describe('allowed ports (Linux, real engine)', { timeout: 600_000 }, () => {
   test('the lists survive a restart from the config file', async () => {
     engine!.child.kill('SIGTERM');
     assert.equal(await engine!.exited, 0, engine!.output());
-    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: ['--backend', 'tun'] });
+    engine = await startEngine(t.a, dir, { config, timeoutMs: 90_000, args: backendArgs(backend) });
     assert.equal((await peer(t.a, ['connect', R6, '8081', GUARD_MS])).error, 'ECONNREFUSED');
     assert.equal((await peer(t.a, ['connect', R6, '8080', GUARD_MS])).ok, true);
   });

@@ -1,7 +1,7 @@
 /**
  * Partial edits of the engine's nft table are repaired (issue 19, item 7): a deleted shield rule, a flushed set, a
  * removed or added element, a deleted forward rule. The engine compares the whole table with what it installed
- * (src/packet-sources/tun/nft-check.ts), restores it whole, and counts each repair in `status` (hostRepairs).
+ * (src/packet-sources/linux/nft-check.ts), restores it whole, and counts each repair in `status` (hostRepairs).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';

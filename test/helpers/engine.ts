@@ -132,10 +132,14 @@ export function spawnEngine(ns: NetNs, dir: string, opts: StartOptions): EngineH
   };
 }
 
+/** How long an engine may take to say `Ready.` by default: a start loads the CLI through tsx and the ebpf program
+ *  through the verifier, which takes tens of seconds on a shared machine under load; a hung start still fails. */
+const ENGINE_READY_TIMEOUT_MS = 60_000;
+
 /** Spawn `retroflect run` in `ns` and wait for its `Ready.` line; rejects with its output if it exits first. */
 export async function startEngine(ns: NetNs, dir: string, opts: StartOptions): Promise<EngineHandle> {
   const e = spawnEngine(ns, dir, opts);
-  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const timeoutMs = opts.timeoutMs ?? ENGINE_READY_TIMEOUT_MS;
   const end = Date.now() + timeoutMs;
   while (!READY.test(e.output())) {
     if (!e.alive()) throw new Error(`retroflect run exited (${await e.exited}) before it was ready:\n${e.output()}`);

@@ -12,7 +12,9 @@
  * backend only through the public face of packet-sources/ (BACKEND_GATES: registry.ts, which picks a backend and
  * re-exports what upper layers may know of one, such as WinDivert's priority limits; host-facts.ts, what the doctor
  * may ask a backend about the host). Everyone else uses
- * registry.ts and the contract, packet-source.ts.
+ * registry.ts and the contract, packet-source.ts. A folder of code several backends share is no backend
+ * (SHARED_FOLDERS: linux/, what tun/ and ebpf/ have in common): only the backends it names import it, and it imports
+ * none of them.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -98,10 +100,19 @@ const PACKET_SOURCES = join(SRC, 'packet-sources');
 /** The only files outside a backend's folder that may import its files. */
 const BACKEND_GATES = new Set([join(PACKET_SOURCES, 'registry.ts'), join(PACKET_SOURCES, 'host-facts.ts')]);
 
-/** The backend folder a file is in (src/packet-sources/<backend>/...), or null. */
-function backendOf(file: string): string | null {
+/** Folders of packet-sources/ that several backends share, and the backends that may import them. */
+const SHARED_FOLDERS: Record<string, readonly string[]> = { linux: ['tun', 'ebpf'] };
+
+/** The folder a file is in (src/packet-sources/<folder>/...), or null. */
+function folderOf(file: string): string | null {
   const parts = relative(PACKET_SOURCES, file).split(/[\\/]/);
   return parts.length > 1 && parts[0] !== '..' ? parts[0] : null;
+}
+
+/** The backend folder a file is in (src/packet-sources/<backend>/...), or null (shared folders are no backend). */
+function backendOf(file: string): string | null {
+  const folder = folderOf(file);
+  return folder !== null && !(folder in SHARED_FOLDERS) ? folder : null;
 }
 
 test('no sideways import into a backend\'s internals: outside its folder, only registry.ts imports a backend', () => {
@@ -113,6 +124,24 @@ test('no sideways import into a backend\'s internals: outside its folder, only r
       const backend = backendOf(to);
       if (backend === null || backendOf(from) === backend || BACKEND_GATES.has(from)) continue;
       bad.push(`${rel(from)} imports ${rel(to)}, inside the ${backend} backend: import it through src/packet-sources/registry.ts`);
+    }
+  }
+  assert.deepEqual(bad, []);
+});
+
+test('a shared folder of packet-sources is imported only by the backends it is shared by, and imports none', () => {
+  for (const shared of Object.keys(SHARED_FOLDERS)) {
+    assert.ok(files.some((f) => folderOf(f) === shared), `shared folder src/packet-sources/${shared}/ not found`);
+  }
+  const bad: string[] = [];
+  for (const [from, tos] of graph) {
+    for (const to of tos) {
+      const shared = folderOf(to);
+      if (shared === null || !(shared in SHARED_FOLDERS) || folderOf(from) === shared) continue;
+      const importer = backendOf(from);
+      if (importer === null || !SHARED_FOLDERS[shared].includes(importer)) {
+        bad.push(`${rel(from)} imports ${rel(to)}, shared only by ${SHARED_FOLDERS[shared].join(', ')}`);
+      }
     }
   }
   assert.deepEqual(bad, []);

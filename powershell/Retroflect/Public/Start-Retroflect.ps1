@@ -51,9 +51,9 @@ function Start-Retroflect {
     ebpf backend's veth (its peer adds a "p").
 
     .PARAMETER Backend
-    Linux: the packet backend: tun (the default), ebpf (reflects in the
-    kernel) or auto (ebpf where its program loads, else tun). Users, groups
-    and cgroups lists need tun.
+    Linux: the packet backend: auto (the default: ebpf where its program
+    loads, else tun, with the reason in the log and in
+    BackendInfo.ebpfUnavailable), ebpf (reflects in the kernel) or tun.
 
     .PARAMETER PassThru
     Return the engine's status. Without it nothing is output, as

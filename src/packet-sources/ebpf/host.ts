@@ -1,29 +1,23 @@
 /**
  * The ebpf backend's main-thread half: the veth pair (veth.ts), the tc program on its egress (program.ts) and its
  * maps (maps.ts), one host route per reflect address into the device, the user-space path's packet socket on the
- * peer (packet-socket.ts), and the same nft shield table and NFLOG listener as the TUN backend (platform/linux/
- * nftables.ts, nflog.ts). Live changes update maps and routes; the program is never reloaded.
+ * peer (packet-socket.ts). The routes, the nft table (shield ports, forged sources, and who may use each address,
+ * matched on the output hook before a packet is routed into the device) and its NFLOG log are the Linux host state
+ * both backends share (linux/host-state.ts). Live changes update maps, routes and rules; the program is never
+ * reloaded.
  */
 import { type InterceptConfig } from '../../config/intercept-config.ts';
-import { portMapsFor } from '../../config/port-maps.ts';
+import { portMapsFor, portMapsOf } from '../../config/port-maps.ts';
 import { allowListsFor } from '../../config/allow-lists.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { describeCommand, runCommand, type HostCommand } from '../../platform/linux/command.ts';
-import { EFD_CLOEXEC, EFD_NONBLOCK, libc } from '../../platform/linux/libc.ts';
-import { interfaceIndex, interfaceNameOf } from '../../platform/linux/interfaces.ts';
-import {
-  installShield,
-  NFT_FAMILY,
-  NFT_TABLE,
-  nftScriptCommand,
-  readFirewallCounters,
-  removeShield,
-  shieldTableDevice,
-  shieldTableScript,
-  updateShield,
-} from '../../platform/linux/nftables.ts';
-import { FIRST_LOG_GROUP, openFirewallLog } from '../../platform/linux/nflog.ts';
-import { routeAddCommand, routeDeleteCommand } from '../../platform/linux/routes.ts';
+import { libc } from '../../platform/linux/libc.ts';
+import { interfaceIndex } from '../../platform/linux/interfaces.ts';
+import { nftScriptCommand, shieldTableScript } from '../../platform/linux/nftables.ts';
+import { FIRST_LOG_GROUP } from '../../platform/linux/nflog.ts';
+import { routeAddCommand } from '../../platform/linux/routes.ts';
+import type { SocketOwner, SocketQuery } from '../../platform/linux/socket-owners.ts';
+import { LinuxHostState } from '../linux/host-state.ts';
 import type {
   EbpfSourceInit,
   EbpfSourceUpdate,
@@ -34,8 +28,16 @@ import type {
   PlanStep,
   ProtocolCounts,
 } from '../packet-source.ts';
-import { KernelMaps, MAP, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
-import { attachProgram, closeProgram, loadProgram, PROGRAM_NAME, type LoadedProgram } from './program.ts';
+import { KernelMaps, MAP, portRoleIndex, REFLECT_PORT_MAPS, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
+import {
+  attachProgram,
+  closeProgram,
+  loadProgram,
+  programAttached,
+  PROGRAM_NAME,
+  type LoadedProgram,
+} from './program.ts';
+import type { TcFilter } from './libbpf.ts';
 import { openPacketSocket } from './packet-socket.ts';
 import {
   checkEbpfDeviceName,
@@ -43,6 +45,7 @@ import {
   DEFAULT_EBPF_DEVICE,
   deletePairCommand,
   deviceExists,
+  deviceUp,
   deviceUpCommand,
   ownerPid,
   peerName,
@@ -73,21 +76,20 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
   readonly device: string;
   readonly kernel: KernelDataPath;
   private program: LoadedProgram | null = null;
+  private filter: TcFilter | null = null;
   private maps: KernelMaps | null = null;
   private ifIndex = 0;
   private socketFd = -1;
-  private wakeFd = -1;
-  private log: { fd: number; group: number } | null = null;
-  private logProblem: string | null = null;
   private ownsDevice = false;
-  private ownsShield = false;
+  /** Routes, nft table, NFLOG socket and wake eventfd (shared with the TUN backend). */
+  private readonly host: LinuxHostState;
   /** Counter slot per reflect address in the kernel's counters (stable while the address stays). */
   private readonly slots = new Map<string, number>();
-  private readonly wakeValue = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
 
   constructor(private readonly opts: EbpfHostOptions = {}) {
     this.device = opts.deviceName ?? DEFAULT_EBPF_DEVICE;
     checkEbpfDeviceName(this.device);
+    this.host = new LinuxHostState(this.device);
     this.kernel = {
       reflectedByAddress: () => this.reflectedByAddress(),
       flows: (nowMs, idleLimitMs) => this.flows(nowMs, idleLimitMs),
@@ -128,7 +130,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       device: this.device,
       peer: peerName(this.device),
       program: `tc egress ${PROGRAM_NAME} (libbpf)`,
-      firewallLog: this.log ? `NFLOG group ${this.log.group}` : `unavailable: ${this.logProblem ?? 'not started'}`,
+      ...this.host.describe(),
     };
   }
 
@@ -152,20 +154,12 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         });
       }
       this.ifIndex = interfaceIndex(this.device);
-      attachProgram(this.program, this.ifIndex);
+      this.filter = attachProgram(this.program, this.ifIndex);
       this.socketFd = openPacketSocket(interfaceIndex(peerName(this.device)));
-      this.wakeFd = libc().eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-      if (this.wakeFd < 0) throw new RetroflectError(ErrorCode.BACKEND_FAILED, 'eventfd failed.');
-      try {
-        this.log = openFirewallLog();
-      } catch (err) {
-        this.logProblem = err instanceof Error ? err.message : String(err);
-      }
+      this.host.openFds();
       this.syncMaps(cfg);
-      for (const a of cfg.reflectAddresses) await runCommand(routeAddCommand(a, this.device));
-      await removeShield();
-      this.ownsShield = true;
-      await installShield(cfg, this.device, this.log?.group ?? null);
+      await this.host.claimShieldTable();
+      await this.host.install(cfg);
     } catch (err) {
       await this.stop().catch(() => undefined);
       throw err;
@@ -173,14 +167,16 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     return {
       kind: 'ebpf',
       fd: this.socketFd,
-      wakeFd: this.wakeFd,
-      logFd: this.log?.fd ?? -1,
-      logGroup: this.log?.group ?? -1,
+      wakeFd: this.host.wakeFd,
+      logFd: this.host.log?.fd ?? -1,
+      logGroup: this.host.log?.group ?? -1,
       ifIndex: this.ifIndex,
       captureMapFds: {
         settings: this.program.mapFds.settings,
         addresses: this.program.mapFds.captureAddresses,
         ports: this.program.mapFds.capturePorts,
+        ring: this.program.mapFds.captureRing,
+        lost: this.program.mapFds.captureLost,
       },
     };
   }
@@ -202,20 +198,14 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       if (pid !== process.pid && processAlive(pid)) throw anotherEngine(this.device, pid);
       await runCommand(deletePairCommand(this.device));
     }
-    const holder = await shieldTableDevice();
-    if (holder !== null && holder !== this.device && deviceExists(holder)) {
-      const why = `Another retroflect engine (device ${holder}) is running on this host.`;
-      throw new RetroflectError(ErrorCode.ALREADY_RUNNING, why, {
-        hint:
-          'On Linux one engine runs per host, since the shield rules are per host: stop the other engine first, ' +
-          'or add your addresses and ports to it.',
-        details: { device: holder },
-      });
-    }
+    await this.host.refuseIfAnotherEngineRuns();
   }
 
-  /** Make the reflect map match `cfg`: new addresses get a fresh counter slot; port-mapped ones, and those with a
-   *  port allow list, the user-space path. */
+  /**
+   * Make the reflect map match `cfg`: new addresses get a fresh counter slot. An address with a port allow list takes
+   * the user-space path whole; one with port maps only for the ports those maps name (port_roles, set before the
+   * flag that makes the program read them, cleared after).
+   */
   private syncMaps(cfg: InterceptConfig): void {
     const maps = this.maps!;
     const keep = new Set(cfg.reflectAddresses);
@@ -224,6 +214,12 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       maps.removeReflect(address);
       this.slots.delete(address);
     }
+    const roles = new Set<number>();
+    for (const m of portMapsOf(cfg)) {
+      roles.add(portRoleIndex(m.protocol, m.port));
+      roles.add(portRoleIndex(m.protocol, m.target));
+    }
+    maps.addPortRoles(roles);
     const used = new Set(this.slots.values());
     for (const address of cfg.reflectAddresses) {
       let slot = this.slots.get(address);
@@ -234,83 +230,77 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         used.add(slot);
         this.slots.set(address, slot);
       }
-      // Port maps and port allow lists are the data plane's (port-mapper.ts, packet/allowed-ports.ts).
-      const userPath = portMapsFor(cfg, address).length > 0 || allowListsFor(cfg, address).ports !== undefined;
-      maps.setReflect(address, slot, userPath ? REFLECT_USER_PATH : 0, fresh);
+      // Port allow lists are the data plane's (packet/allowed-ports.ts), and so are mapped flows (port-mapper.ts).
+      const flags =
+        allowListsFor(cfg, address).ports !== undefined
+          ? REFLECT_USER_PATH
+          : portMapsFor(cfg, address).length > 0
+            ? REFLECT_PORT_MAPS
+            : 0;
+      maps.setReflect(address, slot, flags, fresh);
     }
+    maps.keepPortRoles(roles);
   }
 
   /**
-   * Live change, all or nothing on the host. Map entries of added addresses go in before their routes (a routed
-   * packet always finds its entry); removed ones leave after their routes are gone.
+   * Live change, all or nothing on the host (linux/host-state.ts). Map entries of added addresses go in before their
+   * routes (a routed packet always finds its entry); removed ones leave after their routes are gone.
    */
   async apply(prev: InterceptConfig, next: InterceptConfig): Promise<EbpfSourceUpdate> {
     if (!this.program) throw new RetroflectError(ErrorCode.INTERNAL, 'The ebpf backend is not started.');
-    const nextSet = new Set(next.reflectAddresses);
+    this.host.checkChange(prev, next);
     const prevSet = new Set(prev.reflectAddresses);
-    const removed = prev.reflectAddresses.filter((a) => !nextSet.has(a));
     const added = next.reflectAddresses.filter((a) => !prevSet.has(a));
-    const undo: (() => Promise<unknown>)[] = [];
-    try {
-      this.syncMaps({ ...next, reflectAddresses: [...prev.reflectAddresses, ...added] } as InterceptConfig);
-      undo.push(async () => this.syncMaps(prev));
-      for (const a of added) {
-        await runCommand(routeAddCommand(a, this.device));
-        undo.push(() => this.deleteRoute(a));
-      }
-      for (const a of removed) {
-        await this.deleteRoute(a);
-        undo.push(() => runCommand(routeAddCommand(a, this.device)));
-      }
-      await updateShield(prev, next, this.log?.group ?? null);
-      this.syncMaps(next);
-    } catch (err) {
-      for (const step of undo.reverse()) await step().catch(() => undefined);
-      throw err;
-    }
+    const nextSet = new Set(next.reflectAddresses);
+    // Both configs' addresses meanwhile; leaving ones keep their maps (as the engine's data plane does).
+    const leavingMaps = portMapsOf(prev).filter((m) => !nextSet.has(m.address));
+    const portMaps = [...portMapsOf(next), ...leavingMaps];
+    this.syncMaps({ ...next, reflectAddresses: [...prev.reflectAddresses, ...added], portMaps } as InterceptConfig);
+    await this.host.apply(prev, next, [async () => this.syncMaps(prev)]);
+    this.syncMaps(next);
     return { kind: 'ebpf' };
   }
 
-  private async deleteRoute(address: string): Promise<void> {
-    await runCommand(routeDeleteCommand(address, this.device)).catch((err: RetroflectError) => {
-      if (!/No such process|not found/i.test(String(err.details?.stderr ?? ''))) throw err;
-    });
+  /**
+   * The shared checks (the nft table whole; for 'all', the routes), and for 'all' first the device pair and the
+   * program on its egress: the routes need the device up. A deleted device is not repaired here: the worker's packet
+   * socket fails with it and the engine stops cleanly.
+   */
+  async verify(cfg: InterceptConfig, scope: 'firewall' | 'all'): Promise<string[]> {
+    if (!this.program) return [];
+    if (scope === 'firewall' || !deviceExists(this.device)) return this.host.verify(cfg, 'firewall');
+    const device = await this.repairDevice();
+    return [...device, ...(await this.host.verify(cfg, scope))];
   }
 
-  async verify(cfg: InterceptConfig, scope: 'firewall' | 'all'): Promise<string[]> {
-    if (!this.program || !this.ownsShield) return [];
+  socketOwners(queries: readonly SocketQuery[]): (SocketOwner | null)[] {
+    return this.host.socketOwners(queries);
+  }
+
+  /** The pair up and the program on the device's egress again, after an `ip link set down` or a `tc qdisc del`. */
+  private async repairDevice(): Promise<string[]> {
     const repairs: string[] = [];
-    const holder = await shieldTableDevice();
-    if (holder !== this.device) {
-      await installShield(cfg, this.device, this.log?.group ?? null);
-      const what = holder === null ? 'deleted' : 'replaced';
-      repairs.push(
-        `The nft table ${NFT_FAMILY} ${NFT_TABLE} was ${what} by something else; restored it ` +
-          '(shielding was off meanwhile).',
-      );
+    if (!deviceUp(this.device) || !deviceUp(peerName(this.device))) {
+      await runCommand(deviceUpCommand(this.device, process.pid));
+      await runCommand(peerUpCommand(this.device));
+      repairs.push(`The device ${this.device} or its peer was set down by something else; set them up again.`);
     }
-    if (scope === 'firewall') return repairs;
-    const routes = async (family: string[]): Promise<{ dst: string }[]> => {
-      const shown = await runCommand({ file: 'ip', args: ['-j', ...family, 'route', 'show', 'dev', this.device] });
-      return JSON.parse(shown.stdout || '[]');
-    };
-    const all = [...(await routes([])), ...(await routes(['-6']))];
-    const routed = new Set(all.map((r) => r.dst.replace(/\/(32|128)$/, '')));
-    for (const a of cfg.reflectAddresses) {
-      if (routed.has(a)) continue;
-      await runCommand(routeAddCommand(a, this.device));
-      repairs.push(`The route of reflect address ${a} into ${this.device} was deleted by something else; restored it.`);
+    if (!programAttached(this.filter!, this.ifIndex)) {
+      this.filter = attachProgram(this.program!, this.ifIndex);
+      repairs.push(
+        `The tc program on the egress of ${this.device} (or its clsact qdisc) was removed by something else; ` +
+          'attached it again (the user-space path reflected meanwhile).',
+      );
     }
     return repairs;
   }
 
   firewallCounters(): Promise<FirewallCounters> {
-    return readFirewallCounters();
+    return this.host.firewallCounters();
   }
 
   interfaceName(ifIndex: number): string {
-    if (ifIndex === 0 || ifIndex === this.ifIndex) return this.device;
-    return interfaceNameOf(ifIndex) ?? `if${ifIndex}`;
+    return this.host.interfaceName(ifIndex, this.ifIndex);
   }
 
   private reflectedByAddress(): Map<string, ProtocolCounts> {
@@ -322,7 +312,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
 
   private flows(nowMs: number, limit: (state: KernelFlow['state']) => number): KernelFlow[] {
     if (!this.maps) return [];
-    const nowNs = process.hrtime.bigint(); // CLOCK_MONOTONIC, as bpf_ktime_get_ns
+    const nowNs = process.hrtime.bigint(); // CLOCK_MONOTONIC, as the program's (coarse) clock
     const idleMs = (e: FlowEntry): number => Number(nowNs - e.lastNs) / 1e6;
     const entries = this.maps.readFlows((e) => idleMs(e) > limit(FLOW_STATES[e.state] ?? 'active'));
     return entries.map((e) => ({
@@ -346,35 +336,24 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
   }
 
   wake(): void {
-    if (this.wakeFd >= 0) libc().write(this.wakeFd, this.wakeValue, 8);
+    this.host.wake();
   }
 
   /** Undo everything: the shield table, then the device (its qdisc, program and routes go with it), then our fds. */
   async stop(): Promise<void> {
-    let failure: unknown;
-    try {
-      if (this.ownsShield) await removeShield();
-      this.ownsShield = false;
-    } catch (err) {
-      failure = err;
-    }
-    try {
-      if (this.ownsDevice && deviceExists(this.device)) await runCommand(deletePairCommand(this.device));
-      this.ownsDevice = false;
-    } catch (err) {
-      failure ??= err;
-    }
-    const c = libc();
-    if (this.socketFd >= 0) c.close(this.socketFd);
-    if (this.wakeFd >= 0) c.close(this.wakeFd);
-    if (this.log) c.close(this.log.fd);
-    this.socketFd = -1;
-    this.wakeFd = -1;
-    this.log = null;
-    if (this.program) closeProgram(this.program);
-    this.program = null;
-    this.maps = null;
-    this.slots.clear();
-    if (failure) throw failure;
+    await this.host.stop(async () => {
+      try {
+        if (this.ownsDevice && deviceExists(this.device)) await runCommand(deletePairCommand(this.device));
+        this.ownsDevice = false;
+      } finally {
+        if (this.socketFd >= 0) libc().close(this.socketFd);
+        this.socketFd = -1;
+        if (this.program) closeProgram(this.program);
+        this.program = null;
+        this.filter = null;
+        this.maps = null;
+        this.slots.clear();
+      }
+    });
   }
 }

@@ -33,8 +33,12 @@ export interface Libbpf {
   closeObject(obj: unknown): void;
   programFd(obj: unknown, program: string): number;
   mapFd(obj: unknown, map: string): number;
-  /** Creates the clsact qdisc of `ifindex` (EEXIST is fine) and attaches `progFd` at `point`. */
-  attachTc(ifindex: number, point: number, progFd: number): void;
+  /** Creates the clsact qdisc of `ifindex` (EEXIST is fine) and attaches `progFd` at `point`; returns the filter's
+   *  handle, priority and the attached program's id (what queryTc looks for). */
+  attachTc(ifindex: number, point: number, progFd: number): TcFilter;
+  /** The id of the program attached at `point` of `ifindex` as filter `handle`/`priority`; 0 when there is none (no
+   *  such device, qdisc or filter). */
+  queryTc(ifindex: number, point: number, handle: number, priority: number): number;
   /** Removes the clsact qdisc of `ifindex` with every filter on it; a device without one is fine. */
   destroyTcHook(ifindex: number): void;
   /** bpf_map_update_elem; throws on failure. */
@@ -47,6 +51,25 @@ export interface Libbpf {
   nextKey(fd: number, key: Buffer | null, next: Buffer): boolean;
   /** How many per-CPU copies a per-CPU map value has. */
   possibleCpus(): number;
+  /**
+   * ring_buffer__new over a BPF_MAP_TYPE_RINGBUF map: `onRecord(pointer, size)` is called for each record from
+   * within `consume`, on this thread (the pointer is valid only during the call). Throws on failure.
+   */
+  openRingBuffer(mapFd: number, onRecord: (data: bigint, size: number) => void): RingBufferHandle;
+}
+
+export interface TcFilter {
+  handle: number;
+  priority: number;
+  programId: number;
+}
+
+/** A libbpf ring_buffer: its epoll fd (readable when records wait), consume (every waiting record; their count),
+ *  free. */
+export interface RingBufferHandle {
+  readonly epollFd: number;
+  consume(): number;
+  free(): void;
 }
 
 const ENOENT = 2;
@@ -88,11 +111,17 @@ export function libbpf(): Libbpf {
   const hookCreate = lib.func('int bpf_tc_hook_create(void *hook)');
   const hookDestroy = lib.func('int bpf_tc_hook_destroy(void *hook)');
   const tcAttach = lib.func('int bpf_tc_attach(void *hook, void *opts)');
+  const tcQuery = lib.func('int bpf_tc_query(void *hook, void *opts)');
   const update = lib.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)');
   const lookup = lib.func('int bpf_map_lookup_elem(int fd, const void *key, void *value)');
   const remove = lib.func('int bpf_map_delete_elem(int fd, const void *key)');
   const nextKey = lib.func('int bpf_map_get_next_key(int fd, const void *key, void *next)');
   const cpus = lib.func('int libbpf_num_possible_cpus(void)');
+  const sampleFn = koffi.proto('int retroflect_ring_sample(void *ctx, void *data, size_t size)');
+  const ringNew = lib.func('void *ring_buffer__new(int fd, retroflect_ring_sample *cb, void *ctx, const void *opts)');
+  const ringConsume = lib.func('int ring_buffer__consume(void *rb)');
+  const ringEpollFd = lib.func('int ring_buffer__epoll_fd(void *rb)');
+  const ringFree = lib.func('void ring_buffer__free(void *rb)');
   // libbpf prints its own diagnostics to stderr by default; the engine reports failures itself.
   setPrint(null);
 
@@ -143,6 +172,16 @@ export function libbpf(): Libbpf {
       opts.writeInt32LE(fd, 8);
       err = tcAttach(h, opts) as number;
       if (err < 0) fail('attaching the tc program', err);
+      return { programId: opts.readUInt32LE(16), handle: opts.readUInt32LE(20), priority: opts.readUInt32LE(24) };
+    },
+    queryTc(ifindex, point, handle, priority) {
+      const opts = Buffer.alloc(TC_OPTS_SIZE);
+      opts.writeBigUInt64LE(BigInt(TC_OPTS_SIZE), 0);
+      opts.writeUInt32LE(handle, 20);
+      opts.writeUInt32LE(priority, 24);
+      const err = tcQuery(hook(ifindex, point), opts) as number;
+      if (err < 0 && -err !== ENOENT && -err !== ENODEV && -err !== EINVAL) fail('querying the tc program', err);
+      return err === 0 ? opts.readUInt32LE(16) : 0;
     },
     destroyTcHook(ifindex) {
       const err = hookDestroy(hook(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)) as number;
@@ -172,6 +211,34 @@ export function libbpf(): Libbpf {
       const n = cpus() as number;
       if (n <= 0) fail('counting CPUs', n);
       return n;
+    },
+    openRingBuffer(fd, onRecord) {
+      // Registered (not transient): libbpf keeps the pointer for the ring's lifetime. A throw inside would reach C
+      // as 0 ("go on"), so the callback never throws.
+      const cb = koffi.register((_ctx: unknown, data: bigint, size: number | bigint): number => {
+        onRecord(data, Number(size));
+        return 0;
+      }, koffi.pointer(sampleFn));
+      const rb = ringNew(fd, cb, null, null);
+      if (!rb) {
+        koffi.unregister(cb);
+        fail('opening the capture ring buffer', errno());
+      }
+      let open = true;
+      return {
+        epollFd: ringEpollFd(rb) as number,
+        consume() {
+          const n = ringConsume(rb) as number;
+          if (n < 0) fail('reading the capture ring buffer', n);
+          return n;
+        },
+        free() {
+          if (!open) return;
+          open = false;
+          ringFree(rb);
+          koffi.unregister(cb);
+        },
+      };
     },
   };
   return cached;

@@ -14,6 +14,10 @@ export const MAP = {
   settings: 'settings',
   captureAddresses: 'capture_addrs',
   capturePorts: 'capture_ports',
+  captureRing: 'capture_ring',
+  captureScratch: 'capture_scratch',
+  captureLost: 'capture_lost',
+  portRoles: 'port_roles',
 } as const;
 
 /** Entries of capture_addrs and capture_ports: beyond that many the program takes any address (or port) as wanted. */
@@ -23,8 +27,23 @@ export const KERNEL_CAPTURE_ENTRIES = 256;
 export const KERNEL_STATS_PROTOCOLS = ['tcp', 'udp', 'icmp', 'other'] as const;
 export type KernelStatsProtocol = (typeof KERNEL_STATS_PROTOCOLS)[number];
 
-/** reflect_value.flags: the address has port maps, so its packets take the user-space path (engine/port-mapper.ts). */
+/** reflect_value.flags: every packet to the address takes the user-space path (it has a port allow list). */
 export const REFLECT_USER_PATH = 1;
+/** reflect_value.flags: the address has port maps; packets with a port in port_roles (and ICMP errors) take the
+ *  user-space path (engine/port-mapper.ts), the rest stays in the kernel. */
+export const REFLECT_PORT_MAPS = 2;
+
+/** port_roles index of a port: TCP ports first, then UDP (as the program computes it). */
+export function portRoleIndex(protocol: 'tcp' | 'udp', port: number): number {
+  return (protocol === 'tcp' ? 0 : 65536) + port;
+}
+
+/** Bytes of a packet the program copies into the capture ring at most (MAX_CAPTURE - 1 in the program: the
+ *  longest snap length, capture/filter.ts MAX_SNAPLEN). */
+export const KERNEL_MAX_SNAPLEN = 65535;
+/** The capture ring's size (a power of two, as the kernel requires): 4 MiB, room for 64 packets at the longest
+ *  snap length or about 14,000 at the default one. */
+export const KERNEL_CAPTURE_RING_BYTES = 1 << 22;
 
 /** Flow entries the kernel keeps at most (LRU: the least recently used is evicted when full). */
 export const DEFAULT_KERNEL_FLOWS = 4096;
@@ -34,7 +53,7 @@ const REFLECT_VALUE = 8;
 const COUNTS_VALUE = 16;
 const FLOW_KEY = 40;
 const FLOW_VALUE = 40;
-const SETTINGS_VALUE = 16;
+const SETTINGS_VALUE = 20;
 
 /** A reflect address as the program keys it: 16 bytes, IPv4 as IPv4-mapped IPv6. */
 export function reflectKey(address: string): Buffer {
@@ -52,11 +71,48 @@ export interface FlowEntry {
   serverPort: number;
   packets: number;
   bytes: number;
-  /** CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns). */
+  /** CLOCK_MONOTONIC nanoseconds at tick resolution (bpf_ktime_get_coarse_ns). */
   firstNs: bigint;
   lastNs: bigint;
   /** 0 active, 1 open, 2 closed (engine/flow-table.ts). */
   state: number;
+}
+
+const FLOW_CLOSED = 2;
+
+/**
+ * One flow from its per-CPU copies (see flow_value in the program): first seen the earliest, last seen the latest,
+ * packets and bytes summed, ports from a copy that saw the SYN (else any), closed if any copy saw the end after
+ * the latest SYN. Copies with no packets are CPUs that never handled the flow. Null when no copy has any.
+ */
+type FlowCounts = Omit<FlowEntry, 'family' | 'protocol' | 'reflectAddress' | 'localAddress'>;
+
+function mergeFlowCopies(v: Buffer, cpus: number): FlowCounts | null {
+  let out: FlowCounts | null = null;
+  let portsFromSyn = false;
+  for (let cpu = 0; cpu < cpus; cpu++) {
+    const at = cpu * FLOW_VALUE;
+    const packets = Number(v.readBigUInt64LE(at + 16));
+    if (packets === 0) continue;
+    const firstNs = v.readBigUInt64LE(at);
+    const lastNs = v.readBigUInt64LE(at + 8);
+    const state = v[at + 36];
+    const syn = v[at + 37] === 1;
+    if (!out) {
+      out = { firstNs, lastNs, packets: 0, bytes: 0, clientPort: 0, serverPort: 0, state };
+    }
+    out.packets += packets;
+    out.bytes += Number(v.readBigUInt64LE(at + 24));
+    if (firstNs < out.firstNs) out.firstNs = firstNs;
+    if (lastNs > out.lastNs) out.lastNs = lastNs;
+    if (state === FLOW_CLOSED) out.state = FLOW_CLOSED;
+    if (syn || (!portsFromSyn && out.clientPort === 0)) {
+      out.clientPort = v.readUInt16LE(at + 32);
+      out.serverPort = v.readUInt16LE(at + 34);
+      portsFromSyn ||= syn;
+    }
+  }
+  return out;
 }
 
 function addressOf(family: number, buf: Buffer, at: number): string {
@@ -86,6 +142,29 @@ export class KernelMaps {
 
   removeReflect(address: string): void {
     libbpf().remove(this.fds.reflect, reflectKey(address));
+  }
+
+  /** port_roles indexes set now. */
+  private readonly roles = new Set<number>();
+
+  /** Mark these ports (portRoleIndex) as named by some map; the others stay as they are. */
+  addPortRoles(indexes: Iterable<number>): void {
+    const b = libbpf();
+    for (const i of indexes) {
+      if (this.roles.has(i)) continue;
+      b.update(this.fds.portRoles, u32(i), Buffer.from([1]), BPF_ANY);
+      this.roles.add(i);
+    }
+  }
+
+  /** Clear every port role not in `keep`. */
+  keepPortRoles(keep: ReadonlySet<number>): void {
+    const b = libbpf();
+    for (const i of [...this.roles]) {
+      if (keep.has(i)) continue;
+      b.update(this.fds.portRoles, u32(i), Buffer.from([0]), BPF_ANY);
+      this.roles.delete(i);
+    }
   }
 
   /** Packets and bytes the program reflected for a slot, per protocol, summed over CPUs. */
@@ -119,22 +198,18 @@ export class KernelMaps {
       keys.push(next);
       key = next;
     }
-    const v = Buffer.alloc(FLOW_VALUE);
+    const v = Buffer.alloc(FLOW_VALUE * this.cpus);
     for (const k of keys) {
       if (!b.lookup(this.fds.flows, k, v)) continue;
+      const merged = mergeFlowCopies(v, this.cpus);
+      if (!merged) continue;
       const family = k[0] === 6 ? 6 : 4;
       const e: FlowEntry = {
         family,
         protocol: k[1],
         reflectAddress: addressOf(family, k, 8),
         localAddress: addressOf(family, k, 24),
-        firstNs: v.readBigUInt64LE(0),
-        lastNs: v.readBigUInt64LE(8),
-        packets: Number(v.readBigUInt64LE(16)),
-        bytes: Number(v.readBigUInt64LE(24)),
-        clientPort: v.readUInt16LE(32),
-        serverPort: v.readUInt16LE(34),
-        state: v.readUInt32LE(36),
+        ...merged,
       };
       if (forget(e)) b.remove(this.fds.flows, k);
       else out.push(e);
@@ -168,6 +243,7 @@ export function writeCaptureInterest(
   settings.writeUInt32LE(KERNEL_PROTOCOL_BITS, 4);
   settings.writeUInt32LE(1, 8);
   settings.writeUInt32LE(1, 12);
+  settings.writeUInt32LE(Math.min(interest.snaplen, KERNEL_MAX_SNAPLEN), 16);
   b.update(fds.settings, u32(0), settings, BPF_ANY);
   clearMap(fds.addresses, REFLECT_KEY);
   clearMap(fds.ports, 2);
@@ -185,6 +261,7 @@ export function writeCaptureInterest(
   settings.writeUInt32LE(interest.protocols & KERNEL_PROTOCOL_BITS, 4);
   settings.writeUInt32LE(addresses ? 0 : 1, 8);
   settings.writeUInt32LE(ports ? 0 : 1, 12);
+  settings.writeUInt32LE(Math.min(interest.snaplen, KERNEL_MAX_SNAPLEN), 16);
   b.update(fds.settings, u32(0), settings, BPF_ANY);
 }
 

@@ -16,10 +16,6 @@ const ETH_P_ALL = 0x0003;
 /** `struct sockaddr_ll`: 20 bytes. */
 const SOCKADDR_LL_SIZE = 20;
 
-/** The virtio_net_hdr in front of every frame (no num_buffers field: 10 bytes), as on the TUN device. */
-export const PACKET_VNET_HDR_LEN = 10;
-export const ETHERNET_HEADER_LEN = 14;
-
 /** Open the peer's packet socket: non-blocking, vnet headers on, our own sends not read back. */
 export function openPacketSocket(ifindex: number): number {
   const c = libc();

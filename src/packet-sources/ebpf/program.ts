@@ -5,8 +5,14 @@
  * (veth.ts) removes everything a killed engine left.
  */
 import { MAX_REFLECT_ADDRESSES } from '../../config/intercept-config.ts';
-import { libbpf, BPF_TC_EGRESS } from './libbpf.ts';
-import { DEFAULT_KERNEL_FLOWS, KERNEL_CAPTURE_ENTRIES, KERNEL_STATS_PROTOCOLS, MAP } from './maps.ts';
+import { libbpf, BPF_TC_EGRESS, type TcFilter } from './libbpf.ts';
+import {
+  DEFAULT_KERNEL_FLOWS,
+  KERNEL_CAPTURE_ENTRIES,
+  KERNEL_CAPTURE_RING_BYTES,
+  KERNEL_STATS_PROTOCOLS,
+  MAP,
+} from './maps.ts';
 import { BPF_OBJECT_NAME, readBpfObject } from './object.ts';
 
 /** The program's function name in native/reflect_tc.bpf.c. */
@@ -29,6 +35,9 @@ export function loadProgram(): LoadedProgram {
     b.setMaxEntries(object, MAP.flows, DEFAULT_KERNEL_FLOWS);
     b.setMaxEntries(object, MAP.captureAddresses, KERNEL_CAPTURE_ENTRIES);
     b.setMaxEntries(object, MAP.capturePorts, KERNEL_CAPTURE_ENTRIES);
+    b.setMaxEntries(object, MAP.captureRing, KERNEL_CAPTURE_RING_BYTES);
+    // One scratch record per CPU, indexed by the CPU number (bpf_get_smp_processor_id).
+    b.setMaxEntries(object, MAP.captureScratch, b.possibleCpus());
     b.loadObject(object);
     return {
       object,
@@ -40,6 +49,10 @@ export function loadProgram(): LoadedProgram {
         settings: b.mapFd(object, MAP.settings),
         captureAddresses: b.mapFd(object, MAP.captureAddresses),
         capturePorts: b.mapFd(object, MAP.capturePorts),
+        captureRing: b.mapFd(object, MAP.captureRing),
+        captureScratch: b.mapFd(object, MAP.captureScratch),
+        captureLost: b.mapFd(object, MAP.captureLost),
+        portRoles: b.mapFd(object, MAP.portRoles),
       },
     };
   } catch (err) {
@@ -48,9 +61,14 @@ export function loadProgram(): LoadedProgram {
   }
 }
 
-/** Attach the loaded program to the egress of `ifindex` (creating its clsact qdisc). */
-export function attachProgram(p: LoadedProgram, ifindex: number): void {
-  libbpf().attachTc(ifindex, BPF_TC_EGRESS, p.programFd);
+/** Attach the loaded program to the egress of `ifindex` (creating its clsact qdisc). Returns the filter it became. */
+export function attachProgram(p: LoadedProgram, ifindex: number): TcFilter {
+  return libbpf().attachTc(ifindex, BPF_TC_EGRESS, p.programFd);
+}
+
+/** Whether `filter` still holds our program on the egress of `ifindex` (a deleted qdisc or filter: false). */
+export function programAttached(filter: TcFilter, ifindex: number): boolean {
+  return libbpf().queryTc(ifindex, BPF_TC_EGRESS, filter.handle, filter.priority) === filter.programId;
 }
 
 export function closeProgram(p: LoadedProgram): void {

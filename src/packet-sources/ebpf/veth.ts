@@ -51,6 +51,18 @@ export function deviceExists(device: string): boolean {
   return existsSync(`/sys/class/net/${device}`);
 }
 
+/** Whether a device is administratively up (IFF_UP in its flags); false when it does not exist. */
+export function deviceUp(device: string): boolean {
+  try {
+    return (Number.parseInt(readFileSync(`/sys/class/net/${device}/flags`, 'utf8'), 16) & IFF_UP) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/** linux/if.h */
+const IFF_UP = 1;
+
 /** The pid in a device's alias, or null (no device, or not ours). */
 export function ownerPid(device: string): number | null {
   try {

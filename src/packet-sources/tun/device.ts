@@ -23,15 +23,6 @@ export const TUN_F_CSUM = 0x01;
 export const TUN_F_TSO4 = 0x02;
 export const TUN_F_TSO6 = 0x04;
 
-/**
- * `struct virtio_net_hdr` (linux/virtio_net.h), 10 bytes, the default vnet header size of a TUN device:
- * flags u8, gso_type u8, hdr_len u16, gso_size u16, csum_start u16, csum_offset u16. We never edit it: swapping
- * the IP addresses keeps both a partial checksum (the pseudo-header sum is order-free) and the GSO fields valid.
- */
-export const VIRTIO_NET_HDR_LEN = 10;
-/** virtio_net_hdr.flags (byte 0) bit: the packet's checksum is partial (linux/virtio_net.h). */
-export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-
 /** `struct ifreq` (net/if.h) is 40 bytes on 64-bit Linux: char ifr_name[16], then a union whose first use here is
  *  `short ifr_flags` at offset 16. */
 const IFREQ_SIZE = 40;

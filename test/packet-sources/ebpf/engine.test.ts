@@ -4,7 +4,8 @@
  * reflected in the kernel (the veth peer, where the user-space path reads, sees none of it) with counters equal to
  * what the client sent, ICMP errors with their embedded packet, a capture fed only what its filter asks for, flows
  * with packets, bytes and ages, live changes under traffic that reflect no datagram for
- * the wrong address and lose none, and the fallback to TUN when the program cannot be loaded.
+ * the wrong address and lose none, ebpf as the default where it loads, and the fallback to TUN (`auto`, the default)
+ * when the program cannot be loaded.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -34,6 +35,12 @@ async function peerRxPackets(ns: NetNs): Promise<number> {
   return link.stats64.rx.packets;
 }
 
+/** UDP packets the engine counted as reflected for `address` (kernel and user space together). */
+async function udpReflected(engine: EngineHandle, address: string): Promise<number> {
+  const stats = (await engine.cli(['stats'])).json;
+  return stats.byAddress.find((e: { address: string }) => e.address === address).byProtocol.udp.packets;
+}
+
 async function send(ns: NetNs, hosts: string[], port: number, count: number, size: number, pauseEvery = 50) {
   const args = [hosts.join(','), String(port), String(count), String(size), String(pauseEvery)];
   const r = await ns.run(node, ['--import', 'tsx', STREAM, 'send', ...args], { timeoutMs: 120_000 });
@@ -55,7 +62,7 @@ async function counter(ns: NetNs, port: number): Promise<{ result(): Promise<{ r
   };
 }
 
-describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, () => {
+describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, () => {
   let t: Topology;
   let dir: string;
   let engine: EngineHandle | undefined;
@@ -124,9 +131,10 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, (
     assert.ok((await peerRxPackets(t.a)) - rxBefore < 2, 'the errors took the user-space path');
   });
 
-  test('a capture gets what its filter asks for (tshark reads it); the rest stays in the kernel', async () => {
+  test('a capture gets what its filter asks for from the kernel ring, read by tshark; all in the kernel', async () => {
     const file = join(dir, 'port.pcapng');
-    const args = ['capture', '-w', file, '--pipe', engine!.pipe, '--port', '5403', '--duration', '60s'];
+    const args = ['capture', '-w', file, '--pipe', engine!.pipe, '--port', '5403', '--snaplen', '64'];
+    args.push('--duration', '60s');
     const env = { ...process.env, NO_COLOR: '1' };
     const capture = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env });
     let captureErr = '';
@@ -136,20 +144,90 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 300_000 }, (
     const sink = await counter(t.a, 5403);
     const other = await counter(t.a, 5404);
     const rxBefore = await peerRxPackets(t.a);
+    const kernelBefore = await udpReflected(engine!, R4);
     await send(t.a, [R4], 5403, 50, 40);
     await send(t.a, [R4], 5404, 200, 40);
     assert.deepEqual(await sink.result(), { received: 50, wrong: [] });
     assert.deepEqual(await other.result(), { received: 200, wrong: [] });
+    // The kernel reflected every datagram, the captured ones too: the user-space path (the peer) got none.
     const rx = (await peerRxPackets(t.a)) - rxBefore;
-    assert.ok(rx >= 50 && rx < 60, `the user-space path got ${rx} packets: the 50 for the capture only`);
+    assert.ok(rx < 5, `the user-space path got ${rx} packets`);
+    assert.equal((await udpReflected(engine!, R4)) - kernelBefore, 250);
     await new Promise((r) => setTimeout(r, 300));
     capture.kill('SIGINT');
     assert.equal(await exited, 0, captureErr);
-    const r = await run('tshark', ['-r', file, '-T', 'fields', '-e', 'udp.dstport', '-e', 'frame.comment']);
+    const fields = ['udp.dstport', 'ip.src', 'ip.dst', 'frame.len', 'frame.cap_len', 'frame.comment'];
+    const r = await run('tshark', ['-r', file, '-T', 'fields', ...fields.flatMap((f) => ['-e', f])]);
     assert.equal(r.code, 0, r.stderr);
     const rows = r.stdout.trim().split('\n');
     assert.equal(rows.length, 50, r.stdout);
-    for (const row of rows) assert.match(row, /^5403\t.*reflected/);
+    // As reflected (from R to the local address), cut at the snap length, with the whole length and the verdict.
+    const expected = new RegExp(`^5403\t${R4.replace(/\./g, '\\.')}\t\\S+\t68\t64\t.*reflected`);
+    for (const row of rows) assert.match(row, expected);
+  });
+
+  test('an address with port maps: mapped ports and ICMP errors via user space, others in the kernel', async () => {
+    const maps = ['--map', '6000=5420/udp', '--map', '6001=5422/udp'];
+    assert.equal((await engine!.cli(['address', 'add', R4, ...maps, '--temporary'])).code, 0);
+    try {
+      const countedBefore = await udpReflected(engine!, R4);
+      const mapped = await counter(t.a, 5420);
+      let rxBefore = await peerRxPackets(t.a);
+      await send(t.a, [R4], 6000, 100, 30);
+      assert.deepEqual(await mapped.result(), { received: 100, wrong: [] });
+      assert.ok((await peerRxPackets(t.a)) - rxBefore >= 100, 'the mapped port did not take the user-space path');
+      const direct = await counter(t.a, 5421);
+      rxBefore = await peerRxPackets(t.a);
+      await send(t.a, [R4], 5421, 100, 30);
+      assert.deepEqual(await direct.result(), { received: 100, wrong: [] });
+      assert.ok((await peerRxPackets(t.a)) - rxBefore < 5, 'a port no map names left the kernel');
+      const counted = (await udpReflected(engine!, R4)) - countedBefore;
+      assert.equal(counted, 200, 'kernel and user-space counters add up to what was sent');
+      // Nothing listens on 5422: the port unreachable quotes R4:C → L:5422; the client, connected to R4:6001, must
+      // get it quoting its own datagram (port 6001) to see the refusal.
+      const r = await t.a.run(node, ['--import', 'tsx', 'test/fixtures/probe.ts', 'udp-connected', R4, '6001', '3000']);
+      assert.deepEqual(JSON.parse(r.stdout), { ok: false, error: 'ECONNREFUSED' }, r.stderr);
+    } finally {
+      const unmap = ['--map', '6000', '--map', '6001', '--temporary'];
+      assert.equal((await engine!.cli(['address', 'remove', R4, ...unmap])).code, 0);
+    }
+  });
+
+  test('a removed qdisc or filter, or a device set down, is put back by the host check and counted', async () => {
+    type Repairs = { count: number; last: { what: string } | null };
+    const repairs = async () => (await engine!.cli(['status'])).json.hostRepairs as Repairs;
+    const egress = () => t.a.must('tc', ['filter', 'show', 'dev', ENGINE_DEVICE, 'egress']);
+    const reflectedInKernel = async (port: number) => {
+      const sink = await counter(t.a, port);
+      const rxBefore = await peerRxPackets(t.a);
+      await send(t.a, [R4], port, 50, 20);
+      assert.deepEqual(await sink.result(), { received: 50, wrong: [] });
+      return (await peerRxPackets(t.a)) - rxBefore < 5;
+    };
+    const what = new RegExp(`tc program on the egress of ${ENGINE_DEVICE} .*attached it again`);
+    const edits: [string, string[]][] = [
+      ['qdisc', ['qdisc', 'del', 'dev', ENGINE_DEVICE, 'clsact']],
+      ['filter', ['filter', 'del', 'dev', ENGINE_DEVICE, 'egress']],
+    ];
+    let port = 5410;
+    for (const [name, args] of edits) {
+      const before = (await repairs()).count;
+      await t.a.must('tc', args);
+      assert.doesNotMatch(await egress(), /reflect/, `${name}: the edit removed nothing`);
+      await waitFor(`${name} repaired`, async () => (await repairs()).count > before, 20_000);
+      const after = await repairs();
+      assert.equal(after.count, before + 1, JSON.stringify(after));
+      assert.match(after.last!.what, what);
+      assert.match(await egress(), /reflect/);
+      assert.equal(await reflectedInKernel(port++), true, `${name}: not reflected in the kernel after the repair`);
+    }
+    // Down takes the device's routes with it: both come back.
+    const before = (await repairs()).count;
+    await t.a.must('ip', ['link', 'set', 'dev', ENGINE_DEVICE, 'down']);
+    await waitFor('device repaired', async () => (await repairs()).count >= before + 2, 20_000);
+    assert.match(await t.a.must('ip', ['route', 'show', 'dev', ENGINE_DEVICE]), new RegExp(R4.replace(/\./g, '\\.')));
+    assert.match(await t.a.must('ip', ['-6', 'route', 'show', 'dev', ENGINE_DEVICE]), /2001:db8::1/);
+    assert.equal(await reflectedInKernel(port++), true, 'not reflected in the kernel after the device came back');
   });
 
   test('live changes under traffic update maps: no datagram reflected for the wrong address, none lost', async () => {
@@ -193,8 +271,23 @@ describe('ebpf backend: fallback to TUN when the program cannot load', { timeout
     removeDir(dir);
   });
 
-  test('--backend auto runs on tun when ebpf cannot load, says why in log and status, and reflects', async () => {
-    const args = ['--reflect', R4, '--backend', 'auto'];
+  test('without --backend the engine runs ebpf where its program loads', async () => {
+    const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'fb0.sock'), args: ['--reflect', R4] });
+    try {
+      const status = (await e.cli(['status'])).json;
+      assert.equal(status.backend, 'ebpf');
+      assert.equal(status.backendInfo.ebpfUnavailable, undefined);
+      assert.doesNotMatch(e.output(), /cannot run here/);
+    } finally {
+      e.child.kill('SIGTERM');
+      assert.equal(await e.exited, 0, e.output());
+    }
+  });
+
+  // The default is auto: both fall back alike.
+  for (const asked of [['--backend', 'auto'], []])
+  test(`${asked.join(' ') || 'the default (no --backend)'} falls back to tun, says why, reflects`, async () => {
+    const args = ['--reflect', R4, ...asked];
     const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'fb.sock'), args, env });
     try {
       const expected = /The ebpf backend cannot run here, so the engine uses tun: The libbpf library \(\/nonexistent\//;
