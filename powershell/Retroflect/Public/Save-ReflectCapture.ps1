@@ -43,8 +43,8 @@ function Save-ReflectCapture {
     packets.
 
     .PARAMETER Force
-    Replace -Path when it is an existing regular file (never a link, a device
-    or a file with other names).
+    Replace -Path when it is an existing regular file (never a link, a
+    device or a file with other names).
 
     .PARAMETER Pipe
     The engine's control pipe: a name (default 'retroflect') or, on Linux,
