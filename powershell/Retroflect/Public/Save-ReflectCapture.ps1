@@ -66,7 +66,8 @@ function Save-ReflectCapture {
     .EXAMPLE
     Save-ReflectCapture -Path .\reflect.pcapng -Duration '00:00:10' -Force
 
-    Captures ten seconds into reflect.pcapng, replacing the file of an earlier run.
+    Captures ten seconds into reflect.pcapng, replacing the file of an
+    earlier run.
 
     .INPUTS
     None.
