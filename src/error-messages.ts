@@ -67,8 +67,8 @@ export function managedByPolicy(entries: string[], action: string, origin: strin
 export function lockedByPolicy(action: string, origin: string): RetroflectError {
   return new RetroflectError(
     ErrorCode.MANAGED_BY_POLICY,
-    `Managed policy (${origin}) locks retroflect's configuration: ${action} through the control pipe is refused; ` +
-      'nothing was changed.',
+    `Retroflect's configuration is locked by managed policy (${origin}): ${action} through the control pipe is ` +
+      'refused; nothing was changed.',
     {
       hint: 'Ask the administrator who manages the policy (Group Policy, Intune or the policy file) to make the ' +
         'change there, or to lift the lock (LockChanges / lockChanges).',

@@ -368,7 +368,9 @@ export class ConfigChanges {
   /** Run `fn` after every earlier change finished, on top of any hand edit of the config file. */
   private serialized<T>(fn: () => Promise<T>, readHandEdits = true): Promise<T> {
     const withSync = async (): Promise<T> => {
-      if (readHandEdits) await this.syncOutsideEdits();
+      // Locked, a request is refused or only planned: it must not apply a hand edit on the side ("nothing was
+      // changed"); the edit is read at the first change after the lock is lifted, or at the next start.
+      if (readHandEdits && !this.policy.locked) await this.syncOutsideEdits();
       return fn();
     };
     const run = this.lock.then(withSync, withSync);

@@ -72,7 +72,10 @@ export class PolicyWatch {
       return;
     }
     for (const p of problems) this.log(`policy: ${p.message} [${p.code}]`);
-    this.log(`policy: ${this.source.origin}: ${now} in force.`);
+    const lock = this.changes.policy.locked
+      ? '; the configuration is locked (pipe changes to addresses, port maps and shield ports are refused)'
+      : '';
+    this.log(`policy: ${this.source.origin}: ${now} in force${lock}.`);
   }
 }
 

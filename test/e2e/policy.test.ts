@@ -182,6 +182,10 @@ describe('managed policy and desired state (Linux, real engine)', { timeout: 600
     const ms = await within('the lock in force', LIVE_WITHIN_MS, locked);
     tt.diagnostic(`policy lock live after ${ms} ms`);
     const state = async () => [await sources('address'), await sources('shield'), readFileSync(configPath, 'utf8')];
+    // A hand edit of the config file made while locked is not applied on the side by a refused request.
+    const edited = JSON.parse(readFileSync(configPath, 'utf8'));
+    edited.shieldPorts.push('7002/tcp');
+    writeFileSync(configPath, JSON.stringify(edited, null, 2));
     const before = await state();
     const refused = [['address', 'add', '192.0.2.20'], ['address', 'add', '192.0.2.20', '--temporary'],
       ['address', 'add', '192.0.2.12', '--map', '81=8081/tcp'], ['address', 'remove', '192.0.2.12', '--map', '80'],
@@ -192,7 +196,7 @@ describe('managed policy and desired state (Linux, real engine)', { timeout: 600
       assert.equal(r.code, 9, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
       assert.equal(r.json?.error?.code, 'E_MANAGED_BY_POLICY', r.stdout);
       assert.equal(r.json.error.details.locked, true, r.stdout);
-      assert.match(r.json.error.message, /locks retroflect's configuration/);
+      assert.match(r.json.error.message, /configuration is locked by managed policy/);
     }
     assert.deepEqual(await state(), before, 'nothing changed, running or saved');
     assert.deepEqual(await probe(t.a, '192.0.2.12', 80), { ok: true, reply: 'peer=192.0.2.12' },
@@ -202,6 +206,8 @@ describe('managed policy and desired state (Linux, real engine)', { timeout: 600
     writeFileSync(policyPath, JSON.stringify(unlocked));
     await within('the lock lifted', LIVE_WITHIN_MS, async () => !(await locked()));
     assert.equal((await engine!.cli(['shield', 'add', '7001/tcp'])).code, 0, 'changes work again');
-    assert.deepEqual(await sources('shield'), ['9001/tcp Policy', '8080/tcp Config', '7001/tcp Config']);
+    assert.deepEqual(await sources('shield'),
+      ['9001/tcp Policy', '8080/tcp Config', '7002/tcp Config', '7001/tcp Config'],
+      'the hand edit made while locked is applied with the first change after the lock');
   });
 });

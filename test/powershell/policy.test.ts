@@ -2,6 +2,8 @@
  * The PowerShell side of managed policy and desired state, against a real engine in a namespace (as
  * module.test.ts runs the whole Pester suite): Set-ReflectAddress.Tests.ps1 and Set-ShieldPort.Tests.ps1 (sources
  * shown, policy entries refused with Retroflect.ManagedByPolicy, exact lists from several starting states, -WhatIf),
+ * PolicyLock.Tests.ps1 (a policy file with lockChanges: each change cmdlet ends in one Retroflect.ManagedByPolicy
+ * error saying the configuration is locked, Get-Retroflect shows LockedByPolicy, lifting the lock works live),
  * and the Intune Remediations pair (Detect-/Remediate-RetroflectDrift.ps1) run as Intune runs them.
  */
 import assert from 'node:assert/strict';
@@ -39,4 +41,6 @@ async function pester(t: import('node:test').TestContext, filter: string): Promi
 }
 
 test('pwsh policy: Set-ReflectAddress and Set-ShieldPort against a real engine with a policy file', (t) => pester(t, 'Set-ReflectAddress,Set-ShieldPort'));
+test('pwsh policy: a locking policy refuses Add-ReflectAddress, Remove-ShieldPort, Set-ReflectAddress, one error each',
+  (t) => pester(t, 'PolicyLock'));
 test('pwsh policy: the Remediations pair detects and remediates drift', (t) => pester(t, 'Remediations'));

@@ -3,6 +3,7 @@
  * writes it from policy/Retroflect.admx) is read by the real engine (dist/retroflect.exe on the WinDivert test
  * double) at start, shown with source Policy, refused through the pipe, and followed live through
  * RegNotifyChangeKeyValue (the time from `reg add` to the engine's log line is asserted, polled from its log file);
+ * LockChanges = 1 locks every change through the pipe (E_MANAGED_BY_POLICY, details.locked) and deleting it unlocks;
  * an invalid value is reported and the rest served. The ADMX parses as XML (with pwsh's [xml], a real parser) and
  * names every key the engine reads, with the value layout the engine expects.
  *
@@ -14,7 +15,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { POLICY_ADDRESSES_KEY, POLICY_KEY, POLICY_SHIELD_KEY, POLICY_VALUES }
+import { POLICY_ADDRESSES_KEY, POLICY_KEY, POLICY_LOCK_VALUE, POLICY_SHIELD_KEY, POLICY_VALUES }
   from '../../src/platform/windows/policy-registry.ts';
 import { findPwsh } from '../helpers/pwsh.ts';
 import { run } from '../helpers/netns.ts';
@@ -97,7 +98,7 @@ test('the ADMX template parses as XML and names every registry key the engine re
     [[lock.key.toLowerCase(), lock.valueName, '1', '0', true]], 'the one plain value is LockChanges, with its texts');
 });
 
-test('the engine under Wine reads the registry policy, refuses to remove it, follows reg add/delete live, reports an invalid value', { skip: missing ?? false, timeout: 600_000 }, async (t) => {
+test('the engine under Wine reads the registry policy, refuses to remove it, follows reg add/delete live (LockChanges too), reports an invalid value', { skip: missing ?? false, timeout: 600_000 }, async (t) => {
   await setupWine();
   await clearPolicy();
   await reg(['add', `HKLM\\${POLICY_ADDRESSES_KEY}`, '/v', '203.0.113.78', '/t', 'REG_SZ', '/d', '80=8080/tcp', '/f']);
@@ -161,20 +162,48 @@ test('the engine under Wine reads the registry policy, refuses to remove it, fol
     assert.ok(ms <= LIVE_WITHIN_MS + 3000, `a registry change took ${ms} ms (limit ${LIVE_WITHIN_MS} ms plus the reg process under Wine)`);
     assert.ok((await cli(['address', 'list'])).json.addresses.some((a: any) => a.address === '203.0.113.79' && a.source === 'Policy'));
 
+    // The lock: LockChanges = 1 under the policy key refuses every change through the pipe, live; deleting it lifts it.
+    from = log().length;
+    since = Date.now();
+    await reg(['add', `HKLM\\${POLICY_KEY}`, '/v', POLICY_LOCK_VALUE, '/t', 'REG_DWORD', '/d', '1', '/f']);
+    const lockMs = await logLine(/policy: HKLM.*in force; the configuration is locked/, from, since);
+    t.diagnostic(`registry lock in force ${lockMs} ms after reg add started (reg itself included)`);
+    assert.ok(lockMs <= LIVE_WITHIN_MS + 3000,
+      `the lock took ${lockMs} ms (limit ${LIVE_WITHIN_MS} ms plus the reg process under Wine)`);
+    const lockedAdd = await cli(['address', 'add', '203.0.113.81', '--temporary']);
+    assert.equal(lockedAdd.code, 9, lockedAdd.text);
+    assert.equal(lockedAdd.json?.error?.code, 'E_MANAGED_BY_POLICY', lockedAdd.text);
+    assert.equal(lockedAdd.json.error.details.locked, true, lockedAdd.text);
+    assert.match(lockedAdd.json.error.message, /configuration is locked by managed policy/, lockedAdd.text);
+    const lockedStatus = await cli(['status']);
+    assert.equal(lockedStatus.json.policy.lockChanges, true);
+    assert.equal(lockedStatus.json.policy.state, 'applied');
+    assert.deepEqual(lockedStatus.json.reflectAddresses, ['203.0.113.77', '203.0.113.78', '203.0.113.79'],
+      'the refused add changed nothing');
+
+    from = log().length;
+    since = Date.now();
+    await reg(['delete', `HKLM\\${POLICY_KEY}`, '/v', POLICY_LOCK_VALUE, '/f']);
+    await logLine(/policy: HKLM.*2 reflect addresses and 1 shield port in force\.\r?$/m, from, since);
+    t.diagnostic(`registry lock lifted ${Date.now() - since} ms after reg delete started`);
+    assert.equal((await cli(['status'])).json.policy.lockChanges, false);
+    const unlockedAdd = await cli(['address', 'add', '203.0.113.81', '--temporary']);
+    assert.equal(unlockedAdd.code, 0, unlockedAdd.text);
+
     from = log().length;
     since = Date.now();
     await reg(['add', `HKLM\\${POLICY_SHIELD_KEY}`, '/v', '2', '/t', 'REG_DWORD', '/d', '5', '/f']);
     await logLine(/must be a string \(REG_SZ\)/, from, since);
     const broken = await cli(['status']);
     assert.equal(broken.json.policy.state, 'invalid');
-    assert.deepEqual(broken.json.reflectAddresses, ['203.0.113.77', '203.0.113.78', '203.0.113.79'], 'the last valid policy stays in force');
+    assert.deepEqual(broken.json.reflectAddresses, ['203.0.113.77', '203.0.113.78', '203.0.113.79', '203.0.113.81'], 'the last valid policy stays in force');
     assert.equal((await cli(['address', 'add', '203.0.113.80', '--temporary'])).code, 0, 'the engine still serves');
 
     from = log().length;
     since = Date.now();
     await clearPolicy();
     await logLine(/policy: HKLM.*0 reflect addresses and 0 shield ports in force/, from, since);
-    assert.deepEqual((await cli(['status'])).json.reflectAddresses, ['203.0.113.77', '203.0.113.80']);
+    assert.deepEqual((await cli(['status'])).json.reflectAddresses, ['203.0.113.77', '203.0.113.81', '203.0.113.80']);
   } finally {
     engine.kill('SIGKILL');
   }

@@ -32,7 +32,7 @@ class RetroflectReflectAddressJson {
 class RetroflectStatusJson {
     [object]$State; [object]$Version; [object]$Backend; [object]$ProcessId; [object]$StartedAt; [object]$UptimeSeconds
     [object]$ReflectAddresses; [object]$ShieldPorts; [object]$ConfigPath; [object]$PipeName; [object]$Pipe; [object]$BackendInfo
-    [string]$RunsAs
+    [string]$RunsAs; [bool]$LockedByPolicy
     [string] ToString() { return [string]$this.State }
 }
 class RetroflectFlowJson {
@@ -321,6 +321,9 @@ function ConvertTo-RetroflectStatus {
         BackendInfo      = $backendInfo
         # How the engine runs: Service (Windows), Unit (systemd) or Console (a script, a task, a terminal).
         RunsAs           = ConvertTo-RetroflectRunsAs $Status.runsAs
+        # Managed policy locks the configuration (status.policy.lockChanges): every change through the pipe fails
+        # with Retroflect.ManagedByPolicy. An engine too old to say is not locked.
+        LockedByPolicy   = ($null -ne $Status.policy -and $Status.policy.lockChanges -eq $true)
     })
 }
 

@@ -6,7 +6,9 @@ function Get-Retroflect {
     .DESCRIPTION
     Asks the engine on the control pipe for its status: state, version, packet
     backend, process id, start time, uptime, reflect addresses, shield ports,
-    config file and pipe. When no engine answers, a non-terminating
+    config file and pipe, and whether managed policy locks the configuration
+    (LockedByPolicy: then every change cmdlet fails with
+    Retroflect.ManagedByPolicy). When no engine answers, a non-terminating
     Retroflect.EngineNotRunning error is written, so `Get-Retroflect
     -ErrorAction SilentlyContinue` returns nothing and can be used as a check.
 

@@ -43,8 +43,8 @@ function Save-ReflectCapture {
     packets.
 
     .PARAMETER Force
-    Replace -Path when it is an existing regular file (never a link, a device
-    or a file with other names).
+    Replace -Path when it is an existing regular file (never a link, a
+    device or a file with other names).
 
     .PARAMETER Pipe
     The engine's control pipe: a name (default 'retroflect') or, on Linux,
@@ -66,7 +66,8 @@ function Save-ReflectCapture {
     .EXAMPLE
     Save-ReflectCapture -Path .\reflect.pcapng -Duration '00:00:10' -Force
 
-    Captures ten seconds into reflect.pcapng, replacing the file of an earlier run.
+    Captures ten seconds into reflect.pcapng, replacing the file of an
+    earlier run.
 
     .INPUTS
     None.
