@@ -117,13 +117,23 @@ const benchLookup: ProcessLookup = {
   identify: (pid) => ({ pid, imagePath: APP, processName: 'client.exe', packageFamilyName: null }),
 };
 
-/** Packets per second of the 64 B full loop with `lists` on 192.0.2.1 (none: no lists), best of `rounds`. */
-async function listsLoop(lists: boolean, rounds: number): Promise<number> {
+/** Which allow lists 192.0.2.1 has in a lists round. */
+export type ListsCase = 'none' | 'ports' | 'apps' | 'ports + apps';
+const LISTS_CASES: readonly ListsCase[] = ['none', 'ports', 'apps', 'ports + apps'];
+/** Rounds per case, alternating (each round in a fresh backend and source, same process). */
+const LISTS_ROUNDS = 5;
+
+/** Packets per second of the 64 B full loop with `lists` on 192.0.2.1, one round of 320,000 packets. */
+export async function listsLoop(lists: ListsCase): Promise<number> {
   const { double } = loadDouble();
   double.reset();
   double.setKeepSent(0);
   const config = buildInterceptConfig(['192.0.2.1', '2001:db8::1'], ['8080/tcp']);
-  if (lists) config.allow = [{ address: R, ports: parseAllowedPorts(['80/tcp']), apps: [APP] }];
+  const ports = lists === 'ports' || lists === 'ports + apps';
+  const apps = lists === 'apps' || lists === 'ports + apps';
+  if (lists !== 'none') {
+    config.allow = [{ address: R, ...(ports ? { ports: parseAllowedPorts(['80/tcp']) } : {}), ...(apps ? { apps: [APP] } : {}) }];
+  }
   const backend = new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: benchLookup });
   const init = await backend.start(config);
   const source = createWinDivertPacketSource(init, config);
@@ -134,7 +144,7 @@ async function listsLoop(lists: boolean, rounds: number): Promise<number> {
     allowedPorts: allowedPortEntries(config, (a) => (a === R ? 0 : 1)),
   });
   try {
-    if (lists) {
+    if (apps) {
       // The flow's connect event, then its SYN: the gate decides it (allowed) before the measured packets. The gate
       // runs on this thread here (the engine runs the loop in a worker), so wait for it without blocking in RecvEx.
       const ends = { localAddress: C, localPort: 40000, remoteAddress: R, remotePort: 80 };
@@ -153,9 +163,7 @@ async function listsLoop(lists: boolean, rounds: number): Promise<number> {
     }
     const timed = (packets: number): number => measure(double, packets, 64, () => loopOnce(source, dataplane));
     timed(40_000); // warm-up
-    let best = 0;
-    for (let i = 0; i < rounds; i++) best = Math.max(best, timed(320_000));
-    return best;
+    return timed(320_000);
   } finally {
     source.close();
     await backend.stop();
@@ -163,22 +171,35 @@ async function listsLoop(lists: boolean, rounds: number): Promise<number> {
   }
 }
 
-/** The reflect path with ports and apps lists set vs not set, alternately, in one run. */
+function median(xs: number[]): number {
+  const s = [...xs].sort((x, y) => x - y);
+  return s.length % 2 === 1 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/**
+ * The reflect path with no lists, a port list, an apps list and both, in alternating rounds in one run: the median
+ * rate of each, and the median over rounds of each case's ratio to the no-lists round just before it (the machine's
+ * speed drifts between rounds; a round's ratio compares neighbours).
+ */
 export async function runAllowLists(): Promise<BenchResult[]> {
-  let without = 0;
-  let withLists = 0;
-  for (let i = 0; i < 3; i++) {
-    without = Math.max(without, await listsLoop(false, 1));
-    withLists = Math.max(withLists, await listsLoop(true, 1));
+  const rates = new Map<ListsCase, number[]>(LISTS_CASES.map((c) => [c, []]));
+  const ratios = new Map<ListsCase, number[]>(LISTS_CASES.map((c) => [c, []]));
+  for (let i = 0; i < LISTS_ROUNDS; i++) {
+    let none = 0;
+    for (const c of LISTS_CASES) {
+      const pps = await listsLoop(c);
+      if (c === 'none') none = pps;
+      rates.get(c)!.push(pps);
+      ratios.get(c)!.push(pps / none);
+    }
   }
-  const ratio = withLists / without;
-  return [
-    { name: 'full loop, 64 B, no allow lists', value: Math.round(without), unit: 'packets/s' },
-    {
-      name: 'full loop, 64 B, ports + apps lists set',
-      value: Math.round(withLists),
-      unit: 'packets/s',
-      note: `${(ratio * 100).toFixed(1)} % of no lists (best of 3, alternating)`,
-    },
-  ];
+  return LISTS_CASES.map((c) => ({
+    name: c === 'none' ? 'full loop, 64 B, no allow lists' : `full loop, 64 B, ${c} list${c === 'ports + apps' ? 's' : ''} set`,
+    value: Math.round(median(rates.get(c)!)),
+    unit: 'packets/s',
+    note: c === 'none'
+      ? `median of ${LISTS_ROUNDS} alternating rounds; rounds ${rates.get(c)!.map((r) => (r / 1e6).toFixed(2)).join(', ')} M`
+      : `${(median(ratios.get(c)!) * 100).toFixed(1)} % of no lists (median of ${LISTS_ROUNDS} alternating rounds; ` +
+        `rounds ${ratios.get(c)!.map((r) => (r * 100).toFixed(0)).join(', ')} %)`,
+  }));
 }

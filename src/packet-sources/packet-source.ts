@@ -12,6 +12,7 @@ import type { AllowWhoKind } from '../config/allow-lists.ts';
 import type { SocketOwner, SocketQuery } from '../platform/linux/socket-owners.ts';
 import type { FirewallDropCause } from '../packet/verdicts.ts';
 import type { FlowRecord } from '../packet/flow-record.ts';
+import type { ParsedPacket } from '../packet/parse.ts';
 
 /** A batch of packets, allocated once per source and reused for every receive (no allocation per packet). */
 export interface PacketBatch {
@@ -86,6 +87,11 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
    * captures record what goes out. Backends that send packets as they are have none.
    */
   completeChecksums?(i: number): void;
+  /**
+   * The backend's own "who" check of packets this host sends to reflect addresses (WinDivert's app gate), while it
+   * has one to make (some address has an apps list); null or absent: none. The data plane asks it (Dataplane.gate).
+   */
+  readonly outboundGate?: OutboundGate | null;
   /** Adopt a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
   adopt(cfg: InterceptConfig, update: SourceUpdate<K>): void;
   /**
@@ -147,6 +153,17 @@ export interface TunSourceUpdate {
 
 /** PacketBatch.appGate values. */
 export const AppGateMark = { Decide: 0, Held: 1, Refuse: 2 } as const;
+export type AppGateMark = (typeof AppGateMark)[keyof typeof AppGateMark];
+
+/**
+ * A backend's "who" check (PacketSource.outboundGate), asked by the data plane for batch packet `index`, an
+ * outbound packet to a reflect address at `buf[off, off + len)`, with the parse the data plane already made (so no
+ * packet is parsed twice). Its answer is also left in `batch.appGate[index]` (the capture path reads it there).
+ * Allocates nothing.
+ */
+export interface OutboundGate {
+  mark(index: number, buf: Uint8Array, off: number, len: number, p: ParsedPacket): AppGateMark;
+}
 
 /**
  * WinDivert's app gate (apps lists): what its two halves share. Held packets go from the worker to the main thread,

@@ -16,7 +16,7 @@
  */
 import { allowListsOf } from '../../config/allow-lists.ts';
 import type { InterceptConfig } from '../../config/intercept-config.ts';
-import { IpProto, ParsedPacket, parsePacket, TcpFlag } from '../../packet/parse.ts';
+import { IpProto, type ParsedPacket, TcpFlag } from '../../packet/parse.ts';
 import { WINDIVERT_ADDRESS_SIZE } from './address.ts';
 import { addressKey, FLOW_KEY_BYTES, packetFlowKeyBytes } from './app-flow-key.ts';
 import { APP_FLOWS_KEPT } from './limits.ts';
@@ -25,7 +25,7 @@ import { AppGateMark, type AppGateRings } from '../packet-source.ts';
 
 /** What the gate says of one packet (PacketBatch.appGate). */
 const AppMark = AppGateMark;
-type AppMark = (typeof AppGateMark)[keyof typeof AppGateMark];
+type AppMark = AppGateMark;
 
 /** A flow's verdict, as the main thread sends it (one byte after the key). */
 export const FlowVerdict = {
@@ -96,7 +96,6 @@ export class AppCheck {
   /** The reflect addresses with an apps list: IPv4 as numbers, IPv6 as 16 bytes. */
   private restricted4 = new Set<number>();
   private restricted6: Uint8Array[] = [];
-  private readonly parsed = new ParsedPacket();
   private readonly key = new Uint8Array(FLOW_KEY_BYTES);
 
   constructor(rings: AppGateRings) {
@@ -125,11 +124,12 @@ export class AppCheck {
     }
   }
 
-  /** Whether the packet just parsed goes to a reflect address with an apps list. */
-  private toRestricted(buf: Buffer): boolean {
-    const p = this.parsed;
+  /** Whether the packet parsed into `p` goes to a reflect address with an apps list. */
+  private toRestricted(buf: Uint8Array, p: ParsedPacket): boolean {
     const at = p.dstOffset;
-    if (p.family === 4) return this.restricted4.size > 0 && this.restricted4.has(buf.readUInt32BE(at));
+    if (p.family === 4) {
+      return this.restricted4.size > 0 && this.restricted4.has(((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0);
+    }
     for (const a of this.restricted6) {
       let i = 0;
       while (i < 16 && buf[at + i] === a[i]) i++;
@@ -138,11 +138,12 @@ export class AppCheck {
     return false;
   }
 
-  /** The mark of an outbound packet `buf[off, off+len)` whose WINDIVERT_ADDRESS is `addrs[base, base+80)`. */
-  mark(buf: Buffer, off: number, len: number, addrs: Buffer, base: number): AppMark {
-    const p = this.parsed;
-    if (!parsePacket(buf, off, len, p)) return AppMark.Decide; // the data plane counts it as malformed
-    if (!this.toRestricted(buf)) return AppMark.Decide;
+  /**
+   * The mark of an outbound packet `buf[off, off+len)`, parsed (well formed) into `p` by the data plane, whose
+   * WINDIVERT_ADDRESS is `addrs[base, base+80)`.
+   */
+  mark(buf: Uint8Array, off: number, len: number, p: ParsedPacket, addrs: Buffer, base: number): AppMark {
+    if (!this.toRestricted(buf, p)) return AppMark.Decide;
     const proto = p.protocol;
     if (proto === IpProto.Icmp || proto === IpProto.Icmpv6) return AppMark.Decide;
     if (proto !== IpProto.Tcp && proto !== IpProto.Udp) return AppMark.Refuse;
