@@ -469,7 +469,8 @@ export async function run(): Promise<BenchResult[]> {
       name: 'packet-core allowed ports on/off: throughput ratio',
       value: Number(median(pairs).toFixed(3)),
       unit: 'x',
-      note: `median of the ratios of neighbouring processes (${pairs.map((x) => x.toFixed(2)).join(', ')}); same packets, same loop, every port listed; aim ≥ 0.95`,
+      note: `median of the ratios of neighbouring processes (${pairs.map((x) => x.toFixed(2)).join(', ')}); ` +
+        'same packets, same loop, every port listed; aim ≥ 0.95',
     });
   }
   results.push({

@@ -134,7 +134,8 @@ export async function listsLoop(lists: ListsCase): Promise<number> {
   const ports = lists === 'ports' || lists === 'ports + apps';
   const apps = lists === 'apps' || lists === 'ports + apps';
   if (lists !== 'none') {
-    config.allow = [{ address: R, ...(ports ? { ports: parseAllowedPorts(['80/tcp']) } : {}), ...(apps ? { apps: [APP] } : {}) }];
+    const chosen = { ...(ports ? { ports: parseAllowedPorts(['80/tcp']) } : {}), ...(apps ? { apps: [APP] } : {}) };
+    config.allow = [{ address: R, ...chosen }];
   }
   const backend = new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: benchLookup });
   const init = await backend.start(config);
@@ -196,11 +197,14 @@ export async function runAllowLists(): Promise<BenchResult[]> {
     }
   }
   return LISTS_CASES.map((c) => ({
-    name: c === 'none' ? 'full loop, 64 B, no allow lists' : `full loop, 64 B, ${c} list${c === 'ports + apps' ? 's' : ''} set`,
+    name: c === 'none'
+      ? 'full loop, 64 B, no allow lists'
+      : `full loop, 64 B, ${c} list${c === 'ports + apps' ? 's' : ''} set`,
     value: Math.round(median(rates.get(c)!)),
     unit: 'packets/s',
     note: c === 'none'
-      ? `median of ${LISTS_ROUNDS} alternating rounds; rounds ${rates.get(c)!.map((r) => (r / 1e6).toFixed(2)).join(', ')} M`
+      ? `median of ${LISTS_ROUNDS} alternating rounds; ` +
+        `rounds ${rates.get(c)!.map((r) => (r / 1e6).toFixed(2)).join(', ')} M`
       : `${(median(ratios.get(c)!) * 100).toFixed(1)} % of no lists (median of ${LISTS_ROUNDS} alternating rounds; ` +
         `rounds ${ratios.get(c)!.map((r) => (r * 100).toFixed(0)).join(', ')} %)`,
   }));

@@ -115,7 +115,8 @@ async function main(): Promise<void> {
     const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum, injected, appGate } = batch;
     // The backend's own "who" check, asked by the data plane (held packets come back later, refused ones are refused).
     dataplane.gate = source.outboundGate ?? null;
-    const decideOutbound = (i: number): Verdict => dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i], i);
+    const decideOutbound = (i: number): Verdict =>
+      dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i], i);
     if (taps.count === 0) {
       for (let i = 0; i < n; i++) {
         const v = outbound[i] === 1

@@ -135,7 +135,8 @@ export class AppCheck {
   private toRestricted(buf: Uint8Array, p: ParsedPacket): boolean {
     const at = p.dstOffset;
     if (p.family === 4) {
-      return this.restricted4.size > 0 && this.restricted4.has(((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0);
+      const v4 = ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
+      return this.restricted4.size > 0 && this.restricted4.has(v4);
     }
     for (const a of this.restricted6) {
       let i = 0;

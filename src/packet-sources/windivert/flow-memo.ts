@@ -31,8 +31,10 @@ export class FlowMemo {
     for (let e = 0; e < FLOW_MEMO_ENTRIES; e++) {
       if (this.protocol[e] !== p.protocol || this.ports[e] !== ports || this.family[e] !== p.family) continue;
       const at = e * ENTRY_ADDRESS_BYTES;
+      const src = p.srcOffset;
+      const dst = p.dstOffset;
       let i = 0;
-      while (i < n && buf[p.srcOffset + i] === this.addresses[at + i] && buf[p.dstOffset + i] === this.addresses[at + 16 + i]) i++;
+      while (i < n && buf[src + i] === this.addresses[at + i] && buf[dst + i] === this.addresses[at + 16 + i]) i++;
       if (i === n) return this.answer[e];
     }
     return -1;

@@ -11,7 +11,8 @@ import { FlowMemo } from '../../../src/packet-sources/windivert/flow-memo.ts';
 import { addressBytes, ipv4, ipv6, tcpSegment, udpDatagram, withChecksum } from '../../helpers/packet-builders.ts';
 
 function tcp4(src: string, dst: string, sport: number, dport: number): Uint8Array {
-  const seg = withChecksum(addressBytes(src), addressBytes(dst), 6, tcpSegment({ srcPort: sport, dstPort: dport, flags: 0x10 }));
+  const segment = tcpSegment({ srcPort: sport, dstPort: dport, flags: 0x10 });
+  const seg = withChecksum(addressBytes(src), addressBytes(dst), 6, segment);
   return ipv4({ src, dst, proto: 6, payload: seg });
 }
 
