@@ -10,9 +10,12 @@
  * Since the double models the driver (filters, priorities), its share of these numbers grew: on the 2-core test
  * machine, 64 B packets ran at 0.56–0.79 M/s through the old queue-only double and 0.46–0.68 M/s through the model,
  * 1200 B packets at about 0.3 M/s with either (measured alternately, noisy; compare within one run).
- *  - the full loop (64 B) with a port list and an apps list on the address vs none, alternately in one run: the
- *    flow was decided by the app gate before (its connect event read), so this is the per-packet cost of the checks
- *    (the worker's verdict lookup by 5-tuple, the data plane's allowed-port bitset), not of holding.
+ *  - the full loop (64 B) with no lists, a port list, an apps list and both on the address, in alternating rounds in
+ *    one run: with an apps list the flow was decided by the app gate before (its connect event read), so this is the
+ *    per-packet cost of the checks (the gate asked by the data plane with its parse, its flow memo; the data plane's
+ *    allowed-port bitset), not of holding.
+ * Packets are injected one queue's worth at a time (injectChunk): the double, as the driver, drops the oldest when
+ * its queue is full.
  */
 import { buildInterceptConfig } from '../src/config/intercept-config.ts';
 import { Verdict } from '../src/packet/verdicts.ts';
