@@ -40,7 +40,8 @@ export interface PacketBatch {
   /**
    * What the backend's own "who" check says of an outbound packet (`AppGateMark`; WinDivert's app gate, the others
    * leave 0): 0 decide as usual, 1 held back by the backend (it comes back once its flow is decided: neither decide
-   * nor send it now), 2 refused by the address's "who" lists (refuse it as not allowed).
+   * nor send it now), 2 refused by the address's "who" lists (refuse it as not allowed). Written while the batch is
+   * decided, when the data plane asks the check (OutboundGate); read after it by the worker's capture path.
    */
   appGate: Uint8Array;
   /** Number of packets in the batch. */
