@@ -10,15 +10,19 @@
  * Since the double models the driver (filters, priorities), its share of these numbers grew: on the 2-core test
  * machine, 64 B packets ran at 0.56–0.79 M/s through the old queue-only double and 0.46–0.68 M/s through the model,
  * 1200 B packets at about 0.3 M/s with either (measured alternately, noisy; compare within one run).
- *  - the full loop (64 B) with a port list and an apps list on the address vs none, alternately in one run: the
- *    flow was decided by the app gate before (its connect event read), so this is the per-packet cost of the checks
- *    (the worker's verdict lookup by 5-tuple, the data plane's allowed-port bitset), not of holding.
+ *  - the full loop (64 B) with no lists, a port list, an apps list and both on the address, in alternating rounds in
+ *    one run: with an apps list the flow was decided by the app gate before (its connect event read), so this is the
+ *    per-packet cost of the checks (the gate asked by the data plane with its parse, its flow memo; the data plane's
+ *    allowed-port bitset), not of holding.
+ * Packets are injected one queue's worth at a time (injectChunk): the double, as the driver, drops the oldest when
+ * its queue is full.
  */
 import { buildInterceptConfig } from '../src/config/intercept-config.ts';
 import { Verdict } from '../src/packet/verdicts.ts';
 import { WinDivertHostBackend } from '../src/packet-sources/windivert/host.ts';
 import { createWinDivertPacketSource } from '../src/packet-sources/windivert/source.ts';
 import { addressBuffer } from '../src/packet-sources/windivert/address.ts';
+import { WINDIVERT_QUEUE_LENGTH, WINDIVERT_QUEUE_SIZE_BYTES } from '../src/packet-sources/windivert/limits.ts';
 import { DOUBLE_PATH, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from '../test/helpers/windivert-double.ts';
 import type { BenchResult } from './types.ts';
 import { parseAllowedPorts } from '../src/config/allow-lists.ts';
@@ -39,16 +43,34 @@ async function setup() {
   return { double, backend, source };
 }
 
-/** Packets per second through `turn` (which returns packets handled), pre-injecting `total` packets. */
+/**
+ * At most one queue's worth per injection: the double's queue holds WINDIVERT_QUEUE_LENGTH.DEFAULT packets and
+ * WINDIVERT_QUEUE_SIZE_BYTES.DEFAULT bytes and, as the driver, drops its oldest packets when full, so injecting more
+ * at once would leave `turn` waiting for packets that were dropped (the loop would never finish).
+ */
+function injectChunk(packetBytes: number): number {
+  return Math.min(WINDIVERT_QUEUE_LENGTH.DEFAULT, Math.floor(WINDIVERT_QUEUE_SIZE_BYTES.DEFAULT / packetBytes));
+}
+
+/**
+ * Packets per second through `turn` (which returns packets handled) over `total` packets, injected one queue's
+ * worth at a time (injectChunk); only the loop is timed, not the injections.
+ */
 function measure(double: ReturnType<typeof loadDouble>['double'], total: number, payload: number, turn: () => number): number {
   const p = Buffer.from(packet('198.51.100.2', '192.0.2.1', 6, 40000, 80, 1, payload));
   const a = addressBuffer(outboundAddr(false));
-  if (double.injectRepeat(p, p.length, a, total) !== total) throw new Error('inject failed');
-  let done = 0;
-  const t0 = process.hrtime.bigint();
-  while (done < total) done += turn();
-  const ns = Number(process.hrtime.bigint() - t0);
-  return (done / ns) * 1e9;
+  const most = injectChunk(p.length);
+  let ns = 0;
+  for (let left = total; left > 0; ) {
+    const chunk = Math.min(left, most);
+    if (double.injectRepeat(p, p.length, a, chunk) !== chunk) throw new Error('inject failed');
+    let done = 0;
+    const t0 = process.hrtime.bigint();
+    while (done < chunk) done += turn();
+    ns += Number(process.hrtime.bigint() - t0);
+    left -= chunk;
+  }
+  return (total / ns) * 1e9;
 }
 
 export async function run(): Promise<BenchResult[]> {
@@ -98,13 +120,26 @@ const benchLookup: ProcessLookup = {
   identify: (pid) => ({ pid, imagePath: APP, processName: 'client.exe', packageFamilyName: null }),
 };
 
-/** Packets per second of the 64 B full loop with `lists` on 192.0.2.1 (none: no lists), best of `rounds`. */
-async function listsLoop(lists: boolean, rounds: number): Promise<number> {
+/** Which allow lists 192.0.2.1 has in a lists round. */
+export type ListsCase = 'none' | 'ports' | 'apps' | 'ports + apps';
+const LISTS_CASES: readonly ListsCase[] = ['none', 'ports', 'apps', 'ports + apps'];
+/** Packets per timed round (about a second on the 2-core test machine). */
+const LISTS_ROUND_PACKETS = 1_000_000;
+/** Rounds per case, alternating (each round in a fresh backend and source, same process). */
+const LISTS_ROUNDS = 5;
+
+/** Packets per second of the 64 B full loop with `lists` on 192.0.2.1, one round of LISTS_ROUND_PACKETS. */
+export async function listsLoop(lists: ListsCase): Promise<number> {
   const { double } = loadDouble();
   double.reset();
   double.setKeepSent(0);
   const config = buildInterceptConfig(['192.0.2.1', '2001:db8::1'], ['8080/tcp']);
-  if (lists) config.allow = [{ address: R, ports: parseAllowedPorts(['80/tcp']), apps: [APP] }];
+  const ports = lists === 'ports' || lists === 'ports + apps';
+  const apps = lists === 'apps' || lists === 'ports + apps';
+  if (lists !== 'none') {
+    const chosen = { ...(ports ? { ports: parseAllowedPorts(['80/tcp']) } : {}), ...(apps ? { apps: [APP] } : {}) };
+    config.allow = [{ address: R, ...chosen }];
+  }
   const backend = new WinDivertHostBackend({ dllPath: DOUBLE_PATH, processLookup: benchLookup });
   const init = await backend.start(config);
   const source = createWinDivertPacketSource(init, config);
@@ -115,7 +150,7 @@ async function listsLoop(lists: boolean, rounds: number): Promise<number> {
     allowedPorts: allowedPortEntries(config, (a) => (a === R ? 0 : 1)),
   });
   try {
-    if (lists) {
+    if (apps) {
       // The flow's connect event, then its SYN: the gate decides it (allowed) before the measured packets. The gate
       // runs on this thread here (the engine runs the loop in a worker), so wait for it without blocking in RecvEx.
       const ends = { localAddress: C, localPort: 40000, remoteAddress: R, remotePort: 80 };
@@ -132,19 +167,9 @@ async function listsLoop(lists: boolean, rounds: number): Promise<number> {
       loopOnce(source, dataplane); // re-offered with its verdict: reflected
       if (backend.appCounters()?.allowed !== 1) throw new Error('the flow was not allowed');
     }
-    // At most one queue's worth per injection (WINDIVERT_QUEUE_LENGTH: a full queue drops its oldest packets).
-    const chunk = 8000;
-    const timed = (chunks: number): number => {
-      let ns = 0;
-      for (let c = 0; c < chunks; c++) {
-        ns += (chunk / measure(double, chunk, 64, () => loopOnce(source, dataplane))) * 1e9;
-      }
-      return (chunks * chunk * 1e9) / ns;
-    };
-    timed(5); // warm-up
-    let best = 0;
-    for (let i = 0; i < rounds; i++) best = Math.max(best, timed(40));
-    return best;
+    const timed = (packets: number): number => measure(double, packets, 64, () => loopOnce(source, dataplane));
+    timed(40_000); // warm-up
+    return timed(LISTS_ROUND_PACKETS);
   } finally {
     source.close();
     await backend.stop();
@@ -152,22 +177,38 @@ async function listsLoop(lists: boolean, rounds: number): Promise<number> {
   }
 }
 
-/** The reflect path with ports and apps lists set vs not set, alternately, in one run. */
+function median(xs: number[]): number {
+  const s = [...xs].sort((x, y) => x - y);
+  return s.length % 2 === 1 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/**
+ * The reflect path with no lists, a port list, an apps list and both, in alternating rounds in one run: the median
+ * rate of each, and the median over rounds of each case's ratio to the no-lists round just before it (the machine's
+ * speed drifts between rounds; a round's ratio compares neighbours).
+ */
 export async function runAllowLists(): Promise<BenchResult[]> {
-  let without = 0;
-  let withLists = 0;
-  for (let i = 0; i < 3; i++) {
-    without = Math.max(without, await listsLoop(false, 1));
-    withLists = Math.max(withLists, await listsLoop(true, 1));
+  const rates = new Map<ListsCase, number[]>(LISTS_CASES.map((c) => [c, []]));
+  const ratios = new Map<ListsCase, number[]>(LISTS_CASES.map((c) => [c, []]));
+  for (let i = 0; i < LISTS_ROUNDS; i++) {
+    let none = 0;
+    for (const c of LISTS_CASES) {
+      const pps = await listsLoop(c);
+      if (c === 'none') none = pps;
+      rates.get(c)!.push(pps);
+      ratios.get(c)!.push(pps / none);
+    }
   }
-  const ratio = withLists / without;
-  return [
-    { name: 'full loop, 64 B, no allow lists', value: Math.round(without), unit: 'packets/s' },
-    {
-      name: 'full loop, 64 B, ports + apps lists set',
-      value: Math.round(withLists),
-      unit: 'packets/s',
-      note: `${(ratio * 100).toFixed(1)} % of no lists (best of 3, alternating)`,
-    },
-  ];
+  return LISTS_CASES.map((c) => ({
+    name: c === 'none'
+      ? 'full loop, 64 B, no allow lists'
+      : `full loop, 64 B, ${c} list${c === 'ports + apps' ? 's' : ''} set`,
+    value: Math.round(median(rates.get(c)!)),
+    unit: 'packets/s',
+    note: c === 'none'
+      ? `median of ${LISTS_ROUNDS} alternating rounds; ` +
+        `rounds ${rates.get(c)!.map((r) => (r / 1e6).toFixed(2)).join(', ')} M`
+      : `${(median(ratios.get(c)!) * 100).toFixed(1)} % of no lists (median of ${LISTS_ROUNDS} alternating rounds; ` +
+        `rounds ${ratios.get(c)!.map((r) => (r * 100).toFixed(0)).join(', ')} %)`,
+  }));
 }

@@ -14,6 +14,7 @@ import { MAP_REFUSED, PortMapper } from './port-mapper.ts';
 import type { PortMap } from '../config/port-maps.ts';
 import { AllowedPortSet, type AllowedPortEntry } from '../packet/allowed-ports.ts';
 import { REFUSAL_MAX_BYTES, writePortUnreachable, writeTcpReset } from '../packet/refusal.ts';
+import { AppGateMark, type OutboundGate } from '../packet-sources/packet-source.ts';
 
 export interface DataplaneConfig {
   /** Canonical address → counter slot (0 .. MAX_REFLECT_ADDRESSES - 1). */
@@ -45,6 +46,11 @@ export class Dataplane {
    */
   readonly refusal = new Uint8Array(REFUSAL_MAX_BYTES);
   refusalLength = 0;
+  /**
+   * The backend's "who" check (PacketSource.outboundGate), asked with this parse for every packet `outbound` is
+   * given a batch index for; null: none. The worker sets it before each batch.
+   */
+  gate: OutboundGate | null = null;
   private readonly allowed = new AllowedPortSet();
   private readonly addresses = new ReflectAddressSet();
   private readonly shields = new ShieldPortSet();
@@ -88,8 +94,10 @@ export class Dataplane {
   /** A packet this host sends. To a reflect address its allow lists refuse → count, write the refusal, Drop
    *  (DropCause.NotAllowed). To a reflect address → apply its port maps (engine/port-mapper.ts), swap addresses
    *  in place, count, Reflect. Else Pass. Malformed → count by reason, Drop. Bytes counted are the IP packet's own
-   *  length. `partialChecksum` 1: the TCP/UDP checksum field is offloaded (PacketBatch.partialChecksum). */
-  outbound(buf: Uint8Array, off: number, len: number, now: number, partialChecksum = 0): Verdict {
+   *  length. `partialChecksum` 1: the TCP/UDP checksum field is offloaded (PacketBatch.partialChecksum).
+   *  `index` ≥ 0: the packet's place in the batch, so the `gate` is asked first (before the port list): held →
+   *  Drop, not counted (it comes back decided); refused → refused as a port that is not allowed. */
+  outbound(buf: Uint8Array, off: number, len: number, now: number, partialChecksum = 0, index = -1): Verdict {
     const p = this.packet;
     if (!parsePacket(buf, off, len, p)) {
       this.counters.addMalformed(p.malformed);
@@ -100,6 +108,11 @@ export class Dataplane {
     if (slot < 0) {
       this.counters.addPassed(p.ipLength);
       return Verdict.Pass;
+    }
+    if (index >= 0 && this.gate !== null) {
+      const mark = this.gate.mark(index, buf, off, len, p);
+      if (mark === AppGateMark.Held) return Verdict.Drop;
+      if (mark === AppGateMark.Refuse) return this.refuse(buf, slot);
     }
     if (this.allowed.restricted[slot] === 1 && !(p.fragment && !p.hasTransport) && !this.allows(slot)) {
       return this.refuse(buf, slot);
@@ -121,18 +134,6 @@ export class Dataplane {
     reflectPacket(buf, p);
     this.counters.addReflected(slot, statsProto(p.protocol), p.ipLength);
     return Verdict.Reflect;
-  }
-
-  /**
-   * A packet this host sends that the backend's "who" check refused (PacketBatch.appGate, WinDivert's app gate):
-   * refused as a port that is not allowed is — counted notAllowed for its address, the refusal written, Drop. A
-   * packet that is malformed or not to a reflect address (the config changed in between) is decided as usual.
-   */
-  refuseOutbound(buf: Uint8Array, off: number, len: number, now: number, partialChecksum = 0): Verdict {
-    const p = this.packet;
-    const slot = parsePacket(buf, off, len, p) ? this.addresses.lookupDestination(buf, p) : -1;
-    if (slot < 0) return this.outbound(buf, off, len, now, partialChecksum);
-    return this.refuse(buf, slot);
   }
 
   /** Count the packet just parsed as not allowed for `slot`, write its refusal, Drop. */

@@ -127,13 +127,10 @@ async function main(): Promise<void> {
   };
   const decideAndSend = (n: number, now: number): void => {
     const { data: buf, offset, length, outbound, ifIndex, verdict, partialChecksum, injected, appGate } = batch;
-    // The backend's own "who" check (PacketBatch.appGate): held packets come back later, refused ones are refused.
+    // The backend's own "who" check, asked by the data plane (held packets come back later, refused ones are refused).
+    dataplane.gate = source.outboundGate ?? null;
     const decideOutbound = (i: number): Verdict =>
-      appGate[i] === AppGateMark.Decide
-        ? dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i])
-        : appGate[i] === AppGateMark.Held
-          ? Verdict.Drop
-          : dataplane.refuseOutbound(buf, offset[i], length[i], now, partialChecksum[i]);
+      dataplane.outbound(buf, offset[i], length[i], now, partialChecksum[i], i);
     if (taps.count === 0) {
       for (let i = 0; i < n; i++) {
         const v = outbound[i] === 1

@@ -40,7 +40,8 @@ export interface PacketBatch {
   /**
    * What the backend's own "who" check says of an outbound packet (`AppGateMark`; WinDivert's app gate, the others
    * leave 0): 0 decide as usual, 1 held back by the backend (it comes back once its flow is decided: neither decide
-   * nor send it now), 2 refused by the address's "who" lists (refuse it as not allowed).
+   * nor send it now), 2 refused by the address's "who" lists (refuse it as not allowed). Written while the batch is
+   * decided, when the data plane asks the check (OutboundGate); read after it by the worker's capture path.
    */
   appGate: Uint8Array;
   /** Number of packets in the batch. */
@@ -87,6 +88,11 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
    * captures record what goes out. Backends that send packets as they are have none.
    */
   completeChecksums?(i: number): void;
+  /**
+   * The backend's own "who" check of packets this host sends to reflect addresses (WinDivert's app gate), while it
+   * has one to make (some address has an apps list); null or absent: none. The data plane asks it (Dataplane.gate).
+   */
+  readonly outboundGate?: OutboundGate | null;
   /** Adopt a new intercept config inside the source, with what `HostBackend.apply` returned for this change. */
   adopt(cfg: InterceptConfig, update: SourceUpdate<K>): void;
   /**
@@ -171,6 +177,17 @@ export interface TunSourceUpdate {
 
 /** PacketBatch.appGate values. */
 export const AppGateMark = { Decide: 0, Held: 1, Refuse: 2 } as const;
+export type AppGateMark = (typeof AppGateMark)[keyof typeof AppGateMark];
+
+/**
+ * A backend's "who" check (PacketSource.outboundGate), asked by the data plane for batch packet `index`, an
+ * outbound packet to a reflect address at `buf[off, off + len)`, with the parse the data plane already made (so no
+ * packet is parsed twice). Its answer is also left in `batch.appGate[index]` (the capture path reads it there).
+ * Allocates nothing.
+ */
+export interface OutboundGate {
+  mark(index: number, buf: Uint8Array, off: number, len: number, p: ParsedPacket): AppGateMark;
+}
 
 /**
  * WinDivert's app gate (apps lists): what its two halves share. Held packets go from the worker to the main thread,

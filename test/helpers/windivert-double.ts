@@ -188,16 +188,14 @@ export function stopLikeWorker(source: PacketSource, dataplane: Dataplane): numb
 function decideBatch(source: PacketSource, dataplane: Dataplane, timeoutMs: number): number {
   const n = source.receive(timeoutMs);
   if (n === 0) return 0;
-  const { data, offset, length, outbound, verdict, appGate } = source.batch;
+  const { data, offset, length, outbound, verdict } = source.batch;
   const now = Date.now();
+  // As worker.ts: the data plane asks the backend's app gate, which may hold a packet back or refuse it.
+  dataplane.gate = source.outboundGate ?? null;
   for (let i = 0; i < n; i++) {
-    // As worker.ts: the backend's app gate may hold a packet back (1) or refuse it (2).
-    const gate = appGate[i];
     verdict[i] = outbound[i] === 0
       ? dataplane.inbound(data, offset[i], length[i], now, source.batch.injected[i])
-      : gate === 0
-        ? dataplane.outbound(data, offset[i], length[i], now)
-        : gate === 1 ? 3 : dataplane.refuseOutbound(data, offset[i], length[i], now);
+      : dataplane.outbound(data, offset[i], length[i], now, 0, i);
     if (verdict[i] === 3 && dataplane.refusalLength !== 0) {
       source.sendRefusal(i, dataplane.refusal, dataplane.refusalLength);
       dataplane.refusalLength = 0;

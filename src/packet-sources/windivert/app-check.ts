@@ -2,7 +2,9 @@
  * The app gate's worker half (`AppCheck`): for each packet this host sends to a reflect address with an `apps` list,
  * whether its flow may be reflected. It knows only verdicts: the main thread's half (app-gate.ts) joins packets to
  * the SOCKET layer's connect events, asks who the process is, decides, and passes each flow's verdict here through
- * a ring (record-ring.ts), drained before every batch is decided.
+ * a ring (record-ring.ts), drained before every batch is decided. The data plane asks it (Dataplane.gate, through
+ * the source's OutboundGate) with the parse it already made, so no packet is parsed twice; the flows answered last
+ * from their verdicts are remembered (flow-memo.ts), so a packet of a running flow costs one short comparison.
  *
  *   a flow with a verdict               → Allowed: decided by the data plane as usual; refused: refused (RST / ICMP
  *                                         port unreachable from the reflect address, counted notAllowed);
@@ -16,16 +18,17 @@
  */
 import { allowListsOf } from '../../config/allow-lists.ts';
 import type { InterceptConfig } from '../../config/intercept-config.ts';
-import { IpProto, ParsedPacket, parsePacket, TcpFlag } from '../../packet/parse.ts';
+import { IpProto, type ParsedPacket, TcpFlag } from '../../packet/parse.ts';
 import { WINDIVERT_ADDRESS_SIZE } from './address.ts';
 import { addressKey, FLOW_KEY_BYTES, packetFlowKeyBytes } from './app-flow-key.ts';
 import { APP_FLOWS_KEPT } from './limits.ts';
+import { FlowMemo } from './flow-memo.ts';
 import { RecordRing } from './record-ring.ts';
 import { AppGateMark, type AppGateRings } from '../packet-source.ts';
 
 /** What the gate says of one packet (PacketBatch.appGate). */
 const AppMark = AppGateMark;
-type AppMark = (typeof AppGateMark)[keyof typeof AppGateMark];
+type AppMark = AppGateMark;
 
 /** A flow's verdict, as the main thread sends it (one byte after the key). */
 export const FlowVerdict = {
@@ -96,8 +99,9 @@ export class AppCheck {
   /** The reflect addresses with an apps list: IPv4 as numbers, IPv6 as 16 bytes. */
   private restricted4 = new Set<number>();
   private restricted6: Uint8Array[] = [];
-  private readonly parsed = new ParsedPacket();
   private readonly key = new Uint8Array(FLOW_KEY_BYTES);
+  /** The flows answered last from `verdicts` (flow-memo.ts); forgotten whenever those change. */
+  private readonly memo = new FlowMemo();
 
   constructor(rings: AppGateRings) {
     this.held = new RecordRing(rings.held);
@@ -116,20 +120,24 @@ export class AppCheck {
     const mapped = (b: Buffer): boolean => b.subarray(0, 12).equals(V4_MAPPED_PREFIX);
     this.restricted4 = new Set(bytes.filter(mapped).map((b) => b.readUInt32BE(12)));
     this.restricted6 = bytes.filter((b) => !mapped(b)).map((b) => Uint8Array.from(b));
+    this.memo.forget();
   }
 
   /** Take the verdicts the main thread has sent. Before a batch is decided. */
   drainVerdicts(): void {
     for (let r = this.verdictRing.read(); r !== null; r = this.verdictRing.read()) {
       this.verdicts.set(r.subarray(0, FLOW_KEY_BYTES), r[FLOW_KEY_BYTES]); // 0: forgotten
+      this.memo.forget();
     }
   }
 
-  /** Whether the packet just parsed goes to a reflect address with an apps list. */
-  private toRestricted(buf: Buffer): boolean {
-    const p = this.parsed;
+  /** Whether the packet parsed into `p` goes to a reflect address with an apps list. */
+  private toRestricted(buf: Uint8Array, p: ParsedPacket): boolean {
     const at = p.dstOffset;
-    if (p.family === 4) return this.restricted4.size > 0 && this.restricted4.has(buf.readUInt32BE(at));
+    if (p.family === 4) {
+      const v4 = ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
+      return this.restricted4.size > 0 && this.restricted4.has(v4);
+    }
     for (const a of this.restricted6) {
       let i = 0;
       while (i < 16 && buf[at + i] === a[i]) i++;
@@ -138,22 +146,35 @@ export class AppCheck {
     return false;
   }
 
-  /** The mark of an outbound packet `buf[off, off+len)` whose WINDIVERT_ADDRESS is `addrs[base, base+80)`. */
-  mark(buf: Buffer, off: number, len: number, addrs: Buffer, base: number): AppMark {
-    const p = this.parsed;
-    if (!parsePacket(buf, off, len, p)) return AppMark.Decide; // the data plane counts it as malformed
-    if (!this.toRestricted(buf)) return AppMark.Decide;
+  /**
+   * The mark of an outbound packet `buf[off, off+len)`, parsed (well formed) into `p` by the data plane, whose
+   * WINDIVERT_ADDRESS is `addrs[base, base+80)`.
+   */
+  mark(buf: Uint8Array, off: number, len: number, p: ParsedPacket, addrs: Buffer, base: number): AppMark {
     const proto = p.protocol;
+    // The memo holds only flows to restricted addresses (forgotten on configure), so a hit needs no other check.
+    if (p.hasTransport && (proto === IpProto.Tcp || proto === IpProto.Udp)) {
+      const known = this.memo.find(buf, p);
+      if (known >= 0) return known as AppMark;
+    }
+    if (!this.toRestricted(buf, p)) return AppMark.Decide;
     if (proto === IpProto.Icmp || proto === IpProto.Icmpv6) return AppMark.Decide;
     if (proto !== IpProto.Tcp && proto !== IpProto.Udp) return AppMark.Refuse;
     if (!p.hasTransport) return AppMark.Decide; // a later fragment: its first fragment was decided
-    const opens = proto === IpProto.Udp || (p.tcpFlags & (TcpFlag.Syn | TcpFlag.Ack)) === TcpFlag.Syn;
     // A refused flow stays refused until the main thread sends another verdict (a connect event that came late).
     packetFlowKeyBytes(buf, p, false, this.key);
     const own = this.verdicts.get(this.key);
-    if (own !== undefined) return own === FlowVerdict.Allowed ? AppMark.Decide : AppMark.Refuse;
+    if (own !== undefined) {
+      const mark = own === FlowVerdict.Allowed ? AppMark.Decide : AppMark.Refuse;
+      this.memo.remember(buf, p, mark);
+      return mark;
+    }
     packetFlowKeyBytes(buf, p, true, this.key);
-    if (this.verdicts.get(this.key) === FlowVerdict.Allowed) return AppMark.Decide;
+    if (this.verdicts.get(this.key) === FlowVerdict.Allowed) {
+      this.memo.remember(buf, p, AppMark.Decide);
+      return AppMark.Decide;
+    }
+    const opens = proto === IpProto.Udp || (p.tcpFlags & (TcpFlag.Syn | TcpFlag.Ack)) === TcpFlag.Syn;
     if (!opens) return AppMark.Refuse;
     const addr = addrs.subarray(base, base + WINDIVERT_ADDRESS_SIZE);
     if (this.held.write(addr, buf.subarray(off, off + len))) return AppMark.Held;

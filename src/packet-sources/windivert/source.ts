@@ -23,6 +23,8 @@ import { Verdict } from '../../packet/verdicts.ts';
 import { REFUSAL_MAX_BYTES } from '../../packet/refusal.ts';
 import {
   allocatePacketBatch,
+  AppGateMark,
+  type OutboundGate,
   type PacketBatch,
   type PacketSource,
   type PacketSourceFactory,
@@ -50,7 +52,7 @@ export interface ExpectedSendFailures {
   icmpRefused: number;
 }
 
-export class WinDivertPacketSource implements PacketSource<'windivert'> {
+export class WinDivertPacketSource implements PacketSource<'windivert'>, OutboundGate {
   readonly kind = 'windivert' as const;
   readonly batch: PacketBatch;
   /**
@@ -106,7 +108,7 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
       if (this.api.recvEx(h, b.data, b.data.length, this.recvLen, this.addrs, this.addrLen)) {
         this.batchHandle = h;
         const n = this.split(this.recvLen[0], this.addrLen[0] / WINDIVERT_ADDRESS_SIZE);
-        if (this.apps?.active) this.markApps(n);
+        if (this.apps?.active) this.apps.drainVerdicts(); // before the batch is decided
         return n;
       }
       const err = this.api.lastError();
@@ -162,15 +164,19 @@ export class WinDivertPacketSource implements PacketSource<'windivert'> {
     return count;
   }
 
-  /** Ask the app gate about every outbound packet of the batch (PacketBatch.appGate). */
-  private markApps(n: number): void {
-    const apps = this.apps!;
-    const b = this.batch;
-    apps.drainVerdicts();
-    for (let i = 0; i < n; i++) {
-      if (b.outbound[i] === 0 || this.broken[i] === 1) continue;
-      b.appGate[i] = apps.mark(b.data, b.offset[i], b.length[i], this.addrs, i * WINDIVERT_ADDRESS_SIZE);
-    }
+  /** The app gate, while some reflect address has an apps list (the data plane asks it; PacketSource). */
+  get outboundGate(): OutboundGate | null {
+    return this.apps?.active ? this : null;
+  }
+
+  /** OutboundGate: the app gate's mark of batch packet `index`, also left in batch.appGate. */
+  mark(index: number, buf: Uint8Array, off: number, len: number, p: ParsedPacket): AppGateMark {
+    // A packet split wrongly is never sent (send); it must not reach the gate's held ring either.
+    const m = this.broken[index] === 1
+      ? AppGateMark.Decide
+      : this.apps!.mark(buf, off, len, p, this.addrs, index * WINDIVERT_ADDRESS_SIZE);
+    this.batch.appGate[index] = m;
+    return m;
   }
 
   send(): void {
