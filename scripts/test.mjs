@@ -10,8 +10,12 @@ import { join, relative, sep } from 'node:path';
 import { TIERS, tierOf } from '../test/tiers.mjs';
 import { bundleTests } from './bundle.mjs';
 
-/** Test files run at once: one per core, at least two (most wait on I/O, timers or a worker part of the time). */
+/**
+ * Test files run at once. Bundled (unit) files are CPU-bound: one per core, at least two. The others mostly wait on
+ * namespaces, engines starting, Wine and pwsh (a full run kept 2 cores about half busy at two at once), so one more.
+ */
 const CONCURRENCY = Math.max(2, availableParallelism());
+const CONCURRENCY_FROM_SOURCE = CONCURRENCY + 1;
 
 const root = new URL('..', import.meta.url).pathname;
 const testDir = join(root, 'test');
@@ -67,12 +71,13 @@ const runs = [];
 const outdir = join(root, '.tmp', 'test-bundles', String(process.pid));
 if (bundled.length) {
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-  runs.push(await bundleTests({ root, version: pkg.version, files: bundled, outdir }));
+  const args = await bundleTests({ root, version: pkg.version, files: bundled, outdir });
+  runs.push({ concurrency: CONCURRENCY, args });
 }
-if (fromSource.length) runs.push(['--import', 'tsx', ...fromSource]);
+if (fromSource.length) runs.push({ concurrency: CONCURRENCY_FROM_SOURCE, args: ['--import', 'tsx', ...fromSource] });
 let status = 0;
-for (const run of runs) {
-  const res = spawnSync(process.execPath, ['--test', `--test-concurrency=${CONCURRENCY}`, ...runnerOptions, ...run], {
+for (const { concurrency, args: run } of runs) {
+  const res = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...runnerOptions, ...run], {
     cwd: root,
     stdio: 'inherit',
   });
