@@ -10,16 +10,16 @@
  * Skips locally when wine or dist/retroflect.exe is missing (npm run build -- --windows); fails on CI instead.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { POLICY_ADDRESSES_KEY, POLICY_KEY, POLICY_LOCK_VALUE, POLICY_SHIELD_KEY, POLICY_VALUES }
   from '../../src/platform/windows/policy-registry.ts';
 import { findPwsh } from '../helpers/pwsh.ts';
 import { run } from '../helpers/netns.ts';
-import { ROOT, runWine, setupWine, WINE_DIR, wineAvailable, wineEnv, winPath } from './setup.ts';
+import { PREFIX, ROOT, runWine, setupWine, WINE_DIR, wineAvailable, wineEnv, winPath } from './setup.ts';
 
 const wine = await wineAvailable();
 const exe = join(ROOT, 'dist', 'retroflect.exe');
@@ -29,13 +29,30 @@ if (missing && process.env.CI) test('the Windows policy test can run on CI', () 
 const LIVE_WITHIN_MS = 5000;
 const running: ChildProcess[] = [];
 
+/**
+ * The registry policy is machine-wide: written in test/wine's shared prefix, every other Wine test's engine running
+ * at the same time would read it (a reflect address nobody gave it). So this file uses a copy of that prefix of its
+ * own, made once.
+ */
+const POLICY_PREFIX = join(ROOT, '.tmp', 'wine-policy', 'prefix');
+const OWN_PREFIX = { WINEPREFIX: POLICY_PREFIX };
+
+function ensurePolicyPrefix(): void {
+  if (existsSync(join(POLICY_PREFIX, 'system.reg'))) return;
+  rmSync(POLICY_PREFIX, { recursive: true, force: true });
+  mkdirSync(dirname(POLICY_PREFIX), { recursive: true });
+  const r = spawnSync('cp', ['-a', PREFIX, POLICY_PREFIX], { stdio: 'inherit', timeout: 300_000 });
+  assert.equal(r.status, 0, `copying the Wine prefix ${PREFIX} to ${POLICY_PREFIX} failed`);
+}
+
 async function reg(args: string[]): Promise<void> {
-  const r = await runWine(['reg', ...args], { tag: `policy-reg-${process.pid}`, timeoutMs: 60_000 });
+  const r = await runWine(['reg', ...args], { tag: `policy-reg-${process.pid}`, timeoutMs: 60_000, env: OWN_PREFIX });
   assert.equal(r.code, 0, `reg ${args.join(' ')}: ${r.stdout}${r.stderr}`);
 }
 
 async function clearPolicy(): Promise<void> {
-  await runWine(['reg', 'delete', `HKLM\\${POLICY_KEY}`, '/f'], { tag: `policy-reg-${process.pid}`, timeoutMs: 60_000 });
+  const tag = `policy-reg-${process.pid}`;
+  await runWine(['reg', 'delete', `HKLM\\${POLICY_KEY}`, '/f'], { tag, timeoutMs: 60_000, env: OWN_PREFIX });
 }
 
 after(async () => {
@@ -100,6 +117,7 @@ test('the ADMX template parses as XML and names every registry key the engine re
 
 test('the engine under Wine reads the registry policy, refuses to remove it, follows reg add/delete live (LockChanges too), reports an invalid value', { skip: missing ?? false, timeout: 600_000 }, async (t) => {
   await setupWine();
+  ensurePolicyPrefix();
   await clearPolicy();
   await reg(['add', `HKLM\\${POLICY_ADDRESSES_KEY}`, '/v', '203.0.113.78', '/t', 'REG_SZ', '/d', '80=8080/tcp', '/f']);
   await reg(['add', `HKLM\\${POLICY_SHIELD_KEY}`, '/v', '1', '/t', 'REG_SZ', '/d', '8081/tcp', '/f']);
@@ -112,14 +130,14 @@ test('the engine under Wine reads the registry policy, refuses to remove it, fol
   const nul = openSync('/dev/null', 'r');
   const engine = spawn('wine', [exe, 'run', '--no-config', '-r', '203.0.113.77', '--windivert-dir', winPath(join(ROOT, 'native', 'build', 'win64')), '--pipe', pipe], {
     cwd: WINE_DIR,
-    env: wineEnv({ WINDIVERT_DOUBLE_SENT_FILE: winPath(join(WINE_DIR, `${tag}.sent.bin`)) }),
+    env: wineEnv({ ...OWN_PREFIX, WINDIVERT_DOUBLE_SENT_FILE: winPath(join(WINE_DIR, `${tag}.sent.bin`)) }),
     stdio: [nul, out, err],
   });
   running.push(engine);
   for (const fd of [out, err, nul]) closeSync(fd);
   const log = () => readFileSync(outPath, 'utf8') + readFileSync(errPath, 'utf8');
   const cli = async (args: string[]) => {
-    const r = await runWine([exe, ...args, '--pipe', pipe, '--json'], { tag: `${tag}-cli`, timeoutMs: 60_000 });
+    const r = await runWine([exe, ...args, '--pipe', pipe, '--json'], { tag: `${tag}-cli`, timeoutMs: 60_000, env: OWN_PREFIX });
     let json: any = null;
     try {
       json = JSON.parse(r.stdout);
