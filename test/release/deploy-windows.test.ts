@@ -19,7 +19,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, test } from 'node:test';
 import { ROOT, winPath } from '../wine/setup.ts';
-import { PSHOME, PWSH_EXE, runWindowsPwsh, WINPWSH_DIR, windowsPwshTestGate } from '../wine/windows-pwsh.ts';
+import { assertWindowsPesterPassed, PSHOME, PWSH_EXE, runWindowsPwsh, WINPWSH_DIR, windowsPwshTestGate }
+  from '../wine/windows-pwsh.ts';
 import { endPwshServicePrefix, ensurePwshServicePrefix, RELEASE_PESTER_FILES } from '../wine/service-prefix.ts';
 
 const execFileAsync = promisify(execFile);
@@ -41,14 +42,6 @@ if (!skip) {
 after(() => {
   if (!skip) endPwshServicePrefix(PREFIX);
 });
-
-interface PesterResults {
-  passed: number;
-  skipped: number;
-  notRun: number;
-  tests: { name: string; result: string; error: string }[];
-  containers: { name: string; result: string; error: string }[];
-}
 
 /** %WINDIR% of the 32-bit host stand-in: sysnative\WindowsPowerShell\v1.0\powershell.exe is the Windows pwsh. */
 function fakeWindir(work: string): string {
@@ -100,18 +93,8 @@ test(TITLE, { skip, timeout: 1_500_000 }, async () => {
       },
     });
     console.log(`# Pester (release scripts) under Wine took ${r.seconds.toFixed(1)} s`);
-    const output = `exit ${r.code}\n--- stdout\n${r.stdout.slice(-8000)}\n--- stderr\n${r.stderr.slice(-3000)}`;
-    assert.ok(existsSync(resultsFile), `the Pester runner wrote no results:\n${output}`);
-    const results = JSON.parse(readFileSync(resultsFile, 'utf8')) as PesterResults;
-    const failed = [...results.containers, ...results.tests].filter((t) => t.result === 'Failed');
-    const failures = failed.map((t) => `${t.name}: ${t.error}`);
-    assert.deepEqual(failures, [], `Pester failures:\n${failures.join('\n\n')}\n${output}`);
-    assert.equal(r.code, 0, output);
-    const ran = results.containers.map((c) => c.name.split(/[\\/]/).pop()).sort();
-    assert.deepEqual(ran, RELEASE_PESTER_FILES.map((f) => `${f}.Tests.ps1`).sort());
-    assert.equal(results.skipped + results.notRun, 0, 'no Pester test skipped or not run');
     // Release.Tests.ps1's 6, and ReleaseDeploy's 3 + 12 injections (6 steps from two starting states) + 1.
-    assert.ok(results.passed >= 22, `only ${results.passed} Pester tests ran`);
+    assertWindowsPesterPassed(r, resultsFile, RELEASE_PESTER_FILES, 22, 8000);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

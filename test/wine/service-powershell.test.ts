@@ -7,11 +7,11 @@
  * TEST DOUBLE. Skips locally when Wine, dotnet or the Windows build is missing; fails on CI.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { ROOT, winPath } from './setup.ts';
-import { runWindowsPwsh, WINPWSH_DIR, windowsPwshTestGate } from './windows-pwsh.ts';
+import { assertWindowsPesterPassed, runWindowsPwsh, WINPWSH_DIR, windowsPwshTestGate } from './windows-pwsh.ts';
 import { endPwshServicePrefix, ensurePwshServicePrefix, PWSH_SERVICE_PREFIX } from './service-prefix.ts';
 import { SERVICE_PESTER_FILES } from './service-prefix.ts';
 
@@ -31,14 +31,6 @@ if (!skip) {
 after(() => {
   if (!skip) endPwshServicePrefix();
 });
-
-interface PesterResults {
-  passed: number;
-  skipped: number;
-  notRun: number;
-  tests: { name: string; result: string; error: string }[];
-  containers: { name: string; result: string; error: string }[];
-}
 
 const TITLE = 'Install-/Uninstall-Retroflect, Start-/Stop-Retroflect and Restart-Service with the service Retroflect; '
   + 'a detached start (Pester under Wine)';
@@ -68,15 +60,5 @@ test(TITLE, { skip, timeout: 900_000 }, async () => {
     },
   });
   console.log(`# Pester (service) under Wine took ${r.seconds.toFixed(1)} s`);
-  const output = `exit ${r.code}\n--- stdout\n${r.stdout.slice(-6000)}\n--- stderr\n${r.stderr.slice(-3000)}`;
-  assert.ok(existsSync(resultsFile), `the Pester runner wrote no results:\n${output}`);
-  const results = JSON.parse(readFileSync(resultsFile, 'utf8')) as PesterResults;
-  const failed = [...results.containers, ...results.tests].filter((t) => t.result === 'Failed');
-  const failures = failed.map((t) => `${t.name}: ${t.error}`);
-  assert.deepEqual(failures, [], `Pester failures:\n${failures.join('\n\n')}\n${output}`);
-  assert.equal(r.code, 0, output);
-  const ran = results.containers.map((c) => c.name.split(/[\\/]/).pop()).sort();
-  assert.deepEqual(ran, SERVICE_PESTER_FILES.map((f) => `${f}.Tests.ps1`).sort());
-  assert.equal(results.skipped + results.notRun, 0, 'no Pester test skipped or not run');
-  assert.ok(results.passed >= 12, `only ${results.passed} Pester tests ran`);
+  assertWindowsPesterPassed(r, resultsFile, SERVICE_PESTER_FILES, 12, 6000);
 });

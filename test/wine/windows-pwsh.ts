@@ -232,3 +232,32 @@ if (process.argv[1] && import.meta.url === `file://${process.argv[1]}`) {
     process.exit(1);
   }
 }
+
+/** What powershell/Tests/Windows/Invoke-WindowsTests.ps1 writes to RETROFLECT_TEST_RESULTS. */
+export interface PesterResults {
+  passed: number;
+  skipped: number;
+  notRun: number;
+  tests: { name: string; result: string; error: string }[];
+  containers: { name: string; result: string; error: string }[];
+}
+
+/**
+ * A Windows Pester run of `files` (names without .Tests.ps1) passed whole: results written, no container or test
+ * failed, exit 0, exactly those files ran, nothing skipped or not run, and at least `minPassed` tests passed.
+ * `stdoutTail`: how much of stdout a failure shows.
+ */
+export function assertWindowsPesterPassed(r: WindowsPwshResult, resultsFile: string, files: readonly string[],
+  minPassed: number, stdoutTail: number): void {
+  const output = `exit ${r.code}\n--- stdout\n${r.stdout.slice(-stdoutTail)}\n--- stderr\n${r.stderr.slice(-3000)}`;
+  assert.ok(existsSync(resultsFile), `the Pester runner wrote no results:\n${output}`);
+  const results = JSON.parse(readFileSync(resultsFile, 'utf8')) as PesterResults;
+  const failed = [...results.containers, ...results.tests].filter((t) => t.result === 'Failed');
+  const failures = failed.map((t) => `${t.name}: ${t.error}`);
+  assert.deepEqual(failures, [], `Pester failures:\n${failures.join('\n\n')}\n${output}`);
+  assert.equal(r.code, 0, output);
+  const ran = results.containers.map((c) => c.name.split(/[\\/]/).pop()).sort();
+  assert.deepEqual(ran, files.map((f) => `${f}.Tests.ps1`).sort());
+  assert.equal(results.skipped + results.notRun, 0, 'no Pester test skipped or not run');
+  assert.ok(results.passed >= minPassed, `only ${results.passed} Pester tests ran`);
+}
