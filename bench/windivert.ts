@@ -26,7 +26,7 @@ import { WINDIVERT_QUEUE_LENGTH, WINDIVERT_QUEUE_SIZE_BYTES } from '../src/packe
 import { DOUBLE_PATH, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from '../test/helpers/windivert-double.ts';
 import type { BenchResult } from './types.ts';
 import { parseAllowedPorts } from '../src/config/allow-lists.ts';
-import { allowedPortEntries } from '../src/engine/allowed-ports-config.ts';
+import { allowedPortEntries } from '../src/packet/allowed-ports.ts';
 import { socketEvent } from '../test/helpers/windivert-double.ts';
 import { tcpSegment, withChecksum, addressBytes, ipv4 } from '../test/helpers/packet-builders.ts';
 import type { ProcessLookup } from '../src/platform/windows/process-identity.ts';

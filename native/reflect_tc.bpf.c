@@ -6,7 +6,8 @@
 // reflect address. Everything else it hands to user space unchanged (TC_ACT_OK: out of the veth to its peer, where
 // the engine's packet socket reads it and the TypeScript data plane decides, counts and re-injects it exactly as for
 // the TUN backend): not to a reflect address, malformed or truncated, IPv4 fragments, IPv6 extension headers,
-// protocols other than TCP/UDP/ICMP/ICMPv6, addresses with port allow lists, and on addresses with port maps the
+// protocols other than TCP/UDP/ICMP/ICMPv6, on addresses with a port allow list the TCP/UDP packets that list does not
+// allow (REFLECT_PORT_LIST: user space refuses them), and on addresses with port maps the
 // packets those maps may concern (REFLECT_PORT_MAPS). While a capture runs, a packet it reflects
 // that some capture might want (a union of the captures' filters) is also copied, up to the longest snap length, into
 // a BPF ring buffer; the engine's worker reads it (src/packet-sources/ebpf/ring-buffer.ts) and offers it to the taps,
@@ -34,11 +35,12 @@
 #define PROTO_ICMP 2
 #define STATS_PROTOS 4
 
-// reflect_value.flags. REFLECT_USER_PATH: every packet to this address goes to the user-space data plane (it has a
-// port allow list: packet/allowed-ports.ts). REFLECT_PORT_MAPS: it has port maps; a TCP/UDP packet with a port some
-// map names (port_roles) and every ICMP error go to the user-space data plane, where engine/port-mapper.ts keeps the
-// mapped flows; the rest is reflected here. A flow's ports are the same both ways, so a conversation never splits.
-#define REFLECT_USER_PATH 1
+// reflect_value.flags. REFLECT_PORT_LIST: it has a port allow list (allowed_ports); a TCP/UDP packet the list does not
+// allow goes to the user-space data plane, which refuses it (port_list_refuses). REFLECT_PORT_MAPS: it has port maps;
+// a TCP/UDP packet with a port some map names (port_roles) and every ICMP error go to the user-space data plane, where
+// engine/port-mapper.ts keeps the mapped flows; the rest is reflected here. A flow's ports are the same both ways, so
+// a conversation never splits.
+#define REFLECT_PORT_LIST 1
 #define REFLECT_PORT_MAPS 2
 
 // Flow states, as engine/flow-table.ts names them: active (not TCP), open, closed (FIN or RST seen).
@@ -81,6 +83,22 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } port_roles SEC(".maps");
+
+// The port allow lists of addresses with REFLECT_PORT_LIST, as packet/allowed-ports.ts keeps them: per reflect slot
+// four 65536-bit sets (tcp open, tcp reply, udp open, udp reply) of ALLOWED_WORDS u64 words each, port p being bit
+// p % 64 of word p / 64; the set's word w of a slot sits at (slot * ALLOWED_SETS + set) * ALLOWED_WORDS + w. `open`:
+// the ports a client may open a flow to (the list and the address's port maps); `reply`: the ports the local server
+// answers from (those and the maps' targets). An array: the verifier inlines the lookup. Size set by the loader.
+#define ALLOWED_SETS 4
+#define ALLOWED_WORDS 1024
+#define ALLOWED_TCP_OPEN 0
+#define ALLOWED_UDP_OPEN 2 // each `open` set's `reply` set follows it
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} allowed_ports SEC(".maps");
 
 struct counts {
 	__u64 packets;
@@ -406,6 +424,30 @@ static __always_inline int maps_concern(int l4kind, __u8 proto, __u16 sport, __u
 	return role && *role;
 }
 
+static __always_inline int port_allowed(__u32 slot, __u32 set, __u16 port)
+{
+	__u32 k = (slot * ALLOWED_SETS + set) * ALLOWED_WORDS + (port >> 6);
+	__u64 *w = bpf_map_lookup_elem(&allowed_ports, &k);
+	return w && ((*w >> (port & 63)) & 1);
+}
+
+// Whether a packet to an address with a port list must go to the user-space path, which refuses it (the rule of
+// packet/allowed-ports.ts `allows`, decided on the ports the client used, before any port map): a TCP SYN without
+// ACK must go to an `open` port; every other TCP segment and every UDP datagram is allowed when it goes to an `open`
+// port or comes from a `reply` port. ICMP (echo and errors) names no port and is allowed, as engine/dataplane.ts
+// allows it; other protocols never get here (the user-space path refuses them).
+static __always_inline int port_list_refuses(__u32 slot, __u8 proto, __u16 sport, __u16 dport, __u8 tcp_flags)
+{
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	__u32 open = proto == IPPROTO_TCP ? ALLOWED_TCP_OPEN : ALLOWED_UDP_OPEN;
+	if (port_allowed(slot, open, dport))
+		return 0;
+	if (proto == IPPROTO_TCP && (tcp_flags & 0x12) == 0x02)
+		return 1;
+	return !port_allowed(slot, open + 1, sport);
+}
+
 // Make the first `need` bytes linear (and readable by direct access); < 0 when the packet is shorter or the pull
 // failed. The common packet already has them: one comparison.
 static __always_inline int linear(struct __sk_buff *skb, __u32 need)
@@ -460,7 +502,7 @@ static __always_inline int reflect_v4(struct __sk_buff *skb, struct settings *s)
 	rk.addr[11] = 0xff;
 	__builtin_memcpy(&rk.addr[12], &ip->daddr, 4);
 	struct reflect_value *r = bpf_map_lookup_elem(&reflect_addrs, &rk);
-	if (!r || (r->flags & REFLECT_USER_PATH))
+	if (!r)
 		return TC_ACT_OK;
 	__u32 slot = r->slot;
 	int has_maps = r->flags & REFLECT_PORT_MAPS;
@@ -479,6 +521,8 @@ static __always_inline int reflect_v4(struct __sk_buff *skb, struct settings *s)
 	key.protocol = proto;
 	int l4kind = read_transport((void *)ip + hlen, end, proto, ip_len - hlen, 0, &key, &sport, &dport, &tcp_flags);
 	if (l4kind == L4_PUNT || (has_maps && maps_concern(l4kind, proto, sport, dport)))
+		return TC_ACT_OK;
+	if ((r->flags & REFLECT_PORT_LIST) && port_list_refuses(slot, proto, sport, dport, tcp_flags))
 		return TC_ACT_OK;
 	__builtin_memcpy(key.reflect, &ip->daddr, 4);
 	__builtin_memcpy(key.local, &ip->saddr, 4);
@@ -515,7 +559,7 @@ static __always_inline int reflect_v6(struct __sk_buff *skb, struct settings *s)
 	struct reflect_key rk = {};
 	__builtin_memcpy(rk.addr, &ip6->daddr, 16);
 	struct reflect_value *r = bpf_map_lookup_elem(&reflect_addrs, &rk);
-	if (!r || (r->flags & REFLECT_USER_PATH))
+	if (!r)
 		return TC_ACT_OK;
 	__u32 slot = r->slot;
 	int has_maps = r->flags & REFLECT_PORT_MAPS;
@@ -535,6 +579,8 @@ static __always_inline int reflect_v6(struct __sk_buff *skb, struct settings *s)
 	key.protocol = proto;
 	int l4kind = read_transport(ip6 + 1, end, proto, ip_len - sizeof(*ip6), 1, &key, &sport, &dport, &tcp_flags);
 	if (l4kind == L4_PUNT || (has_maps && maps_concern(l4kind, proto, sport, dport)))
+		return TC_ACT_OK;
+	if ((r->flags & REFLECT_PORT_LIST) && port_list_refuses(slot, proto, sport, dport, tcp_flags))
 		return TC_ACT_OK;
 	__builtin_memcpy(key.reflect, &ip6->daddr, 16);
 	__builtin_memcpy(key.local, &ip6->saddr, 16);

@@ -17,7 +17,8 @@ import {
 } from '../config/intercept-config.ts';
 import { portMapsOf } from '../config/port-maps.ts';
 import { allowListsOf, cloneAllowLists } from '../config/allow-lists.ts';
-import { allowedPortEntries, widerAllowLists } from './allowed-ports-config.ts';
+import { widerAllowLists } from './allowed-ports-config.ts';
+import { allowedPortEntries } from '../packet/allowed-ports.ts';
 import type { HostBackend, SourceUpdate } from '../packet-sources/packet-source.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';

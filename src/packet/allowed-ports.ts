@@ -8,8 +8,14 @@
  * `open` port; every other TCP segment and every UDP datagram is allowed when it goes to an `open` port or comes
  * from a `reply` port (the server's half of a flow a client opened). A segment that fits neither belongs to no
  * allowed connection (none can exist without an allowed SYN): it is refused too.
+ *
+ * A slot's bytes (`slotBits`) are also what the ebpf backend writes into its tc program's `allowed_ports` map
+ * (native/reflect_tc.bpf.c), read there as little-endian u64 words: port p is bit p % 8 of byte p / 8, which is bit
+ * p % 64 of word p / 64. So the kernel decides with the very sets the data plane decides with.
  */
-import { MAX_REFLECT_ADDRESSES } from '../config/intercept-config.ts';
+import { allowListsOf, type AllowedPort } from '../config/allow-lists.ts';
+import { MAX_REFLECT_ADDRESSES, type InterceptConfig } from '../config/intercept-config.ts';
+import { portMapsOf } from '../config/port-maps.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 import { IpProto, TcpFlag } from './parse.ts';
 
@@ -21,13 +27,31 @@ export interface AllowedPortEntry {
 }
 
 /** Bytes of one 65536-port bitset. */
-const BITSET_BYTES = 65536 / 8;
+export const BITSET_BYTES = 65536 / 8;
 /** Layout of a slot's bitsets: tcp open, tcp reply, udp open, udp reply. */
 const TCP_OPEN = 0;
 const TCP_REPLY = BITSET_BYTES;
 const UDP_OPEN = 2 * BITSET_BYTES;
 const UDP_REPLY = 3 * BITSET_BYTES;
-const SLOT_BYTES = 4 * BITSET_BYTES;
+/** Bytes of one restricted slot's four bitsets. */
+export const SLOT_BYTES = 4 * BITSET_BYTES;
+
+/**
+ * One entry per address with a port list: clients may open its listed ports and its port maps' ports (a map is an
+ * allowed port of its address); the server may answer from those and from the maps' targets.
+ */
+export function allowedPortEntries(cfg: InterceptConfig, slotOf: (address: string) => number): AllowedPortEntry[] {
+  const out: AllowedPortEntry[] = [];
+  for (const a of allowListsOf(cfg)) {
+    if (!a.ports || !cfg.reflectAddresses.includes(a.address)) continue;
+    const maps = portMapsOf(cfg).filter((m) => m.address === a.address);
+    const mapped = maps.map((m) => ({ port: m.port, protocol: m.protocol }));
+    const open: AllowedPort[] = [...a.ports.map((p) => ({ ...p })), ...mapped];
+    const reply: AllowedPort[] = maps.map((m) => ({ port: m.target, protocol: m.protocol }));
+    out.push({ slot: slotOf(a.address), open, reply });
+  }
+  return out;
+}
 
 function has(bits: Uint8Array, base: number, port: number): boolean {
   return (bits[base + (port >> 3)] & (1 << (port & 7))) !== 0;
@@ -59,6 +83,12 @@ export class AllowedPortSet {
       this.bits[s] = next[s];
       this.restricted[s] = next[s] === null ? 0 : 1;
     }
+  }
+
+  /** A restricted slot's four bitsets (SLOT_BYTES, laid out as in the file comment); null for a slot without a list.
+   *  Read only: the set replaces it whole on the next `replace`. */
+  slotBits(slot: number): Uint8Array | null {
+    return this.bits[slot] ?? null;
   }
 
   /** Whether a TCP/UDP packet of a restricted slot may be reflected (see the file comment). Other protocols: false. */

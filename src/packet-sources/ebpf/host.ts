@@ -6,9 +6,8 @@
  * both backends share (linux/host-state.ts). Live changes update maps, routes and rules; the program is never
  * reloaded.
  */
-import { type InterceptConfig } from '../../config/intercept-config.ts';
+import { MAX_REFLECT_ADDRESSES, type InterceptConfig } from '../../config/intercept-config.ts';
 import { portMapsFor, portMapsOf } from '../../config/port-maps.ts';
-import { allowListsFor } from '../../config/allow-lists.ts';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import { describeCommand, runCommand, type HostCommand } from '../../platform/linux/command.ts';
 import { libc } from '../../platform/linux/libc.ts';
@@ -28,7 +27,8 @@ import type {
   PlanStep,
   ProtocolCounts,
 } from '../packet-source.ts';
-import { KernelMaps, MAP, portRoleIndex, REFLECT_PORT_MAPS, REFLECT_USER_PATH, type FlowEntry } from './maps.ts';
+import { AllowedPortSet, allowedPortEntries } from '../../packet/allowed-ports.ts';
+import { KernelMaps, MAP, portRoleIndex, REFLECT_PORT_LIST, REFLECT_PORT_MAPS, type FlowEntry } from './maps.ts';
 import {
   attachProgram,
   closeProgram,
@@ -202,9 +202,10 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
   }
 
   /**
-   * Make the reflect map match `cfg`: new addresses get a fresh counter slot. An address with a port allow list takes
-   * the user-space path whole; one with port maps only for the ports those maps name (port_roles, set before the
-   * flag that makes the program read them, cleared after).
+   * Make the reflect map match `cfg`: new addresses get a fresh counter slot. An address with a port allow list has
+   * its allowed-port sets in allowed_ports (the data plane's own, packet/allowed-ports.ts); the packets they do not
+   * allow take the user-space path, which refuses them. One with port maps takes that path for the ports those maps
+   * name (port_roles). What a flag makes the program read is written before the flag and cleared after it.
    */
   private syncMaps(cfg: InterceptConfig): void {
     const maps = this.maps!;
@@ -221,23 +222,31 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     }
     maps.addPortRoles(roles);
     const used = new Set(this.slots.values());
+    const fresh = new Set<string>();
     for (const address of cfg.reflectAddresses) {
-      let slot = this.slots.get(address);
-      const fresh = slot === undefined;
-      if (slot === undefined) {
-        slot = 0;
-        while (used.has(slot)) slot++;
-        used.add(slot);
-        this.slots.set(address, slot);
-      }
-      // Port allow lists are the data plane's (packet/allowed-ports.ts), and so are mapped flows (port-mapper.ts).
+      if (this.slots.has(address)) continue;
+      fresh.add(address);
+      let slot = 0;
+      while (used.has(slot)) slot++;
+      used.add(slot);
+      this.slots.set(address, slot);
+    }
+    const allowed = new AllowedPortSet();
+    allowed.replace(allowedPortEntries(cfg, (address) => this.slots.get(address)!));
+    for (const slot of this.slots.values()) {
+      const bits = allowed.slotBits(slot);
+      if (bits) maps.writeAllowedPorts(slot, bits);
+    }
+    for (const address of cfg.reflectAddresses) {
+      const slot = this.slots.get(address)!;
+      // Mapped flows are the data plane's (engine/port-mapper.ts).
       const flags =
-        allowListsFor(cfg, address).ports !== undefined
-          ? REFLECT_USER_PATH
-          : portMapsFor(cfg, address).length > 0
-            ? REFLECT_PORT_MAPS
-            : 0;
-      maps.setReflect(address, slot, flags, fresh);
+        (allowed.restricted[slot] === 1 ? REFLECT_PORT_LIST : 0) |
+        (portMapsFor(cfg, address).length > 0 ? REFLECT_PORT_MAPS : 0);
+      maps.setReflect(address, slot, flags, fresh.has(address));
+    }
+    for (let slot = 0; slot < MAX_REFLECT_ADDRESSES; slot++) {
+      if (allowed.restricted[slot] === 0) maps.writeAllowedPorts(slot, null);
     }
     maps.keepPortRoles(roles);
   }

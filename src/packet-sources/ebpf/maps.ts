@@ -2,9 +2,11 @@
  * The tc program's maps as the engine sees them: the byte layouts of native/reflect_tc.bpf.c (change both together),
  * encoding of keys and values, and reading the kernel's counters and flows. Main thread only.
  */
+import { endianness } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import { libbpf, BPF_ANY } from './libbpf.ts';
 import type { CaptureInterest } from '../../packet/capture-interest.ts';
+import { SLOT_BYTES } from '../../packet/allowed-ports.ts';
 
 /** Map names in the object. */
 export const MAP = {
@@ -18,6 +20,7 @@ export const MAP = {
   captureScratch: 'capture_scratch',
   captureLost: 'capture_lost',
   portRoles: 'port_roles',
+  allowedPorts: 'allowed_ports',
 } as const;
 
 /** Entries of capture_addrs and capture_ports: beyond that many the program takes any address (or port) as wanted. */
@@ -27,8 +30,9 @@ export const KERNEL_CAPTURE_ENTRIES = 256;
 export const KERNEL_STATS_PROTOCOLS = ['tcp', 'udp', 'icmp', 'other'] as const;
 export type KernelStatsProtocol = (typeof KERNEL_STATS_PROTOCOLS)[number];
 
-/** reflect_value.flags: every packet to the address takes the user-space path (it has a port allow list). */
-export const REFLECT_USER_PATH = 1;
+/** reflect_value.flags: the address has a port allow list (allowed_ports); the TCP/UDP packets it does not allow
+ *  take the user-space path, which refuses them. */
+export const REFLECT_PORT_LIST = 1;
 /** reflect_value.flags: the address has port maps; packets with a port in port_roles (and ICMP errors) take the
  *  user-space path (engine/port-mapper.ts), the rest stays in the kernel. */
 export const REFLECT_PORT_MAPS = 2;
@@ -36,6 +40,13 @@ export const REFLECT_PORT_MAPS = 2;
 /** port_roles index of a port: TCP ports first, then UDP (as the program computes it). */
 export function portRoleIndex(protocol: 'tcp' | 'udp', port: number): number {
   return (protocol === 'tcp' ? 0 : 65536) + port;
+}
+
+/** allowed_ports: u64 words per reflect slot (its four 65536-bit sets, packet/allowed-ports.ts SLOT_BYTES), and
+ *  entries in all (the loader sizes the map). */
+export const ALLOWED_WORDS_PER_SLOT = SLOT_BYTES / 8;
+export function allowedPortsEntries(slots: number): number {
+  return slots * ALLOWED_WORDS_PER_SLOT;
 }
 
 /** Bytes of a packet the program copies into the capture ring at most (MAX_CAPTURE - 1 in the program: the
@@ -165,6 +176,34 @@ export class KernelMaps {
       b.update(this.fds.portRoles, u32(i), Buffer.from([0]), BPF_ANY);
       this.roles.delete(i);
     }
+  }
+
+  /** What allowed_ports holds per slot (absent: all zero), so a change writes only the words that differ. */
+  private readonly allowed = new Map<number, Uint8Array>();
+
+  /**
+   * Make a slot's allowed-port sets in the kernel equal `bits` (AllowedPortSet.slotBits; null: all clear). Only the
+   * words that differ are written, each in one update, so a packet meanwhile sees every word old or new.
+   */
+  writeAllowedPorts(slot: number, bits: Uint8Array | null): void {
+    const had = this.allowed.get(slot);
+    if (!had && !bits) return;
+    const b = libbpf();
+    const bytes = (u: Uint8Array | null | undefined): Buffer =>
+      u ? Buffer.from(u.buffer, u.byteOffset, u.byteLength) : Buffer.alloc(SLOT_BYTES);
+    const now = bytes(had);
+    const want = bytes(bits);
+    const word = Buffer.alloc(8);
+    for (let w = 0; w < ALLOWED_WORDS_PER_SLOT; w++) {
+      // The sets are little-endian words (bit p % 64 of word p / 64); the map holds them in host order.
+      const v = want.readBigUInt64LE(w * 8);
+      if (v === now.readBigUInt64LE(w * 8)) continue;
+      if (endianness() === 'LE') word.writeBigUInt64LE(v);
+      else word.writeBigUInt64BE(v);
+      b.update(this.fds.allowedPorts, u32(slot * ALLOWED_WORDS_PER_SLOT + w), word, BPF_ANY);
+    }
+    if (bits) this.allowed.set(slot, Uint8Array.from(bits));
+    else this.allowed.delete(slot);
   }
 
   /** Packets and bytes the program reflected for a slot, per protocol, summed over CPUs. */

@@ -7,6 +7,7 @@
 import { MAX_REFLECT_ADDRESSES } from '../../config/intercept-config.ts';
 import { libbpf, BPF_TC_EGRESS, type TcFilter } from './libbpf.ts';
 import {
+  allowedPortsEntries,
   DEFAULT_KERNEL_FLOWS,
   KERNEL_CAPTURE_ENTRIES,
   KERNEL_CAPTURE_RING_BYTES,
@@ -33,6 +34,7 @@ export function loadProgram(): LoadedProgram {
     b.setMaxEntries(object, MAP.reflect, MAX_REFLECT_ADDRESSES);
     b.setMaxEntries(object, MAP.counts, MAX_REFLECT_ADDRESSES * KERNEL_STATS_PROTOCOLS.length);
     b.setMaxEntries(object, MAP.flows, DEFAULT_KERNEL_FLOWS);
+    b.setMaxEntries(object, MAP.allowedPorts, allowedPortsEntries(MAX_REFLECT_ADDRESSES));
     b.setMaxEntries(object, MAP.captureAddresses, KERNEL_CAPTURE_ENTRIES);
     b.setMaxEntries(object, MAP.capturePorts, KERNEL_CAPTURE_ENTRIES);
     b.setMaxEntries(object, MAP.captureRing, KERNEL_CAPTURE_RING_BYTES);
@@ -53,6 +55,7 @@ export function loadProgram(): LoadedProgram {
         captureScratch: b.mapFd(object, MAP.captureScratch),
         captureLost: b.mapFd(object, MAP.captureLost),
         portRoles: b.mapFd(object, MAP.portRoles),
+        allowedPorts: b.mapFd(object, MAP.allowedPorts),
       },
     };
   } catch (err) {
