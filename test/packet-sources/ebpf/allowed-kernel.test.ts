@@ -1,0 +1,136 @@
+/**
+ * Port allow lists on the ebpf backend are decided in the kernel: against the real `retroflect run --backend ebpf` in
+ * a namespace, what a restricted address's list allows is reflected by the tc program (the veth peer, where the
+ * user-space path reads, sees none of it), and only what the list does not allow takes the user-space path, which
+ * refuses it (ECONNREFUSED, counted notAllowed). Live changes of the list under traffic: a removed port is refused
+ * and an added one reflected in the kernel as soon as the change returns, and a stream to a port allowed throughout
+ * loses nothing. (test/e2e/allowed.test.ts runs the shared allow-list suite on both backends.)
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { createTopology, JsonLines, type NetNs, type Topology } from '../../helpers/netns.ts';
+import { ENGINE_DEVICE, privateDir, removeDir, startEngine, type EngineHandle } from '../../helpers/engine.ts';
+
+const STREAM = 'test/packet-sources/ebpf/fixtures/udp-stream.ts';
+const PEERS = 'test/e2e/fixtures/allowed-peers.ts';
+const node = process.execPath;
+const R4 = '203.0.113.41';
+const R6 = '2001:db8:ffff::41';
+const PEER = `${ENGINE_DEVICE}p`;
+/** Ends a client that hangs; far longer than a refusal takes. Never the thing measured. */
+const GUARD_MS = '5000';
+/** Packets the peer may see that are none of the test's (IPv6 neighbour and router messages). */
+const NOISE = 5;
+
+async function peerRxPackets(ns: NetNs): Promise<number> {
+  const [link] = await ns.ipJson<{ stats64: { rx: { packets: number } } }[]>(['-s', 'link', 'show', 'dev', PEER]);
+  return link.stats64.rx.packets;
+}
+
+async function peer(ns: NetNs, args: string[]): Promise<Record<string, unknown>> {
+  const r = await ns.run(node, ['--import', 'tsx', PEERS, ...args]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+async function send(ns: NetNs, hosts: string[], port: number, count: number, size: number, pauseEvery = 50) {
+  const args = [hosts.join(','), String(port), String(count), String(size), String(pauseEvery)];
+  const r = await ns.run(node, ['--import', 'tsx', STREAM, 'send', ...args], { timeoutMs: 120_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { sent: count });
+}
+
+/** A UDP counter on `port`; `result()` stops it and returns what it received. */
+async function counter(ns: NetNs, port: number): Promise<{ result(): Promise<{ received: number; wrong: string[] }> }> {
+  const lines = new JsonLines(ns.spawn(node, ['--import', 'tsx', STREAM, 'count', String(port)]));
+  await lines.next((o) => o.ready === true);
+  return {
+    async result() {
+      await new Promise((r) => setTimeout(r, 300)); // the last datagrams are in flight
+      lines.child.kill('SIGTERM');
+      const line = await lines.next((o) => typeof o.received === 'number');
+      return line as unknown as { received: number; wrong: string[] };
+    },
+  };
+}
+
+describe('allowed ports on the ebpf backend: decided in the kernel', { timeout: 600_000 }, () => {
+  let t: Topology;
+  let dir: string;
+  let engine: EngineHandle | undefined;
+
+  const notAllowed = async (): Promise<number> => (await engine!.cli(['stats'])).json.notAllowed.packets as number;
+  const setPorts = async (ports: string): Promise<void> => {
+    const r = await engine!.cli(['address', 'add', R4, R6, '--ports', ports, '--temporary']);
+    assert.equal(r.code, 0, r.stderr);
+  };
+
+  before(async () => {
+    t = await createTopology('alk');
+    dir = privateDir('alk');
+    // Servers on the ports the tests refuse too, so a refusal is retroflect's, not a closed port.
+    const servers = new JsonLines(t.a.spawn(node, ['--import', 'tsx', PEERS, 'serve', '8080,8081', '5401', '0']));
+    await servers.next((o) => o.ready === true);
+    engine = await startEngine(t.a, dir, { config: false, args: ['--reflect', R4, R6, '--backend', 'ebpf'] });
+    assert.equal((await engine.cli(['status'])).json.backend, 'ebpf');
+    await setPorts('5400/udp,8080/tcp');
+  });
+
+  after(async () => {
+    await engine?.kill();
+    await t?.destroy();
+    removeDir(dir);
+  });
+
+  test('what the list allows is reflected in the kernel: the user-space path sees none of it', async () => {
+    const sink = await counter(t.a, 5400);
+    const refusedBefore = await notAllowed();
+    const rxBefore = await peerRxPackets(t.a);
+    await send(t.a, [R4], 5400, 200, 100);
+    await send(t.a, [R6], 5400, 100, 300);
+    // TCP: the SYN goes to an open port, the server's answers come from it (its reply set), the close both ways.
+    for (const host of [R4, R6]) assert.equal((await peer(t.a, ['connect', host, '8080', GUARD_MS])).ok, true, host);
+    assert.deepEqual(await sink.result(), { received: 300, wrong: [] });
+    const rx = (await peerRxPackets(t.a)) - rxBefore;
+    assert.ok(rx < NOISE, `${rx} packets took the user-space path`);
+    const stats = (await engine!.cli(['stats'])).json;
+    const udp = (a: string) => stats.byAddress.find((e: { address: string }) => e.address === a).byProtocol.udp;
+    assert.deepEqual(udp(R4), { packets: 200, bytes: 200 * (20 + 8 + 100) });
+    assert.deepEqual(udp(R6), { packets: 100, bytes: 100 * (40 + 8 + 300) });
+    assert.equal((await notAllowed()) - refusedBefore, 0);
+  });
+
+  test('what it does not allow takes the user-space path and is refused there, IPv4 and IPv6', async () => {
+    const refusedBefore = await notAllowed();
+    const rxBefore = await peerRxPackets(t.a);
+    for (const host of [R4, R6]) {
+      assert.equal((await peer(t.a, ['connect', host, '8081', GUARD_MS])).error, 'ECONNREFUSED', host);
+      assert.equal((await peer(t.a, ['udp', host, '5401', GUARD_MS])).error, 'ECONNREFUSED', host);
+    }
+    // Each refused SYN and the first datagram of each UDP client reached user space (a second datagram may).
+    assert.ok((await peerRxPackets(t.a)) - rxBefore >= 4, 'the refused packets reached the user-space path');
+    assert.ok((await notAllowed()) - refusedBefore >= 4, 'counted notAllowed');
+  });
+
+  test('a live change under traffic: removed ports refused and added ones reflected in the kernel at once', async () => {
+    const steady = await counter(t.a, 5400);
+    const stream = send(t.a, [R4, R6], 5400, 3000, 100, 25);
+    // 8080 leaves the list, 8081 and 5401 join it (5400 stays throughout).
+    await setPorts('5400/udp,8081/tcp,5401/udp');
+    assert.equal((await peer(t.a, ['connect', R4, '8080', GUARD_MS])).error, 'ECONNREFUSED');
+    assert.equal((await peer(t.a, ['connect', R6, '8081', GUARD_MS])).ok, true);
+    assert.equal((await peer(t.a, ['udp', R4, '5401', GUARD_MS])).reply, `server=5401 peer=${R4}`);
+    // The added port is the kernel's: 200 datagrams and their 200 answers, none through the user-space path.
+    const rxBefore = await peerRxPackets(t.a);
+    await send(t.a, [R4, R6], 5401, 200, 100);
+    const rx = (await peerRxPackets(t.a)) - rxBefore;
+    assert.ok(rx < NOISE, `${rx} packets took the user-space path while the added port was used`);
+    // And back: 8081 and 5401 refused again at once (their servers still listen: the refusal is retroflect's).
+    await setPorts('5400/udp,8080/tcp');
+    assert.equal((await peer(t.a, ['connect', R6, '8081', GUARD_MS])).error, 'ECONNREFUSED');
+    assert.equal((await peer(t.a, ['udp', R4, '5401', GUARD_MS])).error, 'ECONNREFUSED');
+    assert.equal((await peer(t.a, ['connect', R4, '8080', GUARD_MS])).ok, true);
+    await stream;
+    assert.deepEqual(await steady.result(), { received: 3000, wrong: [] }, 'the port allowed throughout lost nothing');
+  });
+});
