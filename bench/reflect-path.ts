@@ -4,9 +4,10 @@
  * limit on this machine: bench/tun-c-loop.c), once through a reflect address served by the real
  * `retroflect run --backend tun` (out into the TUN, through the worker loop and the Dataplane, back in), and once
  * through `retroflect run --backend ebpf` (reflected by the tc program in the kernel, no copy). One engine runs per
- * host (namespace), so the ebpf engine has a second topology of its own; its servers and client are the same.
+ * host (namespace), so the ebpf engine has a second topology of its own; its servers and client are the same. Each
+ * engine also serves an address with port maps (TUN only) and one with allow lists (see LISTED_ADDRESS).
  *
- * All three paths are live at the same time (each on its own address), so rounds can alternate between them
+ * All paths are live at the same time (each on its own address), so rounds can alternate between them
  * cheaply: this machine is shared and its speed drifts by tens of percent within a minute, so only numbers taken
  * close together are compared. Reported: the median of each path's rounds, and each path's ratio to direct.
  *  - throughput: single-stream TCP (iperf3), `THROUGHPUT_ROUNDS` rounds of direct → C loop → engine;
@@ -46,7 +47,7 @@ const C_LOOP_DEVICE = 'rflctc';
 const C_LOOP_SOURCE = 'bench/tun-c-loop.c';
 const C_LOOP_BINARY = '.tmp/tun-c-loop';
 
-type PathName = 'direct' | 'c-loop' | 'engine' | 'engine-mapped' | 'ebpf';
+type PathName = 'direct' | 'c-loop' | 'engine' | 'engine-mapped' | 'engine-listed' | 'ebpf' | 'ebpf-listed';
 /** Where a path's client runs and what it connects to. */
 type PathTarget = { ns: NetNs; host: string };
 /** The ebpf engine's reflect address (in its own topology) and device. */
@@ -61,6 +62,16 @@ const EBPF_DEVICE = 'rflcte';
 const MAPPED_ADDRESS = '192.0.2.3';
 const MAPPED_PORT_OFFSET = 1;
 const mappedPort = (p: PathName, port: number): number => (p === 'engine-mapped' ? port + MAPPED_PORT_OFFSET : port);
+
+/**
+ * A further reflect address on each engine with allow lists (issue 23): a port list naming the servers' ports and a
+ * users list naming root, who runs the clients and servers here (nft `meta skuid` on the output hook). On ebpf the
+ * tc program decides the port list in the kernel; on TUN the data plane does. engine-listed/engine and
+ * ebpf-listed/ebpf are what the lists cost the reflect path (aim: within 5 %).
+ */
+const LISTED_ADDRESS = '192.0.2.4';
+const LISTED_PAIRS = [['engine-listed', 'engine'], ['ebpf-listed', 'ebpf']] as const;
+const LISTS = ['--ports', `${IPERF_PORT}/tcp,${SOCKPERF_UDP_PORT}/udp,${SOCKPERF_TCP_PORT}/tcp`, '--users', 'root'];
 
 async function iperf(ns: NetNs, host: string, port = IPERF_PORT): Promise<number> {
   const r = await ns.run(
@@ -160,6 +171,15 @@ async function measure(hosts: Partial<Record<PathName, PathTarget>>): Promise<Be
   if (tput.ebpf && tput.engine) {
     out.push({ name: 'reflect-path ebpf/engine: TCP throughput ratio (kernel path vs TUN)', value: round(tput.ebpf / tput.engine), unit: 'x' });
   }
+  for (const [listed, plain] of LISTED_PAIRS) {
+    if (!tput[listed] || !tput[plain]) continue;
+    out.push({
+      name: `reflect-path ${listed}/${plain}: TCP throughput ratio (ports + users lists cost)`,
+      value: round(tput[listed] / tput[plain]),
+      unit: 'x',
+      note: 'aim ≥ 0.95',
+    });
+  }
   if (tput['engine-mapped'] && tput.engine) {
     out.push({
       name: 'reflect-path engine-mapped/engine: TCP throughput ratio (port map cost)',
@@ -192,6 +212,10 @@ async function measure(hosts: Partial<Record<PathName, PathTarget>>): Promise<Be
         unit: 'x',
       });
     }
+    for (const [listed, plain] of LISTED_PAIRS) {
+      if (!lat[listed] || !lat[plain]) continue;
+      out.push({ name: `reflect-path ${listed}/${plain}: ${proto} latency ratio (lists cost)`, value: round(lat[listed] / lat[plain]), unit: 'x' });
+    }
   }
   return out;
 }
@@ -211,7 +235,8 @@ export async function run(): Promise<BenchResult[]> {
   const pipe = join(pipeDir, 'retroflect.sock');
   const engine = spawnEngine(t.a, ['--no-config', '--reflect', ENGINE_ADDRESS, '--pipe', pipe, '--device', 'rflcte', '--backend', 'tun']);
   const t2 = await createTopology('benche');
-  const ebpf = spawnEngine(t2.a, ['--no-config', '--reflect', EBPF_ADDRESS, '--pipe', join(pipeDir, 'ebpf.sock'), '--device', EBPF_DEVICE, '--backend', 'ebpf']);
+  const ebpfPipe = join(pipeDir, 'ebpf.sock');
+  const ebpf = spawnEngine(t2.a, ['--no-config', '--reflect', EBPF_ADDRESS, '--pipe', ebpfPipe, '--device', EBPF_DEVICE, '--backend', 'ebpf']);
   try {
     for (const ns of [t.a, t2.a]) {
       ns.spawn('iperf3', ['-s', '-p', String(IPERF_PORT)]);
@@ -226,22 +251,14 @@ export async function run(): Promise<BenchResult[]> {
       `${SOCKPERF_UDP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_UDP_PORT}/udp`,
       `${SOCKPERF_TCP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_TCP_PORT}/tcp`,
     ];
-    const add = await t.a.run(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'src/cli/main.ts',
-        'address',
-        'add',
-        MAPPED_ADDRESS,
-        ...maps.flatMap((m) => ['--map', m]),
-        '--temporary',
-        '--pipe',
-        pipe,
-      ],
-    );
-    if (add.code !== 0) throw new Error(`adding the mapped address failed: ${add.stderr}`);
+    const addAddress = async (ns: NetNs, on: string, args: string[], what: string): Promise<void> => {
+      const cli = ['--import', 'tsx', 'src/cli/main.ts', 'address', 'add', ...args, '--temporary', '--pipe', on];
+      const add = await ns.run(process.execPath, cli);
+      if (add.code !== 0) throw new Error(`adding the ${what} failed: ${add.stderr}`);
+    };
+    await addAddress(t.a, pipe, [MAPPED_ADDRESS, ...maps.flatMap((m) => ['--map', m])], 'mapped address');
+    await addAddress(t.a, pipe, [LISTED_ADDRESS, ...LISTS], 'listed address (tun)');
+    await addAddress(t2.a, ebpfPipe, [LISTED_ADDRESS, ...LISTS], 'listed address (ebpf)');
     const at = (host: string): PathTarget => ({ ns: t.a, host });
     out.push(
       ...(await measure({
@@ -249,7 +266,9 @@ export async function run(): Promise<BenchResult[]> {
         ...(haveCLoop ? { 'c-loop': at(C_LOOP_ADDRESS) } : {}),
         engine: at(ENGINE_ADDRESS),
         'engine-mapped': at(MAPPED_ADDRESS),
+        'engine-listed': at(LISTED_ADDRESS),
         ebpf: { ns: t2.a, host: EBPF_ADDRESS },
+        'ebpf-listed': { ns: t2.a, host: LISTED_ADDRESS },
       })),
     );
   } finally {
