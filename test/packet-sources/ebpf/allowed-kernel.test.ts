@@ -4,7 +4,8 @@
  * user-space path reads, sees none of it), and only what the list does not allow takes the user-space path, which
  * refuses it (ECONNREFUSED, counted notAllowed). Live changes of the list under traffic: a removed port is refused
  * and an added one reflected in the kernel as soon as the change returns, and a stream to a port allowed throughout
- * loses nothing. (test/e2e/allowed.test.ts runs the shared allow-list suite on both backends.)
+ * loses nothing. A port map on a restricted address counts as an allowed port, and its packets keep the user-space
+ * path. (test/e2e/allowed.test.ts runs the shared allow-list suite on both backends.)
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -132,5 +133,17 @@ describe('allowed ports on the ebpf backend: decided in the kernel', { timeout: 
     assert.equal((await peer(t.a, ['connect', R4, '8080', GUARD_MS])).ok, true);
     await stream;
     assert.deepEqual(await steady.result(), { received: 3000, wrong: [] }, 'the port allowed throughout lost nothing');
+  });
+
+  test('a port map on a restricted address: its port is allowed, and its packets take the user-space path', async () => {
+    const add = await engine!.cli(['address', 'add', R4, '--map', '6000=5400/udp', '--temporary']);
+    assert.equal(add.code, 0, add.stderr);
+    const sink = await counter(t.a, 5400);
+    const refusedBefore = await notAllowed();
+    const rxBefore = await peerRxPackets(t.a);
+    await send(t.a, [R4], 6000, 100, 100);
+    assert.deepEqual(await sink.result(), { received: 100, wrong: [] });
+    assert.equal((await notAllowed()) - refusedBefore, 0);
+    assert.ok((await peerRxPackets(t.a)) - rxBefore >= 100, 'the mapped datagrams were mapped in user space');
   });
 });
