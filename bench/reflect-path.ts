@@ -214,7 +214,11 @@ async function measure(hosts: Partial<Record<PathName, PathTarget>>): Promise<Be
     }
     for (const [listed, plain] of LISTED_PAIRS) {
       if (!lat[listed] || !lat[plain]) continue;
-      out.push({ name: `reflect-path ${listed}/${plain}: ${proto} latency ratio (lists cost)`, value: round(lat[listed] / lat[plain]), unit: 'x' });
+      out.push({
+        name: `reflect-path ${listed}/${plain}: ${proto} latency ratio (lists cost)`,
+        value: round(lat[listed] / lat[plain]),
+        unit: 'x',
+      });
     }
   }
   return out;

@@ -113,7 +113,7 @@ describe('allowed ports on the ebpf backend: decided in the kernel', { timeout: 
     assert.ok((await notAllowed()) - refusedBefore >= 4, 'counted notAllowed');
   });
 
-  test('a live change under traffic: removed ports refused and added ones reflected in the kernel at once', async () => {
+  test('a live change under traffic: a removed port refused, an added one kernel-reflected, at once', async () => {
     const steady = await counter(t.a, 5400);
     const stream = send(t.a, [R4, R6], 5400, 3000, 100, 25);
     // 8080 leaves the list, 8081 and 5401 join it (5400 stays throughout).
@@ -135,7 +135,7 @@ describe('allowed ports on the ebpf backend: decided in the kernel', { timeout: 
     assert.deepEqual(await steady.result(), { received: 3000, wrong: [] }, 'the port allowed throughout lost nothing');
   });
 
-  test('a port map on a restricted address: its port is allowed, and its packets take the user-space path', async () => {
+  test('a port map on a restricted address: its port is allowed; its packets take the user-space path', async () => {
     const add = await engine!.cli(['address', 'add', R4, '--map', '6000=5400/udp', '--temporary']);
     assert.equal(add.code, 0, add.stderr);
     const sink = await counter(t.a, 5400);
