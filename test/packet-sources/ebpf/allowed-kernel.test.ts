@@ -149,7 +149,7 @@ describe('allowed ports on the ebpf backend: decided in the kernel', { timeout: 
     const dropped = await socketDrops(t.a, 5400);
     const got = await steady.result();
     assert.deepEqual(got.wrong, []);
-    assert.equal(got.received + dropped, 3000, `the port allowed throughout lost nothing (receiver dropped ${dropped})`);
+    assert.equal(got.received + dropped, 3000, `the port allowed throughout lost nothing (socket dropped ${dropped})`);
   });
 
   test('a port map on a restricted address: its port is allowed; its packets take the user-space path', async () => {
