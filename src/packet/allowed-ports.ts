@@ -27,7 +27,7 @@ export interface AllowedPortEntry {
 }
 
 /** Bytes of one 65536-port bitset. */
-export const BITSET_BYTES = 65536 / 8;
+const BITSET_BYTES = 65536 / 8;
 /** Layout of a slot's bitsets: tcp open, tcp reply, udp open, udp reply. */
 const TCP_OPEN = 0;
 const TCP_REPLY = BITSET_BYTES;
