@@ -11,7 +11,8 @@
  *
  * A slot's bytes (`slotBits`) are also what the ebpf backend writes into its tc program's `allowed_ports` map
  * (native/reflect_tc.bpf.c), read there as little-endian u64 words: port p is bit p % 8 of byte p / 8, which is bit
- * p % 64 of word p / 64. So the kernel decides with the very sets the data plane decides with.
+ * p % 64 of word p / 64. So the kernel decides with the very sets the data plane decides with. `allowedPortEntries`
+ * makes a config's port lists into the entries both are filled from.
  */
 import { allowListsOf, type AllowedPort } from '../config/allow-lists.ts';
 import { MAX_REFLECT_ADDRESSES, type InterceptConfig } from '../config/intercept-config.ts';
