@@ -26,7 +26,7 @@ import { WINDIVERT_QUEUE_LENGTH, WINDIVERT_QUEUE_SIZE_BYTES } from '../src/packe
 import { DOUBLE_PATH, loadDouble, loopOnce, makeDataplane, outboundAddr, packet } from '../test/helpers/windivert-double.ts';
 import type { BenchResult } from './types.ts';
 import { parseAllowedPorts } from '../src/config/allow-lists.ts';
-import { allowedPortEntries } from '../src/engine/allowed-ports-config.ts';
+import { allowedPortEntries, appGateSlots } from '../src/engine/allowed-ports-config.ts';
 import { socketEvent } from '../test/helpers/windivert-double.ts';
 import { tcpSegment, withChecksum, addressBytes, ipv4 } from '../test/helpers/packet-builders.ts';
 import type { ProcessLookup } from '../src/platform/windows/process-identity.ts';
@@ -148,6 +148,7 @@ export async function listsLoop(lists: ListsCase): Promise<number> {
     reflect: [{ address: R, slot: 0 }, { address: '2001:db8::1', slot: 1 }],
     shield: [{ port: 8080, protocol: 'tcp', slot: 0 }],
     allowedPorts: allowedPortEntries(config, (a) => (a === R ? 0 : 1)),
+    appGateSlots: appGateSlots(config, (a) => (a === R ? 0 : 1)),
   });
   try {
     if (apps) {

@@ -181,8 +181,9 @@ export type AppGateMark = (typeof AppGateMark)[keyof typeof AppGateMark];
 
 /**
  * A backend's "who" check (PacketSource.outboundGate), asked by the data plane for batch packet `index`, an
- * outbound packet to a reflect address at `buf[off, off + len)`, with the parse the data plane already made (so no
- * packet is parsed twice). Its answer is also left in `batch.appGate[index]` (the capture path reads it there).
+ * outbound packet at `buf[off, off + len)` to a reflect address with an apps list (DataplaneConfig.appGateSlots;
+ * the check may still answer Decide for an address it has no list for), with the parse the data plane already made
+ * (so no packet is parsed twice). Its answer is also left in `batch.appGate[index]` (the capture path reads it there).
  * Allocates nothing.
  */
 export interface OutboundGate {

@@ -3,7 +3,9 @@
  * whether its flow may be reflected. It knows only verdicts: the main thread's half (app-gate.ts) joins packets to
  * the SOCKET layer's connect events, asks who the process is, decides, and passes each flow's verdict here through
  * a ring (record-ring.ts), drained before every batch is decided. The data plane asks it (Dataplane.gate, through
- * the source's OutboundGate) with the parse it already made, so no packet is parsed twice; the flows answered last
+ * the source's OutboundGate) only about packets to an address with an apps list (it knows their slots), with the
+ * parse it already made, so no packet is parsed twice; the address is checked here again on a memo miss, as the
+ * data plane's slots and these lists change at different moments of a live change; the flows answered last
  * from their verdicts are remembered (flow-memo.ts), so a packet of a running flow costs one short comparison.
  *
  *   a flow with a verdict               → Allowed: decided by the data plane as usual; refused: refused (RST / ICMP
