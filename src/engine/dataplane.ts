@@ -9,7 +9,7 @@ import { hasAddresses, IpProto, ParsedPacket, parsePacket } from '../packet/pars
 import { reflectPacket } from '../packet/reflect.ts';
 import { ShieldPortSet, type ShieldPortEntry } from '../packet/shield-set.ts';
 import { StatsProto, type EngineCounters } from './counters.ts';
-import { PortDecision, type FlowTable } from './flow-table.ts';
+import { AllowDecision, nextDecisionEpoch, type FlowTable } from './flow-table.ts';
 import { MAP_REFUSED, PortMapper } from './port-mapper.ts';
 import type { PortMap } from '../config/port-maps.ts';
 import { AllowedPortSet, type AllowedPortEntry } from '../packet/allowed-ports.ts';
@@ -58,6 +58,13 @@ export class Dataplane {
   gate: OutboundGate | null = null;
   /** 1 = the slot's address has an apps list (DataplaneConfig.appGateSlots): ask the `gate`. */
   private readonly gated = new Uint8Array(MAX_REFLECT_ADDRESSES);
+  /**
+   * The epoch of the allow decisions the flow table keeps (flow-table.ts AllowDecision): a new one on every configure
+   * and whenever the gate's answers may have changed (another gate, or its `generation` moved).
+   */
+  private epoch = 1;
+  private gateSeen: OutboundGate | null = null;
+  private gateGeneration = 0;
   private readonly allowed = new AllowedPortSet();
   private readonly addresses = new ReflectAddressSet();
   private readonly shields = new ShieldPortSet();
@@ -94,7 +101,7 @@ export class Dataplane {
     this.allowed.replace(cfg.allowedPorts ?? []);
     this.gated.fill(0);
     for (const slot of gated) this.gated[slot] = 1;
-    this.flows.forgetPortDecisions(); // every running flow is decided again under the new lists and maps
+    this.epoch = nextDecisionEpoch(this.epoch); // every running flow is decided again under the new lists and maps
     const prevAddress = new Map(this.current.reflect.map((e) => [e.slot, e.address]));
     const prevShield = new Map(this.current.shield.map((e) => [e.slot, `${e.port}/${e.protocol}`]));
     for (const e of cfg.reflect) if (prevAddress.get(e.slot) !== e.address) this.counters.zeroAddressSlot(e.slot);
@@ -126,23 +133,36 @@ export class Dataplane {
       this.counters.addPassed(p.ipLength);
       return Verdict.Pass;
     }
-    if (index >= 0 && this.gated[slot] === 1 && this.gate !== null) {
-      const mark = this.gate.mark(index, buf, off, len, p);
-      if (mark === AppGateMark.Held) return Verdict.Drop;
-      if (mark === AppGateMark.Refuse) return this.refuse(buf, slot);
-    }
-    let portDecision: PortDecision = PortDecision.Ignore;
-    if (this.allowed.restricted[slot] === 1 && !(p.fragment && !p.hasTransport)) {
-      // A TCP/UDP flow's entry in the flow table remembers that its direction was allowed (forgotten on every
-      // configure), so the packets of a running allowed flow skip the bitsets: counted there, then reflected. Not for
-      // an address with port maps: its packets are checked with the ports the client used and recorded with the ones
-      // the server sees, so there the bitsets are tested per packet (mapping costs far more than they do).
-      const proto = p.protocol;
-      if (this.mapper.active[slot] === 0 && p.hasTransport && (proto === IpProto.Tcp || proto === IpProto.Udp)) {
-        if (this.flows.record(buf, p, p.ipLength, now, 0, PortDecision.Require)) return this.reflect(buf, slot);
-        portDecision = PortDecision.Remember;
+    const gated = this.gated[slot] === 1;
+    const restricted = this.allowed.restricted[slot] === 1;
+    let decision: AllowDecision = AllowDecision.Ignore;
+    if (gated || restricted) {
+      const gate = gated && index >= 0 ? this.gate : null;
+      if (gate !== null && (gate !== this.gateSeen || gate.generation !== this.gateGeneration)) {
+        this.gateSeen = gate; // its answers may have changed: the decisions kept so far are stale
+        this.gateGeneration = gate.generation;
+        this.epoch = nextDecisionEpoch(this.epoch);
       }
-      if (!this.allows(slot)) return this.refuse(buf, slot);
+      // A TCP/UDP flow's entry in the flow table remembers that its direction was allowed in this epoch, so the
+      // packets of a running allowed flow skip the gate and the bitsets: counted there, then reflected. Not when the
+      // gate applies but is not asked (no batch index, no gate). Not for an address with port maps: its packets are
+      // checked with the ports the client used and recorded with the ones the server sees, so there the checks run
+      // per packet (mapping costs far more than they do).
+      const proto = p.protocol;
+      if ((!gated || gate !== null) && this.mapper.active[slot] === 0 && p.hasTransport &&
+        (proto === IpProto.Tcp || proto === IpProto.Udp)) {
+        if (this.flows.record(buf, p, p.ipLength, now, 0, AllowDecision.Require, this.epoch)) {
+          return this.reflect(buf, slot);
+        }
+        decision = AllowDecision.Remember;
+      }
+      if (gate !== null) {
+        const mark = gate.mark(index, buf, off, len, p);
+        if (mark === AppGateMark.Held) return Verdict.Drop;
+        if (mark === AppGateMark.Refuse) return this.refuse(buf, slot);
+        if (mark !== AppGateMark.Allowed) decision = AllowDecision.Ignore; // no verdict of the gate's to keep
+      }
+      if (restricted && !(p.fragment && !p.hasTransport) && !this.allows(slot)) return this.refuse(buf, slot);
     }
     let mappedFrom = 0;
     if (this.mapper.active[slot] === 1 && p.hasTransport) {
@@ -157,7 +177,7 @@ export class Dataplane {
         this.mapper.icmpError(buf, p, slot, now);
       }
     }
-    this.flows.record(buf, p, p.ipLength, now, mappedFrom, portDecision);
+    this.flows.record(buf, p, p.ipLength, now, mappedFrom, decision, this.epoch);
     return this.reflect(buf, slot);
   }
 

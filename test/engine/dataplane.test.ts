@@ -342,6 +342,7 @@ describe('Dataplane.gate', () => {
   class RecordingGate implements OutboundGate {
     asked: string[] = [];
     answer: AppGateMark = AppGateMark.Decide;
+    generation = 0;
     mark(_index: number, _buf: Uint8Array, _off: number, _len: number, p: ParsedPacket): AppGateMark {
       this.asked.push(`${p.family}:${p.dstPort}`);
       return this.answer;
@@ -368,6 +369,36 @@ describe('Dataplane.gate', () => {
     assert.equal(send(tcp4(R4, 40000, 80)), Verdict.Drop, 'slot 0 has one now');
     assert.deepEqual(gate.asked, ['4:80']);
     assert.throws(() => dp.configure({ ...BASE, appGateSlots: [MAX_REFLECT_ADDRESSES] }), isRetroflectError);
+  });
+
+  it('keeps an Allowed answer per flow and direction until the gate\'s generation moves; never another answer', () => {
+    const { dp } = setup({ ...BASE, appGateSlots: [0] });
+    const gate = new RecordingGate();
+    dp.gate = gate;
+    const send = (pkt: Uint8Array, index = 0) => dp.outbound(Uint8Array.from(pkt), 0, pkt.length, T0, 0, index);
+    const asked = (): number => gate.asked.splice(0).length;
+    for (let i = 0; i < 3; i++) assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Reflect);
+    assert.equal(asked(), 3, 'Decide (the gate has no verdict to give) is asked every time');
+    gate.answer = AppGateMark.Allowed;
+    for (let i = 0; i < 3; i++) assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Reflect);
+    assert.equal(asked(), 1, 'an Allowed answer is kept for the flow');
+    assert.equal(send(tcp4(R4, 80, 40000, 0x10)), Verdict.Reflect);
+    assert.equal(send(tcp4(R4, 40000, 80, 0x02)), Verdict.Reflect);
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10), -1), Verdict.Reflect);
+    assert.equal(asked(), 2, 'the other direction and a SYN are asked; without a batch index nothing is');
+    gate.answer = AppGateMark.Refuse;
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Reflect, 'the kept answer holds within a generation');
+    gate.generation++;
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Drop, 'a new generation: asked, refused at once');
+    assert.equal(dp.dropCause, DropCause.NotAllowed);
+    dp.refusalLength = 0;
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Drop, 'and again: a refusal is never kept');
+    assert.equal(asked(), 2);
+    gate.answer = AppGateMark.Allowed;
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Reflect);
+    dp.gate = new RecordingGate();
+    dp.gate.mark = () => AppGateMark.Held;
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Drop, 'another gate is asked anew');
   });
 });
 
