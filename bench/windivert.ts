@@ -12,8 +12,8 @@
  * 1200 B packets at about 0.3 M/s with either (measured alternately, noisy; compare within one run).
  *  - the full loop (64 B) to an address with no lists, a port list, an apps list and both, one address per case in
  *    one engine, in many short alternating turns (runAllowLists): with an apps list the flow was decided by the app
- *    gate before (its connect event read), so this is the per-packet cost of the checks (the gate asked by the data
- *    plane with its parse, its flow memo; the port decision the flow's entry keeps), not of holding.
+ *    gate before (its connect event read), so this is the per-packet cost of the checks (a running flow's allow
+ *    decision kept in its flow-table entry; the gate and the port bitsets when that is undecided), not of holding.
  * Packets are injected one queue's worth at a time (injectChunk): the double, as the driver, drops the oldest when
  * its queue is full.
  */
