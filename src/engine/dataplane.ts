@@ -9,12 +9,14 @@ import { hasAddresses, IpProto, ParsedPacket, parsePacket } from '../packet/pars
 import { reflectPacket } from '../packet/reflect.ts';
 import { ShieldPortSet, type ShieldPortEntry } from '../packet/shield-set.ts';
 import { StatsProto, type EngineCounters } from './counters.ts';
-import type { FlowTable } from './flow-table.ts';
+import { AllowDecision, nextDecisionEpoch, type FlowTable } from './flow-table.ts';
 import { MAP_REFUSED, PortMapper } from './port-mapper.ts';
 import type { PortMap } from '../config/port-maps.ts';
 import { AllowedPortSet, type AllowedPortEntry } from '../packet/allowed-ports.ts';
 import { REFUSAL_MAX_BYTES, writePortUnreachable, writeTcpReset } from '../packet/refusal.ts';
 import { AppGateMark, type OutboundGate } from '../packet-sources/packet-source.ts';
+import { MAX_REFLECT_ADDRESSES } from '../config/intercept-config.ts';
+import { ErrorCode, RetroflectError } from '../errors.ts';
 
 export interface DataplaneConfig {
   /** Canonical address → counter slot (0 .. MAX_REFLECT_ADDRESSES - 1). */
@@ -25,6 +27,8 @@ export interface DataplaneConfig {
   portMaps?: PortMap[];
   /** Allowed ports of the addresses that have a port list (absent or no entry for a slot: every port). */
   allowedPorts?: AllowedPortEntry[];
+  /** Slots of the addresses with an apps list: the `gate` is asked only about packets to these (absent: none). */
+  appGateSlots?: number[];
 }
 
 /** Stats protocol of an IP protocol number (ICMPv6 counts as icmp). */
@@ -48,9 +52,19 @@ export class Dataplane {
   refusalLength = 0;
   /**
    * The backend's "who" check (PacketSource.outboundGate), asked with this parse for every packet `outbound` is
-   * given a batch index for; null: none. The worker sets it before each batch.
+   * given a batch index for that goes to an address of `appGateSlots`; null: none. The worker sets it before each
+   * batch.
    */
   gate: OutboundGate | null = null;
+  /** 1 = the slot's address has an apps list (DataplaneConfig.appGateSlots): ask the `gate`. */
+  private readonly gated = new Uint8Array(MAX_REFLECT_ADDRESSES);
+  /**
+   * The epoch of the allow decisions the flow table keeps (flow-table.ts AllowDecision): a new one on every configure
+   * and whenever the gate's answers may have changed (another gate, or its `generation` moved).
+   */
+  private epoch = 1;
+  private gateSeen: OutboundGate | null = null;
+  private gateGeneration = 0;
   private readonly allowed = new AllowedPortSet();
   private readonly addresses = new ReflectAddressSet();
   private readonly shields = new ShieldPortSet();
@@ -75,10 +89,19 @@ export class Dataplane {
   configure(cfg: DataplaneConfig): void {
     const nextAddresses = new ReflectAddressSet();
     nextAddresses.replace(cfg.reflect); // validates
+    const gated = cfg.appGateSlots ?? [];
+    for (const slot of gated) {
+      if (!Number.isInteger(slot) || slot < 0 || slot >= MAX_REFLECT_ADDRESSES) {
+        throw new RetroflectError(ErrorCode.INTERNAL, `App gate slot ${slot} is out of range.`, { details: { slot } });
+      }
+    }
     this.shields.replace(cfg.shield); // validates before changing anything
     this.addresses.replace(cfg.reflect);
     this.mapper.configure(cfg.portMaps ?? [], new Map(cfg.reflect.map((e) => [e.address, e.slot])));
     this.allowed.replace(cfg.allowedPorts ?? []);
+    this.gated.fill(0);
+    for (const slot of gated) this.gated[slot] = 1;
+    this.epoch = nextDecisionEpoch(this.epoch); // every running flow is decided again under the new lists and maps
     const prevAddress = new Map(this.current.reflect.map((e) => [e.slot, e.address]));
     const prevShield = new Map(this.current.shield.map((e) => [e.slot, `${e.port}/${e.protocol}`]));
     for (const e of cfg.reflect) if (prevAddress.get(e.slot) !== e.address) this.counters.zeroAddressSlot(e.slot);
@@ -95,8 +118,9 @@ export class Dataplane {
    *  (DropCause.NotAllowed). To a reflect address → apply its port maps (engine/port-mapper.ts), swap addresses
    *  in place, count, Reflect. Else Pass. Malformed → count by reason, Drop. Bytes counted are the IP packet's own
    *  length. `partialChecksum` 1: the TCP/UDP checksum field is offloaded (PacketBatch.partialChecksum).
-   *  `index` ≥ 0: the packet's place in the batch, so the `gate` is asked first (before the port list): held →
-   *  Drop, not counted (it comes back decided); refused → refused as a port that is not allowed. */
+   *  `index` ≥ 0: the packet's place in the batch, so for an address with an apps list the `gate` is asked first
+   *  (before the port list): held → Drop, not counted (it comes back decided); refused → refused as a port that is
+   *  not allowed. */
   outbound(buf: Uint8Array, off: number, len: number, now: number, partialChecksum = 0, index = -1): Verdict {
     const p = this.packet;
     if (!parsePacket(buf, off, len, p)) {
@@ -109,13 +133,36 @@ export class Dataplane {
       this.counters.addPassed(p.ipLength);
       return Verdict.Pass;
     }
-    if (index >= 0 && this.gate !== null) {
-      const mark = this.gate.mark(index, buf, off, len, p);
-      if (mark === AppGateMark.Held) return Verdict.Drop;
-      if (mark === AppGateMark.Refuse) return this.refuse(buf, slot);
-    }
-    if (this.allowed.restricted[slot] === 1 && !(p.fragment && !p.hasTransport) && !this.allows(slot)) {
-      return this.refuse(buf, slot);
+    const gated = this.gated[slot] === 1;
+    const restricted = this.allowed.restricted[slot] === 1;
+    let decision: AllowDecision = AllowDecision.Ignore;
+    if (gated || restricted) {
+      const gate = gated && index >= 0 ? this.gate : null;
+      if (gate !== null && (gate !== this.gateSeen || gate.generation !== this.gateGeneration)) {
+        this.gateSeen = gate; // its answers may have changed: the decisions kept so far are stale
+        this.gateGeneration = gate.generation;
+        this.epoch = nextDecisionEpoch(this.epoch);
+      }
+      // A TCP/UDP flow's entry in the flow table remembers that its direction was allowed in this epoch, so the
+      // packets of a running allowed flow skip the gate and the bitsets: counted there, then reflected. Not when the
+      // gate applies but is not asked (no batch index, no gate). Not for an address with port maps: its packets are
+      // checked with the ports the client used and recorded with the ones the server sees, so there the checks run
+      // per packet (mapping costs far more than they do).
+      const proto = p.protocol;
+      if ((!gated || gate !== null) && this.mapper.active[slot] === 0 && p.hasTransport &&
+        (proto === IpProto.Tcp || proto === IpProto.Udp)) {
+        if (this.flows.record(buf, p, p.ipLength, now, 0, AllowDecision.Require, this.epoch)) {
+          return this.reflect(buf, slot);
+        }
+        decision = AllowDecision.Remember;
+      }
+      if (gate !== null) {
+        const mark = gate.mark(index, buf, off, len, p);
+        if (mark === AppGateMark.Held) return Verdict.Drop;
+        if (mark === AppGateMark.Refuse) return this.refuse(buf, slot);
+        if (mark !== AppGateMark.Allowed) decision = AllowDecision.Ignore; // no verdict of the gate's to keep
+      }
+      if (restricted && !(p.fragment && !p.hasTransport) && !this.allows(slot)) return this.refuse(buf, slot);
     }
     let mappedFrom = 0;
     if (this.mapper.active[slot] === 1 && p.hasTransport) {
@@ -130,7 +177,13 @@ export class Dataplane {
         this.mapper.icmpError(buf, p, slot, now);
       }
     }
-    this.flows.record(buf, p, p.ipLength, now, mappedFrom);
+    this.flows.record(buf, p, p.ipLength, now, mappedFrom, decision, this.epoch);
+    return this.reflect(buf, slot);
+  }
+
+  /** Reflect the packet just parsed and recorded (in place), count it for `slot`. */
+  private reflect(buf: Uint8Array, slot: number): Verdict {
+    const p = this.packet;
     reflectPacket(buf, p);
     this.counters.addReflected(slot, statsProto(p.protocol), p.ipLength);
     return Verdict.Reflect;

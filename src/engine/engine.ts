@@ -17,7 +17,7 @@ import {
 } from '../config/intercept-config.ts';
 import { portMapsOf } from '../config/port-maps.ts';
 import { allowListsOf, cloneAllowLists } from '../config/allow-lists.ts';
-import { widerAllowLists } from './allowed-ports-config.ts';
+import { appGateSlots, widerAllowLists } from './allowed-ports-config.ts';
 import { allowedPortEntries } from '../packet/allowed-ports.ts';
 import type { HostBackend, SourceUpdate } from '../packet-sources/packet-source.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
@@ -240,6 +240,7 @@ export class Engine extends EventEmitter {
         ({ port: p.port, protocol: p.protocol, slot: this.shieldSlots.ensure(shieldKey(p)) })),
       portMaps: portMapsOf(cfg).map((m) => ({ ...m })),
       allowedPorts: allowedPortEntries(cfg, (address) => this.addressSlots.ensure(address)),
+      appGateSlots: appGateSlots(cfg, (address) => this.addressSlots.ensure(address)),
     };
   }
 

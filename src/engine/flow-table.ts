@@ -10,6 +10,13 @@
  * source port of a TCP SYN without ACK when one is seen; otherwise the server is guessed to be the lower port. For
  * ICMP/ICMPv6 echo the identifier plays the client port.
  *
+ * The data plane's allow decision (Dataplane: the address's port list and the backend's app gate) is kept in a flow's
+ * entry too, per direction (packets from the key's low port, packets from its high port), with the data plane's
+ * decision epoch it was made in, so a running allowed flow's packets skip those checks: `record` with
+ * `AllowDecision.Require` counts a packet only when its direction was remembered as allowed in the current epoch.
+ * The data plane starts a new epoch whenever an answer of those checks may change (its config, the gate's verdicts),
+ * so each flow is decided again by its next packet; a new or restarted flow starts undecided.
+ *
  * Consistency between writer and reader: each slot has a sequence number that is odd while the writer is changing
  * the slot (a seqlock). The reader retries a slot whose sequence is odd or changed while it read, and skips it after
  * a few tries. Idle flows expire lazily (an expired entry is reused and hidden from snapshots) and on `sweep(now)`;
@@ -44,10 +51,14 @@ const W_KIND = KEY_ENTRY.KIND; // (family << 8) | protocol; 0 = empty slot (fami
 const W_ADDR = KEY_ENTRY.ADDR; // 8 words: R (4 words) then L (4 words); IPv4 uses the first word of each
 const W_SEQ = 0; // seqlock sequence: odd while the writer changes the slot
 const W_PORTS = 3; // (low port << 16) | high port: the key's ports in one word
-const W_CLIENT = 4; // client / server port (decided as described above)
-const W_SERVER = 5;
+const W_ROLES = 4; // (client port << 16) | server port (decided as described above)
+const W_ALLOWED = 5; // (decision epoch << 2) | FROM_*_PORT bits of the directions allowed in it (see AllowDecision)
 const W_STATE = 6; // FlowState
 const W_MAPPED = 7; // the reflect-address port the client used when the flow came through a port map; 0 = none
+/** A direction's bit in W_ALLOWED: packets whose source port is the key's low port (also when both are equal), or
+ *  its high port. */
+const FROM_LOW_PORT = 1;
+const FROM_HIGH_PORT = 2;
 /** Float64 fields per slot. */
 const N_PACKETS = 0;
 const N_BYTES = 1;
@@ -65,6 +76,30 @@ const HEADER_BYTES = 64;
  * sequence stores go through Atomics.store, whose full barrier costs ~20 ns each here (Node 20 calls a builtin).
  */
 const PLAIN_STORES_ARE_ORDERED = process.arch === 'x64' || process.arch === 'ia32';
+
+/**
+ * What `record` does with the allow decision its entry keeps (see the file comment). Ignore: nothing to remember
+ * (count the packet, keep the entry's decision as it is). Remember: the caller just found this TCP/UDP packet allowed
+ * in `epoch`: count it and remember its direction as allowed. Require: count the TCP/UDP packet only if its direction
+ * is remembered as allowed in `epoch`; otherwise write nothing and return false (the caller decides it in full, then
+ * records it with Remember). A TCP SYN without ACK is never counted under Require: a SYN is allowed by fewer ports
+ * (its destination must be open) than the flow's other segments, so it is always decided in full.
+ */
+export const AllowDecision = { Ignore: 0, Remember: 1, Require: 2 } as const;
+export type AllowDecision = (typeof AllowDecision)[keyof typeof AllowDecision];
+
+/**
+ * Decision epochs run from 1 to MAX_DECISION_EPOCH, then start at 1 again. A decision of an earlier round could only
+ * be taken for a current one if its entry saw no packet while the epoch went round once (2^29 changes), and an entry
+ * idle longer than FLOW_IDLE_MS.tcpOpen is a new flow: that many changes within that time cannot happen (each is a
+ * config change or a batch that brought flow verdicts).
+ */
+export const MAX_DECISION_EPOCH = 2 ** 29 - 1;
+
+/** The epoch after `epoch`. */
+export function nextDecisionEpoch(epoch: number): number {
+  return epoch >= MAX_DECISION_EPOCH ? 1 : epoch + 1;
+}
 
 /** The same rule by state name, for flows kept elsewhere (a kernel data path, see HostBackend.kernel). */
 export function flowIdleLimitMs(state: 'active' | 'open' | 'closed'): number {
@@ -129,12 +164,15 @@ export class FlowTable {
    * destination = R). Later fragments (no transport header, so no ports) are not recorded: they would form a
    * port-less pseudo-flow; the counters still count them. A port-mapped packet is recorded with the ports the local
    * server sees (client port, map target) and `mappedFrom`, the port the client used (engine/port-mapper.ts).
+   * `decision`: what to do with the flow's remembered allow decision in `epoch` (AllowDecision). Returns false only
+   * under Require, when the packet was not counted (its direction is not remembered as allowed); true otherwise.
    *
    * This is the hottest code of the data plane. Every typed-array read below runs on every call (none sits in a
    * branch that warm-up traffic may never take): V8 compiles a read it has no type feedback for into a generic,
    * megamorphic lookup costing more than everything else here together.
    */
-  record(_buf: Uint8Array, p: ParsedPacket, bytes: number, now: number, mappedFrom = 0): void {
+  record(_buf: Uint8Array, p: ParsedPacket, bytes: number, now: number, mappedFrom = 0,
+    decision: AllowDecision = AllowDecision.Ignore, epoch = 0): boolean {
     const proto = p.protocol;
     const isTcp = proto === IpProto.Tcp;
     let low = 0;
@@ -142,17 +180,20 @@ export class FlowTable {
     let client = 0;
     let server = 0;
     let synOnly = false;
+    let direction = FROM_LOW_PORT;
     if (isTcp || proto === IpProto.Udp) {
-      if (!p.hasTransport) return;
+      if (!p.hasTransport) return decision !== AllowDecision.Require;
       const a = p.srcPort;
       const b = p.dstPort;
       low = a < b ? a : b;
       high = a < b ? b : a;
+      direction = a === low ? FROM_LOW_PORT : FROM_HIGH_PORT;
       synOnly = isTcp && (p.tcpFlags & (TcpFlag.Syn | TcpFlag.Ack)) === TcpFlag.Syn;
       client = synOnly ? a : high;
       server = synOnly ? b : low;
+      if (synOnly && decision === AllowDecision.Require) return false;
     } else if (proto === IpProto.Icmp || proto === IpProto.Icmpv6) {
-      if (!p.hasTransport) return;
+      if (!p.hasTransport) return true;
       // parsePacket sets icmpId only for echo request/reply; other ICMP messages share one flow per address pair.
       low = client = p.icmpId;
     }
@@ -190,31 +231,39 @@ export class FlowTable {
       if (w[a] !== r0 || w[a + 4] !== l0 || w[a + 1] !== r1 || w[a + 2] !== r2 || w[a + 3] !== r3) continue;
       if (w[a + 5] !== l1 || w[a + 6] !== l2 || w[a + 7] !== l3) continue;
       const state = w[b + W_STATE];
+      const allowed = w[b + W_ALLOWED];
       const n = slot * NUM_STRIDE;
       // Same conversation, unless it went idle long enough to be forgotten, or a new TCP connection reuses the
       // ports of a closed one: then start counting afresh in the same slot (no duplicate key left behind).
       if (now - num[n + N_LAST] > idleLimit(state) || (synOnly && state === FlowState.Closed)) {
+        if (decision === AllowDecision.Require) return false; // a new flow: undecided
+        const allowedNow = decision === AllowDecision.Remember ? (epoch << 2) | direction : 0;
         this.write(slot, h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now,
-          r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
-        return;
+          r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom, allowedNow);
+        return true;
       }
+      const current = allowed >>> 2 === epoch;
+      if (decision === AllowDecision.Require && !(current && (allowed & direction) !== 0)) return false;
       const seq = w[b + W_SEQ];
       this.beginWrite(b, seq);
       num[n + N_PACKETS] += 1;
       num[n + N_BYTES] += bytes;
       num[n + N_LAST] = now;
       w[b + W_MAPPED] = mappedFrom;
-      if (synOnly) {
-        // A SYN tells us for sure who the client is; it overrides an earlier guess.
-        w[b + W_CLIENT] = client;
-        w[b + W_SERVER] = server;
+      if (decision === AllowDecision.Remember) {
+        w[b + W_ALLOWED] = (epoch << 2) | (current ? allowed & (FROM_LOW_PORT | FROM_HIGH_PORT) : 0) | direction;
       }
+      // A SYN tells us for sure who the client is; it overrides an earlier guess.
+      if (synOnly) w[b + W_ROLES] = (client << 16) | server;
       if (isTcp && (p.tcpFlags & (TcpFlag.Fin | TcpFlag.Rst)) !== 0) w[b + W_STATE] = FlowState.Closed;
       this.endWrite(b, seq);
-      return;
+      return true;
     }
+    if (decision === AllowDecision.Require) return false;
+    const allowedNow = decision === AllowDecision.Remember ? (epoch << 2) | direction : 0;
     this.write(this.freeSlot(h, now), h, kind, ports, client, server, isTcp, p.tcpFlags, bytes, now,
-      r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom);
+      r0, r1, r2, r3, l0, l1, l2, l3, mappedFrom, allowedNow);
+    return true;
   }
 
   /** Forget every flow idle past its timeout. Returns how many were removed. */
@@ -265,7 +314,7 @@ export class FlowTable {
     slot: number, h: number, kind: number, ports: number, client: number, server: number, isTcp: boolean,
     tcpFlags: number, bytes: number, now: number,
     r0: number, r1: number, r2: number, r3: number, l0: number, l1: number, l2: number, l3: number,
-    mappedFrom: number,
+    mappedFrom: number, allowed: number,
   ): void {
     const w = this.slots;
     const b = slot * SLOT_WORDS;
@@ -274,8 +323,8 @@ export class FlowTable {
     w[b + W_HASH] = h;
     w[b + W_KIND] = kind;
     w[b + W_PORTS] = ports;
-    w[b + W_CLIENT] = client;
-    w[b + W_SERVER] = server;
+    w[b + W_ROLES] = (client << 16) | server;
+    w[b + W_ALLOWED] = allowed;
     w[b + W_MAPPED] = mappedFrom;
     const closing = isTcp && (tcpFlags & (TcpFlag.Fin | TcpFlag.Rst)) !== 0;
     w[b + W_STATE] = !isTcp ? FlowState.Active : closing ? FlowState.Closed : FlowState.Open;
@@ -338,8 +387,8 @@ export class FlowTable {
           protocol: flowProtocol(proto),
           reflectAddress: formatAddressWords(family, w, W_ADDR),
           localAddress: formatAddressWords(family, w, W_ADDR + 4),
-          clientPort: w[W_CLIENT],
-          serverPort: ported ? w[W_SERVER] : 0,
+          clientPort: w[W_ROLES] >>> 16,
+          serverPort: ported ? w[W_ROLES] & 0xffff : 0,
           mappedFromPort: ported && w[W_MAPPED] !== 0 ? w[W_MAPPED] : null,
           packets: n[N_PACKETS],
           bytes: n[N_BYTES],

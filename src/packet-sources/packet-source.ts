@@ -40,7 +40,8 @@ export interface PacketBatch {
   /**
    * What the backend's own "who" check says of an outbound packet (`AppGateMark`; WinDivert's app gate, the others
    * leave 0): 0 decide as usual, 1 held back by the backend (it comes back once its flow is decided: neither decide
-   * nor send it now), 2 refused by the address's "who" lists (refuse it as not allowed). Written while the batch is
+   * nor send it now), 2 refused by the address's "who" lists (refuse it as not allowed), 3 allowed by its flow's
+   * verdict (decide as usual; the answer holds until OutboundGate.generation moves). Written while the batch is
    * decided, when the data plane asks the check (OutboundGate); read after it by the worker's capture path.
    */
   appGate: Uint8Array;
@@ -176,16 +177,22 @@ export interface TunSourceUpdate {
 }
 
 /** PacketBatch.appGate values. */
-export const AppGateMark = { Decide: 0, Held: 1, Refuse: 2 } as const;
+export const AppGateMark = { Decide: 0, Held: 1, Refuse: 2, Allowed: 3 } as const;
 export type AppGateMark = (typeof AppGateMark)[keyof typeof AppGateMark];
 
 /**
  * A backend's "who" check (PacketSource.outboundGate), asked by the data plane for batch packet `index`, an
- * outbound packet to a reflect address at `buf[off, off + len)`, with the parse the data plane already made (so no
- * packet is parsed twice). Its answer is also left in `batch.appGate[index]` (the capture path reads it there).
+ * outbound packet at `buf[off, off + len)` to a reflect address with an apps list (DataplaneConfig.appGateSlots;
+ * the check may still answer Decide for an address it has no list for), with the parse the data plane already made
+ * (so no packet is parsed twice). Its answer is also left in `batch.appGate[index]` (the capture path reads it there).
  * Allocates nothing.
  */
 export interface OutboundGate {
+  /**
+   * Moves whenever an answer of `mark` may have changed (a flow verdict arrived, the lists changed); between two
+   * moves an Allowed answer holds for every packet of the same flow and direction (the data plane keeps it).
+   */
+  readonly generation: number;
   mark(index: number, buf: Uint8Array, off: number, len: number, p: ParsedPacket): AppGateMark;
 }
 

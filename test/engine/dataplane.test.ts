@@ -8,6 +8,8 @@ import { FlowTable } from '../../src/engine/flow-table.ts';
 import { isRetroflectError } from '../../src/errors.ts';
 import { MAX_REFLECT_ADDRESSES, MAX_SHIELD_PORTS } from '../../src/config/intercept-config.ts';
 import { icmpMessage, ipv4, ipv6, pattern, tcpSegment, udpDatagram } from '../helpers/packet-builders.ts';
+import { AppGateMark, type OutboundGate } from '../../src/packet-sources/packet-source.ts';
+import type { ParsedPacket } from '../../src/packet/parse.ts';
 
 const L4 = '192.0.2.10';
 const R4 = '203.0.113.7';
@@ -270,6 +272,133 @@ describe('Dataplane.inbound', () => {
     assert.equal(dp.dropCause, DropCause.Malformed);
     assert.equal(counters.snapshot().malformed.byReason.badTransportHeader, 1);
     assert.equal(counters.snapshot().shieldDropped.packets, 0);
+  });
+});
+
+describe('Dataplane allowed ports, decided once per flow and direction', () => {
+  const ports = (open: number[], reply: number[] = []) => ({
+    ...BASE,
+    allowedPorts: [{
+      slot: 0,
+      open: open.map((port) => ({ port, protocol: 'tcp' as const })),
+      reply: reply.map((port) => ({ port, protocol: 'tcp' as const })),
+    }],
+  });
+  const out = (dp: Dataplane, pkt: Uint8Array): number => dp.outbound(Uint8Array.from(pkt), 0, pkt.length, T0);
+
+  it('a running flow is decided again after every configure: narrowed, it is refused at once; widened, allowed', () => {
+    const { dp, counters, flows } = setup(ports([8080]));
+    assert.equal(out(dp, tcp4(R4, 40000, 8080, 0x02)), Verdict.Reflect);
+    for (let i = 0; i < 3; i++) assert.equal(out(dp, tcp4(R4, 40000, 8080, 0x10)), Verdict.Reflect);
+    assert.equal(flows.snapshot(T0)[0].packets, 4, 'every packet of the flow is counted in its entry');
+    dp.configure(ports([9090]));
+    assert.equal(out(dp, tcp4(R4, 40000, 8080, 0x10)), Verdict.Drop, 'refused by the next packet after the change');
+    assert.equal(dp.dropCause, DropCause.NotAllowed);
+    assert.ok(dp.refusalLength > 0, 'answered with a reset');
+    dp.refusalLength = 0;
+    assert.equal(out(dp, tcp4(R4, 40000, 8080, 0x10)), Verdict.Drop, 'and stays refused');
+    assert.equal(counters.snapshot().addressSlots[0].notAllowed.packets, 2);
+    assert.equal(flows.snapshot(T0)[0].packets, 4, 'refused packets are not counted in the flow');
+    dp.configure(ports([8080]));
+    assert.equal(out(dp, tcp4(R4, 40000, 8080, 0x10)), Verdict.Reflect, 'allowed again');
+    dp.configure(BASE);
+    assert.equal(out(dp, tcp4(R4, 40000, 9999, 0x10)), Verdict.Reflect, 'no list: every port');
+    dp.configure(ports([8080]));
+    assert.equal(out(dp, tcp4(R4, 40000, 9999, 0x10)), Verdict.Drop, 'a list again: the unlisted flow is refused');
+  });
+
+  it('each direction of a flow is decided on its own, and a SYN always in full', () => {
+    // 9090 is only a reply port (as a port map's target is): the server may answer from it, no client may open it.
+    const { dp } = setup(ports([8080], [9090]));
+    assert.equal(out(dp, tcp4(R4, 9090, 40000, 0x10)), Verdict.Reflect, 'the answer from a reply port');
+    assert.equal(out(dp, tcp4(R4, 9090, 40000, 0x10)), Verdict.Reflect, 'again, from its remembered decision');
+    assert.equal(out(dp, tcp4(R4, 40000, 9090, 0x10)), Verdict.Drop, 'the same flow\'s other direction is not open');
+    dp.refusalLength = 0;
+    assert.equal(out(dp, tcp4(R4, 9090, 40000, 0x02)), Verdict.Drop, 'a SYN from the reply port opens nothing');
+    dp.refusalLength = 0;
+    assert.equal(out(dp, tcp4(R4, 9090, 40000, 0x10)), Verdict.Reflect, 'the answers still go');
+  });
+
+  it('UDP flows remember their decision too; addresses with port maps are checked per packet', () => {
+    const cfg: DataplaneConfig = {
+      ...BASE,
+      portMaps: [{ address: R6, protocol: 'udp', port: 5353, target: 6000 }],
+      allowedPorts: [
+        { slot: 0, open: [{ port: 53, protocol: 'udp' }], reply: [] },
+        { slot: 5, open: [{ port: 5353, protocol: 'udp' }], reply: [{ port: 6000, protocol: 'udp' }] },
+      ],
+    };
+    const { dp } = setup(cfg);
+    for (let i = 0; i < 3; i++) assert.equal(out(dp, udp4(R4, 40000, 53)), Verdict.Reflect);
+    assert.equal(out(dp, udp4(R4, 40000, 54)), Verdict.Drop);
+    dp.refusalLength = 0;
+    for (let i = 0; i < 3; i++) assert.equal(out(dp, udp6(R6, 40000, 5353)), Verdict.Reflect, 'to the mapped port');
+    assert.equal(out(dp, udp6(R6, 40000, 6000)), Verdict.Drop, 'the target itself is no open port');
+  });
+});
+
+describe('Dataplane.gate', () => {
+  /** A RECORDING STAND-IN for a backend's "who" check: notes which slots' packets it was asked about. */
+  class RecordingGate implements OutboundGate {
+    asked: string[] = [];
+    answer: AppGateMark = AppGateMark.Decide;
+    generation = 0;
+    mark(_index: number, _buf: Uint8Array, _off: number, _len: number, p: ParsedPacket): AppGateMark {
+      this.asked.push(`${p.family}:${p.dstPort}`);
+      return this.answer;
+    }
+  }
+
+  it('is asked only about packets to addresses with an apps list, and only with a batch index', () => {
+    const { dp } = setup({ ...BASE, appGateSlots: [5] });
+    const gate = new RecordingGate();
+    dp.gate = gate;
+    const send = (pkt: Uint8Array, index = 0) => dp.outbound(Uint8Array.from(pkt), 0, pkt.length, T0, 0, index);
+    assert.equal(send(tcp4(R4, 40000, 80)), Verdict.Reflect);
+    assert.equal(send(udp6(R6, 40000, 5353)), Verdict.Reflect);
+    assert.equal(send(udp6(R6, 40000, 5353), -1), Verdict.Reflect);
+    assert.deepEqual(gate.asked, ['6:5353'], 'the address without a list and the index-less call skip the gate');
+    gate.answer = AppGateMark.Held;
+    assert.equal(send(udp6(R6, 40000, 5353)), Verdict.Drop);
+    gate.answer = AppGateMark.Refuse;
+    assert.equal(send(udp6(R6, 40000, 5353)), Verdict.Drop);
+    assert.equal(dp.dropCause, DropCause.NotAllowed);
+    dp.configure({ ...BASE, appGateSlots: [0] });
+    gate.asked = [];
+    assert.equal(send(udp6(R6, 40000, 5353)), Verdict.Reflect, 'slot 5 lost its list: not asked');
+    assert.equal(send(tcp4(R4, 40000, 80)), Verdict.Drop, 'slot 0 has one now');
+    assert.deepEqual(gate.asked, ['4:80']);
+    assert.throws(() => dp.configure({ ...BASE, appGateSlots: [MAX_REFLECT_ADDRESSES] }), isRetroflectError);
+  });
+
+  it('keeps an Allowed answer per flow and direction until the gate\'s generation moves; never another answer', () => {
+    const { dp } = setup({ ...BASE, appGateSlots: [0] });
+    const gate = new RecordingGate();
+    dp.gate = gate;
+    const send = (pkt: Uint8Array, index = 0) => dp.outbound(Uint8Array.from(pkt), 0, pkt.length, T0, 0, index);
+    const asked = (): number => gate.asked.splice(0).length;
+    for (let i = 0; i < 3; i++) assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Reflect);
+    assert.equal(asked(), 3, 'Decide (the gate has no verdict to give) is asked every time');
+    gate.answer = AppGateMark.Allowed;
+    for (let i = 0; i < 3; i++) assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Reflect);
+    assert.equal(asked(), 1, 'an Allowed answer is kept for the flow');
+    assert.equal(send(tcp4(R4, 80, 40000, 0x10)), Verdict.Reflect);
+    assert.equal(send(tcp4(R4, 40000, 80, 0x02)), Verdict.Reflect);
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10), -1), Verdict.Reflect);
+    assert.equal(asked(), 2, 'the other direction and a SYN are asked; without a batch index nothing is');
+    gate.answer = AppGateMark.Refuse;
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Reflect, 'the kept answer holds within a generation');
+    gate.generation++;
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Drop, 'a new generation: asked, refused at once');
+    assert.equal(dp.dropCause, DropCause.NotAllowed);
+    dp.refusalLength = 0;
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Drop, 'and again: a refusal is never kept');
+    assert.equal(asked(), 2);
+    gate.answer = AppGateMark.Allowed;
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Reflect);
+    dp.gate = new RecordingGate();
+    dp.gate.mark = () => AppGateMark.Held;
+    assert.equal(send(tcp4(R4, 40000, 80, 0x10)), Verdict.Drop, 'another gate is asked anew');
   });
 });
 

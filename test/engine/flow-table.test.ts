@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { EngineCounters } from '../../src/engine/counters.ts';
-import { FLOW_IDLE_MS, FlowTable } from '../../src/engine/flow-table.ts';
+import { AllowDecision, FLOW_IDLE_MS, FlowTable } from '../../src/engine/flow-table.ts';
+import { MAX_DECISION_EPOCH, nextDecisionEpoch } from '../../src/engine/flow-table.ts';
 import { ParsedPacket, parsePacket } from '../../src/packet/parse.ts';
 import { icmpMessage, ipv4, ipv6, tcpSegment, udpDatagram } from '../helpers/packet-builders.ts';
 
@@ -24,11 +25,12 @@ function udp4(srcPort: number, dstPort: number): Uint8Array {
   return ipv4({ src: L4, dst: R4, proto: 17, payload: udpDatagram(srcPort, dstPort, [1, 2, 3]) });
 }
 
-/** Record a packet as Dataplane.outbound does (before reflection; bytes = IP length). */
-function record(t: FlowTable, bytes: Uint8Array, now: number): void {
+/** Record a packet as Dataplane.outbound does (before reflection; bytes = IP length); what `record` returned. */
+function record(t: FlowTable, bytes: Uint8Array, now: number, decision: AllowDecision = AllowDecision.Ignore,
+  epoch = 1): boolean {
   const p = new ParsedPacket();
   assert.equal(parsePacket(bytes, 0, bytes.length, p), true);
-  t.record(bytes, p, p.ipLength, now);
+  return t.record(bytes, p, p.ipLength, now, 0, decision, epoch);
 }
 
 describe('FlowTable', () => {
@@ -215,5 +217,56 @@ describe('FlowTable', () => {
     } finally {
       await worker.terminate();
     }
+  });
+
+  it('remembers an allow decision per direction: Require counts only a direction allowed in the same epoch', () => {
+    const t = new FlowTable({ capacity: 64 });
+    let epoch = 1;
+    const required = (b: Uint8Array, now: number): boolean => record(t, b, now, AllowDecision.Require, epoch);
+    const remembered = (b: Uint8Array, now: number): boolean => record(t, b, now, AllowDecision.Remember, epoch);
+    const packets = (): number => t.snapshot(T0 + 100)[0]?.packets ?? 0;
+    assert.equal(required(tcp4(51000, 8080, ACK), T0), false, 'unknown flow');
+    assert.equal(t.snapshot(T0 + 100).length, 0, 'nothing recorded under Require when undecided');
+    assert.equal(remembered(tcp4(51000, 8080, ACK), T0), true);
+    assert.equal(required(tcp4(51000, 8080, ACK), T0 + 1), true, 'the remembered direction');
+    assert.equal(packets(), 2);
+    assert.equal(required(tcp4(8080, 51000, ACK), T0 + 2), false, 'the other direction is its own');
+    assert.equal(packets(), 2, 'not counted');
+    assert.equal(remembered(tcp4(8080, 51000, ACK), T0 + 3), true);
+    assert.equal(required(tcp4(8080, 51000, ACK), T0 + 4), true);
+    assert.equal(required(tcp4(51000, 8080, ACK), T0 + 5), true, 'both directions now');
+    assert.equal(required(tcp4(51000, 8080, SYN), T0 + 6), false, 'a SYN is always decided in full');
+    assert.equal(record(t, tcp4(51000, 8080, ACK), T0 + 7), true, 'Ignore counts as before');
+    assert.equal(packets(), 6);
+    epoch = 2;
+    assert.equal(required(tcp4(51000, 8080, ACK), T0 + 8), false, 'an earlier epoch\'s decision');
+    assert.equal(required(tcp4(8080, 51000, ACK), T0 + 8), false, 'an earlier epoch\'s decision');
+    assert.equal(remembered(tcp4(8080, 51000, ACK), T0 + 9), true);
+    assert.equal(required(tcp4(51000, 8080, ACK), T0 + 10), false, 'remembering one direction anew drops the other');
+    assert.equal(required(tcp4(8080, 51000, ACK), T0 + 10), true);
+    epoch = MAX_DECISION_EPOCH;
+    assert.equal(remembered(tcp4(8080, 51000, ACK), T0 + 11), true, 'the largest epoch fits the entry');
+    assert.equal(required(tcp4(8080, 51000, ACK), T0 + 12), true);
+    epoch = nextDecisionEpoch(epoch);
+    assert.equal(epoch, 1, 'epochs start again at 1');
+    assert.equal(required(tcp4(8080, 51000, ACK), T0 + 13), false);
+    const [flow] = t.snapshot(T0 + 100);
+    assert.deepEqual([flow.packets, flow.clientPort, flow.serverPort], [10, 51000, 8080]);
+    // UDP, and equal ports (one direction).
+    assert.equal(remembered(udp4(53, 53), T0), true);
+    assert.equal(required(udp4(53, 53), T0 + 1), true);
+  });
+
+  it('a new flow in a decided entry starts undecided: after idle expiry, and a SYN reusing closed ports', () => {
+    const t = new FlowTable({ capacity: 64 });
+    const required = (b: Uint8Array, now: number): boolean => record(t, b, now, AllowDecision.Require);
+    const remembered = (b: Uint8Array, now: number): boolean => record(t, b, now, AllowDecision.Remember);
+    assert.equal(remembered(udp4(40000, 53), T0), true);
+    assert.equal(required(udp4(40000, 53), T0 + FLOW_IDLE_MS.datagram + 1), false, 'idle: a new flow');
+    assert.equal(remembered(tcp4(51000, 8080, SYN), T0), true);
+    assert.equal(required(tcp4(51000, 8080, FIN_ACK), T0 + 1), true);
+    assert.equal(remembered(tcp4(51000, 8080, SYN), T0 + 2), true, 'a new connection on the same ports');
+    assert.equal(required(tcp4(8080, 51000, SYNACK), T0 + 3), false, 'its other direction is undecided');
+    assert.equal(required(tcp4(51000, 8080, ACK), T0 + 4), true, 'the SYN\'s direction was remembered');
   });
 });

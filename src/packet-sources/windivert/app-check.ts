@@ -3,12 +3,15 @@
  * whether its flow may be reflected. It knows only verdicts: the main thread's half (app-gate.ts) joins packets to
  * the SOCKET layer's connect events, asks who the process is, decides, and passes each flow's verdict here through
  * a ring (record-ring.ts), drained before every batch is decided. The data plane asks it (Dataplane.gate, through
- * the source's OutboundGate) with the parse it already made, so no packet is parsed twice; the flows answered last
+ * the source's OutboundGate) only about packets to an address with an apps list (it knows their slots), with the
+ * parse it already made, so no packet is parsed twice; the address is checked here again on a memo miss, as the
+ * data plane's slots and these lists change at different moments of a live change; the flows answered last
  * from their verdicts are remembered (flow-memo.ts), so a packet of a running flow costs one short comparison.
  *
- *   a flow with a verdict               → Allowed: decided by the data plane as usual; refused: refused (RST / ICMP
- *                                         port unreachable from the reflect address, counted notAllowed);
- *   the server's answer to an allowed flow (same key, ports swapped) → decided as usual;
+ *   a flow with a verdict               → Allowed: decided by the data plane as usual (marked Allowed: the data
+ *                                         plane keeps that per flow until `generation` moves); refused: refused (RST
+ *                                         / ICMP port unreachable from the reflect address, counted notAllowed);
+ *   the server's answer to an allowed flow (same key, ports swapped) → Allowed, as above;
  *   a new flow (TCP SYN, a UDP datagram) without a verdict → held: a copy goes to the main thread, which re-offers
  *                                         it once the flow is decided (re-injected above our handle, so it comes
  *                                         back here with its verdict); when that ring is full it is refused;
@@ -102,6 +105,8 @@ export class AppCheck {
   private readonly key = new Uint8Array(FLOW_KEY_BYTES);
   /** The flows answered last from `verdicts` (flow-memo.ts); forgotten whenever those change. */
   private readonly memo = new FlowMemo();
+  /** Moves whenever an answer of `mark` may change: the lists changed, or verdicts arrived (OutboundGate). */
+  generation = 0;
 
   constructor(rings: AppGateRings) {
     this.held = new RecordRing(rings.held);
@@ -121,6 +126,7 @@ export class AppCheck {
     this.restricted4 = new Set(bytes.filter(mapped).map((b) => b.readUInt32BE(12)));
     this.restricted6 = bytes.filter((b) => !mapped(b)).map((b) => Uint8Array.from(b));
     this.memo.forget();
+    this.generation++;
   }
 
   /** Take the verdicts the main thread has sent. Before a batch is decided. */
@@ -128,6 +134,7 @@ export class AppCheck {
     for (let r = this.verdictRing.read(); r !== null; r = this.verdictRing.read()) {
       this.verdicts.set(r.subarray(0, FLOW_KEY_BYTES), r[FLOW_KEY_BYTES]); // 0: forgotten
       this.memo.forget();
+      this.generation++;
     }
   }
 
@@ -165,14 +172,14 @@ export class AppCheck {
     packetFlowKeyBytes(buf, p, false, this.key);
     const own = this.verdicts.get(this.key);
     if (own !== undefined) {
-      const mark = own === FlowVerdict.Allowed ? AppMark.Decide : AppMark.Refuse;
+      const mark = own === FlowVerdict.Allowed ? AppMark.Allowed : AppMark.Refuse;
       this.memo.remember(buf, p, mark);
       return mark;
     }
     packetFlowKeyBytes(buf, p, true, this.key);
     if (this.verdicts.get(this.key) === FlowVerdict.Allowed) {
-      this.memo.remember(buf, p, AppMark.Decide);
-      return AppMark.Decide;
+      this.memo.remember(buf, p, AppMark.Allowed);
+      return AppMark.Allowed;
     }
     const opens = proto === IpProto.Udp || (p.tcpFlags & (TcpFlag.Syn | TcpFlag.Ack)) === TcpFlag.Syn;
     if (!opens) return AppMark.Refuse;

@@ -169,6 +169,11 @@ export class WinDivertPacketSource implements PacketSource<'windivert'>, Outboun
     return this.apps?.active ? this : null;
   }
 
+  /** OutboundGate: moves whenever the app gate's answers may change. */
+  get generation(): number {
+    return this.apps?.generation ?? 0;
+  }
+
   /** OutboundGate: the app gate's mark of batch packet `index`, also left in batch.appGate. */
   mark(index: number, buf: Uint8Array, off: number, len: number, p: ParsedPacket): AppGateMark {
     // A packet split wrongly is never sent (send); it must not reach the gate's held ring either.
