@@ -19,6 +19,7 @@ export const BPF_TC_EGRESS = 2;
 /** bpf_map_update_elem flags (linux/bpf.h). */
 export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
+export const BPF_EXIST = 2;
 
 /** `struct bpf_tc_hook { size_t sz; int ifindex; enum bpf_tc_attach_point attach_point; __u32 parent; }`: 24 bytes. */
 const TC_HOOK_SIZE = 24;

@@ -18,6 +18,7 @@ export const MAP = {
   captureScratch: 'capture_scratch',
   captureLost: 'capture_lost',
   portRoles: 'port_roles',
+  mappedFlows: 'mapped_flows',
 } as const;
 
 /** Entries of capture_addrs and capture_ports: beyond that many the program takes any address (or port) as wanted. */
@@ -76,6 +77,8 @@ export interface FlowEntry {
   lastNs: bigint;
   /** 0 active, 1 open, 2 closed (engine/flow-table.ts). */
   state: number;
+  /** A port-mapped flow the kernel rewrote packets of: the port its client used (0: none; mapped-flows.ts). */
+  mappedPort: number;
 }
 
 const FLOW_CLOSED = 2;
@@ -99,7 +102,7 @@ function mergeFlowCopies(v: Buffer, cpus: number): FlowCounts | null {
     const state = v[at + 36];
     const syn = v[at + 37] === 1;
     if (!out) {
-      out = { firstNs, lastNs, packets: 0, bytes: 0, clientPort: 0, serverPort: 0, state };
+      out = { firstNs, lastNs, packets: 0, bytes: 0, clientPort: 0, serverPort: 0, state, mappedPort: 0 };
     }
     out.packets += packets;
     out.bytes += Number(v.readBigUInt64LE(at + 24));
@@ -109,6 +112,7 @@ function mergeFlowCopies(v: Buffer, cpus: number): FlowCounts | null {
     if (syn || (!portsFromSyn && out.clientPort === 0)) {
       out.clientPort = v.readUInt16LE(at + 32);
       out.serverPort = v.readUInt16LE(at + 34);
+      out.mappedPort = v.readUInt16LE(at + 38);
       portsFromSyn ||= syn;
     }
   }
