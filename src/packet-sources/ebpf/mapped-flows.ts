@@ -33,6 +33,11 @@ function keyOf(f: MappedFlowRef, src: number, dst: number): Buffer {
   return k;
 }
 
+/** The key of the flow's record in the program's flows map (the server side's ports, low then high). */
+function flowKeyOf(f: MappedFlowRef): Buffer {
+  return keyOf(f, Math.min(f.clientPort, f.serverPort), Math.max(f.clientPort, f.serverPort));
+}
+
 function valueOf(f: MappedFlowRef, src: number, dst: number): Buffer {
   const v = Buffer.alloc(VALUE_BYTES);
   v.writeUInt16LE(src, 0);
@@ -74,6 +79,9 @@ export class KernelMappedFlowCache implements MappedFlowCache {
   install(f: MappedFlowRef): boolean {
     const b = libbpf();
     const entries = entriesOf(f);
+    // The kernel's flow record under this key, if any, is of an earlier conversation (this one's packets all took the
+    // user-space path so far): a new one on the same ports starts afresh, as in engine/flow-table.ts.
+    b.remove(this.flowsFd, flowKeyOf(f));
     try {
       for (const [k, v] of entries) b.update(this.fd, k, v, BPF_ANY);
       return true;
@@ -99,7 +107,7 @@ export class KernelMappedFlowCache implements MappedFlowCache {
    *  so the flows view (and the record's idle limit) says what it does for a flow the user-space path ended. */
   private closeFlowRecord(f: MappedFlowRef): void {
     const b = libbpf();
-    const key = keyOf(f, Math.min(f.clientPort, f.serverPort), Math.max(f.clientPort, f.serverPort));
+    const key = flowKeyOf(f);
     const value = Buffer.alloc(FLOW_VALUE_BYTES * b.possibleCpus());
     if (!b.lookup(this.flowsFd, key, value)) return;
     for (let at = 0; at < value.length; at += FLOW_VALUE_BYTES) {

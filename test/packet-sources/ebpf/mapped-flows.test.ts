@@ -117,6 +117,27 @@ describe('ebpf backend: port-mapped flows rewritten in the kernel', { timeout: 6
     }
   });
 
+  test('an RST ends a cached flow (closed in flows); a new connection on the same ports is mapped afresh', async () => {
+    const local = 47123;
+    const reset = await peers(t.a, ['reset', R4, String(TCP_P), String(local)]);
+    assert.equal(reset.ok, true, JSON.stringify(reset));
+    await servers.next((o) => o.tick === 'reset-me' && o.peerPort === local);
+    const flowsOf = async () => ((await engine!.cli(['flows'])).json.flows as Flow[]).filter(
+      (f) => f.protocol === 'tcp' && f.reflectAddress === R4 && f.clientPort === local,
+    );
+    const ended = await flowsOf();
+    assert.deepEqual(ended.map((f) => [f.serverPort, f.mappedFromPort, f.state]), [[TCP_T, TCP_P, 'closed']]);
+    // The same four-tuple again: the SYN on a finished flow starts a new mapped flow, handed to the kernel anew.
+    const rxBefore = await peerRxPackets(t.a);
+    const r = await peers(t.a, ['bulk', R4, String(TCP_P), String(4 << 20), String(4 << 20), String(local)]);
+    assert.equal(r.downloadOk, true, JSON.stringify(r));
+    assert.equal((r.server as { sha256: string }).sha256, r.sentSha256);
+    assert.ok((await peerRxPackets(t.a)) - rxBefore <= 12, 'the new connection was not handed to the kernel');
+    const again = await flowsOf();
+    assert.equal(again.length, 1, JSON.stringify(again));
+    assert.ok(again[0].bytes >= 8 << 20 && again[0].bytes < (8 << 20) * 1.1, JSON.stringify(again));
+  });
+
   test('removing the map under traffic: no segment sent after the removal reaches the mapped server', async () => {
     const args = ['--import', 'tsx', PEERS, 'ticks', R4, String(TCP_P), '40', '150'];
     const ticks = t.a.run(node, args, { timeoutMs: 60_000 });
