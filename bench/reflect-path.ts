@@ -3,16 +3,17 @@
  * address (the kernel's loopback path, the baseline), once through a minimal C loop on a TUN device (the design's
  * limit on this machine: bench/tun-c-loop.c), once through a reflect address served by the real
  * `retroflect run --backend tun` (out into the TUN, through the worker loop and the Dataplane, back in), and once
- * through `retroflect run --backend ebpf` (reflected by the tc program in the kernel, no copy). One engine runs per
- * host (namespace), so the ebpf engine has a second topology of its own; its servers and client are the same.
+ * through `retroflect run --backend ebpf` (reflected by the tc program in the kernel, no copy); both engines also
+ * through a port-mapped address (MAPPED_ADDRESS). One engine runs per host (namespace), so the ebpf engine has a
+ * second topology of its own; its servers and client are the same.
  *
- * All three paths are live at the same time (each on its own address), so rounds can alternate between them
+ * All paths are live at the same time (each on its own address), so rounds can alternate between them
  * cheaply: this machine is shared and its speed drifts by tens of percent within a minute, so only numbers taken
  * close together are compared. Reported: the median of each path's rounds, and each path's ratio to direct.
  *  - throughput: single-stream TCP (iperf3), `THROUGHPUT_ROUNDS` rounds of direct → C loop → engine;
  *  - latency: ping-pong one-way latency (sockperf, UDP and TCP), `LATENCY_ROUNDS` rounds of direct → engine.
  * Needs root, iperf3, sockperf and gcc (without gcc the C loop is skipped); everything happens inside namespaces
- * created and removed here. Takes about 50 s.
+ * created and removed here. Takes about a minute.
  *
  * What to expect on the shared 2-core VM this was built on (see bench/README.md): the C loop and
  * the engine are both bound by the two extra copies a TUN device costs per byte (read out, write back in), so both
@@ -46,7 +47,7 @@ const C_LOOP_DEVICE = 'rflctc';
 const C_LOOP_SOURCE = 'bench/tun-c-loop.c';
 const C_LOOP_BINARY = '.tmp/tun-c-loop';
 
-type PathName = 'direct' | 'c-loop' | 'engine' | 'engine-mapped' | 'ebpf';
+type PathName = 'direct' | 'c-loop' | 'engine' | 'engine-mapped' | 'ebpf' | 'ebpf-mapped';
 /** Where a path's client runs and what it connects to. */
 type PathTarget = { ns: NetNs; host: string };
 /** The ebpf engine's reflect address (in its own topology) and device. */
@@ -54,13 +55,15 @@ const EBPF_ADDRESS = '192.0.2.1';
 const EBPF_DEVICE = 'rflcte';
 
 /**
- * A second reflect address on the same engine whose ports are mapped onto the servers' (5202=5201/tcp,
- * 11113=11111/udp, 11114=11112/tcp): every packet of its runs is rewritten in both directions (engine/port-mapper.ts),
- * so engine-mapped/engine is what port mapping costs the reflect path.
+ * A second reflect address on each engine whose ports are mapped onto the servers' (5202=5201/tcp,
+ * 11113=11111/udp, 11114=11112/tcp): every packet of its runs is rewritten in both directions — by the worker's
+ * data plane on TUN (engine/port-mapper.ts), by the tc program once the server has answered on ebpf (mapped_flows) —
+ * so engine-mapped/engine and ebpf-mapped/ebpf are what port mapping costs each reflect path.
  */
 const MAPPED_ADDRESS = '192.0.2.3';
 const MAPPED_PORT_OFFSET = 1;
-const mappedPort = (p: PathName, port: number): number => (p === 'engine-mapped' ? port + MAPPED_PORT_OFFSET : port);
+const MAPPED_PATHS: readonly PathName[] = ['engine-mapped', 'ebpf-mapped'];
+const mappedPort = (p: PathName, port: number): number => (MAPPED_PATHS.includes(p) ? port + MAPPED_PORT_OFFSET : port);
 
 async function iperf(ns: NetNs, host: string, port = IPERF_PORT): Promise<number> {
   const r = await ns.run(
@@ -168,6 +171,13 @@ async function measure(hosts: Partial<Record<PathName, PathTarget>>): Promise<Be
       note: 'aim ≥ 0.9',
     });
   }
+  if (tput['ebpf-mapped'] && tput.ebpf) {
+    out.push({
+      name: 'reflect-path ebpf-mapped/ebpf: TCP throughput ratio (port map cost in the kernel)',
+      value: round(tput['ebpf-mapped'] / tput.ebpf),
+      unit: 'x',
+    });
+  }
 
   const latencyPaths = paths.filter((p) => p !== 'c-loop');
   for (const tcp of [false, true]) {
@@ -226,22 +236,11 @@ export async function run(): Promise<BenchResult[]> {
       `${SOCKPERF_UDP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_UDP_PORT}/udp`,
       `${SOCKPERF_TCP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_TCP_PORT}/tcp`,
     ];
-    const add = await t.a.run(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'src/cli/main.ts',
-        'address',
-        'add',
-        MAPPED_ADDRESS,
-        ...maps.flatMap((m) => ['--map', m]),
-        '--temporary',
-        '--pipe',
-        pipe,
-      ],
-    );
-    if (add.code !== 0) throw new Error(`adding the mapped address failed: ${add.stderr}`);
+    for (const [ns, socket] of [[t.a, pipe], [t2.a, join(pipeDir, 'ebpf.sock')]] as const) {
+      const args = ['address', 'add', MAPPED_ADDRESS, ...maps.flatMap((m) => ['--map', m]), '--temporary'];
+      const add = await ns.run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--pipe', socket]);
+      if (add.code !== 0) throw new Error(`adding the mapped address failed: ${add.stderr}`);
+    }
     const at = (host: string): PathTarget => ({ ns: t.a, host });
     out.push(
       ...(await measure({
@@ -250,6 +249,7 @@ export async function run(): Promise<BenchResult[]> {
         engine: at(ENGINE_ADDRESS),
         'engine-mapped': at(MAPPED_ADDRESS),
         ebpf: { ns: t2.a, host: EBPF_ADDRESS },
+        'ebpf-mapped': { ns: t2.a, host: MAPPED_ADDRESS },
       })),
     );
   } finally {
