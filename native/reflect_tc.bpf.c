@@ -7,15 +7,16 @@
 // the engine's packet socket reads it and the TypeScript data plane decides, counts and re-injects it exactly as for
 // the TUN backend): not to a reflect address, malformed or truncated, IPv4 fragments, IPv6 extension headers,
 // protocols other than TCP/UDP/ICMP/ICMPv6, addresses with port allow lists, and on addresses with port maps the
-// packets those maps may concern (REFLECT_PORT_MAPS). While a capture runs, a packet it reflects
-// that some capture might want (a union of the captures' filters) is also copied, up to the longest snap length, into
-// a BPF ring buffer; the engine's worker reads it (src/packet-sources/ebpf/ring-buffer.ts) and offers it to the taps,
+// packets those maps may concern (REFLECT_PORT_MAPS) unless they belong to a mapped flow the user-space mapper has
+// handed to the kernel (mapped_flows: then the program also rewrites the port, with an incremental checksum update).
+// While a capture runs, a packet it reflects that some capture might want (a union of the captures' filters) is also
+// copied, up to the longest snap length, into a BPF ring buffer; the engine's worker reads it (src/packet-sources/ebpf/ring-buffer.ts) and offers it to the taps,
 // which match each one exactly. With no capture that costs one (inlined) array lookup per packet.
 // ICMP/ICMPv6 errors are reflected here with the packet they carry (its addresses swapped too, as packet/icmp-error.ts
 // does): the client's socket recognises the error by that packet, which must read as the client sent it.
 // Keeping those in one place (the user-space data plane) is what keeps counters and verdicts meaning the same.
 //
-// Map layouts are mirrored in src/packet-sources/ebpf/maps.ts; change both together.
+// Map layouts are mirrored in src/packet-sources/ebpf/maps.ts (mapped_flows' in mapped-flows.ts); change both together.
 
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -36,8 +37,9 @@
 
 // reflect_value.flags. REFLECT_USER_PATH: every packet to this address goes to the user-space data plane (it has a
 // port allow list: packet/allowed-ports.ts). REFLECT_PORT_MAPS: it has port maps; a TCP/UDP packet with a port some
-// map names (port_roles) and every ICMP error go to the user-space data plane, where engine/port-mapper.ts keeps the
-// mapped flows; the rest is reflected here. A flow's ports are the same both ways, so a conversation never splits.
+// map names (port_roles) goes to the user-space data plane, where engine/port-mapper.ts keeps the mapped flows,
+// unless its flow is in mapped_flows (then it is rewritten and reflected here), and so does every ICMP error; the
+// rest is reflected here. A flow's ports are the same both ways, so a flow no map names never splits.
 #define REFLECT_USER_PATH 1
 #define REFLECT_PORT_MAPS 2
 
