@@ -10,8 +10,9 @@
 // packets those maps may concern (REFLECT_PORT_MAPS) unless they belong to a mapped flow the user-space mapper has
 // handed to the kernel (mapped_flows: then the program also rewrites the port, with an incremental checksum update).
 // While a capture runs, a packet it reflects that some capture might want (a union of the captures' filters) is also
-// copied, up to the longest snap length, into a BPF ring buffer; the engine's worker reads it (src/packet-sources/ebpf/ring-buffer.ts) and offers it to the taps,
-// which match each one exactly. With no capture that costs one (inlined) array lookup per packet.
+// copied, up to the longest snap length, into a BPF ring buffer; the engine's worker reads it
+// (src/packet-sources/ebpf/ring-buffer.ts) and offers it to the taps, which match each one exactly. With no capture
+// that costs one (inlined) array lookup per packet.
 // ICMP/ICMPv6 errors are reflected here with the packet they carry (its addresses swapped too, as packet/icmp-error.ts
 // does): the client's socket recognises the error by that packet, which must read as the client sent it.
 // Keeping those in one place (the user-space data plane) is what keeps counters and verdicts meaning the same.
