@@ -79,10 +79,10 @@ export class KernelMappedFlowCache implements MappedFlowCache {
   install(f: MappedFlowRef): boolean {
     const b = libbpf();
     const entries = entriesOf(f);
-    // The kernel's flow record under this key, if any, is of an earlier conversation (this one's packets all took the
-    // user-space path so far): a new one on the same ports starts afresh, as in engine/flow-table.ts.
-    b.remove(this.flowsFd, flowKeyOf(f));
     try {
+      // The kernel's flow record under this key, if any, is of an earlier conversation (this one's packets all took
+      // the user-space path so far): a new one on the same ports starts afresh, as in engine/flow-table.ts.
+      b.remove(this.flowsFd, flowKeyOf(f));
       for (const [k, v] of entries) b.update(this.fd, k, v, BPF_ANY);
       return true;
     } catch {
@@ -94,7 +94,8 @@ export class KernelMappedFlowCache implements MappedFlowCache {
 
   remove(f: MappedFlowRef, ended: boolean): void {
     const b = libbpf();
-    // Deleting a key of a valid map fails only when it is absent (not an error); the mapper's hot path never throws.
+    // Deleting a key of a valid map fails only when it is absent (not an error). Were it to fail otherwise, the throw
+    // stops the worker and so the engine, which removes the program with its device: never a stale rewrite.
     for (const [k] of entriesOf(f)) b.remove(this.fd, k);
     try {
       if (ended) this.closeFlowRecord(f);
@@ -120,7 +121,11 @@ export class KernelMappedFlowCache implements MappedFlowCache {
     const b = libbpf();
     let last = 0n;
     for (const [k] of entriesOf(f)) {
-      if (!b.lookup(this.fd, k, this.value)) continue; // absent: never installed, or deleted by the main thread
+      try {
+        if (!b.lookup(this.fd, k, this.value)) continue; // absent: never installed, or deleted by the main thread
+      } catch {
+        continue; // unreadable: no kernel time, so the flow's own decides (and it is taken back when idle)
+      }
       const ns = this.value.readBigUInt64LE(VALUE_LAST_NS);
       if (ns > last) last = ns;
     }
