@@ -242,7 +242,8 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         used.add(slot);
         this.slots.set(address, slot);
       }
-      // Port allow lists are the data plane's (packet/allowed-ports.ts), and so are mapped flows (port-mapper.ts).
+      // Port allow lists are the data plane's (packet/allowed-ports.ts), and so are mapped flows (port-mapper.ts, which
+      // hands answered ones to the program: mapped-flows.ts).
       const flags =
         allowListsFor(cfg, address).ports !== undefined
           ? REFLECT_USER_PATH

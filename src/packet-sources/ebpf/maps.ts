@@ -30,8 +30,9 @@ export type KernelStatsProtocol = (typeof KERNEL_STATS_PROTOCOLS)[number];
 
 /** reflect_value.flags: every packet to the address takes the user-space path (it has a port allow list). */
 export const REFLECT_USER_PATH = 1;
-/** reflect_value.flags: the address has port maps; packets with a port in port_roles (and ICMP errors) take the
- *  user-space path (engine/port-mapper.ts), the rest stays in the kernel. */
+/** reflect_value.flags: the address has port maps; packets with a port in port_roles take the user-space path
+ *  (engine/port-mapper.ts) unless their flow is in mapped_flows (mapped-flows.ts), and so do ICMP errors; the rest
+ *  stays in the kernel. */
 export const REFLECT_PORT_MAPS = 2;
 
 /** port_roles index of a port: TCP ports first, then UDP (as the program computes it). */
@@ -85,8 +86,9 @@ const FLOW_CLOSED = 2;
 
 /**
  * One flow from its per-CPU copies (see flow_value in the program): first seen the earliest, last seen the latest,
- * packets and bytes summed, ports from a copy that saw the SYN (else any), closed if any copy saw the end after
- * the latest SYN. Copies with no packets are CPUs that never handled the flow. Null when no copy has any.
+ * packets and bytes summed, ports from a copy that saw the SYN or a mapped flow's entry (else any), closed if any
+ * copy saw the end after the latest SYN. Copies with no packets are CPUs that never handled the flow. Null when no
+ * copy has any.
  */
 type FlowCounts = Omit<FlowEntry, 'family' | 'protocol' | 'reflectAddress' | 'localAddress'>;
 
