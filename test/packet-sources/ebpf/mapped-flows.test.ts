@@ -8,7 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { createTopology, JsonLines, type NetNs, type Topology } from '../../helpers/netns.ts';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
 import { ENGINE_DEVICE, privateDir, removeDir, startEngine, type EngineHandle } from '../../helpers/engine.ts';
 
 const PEERS = 'test/packet-sources/ebpf/fixtures/mapped-peers.ts';
@@ -136,6 +138,35 @@ describe('ebpf backend: port-mapped flows rewritten in the kernel', { timeout: 6
     const again = await flowsOf();
     assert.equal(again.length, 1, JSON.stringify(again));
     assert.ok(again[0].bytes >= 8 << 20 && again[0].bytes < (8 << 20) * 1.1, JSON.stringify(again));
+  });
+
+  test('a capture of the target port gets a mapped flow's kernel-rewritten packets, as reflected', async () => {
+    const file = join(dir, 'mapped.pcapng');
+    const args = ['capture', '-w', file, '--pipe', engine!.pipe, '--port', String(TCP_T), '--duration', '60s'];
+    const capture = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', ...args]);
+    let captureErr = '';
+    capture.stderr!.on('data', (d: Buffer) => (captureErr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => capture.once('exit', (code) => resolve(code)));
+    await waitFor('the pcapng header', () => existsSync(file) && statSync(file).size > 0, 20_000);
+    await new Promise((res) => setTimeout(res, 500)); // the kernel takes the capture up just after the header
+    const rxBefore = await peerRxPackets(t.a);
+    const r = await peers(t.a, ['bulk', R4, String(TCP_P), String(1 << 20), String(1 << 20)]);
+    assert.equal(r.downloadOk, true, JSON.stringify(r));
+    assert.ok((await peerRxPackets(t.a)) - rxBefore <= 12, 'the transfer was not handed to the kernel');
+    await new Promise((res) => setTimeout(res, 300));
+    capture.kill('SIGINT');
+    assert.equal(await exited, 0, captureErr);
+    const fields = ['ip.src', 'tcp.srcport', 'ip.dst', 'tcp.dstport', 'tcp.flags.syn', 'frame.comment'];
+    const shark = await run('tshark', ['-r', file, '-T', 'fields', ...fields.flatMap((f) => ['-e', f])]);
+    assert.equal(shark.code, 0, shark.stderr);
+    const rows = shark.stdout.trim().split('\n').map((line) => line.split('\t'));
+    // As reflected: the client's packets arrive from R:c at the server's L:T, the server's from R:P at L:c.
+    const toServer = rows.filter((x) => x[0] === R4 && x[1] === String(r.local) && x[3] === String(TCP_T));
+    const toClient = rows.filter((x) => x[0] === R4 && x[1] === String(TCP_P) && x[3] === String(r.local));
+    assert.equal(toServer.length + toClient.length, rows.length, shark.stdout.slice(0, 2000));
+    // Most of them came from the kernel's ring (the SYNs from the user-space path), all marked reflected.
+    assert.ok(toServer.length >= 10 && toClient.length >= 10, `${toServer.length} / ${toClient.length}`);
+    assert.ok(rows.every((x) => /reflected/.test(x[5])), shark.stdout.slice(0, 2000));
   });
 
   test('removing the map under traffic: no segment sent after the removal reaches the mapped server', async () => {
