@@ -4,7 +4,8 @@
  * whose packet socket sits on the veth peer — so the peer's receive counter is the honest observable of which path
  * a packet took. Against the real `retroflect run --backend ebpf` in a namespace, real TCP and UDP sockets: data
  * verified both ways by hash, one flow per conversation in `flows`, FIN/RST still ending the flow, ICMP errors about
- * a cached flow still carrying the mapped port, and a map removed under traffic stopping the rewrite at once.
+ * a cached flow still carrying the mapped port, captures getting the kernel's rewritten packets, and a map removed
+ * under traffic stopping the rewrite at once.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -140,7 +141,7 @@ describe('ebpf backend: port-mapped flows rewritten in the kernel', { timeout: 6
     assert.ok(again[0].bytes >= 8 << 20 && again[0].bytes < (8 << 20) * 1.1, JSON.stringify(again));
   });
 
-  test('a capture of the target port gets a mapped flow's kernel-rewritten packets, as reflected', async () => {
+  test('a capture of the target port gets the kernel-rewritten packets of a mapped flow, as reflected', async () => {
     const file = join(dir, 'mapped.pcapng');
     const args = ['capture', '-w', file, '--pipe', engine!.pipe, '--port', String(TCP_T), '--duration', '60s'];
     const capture = t.a.spawn(node, ['--import', 'tsx', 'src/cli/main.ts', ...args]);
