@@ -12,9 +12,8 @@
  * Not measured here: the redirect itself, the stack's work around it, and cross-CPU effects (one CPU runs every
  * repeat). Needs root and a kernel that loads the program. Takes a few seconds.
  */
-import koffi from 'koffi';
 import type { BenchResult } from './types.ts';
-import { libbpf, LIBBPF_SONAME } from '../src/packet-sources/ebpf/libbpf.ts';
+import { libbpf } from '../src/packet-sources/ebpf/libbpf.ts';
 import { closeProgram, loadProgram } from '../src/packet-sources/ebpf/program.ts';
 import { KernelMaps, REFLECT_PORT_LIST, writeCaptureInterest } from '../src/packet-sources/ebpf/maps.ts';
 import type { CaptureInterest } from '../src/packet/capture-interest.ts';
@@ -26,15 +25,6 @@ const REPEAT = 1_000_000;
 const REPEAT_COPYING = 5_000;
 const PAYLOAD = 1400;
 const TC_ACT_REDIRECT = 7;
-/** `struct bpf_test_run_opts` (libbpf 1.x): 80 bytes; offsets of the fields used. */
-const OPTS_SIZE = 80;
-const OPT_DATA_IN = 8;
-const OPT_DATA_OUT = 16;
-const OPT_SIZE_IN = 24;
-const OPT_SIZE_OUT = 28;
-const OPT_RETVAL = 56;
-const OPT_REPEAT = 60;
-const OPT_DURATION = 64;
 
 type Case = 'capture off' | 'capture matching nothing' | 'capture of every packet (snap 256)' | 'port lists (allowed)';
 const MATCHING_NOTHING: CaptureInterest = { reflected: true, protocols: 7, addresses: null, ports: [1], snaplen: 256 };
@@ -65,7 +55,6 @@ function tcpFrame(): Buffer {
 }
 
 export async function run(): Promise<BenchResult[]> {
-  const testRun = koffi.load(LIBBPF_SONAME).func('int bpf_prog_test_run_opts(int fd, void *opts)');
   const b = libbpf();
   const program = loadProgram();
   try {
@@ -89,20 +78,10 @@ export async function run(): Promise<BenchResult[]> {
     const ring = b.openRingBuffer(program.mapFds.captureRing, () => undefined);
     const frame = tcpFrame();
     const out = Buffer.alloc(frame.length + 64);
-    const opts = Buffer.alloc(OPTS_SIZE);
     const once = (repeat: number): number => {
-      opts.fill(0);
-      opts.writeBigUInt64LE(BigInt(OPTS_SIZE), 0);
-      opts.writeBigUInt64LE(koffi.address(frame) as bigint, OPT_DATA_IN);
-      opts.writeBigUInt64LE(koffi.address(out) as bigint, OPT_DATA_OUT);
-      opts.writeUInt32LE(frame.length, OPT_SIZE_IN);
-      opts.writeUInt32LE(out.length, OPT_SIZE_OUT);
-      opts.writeInt32LE(repeat, OPT_REPEAT);
-      const err = testRun(program.programFd, opts) as number;
-      if (err !== 0) throw new Error(`bpf_prog_test_run_opts failed (${err})`);
-      const verdict = opts.readUInt32LE(OPT_RETVAL);
+      const { verdict, durationNs } = b.testRun(program.programFd, frame, out, repeat);
       if (verdict !== TC_ACT_REDIRECT) throw new Error(`the program did not reflect the packet (verdict ${verdict})`);
-      return opts.readUInt32LE(OPT_DURATION);
+      return durationNs;
     };
     const samples = new Map<Case, number[]>(CASES.map(([c]) => [c, []]));
     for (let round = 0; round < ROUNDS; round++) {

@@ -5,7 +5,7 @@
  * `retroflect run --backend tun` (out into the TUN, through the worker loop and the Dataplane, back in), and once
  * through `retroflect run --backend ebpf` (reflected by the tc program in the kernel, no copy). One engine runs per
  * host (namespace), so the ebpf engine has a second topology of its own; its servers and client are the same. Each
- * engine also serves an address with port maps (TUN only) and one with allow lists (see LISTED_ADDRESS).
+ * engine also serves an address with port maps (MAPPED_ADDRESS) and one with allow lists (see LISTED_ADDRESS).
  *
  * All paths are live at the same time (each on its own address), so rounds can alternate between them
  * cheaply: this machine is shared and its speed drifts by tens of percent within a minute, so only numbers taken
@@ -47,7 +47,8 @@ const C_LOOP_DEVICE = 'rflctc';
 const C_LOOP_SOURCE = 'bench/tun-c-loop.c';
 const C_LOOP_BINARY = '.tmp/tun-c-loop';
 
-type PathName = 'direct' | 'c-loop' | 'engine' | 'engine-mapped' | 'engine-listed' | 'ebpf' | 'ebpf-listed';
+type PathName =
+  | 'direct' | 'c-loop' | 'engine' | 'engine-mapped' | 'engine-listed' | 'ebpf' | 'ebpf-mapped' | 'ebpf-listed';
 /** Where a path's client runs and what it connects to. */
 type PathTarget = { ns: NetNs; host: string };
 /** The ebpf engine's reflect address (in its own topology) and device. */
@@ -55,13 +56,15 @@ const EBPF_ADDRESS = '192.0.2.1';
 const EBPF_DEVICE = 'rflcte';
 
 /**
- * A second reflect address on the same engine whose ports are mapped onto the servers' (5202=5201/tcp,
- * 11113=11111/udp, 11114=11112/tcp): every packet of its runs is rewritten in both directions (engine/port-mapper.ts),
- * so engine-mapped/engine is what port mapping costs the reflect path.
+ * A second reflect address on each engine whose ports are mapped onto the servers' (5202=5201/tcp,
+ * 11113=11111/udp, 11114=11112/tcp): every packet of its runs is rewritten in both directions — by the worker's
+ * data plane on TUN (engine/port-mapper.ts), by the tc program once the server has answered on ebpf (mapped_flows) —
+ * so engine-mapped/engine and ebpf-mapped/ebpf are what port mapping costs each reflect path.
  */
 const MAPPED_ADDRESS = '192.0.2.3';
 const MAPPED_PORT_OFFSET = 1;
-const mappedPort = (p: PathName, port: number): number => (p === 'engine-mapped' ? port + MAPPED_PORT_OFFSET : port);
+const MAPPED_PATHS: readonly PathName[] = ['engine-mapped', 'ebpf-mapped'];
+const mappedPort = (p: PathName, port: number): number => (MAPPED_PATHS.includes(p) ? port + MAPPED_PORT_OFFSET : port);
 
 /**
  * A further reflect address on each engine with allow lists (issue 23): a port list naming the servers' ports and a
@@ -188,6 +191,13 @@ async function measure(hosts: Partial<Record<PathName, PathTarget>>): Promise<Be
       note: 'aim ≥ 0.9',
     });
   }
+  if (tput['ebpf-mapped'] && tput.ebpf) {
+    out.push({
+      name: 'reflect-path ebpf-mapped/ebpf: TCP throughput ratio (port map cost in the kernel)',
+      value: round(tput['ebpf-mapped'] / tput.ebpf),
+      unit: 'x',
+    });
+  }
 
   const latencyPaths = paths.filter((p) => p !== 'c-loop');
   for (const tcp of [false, true]) {
@@ -260,7 +270,9 @@ export async function run(): Promise<BenchResult[]> {
       const add = await ns.run(process.execPath, cli);
       if (add.code !== 0) throw new Error(`adding the ${what} failed: ${add.stderr}`);
     };
-    await addAddress(t.a, pipe, [MAPPED_ADDRESS, ...maps.flatMap((m) => ['--map', m])], 'mapped address');
+    const mapArgs = [MAPPED_ADDRESS, ...maps.flatMap((m) => ['--map', m])];
+    await addAddress(t.a, pipe, mapArgs, 'mapped address (tun)');
+    await addAddress(t2.a, ebpfPipe, mapArgs, 'mapped address (ebpf)');
     await addAddress(t.a, pipe, [LISTED_ADDRESS, ...LISTS], 'listed address (tun)');
     await addAddress(t2.a, ebpfPipe, [LISTED_ADDRESS, ...LISTS], 'listed address (ebpf)');
     const at = (host: string): PathTarget => ({ ns: t.a, host });
@@ -273,6 +285,7 @@ export async function run(): Promise<BenchResult[]> {
         'engine-listed': at(LISTED_ADDRESS),
         ebpf: { ns: t2.a, host: EBPF_ADDRESS },
         'ebpf-listed': { ns: t2.a, host: LISTED_ADDRESS },
+        'ebpf-mapped': { ns: t2.a, host: MAPPED_ADDRESS },
       })),
     );
   } finally {

@@ -7,16 +7,18 @@
 // the engine's packet socket reads it and the TypeScript data plane decides, counts and re-injects it exactly as for
 // the TUN backend): not to a reflect address, malformed or truncated, IPv4 fragments, IPv6 extension headers,
 // protocols other than TCP/UDP/ICMP/ICMPv6, on addresses with a port allow list the TCP/UDP packets that list does not
-// allow (REFLECT_PORT_LIST: user space refuses them), and on addresses with port maps the
-// packets those maps may concern (REFLECT_PORT_MAPS). While a capture runs, a packet it reflects
-// that some capture might want (a union of the captures' filters) is also copied, up to the longest snap length, into
-// a BPF ring buffer; the engine's worker reads it (src/packet-sources/ebpf/ring-buffer.ts) and offers it to the taps,
-// which match each one exactly. With no capture that costs one (inlined) array lookup per packet.
+// allow (REFLECT_PORT_LIST: user space refuses them), and on addresses with port maps the packets those maps may
+// concern (REFLECT_PORT_MAPS) unless they belong to a mapped flow the user-space mapper has handed to the kernel
+// (mapped_flows: then the program also rewrites the port, with an incremental checksum update).
+// While a capture runs, a packet it reflects that some capture might want (a union of the captures' filters) is also
+// copied, up to the longest snap length, into a BPF ring buffer; the engine's worker reads it
+// (src/packet-sources/ebpf/ring-buffer.ts) and offers it to the taps, which match each one exactly. With no capture
+// that costs one (inlined) array lookup per packet.
 // ICMP/ICMPv6 errors are reflected here with the packet they carry (its addresses swapped too, as packet/icmp-error.ts
 // does): the client's socket recognises the error by that packet, which must read as the client sent it.
 // Keeping those in one place (the user-space data plane) is what keeps counters and verdicts meaning the same.
 //
-// Map layouts are mirrored in src/packet-sources/ebpf/maps.ts; change both together.
+// Map layouts are mirrored in src/packet-sources/ebpf/maps.ts (mapped_flows' in mapped-flows.ts); change both together.
 
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -37,9 +39,10 @@
 
 // reflect_value.flags. REFLECT_PORT_LIST: it has a port allow list (allowed_ports); a TCP/UDP packet the list does not
 // allow goes to the user-space data plane, which refuses it (port_list_refuses). REFLECT_PORT_MAPS: it has port maps;
-// a TCP/UDP packet with a port some map names (port_roles) and every ICMP error go to the user-space data plane, where
-// engine/port-mapper.ts keeps the mapped flows; the rest is reflected here. A flow's ports are the same both ways, so
-// a conversation never splits.
+// a TCP/UDP packet with a port some map names (port_roles) goes to the user-space data plane, where
+// engine/port-mapper.ts keeps the mapped flows, unless its flow is in mapped_flows (then it is rewritten and
+// reflected here), and so does every ICMP error; the rest is reflected here. A flow's ports are the same both ways,
+// so a flow no map names never splits.
 #define REFLECT_PORT_LIST 1
 #define REFLECT_PORT_MAPS 2
 
@@ -135,8 +138,8 @@ struct flow_value {
 	__u16 client_port;
 	__u16 server_port;
 	__u8 state;    // FLOW_*
-	__u8 syn_seen; // this copy saw the opening SYN: its ports say who is the client
-	__u16 pad;
+	__u8 syn_seen; // this copy saw the opening SYN (or a cached mapped flow's entry): its ports say who is the client
+	__u16 mapped_port; // a port-mapped flow: the port the client used (engine/flow-table.ts mappedFrom); else 0
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
@@ -144,6 +147,37 @@ struct {
 	__type(key, struct flow_key);
 	__type(value, struct flow_value);
 } flows SEC(".maps");
+
+// Port-mapped flows the user-space mapper (engine/port-mapper.ts) handed to the kernel: a cache of its decisions,
+// never a second authority. The mapper alone creates, ends and forgets mapped flows; it adds a flow's two entries
+// (one per direction) only once the server has answered (so its eviction, which takes unanswered flows only, never
+// meets a cached flow) and deletes them whenever it forgets the flow (finished, idle, its map or address removed).
+// Keyed by the packet as this host sends it: the client's L:c -> R:P and the server's L:T -> R:c.
+struct mapped_key {
+	__u8 family;
+	__u8 protocol;
+	__u16 src_port; // host order
+	__u16 dst_port;
+	__u16 pad;
+	__u8 reflect[16];
+	__u8 local[16];
+};
+struct mapped_value {
+	__u16 src_port;    // the ports the packet leaves with (host order): one of them differs from the key's
+	__u16 dst_port;
+	__u16 client_port; // the flow as the local server sees it (c, T) and the port the client used (P)
+	__u16 server_port;
+	__u16 mapped_port;
+	__u16 pad;
+	__u32 pad2;
+	__u64 last_ns; // bpf_ktime_get_coarse_ns when the program last rewrote a packet by this entry (0: never)
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct mapped_key);
+	__type(value, struct mapped_value);
+} mapped_flows SEC(".maps");
 
 // Settings the engine changes live. An array lookup is inlined by the verifier: no helper call per packet.
 // While captures run, a reflected packet some capture might want is copied into the capture ring: wanted = reflected
@@ -288,7 +322,18 @@ static __always_inline void count(__u32 slot, __u32 proto, __u64 bytes)
 	}
 }
 
-static __always_inline void record_flow(struct flow_key *key, __u16 sport, __u16 dport, __u8 tcp_flags, __u64 bytes)
+static __always_inline void record_mapped(struct flow_value *f, struct mapped_value *m)
+{
+	f->client_port = m->client_port;
+	f->server_port = m->server_port;
+	f->mapped_port = m->mapped_port;
+	f->syn_seen = 1;
+}
+
+// `m`: the packet belongs to a cached mapped flow (sport/dport are then the server side's, as the key's ports): its
+// ports and mapped port come from the entry, since the opening SYN that would name the client went to user space.
+static __always_inline void record_flow(struct flow_key *key, __u16 sport, __u16 dport, __u8 tcp_flags, __u64 bytes,
+					struct mapped_value *m)
 {
 	// The coarse clock (CLOCK_MONOTONIC at tick resolution, a few ms) is enough for a flow's ages and costs about
 	// 15% of the program's time less than the precise one (BPF_PROG_TEST_RUN: ~66 vs ~80 ns per packet).
@@ -310,6 +355,8 @@ static __always_inline void record_flow(struct flow_key *key, __u16 sport, __u16
 		}
 		if (ends)
 			f->state = FLOW_CLOSED;
+		if (m)
+			record_mapped(f, m);
 		return;
 	}
 	struct flow_value v = {
@@ -326,6 +373,8 @@ static __always_inline void record_flow(struct flow_key *key, __u16 sport, __u16
 		v.client_port = key->low_port;
 		v.server_port = 0;
 	}
+	if (m)
+		record_mapped(&v, m);
 	if (f) {
 		*f = v; // the entry exists (another CPU made it); this CPU's copy starts now
 		return;
@@ -448,6 +497,65 @@ static __always_inline int port_list_refuses(__u32 slot, __u8 proto, __u16 sport
 	return !port_allowed(slot, open + 1, sport);
 }
 
+// The cached mapped flow (mapped_flows) of a TCP/UDP packet on an address with port maps whose ports some map names;
+// NULL sends it to the user-space path: no entry, or a TCP segment with SYN, FIN or RST (the mapper sees every change
+// of a flow's state, and ends or restarts flows by them). A hit notes the time, for the mapper's idle expiry.
+static __always_inline struct mapped_value *mapped_flow(struct flow_key *key, __u16 sport, __u16 dport, __u8 tcp_flags)
+{
+	if (key->protocol == IPPROTO_TCP && (tcp_flags & 0x07))
+		return 0;
+	if (key->protocol != IPPROTO_TCP && key->protocol != IPPROTO_UDP)
+		return 0;
+	struct mapped_key k = {.family = key->family, .protocol = key->protocol, .src_port = sport, .dst_port = dport};
+	__builtin_memcpy(k.reflect, key->reflect, 16);
+	__builtin_memcpy(k.local, key->local, 16);
+	struct mapped_value *m = bpf_map_lookup_elem(&mapped_flows, &k);
+	if (!m)
+		return 0;
+	__u64 now = bpf_ktime_get_coarse_ns();
+	if (m->last_ns != now) // at most once per clock tick: the entry's cache line stays put between CPUs
+		m->last_ns = now;
+	return m;
+}
+
+// Set one port (at l4 + which: 0 source, 2 destination) from `from` to `to`. The checksum first, so a failure there
+// leaves the packet as it was (1: take the user-space path). bpf_l4_csum_replace without BPF_F_PSEUDO_HDR (a port is
+// data, not pseudo-header) updates a full checksum incrementally and leaves a partial (CHECKSUM_PARTIAL, offloaded)
+// one alone: that field holds the pseudo-header sum only and the port is summed later with the data. For UDP,
+// BPF_F_MARK_MANGLED_0 keeps a checksum 0 ("none") at 0 and writes a computed 0 as 0xffff, as packet/port-rewrite.ts
+// does. -1: the checksum changed but the port could not be written: the packet must be dropped.
+static __always_inline int rewrite_port(struct __sk_buff *skb, __u32 l4, __u8 proto, __u32 which, __u16 from, __u16 to)
+{
+	if (from == to)
+		return 0;
+	__u32 csum_at = l4 + (proto == IPPROTO_TCP ? 16 : 6);
+	__u64 flags = sizeof(__u16) | (proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
+	__be16 old_port = bpf_htons(from);
+	__be16 new_port = bpf_htons(to);
+	if (bpf_l4_csum_replace(skb, csum_at, old_port, new_port, flags) < 0)
+		return 1;
+	return bpf_skb_store_bytes(skb, l4 + which, &new_port, sizeof(new_port), 0) < 0 ? -1 : 0;
+}
+
+// Rewrite the packet's ports as its cached mapped flow says (transport header at byte l4 of the frame), and leave in
+// *dport, with *sport, the ports the flow table and the captures know the packet by: the server side's (as the
+// user-space mapper leaves ParsedPacket's: c -> T for the client's packets, T -> c for the server's), with the key's
+// ports to match. 0 done, 1 untouched (user-space path), -1 drop (see rewrite_port).
+static __always_inline int map_ports(struct __sk_buff *skb, __u32 l4, struct flow_key *key, __u16 *sport,
+				     __u16 *dport, struct mapped_value *m)
+{
+	int r = rewrite_port(skb, l4, key->protocol, 0, *sport, m->src_port);
+	if (r != 0)
+		return r;
+	r = rewrite_port(skb, l4, key->protocol, 2, *dport, m->dst_port);
+	if (r != 0)
+		return *sport != m->src_port ? -1 : r; // the source port was already rewritten: no way back
+	*dport = m->dst_port;
+	key->low_port = m->client_port < m->server_port ? m->client_port : m->server_port;
+	key->high_port = m->client_port < m->server_port ? m->server_port : m->client_port;
+	return 0;
+}
+
 // Make the first `need` bytes linear (and readable by direct access); < 0 when the packet is shorter or the pull
 // failed. The common packet already has them: one comparison.
 static __always_inline int linear(struct __sk_buff *skb, __u32 need)
@@ -471,9 +579,10 @@ static __always_inline __u32 transport_fixed(__u8 proto, int v6)
 
 // Everything after the packet is known to be reflected here: the flow, the counters, the capture copy, the redirect.
 static __always_inline int finish(struct __sk_buff *skb, struct settings *s, int wanted, __u32 slot,
-				  struct flow_key *key, __u16 sport, __u16 dport, __u8 tcp_flags, __u32 ip_len)
+				  struct flow_key *key, __u16 sport, __u16 dport, __u8 tcp_flags, __u32 ip_len,
+				  struct mapped_value *m)
 {
-	record_flow(key, sport, dport, tcp_flags, ip_len);
+	record_flow(key, sport, dport, tcp_flags, ip_len, m);
 	count(slot, stats_proto(key->protocol), ip_len);
 	if (wanted)
 		capture_copy(skb, s, key, sport, dport, ip_len);
@@ -520,12 +629,21 @@ static __always_inline int reflect_v4(struct __sk_buff *skb, struct settings *s)
 	key.family = 4;
 	key.protocol = proto;
 	int l4kind = read_transport((void *)ip + hlen, end, proto, ip_len - hlen, 0, &key, &sport, &dport, &tcp_flags);
-	if (l4kind == L4_PUNT || (has_maps && maps_concern(l4kind, proto, sport, dport)))
+	if (l4kind == L4_PUNT)
 		return TC_ACT_OK;
 	if ((r->flags & REFLECT_PORT_LIST) && port_list_refuses(slot, proto, sport, dport, tcp_flags))
 		return TC_ACT_OK;
 	__builtin_memcpy(key.reflect, &ip->daddr, 4);
 	__builtin_memcpy(key.local, &ip->saddr, 4);
+	struct mapped_value *m = 0;
+	if (has_maps && maps_concern(l4kind, proto, sport, dport)) {
+		m = mapped_flow(&key, sport, dport, tcp_flags);
+		if (!m)
+			return TC_ACT_OK;
+		int mapped = map_ports(skb, ETH_HLEN + hlen, &key, &sport, &dport, m);
+		if (mapped != 0)
+			return mapped > 0 ? TC_ACT_OK : TC_ACT_SHOT;
+	}
 	int wanted = s->capture && capture_wants(s, &key, sport, dport);
 	if (l4kind == L4_ICMP_ERROR && linear(skb, ETH_HLEN + hlen + ICMP_HEADER + sizeof(struct iphdr)) == 0) {
 		data = (void *)(long)skb->data;
@@ -536,11 +654,11 @@ static __always_inline int reflect_v4(struct __sk_buff *skb, struct settings *s)
 	end = (void *)(long)skb->data_end;
 	ip = data + ETH_HLEN;
 	if ((void *)(ip + 1) > end)
-		return TC_ACT_OK;
+		return m ? TC_ACT_SHOT : TC_ACT_OK; // (cannot happen: the header was there; never hand on a mapped half)
 	__u32 a = ip->saddr;
 	ip->saddr = ip->daddr;
 	ip->daddr = a;
-	return finish(skb, s, wanted, slot, &key, sport, dport, tcp_flags, ip_len);
+	return finish(skb, s, wanted, slot, &key, sport, dport, tcp_flags, ip_len, m);
 }
 
 static __always_inline int reflect_v6(struct __sk_buff *skb, struct settings *s)
@@ -578,12 +696,21 @@ static __always_inline int reflect_v6(struct __sk_buff *skb, struct settings *s)
 	key.family = 6;
 	key.protocol = proto;
 	int l4kind = read_transport(ip6 + 1, end, proto, ip_len - sizeof(*ip6), 1, &key, &sport, &dport, &tcp_flags);
-	if (l4kind == L4_PUNT || (has_maps && maps_concern(l4kind, proto, sport, dport)))
+	if (l4kind == L4_PUNT)
 		return TC_ACT_OK;
 	if ((r->flags & REFLECT_PORT_LIST) && port_list_refuses(slot, proto, sport, dport, tcp_flags))
 		return TC_ACT_OK;
 	__builtin_memcpy(key.reflect, &ip6->daddr, 16);
 	__builtin_memcpy(key.local, &ip6->saddr, 16);
+	struct mapped_value *m = 0;
+	if (has_maps && maps_concern(l4kind, proto, sport, dport)) {
+		m = mapped_flow(&key, sport, dport, tcp_flags);
+		if (!m)
+			return TC_ACT_OK;
+		int mapped = map_ports(skb, ETH_HLEN + sizeof(*ip6), &key, &sport, &dport, m);
+		if (mapped != 0)
+			return mapped > 0 ? TC_ACT_OK : TC_ACT_SHOT;
+	}
 	int wanted = s->capture && capture_wants(s, &key, sport, dport);
 	if (l4kind == L4_ICMP_ERROR && linear(skb, ETH_HLEN + 2 * sizeof(*ip6) + ICMP_HEADER) == 0) {
 		data = (void *)(long)skb->data;
@@ -594,11 +721,11 @@ static __always_inline int reflect_v6(struct __sk_buff *skb, struct settings *s)
 	end = (void *)(long)skb->data_end;
 	ip6 = data + ETH_HLEN;
 	if ((void *)(ip6 + 1) > end)
-		return TC_ACT_OK;
+		return m ? TC_ACT_SHOT : TC_ACT_OK; // (cannot happen: the header was there; never hand on a mapped half)
 	struct in6_addr a = ip6->saddr;
 	ip6->saddr = ip6->daddr;
 	ip6->daddr = a;
-	return finish(skb, s, wanted, slot, &key, sport, dport, tcp_flags, ip_len);
+	return finish(skb, s, wanted, slot, &key, sport, dport, tcp_flags, ip_len, m);
 }
 
 SEC("tc")

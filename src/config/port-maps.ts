@@ -33,6 +33,9 @@ export type PortMapSpec = Omit<PortMap, 'address'>;
 /** At most this many map entries (one per protocol) per reflect address, and in a whole config. */
 export const MAX_PORT_MAPS_PER_ADDRESS = 64;
 export const MAX_PORT_MAPS = 1024;
+/** Mapped flows (conversations through a map) the engine keeps at once: engine/port-mapper.ts's table, and on the
+ *  ebpf backend room for each of them in the kernel's cache too (two entries per flow, one per direction). */
+export const MAX_MAPPED_FLOWS = 16384;
 
 const SPEC_HINT = 'Write PORT=TARGET with ports from 1 to 65535, optionally /tcp or /udp (80=8080, 443=8443/tcp, 53=5353/udp).';
 

@@ -14,7 +14,7 @@ import { MAP_REFUSED, PortMapper } from './port-mapper.ts';
 import type { PortMap } from '../config/port-maps.ts';
 import { AllowedPortSet, type AllowedPortEntry } from '../packet/allowed-ports.ts';
 import { REFUSAL_MAX_BYTES, writePortUnreachable, writeTcpReset } from '../packet/refusal.ts';
-import { AppGateMark, type OutboundGate } from '../packet-sources/packet-source.ts';
+import { AppGateMark, type MappedFlowCache, type OutboundGate } from '../packet-sources/packet-source.ts';
 import { MAX_REFLECT_ADDRESSES } from '../config/intercept-config.ts';
 import { ErrorCode, RetroflectError } from '../errors.ts';
 
@@ -187,6 +187,16 @@ export class Dataplane {
     reflectPacket(buf, p);
     this.counters.addReflected(slot, statsProto(p.protocol), p.ipLength);
     return Verdict.Reflect;
+  }
+
+  /** Let a kernel data path rewrite answered mapped flows itself (PacketSource.mappedFlowCache; null: none). */
+  useMappedFlowCache(cache: MappedFlowCache | null): void {
+    this.mapper.useCache(cache);
+  }
+
+  /** Periodic upkeep off the hot path: take idle mapped flows back from the kernel cache (PortMapper.sweep). */
+  sweep(now: number): void {
+    this.mapper.sweep(now);
   }
 
   /** Count the packet just parsed as not allowed for `slot`, write its refusal, Drop. */

@@ -24,6 +24,7 @@ import { ErrorCode, RetroflectError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { EngineCounters } from './counters.ts';
 import type { DataplaneConfig } from './dataplane.ts';
+import { mergeKernelFlows } from './flow-merge.ts';
 import { flowIdleLimitMs, FlowTable } from './flow-table.ts';
 import { EngineStatsSource } from './stats.ts';
 import type { ChangeOrigin, EngineState, EngineStats, EngineStatus, FlowRecord, RunsAs } from './types.ts';
@@ -338,12 +339,13 @@ export class Engine extends EventEmitter {
     return this.statsSource.stats(this.dataplaneConfig(this.current), uptimeSeconds, this.state === 'running');
   }
 
-  /** The data plane's flows, plus those a kernel data path (ebpf) recorded itself, with who made each. */
+  /** The data plane's flows, plus those a kernel data path (ebpf) recorded itself (a conversation split between the
+   *  two is one flow: flow-merge.ts), with who made each. */
   flows(limit = Infinity): FlowRecord[] {
     const now = Date.now();
-    const flows = this.flowTable.snapshot(now);
+    let flows = this.flowTable.snapshot(now);
     const kernel = this.opts.backend.kernel;
-    if (kernel && this.state === 'running') flows.push(...kernel.flows(now, flowIdleLimitMs));
+    if (kernel && this.state === 'running') flows = mergeKernelFlows(flows, kernel.flows(now, flowIdleLimitMs));
     flows.splice(limit);
     const owners = this.opts.backend.socketOwners;
     if (!owners) return flows;

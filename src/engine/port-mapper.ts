@@ -24,18 +24,24 @@
  * starve the rest — its unanswered flows make room for anyone's new flow — while a conversation the server took up
  * is never broken to make room. Removing a map forgets its flows at once.
  *
+ * A kernel that rewrites ports itself (ebpf: PacketSource.mappedFlowCache) is a cache of this table's decisions: a
+ * flow is handed over once the server answered (eviction takes unanswered flows only) and taken back whenever it is
+ * forgotten here (finished — the kernel passes every SYN, FIN and RST up —, idle, overwritten, map removed). Before a
+ * cached flow counts as idle, the kernel is asked when it last rewrote one of its packets (a rare system call).
+ *
  * Worker-thread only (no sharing): plain typed arrays, no allocation on the hot path, never throws there.
  */
 import { MAX_REFLECT_ADDRESSES } from '../config/intercept-config.ts';
-import type { PortMap } from '../config/port-maps.ts';
+import { MAX_MAPPED_FLOWS, type PortMap } from '../config/port-maps.ts';
 import { IpProto, TcpFlag, type ParsedPacket } from '../packet/parse.ts';
 import { EmbeddedPacket, parseEmbeddedPacket } from '../packet/icmp-error.ts';
 import { rewritePort, rewriteQuotedPort } from '../packet/port-rewrite.ts';
+import type { MappedFlowCache, MappedFlowRef } from '../packet-sources/packet-source.ts';
 import {
   checkTableCapacity, flowKeyHashAt, formatAddressWords, KEY_ENTRY, PROBE_WINDOW, sameKeyAddresses, storeKeyAddresses,
 } from './flow-key.ts';
 
-export const DEFAULT_MAPPED_FLOW_CAPACITY = 16384;
+export const DEFAULT_MAPPED_FLOW_CAPACITY = MAX_MAPPED_FLOWS;
 export const MAPPED_PROBE_WINDOW = PROBE_WINDOW;
 
 /** Idle limits of mapped-flow entries (see the module comment). */
@@ -60,6 +66,7 @@ const F_REPLIED = 4;
 const F_FIN_CLIENT = 8;
 const F_FIN_SERVER = 16;
 const F_RST = 32;
+const F_CACHED = 64; // handed to the kernel (MappedFlowCache): its packets are rewritten there meanwhile
 
 /** Entry layout (Int32 words): the key where flow-key.ts says, then this table's own words. */
 const ENTRY_WORDS = KEY_ENTRY.WORDS;
@@ -71,6 +78,11 @@ const E_CLIENT = 3;
 const E_SERVER = 4;
 const E_MAPPED = 5; // the mapped port P (0 for direct entries)
 const E_FLAGS = 6;
+
+/** A TCP flow that saw an RST, or a FIN from each side. */
+function finished(flags: number): boolean {
+  return (flags & F_RST) !== 0 || (flags & (F_FIN_CLIENT | F_FIN_SERVER)) === (F_FIN_CLIENT | F_FIN_SERVER);
+}
 
 function protoIndex(proto: number): number {
   return proto === IpProto.Tcp ? 0 : 1;
@@ -97,6 +109,10 @@ export class PortMapper {
   evicted = 0;
   /** Whether a direct entry was ever recorded (until the next configure): until then no UDP reply can be one. */
   private directEntries = false;
+  /** The kernel's cache of answered mapped flows (null: none, every mapped packet comes here). */
+  private cache: MappedFlowCache | null = null;
+  /** Flows cached in the kernel now. */
+  cachedFlows = 0;
 
   constructor(capacity = DEFAULT_MAPPED_FLOW_CAPACITY) {
     checkTableCapacity('PortMapper', capacity);
@@ -140,7 +156,22 @@ export class PortMapper {
       if (e[at + E_KIND] !== 0 && (e[at + E_FLAGS] & F_DIRECT) !== 0) this.directEntries = true;
       if (e[at + E_KIND] === 0 || (e[at + E_FLAGS] & F_MAPPED) === 0) continue;
       const target = this.targetOf(e[at + E_SLOT], e[at + E_KIND] & 0xff, e[at + E_MAPPED]);
-      if (target !== e[at + E_SERVER]) e[at + E_KIND] = 0;
+      if (target !== e[at + E_SERVER]) this.forget(at);
+    }
+  }
+
+  /** Hand answered mapped flows to the kernel from now on (null: no kernel cache). Worker thread, at start. */
+  useCache(cache: MappedFlowCache | null): void {
+    this.cache = cache;
+  }
+
+  /** Take back cached flows that went idle (the kernel's last packet included), so the kernel never rewrites a
+   *  packet of a flow this table has let go. The worker calls it every second or so; cheap while nothing is cached. */
+  sweep(now: number): void {
+    if (this.cachedFlows === 0) return;
+    for (let e = 0; e < this.capacity; e++) {
+      const at = e * ENTRY_WORDS;
+      if (this.entries[at + E_KIND] !== 0 && (this.entries[at + E_FLAGS] & F_CACHED) !== 0) this.expired(at, e, now);
     }
   }
 
@@ -194,8 +225,7 @@ export class PortMapper {
           const at = e * ENTRY_WORDS;
           const f = this.entries[at + E_FLAGS];
           // A new connection reusing the ports of a finished one starts afresh; anything else keeps the entry.
-          const finished = (f & F_RST) !== 0 || (f & (F_FIN_CLIENT | F_FIN_SERVER)) === (F_FIN_CLIENT | F_FIN_SERVER);
-          if (synOnly && finished) e = this.insert(p, slot, a, target, b, F_MAPPED, now, e);
+          if (synOnly && finished(f)) e = this.insert(p, slot, a, target, b, F_MAPPED, now, e);
           else if ((f & F_MAPPED) === 0 || this.entries[at + E_MAPPED] !== b) return 0;
           else this.touchClientSide(at, e, udp, flags, now);
         } else {
@@ -253,7 +283,7 @@ export class PortMapper {
   /** Live mapped flows, for tests and diagnostics (off the hot path). */
   liveEntries(now: number): {
     reflectAddress: string; localAddress: string; protocol: 'tcp' | 'udp'; clientPort: number; serverPort: number;
-    mappedPort: number; direct: boolean;
+    mappedPort: number; direct: boolean; cached: boolean;
   }[] {
     const out = [];
     for (let e = 0; e < this.capacity; e++) {
@@ -268,6 +298,7 @@ export class PortMapper {
         serverPort: this.entries[at + E_SERVER],
         mappedPort: this.entries[at + E_MAPPED],
         direct: (this.entries[at + E_FLAGS] & F_DIRECT) !== 0,
+        cached: (this.entries[at + E_FLAGS] & F_CACHED) !== 0,
       });
     }
     return out;
@@ -280,6 +311,7 @@ export class PortMapper {
     if (udp) return;
     if ((flags & TcpFlag.Rst) !== 0) this.entries[at + E_FLAGS] |= F_RST;
     if ((flags & TcpFlag.Fin) !== 0) this.entries[at + E_FLAGS] |= F_FIN_CLIENT;
+    if ((this.entries[at + E_FLAGS] & F_CACHED) !== 0 && finished(this.entries[at + E_FLAGS])) this.uncache(at);
   }
 
   private touchServerSide(at: number, e: number, udp: boolean, flags: number, now: number): void {
@@ -290,14 +322,57 @@ export class PortMapper {
       if ((flags & TcpFlag.Fin) !== 0) f |= F_FIN_SERVER;
     }
     this.entries[at + E_FLAGS] = f;
+    if ((f & F_CACHED) !== 0) {
+      if (finished(f)) this.uncache(at);
+    } else if (this.cache !== null && (f & F_MAPPED) !== 0 && !finished(f)) {
+      // Answered: from now on the kernel may rewrite this flow's packets itself.
+      if (this.cache.install(this.ref(at))) {
+        this.entries[at + E_FLAGS] |= F_CACHED;
+        this.cachedFlows++;
+      }
+    }
   }
 
+  /** The flow of the entry at word `at`, for the kernel cache (off the hot path: once per flow handed over). */
+  private ref(at: number): MappedFlowRef {
+    const e = this.entries;
+    const kind = e[at + E_KIND];
+    return { family: kind >> 8, protocol: kind & 0xff, words: e, addressAt: at + E_ADDR, clientPort: e[at + E_CLIENT],
+      serverPort: e[at + E_SERVER], mappedPort: e[at + E_MAPPED] };
+  }
+
+  /** Take the flow at `at` back from the kernel: its packets come here again. */
+  private uncache(at: number): void {
+    const f = (this.entries[at + E_FLAGS] &= ~F_CACHED);
+    this.cachedFlows--;
+    this.cache!.remove(this.ref(at), (this.entries[at + E_KIND] & 0xff) === IpProto.Tcp && finished(f));
+  }
+
+  /** Forget the entry at `at` (its kernel copy first). */
+  private forget(at: number): void {
+    if ((this.entries[at + E_FLAGS] & F_CACHED) !== 0) this.uncache(at);
+    this.entries[at + E_KIND] = 0;
+  }
+
+  /** Whether the entry is past its idle limit. A cached flow is first checked against the kernel's last packet of it,
+   *  and taken back from the kernel when it is expired after all. */
   private expired(at: number, e: number, now: number): boolean {
+    if (!this.idleTooLong(at, e, now)) return false;
+    if ((this.entries[at + E_FLAGS] & F_CACHED) === 0) return true;
+    const kernel = this.cache!.lastSeenMs(this.ref(at));
+    if (kernel > this.lastSeen[e]) {
+      this.lastSeen[e] = kernel;
+      if (!this.idleTooLong(at, e, now)) return false;
+    }
+    this.uncache(at);
+    return true;
+  }
+
+  private idleTooLong(at: number, e: number, now: number): boolean {
     const idle = now - this.lastSeen[e];
     if ((this.entries[at + E_KIND] & 0xff) !== IpProto.Tcp) return idle > MAPPED_FLOW_IDLE_MS.udp;
     const f = this.entries[at + E_FLAGS];
-    const closed = (f & F_RST) !== 0 || (f & (F_FIN_CLIENT | F_FIN_SERVER)) === (F_FIN_CLIENT | F_FIN_SERVER);
-    if (closed) return idle > MAPPED_FLOW_IDLE_MS.tcpClosed;
+    if (finished(f)) return idle > MAPPED_FLOW_IDLE_MS.tcpClosed;
     return idle > ((f & F_REPLIED) !== 0 ? MAPPED_FLOW_IDLE_MS.tcpEstablished : MAPPED_FLOW_IDLE_MS.tcpOpening);
   }
 
@@ -358,6 +433,7 @@ export class PortMapper {
     }
     const at = e * ENTRY_WORDS;
     const w = this.entries;
+    if (w[at + E_KIND] !== 0 && (w[at + E_FLAGS] & F_CACHED) !== 0) this.uncache(at);
     w[at + E_KIND] = kind;
     w[at + E_HASH] = h;
     w[at + E_CLIENT] = client;

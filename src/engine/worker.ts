@@ -22,7 +22,7 @@ import type { MainToWorker, WorkerData, WorkerToMain } from './worker-protocol.t
 
 /** How long one receive may block, so stop and config messages are seen promptly on an idle link. */
 const RECEIVE_TIMEOUT_MS = 50;
-/** How often idle flows are swept out of the flow table. */
+/** How often idle flows are swept out of the flow table (and idle mapped flows out of a kernel cache). */
 const FLOW_SWEEP_INTERVAL_MS = 1000;
 
 function post(port: MessagePort, msg: WorkerToMain): void {
@@ -45,6 +45,7 @@ async function main(): Promise<void> {
     post(port, { type: 'fatal', error: describe(err) });
     return;
   }
+  dataplane.useMappedFlowCache(source.mappedFlowCache ?? null);
   post(port, { type: 'ready' });
 
   let stopping = false;
@@ -187,6 +188,7 @@ async function main(): Promise<void> {
       if (n > 0) decideAndSend(n, now);
       if (now - lastSweep >= FLOW_SWEEP_INTERVAL_MS) {
         flows.sweep(now);
+        dataplane.sweep(now);
         lastSweep = now;
       }
     }

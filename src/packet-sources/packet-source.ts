@@ -119,12 +119,47 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
   /** Firewall drop reports the kernel could not queue for us (cumulative), while observing. */
   readonly firewallDropsLost?: number;
   /**
+   * Where the port mapper (engine/port-mapper.ts) hands answered mapped flows to a kernel data path that rewrites
+   * their packets itself (ebpf); absent: every mapped packet is the data plane's.
+   */
+  readonly mappedFlowCache?: MappedFlowCache;
+  /**
    * Stop capturing but keep what was captured (WinDivert: shut down receiving). The worker then receives, decides
    * and sends until receive() returns 0, and only then calls close(): closing with packets still queued would let
    * them through undecided.
    */
   beginStop?(): void;
   close(): void;
+}
+
+/**
+ * A mapped flow as the port mapper keeps it (off its hot path: one per flow handed over or taken back): R and L as
+ * big-endian Int32 words, R in `words[addressAt, +4)` and L in the next four (IPv4: the first word of each), the
+ * client's port c, the server's port T and the port P the client used.
+ */
+export interface MappedFlowRef {
+  family: number;
+  protocol: number;
+  words: Int32Array;
+  addressAt: number;
+  clientPort: number;
+  serverPort: number;
+  mappedPort: number;
+}
+
+/**
+ * A kernel cache of the port mapper's decisions. The mapper stays the only authority: it caches a flow only once the
+ * server has answered and takes it back whenever it forgets the flow; meanwhile the kernel rewrites both directions'
+ * packets itself (never a TCP segment with SYN, FIN or RST: those still reach the mapper). Worker thread.
+ */
+export interface MappedFlowCache {
+  /** Rewrite the flow's packets in the kernel from now on; false when the kernel had no room (nothing cached). */
+  install(f: MappedFlowRef): boolean;
+  /** Stop: both directions take the user-space path again. `ended`: the TCP flow saw an RST or a FIN from each side
+   *  (here, not in the kernel), so the kernel's own record of it for the flows view is marked closed too. */
+  remove(f: MappedFlowRef, ended: boolean): void;
+  /** Epoch milliseconds when the kernel last rewrote a packet of the flow; 0 when it never did. */
+  lastSeenMs(f: MappedFlowRef): number;
 }
 
 /**
@@ -239,6 +274,9 @@ export interface EbpfSourceInit {
   /** The program's settings, capture_addrs and capture_ports maps (worker: what captures want, see watchCaptures),
    *  its capture ring and the count of records the ring had no room for. */
   captureMapFds: { settings: number; addresses: number; ports: number; ring: number; lost: number };
+  /** The program's mapped_flows map, where the worker's port mapper caches answered mapped flows (mappedFlowCache),
+   *  and its flows map, where a cached flow that ended is marked closed. */
+  mappedFlowFds: { mappedFlows: number; flows: number };
 }
 
 /** ebpf: a live change is host state only (maps, routes, nft); the worker keeps its socket. */

@@ -1,6 +1,7 @@
 /**
  * Port maps end to end on Linux, on each backend: the real `retroflect run` (CLI → control pipe → Engine → worker →
- * Dataplane → TUN with vnet offloads on, or the ebpf backend's user-space path; TCP arrives with partial checksums)
+ * Dataplane → TUN with vnet offloads on, or on ebpf the user-space path until the server answers, then the tc program
+ * (test/packet-sources/ebpf/mapped-flows.test.ts); TCP arrives with partial checksums)
  * inside a namespace, real servers, real clients (curl for
  * HTTP). R = 203.0.113.30 / 2001:db8:ffff::30 with `--map 80=8080` (TCP and UDP) and `--map 443=8443/tcp`.
  */

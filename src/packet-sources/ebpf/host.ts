@@ -28,7 +28,10 @@ import type {
   ProtocolCounts,
 } from '../packet-source.ts';
 import { AllowedPortSet, allowedPortEntries } from '../../packet/allowed-ports.ts';
-import { KernelMaps, MAP, portRoleIndex, REFLECT_PORT_LIST, REFLECT_PORT_MAPS, type FlowEntry } from './maps.ts';
+import {
+  KernelMaps, MAP, portRoleIndex, reflectKey, REFLECT_PORT_LIST, REFLECT_PORT_MAPS, type FlowEntry,
+} from './maps.ts';
+import { forgetUnmapped } from './mapped-flows.ts';
 import {
   attachProgram,
   closeProgram,
@@ -62,6 +65,14 @@ const FLOW_STATES: KernelFlow['state'][] = ['active', 'open', 'closed'];
 
 function flowProtocol(p: number): KernelFlow['protocol'] {
   return p === 6 ? 'tcp' : p === 17 ? 'udp' : p === 1 ? 'icmp' : p === 58 ? 'icmpv6' : 'other';
+}
+
+function mappedFlowName(reflect: Buffer, protocol: number, port: number, target: number): string {
+  return `${reflect.toString('hex')}/${protocol}/${port}/${target}`;
+}
+
+function protocolNumber(p: 'tcp' | 'udp'): number {
+  return p === 'tcp' ? 6 : 17;
 }
 
 function anotherEngine(device: string, pid: number): RetroflectError {
@@ -178,6 +189,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
         ring: this.program.mapFds.captureRing,
         lost: this.program.mapFds.captureLost,
       },
+      mappedFlowFds: { mappedFlows: this.program.mapFds.mappedFlows, flows: this.program.mapFds.flows },
     };
   }
 
@@ -239,7 +251,8 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     }
     for (const address of cfg.reflectAddresses) {
       const slot = this.slots.get(address)!;
-      // Mapped flows are the data plane's (engine/port-mapper.ts).
+      // Mapped flows are the data plane's (engine/port-mapper.ts, which hands answered ones to the program:
+      // mapped-flows.ts).
       const flags =
         (allowed.restricted[slot] === 1 ? REFLECT_PORT_LIST : 0) |
         (portMapsFor(cfg, address).length > 0 ? REFLECT_PORT_MAPS : 0);
@@ -267,7 +280,21 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     this.syncMaps({ ...next, reflectAddresses: [...prev.reflectAddresses, ...added], portMaps } as InterceptConfig);
     await this.host.apply(prev, next, [async () => this.syncMaps(prev)]);
     this.syncMaps(next);
+    this.forgetUnmappedFlows(next);
     return { kind: 'ebpf' };
+  }
+
+  /**
+   * Flows the worker's port mapper cached in the kernel whose map (or address) `cfg` no longer has stop being
+   * rewritten now; the mapper forgets them too when its config arrives (engine/port-mapper.ts configure).
+   */
+  private forgetUnmappedFlows(cfg: InterceptConfig): void {
+    const live = new Set(
+      portMapsOf(cfg).map((m) => mappedFlowName(reflectKey(m.address), protocolNumber(m.protocol), m.port, m.target)),
+    );
+    const mapped = (r: Buffer, proto: number, port: number, target: number): boolean =>
+      live.has(mappedFlowName(r, proto, port, target));
+    forgetUnmapped(this.program!.mapFds.mappedFlows, mapped);
   }
 
   /**
@@ -330,7 +357,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
       localAddress: e.localAddress,
       clientPort: e.clientPort,
       serverPort: e.serverPort,
-      mappedFromPort: null,
+      mappedFromPort: e.mappedPort || null,
       packets: e.packets,
       bytes: e.bytes,
       firstSeen: new Date(nowMs - Number(nowNs - e.firstNs) / 1e6).toISOString(),

@@ -19,6 +19,7 @@ export const BPF_TC_EGRESS = 2;
 /** bpf_map_update_elem flags (linux/bpf.h). */
 export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
+export const BPF_EXIST = 2;
 
 /** `struct bpf_tc_hook { size_t sz; int ifindex; enum bpf_tc_attach_point attach_point; __u32 parent; }`: 24 bytes. */
 const TC_HOOK_SIZE = 24;
@@ -52,11 +53,29 @@ export interface Libbpf {
   /** How many per-CPU copies a per-CPU map value has. */
   possibleCpus(): number;
   /**
+   * BPF_PROG_TEST_RUN (bpf_prog_test_run_opts): run the program `repeat` times on a copy of `frame` in the kernel,
+   * without a device; the last run's packet is written to `out`. For the benchmark and the program's tests.
+   */
+  testRun(progFd: number, frame: Buffer, out: Buffer, repeat: number): TestRunResult;
+  /**
    * ring_buffer__new over a BPF_MAP_TYPE_RINGBUF map: `onRecord(pointer, size)` is called for each record from
    * within `consume`, on this thread (the pointer is valid only during the call). Throws on failure.
    */
   openRingBuffer(mapFd: number, onRecord: (data: bigint, size: number) => void): RingBufferHandle;
 }
+
+export interface TestRunResult {
+  /** The program's return value (a TC_ACT_* verdict). */
+  verdict: number;
+  /** Bytes of `out` the packet fills. */
+  size: number;
+  /** Nanoseconds per run, averaged by the kernel. */
+  durationNs: number;
+}
+
+/** `struct bpf_test_run_opts` (libbpf 1.x): 80 bytes; offsets of the fields used. */
+const TEST_RUN_OPTS = { SIZE: 80, DATA_IN: 8, DATA_OUT: 16, SIZE_IN: 24, SIZE_OUT: 28, RETVAL: 56, REPEAT: 60,
+  DURATION: 64 } as const;
 
 export interface TcFilter {
   handle: number;
@@ -117,6 +136,7 @@ export function libbpf(): Libbpf {
   const remove = lib.func('int bpf_map_delete_elem(int fd, const void *key)');
   const nextKey = lib.func('int bpf_map_get_next_key(int fd, const void *key, void *next)');
   const cpus = lib.func('int libbpf_num_possible_cpus(void)');
+  const testRun = lib.func('int bpf_prog_test_run_opts(int fd, void *opts)');
   const sampleFn = koffi.proto('int retroflect_ring_sample(void *ctx, void *data, size_t size)');
   const ringNew = lib.func('void *ring_buffer__new(int fd, retroflect_ring_sample *cb, void *ctx, const void *opts)');
   const ringConsume = lib.func('int ring_buffer__consume(void *rb)');
@@ -211,6 +231,23 @@ export function libbpf(): Libbpf {
       const n = cpus() as number;
       if (n <= 0) fail('counting CPUs', n);
       return n;
+    },
+    testRun(progFd, frame, out, repeat) {
+      const o = TEST_RUN_OPTS;
+      const opts = Buffer.alloc(o.SIZE);
+      opts.writeBigUInt64LE(BigInt(o.SIZE), 0);
+      opts.writeBigUInt64LE(koffi.address(frame) as bigint, o.DATA_IN);
+      opts.writeBigUInt64LE(koffi.address(out) as bigint, o.DATA_OUT);
+      opts.writeUInt32LE(frame.length, o.SIZE_IN);
+      opts.writeUInt32LE(out.length, o.SIZE_OUT);
+      opts.writeInt32LE(repeat, o.REPEAT);
+      const err = testRun(progFd, opts) as number;
+      if (err < 0) fail('test-running the program', err);
+      return {
+        verdict: opts.readUInt32LE(o.RETVAL),
+        size: opts.readUInt32LE(o.SIZE_OUT),
+        durationNs: opts.readUInt32LE(o.DURATION),
+      };
     },
     openRingBuffer(fd, onRecord) {
       // Registered (not transient): libbpf keeps the pointer for the ring's lifetime. A throw inside would reach C

@@ -21,6 +21,7 @@ export const MAP = {
   captureLost: 'capture_lost',
   portRoles: 'port_roles',
   allowedPorts: 'allowed_ports',
+  mappedFlows: 'mapped_flows',
 } as const;
 
 /** Entries of capture_addrs and capture_ports: beyond that many the program takes any address (or port) as wanted. */
@@ -33,8 +34,9 @@ export type KernelStatsProtocol = (typeof KERNEL_STATS_PROTOCOLS)[number];
 /** reflect_value.flags: the address has a port allow list (allowed_ports); the TCP/UDP packets it does not allow
  *  take the user-space path, which refuses them. */
 export const REFLECT_PORT_LIST = 1;
-/** reflect_value.flags: the address has port maps; packets with a port in port_roles (and ICMP errors) take the
- *  user-space path (engine/port-mapper.ts), the rest stays in the kernel. */
+/** reflect_value.flags: the address has port maps; packets with a port in port_roles take the user-space path
+ *  (engine/port-mapper.ts) unless their flow is in mapped_flows (mapped-flows.ts), and so do ICMP errors; the rest
+ *  stays in the kernel. */
 export const REFLECT_PORT_MAPS = 2;
 
 /** port_roles index of a port: TCP ports first, then UDP (as the program computes it). */
@@ -87,14 +89,17 @@ export interface FlowEntry {
   lastNs: bigint;
   /** 0 active, 1 open, 2 closed (engine/flow-table.ts). */
   state: number;
+  /** A port-mapped flow the kernel rewrote packets of: the port its client used (0: none; mapped-flows.ts). */
+  mappedPort: number;
 }
 
 const FLOW_CLOSED = 2;
 
 /**
  * One flow from its per-CPU copies (see flow_value in the program): first seen the earliest, last seen the latest,
- * packets and bytes summed, ports from a copy that saw the SYN (else any), closed if any copy saw the end after
- * the latest SYN. Copies with no packets are CPUs that never handled the flow. Null when no copy has any.
+ * packets and bytes summed, ports from a copy that saw the SYN or a mapped flow's entry (else any), closed if any
+ * copy saw the end after the latest SYN. Copies with no packets are CPUs that never handled the flow. Null when no
+ * copy has any.
  */
 type FlowCounts = Omit<FlowEntry, 'family' | 'protocol' | 'reflectAddress' | 'localAddress'>;
 
@@ -110,7 +115,7 @@ function mergeFlowCopies(v: Buffer, cpus: number): FlowCounts | null {
     const state = v[at + 36];
     const syn = v[at + 37] === 1;
     if (!out) {
-      out = { firstNs, lastNs, packets: 0, bytes: 0, clientPort: 0, serverPort: 0, state };
+      out = { firstNs, lastNs, packets: 0, bytes: 0, clientPort: 0, serverPort: 0, state, mappedPort: 0 };
     }
     out.packets += packets;
     out.bytes += Number(v.readBigUInt64LE(at + 24));
@@ -120,6 +125,7 @@ function mergeFlowCopies(v: Buffer, cpus: number): FlowCounts | null {
     if (syn || (!portsFromSyn && out.clientPort === 0)) {
       out.clientPort = v.readUInt16LE(at + 32);
       out.serverPort = v.readUInt16LE(at + 34);
+      out.mappedPort = v.readUInt16LE(at + 38);
       portsFromSyn ||= syn;
     }
   }

@@ -14,6 +14,7 @@ import {
   KERNEL_STATS_PROTOCOLS,
   MAP,
 } from './maps.ts';
+import { KERNEL_MAPPED_FLOW_ENTRIES } from './mapped-flows.ts';
 import { BPF_OBJECT_NAME, readBpfObject } from './object.ts';
 
 /** The program's function name in native/reflect_tc.bpf.c. */
@@ -35,6 +36,7 @@ export function loadProgram(): LoadedProgram {
     b.setMaxEntries(object, MAP.counts, MAX_REFLECT_ADDRESSES * KERNEL_STATS_PROTOCOLS.length);
     b.setMaxEntries(object, MAP.flows, DEFAULT_KERNEL_FLOWS);
     b.setMaxEntries(object, MAP.allowedPorts, allowedPortsEntries(MAX_REFLECT_ADDRESSES));
+    b.setMaxEntries(object, MAP.mappedFlows, KERNEL_MAPPED_FLOW_ENTRIES);
     b.setMaxEntries(object, MAP.captureAddresses, KERNEL_CAPTURE_ENTRIES);
     b.setMaxEntries(object, MAP.capturePorts, KERNEL_CAPTURE_ENTRIES);
     b.setMaxEntries(object, MAP.captureRing, KERNEL_CAPTURE_RING_BYTES);
@@ -56,6 +58,7 @@ export function loadProgram(): LoadedProgram {
         captureLost: b.mapFd(object, MAP.captureLost),
         portRoles: b.mapFd(object, MAP.portRoles),
         allowedPorts: b.mapFd(object, MAP.allowedPorts),
+        mappedFlows: b.mapFd(object, MAP.mappedFlows),
       },
     };
   } catch (err) {

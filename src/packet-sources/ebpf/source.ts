@@ -5,12 +5,14 @@
  * TUN backend. Reflect: the frame is written back and enters the engine's device as inbound. While captures run the
  * program copies the packets it reflects that they might want (watchCaptures) into its capture ring, read here
  * (ring-buffer.ts, waited on beside the packet socket) and reported to the taps as reflected (observeKernelPackets);
- * NFLOG reports the nft rules' drops as with TUN.
+ * NFLOG reports the nft rules' drops as with TUN. The port mapper hands answered mapped flows to the program through
+ * mappedFlowCache (mapped-flows.ts), so their packets stay in the kernel.
  */
 import type { CaptureInterest } from '../../packet/capture-interest.ts';
 import { LinuxFdSource, MAX_IP_PACKET, VIRTIO_NET_HDR_LEN } from '../linux/fd-source.ts';
 import type { EbpfSourceInit, KernelPacketSink, PacketSourceFactory } from '../packet-source.ts';
 import { writeCaptureInterest } from './maps.ts';
+import { KernelMappedFlowCache } from './mapped-flows.ts';
 import { CaptureRingReader } from './ring-buffer.ts';
 
 export class EbpfPacketSource extends LinuxFdSource<'ebpf'> {
@@ -19,6 +21,8 @@ export class EbpfPacketSource extends LinuxFdSource<'ebpf'> {
   private ring: CaptureRingReader | null = null;
   private kernelSink: KernelPacketSink | null = null;
   private kernelLost = 0;
+  /** Answered mapped flows go to the program's mapped_flows map, which rewrites their packets in the kernel. */
+  readonly mappedFlowCache: KernelMappedFlowCache;
 
   constructor(init: EbpfSourceInit) {
     // GSO packets reach 64 KiB whatever the MTU.
@@ -29,6 +33,7 @@ export class EbpfPacketSource extends LinuxFdSource<'ebpf'> {
       what: 'the ebpf backend\'s packet socket',
     });
     this.captureMapFds = init.captureMapFds;
+    this.mappedFlowCache = new KernelMappedFlowCache(init.mappedFlowFds);
   }
 
   /** Tell the program what the captures might want: it copies those packets into its capture ring. A capture's
