@@ -47,6 +47,11 @@ export interface CaptureOptions {
 
 export class CaptureSession {
   captured = 0;
+  /**
+   * Settles once the packet worker, and a backend that reflects in the kernel (ebpf), apply this capture: a packet
+   * sent after that is seen by it. Never rejects (the engine stopping settles it too).
+   */
+  taken: Promise<void> = Promise.resolve();
   private closed = false;
   /** Records this session may still be handed now (fractional; see RATE_BURST_MS). */
   private tokens: number;
@@ -102,8 +107,9 @@ export class CaptureHub {
   private timer: NodeJS.Timeout | null = null;
   private lastPoll = 0;
 
-  /** `publish` hands the worker the active capture list (empty = capture off). */
-  constructor(private readonly publish: (captures: CaptureSpec[]) => void) {}
+  /** `publish` hands the worker the active capture list (empty = capture off); what it returns settles when the
+   *  worker applies it (nothing: at once). */
+  constructor(private readonly publish: (captures: CaptureSpec[]) => Promise<void> | void) {}
 
   get active(): number {
     return this.sessions.size;
@@ -120,7 +126,7 @@ export class CaptureHub {
     const buffer = createRingBuffer(DEFAULT_RING_BYTES);
     const session = new CaptureSession(id, compileCaptureSpec(id, buffer, opts.snaplen, opts.filter), new RingReader(buffer), opts, this);
     this.sessions.set(id, session);
-    this.sync();
+    session.taken = this.sync();
     return session;
   }
 
@@ -139,8 +145,8 @@ export class CaptureHub {
     }
   }
 
-  private sync(): void {
-    this.publish([...this.sessions.values()].map((s) => s.spec));
+  private sync(): Promise<void> {
+    const taken = Promise.resolve(this.publish([...this.sessions.values()].map((s) => s.spec)));
     if (this.sessions.size > 0 && this.timer === null) {
       this.lastPoll = Date.now();
       this.timer = setInterval(() => this.poll(), POLL_MS);
@@ -149,6 +155,7 @@ export class CaptureHub {
       clearInterval(this.timer);
       this.timer = null;
     }
+    return taken;
   }
 
   private poll(): void {

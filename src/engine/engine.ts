@@ -98,9 +98,16 @@ export class Engine extends EventEmitter {
   private stopped: Promise<void> | null = null;
   private readonly statsSource: EngineStatsSource;
   private readonly captureHub = new CaptureHub((captures) => {
-    this.post({ type: 'capture', captures });
+    const seq = ++this.captureSeq;
+    const taken = new Promise<void>((resolve) => this.captureWaiters.push({ seq, resolve }));
+    this.post({ type: 'capture', captures, seq });
     this.emit('captures', captures.map((c) => c.id)); // for the event log (cli/engine-events.ts)
+    if (!this.port) this.releaseCaptureWaiters(Infinity);
+    return taken;
   });
+  /** The last 'capture' message posted, and who waits for the worker to take which (worker-protocol.ts). */
+  private captureSeq = 0;
+  private captureWaiters: { seq: number; resolve: () => void }[] = [];
   /** Packet capture (capture/port.ts): captures open only while the engine runs; the backend names interfaces. */
   readonly capture: CapturePort;
   private hostCheckTimer: NodeJS.Timeout | null = null;
@@ -171,6 +178,8 @@ export class Engine extends EventEmitter {
             { hint: msg.error.hint, details: msg.error.details });
           if (this.state === 'starting') reject(err);
           else this.onWorkerFatal(err);
+        } else if (msg.type === 'captureTaken') {
+          this.releaseCaptureWaiters(msg.seq);
         } else if (msg.type === 'warning') {
           this.opts.log?.('warn', `packet worker: ${msg.error.message}`);
         }
@@ -230,6 +239,13 @@ export class Engine extends EventEmitter {
 
   private post(msg: MainToWorker): void {
     this.port?.postMessage(msg);
+  }
+
+  /** The worker took the captures up to `seq` (Infinity: it is gone, no one should wait for it any longer). */
+  private releaseCaptureWaiters(seq: number): void {
+    const done = this.captureWaiters.filter((w) => w.seq <= seq);
+    this.captureWaiters = this.captureWaiters.filter((w) => w.seq > seq);
+    for (const w of done) w.resolve();
   }
 
   private dataplaneConfig(cfg: InterceptConfig): DataplaneConfig {
@@ -395,6 +411,7 @@ export class Engine extends EventEmitter {
     }
     this.port?.close();
     this.port = null;
+    this.releaseCaptureWaiters(Infinity);
     await this.opts.backend.stop();
   }
 }

@@ -89,6 +89,8 @@ async function main(): Promise<void> {
       // report firewall drops) is not. Either way the engine keeps running as it was, and the log says why.
       post(port, { type: 'warning', error: describe(err) });
     }
+    // After the kernel's capture maps are written (watchCaptures): capture.start answers only then.
+    if (msg.type === 'capture') post(port, { type: 'captureTaken', seq: msg.seq });
   };
   const handleUnchecked = (msg: MainToWorker): void => {
     switch (msg.type) {
