@@ -5,7 +5,7 @@
  * running engine are the same for either.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { DEFAULT_TUN_NAME, NFT_FAMILY, NFT_TABLE, probeFirewallLog } from '../packet-sources/host-facts.ts';
+import { DEFAULT_DEVICE, NFT_FAMILY, NFT_TABLE, probeFirewallLog } from '../packet-sources/host-facts.ts';
 import { runCommand } from '../platform/linux/command.ts';
 import { lookupRoute } from '../platform/route-lookup.ts';
 import { fail, pass, skipped, warning, type Check } from './check.ts';
@@ -43,10 +43,10 @@ function linuxEngine(ctx: DoctorContext): NonNullable<DoctorContext['engine']> |
   return ctx.engine && LINUX_ENGINE_BACKENDS.includes(ctx.engine.backend) ? ctx.engine : null;
 }
 
-/** The engine's device (the TUN device, or the ebpf backend's veth). */
+/** The engine's device (the TUN device, or the ebpf backend's veth; with no engine, the default backend's). */
 function engineDevice(ctx: DoctorContext): string {
   const d = ctx.engine?.backendInfo.device;
-  return typeof d === 'string' ? d : DEFAULT_TUN_NAME;
+  return typeof d === 'string' ? d : DEFAULT_DEVICE.ebpf;
 }
 
 /** Is our table there? null when nft could not tell (not root). */

@@ -97,7 +97,7 @@ ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 2, 0, 64, 17, 0, socke
 s.sendto(ip + udp, ('${dst}', 0))
 `;
 
-/** Waits for a line on stdin, then sends `count` UDP datagrams to R4:`port` at once, and says so (one line each time). */
+/** On each line on stdin: send `count` UDP datagrams to R4:`port` at once, then say so (one JSON line). */
 const burstSender = (count: number, port: number): string => `
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -202,7 +202,7 @@ describe(`retroflect capture and trace (Linux, real engine, tshark, ${backend})`
     assert.ok(!pkts.some((p) => p.dst === t.b4));
   });
 
-  test('capture.start answers once the capture is taken up: packets sent right after it are all in the file', async () => {
+  test('capture.start answers once the capture is taken up: packets sent right after are all in the file', async () => {
     // On ebpf the kernel reflects these datagrams itself and copies them for captures only once the worker wrote the
     // capture maps; an answer before that lost the first packets after the header. Several rounds, each a new capture.
     const N = 20;
@@ -228,7 +228,8 @@ describe(`retroflect capture and trace (Linux, real engine, tshark, ${backend})`
         const end = await client.call('capture.stop', {});
         stop();
         const pkts = await pcapFromChunks(chunks);
-        assert.equal(pkts.length, N, `round ${round}: ${pkts.length} of ${N} datagrams in the file (${JSON.stringify(end)})`);
+        const what = `round ${round}: ${pkts.length} of ${N} datagrams in the file (${JSON.stringify(end)})`;
+        assert.equal(pkts.length, N, what);
         for (const p of pkts) assert.ok(p.sport === String(PORT) || p.dport === String(PORT), JSON.stringify(p));
       }
     } finally {

@@ -11,7 +11,7 @@ import { ControlClient } from '../../src/control/client.ts';
 import { ExitCode } from '../../src/errors.ts';
 import type { Check, DoctorReport } from '../../src/doctor/check.ts';
 import { createTopology, type NetNs, type Topology } from '../helpers/netns.ts';
-import { privateDir, removeDir, retroflect, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { engineDevice, privateDir, removeDir, retroflect, startEngine, type EngineHandle } from '../helpers/engine.ts';
 
 const R4 = '203.0.113.40';
 const R6 = '2001:db8:ffff::40';
@@ -92,7 +92,7 @@ describe('retroflect doctor (Linux, real namespaces)', { timeout: 300_000 }, () 
       check(report, name);
     }
     assert.equal(check(report, `address.${R4}`).evidence.route && (check(report,
-      `address.${R4}`).evidence.route as { device: string }).device, 'rflct0');
+      `address.${R4}`).evidence.route as { device: string }).device, engineDevice());
     assert.deepEqual(check(report, 'port.8080/tcp').evidence.boundTo, ['::']);
   });
 

@@ -17,6 +17,7 @@ import { nftScriptCommand, shieldTableScript } from '../../platform/linux/nftabl
 import { FIRST_LOG_GROUP } from '../../platform/linux/nflog.ts';
 import { routeAddCommand } from '../../platform/linux/routes.ts';
 import type { SocketOwner, SocketQuery } from '../../platform/linux/socket-owners.ts';
+import { DEFAULT_DEVICE } from '../default-device.ts';
 import { LinuxHostState } from '../linux/host-state.ts';
 import type {
   EbpfSourceInit,
@@ -42,7 +43,6 @@ import { openPacketSocket } from './packet-socket.ts';
 import {
   checkEbpfDeviceName,
   createPairCommand,
-  DEFAULT_EBPF_DEVICE,
   deletePairCommand,
   deviceExists,
   deviceUp,
@@ -87,7 +87,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
   private readonly slots = new Map<string, number>();
 
   constructor(private readonly opts: EbpfHostOptions = {}) {
-    this.device = opts.deviceName ?? DEFAULT_EBPF_DEVICE;
+    this.device = opts.deviceName ?? DEFAULT_DEVICE.ebpf;
     checkEbpfDeviceName(this.device);
     this.host = new LinuxHostState(this.device);
     this.kernel = {

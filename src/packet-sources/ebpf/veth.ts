@@ -12,7 +12,6 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import type { HostCommand } from '../../platform/linux/command.ts';
 
-export const DEFAULT_EBPF_DEVICE = 'rflx0';
 /** The peer is the device's name plus this suffix (so the device name may have 14 characters at most). */
 export const PEER_SUFFIX = 'p';
 /** The alias a device of ours carries: this prefix and the engine's pid. */
