@@ -48,8 +48,9 @@ export interface CaptureOptions {
 export class CaptureSession {
   captured = 0;
   /**
-   * Settles once the packet worker, and a backend that reflects in the kernel (ebpf), apply this capture: a packet
-   * sent after that is seen by it. Never rejects (the engine stopping settles it too).
+   * Settles once this capture is in force for every packet sent from then on: at once where every packet passes the
+   * worker (it takes a new capture before it decides its next packet), on ebpf once the worker wrote the kernel's
+   * capture maps. Never rejects (the engine stopping settles it too).
    */
   taken: Promise<void> = Promise.resolve();
   private closed = false;
@@ -135,6 +136,14 @@ export class CaptureHub {
     this.sync();
     // Hand over everything still in the ring (a drain moves at most MAX_BYTES_PER_DRAIN at a time).
     while (session.drain(Number.MAX_SAFE_INTEGER) > 0);
+  }
+
+  /**
+   * Hand the worker the same capture list again; settles once it has taken it (see `taken`). A worker that reads a
+   * kernel's capture ring (ebpf) first moves what the kernel queued into the captures' rings.
+   */
+  flush(): Promise<void> {
+    return this.sessions.size > 0 ? this.sync() : Promise.resolve();
   }
 
   /** The engine stops: end every capture (each gets what is still in its ring, then its end notice). */

@@ -84,6 +84,9 @@ const MAX_OWNER_LOOKUPS = 1000;
 /** How often the engine checks that its host state (nft table, routes) is still in place. */
 const HOST_CHECK_INTERVAL_MS = 5000;
 
+/** How long ending the captures waits for the worker to move the kernel's last copied packets (ebpf) into them. */
+const CAPTURE_FLUSH_MS = 1000;
+
 export class Engine extends EventEmitter {
   private state: EngineState = 'starting';
   private current: InterceptConfig;
@@ -99,11 +102,13 @@ export class Engine extends EventEmitter {
   private readonly statsSource: EngineStatsSource;
   private readonly captureHub = new CaptureHub((captures) => {
     const seq = ++this.captureSeq;
-    const taken = new Promise<void>((resolve) => this.captureWaiters.push({ seq, resolve }));
     this.post({ type: 'capture', captures, seq });
     this.emit('captures', captures.map((c) => c.id)); // for the event log (cli/engine-events.ts)
-    if (!this.port) this.releaseCaptureWaiters(Infinity);
-    return taken;
+    // A packet that reaches the worker takes the capture message before it is decided (worker.ts), so a capture is in
+    // force for it at once. A backend that reflects in the kernel (ebpf) copies packets for captures only once the
+    // worker wrote its capture maps: wait for that (on WinDivert the worker may block until a packet comes).
+    if (!this.opts.backend.kernel || !this.port) return;
+    return new Promise<void>((resolve) => this.captureWaiters.push({ seq, resolve }));
   });
   /** The last 'capture' message posted, and who waits for the worker to take which (worker-protocol.ts). */
   private captureSeq = 0;
@@ -378,7 +383,11 @@ export class Engine extends EventEmitter {
    * End every capture now: each client gets what is still in its ring, then `capture.end` (reason engineStopping).
    * `run` calls this on a stop signal before it closes the control server, so those last lines can still be sent.
    */
-  endCaptures(): void {
+  async endCaptures(): Promise<void> {
+    // On ebpf the packets reflected just before are copied into the kernel's ring, which only the worker reads: it
+    // moves them into the captures' rings first (flush), at most a moment, so the files end with them.
+    const late = new Promise<void>((resolve) => setTimeout(resolve, CAPTURE_FLUSH_MS).unref());
+    await Promise.race([this.captureHub.flush(), late]);
     this.captureHub.closeAll();
   }
 

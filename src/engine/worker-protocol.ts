@@ -32,8 +32,8 @@ export type WorkerToMain =
   | { type: 'ready' }
   | { type: 'stopped' }
   /** The captures of 'capture' message `seq` are in force: in the worker's taps and in the backend's kernel data path
-   *  (ebpf: its capture maps), so every packet sent from now on is seen by them. Sent even when taking them up failed
-   *  (a 'warning' says why), so no one waits forever. */
+   *  (ebpf: its capture maps), so every packet sent from now on is seen by them (the engine waits for it on ebpf).
+   *  Sent even when taking them up failed (a 'warning' says why), so no one waits forever. */
   | { type: 'captureTaken'; seq: number }
   /** Something went wrong that the worker survived (the old state stays in force). */
   | { type: 'warning'; error: { code: string; message: string } }

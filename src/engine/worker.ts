@@ -102,6 +102,9 @@ async function main(): Promise<void> {
         source.adopt(msg.config, msg.update);
         break;
       case 'capture':
+        // What the kernel already queued goes to the captures it was copied for (an engine that stops resends the
+        // list and waits for the answer before it ends them: engine.ts endCaptures).
+        if (observingKernel) source.flushKernelPackets?.();
         taps.update(msg.captures);
         source.watchCaptures?.(captureInterest(msg.captures));
         observeKernelPackets();
