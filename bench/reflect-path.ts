@@ -8,13 +8,13 @@
  * costs the packets it does not want). One engine runs per host (namespace), so each ebpf engine has a topology of
  * its own; their servers and clients are the same.
  *
- * All three paths are live at the same time (each on its own address), so rounds can alternate between them
+ * All paths are live at the same time (each on its own address), so rounds can alternate between them
  * cheaply: this machine is shared and its speed drifts by tens of percent within a minute, so only numbers taken
  * close together are compared. Reported: the median of each path's rounds, and each path's ratio to direct.
  *  - throughput: single-stream TCP (iperf3), `THROUGHPUT_ROUNDS` rounds of direct → C loop → engine;
  *  - latency: ping-pong one-way latency (sockperf, UDP and TCP), `LATENCY_ROUNDS` rounds of direct → engine.
  * Needs root, iperf3, sockperf and gcc (without gcc the C loop is skipped); everything happens inside namespaces
- * created and removed here. Takes about 50 s.
+ * created and removed here. Takes about 2 minutes.
  *
  * What to expect on the shared 2-core VM this was built on (see bench/README.md): the C loop and
  * the engine are both bound by the two extra copies a TUN device costs per byte (read out, write back in), so both
