@@ -204,29 +204,38 @@ describe(`retroflect capture and trace (Linux, real engine, tshark, ${backend})`
 
   test('capture.start answers once the capture is taken up: packets sent right after are all in the file', async () => {
     // On ebpf the kernel reflects these datagrams itself and copies them for captures only once the worker wrote the
-    // capture maps; an answer before that lost the first packets after the header. Several rounds, each a new capture.
+    // capture maps; an answer before that lost the first packets after the header. Several rounds, each a new capture,
+    // the last ones as summaries (what `trace` asks for).
     const N = 20;
-    const ROUNDS = 5;
+    const ROUNDS = 7;
+    const PCAPNG_ROUNDS = 5;
     const PORT = 5999; // nobody listens: one reflected datagram each (the port unreachable answers are ICMP)
     const sender = new JsonLines(t.a.spawn('python3', ['-c', burstSender(N, PORT)]));
     const client = await ControlClient.connect({ pipe });
     try {
       for (let round = 0; round < ROUNDS; round++) {
+        const format = round < PCAPNG_ROUNDS ? 'pcapng' : 'summary';
         const chunks: Buffer[] = [];
+        const summaries: unknown[] = [];
         let packets = 0;
         const stop = client.onNotification((n) => {
-          const p = n.params as { format?: string; data?: string; packets?: number };
-          if (n.method !== 'capture' || p.format !== 'pcapng') return;
-          chunks.push(Buffer.from(p.data!, 'base64'));
-          packets += p.packets ?? 0;
+          const p = n.params as { format?: string; data?: string; packets?: number | typeof summaries };
+          if (n.method !== 'capture' || p.format !== format) return;
+          if (Array.isArray(p.packets)) summaries.push(...p.packets);
+          else if (p.data) chunks.push(Buffer.from(p.data, 'base64'));
+          packets += Array.isArray(p.packets) ? p.packets.length : p.packets ?? 0;
         });
-        await client.call('capture.start', { format: 'pcapng', protocols: ['udp'], ports: [PORT] });
+        await client.call('capture.start', { format, protocols: ['udp'], ports: [PORT] });
         sender.send('go');
         await sender.next((o) => o.sent === true);
         // Give the records time to reach us (a missed packet never comes: the wait ends at N or after 3 s).
         await waitFor(`${N} packets captured`, () => packets >= N, 3000).catch(() => undefined);
         const end = await client.call('capture.stop', {});
         stop();
+        if (format === 'summary') {
+          assert.equal(summaries.length, N, `round ${round} (summaries): ${summaries.length} of ${N}`);
+          continue;
+        }
         const pkts = await pcapFromChunks(chunks);
         const what = `round ${round}: ${pkts.length} of ${N} datagrams in the file (${JSON.stringify(end)})`;
         assert.equal(pkts.length, N, what);
