@@ -264,4 +264,24 @@ describe('retroflect doctor after a killed ebpf engine (Linux, real namespaces)'
     assert.equal(none.detail, 'No device of an ebpf engine is left on this host.');
     assert.equal(check(clean.report, 'linux.nft-table').status, 'skipped');
   });
+
+  test('a killed engine\'s veth of another name (another --device, an older default) is reported, and the next ' +
+    'start removes it too instead of taking its nft table for a running engine\'s', async () => {
+    const old = 'rflxold';
+    engine = await startEngine(t.a, dir, { config: false, args: ['--reflect', R, '--backend', 'ebpf', '--device', old],
+      timeoutMs: 90_000 });
+    await engine.kill(); // SIGKILL
+    const killed = await doctor(t.a, ['--pipe', engine.pipe]);
+    const c = check(killed.report, 'linux.ebpf-leftover');
+    assert.equal(c.status, 'warning', JSON.stringify(c));
+    assert.deepEqual((c.evidence.leftovers as { device: string }[]).map((l) => l.device), [old]);
+    engine = await start(); // the default device
+    const links = await t.a.ipJson<{ ifname: string }[]>(['link', 'show']);
+    assert.ok(!links.some((l) => l.ifname.startsWith(old)), 'the old veth is gone');
+    assert.match(await t.a.must('ip', ['route', 'get', R]), new RegExp(`dev ${engineDevice('ebpf')}`));
+    engine.child.kill('SIGTERM');
+    assert.equal(await engine.exited, 0, engine.output());
+    engine = undefined;
+    assert.deepEqual(await engineLeftovers(t.a, join(dir, 'none.sock')), []);
+  });
 });

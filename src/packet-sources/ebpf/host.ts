@@ -47,6 +47,7 @@ import {
   deviceExists,
   deviceUp,
   deviceUpCommand,
+  engineDevices,
   ownerPid,
   peerName,
   peerUpCommand,
@@ -101,7 +102,8 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     const steps: PlanStep[] = [
       {
         action: 'remove leftovers',
-        detail: `delete ${this.device} if the engine named in its alias is gone (with its qdisc, program and routes)`,
+        detail: `delete ${this.device}, and any device, if the engine its alias names is gone (with its qdisc, ` +
+          'program and routes)',
       },
       { action: 'load the tc program', detail: `libbpf: open the built-in object, load "${PROGRAM_NAME}" (verified)` },
       cmd('create the veth pair', createPairCommand(this.device)),
@@ -182,10 +184,17 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
   }
 
   /**
-   * A device of ours whose engine is gone is removed (with its qdisc, program, maps and routes); one whose engine
-   * runs is refused. The shield table is one per host: one naming a device that exists belongs to a running engine.
+   * A device of ours whose engine is gone is removed (with its qdisc, program, maps and routes), whatever its name (an
+   * earlier run may have had another --device: its nft table, naming it, would read as a running engine's); ours
+   * whose engine runs is refused. The shield table is one per host: one naming a device that exists belongs to a
+   * running engine.
    */
   private async removeLeftovers(): Promise<void> {
+    for (const { device, pid } of engineDevices()) {
+      if (device !== this.device && pid !== process.pid && !processAlive(pid)) {
+        await runCommand(deletePairCommand(device));
+      }
+    }
     if (deviceExists(this.device)) {
       const pid = ownerPid(this.device);
       if (pid === null) {
