@@ -3,9 +3,11 @@
  * address (the kernel's loopback path, the baseline), once through a minimal C loop on a TUN device (the design's
  * limit on this machine: bench/tun-c-loop.c), once through a reflect address served by the real
  * `retroflect run --backend tun` (out into the TUN, through the worker loop and the Dataplane, back in), and once
- * through `retroflect run --backend ebpf` (reflected by the tc program in the kernel, no copy). One engine runs per
- * host (namespace), so the ebpf engine has a second topology of its own; its servers and client are the same. Each
- * engine also serves an address with port maps (MAPPED_ADDRESS) and one with allow lists (see LISTED_ADDRESS).
+ * through `retroflect run --backend ebpf` (reflected by the tc program in the kernel, no copy), and once through a
+ * second ebpf engine with a capture running whose filter matches none of this traffic (`ebpf-capture`: what a capture
+ * costs the packets it does not want). One engine runs per host (namespace), so each ebpf engine has a topology of
+ * its own; their servers and clients are the same. The TUN and the first ebpf engine also serve an address with port
+ * maps (MAPPED_ADDRESS) and one with allow lists (see LISTED_ADDRESS).
  *
  * All paths are live at the same time (each on its own address), so rounds can alternate between them
  * cheaply: this machine is shared and its speed drifts by tens of percent within a minute, so only numbers taken
@@ -13,7 +15,7 @@
  *  - throughput: single-stream TCP (iperf3), `THROUGHPUT_ROUNDS` rounds of every path in turn;
  *  - latency: ping-pong one-way latency (sockperf, UDP and TCP), `LATENCY_ROUNDS` rounds of every path but the C loop.
  * Needs root, iperf3, sockperf and gcc (without gcc the C loop is skipped); everything happens inside namespaces
- * created and removed here. Takes about 2.5 minutes.
+ * created and removed here. Takes about 3 minutes.
  *
  * What to expect on the shared 2-core VM this was built on (see bench/README.md): the C loop and
  * the engine are both bound by the two extra copies a TUN device costs per byte (read out, write back in), so both
@@ -26,6 +28,7 @@ import { join } from 'node:path';
 import type { BenchResult } from './types.ts';
 import { createTopology, type NetNs } from '../test/helpers/netns.ts';
 import { spawnEngine, waitReady } from '../test/e2e/engine-process.ts';
+import { ControlClient } from '../src/control/client.ts';
 
 /** Seconds per iperf3 run (the first ~0.3 s is slow start, so shorter runs under-report). */
 const IPERF_SECONDS = 2;
@@ -48,12 +51,15 @@ const C_LOOP_SOURCE = 'bench/tun-c-loop.c';
 const C_LOOP_BINARY = '.tmp/tun-c-loop';
 
 type PathName =
-  | 'direct' | 'c-loop' | 'engine' | 'engine-mapped' | 'engine-listed' | 'ebpf' | 'ebpf-mapped' | 'ebpf-listed';
+  | 'direct' | 'c-loop' | 'engine' | 'engine-mapped' | 'engine-listed'
+  | 'ebpf' | 'ebpf-mapped' | 'ebpf-listed' | 'ebpf-capture';
 /** Where a path's client runs and what it connects to. */
 type PathTarget = { ns: NetNs; host: string };
 /** The ebpf engine's reflect address (in its own topology) and device. */
 const EBPF_ADDRESS = '192.0.2.1';
 const EBPF_DEVICE = 'rflcte';
+/** The ebpf-capture engine's capture: a port none of the benchmark's traffic uses (discard), so it matches nothing. */
+const UNMATCHED_CAPTURE = { format: 'summary', ports: [9] };
 
 /**
  * A second reflect address on each engine whose ports are mapped onto the servers' (5202=5201/tcp,
@@ -180,6 +186,14 @@ async function measure(hosts: Partial<Record<PathName, PathTarget>>): Promise<Be
       name: `reflect-path ${listed}/${plain}: TCP throughput ratio (ports + users lists cost)`,
       value: round(tput[listed] / tput[plain]),
       unit: 'x',
+      note: 'aim: within 5 %',
+    });
+  }
+  if (tput['ebpf-capture'] && tput.ebpf) {
+    out.push({
+      name: 'reflect-path ebpf-capture/ebpf: TCP throughput ratio (a capture matching nothing vs none)',
+      value: round(tput['ebpf-capture'] / tput.ebpf),
+      unit: 'x',
       note: 'aim ≥ 0.95',
     });
   }
@@ -251,8 +265,13 @@ export async function run(): Promise<BenchResult[]> {
   const t2 = await createTopology('benche');
   const ebpfPipe = join(pipeDir, 'ebpf.sock');
   const ebpf = spawnEngine(t2.a, ['--no-config', '--reflect', EBPF_ADDRESS, '--pipe', ebpfPipe, '--device', EBPF_DEVICE, '--backend', 'ebpf']);
+  const t3 = await createTopology('benchc');
+  const capturePipe = join(pipeDir, 'ebpf-capture.sock');
+  const ebpfCapture = spawnEngine(t3.a,
+    ['--no-config', '--reflect', EBPF_ADDRESS, '--pipe', capturePipe, '--device', EBPF_DEVICE, '--backend', 'ebpf']);
+  let captureClient: ControlClient | null = null;
   try {
-    for (const ns of [t.a, t2.a]) {
+    for (const ns of [t.a, t2.a, t3.a]) {
       ns.spawn('iperf3', ['-s', '-p', String(IPERF_PORT)]);
       ns.spawn('sockperf', ['sr', '-i', '0.0.0.0', '-p', String(SOCKPERF_UDP_PORT)]);
       ns.spawn('sockperf', ['sr', '--tcp', '-i', '0.0.0.0', '-p', String(SOCKPERF_TCP_PORT)]);
@@ -260,6 +279,9 @@ export async function run(): Promise<BenchResult[]> {
     if (haveCLoop) await startCLoop(t.a);
     await waitReady(engine);
     await waitReady(ebpf);
+    await waitReady(ebpfCapture);
+    captureClient = await ControlClient.connect({ pipe: capturePipe });
+    await captureClient.call('capture.start', UNMATCHED_CAPTURE);
     const maps = [
       `${IPERF_PORT + MAPPED_PORT_OFFSET}=${IPERF_PORT}/tcp`,
       `${SOCKPERF_UDP_PORT + MAPPED_PORT_OFFSET}=${SOCKPERF_UDP_PORT}/udp`,
@@ -286,15 +308,18 @@ export async function run(): Promise<BenchResult[]> {
         ebpf: { ns: t2.a, host: EBPF_ADDRESS },
         'ebpf-listed': { ns: t2.a, host: LISTED_ADDRESS },
         'ebpf-mapped': { ns: t2.a, host: MAPPED_ADDRESS },
+        'ebpf-capture': { ns: t3.a, host: EBPF_ADDRESS },
       })),
     );
+    const stopped = await captureClient.call('capture.stop', {});
+    if (stopped.captured !== 0) throw new Error(`the unmatched capture recorded ${stopped.captured} packets`);
   } finally {
-    engine.child.kill('SIGTERM');
-    ebpf.child.kill('SIGTERM');
-    await engine.exited;
-    await ebpf.exited;
+    captureClient?.close();
+    for (const e of [engine, ebpf, ebpfCapture]) e.child.kill('SIGTERM');
+    for (const e of [engine, ebpf, ebpfCapture]) await e.exited;
     await t.destroy();
     await t2.destroy();
+    await t3.destroy();
     rmSync(pipeDir, { recursive: true, force: true });
   }
   return out;

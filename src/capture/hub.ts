@@ -47,6 +47,12 @@ export interface CaptureOptions {
 
 export class CaptureSession {
   captured = 0;
+  /**
+   * Settles once this capture is in force for every packet sent from then on: at once where every packet passes the
+   * worker (it takes a new capture before it decides its next packet), on ebpf once the worker wrote the kernel's
+   * capture maps. Never rejects (the engine stopping settles it too).
+   */
+  taken: Promise<void> = Promise.resolve();
   private closed = false;
   /** Records this session may still be handed now (fractional; see RATE_BURST_MS). */
   private tokens: number;
@@ -102,8 +108,9 @@ export class CaptureHub {
   private timer: NodeJS.Timeout | null = null;
   private lastPoll = 0;
 
-  /** `publish` hands the worker the active capture list (empty = capture off). */
-  constructor(private readonly publish: (captures: CaptureSpec[]) => void) {}
+  /** `publish` hands the worker the active capture list (empty = capture off); what it returns settles when the
+   *  worker applies it (nothing: at once). */
+  constructor(private readonly publish: (captures: CaptureSpec[]) => Promise<void> | void) {}
 
   get active(): number {
     return this.sessions.size;
@@ -120,7 +127,7 @@ export class CaptureHub {
     const buffer = createRingBuffer(DEFAULT_RING_BYTES);
     const session = new CaptureSession(id, compileCaptureSpec(id, buffer, opts.snaplen, opts.filter), new RingReader(buffer), opts, this);
     this.sessions.set(id, session);
-    this.sync();
+    session.taken = this.sync();
     return session;
   }
 
@@ -131,6 +138,14 @@ export class CaptureHub {
     while (session.drain(Number.MAX_SAFE_INTEGER) > 0);
   }
 
+  /**
+   * Hand the worker the same capture list again; settles once it has taken it (see `taken`). A worker that reads a
+   * kernel's capture ring (ebpf) first moves what the kernel queued into the captures' rings.
+   */
+  flush(): Promise<void> {
+    return this.sessions.size > 0 ? this.sync() : Promise.resolve();
+  }
+
   /** The engine stops: end every capture (each gets what is still in its ring, then its end notice). */
   closeAll(): void {
     for (const s of [...this.sessions.values()]) {
@@ -139,8 +154,8 @@ export class CaptureHub {
     }
   }
 
-  private sync(): void {
-    this.publish([...this.sessions.values()].map((s) => s.spec));
+  private sync(): Promise<void> {
+    const taken = Promise.resolve(this.publish([...this.sessions.values()].map((s) => s.spec)));
     if (this.sessions.size > 0 && this.timer === null) {
       this.lastPoll = Date.now();
       this.timer = setInterval(() => this.poll(), POLL_MS);
@@ -149,6 +164,7 @@ export class CaptureHub {
       clearInterval(this.timer);
       this.timer = null;
     }
+    return taken;
   }
 
   private poll(): void {

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { RunOptions } from './run-engine.ts';
-import { WINDIVERT_PRIORITY } from '../packet-sources/registry.ts';
+import { DEFAULT_DEVICE, WINDIVERT_PRIORITY } from '../packet-sources/registry.ts';
 
 export function registerRunCommand(program: Command): void {
   program
@@ -17,7 +17,9 @@ export function registerRunCommand(program: Command): void {
     .option('--policy <path>', 'managed policy file, read-only, config.json layout (default: /etc/retroflect/policy.json; Windows: HKLM\\SOFTWARE\\Policies\\Retroflect)')
     .option('-p, --pipe <name>', 'control pipe name (or socket path on Linux)')
     .option('-n, --dry-run', 'print what would be done (addresses, ports, routes, rules, WinDivert filter) and change nothing')
-    .option('--device <name>', 'Linux: the engine\'s device (TUN device, or the ebpf backend\'s veth)', 'rflct0')
+    .option('--device <name>',
+      `Linux: the engine's device (default: ${DEFAULT_DEVICE.ebpf} on ebpf, its veth; ${DEFAULT_DEVICE.tun} on tun, ` +
+        'the TUN device)')
     .option('--backend <kind>', 'Linux: auto (default: ebpf where it loads, else tun), ebpf (in the kernel), or tun')
     .option('--windivert-dir <dir>', 'Windows: folder holding WinDivert.dll and WinDivert64.sys')
     .option('--log-file <path>', 'also append the engine\'s events to this file (size capped, rotated to .1 .. .3)')

@@ -170,7 +170,7 @@ export async function runEngine(opts: RunOptions, host?: EngineHost): Promise<Ex
   const listening = server as ControlServer | null;
   // Captures end first, while their connections are open: each client gets its ring's last records and capture.end;
   // closing the server then lets every connection send what it holds before it goes.
-  started?.endCaptures();
+  await started?.endCaptures();
   if (listening) await listening.close().catch(() => undefined);
   if (started) {
     try {

@@ -37,6 +37,7 @@ export interface CaptureSink {
 export class CaptureSubscription {
   private session: CaptureSession | null = null;
   private ended = false;
+  private headerSent = false;
   /** Since when the client has been too far behind, and how much was unsent then (null: keeping up). */
   private behind: { since: number; unsent: number } | null = null;
 
@@ -45,7 +46,11 @@ export class CaptureSubscription {
     private readonly sink: CaptureSink,
   ) {}
 
-  static start(capture: CapturePort, params: Record<string, unknown>, sink: CaptureSink): { sub: CaptureSubscription; result: CaptureStartResult } {
+  /**
+   * Open the capture. `started` settles once the engine applies it (the packet worker and, on ebpf, the kernel's
+   * capture maps: CaptureSession.taken), with the header sent first: a packet sent after the answer is in the capture.
+   */
+  static start(capture: CapturePort, params: Record<string, unknown>, sink: CaptureSink): { sub: CaptureSubscription; started: Promise<CaptureStartResult> } {
     for (const key of Object.keys(params)) {
       if (!['format', 'snaplen', 'rate', 'addresses', 'ports', 'verdicts', 'protocols'].includes(key)) {
         throw invalidParams(`Unknown parameter '${key}' (allowed: format, snaplen, rate, addresses, ports, verdicts, protocols).`, key);
@@ -72,17 +77,21 @@ export class CaptureSubscription {
       ready: () => sub.ready(),
     });
     const id = sub.session.id;
-    const header = sub.encoder.header();
-    // The file starts with its header: concatenating every notification's data gives a valid pcapng stream.
-    if (header !== null) sub.notifyChecked({ id, format: 'pcapng', data: header.toString('base64'), packets: 0, dropped: 0 });
-    return {
-      sub,
-      result: { id, format: format as CaptureFormat, snaplen, rate, linktype: LINKTYPE_RAW, interfaces: [...sub.encoder.interfaces], filter },
-    };
+    const result: CaptureStartResult = { id, format: format as CaptureFormat, snaplen, rate, linktype: LINKTYPE_RAW, interfaces: [...sub.encoder.interfaces], filter };
+    return { sub, started: sub.session.taken.then(() => { sub.sendHeader(); return result; }) };
+  }
+
+  /** The file starts with its header (once, before any record): every notification's data joined is valid pcapng. */
+  private sendHeader(): void {
+    if (this.headerSent || this.ended || !this.session) return;
+    this.headerSent = true;
+    const header = this.encoder.header();
+    if (header !== null) this.notifyChecked({ id: this.session.id, format: 'pcapng', data: header.toString('base64'), packets: 0, dropped: 0 });
   }
 
   private deliver(records: Buffer, dropped: number): void {
     if (this.ended || !this.session) return;
+    this.sendHeader(); // a capture ended before it was taken up hands over its ring at once
     const id = this.session.id;
     const out = this.encoder.encode(records);
     if (out.format === 'pcapng') this.notifyChecked({ id, format: 'pcapng', data: out.data.toString('base64'), packets: out.packets, dropped });
@@ -95,7 +104,7 @@ export class CaptureSubscription {
 
   /** May more records be sent now? Also notices a client that stopped reading and disconnects it. */
   private ready(): boolean {
-    if (this.ended) return false;
+    if (this.ended || !this.headerSent) return false; // records wait for the header (sent once the capture is taken)
     const unsent = this.sink.unsent();
     if (unsent <= MAX_UNSENT_CAPTURE_BYTES) {
       this.behind = null;
@@ -117,6 +126,7 @@ export class CaptureSubscription {
     const session = this.session;
     // A slow client gets nothing more; otherwise what is still in the ring is delivered before the end notice.
     if (reason === 'slowClient') this.ended = true;
+    else this.sendHeader();
     const counts = session.close();
     this.ended = true;
     const summary = { id: session.id, captured: counts.captured, dropped: counts.dropped, reason };

@@ -1,14 +1,15 @@
 /**
  * Linux checks: the TUN device node, the nft program, the engine's nft table and host routes (while it runs, or a
- * leftover when it does not), rp_filter, and the netfilter log (NFLOG) that shows shield drops to captures. Both
- * Linux backends (ebpf and tun) keep the same table, routes into their device and NFLOG log, so the checks of a
- * running engine are the same for either.
+ * leftover when it does not), the device a killed ebpf engine left (ebpf-leftovers.ts), rp_filter, and the netfilter
+ * log (NFLOG) that shows shield drops to captures. Both Linux backends (ebpf and tun) keep the same table, routes
+ * into their device and NFLOG log, so the checks of a running engine are the same for either.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { DEFAULT_TUN_NAME, NFT_FAMILY, NFT_TABLE, probeFirewallLog } from '../packet-sources/host-facts.ts';
+import { DEFAULT_DEVICE, NFT_FAMILY, NFT_TABLE, probeFirewallLog } from '../packet-sources/host-facts.ts';
 import { runCommand } from '../platform/linux/command.ts';
 import { lookupRoute } from '../platform/route-lookup.ts';
 import { fail, pass, skipped, warning, type Check } from './check.ts';
+import { ebpfLeftoverCheck } from './ebpf-leftovers.ts';
 import type { DoctorContext } from './context.ts';
 
 const TUN_NODE = '/dev/net/tun';
@@ -43,10 +44,10 @@ function linuxEngine(ctx: DoctorContext): NonNullable<DoctorContext['engine']> |
   return ctx.engine && LINUX_ENGINE_BACKENDS.includes(ctx.engine.backend) ? ctx.engine : null;
 }
 
-/** The engine's device (the TUN device, or the ebpf backend's veth). */
+/** The engine's device (the TUN device, or the ebpf backend's veth; with no engine, the default backend's). */
 function engineDevice(ctx: DoctorContext): string {
   const d = ctx.engine?.backendInfo.device;
-  return typeof d === 'string' ? d : DEFAULT_TUN_NAME;
+  return typeof d === 'string' ? d : DEFAULT_DEVICE.ebpf;
 }
 
 /** Is our table there? null when nft could not tell (not root). */
@@ -182,6 +183,6 @@ export async function nflogCheck(ctx: DoctorContext): Promise<Check> {
 }
 
 export async function linuxChecks(ctx: DoctorContext): Promise<Check[]> {
-  return [tunDeviceCheck(), await nftProgramCheck(), await nftTableCheck(ctx), await routesCheck(ctx),
-    await rpFilterCheck(ctx), await nflogCheck(ctx)];
+  return [tunDeviceCheck(), await nftProgramCheck(), await nftTableCheck(ctx), await ebpfLeftoverCheck(ctx),
+    await routesCheck(ctx), await rpFilterCheck(ctx), await nflogCheck(ctx)];
 }

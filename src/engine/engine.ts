@@ -86,6 +86,9 @@ const MAX_OWNER_LOOKUPS = 1000;
 /** How often the engine checks that its host state (nft table, routes) is still in place. */
 const HOST_CHECK_INTERVAL_MS = 5000;
 
+/** How long ending the captures waits for the worker to move the kernel's last copied packets (ebpf) into them. */
+const CAPTURE_FLUSH_MS = 1000;
+
 export class Engine extends EventEmitter {
   private state: EngineState = 'starting';
   private current: InterceptConfig;
@@ -100,9 +103,18 @@ export class Engine extends EventEmitter {
   private stopped: Promise<void> | null = null;
   private readonly statsSource: EngineStatsSource;
   private readonly captureHub = new CaptureHub((captures) => {
-    this.post({ type: 'capture', captures });
+    const seq = ++this.captureSeq;
+    this.post({ type: 'capture', captures, seq });
     this.emit('captures', captures.map((c) => c.id)); // for the event log (cli/engine-events.ts)
+    // A packet that reaches the worker takes the capture message before it is decided (worker.ts), so a capture is in
+    // force for it at once. A backend that reflects in the kernel (ebpf) copies packets for captures only once the
+    // worker wrote its capture maps: wait for that (on WinDivert the worker may block until a packet comes).
+    if (!this.opts.backend.kernel || !this.port) return;
+    return new Promise<void>((resolve) => this.captureWaiters.push({ seq, resolve }));
   });
+  /** The last 'capture' message posted, and who waits for the worker to take which (worker-protocol.ts). */
+  private captureSeq = 0;
+  private captureWaiters: { seq: number; resolve: () => void }[] = [];
   /** Packet capture (capture/port.ts): captures open only while the engine runs; the backend names interfaces. */
   readonly capture: CapturePort;
   private hostCheckTimer: NodeJS.Timeout | null = null;
@@ -173,6 +185,8 @@ export class Engine extends EventEmitter {
             { hint: msg.error.hint, details: msg.error.details });
           if (this.state === 'starting') reject(err);
           else this.onWorkerFatal(err);
+        } else if (msg.type === 'captureTaken') {
+          this.releaseCaptureWaiters(msg.seq);
         } else if (msg.type === 'warning') {
           this.opts.log?.('warn', `packet worker: ${msg.error.message}`);
         }
@@ -232,6 +246,13 @@ export class Engine extends EventEmitter {
 
   private post(msg: MainToWorker): void {
     this.port?.postMessage(msg);
+  }
+
+  /** The worker took the captures up to `seq` (Infinity: it is gone, no one should wait for it any longer). */
+  private releaseCaptureWaiters(seq: number): void {
+    const done = this.captureWaiters.filter((w) => w.seq <= seq);
+    this.captureWaiters = this.captureWaiters.filter((w) => w.seq > seq);
+    for (const w of done) w.resolve();
   }
 
   private dataplaneConfig(cfg: InterceptConfig): DataplaneConfig {
@@ -366,7 +387,11 @@ export class Engine extends EventEmitter {
    * End every capture now: each client gets what is still in its ring, then `capture.end` (reason engineStopping).
    * `run` calls this on a stop signal before it closes the control server, so those last lines can still be sent.
    */
-  endCaptures(): void {
+  async endCaptures(): Promise<void> {
+    // On ebpf the packets reflected just before are copied into the kernel's ring, which only the worker reads: it
+    // moves them into the captures' rings first (flush), at most a moment, so the files end with them.
+    const late = new Promise<void>((resolve) => setTimeout(resolve, CAPTURE_FLUSH_MS).unref());
+    await Promise.race([this.captureHub.flush(), late]);
     this.captureHub.closeAll();
   }
 
@@ -399,6 +424,7 @@ export class Engine extends EventEmitter {
     }
     this.port?.close();
     this.port = null;
+    this.releaseCaptureWaiters(Infinity);
     await this.opts.backend.stop();
   }
 }

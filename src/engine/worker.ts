@@ -90,6 +90,8 @@ async function main(): Promise<void> {
       // report firewall drops) is not. Either way the engine keeps running as it was, and the log says why.
       post(port, { type: 'warning', error: describe(err) });
     }
+    // After the kernel's capture maps are written (watchCaptures): capture.start answers only then.
+    if (msg.type === 'capture') post(port, { type: 'captureTaken', seq: msg.seq });
   };
   const handleUnchecked = (msg: MainToWorker): void => {
     switch (msg.type) {
@@ -101,6 +103,9 @@ async function main(): Promise<void> {
         source.adopt(msg.config, msg.update);
         break;
       case 'capture':
+        // What the kernel already queued goes to the captures it was copied for (an engine that stops resends the
+        // list and waits for the answer before it ends them: engine.ts endCaptures).
+        if (observingKernel) source.flushKernelPackets?.();
         taps.update(msg.captures);
         source.watchCaptures?.(captureInterest(msg.captures));
         observeKernelPackets();

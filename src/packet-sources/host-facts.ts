@@ -6,9 +6,11 @@
 import type { InterceptConfig } from '../config/intercept-config.ts';
 import type { OpenWinDivertHandle } from './windivert/reflect.ts';
 
-/** The Linux backends' nft table (family, name) and the device name when none is given. */
+/** The Linux backends' nft table (family, name) and the device name when none is given, per backend. */
 export { NFT_FAMILY, NFT_TABLE } from '../platform/linux/nftables.ts';
-export { DEFAULT_TUN_NAME } from './tun/device.ts';
+export { DEFAULT_DEVICE } from './default-device.ts';
+/** Linux: the ebpf backend's devices (their alias names the engine's pid), for finding those of a killed engine. */
+export { deletePairCommand, engineDevices, peerName, processAlive } from './ebpf/veth.ts';
 /** Where WinDivert.dll is looked for (files only, nothing loaded). */
 export { locateWinDivert } from './windivert/location.ts';
 export type { OpenWinDivertHandle } from './windivert/reflect.ts';

@@ -114,6 +114,8 @@ export interface PacketSource<K extends BackendKind = BackendKind> {
    * within receive() while a sink is set; null stops that.
    */
   observeKernelPackets?(sink: KernelPacketSink | null): void;
+  /** Report every such packet the kernel queued so far to the sink now (before the captures change or end). */
+  flushKernelPackets?(): void;
   /** Such packets the kernel could not queue for us (cumulative), while observing. */
   readonly kernelPacketsLost?: number;
   /** Firewall drop reports the kernel could not queue for us (cumulative), while observing. */

@@ -17,6 +17,8 @@ import { buildWinDivertFilter } from './windivert/filter.ts';
 
 /** WinDivert's priority DEFAULT/MIN/MAX, for `--priority` (the limits module loads no binding: safe everywhere). */
 export { WINDIVERT_PRIORITY } from './windivert/limits.ts';
+/** Linux: the engine's device when `--device` is not given, per backend (for `run --help`). */
+export { DEFAULT_DEVICE } from './default-device.ts';
 
 /**
  * Linux backends `--backend` chooses from: `tun`, `ebpf`, or `auto` (ebpf where kernel, privileges and library let

@@ -7,13 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
 import { spawnEngine, waitReady, type EngineProcess } from '../e2e/engine-process.ts';
 import { backendArgs, LINUX_TEST_BACKENDS } from '../helpers/backends.ts';
+import { ControlClient } from '../../src/control/client.ts';
 
 const PROBE = 'test/fixtures/probe.ts';
 const node = process.execPath;
@@ -44,6 +45,17 @@ function startClient(ns: NetNs, args: string[]): { child: ChildProcess; stdout: 
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, stdout: () => Buffer.concat(out), stderr: () => err, exited };
+}
+
+/** tshark's view of a capture streamed as pcapng notifications (their data joined is the file). */
+async function pcapFromChunks(chunks: Buffer[]): ReturnType<typeof tsharkRead> {
+  const file = join(mkdtempSync(join(tmpdir(), 'rft-chunks-')), 'c.pcapng');
+  writeFileSync(file, Buffer.concat(chunks));
+  try {
+    return await tsharkRead(file);
+  } finally {
+    rmSync(dirname(file), { recursive: true, force: true });
+  }
 }
 
 const escape = (s: string): string => s.replace(/[.]/g, '\\.');
@@ -83,6 +95,16 @@ payload = b'forged'
 udp = struct.pack('!HHHH', 40001, 5354, 8 + len(payload), 0) + payload
 ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 2, 0, 64, 17, 0, socket.inet_aton('${R4}'), socket.inet_aton('${dst}'))
 s.sendto(ip + udp, ('${dst}', 0))
+`;
+
+/** On each line on stdin: send `count` UDP datagrams to R4:`port` at once, then say so (one JSON line). */
+const burstSender = (count: number, port: number): string => `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for line in sys.stdin:
+    for i in range(${count}):
+        s.sendto(b'burst %d' % i, ('${R4}', ${port}))
+    print('{"sent": true}', flush=True)
 `;
 
 for (const backend of LINUX_TEST_BACKENDS)
@@ -178,6 +200,51 @@ describe(`retroflect capture and trace (Linux, real engine, tshark, ${backend})`
     assert.deepEqual([forged[0].src, forged[0].dst, forged[0].sport, forged[0].dport, forged[0].iface], [R4, t.a4, '40001', '5354', `${t.aIf} inbound`]);
     // Nothing else from b: its packets are only these.
     assert.ok(!pkts.some((p) => p.dst === t.b4));
+  });
+
+  test('capture.start answers once the capture is taken up: packets sent right after are all in the file', async () => {
+    // On ebpf the kernel reflects these datagrams itself and copies them for captures only once the worker wrote the
+    // capture maps; an answer before that lost the first packets after the header. Several rounds, each a new capture,
+    // the last ones as summaries (what `trace` asks for).
+    const N = 20;
+    const ROUNDS = 7;
+    const PCAPNG_ROUNDS = 5;
+    const PORT = 5999; // nobody listens: one reflected datagram each (the port unreachable answers are ICMP)
+    const sender = new JsonLines(t.a.spawn('python3', ['-c', burstSender(N, PORT)]));
+    const client = await ControlClient.connect({ pipe });
+    try {
+      for (let round = 0; round < ROUNDS; round++) {
+        const format = round < PCAPNG_ROUNDS ? 'pcapng' : 'summary';
+        const chunks: Buffer[] = [];
+        const summaries: unknown[] = [];
+        let packets = 0;
+        const stop = client.onNotification((n) => {
+          const p = n.params as { format?: string; data?: string; packets?: number | typeof summaries };
+          if (n.method !== 'capture' || p.format !== format) return;
+          if (Array.isArray(p.packets)) summaries.push(...p.packets);
+          else if (p.data) chunks.push(Buffer.from(p.data, 'base64'));
+          packets += Array.isArray(p.packets) ? p.packets.length : p.packets ?? 0;
+        });
+        await client.call('capture.start', { format, protocols: ['udp'], ports: [PORT] });
+        sender.send('go');
+        await sender.next((o) => o.sent === true);
+        // Give the records time to reach us (a missed packet never comes: the wait ends at N or after 3 s).
+        await waitFor(`${N} packets captured`, () => packets >= N, 3000).catch(() => undefined);
+        const end = await client.call('capture.stop', {});
+        stop();
+        if (format === 'summary') {
+          assert.equal(summaries.length, N, `round ${round} (summaries): ${summaries.length} of ${N}`);
+          continue;
+        }
+        const pkts = await pcapFromChunks(chunks);
+        const what = `round ${round}: ${pkts.length} of ${N} datagrams in the file (${JSON.stringify(end)})`;
+        assert.equal(pkts.length, N, what);
+        for (const p of pkts) assert.ok(p.sport === String(PORT) || p.dport === String(PORT), JSON.stringify(p));
+      }
+    } finally {
+      client.close();
+      sender.child.kill('SIGKILL');
+    }
   });
 
   test('filters: --address, --port and --verdict select packets in the engine', async () => {

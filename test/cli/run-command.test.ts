@@ -59,3 +59,27 @@ test('a malformed reflect address or shield port exits 4 before anything starts,
   assert.equal(port.code, ExitCode.INVALID_ARGUMENT);
   assert.match(port.stderr, /'70000' is not a shield port\. \[E_INVALID_PORT\]/);
 });
+
+test('--device defaults by backend (rflx0 on ebpf, rflct0 on tun), run --help says so, a given name wins', () => {
+  const help = retroflect(['run', '--help']);
+  assert.equal(help.code, ExitCode.OK);
+  const device = /--device <name> +Linux: the engine's device \(default: rflx0 on ebpf, its veth; rflct0 on tun/;
+  assert.match(help.stdout.replace(/\s+/g, ' '), device);
+  const plan = (args: string[]): string => {
+    const r = retroflect(['run', '--dry-run', '--no-config', '--reflect', '198.51.100.9', ...args]);
+    assert.equal(r.code, ExitCode.OK, r.stdout + r.stderr);
+    return r.stdout;
+  };
+  const ebpf = plan(['--backend', 'ebpf']);
+  assert.match(ebpf, /ip link add dev rflx0 type veth peer name rflx0p/);
+  assert.match(ebpf, /198\.51\.100\.9\/32 dev rflx0/);
+  assert.doesNotMatch(ebpf, /rflct0/);
+  const tun = plan(['--backend', 'tun']);
+  assert.match(tun, /198\.51\.100\.9\/32 dev rflct0/);
+  assert.doesNotMatch(tun, /rflx0/);
+  for (const backend of ['ebpf', 'tun']) {
+    const given = plan(['--backend', backend, '--device', 'mine0']);
+    assert.match(given, /198\.51\.100\.9\/32 dev mine0/, backend);
+    assert.doesNotMatch(given, /rflx0|rflct0/, backend);
+  }
+});

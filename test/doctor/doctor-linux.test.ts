@@ -11,7 +11,8 @@ import { ControlClient } from '../../src/control/client.ts';
 import { ExitCode } from '../../src/errors.ts';
 import type { Check, DoctorReport } from '../../src/doctor/check.ts';
 import { createTopology, type NetNs, type Topology } from '../helpers/netns.ts';
-import { privateDir, removeDir, retroflect, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { engineDevice, engineLeftovers, privateDir, removeDir, retroflect, startEngine, type EngineHandle }
+  from '../helpers/engine.ts';
 
 const R4 = '203.0.113.40';
 const R6 = '2001:db8:ffff::40';
@@ -92,7 +93,7 @@ describe('retroflect doctor (Linux, real namespaces)', { timeout: 300_000 }, () 
       check(report, name);
     }
     assert.equal(check(report, `address.${R4}`).evidence.route && (check(report,
-      `address.${R4}`).evidence.route as { device: string }).device, 'rflct0');
+      `address.${R4}`).evidence.route as { device: string }).device, engineDevice());
     assert.deepEqual(check(report, 'port.8080/tcp').evidence.boundTo, ['::']);
   });
 
@@ -204,5 +205,83 @@ describe('retroflect doctor (Linux, real namespaces)', { timeout: 300_000 }, () 
     } finally {
       await t.a.must('ip', ['-6', 'route', 'add', 'default', 'via', t.b6]);
     }
+  });
+});
+
+describe('retroflect doctor after a killed ebpf engine (Linux, real namespaces)', { timeout: 300_000 }, () => {
+  let t: Topology;
+  let dir: string;
+  let engine: EngineHandle | undefined;
+  const R = '203.0.113.41';
+  const start = () => startEngine(t.a, dir, { config: false, args: ['--reflect', R, '--backend', 'ebpf'],
+    timeoutMs: 90_000 });
+
+  before(async () => {
+    t = await createTopology('docx');
+    dir = privateDir('docx');
+  });
+
+  after(async () => {
+    await engine?.kill();
+    await t?.destroy();
+    removeDir(dir);
+  });
+
+  test('SIGKILL leaves the veth, its program and routes, and the nft table: the doctor names them and the fix; the ' +
+    'next start removes them; after a clean stop nothing is reported', async () => {
+    engine = await start();
+    const running = await doctor(t.a, ['--pipe', engine.pipe]);
+    assert.equal(check(running.report, 'linux.ebpf-leftover').status, 'pass');
+    const pid = (await engine.cli(['status'])).json.pid as number;
+
+    await engine.kill(); // SIGKILL
+    const device = engineDevice('ebpf');
+    assert.deepEqual(await engineLeftovers(t.a, join(dir, 'none.sock')), ['device', 'qdisc', 'nft table'],
+      'what a killed ebpf engine leaves');
+    assert.match(await t.a.must('ip', ['route', 'show', 'dev', device]), /203\.0\.113\.41/);
+    const killed = await doctor(t.a, ['--pipe', engine.pipe]);
+    const c = check(killed.report, 'linux.ebpf-leftover');
+    assert.equal(c.status, 'warning', JSON.stringify(c));
+    assert.deepEqual(c.evidence.leftovers, [{ device, peer: `${device}p`, pid, routes: [R] }]);
+    assert.match(c.detail, new RegExp(`engine that is gone \\(killed\\) left its device: ${device} ` +
+      `\\(peer ${device}p, engine pid ${pid}, routes to 203\\.0\\.113\\.41\\)`));
+    assert.match(c.fix!, /Start the engine \('sudo retroflect run' or Start-Retroflect/);
+    assert.match(c.fix!, new RegExp(`ip link del dev ${device}`));
+    assert.equal(check(killed.report, 'linux.nft-table').status, 'warning', 'the table it left, too');
+    assert.equal(killed.code, ExitCode.OK, 'warnings alone do not fail the run');
+
+    engine = await start(); // removes the killed engine's device and table before it makes its own
+    const restarted = await doctor(t.a, ['--pipe', engine.pipe]);
+    const r = check(restarted.report, 'linux.ebpf-leftover');
+    assert.equal(r.status, 'pass', JSON.stringify(r));
+    assert.deepEqual((r.evidence.devices as { device: string }[]).map((d) => d.device), [device]);
+    engine.child.kill('SIGTERM');
+    assert.equal(await engine.exited, 0, engine.output());
+    engine = undefined;
+    assert.deepEqual(await engineLeftovers(t.a, join(dir, 'none.sock')), []);
+    const clean = await doctor(t.a, ['--pipe', join(dir, 'none.sock')]);
+    const none = check(clean.report, 'linux.ebpf-leftover');
+    assert.equal(none.detail, 'No device of an ebpf engine is left on this host.');
+    assert.equal(check(clean.report, 'linux.nft-table').status, 'skipped');
+  });
+
+  test('a killed engine\'s veth of another name (another --device, an older default) is reported, and the next ' +
+    'start removes it too instead of taking its nft table for a running engine\'s', async () => {
+    const old = 'rflxold';
+    engine = await startEngine(t.a, dir, { config: false, args: ['--reflect', R, '--backend', 'ebpf', '--device', old],
+      timeoutMs: 90_000 });
+    await engine.kill(); // SIGKILL
+    const killed = await doctor(t.a, ['--pipe', engine.pipe]);
+    const c = check(killed.report, 'linux.ebpf-leftover');
+    assert.equal(c.status, 'warning', JSON.stringify(c));
+    assert.deepEqual((c.evidence.leftovers as { device: string }[]).map((l) => l.device), [old]);
+    engine = await start(); // the default device
+    const links = await t.a.ipJson<{ ifname: string }[]>(['link', 'show']);
+    assert.ok(!links.some((l) => l.ifname.startsWith(old)), 'the old veth is gone');
+    assert.match(await t.a.must('ip', ['route', 'get', R]), new RegExp(`dev ${engineDevice('ebpf')}`));
+    engine.child.kill('SIGTERM');
+    assert.equal(await engine.exited, 0, engine.output());
+    engine = undefined;
+    assert.deepEqual(await engineLeftovers(t.a, join(dir, 'none.sock')), []);
   });
 });

@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
 import { spawnEngine, waitReady, type EngineProcess } from './engine-process.ts';
 import { backendArgs, LINUX_TEST_BACKENDS } from '../helpers/backends.ts';
+import { engineDevice } from '../helpers/engine.ts';
 
 const PROBE = 'test/fixtures/probe.ts';
 const node = process.execPath;
@@ -242,7 +243,8 @@ describe(`retroflect run: dry run and refusals change nothing (${backend})`, { t
     const r = await t.a.run(node, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--dry-run', '--no-config', '--reflect',
       '192.0.2.1', '--shield', '8080/tcp', '--pipe', join(pipeDir, 's.sock'), ...backendArgs(backend)], {});
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /ip -4 route replace 192\.0\.2\.1\/32 dev rflct0/);
+    // No --device: the backend's default device.
+    assert.match(r.stdout, new RegExp(`ip -4 route replace 192\\.0\\.2\\.1/32 dev ${engineDevice(backend)}\\b`));
     assert.match(r.stdout, /elements = \{ 8080 \}/);
     assert.match(r.stdout, /WinDivert filter \(Windows\): +!loopback and \(\(outbound and \(ip\.DstAddr == 192\.0\.2\.1\)\) or \(inbound and \(ip\.SrcAddr == 192\.0\.2\.1 or ip\.Protocol == 51 or tcp\.DstPort == 8080\)\)\)/);
     await assertClean(t.a);

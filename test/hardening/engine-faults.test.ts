@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { spawnSync } from 'node:child_process';
 import { createTopology, waitFor, type NetNs, type Topology } from '../helpers/netns.ts';
-import { engineLeftovers, ENGINE_DEVICE, privateDir, removeDir, retroflect, spawnEngine, startEngine, type EngineHandle, type StartOptions } from '../helpers/engine.ts';
+import { engineDevice, engineLeftovers, privateDir, removeDir, retroflect, spawnEngine, startEngine, type EngineHandle, type StartOptions } from '../helpers/engine.ts';
 import { backendArgs, LINUX_TEST_BACKENDS } from '../helpers/backends.ts';
 
 
@@ -86,7 +86,7 @@ describe(`hardening: the real engine under faults (${backend})`, { timeout: 600_
   describe('defect 2: every stop signal, at every phase, ends in a full cleanup', () => {
     test('SIGTERM during start-up (the device exists, Ready not yet printed)', async () => {
       const e = spawn();
-      await waitFor('device created', async () => (await t.a.run('ip', ['link', 'show', 'dev', ENGINE_DEVICE])).code === 0, 30_000);
+      await waitFor('device created', async () => (await t.a.run('ip', ['link', 'show', 'dev', engineDevice(backend)])).code === 0, 30_000);
       assert.doesNotMatch(e.output(), /^Ready\./m, 'too late: the engine was already ready');
       e.child.kill('SIGTERM');
       assert.equal(await e.exited, 0, e.output());
@@ -160,7 +160,7 @@ describe(`hardening: the real engine under faults (${backend})`, { timeout: 600_
       const add = await e.cli(['address', 'add', '203.0.113.5', '203.0.113.99', '--temporary']);
       assert.equal(add.code, 5, JSON.stringify(add.json));
       assert.match(add.json.error.message, /did not finish within 1500 ms and was killed/);
-      const routes = JSON.stringify(await t.a.ipJson(['route', 'show', 'dev', ENGINE_DEVICE]));
+      const routes = JSON.stringify(await t.a.ipJson(['route', 'show', 'dev', engineDevice(backend)]));
       assert.doesNotMatch(routes, /203\.0\.113\.5"/, 'route of the failed change left behind');
       assert.deepEqual((await e.cli(['status'])).json.reflectAddresses, ['192.0.2.1']);
       // nft hangs: the shield change fails, the set is as before, the engine still answers and changes.
@@ -213,8 +213,8 @@ describe(`hardening: the real engine under faults (${backend})`, { timeout: 600_
     assert.match(set, /8443/);
     // by the periodic check, with no client asking; a deleted route too
     await t.a.must('nft', ['delete', 'table', 'inet', 'retroflect']);
-    await t.a.must('ip', ['route', 'del', '192.0.2.1/32', 'dev', ENGINE_DEVICE]);
-    await waitFor('periodic repair', async () => (await tableExists(t.a)) && JSON.stringify(await t.a.ipJson(['route', 'show', 'dev', ENGINE_DEVICE])).includes('192.0.2.1'), 15_000);
+    await t.a.must('ip', ['route', 'del', '192.0.2.1/32', 'dev', engineDevice(backend)]);
+    await waitFor('periodic repair', async () => (await tableExists(t.a)) && JSON.stringify(await t.a.ipJson(['route', 'show', 'dev', engineDevice(backend)])).includes('192.0.2.1'), 15_000);
     assert.equal((await e.cli(['status'])).json.hostRepairs.count, 4);
     e.child.kill('SIGTERM');
     assert.equal(await e.exited, 0);

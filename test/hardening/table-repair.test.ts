@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, waitFor, type Topology } from '../helpers/netns.ts';
-import { privateDir, removeDir, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { engineDevice, privateDir, removeDir, startEngine, type EngineHandle } from '../helpers/engine.ts';
 
 const node = process.execPath;
 const PROBE = 'test/fixtures/probe.ts';
@@ -100,7 +100,7 @@ describe('partial nft edits are repaired and counted', { timeout: 180_000 }, () 
     assert.match(
       await repaired(
         () => nft(['flush', 'chain', 'inet', 'retroflect', 'forward']),
-        async () => (await nft(['list', 'chain', 'inet', 'retroflect', 'forward'])).includes('oifname "rflct0" counter name "forwarded" drop'),
+        async () => (await nft(['list', 'chain', 'inet', 'retroflect', 'forward'])).includes(`oifname "${engineDevice()}" counter name "forwarded" drop`),
       ),
       /had its chains, rules, sets or counters changed/,
     );

@@ -12,6 +12,7 @@ import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NetNs } from './netns.ts';
+import { DEFAULT_DEVICE } from '../../src/packet-sources/default-device.ts';
 
 const node = process.execPath;
 /**
@@ -23,14 +24,19 @@ const CLI: string[] = process.env.RETROFLECT_TEST_ENGINE ? [process.env.RETROFLE
 /** `retroflect run` prints this at the start of a stdout line once its pipe answers (src/cli/run-engine.ts). */
 export const READY = /^Ready\./m;
 
-/** The device an engine makes when no --device is given (TUN, or the ebpf backend's veth; its peer adds a "p"). */
-export const ENGINE_DEVICE = 'rflct0';
+/**
+ * The device an engine makes when no --device is given, by backend (the TUN device, or the ebpf backend's veth; its
+ * peer adds a "p"). Without --backend the engine runs ebpf on these test hosts.
+ */
+export function engineDevice(backend: 'ebpf' | 'tun' = 'ebpf'): string {
+  return DEFAULT_DEVICE[backend];
+}
 
 /** What an engine can leave in its namespace and directory: 'device', 'qdisc', 'nft table', 'socket' ([]: nothing). */
 export async function engineLeftovers(ns: NetNs, pipe: string): Promise<string[]> {
   const left: string[] = [];
   const links = await ns.ipJson<{ ifname: string }[]>(['link', 'show']);
-  if (links.some((l) => l.ifname.startsWith(ENGINE_DEVICE))) left.push('device');
+  if (links.some((l) => Object.values(DEFAULT_DEVICE).some((d) => l.ifname.startsWith(d)))) left.push('device');
   if ((await ns.must('tc', ['qdisc', 'show'])).includes('clsact')) left.push('qdisc');
   if ((await ns.must('nft', ['list', 'tables'])).includes('retroflect')) left.push('nft table');
   if (existsSync(pipe)) left.push('socket');

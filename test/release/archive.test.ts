@@ -19,6 +19,7 @@ import { createTopology, JsonLines, run, type Topology } from '../helpers/netns.
 import { privateDir, removeDir } from '../helpers/engine.ts';
 import { pwshTestGate, type Pwsh } from '../helpers/pwsh.ts';
 import { runWine, setupWine, wineAvailable } from '../wine/setup.ts';
+import { DEFAULT_DEVICE } from '../../src/packet-sources/default-device.ts';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -235,9 +236,10 @@ describe('Linux release archive: install, detect, upgrade, rollback, uninstall',
     assert.deepEqual(kinds, ['retroflect-install', 'retroflect-uninstall'], 'only the deploy logs');
     assert.ok(existsSync(join(root, 'etc/retroflect/config.json')), 'the config stays');
     assert.equal((await script(v2, 'Detect.ps1')).code, 1);
-    // Nothing of the engine's left in the namespace either: no TUN device, no nft table.
+    // Nothing of the engine's left in the namespace either: no device (TUN, or the ebpf backend's veth), no nft table.
     assert.equal((await topo.a.must('nft', ['list', 'tables'])).trim(), '');
-    assert.ok(!(await topo.a.ipJson<{ ifname: string }[]>(['link', 'show'])).some((l) => l.ifname.startsWith('rflct')));
+    const links = await topo.a.ipJson<{ ifname: string }[]>(['link', 'show']);
+    assert.ok(!links.some((l) => Object.values(DEFAULT_DEVICE).some((d) => l.ifname.startsWith(d))));
     const again = await script(v2, 'Uninstall.ps1');
     assert.equal(again.code, 0, again.stderr);
     const purge = await script(v2, 'Uninstall.ps1', ['-RemoveConfig']);

@@ -15,7 +15,7 @@ import { STOP_SIGNALS } from '../../src/cli/stop-signals.ts';
 import { loadConfigFile } from '../../src/config/config-file.ts';
 import { ControlClient } from '../../src/control/client.ts';
 import { createTopology, waitFor, type Topology } from '../helpers/netns.ts';
-import { engineLeftovers, ENGINE_DEVICE, privateDir, removeDir, spawnEngine, startEngine, type EngineHandle } from '../helpers/engine.ts';
+import { engineLeftovers, engineDevice, privateDir, removeDir, spawnEngine, startEngine, type EngineHandle } from '../helpers/engine.ts';
 
 
 type Phase = 'start-up' | 'running' | 'under load' | 'cleanup';
@@ -26,7 +26,7 @@ async function signalCase(t: Topology, dir: string, sig: NodeJS.Signals, phase: 
   let stopLoad: (() => void) | null = null;
   if (phase === 'start-up') {
     e = spawnEngine(t.a, dir, opts);
-    await waitFor('device', async () => (await t.a.run('ip', ['link', 'show', 'dev', ENGINE_DEVICE])).code === 0, 30_000);
+    await waitFor('device', async () => (await t.a.run('ip', ['link', 'show', 'dev', engineDevice()])).code === 0, 30_000);
   } else {
     e = await startEngine(t.a, dir, opts);
   }
@@ -141,7 +141,7 @@ async function diskFullAndReadOnly(t: Topology, dir: string) {
 
 async function deletedTun(t: Topology, dir: string) {
   const e = await startEngine(t.a, dir, { config: false, pipe: join(dir, 'deltun.sock'), args: ['--reflect', '192.0.2.1', '--shield', '8080/tcp', '--backend', 'tun'] });
-  await t.a.must('ip', ['link', 'del', ENGINE_DEVICE]);
+  await t.a.must('ip', ['link', 'del', engineDevice('tun')]);
   const exit = await Promise.race([e.exited, new Promise((r) => setTimeout(() => r('still running after 10 s'), 10_000))]);
   const output = e.output().split('\n').filter((l) => /error|TUN/.test(l)).slice(-2);
   await e.kill();

@@ -47,8 +47,8 @@ function Start-Retroflect {
     saved.
 
     .PARAMETER Device
-    Linux: the engine's device (default rflct0): the TUN device, or the
-    ebpf backend's veth (its peer adds a "p").
+    Linux: the engine's device: the ebpf backend's veth (default rflx0;
+    its peer adds a "p"), or the TUN device (default rflct0).
 
     .PARAMETER Backend
     Linux: the packet backend: auto (the default: ebpf where its program

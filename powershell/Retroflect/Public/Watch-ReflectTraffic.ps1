@@ -15,7 +15,8 @@ function Watch-ReflectTraffic {
 
     Interface is the interface the packet left through or arrived on: on
     Windows its interface index as 'if12' (Get-NetAdapter -InterfaceIndex 12
-    names it); on Linux the name ('rflct0' for reflected traffic; for a
+    names it); on Linux the name (the engine's device for reflected
+    traffic: 'rflx0' on ebpf, 'rflct0' on tun by default; for a
     shieldDropped or forgedSourceDropped packet the interface it arrived on,
     e.g. 'eth0'). On Linux those two drops are made by the engine's nftables
     rules, which report them to the engine while a capture runs.

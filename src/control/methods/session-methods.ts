@@ -63,14 +63,14 @@ export const sessionMethods: MethodTablePart<'hello' | 'subscribe' | 'unsubscrib
     return { topic: 'stats', subscribed: false };
   },
   'capture.start': (params, { engine, session }) => {
-    let result: CaptureStartResult | undefined;
+    let started: Promise<CaptureStartResult> | undefined;
     session.startCapture((sink) => {
-      const started = CaptureSubscription.start(engine.capture, params, sink);
-      result = started.result;
-      return started.sub;
+      const opened = CaptureSubscription.start(engine.capture, params, sink);
+      started = opened.started;
+      return opened.sub;
     });
-    // startCapture opens the capture at once (or throws), so the result is there.
-    return result!;
+    // startCapture opens the capture at once (or throws); the answer waits until the engine has taken it up.
+    return started!;
   },
   'capture.stop': (params, { session }) => {
     only(params, []);

@@ -16,6 +16,7 @@ import { nftScriptCommand, shieldTableScript } from '../../platform/linux/nftabl
 import { FIRST_LOG_GROUP } from '../../platform/linux/nflog.ts';
 import { routeAddCommand } from '../../platform/linux/routes.ts';
 import type { SocketOwner, SocketQuery } from '../../platform/linux/socket-owners.ts';
+import { DEFAULT_DEVICE } from '../default-device.ts';
 import { LinuxHostState } from '../linux/host-state.ts';
 import type {
   EbpfSourceInit,
@@ -45,11 +46,11 @@ import { openPacketSocket } from './packet-socket.ts';
 import {
   checkEbpfDeviceName,
   createPairCommand,
-  DEFAULT_EBPF_DEVICE,
   deletePairCommand,
   deviceExists,
   deviceUp,
   deviceUpCommand,
+  engineDevices,
   ownerPid,
   peerName,
   peerUpCommand,
@@ -98,7 +99,7 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
   private readonly slots = new Map<string, number>();
 
   constructor(private readonly opts: EbpfHostOptions = {}) {
-    this.device = opts.deviceName ?? DEFAULT_EBPF_DEVICE;
+    this.device = opts.deviceName ?? DEFAULT_DEVICE.ebpf;
     checkEbpfDeviceName(this.device);
     this.host = new LinuxHostState(this.device);
     this.kernel = {
@@ -112,7 +113,8 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
     const steps: PlanStep[] = [
       {
         action: 'remove leftovers',
-        detail: `delete ${this.device} if the engine named in its alias is gone (with its qdisc, program and routes)`,
+        detail: `delete ${this.device}, and any device, if the engine its alias names is gone (with its qdisc, ` +
+          'program and routes)',
       },
       { action: 'load the tc program', detail: `libbpf: open the built-in object, load "${PROGRAM_NAME}" (verified)` },
       cmd('create the veth pair', createPairCommand(this.device)),
@@ -194,10 +196,17 @@ export class EbpfHostBackend implements HostBackend<'ebpf'> {
   }
 
   /**
-   * A device of ours whose engine is gone is removed (with its qdisc, program, maps and routes); one whose engine
-   * runs is refused. The shield table is one per host: one naming a device that exists belongs to a running engine.
+   * A device of ours whose engine is gone is removed (with its qdisc, program, maps and routes), whatever its name (an
+   * earlier run may have had another --device: its nft table, naming it, would read as a running engine's); ours
+   * whose engine runs is refused. The shield table is one per host: one naming a device that exists belongs to a
+   * running engine.
    */
   private async removeLeftovers(): Promise<void> {
+    for (const { device, pid } of engineDevices()) {
+      if (device !== this.device && pid !== process.pid && !processAlive(pid)) {
+        await runCommand(deletePairCommand(device));
+      }
+    }
     if (deviceExists(this.device)) {
       const pid = ownerPid(this.device);
       if (pid === null) {

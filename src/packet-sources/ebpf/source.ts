@@ -57,6 +57,10 @@ export class EbpfPacketSource extends LinuxFdSource<'ebpf'> {
     if (sink) this.kernelLost = this.ring!.lost();
   }
 
+  flushKernelPackets(): void {
+    this.drainExtra();
+  }
+
   protected override drainExtra(): void {
     if (!this.kernelSink) return;
     this.ring!.drain(this.kernelSink);

@@ -8,11 +8,10 @@
  * Unlike a TUN device a veth outlives a killed engine, so the engine writes its pid into the device's alias: the next
  * start removes a pair whose engine is gone, and refuses one whose engine still runs.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { ErrorCode, RetroflectError } from '../../errors.ts';
 import type { HostCommand } from '../../platform/linux/command.ts';
 
-export const DEFAULT_EBPF_DEVICE = 'rflx0';
 /** The peer is the device's name plus this suffix (so the device name may have 14 characters at most). */
 export const PEER_SUFFIX = 'p';
 /** The alias a device of ours carries: this prefix and the engine's pid. */
@@ -73,6 +72,20 @@ export function ownerPid(device: string): number | null {
   } catch {
     return null;
   }
+}
+
+/** Every device whose alias names a retroflect engine (the ebpf backend's), with that engine's pid. */
+export function engineDevices(): { device: string; pid: number }[] {
+  let names: string[];
+  try {
+    names = readdirSync('/sys/class/net');
+  } catch {
+    return [];
+  }
+  return names.flatMap((device) => {
+    const pid = ownerPid(device);
+    return pid === null ? [] : [{ device, pid }];
+  });
 }
 
 export function processAlive(pid: number): boolean {

@@ -49,8 +49,6 @@ export type TunVariantName = keyof typeof TUN_VARIANTS;
 /** The variant measured fastest by bench/reflect-path.ts (numbers in bench/README.md). */
 export const DEFAULT_TUN_VARIANT: TunVariantName = 'vnetOffload';
 
-export const DEFAULT_TUN_NAME = 'rflct0';
-
 export function checkDeviceName(name: string): void {
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(name)) {
     throw new RetroflectError(ErrorCode.BACKEND_FAILED, `'${name}' is not a valid TUN device name.`, {

@@ -12,10 +12,10 @@ import { runCommand, describeCommand, type HostCommand } from '../../platform/li
 import { interfaceIndex } from '../../platform/linux/interfaces.ts';
 import { libc } from '../../platform/linux/libc.ts';
 import type { FirewallCounters, HostBackend, PlanStep, TunSourceInit, TunSourceUpdate } from '../packet-source.ts';
+import { DEFAULT_DEVICE } from '../default-device.ts';
 import { LinuxHostState } from '../linux/host-state.ts';
 import {
   checkDeviceName,
-  DEFAULT_TUN_NAME,
   DEFAULT_TUN_VARIANT,
   enableIpv6,
   ipv6SysctlPath,
@@ -31,7 +31,7 @@ import { routeAddCommand } from '../../platform/linux/routes.ts';
 import type { SocketOwner, SocketQuery } from '../../platform/linux/socket-owners.ts';
 
 export interface TunHostOptions {
-  /** Device name; default rflct0. */
+  /** Device name; default DEFAULT_DEVICE.tun (../default-device.ts). */
   deviceName?: string;
   /** Device setup; default DEFAULT_TUN_VARIANT. */
   variant?: TunVariantName | TunVariant;
@@ -47,7 +47,7 @@ export class TunHostBackend implements HostBackend<'tun'> {
   private readonly host: LinuxHostState;
 
   constructor(opts: TunHostOptions = {}) {
-    this.device = opts.deviceName ?? DEFAULT_TUN_NAME;
+    this.device = opts.deviceName ?? DEFAULT_DEVICE.tun;
     checkDeviceName(this.device); // refuse a bad --device before anything is planned or changed
     const v = opts.variant ?? DEFAULT_TUN_VARIANT;
     this.variant = typeof v === 'string' ? TUN_VARIANTS[v] : v;

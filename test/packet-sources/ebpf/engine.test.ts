@@ -14,7 +14,7 @@ import { existsSync, statSync } from 'node:fs';
 import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
 import {
   engineLeftovers,
-  ENGINE_DEVICE,
+  engineDevice,
   privateDir,
   removeDir,
   retroflect,
@@ -28,7 +28,8 @@ const node = process.execPath;
 const R4 = '192.0.2.1';
 const R6 = '2001:db8::1';
 const R_EXTRA = '192.0.2.2';
-const PEER = `${ENGINE_DEVICE}p`;
+const DEVICE = engineDevice('ebpf');
+const PEER = `${DEVICE}p`;
 
 async function peerRxPackets(ns: NetNs): Promise<number> {
   const [link] = await ns.ipJson<{ stats64: { rx: { packets: number } } }[]>(['-s', 'link', 'show', 'dev', PEER]);
@@ -196,7 +197,7 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
   test('a removed qdisc or filter, or a device set down, is put back by the host check and counted', async () => {
     type Repairs = { count: number; last: { what: string } | null };
     const repairs = async () => (await engine!.cli(['status'])).json.hostRepairs as Repairs;
-    const egress = () => t.a.must('tc', ['filter', 'show', 'dev', ENGINE_DEVICE, 'egress']);
+    const egress = () => t.a.must('tc', ['filter', 'show', 'dev', DEVICE, 'egress']);
     const reflectedInKernel = async (port: number) => {
       const sink = await counter(t.a, port);
       const rxBefore = await peerRxPackets(t.a);
@@ -204,10 +205,10 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
       assert.deepEqual(await sink.result(), { received: 50, wrong: [] });
       return (await peerRxPackets(t.a)) - rxBefore < 5;
     };
-    const what = new RegExp(`tc program on the egress of ${ENGINE_DEVICE} .*attached it again`);
+    const what = new RegExp(`tc program on the egress of ${DEVICE} .*attached it again`);
     const edits: [string, string[]][] = [
-      ['qdisc', ['qdisc', 'del', 'dev', ENGINE_DEVICE, 'clsact']],
-      ['filter', ['filter', 'del', 'dev', ENGINE_DEVICE, 'egress']],
+      ['qdisc', ['qdisc', 'del', 'dev', DEVICE, 'clsact']],
+      ['filter', ['filter', 'del', 'dev', DEVICE, 'egress']],
     ];
     let port = 5410;
     for (const [name, args] of edits) {
@@ -223,10 +224,10 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
     }
     // Down takes the device's routes with it: both come back.
     const before = (await repairs()).count;
-    await t.a.must('ip', ['link', 'set', 'dev', ENGINE_DEVICE, 'down']);
+    await t.a.must('ip', ['link', 'set', 'dev', DEVICE, 'down']);
     await waitFor('device repaired', async () => (await repairs()).count >= before + 2, 20_000);
-    assert.match(await t.a.must('ip', ['route', 'show', 'dev', ENGINE_DEVICE]), new RegExp(R4.replace(/\./g, '\\.')));
-    assert.match(await t.a.must('ip', ['-6', 'route', 'show', 'dev', ENGINE_DEVICE]), /2001:db8::1/);
+    assert.match(await t.a.must('ip', ['route', 'show', 'dev', DEVICE]), new RegExp(R4.replace(/\./g, '\\.')));
+    assert.match(await t.a.must('ip', ['-6', 'route', 'show', 'dev', DEVICE]), /2001:db8::1/);
     assert.equal(await reflectedInKernel(port++), true, 'not reflected in the kernel after the device came back');
   });
 
@@ -276,6 +277,7 @@ describe('ebpf backend: fallback to TUN when the program cannot load', { timeout
     try {
       const status = (await e.cli(['status'])).json;
       assert.equal(status.backend, 'ebpf');
+      assert.equal(status.backendInfo.device, 'rflx0', 'the ebpf default device');
       assert.equal(status.backendInfo.ebpfUnavailable, undefined);
       assert.doesNotMatch(e.output(), /cannot run here/);
     } finally {
@@ -294,6 +296,7 @@ describe('ebpf backend: fallback to TUN when the program cannot load', { timeout
       assert.match(e.output(), expected);
       const status = (await e.cli(['status'])).json;
       assert.equal(status.backend, 'tun');
+      assert.equal(status.backendInfo.device, 'rflct0', 'the tun default: decided by the backend the engine runs');
       assert.match(status.backendInfo.ebpfUnavailable, /libbpf/);
       const ping = await t.a.run('ping', ['-c', '1', '-W', '2', R4]);
       assert.match(ping.stdout, /1 received/);
