@@ -10,14 +10,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, type NetNs, type Topology } from '../../helpers/netns.ts';
-import { ENGINE_DEVICE, privateDir, removeDir, startEngine, type EngineHandle } from '../../helpers/engine.ts';
+import { engineDevice, privateDir, removeDir, startEngine, type EngineHandle } from '../../helpers/engine.ts';
 
 const STREAM = 'test/packet-sources/ebpf/fixtures/udp-stream.ts';
 const PEERS = 'test/e2e/fixtures/allowed-peers.ts';
 const node = process.execPath;
 const R4 = '203.0.113.41';
 const R6 = '2001:db8:ffff::41';
-const PEER = `${ENGINE_DEVICE}p`;
+const PEER = `${engineDevice('ebpf')}p`;
 /** Ends a client that hangs; far longer than a refusal takes. Never the thing measured. */
 const GUARD_MS = '5000';
 /** Packets the peer may see that are none of the test's (IPv6 neighbour and router messages). */

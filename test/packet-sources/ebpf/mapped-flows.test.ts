@@ -12,13 +12,13 @@ import { after, before, describe, test } from 'node:test';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
-import { ENGINE_DEVICE, privateDir, removeDir, startEngine, type EngineHandle } from '../../helpers/engine.ts';
+import { engineDevice, privateDir, removeDir, startEngine, type EngineHandle } from '../../helpers/engine.ts';
 
 const PEERS = 'test/packet-sources/ebpf/fixtures/mapped-peers.ts';
 const node = process.execPath;
 const R4 = '203.0.113.44';
 const R6 = '2001:db8:ffff::44';
-const PEER = `${ENGINE_DEVICE}p`;
+const PEER = `${engineDevice('ebpf')}p`;
 /** The servers' ports (T) and the ports clients use (P). */
 const TCP_T = 5601;
 const UDP_T = 5602;
