@@ -11,8 +11,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, JsonLines, type NetNs, type Topology } from '../../helpers/netns.ts';
 import { engineDevice, privateDir, removeDir, startEngine, type EngineHandle } from '../../helpers/engine.ts';
+import { counter, peerRxPackets, send } from '../../helpers/udp-stream.ts';
 
-const STREAM = 'test/packet-sources/ebpf/fixtures/udp-stream.ts';
 const PEERS = 'test/e2e/fixtures/allowed-peers.ts';
 const node = process.execPath;
 const R4 = '203.0.113.41';
@@ -22,11 +22,6 @@ const PEER = `${engineDevice('ebpf')}p`;
 const GUARD_MS = '5000';
 /** Packets the peer may see that are none of the test's (IPv6 neighbour and router messages). */
 const NOISE = 5;
-
-async function peerRxPackets(ns: NetNs): Promise<number> {
-  const [link] = await ns.ipJson<{ stats64: { rx: { packets: number } } }[]>(['-s', 'link', 'show', 'dev', PEER]);
-  return link.stats64.rx.packets;
-}
 
 /**
  * Datagrams the UDP socket bound to `port` (the counter's: dual stack, so in /proc/net/udp6) dropped because its
@@ -45,27 +40,6 @@ async function peer(ns: NetNs, args: string[]): Promise<Record<string, unknown>>
   const r = await ns.run(node, ['--import', 'tsx', PEERS, ...args]);
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout) as Record<string, unknown>;
-}
-
-async function send(ns: NetNs, hosts: string[], port: number, count: number, size: number, pauseEvery = 50) {
-  const args = [hosts.join(','), String(port), String(count), String(size), String(pauseEvery)];
-  const r = await ns.run(node, ['--import', 'tsx', STREAM, 'send', ...args], { timeoutMs: 120_000 });
-  assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(JSON.parse(r.stdout), { sent: count });
-}
-
-/** A UDP counter on `port`; `result()` stops it and returns what it received. */
-async function counter(ns: NetNs, port: number): Promise<{ result(): Promise<{ received: number; wrong: string[] }> }> {
-  const lines = new JsonLines(ns.spawn(node, ['--import', 'tsx', STREAM, 'count', String(port)]));
-  await lines.next((o) => o.ready === true);
-  return {
-    async result() {
-      await new Promise((r) => setTimeout(r, 300)); // the last datagrams are in flight
-      lines.child.kill('SIGTERM');
-      const line = await lines.next((o) => typeof o.received === 'number');
-      return line as unknown as { received: number; wrong: string[] };
-    },
-  };
 }
 
 describe('allowed ports on the ebpf backend: decided in the kernel', { timeout: 600_000 }, () => {
@@ -99,13 +73,13 @@ describe('allowed ports on the ebpf backend: decided in the kernel', { timeout: 
   test('what the list allows is reflected in the kernel: the user-space path sees none of it', async () => {
     const sink = await counter(t.a, 5400);
     const refusedBefore = await notAllowed();
-    const rxBefore = await peerRxPackets(t.a);
+    const rxBefore = await peerRxPackets(t.a, PEER);
     await send(t.a, [R4], 5400, 200, 100);
     await send(t.a, [R6], 5400, 100, 300);
     // TCP: the SYN goes to an open port, the server's answers come from it (its reply set), the close both ways.
     for (const host of [R4, R6]) assert.equal((await peer(t.a, ['connect', host, '8080', GUARD_MS])).ok, true, host);
     assert.deepEqual(await sink.result(), { received: 300, wrong: [] });
-    const rx = (await peerRxPackets(t.a)) - rxBefore;
+    const rx = (await peerRxPackets(t.a, PEER)) - rxBefore;
     assert.ok(rx < NOISE, `${rx} packets took the user-space path`);
     const stats = (await engine!.cli(['stats'])).json;
     const udp = (a: string) => stats.byAddress.find((e: { address: string }) => e.address === a).byProtocol.udp;
@@ -116,13 +90,13 @@ describe('allowed ports on the ebpf backend: decided in the kernel', { timeout: 
 
   test('what it does not allow takes the user-space path and is refused there, IPv4 and IPv6', async () => {
     const refusedBefore = await notAllowed();
-    const rxBefore = await peerRxPackets(t.a);
+    const rxBefore = await peerRxPackets(t.a, PEER);
     for (const host of [R4, R6]) {
       assert.equal((await peer(t.a, ['connect', host, '8081', GUARD_MS])).error, 'ECONNREFUSED', host);
       assert.equal((await peer(t.a, ['udp', host, '5401', GUARD_MS])).error, 'ECONNREFUSED', host);
     }
     // Each refused SYN and the first datagram of each UDP client reached user space (a second datagram may).
-    assert.ok((await peerRxPackets(t.a)) - rxBefore >= 4, 'the refused packets reached the user-space path');
+    assert.ok((await peerRxPackets(t.a, PEER)) - rxBefore >= 4, 'the refused packets reached the user-space path');
     assert.ok((await notAllowed()) - refusedBefore >= 4, 'counted notAllowed');
   });
 
@@ -135,9 +109,9 @@ describe('allowed ports on the ebpf backend: decided in the kernel', { timeout: 
     assert.equal((await peer(t.a, ['connect', R6, '8081', GUARD_MS])).ok, true);
     assert.equal((await peer(t.a, ['udp', R4, '5401', GUARD_MS])).reply, `server=5401 peer=${R4}`);
     // The added port is the kernel's: 200 datagrams and their 200 answers, none through the user-space path.
-    const rxBefore = await peerRxPackets(t.a);
+    const rxBefore = await peerRxPackets(t.a, PEER);
     await send(t.a, [R4, R6], 5401, 200, 100);
-    const rx = (await peerRxPackets(t.a)) - rxBefore;
+    const rx = (await peerRxPackets(t.a, PEER)) - rxBefore;
     assert.ok(rx < NOISE, `${rx} packets took the user-space path while the added port was used`);
     // And back: 8081 and 5401 refused again at once (their servers still listen: the refusal is retroflect's).
     await setPorts('5400/udp,8080/tcp');
@@ -157,10 +131,10 @@ describe('allowed ports on the ebpf backend: decided in the kernel', { timeout: 
     assert.equal(add.code, 0, add.stderr);
     const sink = await counter(t.a, 5400);
     const refusedBefore = await notAllowed();
-    const rxBefore = await peerRxPackets(t.a);
+    const rxBefore = await peerRxPackets(t.a, PEER);
     await send(t.a, [R4], 6000, 100, 100);
     assert.deepEqual(await sink.result(), { received: 100, wrong: [] });
     assert.equal((await notAllowed()) - refusedBefore, 0);
-    assert.ok((await peerRxPackets(t.a)) - rxBefore >= 100, 'the mapped datagrams were mapped in user space');
+    assert.ok((await peerRxPackets(t.a, PEER)) - rxBefore >= 100, 'the mapped datagrams were mapped in user space');
   });
 });

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { existsSync, statSync } from 'node:fs';
-import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
+import { createTopology, run, waitFor, type Topology } from '../../helpers/netns.ts';
 import {
   engineLeftovers,
   engineDevice,
@@ -22,8 +22,8 @@ import {
   startEngine,
   type EngineHandle,
 } from '../../helpers/engine.ts';
+import { counter, peerRxPackets, send } from '../../helpers/udp-stream.ts';
 
-const STREAM = 'test/packet-sources/ebpf/fixtures/udp-stream.ts';
 const node = process.execPath;
 const R4 = '192.0.2.1';
 const R6 = '2001:db8::1';
@@ -31,36 +31,10 @@ const R_EXTRA = '192.0.2.2';
 const DEVICE = engineDevice('ebpf');
 const PEER = `${DEVICE}p`;
 
-async function peerRxPackets(ns: NetNs): Promise<number> {
-  const [link] = await ns.ipJson<{ stats64: { rx: { packets: number } } }[]>(['-s', 'link', 'show', 'dev', PEER]);
-  return link.stats64.rx.packets;
-}
-
 /** UDP packets the engine counted as reflected for `address` (kernel and user space together). */
 async function udpReflected(engine: EngineHandle, address: string): Promise<number> {
   const stats = (await engine.cli(['stats'])).json;
   return stats.byAddress.find((e: { address: string }) => e.address === address).byProtocol.udp.packets;
-}
-
-async function send(ns: NetNs, hosts: string[], port: number, count: number, size: number, pauseEvery = 50) {
-  const args = [hosts.join(','), String(port), String(count), String(size), String(pauseEvery)];
-  const r = await ns.run(node, ['--import', 'tsx', STREAM, 'send', ...args], { timeoutMs: 120_000 });
-  assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(JSON.parse(r.stdout), { sent: count });
-}
-
-/** A UDP counter on `port`; `result()` stops it and returns what it received. */
-async function counter(ns: NetNs, port: number): Promise<{ result(): Promise<{ received: number; wrong: string[] }> }> {
-  const lines = new JsonLines(ns.spawn(node, ['--import', 'tsx', STREAM, 'count', String(port)]));
-  await lines.next((o) => o.ready === true);
-  return {
-    async result() {
-      await new Promise((r) => setTimeout(r, 300)); // the last datagrams are in flight
-      lines.child.kill('SIGTERM');
-      const line = await lines.next((o) => typeof o.received === 'number');
-      return line as unknown as { received: number; wrong: string[] };
-    },
-  };
 }
 
 describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, () => {
@@ -83,7 +57,7 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
 
   test('counters equal what the client sent, and the kernel reflected it all (user space saw none)', async () => {
     const sink = await counter(t.a, 5400);
-    const rxBefore = await peerRxPackets(t.a);
+    const rxBefore = await peerRxPackets(t.a, PEER);
     await send(t.a, [R4], 5400, 200, 100);
     await send(t.a, [R6], 5400, 100, 300);
     assert.deepEqual(await sink.result(), { received: 300, wrong: [] });
@@ -94,7 +68,7 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
     assert.ok(stats.reflected.packets >= 300, JSON.stringify(stats.reflected));
     assert.equal(stats.malformed.total, 0);
     // Every datagram went kernel → kernel: the peer, where the user-space path reads, received none of them.
-    assert.ok((await peerRxPackets(t.a)) - rxBefore < 5, 'datagrams took the user-space path');
+    assert.ok((await peerRxPackets(t.a, PEER)) - rxBefore < 5, 'datagrams took the user-space path');
   });
 
   test('flows: one per conversation, with its packets, bytes, ports and ages', async () => {
@@ -121,7 +95,7 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
   test('ICMP errors are reflected in the kernel with their embedded packet: a closed port refuses', async () => {
     const icmp = async () => (await engine!.cli(['stats'])).json.byProtocol.icmp.packets as number;
     const before = await icmp();
-    const rxBefore = await peerRxPackets(t.a);
+    const rxBefore = await peerRxPackets(t.a, PEER);
     for (const host of [R4, R6]) {
       // Nothing listens on port 9: the host's port unreachable (L → R, carrying R → L) must reach the client's
       // connected socket as R → L carrying L → R, the datagram it sent.
@@ -129,7 +103,7 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
       assert.deepEqual(JSON.parse(r.stdout), { ok: false, error: 'ECONNREFUSED' }, host + r.stderr);
     }
     assert.equal((await icmp()) - before, 2);
-    assert.ok((await peerRxPackets(t.a)) - rxBefore < 2, 'the errors took the user-space path');
+    assert.ok((await peerRxPackets(t.a, PEER)) - rxBefore < 2, 'the errors took the user-space path');
   });
 
   test('a capture gets what its filter asks for from the kernel ring, read by tshark; all in the kernel', async () => {
@@ -144,14 +118,14 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
     await waitFor('the pcapng header', () => existsSync(file) && statSync(file).size > 0, 20_000);
     const sink = await counter(t.a, 5403);
     const other = await counter(t.a, 5404);
-    const rxBefore = await peerRxPackets(t.a);
+    const rxBefore = await peerRxPackets(t.a, PEER);
     const kernelBefore = await udpReflected(engine!, R4);
     await send(t.a, [R4], 5403, 50, 40);
     await send(t.a, [R4], 5404, 200, 40);
     assert.deepEqual(await sink.result(), { received: 50, wrong: [] });
     assert.deepEqual(await other.result(), { received: 200, wrong: [] });
     // The kernel reflected every datagram, the captured ones too: the user-space path (the peer) got none.
-    const rx = (await peerRxPackets(t.a)) - rxBefore;
+    const rx = (await peerRxPackets(t.a, PEER)) - rxBefore;
     assert.ok(rx < 5, `the user-space path got ${rx} packets`);
     assert.equal((await udpReflected(engine!, R4)) - kernelBefore, 250);
     await new Promise((r) => setTimeout(r, 300));
@@ -173,15 +147,15 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
     try {
       const countedBefore = await udpReflected(engine!, R4);
       const mapped = await counter(t.a, 5420);
-      let rxBefore = await peerRxPackets(t.a);
+      let rxBefore = await peerRxPackets(t.a, PEER);
       await send(t.a, [R4], 6000, 100, 30);
       assert.deepEqual(await mapped.result(), { received: 100, wrong: [] });
-      assert.ok((await peerRxPackets(t.a)) - rxBefore >= 100, 'the mapped port did not take the user-space path');
+      assert.ok((await peerRxPackets(t.a, PEER)) - rxBefore >= 100, 'the mapped port did not take the user-space path');
       const direct = await counter(t.a, 5421);
-      rxBefore = await peerRxPackets(t.a);
+      rxBefore = await peerRxPackets(t.a, PEER);
       await send(t.a, [R4], 5421, 100, 30);
       assert.deepEqual(await direct.result(), { received: 100, wrong: [] });
-      assert.ok((await peerRxPackets(t.a)) - rxBefore < 5, 'a port no map names left the kernel');
+      assert.ok((await peerRxPackets(t.a, PEER)) - rxBefore < 5, 'a port no map names left the kernel');
       const counted = (await udpReflected(engine!, R4)) - countedBefore;
       assert.equal(counted, 200, 'kernel and user-space counters add up to what was sent');
       // Nothing listens on 5422: the port unreachable quotes R4:C → L:5422; the client, connected to R4:6001, must
@@ -200,10 +174,10 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
     const egress = () => t.a.must('tc', ['filter', 'show', 'dev', DEVICE, 'egress']);
     const reflectedInKernel = async (port: number) => {
       const sink = await counter(t.a, port);
-      const rxBefore = await peerRxPackets(t.a);
+      const rxBefore = await peerRxPackets(t.a, PEER);
       await send(t.a, [R4], port, 50, 20);
       assert.deepEqual(await sink.result(), { received: 50, wrong: [] });
-      return (await peerRxPackets(t.a)) - rxBefore < 5;
+      return (await peerRxPackets(t.a, PEER)) - rxBefore < 5;
     };
     const what = new RegExp(`tc program on the egress of ${DEVICE} .*attached it again`);
     const edits: [string, string[]][] = [
@@ -252,7 +226,7 @@ describe('ebpf backend (real engine, kernel data path)', { timeout: 900_000 }, (
     const got = await sink.result();
     const stats = (await engine!.cli(['stats'])).json;
     const snmp = (await t.a.must('grep', ['-A1', '^Udp', '/proc/net/snmp'])).replace(/\n/g, ' / ');
-    const why = `${changes} changes; snmp: ${snmp} peer rx ${await peerRxPackets(t.a)} stats ` +
+    const why = `${changes} changes; snmp: ${snmp} peer rx ${await peerRxPackets(t.a, PEER)} stats ` +
       `${JSON.stringify(stats.byAddress)} errors ${JSON.stringify(stats.errors)}`;
     assert.deepEqual(got, { received: 4000, wrong: [] }, why);
     assert.deepEqual((await engine!.cli(['status'])).json.reflectAddresses, [R4, R6]);

@@ -13,6 +13,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTopology, JsonLines, run, waitFor, type NetNs, type Topology } from '../../helpers/netns.ts';
 import { engineDevice, privateDir, removeDir, startEngine, type EngineHandle } from '../../helpers/engine.ts';
+import { peerRxPackets } from '../../helpers/udp-stream.ts';
 
 const PEERS = 'test/packet-sources/ebpf/fixtures/mapped-peers.ts';
 const node = process.execPath;
@@ -25,11 +26,6 @@ const UDP_T = 5602;
 const TCP_P = 6601;
 const UDP_P = 6602;
 const MAPS = ['--map', `${TCP_P}=${TCP_T}/tcp`, '--map', `${UDP_P}=${UDP_T}/udp`, '--temporary'];
-
-async function peerRxPackets(ns: NetNs): Promise<number> {
-  const [link] = await ns.ipJson<{ stats64: { rx: { packets: number } } }[]>(['-s', 'link', 'show', 'dev', PEER]);
-  return link.stats64.rx.packets;
-}
 
 async function peers(ns: NetNs, args: string[]): Promise<Record<string, unknown>> {
   const r = await ns.run(node, ['--import', 'tsx', PEERS, ...args], { timeoutMs: 120_000 });
@@ -72,7 +68,7 @@ describe('ebpf backend: port-mapped flows rewritten in the kernel', { timeout: 6
     const up = 8 << 20;
     const down = 8 << 20;
     for (const host of [R4, R6]) {
-      const rxBefore = await peerRxPackets(t.a);
+      const rxBefore = await peerRxPackets(t.a, PEER);
       const countedBefore = await reflected(engine!, host, 'tcp');
       const r = await peers(t.a, ['bulk', host, String(TCP_P), String(up), String(down)]);
       assert.equal(r.ok, true, JSON.stringify(r));
@@ -89,7 +85,7 @@ describe('ebpf backend: port-mapped flows rewritten in the kernel', { timeout: 6
       const [f] = flows;
       assert.deepEqual([f.serverPort, f.mappedFromPort, f.state], [TCP_T, TCP_P, 'closed'], JSON.stringify(f));
       assert.ok(f.bytes >= up + down && f.bytes < (up + down) * 1.1, JSON.stringify(f));
-      const userPath = (await peerRxPackets(t.a)) - rxBefore;
+      const userPath = (await peerRxPackets(t.a, PEER)) - rxBefore;
       const counted = (await reflected(engine!, host, 'tcp')) - countedBefore;
       // 16 MiB are hundreds of segments (GSO: up to 64 KiB each) and their ACKs; the user-space path gets the SYN,
       // the SYN-ACK, the FINs and the ACKs that follow them.
@@ -101,7 +97,7 @@ describe('ebpf backend: port-mapped flows rewritten in the kernel', { timeout: 6
 
   test('a mapped UDP flow goes to the kernel after its first reply; ICMP errors about it map back', async () => {
     for (const host of [R4, R6]) {
-      const rxBefore = await peerRxPackets(t.a);
+      const rxBefore = await peerRxPackets(t.a, PEER);
       const countedBefore = await reflected(engine!, host, 'udp');
       const r = await peers(t.a, ['udp', host, String(UDP_P), '300']);
       // Each echo reached the connected socket, so it came from R:P; "again" went to a closed socket: the port
@@ -114,7 +110,7 @@ describe('ebpf backend: port-mapped flows rewritten in the kernel', { timeout: 6
       );
       const counted = (await reflected(engine!, host, 'udp')) - countedBefore;
       assert.equal(counted, 2 * 301 + 1, `${host}: 300 datagrams, "bye", their echoes and "again"`);
-      const userPath = (await peerRxPackets(t.a)) - rxBefore;
+      const userPath = (await peerRxPackets(t.a, PEER)) - rxBefore;
       // The first datagram and its echo, then the ICMP error; nothing else.
       assert.ok(userPath <= 5, `${host}: ${userPath} packets took the user-space path`);
     }
@@ -131,11 +127,11 @@ describe('ebpf backend: port-mapped flows rewritten in the kernel', { timeout: 6
     const ended = await flowsOf();
     assert.deepEqual(ended.map((f) => [f.serverPort, f.mappedFromPort, f.state]), [[TCP_T, TCP_P, 'closed']]);
     // The same four-tuple again: the SYN on a finished flow starts a new mapped flow, handed to the kernel anew.
-    const rxBefore = await peerRxPackets(t.a);
+    const rxBefore = await peerRxPackets(t.a, PEER);
     const r = await peers(t.a, ['bulk', R4, String(TCP_P), String(4 << 20), String(4 << 20), String(local)]);
     assert.equal(r.downloadOk, true, JSON.stringify(r));
     assert.equal((r.server as { sha256: string }).sha256, r.sentSha256);
-    assert.ok((await peerRxPackets(t.a)) - rxBefore <= 12, 'the new connection was not handed to the kernel');
+    assert.ok((await peerRxPackets(t.a, PEER)) - rxBefore <= 12, 'the new connection was not handed to the kernel');
     const again = await flowsOf();
     assert.equal(again.length, 1, JSON.stringify(again));
     assert.ok(again[0].bytes >= 8 << 20 && again[0].bytes < (8 << 20) * 1.1, JSON.stringify(again));
@@ -150,10 +146,10 @@ describe('ebpf backend: port-mapped flows rewritten in the kernel', { timeout: 6
     const exited = new Promise<number | null>((resolve) => capture.once('exit', (code) => resolve(code)));
     await waitFor('the pcapng header', () => existsSync(file) && statSync(file).size > 0, 20_000);
     await new Promise((res) => setTimeout(res, 500)); // the kernel takes the capture up just after the header
-    const rxBefore = await peerRxPackets(t.a);
+    const rxBefore = await peerRxPackets(t.a, PEER);
     const r = await peers(t.a, ['bulk', R4, String(TCP_P), String(1 << 20), String(1 << 20)]);
     assert.equal(r.downloadOk, true, JSON.stringify(r));
-    assert.ok((await peerRxPackets(t.a)) - rxBefore <= 12, 'the transfer was not handed to the kernel');
+    assert.ok((await peerRxPackets(t.a, PEER)) - rxBefore <= 12, 'the transfer was not handed to the kernel');
     await new Promise((res) => setTimeout(res, 300));
     capture.kill('SIGINT');
     assert.equal(await exited, 0, captureErr);
@@ -178,9 +174,10 @@ describe('ebpf backend: port-mapped flows rewritten in the kernel', { timeout: 6
       await servers.next((o) => typeof o.tick === 'string');
       seen++;
     }
-    const rxBefore = await peerRxPackets(t.a);
+    const rxBefore = await peerRxPackets(t.a, PEER);
     await new Promise((r) => setTimeout(r, 400));
-    assert.ok((await peerRxPackets(t.a)) - rxBefore <= 2, 'the ticks took the user-space path before the removal');
+    const rxTicks = (await peerRxPackets(t.a, PEER)) - rxBefore;
+    assert.ok(rxTicks <= 2, 'the ticks took the user-space path before the removal');
     const rm = await engine!.cli(['address', 'remove', R4, '--map', String(TCP_P), '--temporary']);
     assert.equal(rm.code, 0, rm.stderr);
     const removedAt = Date.now();
