@@ -52,32 +52,24 @@ Describe 'A policy that locks the configuration (lockChanges)' {
         Get-Entries |
             Should -Be @('203.0.113.90 Policy', '203.0.113.91 Temporary', '9300/tcp Policy', '9301/tcp Temporary')
     }
-    It 'Add-ReflectAddress is one Retroflect.ManagedByPolicy,Add-ReflectAddress error and adds nothing' {
+    # One refusal per kind of change: each cmdlet must fail as one ManagedByPolicy error naming itself and change
+    # nothing. The call is dot-sourced so that its -ErrorVariable lands in this scope.
+    It '<Cmdlet> is one Retroflect.ManagedByPolicy,<Cmdlet> error and <Outcome>' -ForEach @(
+        @{ Cmdlet = 'Add-ReflectAddress'; Outcome = 'adds nothing'; Message = 'adding reflect addresses'
+            Call = { Add-ReflectAddress '203.0.113.92' -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev } }
+        @{ Cmdlet = 'Remove-ShieldPort'; Outcome = 'removes nothing'; Message = 'removing shield ports'
+            Call = { Remove-ShieldPort 9301 -Protocol tcp -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev } }
+        @{ Cmdlet = 'Set-ReflectAddress'; Outcome = 'sets nothing'; Message = 'setting the reflect addresses'
+            Call = { Set-ReflectAddress '203.0.113.93' -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev } }
+    ) {
         $before = Get-Entries
         $Error.Clear()
         $caught = $null
-        try { Add-ReflectAddress '203.0.113.92' -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev }
+        $ev = $null
+        try { . $Call }
         catch { $caught = $_ }
-        Assert-LockedRefusal $caught $ev 'Add-ReflectAddress' $before
-        $caught.Exception.Message | Should -Match 'adding reflect addresses'
-    }
-    It 'Remove-ShieldPort is one Retroflect.ManagedByPolicy,Remove-ShieldPort error and removes nothing' {
-        $before = Get-Entries
-        $Error.Clear()
-        $caught = $null
-        try { Remove-ShieldPort 9301 -Protocol tcp -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev }
-        catch { $caught = $_ }
-        Assert-LockedRefusal $caught $ev 'Remove-ShieldPort' $before
-        $caught.Exception.Message | Should -Match 'removing shield ports'
-    }
-    It 'Set-ReflectAddress is one Retroflect.ManagedByPolicy,Set-ReflectAddress error and sets nothing' {
-        $before = Get-Entries
-        $Error.Clear()
-        $caught = $null
-        try { Set-ReflectAddress '203.0.113.93' -Pipe $script:Pipe -Confirm:$false -ErrorVariable ev }
-        catch { $caught = $_ }
-        Assert-LockedRefusal $caught $ev 'Set-ReflectAddress' $before
-        $caught.Exception.Message | Should -Match 'setting the reflect addresses'
+        Assert-LockedRefusal $caught $ev $Cmdlet $before
+        $caught.Exception.Message | Should -Match $Message
     }
     It 'lifting the lock in the policy file unlocks the engine live' {
         Set-Content -LiteralPath $script:Policy -Value ('{"schemaVersion": 2, ' +
