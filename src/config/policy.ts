@@ -6,7 +6,7 @@
  * LockChanges value): then every pipe change to addresses, shield ports and port maps is refused. This file holds
  * what every policy source shares: the contract, the path rule, and the file source.
  */
-import { statSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { statSync } from 'node:fs';
 import { emptyInterceptConfig, type InterceptConfig } from './intercept-config.ts';
 import { loadConfigFile } from './config-file.ts';
 
@@ -35,11 +35,25 @@ export function resolvePolicyPath(option: string | undefined, env: NodeJS.Proces
   return DEFAULT_POLICY_PATH;
 }
 
+/** What a file's status says of its contents ("none" when it is missing): a change to any part means "read again". */
+function fileStamp(path: string): string {
+  try {
+    const st = statSync(path);
+    return `${st.ino}/${st.size}/${st.mtimeMs}/${st.ctimeMs}`;
+  } catch {
+    return 'none';
+  }
+}
+
 /** A policy file in config.json's layout (config-file.ts: same strict checks). Missing file = no policy. */
 export class FilePolicySource implements PolicySource {
+  /** The file's status when it was last read (taken just before, so a write during the read is seen again). */
+  private readStamp: string | null = null;
+
   constructor(readonly origin: string) {}
 
   read(): InterceptConfig {
+    this.readStamp = fileStamp(this.origin);
     return loadConfigFile(this.origin, {
       label: `Policy file ${this.origin}`,
       hint: 'The policy file is managed by your administrator: fix it there. Until then the last valid policy stays in force.',
@@ -48,15 +62,16 @@ export class FilePolicySource implements PolicySource {
   }
 
   /**
-   * Polls the file's status: it catches edits in place, atomic replacement (a new inode), creation and removal,
-   * which a directory watch would each report differently (or not at all on some file systems).
+   * Polls the file's status and compares it with its status when it was last read, not with the previous poll: a
+   * change made between the last read and the first poll is seen too. Status, not a directory watch, catches edits
+   * in place, atomic replacement (a new inode), creation and removal alike, on every file system.
    */
   watch(changed: () => void): () => void {
-    const listener = (cur: Stats, prev: Stats): void => {
-      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino || cur.ctimeMs !== prev.ctimeMs) changed();
-    };
-    watchFile(this.origin, { interval: POLICY_FILE_POLL_MS, persistent: false }, listener);
-    return () => unwatchFile(this.origin, listener);
+    const timer = setInterval(() => {
+      if (fileStamp(this.origin) !== this.readStamp) changed();
+    }, POLICY_FILE_POLL_MS);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 }
 

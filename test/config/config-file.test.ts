@@ -75,6 +75,40 @@ describe('policy lock (lockChanges)', () => {
   });
 });
 
+describe('policy file watch', () => {
+  // A change made after the policy was read but before the watch began must still be seen (a watch that compared
+  // each poll with the one before took its first look after the change, and never reported it). The guard is far
+  // longer than one poll (POLICY_FILE_POLL_MS); it only ends a test that would otherwise hang.
+  const changeSeen = (source: FilePolicySource, guardMs = 10_000): Promise<boolean> =>
+    new Promise((resolve) => {
+      const guard = setTimeout(() => {
+        stop();
+        resolve(false);
+      }, guardMs);
+      const stop = source.watch(() => {
+        clearTimeout(guard);
+        stop();
+        resolve(true);
+      });
+    });
+  it('a change between the read and the watch is reported', async () => {
+    const p = file('{"schemaVersion":1,"reflectAddresses":["192.0.2.1"]}');
+    const source = new FilePolicySource(p);
+    source.read();
+    writeFileSync(p, '{"schemaVersion":1}');
+    assert.equal(await changeSeen(source), true);
+  });
+  it('a removal between the read and the watch is reported, and a file read as it is reports nothing', async () => {
+    const p = file('{"schemaVersion":1}');
+    const source = new FilePolicySource(p);
+    source.read();
+    rmSync(p);
+    assert.equal(await changeSeen(source), true);
+    source.read(); // now read as missing: no policy
+    assert.equal(await changeSeen(source, 3000), false, 'nothing changed since the read');
+  });
+});
+
 describe('save', () => {
   it('round-trips and leaves no temp files', () => {
     const p = file();
